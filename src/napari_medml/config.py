@@ -1,0 +1,266 @@
+"""Typed, frozen configuration for every job, with a JSON round trip.
+
+Widgets and the command line build these objects; the core only reads them; every
+model bundle stores the ``TrainConfig`` it was trained with. Choices are ``Literal``
+strings, never integer codes, so that a saved ``config.json`` reads like a sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+__all__ = [
+    "AugmentConfig",
+    "AugmentSpec",
+    "ConfigError",
+    "DataConfig",
+    "InferConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PreprocessStep",
+    "TrainConfig",
+    "from_dict",
+    "to_dict",
+]
+
+Task = Literal["segmentation", "classification"]
+LabelMode = Literal["dense", "sparse"]
+Norm = Literal["batch", "instance"]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
+ScheduleName = Literal["constant", "cosine", "poly", "plateau"]
+LossName = Literal["ce", "dice", "dice_ce", "focal"]
+Normalization = Literal["zscore", "percentile", "minmax", "none"]
+StopMetric = Literal["val_dice", "val_loss", "val_accuracy"]
+InstanceSplit = Literal["none", "connected", "watershed"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class PreprocessStep:
+    """One step of a preprocessing recipe: an operation name and its parameters.
+
+    The recipe (a tuple of steps) is stored in a model bundle and re-applied to
+    every image the model predicts on; see ``napari_medml.preprocess``.
+    """
+
+    operation: str
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """How often (``prob``, 0-1) and how hard (``strength``, 1 = default) one transform acts."""
+
+    prob: float = 0.0
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ConfigError(f"augmentation probability must be in [0, 1], got {self.prob}")
+        if self.strength < 0:
+            raise ConfigError(f"augmentation strength must be >= 0, got {self.strength}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Data augmentation, applied to image and labels together during training.
+
+    The same object drives the augmentation preview, so what a user previews is
+    exactly what training sees. Strength 1 gives the defaults in brackets.
+    """
+
+    flip: AugmentSpec = AugmentSpec(0.5, 1.0)  # flip along each spatial axis
+    rotate90: AugmentSpec = AugmentSpec(0.25, 1.0)  # quarter turns in the last two axes
+    affine: AugmentSpec = AugmentSpec(0.2, 1.0)  # rotate (15 deg) and scale (15 %)
+    elastic: AugmentSpec = AugmentSpec(0.0, 1.0)  # smooth elastic deformation
+    noise: AugmentSpec = AugmentSpec(0.15, 1.0)  # Gaussian noise (std 0.1)
+    smooth: AugmentSpec = AugmentSpec(0.1, 1.0)  # Gaussian blur (sigma 0.5-1)
+    contrast: AugmentSpec = AugmentSpec(0.15, 1.0)  # gamma (0.7-1.5)
+    intensity: AugmentSpec = AugmentSpec(0.15, 1.0)  # scale and shift (10 %)
+    bias_field: AugmentSpec = AugmentSpec(0.0, 1.0)  # smooth multiplicative field
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation at all."""
+        off = AugmentSpec(0.0, 1.0)
+        return cls(**{f.name: off for f in dataclasses.fields(cls)})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the training data are and how patches are drawn from them."""
+
+    spatial_dims: Literal[2, 3] = 3
+    label_mode: LabelMode = "dense"
+    # Sparse (scribble) mode: the painted id that means background. Dense mode: ignored.
+    background_id: int = 0
+    patch_size: tuple[int, ...] | None = None  # None = chosen from shape, spacing, memory
+    batch_size: int = 2
+    foreground_fraction: float = 1.0 / 3.0  # share of patches centred on labelled foreground
+    val_fraction: float = 0.2
+    normalization: Normalization = "zscore"
+    preprocessing: tuple[PreprocessStep, ...] = ()
+    memory_budget_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ConfigError("foreground_fraction must be in [0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("val_fraction must be in [0, 1)")
+        if self.patch_size is not None and len(self.patch_size) != self.spatial_dims:
+            raise ConfigError(
+                f"patch_size {self.patch_size} has {len(self.patch_size)} axes "
+                f"but spatial_dims is {self.spatial_dims}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network from the registry (``napari_medml.models``) and its size."""
+
+    network: str = "unet"
+    features: int = 16  # channels at the first (full-resolution) level
+    depth: int = 4  # number of resolution levels
+    norm: Norm = "instance"
+    dropout: float = 0.0
+    # Transfer learning: a bundle folder whose fitting weights initialise the network.
+    init_from: str | None = None
+    freeze_stages: int = 0
+
+    def __post_init__(self) -> None:
+        if self.features < 1 or self.depth < 1:
+            raise ConfigError("features and depth must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Loss, optimizer, schedule and when to stop."""
+
+    loss: LossName = "dice_ce"
+    class_weights: tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
+    optimizer: OptimizerName = "adamw"
+    learning_rate: float = 1e-3
+    momentum: float = 0.99  # SGD and RMSprop
+    nesterov: bool = True  # SGD
+    weight_decay: float = 1e-5
+    schedule: ScheduleName = "poly"
+    epochs: int = 50
+    steps_per_epoch: int = 50
+    max_minutes: float | None = None
+    early_stopping_patience: int | None = None  # epochs without improvement
+    early_stopping_metric: StopMetric = "val_dice"
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ConfigError("epochs and steps_per_epoch must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; stored in every bundle."""
+
+    task: Task = "segmentation"
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
+    amp: bool = True  # mixed precision; used on CUDA only
+    seed: int = 0
+    checkpoint_dir: str | None = None  # where best/last checkpoints go (None: a temp folder)
+    class_names: Mapping[int, str] | None = field(default=None, hash=False)
+
+    def to_json(self) -> str:
+        return json.dumps(to_dict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        return from_dict(cls, json.loads(text))
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Sliding-window inference, test-time augmentation and post-processing."""
+
+    overlap: float = 0.5
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    sw_batch_size: int = 4
+    tta: bool = False  # average over flips
+    return_probabilities: bool = False
+    return_uncertainty: bool = False
+    min_size: int = 0  # remove objects smaller than this many voxels
+    fill_holes: bool = False
+    keep_largest: bool = False  # keep the largest connected component per class
+    instances: InstanceSplit = "none"
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.sw_batch_size < 1:
+            raise ConfigError("sw_batch_size must be >= 1")
+
+
+# --- JSON round trip ---------------------------------------------------------------
+# dataclasses.asdict goes one way only; this small converter goes back, guided by the
+# type hints, so that tuples stay tuples and nested configs are rebuilt.
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able structure of a config (dataclasses, tuples, mappings)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a config dataclass from ``to_dict`` output; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no option(s) {sorted(unknown)}")
+    return cls(**{k: _coerce(hints[k], v) for k, v in data.items()})
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value) if len(non_none) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        return tuple(value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        key_type = args[0] if args else str
+        return {key_type(k) if key_type is int else k: v for k, v in value.items()}
+    return value
