@@ -1,0 +1,30 @@
+"""Errors the core raises for things a user can fix.
+
+Every message names the input at fault and says what to change, e.g.
+"labels 'seg' have shape (64, 128) but image 'ct' has (64, 128, 128): ...".
+Widgets show these as napari notifications; the command line prints one line.
+"""
+
+from __future__ import annotations
+
+from napari_medml.config import ConfigError
+
+__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError"]
+
+# ConfigError (config.py) is a ValueError too; MedMLError groups the others.
+
+
+class MedMLError(ValueError):
+    """Base class for user-fixable problems raised by napari-medml."""
+
+
+class InputError(MedMLError):
+    """An image, labels array or file is unusable as given (shape, dtype, content)."""
+
+
+class BundleError(MedMLError):
+    """A model bundle is missing, damaged, or does not fit the data it is used on."""
+
+
+class Cancelled(Exception):
+    """A long operation was stopped by the user (a stop token or Cancel button)."""
