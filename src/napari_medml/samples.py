@@ -14,7 +14,14 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["Phantom3D", "phantom_3d"]
+__all__ = [
+    "Objects2D",
+    "Phantom3D",
+    "ShapeClasses",
+    "phantom_3d",
+    "shape_classes",
+    "touching_objects_2d",
+]
 
 
 @dataclass(frozen=True)
@@ -195,3 +202,193 @@ def phantom_3d(
         spacing=spacing,
         class_names={1: "body", 2: "organ", 3: "lesion"},
     )
+
+
+@dataclass(frozen=True)
+class Objects2D:
+    """A 2D image of touching blob-like objects with instance labels.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        float32 image, axes (Y, X).
+    labels : np.ndarray
+        int32 instance labels of the same shape: 0 background, 1..N objects.
+    spacing : tuple of float
+        Pixel size per axis (Y, X).
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, ...] = (1.0, 1.0)
+
+
+def _place_centers(
+    rng: np.random.Generator, shape: tuple[int, int], radii: np.ndarray, overlap: float
+) -> list[tuple[np.ndarray, float]]:
+    """Rejection-sample centres in clumps so that most objects touch a neighbour.
+
+    Each object after the first few is proposed just beside an already placed
+    one; two objects may come as close as ``overlap * (r_i + r_j)``, which is
+    below 1, so neighbours overlap and the nearest-object split turns the
+    overlap into a shared border.
+    """
+    placed: list[tuple[np.ndarray, float]] = []
+    margin = 4.0
+    lo = np.array([margin, margin])
+    hi = np.array(shape, float) - margin
+    for r in radii:
+        for _ in range(200):
+            if len(placed) < 3 or rng.random() < 0.15:
+                c = rng.uniform(lo + r * 0.5, hi - r * 0.5)
+            else:
+                c0, r0 = placed[rng.integers(len(placed))]
+                phi = rng.uniform(0, 2 * np.pi)
+                c = c0 + rng.uniform(overlap, 0.95) * (r + r0) * np.array([np.sin(phi), np.cos(phi)])
+                if np.any(c < lo + r * 0.5) or np.any(c > hi - r * 0.5):
+                    continue
+            if all(np.hypot(*(c - c2)) >= overlap * (r + r2) for c2, r2 in placed):
+                placed.append((c, float(r)))
+                break
+    return placed
+
+
+def touching_objects_2d(seed: int = 0, shape: tuple[int, int] = (256, 256)) -> Objects2D:
+    """Make a 2D image of ~20-30 touching cell-like objects with instance labels.
+
+    Objects are random ellipses that overlap their neighbours; each pixel
+    belongs to the object whose ellipse it lies deepest inside, so touching
+    objects share a straight-ish border, as after a watershed split. Each object
+    is dome-shaped (brightest in the middle), so there is a faint intensity dip
+    where two objects touch.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for positions, shapes, intensities and noise.
+    shape : tuple of int
+        Image shape (Y, X) in pixels.
+
+    Returns
+    -------
+    Objects2D
+        float32 image, int32 instance labels (0 background) and spacing (1, 1).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    if len(shape) != 2 or min(shape) < 32:
+        raise ValueError(f"touching_objects_2d shape {shape} is too small: use at least 32 pixels per axis")
+    scale = min(shape) / 256.0
+    n_target = int(rng.integers(24, 31))
+    radii = rng.uniform(15.0, 22.0, size=n_target) * scale
+    placed = _place_centers(rng, shape, radii, overlap=0.75)
+
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    best = np.full(shape, np.inf, np.float32)  # normalised radius of the owning ellipse
+    labels = np.zeros(shape, np.int32)
+    for k, (c, r) in enumerate(placed, start=1):
+        aspect = rng.uniform(1.0, 1.4)
+        a, b = r * np.sqrt(aspect), r / np.sqrt(aspect)
+        t = rng.uniform(0, np.pi)
+        dy, dx = yy - c[0], xx - c[1]
+        u = np.cos(t) * dy + np.sin(t) * dx
+        v = -np.sin(t) * dy + np.cos(t) * dx
+        rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+        own = (rho <= 1.0) & (rho < best)
+        labels[own] = k
+        best[own] = rho[own]
+
+    brightness = np.concatenate([[0.0], rng.uniform(0.6, 1.0, size=len(placed))]).astype(np.float32)
+    dome = np.where(labels > 0, 1.0 - 0.45 * np.minimum(best, 1.0) ** 2, 0.0).astype(np.float32)
+    image = 0.1 + brightness[labels] * dome
+    image = ndi.gaussian_filter(image, sigma=1.0)
+    image += rng.normal(0.0, 0.05, size=shape).astype(np.float32)
+    return Objects2D(image=image.astype(np.float32), labels=labels, spacing=(1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class ShapeClasses:
+    """A stack of single-shape images for classification (smooth vs irregular).
+
+    Attributes
+    ----------
+    images : np.ndarray
+        float32 stack, axes (N, Y, X).
+    classes : np.ndarray
+        int64 class id per sample, shape (N,): 1 smooth, 2 irregular.
+    labels : np.ndarray
+        uint8 masks (N, Y, X): each sample's shape painted with its class id.
+    spacing : tuple of float
+        Pixel size (Y, X) of each image.
+    class_names : Mapping[int, str]
+        Class id -> name.
+    """
+
+    images: np.ndarray
+    classes: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, ...] = (1.0, 1.0)
+    class_names: Mapping[int, str] = field(default_factory=lambda: {1: "smooth", 2: "irregular"})
+
+
+def _shape_mask(rng: np.random.Generator, size: int, irregular: bool) -> np.ndarray:
+    """Rasterise one random smooth ellipse or spiky/lobed star as a boolean mask."""
+    r0 = rng.uniform(0.16, 0.26) * size
+    center = rng.uniform(0.5 * size - 0.12 * size, 0.5 * size + 0.12 * size, size=2)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - center[0], xx - center[1]
+    rot = rng.uniform(0, 2 * np.pi)
+    theta = np.arctan2(dy, dx) - rot
+    rho = np.hypot(dy, dx)
+    if irregular:
+        # star outline: several sharp spikes or deep lobes around the circle
+        k = int(rng.integers(5, 10))
+        amp = rng.uniform(0.3, 0.45)
+        wobble = rng.uniform(0.0, 0.1) * np.sin(2 * theta + rng.uniform(0, 2 * np.pi))
+        outline = r0 * (1.0 + amp * np.sin(k * theta) + wobble)
+    else:
+        # ellipse in polar form: r(theta) = ab / sqrt((b cos)^2 + (a sin)^2)
+        aspect = rng.uniform(1.0, 1.6)
+        a, b = r0 * np.sqrt(aspect), r0 / np.sqrt(aspect)
+        outline = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
+    return rho <= outline
+
+
+def shape_classes(seed: int = 0, n: int = 64, size: int = 64) -> ShapeClasses:
+    """Make a balanced stack of smooth (class 1) and irregular (class 2) shapes.
+
+    Smooth shapes are ellipses; irregular ones are star-like outlines with 5-9
+    spikes or lobes. Size, position, rotation, intensity and background vary at
+    random, and Gaussian noise is added, so only the outline tells the classes
+    apart.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for classes, shapes, intensities and noise.
+    n : int
+        Number of samples; classes are balanced (``n // 2`` smooth).
+    size : int
+        Side length of each square image in pixels.
+
+    Returns
+    -------
+    ShapeClasses
+        float32 images (N, Y, X), class ids (N,), uint8 masks painted with the
+        class id, spacing and class names.
+    """
+    if n < 2 or size < 24:
+        raise ValueError(f"shape_classes needs n >= 2 and size >= 24, got n={n}, size={size}")
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.array([1] * (n // 2) + [2] * (n - n // 2), dtype=np.int64))
+    images = np.empty((n, size, size), np.float32)
+    labels = np.zeros((n, size, size), np.uint8)
+    for i, cls in enumerate(classes):
+        mask = _shape_mask(rng, size, irregular=cls == 2)
+        labels[i][mask] = cls
+        background = rng.uniform(0.0, 0.2)
+        foreground = background + rng.uniform(0.5, 0.9)
+        img = np.where(mask, foreground, background).astype(np.float32)
+        img = ndi.gaussian_filter(img, sigma=0.7)
+        images[i] = img + rng.normal(0.0, 0.06, size=(size, size)).astype(np.float32)
+    return ShapeClasses(images=images, classes=classes, labels=labels, spacing=(1.0, 1.0))
