@@ -1,0 +1,325 @@
+"""Augmentation configs -> MONAI dictionary transforms, and a preview of them.
+
+``augmentation_transforms`` turns an :class:`~napari_medml.config.AugmentConfig` into
+one MONAI ``Compose`` of *dictionary* transforms, so that image and labels are moved by
+the same random draw and stay aligned. Training and :func:`preview` use this very
+function, so what a user previews is what the network sees.
+
+Intensity transforms are scaled for standardised images (zero mean, unit standard
+deviation), which is what training feeds them; :func:`preview` standardises each
+channel, augments, and maps the result back to the input's units.
+
+torch and MONAI are imported inside the functions: importing this module is cheap
+(the widgets import it when they dock).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from napari_medml.config import AugmentConfig
+from napari_medml.errors import InputError
+
+if TYPE_CHECKING:
+    from monai.transforms import Compose
+
+__all__ = ["AUGMENT_DESCRIPTIONS", "augmentation_transforms", "preview"]
+
+AUGMENT_DESCRIPTIONS: dict[str, str] = {
+    "flip": "Mirror image and labels along each spatial axis (strength is not used).",
+    "rotate90": "Quarter turns in the last two axes (180 degrees only for non-square "
+    "patches; strength is not used).",
+    "affine": "Random rotation and zoom; strength 1: up to 15 degrees and +/-15 % "
+    "(3D: smaller out-of-plane rotation for anisotropic spacing).",
+    "elastic": "Smooth elastic deformation; strength 1: displacements of a few voxels.",
+    "noise": "Additive Gaussian noise; strength 1: standard deviation up to 0.1 "
+    "(of the standardised image).",
+    "smooth": "Gaussian blur; strength 1: sigma 0.5-1 voxel.",
+    "contrast": "Gamma contrast change; strength 1: gamma 0.7-1.5.",
+    "intensity": "Scale and shift the intensities; strength 1: up to 10 % each.",
+    "bias_field": "Smooth multiplicative intensity field (MRI-like shading); "
+    "strength 1: coefficients up to 0.3.",
+}
+
+_IMAGE_ONLY = ("noise", "smooth", "contrast", "intensity", "bias_field")
+
+
+def augmentation_transforms(
+    config: AugmentConfig,
+    spatial_dims: int,
+    keys: Sequence[str] = ("image", "label"),
+    *,
+    seed: int | None = None,
+    spatial_shape: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+) -> Compose:
+    """Build the MONAI dictionary transforms for one augmentation config.
+
+    Parameters
+    ----------
+    config : AugmentConfig
+        Probability and strength of each transform; transforms with probability 0
+        (or strength 0, for those scaled by strength) are left out.
+    spatial_dims : int
+        2 or 3.
+    keys : sequence of str
+        Dictionary keys. The first is the image, ``(C, *spatial)`` float; the others
+        are label-like, ``(1, *spatial)`` integer (e.g. labels and a scribble mask):
+        they follow every spatial transform with nearest-neighbour interpolation and
+        never see intensity transforms.
+    seed : int, optional
+        Seeds the random state of the whole pipeline, for reproducible draws.
+    spatial_shape : sequence of int, optional
+        The patch shape the pipeline will see. When the last two axes differ, a
+        quarter turn would change the shape, so ``rotate90`` turns by 180 degrees only.
+    spacing : sequence of float, optional
+        Voxel spacing. In 3D, when the first axis is much coarser than the others,
+        out-of-plane rotation is reduced.
+
+    Returns
+    -------
+    monai.transforms.Compose
+        Takes a dict of numpy arrays or torch tensors; returns plain torch tensors,
+        the image as float32 and label keys as int64.
+    """
+    import torch
+    from monai import transforms as mt
+
+    if spatial_dims not in (2, 3):
+        raise InputError(f"augmentation needs spatial_dims 2 or 3, got {spatial_dims}")
+    keys = tuple(keys)
+    if not keys:
+        raise InputError("augmentation needs at least one key (the image)")
+    image_key, label_keys = keys[0], keys[1:]
+    # Linear interpolation for the image, nearest for labels so ids stay ids.
+    modes = ("bilinear",) + ("nearest",) * len(label_keys)
+    spatial = dict(keys=keys, mode=modes, padding_mode="zeros")
+
+    steps: list = [
+        mt.EnsureTyped(keys=image_key, data_type="tensor", dtype=torch.float32),
+    ]
+    if label_keys:
+        # float for resampling; integer again at the end (nearest keeps values exact).
+        steps.append(mt.EnsureTyped(keys=label_keys, data_type="tensor", dtype=torch.float32))
+
+    def on(name: str) -> bool:
+        spec = getattr(config, name)
+        if spec.prob <= 0:
+            return False
+        return name in ("flip", "rotate90") or spec.strength > 0
+
+    if on("flip"):
+        for axis in range(spatial_dims):
+            steps.append(mt.RandFlipd(keys=keys, prob=config.flip.prob, spatial_axis=axis))
+    if on("rotate90"):
+        axes = (spatial_dims - 2, spatial_dims - 1)
+        if spatial_shape is not None and spatial_shape[-1] != spatial_shape[-2]:
+            # A half turn is a flip of both in-plane axes; it keeps the shape.
+            steps.append(mt.RandFlipd(keys=keys, prob=config.rotate90.prob, spatial_axis=axes))
+        else:
+            steps.append(mt.RandRotate90d(keys=keys, prob=config.rotate90.prob, spatial_axes=axes))
+    if on("affine"):
+        s = config.affine.strength
+        angle = math.radians(15.0) * s
+        if spatial_dims == 2:
+            rotate = (angle,)
+        else:
+            # MONAI's first 3D angle turns within the last two axes (Y, X): in-plane.
+            out_of_plane = angle
+            if spacing is not None and len(spacing) == 3:
+                if spacing[0] > 2.0 * min(spacing[1], spacing[2]):
+                    out_of_plane = angle / 4.0
+            rotate = (angle, out_of_plane, out_of_plane)
+        steps.append(
+            mt.RandAffined(
+                prob=config.affine.prob,
+                rotate_range=rotate,
+                scale_range=(0.15 * s,) * spatial_dims,
+                **spatial,
+            )
+        )
+    if on("elastic"):
+        s = config.elastic.strength
+        if spatial_dims == 2:
+            # Control points every 24 px, moved up to 3 px at strength 1.
+            steps.append(
+                mt.Rand2DElasticd(
+                    spacing=(24.0, 24.0),
+                    magnitude_range=(0.0, 3.0 * s),
+                    prob=config.elastic.prob,
+                    **spatial,
+                )
+            )
+        else:
+            # Smoothed random field; sigma 5-8 voxels, peak displacement ~2-3 voxels.
+            steps.append(
+                mt.Rand3DElasticd(
+                    sigma_range=(5.0, 8.0),
+                    magnitude_range=(50.0 * s, 150.0 * s),
+                    prob=config.elastic.prob,
+                    **spatial,
+                )
+            )
+    if on("noise"):
+        steps.append(
+            mt.RandGaussianNoised(
+                keys=image_key, prob=config.noise.prob, std=0.1 * config.noise.strength
+            )
+        )
+    if on("smooth"):
+        sigma = (0.5 * config.smooth.strength, 1.0 * config.smooth.strength)
+        steps.append(
+            mt.RandGaussianSmoothd(
+                keys=image_key,
+                sigma_x=sigma,
+                sigma_y=sigma,
+                sigma_z=sigma,
+                prob=config.smooth.prob,
+            )
+        )
+    if on("contrast"):
+        s = config.contrast.strength
+        steps.append(
+            mt.RandAdjustContrastd(
+                keys=image_key,
+                prob=config.contrast.prob,
+                gamma=(max(1.0 - 0.3 * s, 0.1), 1.0 + 0.5 * s),
+            )
+        )
+    if on("intensity"):
+        s = config.intensity.strength
+        steps.append(
+            mt.RandScaleIntensityd(keys=image_key, factors=0.1 * s, prob=config.intensity.prob)
+        )
+        steps.append(
+            mt.RandShiftIntensityd(keys=image_key, offsets=0.1 * s, prob=config.intensity.prob)
+        )
+    if on("bias_field"):
+        steps.append(
+            mt.RandBiasFieldd(
+                keys=image_key,
+                coeff_range=(0.0, 0.3 * config.bias_field.strength),
+                prob=config.bias_field.prob,
+            )
+        )
+
+    steps.append(mt.EnsureTyped(keys=image_key, dtype=torch.float32, track_meta=False))
+    if label_keys:
+        steps.append(mt.EnsureTyped(keys=label_keys, dtype=torch.int64, track_meta=False))
+    compose = mt.Compose(steps)
+    if seed is not None:
+        compose.set_random_state(seed=seed)
+    return compose
+
+
+def preview(
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: AugmentConfig,
+    n: int = 8,
+    seed: int = 0,
+    spatial_dims: int | None = None,
+    channel_axis: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n`` augmented versions of a whole image and its labels.
+
+    The samples go through :func:`augmentation_transforms`, the pipeline training uses,
+    seeded so the same ``seed`` gives the same samples.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(*spatial)`` or, with ``channel_axis``, spatial axes plus one channel axis.
+    labels : numpy.ndarray
+        Integer array of the image's spatial shape.
+    config : AugmentConfig
+        The augmentation to preview.
+    n : int
+        Number of samples.
+    seed : int
+        Random seed.
+    spatial_dims : int, optional
+        2 or 3; defaults to the number of spatial axes of ``image``. With 2 and a 3D
+        image, each (Y, X) slice is augmented on its own, as in slice-wise training.
+    channel_axis : int, optional
+        The image's channel axis, if it has one.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        float32, ``(n, *image.shape)``, channel axis where it was given, intensities
+        in the input's units.
+    labels : numpy.ndarray
+        ``(n, *labels.shape)`` in the labels' dtype.
+    """
+    import torch
+
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if n < 1:
+        raise InputError(f"preview needs n >= 1 samples, got {n}")
+    if channel_axis is not None:
+        if not -image.ndim <= channel_axis < image.ndim:
+            raise InputError(
+                f"channel_axis {channel_axis} is out of range for an image of shape {image.shape}"
+            )
+        channel_axis %= image.ndim
+        chw = np.moveaxis(image, channel_axis, 0)
+    else:
+        chw = image[np.newaxis]
+    spatial_shape = chw.shape[1:]
+    if labels.shape != spatial_shape:
+        raise InputError(
+            f"labels have shape {labels.shape} but the image has spatial shape "
+            f"{spatial_shape} (image shape {image.shape}); they must match"
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise InputError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if spatial_dims is None:
+        spatial_dims = len(spatial_shape)
+    if spatial_dims not in (2, 3) or spatial_dims > len(spatial_shape):
+        raise InputError(
+            f"spatial_dims {spatial_dims} does not fit an image with spatial shape "
+            f"{spatial_shape}; use 2 or 3 and at most {len(spatial_shape)}"
+        )
+
+    # Standardise per channel as training does; map back afterwards for display.
+    chw = chw.astype(np.float32)  # a copy: the input is never touched
+    axes = tuple(range(1, chw.ndim))
+    mean = np.nanmean(chw, axis=axes, keepdims=True)
+    std = np.nanstd(chw, axis=axes, keepdims=True)
+    std = np.where(std > 0, std, 1.0).astype(np.float32)
+    chw = (chw - mean) / std
+
+    # Extra leading spatial axes (a 3D image previewed in 2D) become independent slices.
+    lead = spatial_shape[: len(spatial_shape) - spatial_dims]
+    patch = spatial_shape[len(spatial_shape) - spatial_dims :]
+    n_slices = int(np.prod(lead)) if lead else 1
+    img_slices = chw.reshape((chw.shape[0], n_slices, *patch))
+    lab_slices = labels.reshape((n_slices, *patch)).astype(np.float32)
+
+    compose = augmentation_transforms(config, spatial_dims, seed=seed, spatial_shape=patch)
+    out_img = np.empty((n, *chw.shape), dtype=np.float32)
+    out_lab = np.empty((n, *labels.shape), dtype=labels.dtype)
+    for i in range(n):
+        for j in range(n_slices):
+            sample = compose(
+                {
+                    "image": torch.from_numpy(img_slices[:, j].copy()),
+                    "label": torch.from_numpy(lab_slices[j][np.newaxis].copy()),
+                }
+            )
+            idx = np.unravel_index(j, lead) if lead else ()
+            out_img[(i, slice(None), *idx)] = sample["image"].numpy()
+            out_lab[(i, *idx)] = sample["label"][0].numpy().astype(labels.dtype)
+    out_img = out_img * std[np.newaxis] + mean[np.newaxis]
+    if channel_axis is not None:
+        out_img = np.moveaxis(out_img, 1, channel_axis + 1)
+    else:
+        out_img = out_img[:, 0]
+    return np.ascontiguousarray(out_img, dtype=np.float32), out_lab
+
