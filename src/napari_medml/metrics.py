@@ -1,0 +1,262 @@
+"""Segmentation quality: Dice, IoU and the 95th-percentile Hausdorff distance per class.
+
+All functions take two label arrays of the same spatial shape (napari axis order,
+integer class ids, 0 = background) and return plain ``dict``s keyed by class id, so
+results drop straight into JSON, a table or a plot. Class ids need not be contiguous.
+
+Which classes are scored: the nonzero ids present in the ground truth or the
+prediction (their union), unless ``class_ids`` names them. Conventions for a class
+that is missing:
+
+* present in neither array (only possible with explicit ``class_ids``): Dice, IoU
+  and HD95 are ``nan`` (undefined; a mean skips them);
+* present in only one array: Dice and IoU are 0.0, HD95 is ``inf`` (the distance
+  from a surface to no surface is unbounded).
+
+``evaluate`` turns non-finite values into ``None`` so its output is strict JSON.
+Classification metrics live elsewhere; this module is about segmentation.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import InputError
+
+__all__ = ["dice", "evaluate", "hausdorff95", "iou"]
+
+
+def dice(
+    pred: np.ndarray, gt: np.ndarray, class_ids: Iterable[int] | None = None
+) -> dict[int, float]:
+    """Dice coefficient ``2|P∩G| / (|P|+|G|)`` per foreground class.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Integer label arrays of the same shape (prediction and ground truth).
+    class_ids : iterable of int, optional
+        Classes to score; default: every nonzero id in ``gt`` or ``pred``.
+
+    Returns
+    -------
+    dict[int, float]
+        Class id -> Dice in [0, 1]; ``nan`` for a class absent from both arrays.
+    """
+    pred, gt = _check_pair(pred, gt)
+    out = {}
+    for cid in _class_ids(pred, gt, class_ids):
+        inter, n_pred, n_gt = _counts(pred, gt, cid)
+        total = n_pred + n_gt
+        out[cid] = 2.0 * inter / total if total else math.nan
+    return out
+
+
+def iou(
+    pred: np.ndarray, gt: np.ndarray, class_ids: Iterable[int] | None = None
+) -> dict[int, float]:
+    """Intersection over union (Jaccard index) ``|P∩G| / |P∪G|`` per foreground class.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Integer label arrays of the same shape (prediction and ground truth).
+    class_ids : iterable of int, optional
+        Classes to score; default: every nonzero id in ``gt`` or ``pred``.
+
+    Returns
+    -------
+    dict[int, float]
+        Class id -> IoU in [0, 1]; ``nan`` for a class absent from both arrays.
+    """
+    pred, gt = _check_pair(pred, gt)
+    out = {}
+    for cid in _class_ids(pred, gt, class_ids):
+        inter, n_pred, n_gt = _counts(pred, gt, cid)
+        union = n_pred + n_gt - inter
+        out[cid] = inter / union if union else math.nan
+    return out
+
+
+def hausdorff95(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    class_ids: Iterable[int] | None = None,
+) -> dict[int, float]:
+    """95th-percentile Hausdorff distance per foreground class, in physical units.
+
+    Surfaces are the boundary voxels of each class mask; for each direction
+    (prediction -> ground truth and back) the 95th percentile of the nearest-surface
+    distances is taken, and HD95 is the larger of the two (MONAI's
+    ``compute_hausdorff_distance(percentile=95)`` convention, which this calls).
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Integer label arrays of the same shape (prediction and ground truth).
+    spacing : sequence of float, optional
+        Voxel size per axis in the arrays' axis order (e.g. mm for (Z, Y, X));
+        default: 1 per axis (distances in voxels).
+    class_ids : iterable of int, optional
+        Classes to score; default: every nonzero id in ``gt`` or ``pred``.
+
+    Returns
+    -------
+    dict[int, float]
+        Class id -> HD95; ``inf`` when the class is in only one array, ``nan`` when
+        in neither.
+    """
+    pred, gt = _check_pair(pred, gt)
+    spacing = _check_spacing(spacing, gt.ndim)
+    out = {}
+    for cid in _class_ids(pred, gt, class_ids):
+        p, g = pred == cid, gt == cid
+        has_p, has_g = bool(p.any()), bool(g.any())
+        if not (has_p or has_g):
+            out[cid] = math.nan
+        elif has_p != has_g:
+            out[cid] = math.inf
+        else:
+            out[cid] = _hd95_binary(p, g, spacing)
+    return out
+
+
+def evaluate(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """All segmentation metrics at once, as a JSON-able dictionary.
+
+    Parameters
+    ----------
+    pred, gt : numpy.ndarray
+        Integer label arrays of the same shape (prediction and ground truth).
+    spacing : sequence of float, optional
+        Voxel size per axis, used for HD95 (physical units); default 1 per axis.
+
+    Returns
+    -------
+    dict
+        ``{"spacing": [...], "classes": {"<id>": {"dice", "iou", "hd95",
+        "gt_voxels", "pred_voxels"}}, "mean_dice", "mean_iou", "mean_hd95"}``.
+        Means are over foreground classes with a finite value (``None`` if there
+        is none); a non-finite HD95 (class missing from one array) is ``None``.
+    """
+    pred, gt = _check_pair(pred, gt)
+    spacing = _check_spacing(spacing, gt.ndim)
+    ids = _class_ids(pred, gt, None)
+    d, j, h = dice(pred, gt, ids), iou(pred, gt, ids), hausdorff95(pred, gt, spacing, ids)
+    classes = {
+        str(cid): {
+            "dice": _finite_or_none(d[cid]),
+            "iou": _finite_or_none(j[cid]),
+            "hd95": _finite_or_none(h[cid]),
+            "gt_voxels": int(np.count_nonzero(gt == cid)),
+            "pred_voxels": int(np.count_nonzero(pred == cid)),
+        }
+        for cid in ids
+    }
+    return {
+        "spacing": [float(s) for s in spacing],
+        "classes": classes,
+        "mean_dice": _mean(d.values()),
+        "mean_iou": _mean(j.values()),
+        "mean_hd95": _mean(h.values()),
+    }
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise InputError(
+            f"prediction has shape {pred.shape} but ground truth has {gt.shape}: "
+            "both must be label arrays of the same image"
+        )
+    return _as_labels(pred, "prediction"), _as_labels(gt, "ground truth")
+
+
+def _as_labels(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer):
+        return a
+    # Label files are often stored as float (NIfTI); accept them when whole-numbered.
+    if np.issubdtype(a.dtype, np.floating) and np.array_equal(a, np.round(a)):
+        return a.astype(np.int64)
+    raise InputError(
+        f"{what} must hold integer class ids, got dtype {a.dtype} with fractional "
+        "values: pass a labels array, not an image or probabilities"
+    )
+
+
+def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != ndim or not all(s > 0 and math.isfinite(s) for s in spacing):
+        raise InputError(
+            f"spacing {spacing} does not fit {ndim}D labels: give {ndim} positive "
+            "voxel sizes in the arrays' axis order"
+        )
+    return spacing
+
+
+def _class_ids(pred: np.ndarray, gt: np.ndarray, class_ids: Iterable[int] | None) -> list[int]:
+    if class_ids is not None:
+        return [int(c) for c in class_ids]
+    ids = np.union1d(_present(gt), _present(pred))
+    return [int(c) for c in ids if c != 0]
+
+
+def _present(a: np.ndarray) -> np.ndarray:
+    # bincount is much faster than np.unique on large volumes of small non-negative ids.
+    if a.dtype == bool or (a.size and a.min() >= 0 and a.max() < 65536):
+        return np.flatnonzero(np.bincount(a.ravel().astype(np.intp, copy=False)))
+    return np.unique(a)
+
+
+def _counts(pred: np.ndarray, gt: np.ndarray, cid: int) -> tuple[int, int, int]:
+    # Counting on boolean masks, rather than MONAI's compute_dice, avoids building
+    # one-hot float tensors of the whole volume for every class.
+    p, g = pred == cid, gt == cid
+    return int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g))
+
+
+def _hd95_binary(p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...]) -> float:
+    from monai.metrics import compute_hausdorff_distance
+
+    # Crop to the union's bounding box plus one voxel: MONAI crops the same way
+    # internally, so the result is unchanged, but we skip converting the whole
+    # volume to float tensors for small objects in large images.
+    union = p | g
+    box = []
+    for axis in range(union.ndim):
+        hit = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(max(hit[0] - 1, 0), hit[-1] + 2))
+    p, g = p[tuple(box)], g[tuple(box)]
+    with warnings.catch_warnings():
+        # MONAI 1.5+ warns about a deprecated argument it passes to itself.
+        warnings.simplefilter("ignore", FutureWarning)
+        hd = compute_hausdorff_distance(
+            p[None, None],
+            g[None, None],
+            include_background=True,
+            percentile=95,
+            spacing=list(spacing),
+        )
+    return float(hd.item())
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None

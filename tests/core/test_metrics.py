@@ -1,0 +1,146 @@
+"""Segmentation metrics against hand-computed values and a brute-force reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.distance import cdist
+
+from napari_medml.errors import InputError
+from napari_medml.metrics import dice, evaluate, hausdorff95, iou
+
+
+def test_dice_and_iou_on_known_arrays():
+    gt = np.array([[0, 1, 1, 1], [0, 2, 2, 0]])
+    pred = np.array([[1, 1, 1, 0], [0, 2, 0, 0]])
+    # class 1: |P|=3, |G|=3, |P∩G|=2 ; class 2: |P|=1, |G|=2, |P∩G|=1
+    assert dice(pred, gt) == pytest.approx({1: 4 / 6, 2: 2 / 3})
+    assert iou(pred, gt) == pytest.approx({1: 2 / 4, 2: 1 / 2})
+
+
+def test_perfect_and_disjoint():
+    gt = np.zeros((8, 8), np.uint8)
+    gt[2:5, 2:5] = 3
+    assert dice(gt, gt) == {3: 1.0}
+    assert iou(gt, gt) == {3: 1.0}
+    assert hausdorff95(gt, gt) == {3: 0.0}
+    shifted = np.roll(gt, 4, axis=1)
+    assert dice(shifted, gt) == {3: 0.0}
+
+
+def test_class_ids_are_the_union_and_not_contiguous():
+    gt = np.array([0, 7, 7, 0, 0])
+    pred = np.array([0, 7, 0, 42, 0])
+    d = dice(pred, gt)
+    assert set(d) == {7, 42}
+    assert d[42] == 0.0  # predicted but absent from the ground truth
+    assert d[7] == pytest.approx(2 / 3)
+
+
+def test_missing_class_conventions():
+    gt = np.zeros((10, 10), np.int32)
+    gt[2:4, 2:4] = 1
+    pred = np.zeros_like(gt)
+    assert hausdorff95(pred, gt) == {1: math.inf}  # in one array only
+    assert dice(pred, gt) == {1: 0.0}
+    # explicitly requested class present in neither array: undefined
+    assert math.isnan(dice(pred, gt, class_ids=[5])[5])
+    assert math.isnan(iou(pred, gt, class_ids=[5])[5])
+    assert math.isnan(hausdorff95(pred, gt, class_ids=[5])[5])
+    # nothing to score at all
+    assert dice(pred, pred) == {}
+
+
+def test_hd95_single_voxels_anisotropic_spacing():
+    gt = np.zeros((6, 8, 8), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[2, 3, 3] = 1
+    pred[3, 5, 3] = 1  # one slice (3 mm) and two rows (0.5 mm each) away
+    hd = hausdorff95(pred, gt, spacing=(3.0, 0.5, 0.5))
+    assert hd[1] == pytest.approx(math.sqrt(3.0**2 + 1.0**2))
+    # in voxels when no spacing is given
+    assert hausdorff95(pred, gt)[1] == pytest.approx(math.sqrt(1 + 4))
+
+
+def test_hd95_ignores_a_few_outliers_unlike_max_hausdorff():
+    gt = np.zeros((1, 40, 40), np.uint8)
+    gt[0, 5, 5:35] = 1  # a line of 30 surface voxels
+    pred = gt.copy()
+    pred[0, 30, 20] = 1  # one stray voxel 25 rows away
+    hd = hausdorff95(pred, gt, spacing=(1.0, 2.0, 1.0))
+    # 30 of 31 prediction surface distances are 0: the 95th percentile is 0
+    assert hd[1] == pytest.approx(0.0)
+
+
+def _reference_hd95(p, g, spacing):
+    """Brute force: boundary voxels, all pairwise physical distances, 95th percentiles."""
+
+    def surface(mask):
+        return np.argwhere(mask ^ ndimage.binary_erosion(mask)) * np.asarray(spacing)
+
+    sp, sg = surface(p), surface(g)
+    d = cdist(sp, sg)
+    return max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
+
+
+def test_hd95_matches_brute_force_on_random_blobs():
+    rng = np.random.default_rng(0)
+    spacing = (2.5, 0.8, 1.1)
+    gt = np.zeros((16, 24, 24), np.int16)
+    pred = np.zeros_like(gt)
+    zz, yy, xx = np.indices(gt.shape)
+    for cid, centre in ((1, (8, 8, 8)), (4, (7, 15, 16))):
+        r = ((zz - centre[0]) * 2.5) ** 2 + ((yy - centre[1]) * 0.8) ** 2 + ((xx - centre[2]) * 1.1) ** 2
+        gt[r < 36] = cid
+        noisy = r + rng.normal(0, 6, r.shape) < 30
+        pred[noisy] = cid
+    hd = hausdorff95(pred, gt, spacing)
+    assert set(hd) == {1, 4}
+    for cid in (1, 4):
+        expected = _reference_hd95(pred == cid, gt == cid, spacing)
+        assert hd[cid] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert hd[cid] > 0
+
+
+def test_evaluate_is_strict_json_with_means():
+    gt = np.zeros((4, 12, 12), np.uint8)
+    gt[1:3, 2:6, 2:6] = 1
+    gt[1:3, 7:10, 7:10] = 2
+    pred = gt.copy()
+    pred[1:3, 2:6, 2:4] = 0  # half of class 1 lost
+    pred[pred == 2] = 0  # class 2 missed entirely
+    result = evaluate(pred, gt, spacing=(2.0, 1.0, 1.0))
+    text = json.dumps(result, allow_nan=False)  # raises on nan/inf
+    assert json.loads(text) == result
+    assert set(result["classes"]) == {"1", "2"}
+    c1, c2 = result["classes"]["1"], result["classes"]["2"]
+    assert c1["dice"] == pytest.approx(2 * 16 / (16 + 32))
+    assert c1["iou"] == pytest.approx(0.5)
+    assert c1["hd95"] > 0 and c1["gt_voxels"] == 32 and c1["pred_voxels"] == 16
+    assert c2 == {"dice": 0.0, "iou": 0.0, "hd95": None, "gt_voxels": 18, "pred_voxels": 0}
+    assert result["mean_dice"] == pytest.approx((c1["dice"] + 0.0) / 2)
+    assert result["mean_hd95"] == pytest.approx(c1["hd95"])  # finite values only
+    assert result["spacing"] == [2.0, 1.0, 1.0]
+
+
+def test_float_labels_are_accepted_when_whole_numbered():
+    gt = np.array([[0.0, 1.0], [2.0, 2.0]])
+    assert dice(gt, gt.astype(np.uint8)) == {1: 1.0, 2: 1.0}
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "spacing", "match"),
+    [
+        (np.zeros((3, 4), int), np.zeros((4, 3), int), None, "shape"),
+        (np.full((3, 3), 0.5), np.zeros((3, 3), int), None, "integer"),
+        (np.zeros((3, 3), int), np.zeros((3, 3), int), (1.0,), "spacing"),
+        (np.zeros((3, 3), int), np.zeros((3, 3), int), (1.0, -1.0), "spacing"),
+    ],
+)
+def test_bad_inputs_raise_input_error(pred, gt, spacing, match):
+    with pytest.raises(InputError, match=match):
+        hausdorff95(pred, gt, spacing)
