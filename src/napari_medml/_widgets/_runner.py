@@ -1,0 +1,204 @@
+"""The only threading code of the plugin: run a core job in napari's ``thread_worker``.
+
+A *job* is a callable ``job(stop, report)`` run in a worker thread. ``stop`` is a
+:class:`napari_medml.train.StopToken` the Stop button trips; ``report`` sends one
+progress report back to the GUI thread (for core functions that take a callback,
+such as ``Model.predict(progress=...)``). A job may also *return a generator* (such as
+``train.fit``): its yields are reports and its return value is the result.
+
+The runner drives a ``napari.utils.progress`` bar, the Start/Stop buttons' enabled
+state, and turns the core's ``ValueError`` s into notifications that say what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils import notifications, progress
+from qtpy.QtCore import QObject, Signal
+
+__all__ = ["Runner", "format_eta", "progress_of"]
+
+_log = logging.getLogger(__name__)
+
+Job = Callable[[Any, Callable[[Any], None]], Any]
+
+
+class _Relay(QObject):
+    """Carries reports from a worker-thread callback to the GUI thread (queued signal)."""
+
+    report = Signal(object)
+
+
+def format_eta(seconds: float | None) -> str:
+    """``"ETA 1:05"``, or ``""`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"
+
+
+def progress_of(report: Any) -> tuple[int, int, str] | None:
+    """(done, total, text) of a report: a ``TrainReport`` or a ``(done, total)`` pair."""
+    if isinstance(report, tuple) and len(report) == 2:
+        done, total = report
+        return int(done), int(total), f"{done}/{total}"
+    step = getattr(report, "step", None)
+    total = getattr(report, "total_steps", None)
+    if step is None or total is None:
+        return None
+    text = f"epoch {report.epoch}, step {step}/{total}, loss {report.train_loss:.3f}"
+    eta = format_eta(getattr(report, "eta_s", None))
+    return int(step), int(total), f"{text}, {eta}" if eta else text
+
+
+def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, None, Any]:
+    # Runs in the worker thread. Always a generator, so that generator jobs (fit)
+    # stream their reports through the worker's ``yielded`` signal.
+    result = job(stop, report)
+    if isinstance(result, Generator):
+        result = yield from result
+    return result
+
+
+class Runner:
+    """Runs one long core job at a time for one widget.
+
+    Parameters
+    ----------
+    desc : str
+        What the job is, for the progress bar and messages ("Training").
+    start : sequence of magicgui widgets
+        Disabled while the job runs (the Start button, and whatever must not change).
+    stop : magicgui PushButton, optional
+        Enabled only while the job runs; pressing it trips the job's stop token.
+    token_factory : callable, optional
+        Makes the stop token; default :class:`napari_medml.train.StopToken`.
+    """
+
+    def __init__(
+        self,
+        desc: str,
+        start: Iterable[Any] = (),
+        stop: Any | None = None,
+        *,
+        token_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.desc = desc
+        self._start_widgets: Sequence[Any] = tuple(start)
+        self._stop_button = stop
+        self._token_factory = token_factory
+        self.worker: GeneratorWorker | None = None
+        self.token: Any | None = None
+        self._pbar: progress | None = None
+        self._started_at = 0.0
+        self._relay = _Relay()
+        self._relay.report.connect(self._on_report)
+        self._on_report_cb: Callable[[Any], None] | None = None
+        self._on_result_cb: Callable[[Any], None] | None = None
+        self._on_done_cb: Callable[[], None] | None = None
+        if stop is not None:
+            stop.enabled = False
+            stop.changed.connect(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(
+        self,
+        job: Job,
+        *,
+        on_report: Callable[[Any], None] | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> GeneratorWorker | None:
+        """Start ``job`` in a worker thread; None (and a warning) if one is running.
+
+        ``on_report`` gets every report, ``on_result`` the job's result (not called
+        after an error or a cancel), ``on_done`` runs last in every case; all in the
+        GUI thread.
+        """
+        if self.running:
+            notifications.show_warning(f"{self.desc} is already running: wait, or press Stop.")
+            return None
+        self.token = self._make_token()
+        self._on_report_cb, self._on_result_cb, self._on_done_cb = on_report, on_result, on_done
+        worker = create_worker(
+            _run, job, self.token, self._relay.report.emit,
+            _start_thread=False, _ignore_errors=True,  # errors become notifications below
+        )
+        worker.yielded.connect(self._on_report)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._set_busy(True)
+        self._pbar = progress(total=0, desc=self.desc)
+        self._started_at = time.perf_counter()
+        worker.start()
+        return worker
+
+    def stop(self, *_: Any) -> None:
+        """Ask the running job to stop (it finishes its current step)."""
+        if self.token is not None and self.running:
+            self.token.stop()
+            if self._pbar is not None:
+                self._pbar.set_description(f"{self.desc}: stopping...")
+
+    # -- GUI-thread slots --------------------------------------------------------------
+
+    def _make_token(self) -> Any:
+        if self._token_factory is not None:
+            return self._token_factory()
+        from napari_medml.train import StopToken
+
+        return StopToken()
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in self._start_widgets:
+            widget.enabled = not busy
+        if self._stop_button is not None:
+            self._stop_button.enabled = busy
+
+    def _on_report(self, report: Any) -> None:
+        info = progress_of(report)
+        if info is not None and self._pbar is not None:
+            done, total, text = info
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+            self._pbar.set_description(f"{self.desc}: {text}")
+        if self._on_report_cb is not None:
+            self._on_report_cb(report)
+
+    def _on_returned(self, result: Any) -> None:
+        if self._on_result_cb is not None:
+            self._on_result_cb(result)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        from napari_medml.errors import Cancelled
+
+        if isinstance(exc, Cancelled):
+            notifications.show_info(f"{self.desc} cancelled.")
+        elif isinstance(exc, ValueError):
+            # The core's MedMLError/ConfigError/InputError/BundleError say what to change.
+            notifications.show_error(f"{self.desc}: {exc}")
+        else:
+            _log.error("%s failed", self.desc, exc_info=exc)
+            notifications.show_error(f"{self.desc} failed: {type(exc).__name__}: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self._set_busy(False)
+        done, self._on_done_cb = self._on_done_cb, None
+        if done is not None:
+            done()

@@ -1,0 +1,141 @@
+"""The runner: a core job in napari's thread_worker, progress, Stop, errors as notifications."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from magicgui.widgets import PushButton
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_medml._widgets._runner import Runner, format_eta, progress_of
+from napari_medml.errors import Cancelled, InputError
+
+
+class _Token:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def stop(self) -> None:
+        self._event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+
+@pytest.fixture
+def notes():
+    records = []
+    notification_manager.notification_ready.connect(records.append)
+    yield records
+    notification_manager.notification_ready.disconnect(records.append)
+
+
+def _runner():
+    start, stop = PushButton(text="Start"), PushButton(text="Stop")
+    return Runner("Job", [start], stop, token_factory=_Token), start, stop
+
+
+def test_generator_job_reports_and_returns(qtbot):
+    runner, start, stop = _runner()
+    reports, results, threads = [], [], []
+
+    def job(token, report):
+        def gen():
+            for i in range(1, 4):
+                threads.append(threading.current_thread())
+                yield (i, 3)
+            return "model"
+
+        return gen()
+
+    runner.start(job, on_report=reports.append, on_result=results.append)
+    assert not start.enabled and stop.enabled
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert reports == [(1, 3), (2, 3), (3, 3)]
+    assert results == ["model"]
+    assert start.enabled and not stop.enabled
+    assert threads[0] is not threading.main_thread()
+
+
+def test_callback_reports_arrive_in_gui_thread(qtbot):
+    runner, _, _ = _runner()
+    seen = []
+
+    def job(token, report):
+        for i in range(5):
+            report((i + 1, 5))
+        return 42
+
+    runner.start(job, on_report=lambda r: seen.append((r, threading.current_thread())))
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert [r for r, _ in seen] == [(i, 5) for i in range(1, 6)]
+    assert all(t is threading.main_thread() for _, t in seen)
+
+
+def test_stop_button_stops_promptly(qtbot):
+    runner, start, stop = _runner()
+    results = []
+
+    def job(token, report):
+        def gen():
+            while not token.stopped:
+                time.sleep(0.01)
+                yield (0, 0)
+            return "best"
+
+        return gen()
+
+    runner.start(job, on_result=results.append)
+    qtbot.wait(100)
+    t0 = time.perf_counter()
+    stop.changed.emit(True)  # what a click does
+    qtbot.waitUntil(lambda: not runner.running, timeout=2000)
+    assert time.perf_counter() - t0 < 1.0
+    assert results == ["best"]
+    assert start.enabled
+
+
+def test_value_errors_become_notifications(qtbot, notes):
+    runner, start, _ = _runner()
+    results = []
+
+    def job(token, report):
+        raise InputError("labels 'seg' are empty: paint at least one label")
+
+    runner.start(job, on_result=results.append)
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1
+    assert "labels 'seg' are empty" in errors[0].message
+    assert results == [] and start.enabled
+
+
+def test_cancelled_is_info_not_error(qtbot, notes):
+    runner, _, _ = _runner()
+
+    def job(token, report):
+        raise Cancelled()
+
+    runner.start(job)
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert [n.severity for n in notes] == [NotificationSeverity.INFO]
+
+
+def test_second_start_while_running_warns(qtbot, notes):
+    runner, _, _ = _runner()
+    release = threading.Event()
+    runner.start(lambda token, report: release.wait(5))
+    assert runner.start(lambda token, report: None) is None
+    release.set()
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert any(n.severity == NotificationSeverity.WARNING for n in notes)
+
+
+def test_progress_text():
+    assert format_eta(65) == "ETA 1:05"
+    assert format_eta(None) == ""
+    assert progress_of((2, 5)) == (2, 5, "2/5")
+    assert progress_of("x") is None
