@@ -1,0 +1,102 @@
+"""The npe2 manifest: valid, loaded by a real viewer, sample data opens as layers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+npe2 = pytest.importorskip("npe2")
+
+PLUGIN = "napari-medml"
+HEAVY = ("torch", "monai", "qtpy", "PyQt5", "PySide2", "napari", "magicgui", "superqt")
+
+
+def test_manifest_validates() -> None:
+    manifest = npe2.PluginManifest.from_distribution(PLUGIN)
+    assert manifest.name == PLUGIN
+    contributions = manifest.contributions
+    assert {s.key for s in contributions.sample_data} == {
+        "phantom_3d",
+        "touching_objects_2d",
+        "shape_classes",
+    }
+    assert contributions.readers and contributions.writers
+
+
+def test_manifest_python_names_import() -> None:
+    # every command's python_name resolves to a callable in the package
+    npe2.PluginManifest.from_distribution(PLUGIN).validate_imports()
+
+
+def test_npe2_cli_validates() -> None:
+    exe = shutil.which("npe2") or str(__import__("pathlib").Path(sys.executable).with_name("npe2"))
+    out = subprocess.run([exe, "validate", PLUGIN], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_import_and_manifest_are_light() -> None:
+    # napari starts as fast with the plugin as without: neither the package,
+    # the sample generators nor reading the manifest may import the heavy stack
+    code = (
+        "import json, sys, npe2, napari_medml, napari_medml.samples, napari_medml._sample_data\n"
+        f"npe2.PluginManifest.from_distribution({PLUGIN!r})\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_plugin_loads_in_viewer(make_napari_viewer) -> None:
+    make_napari_viewer()
+    pm = npe2.PluginManager.instance()
+    manifest = pm.get_manifest(PLUGIN)
+    assert not pm.is_disabled(PLUGIN)
+    assert {r.command for r in manifest.contributions.readers} == {"napari-medml.get_reader"}
+    assert {w.command for w in manifest.contributions.writers} == {
+        "napari-medml.write_image",
+        "napari-medml.write_labels",
+    }
+    samples = dict(pm.iter_sample_data())
+    assert {s.key for s in samples[PLUGIN]} == {"phantom_3d", "touching_objects_2d", "shape_classes"}
+
+
+# key -> (image name, labels name, image ndim, scale)
+SAMPLES = {
+    "phantom_3d": ("phantom", "phantom [ground truth]", 3, (2.0, 1.0, 1.0)),
+    "touching_objects_2d": ("objects", "objects [ground truth]", 2, (1.0, 1.0)),
+    "shape_classes": ("shapes", "shapes [classes]", 3, (1.0, 1.0, 1.0)),
+}
+
+
+@pytest.mark.parametrize("key", list(SAMPLES))
+def test_open_sample(make_napari_viewer, key: str) -> None:
+    from napari.layers import Image, Labels
+
+    viewer = make_napari_viewer()
+    image_name, labels_name, ndim, scale = SAMPLES[key]
+    viewer.open_sample(PLUGIN, key)
+    assert [layer.name for layer in viewer.layers] == [image_name, labels_name]
+    image, labels = viewer.layers[image_name], viewer.layers[labels_name]
+    assert isinstance(image, Image) and isinstance(labels, Labels)
+    assert image.ndim == labels.ndim == ndim
+    assert image.data.shape == labels.data.shape
+    np.testing.assert_allclose(image.scale, scale)
+    np.testing.assert_allclose(labels.scale, scale)
+    assert int(labels.data.max()) > 0
+
+
+def test_shape_classes_sample_carries_classes(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "shape_classes")
+    labels = viewer.layers["shapes [classes]"]
+    classes = labels.metadata["sample_classes"]
+    assert len(classes) == labels.data.shape[0]
+    assert sorted(set(classes)) == [1, 2]
+    assert [int(labels.data[i].max()) for i in range(len(classes))] == classes
+    assert labels.metadata["class_names"] == {1: "smooth", 2: "irregular"}
+    assert "class_name" in labels.features.columns
