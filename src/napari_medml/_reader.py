@@ -1,0 +1,55 @@
+"""npe2 reader: NIfTI, TIFF and NumPy files as napari layers (thin over ``io``).
+
+Integer files whose name contains seg, label or mask open as Labels layers;
+spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
+``metadata`` (see :mod:`napari_medml.layer_data`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from napari_medml.errors import InputError
+from napari_medml.io import file_format, read_volume
+from napari_medml.layer_data import LayerDataTuple, volume_to_layer_data
+
+__all__ = ["get_reader", "read_layers"]
+
+PathOrPaths = str | Path | Sequence[str | Path]
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDataTuple]] | None:
+    """Return a reader for ``path`` (or a list of paths), or None if one is unsupported.
+
+    Parameters
+    ----------
+    path : str, Path or list of them
+        What napari asks to open.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_layers` when every path has a supported extension.
+    """
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    if not paths:
+        return None
+    try:
+        for p in paths:
+            file_format(p)
+    except InputError:  # not ours: let napari try another reader
+        return None
+    return read_layers
+
+
+def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
+    """Read one or several files into napari LayerDataTuples, one layer per file.
+
+    Raises
+    ------
+    InputError
+        If a file is missing or unreadable (napari shows the message).
+    """
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    return [volume_to_layer_data(read_volume(p)) for p in paths]

@@ -1,0 +1,232 @@
+"""The one place that knows napari layer conventions.
+
+A napari layer is data plus keyword arguments; this module converts between
+those and :class:`napari_medml.io.Volume` (array, spacing, origin, affine), so
+neither the core nor the widgets need to know how napari spells space:
+
+- ``scale`` is the spacing and ``translate`` the origin, in napari axis order;
+- ``metadata["affine"]`` carries the NIfTI 4x4 affine as a nested list (or None)
+  and ``metadata["file_meta"]`` the format details (unit, sform/qform codes), so
+  a layer read from a file and saved again writes the same header;
+- ``metadata[PLUGIN_MARK]`` says the plugin made the layer, so a re-run may
+  replace it while user layers are never overwritten.
+
+**Which wins, scale/translate or the stored affine?** (:func:`spatial_meta`)
+The stored affine is kept exactly when it agrees with ``scale``/``translate``
+(same voxel sizes and translation to within float32 precision), so reading and
+saving is lossless even for oblique volumes. When there is no stored affine,
+NIfTI writing builds a diagonal one from scale/translate. When they disagree,
+the layer was changed in napari (scale edited, or resampled by a step that kept
+the metadata): then scale/translate win and the affine is rebuilt from them,
+keeping the stored affine's axis directions so an oblique volume stays oblique.
+
+No napari import here: this module is core and runs without Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from napari_medml.io import Volume, affine_from_spacing
+
+__all__ = [
+    "AFFINE_KEY",
+    "FILE_META_KEY",
+    "PLUGIN_MARK",
+    "LayerDataTuple",
+    "SpatialMeta",
+    "is_generated",
+    "layer_to_volume",
+    "mark_generated",
+    "result_layer_data",
+    "result_layer_name",
+    "spatial_meta",
+    "volume_to_layer_data",
+]
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+PLUGIN_MARK = "napari_medml_generated"
+AFFINE_KEY = "affine"
+FILE_META_KEY = "file_meta"
+# header values are float32: agreement to this precision means "unchanged"
+_RTOL, _ATOL = 1e-5, 1e-6
+
+
+class SpatialMeta(NamedTuple):
+    """Where a layer's voxels lie: spacing and origin in napari order, NIfTI affine."""
+
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    affine: np.ndarray | None
+
+
+def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
+    """Turn a :class:`~napari_medml.io.Volume` into a napari LayerDataTuple.
+
+    Parameters
+    ----------
+    volume : Volume
+        Data with spacing, origin and optional affine.
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, layer_type)``; kwargs has ``name``, ``scale`` (spacing),
+        ``translate`` (origin) and ``metadata`` (affine, file details);
+        ``layer_type`` is ``"labels"`` or ``"image"``.
+    """
+    metadata: dict[str, Any] = {
+        AFFINE_KEY: None if volume.affine is None else np.asarray(volume.affine).tolist(),
+        FILE_META_KEY: dict(volume.meta),
+    }
+    kwargs: dict[str, Any] = {
+        "name": volume.name,
+        "scale": tuple(volume.spacing),
+        "translate": tuple(volume.origin),
+        "metadata": metadata,
+    }
+    if volume.is_labels:
+        return volume.data, kwargs, "labels"
+    if volume.meta.get("rgb"):
+        kwargs["rgb"] = True
+    return volume.data, kwargs, "image"
+
+
+def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volume:
+    """Turn a layer's data and its kwargs (or npe2 writer ``meta``) into a Volume.
+
+    Parameters
+    ----------
+    data : array-like
+        The layer data; for a multiscale layer, the list of levels (the full
+        resolution one is used).
+    meta : Mapping
+        LayerDataTuple kwargs, ``layer.as_layer_data_tuple()[1]`` or the npe2
+        writer's ``meta``: ``name``, ``scale``, ``translate``, ``metadata``.
+    is_labels : bool
+        Whether the layer is a Labels layer.
+
+    Returns
+    -------
+    Volume
+        Spacing/origin/affine resolved by :func:`spatial_meta`.
+    """
+    if isinstance(data, list | tuple):  # multiscale: level 0 is full resolution
+        data = data[0]
+    array = np.asarray(data)
+    metadata = meta.get("metadata") or {}
+    file_meta = dict(metadata.get(FILE_META_KEY) or {})
+    if meta.get("rgb"):
+        file_meta["rgb"] = True
+    ndim = array.ndim - int(bool(file_meta.get("rgb")))
+    spacing, origin, affine = spatial_meta(
+        meta.get("scale"), meta.get("translate"), metadata, ndim=ndim
+    )
+    return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta)
+
+
+def spatial_meta(
+    scale: Sequence[float] | None,
+    translate: Sequence[float] | None,
+    metadata: Mapping[str, Any] | None,
+    ndim: int | None = None,
+) -> SpatialMeta:
+    """Resolve a layer's spacing, origin and affine (the rule is in the module doc).
+
+    Parameters
+    ----------
+    scale, translate : sequence of float or None
+        The layer's ``scale`` and ``translate``; None means 1 and 0.
+    metadata : Mapping or None
+        The layer's ``metadata``; ``metadata["affine"]`` is read when present.
+    ndim : int, optional
+        Number of axes when ``scale`` and ``translate`` are both None.
+
+    Returns
+    -------
+    SpatialMeta
+        ``(spacing, origin, affine)``; affine is None when none is stored.
+    """
+    if ndim is None:
+        ndim = len(scale) if scale is not None else len(translate or ())
+    spacing = tuple(float(s) for s in scale) if scale is not None else (1.0,) * ndim
+    origin = tuple(float(t) for t in translate) if translate is not None else (0.0,) * ndim
+    stored = (metadata or {}).get(AFFINE_KEY)
+    if stored is None:
+        return SpatialMeta(spacing, origin, None)
+    affine = np.array(stored, dtype=np.float64)
+    k = min(len(spacing), 3)
+    sizes = np.linalg.norm(affine[:3, :k], axis=0)  # NIfTI (x, y, z) order
+    agrees = np.allclose(sizes, spacing[::-1][:k], rtol=_RTOL, atol=_ATOL) and np.allclose(
+        affine[:k, 3], origin[::-1][:k], rtol=_RTOL, atol=_ATOL
+    )
+    if not agrees:
+        affine = affine_from_spacing(spacing, origin, direction=affine)
+    return SpatialMeta(spacing, origin, affine)
+
+
+def result_layer_name(input_name: str, what: str) -> str:
+    """Name a result layer after its input: ``"<input> [<what>]"``.
+
+    Examples
+    --------
+    >>> result_layer_name("ct", "prediction")
+    'ct [prediction]'
+    """
+    return f"{input_name} [{what}]"
+
+
+def mark_generated(metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return a copy of ``metadata`` marked as made by this plugin."""
+    return {**(metadata or {}), PLUGIN_MARK: True}
+
+
+def is_generated(metadata: Mapping[str, Any] | None) -> bool:
+    """Tell whether layer ``metadata`` carries the plugin's mark."""
+    return bool((metadata or {}).get(PLUGIN_MARK, False))
+
+
+def result_layer_data(
+    data: Any,
+    source_name: str,
+    what: str,
+    spatial: SpatialMeta,
+    layer_type: str = "image",
+    **kwargs: Any,
+) -> LayerDataTuple:
+    """Build a marked result layer that lies where its source layer lies.
+
+    Parameters
+    ----------
+    data : array-like
+        The result; leading axes beyond the source's (e.g. class probabilities)
+        get scale 1 and translate 0.
+    source_name : str
+        The input layer's name; the result is named ``"<source> [<what>]"``.
+    what : str
+        What the result is ("prediction", "uncertainty", ...).
+    spatial : SpatialMeta
+        The source's :func:`spatial_meta`.
+    layer_type : str
+        ``"image"`` or ``"labels"``.
+    **kwargs
+        Further layer keyword arguments (colormap, opacity, ...).
+
+    Returns
+    -------
+    tuple
+        ``(data, kwargs, layer_type)`` with name, scale, translate and marked metadata.
+    """
+    extra = max(np.ndim(data) - len(spatial.spacing), 0)
+    affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
+    layer_kwargs: dict[str, Any] = {
+        "name": result_layer_name(source_name, what),
+        "scale": (1.0,) * extra + tuple(spatial.spacing),
+        "translate": (0.0,) * extra + tuple(spatial.origin),
+        "metadata": mark_generated({AFFINE_KEY: affine}),
+        **kwargs,
+    }
+    return data, layer_kwargs, layer_type

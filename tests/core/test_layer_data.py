@@ -1,0 +1,96 @@
+"""napari_medml.layer_data: Volume <-> LayerDataTuple, the affine rule, naming, marks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_medml.io import Volume, affine_from_spacing
+from napari_medml.layer_data import (
+    PLUGIN_MARK,
+    is_generated,
+    layer_to_volume,
+    mark_generated,
+    result_layer_data,
+    result_layer_name,
+    spatial_meta,
+    volume_to_layer_data,
+)
+
+
+def oblique() -> np.ndarray:
+    c, s = np.cos(0.4), np.sin(0.4)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([0.5, 0.75, 2.0])
+    affine[:3, 3] = (5.0, -6.0, 7.0)
+    return affine
+
+
+def test_image_volume_to_layer_and_back() -> None:
+    vol = Volume(
+        np.ones((3, 4, 5), np.float32), (2.0, 0.75, 0.5), (7.0, -6.0, 5.0), oblique(),
+        name="ct", meta={"unit": "mm", "sform_code": 1},
+    )  # fmt: skip
+    data, kwargs, layer_type = volume_to_layer_data(vol)
+    assert layer_type == "image"
+    assert kwargs["name"] == "ct"
+    assert kwargs["scale"] == vol.spacing and kwargs["translate"] == vol.origin
+    assert kwargs["metadata"]["affine"] == oblique().tolist()  # plain lists: JSON-friendly
+    back = layer_to_volume(data, kwargs, is_labels=False)
+    assert back.spacing == vol.spacing and back.origin == vol.origin
+    np.testing.assert_array_equal(back.affine, vol.affine)  # agrees: kept exactly
+    assert back.meta == vol.meta and back.name == "ct" and not back.is_labels
+
+
+def test_labels_volume_becomes_labels_layer() -> None:
+    vol = Volume(np.zeros((4, 4), np.uint16), (1.0, 1.0), (0.0, 0.0), is_labels=True, name="seg")
+    data, kwargs, layer_type = volume_to_layer_data(vol)
+    assert layer_type == "labels"
+    assert kwargs["metadata"]["affine"] is None
+    assert layer_to_volume(data, kwargs, is_labels=True).is_labels
+
+
+def test_npe2_writer_meta_with_numpy_scale_is_accepted() -> None:
+    # napari hands writers numpy arrays for scale/translate and its own 'affine'
+    meta = {
+        "name": "img", "scale": np.array([2.0, 1.0]), "translate": np.array([0.5, 0.0]),
+        "affine": np.eye(3), "metadata": {}, "rgb": False,
+    }  # fmt: skip
+    vol = layer_to_volume(np.zeros((2, 3)), meta, is_labels=False)
+    assert vol.spacing == (2.0, 1.0) and vol.origin == (0.5, 0.0) and vol.affine is None
+
+
+def test_changed_scale_rebuilds_affine_keeping_direction() -> None:
+    stored = {"affine": oblique().tolist()}
+    spacing, origin, affine = spatial_meta((4.0, 0.75, 0.5), (7.0, -6.0, 5.0), stored)
+    np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), (0.5, 0.75, 4.0))
+    np.testing.assert_allclose(affine, affine_from_spacing(spacing, origin, oblique()))
+    # translate edited too
+    _, _, moved = spatial_meta((2.0, 0.75, 0.5), (0.0, 1.0, 2.0), stored)
+    np.testing.assert_array_equal(moved[:3, 3], (2.0, 1.0, 0.0))
+    np.testing.assert_allclose(moved[:3, :3], oblique()[:3, :3])
+
+
+def test_spatial_meta_defaults() -> None:
+    assert spatial_meta(None, None, None, ndim=3) == ((1.0,) * 3, (0.0,) * 3, None)
+
+
+def test_result_name_and_generated_mark() -> None:
+    assert result_layer_name("ct", "prediction") == "ct [prediction]"
+    user = {"note": "mine"}
+    marked = mark_generated(user)
+    assert is_generated(marked) and marked["note"] == "mine"
+    assert not is_generated(user) and PLUGIN_MARK not in user  # input left alone
+    assert not is_generated(None)
+
+
+def test_result_layer_data_lies_on_its_source() -> None:
+    spatial = spatial_meta((2.0, 0.5, 0.5), (1.0, 2.0, 3.0), {"affine": None})
+    probs = np.zeros((3, 4, 5, 6), np.float16)  # class axis in front
+    data, kwargs, layer_type = result_layer_data(
+        probs, "ct", "probabilities", spatial, colormap="magma"
+    )
+    assert data is probs and layer_type == "image"
+    assert kwargs["name"] == "ct [probabilities]"
+    assert kwargs["scale"] == (1.0, 2.0, 0.5, 0.5)
+    assert kwargs["translate"] == (0.0, 1.0, 2.0, 3.0)
+    assert is_generated(kwargs["metadata"]) and kwargs["colormap"] == "magma"
