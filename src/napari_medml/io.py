@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,7 @@ def read_volume(path: str | Path) -> Volume:
             "is complete and really is of that type"
         ) from exc
     if is_label_file(path, volume.data):
-        volume = _replace(volume, is_labels=True)
+        volume = replace(volume, is_labels=True)
     return volume
 
 
@@ -191,7 +191,7 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
     if not path.parent.is_dir():
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     if volume.data.dtype == bool:
-        volume = _replace(volume, data=volume.data.astype(np.uint8))
+        volume = replace(volume, data=volume.data.astype(np.uint8))
     writer = {"nifti": _write_nifti, "tiff": _write_tiff, "npy": _write_npy}[fmt]
     try:
         writer(path, volume)
@@ -238,12 +238,6 @@ def affine_from_spacing(
 
 
 # --------------------------------------------------------------------- helpers
-
-
-def _replace(volume: Volume, **changes: Any) -> Volume:
-    from dataclasses import replace
-
-    return replace(volume, **changes)
 
 
 def _stem(path: Path) -> str:

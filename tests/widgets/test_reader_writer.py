@@ -1,0 +1,100 @@
+"""The npe2 reader and writers inside a real napari viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_medml.io import read_volume
+
+PLUGIN = "napari-medml"
+
+
+def oblique_affine() -> np.ndarray:
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ np.diag([0.8, 0.9, 2.5])
+    affine[:3, 3] = (-40.0, 12.5, 7.0)
+    return affine
+
+
+@pytest.fixture
+def ct_path(tmp_path: Path) -> Path:
+    data = np.random.default_rng(0).normal(size=(6, 7, 5)).astype(np.float32)  # (X, Y, Z)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, oblique_affine()), path)
+    return path
+
+
+def test_reader_opens_nifti_as_image_in_place(make_napari_viewer, ct_path: Path) -> None:
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(ct_path), plugin=PLUGIN)
+    assert len(layers) == 1
+    layer = layers[0]
+    vol = read_volume(ct_path)
+    assert isinstance(layer, napari.layers.Image) and layer.name == "ct"
+    assert layer.data.shape == (5, 7, 6)
+    np.testing.assert_allclose(layer.scale, vol.spacing)
+    np.testing.assert_allclose(layer.translate, vol.origin)
+    np.testing.assert_array_equal(np.array(layer.metadata["affine"]), vol.affine)
+
+
+def test_reader_opens_integer_seg_file_as_labels(make_napari_viewer, tmp_path: Path) -> None:
+    ids = np.zeros((6, 7, 5), np.int16)
+    ids[1:3, 2:5, 1:4] = 2
+    nib.save(nib.Nifti1Image(ids, oblique_affine()), tmp_path / "ct_seg.nii.gz")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "ct_seg.nii.gz"), plugin=PLUGIN)
+    assert isinstance(layer, napari.layers.Labels)
+    np.testing.assert_array_equal(layer.data, ids.T)
+
+
+def test_reader_declines_other_files() -> None:
+    from napari_medml._reader import get_reader
+
+    assert get_reader("photo.png") is None
+    assert get_reader(["a.nii.gz", "b.txt"]) is None
+    assert callable(get_reader(["a.nii.gz", "b.tif"]))
+
+
+def test_save_layers_through_napari_is_lossless(make_napari_viewer, ct_path, tmp_path) -> None:
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(ct_path), plugin=PLUGIN)
+    labels = viewer.add_labels(
+        (np.asarray(image.data) > 0).astype(np.uint8),
+        name="ct [mask]", scale=image.scale, translate=image.translate, metadata=image.metadata,
+    )  # fmt: skip
+
+    viewer.layers.selection = {image}
+    viewer.layers.save(str(tmp_path / "saved.nii.gz"), selected=True, plugin=PLUGIN)
+    viewer.layers.selection = {labels}
+    viewer.layers.save(str(tmp_path / "mask.tif"), selected=True, plugin=PLUGIN)
+
+    original, saved = read_volume(ct_path), read_volume(tmp_path / "saved.nii.gz")
+    assert saved.data.dtype == original.data.dtype
+    np.testing.assert_array_equal(saved.data, original.data)
+    assert saved.spacing == original.spacing and saved.origin == original.origin
+    np.testing.assert_array_equal(saved.affine, original.affine)  # oblique, exact
+
+    mask = read_volume(tmp_path / "mask.tif")
+    assert mask.data.dtype == np.uint8
+    np.testing.assert_array_equal(mask.data, labels.data)
+    np.testing.assert_allclose(mask.spacing, original.spacing, rtol=1e-6)
+
+
+def test_npe2_writer_round_trip(tmp_path: Path) -> None:
+    npe2 = pytest.importorskip("npe2")
+    ids = np.zeros((4, 5, 6), np.int32)
+    ids[1, 2, 3] = 9
+    meta = {"name": "cells", "scale": (2.0, 0.5, 0.25), "translate": (1.0, 0.0, -1.0), "metadata": {}}
+    written = npe2.write(str(tmp_path / "cells.nii.gz"), [(ids, meta, "labels")], plugin_name=PLUGIN)
+    assert written == [str(tmp_path / "cells.nii.gz")]
+    layers = npe2.read([written[0]], plugin_name=PLUGIN, stack=False)
+    data, kwargs, layer_type = layers[0]
+    assert layer_type == "labels" and data.dtype == np.int32
+    np.testing.assert_array_equal(data, ids)
+    assert kwargs["scale"] == meta["scale"] and kwargs["translate"] == meta["translate"]
