@@ -61,7 +61,12 @@ def test_import_linter_contract_covers_every_core_module() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     contracts = config["tool"]["importlinter"]["contracts"]
     listed = {m for c in contracts for m in c.get("source_modules", [])}
-    missing = {module_name(p) for p in core_modules()} - listed
+    # import-linter treats a listed package as covering its submodules.
+    missing = {
+        name
+        for name in map(module_name, core_modules())
+        if not any(name == m or name.startswith(m + ".") for m in listed)
+    }
     assert not missing, f"add {sorted(missing)} to the import-linter contract in pyproject.toml"
 
 
