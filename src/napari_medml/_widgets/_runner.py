@@ -12,6 +12,7 @@ state, and turns the core's ``ValueError`` s into notifications that say what to
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -21,7 +22,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import notifications, progress
 from qtpy.QtCore import QObject, Signal
 
-__all__ = ["Runner", "format_eta", "progress_of"]
+__all__ = ["Runner", "format_eta", "notify_errors", "progress_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +56,27 @@ def progress_of(report: Any) -> tuple[int, int, str] | None:
     text = f"epoch {report.epoch}, step {step}/{total}, loss {report.train_loss:.3f}"
     eta = format_eta(getattr(report, "eta_s", None))
     return int(step), int(total), f"{text}, {eta}" if eta else text
+
+
+def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a GUI-thread callback: a ``ValueError`` from it becomes an error notification.
+
+    Widgets read and check their inputs before starting a job; the core's checks raise
+    ``ValueError`` s (InputError, ConfigError, ...) whose message says what to change.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except ValueError as exc:
+                notifications.show_error(f"{desc}: {exc}")
+                return None
+
+        return wrapper
+
+    return decorate
 
 
 def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, None, Any]:
