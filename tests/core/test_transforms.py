@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,6 +38,15 @@ def blobs(spatial_dims: int) -> np.ndarray:
         lab[3:10, 4:14, 5:16] = 3
         lab[8:14, 14:22, 16:25] = 7
     return lab
+
+
+def test_import_is_cheap():
+    code = (
+        "import sys, napari_medml.transforms;"
+        "print(' '.join(m for m in ('torch', 'monai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
 
 
 def test_descriptions_cover_every_field():
@@ -170,3 +181,14 @@ def test_preview_errors():
         preview(lab * 1.0, lab, AugmentConfig(), spatial_dims=3)
     with pytest.raises(InputError, match="channel_axis"):
         preview(lab * 1.0, lab, AugmentConfig(), channel_axis=4)
+
+
+def test_anisotropic_spacing_limits_out_of_plane_rotation():
+    def ranges(spacing):
+        compose = augmentation_transforms(only("affine"), 3, spacing=spacing)
+        affine = next(t for t in compose.transforms if type(t).__name__ == "RandAffined")
+        return affine.rand_affine.rand_affine_grid.rotate_range
+
+    iso, aniso = ranges((1.0, 1.0, 1.0)), ranges((5.0, 0.8, 0.8))
+    assert iso[0] == aniso[0] == pytest.approx(np.radians(15))
+    assert iso[1] == pytest.approx(np.radians(15)) and aniso[1] < iso[1] / 2

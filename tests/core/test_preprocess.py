@@ -1,0 +1,219 @@
+"""Preprocessing operations give the right numbers; recipes chain and round-trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_medml import preprocess as pp
+from napari_medml.config import DataConfig, PreprocessStep, TrainConfig
+from napari_medml.errors import InputError
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(0).normal(100.0, 20.0, size=(12, 30, 40)).astype(np.float32)
+
+
+def test_no_torch_at_import():
+    code = "import napari_medml.preprocess, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_zscore(image):
+    z = pp.zscore(image)
+    assert z.dtype == np.float32
+    assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-4
+    mask = np.zeros(image.shape, bool)
+    mask[:, :10] = True
+    zm = pp.zscore(image, mask)
+    assert abs(zm[mask].mean()) < 1e-4 and abs(zm[mask].std() - 1) < 1e-4
+    # NaN-safe: statistics ignore NaN, NaN stays NaN.
+    with_nan = image.copy()
+    with_nan[0, 0, 0] = np.nan
+    zn = pp.zscore(with_nan)
+    assert np.isnan(zn[0, 0, 0]) and abs(np.nanmean(zn)) < 1e-4
+    assert np.all(pp.zscore(np.full((4, 4), 7.0)) == 0)
+
+
+def test_percentile_and_minmax(image):
+    p = pp.percentile_rescale(image, 1, 99)
+    assert p.min() == 0 and p.max() == 1
+    lo, hi = np.percentile(image, [1, 99])
+    inside = (image > lo) & (image < hi)
+    np.testing.assert_allclose(p[inside], (image[inside] - lo) / (hi - lo), atol=1e-5)
+    assert np.mean(p == 0) == pytest.approx(0.01, abs=0.002)
+    m = pp.minmax(image)
+    assert m.min() == 0 and m.max() == 1
+    assert np.all(pp.minmax(np.full((3, 3), 5, np.int16)) == 0)
+
+
+@pytest.mark.parametrize("preset", sorted(pp.CT_WINDOW_PRESETS))
+def test_ct_window_presets(preset):
+    level, width = pp.CT_WINDOW_PRESETS[preset]
+    hu = np.array([level - width / 2, level, level + width / 2, -3000, 3000], dtype=np.int16)
+    out = pp.ct_window(hu, level, width)
+    np.testing.assert_allclose(out, [0, 0.5, 1, 0, 1], atol=1e-6)
+
+
+def test_denoise(image):
+    g = pp.gaussian_denoise(image, 1.0)
+    assert g.std() < image.std() / 2 and abs(g.mean() - image.mean()) < 0.5
+    # Physical sigma: 2 mm on 2 mm voxels is 1 voxel.
+    np.testing.assert_allclose(pp.gaussian_denoise(image, 2.0, spacing=(2, 2, 2)), g, atol=1e-4)
+    med = pp.median_denoise(image, 3)
+    assert med.shape == image.shape and med.std() < image.std()
+    spike = np.zeros((9, 9), np.float32)
+    spike[4, 4] = 100
+    assert pp.median_denoise(spike, 3).max() == 0
+
+
+@pytest.mark.parametrize("shape", [(32, 40), (16, 24, 32)])
+def test_clahe_range_2d_3d(shape):
+    img = np.random.default_rng(1).gamma(2.0, 50.0, size=shape)
+    out = pp.clahe(img, clip_limit=0.02)
+    assert out.shape == shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1 and out.max() - out.min() > 0.5
+
+
+def test_resample_spacing_and_shape(image):
+    out, sp = pp.resample(image, (3.0, 1.0, 1.0), (1.5, 2.0, 2.0))
+    assert out.shape == (24, 15, 20) and sp == (1.5, 2.0, 2.0)
+    assert out.dtype == np.float32 and abs(out.mean() - image.mean()) < 1.0
+    # Not evenly divisible: spacing is reported exactly (extent kept).
+    out, sp = pp.resample(image, (1.0, 1.0, 1.0), (1.0, 1.0, 3.0))
+    assert out.shape == (12, 30, 13)
+    assert sp == pytest.approx((1.0, 1.0, 40 / 13))
+    labels = (image > 100).astype(np.uint8) * 4
+    lab, _ = pp.resample(labels, (3.0, 1.0, 1.0), (1.0, 0.5, 0.5), order=0)
+    assert lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 4}
+    np.testing.assert_array_equal(lab[::3, ::2, ::2], labels)
+
+
+def test_crop_to_mask_and_threshold(image):
+    mask = np.zeros(image.shape, bool)
+    mask[3:5, 10:20, 7] = True
+    out, offset = pp.crop_to_mask(image, mask, margin=2)
+    assert offset == (1, 8, 5) and out.shape == (6, 14, 5)
+    np.testing.assert_array_equal(out, image[1:7, 8:22, 5:10])
+    out, offset = pp.crop_to_mask(image, mask, margin=(0, 0, 50))
+    assert offset == (3, 10, 0) and out.shape == (2, 10, 40)
+    thr = pp.threshold_mask(np.array([1.0, np.nan, 5.0]), 2)
+    np.testing.assert_array_equal(thr, [False, False, True])
+
+
+def test_no_input_mutation(image):
+    before = image.copy()
+    mask = image > 100
+    pp.zscore(image, mask)
+    pp.percentile_rescale(image)
+    pp.minmax(image)
+    pp.ct_window(image, 40, 400)
+    pp.gaussian_denoise(image, 1)
+    pp.median_denoise(image, 3)
+    pp.clahe(image)
+    pp.resample(image, (1, 1, 1), (2, 2, 2))
+    out, _ = pp.crop_to_mask(image, mask)
+    out[...] = 0
+    same, _ = pp.resample(image, (1, 1, 1), (1, 1, 1))
+    same[...] = 0
+    pp.apply_recipe(image, None, [])[0][...] = 0
+    np.testing.assert_array_equal(image, before)
+
+
+def test_recipe_chains_and_round_trips(image):
+    hu = image * 10 - 900  # roughly -1100 .. 300 HU
+    steps = (
+        PreprocessStep("ct_window", {"preset": "lung"}),
+        PreprocessStep("crop", {"threshold": 0.3, "margin": 1}),
+        PreprocessStep("gaussian", {"sigma": 1.0, "physical": True}),
+        PreprocessStep("resample", {"target_spacing": [1.5, 2.0, 2.0], "order": 1}),
+        PreprocessStep("zscore"),
+    )
+    out, sp = pp.apply_recipe(hu, (3.0, 1.0, 1.0), steps)
+    assert sp == pytest.approx((1.5, 2.0, 2.0))
+    assert abs(out.mean()) < 1e-4 and abs(out.std() - 1) < 1e-3
+    # By hand, step by step.
+    x, s = hu, (3.0, 1.0, 1.0)
+    for step in steps:
+        x, s = pp.apply_step(x, s, step)
+    np.testing.assert_allclose(out, x, atol=1e-6)
+    # JSON round trip through the training config.
+    config = TrainConfig(data=DataConfig(preprocessing=steps))
+    back = TrainConfig.from_json(config.to_json())
+    out2, sp2 = pp.apply_recipe(hu, (3.0, 1.0, 1.0), back.data.preprocessing)
+    np.testing.assert_array_equal(out, out2)
+    assert sp2 == sp
+    assert [pp.describe_step(s) for s in back.data.preprocessing] == [
+        "window lung",
+        "crop >0.3",
+        "gaussian 1",
+        "resample 1.5x2x2",
+        "z-score",
+    ]
+
+
+def test_recipe_geometry_restores_labels():
+    img = np.zeros((10, 20, 30), np.float32)
+    img[2:6, 5:15, 10:24] = 1.0
+    steps = [
+        PreprocessStep("crop", {"threshold": 0.5, "margin": 1}),
+        PreprocessStep("resample", {"target_spacing": [1.0, 0.5, 0.5], "order": 0}),
+    ]
+    result = pp.run_recipe(img, (2.0, 1.0, 1.0), steps)
+    assert result.image.shape == (12, 24, 32)
+    # Crop offset (1, 4, 9) voxels, then half-voxel shifts of the resampling.
+    assert result.shift == pytest.approx((1 * 2 - 0.5, 4 - 0.25, 9 - 0.25))
+    back = result.restore((result.image > 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(back, (img > 0.5).astype(np.uint8))
+    probs = result.restore(np.stack([result.image, result.image]), order=1)
+    assert probs.shape == (2, *img.shape)
+
+
+def test_operations_registry():
+    assert set(pp.OPERATIONS) == {
+        "zscore", "percentile", "minmax", "ct_window", "gaussian",
+        "median", "clahe", "resample", "crop",
+    }  # fmt: skip
+    out, sp = pp.OPERATIONS["median"](np.ones((5, 5)), (1.0, 1.0), size=3)
+    assert out.shape == (5, 5) and sp == (1.0, 1.0)
+    for name in ["percentile", "median", "clahe", "minmax"]:
+        out, _ = pp.apply_step(np.arange(64.0).reshape(8, 8), None, PreprocessStep(name))
+        assert out.shape == (8, 8)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda im: pp.gaussian_denoise(im, -1), "gaussian: sigma"),
+        (lambda im: pp.ct_window(im, 40, 0), "ct_window: width"),
+        (lambda im: pp.percentile_rescale(im, 90, 10), "percentile"),
+        (lambda im: pp.median_denoise(im, 0), "median: size"),
+        (lambda im: pp.clahe(im, clip_limit=0), "clahe: clip_limit"),
+        (lambda im: pp.resample(im, (1, 1, 1), (1, 1)), "resample: target spacing"),
+        (lambda im: pp.resample(im, (1, 1, 1), (1, 0, 1)), "resample: target spacing"),
+        (lambda im: pp.crop_to_mask(im, np.zeros_like(im)), "crop: the mask is empty"),
+        (lambda im: pp.crop_to_mask(im, np.ones(3)), r"crop: mask has shape \(3,\)"),
+        (lambda im: pp.zscore(im, np.zeros(im.shape, bool)), "zscore"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("sharpen")), "unknown preprocessing"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("resample", {"target_spacing": [1]})),
+         "resample: the image spacing"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("crop", {"mask": "seg"})),
+         "cannot be replayed"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("crop")), "crop: .*threshold"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("gaussian", {"sigma": 1, "s": 2})),
+         r"gaussian: unknown parameter\(s\) \['s'\]"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("gaussian")), "gaussian"),
+        (lambda im: pp.apply_step(im, None, PreprocessStep("ct_window", {"preset": "liver"})),
+         "unknown preset"),
+        (lambda im: pp.apply_step(im, (1, 1), PreprocessStep("zscore")), "zscore: spacing"),
+        (lambda im: pp.apply_step(im[None], None, PreprocessStep("zscore")), "per channel"),
+    ],
+)
+def test_errors(image, call, match):
+    with pytest.raises(InputError, match=match):
+        call(image)
