@@ -1,0 +1,93 @@
+"""``napari-medml predict``: segment an image file with a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from napari_medml._cli.common import (
+    DEVICES,
+    FILE_TYPES,
+    channel_axis_of,
+    check_file_targets,
+    given,
+    info,
+    progress_bar,
+    write_like,
+)
+from napari_medml.config import InferConfig
+
+__all__ = ["add", "run"]
+
+
+def add(sub: Any) -> None:
+    """Declare the ``predict`` subcommand and its options."""
+    p = sub.add_parser("predict", help="segment an image with a trained model bundle",
+                       description="Segment an image with a model bundle. Outputs keep the "
+                       "input's spacing, origin and affine; the file type follows each "
+                       "output's extension.")  # fmt: skip
+    infer = InferConfig()
+    p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
+                   help="model bundle folder written by 'napari-medml train' or the plugin")  # fmt: skip
+    p.add_argument("--image", required=True, type=Path, metavar="IMG",
+                   help=f"image to segment ({FILE_TYPES}); channels, if any, in front")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, metavar="OUT",
+                   help="labels file to write, with the model's class ids")  # fmt: skip
+    p.add_argument("--probabilities", type=Path, metavar="OUT",
+                   help="also write class probabilities (float32, one channel per class, "
+                   "background first) to this file")  # fmt: skip
+    p.add_argument("--uncertainty", type=Path, metavar="OUT",
+                   help="also write the voxel-wise uncertainty (entropy of the mean "
+                   "probabilities) to this file")  # fmt: skip
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over flipped copies (slower, smoother)")  # fmt: skip
+    p.add_argument("--overlap", type=float, metavar="F",
+                   help=f"sliding-window overlap in [0, 1) (default: {infer.overlap})")  # fmt: skip
+    p.add_argument("--sw-batch-size", type=int, metavar="N",
+                   help=f"windows run at once (default: {infer.sw_batch_size})")  # fmt: skip
+    p.add_argument("--min-size", type=int, metavar="N",
+                   help="remove objects smaller than N voxels (default: keep all)")  # fmt: skip
+    p.add_argument("--fill-holes", action="store_true", help="fill holes inside each class")
+    p.add_argument("--keep-largest", action="store_true",
+                   help="keep only the largest connected component of each class")  # fmt: skip
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to run; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the bundle and the image, predict with a progress bar, write the outputs."""
+    from napari_medml import io
+    from napari_medml.bundle import load_model
+
+    outputs = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
+    check_file_targets(outputs, inputs=[args.image])
+    model = load_model(args.model)
+    vol = io.read_volume(args.image)
+    dims = model.spatial_dims
+    channel_axis = channel_axis_of(vol, dims, args.image)
+    config = InferConfig(**given(
+        overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
+        return_probabilities=args.probabilities is not None,
+        return_uncertainty=args.uncertainty is not None,
+        min_size=args.min_size, fill_holes=args.fill_holes, keep_largest=args.keep_largest,
+        device=args.device,
+    ))  # fmt: skip
+    with progress_bar("window") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        pred = model.predict(vol.data, spacing=tuple(vol.spacing[-dims:]), channel_axis=channel_axis,
+                             config=config, progress=progress)  # fmt: skip
+    written = [write_like(args.out, vol, pred.labels, spatial_dims=dims, is_labels=True)]
+    if args.probabilities is not None:
+        # float32: NIfTI and most TIFF readers have no float16
+        written.append(write_like(args.probabilities, vol, pred.probabilities.astype("float32"),
+                                  spatial_dims=dims))  # fmt: skip
+    if args.uncertainty is not None:
+        written.append(write_like(args.uncertainty, vol, pred.uncertainty, spatial_dims=dims))
+    info("wrote " + ", ".join(str(p) for p in written))
+    return 0

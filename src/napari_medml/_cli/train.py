@@ -1,0 +1,244 @@
+"""``napari-medml train``: train a segmentation network on image/labels files."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import typing
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+from napari_medml._cli.common import (
+    DEVICES,
+    FILE_TYPES,
+    PROG,
+    UsageError,
+    channel_axis_of,
+    check_bundle_target,
+    given,
+    info,
+    progress_bar,
+    spatial_shape,
+)
+from napari_medml.config import (
+    AugmentConfig,
+    DataConfig,
+    LossName,
+    ModelConfig,
+    OptimConfig,
+    OptimizerName,
+    TrainConfig,
+)
+
+__all__ = ["add", "drive_training", "run", "train_config"]
+
+
+def add(sub: Any) -> None:
+    """Declare the ``train`` subcommand and its options."""
+    p = sub.add_parser("train", help="train a segmentation network and save it as a bundle",
+                       description="Train a segmentation network on image/labels file pairs "
+                       "and save the best model (by validation Dice) as a bundle folder. "
+                       "Ctrl-C stops after the current step and still saves the best model.")  # fmt: skip
+    data, model, optim = DataConfig(), ModelConfig(), OptimConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--image", action="append", required=True, type=Path, metavar="IMG",
+                   help=f"training image ({FILE_TYPES}); repeat for several images")  # fmt: skip
+    g.add_argument("--labels", action="append", required=True, type=Path, metavar="LAB",
+                   help="labels for the --image at the same position (same spatial shape): "
+                   "integer class ids, 0 = background (or unlabeled with --sparse)")  # fmt: skip
+    g.add_argument("--spatial-dims", type=int, choices=(2, 3),
+                   help="train a 2D or a 3D network (default: 3 for volumes, 2 for images)")  # fmt: skip
+    g.add_argument("--sparse", action="store_true",
+                   help="labels are scribbles: 0 is unlabeled and ignored by the loss "
+                   "(needs --background-id)")  # fmt: skip
+    g.add_argument("--background-id", type=int, metavar="ID",
+                   help="with --sparse: the painted label id that means background")  # fmt: skip
+    g.add_argument("--patch-size", type=int, nargs="+", metavar="N",
+                   help="training patch size, one number per spatial axis "
+                   "(default: chosen from image shape, spacing and memory)")  # fmt: skip
+    g.add_argument("--batch-size", type=int, metavar="B",
+                   help=f"patches per step (default: {data.batch_size})")  # fmt: skip
+    g.add_argument("--val-fraction", type=float, metavar="F",
+                   help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
+    g.add_argument("--no-augment", action="store_true",
+                   help="train without data augmentation (default: flips, rotations, "
+                   "affine, noise, blur, contrast, intensity)")  # fmt: skip
+    m = p.add_argument_group("network")
+    m.add_argument("--network", metavar="NAME",
+                   help=f"network from the model registry, e.g. unet, dynunet, segresnet "
+                   f"(default: {model.network})")  # fmt: skip
+    m.add_argument("--features", type=int, metavar="N",
+                   help=f"channels at full resolution (default: {model.features})")  # fmt: skip
+    m.add_argument("--depth", type=int, metavar="N",
+                   help=f"resolution levels (default: {model.depth})")  # fmt: skip
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, metavar="N", help=f"epochs (default: {optim.epochs})")
+    o.add_argument("--steps-per-epoch", type=int, metavar="N",
+                   help=f"optimisation steps per epoch (default: {optim.steps_per_epoch})")  # fmt: skip
+    o.add_argument("--max-minutes", type=float, metavar="M",
+                   help="stop after M minutes and keep the best model so far (default: no limit)")  # fmt: skip
+    o.add_argument("--optimizer", choices=typing.get_args(OptimizerName),
+                   help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
+    o.add_argument("--lr", type=float, metavar="LR",
+                   help=f"learning rate (default: {optim.learning_rate})")  # fmt: skip
+    o.add_argument("--loss", choices=typing.get_args(LossName),
+                   help=f"loss function (default: {optim.loss})")  # fmt: skip
+    o.add_argument("--seed", type=int, metavar="S",
+                   help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
+    o.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
+                     help="folder for the trained model bundle (config.json + weights); "
+                     "an earlier bundle there is replaced")  # fmt: skip
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the files, train with a progress bar, save the best model."""
+    from napari_medml.bundle import save_model
+    from napari_medml.errors import MedMLError
+    from napari_medml.train import StopToken, fit
+
+    if args.sparse and args.background_id is None:
+        raise UsageError("--sparse needs --background-id, the painted id that means background")
+    if len(args.image) != len(args.labels):
+        raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
+                         "give one labels file per image")  # fmt: skip
+    check_bundle_target(args.out, inputs=[*args.image, *args.labels])
+    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims)
+    config = train_config(args, dims)
+    stop = StopToken()
+    one = len(images) == 1  # the engine takes one array or a list
+    gen = fit(images[0] if one else images, labels[0] if one else labels, config,
+              spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop)  # fmt: skip
+    with _stop_on_interrupt(stop):
+        model, best = drive_training(gen, config.optim.epochs)
+    if model is None:
+        raise MedMLError("training stopped before a model was trained; nothing was saved")
+    path = save_model(model, args.out)
+    note = ""
+    if best is not None and best.val_mean_dice is not None:
+        note = f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
+    info(f"saved model bundle to {path}{note}")
+    return 0
+
+
+def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None) -> tuple:
+    """Read image/labels files; check they fit. Returns images, labels, spacings,
+    channel axis and spatial dims (3 for volumes, 2 for images unless given)."""
+    from napari_medml import io
+    from napari_medml.errors import InputError
+
+    images, labels, spacings, axes = [], [], [], set()
+    for img_path, lab_path in zip(image_paths, label_paths, strict=True):
+        vol = io.read_volume(img_path)
+        if spatial_dims is None:
+            spatial_dims = 3 if vol.data.ndim - int(bool(vol.meta.get("rgb"))) >= 3 else 2
+        axis = channel_axis_of(vol, spatial_dims, img_path)
+        lab = io.read_volume(lab_path)
+        shape = spatial_shape(vol, spatial_dims, axis)
+        if lab.data.shape != shape:
+            raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image "
+                             f"'{img_path}' has spatial shape {shape}: they must match")  # fmt: skip
+        images.append(vol.data)
+        labels.append(lab.data)
+        spacings.append(tuple(vol.spacing[-spatial_dims:]))
+        axes.add(axis)
+    if len(axes) > 1:
+        raise InputError("the training images differ in channels: give all with or all without "
+                         "a channel axis")  # fmt: skip
+    return images, labels, spacings, axes.pop(), spatial_dims
+
+
+def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
+    """A TrainConfig from the options given; everything left out keeps its default."""
+    data = DataConfig(**given(
+        spatial_dims=spatial_dims,
+        label_mode="sparse" if args.sparse else "dense",
+        background_id=args.background_id,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+    ))  # fmt: skip
+    model = ModelConfig(**given(network=args.network, features=args.features, depth=args.depth))
+    optim = OptimConfig(**given(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
+        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss,
+    ))  # fmt: skip
+    augment = AugmentConfig.none() if args.no_augment else AugmentConfig()
+    return TrainConfig(**given(task="segmentation", data=data, model=model, optim=optim,
+                               augment=augment, device=args.device, seed=args.seed))  # fmt: skip
+
+
+def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, Any]:
+    """Run a ``fit()`` generator to its end with a progress bar and epoch lines.
+
+    Returns
+    -------
+    tuple
+        The model the generator returns and the report of the best epoch (or None).
+    """
+    from tqdm.auto import tqdm
+
+    best = None
+    with progress_bar("step") as bar:
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as done:
+                return done.value, best
+            best = report if report.best else best
+            bar.total = report.total_steps
+            bar.update(report.step - bar.n)
+            bar.set_postfix(loss=f"{report.train_loss:.4f}", lr=f"{report.learning_rate:.2g}",
+                            refresh=False)  # fmt: skip
+            if report.epoch_end:
+                tqdm.write(epoch_line(report, epochs), file=sys.stderr)
+            elif report.message:
+                tqdm.write(f"{PROG}: {report.message}", file=sys.stderr)
+
+
+def epoch_line(report: Any, epochs: int) -> str:
+    """One line per epoch: losses, per-class validation Dice, time, best marker."""
+    parts = [f"epoch {report.epoch}/{epochs}", f"loss {report.train_loss:.4f}"]
+    if report.val_loss is not None:
+        parts.append(f"val_loss {report.val_loss:.4f}")
+    if report.val_dice:
+        parts.append("val_dice " + " ".join(f"{k}:{v:.3f}" for k, v in sorted(report.val_dice.items())))
+    if report.val_mean_dice is not None:
+        parts.append(f"mean {report.val_mean_dice:.3f}")
+    for name, value in (report.val_metrics or {}).items():
+        parts.append(f"{name} {value:.4f}")
+    parts.append(f"{report.elapsed_s:.0f}s")
+    if report.best:
+        parts.append("* best")
+    if report.message:
+        parts.append(f"({report.message})")
+    return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: Any) -> Iterator[None]:
+    """First Ctrl-C: ask the engine to stop (it finishes the step and returns the best
+    model, which is then saved). Second Ctrl-C: abort at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.stopped:
+            raise KeyboardInterrupt
+        stop.stop()
+        print(f"\n{PROG}: stopping after this step and keeping the best model "
+              "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

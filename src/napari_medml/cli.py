@@ -1,0 +1,104 @@
+"""The ``napari-medml`` command line: train, predict and evaluate on image files.
+
+Each subcommand lives in ``napari_medml._cli.<name>`` as ``add(subparsers)``
+(its options, every one with help) and ``run(args) -> int`` (read files, build a
+config, drive the same core generator the widgets use, write results). A new
+subcommand is one more module listed in ``SUBCOMMANDS``.
+
+torch, MONAI and the engine are imported inside ``run``, so ``napari-medml
+--help`` answers at once. Errors a user can fix end the program with one line on
+stderr, ``napari-medml: error: ...``, and a non-zero exit status; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import typing
+from collections.abc import Sequence
+
+from napari_medml._cli.common import PROG, UsageError
+from napari_medml.errors import Cancelled, MedMLError
+
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
+
+# Order is the order in --help.
+SUBCOMMANDS = ("train", "predict", "evaluate")
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the usage and exits; we want one line and a return code.
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit status (0 on success).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 success, 1 error, 2 bad command line, 130 interrupted.
+    """
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.run(args) or 0)
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (KeyboardInterrupt, Cancelled):
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if args is not None and args.debug:
+            raise
+        if isinstance(exc, (MedMLError, ValueError, OSError)):  # ConfigError is a ValueError
+            return _fail(_message(exc), EXIT_ERROR)
+        # a bug or a library failure: still one line
+        return _fail(f"{type(exc).__name__}: {_message(exc)} (run with --debug for the traceback)",
+                     EXIT_ERROR)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand in ``SUBCOMMANDS``."""
+    from napari_medml import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Deep learning on medical and microscopy images from the command line: "
+        "train a segmentation network, predict with it and score predictions. Files: "
+        ".nii, .nii.gz, .tif, .tiff, .npy.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="show the version and exit")  # fmt: skip
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when something fails")  # fmt: skip
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"napari_medml._cli.{name}").add(sub)
+    return parser
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"file '{exc.filename}' does not exist; check the path"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _fail(text: str, code: int) -> int:
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # python -m napari_medml.cli
+    sys.exit(main())
