@@ -1,0 +1,383 @@
+"""Training data: input checks, class-id mapping, sparse-label masks, intensity
+normalization, train/validation split, automatic patch size and patch sampling.
+
+Labels are encoded once as ``channel + 1`` with 0 meaning "unlabeled" (uint8), so
+that padding by augmentation (zeros) is ignored by the loss, never read as
+background.  In dense mode every voxel is labelled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_medml.errors import InputError
+
+__all__ = [
+    "PatchSampler",
+    "Region",
+    "apply_normalization",
+    "auto_patch_size",
+    "encode_labels",
+    "find_class_ids",
+    "fit_normalization",
+    "prepare_image",
+    "prepare_labels",
+    "split_train_val",
+    "as_list",
+]
+
+
+def as_list(items, kind: str) -> list:
+    """One array or a sequence of arrays -> list."""
+    if not isinstance(items, (list, tuple)):
+        return [items]
+    items = list(items)
+    if not items:
+        raise InputError(f"no {kind} given: pass at least one array")
+    return items
+
+
+def prepare_image(image, *, channel_axis: int | None, spatial_dims: int, name: str = "image",
+                  in_channels: int | None = None) -> np.ndarray:
+    """Validate an image and return it as float32 ``(C, *spatial)`` (a new array).
+
+    Raises
+    ------
+    InputError
+        Wrong number of dimensions, channels, or NaN/inf values.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
+        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
+    if channel_axis is not None:
+        if not -arr.ndim <= channel_axis < arr.ndim:
+            raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")
+        arr = np.moveaxis(arr, channel_axis, 0)
+    else:
+        arr = arr[None]
+    if arr.ndim - 1 != spatial_dims:
+        got = arr.ndim - 1
+        hint = (" (a channel axis? set channel_axis)" if got == spatial_dims + 1
+                else " (pass 2D slices as a list of images, or use a 3D model)")
+        raise InputError(
+            f"{name} has {got} spatial dimensions (shape {np.shape(image)}) but the model is "
+            f"{spatial_dims}D{hint}"
+        )
+    if in_channels is not None and arr.shape[0] != in_channels:
+        raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
+    return out
+
+
+def prepare_labels(labels, spatial_shape: Sequence[int], *, name: str = "labels",
+                   image_name: str = "image") -> np.ndarray:
+    """Validate a labels array against its image's spatial shape."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "biu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InputError(f"{name} has dtype {arr.dtype}: labels must be integer class ids")
+    if tuple(arr.shape) != tuple(spatial_shape):
+        raise InputError(
+            f"{name} have shape {tuple(arr.shape)} but {image_name} has spatial shape {tuple(spatial_shape)}: "
+            "labels must cover the image voxel for voxel"
+        )
+    if arr.size and arr.min() < 0:
+        raise InputError(f"{name} contain negative ids: class ids must be >= 0")
+    return arr
+
+
+def find_class_ids(labels: Sequence[np.ndarray], mode: str, background_id: int) -> tuple[int, ...]:
+    """Class ids in output-channel order: background (0) first, then the others sorted.
+
+    Raises
+    ------
+    InputError
+        No labels at all, or fewer than two classes.
+    """
+    ids: set[int] = set()
+    for lab in labels:
+        ids.update(int(v) for v in np.unique(lab))
+    if mode == "sparse":
+        painted = ids - {0}
+        if not painted:
+            raise InputError("labels are empty (all 0 = unlabeled): paint some background and foreground scribbles")
+        if background_id == 0 or background_id not in painted:
+            raise InputError(
+                f"scribble mode needs painted background: no voxel has background id {background_id}; "
+                "paint background with that id (or set data.background_id to the id you used, not 0)"
+            )
+        foreground = sorted(painted - {background_id})
+        if not foreground:
+            raise InputError(
+                f"scribble labels contain only the background id {background_id}: paint at least one foreground class"
+            )
+        return (0, *foreground)
+    foreground = sorted(ids - {0})
+    if not foreground:
+        raise InputError("labels are empty (all 0 = background): paint at least one foreground class")
+    if 0 not in ids:
+        if len(foreground) < 2:
+            raise InputError(
+                f"labels contain only class {foreground[0]}: dense labels need background (0) and at least one class"
+            )
+    return (0, *foreground)
+
+
+def encode_labels(labels: np.ndarray, class_ids: Sequence[int], mode: str, background_id: int) -> np.ndarray:
+    """Map class ids to ``channel + 1`` (uint8), 0 = unlabeled (sparse mode only)."""
+    lut_size = max(int(labels.max(initial=0)), max(class_ids), background_id) + 1
+    lut = np.zeros(lut_size, dtype=np.uint8)
+    for channel, cid in enumerate(class_ids):
+        lut[cid] = channel + 1
+    if mode == "sparse":
+        lut[0] = 0
+        lut[background_id] = 1
+    if len(class_ids) > 254:
+        raise InputError(f"{len(class_ids)} classes: at most 254 are supported")
+    return lut[labels]
+
+
+# --- intensity normalization ------------------------------------------------------
+
+
+def fit_normalization(images: Sequence[np.ndarray], method: str) -> dict:
+    """Per-channel statistics over all training images (``(C, *spatial)`` each).
+
+    Large images are subsampled (every n-th voxel) so that this stays fast.
+    """
+    channels = images[0].shape[0]
+    stats = []
+    for c in range(channels):
+        values = np.concatenate([_subsample(img[c]) for img in images]).astype(np.float64)
+        if method == "zscore":
+            stats.append({"mean": float(values.mean()), "std": float(values.std())})
+        elif method == "percentile":
+            lo, hi = np.percentile(values, [0.5, 99.5])
+            stats.append({"low": float(lo), "high": float(hi)})
+        elif method == "minmax":
+            stats.append({"low": float(values.min()), "high": float(values.max())})
+        elif method == "none":
+            stats.append({})
+        else:
+            raise InputError(f"unknown normalization {method!r}: use zscore, percentile, minmax or none")
+    return {"method": method, "channels": stats}
+
+
+def apply_normalization(image: np.ndarray, stats: dict) -> np.ndarray:
+    """Apply stored statistics to a ``(C, *spatial)`` float32 image (in place on the copy given)."""
+    method = stats.get("method", "none")
+    for c, s in enumerate(stats.get("channels", [])):
+        if method == "zscore":
+            image[c] -= s["mean"]
+            image[c] /= max(s["std"], 1e-8)
+        elif method in ("percentile", "minmax"):
+            np.clip(image[c], s["low"], s["high"], out=image[c])
+            image[c] -= s["low"]
+            image[c] /= max(s["high"] - s["low"], 1e-8)
+    return image
+
+
+def _subsample(arr: np.ndarray, limit: int = 2_000_000) -> np.ndarray:
+    flat = arr.reshape(-1)
+    step = max(1, flat.size // limit)
+    return flat[::step]
+
+
+# --- split -------------------------------------------------------------------------
+
+
+@dataclass
+class Region:
+    """An image (``(C, *spatial)``) with its encoded labels (``(*spatial)``, uint8)."""
+
+    image: np.ndarray
+    label: np.ndarray
+
+
+def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_fraction: float,
+                    context: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
+    """Hold out whole images, or with one image a block along its longest axis.
+
+    Returns train regions, validation regions and a sentence describing the split.
+    Train regions never overlap the held-out block (they are separate slices).  The
+    validation region of a single image may reach ``context`` voxels (one patch)
+    into the training part as *unlabeled* image context, so that sliding-window
+    inference sees real neighbours instead of padding; only the held-out block is
+    scored.
+    """
+    n = len(images)
+    if val_fraction <= 0:
+        return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
+    if n >= 2:
+        n_val = min(n - 1, max(1, round(n * val_fraction)))
+        train = [Region(i, l) for i, l in zip(images[: n - n_val], labels[: n - n_val])]
+        val = [Region(i, l) for i, l in zip(images[n - n_val:], labels[n - n_val:])]
+        return train, val, f"validation on the last {n_val} of {n} images"
+    image, label = images[0], labels[0]
+    shape = label.shape
+    axis = int(np.argmax(shape))
+    n_block = max(1, int(math.ceil(shape[axis] * val_fraction)))
+    cut = shape[axis] - n_block
+    if cut < 1:
+        raise InputError(f"image of shape {shape} is too small to hold out a validation block: set val_fraction=0")
+    extra = min(cut, max(0, int(context[axis]) - n_block)) if context is not None else 0
+    tr = [slice(None)] * len(shape)
+    va = [slice(None)] * len(shape)
+    tr[axis] = slice(0, cut)
+    va[axis] = slice(cut - extra, None)
+    train = Region(image[(slice(None), *tr)], label[tuple(tr)])
+    val_label = label[tuple(va)].copy()
+    ctx = [slice(None)] * len(shape)
+    ctx[axis] = slice(0, extra)
+    val_label[tuple(ctx)] = 0  # context only: unlabeled, never scored
+    val = Region(image[(slice(None), *va)], val_label)
+    return [train], [val], f"validation on the last {n_block} of {shape[axis]} voxels along axis {axis}"
+
+
+# --- patch size --------------------------------------------------------------------
+
+
+def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spatial_dims: int,
+                    memory_budget_mb: float, divisor: int, *, bytes_per_voxel: float = 2048.0
+                    ) -> tuple[int, ...]:
+    """Largest patch that fits the image and the memory budget.
+
+    Starts from the image shape (rounded down to ``divisor``) and, while the patch
+    is over budget, shrinks the axis with the largest physical extent, so an
+    anisotropic volume (coarse Z) gets fewer voxels along its coarse axis.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Smallest spatial shape among the training regions.
+    spacing : sequence of float or None
+        Voxel size per axis (None: isotropic).
+    spatial_dims : int
+        2 or 3.
+    memory_budget_mb : float
+        Training memory allowance.
+    divisor : int
+        Each patch axis is a multiple of this (``2 ** (depth - 1)``).
+    bytes_per_voxel : float
+        Estimated training memory per patch voxel (grows with width and batch).
+
+    Returns
+    -------
+    tuple of int
+    """
+    shape = tuple(int(s) for s in shape)[-spatial_dims:]
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * spatial_dims))[-spatial_dims:]
+    max_voxels = max(memory_budget_mb * 2**20 / bytes_per_voxel, float(divisor**spatial_dims))
+    patch = [max(divisor, (s // divisor) * divisor) for s in shape]
+    while math.prod(patch) > max_voxels:
+        extents = [p * sp if p > divisor else -1.0 for p, sp in zip(patch, spacing)]
+        axis = int(np.argmax(extents))
+        if extents[axis] < 0:
+            break
+        patch[axis] = max(divisor, int(patch[axis] * 0.9) // divisor * divisor)
+    return tuple(patch)
+
+
+# --- patch sampling ----------------------------------------------------------------
+
+
+class PatchSampler:
+    """Draws training batches: random patches, a share centred on labelled voxels.
+
+    Hand-written rather than MONAI's RandCropByPosNegLabeld: centres are drawn
+    class-balanced (rare classes are found as often as common ones) from index
+    lists computed once, instead of scanning the label volume at every call.
+
+    Parameters
+    ----------
+    regions : list of Region
+        Training images and encoded labels.
+    patch_size : tuple of int
+    batch_size : int
+    foreground_fraction : float
+        Share of patches centred on a labelled foreground voxel (sparse mode: any
+        labelled voxel).
+    sparse : bool
+        Scribble mode.
+    transform : callable or None
+        MONAI dictionary transform on {"image": (C, *patch), "label": (1, *patch)}.
+    seed : int
+    """
+
+    def __init__(self, regions: list[Region], patch_size: Sequence[int], batch_size: int,
+                 foreground_fraction: float, *, sparse: bool, transform: Callable | None, seed: int,
+                 max_indices: int = 200_000) -> None:
+        self.regions = regions
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.foreground_fraction = foreground_fraction
+        self.transform = transform
+        self.rng = np.random.default_rng(seed)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)
+        first_class = 1 if sparse else 2  # sparse: background scribbles are "labelled" too
+        # (region index, class) -> flat indices of that class in that region
+        self.centres: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for r, region in enumerate(regions):
+            flat = region.label.reshape(-1)
+            for cls in np.unique(flat):
+                if cls < first_class:
+                    continue
+                idx = np.flatnonzero(flat == cls)
+                if idx.size > max_indices:
+                    idx = np.sort(self.rng.choice(idx, max_indices, replace=False))
+                self.centres.setdefault(int(cls), []).append((r, idx))
+        self.weights = np.array([math.prod(r.label.shape) for r in regions], float)
+        self.weights /= self.weights.sum()
+
+    def _pick(self) -> tuple[int, tuple[int, ...]]:
+        if self.centres and self.rng.random() < self.foreground_fraction:
+            cls = list(self.centres)[self.rng.integers(len(self.centres))]
+            options = self.centres[cls]
+            r, idx = options[self.rng.integers(len(options))]
+            centre = np.unravel_index(idx[self.rng.integers(idx.size)], self.regions[r].label.shape)
+            return r, tuple(int(c) for c in centre)
+        r = int(self.rng.choice(len(self.regions), p=self.weights))
+        shape = self.regions[r].label.shape
+        return r, tuple(int(self.rng.integers(s)) for s in shape)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One patch: image ``(C, *patch)`` float32 and label ``(1, *patch)`` float32."""
+        r, centre = self._pick()
+        region = self.regions[r]
+        shape = region.label.shape
+        starts = [min(max(c - p // 2, 0), s - p) for c, p, s in zip(centre, self.patch_size, shape)]
+        window = tuple(slice(s, s + p) for s, p in zip(starts, self.patch_size))
+        image = np.ascontiguousarray(region.image[(slice(None), *window)])
+        label = region.label[window][None].astype(np.float32)
+        return image, label
+
+    def batch(self) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+        """A batch: image ``(B, C, *patch)`` float32 and label ``(B, 1, *patch)`` uint8."""
+        import torch
+
+        images, labels = [], []
+        for _ in range(self.batch_size):
+            image, label = self.sample()
+            if self.transform is not None:
+                out = self.transform({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
+                image, label = out["image"], out["label"]
+            images.append(torch.as_tensor(image).float())
+            labels.append(torch.as_tensor(label))
+        image_batch = torch.stack([_plain(i) for i in images])
+        label_batch = torch.stack([_plain(l) for l in labels]).round().clamp(0, 255).to(torch.uint8)
+        return image_batch, label_batch
+
+
+def _plain(t):
+    """MetaTensor -> plain tensor (no metadata tracking in the training loop)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t

@@ -1,0 +1,283 @@
+"""A trained segmentation model and its prediction: sliding window, TTA,
+uncertainty, post-processing, with the training preprocessing re-applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medml.config import InferConfig, TrainConfig
+from napari_medml.errors import BundleError, Cancelled
+
+__all__ = ["Model", "Prediction", "apply_preprocessing"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What ``Model.predict`` returns.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        Integer label map of the input's spatial shape with the original class ids.
+    probabilities : np.ndarray or None
+        float16 ``(K, *spatial)``, channel k = ``class_ids[k]`` (only when asked).
+    uncertainty : np.ndarray or None
+        float32 entropy of the mean probabilities (only when asked).
+    class_ids : tuple of int
+        ``class_ids[0] == 0`` (background).
+    instances : np.ndarray or None
+        uint32 instance ids when ``InferConfig.instances`` is not "none".
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    class_ids: tuple[int, ...] = ()
+    instances: np.ndarray | None = None
+
+
+class Model:
+    """A segmentation network plus everything needed to use it on new images.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    config : TrainConfig
+        The configuration it was trained with (preprocessing recipe included).
+    class_ids : tuple of int
+        Output channel -> label id, background 0 first.
+    in_channels, spatial_dims : int
+    patch_size : tuple of int
+    spacing : tuple of float or None
+        Training spacing.
+    normalization : dict
+        Learned intensity statistics (``data.fit_normalization``).
+    history : list of dict
+        One dict per epoch.
+    provenance : dict
+        Free-form notes (library versions, data description), stored in bundles.
+    """
+
+    def __init__(self, network: torch.nn.Module, config: TrainConfig, class_ids: Sequence[int],
+                 in_channels: int, spatial_dims: int, patch_size: Sequence[int],
+                 spacing: Sequence[float] | None, normalization: dict,
+                 history: list[dict] | None = None, provenance: dict | None = None) -> None:
+        self.network = network
+        self.config = config
+        self.class_ids = tuple(int(c) for c in class_ids)
+        self.in_channels = int(in_channels)
+        self.spatial_dims = int(spatial_dims)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.normalization = normalization
+        self.history = list(history or [])
+        self.provenance = dict(provenance or {})
+
+    def __repr__(self) -> str:
+        return (f"Model({self.config.model.network}, {self.spatial_dims}D, in_channels={self.in_channels}, "
+                f"class_ids={self.class_ids}, patch_size={self.patch_size})")
+
+    def save(self, path: str | Path) -> Path:
+        """Write a bundle folder (see ``napari_medml.bundle.save_model``)."""
+        from napari_medml.bundle import save_model
+
+        return save_model(self, path)
+
+    def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
+                config: InferConfig | None = None, progress: Callable[[int, int], None] | None = None,
+                stop: Any | None = None) -> Prediction:
+        """Segment one image.
+
+        Parameters
+        ----------
+        image : array
+            ``(Y, X)`` or ``(Z, Y, X)``, plus a channel axis named by ``channel_axis``.
+        spacing : sequence of float, optional
+            Voxel size; needed when the preprocessing recipe resamples.
+        channel_axis : int, optional
+        config : InferConfig, optional
+        progress : callable, optional
+            Called with ``(done, total)`` windows.
+        stop : StopToken, optional
+            When stopped, ``Cancelled`` is raised at the next window.
+
+        Returns
+        -------
+        Prediction
+
+        Raises
+        ------
+        BundleError
+            The image does not fit the model (dimensions or channels).
+        InputError
+            NaN/inf values.
+        Cancelled
+            Stopped through ``stop``.
+        """
+        from napari_medml.data import apply_normalization, prepare_image
+        from napari_medml.devices import amp_enabled, resolve_device
+        from napari_medml.postprocess import postprocess
+
+        config = config or InferConfig()
+        self._check_image(image, channel_axis)
+        arr = prepare_image(image, channel_axis=channel_axis, spatial_dims=self.spatial_dims,
+                            in_channels=self.in_channels)
+        input_shape = arr.shape[1:]
+        arr, _ = apply_preprocessing(arr, spacing or self.spacing, self.config.data.preprocessing)
+        arr = apply_normalization(arr, self.normalization)
+
+        device = resolve_device(config.device)
+        amp = amp_enabled(device, config.amp)
+        probs = self._sliding_window(arr, device, amp, config, progress, stop)  # (K, *spatial) float32
+        del arr
+
+        channel = _argmax_uint8(probs)
+        lut = np.asarray(self.class_ids, dtype=_label_dtype(max(self.class_ids)))
+        labels = lut[channel]
+        del channel
+        probabilities = uncertainty = None
+        if config.return_uncertainty:
+            p = probs.clamp_min(1e-8)
+            uncertainty = (-(p * p.log()).sum(0)).numpy().astype(np.float32)
+            del p
+        if config.return_probabilities:
+            probabilities = probs.numpy().astype(np.float16)
+        del probs
+        if labels.shape != tuple(input_shape):
+            labels = _resize(labels, input_shape, order=0)
+            if uncertainty is not None:
+                uncertainty = _resize(uncertainty, input_shape, order=1).astype(np.float32)
+            if probabilities is not None:
+                probabilities = np.stack([_resize(p.astype(np.float32), input_shape, order=1)
+                                          for p in probabilities]).astype(np.float16)
+        labels, instances = postprocess(labels, config)
+        return Prediction(labels=labels, probabilities=probabilities, uncertainty=uncertainty,
+                          class_ids=self.class_ids, instances=instances)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _check_image(self, image: Any, channel_axis: int | None) -> None:
+        shape = np.shape(image)
+        expected = self.spatial_dims + (1 if channel_axis is not None else 0)
+        if len(shape) != expected:
+            where = f" with channel_axis={channel_axis}" if channel_axis is not None else ""
+            raise BundleError(
+                f"the model expects a {self.spatial_dims}D image with {self.in_channels} channel(s) "
+                f"but got an array of shape {shape}{where}"
+                + ("" if channel_axis is not None or self.in_channels == 1 else ": set channel_axis")
+            )
+        channels = 1 if channel_axis is None else shape[channel_axis]
+        if channels != self.in_channels:
+            raise BundleError(
+                f"the model was trained on {self.in_channels} channel(s) but the image has {channels} "
+                f"(shape {shape}, channel_axis={channel_axis}): give the same channels as in training"
+            )
+
+    def _sliding_window(self, arr: np.ndarray, device: torch.device, amp: bool, config: InferConfig,
+                        progress: Callable[[int, int], None] | None, stop: Any | None) -> torch.Tensor:
+        """Blended softmax probabilities ``(K, *spatial)`` on the CPU, averaged over TTA flips."""
+        from monai.inferers import sliding_window_inference
+
+        net = self.network.to(device).eval()
+        spatial = arr.shape[1:]
+        flips: list[tuple[int, ...]] = [()]
+        if config.tta:
+            flips += [(2 + a,) for a in range(self.spatial_dims)]
+        per_pass = _count_windows(spatial, self.patch_size, config.overlap)
+        total = per_pass * len(flips)
+        done = 0
+        k = len(self.class_ids)
+        big = k * math.prod(spatial) * 4 > 2 * 2**30
+        out_device = device if device.type == "cuda" and not big else torch.device("cpu")
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            if stop is not None and stop.stopped:
+                raise Cancelled("prediction stopped")
+            ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+            with ctx:
+                logits = net(window)
+            done += window.shape[0]
+            if progress is not None:
+                progress(min(done, total), total)
+            return torch.softmax(logits.float(), dim=1)
+
+        x = torch.from_numpy(arr)[None]
+        if device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=True)
+        total_probs = torch.zeros(0)
+        with torch.inference_mode():
+            for dims in flips:
+                inp = torch.flip(x, dims) if dims else x
+                out = sliding_window_inference(
+                    inp, roi_size=self.patch_size, sw_batch_size=config.sw_batch_size, predictor=predictor,
+                    overlap=config.overlap, mode=config.blend, sw_device=device, device=out_device,
+                    progress=False,
+                )
+                out = out.as_tensor() if hasattr(out, "as_tensor") else out
+                if dims:
+                    out = torch.flip(out, dims)
+                if not total_probs.numel():
+                    total_probs = out
+                else:
+                    total_probs += out
+                    del out
+        if len(flips) > 1:
+            total_probs /= len(flips)
+        return total_probs[0].cpu()
+
+
+def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None,
+                        steps: Sequence[Any]) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """Run the recipe on each channel of ``(C, *spatial)``; returns image and new spacing."""
+    if not steps:
+        return image, None if spacing is None else tuple(spacing)
+    from napari_medml.preprocess import apply_recipe
+
+    spatial_dims = image.ndim - 1
+    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
+    channels, new_spacing = [], sp
+    for c in range(image.shape[0]):
+        out, new_spacing = apply_recipe(image[c], sp, tuple(steps))
+        channels.append(np.asarray(out, dtype=np.float32))
+    return np.stack(channels), tuple(float(s) for s in new_spacing)
+
+
+def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's sliding_window_inference visits (same rule as its scan interval)."""
+    n = 1
+    for size, r in zip(spatial, roi):
+        size = max(size, r)
+        interval = r if size == r else max(int(r * (1 - overlap)), 1)
+        n *= int(math.ceil((size - r) / interval)) + 1 if size > r else 1
+    return n
+
+
+def _argmax_uint8(probs: torch.Tensor) -> np.ndarray:
+    """Channel argmax as uint8, chunked along the first spatial axis (no int64 volume)."""
+    out = np.empty(tuple(probs.shape[1:]), dtype=np.uint8)
+    step = max(1, 2**24 // max(1, math.prod(probs.shape[2:]) * probs.shape[0]))
+    for start in range(0, probs.shape[1], step):
+        out[start:start + step] = probs[:, start:start + step].argmax(0).to(torch.uint8).numpy()
+    return out
+
+
+def _label_dtype(max_id: int) -> type:
+    return np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32
+
+
+def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False,
+                  mode="edge").astype(arr.dtype)

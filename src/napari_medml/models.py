@@ -1,0 +1,145 @@
+"""One registry of networks: name -> factory.
+
+A factory is called as ``factory(spatial_dims, in_channels, out_channels, config,
+patch_size=..., spacing=...)`` and returns a ``torch.nn.Module`` that maps
+``(B, in_channels, *spatial)`` to ``(B, out_channels, *spatial)`` logits.  Every
+network comes from MONAI; the factories only translate ``ModelConfig`` (width,
+depth, norm, dropout) into each network's own arguments.  ``NETWORKS`` is a plain
+dict: other tasks (classification) add their entries next to these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from napari_medml.config import ModelConfig
+from napari_medml.errors import ConfigError
+
+__all__ = ["NETWORKS", "build_network", "dynunet_kernels_strides", "patch_divisor"]
+
+Factory = Callable[..., torch.nn.Module]
+
+
+def _unet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+          patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    if config.depth < 2:
+        raise ConfigError(f"network 'unet' needs depth >= 2, got {config.depth}")
+    return UNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(config.features * 2**i for i in range(config.depth)),
+        strides=(2,) * (config.depth - 1),
+        num_res_units=1,
+        norm=config.norm,
+        dropout=config.dropout,
+    )
+
+
+def dynunet_kernels_strides(patch_size: Sequence[int], spacing: Sequence[float] | None,
+                            depth: int) -> tuple[list[list[int]], list[list[int]]]:
+    """nnU-Net's rule: pool an axis only while it is fine enough and >= 8 voxels.
+
+    On an anisotropic grid the coarse axis is pooled later (stride 1 and kernel 1
+    until the other axes have caught up), so the receptive field grows evenly in mm.
+    """
+    sizes = [float(s) for s in patch_size]
+    spacings = [float(s) for s in (spacing or [1.0] * len(sizes))]
+    kernels: list[list[int]] = []
+    strides: list[list[int]] = []
+    while len(strides) < depth - 1:
+        ratio = [sp / min(spacings) for sp in spacings]
+        stride = [2 if r <= 2 and size >= 8 else 1 for r, size in zip(ratio, sizes)]
+        kernel = [3 if r <= 2 else 1 for r in ratio]
+        if all(s == 1 for s in stride):
+            break
+        sizes = [size / s for size, s in zip(sizes, stride)]
+        spacings = [sp * s for sp, s in zip(spacings, stride)]
+        kernels.append(kernel)
+        strides.append(stride)
+    strides.insert(0, [1] * len(sizes))
+    kernels.append([3] * len(sizes))
+    return kernels, strides
+
+
+def _dynunet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+             patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> torch.nn.Module:
+    from monai.networks.nets import DynUNet
+
+    if patch_size is None:
+        raise ConfigError("network 'dynunet' needs the patch size to choose its kernels and strides")
+    kernels, strides = dynunet_kernels_strides(patch_size, spacing, config.depth)
+    filters = [min(config.features * 2**i, 320) for i in range(len(strides))]
+    return DynUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=kernels,
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=filters,
+        norm_name=config.norm,
+        dropout=config.dropout or None,
+        res_block=True,
+    )
+
+
+def _segresnet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+               patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> torch.nn.Module:
+    from monai.networks.nets import SegResNet
+
+    blocks = (1, 2, 2, 4, 4, 4)
+    if config.depth > len(blocks):
+        raise ConfigError(f"network 'segresnet' supports depth <= {len(blocks)}, got {config.depth}")
+    return SegResNet(
+        spatial_dims=spatial_dims,
+        init_filters=config.features,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        dropout_prob=config.dropout or None,
+        norm=config.norm,
+        blocks_down=blocks[: config.depth],
+        blocks_up=(1,) * (config.depth - 1),
+    )
+
+
+NETWORKS: dict[str, Factory] = {
+    "unet": _unet,
+    "dynunet": _dynunet,
+    "segresnet": _segresnet,
+}
+
+
+def patch_divisor(config: ModelConfig) -> int:
+    """Every patch axis must be divisible by this (one halving per level below the top)."""
+    return 2 ** max(config.depth - 1, 0)
+
+
+def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, *,
+                  patch_size: Sequence[int] | None = None,
+                  spacing: Sequence[float] | None = None) -> torch.nn.Module:
+    """Build the network named by ``config.network`` from ``NETWORKS``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Network name, width, depth, norm, dropout.
+    spatial_dims : int
+        2 or 3.
+    in_channels, out_channels : int
+        Image channels and classes (background included).
+    patch_size, spacing : sequence, optional
+        Used by networks that adapt to the grid (``dynunet``).
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    factory = NETWORKS.get(config.network)
+    if factory is None:
+        raise ConfigError(f"unknown network {config.network!r}: choose one of {sorted(NETWORKS)}")
+    return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)

@@ -1,0 +1,529 @@
+"""Training: ``fit()`` is a generator of ``TrainReport``s that returns the best Model.
+
+Every front runs the same generator: a widget in napari's ``thread_worker``, the
+command line with a progress bar, a script through ``train()``.  Stopping (a
+``StopToken`` or closing the generator) finishes the current step and leaves a
+loadable checkpoint in ``<checkpoint_dir>/last``; the best model so far is in
+``<checkpoint_dir>/best``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medml.config import AugmentConfig, TrainConfig
+from napari_medml.errors import ConfigError, InputError
+from napari_medml.infer import Model
+
+__all__ = ["StopToken", "TrainReport", "fit", "train"]
+
+_REPORT_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """Progress of a training run (see docs/ENGINE_API.md)."""
+
+    step: int
+    epoch: int
+    total_steps: int
+    train_loss: float
+    learning_rate: float
+    elapsed_s: float
+    eta_s: float | None
+    epoch_end: bool = False
+    val_loss: float | None = None
+    val_dice: Mapping[int, float] | None = None
+    val_iou: Mapping[int, float] | None = None
+    val_mean_dice: float | None = None
+    val_metrics: Mapping[str, float] | None = None
+    best: bool = False
+    message: str = ""
+
+
+class StopToken:
+    """Thread-safe stop flag; a widget's Stop button calls ``stop()``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def stop(self) -> None:
+        self._event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._event.is_set()
+
+
+def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
+    """Run ``fit`` to the end and return the best Model (same arguments as ``fit``)."""
+    gen = fit(images, labels, config, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
+        stop: StopToken | None = None, resume_from: str | Path | None = None,
+        init_model: Model | None = None) -> Generator[TrainReport, None, Model]:
+    """Train a segmentation network on images and (dense or scribble) labels.
+
+    Parameters
+    ----------
+    images : array or sequence of arrays
+        ``(Y, X)`` or ``(Z, Y, X)`` (plus the axis ``channel_axis``).
+    labels : array or sequence of arrays
+        Integer labels of each image's spatial shape.
+    config : TrainConfig
+    spacing : tuple or list of tuples, optional
+        Voxel size (one tuple for all images, or one per image).
+    channel_axis : int, optional
+    stop : StopToken, optional
+        Stops after the current step, leaving a checkpoint.
+    resume_from : str or Path, optional
+        A checkpoint folder (or an earlier run's ``checkpoint_dir``): continues its
+        model, optimizer, schedule and step count.
+    init_model : Model, optional
+        Start from this model's weights (fine-tuning); class ids must match.
+
+    Yields
+    ------
+    TrainReport
+        At least every quarter second of work and at every epoch end.
+
+    Returns
+    -------
+    Model
+        The best model (by ``optim.early_stopping_metric`` on validation).
+    """
+    if config.task != "segmentation":
+        raise ConfigError(f"fit() trains segmentation models; task {config.task!r} is not handled here")
+    run = _Run(config, images, labels, spacing, channel_axis, resume_from, init_model)
+    return (yield from run.loop(stop))
+
+
+# --- one training run -------------------------------------------------------------------
+
+
+class _Run:
+    """State of one run: data, network, optimizer; ``loop`` is the generator body."""
+
+    def __init__(self, config: TrainConfig, images: Any, labels: Any, spacing: Any,
+                 channel_axis: int | None, resume_from: str | Path | None, init_model: Model | None) -> None:
+        from napari_medml import bundle, data
+        from napari_medml.devices import amp_enabled, resolve_device
+        from napari_medml.losses import build_loss
+        from napari_medml.models import build_network, patch_divisor
+
+        self.config = config
+        dc = config.data
+        self.sparse = dc.label_mode == "sparse"
+        self.start_step = 0
+        self.resume_state: dict | None = None
+        base: Model | None = init_model
+        if resume_from is not None:
+            ckpt = bundle.find_checkpoint(resume_from)
+            base = bundle.load_model(ckpt)
+            self.resume_state, self.resume_tensors = bundle.read_checkpoint(ckpt)
+            self.start_step = int(self.resume_state["step"])
+        model_cfg = base.config.model if base is not None else config.model
+        self.config = config = replace(config, model=model_cfg)
+
+        # inputs
+        image_list = data.as_list(images, "images")
+        label_list = data.as_list(labels, "labels")
+        if len(image_list) != len(label_list):
+            raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
+        spacings = _spacings(spacing, len(image_list))
+        single = len(image_list) == 1
+        prepared, encoded_raw = [], []
+        for i, (img, lab) in enumerate(zip(image_list, label_list)):
+            name = "image" if single else f"image {i}"
+            arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
+                                     in_channels=base.in_channels if base is not None else None)
+            lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
+                                      image_name=name)
+            from napari_medml.infer import _resize, apply_preprocessing
+
+            arr, new_spacing = apply_preprocessing(arr, spacings[i], dc.preprocessing)
+            if lab.shape != arr.shape[1:]:
+                lab = _resize(lab, arr.shape[1:], order=0)
+            spacings[i] = new_spacing
+            prepared.append(arr)
+            encoded_raw.append(lab)
+        if len({a.shape[0] for a in prepared}) > 1:
+            raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
+        self.in_channels = prepared[0].shape[0]
+        self.spacing = spacings[0]
+
+        class_ids = data.find_class_ids(encoded_raw, dc.label_mode, dc.background_id)
+        if base is not None:
+            extra = sorted(set(class_ids) - set(base.class_ids))
+            if extra:
+                raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
+                                 "know: fine-tune with the same classes or train a new model")
+            class_ids = base.class_ids
+        self.class_ids = class_ids
+        encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in encoded_raw]
+
+        self.train_regions, _, _ = data.split_train_val(prepared, encoded, dc.val_fraction)
+
+        # patch size
+        divisor = patch_divisor(config.model)
+        smallest = tuple(min(r.label.shape[a] for r in self.train_regions) for a in range(dc.spatial_dims))
+        if base is not None:
+            self.patch_size = base.patch_size
+        elif dc.patch_size is not None:
+            self.patch_size = tuple(int(p) for p in dc.patch_size)
+            bad = [p for p in self.patch_size if p % divisor]
+            if bad:
+                raise ConfigError(f"patch_size {self.patch_size} must be divisible by {divisor} "
+                                  f"(2 ** (depth - 1) for depth {config.model.depth})")
+        else:
+            bytes_per_voxel = 96.0 * config.model.features * dc.batch_size
+            self.patch_size = data.auto_patch_size(smallest, self.spacing, dc.spatial_dims, dc.memory_budget_mb,
+                                                   divisor, bytes_per_voxel=bytes_per_voxel)
+        if any(p > s for p, s in zip(self.patch_size, smallest)):
+            where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
+            raise InputError(
+                f"patch size {self.patch_size} is larger than the {where} {smallest}: "
+                "use a smaller patch_size (or leave it None to choose automatically), a smaller depth, "
+                "or a smaller val_fraction"
+            )
+
+        # validation regions get one patch of unlabeled context (see split_train_val)
+        self.train_regions, val_regions, self.split_note = data.split_train_val(
+            prepared, encoded, dc.val_fraction, context=self.patch_size)
+        self.normalization = (base.normalization if base is not None else
+                              data.fit_normalization([r.image for r in self.train_regions], dc.normalization))
+        for region in self.train_regions + val_regions:
+            region.image = data.apply_normalization(np.array(region.image, dtype=np.float32), self.normalization)
+        self.val_regions = [r for r in val_regions if r.label.any()]
+        if val_regions and not self.val_regions:
+            self.split_note += " (held-out part has no labelled voxels: validation off)"
+
+        # network, optimizer, loss
+        self.device = resolve_device(config.device)
+        self.amp = amp_enabled(self.device, config.amp)
+        torch.manual_seed(config.seed + self.start_step)
+        self.network = build_network(config.model, dc.spatial_dims, self.in_channels, len(class_ids),
+                                     patch_size=self.patch_size, spacing=self.spacing)
+        if base is not None:
+            self.network.load_state_dict(base.network.state_dict())
+        elif config.model.init_from:
+            _transfer_weights(self.network, config.model.init_from)
+        self.network.to(self.device)
+        self.loss_fn = build_loss(config.optim, len(class_ids), self.device)
+        self.optimizer = _optimizer(self.network, config)
+        self.total_steps = config.optim.epochs * config.optim.steps_per_epoch
+        self.scheduler, self.plateau = _scheduler(self.optimizer, config, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp) if self.amp else None
+        self.history: list[dict] = []
+        self.best_metric: float | None = None
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        if self.resume_state is not None:
+            self._restore()
+        self.checkpoint_dir = Path(config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-"))
+        transform = None
+        if config.augment != AugmentConfig.none() and any(
+                getattr(config.augment, f).prob > 0 for f in config.augment.__dataclass_fields__):
+            from napari_medml.transforms import augmentation_transforms
+
+            transform = augmentation_transforms(config.augment, dc.spatial_dims)
+        self.sampler = data.PatchSampler(self.train_regions, self.patch_size, dc.batch_size,
+                                         dc.foreground_fraction, sparse=self.sparse, transform=transform,
+                                         seed=config.seed + self.start_step)
+
+    # --- the generator body -------------------------------------------------------------
+
+    def loop(self, stop: StopToken | None) -> Generator[TrainReport, None, Model]:
+        cfg = self.config.optim
+        spe = cfg.steps_per_epoch
+        start = time.monotonic()
+        last_report = start
+        losses: list[float] = []
+        epoch_losses: list[float] = []
+        step = self.start_step
+        try:
+            while step < self.total_steps:
+                step += 1
+                epoch = (step - 1) // spe + 1
+                loss = self._train_step()
+                losses.append(loss)
+                epoch_losses.append(loss)
+                now = time.monotonic()
+                elapsed = now - start
+                done_here = step - self.start_step
+                eta = elapsed / done_here * (self.total_steps - step)
+                message = ""
+                finished = False
+                if stop is not None and stop.stopped:
+                    message, finished = "stopped by user", True
+                elif cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+                    message, finished = f"time limit of {cfg.max_minutes:g} min reached", True
+                epoch_end = step % spe == 0 or step == self.total_steps
+                fields: dict[str, Any] = {}
+                if epoch_end:
+                    fields, early = self._end_epoch(step, epoch, float(np.mean(epoch_losses)), elapsed)
+                    epoch_losses = []
+                    if early and not finished:
+                        message, finished = early, True
+                if finished and not epoch_end:
+                    self._save_last(step, epoch)
+                if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
+                    report = TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
+                                         train_loss=float(np.mean(losses)), learning_rate=self._lr(),
+                                         elapsed_s=elapsed, eta_s=None if finished else eta,
+                                         epoch_end=epoch_end, message=message, **fields)
+                    losses = []
+                    last_report = now
+                    yield report
+                if finished:
+                    break
+        except GeneratorExit:
+            # closed from outside (e.g. a worker quit): leave a checkpoint, then end quietly
+            if step > self.start_step:
+                self._save_last(step, (step - 1) // spe + 1)
+            return self._best_model()
+        return self._best_model()
+
+    # --- steps ------------------------------------------------------------------------
+
+    def _train_step(self) -> float:
+        self.network.train()
+        image, label = self.sampler.batch()
+        if self.device.type == "cuda":
+            image, label = image.pin_memory(), label.pin_memory()
+        image = image.to(self.device, non_blocking=True)
+        label = label.to(self.device, non_blocking=True)
+        mask = label > 0
+        target = label.long() - 1
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        with ctx:
+            logits = self.network(image)
+        loss = self.loss_fn(logits.float(), target, mask)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12.0)
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(loss.detach())
+
+    def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float) -> tuple[dict, str]:
+        cfg = self.config.optim
+        fields: dict[str, Any] = {}
+        if self.val_regions:
+            fields = self._validate()
+        if cfg.early_stopping_metric == "val_loss":
+            value, higher = fields.get("val_loss"), False
+        elif cfg.early_stopping_metric == "val_accuracy":
+            value, higher = (fields.get("val_metrics") or {}).get("accuracy"), True
+        else:
+            value, higher = fields.get("val_mean_dice"), True
+        if value is None:  # no validation: the training loss decides
+            value, higher = train_loss, False
+        if self.plateau is not None:
+            self.plateau.step(value if higher else -value)
+        improved = (self.best_metric is None or (value > self.best_metric if higher else value < self.best_metric))
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        entry = {"epoch": epoch, "step": step, "train_loss": train_loss, "learning_rate": self._lr(),
+                 "elapsed_s": elapsed,
+                 "val_loss": fields.get("val_loss"), "val_mean_dice": fields.get("val_mean_dice"),
+                 "val_dice": {str(k): v for k, v in (fields.get("val_dice") or {}).items()},
+                 "val_iou": {str(k): v for k, v in (fields.get("val_iou") or {}).items()}}
+        self.history.append(entry)
+        if improved:
+            self._current_model().save(self.checkpoint_dir / "best")
+        self._save_last(step, epoch)
+        message = ""
+        patience = cfg.early_stopping_patience
+        if patience is not None and self.bad_epochs >= patience:
+            message = f"early stopping: no improvement for {self.bad_epochs} epochs (best epoch {self.best_epoch})"
+        return {**fields, "best": improved}, message
+
+    def _validate(self) -> dict[str, Any]:
+        from monai.inferers import sliding_window_inference
+
+        self.network.eval()
+        k = len(self.class_ids)
+        tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
+        loss_sum, weight_sum, correct, labelled = 0.0, 0.0, 0, 0
+        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            for region in self.val_regions:
+                x = torch.from_numpy(region.image)[None].to(self.device)
+                logits = sliding_window_inference(x, self.patch_size, sw_batch_size=self.config.data.batch_size * 2,
+                                                  predictor=self.network, overlap=0.25, mode="gaussian")
+                logits = (logits.as_tensor() if hasattr(logits, "as_tensor") else logits).float()
+                label = torch.from_numpy(region.label)[None].to(self.device)
+                mask = label > 0
+                n = int(mask.sum())
+                loss_sum += float(self.loss_fn(logits, label.long() - 1, mask)) * n
+                weight_sum += n
+                pred = logits.argmax(1)
+                gt = label.long() - 1
+                correct += int(((pred == gt) & mask).sum())
+                labelled += n
+                for c in range(1, k):
+                    p, g = (pred == c) & mask, (gt == c) & mask
+                    tp[c] += int((p & g).sum())
+                    fp[c] += int((p & ~g).sum())
+                    fn[c] += int((~p & g).sum())
+        dice, iou = {}, {}
+        for c in range(1, k):
+            if tp[c] + fp[c] + fn[c] > 0:
+                dice[self.class_ids[c]] = float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
+                iou[self.class_ids[c]] = float(tp[c] / (tp[c] + fp[c] + fn[c]))
+        return {"val_loss": loss_sum / max(weight_sum, 1.0), "val_dice": dice, "val_iou": iou,
+                "val_mean_dice": float(np.mean(list(dice.values()))) if dice else None,
+                "val_metrics": {"accuracy": correct / max(labelled, 1)}}
+
+    # --- checkpoints and models ---------------------------------------------------------
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _current_model(self, state: Mapping[str, torch.Tensor] | None = None) -> Model:
+        network = self.network
+        if state is not None:
+            network.load_state_dict(state)
+        provenance = {"split": self.split_note, "checkpoint_dir": str(self.checkpoint_dir),
+                      "best_epoch": self.best_epoch, "label_mode": self.config.data.label_mode}
+        return Model(network, self.config, self.class_ids, self.in_channels, self.config.data.spatial_dims,
+                     self.patch_size, self.spacing, self.normalization, history=self.history,
+                     provenance=provenance)
+
+    def _save_last(self, step: int, epoch: int) -> None:
+        from napari_medml.bundle import write_checkpoint
+
+        scalars = {"step": step, "epoch": epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                   "bad_epochs": self.bad_epochs, "total_steps": self.total_steps}
+        write_checkpoint(self._current_model(), self.checkpoint_dir / "last", self.optimizer,
+                         self.plateau or self.scheduler, self.scaler, scalars)
+
+    def _best_model(self) -> Model:
+        if self.best_state is not None:
+            return self._current_model(self.best_state)
+        return self._current_model()
+
+    def _restore(self) -> None:
+        from napari_medml.bundle import optimizer_state
+
+        state = self.resume_state
+        assert state is not None
+        self.optimizer.load_state_dict(optimizer_state(state, self.resume_tensors))
+        sched = self.plateau or self.scheduler
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best_metric = state.get("best_metric")
+        self.best_epoch = int(state.get("best_epoch") or 0)
+        self.bad_epochs = int(state.get("bad_epochs") or 0)
+
+
+def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
+    if spacing is None:
+        return [None] * n
+    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
+        return [tuple(float(s) for s in spacing)] * n
+    spacing = list(spacing)
+    if len(spacing) != n:
+        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
+    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
+
+
+def _optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    o = config.optim
+    params = [p for p in network.parameters() if p.requires_grad]
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    if o.optimizer == "adam":
+        return torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.learning_rate, weight_decay=o.weight_decay)
+    if o.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
+    raise ConfigError(f"unknown optimizer {o.optimizer!r}: choose sgd, adam, adamw or rmsprop")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int) -> tuple[Any, Any]:
+    """(per-step scheduler or None, per-epoch plateau scheduler or None)."""
+    name = config.optim.schedule
+    if name == "plateau":
+        patience = max(1, (config.optim.early_stopping_patience or 10) // 2)
+        return None, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=patience)
+    if name == "constant":
+        return None, None
+    if name == "poly":
+        fn = _Poly(total)
+    elif name == "cosine":
+        fn = _Cosine(total)
+    else:
+        raise ConfigError(f"unknown schedule {name!r}: choose constant, cosine, poly or plateau")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), None
+
+
+class _Poly:
+    """nnU-Net's polynomial decay, (1 - step / total) ** 0.9."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        return max(0.0, 1.0 - step / self.total) ** 0.9
+
+
+class _Cosine:
+    """Cosine decay from the base rate to 0 over the run."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
+
+
+def _transfer_weights(network: torch.nn.Module, bundle_path: str) -> None:
+    """Copy every tensor of another bundle whose name and shape fit (transfer learning)."""
+    from safetensors.torch import load_file
+
+    from napari_medml.bundle import WEIGHTS_NAME, read_description
+
+    path = Path(bundle_path).expanduser()
+    read_description(path)
+    source = load_file(str(path / WEIGHTS_NAME))
+    own = network.state_dict()
+    fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise InputError(f"no weights in {path} fit this network: choose a bundle with the same network and size")
+    network.load_state_dict(fitting, strict=False)
+
