@@ -1,0 +1,221 @@
+"""Classification metrics: accuracy, balanced accuracy, per-class precision, recall and
+F1, confusion matrix, one-vs-rest ROC curves and AUC, and Youden's operating threshold.
+
+numpy only: scikit-learn is not a runtime dependency of the plugin, so these few
+formulas are written here (and tested against scikit-learn, whose conventions they
+follow: confusion-matrix rows are the true class, ROC curves drop collinear points,
+AUC is the trapezoid area so ties count one half). Every result of
+:func:`classification_report` is plain JSON (lists, floats, ``None`` for undefined).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import InputError
+
+__all__ = [
+    "accuracy",
+    "balanced_accuracy",
+    "classification_report",
+    "confusion_matrix",
+    "precision_recall_f1",
+    "roc_auc",
+    "roc_curve",
+    "youden_threshold",
+]
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], class_ids: Sequence[int]) -> np.ndarray:
+    """Counts ``(K, K)``: row = true class, column = predicted class, in ``class_ids`` order.
+
+    Samples whose true or predicted id is not in ``class_ids`` are not counted.
+    """
+    ids = np.asarray(class_ids)
+    t, p = _positions(y_true, ids), _positions(y_pred, ids)
+    keep = (t >= 0) & (p >= 0)
+    k = len(ids)
+    return np.bincount(t[keep] * k + p[keep], minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Share of samples predicted right."""
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.shape != p.shape or t.size == 0:
+        raise InputError(f"accuracy needs two equal, non-empty arrays, got {t.shape} and {p.shape}")
+    return float(np.mean(t == p))
+
+
+def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Mean recall over the classes present in ``y_true`` (robust to class imbalance)."""
+    t = np.asarray(y_true)
+    ids = np.unique(t)
+    recall = precision_recall_f1(t, y_pred, ids)["recall"]
+    return float(np.mean(recall))
+
+
+def precision_recall_f1(y_true: Sequence[int], y_pred: Sequence[int],
+                        class_ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support; 0 where undefined (no predictions)."""
+    cm = confusion_matrix(y_true, y_pred, class_ids).astype(np.float64)
+    tp = np.diag(cm)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def roc_curve(is_positive: Sequence[bool], scores: Sequence[float], *,
+              drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False and true positive rates at every score threshold, highest threshold first.
+
+    As in scikit-learn, the curve starts at (0, 0) with threshold ``+inf``, and with
+    ``drop_intermediate`` the points on straight segments are left out.
+
+    Parameters
+    ----------
+    is_positive : sequence of bool
+        Whether each sample belongs to the positive class.
+    scores : sequence of float
+        The score of the positive class (e.g. its probability).
+
+    Returns
+    -------
+    fpr, tpr, thresholds : np.ndarray
+    """
+    y = np.asarray(is_positive, dtype=bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape or y.size == 0:
+        raise InputError(f"ROC needs equal, non-empty labels and scores, got {y.shape} and {s.shape}")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    # one point per distinct score: the last index of each run of equal scores
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    thresholds = s[last]
+    if drop_intermediate and tps.size > 2:
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    thresholds = np.r_[np.inf, thresholds]
+    n_pos, n_neg = tps[-1], fps[-1]
+    fpr = fps / n_neg if n_neg > 0 else np.full_like(fps, np.nan)
+    tpr = tps / n_pos if n_pos > 0 else np.full_like(tps, np.nan)
+    return fpr, tpr, thresholds
+
+
+def roc_auc(is_positive: Sequence[bool], scores: Sequence[float]) -> float:
+    """Area under the ROC curve; ``nan`` when only one class is present."""
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def youden_threshold(is_positive: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """The score threshold that maximises Youden's J = TPR - FPR (``None`` if undefined)."""
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, thr = roc_curve(y, scores)
+    j = tpr - fpr
+    best = int(np.argmax(j[1:])) + 1  # skip the +inf start point
+    return float(thr[best])
+
+
+def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: Sequence[int], *,
+                          class_names: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """Every metric of a classifier on labelled samples, as plain JSON.
+
+    Parameters
+    ----------
+    y_true : sequence of int
+        True class id per sample (ids from ``class_ids``).
+    proba : np.ndarray
+        ``(N, K)`` class probabilities, column k = ``class_ids[k]``.
+    class_ids : sequence of int
+        The classifier's class ids.
+    class_names : mapping, optional
+        Class id -> name, copied into the per-class entries.
+
+    Returns
+    -------
+    dict
+        ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``auc`` (binary: of
+        ``class_ids[1]``; more classes: macro one-vs-rest over classes present),
+        ``class_ids``, ``confusion_matrix`` (rows = true), ``per_class`` (a list of
+        dicts: class, name, precision, recall, f1, support, auc) and ``roc`` (a list of
+        dicts: class, fpr, tpr, thresholds; the first threshold, +inf, is written as
+        ``None``); for two classes also ``threshold`` (Youden's J on the probability
+        of ``class_ids[1]``).
+    """
+    ids = [int(c) for c in class_ids]
+    t = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (t.size, len(ids)):
+        raise InputError(
+            f"probabilities have shape {p.shape} but {t.size} samples and {len(ids)} classes "
+            f"need ({t.size}, {len(ids)})"
+        )
+    if t.size == 0:
+        raise InputError("classification_report needs at least one labelled sample")
+    pred = np.asarray(ids)[np.argmax(p, axis=1)]
+    prf = precision_recall_f1(t, pred, ids)
+    per_class, roc, aucs = [], [], []
+    for k, cid in enumerate(ids):
+        positive = t == cid
+        auc = roc_auc(positive, p[:, k])
+        aucs.append(auc)
+        per_class.append({
+            "class": cid,
+            "name": None if class_names is None else class_names.get(cid),
+            "precision": float(prf["precision"][k]),
+            "recall": float(prf["recall"][k]),
+            "f1": float(prf["f1"][k]),
+            "support": int(prf["support"][k]),
+            "auc": _json_float(auc),
+        })
+        if positive.any() and not positive.all():
+            fpr, tpr, thr = roc_curve(positive, p[:, k])
+            roc.append({"class": cid, "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+                        "thresholds": [None, *thr[1:].tolist()]})
+    if len(ids) == 2:
+        auc_all = aucs[1]
+    else:
+        defined = [a for a in aucs if not np.isnan(a)]
+        auc_all = float(np.mean(defined)) if defined else float("nan")
+    report: dict[str, Any] = {
+        "n": int(t.size),
+        "accuracy": accuracy(t, pred),
+        "balanced_accuracy": balanced_accuracy(t, pred),
+        "macro_f1": float(np.mean(prf["f1"][prf["support"] > 0])) if (prf["support"] > 0).any() else 0.0,
+        "auc": _json_float(auc_all),
+        "class_ids": ids,
+        "confusion_matrix": confusion_matrix(t, pred, ids).tolist(),
+        "per_class": per_class,
+        "roc": roc,
+    }
+    if len(ids) == 2:
+        report["threshold"] = youden_threshold(t == ids[1], p[:, 1])
+    return report
+
+
+def _positions(values: Sequence[int], ids: np.ndarray) -> np.ndarray:
+    """Index of each value in ``ids`` (-1 where absent)."""
+    v = np.asarray(values).astype(np.int64).ravel()
+    order = np.argsort(ids)
+    sorted_ids = ids[order]
+    pos = np.clip(np.searchsorted(sorted_ids, v), 0, len(ids) - 1)
+    found = sorted_ids[pos] == v
+    return np.where(found, order[pos], -1)
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)

@@ -1,0 +1,93 @@
+"""classify_metrics against scikit-learn on the same scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from napari_medml.classify_metrics import (
+    accuracy,
+    balanced_accuracy,
+    classification_report,
+    confusion_matrix,
+    precision_recall_f1,
+    roc_auc,
+    roc_curve,
+    youden_threshold,
+)
+
+
+def _scores(seed: int, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    logits = np.round(logits, 1)  # ties on purpose
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, p
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_roc_and_auc_match_sklearn(seed: int) -> None:
+    y, p = _scores(seed, 200, 2)
+    s = p[:, 1]
+    assert roc_auc(y == 1, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    for drop in (True, False):
+        fpr, tpr, thr = roc_curve(y == 1, s, drop_intermediate=drop)
+        sf, st, sth = skm.roc_curve(y, s, drop_intermediate=drop)
+        np.testing.assert_allclose(fpr, sf)
+        np.testing.assert_allclose(tpr, st)
+        np.testing.assert_allclose(thr[1:], sth[1:])
+
+
+def test_multiclass_ovr_auc_matches_sklearn() -> None:
+    y, p = _scores(3, 300, 4)
+    ids = [2, 5, 7, 9]
+    yy = np.asarray(ids)[y]
+    report = classification_report(yy, p, ids)
+    expected = skm.roc_auc_score(yy, p, multi_class="ovr", labels=ids)
+    assert report["auc"] == pytest.approx(expected, abs=1e-12)
+    for k, cid in enumerate(ids):
+        assert report["per_class"][k]["auc"] == pytest.approx(skm.roc_auc_score(yy == cid, p[:, k]))
+
+
+def test_confusion_precision_recall_f1_accuracy_match_sklearn() -> None:
+    y, p = _scores(4, 250, 3)
+    ids = [1, 2, 3]
+    yt, yp = y + 1, np.argmax(p, 1) + 1
+    yp[:5] = 3  # some imbalance in the predictions
+    np.testing.assert_array_equal(confusion_matrix(yt, yp, ids), skm.confusion_matrix(yt, yp, labels=ids))
+    prf = precision_recall_f1(yt, yp, ids)
+    sp, sr, sf, ss = skm.precision_recall_fscore_support(yt, yp, labels=ids, zero_division=0)
+    np.testing.assert_allclose(prf["precision"], sp)
+    np.testing.assert_allclose(prf["recall"], sr)
+    np.testing.assert_allclose(prf["f1"], sf)
+    np.testing.assert_array_equal(prf["support"], ss)
+    assert accuracy(yt, yp) == pytest.approx(skm.accuracy_score(yt, yp))
+    assert balanced_accuracy(yt, yp) == pytest.approx(skm.balanced_accuracy_score(yt, yp))
+
+
+def test_report_is_json_with_binary_threshold() -> None:
+    y, p = _scores(5, 120, 2)
+    ids = [3, 8]
+    report = classification_report(np.asarray(ids)[y], p, ids, class_names={3: "a", 8: "b"})
+    text = json.dumps(report, allow_nan=False)  # strict JSON: no NaN or Infinity
+    back = json.loads(text)
+    assert back["confusion_matrix"] == skm.confusion_matrix(np.asarray(ids)[y], np.asarray(ids)[p.argmax(1)],
+                                                            labels=ids).tolist()
+    fpr, tpr, thr = skm.roc_curve(y, p[:, 1])
+    assert back["threshold"] == pytest.approx(thr[np.argmax(tpr - fpr)])
+    assert back["per_class"][1]["name"] == "b"
+    assert back["roc"][1]["thresholds"][0] is None
+    assert youden_threshold(y == 1, p[:, 1]) == back["threshold"]
+
+
+def test_undefined_auc_is_none_when_a_class_is_missing() -> None:
+    y = np.array([1, 1, 1, 2])
+    p = np.array([[0.9, 0.1, 0.0], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1]])
+    report = classification_report(y, p, [1, 2, 3])
+    assert report["per_class"][2]["auc"] is None
+    assert report["auc"] == pytest.approx(1.0)
+    json.dumps(report, allow_nan=False)
