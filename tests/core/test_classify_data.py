@@ -1,0 +1,172 @@
+"""classify_data: samples in three modes, classes from paint or CSV, and the way back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_erosion
+
+from napari_medml.classify_data import (
+    ClassSamples,
+    class_labels,
+    image_level_labels,
+    image_samples,
+    majority_class,
+    make_samples,
+    object_level_labels,
+    object_samples,
+    prediction_table,
+    read_class_csv,
+    tile_level_labels,
+    tile_probability_map,
+    tile_samples,
+)
+from napari_medml.errors import InputError
+from napari_medml.samples import shape_classes
+
+
+def test_majority_class_ignores_zero_and_breaks_ties_low() -> None:
+    keys = np.array([1, 1, 1, 2, 2, 3, 3, 0])
+    paint = np.array([5, 5, 7, 0, 0, 4, 2, 9])
+    np.testing.assert_array_equal(majority_class(keys, paint, 5), [0, 5, 0, 2, 0])
+
+
+def test_image_samples_from_paint_and_back() -> None:
+    sc = shape_classes(seed=0, n=10, size=32)
+    paint = np.zeros_like(sc.labels)
+    paint[:6, 3, 3] = sc.classes[:6]  # one painted pixel per sample is enough
+    s = image_samples(sc.images, labels=paint)
+    assert s.x.shape == (10, 1, 32, 32) and s.x.dtype == np.float32
+    np.testing.assert_array_equal(s.y, np.r_[sc.classes[:6], [0] * 4])
+    assert s.mode == "image" and s.source_shape == (10, 32, 32)
+    out = image_level_labels(sc.classes, sc.images.shape)
+    assert out.shape == sc.images.shape and (out[4] == sc.classes[4]).all()
+    np.testing.assert_array_equal(class_labels(s, sc.classes), out)
+
+
+def test_image_samples_channels_3d_and_resize() -> None:
+    img = np.random.default_rng(0).random((4, 2, 6, 20, 20)).astype(np.float32)  # (N, C, Z, Y, X)
+    s = image_samples(img, classes=[1, 2, 0, 1], channel_axis=1, input_size=(4, 8, 8))
+    assert s.x.shape == (4, 2, 4, 8, 8) and s.spatial_dims == 3 and s.image_channels == 2
+    assert s.params["input_size"] == [4, 8, 8]
+
+
+def test_image_level_without_sample_axis_is_a_clear_error() -> None:
+    with pytest.raises(InputError, match="no sample axis"):
+        image_samples(np.zeros((64, 64), np.float32))
+    with pytest.raises(InputError, match="no sample axis"):
+        image_samples(np.zeros((16, 64, 64), np.float32), spatial_dims=3)
+
+
+def test_image_level_shape_mismatch_names_both_shapes() -> None:
+    with pytest.raises(InputError, match=r"\(3, 8, 8\).*\(4, 8, 8\)"):
+        image_samples(np.zeros((4, 8, 8)), labels=np.zeros((3, 8, 8), np.uint8))
+
+
+def test_read_class_csv(tmp_path) -> None:
+    path = tmp_path / "classes.csv"
+    path.write_text("sample,class\n0,1\n1,\n2,2\n3,0\n")
+    np.testing.assert_array_equal(read_class_csv(path, 4), [1, 0, 2, 0])
+    path.write_text("1\n\nsmooth\nirregular\n")
+    np.testing.assert_array_equal(read_class_csv(path, 4, class_names={1: "smooth", 2: "irregular"}), [1, 0, 1, 2])
+    with pytest.raises(InputError, match="has 4 class rows but the stack has 5"):
+        read_class_csv(path, 5, class_names={1: "smooth", 2: "irregular"})
+    path.write_text("1\n2\nbanana\n")
+    with pytest.raises(InputError, match="line 3"):
+        read_class_csv(path, 3)
+    with pytest.raises(InputError, match="cannot read"):
+        read_class_csv(tmp_path / "missing.csv", 3)
+
+
+def _objects() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = np.zeros((60, 80), np.float32)
+    inst = np.zeros((60, 80), np.int32)
+    inst[5:15, 5:25] = 3
+    inst[30:55, 40:50] = 7
+    inst[40:45, 70:80] = 9  # touches the border
+    image[inst > 0] = 1.0
+    paint = np.zeros_like(inst)
+    paint[8, 10] = 2
+    paint[31:33, 41:43] = 1
+    paint[34, 45] = 2  # minority inside object 7
+    return image, inst, paint
+
+
+def test_object_samples_crop_mask_and_classes() -> None:
+    image, inst, paint = _objects()
+    s = object_samples(image, inst, class_labels=paint, input_size=(32, 32))
+    np.testing.assert_array_equal(s.index, [3, 7, 9])
+    np.testing.assert_array_equal(s.y, [2, 1, 0])
+    np.testing.assert_array_equal(s.sizes, [200, 250, 50])
+    assert s.x.shape == (3, 2, 32, 32)
+    mask = s.x[:, 1]
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    # the object is centred and fills the box up to the margin
+    assert mask[1, 16, 16] == 1 and mask[1, 0, 0] == 0
+    assert 0 < mask[2].mean() < 1
+    inner = np.stack([binary_erosion(m, iterations=2) for m in mask == 1])
+    np.testing.assert_allclose(s.x[:, 0][inner], 1.0, atol=0.05)
+    np.testing.assert_allclose(s.x[:, 0][mask == 0], 0.0, atol=0.5)
+    out = object_level_labels(inst, s.index, [2, 1, 1])
+    assert out[10, 10] == 2 and out[40, 45] == 1 and out[42, 75] == 1 and out[0, 0] == 0
+    table = prediction_table(s, [2, 1, 1], np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]]), (1, 2))
+    assert list(table) == ["object", "class", "prob_1", "prob_2", "size"]
+    assert table["object"].tolist() == [3, 7, 9] and table["size"].tolist() == [200, 250, 50]
+
+
+def test_object_errors() -> None:
+    image, inst, paint = _objects()
+    with pytest.raises(InputError, match="paint none of the 3 objects"):
+        object_samples(image, inst, class_labels=np.zeros_like(inst))
+    with pytest.raises(InputError, match="instance labels have shape"):
+        object_samples(image, inst[:50])
+    with pytest.raises(InputError, match="no objects"):
+        object_samples(image, np.zeros_like(inst))
+    with pytest.raises(InputError, match="instance labels"):
+        make_samples("object", image, {})
+
+
+def test_object_samples_3d_default_size() -> None:
+    inst = np.zeros((20, 30, 30), np.int32)
+    inst[5:10, 5:15, 5:12] = 1
+    inst[12:18, 18:28, 18:28] = 2
+    s = object_samples(inst.astype(np.float32), inst)
+    assert s.x.shape == (2, 2, 32, 32, 32) and (s.y == 0).all()
+
+
+def test_tile_samples_grid_classes_and_maps() -> None:
+    image = np.arange(50 * 70, dtype=np.float32).reshape(50, 70)
+    paint = np.zeros((50, 70), np.uint8)
+    paint[2, 2] = 1
+    paint[45:48, 65:68] = 2  # the last, partial tile
+    s = tile_samples(image, tile_size=(20, 30), class_labels=paint)
+    assert s.x.shape == (9, 1, 20, 30)  # 3 x 3 tiles, the last row and column padded
+    np.testing.assert_array_equal(s.index[:4], [[0, 0], [0, 30], [0, 60], [20, 0]])
+    np.testing.assert_array_equal(s.x[1, 0], image[0:20, 30:60])
+    assert s.y.tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 2]
+    labels = tile_level_labels(s, np.arange(1, 10))
+    assert labels.shape == (50, 70) and labels[0, 0] == 1 and labels[25, 35] == 5 and labels[49, 69] == 9
+    proba = np.stack([np.linspace(0, 1, 9), 1 - np.linspace(0, 1, 9)], 1)
+    block = tile_probability_map(s, proba, smooth=False)
+    assert block.shape == (2, 50, 70) and block[0, 49, 69] == pytest.approx(1.0)
+    smooth = tile_probability_map(s, proba)
+    assert smooth.shape == (2, 50, 70) and 0 <= smooth.min() and smooth.max() <= 1
+    assert smooth[0, 10, 15] == pytest.approx(0.0, abs=0.02)  # near a tile centre: its own value
+    table = prediction_table(s, np.ones(9, int), proba, (1, 2))
+    assert list(table)[:3] == ["tile", "start_y", "start_x"]
+
+
+def test_tile_samples_3d_with_channels_and_resize() -> None:
+    image = np.zeros((2, 16, 32, 32), np.float32)
+    s = tile_samples(image, tile_size=8, channel_axis=0, input_size=(4, 4, 4))
+    assert s.x.shape == (2 * 4 * 4, 2, 4, 4, 4)
+    assert isinstance(s, ClassSamples) and s.params["tile_size"] == [8, 8, 8]
+
+
+def test_samples_never_mutate_inputs() -> None:
+    image, inst, paint = _objects()
+    before = (image.copy(), inst.copy(), paint.copy())
+    object_samples(image, inst, class_labels=paint)
+    tile_samples(image, tile_size=16, class_labels=paint)
+    for a, b in zip(before, (image, inst, paint)):
+        np.testing.assert_array_equal(a, b)
