@@ -8,7 +8,8 @@ result gets a free name.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import napari
 import numpy as np
@@ -23,8 +24,9 @@ from napari_medml.layer_data import (
     spatial_meta,
 )
 
-__all__ = ["free_name", "image_array", "labels_array", "layer_spatial", "layer_volume",
-           "require", "show_result"]
+__all__ = ["RECIPE_KEY", "SOURCE_KEY", "ModelInput", "free_name", "image_array", "labels_array",
+           "layer_recipe", "layer_spatial", "layer_volume", "model_input", "raw_layer", "require",
+           "show_result"]
 
 
 def require(layer: Any, kind: type, what: str) -> Any:
@@ -85,3 +87,60 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
     layer = napari.layers.Layer.create(data, kwargs, layer_type)
     viewer.layers.insert(index, layer)
     return layer
+
+
+# --- preprocessing chains -------------------------------------------------------------
+# A preprocess result layer keeps its recipe (list of PreprocessStep dicts) and the name
+# of the raw layer it came from. Models re-apply recipes to raw images (``fit`` and
+# ``Model.predict`` both do), so train and predict feed the raw layer plus the recipe.
+RECIPE_KEY = "preprocessing"
+SOURCE_KEY = "preprocess_source"
+
+
+def layer_recipe(layer: napari.layers.Layer) -> tuple[Any, ...]:
+    """The PreprocessSteps that made ``layer`` from its raw source (empty for raw layers)."""
+    from napari_medml.config import PreprocessStep, from_dict
+
+    return tuple(from_dict(PreprocessStep, d) for d in layer.metadata.get(RECIPE_KEY) or ())
+
+
+def raw_layer(viewer: napari.Viewer, layer: napari.layers.Layer) -> napari.layers.Layer:
+    """The raw layer a preprocess result was made from (the layer itself when raw)."""
+    if not layer.metadata.get(RECIPE_KEY):
+        return layer
+    source = layer.metadata.get(SOURCE_KEY)
+    if source not in viewer.layers:
+        raise InputError(
+            f"image '{layer.name}' was preprocessed from '{source}', which is no longer open: "
+            f"open '{source}' again, or choose an image without preprocessing")
+    return viewer.layers[source]
+
+
+class ModelInput(NamedTuple):
+    """Raw image data for train/predict: channels stacked at axis 0 when several layers."""
+
+    image: np.ndarray
+    spacing: tuple[float, ...]
+    channel_axis: int | None
+    recipe: tuple[Any, ...]
+    layer: napari.layers.Layer  # the (first) raw layer: results lie where it lies
+
+
+def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) -> ModelInput:
+    """Resolve chosen image layers to raw data, spacing and the shared recipe."""
+    layers = [require(layer, napari.layers.Image, "an image") for layer in layers or [None]]
+    recipes = {layer_recipe(layer) for layer in layers}
+    if len(recipes) > 1:
+        raise InputError("the chosen images have different preprocessing recipes: "
+                         "preprocess every channel the same way")
+    raws = [raw_layer(viewer, layer) for layer in layers]
+    arrays = [image_array(raw)[0] for raw in raws]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        detail = ", ".join(f"'{r.name}' {a.shape}" for r, a in zip(raws, arrays))
+        raise InputError(f"channel images must have the same shape, got {detail}: "
+                         "choose co-registered images")
+    spacing = layer_spatial(raws[0]).spacing
+    if len(arrays) == 1:
+        return ModelInput(arrays[0], spacing, None, recipes.pop(), raws[0])
+    return ModelInput(np.stack(arrays), spacing, 0, recipes.pop(), raws[0])

@@ -101,6 +101,8 @@ class Runner:
         Enabled only while the job runs; pressing it trips the job's stop token.
     token_factory : callable, optional
         Makes the stop token; default :class:`napari_medml.train.StopToken`.
+    show_progress : bool
+        Whether to show a progress bar (off for quick background look-ups).
     """
 
     def __init__(
@@ -110,11 +112,13 @@ class Runner:
         stop: Any | None = None,
         *,
         token_factory: Callable[[], Any] | None = None,
+        show_progress: bool = True,
     ) -> None:
         self.desc = desc
         self._start_widgets: Sequence[Any] = tuple(start)
         self._stop_button = stop
         self._token_factory = token_factory
+        self._show_progress = show_progress
         self.worker: GeneratorWorker | None = None
         self.token: Any | None = None
         self._pbar: progress | None = None
@@ -161,7 +165,7 @@ class Runner:
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True)
-        self._pbar = progress(total=0, desc=self.desc)
+        self._pbar = progress(total=0, desc=self.desc) if self._show_progress else None
         self._started_at = time.perf_counter()
         worker.start()
         return worker

@@ -17,10 +17,22 @@ class TrainingPlot(FigureCanvasQTAgg):
     """
 
     def __init__(self) -> None:
-        figure = Figure(figsize=(4.0, 3.2), dpi=90, layout="constrained")
+        figure = Figure(figsize=(4.0, 3.2), dpi=90)
+        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13, hspace=0.12)
         super().__init__(figure)
         self.setMinimumHeight(240)
         self._loss_ax, self._dice_ax = figure.subplots(2, 1, sharex=True)
+        # Lines are made once and updated in place: a redraw on the GUI thread stays cheap.
+        (self._train_line,) = self._loss_ax.plot([], [], "o-", ms=3, label="training loss")
+        (self._val_line,) = self._loss_ax.plot([], [], "s-", ms=3, label="validation loss")
+        (self._dice_line,) = self._dice_ax.plot([], [], "o-", ms=3, color="tab:green",
+                                                label="validation Dice")
+        self._loss_ax.set_ylabel("loss")
+        self._loss_ax.legend(loc="upper right", fontsize="small")
+        self._dice_ax.set_ylim(0.0, 1.0)
+        self._dice_ax.set_ylabel("Dice")
+        self._dice_ax.set_xlabel("epoch")
+        self._dice_ax.legend(loc="lower right", fontsize="small")
         self.clear()
 
     def clear(self) -> None:
@@ -47,22 +59,15 @@ class TrainingPlot(FigureCanvasQTAgg):
         self._redraw()
 
     def _redraw(self) -> None:
-        loss, dice = self._loss_ax, self._dice_ax
-        loss.clear()
-        dice.clear()
-        loss.plot(self.epochs, self.train_loss, "o-", ms=3, label="training loss")
+        self._train_line.set_data(self.epochs, self.train_loss)
         val = [(e, v) for e, v in zip(self.epochs, self.val_loss) if v is not None]
-        if val:
-            loss.plot(*zip(*val), "s-", ms=3, label="validation loss")
-        loss.set_ylabel("loss")
-        if loss.lines:
-            loss.legend(loc="upper right", fontsize="small")
-        d = [(e, v) for e, v in zip(self.epochs, self.val_dice) if v is not None]
-        if d:
-            dice.plot(*zip(*d), "o-", ms=3, color="tab:green", label="validation Dice")
-        dice.set_ylim(0.0, 1.0)
-        dice.set_ylabel("Dice")
-        dice.set_xlabel("epoch")
-        if dice.lines:
-            dice.legend(loc="lower right", fontsize="small")
+        self._val_line.set_data(*zip(*val)) if val else self._val_line.set_data([], [])
+        dice = [(e, v) for e, v in zip(self.epochs, self.val_dice) if v is not None]
+        self._dice_line.set_data(*zip(*dice)) if dice else self._dice_line.set_data([], [])
+        for ax in (self._loss_ax, self._dice_ax):
+            ax.relim()
+            ax.autoscale_view()
+        self._dice_ax.set_ylim(0.0, 1.0)
+        if self.epochs:
+            self._dice_ax.set_xlim(0.5, max(self.epochs) + 0.5)
         self.draw_idle()

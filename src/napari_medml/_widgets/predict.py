@@ -1,0 +1,198 @@
+"""Predict widget: a model from this session or a bundle folder, run on an image.
+
+Results are new layers named ``<image> [prediction]`` (and ``[probabilities]``,
+``[uncertainty]``, ``[instances]``); a re-run replaces only the layers it made.
+Fine-tune continues the current model on the (corrected) labels for a few steps and
+predicts again: the correct-and-retrain loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    PushButton,
+    Select,
+    SpinBox,
+    create_widget,
+)
+
+from napari_medml._widgets._layers import (
+    labels_array,
+    layer_spatial,
+    model_input,
+    require,
+    show_result,
+)
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._session import session_for
+from napari_medml.config import InferConfig
+from napari_medml.errors import InputError
+from napari_medml.layer_data import result_layer_data
+
+__all__ = ["BUNDLE_CHOICE", "PredictWidget", "predict_widget"]
+
+BUNDLE_CHOICE = "bundle folder..."
+
+
+def predict_widget(napari_viewer: napari.viewer.Viewer) -> PredictWidget:
+    """npe2 widget factory: "Predict"."""
+    return PredictWidget(napari_viewer)
+
+
+class PredictWidget(Container):
+    """Segment an image with a session model or a bundle; fine-tune on corrections."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        w = self._w = {}
+        w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
+                                                if isinstance(l, napari.layers.Image)],
+                             label="image(s)", tooltip="One layer per model input channel.")
+        w["model"] = ComboBox(choices=lambda _: [*self._session.models, BUNDLE_CHOICE], label="model")
+        w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
+        w["overlap"] = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
+        w["tta"] = CheckBox(value=False, text="test-time augmentation (flips)")
+        w["min_size"] = SpinBox(value=0, min=0, max=10**9, label="min object size")
+        w["fill_holes"] = CheckBox(value=False, text="fill holes")
+        w["keep_largest"] = CheckBox(value=False, text="keep largest object per class")
+        w["instances"] = ComboBox(choices=["none", "connected", "watershed"], value="none",
+                                  label="instances")
+        w["probabilities"] = ComboBox(choices=["none", "one layer", "one per class"], value="none",
+                                      label="probabilities")
+        w["uncertainty"] = CheckBox(value=False, text="uncertainty layer")
+        w["predict"] = PushButton(text="Predict")
+        w["cancel"] = PushButton(text="Cancel")
+        w["corrected"] = create_widget(annotation=napari.layers.Labels, label="corrected labels",
+                                       options={"tooltip": "Edit the prediction (paint, erase, "
+                                                           "fill), then fine-tune."})
+        w["ft_steps"] = SpinBox(value=30, min=1, max=100000, label="fine-tune steps")
+        w["finetune"] = PushButton(text="Fine-tune and predict again")
+        self.extend(list(w.values()))
+        self.prediction: Any = None
+        self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"])
+        w["predict"].changed.connect(self.predict)
+        w["finetune"].changed.connect(self.finetune)
+        self._session.on_model_added(self._model_added)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def _model_added(self, name: str) -> None:
+        self._w["model"].reset_choices()
+        self._w["model"].value = name
+
+    def infer_config(self) -> InferConfig:
+        w = self._w
+        return InferConfig(
+            overlap=w["overlap"].value, tta=w["tta"].value, min_size=w["min_size"].value,
+            fill_holes=w["fill_holes"].value, keep_largest=w["keep_largest"].value,
+            instances=w["instances"].value, return_probabilities=w["probabilities"].value != "none",
+            return_uncertainty=w["uncertainty"].value)
+
+    def _model_source(self) -> tuple[str, Any]:
+        """(name, Model) from the session, or (name, bundle path) to load in the worker."""
+        choice = self._w["model"].value
+        if choice is not None and choice != BUNDLE_CHOICE:
+            return choice, self._session.models[choice]
+        folder = str(self._w["bundle"].value)
+        if folder in ("", "."):
+            raise InputError("no model yet: train one in 'Train segmentation', "
+                             "or choose a bundle folder")
+        return Path(folder).name, Path(folder)
+
+    @notify_errors("Prediction")
+    def predict(self, *_: Any) -> None:
+        """Run the chosen model on the chosen image(s) in the runner."""
+        inputs = model_input(self._viewer, self._w["images"].value)
+        name, source = self._model_source()
+        config = self.infer_config()
+
+        def job(stop: Any, report: Any) -> tuple[Any, Any]:
+            from napari_medml.bundle import load_model
+
+            model = load_model(source) if isinstance(source, Path) else source
+            prediction = model.predict(inputs.image, spacing=inputs.spacing,
+                                       channel_axis=inputs.channel_axis, config=config,
+                                       progress=lambda done, total: report((done, total)), stop=stop)
+            return model, prediction
+
+        def done(result: tuple[Any, Any]) -> None:
+            model, prediction = result
+            if isinstance(source, Path):
+                self._session.add_model(model, name)
+            self.show(prediction, inputs.layer, model)
+
+        self.runner.start(job, on_result=done)
+
+    def show(self, prediction: Any, layer: napari.layers.Layer, model: Any) -> None:
+        """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers."""
+        spatial = layer_spatial(layer)
+        names = dict(getattr(model.config, "class_names", None) or {})
+        labels = show_result(self._viewer, result_layer_data(
+            prediction.labels, layer.name, "prediction", spatial, "labels"))
+        labels.metadata["class_ids"] = list(prediction.class_ids)
+        labels.metadata["class_names"] = names
+        self.prediction = prediction
+        self._w["corrected"].reset_choices()
+        self._w["corrected"].value = labels
+        mode = self._w["probabilities"].value
+        if prediction.probabilities is not None and mode == "one layer":
+            show_result(self._viewer, result_layer_data(
+                prediction.probabilities, layer.name, "probabilities", spatial, "image",
+                colormap="magma", contrast_limits=(0.0, 1.0)))
+        elif prediction.probabilities is not None:
+            for cid, probs in zip(prediction.class_ids, prediction.probabilities):
+                what = f"probability {names.get(cid, cid)}"
+                show_result(self._viewer, result_layer_data(
+                    probs, layer.name, what, spatial, "image", colormap="magma",
+                    contrast_limits=(0.0, 1.0), blending="additive", visible=False))
+        if prediction.uncertainty is not None:
+            show_result(self._viewer, result_layer_data(
+                prediction.uncertainty, layer.name, "uncertainty", spatial, "image",
+                colormap="inferno"))
+        if prediction.instances is not None:
+            show_result(self._viewer, result_layer_data(
+                prediction.instances, layer.name, "instances", spatial, "labels"))
+
+    @notify_errors("Fine-tuning")
+    def finetune(self, *_: Any) -> None:
+        """Continue the current model on the corrected labels, then predict again."""
+        from napari_medml._widgets.train import finetune_config
+
+        inputs = model_input(self._viewer, self._w["images"].value)
+        name, model = self._model_source()
+        if isinstance(model, Path):
+            raise InputError("fine-tuning needs a model in this session: predict with the "
+                             "bundle once (it is then loaded), then fine-tune")
+        corrected = require(self._w["corrected"].value, napari.layers.Labels, "corrected labels")
+        labels = labels_array(corrected)
+        if not labels.any():
+            raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")
+        config = finetune_config(model.config, self._w["ft_steps"].value, self._session.augment)
+        infer = self.infer_config()
+
+        def job(stop: Any, report: Any) -> Any:
+            from napari_medml.train import fit
+
+            tuned = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
+                                   channel_axis=inputs.channel_axis, stop=stop, init_model=model)
+            prediction = tuned.predict(inputs.image, spacing=inputs.spacing,
+                                       channel_axis=inputs.channel_axis, config=infer, stop=stop)
+            return tuned, prediction
+
+        def done(result: tuple[Any, Any]) -> None:
+            tuned, prediction = result
+            self._session.add_model(tuned, name)
+            self.show(prediction, inputs.layer, tuned)
+
+        self.runner.start(job, on_result=done)

@@ -1,0 +1,219 @@
+"""Preprocess widget: one operation at a time, each result a new layer.
+
+Results are named ``<image> [<operation>]``; running on a result appends to its
+recipe (``metadata["preprocessing"]``, a list of PreprocessStep dicts), which the
+train widget hands to ``DataConfig.preprocessing`` so prediction re-applies it. Cheap
+intensity operations preview live on the current slice in ``<image> [preview]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from napari_medml._widgets._layers import (
+    RECIPE_KEY,
+    SOURCE_KEY,
+    image_array,
+    labels_array,
+    layer_recipe,
+    layer_spatial,
+    raw_layer,
+    require,
+    show_result,
+)
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml.config import PreprocessStep, to_dict
+from napari_medml.errors import InputError
+from napari_medml.layer_data import SpatialMeta, is_generated, result_layer_data
+
+__all__ = ["PreprocessWidget", "preprocess_widget"]
+
+OPERATION_CHOICES = [
+    ("z-score", "zscore"), ("percentile clip + rescale", "percentile"), ("min-max", "minmax"),
+    ("CT window", "ct_window"), ("Gaussian denoise", "gaussian"), ("median denoise", "median"),
+    ("CLAHE", "clahe"), ("resample", "resample"), ("crop to threshold", "crop"),
+    ("crop to labels", "crop_labels"),
+]
+# Which parameter widgets each operation shows.
+PARAMS = {
+    "percentile": ("low", "high"), "ct_window": ("preset", "level", "width"),
+    "gaussian": ("sigma",), "median": ("size",), "clahe": ("clip_limit",),
+    "resample": ("target_spacing",), "crop": ("threshold", "margin"),
+    "crop_labels": ("crop_labels", "margin"),
+}
+CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
+
+
+def preprocess_widget(napari_viewer: napari.viewer.Viewer) -> PreprocessWidget:
+    """npe2 widget factory: "Preprocess"."""
+    return PreprocessWidget(napari_viewer)
+
+
+class PreprocessWidget(Container):
+    """Choose an operation and its parameters; Apply makes a new layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = viewer
+        w = self._w = {}
+        w["image"] = create_widget(annotation=napari.layers.Image, label="image")
+        w["operation"] = ComboBox(choices=OPERATION_CHOICES, value="zscore", label="operation")
+        w["low"] = FloatSpinBox(value=1.0, min=0.0, max=100.0, label="low percentile")
+        w["high"] = FloatSpinBox(value=99.0, min=0.0, max=100.0, label="high percentile")
+        w["preset"] = ComboBox(choices=["brain", "soft tissue", "lung", "bone", "custom"],
+                               value="soft tissue", label="window preset")
+        w["level"] = FloatSpinBox(value=40.0, min=-5000.0, max=5000.0, label="level (HU)")
+        w["width"] = FloatSpinBox(value=400.0, min=1.0, max=10000.0, label="width (HU)")
+        w["sigma"] = FloatSpinBox(value=1.0, min=0.0, max=50.0, step=0.25, label="sigma (voxels)")
+        w["size"] = SpinBox(value=3, min=1, max=31, label="window size")
+        w["clip_limit"] = FloatSpinBox(value=0.01, min=0.0, max=1.0, step=0.005, label="clip limit")
+        w["clip_limit"].native.setDecimals(3)
+        w["target_spacing"] = LineEdit(value="1, 1, 1", label="target spacing")
+        w["threshold"] = FloatSpinBox(value=0.5, min=-1e6, max=1e6, label="threshold")
+        w["crop_labels"] = create_widget(annotation=napari.layers.Labels, label="labels")
+        w["margin"] = SpinBox(value=0, min=0, max=1000, label="margin (voxels)")
+        w["live"] = CheckBox(value=False, text="live preview (current slice)")
+        w["apply"] = PushButton(text="Apply")
+        self.extend(list(w.values()))
+        self.runner = Runner("Preprocessing", [w["apply"]])
+        w["apply"].changed.connect(self.apply)
+        for name in ("operation", "low", "high", "preset", "level", "width", "image", "live"):
+            w[name].changed.connect(self._changed)
+        viewer.dims.events.current_step.connect(self._changed)
+        self._changed()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def step(self) -> PreprocessStep:
+        """The PreprocessStep the form describes (not for 'crop to labels')."""
+        w, op = self._w, self._w["operation"].value
+        params: dict[str, Any] = {}
+        if op == "percentile":
+            params = {"low": w["low"].value, "high": w["high"].value}
+        elif op == "ct_window":
+            params = ({"level": w["level"].value, "width": w["width"].value}
+                      if w["preset"].value == "custom" else {"preset": w["preset"].value})
+        elif op == "gaussian":
+            params = {"sigma": w["sigma"].value}
+        elif op == "median":
+            params = {"size": w["size"].value}
+        elif op == "clahe":
+            params = {"clip_limit": w["clip_limit"].value}
+        elif op == "resample":
+            try:
+                target = [float(v) for v in w["target_spacing"].value.replace(",", " ").split()]
+            except ValueError:
+                raise InputError("target spacing: give numbers such as '1, 1, 1'") from None
+            params = {"target_spacing": target}
+        elif op == "crop":
+            params = {"threshold": w["threshold"].value, "margin": w["margin"].value}
+        return PreprocessStep(op, params)
+
+    def _changed(self, *_: Any) -> None:
+        op = self._w["operation"].value
+        shown = set(PARAMS.get(op, ()))
+        for names in PARAMS.values():
+            for name in names:
+                self._w[name].visible = name in shown
+        custom = op == "ct_window" and self._w["preset"].value == "custom"
+        self._w["level"].visible = self._w["width"].visible = custom
+        self._update_preview()
+
+    def _preview_name(self, layer: napari.layers.Layer) -> str:
+        return f"{layer.name} [preview]"
+
+    def _update_preview(self) -> None:
+        from napari_medml.preprocess import apply_step
+
+        layer = self._w["image"].value
+        old = [l for l in self._viewer.layers
+               if l.name.endswith(" [preview]") and is_generated(l.metadata)]
+        if not (self._w["live"].value and layer is not None
+                and self._w["operation"].value in CHEAP and layer.ndim in (2, 3)):
+            for l in old:
+                self._viewer.layers.remove(l)
+            return
+        spatial = layer_spatial(layer)
+        data = np.asarray(layer.data)
+        if data.ndim == 3:  # the slice the viewer shows
+            z = int(np.clip(round(layer.world_to_data(self._viewer.dims.point)[0]), 0, len(data) - 1))
+            data = data[z]
+        try:
+            out, _ = apply_step(data, spatial.spacing[-2:], self.step())
+        except ValueError:
+            return  # a half-typed parameter: keep the last preview
+        name = self._preview_name(layer)
+        if name in self._viewer.layers and is_generated(self._viewer.layers[name].metadata):
+            self._viewer.layers[name].data = out
+            return
+        preview = SpatialMeta(spatial.spacing[-2:], spatial.origin[-2:], None)
+        show_result(self._viewer, result_layer_data(out, layer.name, "preview", preview, "image",
+                                                    colormap="gray"))
+        self._viewer.layers.selection.active = layer
+
+    @notify_errors("Preprocessing")
+    def apply(self, *_: Any) -> None:
+        """Run the operation on the chosen image in the runner; add the result layer(s)."""
+        from napari_medml.preprocess import crop_to_mask, describe_step, run_recipe
+
+        layer = require(self._w["image"].value, napari.layers.Image, "an image")
+        image, spacing = image_array(layer)
+        spatial = layer_spatial(layer)
+        op = self._w["operation"].value
+        if op == "crop_labels":
+            if layer_recipe(layer):
+                raise InputError(f"'{layer.name}' is already preprocessed: crop to a labels layer "
+                                 "first, on the raw image, then add other steps")
+            labels_layer = require(self._w["crop_labels"].value, napari.layers.Labels,
+                                   "a labels layer to crop to")
+            labels = labels_array(labels_layer)
+            margin = self._w["margin"].value
+
+            def crop_job(stop: Any, report: Any) -> Any:
+                cropped, offset = crop_to_mask(image, labels != 0, margin)
+                region = tuple(slice(o, o + n) for o, n in zip(offset, cropped.shape))
+                return cropped, labels[region].copy(), offset
+
+            def crop_done(result: Any) -> None:
+                cropped, cropped_labels, offset = result
+                origin = tuple(t + o * s for t, o, s in zip(spatial.origin, offset, spatial.spacing))
+                moved = SpatialMeta(spatial.spacing, origin, None)
+                show_result(self._viewer, result_layer_data(
+                    cropped, layer.name, f"crop to {labels_layer.name}", moved, "image"))
+                show_result(self._viewer, result_layer_data(
+                    cropped_labels, labels_layer.name, "crop", moved, "labels"))
+
+            self.runner.start(crop_job, on_result=crop_done)
+            return
+
+        step = self.step()
+        recipe = (*layer_recipe(layer), step)
+        source = raw_layer(self._viewer, layer).name if layer_recipe(layer) else layer.name
+        what = describe_step(step)
+
+        def job(stop: Any, report: Any) -> Any:
+            return run_recipe(image, spacing, (step,))
+
+        def done(result: Any) -> None:
+            origin = tuple(t + d for t, d in zip(spatial.origin, result.shift))
+            placed = SpatialMeta(tuple(result.spacing or spatial.spacing), origin, None)
+            new = show_result(self._viewer, result_layer_data(result.image, layer.name, what,
+                                                              placed, "image", colormap="gray"))
+            new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
+            new.metadata[SOURCE_KEY] = source
+
+        self.runner.start(job, on_result=done)

@@ -1,0 +1,209 @@
+"""Train widget: image layer(s) and labels in, a Model in the viewer's session out.
+
+Reads the form into a :class:`~napari_medml.config.TrainConfig` and runs
+:func:`napari_medml.train.fit` through the runner; the live plot shows loss and
+validation Dice per epoch. Stop keeps the best model so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    Select,
+    SpinBox,
+    create_widget,
+)
+
+from napari_medml._widgets._layers import labels_array, model_input, require
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._session import session_for
+from napari_medml._widgets.plots import TrainingPlot
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.errors import InputError
+
+__all__ = ["TrainWidget", "parse_size", "train_widget"]
+
+# The names in napari_medml.models.NETWORKS (that module imports torch, so not here).
+NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
+# Imported in the background right after docking: a module's first import can hold the
+# GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
+# stall napari if it happened during training.
+WARM_UP = ("napari_medml.train", "napari_medml.bundle", "napari_medml.losses",
+           "napari_medml.models", "napari_medml.transforms", "napari_medml.metrics",
+           "napari_medml.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
+           "monai.transforms", "monai.losses", "torch._dynamo")
+
+
+def train_widget(napari_viewer: napari.viewer.Viewer) -> TrainWidget:
+    """npe2 widget factory: "Train segmentation"."""
+    return TrainWidget(napari_viewer)
+
+
+def parse_size(text: str, dims: int) -> tuple[int, ...] | None:
+    """``"0"``/``""`` -> None (automatic); ``"64"`` -> (64,)*dims; ``"16, 64, 64"`` -> tuple."""
+    parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"patch size {text!r}: give whole numbers such as '64' or '16, 64, 64'") from None
+    if not values or values == (0,):
+        return None
+    if len(values) == 1:
+        values = values * dims
+    if len(values) != dims:
+        raise InputError(f"patch size {text!r} has {len(values)} values for {dims}D training")
+    return values
+
+
+class TrainWidget(Container):
+    """Form for one training run, Start/Stop, and a live plot."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        w = self._w = {}  # name -> widget, for tests and the demo
+        image_choices = lambda _: [(l.name, l) for l in viewer.layers  # noqa: E731
+                                   if isinstance(l, napari.layers.Image)]
+        w["images"] = Select(choices=image_choices, label="image(s)",
+                             tooltip="Several co-registered images become input channels.")
+        w["labels"] = create_widget(annotation=napari.layers.Labels, label="labels")
+        w["mode"] = ComboBox(choices=[("dense", "dense"), ("scribbles", "sparse")], value="dense",
+                             label="labels are", tooltip="dense: 0 is background. scribbles: 0 is "
+                             "unlabelled (ignored); 'background id' is the painted background.")
+        w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
+        w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
+        w["network"] = ComboBox(choices=NETWORK_CHOICES, value="unet", label="network")
+        w["features"] = SpinBox(value=16, min=1, max=256, label="width (features)")
+        w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
+        w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
+        w["batch"] = SpinBox(value=0, min=0, max=256, label="batch size", tooltip="0 = automatic")
+        w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
+        w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
+        w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
+                                    tooltip="0 = no time limit")
+        w["optimizer"] = ComboBox(choices=["adamw", "adam", "sgd", "rmsprop"], value="adamw",
+                                  label="optimizer")
+        w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
+        w["lr"].native.setDecimals(6)
+        w["schedule"] = ComboBox(choices=["poly", "cosine", "constant", "plateau"], value="poly",
+                                 label="schedule")
+        w["loss"] = ComboBox(choices=["dice_ce", "dice", "ce", "focal"], value="dice_ce", label="loss")
+        w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
+        w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
+                                tooltip="epochs without improvement; 0 = off")
+        w["device"] = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        w["device_info"] = Label(value="(checking...)", label="")
+        w["amp"] = CheckBox(value=True, text="mixed precision (CUDA)")
+        w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
+                               tooltip="optional: a folder for the model bundle")
+        w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> model'")
+        w["status"] = Label(value="", label="")
+        w["start"] = PushButton(text="Start")
+        w["stop"] = PushButton(text="Stop")
+        self.extend(list(w.values()))
+        self.plot = TrainingPlot()
+        self.native.layout().addWidget(self.plot)
+        self.model: Any = None
+        self.runner = Runner("Training", [w["start"]], w["stop"])
+        self._device_runner = Runner("Device check", show_progress=False)
+        w["start"].changed.connect(self.start)
+        w["device"].changed.connect(self._check_device)
+        self._check_device()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def _check_device(self, *_: Any) -> None:
+        # resolve_device imports torch: do it off the GUI thread so docking stays quick.
+        choice = self._w["device"].value
+
+        def job(stop: Any, report: Any) -> str:
+            import importlib
+
+            from napari_medml.devices import describe_device, resolve_device
+
+            text = describe_device(resolve_device(choice))
+            for module in WARM_UP:
+                importlib.import_module(module)
+            return text
+
+        def show(text: str) -> None:
+            self._w["device_info"].value = text
+
+        if not self._device_runner.running:
+            self._device_runner.start(job, on_result=show)
+
+    def config(self, recipe: tuple[Any, ...] = ()) -> TrainConfig:
+        """The TrainConfig the form describes (``recipe`` from the chosen image layer)."""
+        w = self._w
+        dims = w["dims"].value
+        data = DataConfig(
+            spatial_dims=dims, label_mode=w["mode"].value, background_id=w["background_id"].value,
+            patch_size=parse_size(w["patch"].value, dims),
+            batch_size=w["batch"].value or DataConfig.batch_size,
+            val_fraction=w["val_fraction"].value, preprocessing=tuple(recipe))
+        optim = OptimConfig(
+            loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
+            schedule=w["schedule"].value, epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
+            max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None)
+        model = ModelConfig(network=w["network"].value, features=w["features"].value,
+                            depth=w["depth"].value)
+        return TrainConfig(data=data, augment=self._session.augment, model=model, optim=optim,
+                           device=w["device"].value, amp=w["amp"].value)
+
+    @notify_errors("Training")
+    def start(self, *_: Any, init_model: Any = None, on_model: Any = None) -> None:
+        """Read the form and the layers and start training (or fine-tuning ``init_model``)."""
+        w = self._w
+        inputs = model_input(self._viewer, w["images"].value)
+        labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
+        labels = labels_array(labels_layer)
+        config = self.config(inputs.recipe)
+        bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
+        name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
+        self.plot.clear()
+        self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
+                       on_model=on_model)
+
+    def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
+                  bundle: str | None = None, init_model: Any = None, on_model: Any = None) -> None:
+        """Run fit() in the runner; the model goes to the session under ``name``."""
+
+        def job(stop: Any, report: Any) -> Any:
+            from napari_medml.train import fit
+
+            model = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
+                                   channel_axis=inputs.channel_axis, stop=stop, init_model=init_model)
+            if bundle:
+                model.save(bundle)
+            return model
+
+        def done(model: Any) -> None:
+            self.model = model
+            self._session.add_model(model, name)
+            # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
+            self._w["status"].value = f"model '{name}' is ready in Predict"
+            if on_model is not None:
+                on_model(model)
+
+        self.runner.start(job, on_report=self.plot.add, on_result=done)
+
+
+def finetune_config(config: TrainConfig, steps: int, augment: Any) -> TrainConfig:
+    """A short dense fine-tuning run: ``steps`` steps in one epoch, no validation split."""
+    data = dataclasses.replace(config.data, label_mode="dense", val_fraction=0.0)
+    optim = dataclasses.replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
+                                max_minutes=None, early_stopping_patience=None)
+    return dataclasses.replace(config, data=data, optim=optim, augment=augment)
