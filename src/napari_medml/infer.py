@@ -131,8 +131,7 @@ class Model:
         self._check_image(image, channel_axis)
         arr = prepare_image(image, channel_axis=channel_axis, spatial_dims=self.spatial_dims,
                             in_channels=self.in_channels)
-        input_shape = arr.shape[1:]
-        arr, _ = apply_preprocessing(arr, spacing or self.spacing, self.config.data.preprocessing)
+        arr, _, recipe = apply_preprocessing(arr, spacing or self.spacing, self.config.data.preprocessing)
         arr = apply_normalization(arr, self.normalization)
 
         device = resolve_device(config.device)
@@ -152,13 +151,12 @@ class Model:
         if config.return_probabilities:
             probabilities = probs.numpy().astype(np.float16)
         del probs
-        if labels.shape != tuple(input_shape):
-            labels = _resize(labels, input_shape, order=0)
+        if recipe is not None and recipe.geometry:
+            labels = recipe.restore(labels, order=0)
             if uncertainty is not None:
-                uncertainty = _resize(uncertainty, input_shape, order=1).astype(np.float32)
+                uncertainty = recipe.restore(uncertainty, order=1).astype(np.float32)
             if probabilities is not None:
-                probabilities = np.stack([_resize(p.astype(np.float32), input_shape, order=1)
-                                          for p in probabilities]).astype(np.float16)
+                probabilities = recipe.restore(probabilities.astype(np.float32), order=1).astype(np.float16)
         labels, instances = postprocess(labels, config)
         return Prediction(labels=labels, probabilities=probabilities, uncertainty=uncertainty,
                           class_ids=self.class_ids, instances=instances)
@@ -237,20 +235,47 @@ class Model:
         return total_probs[0].cpu()
 
 
-def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None,
-                        steps: Sequence[Any]) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Run the recipe on each channel of ``(C, *spatial)``; returns image and new spacing."""
+def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
+                        ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
+    """Run the recipe on each channel of ``(C, *spatial)``.
+
+    Returns the image, its new spacing and the first channel's
+    ``preprocess.RecipeResult`` (None without a recipe), whose ``restore`` maps
+    arrays back to the input grid.
+    """
     if not steps:
-        return image, None if spacing is None else tuple(spacing)
-    from napari_medml.preprocess import apply_recipe
+        return image, None if spacing is None else tuple(spacing), None
+    from napari_medml.preprocess import run_recipe
 
     spatial_dims = image.ndim - 1
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
-    channels, new_spacing = [], sp
+    channels, first = [], None
     for c in range(image.shape[0]):
-        out, new_spacing = apply_recipe(image[c], sp, tuple(steps))
-        channels.append(np.asarray(out, dtype=np.float32))
-    return np.stack(channels), tuple(float(s) for s in new_spacing)
+        result = run_recipe(image[c], sp, tuple(steps))
+        first = first or result
+        channels.append(np.asarray(result.image, dtype=np.float32))
+    new_spacing = None if first.spacing is None else tuple(float(s) for s in first.spacing)
+    return np.stack(channels), new_spacing, first
+
+
+def labels_to_recipe_grid(labels: np.ndarray, result: Any) -> np.ndarray:
+    """Carry a label map through a recipe's crops and resamplings (nearest neighbour)."""
+    if result is None:
+        return labels
+    from scipy import ndimage
+
+    out = labels
+    records = list(result.geometry)
+    for i, record in enumerate(records):
+        if record[0] == "crop":
+            out = out[record[2]]
+        else:
+            after = records[i + 1][1] if i + 1 < len(records) else result.image.shape
+            out = ndimage.zoom(out, [a / b for a, b in zip(after, out.shape)], order=0, mode="nearest",
+                               grid_mode=True)
+    if out.shape != result.image.shape:
+        out = _resize(out, result.image.shape, order=0)
+    return np.ascontiguousarray(out)
 
 
 def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:

@@ -156,11 +156,10 @@ class _Run:
                                      in_channels=base.in_channels if base is not None else None)
             lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
                                       image_name=name)
-            from napari_medml.infer import _resize, apply_preprocessing
+            from napari_medml.infer import apply_preprocessing, labels_to_recipe_grid
 
-            arr, new_spacing = apply_preprocessing(arr, spacings[i], dc.preprocessing)
-            if lab.shape != arr.shape[1:]:
-                lab = _resize(lab, arr.shape[1:], order=0)
+            arr, new_spacing, recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
+            lab = labels_to_recipe_grid(lab, recipe)
             spacings[i] = new_spacing
             prepared.append(arr)
             encoded_raw.append(lab)
@@ -244,7 +243,8 @@ class _Run:
                 getattr(config.augment, f).prob > 0 for f in config.augment.__dataclass_fields__):
             from napari_medml.transforms import augmentation_transforms
 
-            transform = augmentation_transforms(config.augment, dc.spatial_dims)
+            transform = augmentation_transforms(config.augment, dc.spatial_dims, seed=config.seed + self.start_step,
+                                                spatial_shape=self.patch_size, spacing=self.spacing)
         self.sampler = data.PatchSampler(self.train_regions, self.patch_size, dc.batch_size,
                                          dc.foreground_fraction, sparse=self.sparse, transform=transform,
                                          seed=config.seed + self.start_step)

@@ -1,0 +1,133 @@
+"""Input checks, class ids, label encoding, normalization, split, patch size, sampler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_medml import data
+from napari_medml.errors import InputError
+
+
+def test_prepare_image_checks_dims_channels_and_finiteness():
+    img = np.zeros((4, 8, 8), np.float32)
+    out = data.prepare_image(img, channel_axis=None, spatial_dims=3)
+    assert out.shape == (1, 4, 8, 8) and out.dtype == np.float32
+    out[:] = 1
+    assert img.max() == 0  # never a view of the input
+    assert data.prepare_image(np.zeros((8, 8, 2)), channel_axis=-1, spatial_dims=2).shape == (2, 8, 8)
+    with pytest.raises(InputError, match="2 spatial dimensions.*3D"):
+        data.prepare_image(np.zeros((8, 8)), channel_axis=None, spatial_dims=3)
+    with pytest.raises(InputError, match="channel_axis"):
+        data.prepare_image(np.zeros((2, 8, 8)), channel_axis=None, spatial_dims=2)
+    bad = img.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        data.prepare_image(bad, channel_axis=None, spatial_dims=3)
+    inf = img.copy()
+    inf[1, 1, 1] = np.inf
+    with pytest.raises(InputError, match="infinite"):
+        data.prepare_image(inf, channel_axis=None, spatial_dims=3)
+
+
+def test_prepare_labels_checks_shape():
+    with pytest.raises(InputError, match=r"shape \(8, 8\).*\(4, 8, 8\)"):
+        data.prepare_labels(np.zeros((8, 8), np.uint8), (4, 8, 8))
+    with pytest.raises(InputError, match="integer"):
+        data.prepare_labels(np.full((4, 4), 0.5), (4, 4))
+
+
+def test_class_ids_dense_and_errors():
+    lab = np.array([[0, 1], [5, 7]])
+    assert data.find_class_ids([lab], "dense", 0) == (0, 1, 5, 7)
+    with pytest.raises(InputError, match="empty"):
+        data.find_class_ids([np.zeros((4, 4), int)], "dense", 0)
+    assert data.find_class_ids([np.array([[1, 2]])], "dense", 0) == (0, 1, 2)
+    with pytest.raises(InputError, match="only class 3"):
+        data.find_class_ids([np.full((4, 4), 3)], "dense", 0)
+
+
+def test_class_ids_sparse_and_errors():
+    lab = np.array([[0, 9], [2, 4]])
+    assert data.find_class_ids([lab], "sparse", 9) == (0, 2, 4)
+    with pytest.raises(InputError, match="empty"):
+        data.find_class_ids([np.zeros((4, 4), int)], "sparse", 9)
+    with pytest.raises(InputError, match="background id 9"):
+        data.find_class_ids([np.array([[0, 2]])], "sparse", 9)
+    with pytest.raises(InputError, match="only the background"):
+        data.find_class_ids([np.array([[0, 9]])], "sparse", 9)
+
+
+def test_encode_labels_dense_and_sparse():
+    lab = np.array([[0, 1], [5, 7]])
+    np.testing.assert_array_equal(data.encode_labels(lab, (0, 1, 5, 7), "dense", 0), [[1, 2], [3, 4]])
+    scribbles = np.array([[0, 9], [5, 0]])
+    np.testing.assert_array_equal(data.encode_labels(scribbles, (0, 5), "sparse", 9), [[0, 1], [2, 0]])
+
+
+@pytest.mark.parametrize("method", ["zscore", "percentile", "minmax", "none"])
+def test_normalization_uses_training_statistics(method):
+    rng = np.random.default_rng(0)
+    img = (rng.normal(5, 2, (2, 16, 16)) * np.array([1, 10])[:, None, None]).astype(np.float32)
+    stats = data.fit_normalization([img], method)
+    assert stats["method"] == method and len(stats["channels"]) == 2
+    out = data.apply_normalization(img.copy(), stats)
+    if method == "zscore":
+        assert np.allclose(out.mean((1, 2)), 0, atol=1e-4) and np.allclose(out.std((1, 2)), 1, atol=1e-3)
+    elif method in ("percentile", "minmax"):
+        assert out.min() >= 0 and out.max() <= 1
+    else:
+        np.testing.assert_array_equal(out, img)
+
+
+def test_single_image_split_holds_out_block_on_longest_axis():
+    img = np.broadcast_to(np.arange(40, dtype=np.float32)[None, None, :, None], (1, 8, 40, 10)).copy()
+    lab = np.ones((8, 40, 10), np.uint8)
+    train, val, note = data.split_train_val([img], [lab], 0.2, context=(4, 16, 4))
+    assert train[0].image.shape == (1, 8, 32, 10)
+    # validation region = 8 held-out rows + 8 rows of unlabeled context
+    assert val[0].image.shape == (1, 8, 16, 10)
+    assert (val[0].label[:, :8] == 0).all() and (val[0].label[:, 8:] == 1).all()
+    assert "axis 1" in note
+    # the scored rows never appear in a training region
+    assert val[0].image[0, 0, 8, 0] > train[0].image.max()
+
+
+def test_split_several_images_holds_out_whole_images():
+    imgs = [np.zeros((1, 8, 8), np.float32) + i for i in range(5)]
+    labs = [np.ones((8, 8), np.uint8)] * 5
+    train, val, _ = data.split_train_val(imgs, labs, 0.2)
+    assert len(train) == 4 and len(val) == 1 and val[0].image.max() == 4
+    train, val, _ = data.split_train_val(imgs, labs, 0.0)
+    assert len(train) == 5 and not val
+
+
+def test_auto_patch_size_is_anisotropic_divisible_and_within_budget():
+    patch = data.auto_patch_size((64, 256, 256), (4.0, 1.0, 1.0), 3, 64, 8, bytes_per_voxel=512)
+    assert all(p % 8 == 0 for p in patch)
+    assert math.prod(patch) * 512 <= 64 * 2**20
+    # the coarse axis keeps fewer voxels, the extent in mm stays comparable
+    assert patch[0] < patch[1]
+    assert patch[0] * 4.0 >= 0.5 * patch[1]
+    small = data.auto_patch_size((20, 30), None, 2, 1024, 8)
+    assert small == (16, 24)
+
+
+def test_patch_sampler_shapes_foreground_share_and_seed():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(1, 64, 64)).astype(np.float32)
+    lab = np.ones((64, 64), np.uint8)
+    lab[30:34, 30:34] = 2  # 16 foreground pixels of 4096
+    regions = [data.Region(img, lab)]
+    s1 = data.PatchSampler(regions, (16, 16), 4, 0.5, sparse=False, transform=None, seed=1)
+    hits = 0
+    for _ in range(50):
+        image, label = s1.batch()
+        assert image.shape == (4, 1, 16, 16) and label.shape == (4, 1, 16, 16)
+        hits += int((label == 2).flatten(1).any(1).sum())
+    assert 0.4 <= hits / 200 <= 0.8
+    a = data.PatchSampler(regions, (16, 16), 2, 0.5, sparse=False, transform=None, seed=3).batch()
+    b = data.PatchSampler(regions, (16, 16), 2, 0.5, sparse=False, transform=None, seed=3).batch()
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
