@@ -1,0 +1,244 @@
+"""Classification networks (2D and 3D), a registry name -> factory, and their stages.
+
+A factory has the signature of ``napari_medml.models`` factories,
+``factory(spatial_dims, in_channels, out_channels, config, patch_size=None,
+spacing=None)``, and returns a network mapping ``(B, in_channels, *spatial)`` to
+``(B, out_channels)`` logits. All come from MONAI, always with ``pretrained=False``
+(no downloads; transfer learning starts from our own bundles instead).
+:func:`stages` lists each architecture's stages from input to output, so that the
+first k can be frozen for fine-tuning; the classification head is never a stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_medml.config import ModelConfig
+from napari_medml.errors import BundleError, ConfigError, InputError
+
+__all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "build_classifier_network", "freeze_stages", "stages",
+           "transfer_weights"]
+
+Factory = Callable[..., nn.Module]
+
+
+def _resnet(depth: int) -> Factory:
+    def factory(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+                patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
+        from monai.networks.nets import resnet18, resnet34, resnet50
+
+        build = {18: resnet18, 34: resnet34, 50: resnet50}[depth]
+        net = build(pretrained=False, spatial_dims=spatial_dims, n_input_channels=in_channels,
+                    num_classes=out_channels, norm=config.norm)
+        # MONAI's ResNet has no dropout; a Dropout before the last layer gives it one
+        # (always present, so weight names do not depend on the dropout rate).
+        net.fc = nn.Sequential(nn.Dropout(config.dropout), net.fc)
+        return net
+
+    factory.__name__ = f"_resnet{depth}"
+    return factory
+
+
+def _densenet121(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+                 patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                       dropout_prob=config.dropout, pretrained=False, norm=config.norm)
+
+
+def _efficientnet_b0(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+                     patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
+    from monai.networks.nets import EfficientNetBN
+
+    net = EfficientNetBN("efficientnet-b0", pretrained=False, progress=False, spatial_dims=spatial_dims,
+                         in_channels=in_channels, num_classes=out_channels)
+    if config.dropout > 0:  # otherwise keep EfficientNet's own rate (0.2 for b0)
+        net._dropout.p = config.dropout
+    return net
+
+
+class SmallCNN(nn.Module):
+    """A small convolutional classifier for tiny data sets (tens to hundreds of samples).
+
+    ``depth`` stages of two MONAI convolution blocks each, the first of every stage
+    after the stem halving the grid and the width doubling from ``features``; then
+    global average pooling, dropout and a linear layer. The network accepts any input
+    size (no flattening), which MONAI's ``Classifier`` (fixed ``in_shape``) does not.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, *, features: int = 16,
+                 depth: int = 4, norm: str = "batch", dropout: float = 0.0) -> None:
+        super().__init__()
+        from monai.networks.blocks import Convolution
+
+        blocks = []
+        channels = in_channels
+        for level in range(depth):
+            width = features * 2**level
+            stride = 1 if level == 0 else 2
+            blocks.append(nn.Sequential(
+                Convolution(spatial_dims, channels, width, strides=stride, kernel_size=3, norm=norm, act="relu"),
+                Convolution(spatial_dims, width, width, kernel_size=3, norm=norm, act="relu"),
+            ))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+        self.pool = pool(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.blocks(x)))
+
+
+def _smallcnn(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+              patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
+    return SmallCNN(spatial_dims, in_channels, out_channels, features=config.features, depth=config.depth,
+                    norm=config.norm, dropout=config.dropout)
+
+
+CLASSIFIER_NETWORKS: dict[str, Factory] = {
+    "smallcnn": _smallcnn,
+    "resnet18": _resnet(18),
+    "resnet34": _resnet(34),
+    "resnet50": _resnet(50),
+    "densenet121": _densenet121,
+    "efficientnet-b0": _efficientnet_b0,
+}
+
+
+def build_classifier_network(config: ModelConfig, spatial_dims: int, in_channels: int, num_classes: int, *,
+                             input_size: Sequence[int] | None = None) -> nn.Module:
+    """Build the classification network named by ``config.network``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Network name, width and depth (``smallcnn``), norm, dropout.
+    spatial_dims : int
+        2 or 3.
+    in_channels : int
+        Input channels (image channels, plus the object mask in object mode).
+    num_classes : int
+        Number of classes (outputs).
+    input_size : sequence of int, optional
+        The input shape (passed as ``patch_size`` to the factory).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``(B, in_channels, *spatial)`` -> ``(B, num_classes)`` logits.
+    """
+    factory = CLASSIFIER_NETWORKS.get(config.network)
+    if factory is None:
+        raise ConfigError(
+            f"unknown classification network {config.network!r}: choose one of {sorted(CLASSIFIER_NETWORKS)}"
+        )
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return factory(spatial_dims, in_channels, num_classes, config, patch_size=input_size)
+
+
+def stages(network: nn.Module) -> list[nn.Module]:
+    """The network's stages from input towards output, head excluded (for freezing).
+
+    Raises
+    ------
+    ConfigError
+        For a network whose stages are not known.
+    """
+    from monai.networks.nets import DenseNet, EfficientNet, ResNet
+
+    if isinstance(network, SmallCNN):
+        return list(network.blocks)
+    if isinstance(network, ResNet):
+        stem = nn.ModuleList([network.conv1, network.bn1])
+        return [stem, network.layer1, network.layer2, network.layer3, network.layer4]
+    if isinstance(network, DenseNet):
+        f = network.features
+        out = [nn.ModuleList([f.conv0, f.norm0])]
+        for i in range(1, 5):
+            parts = [getattr(f, f"denseblock{i}")]
+            parts.append(getattr(f, f"transition{i}") if i < 4 else f.norm5)
+            out.append(nn.ModuleList(parts))
+        return out
+    if isinstance(network, EfficientNet):
+        stem = nn.ModuleList([network._conv_stem, network._bn0])
+        tail = nn.ModuleList([network._conv_head, network._bn1])
+        return [stem, *list(network._blocks), tail]
+    raise ConfigError(f"stages of {type(network).__name__} are not known: freeze_stages must be 0")
+
+
+def freeze_stages(network: nn.Module, k: int) -> list[nn.Module]:
+    """Stop gradients in the first ``k`` stages; returns the frozen modules.
+
+    The caller keeps them in eval mode while training (see ``classify.fit_classifier``)
+    so that their normalisation statistics stay fixed too.
+    """
+    if k <= 0:
+        return []
+    parts = stages(network)
+    if k > len(parts):
+        raise ConfigError(
+            f"freeze_stages is {k} but {type(network).__name__} has {len(parts)} stages: "
+            f"choose 0-{len(parts)}"
+        )
+    for module in parts[:k]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return parts[:k]
+
+
+def transfer_weights(network: nn.Module, source: str | Path | Any) -> dict[str, Any]:
+    """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The new network (changed in place).
+    source : str, Path or model
+        A bundle folder, or a model in memory (anything with ``.network`` and ``.config``).
+
+    Returns
+    -------
+    dict
+        Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``.
+
+    Raises
+    ------
+    BundleError
+        Damaged bundle. ``InputError`` when no tensor fits.
+    """
+    if hasattr(source, "network"):
+        state = {k: v.detach().cpu() for k, v in source.network.state_dict().items()}
+        info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
+                "network": source.config.model.network}
+    else:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from napari_medml.bundle import WEIGHTS_NAME, read_description
+
+        path = Path(source).expanduser()
+        desc = read_description(path)
+        net = desc.get("network")
+        info = {"source": str(path.resolve()), "task": desc.get("task"),
+                "network": net.get("name") if isinstance(net, Mapping) else net}
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"{path / WEIGHTS_NAME} cannot be read ({exc}): the bundle is damaged") from exc
+    own = network.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not fitting:
+        raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
+                         f"{type(network).__name__}: start from a bundle with the same network")
+    network.load_state_dict(fitting, strict=False)
+    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}

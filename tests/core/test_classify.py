@@ -1,0 +1,282 @@
+"""Classification end to end on synthetic data: image, object and tile level, bundles,
+transfer learning with frozen stages, and clear errors. CPU, small networks, fixed seeds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_medml.classify import (
+    Classifier,
+    classification_config,
+    fit_classifier,
+    load_classifier,
+    stratified_split,
+    train_classifier,
+)
+from napari_medml.classify_data import image_samples, object_samples, tile_samples
+from napari_medml.classify_models import CLASSIFIER_NETWORKS, build_classifier_network, stages, transfer_weights
+from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig
+from napari_medml.errors import BundleError, ConfigError, InputError
+from napari_medml.samples import shape_classes
+from napari_medml.train import StopToken, TrainReport
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These networks are tiny: one thread is faster, and immune to a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FLIPS = replace(AugmentConfig.none(), flip=AugmentSpec(0.5), rotate90=AugmentSpec(0.25))
+
+
+def small_config(epochs: int = 6, steps: int = 10, **model: object) -> TrainConfig:
+    cfg = classification_config(2, epochs=epochs, steps_per_epoch=steps, learning_rate=3e-3)
+    return replace(cfg, augment=FLIPS, data=replace(cfg.data, val_fraction=0.25),
+                   model=replace(cfg.model, features=8, depth=3, **model))
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    sc = shape_classes(seed=0, n=64, size=64)
+    return sc, image_samples(sc.images, labels=sc.labels, input_size=(32, 32))
+
+
+@pytest.fixture(scope="module")
+def image_run(shapes):
+    _, samples = shapes
+    reports: list[TrainReport] = []
+    gen = fit_classifier(samples, small_config())
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            return done.value, reports
+
+
+def test_image_level_accuracy_on_held_out_split(image_run) -> None:
+    clf, reports = image_run
+    assert isinstance(clf, Classifier) and clf.class_ids == (1, 2) and clf.mode == "image"
+    ends = [r for r in reports if r.epoch_end]
+    assert len(ends) == 6 and all(r.val_loss is not None for r in ends)
+    assert set(ends[-1].val_metrics) >= {"accuracy", "balanced_accuracy", "auc", "macro_f1"}
+    assert "16 validation" in reports[0].message
+    m = clf.metrics
+    assert m["split"] == "validation" and m["n"] == 16
+    assert m["accuracy"] >= 0.9 and m["auc"] >= 0.95
+    assert np.asarray(m["confusion_matrix"]).sum() == 16
+    assert m["roc"][1]["fpr"][0] == 0.0 and m["threshold"] is not None
+
+
+def test_stratified_split_keeps_classes_and_seed() -> None:
+    y = np.array([1] * 10 + [2] * 5 + [3] * 1 + [0] * 4)
+    train, val = stratified_split(y, 0.2, seed=0)
+    assert sorted(np.r_[train, val].tolist()) == list(range(16))
+    assert (y[val] == 1).sum() == 2 and (y[val] == 2).sum() == 1 and (y[val] == 3).sum() == 0
+    np.testing.assert_array_equal(val, stratified_split(y, 0.2, seed=0)[1])
+
+
+def _object_scene(seed: int = 1, rows: int = 6, cols: int = 7, cell: int = 40):
+    """~40 smooth and irregular objects in a grid, with their instance ids and true classes."""
+    sc = shape_classes(seed=seed, n=rows * cols, size=cell)
+    image = np.zeros((rows * cell, cols * cell), np.float32)
+    instances = np.zeros(image.shape, np.int32)
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        cell_slice = (slice(r * cell, (r + 1) * cell), slice(c * cell, (c + 1) * cell))
+        image[cell_slice] = sc.images[i]
+        instances[cell_slice][sc.labels[i] > 0] = i + 1
+    return image, instances, dict(zip(range(1, rows * cols + 1), sc.classes.tolist()))
+
+
+def test_object_level_accuracy_on_unpainted_objects() -> None:
+    image, instances, truth = _object_scene()
+    rng = np.random.default_rng(0)
+    ids = np.unique(instances)[1:]
+    paint = np.zeros_like(instances)
+    for oid in rng.choice(ids, int(0.6 * len(ids)), replace=False):
+        ys, xs = np.nonzero(instances == oid)
+        paint[ys[len(ys) // 2], xs[len(xs) // 2]] = truth[oid]  # one click inside the object
+    samples = object_samples(image, instances, class_labels=paint, input_size=(32, 32))
+    clf = train_classifier(samples, small_config())
+    held = samples.y == 0
+    assert held.sum() >= 15
+    expected = np.array([truth[i] for i in samples.index[held]])
+    assert np.mean(clf.predict(samples)[held] == expected) >= 0.9
+    result = clf.classify(image, instances=instances)
+    assert result.labels.shape == image.shape
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    assert list(result.table)[:4] == ["object", "class", "prob_1", "prob_2"]
+    np.testing.assert_allclose(result.proba.sum(1), 1.0, rtol=1e-5)
+
+
+def _texture_scene(seed: int = 2, shape=(256, 256), block: int = 64):
+    """Blocks of smooth noise (class 1) or noisy oblique stripes (class 2)."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(1, 3, (shape[0] // block, shape[1] // block))
+    smooth = ndi.gaussian_filter(rng.normal(size=shape), 2.0)
+    smooth /= smooth.std()
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    stripes = 1.4 * np.sin(2 * np.pi * (yy * np.cos(0.6) + xx * np.sin(0.6)) / 6.0) + 0.5 * rng.normal(size=shape)
+    truth = np.kron(classes, np.ones((block, block), int))
+    return (np.where(truth == 1, smooth, stripes) + 3.0).astype(np.float32), truth
+
+
+def test_tile_level_accuracy_on_unpainted_tiles() -> None:
+    image, truth = _texture_scene()
+    grid = tile_samples(image, tile_size=32)
+    tile_truth = np.array([truth[y, x] for y, x in grid.index])
+    rng = np.random.default_rng(0)
+    paint = np.zeros(image.shape, np.uint8)
+    for i in rng.choice(len(grid), int(0.4 * len(grid)), replace=False):
+        y, x = grid.index[i]
+        paint[y + 10 : y + 20, x + 15] = tile_truth[i]  # a short stroke inside the tile
+    samples = tile_samples(image, tile_size=32, class_labels=paint)
+    clf = train_classifier(samples, small_config())
+    held = samples.y == 0
+    assert np.mean(clf.predict(samples)[held] == tile_truth[held]) >= 0.9
+    result = clf.classify(image)
+    assert result.labels.shape == image.shape and result.probabilities.shape == (2, *image.shape)
+    assert np.mean(result.labels == truth) >= 0.9
+
+
+def test_save_load_gives_identical_probabilities(image_run, shapes, tmp_path) -> None:
+    clf, _ = image_run
+    _, samples = shapes
+    path = clf.save(tmp_path / "clf")
+    desc = json.loads((path / "config.json").read_text())
+    assert desc["task"] == "classification" and desc["mode"] == "image"
+    assert desc["class_ids"] == [1, 2] and desc["input_size"] == [32, 32]
+    assert desc["metrics"]["confusion_matrix"] and desc["provenance"]["initial_weights"].startswith("random")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
+    loaded = load_classifier(path)
+    np.testing.assert_array_equal(loaded.predict_proba(samples), clf.predict_proba(samples))
+    assert loaded.metrics == desc["metrics"] and loaded.sample_params == {"spatial_dims": 2, "input_size": [32, 32]}
+    clf.save(path)  # overwriting a bundle is fine
+
+
+def test_damaged_or_foreign_bundles_are_bundle_errors(image_run, tmp_path) -> None:
+    clf, _ = image_run
+    path = clf.save(tmp_path / "clf")
+    (path / "weights.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(BundleError, match="damaged"):
+        load_classifier(path)
+    (path / "config.json").write_text("{broken")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_classifier(path)
+    with pytest.raises(BundleError, match="does not exist"):
+        load_classifier(tmp_path / "nothing")
+    seg = clf.save(tmp_path / "seg")
+    desc = json.loads((seg / "config.json").read_text())
+    (seg / "config.json").write_text(json.dumps({**desc, "task": "segmentation"}))
+    with pytest.raises(BundleError, match="not a classifier"):
+        load_classifier(seg)
+
+
+def test_transfer_learning_loads_fitting_weights_and_freezes(image_run, shapes, tmp_path) -> None:
+    clf, _ = image_run
+    sc, _ = shapes
+    source = clf.save(tmp_path / "source")
+    # three classes now: the head does not fit, everything else does
+    classes = np.where(np.arange(len(sc.classes)) % 5 == 0, 3, sc.classes)
+    samples = image_samples(sc.images, classes=classes, input_size=(32, 32))
+    config = small_config(epochs=1, steps=3, freeze_stages=2)
+    new = build_classifier_network(config.model, 2, 1, 3)
+    info = transfer_weights(new, source)
+    assert info["skipped"] == 2 and info["loaded"] == info["total"] - 2 and info["task"] == "classification"
+    before = {k: v.clone() for k, v in clf.network.state_dict().items()}
+    tuned = train_classifier(samples, config, init_from=source)
+    after = tuned.network.state_dict()
+    frozen = [f"blocks.{i}." for i in range(2)]
+    for name, value in after.items():
+        if any(name.startswith(f) for f in frozen):  # weights and norm statistics unchanged
+            torch.testing.assert_close(value, before[name], msg=name)
+    assert not torch.equal(after["blocks.2.0.conv.weight"], before["blocks.2.0.conv.weight"])
+    prov = tuned.provenance["initial_weights"]
+    assert prov["source"] == str(source) and prov["loaded"] == info["loaded"] and prov["network"] == "smallcnn"
+    assert tuned.provenance["frozen_stages"] == 2 and tuned.class_ids == (1, 2, 3)
+
+
+def test_transfer_from_a_foreign_network_says_nothing_fits(image_run, tmp_path) -> None:
+    clf, _ = image_run
+    path = clf.save(tmp_path / "small")
+    other = build_classifier_network(ModelConfig(network="resnet18", norm="batch"), 2, 1, 2)
+    with pytest.raises(InputError, match="no weights"):
+        transfer_weights(other, path)
+
+
+def test_bad_inputs_give_clear_errors(shapes) -> None:
+    sc, samples = shapes
+    one = image_samples(sc.images, classes=np.where(sc.classes == 1, 1, 0), input_size=(32, 32))
+    with pytest.raises(InputError, match="only class 1 is painted"):
+        train_classifier(one, small_config())
+    with pytest.raises(InputError, match="no class is painted"):
+        train_classifier(image_samples(sc.images[:4]), small_config())
+    with pytest.raises(ConfigError, match="task='classification'"):
+        train_classifier(samples, TrainConfig())
+    with pytest.raises(ConfigError, match="unknown classification network"):
+        train_classifier(samples, replace(small_config(), model=ModelConfig(network="unet")))
+    with pytest.raises(ConfigError, match="'ce' or 'focal'"):
+        train_classifier(samples, replace(small_config(), optim=replace(small_config().optim, loss="dice")))
+    with pytest.raises(ConfigError, match="one weight"):
+        cfg = small_config()
+        train_classifier(samples, replace(cfg, optim=replace(cfg.optim, class_weights=(1.0, 2.0, 3.0))))
+
+
+def test_focal_loss_class_weights_and_stop(shapes) -> None:
+    _, samples = shapes
+    cfg = small_config(epochs=5, steps=500)
+    cfg = replace(cfg, optim=replace(cfg.optim, loss="focal", class_weights=(1.0, 2.0)))
+    token = StopToken()
+    gen = fit_classifier(samples, cfg, stop=token)
+    first = next(gen)
+    assert np.isfinite(first.train_loss) and not first.epoch_end
+    token.stop()
+    reports = list(_drain(gen))
+    clf = reports.pop()
+    assert len(reports) == 1 and reports[0].message.endswith("stopped by user") and reports[0].step == first.step + 1
+    assert isinstance(clf, Classifier)  # stopped before any epoch ended: the current weights
+
+
+def _drain(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration as done:
+            yield done.value
+            return
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIER_NETWORKS))
+def test_every_network_classifies_in_2d_and_has_stages(name: str) -> None:
+    torch.manual_seed(0)
+    net = build_classifier_network(ModelConfig(network=name, norm="batch", dropout=0.1), 2, 2, 3).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(2, 2, 32, 32)).shape == (2, 3)
+    assert len(stages(net)) >= 4
+
+
+def test_3d_object_classification_runs(tmp_path) -> None:
+    inst = np.zeros((24, 40, 40), np.int32)
+    rng = np.random.default_rng(0)
+    paint = np.zeros_like(inst)
+    for i in range(8):
+        z, y, x = 2 + 10 * (i % 2), 2 + 9 * (i // 2), 5 + 3 * (i % 3)
+        inst[z : z + 8, y : y + 7, x : x + 4 + 4 * (i % 2)] = i + 1
+        paint[z + 3, y + 3, x + 2] = 1 + i % 2
+    image = (inst > 0).astype(np.float32) + 0.1 * rng.normal(size=inst.shape).astype(np.float32)
+    samples = object_samples(image, inst, class_labels=paint, input_size=(12, 12, 12))
+    cfg = classification_config(3, epochs=1, steps_per_epoch=2)
+    cfg = replace(cfg, augment=AugmentConfig.none(), model=replace(cfg.model, features=4, depth=2))
+    clf = train_classifier(samples, cfg)
+    loaded = load_classifier(clf.save(tmp_path / "c3d"))
+    result = loaded.classify(image, instances=inst)
+    assert result.labels.shape == inst.shape and result.table["size"].sum() == (inst > 0).sum()
