@@ -1,0 +1,147 @@
+"""The whole in-viewer loop on the 3D phantom: ``python -m napari_medml._demo --out DIR``.
+
+Opens napari with the plugin's widgets docked, then drives them as a user would:
+z-score the image, preview augmentations, train briefly, predict. With ``--headless``
+(``make demo`` under Xvfb) it writes ``DIR/screenshot.png`` (the napari window with the
+docked widgets, the live plot and the prediction), ``DIR/report.json`` and
+``DIR/report.md`` (Dice per class against the phantom's ground truth, time of each
+step) and exits 0; otherwise napari stays open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _wait(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> None:
+    """Run the Qt event loop until ``done()`` (the widgets' workers report back through it)."""
+    end = time.monotonic() + timeout
+    while not done():
+        app.processEvents()
+        time.sleep(0.01)
+        if time.monotonic() > end:
+            raise TimeoutError("a demo step took too long")
+
+
+def run_loop(viewer: Any, app: Any, epochs: int = 4, steps: int = 15) -> dict[str, Any]:
+    """Drive the four widgets through the loop; returns the report."""
+    from napari_medml._sample_data import phantom_3d
+    from napari_medml._widgets.augment import AugmentWidget
+    from napari_medml._widgets.predict import PredictWidget
+    from napari_medml._widgets.preprocess import PreprocessWidget
+    from napari_medml._widgets.train import TrainWidget
+    from napari_medml.metrics import dice
+
+    times: dict[str, float] = {}
+    for data, kwargs, kind in phantom_3d():
+        viewer._add_layer_from_data(data, kwargs, kind)
+    image, truth = viewer.layers["phantom"], viewer.layers["phantom [ground truth]"]
+    pre, aug, train, pred = (PreprocessWidget(viewer), AugmentWidget(viewer),
+                             TrainWidget(viewer), PredictWidget(viewer))
+    viewer.window.add_dock_widget(pre, name="Preprocess", area="left")
+    viewer.window.add_dock_widget(aug, name="Augmentation preview", area="left")
+    viewer.window.add_dock_widget(train, name="Train segmentation", area="right")
+    viewer.window.add_dock_widget(pred, name="Predict", area="right")
+    _wait(app, lambda: not train._device_runner.running)
+
+    t = time.perf_counter()
+    pre["image"].value, pre["operation"].value = image, "zscore"
+    pre.apply()
+    _wait(app, lambda: not pre.runner.running)
+    zscored = viewer.layers["phantom [z-score]"]
+    times["preprocess_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    aug.image.value, aug.label_layer.value, aug.n.value = zscored, truth, 8
+    aug.preview()
+    _wait(app, lambda: not aug.runner.running)
+    times["augmentation_preview_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    train["images"].value, train["labels"].value = [zscored], truth
+    train["features"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
+    train["epochs"].value, train["steps"].value, train["lr"].value = epochs, steps, 3e-3
+    train.start()
+    _wait(app, lambda: not train.runner.running)
+    if train.model is None:
+        raise RuntimeError("training produced no model (see the notifications)")
+    times["train_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pred["images"].value = [zscored]
+    pred.predict()
+    _wait(app, lambda: not pred.runner.running)
+    times["predict_s"] = time.perf_counter() - t
+
+    result = viewer.layers["phantom [prediction]"]
+    names = dict(truth.metadata.get("class_names") or {})
+    scores = dice(result.data, truth.data)
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("phantom [z-score]", "phantom [prediction]")
+    viewer.layers.selection.active = result
+    viewer.dims.set_point(0, image.data.shape[0] // 2 * image.scale[0])
+    return {
+        "dice": {names.get(int(k), str(k)): None if v is None else round(float(v), 4)
+                 for k, v in scores.items()},
+        "times_s": {k: round(v, 2) for k, v in times.items()},
+        "epochs": epochs, "steps_per_epoch": steps,
+        "model": repr(train.model), "device": train["device_info"].value,
+    }
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    lines = ["# napari-medml demo: the in-viewer loop on the 3D phantom", "",
+             f"Model: `{report['model']}` on {report['device']}, "
+             f"{report['epochs']} epochs x {report['steps_per_epoch']} steps.", "",
+             "| class | Dice |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in report["dice"].items()]
+    lines += ["", "| step | seconds |", "|---|---|"]
+    lines += [f"| {name.removesuffix('_s')} | {value} |" for name, value in report["times_s"].items()]
+    lines += ["", "![napari window](screenshot.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_medml._demo", description=__doc__)
+    parser.add_argument("--out", default="demo-output", help="folder for screenshot and report")
+    parser.add_argument("--headless", action="store_true",
+                        help="write screenshot.png, report.json, report.md and exit")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=15)
+    args = parser.parse_args(argv)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(title="napari-medml demo")
+    viewer.window._qt_window.resize(1800, 1100)
+    app = QApplication.instance()
+    report = run_loop(viewer, app, epochs=args.epochs, steps=args.steps)
+    _wait(app, lambda: True)
+    for _ in range(50):  # let the canvas and the plot draw
+        app.processEvents()
+        time.sleep(0.02)
+    if args.headless:
+        viewer.screenshot(str(out / "screenshot.png"), canvas_only=False)
+        _write_report(out, report)
+        print(json.dumps(report, indent=2))
+        viewer.close()
+        return 0
+    _write_report(out, report)
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
