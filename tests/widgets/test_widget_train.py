@@ -89,7 +89,7 @@ def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):
     assert tuple(pred.scale) == tuple(image.scale)
     scores = dice(pred.data, gt)
     print("dice after a short training:", scores)
-    assert scores[1] > 0.8  # body: a short CPU training on a small crop
+    assert scores[1] > 0.7 and scores[2] > 0.7  # body, organ: 36 CPU steps on a small crop
     np.testing.assert_array_equal(labels.data, gt)  # the user's labels are untouched
 
 
