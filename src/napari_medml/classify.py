@@ -221,7 +221,6 @@ class Classifier:
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
         from napari_medml.classify_data import _resize
-        from napari_medml.data import apply_normalization
 
         if isinstance(samples, ClassSamples):
             if samples.mode != self.mode:

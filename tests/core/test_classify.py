@@ -54,7 +54,7 @@ def shapes():
 def image_run(shapes):
     _, samples = shapes
     reports: list[TrainReport] = []
-    gen = fit_classifier(samples, small_config())
+    gen = fit_classifier(samples, small_config(epochs=10))
     while True:
         try:
             reports.append(next(gen))
@@ -66,7 +66,7 @@ def test_image_level_accuracy_on_held_out_split(image_run) -> None:
     clf, reports = image_run
     assert isinstance(clf, Classifier) and clf.class_ids == (1, 2) and clf.mode == "image"
     ends = [r for r in reports if r.epoch_end]
-    assert len(ends) == 6 and all(r.val_loss is not None for r in ends)
+    assert len(ends) == 10 and all(r.val_loss is not None for r in ends)
     assert set(ends[-1].val_metrics) >= {"accuracy", "balanced_accuracy", "auc", "macro_f1"}
     assert "16 validation" in reports[0].message
     m = clf.metrics
@@ -211,6 +211,24 @@ def test_transfer_from_a_foreign_network_says_nothing_fits(image_run, tmp_path) 
     other = build_classifier_network(ModelConfig(network="resnet18", norm="batch"), 2, 1, 2)
     with pytest.raises(InputError, match="no weights"):
         transfer_weights(other, path)
+
+
+def test_transfer_from_a_segmentation_bundle(tmp_path) -> None:
+    from napari_medml.bundle import save_model
+    from napari_medml.infer import Model
+    from napari_medml.models import build_network
+
+    seg_config = TrainConfig(model=ModelConfig(network="unet", features=4, depth=2))
+    unet = build_network(seg_config.model, 2, 1, 2)
+    seg = save_model(Model(unet, seg_config, (0, 1), 1, 2, (32, 32), None, {"method": "none", "channels": [{}]}),
+                     tmp_path / "seg")
+    same = build_network(seg_config.model, 2, 1, 2)  # e.g. an encoder shared by name and shape
+    info = transfer_weights(same, seg)
+    assert info["task"] == "segmentation" and info["network"] == "unet" and info["skipped"] == 0
+    with pytest.raises(BundleError, match="not a classifier"):
+        load_classifier(seg)
+    with pytest.raises(InputError, match=r"no weights of .*\(segmentation, unet\)"):
+        transfer_weights(build_classifier_network(ModelConfig(network="smallcnn"), 2, 1, 2), seg)
 
 
 def test_bad_inputs_give_clear_errors(shapes) -> None:
