@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medml.classify_data import ClassSamples, class_labels, make_samples, prediction_table, tile_probability_map
+from napari_medml.classify_data import ClassSamples, make_samples, prediction_table, tile_probability_map
+from napari_medml.classify_data import class_labels as labels_from_classes
 from napari_medml.classify_metrics import classification_report
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, Cancelled, ConfigError, InputError
@@ -178,7 +179,7 @@ class Classifier:
         samples = self.prepare(image, instances=instances, channel_axis=channel_axis)
         proba = self.predict_proba(samples, stop=stop)
         classes = np.asarray(self.class_ids, dtype=np.int64)[np.argmax(proba, axis=1)]
-        labels = class_labels(samples, classes, instances=instances)
+        labels = labels_from_classes(samples, classes, instances=instances)
         table = prediction_table(samples, classes, proba, self.class_ids)
         prob_map = tile_probability_map(samples, proba) if samples.mode == "tile" else None
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
