@@ -230,8 +230,8 @@ class Model:
                 else:
                     total_probs += out
                     del out
-        if len(flips) > 1:
-            total_probs /= len(flips)
+            if len(flips) > 1:
+                total_probs /= len(flips)
         return total_probs[0].cpu()
 
 

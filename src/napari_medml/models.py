@@ -73,6 +73,9 @@ def _dynunet(spatial_dims: int, in_channels: int, out_channels: int, config: Mod
     if patch_size is None:
         raise ConfigError("network 'dynunet' needs the patch size to choose its kernels and strides")
     kernels, strides = dynunet_kernels_strides(patch_size, spacing, config.depth)
+    if len(strides) < 3:
+        raise ConfigError(f"network 'dynunet' needs at least 3 levels: use depth >= 3 and a patch of at least "
+                          f"16 voxels per axis (got depth {config.depth}, patch {tuple(patch_size)})")
     filters = [min(config.features * 2**i, 320) for i in range(len(strides))]
     return DynUNet(
         spatial_dims=spatial_dims,

@@ -1,0 +1,134 @@
+"""Bundles: round trip, damaged bundles, atomic writes, exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_medml.bundle import export_onnx, export_torchscript, load_model, save_model  # noqa: E402
+from napari_medml.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from napari_medml.errors import BundleError, MedMLError  # noqa: E402
+from napari_medml.infer import Model  # noqa: E402
+from napari_medml.models import build_network  # noqa: E402
+
+
+def _model(in_channels: int = 1, network: str = "unet") -> Model:
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(network=network, features=4, depth=3),
+                      class_names={5: "organ"}, seed=3)
+    net = build_network(cfg.model, 2, in_channels, 3, patch_size=(16, 16), spacing=(1.0, 1.0))
+    norm = {"method": "zscore", "channels": [{"mean": 0.5, "std": 2.0}] * in_channels}
+    return Model(net, cfg, (0, 5, 7), in_channels, 2, (16, 16), (1.0, 1.0), norm,
+                 history=[{"epoch": 1, "train_loss": 0.5}], provenance={"note": "test"})
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).normal(size=(40, 36)).astype(np.float32)
+
+
+@pytest.mark.parametrize("network", ["unet", "dynunet", "segresnet"])
+def test_save_load_gives_identical_predictions(tmp_path, image, network):
+    model = _model(network=network)
+    path = model.save(tmp_path / "bundle")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
+    loaded = load_model(path)
+    assert loaded.class_ids == (0, 5, 7) and loaded.patch_size == (16, 16)
+    assert loaded.normalization == model.normalization and loaded.config == model.config
+    a, b = model.predict(image).labels, loaded.predict(image).labels
+    np.testing.assert_array_equal(a, b)
+    # no temporary folders left next to the bundle
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_config_json_describes_everything(tmp_path):
+    desc = json.loads((save_model(_model(), tmp_path / "b") / "config.json").read_text())
+    for key in ("schema_version", "task", "network", "spatial_dims", "in_channels", "out_channels", "class_ids",
+                "class_names", "preprocessing", "normalization", "patch_size", "spacing", "history", "versions",
+                "seed", "provenance", "train_config"):
+        assert key in desc, key
+    assert desc["class_ids"] == [0, 5, 7] and desc["class_names"]["5"] == "organ"
+    assert set(desc["versions"]) == {"torch", "monai", "napari_medml", "numpy"}
+    assert desc["network"]["name"] == "unet" and desc["seed"] == 3
+
+
+def test_overwrite_replaces_a_bundle_but_not_other_folders(tmp_path):
+    path = save_model(_model(), tmp_path / "b")
+    save_model(_model(), path)  # replacing a bundle is fine
+    assert load_model(path).class_ids == (0, 5, 7)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_text("x")
+    with pytest.raises(BundleError, match="holds other files"):
+        save_model(_model(), other)
+
+
+def test_damaged_bundles_raise_bundle_error_naming_the_path(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_model(tmp_path / "missing")
+    path = save_model(_model(), tmp_path / "b")
+    (path / "weights.safetensors").rename(tmp_path / "w.safetensors")
+    with pytest.raises(BundleError, match="no weights.safetensors"):
+        load_model(path)
+    (tmp_path / "w.safetensors").rename(path / "weights.safetensors")
+    good = (path / "config.json").read_text()
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(BundleError, match=r"config\.json is not valid JSON"):
+        load_model(path)
+    desc = json.loads(good)
+    del desc["class_ids"]
+    (path / "config.json").write_text(json.dumps(desc))
+    with pytest.raises(BundleError, match="lacks class_ids"):
+        load_model(path)
+    desc = json.loads(good)
+    desc["class_ids"] = [0, 5]  # weights have 3 output channels
+    (path / "config.json").write_text(json.dumps(desc))
+    with pytest.raises(BundleError, match="wrong shape") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+    (path / "config.json").write_text(good)
+    (path / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(BundleError, match="cannot be read"):
+        load_model(path)
+
+
+def test_missing_tensor_keys_are_reported(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_model(), tmp_path / "b")
+    state = load_file(str(path / "weights.safetensors"))
+    state.pop(sorted(state)[0])
+    save_file(state, str(path / "weights.safetensors"))
+    with pytest.raises(BundleError, match="missing 1 tensor"):
+        load_model(path)
+
+
+def test_image_with_other_channels_or_dims_is_refused(tmp_path, image):
+    two = load_model(save_model(_model(in_channels=2), tmp_path / "two"))
+    with pytest.raises(BundleError, match="trained on 2 channel.*has 1"):
+        two.predict(image)
+    with pytest.raises(BundleError, match="2D image"):
+        two.predict(np.zeros((4, 8, 8, 8)), channel_axis=0)
+    one = _model()
+    with pytest.raises(MedMLError, match="expects a 2D image.*shape \\(3, 40, 36\\)"):
+        one.predict(np.stack([image] * 3))
+    assert two.predict(np.stack([image, image], -1), channel_axis=-1).labels.shape == image.shape
+
+
+def test_export_torchscript(tmp_path):
+    model = _model()
+    path = export_torchscript(model, tmp_path / "m.pt")
+    scripted = torch.jit.load(str(path))
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model.network.eval()(x))
+
+
+def test_export_onnx(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    path = export_onnx(_model(), tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx.load(str(path)))

@@ -1,0 +1,108 @@
+"""Prediction: non-contiguous class ids, progress, cancel, TTA, probabilities, uncertainty."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from napari_medml.errors import Cancelled  # noqa: E402
+from napari_medml.samples import phantom_3d  # noqa: E402
+from napari_medml.train import StopToken, train  # noqa: E402
+
+REMAP = np.array([0, 1, 5, 7], np.uint8)
+
+
+def _dice(pred: np.ndarray, gt: np.ndarray, cls: int) -> float:
+    p, g = pred == cls, gt == cls
+    return float(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def slices():
+    ph = phantom_3d(0, shape=(32, 64, 64), spacing=(3.0, 1.5, 1.5))
+    return [ph.image[z] for z in (6, 12, 18, 24)], [REMAP[ph.labels[z]] for z in (6, 12, 18, 24)]
+
+
+@pytest.fixture(scope="module")
+def model_2d(slices, tmp_path_factory):
+    images, labels = slices
+    cfg = TrainConfig(
+        data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=8, val_fraction=0.34),
+        augment=AugmentConfig.none(),
+        model=ModelConfig(features=8, depth=3, norm="batch"),
+        optim=OptimConfig(epochs=4, steps_per_epoch=20, learning_rate=1e-2),
+        device="cpu", seed=0, checkpoint_dir=str(tmp_path_factory.mktemp("ck2d")),
+    )
+    start = time.perf_counter()
+    model = train(images[:3], labels[:3], cfg, spacing=(1.5, 1.5))
+    model.train_seconds = time.perf_counter() - start
+    return model
+
+
+def test_non_contiguous_class_ids_round_trip(model_2d, slices):
+    images, labels = slices
+    assert model_2d.class_ids == (0, 1, 5, 7)
+    pred = model_2d.predict(images[3])
+    assert pred.class_ids == (0, 1, 5, 7)
+    assert set(np.unique(pred.labels)) <= {0, 1, 5, 7}
+    assert pred.labels.shape == images[3].shape and pred.labels.dtype == np.uint8
+    dice = {c: _dice(pred.labels, labels[3], c) for c in (1, 5, 7)}
+    print(f"2D non-contiguous: dice {dice}, trained in {model_2d.train_seconds:.1f} s")
+    assert np.mean(list(dice.values())) >= 0.8
+    assert model_2d.history and model_2d.history[-1]["val_mean_dice"] is not None
+
+
+def test_progress_counts_windows(model_2d, slices):
+    calls = []
+    model_2d.predict(slices[0][3], config=InferConfig(overlap=0.5, sw_batch_size=2),
+                     progress=lambda d, t: calls.append((d, t)))
+    total = calls[-1][1]
+    assert total == 9  # 64 px with 32-px windows at stride 16: 3 x 3
+    assert calls[-1][0] == total and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    tta = []
+    model_2d.predict(slices[0][3], config=InferConfig(tta=True), progress=lambda d, t: tta.append((d, t)))
+    assert tta[-1] == (27, 27)  # identity + one flip per axis
+
+
+def test_stop_token_cancels_prediction(model_2d, slices):
+    token = StopToken()
+
+    def progress(done, total):
+        token.stop()
+
+    with pytest.raises(Cancelled):
+        model_2d.predict(slices[0][3], config=InferConfig(sw_batch_size=1), progress=progress, stop=token)
+
+
+def test_probabilities_uncertainty_and_tta(model_2d, slices):
+    image = slices[0][3]
+    pred = model_2d.predict(image, config=InferConfig(tta=True, return_probabilities=True,
+                                                      return_uncertainty=True, blend="constant"))
+    assert pred.probabilities.dtype == np.float16 and pred.probabilities.shape == (4, *image.shape)
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    assert pred.uncertainty.dtype == np.float32 and pred.uncertainty.shape == image.shape
+    assert 0 <= pred.uncertainty.min() and pred.uncertainty.max() <= np.log(4) + 1e-3
+    np.testing.assert_array_equal(np.asarray(pred.class_ids)[pred.probabilities.argmax(0)], pred.labels)
+    plain = model_2d.predict(image)
+    assert plain.probabilities is None and plain.uncertainty is None
+    assert (plain.labels == pred.labels).mean() > 0.97
+
+
+def test_postprocessing_and_small_images(model_2d, slices):
+    image = slices[0][3]
+    pred = model_2d.predict(image, config=InferConfig(min_size=20, keep_largest=True, instances="connected"))
+    assert pred.instances is not None and pred.instances.max() >= 1
+    small = model_2d.predict(image[:20, :24])  # smaller than the 32 x 32 patch: padded
+    assert small.labels.shape == (20, 24)
+
+
+def test_input_is_not_modified(model_2d, slices):
+    image = slices[0][3].copy()
+    before = image.copy()
+    model_2d.predict(image)
+    np.testing.assert_array_equal(image, before)

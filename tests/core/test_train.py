@@ -1,0 +1,269 @@
+"""Training on the phantom (dense and scribbles), reports, checkpoints, stop/resume,
+reproducibility, schedules and input errors."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+pytest.importorskip("torch")
+
+from napari_medml.bundle import load_model  # noqa: E402
+from napari_medml.config import (  # noqa: E402
+    AugmentConfig, DataConfig, ModelConfig, OptimConfig, PreprocessStep, TrainConfig,
+)
+from napari_medml.errors import BundleError, InputError  # noqa: E402
+from napari_medml.samples import phantom_3d  # noqa: E402
+from napari_medml.train import StopToken, TrainReport, fit, train  # noqa: E402
+
+SHAPE, SPACING = (32, 64, 64), (3.0, 1.5, 1.5)
+
+
+def _dice(pred: np.ndarray, gt: np.ndarray, cls: int) -> float:
+    p, g = pred == cls, gt == cls
+    return float(2 * (p & g).sum() / max(p.sum() + g.sum(), 1))
+
+
+def _config(tmp, **data) -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(**{"patch_size": (16, 32, 32), "batch_size": 4, **data}),
+        augment=AugmentConfig.none(),
+        model=ModelConfig(features=8, depth=3, norm="batch"),
+        optim=OptimConfig(epochs=10, steps_per_epoch=25, learning_rate=1e-2),
+        device="cpu", seed=0, checkpoint_dir=str(tmp),
+    )
+
+
+def _run(images, labels, config, **kwargs):
+    reports: list[TrainReport] = []
+    gen = fit(images, labels, config, **kwargs)
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            return done.value, reports
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return phantom_3d(0, shape=SHAPE, spacing=SPACING)
+
+
+@pytest.fixture(scope="module")
+def trained(phantom, tmp_path_factory):
+    """One dense training run on the phantom, shared by several tests."""
+    ckpt = tmp_path_factory.mktemp("dense")
+    start = time.perf_counter()
+    model, reports = _run(phantom.image, phantom.labels, _config(ckpt), spacing=phantom.spacing)
+    return model, reports, time.perf_counter() - start, ckpt
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2D phantom slice for quick mechanical tests."""
+    ph = phantom_3d(1, shape=(16, 64, 64), spacing=(3.0, 1.5, 1.5))
+    return ph.image[8], ph.labels[8]
+
+
+def _tiny_config(tmp, **optim) -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.25),
+        augment=AugmentConfig.none(), model=ModelConfig(features=4, depth=3),
+        optim=OptimConfig(**{"epochs": 2, "steps_per_epoch": 3, **optim}), device="cpu", seed=0,
+        checkpoint_dir=str(tmp),
+    )
+
+
+def test_dense_phantom_reaches_dice_on_held_out_block(trained, phantom):
+    model, reports, seconds, _ = trained
+    pred = model.predict(phantom.image, spacing=phantom.spacing)
+    block = (slice(None), slice(SHAPE[1] - math.ceil(0.2 * SHAPE[1]), None))  # held out: last 20 % of Y
+    dice = {c: _dice(pred.labels[block], phantom.labels[block], c) for c in (1, 2, 3)}
+    whole = {c: _dice(pred.labels, phantom.labels, c) for c in (1, 2, 3)}
+    mean = float(np.mean(list(dice.values())))
+    print(f"dense phantom: held-out dice {dice} (mean {mean:.3f}), whole {whole}, "
+          f"{reports[-1].step} steps in {seconds:.1f} s")
+    assert model.class_ids == (0, 1, 2, 3)
+    assert mean >= 0.90
+
+
+def test_reports_and_history(trained):
+    model, reports, _, _ = trained
+    ends = [r for r in reports if r.epoch_end]
+    assert [r.epoch for r in ends] == list(range(1, 11))
+    assert all(set(r.val_dice) == {1, 2, 3} and set(r.val_iou) == {1, 2, 3} for r in ends)
+    assert all(r.val_loss is not None and r.val_mean_dice is not None for r in ends)
+    assert ends[0].best and any(r.best for r in ends)
+    assert [r.step for r in reports] == sorted(r.step for r in reports)
+    assert reports[-1].step == reports[-1].total_steps == 250
+    assert all(r.learning_rate > 0 and math.isfinite(r.train_loss) for r in reports)
+    assert len(model.history) == 10 and model.history[-1]["val_mean_dice"] is not None
+    # the loss went down
+    assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]
+
+
+def test_best_and_last_checkpoints_load(trained, phantom):
+    model, reports, _, ckpt = trained
+    best = load_model(ckpt / "best")
+    last = load_model(ckpt / "last")
+    assert (ckpt / "last" / "train_state.json").is_file()
+    assert best.class_ids == last.class_ids == model.class_ids
+    best_epoch = max((r for r in reports if r.epoch_end), key=lambda r: r.val_mean_dice).epoch
+    assert model.provenance["best_epoch"] == best_epoch
+    np.testing.assert_array_equal(best.predict(phantom.image).labels, model.predict(phantom.image).labels)
+
+
+def _scribbles(labels: np.ndarray, background_id: int, seed: int) -> np.ndarray:
+    """A few small blobs per class deep inside each region, background painted as ``background_id``."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(labels)
+    for cls, paint in ((0, background_id), (1, 1), (2, 2), (3, 3)):
+        inner = ndi.binary_erosion(labels == cls, iterations=2)
+        centres = np.argwhere(inner)
+        for z, y, x in centres[rng.choice(len(centres), 14, replace=False)]:
+            box = (slice(z, z + 1), slice(max(y - 2, 0), y + 3), slice(max(x - 2, 0), x + 3))
+            out[box] = np.where(inner[box], paint, out[box])
+    return out
+
+
+def test_scribble_training_reaches_dice_against_ground_truth(phantom, tmp_path):
+    scribbles = _scribbles(phantom.labels, background_id=9, seed=0)
+    share = float((scribbles > 0).mean())
+    cfg = _config(tmp_path, label_mode="sparse", background_id=9, val_fraction=0.0, foreground_fraction=0.9)
+    start = time.perf_counter()
+    model = train(phantom.image, scribbles, cfg, spacing=phantom.spacing)
+    seconds = time.perf_counter() - start
+    pred = model.predict(phantom.image)
+    assert model.class_ids == (0, 1, 2, 3)
+    assert set(np.unique(pred.labels)) <= {0, 1, 2, 3}  # background comes back as 0, not 9
+    dice = {c: _dice(pred.labels, phantom.labels, c) for c in (1, 2, 3)}
+    mean = float(np.mean(list(dice.values())))
+    print(f"scribbles: {share:.2%} labelled, dice {dice} (mean {mean:.3f}), trained in {seconds:.1f} s")
+    assert share < 0.02
+    assert mean >= 0.80
+
+
+def test_seeded_runs_are_reproducible(tiny, tmp_path):
+    image, labels = tiny
+    a = [r.train_loss for r in _run(image, labels, _tiny_config(tmp_path / "a"))[1]]
+    b = [r.train_loss for r in _run(image, labels, _tiny_config(tmp_path / "b"))[1]]
+    assert a == b and len(a) >= 2
+
+
+def test_stop_token_leaves_checkpoint_and_resume_continues(tiny, tmp_path):
+    image, labels = tiny
+    cfg = _tiny_config(tmp_path / "run", epochs=3)
+    token = StopToken()
+    gen = fit(image, labels, cfg, stop=token)
+    steps = []
+    for report in gen:
+        steps.append(report.step)
+        if report.step >= 4:
+            token.stop()
+    assert steps[-1] == 4 or steps[-1] == 5
+    stopped_at = steps[-1]
+    model = load_model(tmp_path / "run" / "last")
+    assert model.class_ids == (0, 1, 2, 3)
+    _, reports = _run(image, labels, cfg, resume_from=tmp_path / "run")
+    assert reports[0].step == stopped_at + 1
+    assert reports[-1].step == 9 and reports[-1].epoch == 3
+
+
+def test_closing_the_generator_leaves_checkpoint(tiny, tmp_path):
+    image, labels = tiny
+    gen = fit(image, labels, _tiny_config(tmp_path / "run", epochs=3))
+    first = next(gen)
+    gen.close()
+    import json
+
+    state = json.loads((tmp_path / "run" / "last" / "train_state.json").read_text())
+    assert state["step"] == first.step
+    assert load_model(tmp_path / "run" / "last").patch_size == (32, 32)
+
+
+def test_time_limit_stops_and_returns_model(tiny, tmp_path):
+    image, labels = tiny
+    model, reports = _run(image, labels, _tiny_config(tmp_path, max_minutes=1e-6, epochs=50))
+    assert reports[-1].step == 1 and "time limit" in reports[-1].message
+    assert model.predict(image).labels.shape == image.shape
+
+
+@pytest.mark.parametrize("optimizer,schedule,loss", [
+    ("sgd", "poly", "ce"), ("adam", "cosine", "dice"), ("adamw", "constant", "dice_ce"),
+    ("rmsprop", "plateau", "focal"),
+])
+def test_optimizers_schedules_and_losses_run(tiny, tmp_path, optimizer, schedule, loss):
+    image, labels = tiny
+    cfg = _tiny_config(tmp_path, optimizer=optimizer, schedule=schedule, loss=loss, learning_rate=1e-3,
+                       early_stopping_patience=1, early_stopping_metric="val_loss")
+    model, reports = _run(image, labels, cfg)
+    assert all(math.isfinite(r.train_loss) for r in reports)
+    if schedule in ("poly", "cosine"):
+        assert reports[-1].learning_rate < 1e-3
+    assert model.history
+
+
+def test_fine_tuning_with_init_model(tiny, tmp_path):
+    image, labels = tiny
+    base, _ = _run(image, labels, _tiny_config(tmp_path / "a"))
+    tuned, reports = _run(image, labels, _tiny_config(tmp_path / "b"), init_model=base)
+    assert tuned.class_ids == base.class_ids and reports[-1].step == 6
+    other = np.where(labels == 3, 9, labels)
+    with pytest.raises(InputError, match=r"class id\(s\) \[9\]"):
+        next(fit(image, other, _tiny_config(tmp_path / "c"), init_model=base))
+
+
+def test_augmentation_and_preprocessing_recipe(tiny, tmp_path):
+    image, labels = tiny
+    recipe = (PreprocessStep("resample", {"target_spacing": (3.0, 3.0)}),)
+    cfg = _tiny_config(tmp_path)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(16, 16), batch_size=2, preprocessing=recipe),
+                      augment=AugmentConfig(), model=cfg.model, optim=cfg.optim, device="cpu",
+                      checkpoint_dir=str(tmp_path))
+    model = train(image, labels, cfg, spacing=(1.5, 1.5))
+    pred = model.predict(image, spacing=(1.5, 1.5))
+    assert pred.labels.shape == image.shape  # resampled back to the input grid
+
+
+def test_resume_from_a_folder_without_checkpoint(tiny, tmp_path):
+    image, labels = tiny
+    with pytest.raises(BundleError, match="no resumable checkpoint"):
+        next(fit(image, labels, _tiny_config(tmp_path), resume_from=tmp_path))
+
+
+@pytest.mark.parametrize("case,match", [
+    ("shape", r"labels have shape \(64, 60\) but image has spatial shape \(64, 64\)"),
+    ("empty", "labels are empty"),
+    ("one_class", "only class 2"),
+    ("nan", "NaN"),
+    ("patch", r"patch size \(128, 128\) is larger than .* \(48, 64\)"),
+    ("dims", "3 spatial dimensions"),
+    ("sparse_no_background", "needs painted background"),
+    ("sparse_only_background", "only the background id"),
+])
+def test_bad_inputs_raise_clear_errors(tiny, tmp_path, case, match):
+    image, labels = tiny
+    cfg = _tiny_config(tmp_path)
+    if case == "shape":
+        labels = labels[:, :60]
+    elif case == "empty":
+        labels = np.zeros_like(labels)
+    elif case == "one_class":
+        labels = np.full_like(labels, 2)
+    elif case == "nan":
+        image = image.copy()
+        image[3, 3] = np.nan
+    elif case == "patch":
+        cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(128, 128)), checkpoint_dir=str(tmp_path))
+    elif case == "dims":
+        image, labels = image[None].repeat(2, 0), labels[None].repeat(2, 0)
+    elif case.startswith("sparse"):
+        cfg = TrainConfig(data=DataConfig(spatial_dims=2, label_mode="sparse", background_id=9),
+                          checkpoint_dir=str(tmp_path))
+        labels = np.where(labels == 0, 0, 9) if case == "sparse_only_background" else labels
+    with pytest.raises(InputError, match=match):
+        next(fit(image, labels, cfg))
