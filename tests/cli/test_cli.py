@@ -168,7 +168,7 @@ def test_predict_keeps_spacing_origin_and_affine(trained, tmp_path, capsys):
 def test_evaluate_prints_json_per_class(trained, tmp_path, capsys):
     pred = tmp_path / "pred.nii.gz"
     assert main(["predict", "--model", str(trained["bundle"]), "--image", str(trained["image"]),
-                 "--out", str(pred), "--device", "cpu"]) == 0  # fmt: skip
+                 "--out", str(pred), "--tta", "--device", "cpu"]) == 0  # fmt: skip
     capsys.readouterr()
     code, out, err = run_cli(capsys, "evaluate", "--prediction", pred, "--labels", trained["labels"])
     assert code == 0, err
