@@ -131,7 +131,8 @@ class Model:
         self._check_image(image, channel_axis)
         arr = prepare_image(image, channel_axis=channel_axis, spatial_dims=self.spatial_dims,
                             in_channels=self.in_channels)
-        arr, _, recipe = apply_preprocessing(arr, spacing or self.spacing, self.config.data.preprocessing)
+        arr, _, recipe = apply_preprocessing(
+            arr, spacing if spacing is not None else self.spacing, self.config.data.preprocessing)
         arr = apply_normalization(arr, self.normalization)
 
         device = resolve_device(config.device)

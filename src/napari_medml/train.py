@@ -255,7 +255,7 @@ class _Run:
         cfg = self.config.optim
         spe = cfg.steps_per_epoch
         start = time.monotonic()
-        last_report = start
+        last_report = -math.inf  # the first step is always reported
         losses: list[float] = []
         epoch_losses: list[float] = []
         step = self.start_step
@@ -263,6 +263,7 @@ class _Run:
             while step < self.total_steps:
                 step += 1
                 epoch = (step - 1) // spe + 1
+                lr = self._lr()  # the rate this step used
                 loss = self._train_step()
                 losses.append(loss)
                 epoch_losses.append(loss)
@@ -287,7 +288,7 @@ class _Run:
                     self._save_last(step, epoch)
                 if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
                     report = TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
-                                         train_loss=float(np.mean(losses)), learning_rate=self._lr(),
+                                         train_loss=float(np.mean(losses)), learning_rate=lr,
                                          elapsed_s=elapsed, eta_s=None if finished else eta,
                                          epoch_end=epoch_end, message=message, **fields)
                     losses = []

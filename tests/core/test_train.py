@@ -269,3 +269,22 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path, case, match):
         labels = np.where(labels == 0, 0, 9) if case == "sparse_only_background" else labels
     with pytest.raises(InputError, match=match):
         next(fit(image, labels, cfg))
+
+
+@pytest.mark.gpu
+def test_cuda_mixed_precision_training(tiny, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    image, labels = tiny
+    cfg = _tiny_config(tmp_path)
+    cfg = TrainConfig(data=cfg.data, augment=cfg.augment, model=cfg.model, optim=cfg.optim, device="cuda",
+                      amp=True, checkpoint_dir=str(tmp_path))
+    model, reports = _run(image, labels, cfg)
+    assert all(math.isfinite(r.train_loss) for r in reports)
+    assert next(model.network.parameters()).device.type == "cuda"
+    pred = model.predict(image)
+    assert pred.labels.shape == image.shape
+    resumed = load_model(tmp_path / "last")
+    assert resumed.class_ids == (0, 1, 2, 3)
