@@ -290,3 +290,25 @@ def test_first_interrupt_stops_training_and_keeps_the_model():
         model, best = drive_training(fake_fit(), epochs=1)
     assert stop.stopped and model == "best model" and best is None
     assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_progress_works_without_tqdm(monkeypatch, capsys):
+    import builtins
+
+    from napari_medml._cli.common import progress_bar
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    with progress_bar("step") as bar:
+        bar.total = 10
+        bar.update(3)
+        bar.set_postfix(loss="0.1")
+        bar.write("epoch 1/1", file=sys.stderr)
+    out, err = capsys.readouterr()
+    assert bar.n == 3 and out == "" and err == "epoch 1/1\n"

@@ -42,10 +42,41 @@ def info(text: str) -> None:
 
 
 def progress_bar(unit: str) -> Any:
-    """A tqdm bar on stderr, shown only when stderr is a terminal (clean logs otherwise)."""
-    from tqdm.auto import tqdm
+    """A tqdm bar on stderr, shown only when stderr is a terminal (clean logs otherwise).
 
+    Without tqdm installed (it comes with napari, not with the core), a stand-in
+    keeps the same interface and prints nothing but ``write`` lines.
+    """
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
     return tqdm(total=None, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None)
+
+
+class _NoBar:
+    """The part of tqdm's interface the subcommands use, drawing no bar."""
+
+    def __init__(self) -> None:
+        self.n, self.total = 0, None
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+    def write(self, text: str, file: Any = None) -> None:
+        print(text, file=file or sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _spatial_ndim(vol: Any) -> int:

@@ -51,7 +51,8 @@ def add(sub: Any) -> None:
                    help="labels for the --image at the same position (same spatial shape): "
                    "integer class ids, 0 = background (or unlabeled with --sparse)")  # fmt: skip
     g.add_argument("--spatial-dims", type=int, choices=(2, 3),
-                   help="train a 2D or a 3D network (default: 3 for volumes, 2 for images)")  # fmt: skip
+                   help="train a 2D or a 3D network (default: 3 for volumes, 2 for images); "
+                   "an extra leading axis is read as channels")  # fmt: skip
     g.add_argument("--sparse", action="store_true",
                    help="labels are scribbles: 0 is unlabeled and ignored by the loss "
                    "(needs --background-id)")  # fmt: skip
@@ -140,6 +141,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if spatial_dims is None:
             spatial_dims = 3 if vol.data.ndim - int(bool(vol.meta.get("rgb"))) >= 3 else 2
         axis = channel_axis_of(vol, spatial_dims, img_path)
+        if axis is not None:
+            info(f"image '{img_path}': {vol.data.shape[axis]} channels (axis {axis} of {vol.data.shape})")
         lab = io.read_volume(lab_path)
         shape = spatial_shape(vol, spatial_dims, axis)
         if lab.data.shape != shape:
@@ -183,8 +186,6 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, An
     tuple
         The model the generator returns and the report of the best epoch (or None).
     """
-    from tqdm.auto import tqdm
-
     best = None
     with progress_bar("step") as bar:
         while True:
@@ -198,9 +199,9 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, An
             bar.set_postfix(loss=f"{report.train_loss:.4f}", lr=f"{report.learning_rate:.2g}",
                             refresh=False)  # fmt: skip
             if report.epoch_end:
-                tqdm.write(epoch_line(report, epochs), file=sys.stderr)
+                bar.write(epoch_line(report, epochs), file=sys.stderr)
             elif report.message:
-                tqdm.write(f"{PROG}: {report.message}", file=sys.stderr)
+                bar.write(f"{PROG}: {report.message}", file=sys.stderr)
 
 
 def epoch_line(report: Any, epochs: int) -> str:
