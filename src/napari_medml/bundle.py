@@ -148,6 +148,8 @@ def read_description(path: Path) -> dict:
 def load_model(path: str | Path) -> Any:
     """Load a bundle folder written by ``save_model`` (never unpickles).
 
+    A classification bundle comes back as ``classify.Classifier``.
+
     Raises
     ------
     BundleError
@@ -162,6 +164,10 @@ def load_model(path: str | Path) -> Any:
 
     path = Path(path).expanduser()
     desc = read_description(path)
+    if desc.get("task") == "classification":
+        from napari_medml.classify import load_classifier
+
+        return load_classifier(path)
     try:
         config = from_dict(TrainConfig, desc["train_config"])
     except (ConfigError, TypeError, KeyError, AttributeError) as exc:

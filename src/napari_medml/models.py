@@ -17,7 +17,7 @@ import torch
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["NETWORKS", "build_network", "dynunet_kernels_strides", "patch_divisor"]
+__all__ = ["NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "patch_divisor"]
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -146,3 +146,27 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
     if factory is None:
         raise ConfigError(f"unknown network {config.network!r}: choose one of {sorted(NETWORKS)}")
     return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)
+
+
+def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:
+    """Freeze the first ``stages`` encoder levels (transfer learning); returns how many were frozen.
+
+    Knows the three registry networks' layouts; other networks are left trainable.
+    """
+    if stages <= 0:
+        return 0
+    from monai.networks.nets import DynUNet, SegResNet, UNet
+
+    blocks: list[torch.nn.Module] = []
+    if isinstance(network, UNet):
+        node = network.model
+        while len(blocks) < stages and isinstance(node, torch.nn.Sequential) and len(node) == 3:
+            blocks.append(node[0])
+            node = getattr(node[1], "submodule", None)
+    elif isinstance(network, DynUNet):
+        blocks = [network.input_block, *network.downsamples][:stages]
+    elif isinstance(network, SegResNet):
+        blocks = [torch.nn.ModuleList([network.convInit, network.down_layers[0]]), *network.down_layers[1:]][:stages]
+    for block in blocks:
+        block.requires_grad_(False)
+    return len(blocks)

@@ -126,7 +126,7 @@ class _Run:
         from napari_medml import bundle, data
         from napari_medml.devices import amp_enabled, resolve_device
         from napari_medml.losses import build_loss
-        from napari_medml.models import build_network, patch_divisor
+        from napari_medml.models import build_network, freeze_encoder_stages, patch_divisor
 
         self.config = config
         dc = config.data
@@ -224,6 +224,7 @@ class _Run:
             self.network.load_state_dict(base.network.state_dict())
         elif config.model.init_from:
             _transfer_weights(self.network, config.model.init_from)
+        freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.network.to(self.device)
         self.loss_fn = build_loss(config.optim, len(class_ids), self.device)
         self.optimizer = _optimizer(self.network, config)

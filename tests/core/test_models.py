@@ -56,3 +56,14 @@ def test_devices_resolve_to_cpu_here():
     assert not amp_enabled(torch.device("cpu"), True)
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("tpu")
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_freeze_encoder_stages(name):
+    from napari_medml.models import freeze_encoder_stages
+
+    net = build_network(ModelConfig(network=name, features=4, depth=3), 2, 1, 2, patch_size=(32, 32))
+    total = sum(p.numel() for p in net.parameters())
+    assert freeze_encoder_stages(net, 2) == 2
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert 0 < trainable < total
