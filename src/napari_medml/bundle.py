@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from napari_medml.config import TrainConfig, from_dict, to_dict
-from napari_medml.errors import BundleError, ConfigError
+from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "export_onnx", "export_torchscript",
+__all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "export_onnx", "export_torchscript", "transfer_weights",
            "load_model", "save_model", "write_bundle"]
 
 SCHEMA_VERSION = 1
@@ -321,3 +321,49 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return None  # callables (schedule lambdas) are rebuilt from the config
+
+
+def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict[str, Any]:
+    """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The new network (changed in place).
+    source : str, Path or model
+        A bundle folder, or a model in memory (anything with ``.network`` and ``.config``).
+
+    Returns
+    -------
+    dict
+        Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``.
+
+    Raises
+    ------
+    BundleError
+        Damaged bundle. ``InputError`` when no tensor fits.
+    """
+    if hasattr(source, "network"):
+        state = {k: v.detach().cpu() for k, v in source.network.state_dict().items()}
+        info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
+                "network": source.config.model.network}
+    else:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(source).expanduser()
+        desc = read_description(path)
+        net = desc.get("network")
+        info = {"source": str(path.resolve()), "task": desc.get("task"),
+                "network": net.get("name") if isinstance(net, Mapping) else net}
+        try:
+            state = load_file(str(path / WEIGHTS_NAME))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"{path / WEIGHTS_NAME} cannot be read ({exc}): the bundle is damaged") from exc
+    own = network.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not fitting:
+        raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
+                         f"{type(network).__name__}: start from a bundle with the same network")
+    network.load_state_dict(fitting, strict=False)
+    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}

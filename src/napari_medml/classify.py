@@ -404,7 +404,7 @@ class _Run:
         from napari_medml.classify_models import build_classifier_network, freeze_stages
         from napari_medml.data import fit_normalization
         from napari_medml.devices import amp_enabled, resolve_device
-        from napari_medml.train import _optimizer, _scheduler
+        from napari_medml.optim import build_optimizer, build_scheduler
 
         if not isinstance(samples, ClassSamples):
             raise InputError("fit_classifier needs ClassSamples (see napari_medml.classify_data)")
@@ -435,7 +435,7 @@ class _Run:
         source = init_from if init_from is not None else config.model.init_from
         self.provenance: dict[str, Any] = {"initial_weights": "random (seed %d)" % config.seed}
         if source is not None:
-            from napari_medml.classify_models import transfer_weights
+            from napari_medml.bundle import transfer_weights
 
             self.provenance["initial_weights"] = transfer_weights(self.network, source)
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
@@ -443,9 +443,9 @@ class _Run:
             self.provenance["frozen_stages"] = config.model.freeze_stages
         self.network.to(self.device)
         self.loss_fn = _loss(config.optim, len(class_ids), self.device)
-        self.optimizer = _optimizer(self.network, config)
+        self.optimizer = build_optimizer(self.network, config)
         self.total_steps = config.optim.epochs * config.optim.steps_per_epoch
-        self.scheduler, self.plateau = _scheduler(self.optimizer, config, self.total_steps)
+        self.scheduler, self.plateau = build_scheduler(self.optimizer, config, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.transform = _augmentation(config.augment, samples, config.seed)
         self.rng = np.random.default_rng(config.seed)

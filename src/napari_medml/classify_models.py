@@ -22,7 +22,7 @@ from napari_medml.config import ModelConfig
 from napari_medml.errors import BundleError, ConfigError, InputError
 
 __all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "build_classifier_network", "freeze_stages", "stages",
-           "transfer_weights"]
+           ]
 
 Factory = Callable[..., nn.Module]
 
@@ -194,51 +194,3 @@ def freeze_stages(network: nn.Module, k: int) -> list[nn.Module]:
         for p in module.parameters():
             p.requires_grad_(False)
     return parts[:k]
-
-
-def transfer_weights(network: nn.Module, source: str | Path | Any) -> dict[str, Any]:
-    """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
-
-    Parameters
-    ----------
-    network : torch.nn.Module
-        The new network (changed in place).
-    source : str, Path or model
-        A bundle folder, or a model in memory (anything with ``.network`` and ``.config``).
-
-    Returns
-    -------
-    dict
-        Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``.
-
-    Raises
-    ------
-    BundleError
-        Damaged bundle. ``InputError`` when no tensor fits.
-    """
-    if hasattr(source, "network"):
-        state = {k: v.detach().cpu() for k, v in source.network.state_dict().items()}
-        info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
-                "network": source.config.model.network}
-    else:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from napari_medml.bundle import WEIGHTS_NAME, read_description
-
-        path = Path(source).expanduser()
-        desc = read_description(path)
-        net = desc.get("network")
-        info = {"source": str(path.resolve()), "task": desc.get("task"),
-                "network": net.get("name") if isinstance(net, Mapping) else net}
-        try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise BundleError(f"{path / WEIGHTS_NAME} cannot be read ({exc}): the bundle is damaged") from exc
-    own = network.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    if not fitting:
-        raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
-                         f"{type(network).__name__}: start from a bundle with the same network")
-    network.load_state_dict(fitting, strict=False)
-    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}

@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from napari_medml.classify_models import CLASSIFIER_NETWORKS
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "patch_divisor"]
+__all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "patch_divisor"]
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -110,10 +111,18 @@ def _segresnet(spatial_dims: int, in_channels: int, out_channels: int, config: M
     )
 
 
-NETWORKS: dict[str, Factory] = {
+SEGMENTATION_NETWORKS: dict[str, Factory] = {
     "unet": _unet,
     "dynunet": _dynunet,
     "segresnet": _segresnet,
+}
+
+# The one registry of every network, by task; classification networks are defined in
+# classify_models.py next to their stage maps for freezing.
+NETWORKS: dict[str, Factory] = {**SEGMENTATION_NETWORKS, **CLASSIFIER_NETWORKS}
+NETWORK_TASK: dict[str, str] = {
+    **{name: "segmentation" for name in SEGMENTATION_NETWORKS},
+    **{name: "classification" for name in CLASSIFIER_NETWORKS},
 }
 
 
@@ -142,9 +151,11 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
     -------
     torch.nn.Module
     """
-    factory = NETWORKS.get(config.network)
+    factory = SEGMENTATION_NETWORKS.get(config.network)
     if factory is None:
-        raise ConfigError(f"unknown network {config.network!r}: choose one of {sorted(NETWORKS)}")
+        hint = " (a classification network)" if NETWORK_TASK.get(config.network) == "classification" else ""
+        raise ConfigError(f"unknown segmentation network {config.network!r}{hint}: "
+                          f"choose one of {sorted(SEGMENTATION_NETWORKS)}")
     return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)
 
 

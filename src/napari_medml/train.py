@@ -25,6 +25,7 @@ import torch
 from napari_medml.config import AugmentConfig, TrainConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.infer import Model
+from napari_medml.optim import build_optimizer, build_scheduler
 
 __all__ = ["StopToken", "TrainReport", "fit", "train"]
 
@@ -109,8 +110,13 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     Model
         The best model (by ``optim.early_stopping_metric`` on validation).
     """
-    if config.task != "segmentation":
-        raise ConfigError(f"fit() trains segmentation models; task {config.task!r} is not handled here")
+    if config.task == "classification":
+        # images are ClassSamples (napari_medml.classify_data); labels are carried inside them
+        from napari_medml.classify import fit_classifier
+
+        if labels is not None:
+            raise ConfigError("classification: pass the classes inside ClassSamples and labels=None")
+        return (yield from fit_classifier(images, config, stop=stop, init_from=init_model))
     run = _Run(config, images, labels, spacing, channel_axis, resume_from, init_model)
     return (yield from run.loop(stop))
 
@@ -220,16 +226,19 @@ class _Run:
         torch.manual_seed(config.seed + self.start_step)
         self.network = build_network(config.model, dc.spatial_dims, self.in_channels, len(class_ids),
                                      patch_size=self.patch_size, spacing=self.spacing)
+        self.initial_weights: dict[str, Any] | None = None
         if base is not None:
             self.network.load_state_dict(base.network.state_dict())
         elif config.model.init_from:
-            _transfer_weights(self.network, config.model.init_from)
+            from napari_medml.bundle import transfer_weights
+
+            self.initial_weights = transfer_weights(self.network, config.model.init_from)
         freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.network.to(self.device)
         self.loss_fn = build_loss(config.optim, len(class_ids), self.device)
-        self.optimizer = _optimizer(self.network, config)
+        self.optimizer = build_optimizer(self.network, config)
         self.total_steps = config.optim.epochs * config.optim.steps_per_epoch
-        self.scheduler, self.plateau = _scheduler(self.optimizer, config, self.total_steps)
+        self.scheduler, self.plateau = build_scheduler(self.optimizer, config, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp) if self.amp else None
         self.history: list[dict] = []
         self.best_metric: float | None = None
@@ -418,6 +427,8 @@ class _Run:
             network.load_state_dict(state)
         provenance = {"split": self.split_note, "checkpoint_dir": str(self.checkpoint_dir),
                       "best_epoch": self.best_epoch, "label_mode": self.config.data.label_mode}
+        if self.initial_weights is not None:
+            provenance["initial_weights"] = self.initial_weights
         return Model(network, self.config, self.class_ids, self.in_channels, self.config.data.spatial_dims,
                      self.patch_size, self.spacing, self.normalization, history=self.history,
                      provenance=provenance)
@@ -460,72 +471,3 @@ def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
     if len(spacing) != n:
         raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
     return [None if s is None else tuple(float(v) for v in s) for s in spacing]
-
-
-def _optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    o = config.optim
-    params = [p for p in network.parameters() if p.requires_grad]
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                               weight_decay=o.weight_decay)
-    if o.optimizer == "adam":
-        return torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
-    if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.learning_rate, weight_decay=o.weight_decay)
-    if o.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
-    raise ConfigError(f"unknown optimizer {o.optimizer!r}: choose sgd, adam, adamw or rmsprop")
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int) -> tuple[Any, Any]:
-    """(per-step scheduler or None, per-epoch plateau scheduler or None)."""
-    name = config.optim.schedule
-    if name == "plateau":
-        patience = max(1, (config.optim.early_stopping_patience or 10) // 2)
-        return None, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=patience)
-    if name == "constant":
-        return None, None
-    if name == "poly":
-        fn = _Poly(total)
-    elif name == "cosine":
-        fn = _Cosine(total)
-    else:
-        raise ConfigError(f"unknown schedule {name!r}: choose constant, cosine, poly or plateau")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), None
-
-
-class _Poly:
-    """nnU-Net's polynomial decay, (1 - step / total) ** 0.9."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def __call__(self, step: int) -> float:
-        return max(0.0, 1.0 - step / self.total) ** 0.9
-
-
-class _Cosine:
-    """Cosine decay from the base rate to 0 over the run."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def __call__(self, step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, self.total) / self.total))
-
-
-def _transfer_weights(network: torch.nn.Module, bundle_path: str) -> None:
-    """Copy every tensor of another bundle whose name and shape fit (transfer learning)."""
-    from safetensors.torch import load_file
-
-    from napari_medml.bundle import WEIGHTS_NAME, read_description
-
-    path = Path(bundle_path).expanduser()
-    read_description(path)
-    source = load_file(str(path / WEIGHTS_NAME))
-    own = network.state_dict()
-    fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    if not fitting:
-        raise InputError(f"no weights in {path} fit this network: choose a bundle with the same network and size")
-    network.load_state_dict(fitting, strict=False)
-

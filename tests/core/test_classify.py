@@ -20,7 +20,8 @@ from napari_medml.classify import (
     train_classifier,
 )
 from napari_medml.classify_data import image_samples, object_samples, tile_samples
-from napari_medml.classify_models import CLASSIFIER_NETWORKS, build_classifier_network, stages, transfer_weights
+from napari_medml.bundle import transfer_weights
+from napari_medml.classify_models import CLASSIFIER_NETWORKS, build_classifier_network, stages
 from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig
 from napari_medml.errors import BundleError, ConfigError, InputError
 from napari_medml.samples import shape_classes

@@ -9,10 +9,10 @@ torch = pytest.importorskip("torch")
 from napari_medml.config import ModelConfig  # noqa: E402
 from napari_medml.devices import amp_enabled, describe_device, resolve_device  # noqa: E402
 from napari_medml.errors import ConfigError  # noqa: E402
-from napari_medml.models import NETWORKS, build_network, dynunet_kernels_strides, patch_divisor  # noqa: E402
+from napari_medml.models import SEGMENTATION_NETWORKS, build_network, dynunet_kernels_strides, patch_divisor  # noqa: E402
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
 @pytest.mark.parametrize("dims,patch,spacing", [(2, (32, 32), None), (3, (8, 32, 32), (3.0, 1.0, 1.0))])
 def test_every_network_maps_patch_to_logits(name, dims, patch, spacing):
     cfg = ModelConfig(network=name, features=4, depth=3, norm="batch", dropout=0.1)
@@ -38,8 +38,10 @@ def test_dynunet_pools_the_coarse_axis_later():
 
 
 def test_unknown_network_and_bad_depth():
-    with pytest.raises(ConfigError, match="unknown network 'nope'"):
+    with pytest.raises(ConfigError, match="unknown segmentation network 'nope'"):
         build_network(ModelConfig(network="nope"), 2, 1, 2)
+    with pytest.raises(ConfigError, match="a classification network"):
+        build_network(ModelConfig(network="resnet18"), 2, 1, 2)
     with pytest.raises(ConfigError, match="depth >= 2"):
         build_network(ModelConfig(depth=1), 2, 1, 2)
 
@@ -58,7 +60,7 @@ def test_devices_resolve_to_cpu_here():
         resolve_device("tpu")
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
 def test_freeze_encoder_stages(name):
     from napari_medml.models import freeze_encoder_stages
 
