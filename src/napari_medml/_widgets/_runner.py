@@ -194,12 +194,15 @@ class Runner:
 
     def _on_report(self, report: Any) -> None:
         info = progress_of(report)
-        if info is not None and self._pbar is not None:
+        # A local reference: progress.update() may process events, and _on_finished can
+        # run inside it and close the bar.
+        pbar = self._pbar
+        if info is not None and pbar is not None:
             done, total, text = info
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.update(done - self._pbar.n)
-            self._pbar.set_description(f"{self.desc}: {text}")
+            if pbar.total != total:
+                pbar.total = total
+            pbar.update(done - pbar.n)
+            pbar.set_description(f"{self.desc}: {text}")
         if self._on_report_cb is not None:
             self._on_report_cb(report)
 
