@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from napari_medml import image_ops as ops
 from napari_medml import preprocess as pp
 from napari_medml.config import DataConfig, PreprocessStep, TrainConfig
 from napari_medml.errors import InputError
@@ -19,77 +20,77 @@ def image() -> np.ndarray:
 
 
 def test_no_torch_at_import():
-    code = "import napari_medml.preprocess, sys; print('torch' in sys.modules)"
+    code = "import napari_medml.preprocess, napari_medml.image_ops, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_zscore(image):
-    z = pp.zscore(image)
+    z = ops.zscore(image)
     assert z.dtype == np.float32
     assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-4
     mask = np.zeros(image.shape, bool)
     mask[:, :10] = True
-    zm = pp.zscore(image, mask)
+    zm = ops.zscore(image, mask)
     assert abs(zm[mask].mean()) < 1e-4 and abs(zm[mask].std() - 1) < 1e-4
     # NaN-safe: statistics ignore NaN, NaN stays NaN.
     with_nan = image.copy()
     with_nan[0, 0, 0] = np.nan
-    zn = pp.zscore(with_nan)
+    zn = ops.zscore(with_nan)
     assert np.isnan(zn[0, 0, 0]) and abs(np.nanmean(zn)) < 1e-4
-    assert np.all(pp.zscore(np.full((4, 4), 7.0)) == 0)
+    assert np.all(ops.zscore(np.full((4, 4), 7.0)) == 0)
 
 
 def test_percentile_and_minmax(image):
-    p = pp.percentile_rescale(image, 1, 99)
+    p = ops.percentile_rescale(image, 1, 99)
     assert p.min() == 0 and p.max() == 1
     lo, hi = np.percentile(image, [1, 99])
     inside = (image > lo) & (image < hi)
     np.testing.assert_allclose(p[inside], (image[inside] - lo) / (hi - lo), atol=1e-5)
     assert np.mean(p == 0) == pytest.approx(0.01, abs=0.002)
-    m = pp.minmax(image)
+    m = ops.minmax(image)
     assert m.min() == 0 and m.max() == 1
-    assert np.all(pp.minmax(np.full((3, 3), 5, np.int16)) == 0)
+    assert np.all(ops.minmax(np.full((3, 3), 5, np.int16)) == 0)
 
 
-@pytest.mark.parametrize("preset", sorted(pp.CT_WINDOW_PRESETS))
+@pytest.mark.parametrize("preset", sorted(ops.CT_WINDOW_PRESETS))
 def test_ct_window_presets(preset):
-    level, width = pp.CT_WINDOW_PRESETS[preset]
+    level, width = ops.CT_WINDOW_PRESETS[preset]
     hu = np.array([level - width / 2, level, level + width / 2, -3000, 3000], dtype=np.int16)
-    out = pp.ct_window(hu, level, width)
+    out = ops.ct_window(hu, level, width)
     np.testing.assert_allclose(out, [0, 0.5, 1, 0, 1], atol=1e-6)
 
 
 def test_denoise(image):
-    g = pp.gaussian_denoise(image, 1.0)
+    g = ops.gaussian_denoise(image, 1.0)
     assert g.std() < image.std() / 2 and abs(g.mean() - image.mean()) < 0.5
     # Physical sigma: 2 mm on 2 mm voxels is 1 voxel.
-    np.testing.assert_allclose(pp.gaussian_denoise(image, 2.0, spacing=(2, 2, 2)), g, atol=1e-4)
-    med = pp.median_denoise(image, 3)
+    np.testing.assert_allclose(ops.gaussian_denoise(image, 2.0, spacing=(2, 2, 2)), g, atol=1e-4)
+    med = ops.median_denoise(image, 3)
     assert med.shape == image.shape and med.std() < image.std()
     spike = np.zeros((9, 9), np.float32)
     spike[4, 4] = 100
-    assert pp.median_denoise(spike, 3).max() == 0
+    assert ops.median_denoise(spike, 3).max() == 0
 
 
 @pytest.mark.parametrize("shape", [(32, 40), (16, 24, 32)])
 def test_clahe_range_2d_3d(shape):
     img = np.random.default_rng(1).gamma(2.0, 50.0, size=shape)
-    out = pp.clahe(img, clip_limit=0.02)
+    out = ops.clahe(img, clip_limit=0.02)
     assert out.shape == shape and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1 and out.max() - out.min() > 0.5
 
 
 def test_resample_spacing_and_shape(image):
-    out, sp = pp.resample(image, (3.0, 1.0, 1.0), (1.5, 2.0, 2.0))
+    out, sp = ops.resample(image, (3.0, 1.0, 1.0), (1.5, 2.0, 2.0))
     assert out.shape == (24, 15, 20) and sp == (1.5, 2.0, 2.0)
     assert out.dtype == np.float32 and abs(out.mean() - image.mean()) < 1.0
     # Not evenly divisible: spacing is reported exactly (extent kept).
-    out, sp = pp.resample(image, (1.0, 1.0, 1.0), (1.0, 1.0, 3.0))
+    out, sp = ops.resample(image, (1.0, 1.0, 1.0), (1.0, 1.0, 3.0))
     assert out.shape == (12, 30, 13)
     assert sp == pytest.approx((1.0, 1.0, 40 / 13))
     labels = (image > 100).astype(np.uint8) * 4
-    lab, _ = pp.resample(labels, (3.0, 1.0, 1.0), (1.0, 0.5, 0.5), order=0)
+    lab, _ = ops.resample(labels, (3.0, 1.0, 1.0), (1.0, 0.5, 0.5), order=0)
     assert lab.dtype == np.uint8 and set(np.unique(lab)) == {0, 4}
     np.testing.assert_array_equal(lab[::3, ::2, ::2], labels)
 
@@ -97,29 +98,29 @@ def test_resample_spacing_and_shape(image):
 def test_crop_to_mask_and_threshold(image):
     mask = np.zeros(image.shape, bool)
     mask[3:5, 10:20, 7] = True
-    out, offset = pp.crop_to_mask(image, mask, margin=2)
+    out, offset = ops.crop_to_mask(image, mask, margin=2)
     assert offset == (1, 8, 5) and out.shape == (6, 14, 5)
     np.testing.assert_array_equal(out, image[1:7, 8:22, 5:10])
-    out, offset = pp.crop_to_mask(image, mask, margin=(0, 0, 50))
+    out, offset = ops.crop_to_mask(image, mask, margin=(0, 0, 50))
     assert offset == (3, 10, 0) and out.shape == (2, 10, 40)
-    thr = pp.threshold_mask(np.array([1.0, np.nan, 5.0]), 2)
+    thr = ops.threshold_mask(np.array([1.0, np.nan, 5.0]), 2)
     np.testing.assert_array_equal(thr, [False, False, True])
 
 
 def test_no_input_mutation(image):
     before = image.copy()
     mask = image > 100
-    pp.zscore(image, mask)
-    pp.percentile_rescale(image)
-    pp.minmax(image)
-    pp.ct_window(image, 40, 400)
-    pp.gaussian_denoise(image, 1)
-    pp.median_denoise(image, 3)
-    pp.clahe(image)
-    pp.resample(image, (1, 1, 1), (2, 2, 2))
-    out, _ = pp.crop_to_mask(image, mask)
+    ops.zscore(image, mask)
+    ops.percentile_rescale(image)
+    ops.minmax(image)
+    ops.ct_window(image, 40, 400)
+    ops.gaussian_denoise(image, 1)
+    ops.median_denoise(image, 3)
+    ops.clahe(image)
+    ops.resample(image, (1, 1, 1), (2, 2, 2))
+    out, _ = ops.crop_to_mask(image, mask)
     out[...] = 0
-    same, _ = pp.resample(image, (1, 1, 1), (1, 1, 1))
+    same, _ = ops.resample(image, (1, 1, 1), (1, 1, 1))
     same[...] = 0
     pp.apply_recipe(image, None, [])[0][...] = 0
     np.testing.assert_array_equal(image, before)
@@ -189,16 +190,16 @@ def test_operations_registry():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda im: pp.gaussian_denoise(im, -1), "gaussian: sigma"),
-        (lambda im: pp.ct_window(im, 40, 0), "ct_window: width"),
-        (lambda im: pp.percentile_rescale(im, 90, 10), "percentile"),
-        (lambda im: pp.median_denoise(im, 0), "median: size"),
-        (lambda im: pp.clahe(im, clip_limit=0), "clahe: clip_limit"),
-        (lambda im: pp.resample(im, (1, 1, 1), (1, 1)), "resample: target spacing"),
-        (lambda im: pp.resample(im, (1, 1, 1), (1, 0, 1)), "resample: target spacing"),
-        (lambda im: pp.crop_to_mask(im, np.zeros_like(im)), "crop: the mask is empty"),
-        (lambda im: pp.crop_to_mask(im, np.ones(3)), r"crop: mask has shape \(3,\)"),
-        (lambda im: pp.zscore(im, np.zeros(im.shape, bool)), "zscore"),
+        (lambda im: ops.gaussian_denoise(im, -1), "gaussian: sigma"),
+        (lambda im: ops.ct_window(im, 40, 0), "ct_window: width"),
+        (lambda im: ops.percentile_rescale(im, 90, 10), "percentile"),
+        (lambda im: ops.median_denoise(im, 0), "median: size"),
+        (lambda im: ops.clahe(im, clip_limit=0), "clahe: clip_limit"),
+        (lambda im: ops.resample(im, (1, 1, 1), (1, 1)), "resample: target spacing"),
+        (lambda im: ops.resample(im, (1, 1, 1), (1, 0, 1)), "resample: target spacing"),
+        (lambda im: ops.crop_to_mask(im, np.zeros_like(im)), "crop: the mask is empty"),
+        (lambda im: ops.crop_to_mask(im, np.ones(3)), r"crop: mask has shape \(3,\)"),
+        (lambda im: ops.zscore(im, np.zeros(im.shape, bool)), "zscore"),
         (lambda im: pp.apply_step(im, None, PreprocessStep("sharpen")), "unknown preprocessing"),
         (lambda im: pp.apply_step(im, None, PreprocessStep("resample", {"target_spacing": [1]})),
          "resample: the image spacing"),

@@ -168,7 +168,8 @@ class PreprocessWidget(Container):
     @notify_errors("Preprocessing")
     def apply(self, *_: Any) -> None:
         """Run the operation on the chosen image in the runner; add the result layer(s)."""
-        from napari_medml.preprocess import crop_to_mask, describe_step, run_recipe
+        from napari_medml.image_ops import crop_to_mask
+        from napari_medml.preprocess import describe_step, run_recipe
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         image, spacing = image_array(layer)
