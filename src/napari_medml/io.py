@@ -23,7 +23,6 @@ sees a file's own layout.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,15 +45,12 @@ __all__ = [
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
 _NIFTI_INTENT_LABEL = 1002  # NIFTI_INTENT_LABEL: voxel values are label ids
-_IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")  # tifffile's 'BHhf'
-_OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64")
 _UNITS = {
     "um": "um", "µm": "um", "\\u00b5m": "um", "micron": "um", "microns": "um",
     "micrometer": "um", "mm": "mm", "millimeter": "mm", "nm": "nm",
     "nanometer": "nm", "m": "m", "meter": "m", "cm": "cm", "centimeter": "cm",
 }  # fmt: skip
 _NIFTI_UNITS = {"um": "micron", "mm": "mm", "m": "meter"}
-_OME_UNITS = {"um": "µm", "mm": "mm", "nm": "nm", "m": "m", "cm": "cm"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +144,9 @@ def read_volume(path: str | Path) -> Volume:
     fmt = file_format(path)
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
-    reader = {"nifti": _read_nifti, "tiff": _read_tiff, "npy": _read_npy}[fmt]
+    from napari_medml.io_tiff import read_tiff  # here: io_tiff builds on this module
+
+    reader = {"nifti": _read_nifti, "tiff": read_tiff, "npy": _read_npy}[fmt]
     try:
         volume = reader(path)
     except InputError:
@@ -192,7 +190,9 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     if volume.data.dtype == bool:
         volume = replace(volume, data=volume.data.astype(np.uint8))
-    writer = {"nifti": _write_nifti, "tiff": _write_tiff, "npy": _write_npy}[fmt]
+    from napari_medml.io_tiff import write_tiff
+
+    writer = {"nifti": _write_nifti, "tiff": write_tiff, "npy": _write_npy}[fmt]
     try:
         writer(path, volume)
     except InputError:
@@ -240,7 +240,7 @@ def affine_from_spacing(
 # --------------------------------------------------------------------- helpers
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
     name = path.name
     for ext in (".ome.tif", ".ome.tiff", *SUPPORTED_EXTENSIONS):
         if name.lower().endswith(ext):
@@ -248,7 +248,7 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _unit(raw: Any) -> str | None:
+def canonical_unit(raw: Any) -> str | None:
     if raw is None:
         return None
     text = str(raw).strip()
@@ -280,13 +280,13 @@ def _read_nifti(path: Path) -> Volume:
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
     meta: dict[str, Any] = {"sform_code": sform_code, "qform_code": qform_code}
-    unit = _unit(header.get_xyzt_units()[0])
+    unit = canonical_unit(header.get_xyzt_units()[0])
     if unit:
         meta["unit"] = unit
     is_labels = (
         int(header["intent_code"]) == _NIFTI_INTENT_LABEL and np.issubdtype(data.dtype, np.integer)
     )
-    return Volume(data, zooms[::-1], origin, affine, is_labels, _stem(path), meta)
+    return Volume(data, zooms[::-1], origin, affine, is_labels, file_stem(path), meta)
 
 
 def _write_nifti(path: Path, volume: Volume) -> None:
@@ -322,132 +322,12 @@ def _write_nifti(path: Path, volume: Volume) -> None:
     nib.save(img, str(path))
 
 
-# ------------------------------------------------------------------------ TIFF
-
-
-def _read_tiff(path: Path) -> Volume:
-    import tifffile
-
-    with tifffile.TiffFile(str(path)) as tif:
-        series = tif.series[0]
-        data = series.asarray()
-        axes = series.axes
-        rgb = axes.endswith("S")
-        ndim = data.ndim - int(rgb)
-        # physical size per axis letter; anything unknown is 1
-        sizes: dict[str, float] = {}
-        offsets: dict[str, float] = {}
-        unit = None
-        if tif.is_imagej and tif.imagej_metadata is not None:
-            ij = tif.imagej_metadata
-            page = tif.pages.first
-            sizes["X"] = _resolution_to_spacing(page.tags.get("XResolution"))
-            sizes["Y"] = _resolution_to_spacing(page.tags.get("YResolution"))
-            sizes["Z"] = float(ij.get("spacing", 1.0))
-            for ax in "XYZ":  # ImageJ origins are in pixels: world = (i - origin) * size
-                offsets[ax] = -float(ij.get(f"{ax.lower()}origin", 0.0)) * sizes[ax]
-            unit = _unit(ij.get("unit"))
-        elif tif.is_ome and tif.ome_metadata:
-            sizes, offsets, unit = _ome_spatial(tif.ome_metadata)
-        elif tif.shaped_metadata:
-            info = tif.shaped_metadata[0]
-            if "spacing" in info and len(info["spacing"]) == ndim:
-                sizes = dict(zip(axes[:ndim], map(float, info["spacing"]), strict=True))
-                offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
-            unit = _unit(info.get("unit"))
-    spacing = tuple(sizes.get(ax, 1.0) for ax in axes[:ndim])
-    origin = tuple(offsets.get(ax, 0.0) for ax in axes[:ndim])
-    meta: dict[str, Any] = {}
-    if unit:
-        meta["unit"] = unit
-    if rgb:
-        meta["rgb"] = True
-    return Volume(data, spacing, origin, None, False, _stem(path), meta)
-
-
-def _resolution_to_spacing(tag: Any) -> float:
-    if tag is None:
-        return 1.0
-    num, den = tag.value
-    return float(den) / float(num) if num else 1.0
-
-
-def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | None]:
-    root = ET.fromstring(xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
-    sizes: dict[str, float] = {}
-    offsets: dict[str, float] = {}
-    unit = None
-    if pixels is None:
-        return sizes, offsets, unit
-    for ax in "XYZ":
-        if f"PhysicalSize{ax}" in pixels.attrib:
-            sizes[ax] = float(pixels.attrib[f"PhysicalSize{ax}"])
-            unit = unit or _unit(pixels.attrib.get(f"PhysicalSize{ax}Unit", "µm"))
-    plane = next((el for el in pixels if el.tag.endswith("Plane")), None)
-    if plane is not None:
-        for ax in "XYZ":
-            if f"Position{ax}" in plane.attrib:
-                offsets[ax] = float(plane.attrib[f"Position{ax}"])
-    return sizes, offsets, unit
-
-
-def _write_tiff(path: Path, volume: Volume) -> None:
-    import tifffile
-
-    data = np.asarray(volume.data)
-    rgb = bool(volume.meta.get("rgb"))
-    ndim = data.ndim - int(rgb)
-    if ndim < 2:
-        raise InputError(f"cannot write '{volume.name}' to TIFF '{path}': it is not an image")
-    spatial = "ZYX"[-min(ndim, 3):]
-    axes = "TCZYX"[-ndim:] if ndim <= 5 else None
-    if axes is None:
-        raise InputError(f"cannot write '{volume.name}' with {ndim} axes to TIFF; use at most 5")
-    axes += "S" if rgb else ""
-    size = dict(zip(axes, volume.spacing, strict=False))
-    offset = dict(zip(axes, volume.origin, strict=False))
-    unit = volume.meta.get("unit")
-    resolution = (1.0 / size["X"], 1.0 / size["Y"])
-    dtype = data.dtype.name
-    if dtype in _IMAGEJ_DTYPES and ndim <= 3 and (not rgb or dtype == "uint8"):
-        ij: dict[str, Any] = {"axes": axes}
-        if "Z" in spatial:
-            ij["spacing"] = size["Z"]
-        for ax in spatial:
-            if offset[ax]:
-                ij[f"{ax.lower()}origin"] = -offset[ax] / size[ax]
-        if unit:
-            ij["unit"] = unit
-        tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij)
-    elif dtype in _OME_DTYPES:
-        ome: dict[str, Any] = {"axes": axes}
-        ome_unit = _OME_UNITS.get(str(unit), "µm")
-        for ax in spatial:
-            ome[f"PhysicalSize{ax}"] = size[ax]
-            ome[f"PhysicalSize{ax}Unit"] = ome_unit
-        # one Plane per 2D plane; Z is the axis just before Y, X, so it cycles fastest
-        index = np.arange(int(np.prod(data.shape[: ndim - 2])))
-        z = index % data.shape[ndim - 3] if "Z" in spatial else 0 * index
-        ome["Plane"] = {f"Position{ax}": [offset[ax]] * len(index) for ax in "YX"}
-        if "Z" in spatial:
-            ome["Plane"]["PositionZ"] = [offset["Z"] + i * size["Z"] for i in z.tolist()]
-        tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
-                         resolution=resolution, metadata=ome)  # fmt: skip
-    else:  # dtypes neither ImageJ nor OME know (int64, float16, ...): tifffile's JSON
-        info = {"spacing": list(volume.spacing), "origin": list(volume.origin), "axes": axes}
-        if unit:
-            info["unit"] = unit
-        tifffile.imwrite(path, data, resolution=resolution, metadata=info,
-                         photometric="rgb" if rgb else "minisblack")  # fmt: skip
-
-
 # ----------------------------------------------------------------------- NumPy
 
 
 def _read_npy(path: Path) -> Volume:
     data = np.load(path, allow_pickle=False)  # never unpickle a file we were handed
-    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, _stem(path))
+    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path))
 
 
 def _write_npy(path: Path, volume: Volume) -> None:
