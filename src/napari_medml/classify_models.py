@@ -11,18 +11,15 @@ first k can be frozen for fine-tuning; the classification head is never a stage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from napari_medml.config import ModelConfig
-from napari_medml.errors import BundleError, ConfigError, InputError
+from napari_medml.errors import ConfigError
 
-__all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "build_classifier_network", "freeze_stages", "stages",
-           ]
+__all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "build_classifier_network", "freeze_stages", "stages"]
 
 Factory = Callable[..., nn.Module]
 

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Deep learning on medical and microscopy images from the command line: "
-        "train a segmentation network, predict with it and score predictions. Files: "
+        "train a segmentation network or a classifier, predict with it and score "
+        "predictions. Files: "
         ".nii, .nii.gz, .tif, .tiff, .npy.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",

@@ -16,10 +16,11 @@ from napari_medml.classify import (
     classification_config,
     fit_classifier,
     load_classifier,
-    stratified_split,
     train_classifier,
 )
-from napari_medml.classify_data import image_samples, object_samples, tile_samples
+from napari_medml.classify_data import image_samples
+from napari_medml.classify_modes import object_samples, tile_samples
+from napari_medml.classify_train import stratified_split
 from napari_medml.bundle import transfer_weights
 from napari_medml.classify_models import CLASSIFIER_NETWORKS, build_classifier_network, stages
 from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig

@@ -8,15 +8,17 @@ from scipy.ndimage import binary_erosion
 
 from napari_medml.classify_data import (
     ClassSamples,
-    class_labels,
     image_level_labels,
     image_samples,
     majority_class,
+    read_class_csv,
+)
+from napari_medml.classify_modes import (
+    class_labels,
     make_samples,
     object_level_labels,
     object_samples,
     prediction_table,
-    read_class_csv,
     tile_level_labels,
     tile_probability_map,
     tile_samples,

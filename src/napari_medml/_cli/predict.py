@@ -1,4 +1,5 @@
-"""``napari-medml predict``: segment an image file with a model bundle."""
+"""``napari-medml predict``: segment an image file with a model bundle, or classify its
+samples, objects or tiles with a classification bundle (``napari_medml._cli.classify``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from napari_medml._cli.common import (
     DEVICES,
     FILE_TYPES,
+    UsageError,
     channel_axis_of,
     check_file_targets,
     given,
@@ -23,8 +25,10 @@ __all__ = ["add", "run"]
 
 def add(sub: Any) -> None:
     """Declare the ``predict`` subcommand and its options."""
-    p = sub.add_parser("predict", help="segment an image with a trained model bundle",
-                       description="Segment an image with a model bundle. Outputs keep the "
+    p = sub.add_parser("predict", help="segment or classify an image with a trained model bundle",
+                       description="Segment an image with a model bundle, or classify it with a "
+                       "classification bundle (labels with each sample, object or tile filled with "
+                       "its class, plus a CSV table of classes and probabilities). Outputs keep the "
                        "input's spacing, origin and affine; the file type follows each "
                        "output's extension.")  # fmt: skip
     infer = InferConfig()
@@ -34,9 +38,14 @@ def add(sub: Any) -> None:
                    help=f"image to segment ({FILE_TYPES}); channels, if any, in front")  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
                    help="labels file to write, with the model's class ids")  # fmt: skip
+    p.add_argument("--instances", type=Path, metavar="FILE",
+                   help="object classifiers: instance labels of the image (one id per object)")  # fmt: skip
+    p.add_argument("--table", type=Path, metavar="CSV",
+                   help="classifiers: per-sample/object/tile CSV of class and probabilities "
+                   "(default: --out with a .csv extension)")  # fmt: skip
     p.add_argument("--probabilities", type=Path, metavar="OUT",
                    help="also write class probabilities (float32, one channel per class, "
-                   "background first) to this file")  # fmt: skip
+                   "background first for segmentation) to this file")  # fmt: skip
     p.add_argument("--uncertainty", type=Path, metavar="OUT",
                    help="also write the voxel-wise uncertainty (entropy of the mean "
                    "probabilities) to this file")  # fmt: skip
@@ -60,10 +69,18 @@ def run(args: argparse.Namespace) -> int:
     """Load the bundle and the image, predict with a progress bar, write the outputs."""
     from napari_medml import io
     from napari_medml.bundle import load_model
+    from napari_medml.classify import Classifier
 
+    model = load_model(args.model)
+    if isinstance(model, Classifier):
+        from napari_medml._cli.classify import predict
+
+        return predict(args, model)
+    if args.instances is not None or args.table is not None:
+        raise UsageError("--instances and --table are for classification bundles; "
+                         f"'{args.model}' is a segmentation model")  # fmt: skip
     outputs = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
     check_file_targets(outputs, inputs=[args.image])
-    model = load_model(args.model)
     vol = io.read_volume(args.image)
     dims = model.spatial_dims
     channel_axis = channel_axis_of(vol, dims, args.image)

@@ -1,4 +1,5 @@
-"""``napari-medml train``: train a segmentation network on image/labels files."""
+"""``napari-medml train``: train a segmentation network on image/labels files, or (with
+``--task classification``, see ``napari_medml._cli.classify``) a classifier."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from napari_medml.config import (
     ModelConfig,
     OptimConfig,
     OptimizerName,
+    ScheduleName,
     TrainConfig,
 )
 
@@ -39,17 +41,23 @@ __all__ = ["add", "drive_training", "run", "train_config"]
 
 def add(sub: Any) -> None:
     """Declare the ``train`` subcommand and its options."""
-    p = sub.add_parser("train", help="train a segmentation network and save it as a bundle",
+    from napari_medml._cli.classify import add_train_options
+
+    p = sub.add_parser("train", help="train a segmentation network or a classifier; save it as a bundle",
                        description="Train a segmentation network on image/labels file pairs "
-                       "and save the best model (by validation Dice) as a bundle folder. "
-                       "Ctrl-C stops after the current step and still saves the best model.")  # fmt: skip
+                       "and save the best model (by validation Dice) as a bundle folder; or, with "
+                       "--task classification, a classifier of whole images, objects or tiles "
+                       "(best by validation accuracy). Ctrl-C stops after the current step and "
+                       "still saves the best model.")  # fmt: skip
     data, model, optim = DataConfig(), ModelConfig(), OptimConfig()
+    p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation",
+                   help="what to train (default: segmentation)")  # fmt: skip
     g = p.add_argument_group("data")
     g.add_argument("--image", action="append", required=True, type=Path, metavar="IMG",
                    help=f"training image ({FILE_TYPES}); repeat for several images")  # fmt: skip
-    g.add_argument("--labels", action="append", required=True, type=Path, metavar="LAB",
-                   help="labels for the --image at the same position (same spatial shape): "
-                   "integer class ids, 0 = background (or unlabeled with --sparse)")  # fmt: skip
+    g.add_argument("--labels", action="append", type=Path, metavar="LAB",
+                   help="segmentation: labels for the --image at the same position (same spatial "
+                   "shape): integer class ids, 0 = background (or unlabeled with --sparse)")  # fmt: skip
     g.add_argument("--spatial-dims", type=int, choices=(2, 3),
                    help="train a 2D or a 3D network (default: 3 for volumes, 2 for images); "
                    "an extra leading axis is read as channels")  # fmt: skip
@@ -70,12 +78,20 @@ def add(sub: Any) -> None:
                    "affine, noise, blur, contrast, intensity)")  # fmt: skip
     m = p.add_argument_group("network")
     m.add_argument("--network", metavar="NAME",
-                   help=f"network from the model registry, e.g. unet, dynunet, segresnet "
-                   f"(default: {model.network})")  # fmt: skip
+                   help=f"network from the model registry: segmentation unet, dynunet, segresnet "
+                   f"(default: {model.network}); classification smallcnn, resnet18, resnet34, "
+                   "resnet50, densenet121, efficientnet-b0 (default: smallcnn)")  # fmt: skip
     m.add_argument("--features", type=int, metavar="N",
                    help=f"channels at full resolution (default: {model.features})")  # fmt: skip
     m.add_argument("--depth", type=int, metavar="N",
                    help=f"resolution levels (default: {model.depth})")  # fmt: skip
+    m.add_argument("--dropout", type=float, metavar="F",
+                   help="dropout rate in [0, 1) (default: 0; classification 0.1)")  # fmt: skip
+    m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
+                   help="transfer learning: start from the fitting weights of this bundle "
+                   "(segmentation or classification)")  # fmt: skip
+    m.add_argument("--freeze-stages", type=int, metavar="K",
+                   help="with --init-from: keep the first K encoder stages fixed (default: 0)")  # fmt: skip
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, metavar="N", help=f"epochs (default: {optim.epochs})")
     o.add_argument("--steps-per-epoch", type=int, metavar="N",
@@ -87,11 +103,17 @@ def add(sub: Any) -> None:
     o.add_argument("--lr", type=float, metavar="LR",
                    help=f"learning rate (default: {optim.learning_rate})")  # fmt: skip
     o.add_argument("--loss", choices=typing.get_args(LossName),
-                   help=f"loss function (default: {optim.loss})")  # fmt: skip
+                   help=f"loss function (default: {optim.loss}; classification: ce or focal, "
+                   "default ce)")  # fmt: skip
+    o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
+                   help=f"learning-rate schedule (default: {optim.schedule}; classification cosine)")  # fmt: skip
+    o.add_argument("--patience", type=int, metavar="N",
+                   help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
     o.add_argument("--seed", type=int, metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
     o.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    add_train_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
                      help="folder for the trained model bundle (config.json + weights); "
@@ -105,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.errors import MedMLError
     from napari_medml.train import StopToken, fit
 
+    if args.task == "classification":
+        from napari_medml._cli.classify import train
+
+        return train(args)
+    if not args.labels:
+        raise UsageError("segmentation needs --labels for each --image")
     if args.sparse and args.background_id is None:
         raise UsageError("--sparse needs --background-id, the painted id that means background")
     if len(args.image) != len(args.labels):
@@ -168,10 +196,14 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
         batch_size=args.batch_size,
         val_fraction=args.val_fraction,
     ))  # fmt: skip
-    model = ModelConfig(**given(network=args.network, features=args.features, depth=args.depth))
+    model = ModelConfig(**given(
+        network=args.network, features=args.features, depth=args.depth, dropout=args.dropout,
+        init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
+    ))  # fmt: skip
     optim = OptimConfig(**given(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
-        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss,
+        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss, schedule=args.schedule,
+        early_stopping_patience=args.patience,
     ))  # fmt: skip
     augment = AugmentConfig.none() if args.no_augment else AugmentConfig()
     return TrainConfig(**given(task="segmentation", data=data, model=model, optim=optim,

@@ -1,0 +1,208 @@
+"""Classification on the command line: the options ``train --task classification`` adds,
+and the train and predict paths for classification bundles.
+
+``napari-medml train`` and ``napari-medml predict`` hand classification over to
+:func:`train` and :func:`predict` here; both drive the same core calls as the Classify
+widget (``classify_data`` / ``classify_modes`` samples, ``classify.fit_classifier``,
+``Classifier.classify``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+from napari_medml._cli.common import UsageError, given, info, progress_bar, write_like
+
+__all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
+
+MODES = ("image", "object", "tile")
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """The ``classification`` option group of ``napari-medml train``."""
+    g = p.add_argument_group("classification (with --task classification)")
+    g.add_argument("--mode", choices=MODES, default="image",
+                   help="image: one class per image of a stack (first axis = sample); object: one "
+                   "class per object of --instances; tile: one class per tile of --tile-size "
+                   "(default: image)")  # fmt: skip
+    g.add_argument("--classes", type=Path, metavar="FILE",
+                   help="the known classes: a CSV with one row per sample, class in the last column "
+                   "(image mode; empty or 0 = unknown), or a labels file of the image's shape with "
+                   "classes painted on samples, objects or tiles (0 = unknown)")  # fmt: skip
+    g.add_argument("--instances", type=Path, metavar="FILE",
+                   help="object mode: instance labels (one id per object) of the image's shape")  # fmt: skip
+    g.add_argument("--tile-size", type=int, nargs="+", metavar="N",
+                   help="tile mode: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
+    g.add_argument("--input-size", type=int, nargs="+", metavar="N",
+                   help="resize samples to this network input shape (default: keep images and "
+                   "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
+    g.add_argument("--label-smoothing", type=float, metavar="F",
+                   help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
+    g.add_argument("--class-weights", type=float, nargs="+", metavar="W",
+                   help="loss weight per class, in class-id order (default: equal)")  # fmt: skip
+
+
+def train(args: argparse.Namespace) -> int:
+    """Make samples from the files, train a classifier with a progress bar, save the bundle."""
+    from napari_medml._cli.common import check_bundle_target
+    from napari_medml._cli.train import _stop_on_interrupt, drive_training
+    from napari_medml.classify import fit_classifier
+    from napari_medml.errors import MedMLError
+    from napari_medml.train import StopToken
+
+    if args.labels:
+        raise UsageError("classification reads its classes from --classes (a CSV or a labels file), "
+                         "not --labels")  # fmt: skip
+    if len(args.image) != 1:
+        raise UsageError("classification trains on one --image (a stack in image mode)")
+    inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
+    check_bundle_target(args.out, inputs=inputs)
+    samples = read_samples(args, training=True)
+    config = train_config(args, samples.spatial_dims)
+    stop = StopToken()
+    with _stop_on_interrupt(stop):
+        classifier, _ = drive_training(fit_classifier(samples, config, stop=stop), config.optim.epochs)
+    if classifier is None:
+        raise MedMLError("training stopped before a classifier was trained; nothing was saved")
+    path = classifier.save(args.out)
+    info(f"saved classifier bundle to {path}")
+    info(metrics_line(classifier.metrics))
+    return 0
+
+
+def read_samples(args: argparse.Namespace, *, training: bool) -> Any:
+    """ClassSamples from ``--image`` and the class source, for ``args.mode``."""
+    from napari_medml import io
+    from napari_medml.classify_data import image_samples, read_class_csv
+    from napari_medml.classify_modes import object_samples, tile_samples
+
+    path = args.image[0]
+    vol = io.read_volume(path)
+    axis = vol.data.ndim - 1 if vol.meta.get("rgb") else None
+    name = f"image '{path}'"
+    size = tuple(args.input_size) if args.input_size else None
+    if training and args.classes is None:
+        raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.mode == 'image' else ''}"
+                         "labels file with the known classes)")  # fmt: skip
+    csv_classes = args.classes is not None and args.classes.suffix.lower() in CSV_SUFFIXES
+    if args.mode == "image":
+        n = vol.data.shape[0]
+        classes = read_class_csv(args.classes, n) if csv_classes else None
+        painted = None if csv_classes else io.read_volume(args.classes).data
+        return image_samples(vol.data, labels=painted, classes=classes, channel_axis=axis,
+                             input_size=size, name=name)  # fmt: skip
+    if csv_classes:
+        raise UsageError(f"--mode {args.mode} reads classes painted in a labels file, not a CSV")
+    painted = io.read_volume(args.classes).data
+    if args.mode == "object":
+        if args.instances is None:
+            raise UsageError("--mode object needs --instances (instance labels, one id per object)")
+        instances = io.read_volume(args.instances).data
+        return object_samples(vol.data, instances, class_labels=painted, channel_axis=axis,
+                              input_size=size, name=name)  # fmt: skip
+    if not args.tile_size:
+        raise UsageError("--mode tile needs --tile-size")
+    dims = vol.data.ndim - (axis is not None)
+    tile = tuple(args.tile_size) * dims if len(args.tile_size) == 1 else tuple(args.tile_size)
+    return tile_samples(vol.data, tile_size=tile, class_labels=painted, channel_axis=axis,
+                        input_size=size, name=name)  # fmt: skip
+
+
+def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
+    """``classification_config`` with every option given on the command line."""
+    from dataclasses import replace
+
+    from napari_medml.classify import classification_config
+    from napari_medml.config import AugmentConfig
+
+    base = classification_config(spatial_dims)
+    data = replace(base.data, **given(batch_size=args.batch_size, val_fraction=args.val_fraction))
+    model = replace(base.model, **given(
+        network=args.network, features=args.features, depth=args.depth, dropout=args.dropout,
+        init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
+    ))  # fmt: skip
+    optim = replace(base.optim, **given(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
+        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss, schedule=args.schedule,
+        early_stopping_patience=args.patience, label_smoothing=args.label_smoothing,
+        class_weights=tuple(args.class_weights) if args.class_weights else None,
+    ))  # fmt: skip
+    augment = AugmentConfig.none() if args.no_augment else base.augment
+    return replace(base, data=data, model=model, optim=optim, augment=augment,
+                   **given(device=args.device, seed=args.seed))  # fmt: skip
+
+
+def metrics_line(metrics: dict) -> str:
+    """The best epoch's validation numbers in one line."""
+    if not metrics:
+        return "no validation samples: no metrics (give --val-fraction > 0)"
+    parts = [f"{k.replace('_', ' ')} {metrics[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "auc")
+             if metrics.get(k) is not None]
+    return (f"validation ({metrics.get('n', '?')} samples, best epoch {metrics.get('epoch', '?')}): "
+            + ", ".join(parts))  # fmt: skip
+
+
+def table_path(out: Path) -> Path:
+    """``labels.nii.gz`` -> ``labels.csv``, next to the labels file."""
+    name = out.name
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".npy"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out.with_name(name + ".csv")
+
+
+def write_table(path: Path, table: dict) -> Path:
+    """One CSV row per sample, object or tile (the columns of ``prediction_table``)."""
+    columns = list(table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in zip(*(table[c].tolist() for c in columns)):
+            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    return path
+
+
+def predict(args: argparse.Namespace, classifier: Any) -> int:
+    """Classify ``--image`` with a classifier; write labels, the table and probabilities."""
+    from dataclasses import replace
+
+    from napari_medml import io
+    from napari_medml._cli.common import check_file_targets
+
+    table = args.table or table_path(args.out)
+    outputs = [p for p in (args.out, args.probabilities) if p is not None]
+    check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
+    if table.resolve() in {p.resolve() for p in [*outputs, args.image]}:
+        raise UsageError(f"--table '{table}' is another input or output: give a .csv name of its own")
+    if classifier.mode == "object" and args.instances is None:
+        raise UsageError("this classifier classifies objects: give --instances (instance labels)")
+    if args.uncertainty is not None:
+        raise UsageError("--uncertainty is for segmentation bundles; a classifier writes "
+                         "probabilities (--probabilities, --table)")  # fmt: skip
+    classifier.config = replace(classifier.config, device=args.device)
+    vol = io.read_volume(args.image)
+    instances = io.read_volume(args.instances).data if args.instances is not None else None
+    axis = vol.data.ndim - 1 if vol.meta.get("rgb") else None
+    with progress_bar("sample") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
+                                     probability_map=args.probabilities is not None)  # fmt: skip
+    dims = result.labels.ndim
+    written = [write_like(args.out, vol, result.labels, spatial_dims=dims, is_labels=True)]
+    written.append(write_table(table, result.table))
+    if args.probabilities is not None:
+        written.append(write_like(args.probabilities, vol, result.probabilities, spatial_dims=dims))
+    counts = {c: int((result.classes == c).sum()) for c in result.class_ids}
+    info(f"{len(result.classes)} {result.mode}s classified, per class {counts}")
+    info("wrote " + ", ".join(str(p) for p in written))
+    return 0
