@@ -25,6 +25,7 @@ __all__ = [
     "precision_recall_f1",
     "roc_auc",
     "roc_curve",
+    "report_summary",
     "youden_threshold",
 ]
 
@@ -205,6 +206,32 @@ def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: S
     if len(ids) == 2:
         report["threshold"] = youden_threshold(t == ids[1], p[:, 1])
     return report
+
+
+def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] | None = None) -> str:
+    """A :func:`classification_report` as a few lines of text for people.
+
+    Accuracy, balanced accuracy, AUC and the threshold (two classes) on the first
+    line; then precision, recall and F1 per class.
+    """
+    if not report:
+        return "no validation samples: no metrics"
+
+    def num(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    head = (f"{report.get('split', 'evaluated')} ({report['n']} samples"
+            + (f", epoch {report['epoch']}" if "epoch" in report else "") + "): "
+            f"accuracy {num(report['accuracy'])}, balanced {num(report['balanced_accuracy'])}, "
+            f"AUC {num(report.get('auc'))}")
+    if report.get("threshold") is not None:
+        head += f", threshold {report['threshold']:.3f}"
+    lines = [head]
+    for entry in report.get("per_class", []):
+        name = entry.get("name") or (class_names or {}).get(entry["class"]) or f"class {entry['class']}"
+        lines.append(f"  {name}: P {num(entry['precision'])}  R {num(entry['recall'])}  "
+                     f"F1 {num(entry['f1'])}  (n={entry['support']})")
+    return "\n".join(lines)
 
 
 def _positions(values: Sequence[int], ids: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,18 @@ from napari_medml.config import AugmentConfig, OptimConfig, TrainConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.train import StopToken, TrainReport
 
-__all__ = ["ClassifierRun", "stratified_split"]
+__all__ = ["ClassifierReport", "ClassifierRun", "stratified_split"]
 
 _REPORT_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class ClassifierReport(TrainReport):
+    """A ``TrainReport`` that also carries, at validated epoch ends, the full
+    ``classify_metrics.classification_report`` (confusion matrix, ROC, per class) of
+    that epoch, so a front can draw them live; ``val_metrics`` keeps the scalars."""
+
+    val_report: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
 
 class ClassifierRun:
@@ -129,7 +139,7 @@ class ClassifierRun:
             if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
                 if note:  # the first report says how the data were split and initialised
                     message, note = "; ".join(m for m in (note, message) if m), ""
-                yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
+                yield ClassifierReport(step=step, epoch=epoch, total_steps=self.total_steps,
                                   train_loss=float(np.mean(losses)), learning_rate=self._lr(),
                                   elapsed_s=elapsed, eta_s=None if finished else elapsed / step * (self.total_steps - step),
                                   epoch_end=epoch_end, message=message, **fields)
@@ -200,7 +210,7 @@ class ClassifierRun:
             val_loss, report = self._evaluate(self.val_idx)
             scalars = {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")
                        if report.get(k) is not None}
-            fields = {"val_loss": val_loss, "val_metrics": scalars}
+            fields = {"val_loss": val_loss, "val_metrics": scalars, "val_report": report}
             # higher is better in both parts of the key; accuracy ties go to the lower loss
             key = (-val_loss, 0.0) if cfg.early_stopping_metric == "val_loss" else (report["accuracy"], -val_loss)
         else:

@@ -1,0 +1,252 @@
+"""Classify widget: train a classifier on whole images, objects or tiles, then classify.
+
+Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
+"classification"), runs :func:`napari_medml.classify.fit_classifier` through the runner
+with live curves, confusion matrix and ROC, then classifies the image: a new Labels
+layer ``<image> [classes]`` (every sample, object or tile filled with its class) whose
+``features`` are the per-sample table; tile mode adds ``<image> [class probabilities]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from napari_medml._widgets._layers import image_array, labels_array, layer_spatial, require, show_result
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._session import session_for
+from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.errors import InputError
+from napari_medml.layer_data import result_layer_data
+
+__all__ = ["NETWORK_CHOICES", "ClassifyWidget", "classify_widget", "parse_sizes"]
+
+# The names in classify_models.CLASSIFIER_NETWORKS (that module imports torch, so not
+# here; a test keeps the two lists equal).
+NETWORK_CHOICES = ["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"]
+PAINTED, CSV = "labels layer", "CSV file"
+
+
+def classify_widget(napari_viewer: napari.viewer.Viewer) -> ClassifyWidget:
+    """npe2 widget factory: "Classify"."""
+    return ClassifyWidget(napari_viewer)
+
+
+def parse_sizes(text: str, dims: int, what: str) -> tuple[int, ...] | None:
+    """``"0"``/``""`` -> None; ``"64"`` -> (64,)*dims; ``"16, 64, 64"`` -> a tuple."""
+    try:
+        values = tuple(int(p) for p in text.replace("x", ",").replace(" ", ",").split(",") if p)
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give whole numbers such as '64' or '16, 64, 64'") from None
+    if not values or values == (0,):
+        return None
+    values = values * dims if len(values) == 1 else values
+    if len(values) != dims:
+        raise InputError(f"{what} {text!r} has {len(values)} values for a {dims}D image")
+    return values
+
+
+class ClassifyWidget(Container):
+    """Form, Start/Stop, live curves, confusion matrix, ROC and the metric numbers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self._viewer = viewer
+        w = self._w = {}  # name -> widget, for tests and the demo
+        w["mode"] = ComboBox(choices=["image", "object", "tile"], value="image", label="classify",
+                             tooltip="image: each image of a stack (first axis = sample); object: "
+                             "each object of an instance labels layer; tile: each tile of a grid")
+        w["image"] = create_widget(annotation=napari.layers.Image, label="image")
+        w["source"] = ComboBox(choices=[PAINTED, CSV], value=PAINTED, label="classes from",
+                               tooltip="a labels layer with classes painted on some samples, "
+                               "objects or tiles (0 = unknown); or (image mode) a CSV, one row per sample")
+        w["classes"] = create_widget(annotation=napari.layers.Labels, label="class labels")
+        w["csv"] = FileEdit(mode="r", filter="*.csv", value="", label="class CSV")
+        w["instances"] = create_widget(annotation=napari.layers.Labels, label="instances",
+                                       options={"tooltip": "object mode: one id per object",
+                                                "nullable": True})
+        w["tile"] = LineEdit(value="32", label="tile size", tooltip="tile mode: '32' or '32, 32'")
+        w["input"] = LineEdit(value="0", label="input size",
+                              tooltip="resize samples to this shape; 0 = keep (objects: 64 / 32^3)")
+        w["network"] = ComboBox(choices=NETWORK_CHOICES, value="smallcnn", label="network")
+        w["features"] = SpinBox(value=16, min=1, max=256, label="width (features)")
+        w["dropout"] = FloatSpinBox(value=0.1, min=0.0, max=0.9, step=0.05, label="dropout")
+        w["epochs"] = SpinBox(value=30, min=1, max=100000, label="epochs")
+        w["steps"] = SpinBox(value=20, min=1, max=100000, label="steps per epoch")
+        w["batch"] = SpinBox(value=16, min=1, max=1024, label="batch size")
+        w["optimizer"] = ComboBox(choices=["adamw", "adam", "sgd", "rmsprop"], value="adamw", label="optimizer")
+        w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
+        w["lr"].native.setDecimals(6)
+        w["schedule"] = ComboBox(choices=["cosine", "poly", "constant", "plateau"], value="cosine",
+                                 label="schedule")
+        w["loss"] = ComboBox(choices=["ce", "focal"], value="ce", label="loss")
+        w["smoothing"] = FloatSpinBox(value=0.0, min=0.0, max=0.5, step=0.05, label="label smoothing")
+        w["weights"] = LineEdit(value="", label="class weights",
+                                tooltip="one weight per class in class-id order, e.g. '1, 3'; empty = equal")
+        w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
+        w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
+                                tooltip="epochs without improvement; 0 = off")
+        w["device"] = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        w["init"] = FileEdit(mode="d", value="", label="start from bundle",
+                             tooltip="transfer learning: a classification or segmentation bundle")
+        w["freeze"] = SpinBox(value=0, min=0, max=10, label="freeze stages",
+                              tooltip="with a start bundle: keep the first stages fixed")
+        w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
+                               tooltip="optional: a folder for the classifier bundle")
+        w["start"] = PushButton(text="Start")
+        w["stop"] = PushButton(text="Stop")
+        w["status"] = Label(value="", label="")
+        w["metrics"] = Label(value="", label="")
+        self.extend(list(w.values()))
+        self.plot = TrainingPlot(metric="accuracy")
+        self.confusion = ConfusionMatrixPlot()
+        self.roc = RocPlot()
+        for canvas in (self.plot, self.confusion, self.roc):
+            self.native.layout().addWidget(canvas)
+        self.classifier: Any = None
+        self.result: Any = None
+        self.runner = Runner("Classification", [w["start"]], w["stop"])
+        w["start"].changed.connect(self.start)
+        w["mode"].changed.connect(self._show_fields)
+        w["source"].changed.connect(self._show_fields)
+        self._show_fields()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def _show_fields(self, *_: Any) -> None:
+        w, mode = self._w, self._w["mode"].value
+        w["source"].visible = mode == "image"
+        csv = mode == "image" and w["source"].value == CSV
+        w["csv"].visible, w["classes"].visible = csv, not csv
+        w["instances"].visible = mode == "object"
+        w["tile"].visible = mode == "tile"
+
+    def config(self, spatial_dims: int, class_names: dict[int, str] | None = None) -> TrainConfig:
+        """The TrainConfig the form describes (``class_names`` from the class labels layer)."""
+        w = self._w
+        weights = None
+        if w["weights"].value.strip():
+            try:
+                weights = tuple(float(v) for v in w["weights"].value.replace(",", " ").split())
+            except ValueError:
+                raise InputError(f"class weights {w['weights'].value!r}: give numbers such as '1, 3'") from None
+        init = str(w["init"].value) if str(w["init"].value) not in ("", ".") else None
+        return TrainConfig(
+            task="classification",
+            data=DataConfig(spatial_dims=spatial_dims, batch_size=w["batch"].value,
+                            val_fraction=w["val_fraction"].value),
+            augment=session_for(self._viewer).augment,
+            model=ModelConfig(network=w["network"].value, features=w["features"].value, norm="batch",
+                              dropout=w["dropout"].value, init_from=init, freeze_stages=w["freeze"].value),
+            optim=OptimConfig(loss=w["loss"].value, class_weights=weights, label_smoothing=w["smoothing"].value,
+                              optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
+                              schedule=w["schedule"].value, epochs=w["epochs"].value,
+                              steps_per_epoch=w["steps"].value, early_stopping_metric="val_accuracy",
+                              early_stopping_patience=w["patience"].value or None),
+            device=w["device"].value, class_names=class_names)
+
+    def inputs(self) -> dict[str, Any]:
+        """Image, classes and instances from the layers (copies), checked."""
+        w, mode = self._w, self._w["mode"].value
+        layer = require(w["image"].value, napari.layers.Image, "an image")
+        image, _ = image_array(layer)
+        axis = image.ndim - 1 if layer.rgb else None
+        out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,
+                               "labels": None, "classes": None, "mode": mode, "class_names": None}
+        if mode == "object":
+            out["instances"] = labels_array(require(w["instances"].value, napari.layers.Labels,
+                                                    "the instance labels (one id per object)"))
+        if mode == "image" and w["source"].value == CSV:
+            path = str(w["csv"].value)
+            if path in ("", "."):
+                raise InputError("choose the class CSV file (one row per sample), or paint the classes")
+            from napari_medml.classify_data import read_class_csv
+
+            out["classes"] = read_class_csv(Path(path), image.shape[0])
+        else:
+            painted = require(w["classes"].value, napari.layers.Labels, "the labels layer with painted classes")
+            out["labels"] = labels_array(painted)
+            names = painted.metadata.get("class_names") or {}
+            out["class_names"] = {int(k): str(v) for k, v in names.items()} or None
+        return out
+
+    @notify_errors("Classification")
+    def start(self, *_: Any) -> None:
+        """Read the form and the layers and start training, then classify the image."""
+        inp = self.inputs()
+        dims = inp["image"].ndim - (inp["channel_axis"] is not None) - (inp["mode"] == "image")
+        tile = parse_sizes(self._w["tile"].value, dims, "tile size") if inp["mode"] == "tile" else None
+        if inp["mode"] == "tile" and tile is None:
+            raise InputError("tile mode needs a tile size, such as '32'")
+        size = parse_sizes(self._w["input"].value, dims, "input size")
+        config = self.config(dims, inp["class_names"])
+        bundle = str(self._w["bundle"].value) if str(self._w["bundle"].value) not in ("", ".") else None
+        for canvas in (self.plot, self.confusion, self.roc):
+            canvas.clear()
+        self._w["metrics"].value = ""
+        params = {"input_size": size, "tile_size": tile}
+
+        def job(stop: Any, report: Any) -> Any:
+            from napari_medml.classify import fit_classifier
+            from napari_medml.classify_data import image_samples
+            from napari_medml.classify_modes import make_samples
+
+            if inp["mode"] == "image":  # classes may come from a CSV: not a make_samples case
+                samples = image_samples(inp["image"], labels=inp["labels"], classes=inp["classes"],
+                                        channel_axis=inp["channel_axis"], input_size=size,
+                                        name=f"image '{inp['layer'].name}'")
+            else:
+                samples = make_samples(inp["mode"], inp["image"], {k: v for k, v in params.items() if v},
+                                       class_labels=inp["labels"], instances=inp["instances"],
+                                       channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
+            classifier = yield from fit_classifier(samples, config, stop=stop)
+            if bundle:
+                classifier.save(bundle)
+            return classifier, classifier.classify(inp["image"], instances=inp["instances"],
+                                                   channel_axis=inp["channel_axis"])
+
+        self.runner.start(job, on_report=self._on_report, on_result=lambda r: self.show(*r, inp["layer"]))
+
+    def _on_report(self, report: Any) -> None:
+        self.plot.add(report)
+        full = getattr(report, "val_report", None)
+        if full:
+            self.confusion.show(full)
+            self.roc.show(full)
+
+    def show(self, classifier: Any, result: Any, layer: napari.layers.Layer) -> None:
+        """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics."""
+        from napari_medml.classify_metrics import report_summary
+
+        self.classifier, self.result = classifier, result
+        spatial = layer_spatial(layer)
+        labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial,
+                                                             "labels", features=result.table))
+        labels.metadata["class_ids"] = list(result.class_ids)
+        labels.metadata["class_names"] = classifier.class_names
+        if result.mode == "tile":
+            show_result(self._viewer, result_layer_data(
+                result.probabilities, layer.name, "class probabilities", spatial, "image",
+                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6))
+        if classifier.metrics:
+            self.confusion.show(classifier.metrics)
+            self.roc.show(classifier.metrics)
+        self._w["metrics"].value = report_summary(classifier.metrics)
+        counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
+                           for c in result.class_ids)
+        self._w["status"].value = f"{len(result.classes)} {result.mode}s classified ({counts})"
