@@ -14,6 +14,8 @@ from typing import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_medml.errors import InputError
+
 __all__ = [
     "Objects2D",
     "Phantom3D",
@@ -56,6 +58,9 @@ _BODY = 1.0
 _ORGAN = 1.7
 _LESION = 2.4
 _NOISE = 0.2
+_BIAS = 0.08  # coefficient range of the quadratic bias field
+_WALL = 4.0  # mm of body around the organ
+_BLUR = 0.6  # partial-volume blur, in voxels of the finest axis
 
 
 def _ellipsoid(
@@ -81,7 +86,7 @@ def _ellipsoid(
 def _bias_field(coords: tuple[np.ndarray, ...], extent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative field, 1 + a random quadratic polynomial (about +-15 %)."""
     u = [(c / e) * 2.0 - 1.0 for c, e in zip(coords, extent)]  # each in [-1, 1]
-    a = rng.uniform(-0.08, 0.08, size=9)
+    a = rng.uniform(-_BIAS, _BIAS, size=9)
     poly = (
         a[0] * u[0] + a[1] * u[1] + a[2] * u[2]
         + a[3] * u[0] * u[1] + a[4] * u[1] * u[2] + a[5] * u[0] * u[2]
@@ -109,7 +114,7 @@ def phantom_3d(
     """Make a 3D body phantom with three tissue classes.
 
     The body is an ellipsoid of soft tissue spanning the whole Z range; an
-    organ ellipsoid sits inside it and a few round lesions (6-9 voxels in-plane
+    organ ellipsoid sits inside it and a few round lesions (7-10 voxels in-plane
     radius, elongated along Z) sit inside the organ or the body.
     All shapes are defined in millimetres, so they look right at any
     ``spacing``. Each class reaches into the last quarter of every axis, so a
@@ -133,10 +138,12 @@ def phantom_3d(
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
-    if len(shape) != 3 or len(spacing) != 3:
-        raise ValueError(f"phantom_3d needs a 3D shape and spacing, got shape={shape}, spacing={spacing}")
+    if len(shape) != 3 or len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(
+            f"phantom_3d needs a 3D shape and positive 3D spacing, got shape={shape}, spacing={spacing}"
+        )
     if min(shape) < 16:
-        raise ValueError(f"phantom_3d shape {shape} is too small: use at least 16 voxels per axis")
+        raise InputError(f"phantom_3d shape {shape} is too small: use at least 16 voxels per axis")
     extent = np.array(shape, float) * np.array(spacing)
     # open grids in mm at voxel centres
     coords = tuple(
@@ -145,18 +152,18 @@ def phantom_3d(
     )
     mid = extent / 2
 
-    # body: spans all of Z (semi-axis beyond the volume), ~85 % of Y/X
-    body_center = mid + np.array([0.0, *rng.uniform(-0.03, 0.03, 2) * extent[1:]])
-    body_axes = np.array([extent[0] * 0.9, extent[1] * rng.uniform(0.40, 0.45), extent[2] * rng.uniform(0.42, 0.47)])
-    body = _ellipsoid(coords, body_center, body_axes, rng.uniform(-0.3, 0.3)) <= 1.0
+    # body: spans all of Z (semi-axis beyond the volume), ~90 % of Y and X
+    body_center = mid + np.array([0.0, *rng.uniform(-0.01, 0.01, 2) * extent[1:]])
+    body_axes = extent * np.array([0.9, rng.uniform(0.47, 0.5), rng.uniform(0.44, 0.48)])
+    body = _ellipsoid(coords, body_center, body_axes, rng.uniform(-0.2, 0.2)) <= 1.0
+    in_body = ndi.distance_transform_edt(body, sampling=spacing)
 
-    # organ: inside the body, off-centre towards the far Y/X corner so it
-    # reaches the last quarter of Y and X
-    organ_center = body_center + np.array(
-        [0.0, *(rng.uniform(0.05, 0.09, 2) * extent[1:])]
-    )
-    organ_axes = np.array([extent[0] * 0.75, extent[1] * rng.uniform(0.25, 0.29), extent[2] * rng.uniform(0.25, 0.29)])
-    organ = (_ellipsoid(coords, organ_center, organ_axes, rng.uniform(-0.5, 0.5)) <= 1.0) & body
+    # organ: off-centre towards the far Y/X corner so that it fills a good part
+    # of the last fifth of Y (napari-medml's default held-out block) and reaches
+    # into the last quarter of X; a body wall (``_WALL`` mm) stays around it
+    organ_center = body_center + extent * np.array([0.0, rng.uniform(0.10, 0.13), rng.uniform(0.06, 0.10)])
+    organ_axes = extent * np.array([0.75, rng.uniform(0.30, 0.33), rng.uniform(0.24, 0.28)])
+    organ = (_ellipsoid(coords, organ_center, organ_axes, rng.uniform(-0.3, 0.3)) <= 1.0) & (in_body > _WALL)
 
     labels = np.zeros(shape, np.uint8)
     labels[body] = 1
@@ -165,12 +172,11 @@ def phantom_3d(
     # lesions: round in-plane (mm), longer along Z, inside the body (mostly in
     # the organ); the first three are centred in the last quarter of Z, Y and X
     # respectively so that every block along any axis holds lesion voxels
-    in_body = ndi.distance_transform_edt(body, sampling=spacing)
     in_organ = ndi.distance_transform_edt(organ, sampling=spacing)
     n_lesions = int(rng.integers(6, 9))
-    min_vox = min(spacing)
+    finest = min(spacing)
     for i in range(n_lesions):
-        r_inplane = rng.uniform(6.0, 9.0) * min_vox  # >= 6 voxels in-plane
+        r_inplane = rng.uniform(7.0, 10.0) * finest  # >= 7 voxels in-plane
         radius = np.array([max(1.5 * r_inplane, 3.0 * spacing[0]), r_inplane, r_inplane])
         in_tissue = in_organ if rng.random() < 0.6 else in_body
         candidates = np.argwhere(in_tissue > r_inplane + 1.0)
@@ -193,7 +199,7 @@ def phantom_3d(
     texture = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=3.0)
     texture *= 0.05 / max(float(texture.std()), 1e-6)
     image = image + texture * (labels > 0)
-    image = ndi.gaussian_filter(image, sigma=[0.7 / s * min(spacing) for s in spacing])
+    image = ndi.gaussian_filter(image, sigma=[_BLUR / s * min(spacing) for s in spacing])
     image *= _bias_field(coords, extent, rng)
     image += rng.normal(0.0, _NOISE, size=shape).astype(np.float32)
     return Phantom3D(
@@ -275,9 +281,9 @@ def touching_objects_2d(seed: int = 0, shape: tuple[int, int] = (256, 256)) -> O
         float32 image, int32 instance labels (0 background) and spacing (1, 1).
     """
     rng = np.random.default_rng(seed)
-    shape = (int(shape[0]), int(shape[1]))
     if len(shape) != 2 or min(shape) < 32:
-        raise ValueError(f"touching_objects_2d shape {shape} is too small: use at least 32 pixels per axis")
+        raise InputError(f"touching_objects_2d needs a 2D shape of at least 32 pixels per axis, got {shape}")
+    shape = (int(shape[0]), int(shape[1]))
     scale = min(shape) / 256.0
     n_target = int(rng.integers(24, 31))
     radii = rng.uniform(15.0, 22.0, size=n_target) * scale
@@ -378,7 +384,7 @@ def shape_classes(seed: int = 0, n: int = 64, size: int = 64) -> ShapeClasses:
         class id, spacing and class names.
     """
     if n < 2 or size < 24:
-        raise ValueError(f"shape_classes needs n >= 2 and size >= 24, got n={n}, size={size}")
+        raise InputError(f"shape_classes needs n >= 2 and size >= 24, got n={n}, size={size}")
     rng = np.random.default_rng(seed)
     classes = rng.permutation(np.array([1] * (n // 2) + [2] * (n - n // 2), dtype=np.int64))
     images = np.empty((n, size, size), np.float32)

@@ -13,6 +13,7 @@ from napari_medml import samples
 from napari_medml._sample_data import phantom_3d as phantom_layers
 from napari_medml._sample_data import shape_classes as shape_layers
 from napari_medml._sample_data import touching_objects_2d as objects_layers
+from napari_medml.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,16 @@ def test_phantom_every_class_in_last_quarter(seed: int, axis: int) -> None:
     assert (counts[1:] >= 200).all(), f"seed {seed}, axis {axis}: class voxel counts {counts}"
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_phantom_default_validation_block_is_substantial(seed: int) -> None:
+    # the engine holds out the last fifth along the longest axis (Y for the default
+    # shape): every class must fill enough of it for a meaningful validation Dice
+    labels = samples.phantom_3d(seed=seed).labels
+    block = labels[:, -int(np.ceil(0.2 * labels.shape[1])) :]
+    counts = np.bincount(block.ravel(), minlength=4)
+    assert counts[1] >= 8000 and counts[2] >= 4000 and counts[3] >= 500, counts
+
+
 def test_phantom_content(phantom: samples.Phantom3D) -> None:
     image, labels = phantom.image, phantom.labels
     means = [float(image[labels == k].mean()) for k in range(4)]
@@ -71,8 +82,10 @@ def test_phantom_shape_and_spacing_options() -> None:
     assert p.image.shape == p.labels.shape == (32, 64, 80)
     assert p.spacing == (3.0, 0.8, 0.8)
     assert set(np.unique(p.labels)) == {0, 1, 2, 3}
-    with pytest.raises(ValueError, match="3D shape"):
+    with pytest.raises(InputError, match="3D shape"):
         samples.phantom_3d(shape=(64, 64))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="too small"):
+        samples.phantom_3d(shape=(8, 64, 64))
 
 
 def test_objects_arrays(objects: samples.Objects2D) -> None:
@@ -123,6 +136,13 @@ def test_shape_classes_odd_n() -> None:
     s = samples.shape_classes(seed=3, n=9, size=32)
     assert s.images.shape == (9, 32, 32)
     assert abs(int((s.classes == 1).sum()) - int((s.classes == 2).sum())) <= 1
+
+
+def test_bad_arguments_name_the_fix() -> None:
+    with pytest.raises(InputError, match="2D shape"):
+        samples.touching_objects_2d(shape=(16, 16))
+    with pytest.raises(InputError, match="n >= 2"):
+        samples.shape_classes(n=1)
 
 
 GENERATORS: dict[str, Callable[[int], object]] = {
