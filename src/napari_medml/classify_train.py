@@ -139,10 +139,11 @@ class ClassifierRun:
             if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
                 if note:  # the first report says how the data were split and initialised
                     message, note = "; ".join(m for m in (note, message) if m), ""
+                eta = None if finished else elapsed / step * (self.total_steps - step)
                 yield ClassifierReport(step=step, epoch=epoch, total_steps=self.total_steps,
-                                  train_loss=float(np.mean(losses)), learning_rate=self._lr(),
-                                  elapsed_s=elapsed, eta_s=None if finished else elapsed / step * (self.total_steps - step),
-                                  epoch_end=epoch_end, message=message, **fields)
+                                       train_loss=float(np.mean(losses)), learning_rate=self._lr(),
+                                       elapsed_s=elapsed, eta_s=eta, epoch_end=epoch_end, message=message,
+                                       **fields)
                 losses, last_report = [], now
             if finished:
                 break

@@ -300,3 +300,26 @@ def test_3d_object_classification_runs(tmp_path) -> None:
     loaded = load_classifier(clf.save(tmp_path / "c3d"))
     result = loaded.classify(image, instances=inst)
     assert result.labels.shape == inst.shape and result.table["size"].sum() == (inst > 0).sum()
+
+
+def test_engine_fit_dispatches_classification(shapes) -> None:
+    # napari_medml.fit is the one entry point: task="classification" takes ClassSamples
+    from napari_medml import fit
+
+    _, samples = shapes
+    config = small_config(epochs=2, steps=3)
+    assert config.task == "classification"
+    gen = fit(samples, None, config)
+    reports = []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            clf = done.value
+            break
+    assert reports and all(isinstance(r, TrainReport) for r in reports)
+    assert [r.epoch for r in reports if r.epoch_end] == [1, 2]
+    assert reports[-1].val_report["confusion_matrix"]  # the full report rides along
+    assert isinstance(clf, Classifier) and clf.class_ids == (1, 2)
+    with pytest.raises(ConfigError, match="labels=None"):
+        next(fit(samples, np.zeros(3), config))

@@ -38,7 +38,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tile-size", type=int, nargs="+", metavar="N",
                    help="tile mode: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
     g.add_argument("--input-size", type=int, nargs="+", metavar="N",
-                   help="resize samples to this network input shape (default: keep images and "
+                   help="resize samples to this network input shape, one number per spatial axis (or "
+                   "one for all) (default: keep images and "
                    "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
     g.add_argument("--label-smoothing", type=float, metavar="F",
                    help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
@@ -61,7 +62,7 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError("classification trains on one --image (a stack in image mode)")
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
-    samples = read_samples(args, training=True)
+    samples = read_samples(args)
     config = train_config(args, samples.spatial_dims)
     stop = StopToken()
     with _stop_on_interrupt(stop):
@@ -74,8 +75,10 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_samples(args: argparse.Namespace, *, training: bool) -> Any:
+def read_samples(args: argparse.Namespace) -> Any:
     """ClassSamples from ``--image`` and the class source, for ``args.mode``."""
+    from dataclasses import replace
+
     from napari_medml import io
     from napari_medml.classify_data import image_samples, read_class_csv
     from napari_medml.classify_modes import object_samples, tile_samples
@@ -84,17 +87,17 @@ def read_samples(args: argparse.Namespace, *, training: bool) -> Any:
     vol = io.read_volume(path)
     axis = vol.data.ndim - 1 if vol.meta.get("rgb") else None
     name = f"image '{path}'"
-    size = tuple(args.input_size) if args.input_size else None
-    if training and args.classes is None:
+    size = _size(args.input_size)
+    if args.classes is None:
         raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.mode == 'image' else ''}"
                          "labels file with the known classes)")  # fmt: skip
     csv_classes = args.classes is not None and args.classes.suffix.lower() in CSV_SUFFIXES
     if args.mode == "image":
-        n = vol.data.shape[0]
-        classes = read_class_csv(args.classes, n) if csv_classes else None
-        painted = None if csv_classes else io.read_volume(args.classes).data
-        return image_samples(vol.data, labels=painted, classes=classes, channel_axis=axis,
-                             input_size=size, name=name)  # fmt: skip
+        painted = io.read_volume(args.classes).data if args.classes is not None and not csv_classes else None
+        samples = image_samples(vol.data, labels=painted, channel_axis=axis, input_size=size, name=name)
+        if csv_classes:  # read after the stack is checked: its first axis is the sample
+            samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
+        return samples
     if csv_classes:
         raise UsageError(f"--mode {args.mode} reads classes painted in a labels file, not a CSV")
     painted = io.read_volume(args.classes).data
@@ -106,10 +109,15 @@ def read_samples(args: argparse.Namespace, *, training: bool) -> Any:
                               input_size=size, name=name)  # fmt: skip
     if not args.tile_size:
         raise UsageError("--mode tile needs --tile-size")
-    dims = vol.data.ndim - (axis is not None)
-    tile = tuple(args.tile_size) * dims if len(args.tile_size) == 1 else tuple(args.tile_size)
-    return tile_samples(vol.data, tile_size=tile, class_labels=painted, channel_axis=axis,
+    return tile_samples(vol.data, tile_size=_size(args.tile_size), class_labels=painted, channel_axis=axis,
                         input_size=size, name=name)  # fmt: skip
+
+
+def _size(values: list[int] | None) -> int | tuple[int, ...] | None:
+    """One number means the same along every axis (the core expands an int)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:

@@ -36,7 +36,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 
-__all__ = ["add", "drive_training", "run", "train_config"]
+__all__ = ["add", "drive_training", "epoch_line", "read_pairs", "run", "train_config"]
 
 
 def add(sub: Any) -> None:

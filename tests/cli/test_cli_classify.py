@@ -1,0 +1,201 @@
+"""``napari-medml train --task classification`` and ``predict`` on classification bundles:
+image mode from a CSV and from a labels file, object and tile mode once each, errors.
+In-process through ``main()``; tiny networks, one torch thread, fixed seeds."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_medml.cli import main
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.samples import shape_classes
+
+N, SIZE = 48, 32
+SMALL = ["--features", "8", "--depth", "3", "--lr", "3e-3", "--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *words: str) -> None:
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-medml: error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def read_table(path: Path) -> tuple[list[str], np.ndarray]:
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.asarray(rows[1:], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("shapes")
+    sc = shape_classes(seed=0, n=N, size=SIZE)
+    files = {"npy": folder / "stack.npy", "tif": folder / "stack.tif", "nii": folder / "stack.nii.gz"}
+    np.save(files["npy"], sc.images)
+    tifffile.imwrite(files["tif"], sc.images)
+    write_volume(files["nii"], Volume(sc.images, (1.0, 0.8, 0.8), (0.0, 0.0, 0.0), None))
+    held = np.arange(N) % 4 == 0  # every 4th sample unknown: accuracy is measured there
+    (folder / "classes.csv").write_text(
+        "sample,class\n" + "".join(f"{i},{0 if held[i] else c}\n" for i, c in enumerate(sc.classes)))
+    paint = sc.labels.copy()
+    paint[held] = 0
+    write_volume(folder / "paint.nii.gz", Volume(paint, (1.0, 0.8, 0.8), (0.0, 0.0, 0.0), None, is_labels=True))
+    return {**files, "csv": folder / "classes.csv", "paint": folder / "paint.nii.gz", "truth": sc.classes,
+            "held": held, "folder": folder}
+
+
+def train_image(capsys, stack: dict, classes: Path, out: Path) -> str:
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "image", "--image", stack["npy"],
+                           "--classes", classes, "--epochs", "8", "--steps-per-epoch", "10", *SMALL, "--out", out)
+    assert code == 0, err
+    return err
+
+
+@pytest.mark.parametrize("fmt", ["tif", "nii"])
+def test_image_mode_from_csv_then_predict(capsys, stack, tmp_path, fmt) -> None:
+    bundle = tmp_path / "bundle"
+    err = train_image(capsys, stack, stack["csv"], bundle)
+    assert "accuracy" in err.splitlines()[-1] and "auc" in err.splitlines()[-1]  # metrics at the end
+    out = tmp_path / ("pred.tif" if fmt == "tif" else "pred.nii.gz")
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack[fmt], "--out", out)
+    assert code == 0, err
+    labels = read_volume(out)
+    assert labels.data.shape == (N, SIZE, SIZE)
+    header, rows = read_table(tmp_path / "pred.csv")  # default table: next to --out
+    assert header == ["sample", "class", "prob_1", "prob_2"] and len(rows) == N
+    np.testing.assert_allclose(rows[:, 2] + rows[:, 3], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels.data[:, 0, 0], rows[:, 1])
+    held = stack["held"]
+    accuracy = np.mean(rows[held, 1] == stack["truth"][held])
+    print(f"{fmt}: held-out accuracy {accuracy:.3f} on {held.sum()} samples")
+    assert accuracy >= 0.9
+    if fmt == "nii":
+        np.testing.assert_allclose(labels.spacing, (1.0, 0.8, 0.8), rtol=1e-5)
+
+
+def test_image_mode_from_labels_file_with_table_and_probabilities(capsys, stack, tmp_path) -> None:
+    bundle = tmp_path / "bundle"
+    train_image(capsys, stack, stack["paint"], bundle)
+    out, table, probs = tmp_path / "classes.npy", tmp_path / "t.csv", tmp_path / "p.tif"
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["tif"], "--out", out,
+                           "--table", table, "--probabilities", probs)
+    assert code == 0, err
+    assert np.load(out).shape == (N, SIZE, SIZE)
+    _, rows = read_table(table)
+    assert len(rows) == N
+    p = tifffile.imread(probs)
+    assert p.shape == (2, N, SIZE, SIZE)
+    np.testing.assert_allclose(p[:, :, 0, 0].T, rows[:, 2:4], atol=1e-5)
+
+
+def object_scene(rows: int = 3, cols: int = 4, cell: int = 32):
+    sc = shape_classes(seed=1, n=rows * cols, size=cell)
+    image = np.zeros((rows * cell, cols * cell), np.float32)
+    instances = np.zeros(image.shape, np.int32)
+    paint = np.zeros(image.shape, np.uint8)
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        sl = (slice(r * cell, (r + 1) * cell), slice(c * cell, (c + 1) * cell))
+        image[sl] = sc.images[i]
+        instances[sl][sc.labels[i] > 0] = i + 1
+        paint[sl] = sc.labels[i]
+    return image, instances, paint
+
+
+def test_object_mode_cli(capsys, tmp_path) -> None:
+    image, instances, paint = object_scene()
+    for name, data in (("img", image), ("inst", instances), ("paint", paint)):
+        np.save(tmp_path / f"{name}.npy", data)
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "paint.npy", "--input-size", "24", "--epochs", "2",
+                           "--steps-per-epoch", "3", *SMALL, "--out", tmp_path / "bundle")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
+                           "--out", tmp_path / "objects.npy")
+    assert_one_line_error(code, err, "--instances")
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
+                           "--instances", tmp_path / "inst.npy", "--out", tmp_path / "objects.npy")
+    assert code == 0, err
+    result = np.load(tmp_path / "objects.npy")
+    assert result.shape == image.shape and set(np.unique(result)) <= {0, 1, 2}
+    assert np.all(result[instances == 0] == 0)
+    header, rows = read_table(tmp_path / "objects.csv")
+    assert header[:2] == ["object", "class"] and header[-1] == "size" and len(rows) == 12
+
+
+def test_tile_mode_cli(capsys, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.1, (64, 64)).astype(np.float32)
+    image[:, 32:] += np.sin(np.arange(32) * 1.5)[None, :]  # striped right half
+    paint = np.zeros((64, 64), np.uint8)
+    paint[4:60:16, 8] = 1
+    paint[4:60:16, 40] = 2
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "paint.npy", paint)
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "tile", "--image",
+                           tmp_path / "img.npy", "--classes", tmp_path / "paint.npy", "--tile-size", "16",
+                           "--epochs", "2", "--steps-per-epoch", "3", "--val-fraction", "0", *SMALL,
+                           "--out", tmp_path / "bundle")
+    assert code == 0, err
+    assert "no validation samples" in err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
+                           "--out", tmp_path / "tiles.npy", "--probabilities", tmp_path / "prob.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "tiles.npy").shape == (64, 64)
+    assert np.load(tmp_path / "prob.npy").shape == (2, 64, 64)
+    header, rows = read_table(tmp_path / "tiles.csv")
+    assert header[:4] == ["tile", "start_y", "start_x", "class"] and len(rows) == 16
+
+
+def test_errors_are_one_line(capsys, stack, tmp_path) -> None:
+    one = tmp_path / "one.csv"
+    one.write_text("".join(f"{1 if i < 10 else 0}\n" for i in range(N)))
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--image", stack["npy"],
+                           "--classes", one, *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "only class 1", "at least two")
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((32, 32), np.float32))
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--image", flat,
+                           "--classes", stack["csv"], *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "sample axis")
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--image", stack["npy"],
+                           "--labels", stack["paint"], *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "--classes")
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "tile", "--image", flat,
+                           "--classes", stack["csv"], *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "labels file")
+    assert not (tmp_path / "b").exists()
+
+
+def test_help_lists_the_classification_options(capsys) -> None:
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--task", "--mode", "--classes", "--instances", "--tile-size", "--input-size",
+                   "--init-from", "--freeze-stages", "--label-smoothing", "--class-weights", "resnet18"):
+        assert option in text
+    assert main(["predict", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--table" in text and "--instances" in text
