@@ -247,8 +247,8 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
 
 
 def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spatial_dims: int,
-                    memory_budget_mb: float, divisor: int, *, bytes_per_voxel: float = 2048.0
-                    ) -> tuple[int, ...]:
+                    memory_budget_mb: float, divisor: int, *, bytes_per_voxel: float = 2048.0,
+                    max_voxels: int | None = None) -> tuple[int, ...]:
     """Largest patch that fits the image and the memory budget.
 
     Starts from the image shape (rounded down to ``divisor``) and, while the patch
@@ -269,6 +269,9 @@ def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spati
         Each patch axis is a multiple of this (``2 ** (depth - 1)``).
     bytes_per_voxel : float
         Estimated training memory per patch voxel (grows with width and batch).
+    max_voxels : int, optional
+        A further cap on the patch's voxels (``devices.patch_voxel_cap``: on a CPU,
+        time per step, not memory, is the limit).
 
     Returns
     -------
@@ -276,7 +279,10 @@ def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spati
     """
     shape = tuple(int(s) for s in shape)[-spatial_dims:]
     spacing = tuple(float(s) for s in (spacing or (1.0,) * spatial_dims))[-spatial_dims:]
-    max_voxels = max(memory_budget_mb * 2**20 / bytes_per_voxel, float(divisor**spatial_dims))
+    budget = memory_budget_mb * 2**20 / bytes_per_voxel
+    if max_voxels is not None:
+        budget = min(budget, float(max_voxels))
+    max_voxels = max(budget, float(divisor**spatial_dims))
     patch = [max(divisor, (s // divisor) * divisor) for s in shape]
     while math.prod(patch) > max_voxels:
         extents = [p * sp if p > divisor else -1.0 for p, sp in zip(patch, spacing)]
@@ -350,31 +356,38 @@ class PatchSampler:
         shape = self.regions[r].label.shape
         return r, tuple(int(self.rng.integers(s)) for s in shape)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """One patch: image ``(C, *patch)`` float32 and label ``(1, *patch)`` float32."""
+    def _window(self) -> tuple[Region, tuple[slice, ...]]:
         r, centre = self._pick()
         region = self.regions[r]
         shape = region.label.shape
         starts = [min(max(c - p // 2, 0), s - p) for c, p, s in zip(centre, self.patch_size, shape)]
-        window = tuple(slice(s, s + p) for s, p in zip(starts, self.patch_size))
-        image = np.ascontiguousarray(region.image[(slice(None), *window)])
-        label = region.label[window][None].astype(np.float32)
-        return image, label
+        return region, tuple(slice(s, s + p) for s, p in zip(starts, self.patch_size))
 
     def batch(self) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
         """A batch: image ``(B, C, *patch)`` float32 and label ``(B, 1, *patch)`` uint8."""
         import torch
 
-        images, labels = [], []
+        if self.transform is None:
+            # the common fast path: patches copied straight into the batch arrays
+            channels = self.regions[0].image.shape[0]
+            images = np.empty((self.batch_size, channels, *self.patch_size), np.float32)
+            labels = np.empty((self.batch_size, 1, *self.patch_size), np.uint8)
+            for b in range(self.batch_size):
+                region, window = self._window()
+                images[b] = region.image[(slice(None), *window)]
+                labels[b, 0] = region.label[window]
+            return torch.from_numpy(images), torch.from_numpy(labels)
+        image_list, label_list = [], []
         for _ in range(self.batch_size):
-            image, label = self.sample()
-            if self.transform is not None:
-                out = self.transform({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
-                image, label = out["image"], out["label"]
-            images.append(torch.as_tensor(image).float())
-            labels.append(torch.as_tensor(label))
-        image_batch = torch.stack([_plain(i) for i in images])
-        label_batch = torch.stack([_plain(l) for l in labels]).round().clamp(0, 255).to(torch.uint8)
+            region, window = self._window()
+            image = np.ascontiguousarray(region.image[(slice(None), *window)])
+            label = region.label[window][None].astype(np.float32)
+            out = self.transform({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
+            image_list.append(_plain(torch.as_tensor(out["image"])).float())
+            label_list.append(_plain(torch.as_tensor(out["label"])))
+        image_batch = torch.stack(image_list)
+        # nearest-neighbour transforms keep integer values; round() guards against float noise
+        label_batch = torch.stack(label_list).round_().clamp_(0, 255).to(torch.uint8)
         return image_batch, label_batch
 
 

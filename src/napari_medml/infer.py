@@ -137,7 +137,9 @@ class Model:
 
         device = resolve_device(config.device)
         amp = amp_enabled(device, config.amp)
-        probs = self._sliding_window(arr, device, amp, config, progress, stop)  # (K, *spatial) float32
+        # (K, *spatial) float32, on the GPU when it fits: the argmax, entropy and float16
+        # conversion run there and only their results cross to the host.
+        probs = self._sliding_window(arr, device, amp, config, progress, stop)
         del arr
 
         channel = _argmax_uint8(probs)
@@ -147,17 +149,20 @@ class Model:
         probabilities = uncertainty = None
         if config.return_uncertainty:
             p = probs.clamp_min(1e-8)
-            uncertainty = (-(p * p.log()).sum(0)).numpy().astype(np.float32)
+            uncertainty = (-(p * p.log()).sum(0)).float().cpu().numpy()
             del p
         if config.return_probabilities:
-            probabilities = probs.numpy().astype(np.float16)
+            probabilities = probs.to(torch.float16).cpu().numpy()
         del probs
         if recipe is not None and recipe.geometry:
             labels = recipe.restore(labels, order=0)
             if uncertainty is not None:
                 uncertainty = recipe.restore(uncertainty, order=1).astype(np.float32)
             if probabilities is not None:
-                probabilities = recipe.restore(probabilities.astype(np.float32), order=1).astype(np.float16)
+                # outside a crop the background is certain: its channel is filled with 1
+                probabilities = np.stack([
+                    recipe.restore(channel_probs.astype(np.float32), order=1, fill=1.0 if k == 0 else 0.0)
+                    for k, channel_probs in enumerate(probabilities)]).astype(np.float16)
         labels, instances = postprocess(labels, config)
         return Prediction(labels=labels, probabilities=probabilities, uncertainty=uncertainty,
                           class_ids=self.class_ids, instances=instances)
@@ -183,7 +188,11 @@ class Model:
 
     def _sliding_window(self, arr: np.ndarray, device: torch.device, amp: bool, config: InferConfig,
                         progress: Callable[[int, int], None] | None, stop: Any | None) -> torch.Tensor:
-        """Blended softmax probabilities ``(K, *spatial)`` on the CPU, averaged over TTA flips."""
+        """Blended softmax probabilities ``(K, *spatial)``, averaged over TTA flips.
+
+        On a CUDA device they stay there unless they would take over 2 GiB (then the
+        blending buffer is on the host, as MONAI allows).
+        """
         from monai.inferers import sliding_window_inference
 
         net = self.network.to(device).eval()
@@ -210,10 +219,7 @@ class Model:
                 progress(min(done, total), total)
             return torch.softmax(logits.float(), dim=1)
 
-        x = torch.from_numpy(arr)[None]
-        if device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
+        x = torch.from_numpy(arr)[None].to(device)
         total_probs = torch.zeros(0)
         with torch.inference_mode():
             for dims in flips:
@@ -233,7 +239,7 @@ class Model:
                     del out
             if len(flips) > 1:
                 total_probs /= len(flips)
-        return total_probs[0].cpu()
+        return total_probs[0]
 
 
 def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
@@ -290,11 +296,15 @@ def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -
 
 
 def _argmax_uint8(probs: torch.Tensor) -> np.ndarray:
-    """Channel argmax as uint8, chunked along the first spatial axis (no int64 volume)."""
+    """Channel argmax as a uint8 host array, on the tensor's device.
+
+    Chunked along the first spatial axis so that no int64 volume is made; only the
+    uint8 labels are copied from a GPU.
+    """
     out = np.empty(tuple(probs.shape[1:]), dtype=np.uint8)
     step = max(1, 2**24 // max(1, math.prod(probs.shape[2:]) * probs.shape[0]))
     for start in range(0, probs.shape[1], step):
-        out[start:start + step] = probs[:, start:start + step].argmax(0).to(torch.uint8).numpy()
+        out[start:start + step] = probs[:, start:start + step].argmax(0).to(torch.uint8).cpu().numpy()
     return out
 
 

@@ -19,15 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from napari_medml.config import AugmentConfig, TrainConfig
-from napari_medml.errors import ConfigError, InputError
+from napari_medml.errors import ConfigError
 from napari_medml.infer import Model
 from napari_medml.optim import build_optimizer, build_scheduler
 
-__all__ = ["StopToken", "TrainReport", "fit", "train"]
+__all__ = ["StopToken", "TrainReport", "finetune_config", "fit", "train"]
 
 _REPORT_EVERY_S = 0.25
 
@@ -130,11 +129,11 @@ class _Run:
     def __init__(self, config: TrainConfig, images: Any, labels: Any, spacing: Any,
                  channel_axis: int | None, resume_from: str | Path | None, init_model: Model | None) -> None:
         from napari_medml import bundle, data
-        from napari_medml.devices import amp_enabled, resolve_device
+        from napari_medml.devices import amp_enabled, patch_voxel_cap, resolve_device
         from napari_medml.losses import build_loss
-        from napari_medml.models import build_network, freeze_encoder_stages, patch_divisor
+        from napari_medml.models import build_network, freeze_encoder_stages
+        from napari_medml.train_data import prepare_training_data
 
-        self.config = config
         dc = config.data
         self.sparse = dc.label_mode == "sparse"
         self.start_step = 0
@@ -147,82 +146,18 @@ class _Run:
             self.start_step = int(self.resume_state["step"])
         model_cfg = base.config.model if base is not None else config.model
         self.config = config = replace(config, model=model_cfg)
-
-        # inputs
-        image_list = data.as_list(images, "images")
-        label_list = data.as_list(labels, "labels")
-        if len(image_list) != len(label_list):
-            raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
-        spacings = _spacings(spacing, len(image_list))
-        single = len(image_list) == 1
-        prepared, encoded_raw = [], []
-        for i, (img, lab) in enumerate(zip(image_list, label_list)):
-            name = "image" if single else f"image {i}"
-            arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
-                                     in_channels=base.in_channels if base is not None else None)
-            lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
-                                      image_name=name)
-            from napari_medml.infer import apply_preprocessing, labels_to_recipe_grid
-
-            arr, new_spacing, recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
-            lab = labels_to_recipe_grid(lab, recipe)
-            spacings[i] = new_spacing
-            prepared.append(arr)
-            encoded_raw.append(lab)
-        if len({a.shape[0] for a in prepared}) > 1:
-            raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
-        self.in_channels = prepared[0].shape[0]
-        self.spacing = spacings[0]
-
-        class_ids = data.find_class_ids(encoded_raw, dc.label_mode, dc.background_id)
-        if base is not None:
-            extra = sorted(set(class_ids) - set(base.class_ids))
-            if extra:
-                raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
-                                 "know: fine-tune with the same classes or train a new model")
-            class_ids = base.class_ids
-        self.class_ids = class_ids
-        encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in encoded_raw]
-
-        self.train_regions, _, _ = data.split_train_val(prepared, encoded, dc.val_fraction)
-
-        # patch size
-        divisor = patch_divisor(config.model)
-        smallest = tuple(min(r.label.shape[a] for r in self.train_regions) for a in range(dc.spatial_dims))
-        if base is not None:
-            self.patch_size = base.patch_size
-        elif dc.patch_size is not None:
-            self.patch_size = tuple(int(p) for p in dc.patch_size)
-            bad = [p for p in self.patch_size if p % divisor]
-            if bad:
-                raise ConfigError(f"patch_size {self.patch_size} must be divisible by {divisor} "
-                                  f"(2 ** (depth - 1) for depth {config.model.depth})")
-        else:
-            bytes_per_voxel = 96.0 * config.model.features * dc.batch_size
-            self.patch_size = data.auto_patch_size(smallest, self.spacing, dc.spatial_dims, dc.memory_budget_mb,
-                                                   divisor, bytes_per_voxel=bytes_per_voxel)
-        if any(p > s for p, s in zip(self.patch_size, smallest)):
-            where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-            raise InputError(
-                f"patch size {self.patch_size} is larger than the {where} {smallest}: "
-                "use a smaller patch_size (or leave it None to choose automatically), a smaller depth, "
-                "or a smaller val_fraction"
-            )
-
-        # validation regions get one patch of unlabeled context (see split_train_val)
-        self.train_regions, val_regions, self.split_note = data.split_train_val(
-            prepared, encoded, dc.val_fraction, context=self.patch_size)
-        self.normalization = (base.normalization if base is not None else
-                              data.fit_normalization([r.image for r in self.train_regions], dc.normalization))
-        for region in self.train_regions + val_regions:
-            region.image = data.apply_normalization(np.array(region.image, dtype=np.float32), self.normalization)
-        self.val_regions = [r for r in val_regions if r.label.any()]
-        if val_regions and not self.val_regions:
-            self.split_note += " (held-out part has no labelled voxels: validation off)"
-
-        # network, optimizer, loss
         self.device = resolve_device(config.device)
         self.amp = amp_enabled(self.device, config.amp)
+
+        prepared = prepare_training_data(images, labels, config, spacing=spacing, channel_axis=channel_axis,
+                                         base=base, max_patch_voxels=patch_voxel_cap(self.device, dc.spatial_dims))
+        self.train_regions, self.val_regions = prepared.train_regions, prepared.val_regions
+        self.split_note, self.class_ids = prepared.split_note, prepared.class_ids
+        self.in_channels, self.spacing = prepared.in_channels, prepared.spacing
+        self.patch_size, self.normalization = prepared.patch_size, prepared.normalization
+        class_ids = self.class_ids
+
+        # network, optimizer, loss
         torch.manual_seed(config.seed + self.start_step)
         self.network = build_network(config.model, dc.spatial_dims, self.in_channels, len(class_ids),
                                      patch_size=self.patch_size, spacing=self.spacing)
@@ -266,9 +201,11 @@ class _Run:
         spe = cfg.steps_per_epoch
         start = time.monotonic()
         last_report = -math.inf  # the first step is always reported
-        losses: list[float] = []
-        epoch_losses: list[float] = []
+        # Losses stay on the device until a report reads them: no GPU sync per step.
+        losses: list[torch.Tensor] = []
+        epoch_losses: list[torch.Tensor] = []
         step = self.start_step
+        self.network.train()
         try:
             while step < self.total_steps:
                 step += 1
@@ -290,15 +227,16 @@ class _Run:
                 epoch_end = step % spe == 0 or step == self.total_steps
                 fields: dict[str, Any] = {}
                 if epoch_end:
-                    fields, early = self._end_epoch(step, epoch, float(np.mean(epoch_losses)), elapsed)
+                    fields, early = self._end_epoch(step, epoch, _mean(epoch_losses), elapsed)
                     epoch_losses = []
+                    self.network.train()  # validation left it in eval mode
                     if early and not finished:
                         message, finished = early, True
                 if finished and not epoch_end:
                     self._save_last(step, epoch)
                 if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
                     report = TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
-                                         train_loss=float(np.mean(losses)), learning_rate=lr,
+                                         train_loss=_mean(losses), learning_rate=lr,
                                          elapsed_s=elapsed, eta_s=None if finished else eta,
                                          epoch_end=epoch_end, message=message, **fields)
                     losses = []
@@ -315,13 +253,12 @@ class _Run:
 
     # --- steps ------------------------------------------------------------------------
 
-    def _train_step(self) -> float:
-        self.network.train()
+    def _train_step(self) -> torch.Tensor:
+        """One optimisation step (network already in train mode); the loss stays on the device."""
         image, label = self.sampler.batch()
-        if self.device.type == "cuda":
-            image, label = image.pin_memory(), label.pin_memory()
-        image = image.to(self.device, non_blocking=True)
-        label = label.to(self.device, non_blocking=True)
+        # Plain (pageable) copies: pinning a fresh batch every step costs more than it saves.
+        image = image.to(self.device)
+        label = label.to(self.device)
         mask = label > 0
         target = label.long() - 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -341,7 +278,7 @@ class _Run:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float) -> tuple[dict, str]:
         cfg = self.config.optim
@@ -380,41 +317,11 @@ class _Run:
         return {**fields, "best": improved}, message
 
     def _validate(self) -> dict[str, Any]:
-        from monai.inferers import sliding_window_inference
+        from napari_medml.validation import validate
 
-        self.network.eval()
-        k = len(self.class_ids)
-        tp, fp, fn = np.zeros(k), np.zeros(k), np.zeros(k)
-        loss_sum, weight_sum, correct, labelled = 0.0, 0.0, 0, 0
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
-            for region in self.val_regions:
-                x = torch.from_numpy(region.image)[None].to(self.device)
-                logits = sliding_window_inference(x, self.patch_size, sw_batch_size=self.config.data.batch_size * 2,
-                                                  predictor=self.network, overlap=0.25, mode="gaussian")
-                logits = (logits.as_tensor() if hasattr(logits, "as_tensor") else logits).float()
-                label = torch.from_numpy(region.label)[None].to(self.device)
-                mask = label > 0
-                n = int(mask.sum())
-                loss_sum += float(self.loss_fn(logits, label.long() - 1, mask)) * n
-                weight_sum += n
-                pred = logits.argmax(1)
-                gt = label.long() - 1
-                correct += int(((pred == gt) & mask).sum())
-                labelled += n
-                for c in range(1, k):
-                    p, g = (pred == c) & mask, (gt == c) & mask
-                    tp[c] += int((p & g).sum())
-                    fp[c] += int((p & ~g).sum())
-                    fn[c] += int((~p & g).sum())
-        dice, iou = {}, {}
-        for c in range(1, k):
-            if tp[c] + fp[c] + fn[c] > 0:
-                dice[self.class_ids[c]] = float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
-                iou[self.class_ids[c]] = float(tp[c] / (tp[c] + fp[c] + fn[c]))
-        return {"val_loss": loss_sum / max(weight_sum, 1.0), "val_dice": dice, "val_iou": iou,
-                "val_mean_dice": float(np.mean(list(dice.values()))) if dice else None,
-                "val_metrics": {"accuracy": correct / max(labelled, 1)}}
+        return validate(self.network, self.val_regions, patch_size=self.patch_size, class_ids=self.class_ids,
+                        loss_fn=self.loss_fn, device=self.device, amp=self.amp,
+                        sw_batch_size=self.config.data.batch_size * 2)
 
     # --- checkpoints and models ---------------------------------------------------------
 
@@ -462,12 +369,19 @@ class _Run:
         self.bad_epochs = int(state.get("bad_epochs") or 0)
 
 
-def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
-    if spacing is None:
-        return [None] * n
-    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
-        return [tuple(float(s) for s in spacing)] * n
-    spacing = list(spacing)
-    if len(spacing) != n:
-        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
-    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
+def _mean(losses: list[torch.Tensor]) -> float:
+    """Mean of the step losses since the last read (one device-to-host copy)."""
+    return float(torch.stack(losses).float().mean()) if losses else float("nan")
+
+
+def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | None = None) -> TrainConfig:
+    """A short dense fine-tuning run of ``config``: ``steps`` steps in one epoch, constant rate.
+
+    No validation split (the corrections are few, and all of them should be learned), so
+    the run ends with one checkpoint and no sliding-window pass; ``fit(init_model=...)``
+    keeps the model's patch size, classes and normalisation.
+    """
+    data = replace(config.data, label_mode="dense", val_fraction=0.0)
+    optim = replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
+                    max_minutes=None, early_stopping_patience=None)
+    return replace(config, data=data, optim=optim, augment=config.augment if augment is None else augment)

@@ -106,3 +106,35 @@ def test_input_is_not_modified(model_2d, slices):
     before = image.copy()
     model_2d.predict(image)
     np.testing.assert_array_equal(image, before)
+
+
+def test_crop_and_resample_recipe_puts_results_back_on_the_input_grid():
+    # A fixed "network" that thresholds its input at 0.5: the expected labels are known
+    # exactly, so any misplacement by the recipe's crop or resampling shows.
+    import torch
+
+    from napari_medml.config import PreprocessStep
+    from napari_medml.infer import Model
+
+    net = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([0.0, 20.0]).reshape(2, 1, 1, 1))
+        net.bias.copy_(torch.tensor([0.0, -10.0]))
+    recipe = (PreprocessStep("crop", {"threshold": 0.5, "margin": 3}),
+              PreprocessStep("resample", {"target_spacing": (0.5, 0.5)}))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(16, 16), normalization="none",
+                                      preprocessing=recipe))
+    model = Model(net, cfg, (0, 3), 1, 2, (16, 16), (1.0, 1.0), {"method": "none", "channels": [{}]})
+    image = np.zeros((64, 80), np.float32)
+    image[20:36, 44:60] = 1.0  # off centre: a resize-only restore would move and stretch it
+    truth = np.where(image > 0.5, 3, 0)
+    pred = model.predict(image, spacing=(1.0, 1.0),
+                         config=InferConfig(return_probabilities=True, return_uncertainty=True, device="cpu"))
+    assert pred.labels.shape == image.shape
+    assert _dice(pred.labels, truth, 3) > 0.95
+    ys, xs = np.nonzero(pred.labels)
+    assert abs(ys.mean() - 27.5) < 0.6 and abs(xs.mean() - 51.5) < 0.6
+    assert not pred.labels[:16].any() and not pred.labels[:, :40].any()  # outside the crop: background
+    assert pred.probabilities.shape == (2, *image.shape) and pred.uncertainty.shape == image.shape
+    assert pred.probabilities[1, 28, 52] > 0.9 and pred.probabilities[1, 5, 5] < 0.1
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)

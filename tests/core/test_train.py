@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -288,3 +289,45 @@ def test_cuda_mixed_precision_training(tiny, tmp_path):
     assert pred.labels.shape == image.shape
     resumed = load_model(tmp_path / "last")
     assert resumed.class_ids == (0, 1, 2, 3)
+
+
+def test_rotate90_on_a_non_square_patch_keeps_the_batch_shape(tiny, tmp_path):
+    # fit must hand the patch shape to the augmentation: a quarter turn of a 16 x 32 patch
+    # would otherwise give 32 x 16 patches that cannot be batched with the others.
+    from napari_medml.config import AugmentSpec
+
+    image, labels = tiny
+    base = _tiny_config(tmp_path)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(16, 32), batch_size=4, val_fraction=0.0),
+                      augment=replace(AugmentConfig.none(), rotate90=AugmentSpec(1.0)), model=base.model,
+                      optim=replace(base.optim, epochs=1, steps_per_epoch=3), device="cpu",
+                      checkpoint_dir=str(tmp_path))
+    model, reports = _run(image, labels, cfg)
+    assert reports[-1].step == 3 and model.patch_size == (16, 32)
+
+
+def test_finetune_config_is_one_short_epoch_without_validation():
+    from napari_medml.train import finetune_config
+
+    cfg = TrainConfig(data=DataConfig(label_mode="sparse", background_id=2, val_fraction=0.3),
+                      optim=OptimConfig(epochs=50, schedule="poly", early_stopping_patience=3))
+    tune = finetune_config(cfg, 12)
+    assert (tune.optim.epochs, tune.optim.steps_per_epoch, tune.optim.schedule) == (1, 12, "constant")
+    assert tune.data.val_fraction == 0.0 and tune.data.label_mode == "dense"
+    assert tune.optim.early_stopping_patience is None and tune.augment == cfg.augment
+    assert finetune_config(cfg, 5, AugmentConfig.none()).augment == AugmentConfig.none()
+
+
+def test_automatic_patch_size_is_capped_on_cpu():
+    from napari_medml.data import auto_patch_size
+    from napari_medml.devices import patch_voxel_cap
+
+    cap = patch_voxel_cap("cpu", 3)
+    assert cap == 32 * 64 * 64 and patch_voxel_cap("cpu", 2) == 256 * 256
+    # the phantom's training block with the Train widget's defaults (features 16, batch 2)
+    free = auto_patch_size((48, 76, 96), (2.0, 1.0, 1.0), 3, 1024, 8, bytes_per_voxel=96.0 * 16 * 2)
+    capped = auto_patch_size((48, 76, 96), (2.0, 1.0, 1.0), 3, 1024, 8, bytes_per_voxel=96.0 * 16 * 2,
+                             max_voxels=cap)
+    assert free == (48, 72, 96)  # what memory alone allows: ~4 s a step on a 2-core CPU
+    assert math.prod(capped) <= cap and all(p % 8 == 0 for p in capped)
+    assert capped == (32, 64, 64)

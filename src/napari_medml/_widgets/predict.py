@@ -167,7 +167,7 @@ class PredictWidget(Container):
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
         """Continue the current model on the corrected labels, then predict again."""
-        from napari_medml._widgets.train import finetune_config
+        from napari_medml.train import finetune_config
 
         inputs = model_input(self._viewer, self._w["images"].value)
         name, model = self._model_source()

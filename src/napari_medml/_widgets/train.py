@@ -7,7 +7,6 @@ validation Dice per epoch. Stop keeps the best model so far.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import napari
@@ -199,11 +198,3 @@ class TrainWidget(Container):
                 on_model(model)
 
         self.runner.start(job, on_report=self.plot.add, on_result=done)
-
-
-def finetune_config(config: TrainConfig, steps: int, augment: Any) -> TrainConfig:
-    """A short dense fine-tuning run: ``steps`` steps in one epoch, no validation split."""
-    data = dataclasses.replace(config.data, label_mode="dense", val_fraction=0.0)
-    optim = dataclasses.replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
-                                max_minutes=None, early_stopping_patience=None)
-    return dataclasses.replace(config, data=data, optim=optim, augment=augment)

@@ -1,0 +1,141 @@
+"""The data side of a segmentation training run: from the user's arrays to normalised
+train/validation regions, class ids and a patch size.
+
+``train.fit`` calls :func:`prepare_training_data` once; everything here is plain
+NumPy (the device only enters through the automatic patch size's voxel cap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_medml.config import TrainConfig
+from napari_medml.errors import ConfigError, InputError
+
+__all__ = ["TrainingData", "prepare_training_data"]
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and validates on (images ``(C, *spatial)``, normalised)."""
+
+    train_regions: list  # data.Region
+    val_regions: list  # data.Region, each with labelled voxels
+    split_note: str
+    class_ids: tuple[int, ...]
+    in_channels: int
+    spacing: tuple[float, ...] | None
+    patch_size: tuple[int, ...]
+    normalization: dict
+
+
+def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
+                          channel_axis: int | None, base: Any = None,
+                          max_patch_voxels: int | None = None) -> TrainingData:
+    """Check and prepare the inputs of a run.
+
+    Parameters
+    ----------
+    images, labels, spacing, channel_axis
+        As for ``train.fit``.
+    config : TrainConfig
+        The run's config (``config.model`` already that of ``base`` when fine-tuning).
+    base : infer.Model, optional
+        The model being fine-tuned or resumed: its channels, class ids, patch size and
+        normalisation are kept.
+    max_patch_voxels : int, optional
+        Cap on the automatic patch size (``devices.patch_voxel_cap``).
+
+    Returns
+    -------
+    TrainingData
+
+    Raises
+    ------
+    InputError
+        Mismatched images and labels, unknown classes, a patch larger than the data.
+    ConfigError
+        A patch size not divisible by the network's down-sampling factor.
+    """
+    from napari_medml import data
+    from napari_medml.infer import apply_preprocessing, labels_to_recipe_grid
+    from napari_medml.models import patch_divisor
+
+    dc = config.data
+    image_list = data.as_list(images, "images")
+    label_list = data.as_list(labels, "labels")
+    if len(image_list) != len(label_list):
+        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
+    spacings = _spacings(spacing, len(image_list))
+    single = len(image_list) == 1
+    prepared, raw_labels = [], []
+    for i, (img, lab) in enumerate(zip(image_list, label_list)):
+        name = "image" if single else f"image {i}"
+        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
+                                 in_channels=base.in_channels if base is not None else None)
+        lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
+                                  image_name=name)
+        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
+        prepared.append(arr)
+        raw_labels.append(labels_to_recipe_grid(lab, recipe))
+    if len({a.shape[0] for a in prepared}) > 1:
+        raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
+
+    class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
+    if base is not None:
+        extra = sorted(set(class_ids) - set(base.class_ids))
+        if extra:
+            raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
+                             "know: fine-tune with the same classes or train a new model")
+        class_ids = base.class_ids
+    encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
+
+    # patch size: the model's when fine-tuning, the config's, or the largest that fits
+    train_regions, _, _ = data.split_train_val(prepared, encoded, dc.val_fraction)
+    divisor = patch_divisor(config.model)
+    smallest = tuple(min(r.label.shape[a] for r in train_regions) for a in range(dc.spatial_dims))
+    if base is not None:
+        patch_size = tuple(base.patch_size)
+    elif dc.patch_size is not None:
+        patch_size = tuple(int(p) for p in dc.patch_size)
+        if any(p % divisor for p in patch_size):
+            raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
+                              f"(2 ** (depth - 1) for depth {config.model.depth})")
+    else:
+        bytes_per_voxel = 96.0 * config.model.features * dc.batch_size
+        patch_size = data.auto_patch_size(smallest, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
+                                          bytes_per_voxel=bytes_per_voxel, max_voxels=max_patch_voxels)
+    if any(p > s for p, s in zip(patch_size, smallest)):
+        where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
+        raise InputError(
+            f"patch size {patch_size} is larger than the {where} {smallest}: "
+            "use a smaller patch_size (or leave it None to choose automatically), a smaller depth, "
+            "or a smaller val_fraction"
+        )
+
+    # validation regions get one patch of unlabeled context (see split_train_val)
+    train_regions, val_regions, split_note = data.split_train_val(prepared, encoded, dc.val_fraction,
+                                                                  context=patch_size)
+    normalization = (base.normalization if base is not None else
+                     data.fit_normalization([r.image for r in train_regions], dc.normalization))
+    for region in train_regions + val_regions:
+        region.image = data.apply_normalization(np.array(region.image, dtype=np.float32), normalization)
+    labelled_val = [r for r in val_regions if r.label.any()]
+    if val_regions and not labelled_val:
+        split_note += " (held-out part has no labelled voxels: validation off)"
+    return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
+                        spacings[0], patch_size, normalization)
+
+
+def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
+    if spacing is None:
+        return [None] * n
+    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
+        return [tuple(float(s) for s in spacing)] * n
+    spacing = list(spacing)
+    if len(spacing) != n:
+        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
+    return [None if s is None else tuple(float(v) for v in s) for s in spacing]

@@ -1,0 +1,69 @@
+"""Validation of a segmentation network during training: sliding-window inference on
+the held-out regions, loss and per-class Dice/IoU over the labelled voxels only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["validate"]
+
+
+def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Sequence[int],
+             class_ids: Sequence[int], loss_fn: Callable[..., torch.Tensor], device: torch.device,
+             amp: bool, sw_batch_size: int) -> dict[str, Any]:
+    """Score ``network`` on ``regions`` (``data.Region``: labels encoded ``channel + 1``, 0 unlabeled).
+
+    Counts are accumulated on the device and read back once at the end (one sync).
+    Leaves the network in eval mode.
+
+    Returns
+    -------
+    dict
+        ``val_loss``, ``val_dice`` and ``val_iou`` (class id -> value, classes present in
+        prediction or truth), ``val_mean_dice`` and ``val_metrics`` (``accuracy``).
+    """
+    from monai.inferers import sliding_window_inference
+
+    network.eval()
+    k = len(class_ids)
+    # int64 counts (exact, and float64 is missing on MPS); the loss sum in float32
+    counts = torch.zeros(3, k, dtype=torch.int64, device=device)  # tp, fp, fn per channel
+    totals = torch.zeros(2, dtype=torch.int64, device=device)  # labelled, correct
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), ctx:
+        for region in regions:
+            x = torch.from_numpy(region.image)[None].to(device)
+            logits = sliding_window_inference(x, tuple(patch_size), sw_batch_size=sw_batch_size,
+                                              predictor=network, overlap=0.25, mode="gaussian")
+            logits = (logits.as_tensor() if hasattr(logits, "as_tensor") else logits).float()
+            label = torch.from_numpy(region.label)[None].to(device)
+            mask = label > 0
+            gt = label.long() - 1
+            n = mask.sum()
+            loss_sum += loss_fn(logits, gt, mask).float() * n
+            totals[0] += n
+            pred = logits.argmax(1)
+            totals[1] += ((pred == gt) & mask).sum()
+            for c in range(1, k):
+                p, g = (pred == c) & mask, (gt == c) & mask
+                counts[0, c] += (p & g).sum()
+                counts[1, c] += (p & ~g).sum()
+                counts[2, c] += (~p & g).sum()
+    (tp, fp, fn) = counts.cpu().numpy().astype(np.float64)
+    labelled, correct = (float(v) for v in totals.cpu())
+    loss_total = float(loss_sum.cpu())
+    dice, iou = {}, {}
+    for c in range(1, k):
+        if tp[c] + fp[c] + fn[c] > 0:
+            dice[int(class_ids[c])] = float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
+            iou[int(class_ids[c])] = float(tp[c] / (tp[c] + fp[c] + fn[c]))
+    return {"val_loss": loss_total / max(labelled, 1.0), "val_dice": dice, "val_iou": iou,
+            "val_mean_dice": float(np.mean(list(dice.values()))) if dice else None,
+            "val_metrics": {"accuracy": correct / max(labelled, 1.0)}}
