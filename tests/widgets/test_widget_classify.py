@@ -153,3 +153,35 @@ def test_late_report_after_close_is_ignored(qtbot) -> None:
                          val_metrics={"accuracy": 0.8})
     plot.add(report)  # must not raise "wrapped C/C++ object ... has been deleted"
     assert plot.val_dice == [0.8]
+
+
+def test_tile_and_object_modes_make_their_layers(make_napari_viewer, qtbot) -> None:
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.1, (64, 64)).astype(np.float32)
+    image[:, 32:] += np.sin(np.arange(32) * 1.5)[None, :]
+    paint = np.zeros((64, 64), np.uint8)
+    paint[4:60:16, 8], paint[4:60:16, 40] = 1, 2
+    instances = np.zeros((64, 64), np.int32)
+    for k, (y, x) in enumerate([(0, 4), (0, 36), (16, 4), (16, 36), (40, 20), (40, 52)], start=1):  # 4 painted
+        instances[y:y + 10, x:x + 8] = k
+    img = viewer.add_image(image, name="tex")
+    painted = viewer.add_labels(paint, name="paint")
+    inst = viewer.add_labels(instances, name="objects")
+    widget = ClassifyWidget(viewer)
+    widget["image"].value, widget["classes"].value = img, painted
+    widget["features"].value, widget["epochs"].value, widget["steps"].value = 8, 2, 3
+    widget["val_fraction"].value = 0.0
+    widget["mode"].value, widget["tile"].value = "tile", "16"
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert viewer.layers["tex [classes]"].data.shape == (64, 64)
+    assert len(viewer.layers["tex [classes]"].features) == 16
+    assert viewer.layers["tex [class probabilities]"].data.shape == (2, 64, 64)
+    widget["mode"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced
+    assert list(result.features.columns[:2]) == ["object", "class"] and len(result.features) == 6
+    assert np.all(result.data[instances == 0] == 0)
+    assert [layer.name for layer in viewer.layers].count("tex [classes]") == 1
