@@ -7,13 +7,16 @@ only.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
 from napari_medml.errors import ConfigError
 
-__all__ = ["amp_enabled", "describe_device", "gui_thread_count", "patch_voxel_cap", "resolve_device"]
+__all__ = ["amp_enabled", "describe_device", "gui_thread_count", "intra_op_threads", "patch_voxel_cap",
+           "resolve_device"]
 
 # Largest automatic training patch on a CPU, in voxels. The memory budget alone allows
 # patches such as 48x72x96 (features 16), and a CPU step there takes ~5 s on 2 cores (its
@@ -96,15 +99,37 @@ def patch_voxel_cap(device: torch.device | str, spatial_dims: int) -> int | None
 
 
 def gui_thread_count(device: torch.device | str) -> int | None:
-    """Intra-op threads for a job run next to a GUI: all cores but one on a CPU.
+    """Intra-op threads for a job that runs next to a GUI: on a CPU with 4 or more
+    cores, all but one; otherwise None (leave torch's default).
 
-    With every core busy in torch's thread pool, the GUI thread waits for a core and the
-    viewer stutters; one core left free keeps it responsive (costing ~1/n of the speed).
-    None on a GPU device (the host threads are mostly idle there).
+    With every core in torch's thread pool the GUI thread has to wait for a core; one
+    core left free keeps the viewer smooth at a cost of 1/n of the speed. On 2 cores
+    that cost is half the speed, and there the event loop's longest stall measured the
+    same with 1 or 2 threads (60-85 ms; the GIL, not the cores, is what the GUI waits
+    for), so 2-3 cores keep every thread; a GPU device leaves the host threads idle.
     """
-    if torch.device(device).type != "cpu":
+    cores = os.cpu_count() or 1
+    if torch.device(device).type != "cpu" or cores < 4:
         return None
-    return max(1, (os.cpu_count() or 1) - 1)
+    return cores - 1
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(count)`` (None: unchanged), then restore.
+
+    The setting is process-wide: use it around one job at a time (the widgets' runner
+    runs one job per widget, and training and prediction share the GUI's process).
+    """
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _mps_available() -> bool:

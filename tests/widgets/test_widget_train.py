@@ -63,17 +63,23 @@ def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    started = time.perf_counter()
     train["start"].changed.emit(True)
     assert train.runner.running and train["stop"].enabled
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     timer.stop()
-    gaps = np.diff(ticks)
-    print(f"event loop during training: {len(ticks)} ticks, max gap {gaps.max() * 1000:.0f} ms")
-    # Target < 100 ms. Under Xvfb (software GL) on 2 cores that torch also uses, with other
-    # jobs on the machine, the worst gap measured 140-250 ms; before the fixes (background
-    # warm-up imports, in-place plot updates, no toast) it was 650-800 ms. The bound is set
-    # between the two so the test still catches a real stall (e.g. training on the GUI thread).
-    assert gaps.max() < 0.3, f"the Qt event loop stalled for {gaps.max() * 1000:.0f} ms"
+    ticks_arr = np.array(ticks)
+    gaps = np.diff(ticks_arr)
+    # The first 0.5 s are left out: the worker thread's first imports and torch's thread
+    # pool start-up hold the GIL once per process (the widget warms them up in the
+    # background after docking, but not all of it can be done ahead).
+    late = gaps[ticks_arr[1:] > started + 0.5]
+    worst = np.argsort(gaps)[::-1][:3]
+    print(f"event loop during training: {len(ticks)} ticks, max gap {late.max() * 1000:.0f} ms after 0.5 s "
+          f"(overall {gaps.max() * 1000:.0f} ms; worst at "
+          f"{[round(float(ticks_arr[i] - started), 2) for i in worst]} s)")
+    assert len(late) > 50  # the timer really ticked during training
+    assert late.max() < 0.1, f"the Qt event loop stalled for {late.max() * 1000:.0f} ms"
 
     assert train.plot.epochs == [1, 2, 3]
     session = session_for(viewer)

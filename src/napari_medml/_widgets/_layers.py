@@ -77,13 +77,19 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
     kwargs = dict(kwargs)
     name = kwargs["name"]
     index = len(viewer.layers)
-    if name in viewer.layers:
-        old = viewer.layers[name]
+    # Walk "name", "name (2)", ... past the user's layers: the first plugin-made layer on
+    # the way is replaced (so a re-run next to a user's "ct [prediction]" replaces its own
+    # "ct [prediction] (2)"), else the first free name is taken.
+    candidate, k = name, 1
+    while candidate in viewer.layers:
+        old = viewer.layers[candidate]
         if is_generated(old.metadata):
             index = viewer.layers.index(old)
             viewer.layers.remove(old)
-        else:
-            kwargs["name"] = free_name(viewer, name)
+            break
+        k += 1
+        candidate = f"{name} ({k})"
+    kwargs["name"] = candidate
     layer = napari.layers.Layer.create(data, kwargs, layer_type)
     viewer.layers.insert(index, layer)
     return layer

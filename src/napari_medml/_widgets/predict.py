@@ -119,11 +119,13 @@ class PredictWidget(Container):
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             from napari_medml.bundle import load_model
+            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source
-            prediction = model.predict(inputs.image, spacing=inputs.spacing,
-                                       channel_axis=inputs.channel_axis, config=config,
-                                       progress=lambda done, total: report((done, total)), stop=stop)
+            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+                prediction = model.predict(inputs.image, spacing=inputs.spacing,
+                                           channel_axis=inputs.channel_axis, config=config,
+                                           progress=lambda done, total: report((done, total)), stop=stop)
             return model, prediction
 
         def done(result: tuple[Any, Any]) -> None:
@@ -182,12 +184,14 @@ class PredictWidget(Container):
         infer = self.infer_config()
 
         def job(stop: Any, report: Any) -> Any:
+            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.train import fit
 
-            tuned = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
-                                   channel_axis=inputs.channel_axis, stop=stop, init_model=model)
-            prediction = tuned.predict(inputs.image, spacing=inputs.spacing,
-                                       channel_axis=inputs.channel_axis, config=infer, stop=stop)
+            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+                tuned = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
+                                       channel_axis=inputs.channel_axis, stop=stop, init_model=model)
+                prediction = tuned.predict(inputs.image, spacing=inputs.spacing,
+                                           channel_axis=inputs.channel_axis, config=infer, stop=stop)
             return tuned, prediction
 
         def done(result: tuple[Any, Any]) -> None:

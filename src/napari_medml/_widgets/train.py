@@ -181,10 +181,12 @@ class TrainWidget(Container):
         """Run fit() in the runner; the model goes to the session under ``name``."""
 
         def job(stop: Any, report: Any) -> Any:
+            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.train import fit
 
-            model = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
-                                   channel_axis=inputs.channel_axis, stop=stop, init_model=init_model)
+            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+                model = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
+                                       channel_axis=inputs.channel_axis, stop=stop, init_model=init_model)
             if bundle:
                 model.save(bundle)
             return model

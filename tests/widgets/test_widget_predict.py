@@ -1,0 +1,151 @@
+"""Predict widget as a user drives it: a bundle folder, Cancel, probability and
+uncertainty layers, and the Fine-tune button (correct the prediction, retrain, predict).
+
+One small model is trained once through the core and saved as a bundle; every test
+starts from that bundle, so the GUI tests stay quick.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from napari.utils.notifications import NotificationSeverity, notification_manager
+
+from napari_medml._widgets._session import session_for
+from napari_medml._widgets.predict import BUNDLE_CHOICE, PredictWidget
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.metrics import dice
+from napari_medml.samples import phantom_3d
+from napari_medml.train import train
+
+CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the machine running the suite is shared: one intra-op thread keeps timings steady
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    p = phantom_3d(0)
+    return p.image[CROP], p.labels[CROP], p.spacing
+
+
+@pytest.fixture(scope="module")
+def bundle(phantom, tmp_path_factory):
+    image, labels, spacing = phantom
+    config = TrainConfig(
+        data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+        augment=AugmentConfig.none(), model=ModelConfig(features=8, depth=3),
+        optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu",
+    )
+    torch.set_num_threads(1)
+    model = train(image, labels, config, spacing=spacing)
+    return model.save(tmp_path_factory.mktemp("bundle") / "phantom model")
+
+
+@pytest.fixture
+def notes():
+    records = []
+    notification_manager.notification_ready.connect(records.append)
+    yield records
+    notification_manager.notification_ready.disconnect(records.append)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, phantom, bundle):
+    image, labels, spacing = phantom
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct", scale=spacing)
+    seg = viewer.add_labels(labels, name="seg", scale=spacing)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    return viewer, widget, ct, seg
+
+
+def _predict(widget, qtbot, button="predict"):
+    widget[button].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+
+
+def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
+    viewer, widget, ct, seg = setup
+    widget["probabilities"].value = "one layer"
+    widget["uncertainty"].value = True
+    _predict(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["ct", "seg", "ct [prediction]", "ct [probabilities]", "ct [uncertainty]"]
+    assert "phantom model" in session_for(viewer).models  # the bundle is loaded into the session
+    pred = viewer.layers["ct [prediction]"]
+    assert pred.data.shape == ct.data.shape and tuple(pred.scale) == tuple(ct.scale)
+    scores = dice(pred.data, seg.data)
+    assert scores[1] > 0.8 and scores[2] > 0.6, scores
+    probs = viewer.layers["ct [probabilities]"].data
+    assert probs.shape == (4, *ct.data.shape) and probs.dtype == np.float16
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
+    agree = np.asarray(pred.metadata["class_ids"])[probs.argmax(0)] == pred.data
+    assert agree.mean() > 0.999  # float16 rounding may tie two classes on a few voxels
+    unc = viewer.layers["ct [uncertainty]"].data
+    assert unc.shape == ct.data.shape and 0 <= unc.min() and unc.max() <= np.log(4) + 1e-3
+    # uncertain where the classes meet: higher on the body edge than deep inside a class
+    edge = np.abs(np.diff(pred.data.astype(int), axis=2)) > 0
+    assert unc[:, :, 1:][edge].mean() > 1.3 * unc[:, :, 1:][~edge].mean()
+
+    # again, one probability layer per class: the plugin's own layers are replaced, not added
+    widget["probabilities"].value = "one per class"
+    widget["uncertainty"].value = False
+    widget["model"].value = "phantom model"
+    _predict(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("ct [prediction]") == 1 and names.count("ct [probabilities]") == 1
+    per_class = [n for n in names if n.startswith("ct [probability ")]
+    assert len(per_class) == 4 and all(viewer.layers[n].data.shape == ct.data.shape for n in per_class)
+
+
+def test_cancel_during_prediction(setup, qtbot, notes):
+    viewer, widget, _, _ = setup
+    widget["overlap"].value = 0.9  # many windows: the job is still running when Cancel is pressed
+    widget["predict"].changed.emit(True)
+    assert widget.runner.running and widget["cancel"].enabled and not widget["predict"].enabled
+    widget["cancel"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert "ct [prediction]" not in viewer.layers
+    assert any("cancelled" in n.message for n in notes if n.severity == NotificationSeverity.INFO)
+    assert widget["predict"].enabled and not widget["cancel"].enabled
+    widget["overlap"].value = 0.25
+    _predict(widget, qtbot)  # a cancelled job leaves the widget usable
+    assert "ct [prediction]" in viewer.layers
+
+
+def test_finetune_replaces_only_the_plugins_layer(setup, qtbot):
+    viewer, widget, ct, seg = setup
+    mine = viewer.add_labels(np.zeros_like(seg.data), name="ct [prediction]", scale=ct.scale)  # the user's
+    _predict(widget, qtbot)
+    pred = viewer.layers["ct [prediction] (2)"]  # a free name: the user's layer is kept
+    assert pred.metadata.get("class_ids")
+    assert widget["corrected"].value is pred
+    # the user corrects a slab of the prediction by painting the true labels into it
+    corrected = pred.data.copy()
+    corrected[4:12] = seg.data[4:12]
+    pred.data = corrected
+    before_model = session_for(viewer).models["phantom model"]
+    widget["ft_steps"].value = 5
+    _predict(widget, qtbot, button="finetune")
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["ct", "seg", "ct [prediction]", "ct [prediction] (2)"]
+    assert viewer.layers["ct [prediction]"] is mine and not mine.data.any()  # the user's layer untouched
+    new = viewer.layers[3]
+    assert new is not pred and new.name == pred.name and new.data.shape == ct.data.shape
+    assert widget["corrected"].value is new
+    tuned = session_for(viewer).models["phantom model"]
+    assert tuned is not before_model and tuned.patch_size == before_model.patch_size
+    assert dice(new.data, seg.data)[1] > 0.8
