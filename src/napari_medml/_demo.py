@@ -31,7 +31,7 @@ def _wait(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> None:
             raise TimeoutError("a demo step took too long")
 
 
-def run_loop(viewer: Any, app: Any, epochs: int = 4, steps: int = 15) -> dict[str, Any]:
+def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[str, Any]:
     """Drive the four widgets through the loop; returns the report."""
     from napari_medml._sample_data import phantom_3d
     from napari_medml._widgets.augment import AugmentWidget
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo-output", help="folder for screenshot and report")
     parser.add_argument("--headless", action="store_true",
                         help="write screenshot.png, report.json, report.md and exit")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args(argv)
 
     import napari
