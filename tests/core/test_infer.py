@@ -138,3 +138,24 @@ def test_crop_and_resample_recipe_puts_results_back_on_the_input_grid():
     assert pred.probabilities.shape == (2, *image.shape) and pred.uncertainty.shape == image.shape
     assert pred.probabilities[1, 28, 52] > 0.9 and pred.probabilities[1, 5, 5] < 0.1
     np.testing.assert_allclose(pred.probabilities.astype(np.float32).sum(0), 1.0, atol=1e-2)
+
+
+def test_input_dtypes_byte_order_and_bad_values(model_2d, slices):
+    from napari_medml.errors import InputError
+
+    image = slices[0][3]
+    plain = model_2d.predict(image).labels
+    read_only = image.copy()
+    read_only.flags.writeable = False
+    for variant in (image.astype(">f4"), np.asfortranarray(image), read_only, image.astype(np.float64)):
+        np.testing.assert_array_equal(model_2d.predict(variant).labels, plain)
+    whole = np.round(np.clip(image, 0, 2.5) * 100)  # integer-valued, 0-250: every int type holds it exactly
+    plain = model_2d.predict(whole.astype(np.float32)).labels
+    for dtype in (np.int16, np.uint16, np.uint8):
+        np.testing.assert_array_equal(model_2d.predict(whole.astype(dtype)).labels, plain)
+    bad = image.astype(np.float32)
+    bad[3, 4] = np.nan
+    with pytest.raises(InputError, match="1 NaN"):
+        model_2d.predict(bad)
+    with pytest.raises(InputError, match="dtype"):
+        model_2d.predict(image > 0)
