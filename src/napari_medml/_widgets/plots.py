@@ -26,8 +26,21 @@ class _Canvas(FigureCanvasQTAgg):
     def _draw(self) -> None:
         try:
             self.draw_idle()
-        except RuntimeError:  # "wrapped C/C++ object ... has been deleted": the widget was closed
-            pass
+        except RuntimeError as exc:
+            _ignore_if_deleted(exc)
+
+    def draw(self) -> None:
+        # draw_idle defers the real draw to a timer, which can fire after the widget closed
+        try:
+            super().draw()
+        except RuntimeError as exc:
+            _ignore_if_deleted(exc)
+
+
+def _ignore_if_deleted(exc: RuntimeError) -> None:
+    """Swallow Qt's "wrapped C/C++ object ... has been deleted"; re-raise anything else."""
+    if "has been deleted" not in str(exc):
+        raise exc
 
 
 class TrainingPlot(_Canvas):
