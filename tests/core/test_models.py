@@ -60,6 +60,21 @@ def test_devices_resolve_to_cpu_here():
         resolve_device("tpu")
 
 
+def test_thread_count_next_to_a_gui(monkeypatch):
+    from napari_medml import devices
+
+    for cores, expected in ((2, None), (3, None), (4, 3), (16, 15)):
+        monkeypatch.setattr(devices.os, "cpu_count", lambda cores=cores: cores)
+        assert devices.gui_thread_count("cpu") == expected
+    assert devices.gui_thread_count("cuda") is None
+    before = torch.get_num_threads()
+    with devices.intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with devices.intra_op_threads(None):
+        assert torch.get_num_threads() == before
+
+
 @pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
 def test_freeze_encoder_stages(name):
     from napari_medml.models import freeze_encoder_stages
