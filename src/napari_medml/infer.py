@@ -221,7 +221,9 @@ class Model:
 
     def _sliding_window(self, x: torch.Tensor, device: torch.device, amp: bool, config: InferConfig,
                         progress: Callable[[int, int], None] | None, stop: Any | None) -> torch.Tensor:
-        """Blended softmax probabilities ``(K, *spatial)``, averaged over TTA flips.
+        """Blended scores ``(K, *spatial)``: softmax probabilities, averaged over the flips,
+        with TTA; otherwise blended logits (as MONAI and nnU-Net blend them), turned into
+        probabilities in place only when asked for. Either way the argmax is the label.
 
         On a CUDA device they stay there unless they would take over 2 GiB (then the
         blending buffer is on the host, as MONAI allows).
@@ -250,7 +252,8 @@ class Model:
             done += window.shape[0]
             if progress is not None:
                 progress(min(done, total), total)
-            return torch.softmax(logits.float(), dim=1)
+            # with TTA the flips average probabilities ("entropy of the mean probabilities")
+            return torch.softmax(logits.float(), dim=1) if config.tta else logits.float()
 
         x = x[None]
         total_probs = torch.zeros(0)
@@ -272,6 +275,8 @@ class Model:
                     del out
             if len(flips) > 1:
                 total_probs /= len(flips)
+            elif config.return_probabilities or config.return_uncertainty:
+                _softmax_(total_probs[0])
         return total_probs[0]
 
 
@@ -326,6 +331,12 @@ def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -
         interval = r if size == r else max(int(r * (1 - overlap)), 1)
         n *= int(math.ceil((size - r) / interval)) + 1 if size > r else 1
     return n
+
+
+def _softmax_(logits: torch.Tensor) -> None:
+    """Softmax over the channel axis of ``(K, *spatial)``, in place: no second volume."""
+    logits.sub_(logits.amax(0, keepdim=True)).exp_()
+    logits.div_(logits.sum(0, keepdim=True))
 
 
 def _argmax_uint8(probs: torch.Tensor) -> np.ndarray:

@@ -159,3 +159,16 @@ def test_input_dtypes_byte_order_and_bad_values(model_2d, slices):
         model_2d.predict(bad)
     with pytest.raises(InputError, match="dtype"):
         model_2d.predict(image > 0)
+
+
+def test_probabilities_without_tta_are_a_softmax_of_the_blended_logits(model_2d, slices):
+    image = slices[0][3]
+    pred = model_2d.predict(image, config=InferConfig(return_probabilities=True, return_uncertainty=True))
+    probs = pred.probabilities.astype(np.float32)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-2)
+    assert probs.min() >= 0
+    np.testing.assert_array_equal(np.asarray(pred.class_ids)[probs.argmax(0)], pred.labels)
+    plain = model_2d.predict(image)  # labels alone: same argmax, no softmax pass
+    np.testing.assert_array_equal(plain.labels, pred.labels)
+    entropy = -(np.clip(probs, 1e-8, 1) * np.log(np.clip(probs, 1e-8, 1))).sum(0)
+    np.testing.assert_allclose(pred.uncertainty, entropy, atol=2e-2)
