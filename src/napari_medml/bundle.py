@@ -22,8 +22,8 @@ import torch
 from napari_medml.config import TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "export_onnx", "export_torchscript", "transfer_weights",
-           "load_model", "save_model", "write_bundle"]
+__all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "export_onnx", "export_torchscript", "load_model",
+           "save_model", "transfer_weights", "write_bundle", "write_bundle_files"]
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -74,7 +74,18 @@ def model_description(model: Any) -> dict:
 
 def write_bundle(model: Any, path: str | Path, extra_json: Mapping[str, Any] | None = None,
                  extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> Path:
-    """Write a bundle atomically; ``extra_*`` add files (checkpoint training state)."""
+    """Write a segmentation ``Model`` atomically; ``extra_*`` add files (checkpoint state)."""
+    return write_bundle_files(model_description(model), model.network, path, extra_json, extra_tensors)
+
+
+def write_bundle_files(description: Mapping[str, Any], network: torch.nn.Module, path: str | Path,
+                       extra_json: Mapping[str, Any] | None = None,
+                       extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> Path:
+    """Write ``config.json`` + ``weights.safetensors`` (+ extras) into a temporary folder
+    next to ``path``, then rename it into place: a crash never leaves half a bundle.
+
+    An existing folder is replaced only when it holds nothing but bundle files.
+    """
     from safetensors.torch import save_file
 
     target = Path(path).expanduser().resolve()
@@ -89,9 +100,9 @@ def write_bundle(model: Any, path: str | Path, extra_json: Mapping[str, Any] | N
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.network.state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(model_description(model), indent=2))
+        (tmp / CONFIG_NAME).write_text(json.dumps(description, indent=2))
         for name, content in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2))
         for name, tensors in (extra_tensors or {}).items():

@@ -10,10 +10,6 @@ way; its loop lives in :mod:`napari_medml.classify_train`. Bundles use the forma
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -194,7 +190,9 @@ class Classifier:
 
     def save(self, path: str | Path) -> Path:
         """Write a bundle folder (``config.json`` + ``weights.safetensors``), atomically."""
-        return _write_bundle(self.description(), self.network, path)
+        from napari_medml.bundle import write_bundle_files
+
+        return write_bundle_files(self.description(), self.network, path)
 
     def description(self) -> dict:
         """The ``config.json`` content (keys shared with segmentation bundles, plus mode and metrics)."""
@@ -270,41 +268,6 @@ def _plain(obj: Any) -> Any:
         return obj.item()
     return obj
 
-
-
-def _write_bundle(description: dict, network: nn.Module, path: str | Path) -> Path:
-    # bundle.write_bundle builds the segmentation description itself; until it takes a
-    # prepared one, the same atomic temp-folder-then-rename write is done here.
-    from safetensors.torch import save_file
-
-    from napari_medml.bundle import _OWN_FILES, CONFIG_NAME, WEIGHTS_NAME
-
-    target = Path(path).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise BundleError(f"cannot write a model bundle to {target}: a file of that name exists")
-    if target.is_dir():
-        foreign = [p.name for p in target.iterdir() if p.name not in _OWN_FILES]
-        if foreign:
-            raise BundleError(f"{target} exists and holds other files ({', '.join(sorted(foreign)[:3])}): "
-                              "choose a new or empty folder for the bundle")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(description, indent=2))
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 def load_classifier(path: str | Path) -> Classifier:
