@@ -219,6 +219,18 @@ class Model:
         _normalize_(x, self.normalization)
         return x, None
 
+    def _network_on(self, device: torch.device) -> torch.nn.Module:
+        """The network on ``device`` in eval mode; ``Module.to``/``eval`` walk every module
+        (about 1.5 ms for a U-Net), so they run only when something has to change."""
+        net = self.network
+        param = next(net.parameters(), None)
+        if param is not None and (param.device.type != device.type or
+                                  (device.index is not None and param.device.index != device.index)):
+            net.to(device)
+        if net.training:
+            net.eval()
+        return net
+
     def _sliding_window(self, x: torch.Tensor, device: torch.device, amp: bool, config: InferConfig,
                         progress: Callable[[int, int], None] | None, stop: Any | None) -> torch.Tensor:
         """Blended scores ``(K, *spatial)``: softmax probabilities, averaged over the flips,
@@ -230,7 +242,7 @@ class Model:
         """
         from monai.inferers import sliding_window_inference
 
-        net = self.network.to(device).eval()
+        net = self._network_on(device)
         spatial = tuple(x.shape[1:])
         flips: list[tuple[int, ...]] = [()]
         if config.tta:
