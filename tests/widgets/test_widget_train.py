@@ -63,6 +63,8 @@ def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
+    # long enough that the measured window holds seconds of training on a fast machine too
+    train["steps"].value = 30
     started = time.perf_counter()
     train["start"].changed.emit(True)
     assert train.runner.running and train["stop"].enabled
@@ -95,7 +97,7 @@ def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):
     assert tuple(pred.scale) == tuple(image.scale)
     scores = dice(pred.data, gt)
     print("dice after a short training:", scores)
-    assert scores[1] > 0.7 and scores[2] > 0.7  # body, organ: 36 CPU steps on a small crop
+    assert scores[1] > 0.7 and scores[2] > 0.7  # body, organ: 90 CPU steps on a small crop
     np.testing.assert_array_equal(labels.data, gt)  # the user's labels are untouched
 
 
