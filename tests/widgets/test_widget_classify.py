@@ -9,7 +9,8 @@ import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_medml._widgets.classify import NETWORK_CHOICES, ClassifyWidget, parse_sizes
+from napari_medml._widgets._forms import parse_size
+from napari_medml._widgets.classify import NETWORK_CHOICES, ClassifyWidget
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.train import TrainReport
 
@@ -63,11 +64,11 @@ def test_network_choices_are_the_registry() -> None:
     assert NETWORK_CHOICES == list(CLASSIFIER_NETWORKS)
 
 
-def test_parse_sizes() -> None:
-    assert parse_sizes("0", 2, "input size") is None
-    assert parse_sizes("32", 2, "tile size") == (32, 32)
+def test_parse_size() -> None:
+    assert parse_size("0", 2, "input size") is None
+    assert parse_size("32", 2, "tile size") == (32, 32)
     with pytest.raises(ValueError, match="tile size"):
-        parse_sizes("8, 8, 8", 2, "tile size")
+        parse_size("8, 8, 8", 2, "tile size")
 
 
 def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:

@@ -11,7 +11,8 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import PredictWidget
-from napari_medml._widgets.train import TrainWidget, parse_size
+from napari_medml._widgets._forms import parse_size
+from napari_medml._widgets.train import TrainWidget
 from napari_medml.metrics import dice
 from napari_medml.samples import phantom_3d
 

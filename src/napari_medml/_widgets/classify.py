@@ -25,6 +25,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import image_array, labels_array, layer_spatial, require, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -33,7 +34,7 @@ from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfi
 from napari_medml.errors import InputError
 from napari_medml.layer_data import result_layer_data
 
-__all__ = ["NETWORK_CHOICES", "ClassifyWidget", "classify_widget", "parse_sizes"]
+__all__ = ["NETWORK_CHOICES", "ClassifyWidget", "classify_widget"]
 
 # The names in classify_models.CLASSIFIER_NETWORKS (that module imports torch, so not
 # here; a test keeps the two lists equal).
@@ -44,20 +45,6 @@ PAINTED, CSV = "labels layer", "CSV file"
 def classify_widget(napari_viewer: napari.viewer.Viewer) -> ClassifyWidget:
     """npe2 widget factory: "Classify"."""
     return ClassifyWidget(napari_viewer)
-
-
-def parse_sizes(text: str, dims: int, what: str) -> tuple[int, ...] | None:
-    """``"0"``/``""`` -> None; ``"64"`` -> (64,)*dims; ``"16, 64, 64"`` -> a tuple."""
-    try:
-        values = tuple(int(p) for p in text.replace("x", ",").replace(" ", ",").split(",") if p)
-    except ValueError:
-        raise InputError(f"{what} {text!r}: give whole numbers such as '64' or '16, 64, 64'") from None
-    if not values or values == (0,):
-        return None
-    values = values * dims if len(values) == 1 else values
-    if len(values) != dims:
-        raise InputError(f"{what} {text!r} has {len(values)} values for a {dims}D image")
-    return values
 
 
 class ClassifyWidget(Container):
@@ -190,10 +177,10 @@ class ClassifyWidget(Container):
         """Read the form and the layers and start training, then classify the image."""
         inp = self.inputs()
         dims = inp["image"].ndim - (inp["channel_axis"] is not None) - (inp["mode"] == "image")
-        tile = parse_sizes(self._w["tile"].value, dims, "tile size") if inp["mode"] == "tile" else None
+        tile = parse_size(self._w["tile"].value, dims, "tile size") if inp["mode"] == "tile" else None
         if inp["mode"] == "tile" and tile is None:
             raise InputError("tile mode needs a tile size, such as '32'")
-        size = parse_sizes(self._w["input"].value, dims, "input size")
+        size = parse_size(self._w["input"].value, dims, "input size")
         config = self.config(dims, inp["class_names"])
         bundle = str(self._w["bundle"].value) if str(self._w["bundle"].value) not in ("", ".") else None
         for canvas in (self.plot, self.confusion, self.roc):

@@ -24,14 +24,14 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from napari_medml.errors import InputError
 
-__all__ = ["TrainWidget", "parse_size", "train_widget"]
+__all__ = ["TrainWidget", "train_widget"]
 
 # The names in napari_medml.models.NETWORKS (that module imports torch, so not here).
 NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
@@ -47,22 +47,6 @@ WARM_UP = ("napari_medml.train", "napari_medml.bundle", "napari_medml.losses",
 def train_widget(napari_viewer: napari.viewer.Viewer) -> TrainWidget:
     """npe2 widget factory: "Train segmentation"."""
     return TrainWidget(napari_viewer)
-
-
-def parse_size(text: str, dims: int) -> tuple[int, ...] | None:
-    """``"0"``/``""`` -> None (automatic); ``"64"`` -> (64,)*dims; ``"16, 64, 64"`` -> tuple."""
-    parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise InputError(f"patch size {text!r}: give whole numbers such as '64' or '16, 64, 64'") from None
-    if not values or values == (0,):
-        return None
-    if len(values) == 1:
-        values = values * dims
-    if len(values) != dims:
-        raise InputError(f"patch size {text!r} has {len(values)} values for {dims}D training")
-    return values
 
 
 class TrainWidget(Container):
