@@ -23,7 +23,7 @@ from napari_medml.config import TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, ConfigError, InputError
 
 __all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "export_onnx", "export_torchscript", "load_model",
-           "save_model", "transfer_weights", "write_bundle", "write_bundle_files"]
+           "read_weights", "save_model", "transfer_weights", "write_bundle", "write_bundle_files"]
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -167,9 +167,6 @@ def load_model(path: str | Path) -> Any:
         Missing folder or file, invalid JSON, missing keys, or weights that do not
         fit the network described in ``config.json``.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from napari_medml.infer import Model
     from napari_medml.models import build_network
 
@@ -193,16 +190,23 @@ def load_model(path: str | Path) -> Any:
                                 patch_size=patch_size, spacing=spacing)
     except (ValueError, TypeError) as exc:
         raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
+    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
+    return Model(network, config, class_ids, in_channels, spatial_dims, patch_size, spacing,
+                 desc["normalization"], history=desc.get("history") or [], provenance=desc.get("provenance") or {})
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the bundle at ``path`` (safetensors: nothing is unpickled), with clear errors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     weights_path = path / WEIGHTS_NAME
     if not weights_path.is_file():
         raise BundleError(f"model bundle {path} has no {WEIGHTS_NAME}: the bundle is damaged")
     try:
-        state = load_file(str(weights_path))
+        return load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{weights_path} cannot be read ({exc}): the bundle is damaged") from exc
-    load_weights(network, state, str(weights_path))
-    return Model(network, config, class_ids, in_channels, spatial_dims, patch_size, spacing,
-                 desc["normalization"], history=desc.get("history") or [], provenance=desc.get("provenance") or {})
 
 
 def load_weights(network: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -359,18 +363,12 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict
         info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
                 "network": source.config.model.network}
     else:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(source).expanduser()
         desc = read_description(path)
         net = desc.get("network")
         info = {"source": str(path.resolve()), "task": desc.get("task"),
                 "network": net.get("name") if isinstance(net, Mapping) else net}
-        try:
-            state = load_file(str(path / WEIGHTS_NAME))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise BundleError(f"{path / WEIGHTS_NAME} cannot be read ({exc}): the bundle is damaged") from exc
+        state = read_weights(path)
     own = network.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     if not fitting:

@@ -278,10 +278,7 @@ def load_classifier(path: str | Path) -> Classifier:
     BundleError
         Missing or damaged files, a segmentation bundle, or weights that do not fit.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from napari_medml.bundle import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description
+    from napari_medml.bundle import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description, read_weights
     from napari_medml.classify_models import build_classifier_network
 
     path = Path(path).expanduser()
@@ -301,14 +298,7 @@ def load_classifier(path: str | Path) -> Classifier:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BundleError(f"{path / CONFIG_NAME} does not describe a classifier this version can build "
                           f"({exc}): the bundle is damaged or from a newer version") from exc
-    weights = path / WEIGHTS_NAME
-    if not weights.is_file():
-        raise BundleError(f"model bundle {path} has no {WEIGHTS_NAME}: the bundle is damaged")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{weights} cannot be read ({exc}): the bundle is damaged") from exc
-    load_weights(network, state, str(weights))
+    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
     return Classifier(network, config, class_ids, mode=mode, in_channels=in_channels,
                       image_channels=image_channels, spatial_dims=spatial_dims, input_size=input_size,
                       sample_params=desc.get("sample_params") or {}, normalization=desc["normalization"],
