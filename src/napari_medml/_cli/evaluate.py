@@ -21,7 +21,8 @@ def add(sub: Any) -> None:
     p.add_argument("--prediction", required=True, type=Path, metavar="P",
                    help=f"predicted labels ({FILE_TYPES})")  # fmt: skip
     p.add_argument("--labels", required=True, type=Path, metavar="GT",
-                   help="ground-truth labels of the same shape; its spacing is used for HD95")  # fmt: skip
+                   help="ground-truth labels on the same voxel grid (a copy stored in another "
+                   "orientation is reoriented); its spacing is used for HD95")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -29,20 +30,20 @@ def run(args: argparse.Namespace) -> int:
     """Read both files, score them, print the JSON."""
     from napari_medml import io
     from napari_medml.errors import InputError
+    from napari_medml.geometry import align_to
     from napari_medml.metrics import evaluate
 
     pred, gt = io.read_volume(args.prediction), io.read_volume(args.labels)
-    if pred.data.shape != gt.data.shape:
+    if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
                          f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip
-    if not _close(pred.spacing, gt.spacing):
-        info(f"warning: spacing {pred.spacing} of '{args.prediction}' differs from "
-             f"{gt.spacing} of '{args.labels}'; using the labels' spacing")  # fmt: skip
+    # compared in world space first: never score arrays that are not voxel for voxel aligned
+    aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
+                       reference_name=f"labels '{args.labels}'")  # fmt: skip
+    if aligned.note:
+        info(f"note: {aligned.note}")
+    pred = aligned.volume
     result = evaluate(pred.data, gt.data, spacing=gt.spacing)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
-
-
-def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= 1e-4 * max(abs(x), abs(y), 1.0) for x, y in zip(a, b))

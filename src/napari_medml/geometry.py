@@ -1,0 +1,203 @@
+"""Where two images meet, compare their voxel grids in world space.
+
+Image and labels, several channel files, a prediction and its ground truth: the arrays
+are only compared voxel for voxel when their grids agree. :func:`align_to` puts one
+:class:`~napari_medml.io.Volume` on another's grid:
+
+- the same grid (shape, spacing, origin, direction) passes unchanged;
+- the same world grid stored in another orientation (an axis flipped or permuted, with
+  the affine saying so, e.g. LAS vs RAS) is reoriented with nibabel's orientation tools
+  (``io_orientation``, ``ornt_transform``, ``apply_orientation``): a permutation and
+  flips, never interpolation, so label ids stay exact;
+- anything else (another spacing, origin or shape; an oblique rotation) is refused with
+  both files' spacing and orientation in the message.
+
+Grids: a NIfTI volume's 4x4 affine (NIfTI's x, y, z voxel order, the reverse of napari's
+(Z, Y, X)); a TIFF or NumPy volume has no affine and its grid is ``spacing`` + ``origin``
+along napari's axes. A file with no geometry at all (spacing 1 everywhere, origin 0 and
+no affine, e.g. ``.npy``) takes the other file's grid when the shapes match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import InputError
+from napari_medml.io import Volume, affine_from_spacing
+
+__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "grid_affine", "reorient"]
+
+
+class Alignment:
+    """The result of :func:`align_to`: the volume on the reference grid and a note.
+
+    Attributes
+    ----------
+    volume : Volume
+        The moving volume, on the reference's grid (the same object when nothing changed).
+    note : str or None
+        One line saying what was done (reoriented), or None when the grids already agreed.
+    """
+
+    __slots__ = ("note", "volume")
+
+    def __init__(self, volume: Volume, note: str | None) -> None:
+        self.volume = volume
+        self.note = note
+
+
+def _spatial_axes(vol: Volume, spatial_dims: int | None) -> tuple[int, int]:
+    """(first, stop) of the spatial axes in ``vol.data`` (RGB's colour axis is last)."""
+    stop = vol.data.ndim - int(bool(vol.meta.get("rgb")))
+    n = spatial_dims if spatial_dims is not None else min(stop, 3)
+    if n < 1 or n > stop:
+        raise InputError(f"'{vol.name}' with shape {vol.data.shape} has no {n} spatial axes")
+    return stop - n, stop
+
+
+def grid_affine(vol: Volume, spatial_dims: int | None = None) -> np.ndarray:
+    """The voxel-to-world affine of a volume's spatial axes, NIfTI order.
+
+    Parameters
+    ----------
+    vol : Volume
+    spatial_dims : int, optional
+        How many trailing axes (before RGB's colour axis) are spatial; default
+        ``min(ndim, 3)``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n + 1, n + 1)`` float64, mapping (i, j[, k]) = (X, Y[, Z]) voxel indices to
+        world (x, y[, z]) in the file's units.
+    """
+    first, stop = _spatial_axes(vol, spatial_dims)
+    n = stop - first
+    spacing, origin = tuple(vol.spacing[first:stop]), tuple(vol.origin[first:stop])
+    full = np.asarray(vol.affine, dtype=np.float64) if vol.affine is not None else affine_from_spacing(spacing, origin)
+    keep = [*range(n), 3]
+    return full[np.ix_(keep, keep)]
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """Orientation letters of an affine's voxel axes, e.g. ``"RAS"`` or ``"LAS"`` (nibabel)."""
+    from nibabel.orientations import aff2axcodes
+
+    return "".join(c if c is not None else "?" for c in aff2axcodes(affine))
+
+
+def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
+    """``shape (Z, Y, X) ..., spacing ..., orientation RAS, origin ...`` for messages."""
+    first, stop = _spatial_axes(vol, spatial_dims)
+    aff = grid_affine(vol, spatial_dims)
+    n = stop - first
+    spacing = np.sqrt((aff[:n, :n] ** 2).sum(axis=0))[::-1]  # napari order
+    text = (f"shape {tuple(vol.data.shape[first:stop])}, spacing "
+            f"({', '.join(f'{s:g}' for s in spacing)})")  # fmt: skip
+    if vol.affine is not None:
+        text += f", orientation {axis_codes(aff)}"
+    origin = aff[:n, n][::-1]
+    return text + f", origin ({', '.join(f'{o:g}' for o in origin)})"
+
+
+def _no_geometry(vol: Volume, first: int, stop: int) -> bool:
+    return (vol.affine is None and all(float(s) == 1.0 for s in vol.spacing[first:stop])
+            and all(float(o) == 0.0 for o in vol.origin[first:stop]))  # fmt: skip
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Affines equal to a thousandth of the smaller voxel (float32 headers round)."""
+    n = a.shape[1] - 1
+    voxel = min(float(np.linalg.norm(a[:n, i])) for i in range(n))
+    return bool(np.allclose(a, b, rtol=0.0, atol=1e-3 * max(voxel, 1e-9)))
+
+
+def reorient(data: np.ndarray, transform: np.ndarray, first: int, stop: int) -> np.ndarray:
+    """Apply a nibabel orientation transform to the spatial axes ``first:stop`` (napari
+    order) of ``data``; returns a new contiguous array (flips and axis swaps only)."""
+    from nibabel.orientations import apply_orientation
+
+    n = stop - first
+    nifti_axes = list(range(stop - 1, first - 1, -1))  # X, Y[, Z] first, as nibabel expects
+    moved = np.moveaxis(data, nifti_axes, list(range(n)))
+    out = apply_orientation(moved, transform)
+    return np.ascontiguousarray(np.moveaxis(out, list(range(n)), nifti_axes))
+
+
+def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_name: str,
+             spatial_dims: int | None = None, reference_spatial_dims: int | None = None) -> Alignment:
+    """Put ``moving`` on the voxel grid of ``reference``, or refuse.
+
+    Parameters
+    ----------
+    moving : Volume
+        The volume to compare (labels, a prediction, another channel); its spatial axes
+        are its last ``spatial_dims`` (before RGB's colour axis); leading axes
+        (channels, time) travel along unchanged.
+    reference : Volume
+        The volume whose grid counts (the image, the ground truth).
+    moving_name, reference_name : str
+        How messages name them, e.g. ``"labels 'seg.nii.gz'"``.
+    spatial_dims, reference_spatial_dims : int, optional
+        Number of spatial axes of each (default ``min(ndim, 3)``; the reference's
+        defaults to the moving one's).
+
+    Returns
+    -------
+    Alignment
+        ``volume`` on the reference grid (spacing, origin, affine of the reference along
+        the spatial axes) and ``note`` (one line when it was reoriented, else None).
+
+    Raises
+    ------
+    InputError
+        The grids differ other than by orientation (shape, spacing, origin, rotation).
+    """
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    m_first, m_stop = _spatial_axes(moving, spatial_dims)
+    n = m_stop - m_first
+    r_first, r_stop = _spatial_axes(reference, reference_spatial_dims or n)
+    if r_stop - r_first != n:
+        raise InputError(f"{moving_name} has {n} spatial axes but {reference_name} has {r_stop - r_first}")
+    r_shape = tuple(reference.data.shape[r_first:r_stop])
+    m_shape = tuple(moving.data.shape[m_first:m_stop])
+
+    def refuse(why: str) -> InputError:
+        return InputError(f"{moving_name} ({describe_grid(moving, n)}) is not on the voxel grid of "
+                          f"{reference_name} ({describe_grid(reference, n)}): {why}")  # fmt: skip
+
+    if _no_geometry(moving, m_first, m_stop) or _no_geometry(reference, r_first, r_stop):
+        if m_shape != r_shape:
+            raise refuse("the shapes differ; give files that cover the same voxels")
+        return Alignment(moving, None)
+    a_m, a_r = grid_affine(moving, n), grid_affine(reference, n)
+    if moving.affine is None or reference.affine is None:
+        # one grid without a direction (TIFF/NumPy): compare sizes along napari's axes only
+        s_m = np.sqrt((a_m[:n, :n] ** 2).sum(axis=0))
+        s_r = np.sqrt((a_r[:n, :n] ** 2).sum(axis=0))
+        if m_shape != r_shape or not np.allclose(s_m, s_r, rtol=1e-3, atol=0):
+            raise refuse("resample one onto the other's grid (same shape and spacing) first")
+        return Alignment(moving, None)
+    if m_shape == r_shape and _same(a_m, a_r):
+        return Alignment(moving, None)
+    o_m, o_r = io_orientation(a_m), io_orientation(a_r)
+    if np.array_equal(o_m, o_r):
+        raise refuse("resample one onto the other's grid (same shape, spacing and origin) first")
+    transform = ornt_transform(o_m, o_r)
+    nifti_shape = m_shape[::-1]
+    new_affine = a_m @ inv_ornt_aff(transform, nifti_shape)
+    new_shape = tuple(int(nifti_shape[int(ax)]) for ax in np.argsort(transform[:, 0]))[::-1]
+    if new_shape != r_shape or not _same(new_affine, a_r):
+        raise refuse("after reorientation to the same axis order they still differ; "
+                     "resample one onto the other's grid first")
+    data = reorient(moving.data, transform, m_first, m_stop)
+    spacing = (*moving.spacing[:m_first], *reference.spacing[r_first:r_stop])
+    origin = (*moving.origin[:m_first], *reference.origin[r_first:r_stop])
+    volume = replace(moving, data=data, spacing=spacing, origin=origin, affine=reference.affine)
+    note = (f"{moving_name} is stored in orientation {axis_codes(a_m)}, {reference_name} in "
+            f"{axis_codes(a_r)}: reoriented onto the grid of {reference_name} (same world space)")
+    return Alignment(volume, note)
