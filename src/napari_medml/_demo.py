@@ -1,7 +1,8 @@
 """The whole in-viewer loop on the 3D phantom: ``python -m napari_medml._demo --out DIR``.
 
-Opens napari with the plugin's widgets docked, then drives them as a user would:
-z-score the image, preview augmentations, train briefly, predict. With ``--headless``
+Opens napari and the phantom sample, docks the plugin's widgets through their Plugins
+menu commands, then drives them as a user would (filling the forms, clicking the
+buttons): z-score the image, preview augmentations, train briefly, predict. With ``--headless``
 (``make demo`` under Xvfb) it writes ``DIR/screenshot.png`` (the napari window with the
 docked widgets, the live plot and the prediction), ``DIR/report.json`` and
 ``DIR/report.md`` (Dice per class against the phantom's ground truth, time of each
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "open_from_menu", "run_loop"]
 
 
 def _wait(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> None:
@@ -31,37 +32,49 @@ def _wait(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> None:
             raise TimeoutError("a demo step took too long")
 
 
+def open_from_menu(viewer: Any, command: str) -> Any:
+    """Run a Plugins › MedML menu entry (its npe2 command, as a click does); the docked widget."""
+    try:
+        from napari._app_model import get_app_model
+    except ImportError:  # older napari (0.5.0) names it get_app
+        from napari._app_model import get_app as get_app_model
+
+    def docked() -> dict[str, Any]:
+        window = viewer.window
+        if hasattr(type(window), "dock_widgets"):  # napari >= 0.6.2
+            return dict(window.dock_widgets)
+        return {name: getattr(dock.widget(), "_magic_widget", dock.widget())
+                for name, dock in window._dock_widgets.items()}
+
+    before = set(docked())
+    get_app_model().commands.execute_command(command).result()
+    new = [widget for name, widget in docked().items() if name not in before]
+    if len(new) != 1:
+        raise RuntimeError(f"the menu command {command} docked {len(new)} widgets")
+    return new[0]
+
+
 def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[str, Any]:
-    """Drive the four widgets through the loop; returns the report."""
-    from napari_medml._sample_data import phantom_3d
-    from napari_medml._widgets.augment import AugmentWidget
-    from napari_medml._widgets.predict import PredictWidget
-    from napari_medml._widgets.preprocess import PreprocessWidget
-    from napari_medml._widgets.train import TrainWidget
+    """Drive the four widgets, opened from the Plugins menu, through the loop; the report."""
     from napari_medml.metrics import dice
 
     times: dict[str, float] = {}
-    for data, kwargs, kind in phantom_3d():
-        viewer._add_layer_from_data(data, kwargs, kind)
+    viewer.open_sample("napari-medml", "phantom_3d")  # File › Open Sample
     image, truth = viewer.layers["phantom"], viewer.layers["phantom [ground truth]"]
-    pre, aug, train, pred = (PreprocessWidget(viewer), AugmentWidget(viewer),
-                             TrainWidget(viewer), PredictWidget(viewer))
-    viewer.window.add_dock_widget(pre, name="Preprocess", area="left")
-    viewer.window.add_dock_widget(aug, name="Augmentation preview", area="left")
-    viewer.window.add_dock_widget(train, name="Train segmentation", area="right")
-    viewer.window.add_dock_widget(pred, name="Predict", area="right")
+    pre, aug, train, pred = (open_from_menu(viewer, f"napari-medml.{name}_widget")
+                             for name in ("preprocess", "augment", "train", "predict"))
     _wait(app, lambda: not train._device_runner.running)
 
     t = time.perf_counter()
     pre["image"].value, pre["operation"].value = image, "zscore"
-    pre.apply()
+    pre["apply"].native.click()
     _wait(app, lambda: not pre.runner.running)
     zscored = viewer.layers["phantom [z-score]"]
     times["preprocess_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     aug.image.value, aug.label_layer.value, aug.n.value = zscored, truth, 8
-    aug.preview()
+    aug.preview_button.native.click()
     _wait(app, lambda: not aug.runner.running)
     times["augmentation_preview_s"] = time.perf_counter() - t
 
@@ -69,7 +82,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     train["images"].value, train["labels"].value = [zscored], truth
     train["features"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
     train["epochs"].value, train["steps"].value, train["lr"].value = epochs, steps, 3e-3
-    train.start()
+    train["start"].native.click()
     _wait(app, lambda: not train.runner.running)
     if train.model is None:
         raise RuntimeError("training produced no model (see the notifications)")
@@ -77,7 +90,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
 
     t = time.perf_counter()
     pred["images"].value = [zscored]
-    pred.predict()
+    pred["predict"].native.click()
     _wait(app, lambda: not pred.runner.running)
     times["predict_s"] = time.perf_counter() - t
 

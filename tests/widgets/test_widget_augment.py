@@ -7,7 +7,6 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_medml._widgets._session import session_for
-from napari_medml._widgets.augment import AugmentWidget
 from napari_medml.config import AugmentConfig
 from napari_medml.samples import phantom_3d
 
@@ -21,13 +20,12 @@ def notes():
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
+def setup(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     p = phantom_3d(0)
     image = viewer.add_image(p.image[16:32, 16:80, 16:80], name="ct", scale=p.spacing)
     labels = viewer.add_labels(p.labels[16:32, 16:80, 16:80], name="seg", scale=p.spacing)
-    widget = AugmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "augment")
     return viewer, widget, image, labels
 
 

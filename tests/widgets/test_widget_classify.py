@@ -10,7 +10,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_medml._widgets._forms import parse_size
-from napari_medml._widgets.classify import NETWORK_CHOICES, ClassifyWidget
+from napari_medml._widgets.classify import NETWORK_CHOICES
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.train import TrainReport
 
@@ -35,7 +35,7 @@ def notes():
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
+def setup(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [classes]" (all painted)
     image, truth_layer = viewer.layers["shapes"], viewer.layers["shapes [classes]"]
@@ -46,8 +46,7 @@ def setup(make_napari_viewer):
     paint[held] = 0  # as if the user painted only the other samples
     painted = viewer.add_labels(paint, name="paint", scale=image.scale,
                                 metadata={"class_names": truth_layer.metadata["class_names"]})
-    widget = ClassifyWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "classify")
     widget["image"].value = image
     widget["classes"].value = painted
     widget["input"].value = "32"
@@ -156,7 +155,7 @@ def test_late_report_after_close_is_ignored(qtbot) -> None:
     assert plot.val_dice == [0.8]
 
 
-def test_tile_and_object_modes_make_their_layers(make_napari_viewer, qtbot) -> None:
+def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget, qtbot) -> None:
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     image = rng.normal(0.0, 0.1, (64, 64)).astype(np.float32)
@@ -169,7 +168,7 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, qtbot) -> N
     img = viewer.add_image(image, name="tex")
     painted = viewer.add_labels(paint, name="paint")
     inst = viewer.add_labels(instances, name="objects")
-    widget = ClassifyWidget(viewer)
+    widget = open_widget(viewer, "classify")
     widget["image"].value, widget["classes"].value = img, painted
     widget["features"].value, widget["epochs"].value, widget["steps"].value = 8, 2, 3
     widget["val_fraction"].value = 0.0

@@ -13,7 +13,7 @@ import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_medml._widgets._session import session_for
-from napari_medml._widgets.predict import BUNDLE_CHOICE, PredictWidget
+from napari_medml._widgets.predict import BUNDLE_CHOICE
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.metrics import dice
 from napari_medml.samples import phantom_3d
@@ -59,13 +59,12 @@ def notes():
 
 
 @pytest.fixture
-def setup(make_napari_viewer, phantom, bundle):
+def setup(make_napari_viewer, open_widget, phantom, bundle):
     image, labels, spacing = phantom
     viewer = make_napari_viewer()
     ct = viewer.add_image(image, name="ct", scale=spacing)
     seg = viewer.add_labels(labels, name="seg", scale=spacing)
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "predict")
     widget["images"].value = [ct]
     widget["model"].value = BUNDLE_CHOICE
     widget["bundle"].value = bundle

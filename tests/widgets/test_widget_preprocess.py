@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_medml._widgets.preprocess import PreprocessWidget
-from napari_medml._widgets.train import TrainWidget
 from napari_medml.samples import phantom_3d
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
+def setup(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     p = phantom_3d(0)
     image = viewer.add_image(p.image[:24] * 1000 - 500, name="ct", scale=p.spacing)
     labels = viewer.add_labels(p.labels[:24], name="seg", scale=p.spacing)
-    widget = PreprocessWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    widget = open_widget(viewer, "preprocess")
     widget["image"].value = image
     return viewer, widget, image, labels
 
@@ -28,7 +25,7 @@ def _apply(widget, qtbot):
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
 
 
-def test_chain_makes_new_layers_with_recipe(setup, qtbot):
+def test_chain_makes_new_layers_with_recipe(setup, qtbot, open_widget):
     viewer, widget, image, _ = setup
     before = image.data.copy()
     widget["operation"].value = "ct_window"
@@ -45,7 +42,7 @@ def test_chain_makes_new_layers_with_recipe(setup, qtbot):
     assert abs(float(chained.data.mean())) < 1e-3
     np.testing.assert_array_equal(image.data, before)  # the input is never modified
     # the train widget takes the chain as its recipe
-    train = TrainWidget(viewer)
+    train = open_widget(viewer, "train")
     cfg = train.config(recipe=tuple(__import__("napari_medml._widgets._layers", fromlist=["x"])
                                     .layer_recipe(chained)))
     assert [s.operation for s in cfg.data.preprocessing] == ["ct_window", "zscore"]

@@ -10,9 +10,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._session import session_for
-from napari_medml._widgets.predict import PredictWidget
 from napari_medml._widgets._forms import parse_size
-from napari_medml._widgets.train import TrainWidget
 from napari_medml.metrics import dice
 from napari_medml.samples import phantom_3d
 
@@ -28,15 +26,13 @@ def notes():
 
 
 @pytest.fixture
-def setup(make_napari_viewer):
+def setup(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     p = phantom_3d(0)
     image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
     labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
-    train = TrainWidget(viewer)
-    predict = PredictWidget(viewer)
-    viewer.window.add_dock_widget(train)
-    viewer.window.add_dock_widget(predict)
+    train = open_widget(viewer, "train")
+    predict = open_widget(viewer, "predict")
     train["images"].value = [image]
     train["labels"].value = labels
     train["features"].value, train["depth"].value = 8, 3

@@ -60,7 +60,13 @@ _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
 
 def session_for(viewer: napari.Viewer) -> Session:
-    """The Session of ``viewer``, created on first use."""
+    """The Session of ``viewer``, created on first use.
+
+    napari may hand a dock widget a ``PublicOnlyProxy`` of the viewer (its
+    ``add_plugin_dock_widget`` does; the Plugins menu of napari 0.9 passes the viewer
+    itself): the proxy is a new object each time, so the key is the viewer it wraps.
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)  # a dunder: no private access
     session = _SESSIONS.get(viewer)
     if session is None:
         session = _SESSIONS[viewer] = Session()

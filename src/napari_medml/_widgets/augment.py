@@ -36,23 +36,21 @@ from napari_medml.layer_data import result_layer_data
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["AugmentWidget", "augment_widget"]
+__all__ = ["AugmentWidget"]
 
 FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 
-
-def augment_widget(napari_viewer: napari.viewer.Viewer) -> AugmentWidget:
-    """npe2 widget factory: "Augmentation preview"."""
-    return AugmentWidget(napari_viewer)
 
 
 class AugmentWidget(Container):
     """Edit the session's AugmentConfig and preview it on an image and its labels."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
         from napari_medml.transforms import AUGMENT_DESCRIPTIONS
 
+        viewer = napari_viewer
         self._viewer = viewer
         self._session = session_for(viewer)
         self.image = create_widget(annotation=napari.layers.Image, label="image")

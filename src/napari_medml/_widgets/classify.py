@@ -34,7 +34,7 @@ from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfi
 from napari_medml.errors import InputError
 from napari_medml.layer_data import result_layer_data
 
-__all__ = ["NETWORK_CHOICES", "ClassifyWidget", "classify_widget"]
+__all__ = ["NETWORK_CHOICES", "ClassifyWidget"]
 
 # The names in classify_models.CLASSIFIER_NETWORKS (that module imports torch, so not
 # here; a test keeps the two lists equal).
@@ -42,16 +42,14 @@ NETWORK_CHOICES = ["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121"
 PAINTED, CSV = "labels layer", "CSV file"
 
 
-def classify_widget(napari_viewer: napari.viewer.Viewer) -> ClassifyWidget:
-    """npe2 widget factory: "Classify"."""
-    return ClassifyWidget(napari_viewer)
-
 
 class ClassifyWidget(Container):
     """Form, Start/Stop, live curves, confusion matrix, ROC and the metric numbers."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
+        viewer = napari_viewer
         self._viewer = viewer
         w = self._w = {}  # name -> widget, for tests and the demo
         w["mode"] = ComboBox(choices=["image", "object", "tile"], value="image", label="classify",

@@ -37,21 +37,19 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import InputError
 from napari_medml.layer_data import result_layer_data
 
-__all__ = ["BUNDLE_CHOICE", "PredictWidget", "predict_widget"]
+__all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 
 BUNDLE_CHOICE = "bundle folder..."
 
-
-def predict_widget(napari_viewer: napari.viewer.Viewer) -> PredictWidget:
-    """npe2 widget factory: "Predict"."""
-    return PredictWidget(napari_viewer)
 
 
 class PredictWidget(Container):
     """Segment an image with a session model or a bundle; fine-tune on corrections."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
+        viewer = napari_viewer
         self._viewer = viewer
         self._session = session_for(viewer)
         w = self._w = {}

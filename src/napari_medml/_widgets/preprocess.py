@@ -39,7 +39,7 @@ from napari_medml.config import PreprocessStep, to_dict
 from napari_medml.errors import InputError
 from napari_medml.layer_data import SpatialMeta, is_generated, result_layer_data
 
-__all__ = ["PreprocessWidget", "preprocess_widget"]
+__all__ = ["PreprocessWidget"]
 
 OPERATION_CHOICES = [
     ("z-score", "zscore"), ("percentile clip + rescale", "percentile"), ("min-max", "minmax"),
@@ -57,16 +57,14 @@ PARAMS = {
 CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
 
 
-def preprocess_widget(napari_viewer: napari.viewer.Viewer) -> PreprocessWidget:
-    """npe2 widget factory: "Preprocess"."""
-    return PreprocessWidget(napari_viewer)
-
 
 class PreprocessWidget(Container):
     """Choose an operation and its parameters; Apply makes a new layer."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
+        viewer = napari_viewer
         self._viewer = viewer
         w = self._w = {}
         w["image"] = create_widget(annotation=napari.layers.Image, label="image")

@@ -31,7 +31,7 @@ from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
-__all__ = ["TrainWidget", "train_widget"]
+__all__ = ["TrainWidget"]
 
 # The names in napari_medml.models.NETWORKS (that module imports torch, so not here).
 NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
@@ -44,16 +44,14 @@ WARM_UP = ("napari_medml.train", "napari_medml.bundle", "napari_medml.losses",
            "monai.transforms", "monai.losses", "torch._dynamo")
 
 
-def train_widget(napari_viewer: napari.viewer.Viewer) -> TrainWidget:
-    """npe2 widget factory: "Train segmentation"."""
-    return TrainWidget(napari_viewer)
-
 
 class TrainWidget(Container):
     """Form for one training run, Start/Stop, and a live plot."""
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
+        viewer = napari_viewer
         self._viewer = viewer
         self._session = session_for(viewer)
         w = self._w = {}  # name -> widget, for tests and the demo
