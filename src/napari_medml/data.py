@@ -24,9 +24,9 @@ __all__ = [
     "encode_labels",
     "find_class_ids",
     "fit_normalization",
+    "pad_to",
     "prepare_image",
     "prepare_labels",
-    "split_train_val",
     "as_list",
 ]
 
@@ -203,44 +203,13 @@ class Region:
     label: np.ndarray
 
 
-def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_fraction: float,
-                    context: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
-    """Hold out whole images, or with one image a block along its longest axis.
-
-    Returns train regions, validation regions and a sentence describing the split.
-    Train regions never overlap the held-out block (they are separate slices).  The
-    validation region of a single image may reach ``context`` voxels (one patch)
-    into the training part as *unlabeled* image context, so that sliding-window
-    inference sees real neighbours instead of padding; only the held-out block is
-    scored.
-    """
-    n = len(images)
-    if val_fraction <= 0:
-        return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
-    if n >= 2:
-        n_val = min(n - 1, max(1, round(n * val_fraction)))
-        train = [Region(i, l) for i, l in zip(images[: n - n_val], labels[: n - n_val])]
-        val = [Region(i, l) for i, l in zip(images[n - n_val:], labels[n - n_val:])]
-        return train, val, f"validation on the last {n_val} of {n} images"
-    image, label = images[0], labels[0]
-    shape = label.shape
-    axis = int(np.argmax(shape))
-    n_block = max(1, int(math.ceil(shape[axis] * val_fraction)))
-    cut = shape[axis] - n_block
-    if cut < 1:
-        raise InputError(f"image of shape {shape} is too small to hold out a validation block: set val_fraction=0")
-    extra = min(cut, max(0, int(context[axis]) - n_block)) if context is not None else 0
-    tr = [slice(None)] * len(shape)
-    va = [slice(None)] * len(shape)
-    tr[axis] = slice(0, cut)
-    va[axis] = slice(cut - extra, None)
-    train = Region(image[(slice(None), *tr)], label[tuple(tr)])
-    val_label = label[tuple(va)].copy()
-    ctx = [slice(None)] * len(shape)
-    ctx[axis] = slice(0, extra)
-    val_label[tuple(ctx)] = 0  # context only: unlabeled, never scored
-    val = Region(image[(slice(None), *va)], val_label)
-    return [train], [val], f"validation on the last {n_block} of {shape[axis]} voxels along axis {axis}"
+def pad_to(region: Region, shape: Sequence[int]) -> Region:
+    """``region`` padded at the end of each axis to at least ``shape``: image with zeros (the
+    normalised mean or low value), labels with 0 (unlabeled, ignored by the loss)."""
+    pad = [(0, max(0, int(p) - s)) for p, s in zip(shape, region.label.shape)]
+    if not any(after for _, after in pad):
+        return region
+    return Region(np.pad(region.image, [(0, 0), *pad]), np.pad(region.label, pad))
 
 
 # --- patch size --------------------------------------------------------------------

@@ -153,6 +153,7 @@ class _Run:
                                          base=base, max_patch_voxels=patch_voxel_cap(self.device, dc.spatial_dims))
         self.train_regions, self.val_regions = prepared.train_regions, prepared.val_regions
         self.split_note, self.class_ids = prepared.split_note, prepared.class_ids
+        self.notes = [prepared.split_note, *prepared.warnings]  # the first report carries them
         self.in_channels, self.spacing = prepared.in_channels, prepared.spacing
         self.patch_size, self.normalization = prepared.patch_size, prepared.normalization
         class_ids = self.class_ids
@@ -234,6 +235,9 @@ class _Run:
                         message, finished = early, True
                 if finished and not epoch_end:
                     self._save_last(step, epoch)
+                if self.notes:  # the split and any warning about it, before any other news
+                    message = "\n".join([*self.notes, message] if message else self.notes)
+                    self.notes = []
                 if epoch_end or finished or now - last_report >= _REPORT_EVERY_S:
                     report = TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
                                          train_loss=_mean(losses), learning_rate=lr,

@@ -7,7 +7,7 @@ NumPy (the device only enters through the automatic patch size's voxel cap).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ class TrainingData:
     spacing: tuple[float, ...] | None
     patch_size: tuple[int, ...]
     normalization: dict
+    warnings: list[str] = field(default_factory=list)  # one line each, shown before training
 
 
 def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
@@ -60,7 +61,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         A patch size not divisible by the network's down-sampling factor.
     """
-    from napari_medml import data
+    from napari_medml import data, split
     from napari_medml.infer import apply_preprocessing, labels_to_recipe_grid
     from napari_medml.models import patch_divisor
 
@@ -94,40 +95,46 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
 
     # patch size: the model's when fine-tuning, the config's, or the largest that fits
-    train_regions, _, _ = data.split_train_val(prepared, encoded, dc.val_fraction)
+    train_regions, _, _ = split.split_train_val(prepared, encoded, dc.val_fraction)
     divisor = patch_divisor(config.model)
     smallest = tuple(min(r.label.shape[a] for r in train_regions) for a in range(dc.spatial_dims))
+    # a region thinner than the patch is padded (below), so the patch may reach the next multiple
+    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
     if base is not None:
         patch_size = tuple(base.patch_size)
     elif dc.patch_size is not None:
         patch_size = tuple(int(p) for p in dc.patch_size)
         if any(p % divisor for p in patch_size):
+            fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
             raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
-                              f"(2 ** (depth - 1) for depth {config.model.depth})")
+                              f"(2 ** (depth - 1) for depth {config.model.depth}): use {fit}, "
+                              "or a smaller depth")
+        if any(p > m for p, m in zip(patch_size, largest)):
+            where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
+            fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
+            raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
+                             f"of at most {fit}, or leave it out to choose one automatically")
     else:
         bytes_per_voxel = 96.0 * config.model.features * dc.batch_size
         patch_size = data.auto_patch_size(smallest, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
                                           bytes_per_voxel=bytes_per_voxel, max_voxels=max_patch_voxels)
-    if any(p > s for p, s in zip(patch_size, smallest)):
-        where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-        raise InputError(
-            f"patch size {patch_size} is larger than the {where} {smallest}: "
-            "use a smaller patch_size (or leave it None to choose automatically), a smaller depth, "
-            "or a smaller val_fraction"
-        )
 
     # validation regions get one patch of unlabeled context (see split_train_val)
-    train_regions, val_regions, split_note = data.split_train_val(prepared, encoded, dc.val_fraction,
-                                                                  context=patch_size)
+    train_regions, val_regions, split_note = split.split_train_val(prepared, encoded, dc.val_fraction,
+                                                                   context=patch_size, class_ids=class_ids)
+    lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
     normalization = (base.normalization if base is not None else
                      data.fit_normalization([r.image for r in train_regions], dc.normalization))
     for region in train_regions + val_regions:
         region.image = data.apply_normalization(np.array(region.image, dtype=np.float32), normalization)
+    # thinner than the patch (a 5-slice volume, a 3D patch of 8): pad with unlabeled voxels,
+    # which the loss ignores; sliding-window inference pads the same way (zeros)
+    train_regions = [data.pad_to(region, patch_size) for region in train_regions]
     labelled_val = [r for r in val_regions if r.label.any()]
     if val_regions and not labelled_val:
         split_note += " (held-out part has no labelled voxels: validation off)"
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
-                        spacings[0], patch_size, normalization)
+                        spacings[0], patch_size, normalization, warnings=[lost] if lost else [])
 
 
 def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

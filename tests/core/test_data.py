@@ -82,28 +82,6 @@ def test_normalization_uses_training_statistics(method):
         np.testing.assert_array_equal(out, img)
 
 
-def test_single_image_split_holds_out_block_on_longest_axis():
-    img = np.broadcast_to(np.arange(40, dtype=np.float32)[None, None, :, None], (1, 8, 40, 10)).copy()
-    lab = np.ones((8, 40, 10), np.uint8)
-    train, val, note = data.split_train_val([img], [lab], 0.2, context=(4, 16, 4))
-    assert train[0].image.shape == (1, 8, 32, 10)
-    # validation region = 8 held-out rows + 8 rows of unlabeled context
-    assert val[0].image.shape == (1, 8, 16, 10)
-    assert (val[0].label[:, :8] == 0).all() and (val[0].label[:, 8:] == 1).all()
-    assert "axis 1" in note
-    # the scored rows never appear in a training region
-    assert val[0].image[0, 0, 8, 0] > train[0].image.max()
-
-
-def test_split_several_images_holds_out_whole_images():
-    imgs = [np.zeros((1, 8, 8), np.float32) + i for i in range(5)]
-    labs = [np.ones((8, 8), np.uint8)] * 5
-    train, val, _ = data.split_train_val(imgs, labs, 0.2)
-    assert len(train) == 4 and len(val) == 1 and val[0].image.max() == 4
-    train, val, _ = data.split_train_val(imgs, labs, 0.0)
-    assert len(train) == 5 and not val
-
-
 def test_auto_patch_size_is_anisotropic_divisible_and_within_budget():
     patch = data.auto_patch_size((64, 256, 256), (4.0, 1.0, 1.0), 3, 64, 8, bytes_per_voxel=512)
     assert all(p % 8 == 0 for p in patch)

@@ -172,6 +172,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if axis is not None:
             info(f"image '{img_path}': {vol.data.shape[axis]} channels (axis {axis} of {vol.data.shape})")
         lab = io.read_volume(lab_path)
+        if lab.data.ndim == spatial_dims:  # compared in world space: never train on mirrored labels
+            lab = _on_image_grid(lab, vol, spatial_dims, f"labels '{lab_path}'", f"image '{img_path}'")
         shape = spatial_shape(vol, spatial_dims, axis)
         if lab.data.shape != shape:
             raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image "
@@ -184,6 +186,17 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         raise InputError("the training images differ in channels: give all with or all without "
                          "a channel axis")  # fmt: skip
     return images, labels, spacings, axes.pop(), spatial_dims
+
+
+def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:
+    """Labels on their image's voxel grid (reoriented with a note), or an error naming both."""
+    from napari_medml.geometry import align_to
+
+    aligned = align_to(lab, vol, moving_name=lab_name, reference_name=img_name,
+                       spatial_dims=spatial_dims, reference_spatial_dims=spatial_dims)  # fmt: skip
+    if aligned.note:
+        info(f"note: {aligned.note}")
+    return aligned.volume
 
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
@@ -233,7 +246,8 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, An
             if report.epoch_end:
                 bar.write(epoch_line(report, epochs), file=sys.stderr)
             elif report.message:
-                bar.write(f"{PROG}: {report.message}", file=sys.stderr)
+                for line in report.message.splitlines():
+                    bar.write(f"{PROG}: {line}", file=sys.stderr)
 
 
 def epoch_line(report: Any, epochs: int) -> str:
@@ -251,7 +265,7 @@ def epoch_line(report: Any, epochs: int) -> str:
     if report.best:
         parts.append("* best")
     if report.message:
-        parts.append(f"({report.message})")
+        parts.append(f"({'; '.join(report.message.splitlines())})")
     return "  ".join(parts)
 
 

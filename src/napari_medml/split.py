@@ -1,0 +1,183 @@
+"""The train/validation split of a segmentation run, chosen so training sees every class.
+
+Whole images are held out when there are several; with one image, a block at one end of
+an axis. The default is the last images, or the last block along the longest axis; when
+that would hold out every voxel of a class, another choice that keeps every class in
+the training part is taken and the note says so. :func:`missing_from_training` tells
+what the final training part still lacks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from napari_medml.data import Region
+from napari_medml.errors import InputError
+
+__all__ = ["missing_from_training", "present_classes", "split_train_val"]
+
+
+def present_classes(label: np.ndarray) -> set[int]:
+    """Encoded values (``channel + 1``, 0 = unlabeled) present in a ``uint8`` labels array."""
+    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    return {int(v) for v in np.flatnonzero(counts) if v > 0}
+
+
+def _names(values: Sequence[int], class_ids: Sequence[int] | None) -> str:
+    ids = [class_ids[v - 1] if class_ids is not None and v - 1 < len(class_ids) else v - 1 for v in values]
+    return ", ".join(str(i) for i in ids)
+
+
+def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_fraction: float,
+                    context: Sequence[int] | None = None,
+                    class_ids: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
+    """Hold out whole images, or with one image a block at one end of an axis.
+
+    Parameters
+    ----------
+    images : list of np.ndarray
+        ``(C, *spatial)`` each.
+    labels : list of np.ndarray
+        Encoded labels (``channel + 1``, 0 unlabeled), ``(*spatial)`` uint8 each.
+    val_fraction : float
+        Share held out, in [0, 1).
+    context : sequence of int, optional
+        The validation block of a single image may reach this many voxels (one patch)
+        into the training part as *unlabeled* image context, so that sliding-window
+        inference sees real neighbours instead of padding; only the held-out block is
+        scored. Train regions never overlap the held-out block.
+    class_ids : sequence of int, optional
+        Class id of each channel, for the note.
+
+    Returns
+    -------
+    train, val : list of Region
+    note : str
+        A sentence describing the split (and why it is not the default, if it is not).
+
+    Raises
+    ------
+    InputError
+        A single image too small to hold out a block.
+    """
+    n = len(images)
+    if val_fraction <= 0:
+        return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
+    present = [present_classes(lab) for lab in labels]
+    every = set().union(*present)
+    if n >= 2:
+        return _split_images(images, labels, present, every, val_fraction, class_ids)
+    shape = labels[0].shape
+    n_blocks = [max(1, int(math.ceil(s * val_fraction))) for s in shape]
+    axes = sorted(range(len(shape)), key=lambda a: -shape[a])  # longest first (ties: first axis)
+    candidates = [(a, end) for end in ("last", "first") for a in axes if shape[a] - n_blocks[a] >= 1]
+    default = (axes[0], "last")
+    if default not in candidates:
+        raise InputError(f"image of shape {shape} is too small to hold out a validation block: set val_fraction=0")
+    chosen, why = default, ""
+    lost = every - _block_classes(labels[0], *default, n_blocks[default[0]], train=True)
+    if lost:
+        fits = [c for c in candidates if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=True)]
+        both = [c for c in fits if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=False)]
+        if both or fits:
+            chosen = (both or fits)[0]
+            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
+                   f"{default[0]}, held every voxel of class {_names(sorted(lost), class_ids)})")
+    axis, end = chosen
+    train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context)
+    note = f"validation on the {end} {n_blocks[axis]} of {shape[axis]} voxels along axis {axis}{why}"
+    return [train], [val], note
+
+
+def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],
+                  val_fraction: float, class_ids: Sequence[int] | None) -> tuple[list[Region], list[Region], str]:
+    """Hold out whole images: the last ones, skipping any whose removal loses a class."""
+    n = len(images)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    val_idx: list[int] = []
+    for i in reversed(range(n)):
+        if len(val_idx) == n_val:
+            break
+        rest = set().union(*(present[j] for j in range(n) if j not in (*val_idx, i)))
+        if not every - rest:
+            val_idx.append(i)
+    for i in reversed(range(n)):  # no choice keeps every class: fall back to the last images
+        if len(val_idx) < n_val and i not in val_idx:
+            val_idx.append(i)
+    val_idx.sort()
+    train = [Region(images[i], labels[i]) for i in range(n) if i not in val_idx]
+    val = [Region(images[i], labels[i]) for i in val_idx]
+    if val_idx == list(range(n - n_val, n)):
+        return train, val, f"validation on the last {n_val} of {n} images"
+    numbers = ", ".join(str(i + 1) for i in val_idx)
+    return train, val, (f"validation on image(s) {numbers} of {n} (not the last: they hold every "
+                        "voxel of a class that training needs)")
+
+
+def _block(shape: Sequence[int], axis: int, start: int, stop: int | None) -> tuple[slice, ...]:
+    index = [slice(None)] * len(shape)
+    index[axis] = slice(start, stop)
+    return tuple(index)
+
+
+def _block_classes(label: np.ndarray, axis: int, end: str, n_block: int, *, train: bool) -> set[int]:
+    size = label.shape[axis]
+    cut = size - n_block if end == "last" else n_block
+    first_part = _block(label.shape, axis, 0, cut)
+    second_part = _block(label.shape, axis, cut, None)
+    is_first_train = end == "last"
+    part = first_part if is_first_train == train else second_part
+    return present_classes(label[part])
+
+
+def _cut(image: np.ndarray, label: np.ndarray, axis: int, end: str, n_block: int,
+         context: Sequence[int] | None) -> tuple[Region, Region]:
+    size = label.shape[axis]
+    train_len = size - n_block
+    extra = min(train_len, max(0, int(context[axis]) - n_block)) if context is not None else 0
+    if end == "last":
+        tr, va, ctx = (_block(label.shape, axis, 0, train_len), _block(label.shape, axis, train_len - extra, None),
+                       _block(label.shape, axis, 0, extra))
+    else:
+        tr, va = _block(label.shape, axis, n_block, None), _block(label.shape, axis, 0, n_block + extra)
+        ctx = _block(label.shape, axis, n_block, n_block + extra)
+    val_label = label[va].copy()
+    val_label[ctx] = 0  # context only: unlabeled, never scored
+    return Region(image[(slice(None), *tr)], label[tr]), Region(image[(slice(None), *va)], val_label)
+
+
+def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.ndarray], class_ids: Sequence[int],
+                          split_note: str) -> str | None:
+    """A warning naming the classes the training part lacks, or None.
+
+    Parameters
+    ----------
+    train_regions : sequence of Region
+        The training part after the split.
+    labels : sequence of np.ndarray
+        All encoded labels (training and held out).
+    class_ids : sequence of int
+        Class id per channel (background first).
+    split_note : str
+        How the data were split, for the message.
+
+    Raises
+    ------
+    InputError
+        When the training part has no foreground at all (nothing to learn).
+    """
+    seen = set().union(*(present_classes(r.label) for r in train_regions))
+    every = set().union(*(present_classes(lab) for lab in labels))
+    lost = sorted(every - seen)
+    if not lost:
+        return None
+    if not {v for v in seen if v >= 2}:
+        raise InputError(f"the training part has no foreground: every labelled voxel of class "
+                         f"{_names([v for v in lost if v >= 2], class_ids)} is held out for validation "
+                         f"({split_note}); set the validation fraction to 0 (--val-fraction 0), or label foreground in more of the data")
+    return (f"warning: class {_names(lost, class_ids)} is not in the training part, only in the held-out "
+            f"validation data ({split_note}): the model cannot learn it; set the validation fraction to 0 (--val-fraction 0), or label "
+            "it in more of the data")

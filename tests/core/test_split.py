@@ -1,0 +1,88 @@
+"""The train/validation split keeps every class in the training part, or says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml import split
+from napari_medml.data import Region
+from napari_medml.errors import InputError
+
+
+def test_single_image_split_holds_out_block_on_longest_axis():
+    img = np.broadcast_to(np.arange(40, dtype=np.float32)[None, None, :, None], (1, 8, 40, 10)).copy()
+    lab = np.ones((8, 40, 10), np.uint8)
+    train, val, note = split.split_train_val([img], [lab], 0.2, context=(4, 16, 4))
+    assert train[0].image.shape == (1, 8, 32, 10)
+    # validation region = 8 held-out rows + 8 rows of unlabeled context
+    assert val[0].image.shape == (1, 8, 16, 10)
+    assert (val[0].label[:, :8] == 0).all() and (val[0].label[:, 8:] == 1).all()
+    assert "axis 1" in note
+    # the scored rows never appear in a training region
+    assert val[0].image[0, 0, 8, 0] > train[0].image.max()
+
+
+def test_split_several_images_holds_out_whole_images():
+    imgs = [np.zeros((1, 8, 8), np.float32) + i for i in range(5)]
+    labs = [np.ones((8, 8), np.uint8)] * 5
+    train, val, _ = split.split_train_val(imgs, labs, 0.2)
+    assert len(train) == 4 and len(val) == 1 and val[0].image.max() == 4
+    train, val, _ = split.split_train_val(imgs, labs, 0.0)
+    assert len(train) == 5 and not val
+
+
+def test_object_only_in_the_default_block_moves_the_block_and_says_why():
+    # case 14: the only object lies in the last 20 % of the longest axis
+    lab = np.ones((16, 48, 32), np.uint8)
+    lab[4:12, 40:47, 8:24] = 2
+    img = np.zeros((1, *lab.shape), np.float32)
+    train, val, note = split.split_train_val([img], [lab], 0.2, context=(8, 16, 16), class_ids=(0, 7))
+    assert (train[0].label == 2).sum() == (lab == 2).sum()  # training sees all of class 7
+    assert "class 7" in note and "held" in note
+    assert split.missing_from_training(train, [lab], (0, 7), note) is None
+    # the scored part of the validation region never overlaps the training region
+    assert train[0].label.size + (val[0].label > 0).sum() == lab.size
+
+
+def test_a_split_that_keeps_every_class_on_both_sides_is_preferred():
+    lab = np.ones((8, 40, 40), np.uint8)
+    lab[:, 34:, 2:10] = 2  # only in the default block (end of axis 1)
+    img = np.zeros((1, *lab.shape), np.float32)
+    train, val, note = split.split_train_val([img], [lab], 0.2)
+    # the end of axis 2 would keep class 2 in training but not in validation; axis 0 keeps both
+    assert "along axis 0" in note
+    assert split.present_classes(train[0].label) == {1, 2}
+    assert split.present_classes(val[0].label) == {1, 2}
+
+
+def test_several_images_hold_out_one_that_training_can_spare():
+    imgs = [np.zeros((1, 8, 8), np.float32) + i for i in range(4)]
+    labs = [np.ones((8, 8), np.uint8) for _ in range(4)]
+    labs[3][2:4, 2:4] = 3  # class 3 only in the last image
+    train, val, note = split.split_train_val(imgs, labs, 0.25, class_ids=(0, 1, 5))
+    assert [v.image.max() for v in val] == [2.0]
+    assert split.missing_from_training(train, labs, (0, 1, 5), note) is None
+    assert "not the last" in note
+
+
+def test_a_class_training_cannot_keep_is_named_in_a_warning():
+    imgs = [np.zeros((1, 8, 8), np.float32) for _ in range(2)]
+    labs = [np.ones((8, 8), np.uint8) for _ in range(2)]
+    labs[0][1:3, 1:3] = 2
+    labs[1][1:3, 1:3] = 3  # each image holds a class of its own: one is always held out
+    train, val, note = split.split_train_val(imgs, labs, 0.5, class_ids=(0, 4, 9))
+    warning = split.missing_from_training(train, labs, (0, 4, 9), note)
+    assert warning is not None and "class 9" in warning and "--val-fraction 0" in warning
+    # the fix the warning names works: no validation, nothing missing
+    train, _, note = split.split_train_val(imgs, labs, 0.0)
+    assert split.missing_from_training(train, labs, (0, 4, 9), note) is None
+
+
+def test_a_training_part_without_foreground_is_refused():
+    lab = np.ones((8, 8), np.uint8)
+    held = lab.copy()
+    held[2:4, 2:4] = 2
+    train = [Region(np.zeros((1, 8, 8), np.float32), lab)]
+    with pytest.raises(InputError, match="no foreground.*class 3.*--val-fraction 0"):
+        split.missing_from_training(train, [lab, held], (0, 3), "validation on the last 1 of 2 images")
