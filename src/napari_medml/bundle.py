@@ -282,8 +282,8 @@ def write_checkpoint(model: Any, path: str | Path, optimizer: torch.optim.Optimi
         "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
         "scaler": _jsonable(scaler.state_dict()) if scaler is not None else None,
     }
-    return write_bundle(model, path, extra_json={STATE_JSON: state},
-                        extra_tensors={STATE_TENSORS: tensors or {"empty": torch.zeros(1)}})
+    return write_bundle_files(model.description(), model.network, path, extra_json={STATE_JSON: state},
+                              extra_tensors={STATE_TENSORS: tensors or {"empty": torch.zeros(1)}})
 
 
 def find_checkpoint(path: str | Path) -> Path:

@@ -9,7 +9,6 @@ way; its loop lives in :mod:`napari_medml.classify_train`. Bundles use the forma
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from napari_medml.classify_modes import class_probability_map, make_samples, pre
 from napari_medml.classify_modes import class_labels as labels_from_classes
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, Cancelled
-from napari_medml.train import StopToken, TrainReport
+from napari_medml.engine.reports import StopToken, TrainReport
 
 __all__ = ["ClassPrediction", "Classifier", "classification_config", "fit_classifier", "load_classifier",
            "train_classifier"]
@@ -146,14 +145,14 @@ class Classifier:
         Cancelled
             Stopped through ``stop``.
         """
-        from napari_medml.devices import amp_enabled, resolve_device
+        from napari_medml.devices import amp_enabled, autocast, resolve_device
 
         x = self._inputs(samples)
         device = resolve_device(self.config.device)
         amp = amp_enabled(device, self.config.amp)
         self.network.to(device).eval()
         out = []
-        with torch.inference_mode(), _autocast(amp):
+        with torch.inference_mode(), autocast(amp):
             for start in range(0, len(x), _PREDICT_BATCH):
                 if stop is not None and stop.stopped:
                     raise Cancelled("classification stopped")
@@ -255,10 +254,6 @@ def _normalize(x: np.ndarray, stats: dict, image_channels: int) -> np.ndarray:
     return x
 
 
-def _autocast(amp: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-
-
 def _plain(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _plain(v) for k, v in obj.items()}
@@ -318,7 +313,8 @@ def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) 
 
 
 def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
-                   init_from: str | Path | Classifier | None = None) -> Generator[TrainReport, None, Classifier]:
+                   init_from: str | Path | Classifier | None = None,
+                   resume_from: str | Path | None = None) -> Generator[TrainReport, None, Classifier]:
     """Train a classifier on the labelled samples (``y > 0``).
 
     Parameters
@@ -328,25 +324,48 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     config : TrainConfig
         ``task="classification"``; ``optim.loss`` "ce" (class weights, label
         smoothing) or "focal"; ``data.val_fraction`` of each class is held out
-        (stratified, ``seed``); ``model.freeze_stages`` first stages are frozen.
+        (stratified, ``seed``); ``model.freeze_stages`` first stages are frozen;
+        ``checkpoint_dir``: where ``best`` and ``last`` checkpoints go.
     stop : StopToken, optional
-        Stops after the current step; the best classifier so far is returned.
+        Stops after the current step (leaving ``last``); the best classifier so far
+        is returned.
     init_from : str, Path or Classifier, optional
         Start from the fitting weights of a bundle (classification or segmentation)
         or classifier; default ``config.model.init_from``.
+    resume_from : str or Path, optional
+        A checkpoint folder (or an earlier run's ``checkpoint_dir``): continue its
+        network, optimizer, schedule, step count and history.
 
     Yields
     ------
     TrainReport
         At least every quarter second of work and at every epoch end
-        (``val_loss``, ``val_metrics``: accuracy, balanced_accuracy, macro_f1, auc).
+        (``val_loss``, ``val_metrics``: accuracy, balanced_accuracy, macro_f1, auc;
+        ``val_report``: the full report with confusion matrix and ROC).
 
     Returns
     -------
     Classifier
         The best epoch's classifier (validation accuracy, ties by loss; or by
         ``val_loss`` / the training loss).
-    """
-    from napari_medml.classify_train import ClassifierRun
 
-    return (yield from ClassifierRun(samples, config, init_from).loop(stop))
+    Raises
+    ------
+    InputError
+        Fewer than two painted classes, or classes that differ from the checkpoint's.
+    BundleError
+        A damaged or missing checkpoint.
+    """
+    from napari_medml.classify_train import ClassificationTask
+    from napari_medml.engine.loop import Resume, run
+
+    resume = base = None
+    if resume_from is not None:
+        from napari_medml.bundle import find_checkpoint, read_checkpoint
+
+        checkpoint = find_checkpoint(resume_from)
+        base = load_classifier(checkpoint)
+        state, tensors = read_checkpoint(checkpoint)
+        resume = Resume(state, tensors, list(base.history))
+    task = ClassificationTask(samples, config, init_from, base=base)
+    return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

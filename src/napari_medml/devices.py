@@ -15,7 +15,7 @@ import torch
 
 from napari_medml.errors import ConfigError
 
-__all__ = ["amp_enabled", "describe_device", "gui_thread_count", "intra_op_threads", "patch_voxel_cap",
+__all__ = ["amp_enabled", "autocast", "describe_device", "gui_thread_count", "intra_op_threads", "patch_voxel_cap",
            "resolve_device"]
 
 # Largest automatic training patch on a CPU, in voxels. The memory budget alone allows
@@ -87,6 +87,11 @@ def describe_device(device: torch.device | str) -> str:
 def amp_enabled(device: torch.device, amp: bool) -> bool:
     """Mixed precision only where it is reliable and fast: CUDA."""
     return bool(amp) and device.type == "cuda"
+
+
+def autocast(amp: bool) -> contextlib.AbstractContextManager:
+    """float16 autocast on CUDA when ``amp`` (see :func:`amp_enabled`), else nothing."""
+    return torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
 
 
 def patch_voxel_cap(device: torch.device | str, spatial_dims: int) -> int | None:

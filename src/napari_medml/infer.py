@@ -97,6 +97,12 @@ class Model:
 
         return save_model(self, path)
 
+    def description(self) -> dict:
+        """The bundle's ``config.json`` content (see ``napari_medml.bundle.model_description``)."""
+        from napari_medml.bundle import model_description
+
+        return model_description(self)
+
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                 config: InferConfig | None = None, progress: Callable[[int, int], None] | None = None,
                 stop: Any | None = None) -> Prediction:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from napari_medml.config import AugmentConfig, TrainConfig
+from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import ConfigError
 from napari_medml.infer import Model
 from napari_medml.optim import build_optimizer, build_scheduler
@@ -29,41 +30,6 @@ from napari_medml.optim import build_optimizer, build_scheduler
 __all__ = ["StopToken", "TrainReport", "finetune_config", "fit", "train"]
 
 _REPORT_EVERY_S = 0.25
-
-
-@dataclass(frozen=True)
-class TrainReport:
-    """Progress of a training run (see docs/ENGINE_API.md)."""
-
-    step: int
-    epoch: int
-    total_steps: int
-    train_loss: float
-    learning_rate: float
-    elapsed_s: float
-    eta_s: float | None
-    epoch_end: bool = False
-    val_loss: float | None = None
-    val_dice: Mapping[int, float] | None = None
-    val_iou: Mapping[int, float] | None = None
-    val_mean_dice: float | None = None
-    val_metrics: Mapping[str, float] | None = None
-    best: bool = False
-    message: str = ""
-
-
-class StopToken:
-    """Thread-safe stop flag; a widget's Stop button calls ``stop()``."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def stop(self) -> None:
-        self._event.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._event.is_set()
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:

@@ -1,0 +1,14 @@
+"""The one training engine every task runs on.
+
+- :mod:`~napari_medml.engine.reports`: ``TrainReport`` and ``StopToken``;
+- :mod:`~napari_medml.engine.task`: the ``TrainingTask`` protocol a task implements;
+- :mod:`~napari_medml.engine.loop`: ``run(task, config)``, the loop itself;
+- :mod:`~napari_medml.engine.optim`: optimizers and schedules.
+
+Only ``reports`` and ``task`` are imported here: torch loads when a run starts.
+"""
+
+from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.engine.task import Evaluation, TrainingTask
+
+__all__ = ["Evaluation", "StopToken", "TrainReport", "TrainingTask"]

@@ -1,0 +1,277 @@
+"""The one training loop: ``run(task, config)`` is a generator of ``TrainReport``s that
+returns the task's best model.
+
+Every task and every front share it: steps and epochs, reports at least every quarter
+second with an ETA, Stop and the time limit, mixed precision and gradient clipping,
+the schedule, validation at epoch ends, the best state, early stopping, and
+checkpoints (``<checkpoint_dir>/best`` on each improvement, ``<checkpoint_dir>/last``
+at each epoch end, on Stop and when the generator is closed), and resuming from
+``last``. A task supplies the rest (:class:`~napari_medml.engine.task.TrainingTask`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_medml.config import TrainConfig
+from napari_medml.devices import amp_enabled, autocast, resolve_device
+from napari_medml.engine.optim import build_optimizer, build_scheduler
+from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.engine.task import Evaluation, TrainingTask
+
+__all__ = ["REPORT_EVERY_S", "GRAD_CLIP_NORM", "Resume", "Trainer", "run"]
+
+REPORT_EVERY_S = 0.25
+GRAD_CLIP_NORM = 12.0  # nnU-Net's clipping norm
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a checkpoint's ``train_state`` holds (``bundles.read_checkpoint``)."""
+
+    state: Mapping[str, Any]
+    tensors: Mapping[str, torch.Tensor]
+    history: list[dict] = field(default_factory=list)
+
+
+def run(task: TrainingTask, config: TrainConfig, *, stop: StopToken | None = None,
+        checkpoint_dir: str | Path | None = None, resume: Resume | None = None,
+        provenance: Mapping[str, Any] | None = None) -> Generator[TrainReport, None, Any]:
+    """Train ``task.network`` and return the task's model at its best epoch.
+
+    Parameters
+    ----------
+    task : TrainingTask
+        Batches, loss, evaluation and the model object.
+    config : TrainConfig
+        ``optim`` (epochs, steps, optimizer, schedule, time limit, early stopping),
+        ``device`` and ``amp``.
+    stop : StopToken, optional
+        Stops after the current step, leaving ``last``.
+    checkpoint_dir : str or Path, optional
+        Where ``best`` and ``last`` go; None keeps no checkpoint on disk.
+    resume : Resume, optional
+        Continue a run from its ``last`` checkpoint (the task's network already holds
+        its weights).
+    provenance : Mapping, optional
+        Facts stored with the model (split, initial weights, ...).
+
+    Yields
+    ------
+    TrainReport
+        At least every ``REPORT_EVERY_S`` of work and at every epoch end.
+
+    Returns
+    -------
+    Any
+        ``task.model(...)`` with the best epoch's weights.
+    """
+    trainer = Trainer(task, config, checkpoint_dir=checkpoint_dir, resume=resume, provenance=provenance)
+    return (yield from trainer.loop(stop))
+
+
+class Trainer:
+    """One run's loop state; ``loop`` is the generator body (use :func:`run`)."""
+
+    def __init__(self, task: TrainingTask, config: TrainConfig, *, checkpoint_dir: str | Path | None,
+                 resume: Resume | None, provenance: Mapping[str, Any] | None) -> None:
+        self.task, self.config = task, config
+        self.device = resolve_device(config.device)
+        self.amp = amp_enabled(self.device, config.amp)
+        self.network = task.network.to(self.device)
+        self.optimizer = build_optimizer(self.network, config)
+        self.total_steps = config.optim.epochs * config.optim.steps_per_epoch
+        self.scheduler, self.plateau = build_scheduler(self.optimizer, config, self.total_steps)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.params = [p for p in self.network.parameters() if p.requires_grad]
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.provenance = dict(provenance or {})
+        self.history: list[dict] = []
+        self.start_step = 0
+        self.best_key: tuple[float, ...] | None = None
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_metrics: Mapping[str, Any] = {}
+        self.bad_epochs = 0
+        if resume is not None:
+            self._restore(resume)
+
+    # --- the generator body ---------------------------------------------------------------
+
+    def loop(self, stop: StopToken | None) -> Generator[TrainReport, None, Any]:
+        cfg = self.config.optim
+        spe = cfg.steps_per_epoch
+        start = time.monotonic()
+        last_report = -math.inf  # the first step is always reported
+        note = self.task.start_message()
+        # losses stay on the device until a report reads them: no GPU sync per step
+        losses: list[torch.Tensor] = []
+        epoch_losses: list[torch.Tensor] = []
+        step = self.start_step
+        self.task.train_mode()
+        try:
+            while step < self.total_steps:
+                step += 1
+                epoch = (step - 1) // spe + 1
+                lr = self._lr()  # the rate this step uses
+                loss = self._step()
+                losses.append(loss)
+                epoch_losses.append(loss)
+                now = time.monotonic()
+                elapsed = now - start
+                message, finished = "", False
+                if stop is not None and stop.stopped:
+                    message, finished = "stopped by user", True
+                elif cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+                    message, finished = f"time limit of {cfg.max_minutes:g} min reached", True
+                epoch_end = step % spe == 0 or step == self.total_steps
+                fields: dict[str, Any] = {}
+                if epoch_end:
+                    fields, early = self._end_epoch(step, epoch, _mean(epoch_losses), elapsed)
+                    epoch_losses = []
+                    self.task.train_mode()  # validation left the network in eval mode
+                    if early and not finished:
+                        message, finished = early, True
+                if finished and not epoch_end:
+                    self._save_last(step, epoch)
+                if epoch_end or finished or now - last_report >= REPORT_EVERY_S:
+                    if note:  # the first report says how the data were split and initialised
+                        message, note = "; ".join(m for m in (note, message) if m), ""
+                    eta = None if finished else elapsed / (step - self.start_step) * (self.total_steps - step)
+                    yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
+                                      train_loss=_mean(losses), learning_rate=lr, elapsed_s=elapsed,
+                                      eta_s=eta, epoch_end=epoch_end, message=message, **fields)
+                    losses, last_report = [], now
+                if finished:
+                    break
+        except GeneratorExit:
+            # closed from outside (a worker quit): leave a checkpoint, then end quietly
+            if step > self.start_step:
+                self._save_last(step, (step - 1) // spe + 1)
+            return self._best_model()
+        return self._best_model()
+
+    # --- one step -------------------------------------------------------------------------
+
+    def _step(self) -> torch.Tensor:
+        inputs, targets = self.task.next_batch()
+        # plain (pageable) copies: pinning a fresh batch every step costs more than it saves
+        inputs = inputs.to(self.device)
+        targets = _to(targets, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.amp):
+            outputs = self.network(inputs)
+        loss = self.task.loss(_float(outputs), targets)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP_NORM)
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach()
+
+    # --- epoch ends: validation, best state, early stopping, checkpoints ------------------
+
+    def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float) -> tuple[dict, str]:
+        evaluation = self.task.evaluate(self.device, self.amp) or Evaluation()
+        key = evaluation.key if evaluation.key is not None else (-train_loss,)
+        if self.plateau is not None:
+            self.plateau.step(key[0])
+        improved = self.best_key is None or key > self.best_key
+        if improved:
+            self.best_key, self.best_epoch, self.bad_epochs = key, epoch, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.network.state_dict().items()}
+            self.best_metrics = {**evaluation.metrics, "epoch": epoch} if evaluation.metrics else {}
+        else:
+            self.bad_epochs += 1
+        self.history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "learning_rate": self._lr(),
+                             "elapsed_s": elapsed, **evaluation.history})
+        if improved and self.checkpoint_dir is not None:
+            self._model().save(self.checkpoint_dir / "best")
+        self._save_last(step, epoch)
+        message = ""
+        patience = self.config.optim.early_stopping_patience
+        if patience is not None and self.bad_epochs >= patience:
+            message = f"early stopping: no improvement for {self.bad_epochs} epochs (best epoch {self.best_epoch})"
+        return {**evaluation.report, "best": improved}, message
+
+    # --- models and checkpoints -----------------------------------------------------------
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _model(self) -> Any:
+        provenance = {**self.provenance, "best_epoch": self.best_epoch}
+        if self.checkpoint_dir is not None:
+            provenance["checkpoint_dir"] = str(self.checkpoint_dir)
+        return self.task.model(self.history, provenance, self.best_metrics)
+
+    def _best_model(self) -> Any:
+        if self.best_state is not None:
+            self.network.load_state_dict(self.best_state)
+        return self._model()
+
+    def _save_last(self, step: int, epoch: int) -> None:
+        if self.checkpoint_dir is None:
+            return
+        from napari_medml.bundle import write_checkpoint
+
+        scalars = {"step": step, "epoch": epoch, "best_key": list(self.best_key) if self.best_key else None,
+                   "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps}
+        write_checkpoint(self._model(), self.checkpoint_dir / "last", self.optimizer,
+                         self.plateau or self.scheduler, self.scaler, scalars)
+
+    def _restore(self, resume: Resume) -> None:
+        from napari_medml.bundle import optimizer_state
+
+        state = resume.state
+        self.start_step = int(state["step"])
+        self.optimizer.load_state_dict(optimizer_state(state, resume.tensors))
+        sched = self.plateau or self.scheduler
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        key = state.get("best_key")
+        if key is None and state.get("best_metric") is not None:  # schema-1 checkpoints
+            key = [float(state["best_metric"])]
+        self.best_key = tuple(float(k) for k in key) if key is not None else None
+        self.best_epoch = int(state.get("best_epoch") or 0)
+        self.bad_epochs = int(state.get("bad_epochs") or 0)
+        self.history = list(resume.history)
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    """Mean of the step losses since the last read (one device-to-host copy)."""
+    return float(torch.stack(losses).float().mean()) if losses else float("nan")
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+
+def _float(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.float()
+    if isinstance(obj, (list, tuple)):  # deep supervision returns several outputs
+        return type(obj)(_float(v) for v in obj)
+    return obj
