@@ -32,8 +32,15 @@ def _wait(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> None:
             raise TimeoutError("a demo step took too long")
 
 
-def open_from_menu(viewer: Any, command: str) -> Any:
-    """Run a Plugins › MedML menu entry (its npe2 command, as a click does); the docked widget."""
+def open_from_menu(viewer: Any, title: str) -> Any:
+    """Click Plugins › MedML › ``title`` (run its app-model command); the docked widget.
+
+    The item is looked up by its title in napari's menus, as a user finds it (napari 0.9
+    names the action after the npe2 command, 0.5.0 "napari-medml:<title>").
+    """
+    from app_model.types import MenuItem, SubmenuItem
+    from napari._app_model.constants import MenuId
+
     try:
         from napari._app_model import get_app_model
     except ImportError:  # older napari (0.5.0) names it get_app
@@ -46,11 +53,16 @@ def open_from_menu(viewer: Any, command: str) -> Any:
         return {name: getattr(dock.widget(), "_magic_widget", dock.widget())
                 for name, dock in window._dock_widgets.items()}
 
+    app = get_app_model()
+    submenu = next(item.submenu for item in app.menus.get_menu(MenuId.MENUBAR_PLUGINS)
+                   if isinstance(item, SubmenuItem) and item.title == "MedML")
+    command = next(item.command.id for item in app.menus.get_menu(submenu)
+                   if isinstance(item, MenuItem) and item.command.title == title)
     before = set(docked())
-    get_app_model().commands.execute_command(command).result()
+    app.commands.execute_command(command).result()
     new = [widget for name, widget in docked().items() if name not in before]
     if len(new) != 1:
-        raise RuntimeError(f"the menu command {command} docked {len(new)} widgets")
+        raise RuntimeError(f"Plugins › MedML › {title} docked {len(new)} widgets")
     return new[0]
 
 
@@ -61,8 +73,8 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     times: dict[str, float] = {}
     viewer.open_sample("napari-medml", "phantom_3d")  # File › Open Sample
     image, truth = viewer.layers["phantom"], viewer.layers["phantom [ground truth]"]
-    pre, aug, train, pred = (open_from_menu(viewer, f"napari-medml.{name}_widget")
-                             for name in ("preprocess", "augment", "train", "predict"))
+    pre, aug, train, pred = (open_from_menu(viewer, title) for title in
+                             ("Preprocess", "Augmentation preview", "Train segmentation", "Predict"))
     _wait(app, lambda: not train._device_runner.running)
 
     t = time.perf_counter()

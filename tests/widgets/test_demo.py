@@ -1,8 +1,11 @@
-"""The demo's loop (preprocess, augmentation preview, train, predict) through the widgets."""
+"""The demo's loop (preprocess, augmentation preview, train, predict) through the widgets
+it opens from the Plugins menu."""
 
 from __future__ import annotations
 
 from qtpy.QtWidgets import QApplication
+
+from menu_helpers import docked_widgets
 
 from napari_medml._demo import _write_report, run_loop
 
@@ -15,5 +18,9 @@ def test_demo_loop_runs_and_reports(make_napari_viewer, tmp_path):
                                       "predict_s"}
     prediction = viewer.layers["phantom [prediction]"]
     assert prediction.data.shape == viewer.layers["phantom"].data.shape
+    # docked by the Plugins-menu commands (napari names those docks "<title> (MedML)")
+    assert {type(w).__name__ for w in docked_widgets(viewer).values()} == {
+        "PreprocessWidget", "AugmentWidget", "TrainWidget", "PredictWidget"}
+    assert all(name.endswith("(MedML)") for name in docked_widgets(viewer))
     _write_report(tmp_path, report)
     assert "| body |" in (tmp_path / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""The npe2 manifest: valid, loaded by a real viewer, sample data opens as layers."""
+"""The npe2 manifest: valid, light to read, loaded by a real viewer; the sample API."""
 
 from __future__ import annotations
 
@@ -65,29 +65,7 @@ def test_plugin_loads_in_viewer(make_napari_viewer) -> None:
     assert {s.key for s in samples[PLUGIN]} == {"phantom_3d", "touching_objects_2d", "shape_classes"}
 
 
-# key -> (image name, labels name, image ndim, scale)
-SAMPLES = {
-    "phantom_3d": ("phantom", "phantom [ground truth]", 3, (2.0, 1.0, 1.0)),
-    "touching_objects_2d": ("objects", "objects [ground truth]", 2, (1.0, 1.0)),
-    "shape_classes": ("shapes", "shapes [classes]", 3, (1.0, 1.0, 1.0)),
-}
-
-
-@pytest.mark.parametrize("key", list(SAMPLES))
-def test_open_sample(make_napari_viewer, key: str) -> None:
-    from napari.layers import Image, Labels
-
-    viewer = make_napari_viewer()
-    image_name, labels_name, ndim, scale = SAMPLES[key]
-    viewer.open_sample(PLUGIN, key)
-    assert [layer.name for layer in viewer.layers] == [image_name, labels_name]
-    image, labels = viewer.layers[image_name], viewer.layers[labels_name]
-    assert isinstance(image, Image) and isinstance(labels, Labels)
-    assert image.ndim == labels.ndim == ndim
-    assert image.data.shape == labels.data.shape
-    np.testing.assert_allclose(image.scale, scale)
-    np.testing.assert_allclose(labels.scale, scale)
-    assert int(labels.data.max()) > 0
+# Opening each sample through File › Open Sample: test_plugin_menu.py.
 
 
 def test_shape_classes_sample_carries_classes(make_napari_viewer) -> None:

@@ -1,0 +1,105 @@
+"""Plugins › MedML and File › Open Sample › MedML: every entry, clicked through napari's menus."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from magicgui.widgets import Container
+
+from napari_medml._widgets._session import session_for
+from napari_medml.config import AugmentConfig
+
+from menu_helpers import COMMANDS, PLUGIN, click_menu, docked_widgets, widget_title
+
+
+def _manifest_widgets() -> list[tuple[str, str]]:
+    """(npe2 command id, python_name) of every widget napari.yaml contributes."""
+    import npe2
+
+    manifest = npe2.PluginManifest.from_distribution(PLUGIN)
+    python_names = {c.id: c.python_name for c in manifest.contributions.commands}
+    return [(w.command, python_names[w.command]) for w in manifest.contributions.widgets]
+
+
+def test_the_short_names_cover_every_widget() -> None:
+    assert sorted(c for c, _ in _manifest_widgets()) == sorted(COMMANDS.values())
+
+
+@pytest.mark.parametrize(("command", "python_name"), _manifest_widgets())
+def test_menu_entry_docks_its_widget(make_napari_viewer, open_widget, qtbot, command: str,
+                                     python_name: str) -> None:
+    from napari._app_model.constants import MenuId
+
+    viewer = make_napari_viewer(show=True)
+    layers = (viewer.add_image(np.zeros((4, 16, 16), np.float32), name="ct"),
+              viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name="seg"))
+    widget = open_widget(viewer, command)
+    module, cls = python_name.split(":")
+    assert type(widget).__module__ == module and type(widget).__name__ == cls
+    assert isinstance(widget, Container)
+    qtbot.waitUntil(widget.native.isVisible, timeout=5000)
+    # its layer choosers list the viewer's layers
+    choosers = [w for w in widget if getattr(w, "choices", None) and hasattr(w.choices[0], "data")]
+    assert choosers and all(set(w.choices) <= set(layers) for w in choosers)
+    # a second click hides the dock (napari's toggle), a third shows it: never a second widget
+    click_menu(MenuId.MENUBAR_PLUGINS, widget_title(command))
+    qtbot.waitUntil(lambda: not widget.native.isVisible(), timeout=5000)
+    click_menu(MenuId.MENUBAR_PLUGINS, widget_title(command))
+    qtbot.waitUntil(widget.native.isVisible, timeout=5000)
+    assert [w for w in docked_widgets(viewer).values() if type(w) is type(widget)] == [widget]
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # napari's warning on private access
+def test_widgets_docked_both_ways_share_one_session(make_napari_viewer, open_widget, qtbot) -> None:
+    """add_plugin_dock_widget hands widgets a PublicOnlyProxy of the viewer: no widget
+    touches private viewer attributes through it, and all share the viewer's session."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((4, 32, 32)).astype(np.float32), name="ct")
+    train = open_widget(viewer, "train")
+    proxied = {}
+    for name in ("preprocess", "augment", "predict", "classify"):
+        _, proxied[name] = viewer.window.add_plugin_dock_widget(PLUGIN, widget_title(COMMANDS[name]))
+    assert type(proxied["augment"]._viewer).__name__ == "PublicOnlyProxy"  # the path under test
+    assert {id(session_for(w._viewer)) for w in (train, *proxied.values())} == {id(session_for(viewer))}
+    # the augmentation set in one widget is what the other trains with
+    proxied["augment"].none_button.changed.emit(True)
+    assert train.config().augment == AugmentConfig.none()
+    # choosing layers and a live preview through the proxy
+    pre = proxied["preprocess"]
+    pre["image"].value, pre["operation"].value, pre["live"].value = image, "minmax", True
+    assert "ct [preview]" in viewer.layers
+    pre["live"].value = False
+    assert [layer.name for layer in viewer.layers] == ["ct"]
+    qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)
+
+
+# key -> (image name, labels name, image ndim, scale)
+SAMPLES = {
+    "phantom_3d": ("phantom", "phantom [ground truth]", 3, (2.0, 1.0, 1.0)),
+    "touching_objects_2d": ("objects", "objects [ground truth]", 2, (1.0, 1.0)),
+    "shape_classes": ("shapes", "shapes [classes]", 3, (1.0, 1.0, 1.0)),
+}
+
+
+@pytest.mark.parametrize("key", list(SAMPLES))
+def test_open_sample_menu(make_napari_viewer, key: str) -> None:
+    """File › Open Sample › MedML › <sample>, clicked."""
+    import npe2
+    from napari._app_model.constants import MenuId
+    from napari.layers import Image, Labels
+
+    viewer = make_napari_viewer()
+    manifest = npe2.PluginManifest.from_distribution(PLUGIN)
+    title = next(s.display_name for s in manifest.contributions.sample_data if s.key == key)
+    click_menu(MenuId.FILE_SAMPLES, title)
+    image_name, labels_name, ndim, scale = SAMPLES[key]
+    assert [layer.name for layer in viewer.layers] == [image_name, labels_name]
+    image, labels = viewer.layers[image_name], viewer.layers[labels_name]
+    assert isinstance(image, Image) and isinstance(labels, Labels)
+    assert image.ndim == labels.ndim == ndim
+    assert image.data.shape == labels.data.shape
+    np.testing.assert_allclose(image.scale, scale)
+    np.testing.assert_allclose(labels.scale, scale)
+    assert int(labels.data.max()) > 0
