@@ -1,0 +1,129 @@
+"""Instance metrics against hand-computed cases (StarDist matching, DSB 2018 AP)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_medml.errors import InputError
+from napari_medml.instances.metrics import (
+    DSB_THRESHOLDS,
+    instance_scores,
+    match_instances,
+    overlaps,
+    sum_matchings,
+)
+
+
+def hand_case() -> tuple[np.ndarray, np.ndarray]:
+    """Three true objects, three predictions; IoUs worked out by hand.
+
+    true 1 (8 px) vs pred 5 (6 px inside it): IoU 6/8 = 0.75
+    true 2 (8 px) vs pred 7 (6 px inside it + 1 px of background): IoU 6/(8+7-6) = 2/3
+    true 3 (2 px): missed (false negative); pred 9 (4 px on background): false positive
+    """
+    true = np.zeros((6, 8), np.uint16)
+    true[0:2, 0:4] = 1
+    true[2:4, 2:6] = 2
+    true[5, 6:8] = 3
+    pred = np.zeros((6, 8), np.int32)
+    pred[0:2, 0:3] = 5
+    pred[2:4, 3:6] = 7
+    pred[1, 4] = 7
+    pred[4:6, 0:2] = 9
+    return true, pred
+
+
+def test_overlap_table_by_hand() -> None:
+    true, pred = hand_case()
+    table = overlaps(true, pred)
+    pairs = {(int(t), int(p)): float(i) for t, p, i in zip(table.true_ids, table.pred_ids, table.iou)}
+    assert pairs == pytest.approx({(1, 5): 0.75, (2, 7): 2 / 3})
+    assert (table.n_true, table.n_pred) == (3, 3)
+
+
+def test_match_at_half_by_hand() -> None:
+    true, pred = hand_case()
+    m = match_instances(true, pred, 0.5)
+    assert (m.n_true, m.n_pred, m.tp, m.fp, m.fn) == (3, 3, 2, 1, 1)
+    assert m.precision == pytest.approx(2 / 3)
+    assert m.recall == pytest.approx(2 / 3)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.average_precision == pytest.approx(2 / 4)  # DSB: tp / (tp + fp + fn)
+    assert m.mean_matched_iou == pytest.approx((0.75 + 2 / 3) / 2)
+
+
+def test_dsb_mean_average_precision_by_hand() -> None:
+    true, pred = hand_case()
+    scores = instance_scores(true, pred)
+    assert [m.threshold for m in scores.matchings] == list(DSB_THRESHOLDS)
+    assert DSB_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    # 0.5-0.65: both matches (AP 2/4); 0.7 and 0.75: only IoU 0.75 (AP 1/5); above: none
+    expected = [0.5] * 4 + [0.2] * 2 + [0.0] * 4
+    assert [m.average_precision for m in scores.matchings] == pytest.approx(expected)
+    assert scores.mean_average_precision == pytest.approx(2.4 / 10)
+    assert scores.at(0.75).tp == 1  # IoU exactly at the threshold counts (>=, as StarDist)
+    assert scores.at(0.8).f1 == 0.0
+    json.dumps(scores.to_dict())  # JSON-ready for reports and the CLI
+
+
+def test_one_to_one_matching_is_optimal_below_half() -> None:
+    # Row of pixels: true A = 0..9, B = 10..15; pred Y = 0..3, X = 4..13.
+    # IoU(A, X) = 6/14, IoU(A, Y) = 4/10, IoU(B, X) = 4/12. Greedy by IoU takes A-X
+    # and leaves B alone (1 match); the Hungarian matching pairs A-Y and B-X (2).
+    true = np.zeros((1, 16), np.int32)
+    true[0, 0:10] = 1
+    true[0, 10:16] = 2
+    pred = np.zeros((1, 16), np.int32)
+    pred[0, 0:4] = 1
+    pred[0, 4:14] = 2
+    m = match_instances(true, pred, 0.3)
+    assert (m.tp, m.fp, m.fn) == (2, 0, 0)
+    assert m.mean_matched_iou == pytest.approx((0.4 + 4 / 12) / 2)
+    assert match_instances(true, pred, 0.42).tp == 1  # only A-X is good enough
+
+
+def test_perfect_and_empty_cases() -> None:
+    true, _ = hand_case()
+    renumbered = np.where(true > 0, true + 100, 0)  # ids need not agree or be contiguous
+    perfect = instance_scores(true, renumbered)
+    assert perfect.mean_average_precision == 1.0
+    assert perfect.at(0.95).f1 == 1.0
+    empty = np.zeros_like(true)
+    missed = match_instances(true, empty)
+    assert (missed.tp, missed.fp, missed.fn, missed.precision, missed.recall, missed.f1) == (0, 0, 3, 0, 0, 0)
+    nothing = match_instances(empty, empty)
+    assert (nothing.f1, nothing.average_precision, nothing.precision, nothing.recall) == (1, 1, 1, 1)
+
+
+def test_thousands_of_objects_3d() -> None:
+    # 20 x 20 x 10 = 4000 cubes; the prediction shifts each by one voxel along X
+    true = np.zeros((40, 80, 80), np.int32)
+    grid = np.arange(4000).reshape(20, 10, 20)
+    cell = np.kron(grid + 1, np.ones((2, 8, 4), np.int32))
+    true[:, :, :] = cell
+    true[:, :, 3::4] = 0  # gaps between cubes along X: 3 voxels per cube row
+    pred = np.roll(true, 1, axis=2)
+    scores = instance_scores(true, pred, thresholds=(0.3, 0.5))
+    # each cube 2x8x3 = 48 voxels, shifted by one: overlap 32, IoU 32 / 64 = 0.5
+    assert scores.at(0.5).tp == 4000
+    assert scores.at(0.3).tp == 4000
+    assert scores.at(0.5).mean_matched_iou == pytest.approx(0.5)
+
+
+def test_pooling_adds_counts() -> None:
+    true, pred = hand_case()
+    pooled = sum_matchings([instance_scores(true, pred), instance_scores(true, true)])
+    m = pooled.at(0.5)
+    assert (m.n_true, m.n_pred, m.tp, m.fp, m.fn) == (6, 6, 5, 1, 1)
+    assert m.average_precision == pytest.approx(5 / 7)
+
+
+def test_bad_inputs_name_the_fault() -> None:
+    true, pred = hand_case()
+    with pytest.raises(InputError, match="shape"):
+        match_instances(true, pred[:, :4])
+    with pytest.raises(InputError, match="integers"):
+        match_instances(true, pred.astype(float))
