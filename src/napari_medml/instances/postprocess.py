@@ -1,0 +1,406 @@
+"""Instances from the network's outputs, and the classical baselines.
+
+The learned path (:func:`instances_from_outputs`) takes the *cached* network
+outputs - a foreground probability and the predicted normalised distance map
+(see :mod:`napari_medml.instances.targets`) - so its parameters
+(:class:`InstanceParams`) can change at predict time without running the network
+again, as cellpose-napari re-runs only its mask creation. Seeds are the maxima
+of the learned distance map whose dynamic (height above the saddle that joins
+them to a higher maximum) is at least ``seed_height`` (h-maxima, Soille,
+*Morphological Image Analysis*, 2003, ch. 6); seeds whose centres are closer than
+``min_distance`` (physical units) merge; a seeded watershed (``skimage.segmentation.watershed``) on the
+inverted map fills the foreground.
+
+The classical baselines (:func:`classical_instances`) need no training: Otsu's
+threshold, then connected components or a distance-transform watershed from
+peak seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_medml.config import ConfigError
+from napari_medml.instances._checks import check_instances, check_same_shape, check_spacing
+from napari_medml.errors import InputError
+
+__all__ = [
+    "ClassicalParams",
+    "InstanceParams",
+    "classical_instances",
+    "connected_instances",
+    "foreground_probability",
+    "instances_from_outputs",
+    "params_from_labels",
+    "remove_small_instances",
+    "seeded_watershed",
+]
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{name}={value} is out of range: use a value between 0 and 1")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={value} is invalid: use a physical size >= 0 (0 turns it off)")
+
+
+@dataclass(frozen=True)
+class InstanceParams:
+    """Post-processing of the learned outputs; stored in the bundle as JSON.
+
+    Attributes
+    ----------
+    foreground_threshold : float
+        A voxel is part of an object when its foreground probability is at least this.
+    seed_height : float
+        A maximum of the normalised distance map (values in [0, 1]) starts an
+        object when it rises at least this much above the saddle joining it to a
+        higher maximum. Lower splits more, higher merges more.
+    min_distance : float
+        Seeds whose centres are closer than this (physical units, e.g. µm) merge
+        into one object; 0 turns it off.
+    min_size : float
+        Objects smaller than this area (2D) or volume (3D), in physical units
+        (voxel count x product of the spacing), are removed; 0 keeps all.
+    """
+
+    foreground_threshold: float = 0.5
+    seed_height: float = 0.3
+    min_distance: float = 0.0
+    min_size: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_fraction("foreground_threshold", self.foreground_threshold)
+        _check_fraction("seed_height", self.seed_height)
+        _check_non_negative("min_distance", self.min_distance)
+        _check_non_negative("min_size", self.min_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping of the parameters."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "InstanceParams":
+        """Rebuild from :meth:`to_dict` output; unknown keys are a ConfigError."""
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ConfigError(f"instance parameters {sorted(unknown)} are unknown: remove them from config.json")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+def params_from_labels(labels: np.ndarray, spacing: Sequence[float] | None = None) -> InstanceParams:
+    """Default post-processing for objects like those in the training labels.
+
+    ``min_size`` becomes a quarter of the 10th percentile of the training
+    objects' areas/volumes (physical units): noise specks go, small true objects
+    stay. The thresholds keep their defaults.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer instance labels the network is trained on, (Y, X) or (Z, Y, X).
+    spacing : sequence of float, optional
+        Voxel size per axis; default all 1.
+
+    Returns
+    -------
+    InstanceParams
+    """
+    labels = check_instances(labels)
+    spacing = check_spacing(spacing, labels.ndim)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel())[1:]
+    counts = counts[counts > 0]
+    if len(counts) == 0:
+        raise InputError("instance labels have no objects: paint at least one object (ids > 0) to train on")
+    size = float(np.percentile(counts, 10)) * float(np.prod(spacing))
+    return InstanceParams(min_size=round(0.25 * size, 6))
+
+
+def foreground_probability(class_probabilities: np.ndarray) -> np.ndarray:
+    """Probability that a voxel belongs to any object: 1 - P(background).
+
+    Parameters
+    ----------
+    class_probabilities : np.ndarray
+        Softmax output, (C, Y, X) or (C, Z, Y, X), channel 0 background
+        (C = 3 for background / interior / boundary).
+
+    Returns
+    -------
+    np.ndarray
+        float32 (Y, X) or (Z, Y, X) in [0, 1].
+    """
+    probs = np.asarray(class_probabilities)
+    if probs.ndim not in (3, 4) or probs.shape[0] < 2:
+        raise InputError(
+            f"class probabilities have shape {probs.shape}: expected (C, Y, X) or (C, Z, Y, X) with C >= 2"
+        )
+    return (1.0 - probs[0]).astype(np.float32)
+
+
+def _footprint(radius: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Boolean ellipsoid covering ``radius`` physical units along each axis."""
+    half = [int(np.floor(radius / s)) for s in spacing]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing))
+    return dist2 <= radius**2
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Renumber the ids present to 1..N (uint32), 0 stays background."""
+    from skimage.segmentation import relabel_sequential
+
+    out, _, _ = relabel_sequential(labels)
+    return out.astype(np.uint32, copy=False)
+
+
+def remove_small_instances(labels: np.ndarray, min_size: float, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Drop objects whose area/volume is below ``min_size`` physical units; ids become 1..N.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer instance labels, (Y, X) or (Z, Y, X). Not modified.
+    min_size : float
+        Smallest kept area (2D) or volume (3D) in physical units; 0 keeps all.
+    spacing : sequence of float, optional
+        Voxel size per axis; default all 1.
+
+    Returns
+    -------
+    np.ndarray
+        uint32 labels of the same shape, ids 1..N in the order of the input ids.
+    """
+    labels = check_instances(labels)
+    spacing = check_spacing(spacing, labels.ndim)
+    out = np.asarray(labels, dtype=np.int64)
+    if min_size > 0:
+        counts = np.bincount(out.ravel())
+        small = counts * float(np.prod(spacing)) < min_size
+        small[0] = False
+        if small.any():
+            out = np.where(small[out], 0, out)
+    return _relabel(out)
+
+
+def seeded_watershed(
+    height: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, ...],
+    seed_height: float,
+    min_distance: float,
+) -> np.ndarray:
+    """Split ``mask`` into objects by a watershed on ``-height`` from its h-maxima.
+
+    Parameters
+    ----------
+    height : np.ndarray
+        float map, (Y, X) or (Z, Y, X), high at object centres (a distance map).
+    mask : np.ndarray
+        bool foreground of the same shape; the watershed stays inside it.
+    spacing : tuple of float
+        Voxel size per axis (physical units).
+    seed_height : float
+        Minimum dynamic of a maximum to become a seed (units of ``height``).
+    min_distance : float
+        Seeds whose centres are closer than this physical distance merge; 0 turns it off.
+
+    Returns
+    -------
+    np.ndarray
+        int32 labels; foreground components without a seed keep one id each.
+    """
+    from skimage.morphology import local_maxima, reconstruction
+    from skimage.segmentation import watershed
+
+    height = np.where(mask, height, 0.0).astype(np.float64)
+    if seed_height > 0:
+        # h-maxima as the regional maxima of the reconstruction of (height - h)
+        # under height: two equal peaks joined by a ridge higher than peak - h
+        # are one seed (skimage's h_maxima keeps such twins apart)
+        height_h = reconstruction(height - seed_height, height, method="dilation")
+    else:
+        height_h = height
+    peaks = local_maxima(height_h, allow_borders=True) & mask
+    # a discrete distance map often peaks on two diagonal neighbours: one seed
+    markers, n_seeds = ndi.label(peaks, structure=np.ones((3,) * peaks.ndim, bool))
+    if min_distance > 0 and n_seeds > 1:
+        markers, n_seeds = _merge_close_seeds(markers, n_seeds, spacing, min_distance)
+    out = watershed(-height, markers, mask=mask)
+    unseeded = mask & (out == 0)
+    if unseeded.any():
+        extra, _ = ndi.label(unseeded)
+        out = np.where(unseeded, extra + n_seeds, out)
+    return out.astype(np.int32, copy=False)
+
+
+def _merge_close_seeds(
+    markers: np.ndarray, n_seeds: int, spacing: tuple[float, ...], min_distance: float
+) -> tuple[np.ndarray, int]:
+    """Give seeds whose centroids are closer than ``min_distance`` (physical) one id."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    centres = np.array(ndi.center_of_mass(markers > 0, markers, range(1, n_seeds + 1))) * np.array(spacing)
+    pairs = cKDTree(centres).query_pairs(min_distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return markers, n_seeds
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_seeds, n_seeds))
+    n_groups, group = connected_components(graph, directed=False)
+    lut = np.concatenate([[0], group + 1]).astype(np.int32)
+    return lut[markers], n_groups
+
+
+def instances_from_outputs(
+    foreground: np.ndarray,
+    distance: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    params: InstanceParams | None = None,
+) -> np.ndarray:
+    """Instance labels from cached network outputs; cheap to re-run with new ``params``.
+
+    Parameters
+    ----------
+    foreground : np.ndarray
+        float foreground probability in [0, 1], (Y, X) or (Z, Y, X)
+        (:func:`foreground_probability` of the class output), or a bool mask.
+    distance : np.ndarray
+        float predicted normalised distance map of the same shape (about 1 at
+        object centres, 0 at borders; see :func:`~napari_medml.instances.targets.instance_target`).
+    spacing : sequence of float, optional
+        Voxel size per axis in physical units; default all 1.
+    params : InstanceParams, optional
+        Thresholds and sizes; default ``InstanceParams()``.
+
+    Returns
+    -------
+    np.ndarray
+        uint32 instance labels of the same shape: 0 background, objects 1..N.
+
+    Raises
+    ------
+    InputError
+        If the two maps differ in shape, are not 2D/3D, or ``spacing`` does not fit.
+    """
+    params = params or InstanceParams()
+    foreground = np.asarray(foreground)
+    distance = np.asarray(distance, dtype=np.float32)
+    check_same_shape(foreground, distance, "foreground probability", "distance map")
+    if foreground.ndim not in (2, 3):
+        raise InputError(f"network outputs have shape {foreground.shape}: expected (Y, X) or (Z, Y, X)")
+    spacing = check_spacing(spacing, foreground.ndim)
+    mask = foreground >= params.foreground_threshold if foreground.dtype != bool else foreground
+    labels = seeded_watershed(distance, mask, spacing, params.seed_height, params.min_distance)
+    return remove_small_instances(labels, params.min_size, spacing)
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """The classical baseline: Otsu threshold, then connected components or a distance watershed.
+
+    Attributes
+    ----------
+    method : {"watershed", "connected"}
+        ``"watershed"`` splits touching objects at the seeds of the distance
+        transform of the Otsu mask; ``"connected"`` keeps each connected component.
+    smooth : float
+        Gaussian smoothing of the image before Otsu, sigma in physical units; 0 off.
+    min_distance : float
+        Physical distance between distance-transform peaks (the watershed seeds).
+    seed_height : float
+        Minimum dynamic of a distance-transform peak, in physical units; 0 keeps every peak.
+    min_size : float
+        Smallest kept object area/volume in physical units; 0 keeps all.
+    """
+
+    method: Literal["watershed", "connected"] = "watershed"
+    smooth: float = 1.0
+    min_distance: float = 5.0
+    seed_height: float = 0.0
+    min_size: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("watershed", "connected"):
+            raise ConfigError(f"method={self.method!r} is unknown: use 'watershed' or 'connected'")
+        for name in ("smooth", "min_distance", "seed_height", "min_size"):
+            _check_non_negative(name, getattr(self, name))
+
+
+def connected_instances(mask: np.ndarray) -> np.ndarray:
+    """Each face-connected foreground component as one object (uint32 ids 1..N)."""
+    labels, _ = ndi.label(np.asarray(mask, dtype=bool))
+    return labels.astype(np.uint32, copy=False)
+
+
+def classical_instances(
+    image: np.ndarray, spacing: Sequence[float] | None = None, params: ClassicalParams | None = None
+) -> np.ndarray:
+    """The classical baseline for bright objects on a dark background.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        float or integer intensities, (Y, X) or (Z, Y, X), one channel.
+    spacing : sequence of float, optional
+        Voxel size per axis in physical units; default all 1.
+    params : ClassicalParams, optional
+        Method and its parameters; default ``ClassicalParams()``.
+
+    Returns
+    -------
+    np.ndarray
+        uint32 instance labels of the image's shape, objects 1..N.
+
+    Raises
+    ------
+    InputError
+        If the image is not 2D/3D or is constant (Otsu needs two intensity levels).
+    """
+    from skimage.filters import threshold_otsu
+
+    params = params or ClassicalParams()
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim not in (2, 3):
+        raise InputError(f"image has shape {image.shape}: expected one channel, (Y, X) or (Z, Y, X)")
+    spacing = check_spacing(spacing, image.ndim)
+    if params.smooth > 0:
+        image = ndi.gaussian_filter(image, sigma=[params.smooth / s for s in spacing])
+    if float(image.max()) == float(image.min()):
+        raise InputError("image is constant: Otsu's threshold needs at least two intensity levels")
+    mask = ndi.binary_fill_holes(image > threshold_otsu(image))
+    if params.method == "connected":
+        labels = connected_instances(mask)
+    else:
+        dist = ndi.distance_transform_edt(mask, sampling=spacing)
+        labels = _peak_watershed(dist, mask, spacing, params)
+    return remove_small_instances(labels, params.min_size, spacing)
+
+
+def _peak_watershed(dist: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...], params: ClassicalParams) -> np.ndarray:
+    """Watershed of ``-dist`` from its peaks at least ``min_distance`` apart (physical units)."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    components, _ = ndi.label(mask)
+    footprint = _footprint(max(params.min_distance, min(spacing)), spacing)
+    peaks = peak_local_max(dist, footprint=footprint, labels=components, exclude_border=False)
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if params.seed_height > 0:
+        from skimage.morphology import h_maxima
+
+        markers[~h_maxima(dist, params.seed_height).astype(bool)] = 0
+    out = watershed(-dist, markers, mask=mask)
+    unseeded = mask & (out == 0)
+    if unseeded.any():
+        extra, _ = ndi.label(unseeded)
+        out = np.where(unseeded, extra + len(peaks), out)
+    return out
