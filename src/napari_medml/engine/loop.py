@@ -143,7 +143,7 @@ class Trainer:
                     self._save_last(step, epoch)
                 if epoch_end or finished or now - last_report >= REPORT_EVERY_S:
                     if note:  # the first report says how the data were split and initialised
-                        message, note = "; ".join(m for m in (note, message) if m), ""
+                        message, note = "\n".join(m for m in (note, message) if m), ""
                     eta = None if finished else elapsed / (step - self.start_step) * (self.total_steps - step)
                     yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
                                       train_loss=_mean(losses), learning_rate=lr, elapsed_s=elapsed,
