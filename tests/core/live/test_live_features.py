@@ -78,7 +78,7 @@ def test_features_agree_with_skimage_multiscale_basic_features() -> None:
 
     image = _image((64, 64), seed=5)
     ours = FeatureStack(image, config=FeatureConfig(sigmas=(1.0, 2.0, 4.0))).region(None)
-    theirs = multiscale_basic_features(image, sigma_min=1, sigma_max=4, num_sigma=3, num_workers=1)
+    theirs = multiscale_basic_features(image, sigma_min=1, sigma_max=4, num_sigma=3, workers=1)
     # per sigma: intensity, edges, Hessian eigenvalues 0 and 1
     names = FeatureStack(image, config=FeatureConfig(sigmas=(1.0, 2.0, 4.0))).names
     inner = (slice(12, -12), slice(12, -12))  # away from the border handling
