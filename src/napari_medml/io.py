@@ -1,8 +1,12 @@
-"""Read and write images as numpy arrays with their spacing, origin and affine.
+"""Read and write images as numpy arrays with their spacing, origin, affine and axes.
 
 Every format is presented in napari's axis order, (Y, X) or (Z, Y, X) with any
 non-spatial axes (time, channels) in front, so the rest of the package never
-sees a file's own layout.
+sees a file's own layout. :attr:`Volume.axes` names every axis (``"CZYX"``,
+``"TYX"``, ``"YXC"`` for RGB; ``Q`` where the file does not say, see
+:mod:`napari_medml.io_axes`): nothing downstream guesses channels from position.
+Length-1 axes (other than Y, X) are dropped on reading and restored on writing,
+so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
 
 - **NIfTI** (``.nii``, ``.nii.gz``, nibabel) stores (X, Y, Z); arrays are
   transposed. ``spacing`` is the header's voxel size and ``origin`` the affine's
@@ -10,14 +14,24 @@ sees a file's own layout.
   place voxels exactly for a positive diagonal affine. The full 4x4 affine (in
   NIfTI's x, y, z world) is kept in :attr:`Volume.affine`, with the sform and
   qform codes in :attr:`Volume.meta`, and written back as it was, so oblique
-  (rotated) volumes survive a read -> write -> read unchanged.
-- **TIFF** (``.tif``, ``.tiff``, tifffile): spacing comes from ImageJ metadata
-  (``spacing`` for Z, X/YResolution for Y/X, ``unit``, ``x/y/zorigin``), from
-  OME-XML (``PhysicalSize*``, first ``Plane`` position) or from tifffile's own
-  JSON description. Writing uses ImageJ metadata for the dtypes ImageJ knows
-  (uint8, uint16, int16, float32, 2D/3D), OME-XML for the other OME dtypes and
-  tifffile's JSON description plus resolution tags for the rest.
-- **NumPy** (``.npy``): the array alone; spacing 1 and origin 0.
+  (rotated) volumes survive a read -> write -> read unchanged. The 4th NIfTI
+  dimension is time (``T``) when the header gives a time unit, channels (``C``)
+  for a vector intent, otherwise unnamed (``Q``: some datasets keep modalities
+  there); the 5th is channels (ITK vector images are (X, Y, Z, 1, C)). Channels
+  are written as the 5th dimension with a vector intent, so they read back as
+  channels.
+- **TIFF** (``.tif``, ``.tiff``, tifffile): axes from ImageJ hyperstacks (any
+  of T, Z, C, Y, X; a plain ImageJ stack is Z, as in ImageJ), OME-XML or
+  tifffile's JSON description; spacing from ImageJ metadata (``spacing`` for Z,
+  ``finterval`` for T, X/YResolution for Y/X, ``unit``, ``x/y/zorigin``), from
+  OME-XML (``PhysicalSize*``, ``TimeIncrement``, first ``Plane`` position) or
+  from the JSON description. Writing uses ImageJ metadata for the dtypes ImageJ
+  knows (uint8, uint16, int16, float32), OME-XML for the other OME dtypes and
+  tifffile's JSON description plus resolution tags for the rest. Compressed
+  files need ``imagecodecs``; a file that decodes to fewer planes than its
+  header promises is reported as damaged.
+- **NumPy** (``.npy``): the array alone; spacing 1 and origin 0; axes other
+  than the last two are unnamed (``Q``).
 """
 
 from __future__ import annotations
@@ -30,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medml import io_axes
 from napari_medml.errors import InputError
 
 __all__ = [
@@ -44,13 +59,11 @@ __all__ = [
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
-_NIFTI_INTENT_LABEL = 1002  # NIFTI_INTENT_LABEL: voxel values are label ids
 _UNITS = {
     "um": "um", "µm": "um", "\\u00b5m": "um", "micron": "um", "microns": "um",
     "micrometer": "um", "mm": "mm", "millimeter": "mm", "nm": "nm",
     "nanometer": "nm", "m": "m", "meter": "m", "cm": "cm", "centimeter": "cm",
 }  # fmt: skip
-_NIFTI_UNITS = {"um": "micron", "mm": "mm", "m": "meter"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,8 +77,8 @@ class Volume:
         (time, channels) are allowed. RGB(A) TIFFs keep a trailing colour axis
         and set ``meta["rgb"] = True``.
     spacing : tuple of float
-        Voxel size per axis of ``data`` (the colour axis excepted); non-spatial
-        axes have spacing 1.
+        Voxel size per axis of ``data`` (the colour axis excepted); channel
+        axes have spacing 1, a time axis the frame interval.
     origin : tuple of float
         World position of the first voxel's centre per axis, same order.
     affine : np.ndarray or None
@@ -77,7 +90,12 @@ class Volume:
         Display name, the file name without its extension.
     meta : Mapping
         Format details kept for a faithful write: ``unit``, ``rgb``,
-        ``sform_code``, ``qform_code``.
+        ``sform_code``, ``qform_code``, ``time_unit`` and ``singletons`` (the
+        length-1 axes dropped on reading, restored on writing).
+    axes : str
+        One letter per axis of ``data`` (``T``, ``C``, ``Z``, ``Y``, ``X``; ``Q``
+        unnamed; an RGB colour axis is a trailing ``C``). Empty means
+        :func:`napari_medml.io_axes.default_axes`: ``(…, C, Z, Y, X)`` from the right.
     """
 
     data: np.ndarray
@@ -87,6 +105,21 @@ class Volume:
     is_labels: bool = False
     name: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
+    axes: str = ""
+
+    def __post_init__(self) -> None:
+        rgb = bool(self.meta.get("rgb"))
+        ndim = np.ndim(self.data)
+        if self.axes:
+            axes = io_axes.check_axes(self.axes, ndim, f"'{self.name or 'image'}'")
+        else:
+            axes = io_axes.default_axes(ndim, rgb)
+        object.__setattr__(self, "axes", axes)
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Index of the channel axis (an RGB colour axis included), or None."""
+        return self.axes.index("C") if "C" in self.axes else None
 
 
 def file_format(path: str | Path) -> str:
@@ -122,43 +155,88 @@ def is_label_file(path: str | Path, data: np.ndarray) -> bool:
     return bool(integer and _LABEL_WORDS.search(Path(path).name))
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     """Read a NIfTI, TIFF or NumPy file into a :class:`Volume`.
 
     Parameters
     ----------
     path : str or Path
         A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff`` or ``.npy`` file.
+    axes : str, optional
+        What the file's axes are, one letter each (``T``, ``C``, ``Z``, ``Y``,
+        ``X``), in the order the array is stored as NumPy/tifffile read it (for
+        NIfTI the reverse of the file's (X, Y, Z, T, C) order); replaces what the
+        file says. Length-1 axes count.
 
     Returns
     -------
     Volume
-        Data in napari axis order with spacing, origin and (NIfTI) affine.
+        Data in canonical napari axis order (non-spatial axes in front) with
+        spacing, origin, (NIfTI) affine and axes; length-1 axes other than Y, X
+        dropped (listed in ``meta["singletons"]``).
 
     Raises
     ------
     InputError
-        If the file is missing, of an unsupported type, or unreadable.
+        If the file is missing, of an unsupported type, unreadable or damaged,
+        or ``axes`` do not fit it.
     """
     path = Path(path)
     fmt = file_format(path)
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
-    from napari_medml.io_tiff import read_tiff  # here: io_tiff builds on this module
+    from napari_medml.io_nifti import read_nifti  # here: they build on this module
+    from napari_medml.io_tiff import read_tiff
 
-    reader = {"nifti": _read_nifti, "tiff": read_tiff, "npy": _read_npy}[fmt]
+    reader = {"nifti": read_nifti, "tiff": read_tiff, "npy": _read_npy}[fmt]
     try:
         volume = reader(path)
     except InputError:
         raise
     except Exception as exc:  # any library error means the file is damaged or not this format
+        if "imagecodecs" in str(exc):
+            raise InputError(f"cannot read '{path}': its compression needs the imagecodecs package "
+                             f"({exc}); install it with 'pip install imagecodecs'") from exc
         raise InputError(
-            f"cannot read '{path}' as {fmt.upper()} ({exc}); check that the file "
-            "is complete and really is of that type"
+            f"cannot read '{path}' as {fmt.upper()}: it is damaged or not of that type ({exc}); "
+            "check that the file is complete and really is of that type"
         ) from exc
+    if axes is not None:
+        given = io_axes.check_axes(axes, volume.data.ndim, f"'{path}'",
+                                   "give one letter per axis of the stored array, e.g. ZCYX")
+        rgb = bool(volume.meta.get("rgb")) and given.endswith("C")
+        meta = {k: v for k, v in volume.meta.items() if k != "rgb"} | ({"rgb": True} if rgb else {})
+        n = volume.data.ndim - int(rgb)
+        spacing, origin = _fit_length(volume.spacing, n, 1.0), _fit_length(volume.origin, n, 0.0)
+        volume = replace(volume, axes=given, meta=meta, spacing=spacing, origin=origin)
+    volume = canonical(volume)
     if is_label_file(path, volume.data):
         volume = replace(volume, is_labels=True)
     return volume
+
+
+def canonical(volume: Volume) -> Volume:
+    """The volume in canonical axis order with its length-1 axes dropped (see io_axes)."""
+    rgb = bool(volume.meta.get("rgb"))
+    order = io_axes.canonical_order(volume.axes, rgb)
+    data, axes = volume.data, volume.axes
+    spacing, origin = volume.spacing, volume.origin
+    if order != sorted(order):
+        data = np.ascontiguousarray(np.transpose(data, order))
+        body = order[: len(order) - int(rgb)]
+        axes = "".join(axes[i] for i in order)
+        spacing = tuple(spacing[i] for i in body)
+        origin = tuple(origin[i] for i in body)
+    data, axes, spacing, origin, dropped = io_axes.squeeze(data, axes, spacing, origin, rgb)
+    meta = dict(volume.meta)
+    if dropped:
+        meta[io_axes.SINGLETONS_KEY] = [*meta.get(io_axes.SINGLETONS_KEY, []), *dropped]
+    return replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
+
+
+def _fit_length(values: tuple[float, ...], n: int, fill: float) -> tuple[float, ...]:
+    values = tuple(values)[-n:] if len(values) >= n else tuple(values)
+    return (fill,) * (n - len(values)) + values
 
 
 def write_volume(path: str | Path, volume: Volume) -> Path:
@@ -190,9 +268,16 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     if volume.data.dtype == bool:
         volume = replace(volume, data=volume.data.astype(np.uint8))
+    dropped = volume.meta.get(io_axes.SINGLETONS_KEY)
+    if dropped:  # the length-1 axes the file had go back: same shape as what was read
+        data, axes, spacing, origin = io_axes.unsqueeze(volume.data, volume.axes, volume.spacing, volume.origin,
+                                                        dropped, rgb=bool(volume.meta.get("rgb")))
+        meta = {k: v for k, v in volume.meta.items() if k != io_axes.SINGLETONS_KEY}
+        volume = replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
+    from napari_medml.io_nifti import write_nifti
     from napari_medml.io_tiff import write_tiff
 
-    writer = {"nifti": _write_nifti, "tiff": write_tiff, "npy": _write_npy}[fmt]
+    writer = {"nifti": write_nifti, "tiff": write_tiff, "npy": _write_npy}[fmt]
     try:
         writer(path, volume)
     except InputError:
@@ -257,77 +342,15 @@ def canonical_unit(raw: Any) -> str | None:
     return _UNITS.get(text.lower(), _UNITS.get(text, text))
 
 
-# ----------------------------------------------------------------------- NIfTI
-
-
-def _read_nifti(path: Path) -> Volume:
-    import nibabel as nib  # imported here: keep `import napari_medml.io` light
-
-    img = nib.load(str(path), mmap=False)
-    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
-        raise InputError(f"'{path}' is not a NIfTI-1 or NIfTI-2 image")
-    header = img.header
-    # dataobj applies scl_slope/inter only when set, so stored dtypes survive
-    raw = np.asarray(img.dataobj)
-    if raw.ndim < 2 or raw.ndim > 5:
-        raise InputError(f"'{path}' has {raw.ndim} dimensions; expected 2 to 5")
-    data = np.ascontiguousarray(raw.transpose(tuple(range(raw.ndim))[::-1]))
-    zooms = tuple(float(z) for z in header.get_zooms()[: raw.ndim])
-    spatial = min(raw.ndim, 3)
-    affine = np.array(img.affine, dtype=np.float64)
-    origin = tuple(float(o) for o in affine[:spatial, 3][::-1])
-    origin = (0.0,) * (raw.ndim - spatial) + origin
-    sform_code = int(header["sform_code"])
-    qform_code = int(header["qform_code"])
-    meta: dict[str, Any] = {"sform_code": sform_code, "qform_code": qform_code}
-    unit = canonical_unit(header.get_xyzt_units()[0])
-    if unit:
-        meta["unit"] = unit
-    is_labels = (
-        int(header["intent_code"]) == _NIFTI_INTENT_LABEL and np.issubdtype(data.dtype, np.integer)
-    )
-    return Volume(data, zooms[::-1], origin, affine, is_labels, file_stem(path), meta)
-
-
-def _write_nifti(path: Path, volume: Volume) -> None:
-    import nibabel as nib
-
-    data = volume.data
-    if volume.meta.get("rgb"):
-        raise InputError(
-            f"cannot write RGB image '{volume.name}' to NIfTI '{path}'; save it as TIFF"
-        )
-    if data.ndim < 2 or data.ndim > 5:
-        raise InputError(
-            f"cannot write '{volume.name}' with {data.ndim} dimensions to '{path}'; "
-            "NIfTI here takes 2 to 5"
-        )
-    affine = volume.affine
-    if affine is None:
-        affine = affine_from_spacing(volume.spacing, volume.origin)
-    affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(np.asarray(data).transpose(tuple(range(data.ndim))[::-1]), affine)
-    header = img.header
-    # keep the file's codes; without them use nibabel's defaults (sform "aligned")
-    sform_code = int(volume.meta.get("sform_code", 2))
-    qform_code = int(volume.meta.get("qform_code", 0))
-    img.set_sform(affine, code=sform_code)
-    img.set_qform(affine, code=qform_code)
-    # set_qform resets pixdim from the affine; keep the file's own voxel sizes
-    header.set_zooms(tuple(float(s) for s in volume.spacing[::-1]))
-    nifti_unit = _NIFTI_UNITS.get(str(volume.meta.get("unit")), "unknown")
-    header.set_xyzt_units(xyz=nifti_unit)
-    if volume.is_labels:
-        header.set_intent("label")
-    nib.save(img, str(path))
-
-
 # ----------------------------------------------------------------------- NumPy
 
 
 def _read_npy(path: Path) -> Volume:
     data = np.load(path, allow_pickle=False)  # never unpickle a file we were handed
-    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path))
+    if data.ndim < 2:
+        raise InputError(f"'{path}' holds a {data.ndim}D array of shape {data.shape}; give an image")
+    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path),
+                  axes=io_axes.unknown_axes(data.ndim))
 
 
 def _write_npy(path: Path, volume: Volume) -> None:

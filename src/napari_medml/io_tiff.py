@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medml import io_axes
 from napari_medml.errors import InputError
 from napari_medml.io import Volume, canonical_unit, file_stem
 
@@ -25,10 +26,11 @@ def read_tiff(path: Path) -> Volume:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
+        _check_pages(tif, path)
         series = tif.series[0]
         data = series.asarray()
-        axes = series.axes
-        rgb = axes.endswith("S")
+        rgb = series.axes.endswith("S") and series.keyframe.photometric in (2, 6)  # RGB, YCbCr
+        axes = _axes_letters(series.axes, rgb, imagej=bool(tif.is_imagej))
         ndim = data.ndim - int(rgb)
         # physical size per axis letter; anything unknown is 1
         sizes: dict[str, float] = {}
@@ -40,13 +42,17 @@ def read_tiff(path: Path) -> Volume:
             sizes["X"] = _resolution_to_spacing(page.tags.get("XResolution"))
             sizes["Y"] = _resolution_to_spacing(page.tags.get("YResolution"))
             sizes["Z"] = float(ij.get("spacing", 1.0))
+            sizes["T"] = float(ij.get("finterval", 1.0))
             for ax in "XYZ":  # ImageJ origins are in pixels: world = (i - origin) * size
                 offsets[ax] = -float(ij.get(f"{ax.lower()}origin", 0.0)) * sizes[ax]
             unit = canonical_unit(ij.get("unit"))
+            planes = int(np.prod([n for n, a in zip(data.shape[:ndim], axes) if a not in "YX"]))
+            _check_count(path, int(ij.get("images", 0) or 0), planes, "planes")
         elif tif.is_ome and tif.ome_metadata:
             sizes, offsets, unit = _ome_spatial(tif.ome_metadata)
         elif tif.shaped_metadata:
             info = tif.shaped_metadata[0]
+            _check_count(path, int(np.prod(info.get("shape", data.shape))), int(data.size), "values")
             if "spacing" in info and len(info["spacing"]) == ndim:
                 sizes = dict(zip(axes[:ndim], map(float, info["spacing"]), strict=True))
                 offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
@@ -58,7 +64,43 @@ def read_tiff(path: Path) -> Volume:
         meta["unit"] = unit
     if rgb:
         meta["rgb"] = True
-    return Volume(data, spacing, origin, None, False, file_stem(path), meta)
+    return Volume(data, spacing, origin, None, False, file_stem(path), meta, axes)
+
+
+def _axes_letters(tiff_axes: str, rgb: bool, imagej: bool) -> str:
+    """tifffile's axis codes as ours: S is an RGB colour axis (C); ImageJ's plain stack
+    (I) is Z, as in ImageJ; any other code is unnamed (Q)."""
+    out = []
+    for i, code in enumerate(tiff_axes):
+        if code == "S" and rgb and i == len(tiff_axes) - 1:
+            out.append("C")
+        elif code in "TCZYX" and code not in out:
+            out.append(code)
+        elif code == "I" and imagej and "Z" not in tiff_axes:
+            out.append("Z")
+        else:
+            out.append("Q")
+    return "".join(out)
+
+
+def _check_pages(tif: Any, path: Path) -> None:
+    """Refuse a file whose image data run past its end (a truncated download or copy):
+    tifffile reads what is there, which can look like other data."""
+    import os
+
+    size = os.path.getsize(path)
+    for page in tif.pages:
+        ends = [int(o) + int(n) for o, n in zip(getattr(page, "dataoffsets", ()),
+                                                 getattr(page, "databytecounts", ()))]  # fmt: skip
+        if ends and max(ends) > size:
+            raise InputError(f"'{path}' is damaged: its image data run past the end of the file "
+                             f"({max(ends)} of {size} bytes); it was cut short - copy or export it again")  # fmt: skip
+
+
+def _check_count(path: Path, promised: int, got: int, what: str) -> None:
+    if promised and got < promised:
+        raise InputError(f"'{path}' is damaged: its header promises {promised} {what} but only "
+                         f"{got} could be read; copy or export it again")  # fmt: skip
 
 
 def _resolution_to_spacing(tag: Any) -> float:
@@ -80,6 +122,8 @@ def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | No
         if f"PhysicalSize{ax}" in pixels.attrib:
             sizes[ax] = float(pixels.attrib[f"PhysicalSize{ax}"])
             unit = unit or canonical_unit(pixels.attrib.get(f"PhysicalSize{ax}Unit", "µm"))
+    if "TimeIncrement" in pixels.attrib:
+        sizes["T"] = float(pixels.attrib["TimeIncrement"])
     plane = next((el for el in pixels if el.tag.endswith("Plane")), None)
     if plane is not None:
         for ax in "XYZ":
@@ -96,20 +140,24 @@ def write_tiff(path: Path, volume: Volume) -> None:
     ndim = data.ndim - int(rgb)
     if ndim < 2:
         raise InputError(f"cannot write '{volume.name}' to TIFF '{path}': it is not an image")
-    spatial = "ZYX"[-min(ndim, 3):]
-    axes = "TCZYX"[-ndim:] if ndim <= 5 else None
-    if axes is None:
-        raise InputError(f"cannot write '{volume.name}' with {ndim} axes to TIFF; use at most 5")
-    axes += "S" if rgb else ""
+    axes = io_axes.concrete_axes(volume.axes, rgb)[:ndim]  # a file must name every axis
+    if not axes.endswith("YX"):
+        raise InputError(f"cannot write '{volume.name}' with axes {volume.axes} to TIFF; Y and X must be last")
+    spatial = "".join(a for a in axes if a in "ZYX")
     size = dict(zip(axes, volume.spacing, strict=False))
     offset = dict(zip(axes, volume.origin, strict=False))
     unit = volume.meta.get("unit")
     resolution = (1.0 / size["X"], 1.0 / size["Y"])
     dtype = data.dtype.name
-    if dtype in _IMAGEJ_DTYPES and ndim <= 3 and (not rgb or dtype == "uint8"):
-        ij: dict[str, Any] = {"axes": axes}
+    if dtype in _IMAGEJ_DTYPES and (not rgb or dtype == "uint8"):
+        # ImageJ hyperstacks are stored T, Z, C, Y, X (S): reorder to that
+        order = sorted(range(ndim), key=lambda i: "TZCYX".index(axes[i]))
+        data = np.transpose(data, order + ([ndim] if rgb else []))
+        ij: dict[str, Any] = {"axes": "".join(axes[i] for i in order) + ("S" if rgb else "")}
         if "Z" in spatial:
             ij["spacing"] = size["Z"]
+        if "T" in axes and size["T"] != 1.0:
+            ij["finterval"] = size["T"]
         for ax in spatial:
             if offset[ax]:
                 ij[f"{ax.lower()}origin"] = -offset[ax] / size[ax]
@@ -117,12 +165,15 @@ def write_tiff(path: Path, volume: Volume) -> None:
             ij["unit"] = unit
         tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij)
     elif dtype in _OME_DTYPES:
-        ome: dict[str, Any] = {"axes": axes}
+        ome: dict[str, Any] = {"axes": axes + ("S" if rgb else "")}
         ome_unit = _OME_UNITS.get(str(unit), "µm")
         for ax in spatial:
             ome[f"PhysicalSize{ax}"] = size[ax]
             ome[f"PhysicalSize{ax}Unit"] = ome_unit
-        # one Plane per 2D plane; Z is the axis just before Y, X, so it cycles fastest
+        if "T" in axes:
+            ome["TimeIncrement"] = size["T"]
+        # one Plane per 2D plane; Z is the axis just before Y, X (canonical order), so it
+        # cycles fastest
         index = np.arange(int(np.prod(data.shape[: ndim - 2])))
         z = index % data.shape[ndim - 3] if "Z" in spatial else 0 * index
         ome["Plane"] = {f"Position{ax}": [offset[ax]] * len(index) for ax in "YX"}
@@ -131,7 +182,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
         tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
                          resolution=resolution, metadata=ome)  # fmt: skip
     else:  # dtypes neither ImageJ nor OME know (int64, float16, ...): tifffile's JSON
-        info = {"spacing": list(volume.spacing), "origin": list(volume.origin), "axes": axes}
+        info = {"spacing": list(volume.spacing), "origin": list(volume.origin),
+                "axes": axes + ("S" if rgb else "")}  # fmt: skip
         if unit:
             info["unit"] = unit
         tifffile.imwrite(path, data, resolution=resolution, metadata=info,

@@ -1,0 +1,289 @@
+"""What each axis of an image is: axes strings, their canonical order, length-1 axes.
+
+An axes string names every axis of an array with one letter:
+
+- ``T`` time (frames), ``C`` channels (an RGB(A) colour axis too), ``Z``, ``Y``, ``X``;
+- ``Q`` an axis the file does not name (a plain ``.npy`` stack, a TIFF without
+  ImageJ/OME metadata): it may be z, time or channels, and is resolved from what
+  the data meet (labels' shape, a model's dimensions and channels) by
+  :func:`resolve_axes`, or stated by the user (the ``--axes`` option,
+  ``axes=`` in Python, a layer's ``axis_labels``).
+
+Volumes are kept in one canonical order, napari's: non-spatial axes in front
+(``T``/``Q``, then ``C``), spatial axes last (``Z``, ``Y``, ``X``), except that an
+RGB colour axis stays last, where napari's ``rgb=True`` wants it. Length-1 axes other
+than Y and X are dropped on reading and put back on writing (:func:`squeeze`,
+:func:`unsqueeze`), so a 2D image stored as a one-slice NIfTI trains as 2D and its
+prediction is written with the input's shape.
+
+Hand-written: no library holds axis names next to a NumPy array with this rule set
+(xarray would name axes but not carry NIfTI/ImageJ conventions or napari's order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from napari_medml.errors import InputError
+
+__all__ = [
+    "AXIS_LETTERS",
+    "SINGLETONS_KEY",
+    "Layout",
+    "axes_from_labels",
+    "axes_to_labels",
+    "canonical_order",
+    "check_axes",
+    "concrete_axes",
+    "default_axes",
+    "layout",
+    "resolve_axes",
+    "squeeze",
+    "unknown_axes",
+    "unsqueeze",
+]
+
+AXIS_LETTERS = "TCZYXQ"
+SINGLETONS_KEY = "singletons"  # Volume.meta key: the length-1 axes dropped on reading
+_ORDER = {"T": 0, "Q": 0, "C": 1, "Z": 2, "Y": 3, "X": 4}
+_LABEL_NAMES = {"t": "T", "time": "T", "frame": "T", "frames": "T", "c": "C", "ch": "C",
+                "channel": "C", "channels": "C", "rgb": "C", "s": "C", "z": "Z", "depth": "Z",
+                "slice": "Z", "y": "Y", "x": "X"}  # fmt: skip
+_LETTER_LABELS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
+
+
+def default_axes(ndim: int, rgb: bool = False) -> str:
+    """The axes an array built in code is taken to have: ``(…, C, Z, Y, X)`` from the right.
+
+    A trailing RGB colour axis is ``C``; the others then come from ``T, Z, Y, X``.
+    """
+    n = ndim - int(rgb)
+    letters = "TZYX" if rgb else "TCZYX"
+    base = letters[-n:] if n <= len(letters) else "Q" * (n - len(letters)) + letters
+    return base + ("C" if rgb else "")
+
+
+def unknown_axes(ndim: int, rgb: bool = False) -> str:
+    """Axes of an array whose file names none: Y and X last, ``Q`` in front."""
+    n = ndim - int(rgb)
+    return "Q" * max(n - 2, 0) + "YX"[-n:] + ("C" if rgb else "")
+
+
+def check_axes(axes: str, ndim: int, what: str, hint: str = "") -> str:
+    """Validate an axes string given for an array of ``ndim`` axes; return it upper-case.
+
+    Raises
+    ------
+    InputError
+        Unknown letters, a repeated letter (other than Q), no Y or X, or a length
+        that differs from ``ndim``; the message names ``what`` and ``hint``.
+    """
+    text = str(axes).strip().upper()
+    fix = f"; {hint}" if hint else ""
+    bad = sorted(set(text) - set(AXIS_LETTERS))
+    if bad:
+        raise InputError(f"{what}: axes '{axes}' have unknown letter(s) {', '.join(bad)}: use T (time), "
+                         f"C (channels), Z, Y, X{fix}")  # fmt: skip
+    repeated = sorted({a for a in text if a != "Q" and text.count(a) > 1})
+    if repeated:
+        raise InputError(f"{what}: axes '{axes}' name {', '.join(repeated)} twice{fix}")
+    if "Y" not in text or "X" not in text:
+        raise InputError(f"{what}: axes '{axes}' must include Y and X{fix}")
+    if len(text) != ndim:
+        raise InputError(f"{what} has {ndim} axes but '{axes}' names {len(text)}{fix}")
+    return text
+
+
+def canonical_order(axes: str, rgb: bool = False) -> list[int]:
+    """The permutation that puts ``axes`` in canonical order (stable; RGB colour stays last)."""
+    body = range(len(axes) - int(rgb))
+    order = sorted(body, key=lambda i: _ORDER[axes[i]])
+    return order + ([len(axes) - 1] if rgb else [])
+
+
+def concrete_axes(axes: str, rgb: bool = False) -> str:
+    """``axes`` with every ``Q`` given an unused letter (Z first, then T, then C), for
+    file formats that must name each axis; the canonical order is kept where it can be."""
+    out = list(axes)
+    free = [a for a in "ZTC" if a not in axes]
+    for i in range(len(out) - int(rgb)):
+        if out[i] == "Q":
+            if not free:
+                raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold")
+            out[i] = free.pop(0)
+    return "".join(out)
+
+
+def squeeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
+            rgb: bool = False) -> tuple[Any, str, tuple[float, ...], tuple[float, ...], list]:
+    """Drop length-1 axes other than Y, X and an RGB colour axis.
+
+    Returns
+    -------
+    tuple
+        ``(data, axes, spacing, origin, dropped)``; ``dropped`` lists
+        ``[letter, spacing, origin]`` per removed axis (JSON-friendly), for :func:`unsqueeze`.
+    """
+    shape = np.shape(data)
+    keep, dropped = [], []
+    body = len(axes) - int(rgb)
+    for i, letter in enumerate(axes):
+        if i < body and shape[i] == 1 and letter not in "YX":
+            dropped.append([letter, float(spacing[i]), float(origin[i])])
+        else:
+            keep.append(i)
+    if not dropped:
+        return data, axes, tuple(spacing), tuple(origin), []
+    index = tuple(0 if i not in keep else slice(None) for i in range(len(axes)))
+    kept_body = [i for i in keep if i < body]
+    return (data[index], "".join(axes[i] for i in keep), tuple(float(spacing[i]) for i in kept_body),
+            tuple(float(origin[i]) for i in kept_body), dropped)  # fmt: skip
+
+
+def unsqueeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
+              dropped: Sequence[Sequence[Any]], rgb: bool = False
+              ) -> tuple[Any, str, tuple[float, ...], tuple[float, ...]]:
+    """Put back the length-1 axes :func:`squeeze` removed that ``axes`` lacks (canonical places)."""
+    missing = [d for d in dropped if d[0] == "Q" or d[0] not in axes]
+    if not missing:
+        return data, axes, tuple(spacing), tuple(origin)
+    body = axes[: len(axes) - int(rgb)]
+    letters = list(body) + [str(d[0]) for d in missing]
+    sizes = list(spacing) + [float(d[1]) for d in missing]
+    offsets = list(origin) + [float(d[2]) for d in missing]
+    order = sorted(range(len(letters)), key=lambda i: _ORDER[letters[i]])
+    arr = np.asarray(data).reshape(np.shape(data)[: len(body)] + (1,) * len(missing) + np.shape(data)[len(body):])
+    arr = np.moveaxis(arr, order, range(len(order)))  # take axis order[j] to place j
+    return (arr, "".join(letters[i] for i in order) + ("C" if rgb else ""),
+            tuple(float(sizes[i]) for i in order), tuple(float(offsets[i]) for i in order))  # fmt: skip
+
+
+def axes_from_labels(labels: Sequence[Any] | None, ndim: int) -> str | None:
+    """Axes from napari ``axis_labels`` (``"t"``, ``"c"``, ``"z"``, ``"y"``, ``"x"``, or names
+    like ``"time"``/``"channel"``); None when they say nothing (napari's default labels)."""
+    if labels is None or len(labels) != ndim:
+        return None
+    letters = [_LABEL_NAMES.get(str(label).strip().lower(), "Q") for label in labels]
+    if set(letters) == {"Q"} or "Y" not in letters or "X" not in letters:
+        return None
+    text = "".join(letters)
+    if any(a != "Q" and text.count(a) > 1 for a in text):
+        return None
+    return text
+
+
+def axes_to_labels(axes: str, rgb: bool = False) -> tuple[str, ...] | None:
+    """napari ``axis_labels`` for ``axes`` (an RGB colour axis has none); None with a ``Q``."""
+    body = axes[: len(axes) - int(rgb)]
+    if "Q" in body:
+        return None
+    return tuple(_LETTER_LABELS[a] for a in body)
+
+
+class Layout(NamedTuple):
+    """How an image meets a network: where its channels are, which axes are samples."""
+
+    axes: str
+    channel_axis: int | None
+    sample_axes: tuple[int, ...]  # leading axes taken one index at a time (frames, slices)
+
+
+def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") -> Layout:
+    """Where channels, samples and the ``spatial_dims`` spatial axes lie in ``axes``.
+
+    Time and (for a 2D network) Z axes in front of the spatial ones are samples:
+    trained on one by one and predicted frame by frame / slice by slice.
+
+    Raises
+    ------
+    InputError
+        Fewer axes than the network's dimensions, or an unknown (``Q``) axis left.
+    """
+    channel_axis = axes.index("C") if "C" in axes else None
+    others = [i for i, a in enumerate(axes) if a != "C"]
+    if len(others) < spatial_dims:
+        raise InputError(f"{what} has axes {axes} ({len(others)} without channels) but the network "
+                         f"is {spatial_dims}D: use a {len(others)}D network"
+                         + (f"; {hint}" if hint else ""))  # fmt: skip
+    if any(axes[i] == "Q" for i in others):
+        raise InputError(f"{what}: what axes {axes} are is not known" + (f"; {hint}" if hint else ""))
+    return Layout(axes, channel_axis, tuple(others[: len(others) - spatial_dims]))
+
+
+def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
+                 spatial_dims: int | None = None, labels_shape: Sequence[int] | None = None,
+                 in_channels: int | None = None) -> str:
+    """Name the ``Q`` axes of an image from what it meets, or refuse when it matters.
+
+    Each ``Q`` may be Z, T or C. A reading is kept when it fits every constraint
+    given: the network's ``spatial_dims`` (a 3D network needs Z; Z and T are samples
+    of a 2D one), the ``labels_shape`` (the image's shape without channels) and the
+    network's ``in_channels``. Readings that differ only in calling a sample axis Z
+    or T give the same result, so only the place of the channels must be unique.
+
+    Raises
+    ------
+    InputError
+        No reading fits, or two fit that disagree about the channels; the message
+        names ``what`` and ``hint`` (the option that states the axes).
+    """
+    if "Q" not in axes:
+        return axes
+    import itertools
+
+    slots = [i for i, a in enumerate(axes) if a == "Q"]
+    fits: dict[int | None, str] = {}
+    for letters in itertools.product("ZTC", repeat=len(slots)):
+        cand = list(axes)
+        for i, letter in zip(slots, letters):
+            cand[i] = letter
+        text = "".join(cand)
+        if any(text.count(a) > 1 for a in "TCZ") or not _fits(text, shape, spatial_dims,
+                                                           labels_shape, in_channels):
+            continue
+        key = text.index("C") if "C" in text else None
+        # prefer Z over T for the same channel place (a stack is a volume unless told)
+        if key not in fits or text.count("Z") > fits[key].count("Z"):
+            fits[key] = text
+    shape_text = "x".join(map(str, shape))
+    if len(fits) == 1:
+        return next(iter(fits.values()))
+    if not fits:
+        raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
+                         f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "
+                         f"{hint}")  # fmt: skip
+    readings = " or ".join(sorted(fits.values()))
+    raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
+                     f"(could be {readings}): {hint}")  # fmt: skip
+
+
+def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
+          labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
+    spatial = sum(a in "ZYX" for a in axes)
+    if spatial_dims is not None and spatial < spatial_dims:
+        return False
+    if spatial_dims is not None and spatial_dims == 3 and "Z" not in axes:
+        return False
+    channels = shape[axes.index("C")] if "C" in axes else 1
+    if in_channels is not None and channels != in_channels:
+        return False
+    if labels_shape is not None:
+        without_c = tuple(s for s, a in zip(shape, axes) if a != "C")
+        if tuple(labels_shape) != without_c:
+            return False
+    return True
+
+
+def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
+                 in_channels: int | None) -> str:
+    parts = []
+    if spatial_dims is not None:
+        parts.append(f"a {spatial_dims}D network")
+    if in_channels is not None:
+        parts.append(f"{in_channels} channel(s)")
+    if labels_shape is not None:
+        parts.append("labels of shape " + "x".join(map(str, labels_shape)))
+    return ", ".join(parts) or "none"
