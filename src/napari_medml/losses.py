@@ -1,10 +1,14 @@
 """Segmentation losses with an ignore mask, for scribble (sparse) labels.
 
-MONAI's DiceLoss/DiceCELoss/FocalLoss have no ignore mask, and unlabeled voxels
-must contribute nothing (not "background"), so the four losses are written here on
-top of ``torch.nn.functional``.  All take ``logits`` (B, K, *spatial), ``target``
-(B, *spatial) integer channel indices and ``mask`` (B, *spatial) bool (True =
-labelled); in dense mode the mask is all True.
+All take ``logits`` (B, K, *spatial), ``target`` (B, *spatial) integer channel indices
+and ``mask`` (B, *spatial) bool (True = labelled); in dense mode the mask is all True.
+Unlabeled voxels contribute nothing: not "background", no gradient.
+
+The reductions are the libraries': ``torch.nn.functional.cross_entropy`` with
+``ignore_index``, and MONAI's ``DiceLoss`` and ``FocalLoss`` on inputs whose unlabeled
+voxels were zeroed after the softmax. MONAI's own ``MaskedDiceLoss`` does not fit:
+it multiplies the *logits* and the *target* by the mask, so an unlabeled voxel enters
+the Dice as a uniform 1/K prediction of class 0 (tests/core/test_losses.py shows it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = ["LossFn", "build_loss", "masked_ce", "masked_dice", "masked_dice_ce",
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _EPS = 1e-5
+_IGNORE = -100  # torch's default ignore_index
 
 
 def _prepare(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,44 +33,52 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
         target = target[:, 0]
     if mask.dim() == logits.dim():
         mask = mask[:, 0]
-    target = torch.where(mask, target.long(), torch.zeros_like(target, dtype=torch.long))
-    return target, mask.to(logits.dtype if logits.is_floating_point() else torch.float32)
+    return target.long(), mask.bool()
 
 
 def masked_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
               weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy averaged over labelled voxels (weighted like PyTorch's ``mean``)."""
-    target, m = _prepare(logits, target, mask)
-    per_voxel = F.cross_entropy(logits.float(), target, weight=weight, reduction="none",
-                                label_smoothing=label_smoothing)
-    norm = m if weight is None else m * weight[target]
-    return (per_voxel * m).sum() / norm.sum().clamp_min(_EPS)
+    target, mask = _prepare(logits, target, mask)
+    total = F.cross_entropy(logits.float(), target.masked_fill(~mask, _IGNORE), weight=weight,
+                            ignore_index=_IGNORE, reduction="sum", label_smoothing=label_smoothing)
+    # "sum" then our own norm: "mean" divides 0 by 0 when nothing is labelled
+    norm = mask.sum() if weight is None else (weight[target.masked_fill(~mask, 0)] * mask).sum()
+    return total / norm.clamp_min(_EPS)
+
+
+def _masked_probs(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and one-hot target, both zero at unlabeled voxels."""
+    target, mask = _prepare(logits, target, mask)
+    m = mask.unsqueeze(1).to(torch.float32)
+    probs = torch.softmax(logits.float(), dim=1) * m
+    onehot = F.one_hot(target.masked_fill(~mask, 0), logits.shape[1]).movedim(-1, 1).to(probs.dtype) * m
+    return probs, onehot
 
 
 def masked_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
                 weight: torch.Tensor | None = None) -> torch.Tensor:
     """Soft Dice over the batch (nnU-Net's batch Dice), counting labelled voxels only."""
-    target, m = _prepare(logits, target, mask)
-    k = logits.shape[1]
-    probs = torch.softmax(logits.float(), dim=1) * m.unsqueeze(1)
-    onehot = F.one_hot(target, k).movedim(-1, 1).to(probs.dtype) * m.unsqueeze(1)
-    dims = [0, *range(2, logits.dim())]
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + _EPS) / (denom + _EPS)
+    from monai.losses import DiceLoss
+
+    probs, onehot = _masked_probs(logits, target, mask)
+    per_class = DiceLoss(batch=True, smooth_nr=_EPS, smooth_dr=_EPS, reduction="none")(probs, onehot).flatten()
     if weight is None:
-        return 1.0 - dice.mean()
-    return 1.0 - (dice * weight).sum() / weight.sum().clamp_min(_EPS)
+        return per_class.mean()
+    return (per_class * weight).sum() / weight.sum().clamp_min(_EPS)
 
 
 def masked_focal(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
                  weight: torch.Tensor | None = None, gamma: float = 2.0) -> torch.Tensor:
-    """Focal loss (Lin et al.) averaged over labelled voxels; ``weight`` acts as alpha."""
-    target, m = _prepare(logits, target, mask)
-    logp = torch.log_softmax(logits.float(), dim=1).gather(1, target.unsqueeze(1))[:, 0]
-    per_voxel = -((1 - logp.exp()) ** gamma) * logp
+    """Focal loss (Lin et al. 2017) averaged over labelled voxels; ``weight`` acts as alpha."""
+    from monai.losses import FocalLoss
+
+    target, mask = _prepare(logits, target, mask)
+    focal = FocalLoss(use_softmax=True, to_onehot_y=True, gamma=gamma, reduction="none")
+    per_voxel = focal(logits.float(), target.masked_fill(~mask, 0).unsqueeze(1)).sum(1)  # one class is non-zero
     if weight is not None:
-        per_voxel = per_voxel * weight[target]
+        per_voxel = per_voxel * weight[target.masked_fill(~mask, 0)]
+    m = mask.to(per_voxel.dtype)
     return (per_voxel * m).sum() / m.sum().clamp_min(_EPS)
 
 

@@ -1,7 +1,14 @@
-"""Clean-up of predicted label maps with SciPy / scikit-image.
+"""Clean-up of predicted label maps with MONAI, SciPy and scikit-image.
 
 All functions take an integer label array (0 = background) and return a new
 array of the same shape and dtype; the input is never modified.
+
+``keep_largest`` is MONAI's ``KeepLargestConnectedComponent``. The other two stay
+here because MONAI's versions mean something else for a label map with several
+classes (tests/core/test_postprocess.py shows both): ``FillHoles`` fills every region
+a class encloses, overwriting a lesion inside an organ; ``RemoveSmallObjects`` hands
+the label map to scikit-image, which takes each class id as one object, so a small
+stray piece of a large class is never removed.
 """
 
 from __future__ import annotations
@@ -42,16 +49,16 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
 
 
 def keep_largest(labels: np.ndarray) -> np.ndarray:
-    """Keep only the largest connected component of each class."""
-    out = labels.copy()
-    for cls in _classes(labels):
-        comp, n = ndi.label(labels == cls)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        out[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
-    return out
+    """Keep only the largest connected component of each class (MONAI's transform)."""
+    from monai.transforms import KeepLargestConnectedComponent
+
+    classes = _classes(labels)
+    if not classes:
+        return labels.copy()
+    keep = KeepLargestConnectedComponent(applied_labels=classes, is_onehot=False, independent=True,
+                                         connectivity=1)  # faces, as ndi.label elsewhere here
+    out = keep(labels[None].copy())
+    return np.asarray(out)[0].astype(labels.dtype, copy=False)
 
 
 def split_instances(labels: np.ndarray, method: str = "connected") -> np.ndarray:
