@@ -1,15 +1,16 @@
 """Classification metrics: accuracy, balanced accuracy, per-class precision, recall and
 F1, confusion matrix, one-vs-rest ROC curves and AUC, and Youden's operating threshold.
 
-numpy only: scikit-learn is not a runtime dependency of the plugin, so these few
-formulas are written here (and tested against scikit-learn, whose conventions they
-follow: confusion-matrix rows are the true class, ROC curves drop collinear points,
-AUC is the trapezoid area so ties count one half). Every result of
-:func:`classification_report` is plain JSON (lists, floats, ``None`` for undefined).
+The formulas are scikit-learn's (``sklearn.metrics``: confusion-matrix rows are the true
+class, ROC curves drop collinear points, AUC is the trapezoid area so ties count one
+half); this module fixes the class order, checks the inputs with messages that say
+what is wrong, and makes every result of :func:`classification_report` plain JSON
+(lists, floats, ``None`` for undefined).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,11 +36,15 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], class_ids: Se
 
     Samples whose true or predicted id is not in ``class_ids`` are not counted.
     """
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    t, p = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if t.shape != p.shape:
+        raise InputError(f"a confusion matrix needs two equal arrays, got {t.shape} and {p.shape}")
     ids = np.asarray(class_ids)
-    t, p = _positions(y_true, ids), _positions(y_pred, ids)
-    keep = (t >= 0) & (p >= 0)
-    k = len(ids)
-    return np.bincount(t[keep] * k + p[keep], minlength=k * k).reshape(k, k).astype(np.int64)
+    if t.size == 0:
+        return np.zeros((len(ids), len(ids)), np.int64)
+    return sk_confusion_matrix(t, p, labels=ids).astype(np.int64)
 
 
 def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
@@ -52,23 +57,22 @@ def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
 
 def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Mean recall over the classes present in ``y_true`` (robust to class imbalance)."""
-    t = np.asarray(y_true)
-    ids = np.unique(t)
-    recall = precision_recall_f1(t, y_pred, ids)["recall"]
-    return float(np.mean(recall))
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": those are left out, as wanted
+        warnings.simplefilter("ignore")
+        return float(balanced_accuracy_score(np.asarray(y_true), np.asarray(y_pred)))
 
 
 def precision_recall_f1(y_true: Sequence[int], y_pred: Sequence[int],
                         class_ids: Sequence[int]) -> dict[str, np.ndarray]:
     """Per-class precision, recall, F1 and support; 0 where undefined (no predictions)."""
-    cm = confusion_matrix(y_true, y_pred, class_ids).astype(np.float64)
-    tp = np.diag(cm)
-    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        np.asarray(y_true), np.asarray(y_pred), labels=np.asarray(class_ids), zero_division=0)
+    return {"precision": precision.astype(np.float64), "recall": recall.astype(np.float64),
+            "f1": f1.astype(np.float64), "support": support.astype(np.int64)}
 
 
 def roc_curve(is_positive: Sequence[bool], scores: Sequence[float], *,
@@ -88,36 +92,28 @@ def roc_curve(is_positive: Sequence[bool], scores: Sequence[float], *,
     Returns
     -------
     fpr, tpr, thresholds : np.ndarray
+        ``nan`` rates where a class is absent.
     """
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
     y = np.asarray(is_positive, dtype=bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape or y.size == 0:
         raise InputError(f"ROC needs equal, non-empty labels and scores, got {y.shape} and {s.shape}")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    # one point per distinct score: the last index of each run of equal scores
-    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
-    tps = np.cumsum(y)[last].astype(np.float64)
-    fps = (last + 1) - tps
-    thresholds = s[last]
-    if drop_intermediate and tps.size > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
-    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    thresholds = np.r_[np.inf, thresholds]
-    n_pos, n_neg = tps[-1], fps[-1]
-    fpr = fps / n_neg if n_neg > 0 else np.full_like(fps, np.nan)
-    tpr = tps / n_pos if n_pos > 0 else np.full_like(tps, np.nan)
-    return fpr, tpr, thresholds
+    with warnings.catch_warnings():  # one class only: sklearn warns and returns nan rates, as we want
+        warnings.simplefilter("ignore")
+        fpr, tpr, thresholds = sk_roc_curve(y, s, drop_intermediate=drop_intermediate)
+    return fpr.astype(np.float64), tpr.astype(np.float64), thresholds.astype(np.float64)
 
 
 def roc_auc(is_positive: Sequence[bool], scores: Sequence[float]) -> float:
     """Area under the ROC curve; ``nan`` when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(is_positive, dtype=bool)
     if y.all() or not y.any():
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
 
 
 def youden_threshold(is_positive: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -232,16 +228,6 @@ def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] 
         lines.append(f"  {name}: P {num(entry['precision'])}  R {num(entry['recall'])}  "
                      f"F1 {num(entry['f1'])}  (n={entry['support']})")
     return "\n".join(lines)
-
-
-def _positions(values: Sequence[int], ids: np.ndarray) -> np.ndarray:
-    """Index of each value in ``ids`` (-1 where absent)."""
-    v = np.asarray(values).astype(np.int64).ravel()
-    order = np.argsort(ids)
-    sorted_ids = ids[order]
-    pos = np.clip(np.searchsorted(sorted_ids, v), 0, len(ids) - 1)
-    found = sorted_ids[pos] == v
-    return np.where(found, order[pos], -1)
 
 
 def _json_float(value: float) -> float | None:
