@@ -20,8 +20,8 @@ def make_model(*, classes: int = 3, patch: int = 64, features: int = 16, depth: 
     import torch
 
     from napari_medml.config import DataConfig, ModelConfig, TrainConfig
-    from napari_medml.infer import Model
-    from napari_medml.models import build_network
+    from napari_medml.segmentation.model import Model
+    from napari_medml.nn.segmentation import build_network
 
     torch.manual_seed(0)
     patch_size = (patch,) * spatial_dims
@@ -44,7 +44,7 @@ def environment(device: Any) -> dict:
     """Where the numbers were measured."""
     import torch
 
-    from napari_medml.devices import describe_device
+    from napari_medml.engine.devices import describe_device
 
     return {"device": describe_device(device), "torch": torch.__version__,
             "python": sys.version.split()[0], "machine": platform.machine(),

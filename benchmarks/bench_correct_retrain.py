@@ -30,10 +30,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from napari_medml.config import InferConfig, OptimConfig, TrainConfig
-    from napari_medml.devices import resolve_device
-    from napari_medml.metrics import dice
+    from napari_medml.engine.devices import resolve_device
+    from napari_medml.segmentation.metrics import dice
     from napari_medml.samples import phantom_3d
-    from napari_medml.train import finetune_config, fit, train
+    from napari_medml.segmentation.task import finetune_config, fit, train
 
     p = phantom_3d(0)
     config = TrainConfig(optim=OptimConfig(epochs=3, steps_per_epoch=max(1, args.initial_steps // 3),

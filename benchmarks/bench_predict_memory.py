@@ -50,7 +50,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from _common import make_model, make_volume, sync
     from napari_medml.config import InferConfig
-    from napari_medml.devices import resolve_device
+    from napari_medml.engine.devices import resolve_device
 
     device = resolve_device(args.device)
     model = make_model(classes=args.classes, patch=args.patch, features=args.features, depth=args.depth)
@@ -111,7 +111,7 @@ def main() -> None:
     labels, probs = runs
     input_mib = args.size**3 * 4 / MiB
     from _common import environment
-    from napari_medml.devices import resolve_device
+    from napari_medml.engine.devices import resolve_device
 
     report = {
         "benchmark": "predict_memory",

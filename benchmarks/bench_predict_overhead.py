@@ -37,7 +37,7 @@ def main() -> None:
     from monai.inferers import sliding_window_inference
 
     from napari_medml.config import InferConfig
-    from napari_medml.devices import amp_enabled, resolve_device
+    from napari_medml.engine.devices import amp_enabled, resolve_device
 
     device = resolve_device(args.device)
     model = make_model(patch=args.patch, features=args.features)

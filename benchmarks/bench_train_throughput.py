@@ -44,11 +44,11 @@ def main() -> None:
     import torch
 
     from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
-    from napari_medml.devices import amp_enabled, resolve_device
-    from napari_medml.losses import build_loss
-    from napari_medml.models import build_network
+    from napari_medml.engine.devices import amp_enabled, resolve_device
+    from napari_medml.nn.losses import build_loss
+    from napari_medml.nn.segmentation import build_network
     from napari_medml.samples import phantom_3d
-    from napari_medml.train import fit
+    from napari_medml.segmentation.task import fit
 
     device = resolve_device(args.device)
     phantom = phantom_3d(seed=0, shape=(args.size,) * 3, spacing=(1.0, 1.0, 1.0))

@@ -68,7 +68,7 @@ def open_from_menu(viewer: Any, title: str) -> Any:
 
 def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[str, Any]:
     """Drive the four widgets, opened from the Plugins menu, through the loop; the report."""
-    from napari_medml.metrics import dice
+    from napari_medml.segmentation.metrics import dice
 
     times: dict[str, float] = {}
     viewer.open_sample("napari-medml", "phantom_3d")  # File › Open Sample

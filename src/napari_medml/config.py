@@ -49,7 +49,7 @@ class PreprocessStep:
     """One step of a preprocessing recipe: an operation name and its parameters.
 
     The recipe (a tuple of steps) is stored in a model bundle and re-applied to
-    every image the model predicts on; see ``napari_medml.preprocess``.
+    every image the model predicts on; see ``napari_medml.preprocessing.recipe``.
     """
 
     operation: str
@@ -129,7 +129,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network from the registry (``napari_medml.models``) and its size."""
+    """Which network from the registry (``napari_medml.nn.segmentation``) and its size."""
 
     network: str = "unet"
     features: int = 16  # channels at the first (full-resolution) level

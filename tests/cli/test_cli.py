@@ -270,8 +270,8 @@ def test_bad_config_value_is_one_line(phantom_files, tmp_path, capsys):
 
 
 def test_first_interrupt_stops_training_and_keeps_the_model():
-    from napari_medml._cli.train import _stop_on_interrupt, drive_training
-    from napari_medml.train import StopToken, TrainReport
+    from napari_medml.cli.train import _stop_on_interrupt, drive_training
+    from napari_medml.segmentation.task import StopToken, TrainReport
 
     stop = StopToken()
 
@@ -295,7 +295,7 @@ def test_first_interrupt_stops_training_and_keeps_the_model():
 def test_progress_works_without_tqdm(monkeypatch, capsys):
     import builtins
 
-    from napari_medml._cli.common import progress_bar
+    from napari_medml.cli.common import progress_bar
 
     real_import = builtins.__import__
 

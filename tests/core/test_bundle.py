@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_medml.bundle import export_onnx, export_torchscript, load_model, save_model  # noqa: E402
+from napari_medml.bundles.format import export_onnx, export_torchscript, load_model, save_model  # noqa: E402
 from napari_medml.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from napari_medml.errors import BundleError, MedMLError  # noqa: E402
-from napari_medml.infer import Model  # noqa: E402
-from napari_medml.models import build_network  # noqa: E402
+from napari_medml.segmentation.model import Model  # noqa: E402
+from napari_medml.nn.segmentation import build_network  # noqa: E402
 
 
 def _model(in_channels: int = 1, network: str = "unet") -> Model:

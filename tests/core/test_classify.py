@@ -11,22 +11,22 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_medml.classify import (
+from napari_medml.classification.model import (
     Classifier,
     classification_config,
     fit_classifier,
     load_classifier,
     train_classifier,
 )
-from napari_medml.classify_data import image_samples
-from napari_medml.classify_modes import object_samples, tile_samples
-from napari_medml.classify_train import stratified_split
-from napari_medml.bundle import transfer_weights
-from napari_medml.classify_models import CLASSIFIER_NETWORKS, build_classifier_network, stages
+from napari_medml.classification.samples import image_samples
+from napari_medml.classification.levels import object_samples, tile_samples
+from napari_medml.classification.task import stratified_split
+from napari_medml.bundles.format import transfer_weights
+from napari_medml.nn.classification import CLASSIFIER_NETWORKS, build_classifier_network, stages
 from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig
 from napari_medml.errors import BundleError, ConfigError, InputError
 from napari_medml.samples import shape_classes
-from napari_medml.train import StopToken, TrainReport
+from napari_medml.segmentation.task import StopToken, TrainReport
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -216,9 +216,9 @@ def test_transfer_from_a_foreign_network_says_nothing_fits(image_run, tmp_path) 
 
 
 def test_transfer_from_a_segmentation_bundle(tmp_path) -> None:
-    from napari_medml.bundle import save_model
-    from napari_medml.infer import Model
-    from napari_medml.models import build_network
+    from napari_medml.bundles.format import save_model
+    from napari_medml.segmentation.model import Model
+    from napari_medml.nn.segmentation import build_network
 
     seg_config = TrainConfig(model=ModelConfig(network="unet", features=4, depth=2))
     unet = build_network(seg_config.model, 2, 1, 2)

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from napari_medml.classify_data import (
+from napari_medml.classification.samples import (
     ClassSamples,
     image_level_labels,
     image_samples,
     majority_class,
     read_class_csv,
 )
-from napari_medml.classify_modes import (
+from napari_medml.classification.levels import (
     class_labels,
     make_samples,
     object_level_labels,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from napari_medml.classify_metrics import (
+from napari_medml.classification.metrics import (
     accuracy,
     balanced_accuracy,
     classification_report,

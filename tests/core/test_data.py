@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_medml import data
+from napari_medml.segmentation import data
 from napari_medml.errors import InputError
 
 

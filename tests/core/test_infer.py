@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
 from napari_medml.errors import Cancelled  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
-from napari_medml.train import StopToken, train  # noqa: E402
+from napari_medml.segmentation.task import StopToken, train  # noqa: E402
 
 REMAP = np.array([0, 1, 5, 7], np.uint8)
 
@@ -114,7 +114,7 @@ def test_crop_and_resample_recipe_puts_results_back_on_the_input_grid():
     import torch
 
     from napari_medml.config import PreprocessStep
-    from napari_medml.infer import Model
+    from napari_medml.segmentation.model import Model
 
     net = torch.nn.Conv2d(1, 2, 1)
     with torch.no_grad():

@@ -11,7 +11,7 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from napari_medml.errors import InputError
-from napari_medml.metrics import dice, evaluate, hausdorff95, iou
+from napari_medml.segmentation.metrics import dice, evaluate, hausdorff95, iou
 
 
 def test_dice_and_iou_on_known_arrays():

@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_medml.config import ModelConfig  # noqa: E402
-from napari_medml.devices import amp_enabled, describe_device, resolve_device  # noqa: E402
+from napari_medml.engine.devices import amp_enabled, describe_device, resolve_device  # noqa: E402
 from napari_medml.errors import ConfigError  # noqa: E402
-from napari_medml.models import SEGMENTATION_NETWORKS, build_network, dynunet_kernels_strides, patch_divisor  # noqa: E402
+from napari_medml.nn.segmentation import SEGMENTATION_NETWORKS, build_network, dynunet_kernels_strides, patch_divisor  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
@@ -61,7 +61,7 @@ def test_devices_resolve_to_cpu_here():
 
 
 def test_thread_count_next_to_a_gui(monkeypatch):
-    from napari_medml import devices
+    from napari_medml.engine import devices
 
     for cores, expected in ((2, None), (3, None), (4, 3), (16, 15)):
         monkeypatch.setattr(devices.os, "cpu_count", lambda cores=cores: cores)
@@ -77,7 +77,7 @@ def test_thread_count_next_to_a_gui(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
 def test_freeze_encoder_stages(name):
-    from napari_medml.models import freeze_encoder_stages
+    from napari_medml.nn.segmentation import freeze_encoder_stages
 
     net = build_network(ModelConfig(network=name, features=4, depth=3), 2, 1, 2, patch_size=(32, 32))
     total = sum(p.numel() for p in net.parameters())

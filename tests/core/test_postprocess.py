@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medml.config import InferConfig
-from napari_medml.postprocess import fill_holes, keep_largest, postprocess, remove_small, split_instances
+from napari_medml.segmentation.postprocess import fill_holes, keep_largest, postprocess, remove_small, split_instances
 
 
 def _two_blobs() -> np.ndarray:

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from napari_medml import image_ops as ops
-from napari_medml import preprocess as pp
+from napari_medml.preprocessing import ops as ops
+from napari_medml.preprocessing import recipe as pp
 from napari_medml.config import DataConfig, PreprocessStep, TrainConfig
 from napari_medml.errors import InputError
 
@@ -20,7 +20,7 @@ def image() -> np.ndarray:
 
 
 def test_no_torch_at_import():
-    code = "import napari_medml.preprocess, napari_medml.image_ops, sys; print('torch' in sys.modules)"
+    code = "import napari_medml.preprocessing.recipe, napari_medml.preprocessing.ops, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

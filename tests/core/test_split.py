@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medml import split
-from napari_medml.data import Region
+from napari_medml.segmentation import split
+from napari_medml.segmentation.data import Region
 from napari_medml.errors import InputError
 
 

@@ -13,13 +13,13 @@ from scipy import ndimage as ndi
 
 pytest.importorskip("torch")
 
-from napari_medml.bundle import load_model  # noqa: E402
+from napari_medml.bundles.format import load_model  # noqa: E402
 from napari_medml.config import (  # noqa: E402
     AugmentConfig, DataConfig, ModelConfig, OptimConfig, PreprocessStep, TrainConfig,
 )
 from napari_medml.errors import BundleError, InputError  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
-from napari_medml.train import StopToken, TrainReport, fit, train  # noqa: E402
+from napari_medml.segmentation.task import StopToken, TrainReport, fit, train  # noqa: E402
 
 SHAPE, SPACING = (32, 64, 64), (3.0, 1.5, 1.5)
 
@@ -307,7 +307,7 @@ def test_rotate90_on_a_non_square_patch_keeps_the_batch_shape(tiny, tmp_path):
 
 
 def test_finetune_config_is_one_short_epoch_without_validation():
-    from napari_medml.train import finetune_config
+    from napari_medml.segmentation.task import finetune_config
 
     cfg = TrainConfig(data=DataConfig(label_mode="sparse", background_id=2, val_fraction=0.3),
                       optim=OptimConfig(epochs=50, schedule="poly", early_stopping_patience=3))
@@ -319,8 +319,8 @@ def test_finetune_config_is_one_short_epoch_without_validation():
 
 
 def test_automatic_patch_size_is_capped_on_cpu():
-    from napari_medml.data import auto_patch_size
-    from napari_medml.devices import patch_voxel_cap
+    from napari_medml.segmentation.data import auto_patch_size
+    from napari_medml.engine.devices import patch_voxel_cap
 
     cap = patch_voxel_cap("cpu", 3)
     assert cap == 32 * 64 * 64 and patch_voxel_cap("cpu", 2) == 256 * 256

@@ -12,7 +12,7 @@ import torch
 
 from napari_medml.config import AugmentConfig, AugmentSpec
 from napari_medml.errors import InputError
-from napari_medml.transforms import AUGMENT_DESCRIPTIONS, augmentation_transforms, preview
+from napari_medml.augment import AUGMENT_DESCRIPTIONS, augmentation_transforms, preview
 
 FIELDS = [f.name for f in dataclasses.fields(AugmentConfig)]
 SPATIAL = ["flip", "rotate90", "affine", "elastic"]
@@ -42,7 +42,7 @@ def blobs(spatial_dims: int) -> np.ndarray:
 
 def test_import_is_cheap():
     code = (
-        "import sys, napari_medml.transforms;"
+        "import sys, napari_medml.augment;"
         "print(' '.join(m for m in ('torch', 'monai') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

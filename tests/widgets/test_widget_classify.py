@@ -12,7 +12,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets.classify import NETWORK_CHOICES
 from napari_medml._widgets.plots import TrainingPlot
-from napari_medml.train import TrainReport
+from napari_medml.segmentation.task import TrainReport
 
 HELD_OUT = 16  # samples left unpainted: the accuracy is measured on them
 
@@ -58,7 +58,7 @@ def setup(make_napari_viewer, open_widget):
 
 
 def test_network_choices_are_the_registry() -> None:
-    from napari_medml.classify_models import CLASSIFIER_NETWORKS
+    from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 
     assert NETWORK_CHOICES == list(CLASSIFIER_NETWORKS)
 

@@ -15,9 +15,9 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import BUNDLE_CHOICE
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
-from napari_medml.metrics import dice
+from napari_medml.segmentation.metrics import dice
 from napari_medml.samples import phantom_3d
-from napari_medml.train import train
+from napari_medml.segmentation.task import train
 
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
 

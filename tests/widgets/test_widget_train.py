@@ -11,7 +11,7 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets._forms import parse_size
-from napari_medml.metrics import dice
+from napari_medml.segmentation.metrics import dice
 from napari_medml.samples import phantom_3d
 
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))

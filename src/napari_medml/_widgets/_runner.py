@@ -1,7 +1,7 @@
 """The only threading code of the plugin: run a core job in napari's ``thread_worker``.
 
 A *job* is a callable ``job(stop, report)`` run in a worker thread. ``stop`` is a
-:class:`napari_medml.train.StopToken` the Stop button trips; ``report`` sends one
+:class:`napari_medml.segmentation.task.StopToken` the Stop button trips; ``report`` sends one
 progress report back to the GUI thread (for core functions that take a callback,
 such as ``Model.predict(progress=...)``). A job may also *return a generator* (such as
 ``train.fit``): its yields are reports and its return value is the result.
@@ -100,7 +100,7 @@ class Runner:
     stop : magicgui PushButton, optional
         Enabled only while the job runs; pressing it trips the job's stop token.
     token_factory : callable, optional
-        Makes the stop token; default :class:`napari_medml.train.StopToken`.
+        Makes the stop token; default :class:`napari_medml.segmentation.task.StopToken`.
     show_progress : bool
         Whether to show a progress bar (off for quick background look-ups).
     """
@@ -182,7 +182,7 @@ class Runner:
     def _make_token(self) -> Any:
         if self._token_factory is not None:
             return self._token_factory()
-        from napari_medml.train import StopToken
+        from napari_medml.segmentation.task import StopToken
 
         return StopToken()
 

@@ -18,7 +18,7 @@ from napari_medml.config import AugmentConfig
 if TYPE_CHECKING:
     import napari
 
-    from napari_medml.infer import Model
+    from napari_medml.segmentation.model import Model
 
 __all__ = ["Session", "session_for"]
 

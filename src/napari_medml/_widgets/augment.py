@@ -2,7 +2,7 @@
 
 The values form the viewer session's :class:`~napari_medml.config.AugmentConfig`, the
 very object the train widget trains with; Preview draws samples through
-:func:`napari_medml.transforms.preview`, the training pipeline.
+:func:`napari_medml.augment.preview`, the training pipeline.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class AugmentWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
-        from napari_medml.transforms import AUGMENT_DESCRIPTIONS
+        from napari_medml.augment import AUGMENT_DESCRIPTIONS
 
         viewer = napari_viewer
         self._viewer = viewer
@@ -107,7 +107,7 @@ class AugmentWidget(Container):
     @notify_errors("Augmentation preview")
     def preview(self, *_: object) -> None:
         """Draw the samples in a worker; show them as two new layers."""
-        from napari_medml.transforms import preview
+        from napari_medml.augment import preview
 
         image_layer = require(self.image.value, napari.layers.Image, "an image")
         labels_layer = require(self.label_layer.value, napari.layers.Labels, "a labels layer")

@@ -1,7 +1,7 @@
 """Classify widget: train a classifier on whole images, objects or tiles, then classify.
 
 Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
-"classification"), runs :func:`napari_medml.classify.fit_classifier` through the runner
+"classification"), runs :func:`napari_medml.classification.model.fit_classifier` through the runner
 with live curves, confusion matrix and ROC, then classifies the image: a new Labels
 layer ``<image> [classes]`` (every sample, object or tile filled with its class) whose
 ``features`` are the per-sample table; tile mode adds ``<image> [class probabilities]``.
@@ -160,7 +160,7 @@ class ClassifyWidget(Container):
             path = str(w["csv"].value)
             if path in ("", "."):
                 raise InputError("choose the class CSV file (one row per sample), or paint the classes")
-            from napari_medml.classify_data import read_class_csv
+            from napari_medml.classification.samples import read_class_csv
 
             out["classes"] = read_class_csv(Path(path), image.shape[0])
         else:
@@ -187,9 +187,9 @@ class ClassifyWidget(Container):
         params = {"input_size": size, "tile_size": tile}
 
         def job(stop: Any, report: Any) -> Any:
-            from napari_medml.classify import fit_classifier
-            from napari_medml.classify_data import image_samples
-            from napari_medml.classify_modes import make_samples
+            from napari_medml.classification.model import fit_classifier
+            from napari_medml.classification.samples import image_samples
+            from napari_medml.classification.levels import make_samples
 
             if inp["mode"] == "image":  # classes may come from a CSV: not a make_samples case
                 samples = image_samples(inp["image"], labels=inp["labels"], classes=inp["classes"],
@@ -216,7 +216,7 @@ class ClassifyWidget(Container):
 
     def show(self, classifier: Any, result: Any, layer: napari.layers.Layer) -> None:
         """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics."""
-        from napari_medml.classify_metrics import report_summary
+        from napari_medml.classification.metrics import report_summary
 
         self.classifier, self.result = classifier, result
         spatial = layer_spatial(layer)

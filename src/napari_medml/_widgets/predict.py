@@ -116,8 +116,8 @@ class PredictWidget(Container):
         config = self.infer_config()
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
-            from napari_medml.bundle import load_model
-            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.bundles.format import load_model
+            from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
@@ -167,7 +167,7 @@ class PredictWidget(Container):
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
         """Continue the current model on the corrected labels, then predict again."""
-        from napari_medml.train import finetune_config
+        from napari_medml.segmentation.task import finetune_config
 
         inputs = model_input(self._viewer, self._w["images"].value)
         name, model = self._model_source()
@@ -182,8 +182,8 @@ class PredictWidget(Container):
         infer = self.infer_config()
 
         def job(stop: Any, report: Any) -> Any:
-            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.train import fit
+            from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.segmentation.task import fit
 
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 tuned = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,

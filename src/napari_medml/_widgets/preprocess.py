@@ -135,7 +135,7 @@ class PreprocessWidget(Container):
         return f"{layer.name} [preview]"
 
     def _update_preview(self) -> None:
-        from napari_medml.preprocess import apply_step
+        from napari_medml.preprocessing.recipe import apply_step
 
         layer = self._w["image"].value
         old = [l for l in self._viewer.layers
@@ -166,8 +166,8 @@ class PreprocessWidget(Container):
     @notify_errors("Preprocessing")
     def apply(self, *_: Any) -> None:
         """Run the operation on the chosen image in the runner; add the result layer(s)."""
-        from napari_medml.image_ops import crop_to_mask
-        from napari_medml.preprocess import describe_step, run_recipe
+        from napari_medml.preprocessing.ops import crop_to_mask
+        from napari_medml.preprocessing.recipe import describe_step, run_recipe
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         image, spacing = image_array(layer)

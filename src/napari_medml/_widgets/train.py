@@ -1,7 +1,7 @@
 """Train widget: image layer(s) and labels in, a Model in the viewer's session out.
 
 Reads the form into a :class:`~napari_medml.config.TrainConfig` and runs
-:func:`napari_medml.train.fit` through the runner; the live plot shows loss and
+:func:`napari_medml.segmentation.task.fit` through the runner; the live plot shows loss and
 validation Dice per epoch. Stop keeps the best model so far.
 """
 
@@ -33,14 +33,14 @@ from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfi
 
 __all__ = ["TrainWidget"]
 
-# The names in napari_medml.models.NETWORKS (that module imports torch, so not here).
+# The names in napari_medml.nn.segmentation.NETWORKS (that module imports torch, so not here).
 NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
 # Imported in the background right after docking: a module's first import can hold the
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
 # stall napari if it happened during training.
-WARM_UP = ("napari_medml.train", "napari_medml.bundle", "napari_medml.losses",
-           "napari_medml.models", "napari_medml.transforms", "napari_medml.metrics",
-           "napari_medml.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
+WARM_UP = ("napari_medml.segmentation.task", "napari_medml.bundles.format", "napari_medml.nn.losses",
+           "napari_medml.nn.segmentation", "napari_medml.augment", "napari_medml.segmentation.metrics",
+           "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
            "monai.transforms", "monai.losses", "torch._dynamo")
 
 
@@ -113,7 +113,7 @@ class TrainWidget(Container):
         def job(stop: Any, report: Any) -> str:
             import importlib
 
-            from napari_medml.devices import describe_device, resolve_device
+            from napari_medml.engine.devices import describe_device, resolve_device
 
             text = describe_device(resolve_device(choice))
             for module in WARM_UP:
@@ -163,8 +163,8 @@ class TrainWidget(Container):
         """Run fit() in the runner; the model goes to the session under ``name``."""
 
         def job(stop: Any, report: Any) -> Any:
-            from napari_medml.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.train import fit
+            from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.segmentation.task import fit
 
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 model = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,

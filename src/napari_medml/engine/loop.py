@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from napari_medml.config import TrainConfig
-from napari_medml.devices import amp_enabled, autocast, resolve_device
+from napari_medml.engine.devices import amp_enabled, autocast, resolve_device
 from napari_medml.engine.optim import build_optimizer, build_scheduler
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation, TrainingTask
@@ -227,7 +227,7 @@ class Trainer:
     def _save_last(self, step: int, epoch: int) -> None:
         if self.checkpoint_dir is None:
             return
-        from napari_medml.bundle import write_checkpoint
+        from napari_medml.bundles.format import write_checkpoint
 
         scalars = {"step": step, "epoch": epoch, "best_key": list(self.best_key) if self.best_key else None,
                    "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps}
@@ -235,7 +235,7 @@ class Trainer:
                          self.plateau or self.scheduler, self.scaler, scalars)
 
     def _restore(self, resume: Resume) -> None:
-        from napari_medml.bundle import optimizer_state
+        from napari_medml.bundles.format import optimizer_state
 
         state = resume.state
         self.start_step = int(state["step"])

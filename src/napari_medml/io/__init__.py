@@ -4,7 +4,7 @@ Every format is presented in napari's axis order, (Y, X) or (Z, Y, X) with any
 non-spatial axes (time, channels) in front, so the rest of the package never
 sees a file's own layout. :attr:`Volume.axes` names every axis (``"CZYX"``,
 ``"TYX"``, ``"YXC"`` for RGB; ``Q`` where the file does not say, see
-:mod:`napari_medml.io_axes`): nothing downstream guesses channels from position.
+:mod:`napari_medml.io.axes`): nothing downstream guesses channels from position.
 Length-1 axes (other than Y, X) are dropped on reading and restored on writing,
 so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
 
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml import io_axes
+from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 
 __all__ = [
@@ -95,7 +95,7 @@ class Volume:
     axes : str
         One letter per axis of ``data`` (``T``, ``C``, ``Z``, ``Y``, ``X``; ``Q``
         unnamed; an RGB colour axis is a trailing ``C``). Empty means
-        :func:`napari_medml.io_axes.default_axes`: ``(…, C, Z, Y, X)`` from the right.
+        :func:`napari_medml.io.axes.default_axes`: ``(…, C, Z, Y, X)`` from the right.
     """
 
     data: np.ndarray
@@ -185,8 +185,8 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     fmt = file_format(path)
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
-    from napari_medml.io_nifti import read_nifti  # here: they build on this module
-    from napari_medml.io_tiff import read_tiff
+    from napari_medml.io.nifti import read_nifti  # here: they build on this module
+    from napari_medml.io.tiff import read_tiff
 
     reader = {"nifti": read_nifti, "tiff": read_tiff, "npy": _read_npy}[fmt]
     try:
@@ -274,8 +274,8 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
                                                         dropped, rgb=bool(volume.meta.get("rgb")))
         meta = {k: v for k, v in volume.meta.items() if k != io_axes.SINGLETONS_KEY}
         volume = replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
-    from napari_medml.io_nifti import write_nifti
-    from napari_medml.io_tiff import write_tiff
+    from napari_medml.io.nifti import write_nifti
+    from napari_medml.io.tiff import write_tiff
 
     writer = {"nifti": write_nifti, "tiff": write_tiff, "npy": _write_npy}[fmt]
     try:

@@ -1,11 +1,11 @@
-"""Replayable preprocessing recipes: named operations from :mod:`napari_medml.image_ops`.
+"""Replayable preprocessing recipes: named operations from :mod:`napari_medml.preprocessing.ops`.
 
 A recipe is a tuple of :class:`~napari_medml.config.PreprocessStep` (an operation name
 from :data:`OPERATIONS` and JSON-able parameters). It is stored in a model bundle and
 re-applied to every image the model predicts on, so only *replayable* operations are
 allowed: ``crop`` in a recipe crops to the bounding box of ``image > threshold``. A crop
 to a labels layer depends on that one layer; it is a one-off
-:func:`~napari_medml.image_ops.crop_to_mask` call and cannot be a recipe step. Recipes
+:func:`~napari_medml.preprocessing.ops.crop_to_mask` call and cannot be a recipe step. Recipes
 act per channel: a multi-channel caller applies the recipe to each channel.
 
 SciPy and scikit-image only; no torch.
@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_medml.config import PreprocessStep
 from napari_medml.errors import InputError
-from napari_medml.image_ops import (
+from napari_medml.preprocessing.ops import (
     CT_WINDOW_PRESETS,
     check_spacing,
     clahe,

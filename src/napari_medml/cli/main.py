@@ -1,6 +1,6 @@
 """The ``napari-medml`` command line: train, predict and evaluate on image files.
 
-Each subcommand lives in ``napari_medml._cli.<name>`` as ``add(subparsers)``
+Each subcommand lives in ``napari_medml.cli.<name>`` as ``add(subparsers)``
 (its options, every one with help) and ``run(args) -> int`` (read files, build a
 config, drive the same core generator the widgets use, write results). A new
 subcommand is one more module listed in ``SUBCOMMANDS``.
@@ -19,7 +19,7 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from napari_medml._cli.common import PROG, UsageError
+from napari_medml.cli.common import PROG, UsageError
 from napari_medml.errors import Cancelled, MedMLError
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback when something fails")  # fmt: skip
     sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        importlib.import_module(f"napari_medml._cli.{name}").add(sub)
+        importlib.import_module(f"napari_medml.cli.{name}").add(sub)
     return parser
 
 
@@ -101,5 +101,5 @@ def _fail(text: str, code: int) -> int:
     return code
 
 
-if __name__ == "__main__":  # python -m napari_medml.cli
+if __name__ == "__main__":  # python -m napari_medml.cli.main
     sys.exit(main())

@@ -1,5 +1,5 @@
 """``napari-medml predict``: segment an image file with a model bundle, or classify its
-samples, objects or tiles with a classification bundle (``napari_medml._cli.classify``)."""
+samples, objects or tiles with a classification bundle (``napari_medml.cli.classify``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml._cli.common import (
+from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
     UsageError,
@@ -68,12 +68,12 @@ def add(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the bundle and the image, predict with a progress bar, write the outputs."""
     from napari_medml import io
-    from napari_medml.bundle import load_model
-    from napari_medml.classify import Classifier
+    from napari_medml.bundles.format import load_model
+    from napari_medml.classification.model import Classifier
 
     model = load_model(args.model)
     if isinstance(model, Classifier):
-        from napari_medml._cli.classify import predict
+        from napari_medml.cli.classify import predict
 
         return predict(args, model)
     if args.instances is not None or args.table is not None:

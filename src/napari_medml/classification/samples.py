@@ -6,7 +6,7 @@ shares, and the image level.
   same shape, or read from a CSV file (:func:`read_class_csv`).
 
 The object and tile levels, and the functions over all three modes (``make_samples``,
-``class_labels``, ``prediction_table``), are in :mod:`napari_medml.classify_modes`.
+``class_labels``, ``prediction_table``), are in :mod:`napari_medml.classification.levels`.
 0 always means "class unknown" (to predict), as in scribble labels.
 
 numpy, SciPy and scikit-image only: no torch here.

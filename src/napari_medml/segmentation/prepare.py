@@ -61,9 +61,10 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         A patch size not divisible by the network's down-sampling factor.
     """
-    from napari_medml import data, split
-    from napari_medml.infer import apply_preprocessing, labels_to_recipe_grid
-    from napari_medml.models import patch_divisor
+    from napari_medml.segmentation import data
+    from napari_medml.segmentation import split
+    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
+    from napari_medml.nn.segmentation import patch_divisor
 
     dc = config.data
     image_list = data.as_list(images, "images")

@@ -1,6 +1,6 @@
 """Classification networks (2D and 3D), a registry name -> factory, and their stages.
 
-A factory has the signature of ``napari_medml.models`` factories,
+A factory has the signature of ``napari_medml.nn.segmentation`` factories,
 ``factory(spatial_dims, in_channels, out_channels, config, patch_size=None,
 spacing=None)``, and returns a network mapping ``(B, in_channels, *spatial)`` to
 ``(B, out_channels)`` logits. All come from MONAI, always with ``pretrained=False``

@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from napari_medml._cli.common import UsageError, given, info, progress_bar, write_like
+from napari_medml.cli.common import UsageError, given, info, progress_bar, write_like
 
 __all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
 
@@ -49,11 +49,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle."""
-    from napari_medml._cli.common import check_bundle_target
-    from napari_medml._cli.train import _stop_on_interrupt, drive_training
-    from napari_medml.classify import fit_classifier
+    from napari_medml.cli.common import check_bundle_target
+    from napari_medml.cli.train import _stop_on_interrupt, drive_training
+    from napari_medml.classification.model import fit_classifier
     from napari_medml.errors import MedMLError
-    from napari_medml.train import StopToken
+    from napari_medml.segmentation.task import StopToken
 
     if args.labels:
         raise UsageError("classification reads its classes from --classes (a CSV or a labels file), "
@@ -80,8 +80,8 @@ def read_samples(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.classify_data import image_samples, read_class_csv
-    from napari_medml.classify_modes import object_samples, tile_samples
+    from napari_medml.classification.samples import image_samples, read_class_csv
+    from napari_medml.classification.levels import object_samples, tile_samples
 
     path = args.image[0]
     vol = io.read_volume(path)
@@ -124,7 +124,7 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
     """``classification_config`` with every option given on the command line."""
     from dataclasses import replace
 
-    from napari_medml.classify import classification_config
+    from napari_medml.classification.model import classification_config
     from napari_medml.config import AugmentConfig
 
     base = classification_config(spatial_dims)
@@ -181,7 +181,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml._cli.common import check_file_targets
+    from napari_medml.cli.common import check_file_targets
 
     table = args.table or table_path(args.out)
     outputs = [p for p in (args.out, args.probabilities) if p is not None]

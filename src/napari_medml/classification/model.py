@@ -1,9 +1,9 @@
-"""Classification: train a classifier on :class:`~napari_medml.classify_data.ClassSamples`,
+"""Classification: train a classifier on :class:`~napari_medml.classification.samples.ClassSamples`,
 use it, and save or load it as a bundle.
 
 ``fit_classifier`` is a generator of ``train.TrainReport`` that *returns* the best
 :class:`Classifier`, like segmentation's ``train.fit``, so every front runs it the same
-way; its loop lives in :mod:`napari_medml.classify_train`. Bundles use the format of
+way; its loop lives in :mod:`napari_medml.classification.task`. Bundles use the format of
 ``bundle`` (``config.json`` + ``weights.safetensors``, atomic write, never pickle).
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medml.classify_data import ClassSamples
-from napari_medml.classify_modes import class_probability_map, make_samples, prediction_table
-from napari_medml.classify_modes import class_labels as labels_from_classes
+from napari_medml.classification.samples import ClassSamples
+from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
+from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, Cancelled
 from napari_medml.engine.reports import StopToken, TrainReport
@@ -145,7 +145,7 @@ class Classifier:
         Cancelled
             Stopped through ``stop``.
         """
-        from napari_medml.devices import amp_enabled, autocast, resolve_device
+        from napari_medml.engine.devices import amp_enabled, autocast, resolve_device
 
         x = self._inputs(samples)
         device = resolve_device(self.config.device)
@@ -189,13 +189,13 @@ class Classifier:
 
     def save(self, path: str | Path) -> Path:
         """Write a bundle folder (``config.json`` + ``weights.safetensors``), atomically."""
-        from napari_medml.bundle import write_bundle_files
+        from napari_medml.bundles.format import write_bundle_files
 
         return write_bundle_files(self.description(), self.network, path)
 
     def description(self) -> dict:
         """The ``config.json`` content (keys shared with segmentation bundles, plus mode and metrics)."""
-        from napari_medml.bundle import SCHEMA_VERSION, library_versions
+        from napari_medml.bundles.format import SCHEMA_VERSION, library_versions
 
         cfg = self.config
         return {
@@ -225,7 +225,7 @@ class Classifier:
         }
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
-        from napari_medml.classify_data import _resize
+        from napari_medml.classification.samples import _resize
 
         if isinstance(samples, ClassSamples):
             if samples.mode != self.mode:
@@ -248,7 +248,7 @@ class Classifier:
 
 def _normalize(x: np.ndarray, stats: dict, image_channels: int) -> np.ndarray:
     """Normalise the image channels of ``(N, C, ...)`` in place (mask channels stay 0/1)."""
-    from napari_medml.data import apply_normalization
+    from napari_medml.segmentation.data import apply_normalization
 
     apply_normalization(x[:, :image_channels].swapaxes(0, 1), stats)
     return x
@@ -273,8 +273,8 @@ def load_classifier(path: str | Path) -> Classifier:
     BundleError
         Missing or damaged files, a segmentation bundle, or weights that do not fit.
     """
-    from napari_medml.bundle import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description, read_weights
-    from napari_medml.classify_models import build_classifier_network
+    from napari_medml.bundles.format import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description, read_weights
+    from napari_medml.nn.classification import build_classifier_network
 
     path = Path(path).expanduser()
     desc = read_description(path)
@@ -356,12 +356,12 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     BundleError
         A damaged or missing checkpoint.
     """
-    from napari_medml.classify_train import ClassificationTask
+    from napari_medml.classification.task import ClassificationTask
     from napari_medml.engine.loop import Resume, run
 
     resume = base = None
     if resume_from is not None:
-        from napari_medml.bundle import find_checkpoint, read_checkpoint
+        from napari_medml.bundles.format import find_checkpoint, read_checkpoint
 
         checkpoint = find_checkpoint(resume_from)
         base = load_classifier(checkpoint)

@@ -92,14 +92,14 @@ class Model:
                 f"class_ids={self.class_ids}, patch_size={self.patch_size})")
 
     def save(self, path: str | Path) -> Path:
-        """Write a bundle folder (see ``napari_medml.bundle.save_model``)."""
-        from napari_medml.bundle import save_model
+        """Write a bundle folder (see ``napari_medml.bundles.format.save_model``)."""
+        from napari_medml.bundles.format import save_model
 
         return save_model(self, path)
 
     def description(self) -> dict:
-        """The bundle's ``config.json`` content (see ``napari_medml.bundle.model_description``)."""
-        from napari_medml.bundle import model_description
+        """The bundle's ``config.json`` content (see ``napari_medml.bundles.format.model_description``)."""
+        from napari_medml.bundles.format import model_description
 
         return model_description(self)
 
@@ -134,8 +134,8 @@ class Model:
         Cancelled
             Stopped through ``stop``.
         """
-        from napari_medml.devices import amp_enabled, resolve_device
-        from napari_medml.postprocess import postprocess
+        from napari_medml.engine.devices import amp_enabled, resolve_device
+        from napari_medml.segmentation.postprocess import postprocess
 
         config = config or InferConfig()
         self._check_image(image, channel_axis)
@@ -200,7 +200,7 @@ class Model:
         to float32 on the way, and checked and normalised there: on a GPU that saves three
         passes over the volume on the host.
         """
-        from napari_medml.data import apply_normalization, prepare_image
+        from napari_medml.segmentation.data import apply_normalization, prepare_image
 
         steps = self.config.data.preprocessing
         if steps:
@@ -308,7 +308,7 @@ def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, step
     """
     if not steps:
         return image, None if spacing is None else tuple(spacing), None
-    from napari_medml.preprocess import run_recipe
+    from napari_medml.preprocessing.recipe import run_recipe
 
     spatial_dims = image.ndim - 1
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims

@@ -167,13 +167,13 @@ def load_model(path: str | Path) -> Any:
         Missing folder or file, invalid JSON, missing keys, or weights that do not
         fit the network described in ``config.json``.
     """
-    from napari_medml.infer import Model
-    from napari_medml.models import build_network
+    from napari_medml.segmentation.model import Model
+    from napari_medml.nn.segmentation import build_network
 
     path = Path(path).expanduser()
     desc = read_description(path)
     if desc.get("task") == "classification":
-        from napari_medml.classify import load_classifier
+        from napari_medml.classification.model import load_classifier
 
         return load_classifier(path)
     try:

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medml.classify import _PREDICT_BATCH, Classifier, _normalize
-from napari_medml.classify_data import ClassSamples
-from napari_medml.classify_metrics import classification_report
+from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize
+from napari_medml.classification.samples import ClassSamples
+from napari_medml.classification.metrics import classification_report
 from napari_medml.config import AugmentConfig, OptimConfig, TrainConfig
-from napari_medml.devices import autocast
+from napari_medml.engine.devices import autocast
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 
@@ -43,13 +43,13 @@ class ClassificationTask:
 
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
                  base: Classifier | None = None) -> None:
-        from napari_medml.classify_models import build_classifier_network, freeze_stages
-        from napari_medml.data import fit_normalization
+        from napari_medml.nn.classification import build_classifier_network, freeze_stages
+        from napari_medml.segmentation.data import fit_normalization
 
         if config.task != "classification":
             raise ConfigError(f"fit_classifier trains classifiers; set task='classification' (got {config.task!r})")
         if not isinstance(samples, ClassSamples):
-            raise InputError("fit_classifier needs ClassSamples (see napari_medml.classify_data)")
+            raise InputError("fit_classifier needs ClassSamples (see napari_medml.classification.samples)")
         self.samples, self.config = samples, config
         labelled = np.flatnonzero(samples.y > 0)
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
@@ -82,7 +82,7 @@ class ClassificationTask:
             self.network.load_state_dict(base.network.state_dict())
             self.provenance = {k: v for k, v in base.provenance.items() if k in ("initial_weights", "frozen_stages")}
         elif source is not None:
-            from napari_medml.bundle import transfer_weights
+            from napari_medml.bundles.format import transfer_weights
 
             self.provenance["initial_weights"] = transfer_weights(self.network, source)
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
@@ -196,7 +196,7 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
     """Per-sample augmentation ``(C, *spatial) -> (C, *spatial)``, or None when all is off."""
     if all(getattr(config, f).prob <= 0 for f in AugmentConfig.__dataclass_fields__):
         return None
-    from napari_medml.transforms import augmentation_transforms
+    from napari_medml.augment import augmentation_transforms
 
     ic, sd = samples.image_channels, samples.spatial_dims
     masks = samples.x.shape[1] - ic

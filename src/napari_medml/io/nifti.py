@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml import io_axes
+from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io import Volume, affine_from_spacing, canonical_unit, file_stem
 

@@ -21,7 +21,7 @@ from napari_medml.config import AugmentConfig, TrainConfig
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError
-from napari_medml.infer import Model
+from napari_medml.segmentation.model import Model
 
 __all__ = ["SegmentationTask", "StopToken", "TrainReport", "finetune_config", "fit", "train"]
 
@@ -70,8 +70,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         The best model (by ``optim.early_stopping_metric`` on validation).
     """
     if config.task == "classification":
-        # images are ClassSamples (napari_medml.classify_data); labels are carried inside them
-        from napari_medml.classify import fit_classifier
+        # images are ClassSamples (napari_medml.classification.samples); labels are carried inside them
+        from napari_medml.classification.model import fit_classifier
 
         if labels is not None:
             raise ConfigError("classification: pass the classes inside ClassSamples and labels=None")
@@ -79,7 +79,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     resume = None
     base: Model | None = init_model
     if resume_from is not None:
-        from napari_medml import bundle
+        from napari_medml.bundles import format as bundle
         from napari_medml.engine.loop import Resume
 
         checkpoint = bundle.find_checkpoint(resume_from)
@@ -116,10 +116,10 @@ class SegmentationTask:
 
     def __init__(self, config: TrainConfig, images: Any, labels: Any, *, spacing: Any = None,
                  channel_axis: int | None = None, base: Model | None = None, start_step: int = 0) -> None:
-        from napari_medml import data
-        from napari_medml.devices import patch_voxel_cap, resolve_device
-        from napari_medml.models import build_network, freeze_encoder_stages
-        from napari_medml.train_data import prepare_training_data
+        from napari_medml.segmentation import data
+        from napari_medml.engine.devices import patch_voxel_cap, resolve_device
+        from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
+        from napari_medml.segmentation.prepare import prepare_training_data
 
         dc = config.data
         model_cfg = base.config.model if base is not None else config.model
@@ -140,7 +140,7 @@ class SegmentationTask:
         if base is not None:
             self.network.load_state_dict(base.network.state_dict())
         elif config.model.init_from:
-            from napari_medml.bundle import transfer_weights
+            from napari_medml.bundles.format import transfer_weights
 
             self.initial_weights = transfer_weights(self.network, config.model.init_from)
         freeze_encoder_stages(self.network, config.model.freeze_stages)
@@ -148,7 +148,7 @@ class SegmentationTask:
         transform = None
         if config.augment != AugmentConfig.none() and any(
                 getattr(config.augment, f).prob > 0 for f in config.augment.__dataclass_fields__):
-            from napari_medml.transforms import augmentation_transforms
+            from napari_medml.augment import augmentation_transforms
 
             transform = augmentation_transforms(config.augment, dc.spatial_dims, seed=config.seed + start_step,
                                                 spatial_shape=self.patch_size, spacing=self.spacing)
@@ -169,7 +169,7 @@ class SegmentationTask:
 
     def loss(self, outputs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.loss_fn is None:
-            from napari_medml.losses import build_loss
+            from napari_medml.nn.losses import build_loss
 
             self.loss_fn = build_loss(self.config.optim, len(self.class_ids), outputs.device)
         # label 0 is unlabeled (scribbles) or never present (dense labels are shifted by one)
@@ -178,10 +178,10 @@ class SegmentationTask:
     def evaluate(self, device: torch.device, amp: bool) -> Evaluation | None:
         if not self.val_regions:
             return None
-        from napari_medml.validation import validate
+        from napari_medml.segmentation.validation import validate
 
         if self.loss_fn is None:
-            from napari_medml.losses import build_loss
+            from napari_medml.nn.losses import build_loss
 
             self.loss_fn = build_loss(self.config.optim, len(self.class_ids), device)
         fields = validate(self.network, self.val_regions, patch_size=self.patch_size, class_ids=self.class_ids,

@@ -3,7 +3,7 @@
 Every operation takes one single-channel spatial image, ``(Y, X)`` or ``(Z, Y, X)``,
 and returns a *new* array (inputs are never modified). Intensity results are float32;
 NaNs are ignored by the statistics and stay NaN. Replayable chains of these operations
-(recipes) live in :mod:`napari_medml.preprocess`.
+(recipes) live in :mod:`napari_medml.preprocessing.recipe`.
 
 SciPy and scikit-image only; no torch.
 """

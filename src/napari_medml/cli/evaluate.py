@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from napari_medml._cli.common import FILE_TYPES, info
+from napari_medml.cli.common import FILE_TYPES, info
 
 __all__ = ["add", "run"]
 
@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     """Read both files, score them, print the JSON."""
     from napari_medml import io
     from napari_medml.errors import InputError
-    from napari_medml.geometry import align_to
-    from napari_medml.metrics import evaluate
+    from napari_medml.io.geometry import align_to
+    from napari_medml.segmentation.metrics import evaluate
 
     pred, gt = io.read_volume(args.prediction), io.read_volume(args.labels)
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_medml.data import Region
+from napari_medml.segmentation.data import Region
 from napari_medml.errors import InputError
 
 __all__ = ["missing_from_training", "present_classes", "split_train_val"]

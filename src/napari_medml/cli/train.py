@@ -1,5 +1,5 @@
 """``napari-medml train``: train a segmentation network on image/labels files, or (with
-``--task classification``, see ``napari_medml._cli.classify``) a classifier."""
+``--task classification``, see ``napari_medml.cli.classify``) a classifier."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from napari_medml._cli.common import (
+from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
     PROG,
@@ -41,7 +41,7 @@ __all__ = ["add", "drive_training", "epoch_line", "read_pairs", "run", "train_co
 
 def add(sub: Any) -> None:
     """Declare the ``train`` subcommand and its options."""
-    from napari_medml._cli.classify import add_train_options
+    from napari_medml.cli.classify import add_train_options
 
     p = sub.add_parser("train", help="train a segmentation network or a classifier; save it as a bundle",
                        description="Train a segmentation network on image/labels file pairs "
@@ -123,12 +123,12 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the files, train with a progress bar, save the best model."""
-    from napari_medml.bundle import save_model
+    from napari_medml.bundles.format import save_model
     from napari_medml.errors import MedMLError
-    from napari_medml.train import StopToken, fit
+    from napari_medml.segmentation.task import StopToken, fit
 
     if args.task == "classification":
-        from napari_medml._cli.classify import train
+        from napari_medml.cli.classify import train
 
         return train(args)
     if not args.labels:
@@ -190,7 +190,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
 
 def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:
     """Labels on their image's voxel grid (reoriented with a note), or an error naming both."""
-    from napari_medml.geometry import align_to
+    from napari_medml.io.geometry import align_to
 
     aligned = align_to(lab, vol, moving_name=lab_name, reference_name=img_name,
                        spatial_dims=spatial_dims, reference_spatial_dims=spatial_dims)  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from napari_medml.classify_models import CLASSIFIER_NETWORKS
+from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
