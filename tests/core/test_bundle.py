@@ -111,11 +111,20 @@ def test_image_with_other_channels_or_dims_is_refused(tmp_path, image):
     two = load_model(save_model(_model(in_channels=2), tmp_path / "two"))
     with pytest.raises(BundleError, match="trained on 2 channel.*has 1"):
         two.predict(image)
-    with pytest.raises(BundleError, match="2D image"):
+    with pytest.raises(BundleError, match="trained on 2 channel.*has 4"):
         two.predict(np.zeros((4, 8, 8, 8)), channel_axis=0)
+    with pytest.raises(BundleError, match="2D image"):
+        two.predict(np.zeros((2, 8)), channel_axis=0)
     one = _model()
-    with pytest.raises(MedMLError, match="expects a 2D image.*shape \\(3, 40, 36\\)"):
-        one.predict(np.stack([image] * 3))
+    with pytest.raises(MedMLError, match=r"trained on 1 channel.*has 3"):
+        one.predict(np.stack([image] * 3, -1)[None], channel_axis=-1)
+    # a stack in front of a 2D model's plane is predicted slice by slice
+    stack = np.stack([image, image[::-1], image])
+    pred = one.predict(stack)
+    assert pred.labels.shape == stack.shape
+    np.testing.assert_array_equal(pred.labels[1], one.predict(image[::-1]).labels)
+    with pytest.raises(MedMLError, match="3 channel.*set channel_axis=0"):
+        _model(in_channels=3).predict(np.stack([image] * 3))
     assert two.predict(np.stack([image, image], -1), channel_axis=-1).labels.shape == image.shape
 
 

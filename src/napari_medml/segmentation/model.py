@@ -105,40 +105,105 @@ class Model:
 
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                 config: InferConfig | None = None, progress: Callable[[int, int], None] | None = None,
-                stop: Any | None = None) -> Prediction:
-        """Segment one image.
+                stop: Any | None = None, axes: str | None = None) -> Prediction:
+        """Segment one image; a stack of them (time frames, or slices for a 2D model) one by one.
 
         Parameters
         ----------
         image : array
-            ``(Y, X)`` or ``(Z, Y, X)``, plus a channel axis named by ``channel_axis``.
+            ``(Y, X)`` or ``(Z, Y, X)`` (the model's dimensions), plus a channel axis named
+            by ``channel_axis``. Axes in front of the spatial ones (time, or Z for a 2D
+            model) are samples: a 2D model segments a ``(Z, Y, X)`` stack slice by slice,
+            a ``(T, Z, Y, X)`` time series is segmented frame by frame.
         spacing : sequence of float, optional
-            Voxel size; needed when the preprocessing recipe resamples.
+            Voxel size of the spatial axes (longer sequences: the last ones are used);
+            needed when the preprocessing recipe resamples.
         channel_axis : int, optional
         config : InferConfig, optional
         progress : callable, optional
-            Called with ``(done, total)`` windows.
+            Called with ``(done, total)`` windows (over all slices/frames).
         stop : StopToken, optional
             When stopped, ``Cancelled`` is raised at the next window.
+        axes : str, optional
+            What each axis of ``image`` is, one letter each from ``T``, ``C``, ``Z``,
+            ``Y``, ``X`` (e.g. ``"TCZYX"``); replaces ``channel_axis``.
 
         Returns
         -------
         Prediction
+            Labels (and uncertainty, instances) of the image's shape without channels;
+            probabilities ``(K, *that shape)``.
 
         Raises
         ------
         BundleError
             The image does not fit the model (dimensions or channels).
         InputError
-            NaN/inf values.
+            NaN/inf values, or ``axes`` that do not fit the image.
         Cancelled
             Stopped through ``stop``.
         """
+        config = config or InferConfig()
+        channel_axis, samples = self._layout(image, channel_axis, axes)
+        if spacing is not None:
+            spacing = tuple(spacing)[-self.spatial_dims:]
+        if not samples:
+            return self._predict_one(image, spacing, channel_axis, config, progress, stop)
+        shape = np.shape(image)
+        lead = tuple(shape[a] for a in samples)
+        count = math.prod(lead)
+        parts: list[Prediction] = []
+        for i, index in enumerate(np.ndindex(*lead)):
+            where: list[Any] = [slice(None)] * len(shape)
+            for axis, k in zip(samples, index):
+                where[axis] = k
+            kept_channel = None if channel_axis is None else channel_axis - sum(a < channel_axis for a in samples)
+
+            def part_progress(done: int, total: int, i: int = i) -> None:
+                if progress is not None:
+                    progress(i * total + done, count * total)
+
+            parts.append(self._predict_one(image[tuple(where)], spacing, kept_channel, config,
+                                           part_progress, stop))  # fmt: skip
+        return _stack_predictions(parts, lead, self.class_ids)
+
+    def _layout(self, image: Any, channel_axis: int | None, axes: str | None) -> tuple[int | None, tuple[int, ...]]:
+        """The channel axis and the sample axes (leading axes predicted one at a time)."""
+        shape = np.shape(image)
+        if axes is not None:
+            from napari_medml.io.axes import check_axes, layout
+
+            found = layout(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
+                           self.spatial_dims)  # fmt: skip
+            channel_axis, samples = found.channel_axis, found.sample_axes
+        else:
+            if channel_axis is not None:
+                if not -len(shape) <= channel_axis < len(shape):
+                    raise InputError(f"channel_axis={channel_axis} is out of range for an image of shape {shape}")
+                channel_axis %= len(shape)
+            others = [a for a in range(len(shape)) if a != channel_axis]
+            if len(others) < self.spatial_dims:
+                where = f" with channel_axis={channel_axis}" if channel_axis is not None else ""
+                raise BundleError(f"the model expects a {self.spatial_dims}D image with {self.in_channels} "
+                                  f"channel(s) but got an array of shape {shape}{where}")  # fmt: skip
+            samples = tuple(others[: len(others) - self.spatial_dims])
+        channels = 1 if channel_axis is None else shape[channel_axis]
+        if channels != self.in_channels:
+            hint = (f"; if axis {samples[0]} holds the channels, set channel_axis={samples[0]} (or axes)"
+                    if channel_axis is None and samples else "")
+            raise BundleError(
+                f"the model was trained on {self.in_channels} channel(s) but the image has {channels} "
+                f"(shape {shape}, channel_axis={channel_axis}): give the same channels as in training{hint}"
+            )
+        return channel_axis, tuple(samples)
+
+    def _predict_one(self, image: Any, spacing: Sequence[float] | None, channel_axis: int | None,
+                     config: InferConfig, progress: Callable[[int, int], None] | None,
+                     stop: Any | None) -> Prediction:
+        """Segment one ``spatial_dims``-D image (channels at ``channel_axis``)."""
         from napari_medml.engine.devices import amp_enabled, resolve_device
         from napari_medml.segmentation.postprocess import postprocess
 
-        config = config or InferConfig()
-        self._check_image(image, channel_axis)
         device = resolve_device(config.device)
         amp = amp_enabled(device, config.amp)
         x, recipe = self._input(image, spacing, channel_axis, device)
@@ -174,23 +239,6 @@ class Model:
 
     # --- internals ------------------------------------------------------------------
 
-    def _check_image(self, image: Any, channel_axis: int | None) -> None:
-        shape = np.shape(image)
-        expected = self.spatial_dims + (1 if channel_axis is not None else 0)
-        if len(shape) != expected:
-            where = f" with channel_axis={channel_axis}" if channel_axis is not None else ""
-            raise BundleError(
-                f"the model expects a {self.spatial_dims}D image with {self.in_channels} channel(s) "
-                f"but got an array of shape {shape}{where}"
-                + ("" if channel_axis is not None or self.in_channels == 1 else ": set channel_axis")
-            )
-        channels = 1 if channel_axis is None else shape[channel_axis]
-        if channels != self.in_channels:
-            raise BundleError(
-                f"the model was trained on {self.in_channels} channel(s) but the image has {channels} "
-                f"(shape {shape}, channel_axis={channel_axis}): give the same channels as in training"
-            )
-
     def _input(self, image: Any, spacing: Sequence[float] | None, channel_axis: int | None,
                device: torch.device) -> tuple[torch.Tensor, Any]:
         """The normalised input ``(C, *spatial)`` float32 on ``device`` (never the caller's
@@ -214,6 +262,8 @@ class Model:
         arr = np.moveaxis(arr, channel_axis, 0) if channel_axis is not None else arr[None]
         if arr.dtype not in _TORCH_DTYPES or not arr.dtype.isnative:
             arr = arr.astype(np.float32)
+        elif any(step < 0 for step in arr.strides):  # a flipped view: torch takes none
+            arr = np.ascontiguousarray(arr)
         with warnings.catch_warnings():  # read-only layer data: only read here
             warnings.filterwarnings("ignore", message=".*not writable.*")
             source = torch.from_numpy(arr)
@@ -296,6 +346,28 @@ class Model:
             elif config.return_probabilities or config.return_uncertainty:
                 _softmax_(total_probs[0])
         return total_probs[0]
+
+
+def _stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids: tuple[int, ...]) -> Prediction:
+    """One Prediction from those of each slice/frame (in ``np.ndindex(*lead)`` order)."""
+    def stack(arrays: list[Any], axis: int = 0) -> Any:
+        if arrays[0] is None:
+            return None
+        out = np.stack(arrays, axis=axis)
+        return out.reshape(out.shape[:axis] + lead + out.shape[axis + 1:])
+
+    instances = None
+    if parts[0].instances is not None:  # keep ids unique across slices/frames
+        offset, shifted = 0, []
+        for part in parts:
+            ids = part.instances.astype(np.uint32)
+            shifted.append(np.where(ids > 0, ids + offset, 0).astype(np.uint32))
+            offset += int(ids.max(initial=0))
+        instances = stack(shifted)
+    return Prediction(labels=stack([p.labels for p in parts]),
+                      probabilities=stack([p.probabilities for p in parts], axis=1),
+                      uncertainty=stack([p.uncertainty for p in parts]), class_ids=class_ids,
+                      instances=instances)  # fmt: skip
 
 
 def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]

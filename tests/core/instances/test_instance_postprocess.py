@@ -10,10 +10,9 @@ import pytest
 from napari_medml.config import ConfigError
 from napari_medml.errors import InputError
 from napari_medml.instances.metrics import instance_scores
+from napari_medml.instances.classical import ClassicalParams, classical_instances
 from napari_medml.instances.postprocess import (
-    ClassicalParams,
     InstanceParams,
-    classical_instances,
     foreground_probability,
     instances_from_outputs,
     params_from_labels,
