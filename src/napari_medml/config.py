@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from napari_medml.errors import ConfigError
+
 __all__ = [
     "AugmentConfig",
     "AugmentSpec",
-    "ConfigError",
     "DataConfig",
     "InferConfig",
     "ModelConfig",
@@ -38,10 +39,6 @@ LossName = Literal["ce", "dice", "dice_ce", "focal"]
 Normalization = Literal["zscore", "percentile", "minmax", "none"]
 StopMetric = Literal["val_dice", "val_loss", "val_accuracy"]
 InstanceSplit = Literal["none", "connected", "watershed"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range or of the wrong kind."""
 
 
 @dataclass(frozen=True)

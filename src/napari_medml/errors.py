@@ -7,15 +7,14 @@ Widgets show these as napari notifications; the command line prints one line.
 
 from __future__ import annotations
 
-from napari_medml.config import ConfigError
-
 __all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError"]
-
-# ConfigError (config.py) is a ValueError too; MedMLError groups the others.
-
 
 class MedMLError(ValueError):
     """Base class for user-fixable problems raised by napari-medml."""
+
+
+class ConfigError(MedMLError):
+    """A configuration value is out of range or of the wrong kind."""
 
 
 class InputError(MedMLError):

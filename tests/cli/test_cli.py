@@ -270,8 +270,8 @@ def test_bad_config_value_is_one_line(phantom_files, tmp_path, capsys):
 
 
 def test_first_interrupt_stops_training_and_keeps_the_model():
-    from napari_medml.cli.train import _stop_on_interrupt, drive_training
-    from napari_medml.segmentation.task import StopToken, TrainReport
+    from napari_medml.cli.progress import drive_training, stop_on_interrupt
+    from napari_medml.engine.reports import StopToken, TrainReport
 
     stop = StopToken()
 
@@ -286,7 +286,7 @@ def test_first_interrupt_stops_training_and_keeps_the_model():
         return "finished"
 
     previous = signal.getsignal(signal.SIGINT)
-    with _stop_on_interrupt(stop):
+    with stop_on_interrupt(stop):
         model, best = drive_training(fake_fit(), epochs=1)
     assert stop.stopped and model == "best model" and best is None
     assert signal.getsignal(signal.SIGINT) is previous

@@ -9,7 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_medml.bundles.format import export_onnx, export_torchscript, load_model, save_model  # noqa: E402
+from napari_medml.bundles.export import export_onnx, export_torchscript
+from napari_medml.api import load_model
+from napari_medml.bundles.format import save_model  # noqa: E402
 from napari_medml.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from napari_medml.errors import BundleError, MedMLError  # noqa: E402
 from napari_medml.segmentation.model import Model  # noqa: E402

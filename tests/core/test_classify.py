@@ -11,22 +11,17 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from napari_medml.classification.model import (
-    Classifier,
-    classification_config,
-    fit_classifier,
-    load_classifier,
-    train_classifier,
-)
+from napari_medml.classification.model import Classifier, classification_config, load_classifier
+from napari_medml.classification.task import fit_classifier, train_classifier
 from napari_medml.classification.samples import image_samples
 from napari_medml.classification.levels import object_samples, tile_samples
 from napari_medml.classification.task import stratified_split
-from napari_medml.bundles.format import transfer_weights
+from napari_medml.bundles.transfer import transfer_weights
 from napari_medml.nn.classification import CLASSIFIER_NETWORKS, build_classifier_network, stages
 from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig
 from napari_medml.errors import BundleError, ConfigError, InputError
 from napari_medml.samples import shape_classes
-from napari_medml.segmentation.task import StopToken, TrainReport
+from napari_medml.engine.reports import StopToken, TrainReport
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_medml.segmentation import data
+from napari_medml.preprocessing import normalization
 from napari_medml.errors import InputError
 
 
@@ -71,9 +72,9 @@ def test_encode_labels_dense_and_sparse():
 def test_normalization_uses_training_statistics(method):
     rng = np.random.default_rng(0)
     img = (rng.normal(5, 2, (2, 16, 16)) * np.array([1, 10])[:, None, None]).astype(np.float32)
-    stats = data.fit_normalization([img], method)
+    stats = normalization.fit_normalization([img], method)
     assert stats["method"] == method and len(stats["channels"]) == 2
-    out = data.apply_normalization(img.copy(), stats)
+    out = normalization.apply_normalization(img.copy(), stats)
     if method == "zscore":
         assert np.allclose(out.mean((1, 2)), 0, atol=1e-4) and np.allclose(out.std((1, 2)), 1, atol=1e-3)
     elif method in ("percentile", "minmax"):

@@ -12,7 +12,8 @@ pytest.importorskip("torch")
 from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
 from napari_medml.errors import Cancelled  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
-from napari_medml.segmentation.task import StopToken, train  # noqa: E402
+from napari_medml.engine.reports import StopToken
+from napari_medml.segmentation.task import train  # noqa: E402
 
 REMAP = np.array([0, 1, 5, 7], np.uint8)
 

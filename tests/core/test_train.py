@@ -13,13 +13,14 @@ from scipy import ndimage as ndi
 
 pytest.importorskip("torch")
 
-from napari_medml.bundles.format import load_model  # noqa: E402
+from napari_medml.api import load_model  # noqa: E402
 from napari_medml.config import (  # noqa: E402
     AugmentConfig, DataConfig, ModelConfig, OptimConfig, PreprocessStep, TrainConfig,
 )
 from napari_medml.errors import BundleError, InputError  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
-from napari_medml.segmentation.task import StopToken, TrainReport, fit, train  # noqa: E402
+from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.segmentation.task import fit, train  # noqa: E402
 
 SHAPE, SPACING = (32, 64, 64), (3.0, 1.5, 1.5)
 

@@ -12,7 +12,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets.classify import NETWORK_CHOICES
 from napari_medml._widgets.plots import TrainingPlot
-from napari_medml.segmentation.task import TrainReport
+from napari_medml.engine.reports import TrainReport
 
 HELD_OUT = 16  # samples left unpainted: the accuracy is measured on them
 

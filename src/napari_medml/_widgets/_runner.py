@@ -182,7 +182,7 @@ class Runner:
     def _make_token(self) -> Any:
         if self._token_factory is not None:
             return self._token_factory()
-        from napari_medml.segmentation.task import StopToken
+        from napari_medml.engine.reports import StopToken
 
         return StopToken()
 

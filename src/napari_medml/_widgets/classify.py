@@ -187,7 +187,7 @@ class ClassifyWidget(Container):
         params = {"input_size": size, "tile_size": tile}
 
         def job(stop: Any, report: Any) -> Any:
-            from napari_medml.classification.model import fit_classifier
+            from napari_medml.classification.task import fit_classifier
             from napari_medml.classification.samples import image_samples
             from napari_medml.classification.levels import make_samples
 

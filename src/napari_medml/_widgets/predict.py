@@ -116,7 +116,7 @@ class PredictWidget(Container):
         config = self.infer_config()
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
-            from napari_medml.bundles.format import load_model
+            from napari_medml.api import load_model
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source

@@ -1,15 +1,13 @@
-"""Classification: train a classifier on :class:`~napari_medml.classification.samples.ClassSamples`,
-use it, and save or load it as a bundle.
+"""The classifier: a trained network with its classes and normalisation, that classifies
+:class:`~napari_medml.classification.samples.ClassSamples` (image, object or tile level),
+and its bundle (``config.json`` + ``weights.safetensors``, atomic write, never pickle).
 
-``fit_classifier`` is a generator of ``train.TrainReport`` that *returns* the best
-:class:`Classifier`, like segmentation's ``train.fit``, so every front runs it the same
-way; its loop lives in :mod:`napari_medml.classification.task`. Bundles use the format of
-``bundle`` (``config.json`` + ``weights.safetensors``, atomic write, never pickle).
+Training lives in :mod:`napari_medml.classification.task` (``fit_classifier``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,9 @@ from napari_medml.classification.levels import class_probability_map, make_sampl
 from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
 from napari_medml.errors import BundleError, Cancelled
-from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.engine.reports import StopToken
 
-__all__ = ["ClassPrediction", "Classifier", "classification_config", "fit_classifier", "load_classifier",
-           "train_classifier"]
+__all__ = ["ClassPrediction", "Classifier", "classification_config", "load_classifier"]
 _PREDICT_BATCH = 64
 
 
@@ -91,7 +88,7 @@ class Classifier:
     sample_params : dict
         How samples are made (``ClassSamples.params``: tile size, margin...).
     normalization : dict
-        Intensity statistics of the image channels (``data.fit_normalization``).
+        Intensity statistics of the image channels (``normalization.fit_normalization``).
     metrics : dict
         Validation report of the best epoch (``classify_metrics.classification_report``).
     history : list of dict
@@ -248,7 +245,7 @@ class Classifier:
 
 def _normalize(x: np.ndarray, stats: dict, image_channels: int) -> np.ndarray:
     """Normalise the image channels of ``(N, C, ...)`` in place (mask channels stay 0/1)."""
-    from napari_medml.segmentation.data import apply_normalization
+    from napari_medml.preprocessing.normalization import apply_normalization
 
     apply_normalization(x[:, :image_channels].swapaxes(0, 1), stats)
     return x
@@ -299,73 +296,3 @@ def load_classifier(path: str | Path) -> Classifier:
                       sample_params=desc.get("sample_params") or {}, normalization=desc["normalization"],
                       metrics=desc.get("metrics") or {}, history=desc.get("history") or [],
                       provenance=desc.get("provenance") or {})
-
-
-
-def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) -> Classifier:
-    """Run :func:`fit_classifier` to the end and return the best classifier."""
-    gen = fit_classifier(samples, config, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
-
-
-def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
-                   init_from: str | Path | Classifier | None = None,
-                   resume_from: str | Path | None = None) -> Generator[TrainReport, None, Classifier]:
-    """Train a classifier on the labelled samples (``y > 0``).
-
-    Parameters
-    ----------
-    samples : ClassSamples
-        From ``classify_data`` (image, object or tile level); at least two classes.
-    config : TrainConfig
-        ``task="classification"``; ``optim.loss`` "ce" (class weights, label
-        smoothing) or "focal"; ``data.val_fraction`` of each class is held out
-        (stratified, ``seed``); ``model.freeze_stages`` first stages are frozen;
-        ``checkpoint_dir``: where ``best`` and ``last`` checkpoints go.
-    stop : StopToken, optional
-        Stops after the current step (leaving ``last``); the best classifier so far
-        is returned.
-    init_from : str, Path or Classifier, optional
-        Start from the fitting weights of a bundle (classification or segmentation)
-        or classifier; default ``config.model.init_from``.
-    resume_from : str or Path, optional
-        A checkpoint folder (or an earlier run's ``checkpoint_dir``): continue its
-        network, optimizer, schedule, step count and history.
-
-    Yields
-    ------
-    TrainReport
-        At least every quarter second of work and at every epoch end
-        (``val_loss``, ``val_metrics``: accuracy, balanced_accuracy, macro_f1, auc;
-        ``val_report``: the full report with confusion matrix and ROC).
-
-    Returns
-    -------
-    Classifier
-        The best epoch's classifier (validation accuracy, ties by loss; or by
-        ``val_loss`` / the training loss).
-
-    Raises
-    ------
-    InputError
-        Fewer than two painted classes, or classes that differ from the checkpoint's.
-    BundleError
-        A damaged or missing checkpoint.
-    """
-    from napari_medml.classification.task import ClassificationTask
-    from napari_medml.engine.loop import Resume, run
-
-    resume = base = None
-    if resume_from is not None:
-        from napari_medml.bundles.format import find_checkpoint, read_checkpoint
-
-        checkpoint = find_checkpoint(resume_from)
-        base = load_classifier(checkpoint)
-        state, tensors = read_checkpoint(checkpoint)
-        resume = Resume(state, tensors, list(base.history))
-    task = ClassificationTask(samples, config, init_from, base=base)
-    return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

@@ -9,22 +9,24 @@ schedule are the engine's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize
+from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize, load_classifier
 from napari_medml.classification.samples import ClassSamples
 from napari_medml.classification.metrics import classification_report
 from napari_medml.config import AugmentConfig, OptimConfig, TrainConfig
 from napari_medml.engine.devices import autocast
+from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["ClassificationTask", "stratified_split"]
+__all__ = ["ClassificationTask", "fit_classifier", "stratified_split", "train_classifier"]
 
 
 class ClassificationTask:
@@ -44,7 +46,7 @@ class ClassificationTask:
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
                  base: Classifier | None = None) -> None:
         from napari_medml.nn.classification import build_classifier_network, freeze_stages
-        from napari_medml.segmentation.data import fit_normalization
+        from napari_medml.preprocessing.normalization import fit_normalization
 
         if config.task != "classification":
             raise ConfigError(f"fit_classifier trains classifiers; set task='classification' (got {config.task!r})")
@@ -82,7 +84,7 @@ class ClassificationTask:
             self.network.load_state_dict(base.network.state_dict())
             self.provenance = {k: v for k, v in base.provenance.items() if k in ("initial_weights", "frozen_stages")}
         elif source is not None:
-            from napari_medml.bundles.format import transfer_weights
+            from napari_medml.bundles.transfer import transfer_weights
 
             self.provenance["initial_weights"] = transfer_weights(self.network, source)
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
@@ -212,3 +214,68 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     return apply
+
+
+def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) -> Classifier:
+    """Run :func:`fit_classifier` to the end and return the best classifier."""
+    from napari_medml.engine.loop import run_to_end
+
+    return run_to_end(fit_classifier(samples, config, **kwargs))
+
+
+def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
+                   init_from: str | Path | Classifier | None = None,
+                   resume_from: str | Path | None = None) -> Generator[TrainReport, None, Classifier]:
+    """Train a classifier on the labelled samples (``y > 0``).
+
+    Parameters
+    ----------
+    samples : ClassSamples
+        From ``classify_data`` (image, object or tile level); at least two classes.
+    config : TrainConfig
+        ``task="classification"``; ``optim.loss`` "ce" (class weights, label
+        smoothing) or "focal"; ``data.val_fraction`` of each class is held out
+        (stratified, ``seed``); ``model.freeze_stages`` first stages are frozen;
+        ``checkpoint_dir``: where ``best`` and ``last`` checkpoints go.
+    stop : StopToken, optional
+        Stops after the current step (leaving ``last``); the best classifier so far
+        is returned.
+    init_from : str, Path or Classifier, optional
+        Start from the fitting weights of a bundle (classification or segmentation)
+        or classifier; default ``config.model.init_from``.
+    resume_from : str or Path, optional
+        A checkpoint folder (or an earlier run's ``checkpoint_dir``): continue its
+        network, optimizer, schedule, step count and history.
+
+    Yields
+    ------
+    TrainReport
+        At least every quarter second of work and at every epoch end
+        (``val_loss``, ``val_metrics``: accuracy, balanced_accuracy, macro_f1, auc;
+        ``val_report``: the full report with confusion matrix and ROC).
+
+    Returns
+    -------
+    Classifier
+        The best epoch's classifier (validation accuracy, ties by loss; or by
+        ``val_loss`` / the training loss).
+
+    Raises
+    ------
+    InputError
+        Fewer than two painted classes, or classes that differ from the checkpoint's.
+    BundleError
+        A damaged or missing checkpoint.
+    """
+    from napari_medml.engine.loop import Resume, run
+
+    resume = base = None
+    if resume_from is not None:
+        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
+
+        checkpoint = find_checkpoint(resume_from)
+        base = load_classifier(checkpoint)
+        state, tensors = read_checkpoint(checkpoint)
+        resume = Resume(state, tensors, list(base.history))
+    task = ClassificationTask(samples, config, init_from, base=base)
+    return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

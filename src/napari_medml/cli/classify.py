@@ -50,10 +50,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle."""
     from napari_medml.cli.common import check_bundle_target
-    from napari_medml.cli.train import _stop_on_interrupt, drive_training
-    from napari_medml.classification.model import fit_classifier
+    from napari_medml.cli.progress import drive_training, stop_on_interrupt
+    from napari_medml.classification.task import fit_classifier
     from napari_medml.errors import MedMLError
-    from napari_medml.segmentation.task import StopToken
+    from napari_medml.engine.reports import StopToken
 
     if args.labels:
         raise UsageError("classification reads its classes from --classes (a CSV or a labels file), "
@@ -65,7 +65,7 @@ def train(args: argparse.Namespace) -> int:
     samples = read_samples(args)
     config = train_config(args, samples.spatial_dims)
     stop = StopToken()
-    with _stop_on_interrupt(stop):
+    with stop_on_interrupt(stop):
         classifier, _ = drive_training(fit_classifier(samples, config, stop=stop), config.optim.epochs)
     if classifier is None:
         raise MedMLError("training stopped before a classifier was trained; nothing was saved")

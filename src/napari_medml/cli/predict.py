@@ -68,7 +68,7 @@ def add(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the bundle and the image, predict with a progress bar, write the outputs."""
     from napari_medml import io
-    from napari_medml.bundles.format import load_model
+    from napari_medml.api import load_model
     from napari_medml.classification.model import Classifier
 
     model = load_model(args.model)

@@ -13,6 +13,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+from napari_medml.cli.progress import drive_training, stop_on_interrupt
 from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
@@ -36,7 +37,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 
-__all__ = ["add", "drive_training", "epoch_line", "read_pairs", "run", "train_config"]
+__all__ = ["add", "read_pairs", "run", "train_config"]
 
 
 def add(sub: Any) -> None:
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     """Read the files, train with a progress bar, save the best model."""
     from napari_medml.bundles.format import save_model
     from napari_medml.errors import MedMLError
-    from napari_medml.segmentation.task import StopToken, fit
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.segmentation.task import fit
 
     if args.task == "classification":
         from napari_medml.cli.classify import train
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     one = len(images) == 1  # the engine takes one array or a list
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop)  # fmt: skip
-    with _stop_on_interrupt(stop):
+    with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs)
     if model is None:
         raise MedMLError("training stopped before a model was trained; nothing was saved")
@@ -223,69 +225,3 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
                                augment=augment, device=args.device, seed=args.seed))  # fmt: skip
 
 
-def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, Any]:
-    """Run a ``fit()`` generator to its end with a progress bar and epoch lines.
-
-    Returns
-    -------
-    tuple
-        The model the generator returns and the report of the best epoch (or None).
-    """
-    best = None
-    with progress_bar("step") as bar:
-        while True:
-            try:
-                report = next(gen)
-            except StopIteration as done:
-                return done.value, best
-            best = report if report.best else best
-            bar.total = report.total_steps
-            bar.update(report.step - bar.n)
-            bar.set_postfix(loss=f"{report.train_loss:.4f}", lr=f"{report.learning_rate:.2g}",
-                            refresh=False)  # fmt: skip
-            if report.epoch_end:
-                bar.write(epoch_line(report, epochs), file=sys.stderr)
-            elif report.message:
-                for line in report.message.splitlines():
-                    bar.write(f"{PROG}: {line}", file=sys.stderr)
-
-
-def epoch_line(report: Any, epochs: int) -> str:
-    """One line per epoch: losses, per-class validation Dice, time, best marker."""
-    parts = [f"epoch {report.epoch}/{epochs}", f"loss {report.train_loss:.4f}"]
-    if report.val_loss is not None:
-        parts.append(f"val_loss {report.val_loss:.4f}")
-    if report.val_dice:
-        parts.append("val_dice " + " ".join(f"{k}:{v:.3f}" for k, v in sorted(report.val_dice.items())))
-    if report.val_mean_dice is not None:
-        parts.append(f"mean {report.val_mean_dice:.3f}")
-    for name, value in (report.val_metrics or {}).items():
-        parts.append(f"{name} {value:.4f}")
-    parts.append(f"{report.elapsed_s:.0f}s")
-    if report.best:
-        parts.append("* best")
-    if report.message:
-        parts.append(f"({'; '.join(report.message.splitlines())})")
-    return "  ".join(parts)
-
-
-@contextlib.contextmanager
-def _stop_on_interrupt(stop: Any) -> Iterator[None]:
-    """First Ctrl-C: ask the engine to stop (it finishes the step and returns the best
-    model, which is then saved). Second Ctrl-C: abort at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.stopped:
-            raise KeyboardInterrupt
-        stop.stop()
-        print(f"\n{PROG}: stopping after this step and keeping the best model "
-              "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

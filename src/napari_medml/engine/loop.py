@@ -26,7 +26,7 @@ from napari_medml.engine.optim import build_optimizer, build_scheduler
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation, TrainingTask
 
-__all__ = ["REPORT_EVERY_S", "GRAD_CLIP_NORM", "Resume", "Trainer", "run"]
+__all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "run", "run_to_end"]
 
 REPORT_EVERY_S = 0.25
 GRAD_CLIP_NORM = 12.0  # nnU-Net's clipping norm
@@ -75,6 +75,15 @@ def run(task: TrainingTask, config: TrainConfig, *, stop: StopToken | None = Non
     """
     trainer = Trainer(task, config, checkpoint_dir=checkpoint_dir, resume=resume, provenance=provenance)
     return (yield from trainer.loop(stop))
+
+
+def run_to_end(gen: Generator[TrainReport, None, Any]) -> Any:
+    """Drive a training generator to its end (a script's way) and return its model."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
 
 
 class Trainer:
@@ -227,7 +236,7 @@ class Trainer:
     def _save_last(self, step: int, epoch: int) -> None:
         if self.checkpoint_dir is None:
             return
-        from napari_medml.bundles.format import write_checkpoint
+        from napari_medml.bundles.checkpoints import write_checkpoint
 
         scalars = {"step": step, "epoch": epoch, "best_key": list(self.best_key) if self.best_key else None,
                    "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps}
@@ -235,7 +244,7 @@ class Trainer:
                          self.plateau or self.scheduler, self.scaler, scalars)
 
     def _restore(self, resume: Resume) -> None:
-        from napari_medml.bundles.format import optimizer_state
+        from napari_medml.bundles.checkpoints import optimizer_state
 
         state = resume.state
         self.start_step = int(state["step"])

@@ -16,7 +16,7 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_medml.config import ConfigError
+from napari_medml.errors import ConfigError
 from napari_medml.errors import InputError
 from napari_medml.instances._checks import check_spacing
 from napari_medml.instances.postprocess import (

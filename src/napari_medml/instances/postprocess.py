@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_medml.config import ConfigError
+from napari_medml.errors import ConfigError
 from napari_medml.instances._checks import check_instances, check_same_shape, check_spacing
 from napari_medml.errors import InputError
 

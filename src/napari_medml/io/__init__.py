@@ -46,6 +46,15 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
+from napari_medml.io.volume import (
+    SUPPORTED_EXTENSIONS,
+    Volume,
+    affine_from_spacing,
+    canonical_unit,
+    file_format,
+    file_stem,
+    is_label_file,
+)
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -56,103 +65,6 @@ __all__ = [
     "read_volume",
     "write_volume",
 ]
-
-SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
-_LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
-_UNITS = {
-    "um": "um", "µm": "um", "\\u00b5m": "um", "micron": "um", "microns": "um",
-    "micrometer": "um", "mm": "mm", "millimeter": "mm", "nm": "nm",
-    "nanometer": "nm", "m": "m", "meter": "m", "cm": "cm", "centimeter": "cm",
-}  # fmt: skip
-
-
-@dataclass(frozen=True, eq=False)
-class Volume:
-    """An image or labels array with where its voxels lie in space.
-
-    Parameters
-    ----------
-    data : np.ndarray
-        The array in napari axis order, (Y, X) or (Z, Y, X); extra leading axes
-        (time, channels) are allowed. RGB(A) TIFFs keep a trailing colour axis
-        and set ``meta["rgb"] = True``.
-    spacing : tuple of float
-        Voxel size per axis of ``data`` (the colour axis excepted); channel
-        axes have spacing 1, a time axis the frame interval.
-    origin : tuple of float
-        World position of the first voxel's centre per axis, same order.
-    affine : np.ndarray or None
-        The 4x4 NIfTI voxel-to-world affine in NIfTI's (x, y, z) order, or None
-        when the file has none (TIFF, NumPy).
-    is_labels : bool
-        True when the array holds label ids rather than intensities.
-    name : str
-        Display name, the file name without its extension.
-    meta : Mapping
-        Format details kept for a faithful write: ``unit``, ``rgb``,
-        ``sform_code``, ``qform_code``, ``time_unit`` and ``singletons`` (the
-        length-1 axes dropped on reading, restored on writing).
-    axes : str
-        One letter per axis of ``data`` (``T``, ``C``, ``Z``, ``Y``, ``X``; ``Q``
-        unnamed; an RGB colour axis is a trailing ``C``). Empty means
-        :func:`napari_medml.io.axes.default_axes`: ``(…, C, Z, Y, X)`` from the right.
-    """
-
-    data: np.ndarray
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    affine: np.ndarray | None = None
-    is_labels: bool = False
-    name: str = ""
-    meta: Mapping[str, Any] = field(default_factory=dict)
-    axes: str = ""
-
-    def __post_init__(self) -> None:
-        rgb = bool(self.meta.get("rgb"))
-        ndim = np.ndim(self.data)
-        if self.axes:
-            axes = io_axes.check_axes(self.axes, ndim, f"'{self.name or 'image'}'")
-        else:
-            axes = io_axes.default_axes(ndim, rgb)
-        object.__setattr__(self, "axes", axes)
-
-    @property
-    def channel_axis(self) -> int | None:
-        """Index of the channel axis (an RGB colour axis included), or None."""
-        return self.axes.index("C") if "C" in self.axes else None
-
-
-def file_format(path: str | Path) -> str:
-    """Return ``"nifti"``, ``"tiff"`` or ``"npy"`` for a path's extension.
-
-    Raises
-    ------
-    InputError
-        If the extension is not one of :data:`SUPPORTED_EXTENSIONS`.
-    """
-    lower = str(path).lower()
-    for ext, fmt in ((".nii.gz", "nifti"), (".nii", "nifti"), (".tif", "tiff"),
-                     (".tiff", "tiff"), (".npy", "npy")):  # fmt: skip
-        if lower.endswith(ext):
-            return fmt
-    raise InputError(
-        f"'{path}' has an unsupported file type; use one of "
-        f"{', '.join(SUPPORTED_EXTENSIONS)}"
-    )
-
-
-def is_label_file(path: str | Path, data: np.ndarray) -> bool:
-    """Tell whether a file holds labels: integer data and a name with seg/label/mask.
-
-    Parameters
-    ----------
-    path : str or Path
-        The file; only its name is looked at (case-insensitive).
-    data : np.ndarray
-        The array read from it.
-    """
-    integer = np.issubdtype(data.dtype, np.integer) or data.dtype == bool
-    return bool(integer and _LABEL_WORDS.search(Path(path).name))
 
 
 def read_volume(path: str | Path, axes: str | None = None) -> Volume:
@@ -291,55 +203,7 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
     return path
 
 
-def affine_from_spacing(
-    spacing: tuple[float, ...],
-    origin: tuple[float, ...],
-    direction: np.ndarray | None = None,
-) -> np.ndarray:
-    """Build a 4x4 NIfTI affine from napari-ordered spacing and origin.
-
-    Parameters
-    ----------
-    spacing, origin : tuple of float
-        Per axis in napari order; only the last two or three (spatial) are used.
-    direction : np.ndarray, optional
-        A 4x4 affine whose unit column directions (orientation) to keep;
-        identity when omitted.
-
-    Returns
-    -------
-    np.ndarray
-        float64 (4, 4): column i is direction_i * spacing_i, last column origin.
-    """
-    k = min(len(spacing), 3)
-    affine = np.eye(4) if direction is None else np.array(direction, dtype=np.float64)
-    sizes = [float(s) for s in spacing[::-1][:k]]  # napari (..., Z, Y, X) -> NIfTI (x, y, z)
-    for i in range(k):
-        column = affine[:3, i]
-        norm = np.linalg.norm(column)
-        affine[:3, i] = (column / norm if norm > 0 else np.eye(3)[i]) * sizes[i]
-    affine[:k, 3] = [float(o) for o in origin[::-1][:k]]
-    return affine
-
-
 # --------------------------------------------------------------------- helpers
-
-
-def file_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".ome.tif", ".ome.tiff", *SUPPORTED_EXTENSIONS):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-def canonical_unit(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    text = str(raw).strip()
-    if text.lower() in ("", "pixel", "pixels", "unknown", "none"):
-        return None
-    return _UNITS.get(text.lower(), _UNITS.get(text, text))
 
 
 # ----------------------------------------------------------------------- NumPy

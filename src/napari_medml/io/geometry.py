@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import InputError
-from napari_medml.io import Volume, affine_from_spacing
+from napari_medml.io.volume import Volume, affine_from_spacing
 
 __all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "grid_affine", "reorient"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
-from napari_medml.io import Volume, affine_from_spacing, canonical_unit, file_stem
+from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem
 
 __all__ = ["read_nifti", "write_nifti"]
 

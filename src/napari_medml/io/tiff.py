@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
-from napari_medml.io import Volume, canonical_unit, file_stem
+from napari_medml.io.volume import Volume, canonical_unit, file_stem
 
 __all__ = ["read_tiff", "write_tiff"]
 

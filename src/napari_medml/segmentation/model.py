@@ -15,10 +15,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medml.config import InferConfig, TrainConfig
-from napari_medml.errors import BundleError, Cancelled, InputError
+from napari_medml.bundles.format import (
+    CONFIG_NAME,
+    SCHEMA_VERSION,
+    WEIGHTS_NAME,
+    library_versions,
+    load_weights,
+    read_description,
+    read_weights,
+)
+from napari_medml.config import InferConfig, TrainConfig, from_dict, to_dict
+from napari_medml.errors import BundleError, Cancelled, ConfigError, InputError
 
-__all__ = ["Model", "Prediction", "apply_preprocessing"]
+__all__ = ["Model", "Prediction", "apply_preprocessing", "load_segmentation_model", "model_description"]
 
 # NumPy dtypes torch.from_numpy takes and converts to float32 on the way to the device.
 _TORCH_DTYPES = {np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
@@ -65,7 +74,7 @@ class Model:
     spacing : tuple of float or None
         Training spacing.
     normalization : dict
-        Learned intensity statistics (``data.fit_normalization``).
+        Learned intensity statistics (``normalization.fit_normalization``).
     history : list of dict
         One dict per epoch.
     provenance : dict
@@ -99,8 +108,6 @@ class Model:
 
     def description(self) -> dict:
         """The bundle's ``config.json`` content (see ``napari_medml.bundles.format.model_description``)."""
-        from napari_medml.bundles.format import model_description
-
         return model_description(self)
 
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
@@ -248,7 +255,8 @@ class Model:
         to float32 on the way, and checked and normalised there: on a GPU that saves three
         passes over the volume on the host.
         """
-        from napari_medml.segmentation.data import apply_normalization, prepare_image
+        from napari_medml.segmentation.data import prepare_image
+        from napari_medml.preprocessing.normalization import apply_normalization
 
         steps = self.config.data.preprocessing
         if steps:
@@ -443,7 +451,7 @@ def _argmax_uint8(probs: torch.Tensor) -> np.ndarray:
 
 
 def _normalize_(x: torch.Tensor, stats: dict) -> None:
-    """``data.apply_normalization`` on a ``(C, *spatial)`` tensor, in place (same float32 arithmetic)."""
+    """``normalization.apply_normalization`` on a ``(C, *spatial)`` tensor, in place (same float32 arithmetic)."""
     method = stats.get("method", "none")
     for c, s in enumerate(stats.get("channels", [])):
         if method == "zscore":
@@ -461,3 +469,72 @@ def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
 
     return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False,
                   mode="edge").astype(arr.dtype)
+
+
+# --- the bundle of a segmentation model ------------------------------------------------
+
+
+def model_description(model: Model) -> dict:
+    """The ``config.json`` content for a model."""
+    cfg: TrainConfig = model.config
+    names = dict(cfg.class_names or {})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": cfg.task,
+        "network": {
+            "name": cfg.model.network,
+            "arguments": to_dict(cfg.model),
+            "spatial_dims": model.spatial_dims,
+            "in_channels": model.in_channels,
+            "out_channels": len(model.class_ids),
+        },
+        "spatial_dims": model.spatial_dims,
+        "in_channels": model.in_channels,
+        "out_channels": len(model.class_ids),
+        "class_ids": list(model.class_ids),
+        "class_names": {str(c): names.get(c, "background" if c == 0 else f"class {c}") for c in model.class_ids},
+        "preprocessing": to_dict(cfg.data.preprocessing),
+        "normalization": model.normalization,
+        "patch_size": list(model.patch_size),
+        "spacing": None if model.spacing is None else list(model.spacing),
+        "history": model.history,
+        "versions": library_versions(),
+        "seed": cfg.seed,
+        "provenance": model.provenance,
+        "train_config": to_dict(cfg),
+    }
+
+
+def load_segmentation_model(path: str | Path) -> Model:
+    """Load a segmentation bundle folder (never unpickles).
+
+    Raises
+    ------
+    BundleError
+        Missing folder or file, invalid JSON, missing keys, or weights that do not
+        fit the network described in ``config.json``.
+    """
+    from napari_medml.nn.segmentation import build_network
+
+    path = Path(path).expanduser()
+    desc = read_description(path)
+    if desc.get("task", "segmentation") != "segmentation":
+        raise BundleError(f"{path} is a {desc.get('task')!r} bundle, not a segmentation model: load it with "
+                          "napari_medml.load_model")
+    try:
+        config = from_dict(TrainConfig, desc["train_config"])
+    except (ConfigError, TypeError, KeyError, AttributeError) as exc:
+        raise BundleError(f"{path / CONFIG_NAME} has an invalid train_config ({exc})") from exc
+    try:
+        class_ids = tuple(int(c) for c in desc["class_ids"])
+        spatial_dims = int(desc["spatial_dims"])
+        in_channels = int(desc["in_channels"])
+        patch_size = tuple(int(p) for p in desc["patch_size"])
+        spacing = None if desc.get("spacing") is None else tuple(float(s) for s in desc["spacing"])
+        network = build_network(config.model, spatial_dims, in_channels, len(class_ids),
+                                patch_size=patch_size, spacing=spacing)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
+    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
+    return Model(network, config, class_ids, in_channels, spatial_dims, patch_size, spacing,
+                 desc["normalization"], history=desc.get("history") or [], provenance=desc.get("provenance") or {})

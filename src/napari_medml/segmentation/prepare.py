@@ -62,6 +62,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
         A patch size not divisible by the network's down-sampling factor.
     """
     from napari_medml.segmentation import data
+    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
     from napari_medml.segmentation import split
     from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
     from napari_medml.nn.segmentation import patch_divisor
@@ -125,9 +126,9 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
                                                                    context=patch_size, class_ids=class_ids)
     lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
     normalization = (base.normalization if base is not None else
-                     data.fit_normalization([r.image for r in train_regions], dc.normalization))
+                     fit_normalization([r.image for r in train_regions], dc.normalization))
     for region in train_regions + val_regions:
-        region.image = data.apply_normalization(np.array(region.image, dtype=np.float32), normalization)
+        region.image = apply_normalization(np.array(region.image, dtype=np.float32), normalization)
     # thinner than the patch (a 5-slice volume, a 3D patch of 8): pad with unlabeled voxels,
     # which the loss ignores; sliding-window inference pads the same way (zeros)
     train_regions = [data.pad_to(region, patch_size) for region in train_regions]

@@ -23,17 +23,14 @@ from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError
 from napari_medml.segmentation.model import Model
 
-__all__ = ["SegmentationTask", "StopToken", "TrainReport", "finetune_config", "fit", "train"]
+__all__ = ["SegmentationTask", "finetune_config", "fit", "train"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
     """Run ``fit`` to the end and return the best Model (same arguments as ``fit``)."""
-    gen = fit(images, labels, config, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
+    from napari_medml.engine.loop import run_to_end
+
+    return run_to_end(fit(images, labels, config, **kwargs))
 
 
 def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
@@ -69,22 +66,19 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     Model
         The best model (by ``optim.early_stopping_metric`` on validation).
     """
-    if config.task == "classification":
-        # images are ClassSamples (napari_medml.classification.samples); labels are carried inside them
-        from napari_medml.classification.model import fit_classifier
-
-        if labels is not None:
-            raise ConfigError("classification: pass the classes inside ClassSamples and labels=None")
-        return (yield from fit_classifier(images, config, stop=stop, init_from=init_model))
+    if config.task != "segmentation":
+        raise ConfigError(f"segmentation.fit trains segmentation networks; for task {config.task!r} use "
+                          "napari_medml.fit")
     resume = None
     base: Model | None = init_model
     if resume_from is not None:
-        from napari_medml.bundles import format as bundle
+        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
         from napari_medml.engine.loop import Resume
+        from napari_medml.segmentation.model import load_segmentation_model
 
-        checkpoint = bundle.find_checkpoint(resume_from)
-        base = bundle.load_model(checkpoint)
-        state, tensors = bundle.read_checkpoint(checkpoint)
+        checkpoint = find_checkpoint(resume_from)
+        base = load_segmentation_model(checkpoint)
+        state, tensors = read_checkpoint(checkpoint)
         resume = Resume(state, tensors, list(base.history))
     task = SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
                             start_step=int(resume.state["step"]) if resume is not None else 0)
@@ -140,7 +134,7 @@ class SegmentationTask:
         if base is not None:
             self.network.load_state_dict(base.network.state_dict())
         elif config.model.init_from:
-            from napari_medml.bundles.format import transfer_weights
+            from napari_medml.bundles.transfer import transfer_weights
 
             self.initial_weights = transfer_weights(self.network, config.model.init_from)
         freeze_encoder_stages(self.network, config.model.freeze_stages)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medml.classification.model import classification_config, fit_classifier, load_classifier
+from napari_medml.classification.model import classification_config, load_classifier
+from napari_medml.classification.task import fit_classifier
 from napari_medml.classification.samples import image_samples
 from napari_medml.config import AugmentConfig
 from napari_medml.engine.reports import StopToken

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_medml.config import ConfigError
+from napari_medml.errors import ConfigError
 from napari_medml.errors import InputError
 from napari_medml.instances.metrics import instance_scores
 from napari_medml.instances.classical import ClassicalParams, classical_instances

@@ -1,0 +1,136 @@
+"""The public entry points, and the only place that dispatches on the task.
+
+``fit`` / ``train`` hand a :class:`~napari_medml.config.TrainConfig` to the task its
+``task`` field names; ``load_model`` reads a bundle's ``config.json`` and hands the
+folder to that task's loader. A new task is one more entry in :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from napari_medml.config import TrainConfig
+from napari_medml.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from napari_medml.classification.model import Classifier
+    from napari_medml.engine.reports import StopToken, TrainReport
+    from napari_medml.segmentation.model import Model
+
+__all__ = ["TASKS", "TaskEntry", "fit", "load_model", "train"]
+
+
+class TaskEntry(NamedTuple):
+    """Where a task's training generator and bundle loader live (``module:function``)."""
+
+    fit: str
+    load: str
+
+
+TASKS: dict[str, TaskEntry] = {
+    "segmentation": TaskEntry("napari_medml.segmentation.task:fit",
+                              "napari_medml.segmentation.model:load_segmentation_model"),
+    "classification": TaskEntry("napari_medml.classification.task:fit_classifier",
+                                "napari_medml.classification.model:load_classifier"),
+}
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)  # imported on use: torch loads here, not at start-up
+
+
+def _entry(task: str) -> TaskEntry:
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
+        stop: StopToken | None = None, resume_from: str | Path | None = None,
+        init_model: Any = None) -> Generator[TrainReport, None, Model | Classifier]:
+    """Train the model ``config.task`` names; yields reports and returns the best model.
+
+    Parameters
+    ----------
+    images : array, sequence of arrays, or ClassSamples
+        Segmentation: images in napari axis order, ``(Y, X)`` or ``(Z, Y, X)`` plus
+        ``channel_axis``. Classification: the samples
+        (:mod:`napari_medml.classification.samples`), with ``labels=None``.
+    labels : array, sequence of arrays or None
+        Segmentation: integer labels of each image's spatial shape.
+    config : TrainConfig
+    spacing : tuple or list of tuples, optional
+        Segmentation: voxel size per spatial axis (physical units, e.g. mm or µm).
+    channel_axis : int, optional
+        Segmentation: the images' channel axis.
+    stop : StopToken, optional
+        Stops after the current step, leaving a ``last`` checkpoint.
+    resume_from : str or Path, optional
+        Continue a run from its checkpoint folder (both tasks).
+    init_model : model, optional
+        Start from this model's weights (segmentation: fine-tuning; classification:
+        transfer learning).
+
+    Yields
+    ------
+    TrainReport
+
+    Returns
+    -------
+    Model or Classifier
+
+    Raises
+    ------
+    ConfigError
+        An unknown task, or an argument the task does not take.
+    """
+    entry = _entry(config.task)
+    if config.task == "classification":
+        given = [name for name, value in (("labels", labels), ("spacing", spacing), ("channel_axis", channel_axis))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"classification takes its classes, spacing and channels inside ClassSamples: call "
+                              f"fit(samples, labels=None, config) without {', '.join(given)} "
+                              "(see napari_medml.classification.samples)")
+        return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
+                                               resume_from=resume_from))
+    return (yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
+                                           stop=stop, resume_from=resume_from, init_model=init_model))
+
+
+def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model | Classifier:
+    """Run :func:`fit` to the end and return the best model (same arguments)."""
+    from napari_medml.engine.loop import run_to_end
+
+    return run_to_end(fit(images, labels, config, **kwargs))
+
+
+def load_model(path: str | Path) -> Model | Classifier:
+    """Load a bundle folder of any task (never unpickles).
+
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by ``save`` (``config.json`` + ``weights.safetensors``).
+
+    Returns
+    -------
+    Model or Classifier
+        The task's model, by the ``task`` in ``config.json`` (schema-1 bundles too).
+
+    Raises
+    ------
+    BundleError
+        A missing or damaged bundle, or one of a task this version does not know.
+    """
+    from napari_medml.bundles.format import read_description
+
+    path = Path(path).expanduser()
+    task = read_description(path).get("task", "segmentation")
+    if task not in TASKS:
+        raise BundleError(f"{path} holds a {task!r} model, which this napari-medml cannot load: update it")
+    return _resolve(TASKS[task].load)(path)
