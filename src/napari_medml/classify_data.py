@@ -30,6 +30,7 @@ __all__ = [
     "image_level_labels",
     "image_samples",
     "majority_class",
+    "map_ids",
     "read_class_csv",
 ]
 
@@ -86,6 +87,32 @@ class ClassSamples:
 
 
 # --- classes from painted labels ---------------------------------------------------
+
+
+def map_ids(ids: np.ndarray, keys: Sequence[int], values: Sequence[Any], dtype: Any) -> np.ndarray:
+    """``ids`` with each value in ``keys`` replaced by its ``values`` entry, others 0.
+
+    Works for ids of any size (2**40 too): a look-up table only for small ids, a sorted
+    search otherwise, never a table sized by the largest id.
+    """
+    arr = np.asarray(ids)
+    k = np.asarray(keys, dtype=np.int64).ravel()
+    v = np.asarray(values).astype(dtype, copy=False).ravel()
+    if k.size != v.size:
+        raise InputError(f"{k.size} ids but {v.size} values: one value per id")
+    top = int(arr.max(initial=0)) if arr.size else 0
+    if k.size == 0:
+        return np.zeros(arr.shape, dtype)
+    if top < 65536:
+        lut = np.zeros(top + 1, dtype)
+        small = (k >= 0) & (k <= top)
+        lut[k[small]] = v[small]
+        return lut[np.clip(arr, 0, None).astype(np.intp, copy=False)]
+    order = np.argsort(k)
+    k, v = k[order], v[order]
+    flat = arr.reshape(-1).astype(np.int64, copy=False)
+    idx = np.minimum(np.searchsorted(k, flat), k.size - 1)
+    return np.where(k[idx] == flat, v[idx], np.zeros((), dtype)).astype(dtype, copy=False).reshape(arr.shape)
 
 
 def majority_class(keys: np.ndarray, painted: np.ndarray, n_keys: int) -> np.ndarray:

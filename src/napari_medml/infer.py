@@ -453,7 +453,8 @@ def _normalize_(x: torch.Tensor, stats: dict) -> None:
 
 
 def _label_dtype(max_id: int) -> type:
-    return np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32
+    return (np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32 if max_id < 2**32
+            else np.uint64)
 
 
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:

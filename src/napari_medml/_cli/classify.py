@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from napari_medml._cli.common import UsageError, given, info, progress_bar, write_like
+from napari_medml._cli.common import UsageError, given, info, integer, progress_bar, real, write_like
 
 __all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
 
@@ -35,15 +35,15 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "classes painted on samples, objects or tiles (0 = unknown)")  # fmt: skip
     g.add_argument("--instances", type=Path, metavar="FILE",
                    help="object mode: instance labels (one id per object) of the image's shape")  # fmt: skip
-    g.add_argument("--tile-size", type=int, nargs="+", metavar="N",
+    g.add_argument("--tile-size", type=integer(1), nargs="+", metavar="N",
                    help="tile mode: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
-    g.add_argument("--input-size", type=int, nargs="+", metavar="N",
+    g.add_argument("--input-size", type=integer(1), nargs="+", metavar="N",
                    help="resize samples to this network input shape, one number per spatial axis (or "
                    "one for all) (default: keep images and "
                    "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
-    g.add_argument("--label-smoothing", type=float, metavar="F",
+    g.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
                    help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
-    g.add_argument("--class-weights", type=float, nargs="+", metavar="W",
+    g.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
                    help="loss weight per class, in class-id order (default: equal)")  # fmt: skip
 
 
