@@ -212,11 +212,26 @@ def read_class_csv(path: str | Path, n_samples: int, *,
         int64 ``(n_samples,)``, 0 = unknown.
     """
     path = Path(path)
+    rows = None
+    # Excel's plain "CSV" export is Windows-1252 (an accented header breaks UTF-8)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+        utf16 = path.open("rb").read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text"
     except OSError as exc:
         raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
+    for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "cp1252"):
+        try:
+            with path.open(newline="", encoding=encoding) as fh:
+                rows = list(csv.reader(fh))
+            break
+        except UnicodeDecodeError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
+        except csv.Error as exc:
+            raise InputError(f"class file '{path}' is not a CSV table ({exc}): save it as CSV") from exc
+    if rows is None:
+        raise InputError(f"class file '{path}' is neither UTF-8 nor Windows-1252 text: save it as "
+                         "'CSV UTF-8' (Excel) or plain text")
     trimmed = list(rows)
     while trimmed and not any(cell.strip() for cell in trimmed[-1]):
         trimmed.pop()  # trailing blank lines, unless they are the missing rows
