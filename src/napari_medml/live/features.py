@@ -360,6 +360,11 @@ class FeatureStack:
                 self._compute([i for i in group if i not in self._cache])
         return True
 
+    @property
+    def evicting(self) -> bool:
+        """Whether the whole stack exceeds the memory budget even in float16 (blocks are evicted)."""
+        return self._evicting
+
     def is_complete(self) -> bool:
         """Whether every block is cached."""
         return len(self._cache) == math.prod(self.grid)

@@ -109,6 +109,21 @@ def test_held_out_strokes_score_the_stage() -> None:
         assert session.scores == {"features": 1.0}
 
 
+def test_features_over_the_memory_budget_are_computed_on_request() -> None:
+    from napari_medml.live import FeatureConfig
+
+    p = phantom_3d(1, shape=(24, 48, 48))
+    truth = p.labels.astype(np.int32)
+    config = FeatureConfig(sigmas=(1.0, 2.0, 4.0), block=16, memory_budget=24 * 48 * 48 * 19 * 2 // 4)
+    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config) as session:
+        session.update(SimulatedUser(truth, 4, seed=0).first_round())
+        session.train_for(60)  # returns: nothing is precomputed past the budget
+        whole = session.predict()
+        np.testing.assert_array_equal(session.predict((slice(4, 20), 7, slice(None))), whole[4:20, 7:8])
+        assert session._features.nbytes <= config.memory_budget
+        assert dice_unpainted(whole, truth, np.zeros_like(truth)) > 0.8
+
+
 def test_channels_and_bad_inputs() -> None:
     rng = np.random.default_rng(0)
     truth = np.zeros((64, 64), np.int32)
