@@ -262,6 +262,8 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
           labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
+    if canonical_order(axes) != list(range(len(axes))):  # volumes keep T, C, Z, Y, X order
+        return False
     spatial = sum(a in "ZYX" for a in axes)
     if spatial_dims is not None and spatial < spatial_dims:
         return False
