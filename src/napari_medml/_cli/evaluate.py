@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     # compared in world space first: never score arrays that are not voxel for voxel aligned
     aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                        reference_name=f"labels '{args.labels}'")  # fmt: skip
-    if aligned.note:
-        info(f"note: {aligned.note}")
+    if aligned.line:
+        info(aligned.line)
     pred = aligned.volume
     result = evaluate(pred.data, gt.data, spacing=gt.spacing)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
