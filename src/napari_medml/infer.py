@@ -126,7 +126,9 @@ class Model:
             When stopped, ``Cancelled`` is raised at the next window.
         axes : str, optional
             What each axis of ``image`` is, one letter each from ``T``, ``C``, ``Z``,
-            ``Y``, ``X`` (e.g. ``"TCZYX"``); replaces ``channel_axis``.
+            ``Y``, ``X`` (e.g. ``"TCZYX"``); replaces ``channel_axis``. Unnamed axes
+            (``Q``) are resolved from the model's dimensions and channels, or refused
+            when that does not settle them.
 
         Returns
         -------
@@ -171,10 +173,12 @@ class Model:
         """The channel axis and the sample axes (leading axes predicted one at a time)."""
         shape = np.shape(image)
         if axes is not None:
-            from napari_medml.io_axes import check_axes, layout
+            from napari_medml.io_axes import AXES_HINT, check_axes, layout, resolve_axes
 
-            found = layout(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
-                           self.spatial_dims)  # fmt: skip
+            axes = resolve_axes(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
+                                shape, what="image", hint=AXES_HINT, spatial_dims=self.spatial_dims,
+                                in_channels=self.in_channels)  # fmt: skip
+            found = layout(axes, self.spatial_dims, "image", AXES_HINT)
             channel_axis, samples = found.channel_axis, found.sample_axes
         else:
             if channel_axis is not None:
