@@ -179,6 +179,29 @@ def run_latency(args) -> dict:
             "pass": p95(slice_s) <= 1.0 and p95(whole_s) <= 10.0}
 
 
+def plot(result: dict, path: str) -> None:
+    """Dice per round, live stage against the baseline, one panel per image, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = result["images"]
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.0), squeeze=False)
+    for ax, (name, r) in zip(axes[0], images.items()):
+        rounds = [row["round"] for row in r["rounds"]]
+        ax.plot(rounds, [row["dice_live"] for row in r["rounds"]], "o-", ms=3, label="live (instant stage)")
+        if "dice_baseline" in r["rounds"][0]:
+            ax.plot(rounds, [row["dice_baseline"] for row in r["rounds"]], "s--", ms=3, label="ilastik-style baseline")
+        ax.set_title(f"{name} {'x'.join(map(str, r['shape']))}", fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylim(min(0.8, ax.get_ylim()[0]), 1.0)
+    axes[0][0].set_ylabel("Dice, unpainted voxels")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="simulated rounds per image (default 20)")
@@ -189,6 +212,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the ilastik-style baseline")
     parser.add_argument("--seed", type=int, default=0, help="simulated user's seed")
     parser.add_argument("--trees", type=int, default=0, help="trees of the instant stage (default: InstantConfig's)")
+    parser.add_argument("--plot", default="", help="also save Dice per round as this PNG")
     args = parser.parse_args()
 
     import platform
@@ -199,6 +223,8 @@ def main() -> None:
         print(f"{name}: done", file=sys.stderr, flush=True)
     if args.latency_strokes > 0:
         out["latency"] = run_latency(args)
+    if args.plot:
+        plot(out, args.plot)
     print(json.dumps(out, indent=1))
 
 
