@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -39,6 +41,10 @@ LossName = Literal["ce", "dice", "dice_ce", "focal"]
 Normalization = Literal["zscore", "percentile", "minmax", "none"]
 StopMetric = Literal["val_dice", "val_loss", "val_accuracy"]
 InstanceSplit = Literal["none", "connected", "watershed"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,12 @@ class DataConfig:
                 f"patch_size {self.patch_size} has {len(self.patch_size)} axes "
                 f"but spatial_dims is {self.spatial_dims}"
             )
+        if self.patch_size is not None and not all(_is_int(p) and p >= 1 for p in self.patch_size):
+            raise ConfigError(f"patch_size {tuple(self.patch_size)} must be positive integers, one per axis")
+        if not _is_int(self.background_id) or self.background_id < 0:
+            raise ConfigError(f"background_id must be a non-negative integer, got {self.background_id}")
+        if not self.memory_budget_mb > 0:
+            raise ConfigError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
 
 
 @dataclass(frozen=True)
@@ -139,7 +151,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.features < 1 or self.depth < 1:
-            raise ConfigError("features and depth must be >= 1")
+            raise ConfigError(f"features and depth must be >= 1, got features {self.features}, depth {self.depth}")
+        if self.freeze_stages < 0:
+            raise ConfigError(f"freeze_stages must be >= 0, got {self.freeze_stages}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -164,10 +178,20 @@ class OptimConfig:
     early_stopping_metric: StopMetric = "val_dice"
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
-            raise ConfigError("epochs and steps_per_epoch must be >= 1")
+            raise ConfigError(f"epochs and steps_per_epoch must be >= 1, got {self.epochs} and {self.steps_per_epoch}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.weight_decay < 1.0):
+            raise ConfigError(f"momentum and weight_decay must be in [0, 1), got {self.momentum} and {self.weight_decay}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"early_stopping_patience must be >= 1 (or None), got {self.early_stopping_patience}")
+        if self.class_weights is not None and not all(math.isfinite(w) and w >= 0 for w in self.class_weights):
+            raise ConfigError(f"class_weights must be finite and >= 0, got {tuple(self.class_weights)}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +208,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None  # where best/last checkpoints go (None: a temp folder)
     class_names: Mapping[int, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
 
     def to_json(self) -> str:
         return json.dumps(to_dict(self), indent=2)
@@ -214,7 +242,9 @@ class InferConfig:
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.sw_batch_size < 1:
-            raise ConfigError("sw_batch_size must be >= 1")
+            raise ConfigError(f"sw_batch_size must be >= 1, got {self.sw_batch_size}")
+        if self.min_size < 0:
+            raise ConfigError(f"min_size must be >= 0, got {self.min_size}")
 
 
 # --- JSON round trip ---------------------------------------------------------------

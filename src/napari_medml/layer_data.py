@@ -5,6 +5,13 @@ those and :class:`napari_medml.io.Volume` (array, spacing, origin, affine), so
 neither the core nor the widgets need to know how napari spells space:
 
 - ``scale`` is the spacing and ``translate`` the origin, in napari axis order;
+- ``axis_labels`` say what each axis is (``"t"``, ``"c"``, ``"z"``, ``"y"``, ``"x"``)
+  and ``metadata["axes"]`` keeps :attr:`Volume.axes` (also unnamed ``Q`` axes, which
+  get no labels). A file's channels open as **one** layer with a ``"c"`` axis (a
+  slider), not one layer per channel: so saving it writes the channels back into
+  one file, and the widgets read the ``"c"`` axis as the model's channels. Labels a
+  user sets in napari win over the stored letters; napari's default labels
+  (``"-3"``, ``"-2"``, ...) say nothing;
 - ``metadata["affine"]`` carries the NIfTI 4x4 affine as a nested list (or None)
   and ``metadata["file_meta"]`` the format details (unit, sform/qform codes), so
   a layer read from a file and saved again writes the same header;
@@ -30,15 +37,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from napari_medml.io import axes as io_axes
 from napari_medml.io import Volume, affine_from_spacing
 
 __all__ = [
     "AFFINE_KEY",
+    "AXES_KEY",
     "FILE_META_KEY",
     "PLUGIN_MARK",
     "LayerDataTuple",
     "SpatialMeta",
     "is_generated",
+    "layer_axes",
     "layer_to_volume",
     "mark_generated",
     "result_layer_data",
@@ -50,6 +60,7 @@ __all__ = [
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 PLUGIN_MARK = "napari_medml_generated"
 AFFINE_KEY = "affine"
+AXES_KEY = "axes"
 FILE_META_KEY = "file_meta"
 # header values are float32: agreement to this precision means "unchanged"
 _RTOL, _ATOL = 1e-5, 1e-6
@@ -75,12 +86,14 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     -------
     tuple
         ``(data, kwargs, layer_type)``; kwargs has ``name``, ``scale`` (spacing),
-        ``translate`` (origin) and ``metadata`` (affine, file details);
+        ``translate`` (origin), ``axis_labels`` (when every axis is named) and
+        ``metadata`` (affine, file details, axes);
         ``layer_type`` is ``"labels"`` or ``"image"``.
     """
     metadata: dict[str, Any] = {
         AFFINE_KEY: None if volume.affine is None else np.asarray(volume.affine).tolist(),
         FILE_META_KEY: dict(volume.meta),
+        AXES_KEY: volume.axes,
     }
     kwargs: dict[str, Any] = {
         "name": volume.name,
@@ -88,6 +101,9 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
         "translate": tuple(volume.origin),
         "metadata": metadata,
     }
+    labels = io_axes.axes_to_labels(volume.axes, bool(volume.meta.get("rgb")))
+    if labels is not None:
+        kwargs["axis_labels"] = labels
     if volume.is_labels:
         return volume.data, kwargs, "labels"
     if volume.meta.get("rgb"):
@@ -121,11 +137,47 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
     file_meta = dict(metadata.get(FILE_META_KEY) or {})
     if meta.get("rgb"):
         file_meta["rgb"] = True
-    ndim = array.ndim - int(bool(file_meta.get("rgb")))
+    rgb = bool(file_meta.get("rgb"))
+    ndim = array.ndim - int(rgb)
     spacing, origin, affine = spatial_meta(
         meta.get("scale"), meta.get("translate"), metadata, ndim=ndim
     )
-    return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta)
+    axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
+    return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta, axes)
+
+
+def layer_axes(ndim: int, axis_labels: Sequence[Any] | None, metadata: Mapping[str, Any] | None,
+               rgb: bool = False) -> str:
+    """What each axis of a layer is, as a :attr:`Volume.axes` string.
+
+    The layer's ``axis_labels`` when they name the axes (RGB's colour axis has none),
+    else ``metadata["axes"]`` when it fits, else Y, X last and unnamed (``Q``) axes
+    in front (resolved later from what the layer meets, see ``io_axes.resolve_axes``).
+
+    Parameters
+    ----------
+    ndim : int
+        Number of axes of the layer data (an RGB colour axis included).
+    axis_labels : sequence of str or None
+        The layer's ``axis_labels`` (one per non-colour axis).
+    metadata : Mapping or None
+        The layer's ``metadata``.
+    rgb : bool
+        Whether the last axis is an RGB colour axis.
+    """
+    body = ndim - int(rgb)
+    named = io_axes.axes_from_labels(axis_labels, body)
+    if named is not None and "C" in named and rgb:
+        named = None  # a second channel axis next to RGB: not ours to guess
+    if named is not None:
+        return named + ("C" if rgb else "")
+    stored = str((metadata or {}).get(AXES_KEY) or "")
+    if len(stored) == ndim and (not rgb or stored.endswith("C")):
+        try:
+            return io_axes.check_axes(stored, ndim, "layer")
+        except ValueError:
+            pass
+    return io_axes.unknown_axes(ndim, rgb)
 
 
 def spatial_meta(
@@ -195,6 +247,7 @@ def result_layer_data(
     what: str,
     spatial: SpatialMeta,
     layer_type: str = "image",
+    source_axes: str | None = None,
     **kwargs: Any,
 ) -> LayerDataTuple:
     """Build a marked result layer that lies where its source layer lies.
@@ -212,6 +265,10 @@ def result_layer_data(
         The source's :func:`spatial_meta`.
     layer_type : str
         ``"image"`` or ``"labels"``.
+    source_axes : str, optional
+        The source's :attr:`Volume.axes`. With it, a result without the source's
+        channels (labels, uncertainty; class probabilities put their own ``C`` in
+        front) takes the scale, translate and ``axis_labels`` of its axes.
     **kwargs
         Further layer keyword arguments (colormap, opacity, ...).
 
@@ -220,13 +277,28 @@ def result_layer_data(
     tuple
         ``(data, kwargs, layer_type)`` with name, scale, translate and marked metadata.
     """
-    extra = max(np.ndim(data) - len(spatial.spacing), 0)
     affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
+    metadata: dict[str, Any] = {AFFINE_KEY: affine}
+    if source_axes and "C" in source_axes and np.ndim(data) < len(source_axes):
+        body = source_axes[: len(spatial.spacing)]
+        size, offset = dict(zip(body, spatial.spacing)), dict(zip(body, spatial.origin))
+        plain = body.replace("C", "")
+        axes = plain if np.ndim(data) == len(plain) else ("C" + plain)[-np.ndim(data):]
+        scale = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)
+        translate = tuple(float(offset.get(a, 0.0)) if a != "C" else 0.0 for a in axes)
+        metadata[AXES_KEY] = axes
+        labels = io_axes.axes_to_labels(axes)
+        if labels is not None:
+            kwargs.setdefault("axis_labels", labels)
+    else:
+        extra = max(np.ndim(data) - len(spatial.spacing), 0)
+        scale = (1.0,) * extra + tuple(spatial.spacing)
+        translate = (0.0,) * extra + tuple(spatial.origin)
     layer_kwargs: dict[str, Any] = {
         "name": result_layer_name(source_name, what),
-        "scale": (1.0,) * extra + tuple(spatial.spacing),
-        "translate": (0.0,) * extra + tuple(spatial.origin),
-        "metadata": mark_generated({AFFINE_KEY: affine}),
+        "scale": scale,
+        "translate": translate,
+        "metadata": mark_generated(metadata),
         **kwargs,
     }
     return data, layer_kwargs, layer_type

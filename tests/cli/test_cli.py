@@ -263,7 +263,7 @@ def test_bad_command_lines(capsys, argv, words):
 def test_bad_config_value_is_one_line(phantom_files, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--image", phantom_files["image"], "--labels",
                            phantom_files["labels"], "--out", tmp_path / "m", "--lr", "-1")  # fmt: skip
-    assert_one_line_error(code, err, "learning_rate")
+    assert_one_line_error(code, err, "--lr")
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------

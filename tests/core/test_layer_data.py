@@ -94,3 +94,37 @@ def test_result_layer_data_lies_on_its_source() -> None:
     assert kwargs["scale"] == (1.0, 2.0, 0.5, 0.5)
     assert kwargs["translate"] == (0.0, 1.0, 2.0, 3.0)
     assert is_generated(kwargs["metadata"]) and kwargs["colormap"] == "magma"
+
+
+def test_axes_travel_as_axis_labels_and_metadata() -> None:
+    vol = Volume(np.zeros((2, 3, 4, 5), np.uint16), (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, name="cells",
+                 axes="CZYX")  # fmt: skip
+    data, kwargs, _ = volume_to_layer_data(vol)
+    assert kwargs["axis_labels"] == ("c", "z", "y", "x") and kwargs["metadata"]["axes"] == "CZYX"
+    assert layer_to_volume(data, kwargs, is_labels=False).axes == "CZYX"
+    # labels the user sets in napari win; napari's defaults say nothing
+    relabelled = {**kwargs, "axis_labels": ("t", "z", "y", "x")}
+    assert layer_to_volume(data, relabelled, is_labels=False).axes == "TZYX"
+    default = {**kwargs, "axis_labels": ("-4", "-3", "-2", "-1")}
+    assert layer_to_volume(data, default, is_labels=False).axes == "CZYX"
+    bare = {"name": "x", "axis_labels": ("-3", "-2", "-1")}
+    assert layer_to_volume(np.zeros((3, 4, 5)), bare, is_labels=False).axes == "QYX"
+    rgb = {"name": "photo", "rgb": True, "axis_labels": ("-2", "-1")}
+    assert layer_to_volume(np.zeros((4, 5, 3), np.uint8), rgb, is_labels=False).axes == "YXC"
+
+
+def test_unnamed_axes_get_no_axis_labels() -> None:
+    vol = Volume(np.zeros((3, 4, 5)), (1.0,) * 3, (0.0,) * 3, axes="QYX")
+    _, kwargs, _ = volume_to_layer_data(vol)
+    assert "axis_labels" not in kwargs and kwargs["metadata"]["axes"] == "QYX"
+
+
+def test_result_of_a_multichannel_source_drops_the_channel_axis() -> None:
+    spatial = spatial_meta((1.0, 2.0, 0.5, 0.25), (0.0, 1.0, 2.0, 3.0), None)
+    labels = np.zeros((3, 4, 5), np.uint8)
+    _, kwargs, _ = result_layer_data(labels, "cells", "prediction", spatial, "labels", "CZYX")
+    assert kwargs["scale"] == (2.0, 0.5, 0.25) and kwargs["translate"] == (1.0, 2.0, 3.0)
+    assert kwargs["axis_labels"] == ("z", "y", "x")
+    probs = np.zeros((2, 3, 4, 5), np.float16)
+    _, kwargs, _ = result_layer_data(probs, "cells", "probabilities", spatial, "image", "TZYX")
+    assert kwargs["scale"] == (1.0, 2.0, 0.5, 0.25)

@@ -38,7 +38,8 @@ def require(layer: Any, kind: type, what: str) -> Any:
 
 def _kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
     return {"name": layer.name, "scale": tuple(layer.scale), "translate": tuple(layer.translate),
-            "metadata": layer.metadata, "rgb": getattr(layer, "rgb", False)}
+            "metadata": layer.metadata, "rgb": getattr(layer, "rgb", False),
+            "axis_labels": getattr(layer, "axis_labels", None)}
 
 
 def layer_volume(layer: napari.layers.Layer) -> Volume:
@@ -126,27 +127,47 @@ class ModelInput(NamedTuple):
     """Raw image data for train/predict: channels stacked at axis 0 when several layers."""
 
     image: np.ndarray
-    spacing: tuple[float, ...]
+    spacing: tuple[float, ...]  # of the axes other than channels and time
     channel_axis: int | None
     recipe: tuple[Any, ...]
     layer: napari.layers.Layer  # the (first) raw layer: results lie where it lies
+    axes: str = ""  # what each axis of ``image`` is (Volume.axes; Q: resolved by the model)
+
+    def samples(self, labels: Any, spatial_dims: int) -> tuple[list, list, list, int | None]:
+        """Images, labels, spacings and channel axis of the training samples (frames of a
+        time series; slices of a volume under a 2D network); see ``io_axes.split_samples``."""
+        from napari_medml.io.axes import AXES_HINT, split_samples
+
+        return split_samples(self.image, labels, self.axes, spatial_dims, self.spacing,
+                             what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip
 
 
 def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) -> ModelInput:
-    """Resolve chosen image layers to raw data, spacing and the shared recipe."""
+    """Resolve chosen image layers to raw data, spacing, axes and the shared recipe.
+
+    A layer's own channel axis (``axis_labels`` "c", or RGB) gives the channels; several
+    single-channel layers are stacked as channels in front.
+    """
     layers = [require(layer, napari.layers.Image, "an image") for layer in layers or [None]]
     recipes = {layer_recipe(layer) for layer in layers}
     if len(recipes) > 1:
         raise InputError("the chosen images have different preprocessing recipes: "
                          "preprocess every channel the same way")
     raws = [raw_layer(viewer, layer) for layer in layers]
-    arrays = [image_array(raw)[0] for raw in raws]
-    shapes = {a.shape for a in arrays}
+    volumes = [layer_volume(raw) for raw in raws]
+    shapes = {v.data.shape for v in volumes}
     if len(shapes) > 1:
-        detail = ", ".join(f"'{r.name}' {a.shape}" for r, a in zip(raws, arrays))
+        detail = ", ".join(f"'{r.name}' {v.data.shape}" for r, v in zip(raws, volumes))
         raise InputError(f"channel images must have the same shape, got {detail}: "
                          "choose co-registered images")
-    spacing = layer_spatial(raws[0]).spacing
-    if len(arrays) == 1:
-        return ModelInput(arrays[0], spacing, None, recipes.pop(), raws[0])
-    return ModelInput(np.stack(arrays), spacing, 0, recipes.pop(), raws[0])
+    first = volumes[0]
+    body = first.axes[: len(first.spacing)]  # an RGB colour axis has no spacing
+    spacing = tuple(s for a, s in zip(body, first.spacing) if a not in "CT")
+    if len(volumes) == 1:
+        return ModelInput(first.data, spacing, first.channel_axis, recipes.pop(), raws[0], first.axes)
+    if any("C" in v.axes for v in volumes):
+        named = ", ".join(f"'{r.name}'" for r, v in zip(raws, volumes) if "C" in v.axes)
+        raise InputError(f"{named} already hold channels: choose one multichannel image, "
+                         "or several single-channel images")
+    return ModelInput(np.stack([v.data for v in volumes]), spacing, 0, recipes.pop(), raws[0],
+                      "C" + first.axes)

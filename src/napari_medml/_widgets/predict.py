@@ -27,6 +27,7 @@ from magicgui.widgets import (
 from napari_medml._widgets._layers import (
     labels_array,
     layer_spatial,
+    layer_volume,
     model_input,
     require,
     show_result,
@@ -121,8 +122,7 @@ class PredictWidget(Container):
 
             model = load_model(source) if isinstance(source, Path) else source
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
-                prediction = model.predict(inputs.image, spacing=inputs.spacing,
-                                           channel_axis=inputs.channel_axis, config=config,
+                prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes, config=config,
                                            progress=lambda done, total: report((done, total)), stop=stop)
             return model, prediction
 
@@ -137,9 +137,10 @@ class PredictWidget(Container):
     def show(self, prediction: Any, layer: napari.layers.Layer, model: Any) -> None:
         """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers."""
         spatial = layer_spatial(layer)
+        axes = layer_volume(layer).axes  # results drop the image's own channel axis
         names = dict(getattr(model.config, "class_names", None) or {})
         labels = show_result(self._viewer, result_layer_data(
-            prediction.labels, layer.name, "prediction", spatial, "labels"))
+            prediction.labels, layer.name, "prediction", spatial, "labels", axes))
         labels.metadata["class_ids"] = list(prediction.class_ids)
         labels.metadata["class_names"] = names
         self.prediction = prediction
@@ -148,21 +149,21 @@ class PredictWidget(Container):
         mode = self._w["probabilities"].value
         if prediction.probabilities is not None and mode == "one layer":
             show_result(self._viewer, result_layer_data(
-                prediction.probabilities, layer.name, "probabilities", spatial, "image",
+                prediction.probabilities, layer.name, "probabilities", spatial, "image", axes,
                 colormap="magma", contrast_limits=(0.0, 1.0)))
         elif prediction.probabilities is not None:
             for cid, probs in zip(prediction.class_ids, prediction.probabilities):
                 what = f"probability {names.get(cid, cid)}"
                 show_result(self._viewer, result_layer_data(
-                    probs, layer.name, what, spatial, "image", colormap="magma",
+                    probs, layer.name, what, spatial, "image", axes, colormap="magma",
                     contrast_limits=(0.0, 1.0), blending="additive", visible=False))
         if prediction.uncertainty is not None:
             show_result(self._viewer, result_layer_data(
-                prediction.uncertainty, layer.name, "uncertainty", spatial, "image",
+                prediction.uncertainty, layer.name, "uncertainty", spatial, "image", axes,
                 colormap="inferno"))
         if prediction.instances is not None:
             show_result(self._viewer, result_layer_data(
-                prediction.instances, layer.name, "instances", spatial, "labels"))
+                prediction.instances, layer.name, "instances", spatial, "labels", axes))
 
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
@@ -186,10 +187,11 @@ class PredictWidget(Container):
             from napari_medml.segmentation.task import fit
 
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
-                tuned = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
-                                       channel_axis=inputs.channel_axis, stop=stop, init_model=model)
-                prediction = tuned.predict(inputs.image, spacing=inputs.spacing,
-                                           channel_axis=inputs.channel_axis, config=infer, stop=stop)
+                images, targets, spacings, channel_axis = inputs.samples(labels, model.spatial_dims)
+                tuned = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
+                                       stop=stop, init_model=model)
+                prediction = tuned.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
+                                           config=infer, stop=stop)
             return tuned, prediction
 
         def done(result: tuple[Any, Any]) -> None:

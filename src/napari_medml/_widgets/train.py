@@ -152,6 +152,7 @@ class TrainWidget(Container):
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
         labels = labels_array(labels_layer)
         config = self.config(inputs.recipe)
+        inputs.samples(labels, config.data.spatial_dims)  # axes and shapes checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
         self.plot.clear()
@@ -167,8 +168,10 @@ class TrainWidget(Container):
             from napari_medml.segmentation.task import fit
 
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
-                model = yield from fit(inputs.image, labels, config, spacing=inputs.spacing,
-                                       channel_axis=inputs.channel_axis, stop=stop, init_model=init_model)
+                # frames of a time series (slices under a 2D network) are the samples
+                images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
+                model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
+                                       stop=stop, init_model=init_model)
             if bundle:
                 model.save(bundle)
             return model

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,33 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_medml.io.atomic import check_folder_target, remove_stale_temps, temp_name
 from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "library_versions", "load_weights",
-           "read_description", "read_weights", "save_model", "write_bundle_files"]
+__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files"]
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
-_OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, "train_state.json", "train_state.safetensors"}
+CHECKPOINTS_NAME = "checkpoints"  # a command-line run's best/last checkpoints, inside its bundle folder
+_OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, "train_state.json", "train_state.safetensors", CHECKPOINTS_NAME}
+
+
+def check_bundle_path(path: str | Path) -> Path:
+    """Check that a bundle can be written at ``path`` before any work; returns it resolved.
+
+    Allowed: a new folder below a writable folder, or a folder holding only bundle files
+    (an earlier bundle, or an interrupted command-line run's checkpoints).
+
+    Raises
+    ------
+    BundleError
+        ``path`` is a file, lies below a file, holds other files, or cannot be written.
+    """
+    try:
+        return check_folder_target(path, allowed=_OWN_FILES, what="a model bundle")
+    except InputError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def library_versions() -> dict[str, str]:
@@ -52,16 +69,10 @@ def write_bundle_files(description: Mapping[str, Any], network: torch.nn.Module,
     """
     from safetensors.torch import save_file
 
-    target = Path(path).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise BundleError(f"cannot write a model bundle to {target}: a file of that name exists")
-    if target.is_dir():
-        foreign = [p.name for p in target.iterdir() if p.name not in _OWN_FILES]
-        if foreign:
-            raise BundleError(f"{target} exists and holds other files ({', '.join(sorted(foreign)[:3])}): "
-                              "choose a new or empty folder for the bundle")
+    target = check_bundle_path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_temps(target)
+    tmp = temp_name(target)
     tmp.mkdir()
     try:
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
@@ -72,7 +83,7 @@ def write_bundle_files(description: Mapping[str, Any], network: torch.nn.Module,
         for name, tensors in (extra_tensors or {}).items():
             save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / name))
         if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            old = temp_name(target, "old")
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

@@ -35,6 +35,7 @@ from napari_medml.classification.samples import (
     image_level_labels,
     image_samples,
     majority_class,
+    map_ids,
 )
 from napari_medml.errors import InputError
 
@@ -108,12 +109,18 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
     size = _check_size(input_size or DEFAULT_OBJECT_SIZE[spatial_dims], spatial_dims, "input_size")
     if margin < 0 or min_margin < 0:
         raise InputError("the object margin must be >= 0")
-    boxes = ndi.find_objects(inst)
-    ids = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], dtype=np.int64)
-    if ids.size == 0:
+    if inst.size and inst.min() < 0:
+        raise InputError("instance labels contain negative ids: object ids must be >= 0 (0 = background)")
+    # objects numbered 1..n here (any id size, e.g. 2**40, without a table of the largest id)
+    object_ids = np.unique(inst)
+    object_ids = object_ids[object_ids > 0].astype(np.int64)
+    if object_ids.size == 0:
         raise InputError("the instance labels contain no objects: segment the objects first")
+    inst = np.searchsorted(np.r_[0, object_ids], inst).astype(np.int64)
+    boxes = ndi.find_objects(inst)
+    ids = np.arange(1, object_ids.size + 1, dtype=np.int64)
     n_max = int(ids.max()) + 1
-    sizes = np.bincount(inst.ravel().astype(np.int64), minlength=n_max)[ids]
+    sizes = np.bincount(inst.ravel(), minlength=n_max)[ids]
     if class_labels is not None:
         lab = _check_labels(class_labels, inst.shape, "class labels", name)
         y = majority_class(inst, lab, n_max)[ids]
@@ -138,7 +145,7 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
         mask[(0, *dst)] = inst[src] == oid
         x[n, :-1] = _resize(crop, size, order=1)
         x[n, -1] = _resize(mask, size, order=1)[0] >= 0.5
-    return ClassSamples(x=x, y=y, index=ids, mode="object", source_shape=tuple(inst.shape),
+    return ClassSamples(x=x, y=y, index=object_ids, mode="object", source_shape=tuple(inst.shape),
                         image_channels=data.shape[0],
                         params={"spatial_dims": spatial_dims, "input_size": list(size),
                                 "margin": float(margin), "min_margin": int(min_margin)},
@@ -162,10 +169,7 @@ def object_level_labels(instances: np.ndarray, object_ids: Sequence[int], classe
     cls = np.asarray(classes).astype(np.int64).ravel()
     if ids.size != cls.size:
         raise InputError(f"{ids.size} object ids but {cls.size} classes: one class per object")
-    top = int(max(inst.max(initial=0), ids.max(initial=0))) + 1
-    lut = np.zeros(top, _label_dtype(cls))
-    lut[ids] = cls
-    return lut[inst.astype(np.int64)]
+    return map_ids(inst, ids, cls, _label_dtype(cls))
 
 
 # --- tile level --------------------------------------------------------------------
@@ -316,10 +320,7 @@ def class_probability_map(samples: ClassSamples, proba: np.ndarray, *,
         return np.ascontiguousarray(np.broadcast_to(p.T.reshape(shape[:2] + (1,) * (len(shape) - 2)), shape))
     if instances is None:
         raise InputError("object probabilities need the instance labels to paint them back")
-    inst = np.asarray(instances).astype(np.int64)
-    lut = np.zeros((p.shape[1], int(max(inst.max(initial=0), samples.index.max(initial=0))) + 1), np.float32)
-    lut[:, samples.index] = p.T
-    return lut[:, inst]
+    return np.stack([map_ids(instances, samples.index, p[:, k], np.float32) for k in range(p.shape[1])])
 
 
 def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.ndarray,

@@ -30,6 +30,7 @@ __all__ = [
     "image_level_labels",
     "image_samples",
     "majority_class",
+    "map_ids",
     "read_class_csv",
 ]
 
@@ -86,6 +87,32 @@ class ClassSamples:
 
 
 # --- classes from painted labels ---------------------------------------------------
+
+
+def map_ids(ids: np.ndarray, keys: Sequence[int], values: Sequence[Any], dtype: Any) -> np.ndarray:
+    """``ids`` with each value in ``keys`` replaced by its ``values`` entry, others 0.
+
+    Works for ids of any size (2**40 too): a look-up table only for small ids, a sorted
+    search otherwise, never a table sized by the largest id.
+    """
+    arr = np.asarray(ids)
+    k = np.asarray(keys, dtype=np.int64).ravel()
+    v = np.asarray(values).astype(dtype, copy=False).ravel()
+    if k.size != v.size:
+        raise InputError(f"{k.size} ids but {v.size} values: one value per id")
+    top = int(arr.max(initial=0)) if arr.size else 0
+    if k.size == 0:
+        return np.zeros(arr.shape, dtype)
+    if top < 65536:
+        lut = np.zeros(top + 1, dtype)
+        small = (k >= 0) & (k <= top)
+        lut[k[small]] = v[small]
+        return lut[np.clip(arr, 0, None).astype(np.intp, copy=False)]
+    order = np.argsort(k)
+    k, v = k[order], v[order]
+    flat = arr.reshape(-1).astype(np.int64, copy=False)
+    idx = np.minimum(np.searchsorted(k, flat), k.size - 1)
+    return np.where(k[idx] == flat, v[idx], np.zeros((), dtype)).astype(dtype, copy=False).reshape(arr.shape)
 
 
 def majority_class(keys: np.ndarray, painted: np.ndarray, n_keys: int) -> np.ndarray:
@@ -185,11 +212,26 @@ def read_class_csv(path: str | Path, n_samples: int, *,
         int64 ``(n_samples,)``, 0 = unknown.
     """
     path = Path(path)
+    rows = None
+    # Excel's plain "CSV" export is Windows-1252 (an accented header breaks UTF-8)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+        utf16 = path.open("rb").read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text"
     except OSError as exc:
         raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
+    for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "cp1252"):
+        try:
+            with path.open(newline="", encoding=encoding) as fh:
+                rows = list(csv.reader(fh))
+            break
+        except UnicodeDecodeError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
+        except csv.Error as exc:
+            raise InputError(f"class file '{path}' is not a CSV table ({exc}): save it as CSV") from exc
+    if rows is None:
+        raise InputError(f"class file '{path}' is neither UTF-8 nor Windows-1252 text: save it as "
+                         "'CSV UTF-8' (Excel) or plain text")
     trimmed = list(rows)
     while trimmed and not any(cell.strip() for cell in trimmed[-1]):
         trimmed.pop()  # trailing blank lines, unless they are the missing rows

@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, given, info, progress_bar, write_like
+from napari_medml.cli.common import UsageError, given, info, integer, progress_bar, real, write_like
 
 __all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
 
@@ -35,22 +35,24 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "classes painted on samples, objects or tiles (0 = unknown)")  # fmt: skip
     g.add_argument("--instances", type=Path, metavar="FILE",
                    help="object mode: instance labels (one id per object) of the image's shape")  # fmt: skip
-    g.add_argument("--tile-size", type=int, nargs="+", metavar="N",
+    g.add_argument("--tile-size", type=integer(1), nargs="+", metavar="N",
                    help="tile mode: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
-    g.add_argument("--input-size", type=int, nargs="+", metavar="N",
+    g.add_argument("--input-size", type=integer(1), nargs="+", metavar="N",
                    help="resize samples to this network input shape, one number per spatial axis (or "
                    "one for all) (default: keep images and "
                    "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
-    g.add_argument("--label-smoothing", type=float, metavar="F",
+    g.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
                    help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
-    g.add_argument("--class-weights", type=float, nargs="+", metavar="W",
+    g.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
                    help="loss weight per class, in class-id order (default: equal)")  # fmt: skip
 
 
 def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle."""
     from napari_medml.cli.common import check_bundle_target
-    from napari_medml.cli.progress import drive_training, stop_on_interrupt
+    from dataclasses import replace
+
+    from napari_medml.cli.train import _stop_on_interrupt, checkpoint_folder, drive_training, resume_folder
     from napari_medml.classification.task import fit_classifier
     from napari_medml.errors import MedMLError
     from napari_medml.engine.reports import StopToken
@@ -63,10 +65,11 @@ def train(args: argparse.Namespace) -> int:
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
     samples = read_samples(args)
-    config = train_config(args, samples.spatial_dims)
+    config = replace(train_config(args, samples.spatial_dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
+    gen = fit_classifier(samples, config, stop=stop, resume_from=resume_folder(args))
     with stop_on_interrupt(stop):
-        classifier, _ = drive_training(fit_classifier(samples, config, stop=stop), config.optim.epochs)
+        classifier, _ = drive_training(gen, config.optim.epochs)
     if classifier is None:
         raise MedMLError("training stopped before a classifier was trained; nothing was saved")
     path = classifier.save(args.out)
@@ -181,13 +184,11 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.cli.common import check_file_targets
+    from napari_medml.cli.common import check_file_targets, write_output
 
     table = args.table or table_path(args.out)
-    outputs = [p for p in (args.out, args.probabilities) if p is not None]
+    outputs = {"--out": args.out, "--probabilities": args.probabilities, "--table": table}
     check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
-    if table.resolve() in {p.resolve() for p in [*outputs, args.image]}:
-        raise UsageError(f"--table '{table}' is another input or output: give a .csv name of its own")
     if classifier.mode == "object" and args.instances is None:
         raise UsageError("this classifier classifies objects: give --instances (instance labels)")
     if args.uncertainty is not None:
@@ -206,10 +207,13 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
                                      probability_map=args.probabilities is not None)  # fmt: skip
     dims = result.labels.ndim
-    written = [write_like(args.out, vol, result.labels, spatial_dims=dims, is_labels=True)]
-    written.append(write_table(table, result.table))
+    # each written under a temporary name, then renamed: a crash leaves no truncated file
+    written = [write_output(args.out, lambda tmp: write_like(tmp, vol, result.labels, spatial_dims=dims,
+                                                             is_labels=True))]  # fmt: skip
+    written.append(write_output(table, lambda tmp: write_table(tmp, result.table)))
     if args.probabilities is not None:
-        written.append(write_like(args.probabilities, vol, result.probabilities, spatial_dims=dims))
+        written.append(write_output(args.probabilities,
+                                    lambda tmp: write_like(tmp, vol, result.probabilities, spatial_dims=dims)))
     counts = {c: int((result.classes == c).sum()) for c in result.class_ids}
     info(f"{len(result.classes)} {result.mode}s classified, per class {counts}")
     info("wrote " + ", ".join(str(p) for p in written))

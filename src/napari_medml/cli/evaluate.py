@@ -23,6 +23,9 @@ def add(sub: Any) -> None:
     p.add_argument("--labels", required=True, type=Path, metavar="GT",
                    help="ground-truth labels on the same voxel grid (a copy stored in another "
                    "orientation is reoriented); its spacing is used for HD95")  # fmt: skip
+    p.add_argument("--axes", metavar="AXES",
+                   help="what the axes of both files are, one letter each in stored order (T time, "
+                   "Z, Y, X), e.g. TYX for a time series; needed only where the files do not say")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -33,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.io.geometry import align_to
     from napari_medml.segmentation.metrics import evaluate
 
-    pred, gt = io.read_volume(args.prediction), io.read_volume(args.labels)
+    pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
                          f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip
     # compared in world space first: never score arrays that are not voxel for voxel aligned
     aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                        reference_name=f"labels '{args.labels}'")  # fmt: skip
-    if aligned.note:
-        info(f"note: {aligned.note}")
+    if aligned.line:
+        info(aligned.line)
     pred = aligned.volume
     result = evaluate(pred.data, gt.data, spacing=gt.spacing)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}

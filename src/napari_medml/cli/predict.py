@@ -15,7 +15,9 @@ from napari_medml.cli.common import (
     check_file_targets,
     given,
     info,
+    integer,
     progress_bar,
+    real,
     write_like,
 )
 from napari_medml.config import InferConfig
@@ -51,11 +53,11 @@ def add(sub: Any) -> None:
                    "probabilities) to this file")  # fmt: skip
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over flipped copies (slower, smoother)")  # fmt: skip
-    p.add_argument("--overlap", type=float, metavar="F",
+    p.add_argument("--overlap", type=real(0, 1, high_open=True), metavar="F",
                    help=f"sliding-window overlap in [0, 1) (default: {infer.overlap})")  # fmt: skip
-    p.add_argument("--sw-batch-size", type=int, metavar="N",
+    p.add_argument("--sw-batch-size", type=integer(1), metavar="N",
                    help=f"windows run at once (default: {infer.sw_batch_size})")  # fmt: skip
-    p.add_argument("--min-size", type=int, metavar="N",
+    p.add_argument("--min-size", type=integer(0), metavar="N",
                    help="remove objects smaller than N voxels (default: keep all)")  # fmt: skip
     p.add_argument("--fill-holes", action="store_true", help="fill holes inside each class")
     p.add_argument("--keep-largest", action="store_true",

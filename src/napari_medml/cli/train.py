@@ -13,7 +13,6 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.progress import drive_training, stop_on_interrupt
 from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
@@ -23,7 +22,9 @@ from napari_medml.cli.common import (
     check_bundle_target,
     given,
     info,
+    integer,
     progress_bar,
+    real,
     spatial_shape,
 )
 from napari_medml.config import (
@@ -37,7 +38,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 
-__all__ = ["add", "read_pairs", "run", "train_config"]
+__all__ = ["add", "check_patch_option", "read_pairs", "run", "train_config"]
 
 
 def add(sub: Any) -> None:
@@ -65,14 +66,14 @@ def add(sub: Any) -> None:
     g.add_argument("--sparse", action="store_true",
                    help="labels are scribbles: 0 is unlabeled and ignored by the loss "
                    "(needs --background-id)")  # fmt: skip
-    g.add_argument("--background-id", type=int, metavar="ID",
+    g.add_argument("--background-id", type=integer(0), metavar="ID",
                    help="with --sparse: the painted label id that means background")  # fmt: skip
-    g.add_argument("--patch-size", type=int, nargs="+", metavar="N",
+    g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
                    help="training patch size, one number per spatial axis "
                    "(default: chosen from image shape, spacing and memory)")  # fmt: skip
-    g.add_argument("--batch-size", type=int, metavar="B",
+    g.add_argument("--batch-size", type=integer(1), metavar="B",
                    help=f"patches per step (default: {data.batch_size})")  # fmt: skip
-    g.add_argument("--val-fraction", type=float, metavar="F",
+    g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
     g.add_argument("--no-augment", action="store_true",
                    help="train without data augmentation (default: flips, rotations, "
@@ -82,35 +83,35 @@ def add(sub: Any) -> None:
                    help=f"network from the model registry: segmentation unet, dynunet, segresnet "
                    f"(default: {model.network}); classification smallcnn, resnet18, resnet34, "
                    "resnet50, densenet121, efficientnet-b0 (default: smallcnn)")  # fmt: skip
-    m.add_argument("--features", type=int, metavar="N",
+    m.add_argument("--features", type=integer(1, 1024), metavar="N",
                    help=f"channels at full resolution (default: {model.features})")  # fmt: skip
-    m.add_argument("--depth", type=int, metavar="N",
+    m.add_argument("--depth", type=integer(1, 8), metavar="N",
                    help=f"resolution levels (default: {model.depth})")  # fmt: skip
-    m.add_argument("--dropout", type=float, metavar="F",
+    m.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="F",
                    help="dropout rate in [0, 1) (default: 0; classification 0.1)")  # fmt: skip
     m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
                    help="transfer learning: start from the fitting weights of this bundle "
                    "(segmentation or classification)")  # fmt: skip
-    m.add_argument("--freeze-stages", type=int, metavar="K",
+    m.add_argument("--freeze-stages", type=integer(0), metavar="K",
                    help="with --init-from: keep the first K encoder stages fixed (default: 0)")  # fmt: skip
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, metavar="N", help=f"epochs (default: {optim.epochs})")
-    o.add_argument("--steps-per-epoch", type=int, metavar="N",
+    o.add_argument("--epochs", type=integer(1), metavar="N", help=f"epochs (default: {optim.epochs})")
+    o.add_argument("--steps-per-epoch", type=integer(1), metavar="N",
                    help=f"optimisation steps per epoch (default: {optim.steps_per_epoch})")  # fmt: skip
-    o.add_argument("--max-minutes", type=float, metavar="M",
+    o.add_argument("--max-minutes", type=real(0, low_open=True), metavar="M",
                    help="stop after M minutes and keep the best model so far (default: no limit)")  # fmt: skip
     o.add_argument("--optimizer", choices=typing.get_args(OptimizerName),
                    help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
-    o.add_argument("--lr", type=float, metavar="LR",
+    o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",
                    help=f"learning rate (default: {optim.learning_rate})")  # fmt: skip
     o.add_argument("--loss", choices=typing.get_args(LossName),
                    help=f"loss function (default: {optim.loss}; classification: ce or focal, "
                    "default ce)")  # fmt: skip
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
                    help=f"learning-rate schedule (default: {optim.schedule}; classification cosine)")  # fmt: skip
-    o.add_argument("--patience", type=int, metavar="N",
+    o.add_argument("--patience", type=integer(1), metavar="N",
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
-    o.add_argument("--seed", type=int, metavar="S",
+    o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
     o.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
                          "give one labels file per image")  # fmt: skip
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
     images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims)
+    check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
     config = train_config(args, dims)
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
@@ -199,6 +201,21 @@ def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_nam
     if aligned.note:
         info(f"note: {aligned.note}")
     return aligned.volume
+
+
+def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int) -> None:
+    """``--patch-size``: one number per spatial axis, each a multiple of ``2 ** (depth - 1)``."""
+    if not patch:
+        return
+    if len(patch) != spatial_dims:
+        raise UsageError(f"--patch-size takes {spatial_dims} numbers for a {spatial_dims}D network, got "
+                         f"{len(patch)}: e.g. --patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
+    divisor = 2 ** (depth - 1)
+    if any(p % divisor for p in patch):
+        fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)
+        raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} "
+                         f"(2 ** (depth - 1) for --depth {depth}): use --patch-size {fit}, or a "
+                         "smaller --depth")  # fmt: skip
 
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:

@@ -10,7 +10,7 @@ from napari_medml.errors import InputError
 
 
 def check_instances(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as an array after checking it is a 2D/3D non-negative integer image."""
+    """Return ``labels`` as an integer array (a bool mask becomes 0/1) after checking it is 2D/3D and non-negative."""
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise InputError(
@@ -24,7 +24,7 @@ def check_instances(labels: np.ndarray, name: str = "labels") -> np.ndarray:
         )
     if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
         raise InputError(f"{name} has negative ids: use 0 for background and positive ids for objects")
-    return labels
+    return labels.astype(np.uint8) if labels.dtype == bool else labels
 
 
 def check_spacing(spacing: Sequence[float] | None, ndim: int, name: str = "spacing") -> tuple[float, ...]:

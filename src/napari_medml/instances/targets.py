@@ -126,13 +126,13 @@ def instance_target(labels: np.ndarray, spacing: Sequence[float] | None = None) 
     """
     labels = check_instances(labels)
     spacing = check_spacing(spacing, labels.ndim)
-    # find_objects wants small non-negative ids; a sequential relabel keeps memory
-    # proportional to the number of objects even for ids like 10**9
-    ids, inverse = np.unique(labels, return_inverse=True)
-    dense = inverse.reshape(labels.shape).astype(np.int32)
-    if ids[0] != 0:
-        dense += 1  # no background in the image: ids start at 1
+    dense = labels
+    if labels.size and int(labels.max()) > max(10 * labels.size, 1 << 20):
+        # find_objects keeps one slot per id up to the largest: renumber huge ids first
+        from skimage.segmentation import relabel_sequential
+
+        dense = relabel_sequential(labels)[0]
     classes = np.zeros(labels.shape, np.uint8)
-    classes[dense > 0] = INTERIOR
+    classes[labels > 0] = INTERIOR
     classes[touching_boundaries(dense)] = BOUNDARY
     return InstanceTarget(classes=classes, distance=_normalised_distance(dense, spacing), spacing=spacing)

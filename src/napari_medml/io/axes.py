@@ -30,6 +30,7 @@ import numpy as np
 from napari_medml.errors import InputError
 
 __all__ = [
+    "AXES_HINT",
     "AXIS_LETTERS",
     "SINGLETONS_KEY",
     "Layout",
@@ -41,6 +42,7 @@ __all__ = [
     "default_axes",
     "layout",
     "resolve_axes",
+    "split_samples",
     "squeeze",
     "unknown_axes",
     "unsqueeze",
@@ -53,6 +55,8 @@ _LABEL_NAMES = {"t": "T", "time": "T", "frame": "T", "frames": "T", "c": "C", "c
                 "channel": "C", "channels": "C", "rgb": "C", "s": "C", "z": "Z", "depth": "Z",
                 "slice": "Z", "y": "Y", "x": "X"}  # fmt: skip
 _LETTER_LABELS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
+AXES_HINT = ("name the axes: in napari the layer's axis labels (e.g. layer.axis_labels = ('z', 'y', 'x')), "
+             "on the command line --axes (e.g. --axes CYX), in Python axes='ZYX'")
 
 
 def default_axes(ndim: int, rgb: bool = False) -> str:
@@ -203,14 +207,16 @@ def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") ->
         Fewer axes than the network's dimensions, or an unknown (``Q``) axis left.
     """
     channel_axis = axes.index("C") if "C" in axes else None
-    others = [i for i, a in enumerate(axes) if a != "C"]
-    if len(others) < spatial_dims:
-        raise InputError(f"{what} has axes {axes} ({len(others)} without channels) but the network "
-                         f"is {spatial_dims}D: use a {len(others)}D network"
-                         + (f"; {hint}" if hint else ""))  # fmt: skip
-    if any(axes[i] == "Q" for i in others):
+    if "Q" in axes:
         raise InputError(f"{what}: what axes {axes} are is not known" + (f"; {hint}" if hint else ""))
-    return Layout(axes, channel_axis, tuple(others[: len(others) - spatial_dims]))
+    spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
+    if len(spatial) < spatial_dims:
+        raise InputError(f"{what} has axes {axes} ({len(spatial)} spatial) but the network is "
+                         f"{spatial_dims}D: use a {len(spatial)}D network"
+                         + (f"; {hint}" if hint else ""))  # fmt: skip
+    kept = spatial[len(spatial) - spatial_dims:]
+    samples = tuple(i for i, a in enumerate(axes) if a != "C" and i not in kept)
+    return Layout(axes, channel_axis, samples)
 
 
 def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
@@ -262,6 +268,8 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
           labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
+    if canonical_order(axes) != list(range(len(axes))):  # volumes keep T, C, Z, Y, X order
+        return False
     spatial = sum(a in "ZYX" for a in axes)
     if spatial_dims is not None and spatial < spatial_dims:
         return False
@@ -287,3 +295,62 @@ def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
     if labels_shape is not None:
         parts.append("labels of shape " + "x".join(map(str, labels_shape)))
     return ", ".join(parts) or "none"
+
+
+def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing: Sequence[float] | None, *,
+                  what: str = "image", hint: str = "") -> tuple[list, list, list, int | None]:
+    """Cut an image and its labels into the samples a ``spatial_dims``-D network trains on.
+
+    A time series gives one sample per frame, a volume under a 2D network one per
+    slice; an image that is already ``spatial_dims``-D is one sample. The arrays are
+    views (no copies).
+
+    Parameters
+    ----------
+    image : array
+        The image; ``axes`` names its axes (``Q`` axes are resolved from the labels).
+    labels : array
+        Labels of the image's shape without its channel axis.
+    axes : str
+        :attr:`Volume.axes` of ``image``.
+    spatial_dims : int
+        The network's dimensions.
+    spacing : sequence of float or None
+        Voxel size of the image's axes other than channels (or only the last
+        ``spatial_dims``).
+    what, hint : str
+        How messages name the image and the way to state its axes.
+
+    Returns
+    -------
+    tuple
+        ``(images, labels, spacings, channel_axis)``: lists of samples, the spatial
+        voxel size of each (None without spacing) and the samples' channel axis.
+
+    Raises
+    ------
+    InputError
+        Axes that cannot be told apart, too few for the network, or labels of
+        another shape.
+    """
+    shape = np.shape(image)
+    axes = resolve_axes(axes, shape, what=what, hint=hint, spatial_dims=spatial_dims,
+                        labels_shape=np.shape(labels))  # fmt: skip
+    lay = layout(axes, spatial_dims, what, hint)
+    expected = tuple(n for n, a in zip(shape, axes) if a != "C")
+    if tuple(np.shape(labels)) != expected:
+        raise InputError(f"labels have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
+                         f"{tuple(shape)}) has {expected} without channels: they must match")  # fmt: skip
+    sizes = None if spacing is None else tuple(float(v) for v in spacing)[-spatial_dims:]
+    channel = lay.channel_axis
+    if channel is not None:
+        channel -= sum(a < channel for a in lay.sample_axes)
+    label_axes = [i for i, a in enumerate(axes) if a != "C"]
+    images, label_parts = [], []
+    for index in np.ndindex(*(shape[a] for a in lay.sample_axes)):
+        where: list[Any] = [slice(None)] * len(shape)
+        for axis, k in zip(lay.sample_axes, index):
+            where[axis] = k
+        images.append(image[tuple(where)])
+        label_parts.append(labels[tuple(where[i] for i in label_axes)])
+    return images, label_parts, [sizes] * len(images), channel

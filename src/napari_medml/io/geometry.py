@@ -39,14 +39,24 @@ class Alignment:
     volume : Volume
         The moving volume, on the reference's grid (the same object when nothing changed).
     note : str or None
-        One line saying what was done (reoriented), or None when the grids already agreed.
+        One line saying what was done (reoriented) or assumed, or None when the grids
+        already agreed.
+    assumed : bool
+        True when one file had no geometry and was taken to lie on the other's grid (a
+        warning rather than a note).
     """
 
-    __slots__ = ("note", "volume")
+    __slots__ = ("assumed", "note", "volume")
 
-    def __init__(self, volume: Volume, note: str | None) -> None:
+    def __init__(self, volume: Volume, note: str | None, assumed: bool = False) -> None:
         self.volume = volume
         self.note = note
+        self.assumed = assumed
+
+    @property
+    def line(self) -> str | None:
+        """The note with its kind in front (``"note: ..."`` or ``"warning: ..."``), or None."""
+        return None if self.note is None else f"{'warning' if self.assumed else 'note'}: {self.note}"
 
 
 def _spatial_axes(vol: Volume, spatial_dims: int | None) -> tuple[int, int]:
@@ -170,10 +180,15 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
         return InputError(f"{moving_name} ({describe_grid(moving, n)}) is not on the voxel grid of "
                           f"{reference_name} ({describe_grid(reference, n)}): {why}")  # fmt: skip
 
-    if _no_geometry(moving, m_first, m_stop) or _no_geometry(reference, r_first, r_stop):
+    bare_m, bare_r = _no_geometry(moving, m_first, m_stop), _no_geometry(reference, r_first, r_stop)
+    if bare_m or bare_r:
         if m_shape != r_shape:
             raise refuse("the shapes differ; give files that cover the same voxels")
-        return Alignment(moving, None)
+        if bare_m == bare_r:
+            return Alignment(moving, None)
+        bare, other = (moving_name, reference_name) if bare_m else (reference_name, moving_name)
+        return Alignment(moving, f"{bare} has no voxel size or position: taken to lie on the grid of {other}",
+                         assumed=True)
     a_m, a_r = grid_affine(moving, n), grid_affine(reference, n)
     if moving.affine is None or reference.affine is None:
         # one grid without a direction (TIFF/NumPy): compare sizes along napari's axes only

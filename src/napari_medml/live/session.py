@@ -314,11 +314,16 @@ class LiveSession:
             return True
         if self._strokes is not None and self._scored < self._processed:
             return True
-        if not self._features.is_complete():
+        if self._precompute_features():
             return True
         model = self._answering_stage().model()
         answer = self._answer
-        return model is not None and (answer is None or answer[0] is not model)
+        # An image whose features exceed the budget is answered on request only.
+        return model is not None and not self._features.evicting and (answer is None or answer[0] is not model)
+
+    def _precompute_features(self) -> bool:
+        # Only when the whole stack fits the budget: otherwise blocks would be evicted and refilled forever.
+        return not self._features.evicting and not self._features.is_complete()
 
     def _run(self) -> None:
         try:
@@ -337,7 +342,7 @@ class LiveSession:
                     self._fit_latest()
                 elif todo_score:
                     self._score()
-                elif not self._features.is_complete():
+                elif self._precompute_features():
                     self._features.compute_all(self._stale)
                 else:
                     model = self._answering_stage().model()

@@ -17,6 +17,7 @@ import numpy as np
 from napari_medml.errors import InputError
 
 __all__ = [
+    "MAX_CLASSES",
     "PatchSampler",
     "Region",
     "auto_patch_size",
@@ -114,12 +115,18 @@ def find_class_ids(labels: Sequence[np.ndarray], mode: str, background_id: int) 
                 "paint background with that id (or set data.background_id to the id you used, not 0)"
             )
         foreground = sorted(painted - {background_id})
+        if len(foreground) + 1 > MAX_CLASSES:
+            raise InputError(f"scribbles have {len(foreground) + 1} classes (background included): at most "
+                             f"{MAX_CLASSES} are supported; merge classes or train on fewer")
         if not foreground:
             raise InputError(
                 f"scribble labels contain only the background id {background_id}: paint at least one foreground class"
             )
         return (0, *foreground)
     foreground = sorted(ids - {0})
+    if len(foreground) + 1 > MAX_CLASSES:
+        raise InputError(f"labels have {len(foreground) + 1} classes (background included): at most "
+                         f"{MAX_CLASSES} are supported; merge classes or train on fewer")
     if not foreground:
         raise InputError("labels are empty (all 0 = background): paint at least one foreground class")
     if 0 not in ids:
@@ -130,18 +137,40 @@ def find_class_ids(labels: Sequence[np.ndarray], mode: str, background_id: int) 
     return (0, *foreground)
 
 
+MAX_CLASSES = 254  # encoded as channel + 1 in uint8, 0 = unlabeled (and MONAI's label padding)
+
+
 def encode_labels(labels: np.ndarray, class_ids: Sequence[int], mode: str, background_id: int) -> np.ndarray:
-    """Map class ids to ``channel + 1`` (uint8), 0 = unlabeled (sparse mode only)."""
-    lut_size = max(int(labels.max(initial=0)), max(class_ids), background_id) + 1
-    lut = np.zeros(lut_size, dtype=np.uint8)
-    for channel, cid in enumerate(class_ids):
-        lut[cid] = channel + 1
+    """Map class ids to ``channel + 1`` (uint8), 0 = unlabeled (sparse mode only).
+
+    Ids may be any non-negative integers (2**40 included): small ids go through a
+    look-up table, large ones through a sorted search, never a table sized by the
+    largest id. Ids not in ``class_ids`` become 0 (unlabeled).
+
+    Raises
+    ------
+    InputError
+        More than :data:`MAX_CLASSES` classes.
+    """
+    if len(class_ids) > MAX_CLASSES:
+        raise InputError(f"labels have {len(class_ids)} classes (background included): at most "
+                         f"{MAX_CLASSES} are supported; merge classes or train on fewer")
+    pairs = {int(cid): channel + 1 for channel, cid in enumerate(class_ids)}
     if mode == "sparse":
-        lut[0] = 0
-        lut[background_id] = 1
-    if len(class_ids) > 254:
-        raise InputError(f"{len(class_ids)} classes: at most 254 are supported")
-    return lut[labels]
+        pairs[0] = 0
+        pairs[int(background_id)] = 1
+    keys = np.array(sorted(pairs), dtype=np.int64)
+    codes = np.array([pairs[k] for k in keys.tolist()], dtype=np.uint8)
+    labels = np.asarray(labels)
+    top = int(labels.max(initial=0))
+    if top < 65536:  # a small table: one indexing pass
+        lut = np.zeros(top + 1, dtype=np.uint8)
+        small = keys <= top
+        lut[keys[small]] = codes[small]
+        return lut[labels]
+    flat = labels.reshape(-1).astype(np.int64, copy=False)
+    idx = np.minimum(np.searchsorted(keys, flat), keys.size - 1)
+    return np.where(keys[idx] == flat, codes[idx], np.uint8(0)).astype(np.uint8).reshape(labels.shape)
 
 
 # --- intensity normalization ------------------------------------------------------

@@ -107,7 +107,7 @@ class Model:
         return save_model(self, path)
 
     def description(self) -> dict:
-        """The bundle's ``config.json`` content (see ``napari_medml.bundles.format.model_description``)."""
+        """The bundle's ``config.json`` content (:func:`model_description`)."""
         return model_description(self)
 
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
@@ -133,7 +133,9 @@ class Model:
             When stopped, ``Cancelled`` is raised at the next window.
         axes : str, optional
             What each axis of ``image`` is, one letter each from ``T``, ``C``, ``Z``,
-            ``Y``, ``X`` (e.g. ``"TCZYX"``); replaces ``channel_axis``.
+            ``Y``, ``X`` (e.g. ``"TCZYX"``); replaces ``channel_axis``. Unnamed axes
+            (``Q``) are resolved from the model's dimensions and channels, or refused
+            when that does not settle them.
 
         Returns
         -------
@@ -178,10 +180,12 @@ class Model:
         """The channel axis and the sample axes (leading axes predicted one at a time)."""
         shape = np.shape(image)
         if axes is not None:
-            from napari_medml.io.axes import check_axes, layout
+            from napari_medml.io.axes import AXES_HINT, check_axes, layout, resolve_axes
 
-            found = layout(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
-                           self.spatial_dims)  # fmt: skip
+            axes = resolve_axes(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
+                                shape, what="image", hint=AXES_HINT, spatial_dims=self.spatial_dims,
+                                in_channels=self.in_channels)  # fmt: skip
+            found = layout(axes, self.spatial_dims, "image", AXES_HINT)
             channel_axis, samples = found.channel_axis, found.sample_axes
         else:
             if channel_axis is not None:
@@ -461,7 +465,8 @@ def _normalize_(x: torch.Tensor, stats: dict) -> None:
 
 
 def _label_dtype(max_id: int) -> type:
-    return np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32
+    return (np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32 if max_id < 2**32
+            else np.uint64)
 
 
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
@@ -514,6 +519,7 @@ def load_segmentation_model(path: str | Path) -> Model:
         Missing folder or file, invalid JSON, missing keys, or weights that do not
         fit the network described in ``config.json``.
     """
+    from napari_medml.segmentation.model import Model
     from napari_medml.nn.segmentation import build_network
 
     path = Path(path).expanduser()

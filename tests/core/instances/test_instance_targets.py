@@ -152,3 +152,11 @@ def test_3d_anisotropic_round_trip() -> None:
                                      ndi.gaussian_filter(target.distance, sigma), spacing)
     m = instance_scores(labels, blurred).at(0.5)
     assert m.f1 == 1.0 and m.n_pred == n
+
+
+def test_huge_ids_give_the_same_target() -> None:
+    labels = touching_objects_2d(2).labels.astype(np.int64)
+    huge = np.where(labels > 0, labels * 10**9 + 7, 0)
+    a, b = instance_target(labels), instance_target(huge)
+    np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_array_equal(a.distance, b.distance)

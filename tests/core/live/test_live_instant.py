@@ -1,0 +1,66 @@
+"""Instant stage helpers: strokes, hold-out, where to paint next, the forest's id mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml.errors import InputError
+from napari_medml.live.instant import (
+    InstantClassifier,
+    InstantConfig,
+    holdout_mask,
+    stroke_components,
+    stroke_counts,
+    suggest_next,
+)
+
+
+def test_strokes_are_numbered_in_scan_order_and_every_fifth_is_held_out() -> None:
+    scribbles = np.zeros((12, 40), np.int32)
+    for k in range(6):  # six separate strokes of id 3, one of id 7 touching the first
+        scribbles[2 * k, 5 + k:10 + k] = 3
+    scribbles[1, 20:25] = 7
+    scribbles[0, 9:12] = 7  # touches the first id-3 stroke: still its own stroke
+    components, ids = stroke_components(scribbles)
+    assert stroke_counts(ids) == {3: 6, 7: 2}
+    assert ids[components[0, 5]] == 3 and components[0, 5] == 1
+    assert len(set(components[scribbles == 7].tolist())) == 2
+    held = holdout_mask(components, ids, every=5)
+    assert set(np.unique(scribbles[held])) == {3}
+    assert held[8].any() and not held[:8].any() and not held[10].any()  # the fifth id-3 stroke only
+    assert not holdout_mask(components, ids, every=0).any()
+    empty_components, empty_ids = stroke_components(np.zeros((4, 4), np.int32))
+    assert not empty_components.any() and stroke_counts(empty_ids) == {}
+
+
+def test_suggest_next_points_at_the_most_uncertain_unpainted_slice() -> None:
+    unc = np.zeros((10, 32, 32), np.float32)
+    unc[7, 10:20, 12:22] = 0.5  # unpainted, uncertain
+    unc[2] = 0.6  # more uncertain, but painted everywhere
+    scribbles = np.zeros(unc.shape, np.int32)
+    scribbles[2] = 1
+    hint = suggest_next(unc, scribbles)
+    assert (hint.axis, hint.index) == (0, 7)
+    assert hint.point[0] == 7 and 10 <= hint.point[1] < 20 and 12 <= hint.point[2] < 22
+    flat = suggest_next(unc[7], scribbles[7])
+    assert flat.axis is None and flat.index is None and 10 <= flat.point[0] < 20
+    with pytest.raises(InputError, match="shape"):
+        suggest_next(unc, scribbles[0])
+
+
+def test_forest_maps_background_id_to_zero_and_keeps_class_ids() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    ids = np.where(x[:, 0] > 0.5, 9, np.where(x[:, 0] < -0.5, 5, 2))
+    forest = InstantClassifier(InstantConfig(trees=10), background_id=5).fit(x, ids)
+    labels = forest.labels_from_proba(forest.predict_proba(x))
+    assert set(np.unique(labels)) == {0, 2, 9}
+    assert np.mean(labels[ids == 9] == 9) > 0.95 and np.mean(labels[ids == 5] == 0) > 0.95
+    keep = forest.sample(np.repeat([2, 9], [50, 5]), np.random.default_rng(0))
+    assert len(keep) == 55
+    capped = InstantClassifier(InstantConfig(max_samples_per_class=20)).sample(np.repeat([2, 9], [50, 5]),
+                                                                                np.random.default_rng(0))
+    assert len(capped) == 25
+    with pytest.raises(InputError, match="at least one class"):
+        InstantClassifier(InstantConfig()).fit(x, np.full(300, 2))

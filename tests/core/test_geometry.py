@@ -1,0 +1,109 @@
+"""Two images that meet are compared in world space (geometry.align_to)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml.errors import InputError
+from napari_medml.io.geometry import align_to, axis_codes
+from napari_medml.io import Volume
+
+SHAPE = (12, 32, 40)  # (Z, Y, X)
+RAS = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
+def nifti_volume(data: np.ndarray, affine: np.ndarray, name: str = "v") -> Volume:
+    """A Volume as io reads NIfTI: data (Z, Y, X), spacing/origin in napari order, affine."""
+    spacing = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[::-1])
+    return Volume(data, spacing, tuple(affine[:3, 3][::-1]), affine, True, name)
+
+
+@pytest.fixture
+def truth() -> np.ndarray:
+    lab = np.zeros(SHAPE, np.uint8)
+    lab[3:9, 8:20, 4:14] = 1  # near the low-x side
+    lab[5:7, 22:30, 30:36] = 2
+    return lab
+
+
+def flipped_x(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    las = RAS.copy()
+    las[0, 0], las[0, 3] = -1.0, SHAPE[2] - 1.0  # voxel i -> world x = 39 - i
+    return np.ascontiguousarray(lab[:, :, ::-1]), las
+
+
+def test_same_grid_passes_unchanged(truth):
+    a = nifti_volume(truth, RAS)
+    out = align_to(nifti_volume(truth.copy(), RAS), a, moving_name="p", reference_name="t")
+    assert out.note is None and np.array_equal(out.volume.data, truth)
+
+
+def test_las_copy_is_reoriented_onto_the_ras_grid_with_a_note(truth):
+    data, las = flipped_x(truth)
+    moving = nifti_volume(data, las)
+    assert axis_codes(las) == "LAS"
+    out = align_to(moving, nifti_volume(truth, RAS), moving_name="prediction 'p'", reference_name="labels 't'")
+    assert np.array_equal(out.volume.data, truth)
+    assert "LAS" in out.note and "RAS" in out.note and not out.assumed
+    np.testing.assert_allclose(out.volume.affine, RAS)
+    assert moving.data is data  # the input is never changed
+
+
+def test_permuted_axes_are_reoriented(truth):
+    # stored (X, Y, Z) -> (Z, Y, X) in the file: the affine's columns permuted to match
+    perm_affine = RAS[:, [2, 1, 0, 3]]
+    data = np.ascontiguousarray(truth.transpose(2, 1, 0))
+    out = align_to(nifti_volume(data, perm_affine), nifti_volume(truth, RAS), moving_name="a", reference_name="b")
+    assert np.array_equal(out.volume.data, truth)
+
+
+def test_leading_channel_axis_travels_along(truth):
+    data, las = flipped_x(truth)
+    stack = np.stack([data, data * 2])
+    moving = Volume(stack, (1.0, 2.0, 1.0, 1.0), (0.0, 0.0, 0.0, 39.0), las, False, "c")
+    out = align_to(moving, nifti_volume(truth, RAS), moving_name="c", reference_name="t", spatial_dims=3)
+    assert out.volume.data.shape == (2, *SHAPE)
+    assert np.array_equal(out.volume.data[1], truth * 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda a: a @ np.diag([1.0, 1.0, 1.5, 1.0]), ["spacing (3, 1, 1)", "spacing (2, 1, 1)"]),
+        (lambda a: a + np.pad(np.array([[0, 0, 0, 5.0]]), ((0, 3), (0, 0))), ["origin", "resample"]),
+    ],
+)
+def test_another_grid_is_refused_naming_both(truth, change, words):
+    moving = nifti_volume(truth, change(RAS.copy()), "p")
+    with pytest.raises(InputError) as info:
+        align_to(moving, nifti_volume(truth, RAS, "t"), moving_name="prediction 'p.nii.gz'",
+                 reference_name="labels 't.nii.gz'")  # fmt: skip
+    message = str(info.value)
+    for word in ["p.nii.gz", "t.nii.gz", "orientation RAS", *words]:
+        assert word in message
+
+
+def test_a_flip_that_does_not_land_on_the_grid_is_refused(truth):
+    data, las = flipped_x(truth)
+    las[0, 3] += 3.0  # flipped, but shifted by 3 voxels
+    with pytest.raises(InputError, match="still differ"):
+        align_to(nifti_volume(data, las), nifti_volume(truth, RAS), moving_name="a", reference_name="b")
+
+
+def test_a_file_without_geometry_takes_the_other_grid_with_a_warning(truth):
+    bare = Volume(truth, (1.0,) * 3, (0.0,) * 3, None, True, "npy")
+    out = align_to(bare, nifti_volume(truth, RAS), moving_name="prediction 'p.npy'", reference_name="labels 't'")
+    assert out.assumed and "p.npy" in out.line and out.line.startswith("warning:")
+    with pytest.raises(InputError, match="shapes differ"):
+        align_to(Volume(truth[:, :, :20], (1.0,) * 3, (0.0,) * 3), nifti_volume(truth, RAS),
+                 moving_name="a", reference_name="b")  # fmt: skip
+
+
+def test_tiff_grids_compare_spacing(truth):
+    a = Volume(truth, (2.0, 0.5, 0.5), (0.0,) * 3, None, True, "a")
+    b = Volume(truth, (2.0, 0.5, 0.5), (0.0,) * 3, None, True, "b")
+    assert align_to(a, b, moving_name="a", reference_name="b").note is None
+    c = Volume(truth, (2.0, 0.25, 0.25), (0.0,) * 3, None, True, "c")
+    with pytest.raises(InputError, match="spacing"):
+        align_to(c, b, moving_name="c", reference_name="b")

@@ -1,0 +1,226 @@
+"""Axis meaning travels with the data: ImageJ hyperstacks, OME-TIFF, NIfTI time series and
+vector images, RGB, length-1 axes, unnamed axes, damaged and compressed files."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_medml.errors import InputError
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.io.axes import AXES_HINT, layout, resolve_axes, split_samples
+
+
+def test_imagej_tzcyx_hyperstack_reads_with_its_axes_and_writes_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tzcyx = rng.integers(0, 4000, (3, 4, 2, 16, 20)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", tzcyx, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
+                     metadata={"axes": "TZCYX", "spacing": 1.5, "finterval": 30.0, "unit": "um"})  # fmt: skip
+    vol = read_volume(tmp_path / "movie.tif")
+    assert vol.axes == "TCZYX" and vol.channel_axis == 1
+    np.testing.assert_array_equal(vol.data, tzcyx.transpose(0, 2, 1, 3, 4))
+    assert vol.spacing == (30.0, 1.0, 1.5, 0.25, 0.25)
+
+    write_volume(tmp_path / "again.tif", vol)
+    with tifffile.TiffFile(tmp_path / "again.tif") as tif:
+        assert tif.series[0].axes == "TZCYX"
+        ij = tif.imagej_metadata
+        assert (ij["frames"], ij["slices"], ij["channels"]) == (3, 4, 2)
+        assert ij["spacing"] == 1.5 and ij["finterval"] == 30.0
+        np.testing.assert_array_equal(tif.asarray(), tzcyx)
+
+
+def test_imagej_zcyx_two_channels_are_channels(tmp_path: Path) -> None:
+    zcyx = np.zeros((10, 2, 24, 24), np.uint16)
+    zcyx[:, 1] = 7
+    tifffile.imwrite(tmp_path / "cells.tif", zcyx, imagej=True, metadata={"axes": "ZCYX", "spacing": 1.5})
+    vol = read_volume(tmp_path / "cells.tif")
+    assert vol.axes == "CZYX" and vol.data.shape == (2, 10, 24, 24)
+    assert vol.data.shape[vol.channel_axis] == 2
+    assert (vol.data[1] == 7).all() and vol.spacing[1:] == (1.5, 1.0, 1.0)
+
+
+def test_time_lapse_stays_a_time_lapse(tmp_path: Path) -> None:
+    tyx = np.arange(5 * 12 * 14, dtype=np.uint8).reshape(5, 12, 14)
+    tifffile.imwrite(tmp_path / "lapse.tif", tyx, imagej=True, metadata={"axes": "TYX", "finterval": 2.0})
+    vol = read_volume(tmp_path / "lapse.tif")
+    assert vol.axes == "TYX" and vol.spacing[0] == 2.0
+    write_volume(tmp_path / "saved.tif", vol)
+    with tifffile.TiffFile(tmp_path / "saved.tif") as tif:
+        assert tif.series[0].axes == "TYX"
+        assert tif.imagej_metadata["frames"] == 5 and "slices" not in tif.imagej_metadata
+        assert "spacing" not in tif.imagej_metadata  # no z spacing invented
+    assert read_volume(tmp_path / "saved.tif").axes == "TYX"
+
+
+def test_ome_tiff_czyx_round_trip(tmp_path: Path) -> None:
+    czyx = np.random.default_rng(1).integers(0, 255, (3, 4, 10, 12)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.ome.tif", czyx, ome=True,
+                     metadata={"axes": "CZYX", "PhysicalSizeZ": 2.0, "PhysicalSizeY": 0.5, "PhysicalSizeX": 0.5})  # fmt: skip
+    vol = read_volume(tmp_path / "s.ome.tif")
+    assert vol.axes == "CZYX" and vol.spacing == (1.0, 2.0, 0.5, 0.5)
+    np.testing.assert_array_equal(vol.data, czyx)
+    write_volume(tmp_path / "t.ome.tif", vol)
+    back = read_volume(tmp_path / "t.ome.tif")
+    assert back.axes == "CZYX" and back.spacing == vol.spacing
+    np.testing.assert_array_equal(back.data, czyx)
+
+
+def test_rgb_tiff_colour_is_the_channel_axis(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(2).integers(0, 255, (10, 12, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "photo.tif", rgb, photometric="rgb")
+    vol = read_volume(tmp_path / "photo.tif")
+    assert vol.axes == "YXC" and vol.channel_axis == 2 and vol.meta["rgb"]
+
+
+def test_nifti_4d_time_series(tmp_path: Path) -> None:
+    xyzt = np.random.default_rng(3).normal(size=(12, 10, 6, 7)).astype(np.float32)
+    img = nib.Nifti1Image(xyzt, np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_zooms((2.0, 2.0, 3.0, 0.8))
+    nib.save(img, tmp_path / "bold.nii.gz")
+    vol = read_volume(tmp_path / "bold.nii.gz")
+    assert vol.axes == "TZYX" and vol.data.shape == (7, 6, 10, 12)
+    np.testing.assert_allclose(vol.spacing, (0.8, 3.0, 2.0, 2.0))
+    write_volume(tmp_path / "again.nii.gz", vol)
+    again = nib.load(tmp_path / "again.nii.gz")
+    assert again.shape == (12, 10, 6, 7) and again.header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_allclose(again.header.get_zooms(), (2.0, 2.0, 3.0, 0.8))
+
+
+def test_nifti_4d_without_time_unit_is_resolved_from_the_labels(tmp_path: Path) -> None:
+    # some datasets keep modalities in the 4th dimension (X, Y, Z, 4)
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 6, 4), np.float32), np.eye(4)), tmp_path / "mr.nii.gz")
+    vol = read_volume(tmp_path / "mr.nii.gz")
+    assert vol.axes == "QZYX"
+    assert resolve_axes(vol.axes, vol.data.shape, what="x", hint="", labels_shape=(6, 10, 12)) == "CZYX"
+    assert resolve_axes(vol.axes, vol.data.shape, what="x", hint="", labels_shape=vol.data.shape) == "TZYX"
+
+
+def test_itk_vector_nifti_x_y_z_1_c(tmp_path: Path) -> None:
+    xyz1c = np.random.default_rng(4).normal(size=(12, 10, 6, 1, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(xyz1c, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "dwi.nii.gz")
+    vol = read_volume(tmp_path / "dwi.nii.gz")
+    assert vol.axes == "CZYX" and vol.data.shape == (3, 6, 10, 12)
+    np.testing.assert_array_equal(vol.data, xyz1c[:, :, :, 0].transpose(3, 2, 1, 0))
+    write_volume(tmp_path / "again.nii.gz", vol)
+    again = nib.load(tmp_path / "again.nii.gz")
+    assert again.shape == (12, 10, 6, 1, 3)
+    np.testing.assert_array_equal(np.asarray(again.dataobj), xyz1c)
+
+
+def test_channels_written_to_nifti_read_back_as_channels(tmp_path: Path) -> None:
+    vol = Volume(np.zeros((2, 5, 6, 7), np.float32), (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, axes="CZYX")
+    write_volume(tmp_path / "two.nii.gz", vol)
+    assert nib.load(tmp_path / "two.nii.gz").shape == (7, 6, 5, 1, 2)
+    back = read_volume(tmp_path / "two.nii.gz")
+    assert back.axes == "CZYX" and back.spacing == vol.spacing
+
+
+def test_length_one_axes_are_dropped_and_restored(tmp_path: Path) -> None:
+    img = np.random.default_rng(5).normal(size=(64, 48, 1)).astype(np.float32)  # nnU-Net 2D
+    nib.save(nib.Nifti1Image(img, np.diag([0.7, 0.7, 1.0, 1.0])), tmp_path / "case.nii.gz")
+    vol = read_volume(tmp_path / "case.nii.gz")
+    assert vol.axes == "YX" and vol.data.shape == (48, 64)
+    write_volume(tmp_path / "out.nii.gz", Volume(vol.data > 0, vol.spacing, vol.origin, vol.affine,
+                                                 True, meta=vol.meta, axes=vol.axes))  # fmt: skip
+    assert nib.load(tmp_path / "out.nii.gz").shape == (64, 48, 1)
+
+    lab = np.zeros((32, 32, 16, 1), np.uint8)
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "scan_seg.nii.gz")
+    assert read_volume(tmp_path / "scan_seg.nii.gz").axes == "ZYX"
+
+    np.save(tmp_path / "one.npy", np.zeros((1, 20, 30)))
+    one = read_volume(tmp_path / "one.npy")
+    assert one.data.shape == (20, 30)
+    write_volume(tmp_path / "back.npy", one)
+    assert np.load(tmp_path / "back.npy").shape == (1, 20, 30)
+
+
+def test_unnamed_axes_are_resolved_or_refused_naming_the_option(tmp_path: Path) -> None:
+    np.save(tmp_path / "stack.npy", np.zeros((10, 48, 48), np.float32))
+    vol = read_volume(tmp_path / "stack.npy")
+    assert vol.axes == "QYX"
+    shape = vol.data.shape
+    assert resolve_axes(vol.axes, shape, what="s", hint="h", labels_shape=shape) == "ZYX"
+    assert resolve_axes(vol.axes, shape, what="s", hint="h", labels_shape=(48, 48)) == "CYX"
+    assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=10) == "CYX"
+    assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=1) == "ZYX"
+    with pytest.raises(InputError, match=r"stack.*could be CZYX or TCYX.*--axes"):
+        resolve_axes("QQYX", (2, 2, 8, 8), what="image 'stack.npy'", hint=AXES_HINT, spatial_dims=2,
+                     in_channels=2)  # fmt: skip
+    assert read_volume(tmp_path / "stack.npy", axes="CYX").axes == "CYX"
+    with pytest.raises(InputError, match="has 3 axes but 'CZYX' names 4"):
+        read_volume(tmp_path / "stack.npy", axes="CZYX")
+
+
+def test_layout_and_samples_of_time_series_and_stacks() -> None:
+    assert layout("TCZYX", 3).sample_axes == (0,) and layout("TCZYX", 3).channel_axis == 1
+    assert layout("ZYX", 2).sample_axes == (0,)
+    with pytest.raises(InputError, match="2 spatial.*3D"):
+        layout("TYX", 3)
+    image = np.arange(4 * 2 * 6 * 5).reshape(4, 2, 6, 5).astype(np.float32)  # T, C, Y, X
+    labels = np.zeros((4, 6, 5), np.uint8)
+    labels[2, 1, 1] = 3
+    images, targets, spacings, channel = split_samples(image, labels, "TCYX", 2, (9.0, 0.5, 0.25))
+    assert len(images) == 4 and images[2].shape == (2, 6, 5) and channel == 0
+    assert targets[2][1, 1] == 3 and spacings[0] == (0.5, 0.25)
+    np.testing.assert_array_equal(images[3], image[3])
+
+
+def test_truncated_compressed_stack_is_reported_as_damaged(tmp_path: Path) -> None:
+    stack = np.random.default_rng(6).integers(0, 1000, (8, 64, 64)).astype(np.uint16)
+    for name, kwargs in (("plain", {}), ("fiji", {"imagej": True, "metadata": {"axes": "ZYX"}})):
+        tifffile.imwrite(tmp_path / f"{name}.tif", stack, compression="zlib", **kwargs)
+        whole = (tmp_path / f"{name}.tif").read_bytes()
+        for cut in (0.5, 0.67, 0.95):
+            (tmp_path / f"{name}_cut.tif").write_bytes(whole[: int(len(whole) * cut)])
+            with pytest.raises(InputError, match=rf"{name}_cut\.tif' is damaged"):
+                read_volume(tmp_path / f"{name}_cut.tif")
+
+
+def _lzw_tiff(path: Path, arr: np.ndarray) -> None:
+    """A valid LZW TIFF (literal codes only, a Clear code every 200), as scanners write."""
+    codes: list[int] = []
+    data = arr.tobytes()
+    for i in range(0, len(data), 200):
+        codes += [256, *data[i:i + 200]]
+    codes.append(257)
+    acc = nbits = 0
+    strip = bytearray()
+    for c in codes:
+        acc, nbits = (acc << 9) | c, nbits + 9
+        while nbits >= 8:
+            nbits -= 8
+            strip.append((acc >> nbits) & 0xFF)
+    if nbits:
+        strip.append((acc << (8 - nbits)) & 0xFF)
+    h, w = arr.shape
+    tags = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 5), (262, 3, 1), (273, 4, 8 + 2 + 9 * 12 + 4),
+            (277, 3, 1), (278, 3, h), (279, 4, len(strip))]  # fmt: skip
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)))
+    for tag, typ, val in tags:
+        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    path.write_bytes(bytes(out + struct.pack("<I", 0) + strip))
+
+
+def test_lzw_tiff_reads_and_a_missing_codec_names_the_package(tmp_path: Path, monkeypatch) -> None:
+    mask = np.zeros((40, 56), np.uint8)
+    mask[5:25, 10:40] = 1
+    _lzw_tiff(tmp_path / "mask.tif", mask)
+    np.testing.assert_array_equal(read_volume(tmp_path / "mask.tif").data, mask)
+
+    import napari_medml.io.tiff as io_tiff
+
+    def no_codec(path: Path) -> Volume:
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(io_tiff, "read_tiff", no_codec)
+    with pytest.raises(InputError, match=r"mask\.tif.*imagecodecs.*pip install imagecodecs") as info:
+        read_volume(tmp_path / "mask.tif")
+    assert "damaged" not in str(info.value)
