@@ -59,7 +59,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     images : array, sequence of arrays, or ClassSamples
         Segmentation: images in napari axis order, ``(Y, X)`` or ``(Z, Y, X)`` plus
         ``channel_axis``. Classification: the samples
-        (:mod:`napari_medml.classification.samples`), with ``labels=None``.
+        (:mod:`napari_medml.classification.data`), with ``labels=None``.
     labels : array, sequence of arrays or None
         Segmentation: integer labels of each image's spatial shape.
     config : TrainConfig
@@ -95,7 +95,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         if given:
             raise ConfigError(f"classification takes its classes, spacing and channels inside ClassSamples: call "
                               f"fit(samples, labels=None, config) without {', '.join(given)} "
-                              "(see napari_medml.classification.samples)")
+                              "(see napari_medml.classification.data)")
         return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
                                                resume_from=resume_from))
     return (yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,

@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from napari_medml.classification.model import Classifier, classification_config, load_classifier
 from napari_medml.classification.task import fit_classifier, train_classifier
-from napari_medml.classification.samples import image_samples
+from napari_medml.classification.data import image_samples
 from napari_medml.classification.levels import object_samples, tile_samples
 from napari_medml.classification.task import stratified_split
 from napari_medml.bundles.transfer import transfer_weights

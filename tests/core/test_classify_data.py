@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from napari_medml.classification.samples import (
+from napari_medml.classification.data import (
     ClassSamples,
     image_level_labels,
     image_samples,

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 
 import napari_medml as mm  # noqa: E402
 from napari_medml.classification.model import Classifier  # noqa: E402
-from napari_medml.classification.samples import image_samples  # noqa: E402
+from napari_medml.classification.data import image_samples  # noqa: E402
 from napari_medml.samples import phantom_3d, shape_classes  # noqa: E402
 from napari_medml.segmentation.model import Model  # noqa: E402
 

@@ -160,7 +160,7 @@ class ClassifyWidget(Container):
             path = str(w["csv"].value)
             if path in ("", "."):
                 raise InputError("choose the class CSV file (one row per sample), or paint the classes")
-            from napari_medml.classification.samples import read_class_csv
+            from napari_medml.classification.data import read_class_csv
 
             out["classes"] = read_class_csv(Path(path), image.shape[0])
         else:
@@ -188,7 +188,7 @@ class ClassifyWidget(Container):
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.task import fit_classifier
-            from napari_medml.classification.samples import image_samples
+            from napari_medml.classification.data import image_samples
             from napari_medml.classification.levels import make_samples
 
             if inp["mode"] == "image":  # classes may come from a CSV: not a make_samples case

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_medml.classification.samples import (
+from napari_medml.classification.data import (
     ClassMode,
     ClassSamples,
     _check_labels,

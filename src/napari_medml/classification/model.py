@@ -1,5 +1,5 @@
 """The classifier: a trained network with its classes and normalisation, that classifies
-:class:`~napari_medml.classification.samples.ClassSamples` (image, object or tile level),
+:class:`~napari_medml.classification.data.ClassSamples` (image, object or tile level),
 and its bundle (``config.json`` + ``weights.safetensors``, atomic write, never pickle).
 
 Training lives in :mod:`napari_medml.classification.task` (``fit_classifier``).
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medml.classification.samples import ClassSamples
+from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
@@ -222,7 +222,7 @@ class Classifier:
         }
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
-        from napari_medml.classification.samples import _resize
+        from napari_medml.classification.data import _resize
 
         if isinstance(samples, ClassSamples):
             if samples.mode != self.mode:

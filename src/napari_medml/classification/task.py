@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize, load_classifier
-from napari_medml.classification.samples import ClassSamples
+from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.metrics import classification_report
 from napari_medml.config import AugmentConfig, OptimConfig, TrainConfig
 from napari_medml.engine.devices import autocast
@@ -51,7 +51,7 @@ class ClassificationTask:
         if config.task != "classification":
             raise ConfigError(f"fit_classifier trains classifiers; set task='classification' (got {config.task!r})")
         if not isinstance(samples, ClassSamples):
-            raise InputError("fit_classifier needs ClassSamples (see napari_medml.classification.samples)")
+            raise InputError("fit_classifier needs ClassSamples (see napari_medml.classification.data)")
         self.samples, self.config = samples, config
         labelled = np.flatnonzero(samples.y > 0)
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))

@@ -52,7 +52,7 @@ def train(args: argparse.Namespace) -> int:
     from napari_medml.cli.common import check_bundle_target
     from dataclasses import replace
 
-    from napari_medml.cli.train import _stop_on_interrupt, checkpoint_folder, drive_training, resume_folder
+    from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.classification.task import fit_classifier
     from napari_medml.errors import MedMLError
     from napari_medml.engine.reports import StopToken
@@ -83,7 +83,7 @@ def read_samples(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.classification.samples import image_samples, read_class_csv
+    from napari_medml.classification.data import image_samples, read_class_csv
     from napari_medml.classification.levels import object_samples, tile_samples
 
     path = args.image[0]

@@ -12,7 +12,7 @@ import torch
 
 from napari_medml.classification.model import classification_config, load_classifier
 from napari_medml.classification.task import fit_classifier
-from napari_medml.classification.samples import image_samples
+from napari_medml.classification.data import image_samples
 from napari_medml.config import AugmentConfig
 from napari_medml.engine.reports import StopToken
 from napari_medml.samples import shape_classes
