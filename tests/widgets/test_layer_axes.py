@@ -82,3 +82,29 @@ def test_predict_widget_reads_axes_from_the_layer(make_napari_viewer, open_widge
     assert tuple(result.axis_labels) == expected_labels
     if case == "two channels":
         np.testing.assert_allclose(result.scale, (0.5, 0.5))
+
+
+def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_viewer, open_widget, qtbot,
+                                                                  tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.normal(0, 1, (4, 48, 48)).astype(np.float32)
+    masks = np.zeros((4, 48, 48), np.uint8)
+    for t in range(4):
+        masks[t, 5 + 4 * t:25 + 4 * t, 10:30] = 1
+    frames[masks == 1] += 3
+    tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "movie_mask.tif", masks, imagej=True, metadata={"axes": "TYX"})
+    viewer = make_napari_viewer()
+    (movie,) = viewer.open(str(tmp_path / "movie.tif"), plugin=PLUGIN)
+    (mask,) = viewer.open(str(tmp_path / "movie_mask.tif"), plugin=PLUGIN)
+    assert mask.axis_labels == ("t", "y", "x")
+    train_widget = open_widget(viewer, "train")
+    train_widget["images"].value = [movie]
+    train_widget["labels"].value = mask
+    train_widget["dims"].value = 2
+    train_widget["features"].value, train_widget["depth"].value = 4, 2
+    train_widget["patch"].value = "32, 32"
+    train_widget["epochs"].value, train_widget["steps"].value = 1, 3
+    train_widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: train_widget.model is not None, timeout=120000)
+    assert train_widget.model.spatial_dims == 2 and train_widget.model.in_channels == 1
