@@ -38,11 +38,13 @@ NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
 # Imported in the background right after docking: a module's first import can hold the
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
 # stall napari if it happened during training.
-WARM_UP = ("napari_medml.train", "napari_medml.bundle", "napari_medml.losses",
+# tests/widgets/test_widget_train.py checks that fit imports nothing after these.
+WARM_UP = ("napari_medml.train", "napari_medml.train_data", "napari_medml.data",
+           "napari_medml.split", "napari_medml.validation", "napari_medml.engine.loop",
+           "napari_medml.engine.optim", "napari_medml.bundle", "napari_medml.losses",
            "napari_medml.models", "napari_medml.transforms", "napari_medml.metrics",
            "napari_medml.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
-           "monai.transforms", "monai.losses", "torch._dynamo")
-
+           "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch")
 
 
 class TrainWidget(Container):
