@@ -1,10 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   napari with the plugin docked on the 3D phantom (headless: screenshot + report)
-#   make test   the whole test suite, the GUI part under a real X server (Xvfb + Mesa)
+#   make test   the whole test suite, the GUI part under a real X server (Xvfb + Mesa), with
+#               the newest napari (.venv) and again with the oldest we support (.venv-oldest)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 CORE_VENV := .venv-core
+OLDEST_VENV := .venv-oldest
+# The oldest napari we support (pyproject.toml: the all extra's napari[pyqt6]>=0.5.0):
+# the GUI tests (Plugins menu, reader, writer, samples, widgets, demo) run on it too.
+NAPARI_OLDEST := 0.5.0
 DEMO_OUT ?= demo-output
 # The CPU build of torch where no NVIDIA GPU is present; the default (CUDA) build otherwise.
 # Override, e.g.: make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
@@ -15,7 +20,8 @@ SYSTEM_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-
 	libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 \
 	libxcb-xinput0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 libfontconfig1
 
-.PHONY: demo test test-core test-gui lint-imports system-deps venv core-venv benchmarks clean
+.PHONY: demo test test-core test-gui test-oldest lint-imports system-deps venv core-venv oldest-venv \
+	benchmarks clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +38,17 @@ $(CORE_VENV)/.installed: pyproject.toml
 	$(CORE_VENV)/bin/python -m pip install -q -e ".[test-core]"
 	touch $@
 
+# A third environment: everything as in .venv but the oldest napari we support.
+$(OLDEST_VENV)/.installed: pyproject.toml
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(OLDEST_VENV)/bin/python -m pip install -q -e ".[all,test]" "napari[pyqt6]==$(NAPARI_OLDEST)"
+	touch $@
+
 venv: $(VENV)/.installed
 core-venv: $(CORE_VENV)/.installed
+oldest-venv: $(OLDEST_VENV)/.installed
 
 system-deps:
 	@if ! command -v xvfb-run >/dev/null || ! ldconfig -p | grep -q libxkbcommon-x11; then \
@@ -53,7 +68,12 @@ test-core: core-venv
 test-gui: venv system-deps
 	LIBGL_ALWAYS_SOFTWARE=1 $(XVFB) $(VENV)/bin/python -m pytest tests/widgets tests/cli
 
-test: lint-imports test-core test-gui
+# The GUI tests again on the oldest supported napari (the CLI does not depend on napari).
+test-oldest: oldest-venv system-deps
+	$(OLDEST_VENV)/bin/python -c "import napari; assert napari.__version__ == '$(NAPARI_OLDEST)', napari.__version__"
+	LIBGL_ALWAYS_SOFTWARE=1 $(XVFB) $(OLDEST_VENV)/bin/python -m pytest tests/widgets
+
+test: lint-imports test-core test-gui test-oldest
 
 demo: venv system-deps
 	@if [ -n "$$DISPLAY" ]; then \
@@ -66,4 +86,4 @@ benchmarks: venv
 	for script in benchmarks/bench_*.py; do $(VENV)/bin/python $$script; done
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(DEMO_OUT) build dist
+	rm -rf $(VENV) $(CORE_VENV) $(OLDEST_VENV) $(DEMO_OUT) build dist

@@ -266,9 +266,9 @@ def result_layer_data(
     layer_type : str
         ``"image"`` or ``"labels"``.
     source_axes : str, optional
-        The source's :attr:`Volume.axes`. With it, a result without the source's
-        channels (labels, uncertainty; class probabilities put their own ``C`` in
-        front) takes the scale, translate and ``axis_labels`` of its axes.
+        The source's :attr:`Volume.axes`. With it, a result has the source's axes
+        without its channels (labels, uncertainty), or with its own ``C`` in front
+        (class probabilities), and takes their scale, translate and ``axis_labels``.
     **kwargs
         Further layer keyword arguments (colormap, opacity, ...).
 
@@ -279,11 +279,11 @@ def result_layer_data(
     """
     affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
     metadata: dict[str, Any] = {AFFINE_KEY: affine}
-    if source_axes and "C" in source_axes and np.ndim(data) < len(source_axes):
-        body = source_axes[: len(spatial.spacing)]
+    body = (source_axes or "")[: len(spatial.spacing)]  # an RGB colour axis has no spacing
+    plain = body.replace("C", "")
+    if body and np.ndim(data) in (len(plain), len(plain) + 1):
         size, offset = dict(zip(body, spatial.spacing)), dict(zip(body, spatial.origin))
-        plain = body.replace("C", "")
-        axes = plain if np.ndim(data) == len(plain) else ("C" + plain)[-np.ndim(data):]
+        axes = plain if np.ndim(data) == len(plain) else "C" + plain
         scale = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)
         translate = tuple(float(offset.get(a, 0.0)) if a != "C" else 0.0 for a in axes)
         metadata[AXES_KEY] = axes

@@ -105,7 +105,13 @@ def test_image_mode_from_labels_file_with_table_and_probabilities(capsys, stack,
     assert np.load(out).shape == (N, SIZE, SIZE)
     _, rows = read_table(table)
     assert len(rows) == N
-    p = tifffile.imread(probs)
+    # class probabilities are channels: an ImageJ hyperstack stores them Z, C, Y, X (as Fiji
+    # expects), and our reader gives them back in front
+    with tifffile.TiffFile(probs) as tif:
+        assert tif.series[0].axes == "ZCYX"
+    prob_volume = read_volume(probs)
+    assert prob_volume.axes == "CZYX"
+    p = prob_volume.data
     assert p.shape == (2, N, SIZE, SIZE)
     np.testing.assert_allclose(p[:, :, 0, 0].T, rows[:, 2:4], atol=1e-5)
 

@@ -82,6 +82,12 @@ def test_train_predict_evaluate(session) -> None:
     assert result["classes"]["1"]["dice"] > 0.6, result
 
 
+def test_runs_leave_nothing_in_the_temp_folder(session) -> None:
+    assert all(done.returncode == 0 for done in session["runs"].values())
+    # (torch may keep its own caches there, such as torchinductor_<user>)
+    assert sorted(p.name for p in session["tmp"].iterdir() if "medml" in p.name) == []
+
+
 def test_help(tmp_path) -> None:
     done = run("--help", tmp=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -60,6 +60,29 @@ def test_generator_job_reports_and_returns(qtbot):
     assert threads[0] is not threading.main_thread()
 
 
+def test_progress_bar_is_redrawn_a_few_times_a_second(qtbot):
+    # every napari progress-bar change repaints the window: reports coming faster than
+    # BAR_EVERY_S move it only now and then (and at the end); on_report gets them all
+    runner, _, _ = _runner()
+    reports, values = [], []
+
+    def job(token, report):
+        def gen():
+            for i in range(1, 51):
+                time.sleep(0.002)
+                yield (i, 50)
+            return None
+
+        return gen()
+
+    runner.start(job, on_report=reports.append)
+    runner._pbar.events.value.connect(lambda event: values.append(event.value))
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    assert reports == [(i, 50) for i in range(1, 51)]
+    assert values[-1] == 50
+    assert 1 <= len(values) <= 10
+
+
 def test_callback_reports_arrive_in_gui_thread(qtbot):
     runner, _, _ = _runner()
     seen = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -48,6 +49,40 @@ def test_parse_size():
     assert parse_size("16, 64,64", 3) == (16, 64, 64)
     with pytest.raises(ValueError):
         parse_size("16,64", 3)
+
+
+def test_warm_up_leaves_fit_nothing_to_import():
+    """A first import in the worker holds the GIL (100-300 ms for scipy.stats, psutil,
+    torch.distributed.tensor...) and stalls napari: after the widget's background warm-up,
+    training must import nothing. A fresh process, as when napari starts."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, json, sys
+from napari_medml._widgets.train import WARM_UP
+from napari_medml.engine.devices import describe_device, resolve_device
+describe_device(resolve_device("cpu"))
+for module in WARM_UP:
+    importlib.import_module(module)
+import numpy as np
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.samples import phantom_3d
+from napari_medml.segmentation.task import fit
+p = phantom_3d(0)
+config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32)), model=ModelConfig(features=4, depth=2),
+                     optim=OptimConfig(epochs=2, steps_per_epoch=2), device="cpu")
+image, labels = p.image[16:32, 16:64, 16:64], p.labels[16:32, 16:64, 16:64]
+before = set(sys.modules)
+for _ in fit(image, labels, config, spacing=p.spacing):
+    pass
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    new = json.loads(done.stdout.strip().splitlines()[-1])
+    # torch's optimizer step imports a profiler helper of a few ms; anything else is a miss
+    assert [m for m in new if not m.startswith("torch.profiler")] == [], "add to WARM_UP"
 
 
 def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):

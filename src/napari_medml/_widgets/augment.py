@@ -41,7 +41,6 @@ __all__ = ["AugmentWidget"]
 FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
 
 
-
 class AugmentWidget(Container):
     """Edit the session's AugmentConfig and preview it on an image and its labels."""
 

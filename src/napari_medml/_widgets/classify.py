@@ -42,7 +42,6 @@ NETWORK_CHOICES = ["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121"
 PAINTED, CSV = "labels layer", "CSV file"
 
 
-
 class ClassifyWidget(Container):
     """Form, Start/Stop, live curves, confusion matrix, ROC and the metric numbers."""
 

@@ -43,7 +43,6 @@ __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 BUNDLE_CHOICE = "bundle folder..."
 
 
-
 class PredictWidget(Container):
     """Segment an image with a session model or a bundle; fine-tune on corrections."""
 

@@ -57,7 +57,6 @@ PARAMS = {
 CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
 
 
-
 class PreprocessWidget(Container):
     """Choose an operation and its parameters; Apply makes a new layer."""
 

@@ -38,11 +38,13 @@ NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
 # Imported in the background right after docking: a module's first import can hold the
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
 # stall napari if it happened during training.
-WARM_UP = ("napari_medml.segmentation.task", "napari_medml.bundles.format", "napari_medml.nn.losses",
+# tests/widgets/test_widget_train.py checks that fit imports nothing after these.
+WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.prepare", "napari_medml.segmentation.data",
+           "napari_medml.segmentation.split", "napari_medml.segmentation.validation", "napari_medml.engine.loop",
+           "napari_medml.engine.optim", "napari_medml.bundles.format", "napari_medml.nn.losses",
            "napari_medml.nn.segmentation", "napari_medml.augment", "napari_medml.segmentation.metrics",
            "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
-           "monai.transforms", "monai.losses", "torch._dynamo")
-
+           "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch")
 
 
 class TrainWidget(Container):

@@ -88,7 +88,7 @@ def read_samples(args: argparse.Namespace) -> Any:
 
     path = args.image[0]
     vol = io.read_volume(path)
-    axis = vol.data.ndim - 1 if vol.meta.get("rgb") else None
+    axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     name = f"image '{path}'"
     size = _size(args.input_size)
     if args.classes is None:
@@ -197,7 +197,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     classifier.config = replace(classifier.config, device=args.device)
     vol = io.read_volume(args.image)
     instances = io.read_volume(args.instances).data if args.instances is not None else None
-    axis = vol.data.ndim - 1 if vol.meta.get("rgb") else None
+    axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:
 
         def progress(done: int, total: int) -> None:

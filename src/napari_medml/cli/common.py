@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AXES_HELP",
+    "AXES_HINT",
     "DEVICES",
     "FILE_TYPES",
     "PROG",
     "UsageError",
-    "channel_axis_of",
+    "add_axes_option",
     "check_bundle_target",
     "check_file_targets",
     "given",
+    "image_layout",
     "info",
     "integer",
     "progress_bar",
     "real",
-    "spatial_shape",
+    "spatial_spacing",
     "write_like",
+    "write_output",
 ]
 
 PROG = "napari-medml"
@@ -81,85 +85,146 @@ class _NoBar:
         self.close()
 
 
-def _spatial_ndim(vol: Any) -> int:
-    return vol.data.ndim - int(bool(vol.meta.get("rgb")))
+AXES_HELP = ("what the image's axes are, one letter each in the order the array is stored "
+             "(NumPy/tifffile order; NIfTI reversed): T time, C channels, Z, Y, X, e.g. ZCYX or TYX; "
+             "needed only where the file does not say (a plain .npy or TIFF), replaces what it says")
+AXES_HINT = "say what they are with --axes, e.g. --axes ZYX (a volume) or --axes CYX (channels)"
 
 
-def channel_axis_of(vol: Any, spatial_dims: int, path: Path) -> int | None:
-    """Where an image file's channels are: none, in front (io's layout) or RGB last.
+def add_axes_option(parser: Any) -> None:
+    """The ``--axes`` option train, predict and evaluate share."""
+    parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
+
+
+def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape: Any = None,
+                 in_channels: int | None = None) -> tuple[Any, Any]:
+    """An image volume with every axis named, and how it meets a ``spatial_dims``-D network.
+
+    Unnamed axes (``Q``) are resolved from the labels' shape and the network's channels
+    (:func:`napari_medml.io.axes.resolve_axes`); when that does not settle it, the error
+    names ``--axes``. ``spatial_dims`` None: 3 when the image has a Z axis, else 2.
+
+    Returns
+    -------
+    tuple
+        ``(volume, layout)``: the volume with resolved axes and its ``io_axes.Layout``.
 
     Raises
     ------
-    MedMLError
-        If the array is not a ``spatial_dims``-D image with at most one channel axis.
+    InputError
+        Axes that cannot be told apart, or too few for the network.
     """
-    from napari_medml.errors import InputError
+    from dataclasses import replace
 
-    if vol.meta.get("rgb"):
-        if _spatial_ndim(vol) != spatial_dims:
-            raise InputError(f"image '{path}' is RGB with {_spatial_ndim(vol)} spatial axes, "
-                             f"but the network is {spatial_dims}D")  # fmt: skip
-        return vol.data.ndim - 1
-    extra = vol.data.ndim - spatial_dims
-    if extra in (0, 1):
-        return None if extra == 0 else 0
-    raise InputError(f"image '{path}' has shape {vol.data.shape}, which is not a {spatial_dims}D "
-                     "image (with at most one channel axis in front)")  # fmt: skip
+    from napari_medml.io.axes import layout, resolve_axes
+
+    what = f"image '{path}'"
+    axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
+                        labels_shape=labels_shape, in_channels=in_channels)  # fmt: skip
+    vol = replace(vol, axes=axes)
+    dims = spatial_dims or (3 if "Z" in axes else 2)
+    return vol, layout(axes, dims, what, f"or {AXES_HINT}")
 
 
-def spatial_shape(vol: Any, spatial_dims: int, channel_axis: int | None) -> tuple[int, ...]:
-    """The spatial part of a volume's shape."""
-    shape = list(vol.data.shape)
-    if channel_axis is not None:
-        del shape[channel_axis]
-    return tuple(shape[-spatial_dims:])
+def spatial_spacing(vol: Any, spatial_dims: int) -> tuple[float, ...]:
+    """Voxel size of the last ``spatial_dims`` spatial axes of a volume."""
+    body = vol.axes[: len(vol.spacing)]  # an RGB colour axis has no spacing
+    sizes = [s for a, s in zip(body, vol.spacing) if a in "ZYX"]
+    return tuple(float(s) for s in sizes[-spatial_dims:])
 
 
-def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int, is_labels: bool = False) -> Path:
-    """Write ``data`` (spatial, or with a leading channel axis) in the space of ``like``.
+def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = None,
+               is_labels: bool = False, axes: str | None = None) -> Path:
+    """Write ``data`` in the space of the image ``like``, with its shape and axes.
 
-    Spacing, origin, affine and format metadata come from the input volume, so the
-    output overlays the input exactly in napari or any NIfTI viewer.
+    ``axes`` names the axes of ``data``; by default those of ``like`` without channels
+    (labels, uncertainty), with a leading ``C`` when ``data`` has one axis more
+    (class probabilities). Spacing, origin, affine, format metadata and the input's
+    length-1 axes come from ``like``, so the output overlays the input exactly in
+    napari or any NIfTI viewer and has the input's shape.
     """
     from napari_medml.io import Volume, write_volume
 
-    # io keeps spatial axes last (channels in front; RGB's colour axis has no spacing)
-    spacing, origin = tuple(like.spacing[-spatial_dims:]), tuple(like.origin[-spatial_dims:])
-    extra = data.ndim - spatial_dims
+    rgb = bool(like.meta.get("rgb"))
+    body = like.axes[: len(like.axes) - int(rgb)]
+    size = dict(zip(body, like.spacing))
+    offset = dict(zip(body, like.origin))
+    if axes is None:
+        plain = body.replace("C", "")
+        if spatial_dims is not None and data.ndim < len(plain):
+            plain = plain[-spatial_dims:]
+        axes = plain if data.ndim == len(plain) else ("C" + plain)[-data.ndim:]
+    spacing = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)
+    origin = tuple(float(offset.get(a, 0.0)) if a != "C" else 0.0 for a in axes)
     meta = {k: v for k, v in like.meta.items() if k != "rgb"}
-    volume = Volume(data, (1.0,) * extra + spacing, (0.0,) * extra + origin, like.affine,
-                    is_labels, like.name, meta)  # fmt: skip
+    # the input's length-1 axes go back, except channels: labels have none of their own
+    singletons = [d for d in meta.get("singletons", []) if d[0] != "C" and d[0] not in axes]
+    meta["singletons"] = singletons
+    volume = Volume(data, spacing, origin, like.affine, is_labels, like.name, meta, axes)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_volume(path, volume)
 
 
-def check_file_targets(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
-    """Check output file names before the work starts: a bad one must not waste a run."""
+def check_file_targets(outputs: Mapping[str, Path | None], inputs: Sequence[Path]) -> None:
+    """Check output files before the work starts, so a bad name never wastes a run.
+
+    Parameters
+    ----------
+    outputs : mapping
+        Option name (``"--out"``) -> file (None: not asked for).
+    inputs : sequence of Path
+        Input files, which outputs must never overwrite.
+
+    Raises
+    ------
+    InputError
+        Unsupported extension (tables: ``.csv``), an input, a folder, a path below a
+        file, an unwritable folder, or two outputs with one name.
+    """
+    from napari_medml.io.atomic import check_file_target
     from napari_medml.errors import InputError
     from napari_medml.io import file_format
 
     resolved_inputs = {p.resolve() for p in inputs}
-    for out in outputs:
-        file_format(out)  # raises for an unsupported extension
+    given_outputs = {name: path for name, path in outputs.items() if path is not None}
+    for name, out in given_outputs.items():
+        if name == "--table":
+            if out.suffix.lower() not in (".csv", ".txt", ".tsv"):
+                raise InputError(f"{name} '{out}' must be a .csv file")
+        else:
+            file_format(out)  # raises for an unsupported extension
         if out.resolve() in resolved_inputs:
-            raise InputError(f"output '{out}' is one of the inputs: outputs never overwrite inputs")
-        if out.is_dir():
-            raise InputError(f"output '{out}' is a folder: give a file name")
-    if len({o.resolve() for o in outputs}) != len(outputs):
-        raise InputError("two outputs have the same file name: give each its own")
+            raise InputError(f"{name} '{out}' is one of the inputs: outputs never overwrite inputs")
+        check_file_target(out, what=name)
+    if len({o.resolve() for o in given_outputs.values()}) != len(given_outputs):
+        raise InputError(f"two of {', '.join(given_outputs)} have the same file name: give each its own")
 
 
 def check_bundle_target(out: Path, inputs: Sequence[Path]) -> None:
     """Check a bundle folder before training, so a long run is never lost at the end."""
+    from napari_medml.bundles.format import check_bundle_path
     from napari_medml.errors import BundleError
 
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"--out '{out}' is a file: give a folder for the model bundle")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise BundleError(f"--out '{out}' is a folder with other files in it: give a new or empty "
-                          "folder, or an earlier bundle to replace")  # fmt: skip
     if any(out.resolve() == p.resolve() for p in inputs):
         raise BundleError(f"--out '{out}' is one of the inputs: outputs never overwrite inputs")
+    if any(out.resolve() in p.resolve().parents for p in inputs):
+        raise BundleError(f"--out '{out}' holds an input file: give a new or empty folder for the model bundle")
+    try:
+        check_bundle_path(out)
+    except BundleError as exc:
+        raise BundleError(f"--out: {exc}") from None
+
+
+def write_output(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write`` on a temporary name next to ``path``, then rename it into place, so
+    a crash or a kill never leaves a truncated output (see ``napari_medml.io.atomic``)."""
+    from napari_medml.io.atomic import atomic_path
+
+    lower = path.name.lower()
+    suffix = next((e for e in (".nii.gz", ".ome.tiff", ".ome.tif") if lower.endswith(e)), path.suffix)
+    with atomic_path(path, suffix=suffix) as tmp:
+        write(tmp)
+    return path
 
 
 # --- option values: checked when the command line is read, before any work ------------

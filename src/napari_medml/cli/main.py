@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import typing
 from collections.abc import Sequence
@@ -30,6 +31,11 @@ EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse reads "-1e-3" or "-inf" as an option; as values they reach the range checks
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-inf(inity)?$", re.I)
+
     # argparse prints the usage and exits; we want one line and a return code.
     def error(self, message: str) -> typing.NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")

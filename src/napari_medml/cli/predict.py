@@ -4,6 +4,7 @@ samples, objects or tiles with a classification bundle (``napari_medml.cli.class
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,17 @@ from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
     UsageError,
-    channel_axis_of,
+    add_axes_option,
     check_file_targets,
     given,
+    image_layout,
     info,
     integer,
     progress_bar,
     real,
+    spatial_spacing,
     write_like,
+    write_output,
 )
 from napari_medml.config import InferConfig
 
@@ -37,7 +41,9 @@ def add(sub: Any) -> None:
     p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
                    help="model bundle folder written by 'napari-medml train' or the plugin")  # fmt: skip
     p.add_argument("--image", required=True, type=Path, metavar="IMG",
-                   help=f"image to segment ({FILE_TYPES}); channels, if any, in front")  # fmt: skip
+                   help=f"image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "
+                   "slice, any model a time series frame by frame")  # fmt: skip
+    add_axes_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
                    help="labels file to write, with the model's class ids")  # fmt: skip
     p.add_argument("--instances", type=Path, metavar="FILE",
@@ -73,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.api import load_model
     from napari_medml.classification.model import Classifier
 
+    outputs = {"--out": args.out, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty}
+    check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
     model = load_model(args.model)
     if isinstance(model, Classifier):
         from napari_medml.cli.classify import predict
@@ -81,11 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if args.instances is not None or args.table is not None:
         raise UsageError("--instances and --table are for classification bundles; "
                          f"'{args.model}' is a segmentation model")  # fmt: skip
-    outputs = [p for p in (args.out, args.probabilities, args.uncertainty) if p is not None]
-    check_file_targets(outputs, inputs=[args.image])
-    vol = io.read_volume(args.image)
     dims = model.spatial_dims
-    channel_axis = channel_axis_of(vol, dims, args.image)
+    vol, lay = image_layout(io.read_volume(args.image, args.axes), args.image, dims,
+                            in_channels=model.in_channels)  # fmt: skip
+    if lay.sample_axes:
+        kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
+        count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
+        info(f"image '{args.image}' (axes {vol.axes}): {count} {kinds} predicted one by one by the "
+             f"{dims}D model")  # fmt: skip
     config = InferConfig(**given(
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
         return_probabilities=args.probabilities is not None,
@@ -99,14 +110,18 @@ def run(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        pred = model.predict(vol.data, spacing=tuple(vol.spacing[-dims:]), channel_axis=channel_axis,
-                             config=config, progress=progress)  # fmt: skip
-    written = [write_like(args.out, vol, pred.labels, spatial_dims=dims, is_labels=True)]
+        pred = model.predict(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes, config=config,
+                             progress=progress)  # fmt: skip
+    # each written under a temporary name, then renamed: a crash leaves no truncated file
+    written = [write_output(args.out, lambda tmp: write_like(tmp, vol, pred.labels, spatial_dims=dims,
+                                                             is_labels=True))]  # fmt: skip
     if args.probabilities is not None:
         # float32: NIfTI and most TIFF readers have no float16
-        written.append(write_like(args.probabilities, vol, pred.probabilities.astype("float32"),
-                                  spatial_dims=dims))  # fmt: skip
+        probabilities = pred.probabilities.astype("float32")
+        written.append(write_output(args.probabilities,
+                                    lambda tmp: write_like(tmp, vol, probabilities, spatial_dims=dims)))
     if args.uncertainty is not None:
-        written.append(write_like(args.uncertainty, vol, pred.uncertainty, spatial_dims=dims))
+        written.append(write_output(args.uncertainty,
+                                    lambda tmp: write_like(tmp, vol, pred.uncertainty, spatial_dims=dims)))
     info("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -3,6 +3,7 @@ Ctrl-C that stops after the current step (and keeps the best model)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sys
@@ -10,9 +11,32 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from napari_medml.cli.common import PROG, progress_bar
+from pathlib import Path
 
-__all__ = ["drive_training", "epoch_line", "stop_on_interrupt"]
+from napari_medml.cli.common import PROG, UsageError, progress_bar
+
+__all__ = ["checkpoint_folder", "drive_training", "epoch_line", "resume_folder", "stop_on_interrupt"]
+
+
+def checkpoint_folder(out: Path) -> Path:
+    """Where a command-line run keeps its best/last checkpoints: inside its bundle folder,
+    so an interrupted run can go on (``--resume``); saving the bundle removes them."""
+    from napari_medml.bundles.format import CHECKPOINTS_NAME
+
+    return out.expanduser().absolute() / CHECKPOINTS_NAME
+
+
+
+def resume_folder(args: argparse.Namespace) -> Path | None:
+    """The checkpoints ``--resume`` continues from (None without ``--resume``)."""
+    if not args.resume:
+        return None
+    folder = checkpoint_folder(args.out)
+    if not (folder / "last").is_dir():
+        raise UsageError(f"--resume: '{args.out}' holds no checkpoints of an interrupted run; "
+                         "train without --resume")  # fmt: skip
+    return folder
+
 
 
 def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, Any]:

@@ -10,22 +10,23 @@ import sys
 import threading
 import typing
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
 from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
     PROG,
     UsageError,
-    channel_axis_of,
+    add_axes_option,
     check_bundle_target,
     given,
     info,
     integer,
     progress_bar,
     real,
-    spatial_shape,
 )
 from napari_medml.config import (
     AugmentConfig,
@@ -61,8 +62,10 @@ def add(sub: Any) -> None:
                    help="segmentation: labels for the --image at the same position (same spatial "
                    "shape): integer class ids, 0 = background (or unlabeled with --sparse)")  # fmt: skip
     g.add_argument("--spatial-dims", type=int, choices=(2, 3),
-                   help="train a 2D or a 3D network (default: 3 for volumes, 2 for images); "
-                   "an extra leading axis is read as channels")  # fmt: skip
+                   help="train a 2D or a 3D network (default: 3 for volumes, 2 for images); a 2D "
+                   "network trains on the slices of volumes, and any network on the frames of "
+                   "a time series")  # fmt: skip
+    add_axes_option(g)
     g.add_argument("--sparse", action="store_true",
                    help="labels are scribbles: 0 is unlabeled and ignored by the loss "
                    "(needs --background-id)")  # fmt: skip
@@ -119,7 +122,11 @@ def add(sub: Any) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
                      help="folder for the trained model bundle (config.json + weights); "
-                     "an earlier bundle there is replaced")  # fmt: skip
+                     "an earlier bundle there is replaced; checkpoints are kept in its "
+                     "'checkpoints' folder while training and removed when the bundle is saved")  # fmt: skip
+    out.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from the checkpoints in --out "
+                     "(same files and options)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -142,13 +149,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
-    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims)
+    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims,
+                                                              args.axes)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
-    config = train_config(args, dims)
+    config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
-              spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop)  # fmt: skip
+              spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
+              resume_from=resume_folder(args))  # fmt: skip
     with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs)
     if model is None:
@@ -161,35 +170,66 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None) -> tuple:
-    """Read image/labels files; check they fit. Returns images, labels, spacings,
-    channel axis and spatial dims (3 for volumes, 2 for images unless given)."""
+def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
+               axes: str | None = None) -> tuple:
+    """Read image/labels files; check they fit; cut them into training samples.
+
+    Axes come from each file (or ``axes``, the ``--axes`` option, for the images);
+    length-1 axes are gone already (io). A time series gives one sample per frame; a
+    2D network on volumes one per slice (the labels are cut the same way).
+
+    Returns
+    -------
+    tuple
+        ``(images, labels, spacings, channel_axis, spatial_dims)``: lists of samples,
+        the spatial voxel size of each, the channel axis of the samples (None without
+        channels) and the network's dimensions (3 when the images have Z, else 2,
+        unless given).
+    """
+    import numpy as np
+
     from napari_medml import io
+    from napari_medml.cli.common import image_layout, spatial_spacing
     from napari_medml.errors import InputError
 
-    images, labels, spacings, axes = [], [], [], set()
+    images, labels, spacings, channels = [], [], [], set()
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
-        vol = io.read_volume(img_path)
-        if spatial_dims is None:
-            spatial_dims = 3 if vol.data.ndim - int(bool(vol.meta.get("rgb"))) >= 3 else 2
-        axis = channel_axis_of(vol, spatial_dims, img_path)
-        if axis is not None:
-            info(f"image '{img_path}': {vol.data.shape[axis]} channels (axis {axis} of {vol.data.shape})")
+        raw = io.read_volume(img_path, axes)
         lab = io.read_volume(lab_path)
-        if lab.data.ndim == spatial_dims:  # compared in world space: never train on mirrored labels
-            lab = _on_image_grid(lab, vol, spatial_dims, f"labels '{lab_path}'", f"image '{img_path}'")
-        shape = spatial_shape(vol, spatial_dims, axis)
+        vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
+        spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
+        spatial = sum(a in "ZYX" for a in vol.axes)
+        if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
+            lab = _on_image_grid(lab, vol, spatial, f"labels '{lab_path}'", f"image '{img_path}'")
+        shape = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C")
         if lab.data.shape != shape:
-            raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image "
-                             f"'{img_path}' has spatial shape {shape}: they must match")  # fmt: skip
-        images.append(vol.data)
-        labels.append(lab.data)
-        spacings.append(tuple(vol.spacing[-spatial_dims:]))
-        axes.add(axis)
-    if len(axes) > 1:
+            raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image '{img_path}' "
+                             f"(axes {vol.axes}, shape {vol.data.shape}) has {shape} without channels: "
+                             "they must match")  # fmt: skip
+        if lay.channel_axis is not None:
+            info(f"image '{img_path}': {vol.data.shape[lay.channel_axis]} channels (axes {vol.axes}, "
+                 f"shape {vol.data.shape})")  # fmt: skip
+        lead = [vol.data.shape[a] for a in lay.sample_axes]
+        if lead:
+            kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
+            info(f"image '{img_path}': {int(np.prod(lead))} {kinds} (axes {vol.axes}) as samples of a "
+                 f"{spatial_dims}D network")  # fmt: skip
+        channel = lay.channel_axis
+        if channel is not None:
+            channel -= sum(a < channel for a in lay.sample_axes)
+        label_axes = [i for i, a in enumerate(vol.axes) if a != "C"]
+        for index in np.ndindex(*lead):
+            where: list = [slice(None)] * vol.data.ndim
+            for axis, k in zip(lay.sample_axes, index):
+                where[axis] = k
+            images.append(vol.data[tuple(where)])
+            labels.append(lab.data[tuple(where[i] for i in label_axes)])
+            spacings.append(spatial_spacing(vol, spatial_dims))
+        channels.add(channel)
+    if len(channels) > 1:
         raise InputError("the training images differ in channels: give all with or all without "
                          "a channel axis")  # fmt: skip
-    return images, labels, spacings, axes.pop(), spatial_dims
+    return images, labels, spacings, channels.pop(), spatial_dims
 
 
 def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:
@@ -198,8 +238,8 @@ def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_nam
 
     aligned = align_to(lab, vol, moving_name=lab_name, reference_name=img_name,
                        spatial_dims=spatial_dims, reference_spatial_dims=spatial_dims)  # fmt: skip
-    if aligned.note:
-        info(f"note: {aligned.note}")
+    if aligned.line:
+        info(aligned.line)
     return aligned.volume
 
 
@@ -208,8 +248,9 @@ def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int) -
     if not patch:
         return
     if len(patch) != spatial_dims:
-        raise UsageError(f"--patch-size takes {spatial_dims} numbers for a {spatial_dims}D network, got "
-                         f"{len(patch)}: e.g. --patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
+        raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
+                         f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
+                         f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
     divisor = 2 ** (depth - 1)
     if any(p % divisor for p in patch):
         fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)

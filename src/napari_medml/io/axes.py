@@ -238,17 +238,9 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     """
     if "Q" not in axes:
         return axes
-    import itertools
-
-    slots = [i for i, a in enumerate(axes) if a == "Q"]
     fits: dict[int | None, str] = {}
-    for letters in itertools.product("ZTC", repeat=len(slots)):
-        cand = list(axes)
-        for i, letter in zip(slots, letters):
-            cand[i] = letter
-        text = "".join(cand)
-        if any(text.count(a) > 1 for a in "TCZ") or not _fits(text, shape, spatial_dims,
-                                                           labels_shape, in_channels):
+    for text in _readings(axes):
+        if not _fits(text, shape, spatial_dims, labels_shape, in_channels):
             continue
         key = text.index("C") if "C" in text else None
         # prefer Z over T for the same channel place (a stack is a volume unless told)
@@ -257,6 +249,10 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     shape_text = "x".join(map(str, shape))
     if len(fits) == 1:
         return next(iter(fits.values()))
+    if not fits and labels_shape is not None and any(
+            _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
+        raise InputError(f"labels have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
+                         "labels must have the image's shape (without its channel axis)")  # fmt: skip
     if not fits:
         raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
                          f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "
@@ -264,6 +260,22 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     readings = " or ".join(sorted(fits.values()))
     raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
                      f"(could be {readings}): {hint}")  # fmt: skip
+
+
+def _readings(axes: str) -> list[str]:
+    """Every way of naming the Q axes Z, T or C with no letter twice."""
+    import itertools
+
+    slots = [i for i, a in enumerate(axes) if a == "Q"]
+    out = []
+    for letters in itertools.product("ZTC", repeat=len(slots)):
+        cand = list(axes)
+        for i, letter in zip(slots, letters):
+            cand[i] = letter
+        text = "".join(cand)
+        if not any(text.count(a) > 1 for a in "TCZ"):
+            out.append(text)
+    return out
 
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,

@@ -89,7 +89,8 @@ def write_nifti(path: Path, volume: Volume) -> None:
         affine = affine_from_spacing(tuple(size.get(a, 1.0) for a in spatial),
                                      tuple(offset.get(a, 0.0) for a in spatial))  # fmt: skip
     affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(arr.transpose(tuple(range(arr.ndim))[::-1]), affine)
+    # dtype given: nibabel refuses 64-bit integers otherwise, and label ids may need them (2**40)
+    img = nib.Nifti1Image(arr.transpose(tuple(range(arr.ndim))[::-1]), affine, dtype=arr.dtype)
     header = img.header
     # keep the file's codes; without them use nibabel's defaults (sform "aligned")
     sform_code = int(volume.meta.get("sform_code", 2))

@@ -258,9 +258,11 @@ class LiveSession:
                                     or self._processed >= self._version)
         self._check_open()
         self._raise_fatal()
+        if self._fit_error is not None:  # the latest strokes cannot be fitted: never answer older ones
+            raise self._fit_error
         model = self._answering_stage().model()
         if model is None:
-            raise self._fit_error or InputError(
+            raise InputError(
                 f"no strokes fitted yet: paint background (id {self.background_id}) and at least one class"
             )
         if region is not None:

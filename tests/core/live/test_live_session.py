@@ -146,8 +146,13 @@ def test_channels_and_bad_inputs() -> None:
         LiveSession(image[0], background_id=0)
     with pytest.raises(InputError, match="device"):
         LiveSession(image[0], device="tpu")
-    with LiveSession(image[1]) as one_class:
+    with LiveSession(image[1], background_id=2) as one_class:
         one_class.update((scribbles == 1).astype(np.int32))
+        with pytest.raises(InputError, match="at least one class"):
+            one_class.predict()
+        one_class.update(scribbles)
+        assert one_class.predict().max() == 1
+        one_class.update(np.where(scribbles == 2, 2, 0))  # the class strokes erased: no stale answer
         with pytest.raises(InputError, match="at least one class"):
             one_class.predict()
     assert not _live_threads()  # every session above was closed by its with-block

@@ -1,0 +1,217 @@
+"""The command line keeps the meaning of axes: ImageJ hyperstacks, one-slice NIfTI,
+labels with a trailing length-1 axis, LZW TIFFs, a 2D model on a stack, time series and
+``--axes`` for files that do not say. Run in-process through ``main()``; training is tiny."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_medml.cli import main
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
+        "--no-augment", "--seed", "0"]  # fmt: skip
+
+
+def _lzw_tiff(path: Path, arr: np.ndarray) -> None:
+    """A valid LZW TIFF (literal codes only, a Clear code every 200), as scanners write."""
+    import struct
+
+    codes: list[int] = []
+    data = arr.tobytes()
+    for i in range(0, len(data), 200):
+        codes += [256, *data[i:i + 200]]
+    codes.append(257)
+    acc = nbits = 0
+    strip = bytearray()
+    for c in codes:
+        acc, nbits = (acc << 9) | c, nbits + 9
+        while nbits >= 8:
+            nbits -= 8
+            strip.append((acc >> nbits) & 0xFF)
+    if nbits:
+        strip.append((acc << (8 - nbits)) & 0xFF)
+    h, w = arr.shape
+    tags = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 5), (262, 3, 1), (273, 4, 8 + 2 + 9 * 12 + 4),
+            (277, 3, 1), (278, 3, h), (279, 4, len(strip))]  # fmt: skip
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags)))
+    for tag, typ, val in tags:
+        out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    path.write_bytes(bytes(out + struct.pack("<I", 0) + strip))
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def model_2d(tmp_path_factory) -> Path:
+    """A 2D model trained on one 48x48 ImageJ slice (0.3 um pixels)."""
+    folder = tmp_path_factory.mktemp("m2d")
+    rng = np.random.default_rng(16)
+    img = rng.integers(0, 1000, (48, 48)).astype(np.uint16)
+    lab = np.zeros((48, 48), np.uint8)
+    lab[10:30, 10:30] = 1
+    img[lab == 1] += 2000
+    tifffile.imwrite(folder / "slice.tif", img, imagej=True, resolution=(1 / 0.3, 1 / 0.3))
+    tifffile.imwrite(folder / "slice_mask.tif", lab, imagej=True, resolution=(1 / 0.3, 1 / 0.3))
+    assert main(["train", "--image", str(folder / "slice.tif"), "--labels", str(folder / "slice_mask.tif"),
+                 "--out", str(folder / "model"), *TINY]) == 0  # fmt: skip
+    return folder / "model"
+
+
+def test_pseudo_2d_nifti_trains_as_2d_and_predicts_its_own_shape(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    img = rng.normal(0, 1, (64, 48)).astype(np.float32)
+    lab = np.zeros((64, 48), np.uint8)
+    lab[10:30, 8:28] = 1
+    img[lab == 1] += 3
+    aff = np.diag([0.7, 0.7, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(img[:, :, None], aff), tmp_path / "case.nii.gz")
+    nib.save(nib.Nifti1Image(lab[:, :, None], aff), tmp_path / "case_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "case.nii.gz", "--labels",
+                           tmp_path / "case_seg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["spatial_dims"] == 2
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "case.nii.gz",
+                           "--out", tmp_path / "pred.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert nib.load(tmp_path / "pred.nii.gz").shape == (64, 48, 1)
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels",
+                             tmp_path / "case_seg.nii.gz")  # fmt: skip
+    assert code == 0, err and "mean_dice" in json.loads(out)
+
+
+def test_imagej_zcyx_hyperstack_trains_on_two_channels(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 500, (10, 2, 48, 48)).astype(np.uint16)
+    lab = np.zeros((10, 48, 48), np.uint8)
+    lab[3:8, 10:30, 10:30] = 1
+    img[:, 0][lab == 1] += 2000
+    meta = {"spacing": 1.5, "unit": "um"}
+    tifffile.imwrite(tmp_path / "cells.tif", img, imagej=True, resolution=(5.0, 5.0), metadata={"axes": "ZCYX", **meta})
+    tifffile.imwrite(tmp_path / "cells_mask.tif", lab, imagej=True, resolution=(5.0, 5.0), metadata={"axes": "ZYX", **meta})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "cells.tif", "--labels", tmp_path / "cells_mask.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "2 channels" in err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["in_channels"] == 2 and config["spatial_dims"] == 3
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "cells.tif",
+                           "--out", tmp_path / "pred.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    with tifffile.TiffFile(tmp_path / "pred.tif") as tif:
+        assert tif.series[0].axes == "ZYX" and tif.series[0].shape == (10, 48, 48)
+        assert tif.imagej_metadata["spacing"] == 1.5
+
+
+def test_labels_with_trailing_length_one_axis(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(8)
+    lab = np.zeros((32, 32, 16), np.uint8)
+    lab[8:20, 8:20, 4:12] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab == 1] += 3
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), tmp_path / "pred_seg.nii.gz")
+    nib.save(nib.Nifti1Image(lab[..., None], aff), tmp_path / "scan_seg.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred_seg.nii.gz", "--labels",
+                             tmp_path / "scan_seg.nii.gz")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["classes"]["1"]["dice"] == 1.0
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scan.nii.gz", "--labels",
+                           tmp_path / "scan_seg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+
+
+def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
+    mask = np.zeros((40, 56), np.uint8)
+    mask[5:25, 10:40] = 1
+    mask[28:36, 4:20] = 2
+    _lzw_tiff(tmp_path / "mask_lzw.tif", mask)
+    tifffile.imwrite(tmp_path / "mask_plain.tif", mask)
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "mask_lzw.tif", "--labels",
+                             tmp_path / "mask_plain.tif")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["mean_dice"] == 1.0
+
+
+def test_2d_model_predicts_a_stack_slice_by_slice(model_2d, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(16)
+    img = rng.integers(0, 1000, (48, 48)).astype(np.uint16)
+    img[10:30, 10:30] += 2000
+    stack = np.stack([img] * 8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(1 / 0.3, 1 / 0.3),
+                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"})  # fmt: skip
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "stack.tif",
+                           "--out", tmp_path / "stack_pred.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert "8 slices" in err
+    pred = tifffile.imread(tmp_path / "stack_pred.tif")
+    assert pred.shape == stack.shape
+    assert all((pred[k] == pred[0]).all() for k in range(8))  # the same slice gives the same answer
+
+
+def test_time_lapse_is_predicted_frame_by_frame_and_stays_a_time_lapse(model_2d, tmp_path, capsys) -> None:
+    frames = np.random.default_rng(3).integers(0, 1000, (5, 48, 48)).astype(np.uint16)
+    frames[:, 10:30, 10:30] += 2000
+    tifffile.imwrite(tmp_path / "lapse.tif", frames, imagej=True, metadata={"axes": "TYX", "finterval": 3.0})
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "lapse.tif",
+                           "--out", tmp_path / "lapse_pred.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert "5 frames" in err
+    with tifffile.TiffFile(tmp_path / "lapse_pred.tif") as tif:
+        assert tif.series[0].axes == "TYX" and tif.series[0].shape == (5, 48, 48)
+        assert tif.imagej_metadata["finterval"] == 3.0
+
+
+def test_time_series_trains_on_frames(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.normal(0, 1, (4, 40, 40)).astype(np.float32)
+    labels = np.zeros((4, 40, 40), np.uint8)
+    for t in range(4):
+        labels[t, 5 + 3 * t:20 + 3 * t, 8:24] = 1
+    frames[labels == 1] += 3
+    tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "movie_mask.tif", labels, imagej=True, metadata={"axes": "TYX"})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "movie.tif", "--labels",
+                           tmp_path / "movie_mask.tif", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "4 frames" in err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["spatial_dims"] == 2
+
+
+def test_axes_option_tells_apart_what_the_file_does_not_say(model_2d, tmp_path, capsys) -> None:
+    two = np.random.default_rng(5).normal(size=(2, 2, 32, 32)).astype(np.float32)
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 8:20, 8:20] = 1
+    two[:, 0][labels == 1] += 3
+    np.save(tmp_path / "img.npy", two)
+    np.save(tmp_path / "img_seg.npy", labels)
+    base = ["train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "img_seg.npy", "--spatial-dims", "2",
+            "--out", tmp_path / "m", *TINY]  # fmt: skip
+    code, _, err = run_cli(capsys, *base)
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--axes" in lines[0] and "img.npy" in lines[0]
+    # the fix the message names works: slices first, then channels, as stored
+    code, _, err = run_cli(capsys, *base, "--axes", "ZCYX")
+    assert code == 0, err
+    assert "2 channels" in err and "2 slices" in err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "img.npy",
+                           "--out", tmp_path / "pred.npy", "--axes", "ZCYX", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert np.load(tmp_path / "pred.npy").shape == (2, 32, 32)
+    # a plain stack for a 1-channel 2D model needs no --axes: it can only be slices
+    np.save(tmp_path / "stack.npy", np.zeros((3, 48, 48), np.float32))
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "stack.npy",
+                           "--out", tmp_path / "stack_pred.npy", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert np.load(tmp_path / "stack_pred.npy").shape == (3, 48, 48)

@@ -1,0 +1,288 @@
+"""Bad inputs on the command line: every one ends in one line naming the option or file,
+an exit status, no traceback, no changed input and no half-written output; every fix an
+error suggests is applied and works."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_medml.cli import main
+from napari_medml.io import read_volume
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "1", "--features", "4", "--depth", "2", "--device", "cpu",
+        "--no-augment", "--batch-size", "1"]  # fmt: skip
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-medml: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 1, (24, 24, 12)).astype(np.float32)  # NIfTI (X, Y, Z)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[4:14, 6:16, 3:9] = 1
+    img[lab == 1] += 3
+    aff = np.diag([0.8, 0.8, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), d / "img.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), d / "img_seg.nii.gz")
+    return d
+
+
+def train_args(files: Path, out: Path, *extra) -> list:
+    return ["train", "--image", files / "img.nii.gz", "--labels", files / "img_seg.nii.gz", "--out", out, *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def bundle(files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "model"
+    assert main([str(a) for a in train_args(files, out)]) == 0
+    return out
+
+
+# --- every numeric option is range-checked, naming the option --------------------------
+
+TRAIN_BAD = [
+    (["--seed", "-1"], "--seed"), (["--seed", "abc"], "--seed"), (["--patch-size", "0", "0", "0"], "--patch-size"),
+    (["--patch-size", "-16", "-16", "-16"], "--patch-size"), (["--lr", "0"], "--lr"), (["--lr", "-1e-3"], "--lr"),
+    (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--epochs", "0"], "--epochs"),
+    (["--steps-per-epoch", "0"], "--steps-per-epoch"), (["--batch-size", "0"], "--batch-size"),
+    (["--val-fraction", "1"], "--val-fraction"), (["--val-fraction", "-0.1"], "--val-fraction"),
+    (["--dropout", "1"], "--dropout"), (["--features", "0"], "--features"), (["--depth", "0"], "--depth"),
+    (["--depth", "40"], "--depth"), (["--max-minutes", "0"], "--max-minutes"), (["--patience", "0"], "--patience"),
+    (["--background-id", "-1"], "--background-id"), (["--freeze-stages", "-1"], "--freeze-stages"),
+    (["--label-smoothing", "1"], "--label-smoothing"), (["--class-weights", "1", "-1"], "--class-weights"),
+    (["--tile-size", "0"], "--tile-size"), (["--input-size", "-4"], "--input-size"),
+    (["--depth", "4", "--patch-size", "20", "20", "8"], "--patch-size"), (["--patch-size", "16", "16"], "--patch-size"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "option"), TRAIN_BAD, ids=[" ".join(e) for e, _ in TRAIN_BAD])
+def test_bad_train_option(capsys, files, tmp_path, extra, option):
+    before = digest(files)
+    code, out, err = run_cli(capsys, *train_args(files, tmp_path / "m"), *extra)
+    assert code == 2
+    line = one_line(err)
+    assert option in line and extra[-1] in line
+    assert not (tmp_path / "m").exists() and digest(files) == before and out == ""
+
+
+PREDICT_BAD = [(["--overlap", "1.5"], "--overlap"), (["--overlap", "-0.1"], "--overlap"),
+               (["--sw-batch-size", "0"], "--sw-batch-size"), (["--min-size", "-1"], "--min-size")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "option"), PREDICT_BAD, ids=[" ".join(e) for e, _ in PREDICT_BAD])
+def test_bad_predict_option(capsys, files, tmp_path, extra, option):
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "no-model", "--image", files / "img.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", *extra)  # fmt: skip
+    assert code == 2 and option in one_line(err)
+    assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_the_seed_message_reads_as_a_sentence(capsys, files, tmp_path):
+    _, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--seed", "-1")
+    assert "--seed: must be an integer from 0 to 4294967295, got -1" in one_line(err)
+
+
+# --- the fixes the patch messages suggest ----------------------------------------------
+
+
+def test_patch_not_divisible_then_the_suggested_patch_trains(capsys, files, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", "10", "12", "12")
+    line = one_line(err)
+    assert code == 2 and "use --patch-size 8 12 12" in line and "smaller --depth" in line
+    fix = line.split("use --patch-size ")[1].split(",")[0].split()
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", *fix)
+    assert code == 0, err
+
+
+def test_patch_not_divisible_then_a_smaller_depth_trains(capsys, files, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", "10", "12", "12")
+    assert code == 2
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "2", "--patch-size", "10", "12", "12")
+    assert code == 0, err
+
+
+def test_patch_larger_than_the_data_then_the_suggested_patch_trains(capsys, files, tmp_path):
+    # image (Z, Y, X) = (12, 24, 24); the last 5 of 24 rows are held out: training part (12, 19, 24)
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "64", "64", "64")
+    line = one_line(err)
+    assert code == 1 and "at most (12, 20, 24)" in line and "leave it out" in line
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "12", "20", "24")
+    assert code == 0, err  # the training part is padded by one unlabeled row
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m2"))  # left out: chosen automatically
+    assert code == 0, err
+
+
+def test_thin_volume_trains_with_the_automatic_patch_and_predicts_its_shape(capsys, tmp_path):
+    # case 01: 48 x 48 x 5 at 0.5 x 0.5 x 3 mm, thinner than the default depth's patch of 8
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 1, (48, 48, 5)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[10:30, 12:32, 1:4] = 1
+    img[lab == 1] += 3
+    aff = np.diag([0.5, 0.5, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "thin.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), tmp_path / "thin_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "thin.nii.gz", "--labels", tmp_path / "thin_seg.nii.gz",
+                           "--out", tmp_path / "model", "--epochs", "1", "--steps-per-epoch", "2", "--features", "4",
+                           "--device", "cpu", "--no-augment")  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "model" / "config.json").is_file()
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "model", "--image", tmp_path / "thin.nii.gz",
+                           "--out", tmp_path / "pred.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert read_volume(tmp_path / "pred.nii.gz").data.shape == (5, 48, 48)
+
+
+# --- label ids of any size and any number of classes --------------------------------
+
+
+def test_300_classes_get_a_clear_limit(capsys, files, tmp_path):
+    lab = (np.arange(24 * 24 * 12) % 300).reshape(24, 24, 12).astype(np.uint16)
+    nib.save(nib.Nifti1Image(lab, np.diag([0.8, 0.8, 2.0, 1.0])), tmp_path / "many_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", files / "img.nii.gz", "--labels", tmp_path / "many_seg.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    line = one_line(err)
+    assert code == 1 and "300 classes" in line and "at most 254" in line
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_label_id_of_2_to_the_40_trains_and_comes_back(capsys, files, tmp_path):
+    lab = np.asarray(nib.load(files / "img_seg.nii.gz").dataobj).astype(np.int64) * 2**40
+    nib.save(nib.Nifti1Image(lab, np.diag([0.8, 0.8, 2.0, 1.0]), dtype=np.int64), tmp_path / "big_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", files / "img.nii.gz", "--labels", tmp_path / "big_seg.nii.gz",
+                           "--out", tmp_path / "m", *TINY[:-2], "--batch-size", "2", "--epochs", "2",
+                           "--steps-per-epoch", "5", "--lr", "0.01")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", files / "img.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert set(np.unique(read_volume(tmp_path / "p.nii.gz").data)) <= {0, 2**40}
+
+
+# --- outputs are checked before any work ------------------------------------------------
+
+
+def test_train_out_folder_with_a_users_file_is_refused_before_training(capsys, files, tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"))
+    line = one_line(err)
+    assert code == 1 and "--out" in line and "notes.txt" in line
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine" and len(list((tmp_path / "m").iterdir())) == 1
+
+
+def test_train_out_below_a_file_is_refused_before_training(capsys, files, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "afile" / "model"))
+    line = one_line(err)
+    assert code == 1 and "--out" in line and "afile" in line and "not a folder" in line
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_out_folder_is_refused_before_training(capsys, files, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = run_cli(capsys, *train_args(files, locked / "model"))
+    assert code == 1 and "not writable" in one_line(err)
+
+
+def test_predict_probabilities_below_a_file_fails_before_writing_anything(capsys, files, bundle, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", files / "img.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", "--probabilities", tmp_path / "afile" / "prob.nii.gz",
+                           "--device", "cpu")  # fmt: skip
+    line = one_line(err)
+    assert code == 1 and "--probabilities" in line and "afile" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_predict_output_that_is_a_folder_is_refused(capsys, files, bundle, tmp_path):
+    (tmp_path / "p.nii.gz").mkdir()
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", files / "img.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 1 and "--out" in one_line(err) and "folder" in one_line(err)
+
+
+def test_predict_writes_through_a_temporary_name(capsys, files, bundle, tmp_path, monkeypatch):
+    # a failure while writing leaves neither a truncated output nor the temporary file
+    from napari_medml import io
+
+    def broken(path, volume):
+        Path(path).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io, "write_volume", broken)
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", files / "img.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 1 and "disk full" in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- interrupted writes leave nothing behind; checkpoints live in the bundle -------------
+
+
+def test_a_killed_bundle_writes_temporary_folder_is_removed_by_the_next_write(capsys, files, tmp_path):
+    dead = 2**22 + 12345  # above the default pid_max: no process has this id
+    stale = [tmp_path / f".model.tmp-{dead}-deadbeef", tmp_path / f".model.old-{dead}-deadbeef"]
+    for folder in stale:
+        folder.mkdir()
+        (folder / "weights.safetensors").write_bytes(b"partial")
+    mine = tmp_path / ".model.notes"  # not one of ours: kept
+    mine.write_text("x")
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.notes", "model"]
+
+
+def test_train_leaves_no_checkpoint_folder_in_the_system_temp(capsys, files, tmp_path):
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("napari-medml-*"))
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"))
+    assert code == 0, err
+    assert set(temp.glob("napari-medml-*")) == before
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def test_an_interrupted_run_keeps_its_checkpoints_in_the_bundle_and_resumes(capsys, files, tmp_path, monkeypatch):
+    from napari_medml.cli import train as train_cli
+
+    real = train_cli.drive_training
+
+    def crash_after_training(gen, epochs):
+        real(gen, epochs)
+        raise OSError("the machine went down")  # after training, before the bundle is saved
+
+    monkeypatch.setattr(train_cli, "drive_training", crash_after_training)
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"))
+    assert code == 1 and "went down" in err
+    assert (tmp_path / "model" / "checkpoints" / "last" / "train_state.json").is_file()
+    monkeypatch.setattr(train_cli, "drive_training", real)
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"), "--resume")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "weights.safetensors"]
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"), "--resume")
+    assert code == 2 and "--resume" in one_line(err)

@@ -1,0 +1,107 @@
+"""Where two files meet on the command line, their grids are compared in world space;
+the split of a single volume keeps every class in training (cases 05 and 14)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from napari_medml.cli import main
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
+        "--no-augment", "--seed", "3"]  # fmt: skip
+RAS = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def las_copy(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same voxels stored with the x axis flipped, the affine saying so."""
+    las = RAS.copy()
+    las[0, 0], las[0, 3] = -1.0, data.shape[0] - 1.0
+    return np.ascontiguousarray(data[::-1]), las
+
+
+@pytest.fixture
+def truth(tmp_path):
+    lab = np.zeros((40, 32, 12), np.uint8)  # NIfTI (X, Y, Z)
+    lab[4:14, 8:20, 3:9] = 1  # near the low-x side
+    nib.save(nib.Nifti1Image(lab, RAS), tmp_path / "truth_seg.nii.gz")
+    return lab
+
+
+def test_evaluate_scores_a_flipped_copy_as_identical_with_a_note(capsys, tmp_path, truth):
+    data, las = las_copy(truth)
+    nib.save(nib.Nifti1Image(data, las), tmp_path / "pred_seg.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred_seg.nii.gz",
+                             "--labels", tmp_path / "truth_seg.nii.gz")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["classes"]["1"]["dice"] == 1.0
+    assert "orientation LAS" in err and "RAS" in err and "reoriented" in err
+
+
+def test_evaluate_refuses_another_grid_naming_both_files(capsys, tmp_path, truth):
+    nib.save(nib.Nifti1Image(truth, np.diag([1.0, 1.0, 3.0, 1.0])), tmp_path / "pred_seg.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred_seg.nii.gz",
+                             "--labels", tmp_path / "truth_seg.nii.gz")  # fmt: skip
+    assert code == 1 and out == ""
+    line = err.strip()
+    assert "pred_seg.nii.gz" in line and "truth_seg.nii.gz" in line
+    assert "spacing (3, 1, 1)" in line and "spacing (2, 1, 1)" in line
+
+
+def test_train_reorients_mirrored_labels_to_the_image(capsys, tmp_path):
+    rng = np.random.default_rng(5)
+    img = rng.normal(0, 1, (32, 24, 16)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[2:12, 4:20, 4:12] = 1
+    img[lab == 1] += 3
+    nib.save(nib.Nifti1Image(img, RAS), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(lab, RAS), tmp_path / "ras_seg.nii.gz")
+    data, las = las_copy(lab)
+    nib.save(nib.Nifti1Image(data, las), tmp_path / "las_seg.nii.gz")
+    weights = {}
+    for name in ("ras", "las"):
+        code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
+                               tmp_path / f"{name}_seg.nii.gz", "--out", tmp_path / name, *TINY)  # fmt: skip
+        assert code == 0, err
+        assert ("reoriented" in err) == (name == "las")
+        weights[name] = load_file(tmp_path / name / "weights.safetensors")
+    # trained on the same aligned data: the same weights, bit for bit
+    assert all(np.array_equal(weights["ras"][k], weights["las"][k]) for k in weights["ras"])
+
+
+def test_train_refuses_labels_on_another_grid(capsys, tmp_path, truth):
+    img = np.zeros(truth.shape, np.float32)
+    nib.save(nib.Nifti1Image(img, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "img.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
+                           tmp_path / "truth_seg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 1 and "truth_seg.nii.gz" in err and "img.nii.gz" in err and "spacing" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_object_only_in_the_held_out_block_is_kept_in_training_and_said(capsys, tmp_path):
+    # case 14: one volume, its only object in the last 20 % of the longest axis
+    rng = np.random.default_rng(14)
+    img = rng.normal(0, 1, (32, 48, 16)).astype(np.float32)  # NIfTI (X, Y, Z): Y is the longest axis
+    lab = np.zeros(img.shape, np.uint8)
+    lab[8:24, 40:47, 4:12] = 1
+    img[lab == 1] += 3
+    aff = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), tmp_path / "scan_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scan.nii.gz", "--labels",
+                           tmp_path / "scan_seg.nii.gz", "--out", tmp_path / "model", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "held every voxel of class 1" in err
+    split = json.loads((tmp_path / "model" / "config.json").read_text())["provenance"]["split"]
+    # the default block (the last 10 of 48 rows, axis 1) moved: another end or axis
+    assert "class 1" in split and "last 10 of 48 voxels along axis 1 " not in split

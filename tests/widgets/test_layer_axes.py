@@ -1,0 +1,110 @@
+"""Axes travel through napari: File > Open gives one layer with axis labels, File > Save
+writes the same axes back, and the Predict widget segments a time-lapse frame by frame and
+a multichannel layer by its channel axis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.io import read_volume
+from napari_medml.segmentation.task import train
+
+PLUGIN = "napari-medml"
+BUNDLE_CHOICE = "bundle folder..."
+
+
+def test_open_and_save_keep_channels_and_time(make_napari_viewer, tmp_path: Path) -> None:
+    zcyx = np.random.default_rng(0).integers(0, 500, (6, 2, 16, 18)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cells.tif", zcyx, imagej=True, metadata={"axes": "ZCYX", "spacing": 1.5})
+    tyx = np.random.default_rng(1).integers(0, 255, (5, 16, 18)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "lapse.tif", tyx, imagej=True, metadata={"axes": "TYX", "finterval": 2.0})
+    viewer = make_napari_viewer()
+    (cells,) = viewer.open(str(tmp_path / "cells.tif"), plugin=PLUGIN)
+    assert cells.axis_labels == ("c", "z", "y", "x") and cells.data.shape == (2, 6, 16, 18)
+    (lapse,) = viewer.open(str(tmp_path / "lapse.tif"), plugin=PLUGIN)
+    assert lapse.axis_labels == ("t", "y", "x") and lapse.scale[0] == 2.0
+
+    viewer.layers.selection = {cells}
+    viewer.layers.save(str(tmp_path / "cells_saved.tif"), selected=True, plugin=PLUGIN)
+    with tifffile.TiffFile(tmp_path / "cells_saved.tif") as tif:
+        assert tif.series[0].axes == "ZCYX" and tif.imagej_metadata["channels"] == 2
+        np.testing.assert_array_equal(tif.asarray(), zcyx)
+    viewer.layers.selection = {lapse}
+    viewer.layers.save(str(tmp_path / "lapse_saved.tif"), selected=True, plugin=PLUGIN)
+    saved = read_volume(tmp_path / "lapse_saved.tif")
+    assert saved.axes == "TYX" and saved.spacing[0] == 2.0  # still a time-lapse, not a z-stack
+
+
+def _tiny_2d_model(in_channels: int, folder: Path) -> Path:
+    rng = np.random.default_rng(in_channels)
+    image = rng.normal(0, 1, (in_channels, 48, 48)).astype(np.float32)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[10:30, 12:32] = 1
+    image[0][labels == 1] += 3
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(features=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu")  # fmt: skip
+    torch.set_num_threads(1)
+    model = train(image, labels, config, channel_axis=0)
+    return model.save(folder / f"model{in_channels}")
+
+
+@pytest.mark.parametrize("case", ["time-lapse", "two channels"])
+def test_predict_widget_reads_axes_from_the_layer(make_napari_viewer, open_widget, qtbot, tmp_path: Path,
+                                                  case: str) -> None:
+    if case == "time-lapse":
+        bundle = _tiny_2d_model(1, tmp_path)
+        data = np.random.default_rng(2).normal(0, 1, (4, 48, 48)).astype(np.float32)
+        tifffile.imwrite(tmp_path / "movie.tif", data, imagej=True, metadata={"axes": "TYX"})
+        expected_shape, expected_labels = (4, 48, 48), ("t", "y", "x")
+    else:
+        bundle = _tiny_2d_model(2, tmp_path)
+        data = np.random.default_rng(3).normal(0, 1, (2, 48, 48)).astype(np.float32)
+        tifffile.imwrite(tmp_path / "movie.tif", data, imagej=True, resolution=(2.0, 2.0),
+                         metadata={"axes": "CYX"})  # fmt: skip
+        expected_shape, expected_labels = (48, 48), ("y", "x")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "movie.tif"), plugin=PLUGIN)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [layer]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    result = viewer.layers["movie [prediction]"]
+    assert result.data.shape == expected_shape
+    assert tuple(result.axis_labels) == expected_labels
+    if case == "two channels":
+        np.testing.assert_allclose(result.scale, (0.5, 0.5))
+
+
+def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_viewer, open_widget, qtbot,
+                                                                  tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.normal(0, 1, (4, 48, 48)).astype(np.float32)
+    masks = np.zeros((4, 48, 48), np.uint8)
+    for t in range(4):
+        masks[t, 5 + 4 * t:25 + 4 * t, 10:30] = 1
+    frames[masks == 1] += 3
+    tifffile.imwrite(tmp_path / "movie.tif", frames, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "movie_mask.tif", masks, imagej=True, metadata={"axes": "TYX"})
+    viewer = make_napari_viewer()
+    (movie,) = viewer.open(str(tmp_path / "movie.tif"), plugin=PLUGIN)
+    (mask,) = viewer.open(str(tmp_path / "movie_mask.tif"), plugin=PLUGIN)
+    assert mask.axis_labels == ("t", "y", "x")
+    train_widget = open_widget(viewer, "train")
+    train_widget["images"].value = [movie]
+    train_widget["labels"].value = mask
+    train_widget["dims"].value = 2
+    train_widget["features"].value, train_widget["depth"].value = 4, 2
+    train_widget["patch"].value = "32, 32"
+    train_widget["epochs"].value, train_widget["steps"].value = 1, 3
+    train_widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: train_widget.model is not None, timeout=120000)
+    assert train_widget.model.spatial_dims == 2 and train_widget.model.in_channels == 1
