@@ -41,7 +41,8 @@ NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
 # tests/widgets/test_widget_train.py checks that fit imports nothing after these.
 WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.prepare", "napari_medml.segmentation.data",
            "napari_medml.segmentation.split", "napari_medml.segmentation.validation", "napari_medml.engine.loop",
-           "napari_medml.engine.optim", "napari_medml.bundles.format", "napari_medml.nn.losses",
+           "napari_medml.engine.optim", "napari_medml.bundles.format", "napari_medml.bundles.checkpoints",
+           "napari_medml.bundles.transfer", "napari_medml.preprocessing.normalization", "napari_medml.io.atomic", "napari_medml.nn.losses",
            "napari_medml.nn.segmentation", "napari_medml.augment", "napari_medml.segmentation.metrics",
            "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
            "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch")
