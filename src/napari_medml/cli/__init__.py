@@ -6,6 +6,6 @@ Each subcommand module has ``add(subparsers)`` declaring its options and
 inside ``run`` so that ``napari-medml --help`` answers at once.
 """
 
-from napari_medml.cli.main import main
+from napari_medml.cli.main import build_parser, main
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
