@@ -13,8 +13,8 @@ core's ``ValueError`` s into notifications that say what to change.
 Why not ``napari.utils.progress``: for as long as one exists napari animates a GIF in its
 status bar, and every bar change runs ``QApplication.processEvents``; each frame repaints
 the window. On software OpenGL (VMs, remote desktops, Xvfb) that took half a core on a
-2-core machine: training ran 2-5x slower and the event loop's median gap went from 10 to
-47 ms (benchmarks/bench_event_loop.py). A plain bar in the dock repaints only when it moves.
+2-core machine: training ran 1.4-5x slower and the event loop's median gap was 20-47 ms
+instead of 10 (benchmarks/README.md). A plain bar in the dock repaints only when it moves.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class Runner:
     @property
     def progress_text(self) -> str:
         """The text in the progress bar."""
-        return str(self.progress.native.format())
+        return str(self.progress.native.format()).replace("%%", "%")
 
     def _set_text(self, text: str) -> None:
         self.progress.native.setFormat(text.replace("%", "%%"))  # Qt expands %p, %v, %m
