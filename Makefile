@@ -82,8 +82,12 @@ demo: venv system-deps
 		LIBGL_ALWAYS_SOFTWARE=1 $(XVFB) $(VENV)/bin/python -m napari_medml._demo --out $(DEMO_OUT) --headless; \
 	fi
 
-benchmarks: venv
-	for script in benchmarks/bench_*.py; do $(VENV)/bin/python $$script; done
+# bench_event_loop.py opens napari: a virtual display where there is none.
+benchmarks: venv system-deps
+	for script in benchmarks/bench_*.py; do \
+		if [ -n "$$DISPLAY" ]; then $(VENV)/bin/python $$script; \
+		else LIBGL_ALWAYS_SOFTWARE=1 $(XVFB) $(VENV)/bin/python $$script; fi || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(CORE_VENV) $(OLDEST_VENV) $(DEMO_OUT) build dist

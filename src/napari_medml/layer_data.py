@@ -102,13 +102,27 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
         "metadata": metadata,
     }
     labels = io_axes.axes_to_labels(volume.axes, bool(volume.meta.get("rgb")))
-    if labels is not None:
+    if labels is not None and _add_image_takes_axis_labels():
         kwargs["axis_labels"] = labels
     if volume.is_labels:
         return volume.data, kwargs, "labels"
     if volume.meta.get("rgb"):
         kwargs["rgb"] = True
     return volume.data, kwargs, "image"
+
+
+def _add_image_takes_axis_labels() -> bool:
+    """napari 0.5.0's ``add_image`` refuses ``axis_labels`` (fixed in 0.5.1, napari#7089);
+    there ``metadata["axes"]`` alone carries them. Read from the installed version,
+    without importing napari."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("napari").split(".")[:3]
+    except PackageNotFoundError:
+        return True
+    numbers = tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in parts)
+    return numbers >= (0, 5, 1)
 
 
 def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volume:

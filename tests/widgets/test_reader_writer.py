@@ -98,3 +98,30 @@ def test_npe2_writer_round_trip(tmp_path: Path) -> None:
     assert layer_type == "labels" and data.dtype == np.int32
     np.testing.assert_array_equal(data, ids)
     assert kwargs["scale"] == meta["scale"] and kwargs["translate"] == meta["translate"]
+
+
+def test_file_open_and_save_choose_the_plugin_for_nifti(make_napari_viewer, ct_path, tmp_path) -> None:
+    """File › Open and File › Save Selected Layers, where napari picks reader and writer."""
+    from napari.errors import MultipleReaderError
+    from napari.settings import get_settings
+
+    viewer = make_napari_viewer()
+    # napari's own (imageio) reader also claims *.nii.gz: with no choice made yet, napari
+    # asks the user (File › Open shows this error as its reader dialog, MedML listed)
+    with pytest.raises(MultipleReaderError) as asked:
+        viewer.open(str(ct_path), plugin=None)
+    assert PLUGIN in asked.value.available_plugins
+    # the choice remembered in that dialog (or in Preferences › Plugins)
+    settings = get_settings().plugins
+    before = dict(settings.extension2reader)
+    settings.extension2reader = {**before, "*.nii.gz": PLUGIN}
+    try:
+        (image,) = viewer.open(str(ct_path), plugin=None)
+    finally:
+        settings.extension2reader = before
+    assert image.source.reader_plugin == PLUGIN
+    viewer.layers.selection = {image}
+    (saved,) = viewer.layers.save(str(tmp_path / "again.nii.gz"), selected=True)  # no plugin named
+    original, again = read_volume(ct_path), read_volume(saved)
+    np.testing.assert_array_equal(again.data, original.data)
+    np.testing.assert_array_equal(again.affine, original.affine)

@@ -6,8 +6,15 @@ progress report back to the GUI thread (for core functions that take a callback,
 such as ``Model.predict(progress=...)``). A job may also *return a generator* (such as
 ``train.fit``): its yields are reports and its return value is the result.
 
-The runner drives a ``napari.utils.progress`` bar, the Start/Stop buttons' enabled
-state, and turns the core's ``ValueError`` s into notifications that say what to change.
+The runner drives a progress bar in the dock widget (``Runner.progress``, which each
+widget places under its buttons), the Start/Stop buttons' enabled state, and turns the
+core's ``ValueError`` s into notifications that say what to change.
+
+Why not ``napari.utils.progress``: for as long as one exists napari animates a GIF in its
+status bar, and every bar change runs ``QApplication.processEvents``; each frame repaints
+the window. On software OpenGL (VMs, remote desktops, Xvfb) that took half a core on a
+2-core machine: training ran 1.4-5x slower and the event loop's median gap was 20-47 ms
+instead of 10 (benchmarks/README.md). A plain bar in the dock repaints only when it moves.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
+from magicgui.widgets import ProgressBar
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils import notifications, progress
+from napari.utils import notifications
 from qtpy.QtCore import QObject, Signal
 
 __all__ = ["Runner", "format_eta", "notify_errors", "progress_of"]
@@ -28,10 +36,9 @@ _log = logging.getLogger(__name__)
 
 Job = Callable[[Any, Callable[[Any], None]], Any]
 
-# The progress bar is redrawn at most this often (and at every epoch end and the last
-# step): each napari progress-bar change runs QApplication.processEvents, which repaints
-# the window: 5-10 ms on an idle machine, 30-70 ms (up to 300) on a busy one with software
-# OpenGL. Reports still reach on_report (the plot) every time.
+# The progress bar moves at most this often (and at every epoch end and the last step):
+# each change repaints the window, 5-10 ms on an idle machine, 30-70 ms (up to 300) on a
+# busy one with software OpenGL. Reports still reach on_report (the plot) every time.
 BAR_EVERY_S = 0.5
 
 
@@ -108,7 +115,14 @@ class Runner:
     token_factory : callable, optional
         Makes the stop token; default :class:`napari_medml.segmentation.task.StopToken`.
     show_progress : bool
-        Whether to show a progress bar (off for quick background look-ups).
+        Whether to show progress (off for quick background look-ups).
+
+    Attributes
+    ----------
+    progress : magicgui ProgressBar
+        Shown while a job runs, with the text of the last report inside the bar ("Training:
+        epoch 2, step 30/150, ..."; inside, so that a new text does not re-layout the dock).
+        The widget places it (under its buttons).
     """
 
     def __init__(
@@ -127,7 +141,7 @@ class Runner:
         self._show_progress = show_progress
         self.worker: GeneratorWorker | None = None
         self.token: Any | None = None
-        self._pbar: progress | None = None
+        self.progress = ProgressBar(value=0, min=0, max=1, label="", visible=False)
         self._started_at = 0.0
         self._bar_shown_at = -BAR_EVERY_S
         self._relay = _Relay()
@@ -172,7 +186,11 @@ class Runner:
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True)
-        self._pbar = progress(total=0, desc=self.desc) if self._show_progress else None
+        if self._show_progress:
+            # a determinate bar at 0, not a busy one: Qt animates a busy bar (repaints)
+            self.progress.max, self.progress.value = 1, 0
+            self._set_text(f"{self.desc}...")
+            self.progress.visible = True
         self._started_at = time.perf_counter()
         self._bar_shown_at = -BAR_EVERY_S
         worker.start()
@@ -182,8 +200,8 @@ class Runner:
         """Ask the running job to stop (it finishes its current step)."""
         if self.token is not None and self.running:
             self.token.stop()
-            if self._pbar is not None:
-                self._pbar.set_description(f"{self.desc}: stopping...")
+            if self._show_progress:
+                self._set_text(f"{self.desc}: stopping...")
 
     # -- GUI-thread slots --------------------------------------------------------------
 
@@ -194,6 +212,14 @@ class Runner:
 
         return StopToken()
 
+    @property
+    def progress_text(self) -> str:
+        """The text in the progress bar."""
+        return str(self.progress.native.format()).replace("%%", "%")
+
+    def _set_text(self, text: str) -> None:
+        self.progress.native.setFormat(text.replace("%", "%%"))  # Qt expands %p, %v, %m
+
     def _set_busy(self, busy: bool) -> None:
         for widget in self._start_widgets:
             widget.enabled = not busy
@@ -202,19 +228,15 @@ class Runner:
 
     def _on_report(self, report: Any) -> None:
         info = progress_of(report)
-        # A local reference: progress.update() processes events, and _on_finished can run
-        # inside it and close the bar.
-        pbar = self._pbar
-        if info is not None and pbar is not None:
+        if info is not None and self._show_progress and self.running:
             done, total, text = info
             now = time.perf_counter()
             if (now - self._bar_shown_at >= BAR_EVERY_S or done >= total
                     or getattr(report, "epoch_end", False)):
                 self._bar_shown_at = now
-                if pbar.total != total:
-                    pbar.total = total
-                pbar.update(done - pbar.n)
-                pbar.set_description(f"{self.desc}: {text}")
+                self.progress.max = max(total, 1)
+                self.progress.value = min(done, self.progress.max)
+                self._set_text(f"{self.desc}: {text}")
         if self._on_report_cb is not None:
             self._on_report_cb(report)
 
@@ -235,9 +257,7 @@ class Runner:
             notifications.show_error(f"{self.desc} failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        self.progress.visible = False
         self.worker = None
         self._set_busy(False)
         done, self._on_done_cb = self._on_done_cb, None

@@ -84,6 +84,7 @@ class AugmentWidget(Container):
                                layout="horizontal", labels=False),
                      self.preview_button])
         self.runner = Runner("Augmentation preview", [self.preview_button])
+        self.append(self.runner.progress)
 
     def config(self) -> AugmentConfig:
         """The AugmentConfig the form shows."""

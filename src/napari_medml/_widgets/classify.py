@@ -95,7 +95,8 @@ class ClassifyWidget(Container):
         w["stop"] = PushButton(text="Stop")
         w["status"] = Label(value="", label="")
         w["metrics"] = Label(value="", label="")
-        self.extend(list(w.values()))
+        self.runner = Runner("Classification", [w["start"]], w["stop"])
+        self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot(metric="accuracy")
         self.confusion = ConfusionMatrixPlot()
         self.roc = RocPlot()
@@ -103,7 +104,6 @@ class ClassifyWidget(Container):
             self.native.layout().addWidget(canvas)
         self.classifier: Any = None
         self.result: Any = None
-        self.runner = Runner("Classification", [w["start"]], w["stop"])
         w["start"].changed.connect(self.start)
         w["mode"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)

@@ -78,6 +78,7 @@ class PredictWidget(Container):
         self.extend(list(w.values()))
         self.prediction: Any = None
         self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"])
+        self.append(self.runner.progress)
         w["predict"].changed.connect(self.predict)
         w["finetune"].changed.connect(self.finetune)
         self._session.on_model_added(self._model_added)

@@ -86,6 +86,7 @@ class PreprocessWidget(Container):
         w["apply"] = PushButton(text="Apply")
         self.extend(list(w.values()))
         self.runner = Runner("Preprocessing", [w["apply"]])
+        self.append(self.runner.progress)
         w["apply"].changed.connect(self.apply)
         for name in ("operation", "low", "high", "preset", "level", "width", "image", "live"):
             w[name].changed.connect(self._changed)

@@ -96,11 +96,11 @@ class TrainWidget(Container):
         w["status"] = Label(value="", label="")
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
-        self.extend(list(w.values()))
+        self.runner = Runner("Training", [w["start"]], w["stop"])
+        self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
         self.native.layout().addWidget(self.plot)
         self.model: Any = None
-        self.runner = Runner("Training", [w["start"]], w["stop"])
         self._device_runner = Runner("Device check", show_progress=False)
         w["start"].changed.connect(self.start)
         w["device"].changed.connect(self._check_device)
