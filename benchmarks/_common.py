@@ -27,7 +27,7 @@ def make_model(*, classes: int = 3, patch: int = 64, features: int = 16, depth: 
     patch_size = (patch,) * spatial_dims
     config = TrainConfig(
         data=DataConfig(spatial_dims=spatial_dims, patch_size=patch_size, normalization=normalization),
-        model=ModelConfig(network=network, features=features, depth=depth),
+        model=ModelConfig(network=network, channels=features, depth=depth),
     )
     net = build_network(config.model, spatial_dims, 1, classes, patch_size=patch_size)
     stats = {"method": normalization,

@@ -73,7 +73,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "correct_retrain",
         "image_shape": list(p.image.shape),
-        "patch_size": list(model.patch_size), "features": model.config.model.features,
+        "patch_size": list(model.patch_size), "features": model.config.model.channels,
         "depth": model.config.model.depth, "batch": model.config.data.batch_size,
         "finetune_steps": args.steps,
         "initial_train_s": round(initial_train_s, 2),

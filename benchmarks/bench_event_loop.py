@@ -56,7 +56,7 @@ def main() -> None:
     labels = viewer.add_labels(p.labels[crop], name="seg", scale=p.spacing)
     train = open_from_menu(viewer, "Train segmentation")
     train["images"].value, train["labels"].value = [image], labels
-    train["features"].value, train["depth"].value = 8, 3
+    train["channels"].value, train["depth"].value = 8, 3
     train["patch"].value = ", ".join(str(min(n, 32 if i else 16)) for i, n in enumerate(args.crop))
     train["epochs"].value, train["steps"].value, train["lr"].value = args.epochs, args.steps, 3e-3
     train["device"].value = args.device

@@ -56,7 +56,7 @@ def main() -> None:
     config = TrainConfig(
         data=DataConfig(patch_size=patch, batch_size=args.batch, val_fraction=0.0),
         augment=AugmentConfig.none(),
-        model=ModelConfig(features=args.features),
+        model=ModelConfig(channels=args.features),
         optim=OptimConfig(epochs=1, steps_per_epoch=args.steps),
         device=args.device,
     )

@@ -92,7 +92,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
 
     t = time.perf_counter()
     train["images"].value, train["labels"].value = [zscored], truth
-    train["features"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
+    train["channels"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
     train["epochs"].value, train["steps"].value, train["lr"].value = epochs, steps, 3e-3
     train["start"].native.click()
     _wait(app, lambda: not train.runner.running)

@@ -141,7 +141,7 @@ class ModelConfig:
     """Which network from the registry (``napari_medml.nn.segmentation``) and its size."""
 
     network: str = "unet"
-    features: int = 16  # channels at the first (full-resolution) level
+    channels: int = 16  # the network's width: channels at the first (full-resolution) level
     depth: int = 4  # number of resolution levels
     norm: Norm = "instance"
     dropout: float = 0.0
@@ -150,8 +150,8 @@ class ModelConfig:
     freeze_stages: int = 0
 
     def __post_init__(self) -> None:
-        if self.features < 1 or self.depth < 1:
-            raise ConfigError(f"features and depth must be >= 1, got features {self.features}, depth {self.depth}")
+        if self.channels < 1 or self.depth < 1:
+            raise ConfigError(f"channels and depth must be >= 1, got channels {self.channels}, depth {self.depth}")
         if self.freeze_stages < 0:
             raise ConfigError(f"freeze_stages must be >= 0, got {self.freeze_stages}")
         if not 0.0 <= self.dropout < 1.0:
@@ -263,10 +263,15 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Fields renamed since schema 1: (class, old name) -> new name, so older bundles still load.
+_RENAMED = {("ModelConfig", "features"): "channels"}
+
+
 def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     """Rebuild a config dataclass from ``to_dict`` output; unknown keys are an error."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = {_RENAMED.get((cls.__name__, k), k): v for k, v in data.items()}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{cls.__name__} has no option(s) {sorted(unknown)}")

@@ -1,5 +1,5 @@
 """``napari-medml train --task classification`` and ``predict`` on classification bundles:
-image mode from a CSV and from a labels file, object and tile mode once each, errors.
+image level from a CSV and from a labels file, object and tile level once each, errors.
 In-process through ``main()``; tiny networks, one torch thread, fixed seeds."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from napari_medml.nn.segmentation import build_network  # noqa: E402
 
 def _model(in_channels: int = 1, network: str = "unet") -> Model:
     torch.manual_seed(0)
-    cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(network=network, features=4, depth=3),
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(network=network, channels=4, depth=3),
                       class_names={5: "organ"}, seed=3)
     net = build_network(cfg.model, 2, in_channels, 3, patch_size=(16, 16), spacing=(1.0, 1.0))
     norm = {"method": "zscore", "channels": [{"mean": 0.5, "std": 2.0}] * in_channels}

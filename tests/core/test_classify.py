@@ -38,7 +38,7 @@ FLIPS = replace(AugmentConfig.none(), flip=AugmentSpec(0.5), rotate90=AugmentSpe
 def small_config(epochs: int = 6, steps: int = 10, **model: object) -> TrainConfig:
     cfg = classification_config(2, epochs=epochs, steps_per_epoch=steps, learning_rate=3e-3)
     return replace(cfg, augment=FLIPS, data=replace(cfg.data, val_fraction=0.25),
-                   model=replace(cfg.model, features=8, depth=3, **model))
+                   model=replace(cfg.model, channels=8, depth=3, **model))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def image_run(shapes):
 
 def test_image_level_accuracy_on_held_out_split(image_run) -> None:
     clf, reports = image_run
-    assert isinstance(clf, Classifier) and clf.class_ids == (1, 2) and clf.mode == "image"
+    assert isinstance(clf, Classifier) and clf.class_ids == (1, 2) and clf.level == "image"
     ends = [r for r in reports if r.epoch_end]
     assert len(ends) == 10 and all(r.val_loss is not None for r in ends)
     assert set(ends[-1].val_metrics) >= {"accuracy", "balanced_accuracy", "auc", "macro_f1"}
@@ -150,7 +150,7 @@ def test_save_load_gives_identical_probabilities(image_run, shapes, tmp_path) ->
     _, samples = shapes
     path = clf.save(tmp_path / "clf")
     desc = json.loads((path / "config.json").read_text())
-    assert desc["task"] == "classification" and desc["mode"] == "image"
+    assert desc["task"] == "classification" and desc["level"] == "image"
     assert desc["class_ids"] == [1, 2] and desc["input_size"] == [32, 32]
     assert desc["metrics"]["confusion_matrix"] and desc["provenance"]["initial_weights"].startswith("random")
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
@@ -215,7 +215,7 @@ def test_transfer_from_a_segmentation_bundle(tmp_path) -> None:
     from napari_medml.segmentation.model import Model
     from napari_medml.nn.segmentation import build_network
 
-    seg_config = TrainConfig(model=ModelConfig(network="unet", features=4, depth=2))
+    seg_config = TrainConfig(model=ModelConfig(network="unet", channels=4, depth=2))
     unet = build_network(seg_config.model, 2, 1, 2)
     seg = save_model(Model(unet, seg_config, (0, 1), 1, 2, (32, 32), None, {"method": "none", "channels": [{}]}),
                      tmp_path / "seg")
@@ -290,7 +290,7 @@ def test_3d_object_classification_runs(tmp_path) -> None:
     image = (inst > 0).astype(np.float32) + 0.1 * rng.normal(size=inst.shape).astype(np.float32)
     samples = object_samples(image, inst, class_labels=paint, input_size=(12, 12, 12))
     cfg = classification_config(3, epochs=1, steps_per_epoch=2)
-    cfg = replace(cfg, augment=AugmentConfig.none(), model=replace(cfg.model, features=4, depth=2))
+    cfg = replace(cfg, augment=AugmentConfig.none(), model=replace(cfg.model, channels=4, depth=2))
     clf = train_classifier(samples, cfg)
     loaded = load_classifier(clf.save(tmp_path / "c3d"))
     result = loaded.classify(image, instances=inst)

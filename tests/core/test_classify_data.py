@@ -40,7 +40,7 @@ def test_image_samples_from_paint_and_back() -> None:
     s = image_samples(sc.images, labels=paint)
     assert s.x.shape == (10, 1, 32, 32) and s.x.dtype == np.float32
     np.testing.assert_array_equal(s.y, np.r_[sc.classes[:6], [0] * 4])
-    assert s.mode == "image" and s.source_shape == (10, 32, 32)
+    assert s.level == "image" and s.source_shape == (10, 32, 32)
     out = image_level_labels(sc.classes, sc.images.shape)
     assert out.shape == sc.images.shape and (out[4] == sc.classes[4]).all()
     np.testing.assert_array_equal(class_labels(s, sc.classes), out)

@@ -35,7 +35,7 @@ def model_2d(slices, tmp_path_factory):
     cfg = TrainConfig(
         data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=8, val_fraction=0.34),
         augment=AugmentConfig.none(),
-        model=ModelConfig(features=8, depth=3, norm="batch"),
+        model=ModelConfig(channels=8, depth=3, norm="batch"),
         optim=OptimConfig(epochs=4, steps_per_epoch=20, learning_rate=1e-2),
         device="cpu", seed=0, checkpoint_dir=str(tmp_path_factory.mktemp("ck2d")),
     )

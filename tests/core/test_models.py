@@ -15,14 +15,14 @@ from napari_medml.nn.segmentation import SEGMENTATION_NETWORKS, build_network, d
 @pytest.mark.parametrize("name", sorted(SEGMENTATION_NETWORKS))
 @pytest.mark.parametrize("dims,patch,spacing", [(2, (32, 32), None), (3, (8, 32, 32), (3.0, 1.0, 1.0))])
 def test_every_network_maps_patch_to_logits(name, dims, patch, spacing):
-    cfg = ModelConfig(network=name, features=4, depth=3, norm="batch", dropout=0.1)
+    cfg = ModelConfig(network=name, channels=4, depth=3, norm="batch", dropout=0.1)
     net = build_network(cfg, dims, 2, 5, patch_size=patch, spacing=spacing)
     out = net.eval()(torch.zeros(1, 2, *patch))
     assert out.shape == (1, 5, *patch)
 
 
 def test_unet_width_and_depth():
-    net = build_network(ModelConfig(features=8, depth=3), 3, 1, 2)
+    net = build_network(ModelConfig(channels=8, depth=3), 3, 1, 2)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
     assert max(c.out_channels for c in convs) == 32  # 8 * 2 ** (3 - 1)
     assert patch_divisor(ModelConfig(depth=4)) == 8
@@ -79,7 +79,7 @@ def test_thread_count_next_to_a_gui(monkeypatch):
 def test_freeze_encoder_stages(name):
     from napari_medml.nn.segmentation import freeze_encoder_stages
 
-    net = build_network(ModelConfig(network=name, features=4, depth=3), 2, 1, 2, patch_size=(32, 32))
+    net = build_network(ModelConfig(network=name, channels=4, depth=3), 2, 1, 2, patch_size=(32, 32))
     total = sum(p.numel() for p in net.parameters())
     assert freeze_encoder_stages(net, 2) == 2
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)

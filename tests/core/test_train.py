@@ -34,7 +34,7 @@ def _config(tmp, **data) -> TrainConfig:
     return TrainConfig(
         data=DataConfig(**{"patch_size": (16, 48, 48), "batch_size": 2, **data}),
         augment=AugmentConfig.none(),
-        model=ModelConfig(features=8, depth=3, norm="batch"),
+        model=ModelConfig(channels=8, depth=3, norm="batch"),
         optim=OptimConfig(epochs=8, steps_per_epoch=25, learning_rate=1e-2),
         device="cpu", seed=0, checkpoint_dir=str(tmp),
     )
@@ -74,7 +74,7 @@ def tiny():
 def _tiny_config(tmp, **optim) -> TrainConfig:
     return TrainConfig(
         data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.25),
-        augment=AugmentConfig.none(), model=ModelConfig(features=4, depth=3),
+        augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=3),
         optim=OptimConfig(**{"epochs": 2, "steps_per_epoch": 3, **optim}), device="cpu", seed=0,
         checkpoint_dir=str(tmp),
     )

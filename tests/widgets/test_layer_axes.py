@@ -60,7 +60,7 @@ def _tiny_2d_model(in_channels: int, folder: Path) -> Path:
     labels[10:30, 12:32] = 1
     image[0][labels == 1] += 3
     config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
-                         augment=AugmentConfig.none(), model=ModelConfig(features=4, depth=2),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
                          optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu")  # fmt: skip
     torch.set_num_threads(1)
     model = train(image, labels, config, channel_axis=0)
@@ -114,7 +114,7 @@ def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_vi
     train_widget["images"].value = [movie]
     train_widget["labels"].value = mask
     train_widget["dims"].value = 2
-    train_widget["features"].value, train_widget["depth"].value = 4, 2
+    train_widget["channels"].value, train_widget["depth"].value = 4, 2
     train_widget["patch"].value = "32, 32"
     train_widget["epochs"].value, train_widget["steps"].value = 1, 3
     train_widget["start"].changed.emit(True)

@@ -50,7 +50,7 @@ def setup(make_napari_viewer, open_widget):
     widget["image"].value = image
     widget["classes"].value = painted
     widget["input"].value = "32"
-    widget["features"].value = 8
+    widget["channels"].value = 8
     widget["epochs"].value, widget["steps"].value = 10, 10
     widget["lr"].value = 3e-3
     widget["val_fraction"].value = 0.25
@@ -126,10 +126,10 @@ def test_errors_are_notifications(setup, qtbot, notes) -> None:
     widget["classes"].value = viewer.add_labels(one_class, name="one class")
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
-    widget["mode"].value = "object"
+    widget["level"].value = "object"
     widget["instances"].value = None
     widget["start"].changed.emit(True)
-    widget["mode"].value = "tile"
+    widget["level"].value = "tile"
     widget["tile"].value = "8, 8"  # the stack is 3D here
     widget["image"].value = viewer.layers["shapes"]
     widget["start"].changed.emit(True)
@@ -170,15 +170,15 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     inst = viewer.add_labels(instances, name="objects")
     widget = open_widget(viewer, "classify")
     widget["image"].value, widget["classes"].value = img, painted
-    widget["features"].value, widget["epochs"].value, widget["steps"].value = 8, 2, 3
+    widget["channels"].value, widget["epochs"].value, widget["steps"].value = 8, 2, 3
     widget["val_fraction"].value = 0.0
-    widget["mode"].value, widget["tile"].value = "tile", "16"
+    widget["level"].value, widget["tile"].value = "tile", "16"
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     assert viewer.layers["tex [classes]"].data.shape == (64, 64)
     assert len(viewer.layers["tex [classes]"].features) == 16
     assert viewer.layers["tex [class probabilities]"].data.shape == (2, 64, 64)
-    widget["mode"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
+    widget["level"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced

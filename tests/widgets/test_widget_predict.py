@@ -42,7 +42,7 @@ def bundle(phantom, tmp_path_factory):
     image, labels, spacing = phantom
     config = TrainConfig(
         data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
-        augment=AugmentConfig.none(), model=ModelConfig(features=8, depth=3),
+        augment=AugmentConfig.none(), model=ModelConfig(channels=8, depth=3),
         optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu",
     )
     torch.set_num_threads(1)

@@ -36,7 +36,7 @@ def setup(make_napari_viewer, open_widget):
     predict = open_widget(viewer, "predict")
     train["images"].value = [image]
     train["labels"].value = labels
-    train["features"].value, train["depth"].value = 8, 3
+    train["channels"].value, train["depth"].value = 8, 3
     train["patch"].value = "16, 32, 32"
     train["epochs"].value, train["steps"].value = 3, 12
     train["lr"].value = 3e-3
@@ -70,7 +70,7 @@ from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfi
 from napari_medml.samples import phantom_3d
 from napari_medml.segmentation.task import fit
 p = phantom_3d(0)
-config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32)), model=ModelConfig(features=4, depth=2),
+config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32)), model=ModelConfig(channels=4, depth=2),
                      optim=OptimConfig(epochs=2, steps_per_epoch=2), device="cpu")
 image, labels = p.image[16:32, 16:64, 16:64], p.labels[16:32, 16:64, 16:64]
 before = set(sys.modules)

@@ -4,7 +4,7 @@ Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
 "classification"), runs :func:`napari_medml.classification.model.fit_classifier` through the runner
 with live curves, confusion matrix and ROC, then classifies the image: a new Labels
 layer ``<image> [classes]`` (every sample, object or tile filled with its class) whose
-``features`` are the per-sample table; tile mode adds ``<image> [class probabilities]``.
+``features`` are the per-sample table; tile level adds ``<image> [class probabilities]``.
 """
 
 from __future__ import annotations
@@ -51,23 +51,23 @@ class ClassifyWidget(Container):
         viewer = napari_viewer
         self._viewer = viewer
         w = self._w = {}  # name -> widget, for tests and the demo
-        w["mode"] = ComboBox(choices=["image", "object", "tile"], value="image", label="classify",
+        w["level"] = ComboBox(choices=["image", "object", "tile"], value="image", label="classify",
                              tooltip="image: each image of a stack (first axis = sample); object: "
                              "each object of an instance labels layer; tile: each tile of a grid")
         w["image"] = create_widget(annotation=napari.layers.Image, label="image")
         w["source"] = ComboBox(choices=[PAINTED, CSV], value=PAINTED, label="classes from",
                                tooltip="a labels layer with classes painted on some samples, "
-                               "objects or tiles (0 = unknown); or (image mode) a CSV, one row per sample")
+                               "objects or tiles (0 = unknown); or (image level) a CSV, one row per sample")
         w["classes"] = create_widget(annotation=napari.layers.Labels, label="class labels")
         w["csv"] = FileEdit(mode="r", filter="*.csv", value="", label="class CSV")
         w["instances"] = create_widget(annotation=napari.layers.Labels, label="instances",
-                                       options={"tooltip": "object mode: one id per object",
+                                       options={"tooltip": "object level: one id per object",
                                                 "nullable": True})
-        w["tile"] = LineEdit(value="32", label="tile size", tooltip="tile mode: '32' or '32, 32'")
+        w["tile"] = LineEdit(value="32", label="tile size", tooltip="tile level: '32' or '32, 32'")
         w["input"] = LineEdit(value="0", label="input size",
                               tooltip="resize samples to this shape; 0 = keep (objects: 64 / 32^3)")
         w["network"] = ComboBox(choices=NETWORK_CHOICES, value="smallcnn", label="network")
-        w["features"] = SpinBox(value=16, min=1, max=256, label="width (features)")
+        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["dropout"] = FloatSpinBox(value=0.1, min=0.0, max=0.9, step=0.05, label="dropout")
         w["epochs"] = SpinBox(value=30, min=1, max=100000, label="epochs")
         w["steps"] = SpinBox(value=20, min=1, max=100000, label="steps per epoch")
@@ -105,7 +105,7 @@ class ClassifyWidget(Container):
         self.classifier: Any = None
         self.result: Any = None
         w["start"].changed.connect(self.start)
-        w["mode"].changed.connect(self._show_fields)
+        w["level"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)
         self._show_fields()
 
@@ -113,12 +113,12 @@ class ClassifyWidget(Container):
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
 
     def _show_fields(self, *_: Any) -> None:
-        w, mode = self._w, self._w["mode"].value
-        w["source"].visible = mode == "image"
-        csv = mode == "image" and w["source"].value == CSV
+        w, level = self._w, self._w["level"].value
+        w["source"].visible = level == "image"
+        csv = level == "image" and w["source"].value == CSV
         w["csv"].visible, w["classes"].visible = csv, not csv
-        w["instances"].visible = mode == "object"
-        w["tile"].visible = mode == "tile"
+        w["instances"].visible = level == "object"
+        w["tile"].visible = level == "tile"
 
     def config(self, spatial_dims: int, class_names: dict[int, str] | None = None) -> TrainConfig:
         """The TrainConfig the form describes (``class_names`` from the class labels layer)."""
@@ -135,7 +135,7 @@ class ClassifyWidget(Container):
             data=DataConfig(spatial_dims=spatial_dims, batch_size=w["batch"].value,
                             val_fraction=w["val_fraction"].value),
             augment=session_for(self._viewer).augment,
-            model=ModelConfig(network=w["network"].value, features=w["features"].value, norm="batch",
+            model=ModelConfig(network=w["network"].value, channels=w["channels"].value, norm="batch",
                               dropout=w["dropout"].value, init_from=init, freeze_stages=w["freeze"].value),
             optim=OptimConfig(loss=w["loss"].value, class_weights=weights, label_smoothing=w["smoothing"].value,
                               optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
@@ -146,16 +146,16 @@ class ClassifyWidget(Container):
 
     def inputs(self) -> dict[str, Any]:
         """Image, classes and instances from the layers (copies), checked."""
-        w, mode = self._w, self._w["mode"].value
+        w, level = self._w, self._w["level"].value
         layer = require(w["image"].value, napari.layers.Image, "an image")
         image, _ = image_array(layer)
         axis = image.ndim - 1 if layer.rgb else None
         out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,
-                               "labels": None, "classes": None, "mode": mode, "class_names": None}
-        if mode == "object":
+                               "labels": None, "classes": None, "level": level, "class_names": None}
+        if level == "object":
             out["instances"] = labels_array(require(w["instances"].value, napari.layers.Labels,
                                                     "the instance labels (one id per object)"))
-        if mode == "image" and w["source"].value == CSV:
+        if level == "image" and w["source"].value == CSV:
             path = str(w["csv"].value)
             if path in ("", "."):
                 raise InputError("choose the class CSV file (one row per sample), or paint the classes")
@@ -173,10 +173,10 @@ class ClassifyWidget(Container):
     def start(self, *_: Any) -> None:
         """Read the form and the layers and start training, then classify the image."""
         inp = self.inputs()
-        dims = inp["image"].ndim - (inp["channel_axis"] is not None) - (inp["mode"] == "image")
-        tile = parse_size(self._w["tile"].value, dims, "tile size") if inp["mode"] == "tile" else None
-        if inp["mode"] == "tile" and tile is None:
-            raise InputError("tile mode needs a tile size, such as '32'")
+        dims = inp["image"].ndim - (inp["channel_axis"] is not None) - (inp["level"] == "image")
+        tile = parse_size(self._w["tile"].value, dims, "tile size") if inp["level"] == "tile" else None
+        if inp["level"] == "tile" and tile is None:
+            raise InputError("tile level needs a tile size, such as '32'")
         size = parse_size(self._w["input"].value, dims, "input size")
         config = self.config(dims, inp["class_names"])
         bundle = str(self._w["bundle"].value) if str(self._w["bundle"].value) not in ("", ".") else None
@@ -190,12 +190,12 @@ class ClassifyWidget(Container):
             from napari_medml.classification.data import image_samples
             from napari_medml.classification.levels import make_samples
 
-            if inp["mode"] == "image":  # classes may come from a CSV: not a make_samples case
+            if inp["level"] == "image":  # classes may come from a CSV: not a make_samples case
                 samples = image_samples(inp["image"], labels=inp["labels"], classes=inp["classes"],
                                         channel_axis=inp["channel_axis"], input_size=size,
                                         name=f"image '{inp['layer'].name}'")
             else:
-                samples = make_samples(inp["mode"], inp["image"], {k: v for k, v in params.items() if v},
+                samples = make_samples(inp["level"], inp["image"], {k: v for k, v in params.items() if v},
                                        class_labels=inp["labels"], instances=inp["instances"],
                                        channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
             classifier = yield from fit_classifier(samples, config, stop=stop)
@@ -223,7 +223,7 @@ class ClassifyWidget(Container):
                                                              "labels", features=result.table))
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
-        if result.mode == "tile":
+        if result.level == "tile":
             show_result(self._viewer, result_layer_data(
                 result.probabilities, layer.name, "class probabilities", spatial, "image",
                 colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6))
@@ -233,4 +233,4 @@ class ClassifyWidget(Container):
         self._w["metrics"].value = report_summary(classifier.metrics)
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
-        self._w["status"].value = f"{len(result.classes)} {result.mode}s classified ({counts})"
+        self._w["status"].value = f"{len(result.classes)} {result.level}s classified ({counts})"

@@ -69,7 +69,7 @@ class TrainWidget(Container):
         w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
         w["network"] = ComboBox(choices=NETWORK_CHOICES, value="unet", label="network")
-        w["features"] = SpinBox(value=16, min=1, max=256, label="width (features)")
+        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
         w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
         w["batch"] = SpinBox(value=0, min=0, max=256, label="batch size", tooltip="0 = automatic")
@@ -142,7 +142,7 @@ class TrainWidget(Container):
             loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
             schedule=w["schedule"].value, epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None)
-        model = ModelConfig(network=w["network"].value, features=w["features"].value,
+        model = ModelConfig(network=w["network"].value, channels=w["channels"].value,
                             depth=w["depth"].value)
         return TrainConfig(data=data, augment=self._session.augment, model=model, optim=optim,
                            device=w["device"].value, amp=w["amp"].value)

@@ -1,4 +1,4 @@
-"""Classification samples: the :class:`ClassSamples` container, the helpers every mode
+"""Classification samples: the :class:`ClassSamples` container, the helpers every level
 shares, and the image level.
 
 * **image**: a stack whose leading axis is the sample, ``(N, Y, X)`` or
@@ -25,7 +25,7 @@ import numpy as np
 from napari_medml.errors import InputError
 
 __all__ = [
-    "ClassMode",
+    "ClassLevel",
     "ClassSamples",
     "image_level_labels",
     "image_samples",
@@ -34,7 +34,7 @@ __all__ = [
     "read_class_csv",
 ]
 
-ClassMode = Literal["image", "object", "tile"]
+ClassLevel = Literal["image", "object", "tile"]
 
 
 @dataclass(frozen=True)
@@ -48,26 +48,26 @@ class ClassSamples:
     y : np.ndarray
         int64 ``(N,)`` class id per sample; 0 = unknown.
     index : np.ndarray
-        Where each sample comes from: image mode, the sample number ``(N,)``; object
-        mode, the instance id ``(N,)``; tile mode, the first voxel of each tile
+        Where each sample comes from: image level, the sample number ``(N,)``; object
+        level, the instance id ``(N,)``; tile level, the first voxel of each tile
         ``(N, D)``.
-    mode : {"image", "object", "tile"}
+    level : {"image", "object", "tile"}
     source_shape : tuple of int
-        Spatial shape of the source (image mode: with the sample axis first).
+        Spatial shape of the source (image level: with the sample axis first).
     image_channels : int
         The first ``image_channels`` channels are image intensities (normalised in
-        training); object mode adds the object mask as the last channel.
+        training); object level adds the object mask as the last channel.
     params : Mapping
         How the samples were made (``input_size``, ``tile_size``, ``margin``...),
         stored in a bundle so that new data are prepared the same way.
     sizes : np.ndarray or None
-        Object mode: voxels per object.
+        Object level: voxels per object.
     """
 
     x: np.ndarray
     y: np.ndarray
     index: np.ndarray
-    mode: ClassMode
+    level: ClassLevel
     source_shape: tuple[int, ...]
     image_channels: int = 1
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -332,7 +332,7 @@ def image_samples(image: np.ndarray, *, labels: np.ndarray | None = None, classe
         input_size = _check_size(input_size, spatial_dims, "input_size")
         x = np.stack([_resize(s, input_size, order=1) for s in x]) if n else x
         params["input_size"] = list(input_size)
-    return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=np.arange(n), mode="image",
+    return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=np.arange(n), level="image",
                         source_shape=tuple(data.shape[1:]), image_channels=x.shape[1], params=params)
 
 
@@ -359,9 +359,9 @@ def _check_size(size: Sequence[int] | int, spatial_dims: int, what: str) -> tupl
     return out
 
 
-def _need_mode(samples: ClassSamples, mode: str) -> None:
-    if samples.mode != mode:
-        raise InputError(f"these are {samples.mode}-level samples, not {mode}-level")
+def _need_level(samples: ClassSamples, level: str) -> None:
+    if samples.level != level:
+        raise InputError(f"these are {samples.level}-level samples, not {level}-level")
 
 
 def _label_dtype(classes: np.ndarray) -> np.dtype:

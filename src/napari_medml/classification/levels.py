@@ -1,4 +1,4 @@
-"""Object- and tile-level classification samples, and the functions over all modes.
+"""Object- and tile-level classification samples, and the functions over all levels.
 
 * **object**: an image plus instance labels; a class painted on (part of) an object in a
   second labels layer gives that object its class. Each object is cropped in a square
@@ -6,7 +6,7 @@
 * **tile**: a large image cut into a grid of tiles; a tile's class is the class most
   painted inside it.
 
-:func:`make_samples` builds samples of any mode from stored parameters (what a bundle
+:func:`make_samples` builds samples of any level from stored parameters (what a bundle
 records); the results come back as label arrays at the input's resolution
 (:func:`class_labels`), a per-sample table for a Labels layer's ``features``
 (:func:`prediction_table`) and, for tiles, a probability map
@@ -24,12 +24,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_medml.classification.data import (
-    ClassMode,
+    ClassLevel,
     ClassSamples,
     _check_labels,
     _check_size,
     _label_dtype,
-    _need_mode,
+    _need_level,
     _resize,
     _split_channels,
     image_level_labels,
@@ -145,7 +145,7 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
         mask[(0, *dst)] = inst[src] == oid
         x[n, :-1] = _resize(crop, size, order=1)
         x[n, -1] = _resize(mask, size, order=1)[0] >= 0.5
-    return ClassSamples(x=x, y=y, index=object_ids, mode="object", source_shape=tuple(inst.shape),
+    return ClassSamples(x=x, y=y, index=object_ids, level="object", source_shape=tuple(inst.shape),
                         image_channels=data.shape[0],
                         params={"spatial_dims": spatial_dims, "input_size": list(size),
                                 "margin": float(margin), "min_margin": int(min_margin)},
@@ -232,7 +232,7 @@ def tile_samples(image: np.ndarray, *, tile_size: Sequence[int], class_labels: n
         size = _check_size(input_size, spatial_dims, "input_size")
         x = np.stack([_resize(t, size, order=1) for t in x])
         params["input_size"] = list(size)
-    return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=starts, mode="tile",
+    return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=starts, level="tile",
                         source_shape=tuple(spatial), image_channels=data.shape[0], params=params)
 
 
@@ -250,7 +250,7 @@ def _tile_keys(spatial: Sequence[int], tile: Sequence[int], grid: Sequence[int])
 
 def tile_level_labels(samples: ClassSamples, classes: Sequence[int]) -> np.ndarray:
     """A labels array at the image's resolution, each tile filled with its class."""
-    _need_mode(samples, "tile")
+    _need_level(samples, "tile")
     cls = np.asarray(classes).astype(np.int64).ravel()
     spatial, tile = samples.source_shape, tuple(samples.params["tile_size"])
     grid = tuple(int(np.ceil(s / t)) for s, t in zip(spatial, tile))
@@ -266,7 +266,7 @@ def tile_probability_map(samples: ClassSamples, proba: np.ndarray, *, smooth: bo
     ``smooth`` interpolates linearly between tile centres; otherwise each tile is one
     constant block.
     """
-    _need_mode(samples, "tile")
+    _need_level(samples, "tile")
     p = np.asarray(proba, dtype=np.float32)
     spatial, tile = samples.source_shape, tuple(samples.params["tile_size"])
     grid = tuple(int(np.ceil(s / t)) for s, t in zip(spatial, tile))
@@ -289,13 +289,13 @@ def tile_probability_map(samples: ClassSamples, proba: np.ndarray, *, smooth: bo
 
 
 def class_labels(samples: ClassSamples, classes: Sequence[int], *, instances: np.ndarray | None = None) -> np.ndarray:
-    """Classes back to a labels array at the source's shape, for any mode.
+    """Classes back to a labels array at the source's shape, for any level.
 
-    Object mode needs the ``instances`` the samples were made from.
+    Object level needs the ``instances`` the samples were made from.
     """
-    if samples.mode == "image":
+    if samples.level == "image":
         return image_level_labels(classes, samples.source_shape)
-    if samples.mode == "tile":
+    if samples.level == "tile":
         return tile_level_labels(samples, classes)
     if instances is None:
         raise InputError("object classes need the instance labels to paint them back")
@@ -304,18 +304,18 @@ def class_labels(samples: ClassSamples, classes: Sequence[int], *, instances: np
 
 def class_probability_map(samples: ClassSamples, proba: np.ndarray, *,
                           instances: np.ndarray | None = None) -> np.ndarray:
-    """Per-class probabilities ``(K, *source_shape)`` float32 for any mode.
+    """Per-class probabilities ``(K, *source_shape)`` float32 for any level.
 
-    Each sample (image mode) or object (object mode, needs ``instances``; background
+    Each sample (image level) or object (object level, needs ``instances``; background
     0) is filled with its probabilities; tiles are interpolated
     (:func:`tile_probability_map`).
     """
     p = np.asarray(proba, dtype=np.float32)
     if p.ndim != 2 or p.shape[0] != len(samples):
         raise InputError(f"probabilities of shape {p.shape} do not fit {len(samples)} samples")
-    if samples.mode == "tile":
+    if samples.level == "tile":
         return tile_probability_map(samples, p)
-    if samples.mode == "image":
+    if samples.level == "image":
         shape = (p.shape[1], *samples.source_shape)
         return np.ascontiguousarray(np.broadcast_to(p.T.reshape(shape[:2] + (1,) * (len(shape) - 2)), shape))
     if instances is None:
@@ -335,13 +335,13 @@ def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.nd
     if p.shape != (n, len(class_ids)):
         raise InputError(f"probabilities of shape {p.shape} do not fit {n} samples and {len(class_ids)} classes")
     table: dict[str, np.ndarray] = {}
-    if samples.mode == "tile":
+    if samples.level == "tile":
         table["tile"] = np.arange(n)
         names = ("start_z", "start_y", "start_x")[-samples.spatial_dims:]
         for axis, col in enumerate(names):
             table[col] = samples.index[:, axis].copy()
     else:
-        table["sample" if samples.mode == "image" else "object"] = np.asarray(samples.index).copy()
+        table["sample" if samples.level == "image" else "object"] = np.asarray(samples.index).copy()
     table["class"] = np.asarray(classes).astype(np.int64)
     for k, cid in enumerate(class_ids):
         table[f"prob_{int(cid)}"] = p[:, k]
@@ -350,23 +350,23 @@ def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.nd
     return table
 
 
-def make_samples(mode: ClassMode, image: np.ndarray, params: Mapping[str, Any], *,
+def make_samples(level: ClassLevel, image: np.ndarray, params: Mapping[str, Any], *,
                  class_labels: np.ndarray | None = None, instances: np.ndarray | None = None,
                  channel_axis: int | None = None, name: str = "image") -> ClassSamples:
-    """Build samples of ``mode`` with stored ``params`` (what a bundle records)."""
+    """Build samples of ``level`` with stored ``params`` (what a bundle records)."""
     size = params.get("input_size")
-    if mode == "image":
+    if level == "image":
         return image_samples(image, labels=class_labels, channel_axis=channel_axis,
                              spatial_dims=params.get("spatial_dims"), input_size=size, name=name)
-    if mode == "object":
+    if level == "object":
         if instances is None:
             raise InputError("object classification needs instance labels (one id per object)")
         return object_samples(image, instances, class_labels=class_labels, channel_axis=channel_axis,
                               input_size=size, margin=params.get("margin", 0.2),
                               min_margin=params.get("min_margin", 2), name=name)
-    if mode == "tile":
+    if level == "tile":
         if "tile_size" not in params:
             raise InputError("tile classification needs a tile size")
         return tile_samples(image, tile_size=params["tile_size"], class_labels=class_labels,
                             channel_axis=channel_axis, input_size=size, name=name)
-    raise InputError(f"unknown classification mode {mode!r}: use image, object or tile")
+    raise InputError(f"unknown classification level {level!r}: use image, object or tile")

@@ -37,7 +37,7 @@ def classification_config(spatial_dims: int = 2, **optim: Any) -> TrainConfig:
     return TrainConfig(
         task="classification",
         data=DataConfig(spatial_dims=spatial_dims, batch_size=16, val_fraction=0.2),
-        model=ModelConfig(network="smallcnn", features=16, depth=4, norm="batch", dropout=0.1),
+        model=ModelConfig(network="smallcnn", channels=16, depth=4, norm="batch", dropout=0.1),
         optim=replace(OptimConfig(loss="ce", schedule="cosine", epochs=30, steps_per_epoch=20,
                                   early_stopping_metric="val_accuracy"), **optim),
     )
@@ -59,9 +59,9 @@ class ClassPrediction:
     proba : np.ndarray
         ``(N, K)`` probabilities, column k = ``class_ids[k]``.
     class_ids : tuple of int
-    mode : {"image", "object", "tile"}
+    level : {"image", "object", "tile"}
     probabilities : np.ndarray or None
-        ``(K, *image_shape)`` float32 probability map (tile mode, or when asked for).
+        ``(K, *image_shape)`` float32 probability map (tile level, or when asked for).
     """
 
     labels: np.ndarray
@@ -69,7 +69,7 @@ class ClassPrediction:
     classes: np.ndarray
     proba: np.ndarray
     class_ids: tuple[int, ...]
-    mode: str = "image"
+    level: str = "image"
     probabilities: np.ndarray | None = None
 
 
@@ -82,7 +82,7 @@ class Classifier:
     config : TrainConfig
     class_ids : tuple of int
         Output k -> class id (painted ids, unchanged).
-    mode : {"image", "object", "tile"}
+    level : {"image", "object", "tile"}
     in_channels, image_channels, spatial_dims : int
     input_size : tuple of int
     sample_params : dict
@@ -96,14 +96,14 @@ class Classifier:
         Where the initial weights came from, the split, the best epoch.
     """
 
-    def __init__(self, network: nn.Module, config: TrainConfig, class_ids: Sequence[int], *, mode: str,
+    def __init__(self, network: nn.Module, config: TrainConfig, class_ids: Sequence[int], *, level: str,
                  in_channels: int, image_channels: int, spatial_dims: int, input_size: Sequence[int],
                  sample_params: Mapping[str, Any], normalization: dict, metrics: dict | None = None,
                  history: list[dict] | None = None, provenance: dict | None = None) -> None:
         self.network = network
         self.config = config
         self.class_ids = tuple(int(c) for c in class_ids)
-        self.mode = mode
+        self.level = level
         self.in_channels = int(in_channels)
         self.image_channels = int(image_channels)
         self.spatial_dims = int(spatial_dims)
@@ -115,7 +115,7 @@ class Classifier:
         self.provenance = dict(provenance or {})
 
     def __repr__(self) -> str:
-        return (f"Classifier({self.config.model.network}, {self.mode} level, {self.spatial_dims}D, "
+        return (f"Classifier({self.config.model.network}, {self.level} level, {self.spatial_dims}D, "
                 f"class_ids={self.class_ids}, input_size={self.input_size})")
 
     @property
@@ -126,7 +126,7 @@ class Classifier:
     def prepare(self, image: np.ndarray, *, instances: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, channel_axis: int | None = None) -> ClassSamples:
         """Samples from new data, made the way the training samples were."""
-        return make_samples(self.mode, image, self.sample_params, class_labels=class_labels,
+        return make_samples(self.level, image, self.sample_params, class_labels=class_labels,
                             instances=instances, channel_axis=channel_axis)
 
     def predict_proba(self, samples: ClassSamples | np.ndarray, *, stop: StopToken | None = None,
@@ -138,7 +138,7 @@ class Classifier:
         Raises
         ------
         BundleError
-            Samples of another mode or channel count than the classifier's.
+            Samples of another level or channel count than the classifier's.
         Cancelled
             Stopped through ``stop``.
         """
@@ -171,7 +171,7 @@ class Classifier:
         """Classify every sample, object or tile of an image; results as layer data.
 
         ``progress(done, total)`` counts samples; ``probability_map`` also fills
-        ``probabilities`` in image and object mode (tile mode always has it).
+        ``probabilities`` in image and object level (tile level always has it).
         """
         samples = self.prepare(image, instances=instances, channel_axis=channel_axis)
         proba = self.predict_proba(samples, stop=stop, progress=progress)
@@ -179,10 +179,10 @@ class Classifier:
         labels = labels_from_classes(samples, classes, instances=instances)
         table = prediction_table(samples, classes, proba, self.class_ids)
         prob_map = None
-        if samples.mode == "tile" or probability_map:
+        if samples.level == "tile" or probability_map:
             prob_map = class_probability_map(samples, proba, instances=instances)
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
-                               class_ids=self.class_ids, mode=samples.mode, probabilities=prob_map)
+                               class_ids=self.class_ids, level=samples.level, probabilities=prob_map)
 
     def save(self, path: str | Path) -> Path:
         """Write a bundle folder (``config.json`` + ``weights.safetensors``), atomically."""
@@ -191,14 +191,14 @@ class Classifier:
         return write_bundle_files(self.description(), self.network, path)
 
     def description(self) -> dict:
-        """The ``config.json`` content (keys shared with segmentation bundles, plus mode and metrics)."""
+        """The ``config.json`` content (keys shared with segmentation bundles, plus level and metrics)."""
         from napari_medml.bundles.format import SCHEMA_VERSION, library_versions
 
         cfg = self.config
         return {
             "schema_version": SCHEMA_VERSION,
             "task": "classification",
-            "mode": self.mode,
+            "level": self.level,
             "network": {"name": cfg.model.network, "arguments": to_dict(cfg.model),
                         "spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
                         "out_channels": len(self.class_ids)},
@@ -225,9 +225,9 @@ class Classifier:
         from napari_medml.classification.data import _resize
 
         if isinstance(samples, ClassSamples):
-            if samples.mode != self.mode:
-                raise BundleError(f"this classifier was trained on {self.mode}-level samples, "
-                                  f"not {samples.mode}-level: make {self.mode}-level samples")
+            if samples.level != self.level:
+                raise BundleError(f"this classifier was trained on {self.level}-level samples, "
+                                  f"not {samples.level}-level: make {self.level}-level samples")
             x = samples.x
         else:
             x = np.asarray(samples, dtype=np.float32)
@@ -285,13 +285,13 @@ def load_classifier(path: str | Path) -> Classifier:
         input_size = tuple(int(s) for s in desc["input_size"])
         network = build_classifier_network(config.model, spatial_dims, in_channels, len(class_ids),
                                            input_size=input_size)
-        mode = desc["mode"]
+        level = desc.get("level", desc.get("mode"))  # schema 1 said "mode"
         image_channels = int(desc.get("image_channels", in_channels))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise BundleError(f"{path / CONFIG_NAME} does not describe a classifier this version can build "
                           f"({exc}): the bundle is damaged or from a newer version") from exc
     load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
-    return Classifier(network, config, class_ids, mode=mode, in_channels=in_channels,
+    return Classifier(network, config, class_ids, level=level, in_channels=in_channels,
                       image_channels=image_channels, spatial_dims=spatial_dims, input_size=input_size,
                       sample_params=desc.get("sample_params") or {}, normalization=desc["normalization"],
                       metrics=desc.get("metrics") or {}, history=desc.get("history") or [],

@@ -57,7 +57,7 @@ class ClassificationTask:
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
         if len(class_ids) < 2:
             found = f"only class {class_ids[0]} is" if class_ids else "no class is"
-            raise InputError(f"{found} painted among the {len(samples)} {samples.mode}s: paint at least two "
+            raise InputError(f"{found} painted among the {len(samples)} {samples.level}s: paint at least two "
                              "different classes (a classifier learns to tell classes apart)")
         if base is not None and class_ids != tuple(base.class_ids):
             raise InputError(f"the samples have classes {list(class_ids)} but the checkpoint was trained on "
@@ -66,7 +66,7 @@ class ClassificationTask:
         self.targets = np.searchsorted(np.asarray(class_ids), samples.y)
         self.train_idx, self.val_idx = stratified_split(samples.y, config.data.val_fraction, config.seed)
         counts = {c: int((samples.y[self.train_idx] == c).sum()) for c in class_ids}
-        self.split_note = (f"{len(self.train_idx)} training / {len(self.val_idx)} validation {samples.mode}s; "
+        self.split_note = (f"{len(self.train_idx)} training / {len(self.val_idx)} validation {samples.level}s; "
                            f"training per class {counts}")
         ic = samples.image_channels
         self.normalization = (dict(base.normalization) if base is not None else
@@ -152,7 +152,7 @@ class ClassificationTask:
     def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]) -> Classifier:
         s = self.samples
         provenance = {**self.provenance, "split": self.split_note, **provenance}
-        return Classifier(self.network, self.config, self.class_ids, mode=s.mode, in_channels=s.x.shape[1],
+        return Classifier(self.network, self.config, self.class_ids, level=s.level, in_channels=s.x.shape[1],
                           image_channels=s.image_channels, spatial_dims=s.spatial_dims, input_size=s.x.shape[2:],
                           sample_params=s.params, normalization=self.normalization, metrics=dict(metrics),
                           history=list(history), provenance=provenance)

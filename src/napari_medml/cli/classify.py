@@ -18,25 +18,25 @@ from napari_medml.cli.common import UsageError, given, info, integer, progress_b
 
 __all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
 
-MODES = ("image", "object", "tile")
+LEVELS = ("image", "object", "tile")
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The ``classification`` option group of ``napari-medml train``."""
     g = p.add_argument_group("classification (with --task classification)")
-    g.add_argument("--mode", choices=MODES, default="image",
+    g.add_argument("--level", "--mode", dest="level", choices=LEVELS, default="image",
                    help="image: one class per image of a stack (first axis = sample); object: one "
                    "class per object of --instances; tile: one class per tile of --tile-size "
                    "(default: image)")  # fmt: skip
     g.add_argument("--classes", type=Path, metavar="FILE",
                    help="the known classes: a CSV with one row per sample, class in the last column "
-                   "(image mode; empty or 0 = unknown), or a labels file of the image's shape with "
+                   "(image level; empty or 0 = unknown), or a labels file of the image's shape with "
                    "classes painted on samples, objects or tiles (0 = unknown)")  # fmt: skip
     g.add_argument("--instances", type=Path, metavar="FILE",
-                   help="object mode: instance labels (one id per object) of the image's shape")  # fmt: skip
+                   help="object level: instance labels (one id per object) of the image's shape")  # fmt: skip
     g.add_argument("--tile-size", type=integer(1), nargs="+", metavar="N",
-                   help="tile mode: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
+                   help="tile level: tile shape, one number per spatial axis (or one for all)")  # fmt: skip
     g.add_argument("--input-size", type=integer(1), nargs="+", metavar="N",
                    help="resize samples to this network input shape, one number per spatial axis (or "
                    "one for all) (default: keep images and "
@@ -61,7 +61,7 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError("classification reads its classes from --classes (a CSV or a labels file), "
                          "not --labels")  # fmt: skip
     if len(args.image) != 1:
-        raise UsageError("classification trains on one --image (a stack in image mode)")
+        raise UsageError("classification trains on one --image (a stack in image level)")
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
     samples = read_samples(args)
@@ -79,7 +79,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def read_samples(args: argparse.Namespace) -> Any:
-    """ClassSamples from ``--image`` and the class source, for ``args.mode``."""
+    """ClassSamples from ``--image`` and the class source, for ``args.level``."""
     from dataclasses import replace
 
     from napari_medml import io
@@ -92,26 +92,26 @@ def read_samples(args: argparse.Namespace) -> Any:
     name = f"image '{path}'"
     size = _size(args.input_size)
     if args.classes is None:
-        raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.mode == 'image' else ''}"
+        raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level == 'image' else ''}"
                          "labels file with the known classes)")  # fmt: skip
     csv_classes = args.classes is not None and args.classes.suffix.lower() in CSV_SUFFIXES
-    if args.mode == "image":
+    if args.level == "image":
         painted = io.read_volume(args.classes).data if args.classes is not None and not csv_classes else None
         samples = image_samples(vol.data, labels=painted, channel_axis=axis, input_size=size, name=name)
         if csv_classes:  # read after the stack is checked: its first axis is the sample
             samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
         return samples
     if csv_classes:
-        raise UsageError(f"--mode {args.mode} reads classes painted in a labels file, not a CSV")
+        raise UsageError(f"--level {args.level} reads classes painted in a labels file, not a CSV")
     painted = io.read_volume(args.classes).data
-    if args.mode == "object":
+    if args.level == "object":
         if args.instances is None:
-            raise UsageError("--mode object needs --instances (instance labels, one id per object)")
+            raise UsageError("--level object needs --instances (instance labels, one id per object)")
         instances = io.read_volume(args.instances).data
         return object_samples(vol.data, instances, class_labels=painted, channel_axis=axis,
                               input_size=size, name=name)  # fmt: skip
     if not args.tile_size:
-        raise UsageError("--mode tile needs --tile-size")
+        raise UsageError("--level tile needs --tile-size")
     return tile_samples(vol.data, tile_size=_size(args.tile_size), class_labels=painted, channel_axis=axis,
                         input_size=size, name=name)  # fmt: skip
 
@@ -133,7 +133,7 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
     base = classification_config(spatial_dims)
     data = replace(base.data, **given(batch_size=args.batch_size, val_fraction=args.val_fraction))
     model = replace(base.model, **given(
-        network=args.network, features=args.features, depth=args.depth, dropout=args.dropout,
+        network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
         init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
     ))  # fmt: skip
     optim = replace(base.optim, **given(
@@ -189,7 +189,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     table = args.table or table_path(args.out)
     outputs = {"--out": args.out, "--probabilities": args.probabilities, "--table": table}
     check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
-    if classifier.mode == "object" and args.instances is None:
+    if classifier.level == "object" and args.instances is None:
         raise UsageError("this classifier classifies objects: give --instances (instance labels)")
     if args.uncertainty is not None:
         raise UsageError("--uncertainty is for segmentation bundles; a classifier writes "
@@ -215,6 +215,6 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         written.append(write_output(args.probabilities,
                                     lambda tmp: write_like(tmp, vol, result.probabilities, spatial_dims=dims)))
     counts = {c: int((result.classes == c).sum()) for c in result.class_ids}
-    info(f"{len(result.classes)} {result.mode}s classified, per class {counts}")
+    info(f"{len(result.classes)} {result.level}s classified, per class {counts}")
     info("wrote " + ", ".join(str(p) for p in written))
     return 0

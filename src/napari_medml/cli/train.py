@@ -87,7 +87,7 @@ def add(sub: Any) -> None:
                    f"(default: {model.network}); classification smallcnn, resnet18, resnet34, "
                    "resnet50, densenet121, efficientnet-b0 (default: smallcnn)")  # fmt: skip
     m.add_argument("--features", type=integer(1, 1024), metavar="N",
-                   help=f"channels at full resolution (default: {model.features})")  # fmt: skip
+                   help=f"channels at full resolution (default: {model.channels})")  # fmt: skip
     m.add_argument("--depth", type=integer(1, 8), metavar="N",
                    help=f"resolution levels (default: {model.depth})")  # fmt: skip
     m.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="F",
@@ -270,7 +270,7 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
         val_fraction=args.val_fraction,
     ))  # fmt: skip
     model = ModelConfig(**given(
-        network=args.network, features=args.features, depth=args.depth, dropout=args.dropout,
+        network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
         init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
     ))  # fmt: skip
     optim = OptimConfig(**given(

@@ -95,7 +95,7 @@ class SmallCNN(nn.Module):
 
 def _smallcnn(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
               patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
-    return SmallCNN(spatial_dims, in_channels, out_channels, features=config.features, depth=config.depth,
+    return SmallCNN(spatial_dims, in_channels, out_channels, features=config.channels, depth=config.depth,
                     norm=config.norm, dropout=config.dropout)
 
 

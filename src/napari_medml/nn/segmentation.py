@@ -33,7 +33,7 @@ def _unet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelC
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        channels=tuple(config.features * 2**i for i in range(config.depth)),
+        channels=tuple(config.channels * 2**i for i in range(config.depth)),
         strides=(2,) * (config.depth - 1),
         num_res_units=1,
         norm=config.norm,
@@ -77,7 +77,7 @@ def _dynunet(spatial_dims: int, in_channels: int, out_channels: int, config: Mod
     if len(strides) < 3:
         raise ConfigError(f"network 'dynunet' needs at least 3 levels: use depth >= 3 and a patch of at least "
                           f"16 voxels per axis (got depth {config.depth}, patch {tuple(patch_size)})")
-    filters = [min(config.features * 2**i, 320) for i in range(len(strides))]
+    filters = [min(config.channels * 2**i, 320) for i in range(len(strides))]
     return DynUNet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
@@ -101,7 +101,7 @@ def _segresnet(spatial_dims: int, in_channels: int, out_channels: int, config: M
         raise ConfigError(f"network 'segresnet' supports depth <= {len(blocks)}, got {config.depth}")
     return SegResNet(
         spatial_dims=spatial_dims,
-        init_filters=config.features,
+        init_filters=config.channels,
         in_channels=in_channels,
         out_channels=out_channels,
         dropout_prob=config.dropout or None,

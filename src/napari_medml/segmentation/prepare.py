@@ -117,7 +117,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
             raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
                              f"of at most {fit}, or leave it out to choose one automatically")
     else:
-        bytes_per_voxel = 96.0 * config.model.features * dc.batch_size
+        bytes_per_voxel = 96.0 * config.model.channels * dc.batch_size
         patch_size = data.auto_patch_size(smallest, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
                                           bytes_per_voxel=bytes_per_voxel, max_voxels=max_patch_voxels)
 

@@ -36,7 +36,7 @@ def config(tmp_path, epochs=4):
     cfg = classification_config(2, epochs=epochs, steps_per_epoch=3, learning_rate=3e-3)
     return replace(cfg, augment=AugmentConfig.none(), checkpoint_dir=str(tmp_path / "ckpt"),
                    data=replace(cfg.data, val_fraction=0.25),
-                   model=replace(cfg.model, features=8, depth=2))
+                   model=replace(cfg.model, channels=8, depth=2))
 
 
 def drive(gen, stop_at_step=None, stop=None):
