@@ -11,8 +11,10 @@ predictions, ``fn`` = unmatched true objects, and
 * average precision (AP) of the Data Science Bowl 2018 (Caicedo et al., *Nucleus
   segmentation across imaging experiments: the 2018 Data Science Bowl*, Nature
   Methods 16, 2019) = tp / (tp + fp + fn), reported by StarDist as "accuracy" and
-  by Cellpose as "average precision"; the DSB score is its mean over
-  t = 0.5, 0.55, ..., 0.95 (:data:`DSB_THRESHOLDS`).
+  by Cellpose as "average precision". By default it is reported at
+  t = 0.5, 0.55, ..., 0.9 with its mean (:data:`AP_THRESHOLDS`); the DSB 2018
+  leaderboard score is the mean over 0.5, ..., 0.95 (:data:`DSB_THRESHOLDS`,
+  pass it as ``thresholds``).
 
 Overlaps come from one ``np.unique`` over the (true id, predicted id) pairs of the
 voxels where both are foreground, so memory follows the number of overlapping
@@ -32,6 +34,7 @@ import numpy as np
 from napari_medml.instances._checks import check_instances, check_same_shape
 
 __all__ = [
+    "AP_THRESHOLDS",
     "DSB_THRESHOLDS",
     "InstanceScores",
     "Matching",
@@ -42,7 +45,8 @@ __all__ = [
     "sum_matchings",
 ]
 
-DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+AP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(9))  # 0.5 ... 0.9
+DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5 ... 0.95
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,7 @@ class InstanceScores:
 
     @property
     def mean_average_precision(self) -> float:
-        """Mean of the average precision over the thresholds (the DSB 2018 score)."""
+        """Mean of the average precision over the thresholds computed."""
         return float(np.mean([m.average_precision for m in self.matchings]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,7 +234,7 @@ class InstanceScores:
 
 
 def instance_scores(true: np.ndarray, pred: np.ndarray,
-                    thresholds: Sequence[float] = DSB_THRESHOLDS) -> InstanceScores:
+                    thresholds: Sequence[float] = AP_THRESHOLDS) -> InstanceScores:
     """Instance metrics at every threshold from one overlap table.
 
     Parameters
@@ -238,7 +242,8 @@ def instance_scores(true: np.ndarray, pred: np.ndarray,
     true, pred : np.ndarray
         Integer instance labels of the same shape, (Y, X) or (Z, Y, X).
     thresholds : sequence of float
-        IoU thresholds; default the DSB 2018 ones, 0.5 to 0.95 in steps of 0.05.
+        IoU thresholds; default 0.5 to 0.9 in steps of 0.05 (:data:`AP_THRESHOLDS`);
+        :data:`DSB_THRESHOLDS` adds 0.95 (the DSB 2018 leaderboard's list).
 
     Returns
     -------

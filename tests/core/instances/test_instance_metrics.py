@@ -9,6 +9,7 @@ import pytest
 
 from napari_medml.errors import InputError
 from napari_medml.instances.metrics import (
+    AP_THRESHOLDS,
     DSB_THRESHOLDS,
     instance_scores,
     match_instances,
@@ -58,12 +59,17 @@ def test_match_at_half_by_hand() -> None:
 def test_dsb_mean_average_precision_by_hand() -> None:
     true, pred = hand_case()
     scores = instance_scores(true, pred)
-    assert [m.threshold for m in scores.matchings] == list(DSB_THRESHOLDS)
-    assert DSB_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    # the default: AP at IoU 0.5, 0.55, ..., 0.9 and their mean
+    assert [m.threshold for m in scores.matchings] == list(AP_THRESHOLDS)
+    assert AP_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
     # 0.5-0.65: both matches (AP 2/4); 0.7 and 0.75: only IoU 0.75 (AP 1/5); above: none
-    expected = [0.5] * 4 + [0.2] * 2 + [0.0] * 4
+    expected = [0.5] * 4 + [0.2] * 2 + [0.0] * 3
     assert [m.average_precision for m in scores.matchings] == pytest.approx(expected)
-    assert scores.mean_average_precision == pytest.approx(2.4 / 10)
+    assert scores.mean_average_precision == pytest.approx(2.4 / 9)
+    # the DSB 2018 leaderboard's list adds 0.95 (one more zero in the mean)
+    dsb = instance_scores(true, pred, thresholds=DSB_THRESHOLDS)
+    assert DSB_THRESHOLDS == (*AP_THRESHOLDS, 0.95)
+    assert dsb.mean_average_precision == pytest.approx(2.4 / 10)
     assert scores.at(0.75).tp == 1  # IoU exactly at the threshold counts (>=, as StarDist)
     assert scores.at(0.8).f1 == 0.0
     json.dumps(scores.to_dict())  # JSON-ready for reports and the CLI
@@ -90,7 +96,7 @@ def test_perfect_and_empty_cases() -> None:
     renumbered = np.where(true > 0, true + 100, 0)  # ids need not agree or be contiguous
     perfect = instance_scores(true, renumbered)
     assert perfect.mean_average_precision == 1.0
-    assert perfect.at(0.95).f1 == 1.0
+    assert perfect.at(0.9).f1 == 1.0
     empty = np.zeros_like(true)
     missed = match_instances(true, empty)
     assert (missed.tp, missed.fp, missed.fn, missed.precision, missed.recall, missed.f1) == (0, 0, 3, 0, 0, 0)
