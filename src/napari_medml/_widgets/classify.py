@@ -187,17 +187,11 @@ class ClassifyWidget(Container):
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.task import fit_classifier
-            from napari_medml.classification.data import image_samples
             from napari_medml.classification.levels import make_samples
 
-            if inp["level"] == "image":  # classes may come from a CSV: not a make_samples case
-                samples = image_samples(inp["image"], labels=inp["labels"], classes=inp["classes"],
-                                        channel_axis=inp["channel_axis"], input_size=size,
-                                        name=f"image '{inp['layer'].name}'")
-            else:
-                samples = make_samples(inp["level"], inp["image"], {k: v for k, v in params.items() if v},
-                                       class_labels=inp["labels"], instances=inp["instances"],
-                                       channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
+            samples = make_samples(inp["level"], inp["image"], {k: v for k, v in params.items() if v},
+                                   class_labels=inp["labels"], classes=inp["classes"], instances=inp["instances"],
+                                   channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
             classifier = yield from fit_classifier(samples, config, stop=stop)
             if bundle:
                 classifier.save(bundle)

@@ -351,13 +351,38 @@ def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.nd
 
 
 def make_samples(level: ClassLevel, image: np.ndarray, params: Mapping[str, Any], *,
-                 class_labels: np.ndarray | None = None, instances: np.ndarray | None = None,
-                 channel_axis: int | None = None, name: str = "image") -> ClassSamples:
-    """Build samples of ``level`` with stored ``params`` (what a bundle records)."""
+                 class_labels: np.ndarray | None = None, classes: Sequence[int] | None = None,
+                 instances: np.ndarray | None = None, channel_axis: int | None = None,
+                 name: str = "image") -> ClassSamples:
+    """Build samples of ``level`` from an image: the one sample builder of every front.
+
+    Parameters
+    ----------
+    level : {"image", "object", "tile"}
+    image : np.ndarray
+        Image level: a stack, samples on the first axis; otherwise one image, ``(Y, X)``
+        or ``(Z, Y, X)``, plus ``channel_axis``.
+    params : Mapping
+        ``input_size``, ``tile_size``, ``margin``, ``min_margin``, ``spatial_dims``
+        (what a bundle records as its sample parameters).
+    class_labels : np.ndarray, optional
+        Painted classes (0 = unknown) of the image's shape.
+    classes : sequence of int, optional
+        Image level: one class per sample (e.g. from a CSV), instead of ``class_labels``.
+    instances : np.ndarray, optional
+        Object level: instance labels, one id per object.
+
+    Raises
+    ------
+    InputError
+        A level's missing input (instances, tile size) or an unknown level.
+    """
     size = params.get("input_size")
     if level == "image":
-        return image_samples(image, labels=class_labels, channel_axis=channel_axis,
+        return image_samples(image, labels=class_labels, classes=classes, channel_axis=channel_axis,
                              spatial_dims=params.get("spatial_dims"), input_size=size, name=name)
+    if classes is not None:
+        raise InputError(f"{level}-level classes come from a labels array painted on the image, not a list")
     if level == "object":
         if instances is None:
             raise InputError("object classification needs instance labels (one id per object)")

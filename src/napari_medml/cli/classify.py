@@ -83,37 +83,30 @@ def read_samples(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.classification.data import image_samples, read_class_csv
-    from napari_medml.classification.levels import object_samples, tile_samples
+    from napari_medml.classification.data import read_class_csv
+    from napari_medml.classification.levels import make_samples
 
     path = args.image[0]
     vol = io.read_volume(path)
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
-    name = f"image '{path}'"
-    size = _size(args.input_size)
     if args.classes is None:
         raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level == 'image' else ''}"
                          "labels file with the known classes)")  # fmt: skip
-    csv_classes = args.classes is not None and args.classes.suffix.lower() in CSV_SUFFIXES
-    if args.level == "image":
-        painted = io.read_volume(args.classes).data if args.classes is not None and not csv_classes else None
-        samples = image_samples(vol.data, labels=painted, channel_axis=axis, input_size=size, name=name)
-        if csv_classes:  # read after the stack is checked: its first axis is the sample
-            samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
-        return samples
-    if csv_classes:
+    csv_classes = args.classes.suffix.lower() in CSV_SUFFIXES
+    if csv_classes and args.level != "image":
         raise UsageError(f"--level {args.level} reads classes painted in a labels file, not a CSV")
-    painted = io.read_volume(args.classes).data
-    if args.level == "object":
-        if args.instances is None:
-            raise UsageError("--level object needs --instances (instance labels, one id per object)")
-        instances = io.read_volume(args.instances).data
-        return object_samples(vol.data, instances, class_labels=painted, channel_axis=axis,
-                              input_size=size, name=name)  # fmt: skip
-    if not args.tile_size:
+    if args.level == "object" and args.instances is None:
+        raise UsageError("--level object needs --instances (instance labels, one id per object)")
+    if args.level == "tile" and not args.tile_size:
         raise UsageError("--level tile needs --tile-size")
-    return tile_samples(vol.data, tile_size=_size(args.tile_size), class_labels=painted, channel_axis=axis,
-                        input_size=size, name=name)  # fmt: skip
+    params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size)}
+    samples = make_samples(args.level, vol.data, {k: v for k, v in params.items() if v},
+                           class_labels=None if csv_classes else io.read_volume(args.classes).data,
+                           instances=io.read_volume(args.instances).data if args.level == "object" else None,
+                           channel_axis=axis, name=f"image '{path}'")
+    if csv_classes:  # read after the stack is checked: its first axis is the sample
+        samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
+    return samples
 
 
 def _size(values: list[int] | None) -> int | tuple[int, ...] | None:
