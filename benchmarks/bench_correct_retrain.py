@@ -4,7 +4,7 @@ The settings are the Train widget's defaults (UNet, features 16, depth 4, automa
 patch size, batch 2, default augmentation) on ``samples.phantom_3d()`` (48 x 96 x 96).
 A briefly trained model predicts; the "user" corrects the prediction (here: the ground
 truth in the slab where the prediction is worst); the cycle is what the Predict widget's
-"Fine-tune and predict again" button runs: ``fit`` with ``train.finetune_config`` and
+"Fine-tune and predict again" button runs: ``segmentation.task.retrain_on_corrections`` and
 ``init_model=model`` (30 steps, the widget's default), then predicting again with the
 widget's default InferConfig. Prints JSON; target: cycle < 60 s on a 2-core CPU.
 
@@ -33,7 +33,7 @@ def main() -> None:
     from napari_medml.engine.devices import resolve_device
     from napari_medml.segmentation.metrics import dice
     from napari_medml.samples import phantom_3d
-    from napari_medml.segmentation.task import finetune_config, fit, train
+    from napari_medml.segmentation.task import retrain_on_corrections, train
 
     p = phantom_3d(0)
     config = TrainConfig(optim=OptimConfig(epochs=3, steps_per_epoch=max(1, args.initial_steps // 3),
@@ -50,9 +50,8 @@ def main() -> None:
     corrected = before.copy()
     corrected[z:z + 8] = p.labels[z:z + 8]
 
-    tune = finetune_config(model.config, args.steps)
     t1 = time.perf_counter()
-    gen = fit(p.image, corrected, tune, spacing=p.spacing, init_model=model)
+    gen = retrain_on_corrections(model, p.image, corrected, args.steps, spacing=p.spacing)
     first_step_s = None
     while True:
         try:

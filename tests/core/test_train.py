@@ -20,6 +20,7 @@ from napari_medml.config import (  # noqa: E402
 from napari_medml.errors import BundleError, InputError  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
 from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.engine.loop import run_to_end  # noqa: E402
 from napari_medml.segmentation.task import fit, train  # noqa: E402
 
 SHAPE, SPACING = (32, 64, 64), (3.0, 1.5, 1.5)
@@ -332,3 +333,20 @@ def test_automatic_patch_size_is_capped_on_cpu():
     assert free == (48, 72, 96)  # what memory alone allows: ~4 s a step on a 2-core CPU
     assert math.prod(capped) <= cap and all(p % 8 == 0 for p in capped)
     assert capped == (32, 64, 64)
+
+
+def test_retrain_on_corrections_learns_the_correction_and_refuses_empty_labels():
+    from napari_medml.errors import InputError
+    from napari_medml.segmentation.task import retrain_on_corrections
+
+    p = phantom_3d(seed=0)
+    image, labels = p.image[:16, :48, :48], p.labels[:16, :48, :48]
+    cfg = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), val_fraction=0.0), augment=AugmentConfig.none(),
+                      model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=2),
+                      device="cpu")
+    model = train(image, labels, cfg, spacing=p.spacing)
+    tuned = run_to_end(retrain_on_corrections(model, image, labels, 3, spacing=p.spacing))
+    assert tuned.class_ids == model.class_ids and tuned.patch_size == model.patch_size
+    assert tuned.history[-1]["step"] == 3
+    with pytest.raises(InputError, match="corrected labels are empty"):
+        run_to_end(retrain_on_corrections(model, image, np.zeros_like(labels), 3, spacing=p.spacing))

@@ -168,8 +168,6 @@ class PredictWidget(Container):
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
         """Continue the current model on the corrected labels, then predict again."""
-        from napari_medml.segmentation.task import finetune_config
-
         inputs = model_input(self._viewer, self._w["images"].value)
         name, model = self._model_source()
         if isinstance(model, Path):
@@ -179,17 +177,17 @@ class PredictWidget(Container):
         labels = labels_array(corrected)
         if not labels.any():
             raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")
-        config = finetune_config(model.config, self._w["ft_steps"].value, self._session.augment)
+        steps, augment = self._w["ft_steps"].value, self._session.augment
         infer = self.infer_config()
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.segmentation.task import fit
+            from napari_medml.segmentation.task import retrain_on_corrections
 
-            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+            with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
                 images, targets, spacings, channel_axis = inputs.samples(labels, model.spatial_dims)
-                tuned = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                       stop=stop, init_model=model)
+                tuned = yield from retrain_on_corrections(model, images, targets, steps, spacing=spacings,
+                                                          channel_axis=channel_axis, augment=augment, stop=stop)
                 prediction = tuned.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
                                            config=infer, stop=stop)
             return tuned, prediction

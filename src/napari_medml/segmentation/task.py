@@ -15,15 +15,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from napari_medml.config import AugmentConfig, TrainConfig
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
-from napari_medml.errors import ConfigError
+from napari_medml.errors import ConfigError, InputError
 from napari_medml.segmentation.model import Model
 
-__all__ = ["SegmentationTask", "finetune_config", "fit", "train"]
+__all__ = ["SegmentationTask", "finetune_config", "fit", "retrain_on_corrections", "train"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
@@ -213,3 +214,38 @@ def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | No
     optim = replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
                     max_minutes=None, early_stopping_patience=None)
     return replace(config, data=data, optim=optim, augment=config.augment if augment is None else augment)
+
+
+def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int, *, spacing: Any = None,
+                           channel_axis: int | None = None, augment: AugmentConfig | None = None,
+                           stop: StopToken | None = None) -> Generator[TrainReport, None, Model]:
+    """The correct-and-retrain step: continue ``model`` on corrected (dense) labels.
+
+    Parameters
+    ----------
+    model : Model
+        The model whose prediction was corrected.
+    images, corrected : array or sequence of arrays
+        As for :func:`fit`: images in napari axis order and their corrected labels
+        (every voxel labelled; the prediction with the user's corrections painted in).
+    steps : int
+        Optimisation steps (one epoch, constant rate, no validation: see :func:`finetune_config`).
+    spacing, channel_axis, augment, stop
+        As for :func:`fit`; ``augment`` replaces the model's augmentation.
+
+    Returns
+    -------
+    Model
+        The fine-tuned model (same classes, patch and normalisation).
+
+    Raises
+    ------
+    InputError
+        Corrected labels that are empty everywhere.
+    """
+    arrays = corrected if isinstance(corrected, (list, tuple)) else [corrected]
+    if not any(np.any(a) for a in arrays):
+        raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
+    config = finetune_config(model.config, steps, augment)
+    return (yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
+                           init_model=model))
