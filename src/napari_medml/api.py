@@ -35,6 +35,8 @@ TASKS: dict[str, TaskEntry] = {
                               "napari_medml.segmentation.model:load_segmentation_model"),
     "classification": TaskEntry("napari_medml.classification.task:fit_classifier",
                                 "napari_medml.classification.model:load_classifier"),
+    "pretraining": TaskEntry("napari_medml.pretraining.task:fit_pretraining",
+                             "napari_medml.pretraining.model:load_pretrained"),
 }
 
 

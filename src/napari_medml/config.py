@@ -27,20 +27,30 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PreprocessStep",
+    "PretrainConfig",
     "TrainConfig",
     "from_dict",
     "to_dict",
 ]
 
-Task = Literal["segmentation", "classification"]
+Task = Literal["segmentation", "classification", "pretraining", "instances"]
 LabelMode = Literal["dense", "sparse"]
 Norm = Literal["batch", "instance"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
+# Network names: the keys of the registries in napari_medml.nn (a test keeps them equal);
+# declared here so that forms can list them without importing torch.
+SegmentationNetwork = Literal["unet", "dynunet", "segresnet"]
+ClassifierNetwork = Literal["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"]
+ClassifierLoss = Literal["ce", "focal"]
+ClassLevel = Literal["image", "object", "tile"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # a config may also name "cuda:N"
 ScheduleName = Literal["constant", "cosine", "poly", "plateau"]
 LossName = Literal["ce", "dice", "dice_ce", "focal"]
 Normalization = Literal["zscore", "percentile", "minmax", "none"]
 StopMetric = Literal["val_dice", "val_loss", "val_accuracy"]
 InstanceSplit = Literal["none", "connected", "watershed"]
+ReconstructionLoss = Literal["mse", "mae"]
+Corruption = Literal["mask", "noise", "mask_noise"]
 
 
 def _is_int(value: Any) -> bool:
@@ -113,8 +123,16 @@ class DataConfig:
     normalization: Normalization = "zscore"
     preprocessing: tuple[PreprocessStep, ...] = ()
     memory_budget_mb: int = 1024
+    # Ensembles: ``folds`` K > 1 trains K models, each validated on a different part;
+    # ``fold`` (0..K-1) is the part one member holds out (None: train all K).
+    folds: int = 1
+    fold: int | None = None
 
     def __post_init__(self) -> None:
+        if not _is_int(self.folds) or self.folds < 1:
+            raise ConfigError(f"folds must be an integer >= 1, got {self.folds}")
+        if self.fold is not None and not (_is_int(self.fold) and 0 <= self.fold < self.folds):
+            raise ConfigError(f"fold must be an integer from 0 to folds - 1 = {self.folds - 1}, got {self.fold}")
         if self.spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if self.batch_size < 1:
@@ -171,6 +189,7 @@ class OptimConfig:
     nesterov: bool = True  # SGD
     weight_decay: float = 1e-5
     schedule: ScheduleName = "poly"
+    warmup: float = 0.0  # share of the run (steps or time budget) warming the rate up from 0.1x
     epochs: int = 50
     steps_per_epoch: int = 50
     max_minutes: float | None = None
@@ -186,12 +205,38 @@ class OptimConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.weight_decay < 1.0):
             raise ConfigError(f"momentum and weight_decay must be in [0, 1), got {self.momentum} and {self.weight_decay}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"warmup must be in [0, 1) (a share of the run), got {self.warmup}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience must be >= 1 (or None), got {self.early_stopping_patience}")
         if self.class_weights is not None and not all(math.isfinite(w) and w >= 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must be finite and >= 0, got {tuple(self.class_weights)}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Self-supervised pretraining: how inputs are corrupted and how the reconstruction is scored.
+
+    The network sees a corrupted patch (blocks of ``mask_block`` voxels along the finest
+    axis blanked with probability ``mask_ratio``, and/or Gaussian noise of ``noise_std``
+    in normalised units) and learns to give back the clean patch.
+    """
+
+    loss: ReconstructionLoss = "mse"
+    corruption: Corruption = "mask_noise"
+    mask_ratio: float = 0.5
+    mask_block: int = 8
+    noise_std: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not _is_int(self.mask_block) or self.mask_block < 1:
+            raise ConfigError(f"mask_block must be an integer >= 1, got {self.mask_block}")
+        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +253,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None  # where best/last checkpoints go (None: a temp folder)
     class_names: Mapping[int, str] | None = field(default=None, hash=False)
+    pretrain: PretrainConfig = PretrainConfig()  # task "pretraining" only
 
     def __post_init__(self) -> None:
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:

@@ -84,3 +84,15 @@ def test_freeze_encoder_stages(name):
     assert freeze_encoder_stages(net, 2) == 2
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert 0 < trainable < total
+
+
+def test_registries_are_the_config_names():
+    """Forms list the networks from config's Literal types (no torch import): they must be the registries."""
+    from typing import get_args
+
+    from napari_medml.config import ClassifierNetwork, SegmentationNetwork
+    from napari_medml.nn.classification import CLASSIFIER_NETWORKS
+    from napari_medml.nn.segmentation import SEGMENTATION_NETWORKS
+
+    assert list(SEGMENTATION_NETWORKS) == list(get_args(SegmentationNetwork))
+    assert list(CLASSIFIER_NETWORKS) == list(get_args(ClassifierNetwork))

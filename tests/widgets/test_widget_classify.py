@@ -10,7 +10,6 @@ import torch
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_medml._widgets._forms import parse_size
-from napari_medml._widgets.classify import NETWORK_CHOICES
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.engine.reports import TrainReport
 
@@ -57,10 +56,11 @@ def setup(make_napari_viewer, open_widget):
     return viewer, widget, truth, held
 
 
-def test_network_choices_are_the_registry() -> None:
+def test_network_choices_are_the_registry(setup) -> None:
     from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 
-    assert NETWORK_CHOICES == list(CLASSIFIER_NETWORKS)
+    _, widget, _, _ = setup
+    assert list(widget["network"].choices) == list(CLASSIFIER_NETWORKS)
 
 
 def test_parse_size() -> None:

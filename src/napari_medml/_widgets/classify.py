@@ -10,7 +10,7 @@ layer ``<image> [classes]`` (every sample, object or tile filled with its class)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import napari
 from magicgui.widgets import (
@@ -30,15 +30,23 @@ from napari_medml._widgets._layers import image_array, labels_array, layer_spati
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.config import (
+    ClassifierLoss,
+    ClassifierNetwork,
+    ClassLevel,
+    DataConfig,
+    DeviceName,
+    ModelConfig,
+    OptimConfig,
+    OptimizerName,
+    ScheduleName,
+    TrainConfig,
+)
 from napari_medml.errors import InputError
 from napari_medml.layer_data import result_layer_data
 
-__all__ = ["NETWORK_CHOICES", "ClassifyWidget"]
+__all__ = ["ClassifyWidget"]
 
-# The names in classify_models.CLASSIFIER_NETWORKS (that module imports torch, so not
-# here; a test keeps the two lists equal).
-NETWORK_CHOICES = ["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"]
 PAINTED, CSV = "labels layer", "CSV file"
 
 
@@ -51,7 +59,7 @@ class ClassifyWidget(Container):
         viewer = napari_viewer
         self._viewer = viewer
         w = self._w = {}  # name -> widget, for tests and the demo
-        w["level"] = ComboBox(choices=["image", "object", "tile"], value="image", label="classify",
+        w["level"] = ComboBox(choices=list(get_args(ClassLevel)), value="image", label="classify",
                              tooltip="image: each image of a stack (first axis = sample); object: "
                              "each object of an instance labels layer; tile: each tile of a grid")
         w["image"] = create_widget(annotation=napari.layers.Image, label="image")
@@ -66,25 +74,25 @@ class ClassifyWidget(Container):
         w["tile"] = LineEdit(value="32", label="tile size", tooltip="tile level: '32' or '32, 32'")
         w["input"] = LineEdit(value="0", label="input size",
                               tooltip="resize samples to this shape; 0 = keep (objects: 64 / 32^3)")
-        w["network"] = ComboBox(choices=NETWORK_CHOICES, value="smallcnn", label="network")
+        w["network"] = ComboBox(choices=list(get_args(ClassifierNetwork)), value="smallcnn", label="network")
         w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["dropout"] = FloatSpinBox(value=0.1, min=0.0, max=0.9, step=0.05, label="dropout")
         w["epochs"] = SpinBox(value=30, min=1, max=100000, label="epochs")
         w["steps"] = SpinBox(value=20, min=1, max=100000, label="steps per epoch")
         w["batch"] = SpinBox(value=16, min=1, max=1024, label="batch size")
-        w["optimizer"] = ComboBox(choices=["adamw", "adam", "sgd", "rmsprop"], value="adamw", label="optimizer")
+        w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw", label="optimizer")
         w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
-        w["schedule"] = ComboBox(choices=["cosine", "poly", "constant", "plateau"], value="cosine",
+        w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="cosine",
                                  label="schedule")
-        w["loss"] = ComboBox(choices=["ce", "focal"], value="ce", label="loss")
+        w["loss"] = ComboBox(choices=list(get_args(ClassifierLoss)), value="ce", label="loss")
         w["smoothing"] = FloatSpinBox(value=0.0, min=0.0, max=0.5, step=0.05, label="label smoothing")
         w["weights"] = LineEdit(value="", label="class weights",
                                 tooltip="one weight per class in class-id order, e.g. '1, 3'; empty = equal")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
-        w["device"] = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
         w["init"] = FileEdit(mode="d", value="", label="start from bundle",
                              tooltip="transfer learning: a classification or segmentation bundle")
         w["freeze"] = SpinBox(value=0, min=0, max=10, label="freeze stages",

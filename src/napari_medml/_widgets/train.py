@@ -7,7 +7,7 @@ validation Dice per epoch. Stop keeps the best model so far.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import napari
 from magicgui.widgets import (
@@ -29,12 +29,20 @@ from napari_medml._widgets._layers import labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.config import (
+    DataConfig,
+    DeviceName,
+    LossName,
+    ModelConfig,
+    OptimConfig,
+    OptimizerName,
+    ScheduleName,
+    SegmentationNetwork,
+    TrainConfig,
+)
 
 __all__ = ["TrainWidget"]
 
-# The names in napari_medml.nn.segmentation.NETWORKS (that module imports torch, so not here).
-NETWORK_CHOICES = ["unet", "dynunet", "segresnet"]
 # Imported in the background right after docking: a module's first import can hold the
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
 # stall napari if it happened during training.
@@ -68,7 +76,7 @@ class TrainWidget(Container):
                              "unlabelled (ignored); 'background id' is the painted background.")
         w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
-        w["network"] = ComboBox(choices=NETWORK_CHOICES, value="unet", label="network")
+        w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network")
         w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
         w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
@@ -77,17 +85,17 @@ class TrainWidget(Container):
         w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
         w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
                                     tooltip="0 = no time limit")
-        w["optimizer"] = ComboBox(choices=["adamw", "adam", "sgd", "rmsprop"], value="adamw",
+        w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
         w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
-        w["schedule"] = ComboBox(choices=["poly", "cosine", "constant", "plateau"], value="poly",
+        w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="poly",
                                  label="schedule")
-        w["loss"] = ComboBox(choices=["dice_ce", "dice", "ce", "focal"], value="dice_ce", label="loss")
+        w["loss"] = ComboBox(choices=list(get_args(LossName)), value="dice_ce", label="loss")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
-        w["device"] = ComboBox(choices=["auto", "cpu", "cuda", "mps"], value="auto", label="device")
+        w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
         w["device_info"] = Label(value="(checking...)", label="")
         w["amp"] = CheckBox(value=True, text="mixed precision (CUDA)")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",

@@ -18,10 +18,11 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from napari_medml.config import ClassLevel
 from napari_medml.errors import InputError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "read_class_csv",
 ]
 
-ClassLevel = Literal["image", "object", "tile"]
 
 
 @dataclass(frozen=True)

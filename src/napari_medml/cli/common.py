@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from napari_medml.config import DeviceName
 
 __all__ = [
     "AXES_HELP",
@@ -30,7 +33,7 @@ __all__ = [
 
 PROG = "napari-medml"
 FILE_TYPES = ".nii, .nii.gz, .tif, .tiff or .npy"
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = typing.get_args(DeviceName)
 
 
 class UsageError(Exception):

@@ -138,6 +138,8 @@ class SegmentationTask:
             from napari_medml.bundles.transfer import transfer_weights
 
             self.initial_weights = transfer_weights(self.network, config.model.init_from)
+            w = self.initial_weights
+            self.notes.append(f"started from {w['loaded']} of {w['total']} tensors of {w['source']} ({w['task']})")
         freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.loss_fn: Any = None  # built on the device of the first outputs (class weights live there)
         transform = None

@@ -1,0 +1,288 @@
+"""A pretrained (reconstruction) model: its bundle, and what it gives on its own, a
+denoised reconstruction and a per-voxel reconstruction error (an anomaly map)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medml.bundles.format import (
+    CONFIG_NAME,
+    SCHEMA_VERSION,
+    WEIGHTS_NAME,
+    library_versions,
+    load_weights,
+    read_description,
+    read_weights,
+)
+from napari_medml.config import TrainConfig, from_dict, to_dict
+from napari_medml.errors import BundleError, Cancelled, ConfigError, InputError
+
+__all__ = ["Reconstruction", "ReconstructionModel", "load_pretrained"]
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What :meth:`ReconstructionModel.reconstruct` returns.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        float32, the input's shape and axes: the reconstruction of the uncorrupted
+        image (a denoised image) in the input's intensity units.
+    error : np.ndarray
+        float32, the input's shape without channels: per voxel, the squared (MSE model)
+        or absolute (MAE model) difference, in normalised units averaged over channels,
+        between the image and its prediction from context (each voxel predicted while
+        blanked, for a model pretrained with masking; otherwise the reconstruction).
+        High where the image is unlike the rest: an anomaly map.
+    """
+
+    image: np.ndarray
+    error: np.ndarray
+
+
+class ReconstructionModel:
+    """A segmentation network pretrained to reconstruct its inputs (outputs = input channels).
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+    config : TrainConfig
+        ``task="pretraining"``; ``model`` describes the network, ``pretrain`` the
+        corruption and loss.
+    in_channels, spatial_dims : int
+    patch_size : tuple of int
+    spacing : tuple of float or None
+    normalization : dict
+        ``preprocessing.normalization.fit_normalization`` statistics.
+    history, provenance
+        As for the segmentation ``Model``.
+    """
+
+    def __init__(self, network: torch.nn.Module, config: TrainConfig, in_channels: int, spatial_dims: int,
+                 patch_size: Sequence[int], spacing: Sequence[float] | None, normalization: dict,
+                 history: list[dict] | None = None, provenance: dict | None = None) -> None:
+        self.network = network
+        self.config = config
+        self.in_channels = int(in_channels)
+        self.spatial_dims = int(spatial_dims)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.normalization = normalization
+        self.history = list(history or [])
+        self.provenance = dict(provenance or {})
+
+    def __repr__(self) -> str:
+        return (f"ReconstructionModel({self.config.model.network}, {self.spatial_dims}D, "
+                f"in_channels={self.in_channels}, patch_size={self.patch_size})")
+
+    def save(self, path: str | Path) -> Path:
+        """Write a bundle folder (``bundles.format.save_model``)."""
+        from napari_medml.bundles.format import save_model
+
+        return save_model(self, path)
+
+    def description(self) -> dict:
+        """The bundle's ``config.json``: the network, normalisation, patch and the config."""
+        cfg = self.config
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task": "pretraining",
+            "network": {"name": cfg.model.network, "arguments": to_dict(cfg.model),
+                        "spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
+                        "out_channels": self.in_channels},
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "out_channels": self.in_channels,
+            "class_ids": [],
+            "preprocessing": to_dict(cfg.data.preprocessing),
+            "normalization": self.normalization,
+            "patch_size": list(self.patch_size),
+            "spacing": None if self.spacing is None else list(self.spacing),
+            "pretraining": to_dict(cfg.pretrain),
+            "history": self.history,
+            "versions": library_versions(),
+            "seed": cfg.seed,
+            "provenance": self.provenance,
+            "train_config": to_dict(cfg),
+        }
+
+    def reconstruct(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
+                    axes: str | None = None, overlap: float = 0.25, device: str = "auto",
+                    progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> Reconstruction:
+        """Reconstruct an image and map its reconstruction error.
+
+        Parameters
+        ----------
+        image : array
+            ``(Y, X)`` or ``(Z, Y, X)`` (the model's dimensions) plus a channel axis;
+            leading time axes (or Z under a 2D model) are taken one index at a time.
+        spacing : sequence of float, optional
+            Voxel size; needed when the preprocessing recipe resamples.
+        channel_axis : int, optional
+        axes : str, optional
+            One letter per axis (``T``, ``C``, ``Z``, ``Y``, ``X``; ``Q`` unknown);
+            replaces ``channel_axis``.
+        overlap : float
+            Sliding-window overlap in [0, 1).
+        device : str
+        progress : callable, optional
+            ``(done, total)`` windows.
+        stop : StopToken, optional
+            Raises ``Cancelled`` at the next window once stopped.
+
+        Returns
+        -------
+        Reconstruction
+
+        Raises
+        ------
+        InputError
+            Axes or channels that do not fit the model, NaN/inf values.
+        Cancelled
+        """
+        from napari_medml.io.axes import layout, resolve_axes
+        from napari_medml.engine.devices import resolve_device
+
+        shape = np.shape(image)
+        if axes is None:  # the last axes are spatial, the channel axis is named, the rest time
+            if channel_axis is not None and not -len(shape) <= channel_axis < len(shape):
+                raise InputError(f"channel_axis={channel_axis} is out of range for an image of shape {shape}")
+            rest = [a for a in range(len(shape)) if channel_axis is None or a != channel_axis % len(shape)]
+            letters = {a: "T" for a in rest}
+            letters.update(zip(rest[-self.spatial_dims:], "ZYX"[3 - self.spatial_dims:]))
+            if channel_axis is not None:
+                letters[channel_axis % len(shape)] = "C"
+            axes = "".join(letters[a] for a in range(len(shape)))
+        hint = "say what the axes are (e.g. axes='ZYX' or 'CYX')"
+        axes = resolve_axes(axes, shape, what="image", hint=hint, spatial_dims=self.spatial_dims,
+                            in_channels=self.in_channels)
+        lay = layout(axes, self.spatial_dims, "image", hint)
+        channels = 1 if lay.channel_axis is None else shape[lay.channel_axis]
+        if channels != self.in_channels:
+            raise InputError(f"the model was pretrained on {self.in_channels} channel(s) but the image has "
+                             f"{channels} (shape {shape}, axes {axes}): give the same channels")
+        arr = np.asarray(image)
+        moved = np.moveaxis(arr, lay.channel_axis, 0) if lay.channel_axis is not None else arr[None]
+        # sample axes lead the spatial ones: after the channels they come first
+        lead = tuple(moved.shape[1:1 + len(lay.sample_axes)])
+        moved = moved.reshape(moved.shape[0], math.prod(lead), *moved.shape[1 + len(lead):])
+        dev = resolve_device(device)
+        sp = None if spacing is None else tuple(float(s) for s in spacing)[-self.spatial_dims:]
+        recon = np.empty(moved.shape, np.float32)
+        error = np.empty(moved.shape[1:], np.float32)
+        count = moved.shape[1]
+        for i in range(count):
+            def part(done: int, total: int, i: int = i) -> None:
+                if progress is not None:
+                    progress(i * total + done, count * total)
+            recon[:, i], error[i] = self._one(moved[:, i], sp, dev, overlap, part, stop)
+        recon = recon.reshape(moved.shape[0], *lead, *moved.shape[2:])
+        error = error.reshape(*lead, *moved.shape[2:])
+        recon = np.moveaxis(recon, 0, lay.channel_axis) if lay.channel_axis is not None else recon[0]
+        return Reconstruction(image=recon, error=error)
+
+    def _one(self, image: np.ndarray, spacing: tuple[float, ...] | None, device: torch.device, overlap: float,
+             progress: Callable[[int, int], None], stop: Any | None) -> tuple[np.ndarray, np.ndarray]:
+        """Reconstruction ``(C, *spatial)`` and error ``(*spatial)`` of one ``(C, *spatial)`` image."""
+        from monai.inferers import sliding_window_inference
+
+        from napari_medml.pretraining.data import block_sizes, check_image, checker_masks, run_recipe_channels
+        from napari_medml.preprocessing.normalization import apply_normalization
+
+        x = check_image(image, channel_axis=0, spatial_dims=self.spatial_dims, in_channels=self.in_channels)
+        x, _, recipe = run_recipe_channels(x, spacing or self.spacing, self.config.data.preprocessing)
+        x = apply_normalization(x, self.normalization)
+        masks = checker_masks(x.shape[1:], block_sizes(self.config.pretrain.mask_block, self.spacing,
+                                                       self.spatial_dims))
+        masked = self.config.pretrain.corruption in ("mask", "mask_noise")
+        inputs = [x] + ([np.where(m, 0.0, x).astype(np.float32) for m in masks] if masked else [])
+        net = self.network.to(device).eval()
+        per_pass = _count_windows(x.shape[1:], self.patch_size, overlap)
+        total, done = per_pass * len(inputs), 0
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            if stop is not None and stop.stopped:
+                raise Cancelled("reconstruction stopped")
+            out = net(window)
+            done += window.shape[0]
+            progress(min(done, total), total)
+            return out
+
+        outputs = []
+        with torch.inference_mode():
+            for inp in inputs:
+                out = sliding_window_inference(torch.from_numpy(inp)[None].to(device), roi_size=self.patch_size,
+                                               sw_batch_size=4, predictor=predictor, overlap=overlap,
+                                               mode="gaussian", progress=False)
+                out = out.as_tensor() if hasattr(out, "as_tensor") else out
+                outputs.append(out[0].float().cpu().numpy())
+        recon = outputs[0]
+        context = np.where(masks[0], outputs[1], outputs[2]) if masked else recon
+        diff = context - x
+        error = (np.abs(diff) if self.config.pretrain.loss == "mae" else diff**2).mean(0).astype(np.float32)
+        recon = _denormalize(recon, self.normalization)
+        if recipe is not None and recipe.geometry:  # back onto the input's grid
+            recon = np.stack([recipe.restore(c, order=1) for c in recon]).astype(np.float32)
+            error = recipe.restore(error, order=1).astype(np.float32)
+        return recon, error
+
+
+def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's sliding_window_inference visits (its scan-interval rule)."""
+    n = 1
+    for size, r in zip(spatial, roi):
+        size = max(size, r)
+        interval = r if size == r else max(int(r * (1 - overlap)), 1)
+        n *= int(math.ceil((size - r) / interval)) + 1 if size > r else 1
+    return n
+
+
+def _denormalize(x: np.ndarray, stats: dict) -> np.ndarray:
+    """The inverse of ``apply_normalization`` on ``(C, *spatial)`` (back to intensity units)."""
+    out = np.array(x, dtype=np.float32, copy=True)
+    method = stats.get("method", "none")
+    for c, s in enumerate(stats.get("channels", [])):
+        if method == "zscore":
+            out[c] = out[c] * max(s["std"], 1e-8) + s["mean"]
+        elif method in ("percentile", "minmax"):
+            out[c] = out[c] * max(s["high"] - s["low"], 1e-8) + s["low"]
+    return out
+
+
+def load_pretrained(path: str | Path) -> ReconstructionModel:
+    """Load a pretraining bundle folder (never unpickles).
+
+    Raises
+    ------
+    BundleError
+        A missing or damaged bundle, or one of another task.
+    """
+    from napari_medml.nn.segmentation import build_network
+
+    path = Path(path).expanduser()
+    desc = read_description(path)
+    if desc.get("task") != "pretraining":
+        raise BundleError(f"{path} is a {desc.get('task', 'segmentation')!r} bundle, not a pretrained model: "
+                          "load it with napari_medml.load_model")
+    try:
+        config = from_dict(TrainConfig, desc["train_config"])
+        spatial_dims, in_channels = int(desc["spatial_dims"]), int(desc["in_channels"])
+        patch_size = tuple(int(p) for p in desc["patch_size"])
+        spacing = None if desc.get("spacing") is None else tuple(float(s) for s in desc["spacing"])
+        network = build_network(config.model, spatial_dims, in_channels, in_channels, patch_size=patch_size,
+                                spacing=spacing)
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
+    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
+    return ReconstructionModel(network, config, in_channels, spatial_dims, patch_size, spacing,
+                               desc["normalization"], history=desc.get("history") or [],
+                               provenance=desc.get("provenance") or {})

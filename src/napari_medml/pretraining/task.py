@@ -1,0 +1,233 @@
+"""Pretraining as a task of the shared engine: ``fit_pretraining`` is a generator of
+``TrainReport``s that returns the best :class:`ReconstructionModel`.
+
+The network is the segmentation registry's (``config.model``: UNet, DynUNet, SegResNet)
+with as many outputs as inputs; it learns to reconstruct clean patches from masked
+and/or noised ones (``config.pretrain``). Its bundle starts later runs through
+``ModelConfig.init_from`` (every tensor whose name and shape fit: all but the last layer
+when the widths and depth agree).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Generator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medml.config import TrainConfig
+from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.engine.task import Evaluation
+from napari_medml.errors import ConfigError, InputError
+from napari_medml.pretraining.model import ReconstructionModel
+
+__all__ = ["PretrainingTask", "fit_pretraining", "pretrain", "reconstruction_loss"]
+
+VAL_BATCHES = 4  # fixed corrupted batches scored at each epoch end
+
+
+def pretrain(images: Any, config: TrainConfig, **kwargs: Any) -> ReconstructionModel:
+    """Run :func:`fit_pretraining` to the end and return the best model (same arguments)."""
+    from napari_medml.engine.loop import run_to_end
+
+    return run_to_end(fit_pretraining(images, None, config, **kwargs))
+
+
+def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None,
+                    channel_axis: int | None = None, stop: StopToken | None = None,
+                    resume_from: str | Path | None = None,
+                    init_model: ReconstructionModel | None = None) -> Generator[TrainReport, None, ReconstructionModel]:
+    """Pretrain a segmentation network to reconstruct corrupted unlabeled images.
+
+    Parameters
+    ----------
+    images : array or sequence of arrays
+        ``(Y, X)`` or ``(Z, Y, X)`` each (``config.data.spatial_dims``), plus the axis
+        ``channel_axis``; any number, of any size.
+    labels : None
+        Pretraining uses no labels (the argument keeps ``napari_medml.fit``'s signature).
+    config : TrainConfig
+        ``task="pretraining"``; ``pretrain`` (loss, corruption), ``model`` (the network
+        later runs start from), ``data`` (patch and batch size, normalisation, recipe),
+        ``optim`` (steps, time limit).
+    spacing : tuple or list of tuples, optional
+        Voxel size per spatial axis (one for all images, or one per image): mask blocks
+        are isotropic in physical units, the patch shrinks along coarse axes first.
+    channel_axis : int, optional
+    stop : StopToken, optional
+    resume_from : str or Path, optional
+        A checkpoint folder of an interrupted pretraining run.
+    init_model : ReconstructionModel, optional
+        Continue pretraining this model (its network, patch and normalisation).
+
+    Yields
+    ------
+    TrainReport
+        ``val_loss`` is the reconstruction loss on fixed corrupted patches.
+
+    Returns
+    -------
+    ReconstructionModel
+
+    Raises
+    ------
+    ConfigError
+        Labels given, or another task in ``config``.
+    InputError
+        Unusable images (dimensions, channels, NaN).
+    """
+    if config.task != "pretraining":
+        raise ConfigError(f"fit_pretraining needs config.task 'pretraining', got {config.task!r}")
+    if labels is not None:
+        raise ConfigError("pretraining learns from unlabeled images: call fit(images, None, config)")
+    resume = None
+    base = init_model
+    if resume_from is not None:
+        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
+        from napari_medml.engine.loop import Resume
+        from napari_medml.pretraining.model import load_pretrained
+
+        checkpoint = find_checkpoint(resume_from)
+        base = load_pretrained(checkpoint)
+        state, tensors = read_checkpoint(checkpoint)
+        resume = Resume(state, tensors, list(base.history))
+    start_step = int(resume.state["step"]) if resume is not None else 0
+    task = PretrainingTask(config, images, spacing=spacing, channel_axis=channel_axis, base=base,
+                           start_step=start_step)
+    from napari_medml.engine.loop import run
+
+    checkpoint_dir = config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-")
+    return (yield from run(task, task.config, stop=stop, checkpoint_dir=checkpoint_dir, resume=resume))
+
+
+class PretrainingTask:
+    """Corrupted patches in, clean patches as targets, MSE or MAE (a
+    :class:`~napari_medml.engine.task.TrainingTask`)."""
+
+    def __init__(self, config: TrainConfig, images: Any, *, spacing: Any = None, channel_axis: int | None = None,
+                 base: ReconstructionModel | None = None, start_step: int = 0) -> None:
+        from napari_medml.engine.devices import patch_voxel_cap, resolve_device
+        from napari_medml.nn.segmentation import build_network, patch_divisor
+        from napari_medml.pretraining import data
+        from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
+
+        if base is not None:
+            config = replace(config, model=base.config.model,
+                             data=replace(config.data, spatial_dims=base.spatial_dims))
+        self.config = config
+        dc = config.data
+        image_list = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not image_list:
+            raise InputError("no images given: pass at least one unlabeled image")
+        spacings = _spacings(spacing, len(image_list))
+        arrays = []
+        for i, img in enumerate(image_list):
+            name = "image" if len(image_list) == 1 else f"image {i + 1}"
+            arr = data.check_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
+                                   in_channels=base.in_channels if base is not None else None)
+            arr, spacings[i], _ = data.run_recipe_channels(arr, spacings[i], dc.preprocessing)
+            arrays.append(arr)
+        channels = {a.shape[0] for a in arrays}
+        if len(channels) > 1:
+            raise InputError(f"images have different channel counts {sorted(channels)}: give every image "
+                             "the same channels")
+        self.in_channels = arrays[0].shape[0]
+        self.spacing = spacings[0]
+        self.normalization = base.normalization if base is not None else fit_normalization(arrays, dc.normalization)
+        arrays = [apply_normalization(a, self.normalization) for a in arrays]
+        divisor = patch_divisor(config.model)
+        device = resolve_device(config.device)
+        if base is not None:
+            self.patch_size = base.patch_size
+        elif dc.patch_size is not None:
+            self.patch_size = tuple(int(p) for p in dc.patch_size)
+            if any(p % divisor for p in self.patch_size):
+                raise ConfigError(f"patch_size {self.patch_size} must be divisible by {divisor} "
+                                  f"(2 ** (depth - 1) for depth {config.model.depth})")
+        else:
+            self.patch_size = data.choose_patch([a.shape[1:] for a in arrays], self.spacing, divisor,
+                                                patch_voxel_cap(device, dc.spatial_dims))
+        # smaller than the patch: pad with 0 (the normalised mean), as inference pads
+        arrays = [np.pad(a, [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(self.patch_size, a.shape[1:])])
+                  for a in arrays]
+        self.voxels = int(sum(a[0].size for a in arrays))
+        self.count = len(arrays)
+        torch.manual_seed(config.seed + start_step)
+        self.network = build_network(config.model, dc.spatial_dims, self.in_channels, self.in_channels,
+                                     patch_size=self.patch_size, spacing=self.spacing)
+        if base is not None:
+            self.network.load_state_dict(base.network.state_dict())
+        self.blocks = data.block_sizes(config.pretrain.mask_block, self.spacing, dc.spatial_dims)
+        corruptor = data.Corruptor(config.pretrain, self.blocks)
+        self.sampler = data.UnlabeledSampler(arrays, self.patch_size, dc.batch_size, corruptor,
+                                             flip=config.augment.flip.prob, seed=config.seed + start_step)
+        # validation: fixed patches with fixed corruption, so epochs compare fairly
+        fixed = data.UnlabeledSampler(arrays, self.patch_size, dc.batch_size, corruptor, flip=0.0,
+                                      seed=config.seed + 10_000)
+        self.val_batches = [fixed.batch() for _ in range(VAL_BATCHES)]
+
+    # --- TrainingTask ---------------------------------------------------------------------
+
+    def start_message(self) -> str:
+        cfg = self.config.pretrain
+        how = {"mask": f"blocks of {'x'.join(map(str, self.blocks))} voxels blanked ({cfg.mask_ratio:.0%})",
+               "noise": f"Gaussian noise (std {cfg.noise_std:g})",
+               "mask_noise": f"blocks of {'x'.join(map(str, self.blocks))} voxels blanked ({cfg.mask_ratio:.0%}) "
+                             f"and Gaussian noise (std {cfg.noise_std:g})"}[cfg.corruption]
+        return (f"pretraining on {self.count} unlabeled image(s), {self.voxels} voxels, patch "
+                f"{'x'.join(map(str, self.patch_size))}: reconstruct {how}, {cfg.loss.upper()} loss")
+
+    def train_mode(self) -> None:
+        self.network.train()
+
+    def next_batch(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.sampler.batch()
+
+    def loss(self, outputs: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return reconstruction_loss(outputs, targets["clean"], self.config.pretrain.loss)
+
+    def evaluate(self, device: torch.device, amp: bool) -> Evaluation:
+        from napari_medml.engine.devices import autocast
+
+        self.network.eval()
+        total = 0.0
+        with torch.no_grad():
+            for inputs, targets in self.val_batches:
+                with autocast(amp):
+                    outputs = self.network(inputs.to(device))
+                total += float(reconstruction_loss(outputs.float(), targets["clean"].to(device),
+                                                   self.config.pretrain.loss))
+        value = total / len(self.val_batches)
+        return Evaluation(report={"val_loss": value}, history={"val_loss": value}, key=(-value,),
+                          metrics={"val_loss": value})
+
+    def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]
+              ) -> ReconstructionModel:
+        provenance = {"images": self.count, "voxels": self.voxels, **provenance}
+        if metrics:
+            provenance["val_loss"] = metrics.get("val_loss")
+        return ReconstructionModel(self.network, self.config, self.in_channels, self.config.data.spatial_dims,
+                                   self.patch_size, self.spacing, self.normalization, history=list(history),
+                                   provenance=provenance)
+
+
+def reconstruction_loss(outputs: torch.Tensor, clean: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean squared (``"mse"``) or absolute (``"mae"``) difference over all voxels."""
+    if kind == "mae":
+        return torch.nn.functional.l1_loss(outputs, clean)
+    return torch.nn.functional.mse_loss(outputs, clean)
+
+
+def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
+    if spacing is None:
+        return [None] * n
+    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
+        return [tuple(float(s) for s in spacing)] * n
+    spacing = list(spacing)
+    if len(spacing) != n:
+        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
+    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
