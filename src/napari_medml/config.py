@@ -251,7 +251,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     amp: bool = True  # mixed precision; used on CUDA only
     seed: int = 0
-    checkpoint_dir: str | None = None  # where best/last checkpoints go (None: a temp folder)
+    checkpoint_dir: str | None = None  # where best/last checkpoints go (None: none on disk, best kept in memory)
     class_names: Mapping[int, str] | None = field(default=None, hash=False)
     pretrain: PretrainConfig = PretrainConfig()  # task "pretraining" only
 

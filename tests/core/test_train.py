@@ -350,3 +350,17 @@ def test_retrain_on_corrections_learns_the_correction_and_refuses_empty_labels()
     assert tuned.history[-1]["step"] == 3
     with pytest.raises(InputError, match="corrected labels are empty"):
         run_to_end(retrain_on_corrections(model, image, np.zeros_like(labels), 3, spacing=p.spacing))
+
+
+def test_a_run_without_checkpoint_dir_leaves_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    p = phantom_3d(seed=0)
+    cfg = TrainConfig(data=DataConfig(patch_size=(16, 32, 32)), augment=AugmentConfig.none(),
+                      model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=2, steps_per_epoch=2),
+                      device="cpu")
+    model = train(p.image[:16, :48, :48], p.labels[:16, :48, :48], cfg, spacing=p.spacing)
+    assert model.history and "checkpoint_dir" not in model.provenance
+    assert list(tmp_path.iterdir()) == []

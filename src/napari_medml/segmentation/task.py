@@ -2,14 +2,13 @@
 
 Every front runs the same generator: a widget in napari's ``thread_worker``, the
 command line with a progress bar, a script through ``train()``.  Stopping (a
-``StopToken`` or closing the generator) finishes the current step and leaves a
-loadable checkpoint in ``<checkpoint_dir>/last``; the best model so far is in
-``<checkpoint_dir>/best``.
+``StopToken`` or closing the generator) finishes the current step and, when
+``TrainConfig.checkpoint_dir`` is set, leaves a loadable checkpoint in
+``<checkpoint_dir>/last``, the best model so far in ``<checkpoint_dir>/best``.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Generator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -85,8 +84,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
                             start_step=int(resume.state["step"]) if resume is not None else 0)
     from napari_medml.engine.loop import run
 
-    checkpoint_dir = config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-")
-    return (yield from run(task, task.config, stop=stop, checkpoint_dir=checkpoint_dir, resume=resume))
+    # no checkpoint_dir: nothing on disk (the best state is kept in memory), never a stray temp folder
+    return (yield from run(task, task.config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))
 
 
 # --- segmentation as a task of the shared engine ------------------------------------------
@@ -113,6 +112,7 @@ class SegmentationTask:
                  channel_axis: int | None = None, base: Model | None = None, start_step: int = 0) -> None:
         from napari_medml.segmentation import data
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
+        from napari_medml.engine.distributed import data_seed
         from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
         from napari_medml.segmentation.prepare import prepare_training_data
 
@@ -142,16 +142,17 @@ class SegmentationTask:
             self.notes.append(f"started from {w['loaded']} of {w['total']} tensors of {w['source']} ({w['task']})")
         freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.loss_fn: Any = None  # built on the device of the first outputs (class weights live there)
+        draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
         transform = None
         if config.augment != AugmentConfig.none() and any(
                 getattr(config.augment, f).prob > 0 for f in config.augment.__dataclass_fields__):
             from napari_medml.augment import augmentation_transforms
 
-            transform = augmentation_transforms(config.augment, dc.spatial_dims, seed=config.seed + start_step,
+            transform = augmentation_transforms(config.augment, dc.spatial_dims, seed=draws,
                                                 spatial_shape=self.patch_size, spacing=self.spacing)
         self.sampler = data.PatchSampler(prepared.train_regions, self.patch_size, dc.batch_size,
                                          dc.foreground_fraction, sparse=dc.label_mode == "sparse",
-                                         transform=transform, seed=config.seed + start_step)
+                                         transform=transform, seed=draws)
 
     # --- TrainingTask ---------------------------------------------------------------------
 
