@@ -26,7 +26,7 @@ from napari_medml.errors import Cancelled, MedMLError
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
 
 # Order is the order in --help.
-SUBCOMMANDS = ("train", "predict", "evaluate")
+SUBCOMMANDS = ("train", "predict", "evaluate", "pretrain")
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 

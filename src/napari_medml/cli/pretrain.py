@@ -1,0 +1,191 @@
+"""``napari-medml pretrain``: self-supervised pretraining on unlabeled image files.
+
+The bundle it writes starts segmentation runs (``train --init-from``) and classifiers;
+``--reconstruction`` and ``--error`` also write the first image's denoised
+reconstruction and its per-voxel reconstruction error (an anomaly map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from napari_medml.cli.common import (
+    DEVICES,
+    FILE_TYPES,
+    add_axes_option,
+    check_bundle_target,
+    check_file_targets,
+    given,
+    info,
+    integer,
+    progress_bar,
+    real,
+)
+from napari_medml.config import (
+    AugmentConfig,
+    Corruption,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    PretrainConfig,
+    ReconstructionLoss,
+    SegmentationNetwork,
+    TrainConfig,
+)
+
+__all__ = ["add", "run"]
+
+
+def add(sub: Any) -> None:
+    """Declare the ``pretrain`` subcommand and its options."""
+    p = sub.add_parser("pretrain", help="pretrain a segmentation network on unlabeled images (self-supervised)",
+                       description="Train a segmentation network's encoder and decoder to reconstruct "
+                       "masked or noised versions of unlabeled images, and save it as a bundle that "
+                       "'train --init-from' starts from (use the same --network, --features and "
+                       "--depth there). Ctrl-C stops after the current step and still saves the "
+                       "best model.")  # fmt: skip
+    data, model, optim, pre = DataConfig(), ModelConfig(), OptimConfig(), PretrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--image", action="append", required=True, type=Path, metavar="IMG",
+                   help=f"unlabeled image ({FILE_TYPES}); repeat for several images")  # fmt: skip
+    g.add_argument("--spatial-dims", type=int, choices=(2, 3),
+                   help="pretrain a 2D or a 3D network (default: 3 for volumes, 2 for images)")  # fmt: skip
+    add_axes_option(g)
+    g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
+                   help="training patch size, one number per spatial axis (default: from the images' "
+                   "shape and spacing)")  # fmt: skip
+    g.add_argument("--batch-size", type=integer(1), metavar="B", help=f"patches per step (default: {data.batch_size})")
+    s = p.add_argument_group("self-supervision")
+    s.add_argument("--loss", choices=typing.get_args(ReconstructionLoss),
+                   help=f"reconstruction loss: mse (squared) or mae (absolute) (default: {pre.loss})")  # fmt: skip
+    s.add_argument("--corruption", choices=typing.get_args(Corruption),
+                   help=f"what the network undoes: blanked blocks, Gaussian noise, or both "
+                   f"(default: {pre.corruption})")  # fmt: skip
+    s.add_argument("--mask-ratio", type=real(0, 1, low_open=True, high_open=True), metavar="F",
+                   help=f"share of blocks blanked, in (0, 1) (default: {pre.mask_ratio})")  # fmt: skip
+    s.add_argument("--mask-block", type=integer(1, 256), metavar="N",
+                   help=f"block size in voxels along the finest axis (default: {pre.mask_block})")  # fmt: skip
+    s.add_argument("--noise-std", type=real(0), metavar="S",
+                   help=f"noise standard deviation in normalised units (default: {pre.noise_std})")  # fmt: skip
+    m = p.add_argument_group("network")
+    m.add_argument("--network", choices=typing.get_args(SegmentationNetwork),
+                   help=f"segmentation network from the registry (default: {model.network})")  # fmt: skip
+    m.add_argument("--features", type=integer(1, 1024), metavar="N",
+                   help=f"channels at full resolution (default: {model.channels})")  # fmt: skip
+    m.add_argument("--depth", type=integer(2, 8), metavar="N", help=f"resolution levels (default: {model.depth})")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=integer(1), metavar="N", help=f"epochs (default: {optim.epochs})")
+    o.add_argument("--steps-per-epoch", type=integer(1), metavar="N",
+                   help=f"optimisation steps per epoch (default: {optim.steps_per_epoch})")  # fmt: skip
+    o.add_argument("--max-minutes", type=real(0, low_open=True), metavar="M",
+                   help="stop after M minutes and keep the best model so far (default: no limit)")  # fmt: skip
+    o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",
+                   help=f"learning rate (default: {optim.learning_rate})")  # fmt: skip
+    o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
+                   help=f"random seed for patches, masks and weights (default: {TrainConfig().seed})")  # fmt: skip
+    o.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
+                     help="folder for the pretrained model bundle (config.json + weights)")  # fmt: skip
+    out.add_argument("--reconstruction", type=Path, metavar="FILE",
+                     help="also write the first image's reconstruction (a denoised image)")  # fmt: skip
+    out.add_argument("--error", type=Path, metavar="FILE",
+                     help="also write the first image's per-voxel reconstruction error (an anomaly map)")  # fmt: skip
+    out.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from the checkpoints in --out")  # fmt: skip
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the images, pretrain with a progress bar, save the bundle (and the by-products)."""
+    from napari_medml.bundles.format import save_model
+    from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
+    from napari_medml.cli.train import check_patch_option
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.errors import MedMLError
+    from napari_medml.pretraining.task import fit_pretraining
+
+    check_bundle_target(args.out, inputs=args.image)
+    check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
+    images, spacings, channel_axis, dims, first = _read_images(args.image, args.spatial_dims, args.axes)
+    check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
+    config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    stop = StopToken()
+    gen = fit_pretraining(images, None, config, spacing=spacings, channel_axis=channel_axis, stop=stop,
+                          resume_from=resume_folder(args))
+    with stop_on_interrupt(stop):
+        model, best = drive_training(gen, config.optim.epochs)
+    if model is None:
+        raise MedMLError("pretraining stopped before a model was trained; nothing was saved")
+    path = save_model(model, args.out)
+    note = f" (best epoch {best.epoch}, validation reconstruction loss {best.val_loss:.4f})" if best else ""
+    info(f"saved pretrained bundle to {path}{note}; start a segmentation run from it with "
+         f"'napari-medml train --init-from {path} ...'")
+    if args.reconstruction is not None or args.error is not None:
+        _write_byproducts(args, model, first, dims)
+    return 0
+
+
+def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None) -> tuple:
+    """The samples of every image (frames, or slices under a 2D network), their spacings,
+    the channel axis, the network's dimensions and the first volume."""
+    from napari_medml import io
+    from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
+    from napari_medml.errors import InputError
+    from napari_medml.pretraining.data import split_unlabeled
+
+    images, spacings, channels, first = [], [], set(), None
+    for path in paths:
+        vol, lay = image_layout(io.read_volume(path, axes), path, spatial_dims)
+        dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
+        spatial_dims = dims
+        parts, sizes, channel = split_unlabeled(vol.data, vol.axes, dims, spatial_spacing(vol, dims),
+                                                what=f"image '{path}'", hint=AXES_HINT)  # fmt: skip
+        if len(parts) > 1:
+            info(f"image '{path}': {len(parts)} frames/slices (axes {vol.axes}) as samples of a {dims}D network")
+        images += parts
+        spacings += sizes
+        channels.add(channel)
+        first = first or vol
+    if len(channels) > 1:
+        raise InputError("the images differ in channels: give all with or all without a channel axis")
+    return images, spacings, channels.pop(), spatial_dims, first
+
+
+def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
+    data = DataConfig(**given(spatial_dims=spatial_dims, batch_size=args.batch_size,
+                              patch_size=tuple(args.patch_size) if args.patch_size else None))  # fmt: skip
+    model = ModelConfig(**given(network=args.network, channels=args.features, depth=args.depth))
+    optim = OptimConfig(**given(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                                max_minutes=args.max_minutes, learning_rate=args.lr))  # fmt: skip
+    pretrain = PretrainConfig(**given(loss=args.loss, corruption=args.corruption, mask_ratio=args.mask_ratio,
+                                      mask_block=args.mask_block, noise_std=args.noise_std))  # fmt: skip
+    augment = replace(AugmentConfig.none(), flip=AugmentConfig().flip)  # flips only: the corruption is the task
+    return TrainConfig(**given(task="pretraining", data=data, model=model, optim=optim, pretrain=pretrain,
+                               augment=augment, device=args.device, seed=args.seed))  # fmt: skip
+
+
+def _write_byproducts(args: argparse.Namespace, model: Any, vol: Any, dims: int) -> None:
+    from napari_medml.cli.common import spatial_spacing, write_like, write_output
+
+    with progress_bar("window") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = model.reconstruct(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes,
+                                   device=args.device, progress=progress)  # fmt: skip
+    written = []
+    if args.reconstruction is not None:
+        axes = vol.axes if "C" in vol.axes and not vol.meta.get("rgb") else None
+        written.append(write_output(args.reconstruction, lambda tmp: write_like(
+            tmp, vol, result.image, spatial_dims=dims, axes=axes)))
+    if args.error is not None:
+        written.append(write_output(args.error, lambda tmp: write_like(tmp, vol, result.error, spatial_dims=dims)))
+    info("wrote " + ", ".join(str(p) for p in written))
