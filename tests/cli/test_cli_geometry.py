@@ -105,3 +105,43 @@ def test_object_only_in_the_held_out_block_is_kept_in_training_and_said(capsys, 
     split = json.loads((tmp_path / "model" / "config.json").read_text())["provenance"]["split"]
     # the default block (the last 10 of 48 rows, axis 1) moved: another end or axis
     assert "class 1" in split and "last 10 of 48 voxels along axis 1 " not in split
+
+
+def test_predict_puts_an_input_in_the_training_orientation_and_the_output_back(capsys, tmp_path, truth):
+    """A model trained on RAS data, given the same scan stored x-flipped (LAS): the network
+    sees it as RAS, and the labels come back on the LAS file's own grid."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 1, truth.shape).astype(np.float32)
+    img[truth == 1] += 3
+    nib.save(nib.Nifti1Image(img, RAS), tmp_path / "scan.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scan.nii.gz", "--labels",
+                           tmp_path / "truth_seg.nii.gz", "--out", tmp_path / "model", *TINY)  # fmt: skip
+    assert code == 0, err
+    desc = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert desc["provenance"]["orientation"] == "RAS"
+    data, las = las_copy(img)
+    nib.save(nib.Nifti1Image(data, las), tmp_path / "scan_las.nii.gz")
+    outs = {}
+    for name in ("scan", "scan_las"):
+        code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "model", "--image",
+                               tmp_path / f"{name}.nii.gz", "--out", tmp_path / f"{name}_pred.nii.gz",
+                               "--device", "cpu")  # fmt: skip
+        assert code == 0, err
+        outs[name] = (np.asarray(nib.load(tmp_path / f"{name}_pred.nii.gz").dataobj), err)
+    assert "orientation LAS" in outs["scan_las"][1] and "reoriented" in outs["scan_las"][1]
+    assert "reoriented" not in outs["scan"][1]
+    np.testing.assert_array_equal(outs["scan_las"][0], outs["scan"][0][::-1])  # the same labels in world space
+
+
+def test_predict_warns_when_the_voxel_size_is_far_from_the_training_spacing(capsys, tmp_path, truth):
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 1, truth.shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, RAS), tmp_path / "scan.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scan.nii.gz", "--labels",
+                           tmp_path / "truth_seg.nii.gz", "--out", tmp_path / "model", *TINY)  # fmt: skip
+    assert code == 0, err
+    nib.save(nib.Nifti1Image(img, np.diag([0.4, 0.4, 2.0, 1.0])), tmp_path / "fine.nii.gz")
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "model", "--image", tmp_path / "fine.nii.gz",
+                           "--out", tmp_path / "fine_pred.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert "voxel size 2 x 0.4 x 0.4" in err and "trained at 2 x 1 x 1" in err and "resample" in err

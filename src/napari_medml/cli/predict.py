@@ -20,7 +20,6 @@ from napari_medml.cli.common import (
     integer,
     progress_bar,
     real,
-    spatial_spacing,
     write_like,
     write_output,
 )
@@ -104,14 +103,26 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size, fill_holes=args.fill_holes, keep_largest=args.keep_largest,
         device=args.device,
     ))  # fmt: skip
+    from dataclasses import replace
+
+    from napari_medml.io.geometry import orient_as, spacing_note
+
+    # the network sees the anatomy in the orientation it was trained in; outputs go back
+    oriented = orient_as(vol, model.provenance.get("orientation"), dims)
+    for note in (oriented.note, spacing_note(oriented.spacing, model.spacing, f"image '{args.image}'")):
+        if note:
+            info(note)
     with progress_bar("window") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        pred = model.predict(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes, config=config,
+        pred = model.predict(oriented.data, spacing=oriented.spacing, axes=vol.axes, config=config,
                              progress=progress)  # fmt: skip
+    pred = replace(pred, **{k: oriented.back(v) for k, v in
+                            (("labels", pred.labels), ("probabilities", pred.probabilities),
+                             ("uncertainty", pred.uncertainty)) if v is not None})
     # each written under a temporary name, then renamed: a crash leaves no truncated file
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, pred.labels, spatial_dims=dims,
                                                              is_labels=True))]  # fmt: skip

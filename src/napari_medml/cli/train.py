@@ -118,6 +118,10 @@ def add(sub: Any) -> None:
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
     o.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to train; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    o.add_argument("--nproc", type=integer(1), metavar="N",
+                   help="train in N processes with data parallelism (torchrun, PyTorch DDP): one per GPU, "
+                   "or CPU processes; --batch-size is per process, so a step learns from N x batch "
+                   "samples; Ctrl-C stops them all (default: 1)")  # fmt: skip
     add_train_options(p)
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
@@ -133,6 +137,8 @@ def add(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the files, train with a progress bar, save the best model."""
     from napari_medml.bundles.format import save_model
+    from napari_medml.cli.launch import launch, wants_launch
+    from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
     from napari_medml.engine.reports import StopToken
     from napari_medml.segmentation.task import fit
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
+    if wants_launch(args):
+        return launch(args)
     images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims,
                                                               args.axes)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
@@ -160,8 +168,15 @@ def run(args: argparse.Namespace) -> int:
               resume_from=resume_folder(args))  # fmt: skip
     with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs)
+    if not is_main():
+        return 0  # data parallel: rank 0 saves the bundle
     if model is None:
         raise MedMLError("training stopped before a model was trained; nothing was saved")
+    from napari_medml.io.geometry import file_orientation
+
+    orientation = file_orientation(args.image[0], dims)
+    if orientation:  # predict puts other orientations in this one for the network
+        model.provenance["orientation"] = orientation
     path = save_model(model, args.out)
     note = ""
     if best is not None and best.val_mean_dice is not None:

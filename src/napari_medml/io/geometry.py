@@ -28,7 +28,8 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io.volume import Volume, affine_from_spacing
 
-__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "grid_affine", "reorient"]
+__all__ = ["Alignment", "Oriented", "align_to", "axis_codes", "describe_grid", "file_orientation", "grid_affine", "orient_as",
+           "reorient", "spacing_note"]
 
 
 class Alignment:
@@ -216,3 +217,98 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
     note = (f"{moving_name} is stored in orientation {axis_codes(a_m)}, {reference_name} in "
             f"{axis_codes(a_r)}: reoriented onto the grid of {reference_name} (same world space)")
     return Alignment(volume, note)
+
+
+def file_orientation(path: Any, spatial_dims: int) -> str | None:
+    """The orientation letters (e.g. ``"RAS"``) of a NIfTI file's voxel axes, read from its
+    header alone; None for 2D, and for files without an affine (TIFF, NumPy)."""
+    from pathlib import Path
+
+    lower = str(path).lower()
+    if spatial_dims != 3 or not (lower.endswith(".nii") or lower.endswith(".nii.gz")):
+        return None
+    import nibabel as nib
+
+    return axis_codes(np.asarray(nib.load(str(Path(path))).affine, dtype=np.float64))
+
+
+class Oriented:
+    """A volume's data put in another orientation, and the way back (see :func:`orient_as`).
+
+    Attributes
+    ----------
+    data : np.ndarray
+        The volume's data with its spatial axes flipped/permuted into the orientation asked.
+    spacing : tuple of float
+        Voxel size along the new spatial axes (napari order).
+    note : str or None
+        One line when the data were reoriented.
+    """
+
+    def __init__(self, data: np.ndarray, spacing: tuple[float, ...], back: np.ndarray | None,
+                 note: str | None) -> None:
+        self.data, self.spacing, self.note = data, spacing, note
+        self._back = back
+
+    def back(self, array: np.ndarray) -> np.ndarray:
+        """Put an array computed on ``data`` (its last spatial axes the same) back on the
+        volume's own grid; leading axes (classes, time) travel along."""
+        if self._back is None:
+            return array
+        n = len(self.spacing)
+        return reorient(array, self._back, array.ndim - n, array.ndim)
+
+
+def orient_as(vol: Volume, codes: str | None, spatial_dims: int) -> Oriented:
+    """Flip/permute a volume's spatial axes into the orientation ``codes`` (e.g. the one a
+    model was trained in), so the network sees anatomy the way it learned it.
+
+    Parameters
+    ----------
+    vol : Volume
+        Its affine gives the current orientation; without one (TIFF, NumPy) nothing moves.
+    codes : str or None
+        Target orientation letters, one per spatial axis in NIfTI order (``"RAS"``).
+    spatial_dims : int
+        Number of spatial axes (the last ones, before RGB's colour axis).
+
+    Returns
+    -------
+    Oriented
+        The data and spacing in the target orientation, and ``back`` to return results.
+    """
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    first, stop = _spatial_axes(vol, spatial_dims)
+    n = stop - first
+    spacing = tuple(float(s) for s in vol.spacing[first:stop])
+    if not codes or vol.affine is None or len(codes) != n:
+        return Oriented(vol.data, spacing, None, None)
+    here = io_orientation(grid_affine(vol, n))
+    target = axcodes2ornt(tuple(codes))
+    if np.array_equal(here, target):
+        return Oriented(vol.data, spacing, None, None)
+    transform = ornt_transform(here, target)
+    data = reorient(vol.data, transform, first, stop)
+    nifti = spacing[::-1]
+    new = [0.0] * n
+    for axis, (to, _) in enumerate(transform):
+        new[int(to)] = nifti[axis]
+    note = (f"image is stored in orientation {axis_codes(grid_affine(vol, n))}, the model was trained in "
+            f"{codes}: reoriented for the network and back for the outputs (same world space)")
+    return Oriented(data, tuple(new[::-1]), ornt_transform(target, here), note)
+
+
+def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] | None, name: str,
+                 tolerance: float = 1.25) -> str | None:
+    """One line when an image's voxel size differs from a model's training spacing by more
+    than ``tolerance`` (a ratio) along any axis; None otherwise or when either is unknown."""
+    if spacing is None or trained is None or len(spacing) != len(trained):
+        return None
+    ratios = [s / t for s, t in zip(spacing, trained) if s > 0 and t > 0]
+    if all(1 / tolerance <= r <= tolerance for r in ratios):
+        return None
+    show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+    return (f"warning: {name} has voxel size {show(spacing)} but the model was trained at {show(trained)}: "
+            "objects look larger or smaller to it; resample the image to the training spacing "
+            "(Preprocess > resample in napari) for the best result")
