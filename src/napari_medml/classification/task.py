@@ -45,6 +45,7 @@ class ClassificationTask:
 
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
                  base: Classifier | None = None) -> None:
+        from napari_medml.engine.distributed import data_seed
         from napari_medml.nn.classification import build_classifier_network, freeze_stages
         from napari_medml.preprocessing.normalization import fit_normalization
 
@@ -92,8 +93,9 @@ class ClassificationTask:
             self.provenance["frozen_stages"] = config.model.freeze_stages
         _loss(config.optim, len(class_ids), torch.device("cpu"))  # a bad loss choice fails before training
         self.loss_fn: Callable[..., torch.Tensor] | None = None  # built on the device of the first outputs
-        self.transform = _augmentation(config.augment, samples, config.seed)
-        self.rng = np.random.default_rng(config.seed)
+        draws = data_seed(config.seed)  # each data-parallel process draws its own batches
+        self.transform = _augmentation(config.augment, samples, draws)
+        self.rng = np.random.default_rng(draws)
         self.batch_size = max(1, min(config.data.batch_size, len(self.train_idx)))
         self.queue: list[int] = []
 
@@ -267,15 +269,10 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     BundleError
         A damaged or missing checkpoint.
     """
-    from napari_medml.engine.loop import Resume, run
+    from napari_medml.engine.loop import resume_point, run
 
     resume = base = None
     if resume_from is not None:
-        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-
-        checkpoint = find_checkpoint(resume_from)
-        base = load_classifier(checkpoint)
-        state, tensors = read_checkpoint(checkpoint)
-        resume = Resume(state, tensors, list(base.history))
+        base, resume = resume_point(resume_from, load_classifier)
     task = ClassificationTask(samples, config, init_from, base=base)
     return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

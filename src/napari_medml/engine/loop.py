@@ -22,11 +22,12 @@ import torch
 
 from napari_medml.config import TrainConfig
 from napari_medml.engine.devices import amp_enabled, autocast, resolve_device
+from napari_medml.engine.distributed import join
 from napari_medml.engine.optim import build_optimizer, build_scheduler
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation, TrainingTask
 
-__all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "run", "run_to_end"]
+__all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "resume_point", "run", "run_to_end"]
 
 REPORT_EVERY_S = 0.25
 GRAD_CLIP_NORM = 12.0  # nnU-Net's clipping norm
@@ -77,6 +78,35 @@ def run(task: TrainingTask, config: TrainConfig, *, stop: StopToken | None = Non
     return (yield from trainer.loop(stop))
 
 
+def resume_point(path: str | Path, load: Any) -> tuple[Any, Resume]:
+    """The model and loop state to continue a run from its checkpoint (every task's resume).
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint folder, or an earlier run's ``checkpoint_dir`` (its ``last``).
+    load : callable
+        The task's bundle loader (``path -> model``).
+
+    Returns
+    -------
+    tuple
+        ``(model, Resume)``: the task builds its network from the model and hands
+        ``Resume`` to :func:`run`.
+
+    Raises
+    ------
+    BundleError
+        No resumable checkpoint there, or a damaged one.
+    """
+    from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
+
+    checkpoint = find_checkpoint(path)
+    model = load(checkpoint)
+    state, tensors = read_checkpoint(checkpoint)
+    return model, Resume(state, tensors, list(getattr(model, "history", []) or []))
+
+
 def run_to_end(gen: Generator[TrainReport, None, Any]) -> Any:
     """Drive a training generator to its end (a script's way) and return its model."""
     while True:
@@ -92,15 +122,24 @@ class Trainer:
     def __init__(self, task: TrainingTask, config: TrainConfig, *, checkpoint_dir: str | Path | None,
                  resume: Resume | None, provenance: Mapping[str, Any] | None) -> None:
         self.task, self.config = task, config
-        self.device = resolve_device(config.device)
+        self.dist = join(config.device)  # None unless torchrun started several processes
+        self.device = resolve_device(config.device) if self.dist is None else self.dist.device
         self.amp = amp_enabled(self.device, config.amp)
         self.network = task.network.to(self.device)
+        # steps run through DDP's wrapper; the task's own network is saved (no "module." prefixes)
+        self.forward = self.network if self.dist is None else self.dist.wrap(self.network, config.seed)
+        self.check_draws = self.dist is not None
         self.optimizer = build_optimizer(self.network, config)
         self.total_steps = config.optim.epochs * config.optim.steps_per_epoch
         self.scheduler, self.plateau = build_scheduler(self.optimizer, config, self.total_steps)
+        # with a time limit the schedule follows the clock too (engine.optim.ProgressSchedule)
+        self.budget_s = None if config.optim.max_minutes is None else config.optim.max_minutes * 60.0
+        self.elapsed_before = 0.0  # a resumed run's earlier time counts against the budget
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.params = [p for p in self.network.parameters() if p.requires_grad]
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        if self.dist is not None and not self.dist.main:
+            self.checkpoint_dir = None  # rank 0 writes every checkpoint
         self.provenance = dict(provenance or {})
         self.history: list[dict] = []
         self.start_step = 0
@@ -119,7 +158,9 @@ class Trainer:
         spe = cfg.steps_per_epoch
         start = time.monotonic()
         last_report = -math.inf  # the first step is always reported
-        note = self.task.start_message()
+        self.note = self.task.start_message()
+        if self.dist is not None:
+            self.note = "\n".join(m for m in (self.note, self.dist.describe(self.config.data.batch_size)) if m)
         # losses stay on the device until a report reads them: no GPU sync per step
         losses: list[torch.Tensor] = []
         epoch_losses: list[torch.Tensor] = []
@@ -129,31 +170,42 @@ class Trainer:
             while step < self.total_steps:
                 step += 1
                 epoch = (step - 1) // spe + 1
+                if self.budget_s is not None and self.scheduler is not None:
+                    self.scheduler.set_clock((self.elapsed_before + time.monotonic() - start) / self.budget_s)
                 lr = self._lr()  # the rate this step uses
                 loss = self._step()
                 losses.append(loss)
                 epoch_losses.append(loss)
                 now = time.monotonic()
-                elapsed = now - start
-                message, finished = "", False
-                if stop is not None and stop.stopped:
+                elapsed = self.elapsed_before + now - start
+                message, finished, timed_out = "", False, False
+                stopped = stop is not None and stop.stopped
+                if self.dist is not None:  # all processes stop at the same step, by the slowest clock
+                    stopped, elapsed = self.dist.agree(stopped, elapsed)
+                if stopped:
                     message, finished = "stopped by user", True
-                elif cfg.max_minutes is not None and elapsed >= cfg.max_minutes * 60:
+                elif self.budget_s is not None and elapsed >= self.budget_s:
                     message, finished = f"time limit of {cfg.max_minutes:g} min reached", True
-                epoch_end = step % spe == 0 or step == self.total_steps
+                    timed_out = True
+                # the time limit ends an epoch: the final weights (lowest rate) are validated too
+                epoch_end = step % spe == 0 or step == self.total_steps or timed_out
                 fields: dict[str, Any] = {}
                 if epoch_end:
-                    fields, early = self._end_epoch(step, epoch, _mean(epoch_losses), elapsed)
+                    fields, early = self._end_epoch(step, epoch, self._mean_all(epoch_losses), elapsed)
                     epoch_losses = []
                     self.task.train_mode()  # validation left the network in eval mode
                     if early and not finished:
                         message, finished = early, True
                 if finished and not epoch_end:
-                    self._save_last(step, epoch)
+                    self._save_last(step, epoch, elapsed)
                 if epoch_end or finished or now - last_report >= REPORT_EVERY_S:
-                    if note:  # the first report says how the data were split and initialised
-                        message, note = "\n".join(m for m in (note, message) if m), ""
-                    eta = None if finished else elapsed / (step - self.start_step) * (self.total_steps - step)
+                    if self.note:  # the first report says how the data were split and initialised
+                        message, self.note = "\n".join(m for m in (self.note, message) if m), ""
+                    eta = None
+                    if not finished:
+                        eta = (now - start) / (step - self.start_step) * (self.total_steps - step)
+                        if self.budget_s is not None:
+                            eta = min(eta, self.budget_s - elapsed)
                     yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
                                       train_loss=_mean(losses), learning_rate=lr, elapsed_s=elapsed,
                                       eta_s=eta, epoch_end=epoch_end, message=message, **fields)
@@ -163,20 +215,28 @@ class Trainer:
         except GeneratorExit:
             # closed from outside (a worker quit): leave a checkpoint, then end quietly
             if step > self.start_step:
-                self._save_last(step, (step - 1) // spe + 1)
+                self._save_last(step, (step - 1) // spe + 1, self.elapsed_before + time.monotonic() - start)
             return self._best_model()
+        finally:
+            if self.dist is not None:
+                self.dist.close()
         return self._best_model()
 
     # --- one step -------------------------------------------------------------------------
 
     def _step(self) -> torch.Tensor:
         inputs, targets = self.task.next_batch()
+        if self.check_draws:  # a task must seed its draws with distributed.data_seed
+            self.check_draws = False
+            if self.dist.same_everywhere(inputs):
+                self.note += ("\nwarning: every process drew the same first batch: this task does not seed its "
+                              "draws per process (engine.distributed.data_seed), so the processes repeat each other")
         # plain (pageable) copies: pinning a fresh batch every step costs more than it saves
         inputs = inputs.to(self.device)
         targets = _to(targets, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.amp):
-            outputs = self.network(inputs)
+            outputs = self.forward(inputs)
         loss = self.task.loss(_float(outputs), targets)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -195,7 +255,7 @@ class Trainer:
     # --- epoch ends: validation, best state, early stopping, checkpoints ------------------
 
     def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float) -> tuple[dict, str]:
-        evaluation = self.task.evaluate(self.device, self.amp) or Evaluation()
+        evaluation = self._evaluate()
         key = evaluation.key if evaluation.key is not None else (-train_loss,)
         if self.plateau is not None:
             self.plateau.step(key[0])
@@ -210,7 +270,7 @@ class Trainer:
                              "elapsed_s": elapsed, **evaluation.history})
         if improved and self.checkpoint_dir is not None:
             self._model().save(self.checkpoint_dir / "best")
-        self._save_last(step, epoch)
+        self._save_last(step, epoch, elapsed)
         message = ""
         patience = self.config.optim.early_stopping_patience
         if patience is not None and self.bad_epochs >= patience:
@@ -218,6 +278,18 @@ class Trainer:
         return {**evaluation.report, "best": improved}, message
 
     # --- models and checkpoints -----------------------------------------------------------
+
+    def _evaluate(self) -> Evaluation:
+        if self.dist is None:
+            return self.task.evaluate(self.device, self.amp) or Evaluation()
+        # rank 0 validates while the others wait here; all then take the same decisions
+        # (best epoch, plateau schedule, early stopping) from its evaluation
+        mine = (self.task.evaluate(self.device, self.amp) or Evaluation()) if self.dist.main else None
+        return self.dist.share(mine)
+
+    def _mean_all(self, losses: list[torch.Tensor]) -> float:
+        value = _mean(losses)
+        return value if self.dist is None else self.dist.mean(value)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -233,13 +305,14 @@ class Trainer:
             self.network.load_state_dict(self.best_state)
         return self._model()
 
-    def _save_last(self, step: int, epoch: int) -> None:
+    def _save_last(self, step: int, epoch: int, elapsed: float = 0.0) -> None:
         if self.checkpoint_dir is None:
             return
         from napari_medml.bundles.checkpoints import write_checkpoint
 
         scalars = {"step": step, "epoch": epoch, "best_key": list(self.best_key) if self.best_key else None,
-                   "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps}
+                   "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps,
+                   "elapsed_s": float(elapsed)}
         write_checkpoint(self._model(), self.checkpoint_dir / "last", self.optimizer,
                          self.plateau or self.scheduler, self.scaler, scalars)
 
@@ -260,6 +333,7 @@ class Trainer:
         self.best_key = tuple(float(k) for k in key) if key is not None else None
         self.best_epoch = int(state.get("best_epoch") or 0)
         self.bad_epochs = int(state.get("bad_epochs") or 0)
+        self.elapsed_before = float(state.get("elapsed_s") or 0.0)
         self.history = list(resume.history)
 
 

@@ -72,14 +72,10 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     resume = None
     base: Model | None = init_model
     if resume_from is not None:
-        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-        from napari_medml.engine.loop import Resume
+        from napari_medml.engine.loop import resume_point
         from napari_medml.segmentation.model import load_segmentation_model
 
-        checkpoint = find_checkpoint(resume_from)
-        base = load_segmentation_model(checkpoint)
-        state, tensors = read_checkpoint(checkpoint)
-        resume = Resume(state, tensors, list(base.history))
+        base, resume = resume_point(resume_from, load_segmentation_model)
     task = SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
                             start_step=int(resume.state["step"]) if resume is not None else 0)
     from napari_medml.engine.loop import run
