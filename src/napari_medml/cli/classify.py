@@ -52,8 +52,10 @@ def train(args: argparse.Namespace) -> int:
     from napari_medml.cli.common import check_bundle_target
     from dataclasses import replace
 
+    from napari_medml.cli.launch import launch, wants_launch
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.classification.task import fit_classifier
+    from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
     from napari_medml.engine.reports import StopToken
 
@@ -64,12 +66,16 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError("classification trains on one --image (a stack in image level)")
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
+    if wants_launch(args):
+        return launch(args)
     samples = read_samples(args)
     config = replace(train_config(args, samples.spatial_dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
     gen = fit_classifier(samples, config, stop=stop, resume_from=resume_folder(args))
     with stop_on_interrupt(stop):
         classifier, _ = drive_training(gen, config.optim.epochs)
+    if not is_main():
+        return 0  # data parallel: rank 0 saves the bundle
     if classifier is None:
         raise MedMLError("training stopped before a classifier was trained; nothing was saved")
     path = classifier.save(args.out)

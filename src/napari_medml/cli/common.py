@@ -46,8 +46,12 @@ def given(**options: Any) -> dict[str, Any]:
 
 
 def info(text: str) -> None:
-    """One status line on stderr (stdout is kept for results such as JSON)."""
-    print(f"{PROG}: {text}", file=sys.stderr)
+    """One status line on stderr (stdout is kept for results such as JSON); in a data-parallel
+    run only rank 0 prints."""
+    from napari_medml.engine.distributed import is_main
+
+    if is_main():
+        print(f"{PROG}: {text}", file=sys.stderr)
 
 
 def progress_bar(unit: str) -> Any:

@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # what train --nproc passes on
         return int(args.run(args) or 0)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
@@ -103,7 +104,10 @@ def _message(exc: BaseException) -> str:
 
 
 def _fail(text: str, code: int) -> int:
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+    from napari_medml.engine.distributed import rank, world_size
+
+    where = f" (process {rank()} of {world_size()})" if rank() else ""  # data parallel: rank 0 says it plainly
+    print(f"{PROG}: error{where}: {text}", file=sys.stderr)
     return code
 
 

@@ -47,7 +47,16 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, An
     tuple
         The model the generator returns and the report of the best epoch (or None).
     """
+    from napari_medml.engine.distributed import is_main
+
     best = None
+    if not is_main():  # data parallel: rank 0 draws the bar and prints
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as done:
+                return done.value, best
+            best = report if report.best else best
     with progress_bar("step") as bar:
         while True:
             try:
@@ -90,7 +99,11 @@ def epoch_line(report: Any, epochs: int) -> str:
 @contextlib.contextmanager
 def stop_on_interrupt(stop: Any) -> Iterator[None]:
     """First Ctrl-C: ask the engine to stop (it finishes the step and returns the best
-    model, which is then saved). Second Ctrl-C: abort at once."""
+    model, which is then saved). Second Ctrl-C: abort at once. A process started by
+    ``train --nproc`` also stops when the launcher's stop file appears."""
+    from napari_medml.cli.launch import watch_stop_file
+    from napari_medml.engine.distributed import is_main
+
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -99,11 +112,13 @@ def stop_on_interrupt(stop: Any) -> Iterator[None]:
         if stop.stopped:
             raise KeyboardInterrupt
         stop.stop()
-        print(f"\n{PROG}: stopping after this step and keeping the best model "
-              "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
+        if is_main():
+            print(f"\n{PROG}: stopping after this step and keeping the best model "
+                  "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        with watch_stop_file(stop):
+            yield
     finally:
         signal.signal(signal.SIGINT, previous)
