@@ -171,7 +171,10 @@ class Trainer:
                 step += 1
                 epoch = (step - 1) // spe + 1
                 if self.budget_s is not None and self.scheduler is not None:
-                    self.scheduler.set_clock((self.elapsed_before + time.monotonic() - start) / self.budget_s)
+                    clock = self.elapsed_before + time.monotonic() - start
+                    if self.dist is not None:  # one clock for all processes: they keep the same rate
+                        clock = self.dist.agree(False, clock)[1]
+                    self.scheduler.set_clock(clock / self.budget_s)
                 lr = self._lr()  # the rate this step uses
                 loss = self._step()
                 losses.append(loss)
