@@ -37,6 +37,9 @@ TASKS: dict[str, TaskEntry] = {
                                 "napari_medml.classification.model:load_classifier"),
     "pretraining": TaskEntry("napari_medml.pretraining.task:fit_pretraining",
                              "napari_medml.pretraining.model:load_pretrained"),
+    # K segmentation models on K folds (DataConfig.folds > 1); its bundles say "task": "ensemble"
+    "ensemble": TaskEntry("napari_medml.segmentation.ensemble:fit_ensemble",
+                          "napari_medml.segmentation.ensemble:load_ensemble"),
 }
 
 
@@ -91,6 +94,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         An unknown task, or an argument the task does not take.
     """
     entry = _entry(config.task)
+    if config.task == "segmentation" and config.data.folds > 1 and config.data.fold is None:
+        entry = TASKS["ensemble"]
     if config.task == "classification":
         given = [name for name, value in (("labels", labels), ("spacing", spacing), ("channel_axis", channel_axis))
                  if value is not None]

@@ -29,7 +29,9 @@ SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 CHECKPOINTS_NAME = "checkpoints"  # a command-line run's best/last checkpoints, inside its bundle folder
-_OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, "train_state.json", "train_state.safetensors", CHECKPOINTS_NAME}
+MEMBERS_NAME = "members"  # an ensemble's member bundles (segmentation.ensemble)
+_OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, "train_state.json", "train_state.safetensors", CHECKPOINTS_NAME,
+              MEMBERS_NAME}
 
 
 def check_bundle_path(path: str | Path) -> Path:

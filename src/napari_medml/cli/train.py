@@ -76,6 +76,10 @@ def add(sub: Any) -> None:
                    "(default: chosen from image shape, spacing and memory)")  # fmt: skip
     g.add_argument("--batch-size", type=integer(1), metavar="B",
                    help=f"patches per step (default: {data.batch_size})")  # fmt: skip
+    g.add_argument("--folds", type=integer(1, 20), metavar="K",
+                   help="segmentation: train an ensemble of K models, each validated on a different "
+                   "fold (whole images, or one of K blocks of each image); predict averages their "
+                   "probabilities and gives their disagreement as --uncertainty (default: 1, one model)")  # fmt: skip
     g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
     g.add_argument("--no-augment", action="store_true",
@@ -136,12 +140,11 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the files, train with a progress bar, save the best model."""
-    from napari_medml.bundles.format import save_model
     from napari_medml.cli.launch import launch, wants_launch
     from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
     from napari_medml.engine.reports import StopToken
-    from napari_medml.segmentation.task import fit
+    from napari_medml.api import fit  # dispatches to the ensemble with --folds
 
     if args.task == "classification":
         from napari_medml.cli.classify import train
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
               resume_from=resume_folder(args))  # fmt: skip
     with stop_on_interrupt(stop):
-        model, best = drive_training(gen, config.optim.epochs)
+        model, best = drive_training(gen, config.optim.epochs * config.data.folds)
     if not is_main():
         return 0  # data parallel: rank 0 saves the bundle
     if model is None:
@@ -177,9 +180,13 @@ def run(args: argparse.Namespace) -> int:
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network
         model.provenance["orientation"] = orientation
-    path = save_model(model, args.out)
+    path = model.save(args.out)  # a Model, or with --folds an EnsembleModel (a folder of members)
     note = ""
-    if best is not None and best.val_mean_dice is not None:
+    if config.data.folds > 1:
+        scores = model.provenance["ensemble"]["member_best_val_dice"]
+        note = (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
+                f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
+    elif best is not None and best.val_mean_dice is not None:
         note = f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
     info(f"saved model bundle to {path}{note}")
     return 0
@@ -283,6 +290,7 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
         patch_size=tuple(args.patch_size) if args.patch_size else None,
         batch_size=args.batch_size,
         val_fraction=args.val_fraction,
+        folds=args.folds,
     ))  # fmt: skip
     model = ModelConfig(**given(
         network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,

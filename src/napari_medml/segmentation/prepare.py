@@ -97,7 +97,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
 
     # patch size: the model's when fine-tuning, the config's, or the largest that fits
-    train_regions, _, _ = split.split_train_val(prepared, encoded, dc.val_fraction)
+    train_regions, _, _ = _split(prepared, encoded, config)
     divisor = patch_divisor(config.model)
     smallest = tuple(min(r.label.shape[a] for r in train_regions) for a in range(dc.spatial_dims))
     # a region thinner than the patch is padded (below), so the patch may reach the next multiple
@@ -122,8 +122,8 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
                                           bytes_per_voxel=bytes_per_voxel, max_voxels=max_patch_voxels)
 
     # validation regions get one patch of unlabeled context (see split_train_val)
-    train_regions, val_regions, split_note = split.split_train_val(prepared, encoded, dc.val_fraction,
-                                                                   context=patch_size, class_ids=class_ids)
+    train_regions, val_regions, split_note = _split(prepared, encoded, config, context=patch_size,
+                                                    class_ids=class_ids)
     lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
     normalization = (base.normalization if base is not None else
                      fit_normalization([r.image for r in train_regions], dc.normalization))
@@ -137,6 +137,16 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
         split_note += " (held-out part has no labelled voxels: validation off)"
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
                         spacings[0], patch_size, normalization, warnings=[lost] if lost else [])
+
+
+def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tuple[list, list, str]:
+    """The run's train/validation split: an ensemble member's fold, or the usual held-out part."""
+    from napari_medml.segmentation import split
+
+    dc = config.data
+    if dc.folds > 1 and dc.fold is not None:
+        return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"))
+    return split.split_train_val(images, labels, dc.val_fraction, **kwargs)
 
 
 def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

@@ -17,7 +17,7 @@ import numpy as np
 from napari_medml.segmentation.data import Region
 from napari_medml.errors import InputError
 
-__all__ = ["missing_from_training", "present_classes", "split_train_val"]
+__all__ = ["missing_from_training", "present_classes", "split_fold", "split_train_val"]
 
 
 def present_classes(label: np.ndarray) -> set[int]:
@@ -90,6 +90,50 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
     train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context)
     note = f"validation on the {end} {n_blocks[axis]} of {shape[axis]} voxels along axis {axis}{why}"
     return [train], [val], note
+
+
+def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, folds: int,
+               context: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
+    """Fold ``fold`` of ``folds`` (an ensemble member's split): each fold validates on a
+    different part, and together the folds validate on all of the data.
+
+    With at least ``folds`` images, fold k holds out the images ``k, k + folds, ...``;
+    otherwise it holds out the k-th of ``folds`` equal blocks along each image's longest
+    axis (the parts before and after it train). A held-out block takes up to ``context``
+    voxels of unlabeled neighbours, as in :func:`split_train_val`.
+
+    Raises
+    ------
+    InputError
+        An image too small to cut into ``folds`` blocks.
+    """
+    n = len(images)
+    if n >= folds:
+        val_idx = list(range(fold, n, folds))
+        train = [Region(images[i], labels[i]) for i in range(n) if i not in val_idx]
+        val = [Region(images[i], labels[i]) for i in val_idx]
+        numbers = ", ".join(str(i + 1) for i in val_idx)
+        return train, val, f"fold {fold + 1} of {folds}: validation on image(s) {numbers} of {n}"
+    train, val = [], []
+    for image, label in zip(images, labels):
+        shape = label.shape
+        axis = max(range(len(shape)), key=lambda a: shape[a])
+        if shape[axis] < folds:
+            raise InputError(f"an image of shape {shape} is too small to cut into {folds} folds: use fewer folds")
+        start, stop = fold * shape[axis] // folds, (fold + 1) * shape[axis] // folds
+        extra = max(0, int(context[axis]) - (stop - start)) if context is not None else 0
+        lo, hi = max(0, start - extra // 2), min(shape[axis], stop + extra - extra // 2)
+        val_label = label[_block(shape, axis, lo, hi)].copy()
+        val_label[_block(val_label.shape, axis, 0, start - lo)] = 0  # context only: never scored
+        val_label[_block(val_label.shape, axis, stop - lo, None)] = 0
+        val.append(Region(image[(slice(None), *_block(shape, axis, lo, hi))], val_label))
+        for a, b in ((0, start), (stop, shape[axis])):
+            if b > a:
+                part = _block(shape, axis, a, b)
+                train.append(Region(image[(slice(None), *part)], label[part]))
+    note = (f"fold {fold + 1} of {folds}: validation on block {fold + 1} of {folds} along each image's "
+            "longest axis")
+    return train, val, note
 
 
 def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],

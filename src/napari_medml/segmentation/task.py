@@ -69,6 +69,12 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     if config.task != "segmentation":
         raise ConfigError(f"segmentation.fit trains segmentation networks; for task {config.task!r} use "
                           "napari_medml.fit")
+    if init_model is not None and not hasattr(init_model, "network"):
+        raise ConfigError("fine-tuning starts from one model, not an ensemble: fine-tune one member (its "
+                          "bundle folder members/fold-1), or train a new ensemble")
+    if config.data.folds > 1 and config.data.fold is None:
+        raise ConfigError(f"folds={config.data.folds} asks for an ensemble: train it with napari_medml.fit "
+                          "(segmentation.ensemble.fit_ensemble), or set data.fold to train one member")
     resume = None
     base: Model | None = init_model
     if resume_from is not None:

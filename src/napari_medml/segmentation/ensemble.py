@@ -1,0 +1,241 @@
+"""Ensembles: K segmentation models trained on K folds, whose probabilities are averaged
+and whose disagreement is the uncertainty.
+
+``fit`` with ``DataConfig.folds`` K > 1 runs :func:`fit_ensemble`: one ordinary run per
+fold (each validated on a different part, :func:`~napari_medml.segmentation.split.split_fold`),
+reports renumbered across the folds. The bundle is a folder with ``config.json`` (the
+first member's description plus an ``ensemble`` entry) and ``members/fold-<k>/``, each an
+ordinary segmentation bundle, written under a temporary name and then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medml.bundles.format import MEMBERS_NAME
+from napari_medml.config import InferConfig, TrainConfig, to_dict
+from napari_medml.engine.reports import StopToken, TrainReport
+from napari_medml.errors import BundleError
+from napari_medml.segmentation.model import Model, Prediction
+
+__all__ = ["MEMBERS_FOLDER", "EnsembleModel", "fit_ensemble", "load_ensemble"]
+
+MEMBERS_FOLDER = MEMBERS_NAME
+
+
+class EnsembleModel:
+    """K segmentation models used as one: mean probabilities, disagreement as uncertainty.
+
+    Parameters
+    ----------
+    members : sequence of Model
+        Trained on the same classes, channels and dimensions (the folds of one run).
+    provenance : dict, optional
+    """
+
+    def __init__(self, members: Sequence[Model], provenance: dict | None = None) -> None:
+        if not members:
+            raise BundleError("an ensemble needs at least one member model")
+        first = members[0]
+        for m in members[1:]:
+            if (m.class_ids, m.in_channels, m.spatial_dims) != (first.class_ids, first.in_channels,
+                                                               first.spatial_dims):
+                raise BundleError("ensemble members differ in classes, channels or dimensions: train them "
+                                  "on the same labels and images")
+        self.members = list(members)
+        self.config: TrainConfig = replace(first.config, data=replace(first.config.data, fold=None))
+        self.class_ids, self.in_channels = first.class_ids, first.in_channels
+        self.spatial_dims, self.patch_size, self.spacing = first.spatial_dims, first.patch_size, first.spacing
+        self.normalization = first.normalization
+        self.history: list[dict] = []
+        self.provenance = dict(provenance or {})
+
+    def __repr__(self) -> str:
+        return f"EnsembleModel({len(self.members)} x {self.members[0]!r})"
+
+    def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
+                config: InferConfig | None = None, progress: Callable[[int, int], None] | None = None,
+                stop: Any | None = None, axes: str | None = None) -> Prediction:
+        """Segment with every member and combine (arguments as ``Model.predict``).
+
+        Returns
+        -------
+        Prediction
+            ``labels``: argmax of the members' mean probabilities (then post-processed);
+            ``probabilities``: that mean; ``uncertainty``: the mutual information between
+            the prediction and the member (entropy of the mean minus the mean entropy,
+            in nats): 0 where the members agree, larger where they disagree.
+        """
+        from napari_medml.segmentation.model import _stack_predictions
+        from napari_medml.segmentation.postprocess import postprocess
+
+        config = config or InferConfig()
+        plain = replace(config, return_probabilities=True, return_uncertainty=False, min_size=0,
+                        fill_holes=False, keep_largest=False, instances="none")
+        count = len(self.members)
+        mean: np.ndarray | None = None
+        mean_entropy: np.ndarray | None = None
+        for i, member in enumerate(self.members):
+            def part(done: int, total: int, i: int = i) -> None:
+                if progress is not None:
+                    progress(i * total + done, count * total)
+
+            probs = member.predict(image, spacing=spacing, channel_axis=channel_axis, config=plain,
+                                   progress=part, stop=stop, axes=axes).probabilities.astype(np.float32)
+            if config.return_uncertainty:
+                h = _entropy(probs)
+                mean_entropy = h if mean_entropy is None else mean_entropy + h
+            mean = probs if mean is None else mean + probs
+        mean /= count
+        labels = np.asarray(self.class_ids)[np.argmax(mean, axis=0)]
+        labels = labels.astype(np.uint8 if max(self.class_ids) < 256 else np.uint32 if max(self.class_ids) < 2**32
+                               else np.uint64)
+        uncertainty = None
+        if config.return_uncertainty:
+            uncertainty = np.maximum(_entropy(mean) - mean_entropy / count, 0.0).astype(np.float32)
+        lead = labels.shape[: labels.ndim - self.spatial_dims]  # frames or slices: post-processed one by one
+        parts = []
+        for index in np.ndindex(*lead):
+            part_labels, instances = postprocess(labels[index], config)
+            parts.append(Prediction(labels=part_labels, instances=instances, class_ids=self.class_ids))
+        done = parts[0] if not lead else _stack_predictions(parts, lead, self.class_ids)
+        return Prediction(labels=done.labels, instances=done.instances, class_ids=self.class_ids,
+                          probabilities=mean.astype(np.float16) if config.return_probabilities else None,
+                          uncertainty=uncertainty)
+
+    def description(self) -> dict:
+        """The ensemble's ``config.json``: the first member's description and the members."""
+        desc = self.members[0].description()
+        desc["task"] = "ensemble"
+        desc["ensemble"] = {"members": [f"{MEMBERS_FOLDER}/fold-{k + 1}" for k in range(len(self.members))],
+                            "combine": "mean of the members' probabilities",
+                            "uncertainty": "mutual information (entropy of the mean - mean entropy)"}
+        desc["provenance"] = {**desc.get("provenance", {}), **self.provenance}
+        desc["train_config"] = to_dict(self.config)  # folds K, no single fold
+        return desc
+
+    def save(self, path: str | Path) -> Path:
+        """Write the ensemble folder atomically (a temporary folder renamed into place)."""
+        from napari_medml.bundles.format import CONFIG_NAME, check_bundle_path, write_bundle_files
+        from napari_medml.io.atomic import remove_stale_temps, temp_name
+
+        target = check_bundle_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        tmp = temp_name(target)
+        tmp.mkdir()
+        try:
+            for k, member in enumerate(self.members):
+                write_bundle_files(member.description(), member.network, tmp / MEMBERS_FOLDER / f"fold-{k + 1}")
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.description(), indent=2))
+            if target.exists():  # an earlier bundle: swap, then remove it
+                old = temp_name(target, "old")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy over the class axis 0 (nats), with 0 log 0 = 0."""
+    p = np.clip(probs, 1e-8, 1.0)
+    return -(probs * np.log(p)).sum(0)
+
+
+def load_ensemble(path: str | Path) -> EnsembleModel:
+    """Load an ensemble folder (never unpickles).
+
+    Raises
+    ------
+    BundleError
+        Not an ensemble, or a member missing or damaged.
+    """
+    from napari_medml.bundles.format import read_description
+    from napari_medml.segmentation.model import load_segmentation_model
+
+    path = Path(path).expanduser()
+    description = read_description(path)
+    if description.get("task") != "ensemble" or "ensemble" not in description:
+        raise BundleError(f"{path} is not an ensemble bundle: load it with napari_medml.load_model")
+    names = description["ensemble"].get("members") if isinstance(description["ensemble"], dict) else None
+    if not names or not all(isinstance(n, str) and ".." not in Path(n).parts for n in names):
+        raise BundleError(f"{path / 'config.json'} lists no valid ensemble members: the bundle is damaged")
+    members = []
+    for name in names:
+        member = load_segmentation_model(path / name)
+        if isinstance(member, EnsembleModel):
+            raise BundleError(f"{path / name} is an ensemble inside an ensemble: the bundle is damaged")
+        members.append(member)
+    return EnsembleModel(members, provenance=description.get("provenance") or {})
+
+
+def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None,
+                 channel_axis: int | None = None, stop: StopToken | None = None,
+                 resume_from: str | Path | None = None, init_model: Any = None
+                 ) -> Generator[TrainReport, None, EnsembleModel]:
+    """Train ``config.data.folds`` models, one per fold, one after the other.
+
+    Arguments as for ``segmentation.task.fit`` (``resume_from`` and ``init_model``
+    are refused: an ensemble starts from scratch).
+
+    Reports count steps and epochs across all folds and say which fold runs; each fold
+    keeps its checkpoints in ``<checkpoint_dir>/fold-<k>``. Stop ends the current fold
+    with its best model and returns an ensemble of the folds trained so far.
+
+    Returns
+    -------
+    EnsembleModel
+    """
+    from napari_medml.errors import ConfigError
+    from napari_medml.segmentation.task import fit
+
+    folds = config.data.folds
+    if resume_from is not None or init_model is not None:
+        raise ConfigError(f"an ensemble of {folds} folds trains from scratch: resuming and fine-tuning take "
+                          "one model (train without folds)")
+    base = Path(config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-"))
+    members = []
+    for k in range(folds):
+        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=str(base / f"fold-{k + 1}"))
+        gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop)
+        members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
+        if stop is not None and stop.stopped:
+            break
+    note = {"folds": folds, "trained": len(members),
+            "member_best_val_dice": [(m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
+                                      else {}).get("val_mean_dice") for m in members]}
+    return EnsembleModel(members, provenance={"ensemble": note})
+
+
+def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
+                epochs: int) -> Generator[TrainReport, None, Model]:
+    """Fold ``k``'s reports with steps and epochs counted across all folds."""
+    try:
+        while True:
+            try:
+                report = next(gen)
+            except StopIteration as done:
+                return done.value
+            total = report.total_steps
+            eta = report.eta_s
+            if eta is not None:  # the folds still to come take as long as this one
+                eta += (folds - k - 1) * report.elapsed_s * total / max(1, report.step)
+            yield replace(report, step=report.step + k * total, total_steps=total * folds,
+                          epoch=report.epoch + k * epochs, eta_s=eta)  # the split note names the fold
+    except GeneratorExit:
+        gen.close()  # the fold leaves its checkpoint
+        raise
