@@ -68,12 +68,13 @@ __all__ = [
 
 
 def read_volume(path: str | Path, axes: str | None = None) -> Volume:
-    """Read a NIfTI, TIFF or NumPy file into a :class:`Volume`.
+    """Read a NIfTI, TIFF or NumPy file, or a Zarr/OME-Zarr folder, into a :class:`Volume`.
 
     Parameters
     ----------
     path : str or Path
-        A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff`` or ``.npy`` file.
+        A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff`` or ``.npy`` file, or a ``.zarr``
+        folder (read lazily: ``data`` is a dask array, see :mod:`napari_medml.io.zarr`).
     axes : str, optional
         What the file's axes are, one letter each (``T``, ``C``, ``Z``, ``Y``,
         ``X``), in the order the array is stored as NumPy/tifffile read it (for
@@ -95,6 +96,10 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     """
     path = Path(path)
     fmt = file_format(path)
+    if fmt == "zarr":  # a folder, read lazily
+        from napari_medml.io.zarr import read_zarr
+
+        return read_zarr(path, axes=axes)
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
     from napari_medml.io.nifti import read_nifti  # here: they build on this module
@@ -134,7 +139,9 @@ def canonical(volume: Volume) -> Volume:
     data, axes = volume.data, volume.axes
     spacing, origin = volume.spacing, volume.origin
     if order != sorted(order):
-        data = np.ascontiguousarray(np.transpose(data, order))
+        data = np.transpose(data, order)  # a lazy (dask) array stays lazy
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data)
         body = order[: len(order) - int(rgb)]
         axes = "".join(axes[i] for i in order)
         spacing = tuple(spacing[i] for i in body)
@@ -181,15 +188,16 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
     if volume.data.dtype == bool:
         volume = replace(volume, data=volume.data.astype(np.uint8))
     dropped = volume.meta.get(io_axes.SINGLETONS_KEY)
-    if dropped:  # the length-1 axes the file had go back: same shape as what was read
+    if dropped and fmt != "zarr":  # the length-1 axes the file had go back (Zarr keeps them listed)
         data, axes, spacing, origin = io_axes.unsqueeze(volume.data, volume.axes, volume.spacing, volume.origin,
                                                         dropped, rgb=bool(volume.meta.get("rgb")))
         meta = {k: v for k, v in volume.meta.items() if k != io_axes.SINGLETONS_KEY}
         volume = replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
     from napari_medml.io.nifti import write_nifti
     from napari_medml.io.tiff import write_tiff
+    from napari_medml.io.zarr import write_zarr
 
-    writer = {"nifti": write_nifti, "tiff": write_tiff, "npy": _write_npy}[fmt]
+    writer = {"nifti": write_nifti, "tiff": write_tiff, "npy": _write_npy, "zarr": write_zarr}[fmt]
     try:
         writer(path, volume)
     except InputError:

@@ -17,7 +17,7 @@ from napari_medml.io import axes as io_axes
 __all__ = ["SUPPORTED_EXTENSIONS", "Volume", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
 
 
-SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy")
+SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
 
 
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
@@ -87,16 +87,16 @@ class Volume:
 
 
 def file_format(path: str | Path) -> str:
-    """Return ``"nifti"``, ``"tiff"`` or ``"npy"`` for a path's extension.
+    """Return ``"nifti"``, ``"tiff"``, ``"npy"`` or ``"zarr"`` (a folder) for a path's extension.
 
     Raises
     ------
     InputError
         If the extension is not one of :data:`SUPPORTED_EXTENSIONS`.
     """
-    lower = str(path).lower()
+    lower = str(path).lower().rstrip("/\\")
     for ext, fmt in ((".nii.gz", "nifti"), (".nii", "nifti"), (".tif", "tiff"),
-                     (".tiff", "tiff"), (".npy", "npy")):  # fmt: skip
+                     (".tiff", "tiff"), (".npy", "npy"), (".zarr", "zarr")):  # fmt: skip
         if lower.endswith(ext):
             return fmt
     raise InputError(
@@ -152,7 +152,7 @@ def affine_from_spacing(
 
 def file_stem(path: Path) -> str:
     name = path.name
-    for ext in (".ome.tif", ".ome.tiff", *SUPPORTED_EXTENSIONS):
+    for ext in (".ome.tif", ".ome.tiff", ".ome.zarr", *SUPPORTED_EXTENSIONS):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return path.stem

@@ -308,19 +308,42 @@ class Model:
         On a CUDA device they stay there unless they would take over 2 GiB (then the
         blending buffer is on the host, as MONAI allows).
         """
-        from monai.inferers import sliding_window_inference
-
-        net = self._network_on(device)
         spatial = tuple(x.shape[1:])
-        flips: list[tuple[int, ...]] = [()]
-        if config.tta:
-            flips += [(2 + a,) for a in range(self.spatial_dims)]
-        per_pass = _count_windows(spatial, self.patch_size, config.overlap)
-        total = per_pass * len(flips)
-        done = 0
+        flips = self._flips(config)
+        total = _count_windows(spatial, self.patch_size, config.overlap) * len(flips)
+        predictor = self._predictor(device, amp, config, progress, stop, total)
         k = len(self.class_ids)
         big = k * math.prod(spatial) * 4 > 2 * 2**30
         out_device = device if device.type == "cuda" and not big else torch.device("cpu")
+        total_probs = torch.zeros(0)
+        with torch.inference_mode():
+            for dims in flips:
+                out = self._blend(x, dims, predictor, device, out_device, config)
+                if not total_probs.numel():
+                    total_probs = out
+                else:
+                    total_probs += out
+                    del out
+            if len(flips) > 1:
+                total_probs /= len(flips)
+            elif config.return_probabilities or config.return_uncertainty:
+                _softmax_(total_probs)
+        return total_probs
+
+    def _flips(self, config: InferConfig) -> list[tuple[int, ...]]:
+        """The passes: no flip, and with TTA one flip per spatial axis (axes of ``(C, *spatial)``)."""
+        flips: list[tuple[int, ...]] = [()]
+        if config.tta:
+            flips += [(1 + a,) for a in range(self.spatial_dims)]
+        return flips
+
+    def _predictor(self, device: torch.device, amp: bool, config: InferConfig,
+                   progress: Callable[[int, int], None] | None, stop: Any | None,
+                   total: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network as MONAI's sliding window calls it: a window batch in, scores out
+        (softmax with TTA, logits otherwise); counts windows for ``progress``, obeys ``stop``."""
+        net = self._network_on(device)
+        done = 0
 
         def predictor(window: torch.Tensor) -> torch.Tensor:
             nonlocal done
@@ -335,29 +358,21 @@ class Model:
             # with TTA the flips average probabilities ("entropy of the mean probabilities")
             return torch.softmax(logits.float(), dim=1) if config.tta else logits.float()
 
-        x = x[None]
-        total_probs = torch.zeros(0)
-        with torch.inference_mode():
-            for dims in flips:
-                inp = torch.flip(x, dims) if dims else x
-                out = sliding_window_inference(
-                    inp, roi_size=self.patch_size, sw_batch_size=config.sw_batch_size, predictor=predictor,
-                    overlap=config.overlap, mode=config.blend, sw_device=device, device=out_device,
-                    progress=False,
-                )
-                out = out.as_tensor() if hasattr(out, "as_tensor") else out
-                if dims:
-                    out = torch.flip(out, dims)
-                if not total_probs.numel():
-                    total_probs = out
-                else:
-                    total_probs += out
-                    del out
-            if len(flips) > 1:
-                total_probs /= len(flips)
-            elif config.return_probabilities or config.return_uncertainty:
-                _softmax_(total_probs[0])
-        return total_probs[0]
+        return predictor
+
+    def _blend(self, x: torch.Tensor, dims: tuple[int, ...], predictor: Callable[[torch.Tensor], torch.Tensor],
+               device: torch.device, out_device: torch.device, config: InferConfig) -> torch.Tensor:
+        """One sliding-window pass over ``x`` ``(C, *spatial)`` flipped along ``dims`` (and
+        flipped back): blended scores ``(K, *spatial)`` on ``out_device``."""
+        from monai.inferers import sliding_window_inference
+
+        inp = torch.flip(x, dims)[None] if dims else x[None]
+        out = sliding_window_inference(
+            inp, roi_size=self.patch_size, sw_batch_size=config.sw_batch_size, predictor=predictor,
+            overlap=config.overlap, mode=config.blend, sw_device=device, device=out_device, progress=False,
+        )
+        out = out.as_tensor() if hasattr(out, "as_tensor") else out
+        return torch.flip(out[0], dims) if dims else out[0]
 
 
 def _stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids: tuple[int, ...]) -> Prediction:

@@ -1,0 +1,277 @@
+"""Prediction of volumes larger than memory: the block plan and one block's exact scores
+(:mod:`napari_medml.segmentation.to_zarr` runs the blocks into a Zarr store).
+
+The volume is cut into blocks (interiors that tile it). For each block the network runs
+on the block plus a halo, and only the block's interior is kept. The halo is chosen so
+that the result is the whole-volume prediction: MONAI's sliding window places its
+windows on a grid over the whole volume (:func:`window_starts`); a block's read region
+is exactly the windows of that grid that touch the block, so MONAI, run on that region,
+visits the same windows, weights them with the same gaussian and adds them in the same
+order for every voxel of the interior. Windows across a block border are computed for
+both blocks (:attr:`BlockPlan.windows` counts them), so blocks are made as large as the
+memory budget allows, whole rows along the last axes first.
+
+Finished blocks are listed in the output store's attributes after their data are
+written: an interrupted run (Stop, Ctrl-C, a crash) resumes where it stopped and never
+recomputes a finished block. Peak memory is set by the block size, not the volume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_medml.config import InferConfig
+from napari_medml.errors import ConfigError, InputError
+
+__all__ = ["BlockPlan", "block_scores", "plan_blocks", "window_starts"]
+
+_DEFAULT_MEMORY_MB = 1024.0
+
+
+def window_starts(size: int, roi: int, overlap: float) -> list[int]:
+    """Start of every sliding window along one axis, as MONAI places them.
+
+    Same rule as ``monai.inferers.utils._get_scan_interval`` and
+    ``monai.data.utils.dense_patch_slices`` (a test checks them against MONAI): the
+    axis is padded to at least ``roi``; windows start every ``int(roi * (1 - overlap))``
+    voxels, the last one moved back to end at the edge.
+    """
+    size = max(size, roi)
+    interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
+    count = next(d for d in range(size) if d * interval + roi >= size) + 1
+    return [d * interval - max(d * interval + roi - size, 0) for d in range(count)]
+
+
+def _read_range(b0: int, b1: int, size: int, roi: int, overlap: float, flipped: bool) -> tuple[int, int]:
+    """The part of an axis a block ``[b0, b1)`` reads: the windows of the whole-axis grid
+    that touch it (on the mirrored grid for a flipped TTA pass)."""
+    if roi >= size:
+        return 0, size
+    if flipped:
+        lo, hi = _read_range(size - b1, size - b0, size, roi, overlap, False)
+        return size - hi, size - lo
+    starts = [s for s in window_starts(size, roi, overlap) if s < b1 and s + roi > b0]
+    return starts[0], starts[-1] + roi
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a volume is cut into blocks.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Spatial shape of the volume.
+    block : tuple of int
+        Spatial shape of a block's interior (the last ones along an axis may be smaller).
+    roi : tuple of int
+        Sliding-window size (the model's patch size).
+    overlap : float
+    flips : tuple of tuple of int
+        TTA passes (spatial axes flipped; ``()`` is the plain pass).
+    channels, classes : int
+        Input channels and output classes.
+    windows : int
+        Windows run over all blocks (a window across a block border counts per block).
+    whole_windows : int
+        Windows a whole-volume prediction runs.
+    memory_bytes : int
+        Expected working memory of one block (input, blending buffers, network).
+    """
+
+    shape: tuple[int, ...]
+    block: tuple[int, ...]
+    roi: tuple[int, ...]
+    overlap: float
+    flips: tuple[tuple[int, ...], ...]
+    channels: int
+    classes: int
+    windows: int
+    whole_windows: int
+    memory_bytes: int
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Blocks per axis."""
+        return tuple(-(-s // b) for s, b in zip(self.shape, self.block))
+
+    @property
+    def count(self) -> int:
+        """Number of blocks."""
+        return math.prod(self.grid)
+
+    def interior(self, index: int) -> tuple[slice, ...]:
+        """The spatial slices of block ``index`` (C order over :attr:`grid`)."""
+        position = np.unravel_index(index, self.grid)
+        return tuple(slice(p * b, min((p + 1) * b, s)) for p, b, s in zip(position, self.block, self.shape))
+
+    def read_region(self, index: int, flip: tuple[int, ...] = ()) -> tuple[slice, ...]:
+        """What block ``index`` reads for the pass ``flip`` (axes of ``(C, *spatial)``)."""
+        return tuple(slice(*_read_range(sl.start, sl.stop, s, r, self.overlap, (1 + a) in flip))
+                     for a, (sl, s, r) in enumerate(zip(self.interior(index), self.shape, self.roi)))
+
+    def describe(self) -> str:
+        """One line for the user: blocks, block size, window overhead, memory."""
+        block = "x".join(str(b) for b in self.block)
+        extra = self.windows / max(self.whole_windows, 1)
+        return (f"{self.count} block(s) of {block} voxels ({'x'.join(str(g) for g in self.grid)}); "
+                f"{self.windows} windows ({extra:.2f}x a whole-volume pass, for the halos); "
+                f"about {self.memory_bytes / 2**20:.0f} MiB working memory per block")
+
+    def signature(self) -> dict[str, Any]:
+        """What must match for a store to be resumed (JSON)."""
+        return {"shape": list(self.shape), "block": list(self.block), "roi": list(self.roi),
+                "overlap": self.overlap, "flips": [list(f) for f in self.flips]}
+
+
+def _count(plan_shape: Sequence[int], block: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    total = 1
+    for size, b, r in zip(plan_shape, block, roi):
+        starts = window_starts(size, r, overlap)
+        if r >= size:
+            total *= len(starts)
+            continue
+        total *= sum(sum(1 for s in starts if s < min(b0 + b, size) and s + r > b0) for b0 in range(0, size, b))
+    return total
+
+
+def _memory(block: Sequence[int], roi: Sequence[int], channels: int, classes: int, width: int,
+            sw_batch_size: int, tta: bool) -> int:
+    """Working bytes of one block: the read region as float32 input (and a flipped copy),
+    MONAI's blending buffer and count map, the kept scores, and the network's activations."""
+    region = math.prod(b + 2 * r for b, r in zip(block, roi))
+    per_voxel = 4 * (channels * (2 if tta else 1) + classes + 1) + 4 * classes * (2 if tta else 1)
+    network = sw_batch_size * math.prod(roi) * 4 * max(width, 1) * 6
+    return int(region * per_voxel + network)
+
+
+def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, classes: int,
+                config: InferConfig | None = None, width: int = 16, block: Sequence[int] | None = None,
+                memory_mb: float | None = None, multiple: int = 64) -> BlockPlan:
+    """Choose the blocks for a volume.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Spatial shape of the volume, ``(Y, X)`` or ``(Z, Y, X)``.
+    roi : sequence of int
+        The model's patch (sliding-window) size.
+    channels, classes : int
+    config : InferConfig, optional
+        Overlap, TTA and window batch size.
+    width : int
+        The network's width (channels at full resolution), for the memory estimate.
+    block : sequence of int, optional
+        A block shape to use as given (clipped to the volume).
+    memory_mb : float, optional
+        Working-memory budget per block (default 1024 MiB): the largest blocks under it
+        are taken, halving the leading axes first so that blocks are whole rows.
+    multiple : int
+        Block edges are multiples of this (the output's chunk edge), so that each block
+        writes whole chunks.
+
+    Returns
+    -------
+    BlockPlan
+
+    Raises
+    ------
+    ConfigError
+        A block shape of the wrong length or with an edge < 1.
+    """
+    config = config or InferConfig()
+    shape = tuple(int(s) for s in shape)
+    roi = tuple(int(r) for r in roi)
+    flips = tuple([()] + [(1 + a,) for a in range(len(shape))] if config.tta else [()])
+    if block is not None:
+        block = tuple(int(b) for b in block)
+        if len(block) != len(shape) or min(block) < 1:
+            raise ConfigError(f"block {block} must have {len(shape)} edges >= 1 (the volume is {shape})")
+        chosen = tuple(min(b, s) for b, s in zip(block, shape))
+    else:
+        budget = (memory_mb if memory_mb is not None else _DEFAULT_MEMORY_MB) * 2**20
+        chosen_list = list(shape)
+        lower = [min(s, max(r, multiple)) for s, r in zip(shape, roi)]
+        while _memory(chosen_list, roi, channels, classes, width, config.sw_batch_size, config.tta) > budget:
+            # halve the edge longest in windows: near-cubic blocks recompute the fewest windows
+            # (where even the smallest block is over budget, it is taken: the plan says its memory)
+            axes = [a for a in range(len(shape)) if chosen_list[a] > lower[a]]
+            if not axes:
+                break
+            axis = max(axes, key=lambda a: chosen_list[a] / roi[a])
+            half = -(-chosen_list[axis] // 2)
+            new = max(lower[axis], -(-half // multiple) * multiple)
+            if new >= chosen_list[axis]:
+                lower[axis] = chosen_list[axis]
+                continue
+            chosen_list[axis] = new
+        chosen = tuple(chosen_list)
+    return BlockPlan(shape, chosen, roi, float(config.overlap), flips, int(channels), int(classes),
+                     _count(shape, chosen, roi, config.overlap) * len(flips),
+                     math.prod(len(window_starts(s, r, config.overlap)) for s, r in zip(shape, roi)) * len(flips),
+                     _memory(chosen, roi, channels, classes, width, config.sw_batch_size, config.tta))  # fmt: skip
+
+
+def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: InferConfig, *,
+                 device: Any, amp: bool, predictor: Callable) -> Any:
+    """Blended scores of one block's interior, as the whole-volume pass computes them.
+
+    Parameters
+    ----------
+    model : segmentation.model.Model
+    image : array
+        ``(C, *spatial)``, any array that slices (NumPy, dask, zarr); only the block's
+        read region is read.
+    plan : BlockPlan
+    index : int
+        The block.
+    config : InferConfig
+    device, amp, predictor
+        From ``resolve_device``/``amp_enabled`` and ``Model._predictor``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K, *interior)`` float32 on the CPU: with TTA the flip-averaged probabilities,
+        otherwise the blended logits (softmax them for probabilities); the argmax is the label.
+
+    Raises
+    ------
+    InputError
+        NaN or infinite values in the block's region.
+    """
+    import torch
+
+    from napari_medml.segmentation.model import _normalize_
+
+    interior = plan.interior(index)
+    regions = [plan.read_region(index, flip) for flip in plan.flips]
+    union = tuple(slice(min(r[a].start for r in regions), max(r[a].stop for r in regions))
+                  for a in range(len(plan.shape)))
+    arr = np.asarray(image[(slice(None), *union)])
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"image has dtype {arr.dtype}: give a numeric image")
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)  # the whole path's cast
+    del arr
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        where = ", ".join(f"{s.start}:{s.stop}" for s in union)
+        raise InputError(f"image contains {bad} NaN or infinite value(s) in the block [{where}]: fill or "
+                         "mask them before use")
+    _normalize_(x, model.normalization)
+    total = None
+    with torch.inference_mode():
+        for flip, region in zip(plan.flips, regions):
+            local = tuple(slice(r.start - u.start, r.stop - u.start) for r, u in zip(region, union))
+            out = model._blend(x[(slice(None), *local)], flip, predictor, device, torch.device("cpu"), config)
+            keep = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(interior, region))
+            out = out[(slice(None), *keep)]
+            total = out.clone() if total is None else total.add_(out)
+        if len(plan.flips) > 1:
+            total /= len(plan.flips)
+    return total

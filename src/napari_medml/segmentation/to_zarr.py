@@ -1,0 +1,261 @@
+"""Block-wise prediction into OME-Zarr stores on disk: progress, Stop, and resume.
+
+Each block's labels (and probabilities, uncertainty) are written, then the block is
+listed as finished in the labels store's attributes (``napari_medml.prediction.done``):
+an interrupted run (Stop, Ctrl-C, a crash) that is started again with the same model,
+image and plan skips the finished blocks. A block written but not yet listed is simply
+computed again. The exact per-block scores come from :func:`chunked.block_scores`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medml.config import InferConfig
+from napari_medml.errors import ConfigError, InputError
+from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks, window_starts
+
+__all__ = ["ChunkedResult", "predict_to_zarr", "volume_layout"]
+
+
+@dataclass(frozen=True)
+class ChunkedResult:
+    """What :func:`predict_to_zarr` wrote.
+
+    Attributes
+    ----------
+    stores : dict of str to Path
+        ``"labels"`` (always), ``"probabilities"``, ``"uncertainty"`` (when asked): OME-Zarr folders.
+    plan : BlockPlan
+    computed, resumed : int
+        Blocks computed by this call; blocks found finished by an earlier one.
+    """
+
+    stores: dict[str, Path]
+    plan: BlockPlan
+    computed: int
+    resumed: int
+
+
+def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | None) -> tuple[Any, str]:
+    """``data`` as a lazy ``(C, *spatial)`` array for ``model`` and the spatial axes letters.
+
+    Raises
+    ------
+    InputError, BundleError
+        Time series or stacks (one volume at a time here), channels that do not fit.
+    ConfigError
+        A model that re-applies a preprocessing recipe (it needs the whole image).
+    """
+    channel_axis, samples = model._layout(data, channel_axis, axes)
+    if samples:
+        raise InputError(f"block-wise prediction takes one {model.spatial_dims}D image (got shape "
+                         f"{np.shape(data)}, axes {axes or '?'}): predict frames or slices one at a time, "
+                         "or predict in memory")  # fmt: skip
+    steps = model.config.data.preprocessing
+    if steps:
+        names = ", ".join(getattr(s, "op", str(s)) for s in steps)
+        raise ConfigError(f"the model re-applies a preprocessing recipe ({names}) that needs the whole image; "
+                          "block-wise prediction takes models trained on raw images: predict in memory "
+                          "(a NIfTI/TIFF output), or train on the raw image")  # fmt: skip
+    if isinstance(data, np.ndarray):
+        lazy = np.moveaxis(data, channel_axis, 0) if channel_axis is not None else data[None]
+    else:
+        import dask.array as da
+
+        lazy = da.asarray(data)
+        lazy = da.moveaxis(lazy, channel_axis, 0) if channel_axis is not None else lazy[None]
+    spatial = "ZYX"[-model.spatial_dims:]
+    if axes:
+        spatial = "".join(a for a in axes if a in "ZYXQ")[-model.spatial_dims:].replace("Q", "Z")
+    return lazy, spatial
+
+
+def _fingerprint(model: Any, image: Any) -> str:
+    """Weights, class ids and input shape/dtype: a resumed store must come from the same run."""
+    digest = hashlib.sha256()
+    for name, tensor in model.network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps([list(model.class_ids), list(np.shape(image)), str(image.dtype)]).encode())
+    return digest.hexdigest()[:32]
+
+
+def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,
+                 geometry: dict[str, Any], dtypes: dict[str, Any]) -> tuple[dict[str, Any], Any, set[int]]:
+    """Create the output stores, or reopen those of an interrupted identical run.
+
+    Returns the arrays by name, the labels group (holds the progress) and the finished blocks.
+    """
+    import zarr
+
+    from napari_medml.io.zarr import ATTRS_KEY, create_ome_zarr
+
+    existing = {name: path.exists() for name, path in targets.items()}
+    if any(existing.values()):
+        labels_path = targets["labels"]
+        try:
+            group = zarr.open_group(str(labels_path), mode="r+")
+            progress = dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {}
+        except Exception:  # not a Zarr group, or not ours
+            progress = {}
+        if not all(existing.values()) or progress.get("run") != run:
+            named = ", ".join(f"'{p}'" for n, p in targets.items() if existing[n])
+            raise InputError(f"{named} already exist(s) and do(es) not hold an interrupted run of this "
+                             "prediction (same model, image and block plan): remove it or choose another "
+                             "output name")  # fmt: skip
+        arrays = {name: zarr.open_group(str(path), mode="r+")["0"] for name, path in targets.items()}
+        return arrays, group, {int(i) for i in progress.get("done", [])}
+    edge = plan.block
+    arrays = {}
+    for name, path in targets.items():
+        chunked = tuple(min(b, 64) for b in edge) if len(edge) == 3 else tuple(min(b, 512) for b in edge)
+        channels = name == "probabilities"
+        shape = ((plan.classes,) if channels else ()) + plan.shape
+        arrays[name] = create_ome_zarr(
+            path, shape, dtypes[name], axes=("C" if channels else "") + spatial_axes,
+            spacing=((1.0,) if channels else ()) + tuple(geometry["spacing"]),
+            origin=((0.0,) if channels else ()) + tuple(geometry["origin"]),
+            chunks=((1,) if channels else ()) + chunked, unit=geometry.get("unit"), is_labels=name == "labels",
+            extra={"prediction": {"run": run, "done": [], "complete": False}} if name == "labels" else None)
+    group = zarr.open_group(str(targets["labels"]), mode="r+")
+    return arrays, group, set()
+
+
+def _mark(group: Any, done: set[int], complete: bool) -> None:
+    from napari_medml.io.zarr import ATTRS_KEY
+
+    ours = dict(group.attrs.get(ATTRS_KEY) or {})
+    ours["prediction"] = {**dict(ours.get("prediction") or {}), "done": sorted(done), "complete": complete}
+    group.attrs[ATTRS_KEY] = ours
+
+
+def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
+                    plan: BlockPlan | None = None, memory_mb: float | None = None,
+                    probabilities: str | Path | None = None, uncertainty: str | Path | None = None,
+                    progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> ChunkedResult:
+    """Segment a volume block by block into an OME-Zarr labels store; resume an interrupted run.
+
+    Parameters
+    ----------
+    model : segmentation.model.Model
+    volume : io.Volume
+        The image (``data`` NumPy, dask or zarr; only one block's region is in memory at a
+        time), its axes, spacing, origin and unit (written as the stores' scale metadata).
+    out : str or Path
+        The labels store (``.zarr`` folder) to create, or to resume when it holds an
+        interrupted run of the same model, image and plan.
+    config : InferConfig, optional
+        Overlap, blending, TTA, device. Connected-component clean-up and instances need
+        the whole map and are refused here.
+    plan : BlockPlan, optional
+        From :func:`plan_blocks` (default: one made for ``memory_mb``).
+    memory_mb : float, optional
+        Working-memory budget per block (default 1024 MiB).
+    probabilities, uncertainty : str or Path, optional
+        Further stores: float16 ``(K, *spatial)`` class probabilities, float32 entropy.
+    progress : callable, optional
+        ``(done, total)`` windows; finished blocks count as done.
+    stop : StopToken, optional
+        Stopped: ``Cancelled`` is raised at the next window; finished blocks stay recorded.
+
+    Returns
+    -------
+    ChunkedResult
+
+    Raises
+    ------
+    InputError
+        Existing outputs that are not an interrupted run of this prediction, NaN/inf values,
+        a time series.
+    ConfigError
+        Whole-map post-processing asked for; a model with a preprocessing recipe.
+    Cancelled
+        Stopped through ``stop``.
+    """
+    import torch
+
+    from napari_medml.engine.devices import amp_enabled, resolve_device
+    from napari_medml.errors import Cancelled
+    from napari_medml.segmentation.model import _label_dtype, _softmax_
+
+    config = config or InferConfig()
+    if config.min_size or config.fill_holes or config.keep_largest or config.instances != "none":
+        raise ConfigError("block-wise prediction writes the labels as they come: minimum size, hole filling, "
+                          "largest component and instances need the whole map; leave them off (or predict "
+                          "in memory)")  # fmt: skip
+    image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
+    if plan is None:
+        plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0],
+                           classes=len(model.class_ids), config=config, width=model.config.model.channels,
+                           memory_mb=memory_mb)  # fmt: skip
+    if tuple(plan.shape) != tuple(image.shape[1:]):
+        raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(image.shape[1:])}")
+    body = volume.axes[: len(volume.spacing)]
+    size, offset = dict(zip(body, volume.spacing)), dict(zip(body, volume.origin))
+    geometry = {"spacing": [float(size.get(a, 1.0)) for a in spatial_axes],
+                "origin": [float(offset.get(a, 0.0)) for a in spatial_axes], "unit": volume.meta.get("unit")}
+    targets = {"labels": Path(out)}
+    if probabilities is not None:
+        targets["probabilities"] = Path(probabilities)
+    if uncertainty is not None:
+        targets["uncertainty"] = Path(uncertainty)
+    run = {**plan.signature(), "model": _fingerprint(model, image), "tta": config.tta, "blend": config.blend,
+           "outputs": sorted(targets)}
+    dtypes = {"labels": _label_dtype(max(model.class_ids)), "probabilities": np.float16, "uncertainty": np.float32}
+    arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry, dtypes)
+    resumed = len(done)
+    device = resolve_device(config.device)
+    amp = amp_enabled(device, config.amp)
+    def count(index: int) -> int:
+        region = plan.read_region(index)
+        return math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
+                         for r, roi in zip(region, plan.roi)) * len(plan.flips)
+
+    totals = [count(i) for i in range(plan.count)]
+    total = sum(totals)
+    windows_done = sum(totals[i] for i in done)
+    lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
+    computed = 0
+    for index in range(plan.count):
+        if index in done:
+            continue
+        if stop is not None and stop.stopped:
+            raise Cancelled("prediction stopped")
+        base = windows_done
+
+        def block_progress(k: int, _total: int, base: int = base) -> None:
+            if progress is not None:
+                progress(min(base + k, total), total)
+
+        predictor = model._predictor(device, amp, config, block_progress, stop, totals[index])
+        scores = block_scores(model, image, plan, index, config, device=device, amp=amp, predictor=predictor)
+        interior = plan.interior(index)
+        with torch.inference_mode():
+            arrays["labels"][interior] = lut[scores.argmax(0).numpy()]
+            if "probabilities" in arrays or "uncertainty" in arrays:
+                if not config.tta:
+                    _softmax_(scores)
+                if "probabilities" in arrays:
+                    arrays["probabilities"][(slice(None), *interior)] = scores.to(torch.float16).numpy()
+                if "uncertainty" in arrays:
+                    p = scores.clamp_min(1e-8)
+                    arrays["uncertainty"][interior] = (-(p * p.log()).sum(0)).numpy()
+        del scores
+        done.add(index)
+        windows_done += totals[index]
+        computed += 1
+        _mark(group, done, complete=len(done) == plan.count)
+    if progress is not None:
+        progress(total, total)
+    if computed == 0:
+        _mark(group, done, complete=True)
+    return ChunkedResult(dict(targets), plan, computed, resumed)
