@@ -1,0 +1,169 @@
+"""Data-parallel training (PyTorch DDP) as a user starts it: ``torchrun --nproc-per-node 2
+-m napari_medml train ...`` and ``napari-medml train --nproc 2 ...``, in subprocesses,
+two CPU processes with the gloo backend (what CI has).
+
+Checks: one bundle written by rank 0, of the same kind as a one-process run's (files,
+config keys, tensor names and shapes: no ``module.`` prefixes), loadable and predicting;
+progress lines once (rank 0 only); each process draws its own patches; Ctrl-C to the
+launcher and the time limit end both processes cleanly at the same step (status 0, the
+best model saved, no stray files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medml.io import Volume, write_volume
+from napari_medml.samples import phantom_3d, shape_classes
+
+SHAPE = (24, 48, 48)
+OPTIONS = ["--patch-size", "16", "32", "32", "--features", "8", "--depth", "3", "--lr", "0.003",
+           "--no-augment", "--device", "cpu", "--seed", "0"]  # fmt: skip
+
+
+def tool(name: str) -> str:
+    """A console script installed next to this Python (the environment under test)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    # TMPDIR: the test's own, to see what a run leaves behind; one thread per process
+    return {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+
+
+def run(argv: list[object], tmp: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+                          env=environment(tmp))  # fmt: skip
+
+
+def torchrun(*argv: object) -> list[object]:
+    return [tool("torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "napari_medml", *argv]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("ddp")
+    p = phantom_3d(seed=0, shape=SHAPE)
+    image, labels = folder / "ct.nii.gz", folder / "ct_seg.nii.gz"
+    write_volume(image, Volume(p.image, p.spacing, (0.0,) * 3))
+    write_volume(labels, Volume(p.labels, p.spacing, (0.0,) * 3, is_labels=True))
+    tmp = folder / "tmp"
+    tmp.mkdir()
+    return {"image": image, "labels": labels, "folder": folder, "tmp": tmp}
+
+
+def bundle_kind(path: Path) -> dict[str, object]:
+    """What makes a bundle what it is: its files, config keys and tensors (name -> shape)."""
+    from safetensors.numpy import load_file
+
+    config = json.loads((path / "config.json").read_text())
+    tensors = {k: v.shape for k, v in load_file(path / "weights.safetensors").items()}
+    return {"files": sorted(p.name for p in path.iterdir()), "keys": sorted(config),
+            "task": config.get("task"), "tensors": tensors}  # fmt: skip
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.sum(a & b) / max(1, np.sum(a) + np.sum(b)))
+
+
+def test_torchrun_trains_one_bundle_like_a_single_process_run(phantom) -> None:
+    from napari_medml import load_model
+    from napari_medml.cli import main
+
+    data = ["--image", phantom["image"], "--labels", phantom["labels"]]
+    ddp_out, one_out = phantom["folder"] / "ddp", phantom["folder"] / "one"
+    steps = ["--epochs", "3", "--steps-per-epoch", "8"]
+    # two processes of batch 1 = the samples per step of one process of batch 2
+    done = run(torchrun("train", *data, *steps, "--batch-size", "1", *OPTIONS, "--out", ddp_out), phantom["tmp"])
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
+    assert "Traceback" not in err and "error" not in err.lower(), err
+    assert done.stdout == ""
+    # rank 0 alone prints: each line once
+    assert err.count("data parallel: 2 processes (gloo), batch 1 per process: 2 samples per step") == 1, err
+    for line in ("epoch 1/3", "epoch 3/3", "saved model bundle"):
+        assert err.count(line) == 1, err
+    assert "drew the same first batch" not in err  # each process draws its own patches (seed + rank)
+    # the kind of bundle does not depend on the length of the run
+    one_run = ("train", *data, "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", *OPTIONS)
+    assert main([str(a) for a in (*one_run, "--out", one_out)]) == 0
+
+    ddp, one = bundle_kind(ddp_out), bundle_kind(one_out)
+    assert ddp == one  # same files (no checkpoints left), config keys, tensor names and shapes
+    assert not any(name.startswith("module.") for name in ddp["tensors"])
+    model = load_model(ddp_out)
+    p = phantom_3d(seed=0, shape=SHAPE)
+    labels = model.predict(p.image, spacing=p.spacing).labels
+    assert labels.shape == SHAPE and set(np.unique(labels)) <= {0, 1, 2, 3}
+    # 24 steps of 2 patches learn the body (class 1 and everything inside it)
+    assert dice(labels > 0, p.labels > 0) > 0.6
+
+
+def test_nproc_shortcut_stops_every_process_on_ctrl_c(phantom) -> None:
+    from napari_medml import load_model
+
+    out = phantom["folder"] / "stopped"
+    argv = [tool("napari-medml"), "train", "--nproc", "2", "--image", phantom["image"], "--labels",
+            phantom["labels"], "--epochs", "500", "--steps-per-epoch", "4", "--batch-size", "1", *OPTIONS,
+            "--out", out]  # fmt: skip
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment(phantom["tmp"]))  # fmt: skip
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "epoch 1/500" in line:  # both processes are training
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(180), "".join(lines)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C in the terminal reaches the launcher
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    err = "".join(lines)
+    assert code == 0, err  # as a one-process run: the first Ctrl-C stops and keeps the best model
+    assert "Traceback" not in err, err
+    assert err.count("stopping all processes after this step") == 1, err
+    assert err.count("stopped by user") == 1 and err.count("saved model bundle") == 1, err
+    model = load_model(out)
+    epochs = [row["epoch"] for row in model.history]
+    assert 1 <= len(epochs) < 500
+    assert not (out / "checkpoints").exists()
+    assert [p.name for p in phantom["tmp"].iterdir() if "medml" in p.name] == []  # the stop file's folder is gone
+
+
+def test_time_limit_ends_both_processes_of_a_classifier(tmp_path) -> None:
+    from napari_medml import load_model
+
+    sc = shape_classes(seed=0, n=32, size=32)
+    np.save(tmp_path / "stack.npy", sc.images)
+    (tmp_path / "classes.csv").write_text("sample,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))
+    out = tmp_path / "classifier"
+    started = time.monotonic()
+    done = run(torchrun("train", "--task", "classification", "--level", "image", "--image", tmp_path / "stack.npy",
+                        "--classes", tmp_path / "classes.csv", "--epochs", "10000", "--steps-per-epoch", "5",
+                        "--batch-size", "4", "--max-minutes", "0.05", "--features", "8", "--depth", "3",
+                        "--device", "cpu", "--seed", "0", "--out", out), tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 150
+    assert done.stderr.count("time limit of 0.05 min reached") == 1, done.stderr
+    assert done.stderr.count("saved classifier bundle") == 1, done.stderr
+    classifier = load_model(out)
+    assert classifier.class_ids == tuple(sorted(set(sc.classes.tolist())))
+    assert len(classifier.history) < 10000
