@@ -1,12 +1,17 @@
 """Optimizers and learning-rate schedules from a ``TrainConfig``, for every task.
 
-The schedules are torch's own (``PolynomialLR`` with power 0.9 is nnU-Net's "poly";
-``CosineAnnealingLR`` decays to 0 over the run), so their state saves and resumes
-with ``state_dict()``.
+"poly" (power 0.9, nnU-Net's) and "cosine" follow the run's *progress*, a number from
+0 to 1: the share of the planned steps done or, with a time limit, the share of the
+time budget used (the loop sets it before each step), whichever is larger. So with
+``max_minutes`` the rate warms up and decays to its end over the time budget instead
+of over a step count that the clock cuts off. :class:`ProgressSchedule` is a torch
+``LRScheduler`` stepped once per optimizer step, so its state saves and resumes with
+``state_dict()``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,7 +19,7 @@ import torch
 from napari_medml.config import TrainConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["build_optimizer", "build_scheduler"]
+__all__ = ["ProgressSchedule", "build_optimizer", "build_scheduler", "schedule_factor"]
 
 
 def build_optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -51,16 +56,70 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
         the validation key stops improving).
     total : int
         Steps in the run.
+
+    Returns
+    -------
+    tuple
+        A :class:`ProgressSchedule` (poly, cosine) or None, and a ``ReduceLROnPlateau``
+        (plateau) or None.
     """
     name = config.optim.schedule
     total = max(int(total), 1)
     if name == "plateau":
         patience = max(1, (config.optim.early_stopping_patience or 10) // 2)
         return None, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=patience)
-    if name == "constant":
+    if name == "constant" and not config.optim.warmup:
         return None, None
-    if name == "poly":
-        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total, power=0.9), None
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0), None
+    if name in ("constant", "poly", "cosine"):
+        return ProgressSchedule(optimizer, name, total, config.optim.warmup), None
     raise ConfigError(f"unknown schedule {name!r}: choose constant, cosine, poly or plateau")
+
+
+def schedule_factor(name: str, progress: float, warmup: float = 0.0) -> float:
+    """The learning rate's multiplier at ``progress`` (0 to 1) of the run.
+
+    A linear warm-up from 0.1 to 1 over the first ``warmup`` share, then ``name``'s
+    decay over the rest: poly ``(1 - q) ** 0.9``, cosine ``(1 + cos(pi q)) / 2``,
+    constant 1 (``q``: progress after the warm-up, 0 to 1).
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    if warmup > 0 and p < warmup:
+        return 0.1 + 0.9 * p / warmup
+    q = (p - warmup) / (1.0 - warmup) if warmup < 1 else 1.0
+    if name == "poly":
+        return (1.0 - q) ** 0.9
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * q))
+    return 1.0
+
+
+class ProgressSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Learning rates as a function of the run's progress (:func:`schedule_factor`).
+
+    Progress is ``max(steps / total, clock)``: ``step()`` counts steps as torch's
+    schedulers do, and ``set_clock`` gives the share of a time budget used (torch's
+    step-counting schedulers cannot follow a clock). Both are in ``state_dict``, so a
+    resumed run goes on where it stopped.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str, total: int, warmup: float = 0.0) -> None:
+        self.name, self.total, self.warmup, self.clock = name, max(int(total), 1), float(warmup), 0.0
+        super().__init__(optimizer)
+
+    @property
+    def progress(self) -> float:
+        return min(max(self.last_epoch / self.total, self.clock, 0.0), 1.0)
+
+    def get_lr(self) -> list[float]:
+        return self._rates()
+
+    def _rates(self) -> list[float]:
+        factor = schedule_factor(self.name, self.progress, self.warmup)
+        return [base * factor for base in self.base_lrs]
+
+    def set_clock(self, share: float) -> None:
+        """The share (0 to 1) of the time budget used: the rates follow it when it is ahead."""
+        self.clock = min(max(float(share), 0.0), 1.0)
+        for group, rate in zip(self.optimizer.param_groups, self._rates()):
+            group["lr"] = rate
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
