@@ -56,7 +56,7 @@ def _entry(task: str) -> TaskEntry:
 
 def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
         stop: StopToken | None = None, resume_from: str | Path | None = None,
-        init_model: Any = None) -> Generator[TrainReport, None, Model | Classifier]:
+        init_model: Any = None, plan: Any = None) -> Generator[TrainReport, None, Model | Classifier]:
     """Train the model ``config.task`` names; yields reports and returns the best model.
 
     Parameters
@@ -82,6 +82,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
 
     Yields
     ------
+    plan : segmentation.plan.Plan, optional
+        Segmentation: the plan ``config`` came from, stored in the bundle.
     TrainReport
 
     Returns
@@ -106,8 +108,9 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
                                                resume_from=resume_from))
     return (yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
-                                           stop=stop, resume_from=resume_from, init_model=init_model))
+                                           stop=stop, resume_from=resume_from, init_model=init_model, **extra))
 
+    extra = {"plan": plan} if plan is not None and entry is TASKS["segmentation"] else {}
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model | Classifier:
     """Run :func:`fit` to the end and return the best model (same arguments)."""

@@ -33,13 +33,14 @@ from napari_medml.config import (
     DataConfig,
     LossName,
     ModelConfig,
+    Normalization,
     OptimConfig,
     OptimizerName,
     ScheduleName,
     TrainConfig,
 )
 
-__all__ = ["add", "check_patch_option", "read_pairs", "run", "train_config"]
+__all__ = ["add", "check_patch_option", "planned_options", "read_pairs", "run", "train_config"]
 
 
 def add(sub: Any) -> None:
@@ -83,6 +84,12 @@ def add(sub: Any) -> None:
     g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
     g.add_argument("--no-augment", action="store_true",
+    g.add_argument("--normalization", choices=typing.get_args(Normalization),
+                   help="intensity normalisation (default: planned from the data; without the plan "
+                   f"{data.normalization})")  # fmt: skip
+    g.add_argument("--foreground-fraction", type=real(0, 1), metavar="F",
+                   help="share of patches centred on labelled foreground (default: planned; "
+                   f"without the plan {data.foreground_fraction:.2f})")  # fmt: skip
                    help="train without data augmentation (default: flips, rotations, "
                    "affine, noise, blur, contrast, intensity)")  # fmt: skip
     m = p.add_argument_group("network")
@@ -117,6 +124,13 @@ def add(sub: Any) -> None:
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
                    help=f"learning-rate schedule (default: {optim.schedule}; classification cosine)")  # fmt: skip
     o.add_argument("--patience", type=integer(1), metavar="N",
+    o.add_argument("--warmup", type=real(0, 1, high_open=True), metavar="F",
+                   help="share of the run (steps, or the time budget) warming the rate up (default: planned; "
+                   "without the plan 0)")  # fmt: skip
+    o.add_argument("--no-plan", action="store_true",
+                   help="do not plan the run from the data and the time budget: options left out keep "
+                   "their fixed defaults (the plan is printed before training and stored in the bundle; "
+                   "options given always win over it)")  # fmt: skip
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
     o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
@@ -167,8 +181,17 @@ def run(args: argparse.Namespace) -> int:
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
+    plan = None
+    if args.task == "segmentation" and not args.no_plan:
+        from napari_medml.segmentation.plan import plan_run
+
+        plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
+                        spacing=spacings[0] if one else spacings, channel_axis=channel_axis,
+                        keep=planned_options(args))  # fmt: skip
+        info(plan.describe())
+        config = plan.apply(config)
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
-              resume_from=resume_folder(args))  # fmt: skip
+              resume_from=resume_folder(args), plan=plan)  # fmt: skip
     with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs * config.data.folds)
     if not is_main():
@@ -285,6 +308,17 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
     """A TrainConfig from the options given; everything left out keeps its default."""
     data = DataConfig(**given(
         spatial_dims=spatial_dims,
+def planned_options(args: argparse.Namespace) -> list[str]:
+    """The planned config fields (``segmentation.plan.PLANNED_FIELDS``) that options set."""
+    options = {"data.normalization": args.normalization, "model.network": args.network,
+               "data.patch_size": args.patch_size, "data.batch_size": args.batch_size,
+               "model.channels": args.features, "model.depth": args.depth, "optim.learning_rate": args.lr,
+               "optim.schedule": args.schedule, "optim.warmup": args.warmup, "optim.epochs": args.epochs,
+               "optim.steps_per_epoch": args.steps_per_epoch,
+               "data.foreground_fraction": args.foreground_fraction, "augment": args.no_augment or None}
+    return [name for name, value in options.items() if value is not None]
+
+
         label_mode="sparse" if args.sparse else "dense",
         background_id=args.background_id,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
@@ -294,12 +328,14 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
     ))  # fmt: skip
     model = ModelConfig(**given(
         network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
+        normalization=getattr(args, "normalization", None),
+        foreground_fraction=getattr(args, "foreground_fraction", None),
         init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
     ))  # fmt: skip
     optim = OptimConfig(**given(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
         optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss, schedule=args.schedule,
-        early_stopping_patience=args.patience,
+        early_stopping_patience=args.patience, warmup=getattr(args, "warmup", None),
     ))  # fmt: skip
     augment = AugmentConfig.none() if args.no_augment else AugmentConfig()
     return TrainConfig(**given(task="segmentation", data=data, model=model, optim=optim,

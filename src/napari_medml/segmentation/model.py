@@ -473,7 +473,9 @@ def _normalize_(x: torch.Tensor, stats: dict) -> None:
     """``normalization.apply_normalization`` on a ``(C, *spatial)`` tensor, in place (same float32 arithmetic)."""
     method = stats.get("method", "none")
     for c, s in enumerate(stats.get("channels", [])):
-        if method == "zscore":
+        if method == "ct":
+            x[c].clamp_(s["low"], s["high"])
+        if method in ("zscore", "zscore_nonzero", "ct"):
             x[c].sub_(s["mean"]).div_(max(s["std"], 1e-8))
         elif method in ("percentile", "minmax"):
             x[c].clamp_(s["low"], s["high"]).sub_(s["low"]).div_(max(s["high"] - s["low"], 1e-8))
@@ -520,7 +522,8 @@ def model_description(model: Model) -> dict:
         "history": model.history,
         "versions": library_versions(),
         "seed": cfg.seed,
-        "provenance": model.provenance,
+        "provenance": {k: v for k, v in model.provenance.items() if k != "plan"},
+        "plan": model.provenance.get("plan"),  # segmentation.plan: the fingerprint and choices, when planned
         "train_config": to_dict(cfg),
     }
 
@@ -558,4 +561,5 @@ def load_segmentation_model(path: str | Path) -> Model:
         raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
     load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
     return Model(network, config, class_ids, in_channels, spatial_dims, patch_size, spacing,
-                 desc["normalization"], history=desc.get("history") or [], provenance=desc.get("provenance") or {})
+                 desc["normalization"], history=desc.get("history") or [],
+                 provenance={**(desc.get("provenance") or {}), **({"plan": desc["plan"]} if desc.get("plan") else {})})

@@ -15,7 +15,7 @@ import numpy as np
 from napari_medml.config import TrainConfig
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["TrainingData", "prepare_training_data"]
+__all__ = ["TrainingData", "prepare_training_data", "read_inputs"]
 
 
 @dataclass
@@ -64,37 +64,12 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     from napari_medml.segmentation import data
     from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
     from napari_medml.segmentation import split
-    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
     from napari_medml.nn.segmentation import patch_divisor
 
     dc = config.data
-    image_list = data.as_list(images, "images")
-    label_list = data.as_list(labels, "labels")
-    if len(image_list) != len(label_list):
-        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
-    spacings = _spacings(spacing, len(image_list))
-    single = len(image_list) == 1
-    prepared, raw_labels = [], []
-    for i, (img, lab) in enumerate(zip(image_list, label_list)):
-        name = "image" if single else f"image {i}"
-        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
-                                 in_channels=base.in_channels if base is not None else None)
-        lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
-                                  image_name=name)
-        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
-        prepared.append(arr)
-        raw_labels.append(labels_to_recipe_grid(lab, recipe))
-    if len({a.shape[0] for a in prepared}) > 1:
-        raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
-
-    class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
-    if base is not None:
-        extra = sorted(set(class_ids) - set(base.class_ids))
-        if extra:
-            raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
-                             "know: fine-tune with the same classes or train a new model")
-        class_ids = base.class_ids
-    encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
+    prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
+                                                         channel_axis=channel_axis, base=base)
+    single = len(prepared) == 1
 
     # patch size: the model's when fine-tuning, the config's, or the largest that fits
     train_regions, _, _ = _split(prepared, encoded, config)
@@ -125,8 +100,10 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     train_regions, val_regions, split_note = _split(prepared, encoded, config, context=patch_size,
                                                     class_ids=class_ids)
     lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
+    # statistics of the labelled foreground (encoded >= 2) for the methods that use them
     normalization = (base.normalization if base is not None else
-                     fit_normalization([r.image for r in train_regions], dc.normalization))
+                     fit_normalization([r.image for r in train_regions], dc.normalization,
+                                       masks=[r.label >= 2 for r in train_regions]))
     for region in train_regions + val_regions:
         region.image = apply_normalization(np.array(region.image, dtype=np.float32), normalization)
     # thinner than the patch (a 5-slice volume, a 3D patch of 8): pad with unlabeled voxels,
@@ -147,6 +124,49 @@ def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tu
     if dc.folds > 1 and dc.fold is not None:
         return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"))
     return split.split_train_val(images, labels, dc.val_fraction, **kwargs)
+
+
+def read_inputs(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, channel_axis: int | None,
+                base: Any = None) -> tuple[list[np.ndarray], list[np.ndarray], tuple[int, ...], list]:
+    """Checked images ``(C, *spatial)`` float32 after the preprocessing recipe, encoded labels
+    on their grid, the class ids and each image's spacing (see :func:`prepare_training_data`).
+
+    Raises
+    ------
+    InputError
+        Mismatched images and labels, unknown classes.
+    """
+    from napari_medml.segmentation import data
+    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
+
+    dc = config.data
+    image_list = data.as_list(images, "images")
+    label_list = data.as_list(labels, "labels")
+    if len(image_list) != len(label_list):
+        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
+    spacings = _spacings(spacing, len(image_list))
+    single = len(image_list) == 1
+    prepared, raw_labels = [], []
+    for i, (img, lab) in enumerate(zip(image_list, label_list)):
+        name = "image" if single else f"image {i}"
+        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
+                                 in_channels=base.in_channels if base is not None else None)
+        lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
+                                  image_name=name)
+        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
+        prepared.append(arr)
+        raw_labels.append(labels_to_recipe_grid(lab, recipe))
+    if len({a.shape[0] for a in prepared}) > 1:
+        raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
+    class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
+    if base is not None:
+        extra = sorted(set(class_ids) - set(base.class_ids))
+        if extra:
+            raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
+                             "know: fine-tune with the same classes or train a new model")
+        class_ids = base.class_ids
+    encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
+    return prepared, encoded, tuple(class_ids), spacings
 
 
 def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

@@ -35,7 +35,7 @@ def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model
 
 def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
         stop: StopToken | None = None, resume_from: str | Path | None = None,
-        init_model: Model | None = None) -> Generator[TrainReport, None, Model]:
+        init_model: Model | None = None, plan: Any = None) -> Generator[TrainReport, None, Model]:
     """Train a segmentation network on images and (dense or scribble) labels.
 
     Parameters
@@ -55,6 +55,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         model, optimizer, schedule and step count.
     init_model : Model, optional
         Start from this model's weights (fine-tuning); class ids must match.
+    plan : segmentation.plan.Plan, optional
+        The plan ``config`` came from (``plan_run``); stored in the bundle as ``"plan"``.
 
     Yields
     ------
@@ -87,7 +89,9 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     from napari_medml.engine.loop import run
 
     # no checkpoint_dir: nothing on disk (the best state is kept in memory), never a stray temp folder
-    return (yield from run(task, task.config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))
+    provenance = {"plan": plan.to_dict()} if plan is not None else None
+    return (yield from run(task, task.config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume,
+                           provenance=provenance))
 
 
 # --- segmentation as a task of the shared engine ------------------------------------------

@@ -1,0 +1,477 @@
+"""The plan of a segmentation run: a fingerprint of the training data, the device and
+the time budget become the run's choices, as nnU-Net's experiment planner does
+(Isensee et al. 2021), scaled to a few minutes on a laptop.
+
+:func:`fingerprint` measures the data (intensities inside the labelled foreground,
+spacing and anisotropy, image and object sizes, class frequencies); :func:`make_plan`
+turns a fingerprint into a :class:`Plan` (normalisation, network and kernels, patch and
+batch size, depth and width, learning rate and schedule over the time budget,
+foreground oversampling, augmentation strength), each decision with its reason;
+:func:`plan_run` does both for the arrays a run trains on. ``Plan.apply`` writes the
+plan into a ``TrainConfig``; every field named in ``keep`` (the options a user set)
+stays as the user set it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
+
+__all__ = ["ChannelStats", "Fingerprint", "PLANNED_FIELDS", "Plan", "changed_fields", "fingerprint", "make_plan",
+           "plan_run"]
+
+# The config fields a plan chooses (dotted names, as in ``keep``).
+PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "data.batch_size", "model.channels",
+                  "model.depth", "optim.learning_rate", "optim.schedule", "optim.warmup", "optim.epochs",
+                  "optim.steps_per_epoch", "data.foreground_fraction", "augment")
+ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
+VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Intensities of one channel: the whole images and the labelled foreground."""
+
+    low: float  # 0.5th percentile of all voxels
+    high: float  # 99.5th percentile of all voxels
+    at_min: float  # share of voxels at the minimum value (a constant background)
+    fg_low: float  # 0.5th / 50th / 99.5th percentile, mean and std inside the labelled foreground
+    fg_median: float
+    fg_high: float
+    fg_mean: float
+    fg_std: float
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the planner knows about the training data (spatial axes in array order)."""
+
+    spatial_dims: int
+    n_images: int
+    shape: tuple[int, ...]  # median spatial shape of the images (voxels)
+    train_shape: tuple[int, ...]  # smallest training region after the validation split
+    spacing: tuple[float, ...]  # median voxel size
+    channels: tuple[ChannelStats, ...]
+    class_ids: tuple[int, ...]
+    class_fractions: tuple[float, ...]  # share of the labelled voxels per class, background first
+    labelled_fraction: float  # share of voxels labelled (1 for dense labels)
+    object_extent: tuple[float, ...]  # typical foreground object's extent per axis (voxels)
+
+    @property
+    def anisotropy(self) -> float:
+        """Largest spacing over the smallest."""
+        return max(self.spacing) / min(self.spacing)
+
+    @property
+    def modality(self) -> str:
+        """"ct" when intensities span Hounsfield units (air near -1000, bone above), else "mr/microscopy"."""
+        ct = any(c.low <= -500 and c.high >= 100 for c in self.channels)
+        return "ct" if ct else "mr/microscopy"
+
+
+def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacing: Sequence[float] | None,
+                train_shape: Sequence[int], class_ids: Sequence[int] = ()) -> Fingerprint:
+    """Measure the training data.
+
+    Parameters
+    ----------
+    images : sequence of np.ndarray
+        ``(C, *spatial)`` float32, before normalisation.
+    labels : sequence of np.ndarray
+        Encoded labels (``channel + 1``, 0 unlabeled; 1 is background), ``(*spatial)``.
+    spacing : sequence of float or None
+        Voxel size of the spatial axes (None: 1 each).
+    train_shape : sequence of int
+        Smallest training region after the validation split.
+    class_ids : sequence of int
+        The class id of each encoded value (background first), for the record.
+
+    Returns
+    -------
+    Fingerprint
+    """
+    from scipy import ndimage
+
+    dims = labels[0].ndim
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * dims))
+    shape = tuple(int(np.median([lab.shape[a] for lab in labels])) for a in range(dims))
+    stats = []
+    for c in range(images[0].shape[0]):
+        values = np.concatenate([_sample(img[c]) for img in images]).astype(np.float64)
+        fg = np.concatenate([_sample(img[c][lab >= 2]) for img, lab in zip(images, labels)]).astype(np.float64)
+        if fg.size == 0:
+            fg = values
+        low, high = np.percentile(values, [0.5, 99.5])
+        flo, fmed, fhi = np.percentile(fg, [0.5, 50, 99.5])
+        stats.append(ChannelStats(float(low), float(high), float(np.mean(values <= values.min())), float(flo),
+                                  float(fmed), float(fhi), float(fg.mean()), float(fg.std())))
+    counts = np.zeros(256, np.int64)
+    for lab in labels:
+        counts += np.bincount(lab.reshape(-1), minlength=256)[:256]
+    labelled = counts[1:]
+    n_classes = int(np.flatnonzero(labelled).max()) + 1 if labelled.any() else 1
+    fractions = tuple(float(v) for v in labelled[:n_classes] / max(labelled.sum(), 1))
+    extents, weights = [], []
+    for lab in labels:
+        fg = lab >= 2
+        step = max(1, round((fg.size / 8e6) ** (1 / dims)))  # large volumes: every n-th voxel
+        comp, _ = ndimage.label(fg[(slice(None, None, step),) * dims])
+        sizes = np.bincount(comp.reshape(-1))
+        for i, box in enumerate(ndimage.find_objects(comp), start=1):
+            if box is not None:
+                extents.append([(s.stop - s.start) * step for s in box])
+                weights.append(sizes[i])
+    if extents:
+        # the extent of the object a typical foreground voxel belongs to (voxel-weighted median)
+        order = np.asarray(extents, float)
+        w = np.asarray(weights, float)
+        extent = tuple(float(_weighted_median(order[:, a], w)) for a in range(dims))
+    else:
+        extent = tuple(float(s) for s in shape)
+    return Fingerprint(dims, len(labels), shape, tuple(int(s) for s in train_shape), spacing, tuple(stats),
+                       tuple(int(c) for c in class_ids), fractions, float(labelled.sum() / max(counts.sum(), 1)), extent)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's choices, why each was made, and which ones the user set.
+
+    Attributes
+    ----------
+    fingerprint : Fingerprint
+    normalization, network : str
+    patch_size : tuple of int
+    batch_size, channels, depth, epochs, steps_per_epoch : int
+    learning_rate, warmup, foreground_fraction, augment_strength : float
+    schedule : str
+    step_seconds : float or None
+        One training step measured on the device (time budgets only).
+    kept : tuple of str
+        Fields the user set (``PLANNED_FIELDS`` names); they keep the user's value.
+    reasons : tuple of str
+        One line per decision.
+    """
+
+    fingerprint: Fingerprint
+    normalization: str
+    network: str
+    patch_size: tuple[int, ...]
+    batch_size: int
+    channels: int
+    depth: int
+    learning_rate: float
+    schedule: str
+    warmup: float
+    epochs: int
+    steps_per_epoch: int
+    foreground_fraction: float
+    augment_strength: float
+    step_seconds: float | None = None
+    kept: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = field(default=())
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        """``config`` with the plan's choices, except the fields in ``kept``."""
+        def pick(name: str, planned: Any) -> Any:
+            section, attr = name.split(".")
+            return getattr(getattr(config, section), attr) if name in self.kept else planned
+
+        data = replace(config.data, normalization=pick("data.normalization", self.normalization),
+                       patch_size=pick("data.patch_size", self.patch_size),
+                       batch_size=pick("data.batch_size", self.batch_size),
+                       foreground_fraction=pick("data.foreground_fraction", self.foreground_fraction))
+        model = replace(config.model, network=pick("model.network", self.network),
+                        channels=pick("model.channels", self.channels), depth=pick("model.depth", self.depth))
+        optim = replace(config.optim, learning_rate=pick("optim.learning_rate", self.learning_rate),
+                        schedule=pick("optim.schedule", self.schedule), warmup=pick("optim.warmup", self.warmup),
+                        epochs=pick("optim.epochs", self.epochs),
+                        steps_per_epoch=pick("optim.steps_per_epoch", self.steps_per_epoch))
+        augment = config.augment if "augment" in self.kept else _scaled(config.augment, self.augment_strength)
+        return replace(config, data=data, model=model, optim=optim, augment=augment)
+
+    def to_dict(self) -> dict:
+        """JSON-able (stored as ``"plan"`` in the bundle's ``config.json``)."""
+        from napari_medml.config import to_dict
+
+        return to_dict(self)
+
+    def describe(self) -> str:
+        """One readable block: the fingerprint in a line, then each decision with its reason."""
+        fp = self.fingerprint
+        head = (f"plan: {fp.n_images} image(s) of {'x'.join(map(str, fp.shape))} voxels, spacing "
+                f"{'x'.join(f'{s:g}' for s in fp.spacing)} (anisotropy {fp.anisotropy:.1f}), {fp.modality}, "
+                f"classes {' / '.join(f'{100 * f:.1f}%' for f in fp.class_fractions)}, typical object "
+                f"{'x'.join(f'{e:.0f}' for e in fp.object_extent)} voxels")
+        return "\n".join([head, *(f"  {line}" for line in self.reasons)])
+
+
+def changed_fields(config: TrainConfig, reference: TrainConfig | None = None) -> frozenset[str]:
+    """The ``PLANNED_FIELDS`` whose value in ``config`` differs from ``reference`` (defaults)."""
+    reference = reference or TrainConfig()
+    out = set()
+    for name in PLANNED_FIELDS:
+        if name == "augment":
+            if config.augment != reference.augment:
+                out.add(name)
+            continue
+        section, attr = name.split(".")
+        if getattr(getattr(config, section), attr) != getattr(getattr(reference, section), attr):
+            out.add(name)
+    return frozenset(out)
+
+
+def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep: Sequence[str] = (),
+              step_seconds: Callable[[TrainConfig], float] | None = None,
+              val_voxels: int = 0) -> Plan:
+    """Choose a run's settings from a fingerprint, the device and ``config.optim.max_minutes``.
+
+    Parameters
+    ----------
+    fp : Fingerprint
+    config : TrainConfig
+        The user's config; fields named in ``keep`` are not planned.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"mps"`` (the resolved device's type).
+    keep : sequence of str
+        ``PLANNED_FIELDS`` the user set.
+    step_seconds : callable, optional
+        Measures one training step of a config on the device (time budgets only; without
+        it, 0.5 s is assumed).
+    val_voxels : int
+        Voxels a validation pass predicts (to budget the time validation takes).
+
+    Returns
+    -------
+    Plan
+    """
+    from napari_medml.segmentation.data import auto_patch_size
+
+    keep = tuple(k for k in PLANNED_FIELDS if k in set(keep))
+    reasons: list[str] = []
+    d, o = config.data, config.optim
+    dims = fp.spatial_dims
+    minutes = o.max_minutes
+    budgeted = minutes is not None
+    gpu = device != "cpu"
+
+    def note(name: str, planned: Any, why: str, label: str | None = None) -> Any:
+        section, attr = name.split(".") if "." in name else (name, None)
+        label = label or (attr or section).replace("_", " ")
+        if name in keep:
+            value = getattr(getattr(config, section), attr) if attr else None
+            reasons.append(f"{label}: {_show(value) if attr else 'as set'} (set by you; plan: {_show(planned)})")
+            return value if attr else planned
+        reasons.append(f"{label}: {_show(planned)} ({why})")
+        return planned
+
+    # intensities: CT in HU is clipped to the foreground's range; a constant background
+    # (skull-stripped MRI, padded images) is left out of the statistics
+    if fp.modality == "ct":
+        c = fp.channels[0]
+        normalization = note("data.normalization", "ct", f"Hounsfield range {c.low:.0f}..{c.high:.0f}: clip to "
+                             f"the foreground's 0.5-99.5 percentiles {c.fg_low:.0f}..{c.fg_high:.0f}, then "
+                             "z-score with the foreground's mean and std")
+    elif any(c.at_min >= 0.2 for c in fp.channels):
+        share = max(c.at_min for c in fp.channels)
+        normalization = note("data.normalization", "zscore_nonzero", f"{100 * share:.0f}% of the voxels are a "
+                             "constant background: z-score with the mean and std of the rest")
+    else:
+        normalization = note("data.normalization", "zscore", "MRI/microscopy: z-score over the images")
+
+    anisotropic = dims == 3 and fp.anisotropy >= ANISOTROPIC
+    network = note("model.network", "dynunet" if anisotropic else "unet",
+                   f"anisotropy {fp.anisotropy:.1f} >= {ANISOTROPIC:g}: kernels and strides follow the spacing, "
+                   "no resampling" if anisotropic else f"spacing ratio {fp.anisotropy:.1f}: isotropic 3x3 kernels")
+
+    # width: on a CPU under a time limit, compute per step grows with channels^2; a
+    # narrower network takes more steps and larger patches in the same minutes
+    planned_channels = 32 if gpu else (8 if budgeted else 16)
+    channels = note("model.channels", planned_channels,
+                    "GPU: nnU-Net's width" if gpu else ("CPU with a time limit: more steps and context per "
+                                                        "minute" if budgeted else "CPU"), "width (channels)")
+
+    # patch: cover the training region when it is small (padding the rest), else the
+    # largest patch for the device (a CPU's cap is time per step, not memory)
+    from napari_medml.engine.devices import CPU_PATCH_VOXELS
+
+    cap = None if gpu else CPU_PATCH_VOXELS[dims] * (2 if channels <= 8 else 1)
+    divisor = 8  # four levels to start with; the depth follows the patch below
+    region = fp.train_shape
+    whole = math.prod(_ceil(region, divisor)) <= (cap or math.inf)
+    # one image in one patch: a batch of 2 would be the same window twice
+    batch = note("data.batch_size", 1 if whole and fp.n_images == 1 else 2,
+                 "the patch holds the whole image" if whole and fp.n_images == 1 else
+                 "nnU-Net's minimum; smaller steps, more of them")
+    if whole:
+        patch = _ceil(region, divisor)
+        why = f"the whole training region {'x'.join(map(str, region))} (padded to a multiple of {divisor})"
+    else:
+        patch = auto_patch_size(region, fp.spacing, dims, d.memory_budget_mb, divisor,
+                                bytes_per_voxel=96.0 * channels * batch, max_voxels=cap)
+        why = ("largest that fits the region, the memory budget" + (" and the CPU's voxel cap" if cap else "")
+               + "; coarse axes get fewer voxels")
+    patch = note("data.patch_size", tuple(int(p) for p in patch), why)
+    pooled = [p for p, s in zip(patch, fp.spacing) if not anisotropic or s / min(fp.spacing) < ANISOTROPIC]
+    depth = max(2, min(5, 1 + int(math.log2(max(min(pooled), 4) / 4))))
+    while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
+        depth -= 1
+    if network == "dynunet":
+        depth = max(depth, 3)
+    depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {min(pooled)}-voxel axis",
+                 "depth (levels)")
+
+    foreground = sum(fp.class_fractions[1:])
+    fg_fraction = note("data.foreground_fraction", 0.5 if foreground < 0.25 else 1 / 3,
+                       f"foreground is {100 * foreground:.0f}% of the labelled voxels"
+                       + (": oversample it" if foreground < 0.25 else ": nnU-Net's third"),
+                       "foreground patches")
+
+    lr = note("optim.learning_rate", 2e-3, "AdamW; the warm-up allows twice the usual rate")
+    schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
+                                                                          " over the planned steps"))
+    warmup = note("optim.warmup", 0.05, "linear warm-up over the first 5% of the run")
+
+    seconds = None
+    if budgeted:
+        trial = replace(config, data=replace(d, patch_size=tuple(patch), batch_size=batch),
+                        model=replace(config.model, network=network, channels=channels, depth=depth))
+        seconds = float(step_seconds(trial)) if step_seconds is not None else 0.5
+        # a validation pass: about a forward pass (a third of a step) per window, windows overlapping by half
+        per_val = val_voxels / max(math.prod(patch) * batch, 1) * 2 ** dims / 2 * seconds / 3
+        train_s = max(minutes * 60 - VALIDATIONS * per_val, minutes * 30)
+        steps = max(int(train_s / seconds), VALIDATIONS)
+        spe = note("optim.steps_per_epoch", max(5, steps // VALIDATIONS),
+                   f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:g} min, validated "
+                   f"{VALIDATIONS} times")
+        # the clock ends the run; the step count stays out of its way (a measurement on a
+        # busy machine can be several times off)
+        epochs = note("optim.epochs", max(20, 10 * math.ceil(steps / spe)), "the time limit ends the run")
+    else:
+        steps = o.epochs * o.steps_per_epoch
+        spe = note("optim.steps_per_epoch", o.steps_per_epoch, "no time limit: as configured")
+        epochs = note("optim.epochs", o.epochs, "no time limit: as configured")
+    strength = min(1.0, max(0.25, steps / 2000))
+    if "augment" in keep:
+        reasons.append("augmentation: as set (set by you)")
+    else:
+        reasons.append(f"augmentation: {strength:.2f} of the default probabilities (about {steps} steps: "
+                       "short runs learn the data before its variations)")
+    return Plan(fp, normalization, network, tuple(int(p) for p in patch), int(batch), int(channels), int(depth),
+                float(lr), schedule, float(warmup), int(epochs), int(spe), float(fg_fraction), float(strength),
+                seconds, keep, tuple(reasons))
+
+
+def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
+             keep: Sequence[str] | None = None) -> Plan:
+    """Fingerprint the arrays a run trains on and plan it on the config's device.
+
+    Parameters
+    ----------
+    images, labels, spacing, channel_axis
+        As for ``segmentation.task.fit``.
+    config : TrainConfig
+    keep : sequence of str, optional
+        ``PLANNED_FIELDS`` the user set; None: those that differ from the defaults.
+
+    Returns
+    -------
+    Plan
+        ``plan.apply(config)`` is the config to train with.
+
+    Raises
+    ------
+    InputError
+        As ``fit`` would for the same inputs.
+    """
+    from napari_medml.engine.devices import resolve_device
+    from napari_medml.segmentation import split
+    from napari_medml.segmentation.prepare import read_inputs
+
+    prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
+                                                          channel_axis=channel_axis)
+    train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
+    train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
+    fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids)
+    device = resolve_device(config.device)
+    val_voxels = sum(r.label.size for r in val)
+
+    def timer(trial: TrainConfig) -> float:
+        return _measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
+
+    return make_plan(fp, config, device=device.type, keep=changed_fields(config) if keep is None else keep,
+                     step_seconds=timer, val_voxels=val_voxels)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: Any, device: Any) -> float:
+    """Seconds of one training step (forward, loss, backward, update) on random data."""
+    import time
+
+    import torch
+
+    from napari_medml.engine.devices import autocast, amp_enabled
+    from napari_medml.nn.losses import build_loss
+    from napari_medml.nn.segmentation import build_network
+
+    patch = tuple(config.data.patch_size)
+    gen = torch.Generator().manual_seed(0)
+    net = build_network(config.model, config.data.spatial_dims, in_channels, classes, patch_size=patch,
+                        spacing=spacing).to(device)
+    amp = amp_enabled(device, config.amp)
+    loss_fn = build_loss(config.optim, classes, device)
+    opt = torch.optim.AdamW(net.parameters(), 1e-4)
+    x = torch.randn(config.data.batch_size, in_channels, *patch, generator=gen).to(device)
+    y = torch.randint(1, classes + 1, (config.data.batch_size, 1, *patch), generator=gen).to(device)
+    times = []
+    for _ in range(4):  # the first step warms up allocators and kernels
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with autocast(amp):
+            out = net(x)
+        loss = loss_fn(out.float(), y - 1, y > 0)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def _scaled(augment: AugmentConfig, strength: float) -> AugmentConfig:
+    """The augmentation with every probability times ``strength``."""
+    from dataclasses import fields
+
+    return AugmentConfig(**{f.name: AugmentSpec(getattr(augment, f.name).prob * strength,
+                                                 getattr(augment, f.name).strength) for f in fields(augment)})
+
+
+def _ceil(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
+    return tuple(max(divisor, -(-int(s) // divisor) * divisor) for s in shape)
+
+
+def _sample(values: np.ndarray, limit: int = 1_000_000) -> np.ndarray:
+    flat = values.reshape(-1)
+    return flat[:: max(1, flat.size // limit)]
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
