@@ -52,7 +52,7 @@ class InstantConfig:
         Painted voxels per class used for one fit, drawn at random (fixed seed)
         when a class has more; bounds the fit time of long strokes.
     holdout_every : int
-        Every n-th stroke (connected component of one painted id, in scan order)
+        Every n-th stroke (connected component of one painted id, in painting order)
         is held out to score the stages; 0 holds none out.
     seed : int
         Seed of the forest and of the subsampling.
@@ -158,14 +158,24 @@ def uncertainty_from_proba(proba: np.ndarray) -> np.ndarray:
     return (1.0 - proba.max(axis=1)).astype(np.float32)
 
 
-def stroke_components(scribbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stroke_components(scribbles: np.ndarray, birth: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of each painted id (full connectivity).
+
+    Parameters
+    ----------
+    scribbles : np.ndarray
+        int array, 0 unpainted.
+    birth : np.ndarray, optional
+        int array of the same shape: when each voxel was painted (e.g. the update
+        count). Strokes are then numbered in the order they were painted (a stroke's
+        oldest voxel), ties in scan order, so a new stroke never renumbers older
+        ones (and the hold-out, every n-th stroke, stays put).
 
     Returns
     -------
     components : np.ndarray
         int32 array of the scribbles' shape: 0 unpainted, 1..S one id per stroke,
-        numbered in scan order of their first voxel.
+        numbered in painting order (``birth``) or else in scan order of their first voxel.
     ids : np.ndarray
         int64 (S + 1,) painted id of each component (entry 0 is 0).
     """
@@ -187,10 +197,14 @@ def stroke_components(scribbles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inside = lab > 0
         out[inside] = lab[inside] + count
         count += n
-    # Renumber in scan order of each stroke's first voxel (painted is sorted), so numbers are stable.
+    # Renumber in painting order (birth), ties in scan order of each stroke's first voxel (painted is sorted).
     at = components.ravel()[painted]
-    first_seen = np.unique(at, return_index=True)[1]
-    order = at[np.sort(first_seen)]
+    seen, first_seen = np.unique(at, return_index=True)
+    if birth is None:
+        order = at[np.sort(first_seen)]
+    else:
+        oldest = ndi.minimum(birth.ravel()[painted], at, index=seen)
+        order = seen[np.lexsort((first_seen, np.asarray(oldest)))]
     renumber = np.zeros(count + 1, np.int32)
     renumber[order] = np.arange(1, count + 1, dtype=np.int32)
     ids = np.zeros(count + 1, np.int64)

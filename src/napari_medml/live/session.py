@@ -1,13 +1,17 @@
 """``LiveSession``: headless live segmentation from scribbles, worked in a background thread.
 
-The session owns one image's cached features and its stages (the instant
-random-forest stage now; a deep network stage on the shared training engine is
-to join ``_stages``). ``update`` hands over the scribbles and returns at once; a
+The session owns one image's cached features and its stages: the instant
+random-forest stage and the deep stage (a U-Net on the shared training engine,
+``deep.DeepStage``). ``update`` hands over the scribbles and returns at once; a
 worker thread (plain ``threading``: the core runs without Qt) refits after a
 short debounce, then, while idle, scores the stages on held-out strokes, fills
 the feature cache and predicts the whole image. ``predict(region)`` answers a
 region from the latest fit, computing only the features of the blocks the region
 touches, so the slice on screen is answered before the rest of the volume.
+``train_for(seconds)`` gives the network that much training in the calling thread
+(the widget calls it in a loop in its own worker); new strokes join the running
+training, and ``predict`` answers with the network once it scores better on the
+held-out strokes.
 """
 
 from __future__ import annotations
@@ -15,20 +19,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.live.deep import DeepConfig, DeepStage
 from napari_medml.live.features import FeatureConfig, FeatureStack, Region
 from napari_medml.live.instant import InstantConfig, Suggestion, stroke_counts, suggest_next, uncertainty_from_proba
 from napari_medml.live.stages import InstantStage, Predictor, Stage, Strokes
+from napari_medml.live.worker import SessionWorker
 
 __all__ = ["LiveSession"]
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class LiveSession:
+class LiveSession(SessionWorker):
     """Live segmentation of one image from the user's scribbles.
 
     Parameters
@@ -47,6 +54,8 @@ class LiveSession:
     device : str
         "auto", "cpu", "cuda", "cuda:N" or "mps", for the deep stage; the instant
         stage always runs on the CPU.
+    deep : DeepConfig or None
+        The deep stage's settings; None: the instant stage only.
     features : FeatureConfig, optional
         Feature scales, blocks and cache budget.
     instant : InstantConfig, optional
@@ -58,6 +67,8 @@ class LiveSession:
     ------
     InputError
         Bad image, spacing, background id or device.
+    ConfigError
+        A device that is not available here ("cuda" without CUDA).
 
     Examples
     --------
@@ -69,11 +80,16 @@ class LiveSession:
 
     def __init__(self, image: np.ndarray, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                  background_id: int = 1, device: str = "auto", *, features: FeatureConfig | None = None,
-                 instant: InstantConfig | None = None, debounce: float = 0.05) -> None:
+                 instant: InstantConfig | None = None, deep: DeepConfig | None = DeepConfig(),
+                 debounce: float = 0.05) -> None:
         if isinstance(background_id, bool) or not isinstance(background_id, (int, np.integer)) or background_id < 1:
             raise InputError(f"background_id {background_id!r} must be a painted label id (an integer of 1 or more)")
         if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
             raise InputError(f"device {device!r} must be one of 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if device.split(":")[0] in ("cuda", "mps"):  # fail now, not at the first training step
+            from napari_medml.engine.devices import resolve_device
+
+            resolve_device(device)
         self.background_id = int(background_id)
         self.device = device
         self.debounce = float(debounce)
@@ -81,8 +97,13 @@ class LiveSession:
         self.shape: tuple[int, ...] = self._features.shape
         self.spacing: tuple[float, ...] = self._features.spacing
         self._instant_config = instant or InstantConfig()
-        # The deep stage joins this list; the answer comes from the best-scoring ready stage.
+        # The answer comes from the best-scoring ready stage (ties: the earlier one).
         self._stages: list[Stage] = [InstantStage(self._features, self._instant_config, self.background_id)]
+        self._deep: DeepStage | None = None
+        if deep is not None:
+            self._deep = DeepStage(image, channel_axis, self.spacing, self.background_id, deep, device,
+                                   on_snapshot=self._snapshot_arrived)
+            self._stages.append(self._deep)
         self._cond = threading.Condition()
         self._answer_lock = threading.Lock()
         self._latest: np.ndarray | None = None
@@ -92,7 +113,10 @@ class LiveSession:
         self._fit_error: InputError | None = None
         self._fatal: BaseException | None = None
         self._scores: dict[str, float] = {}
-        self._scored = 0
+        self._scored: dict[str, tuple[int, Predictor]] = {}  # stage -> (version, model) last scored
+        self._birth: np.ndarray | None = None  # update count when each voxel was painted
+        self._pseudo_done = 0  # strokes version whose pseudo-labels the deep stage has
+        self.revision = 0  # grows whenever the answer may have changed (a fit, a new score)
         self._answer: tuple[Predictor, np.ndarray, np.ndarray] | None = None
         self._busy = True
         self._closed = False
@@ -168,24 +192,76 @@ class LiveSession:
         return suggest_next(unc, scribbles if scribbles is not None else np.zeros(self.shape, np.int32), axis)
 
     def train_for(self, seconds: float) -> None:
-        """Give the background stages up to ``seconds`` of work, returning early when all are idle.
+        """Give the stages ``seconds`` of work; the network trains in the calling thread.
 
-        The instant stage uses the time to finish its fit, score itself on the
-        held-out strokes, compute the features of the whole image and predict it
-        (so ``predict()`` and ``suggest_next()`` then answer at once). A deep stage
-        will train its network for the time given.
+        The instant stage's worker meanwhile finishes its fit, scores the stages on
+        the held-out strokes, computes the features of the whole image and predicts
+        it. The network trains whenever no fit is pending (new strokes are answered
+        by the instant stage first), for the whole time given; without a deep
+        stage, or before background and a class are painted, this returns as soon
+        as the worker is idle. Strokes passed to ``update`` meanwhile join the
+        running training.
 
         Raises
         ------
         InputError
             Negative ``seconds`` or a closed session.
+        ConfigError
+            The session's device is not available.
         """
         self._check_open()
         if not seconds >= 0:
             raise InputError(f"train_for needs a number of seconds of 0 or more, got {seconds!r}")
-        with self._cond:
-            self._cond.wait_for(lambda: self._closed or self._fatal is not None or not self._busy, timeout=seconds)
+        deadline = time.monotonic() + seconds
+        deep = self._deep
+        pending = lambda: self._closed or self._fatal is not None or self._version > self._processed  # noqa: E731
+        while not self._closed and self._fatal is None and time.monotonic() < deadline:
+            with self._cond:  # a pending fit goes first: the instant stage answers the stroke
+                self._cond.wait_for(lambda: not pending(), timeout=max(0.0, deadline - time.monotonic()))
+            if pending():
+                continue
+            if deep is not None and deep.can_train():
+                deep.train(deadline, pending)
+                continue
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._fatal is not None or not self._busy,
+                                    timeout=max(0.0, deadline - time.monotonic()))
+                if not self._busy and not pending() and (deep is None or not deep.can_train()):
+                    break
         self._raise_fatal()
+
+    def network_model(self) -> Any:
+        """The deep stage's network as a regular segmentation ``Model`` (Accept hands it to the session).
+
+        The model predicts other images (``Model.predict``), saves as a bundle
+        (``Model.save``) and fine-tunes like any trained model; its class ids are
+        the painted ones, background 0.
+
+        Raises
+        ------
+        InputError
+            No deep stage, or the network has not been trained yet.
+        """
+        self._check_open()
+        if self._deep is None:
+            raise InputError("this live session has no deep stage (deep=None): start one with deep=DeepConfig()")
+        return self._deep.network_model()
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """The deep stage's progress (empty without one).
+
+        ``steps`` taken, ``runs`` of the training generator (a newly painted class
+        starts another, keeping the weights), ``snapshots`` made, the last training
+        ``loss``, the answering snapshot's ``fit_accuracy`` and the network's output
+        ``class_ids``.
+        """
+        deep = self._deep
+        if deep is None:
+            return {}
+        model = deep.model()
+        return {"steps": deep.steps, "runs": deep.runs, "snapshots": deep.snapshots, "loss": deep.last_loss,
+                "fit_accuracy": None if model is None else model.fit_accuracy, "class_ids": deep.class_ids}
 
     @property
     def stage(self) -> str:
@@ -222,10 +298,13 @@ class LiveSession:
             self._thread.join()
         for stage in self._stages:
             stage.close()
+        self._deep = None
+        self._stages = self._stages[:1]
         self._features.clear()
         self._answer = None
         self._latest = None
         self._strokes = None
+        self._birth = None
 
     def __enter__(self) -> LiveSession:
         return self
@@ -244,7 +323,7 @@ class LiveSession:
             raise RuntimeError(f"the live session's worker failed: {self._fatal}") from self._fatal
 
     def _answering_stage(self) -> Stage:
-        ready = [s for s in self._stages if s.model() is not None]
+        ready = [s for s in self._stages if s.model() is not None and getattr(s.model(), "eligible", True)]
         if not ready:
             return self._stages[0]
         # The best held-out score wins; unscored stages rank last, earlier stages win ties.
@@ -282,7 +361,8 @@ class LiveSession:
                 return cached[1], cached[2]
             labels: np.ndarray | None = None
             unc = np.empty(self.shape, np.float32)
-            for where in self._pieces():
+            pieces = model.pieces() if hasattr(model, "pieces") else self._pieces()
+            for where in pieces:
                 if should_stop():
                     return None
                 proba = model.predict_proba(where)
@@ -305,92 +385,3 @@ class LiveSession:
             for start in range(first.start, first.stop, step):
                 pieces.append((slice(start, min(first.stop, start + step)),) + block[1:])
         return pieces
-
-    # -- worker thread ----------------------------------------------------
-
-    def _stale(self) -> bool:
-        return self._closed or self._version > self._processed
-
-    def _has_work(self) -> bool:
-        if self._version > self._processed:
-            return True
-        if self._strokes is not None and self._scored < self._processed:
-            return True
-        if self._precompute_features():
-            return True
-        model = self._answering_stage().model()
-        answer = self._answer
-        # An image whose features exceed the budget is answered on request only.
-        return model is not None and not self._features.evicting and (answer is None or answer[0] is not model)
-
-    def _precompute_features(self) -> bool:
-        # Only when the whole stack fits the budget: otherwise blocks would be evicted and refilled forever.
-        return not self._features.evicting and not self._features.is_complete()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not self._closed and not self._has_work():
-                        self._busy = False
-                        self._cond.notify_all()
-                        self._cond.wait()
-                    if self._closed:
-                        return
-                    self._busy = True
-                    todo_fit = self._version > self._processed
-                    todo_score = self._strokes is not None and self._scored < self._processed
-                if todo_fit:
-                    self._fit_latest()
-                elif todo_score:
-                    self._score()
-                elif self._precompute_features():
-                    self._features.compute_all(self._stale)
-                else:
-                    model = self._answering_stage().model()
-                    if model is not None:
-                        self._whole(model, self._stale)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by predict/train_for
-            with self._cond:
-                self._fatal = exc
-                self._busy = False
-                self._cond.notify_all()
-
-    def _fit_latest(self) -> None:
-        # Debounce: wait until updates stop arriving for `debounce` s (at most 0.5 s).
-        start = time.monotonic()
-        with self._cond:
-            seen = self._version
-            while not self._closed and time.monotonic() - start < 0.5:
-                self._cond.wait(self.debounce)
-                if self._version == seen:
-                    break
-                seen = self._version
-            if self._closed:
-                return
-            version, scribbles = self._version, self._latest
-        assert scribbles is not None  # version > 0 means update() stored scribbles
-        strokes = Strokes.from_scribbles(version, scribbles, self._instant_config.holdout_every)
-        error = None
-        for stage in self._stages:
-            try:
-                stage.fit(strokes, self._stale)
-            except InputError as exc:  # e.g. one id painted so far: predict() reports it
-                error = exc
-        with self._cond:
-            self._strokes, self._processed, self._fit_error = strokes, version, error
-            self._cond.notify_all()
-
-    def _score(self) -> None:
-        strokes, processed = self._strokes, self._processed
-        scores = {}
-        for stage in self._stages:
-            if stage.model() is None or self._stale():
-                continue
-            value = stage.score(strokes, self._stale)
-            if value is not None:
-                scores[stage.name] = value
-        with self._cond:
-            if not self._stale():
-                self._scores.update(scores)
-                self._scored = processed

@@ -4,8 +4,7 @@ A stage turns the current strokes (``Strokes``) into per-voxel class
 probabilities. ``LiveSession`` runs every stage in its worker thread and answers
 with the best-scoring one. The instant stage (random forest on filter features)
 lives here; the deep stage (a network trained continuously on the shared
-training engine) is to implement the same ``Stage`` protocol and be added to
-``LiveSession._stages``.
+training engine) is ``deep.DeepStage``.
 """
 
 from __future__ import annotations
@@ -53,8 +52,10 @@ class Strokes:
     held_out: np.ndarray
 
     @classmethod
-    def from_scribbles(cls, version: int, scribbles: np.ndarray, holdout_every: int) -> Strokes:
-        components, ids = stroke_components(scribbles)
+    def from_scribbles(cls, version: int, scribbles: np.ndarray, holdout_every: int,
+                       birth: np.ndarray | None = None) -> Strokes:
+        """Split scribbles into strokes; ``birth`` (see ``stroke_components``) keeps their numbers stable."""
+        components, ids = stroke_components(scribbles, birth)
         return cls(version, scribbles, components, ids, holdout_mask(components, ids, holdout_every))
 
     def coords(self, which: str = "all") -> tuple[np.ndarray, ...]:
@@ -65,7 +66,7 @@ class Strokes:
 
 
 class Stage(Protocol):
-    """What ``LiveSession`` needs from a stage (instant now, deep later).
+    """What ``LiveSession`` needs from a stage (instant and deep).
 
     ``fit`` and ``score`` run in the session's worker thread; ``predict_proba``
     may run in any thread, concurrently with them, and must answer from the last
@@ -130,6 +131,7 @@ class InstantStage:
         self.config = config
         self.background_id = background_id
         self._model: InstantPredictor | None = None
+        self._train_model: InstantPredictor | None = None
 
     def _fit(self, strokes: Strokes, which: str) -> InstantClassifier:
         coords = strokes.coords(which)
@@ -141,6 +143,7 @@ class InstantStage:
     def fit(self, strokes: Strokes, should_stop: Callable[[], bool]) -> None:
         """Refit on every painted voxel (held-out strokes included: they improve the answer)."""
         self._model = InstantPredictor(self.features, self._fit(strokes, "all"))
+        self._train_model = None
 
     def score(self, strokes: Strokes, should_stop: Callable[[], bool]) -> float | None:
         """Balanced accuracy on the held-out strokes of a forest fit without them; None if none held out."""
@@ -151,6 +154,7 @@ class InstantStage:
         if len(np.unique(train_ids)) < 2:
             return None
         classifier = self._fit(strokes, "train")
+        self._train_model = InstantPredictor(self.features, classifier)
         if should_stop():
             return None
         proba = classifier.predict_proba(self.features.at(held))
@@ -160,6 +164,21 @@ class InstantStage:
         """The last fitted forest, or None before the first fit."""
         return self._model
 
+    def training_model(self, strokes: Strokes) -> InstantPredictor | None:
+        """A forest that never saw the held-out strokes (the answering one when none is held out).
+
+        The deep stage's pseudo-labels come from it, so they carry nothing of the
+        strokes that score the network.
+        """
+        if not strokes.held_out.any():
+            return self._model
+        if self._train_model is None:
+            train_ids = strokes.scribbles[strokes.coords("train")]
+            if len(np.unique(train_ids)) < 2:
+                return None
+            self._train_model = InstantPredictor(self.features, self._fit(strokes, "train"))
+        return self._train_model
+
     def close(self) -> None:
-        """Drop the forest."""
-        self._model = None
+        """Drop the forests."""
+        self._model = self._train_model = None

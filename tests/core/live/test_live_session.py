@@ -96,12 +96,12 @@ def test_held_out_strokes_score_the_stage() -> None:
         scribbles[row, 20:30] = 1
         scribbles[row, 52:60] = 2
         if k == 3:  # after four strokes per id: nothing held out yet
-            with LiveSession(image, background_id=2) as session:
+            with LiveSession(image, background_id=2, deep=None) as session:
                 session.update(scribbles)
                 session.train_for(30)
                 assert session.stroke_counts == {1: 4, 2: 4}
                 assert session.scores == {}
-    with LiveSession(image, background_id=2) as session:
+    with LiveSession(image, background_id=2, deep=None) as session:
         session.update(scribbles)
         session.train_for(30)
         assert session.stroke_counts == {1: 5, 2: 5}
@@ -115,7 +115,7 @@ def test_features_over_the_memory_budget_are_computed_on_request() -> None:
     p = phantom_3d(1, shape=(24, 48, 48))
     truth = p.labels.astype(np.int32)
     config = FeatureConfig(sigmas=(1.0, 2.0, 4.0), block=16, memory_budget=24 * 48 * 48 * 19 * 2 // 4)
-    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config) as session:
+    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None) as session:
         session.update(SimulatedUser(truth, 4, seed=0).first_round())
         session.train_for(60)  # returns: nothing is precomputed past the budget
         whole = session.predict()

@@ -1,0 +1,161 @@
+"""The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answer.
+
+``SessionWorker`` is ``LiveSession``'s base: one thread (plain ``threading``: the
+core runs without Qt) does, in this order of priority, the fit of the newest
+strokes (after a short debounce), the scores of stages whose model has not been
+scored on the current strokes, the feature cache, the deep stage's pseudo-labels
+and the whole-image answer of the answering stage. Everything it reads and
+writes lives on the session (see ``LiveSession.__init__``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from napari_medml.errors import InputError
+from napari_medml.live.stages import Stage, Strokes
+
+__all__ = ["SessionWorker"]
+
+
+class SessionWorker:
+    """The worker-thread half of ``LiveSession`` (a base class; state is the session's)."""
+
+    def _stale(self) -> bool:
+        return self._closed or self._version > self._processed
+
+    def _has_work(self) -> bool:
+        if self._version > self._processed:
+            return True
+        if self._unscored():
+            return True
+        if self._precompute_features() or self._pseudo_due():
+            return True
+        model = self._answering_stage().model()
+        answer = self._answer
+        # An image whose features exceed the budget is answered on request only.
+        return model is not None and not self._features.evicting and (answer is None or answer[0] is not model)
+
+    def _precompute_features(self) -> bool:
+        # Only when the whole stack fits the budget: otherwise blocks would be evicted and refilled forever.
+        return not self._features.evicting and not self._features.is_complete()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._has_work():
+                        self._busy = False
+                        self._cond.notify_all()
+                        self._cond.wait()
+                    if self._closed:
+                        return
+                    self._busy = True
+                    todo_fit = self._version > self._processed
+                    todo_score = bool(self._unscored())
+                if todo_fit:
+                    self._fit_latest()
+                elif todo_score:
+                    self._score()
+                elif self._precompute_features():
+                    self._features.compute_all(self._stale)
+                elif self._pseudo_due():
+                    self._pseudo_labels()
+                else:
+                    model = self._answering_stage().model()
+                    if model is not None:
+                        self._whole(model, self._stale)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by predict/train_for
+            with self._cond:
+                self._fatal = exc
+                self._busy = False
+                self._cond.notify_all()
+
+    def _fit_latest(self) -> None:
+        # Debounce: wait until updates stop arriving for `debounce` s (at most 0.5 s).
+        start = time.monotonic()
+        with self._cond:
+            seen = self._version
+            while not self._closed and time.monotonic() - start < 0.5:
+                self._cond.wait(self.debounce)
+                if self._version == seen:
+                    break
+                seen = self._version
+            if self._closed:
+                return
+            version, scribbles = self._version, self._latest
+        assert scribbles is not None  # version > 0 means update() stored scribbles
+        previous = self._strokes
+        if self._birth is None:
+            self._birth = np.zeros(self.shape, np.int32)
+        new = scribbles != 0 if previous is None else (scribbles != 0) & (scribbles != previous.scribbles)
+        self._birth[new] = version
+        strokes = Strokes.from_scribbles(version, scribbles, self._instant_config.holdout_every, self._birth)
+        error = None
+        for stage in self._stages:
+            try:
+                stage.fit(strokes, self._stale)
+            except InputError as exc:  # e.g. one id painted so far: predict() reports it
+                error = exc
+        with self._cond:
+            self._strokes, self._processed, self._fit_error = strokes, version, error
+            self.revision += 1
+            self._cond.notify_all()
+
+    def _unscored(self) -> list[Stage]:
+        """Stages whose current model has not been scored on the current strokes."""
+        if self._strokes is None:
+            return []
+        out = []
+        for stage in self._stages:
+            model, done = stage.model(), self._scored.get(stage.name)
+            if model is not None and (done is None or done[0] != self._processed or done[1] is not model):
+                out.append(stage)
+        return out
+
+    def _score(self) -> None:
+        strokes, processed = self._strokes, self._processed
+        for stage in self._unscored():
+            model = stage.model()
+            value = stage.score(strokes, self._stale)
+            with self._cond:
+                if self._stale():
+                    return
+                if value is None:  # nothing held out (yet)
+                    self._scores.pop(stage.name, None)
+                else:
+                    self._scores[stage.name] = value
+                self._scored[stage.name] = (processed, model)
+                self.revision += 1
+                self._cond.notify_all()
+
+    def _snapshot_arrived(self) -> None:
+        with self._cond:
+            self._busy = True
+            self._cond.notify_all()
+
+    def _pseudo_due(self) -> bool:
+        deep = self._deep
+        return (deep is not None and deep.config.pseudo_labels > 0 and self._strokes is not None
+                and self._pseudo_done != self._processed and self._fit_error is None
+                and not self._features.evicting and self._features.is_complete())
+
+    def _pseudo_labels(self) -> None:
+        """Hand the deep stage the forest's confident answers at random unpainted voxels."""
+        strokes, deep = self._strokes, self._deep
+        source = self._stages[0].training_model(strokes)
+        if source is not None and deep is not None and not self._stale():
+            rng = np.random.default_rng(strokes.version)
+            count = min(deep.config.pseudo_labels, strokes.scribbles.size // 100)  # at most 1 % of the image
+            flat = np.unique(rng.integers(0, strokes.scribbles.size, count))
+            flat = flat[strokes.scribbles.reshape(-1)[flat] == 0]
+            coords = np.unravel_index(flat, self.shape)
+            proba = source.classifier.predict_proba(self._features.at(coords))
+            sure = proba.max(axis=1) >= deep.config.pseudo_confidence
+            ids = source.classifier.classes[np.argmax(proba, axis=1)]
+            deep.set_pseudo_labels(tuple(c[sure] for c in coords), ids[sure])
+        with self._cond:
+            if not self._stale():
+                self._pseudo_done = strokes.version

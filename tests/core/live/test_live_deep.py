@@ -1,0 +1,162 @@
+"""The deep stage: a U-Net learning the strokes while the session runs, switching in when it scores better."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml.errors import InputError
+from napari_medml.live import LiveSession
+from napari_medml.live.deep import DeepConfig
+from napari_medml.live.features import FeatureConfig
+from napari_medml.live.instant import holdout_mask, stroke_components
+
+
+def _ramp_image() -> tuple[np.ndarray, np.ndarray]:
+    """Bright squares on a background that brightens from left to right (a bias field).
+
+    Intensity alone cannot tell them apart across the image (the right-hand
+    background is brighter than the left-hand squares); local contrast can.
+    """
+    rng = np.random.default_rng(0)
+    truth = np.zeros((128, 128), np.int32)
+    for cx in (16, 48, 80, 112):
+        truth[20:44, cx - 10:cx + 10] = 1
+        truth[84:108, cx - 10:cx + 10] = 1
+    ramp = np.linspace(0, 3, 128)[None, :]
+    return (truth + ramp + 0.1 * rng.standard_normal(truth.shape)).astype(np.float32), truth
+
+
+def _first_strokes(shape: tuple[int, int]) -> np.ndarray:
+    first = np.zeros(shape, np.int32)
+    for cx in (16, 48):  # squares where the ramp is low
+        first[32, cx - 6:cx + 6] = 1
+        first[96, cx - 6:cx + 6] = 1
+    for cx in (64, 96):  # background where it is high
+        first[64, cx - 8:cx + 8] = 2
+        first[8, cx - 8:cx + 8] = 2
+    return first
+
+
+def _train_until(session: LiveSession, done, rounds: int = 40, seconds: float = 2.0) -> None:
+    for _ in range(rounds):
+        session.train_for(seconds)
+        if done():
+            return
+
+
+def test_strokes_are_numbered_in_painting_order() -> None:
+    scribbles = np.zeros((8, 20), np.int32)
+    scribbles[6, 0:4] = 1  # painted first, low in the image
+    scribbles[1, 0:4] = 1  # painted second, first in scan order
+    birth = np.where(scribbles > 0, 1, 0)
+    birth[1] = np.where(scribbles[1] > 0, 2, 0)
+    components, ids = stroke_components(scribbles, birth)
+    assert components[6, 0] == 1 and components[1, 0] == 2
+    # the second stroke painted is the one a hold-out of every 2nd stroke takes
+    np.testing.assert_array_equal(holdout_mask(components, ids, 2), components == 2)
+    components, _ = stroke_components(scribbles)  # without birth: scan order
+    assert components[1, 0] == 1
+
+
+def test_new_strokes_join_the_running_training() -> None:
+    image, _ = _ramp_image()
+    first = _first_strokes(image.shape)
+    with LiveSession(image, background_id=2, deep=DeepConfig(snapshot_s=1.0, pseudo_labels=0)) as session:
+        session.update(first)
+        _train_until(session, lambda: session.training["steps"] > 0)
+        before = session.training
+        assert before["runs"] == 1 and before["class_ids"] == (0, 1)
+        sampler = session._deep._task.sampler
+        assert (sampler.regions[0].label[first > 0] > 0).all()  # every stroke learned (none held out yet)
+
+        second = first.copy()
+        second[96, 106:118] = 1  # the 5th stroke of each id: held out, never trained on
+        second[64, 2:12] = 2
+        session.update(second)
+        session.predict()  # fitted: these strokes are older than the next one
+        second = second.copy()
+        second[32, 70:90] = 1  # a 6th stroke of id 1, painted next: trained on
+        session.update(second)
+        _train_until(session, lambda: session.training["steps"] > before["steps"] + 5)
+        after = session.training
+        assert after["runs"] == 1, "the strokes must join the running training, not restart it"
+        assert session._deep._task.sampler is sampler  # the same sampler, its labels swapped
+        label = sampler.regions[0].label
+        assert (label[32, 70:90] == 2).all()  # id 1 is output channel 1 (code 2)
+        assert (label[96, 106:118] == 0).all() and (label[64, 2:12] == 0).all()
+
+        third = second.copy()
+        third[120, 4:20] = 7  # a new class: the network grows an output channel, keeping its weights
+        session.update(third)
+        _train_until(session, lambda: session.training["runs"] == 2 and session.training["steps"] > after["steps"])
+        assert session.training["class_ids"] == (0, 1, 7)
+        assert session.training["steps"] > after["steps"]  # counted over both runs
+
+
+def test_switches_to_the_network_when_it_scores_better() -> None:
+    image, truth = _ramp_image()
+    first = _first_strokes(image.shape)
+    second = first.copy()
+    second[96, 106:118] = 1  # held out: a square where the background of the first strokes was bright
+    second[64, 2:12] = 2  # held out: background darker than any square painted
+    config = DeepConfig(snapshot_s=1.0, pseudo_labels=0)
+    with LiveSession(image, background_id=2, features=FeatureConfig(sigmas=(1.0,)), deep=config) as session:
+        session.update(first)
+        session.predict()
+        session.update(second)
+        session.predict()
+        assert session.stage == "features"
+        _train_until(session, lambda: session.stage == "network", rounds=60)
+        scores = session.scores
+        # measured: features 0.0 (intensity decides), network 1.0 after about 85 steps
+        assert session.stage == "network", (scores, session.training)
+        assert scores["network"] > scores["features"]
+        assert session.training["fit_accuracy"] >= config.min_fit_accuracy
+        answer = session.predict()
+        assert set(np.unique(answer)) <= {0, 1}
+        # the answer is the network's: its own model predicts (nearly) the same labels
+        from napari_medml.config import InferConfig
+
+        model = session.network_model()
+        own = model.predict(image, config=InferConfig(overlap=config.overlap)).labels
+        assert np.mean(own == answer) > 0.98
+
+
+def test_network_model_is_a_segmentation_model_for_3d_channels(tmp_path) -> None:
+    from napari_medml.api import load_model
+    from napari_medml.segmentation.model import Model
+
+    rng = np.random.default_rng(1)
+    truth = np.zeros((16, 32, 32), np.int32)
+    truth[4:12, 8:24, 8:24] = 1
+    image = np.stack([rng.random(truth.shape), truth + 0.2 * rng.random(truth.shape)]).astype(np.float32)
+    scribbles = np.zeros_like(truth)
+    scribbles[8, 12:20, 16] = 1
+    scribbles[8, 2, 2:30] = 3
+    scribbles[2, 16, 2:30] = 3
+    with LiveSession(image, spacing=(2.0, 1.0, 1.0), channel_axis=0, background_id=3,
+                     deep=DeepConfig(snapshot_s=1.0), device="auto") as session:
+        session.update(scribbles)
+        with pytest.raises(InputError, match="not learned"):
+            session.network_model()
+        _train_until(session, lambda: session.training["snapshots"] > 0)
+        model = session.network_model()
+    assert isinstance(model, Model)
+    assert model.class_ids == (0, 1) and model.in_channels == 2 and model.spatial_dims == 3
+    assert model.spacing == (2.0, 1.0, 1.0)
+    labels = model.predict(image, channel_axis=0).labels
+    assert labels.shape == truth.shape and set(np.unique(labels)) <= {0, 1}
+    model.save(tmp_path / "live")
+    again = load_model(tmp_path / "live")
+    np.testing.assert_array_equal(again.predict(image, channel_axis=0).labels, labels)
+
+
+def test_without_a_deep_stage() -> None:
+    image, _ = _ramp_image()
+    with LiveSession(image, background_id=2, deep=None) as session:
+        session.update(_first_strokes(image.shape))
+        session.train_for(30)  # returns once the instant stage is idle
+        assert session.training == {} and session.stage == "features"
+        with pytest.raises(InputError, match="no deep stage"):
+            session.network_model()
