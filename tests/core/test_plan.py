@@ -1,0 +1,217 @@
+"""The planner's decisions on synthetic fingerprints, the fingerprint of real arrays, the
+plan in a trained bundle, and the time-based schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
+from napari_medml.segmentation.plan import (
+    ChannelStats,
+    Fingerprint,
+    changed_fields,
+    fingerprint,
+    make_plan,
+    plan_run,
+)
+
+MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
+                   fg_std=120.0)
+CT = ChannelStats(low=-1000.0, high=2000.0, at_min=0.01, fg_low=-80.0, fg_median=40.0, fg_high=180.0, fg_mean=45.0,
+                  fg_std=30.0)
+
+
+def fp(shape=(128, 128, 128), spacing=(1.0, 1.0, 1.0), channels=(MRI,), fractions=(0.9, 0.1), n=1,
+       train_shape=None) -> Fingerprint:
+    return Fingerprint(len(shape), n, shape, train_shape or shape, spacing, channels, tuple(range(len(fractions))),
+                       fractions, 1.0, tuple(s / 4 for s in shape))
+
+
+def config(minutes=None, **data) -> TrainConfig:
+    return TrainConfig(data=DataConfig(spatial_dims=data.pop("spatial_dims", 3), **data),
+                       optim=OptimConfig(max_minutes=minutes))
+
+
+def test_anisotropic_volume_gets_spacing_aware_kernels_and_pools_the_coarse_axis_less():
+    plan = make_plan(fp(shape=(40, 256, 256), spacing=(5.0, 0.7, 0.7)), config(), device="cpu")
+    assert plan.network == "dynunet"
+    assert plan.patch_size[0] < plan.patch_size[1] == plan.patch_size[2]  # fewer voxels along coarse Z
+    from napari_medml.nn.segmentation import dynunet_kernels_strides
+
+    kernels, strides = dynunet_kernels_strides(plan.patch_size, (5.0, 0.7, 0.7), plan.depth)
+    assert kernels[0][0] == 1 and strides[1][0] == 1  # no 3-voxel kernel or pooling across 5 mm slices at first
+    # the config the plan makes builds and runs
+    from napari_medml.nn.segmentation import build_network
+
+    cfg = plan.apply(config())
+    net = build_network(cfg.model, 3, 1, 2, patch_size=plan.patch_size, spacing=(5.0, 0.7, 0.7))
+    assert net(torch.zeros(1, 1, *plan.patch_size)).shape == (1, 2, *plan.patch_size)
+    # isotropic data keep the plain UNet
+    assert make_plan(fp(), config(), device="cpu").network == "unet"
+
+
+def test_ct_like_intensities_are_clipped_to_the_foreground_then_z_scored():
+    plan = make_plan(fp(channels=(CT,)), config(), device="cpu")
+    assert plan.fingerprint.modality == "ct" and plan.normalization == "ct"
+    assert any("Hounsfield" in r for r in plan.reasons)
+    mri = make_plan(fp(), config(), device="cpu")
+    assert mri.fingerprint.modality == "mr/microscopy" and mri.normalization == "zscore"
+    masked = replace(MRI, at_min=0.6)  # a skull-stripped MRI: most voxels are a constant 0
+    assert make_plan(fp(channels=(masked,)), config(), device="cpu").normalization == "zscore_nonzero"
+
+
+def test_ct_normalization_uses_the_foreground_statistics():
+    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(-900, 50, (1, 32, 32, 32)).astype(np.float32)  # air
+    mask = np.zeros((32, 32, 32), bool)
+    mask[8:24, 8:24, 8:24] = True
+    image[0][mask] = rng.normal(50, 10, mask.sum())  # soft tissue
+    stats = fit_normalization([image], "ct", masks=[mask])
+    out = apply_normalization(image.copy(), stats)
+    assert abs(float(out[0][mask].mean())) < 0.1 and abs(float(out[0][mask].std()) - 1) < 0.1
+    assert out[0][~mask].min() >= (stats["channels"][0]["low"] - stats["channels"][0]["mean"]) / \
+        stats["channels"][0]["std"] - 1e-4  # air clipped to the foreground's 0.5th percentile
+
+
+def test_tiny_images_get_one_patch_covering_them_and_a_shallow_network():
+    plan = make_plan(fp(shape=(12, 20, 20)), config(), device="cpu")
+    assert plan.patch_size == (16, 24, 24)  # the whole image, padded to a multiple of 8
+    assert plan.batch_size == 1  # a batch of 2 would be the same window twice
+    assert plan.depth <= 3 and all(p % 2 ** (plan.depth - 1) == 0 for p in plan.patch_size)
+
+
+def test_2d_images_get_a_2d_plan():
+    plan = make_plan(fp(shape=(1024, 1024), spacing=(1.0, 1.0)), config(spatial_dims=2), device="cpu")
+    assert len(plan.patch_size) == 2 and plan.network == "unet"
+    assert math.prod(plan.patch_size) <= 2 * 256 * 256 and 3 <= plan.depth <= 5
+    assert all(p % 2 ** (plan.depth - 1) == 0 for p in plan.patch_size)
+
+
+def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
+    fast = make_plan(fp(), config(minutes=4), device="cpu", step_seconds=lambda c: 0.05)
+    slow = make_plan(fp(), config(minutes=4), device="cpu", step_seconds=lambda c: 2.0)
+    assert fast.step_seconds == 0.05 and fast.steps_per_epoch > slow.steps_per_epoch
+    # the step count stays far out of the clock's way
+    assert slow.epochs * slow.steps_per_epoch >= 5 * (4 * 60 / 2.0)
+    assert slow.augment_strength < fast.augment_strength <= 1
+    assert fast.warmup > 0 and fast.schedule == "poly"
+    assert slow.channels == 8  # a CPU under a time limit: a narrower network, more steps
+    assert make_plan(fp(), config(minutes=4), device="cuda", step_seconds=lambda c: 0.05).channels == 32
+
+
+def test_rare_foreground_is_oversampled():
+    assert make_plan(fp(fractions=(0.95, 0.05)), config(), device="cpu").foreground_fraction == 0.5
+    assert make_plan(fp(fractions=(0.5, 0.5)), config(), device="cpu").foreground_fraction == pytest.approx(1 / 3)
+
+
+def test_choices_the_user_set_win_over_the_plan():
+    user = replace(config(), model=ModelConfig(channels=24, depth=3),
+                   data=DataConfig(patch_size=(32, 32, 32), normalization="percentile"))
+    keep = changed_fields(user)
+    assert {"model.channels", "model.depth", "data.patch_size", "data.normalization"} <= keep
+    plan = make_plan(fp(), user, device="cpu", keep=keep)
+    cfg = plan.apply(user)
+    assert (cfg.model.channels, cfg.model.depth, cfg.data.patch_size, cfg.data.normalization) == \
+        (24, 3, (32, 32, 32), "percentile")
+    assert any("set by you" in r for r in plan.reasons)
+    assert cfg.optim.learning_rate == plan.learning_rate  # not set: planned
+    json.dumps(plan.to_dict())  # stored in config.json
+
+
+def test_fingerprint_of_arrays():
+    image = np.zeros((1, 20, 40, 40), np.float32)
+    labels = np.ones((20, 40, 40), np.uint8)  # encoded: 1 background
+    labels[5:10, 5:15, 5:15] = 2
+    labels[12:18, 20:30, 20:35] = 2
+    image[0][labels == 2] = 100
+    result = fingerprint([image], [labels], (2.0, 0.5, 0.5), (16, 40, 40), (0, 1))
+    assert result.anisotropy == pytest.approx(4.0)
+    assert result.channels[0].fg_median == pytest.approx(100) and result.channels[0].at_min > 0.9
+    assert result.class_fractions[1] == pytest.approx((500 + 900) / labels.size)
+    assert result.object_extent == (6.0, 10.0, 15.0)  # the larger object holds the median voxel
+
+
+def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.task import train
+
+    ph = phantom_3d(shape=(24, 48, 48))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), optim=OptimConfig(epochs=1, steps_per_epoch=2),
+                      device="cpu", checkpoint_dir=str(tmp_path / "ck"))
+    plan = plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    assert plan.fingerprint.anisotropy == pytest.approx(2.0) and plan.network == "unet"
+    model = train(ph.image, ph.labels, plan.apply(cfg), spacing=ph.spacing, plan=plan)
+    model.save(tmp_path / "bundle")
+    saved = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert saved["plan"]["patch_size"] == list(plan.patch_size) == saved["patch_size"]
+    assert saved["train_config"]["optim"]["learning_rate"] == plan.learning_rate
+
+
+def rates(schedule: str, clock: list[float], warmup: float = 0.0) -> list[float]:
+    net = torch.nn.Linear(2, 2)
+    cfg = replace(TrainConfig(), optim=OptimConfig(schedule=schedule, learning_rate=1.0, optimizer="sgd",
+                                                   warmup=warmup))
+    opt = build_optimizer(net, cfg)
+    sched, _ = build_scheduler(opt, cfg, 1000)
+    out = []
+    for share in clock:
+        sched.set_clock(share)
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_the_schedule_follows_the_clock_when_it_is_ahead_of_the_steps():
+    got = rates("poly", [0.0, 0.25, 0.5, 0.99])
+    assert got[1:] == pytest.approx([(1 - p) ** 0.9 for p in (0.25, 0.5, 0.99)], abs=1e-6)
+    warm = rates("cosine", [0.0, 0.05, 0.1, 0.55], warmup=0.1)
+    assert warm[0] == pytest.approx(0.1) and warm[1] == pytest.approx(0.55)  # linear warm-up from 0.1x
+    assert warm[2] == pytest.approx(1.0) and warm[3] == pytest.approx(0.5, abs=1e-6)  # cosine after it
+    assert schedule_factor("constant", 0.7) == 1.0
+
+
+def test_the_clock_survives_a_state_round_trip():
+    net = torch.nn.Linear(2, 2)
+    cfg = replace(TrainConfig(), optim=OptimConfig(schedule="poly", optimizer="sgd"))
+    opt = build_optimizer(net, cfg)
+    sched, _ = build_scheduler(opt, cfg, 100)
+    sched.set_clock(0.6)
+    opt2 = build_optimizer(net, cfg)
+    sched2, _ = build_scheduler(opt2, cfg, 100)
+    sched2.load_state_dict(json.loads(json.dumps(sched.state_dict())))
+    assert sched2.progress == pytest.approx(0.6)
+
+
+def test_a_timed_run_decays_the_rate_to_the_end_of_the_budget_and_validates_its_last_weights(tmp_path):
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.task import fit
+
+    ph = phantom_3d(shape=(16, 32, 32))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(16, 16, 16)),
+                      model=ModelConfig(channels=4, depth=3),
+                      optim=OptimConfig(epochs=1000, steps_per_epoch=1000, max_minutes=0.1, warmup=0.1),
+                      device="cpu", checkpoint_dir=str(tmp_path / "ck"))
+    reports = []
+    gen = fit(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            model = done.value
+            break
+    last = reports[-1]
+    assert "time limit" in last.message and last.epoch_end and last.val_mean_dice is not None
+    assert last.step < 1000  # the clock, not the step count, ended the run
+    assert last.learning_rate < 0.2 * cfg.optim.learning_rate  # decayed over the time budget
+    assert max(r.learning_rate for r in reports) > 0.5 * cfg.optim.learning_rate
+    assert model.history[-1]["step"] == last.step
