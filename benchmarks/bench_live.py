@@ -1,17 +1,21 @@
-"""Live segmentation with a simulated user: Dice per round against an ilastik-style baseline, and latency.
+"""Live segmentation with a simulated user: Dice per round of the instant stage, the deep
+stage and an ilastik-style baseline, the stage on screen, and latency.
 
 Quality: on each image a ``SimulatedUser`` (``napari_medml.live.simulate``) paints
 round 1 (a short stroke per class on three slices; 2D: three per class), then one
 short stroke per round inside the largest wrongly predicted unpainted region of the
-session's answer, with ``train_for(--train-seconds)`` between rounds (the issue's
-protocol uses 10 s: the time a person takes to paint). After every round: Dice on
-the unpainted voxels of ``LiveSession.predict()`` and of the baseline, scikit-image's
-``multiscale_basic_features`` (sigma 1-16, as ilastik's default feature set) with a
-100-tree ``RandomForestClassifier`` fit on the same strokes.
+session's answer (the stage on screen), with ``train_for(--train-seconds)`` between
+rounds (the issue's protocol: 10 s, the time a person takes to paint; the deep stage
+trains during it). After every round: Dice on the unpainted voxels of the answer on
+screen (``predict()``), of each stage (``predict(stage=...)``) and of the baseline,
+scikit-image's ``multiscale_basic_features`` (sigma 1-16, as ilastik's default
+feature set) with a 100-tree ``RandomForestClassifier`` fit on the same strokes.
 
 Images: the 3D phantom (``samples.phantom_3d``), the 2D sample
-(``samples.touching_objects_2d``, semantic: labels > 0), and real images shipped
-inside installed packages (no downloads): scikit-image's ``coins`` (reference:
+(``samples.touching_objects_2d``, semantic: labels > 0), the real images of
+``benchmarks/real_data.py`` (``nuclei_2d`` and ``nuclei_3d``, semantic: nuclei >
+0; ``brain`` = ``brain_mri`` cropped to 64 x 128 x 128 around the centre, grey and
+white matter), and images shipped inside installed packages: scikit-image's ``coins`` (reference:
 the watershed segmentation of scikit-image's "Comparing edge-based and region-based
 segmentation" tutorial) and nibabel's test EPI volume ``example4d.nii.gz`` (first
 frame; reference: Otsu threshold, holes filled slice by slice, largest component).
@@ -19,10 +23,11 @@ These references are classical segmentations, not human annotation.
 
 Latency: on a 64 x 256 x 256 phantom, after the first round and a warm-up, each
 of ``--latency-strokes`` strokes is timed from ``update`` to the answer of its
-256 x 256 slice (``predict(region)``) and to the answer of the whole volume.
-Targets on a 2-core CPU: slice p95 <= 1 s, whole volume p95 <= 10 s.
+256 x 256 slice (``predict(region)``) and to the answer of the whole volume, once
+with the instant stage alone and once while the network trains in another thread
+(as in the widget). Targets on a 2-core CPU: slice p95 <= 1 s, whole volume p95 <= 10 s.
 
-    python benchmarks/bench_live.py [--rounds 20] [--train-seconds 2] [--images phantom,objects2d,coins,epi]
+    python benchmarks/bench_live.py [--rounds 20] [--train-seconds 10] [--images phantom,objects2d,nuclei_2d,nuclei_3d,brain]
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ def _images(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, tuple[f
         elif name == "objects2d":
             o = touching_objects_2d(0)
             out[name] = (o.image, (o.labels > 0).astype(np.int32), o.spacing)
+        elif name in ("nuclei_2d", "nuclei_3d", "brain"):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import real_data
+
+            real = getattr(real_data, "brain_mri" if name == "brain" else name)()
+            if name == "brain":  # 64 x 128 x 128 around the centre: grey and white matter, some outside
+                crop = (slice(70, 134), slice(50, 178), slice(35, 163))
+                out[name] = (real.image[crop].astype(np.float32), real.labels[crop].astype(np.int32), real.spacing)
+            else:
+                out[name] = (real.image.astype(np.float32), (real.labels > 0).astype(np.int32), real.spacing)
         elif name == "coins":
             from skimage import data, filters, segmentation
 
@@ -72,7 +87,8 @@ def _images(names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, tuple[f
             mask = lab == (1 + int(np.argmax(np.bincount(lab.ravel())[1:]))) if n else mask
             out[name] = (vol, mask.astype(np.int32), spacing)
         else:
-            raise SystemExit(f"unknown image {name!r}: choose from phantom, objects2d, coins, epi")
+            raise SystemExit(f"unknown image {name!r}: choose from phantom, objects2d, nuclei_2d, nuclei_3d, brain, "
+                             "coins, epi")
     return out
 
 
@@ -99,10 +115,26 @@ class Baseline:
         return np.where(ids == self.background_id, 0, ids), time.perf_counter() - t0
 
 
+def _deep(args):
+    from napari_medml.live.deep import DeepConfig
+
+    return DeepConfig()
+
+
 def _instant(args):
     from napari_medml.live import InstantConfig
 
     return InstantConfig(trees=args.trees) if args.trees else None
+
+
+def _stage_dice(session, stage: str, truth, scribbles) -> float | None:
+    from napari_medml.errors import InputError
+    from napari_medml.live.simulate import dice_unpainted
+
+    try:
+        return round(dice_unpainted(session.predict(stage=stage), truth, scribbles), 4)
+    except InputError:  # the network has no snapshot yet
+        return None
 
 
 def run_quality(name, image, truth, spacing, args) -> dict:
@@ -113,7 +145,9 @@ def run_quality(name, image, truth, spacing, args) -> dict:
     user = SimulatedUser(truth, background_id, seed=args.seed)
     baseline = Baseline(image, background_id) if args.baseline else None
     rounds = []
-    with LiveSession(image, spacing=spacing, background_id=background_id, instant=_instant(args)) as session:
+    deep = None if args.no_deep else _deep(args)
+    with LiveSession(image, spacing=spacing, background_id=background_id, instant=_instant(args),
+                     deep=deep) as session:
         scribbles = user.first_round()
         for r in range(1, args.rounds + 1):
             if r > 1:
@@ -124,25 +158,42 @@ def run_quality(name, image, truth, spacing, args) -> dict:
             answer = session.predict()
             row = {"round": r, "painted_fraction": float((scribbles > 0).mean()),
                    "dice_live": round(dice_unpainted(answer, truth, scribbles), 4),
+                   "dice_instant": _stage_dice(session, "features", truth, scribbles),
+                   "dice_deep": None if deep is None else _stage_dice(session, "network", truth, scribbles),
                    "stage": session.stage, "scores": session.scores,
                    "round_s": round(time.perf_counter() - t0, 2)}
+            if deep is not None:
+                training = session.training
+                row["steps"], row["fit_accuracy"] = training["steps"], training["fit_accuracy"]
             if baseline is not None:
                 base, base_s = baseline.predict(scribbles)
                 row["dice_baseline"] = round(dice_unpainted(base, truth, scribbles), 4)
                 row["baseline_s"] = round(base_s, 2)
             rounds.append(row)
-    result = {"shape": list(image.shape), "spacing": list(spacing), "classes": int(truth.max()),
-              "rounds": rounds, "dice_live_round10": rounds[min(9, len(rounds) - 1)]["dice_live"],
-              "dice_live_last": rounds[-1]["dice_live"]}
-    if baseline is not None:
-        result["dice_baseline_round10"] = rounds[min(9, len(rounds) - 1)]["dice_baseline"]
-        result["dice_baseline_last"] = rounds[-1]["dice_baseline"]
-        result["baseline_feature_s"] = round(baseline.feature_s, 2)
+            print(f"{name} round {r}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return _summary(image, truth, spacing, rounds)
+
+
+def _summary(image, truth, spacing, rounds) -> dict:
+    result = {"shape": list(image.shape), "spacing": list(spacing), "classes": int(truth.max()), "rounds": rounds}
+    for at, row in (("round10", rounds[min(9, len(rounds) - 1)]), ("last", rounds[-1])):
+        for key in ("live", "instant", "deep", "baseline"):
+            if f"dice_{key}" in row:
+                result[f"dice_{key}_{at}"] = row[f"dice_{key}"]
+    if "dice_baseline_round10" in result:
         result["beats_baseline_round10"] = result["dice_live_round10"] >= result["dice_baseline_round10"]
+    ahead = [row["round"] for row in rounds
+             if row.get("dice_deep") is not None and row["dice_deep"] > row["dice_instant"]]
+    result["deep_ahead_rounds"] = ahead
+    result["deep_overtakes_round"] = ahead[0] if ahead else None
+    result["network_on_screen_rounds"] = [row["round"] for row in rounds if row["stage"] == "network"]
     return result
 
 
-def run_latency(args) -> dict:
+def run_latency(args, training: bool) -> dict:
+    """Stroke-to-answer times on 64 x 256 x 256; ``training``: the network trains meanwhile in a thread."""
+    import threading
+
     from napari_medml.live import LiveSession
     from napari_medml.live.simulate import SimulatedUser
     from napari_medml.samples import phantom_3d
@@ -152,14 +203,27 @@ def run_latency(args) -> dict:
     user = SimulatedUser(truth, 4, seed=args.seed)
     slice_s, whole_s = [], []
     t0 = time.perf_counter()
-    with LiveSession(p.image, spacing=p.spacing, background_id=4, instant=_instant(args)) as session:
+    strokes = args.latency_strokes if not training else max(1, args.latency_strokes // 2)
+    with LiveSession(p.image, spacing=p.spacing, background_id=4, instant=_instant(args),
+                     deep=_deep(args) if training else None) as session:
         scribbles = user.first_round()
         session.update(scribbles)
         first_slice = session.predict((int(np.flatnonzero(scribbles.any(axis=(1, 2)))[0]), slice(None), slice(None)))
         cold_s = time.perf_counter() - t0
-        session.train_for(120)
+        session.train_for(120 if not training else 30)
         answer = session.predict()
-        for _ in range(args.latency_strokes):
+        trainer = None
+        if training:  # as the widget does: train_for in a loop in its own thread
+            def train() -> None:
+                while not session.closed:
+                    try:
+                        session.train_for(2)
+                    except ValueError:  # closed meanwhile
+                        return
+
+            trainer = threading.Thread(target=train, daemon=True)
+            trainer.start()
+        for _ in range(strokes):
             new = user.correct(scribbles, answer)
             z = int(np.flatnonzero((new != scribbles).any(axis=(1, 2)))[0])
             scribbles = new
@@ -170,8 +234,10 @@ def run_latency(args) -> dict:
             answer = session.predict()
             whole_s.append(time.perf_counter() - t1)
         assert first_slice.shape == (1, 256, 256)
+        stage, steps = session.stage, session.training.get("steps")
     p95 = lambda v: float(np.percentile(v, 95))  # noqa: E731
-    return {"shape": [64, 256, 256], "strokes": len(slice_s),
+    return {"shape": [64, 256, 256], "strokes": len(slice_s), "network_training": training,
+            "stage_at_end": stage, "network_steps": steps,
             "first_slice_cold_s": round(cold_s, 2),
             "slice_s": [round(v, 3) for v in slice_s], "whole_s": [round(v, 2) for v in whole_s],
             "slice_p50_s": round(float(np.median(slice_s)), 3), "slice_p95_s": round(p95(slice_s), 3),
@@ -180,34 +246,46 @@ def run_latency(args) -> dict:
 
 
 def plot(result: dict, path: str) -> None:
-    """Dice per round, live stage against the baseline, one panel per image, saved as PNG."""
+    """Dice per round of the instant stage, the deep stage and the baseline, one panel per image (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images = result["images"]
-    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 2.6), squeeze=False)
     for ax, (name, r) in zip(axes[0], images.items()):
-        rounds = [row["round"] for row in r["rounds"]]
-        ax.plot(rounds, [row["dice_live"] for row in r["rounds"]], "o-", ms=3, label="live (instant stage)")
-        if "dice_baseline" in r["rounds"][0]:
-            ax.plot(rounds, [row["dice_baseline"] for row in r["rounds"]], "s--", ms=3, label="ilastik-style baseline")
-        ax.set_title(f"{name} {'x'.join(map(str, r['shape']))}", fontsize=9)
-        ax.set_xlabel("round")
-        ax.set_ylim(min(0.8, ax.get_ylim()[0]), 1.0)
-    axes[0][0].set_ylabel("Dice, unpainted voxels")
-    axes[0][0].legend(fontsize=7, loc="lower right")
+        rows = r["rounds"]
+        rounds = [row["round"] for row in rows]
+        lines = [("dice_instant", "o-", "instant stage (forest)"), ("dice_deep", "^-", "deep stage (U-Net)"),
+                 ("dice_baseline", "s--", "ilastik-style baseline")]
+        for key, style, label in lines:
+            if key in rows[0]:
+                ax.plot(rounds, [row[key] if row[key] is not None else np.nan for row in rows], style, ms=2.5,
+                        lw=1, label=label)
+        on = [row["round"] for row in rows if row["stage"] == "network"]
+        if on:
+            ax.plot(on, [0.0] * len(on), "|", color="tab:orange", ms=6, transform=ax.get_xaxis_transform(),
+                    label="network on screen")
+        ax.set_title(f"{name} {'x'.join(map(str, r['shape']))}", fontsize=8)
+        ax.set_xlabel("round", fontsize=8)
+        ax.tick_params(labelsize=7)
+        low = np.nanmin([row.get("dice_deep") or np.nan for row in rows] + [row["dice_instant"] for row in rows])
+        ax.set_ylim(max(0.0, min(0.8, float(low) - 0.02)), 1.0)
+    axes[0][0].set_ylabel("Dice, unpainted voxels", fontsize=8)
+    axes[0][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="simulated rounds per image (default 20)")
-    parser.add_argument("--train-seconds", type=float, default=2.0,
-                        help="train_for between rounds (default 2 for quick runs; the issue's protocol: 10)")
-    parser.add_argument("--images", default="phantom,objects2d,coins,epi", help="comma-separated image names")
+    parser.add_argument("--train-seconds", type=float, default=10.0,
+                        help="train_for between rounds (default 10, the issue's protocol)")
+    parser.add_argument("--images", default="phantom,objects2d,nuclei_2d,nuclei_3d,brain",
+                        help="comma-separated image names (also: coins, epi)")
+    parser.add_argument("--no-deep", action="store_true", help="the instant stage only")
     parser.add_argument("--latency-strokes", type=int, default=20, help="strokes timed on 64x256x256 (0: skip)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the ilastik-style baseline")
     parser.add_argument("--seed", type=int, default=0, help="simulated user's seed")
@@ -217,12 +295,16 @@ def main() -> None:
 
     import platform
 
-    out: dict = {"settings": vars(args), "cpus": os.cpu_count(), "machine": platform.machine(), "images": {}}
+    out: dict = {"settings": vars(args), "cpus": os.cpu_count(), "machine": platform.machine(),
+                 "load_average_start": os.getloadavg(), "images": {}}
     for name, (image, truth, spacing) in _images([n for n in args.images.split(",") if n]).items():
         out["images"][name] = run_quality(name, image, truth, spacing, args)
         print(f"{name}: done", file=sys.stderr, flush=True)
     if args.latency_strokes > 0:
-        out["latency"] = run_latency(args)
+        out["latency"] = run_latency(args, training=False)
+        if not args.no_deep:
+            out["latency_while_training"] = run_latency(args, training=True)
+    out["load_average_end"] = os.getloadavg()
     if args.plot:
         plot(out, args.plot)
     print(json.dumps(out, indent=1))

@@ -117,7 +117,8 @@ class LiveSession(SessionWorker):
         self._birth: np.ndarray | None = None  # update count when each voxel was painted
         self._pseudo_done = 0  # strokes version whose pseudo-labels the deep stage has
         self.revision = 0  # grows whenever the answer may have changed (a fit, a new score)
-        self._answer: tuple[Predictor, np.ndarray, np.ndarray] | None = None
+        # stage name -> (model, labels, uncertainty) of its last whole-image answer
+        self._answers: dict[str, tuple[Predictor, np.ndarray, np.ndarray]] = {}
         self._busy = True
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="napari-medml-live", daemon=True)
@@ -155,7 +156,7 @@ class LiveSession(SessionWorker):
             self._busy = True
             self._cond.notify_all()
 
-    def predict(self, region: Region | None = None, wait: bool = True) -> np.ndarray:
+    def predict(self, region: Region | None = None, wait: bool = True, stage: str | None = None) -> np.ndarray:
         """The current best answer for the whole image or a region.
 
         Parameters
@@ -166,6 +167,9 @@ class LiveSession(SessionWorker):
         wait : bool
             Wait until the strokes of the last ``update`` are fitted (default);
             False answers at once from the latest completed fit.
+        stage : str, optional
+            "features" or "network": that stage's answer instead of the best one
+            (to compare them; the deep stage answers once it has a snapshot).
 
         Returns
         -------
@@ -176,13 +180,14 @@ class LiveSession(SessionWorker):
         Raises
         ------
         InputError
-            No fit yet (fewer than two ids painted), a bad region, or a closed session.
+            No fit yet (fewer than two ids painted), a bad region, an unknown stage
+            or one not ready yet, or a closed session.
         """
-        return self._answer_for(region, wait)[0]
+        return self._answer_for(region, wait, stage)[0]
 
-    def uncertainty(self, region: Region | None = None, wait: bool = True) -> np.ndarray:
-        """float32 ``1 - max class probability`` of the current answer (0 sure), same region rules as ``predict``."""
-        return self._answer_for(region, wait)[1]
+    def uncertainty(self, region: Region | None = None, wait: bool = True, stage: str | None = None) -> np.ndarray:
+        """float32 ``1 - max class probability`` of the current answer (0 sure), same rules as ``predict``."""
+        return self._answer_for(region, wait, stage)[1]
 
     def suggest_next(self, axis: int = 0) -> Suggestion:
         """The slice along ``axis`` (volumes) and the point with the most uncertain unpainted voxels."""
@@ -301,7 +306,7 @@ class LiveSession(SessionWorker):
         self._deep = None
         self._stages = self._stages[:1]
         self._features.clear()
-        self._answer = None
+        self._answers = {}
         self._latest = None
         self._strokes = None
         self._birth = None
@@ -329,7 +334,8 @@ class LiveSession(SessionWorker):
         # The best held-out score wins; unscored stages rank last, earlier stages win ties.
         return max(ready, key=lambda s: (self._scores.get(s.name, -1.0), -self._stages.index(s)))
 
-    def _answer_for(self, region: Region | None, wait: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         self._check_open()
         if wait:
             with self._cond:
@@ -339,8 +345,11 @@ class LiveSession(SessionWorker):
         self._raise_fatal()
         if self._fit_error is not None:  # the latest strokes cannot be fitted: never answer older ones
             raise self._fit_error
-        model = self._answering_stage().model()
+        stage = self._answering_stage() if name is None else self._named_stage(name)
+        model = stage.model()
         if model is None:
+            if name is not None and name != self._stages[0].name:
+                raise InputError(f"the {name} stage has no answer yet: give it time (train_for) first")
             raise InputError(
                 f"no strokes fitted yet: paint background (id {self.background_id}) and at least one class"
             )
@@ -348,15 +357,21 @@ class LiveSession(SessionWorker):
             proba = model.predict_proba(self._features.normalize(region))
             return model.labels_from_proba(proba), uncertainty_from_proba(
                 proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
-        answer = self._whole(model, lambda: self._closed)
+        answer = self._whole(stage.name, model, lambda: self._closed)
         if answer is None:
             self._check_open()
         return answer[0].copy(), answer[1].copy()
 
-    def _whole(self, model: Predictor, should_stop) -> tuple[np.ndarray, np.ndarray] | None:
+    def _named_stage(self, name: str) -> Stage:
+        for stage in self._stages:
+            if stage.name == name:
+                return stage
+        raise InputError(f"stage {name!r} is not one of this session's: {[s.name for s in self._stages]}")
+
+    def _whole(self, name: str, model: Predictor, should_stop) -> tuple[np.ndarray, np.ndarray] | None:
         """Whole-image labels and uncertainty of ``model``, block by block, cached; None if stopped."""
         with self._answer_lock:
-            cached = self._answer
+            cached = self._answers.get(name)
             if cached is not None and cached[0] is model:
                 return cached[1], cached[2]
             labels: np.ndarray | None = None
@@ -371,7 +386,7 @@ class LiveSession(SessionWorker):
                     labels = np.zeros(self.shape, block.dtype)
                 labels[where] = block
                 unc[where] = uncertainty_from_proba(proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
-            self._answer = (model, labels, unc)
+            self._answers[name] = (model, labels, unc)
             return labels, unc
 
     def _pieces(self, voxels: int = 1 << 16) -> list[Region]:

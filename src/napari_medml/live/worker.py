@@ -33,8 +33,8 @@ class SessionWorker:
             return True
         if self._precompute_features() or self._pseudo_due():
             return True
-        model = self._answering_stage().model()
-        answer = self._answer
+        stage = self._answering_stage()
+        model, answer = stage.model(), self._answers.get(stage.name)
         # An image whose features exceed the budget is answered on request only.
         return model is not None and not self._features.evicting and (answer is None or answer[0] is not model)
 
@@ -64,9 +64,9 @@ class SessionWorker:
                 elif self._pseudo_due():
                     self._pseudo_labels()
                 else:
-                    model = self._answering_stage().model()
-                    if model is not None:
-                        self._whole(model, self._stale)
+                    stage = self._answering_stage()
+                    if stage.model() is not None:
+                        self._whole(stage.name, stage.model(), self._stale)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by predict/train_for
             with self._cond:
                 self._fatal = exc
