@@ -1,0 +1,103 @@
+"""Ensembles (train with folds K): folds validate on different parts; the bundle is a
+folder of members; prediction averages the members' probabilities and their
+disagreement (mutual information) is the uncertainty."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_medml import api
+from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.errors import ConfigError
+from napari_medml.samples import phantom_3d
+from napari_medml.segmentation.ensemble import EnsembleModel
+from napari_medml.segmentation.split import split_fold
+
+
+def test_each_fold_validates_on_a_different_part():
+    rows = np.repeat(np.arange(20, dtype=np.float32)[:, None], 8, axis=1)  # each voxel holds its row
+    image, label = rows[None], np.ones((20, 8), np.uint8)
+    seen = []
+    for k in range(3):
+        train, val, note = split_fold([image], [label], k, 3, context=(4, 4))
+        assert f"fold {k + 1} of 3" in note and len(val) == 1
+        scored = np.zeros(20, bool)
+        scored[val[0].image[0][val[0].label > 0].astype(int)] = True  # context rows are unlabeled
+        trained = np.concatenate([r.image[0][r.label > 0] for r in train]).astype(int)
+        assert not scored[trained].any()  # never trained on what it validates
+        seen.append(scored)
+    assert not (seen[0] & seen[1]).any() and not (seen[1] & seen[2]).any()
+    assert np.logical_or.reduce(seen).all()  # together the folds validate on every row
+    images = [np.zeros((1, 4, 4), np.float32)] * 4
+    train, val, note = split_fold(images, [np.ones((4, 4), np.uint8)] * 4, 1, 2)
+    assert len(train) == 2 and len(val) == 2 and "image(s) 2, 4" in note
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    p = phantom_3d(seed=0, shape=(16, 32, 32))
+    config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(8, 16, 16), batch_size=2, folds=2),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=2, steps_per_epoch=4, learning_rate=3e-3), device="cpu")
+    reports = []
+    gen = api.fit(p.image, p.labels, config, spacing=p.spacing)
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            model = done.value
+            break
+    folder = model.save(tmp_path_factory.mktemp("ensemble") / "bundle")
+    return p, model, folder, reports
+
+
+def test_folds_train_an_ensemble_saved_as_a_folder_of_members(ensemble):
+    p, model, folder, reports = ensemble
+    assert isinstance(model, EnsembleModel) and len(model.members) == 2
+    assert [m.config.data.fold for m in model.members] == [0, 1]
+    notes = [m.provenance["split"] for m in model.members]
+    assert notes[0] != notes[1] and "fold 1 of 2" in notes[0]
+    assert reports[-1].step == reports[-1].total_steps == 16  # steps counted across the folds
+    desc = json.loads((folder / "config.json").read_text())
+    assert desc["task"] == "ensemble" and desc["ensemble"]["members"] == ["members/fold-1", "members/fold-2"]
+    assert not list(folder.rglob("*.pkl")) and not list(folder.parent.glob(".*"))  # no pickle, no temp left
+    loaded = api.load_model(folder)
+    assert isinstance(loaded, EnsembleModel) and loaded.class_ids == model.class_ids
+    model.save(folder)  # an earlier ensemble bundle is replaced
+
+
+def test_prediction_averages_the_members_and_uncertainty_is_their_disagreement(ensemble):
+    p, model, folder, _ = ensemble
+    loaded = api.load_model(folder)
+    config = InferConfig(return_probabilities=True, return_uncertainty=True, device="cpu")
+    pred = loaded.predict(p.image, spacing=p.spacing, config=config)
+    members = [m.predict(p.image, spacing=p.spacing, config=config) for m in loaded.members]
+    mean = np.mean([m.probabilities.astype(np.float32) for m in members], axis=0)
+    np.testing.assert_allclose(pred.probabilities.astype(np.float32), mean, atol=2e-3)
+    ids = np.asarray(loaded.class_ids)
+    agree = np.isclose(mean.max(0), np.mean([m.probabilities.max(0) for m in members], axis=0), atol=1e-3)
+    assert (pred.labels == ids[mean.argmax(0)]).mean() > 0.999
+    # members that agree (the same model twice): no disagreement at all
+    twin = EnsembleModel([loaded.members[0], loaded.members[0]]).predict(p.image, spacing=p.spacing,
+                                                                         config=config)
+    assert float(twin.uncertainty.max()) == 0.0
+    # two different members: disagreement where their answers differ, ~0 where they agree
+    differ = members[0].labels != members[1].labels
+    assert differ.any()
+    assert float(pred.uncertainty[differ].mean()) > 0.0 and pred.uncertainty.min() >= 0
+    same = (members[0].labels == members[1].labels) & agree
+    assert float(pred.uncertainty[same].mean()) < float(pred.uncertainty[differ].mean())
+
+
+def test_ensembles_start_from_scratch(ensemble):
+    p, model, _, _ = ensemble
+    config = TrainConfig(data=DataConfig(spatial_dims=3, folds=2), device="cpu")
+    with pytest.raises(ConfigError, match="fine-tun"):
+        api.train(p.image, p.labels, config, init_model=model.members[0])
+    with pytest.raises(ConfigError, match="ensemble"):
+        api.train(p.image, p.labels, TrainConfig(data=DataConfig(spatial_dims=3)), init_model=model)
+    with pytest.raises(ConfigError, match="fold"):
+        DataConfig(folds=2, fold=2)

@@ -1,0 +1,122 @@
+"""Self-supervised pretraining: corruption, the round trip pretrain -> bundle -> train
+--init-from -> predict through the API, reconstruction and the anomaly map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml import api
+from napari_medml.config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig,
+                                 TrainConfig)
+from napari_medml.errors import ConfigError, InputError
+from napari_medml.samples import phantom_3d, touching_objects_2d
+
+
+def pretrain_config(dims: int, patch: tuple[int, ...], **pretrain: object) -> TrainConfig:
+    return TrainConfig(task="pretraining", data=DataConfig(spatial_dims=dims, patch_size=patch, batch_size=2),
+                       model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                       optim=OptimConfig(epochs=3, steps_per_epoch=6, learning_rate=3e-3),
+                       pretrain=PretrainConfig(**pretrain), device="cpu", seed=0)
+
+
+def test_mask_blocks_are_isotropic_in_mm_and_cover_the_ratio():
+    from napari_medml.pretraining.data import Corruptor, block_sizes, checker_masks
+
+    assert block_sizes(8, (2.0, 1.0, 1.0), 3) == (4, 8, 8)
+    assert block_sizes(8, None, 2) == (8, 8)
+    corrupt = Corruptor(PretrainConfig(corruption="mask", mask_ratio=0.5), (4, 8, 8))
+    patch = np.ones((1, 16, 64, 64), np.float32)
+    out, mask = corrupt(patch, np.random.default_rng(0))
+    assert 0.3 < mask.mean() < 0.7
+    assert (out[0][mask] == 0).all() and (out[0][~mask] == 1).all()
+    first, second = checker_masks((10, 20, 20), (4, 8, 8))
+    assert not (first & second).any() and (first | second).all()
+
+
+def test_patch_shrinks_the_coarse_axis_first():
+    from napari_medml.pretraining.data import choose_patch
+
+    patch = choose_patch([(40, 200, 200)], (5.0, 1.0, 1.0), 4, 32 * 64 * 64)
+    assert all(p % 4 == 0 for p in patch) and np.prod(patch) <= 32 * 64 * 64
+    assert patch[1] == patch[2] and patch[0] * 5.0 <= patch[1] * 1.0 * 5  # Z is short in voxels, not in mm
+    assert choose_patch([(10, 12)], None, 8, None) == (16, 16)  # small images: padded up to one patch
+
+
+def test_config_choices_are_checked():
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        PretrainConfig(mask_ratio=1.0)
+    with pytest.raises(ConfigError, match="unlabeled"):
+        api.train(np.zeros((32, 32)), np.zeros((32, 32), int), pretrain_config(2, (32, 32)))
+    with pytest.raises(InputError, match="channel"):
+        api.train([np.zeros((32, 32)), np.zeros((2, 32, 32))], None, pretrain_config(2, (32, 32)),
+                  channel_axis=None)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_pretraining_round_trip_through_the_api(tmp_path, loss):
+    """pretrain (3D, anisotropic, two unlabeled volumes) -> bundle -> load_model ->
+    train --init-from (the same network) -> predict."""
+    p = phantom_3d(seed=0, shape=(16, 32, 32))
+    other = phantom_3d(seed=1, shape=(16, 40, 36))
+    config = pretrain_config(3, (8, 16, 16), loss=loss)
+    model = api.train([p.image, other.image], None, config, spacing=p.spacing)
+    losses = [h["val_loss"] for h in model.history]
+    assert losses[-1] < losses[0]  # it learns to reconstruct
+    bundle = model.save(tmp_path / "pretrained")
+    loaded = api.load_model(bundle)
+    assert type(loaded).__name__ == "ReconstructionModel" and loaded.config.pretrain.loss == loss
+    assert loaded.spacing == p.spacing
+
+    seg_config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(8, 16, 16), batch_size=2),
+                             model=ModelConfig(channels=4, depth=2, init_from=str(bundle), freeze_stages=1),
+                             optim=OptimConfig(epochs=1, steps_per_epoch=3), augment=AugmentConfig.none(),
+                             device="cpu")
+    notes = []
+    gen = api.fit(p.image, p.labels, seg_config, spacing=p.spacing)
+    while True:
+        try:
+            notes.append(next(gen).message)
+        except StopIteration as done:
+            seg = done.value
+            break
+    start = seg.provenance["initial_weights"]
+    assert start["task"] == "pretraining"
+    assert start["loaded"] >= start["total"] - 4  # all but the last up-stage (its width is the classes)
+    assert any("tensors of" in n for n in notes)  # the first report says where weights came from
+    # the encoder's first stage kept its pretrained weights (frozen)
+    name = next(k for k in seg.network.state_dict() if k.endswith("weight"))
+    np.testing.assert_array_equal(seg.network.state_dict()[name].numpy(), loaded.network.state_dict()[name].numpy())
+    pred = seg.predict(p.image, spacing=p.spacing)
+    assert pred.labels.shape == p.image.shape
+
+
+def test_reconstruction_and_anomaly_map_2d():
+    """The error map is high where the image is unlike the rest (a bright square the
+    network never saw); the reconstruction has the input's shape and intensity units."""
+    s = touching_objects_2d(seed=0, shape=(96, 96))
+    image = s.image.astype(np.float32)
+    model = api.train(image, None, pretrain_config(2, (32, 32), noise_std=0.1))
+    odd = image.copy()
+    odd[40:52, 40:52] = image.max() * 2
+    result = model.reconstruct(odd)
+    assert result.image.shape == odd.shape and result.error.shape == odd.shape
+    assert abs(float(result.image.mean()) - float(odd.mean())) < odd.std()
+    assert result.error[40:52, 40:52].mean() > 3 * np.median(result.error)
+    # a time series: frame by frame, each frame like a single image
+    series = np.stack([odd, odd])
+    frames = model.reconstruct(series, axes="TYX")
+    assert frames.error.shape == series.shape
+    np.testing.assert_allclose(frames.error[1], result.error, rtol=1e-4, atol=1e-5)
+
+
+def test_multichannel_images_keep_their_channels():
+    s = touching_objects_2d(seed=0, shape=(48, 48))
+    image = np.stack([s.image, 1 - s.image], axis=-1).astype(np.float32)  # (Y, X, C)
+    config = pretrain_config(2, (16, 16))
+    model = api.train(image, None, config, channel_axis=-1)
+    assert model.in_channels == 2 and model.network(__import__("torch").zeros(1, 2, 16, 16)).shape[1] == 2
+    result = model.reconstruct(image, channel_axis=-1)
+    assert result.image.shape == image.shape and result.error.shape == image.shape[:2]
+    with pytest.raises(InputError, match="channel"):
+        model.reconstruct(image[..., 0])
