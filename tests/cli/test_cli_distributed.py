@@ -75,6 +75,31 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.sum(a & b) / max(1, np.sum(a) + np.sum(b)))
 
 
+def test_nproc_is_left_out_of_what_torchrun_starts() -> None:
+    from napari_medml.cli.launch import without_nproc
+
+    argv = ["--debug", "train", "--nproc", "2", "--image", "a.nii", "--nproc=3", "--out", "m"]
+    assert without_nproc(argv) == ["--debug", "train", "--image", "a.nii", "--out", "m"]
+
+
+def test_nproc_mistakes_are_caught_before_any_process_starts(phantom, capsys, monkeypatch) -> None:
+    import torch
+
+    from napari_medml.cli import main
+
+    assert main(["train", "--nproc", "0", "--image", str(phantom["image"]), "--out", "x"]) == 2
+    assert "--nproc" in capsys.readouterr().err
+    assert main(["train", "--nproc", "2", "--image", str(phantom["image"]), "--out", "x"]) == 2
+    assert "needs --labels" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a machine with one GPU
+    code = main(["train", "--nproc", "2", "--image", str(phantom["image"]), "--labels", str(phantom["labels"]),
+                 "--out", str(phantom["folder"] / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--nproc 2 but this machine has 1 GPUs" in err and "--device cpu" in err
+    assert not (phantom["folder"] / "x").exists()
+
+
 def test_torchrun_trains_one_bundle_like_a_single_process_run(phantom) -> None:
     from napari_medml import load_model
     from napari_medml.cli import main
