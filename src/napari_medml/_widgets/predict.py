@@ -56,7 +56,8 @@ class PredictWidget(Container):
         w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
                                                 if isinstance(l, napari.layers.Image)],
                              label="image(s)", tooltip="One layer per model input channel.")
-        w["model"] = ComboBox(choices=lambda _: [*self._session.models, BUNDLE_CHOICE], label="model")
+        w["model"] = ComboBox(choices=lambda _: [*(k for k, m in self._session.models.items() if hasattr(m, "predict")),
+                                                 BUNDLE_CHOICE], label="model")  # pretrained models do not segment
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
         w["overlap"] = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
         w["tta"] = CheckBox(value=False, text="test-time augmentation (flips)")
@@ -88,7 +89,8 @@ class PredictWidget(Container):
 
     def _model_added(self, name: str) -> None:
         self._w["model"].reset_choices()
-        self._w["model"].value = name
+        if name in self._w["model"].choices:  # a pretrained model is not listed
+            self._w["model"].value = name
 
     def infer_config(self) -> InferConfig:
         w = self._w

@@ -7,6 +7,7 @@ validation Dice per epoch. Stop keeps the best model so far.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, get_args
 
 import napari
@@ -25,6 +26,7 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._forms import parse_size
+from napari_medml.errors import InputError
 from napari_medml._widgets._layers import labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -41,7 +43,10 @@ from napari_medml.config import (
     TrainConfig,
 )
 
-__all__ = ["TrainWidget"]
+__all__ = ["BUNDLE_START", "RANDOM_START", "TrainWidget"]
+
+RANDOM_START = "random weights"
+BUNDLE_START = "bundle folder..."
 
 # Imported in the background right after docking: a module's first import can hold the
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
@@ -95,6 +100,15 @@ class TrainWidget(Container):
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
+        w["init"] = ComboBox(choices=lambda _: [RANDOM_START, *self._session.models, BUNDLE_START],
+                             value=RANDOM_START, label="start from",
+                             tooltip="transfer learning: the weights whose names and shapes fit, from a model "
+                             "of this session (e.g. from Pretrain) or a bundle folder")
+        w["init_bundle"] = FileEdit(mode="d", value="", label="start bundle",
+                                    tooltip="with 'start from' = bundle folder: a pretrained, segmentation "
+                                    "or classification bundle")
+        w["freeze"] = SpinBox(value=0, min=0, max=7, label="frozen stages",
+                              tooltip="with a start model: keep the first encoder stages fixed")
         w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
         w["device_info"] = Label(value="(checking...)", label="")
         w["amp"] = CheckBox(value=True, text="mixed precision (CUDA)")
@@ -112,6 +126,7 @@ class TrainWidget(Container):
         self._device_runner = Runner("Device check", show_progress=False)
         w["start"].changed.connect(self.start)
         w["device"].changed.connect(self._check_device)
+        self._session.on_model_added(lambda _name: w["init"].reset_choices())
         self._check_device()
 
     def __getitem__(self, key: Any) -> Any:
@@ -151,7 +166,7 @@ class TrainWidget(Container):
             schedule=w["schedule"].value, epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None)
         model = ModelConfig(network=w["network"].value, channels=w["channels"].value,
-                            depth=w["depth"].value)
+                            depth=w["depth"].value, freeze_stages=w["freeze"].value)
         return TrainConfig(data=data, augment=self._session.augment, model=model, optim=optim,
                            device=w["device"].value, amp=w["amp"].value)
 
@@ -166,18 +181,44 @@ class TrainWidget(Container):
         inputs.samples(labels, config.data.spatial_dims)  # axes and shapes checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
+        start_from = self._start_from() if init_model is None else None
         self.plot.clear()
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
-                       on_model=on_model)
+                       on_model=on_model, start_from=start_from)
+
+    def _start_from(self) -> Any:
+        """The transfer-learning source: None, a bundle folder (str) or a session model."""
+        choice = self._w["init"].value
+        if choice in (None, RANDOM_START):
+            return None
+        if choice == BUNDLE_START:
+            folder = str(self._w["init_bundle"].value)
+            if folder in ("", "."):
+                raise InputError("'start from' is a bundle folder: choose the folder (e.g. a Pretrain bundle)")
+            return folder
+        return self._session.models[choice]
 
     def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
-                  bundle: str | None = None, init_model: Any = None, on_model: Any = None) -> None:
-        """Run fit() in the runner; the model goes to the session under ``name``."""
+                  bundle: str | None = None, init_model: Any = None, on_model: Any = None,
+                  start_from: Any = None) -> None:
+        """Run fit() in the runner; the model goes to the session under ``name``.
+
+        ``start_from``: transfer learning from a bundle folder or a session model (saved
+        as a bundle first, so the run's config names where its weights came from).
+        """
 
         def job(stop: Any, report: Any) -> Any:
+            nonlocal config
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.segmentation.task import fit
 
+            if start_from is not None:
+                folder = start_from
+                if not isinstance(start_from, str):
+                    import tempfile
+
+                    folder = str(start_from.save(f"{tempfile.mkdtemp(prefix='napari-medml-start-')}/bundle"))
+                config = replace(config, model=replace(config.model, init_from=folder))
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)

@@ -404,8 +404,10 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     def timer(trial: TrainConfig) -> float:
         return _measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
 
-    return make_plan(fp, config, device=device.type, keep=changed_fields(config) if keep is None else keep,
-                     step_seconds=timer, val_voxels=val_voxels)
+    keep = list(changed_fields(config) if keep is None else keep)
+    if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
+        keep += ["model.network", "model.channels", "model.depth"]
+    return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
 
 
 # --- helpers -------------------------------------------------------------------------------

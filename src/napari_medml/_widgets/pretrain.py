@@ -1,0 +1,178 @@
+"""Pretrain widget: unlabeled image layers in; a pretrained model in the session, and
+``<image> [reconstruction]`` and ``<image> [reconstruction error]`` layers out.
+
+Reads the form into a :class:`~napari_medml.config.TrainConfig` (task ``"pretraining"``)
+and runs :func:`napari_medml.pretraining.task.fit_pretraining` through the runner, then
+reconstructs each chosen layer. Train segmentation's "start from" lists the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, get_args
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Select, SpinBox
+
+from napari_medml._widgets._layers import layer_spatial, layer_volume, model_input, show_result
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._session import session_for
+from napari_medml._widgets.plots import TrainingPlot
+from napari_medml.config import (
+    AugmentConfig,
+    Corruption,
+    DataConfig,
+    DeviceName,
+    ModelConfig,
+    OptimConfig,
+    PretrainConfig,
+    ReconstructionLoss,
+    SegmentationNetwork,
+    TrainConfig,
+)
+from napari_medml.errors import InputError
+from napari_medml.layer_data import result_layer_data
+
+__all__ = ["PretrainWidget"]
+
+
+class PretrainWidget(Container):
+    """Form for one pretraining run on unlabeled layers, Start/Stop, and a live plot."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
+        super().__init__()
+        viewer = napari_viewer
+        self._viewer = viewer
+        self._session = session_for(viewer)
+        pre = PretrainConfig()
+        w = self._w = {}
+        w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
+                                                if isinstance(l, napari.layers.Image)],
+                             label="unlabeled image(s)",
+                             tooltip="Each chosen layer is one more unlabeled image (not a channel).")
+        w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
+        w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network",
+                                tooltip="Train segmentation starts from it with the same network, width and depth.")
+        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
+        w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
+        w["loss"] = ComboBox(choices=list(get_args(ReconstructionLoss)), value=pre.loss, label="loss",
+                             tooltip="mse: squared error; mae: absolute error")
+        w["corruption"] = ComboBox(choices=list(get_args(Corruption)), value=pre.corruption, label="corruption",
+                                   tooltip="what the network learns to undo: blanked blocks, noise, or both")
+        w["mask_ratio"] = FloatSpinBox(value=pre.mask_ratio, min=0.05, max=0.95, step=0.05, label="masked share")
+        w["noise_std"] = FloatSpinBox(value=pre.noise_std, min=0.0, max=5.0, step=0.05, label="noise std")
+        w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
+        w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
+        w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
+                                    tooltip="0 = no time limit")
+        w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
+        w["lr"].native.setDecimals(6)
+        w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
+        w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
+                               tooltip="optional: a folder for the pretrained bundle")
+        w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> pretrained'")
+        w["status"] = Label(value="", label="")
+        w["start"] = PushButton(text="Start")
+        w["stop"] = PushButton(text="Stop")
+        self.runner = Runner("Pretraining", [w["start"]], w["stop"])
+        self.extend([*w.values(), self.runner.progress])
+        self.plot = TrainingPlot()
+        self.native.layout().addWidget(self.plot)
+        self.model: Any = None
+        w["start"].changed.connect(self.start)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def config(self, recipe: tuple[Any, ...] = ()) -> TrainConfig:
+        """The TrainConfig the form describes (``recipe``: the chosen layers' preprocessing)."""
+        w = self._w
+        return TrainConfig(
+            task="pretraining",
+            data=DataConfig(spatial_dims=w["dims"].value, preprocessing=tuple(recipe)),
+            model=ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value),
+            optim=OptimConfig(learning_rate=w["lr"].value, epochs=w["epochs"].value,
+                              steps_per_epoch=w["steps"].value, max_minutes=w["minutes"].value or None),
+            pretrain=PretrainConfig(loss=w["loss"].value, corruption=w["corruption"].value,
+                                    mask_ratio=round(w["mask_ratio"].value, 4), noise_std=w["noise_std"].value),
+            augment=replace(AugmentConfig.none(), flip=AugmentConfig().flip),  # the corruption is the task
+            device=w["device"].value)
+
+    @notify_errors("Pretraining")
+    def start(self, *_: Any) -> None:
+        """Read the form and the layers; pretrain, then reconstruct each layer, in the runner."""
+        w = self._w
+        layers = list(w["images"].value or [])
+        if not layers:
+            raise InputError("choose at least one image layer to pretrain on")
+        inputs = [model_input(self._viewer, [layer]) for layer in layers]  # one unlabeled image each
+        if len({i.recipe for i in inputs}) > 1:
+            raise InputError("the chosen images have different preprocessing recipes: preprocess them the "
+                             "same way, or pretrain on the raw images")
+        config = self.config(inputs[0].recipe)
+        dims = config.data.spatial_dims
+        from napari_medml.io.axes import AXES_HINT
+
+        def samples() -> tuple[list, list, Any]:
+            from napari_medml.pretraining.data import split_unlabeled
+
+            images, spacings, channel_axes = [], [], set()
+            for inp in inputs:
+                parts, sizes, channel = split_unlabeled(inp.image, inp.axes, dims, inp.spacing,
+                                                        what=f"image '{inp.layer.name}'", hint=AXES_HINT)
+                images += parts
+                spacings += sizes
+                channel_axes.add(channel)
+            if len(channel_axes) > 1:
+                raise InputError("the chosen images differ in channels: choose all with or all without channels")
+            return images, spacings, channel_axes.pop()
+
+        samples()  # axes and channels checked before the job
+        bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
+        name = w["name"].value or self._session.new_model_name(f"{inputs[0].layer.name} pretrained")
+
+        def job(stop: Any, report: Any) -> Any:
+            from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.pretraining.task import fit_pretraining
+
+            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+                images, spacings, channel_axis = samples()
+                model = yield from fit_pretraining(images, None, config, spacing=spacings,
+                                                   channel_axis=channel_axis, stop=stop)
+                if bundle:
+                    model.save(bundle)
+                results = [model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=config.device,
+                                             progress=lambda done, total: report((done, total)))
+                           for inp in inputs]
+            return model, results
+
+        def done(result: tuple[Any, list]) -> None:
+            model, results = result
+            self.model = model
+            self._session.add_model(model, name)
+            for inp, rec in zip(inputs, results):
+                self.show(rec, inp.layer)
+            self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it"
+
+        self.plot.clear()
+        def plot(report: Any) -> None:
+            if not isinstance(report, tuple):  # (done, total) pairs are the reconstruction's windows
+                self.plot.add(report)
+
+        self.runner.start(job, on_report=plot, on_result=done)
+
+    def show(self, reconstruction: Any, layer: napari.layers.Layer) -> None:
+        """Add (or replace the plugin's own) reconstruction and error layers of ``layer``."""
+        import numpy as np
+
+        spatial = layer_spatial(layer)
+        axes = layer_volume(layer).axes
+        data = reconstruction.image
+        if "C" in axes:  # channels in front, as result layers carry their own C
+            data = np.moveaxis(data, axes.index("C"), 0)
+        show_result(self._viewer, result_layer_data(data, layer.name, "reconstruction", spatial, "image", axes,
+                                                    colormap="gray"))
+        show_result(self._viewer, result_layer_data(reconstruction.error, layer.name, "reconstruction error",
+                                                    spatial, "image", axes, colormap="inferno",
+                                                    blending="additive"))

@@ -1,0 +1,65 @@
+"""Pretrain widget, opened from Plugins › MedML › Pretrain: pretrains on unlabeled layers,
+writes reconstruction and error layers, and Train segmentation starts from its model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_medml._widgets._session import session_for
+from napari_medml.samples import phantom_3d
+
+CROP = (slice(16, 32), slice(16, 64), slice(16, 64))
+
+
+def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    other = phantom_3d(1)
+    ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    second = viewer.add_image(other.image[CROP], name="ct2", scale=p.spacing)
+    seg = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    original = ct.data.copy()
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [ct, second]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 2, 4
+    pre["loss"].value = "mae"
+    pre["start"].changed.emit(True)
+    assert pre.runner.running and pre["stop"].enabled
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
+    for name in ("ct", "ct2"):
+        rec = viewer.layers[f"{name} [reconstruction]"]
+        err = viewer.layers[f"{name} [reconstruction error]"]
+        assert rec.data.shape == err.data.shape == ct.data.shape
+        assert tuple(rec.scale) == tuple(ct.scale) and np.isfinite(err.data).all() and err.data.min() >= 0
+    np.testing.assert_array_equal(ct.data, original)  # the user's layer is untouched
+    session = session_for(viewer)
+    assert "ct pretrained" in session.models
+    assert session.models["ct pretrained"].config.pretrain.loss == "mae"
+
+    # Predict does not offer the pretrained model; Train segmentation starts from it
+    predict = open_widget(viewer, "predict")
+    assert "ct pretrained" not in predict["model"].choices
+    train = open_widget(viewer, "train")
+    train["images"].value = [ct]
+    train["labels"].value = seg
+    train["channels"].value, train["depth"].value = 4, 2
+    train["patch"].value = "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 3
+    assert "ct pretrained" in train["init"].choices
+    train["init"].value = "ct pretrained"
+    train["freeze"].value = 1
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    start = train.model.provenance["initial_weights"]
+    assert start["task"] == "pretraining" and start["loaded"] >= start["total"] - 4
+    assert train.model.config.model.freeze_stages == 1
+
+
+def test_no_layer_chosen_is_a_notification(make_napari_viewer, open_widget, notes):
+    viewer = make_napari_viewer()
+    pre = open_widget(viewer, "pretrain")
+    pre["start"].changed.emit(True)
+    assert not pre.runner.running
+    assert any("choose at least one image" in n.message for n in notes)
