@@ -54,8 +54,9 @@ def add(sub: Any) -> None:
                    help="also write class probabilities (float32, one channel per class, "
                    "background first for segmentation) to this file")  # fmt: skip
     p.add_argument("--uncertainty", type=Path, metavar="OUT",
-                   help="also write the voxel-wise uncertainty (entropy of the mean "
-                   "probabilities) to this file")  # fmt: skip
+                   help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
+                   "probabilities; for an ensemble (train --folds) the members' disagreement, "
+                   "their mutual information (0 where they agree)")  # fmt: skip
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over flipped copies (slower, smoother)")  # fmt: skip
     p.add_argument("--overlap", type=real(0, 1, high_open=True), metavar="F",
