@@ -47,6 +47,7 @@ import numpy as np
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.volume import (
+    canonical,
     SUPPORTED_EXTENSIONS,
     Volume,
     affine_from_spacing,
@@ -130,27 +131,6 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     if is_label_file(path, volume.data):
         volume = replace(volume, is_labels=True)
     return volume
-
-
-def canonical(volume: Volume) -> Volume:
-    """The volume in canonical axis order with its length-1 axes dropped (see io_axes)."""
-    rgb = bool(volume.meta.get("rgb"))
-    order = io_axes.canonical_order(volume.axes, rgb)
-    data, axes = volume.data, volume.axes
-    spacing, origin = volume.spacing, volume.origin
-    if order != sorted(order):
-        data = np.transpose(data, order)  # a lazy (dask) array stays lazy
-        if isinstance(data, np.ndarray):
-            data = np.ascontiguousarray(data)
-        body = order[: len(order) - int(rgb)]
-        axes = "".join(axes[i] for i in order)
-        spacing = tuple(spacing[i] for i in body)
-        origin = tuple(origin[i] for i in body)
-    data, axes, spacing, origin, dropped = io_axes.squeeze(data, axes, spacing, origin, rgb)
-    meta = dict(volume.meta)
-    if dropped:
-        meta[io_axes.SINGLETONS_KEY] = [*meta.get(io_axes.SINGLETONS_KEY, []), *dropped]
-    return replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
 
 
 def _fit_length(values: tuple[float, ...], n: int, fill: float) -> tuple[float, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
 
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
@@ -165,3 +165,24 @@ def canonical_unit(raw: Any) -> str | None:
     if text.lower() in ("", "pixel", "pixels", "unknown", "none"):
         return None
     return _UNITS.get(text.lower(), _UNITS.get(text, text))
+
+
+def canonical(volume: Volume) -> Volume:
+    """The volume in canonical axis order with its length-1 axes dropped (see io_axes)."""
+    rgb = bool(volume.meta.get("rgb"))
+    order = io_axes.canonical_order(volume.axes, rgb)
+    data, axes = volume.data, volume.axes
+    spacing, origin = volume.spacing, volume.origin
+    if order != sorted(order):
+        data = np.transpose(data, order)  # a lazy (dask) array stays lazy
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data)
+        body = order[: len(order) - int(rgb)]
+        axes = "".join(axes[i] for i in order)
+        spacing = tuple(spacing[i] for i in body)
+        origin = tuple(origin[i] for i in body)
+    data, axes, spacing, origin, dropped = io_axes.squeeze(data, axes, spacing, origin, rgb)
+    meta = dict(volume.meta)
+    if dropped:
+        meta[io_axes.SINGLETONS_KEY] = [*meta.get(io_axes.SINGLETONS_KEY, []), *dropped]
+    return replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)

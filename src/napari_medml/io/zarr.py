@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
-from napari_medml.io.volume import Volume, canonical_unit
+from napari_medml.io.volume import Volume, canonical, canonical_unit
 
 __all__ = [
     "ATTRS_KEY",
@@ -217,7 +217,6 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
     InputError
         Unreadable store, a level that does not exist, or ``axes`` that do not fit.
     """
-    from napari_medml.io import canonical  # the shared reading rules (axis order, length-1 axes)
 
     levels, letters, info = read_levels(path)
     index = choose_level(levels, letters, target_spacing) if level == "match" else int(level)
