@@ -40,7 +40,8 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 # Network names: the keys of the registries in napari_medml.nn (a test keeps them equal);
 # declared here so that forms can list them without importing torch.
 SegmentationNetwork = Literal["unet", "dynunet", "segresnet"]
-ClassifierNetwork = Literal["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0"]
+ClassifierNetwork = Literal["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0",
+                            "unet-encoder"]
 ClassifierLoss = Literal["ce", "focal"]
 ClassLevel = Literal["image", "object", "tile"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # a config may also name "cuda:N"

@@ -120,3 +120,29 @@ def test_multichannel_images_keep_their_channels():
     assert result.image.shape == image.shape and result.error.shape == image.shape[:2]
     with pytest.raises(InputError, match="channel"):
         model.reconstruct(image[..., 0])
+
+
+def test_a_classifier_starts_from_a_pretrained_bundle(tmp_path):
+    """Classify's 'start from bundle': the 'unet-encoder' classifier carries the U-Net
+    encoder's tensor names, so every encoder weight of a pretraining bundle fits."""
+    from dataclasses import replace
+
+    from napari_medml.classification.data import image_samples
+    from napari_medml.classification.model import classification_config
+    from napari_medml.samples import shape_classes
+
+    sc = shape_classes(seed=0, n=16, size=32)
+    pretrained = api.train(list(sc.images), None, pretrain_config(2, (32, 32)))
+    bundle = pretrained.save(tmp_path / "pretrained")
+    config = classification_config(2, epochs=1, steps_per_epoch=2)
+    config = replace(config, data=replace(config.data, batch_size=4),
+                     model=ModelConfig(network="unet-encoder", channels=4, depth=2, init_from=str(bundle),
+                                       freeze_stages=1))
+    clf = api.train(image_samples(sc.images, labels=sc.labels, input_size=(32, 32)), None, config)
+    start = clf.provenance["initial_weights"]
+    assert start["task"] == "pretraining"
+    encoder = [k for k in clf.network.state_dict() if not k.startswith("head")]
+    assert start["loaded"] == len(encoder)  # the whole encoder, nothing of the head
+    frozen = encoder[0]  # the first level's first convolution: frozen
+    np.testing.assert_array_equal(clf.network.state_dict()[frozen].numpy(),
+                                  pretrained.network.state_dict()[frozen].numpy())

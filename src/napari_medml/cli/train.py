@@ -96,7 +96,8 @@ def add(sub: Any) -> None:
     m.add_argument("--network", metavar="NAME",
                    help=f"network from the model registry: segmentation unet, dynunet, segresnet "
                    f"(default: {model.network}); classification smallcnn, resnet18, resnet34, "
-                   "resnet50, densenet121, efficientnet-b0 (default: smallcnn)")  # fmt: skip
+                   "resnet50, densenet121, efficientnet-b0, unet-encoder (the segmentation U-Net's encoder: "
+                   "starts from a pretrain bundle) (default: smallcnn)")  # fmt: skip
     m.add_argument("--features", type=integer(1, 1024), metavar="N",
                    help=f"channels at full resolution (default: {model.channels})")  # fmt: skip
     m.add_argument("--depth", type=integer(1, 8), metavar="N",

@@ -19,7 +19,7 @@ from torch import nn
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "build_classifier_network", "freeze_stages", "stages"]
+__all__ = ["CLASSIFIER_NETWORKS", "SmallCNN", "UNetEncoder", "build_classifier_network", "freeze_stages", "stages"]
 
 Factory = Callable[..., nn.Module]
 
@@ -99,6 +99,48 @@ def _smallcnn(spatial_dims: int, in_channels: int, out_channels: int, config: Mo
                     norm=config.norm, dropout=config.dropout)
 
 
+class UNetEncoder(nn.Module):
+    """The encoder of the registry's segmentation ``unet`` (MONAI ``UNet``, same width,
+    depth and norm) with global pooling, dropout and a linear head.
+
+    Its tensors keep the U-Net's names (``model.0...``, ``model.1.submodule.0...``), so a
+    pretraining or segmentation bundle of the same width and depth starts it (transfer
+    learning by name and shape); the decoder is dropped (each level's up-path becomes an
+    identity and never runs).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig) -> None:
+        super().__init__()
+        from monai.networks.nets import UNet
+
+        if config.depth < 2:
+            raise ConfigError(f"network 'unet-encoder' needs depth >= 2, got {config.depth}")
+        widths = tuple(config.channels * 2**i for i in range(config.depth))
+        unet = UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=in_channels,
+                    channels=widths, strides=(2,) * (config.depth - 1), num_res_units=1, norm=config.norm)
+        self.model = unet.model
+        self.levels: list[nn.Module] = []  # the down blocks, then the bottom
+        node = self.model
+        while isinstance(node, nn.Sequential) and len(node) == 3:
+            node[2] = nn.Identity()  # the up-path: not used by a classifier
+            self.levels.append(node[0])
+            node = node[1].submodule
+        self.levels.append(node)
+        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+        self.pool = pool(1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(widths[-1], out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for level in self.levels:
+            x = level(x)
+        return self.head(self.pool(x))
+
+
+def _unet_encoder(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
+                  patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
+    return UNetEncoder(spatial_dims, in_channels, out_channels, config)
+
+
 CLASSIFIER_NETWORKS: dict[str, Factory] = {
     "smallcnn": _smallcnn,
     "resnet18": _resnet(18),
@@ -106,6 +148,7 @@ CLASSIFIER_NETWORKS: dict[str, Factory] = {
     "resnet50": _resnet(50),
     "densenet121": _densenet121,
     "efficientnet-b0": _efficientnet_b0,
+    "unet-encoder": _unet_encoder,
 }
 
 
@@ -155,6 +198,8 @@ def stages(network: nn.Module) -> list[nn.Module]:
 
     if isinstance(network, SmallCNN):
         return list(network.blocks)
+    if isinstance(network, UNetEncoder):
+        return list(network.levels)
     if isinstance(network, ResNet):
         stem = nn.ModuleList([network.conv1, network.bn1])
         return [stem, network.layer1, network.layer2, network.layer3, network.layer4]

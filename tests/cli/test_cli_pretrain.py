@@ -1,0 +1,96 @@
+"""The console script, as a user runs it: pretrain -> train --init-from -> predict, and
+train --folds 2 -> predict --uncertainty (an ensemble)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.samples import phantom_3d
+
+NET = ["--features", "4", "--depth", "2", "--device", "cpu", "--seed", "0"]
+
+
+def script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
+
+
+def run(*argv: object, tmp: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pretrain")
+    (folder / "tmp").mkdir()
+    p, q = phantom_3d(seed=0, shape=(16, 32, 32)), phantom_3d(seed=1, shape=(16, 32, 32))
+    write_volume(folder / "ct.nii.gz", Volume(p.image, p.spacing, (0.0,) * 3))
+    write_volume(folder / "ct2.nii.gz", Volume(q.image, q.spacing, (0.0,) * 3))
+    write_volume(folder / "seg.nii.gz", Volume(p.labels, p.spacing, (0.0,) * 3, is_labels=True))
+    return folder
+
+
+def test_pretrain_train_init_from_predict(files):
+    tmp = files / "tmp"
+    pre = run("pretrain", "--image", files / "ct.nii.gz", "--image", files / "ct2.nii.gz", "--out",
+              files / "pretrained", "--loss", "mae", "--epochs", "2", "--steps-per-epoch", "4", "--patch-size",
+              "8", "16", "16", "--reconstruction", files / "rec.nii.gz", "--error", files / "err.nii.gz", *NET,
+              tmp=tmp)
+    assert pre.returncode == 0, pre.stderr
+    assert "pretraining on 2 unlabeled image(s)" in pre.stderr and "MAE loss" in pre.stderr
+    desc = json.loads((files / "pretrained" / "config.json").read_text())
+    assert desc["task"] == "pretraining" and desc["train_config"]["pretrain"]["loss"] == "mae"
+    assert not (files / "pretrained" / "checkpoints").exists()
+    image = read_volume(files / "ct.nii.gz")
+    for name in ("rec.nii.gz", "err.nii.gz"):
+        out = read_volume(files / name)
+        assert out.data.shape == image.data.shape and np.allclose(out.spacing, image.spacing)
+    train = run("train", "--image", files / "ct.nii.gz", "--labels", files / "seg.nii.gz", "--init-from",
+                files / "pretrained", "--freeze-stages", "1", "--epochs", "1", "--steps-per-epoch", "3",
+                "--patch-size", "8", "16", "16", "--no-plan", "--out", files / "seg_model", *NET, tmp=tmp)
+    assert train.returncode == 0, train.stderr
+    assert "tensors of" in train.stderr and "(pretraining)" in train.stderr
+    seg = json.loads((files / "seg_model" / "config.json").read_text())
+    assert seg["provenance"]["initial_weights"]["task"] == "pretraining"
+    pred = run("predict", "--model", files / "seg_model", "--image", files / "ct.nii.gz", "--out",
+               files / "pred.nii.gz", "--device", "cpu", tmp=tmp)
+    assert pred.returncode == 0, pred.stderr
+    assert read_volume(files / "pred.nii.gz").data.shape == image.data.shape
+    assert not list(tmp.iterdir())  # nothing left in the temp folder
+
+
+def test_pretrain_options_are_checked_before_work(files):
+    tmp = files / "tmp"
+    bad = run("pretrain", "--image", files / "ct.nii.gz", "--out", files / "x", "--loss", "huber", tmp=tmp)
+    assert bad.returncode == 2 and "--loss" in bad.stderr
+    bad = run("pretrain", "--image", files / "ct.nii.gz", "--out", files / "x", "--mask-ratio", "0", tmp=tmp)
+    assert bad.returncode == 2 and "--mask-ratio" in bad.stderr
+    same = run("pretrain", "--image", files / "ct.nii.gz", "--out", files / "x", "--error", files / "ct.nii.gz",
+               tmp=tmp)
+    assert same.returncode == 1 and "is one of the inputs" in same.stderr and not (files / "x").exists()
+
+
+def test_folds_train_an_ensemble_that_predicts_with_uncertainty(files):
+    tmp = files / "tmp"
+    train = run("train", "--image", files / "ct.nii.gz", "--labels", files / "seg.nii.gz", "--folds", "2",
+                "--epochs", "1", "--steps-per-epoch", "3", "--patch-size", "8", "16", "16", "--no-plan",
+                "--out", files / "ensemble", *NET, tmp=tmp)
+    assert train.returncode == 0, train.stderr
+    assert "fold 1 of 2" in train.stderr and "fold 2 of 2" in train.stderr and "ensemble of 2 models" in train.stderr
+    assert sorted(p.name for p in (files / "ensemble" / "members").iterdir()) == ["fold-1", "fold-2"]
+    pred = run("predict", "--model", files / "ensemble", "--image", files / "ct.nii.gz", "--out",
+               files / "ens.nii.gz", "--uncertainty", files / "ens_unc.nii.gz", "--device", "cpu", tmp=tmp)
+    assert pred.returncode == 0, pred.stderr
+    uncertainty = read_volume(files / "ens_unc.nii.gz").data
+    assert uncertainty.min() >= 0 and uncertainty.max() > 0
+    assert not list(tmp.iterdir())
