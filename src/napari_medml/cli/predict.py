@@ -48,7 +48,8 @@ def add(sub: Any) -> None:
     p.add_argument("--instances", type=Path, metavar="FILE",
                    help="object classifiers: instance labels of the image (one id per object)")  # fmt: skip
     p.add_argument("--table", type=Path, metavar="CSV",
-                   help="classifiers: per-sample/object/tile CSV of class and probabilities "
+                   help="classifiers: per-sample/object/tile CSV of class and probabilities; instance "
+                   "models: per-object CSV of size, centroid, bounding box and intensities "
                    "(default: --out with a .csv extension)")  # fmt: skip
     p.add_argument("--probabilities", type=Path, metavar="OUT",
                    help="also write class probabilities (float32, one channel per class, "
@@ -70,27 +71,50 @@ def add(sub: Any) -> None:
                    help="keep only the largest connected component of each class")  # fmt: skip
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="where to run; auto picks CUDA, then MPS, then the CPU (default: auto)")  # fmt: skip
+    p.add_argument("--level", default=None, metavar="N|match",
+                   help="multiscale (OME-)Zarr image: the resolution level to segment, 0 the finest "
+                   "(default), or 'match' for the one nearest the model's training spacing")  # fmt: skip
+    p.add_argument("--block-memory", type=real(16, 2**22), default=None, metavar="MB",
+                   help="with a .zarr --out (block-wise prediction, resumable): working memory per "
+                   "block in MiB (default: 1024); the plan is printed before it starts")  # fmt: skip
+    from napari_medml.cli.instances import add_predict_options
+
+    add_predict_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the bundle and the image, predict with a progress bar, write the outputs."""
-    from napari_medml import io
     from napari_medml.api import load_model
     from napari_medml.classification.model import Classifier
 
+    from napari_medml.cli import predict_blocks
+    from napari_medml.io.zarr import is_zarr_path
+
     outputs = {"--out": args.out, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty}
-    check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
+    blockwise = is_zarr_path(args.out)  # a .zarr --out: block by block, the input never whole in memory
+    if blockwise:
+        predict_blocks.check_targets(args)
+    else:
+        check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
+    if args.level not in (None, "match") and not str(args.level).isdigit():
+        raise UsageError(f"--level must be a level number (0 the finest) or 'match', got '{args.level}'")
     model = load_model(args.model)
     if isinstance(model, Classifier):
         from napari_medml.cli.classify import predict
 
         return predict(args, model)
+    from napari_medml.instances.model import InstanceModel
+
+    if isinstance(model, InstanceModel):  # before segmentation: an InstanceModel is a Model
+        from napari_medml.cli.instances import predict as predict_instances
+
+        return predict_instances(args, model)
     if args.instances is not None or args.table is not None:
         raise UsageError("--instances and --table are for classification bundles; "
                          f"'{args.model}' is a segmentation model")  # fmt: skip
     dims = model.spatial_dims
-    vol, lay = image_layout(io.read_volume(args.image, args.axes), args.image, dims,
+    vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels)  # fmt: skip
     if lay.sample_axes:
         kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
@@ -104,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size, fill_holes=args.fill_holes, keep_largest=args.keep_largest,
         device=args.device,
     ))  # fmt: skip
+    if blockwise:
+        return predict_blocks.run_blocks(args, model, vol, config)
     from dataclasses import replace
 
     from napari_medml.io.geometry import orient_as, spacing_note

@@ -140,11 +140,12 @@ def _count(plan_shape: Sequence[int], block: Sequence[int], roi: Sequence[int], 
     return total
 
 
-def _memory(block: Sequence[int], roi: Sequence[int], channels: int, classes: int, width: int,
+def _memory(block: Sequence[int], roi: Sequence[int], overlap: float, channels: int, classes: int, width: int,
             sw_batch_size: int, tta: bool) -> int:
-    """Working bytes of one block: the read region as float32 input (and a flipped copy),
+    """Working bytes of one block: the read region (the block and the windows reaching into
+    it from outside) as float32 input (and a flipped copy),
     MONAI's blending buffer and count map, the kept scores, and the network's activations."""
-    region = math.prod(b + 2 * r for b, r in zip(block, roi))
+    region = math.prod(b + 2 * (r - max(int(r * (1 - overlap)), 1)) for b, r in zip(block, roi))
     per_voxel = 4 * (channels * (2 if tta else 1) + classes + 1) + 4 * classes * (2 if tta else 1)
     network = sw_batch_size * math.prod(roi) * 4 * max(width, 1) * 6
     return int(region * per_voxel + network)
@@ -197,7 +198,7 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
         budget = (memory_mb if memory_mb is not None else _DEFAULT_MEMORY_MB) * 2**20
         chosen_list = list(shape)
         lower = [min(s, max(r, multiple)) for s, r in zip(shape, roi)]
-        while _memory(chosen_list, roi, channels, classes, width, config.sw_batch_size, config.tta) > budget:
+        while _memory(chosen_list, roi, config.overlap, channels, classes, width, config.sw_batch_size, config.tta) > budget:
             # halve the edge longest in windows: near-cubic blocks recompute the fewest windows
             # (where even the smallest block is over budget, it is taken: the plan says its memory)
             axes = [a for a in range(len(shape)) if chosen_list[a] > lower[a]]
@@ -214,7 +215,7 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
     return BlockPlan(shape, chosen, roi, float(config.overlap), flips, int(channels), int(classes),
                      _count(shape, chosen, roi, config.overlap) * len(flips),
                      math.prod(len(window_starts(s, r, config.overlap)) for s, r in zip(shape, roi)) * len(flips),
-                     _memory(chosen, roi, channels, classes, width, config.sw_batch_size, config.tta))  # fmt: skip
+                     _memory(chosen, roi, config.overlap, channels, classes, width, config.sw_batch_size, config.tta))  # fmt: skip
 
 
 def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: InferConfig, *,

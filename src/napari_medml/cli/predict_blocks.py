@@ -1,0 +1,102 @@
+"""``napari-medml predict ... --out pred.zarr``: block-wise prediction into OME-Zarr stores.
+
+The input (a Zarr/OME-Zarr folder read lazily, or any image file) is never held whole:
+the block plan is printed first (blocks, block size, window overhead, memory), each
+block is predicted and written, and an interrupted run is resumed by running the same
+command again (finished blocks are recorded in the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from napari_medml.cli.common import UsageError, info, progress_bar
+
+__all__ = ["check_targets", "read_image", "run_blocks"]
+
+
+def check_targets(args: argparse.Namespace) -> None:
+    """``--out``, ``--probabilities``, ``--uncertainty`` must all be ``.zarr`` stores, none an input.
+
+    Existing stores are checked when the model and image are known (resume or refuse).
+    """
+    from napari_medml.io.atomic import check_folder_target
+    from napari_medml.io.zarr import is_zarr_path
+
+    inputs = {p.resolve() for p in (args.image, args.instances) if p is not None}
+    names = {"--out": args.out, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty}
+    seen: dict[Path, str] = {}
+    for name, path in names.items():
+        if path is None:
+            continue
+        if not is_zarr_path(path):
+            raise UsageError(f"{name} '{path}' must be a .zarr store like --out (block-wise prediction "
+                             "writes Zarr); or give --out a NIfTI/TIFF name to predict in memory")  # fmt: skip
+        resolved = path.resolve()
+        if resolved in inputs:
+            raise UsageError(f"{name} '{path}' is an input: choose another output name")
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {name} are both '{path}': give each output its own name")
+        seen[resolved] = name
+        if not path.exists():
+            check_folder_target(path, allowed=(), what=f"{name} store")
+
+
+def read_image(args: argparse.Namespace, model: Any) -> Any:
+    """The ``--image``: a Zarr/OME-Zarr at ``--level`` (``match``: nearest the model's
+    training spacing), lazily; any other file as ``io.read_volume`` reads it."""
+    from napari_medml import io
+    from napari_medml.io.zarr import is_zarr_path, read_zarr
+
+    if is_zarr_path(args.image):
+        level = args.level if args.level == "match" else int(args.level or 0)
+        vol = read_zarr(args.image, level, target_spacing=getattr(model, "spacing", None), axes=args.axes)
+        if args.level == "match" or vol.meta.get("level"):
+            info(f"image '{args.image}': resolution level {vol.meta['level']} (spacing "
+                 f"{', '.join(f'{s:g}' for s in vol.spacing)})")  # fmt: skip
+        return vol
+    if args.level not in (None, "0"):
+        raise UsageError(f"--level is for multiscale Zarr images; '{args.image}' has one level")
+    return io.read_volume(args.image, args.axes)
+
+
+def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> int:
+    """Plan, print the plan, predict block by block with a progress bar; 0 on success."""
+    from napari_medml.errors import Cancelled
+    from napari_medml.segmentation.chunked import plan_blocks
+    from napari_medml.segmentation.to_zarr import predict_to_zarr, volume_layout
+
+    if args.fill_holes or args.keep_largest or args.min_size:
+        raise UsageError("--min-size, --fill-holes and --keep-largest need the whole label map: leave them "
+                         "out with a .zarr --out, or write a NIfTI/TIFF")  # fmt: skip
+    from napari_medml.cli.common import spatial_spacing
+    from napari_medml.io.geometry import spacing_note
+
+    image, _ = volume_layout(model, vol.data, vol.axes, None)
+    note = spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, f"image '{args.image}'")
+    if note:
+        info(note)
+    plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
+                       config=config, width=model.config.model.channels, memory_mb=args.block_memory)
+    info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
+    with progress_bar("window") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
+                                     probabilities=args.probabilities, uncertainty=args.uncertainty,
+                                     progress=progress)  # fmt: skip
+        except (KeyboardInterrupt, Cancelled):
+            info(f"interrupted: the finished blocks are kept in '{args.out}'; run the same command again "
+                 "to resume")  # fmt: skip
+            raise
+    if result.resumed:
+        info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
+             "now")
+    info("wrote " + ", ".join(str(p) for p in result.stores.values()))
+    return 0

@@ -1,0 +1,225 @@
+"""Out-of-core volumes: Zarr/OME-Zarr reading and writing, block-wise prediction into Zarr
+(same labels as whole-volume prediction, resume, Stop), lazy training data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+zarr = pytest.importorskip("zarr")
+da = pytest.importorskip("dask.array")
+
+from napari_medml.config import DataConfig, InferConfig, ModelConfig, TrainConfig  # noqa: E402
+from napari_medml.engine.reports import StopToken  # noqa: E402
+from napari_medml.errors import Cancelled, ConfigError, InputError  # noqa: E402
+from napari_medml.io import Volume, read_volume, write_volume  # noqa: E402
+from napari_medml.io.zarr import choose_level, create_ome_zarr, read_levels, read_zarr  # noqa: E402
+from napari_medml.nn.segmentation import build_network  # noqa: E402
+from napari_medml.segmentation.chunked import plan_blocks, window_starts  # noqa: E402
+from napari_medml.segmentation.model import Model  # noqa: E402
+from napari_medml.segmentation.to_zarr import predict_to_zarr  # noqa: E402
+
+ROI = (16, 16, 16)
+
+
+def _model(classes: tuple[int, ...] = (0, 2, 5)) -> Model:
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), model=ModelConfig(channels=4, depth=2))
+    net = build_network(cfg.model, 3, 1, len(classes), patch_size=ROI, spacing=(1.0, 1.0, 1.0))
+    return Model(net, cfg, classes, 1, 3, ROI, (1.0, 1.0, 1.0),
+                 {"method": "zscore", "channels": [{"mean": 0.1, "std": 1.5}]})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:28, :34, :30]
+    return (np.sin(z / 4.0) + np.cos(y / 5.0) * np.sin(x / 3.0) + 0.3 * rng.normal(size=z.shape)).astype(np.float32)
+
+
+# --- io --------------------------------------------------------------------------------------
+
+
+def test_ome_zarr_round_trip_keeps_spacing_origin_axes_and_unit(tmp_path):
+    data = np.random.default_rng(1).random((2, 6, 10, 12), dtype=np.float32)
+    volume = Volume(data, (1.0, 2.5, 0.5, 0.25), (0.0, 10.0, -3.0, 1.5), None, False, "cells", {"unit": "um"}, "CZYX")
+    write_volume(tmp_path / "cells.ome.zarr", volume)
+    back = read_volume(tmp_path / "cells.ome.zarr")
+    assert isinstance(back.data, da.Array)  # lazy: nothing read yet
+    assert back.axes == "CZYX" and back.spacing == volume.spacing and back.origin == volume.origin
+    assert back.meta["unit"] == "um" and back.name == "cells" and not back.is_labels
+    np.testing.assert_array_equal(np.asarray(back.data), data)
+    attrs = json.loads((tmp_path / "cells.ome.zarr" / ".zattrs").read_text())["multiscales"][0]
+    assert [a["name"] for a in attrs["axes"]] == ["c", "z", "y", "x"]
+    assert attrs["axes"][1]["unit"] == "micrometer"
+    assert attrs["datasets"][0]["coordinateTransformations"][0] == {"type": "scale", "scale": [1.0, 2.5, 0.5, 0.25]}
+
+
+def test_labels_and_nifti_affine_survive_zarr(tmp_path):
+    affine = np.array([[0, 0, -2.0, 5], [0, 1.5, 0, 1], [0.5, 0, 0, 2], [0, 0, 0, 1]])
+    labels = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 3).astype(np.uint16)
+    volume = Volume(da.from_array(labels, chunks=2), (2.0, 1.5, 0.5), (5.0, 1.0, 2.0), affine, True, "seg")
+    write_volume(tmp_path / "organ.zarr", volume)
+    back = read_volume(tmp_path / "organ.zarr")
+    assert back.is_labels and back.data.dtype == np.uint16
+    np.testing.assert_array_equal(back.affine, affine)
+    np.testing.assert_array_equal(np.asarray(back.data), labels)
+
+
+def test_multiscale_levels_and_level_matching_a_model_spacing(tmp_path):
+    group = zarr.open_group(str(tmp_path / "pyramid.ome.zarr"), mode="w", zarr_format=2)
+    full = np.random.default_rng(2).random((8, 16, 16), dtype=np.float32)
+    datasets = []
+    for k, factor in enumerate((1, 2, 4)):
+        group.create_array(str(k), data=full[::1, ::factor, ::factor])
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [2.0, 0.5 * factor, 0.5 * factor]}]})
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space"} for n in "zyx"],
+                                   "datasets": datasets}]  # fmt: skip
+    levels, axes, _ = read_levels(tmp_path / "pyramid.ome.zarr")
+    assert axes == "ZYX" and [lv.data.shape for lv in levels] == [(8, 16, 16), (8, 8, 8), (8, 4, 4)]
+    assert choose_level(levels, axes, (2.0, 1.0, 1.0)) == 1
+    assert choose_level(levels, axes, None) == 0
+    chosen = read_zarr(tmp_path / "pyramid.ome.zarr", "match", target_spacing=(2.0, 2.0, 2.0))
+    assert chosen.spacing == (2.0, 2.0, 2.0) and chosen.meta["level"] == 2
+    with pytest.raises(InputError, match="3 resolution level"):
+        read_zarr(tmp_path / "pyramid.ome.zarr", 5)
+
+
+def test_bad_zarr_inputs_say_what_to_do(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_volume(tmp_path / "missing.zarr")
+    group = zarr.open_group(str(tmp_path / "two.zarr"), mode="w")
+    group.create_array("a", shape=(4, 4), dtype="f4")
+    group.create_array("b", shape=(4, 4), dtype="f4")
+    with pytest.raises(InputError, match="2 arrays"):
+        read_volume(tmp_path / "two.zarr")
+    create_ome_zarr(tmp_path / "taken.zarr", (4, 4), "u1", axes="YX", spacing=(1, 1), origin=(0, 0))
+    with pytest.raises(InputError, match="already exists"):
+        create_ome_zarr(tmp_path / "taken.zarr", (4, 4), "u1", axes="YX", spacing=(1, 1), origin=(0, 0))
+
+
+# --- block-wise prediction ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,roi,overlap", [(100, 16, 0.5), (16, 16, 0.5), (10, 16, 0.25), (37, 16, 0.25),
+                                              (64, 32, 0.0), (50, 20, 0.7)])
+def test_window_grid_is_monais(size, roi, overlap):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    padded = max(size, roi)
+    interval = _get_scan_interval((padded,), (roi,), 1, (overlap,))
+    assert window_starts(size, roi, overlap) == [s[0].start for s in dense_patch_slices((padded,), (roi,), interval)]
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_blocks_give_the_whole_volume_prediction(tmp_path, model, image, tta):
+    config = InferConfig(tta=tta, return_probabilities=True, return_uncertainty=True, device="cpu")
+    whole = model.predict(image, config=config)
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24, 20))
+    assert plan.count == 2 * 2 * 2 and plan.windows > plan.whole_windows
+    volume = Volume(image, (2.0, 1.0, 1.0), (4.0, 0.0, 0.0), axes="ZYX", meta={"unit": "mm"})
+    result = predict_to_zarr(model, volume, tmp_path / "pred.zarr", config=config, plan=plan,
+                             probabilities=tmp_path / "probs.zarr", uncertainty=tmp_path / "unc.zarr")
+    assert result.computed == 8 and result.resumed == 0
+    labels = read_volume(tmp_path / "pred.zarr")
+    assert labels.is_labels and labels.spacing == (2.0, 1.0, 1.0) and labels.origin == (4.0, 0.0, 0.0)
+    assert labels.meta["unit"] == "mm"
+    # the same windows, weights and order per voxel: identical, not merely close
+    np.testing.assert_array_equal(np.asarray(labels.data), whole.labels)
+    assert set(np.unique(whole.labels)) <= {0, 2, 5} and len(np.unique(whole.labels)) > 1
+    probs = read_volume(tmp_path / "probs.zarr")
+    assert probs.axes == "CZYX"
+    np.testing.assert_array_equal(np.asarray(probs.data), whole.probabilities)
+    np.testing.assert_allclose(np.asarray(read_volume(tmp_path / "unc.zarr").data), whole.uncertainty, atol=1e-6)
+
+
+def test_a_lazy_multichannel_input_is_read_block_by_block(tmp_path, image):
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), model=ModelConfig(channels=4, depth=2))
+    net = build_network(cfg.model, 3, 2, 2, patch_size=ROI, spacing=(1.0, 1.0, 1.0))
+    model = Model(net, cfg, (0, 1), 2, 3, ROI, None, {"method": "none", "channels": [{}, {}]})
+    two = np.stack([image, image[::-1]])
+    write_volume(tmp_path / "two.ome.zarr", Volume(two, (1.0,) * 4, (0.0,) * 4, axes="CZYX"))
+    lazy = read_volume(tmp_path / "two.ome.zarr")
+    plan = plan_blocks(image.shape, ROI, channels=2, classes=2, config=InferConfig(), block=(32, 32, 32))
+    predict_to_zarr(model, lazy, tmp_path / "pred.zarr", plan=plan)
+    whole = model.predict(two, channel_axis=0).labels
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "pred.zarr").data), whole)
+
+
+def test_plan_fits_the_memory_budget_and_prefers_few_halos():
+    config = InferConfig(overlap=0.5)
+    one = plan_blocks((256, 256, 256), (64, 64, 64), channels=1, classes=3, config=config, memory_mb=4096)
+    assert one.count == 1 and one.windows == one.whole_windows
+    small = plan_blocks((256, 256, 256), (64, 64, 64), channels=1, classes=3, config=config, memory_mb=800)
+    assert small.count > 1 and small.memory_bytes <= 800 * 2**20
+    assert all(b % 64 == 0 for b in small.block)
+    huge = plan_blocks((4096, 4096, 4096), (64, 64, 64), channels=1, classes=3, config=config, memory_mb=1024)
+    assert huge.memory_bytes <= 1024 * 2**20 and huge.windows / huge.whole_windows < 1.6
+    assert "block(s)" in huge.describe() and "MiB" in huge.describe()
+
+
+def test_stop_leaves_a_store_that_resumes_without_recomputing(tmp_path, model, image):
+    config = InferConfig(device="cpu")
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 16, 32))
+    volume = Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    stop, seen = StopToken(), []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        if done >= total // 2:
+            stop.stop()
+
+    with pytest.raises(Cancelled):
+        predict_to_zarr(model, volume, tmp_path / "pred.zarr", config=config, plan=plan, progress=progress, stop=stop)
+    attrs = zarr.open_group(str(tmp_path / "pred.zarr"), mode="r").attrs["napari_medml"]["prediction"]
+    finished = attrs["done"]
+    assert 0 < len(finished) < plan.count and not attrs["complete"]
+
+    run = []  # windows the network runs
+    hook = model.network.register_forward_hook(lambda module, inputs, output: run.append(inputs[0].shape[0]))
+    try:
+        result = predict_to_zarr(model, volume, tmp_path / "pred.zarr", config=config, plan=plan)
+    finally:
+        hook.remove()
+    assert result.resumed == len(finished) and result.computed == plan.count - len(finished)
+
+    def windows(index: int) -> int:
+        return int(np.prod([len(window_starts(r.stop - r.start, 16, config.overlap)) for r in plan.read_region(index)]))
+
+    assert sum(run) == sum(windows(i) for i in range(plan.count) if i not in finished) < plan.windows
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "pred.zarr").data),
+                                  model.predict(image, config=config).labels)
+    assert zarr.open_group(str(tmp_path / "pred.zarr"), mode="r").attrs["napari_medml"]["prediction"]["complete"]
+
+
+def test_a_store_of_another_run_is_never_overwritten(tmp_path, model, image):
+    volume = Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    write_volume(tmp_path / "mine.zarr", Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX"))
+    with pytest.raises(InputError, match="remove it or choose another"):
+        predict_to_zarr(model, volume, tmp_path / "mine.zarr")
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "mine.zarr").data), image)
+    predict_to_zarr(model, volume, tmp_path / "pred.zarr", config=InferConfig(device="cpu"))
+    other = _model((0, 1, 2))
+    with pytest.raises(InputError, match="same model, image and block plan"):
+        predict_to_zarr(other, volume, tmp_path / "pred.zarr", config=InferConfig(device="cpu"))
+
+
+def test_whole_map_options_and_recipes_are_refused_blockwise(tmp_path, model, image):
+    volume = Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    with pytest.raises(ConfigError, match="whole map"):
+        predict_to_zarr(model, volume, tmp_path / "p.zarr", config=InferConfig(fill_holes=True))
+    with pytest.raises(InputError, match="one 3D image"):
+        predict_to_zarr(model, Volume(np.stack([image] * 2), (1.0,) * 4, (0.0,) * 4, axes="TZYX"),
+                        tmp_path / "p.zarr")
+    assert not (tmp_path / "p.zarr").exists()
