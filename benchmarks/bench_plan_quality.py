@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,10 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--before-src", help="source checkout for 'before' (default: this tree with --no-plan)")
+    parser.add_argument("--after-src", help="source checkout for 'after' (default: this tree)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the methods of a dataset at the same time (they share the machine's load: "
+                        "a fair comparison on a busy machine, each with less of the CPU)")
     parser.add_argument("--keep", type=Path, help="keep the files (bundles, predictions) in this folder")
     args = parser.parse_args()
     import torch
@@ -207,7 +212,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(args.keep) / name if args.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
-            for method in args.methods.split(","):
+            def one(method: str) -> tuple[np.ndarray, dict, float]:
                 start = time.monotonic()
                 if method == "classical":
                     pred, info = classical(name, parts)
@@ -216,9 +221,17 @@ def main() -> None:
                     pred, info = monai_script(parts, args.minutes)
                 else:
                     pred, info = medml(parts, args.minutes, folder, method,
-                                       args.before_src if method == "before" else None)
+                                       args.before_src if method == "before" else args.after_src)
+                return pred, info, time.monotonic() - start
+
+            methods = args.methods.split(",")
+            # the trained methods run side by side, so that they share the machine's load
+            with ThreadPoolExecutor(len(methods) if args.parallel else 1) as pool:
+                done = dict(zip(methods, pool.map(one, methods)))
+            for method in methods:
+                pred, info, wall = done[method]
                 info["dice"] = round(evaluate_cli(pred, parts["eval"][1], folder, method), 4)
-                info["wall_s"] = round(time.monotonic() - start, 1)
+                info["wall_s"] = round(wall, 1)
                 entry[method] = info
                 print(f"{name} {method}: {info['dice']}", file=sys.stderr, flush=True)
         result["results"][name] = entry

@@ -121,6 +121,8 @@ class DataConfig:
     batch_size: int = 2
     foreground_fraction: float = 1.0 / 3.0  # share of patches centred on labelled foreground
     val_fraction: float = 0.2
+    # one image: training labels this many voxels next to the held-out block are left out
+    val_margin: int = 0
     normalization: Normalization = "zscore"
     preprocessing: tuple[PreprocessStep, ...] = ()
     memory_budget_mb: int = 1024
@@ -142,6 +144,8 @@ class DataConfig:
             raise ConfigError("foreground_fraction must be in [0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
+        if not _is_int(self.val_margin) or self.val_margin < 0:
+            raise ConfigError(f"val_margin must be an integer >= 0, got {self.val_margin}")
         if self.patch_size is not None and len(self.patch_size) != self.spatial_dims:
             raise ConfigError(
                 f"patch_size {self.patch_size} has {len(self.patch_size)} axes "

@@ -119,6 +119,12 @@ def test_train_predict_and_event_loop_stays_responsive(setup, qtbot):
     assert train.plot.epochs == [1, 2, 3]
     session = session_for(viewer)
     assert list(session.models) == ["ct model"]
+    # the plan was shown in the form; the fields the user changed kept their values
+    shown = train["plan_text"].value
+    assert shown.startswith("plan: 1 image(s) of 16x64x64 voxels") and "width (channels): 8 (set by you" in shown
+    assert "normalization: " in shown and "learning rate: 0.003 (set by you" in shown
+    planned = session.models["ct model"]
+    assert planned.config.model.channels == 8 and planned.provenance["plan"]["patch_size"] == [16, 32, 32]
     assert predict["model"].value == "ct model"  # the predict widget saw it at once
 
     predict["images"].value = [image]

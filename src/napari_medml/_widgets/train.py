@@ -52,7 +52,8 @@ BUNDLE_START = "bundle folder..."
 # GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
 # stall napari if it happened during training.
 # tests/widgets/test_widget_train.py checks that fit imports nothing after these.
-WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.prepare", "napari_medml.segmentation.data",
+WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "scipy.ndimage",
+           "napari_medml.segmentation.prepare", "napari_medml.segmentation.data",
            "napari_medml.segmentation.split", "napari_medml.segmentation.validation", "napari_medml.engine.loop",
            "napari_medml.engine.optim", "napari_medml.bundles.format", "napari_medml.bundles.checkpoints",
            "napari_medml.bundles.transfer", "napari_medml.preprocessing.normalization", "napari_medml.io.atomic", "napari_medml.nn.losses",
@@ -90,6 +91,10 @@ class TrainWidget(Container):
         w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
         w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
                                     tooltip="0 = no time limit")
+        w["plan"] = CheckBox(value=True, text="plan from the data",
+                             tooltip="choose normalisation, patch, batch, width, depth, learning rate and "
+                             "schedule (over the time limit) from the data and the device; fields you "
+                             "changed keep your value")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
         w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
@@ -116,6 +121,7 @@ class TrainWidget(Container):
                                tooltip="optional: a folder for the model bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> model'")
         w["status"] = Label(value="", label="")
+        w["plan_text"] = Label(value="", label="")  # the plan of the last run, shown when it starts
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
         self.runner = Runner("Training", [w["start"]], w["stop"])
@@ -127,6 +133,7 @@ class TrainWidget(Container):
         w["start"].changed.connect(self.start)
         w["device"].changed.connect(self._check_device)
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
+        self._reference = self.config()  # the untouched form: fields changed from it win over the plan
         self._check_device()
 
     def __getitem__(self, key: Any) -> Any:
@@ -207,6 +214,11 @@ class TrainWidget(Container):
         as a bundle first, so the run's config names where its weights came from).
         """
 
+        planned = self._w["plan"].value and init_model is None  # fine-tuning keeps its model's settings
+        from napari_medml.segmentation.plan import changed_fields
+
+        keep = changed_fields(config, self._reference)
+
         def job(stop: Any, report: Any) -> Any:
             nonlocal config
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
@@ -222,8 +234,16 @@ class TrainWidget(Container):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
+                plan = None
+                if planned:
+                    from napari_medml.segmentation.plan import plan_run
+
+                    plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep)
+                    config = plan.apply(config)
+                    yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                       stop=stop, init_model=init_model)
+                                       stop=stop, init_model=init_model,
+                                       **({"plan": plan} if plan is not None else {}))
             if bundle:
                 model.save(bundle)
             return model
@@ -236,4 +256,10 @@ class TrainWidget(Container):
             if on_model is not None:
                 on_model(model)
 
-        self.runner.start(job, on_report=self.plot.add, on_result=done)
+        def on_report(report: Any) -> None:
+            if hasattr(report, "describe"):  # the plan
+                self._w["plan_text"].value = report.describe()
+            else:
+                self.plot.add(report)
+
+        self.runner.start(job, on_report=on_report, on_result=done)

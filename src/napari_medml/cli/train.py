@@ -84,6 +84,9 @@ def add(sub: Any) -> None:
     g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
     g.add_argument("--no-augment", action="store_true",
+    g.add_argument("--val-margin", type=integer(0), metavar="N",
+                   help="one image: leave out the training labels N voxels next to the held-out "
+                   "block, so validation scores like an unseen region (default: planned; without the plan 0)")  # fmt: skip
     g.add_argument("--normalization", choices=typing.get_args(Normalization),
                    help="intensity normalisation (default: planned from the data; without the plan "
                    f"{data.normalization})")  # fmt: skip
@@ -316,7 +319,8 @@ def planned_options(args: argparse.Namespace) -> list[str]:
                "model.channels": args.features, "model.depth": args.depth, "optim.learning_rate": args.lr,
                "optim.schedule": args.schedule, "optim.warmup": args.warmup, "optim.epochs": args.epochs,
                "optim.steps_per_epoch": args.steps_per_epoch,
-               "data.foreground_fraction": args.foreground_fraction, "augment": args.no_augment or None}
+               "data.foreground_fraction": args.foreground_fraction, "data.val_margin": args.val_margin,
+               "augment": args.no_augment or None}
     return [name for name, value in options.items() if value is not None]
 
 
@@ -331,6 +335,7 @@ def planned_options(args: argparse.Namespace) -> list[str]:
         network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
         normalization=getattr(args, "normalization", None),
         foreground_fraction=getattr(args, "foreground_fraction", None),
+        val_margin=getattr(args, "val_margin", None),
         init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
     ))  # fmt: skip
     optim = OptimConfig(**given(

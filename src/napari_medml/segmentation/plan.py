@@ -29,7 +29,7 @@ __all__ = ["ChannelStats", "Fingerprint", "PLANNED_FIELDS", "Plan", "changed_fie
 # The config fields a plan chooses (dotted names, as in ``keep``).
 PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "data.batch_size", "model.channels",
                   "model.depth", "optim.learning_rate", "optim.schedule", "optim.warmup", "optim.epochs",
-                  "optim.steps_per_epoch", "data.foreground_fraction", "augment")
+                  "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
 
@@ -152,6 +152,8 @@ class Plan:
     schedule : str
     step_seconds : float or None
         One training step measured on the device (time budgets only).
+    val_margin : int
+        Training labels left out next to a held-out block (one image).
     kept : tuple of str
         Fields the user set (``PLANNED_FIELDS`` names); they keep the user's value.
     reasons : tuple of str
@@ -173,6 +175,7 @@ class Plan:
     foreground_fraction: float
     augment_strength: float
     step_seconds: float | None = None
+    val_margin: int = 0
     kept: tuple[str, ...] = ()
     reasons: tuple[str, ...] = field(default=())
 
@@ -185,7 +188,8 @@ class Plan:
         data = replace(config.data, normalization=pick("data.normalization", self.normalization),
                        patch_size=pick("data.patch_size", self.patch_size),
                        batch_size=pick("data.batch_size", self.batch_size),
-                       foreground_fraction=pick("data.foreground_fraction", self.foreground_fraction))
+                       foreground_fraction=pick("data.foreground_fraction", self.foreground_fraction),
+                       val_margin=pick("data.val_margin", self.val_margin))
         model = replace(config.model, network=pick("model.network", self.network),
                         channels=pick("model.channels", self.channels), depth=pick("model.depth", self.depth))
         optim = replace(config.optim, learning_rate=pick("optim.learning_rate", self.learning_rate),
@@ -304,10 +308,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     divisor = 8  # four levels to start with; the depth follows the patch below
     region = fp.train_shape
     whole = math.prod(_ceil(region, divisor)) <= (cap or math.inf)
-    # one image in one patch: a batch of 2 would be the same window twice
-    batch = note("data.batch_size", 1 if whole and fp.n_images == 1 else 2,
-                 "the patch holds the whole image" if whole and fp.n_images == 1 else
-                 "nnU-Net's minimum; smaller steps, more of them")
+    batch = 2  # for the memory estimate; chosen below
     if whole:
         patch = _ceil(region, divisor)
         why = f"the whole training region {'x'.join(map(str, region))} (padded to a multiple of {divisor})"
@@ -317,6 +318,10 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         why = ("largest that fits the region, the memory budget" + (" and the CPU's voxel cap" if cap else "")
                + "; coarse axes get fewer voxels")
     patch = note("data.patch_size", tuple(int(p) for p in patch), why)
+    # one image in one patch: a batch of 2 would be the same window twice
+    single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
+    batch = note("data.batch_size", 1 if single else 2,
+                 "the patch holds the whole image" if single else "nnU-Net's minimum; smaller steps, more of them")
     pooled = [p for p, s in zip(patch, fp.spacing) if not anisotropic or s / min(fp.spacing) < ANISOTROPIC]
     depth = max(2, min(5, 1 + int(math.log2(max(min(pooled), 4) / 4))))
     while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
@@ -331,6 +336,16 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                        f"foreground is {100 * foreground:.0f}% of the labelled voxels"
                        + (": oversample it" if foreground < 0.25 else ": nnU-Net's third"),
                        "foreground patches")
+
+    # honest validation: with one image, the labels right next to the held-out block are not
+    # trained on, so the block scores like a region the model has not seen
+    axis = int(np.argmax(fp.shape))
+    length = fp.shape[axis]
+    train_len = length - max(1, math.ceil(length * d.val_fraction))
+    margin = round(0.05 * length) if fp.n_images == 1 and d.val_fraction > 0 else 0
+    margin = margin if train_len - margin >= patch[axis] else 0
+    margin = note("data.val_margin", margin, "5% of the image between the training labels and the held-out "
+                  "block" if margin else "several images, no validation, or no room", "validation margin")
 
     lr = note("optim.learning_rate", 2e-3, "AdamW; the warm-up allows twice the usual rate")
     schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
@@ -364,7 +379,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                        "short runs learn the data before its variations)")
     return Plan(fp, normalization, network, tuple(int(p) for p in patch), int(batch), int(channels), int(depth),
                 float(lr), schedule, float(warmup), int(epochs), int(spe), float(fg_fraction), float(strength),
-                seconds, keep, tuple(reasons))
+                seconds, int(margin), keep, tuple(reasons))
 
 
 def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,

@@ -98,7 +98,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
 
     # validation regions get one patch of unlabeled context (see split_train_val)
     train_regions, val_regions, split_note = _split(prepared, encoded, config, context=patch_size,
-                                                    class_ids=class_ids)
+                                                    class_ids=class_ids, margin=dc.val_margin)
     lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
     # statistics of the labelled foreground (encoded >= 2) for the methods that use them
     normalization = (base.normalization if base is not None else

@@ -33,7 +33,7 @@ def _names(values: Sequence[int], class_ids: Sequence[int] | None) -> str:
 
 def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_fraction: float,
                     context: Sequence[int] | None = None,
-                    class_ids: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
+                    class_ids: Sequence[int] | None = None, margin: int = 0) -> tuple[list[Region], list[Region], str]:
     """Hold out whole images, or with one image a block at one end of an axis.
 
     Parameters
@@ -51,6 +51,11 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         scored. Train regions never overlap the held-out block.
     class_ids : sequence of int, optional
         Class id of each channel, for the note.
+    margin : int
+        With one image: the training labels this many voxels next to the held-out block
+        are left out (unlabeled; the image stays), so that structures cut by the border
+        are not learned on one side and scored on the other: the validation score then
+        predicts the score on a region the model has not seen.
 
     Returns
     -------
@@ -87,8 +92,11 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
             why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
                    f"{default[0]}, held every voxel of class {_names(sorted(lost), class_ids)})")
     axis, end = chosen
-    train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context)
+    margin = max(0, min(int(margin), shape[axis] - n_blocks[axis] - 1))
+    train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context, margin)
     note = f"validation on the {end} {n_blocks[axis]} of {shape[axis]} voxels along axis {axis}{why}"
+    if margin:
+        note += f", {margin} voxels of training labels next to it left out"
     return [train], [val], note
 
 
@@ -178,7 +186,7 @@ def _block_classes(label: np.ndarray, axis: int, end: str, n_block: int, *, trai
 
 
 def _cut(image: np.ndarray, label: np.ndarray, axis: int, end: str, n_block: int,
-         context: Sequence[int] | None) -> tuple[Region, Region]:
+         context: Sequence[int] | None, margin: int = 0) -> tuple[Region, Region]:
     size = label.shape[axis]
     train_len = size - n_block
     extra = min(train_len, max(0, int(context[axis]) - n_block)) if context is not None else 0
@@ -190,7 +198,13 @@ def _cut(image: np.ndarray, label: np.ndarray, axis: int, end: str, n_block: int
         ctx = _block(label.shape, axis, n_block, n_block + extra)
     val_label = label[va].copy()
     val_label[ctx] = 0  # context only: unlabeled, never scored
-    return Region(image[(slice(None), *tr)], label[tr]), Region(image[(slice(None), *va)], val_label)
+    train_label = label[tr]
+    if margin:
+        train_label = train_label.copy()
+        n = train_label.shape[axis]
+        train_label[_block(train_label.shape, axis, n - margin, None) if end == "last" else
+                    _block(train_label.shape, axis, 0, margin)] = 0
+    return Region(image[(slice(None), *tr)], train_label), Region(image[(slice(None), *va)], val_label)
 
 
 def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.ndarray], class_ids: Sequence[int],
