@@ -1,4 +1,5 @@
-"""npe2 reader: NIfTI, TIFF and NumPy files as napari layers (thin over ``io``).
+"""npe2 reader: NIfTI, TIFF and NumPy files, and Zarr/OME-Zarr folders (lazily, every
+resolution level), as napari layers (thin over ``io``).
 
 Integer files whose name contains seg, label or mask open as Labels layers;
 spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from napari_medml.errors import InputError
 from napari_medml.io import file_format, read_volume
+from napari_medml.io.zarr import is_zarr_path
 from napari_medml.layer_data import LayerDataTuple, volume_to_layer_data
 
 __all__ = ["get_reader", "read_layers"]
@@ -52,4 +54,17 @@ def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
         If a file is missing or unreadable (napari shows the message).
     """
     paths = [path] if isinstance(path, str | Path) else list(path)
-    return [volume_to_layer_data(read_volume(p)) for p in paths]
+    return [_zarr_layer(p) if is_zarr_path(p) else volume_to_layer_data(read_volume(p)) for p in paths]
+
+
+def _zarr_layer(path: str | Path) -> LayerDataTuple:
+    """A Zarr/OME-Zarr image as a lazily loaded layer: every resolution level (a multiscale
+    layer when there are several), placed by the finest level's spacing and origin."""
+    from napari_medml.io.zarr import read_levels, read_zarr
+
+    levels, _, _ = read_levels(path)
+    data, kwargs, layer_type = volume_to_layer_data(read_zarr(path))
+    if len(levels) > 1:
+        data = [data] + [read_zarr(path, k).data for k in range(1, len(levels))]
+        kwargs["multiscale"] = True
+    return data, kwargs, layer_type

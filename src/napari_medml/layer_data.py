@@ -132,7 +132,7 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
     ----------
     data : array-like
         The layer data; for a multiscale layer, the list of levels (the full
-        resolution one is used).
+        resolution one is used). Dask and zarr arrays are kept as they are (lazy).
     meta : Mapping
         LayerDataTuple kwargs, ``layer.as_layer_data_tuple()[1]`` or the npe2
         writer's ``meta``: ``name``, ``scale``, ``translate``, ``metadata``.
@@ -144,9 +144,10 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
     Volume
         Spacing/origin/affine resolved by :func:`spatial_meta`.
     """
-    if isinstance(data, list | tuple):  # multiscale: level 0 is full resolution
+    if isinstance(data, Sequence):  # multiscale (a list, napari's MultiScaleData): level 0 is full resolution
         data = data[0]
-    array = np.asarray(data)
+    # dask and zarr arrays stay lazy: the core reads the regions it needs
+    array = data if _is_lazy(data) else np.asarray(data)
     metadata = meta.get("metadata") or {}
     file_meta = dict(metadata.get(FILE_META_KEY) or {})
     if meta.get("rgb"):
@@ -158,6 +159,12 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
     )
     axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
     return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta, axes)
+
+
+def _is_lazy(data: Any) -> bool:
+    """A dask or zarr array (sliceable, with shape and dtype), as napari layers may hold."""
+    kind = type(data).__module__.split(".")[0]
+    return kind in ("dask", "zarr") and hasattr(data, "shape") and hasattr(data, "dtype")
 
 
 def layer_axes(ndim: int, axis_labels: Sequence[Any] | None, metadata: Mapping[str, Any] | None,

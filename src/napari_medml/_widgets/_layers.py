@@ -59,8 +59,10 @@ def image_array(layer: napari.layers.Image) -> tuple[np.ndarray, tuple[float, ..
 
 
 def labels_array(layer: napari.layers.Labels) -> np.ndarray:
-    """A copy of the labels data, so painting during a job cannot change what it reads."""
-    return np.array(layer_volume(layer).data, copy=True)
+    """A copy of the labels data, so painting during a job cannot change what it reads (lazy
+    dask/zarr labels, which napari does not paint, stay lazy)."""
+    data = layer_volume(layer).data
+    return data if not isinstance(data, np.ndarray) else np.array(data, copy=True)
 
 
 def free_name(viewer: napari.Viewer, name: str) -> str:
@@ -169,5 +171,10 @@ def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) ->
         named = ", ".join(f"'{r.name}'" for r, v in zip(raws, volumes) if "C" in v.axes)
         raise InputError(f"{named} already hold channels: choose one multichannel image, "
                          "or several single-channel images")
-    return ModelInput(np.stack([v.data for v in volumes]), spacing, 0, recipes.pop(), raws[0],
-                      "C" + first.axes)
+    if all(isinstance(v.data, np.ndarray) for v in volumes):
+        stacked = np.stack([v.data for v in volumes])
+    else:  # lazy layers stay lazy
+        import dask.array as da
+
+        stacked = da.stack([da.asarray(v.data) for v in volumes])
+    return ModelInput(stacked, spacing, 0, recipes.pop(), raws[0], "C" + first.axes)

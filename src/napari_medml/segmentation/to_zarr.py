@@ -23,7 +23,7 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks, window_starts
 
-__all__ = ["ChunkedResult", "predict_to_zarr", "volume_layout"]
+__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "volume_layout"]
 
 
 @dataclass(frozen=True)
@@ -259,3 +259,60 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     if computed == 0:
         _mark(group, done, complete=True)
     return ChunkedResult(dict(targets), plan, computed, resumed)
+
+
+def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, spacing: Any = None,
+                      origin: Any = None, config: InferConfig | None = None, memory_mb: float | None = None,
+                      progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> Any:
+    """Block-wise prediction into stores under ``folder``, returned as a lazily read Prediction.
+
+    The stores go to ``folder/<run key>/`` (``labels.zarr``, and ``probabilities.zarr``,
+    ``uncertainty.zarr`` when ``config`` asks), the key made from the model, the image's
+    shape and the outputs: the same prediction started again (after Stop) resumes there.
+
+    Parameters
+    ----------
+    model : segmentation.model.Model
+    image : array
+        NumPy, dask or zarr; ``axes`` names its axes (one image: ``ZYX``/``YX``, plus ``C``).
+    folder : str or Path
+        Where the stores go (created when missing).
+    spacing, origin : sequence of float, optional
+        Of the spatial axes (written as the stores' scale metadata).
+    config, memory_mb, progress, stop
+        As for :func:`predict_to_zarr`.
+
+    Returns
+    -------
+    segmentation.model.Prediction
+        ``labels`` (and ``probabilities``, ``uncertainty``) are dask arrays read from the
+        stores; nothing is held in memory.
+    """
+    import dask.array as da
+
+    from napari_medml.io import Volume
+    from napari_medml.io.zarr import read_zarr
+    from napari_medml.segmentation.model import Prediction
+
+    config = config or InferConfig()
+    spatial = [a for a in axes if a in "ZYXQ"]
+    sizes = iter(tuple(spacing) if spacing is not None else (1.0,) * len(spatial))
+    offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))
+    full_spacing = tuple(1.0 if a in "CT" else float(next(sizes)) for a in axes)
+    full_origin = tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes)
+    volume = Volume(image, full_spacing, full_origin, axes=axes)
+    lazy, _ = volume_layout(model, image, axes, None)
+    key = hashlib.sha256(json.dumps([_fingerprint(model, lazy), config.tta, config.blend, config.overlap,
+                                     config.return_probabilities, config.return_uncertainty, memory_mb]).encode())
+    where = Path(folder) / key.hexdigest()[:16]
+    where.mkdir(parents=True, exist_ok=True)
+    stores = {"probabilities": where / "probabilities.zarr" if config.return_probabilities else None,
+              "uncertainty": where / "uncertainty.zarr" if config.return_uncertainty else None}
+    predict_to_zarr(model, volume, where / "labels.zarr", config=config, memory_mb=memory_mb, progress=progress,
+                    stop=stop, **stores)  # fmt: skip
+
+    def read(path: Path | None) -> Any:
+        return None if path is None else da.asarray(read_zarr(path).data)
+
+    return Prediction(labels=read(where / "labels.zarr"), probabilities=read(stores["probabilities"]),
+                      uncertainty=read(stores["uncertainty"]), class_ids=model.class_ids)
