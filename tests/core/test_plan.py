@@ -13,14 +13,8 @@ import torch
 
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
-from napari_medml.segmentation.plan import (
-    ChannelStats,
-    Fingerprint,
-    changed_fields,
-    fingerprint,
-    make_plan,
-    plan_run,
-)
+from napari_medml.segmentation.fingerprint import ChannelStats, Fingerprint, fingerprint
+from napari_medml.segmentation.plan import changed_fields, make_plan, plan_run
 
 MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
                    fg_std=120.0)

@@ -2,7 +2,7 @@
 the time budget become the run's choices, as nnU-Net's experiment planner does
 (Isensee et al. 2021), scaled to a few minutes on a laptop.
 
-:func:`fingerprint` measures the data (intensities inside the labelled foreground,
+:func:`~napari_medml.segmentation.fingerprint.fingerprint` measures the data (intensities inside the labelled foreground,
 spacing and anisotropy, image and object sizes, class frequencies); :func:`make_plan`
 turns a fingerprint into a :class:`Plan` (normalisation, network and kernels, patch and
 batch size, depth and width, learning rate and schedule over the time budget,
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
+from napari_medml.segmentation.fingerprint import Fingerprint, fingerprint
 
-__all__ = ["ChannelStats", "Fingerprint", "PLANNED_FIELDS", "Plan", "changed_fields", "fingerprint", "make_plan",
-           "plan_run"]
+__all__ = ["PLANNED_FIELDS", "Plan", "changed_fields", "make_plan", "plan_run"]
 
 # The config fields a plan chooses (dotted names, as in ``keep``).
 PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "data.batch_size", "model.channels",
@@ -32,110 +32,6 @@ PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "dat
                   "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
-
-
-@dataclass(frozen=True)
-class ChannelStats:
-    """Intensities of one channel: the whole images and the labelled foreground."""
-
-    low: float  # 0.5th percentile of all voxels
-    high: float  # 99.5th percentile of all voxels
-    at_min: float  # share of voxels at the minimum value (a constant background)
-    fg_low: float  # 0.5th / 50th / 99.5th percentile, mean and std inside the labelled foreground
-    fg_median: float
-    fg_high: float
-    fg_mean: float
-    fg_std: float
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What the planner knows about the training data (spatial axes in array order)."""
-
-    spatial_dims: int
-    n_images: int
-    shape: tuple[int, ...]  # median spatial shape of the images (voxels)
-    train_shape: tuple[int, ...]  # smallest training region after the validation split
-    spacing: tuple[float, ...]  # median voxel size
-    channels: tuple[ChannelStats, ...]
-    class_ids: tuple[int, ...]
-    class_fractions: tuple[float, ...]  # share of the labelled voxels per class, background first
-    labelled_fraction: float  # share of voxels labelled (1 for dense labels)
-    object_extent: tuple[float, ...]  # typical foreground object's extent per axis (voxels)
-
-    @property
-    def anisotropy(self) -> float:
-        """Largest spacing over the smallest."""
-        return max(self.spacing) / min(self.spacing)
-
-    @property
-    def modality(self) -> str:
-        """"ct" when intensities span Hounsfield units (air near -1000, bone above), else "mr/microscopy"."""
-        ct = any(c.low <= -500 and c.high >= 100 for c in self.channels)
-        return "ct" if ct else "mr/microscopy"
-
-
-def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacing: Sequence[float] | None,
-                train_shape: Sequence[int], class_ids: Sequence[int] = ()) -> Fingerprint:
-    """Measure the training data.
-
-    Parameters
-    ----------
-    images : sequence of np.ndarray
-        ``(C, *spatial)`` float32, before normalisation.
-    labels : sequence of np.ndarray
-        Encoded labels (``channel + 1``, 0 unlabeled; 1 is background), ``(*spatial)``.
-    spacing : sequence of float or None
-        Voxel size of the spatial axes (None: 1 each).
-    train_shape : sequence of int
-        Smallest training region after the validation split.
-    class_ids : sequence of int
-        The class id of each encoded value (background first), for the record.
-
-    Returns
-    -------
-    Fingerprint
-    """
-    from scipy import ndimage
-
-    dims = labels[0].ndim
-    spacing = tuple(float(s) for s in (spacing or (1.0,) * dims))
-    shape = tuple(int(np.median([lab.shape[a] for lab in labels])) for a in range(dims))
-    stats = []
-    for c in range(images[0].shape[0]):
-        values = np.concatenate([_sample(img[c]) for img in images]).astype(np.float64)
-        fg = np.concatenate([_sample(img[c][lab >= 2]) for img, lab in zip(images, labels)]).astype(np.float64)
-        if fg.size == 0:
-            fg = values
-        low, high = np.percentile(values, [0.5, 99.5])
-        flo, fmed, fhi = np.percentile(fg, [0.5, 50, 99.5])
-        stats.append(ChannelStats(float(low), float(high), float(np.mean(values <= values.min())), float(flo),
-                                  float(fmed), float(fhi), float(fg.mean()), float(fg.std())))
-    counts = np.zeros(256, np.int64)
-    for lab in labels:
-        counts += np.bincount(lab.reshape(-1), minlength=256)[:256]
-    labelled = counts[1:]
-    n_classes = int(np.flatnonzero(labelled).max()) + 1 if labelled.any() else 1
-    fractions = tuple(float(v) for v in labelled[:n_classes] / max(labelled.sum(), 1))
-    extents, weights = [], []
-    for lab in labels:
-        fg = lab >= 2
-        step = max(1, round((fg.size / 8e6) ** (1 / dims)))  # large volumes: every n-th voxel
-        comp, _ = ndimage.label(fg[(slice(None, None, step),) * dims])
-        sizes = np.bincount(comp.reshape(-1))
-        for i, box in enumerate(ndimage.find_objects(comp), start=1):
-            if box is not None:
-                extents.append([(s.stop - s.start) * step for s in box])
-                weights.append(sizes[i])
-    if extents:
-        # the extent of the object a typical foreground voxel belongs to (voxel-weighted median)
-        order = np.asarray(extents, float)
-        w = np.asarray(weights, float)
-        extent = tuple(float(_weighted_median(order[:, a], w)) for a in range(dims))
-    else:
-        extent = tuple(float(s) for s in shape)
-    return Fingerprint(dims, len(labels), shape, tuple(int(s) for s in train_shape), spacing, tuple(stats),
-                       tuple(int(c) for c in class_ids), fractions, float(labelled.sum() / max(counts.sum(), 1)), extent)
 
 
 @dataclass(frozen=True)
@@ -472,17 +368,6 @@ def _scaled(augment: AugmentConfig, strength: float) -> AugmentConfig:
 
 def _ceil(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
     return tuple(max(divisor, -(-int(s) // divisor) * divisor) for s in shape)
-
-
-def _sample(values: np.ndarray, limit: int = 1_000_000) -> np.ndarray:
-    flat = values.reshape(-1)
-    return flat[:: max(1, flat.size // limit)]
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
 def _show(value: Any) -> str:
