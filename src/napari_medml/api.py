@@ -35,6 +35,7 @@ TASKS: dict[str, TaskEntry] = {
                               "napari_medml.segmentation.model:load_segmentation_model"),
     "classification": TaskEntry("napari_medml.classification.task:fit_classifier",
                                 "napari_medml.classification.model:load_classifier"),
+    "instances": TaskEntry("napari_medml.instances.task:fit", "napari_medml.instances.model:load_instance_model"),
     "pretraining": TaskEntry("napari_medml.pretraining.task:fit_pretraining",
                              "napari_medml.pretraining.model:load_pretrained"),
     # K segmentation models on K folds (DataConfig.folds > 1); its bundles say "task": "ensemble"
@@ -129,7 +130,7 @@ def load_model(path: str | Path) -> Model | Classifier:
 
     Returns
     -------
-    Model or Classifier
+    Model, Classifier or InstanceModel
         The task's model, by the ``task`` in ``config.json`` (schema-1 bundles too).
 
     Raises

@@ -19,6 +19,7 @@ COMMANDS = {
     "train": f"{PLUGIN}.train_widget",
     "predict": f"{PLUGIN}.predict_widget",
     "classify": f"{PLUGIN}.classify_widget",
+    "live": f"{PLUGIN}.live_widget",
     "pretrain": f"{PLUGIN}.pretrain_widget",
 }
 

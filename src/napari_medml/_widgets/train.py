@@ -59,7 +59,9 @@ WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "
            "napari_medml.bundles.transfer", "napari_medml.preprocessing.normalization", "napari_medml.io.atomic", "napari_medml.nn.losses",
            "napari_medml.nn.segmentation", "napari_medml.augment", "napari_medml.segmentation.metrics",
            "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
-           "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch")
+           "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch",
+           "napari_medml.instances.task", "napari_medml.instances.data", "napari_medml.instances.model",
+           "napari_medml.instances.metrics", "skimage.segmentation", "skimage.morphology")
 
 
 class TrainWidget(Container):
@@ -77,9 +79,11 @@ class TrainWidget(Container):
         w["images"] = Select(choices=image_choices, label="image(s)",
                              tooltip="Several co-registered images become input channels.")
         w["labels"] = create_widget(annotation=napari.layers.Labels, label="labels")
-        w["mode"] = ComboBox(choices=[("dense", "dense"), ("scribbles", "sparse")], value="dense",
-                             label="labels are", tooltip="dense: 0 is background. scribbles: 0 is "
-                             "unlabelled (ignored); 'background id' is the painted background.")
+        w["mode"] = ComboBox(choices=[("dense", "dense"), ("scribbles", "sparse"), ("instances", "instances")],
+                             value="dense", label="labels are",
+                             tooltip="dense: 0 is background. scribbles: 0 is unlabelled (ignored); "
+                             "'background id' is the painted background. instances: each object has its own "
+                             "id; the network learns to separate touching objects.")
         w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
         w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network")
@@ -163,8 +167,10 @@ class TrainWidget(Container):
         """The TrainConfig the form describes (``recipe`` from the chosen image layer)."""
         w = self._w
         dims = w["dims"].value
+        instances = w["mode"].value == "instances"
         data = DataConfig(
-            spatial_dims=dims, label_mode=w["mode"].value, background_id=w["background_id"].value,
+            spatial_dims=dims, label_mode="dense" if instances else w["mode"].value,
+            background_id=w["background_id"].value,
             patch_size=parse_size(w["patch"].value, dims),
             batch_size=w["batch"].value or DataConfig.batch_size,
             val_fraction=w["val_fraction"].value, preprocessing=tuple(recipe))
@@ -174,7 +180,8 @@ class TrainWidget(Container):
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None)
         model = ModelConfig(network=w["network"].value, channels=w["channels"].value,
                             depth=w["depth"].value, freeze_stages=w["freeze"].value)
-        return TrainConfig(data=data, augment=self._session.augment, model=model, optim=optim,
+        return TrainConfig(task="instances" if instances else "segmentation",
+                           data=data, augment=self._session.augment, model=model, optim=optim,
                            device=w["device"].value, amp=w["amp"].value)
 
     @notify_errors("Training")
@@ -214,7 +221,8 @@ class TrainWidget(Container):
         as a bundle first, so the run's config names where its weights came from).
         """
 
-        planned = self._w["plan"].value and init_model is None  # fine-tuning keeps its model's settings
+        # fine-tuning keeps its model's settings; the plan reads class ids, not instance ids
+        planned = self._w["plan"].value and init_model is None and config.task != "instances"
         from napari_medml.segmentation.plan import changed_fields
 
         keep = changed_fields(config, self._reference)
@@ -223,6 +231,9 @@ class TrainWidget(Container):
             nonlocal config
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.segmentation.task import fit
+
+            if config.task == "instances":  # instance labels (each object its own id)
+                from napari_medml.instances.task import fit  # type: ignore[no-redef]
 
             if start_from is not None:
                 folder = start_from

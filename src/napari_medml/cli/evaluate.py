@@ -26,11 +26,22 @@ def add(sub: Any) -> None:
     p.add_argument("--axes", metavar="AXES",
                    help="what the axes of both files are, one letter each in stored order (T time, "
                    "Z, Y, X), e.g. TYX for a time series; needed only where the files do not say")  # fmt: skip
+    p.add_argument("--instances", action="store_true",
+                   help="both files are instance labels (one id per object): print the instance metrics "
+                   "(one-to-one IoU matching; precision, recall, F1 and average precision TP/(TP+FP+FN) "
+                   "per IoU threshold, their mean, and the counts)")  # fmt: skip
+    p.add_argument("--thresholds", choices=("default", "dsb"), default="default",
+                   help="with --instances: IoU 0.5, 0.55, ..., 0.9 (default), or 'dsb' for the Data "
+                   "Science Bowl 2018 list up to 0.95")  # fmt: skip
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Read both files, score them, print the JSON."""
+    if args.instances:
+        from napari_medml.cli.instances import evaluate as evaluate_instances
+
+        return evaluate_instances(args)
     from napari_medml import io
     from napari_medml.errors import InputError
     from napari_medml.io.geometry import align_to

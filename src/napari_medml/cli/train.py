@@ -54,8 +54,9 @@ def add(sub: Any) -> None:
                        "(best by validation accuracy). Ctrl-C stops after the current step and "
                        "still saves the best model.")  # fmt: skip
     data, model, optim = DataConfig(), ModelConfig(), OptimConfig()
-    p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation",
-                   help="what to train (default: segmentation)")  # fmt: skip
+    p.add_argument("--task", choices=("segmentation", "classification", "instances"), default="segmentation",
+                   help="what to train (default: segmentation); instances: --labels are instance labels "
+                   "(each object its own id) and the network learns to separate touching objects")  # fmt: skip
     g = p.add_argument_group("data")
     g.add_argument("--image", action="append", required=True, type=Path, metavar="IMG",
                    help=f"training image ({FILE_TYPES}); repeat for several images")  # fmt: skip
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
         return train(args)
     if not args.labels:
-        raise UsageError("segmentation needs --labels for each --image")
+        raise UsageError(f"{args.task} needs --labels for each --image")
     if args.sparse and args.background_id is None:
         raise UsageError("--sparse needs --background-id, the painted id that means background")
     if len(args.image) != len(args.labels):
@@ -215,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
     elif best is not None and best.val_mean_dice is not None:
         note = f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
+    elif best is not None and "ap_at_0.5" in (best.val_metrics or {}):  # instances
+        note = (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
+                f"F1@0.5 {best.val_metrics['f1_at_0.5']:.3f})")
     info(f"saved model bundle to {path}{note}")
     return 0
 
@@ -344,7 +348,8 @@ def planned_options(args: argparse.Namespace) -> list[str]:
         early_stopping_patience=args.patience, warmup=getattr(args, "warmup", None),
     ))  # fmt: skip
     augment = AugmentConfig.none() if args.no_augment else AugmentConfig()
-    return TrainConfig(**given(task="segmentation", data=data, model=model, optim=optim,
+    task = "instances" if getattr(args, "task", "") == "instances" else "segmentation"
+    return TrainConfig(**given(task=task, data=data, model=model, optim=optim,
                                augment=augment, device=args.device, seed=args.seed))  # fmt: skip
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.instances._checks import check_instances, check_same_shape, check_spacing
 
-__all__ = ["measure_instances", "object_classes", "write_table_csv"]
+__all__ = ["measure_image_instances", "measure_instances", "object_classes", "write_table_csv"]
 
 
 def _axis_names(ndim: int) -> tuple[str, ...]:
@@ -131,6 +131,37 @@ def measure_instances(
         table[f"mean_{name}"] = raw[f"intensity_mean{suffix}"].astype(np.float64)
         table[f"max_{name}"] = raw[f"intensity_max{suffix}"].astype(np.float64)
     return table
+
+
+def measure_image_instances(labels: np.ndarray, image: np.ndarray, *, spacing: Sequence[float] | None = None,
+                            origin: Sequence[float] | None = None,
+                            channel_axis: int | None = None) -> dict[str, np.ndarray]:
+    """:func:`measure_instances` with the intensities of the image the objects were found in.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer instance labels, (Y, X) or (Z, Y, X).
+    image : np.ndarray
+        The image: ``labels``' shape, plus a channel axis at ``channel_axis``.
+    spacing, origin : sequence of float, optional
+        Voxel size and world position of voxel 0 of the spatial axes.
+    channel_axis : int, optional
+        The image's channel axis: one ``mean_channel_<c>``/``max_channel_<c>`` pair per
+        channel; without it one ``mean_intensity``/``max_intensity`` pair.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        The table (see :func:`measure_instances`).
+    """
+    data = np.asarray(image)
+    if channel_axis is None:
+        images = {"intensity": data}
+    else:
+        moved = np.moveaxis(data, channel_axis, 0)
+        images = {f"channel_{c}": moved[c] for c in range(moved.shape[0])}
+    return measure_instances(labels, spacing, origin, images)
 
 
 def write_table_csv(path: str | os.PathLike, table: Mapping[str, Sequence]) -> Path:

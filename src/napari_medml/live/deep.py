@@ -193,7 +193,7 @@ class DeepStage:
     def score(self, strokes: Strokes, should_stop: Callable[[], bool]) -> float | None:
         """Balanced accuracy of the current snapshot on the held-out strokes (never trained on)."""
         model = self._model
-        held = np.unique(strokes.components[strokes.held_out])
+        held = np.unique(strokes.components[strokes.coords("scored")])
         if model is None or held.size == 0:
             return None
         boxes = ndi.find_objects(strokes.components, max_label=int(held.max()))
@@ -240,7 +240,8 @@ class DeepStage:
     def train(self, until: float, should_stop: Callable[[], bool]) -> int:
         """Train until ``time.monotonic()`` reaches ``until`` or ``should_stop()``; returns the steps taken.
 
-        A snapshot answers every ``snapshot_s`` of training and when the time is up.
+        A snapshot answers every ``snapshot_s`` of training and when the time is up
+        (if the last one is at least ``snapshot_s / 2`` old).
         """
         with self._train_lock:
             self._apply_pending()
@@ -256,7 +257,9 @@ class DeepStage:
                     break
                 if time.monotonic() - self._snapshot_at >= self.config.snapshot_s:
                     self._snapshot()
-            if self._dirty and time.monotonic() >= until and self._gen is not None:
+            # time is up: a snapshot, unless one was made lately (the widget trains in short slices)
+            if (self._dirty and time.monotonic() >= until and self._gen is not None
+                    and time.monotonic() - self._snapshot_at >= self.config.snapshot_s / 2):
                 self._snapshot()
             return self.steps - start
 

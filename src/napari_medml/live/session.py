@@ -116,6 +116,7 @@ class LiveSession(SessionWorker):
         self._scored: dict[str, tuple[int, Predictor]] = {}  # stage -> (version, model) last scored
         self._birth: np.ndarray | None = None  # update count when each voxel was painted
         self._pseudo_done = 0  # strokes version whose pseudo-labels the deep stage has
+        self._painted_under: dict[int, str | None] = {}  # version -> stage on screen when it was painted
         self.revision = 0  # grows whenever the answer may have changed (a fit, a new score)
         # stage name -> (model, labels, uncertainty) of its last whole-image answer
         self._answers: dict[str, tuple[Predictor, np.ndarray, np.ndarray]] = {}
@@ -278,7 +279,10 @@ class LiveSession(SessionWorker):
         """Stage name -> balanced accuracy on the held-out strokes (every 5th stroke of each id).
 
         A stage appears once it has been scored; a stage is scored by a fit
-        without the held-out strokes (the answer itself uses every stroke).
+        without the held-out strokes (the answer itself uses every stroke; the
+        network never trains on them). Strokes painted while a stage was on screen
+        correct its mistakes, so once every stage has held-out strokes painted while
+        it was not on screen, each is scored on those only.
         """
         with self._cond:
             return dict(self._scores)
@@ -310,6 +314,7 @@ class LiveSession(SessionWorker):
         self._latest = None
         self._strokes = None
         self._birth = None
+        self._painted_under = {}
 
     def __enter__(self) -> LiveSession:
         return self

@@ -42,7 +42,11 @@ class Strokes:
     ids : np.ndarray
         Painted id of each stroke number.
     held_out : np.ndarray
-        bool mask of the voxels of held-out strokes (see ``instant.holdout_mask``).
+        bool mask of the voxels of held-out strokes (see ``instant.holdout_mask``):
+        no stage trains on them.
+    scored : np.ndarray or None
+        bool mask of the held-out voxels a stage is scored on (None: all of them);
+        ``LiveSession`` leaves out strokes painted to correct that stage's answer.
     """
 
     version: int
@@ -50,6 +54,7 @@ class Strokes:
     components: np.ndarray
     ids: np.ndarray
     held_out: np.ndarray
+    scored: np.ndarray | None = None
 
     @classmethod
     def from_scribbles(cls, version: int, scribbles: np.ndarray, holdout_every: int,
@@ -59,10 +64,11 @@ class Strokes:
         return cls(version, scribbles, components, ids, holdout_mask(components, ids, holdout_every))
 
     def coords(self, which: str = "all") -> tuple[np.ndarray, ...]:
-        """Voxel coordinates of ``"all"`` painted, the ``"train"`` or the ``"held_out"`` voxels."""
+        """Voxel coordinates of ``"all"`` painted, the ``"train"``, the ``"held_out"`` or the ``"scored"`` voxels."""
         painted = self.scribbles != 0
-        mask = {"all": painted, "train": painted & ~self.held_out, "held_out": self.held_out}[which]
-        return np.nonzero(mask)
+        scored = self.held_out if self.scored is None else self.scored
+        mask = {"all": painted, "train": painted & ~self.held_out, "held_out": self.held_out, "scored": scored}
+        return np.nonzero(mask[which])
 
 
 class Stage(Protocol):
@@ -147,7 +153,7 @@ class InstantStage:
 
     def score(self, strokes: Strokes, should_stop: Callable[[], bool]) -> float | None:
         """Balanced accuracy on the held-out strokes of a forest fit without them; None if none held out."""
-        held = strokes.coords("held_out")
+        held = strokes.coords("scored")
         if len(held[0]) == 0:
             return None
         train_ids = strokes.scribbles[strokes.coords("train")]

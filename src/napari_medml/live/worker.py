@@ -11,6 +11,7 @@ writes lives on the session (see ``LiveSession.__init__``).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -93,6 +94,8 @@ class SessionWorker:
         new = scribbles != 0 if previous is None else (scribbles != 0) & (scribbles != previous.scribbles)
         self._birth[new] = version
         strokes = Strokes.from_scribbles(version, scribbles, self._instant_config.holdout_every, self._birth)
+        shown = self._answering_stage()
+        self._painted_under[version] = shown.name if shown.model() is not None else None
         error = None
         for stage in self._stages:
             try:
@@ -115,11 +118,29 @@ class SessionWorker:
                 out.append(stage)
         return out
 
+    def _scored_strokes(self, strokes: Strokes) -> dict[str, Strokes]:
+        """Per stage, the strokes to score it on: held-out strokes painted while it was not on screen.
+
+        A person paints where the answer on screen is wrong, so a stroke painted to
+        correct a stage is a sample of that stage's mistakes and would judge it
+        unfairly. Once every stage has such fair strokes, each is scored on its own;
+        until then all are scored on every held-out stroke.
+        """
+        out = {}
+        for stage in self._stages:
+            versions = [v for v, name in self._painted_under.items() if name == stage.name]
+            fair = strokes.held_out & ~np.isin(self._birth, versions) if versions else strokes.held_out
+            if not fair.any():
+                return {s.name: strokes for s in self._stages}
+            out[stage.name] = replace(strokes, scored=fair)
+        return out
+
     def _score(self) -> None:
         strokes, processed = self._strokes, self._processed
+        scored = self._scored_strokes(strokes)
         for stage in self._unscored():
             model = stage.model()
-            value = stage.score(strokes, self._stale)
+            value = stage.score(scored[stage.name], self._stale)
             with self._cond:
                 if self._stale():
                     return

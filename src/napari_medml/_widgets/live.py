@@ -1,0 +1,342 @@
+"""Live segmentation widget: paint scribbles, see the answer within a second, a network learning behind it.
+
+Start makes (or takes) a scribbles Labels layer ``<image> [scribbles]`` and a
+headless :class:`napari_medml.live.LiveSession`. Each finished brush stroke
+(the layer's ``paint`` event, debounced) hands the scribbles to the session,
+whose ``update`` copies them and returns at once. Two jobs run off the GUI thread
+in one job of the widget's runner: it answers the slice on screen, then the
+whole image, into ``<image> [live]`` (a plugin-made layer, re-drawn as the answer
+improves), and between answers gives the network time (``train_for`` in short
+slices, which return as soon as new strokes arrive). One job, not two: napari's
+thread pool has as many threads as cores, and Accept, Where to paint next and the
+other widgets need one too. Stop, another image, removing a layer the session
+uses or closing the widget end the job, which closes the session and so frees its
+features and network. Accept writes the answer as
+``<image> [segmentation]`` and puts the network in the viewer's session, where
+the Predict widget lists it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select, SpinBox
+from qtpy.QtCore import QEvent, QObject, QTimer
+
+from napari_medml._widgets._layers import layer_spatial, model_input, show_result
+from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._session import session_for
+from napari_medml.errors import InputError
+from napari_medml.layer_data import PLUGIN_MARK, is_generated, result_layer_data
+
+__all__ = ["LiveWidget"]
+
+NEW_SCRIBBLES = "new: <image> [scribbles]"
+DEBOUNCE_MS = 150
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One answer of the display job: labels of ``region`` (None: the whole image)."""
+
+    region: tuple | None
+    labels: np.ndarray
+    uncertainty: np.ndarray | None
+    status: dict
+
+
+class _OnClose(QObject):
+    """Calls back when the widget leaves its dock (napari's remove_dock_widget un-parents it)."""
+
+    def __init__(self, widget: Any, callback: Any) -> None:
+        super().__init__(widget)
+        self._widget, self._callback = widget, callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange and self._widget.parent() is None:
+            self._callback()
+        return False
+
+
+class LiveWidget(Container):
+    """Paint scribbles, get a live segmentation; Accept hands it and its network to the session."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        viewer = self._viewer = napari_viewer
+        w = self._w = {}
+        w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
+                                                if isinstance(l, napari.layers.Image)],
+                             label="image(s)", tooltip="Several co-registered layers are the channels.")
+        w["scribbles"] = ComboBox(choices=self._scribble_choices, label="scribbles",
+                                  tooltip="Paint here with napari's brush; 0 (eraser) = unpainted.")
+        w["background"] = SpinBox(value=1, min=1, max=2**31 - 1, label="background id",
+                                  tooltip="The painted id meaning background; other ids are classes.")
+        w["network"] = CheckBox(value=True, text="train a network behind the features")
+        w["start"] = PushButton(text="Start")
+        w["stop"] = PushButton(text="Stop")
+        w["status"] = Label(value="Choose the image, press Start, paint background and a class.")
+        w["counts"] = Label(value="")
+        w["uncertainty"] = CheckBox(value=False, text="uncertainty layer")
+        w["next"] = PushButton(text="Where to paint next")
+        w["hint"] = Label(value="")
+        w["accept"] = PushButton(text="Accept")
+        self.extend(list(w.values()))
+        setup = [w["start"], w["images"], w["scribbles"], w["background"], w["network"]]
+        self.runner = Runner("Live segmentation", setup, w["stop"], show_progress=False)
+        self.tasks = Runner("Live segmentation", [w["next"], w["accept"]], show_progress=False)
+        self.session: Any = None
+        self._inputs: Any = None
+        self._layers: dict[str, Any] = {}
+        self._visible: tuple | None = None
+        self._view = 0  # grows when the slice on screen changes
+        self._want_uncertainty = False  # what the worker reads (never a Qt widget from its thread)
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._push_scribbles)
+        w["start"].changed.connect(self.start)
+        w["stop"].changed.connect(self.stop)
+        w["next"].changed.connect(self.where_next)
+        w["accept"].changed.connect(self.accept)
+        w["uncertainty"].changed.connect(self._uncertainty_toggled)
+        for key in ("images", "scribbles", "background"):
+            w[key].changed.connect(self.stop)  # another image or layer: this session is over
+        viewer.dims.events.current_step.connect(self._view_changed)
+        viewer.dims.events.ndisplay.connect(self._view_changed)
+        viewer.layers.events.removed.connect(self._layer_removed)
+        self._closer = _OnClose(self.native, self.stop)
+        self.native.destroyed.connect(self._destroyed)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
+
+    def _scribble_choices(self, _: Any = None) -> list:
+        layers = [(l.name, l) for l in self._viewer.layers
+                  if isinstance(l, napari.layers.Labels) and not is_generated(l.metadata)]
+        return [(NEW_SCRIBBLES, NEW_SCRIBBLES), *layers]
+
+    # -- start and stop ------------------------------------------------------------------
+
+    @notify_errors("Live segmentation")
+    def start(self, *_: Any) -> None:
+        """Make or take the scribbles layer, then start the session and its two jobs."""
+        inputs = model_input(self._viewer, self._w["images"].value)
+        if "T" in inputs.axes:
+            raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
+                             "image or 3D volume (open one frame)")
+        shape = tuple(s for a, s in zip(inputs.axes, inputs.image.shape) if a != "C")
+        scribbles = self._w["scribbles"].value
+        if scribbles == NEW_SCRIBBLES or scribbles is None:
+            data, kwargs, kind = result_layer_data(np.zeros(shape, np.uint8), inputs.layer.name, "scribbles",
+                                                   layer_spatial(inputs.layer), "labels", inputs.axes)
+            # the user's painting: not a plugin result that a re-run may replace
+            kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
+            scribbles = self._viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
+            self._w["scribbles"].reset_choices()
+            self._w["scribbles"].value = scribbles
+        elif tuple(scribbles.data.shape) != shape:
+            raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
+                             f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
+        scribbles.mode = "paint"
+        if scribbles.selected_label == self._w["background"].value:
+            scribbles.selected_label = self._w["background"].value + 1
+        self._inputs, self._layers = inputs, {"image": inputs.layer, "scribbles": scribbles}
+        scribbles.events.paint.connect(self._painted)
+        scribbles.events.data.connect(self._painted)
+        self._view_changed()
+        config = (inputs, self._w["background"].value, self._w["network"].value)
+        self.runner.start(lambda stop, report: self._display_job(config, stop, report),
+                          on_report=self._on_report, on_done=self._stopped)
+
+    def stop(self, *_: Any) -> None:
+        """End the jobs; the live job closes the session (freeing its memory)."""
+        self.runner.stop()
+        self.tasks.stop()
+
+    def _destroyed(self, *_: Any) -> None:
+        # the viewer closed with the widget in it: end the jobs (the session closes in its job)
+        for runner in (self.runner, self.tasks):
+            if runner.token is not None:
+                runner.token.stop()
+
+    def _stopped(self) -> None:
+        scribbles = self._layers.get("scribbles")
+        if scribbles is not None:
+            scribbles.events.paint.disconnect(self._painted)
+            scribbles.events.data.disconnect(self._painted)
+        self._timer.stop()
+        self.session, self._layers = None, {}
+        self._w["status"].value = "Stopped."
+
+    def _layer_removed(self, event: Any) -> None:
+        if any(event.value is layer for layer in self._layers.values()):
+            self.stop()
+
+    # -- GUI thread: strokes in, answers out ----------------------------------------------
+
+    def _painted(self, *_: Any) -> None:
+        self._timer.start(DEBOUNCE_MS)  # a burst of paint events becomes one update
+
+    def _push_scribbles(self) -> None:
+        scribbles = self._layers.get("scribbles")
+        if self.session is not None and scribbles is not None and not self.session.closed:
+            self.session.update(np.asarray(scribbles.data))  # copies and returns at once
+
+    def _view_changed(self, *_: Any) -> None:
+        scribbles = self._layers.get("scribbles")
+        self._visible = None
+        if scribbles is not None and self._viewer.dims.ndisplay == 2 and scribbles.ndim == 3:
+            point = scribbles.world_to_data(self._viewer.dims.point)
+            hidden = set(self._viewer.dims.not_displayed)
+            offset = self._viewer.dims.ndim - scribbles.ndim
+            self._visible = tuple(
+                int(np.clip(round(point[i]), 0, n - 1)) if offset + i in hidden else slice(None)
+                for i, n in enumerate(scribbles.data.shape))
+        self._view += 1
+
+    def _on_report(self, report: Any) -> None:
+        if isinstance(report, dict):  # the network's progress
+            self._show_status(report)
+            return
+        if not isinstance(report, _Answer):  # the session, made in the worker
+            self.session = report
+            self._push_scribbles()
+            return
+        if "message" in report.status:
+            self._show_status(report.status)
+            return
+        layer = self._layers.get("live")
+        name = self._inputs.layer.name
+        if layer is None or layer not in self._viewer.layers:
+            data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
+            layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
+                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._inputs.axes))
+        if report.region is None:
+            layer.data = report.labels
+        else:  # an index keeps its axis in the answer: write it as a slice of length 1
+            layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
+            layer.refresh()
+        if report.uncertainty is not None:
+            show_result(self._viewer, result_layer_data(
+                report.uncertainty, name, "uncertainty", layer_spatial(self._inputs.layer), "image",
+                self._inputs.axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6))
+        self._show_status(report.status)
+
+    def _uncertainty_toggled(self, value: bool) -> None:
+        self._want_uncertainty = bool(value)
+
+    def _show_status(self, status: dict) -> None:
+        if "message" in status:
+            self._w["status"].value = status["message"]
+            return
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
+        steps = status["training"].get("steps")
+        self._w["status"].value = (f"on screen: {status['stage']}; held-out scores: {scores}"
+                                   + (f"; network: {steps} steps" if steps else ""))
+        bg = self._w["background"].value
+        self._w["counts"].value = "strokes: " + ", ".join(
+            f"{'background' if k == bg else f'id {k}'} {n}" for k, n in sorted(status["counts"].items()))
+
+    # -- worker threads -------------------------------------------------------------------
+
+    def _display_job(self, config: tuple, stop: Any, report: Any) -> None:
+        """Make the session, then answer the visible slice and the whole image whenever they change,
+        and train the network in between."""
+        from napari_medml.live import LiveSession
+        from napari_medml.live.deep import DeepConfig
+
+        inputs, background, network = config
+        session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
+                              background_id=background, deep=DeepConfig() if network else None)
+        try:
+            report(session)
+            shown = None
+            while not stop.stopped:
+                key = (session.revision, self._view, self._want_uncertainty)
+                if key == shown:
+                    if network:
+                        session.train_for(0.5)  # returns early when strokes arrive
+                        report(_status(session))
+                    else:
+                        time.sleep(0.05)
+                    continue
+                try:
+                    if self._visible is not None:
+                        report(_Answer(self._visible, session.predict(self._visible), None, _status(session)))
+                    if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
+                        unc = session.uncertainty(wait=False) if key[2] else None
+                        report(_Answer(None, session.predict(wait=False), unc, _status(session)))
+                except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
+                    if session.closed:
+                        return
+                    report(_Answer(None, np.zeros(0), None, {"message": str(exc)}))
+                shown = key
+        finally:
+            session.close()
+
+    # -- where next, accept ---------------------------------------------------------------
+
+    @notify_errors("Where to paint next")
+    def where_next(self, *_: Any) -> None:
+        """Move the view to the slice (and point) with the most uncertain unpainted voxels."""
+        session, scribbles = self._require_session(), self._layers["scribbles"]
+        self.tasks.start(lambda stop, report: session.suggest_next(axis=0),
+                         on_result=lambda hint: self._go_to(scribbles, hint))
+
+    def _go_to(self, scribbles: Any, hint: Any) -> None:
+        world = scribbles.data_to_world(hint.point)
+        offset = self._viewer.dims.ndim - scribbles.ndim
+        for i, value in enumerate(world):
+            if offset + i in self._viewer.dims.not_displayed:
+                step = int(round((value - self._viewer.dims.range[offset + i].start)
+                                 / self._viewer.dims.range[offset + i].step))
+                self._viewer.dims.set_current_step(offset + i, step)
+        displayed = [world[i - offset] for i in self._viewer.dims.displayed if i >= offset]
+        self._viewer.camera.center = tuple(displayed)
+        where = f"slice {hint.index}, " if hint.index is not None else ""
+        self._w["hint"].value = f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty " \
+                                f"{hint.uncertainty:.2f})."
+
+    @notify_errors("Accept")
+    def accept(self, *_: Any) -> None:
+        """Write the answer as ``<image> [segmentation]``; put the network in the viewer's session."""
+        session, inputs = self._require_session(), self._inputs
+
+        def job(stop: Any, report: Any) -> tuple[np.ndarray, Any]:
+            labels = session.predict()
+            try:
+                model = session.network_model()
+            except InputError:
+                model = None  # no network (yet): the segmentation alone
+            return labels, model
+
+        self.tasks.start(job, on_result=lambda result: self._accepted(inputs, *result))
+
+    def _accepted(self, inputs: Any, labels: np.ndarray, model: Any) -> None:
+        from napari.utils import notifications
+
+        show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
+                                                    layer_spatial(inputs.layer), "labels", inputs.axes))
+        if model is None:
+            notifications.show_info("Accepted the segmentation; the network had not learned yet, so no model "
+                                    "was added (keep 'train a network' on and give it time).")
+            return
+        store = session_for(self._viewer)
+        name = store.add_model(model, store.new_model_name(f"live {inputs.layer.name}"))
+        notifications.show_info(f"Accepted: '{inputs.layer.name} [segmentation]' and model '{name}' "
+                                "(Predict widget: predict other images, fine-tune, save).")
+
+    def _require_session(self) -> Any:
+        if self.session is None or self.session.closed:
+            raise InputError("no live session: choose the image and press Start first")
+        return self.session
+
+
+def _status(session: Any) -> dict:
+    return {"stage": session.stage, "scores": session.scores, "counts": session.stroke_counts,
+            "training": session.training}

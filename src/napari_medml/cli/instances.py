@@ -1,0 +1,145 @@
+"""Instance models on the command line: ``predict`` with an instance bundle (instance
+image + per-object CSV table) and ``evaluate --instances`` (the field's instance metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medml.cli.common import (
+    UsageError,
+    check_file_targets,
+    given,
+    image_layout,
+    info,
+    progress_bar,
+    real,
+    write_like,
+    write_output,
+)
+
+__all__ = ["add_predict_options", "evaluate", "predict"]
+
+
+def add_predict_options(p: Any) -> None:
+    """Post-processing options of ``predict`` for instance bundles (default: the bundle's)."""
+    g = p.add_argument_group("instance models (default: the values stored in the bundle)")
+    g.add_argument("--seed-height", type=real(0, 1), metavar="H",
+                   help="a maximum of the learned distance map (0-1) starts an object when it rises at "
+                   "least H above the saddle to a higher one: lower splits more, higher merges more")  # fmt: skip
+    g.add_argument("--min-distance", type=real(0), metavar="D",
+                   help="merge seeds closer than D (physical units, e.g. um); 0 turns it off")  # fmt: skip
+    g.add_argument("--min-object-size", type=real(0), metavar="S",
+                   help="remove objects smaller than this area (2D) or volume (3D) in physical units")  # fmt: skip
+    g.add_argument("--foreground-threshold", type=real(0, 1), metavar="P",
+                   help="a voxel belongs to an object when its foreground probability is at least P")  # fmt: skip
+
+
+def predict(args: argparse.Namespace, model: Any) -> int:
+    """Write the instance image (uint32, one id per object) and its per-object CSV table."""
+    from dataclasses import replace
+
+    from napari_medml.config import InferConfig
+    from napari_medml.instances.measure import write_table_csv
+    from napari_medml.io.geometry import orient_as, spacing_note
+
+    for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),
+                        ("--instances", args.instances)):
+        if value is not None:
+            raise UsageError(f"{flag} is not used with an instance model ('{args.model}'): it writes "
+                             "instances (--out) and their table (--table)")
+    table_path = args.table if args.table is not None else args.out.with_name(_stem(args.out) + ".csv")
+    check_file_targets({"--out": args.out, "--table": table_path}, inputs=[args.image])
+    params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
+                                           min_size=args.min_object_size,
+                                           foreground_threshold=args.foreground_threshold))
+    dims = model.spatial_dims
+    from napari_medml import io
+
+    vol, lay = image_layout(io.read_volume(args.image, args.axes), args.image, dims, in_channels=model.in_channels)
+    if lay.sample_axes:
+        count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
+        info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "
+             f"{dims}D model; object ids stay unique across them")
+    oriented = orient_as(vol, model.provenance.get("orientation"), dims)
+    for note in (oriented.note, spacing_note(oriented.spacing, model.spacing, f"image '{args.image}'")):
+        if note:
+            info(note)
+    config = InferConfig(**given(overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
+                                 device=args.device))
+    with progress_bar("window") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        pred = model.predict(oriented.data, spacing=oriented.spacing, axes=vol.axes, config=config, params=params,
+                             progress=progress)
+    labels = oriented.back(pred.labels)
+    written = [write_output(args.out, lambda tmp: write_like(tmp, vol, labels, spatial_dims=dims, is_labels=True))]
+    table = _table(vol, lay, labels)
+    written.append(write_table_csv(table_path, table))
+    n = int(len(table["index"]))
+    info(f"{n} object(s) ({_params_line(params)}); wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".nii", ".npy", ".zarr"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def _params_line(params: Any) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
+
+
+def _table(vol: Any, lay: Any, labels: Any) -> dict:
+    """The per-object table; a stack of slices/frames is measured in voxels, without intensities."""
+    from napari_medml.instances.measure import measure_image_instances, measure_instances
+
+    spatial = [i for i, a in enumerate(vol.axes) if a in "ZYX"]
+    if lay.sample_axes or labels.ndim != len(spatial):
+        return measure_instances(labels) if labels.ndim in (2, 3) else {"index": np.unique(labels[labels > 0])}
+    spacing = tuple(float(vol.spacing[i]) for i in spatial)
+    origin = tuple(float(vol.origin[i]) for i in spatial)
+    return measure_image_instances(labels, vol.data, spacing=spacing, origin=origin, channel_axis=lay.channel_axis)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Score predicted instances against true instances; print the JSON."""
+    from napari_medml import io
+    from napari_medml.errors import InputError
+    from napari_medml.instances.metrics import AP_THRESHOLDS, DSB_THRESHOLDS, instance_scores
+    from napari_medml.io.geometry import align_to
+
+    pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
+    if pred.data.shape != gt.data.shape and pred.data.ndim == gt.data.ndim:
+        aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
+                           reference_name=f"labels '{args.labels}'")
+        if aligned.line:
+            info(aligned.line)
+        pred = aligned.volume
+    if pred.data.shape != gt.data.shape:
+        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels '{args.labels}' "
+                         f"have {gt.data.shape}: they must match")
+    for name, vol in ((f"prediction '{args.prediction}'", pred), (f"labels '{args.labels}'", gt)):
+        if np.asarray(vol.data).dtype.kind not in "biu":
+            raise InputError(f"{name} has dtype {np.asarray(vol.data).dtype}: give instance labels (integer ids)")
+    thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
+    scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
+    at = scores.at(0.5)
+    result = {"prediction": str(args.prediction), "labels": str(args.labels),
+              "n_true": at.n_true, "n_pred": at.n_pred,
+              "precision_at_0.5": at.precision, "recall_at_0.5": at.recall, "f1_at_0.5": at.f1,
+              "ap_at_0.5": at.average_precision, "mean_ap": scores.mean_average_precision,
+              "thresholds": [m.to_dict() for m in scores.matchings]}
+    print(json.dumps(result, indent=2, allow_nan=False))
+    return 0

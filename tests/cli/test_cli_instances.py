@@ -1,0 +1,123 @@
+"""Instances through the installed ``napari-medml`` console script, in a subprocess:
+``train --task instances`` -> ``predict`` (instance image + per-object CSV) ->
+``evaluate --instances`` (the instance metrics JSON), in 2D and on an anisotropic 3D
+volume; ``train --instances`` keeps meaning object labels of a classifier."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.samples import touching_objects_2d
+
+TRAIN = ["--features", "8", "--depth", "3", "--batch-size", "4", "--lr", "0.003", "--device", "cpu", "--seed", "0"]
+
+
+def script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
+
+
+def run(*argv: object, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def chain_2d(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("instances2d")
+    s = touching_objects_2d(2, shape=(128, 128))
+    image, labels = folder / "cells.tif", folder / "cells_objects.tif"
+    write_volume(image, Volume(s.image, (0.5, 0.5), (0.0, 0.0), axes="YX"))
+    write_volume(labels, Volume(s.labels.astype(np.uint16), (0.5, 0.5), (0.0, 0.0), is_labels=True, axes="YX"))
+    model, out = folder / "model", folder / "out" / "cells_instances.tif"
+    runs = {"train": run("train", "--task", "instances", "--image", image, "--labels", labels, "--out", model,
+                         "--epochs", "2", "--steps-per-epoch", "60", "--patch-size", "32", "32",
+                         "--val-fraction", "0.25", *TRAIN)}
+    runs["predict"] = run("predict", "--model", model, "--image", image, "--out", out, "--device", "cpu")
+    runs["evaluate"] = run("evaluate", "--instances", "--prediction", out, "--labels", labels)
+    return {"runs": runs, "folder": folder, "out": out, "model": model, "labels": s.labels}
+
+
+def test_train_predict_evaluate_instances_2d(chain_2d) -> None:
+    runs = chain_2d["runs"]
+    for name, proc in runs.items():
+        assert proc.returncode == 0, (name, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+    assert "validation AP@0.5" in runs["train"].stderr
+    desc = json.loads((chain_2d["model"] / "config.json").read_text())
+    assert desc["task"] == "instances" and set(desc["instance_params"]) >= {"seed_height", "min_size"}
+
+    pred = read_volume(chain_2d["out"])
+    assert pred.data.dtype == np.uint32 and pred.data.shape == (128, 128)
+    assert pred.spacing == (0.5, 0.5)
+    ids = np.unique(pred.data[pred.data > 0])
+    table_path = chain_2d["out"].with_name("cells_instances.csv")  # default: next to --out
+    with open(table_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["index"]) for r in rows] == list(ids)
+    assert {"area", "centroid_y", "centroid_x", "mean_intensity"} <= set(rows[0])
+    first = int(rows[0]["index"])
+    assert float(rows[0]["area"]) == pytest.approx((pred.data == first).sum() * 0.25)
+
+    metrics = json.loads(runs["evaluate"].stdout)  # stdout holds only the JSON
+    assert metrics["n_true"] == len(np.unique(chain_2d["labels"])) - 1 and metrics["n_pred"] == len(ids)
+    assert [t["threshold"] for t in metrics["thresholds"]] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+    at = metrics["thresholds"][0]
+    assert metrics["ap_at_0.5"] == pytest.approx(at["tp"] / (at["tp"] + at["fp"] + at["fn"]))
+    assert metrics["mean_ap"] == pytest.approx(np.mean([t["average_precision"] for t in metrics["thresholds"]]))
+    assert metrics["f1_at_0.5"] >= 0.6  # a short training on the image it predicts
+
+
+def test_predict_post_processing_options_and_dsb_thresholds(chain_2d) -> None:
+    folder, model = chain_2d["folder"], chain_2d["model"]
+    image = folder / "cells.tif"
+    merged, table = folder / "merged.tif", folder / "tables" / "merged objects.csv"
+    proc = run("predict", "--model", model, "--image", image, "--out", merged, "--table", table,
+               "--seed-height", "1", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "seed_height 1" in proc.stderr
+    fewer = read_volume(merged).data
+    assert fewer.max() < read_volume(chain_2d["out"]).data.max()
+    assert table.exists()
+    proc = run("evaluate", "--instances", "--thresholds", "dsb", "--prediction", merged,
+               "--labels", folder / "cells_objects.tif")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["thresholds"][-1]["threshold"] == 0.95
+    bad = run("predict", "--model", model, "--image", image, "--out", folder / "x.tif", "--probabilities",
+              folder / "p.tif")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--probabilities" in bad.stderr
+
+
+def test_train_instances_3d_anisotropic(tmp_path) -> None:
+    zz, yy, xx = np.mgrid[0:12, 0:32, 0:32]
+    labels = np.zeros((12, 32, 32), np.uint16)
+    for k, (cy, cx) in enumerate(((10, 10), (10, 19), (21, 10), (21, 21)), start=1):
+        inside = ((zz - 6) * 2.0) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= 36
+        labels[inside & (labels == 0)] = k
+    rng = np.random.default_rng(0)
+    image = (labels > 0).astype(np.float32) + 0.1 * rng.normal(size=labels.shape).astype(np.float32)
+    write_volume(tmp_path / "vol.nii.gz", Volume(image, (2.0, 1.0, 1.0), (0.0,) * 3))
+    write_volume(tmp_path / "obj.nii.gz", Volume(labels, (2.0, 1.0, 1.0), (0.0,) * 3, is_labels=True))
+    proc = run("train", "--task", "instances", "--image", tmp_path / "vol.nii.gz", "--labels",
+               tmp_path / "obj.nii.gz", "--out", tmp_path / "m", "--epochs", "1", "--steps-per-epoch", "3",
+               "--patch-size", "8", "16", "16", "--val-fraction", "0", "--features", "4", "--depth", "2",
+               "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["spacing"] == [2.0, 1.0, 1.0]
+    proc = run("predict", "--model", tmp_path / "m", "--image", tmp_path / "vol.nii.gz", "--out",
+               tmp_path / "pred.nii.gz", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    pred = read_volume(tmp_path / "pred.nii.gz")
+    assert pred.data.shape == labels.shape and pred.spacing == (2.0, 1.0, 1.0)
+    rows = list(csv.DictReader(open(tmp_path / "pred.csv", encoding="utf-8")))
+    if rows:
+        assert "volume" in rows[0] and "centroid_z" in rows[0]

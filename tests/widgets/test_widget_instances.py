@@ -1,0 +1,134 @@
+"""Instances in the viewer as a user gets them: Train (labels are: instances), Predict
+(``<image> [instances]`` with its per-object ``features``; the post-processing controls
+re-run only the mask creation on the cached outputs), and Classify's object level on
+the predicted instances layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medml._widgets.predict import BUNDLE_CHOICE
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.instances.metrics import instance_scores
+from napari_medml.samples import touching_objects_2d
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return touching_objects_2d(1, shape=(128, 128))
+
+
+@pytest.fixture(scope="module")
+def bundle(sample, tmp_path_factory):
+    """An instance model trained through the API and saved as a bundle folder."""
+    import napari_medml
+
+    config = TrainConfig(task="instances",
+                         data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=4, val_fraction=0.0),
+                         model=ModelConfig(channels=8, depth=3), augment=AugmentConfig(),
+                         optim=OptimConfig(epochs=2, steps_per_epoch=60, learning_rate=3e-3), device="cpu")
+    torch.set_num_threads(1)
+    model = napari_medml.train(sample.image, sample.labels, config, spacing=(0.5, 0.5))
+    return model.save(tmp_path_factory.mktemp("bundle") / "instance model")
+
+
+def test_train_widget_trains_an_instance_model(make_napari_viewer, open_widget, qtbot, sample) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5))
+    objects = viewer.add_labels(sample.labels, name="objects", scale=(0.5, 0.5))
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], objects
+    train["mode"].value = "instances"
+    train["dims"].value = 2
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "32"
+    train["epochs"].value, train["steps"].value, train["val_fraction"].value = 2, 3, 0.25
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    model = train.model
+    assert type(model).__name__ == "InstanceModel" and model.config.task == "instances"
+    assert model.spacing == (0.5, 0.5)
+    assert train.plot.epochs == [1, 2]
+    assert "f1_at_0.5" in model.history[-1]["val_metrics"]
+    np.testing.assert_array_equal(objects.data, sample.labels)  # the user's layer is untouched
+
+
+def test_predict_shows_instances_with_features_and_reruns_only_post_processing(
+        make_napari_viewer, open_widget, qtbot, sample, bundle) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5), translate=(10.0, 20.0))
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    layer = viewer.layers["cells [instances]"]
+    assert layer.data.dtype == np.uint32 and layer.data.shape == sample.labels.shape
+    assert tuple(layer.scale) == (0.5, 0.5) and tuple(layer.translate) == (10.0, 20.0)
+    ids = np.unique(layer.data[layer.data > 0])
+    table = layer.features
+    assert list(table["index"]) == list(ids)  # one row per label id, napari's lookup column
+    assert {"area", "centroid_y", "centroid_x", "mean_intensity", "max_intensity"} <= set(table.columns)
+    biggest = ids[np.argmax([(layer.data == i).sum() for i in ids])]
+    row = table[table["index"] == biggest].iloc[0]
+    assert row["area"] == pytest.approx((layer.data == biggest).sum() * 0.25)
+    ys = np.nonzero(layer.data == biggest)[0]
+    assert row["centroid_y"] == pytest.approx(10.0 + ys.mean() * 0.5)
+    m = instance_scores(sample.labels, layer.data).at(0.5)
+    assert m.f1 >= 0.6, m  # a short training, but clearly learned objects (image seen in training)
+    # the controls show the bundle's post-processing
+    model = next(iter(predict._session.models.values()))
+    assert predict["seed_height"].value == pytest.approx(model.params.seed_height)
+    assert layer.metadata["instance_params"] == model.params.to_dict()
+
+    # a new value re-runs only the mask creation: no network needed any more
+    model.network = None
+    before = int(layer.data.max())
+    predict["seed_height"].value = 1.0  # no maximum rises that much: one object per component
+    qtbot.waitUntil(lambda: not predict._instances_runner.running, timeout=30000)
+    qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].metadata["instance_params"]["seed_height"] == 1.0,
+                    timeout=30000)
+    merged = viewer.layers["cells [instances]"]
+    assert int(merged.data.max()) < before and len(merged.features) == int(merged.data.max())
+    assert [layer.name for layer in viewer.layers].count("cells [instances]") == 1
+    predict["min_object_size"].value = 1e9
+    qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].data.max() == 0, timeout=30000)
+
+
+def test_classify_object_level_takes_the_predicted_instances(
+        make_napari_viewer, open_widget, qtbot, sample, bundle) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample.image, name="cells")
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    instances = viewer.layers["cells [instances]"]
+    # paint a class on some objects: left half class 1, right half class 2
+    paint = np.zeros(sample.labels.shape, np.uint8)
+    paint[::8, 10:50] = 1
+    paint[::8, 78:118] = 2
+    paint[instances.data == 0] = 0
+    classes = viewer.add_labels(paint, name="paint")
+    classify = open_widget(viewer, "classify")
+    classify["image"].value, classify["classes"].value = image, classes
+    classify["level"].value, classify["instances"].value, classify["input"].value = "object", instances, "16"
+    classify["channels"].value, classify["epochs"].value, classify["steps"].value = 8, 1, 2
+    classify["val_fraction"].value = 0.0
+    classify["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not classify.runner.running, timeout=60000)
+    result = viewer.layers["cells [classes]"]
+    assert len(result.features) == int(instances.data.max())  # one row per predicted object
+    assert np.all(result.data[instances.data == 0] == 0)

@@ -1,0 +1,135 @@
+"""Live segmentation widget as a user drives it: open it from the Plugins menu, Start, paint with
+the Labels layer's own brush, watch ``[live]`` answer, ask where to paint next, Accept, then predict
+with the accepted network in the Predict widget; closing the widget ends the session."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medml._widgets._session import session_for
+from napari_medml.layer_data import is_generated
+from napari_medml.samples import phantom_3d
+
+Z = 12
+BACKGROUND = 4  # the phantom's classes are 1, 2, 3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the machine running the suite is shared: one intra-op thread keeps timings steady
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _live_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "napari-medml-live" and t.is_alive()]
+
+
+def _paint_strokes(layer, truth: np.ndarray, z: int, rng: np.random.Generator, per_class: int = 3) -> None:
+    """Brush dabs inside each class on slice ``z``, through the layer's own paint API (what the brush calls)."""
+    layer.brush_size = 3
+    for c in np.unique(truth):
+        inside = np.argwhere(truth[z] == c)
+        for y, x in inside[rng.choice(len(inside), per_class, replace=False)]:
+            layer.paint((z, int(y), int(x)), BACKGROUND if c == 0 else int(c))
+
+
+def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widget, qtbot, notes) -> None:
+    p = phantom_3d(0, shape=(24, 64, 64))
+    truth = p.labels.astype(np.int32)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [image]
+    widget["background"].value = BACKGROUND
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    scribbles = viewer.layers["ct [scribbles]"]
+    assert not is_generated(scribbles.metadata) and scribbles.data.shape == truth.shape
+    assert tuple(scribbles.scale) == tuple(image.scale)
+    viewer.dims.set_current_step(0, Z)
+
+    rng = np.random.default_rng(0)
+    _paint_strokes(scribbles, truth, Z, rng)
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data[Z].any(),
+                    timeout=60000)
+    live = viewer.layers["ct [live]"]
+    assert is_generated(live.metadata) and live.data.shape == truth.shape
+    # the whole volume follows the slice on screen
+    qtbot.waitUntil(lambda: live.data[2].any() and live.data[-3].any(), timeout=60000)
+    first = live.data.copy()
+
+    _paint_strokes(scribbles, truth, 6, rng)  # more strokes on other slices: the answer is re-drawn
+    _paint_strokes(scribbles, truth, 18, rng)
+    qtbot.waitUntil(lambda: widget.session.stroke_counts.get(BACKGROUND, 0) >= 9, timeout=60000)
+    qtbot.waitUntil(lambda: not np.array_equal(viewer.layers["ct [live]"].data, first), timeout=60000)
+    # measured 0.846 with these dabs (the instant stage; the network may take over later)
+    qtbot.waitUntil(lambda: _dice(viewer.layers["ct [live]"].data, truth) > 0.8, timeout=60000)
+    assert "on screen: features" in widget["status"].value or "on screen: network" in widget["status"].value
+    assert "background 9" in widget["counts"].value
+
+    widget["uncertainty"].value = True
+    qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
+    widget["next"].changed.emit(True)
+    qtbot.waitUntil(lambda: "Paint next at slice" in widget["hint"].value, timeout=60000)
+    index = int(re.search(r"slice (\d+)", widget["hint"].value).group(1))
+    assert viewer.dims.current_step[0] == index
+    assert 0 <= index < truth.shape[0]
+
+    # the network learns behind the features; Accept once it has a snapshot
+    qtbot.waitUntil(lambda: widget.session.training.get("snapshots", 0) > 0, timeout=180000)
+    widget["accept"].changed.emit(True)
+    qtbot.waitUntil(lambda: "ct [segmentation]" in viewer.layers, timeout=60000)
+    store = session_for(viewer)
+    qtbot.waitUntil(lambda: "live ct" in store.models, timeout=60000)
+    model = store.models["live ct"]
+    assert model.class_ids == (0, 1, 2, 3) and model.spatial_dims == 3
+
+    # live -> predict: the Predict widget lists the accepted network and runs it
+    predict = open_widget(viewer, "predict")
+    assert "live ct" in predict["model"].choices
+    predict["images"].value = [image]
+    predict["model"].value = "live ct"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: "ct [prediction]" in viewer.layers, timeout=120000)
+    assert viewer.layers["ct [prediction]"].data.shape == truth.shape
+
+    # closing the widget ends the jobs and the session (its thread, features and network go)
+    session = widget.session
+    viewer.window.remove_dock_widget(widget.native)
+    qtbot.waitUntil(lambda: session.closed and not widget.runner.running, timeout=30000)
+    qtbot.waitUntil(lambda: not _live_threads(), timeout=30000)
+    assert widget.session is None
+    assert scribbles in viewer.layers and scribbles.data.any()  # the user's strokes stay
+
+
+def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, qtbot) -> None:
+    rng = np.random.default_rng(0)
+    viewer = make_napari_viewer()
+    first = viewer.add_image(rng.random((48, 48)).astype(np.float32), name="a")
+    second = viewer.add_image(rng.random((48, 48)).astype(np.float32), name="b")
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [first]
+    widget["network"].value = False
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    session = widget.session
+    assert "one id" not in widget["status"].value
+    widget["images"].value = [second]
+    qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
+    assert widget["start"].enabled
+
+
+def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    scores = []
+    for c in (1, 2, 3):
+        a, b = prediction == c, truth == c
+        scores.append(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
+    return float(np.mean(scores))
