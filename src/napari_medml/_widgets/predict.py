@@ -32,6 +32,15 @@ from napari_medml._widgets._layers import (
     require,
     show_result,
 )
+from napari_medml._widgets._instances import (
+    CONTROLS,
+    instance_controls,
+    instance_table,
+    params_from_controls,
+    set_controls,
+    show_instances,
+    spatial_origin,
+)
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -66,6 +75,7 @@ class PredictWidget(Container):
         w["keep_largest"] = CheckBox(value=False, text="keep largest object per class")
         w["instances"] = ComboBox(choices=["none", "connected", "watershed"], value="none",
                                   label="instances")
+        w.update(instance_controls())  # instance models: post-processing on the cached outputs
         w["probabilities"] = ComboBox(choices=["none", "one layer", "one per class"], value="none",
                                       label="probabilities")
         w["uncertainty"] = CheckBox(value=False, text="uncertainty layer")
@@ -82,6 +92,11 @@ class PredictWidget(Container):
         self.append(self.runner.progress)
         w["predict"].changed.connect(self.predict)
         w["finetune"].changed.connect(self.finetune)
+        self._instances_runner = Runner("Instances", show_progress=False)
+        self._instances_source: Any = None  # (inputs, origin) of the last instance prediction
+        self._instances_pending = False
+        for key in CONTROLS:
+            w[key].changed.connect(self.update_instances)
         self._session.on_model_added(self._model_added)
 
     def __getitem__(self, key: Any) -> Any:
@@ -117,6 +132,7 @@ class PredictWidget(Container):
         inputs = model_input(self._viewer, self._w["images"].value)
         name, source = self._model_source()
         config = self.infer_config()
+        origin = spatial_origin(inputs.layer)
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             from napari_medml.api import load_model
@@ -126,12 +142,19 @@ class PredictWidget(Container):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes, config=config,
                                            progress=lambda done, total: report((done, total)), stop=stop)
-            return model, prediction
+            table = instance_table(prediction.labels, inputs, origin) if hasattr(prediction, "relabel") else None
+            return model, prediction, table
 
-        def done(result: tuple[Any, Any]) -> None:
-            model, prediction = result
+        def done(result: tuple[Any, Any, Any]) -> None:
+            model, prediction, table = result
             if isinstance(source, Path):
                 self._session.add_model(model, name)
+            if hasattr(prediction, "relabel"):  # an instance model: instances and their table
+                self._instances_source = (inputs, origin)
+                self.prediction = prediction
+                set_controls(self._w, prediction.params)
+                show_instances(self._viewer, prediction, inputs.layer, table)
+                return
             self.show(prediction, inputs.layer, model)
 
         self.runner.start(job, on_result=done)
@@ -167,6 +190,31 @@ class PredictWidget(Container):
             show_result(self._viewer, result_layer_data(
                 prediction.instances, layer.name, "instances", spatial, "labels", axes))
 
+    @notify_errors("Instances")
+    def update_instances(self, *_: Any) -> None:
+        """New instances from the last instance prediction's cached outputs (no network run)."""
+        prediction = self.prediction
+        if not hasattr(prediction, "relabel") or self._instances_source is None:
+            return  # nothing cached yet: the values are used from the next instance prediction on
+        if self._instances_runner.running:
+            self._instances_pending = True  # re-run with the latest values when this one ends
+            return
+        self._instances_pending = False
+        inputs, origin = self._instances_source
+        params = params_from_controls(self._w, prediction.params)
+
+        def job(stop: Any, report: Any) -> tuple[Any, Any]:
+            relabelled = prediction.relabel(params)
+            return relabelled, instance_table(relabelled.labels, inputs, origin)
+
+        def done(result: tuple[Any, Any]) -> None:
+            self.prediction, table = result
+            show_instances(self._viewer, self.prediction, inputs.layer, table)
+            if self._instances_pending:
+                self.update_instances()
+
+        self._instances_runner.start(job, on_result=done)
+
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
         """Continue the current model on the corrected labels, then predict again."""
@@ -175,6 +223,9 @@ class PredictWidget(Container):
         if isinstance(model, Path):
             raise InputError("fine-tuning needs a model in this session: predict with the "
                              "bundle once (it is then loaded), then fine-tune")
+        if hasattr(model, "params"):
+            raise InputError(f"'{name}' is an instance model: correct the instance labels and train it again "
+                             "in Train (labels are: instances); fine-tuning here is for segmentation models")
         corrected = require(self._w["corrected"].value, napari.layers.Labels, "corrected labels")
         labels = labels_array(corrected)
         if not labels.any():
