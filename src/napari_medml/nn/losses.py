@@ -58,14 +58,51 @@ def _masked_probs(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 def masked_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
                 weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft Dice over the batch (nnU-Net's batch Dice), counting labelled voxels only."""
+    """Soft Dice over the batch (nnU-Net's batch Dice), counting labelled voxels only.
+
+    In data-parallel training the batch is the whole step's, over all processes (see
+    :func:`_processes_in_step`); its value is then the same in every process.
+    """
     from monai.losses import DiceLoss
 
     probs, onehot = _masked_probs(logits, target, mask)
-    per_class = DiceLoss(batch=True, smooth_nr=_EPS, smooth_dr=_EPS, reduction="none")(probs, onehot).flatten()
-    if weight is None:
-        return per_class.mean()
-    return (per_class * weight).sum() / weight.sum().clamp_min(_EPS)
+    world = _processes_in_step()
+    if world == 1:
+        per_class = DiceLoss(batch=True, smooth_nr=_EPS, smooth_dr=_EPS, reduction="none")(probs, onehot).flatten()
+    else:
+        per_class = _dice_over_processes(probs, onehot)
+    loss = per_class.mean() if weight is None else (per_class * weight).sum() / weight.sum().clamp_min(_EPS)
+    # DDP averages the processes' gradients; each holds the gradient of its part of the
+    # whole-batch Dice, so W x (value unchanged) makes the average the whole batch's gradient
+    return loss if world == 1 else loss + (world - 1) * (loss - loss.detach())
+
+
+def _processes_in_step() -> int:
+    """How many processes share this training step's batch: the DDP world size while a gradient
+    is taken in a process group (every process computes its loss in step), else 1 (one process,
+    or validation: no gradient, on rank 0 alone)."""
+    if not torch.is_grad_enabled():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _dice_over_processes(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """1 - Dice per class from the sums of every process's batch (MONAI's ``DiceLoss`` formula).
+
+    Hand-written because MONAI's ``DiceLoss`` forms the ratio inside: the batch sums must be
+    added over the processes first (nnU-Net's batch Dice under DDP does the same). The
+    gradient flows to this process's own sums.
+    """
+    import torch.distributed as dist
+
+    axes = [0, *range(2, probs.dim())]
+    mine = torch.stack([(probs * onehot).sum(axes), onehot.sum(axes), probs.sum(axes)])
+    every = mine.detach().clone()
+    dist.all_reduce(every)
+    inter, ground, pred = mine + (every - mine.detach())
+    return 1.0 - (2.0 * inter + _EPS) / (ground + pred + _EPS)
 
 
 def masked_focal(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,

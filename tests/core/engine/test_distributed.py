@@ -44,3 +44,55 @@ def test_unwrap_returns_the_network_inside_a_wrapper() -> None:
     wrapper = torch.nn.Module()
     wrapper.module = net  # what DistributedDataParallel holds
     assert distributed.unwrap(wrapper) is net and distributed.unwrap(net) is net
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of 4 (3 classes, 6x6 pixels) with a few unlabelled pixels."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, 6, 6, generator=g)
+    target = torch.randint(0, 3, (4, 6, 6), generator=g)
+    mask = torch.rand(4, 6, 6, generator=g) > 0.2
+    return logits, target, mask
+
+
+def _dice_in_two_processes(rank: int, world: int, store: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from napari_medml.nn.losses import masked_dice
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    logits, target, mask = _batch()
+    scale = torch.tensor(1.5, requires_grad=True)  # a shared parameter, as the network's
+    part = slice(2 * rank, 2 * rank + 2)
+    loss = masked_dice(logits[part] * scale, target[part], mask[part])
+    loss.backward()
+    grad = scale.grad.clone()
+    dist.all_reduce(grad)  # what DDP does: the mean of the processes' gradients
+    with open(f"{out}.{rank}", "w") as fh:
+        json.dump({"loss": float(loss), "grad": float(grad) / world}, fh)
+    dist.destroy_process_group()
+
+
+def test_batch_dice_of_two_processes_is_the_whole_batch_dice(tmp_path) -> None:
+    """nnU-Net's batch Dice under DDP: two processes of batch 2 give the value and (after DDP's
+    averaging) the gradient of one process with the batch of 4."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from napari_medml.nn.losses import masked_dice
+
+    mp.spawn(_dice_in_two_processes, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2)
+    logits, target, mask = _batch()
+    scale = torch.tensor(1.5, requires_grad=True)
+    whole = masked_dice(logits * scale, target, mask)
+    whole.backward()
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"out.{rank}").read_text())
+        assert got["loss"] == pytest.approx(whole.item(), rel=1e-5)
+        assert got["grad"] == pytest.approx(float(scale.grad), rel=1e-4)
+    # the halves alone give other numbers: the test can tell
+    half = masked_dice(logits[:2] * 1.5, target[:2], mask[:2])
+    assert half.item() != pytest.approx(whole.item(), rel=1e-3)
