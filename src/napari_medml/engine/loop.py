@@ -286,8 +286,12 @@ class Trainer:
         if self.dist is None:
             return self.task.evaluate(self.device, self.amp) or Evaluation()
         # rank 0 validates while the others wait here; all then take the same decisions
-        # (best epoch, plateau schedule, early stopping) from its evaluation
-        mine = (self.task.evaluate(self.device, self.amp) or Evaluation()) if self.dist.main else None
+        # (best epoch, plateau schedule, early stopping) from its evaluation. No gradient: a
+        # loss taken with one would wait for the other processes (nn.losses, batch Dice)
+        mine = None
+        if self.dist.main:
+            with torch.no_grad():
+                mine = self.task.evaluate(self.device, self.amp) or Evaluation()
         return self.dist.share(mine)
 
     def _mean_all(self, losses: list[torch.Tensor]) -> float:
