@@ -259,8 +259,10 @@ class LiveWidget(Container):
             while not stop.stopped:
                 key = (session.revision, self._view, self._want_uncertainty)
                 if key == shown:
+                    steps = session.training.get("steps")
                     if network:
-                        session.train_for(0.5)  # returns early when strokes arrive
+                        session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
+                    if session.training.get("steps") != steps:
                         report(_status(session))
                     else:
                         time.sleep(0.05)

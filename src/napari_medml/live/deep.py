@@ -235,7 +235,7 @@ class DeepStage:
             pending = self._pending
         if pending is not None:
             return _trainable(pending, self.background_id)
-        return self._task is not None and self._label is not None
+        return self._gen is not None
 
     def train(self, until: float, should_stop: Callable[[], bool]) -> int:
         """Train until ``time.monotonic()`` reaches ``until`` or ``should_stop()``; returns the steps taken.
