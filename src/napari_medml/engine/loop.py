@@ -123,6 +123,8 @@ class Trainer:
                  resume: Resume | None, provenance: Mapping[str, Any] | None) -> None:
         self.task, self.config = task, config
         self.dist = join(config.device)  # None unless torchrun started several processes
+        if self.dist is not None:  # rank 0's settings everywhere (a plan timed in each process may differ)
+            self.config = config = self.dist.share(config)
         self.device = resolve_device(config.device) if self.dist is None else self.dist.device
         self.amp = amp_enabled(self.device, config.amp)
         self.network = task.network.to(self.device)
