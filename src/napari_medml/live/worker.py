@@ -1,4 +1,4 @@
-"""The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answer.
+"""The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answers.
 
 ``SessionWorker`` is ``LiveSession``'s base: one thread (plain ``threading``: the
 core runs without Qt) does, in this order of priority, the fit of the newest
@@ -16,7 +16,9 @@ from dataclasses import replace
 import numpy as np
 
 from napari_medml.errors import InputError
-from napari_medml.live.stages import Stage, Strokes
+from napari_medml.live.features import Region
+from napari_medml.live.instant import uncertainty_from_proba
+from napari_medml.live.stages import Predictor, Stage, Strokes
 
 __all__ = ["SessionWorker"]
 
@@ -180,3 +182,36 @@ class SessionWorker:
         with self._cond:
             if not self._stale():
                 self._pseudo_done = strokes.version
+
+    def _whole(self, name: str, model: Predictor, should_stop) -> tuple[np.ndarray, np.ndarray] | None:
+        """Whole-image labels and uncertainty of ``model``, block by block, cached; None if stopped."""
+        with self._answer_lock:
+            cached = self._answers.get(name)
+            if cached is not None and cached[0] is model:
+                return cached[1], cached[2]
+            labels: np.ndarray | None = None
+            unc = np.empty(self.shape, np.float32)
+            pieces = model.pieces() if hasattr(model, "pieces") else self._pieces()
+            for where in pieces:
+                if should_stop():
+                    return None
+                proba = model.predict_proba(where)
+                block = model.labels_from_proba(proba)
+                if labels is None:
+                    labels = np.zeros(self.shape, block.dtype)
+                labels[where] = block
+                unc[where] = uncertainty_from_proba(proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
+            self._answers[name] = (model, labels, unc)
+            return labels, unc
+
+    def _pieces(self, voxels: int = 1 << 16) -> list[Region]:
+        """Block-aligned slabs of at most about ``voxels`` voxels: stop checks between them stay frequent."""
+        pieces = []
+        for index in self._features.blocks_in(None):
+            block = self._features.block_region(index)
+            plane = max(1, int(np.prod([s.stop - s.start for s in block[1:]])))
+            step = max(1, voxels // plane)
+            first = block[0]
+            for start in range(first.start, first.stop, step):
+                pieces.append((slice(start, min(first.stop, start + step)),) + block[1:])
+        return pieces
