@@ -223,3 +223,60 @@ def test_whole_map_options_and_recipes_are_refused_blockwise(tmp_path, model, im
         predict_to_zarr(model, Volume(np.stack([image] * 2), (1.0,) * 4, (0.0,) * 4, axes="TZYX"),
                         tmp_path / "p.zarr")
     assert not (tmp_path / "p.zarr").exists()
+
+
+# --- training from lazy images ----------------------------------------------------------------------
+
+
+class _Counting:
+    """An array that records the largest region read from it (dask reads it chunk by chunk)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.largest = 0
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        self.largest = max(self.largest, out.size)
+        return out
+
+
+def test_training_from_lazy_images_reads_patches_never_the_volume():
+    from napari_medml.config import AugmentConfig, OptimConfig
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.metrics import dice
+    from napari_medml.segmentation.task import train
+
+    p = phantom_3d(0)
+    crop = (slice(16, 32), slice(16, 80), slice(16, 80))
+    image, labels = _Counting(p.image[crop]), _Counting(p.labels[crop])
+    config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=8, depth=3),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu")
+    model = train(da.from_array(image, chunks=(8, 16, 16)), da.from_array(labels, chunks=(8, 16, 16)), config,
+                  spacing=p.spacing)
+    assert image.largest <= 8 * 16 * 16 and labels.largest <= 8 * 16 * 16  # chunk by chunk only
+    scores = dice(model.predict(p.image[crop]).labels, p.labels[crop])
+    assert scores[1] > 0.8 and scores[2] > 0.6, scores
+    # statistics from a sample of blocks: close to those of the whole image
+    stats = model.normalization["channels"][0]
+    assert abs(stats["mean"] - p.image[crop].mean()) < 0.1 * p.image[crop].std()
+
+
+def test_lazy_training_holds_out_a_block_and_refuses_recipes(tmp_path):
+    from napari_medml.config import PreprocessStep
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.prepare import prepare_training_data
+
+    p = phantom_3d(0)
+    image, labels = da.from_array(p.image, chunks=16), da.from_array(p.labels, chunks=16)
+    config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), val_fraction=0.2))
+    prepared = prepare_training_data(image, labels, config, spacing=p.spacing, channel_axis=None)
+    (train_region,) = prepared.train_regions
+    (val,) = prepared.val_regions
+    axis = int(np.argmax(p.image.shape))
+    assert train_region.label.shape[axis] + val.label.shape[axis] == p.image.shape[axis]
+    assert isinstance(val.image, np.ndarray) and val.label.any() and "validation on a" in prepared.split_note
+    recipe = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("zscore"),)))
+    with pytest.raises(ConfigError, match="whole image"):
+        prepare_training_data(image, labels, recipe, spacing=p.spacing, channel_axis=None)

@@ -287,6 +287,10 @@ class PatchSampler:
         # (region index, class) -> flat indices of that class in that region
         self.centres: dict[int, list[tuple[int, np.ndarray]]] = {}
         for r, region in enumerate(regions):
+            if hasattr(region.label, "class_indices"):  # lazy labels (segmentation.lazy): scanned block by block
+                for cls, idx in region.label.class_indices(first_class, max_indices, self.rng).items():
+                    self.centres.setdefault(cls, []).append((r, idx))
+                continue
             flat = region.label.reshape(-1)
             for cls in np.unique(flat):
                 if cls < first_class:

@@ -67,6 +67,12 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     from napari_medml.nn.segmentation import patch_divisor
 
     dc = config.data
+    from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
+
+    image_list, label_list = data.as_list(images, "images"), data.as_list(labels, "labels")
+    if any(is_lazy(a) for a in [*image_list, *label_list]):  # dask/zarr: read patch by patch, never whole
+        return prepare_lazy(image_list, label_list, config, spacings=_spacings(spacing, len(image_list)),
+                            channel_axis=channel_axis, base=base, max_patch_voxels=max_patch_voxels)
     prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                          channel_axis=channel_axis, base=base)
     single = len(prepared) == 1

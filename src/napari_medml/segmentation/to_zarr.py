@@ -62,7 +62,7 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
                          "or predict in memory")  # fmt: skip
     steps = model.config.data.preprocessing
     if steps:
-        names = ", ".join(getattr(s, "op", str(s)) for s in steps)
+        names = ", ".join(getattr(s, "operation", str(s)) for s in steps)
         raise ConfigError(f"the model re-applies a preprocessing recipe ({names}) that needs the whole image; "
                           "block-wise prediction takes models trained on raw images: predict in memory "
                           "(a NIfTI/TIFF output), or train on the raw image")  # fmt: skip

@@ -1,0 +1,244 @@
+"""Training data from images larger than memory (dask or zarr arrays): nothing is loaded whole.
+
+- Patches are read when drawn: :class:`LazyImage` reads a region, casts it to float32
+  and normalises it; :class:`LazyLabels` reads a region and encodes it.
+- Class ids and the class-balanced crop centres come from one pass over the labels
+  block by block (:meth:`LazyLabels.class_indices`, at most ``max_indices`` centres per
+  class kept, a uniform sample of each class's voxels).
+- Normalisation statistics are estimated from a random sample of patch-sized blocks of
+  the training part (:func:`sample_blocks`).
+- Validation: a block at the end of the longest axis (at most two patches thick and four
+  patches wide), loaded into memory; training never draws from it.
+
+``prepare.prepare_training_data`` hands lazy inputs here (:func:`prepare_lazy`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import ConfigError, InputError
+
+__all__ = ["LazyImage", "LazyLabels", "is_lazy", "prepare_lazy", "sample_blocks"]
+
+_SAMPLE_BLOCKS = 24  # blocks read for the normalisation statistics
+
+
+def is_lazy(array: Any) -> bool:
+    """A dask or zarr array (read region by region), not a NumPy array."""
+    kind = type(array).__module__.split(".")[0]
+    return kind in ("dask", "zarr") and hasattr(array, "shape") and hasattr(array, "dtype")
+
+
+class LazyImage:
+    """A ``(C, *spatial)`` lazy image read region by region, as float32, normalised.
+
+    Parameters
+    ----------
+    data : dask or zarr array
+        ``(C, *spatial)``.
+    normalization : dict
+        ``normalization.fit_normalization`` statistics.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, data: Any, normalization: dict) -> None:
+        self.data = data
+        self.normalization = normalization
+        self.shape = tuple(int(s) for s in data.shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from napari_medml.preprocessing.normalization import apply_normalization
+
+        arr = np.asarray(self.data[key], dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(f"image contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s): fill "
+                             "or mask them before use")  # fmt: skip
+        return apply_normalization(arr, self.normalization)
+
+
+class LazyLabels:
+    """A lazy label map read region by region and encoded (``channel + 1``, 0 unlabeled).
+
+    Parameters
+    ----------
+    data : dask or zarr array
+        ``(*spatial)`` integer class ids.
+    class_ids : sequence of int
+    mode : str
+        ``"dense"`` or ``"sparse"``.
+    background_id : int
+    """
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, data: Any, class_ids: Sequence[int], mode: str, background_id: int) -> None:
+        self.data = data
+        self.class_ids, self.mode, self.background_id = tuple(class_ids), mode, background_id
+        self.shape = tuple(int(s) for s in data.shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from napari_medml.segmentation.data import encode_labels
+
+        return encode_labels(np.asarray(self.data[key]), self.class_ids, self.mode, self.background_id)
+
+    def class_indices(self, first_class: int, max_indices: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Flat indices (into :attr:`shape`) of each encoded class ``>= first_class``, block by
+        block; a uniform sample of at most ``max_indices`` per class, sorted."""
+        found: dict[int, list[np.ndarray]] = {}
+        counts: dict[int, int] = {}
+        for where in _blocks(self.shape, _edge(self.shape)):
+            block = self[where]
+            offset = [w.start for w in where]
+            for cls in np.unique(block):
+                if cls < first_class:
+                    continue
+                local = np.nonzero(block == cls)
+                flat = np.ravel_multi_index(tuple(a + o for a, o in zip(local, offset)), self.shape)
+                found.setdefault(int(cls), []).append(flat)
+                counts[int(cls)] = counts.get(int(cls), 0) + flat.size
+                if counts[int(cls)] > 4 * max_indices:  # keep memory bounded: thin to a uniform sample
+                    merged = np.concatenate(found[int(cls)])
+                    found[int(cls)] = [np.sort(rng.choice(merged, 2 * max_indices, replace=False))]
+                    counts[int(cls)] = 2 * max_indices
+        out = {}
+        for cls, parts in found.items():
+            merged = np.concatenate(parts)
+            if merged.size > max_indices:
+                merged = rng.choice(merged, max_indices, replace=False)
+            out[cls] = np.sort(merged)
+        return out
+
+
+def _edge(shape: Sequence[int]) -> int:
+    """A block edge giving blocks of about 16 M voxels."""
+    return max(16, int(round((2**24) ** (1 / len(shape)))))
+
+
+def _blocks(shape: Sequence[int], edge: int, edges: Sequence[int] | None = None) -> list[tuple[slice, ...]]:
+    """The tiling of ``shape`` into blocks of ``edge`` (or per-axis ``edges``) voxels."""
+    edges = tuple(edges) if edges is not None else (edge,) * len(shape)
+    starts = itertools.product(*[range(0, s, e) for s, e in zip(shape, edges)])
+    return [tuple(slice(o, min(o + e, s)) for o, e, s in zip(origin, edges, shape)) for origin in starts]
+
+
+def sample_blocks(image: Any, patch: Sequence[int], count: int, seed: int) -> list[np.ndarray]:
+    """Float32 blocks of a lazy ``(C, *spatial)`` image: its tiling into patch-sized blocks,
+    or ``count`` of those tiles drawn at random (tiles, so that every part of the image is
+    equally likely; random positions would favour the centre)."""
+    rng = np.random.default_rng(seed)
+    tiles = _blocks(image.shape[1:], 0, patch)
+    if len(tiles) > count:
+        tiles = [tiles[i] for i in sorted(rng.choice(len(tiles), count, replace=False))]
+    return [np.asarray(image[(slice(None), *where)], dtype=np.float32) for where in tiles]
+
+
+def _as_channels_first(image: Any, channel_axis: int | None, spatial_dims: int, in_channels: int | None,
+                       name: str) -> Any:
+    import dask.array as da
+
+    arr = da.asarray(image)
+    arr = da.moveaxis(arr, channel_axis, 0) if channel_axis is not None else arr[None]
+    if arr.ndim - 1 != spatial_dims:
+        raise InputError(f"{name} has {arr.ndim - 1} spatial dimensions (shape {tuple(image.shape)}) but the model "
+                         f"is {spatial_dims}D: set the channel axis, or use a {arr.ndim - 1}D model")  # fmt: skip
+    if in_channels is not None and arr.shape[0] != in_channels:
+        raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
+    return arr
+
+
+def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, channel_axis: int | None,
+                 base: Any = None, max_patch_voxels: int | None = None) -> Any:
+    """``prepare.prepare_training_data`` for lazy (dask/zarr) images and labels.
+
+    Raises
+    ------
+    InputError
+        Shapes that do not match, non-integer labels, too few classes.
+    ConfigError
+        A preprocessing recipe (it needs the whole image), a patch size that does not fit.
+    """
+    import dask.array as da
+
+    from napari_medml.nn.segmentation import patch_divisor
+    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
+    from napari_medml.segmentation import data
+    from napari_medml.segmentation.prepare import TrainingData
+
+    dc = config.data
+    if dc.preprocessing:
+        raise ConfigError("a preprocessing recipe needs the whole image: train on lazy (Zarr) images without "
+                          "one, or preprocess and save the image first")  # fmt: skip
+    if len(images) != 1:
+        raise InputError(f"lazy (Zarr/dask) training takes one image and its labels, got {len(images)}: "
+                         "train on one large image, or on several in-memory images")  # fmt: skip
+    image = _as_channels_first(images[0], channel_axis, dc.spatial_dims,
+                               base.in_channels if base is not None else None, "image")  # fmt: skip
+    label = da.asarray(labels[0])
+    if tuple(label.shape) != tuple(image.shape[1:]):
+        raise InputError(f"labels have shape {tuple(label.shape)} but image has spatial shape "
+                         f"{tuple(image.shape[1:])}: labels must cover the image voxel for voxel")  # fmt: skip
+    if label.dtype.kind not in "biu":
+        raise InputError(f"labels have dtype {label.dtype}: labels must be integer class ids")
+    present = np.asarray(da.unique(label).compute())  # block by block
+    if present.size and present.min() < 0:
+        raise InputError("labels contain negative ids: class ids must be >= 0")
+    class_ids = data.find_class_ids([present], dc.label_mode, dc.background_id)
+    if base is not None:
+        extra = sorted(set(class_ids) - set(base.class_ids))
+        if extra:
+            raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not know")
+        class_ids = base.class_ids
+
+    shape = tuple(int(s) for s in image.shape[1:])
+    divisor = patch_divisor(config.model)
+    if base is not None:
+        patch = tuple(base.patch_size)
+    elif dc.patch_size is not None:
+        patch = tuple(int(p) for p in dc.patch_size)
+        if any(p % divisor for p in patch) or any(p > s for p, s in zip(patch, shape)):
+            raise ConfigError(f"patch_size {patch} must be divisible by {divisor} and fit the image {shape}")
+    else:
+        patch = data.auto_patch_size(shape, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
+                                     bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
+                                     max_voxels=max_patch_voxels)  # fmt: skip
+    # held out: a block at the end of the longest axis, at most 2 patches thick and 4 wide
+    axis = int(np.argmax(shape))
+    thick = 0 if dc.val_fraction <= 0 else min(2 * patch[axis], max(patch[axis], int(dc.val_fraction * shape[axis])))
+    if shape[axis] - thick < patch[axis]:
+        thick = 0
+    train_where = tuple(slice(0, s - thick) if a == axis else slice(None) for a, s in enumerate(shape))
+    train_image, train_label = image[(slice(None), *train_where)], label[train_where]
+    normalization = base.normalization if base is not None else fit_normalization(
+        sample_blocks(train_image, patch, _SAMPLE_BLOCKS, config.seed), dc.normalization)
+    train = data.Region(LazyImage(train_image, normalization),
+                        LazyLabels(train_label, class_ids, dc.label_mode, dc.background_id))
+    val, note = [], "no validation (val_fraction 0)"
+    if thick:
+        val_where = []
+        for a, s in enumerate(shape):
+            if a == axis:
+                val_where.append(slice(s - thick, s))
+            else:
+                width = min(s, 4 * patch[a])
+                val_where.append(slice((s - width) // 2, (s - width) // 2 + width))
+        val_where = tuple(val_where)
+        region = data.Region(
+            apply_normalization(np.asarray(image[(slice(None), *val_where)], dtype=np.float32), normalization),
+            data.encode_labels(np.asarray(label[val_where]), class_ids, dc.label_mode, dc.background_id))
+        val = [region] if region.label.any() else []
+        size = "x".join(str(w.stop - w.start) for w in val_where)
+        note = (f"validation on a {size} block at the end of axis {axis}" if val else
+                f"the held-out {size} block has no labelled voxels: validation off")  # fmt: skip
+    note += f"; patches read lazily from the {'x'.join(map(str, shape))} image"
+    return TrainingData([train], val, note, class_ids, int(image.shape[0]), spacings[0], patch, normalization)
+
