@@ -252,9 +252,13 @@ def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spati
 class PatchSampler:
     """Draws training batches: random patches, a share centred on labelled voxels.
 
-    Hand-written rather than MONAI's RandCropByPosNegLabeld: centres are drawn
-    class-balanced (rare classes are found as often as common ones) from index
-    lists computed once, instead of scanning the label volume at every call.
+    Around the class-balanced centres that MONAI's ``ClassesToIndicesd`` +
+    ``RandCropByLabelClassesd`` would also give, this draws across several images (a
+    class first, then an image holding it, so a rare class in one image is found as
+    often as a common one), mixes in centres anywhere (``1 - foreground_fraction``),
+    never centres on unlabeled scribble voxels, and fills batches without per-item
+    dictionaries; moving its index lists and centre choice onto MONAI's
+    ``map_classes_to_indices`` / ``generate_label_classes_crop_centers`` is a planned step.
 
     Parameters
     ----------
