@@ -84,7 +84,6 @@ def add(sub: Any) -> None:
                    "probabilities and gives their disagreement as --uncertainty (default: 1, one model)")  # fmt: skip
     g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
-    g.add_argument("--no-augment", action="store_true",
     g.add_argument("--val-margin", type=integer(0), metavar="N",
                    help="one image: leave out the training labels N voxels next to the held-out "
                    "block, so validation scores like an unseen region (default: planned; without the plan 0)")  # fmt: skip
@@ -94,6 +93,7 @@ def add(sub: Any) -> None:
     g.add_argument("--foreground-fraction", type=real(0, 1), metavar="F",
                    help="share of patches centred on labelled foreground (default: planned; "
                    f"without the plan {data.foreground_fraction:.2f})")  # fmt: skip
+    g.add_argument("--no-augment", action="store_true",
                    help="train without data augmentation (default: flips, rotations, "
                    "affine, noise, blur, contrast, intensity)")  # fmt: skip
     m = p.add_argument_group("network")
@@ -128,7 +128,6 @@ def add(sub: Any) -> None:
                    "default ce)")  # fmt: skip
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
                    help=f"learning-rate schedule (default: {optim.schedule}; classification cosine)")  # fmt: skip
-    o.add_argument("--patience", type=integer(1), metavar="N",
     o.add_argument("--warmup", type=real(0, 1, high_open=True), metavar="F",
                    help="share of the run (steps, or the time budget) warming the rate up (default: planned; "
                    "without the plan 0)")  # fmt: skip
@@ -136,6 +135,7 @@ def add(sub: Any) -> None:
                    help="do not plan the run from the data and the time budget: options left out keep "
                    "their fixed defaults (the plan is printed before training and stored in the bundle; "
                    "options given always win over it)")  # fmt: skip
+    o.add_argument("--patience", type=integer(1), metavar="N",
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
     o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
@@ -185,7 +185,6 @@ def run(args: argparse.Namespace) -> int:
     config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
-    gen = fit(images[0] if one else images, labels[0] if one else labels, config,
     plan = None
     if args.task == "segmentation" and not args.no_plan:
         from napari_medml.segmentation.plan import plan_run
@@ -193,10 +192,12 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
                         spacing=spacings[0] if one else spacings, channel_axis=channel_axis,
                         keep=planned_options(args))  # fmt: skip
-        info(plan.describe())
         config = plan.apply(config)
+    gen = fit(images[0] if one else images, labels[0] if one else labels, config,
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
               resume_from=resume_folder(args), plan=plan)  # fmt: skip
+    if plan is not None:
+        gen = _after_checks(gen, plan.describe())
     with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs * config.data.folds)
     if not is_main():
@@ -312,10 +313,18 @@ def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int) -
                          "smaller --depth")  # fmt: skip
 
 
-def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
-    """A TrainConfig from the options given; everything left out keeps its default."""
-    data = DataConfig(**given(
-        spatial_dims=spatial_dims,
+def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, None, Any]:
+    """``gen``, printing ``text`` (the plan) once the run has passed its input checks, before
+    its first report: a bad input stays a one-line error."""
+    try:
+        first = next(gen)
+    except StopIteration as done:
+        return done.value
+    info(text)
+    yield first
+    return (yield from gen)
+
+
 def planned_options(args: argparse.Namespace) -> list[str]:
     """The planned config fields (``segmentation.plan.PLANNED_FIELDS``) that options set."""
     options = {"data.normalization": args.normalization, "model.network": args.network,
@@ -328,18 +337,22 @@ def planned_options(args: argparse.Namespace) -> list[str]:
     return [name for name, value in options.items() if value is not None]
 
 
+def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
+    """A TrainConfig from the options given; everything left out keeps its default."""
+    data = DataConfig(**given(
+        spatial_dims=spatial_dims,
         label_mode="sparse" if args.sparse else "dense",
         background_id=args.background_id,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
         batch_size=args.batch_size,
         val_fraction=args.val_fraction,
+        normalization=getattr(args, "normalization", None),
+        foreground_fraction=getattr(args, "foreground_fraction", None),
+        val_margin=getattr(args, "val_margin", None),
         folds=args.folds,
     ))  # fmt: skip
     model = ModelConfig(**given(
         network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
-        normalization=getattr(args, "normalization", None),
-        foreground_fraction=getattr(args, "foreground_fraction", None),
-        val_margin=getattr(args, "val_margin", None),
         init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
     ))  # fmt: skip
     optim = OptimConfig(**given(
