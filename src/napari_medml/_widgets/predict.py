@@ -52,6 +52,20 @@ __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 BUNDLE_CHOICE = "bundle folder..."
 
 
+def _lazy(image: Any) -> bool:
+    """A dask or zarr image (a lazily loaded layer): never turned into one NumPy array."""
+    import numpy as np
+
+    return not isinstance(image, np.ndarray)
+
+
+def _prediction_folder() -> Path:
+    """Where block-wise predictions of lazy layers go; a run started again after Cancel resumes there."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "napari-medml-predictions"
+
+
 class PredictWidget(Container):
     """Segment an image with a session model or a bundle; fine-tune on corrections."""
 
@@ -140,8 +154,19 @@ class PredictWidget(Container):
 
             model = load_model(source) if isinstance(source, Path) else source
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
-                prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes, config=config,
-                                           progress=lambda done, total: report((done, total)), stop=stop)
+                from napari_medml.segmentation.model import Model
+
+                if _lazy(inputs.image) and isinstance(model, Model):
+                    # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
+                    from napari_medml.segmentation.to_zarr import predict_to_folder
+
+                    prediction = predict_to_folder(model, inputs.image, _prediction_folder(), axes=inputs.axes,
+                                                   spacing=inputs.spacing, origin=origin, config=config,
+                                                   progress=lambda done, total: report((done, total)), stop=stop)
+                else:
+                    prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
+                                               config=config, progress=lambda done, total: report((done, total)),
+                                               stop=stop)  # fmt: skip
             table = instance_table(prediction.labels, inputs, origin) if hasattr(prediction, "relabel") else None
             return model, prediction, table
 

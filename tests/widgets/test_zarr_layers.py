@@ -1,0 +1,122 @@
+"""Zarr/OME-Zarr in a real viewer: File › Open through our reader gives lazily loaded
+(multiscale) layers; File › Save writes OME-Zarr; the Predict widget segments a dask-backed
+layer block by block into Zarr and shows the result as a lazily loaded Labels layer."""
+
+from __future__ import annotations
+
+import dask.array as da
+import napari
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_medml._widgets.predict import BUNDLE_CHOICE
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.samples import phantom_3d
+from napari_medml.segmentation.metrics import dice
+from napari_medml.segmentation.task import train
+
+PLUGIN = "napari-medml"
+CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pyramid(path, full: np.ndarray) -> None:
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    datasets = []
+    for k, factor in enumerate((1, 2)):
+        group.create_array(str(k), data=full[:, ::factor, ::factor], chunks=(4, 16, 16))
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [2.0, 0.5 * factor, 0.5 * factor]}, {"type": "translation",
+                                                                            "translation": [1.0, 0.0, 0.0]}]})
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": datasets, "axes": [
+        {"name": "z", "type": "space", "unit": "micrometer"}, {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"}]}]  # fmt: skip
+
+
+def test_open_ome_zarr_pyramid_as_a_lazy_multiscale_layer(make_napari_viewer, tmp_path):
+    full = np.random.default_rng(0).random((8, 32, 32), dtype=np.float32)
+    _pyramid(tmp_path / "cells.ome.zarr", full)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "cells.ome.zarr"), plugin=PLUGIN)
+    assert isinstance(layer, napari.layers.Image) and layer.name == "cells" and layer.multiscale
+    assert [level.shape for level in layer.data] == [(8, 32, 32), (8, 16, 16)]
+    assert all(isinstance(level, da.Array) for level in layer.data)  # nothing loaded whole
+    np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_allclose(layer.translate, (1.0, 0.0, 0.0))
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
+    np.testing.assert_array_equal(np.asarray(layer.data[0][3]), full[3])
+
+
+def test_save_a_layer_as_ome_zarr_and_open_it_again(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = (np.random.default_rng(1).random((5, 12, 10)) * 3).astype(np.uint8)
+    layer = viewer.add_labels(labels, name="organs", scale=(3.0, 0.5, 0.5), translate=(1.0, 2.0, 3.0))
+    viewer.layers.selection = {layer}
+    written = viewer.layers.save(str(tmp_path / "organs.zarr"), selected=True, plugin=PLUGIN)  # File › Save
+    assert written == [str(tmp_path / "organs.zarr")]
+    back = read_volume(tmp_path / "organs.zarr")
+    assert back.is_labels and back.spacing == (3.0, 0.5, 0.5) and back.origin == (1.0, 2.0, 3.0)
+    (again,) = viewer.open(str(tmp_path / "organs.zarr"), plugin=PLUGIN)
+    assert isinstance(again, napari.layers.Labels)
+    np.testing.assert_array_equal(np.asarray(again.data), labels)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    p = phantom_3d(0)
+    config = TrainConfig(
+        data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+        augment=AugmentConfig.none(), model=ModelConfig(channels=8, depth=3),
+        optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu",
+    )
+    torch.set_num_threads(1)
+    model = train(p.image[CROP], p.labels[CROP], config, spacing=p.spacing)
+    return model.save(tmp_path_factory.mktemp("bundle") / "phantom model")
+
+
+def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open_widget, qtbot, tmp_path,
+                                                        bundle, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the widget's stores go (the temp folder)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    p = phantom_3d(0)
+    image, truth = p.image[CROP], p.labels[CROP]
+    write_volume(tmp_path / "ct.ome.zarr", Volume(image, p.spacing, (0.0,) * 3, axes="ZYX"))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(tmp_path / "ct.ome.zarr"), plugin=PLUGIN)
+    assert isinstance(ct.data, da.Array)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["probabilities"].value = "one layer"
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=180000)
+    pred = viewer.layers["ct [prediction]"]
+    assert isinstance(pred, napari.layers.Labels) and isinstance(pred.data, da.Array)  # read lazily from Zarr
+    assert pred.data.shape == image.shape
+    np.testing.assert_allclose(pred.scale, p.spacing)
+    stores = list((tmp_path / "napari-medml-predictions").glob("*/labels.zarr"))
+    assert len(stores) == 1 and zarr.open_group(str(stores[0]), mode="r").attrs["napari_medml"]["prediction"][
+        "complete"]  # fmt: skip
+    labels = np.asarray(pred.data)
+    scores = dice(labels, truth)
+    assert scores[1] > 0.8 and scores[2] > 0.6, scores
+    # the same labels as the in-memory prediction of the same image
+    from napari_medml.api import load_model
+
+    whole = load_model(bundle).predict(image, spacing=p.spacing, config=widget.infer_config())
+    np.testing.assert_array_equal(labels, whole.labels)
+    probs = viewer.layers["ct [probabilities]"].data
+    assert isinstance(probs, da.Array) and probs.shape == (4, *image.shape)
