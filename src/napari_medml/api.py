@@ -80,11 +80,11 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     init_model : model, optional
         Start from this model's weights (segmentation: fine-tuning; classification:
         transfer learning).
+    plan : segmentation.plan.Plan, optional
+        Segmentation: the plan ``config`` came from, stored in the bundle.
 
     Yields
     ------
-    plan : segmentation.plan.Plan, optional
-        Segmentation: the plan ``config`` came from, stored in the bundle.
     TrainReport
 
     Returns
@@ -108,10 +108,10 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
                               "(see napari_medml.classification.data)")
         return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
                                                resume_from=resume_from))
+    extra = {"plan": plan} if plan is not None and entry is TASKS["segmentation"] else {}
     return (yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
                                            stop=stop, resume_from=resume_from, init_model=init_model, **extra))
 
-    extra = {"plan": plan} if plan is not None and entry is TASKS["segmentation"] else {}
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model | Classifier:
     """Run :func:`fit` to the end and return the best model (same arguments)."""
