@@ -26,6 +26,7 @@ Backends: NCCL with one GPU per ``LOCAL_RANK`` when the device is CUDA, gloo on 
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Any
@@ -113,12 +114,21 @@ def join(device: str) -> Replicas | None:
         raise ConfigError(f"PyTorch cannot train on several processes with device {where.type!r}: train in one "
                           "process, or on the CPU (--device cpu)")
     backend = "nccl" if where.type == "cuda" else "gloo"
-    owns = not dist.is_initialized()
-    if owns:
+    if not dist.is_initialized():
+        # once per process, left at exit: a second run in the same process (the folds of an
+        # ensemble) keeps the group, as joining again after destroy_process_group hangs
         dist.init_process_group(backend, timeout=WAIT)
+        atexit.register(_leave)
     # small decisions travel on CPU tensors: a gloo group beside NCCL's
     control = dist.new_group(backend="gloo", timeout=WAIT) if dist.get_backend() == "nccl" else None
-    return Replicas(dist.get_rank(), dist.get_world_size(), where, backend, control, owns)
+    return Replicas(dist.get_rank(), dist.get_world_size(), where, backend, control)
+
+
+def _leave() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class Replicas:
@@ -134,10 +144,10 @@ class Replicas:
         Rank 0: validates and writes.
     """
 
-    def __init__(self, rank: int, world_size: int, device: Any, backend: str, control: Any, owns: bool) -> None:
+    def __init__(self, rank: int, world_size: int, device: Any, backend: str, control: Any) -> None:
         self.rank, self.world_size, self.device, self.backend = rank, world_size, device, backend
         self.main = rank == 0
-        self._control, self._owns = control, owns
+        self._control = control
 
     def describe(self, batch_size: int) -> str:
         """One line for the first report."""
@@ -197,10 +207,10 @@ class Replicas:
         return bool(torch.equal(both[:2], -both[2:]))
 
     def close(self) -> None:
-        """Leave the process group (if :func:`join` made it)."""
+        """End this run's part: its control group (the process group stays for the process's
+        next run and is left at exit)."""
         import torch.distributed as dist
 
-        if self._owns and dist.is_initialized():
-            if self._control is not None:
-                dist.destroy_process_group(self._control)
-            dist.destroy_process_group()
+        if self._control is not None and dist.is_initialized():
+            dist.destroy_process_group(self._control)
+            self._control = None
