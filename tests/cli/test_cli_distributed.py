@@ -189,3 +189,19 @@ def test_time_limit_ends_both_processes_of_a_classifier(tmp_path) -> None:
     classifier = load_model(out)
     assert classifier.class_ids == tuple(sorted(set(sc.classes.tolist())))
     assert len(classifier.history) < 10000
+
+
+def test_torchrun_trains_an_ensemble_fold_after_fold(phantom) -> None:
+    """Several runs in one process (the folds of --folds) share the one process group."""
+    from napari_medml import load_model
+
+    out = phantom["folder"] / "ensemble"
+    done = run(torchrun("train", "--image", phantom["image"], "--labels", phantom["labels"], "--folds", "2",
+                        "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "1", "--patch-size", "16", "16",
+                        "32", "--features", "8", "--depth", "3", "--no-augment", "--device", "cpu", "--out", out),
+               phantom["tmp"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("data parallel: 2 processes") == 2, done.stderr  # one line per fold, rank 0 only
+    assert "ensemble of 2 models" in done.stderr
+    model = load_model(out)
+    assert len(model.members) == 2
