@@ -3,7 +3,8 @@
 - :mod:`~napari_medml.engine.reports`: ``TrainReport`` and ``StopToken``;
 - :mod:`~napari_medml.engine.task`: the ``TrainingTask`` protocol a task implements;
 - :mod:`~napari_medml.engine.loop`: ``run(task, config)``, the loop itself;
-- :mod:`~napari_medml.engine.optim`: optimizers and schedules.
+- :mod:`~napari_medml.engine.optim`: optimizers and schedules;
+- :mod:`~napari_medml.engine.distributed`: data-parallel training under torchrun (DDP).
 
 Only ``reports`` and ``task`` are imported here: torch loads when a run starts.
 """
