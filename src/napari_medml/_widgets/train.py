@@ -61,7 +61,8 @@ WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "
            "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
            "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch",
            "napari_medml.instances.task", "napari_medml.instances.data", "napari_medml.instances.model",
-           "napari_medml.instances.metrics", "skimage.segmentation", "skimage.morphology")
+           "napari_medml.instances.metrics", "skimage.segmentation", "skimage.morphology",
+           "napari_medml.segmentation.lazy")
 
 
 class TrainWidget(Container):
