@@ -201,30 +201,35 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     from napari_medml.engine.devices import CPU_PATCH_VOXELS
 
     cap = None if gpu else CPU_PATCH_VOXELS[dims] * (2 if channels <= 8 else 1)
-    divisor = 8  # four levels to start with; the depth follows the patch below
     region = fp.train_shape
-    whole = math.prod(_ceil(region, divisor)) <= (cap or math.inf)
-    batch = 2  # for the memory estimate; chosen below
+    pooled_axes = [a for a, sp in enumerate(fp.spacing) if not anisotropic or sp / min(fp.spacing) < ANISOTROPIC]
+    user_depth = config.model.depth if "model.depth" in keep else None
+
+    def depth_for(sizes: Sequence[int]) -> int:  # down to about 4 voxels at the bottom
+        return max(2, min(5, 1 + int(math.log2(max(min(sizes[a] for a in pooled_axes), 4) / 4))))
+
+    whole_patch = _ceil(region, 2 ** ((user_depth or depth_for(region)) - 1))
+    whole = math.prod(whole_patch) <= (cap or math.inf)
     if whole:
-        patch = _ceil(region, divisor)
-        why = f"the whole training region {'x'.join(map(str, region))} (padded to a multiple of {divisor})"
+        patch = whole_patch
+        why = f"the whole training region {'x'.join(map(str, region))}, padded to the network's multiple"
     else:
-        patch = auto_patch_size(region, fp.spacing, dims, d.memory_budget_mb, divisor,
-                                bytes_per_voxel=96.0 * channels * batch, max_voxels=cap)
+        patch = auto_patch_size(region, fp.spacing, dims, d.memory_budget_mb, 2 ** ((user_depth or 4) - 1),
+                                bytes_per_voxel=96.0 * channels * 2, max_voxels=cap)
         why = ("largest that fits the region, the memory budget" + (" and the CPU's voxel cap" if cap else "")
                + "; coarse axes get fewer voxels")
-    patch = note("data.patch_size", tuple(int(p) for p in patch), why)
+    patch = tuple(int(p) for p in note("data.patch_size", tuple(int(p) for p in patch), why))
     # one image in one patch: a batch of 2 would be the same window twice
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
     batch = note("data.batch_size", 1 if single else 2,
                  "the patch holds the whole image" if single else "nnU-Net's minimum; smaller steps, more of them")
-    pooled = [p for p, s in zip(patch, fp.spacing) if not anisotropic or s / min(fp.spacing) < ANISOTROPIC]
-    depth = max(2, min(5, 1 + int(math.log2(max(min(pooled), 4) / 4))))
+    depth = depth_for(patch)
     while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
         depth -= 1
-    if network == "dynunet":
-        depth = max(depth, 3)
-    depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {min(pooled)}-voxel axis",
+    if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
+        depth = 3  # DynUNet needs three levels
+    pooled = min(patch[a] for a in pooled_axes)
+    depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {pooled}-voxel axis",
                  "depth (levels)")
 
     foreground = sum(fp.class_fractions[1:])

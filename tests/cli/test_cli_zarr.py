@@ -1,0 +1,124 @@
+"""``napari-medml predict ... --out pred.zarr`` through the installed console script:
+block-wise prediction from an OME-Zarr or a NIfTI image, the plan printed first,
+Ctrl-C and resume, and the same labels as an in-memory prediction."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("zarr")
+
+from napari_medml.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from napari_medml.io import Volume, read_volume, write_volume  # noqa: E402
+from napari_medml.nn.segmentation import build_network  # noqa: E402
+from napari_medml.segmentation.model import Model  # noqa: E402
+
+
+def script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else "napari-medml"
+
+
+def start(*argv: object, tmp: Path) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([script(), *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)  # fmt: skip
+
+
+def run(*argv: object, tmp: Path) -> subprocess.CompletedProcess:
+    proc = start(*argv, tmp=tmp)
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("zarr-cli")
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), model=ModelConfig(channels=4, depth=2))
+    net = build_network(cfg.model, 3, 1, 3, patch_size=(16, 16, 16), spacing=(1.0, 1.0, 1.0))
+    model = Model(net, cfg, (0, 2, 5), 1, 3, (16, 16, 16), (1.0, 1.0, 1.0),
+                  {"method": "zscore", "channels": [{"mean": 0.1, "std": 1.5}]})  # fmt: skip
+    z, y, x = np.mgrid[:40, :96, :96]
+    image = (np.sin(z / 4.0) + np.cos(y / 5.0) * np.sin(x / 3.0)).astype(np.float32)
+    write_volume(folder / "big.ome.zarr", Volume(image, (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX",
+                                                 meta={"unit": "um"}))  # fmt: skip
+    write_volume(folder / "ct.nii.gz", Volume(image, (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX"))
+    tmp = folder / "tmp"
+    tmp.mkdir()
+    return {"folder": folder, "bundle": model.save(folder / "model"), "image": image, "tmp": tmp}
+
+
+def test_predict_an_ome_zarr_into_zarr_prints_the_plan(files):
+    folder, tmp = files["folder"], files["tmp"]
+    done = run("predict", "--model", files["bundle"], "--image", folder / "big.ome.zarr", "--out",
+               folder / "pred.zarr", "--probabilities", folder / "probs.zarr", "--device", "cpu", tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert "block plan for 40x96x96 voxels: 1 block(s)" in done.stderr and "MiB working memory" in done.stderr
+    labels = read_volume(folder / "pred.zarr")
+    assert labels.is_labels and labels.spacing == (2.0, 1.0, 1.0) and labels.origin == (3.0, 0.0, 0.0)
+    assert labels.meta["unit"] == "um"
+    from napari_medml.api import load_model
+
+    whole = load_model(files["bundle"]).predict(files["image"])
+    np.testing.assert_array_equal(np.asarray(labels.data), whole.labels)
+    assert read_volume(folder / "probs.zarr").data.shape == (3, 40, 96, 96)
+    assert not any(tmp.iterdir())
+
+
+def test_ctrl_c_then_the_same_command_resumes(files):
+    folder, tmp = files["folder"], files["tmp"]
+    out = folder / "ct_pred.zarr"
+    argv = ["predict", "--model", files["bundle"], "--image", folder / "ct.nii.gz", "--out", out,
+            "--block-memory", "16", "--device", "cpu"]
+    proc = start(*argv, tmp=tmp)
+    attrs = out / ".zattrs"
+    deadline = time.monotonic() + 300
+    done: list = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        if attrs.exists():
+            try:
+                done = json.loads(attrs.read_text())["napari_medml"]["prediction"]["done"]
+            except (ValueError, KeyError):
+                done = []
+            if done:
+                proc.send_signal(signal.SIGINT)  # Ctrl-C
+                break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=300)
+    assert done, "no block finished before the time limit"
+    assert proc.returncode != 0 and "run the same command again to resume" in err, err
+    progress = json.loads(attrs.read_text())["napari_medml"]["prediction"]
+    finished, total = len(progress["done"]), int(err.split(" block(s) of")[0].rsplit(" ", 1)[-1])
+    assert 0 < finished < total and not progress["complete"]
+
+    again = run(*argv, tmp=tmp)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed: {finished} of {total} block(s) were already done" in again.stderr
+    from napari_medml.api import load_model
+
+    whole = load_model(files["bundle"]).predict(files["image"])
+    np.testing.assert_array_equal(np.asarray(read_volume(out).data), whole.labels)
+
+
+def test_outputs_that_are_not_resumable_are_refused(files):
+    folder, tmp = files["folder"], files["tmp"]
+    write_volume(folder / "mine.zarr", Volume(files["image"], (1.0,) * 3, (0.0,) * 3, axes="ZYX"))
+    refused = run("predict", "--model", files["bundle"], "--image", folder / "ct.nii.gz", "--out",
+                  folder / "mine.zarr", "--device", "cpu", tmp=tmp)
+    assert refused.returncode != 0 and "remove it or choose another output name" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    np.testing.assert_array_equal(np.asarray(read_volume(folder / "mine.zarr").data), files["image"])
+    mixed = run("predict", "--model", files["bundle"], "--image", folder / "ct.nii.gz", "--out",
+                folder / "p.zarr", "--probabilities", folder / "p.nii.gz", tmp=tmp)
+    assert mixed.returncode != 0 and "must be a .zarr store" in mixed.stderr
