@@ -124,6 +124,7 @@ def test_window_grid_is_monais(size, roi, overlap):
 @pytest.mark.parametrize("tta", [False, True])
 def test_blocks_give_the_whole_volume_prediction(tmp_path, model, image, tta):
     config = InferConfig(tta=tta, return_probabilities=True, return_uncertainty=True, device="cpu")
+    given = image.copy()
     whole = model.predict(image, config=config)
     plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24, 20))
     assert plan.count == 2 * 2 * 2 and plan.windows > plan.whole_windows
@@ -134,6 +135,7 @@ def test_blocks_give_the_whole_volume_prediction(tmp_path, model, image, tta):
     labels = read_volume(tmp_path / "pred.zarr")
     assert labels.is_labels and labels.spacing == (2.0, 1.0, 1.0) and labels.origin == (4.0, 0.0, 0.0)
     assert labels.meta["unit"] == "mm"
+    np.testing.assert_array_equal(image, given)  # the caller's array is never changed
     # the same windows, weights and order per voxel: identical, not merely close
     np.testing.assert_array_equal(np.asarray(labels.data), whole.labels)
     assert set(np.unique(whole.labels)) <= {0, 2, 5} and len(np.unique(whole.labels)) > 1

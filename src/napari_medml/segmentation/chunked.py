@@ -257,7 +257,8 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     arr = np.asarray(image[(slice(None), *union)])
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
         raise InputError(f"image has dtype {arr.dtype}: give a numeric image")
-    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)  # the whole path's cast
+    # a copy (np.array copies): it is normalised in place below, and must never be the caller's array
+    x = torch.from_numpy(np.array(arr, dtype=np.float32)).to(device)
     del arr
     bad = int((~torch.isfinite(x)).sum())
     if bad:
