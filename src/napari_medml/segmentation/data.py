@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from napari_medml.errors import InputError
 
 __all__ = [
+    "TrainingData",
     "MAX_CLASSES",
     "PatchSampler",
     "Region",
@@ -355,3 +356,18 @@ class PatchSampler:
 def _plain(t):
     """MetaTensor -> plain tensor (no metadata tracking in the training loop)."""
     return t.as_tensor() if hasattr(t, "as_tensor") else t
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and validates on (images ``(C, *spatial)``, normalised)."""
+
+    train_regions: list  # data.Region
+    val_regions: list  # data.Region, each with labelled voxels
+    split_note: str
+    class_ids: tuple[int, ...]
+    in_channels: int
+    spacing: tuple[float, ...] | None
+    patch_size: tuple[int, ...]
+    normalization: dict
+    warnings: list[str] = field(default_factory=list)  # one line each, shown before training

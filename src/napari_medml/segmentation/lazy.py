@@ -172,7 +172,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     from napari_medml.nn.segmentation import patch_divisor
     from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
     from napari_medml.segmentation import data
-    from napari_medml.segmentation.prepare import TrainingData
+    from napari_medml.segmentation.data import TrainingData
 
     dc = config.data
     if dc.preprocessing:

@@ -7,30 +7,15 @@ NumPy (the device only enters through the automatic patch size's voxel cap).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from napari_medml.config import TrainConfig
+from napari_medml.segmentation.data import TrainingData
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["TrainingData", "prepare_training_data", "read_inputs"]
-
-
-@dataclass
-class TrainingData:
-    """What a run trains and validates on (images ``(C, *spatial)``, normalised)."""
-
-    train_regions: list  # data.Region
-    val_regions: list  # data.Region, each with labelled voxels
-    split_note: str
-    class_ids: tuple[int, ...]
-    in_channels: int
-    spacing: tuple[float, ...] | None
-    patch_size: tuple[int, ...]
-    normalization: dict
-    warnings: list[str] = field(default_factory=list)  # one line each, shown before training
+__all__ = ["prepare_training_data", "read_inputs"]
 
 
 def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
