@@ -63,11 +63,13 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     Parameters
     ----------
     images : array, sequence of arrays, or ClassSamples
-        Segmentation: images in napari axis order, ``(Y, X)`` or ``(Z, Y, X)`` plus
-        ``channel_axis``. Classification: the samples
+        Segmentation and instances: images in napari axis order, ``(Y, X)`` or
+        ``(Z, Y, X)`` plus ``channel_axis``. Classification: the samples
         (:mod:`napari_medml.classification.data`), with ``labels=None``.
     labels : array, sequence of arrays or None
-        Segmentation: integer labels of each image's spatial shape.
+        Segmentation: integer labels of each image's spatial shape. Instances:
+        instance labels (each object its own id; the targets are derived from them). Pretraining: None
+        (unlabeled images, :mod:`napari_medml.pretraining`).
     config : TrainConfig
     spacing : tuple or list of tuples, optional
         Segmentation: voxel size per spatial axis (physical units, e.g. mm or µm).
