@@ -227,3 +227,16 @@ def test_validation_margin_leaves_out_the_training_labels_next_to_the_held_out_b
     assert make_plan(fp(), config(), device="cpu").val_margin == round(0.05 * 128)
     assert make_plan(fp(n=2), config(), device="cpu").val_margin == 0  # whole images are held out
     assert make_plan(fp(), config(val_fraction=0.0), device="cpu").val_margin == 0
+
+
+def test_an_anisotropic_volume_with_two_levels_set_by_the_user_gets_a_network_that_builds():
+    """Cases 06/08: `--depth 2` on anisotropic data: DynUNet needs three levels, so the plan
+    takes the U-Net (which builds and runs) rather than a network train would refuse."""
+    from napari_medml.nn.segmentation import build_network
+
+    cfg = replace(config(), model=ModelConfig(depth=2, channels=4))
+    plan = make_plan(fp(shape=(10, 48, 48), spacing=(1.5, 0.2, 0.2)), cfg, device="cpu", keep=("model.depth",))
+    assert plan.depth == 2 and plan.network == "unet"
+    applied = plan.apply(cfg)
+    net = build_network(applied.model, 3, 1, 2, patch_size=plan.patch_size, spacing=(1.5, 0.2, 0.2))
+    assert net(torch.zeros(1, 1, *plan.patch_size)).shape == (1, 2, *plan.patch_size)

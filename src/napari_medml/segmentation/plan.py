@@ -228,6 +228,12 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         depth -= 1
     if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
         depth = 3  # DynUNet needs three levels
+    if network == "dynunet" and depth < 3 and "model.network" not in keep:
+        # two levels (set by you, or a thin patch): DynUNet cannot be built; the U-Net can
+        network = "unet"
+        reasons[:] = [r if not r.startswith("network:") else
+                      f"network: unet (anisotropic, but {depth} levels are too few for dynunet's spacing-aware "
+                      "strides)" for r in reasons]
     pooled = min(patch[a] for a in pooled_axes)
     depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {pooled}-voxel axis",
                  "depth (levels)")
