@@ -82,6 +82,7 @@ def test_predict_post_processing_options_and_dsb_thresholds(chain_2d) -> None:
     folder, model = chain_2d["folder"], chain_2d["model"]
     image = folder / "cells.tif"
     merged, table = folder / "merged.tif", folder / "tables" / "merged objects.csv"
+    table.parent.mkdir()  # outputs go into existing folders (a missing one is a one-line error)
     proc = run("predict", "--model", model, "--image", image, "--out", merged, "--table", table,
                "--seed-height", "1", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
