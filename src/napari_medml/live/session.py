@@ -359,7 +359,11 @@ class LiveSession(SessionWorker):
                 f"no strokes fitted yet: paint background (id {self.background_id}) and at least one class"
             )
         if region is not None:
-            proba = model.predict_proba(self._features.normalize(region))
+            region = self._features.normalize(region)
+            cached = self._answers.get(stage.name)
+            if cached is not None and cached[0] is model:  # the whole answer is ready: no second prediction
+                return cached[1][region].copy(), cached[2][region].copy()
+            proba = model.predict_proba(region)
             return model.labels_from_proba(proba), uncertainty_from_proba(
                 proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
         answer = self._whole(stage.name, model, lambda: self._closed)
