@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, given, info, integer, progress_bar, real, write_like
+from napari_medml.cli.common import UsageError, info, integer, progress_bar, real, write_like
 
 __all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
 
@@ -124,26 +124,10 @@ def _size(values: list[int] | None) -> int | tuple[int, ...] | None:
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
     """``classification_config`` with every option given on the command line."""
-    from dataclasses import replace
-
     from napari_medml.classification.model import classification_config
-    from napari_medml.config import AugmentConfig
+    from napari_medml.cli.options import config_from_options
 
-    base = classification_config(spatial_dims)
-    data = replace(base.data, **given(batch_size=args.batch_size, val_fraction=args.val_fraction))
-    model = replace(base.model, **given(
-        network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
-        init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
-    ))  # fmt: skip
-    optim = replace(base.optim, **given(
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
-        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss, schedule=args.schedule,
-        early_stopping_patience=args.patience, label_smoothing=args.label_smoothing,
-        class_weights=tuple(args.class_weights) if args.class_weights else None,
-    ))  # fmt: skip
-    augment = AugmentConfig.none() if args.no_augment else base.augment
-    return replace(base, data=data, model=model, optim=optim, augment=augment,
-                   **given(device=args.device, seed=args.seed))  # fmt: skip
+    return config_from_options(args, classification_config(spatial_dims))
 
 
 def metrics_line(metrics: dict) -> str:

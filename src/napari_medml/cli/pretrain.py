@@ -19,12 +19,12 @@ from napari_medml.cli.common import (
     add_axes_option,
     check_bundle_target,
     check_file_targets,
-    given,
     info,
     integer,
     progress_bar,
     real,
 )
+from napari_medml.cli.options import PRETRAIN_FIELDS, config_from_options
 from napari_medml.config import (
     AugmentConfig,
     Corruption,
@@ -158,16 +158,9 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None) 
 
 
 def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
-    data = DataConfig(**given(spatial_dims=spatial_dims, batch_size=args.batch_size,
-                              patch_size=tuple(args.patch_size) if args.patch_size else None))  # fmt: skip
-    model = ModelConfig(**given(network=args.network, channels=args.features, depth=args.depth))
-    optim = OptimConfig(**given(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                                max_minutes=args.max_minutes, learning_rate=args.lr))  # fmt: skip
-    pretrain = PretrainConfig(**given(loss=args.loss, corruption=args.corruption, mask_ratio=args.mask_ratio,
-                                      mask_block=args.mask_block, noise_std=args.noise_std))  # fmt: skip
     augment = replace(AugmentConfig.none(), flip=AugmentConfig().flip)  # flips only: the corruption is the task
-    return TrainConfig(**given(task="pretraining", data=data, model=model, optim=optim, pretrain=pretrain,
-                               augment=augment, device=args.device, seed=args.seed))  # fmt: skip
+    base = TrainConfig(task="pretraining", data=DataConfig(spatial_dims=spatial_dims), augment=augment)
+    return config_from_options(args, base, PRETRAIN_FIELDS)
 
 
 def _write_byproducts(args: argparse.Namespace, model: Any, vol: Any, dims: int) -> None:

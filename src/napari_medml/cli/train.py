@@ -22,14 +22,13 @@ from napari_medml.cli.common import (
     UsageError,
     add_axes_option,
     check_bundle_target,
-    given,
     info,
     integer,
     progress_bar,
     real,
 )
+from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.config import (
-    AugmentConfig,
     DataConfig,
     LossName,
     ModelConfig,
@@ -326,43 +325,12 @@ def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, N
 
 
 def planned_options(args: argparse.Namespace) -> list[str]:
-    """The planned config fields (``segmentation.plan.PLANNED_FIELDS``) that options set."""
-    options = {"data.normalization": args.normalization, "model.network": args.network,
-               "data.patch_size": args.patch_size, "data.batch_size": args.batch_size,
-               "model.channels": args.features, "model.depth": args.depth, "optim.learning_rate": args.lr,
-               "optim.schedule": args.schedule, "optim.warmup": args.warmup, "optim.epochs": args.epochs,
-               "optim.steps_per_epoch": args.steps_per_epoch,
-               "data.foreground_fraction": args.foreground_fraction, "data.val_margin": args.val_margin,
-               "augment": args.no_augment or None}
-    return [name for name, value in options.items() if value is not None]
+    """The config fields the options set (``segmentation.plan`` keeps the planned ones among
+    them at the user's value)."""
+    return [*fields_given(args), *(["augment"] if args.no_augment else [])]
 
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
     """A TrainConfig from the options given; everything left out keeps its default."""
-    data = DataConfig(**given(
-        spatial_dims=spatial_dims,
-        label_mode="sparse" if args.sparse else "dense",
-        background_id=args.background_id,
-        patch_size=tuple(args.patch_size) if args.patch_size else None,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        normalization=getattr(args, "normalization", None),
-        foreground_fraction=getattr(args, "foreground_fraction", None),
-        val_margin=getattr(args, "val_margin", None),
-        folds=args.folds,
-    ))  # fmt: skip
-    model = ModelConfig(**given(
-        network=args.network, channels=args.features, depth=args.depth, dropout=args.dropout,
-        init_from=str(args.init_from) if args.init_from else None, freeze_stages=args.freeze_stages,
-    ))  # fmt: skip
-    optim = OptimConfig(**given(
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, max_minutes=args.max_minutes,
-        optimizer=args.optimizer, learning_rate=args.lr, loss=args.loss, schedule=args.schedule,
-        early_stopping_patience=args.patience, warmup=getattr(args, "warmup", None),
-    ))  # fmt: skip
-    augment = AugmentConfig.none() if args.no_augment else AugmentConfig()
     task = "instances" if getattr(args, "task", "") == "instances" else "segmentation"
-    return TrainConfig(**given(task=task, data=data, model=model, optim=optim,
-                               augment=augment, device=args.device, seed=args.seed))  # fmt: skip
-
-
+    return config_from_options(args, TrainConfig(task=task, data=DataConfig(spatial_dims=spatial_dims)))
