@@ -11,9 +11,8 @@ P(background) and ``distance`` = sigmoid of the last channel, and calls
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,55 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medml.config import InferConfig, TrainConfig, from_dict
-from napari_medml.errors import BundleError, Cancelled, ConfigError
+from napari_medml.bundles.spec import SpecField
+from napari_medml.config import InferConfig, TrainConfig
+from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
-from napari_medml.segmentation.model import Model, model_description
+from napari_medml.segmentation.model import Model
+from napari_medml.segmentation.spec import SegmentationSpec
 
-__all__ = ["OUT_CHANNELS", "OUTPUT_NAMES", "InstanceModel", "InstancePrediction", "load_instance_model",
-           "network_outputs"]
+__all__ = ["OUT_CHANNELS", "OUTPUT_NAMES", "InstanceModel", "InstancePrediction", "InstanceSpec",
+           "load_instance_model", "network_outputs"]
 
 OUTPUT_NAMES = ("background", "interior", "boundary", "distance")
 OUT_CHANNELS = len(OUTPUT_NAMES)
+CLASS_NAMES = {"0": "background", "1": "interior", "2": "boundary"}  # the three class outputs
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceSpec(SegmentationSpec):
+    """What an instance bundle says: a segmentation spec with four outputs
+    (:data:`OUTPUT_NAMES`: three class logits and a distance logit) and the default
+    post-processing.
+
+    Attributes
+    ----------
+    class_ids : tuple of int
+        ``(0, 1, 2)``: background, interior, boundary.
+    params : InstanceParams
+        Default post-processing (tuned on the held-out part when there was one).
+    """
+
+    task = "instances"
+    what = "an instance model"
+
+    class_ids: tuple[int, ...] = (0, 1, 2)
+    params: InstanceParams
+
+    @property
+    def out_channels(self) -> int:
+        return OUT_CHANNELS
+
+    def class_names(self) -> dict[str, str]:
+        return dict(CLASS_NAMES)
+
+    def description_fields(self) -> dict[str, Any]:
+        return {**super().description_fields(), "outputs": list(OUTPUT_NAMES),
+                "instance_params": self.params.to_dict()}
+
+    @classmethod
+    def arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().arguments(desc), "params": InstanceParams.from_dict(desc.get("instance_params") or {})}
 
 
 @dataclass(frozen=True)
@@ -125,27 +163,16 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
     """
     from monai.inferers import sliding_window_inference
 
-    from napari_medml.segmentation.model import _count_windows
-
     spatial_dims = x.dim() - 1
     flips: list[tuple[int, ...]] = [()] + ([(2 + a,) for a in range(spatial_dims)] if tta else [])
-    total = _count_windows(tuple(x.shape[1:]), patch_size, overlap) * len(flips)
-    done = 0
+    total = count_windows(tuple(x.shape[1:]), patch_size, overlap) * len(flips)
 
-    def predictor(window: torch.Tensor) -> torch.Tensor:
-        nonlocal done
-        if stop is not None and stop.stopped:
-            raise Cancelled("prediction stopped")
-        ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-        with ctx:
-            logits = network(window).float()
-        done += window.shape[0]
-        if progress is not None:
-            progress(min(done, total), total)
+    def scores(logits: torch.Tensor) -> torch.Tensor:
         # probabilities and distances blend linearly across windows (logits would too, but
         # the distance must be blended on the scale it is read on)
         return torch.cat([torch.softmax(logits[:, :3], dim=1), torch.sigmoid(logits[:, 3:4])], dim=1)
 
+    predictor = window_predictor(network, total, amp=amp, progress=progress, stop=stop, scores=scores)
     summed = None
     with torch.inference_mode():
         for dims in flips:
@@ -172,40 +199,33 @@ class InstanceModel(Model):
     ----------
     network : torch.nn.Module
         Four output channels (:data:`OUTPUT_NAMES`).
-    config : TrainConfig
-        ``task="instances"``.
-    in_channels, spatial_dims : int
-    patch_size : tuple of int
-    spacing : tuple of float or None
-        Training spacing.
-    normalization : dict
-    params : InstanceParams
-        Default post-processing (tuned on the held-out part when there was one).
+    spec : InstanceSpec or TrainConfig
+        The model's description. The older form gives the ``TrainConfig``
+        (``task="instances"``) here and the spec's other fields as the next arguments
+        (``in_channels``, ``spatial_dims``, ``patch_size``, ``spacing``,
+        ``normalization``, ``params``).
     history, provenance
         As for ``Model``.
     """
 
-    def __init__(self, network: torch.nn.Module, config: TrainConfig, in_channels: int, spatial_dims: int,
-                 patch_size: Sequence[int], spacing: Sequence[float] | None, normalization: dict,
-                 params: InstanceParams, history: list[dict] | None = None,
+    spec_type = InstanceSpec
+    spec: InstanceSpec
+
+    params = SpecField()
+
+    def __init__(self, network: torch.nn.Module, spec: InstanceSpec | TrainConfig, in_channels: int | None = None,
+                 spatial_dims: int | None = None, patch_size: Sequence[int] | None = None,
+                 spacing: Sequence[float] | None = None, normalization: dict | None = None,
+                 params: InstanceParams | None = None, history: list[dict] | None = None,
                  provenance: dict | None = None) -> None:
-        super().__init__(network, config, (0, 1, 2), in_channels, spatial_dims, patch_size, spacing,
-                         normalization, history=history, provenance=provenance)
-        self.params = params
+        spec = self.spec_from_arguments(spec, in_channels=in_channels, spatial_dims=spatial_dims,
+                                        patch_size=patch_size, spacing=spacing, normalization=normalization,
+                                        params=params)
+        super().__init__(network, spec, history=history, provenance=provenance)
 
     def __repr__(self) -> str:
         return (f"InstanceModel({self.config.model.network}, {self.spatial_dims}D, in_channels={self.in_channels}, "
                 f"patch_size={self.patch_size}, params={self.params})")
-
-    def description(self) -> dict:
-        """The bundle's ``config.json``: a segmentation model's, four outputs, and ``instance_params``."""
-        desc = model_description(self)
-        desc["task"] = "instances"
-        desc["network"]["out_channels"] = desc["out_channels"] = OUT_CHANNELS
-        desc["outputs"] = list(OUTPUT_NAMES)
-        desc["class_names"] = {"0": "background", "1": "interior", "2": "boundary"}
-        desc["instance_params"] = self.params.to_dict()
-        return desc
 
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                 config: InferConfig | None = None, params: InstanceParams | None = None,
@@ -301,25 +321,4 @@ def load_instance_model(path: str | Path) -> InstanceModel:
     BundleError
         Missing or damaged files, another task's bundle, or weights that do not fit.
     """
-    from napari_medml.bundles.format import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description, read_weights
-    from napari_medml.nn.segmentation import build_network
-
-    path = Path(path).expanduser()
-    desc = read_description(path)
-    if desc.get("task") != "instances":
-        raise BundleError(f"{path} is a {desc.get('task', 'segmentation')!r} bundle, not an instance model: load it "
-                          "with napari_medml.load_model")
-    try:
-        config = from_dict(TrainConfig, desc["train_config"])
-        params = InstanceParams.from_dict(desc.get("instance_params") or {})
-        spatial_dims, in_channels = int(desc["spatial_dims"]), int(desc["in_channels"])
-        patch_size = tuple(int(p) for p in desc["patch_size"])
-        spacing = None if desc.get("spacing") is None else tuple(float(s) for s in desc["spacing"])
-        network = build_network(config.model, spatial_dims, in_channels, OUT_CHANNELS, patch_size=patch_size,
-                                spacing=spacing)
-    except (ConfigError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BundleError(f"{path / CONFIG_NAME} does not describe an instance model this version can build "
-                          f"({exc})") from exc
-    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
-    return InstanceModel(network, config, in_channels, spatial_dims, patch_size, spacing, desc["normalization"],
-                         params, history=desc.get("history") or [], provenance=desc.get("provenance") or {})
+    return InstanceModel.load(path)

@@ -1,114 +1,101 @@
 """A trained segmentation model and its prediction: sliding window, TTA,
 uncertainty, post-processing, with the training preprocessing re-applied.
+
+Its description is a :class:`~napari_medml.segmentation.spec.SegmentationSpec`; the
+prediction's pieces live in ``segmentation.prediction`` (the result), ``.scores``
+(in-place tensor operations) and ``.recipes`` (the preprocessing recipe).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_medml.bundles.format import (
-    CONFIG_NAME,
-    SCHEMA_VERSION,
-    WEIGHTS_NAME,
-    library_versions,
-    load_weights,
-    read_description,
-    read_weights,
-)
-from napari_medml.config import InferConfig, TrainConfig, from_dict, to_dict
-from napari_medml.errors import BundleError, Cancelled, ConfigError, InputError
+from napari_medml.bundles.spec import BundledModel, SpecField
+from napari_medml.config import InferConfig, TrainConfig
+from napari_medml.engine.windows import count_windows, window_predictor
+from napari_medml.errors import BundleError, InputError
+from napari_medml.segmentation.prediction import Prediction, stack_predictions
+from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid
+from napari_medml.segmentation.scores import argmax_uint8, label_dtype, normalize_, softmax_
+from napari_medml.segmentation.spec import SegmentationSpec
 
-__all__ = ["Model", "Prediction", "apply_preprocessing", "load_segmentation_model", "model_description"]
+# Older names other modules import from here.
+from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions  # noqa: F401
+from napari_medml.segmentation.scores import label_dtype as _label_dtype  # noqa: F401
+from napari_medml.segmentation.scores import normalize_ as _normalize_  # noqa: F401
+from napari_medml.segmentation.scores import softmax_ as _softmax_  # noqa: F401
+
+__all__ = ["Model", "Prediction", "SegmentationSpec", "apply_preprocessing", "labels_to_recipe_grid",
+           "load_segmentation_model", "model_description"]
 
 # NumPy dtypes torch.from_numpy takes and converts to float32 on the way to the device.
 _TORCH_DTYPES = {np.dtype(t) for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
                                        "uint8")}
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """What ``Model.predict`` returns.
-
-    Attributes
-    ----------
-    labels : np.ndarray
-        Integer label map of the input's spatial shape with the original class ids.
-    probabilities : np.ndarray or None
-        float16 ``(K, *spatial)``, channel k = ``class_ids[k]`` (only when asked).
-    uncertainty : np.ndarray or None
-        float32 entropy of the mean probabilities (only when asked).
-    class_ids : tuple of int
-        ``class_ids[0] == 0`` (background).
-    instances : np.ndarray or None
-        uint32 instance ids when ``InferConfig.instances`` is not "none".
-    """
-
-    labels: np.ndarray
-    probabilities: np.ndarray | None = None
-    uncertainty: np.ndarray | None = None
-    class_ids: tuple[int, ...] = ()
-    instances: np.ndarray | None = None
-
-
-class Model:
+class Model(BundledModel):
     """A segmentation network plus everything needed to use it on new images.
 
     Parameters
     ----------
     network : torch.nn.Module
-    config : TrainConfig
-        The configuration it was trained with (preprocessing recipe included).
-    class_ids : tuple of int
-        Output channel -> label id, background 0 first.
-    in_channels, spatial_dims : int
-    patch_size : tuple of int
-    spacing : tuple of float or None
-        Training spacing.
-    normalization : dict
-        Learned intensity statistics (``normalization.fit_normalization``).
-    history : list of dict
+        Built from the spec (``spec.build_network()``): ``(B, C, *patch)`` to
+        ``(B, K, *patch)`` logits, channel k = ``class_ids[k]``.
+    spec : SegmentationSpec or TrainConfig
+        The model's description. The older form gives the ``TrainConfig`` here and the
+        spec's other fields as the next arguments (``class_ids``, ``in_channels``,
+        ``spatial_dims``, ``patch_size``, ``spacing``, ``normalization``).
+    history : list of dict, optional
         One dict per epoch.
-    provenance : dict
-        Free-form notes (library versions, data description), stored in bundles.
+    provenance : dict, optional
+        Free-form notes (split, plan, initial weights), stored in bundles.
+
+    Attributes
+    ----------
+    spec : SegmentationSpec
+    config, class_ids, in_channels, spatial_dims, patch_size, spacing, normalization
+        The spec's fields (setting one replaces the spec by an updated copy).
     """
 
-    def __init__(self, network: torch.nn.Module, config: TrainConfig, class_ids: Sequence[int],
-                 in_channels: int, spatial_dims: int, patch_size: Sequence[int],
-                 spacing: Sequence[float] | None, normalization: dict,
+    spec_type = SegmentationSpec
+    spec: SegmentationSpec
+
+    class_ids = SpecField()
+    patch_size = SpecField()
+    spacing = SpecField()
+
+    def __init__(self, network: torch.nn.Module, spec: SegmentationSpec | TrainConfig,
+                 class_ids: Sequence[int] | None = None, in_channels: int | None = None,
+                 spatial_dims: int | None = None, patch_size: Sequence[int] | None = None,
+                 spacing: Sequence[float] | None = None, normalization: dict | None = None,
                  history: list[dict] | None = None, provenance: dict | None = None) -> None:
-        self.network = network
-        self.config = config
-        self.class_ids = tuple(int(c) for c in class_ids)
-        self.in_channels = int(in_channels)
-        self.spatial_dims = int(spatial_dims)
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        self.normalization = normalization
-        self.history = list(history or [])
-        self.provenance = dict(provenance or {})
+        spec = self.spec_from_arguments(spec, class_ids=class_ids, in_channels=in_channels,
+                                        spatial_dims=spatial_dims, patch_size=patch_size, spacing=spacing,
+                                        normalization=normalization)
+        super().__init__(network, spec, history=history, provenance=provenance)
+
+    def record(self) -> dict[str, Any]:
+        """History, versions, provenance; the plan (``segmentation.plan``) as its own key."""
+        return {**super().record(), "provenance": {k: v for k, v in self.provenance.items() if k != "plan"},
+                "plan": self.provenance.get("plan")}
+
+    @classmethod
+    def record_arguments(cls, desc: Any) -> dict[str, Any]:
+        args = super().record_arguments(desc)
+        if desc.get("plan"):
+            args["provenance"] = {**args["provenance"], "plan": desc["plan"]}
+        return args
 
     def __repr__(self) -> str:
         return (f"Model({self.config.model.network}, {self.spatial_dims}D, in_channels={self.in_channels}, "
                 f"class_ids={self.class_ids}, patch_size={self.patch_size})")
-
-    def save(self, path: str | Path) -> Path:
-        """Write a bundle folder (see ``napari_medml.bundles.format.save_model``)."""
-        from napari_medml.bundles.format import save_model
-
-        return save_model(self, path)
-
-    def description(self) -> dict:
-        """The bundle's ``config.json`` content (:func:`model_description`)."""
-        return model_description(self)
 
     def predict(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                 config: InferConfig | None = None, progress: Callable[[int, int], None] | None = None,
@@ -174,7 +161,7 @@ class Model:
 
             parts.append(self._predict_one(image[tuple(where)], spacing, kept_channel, config,
                                            part_progress, stop))  # fmt: skip
-        return _stack_predictions(parts, lead, self.class_ids)
+        return stack_predictions(parts, lead, self.class_ids)
 
     def _layout(self, image: Any, channel_axis: int | None, axes: str | None) -> tuple[int | None, tuple[int, ...]]:
         """The channel axis and the sample axes (leading axes predicted one at a time)."""
@@ -223,9 +210,9 @@ class Model:
         probs = self._sliding_window(x, device, amp, config, progress, stop)
         del x
 
-        labels = _argmax_uint8(probs)
+        labels = argmax_uint8(probs)
         if self.class_ids != tuple(range(len(self.class_ids))):  # channels are not the ids: map them
-            lut = np.asarray(self.class_ids, dtype=_label_dtype(max(self.class_ids)))
+            lut = np.asarray(self.class_ids, dtype=label_dtype(max(self.class_ids)))
             labels = lut[labels]
         probabilities = uncertainty = None
         if config.return_uncertainty:
@@ -284,7 +271,7 @@ class Model:
         bad = int((~torch.isfinite(x)).sum())
         if bad:
             raise InputError(f"image contains {bad} NaN or infinite value(s): fill or mask them before use")
-        _normalize_(x, self.normalization)
+        normalize_(x, self.normalization)
         return x, None
 
     def _network_on(self, device: torch.device) -> torch.nn.Module:
@@ -310,7 +297,7 @@ class Model:
         """
         spatial = tuple(x.shape[1:])
         flips = self._flips(config)
-        total = _count_windows(spatial, self.patch_size, config.overlap) * len(flips)
+        total = count_windows(spatial, self.patch_size, config.overlap) * len(flips)
         predictor = self._predictor(device, amp, config, progress, stop, total)
         k = len(self.class_ids)
         big = k * math.prod(spatial) * 4 > 2 * 2**30
@@ -327,7 +314,7 @@ class Model:
             if len(flips) > 1:
                 total_probs /= len(flips)
             elif config.return_probabilities or config.return_uncertainty:
-                _softmax_(total_probs)
+                softmax_(total_probs)
         return total_probs
 
     def _flips(self, config: InferConfig) -> list[tuple[int, ...]]:
@@ -340,25 +327,12 @@ class Model:
     def _predictor(self, device: torch.device, amp: bool, config: InferConfig,
                    progress: Callable[[int, int], None] | None, stop: Any | None,
                    total: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The network as MONAI's sliding window calls it: a window batch in, scores out
-        (softmax with TTA, logits otherwise); counts windows for ``progress``, obeys ``stop``."""
-        net = self._network_on(device)
-        done = 0
-
-        def predictor(window: torch.Tensor) -> torch.Tensor:
-            nonlocal done
-            if stop is not None and stop.stopped:
-                raise Cancelled("prediction stopped")
-            ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-            with ctx:
-                logits = net(window)
-            done += window.shape[0]
-            if progress is not None:
-                progress(min(done, total), total)
-            # with TTA the flips average probabilities ("entropy of the mean probabilities")
-            return torch.softmax(logits.float(), dim=1) if config.tta else logits.float()
-
-        return predictor
+        """The network as MONAI's sliding window calls it (``engine.windows.window_predictor``):
+        softmax scores with TTA (the flips average probabilities, "entropy of the mean
+        probabilities"), logits otherwise; counts windows for ``progress``, obeys ``stop``."""
+        scores = (lambda logits: torch.softmax(logits, dim=1)) if config.tta else None
+        return window_predictor(self._network_on(device), total, amp=amp, progress=progress, stop=stop,
+                                scores=scores)
 
     def _blend(self, x: torch.Tensor, dims: tuple[int, ...], predictor: Callable[[torch.Tensor], torch.Tensor],
                device: torch.device, out_device: torch.device, config: InferConfig) -> torch.Tensor:
@@ -375,191 +349,28 @@ class Model:
         return torch.flip(out[0], dims) if dims else out[0]
 
 
-def _stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids: tuple[int, ...]) -> Prediction:
-    """One Prediction from those of each slice/frame (in ``np.ndindex(*lead)`` order)."""
-    def stack(arrays: list[Any], axis: int = 0) -> Any:
-        if arrays[0] is None:
-            return None
-        out = np.stack(arrays, axis=axis)
-        return out.reshape(out.shape[:axis] + lead + out.shape[axis + 1:])
-
-    instances = None
-    if parts[0].instances is not None:  # keep ids unique across slices/frames
-        offset, shifted = 0, []
-        for part in parts:
-            ids = part.instances.astype(np.uint32)
-            shifted.append(np.where(ids > 0, ids + offset, 0).astype(np.uint32))
-            offset += int(ids.max(initial=0))
-        instances = stack(shifted)
-    return Prediction(labels=stack([p.labels for p in parts]),
-                      probabilities=stack([p.probabilities for p in parts], axis=1),
-                      uncertainty=stack([p.uncertainty for p in parts]), class_ids=class_ids,
-                      instances=instances)  # fmt: skip
-
-
-def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
-                        ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
-    """Run the recipe on each channel of ``(C, *spatial)``.
-
-    Returns the image, its new spacing and the first channel's
-    ``preprocess.RecipeResult`` (None without a recipe), whose ``restore`` maps
-    arrays back to the input grid.
-    """
-    if not steps:
-        return image, None if spacing is None else tuple(spacing), None
-    from napari_medml.preprocessing.recipe import run_recipe
-
-    spatial_dims = image.ndim - 1
-    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
-    channels, first = [], None
-    for c in range(image.shape[0]):
-        result = run_recipe(image[c], sp, tuple(steps))
-        first = first or result
-        channels.append(np.asarray(result.image, dtype=np.float32))
-    new_spacing = None if first.spacing is None else tuple(float(s) for s in first.spacing)
-    return np.stack(channels), new_spacing, first
-
-
-def labels_to_recipe_grid(labels: np.ndarray, result: Any) -> np.ndarray:
-    """Carry a label map through a recipe's crops and resamplings (nearest neighbour)."""
-    if result is None:
-        return labels
-    from scipy import ndimage
-
-    out = labels
-    records = list(result.geometry)
-    for i, record in enumerate(records):
-        if record[0] == "crop":
-            out = out[record[2]]
-        else:
-            after = records[i + 1][1] if i + 1 < len(records) else result.image.shape
-            out = ndimage.zoom(out, [a / b for a, b in zip(after, out.shape)], order=0, mode="nearest",
-                               grid_mode=True)
-    if out.shape != result.image.shape:
-        out = _resize(out, result.image.shape, order=0)
-    return np.ascontiguousarray(out)
-
-
-def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Windows MONAI's sliding_window_inference visits (same rule as its scan interval)."""
-    n = 1
-    for size, r in zip(spatial, roi):
-        size = max(size, r)
-        interval = r if size == r else max(int(r * (1 - overlap)), 1)
-        n *= int(math.ceil((size - r) / interval)) + 1 if size > r else 1
-    return n
-
-
-def _softmax_(logits: torch.Tensor) -> None:
-    """Softmax over the channel axis of ``(K, *spatial)``, in place: no second volume."""
-    logits.sub_(logits.amax(0, keepdim=True)).exp_()
-    logits.div_(logits.sum(0, keepdim=True))
-
-
-def _argmax_uint8(probs: torch.Tensor) -> np.ndarray:
-    """Channel argmax as a uint8 host array, on the tensor's device.
-
-    Chunked along the first spatial axis so that no int64 volume is made; only the
-    uint8 labels are copied from a GPU.
-    """
-    out = np.empty(tuple(probs.shape[1:]), dtype=np.uint8)
-    step = max(1, 2**24 // max(1, math.prod(probs.shape[2:]) * probs.shape[0]))
-    for start in range(0, probs.shape[1], step):
-        out[start:start + step] = probs[:, start:start + step].argmax(0).to(torch.uint8).cpu().numpy()
-    return out
-
-
-def _normalize_(x: torch.Tensor, stats: dict) -> None:
-    """``normalization.apply_normalization`` on a ``(C, *spatial)`` tensor, in place (same float32 arithmetic)."""
-    method = stats.get("method", "none")
-    for c, s in enumerate(stats.get("channels", [])):
-        if method == "ct":
-            x[c].clamp_(s["low"], s["high"])
-        if method in ("zscore", "zscore_nonzero", "ct"):
-            x[c].sub_(s["mean"]).div_(max(s["std"], 1e-8))
-        elif method in ("percentile", "minmax"):
-            x[c].clamp_(s["low"], s["high"]).sub_(s["low"]).div_(max(s["high"] - s["low"], 1e-8))
-
-
-def _label_dtype(max_id: int) -> type:
-    return (np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32 if max_id < 2**32
-            else np.uint64)
-
-
-def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
-    from skimage.transform import resize
-
-    return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False,
-                  mode="edge").astype(arr.dtype)
-
-
-# --- the bundle of a segmentation model ------------------------------------------------
-
 
 def model_description(model: Model) -> dict:
-    """The ``config.json`` content for a model."""
-    cfg: TrainConfig = model.config
-    names = dict(cfg.class_names or {})
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "task": cfg.task,
-        "network": {
-            "name": cfg.model.network,
-            "arguments": to_dict(cfg.model),
-            "spatial_dims": model.spatial_dims,
-            "in_channels": model.in_channels,
-            "out_channels": len(model.class_ids),
-        },
-        "spatial_dims": model.spatial_dims,
-        "in_channels": model.in_channels,
-        "out_channels": len(model.class_ids),
-        "class_ids": list(model.class_ids),
-        "class_names": {str(c): names.get(c, "background" if c == 0 else f"class {c}") for c in model.class_ids},
-        "preprocessing": to_dict(cfg.data.preprocessing),
-        "normalization": model.normalization,
-        "patch_size": list(model.patch_size),
-        "spacing": None if model.spacing is None else list(model.spacing),
-        "history": model.history,
-        "versions": library_versions(),
-        "seed": cfg.seed,
-        "provenance": {k: v for k, v in model.provenance.items() if k != "plan"},
-        "plan": model.provenance.get("plan"),  # segmentation.plan: the fingerprint and choices, when planned
-        "train_config": to_dict(cfg),
-    }
+    """The ``config.json`` content for a model (``model.description()``)."""
+    return model.description()
 
 
 def load_segmentation_model(path: str | Path) -> Model:
     """Load a segmentation bundle folder (never unpickles).
 
+    Parameters
+    ----------
+    path : str or Path
+        A folder written by :meth:`Model.save` (schema 1).
+
+    Returns
+    -------
+    Model
+
     Raises
     ------
     BundleError
-        Missing folder or file, invalid JSON, missing keys, or weights that do not
-        fit the network described in ``config.json``.
+        Missing folder or file, invalid JSON, missing keys, another task's bundle, or
+        weights that do not fit the network described in ``config.json``.
     """
-    from napari_medml.segmentation.model import Model
-    from napari_medml.nn.segmentation import build_network
-
-    path = Path(path).expanduser()
-    desc = read_description(path)
-    if desc.get("task", "segmentation") != "segmentation":
-        raise BundleError(f"{path} is a {desc.get('task')!r} bundle, not a segmentation model: load it with "
-                          "napari_medml.load_model")
-    try:
-        config = from_dict(TrainConfig, desc["train_config"])
-    except (ConfigError, TypeError, KeyError, AttributeError) as exc:
-        raise BundleError(f"{path / CONFIG_NAME} has an invalid train_config ({exc})") from exc
-    try:
-        class_ids = tuple(int(c) for c in desc["class_ids"])
-        spatial_dims = int(desc["spatial_dims"])
-        in_channels = int(desc["in_channels"])
-        patch_size = tuple(int(p) for p in desc["patch_size"])
-        spacing = None if desc.get("spacing") is None else tuple(float(s) for s in desc["spacing"])
-        network = build_network(config.model, spatial_dims, in_channels, len(class_ids),
-                                patch_size=patch_size, spacing=spacing)
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
-    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
-    return Model(network, config, class_ids, in_channels, spatial_dims, patch_size, spacing,
-                 desc["normalization"], history=desc.get("history") or [],
-                 provenance={**(desc.get("provenance") or {}), **({"plan": desc["plan"]} if desc.get("plan") else {})})
+    return Model.load(path)

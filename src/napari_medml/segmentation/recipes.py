@@ -1,0 +1,59 @@
+"""The training preprocessing recipe applied to images and carried to their labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["apply_preprocessing", "labels_to_recipe_grid"]
+
+def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
+                        ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
+    """Run the recipe on each channel of ``(C, *spatial)``.
+
+    Returns the image, its new spacing and the first channel's
+    ``preprocess.RecipeResult`` (None without a recipe), whose ``restore`` maps
+    arrays back to the input grid.
+    """
+    if not steps:
+        return image, None if spacing is None else tuple(spacing), None
+    from napari_medml.preprocessing.recipe import run_recipe
+
+    spatial_dims = image.ndim - 1
+    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
+    channels, first = [], None
+    for c in range(image.shape[0]):
+        result = run_recipe(image[c], sp, tuple(steps))
+        first = first or result
+        channels.append(np.asarray(result.image, dtype=np.float32))
+    new_spacing = None if first.spacing is None else tuple(float(s) for s in first.spacing)
+    return np.stack(channels), new_spacing, first
+
+
+def labels_to_recipe_grid(labels: np.ndarray, result: Any) -> np.ndarray:
+    """Carry a label map through a recipe's crops and resamplings (nearest neighbour)."""
+    if result is None:
+        return labels
+    from scipy import ndimage
+
+    out = labels
+    records = list(result.geometry)
+    for i, record in enumerate(records):
+        if record[0] == "crop":
+            out = out[record[2]]
+        else:
+            after = records[i + 1][1] if i + 1 < len(records) else result.image.shape
+            out = ndimage.zoom(out, [a / b for a, b in zip(after, out.shape)], order=0, mode="nearest",
+                               grid_mode=True)
+    if out.shape != result.image.shape:
+        out = _resize(out, result.image.shape, order=0)
+    return np.ascontiguousarray(out)
+
+
+def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False,
+                  mode="edge").astype(arr.dtype)
