@@ -90,10 +90,13 @@ def _fingerprint(model: Any, image: Any) -> str:
 
 
 def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,
-                 geometry: dict[str, Any], dtypes: dict[str, Any]) -> tuple[dict[str, Any], Any, set[int]]:
+                 geometry: dict[str, Any], dtypes: dict[str, Any],
+                 holder: str = "labels") -> tuple[dict[str, Any], Any, set[int]]:
     """Create the output stores, or reopen those of an interrupted identical run.
 
-    Returns the arrays by name, the labels group (holds the progress) and the finished blocks.
+    Returns the arrays by name, the group of ``targets[holder]`` (it holds the progress)
+    and the finished blocks. ``"labels"`` is written as a labels image, ``"probabilities"``
+    with a leading channel axis.
     """
     import zarr
 
@@ -101,7 +104,7 @@ def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any],
 
     existing = {name: path.exists() for name, path in targets.items()}
     if any(existing.values()):
-        labels_path = targets["labels"]
+        labels_path = targets[holder]
         try:
             group = zarr.open_group(str(labels_path), mode="r+")
             progress = dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {}
@@ -125,16 +128,33 @@ def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any],
             spacing=((1.0,) if channels else ()) + tuple(geometry["spacing"]),
             origin=((0.0,) if channels else ()) + tuple(geometry["origin"]),
             chunks=((1,) if channels else ()) + chunked, unit=geometry.get("unit"), is_labels=name == "labels",
-            extra={"prediction": {"run": run, "done": [], "complete": False}} if name == "labels" else None)
-    group = zarr.open_group(str(targets["labels"]), mode="r+")
+            extra={"prediction": {"run": run, "done": [], "complete": False}} if name == holder else None)
+    group = zarr.open_group(str(targets[holder]), mode="r+")
     return arrays, group, set()
 
 
-def _mark(group: Any, done: set[int], complete: bool) -> None:
+def _geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
+    """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata."""
+    body = volume.axes[: len(volume.spacing)]
+    size, offset = dict(zip(body, volume.spacing)), dict(zip(body, volume.origin))
+    return {"spacing": [float(size.get(a, 1.0)) for a in spatial_axes],
+            "origin": [float(offset.get(a, 0.0)) for a in spatial_axes], "unit": volume.meta.get("unit")}
+
+
+def _block_windows(plan: BlockPlan, index: int) -> int:
+    """Windows the network runs for block ``index`` (all TTA passes)."""
+    region = plan.read_region(index)
+    return math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
+                     for r, roi in zip(region, plan.roi)) * len(plan.flips)
+
+
+def _mark(group: Any, done: set[int], complete: bool, **extra: Any) -> None:
+    """Record the finished blocks (and ``extra`` JSON entries) in the group's attributes."""
     from napari_medml.io.zarr import ATTRS_KEY
 
     ours = dict(group.attrs.get(ATTRS_KEY) or {})
-    ours["prediction"] = {**dict(ours.get("prediction") or {}), "done": sorted(done), "complete": complete}
+    ours["prediction"] = {**dict(ours.get("prediction") or {}), "done": sorted(done), "complete": complete,
+                          **extra}
     group.attrs[ATTRS_KEY] = ours
 
 
@@ -199,10 +219,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
                            memory_mb=memory_mb)  # fmt: skip
     if tuple(plan.shape) != tuple(image.shape[1:]):
         raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(image.shape[1:])}")
-    body = volume.axes[: len(volume.spacing)]
-    size, offset = dict(zip(body, volume.spacing)), dict(zip(body, volume.origin))
-    geometry = {"spacing": [float(size.get(a, 1.0)) for a in spatial_axes],
-                "origin": [float(offset.get(a, 0.0)) for a in spatial_axes], "unit": volume.meta.get("unit")}
+    geometry = _geometry(volume, spatial_axes)
     targets = {"labels": Path(out)}
     if probabilities is not None:
         targets["probabilities"] = Path(probabilities)
@@ -215,12 +232,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     resumed = len(done)
     device = resolve_device(config.device)
     amp = amp_enabled(device, config.amp)
-    def count(index: int) -> int:
-        region = plan.read_region(index)
-        return math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
-                         for r, roi in zip(region, plan.roi)) * len(plan.flips)
-
-    totals = [count(i) for i in range(plan.count)]
+    totals = [_block_windows(plan, i) for i in range(plan.count)]
     total = sum(totals)
     windows_done = sum(totals[i] for i in done)
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])

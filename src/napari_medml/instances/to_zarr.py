@@ -1,0 +1,266 @@
+"""Learned instances of a volume larger than memory, block by block into OME-Zarr stores.
+
+Two resumable stages, each recording its finished blocks in its store:
+
+1. **Maps.** The network's foreground probability and normalised distance map are
+   written block by block (``<out>.foreground.zarr``, ``<out>.distance.zarr``, float32),
+   blended exactly as :func:`~napari_medml.instances.model.network_outputs` blends them
+   over the whole volume (same windows, weights and order per voxel, see
+   :mod:`napari_medml.segmentation.chunked`).
+2. **Objects.** The post-processing (seeds = h-maxima of the distance map, seeded
+   watershed in the foreground, minimum size) runs on each block plus a halo, and
+   only the block's core is written (:func:`~napari_medml.segmentation.label_blocks.label_blocks`):
+   an object's id is ``1 +`` the flat index of its first voxel, so ids are unique over
+   the volume, and the partition equals the whole-volume ``InstanceModel.predict`` when
+   the halo holds each object and its neighbours (checked; grown per block when not).
+
+The maps stay on disk: other post-processing parameters re-run stage 2 only (no
+network), as :meth:`InstancePrediction.relabel` does in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medml.config import InferConfig
+from napari_medml.errors import ConfigError, InputError
+from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
+from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks
+
+__all__ = ["InstanceZarrResult", "default_halo", "instances_to_zarr", "map_paths", "plan_instance_blocks"]
+
+_SUFFIXES = (".ome.zarr", ".zarr")
+
+
+@dataclass(frozen=True)
+class InstanceZarrResult:
+    """What :func:`instances_to_zarr` wrote.
+
+    Attributes
+    ----------
+    stores : dict of str to Path
+        ``"labels"`` (uint32/uint64 instance ids), ``"foreground"``, ``"distance"`` (float32 maps).
+    plan : BlockPlan
+    halo : tuple of int
+        Context (voxels per side) the objects were labelled with.
+    objects : int
+        Objects in the volume.
+    computed, resumed : int
+        Network blocks computed by this call; found finished by an earlier one.
+    labelled : int
+        Blocks labelled by this call (stage 2); ``grown`` of them needed a larger halo.
+    """
+
+    stores: dict[str, Path]
+    plan: BlockPlan
+    halo: tuple[int, ...]
+    objects: int
+    computed: int
+    resumed: int
+    labelled: int
+    grown: int
+
+
+def map_paths(out: str | Path) -> dict[str, Path]:
+    """The maps' stores next to ``out``: ``pred.zarr`` -> ``pred.foreground.zarr``, ``pred.distance.zarr``."""
+    out = Path(out)
+    name = out.name
+    stem = next((name[: -len(s)] for s in _SUFFIXES if name.lower().endswith(s)), name)
+    return {k: out.with_name(f"{stem}.{k}.zarr") for k in ("foreground", "distance")}
+
+
+def default_halo(model: Any, params: InstanceParams, spacing: Sequence[float]) -> tuple[int, ...]:
+    """Context per side: the model's patch (objects it can see whole) plus ``min_distance``
+    in voxels (seeds that close merge)."""
+    return tuple(int(p) + int(math.ceil(params.min_distance / float(s))) for p, s in zip(model.patch_size, spacing))
+
+
+def plan_instance_blocks(model: Any, shape: Sequence[int], channels: int, config: InferConfig | None = None,
+                         memory_mb: float | None = None, block: Sequence[int] | None = None) -> BlockPlan:
+    """The block plan for an instance model (four outputs: three classes and the distance)."""
+    from napari_medml.instances.model import OUT_CHANNELS
+
+    return plan_blocks(shape, model.patch_size, channels=channels, classes=OUT_CHANNELS, config=config,
+                       width=model.config.model.channels, memory_mb=memory_mb, block=block)
+
+
+def _map_predictor(model: Any, device: Any, amp: bool, progress: Callable[[int, int], None] | None,
+                   stop: Any | None) -> Callable[[Any], Any]:
+    """The network as ``network_outputs`` runs it: softmax of the three classes and the
+    sigmoid of the distance logit, blended linearly; counts windows, obeys ``stop``."""
+    import torch
+
+    from napari_medml.errors import Cancelled
+
+    net = model._network_on(device)
+    done = 0
+
+    def predictor(window: Any) -> Any:
+        nonlocal done
+        if stop is not None and stop.stopped:
+            raise Cancelled("prediction stopped")
+        ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+        with ctx:
+            logits = net(window).float()
+        done += window.shape[0]
+        if progress is not None:
+            progress(done, 0)
+        return torch.cat([torch.softmax(logits[:, :3], dim=1), torch.sigmoid(logits[:, 3:4])], dim=1)
+
+    return predictor
+
+
+def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, targets: dict[str, Path],
+                spatial_axes: str, geometry: dict[str, Any], progress: Callable[[int], None],
+                stop: Any | None) -> tuple[dict[str, Any], int, int]:
+    """Stage 1: the maps block by block; returns the arrays, blocks computed and resumed."""
+    import torch
+
+    from napari_medml.engine.devices import amp_enabled, resolve_device
+    from napari_medml.segmentation.to_zarr import _block_windows, _fingerprint, _mark, _open_stores
+
+    run = {**plan.signature(), "model": _fingerprint(model, image), "tta": config.tta, "blend": config.blend,
+           "outputs": ["distance", "foreground"]}
+    arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry,
+                                       {"foreground": np.float32, "distance": np.float32}, holder="foreground")
+    resumed, computed = len(done), 0
+    device = resolve_device(config.device)
+    amp = amp_enabled(device, config.amp)
+    base = sum(_block_windows(plan, i) for i in done)
+    progress(base)
+    from napari_medml.errors import Cancelled
+
+    for index in range(plan.count):
+        if index in done:
+            continue
+        if stop is not None and stop.stopped:
+            raise Cancelled("prediction stopped")
+        predictor = _map_predictor(model, device, amp, lambda k, _t, b=base: progress(b + k), stop)
+        mean = block_scores(model, image, plan, index, config, device=device, amp=amp, predictor=predictor)
+        interior = plan.interior(index)
+        with torch.inference_mode():
+            arrays["foreground"][interior] = (1.0 - mean[0]).clamp_(0.0, 1.0).numpy().astype(np.float32)
+            arrays["distance"][interior] = mean[3].clamp_(0.0, 1.0).numpy().astype(np.float32)
+        del mean
+        done.add(index)
+        base += _block_windows(plan, index)
+        computed += 1
+        _mark(group, done, complete=len(done) == plan.count)
+    if computed == 0:
+        _mark(group, done, complete=True)
+    return arrays, computed, resumed
+
+
+def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
+                      params: InstanceParams | None = None, plan: BlockPlan | None = None,
+                      memory_mb: float | None = None, halo: Sequence[int] | None = None,
+                      spacing: Sequence[float] | None = None, maps: dict[str, str | Path] | None = None,
+                      progress: Callable[[int, int], None] | None = None,
+                      stop: Any | None = None) -> InstanceZarrResult:
+    """Instances of a volume, block by block, into an OME-Zarr labels store; resumable.
+
+    Parameters
+    ----------
+    model : instances.model.InstanceModel
+    volume : io.Volume
+        The image (``data`` NumPy, dask or zarr; one block's region in memory at a time),
+        its axes, spacing, origin and unit (written as the stores' scale metadata).
+    out : str or Path
+        The instance labels store (``.zarr``) to create, or to resume.
+    config : InferConfig, optional
+        Overlap, blending, TTA, device (its semantic post-processing is not used).
+    params : InstanceParams, optional
+        Post-processing; default the bundle's (``model.params``).
+    plan : BlockPlan, optional
+        Default: :func:`plan_instance_blocks` for ``memory_mb``.
+    memory_mb : float, optional
+        Working-memory budget per block (default 1024 MiB).
+    halo : sequence of int, optional
+        Context per side for the objects (voxels per axis); default :func:`default_halo`.
+        Grown per block where an object or its neighbour reaches past it.
+    spacing : sequence of float, optional
+        Voxel size the post-processing measures in; default the volume's.
+    maps : dict, optional
+        ``"foreground"``, ``"distance"`` store paths; default :func:`map_paths` of ``out``.
+        Kept after the run: other ``params`` re-use them without the network.
+    progress : callable, optional
+        ``(done, total)`` steps: the network's windows, then one per labelled block.
+    stop : StopToken, optional
+        Stopped: ``Cancelled`` is raised at the next window or block; finished blocks stay.
+
+    Returns
+    -------
+    InstanceZarrResult
+
+    Raises
+    ------
+    InputError
+        Existing stores that are not an interrupted run of this prediction; NaN/inf; a
+        time series; objects larger than the grown halo.
+    ConfigError
+        A model with a preprocessing recipe; a plan for another shape.
+    Cancelled
+        Stopped through ``stop``.
+    """
+    from napari_medml.segmentation.label_blocks import label_blocks
+    from napari_medml.segmentation.to_zarr import _block_windows, _geometry, volume_layout
+
+    config = config or InferConfig()
+    params = params or model.params
+    image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
+    shape = tuple(image.shape[1:])
+    if plan is None:
+        plan = plan_instance_blocks(model, shape, image.shape[0], config, memory_mb)
+    if tuple(plan.shape) != shape:
+        raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {shape}")
+    geometry = _geometry(volume, spatial_axes)
+    spacing = tuple(float(s) for s in (spacing if spacing is not None else geometry["spacing"]))[-len(shape):]
+    if len(spacing) != len(shape):
+        raise InputError(f"spacing {spacing} does not fit the image's {len(shape)} spatial axes")
+    halo = tuple(int(h) for h in (halo if halo is not None else default_halo(model, params, spacing)))
+    targets = {k: Path(v) for k, v in (maps or map_paths(out)).items()}
+    if set(targets) != {"foreground", "distance"} or Path(out) in targets.values():
+        raise ConfigError("maps must name two stores other than the output: 'foreground' and 'distance'")
+    windows = sum(_block_windows(plan, i) for i in range(plan.count))
+    total = windows + plan.count
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(min(done, total), total)
+
+    arrays, computed, resumed = _write_maps(model, image, plan, config, targets, spatial_axes, geometry, report,
+                                            stop)  # fmt: skip
+    cut = replace(params, min_size=0.0)  # sizes are measured on whole objects, after the halo check
+
+    def labeller(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        return instances_from_outputs(foreground, distance, spacing, cut)
+
+    maps_run = json.dumps(dict(zip(("foreground", "distance"), (_store_run(p) for p in targets.values()))),
+                          sort_keys=True)  # fmt: skip
+    run = {"maps": hashlib.sha256(maps_run.encode()).hexdigest()[:32], "params": params.to_dict(),
+           "spacing": list(spacing)}
+    labelled = label_blocks([arrays["foreground"], arrays["distance"]], labeller, out, plan=plan, halo=halo,
+                            run=run, geometry=geometry, spatial_axes=spatial_axes, min_volume=params.min_size,
+                            voxel_volume=float(np.prod(spacing)), stop=stop,
+                            progress=lambda k, _n: report(windows + k))  # fmt: skip
+    return InstanceZarrResult({"labels": Path(out), **targets}, plan, halo, labelled.objects, computed, resumed,
+                              labelled.computed, labelled.grown)
+
+
+def _store_run(path: Path) -> Any:
+    """The run recorded in a maps store (what made it)."""
+    import zarr
+
+    from napari_medml.io.zarr import ATTRS_KEY
+
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs.get(ATTRS_KEY) or {})
+    return (attrs.get("prediction") or {}).get("run")
