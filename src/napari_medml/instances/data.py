@@ -20,7 +20,7 @@ from napari_medml.config import TrainConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.instances.postprocess import InstanceParams, params_from_labels
 from napari_medml.instances.targets import instance_target
-from napari_medml.segmentation.data import PatchSampler, Region
+from napari_medml.segmentation.data import PatchSampler, Region, pad_to
 
 __all__ = ["CLASS_IDS", "DISTANCE_SCALE", "InstanceData", "InstanceRegion", "InstanceSampler",
            "prepare_instance_data"]
@@ -89,48 +89,35 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         Scribble mode, or a patch size not divisible by the network's factor.
     """
-    from napari_medml.nn.segmentation import patch_divisor
-    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
-    from napari_medml.segmentation import data, split
-    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
+    from napari_medml.segmentation import split
+    from napari_medml.segmentation.prepare import choose_patch_size, normalize_regions, read_images_and_labels
 
     dc = config.data
     if dc.label_mode != "dense":
         raise ConfigError("instance training needs every object painted with its own id (dense labels): "
                           "use label mode 'dense'; scribbles cannot tell objects apart")
-    image_list, label_list = data.as_list(images, "images"), data.as_list(labels, "labels")
-    if len(image_list) != len(label_list):
-        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} instance labels array(s): give one "
-                         "per image")
-    spacings = _spacings(spacing, len(image_list))
-    single = len(image_list) == 1
+    arrays, grid_labels, spacings = read_images_and_labels(images, labels, config, spacing=spacing,
+                                                           channel_axis=channel_axis, base=base,
+                                                           what="instance labels")
     stacked, encoded, grids = [], [], []
-    for i, (img, lab) in enumerate(zip(image_list, label_list)):
-        name = "image" if single else f"image {i}"
-        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
-                                 in_channels=base.in_channels if base is not None else None)
-        lab = data.prepare_labels(lab, arr.shape[1:], name="instance labels" if single else f"instance labels {i}",
-                                  image_name=name)
-        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
-        lab = labels_to_recipe_grid(lab, recipe)
+    for arr, lab, sp in zip(arrays, grid_labels, spacings):
         if lab.size and int(lab.max()) >= 2**24:  # ids travel as float32 through the split: keep them exact
             from skimage.segmentation import relabel_sequential
 
             lab = relabel_sequential(lab)[0]
-        target = instance_target(lab, spacings[i])
+        target = instance_target(lab, sp)
         encoded.append(target.classes + np.uint8(1))  # 1 background, 2 interior, 3 boundary
         stacked.append(np.concatenate([arr, target.distance[None], lab[None].astype(np.float32)]))
-        grids.append((lab, spacings[i]))
-    channels = {a.shape[0] - 2 for a in stacked}
-    if len(channels) > 1:
-        raise InputError(f"images have different channel counts {sorted(channels)}: give the same channels")
-    in_channels = channels.pop()
+        grids.append((lab, sp))
+    in_channels = arrays[0].shape[0]
     if not any(int(lab.max(initial=0)) > 0 for lab, _ in grids):
         raise InputError("instance labels have no objects: paint each object with its own id (> 0)")
     params = base.params if base is not None else _params(grids)
 
-    patch_size = _patch_size(stacked, encoded, config, spacings[0], base, single, max_patch_voxels,
-                             patch_divisor(config.model))
+    # the model's patch (resuming), the config's (checked), or the largest that fits the training part
+    patch_size = tuple(base.patch_size) if base is not None else choose_patch_size(
+        [r.label.shape for r in split.split_train_val(stacked, encoded, dc.val_fraction)[0]], config, spacings[0],
+        single=len(arrays) == 1, max_patch_voxels=max_patch_voxels)
     train, val, note = split.split_train_val(stacked, encoded, dc.val_fraction, context=patch_size,
                                              class_ids=CLASS_IDS)
     if not any((r.label >= 2).any() for r in train):
@@ -139,11 +126,8 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
     train_regions = [_unpack(r, in_channels) for r in train]
     val_regions = [_unpack(r, in_channels) for r in val]
     val_regions = [r for r in val_regions if r.label.any()]
-    normalization = (base.normalization if base is not None else
-                     fit_normalization([r.image for r in train_regions], dc.normalization))
-    for region in train_regions + val_regions:
-        region.image = apply_normalization(np.array(region.image, dtype=np.float32), normalization)
-    train_regions = [_pad_to(r, patch_size) for r in train_regions]
+    normalization = normalize_regions(train_regions, val_regions, config, base)
+    train_regions = [pad_to(r, patch_size) for r in train_regions]
     return InstanceData(train_regions, val_regions, note, in_channels, spacings[0], patch_size, normalization,
                         params)
 
@@ -154,60 +138,11 @@ def _params(grids: list[tuple[np.ndarray, tuple[float, ...] | None]]) -> Instanc
     return InstanceParams(min_size=min(sizes))
 
 
-def _patch_size(stacked: list[np.ndarray], encoded: list[np.ndarray], config: TrainConfig,
-                spacing: tuple[float, ...] | None, base: Any, single: bool, max_voxels: int | None,
-                divisor: int) -> tuple[int, ...]:
-    """The model's patch (resuming), the config's (checked), or the largest that fits."""
-    from napari_medml.segmentation import data, split
-
-    dc = config.data
-    if base is not None:
-        return tuple(base.patch_size)
-    train, _, _ = split.split_train_val(stacked, encoded, dc.val_fraction)
-    smallest = tuple(min(r.label.shape[a] for r in train) for a in range(dc.spatial_dims))
-    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
-    if dc.patch_size is None:
-        return data.auto_patch_size(smallest, spacing, dc.spatial_dims, dc.memory_budget_mb, divisor,
-                                    bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
-                                    max_voxels=max_voxels)
-    patch = tuple(int(p) for p in dc.patch_size)
-    if any(p % divisor for p in patch):
-        fit = tuple(max(divisor, p // divisor * divisor) for p in patch)
-        raise ConfigError(f"patch_size {patch} must be divisible by {divisor} (2 ** (depth - 1) for depth "
-                          f"{config.model.depth}): use {fit}, or a smaller depth")
-    if any(p > m for p, m in zip(patch, largest)):
-        where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-        fit = tuple(min(p, m) for p, m in zip(patch, largest))
-        raise InputError(f"patch size {patch} is larger than the {where} {smallest}: use a patch of at most "
-                         f"{fit}, or leave it out to choose one automatically")
-    return patch
-
-
 def _unpack(region: Region, in_channels: int) -> InstanceRegion:
     """Split the stacked channels (image, distance, ids) of a region from the split."""
     ids = np.rint(region.image[in_channels + 1]).astype(np.int32)
     return InstanceRegion(region.image[:in_channels], region.label,
                           np.ascontiguousarray(region.image[in_channels], dtype=np.float32), ids)
-
-
-def _pad_to(region: InstanceRegion, shape: tuple[int, ...]) -> InstanceRegion:
-    """Pad a region thinner than the patch: image zeros, labels 0 (unlabeled, no loss)."""
-    pad = [(0, max(0, int(p) - s)) for p, s in zip(shape, region.label.shape)]
-    if not any(after for _, after in pad):
-        return region
-    return InstanceRegion(np.pad(region.image, [(0, 0), *pad]), np.pad(region.label, pad),
-                          np.pad(region.distance, pad), np.pad(region.instances, pad))
-
-
-def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
-    if spacing is None:
-        return [None] * n
-    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
-        return [tuple(float(s) for s in spacing)] * n
-    spacing = list(spacing)
-    if len(spacing) != n:
-        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
-    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
 
 
 class InstanceSampler(PatchSampler):

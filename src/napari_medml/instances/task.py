@@ -21,7 +21,6 @@ without a held-out part tunes the post-processing the same way on (at most
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Generator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +30,12 @@ import numpy as np
 import torch
 
 from napari_medml.config import AugmentConfig, TrainConfig
+from napari_medml.engine.distributed import data_seed
+from napari_medml.engine.loop import fit_task, run_to_end
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError
-from napari_medml.instances.model import OUT_CHANNELS, InstanceModel, network_outputs
+from napari_medml.instances.model import OUT_CHANNELS, InstanceModel, load_instance_model, network_outputs
 from napari_medml.instances.postprocess import InstanceParams
 
 __all__ = ["DISTANCE_WEIGHT", "InstanceTask", "fit", "train"]
@@ -48,8 +49,6 @@ FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6)
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> InstanceModel:
     """Run :func:`fit` to the end and return the best model (same arguments)."""
-    from napari_medml.engine.loop import run_to_end
-
     return run_to_end(fit(images, labels, config, **kwargs))
 
 
@@ -103,23 +102,12 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         raise ConfigError(f"instances.fit trains instance networks; for task {config.task!r} use napari_medml.fit")
     if plan is not None:
         raise ConfigError("instance training takes no segmentation plan: leave plan=None")
-    resume = None
-    base = init_model
-    if resume_from is not None:
-        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-        from napari_medml.engine.loop import Resume
-        from napari_medml.instances.model import load_instance_model
+    def build(base: InstanceModel | None, start_step: int) -> InstanceTask:
+        return InstanceTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
+                            start_step=start_step)
 
-        checkpoint = find_checkpoint(resume_from)
-        base = load_instance_model(checkpoint)
-        state, tensors = read_checkpoint(checkpoint)
-        resume = Resume(state, tensors, list(base.history))
-    task = InstanceTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
-                        start_step=int(resume.state["step"]) if resume is not None else 0)
-    from napari_medml.engine.loop import run
-
-    checkpoint_dir = config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-")
-    return (yield from run(task, task.config, stop=stop, checkpoint_dir=checkpoint_dir, resume=resume))
+    return (yield from fit_task(build, config, load=load_instance_model, stop=stop, resume_from=resume_from,
+                                init_model=init_model))
 
 
 class InstanceTask:
@@ -169,16 +157,15 @@ class InstanceTask:
             self.initial_weights = transfer_weights(self.network, config.model.init_from)
         freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.loss_fn: Any = None
+        draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
         transform = None
         if any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__):
             from napari_medml.augment import augmentation_transforms
 
             transform = augmentation_transforms(config.augment, dc.spatial_dims, ("image", "label", "distance"),
-                                                seed=config.seed + start_step, spatial_shape=self.patch_size,
-                                                spacing=self.spacing)
+                                                seed=draws, spatial_shape=self.patch_size, spacing=self.spacing)
         self.sampler = InstanceSampler(prepared.train_regions, self.patch_size, dc.batch_size,
-                                       dc.foreground_fraction, sparse=False, transform=transform,
-                                       seed=config.seed + start_step)
+                                       dc.foreground_fraction, sparse=False, transform=transform, seed=draws)
 
     # --- TrainingTask ---------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """The data side of pretraining: unlabeled images checked, normalised and cut into
 corrupted patches (masked blocks and/or noise) with their clean targets.
 
-Plain NumPy; torch enters only where a batch becomes tensors. The segmentation
-package has its own patch code, but task packages do not import each other (the
-import-linter layers contract), and unlabeled sampling is simpler: uniform windows,
-no class balance.
+Plain NumPy; torch enters only where a batch becomes tensors. Image checks, the
+recipe and the patch budget are every task's (``preprocessing.inputs``); the sampler is
+its own, as task packages do not import each other (the import-linter layers
+contract) and unlabeled sampling is simpler: uniform windows, no class balance.
 """
 
 from __future__ import annotations
@@ -17,42 +17,10 @@ from typing import Any
 import numpy as np
 
 from napari_medml.config import PretrainConfig
-from napari_medml.errors import InputError
+from napari_medml.preprocessing.inputs import check_image, run_recipe_channels, shrink_patch
 
 __all__ = ["Corruptor", "UnlabeledSampler", "block_sizes", "check_image", "checker_masks", "choose_patch",
            "run_recipe_channels", "split_unlabeled"]
-
-
-def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name: str = "image",
-                in_channels: int | None = None) -> np.ndarray:
-    """An image as float32 ``(C, *spatial)`` (a new array).
-
-    Raises
-    ------
-    InputError
-        Not numeric, the wrong number of dimensions or channels, or NaN/inf values.
-    """
-    arr = np.asarray(image)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
-    if channel_axis is not None:
-        if not -arr.ndim <= channel_axis < arr.ndim:
-            raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")
-        arr = np.moveaxis(arr, channel_axis, 0)
-    else:
-        arr = arr[None]
-    if arr.ndim - 1 != spatial_dims:
-        raise InputError(f"{name} has {arr.ndim - 1} spatial dimensions (shape {np.shape(image)}) but the "
-                         f"network is {spatial_dims}D: set the channel axis, or choose "
-                         f"{'2D' if spatial_dims == 3 else '3D'}")
-    if in_channels is not None and arr.shape[0] != in_channels:
-        raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected: give "
-                         "every image the same channels")
-    out = np.array(arr, dtype=np.float32, copy=True)
-    bad = int((~np.isfinite(out)).sum())
-    if bad:
-        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
-    return out
 
 
 def split_unlabeled(image: Any, axes: str, spatial_dims: int, spacing: Sequence[float] | None, *,
@@ -96,16 +64,8 @@ def choose_patch(shapes: Sequence[Sequence[int]], spacing: Sequence[float] | Non
     Z axis gets fewer voxels."""
     dims = len(shapes[0])
     smallest = [min(int(s[a]) for s in shapes) for a in range(dims)]
-    spacing = [float(s) for s in (spacing or (1.0,) * dims)]
     patch = [max(divisor, min(-(-s // divisor) * divisor, target // divisor * divisor)) for s in smallest]
-    cap = max_voxels if max_voxels is not None else target**dims
-    while math.prod(patch) > cap:
-        extents = [p * sp if p > divisor else -1.0 for p, sp in zip(patch, spacing)]
-        axis = int(np.argmax(extents))
-        if extents[axis] < 0:
-            break
-        patch[axis] = max(divisor, int(patch[axis] * 0.9) // divisor * divisor)
-    return tuple(patch)
+    return shrink_patch(patch, spacing, divisor, max_voxels if max_voxels is not None else target**dims)
 
 
 def block_sizes(block: int, spacing: Sequence[float] | None, dims: int) -> tuple[int, ...]:
@@ -210,18 +170,3 @@ class UnlabeledSampler:
 
         corrupted, clean, masks = self.arrays()
         return torch.from_numpy(corrupted), {"clean": torch.from_numpy(clean), "mask": torch.from_numpy(masks)}
-
-
-def run_recipe_channels(image: np.ndarray, spacing: tuple[float, ...] | None, steps: Any
-                        ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
-    """The preprocessing recipe on each channel of ``(C, *spatial)`` (as training and
-    prediction of the later segmentation model apply it): image, spacing and the first
-    channel's ``RecipeResult`` (None without a recipe), whose ``restore`` maps back."""
-    if not steps:
-        return image, spacing, None
-    from napari_medml.preprocessing.recipe import run_recipe
-
-    sp = spacing if spacing is not None else (1.0,) * (image.ndim - 1)
-    results = [run_recipe(channel, sp, tuple(steps)) for channel in image]
-    new = None if results[0].spacing is None else tuple(float(s) for s in results[0].spacing)
-    return np.stack([np.asarray(r.image, np.float32) for r in results]), new, results[0]

@@ -10,7 +10,6 @@ when the widths and depth agree).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Generator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +19,13 @@ import numpy as np
 import torch
 
 from napari_medml.config import TrainConfig
+from napari_medml.engine.distributed import data_seed
+from napari_medml.engine.loop import fit_task, run_to_end
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.pretraining.model import ReconstructionModel
+from napari_medml.pretraining.model import ReconstructionModel, load_pretrained
+from napari_medml.preprocessing.inputs import as_list, spacings_per_image
 
 __all__ = ["PretrainingTask", "fit_pretraining", "pretrain", "reconstruction_loss"]
 
@@ -32,8 +34,6 @@ VAL_BATCHES = 4  # fixed corrupted batches scored at each epoch end
 
 def pretrain(images: Any, config: TrainConfig, **kwargs: Any) -> ReconstructionModel:
     """Run :func:`fit_pretraining` to the end and return the best model (same arguments)."""
-    from napari_medml.engine.loop import run_to_end
-
     return run_to_end(fit_pretraining(images, None, config, **kwargs))
 
 
@@ -84,24 +84,12 @@ def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: A
         raise ConfigError(f"fit_pretraining needs config.task 'pretraining', got {config.task!r}")
     if labels is not None:
         raise ConfigError("pretraining learns from unlabeled images: call fit(images, None, config)")
-    resume = None
-    base = init_model
-    if resume_from is not None:
-        from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-        from napari_medml.engine.loop import Resume
-        from napari_medml.pretraining.model import load_pretrained
+    def build(base: ReconstructionModel | None, start_step: int) -> PretrainingTask:
+        return PretrainingTask(config, images, spacing=spacing, channel_axis=channel_axis, base=base,
+                               start_step=start_step)
 
-        checkpoint = find_checkpoint(resume_from)
-        base = load_pretrained(checkpoint)
-        state, tensors = read_checkpoint(checkpoint)
-        resume = Resume(state, tensors, list(base.history))
-    start_step = int(resume.state["step"]) if resume is not None else 0
-    task = PretrainingTask(config, images, spacing=spacing, channel_axis=channel_axis, base=base,
-                           start_step=start_step)
-    from napari_medml.engine.loop import run
-
-    checkpoint_dir = config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-")
-    return (yield from run(task, task.config, stop=stop, checkpoint_dir=checkpoint_dir, resume=resume))
+    return (yield from fit_task(build, config, load=load_pretrained, stop=stop, resume_from=resume_from,
+                                init_model=init_model))
 
 
 class PretrainingTask:
@@ -120,10 +108,8 @@ class PretrainingTask:
                              data=replace(config.data, spatial_dims=base.spatial_dims))
         self.config = config
         dc = config.data
-        image_list = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not image_list:
-            raise InputError("no images given: pass at least one unlabeled image")
-        spacings = _spacings(spacing, len(image_list))
+        image_list = as_list(images, "unlabeled images")
+        spacings = spacings_per_image(spacing, len(image_list))
         arrays = []
         for i, img in enumerate(image_list):
             name = "image" if len(image_list) == 1 else f"image {i + 1}"
@@ -164,7 +150,8 @@ class PretrainingTask:
         self.blocks = data.block_sizes(config.pretrain.mask_block, self.spacing, dc.spatial_dims)
         corruptor = data.Corruptor(config.pretrain, self.blocks)
         self.sampler = data.UnlabeledSampler(arrays, self.patch_size, dc.batch_size, corruptor,
-                                             flip=config.augment.flip.prob, seed=config.seed + start_step)
+                                             flip=config.augment.flip.prob,
+                                             seed=data_seed(config.seed + start_step))  # each process its own
         # validation: fixed patches with fixed corruption, so epochs compare fairly
         fixed = data.UnlabeledSampler(arrays, self.patch_size, dc.batch_size, corruptor, flip=0.0,
                                       seed=config.seed + 10_000)
@@ -221,13 +208,3 @@ def reconstruction_loss(outputs: torch.Tensor, clean: torch.Tensor, kind: str) -
         return torch.nn.functional.l1_loss(outputs, clean)
     return torch.nn.functional.mse_loss(outputs, clean)
 
-
-def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
-    if spacing is None:
-        return [None] * n
-    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
-        return [tuple(float(s) for s in spacing)] * n
-    spacing = list(spacing)
-    if len(spacing) != n:
-        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
-    return [None if s is None else tuple(float(v) for v in s) for s in spacing]

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from napari_medml.errors import InputError
+# every task checks its images the same way (task packages share it from below)
+from napari_medml.preprocessing.inputs import as_list
+from napari_medml.preprocessing.inputs import check_image as prepare_image
 
 __all__ = [
     "TrainingData",
@@ -29,51 +32,6 @@ __all__ = [
     "prepare_labels",
     "as_list",
 ]
-
-
-def as_list(items, kind: str) -> list:
-    """One array or a sequence of arrays -> list."""
-    if not isinstance(items, (list, tuple)):
-        return [items]
-    items = list(items)
-    if not items:
-        raise InputError(f"no {kind} given: pass at least one array")
-    return items
-
-
-def prepare_image(image, *, channel_axis: int | None, spatial_dims: int, name: str = "image",
-                  in_channels: int | None = None) -> np.ndarray:
-    """Validate an image and return it as float32 ``(C, *spatial)`` (a new array).
-
-    Raises
-    ------
-    InputError
-        Wrong number of dimensions, channels, or NaN/inf values.
-    """
-    arr = np.asarray(image)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
-        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
-    if channel_axis is not None:
-        if not -arr.ndim <= channel_axis < arr.ndim:
-            raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")
-        arr = np.moveaxis(arr, channel_axis, 0)
-    else:
-        arr = arr[None]
-    if arr.ndim - 1 != spatial_dims:
-        got = arr.ndim - 1
-        hint = (" (a channel axis? set channel_axis)" if got == spatial_dims + 1
-                else " (pass 2D slices as a list of images, or use a 3D model)")
-        raise InputError(
-            f"{name} has {got} spatial dimensions (shape {np.shape(image)}) but the model is "
-            f"{spatial_dims}D{hint}"
-        )
-    if in_channels is not None and arr.shape[0] != in_channels:
-        raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
-    out = np.array(arr, dtype=np.float32, copy=True)
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).sum())
-        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
-    return out
 
 
 def prepare_labels(labels, spatial_shape: Sequence[int], *, name: str = "labels",
@@ -190,11 +148,17 @@ class Region:
 
 def pad_to(region: Region, shape: Sequence[int]) -> Region:
     """``region`` padded at the end of each axis to at least ``shape``: image with zeros (the
-    normalised mean or low value), labels with 0 (unlabeled, ignored by the loss)."""
+    normalised mean or low value), labels with 0 (unlabeled, ignored by the loss).
+
+    A subclass (``instances.data.InstanceRegion``) keeps its type; its other spatial
+    arrays are padded with zeros too.
+    """
     pad = [(0, max(0, int(p) - s)) for p, s in zip(shape, region.label.shape)]
     if not any(after for _, after in pad):
         return region
-    return Region(np.pad(region.image, [(0, 0), *pad]), np.pad(region.label, pad))
+    arrays = {f.name: getattr(region, f.name) for f in fields(region)}
+    return type(region)(**{name: np.pad(a, [(0, 0), *pad] if name == "image" else pad)
+                           for name, a in arrays.items()})
 
 
 # --- patch size --------------------------------------------------------------------
@@ -236,15 +200,10 @@ def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spati
     budget = memory_budget_mb * 2**20 / bytes_per_voxel
     if max_voxels is not None:
         budget = min(budget, float(max_voxels))
+    from napari_medml.preprocessing.inputs import shrink_patch
+
     max_voxels = max(budget, float(divisor**spatial_dims))
-    patch = [max(divisor, (s // divisor) * divisor) for s in shape]
-    while math.prod(patch) > max_voxels:
-        extents = [p * sp if p > divisor else -1.0 for p, sp in zip(patch, spacing)]
-        axis = int(np.argmax(extents))
-        if extents[axis] < 0:
-            break
-        patch[axis] = max(divisor, int(patch[axis] * 0.9) // divisor * divisor)
-    return tuple(patch)
+    return shrink_patch([max(divisor, (s // divisor) * divisor) for s in shape], spacing, divisor, max_voxels)
 
 
 # --- patch sampling ----------------------------------------------------------------

@@ -7,15 +7,18 @@ NumPy (the device only enters through the automatic patch size's voxel cap).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from napari_medml.config import TrainConfig
-from napari_medml.segmentation.data import TrainingData
 from napari_medml.errors import ConfigError, InputError
+from napari_medml.preprocessing.inputs import spacings_per_image
+from napari_medml.segmentation.data import TrainingData
 
-__all__ = ["prepare_training_data", "read_inputs"]
+__all__ = ["choose_patch_size", "normalize_regions", "prepare_training_data", "read_images_and_labels",
+           "read_inputs"]
 
 
 def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
@@ -46,57 +49,30 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         A patch size not divisible by the network's down-sampling factor.
     """
-    from napari_medml.segmentation import data
-    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
-    from napari_medml.segmentation import split
-    from napari_medml.nn.segmentation import patch_divisor
+    from napari_medml.segmentation import data, split
+    from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
 
     dc = config.data
-    from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
 
     image_list, label_list = data.as_list(images, "images"), data.as_list(labels, "labels")
     if any(is_lazy(a) for a in [*image_list, *label_list]):  # dask/zarr: read patch by patch, never whole
-        return prepare_lazy(image_list, label_list, config, spacings=_spacings(spacing, len(image_list)),
+        return prepare_lazy(image_list, label_list, config, spacings=spacings_per_image(spacing, len(image_list)),
                             channel_axis=channel_axis, base=base, max_patch_voxels=max_patch_voxels)
     prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                          channel_axis=channel_axis, base=base)
     single = len(prepared) == 1
 
     # patch size: the model's when fine-tuning, the config's, or the largest that fits
-    train_regions, _, _ = _split(prepared, encoded, config)
-    divisor = patch_divisor(config.model)
-    smallest = tuple(min(r.label.shape[a] for r in train_regions) for a in range(dc.spatial_dims))
-    # a region thinner than the patch is padded (below), so the patch may reach the next multiple
-    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
-    if base is not None:
-        patch_size = tuple(base.patch_size)
-    elif dc.patch_size is not None:
-        patch_size = tuple(int(p) for p in dc.patch_size)
-        if any(p % divisor for p in patch_size):
-            fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
-            raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
-                              f"(2 ** (depth - 1) for depth {config.model.depth}): use {fit}, "
-                              "or a smaller depth")
-        if any(p > m for p, m in zip(patch_size, largest)):
-            where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-            fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
-            raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
-                             f"of at most {fit}, or leave it out to choose one automatically")
-    else:
-        bytes_per_voxel = 96.0 * config.model.channels * dc.batch_size
-        patch_size = data.auto_patch_size(smallest, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
-                                          bytes_per_voxel=bytes_per_voxel, max_voxels=max_patch_voxels)
+    patch_size = tuple(base.patch_size) if base is not None else choose_patch_size(
+        [r.label.shape for r in _split(prepared, encoded, config)[0]], config, spacings[0], single=single,
+        max_patch_voxels=max_patch_voxels)
 
     # validation regions get one patch of unlabeled context (see split_train_val)
     train_regions, val_regions, split_note = _split(prepared, encoded, config, context=patch_size,
                                                     class_ids=class_ids, margin=dc.val_margin)
     lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
     # statistics of the labelled foreground (encoded >= 2) for the methods that use them
-    normalization = (base.normalization if base is not None else
-                     fit_normalization([r.image for r in train_regions], dc.normalization,
-                                       masks=[r.label >= 2 for r in train_regions]))
-    for region in train_regions + val_regions:
-        region.image = apply_normalization(np.array(region.image, dtype=np.float32), normalization)
+    normalization = normalize_regions(train_regions, val_regions, config, base, foreground_masks=True)
     # thinner than the patch (a 5-slice volume, a 3D patch of 8): pad with unlabeled voxels,
     # which the loss ignores; sliding-window inference pads the same way (zeros)
     train_regions = [data.pad_to(region, patch_size) for region in train_regions]
@@ -128,27 +104,10 @@ def read_inputs(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, 
         Mismatched images and labels, unknown classes.
     """
     from napari_medml.segmentation import data
-    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
 
     dc = config.data
-    image_list = data.as_list(images, "images")
-    label_list = data.as_list(labels, "labels")
-    if len(image_list) != len(label_list):
-        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} labels array(s): give one per image")
-    spacings = _spacings(spacing, len(image_list))
-    single = len(image_list) == 1
-    prepared, raw_labels = [], []
-    for i, (img, lab) in enumerate(zip(image_list, label_list)):
-        name = "image" if single else f"image {i}"
-        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
-                                 in_channels=base.in_channels if base is not None else None)
-        lab = data.prepare_labels(lab, arr.shape[1:], name="labels" if single else f"labels {i}",
-                                  image_name=name)
-        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
-        prepared.append(arr)
-        raw_labels.append(labels_to_recipe_grid(lab, recipe))
-    if len({a.shape[0] for a in prepared}) > 1:
-        raise InputError(f"images have different channel counts {[a.shape[0] for a in prepared]}")
+    prepared, raw_labels, spacings = read_images_and_labels(images, labels, config, spacing=spacing,
+                                                            channel_axis=channel_axis, base=base)
     class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
     if base is not None:
         extra = sorted(set(class_ids) - set(base.class_ids))
@@ -160,12 +119,139 @@ def read_inputs(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, 
     return prepared, encoded, tuple(class_ids), spacings
 
 
-def _spacings(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
-    if spacing is None:
-        return [None] * n
-    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
-        return [tuple(float(s) for s in spacing)] * n
-    spacing = list(spacing)
-    if len(spacing) != n:
-        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
-    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
+def read_images_and_labels(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
+                           channel_axis: int | None, base: Any = None, what: str = "labels"
+                           ) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+    """Every labelled task's input checks: images and their labels, pair by pair.
+
+    Parameters
+    ----------
+    images, labels, spacing, channel_axis
+        As for ``segmentation.task.fit`` (labels of any integer ids).
+    config : TrainConfig
+        ``data.spatial_dims`` and ``data.preprocessing`` (the recipe).
+    base : model, optional
+        A model being fine-tuned or resumed: the images must have its channels.
+    what : str
+        What the labels are, for error messages (``"instance labels"``).
+
+    Returns
+    -------
+    tuple
+        Images ``(C, *spatial)`` float32 after the preprocessing recipe, the labels
+        (unencoded) on the same grid, and each image's spacing after the recipe.
+
+    Raises
+    ------
+    InputError
+        Unequal numbers of images and labels, a bad image, labels that do not match
+        their image, images with different channel counts.
+    """
+    from napari_medml.segmentation import data
+    from napari_medml.segmentation.model import apply_preprocessing, labels_to_recipe_grid
+
+    dc = config.data
+    image_list, label_list = data.as_list(images, "images"), data.as_list(labels, "labels")
+    if len(image_list) != len(label_list):
+        raise InputError(f"{len(image_list)} image(s) but {len(label_list)} {what} array(s): give one per image")
+    spacings = spacings_per_image(spacing, len(image_list))
+    single = len(image_list) == 1
+    arrays, grids = [], []
+    for i, (img, lab) in enumerate(zip(image_list, label_list)):
+        name = "image" if single else f"image {i}"
+        arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
+                                 in_channels=base.in_channels if base is not None else None)
+        lab = data.prepare_labels(lab, arr.shape[1:], name=what if single else f"{what} {i}", image_name=name)
+        arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
+        arrays.append(arr)
+        grids.append(labels_to_recipe_grid(lab, recipe))
+    if len({a.shape[0] for a in arrays}) > 1:
+        raise InputError(f"images have different channel counts {[a.shape[0] for a in arrays]}: give every "
+                         "image the same channels")
+    return arrays, grids, spacings
+
+
+def choose_patch_size(shapes: Sequence[Sequence[int]], config: TrainConfig, spacing: Sequence[float] | None, *,
+                      single: bool, max_patch_voxels: int | None = None) -> tuple[int, ...]:
+    """A new run's patch size: the config's (checked), or the largest that fits the data.
+
+    Parameters
+    ----------
+    shapes : sequence of shapes
+        The spatial shapes of the training part (regions thinner than the patch are
+        padded later, so the patch may reach the next multiple of the divisor).
+    config : TrainConfig
+        ``data.patch_size`` (None: automatic), the memory budget, width and batch size.
+    spacing : sequence of float, optional
+        Voxel size (the automatic patch shrinks along coarse axes first).
+    single : bool
+        One image (error messages speak of its training part).
+    max_patch_voxels : int, optional
+        Cap on the automatic patch size (``devices.patch_voxel_cap``).
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ConfigError
+        A patch size not divisible by the network's down-sampling factor.
+    InputError
+        A patch size larger than the data.
+    """
+    from napari_medml.nn.segmentation import patch_divisor
+    from napari_medml.segmentation import data
+
+    dc = config.data
+    divisor = patch_divisor(config.model)
+    smallest = tuple(min(int(s[a]) for s in shapes) for a in range(dc.spatial_dims))
+    if dc.patch_size is None:
+        return data.auto_patch_size(smallest, spacing, dc.spatial_dims, dc.memory_budget_mb, divisor,
+                                    bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
+                                    max_voxels=max_patch_voxels)
+    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
+    patch_size = tuple(int(p) for p in dc.patch_size)
+    if any(p % divisor for p in patch_size):
+        fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
+        raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
+                          f"(2 ** (depth - 1) for depth {config.model.depth}): use {fit}, or a smaller depth")
+    if any(p > m for p, m in zip(patch_size, largest)):
+        where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
+        fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
+        raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
+                         f"of at most {fit}, or leave it out to choose one automatically")
+    return patch_size
+
+
+def normalize_regions(train_regions: list, val_regions: list, config: TrainConfig, base: Any = None, *,
+                      foreground_masks: bool = False) -> dict:
+    """Fit the intensity normalisation on the training part (or keep ``base``'s) and
+    apply it to every region's image in place.
+
+    Parameters
+    ----------
+    train_regions, val_regions : list of Region
+    config : TrainConfig
+        ``data.normalization``.
+    base : model, optional
+        A model being fine-tuned or resumed: its normalisation is kept.
+    foreground_masks : bool
+        Fit the statistics on the labelled foreground (encoded labels >= 2) for the
+        methods that use it.
+
+    Returns
+    -------
+    dict
+        The normalisation (stored in the model).
+    """
+    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
+
+    if base is not None:
+        normalization = base.normalization
+    else:
+        masks = [r.label >= 2 for r in train_regions] if foreground_masks else None
+        normalization = fit_normalization([r.image for r in train_regions], config.data.normalization, masks=masks)
+    for region in train_regions + val_regions:
+        region.image = apply_normalization(np.array(region.image, dtype=np.float32), normalization)
+    return normalization

@@ -18,18 +18,17 @@ import numpy as np
 import torch
 
 from napari_medml.config import AugmentConfig, TrainConfig
+from napari_medml.engine.loop import fit_task, run_to_end
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.segmentation.model import Model
+from napari_medml.segmentation.model import Model, load_segmentation_model
 
 __all__ = ["SegmentationTask", "finetune_config", "fit", "retrain_on_corrections", "train"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
     """Run ``fit`` to the end and return the best Model (same arguments as ``fit``)."""
-    from napari_medml.engine.loop import run_to_end
-
     return run_to_end(fit(images, labels, config, **kwargs))
 
 
@@ -77,21 +76,14 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     if config.data.folds > 1 and config.data.fold is None:
         raise ConfigError(f"folds={config.data.folds} asks for an ensemble: train it with napari_medml.fit "
                           "(segmentation.ensemble.fit_ensemble), or set data.fold to train one member")
-    resume = None
-    base: Model | None = init_model
-    if resume_from is not None:
-        from napari_medml.engine.loop import resume_point
-        from napari_medml.segmentation.model import load_segmentation_model
-
-        base, resume = resume_point(resume_from, load_segmentation_model)
-    task = SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
-                            start_step=int(resume.state["step"]) if resume is not None else 0)
-    from napari_medml.engine.loop import run
+    def build(base: Model | None, start_step: int) -> SegmentationTask:
+        return SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
+                                start_step=start_step)
 
     # no checkpoint_dir: nothing on disk (the best state is kept in memory), never a stray temp folder
     provenance = {"plan": plan.to_dict()} if plan is not None else None
-    return (yield from run(task, task.config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume,
-                           provenance=provenance))
+    return (yield from fit_task(build, config, load=load_segmentation_model, stop=stop, resume_from=resume_from,
+                                init_model=init_model, provenance=provenance))
 
 
 # --- segmentation as a task of the shared engine ------------------------------------------

@@ -1,0 +1,186 @@
+"""The checks every task's training inputs go through, written once: one array or a
+list of them, an image as float32 ``(C, *spatial)``, one spacing per image, the
+preprocessing recipe on each channel, and a patch shrunk to a voxel budget.
+
+The task packages (segmentation, pretraining, ...) are siblings that may not import
+one another (the import-linter layers contract), so what they share lives here,
+below them. Plain NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import InputError
+
+__all__ = ["as_list", "check_image", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
+
+
+def as_list(items: Any, kind: str) -> list:
+    """One array or a sequence of arrays as a list.
+
+    Parameters
+    ----------
+    items : array or sequence of arrays
+    kind : str
+        What they are (``"images"``, ``"labels"``), for the error message.
+
+    Returns
+    -------
+    list
+
+    Raises
+    ------
+    InputError
+        An empty sequence.
+    """
+    if not isinstance(items, (list, tuple)):
+        return [items]
+    items = list(items)
+    if not items:
+        raise InputError(f"no {kind} given: pass at least one array")
+    return items
+
+
+def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name: str = "image",
+                in_channels: int | None = None) -> np.ndarray:
+    """Validate an image and return it as float32 ``(C, *spatial)`` (a new array).
+
+    Parameters
+    ----------
+    image : array
+        ``spatial_dims`` spatial axes, plus the axis ``channel_axis``.
+    channel_axis : int, optional
+        None: a single channel.
+    spatial_dims : int
+        2 or 3.
+    name : str
+        How error messages call the image.
+    in_channels : int, optional
+        The number of channels expected (a model's).
+
+    Returns
+    -------
+    np.ndarray
+
+    Raises
+    ------
+    InputError
+        Not numeric, the wrong number of dimensions or channels, or NaN/inf values.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
+    if channel_axis is not None:
+        if not -arr.ndim <= channel_axis < arr.ndim:
+            raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")
+        arr = np.moveaxis(arr, channel_axis, 0)
+    else:
+        arr = arr[None]
+    if arr.ndim - 1 != spatial_dims:
+        got = arr.ndim - 1
+        hint = (" (a channel axis? set channel_axis)" if got == spatial_dims + 1
+                else " (pass 2D slices as a list of images, or use a 3D model)")
+        raise InputError(f"{name} has {got} spatial dimensions (shape {np.shape(image)}) but the model is "
+                         f"{spatial_dims}D{hint}")
+    if in_channels is not None and arr.shape[0] != in_channels:
+        raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
+    return out
+
+
+def spacings_per_image(spacing: Any, n: int) -> list[tuple[float, ...] | None]:
+    """One spacing per image from a run's ``spacing`` argument.
+
+    Parameters
+    ----------
+    spacing : tuple, list of tuples, or None
+        One voxel size for all images, one per image, or None (unknown).
+    n : int
+        The number of images.
+
+    Returns
+    -------
+    list
+        ``n`` tuples of floats (or Nones).
+
+    Raises
+    ------
+    InputError
+        A list whose length is not ``n``.
+    """
+    if spacing is None:
+        return [None] * n
+    if len(spacing) and all(isinstance(s, (int, float, np.number)) for s in spacing):
+        return [tuple(float(s) for s in spacing)] * n
+    spacing = list(spacing)
+    if len(spacing) != n:
+        raise InputError(f"{len(spacing)} spacings for {n} images: give one per image or one for all")
+    return [None if s is None else tuple(float(v) for v in s) for s in spacing]
+
+
+def run_recipe_channels(image: np.ndarray, spacing: Sequence[float] | None, steps: Any
+                        ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
+    """The preprocessing recipe on each channel of ``(C, *spatial)``.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(C, *spatial)`` float32.
+    spacing : sequence of float, optional
+        Its voxel size (None: 1 per axis for the recipe).
+    steps : sequence
+        The recipe (``DataConfig.preprocessing``); empty: nothing is done.
+
+    Returns
+    -------
+    tuple
+        The image, its new spacing and the first channel's ``RecipeResult`` (None
+        without a recipe), whose ``restore`` maps arrays back to the input grid.
+    """
+    if not steps:
+        return image, None if spacing is None else tuple(spacing), None
+    from napari_medml.preprocessing.recipe import run_recipe
+
+    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * (image.ndim - 1)
+    results = [run_recipe(channel, sp, tuple(steps)) for channel in image]
+    new = None if results[0].spacing is None else tuple(float(s) for s in results[0].spacing)
+    return np.stack([np.asarray(r.image, np.float32) for r in results]), new, results[0]
+
+
+def shrink_patch(patch: Sequence[int], spacing: Sequence[float] | None, divisor: int,
+                 max_voxels: float) -> tuple[int, ...]:
+    """Shrink ``patch`` to at most ``max_voxels`` voxels, the axis with the largest
+    physical extent first (so a coarse Z axis gets fewer voxels), each axis a multiple
+    of ``divisor`` and at least ``divisor``.
+
+    Parameters
+    ----------
+    patch : sequence of int
+        The starting patch (multiples of ``divisor``).
+    spacing : sequence of float, optional
+        Voxel size per axis (None: isotropic).
+    divisor : int
+    max_voxels : float
+
+    Returns
+    -------
+    tuple of int
+        The patch; larger than ``max_voxels`` only when every axis is at ``divisor``.
+    """
+    patch = [int(p) for p in patch]
+    spacing = [float(s) for s in (spacing or (1.0,) * len(patch))]
+    while math.prod(patch) > max_voxels:
+        extents = [p * sp if p > divisor else -1.0 for p, sp in zip(patch, spacing)]
+        axis = int(np.argmax(extents))
+        if extents[axis] < 0:
+            break
+        patch[axis] = max(divisor, int(patch[axis] * 0.9) // divisor * divisor)
+    return tuple(patch)
