@@ -8,7 +8,7 @@ Training lives in :mod:`napari_medml.classification.task` (``fit_classifier``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,12 @@ from torch import nn
 from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, from_dict, to_dict
+from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.errors import BundleError, Cancelled
 from napari_medml.engine.reports import StopToken
 
-__all__ = ["ClassPrediction", "Classifier", "classification_config", "load_classifier"]
+__all__ = ["ClassPrediction", "Classifier", "ClassifierSpec", "classification_config", "load_classifier"]
 _PREDICT_BATCH = 64
 
 
@@ -42,6 +43,74 @@ def classification_config(spatial_dims: int = 2, **optim: Any) -> TrainConfig:
                                   early_stopping_metric="val_accuracy"), **optim),
     )
 
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierSpec(ModelSpec):
+    """What a classification bundle says: the network, its samples and its classes.
+
+    Attributes
+    ----------
+    config : TrainConfig
+        ``task="classification"``; ``model`` describes the network.
+    in_channels : int
+        Channels of a sample: the image channels, plus a mask channel at object level.
+    spatial_dims : int
+        2 or 3.
+    normalization : dict
+        Intensity statistics of the image channels (``normalization.fit_normalization``).
+    class_ids : tuple of int
+        Output k -> class id (painted ids, unchanged).
+    level : {"image", "object", "tile"}
+    image_channels : int
+        Channels of the images the samples are made from.
+    input_size : tuple of int
+        A sample's spatial shape, the network's input ``(C, *input_size)``.
+    sample_params : dict
+        How samples are made (``ClassSamples.params``: tile size, margin...).
+    """
+
+    task = "classification"
+    what = "a classifier"
+
+    class_ids: tuple[int, ...]
+    level: str
+    image_channels: int
+    input_size: tuple[int, ...]
+    sample_params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set(class_ids=tuple(int(c) for c in self.class_ids), image_channels=int(self.image_channels),
+                  input_size=tuple(int(s) for s in self.input_size), sample_params=dict(self.sample_params))
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.class_ids)
+
+    def build_network(self) -> nn.Module:
+        from napari_medml.nn.classification import build_classifier_network
+
+        return build_classifier_network(self.config.model, self.spatial_dims, self.in_channels,
+                                        len(self.class_ids), input_size=self.input_size)
+
+    def class_names(self) -> dict[int, str]:
+        """Class id -> name, from the config's ``class_names`` or generic."""
+        names = dict(self.config.class_names or {})
+        return {c: str(names.get(c, f"class {c}")) for c in self.class_ids}
+
+    def description_fields(self) -> dict[str, Any]:
+        # "patch_size" and "spacing" as in other tasks' bundles: the input size, no spacing
+        return {"level": self.level, "image_channels": self.image_channels, "class_ids": list(self.class_ids),
+                "class_names": {str(c): n for c, n in self.class_names().items()},
+                "input_size": list(self.input_size), "patch_size": list(self.input_size), "spacing": None,
+                "sample_params": _plain(self.sample_params), **super().description_fields()}
+
+    @classmethod
+    def arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().arguments(desc), "class_ids": desc["class_ids"],
+                "level": desc.get("level", desc.get("mode")),  # schema 1 said "mode"
+                "image_channels": desc.get("image_channels", desc["in_channels"]),
+                "input_size": desc["input_size"], "sample_params": desc.get("sample_params") or {}}
 
 
 @dataclass(frozen=True)
@@ -73,55 +142,70 @@ class ClassPrediction:
     probabilities: np.ndarray | None = None
 
 
-class Classifier:
+class Classifier(BundledModel):
     """A classification network plus what is needed to use it on new data.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        ``(B, in_channels, *input_size)`` to ``(B, K)`` logits, k = ``class_ids[k]``.
+    spec : ClassifierSpec or TrainConfig
+        The model's description. The older form gives the ``TrainConfig`` here,
+        ``class_ids`` next and the spec's other fields as keywords (``level``,
+        ``in_channels``, ``image_channels``, ``spatial_dims``, ``input_size``,
+        ``sample_params``, ``normalization``).
+    metrics : dict, optional
+        Validation report of the best epoch (``classification.metrics``).
+    history : list of dict, optional
+    provenance : dict, optional
+        Where the initial weights came from, the split, the best epoch.
 
     Attributes
     ----------
-    network : torch.nn.Module
-    config : TrainConfig
-    class_ids : tuple of int
-        Output k -> class id (painted ids, unchanged).
-    level : {"image", "object", "tile"}
-    in_channels, image_channels, spatial_dims : int
-    input_size : tuple of int
-    sample_params : dict
-        How samples are made (``ClassSamples.params``: tile size, margin...).
-    normalization : dict
-        Intensity statistics of the image channels (``normalization.fit_normalization``).
-    metrics : dict
-        Validation report of the best epoch (``classify_metrics.classification_report``).
-    history : list of dict
-    provenance : dict
-        Where the initial weights came from, the split, the best epoch.
+    spec : ClassifierSpec
+    config, class_ids, level, in_channels, image_channels, spatial_dims, input_size, sample_params, normalization
+        The spec's fields (setting one replaces the spec by an updated copy).
+    metrics, history, provenance
     """
 
-    def __init__(self, network: nn.Module, config: TrainConfig, class_ids: Sequence[int], *, level: str,
-                 in_channels: int, image_channels: int, spatial_dims: int, input_size: Sequence[int],
-                 sample_params: Mapping[str, Any], normalization: dict, metrics: dict | None = None,
-                 history: list[dict] | None = None, provenance: dict | None = None) -> None:
-        self.network = network
-        self.config = config
-        self.class_ids = tuple(int(c) for c in class_ids)
-        self.level = level
-        self.in_channels = int(in_channels)
-        self.image_channels = int(image_channels)
-        self.spatial_dims = int(spatial_dims)
-        self.input_size = tuple(int(s) for s in input_size)
-        self.sample_params = dict(sample_params)
-        self.normalization = normalization
+    spec_type = ClassifierSpec
+    spec: ClassifierSpec
+
+    class_ids = SpecField()
+    level = SpecField()
+    image_channels = SpecField()
+    input_size = SpecField()
+    sample_params = SpecField()
+
+    def __init__(self, network: nn.Module, spec: ClassifierSpec | TrainConfig, class_ids: Sequence[int] | None = None,
+                 *, level: str | None = None, in_channels: int | None = None, image_channels: int | None = None,
+                 spatial_dims: int | None = None, input_size: Sequence[int] | None = None,
+                 sample_params: Mapping[str, Any] | None = None, normalization: dict | None = None,
+                 metrics: dict | None = None, history: list[dict] | None = None,
+                 provenance: dict | None = None) -> None:
+        spec = self.spec_from_arguments(spec, class_ids=class_ids, level=level, in_channels=in_channels,
+                                        image_channels=image_channels, spatial_dims=spatial_dims,
+                                        input_size=input_size, sample_params=sample_params,
+                                        normalization=normalization)
+        super().__init__(network, spec, history=history, provenance=provenance)
         self.metrics = dict(metrics or {})
-        self.history = list(history or [])
-        self.provenance = dict(provenance or {})
 
     def __repr__(self) -> str:
         return (f"Classifier({self.config.model.network}, {self.level} level, {self.spatial_dims}D, "
                 f"class_ids={self.class_ids}, input_size={self.input_size})")
 
+    def record(self) -> dict[str, Any]:
+        """The validation metrics, then history, versions and provenance."""
+        return {"metrics": self.metrics, **super().record()}
+
+    @classmethod
+    def record_arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().record_arguments(desc), "metrics": desc.get("metrics") or {}}
+
     @property
     def class_names(self) -> dict[int, str]:
-        names = dict(self.config.class_names or {})
-        return {c: str(names.get(c, f"class {c}")) for c in self.class_ids}
+        """Class id -> name (``ClassifierSpec.class_names``)."""
+        return self.spec.class_names()
 
     def prepare(self, image: np.ndarray, *, instances: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, channel_axis: int | None = None) -> ClassSamples:
@@ -184,43 +268,6 @@ class Classifier:
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
                                class_ids=self.class_ids, level=samples.level, probabilities=prob_map)
 
-    def save(self, path: str | Path) -> Path:
-        """Write a bundle folder (``config.json`` + ``weights.safetensors``), atomically."""
-        from napari_medml.bundles.format import write_bundle_files
-
-        return write_bundle_files(self.description(), self.network, path)
-
-    def description(self) -> dict:
-        """The ``config.json`` content (keys shared with segmentation bundles, plus level and metrics)."""
-        from napari_medml.bundles.format import SCHEMA_VERSION, library_versions
-
-        cfg = self.config
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "task": "classification",
-            "level": self.level,
-            "network": {"name": cfg.model.network, "arguments": to_dict(cfg.model),
-                        "spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
-                        "out_channels": len(self.class_ids)},
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.in_channels,
-            "image_channels": self.image_channels,
-            "out_channels": len(self.class_ids),
-            "class_ids": list(self.class_ids),
-            "class_names": {str(c): n for c, n in self.class_names.items()},
-            "input_size": list(self.input_size),
-            "patch_size": list(self.input_size),
-            "spacing": None,
-            "sample_params": _plain(self.sample_params),
-            "normalization": self.normalization,
-            "metrics": self.metrics,
-            "history": self.history,
-            "versions": library_versions(),
-            "seed": cfg.seed,
-            "provenance": self.provenance,
-            "train_config": to_dict(cfg),
-        }
-
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
         from napari_medml.classification.data import _resize
 
@@ -261,7 +308,6 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-
 def load_classifier(path: str | Path) -> Classifier:
     """Load a classification bundle folder (never unpickles).
 
@@ -270,29 +316,4 @@ def load_classifier(path: str | Path) -> Classifier:
     BundleError
         Missing or damaged files, a segmentation bundle, or weights that do not fit.
     """
-    from napari_medml.bundles.format import CONFIG_NAME, WEIGHTS_NAME, load_weights, read_description, read_weights
-    from napari_medml.nn.classification import build_classifier_network
-
-    path = Path(path).expanduser()
-    desc = read_description(path)
-    if desc.get("task") != "classification":
-        raise BundleError(f"{path} is a {desc.get('task')!r} bundle, not a classifier: load it as a "
-                          "segmentation model, or choose a classification bundle")
-    try:
-        config = from_dict(TrainConfig, desc["train_config"])
-        class_ids = tuple(int(c) for c in desc["class_ids"])
-        spatial_dims, in_channels = int(desc["spatial_dims"]), int(desc["in_channels"])
-        input_size = tuple(int(s) for s in desc["input_size"])
-        network = build_classifier_network(config.model, spatial_dims, in_channels, len(class_ids),
-                                           input_size=input_size)
-        level = desc.get("level", desc.get("mode"))  # schema 1 said "mode"
-        image_channels = int(desc.get("image_channels", in_channels))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BundleError(f"{path / CONFIG_NAME} does not describe a classifier this version can build "
-                          f"({exc}): the bundle is damaged or from a newer version") from exc
-    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
-    return Classifier(network, config, class_ids, level=level, in_channels=in_channels,
-                      image_channels=image_channels, spatial_dims=spatial_dims, input_size=input_size,
-                      sample_params=desc.get("sample_params") or {}, normalization=desc["normalization"],
-                      metrics=desc.get("metrics") or {}, history=desc.get("history") or [],
-                      provenance=desc.get("provenance") or {})
+    return Classifier.load(path)

@@ -12,19 +12,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medml.bundles.format import (
-    CONFIG_NAME,
-    SCHEMA_VERSION,
-    WEIGHTS_NAME,
-    library_versions,
-    load_weights,
-    read_description,
-    read_weights,
-)
-from napari_medml.config import TrainConfig, from_dict, to_dict
-from napari_medml.errors import BundleError, Cancelled, ConfigError, InputError
+from napari_medml.bundles.spec import BundledModel, PatchSpec, SpecField
+from napari_medml.config import TrainConfig, to_dict
+from napari_medml.engine.windows import count_windows, window_predictor
+from napari_medml.errors import InputError
 
-__all__ = ["Reconstruction", "ReconstructionModel", "load_pretrained"]
+__all__ = ["Reconstruction", "ReconstructionModel", "ReconstructionSpec", "load_pretrained"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconstructionSpec(PatchSpec):
+    """What a pretraining bundle says: a segmentation-registry network whose outputs are
+    its input channels (``out_channels == in_channels``), and how it was pretrained
+    (``config.pretrain``: corruption, mask blocks, loss). Fields as ``PatchSpec``."""
+
+    task = "pretraining"
+    what = "a pretrained model"
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels
+
+    def description_fields(self) -> dict[str, Any]:
+        return {"class_ids": [], **super().description_fields(), "pretraining": to_dict(self.config.pretrain)}
 
 
 @dataclass(frozen=True)
@@ -48,71 +58,41 @@ class Reconstruction:
     error: np.ndarray
 
 
-class ReconstructionModel:
+class ReconstructionModel(BundledModel):
     """A segmentation network pretrained to reconstruct its inputs (outputs = input channels).
 
     Parameters
     ----------
     network : torch.nn.Module
-    config : TrainConfig
-        ``task="pretraining"``; ``model`` describes the network, ``pretrain`` the
-        corruption and loss.
-    in_channels, spatial_dims : int
-    patch_size : tuple of int
-    spacing : tuple of float or None
-    normalization : dict
-        ``preprocessing.normalization.fit_normalization`` statistics.
+        ``(B, C, *patch)`` to ``(B, C, *patch)``.
+    spec : ReconstructionSpec or TrainConfig
+        The model's description (``config.task == "pretraining"``; ``config.model``
+        the network, ``config.pretrain`` the corruption and loss). The older form gives
+        the ``TrainConfig`` here and the spec's other fields as the next arguments
+        (``in_channels``, ``spatial_dims``, ``patch_size``, ``spacing``,
+        ``normalization``).
     history, provenance
         As for the segmentation ``Model``.
     """
 
-    def __init__(self, network: torch.nn.Module, config: TrainConfig, in_channels: int, spatial_dims: int,
-                 patch_size: Sequence[int], spacing: Sequence[float] | None, normalization: dict,
-                 history: list[dict] | None = None, provenance: dict | None = None) -> None:
-        self.network = network
-        self.config = config
-        self.in_channels = int(in_channels)
-        self.spatial_dims = int(spatial_dims)
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        self.normalization = normalization
-        self.history = list(history or [])
-        self.provenance = dict(provenance or {})
+    spec_type = ReconstructionSpec
+    spec: ReconstructionSpec
+
+    patch_size = SpecField()
+    spacing = SpecField()
+
+    def __init__(self, network: torch.nn.Module, spec: ReconstructionSpec | TrainConfig,
+                 in_channels: int | None = None, spatial_dims: int | None = None,
+                 patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
+                 normalization: dict | None = None, history: list[dict] | None = None,
+                 provenance: dict | None = None) -> None:
+        spec = self.spec_from_arguments(spec, in_channels=in_channels, spatial_dims=spatial_dims,
+                                        patch_size=patch_size, spacing=spacing, normalization=normalization)
+        super().__init__(network, spec, history=history, provenance=provenance)
 
     def __repr__(self) -> str:
         return (f"ReconstructionModel({self.config.model.network}, {self.spatial_dims}D, "
                 f"in_channels={self.in_channels}, patch_size={self.patch_size})")
-
-    def save(self, path: str | Path) -> Path:
-        """Write a bundle folder (``bundles.format.save_model``)."""
-        from napari_medml.bundles.format import save_model
-
-        return save_model(self, path)
-
-    def description(self) -> dict:
-        """The bundle's ``config.json``: the network, normalisation, patch and the config."""
-        cfg = self.config
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "task": "pretraining",
-            "network": {"name": cfg.model.network, "arguments": to_dict(cfg.model),
-                        "spatial_dims": self.spatial_dims, "in_channels": self.in_channels,
-                        "out_channels": self.in_channels},
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.in_channels,
-            "out_channels": self.in_channels,
-            "class_ids": [],
-            "preprocessing": to_dict(cfg.data.preprocessing),
-            "normalization": self.normalization,
-            "patch_size": list(self.patch_size),
-            "spacing": None if self.spacing is None else list(self.spacing),
-            "pretraining": to_dict(cfg.pretrain),
-            "history": self.history,
-            "versions": library_versions(),
-            "seed": cfg.seed,
-            "provenance": self.provenance,
-            "train_config": to_dict(cfg),
-        }
 
     def reconstruct(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                     axes: str | None = None, overlap: float = 0.25, device: str = "auto",
@@ -205,17 +185,8 @@ class ReconstructionModel:
         masked = self.config.pretrain.corruption in ("mask", "mask_noise")
         inputs = [x] + ([np.where(m, 0.0, x).astype(np.float32) for m in masks] if masked else [])
         net = self.network.to(device).eval()
-        per_pass = _count_windows(x.shape[1:], self.patch_size, overlap)
-        total, done = per_pass * len(inputs), 0
-
-        def predictor(window: torch.Tensor) -> torch.Tensor:
-            nonlocal done
-            if stop is not None and stop.stopped:
-                raise Cancelled("reconstruction stopped")
-            out = net(window)
-            done += window.shape[0]
-            progress(min(done, total), total)
-            return out
+        total = count_windows(x.shape[1:], self.patch_size, overlap) * len(inputs)
+        predictor = window_predictor(net, total, progress=progress, stop=stop, what="reconstruction")
 
         outputs = []
         with torch.inference_mode():
@@ -234,16 +205,6 @@ class ReconstructionModel:
             recon = np.stack([recipe.restore(c, order=1) for c in recon]).astype(np.float32)
             error = recipe.restore(error, order=1).astype(np.float32)
         return recon, error
-
-
-def _count_windows(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Windows MONAI's sliding_window_inference visits (its scan-interval rule)."""
-    n = 1
-    for size, r in zip(spatial, roi):
-        size = max(size, r)
-        interval = r if size == r else max(int(r * (1 - overlap)), 1)
-        n *= int(math.ceil((size - r) / interval)) + 1 if size > r else 1
-    return n
 
 
 def _denormalize(x: np.ndarray, stats: dict) -> np.ndarray:
@@ -266,23 +227,4 @@ def load_pretrained(path: str | Path) -> ReconstructionModel:
     BundleError
         A missing or damaged bundle, or one of another task.
     """
-    from napari_medml.nn.segmentation import build_network
-
-    path = Path(path).expanduser()
-    desc = read_description(path)
-    if desc.get("task") != "pretraining":
-        raise BundleError(f"{path} is a {desc.get('task', 'segmentation')!r} bundle, not a pretrained model: "
-                          "load it with napari_medml.load_model")
-    try:
-        config = from_dict(TrainConfig, desc["train_config"])
-        spatial_dims, in_channels = int(desc["spatial_dims"]), int(desc["in_channels"])
-        patch_size = tuple(int(p) for p in desc["patch_size"])
-        spacing = None if desc.get("spacing") is None else tuple(float(s) for s in desc["spacing"])
-        network = build_network(config.model, spatial_dims, in_channels, in_channels, patch_size=patch_size,
-                                spacing=spacing)
-    except (ConfigError, ValueError, TypeError, KeyError) as exc:
-        raise BundleError(f"{path / CONFIG_NAME} does not describe a network this version can build ({exc})") from exc
-    load_weights(network, read_weights(path), str(path / WEIGHTS_NAME))
-    return ReconstructionModel(network, config, in_channels, spatial_dims, patch_size, spacing,
-                               desc["normalization"], history=desc.get("history") or [],
-                               provenance=desc.get("provenance") or {})
+    return ReconstructionModel.load(path)

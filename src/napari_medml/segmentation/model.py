@@ -351,8 +351,8 @@ class Model(BundledModel):
 
 
 def model_description(model: Model) -> dict:
-    """The ``config.json`` content for a model (``model.description()``)."""
-    return model.description()
+    """The ``config.json`` content of a segmentation model (``Model.description``)."""
+    return Model.description(model)
 
 
 def load_segmentation_model(path: str | Path) -> Model:
