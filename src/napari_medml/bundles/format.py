@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import torch
 from napari_medml.io.atomic import check_folder_target, remove_stale_temps, temp_name
 from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files"]
+__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
+           "write_bundle_folder"]
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -71,12 +72,7 @@ def write_bundle_files(description: Mapping[str, Any], network: torch.nn.Module,
     """
     from safetensors.torch import save_file
 
-    target = check_bundle_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
-    tmp = temp_name(target)
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
         state = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(description, indent=2))
@@ -84,6 +80,41 @@ def write_bundle_files(description: Mapping[str, Any], network: torch.nn.Module,
             (tmp / name).write_text(json.dumps(content, indent=2))
         for name, tensors in (extra_tensors or {}).items():
             save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp / name))
+
+    return write_bundle_folder(path, fill)
+
+
+def write_bundle_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Write a bundle folder atomically: ``fill`` writes its files into a temporary folder
+    next to ``path``, which is then renamed into place (an earlier bundle there is
+    swapped out, then removed); on any error the temporary folder is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or Path
+        The bundle folder (new, or one holding only bundle files: ``check_bundle_path``).
+    fill : callable
+        ``fill(folder)`` writes the bundle's files (``config.json``, weights, member
+        bundles, ...) into ``folder``.
+
+    Returns
+    -------
+    Path
+        The bundle folder, resolved.
+
+    Raises
+    ------
+    BundleError
+        ``path`` cannot hold a bundle (see :func:`check_bundle_path`).
+    """
+    target = check_bundle_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    tmp = temp_name(target)
+    tmp.mkdir()
+    try:
+        fill(tmp)
         if target.exists():
             old = temp_name(target, "old")
             os.replace(target, old)

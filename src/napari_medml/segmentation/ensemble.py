@@ -11,9 +11,6 @@ ordinary segmentation bundle, written under a temporary name and then renamed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -125,29 +122,14 @@ class EnsembleModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the ensemble folder atomically (a temporary folder renamed into place)."""
-        from napari_medml.bundles.format import CONFIG_NAME, check_bundle_path, write_bundle_files
-        from napari_medml.io.atomic import remove_stale_temps, temp_name
+        from napari_medml.bundles.format import CONFIG_NAME, write_bundle_files, write_bundle_folder
 
-        target = check_bundle_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(target)
-        tmp = temp_name(target)
-        tmp.mkdir()
-        try:
+        def fill(folder: Path) -> None:
             for k, member in enumerate(self.members):
-                write_bundle_files(member.description(), member.network, tmp / MEMBERS_FOLDER / f"fold-{k + 1}")
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.description(), indent=2))
-            if target.exists():  # an earlier bundle: swap, then remove it
-                old = temp_name(target, "old")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+                write_bundle_files(member.description(), member.network, folder / MEMBERS_FOLDER / f"fold-{k + 1}")
+            (folder / CONFIG_NAME).write_text(json.dumps(self.description(), indent=2))
+
+        return write_bundle_folder(path, fill)
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:
@@ -207,10 +189,13 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     if resume_from is not None or init_model is not None:
         raise ConfigError(f"an ensemble of {folds} folds trains from scratch: resuming and fine-tuning take "
                           "one model (train without folds)")
-    base = Path(config.checkpoint_dir or tempfile.mkdtemp(prefix="napari-medml-"))
+    # each fold's checkpoints in <checkpoint_dir>/fold-<k> (a Stop leaves its "last" there); without a
+    # checkpoint_dir nothing goes to disk, as for one model (segmentation.task.fit)
+    base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
     members = []
     for k in range(folds):
-        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=str(base / f"fold-{k + 1}"))
+        folder = None if base is None else str(base / f"fold-{k + 1}")
+        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=folder)
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop)
         members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
         if stop is not None and stop.stopped:
