@@ -44,7 +44,8 @@ def add(sub: Any) -> None:
                    "slice, any model a time series frame by frame")  # fmt: skip
     add_axes_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
-                   help="labels file to write, with the model's class ids")  # fmt: skip
+                   help="labels file to write, with the model's class ids (instance models: one id per "
+                   "object); a .zarr store predicts block by block, resumably")  # fmt: skip
     p.add_argument("--instances", type=Path, metavar="FILE",
                    help="object classifiers: instance labels of the image (one id per object)")  # fmt: skip
     p.add_argument("--table", type=Path, metavar="CSV",
@@ -77,6 +78,10 @@ def add(sub: Any) -> None:
     p.add_argument("--block-memory", type=real(16, 2**22), default=None, metavar="MB",
                    help="with a .zarr --out (block-wise prediction, resumable): working memory per "
                    "block in MiB (default: 1024); the plan is printed before it starts")  # fmt: skip
+    p.add_argument("--halo", type=integer(1), nargs="+", default=None, metavar="N",
+                   help="instance models with a .zarr --out: context in voxels on each side of a block "
+                   "for its objects, one value or one per spatial axis (default: the model's patch; grown "
+                   "where an object and its neighbours reach past it)")  # fmt: skip
     from napari_medml.cli.instances import add_predict_options
 
     add_predict_options(p)
@@ -107,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.instances.model import InstanceModel
 
     if isinstance(model, InstanceModel):  # before segmentation: an InstanceModel is a Model
+        if blockwise:
+            return predict_blocks.run_instance_blocks(args, model)
         from napari_medml.cli.instances import predict as predict_instances
 
         return predict_instances(args, model)

@@ -3,7 +3,9 @@
 The input (a Zarr/OME-Zarr folder read lazily, or any image file) is never held whole:
 the block plan is printed first (blocks, block size, window overhead, memory), each
 block is predicted and written, and an interrupted run is resumed by running the same
-command again (finished blocks are recorded in the store).
+command again (finished blocks are recorded in the store). An instance bundle writes its
+network's maps first (``<out>.foreground.zarr``, ``<out>.distance.zarr``), then the
+objects block by block (:mod:`napari_medml.instances.to_zarr`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from napari_medml.cli.common import UsageError, info, progress_bar
 
-__all__ = ["check_targets", "read_image", "run_blocks"]
+__all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks"]
 
 
 def check_targets(args: argparse.Namespace) -> None:
@@ -99,4 +101,71 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
     info("wrote " + ", ".join(str(p) for p in result.stores.values()))
+    return 0
+
+
+def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
+    """Instances of an instance bundle, block by block into ``--out`` (and the maps' stores)."""
+    from dataclasses import replace
+
+    from napari_medml.cli.common import given, spatial_spacing
+    from napari_medml.config import InferConfig
+    from napari_medml.errors import Cancelled
+    from napari_medml.instances.to_zarr import default_halo, instances_to_zarr, map_paths, plan_instance_blocks
+    from napari_medml.io.geometry import spacing_note
+    from napari_medml.segmentation.to_zarr import volume_layout
+
+    for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),
+                        ("--instances", args.instances), ("--table", args.table)):
+        if value is not None:
+            raise UsageError(f"{flag} is not used with an instance model and a .zarr --out: it writes the "
+                             "objects (--out) and the network's maps next to it")  # fmt: skip
+    if args.fill_holes or args.keep_largest or args.min_size:
+        raise UsageError("--min-size, --fill-holes and --keep-largest are for segmentation models; an "
+                         "instance model removes small objects with --min-object-size")  # fmt: skip
+    params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
+                                           min_size=args.min_object_size,
+                                           foreground_threshold=args.foreground_threshold))  # fmt: skip
+    vol = read_image(args, model)
+    image, _ = volume_layout(model, vol.data, vol.axes, None)
+    spacing = spatial_spacing(vol, model.spatial_dims)
+    note = spacing_note(spacing, model.spacing, f"image '{args.image}'")
+    if note:
+        info(note)
+    halo = getattr(args, "halo", None)
+    if halo is not None:
+        if len(halo) not in (1, model.spatial_dims):
+            raise UsageError(f"--halo takes one value or {model.spatial_dims} (one per spatial axis), "
+                             f"got {len(halo)}")  # fmt: skip
+        halo = tuple(halo) * (model.spatial_dims // len(halo))
+    else:
+        halo = default_halo(model, params, spacing)
+    config = InferConfig(**given(overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
+                                 device=args.device))  # fmt: skip
+    plan = plan_instance_blocks(model, image.shape[1:], image.shape[0], config, args.block_memory)
+    maps = map_paths(args.out)
+    for name, path in maps.items():
+        if path.resolve() == args.image.resolve():
+            raise UsageError(f"the {name} map would be written to the input '{path}': choose another --out")
+    info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}; objects labelled "
+         f"with a halo of {'x'.join(str(h) for h in halo)} voxels; maps in {', '.join(map(str, maps.values()))}")
+    with progress_bar("step") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            result = instances_to_zarr(model, vol, args.out, config=config, params=params, plan=plan, halo=halo,
+                                       spacing=spacing, maps=maps, progress=progress)  # fmt: skip
+        except (KeyboardInterrupt, Cancelled):
+            info(f"interrupted: the finished blocks are kept in '{args.out}' and its maps; run the same command "
+                 "again to resume")  # fmt: skip
+            raise
+    if result.resumed:
+        info(f"resumed: the network's maps of {result.resumed} of {plan.count} block(s) were already done")
+    if result.grown:
+        info(f"{result.grown} block(s) needed a larger halo for their objects")
+    params_line = ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
+    info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in result.stores.values()))
     return 0

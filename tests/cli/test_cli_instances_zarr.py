@@ -1,0 +1,71 @@
+"""``napari-medml predict --model <instance bundle> --image big.ome.zarr --out pred.zarr``
+through the installed console script: the plan printed first, instances block by block
+(the same objects as the in-memory prediction), the maps next to them, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("zarr")
+
+import napari_medml  # noqa: E402
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from napari_medml.instances.metrics import instance_scores  # noqa: E402
+from napari_medml.io import Volume, read_volume, write_volume  # noqa: E402
+from napari_medml.samples import touching_objects_2d  # noqa: E402
+
+
+def run(*argv: object) -> subprocess.CompletedProcess:
+    path = Path(sys.executable).with_name("napari-medml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(path) if path.exists() else "napari-medml", *map(str, argv)], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("instances-zarr")
+    sample = touching_objects_2d(3, shape=(160, 144))
+    config = TrainConfig(task="instances", data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=4,
+                                                           val_fraction=0.0),
+                         model=ModelConfig(channels=8, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=30),
+                         augment=AugmentConfig.none(), seed=0)  # fmt: skip
+    model = napari_medml.train(sample.image, sample.labels, config, spacing=(0.5, 0.5))
+    write_volume(folder / "cells.ome.zarr", Volume(sample.image, (0.5, 0.5), (1.0, 2.0), axes="YX"))
+    return {"folder": folder, "bundle": model.save(folder / "model"), "image": sample.image}
+
+
+def test_instances_into_zarr_print_the_plan_and_match_memory(files):
+    folder = files["folder"]
+    done = run("predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
+               folder / "pred.zarr", "--device", "cpu", "--block-memory", "16", "--halo", "40",
+               "--seed-height", "0.2")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan_line = done.stderr.index("block plan for 160x144 voxels")
+    assert plan_line < done.stderr.index("object(s)") and "halo of 40x40" in done.stderr
+    labels = read_volume(folder / "pred.zarr")
+    assert labels.is_labels and labels.spacing == (0.5, 0.5) and labels.origin == (1.0, 2.0)
+    assert (folder / "pred.foreground.zarr").is_dir() and (folder / "pred.distance.zarr").is_dir()
+    from dataclasses import replace
+
+    model = napari_medml.load_model(files["bundle"])
+    whole = model.predict(files["image"], spacing=(0.5, 0.5), params=replace(model.params, seed_height=0.2))
+    blocks = np.asarray(labels.data)
+    m = instance_scores(whole.labels, blocks).at(0.5)
+    assert m.n_true > 3 and (m.f1, m.n_pred) == (1.0, m.n_true)
+    assert f"{m.n_true} object(s)" in done.stderr
+    # the same command again: everything is found finished
+    again = run("predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
+                folder / "pred.zarr", "--device", "cpu", "--block-memory", "16", "--halo", "40",
+                "--seed-height", "0.2")  # fmt: skip
+    assert again.returncode == 0 and "resumed" in again.stderr, again.stderr[-2000:]
+    bad = run("predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
+              folder / "p2.zarr", "--probabilities", folder / "probs.zarr", "--device", "cpu")  # fmt: skip
+    assert bad.returncode != 0 and "not used with an instance model" in bad.stderr
