@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medml.config import AugmentConfig, TrainConfig
+from napari_medml.config import TrainConfig
 from napari_medml.engine.distributed import data_seed
 from napari_medml.engine.loop import fit_task, run_to_end
 from napari_medml.engine.reports import StopToken, TrainReport
@@ -57,10 +57,13 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         init_model: InstanceModel | None = None, plan: Any = None) -> Generator[TrainReport, None, InstanceModel]:
     """Train an instance segmentation network on images and instance labels.
 
+    The call is ``segmentation.task.fit``'s (``napari_medml.fit`` hands every task the
+    same arguments); the labels, the targets and the validation differ.
+
     Parameters
     ----------
     images : array or sequence of arrays
-        ``(Y, X)`` or ``(Z, Y, X)`` (plus the axis ``channel_axis``).
+        One image or several, each ``(Y, X)`` or ``(Z, Y, X)`` plus the axis ``channel_axis``.
     labels : array or sequence of arrays
         Instance labels of each image's spatial shape: 0 background, each object its
         own id. The targets are derived from them (:func:`~napari_medml.instances.targets.instance_target`).
@@ -129,7 +132,7 @@ class InstanceTask:
                  channel_axis: int | None = None, base: InstanceModel | None = None, start_step: int = 0) -> None:
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.instances.data import InstanceSampler, prepare_instance_data
-        from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
+        from napari_medml.segmentation.task import start_network, training_transform
 
         dc = config.data
         self.config = config = replace(config, model=base.config.model if base is not None else config.model)
@@ -145,25 +148,13 @@ class InstanceTask:
         # without a held-out part the post-processing is tuned on (a bounded share of) the training data
         self.tune_regions = [] if self.val_regions else _tuning_regions(prepared.train_regions)
 
-        torch.manual_seed(config.seed + start_step)
-        self.network = build_network(config.model, dc.spatial_dims, self.in_channels, OUT_CHANNELS,
-                                     patch_size=self.patch_size, spacing=self.spacing)
-        self.initial_weights: dict[str, Any] | None = None
-        if base is not None:
-            self.network.load_state_dict(base.network.state_dict())
-        elif config.model.init_from:
-            from napari_medml.bundles.transfer import transfer_weights
-
-            self.initial_weights = transfer_weights(self.network, config.model.init_from)
-        freeze_encoder_stages(self.network, config.model.freeze_stages)
+        self.network, self.initial_weights = start_network(config, self.in_channels, OUT_CHANNELS,
+                                                           self.patch_size, self.spacing, base=base,
+                                                           start_step=start_step)
         self.loss_fn: Any = None
         draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
-        transform = None
-        if any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__):
-            from napari_medml.augment import augmentation_transforms
-
-            transform = augmentation_transforms(config.augment, dc.spatial_dims, ("image", "label", "distance"),
-                                                seed=draws, spatial_shape=self.patch_size, spacing=self.spacing)
+        transform = training_transform(config, ("image", "label", "distance"), seed=draws,
+                                       patch_size=self.patch_size, spacing=self.spacing)
         self.sampler = InstanceSampler(prepared.train_regions, self.patch_size, dc.batch_size,
                                        dc.foreground_fraction, sparse=False, transform=transform, seed=draws)
 

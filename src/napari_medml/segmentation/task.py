@@ -24,7 +24,8 @@ from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.segmentation.model import Model, load_segmentation_model
 
-__all__ = ["SegmentationTask", "finetune_config", "fit", "retrain_on_corrections", "train"]
+__all__ = ["SegmentationTask", "finetune_config", "fit", "retrain_on_corrections", "start_network", "train",
+           "training_transform"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
@@ -111,7 +112,6 @@ class SegmentationTask:
         from napari_medml.segmentation import data
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.engine.distributed import data_seed
-        from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
         from napari_medml.segmentation.prepare import prepare_training_data
 
         dc = config.data
@@ -126,28 +126,16 @@ class SegmentationTask:
         self.in_channels, self.spacing = prepared.in_channels, prepared.spacing
         self.patch_size, self.normalization = prepared.patch_size, prepared.normalization
 
-        torch.manual_seed(config.seed + start_step)
-        self.network = build_network(config.model, dc.spatial_dims, self.in_channels, len(self.class_ids),
-                                     patch_size=self.patch_size, spacing=self.spacing)
-        self.initial_weights: dict[str, Any] | None = None
-        if base is not None:
-            self.network.load_state_dict(base.network.state_dict())
-        elif config.model.init_from:
-            from napari_medml.bundles.transfer import transfer_weights
-
-            self.initial_weights = transfer_weights(self.network, config.model.init_from)
+        self.network, self.initial_weights = start_network(config, self.in_channels, len(self.class_ids),
+                                                           self.patch_size, self.spacing, base=base,
+                                                           start_step=start_step)
+        if self.initial_weights is not None:
             w = self.initial_weights
             self.notes.append(f"started from {w['loaded']} of {w['total']} tensors of {w['source']} ({w['task']})")
-        freeze_encoder_stages(self.network, config.model.freeze_stages)
         self.loss_fn: Any = None  # built on the device of the first outputs (class weights live there)
         draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
-        transform = None
-        if config.augment != AugmentConfig.none() and any(
-                getattr(config.augment, f).prob > 0 for f in config.augment.__dataclass_fields__):
-            from napari_medml.augment import augmentation_transforms
-
-            transform = augmentation_transforms(config.augment, dc.spatial_dims, seed=draws,
-                                                spatial_shape=self.patch_size, spacing=self.spacing)
+        transform = training_transform(config, ("image", "label"), seed=draws, patch_size=self.patch_size,
+                                       spacing=self.spacing)
         self.sampler = data.PatchSampler(prepared.train_regions, self.patch_size, dc.batch_size,
                                          dc.foreground_fraction, sparse=dc.label_mode == "sparse",
                                          transform=transform, seed=draws)
@@ -202,6 +190,77 @@ class SegmentationTask:
         return Model(self.network, self.config, self.class_ids, self.in_channels, self.config.data.spatial_dims,
                      self.patch_size, self.spacing, self.normalization, history=list(history),
                      provenance=provenance)
+
+
+def start_network(config: TrainConfig, in_channels: int, out_channels: int, patch_size: tuple[int, ...],
+                  spacing: tuple[float, ...] | None, *, base: Any = None,
+                  start_step: int = 0) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """A run's network from the one registry (``nn.segmentation``), ready to train.
+
+    Seeded with ``config.seed + start_step``; it starts from ``base``'s weights
+    (fine-tuning or resuming), else from the tensors that fit in ``model.init_from``
+    (transfer); then ``model.freeze_stages`` encoder stages are frozen.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``model``, ``data.spatial_dims`` and ``seed``.
+    in_channels, out_channels : int
+    patch_size : tuple of int
+    spacing : tuple of float, optional
+    base : model, optional
+        A model of the same network (``base.network``).
+    start_step : int
+        The step a resumed run continues from.
+
+    Returns
+    -------
+    tuple
+        ``(network, initial_weights)``: what ``bundles.transfer.transfer_weights``
+        loaded (None without a transfer), for the model's provenance.
+    """
+    from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
+
+    torch.manual_seed(config.seed + start_step)
+    network = build_network(config.model, config.data.spatial_dims, in_channels, out_channels,
+                            patch_size=patch_size, spacing=spacing)
+    initial_weights = None
+    if base is not None:
+        network.load_state_dict(base.network.state_dict())
+    elif config.model.init_from:
+        from napari_medml.bundles.transfer import transfer_weights
+
+        initial_weights = transfer_weights(network, config.model.init_from)
+    freeze_encoder_stages(network, config.model.freeze_stages)
+    return network, initial_weights
+
+
+def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int, patch_size: tuple[int, ...],
+                       spacing: tuple[float, ...] | None) -> Any:
+    """The run's augmentation: MONAI dictionary transforms on ``keys`` (``augment.augmentation_transforms``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``augment`` and ``data.spatial_dims``.
+    keys : tuple of str
+        The image first, then what moves with it (labels, targets).
+    seed : int
+        The draws' seed (``engine.distributed.data_seed``: one per process).
+    patch_size, spacing
+        The patch the transforms see, and its voxel size.
+
+    Returns
+    -------
+    Compose or None
+        None when no augmentation has a probability above 0.
+    """
+    if not any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__):
+        return None
+    from napari_medml.augment import augmentation_transforms
+
+    return augmentation_transforms(config.augment, config.data.spatial_dims, keys, seed=seed,
+                                   spatial_shape=patch_size, spacing=spacing)
 
 
 def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | None = None) -> TrainConfig:
