@@ -24,9 +24,11 @@ from napari_medml.layer_data import (
     spatial_meta,
 )
 
-__all__ = ["RECIPE_KEY", "SOURCE_KEY", "ModelInput", "free_name", "image_array", "labels_array",
-           "layer_recipe", "layer_spatial", "layer_volume", "model_input", "raw_layer", "require",
-           "show_result"]
+__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "free_name", "image_array",
+           "is_lazy_layer", "labels_array", "layer_recipe", "layer_spatial", "layer_volume", "model_input",
+           "raw_layer", "require", "show_result", "visible_region"]
+
+MEMORY_ENV = "NAPARI_MEDML_LAYER_MEMORY_MB"  # overrides the in-memory budget for on-disk layers
 
 
 def require(layer: Any, kind: type, what: str) -> Any:
@@ -63,6 +65,64 @@ def labels_array(layer: napari.layers.Labels) -> np.ndarray:
     dask/zarr labels, which napari does not paint, stay lazy)."""
     data = layer_volume(layer).data
     return data if not isinstance(data, np.ndarray) else np.array(data, copy=True)
+
+
+def is_lazy_layer(layer: napari.layers.Layer) -> bool:
+    """A dask/zarr-backed or multiscale layer: read region by region, never whole."""
+    from napari_medml.layer_data import _is_lazy
+
+    return bool(getattr(layer, "multiscale", False)) or _is_lazy(layer.data)
+
+
+def _budget() -> int:
+    """Bytes an on-disk layer may take when a widget needs it whole: a quarter of the
+    available memory (``NAPARI_MEDML_LAYER_MEMORY_MB`` sets it)."""
+    import os
+
+    given = os.environ.get(MEMORY_ENV)
+    if given:
+        return int(float(given) * 2**20)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available // 4)
+    except ImportError:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
+    """Refuse, with one line, a lazy layer too large for ``what`` (an operation that needs
+    the whole array); NumPy layers and small lazy ones pass (those are read in the job).
+
+    Raises
+    ------
+    InputError
+        ``'<layer>' is a 40.0 GiB on-disk layer: <what> needs it whole in memory; <fix>``.
+    """
+    if not is_lazy_layer(layer):
+        return
+    data = layer_volume(layer).data
+    nbytes = int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize
+    if nbytes > _budget():
+        raise InputError(f"'{layer.name}' is a {_size(nbytes)} on-disk layer: {what} needs it whole in memory; "
+                         f"{fix}")
+
+
+def visible_region(viewer: napari.Viewer, layer: napari.layers.Layer, edge: int) -> tuple[slice, ...]:
+    """A region of ``layer``'s full-resolution data, at most ``edge`` voxels along each
+    axis, centred where the viewer looks (the shown slice's neighbourhood)."""
+    shape = layer_volume(layer).data.shape
+    point = list(layer.world_to_data(viewer.dims.point))[-len(shape):]
+    point = [0.0] * (len(shape) - len(point)) + point
+    region = []
+    for p, s in zip(point, shape):
+        start = min(max(int(round(p)) - edge // 2, 0), max(s - edge, 0))
+        region.append(slice(start, min(start + edge, s)))
+    return tuple(region)
 
 
 def free_name(viewer: napari.Viewer, name: str) -> str:

@@ -23,10 +23,12 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._layers import (
     image_array,
+    is_lazy_layer,
     labels_array,
     layer_spatial,
     require,
     show_result,
+    visible_region,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["AugmentWidget"]
 
 FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
+PATCH_EDGE = {2: 512, 3: 96}  # on-disk (dask/zarr) layers: the preview draws from this patch where the viewer looks
 
 
 class AugmentWidget(Container):
@@ -115,17 +118,28 @@ class AugmentWidget(Container):
         labels = labels_array(labels_layer)
         config, n, seed = self.config(), self.n.value, self.seed.value
         dims = {"auto": None, "2D": 2, "3D": 3}[self.spatial_dims.value]
+        image_at, labels_at = layer_spatial(image_layer), layer_spatial(labels_layer)
+        if is_lazy_layer(image_layer) or is_lazy_layer(labels_layer):
+            # an on-disk layer: the samples come from a patch where the viewer looks, never the whole
+            edge = PATCH_EDGE[dims or min(image.ndim, 3)]
+            region = visible_region(self._viewer, image_layer, edge)
+            image, labels = image[region], labels[region[-labels.ndim:]]
+            image_at, labels_at = (type(at)(at.spacing, tuple(o + r.start * s for o, r, s in
+                                                             zip(at.origin, region[-len(at.origin):], at.spacing)),
+                                            None) for at in (image_at, labels_at))  # fmt: skip
 
         def job(stop, report) -> tuple[np.ndarray, np.ndarray]:
-            return preview(image, labels, config, n=n, seed=seed, spatial_dims=dims)
+            import numpy as np
+
+            return preview(np.asarray(image), np.asarray(labels), config, n=n, seed=seed, spatial_dims=dims)
 
         def done(result: tuple[np.ndarray, np.ndarray]) -> None:
             images, label_samples = result
             what = "augmentation preview"
             show_result(self._viewer, result_layer_data(
-                images, image_layer.name, what, layer_spatial(image_layer), "image",
+                images, image_layer.name, what, image_at, "image",
                 contrast_limits=image_layer.contrast_limits, colormap=image_layer.colormap.name))
             show_result(self._viewer, result_layer_data(
-                label_samples, labels_layer.name, what, layer_spatial(labels_layer), "labels"))
+                label_samples, labels_layer.name, what, labels_at, "labels"))
 
         self.runner.start(job, on_result=done)

@@ -26,7 +26,7 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._forms import parse_size
-from napari_medml._widgets._layers import image_array, labels_array, layer_spatial, require, show_result
+from napari_medml._widgets._layers import check_fits, image_array, labels_array, layer_spatial, require, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
@@ -156,6 +156,8 @@ class ClassifyWidget(Container):
         """Image, classes and instances from the layers (copies), checked."""
         w, level = self._w, self._w["level"].value
         layer = require(w["image"].value, napari.layers.Image, "an image")
+        check_fits(layer, "classification", "crop it to the samples, objects or tiles to classify (or open a "
+                   "coarser level); segmentation training reads patches and Predict works block by block")
         image, _ = image_array(layer)
         axis = image.ndim - 1 if layer.rgb else None
         out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,

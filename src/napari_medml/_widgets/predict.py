@@ -156,7 +156,15 @@ class PredictWidget(Container):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
 
-                if _lazy(inputs.image) and isinstance(model, Model):
+                if _lazy(inputs.image) and hasattr(model, "params"):
+                    # an instance model on a dask/zarr layer: maps, then objects, block by block on disk
+                    from napari_medml.instances.to_zarr import instances_to_folder
+
+                    prediction = instances_to_folder(model, inputs.image, _prediction_folder(), axes=inputs.axes,
+                                                     spacing=inputs.spacing, origin=origin, config=config,
+                                                     progress=lambda done, total: report((done, total)),
+                                                     stop=stop)  # fmt: skip
+                elif _lazy(inputs.image) and isinstance(model, Model):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
@@ -167,7 +175,9 @@ class PredictWidget(Container):
                     prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
                                                config=config, progress=lambda done, total: report((done, total)),
                                                stop=stop)  # fmt: skip
-            table = instance_table(prediction.labels, inputs, origin) if hasattr(prediction, "relabel") else None
+            # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
+            table = (instance_table(prediction.labels, inputs, origin)
+                     if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
             return model, prediction, table
 
         def done(result: tuple[Any, Any, Any]) -> None:
@@ -230,7 +240,8 @@ class PredictWidget(Container):
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             relabelled = prediction.relabel(params)
-            return relabelled, instance_table(relabelled.labels, inputs, origin)
+            lazy = _lazy(relabelled.labels)  # block-wise on disk: no table
+            return relabelled, None if lazy else instance_table(relabelled.labels, inputs, origin)
 
         def done(result: tuple[Any, Any]) -> None:
             self.prediction, table = result

@@ -8,6 +8,7 @@ intensity operations preview live on the current slice in ``<image> [preview]``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import napari
@@ -26,10 +27,13 @@ from magicgui.widgets import (
 from napari_medml._widgets._layers import (
     RECIPE_KEY,
     SOURCE_KEY,
+    check_fits,
     image_array,
+    is_lazy_layer,
     labels_array,
     layer_recipe,
     layer_spatial,
+    layer_volume,
     raw_layer,
     require,
     show_result,
@@ -54,6 +58,7 @@ PARAMS = {
     "resample": ("target_spacing",), "crop": ("threshold", "margin"),
     "crop_labels": ("crop_labels", "margin"),
 }
+PREVIEW_VOXELS = 4096**2  # an on-disk layer's slice is previewed live up to this size
 CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
 
 
@@ -146,10 +151,14 @@ class PreprocessWidget(Container):
                 self._viewer.layers.remove(l)
             return
         spatial = layer_spatial(layer)
-        data = np.asarray(layer.data)
-        if data.ndim == 3:  # the slice the viewer shows
+        data = layer_volume(layer).data  # full resolution; a dask/zarr layer stays on disk
+        if data.ndim == 3:  # the slice the viewer shows (only it is read)
             z = int(np.clip(round(layer.world_to_data(self._viewer.dims.point)[0]), 0, len(data) - 1))
             data = data[z]
+        if is_lazy_layer(layer):
+            if math.prod(data.shape) > PREVIEW_VOXELS:
+                return  # a slice too large to preview live; Apply still works (or refuses, with the fix)
+            data = np.asarray(data)
         try:
             out, _ = apply_step(data, spatial.spacing[-2:], self.step())
         except ValueError:
@@ -170,6 +179,8 @@ class PreprocessWidget(Container):
         from napari_medml.preprocessing.recipe import describe_step, run_recipe
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
+        check_fits(layer, "preprocessing", "crop it (e.g. open a smaller region or a coarser level), or train and "
+                   "predict on the raw image: training reads patches and Predict works block by block")
         image, spacing = image_array(layer)
         spatial = layer_spatial(layer)
         op = self._w["operation"].value
@@ -183,9 +194,9 @@ class PreprocessWidget(Container):
             margin = self._w["margin"].value
 
             def crop_job(stop: Any, report: Any) -> Any:
-                cropped, offset = crop_to_mask(image, labels != 0, margin)
+                cropped, offset = crop_to_mask(np.asarray(image), np.asarray(labels) != 0, margin)
                 region = tuple(slice(o, o + n) for o, n in zip(offset, cropped.shape))
-                return cropped, labels[region].copy(), offset
+                return cropped, np.array(labels[region]), offset
 
             def crop_done(result: Any) -> None:
                 cropped, cropped_labels, offset = result
@@ -205,7 +216,7 @@ class PreprocessWidget(Container):
         what = describe_step(step)
 
         def job(stop: Any, report: Any) -> Any:
-            return run_recipe(image, spacing, (step,))
+            return run_recipe(np.asarray(image), spacing, (step,))  # a small on-disk layer is read here
 
         def done(result: Any) -> None:
             origin = tuple(t + d for t, d in zip(spatial.origin, result.shift))

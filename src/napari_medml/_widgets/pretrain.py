@@ -14,7 +14,7 @@ from typing import Any, get_args
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Select, SpinBox
 
-from napari_medml._widgets._layers import layer_spatial, layer_volume, model_input, show_result
+from napari_medml._widgets._layers import check_fits, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -106,6 +106,9 @@ class PretrainWidget(Container):
         layers = list(w["images"].value or [])
         if not layers:
             raise InputError("choose at least one image layer to pretrain on")
+        for layer in layers:
+            check_fits(layer, "pretraining", "crop it (or open a coarser level) to pretrain on; segmentation "
+                       "training reads patches of it and Predict works block by block")
         inputs = [model_input(self._viewer, [layer]) for layer in layers]  # one unlabeled image each
         if len({i.recipe for i in inputs}) > 1:
             raise InputError("the chosen images have different preprocessing recipes: preprocess them the "

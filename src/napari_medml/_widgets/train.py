@@ -27,7 +27,7 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
-from napari_medml._widgets._layers import labels_array, model_input, require
+from napari_medml._widgets._layers import check_fits, labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -193,6 +193,12 @@ class TrainWidget(Container):
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
         labels = labels_array(labels_layer)
         config = self.config(inputs.recipe)
+        for layer in (*w["images"].value, labels_layer):  # on-disk layers: segmentation reads patches only
+            if config.task == "instances":
+                check_fits(layer, "instance training", "crop it, or train a segmentation model (it reads "
+                           "patches of on-disk layers)")
+            elif w["plan"].value and init_model is None:
+                check_fits(layer, "'plan from the data'", "untick it: training itself reads patches")
         inputs.samples(labels, config.data.spatial_dims)  # axes and shapes checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")

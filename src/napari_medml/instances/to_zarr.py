@@ -36,7 +36,8 @@ from napari_medml.errors import ConfigError, InputError
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
 from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks
 
-__all__ = ["InstanceZarrResult", "default_halo", "instances_to_zarr", "map_paths", "plan_instance_blocks"]
+__all__ = ["ChunkedInstances", "InstanceZarrResult", "default_halo", "instances_to_folder", "instances_to_zarr",
+           "map_paths", "plan_instance_blocks"]
 
 _SUFFIXES = (".ome.zarr", ".zarr")
 
@@ -244,10 +245,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     def labeller(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
         return instances_from_outputs(foreground, distance, spacing, cut)
 
-    maps_run = json.dumps(dict(zip(("foreground", "distance"), (_store_run(p) for p in targets.values()))),
-                          sort_keys=True)  # fmt: skip
-    run = {"maps": hashlib.sha256(maps_run.encode()).hexdigest()[:32], "params": params.to_dict(),
-           "spacing": list(spacing)}
+    run = {"maps": _maps_key(targets["foreground"]), "params": params.to_dict(), "spacing": list(spacing)}
     labelled = label_blocks([arrays["foreground"], arrays["distance"]], labeller, out, plan=plan, halo=halo,
                             run=run, geometry=geometry, spatial_axes=spatial_axes, min_volume=params.min_size,
                             voxel_volume=float(np.prod(spacing)), stop=stop,
@@ -256,11 +254,132 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
                               labelled.computed, labelled.grown)
 
 
-def _store_run(path: Path) -> Any:
-    """The run recorded in a maps store (what made it)."""
+def _maps_key(foreground: Path) -> str:
+    """What made the maps (the run recorded in the foreground store), as a short key."""
     import zarr
 
     from napari_medml.io.zarr import ATTRS_KEY
 
-    attrs = dict(zarr.open_group(str(path), mode="r").attrs.get(ATTRS_KEY) or {})
-    return (attrs.get("prediction") or {}).get("run")
+    attrs = dict(zarr.open_group(str(foreground), mode="r").attrs.get(ATTRS_KEY) or {})
+    run = (attrs.get("prediction") or {}).get("run")
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ChunkedInstances:
+    """What :func:`instances_to_folder` returns: an ``InstancePrediction`` read from disk.
+
+    Attributes
+    ----------
+    labels, foreground, distance : dask.array.Array
+        Instance ids and the network's maps, read lazily from the stores.
+    spacing : tuple of float
+    params : InstanceParams
+    spatial_dims : int
+    folder : Path
+        Where the stores are; :meth:`relabel` adds one there.
+    halo : tuple of int
+    """
+
+    labels: Any
+    foreground: Any
+    distance: Any
+    spacing: tuple[float, ...]
+    params: InstanceParams
+    spatial_dims: int
+    folder: Path
+    halo: tuple[int, ...]
+    plan: BlockPlan
+    geometry: dict[str, Any]
+
+    def relabel(self, params: InstanceParams, stop: Any | None = None) -> "ChunkedInstances":
+        """Instances with other post-processing from the maps on disk (no network run),
+        block by block into their own store (found again when asked twice)."""
+        return _label_folder(self.folder, self.plan, params, self.spacing, self.halo, self.geometry,
+                             self.spatial_dims, None, stop)
+
+
+def _params_key(params: InstanceParams) -> str:
+    return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _label_folder(folder: Path, plan: BlockPlan, params: InstanceParams, spacing: tuple[float, ...],
+                  halo: tuple[int, ...], geometry: dict[str, Any], spatial_dims: int,
+                  progress: Callable[[int, int], None] | None, stop: Any | None) -> ChunkedInstances:
+    """Stage 2 from the maps in ``folder`` into ``folder/instances-<params>.zarr``, read back lazily."""
+    import dask.array as da
+    import zarr
+
+    from napari_medml.segmentation.label_blocks import label_blocks
+
+    maps = {k: folder / f"{k}.zarr" for k in ("foreground", "distance")}
+    arrays = {k: zarr.open_group(str(p), mode="r")["0"] for k, p in maps.items()}
+    cut = replace(params, min_size=0.0)
+
+    def labeller(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        return instances_from_outputs(foreground, distance, spacing, cut)
+
+    out = folder / f"instances-{_params_key(params)}.zarr"
+    run = {"maps": _maps_key(maps["foreground"]), "params": params.to_dict(), "spacing": list(spacing)}
+    label_blocks([arrays["foreground"], arrays["distance"]], labeller, out, plan=plan, halo=halo, run=run,
+                 geometry=geometry, spatial_axes="ZYX"[-spatial_dims:], min_volume=params.min_size,
+                 voxel_volume=float(np.prod(spacing)), progress=progress, stop=stop)  # fmt: skip
+
+    def read(path: Path) -> Any:
+        return da.from_zarr(zarr.open_group(str(path), mode="r")["0"])
+
+    return ChunkedInstances(read(out), read(maps["foreground"]), read(maps["distance"]), spacing, params,
+                            spatial_dims, folder, halo, plan, geometry)
+
+
+def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, spacing: Sequence[float],
+                        origin: Sequence[float] | None = None, config: InferConfig | None = None,
+                        params: InstanceParams | None = None, memory_mb: float | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        stop: Any | None = None) -> ChunkedInstances:
+    """Block-wise instances into stores under ``folder``, returned read lazily (the widgets' path).
+
+    The maps go to ``folder/<run key>/`` (the key made from the model, the image's shape
+    and the inference settings; the same run started again after Stop resumes there),
+    the objects to ``instances-<parameters>.zarr`` beside them.
+
+    Parameters
+    ----------
+    model : InstanceModel
+    image : array
+        NumPy, dask or zarr; ``axes`` names its axes (one ``ZYX``/``YX`` image, plus ``C``).
+    folder : str or Path
+        Created when missing.
+    spacing : sequence of float
+        Of the spatial axes; the post-processing measures in it.
+    origin : sequence of float, optional
+    config, params, memory_mb, progress, stop
+        As for :func:`instances_to_zarr`.
+
+    Returns
+    -------
+    ChunkedInstances
+    """
+    from napari_medml.io import Volume
+    from napari_medml.segmentation.to_zarr import _fingerprint, _geometry, volume_layout
+
+    config = config or InferConfig()
+    params = params or model.params
+    spatial = [a for a in axes if a in "ZYXQ"]
+    sizes = iter(tuple(spacing))
+    offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))
+    volume = Volume(image, tuple(1.0 if a in "CT" else float(next(sizes)) for a in axes),
+                    tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes), axes=axes)
+    lazy, spatial_axes = volume_layout(model, image, axes, None)
+    key = hashlib.sha256(json.dumps([_fingerprint(model, lazy), "instances", config.tta, config.blend,
+                                     config.overlap, memory_mb]).encode()).hexdigest()[:16]
+    where = Path(folder) / key
+    where.mkdir(parents=True, exist_ok=True)
+    geometry = _geometry(volume, spatial_axes)
+    spacing = tuple(geometry["spacing"])
+    plan = plan_instance_blocks(model, lazy.shape[1:], lazy.shape[0], config, memory_mb)
+    halo = default_halo(model, params, spacing)
+    maps = {k: where / f"{k}.zarr" for k in ("foreground", "distance")}
+    instances_to_zarr(model, volume, where / f"instances-{_params_key(params)}.zarr", config=config, params=params,
+                      plan=plan, halo=halo, spacing=spacing, maps=maps, progress=progress, stop=stop)  # fmt: skip
+    return _label_folder(where, plan, params, spacing, halo, geometry, model.spatial_dims, None, stop)

@@ -147,3 +147,18 @@ def test_an_object_larger_than_the_halo_grows_it_or_is_refused(tmp_path):
     with pytest.raises(InputError, match="give a larger halo"):
         label_blocks([bar], components, tmp_path / "small.zarr", plan=plan, halo=(1, 1), run={},
                      geometry=geometry, spatial_axes="YX")  # fmt: skip
+
+
+def test_the_widgets_folder_path_reads_lazily_and_relabels_from_disk(tmp_path, image):
+    from napari_medml.instances.to_zarr import instances_to_folder
+
+    model = _model(InstanceParams(seed_height=0.1))
+    config = InferConfig(device="cpu", overlap=0.25)
+    got = instances_to_folder(model, image, tmp_path, axes="ZYX", spacing=SPACING, config=config, memory_mb=16)
+    assert type(got.labels).__module__.startswith("dask")
+    whole = model.predict(image, spacing=SPACING, config=config)
+    _same_partition(whole.labels, np.asarray(got.labels))
+    other = InstanceParams(seed_height=0.3)
+    _same_partition(whole.relabel(other).labels, np.asarray(got.relabel(other).labels))
+    again = instances_to_folder(model, image, tmp_path, axes="ZYX", spacing=SPACING, config=config, memory_mb=16)
+    _same_partition(np.asarray(again.labels), np.asarray(got.labels))
