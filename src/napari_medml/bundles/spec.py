@@ -36,6 +36,7 @@ from napari_medml.errors import BundleError, ConfigError
 __all__ = ["BundledModel", "ModelSpec", "PatchSpec", "SpecField", "load_bundle"]
 
 S = TypeVar("S", bound="ModelSpec")
+M = TypeVar("M", bound="BundledModel")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,7 +248,7 @@ class BundledModel:
         return {"history": desc.get("history") or [], "provenance": desc.get("provenance") or {}}
 
     @classmethod
-    def load(cls, path: str | Path) -> Any:
+    def load(cls: type[M], path: str | Path) -> M:
         """The model of the bundle folder at ``path`` (:func:`load_bundle`; never unpickles).
 
         Raises

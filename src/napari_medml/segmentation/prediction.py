@@ -37,7 +37,22 @@ class Prediction:
 
 
 def stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids: tuple[int, ...]) -> Prediction:
-    """One Prediction from those of each slice/frame (in ``np.ndindex(*lead)`` order)."""
+    """One Prediction from those of each slice/frame.
+
+    Parameters
+    ----------
+    parts : list of Prediction
+        One per index of the leading axes, in ``np.ndindex(*lead)`` order.
+    lead : tuple of int
+        Shape of the leading (slice/frame) axes.
+    class_ids : tuple of int
+
+    Returns
+    -------
+    Prediction
+        Arrays of shape ``(*lead, *spatial)`` (probabilities ``(K, *lead, *spatial)``);
+        instance ids shifted to stay unique across the parts.
+    """
     def stack(arrays: list[Any], axis: int = 0) -> Any:
         if arrays[0] is None:
             return None

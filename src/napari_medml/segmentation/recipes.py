@@ -9,13 +9,29 @@ import numpy as np
 
 __all__ = ["apply_preprocessing", "labels_to_recipe_grid"]
 
+
 def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
                         ) -> tuple[np.ndarray, tuple[float, ...] | None, Any]:
     """Run the recipe on each channel of ``(C, *spatial)``.
 
-    Returns the image, its new spacing and the first channel's
-    ``preprocess.RecipeResult`` (None without a recipe), whose ``restore`` maps
-    arrays back to the input grid.
+    Parameters
+    ----------
+    image : np.ndarray
+        ``(C, *spatial)``.
+    spacing : sequence of float or None
+        Voxel size of the spatial axes (None: 1 each).
+    steps : sequence of preprocessing steps
+        ``DataConfig.preprocessing``.
+
+    Returns
+    -------
+    image : np.ndarray
+        float32 ``(C, *new spatial)``.
+    spacing : tuple of float or None
+        The new voxel size.
+    result : RecipeResult or None
+        The first channel's (``preprocessing.recipe``; None without a recipe), whose
+        ``restore`` maps arrays back to the input grid.
     """
     if not steps:
         return image, None if spacing is None else tuple(spacing), None
@@ -33,7 +49,20 @@ def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, step
 
 
 def labels_to_recipe_grid(labels: np.ndarray, result: Any) -> np.ndarray:
-    """Carry a label map through a recipe's crops and resamplings (nearest neighbour)."""
+    """Carry a label map through a recipe's crops and resamplings (nearest neighbour).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(*spatial)`` on the grid of the image the recipe ran on.
+    result : RecipeResult or None
+        What :func:`apply_preprocessing` returned third (None: no recipe).
+
+    Returns
+    -------
+    np.ndarray
+        The labels on the recipe's output grid (``result.image.shape``), contiguous.
+    """
     if result is None:
         return labels
     from scipy import ndimage

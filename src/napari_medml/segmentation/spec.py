@@ -34,8 +34,11 @@ class SegmentationSpec(PatchSpec):
     Examples
     --------
     >>> spec = SegmentationSpec(config=TrainConfig(), class_ids=(0, 5), in_channels=1, spatial_dims=2,
-    ...                         patch_size=(64, 64), spacing=(1.0, 1.0), normalization=stats)
-    >>> model = Model(spec.build_network(), spec)
+    ...                         patch_size=(64, 64), spacing=(1.0, 1.0),
+    ...                         normalization={"method": "none", "channels": [{}]})
+    >>> model = Model(spec.build_network(), spec)  # segmentation.model.Model
+    >>> model.class_ids, model.description()["out_channels"]
+    ((0, 5), 2)
     """
 
     task = "segmentation"
