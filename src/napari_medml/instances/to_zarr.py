@@ -12,7 +12,7 @@ Two resumable stages, each recording its finished blocks in its store:
    only the block's core is written (:func:`~napari_medml.segmentation.label_blocks.label_blocks`):
    an object's id is ``1 +`` the flat index of its first voxel, so ids are unique over
    the volume, and the partition equals the whole-volume ``InstanceModel.predict`` when
-   the halo holds each object and its neighbours (checked; grown per block when not).
+   the halo holds each group of touching objects (checked; grown per block when not).
 
 The maps stay on disk: other post-processing parameters re-run stage 2 only (no
 network), as :meth:`InstancePrediction.relabel` does in memory.
@@ -59,6 +59,9 @@ class InstanceZarrResult:
         Network blocks computed by this call; found finished by an earlier one.
     labelled : int
         Blocks labelled by this call (stage 2); ``grown`` of them needed a larger halo.
+    approximate : int
+        Blocks where touching objects fill more than the largest halo (see
+        :class:`~napari_medml.segmentation.label_blocks.LabelledBlocks`).
     """
 
     stores: dict[str, Path]
@@ -69,6 +72,7 @@ class InstanceZarrResult:
     resumed: int
     labelled: int
     grown: int
+    approximate: int = 0
 
 
 def map_paths(out: str | Path) -> dict[str, Path]:
@@ -251,7 +255,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
                             voxel_volume=float(np.prod(spacing)), stop=stop,
                             progress=lambda k, _n: report(windows + k))  # fmt: skip
     return InstanceZarrResult({"labels": Path(out), **targets}, plan, halo, labelled.objects, computed, resumed,
-                              labelled.computed, labelled.grown)
+                              labelled.computed, labelled.grown, labelled.approximate)
 
 
 def _maps_key(foreground: Path) -> str:

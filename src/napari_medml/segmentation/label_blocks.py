@@ -7,13 +7,18 @@ written. An object's id is ``1 +`` the flat index (C order, whole volume) of its
 voxel: the same object found from two blocks gets the same id, ids are unique over the
 volume and do not depend on the block plan.
 
-The result equals the whole-volume labelling (up to the renumbering) when every object
-met in a block's core, and every object touching one of them, lies inside the block's
-read region without touching its cut faces: the labelling of an object depends on
-itself and on the objects it borders (they compete for the voxels between them). This
-is checked for every block: where an object reaches a cut face the halo is doubled for
-that block (up to :data:`MAX_GROWTH` times); an object still larger is refused with the
-fix, never written cut.
+The result equals the whole-volume labelling (up to the renumbering) when every group
+of touching objects met in a block's core lies inside the block's read region without
+touching its cut faces: a labelling such as a seeded watershed runs per group (seeds,
+their dynamics and the flooding compete within it), and a group cut by the region could
+be split differently. (Exact ties of the map at two seeds, as a Euclidean distance map
+has, are broken by skimage's watershed in its heap's order over the whole map: a few
+voxels between two touching objects may go the other way.) This is checked for every block: where a group reaches a cut face
+the halo is doubled for that block (up to :data:`MAX_GROWTH` times). Touching objects
+that fill the volume (a confluent tissue) form one group no halo holds; there a block
+is accepted when each object met in its core and every object it touches are whole
+(its flooding competitors), counted in :attr:`LabelledBlocks.approximate` and listed in
+the store; an object still larger is refused with the fix, never written cut.
 
 Finished blocks (and their object counts) are listed in the store's attributes, as
 :mod:`napari_medml.segmentation.to_zarr` does: an interrupted run resumes.
@@ -53,6 +58,10 @@ class LabelledBlocks:
         Blocks labelled by this call; blocks found finished by an earlier one.
     grown : int
         Blocks of this call that needed a larger halo.
+    approximate : int
+        Blocks whose groups of touching objects reach past the largest halo (touching
+        objects filling the volume): there each object and its neighbours were whole,
+        which gives the whole-volume objects unless a seed depends on objects further away.
     """
 
     store: Path
@@ -60,6 +69,7 @@ class LabelledBlocks:
     computed: int
     resumed: int
     grown: int
+    approximate: int = 0
 
 
 def id_dtype(shape: Sequence[int]) -> type:
@@ -101,11 +111,12 @@ def _with_neighbours(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def _label_block(sources: Sequence[Any], labeller: Labeller, plan: BlockPlan, index: int, halo: Sequence[int],
-                 min_volume: float, voxel_volume: float, dtype: type) -> tuple[np.ndarray, int, int]:
-    """Ids of block ``index``'s core, the objects whose first voxel lies in it, and the
-    halo doublings it needed."""
+                 min_volume: float, voxel_volume: float, dtype: type) -> tuple[np.ndarray, int, int, bool]:
+    """Ids of block ``index``'s core, the objects whose first voxel lies in it, the halo
+    doublings it needed, and whether only objects and their neighbours were whole."""
     core = plan.interior(index)
     halo = [int(h) for h in halo]
+    approximate = False
     for growth in range(MAX_GROWTH + 1):
         region = _region(core, halo, plan.shape)
         labels = np.asarray(labeller(*(np.asarray(src[region]) for src in sources)))
@@ -113,12 +124,14 @@ def _label_block(sources: Sequence[Any], labeller: Labeller, plan: BlockPlan, in
             raise ConfigError(f"the labeller returned shape {labels.shape} for a region of "
                               f"{tuple(r.stop - r.start for r in region)}")  # fmt: skip
         local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
-        met = np.unique(labels[local])
-        cut = _cut_ids(labels, region, plan.shape)
-        needed = _with_neighbours(labels, met[met > 0])
-        if not np.isin(needed, cut[cut > 0]).any():
+        whole = all(r.start == 0 and r.stop == s for r, s in zip(region, plan.shape))
+        if whole or _complete(labels, local, region, plan.shape, groups=True):
+            break  # every group of touching objects met in the core is whole: exact
+        last = growth == MAX_GROWTH
+        if last and _complete(labels, local, region, plan.shape, groups=False):
+            approximate = True  # touching objects that fill the volume: each object and its neighbours are whole
             break
-        if growth == MAX_GROWTH or all(r.start == 0 and r.stop == s for r, s in zip(region, plan.shape)):
+        if last:
             where = ", ".join(f"{c.start}:{c.stop}" for c in core)
             raise InputError(f"objects in the block [{where}] reach past a halo of "
                              f"{'x'.join(str(h) for h in halo)} voxels: give a larger halo (largest object "
@@ -132,7 +145,23 @@ def _label_block(sources: Sequence[Any], labeller: Labeller, plan: BlockPlan, in
     lut = np.where(kept, np.ravel_multi_index(tuple(anchors), plan.shape) + 1, 0).astype(dtype)
     out = lut[inverse.reshape(labels.shape)][local]
     inside = np.all([(a >= c.start) & (a < c.stop) for a, c in zip(anchors, core)], axis=0)
-    return out, int((kept & inside).sum()), growth
+    return out, int((kept & inside).sum()), growth, approximate
+
+
+def _complete(labels: np.ndarray, local: tuple[slice, ...], region: tuple[slice, ...], shape: Sequence[int], *,
+              groups: bool) -> bool:
+    """Whether what the core's objects depend on lies inside the region, off its cut faces:
+    with ``groups`` every connected group of touching objects (the labelling runs per
+    group: seeds, their dynamics and the flooding compete within it), otherwise each
+    object and the objects it touches."""
+    if groups:
+        from scipy import ndimage as ndi
+
+        labels = ndi.label(labels > 0)[0]
+    met = np.unique(labels[local])
+    cut = _cut_ids(labels, region, shape)
+    needed = met[met > 0] if groups else _with_neighbours(labels, met[met > 0])
+    return not np.isin(needed, cut[cut > 0]).any()
 
 
 def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *, plan: BlockPlan,
@@ -190,8 +219,9 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
     arrays, group, done = _open_stores({"labels": Path(out)}, plan, run, spatial_axes, geometry, {"labels": dtype})
     from napari_medml.io.zarr import ATTRS_KEY
 
-    counts = {str(k): int(v) for k, v in
-              ((dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {}).get("objects") or {}).items()}
+    recorded = (dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {})
+    counts = {str(k): int(v) for k, v in (recorded.get("objects") or {}).items()}
+    approximate = {int(i) for i in recorded.get("approximate") or []}
     resumed, computed, grown = len(done), 0, 0
     for index in range(plan.count):
         if index in done:
@@ -200,16 +230,19 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
             raise Cancelled("labelling stopped")
         if progress is not None:
             progress(len(done), plan.count)
-        ids, objects, growth = _label_block(sources, labeller, plan, index, halo, min_volume, voxel_volume, dtype)
+        ids, objects, growth, loose = _label_block(sources, labeller, plan, index, halo, min_volume, voxel_volume,
+                                                   dtype)  # fmt: skip
         arrays["labels"][plan.interior(index)] = ids
         del ids
         done.add(index)
         counts[str(index)] = objects
         computed += 1
         grown += growth > 0
-        _mark(group, done, complete=len(done) == plan.count, objects=counts)
+        if loose:
+            approximate.add(index)
+        _mark(group, done, complete=len(done) == plan.count, objects=counts, approximate=sorted(approximate))
     if progress is not None:
         progress(plan.count, plan.count)
     if computed == 0:
-        _mark(group, done, complete=True, objects=counts)
-    return LabelledBlocks(Path(out), sum(counts.values()), computed, resumed, grown)
+        _mark(group, done, complete=True, objects=counts, approximate=sorted(approximate))
+    return LabelledBlocks(Path(out), sum(counts.values()), computed, resumed, grown, len(approximate))

@@ -33,7 +33,8 @@ class ChunkedResult:
     Attributes
     ----------
     stores : dict of str to Path
-        ``"labels"`` (always), ``"probabilities"``, ``"uncertainty"`` (when asked): OME-Zarr folders.
+        ``"labels"`` (always), ``"probabilities"``, ``"uncertainty"``, ``"instances"`` (when
+        asked): OME-Zarr folders.
     plan : BlockPlan
     computed, resumed : int
         Blocks computed by this call; blocks found finished by an earlier one.
@@ -161,6 +162,7 @@ def _mark(group: Any, done: set[int], complete: bool, **extra: Any) -> None:
 def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
                     plan: BlockPlan | None = None, memory_mb: float | None = None,
                     probabilities: str | Path | None = None, uncertainty: str | Path | None = None,
+                    instances: str | Path | None = None, halo: Any = None,
                     progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> ChunkedResult:
     """Segment a volume block by block into an OME-Zarr labels store; resume an interrupted run.
 
@@ -174,14 +176,22 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         The labels store (``.zarr`` folder) to create, or to resume when it holds an
         interrupted run of the same model, image and plan.
     config : InferConfig, optional
-        Overlap, blending, TTA, device. Connected-component clean-up and instances need
-        the whole map and are refused here.
+        Overlap, blending, TTA, device. ``instances`` (``"connected"``, ``"watershed"``) is
+        done block by block once the labels are written (:mod:`.label_blocks`: each block
+        with a halo, equal to the whole-map split up to the ids); the connected-component
+        clean-up (minimum size, holes, largest component) needs the whole map and is refused.
     plan : BlockPlan, optional
         From :func:`plan_blocks` (default: one made for ``memory_mb``).
     memory_mb : float, optional
         Working-memory budget per block (default 1024 MiB).
     probabilities, uncertainty : str or Path, optional
         Further stores: float16 ``(K, *spatial)`` class probabilities, float32 entropy.
+    instances : str or Path, optional
+        The instance store when ``config.instances`` asks (default ``<out>.instances.zarr``
+        beside ``out``); ids are ``1 +`` the flat index of each object's first voxel.
+    halo : sequence of int, optional
+        Context per side for the instance split (default the model's patch; grown per
+        block where an object and its neighbours reach past it).
     progress : callable, optional
         ``(done, total)`` windows; finished blocks count as done.
     stop : StopToken, optional
@@ -208,10 +218,9 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     from napari_medml.segmentation.model import _label_dtype, _softmax_
 
     config = config or InferConfig()
-    if config.min_size or config.fill_holes or config.keep_largest or config.instances != "none":
-        raise ConfigError("block-wise prediction writes the labels as they come: minimum size, hole filling, "
-                          "largest component and instances need the whole map; leave them off (or predict "
-                          "in memory)")  # fmt: skip
+    if config.min_size or config.fill_holes or config.keep_largest:
+        raise ConfigError("block-wise prediction writes the labels as they come: minimum size, hole filling and "
+                          "largest component need the whole map; leave them off (or predict in memory)")  # fmt: skip
     image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
     if plan is None:
         plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0],
@@ -270,7 +279,34 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         progress(total, total)
     if computed == 0:
         _mark(group, done, complete=True)
-    return ChunkedResult(dict(targets), plan, computed, resumed)
+    stores = dict(targets)
+    if config.instances != "none":
+        stores["instances"] = _split_instances(arrays["labels"], run, Path(out), instances, halo, plan, model,
+                                               config, spatial_axes, geometry, stop)  # fmt: skip
+    return ChunkedResult(stores, plan, computed, resumed)
+
+
+def _split_instances(labels: Any, run: dict[str, Any], out: Path, target: str | Path | None, halo: Any,
+                     plan: BlockPlan, model: Any, config: InferConfig, spatial_axes: str,
+                     geometry: dict[str, Any], stop: Any | None) -> Path:
+    """``config.instances`` of the written labels, block by block into their own store."""
+    from napari_medml.segmentation.label_blocks import label_blocks
+    from napari_medml.segmentation.postprocess import split_instances
+
+    if target is None:
+        name = out.name
+        stem = next((name[: -len(s)] for s in (".ome.zarr", ".zarr") if name.lower().endswith(s)), name)
+        target = out.with_name(f"{stem}.instances.zarr")
+    method = config.instances
+
+    def labeller(region: np.ndarray) -> np.ndarray:
+        return split_instances(region, method)
+
+    key = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()[:32]
+    label_blocks([labels], labeller, target, plan=plan, halo=tuple(halo) if halo is not None else model.patch_size,
+                 run={"labels": key, "method": method}, geometry=geometry, spatial_axes=spatial_axes,
+                 stop=stop)  # fmt: skip
+    return Path(target)
 
 
 def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, spacing: Any = None,
@@ -279,7 +315,7 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     """Block-wise prediction into stores under ``folder``, returned as a lazily read Prediction.
 
     The stores go to ``folder/<run key>/`` (``labels.zarr``, and ``probabilities.zarr``,
-    ``uncertainty.zarr`` when ``config`` asks), the key made from the model, the image's
+    ``uncertainty.zarr``, ``instances-<method>.zarr`` when ``config`` asks), the key made from the model, the image's
     shape and the outputs: the same prediction started again (after Stop) resumes there.
 
     Parameters
@@ -320,11 +356,12 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     where.mkdir(parents=True, exist_ok=True)
     stores = {"probabilities": where / "probabilities.zarr" if config.return_probabilities else None,
               "uncertainty": where / "uncertainty.zarr" if config.return_uncertainty else None}
+    split = where / f"instances-{config.instances}.zarr" if config.instances != "none" else None
     predict_to_zarr(model, volume, where / "labels.zarr", config=config, memory_mb=memory_mb, progress=progress,
-                    stop=stop, **stores)  # fmt: skip
+                    stop=stop, instances=split, **stores)  # fmt: skip
 
     def read(path: Path | None) -> Any:
         return None if path is None else da.asarray(read_zarr(path).data)
 
     return Prediction(labels=read(where / "labels.zarr"), probabilities=read(stores["probabilities"]),
-                      uncertainty=read(stores["uncertainty"]), class_ids=model.class_ids)
+                      uncertainty=read(stores["uncertainty"]), class_ids=model.class_ids, instances=read(split))
