@@ -56,6 +56,11 @@ def test_train_predict_evaluate_instances_2d(chain_2d) -> None:
     assert "validation AP@0.5" in runs["train"].stderr
     desc = json.loads((chain_2d["model"] / "config.json").read_text())
     assert desc["task"] == "instances" and set(desc["instance_params"]) >= {"seed_height", "min_size"}
+    # planned like a segmentation of the objects' foreground; the options given are kept
+    assert "plan:" in runs["train"].stderr
+    plan = desc.get("plan") or desc["provenance"]["plan"]
+    assert {"data.patch_size", "optim.epochs", "optim.steps_per_epoch"} <= set(plan["kept"])
+    assert desc["train_config"]["data"]["patch_size"] == [32, 32] and desc["train_config"]["optim"]["epochs"] == 2
 
     pred = read_volume(chain_2d["out"])
     assert pred.data.dtype == np.uint32 and pred.data.shape == (128, 128)

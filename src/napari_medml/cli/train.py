@@ -185,12 +185,16 @@ def run(args: argparse.Namespace) -> int:
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
-    if args.task == "segmentation" and not args.no_plan:
+    import numpy as np
+
+    if not args.no_plan and (args.task == "segmentation" or all(isinstance(lab, np.ndarray) for lab in labels)):
         from napari_medml.segmentation.plan import plan_run
 
-        plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
-                        spacing=spacings[0] if one else spacings, channel_axis=channel_axis,
-                        keep=planned_options(args))  # fmt: skip
+        # instances: planned as the foreground/background segmentation their network also learns
+        semantic = labels if args.task == "segmentation" else [(lab > 0).astype(np.uint8) for lab in labels]
+        plan = plan_run(images[0] if one else images, semantic[0] if one else semantic,
+                        replace(config, task="segmentation"), spacing=spacings[0] if one else spacings,
+                        channel_axis=channel_axis, keep=planned_options(args))  # fmt: skip
         config = plan.apply(config)
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
@@ -208,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network
         model.provenance["orientation"] = orientation
+    if plan is not None and "plan" not in model.provenance:  # instances: the plan is stored as well
+        model.provenance["plan"] = plan.to_dict()
     path = model.save(args.out)  # a Model, or with --folds an EnsembleModel (a folder of members)
     note = ""
     if config.data.folds > 1:
