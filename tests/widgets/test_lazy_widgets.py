@@ -4,6 +4,8 @@ larger than the memory budget with one line naming it and the fix; none loads it
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import dask.array as da
 import napari
 import numpy as np
@@ -103,3 +105,87 @@ def test_classify_and_pretrain_refuse_a_large_lazy_layer(make_napari_viewer, ope
     assert any("'big' is a 2 MiB on-disk layer: classification needs" in m for m in errors), errors
     assert any("'big' is a 2 MiB on-disk layer: pretraining needs" in m for m in errors), errors
     assert source.largest == 0 and isinstance(layer.data, da.Array)
+
+
+@pytest.fixture(scope="module")
+def instance_bundle(tmp_path_factory):
+    """A small instance model trained through the API, saved as a bundle folder."""
+    import torch
+
+    import napari_medml
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.samples import touching_objects_2d
+
+    sample = touching_objects_2d(1, shape=(160, 128))
+    config = TrainConfig(task="instances",
+                         data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=4, val_fraction=0.0),
+                         model=ModelConfig(channels=8, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = napari_medml.train(sample.image, sample.labels, config, spacing=(0.5, 0.5))
+    finally:
+        torch.set_num_threads(before)
+    return model.save(tmp_path_factory.mktemp("bundle") / "instance model"), sample
+
+
+def test_predict_widget_runs_an_instance_model_block_by_block_on_a_lazy_layer(
+        make_napari_viewer, open_widget, qtbot, instance_bundle, tmp_path, monkeypatch):
+    import tempfile
+
+    from napari_medml._widgets.predict import BUNDLE_CHOICE
+    from napari_medml.api import load_model
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the widget's stores go
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    bundle, sample = instance_bundle
+    data, source = _lazy(sample.image, (40, 64))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="cells", scale=(0.5, 0.5))
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    shown = viewer.layers["cells [instances]"]
+    assert isinstance(shown, napari.layers.Labels) and isinstance(shown.data, da.Array)  # read from Zarr
+    assert source.largest <= 40 * 64  # the image was read chunk by chunk
+    model = load_model(bundle)
+    whole = model.predict(sample.image, spacing=(0.5, 0.5), config=predict.infer_config())
+    blocks = np.asarray(shown.data)
+    pairs = np.unique(np.stack([whole.labels.ravel(), blocks.ravel()]).astype(np.int64), axis=1)
+    assert pairs.shape[1] == len(np.unique(whole.labels)) == len(np.unique(blocks)) > 3  # the same objects
+    # a new seed height: the objects again from the maps on disk, no network
+    next(iter(predict._session.models.values())).network = None
+    predict["seed_height"].value = 0.9
+    qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].metadata["instance_params"]["seed_height"] == 0.9,
+                    timeout=60000)
+    again = viewer.layers["cells [instances]"]
+    assert isinstance(again.data, da.Array)
+    other = whole.relabel(replace(model.params, seed_height=0.9)).labels
+    pairs = np.unique(np.stack([other.ravel(), np.asarray(again.data).ravel()]).astype(np.int64), axis=1)
+    assert pairs.shape[1] == len(np.unique(other))
+
+
+def test_train_refuses_instance_training_and_the_plan_on_a_large_lazy_layer(
+        make_napari_viewer, open_widget, qtbot, notes, volume, monkeypatch):
+    image, labels = volume
+    data, source = _lazy(image, (8, 32, 32))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="big")
+    seg = viewer.add_labels(labels, name="seg")
+    monkeypatch.setenv(MEMORY_ENV, "1")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [layer], seg
+    train["mode"].value = "instances"
+    train["start"].changed.emit(True)
+    train["mode"].value = "dense"
+    train["plan"].value = True
+    train["start"].changed.emit(True)
+    qtbot.wait(200)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert any("'big' is a 2 MiB on-disk layer: instance training needs it whole" in m for m in errors), errors
+    assert any("'plan from the data' needs it whole in memory; untick it" in m for m in errors), errors
+    assert not train.runner.running and source.largest == 0

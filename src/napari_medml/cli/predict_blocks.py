@@ -166,6 +166,10 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
         info(f"resumed: the network's maps of {result.resumed} of {plan.count} block(s) were already done")
     if result.grown:
         info(f"{result.grown} block(s) needed a larger halo for their objects")
+    if result.approximate:
+        info(f"{result.approximate} block(s): touching objects fill more than the largest halo; there each object "
+             "and its neighbours were whole (a seed depending on objects further away could differ from an "
+             "in-memory prediction): give a larger --halo to make them exact")  # fmt: skip
     params_line = ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
     info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in result.stores.values()))
     return 0
