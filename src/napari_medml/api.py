@@ -16,9 +16,17 @@ from napari_medml.config import TrainConfig
 from napari_medml.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from napari_medml.classification.model import Classifier
     from napari_medml.engine.reports import StopToken, TrainReport
+    from napari_medml.instances.model import InstanceModel
+    from napari_medml.pretraining.model import ReconstructionModel
+    from napari_medml.segmentation.ensemble import EnsembleModel
     from napari_medml.segmentation.model import Model
+
+    # what fit/train return and load_model gives back, one type per entry of TASKS
+    AnyModel: TypeAlias = Model | Classifier | InstanceModel | ReconstructionModel | EnsembleModel
 
 __all__ = ["TASKS", "TaskEntry", "fit", "load_model", "train"]
 
@@ -57,7 +65,7 @@ def _entry(task: str) -> TaskEntry:
 
 def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
         stop: StopToken | None = None, resume_from: str | Path | None = None,
-        init_model: Any = None, plan: Any = None) -> Generator[TrainReport, None, Model | Classifier]:
+        init_model: Any = None, plan: Any = None) -> Generator[TrainReport, None, AnyModel]:
     """Train the model ``config.task`` names; yields reports and returns the best model.
 
     Parameters
@@ -91,7 +99,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
 
     Returns
     -------
-    Model or Classifier
+    Model, Classifier, InstanceModel, ReconstructionModel or EnsembleModel (the task's)
 
     Raises
     ------
@@ -115,14 +123,14 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
                                            stop=stop, resume_from=resume_from, init_model=init_model, **extra))
 
 
-def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model | Classifier:
+def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> AnyModel:
     """Run :func:`fit` to the end and return the best model (same arguments)."""
     from napari_medml.engine.loop import run_to_end
 
     return run_to_end(fit(images, labels, config, **kwargs))
 
 
-def load_model(path: str | Path) -> Model | Classifier:
+def load_model(path: str | Path) -> AnyModel:
     """Load a bundle folder of any task (never unpickles).
 
     Parameters
@@ -132,8 +140,10 @@ def load_model(path: str | Path) -> Model | Classifier:
 
     Returns
     -------
-    Model, Classifier or InstanceModel
-        The task's model, by the ``task`` in ``config.json`` (schema-1 bundles too).
+    Model, Classifier, InstanceModel, ReconstructionModel or EnsembleModel
+        The model of the ``task`` in ``config.json`` (segmentation, classification,
+        instances, pretraining, ensemble; schema-1 bundles too), each built from its
+        frozen spec (``bundles.spec``).
 
     Raises
     ------

@@ -303,15 +303,26 @@ class InferConfig:
 # type hints, so that tuples stay tuples and nested configs are rebuilt.
 
 
-def to_dict(obj: Any) -> Any:
-    """Plain JSON-able structure of a config (dataclasses, tuples, mappings)."""
+def to_dict(obj: Any, default: Any = None) -> Any:
+    """Plain JSON-able structure of a config (dataclasses, tuples, mappings) or of any nested value.
+
+    The one JSON converter of the project (configs, bundle descriptions, checkpoint
+    states, OME-Zarr metadata): mapping keys become strings, tuples lists, numpy
+    scalars and 0-d tensors Python numbers, arrays and tensors nested lists.
+    ``default``, if given, maps any other value (e.g. ``lambda v: None`` for the
+    callables in a scheduler's state); otherwise it is kept as it is.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name), default) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {str(k): to_dict(v, default) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
-    return obj
+        return [to_dict(v, default) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "ndim") and hasattr(obj, "tolist"):  # numpy scalars and arrays, torch tensors
+        return obj.tolist() if obj.ndim else obj.item()
+    return obj if default is None else default(obj)
 
 
 # Fields renamed since schema 1: (class, old name) -> new name, so older bundles still load.

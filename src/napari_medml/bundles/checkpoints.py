@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from napari_medml.bundles.format import write_bundle_files
+from napari_medml.config import to_dict
 from napari_medml.errors import BundleError
 
 __all__ = ["STATE_JSON", "STATE_TENSORS", "find_checkpoint", "optimizer_state", "read_checkpoint", "write_checkpoint"]
@@ -89,14 +89,4 @@ def optimizer_state(state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.item() if obj.numel() == 1 else obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return None  # callables (schedule lambdas) are rebuilt from the config
+    return to_dict(obj, default=lambda value: None)  # callables (schedule lambdas) are rebuilt from the config

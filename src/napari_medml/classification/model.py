@@ -20,7 +20,7 @@ from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
 from napari_medml.errors import BundleError, Cancelled
 from napari_medml.engine.reports import StopToken
 
@@ -103,7 +103,7 @@ class ClassifierSpec(ModelSpec):
         return {"level": self.level, "image_channels": self.image_channels, "class_ids": list(self.class_ids),
                 "class_names": {str(c): n for c, n in self.class_names().items()},
                 "input_size": list(self.input_size), "patch_size": list(self.input_size), "spacing": None,
-                "sample_params": _plain(self.sample_params), **super().description_fields()}
+                "sample_params": to_dict(self.sample_params), **super().description_fields()}
 
     @classmethod
     def arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,16 +296,6 @@ def _normalize(x: np.ndarray, stats: dict, image_channels: int) -> np.ndarray:
 
     apply_normalization(x[:, :image_channels].swapaxes(0, 1), stats)
     return x
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def load_classifier(path: str | Path) -> Classifier:

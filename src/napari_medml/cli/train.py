@@ -4,12 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
-import sys
-import threading
 import typing
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,13 +14,11 @@ from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_
 from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
-    PROG,
     UsageError,
     add_axes_option,
     check_bundle_target,
     info,
     integer,
-    progress_bar,
     real,
 )
 from napari_medml.cli.options import config_from_options, fields_given

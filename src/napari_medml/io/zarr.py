@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medml.config import to_dict
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 from napari_medml.io.volume import Volume, canonical, canonical_unit
@@ -314,7 +315,7 @@ def create_ome_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes:
     if affine is not None:
         ours["affine"] = np.asarray(affine, dtype=np.float64).tolist()
     if meta:
-        ours["meta"] = _jsonable(meta)
+        ours["meta"] = to_dict(meta)
     group.attrs.update({
         "multiscales": [{"version": "0.4", "name": path.name, "axes": ngff_axes,
                          "datasets": [{"path": "0", "coordinateTransformations": transforms}]}],
@@ -325,16 +326,6 @@ def create_ome_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes:
                                   chunk_key_encoding={"name": "v2", "separator": "/"})  # fmt: skip
     return group.create_dataset("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                                 dimension_separator="/")  # fmt: skip
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def write_zarr(path: str | Path, volume: Volume, chunks: Sequence[int] | None = None) -> Path:
