@@ -152,6 +152,20 @@ def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):
     assert saved["train_config"]["optim"]["learning_rate"] == plan.learning_rate
 
 
+def test_instances_are_planned_as_their_foreground():
+    """Instance labels (one id per object) are planned as the foreground/background
+    segmentation their network also learns: two classes, not one per object."""
+    from napari_medml.samples import touching_objects_2d
+
+    s = touching_objects_2d(0, shape=(96, 96))
+    assert len(np.unique(s.labels)) > 10
+    cfg = TrainConfig(task="instances", data=DataConfig(spatial_dims=2), device="cpu")
+    plan = plan_run(s.image, s.labels, cfg, spacing=s.spacing)
+    assert plan.fingerprint.class_ids == (0, 1)
+    assert plan.fingerprint.class_fractions[1] == pytest.approx((s.labels > 0).mean(), abs=0.05)
+    assert plan.apply(cfg).task == "instances"
+
+
 def rates(schedule: str, clock: list[float], warmup: float = 0.0) -> list[float]:
     net = torch.nn.Linear(2, 2)
     cfg = replace(TrainConfig(), optim=OptimConfig(schedule=schedule, learning_rate=1.0, optimizer="sgd",

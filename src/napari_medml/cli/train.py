@@ -179,16 +179,12 @@ def run(args: argparse.Namespace) -> int:
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
-    import numpy as np
-
-    if not args.no_plan and (args.task == "segmentation" or all(isinstance(lab, np.ndarray) for lab in labels)):
+    if not args.no_plan and args.task in ("segmentation", "instances"):
         from napari_medml.segmentation.plan import plan_run
 
-        # instances: planned as the foreground/background segmentation their network also learns
-        semantic = labels if args.task == "segmentation" else [(lab > 0).astype(np.uint8) for lab in labels]
-        plan = plan_run(images[0] if one else images, semantic[0] if one else semantic,
-                        replace(config, task="segmentation"), spacing=spacings[0] if one else spacings,
-                        channel_axis=channel_axis, keep=planned_options(args))  # fmt: skip
+        plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
+                        spacing=spacings[0] if one else spacings, channel_axis=channel_axis,
+                        keep=planned_options(args))  # fmt: skip
         config = plan.apply(config)
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,

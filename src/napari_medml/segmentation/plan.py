@@ -296,7 +296,8 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     Parameters
     ----------
     images, labels, spacing, channel_axis
-        As for ``segmentation.task.fit``.
+        As for ``segmentation.task.fit`` (``task="instances"``: instance labels, planned as
+        their foreground).
     config : TrainConfig
     keep : sequence of str, optional
         ``PLANNED_FIELDS`` the user set; None: those that differ from the defaults.
@@ -311,10 +312,19 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     InputError
         As ``fit`` would for the same inputs.
     """
+    from dataclasses import replace
+
+    import numpy as np
+
     from napari_medml.engine.devices import resolve_device
     from napari_medml.segmentation import split
     from napari_medml.segmentation.prepare import read_inputs
 
+    if config.task == "instances":  # planned as the foreground/background segmentation its network also learns
+        many = isinstance(labels, (list, tuple))
+        labels = [(np.asarray(lab) > 0).astype(np.uint8) for lab in (labels if many else [labels])]
+        labels = labels if many else labels[0]
+        config = replace(config, task="segmentation")
     prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                           channel_axis=channel_axis)
     train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
