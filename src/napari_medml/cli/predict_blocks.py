@@ -147,8 +147,12 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     for name, path in maps.items():
         if path.resolve() == args.image.resolve():
             raise UsageError(f"the {name} map would be written to the input '{path}': choose another --out")
+    from napari_medml.segmentation.label_blocks import labelling_memory
+
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}; objects labelled "
-         f"with a halo of {'x'.join(str(h) for h in halo)} voxels; maps in {', '.join(map(str, maps.values()))}")
+         f"with a halo of {'x'.join(str(h) for h in halo)} voxels (about "
+         f"{labelling_memory(plan, halo) / 2**20:.0f} MiB per block); maps in "
+         f"{', '.join(map(str, maps.values()))}")  # fmt: skip
     with progress_bar("step") as bar:
 
         def progress(done: int, total: int) -> None:

@@ -13,8 +13,8 @@ touching its cut faces: a labelling such as a seeded watershed runs per group (s
 their dynamics and the flooding compete within it), and a group cut by the region could
 be split differently. (Exact ties of the map at two seeds, as a Euclidean distance map
 has, are broken by skimage's watershed in its heap's order over the whole map: a few
-voxels between two touching objects may go the other way.) This is checked for every block: where a group reaches a cut face
-the halo is doubled for that block (up to :data:`MAX_GROWTH` times). Touching objects
+voxels between two touching objects may go the other way.) This is checked for every
+block: where a group reaches a cut face the halo is doubled for that block (up to :data:`MAX_GROWTH` times). Touching objects
 that fill the volume (a confluent tissue) form one group no halo holds; there a block
 is accepted when each object met in its core and every object it touches are whole
 (its flooding competitors), counted in :attr:`LabelledBlocks.approximate` and listed in
@@ -37,9 +37,12 @@ import numpy as np
 from napari_medml.errors import Cancelled, ConfigError, InputError
 from napari_medml.segmentation.chunked import BlockPlan
 
-__all__ = ["MAX_GROWTH", "LabelledBlocks", "Labeller", "id_dtype", "label_blocks"]
+__all__ = ["MAX_GROWTH", "LabelledBlocks", "Labeller", "id_dtype", "label_blocks", "labelling_memory"]
 
 MAX_GROWTH = 3  # a block's halo is doubled at most this many times
+# working bytes per voxel of a labelled region: the maps, a seeded watershed's float64
+# height and reconstruction, markers, output, and the int64 sort that assigns the ids
+_BYTES_PER_VOXEL = 120
 
 Labeller = Callable[..., np.ndarray]
 
@@ -75,6 +78,12 @@ class LabelledBlocks:
 def id_dtype(shape: Sequence[int]) -> type:
     """The unsigned type that holds every id ``1 + flat index`` of a volume of ``shape``."""
     return np.uint32 if math.prod(shape) < 2**32 - 1 else np.uint64
+
+
+def labelling_memory(plan: BlockPlan, halo: Sequence[int]) -> int:
+    """Expected working bytes of labelling the largest block with ``halo`` (before any growth)."""
+    region = math.prod(min(b + 2 * int(h), s) for b, h, s in zip(plan.block, halo, plan.shape))
+    return region * _BYTES_PER_VOXEL
 
 
 def _region(core: tuple[slice, ...], halo: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
