@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -277,3 +278,60 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
         if len(plan.flips) > 1:
             total /= len(plan.flips)
     return total
+
+
+# --- the stores' progress (block-wise prediction and labelling) ----------------------
+
+
+def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,
+                 geometry: dict[str, Any], dtypes: dict[str, Any],
+                 holder: str = "labels") -> tuple[dict[str, Any], Any, set[int]]:
+    """Create the output stores, or reopen those of an interrupted identical run.
+
+    Returns the arrays by name, the group of ``targets[holder]`` (it holds the progress)
+    and the finished blocks. ``"labels"`` is written as a labels image, ``"probabilities"``
+    with a leading channel axis.
+    """
+    import zarr
+
+    from napari_medml.io.zarr import ATTRS_KEY, create_ome_zarr
+
+    existing = {name: path.exists() for name, path in targets.items()}
+    if any(existing.values()):
+        labels_path = targets[holder]
+        try:
+            group = zarr.open_group(str(labels_path), mode="r+")
+            progress = dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {}
+        except Exception:  # not a Zarr group, or not ours
+            progress = {}
+        if not all(existing.values()) or progress.get("run") != run:
+            named = ", ".join(f"'{p}'" for n, p in targets.items() if existing[n])
+            raise InputError(f"{named} already exist(s) and do(es) not hold an interrupted run of this "
+                             "prediction (same model, image and block plan): remove it or choose another "
+                             "output name")  # fmt: skip
+        arrays = {name: zarr.open_group(str(path), mode="r+")["0"] for name, path in targets.items()}
+        return arrays, group, {int(i) for i in progress.get("done", [])}
+    edge = plan.block
+    arrays = {}
+    for name, path in targets.items():
+        chunked = tuple(min(b, 64) for b in edge) if len(edge) == 3 else tuple(min(b, 512) for b in edge)
+        channels = name == "probabilities"
+        shape = ((plan.classes,) if channels else ()) + plan.shape
+        arrays[name] = create_ome_zarr(
+            path, shape, dtypes[name], axes=("C" if channels else "") + spatial_axes,
+            spacing=((1.0,) if channels else ()) + tuple(geometry["spacing"]),
+            origin=((0.0,) if channels else ()) + tuple(geometry["origin"]),
+            chunks=((1,) if channels else ()) + chunked, unit=geometry.get("unit"), is_labels=name == "labels",
+            extra={"prediction": {"run": run, "done": [], "complete": False}} if name == holder else None)
+    group = zarr.open_group(str(targets[holder]), mode="r+")
+    return arrays, group, set()
+
+
+def _mark(group: Any, done: set[int], complete: bool, **extra: Any) -> None:
+    """Record the finished blocks (and ``extra`` JSON entries) in the group's attributes."""
+    from napari_medml.io.zarr import ATTRS_KEY
+
+    ours = dict(group.attrs.get(ATTRS_KEY) or {})
+    ours["prediction"] = {**dict(ours.get("prediction") or {}), "done": sorted(done), "complete": complete,
+                          **extra}
+    group.attrs[ATTRS_KEY] = ours

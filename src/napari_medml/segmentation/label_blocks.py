@@ -218,7 +218,7 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
     Cancelled
         Stopped through ``stop``.
     """
-    from napari_medml.segmentation.to_zarr import _mark, _open_stores
+    from napari_medml.segmentation.chunked import _mark, _open_stores
 
     halo = tuple(int(h) for h in halo)
     if len(halo) != len(plan.shape) or min(halo) < 0:

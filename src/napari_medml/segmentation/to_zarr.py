@@ -21,7 +21,14 @@ import numpy as np
 
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks, window_starts
+from napari_medml.segmentation.chunked import (  # noqa: F401  (_mark, _open_stores: shared with the labelling)
+    BlockPlan,
+    _mark,
+    _open_stores,
+    block_scores,
+    plan_blocks,
+    window_starts,
+)
 
 __all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "volume_layout"]
 
@@ -90,50 +97,6 @@ def _fingerprint(model: Any, image: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,
-                 geometry: dict[str, Any], dtypes: dict[str, Any],
-                 holder: str = "labels") -> tuple[dict[str, Any], Any, set[int]]:
-    """Create the output stores, or reopen those of an interrupted identical run.
-
-    Returns the arrays by name, the group of ``targets[holder]`` (it holds the progress)
-    and the finished blocks. ``"labels"`` is written as a labels image, ``"probabilities"``
-    with a leading channel axis.
-    """
-    import zarr
-
-    from napari_medml.io.zarr import ATTRS_KEY, create_ome_zarr
-
-    existing = {name: path.exists() for name, path in targets.items()}
-    if any(existing.values()):
-        labels_path = targets[holder]
-        try:
-            group = zarr.open_group(str(labels_path), mode="r+")
-            progress = dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {}
-        except Exception:  # not a Zarr group, or not ours
-            progress = {}
-        if not all(existing.values()) or progress.get("run") != run:
-            named = ", ".join(f"'{p}'" for n, p in targets.items() if existing[n])
-            raise InputError(f"{named} already exist(s) and do(es) not hold an interrupted run of this "
-                             "prediction (same model, image and block plan): remove it or choose another "
-                             "output name")  # fmt: skip
-        arrays = {name: zarr.open_group(str(path), mode="r+")["0"] for name, path in targets.items()}
-        return arrays, group, {int(i) for i in progress.get("done", [])}
-    edge = plan.block
-    arrays = {}
-    for name, path in targets.items():
-        chunked = tuple(min(b, 64) for b in edge) if len(edge) == 3 else tuple(min(b, 512) for b in edge)
-        channels = name == "probabilities"
-        shape = ((plan.classes,) if channels else ()) + plan.shape
-        arrays[name] = create_ome_zarr(
-            path, shape, dtypes[name], axes=("C" if channels else "") + spatial_axes,
-            spacing=((1.0,) if channels else ()) + tuple(geometry["spacing"]),
-            origin=((0.0,) if channels else ()) + tuple(geometry["origin"]),
-            chunks=((1,) if channels else ()) + chunked, unit=geometry.get("unit"), is_labels=name == "labels",
-            extra={"prediction": {"run": run, "done": [], "complete": False}} if name == holder else None)
-    group = zarr.open_group(str(targets[holder]), mode="r+")
-    return arrays, group, set()
-
-
 def _geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
     """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata."""
     body = volume.axes[: len(volume.spacing)]
@@ -147,16 +110,6 @@ def _block_windows(plan: BlockPlan, index: int) -> int:
     region = plan.read_region(index)
     return math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
                      for r, roi in zip(region, plan.roi)) * len(plan.flips)
-
-
-def _mark(group: Any, done: set[int], complete: bool, **extra: Any) -> None:
-    """Record the finished blocks (and ``extra`` JSON entries) in the group's attributes."""
-    from napari_medml.io.zarr import ATTRS_KEY
-
-    ours = dict(group.attrs.get(ATTRS_KEY) or {})
-    ours["prediction"] = {**dict(ours.get("prediction") or {}), "done": sorted(done), "complete": complete,
-                          **extra}
-    group.attrs[ATTRS_KEY] = ours
 
 
 def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
