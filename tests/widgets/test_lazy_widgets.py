@@ -189,3 +189,48 @@ def test_train_refuses_instance_training_and_the_plan_on_a_large_lazy_layer(
     assert any("'big' is a 2 MiB on-disk layer: instance training needs it whole" in m for m in errors), errors
     assert any("'plan from the data' needs it whole in memory; untick it" in m for m in errors), errors
     assert not train.runner.running and source.largest == 0
+
+
+def test_predict_widget_splits_instances_of_a_lazy_layer_block_by_block(make_napari_viewer, open_widget, qtbot,
+                                                                       tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    from napari_medml._widgets.predict import BUNDLE_CHOICE
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.task import train
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    p = phantom_3d(0)
+    crop = (slice(16, 32), slice(16, 80), slice(16, 80))
+    image = p.image[crop]
+    config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=10, learning_rate=3e-3), device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bundle = train(image, p.labels[crop], config, spacing=p.spacing).save(tmp_path / "model")
+    finally:
+        torch.set_num_threads(before)
+    data, source = _lazy(image, (8, 32, 32))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="ct", scale=p.spacing)
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["instances"].value = "connected"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    shown = viewer.layers["ct [instances]"]
+    assert isinstance(shown.data, da.Array) and source.largest <= 8 * 32 * 32
+    from napari_medml.api import load_model
+
+    whole = load_model(bundle).predict(image, spacing=p.spacing, config=predict.infer_config()).instances
+    blocks = np.asarray(shown.data)
+    pairs = np.unique(np.stack([whole.ravel(), blocks.ravel()]).astype(np.int64), axis=1)
+    assert pairs.shape[1] == len(np.unique(whole)) == len(np.unique(blocks)) > 1
