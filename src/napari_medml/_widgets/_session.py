@@ -5,12 +5,21 @@ see, so :func:`session_for` maps a viewer to its :class:`Session`. The mapping i
 (a ``WeakKeyDictionary``): a closed viewer takes its session, and its models, with it.
 This is the plugin's one piece of module-level state; everything else lives on the
 Session instance.
+
+Training widgets keep their checkpoints (so that a stopped run can resume) in a
+temporary folder the session owns (:meth:`Session.run_folder`), unless the user saves
+the bundle somewhere (then ``<bundle>/checkpoints``). The folder is made on first use and
+removed when the last widget that used it is destroyed (closing the viewer destroys its
+dock widgets), when the session is collected, or at the latest when Python exits.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_medml.config import AugmentConfig
@@ -30,6 +39,68 @@ class Session:
         self.models: dict[str, Model] = {}
         self.augment: AugmentConfig = AugmentConfig()
         self._listeners: list[Callable[[str], None]] = []
+        self._temp: Path | None = None  # the session's checkpoint folder, made on first use
+        self._cleanup: weakref.finalize | None = None
+        self._owners: set[int] = set()  # ids of the Qt widgets that use the folder
+
+    @property
+    def temp_folder(self) -> Path | None:
+        """The session's temporary folder (None until a run needed one, and after :meth:`close`)."""
+        return self._temp
+
+    def run_folder(self, owner: str) -> Path:
+        """An empty checkpoint folder for ``owner``'s next run, inside the session's temp folder.
+
+        One folder per owner (a widget kind, such as ``"train"``): a new run replaces the
+        previous run's checkpoints.
+
+        Parameters
+        ----------
+        owner : str
+            The widget the run belongs to.
+
+        Returns
+        -------
+        Path
+            ``<session temp>/<owner>``, empty.
+        """
+        if self._temp is None or not self._temp.is_dir():
+            self._temp = Path(tempfile.mkdtemp(prefix="napari-medml-session-"))
+            # collected or exiting without a close: the folder goes anyway
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._temp), True)
+        folder = self._temp / owner
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return folder
+
+    def owns(self, folder: str | Path | None) -> bool:
+        """Whether ``folder`` lies inside the session's temp folder."""
+        return folder is not None and self._temp is not None and self._temp in Path(folder).parents
+
+    def attach(self, qt_widget: Any) -> None:
+        """Remove the temp folder once ``qt_widget`` and every other attached widget is destroyed.
+
+        Parameters
+        ----------
+        qt_widget : QWidget
+            A dock widget's native widget; its ``destroyed`` signal fires when the viewer
+            closes (napari deletes its window and the docks in it).
+        """
+        key = id(qt_widget)
+        self._owners.add(key)
+
+        def gone(*_: Any) -> None:
+            self._owners.discard(key)
+            if not self._owners:
+                self.close()
+
+        qt_widget.destroyed.connect(gone)
+
+    def close(self) -> None:
+        """Remove the session's temp folder (its runs' checkpoints); a later run makes a new one."""
+        if self._cleanup is not None:
+            self._cleanup()  # rmtree once, then detached
+        self._temp, self._cleanup = None, None
 
     def add_model(self, model: Model, name: str) -> str:
         """Keep ``model`` under ``name`` (replacing a model of that name); tell listeners."""
@@ -71,3 +142,77 @@ def session_for(viewer: napari.Viewer) -> Session:
     if session is None:
         session = _SESSIONS[viewer] = Session()
     return session
+
+
+class RunCheckpoints:
+    """Where one training widget's runs keep their checkpoints, and whether Resume can go on.
+
+    Every run writes ``best``/``last`` into :meth:`new_run`'s folder: ``<bundle>/checkpoints``
+    when the run saves a bundle (as the command line does), else the session's temp folder.
+    The Resume button is enabled when the widget's last run was stopped (or failed) and
+    left a ``last`` checkpoint.
+
+    Parameters
+    ----------
+    session : Session
+        The viewer's session (owner of the temp folder).
+    owner : str
+        The widget kind ("train", "classify", "pretrain"): its folder in the session.
+    button : magicgui PushButton
+        The Resume button.
+    """
+
+    def __init__(self, session: Session, owner: str, button: Any) -> None:
+        self.session, self.owner, self.button = session, owner, button
+        self.folder: Path | None = None
+        self._stopped: bool | None = None  # None: no result (failed or cancelled)
+        button.enabled = False
+
+    def new_run(self, bundle: str | None) -> Path:
+        """The (emptied, for the session's folder) checkpoint folder of a new run."""
+        from napari_medml.bundles.checkpoints import checkpoint_folder
+
+        self.folder = checkpoint_folder(bundle) if bundle else self.session.run_folder(self.owner)
+        return self.folder
+
+    def running(self) -> None:
+        """A run (new or resumed) starts: Resume waits for its end."""
+        self._stopped = None
+        self.button.enabled = False
+
+    def result(self, stopped: bool) -> None:
+        """The run returned its model (``stopped``: by the Stop button)."""
+        self._stopped = stopped
+
+    def done(self) -> None:
+        """After every run: enable Resume when it was stopped or failed and left ``last``."""
+        from napari_medml.bundles.checkpoints import has_checkpoint
+
+        self.button.enabled = self._stopped is not False and has_checkpoint(self.folder)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether Resume can continue the last run."""
+        return bool(self.button.enabled) and self.folder is not None
+
+    def finish(self, model: Any, bundle: str | None, stopped: bool) -> None:
+        """In the worker: save the bundle (a stopped run keeps its checkpoints there), and
+        drop a finished run's checkpoints in the session folder.
+
+        Parameters
+        ----------
+        model : any task's model
+        bundle : str or None
+            The bundle folder, if the user chose one.
+        stopped : bool
+            The run was stopped (it may resume).
+        """
+        from napari_medml.bundles.checkpoints import save_keeping_checkpoints
+
+        if bundle:
+            if stopped:
+                save_keeping_checkpoints(model, bundle)
+            else:
+                model.save(bundle)  # a finished run's bundle replaces its checkpoints
+        elif not stopped and self.folder is not None and self.session.owns(self.folder):
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -5,10 +5,13 @@ Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
 with live curves, confusion matrix and ROC, then classifies the image: a new Labels
 layer ``<image> [classes]`` (every sample, object or tile filled with its class) whose
 ``features`` are the per-sample table; tile level adds ``<image> [class probabilities]``.
+Every run keeps ``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the session's
+temp folder): Resume continues a stopped run.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -28,7 +31,7 @@ from magicgui.widgets import (
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import check_fits, image_array, labels_array, layer_spatial, require, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import session_for
+from napari_medml._widgets._session import RunCheckpoints, session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
 from napari_medml.config import (
     ClassifierLoss,
@@ -101,9 +104,14 @@ class ClassifyWidget(Container):
                                tooltip="optional: a folder for the classifier bundle")
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
+        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
+                                 "with its settings and samples")
         w["status"] = Label(value="", label="")
         w["metrics"] = Label(value="", label="")
         self.runner = Runner("Classification", [w["start"]], w["stop"])
+        self._checkpoints = RunCheckpoints(session_for(viewer), "classify", w["resume"])
+        session_for(viewer).attach(self.native)  # the session's temp folder goes with the viewer
+        self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot(metric="accuracy")
         self.confusion = ConfusionMatrixPlot()
@@ -113,6 +121,7 @@ class ClassifyWidget(Container):
         self.classifier: Any = None
         self.result: Any = None
         w["start"].changed.connect(self.start)
+        w["resume"].changed.connect(self.resume)
         w["level"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)
         self._show_fields()
@@ -188,12 +197,35 @@ class ClassifyWidget(Container):
         if inp["level"] == "tile" and tile is None:
             raise InputError("tile level needs a tile size, such as '32'")
         size = parse_size(self._w["input"].value, dims, "input size")
-        config = self.config(dims, inp["class_names"])
+        form = self.config(dims, inp["class_names"])
         bundle = str(self._w["bundle"].value) if str(self._w["bundle"].value) not in ("", ".") else None
         for canvas in (self.plot, self.confusion, self.roc):
             canvas.clear()
         self._w["metrics"].value = ""
-        params = {"input_size": size, "tile_size": tile}
+        config = replace(form, checkpoint_dir=str(self._checkpoints.new_run(bundle)))
+        self._last_run = {"inputs": inp, "dims": dims, "params": {"input_size": size, "tile_size": tile},
+                          "form": form, "config": config, "bundle": bundle}
+        self._start_job(self._last_run)
+
+    @notify_errors("Classification")
+    def resume(self, *_: Any) -> None:
+        """Continue the last run (stopped, or failed) from its ``last`` checkpoint.
+
+        The run keeps its samples and settings; form fields that shape the network must
+        not have changed since (one error line says which did).
+        """
+        from napari_medml.bundles.checkpoints import check_same_network
+
+        run = self._last_run
+        if run is None or self.runner.running or not self._checkpoints.resumable:
+            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
+        check_same_network(run["form"], self.config(run["dims"], run["inputs"]["class_names"]))
+        self._start_job(run, resume_from=str(self._checkpoints.folder))
+
+    def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
+        """Train (or resume) ``run`` in the runner, then classify the image."""
+        inp, params, config, bundle = run["inputs"], run["params"], run["config"], run["bundle"]
+        checkpoints = self._checkpoints
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.task import fit_classifier
@@ -202,13 +234,22 @@ class ClassifyWidget(Container):
             samples = make_samples(inp["level"], inp["image"], {k: v for k, v in params.items() if v},
                                    class_labels=inp["labels"], classes=inp["classes"], instances=inp["instances"],
                                    channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
-            classifier = yield from fit_classifier(samples, config, stop=stop)
-            if bundle:
-                classifier.save(bundle)
+            classifier = yield from fit_classifier(samples, config, stop=stop, resume_from=resume_from)
+            checkpoints.finish(classifier, bundle, stop.stopped)
             return classifier, classifier.classify(inp["image"], instances=inp["instances"],
                                                    channel_axis=inp["channel_axis"])
 
-        self.runner.start(job, on_report=self._on_report, on_result=lambda r: self.show(*r, inp["layer"]))
+        def done(result: tuple[Any, Any]) -> None:
+            stopped = bool(self.runner.token is not None and self.runner.token.stopped)
+            checkpoints.result(stopped)
+            self.show(*result, inp["layer"])
+            if stopped:
+                self._w["status"].value += " (stopped: Resume continues the run)"
+
+        checkpoints.running()
+        if resume_from is not None:
+            self._w["status"].value = "resuming the stopped run with its settings and samples..."
+        self.runner.start(job, on_report=self._on_report, on_result=done, on_done=checkpoints.done)
 
     def _on_report(self, report: Any) -> None:
         self.plot.add(report)

@@ -4,6 +4,8 @@
 Reads the form into a :class:`~napari_medml.config.TrainConfig` (task ``"pretraining"``)
 and runs :func:`napari_medml.pretraining.task.fit_pretraining` through the runner, then
 reconstructs each chosen layer. Train segmentation's "start from" lists the model.
+Every run keeps ``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the
+session's temp folder): Resume continues a stopped run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 
 from napari_medml._widgets._layers import check_fits, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import session_for
+from napari_medml._widgets._session import RunCheckpoints, session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     AugmentConfig,
@@ -75,12 +77,18 @@ class PretrainWidget(Container):
         w["status"] = Label(value="", label="")
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
+        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
+                                 "with its settings and images")
         self.runner = Runner("Pretraining", [w["start"]], w["stop"])
+        self._checkpoints = RunCheckpoints(self._session, "pretrain", w["resume"])
+        self._session.attach(self.native)  # the session's temp folder goes with the viewer
+        self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
         self.native.layout().addWidget(self.plot)
         self.model: Any = None
         w["start"].changed.connect(self.start)
+        w["resume"].changed.connect(self.resume)
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
@@ -113,8 +121,8 @@ class PretrainWidget(Container):
         if len({i.recipe for i in inputs}) > 1:
             raise InputError("the chosen images have different preprocessing recipes: preprocess them the "
                              "same way, or pretrain on the raw images")
-        config = self.config(inputs[0].recipe)
-        dims = config.data.spatial_dims
+        form = self.config(inputs[0].recipe)
+        dims = form.data.spatial_dims
         from napari_medml.io.axes import AXES_HINT
 
         def samples() -> tuple[list, list, Any]:
@@ -134,6 +142,32 @@ class PretrainWidget(Container):
         samples()  # axes and channels checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs[0].layer.name} pretrained")
+        config = replace(form, checkpoint_dir=str(self._checkpoints.new_run(bundle)))
+        self._last_run = {"inputs": inputs, "samples": samples, "form": form, "config": config,
+                          "bundle": bundle, "name": name}
+        self.plot.clear()
+        self._start_job(self._last_run)
+
+    @notify_errors("Pretraining")
+    def resume(self, *_: Any) -> None:
+        """Continue the last run (stopped, or failed) from its ``last`` checkpoint.
+
+        The run keeps its images and settings; form fields that shape the network must
+        not have changed since (one error line says which did).
+        """
+        from napari_medml.bundles.checkpoints import check_same_network
+
+        run = self._last_run
+        if run is None or self.runner.running or not self._checkpoints.resumable:
+            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
+        check_same_network(run["form"], self.config(run["inputs"][0].recipe))
+        self._start_job(run, resume_from=str(self._checkpoints.folder))
+
+    def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
+        """Pretrain (or resume) ``run`` in the runner, then reconstruct each layer."""
+        inputs, samples, config, bundle, name = (run["inputs"], run["samples"], run["config"], run["bundle"],
+                                                 run["name"])
+        checkpoints = self._checkpoints
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
@@ -142,28 +176,33 @@ class PretrainWidget(Container):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 images, spacings, channel_axis = samples()
                 model = yield from fit_pretraining(images, None, config, spacing=spacings,
-                                                   channel_axis=channel_axis, stop=stop)
-                if bundle:
-                    model.save(bundle)
+                                                   channel_axis=channel_axis, stop=stop, resume_from=resume_from)
+                checkpoints.finish(model, bundle, stop.stopped)
                 results = [model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=config.device,
                                              progress=lambda done, total: report((done, total)))
                            for inp in inputs]
             return model, results
 
         def done(result: tuple[Any, list]) -> None:
+            stopped = bool(self.runner.token is not None and self.runner.token.stopped)
+            checkpoints.result(stopped)
             model, results = result
             self.model = model
             self._session.add_model(model, name)
             for inp, rec in zip(inputs, results):
                 self.show(rec, inp.layer)
             self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it"
+            if stopped:
+                self._w["status"].value += " (stopped: Resume continues the run)"
 
-        self.plot.clear()
         def plot(report: Any) -> None:
             if not isinstance(report, tuple):  # (done, total) pairs are the reconstruction's windows
                 self.plot.add(report)
 
-        self.runner.start(job, on_report=plot, on_result=done)
+        checkpoints.running()
+        if resume_from is not None:
+            self._w["status"].value = "resuming the stopped run with its settings and images..."
+        self.runner.start(job, on_report=plot, on_result=done, on_done=checkpoints.done)
 
     def show(self, reconstruction: Any, layer: napari.layers.Layer) -> None:
         """Add (or replace the plugin's own) reconstruction and error layers of ``layer``."""

@@ -2,7 +2,8 @@
 
 Reads the form into a :class:`~napari_medml.config.TrainConfig` and runs
 :func:`napari_medml.segmentation.task.fit` through the runner; the live plot shows loss and
-validation Dice per epoch. Stop keeps the best model so far.
+validation Dice per epoch. Stop keeps the best model so far, and the run's ``last``
+checkpoint (in ``<bundle>/checkpoints``, or the session's temp folder): Resume continues it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
 from napari_medml._widgets._layers import check_fits, labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import session_for
+from napari_medml._widgets._session import RunCheckpoints, session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     DataConfig,
@@ -129,13 +130,19 @@ class TrainWidget(Container):
         w["plan_text"] = Label(value="", label="")  # the plan of the last run, shown when it starts
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
+        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
+                                 "with its settings and data")
         self.runner = Runner("Training", [w["start"]], w["stop"])
+        self._checkpoints = RunCheckpoints(self._session, "train", w["resume"])
+        self._session.attach(self.native)  # the session's temp folder goes with the viewer
+        self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
         self.native.layout().addWidget(self.plot)
         self.model: Any = None
         self._device_runner = Runner("Device check", show_progress=False)
         w["start"].changed.connect(self.start)
+        w["resume"].changed.connect(self.resume)
         w["device"].changed.connect(self._check_device)
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
         self._reference = self.config()  # the untouched form: fields changed from it win over the plan
@@ -207,6 +214,22 @@ class TrainWidget(Container):
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
                        on_model=on_model, start_from=start_from)
 
+    @notify_errors("Training")
+    def resume(self, *_: Any) -> None:
+        """Continue the last run (stopped, or failed) from its ``last`` checkpoint.
+
+        The run keeps its data and settings; form fields that shape the network must not
+        have changed since (one error line says which did).
+        """
+        from napari_medml.bundles.checkpoints import check_same_network
+
+        run = self._last_run
+        if run is None or self.runner.running or not self._checkpoints.resumable:
+            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
+        check_same_network(run["form"], self.config(run["inputs"].recipe))
+        self.start_job(run["inputs"], run["labels"], run["config"], name=run["name"], bundle=run["bundle"],
+                       init_model=run["init_model"], on_model=run["on_model"], resume=run)
+
     def _start_from(self) -> Any:
         """The transfer-learning source: None, a bundle folder (str) or a session model."""
         choice = self._w["init"].value
@@ -221,21 +244,33 @@ class TrainWidget(Container):
 
     def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
                   bundle: str | None = None, init_model: Any = None, on_model: Any = None,
-                  start_from: Any = None) -> None:
+                  start_from: Any = None, resume: dict[str, Any] | None = None) -> None:
         """Run fit() in the runner; the model goes to the session under ``name``.
 
         ``start_from``: transfer learning from a bundle folder or a session model (saved
         as a bundle first, so the run's config names where its weights came from).
+        Checkpoints go to ``<bundle>/checkpoints``, or the session's temp folder.
+        ``resume``: the run (``_last_run``) to continue from its checkpoint folder.
         """
-
-        # fine-tuning keeps its model's settings; the plan reads class ids, not instance ids
-        planned = self._w["plan"].value and init_model is None and config.task != "instances"
         from napari_medml.segmentation.plan import changed_fields
 
         keep = changed_fields(config, self._reference)
+        checkpoints = self._checkpoints
+        if resume is None:
+            folder = checkpoints.new_run(bundle)
+            config = replace(config, checkpoint_dir=str(folder))
+            run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
+                                    "plan": None, "name": name, "bundle": bundle, "init_model": init_model,
+                                    "on_model": on_model}
+            # fine-tuning keeps its model's settings; the plan reads class ids, not instance ids
+            planned = self._w["plan"].value and init_model is None and config.task != "instances"
+        else:  # the run's own (planned) config; its checkpoint holds the network
+            run, folder, planned, start_from = resume, checkpoints.folder, False, None
+        resume_from = str(folder) if resume is not None else None
+        plan = run["plan"]
 
         def job(stop: Any, report: Any) -> Any:
-            nonlocal config
+            nonlocal config, plan
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.segmentation.task import fit
 
@@ -243,34 +278,36 @@ class TrainWidget(Container):
                 from napari_medml.instances.task import fit  # type: ignore[no-redef]
 
             if start_from is not None:
-                folder = start_from
+                source = start_from
                 if not isinstance(start_from, str):
                     import tempfile
 
-                    folder = str(start_from.save(f"{tempfile.mkdtemp(prefix='napari-medml-start-')}/bundle"))
-                config = replace(config, model=replace(config.model, init_from=folder))
+                    source = str(start_from.save(f"{tempfile.mkdtemp(prefix='napari-medml-start-')}/bundle"))
+                config = replace(config, model=replace(config.model, init_from=source))
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
-                plan = None
                 if planned:
                     from napari_medml.segmentation.plan import plan_run
 
                     plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep)
-                    config = plan.apply(config)
+                    config = replace(plan.apply(config), checkpoint_dir=str(folder))
+                    run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                       stop=stop, init_model=init_model,
+                                       stop=stop, init_model=init_model, resume_from=resume_from,
                                        **({"plan": plan} if plan is not None else {}))
-            if bundle:
-                model.save(bundle)
+            checkpoints.finish(model, bundle, stop.stopped)
             return model
 
         def done(model: Any) -> None:
+            checkpoints.result(bool(self.runner.token is not None and self.runner.token.stopped))
             self.model = model
             self._session.add_model(model, name)
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
             self._w["status"].value = f"model '{name}' is ready in Predict"
+            if checkpoints.folder is not None and self.runner.token.stopped:
+                self._w["status"].value += " (stopped: Resume continues the run)"
             if on_model is not None:
                 on_model(model)
 
@@ -280,4 +317,7 @@ class TrainWidget(Container):
             else:
                 self.plot.add(report)
 
-        self.runner.start(job, on_report=on_report, on_result=done)
+        checkpoints.running()
+        if resume is not None:
+            self._w["status"].value = "resuming the stopped run with its settings and data..."
+        self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done)

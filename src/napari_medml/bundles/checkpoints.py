@@ -4,17 +4,24 @@ resume. Tensors go to safetensors, the rest to JSON; nothing is pickled."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from napari_medml.bundles.format import write_bundle_files
+from napari_medml.bundles.format import CHECKPOINTS_NAME, write_bundle_files
 from napari_medml.config import to_dict
-from napari_medml.errors import BundleError
+from napari_medml.errors import BundleError, ConfigError
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "find_checkpoint", "optimizer_state", "read_checkpoint", "write_checkpoint"]
+if TYPE_CHECKING:
+    from napari_medml.config import TrainConfig
+
+__all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "checkpoint_folder", "find_checkpoint",
+           "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints", "write_checkpoint"]
 
 
 STATE_JSON = "train_state.json"
@@ -55,6 +62,104 @@ def find_checkpoint(path: str | Path) -> Path:
             return candidate
     raise BundleError(f"{path} holds no resumable checkpoint ({STATE_JSON} missing): "
                       "give the checkpoint folder of an earlier run")
+
+
+
+def checkpoint_folder(bundle: str | Path) -> Path:
+    """Where a run that saves its bundle to ``bundle`` keeps its ``best``/``last`` checkpoints.
+
+    Parameters
+    ----------
+    bundle : str or Path
+        The bundle folder the run saves to.
+
+    Returns
+    -------
+    Path
+        ``<bundle>/checkpoints`` (absolute): an interrupted run can go on from there;
+        saving the finished bundle removes it.
+    """
+    return Path(bundle).expanduser().absolute() / CHECKPOINTS_NAME
+
+
+
+def has_checkpoint(folder: str | Path | None) -> bool:
+    """Whether ``folder`` (a run's ``checkpoint_dir``) holds a ``last`` checkpoint to resume from.
+
+    Parameters
+    ----------
+    folder : str, Path or None
+        A run's checkpoint folder (None: no folder, False).
+
+    Returns
+    -------
+    bool
+        True when ``<folder>/last`` holds the training state (``train_state.json``).
+    """
+    return folder is not None and (Path(folder).expanduser() / "last" / STATE_JSON).is_file()
+
+
+
+def save_keeping_checkpoints(model: Any, bundle: str | Path) -> Path:
+    """Save ``model`` as the bundle ``bundle`` and keep ``<bundle>/checkpoints``.
+
+    A plain save replaces the whole folder (and so the checkpoints): right for a
+    finished run; a stopped run keeps its checkpoints so that it can resume.
+
+    Parameters
+    ----------
+    model : any task's model
+        Has ``save(path)``.
+    bundle : str or Path
+        The bundle folder.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    checkpoints = checkpoint_folder(bundle)
+    if not checkpoints.is_dir():
+        return Path(model.save(bundle))
+    aside = checkpoints.parent.parent / f".{checkpoints.parent.name}.checkpoints-{uuid.uuid4().hex[:8]}"
+    os.replace(checkpoints, aside)
+    saved = None
+    try:
+        saved = Path(model.save(bundle))
+    finally:
+        os.replace(aside, (saved or checkpoints.parent) / CHECKPOINTS_NAME)
+    return saved
+
+
+
+def check_same_network(before: TrainConfig, now: TrainConfig) -> None:
+    """Raise unless ``now`` describes the same network as ``before`` (resuming a run).
+
+    A resumed run continues its checkpoint's network; a changed setting that shapes the
+    network (task, 2D/3D, network, width, depth, ...) would be ignored, so it is refused.
+
+    Parameters
+    ----------
+    before : TrainConfig
+        The settings the run started with.
+    now : TrainConfig
+        The settings asked for now.
+
+    Raises
+    ------
+    ConfigError
+        Names the settings that differ.
+    """
+    ignored = {"init_from", "freeze_stages"}  # a resumed run starts from its checkpoint
+    changed = [f.name for f in fields(before.model)
+               if f.name not in ignored and getattr(before.model, f.name) != getattr(now.model, f.name)]
+    if before.data.spatial_dims != now.data.spatial_dims:
+        changed.insert(0, "spatial_dims")
+    if before.task != now.task:
+        changed.insert(0, "task")
+    if changed:
+        raise ConfigError(f"cannot resume: {', '.join(changed)} changed since the stopped run (the checkpoint "
+                          "holds the earlier network); set them back, or press Start for a new run")
 
 
 

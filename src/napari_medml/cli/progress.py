@@ -21,18 +21,20 @@ __all__ = ["checkpoint_folder", "drive_training", "epoch_line", "resume_folder",
 def checkpoint_folder(out: Path) -> Path:
     """Where a command-line run keeps its best/last checkpoints: inside its bundle folder,
     so an interrupted run can go on (``--resume``); saving the bundle removes them."""
-    from napari_medml.bundles.format import CHECKPOINTS_NAME
+    from napari_medml.bundles.checkpoints import checkpoint_folder as bundle_checkpoints
 
-    return out.expanduser().absolute() / CHECKPOINTS_NAME
+    return bundle_checkpoints(out)
 
 
 
 def resume_folder(args: argparse.Namespace) -> Path | None:
     """The checkpoints ``--resume`` continues from (None without ``--resume``)."""
+    from napari_medml.bundles.checkpoints import has_checkpoint
+
     if not args.resume:
         return None
     folder = checkpoint_folder(args.out)
-    if not (folder / "last").is_dir():
+    if not has_checkpoint(folder):
         raise UsageError(f"--resume: '{args.out}' holds no checkpoints of an interrupted run; "
                          "train without --resume")  # fmt: skip
     return folder

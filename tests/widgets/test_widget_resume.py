@@ -1,0 +1,169 @@
+"""Stop and Resume in the training widgets: every run keeps checkpoints (in the bundle
+folder, or the session's temp folder), Resume continues the stopped run from its step,
+a changed network is one error line, and the temp folder goes with the viewer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from napari.utils.notifications import NotificationSeverity
+
+from napari_medml._widgets._session import session_for
+from napari_medml.samples import phantom_3d
+
+CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny networks: one thread is faster, and immune to a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stop_at_first_report(widget) -> list:
+    """Collect the run's reports (the plot still gets them); press Stop at the first one."""
+    reports: list = []
+    feed = widget.runner._on_report_cb
+
+    def observe(report) -> None:
+        if hasattr(report, "step"):
+            reports.append(report)
+            if len(reports) == 1:
+                widget["stop"].changed.emit(True)
+        if feed is not None:
+            feed(report)
+
+    widget.runner._on_report_cb = observe
+    return reports
+
+
+def observe(widget) -> list:
+    reports: list = []
+    feed = widget.runner._on_report_cb
+
+    def collect(report) -> None:
+        if hasattr(report, "step"):
+            reports.append(report)
+        if feed is not None:
+            feed(report)
+
+    widget.runner._on_report_cb = collect
+    return reports
+
+
+def stopped_step(folder: Path) -> int:
+    return int(json.loads((folder / "last" / "train_state.json").read_text())["step"])
+
+
+def errors(notes) -> list[str]:
+    return [str(n.message) for n in notes if n.severity == NotificationSeverity.ERROR]
+
+
+@pytest.fixture
+def classify(make_napari_viewer, open_widget):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [classes]" (all painted)
+    widget = open_widget(viewer, "classify")
+    widget["image"].value = viewer.layers["shapes"]
+    widget["classes"].value = viewer.layers["shapes [classes]"]
+    widget["input"].value = "32"
+    widget["channels"].value = 8
+    widget["epochs"].value, widget["steps"].value = 8, 10
+    widget["val_fraction"].value = 0.25
+    return viewer, widget
+
+
+def test_classify_stop_resume_continues_and_temp_folder_goes_with_viewer(classify, qtbot, notes) -> None:
+    viewer, widget = classify
+    session = session_for(viewer)
+    assert not widget["resume"].enabled
+    widget.start()
+    first = stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not errors(notes)
+    folder = widget._checkpoints.folder
+    assert session.temp_folder is not None and session.temp_folder in folder.parents  # no bundle: the session's
+    assert (folder / "last" / "train_state.json").is_file()
+    step = stopped_step(folder)
+    assert 1 <= step < 80 and first[-1].step == step
+    assert widget.classifier is not None and widget["resume"].enabled and widget["start"].enabled
+
+    widget["channels"].value = 4  # another network: one error line, nothing runs
+    widget["resume"].changed.emit(True)
+    assert not widget.runner.running and widget["resume"].enabled
+    assert len(errors(notes)) == 1 and "channels" in errors(notes)[0] and "\n" not in errors(notes)[0]
+    widget["channels"].value = 8
+
+    widget["resume"].changed.emit(True)
+    assert widget.runner.running and not widget["resume"].enabled
+    resumed = observe(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
+    assert len(errors(notes)) == 1
+    assert resumed[0].step == step + 1 and resumed[-1].step == 80  # the step count went on to the end
+    assert [h["epoch"] for h in widget.classifier.history] == list(range(1, 9))
+    assert widget.plot.epochs == list(range(1, 9))  # the plot went on (not cleared)
+    assert "shapes [classes] (2)" in viewer.layers
+    assert not widget["resume"].enabled  # a finished run: nothing to resume
+    assert not folder.exists()  # its checkpoints are dropped
+
+    temp = session.temp_folder
+    assert temp is not None and temp.is_dir()
+    viewer.close()
+    qtbot.waitUntil(lambda: not temp.exists(), timeout=10000)  # the viewer's docks are destroyed
+
+
+@pytest.fixture
+def train(make_napari_viewer, open_widget, tmp_path):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    widget = open_widget(viewer, "train")
+    widget["images"].value = [image]
+    widget["labels"].value = labels
+    widget["channels"].value, widget["depth"].value = 8, 3
+    widget["patch"].value = "16, 32, 32"
+    widget["batch"].value = 2
+    widget["epochs"].value, widget["steps"].value = 3, 6
+    widget["lr"].value = 3e-3
+    widget["plan"].value = False
+    widget["bundle"].value = str(tmp_path / "bundle")
+    return viewer, widget, tmp_path / "bundle"
+
+
+def test_train_stop_keeps_checkpoints_in_bundle_and_resume_finishes(train, qtbot, notes) -> None:
+    viewer, widget, bundle = train
+    widget.start()
+    stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not errors(notes)
+    folder = bundle / "checkpoints"
+    assert widget._checkpoints.folder == folder
+    assert (bundle / "config.json").is_file()  # Stop saved the best model so far...
+    assert (folder / "last" / "train_state.json").is_file()  # ...and kept the checkpoints
+    step = stopped_step(folder)
+    assert 1 <= step < 18
+    stopped_model = widget.model
+    assert widget["resume"].enabled and "ct model" in session_for(viewer).models
+
+    widget["depth"].value = 4  # another network: one error line, nothing runs
+    widget["resume"].changed.emit(True)
+    assert not widget.runner.running and widget["resume"].enabled
+    assert len(errors(notes)) == 1 and "depth" in errors(notes)[0] and "\n" not in errors(notes)[0]
+    widget["depth"].value = 3
+
+    widget["resume"].changed.emit(True)
+    resumed = observe(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
+    assert len(errors(notes)) == 1
+    assert resumed[0].step == step + 1 and resumed[-1].step == 18
+    assert widget.model is not stopped_model and session_for(viewer).models["ct model"] is widget.model
+    assert [h["epoch"] for h in widget.model.history] == [1, 2, 3]
+    assert not widget["resume"].enabled
+    assert (bundle / "config.json").is_file() and not folder.exists()  # the finished bundle replaced them
