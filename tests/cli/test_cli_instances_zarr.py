@@ -61,6 +61,17 @@ def test_instances_into_zarr_print_the_plan_and_match_memory(files):
     m = instance_scores(whole.labels, blocks).at(0.5)
     assert m.n_true > 3 and (m.f1, m.n_pred) == (1.0, m.n_true)
     assert f"{m.n_true} object(s)" in done.stderr
+    # the per-object table, measured block by block: the in-memory table's values
+    import csv
+
+    from napari_medml.instances.measure import measure_image_instances
+
+    with open(folder / "pred.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    table = measure_image_instances(blocks, files["image"], spacing=(0.5, 0.5), origin=(1.0, 2.0))
+    assert [int(r["index"]) for r in rows] == list(table["index"])
+    for name in ("area", "centroid_y", "centroid_x", "mean_intensity", "max_intensity"):
+        np.testing.assert_allclose([float(r[name]) for r in rows], table[name], rtol=1e-6, err_msg=name)
     # the same command again: everything is found finished
     again = run("predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
                 folder / "pred.zarr", "--device", "cpu", "--block-memory", "16", "--halo", "40",

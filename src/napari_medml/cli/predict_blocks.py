@@ -105,7 +105,8 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
 
 
 def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
-    """Instances of an instance bundle, block by block into ``--out`` (and the maps' stores)."""
+    """Instances of an instance bundle, block by block into ``--out`` (and the maps' stores),
+    then their per-object CSV table (``--table``, default ``<out>.csv``), measured block by block."""
     from dataclasses import replace
 
     from napari_medml.cli.common import given, spatial_spacing
@@ -116,10 +117,15 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     from napari_medml.segmentation.to_zarr import volume_layout
 
     for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),
-                        ("--instances", args.instances), ("--table", args.table)):
+                        ("--instances", args.instances)):
         if value is not None:
             raise UsageError(f"{flag} is not used with an instance model and a .zarr --out: it writes the "
-                             "objects (--out) and the network's maps next to it")  # fmt: skip
+                             "objects (--out), the network's maps next to it and the table (--table)")  # fmt: skip
+    from napari_medml.cli.common import check_file_targets
+
+    stem = map_paths(args.out)["foreground"].name[: -len(".foreground.zarr")]
+    table_path = args.table if args.table is not None else args.out.with_name(f"{stem}.csv")
+    check_file_targets({"--table": table_path}, inputs=[args.image])
     if args.fill_holes or args.keep_largest or args.min_size:
         raise UsageError("--min-size, --fill-holes and --keep-largest are for segmentation models; an "
                          "instance model removes small objects with --min-object-size")  # fmt: skip
@@ -174,6 +180,14 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
         info(f"{result.approximate} block(s): touching objects fill more than the largest halo; there each object "
              "and its neighbours were whole (a seed depending on objects further away could differ from an "
              "in-memory prediction): give a larger --halo to make them exact")  # fmt: skip
+    from napari_medml.instances.measure import write_table_csv
+    from napari_medml.instances.measure_blocks import measure_blocks
+    from napari_medml.io.zarr import read_zarr
+
+    geometry = read_zarr(args.out)  # the store's spacing and origin, its labels read block by block
+    table = measure_blocks(geometry.data, image, block=plan.block, spacing=geometry.spacing,
+                           origin=geometry.origin)  # fmt: skip
+    written = [*result.stores.values(), write_table_csv(table_path, table)]
     params_line = ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
-    info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in result.stores.values()))
+    info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in written))
     return 0

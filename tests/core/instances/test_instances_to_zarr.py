@@ -204,3 +204,18 @@ def test_a_segmentation_models_instances_block_by_block(tmp_path, image, method)
     for (a, _b), c in zip(pairs.T, counts):
         best[a] = max(best.get(a, 0), c)
     assert 1 - sum(best.values()) / mask.sum() < 0.002
+
+
+def test_the_table_measured_block_by_block_is_the_whole_tables(image):
+    from napari_medml.instances.measure import measure_image_instances
+    from napari_medml.instances.measure_blocks import measure_blocks
+
+    model = _model(InstanceParams(seed_height=0.1))
+    labels = model.predict(image, spacing=SPACING, config=InferConfig(device="cpu", overlap=0.25)).labels
+    labels = np.where(labels > 0, labels + 1000, 0).astype(np.uint32)  # any ids
+    origin = (4.0, -2.0, 1.5)
+    whole = measure_image_instances(labels, image, spacing=SPACING, origin=origin)
+    blocks = measure_blocks(labels, image[None], block=(7, 16, 20), spacing=SPACING, origin=origin)
+    assert list(blocks) == list(whole) and len(whole["index"]) > 20
+    for name, column in whole.items():
+        np.testing.assert_allclose(blocks[name], column, rtol=1e-10, err_msg=name)
