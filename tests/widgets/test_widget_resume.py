@@ -167,3 +167,28 @@ def test_train_stop_keeps_checkpoints_in_bundle_and_resume_finishes(train, qtbot
     assert [h["epoch"] for h in widget.model.history] == [1, 2, 3]
     assert not widget["resume"].enabled
     assert (bundle / "config.json").is_file() and not folder.exists()  # the finished bundle replaced them
+
+
+def test_pretrain_stop_and_resume(make_napari_viewer, open_widget, qtbot, notes) -> None:
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    ct = viewer.add_image(p.image[16:32, 16:64, 16:64], name="ct", scale=p.spacing)
+    widget = open_widget(viewer, "pretrain")
+    widget["images"].value = [ct]
+    widget["channels"].value, widget["depth"].value = 4, 2
+    widget["epochs"].value, widget["steps"].value = 2, 6
+    widget["start"].changed.emit(True)
+    stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=180000)
+    assert not errors(notes)
+    folder = widget._checkpoints.folder
+    step = stopped_step(folder)
+    assert 1 <= step < 12 and widget["resume"].enabled and "ct pretrained" in session_for(viewer).models
+
+    widget["resume"].changed.emit(True)
+    resumed = observe(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=180000)
+    assert not errors(notes)
+    assert resumed[0].step == step + 1 and max(r.step for r in resumed) == 12
+    assert [h["epoch"] for h in widget.model.history] == [1, 2]
+    assert session_for(viewer).models["ct pretrained"] is widget.model and not widget["resume"].enabled

@@ -202,9 +202,8 @@ class ClassifyWidget(Container):
         for canvas in (self.plot, self.confusion, self.roc):
             canvas.clear()
         self._w["metrics"].value = ""
-        config = replace(form, checkpoint_dir=str(self._checkpoints.new_run(bundle)))
         self._last_run = {"inputs": inp, "dims": dims, "params": {"input_size": size, "tile_size": tile},
-                          "form": form, "config": config, "bundle": bundle}
+                          "form": form, "config": form, "bundle": bundle}
         self._start_job(self._last_run)
 
     @notify_errors("Classification")
@@ -224,12 +223,16 @@ class ClassifyWidget(Container):
 
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""
-        inp, params, config, bundle = run["inputs"], run["params"], run["config"], run["bundle"]
+        inp, params, bundle = run["inputs"], run["params"], run["bundle"]
         checkpoints = self._checkpoints
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.task import fit_classifier
             from napari_medml.classification.levels import make_samples
+
+            if resume_from is None:  # in the worker: the folder helpers import torch
+                run["config"] = replace(run["form"], checkpoint_dir=str(checkpoints.new_run(bundle)))
+            config = run["config"]
 
             samples = make_samples(inp["level"], inp["image"], {k: v for k, v in params.items() if v},
                                    class_labels=inp["labels"], classes=inp["classes"], instances=inp["instances"],

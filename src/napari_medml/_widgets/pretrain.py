@@ -142,8 +142,7 @@ class PretrainWidget(Container):
         samples()  # axes and channels checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs[0].layer.name} pretrained")
-        config = replace(form, checkpoint_dir=str(self._checkpoints.new_run(bundle)))
-        self._last_run = {"inputs": inputs, "samples": samples, "form": form, "config": config,
+        self._last_run = {"inputs": inputs, "samples": samples, "form": form, "config": form,
                           "bundle": bundle, "name": name}
         self.plot.clear()
         self._start_job(self._last_run)
@@ -165,14 +164,16 @@ class PretrainWidget(Container):
 
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Pretrain (or resume) ``run`` in the runner, then reconstruct each layer."""
-        inputs, samples, config, bundle, name = (run["inputs"], run["samples"], run["config"], run["bundle"],
-                                                 run["name"])
+        inputs, samples, bundle, name = run["inputs"], run["samples"], run["bundle"], run["name"]
         checkpoints = self._checkpoints
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.pretraining.task import fit_pretraining
 
+            if resume_from is None:  # in the worker: the folder helpers import torch
+                run["config"] = replace(run["form"], checkpoint_dir=str(checkpoints.new_run(bundle)))
+            config = run["config"]
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 images, spacings, channel_axis = samples()
                 model = yield from fit_pretraining(images, None, config, spacing=spacings,

@@ -257,16 +257,14 @@ class TrainWidget(Container):
         keep = changed_fields(config, self._reference)
         checkpoints = self._checkpoints
         if resume is None:
-            folder = checkpoints.new_run(bundle)
-            config = replace(config, checkpoint_dir=str(folder))
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
                                     "plan": None, "name": name, "bundle": bundle, "init_model": init_model,
                                     "on_model": on_model}
             # fine-tuning keeps its model's settings; the plan reads class ids, not instance ids
             planned = self._w["plan"].value and init_model is None and config.task != "instances"
         else:  # the run's own (planned) config; its checkpoint holds the network
-            run, folder, planned, start_from = resume, checkpoints.folder, False, None
-        resume_from = str(folder) if resume is not None else None
+            run, planned, start_from = resume, False, None
+        resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
 
         def job(stop: Any, report: Any) -> Any:
@@ -276,6 +274,9 @@ class TrainWidget(Container):
 
             if config.task == "instances":  # instance labels (each object its own id)
                 from napari_medml.instances.task import fit  # type: ignore[no-redef]
+
+            if resume_from is None:  # in the worker: the folder helpers import torch
+                config = run["config"] = replace(config, checkpoint_dir=str(checkpoints.new_run(bundle)))
 
             if start_from is not None:
                 source = start_from
@@ -291,7 +292,7 @@ class TrainWidget(Container):
                     from napari_medml.segmentation.plan import plan_run
 
                     plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep)
-                    config = replace(plan.apply(config), checkpoint_dir=str(folder))
+                    config = plan.apply(config)
                     run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
