@@ -110,3 +110,45 @@ def test_patch_sampler_shapes_foreground_share_and_seed():
     a = data.PatchSampler(regions, (16, 16), 2, 0.5, sparse=False, transform=None, seed=3).batch()
     b = data.PatchSampler(regions, (16, 16), 2, 0.5, sparse=False, transform=None, seed=3).batch()
     assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+
+
+def test_patch_sampler_balances_classes_across_images_where_monai_balances_within_each():
+    """Why the centre draw is ours: class 3 is painted only in the second image. MONAI's
+    per-image draw (``generate_label_classes_crop_centers`` with equal ratios, as
+    ``RandCropByLabelClassesd`` does on each image) centres a third as many patches on it
+    as on class 2; ours draws a class first, so both get half of the foreground patches."""
+    from monai.transforms.utils import generate_label_classes_crop_centers, map_classes_to_indices
+
+    img = np.zeros((1, 48, 48), np.float32)
+    first, second = np.ones((48, 48), np.uint8), np.ones((48, 48), np.uint8)
+    first[10:20, 10:20] = 2
+    second[10:20, 10:20] = 2
+    second[30:34, 30:34] = 3  # rare, and in one image only
+    sampler = data.PatchSampler([data.Region(img, first), data.Region(img, second)], (8, 8), 1, 1.0,
+                                sparse=False, transform=None, seed=0)
+    ours = [sampler.regions[r].label[c] for r, c in (sampler._pick() for _ in range(4000))]
+    ours_share = np.mean(np.array(ours) == 3)
+
+    state = np.random.RandomState(0)
+    theirs = []
+    for k in range(4000):  # the data loader visits both images equally often
+        lab = (first, second)[k % 2]
+        indices = map_classes_to_indices(lab[None], 4)
+        ratios = [0, 0, 1, 1]  # the foreground classes, equally
+        (centre,) = generate_label_classes_crop_centers((8, 8), 1, lab.shape, indices, ratios, state, warn=False)
+        theirs.append(lab[tuple(int(c) for c in centre)])
+    theirs_share = np.mean(np.array(theirs) == 3)
+    assert ours_share == pytest.approx(0.5, abs=0.04)
+    assert theirs_share == pytest.approx(0.25, abs=0.04)  # half as often: the library piece's balance is per image
+
+
+def test_patch_sampler_index_lists_skip_unlabelled_and_background_voxels():
+    img = np.zeros((1, 32, 32), np.float32)
+    lab = np.zeros((32, 32), np.uint8)  # sparse: 0 unpainted, 1 painted background, 2 a class
+    lab[0, :] = 1
+    lab[5, 5:9] = 2
+    dense = data.PatchSampler([data.Region(img, lab)], (8, 8), 1, 1.0, sparse=False, transform=None, seed=0)
+    assert set(dense.centres) == {2} and sorted(dense.centres[2][0][1]) == [5 * 32 + x for x in range(5, 9)]
+    sparse = data.PatchSampler([data.Region(img, lab)], (8, 8), 1, 1.0, sparse=True, transform=None, seed=0,
+                               max_indices=10)
+    assert set(sparse.centres) == {1, 2} and len(sparse.centres[1][0][1]) == 10  # thinned evenly

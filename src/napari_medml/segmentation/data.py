@@ -212,13 +212,16 @@ def auto_patch_size(shape: Sequence[int], spacing: Sequence[float] | None, spati
 class PatchSampler:
     """Draws training batches: random patches, a share centred on labelled voxels.
 
-    Around the class-balanced centres that MONAI's ``ClassesToIndicesd`` +
-    ``RandCropByLabelClassesd`` would also give, this draws across several images (a
-    class first, then an image holding it, so a rare class in one image is found as
-    often as a common one), mixes in centres anywhere (``1 - foreground_fraction``),
-    never centres on unlabeled scribble voxels, and fills batches without per-item
-    dictionaries; moving its index lists and centre choice onto MONAI's
-    ``map_classes_to_indices`` / ``generate_label_classes_crop_centers`` is a planned step.
+    The index lists per class are MONAI's ``map_classes_to_indices`` (what
+    ``ClassesToIndicesd`` stores), masked to labelled voxels; lazy (on-disk) labels are
+    scanned block by block instead (``segmentation.lazy``), as MONAI needs the whole
+    label array in memory. The centre draw stays ours: MONAI's
+    ``RandCropByLabelClassesd`` / ``generate_label_classes_crop_centers`` balance the
+    classes within one image, so over several images a class found in only one of them
+    is drawn that many times less often (``tests/core/test_data.py`` measures it); here a
+    class is drawn first, then an image holding it. Centres anywhere are mixed in
+    (``1 - foreground_fraction``), never on unlabeled scribble voxels, and batches are
+    filled without per-item dictionaries.
 
     Parameters
     ----------
@@ -247,6 +250,8 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
         if transform is not None and hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=seed)
+        from monai.transforms.utils import map_classes_to_indices
+
         first_class = 1 if sparse else 2  # sparse: background scribbles are "labelled" too
         # (region index, class) -> flat indices of that class in that region
         self.centres: dict[int, list[tuple[int, np.ndarray]]] = {}
@@ -255,14 +260,16 @@ class PatchSampler:
                 for cls, idx in region.label.class_indices(first_class, max_indices, self.rng).items():
                     self.centres.setdefault(cls, []).append((r, idx))
                 continue
-            flat = region.label.reshape(-1)
-            for cls in np.unique(flat):
-                if cls < first_class:
-                    continue
-                idx = np.flatnonzero(flat == cls)
-                if idx.size > max_indices:
-                    idx = np.sort(self.rng.choice(idx, max_indices, replace=False))
-                self.centres.setdefault(int(cls), []).append((r, idx))
+            # MONAI's ClassesToIndices, per image; the mask keeps unlabelled and background voxels
+            # out (no index list of the bulk), and each class is thinned evenly to max_indices
+            label = np.asarray(region.label)
+            labelled = (label >= first_class)[None]
+            top = int(label.max()) if label.size else 0
+            per_class = map_classes_to_indices(label[None], top + 1, image=labelled, image_threshold=0,
+                                               max_samples_per_class=max_indices)
+            for cls, idx in enumerate(per_class):
+                if cls >= first_class and len(idx):
+                    self.centres.setdefault(cls, []).append((r, np.asarray(idx)))
         self.weights = np.array([math.prod(r.label.shape) for r in regions], float)
         self.weights /= self.weights.sum()
 

@@ -33,19 +33,9 @@ def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, step
         The first channel's (``preprocessing.recipe``; None without a recipe), whose
         ``restore`` maps arrays back to the input grid.
     """
-    if not steps:
-        return image, None if spacing is None else tuple(spacing), None
-    from napari_medml.preprocessing.recipe import run_recipe
+    from napari_medml.preprocessing.inputs import run_recipe_channels
 
-    spatial_dims = image.ndim - 1
-    sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * spatial_dims
-    channels, first = [], None
-    for c in range(image.shape[0]):
-        result = run_recipe(image[c], sp, tuple(steps))
-        first = first or result
-        channels.append(np.asarray(result.image, dtype=np.float32))
-    new_spacing = None if first.spacing is None else tuple(float(s) for s in first.spacing)
-    return np.stack(channels), new_spacing, first
+    return run_recipe_channels(image, spacing, steps)
 
 
 def labels_to_recipe_grid(labels: np.ndarray, result: Any) -> np.ndarray:
