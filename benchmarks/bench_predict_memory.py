@@ -53,7 +53,7 @@ def worker(args: argparse.Namespace) -> dict:
     from napari_medml.engine.devices import resolve_device
 
     device = resolve_device(args.device)
-    model = make_model(classes=args.classes, patch=args.patch, channels=args.features, depth=args.depth)
+    model = make_model(classes=args.classes, patch=args.patch, features=args.features, depth=args.depth)
     image = make_volume(args.size)
     probabilities = args.worker == "probabilities"
     config = InferConfig(overlap=args.overlap, device=args.device, return_probabilities=probabilities)

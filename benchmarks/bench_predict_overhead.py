@@ -40,7 +40,7 @@ def main() -> None:
     from napari_medml.engine.devices import amp_enabled, resolve_device
 
     device = resolve_device(args.device)
-    model = make_model(patch=args.patch, channels=args.features)
+    model = make_model(patch=args.patch, features=args.features)
     image = make_volume(args.size)
     config = InferConfig(overlap=args.overlap, sw_batch_size=args.sw_batch_size, device=args.device)
     net = model.network.to(device).eval()

@@ -108,6 +108,7 @@ class LiveSession(SessionWorker):
         self._answer_lock = threading.Lock()
         self._latest: np.ndarray | None = None
         self._version = 0  # updates received
+        self._requests = 0  # region answers being computed for the user: background work waits
         self._processed = 0  # version of the last completed fit
         self._strokes: Strokes | None = None
         self._fit_error: InputError | None = None
@@ -220,7 +221,8 @@ class LiveSession(SessionWorker):
             raise InputError(f"train_for needs a number of seconds of 0 or more, got {seconds!r}")
         deadline = time.monotonic() + seconds
         deep = self._deep
-        pending = lambda: self._closed or self._fatal is not None or self._version > self._processed  # noqa: E731
+        pending = lambda: (self._closed or self._fatal is not None or self._version > self._processed  # noqa: E731
+                           or self._requests > 0)  # a stroke's fit or a region answer goes first
         while not self._closed and self._fatal is None and time.monotonic() < deadline:
             with self._cond:  # a pending fit goes first: the instant stage answers the stroke
                 self._cond.wait_for(lambda: not pending(), timeout=max(0.0, deadline - time.monotonic()))
@@ -340,6 +342,21 @@ class LiveSession(SessionWorker):
         return max(ready, key=lambda s: (self._scores.get(s.name, -1.0), -self._stages.index(s)))
 
     def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        if region is None:
+            return self._answer_now(region, wait, name)
+        # The region on screen is answered first: until it is, the worker's background work
+        # and the network's training wait (each gives way between two of its steps).
+        with self._cond:
+            self._requests += 1
+        try:
+            return self._answer_now(region, wait, name)
+        finally:
+            with self._cond:
+                self._requests -= 1
+                self._cond.notify_all()
+
+    def _answer_now(self, region: Region | None, wait: bool, name: str | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
         self._check_open()
         if wait:

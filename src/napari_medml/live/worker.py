@@ -29,9 +29,16 @@ class SessionWorker:
     def _stale(self) -> bool:
         return self._closed or self._version > self._processed
 
+    def _yielding(self) -> bool:
+        """Background work (scores, features, pseudo-labels, whole answers) gives way: the
+        strokes changed, or the user waits for a region (``predict(region)``) to be answered."""
+        return self._stale() or self._requests > 0
+
     def _has_work(self) -> bool:
         if self._version > self._processed:
             return True
+        if self._requests > 0:  # a region is being answered: the CPU is the user's
+            return False
         if self._unscored():
             return True
         if self._precompute_features() or self._pseudo_due():
@@ -63,13 +70,13 @@ class SessionWorker:
                 elif todo_score:
                     self._score()
                 elif self._precompute_features():
-                    self._features.compute_all(self._stale)
+                    self._features.compute_all(self._yielding)
                 elif self._pseudo_due():
                     self._pseudo_labels()
                 else:
                     stage = self._answering_stage()
                     if stage.model() is not None:
-                        self._whole(stage.name, stage.model(), self._stale)
+                        self._whole(stage.name, stage.model(), self._yielding)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by predict/train_for
             with self._cond:
                 self._fatal = exc
@@ -142,9 +149,9 @@ class SessionWorker:
         scored = self._scored_strokes(strokes)
         for stage in self._unscored():
             model = stage.model()
-            value = stage.score(scored[stage.name], self._stale)
+            value = stage.score(scored[stage.name], self._yielding)
             with self._cond:
-                if self._stale():
+                if self._stale() or (value is None and self._requests > 0):  # stopped early: score again later
                     return
                 if value is None:  # nothing held out (yet)
                     self._scores.pop(stage.name, None)
@@ -167,9 +174,11 @@ class SessionWorker:
 
     def _pseudo_labels(self) -> None:
         """Hand the deep stage the forest's confident answers at random unpainted voxels."""
+        if self._yielding():
+            return  # again once the user's region is answered
         strokes, deep = self._strokes, self._deep
         source = self._stages[0].training_model(strokes)
-        if source is not None and deep is not None and not self._stale():
+        if source is not None and deep is not None:
             rng = np.random.default_rng(strokes.version)
             count = min(deep.config.pseudo_labels, strokes.scribbles.size // 100)  # at most 1 % of the image
             flat = np.unique(rng.integers(0, strokes.scribbles.size, count))
