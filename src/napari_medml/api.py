@@ -91,7 +91,8 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         Start from this model's weights (segmentation: fine-tuning; classification:
         transfer learning).
     plan : segmentation.plan.Plan, optional
-        Segmentation: the plan ``config`` came from, stored in the bundle.
+        Segmentation and instances: the plan ``config`` came from
+        (``segmentation.plan.plan_run``), stored in the bundle.
 
     Yields
     ------
@@ -119,8 +120,11 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
                                                resume_from=resume_from))
     extra = {"plan": plan} if plan is not None and entry is TASKS["segmentation"] else {}
-    return (yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
-                                           stop=stop, resume_from=resume_from, init_model=init_model, **extra))
+    model = yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
+                                           stop=stop, resume_from=resume_from, init_model=init_model, **extra)
+    if plan is not None and model is not None and "plan" not in model.provenance:  # other tasks keep it too
+        model.provenance["plan"] = plan.to_dict()
+    return model
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> AnyModel:

@@ -260,8 +260,8 @@ class TrainWidget(Container):
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
                                     "plan": None, "name": name, "bundle": bundle, "init_model": init_model,
                                     "on_model": on_model}
-            # fine-tuning keeps its model's settings; the plan reads class ids, not instance ids
-            planned = self._w["plan"].value and init_model is None and config.task != "instances"
+            # fine-tuning keeps its model's settings; instances are planned as their foreground
+            planned = self._w["plan"].value and init_model is None
         else:  # the run's own (planned) config; its checkpoint holds the network
             run, planned, start_from = resume, False, None
         resume_from = str(checkpoints.folder) if resume is not None else None
@@ -270,10 +270,7 @@ class TrainWidget(Container):
         def job(stop: Any, report: Any) -> Any:
             nonlocal config, plan
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.segmentation.task import fit
-
-            if config.task == "instances":  # instance labels (each object its own id)
-                from napari_medml.instances.task import fit  # type: ignore[no-redef]
+            from napari_medml.api import fit  # the task the config names (instances: each object its own id)
 
             if resume_from is None:  # in the worker: the folder helpers import torch
                 config = run["config"] = replace(config, checkpoint_dir=str(checkpoints.new_run(bundle)))
@@ -296,8 +293,7 @@ class TrainWidget(Container):
                     run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                       stop=stop, init_model=init_model, resume_from=resume_from,
-                                       **({"plan": plan} if plan is not None else {}))
+                                       stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
             checkpoints.finish(model, bundle, stop.stopped)
             return model
 

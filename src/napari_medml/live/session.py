@@ -334,12 +334,27 @@ class LiveSession(SessionWorker):
         if self._fatal is not None:
             raise RuntimeError(f"the live session's worker failed: {self._fatal}") from self._fatal
 
-    def _answering_stage(self) -> Stage:
+    def _best_stage(self) -> Stage:
+        """The stage that should answer: the best held-out score wins; unscored stages rank
+        last, earlier stages win ties."""
         ready = [s for s in self._stages if s.model() is not None and getattr(s.model(), "eligible", True)]
         if not ready:
             return self._stages[0]
-        # The best held-out score wins; unscored stages rank last, earlier stages win ties.
         return max(ready, key=lambda s: (self._scores.get(s.name, -1.0), -self._stages.index(s)))
+
+    def _answering_stage(self) -> Stage:
+        """The stage that answers now: the best one, once the worker has its whole answer.
+
+        A later stage (the network) takes over only once the worker has a whole-image
+        answer of it; until then the instant stage answers, so the slice on screen never
+        waits for a network prediction (on a CPU, seconds for a slice of a volume). Its
+        regions then come from its latest whole answer while the worker predicts the
+        newest snapshot.
+        """
+        best = self._best_stage()
+        if best is self._stages[0]:
+            return best
+        return best if best.name in self._answers else self._stages[0]
 
     def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +393,9 @@ class LiveSession(SessionWorker):
         if region is not None:
             region = self._features.normalize(region)
             cached = self._answers.get(stage.name)
-            if cached is not None and cached[0] is model:  # the whole answer is ready: no second prediction
+            # the whole answer is ready: no second prediction (a later stage's may be of its
+            # previous snapshot while the worker predicts the newest: strokes do not change it)
+            if cached is not None and (cached[0] is model or (name is None and stage is not self._stages[0])):
                 return cached[1][region].copy(), cached[2][region].copy()
             proba = model.predict_proba(region)
             return model.labels_from_proba(proba), uncertainty_from_proba(

@@ -43,10 +43,12 @@ class SessionWorker:
             return True
         if self._precompute_features() or self._pseudo_due():
             return True
-        stage = self._answering_stage()
+        stage = self._best_stage()  # its whole answer is what lets it answer
         model, answer = stage.model(), self._answers.get(stage.name)
         # An image whose features exceed the budget is answered on request only.
-        return model is not None and not self._features.evicting and (answer is None or answer[0] is not model)
+        # (a later stage, the network, is still answered whole: that is what lets it answer)
+        return (model is not None and (not self._features.evicting or stage is not self._stages[0])
+                and (answer is None or answer[0] is not model))
 
     def _precompute_features(self) -> bool:
         # Only when the whole stack fits the budget: otherwise blocks would be evicted and refilled forever.
@@ -74,7 +76,7 @@ class SessionWorker:
                 elif self._pseudo_due():
                     self._pseudo_labels()
                 else:
-                    stage = self._answering_stage()
+                    stage = self._best_stage()
                     if stage.model() is not None:
                         self._whole(stage.name, stage.model(), self._yielding)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by predict/train_for

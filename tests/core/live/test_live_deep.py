@@ -115,6 +115,8 @@ def test_switches_to_the_network_when_it_scores_better() -> None:
         assert session.training["fit_accuracy"] >= config.min_fit_accuracy
         answer = session.predict()
         assert set(np.unique(answer)) <= {0, 1}
+        # a slice comes from the network's whole answer (no second network pass)
+        assert (session.predict((64, slice(None)), wait=False) == answer[64:65]).all()
         # the answer is the network's: its own model predicts (nearly) the same labels
         from napari_medml.config import InferConfig
 
