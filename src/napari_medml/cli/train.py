@@ -202,8 +202,6 @@ def run(args: argparse.Namespace) -> int:
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network
         model.provenance["orientation"] = orientation
-    if plan is not None and "plan" not in model.provenance:  # instances: the plan is stored as well
-        model.provenance["plan"] = plan.to_dict()
     path = model.save(args.out)  # a Model, or with --folds an EnsembleModel (a folder of members)
     note = ""
     if config.data.folds > 1:
