@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_medml.errors import InputError
+from napari_medml.errors import Cancelled, InputError
 from napari_medml.live.deep_task import DeepConfig, LiveTask, live_patch_size
 from napari_medml.live.filters import Region
 from napari_medml.live.instant import balanced_accuracy
@@ -76,8 +76,12 @@ class DeepPredictor:
         grid = [range(math.ceil(n / b)) for n, b in zip(self.shape, self.block)]
         return [self._block_region(i) for i in np.ndindex(*[len(g) for g in grid])]
 
-    def predict_proba(self, region: Region) -> np.ndarray:
-        """float32 probabilities ``(*region_shape, K)``, K in the order of ``class_ids``."""
+    def predict_proba(self, region: Region, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """float32 probabilities ``(*region_shape, K)``, K in the order of ``class_ids``.
+
+        ``should_stop`` is asked before each window batch; once it says yes, ``Cancelled``
+        is raised (blocks already predicted stay cached, so a later call goes on from there).
+        """
         index = [range(s.start // b, (s.stop - 1) // b + 1) for s, b in zip(region, self.block)]
         blocks = list(np.ndindex(*[len(r) for r in index]))
         blocks = [tuple(r[i] for r, i in zip(index, k)) for k in blocks]
@@ -85,7 +89,7 @@ class DeepPredictor:
         with self._lock:
             missing = [b for b in blocks if b not in self._cache]
         if missing and size * 3 < sum(math.prod(s.stop - s.start for s in self._block_region(b)) for b in blocks):
-            return np.moveaxis(self._compute(region), 0, -1)  # a thin region (one slice): no block fill
+            return np.moveaxis(self._compute(region, should_stop), 0, -1)  # a thin region (one slice): no block fill
         out = np.empty((len(self.class_ids),) + tuple(s.stop - s.start for s in region), np.float32)
         for b in blocks:
             with self._lock:
@@ -94,7 +98,7 @@ class DeepPredictor:
                     self._cache.move_to_end(b)
             where = self._block_region(b)
             if probs is None:
-                probs = self._compute(where).astype(np.float16)
+                probs = self._compute(where, should_stop).astype(np.float16)
                 with self._lock:
                     self._cache[b] = probs
                     self._nbytes += probs.nbytes
@@ -113,15 +117,20 @@ class DeepPredictor:
     def _block_region(self, index: Sequence[int]) -> Region:
         return tuple(slice(i * b, min(n, (i + 1) * b)) for i, b, n in zip(index, self.block, self.shape))
 
-    def _compute(self, region: Region) -> np.ndarray:
+    def _compute(self, region: Region, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Softmax probabilities ``(K, *region)`` by sliding window over the region plus a context margin."""
         import torch
         from monai.inferers import sliding_window_inference
 
+        def predictor(windows: torch.Tensor) -> torch.Tensor:
+            if should_stop is not None and should_stop():  # a stroke waits: give the CPU back now
+                raise Cancelled("the network's prediction gave way to a stroke")
+            return self.network(windows)
+
         crop = tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(region, self.margin, self.shape))
         x = torch.from_numpy(np.ascontiguousarray(self.image[(slice(None), *crop)]))[None].to(self.device)
         with torch.inference_mode():
-            logits = sliding_window_inference(x, roi_size=self.patch_size, sw_batch_size=2, predictor=self.network,
+            logits = sliding_window_inference(x, roi_size=self.patch_size, sw_batch_size=2, predictor=predictor,
                                               overlap=self.overlap, mode="gaussian", progress=False)
             logits = logits.as_tensor() if hasattr(logits, "as_tensor") else logits
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
@@ -203,7 +212,10 @@ class DeepStage:
             if should_stop():
                 return None
             box = boxes[int(c) - 1]
-            proba = model.predict_proba(box)
+            try:
+                proba = model.predict_proba(box, should_stop)
+            except Cancelled:
+                return None
             inside = strokes.components[box] == c
             truth.append(strokes.scribbles[box][inside])
             predicted.append(painted[np.argmax(proba, axis=-1)][inside])

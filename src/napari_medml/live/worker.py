@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from napari_medml.errors import InputError
+from napari_medml.errors import Cancelled, InputError
 from napari_medml.live.features import Region
 from napari_medml.live.instant import uncertainty_from_proba
 from napari_medml.live.stages import Predictor, Stage, Strokes
@@ -203,10 +203,15 @@ class SessionWorker:
             labels: np.ndarray | None = None
             unc = np.empty(self.shape, np.float32)
             pieces = model.pieces() if hasattr(model, "pieces") else self._pieces()
+            # a network's pieces are large (its cache blocks): it also stops within one
+            stoppable = {"should_stop": should_stop} if hasattr(model, "pieces") else {}
             for where in pieces:
                 if should_stop():
                     return None
-                proba = model.predict_proba(where)
+                try:
+                    proba = model.predict_proba(where, **stoppable)
+                except Cancelled:
+                    return None
                 block = model.labels_from_proba(proba)
                 if labels is None:
                     labels = np.zeros(self.shape, block.dtype)
