@@ -111,7 +111,9 @@ def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open
     assert isinstance(pred, napari.layers.Labels) and isinstance(pred.data, da.Array)  # read lazily from Zarr
     assert pred.data.shape == image.shape
     np.testing.assert_allclose(pred.scale, p.spacing)
-    stores = list((tmp_path / "napari-medml-predictions").glob("*/labels.zarr"))
+    session_temp = widget._session.temp_folder  # the session's temp folder, removed with the viewer
+    assert session_temp is not None and tmp_path in session_temp.parents
+    stores = list((session_temp / "predictions").glob("*/labels.zarr"))
     assert len(stores) == 1 and zarr.open_group(str(stores[0]), mode="r").attrs["napari_medml"]["prediction"][
         "complete"]  # fmt: skip
     labels = np.asarray(pred.data)
@@ -124,3 +126,5 @@ def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open
     np.testing.assert_array_equal(labels, whole.labels)
     probs = viewer.layers["ct [probabilities]"].data
     assert isinstance(probs, da.Array) and probs.shape == (4, *image.shape)
+    viewer.close()
+    qtbot.waitUntil(lambda: not session_temp.exists(), timeout=10000)  # nothing left behind

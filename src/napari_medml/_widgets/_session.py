@@ -48,29 +48,34 @@ class Session:
         """The session's temporary folder (None until a run needed one, and after :meth:`close`)."""
         return self._temp
 
-    def run_folder(self, owner: str) -> Path:
-        """An empty checkpoint folder for ``owner``'s next run, inside the session's temp folder.
+    def run_folder(self, owner: str, *, empty: bool = True) -> Path:
+        """A folder for ``owner``'s next run, inside the session's temp folder.
 
         One folder per owner (a widget kind, such as ``"train"``): a new run replaces the
-        previous run's checkpoints.
+        previous run's checkpoints. ``empty=False`` keeps what is there (the Predict
+        widget's block-wise stores: a run started again after Cancel resumes them, and
+        the lazily read result layers keep reading them until the viewer closes).
 
         Parameters
         ----------
         owner : str
             The widget the run belongs to.
+        empty : bool
+            Remove what the folder holds first.
 
         Returns
         -------
         Path
-            ``<session temp>/<owner>``, empty.
+            ``<session temp>/<owner>``.
         """
         if self._temp is None or not self._temp.is_dir():
             self._temp = Path(tempfile.mkdtemp(prefix="napari-medml-session-"))
             # collected or exiting without a close: the folder goes anyway
             self._cleanup = weakref.finalize(self, shutil.rmtree, str(self._temp), True)
         folder = self._temp / owner
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        if empty:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(exist_ok=True)
         return folder
 
     def owns(self, folder: str | Path | None) -> bool:

@@ -60,13 +60,6 @@ def _lazy(image: Any) -> bool:
     return not isinstance(image, np.ndarray)
 
 
-def _prediction_folder() -> Path:
-    """Where block-wise predictions of lazy layers go; a run started again after Cancel resumes there."""
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / "napari-medml-predictions"
-
-
 class PredictWidget(Container):
     """Segment an image with a session model or a bundle; fine-tune on corrections."""
 
@@ -76,6 +69,7 @@ class PredictWidget(Container):
         viewer = napari_viewer
         self._viewer = viewer
         self._session = session_for(viewer)
+        self._session.attach(self.native)  # the session's temp folder (block-wise stores) goes with the viewer
         w = self._w = {}
         w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
                                                 if isinstance(l, napari.layers.Image)],
@@ -122,6 +116,12 @@ class PredictWidget(Container):
         if name in self._w["model"].choices:  # a pretrained model is not listed
             self._w["model"].value = name
 
+    def _stores(self) -> Path:
+        """Where block-wise predictions of lazy layers go: the session's temp folder, removed when
+        the viewer closes (the result layers read from it until then); a run started again
+        after Cancel resumes there."""
+        return self._session.run_folder("predictions", empty=False)
+
     def infer_config(self) -> InferConfig:
         w = self._w
         return InferConfig(
@@ -161,7 +161,7 @@ class PredictWidget(Container):
                     # an instance model on a dask/zarr layer: maps, then objects, block by block on disk
                     from napari_medml.instances.to_zarr import instances_to_folder
 
-                    prediction = instances_to_folder(model, inputs.image, _prediction_folder(), axes=inputs.axes,
+                    prediction = instances_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                      spacing=inputs.spacing, origin=origin, config=config,
                                                      progress=lambda done, total: report((done, total)),
                                                      stop=stop)  # fmt: skip
@@ -169,7 +169,7 @@ class PredictWidget(Container):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
-                    prediction = predict_to_folder(model, inputs.image, _prediction_folder(), axes=inputs.axes,
+                    prediction = predict_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                    spacing=inputs.spacing, origin=origin, config=config,
                                                    progress=lambda done, total: report((done, total)), stop=stop)
                 else:
