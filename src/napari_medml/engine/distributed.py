@@ -128,6 +128,14 @@ def _leave() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            # leave together: a process that tears its group down while rank 0 still writes
+            # the bundle can make rank 0's exit abort in gloo ("terminate called without an
+            # active exception"); a peer that is gone is waited for one minute at most
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=60))
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
         dist.destroy_process_group()
 
 
