@@ -129,7 +129,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> AnyModel:
     """Run :func:`fit` to the end and return the best model (same arguments)."""
-    from napari_medml.engine.loop import run_to_end
+    from napari_medml.engine.fit import run_to_end
 
     return run_to_end(fit(images, labels, config, **kwargs))
 

@@ -20,7 +20,7 @@ from napari_medml.config import (  # noqa: E402
 from napari_medml.errors import BundleError, InputError  # noqa: E402
 from napari_medml.samples import phantom_3d  # noqa: E402
 from napari_medml.engine.reports import StopToken, TrainReport
-from napari_medml.engine.loop import run_to_end  # noqa: E402
+from napari_medml.engine.fit import run_to_end  # noqa: E402
 from napari_medml.segmentation.task import fit, train  # noqa: E402
 
 SHAPE, SPACING = (32, 64, 64), (3.0, 1.5, 1.5)

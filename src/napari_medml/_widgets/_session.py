@@ -200,6 +200,33 @@ class RunCheckpoints:
         """Whether Resume can continue the last run."""
         return bool(self.button.enabled) and self.folder is not None
 
+    def check_resume(self, run: dict[str, Any] | None, running: bool, form_now: Callable[[], Any]) -> str:
+        """The checkpoint folder Resume continues ``run`` from, after the checks every widget makes.
+
+        Parameters
+        ----------
+        run : dict or None
+            The widget's last run (its ``"form"`` is the config the form gave then).
+        running : bool
+            A run is going on.
+        form_now : callable
+            The config the form gives now (called only when there is a run).
+
+        Raises
+        ------
+        InputError
+            Nothing to resume.
+        ConfigError
+            A form field that shapes the network changed since (``check_same_network``).
+        """
+        from napari_medml.bundles.checkpoints import check_same_network
+        from napari_medml.errors import InputError
+
+        if run is None or running or not self.resumable:
+            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
+        check_same_network(run["form"], form_now())
+        return str(self.folder)
+
     def finish(self, model: Any, bundle: str | None, stopped: bool) -> None:
         """In the worker: save the bundle (a stopped run keeps its checkpoints there), and
         drop a finished run's checkpoints in the session folder.

@@ -213,13 +213,9 @@ class ClassifyWidget(Container):
         The run keeps its samples and settings; form fields that shape the network must
         not have changed since (one error line says which did).
         """
-        from napari_medml.bundles.checkpoints import check_same_network
-
         run = self._last_run
-        if run is None or self.runner.running or not self._checkpoints.resumable:
-            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
-        check_same_network(run["form"], self.config(run["dims"], run["inputs"]["class_names"]))
-        self._start_job(run, resume_from=str(self._checkpoints.folder))
+        folder = self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["dims"], run["inputs"]["class_names"]))
+        self._start_job(run, resume_from=folder)
 
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""

@@ -221,12 +221,8 @@ class TrainWidget(Container):
         The run keeps its data and settings; form fields that shape the network must not
         have changed since (one error line says which did).
         """
-        from napari_medml.bundles.checkpoints import check_same_network
-
         run = self._last_run
-        if run is None or self.runner.running or not self._checkpoints.resumable:
-            raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
-        check_same_network(run["form"], self.config(run["inputs"].recipe))
+        self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["inputs"].recipe))
         self.start_job(run["inputs"], run["labels"], run["config"], name=run["name"], bundle=run["bundle"],
                        init_model=run["init_model"], on_model=run["on_model"], resume=run)
 

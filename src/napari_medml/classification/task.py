@@ -220,7 +220,7 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
 
 def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) -> Classifier:
     """Run :func:`fit_classifier` to the end and return the best classifier."""
-    from napari_medml.engine.loop import run_to_end
+    from napari_medml.engine.fit import run_to_end
 
     return run_to_end(fit_classifier(samples, config, **kwargs))
 
@@ -269,7 +269,8 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     BundleError
         A damaged or missing checkpoint.
     """
-    from napari_medml.engine.loop import resume_point, run
+    from napari_medml.engine.fit import resume_point
+    from napari_medml.engine.loop import run
 
     resume = base = None
     if resume_from is not None:

@@ -2,8 +2,9 @@
 
 - :mod:`~napari_medml.engine.reports`: ``TrainReport`` and ``StopToken``;
 - :mod:`~napari_medml.engine.task`: the ``TrainingTask`` protocol a task implements;
-- :mod:`~napari_medml.engine.loop`: ``run(task, config)``, the loop itself, and
-  ``fit_task`` (resume or start a task, then run it), which every task's ``fit`` calls;
+- :mod:`~napari_medml.engine.loop`: ``run(task, config)``, the loop itself;
+- :mod:`~napari_medml.engine.fit`: ``fit_task`` (resume or start a task, then run it),
+  which every task's ``fit`` calls, and ``run_to_end``;
 - :mod:`~napari_medml.engine.optim`: optimizers and schedules;
 - :mod:`~napari_medml.engine.devices`: device choice, mixed precision (autocast), threads;
 - :mod:`~napari_medml.engine.windows`: sliding-window counting and the window predictor

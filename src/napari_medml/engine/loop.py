@@ -6,14 +6,15 @@ second with an ETA, Stop and the time limit, mixed precision and gradient clippi
 the schedule, validation at epoch ends, the best state, early stopping, and
 checkpoints (``<checkpoint_dir>/best`` on each improvement, ``<checkpoint_dir>/last``
 at each epoch end, on Stop and when the generator is closed), and resuming from
-``last``. A task supplies the rest (:class:`~napari_medml.engine.task.TrainingTask`).
+``last``. A task supplies the rest (:class:`~napari_medml.engine.task.TrainingTask`);
+:mod:`~napari_medml.engine.fit` resumes or starts a task and runs it here.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from napari_medml.engine.optim import build_optimizer, build_scheduler
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation, TrainingTask
 
-__all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "fit_task", "resume_point", "run", "run_to_end"]
+__all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "run"]
 
 REPORT_EVERY_S = 0.25
 GRAD_CLIP_NORM = 12.0  # nnU-Net's clipping norm
@@ -76,94 +77,6 @@ def run(task: TrainingTask, config: TrainConfig, *, stop: StopToken | None = Non
     """
     trainer = Trainer(task, config, checkpoint_dir=checkpoint_dir, resume=resume, provenance=provenance)
     return (yield from trainer.loop(stop))
-
-
-def resume_point(path: str | Path, load: Any) -> tuple[Any, Resume]:
-    """The model and loop state to continue a run from its checkpoint (every task's resume).
-
-    Parameters
-    ----------
-    path : str or Path
-        A checkpoint folder, or an earlier run's ``checkpoint_dir`` (its ``last``).
-    load : callable
-        The task's bundle loader (``path -> model``).
-
-    Returns
-    -------
-    tuple
-        ``(model, Resume)``: the task builds its network from the model and hands
-        ``Resume`` to :func:`run`.
-
-    Raises
-    ------
-    BundleError
-        No resumable checkpoint there, or a damaged one.
-    """
-    from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-
-    checkpoint = find_checkpoint(path)
-    model = load(checkpoint)
-    state, tensors = read_checkpoint(checkpoint)
-    return model, Resume(state, tensors, list(getattr(model, "history", []) or []))
-
-
-def fit_task(build: Callable[[Any, int], TrainingTask], config: TrainConfig, *, load: Callable[[Path], Any],
-             stop: StopToken | None = None, resume_from: str | Path | None = None, init_model: Any = None,
-             provenance: Mapping[str, Any] | None = None) -> Generator[TrainReport, None, Any]:
-    """Every task's ``fit`` after its own checks: resume or fine-tune, build the task, run it.
-
-    Checkpoints go to ``config.checkpoint_dir`` (the fronts set it: the command line
-    to ``<bundle>/checkpoints``, where ``--resume`` finds ``last``); without one nothing
-    is written (the best state is kept in memory), never a temporary folder left behind.
-
-    Parameters
-    ----------
-    build : callable
-        ``(base, start_step) -> TrainingTask``: ``base`` is the model to start from
-        (the checkpoint's when resuming, else ``init_model``), ``start_step`` the step
-        a resumed run continues from (0 otherwise; it shifts the task's seeds). The
-        task's ``config`` attribute, when it has one, is the config the loop runs.
-    config : TrainConfig
-        The run's config (``checkpoint_dir``).
-    load : callable
-        The task's bundle loader (``path -> model``), for ``resume_from``.
-    stop : StopToken, optional
-    resume_from : str or Path, optional
-        A checkpoint folder, or an earlier run's ``checkpoint_dir``.
-    init_model : optional
-        The model to fine-tune (ignored when resuming).
-    provenance : Mapping, optional
-        As for :func:`run`.
-
-    Yields
-    ------
-    TrainReport
-
-    Returns
-    -------
-    Any
-        The task's best model.
-
-    Raises
-    ------
-    BundleError
-        No resumable checkpoint at ``resume_from``, or a damaged one.
-    """
-    resume, base = None, init_model
-    if resume_from is not None:
-        base, resume = resume_point(resume_from, load)
-    task = build(base, int(resume.state["step"]) if resume is not None else 0)
-    return (yield from run(task, getattr(task, "config", config), stop=stop, checkpoint_dir=config.checkpoint_dir,
-                           resume=resume, provenance=provenance))
-
-
-def run_to_end(gen: Generator[TrainReport, None, Any]) -> Any:
-    """Drive a training generator to its end (a script's way) and return its model."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value
 
 
 class Trainer:

@@ -31,7 +31,7 @@ import torch
 
 from napari_medml.config import TrainConfig
 from napari_medml.engine.distributed import data_seed
-from napari_medml.engine.loop import fit_task, run_to_end
+from napari_medml.engine.fit import fit_task, run_to_end
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError

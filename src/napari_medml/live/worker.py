@@ -1,4 +1,5 @@
-"""The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answers.
+"""The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answers,
+and which stage answers.
 
 ``SessionWorker`` is ``LiveSession``'s base: one thread (plain ``threading``: the
 core runs without Qt) does, in this order of priority, the fit of the newest
@@ -25,6 +26,28 @@ __all__ = ["SessionWorker"]
 
 class SessionWorker:
     """The worker-thread half of ``LiveSession`` (a base class; state is the session's)."""
+
+    def _best_stage(self) -> Stage:
+        """The stage that should answer: the best held-out score wins; unscored stages rank
+        last, earlier stages win ties."""
+        ready = [s for s in self._stages if s.model() is not None and getattr(s.model(), "eligible", True)]
+        if not ready:
+            return self._stages[0]
+        return max(ready, key=lambda s: (self._scores.get(s.name, -1.0), -self._stages.index(s)))
+
+    def _answering_stage(self) -> Stage:
+        """The stage that answers now: the best one, once the worker has its whole answer.
+
+        A later stage (the network) takes over only once the worker has a whole-image
+        answer of it; until then the instant stage answers, so the slice on screen never
+        waits for a network prediction (on a CPU, seconds for a slice of a volume). Its
+        regions then come from its latest whole answer while the worker predicts the
+        newest snapshot.
+        """
+        best = self._best_stage()
+        if best is self._stages[0]:
+            return best
+        return best if best.name in self._answers else self._stages[0]
 
     def _stale(self) -> bool:
         return self._closed or self._version > self._processed

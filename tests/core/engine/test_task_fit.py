@@ -1,4 +1,4 @@
-"""Every task's ``fit`` goes through ``engine.loop.fit_task``: checkpoints only where
+"""Every task's ``fit`` goes through ``engine.fit.fit_task``: checkpoints only where
 ``checkpoint_dir`` says (never a temporary folder left behind), a ``last`` checkpoint on
 Stop that the run resumes from, and patches drawn from the per-process data seed."""
 
