@@ -76,13 +76,25 @@ def test_ct_normalization_uses_the_foreground_statistics():
         stats["channels"][0]["std"] - 1e-4  # air clipped to the foreground's 0.5th percentile
 
 
-def test_tiny_images_get_one_patch_covering_them_and_a_shallow_network():
+def test_small_images_get_random_crops_smaller_than_the_image_and_a_shallow_network():
     plan = make_plan(fp(shape=(12, 20, 20)), config(), device="cpu")
     divisor = 2 ** (plan.depth - 1)
     assert plan.depth <= 3 and all(p % divisor == 0 for p in plan.patch_size)
-    # the whole image, padded at most to the network's next multiple (what fit accepts)
-    assert all(s <= p < s + divisor for p, s in zip(plan.patch_size, (12, 20, 20)))
-    assert plan.batch_size == 1  # a batch of 2 would be the same window twice
+    # every axis longer than the network's multiple is cropped, so crops move over the image
+    assert all(p < s for p, s in zip(plan.patch_size, (12, 20, 20)))
+    assert plan.batch_size == 2
+    # an image exactly a multiple of the network's needs is still cropped
+    exact = make_plan(fp(shape=(32, 32, 48)), config(), device="cpu")
+    assert all(p < s for p, s in zip(exact.patch_size, (32, 32, 48))) and exact.batch_size == 2
+
+
+def test_an_axis_shorter_than_the_network_multiple_is_padded_whole():
+    # four levels set by the user: every axis a multiple of 8; the 3-voxel axis is padded
+    plan = make_plan(fp(shape=(3, 64, 64)), config(), device="cpu", keep=["model.depth"])
+    assert plan.depth == 4 and plan.patch_size == (8, 56, 56)
+    # a 2D image that is a single window along both axes keeps a batch of one
+    one = make_plan(fp(shape=(2, 2), spacing=(1.0, 1.0)), config(spatial_dims=2), device="cpu")
+    assert all(p >= s for p, s in zip(one.patch_size, (2, 2))) and one.batch_size == 1
 
 
 def test_2d_images_get_a_2d_plan():
@@ -101,6 +113,14 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
     assert slow.augment_strength < fast.augment_strength <= 1
     assert fast.warmup > 0 and fast.schedule == "poly"
     assert slow.channels == 8  # a CPU under a time limit: a narrower network, more steps
+    # steps the budget allows decide the width: 16 channels when they still fill it
+    assert fast.channels == 16 and "fill it" in "\n".join(fast.reasons)
+    timed = []
+    by_width = make_plan(fp(), config(minutes=4), device="cpu",
+                         step_seconds=lambda c: timed.append(c.model.channels) or (0.1 if c.model.channels > 8 else 0.05))
+    assert timed == [16, 8] and by_width.channels == 8 and "only 2400 steps" in "\n".join(by_width.reasons)
+    # a patch cap twice as large for 8 channels
+    assert math.prod(by_width.patch_size) > math.prod(fast.patch_size)
     assert make_plan(fp(), config(minutes=4), device="cuda", step_seconds=lambda c: 0.05).channels == 32
 
 

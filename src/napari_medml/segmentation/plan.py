@@ -32,6 +32,7 @@ PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "dat
                   "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
+WIDE_STEPS = 3000  # steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def changed_fields(config: TrainConfig, reference: TrainConfig | None = None) ->
 
 def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep: Sequence[str] = (),
               step_seconds: Callable[[TrainConfig], float] | None = None,
-              val_voxels: int = 0) -> Plan:
+              val_voxels: int = 0, _width: tuple[int, str] | None = None) -> Plan:
     """Choose a run's settings from a fingerprint, the device and ``config.optim.max_minutes``.
 
     Parameters
@@ -153,6 +154,19 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     from napari_medml.segmentation.data import auto_patch_size
 
     keep = tuple(k for k in PLANNED_FIELDS if k in set(keep))
+    if (_width is None and config.optim.max_minutes is not None and device == "cpu"
+            and step_seconds is not None and "model.channels" not in keep):
+        # width from the steps the budget allows: 16 channels when they still take
+        # WIDE_STEPS steps (small 2D and 3D images: steps of 0.02-0.05 s), else 8, which
+        # buys twice the steps and a larger patch (a brain MRI at 0.12 s a step)
+        args = dict(device=device, keep=keep, step_seconds=step_seconds, val_voxels=val_voxels)
+        wide = make_plan(fp, config, **args, _width=(16, "CPU with a time limit: the steps at this width "
+                                                     f"fill it (>= {WIDE_STEPS})"))
+        wide_steps = int(config.optim.max_minutes * 60 / max(wide.step_seconds or 0.5, 1e-6))
+        if wide_steps >= WIDE_STEPS:
+            return wide
+        return make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
+                                                        f"{wide_steps} steps; 8 take twice as many, on larger patches"))
     reasons: list[str] = []
     d, o = config.data, config.optim
     dims = fp.spatial_dims
@@ -191,13 +205,11 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
 
     # width: on a CPU under a time limit, compute per step grows with channels^2; a
     # narrower network takes more steps and larger patches in the same minutes
-    planned_channels = 32 if gpu else (8 if budgeted else 16)
-    channels = note("model.channels", planned_channels,
-                    "GPU: nnU-Net's width" if gpu else ("CPU with a time limit: more steps and context per "
-                                                        "minute" if budgeted else "CPU"), "width (channels)")
+    planned_channels, why_width = _width or ((32, "GPU: nnU-Net's width") if gpu else
+                                             (8, "CPU with a time limit") if budgeted else (16, "CPU"))
+    channels = note("model.channels", planned_channels, why_width, "width (channels)")
 
-    # patch: cover the training region when it is small (padding the rest), else the
-    # largest patch for the device (a CPU's cap is time per step, not memory)
+    # patch: the largest for the device (a CPU's cap is time per step, not memory)
     from napari_medml.engine.devices import CPU_PATCH_VOXELS
 
     cap = None if gpu else CPU_PATCH_VOXELS[dims] * (2 if channels <= 8 else 1)
@@ -208,16 +220,20 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     def depth_for(sizes: Sequence[int]) -> int:  # down to about 4 voxels at the bottom
         return max(2, min(5, 1 + int(math.log2(max(min(sizes[a] for a in pooled_axes), 4) / 4))))
 
-    whole_patch = _ceil(region, 2 ** ((user_depth or depth_for(region)) - 1))
-    whole = math.prod(whole_patch) <= (cap or math.inf)
-    if whole:
-        patch = whole_patch
+    divisor = 2 ** ((user_depth or min(4, depth_for(region))) - 1)
+    # smaller than the training region along every axis longer than the network's
+    # multiple, so that random crops vary where the image sits in the window (on one
+    # small image, a window covering it whole scored 0.03-0.04 Dice lower in the same
+    # minutes: real 2D and 3D nuclei, benchmarks/bench_plan_quality.py); shorter axes
+    # are padded; then the largest that fits the memory budget and the CPU's voxel cap
+    start = [divisor if r <= divisor else (r - 1) // divisor * divisor for r in region]
+    patch = auto_patch_size(start, fp.spacing, dims, d.memory_budget_mb, divisor,
+                            bytes_per_voxel=96.0 * channels * 2, max_voxels=cap)
+    if all(p >= r for p, r in zip(patch, region)):
         why = f"the whole training region {'x'.join(map(str, region))}, padded to the network's multiple"
     else:
-        patch = auto_patch_size(region, fp.spacing, dims, d.memory_budget_mb, 2 ** ((user_depth or 4) - 1),
-                                bytes_per_voxel=96.0 * channels * 2, max_voxels=cap)
-        why = ("largest that fits the region, the memory budget" + (" and the CPU's voxel cap" if cap else "")
-               + "; coarse axes get fewer voxels")
+        why = ("random crops of the training region, the largest that fit the memory budget"
+               + (" and the CPU's voxel cap" if cap else "") + "; coarse axes get fewer voxels")
     patch = tuple(int(p) for p in note("data.patch_size", tuple(int(p) for p in patch), why))
     # one image in one patch: a batch of 2 would be the same window twice
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
