@@ -160,6 +160,7 @@ def run_quality(name, image, truth, spacing, args) -> dict:
                    "dice_live": round(dice_unpainted(answer, truth, scribbles), 4),
                    "dice_instant": _stage_dice(session, "features", truth, scribbles),
                    "dice_deep": None if deep is None else _stage_dice(session, "network", truth, scribbles),
+                   "dice_ensemble": None if deep is None else _stage_dice(session, "ensemble", truth, scribbles),
                    "stage": session.stage, "scores": session.scores,
                    "round_s": round(time.perf_counter() - t0, 2)}
             if deep is not None:
@@ -177,7 +178,7 @@ def run_quality(name, image, truth, spacing, args) -> dict:
 def _summary(image, truth, spacing, rounds) -> dict:
     result = {"shape": list(image.shape), "spacing": list(spacing), "classes": int(truth.max()), "rounds": rounds}
     for at, row in (("round10", rounds[min(9, len(rounds) - 1)]), ("last", rounds[-1])):
-        for key in ("live", "instant", "deep", "baseline"):
+        for key in ("live", "instant", "deep", "ensemble", "baseline"):
             if f"dice_{key}" in row:
                 result[f"dice_{key}_{at}"] = row[f"dice_{key}"]
     if "dice_baseline_round10" in result:
@@ -187,6 +188,9 @@ def _summary(image, truth, spacing, rounds) -> dict:
     result["deep_ahead_rounds"] = ahead
     result["deep_overtakes_round"] = ahead[0] if ahead else None
     result["network_on_screen_rounds"] = [row["round"] for row in rounds if row["stage"] == "network"]
+    result["ensemble_on_screen_rounds"] = [row["round"] for row in rounds if row["stage"] == "ensemble"]
+    if "dice_baseline" in rounds[0]:
+        result["rounds_on_screen_beats_baseline"] = sum(row["dice_live"] >= row["dice_baseline"] for row in rounds)
     return result
 
 
@@ -258,15 +262,16 @@ def plot(result: dict, path: str) -> None:
         rows = r["rounds"]
         rounds = [row["round"] for row in rows]
         lines = [("dice_instant", "o-", "instant stage (forest)"), ("dice_deep", "^-", "deep stage (U-Net)"),
-                 ("dice_baseline", "s--", "ilastik-style baseline")]
+                 ("dice_live", "-", "on screen"), ("dice_baseline", "s--", "ilastik-style baseline")]
         for key, style, label in lines:
             if key in rows[0]:
                 ax.plot(rounds, [row[key] if row[key] is not None else np.nan for row in rows], style, ms=2.5,
                         lw=1, label=label)
-        on = [row["round"] for row in rows if row["stage"] == "network"]
-        if on:
-            ax.plot(on, [0.0] * len(on), "|", color="tab:orange", ms=6, transform=ax.get_xaxis_transform(),
-                    label="network on screen")
+        for stage, color in (("network", "tab:orange"), ("ensemble", "tab:green")):
+            on = [row["round"] for row in rows if row["stage"] == stage]
+            if on:
+                ax.plot(on, [0.0] * len(on), "|", color=color, ms=6, transform=ax.get_xaxis_transform(),
+                        label=f"{stage} on screen")
         ax.set_title(f"{name} {'x'.join(map(str, r['shape']))}", fontsize=8)
         ax.set_xlabel("round", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -24,13 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_medml.errors import Cancelled, InputError
 from napari_medml.live.deep_task import DeepConfig, LiveTask, live_patch_size
 from napari_medml.live.filters import Region
-from napari_medml.live.instant import balanced_accuracy
-from napari_medml.live.stages import Strokes
+from napari_medml.live.stages import Strokes, held_out_accuracy
 
 __all__ = ["DeepConfig", "DeepPredictor", "DeepStage"]
 
@@ -202,24 +200,7 @@ class DeepStage:
     def score(self, strokes: Strokes, should_stop: Callable[[], bool]) -> float | None:
         """Balanced accuracy of the current snapshot on the held-out strokes (never trained on)."""
         model = self._model
-        held = np.unique(strokes.components[strokes.coords("scored")])
-        if model is None or held.size == 0:
-            return None
-        boxes = ndi.find_objects(strokes.components, max_label=int(held.max()))
-        painted = np.where(np.asarray(model.class_ids) == 0, self.background_id, model.class_ids)
-        truth, predicted = [], []
-        for c in held:
-            if should_stop():
-                return None
-            box = boxes[int(c) - 1]
-            try:
-                proba = model.predict_proba(box, should_stop)
-            except Cancelled:
-                return None
-            inside = strokes.components[box] == c
-            truth.append(strokes.scribbles[box][inside])
-            predicted.append(painted[np.argmax(proba, axis=-1)][inside])
-        return balanced_accuracy(np.concatenate(truth), np.concatenate(predicted))
+        return None if model is None else held_out_accuracy(model, strokes, self.background_id, should_stop)
 
     def model(self) -> DeepPredictor | None:
         """The latest snapshot, or None before the first one."""

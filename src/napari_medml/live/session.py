@@ -10,8 +10,9 @@ region from the latest fit, computing only the features of the blocks the region
 touches, so the slice on screen is answered before the rest of the volume.
 ``train_for(seconds)`` gives the network that much training in the calling thread
 (the widget calls it in a loop in its own worker); new strokes join the running
-training, and ``predict`` answers with the network once it scores better on the
-held-out strokes.
+training. Once the network can answer too, ``predict`` answers with the mean of
+both stages' probabilities (``ensemble.EnsembleStage``), or with one of them alone
+when it is clearly ahead on the held-out strokes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 from napari_medml.live.deep import DeepConfig, DeepStage
+from napari_medml.live.ensemble import EnsembleStage
 from napari_medml.live.features import FeatureConfig, FeatureStack, Region
 from napari_medml.live.instant import InstantConfig, Suggestion, stroke_counts, suggest_next, uncertainty_from_proba
 from napari_medml.live.stages import InstantStage, Predictor, Stage, Strokes
@@ -104,6 +106,8 @@ class LiveSession(SessionWorker):
             self._deep = DeepStage(image, channel_axis, self.spacing, self.background_id, deep, device,
                                    on_snapshot=self._snapshot_arrived)
             self._stages.append(self._deep)
+            self._stages.append(EnsembleStage(self._features, self._stages[0], self._answered_network,
+                                              self.background_id))
         self._cond = threading.Condition()
         self._answer_lock = threading.Lock()
         self._latest: np.ndarray | None = None
@@ -170,8 +174,9 @@ class LiveSession(SessionWorker):
             Wait until the strokes of the last ``update`` are fitted (default);
             False answers at once from the latest completed fit.
         stage : str, optional
-            "features" or "network": that stage's answer instead of the best one
-            (to compare them; the deep stage answers once it has a snapshot).
+            "features", "network" or "ensemble" (their mean): that stage's answer
+            instead of the best one (to compare them; the deep stage answers once it
+            has a snapshot, the ensemble once the network has a whole answer).
 
         Returns
         -------
@@ -273,7 +278,8 @@ class LiveSession(SessionWorker):
 
     @property
     def stage(self) -> str:
-        """Name of the stage ``predict`` answers with: "features" (instant) or "network" (deep)."""
+        """Name of the stage ``predict`` answers with: "features" (instant), "network" (deep)
+        or "ensemble" (the mean of both: once both answer, unless one is clearly ahead)."""
         return self._answering_stage().name
 
     @property
@@ -282,9 +288,10 @@ class LiveSession(SessionWorker):
 
         A stage appears once it has been scored; a stage is scored by a fit
         without the held-out strokes (the answer itself uses every stroke; the
-        network never trains on them). Strokes painted while a stage was on screen
-        correct its mistakes, so once every stage has held-out strokes painted while
-        it was not on screen, each is scored on those only.
+        network never trains on them). Strokes painted while one stage alone was on
+        screen correct its mistakes, so once there are held-out strokes painted
+        before any answer or while the ensemble answered, every stage is scored on
+        those only.
         """
         with self._cond:
             return dict(self._scores)
@@ -371,9 +378,9 @@ class LiveSession(SessionWorker):
         if region is not None:
             region = self._features.normalize(region)
             cached = self._answers.get(stage.name)
-            # the whole answer is ready: no second prediction (a later stage's may be of its
+            # the whole answer is ready: no second prediction (the network's may be of its
             # previous snapshot while the worker predicts the newest: strokes do not change it)
-            if cached is not None and (cached[0] is model or (name is None and stage is not self._stages[0])):
+            if cached is not None and (cached[0] is model or (name is None and stage is self._deep)):
                 return cached[1][region].copy(), cached[2][region].copy()
             proba = model.predict_proba(region)
             return model.labels_from_proba(proba), uncertainty_from_proba(

@@ -24,7 +24,7 @@ from napari_medml.live.instant import (
     stroke_components,
 )
 
-__all__ = ["InstantPredictor", "InstantStage", "Predictor", "Stage", "Strokes"]
+__all__ = ["InstantPredictor", "InstantStage", "Predictor", "Stage", "Strokes", "held_out_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -188,3 +188,37 @@ class InstantStage:
     def close(self) -> None:
         """Drop the forests."""
         self._model = self._train_model = None
+
+
+def held_out_accuracy(model: Predictor, strokes: Strokes, background_id: int,
+                      should_stop: Callable[[], bool]) -> float | None:
+    """Balanced accuracy of ``model`` on the scored held-out strokes, one stroke's box at a time.
+
+    ``model.predict_proba`` may take ``should_stop`` (a network's does: it raises
+    ``Cancelled``); returns None when nothing is held out or the scoring was stopped.
+    """
+    import inspect
+
+    from scipy import ndimage as ndi
+
+    from napari_medml.errors import Cancelled
+
+    held = np.unique(strokes.components[strokes.coords("scored")])
+    if held.size == 0:
+        return None
+    stoppable = "should_stop" in inspect.signature(model.predict_proba).parameters
+    boxes = ndi.find_objects(strokes.components, max_label=int(held.max()))
+    truth, predicted = [], []
+    for c in held:
+        if should_stop():
+            return None
+        box = boxes[int(c) - 1]
+        try:
+            proba = model.predict_proba(box, should_stop) if stoppable else model.predict_proba(box)
+        except Cancelled:
+            return None
+        labels = model.labels_from_proba(proba)
+        inside = strokes.components[box] == c
+        truth.append(strokes.scribbles[box][inside])
+        predicted.append(np.where(labels == 0, background_id, labels)[inside])
+    return balanced_accuracy(np.concatenate(truth), np.concatenate(predicted))

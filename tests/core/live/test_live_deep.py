@@ -94,7 +94,7 @@ def test_new_strokes_join_the_running_training() -> None:
         assert session.training["steps"] > after["steps"]  # counted over both runs
 
 
-def test_switches_to_the_network_when_it_scores_better() -> None:
+def test_switches_to_the_network_and_forest_mean_when_the_network_scores_better() -> None:
     image, truth = _ramp_image()
     first = _first_strokes(image.shape)
     second = first.copy()
@@ -107,22 +107,23 @@ def test_switches_to_the_network_when_it_scores_better() -> None:
         session.update(second)
         session.predict()
         assert session.stage == "features"
-        _train_until(session, lambda: session.stage == "network", rounds=60)
+        _train_until(session, lambda: session.stage == "ensemble", rounds=60)
         scores = session.scores
         # measured: features 0.0 (intensity decides), network 1.0 after about 85 steps
-        assert session.stage == "network", (scores, session.training)
+        assert session.stage == "ensemble", (scores, session.training)
         assert scores["network"] > scores["features"]
         assert session.training["fit_accuracy"] >= config.min_fit_accuracy
         answer = session.predict()
         assert set(np.unique(answer)) <= {0, 1}
-        # a slice comes from the network's whole answer (no second network pass)
+        np.testing.assert_array_equal(answer, session.predict(stage="ensemble"))
+        # a slice is the whole answer's (the network's part from its cached blocks)
         assert (session.predict((64, slice(None)), wait=False) == answer[64:65]).all()
-        # the answer is the network's: its own model predicts (nearly) the same labels
+        # the network's own model predicts (nearly) the network stage's labels
         from napari_medml.config import InferConfig
 
         model = session.network_model()
         own = model.predict(image, config=InferConfig(overlap=config.overlap)).labels
-        assert np.mean(own == answer) > 0.98
+        assert np.mean(own == session.predict(stage="network")) > 0.98
 
 
 def test_network_model_is_a_segmentation_model_for_3d_channels(tmp_path) -> None:

@@ -1,0 +1,100 @@
+"""The ensemble stage: the mean of the forest and the network, and when one of them answers alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from napari_medml.live import LiveSession
+from napari_medml.live.deep import DeepConfig
+from napari_medml.live.ensemble import EnsemblePredictor
+from napari_medml.live.features import FeatureConfig
+from napari_medml.live.worker import CLEAR_LEAD, SessionWorker
+
+from test_live_deep import _first_strokes, _ramp_image, _train_until
+
+
+class _Fixed:
+    """A predictor answering fixed probabilities for every voxel."""
+
+    def __init__(self, proba, class_ids=None, classes=None):
+        self.proba = np.asarray(proba, np.float32)
+        self.class_ids = class_ids
+        self.classifier = SimpleNamespace(classes=np.asarray(classes)) if classes is not None else None
+        self.eligible = True
+
+    def predict_proba(self, region, should_stop=None):
+        shape = tuple(s.stop - s.start for s in region)
+        return np.broadcast_to(self.proba, shape + self.proba.shape).copy()
+
+    def labels_from_proba(self, proba):
+        ids = self.classifier.classes
+        return np.where(ids == 9, 0, ids)[np.argmax(proba, axis=-1)]
+
+
+def test_the_ensemble_averages_the_classes_in_the_forests_order():
+    # forest: painted ids 1, 3 and 9 (background); network: output labels 0 (background) and 1;
+    # class 3 is painted but not learned by the network yet: the forest's probability stays
+    forest = _Fixed([0.5, 0.3, 0.2], classes=[1, 3, 9])
+    network = _Fixed([0.9, 0.1], class_ids=(0, 1))
+    mean = EnsemblePredictor(forest, network, background_id=9)
+    proba = mean.predict_proba((slice(0, 2), slice(0, 3)))
+    assert proba.shape == (2, 3, 3)
+    np.testing.assert_allclose(proba[0, 0], [0.5 * (0.5 + 0.1), 0.3, 0.5 * (0.2 + 0.9)])
+    assert (mean.labels_from_proba(proba) == 0).all()  # background wins once the network weighs in
+
+
+def _referee(scores: dict[str, float], names=("features", "network", "ensemble")) -> str:
+    stages = [SimpleNamespace(name=n, model=lambda: SimpleNamespace(eligible=True)) for n in names]
+    worker = SessionWorker()  # the referee reads only the stages and their scores
+    worker._stages, worker._scores = stages, scores
+    worker._features = SimpleNamespace(evicting=False)
+    return worker._best_stage().name
+
+
+def test_the_ensemble_answers_once_the_network_clearly_leads_the_forest():
+    assert _referee({}) == "features"  # nothing scored yet
+    assert _referee({"features": 0.6, "network": 0.8, "ensemble": 0.9}) == "features"  # a lead of 0.2: chance
+    assert _referee({"features": 0.5, "network": 0.5 + CLEAR_LEAD}) == "ensemble"
+    assert _referee({"features": 0.9, "network": 0.2}) == "features"
+    # the network has no whole answer yet (no ensemble): it is the one to answer next
+    assert _referee({"features": 0.0, "network": 1.0}, names=("features", "network")) == "network"
+    # no ensemble at all (features over their memory budget): the best score wins
+    worker = SessionWorker()
+    worker._stages = [SimpleNamespace(name=n, model=lambda: SimpleNamespace(eligible=True))
+                      for n in ("features", "network")]
+    worker._scores, worker._features = {"features": 0.5, "network": 0.6}, SimpleNamespace(evicting=True)
+    assert worker._best_stage().name == "network"
+
+
+def test_a_session_answers_with_the_mean_and_follows_new_strokes_at_once() -> None:
+    image, _ = _ramp_image()
+    first = _first_strokes(image.shape)
+    held = first.copy()
+    held[96, 106:118] = 1  # the 5th strokes of each id: held out; a one-scale forest gets them wrong
+    held[64, 2:12] = 2
+    with LiveSession(image, background_id=2, features=FeatureConfig(sigmas=(1.0,)),
+                     deep=DeepConfig(snapshot_s=1.0, pseudo_labels=0)) as session:
+        session.update(first)
+        session.predict()
+        session.update(held)
+        _train_until(session, lambda: session.stage == "ensemble", rounds=60)
+        assert session.stage == "ensemble", (session.scores, session.training)
+        forest = session.predict(stage="features")
+        network = session.predict(stage="network")
+        answer = session.predict()
+        np.testing.assert_array_equal(answer, session.predict(stage="ensemble"))
+        # where both stages agree, so does their mean
+        agree = forest == network
+        assert (answer[agree] == forest[agree]).all()
+
+        second = held.copy()
+        second[24:40, 100:104] = 1  # a new stroke: the slice answer follows it at once
+        session.update(second)
+        row = (slice(30, 31), slice(None))
+        shown = session.predict(row)
+        model = session._answering_stage().model()
+        assert session.stage == "ensemble" and model.forest is session._stages[0].model()  # the new forest
+        region = session._features.normalize(row)
+        np.testing.assert_array_equal(shown, model.labels_from_proba(model.predict_proba(region)))
