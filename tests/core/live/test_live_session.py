@@ -39,8 +39,9 @@ def test_2d_sample_reaches_dice_in_three_rounds() -> None:
         assert session.stage == "features"
         counts = session.stroke_counts  # 3 strokes per id, then 2 corrections
         assert set(counts) == {1, 2} and sum(counts.values()) == 8 and min(counts.values()) >= 3
-    # measured 0.978, 0.919, 0.978 (seed 0, 50 trees)
-    assert min(dice) > 0.88 and dice[-1] > 0.95, dice
+    # measured 0.980, 0.944, 0.934 (seed 0, 100 trees; 0.978, 0.919, 0.978 with 50: the
+    # strokes of rounds 2-3 go where each answer was wrong, so the path differs)
+    assert min(dice) > 0.9 and dice[-1] > 0.92, dice
     assert (scribbles > 0).mean() < 0.01
 
 
