@@ -99,9 +99,7 @@ class LiveSession(SessionWorker):
         self._features = FeatureStack(image, spacing, channel_axis, features)
         self.shape: tuple[int, ...] = self._features.shape
         self.spacing: tuple[float, ...] = self._features.spacing
-        # ilastik's 100 trees on a 2D image (a whole answer costs little there; on the DSB
-        # nuclei 50 trees trailed the 100-tree baseline by 0.008 Dice at round 10); 50 on a
-        # volume, where 100 would miss the 1 s slice target (InstantConfig.trees)
+        # 2D: ilastik's 100 trees (cheap there); volumes: 50, see InstantConfig.trees
         self._instant_config = instant or InstantConfig(trees=100 if len(self.shape) == 2 else 50)
         # The answer comes from the best-scoring ready stage (ties: the earlier one).
         self._stages: list[Stage] = [InstantStage(self._features, self._instant_config, self.background_id)]

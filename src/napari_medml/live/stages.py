@@ -94,7 +94,7 @@ class Stage(Protocol):
 class Predictor(Protocol):
     """A stage's fitted model, frozen: later fits make a new one."""
 
-    def predict_proba(self, region: Region) -> np.ndarray: ...
+    def predict_proba(self, region: Region, should_stop: Callable[[], bool] | None = None) -> np.ndarray: ...
 
     def labels_from_proba(self, proba: np.ndarray) -> np.ndarray: ...
 
@@ -106,8 +106,9 @@ class InstantPredictor:
     features: FeatureStack
     classifier: InstantClassifier
 
-    def predict_proba(self, region: Region) -> np.ndarray:
-        """float32 probabilities (*region_shape, K), K = painted ids in increasing order."""
+    def predict_proba(self, region: Region, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
+        """float32 probabilities (*region_shape, K), K = painted ids in increasing order
+        (``should_stop`` is not asked: a forest's region takes a fraction of a second)."""
         feats = self.features.region(region)
         proba = self.classifier.predict_proba(feats.reshape(-1, feats.shape[-1]))
         return proba.reshape(feats.shape[:-1] + (proba.shape[-1],))
@@ -194,11 +195,9 @@ def held_out_accuracy(model: Predictor, strokes: Strokes, background_id: int,
                       should_stop: Callable[[], bool]) -> float | None:
     """Balanced accuracy of ``model`` on the scored held-out strokes, one stroke's box at a time.
 
-    ``model.predict_proba`` may take ``should_stop`` (a network's does: it raises
-    ``Cancelled``); returns None when nothing is held out or the scoring was stopped.
+    Returns None when nothing is held out or the scoring was stopped (a network's
+    ``predict_proba`` raises ``Cancelled`` once ``should_stop`` says so).
     """
-    import inspect
-
     from scipy import ndimage as ndi
 
     from napari_medml.errors import Cancelled
@@ -206,7 +205,6 @@ def held_out_accuracy(model: Predictor, strokes: Strokes, background_id: int,
     held = np.unique(strokes.components[strokes.coords("scored")])
     if held.size == 0:
         return None
-    stoppable = "should_stop" in inspect.signature(model.predict_proba).parameters
     boxes = ndi.find_objects(strokes.components, max_label=int(held.max()))
     truth, predicted = [], []
     for c in held:
@@ -214,7 +212,7 @@ def held_out_accuracy(model: Predictor, strokes: Strokes, background_id: int,
             return None
         box = boxes[int(c) - 1]
         try:
-            proba = model.predict_proba(box, should_stop) if stoppable else model.predict_proba(box)
+            proba = model.predict_proba(box, should_stop)
         except Cancelled:
             return None
         labels = model.labels_from_proba(proba)

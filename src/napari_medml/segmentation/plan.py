@@ -335,6 +335,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     from napari_medml.engine.devices import resolve_device
     from napari_medml.segmentation import split
     from napari_medml.segmentation.prepare import read_inputs
+    from napari_medml.segmentation.step_time import measure_step
 
     if config.task == "instances":  # planned as the foreground/background segmentation its network also learns
         many = isinstance(labels, (list, tuple))
@@ -350,7 +351,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     val_voxels = sum(r.label.size for r in val)
 
     def timer(trial: TrainConfig) -> float:
-        return _measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
+        return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
 
     keep = list(changed_fields(config) if keep is None else keep)
     if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
@@ -361,50 +362,12 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: Any, device: Any) -> float:
-    """Seconds of one training step (forward, loss, backward, update) on random data."""
-    import time
-
-    import torch
-
-    from napari_medml.engine.devices import autocast, amp_enabled
-    from napari_medml.nn.losses import build_loss
-    from napari_medml.nn.segmentation import build_network
-
-    patch = tuple(config.data.patch_size)
-    gen = torch.Generator().manual_seed(0)
-    net = build_network(config.model, config.data.spatial_dims, in_channels, classes, patch_size=patch,
-                        spacing=spacing).to(device)
-    amp = amp_enabled(device, config.amp)
-    loss_fn = build_loss(config.optim, classes, device)
-    opt = torch.optim.AdamW(net.parameters(), 1e-4)
-    x = torch.randn(config.data.batch_size, in_channels, *patch, generator=gen).to(device)
-    y = torch.randint(1, classes + 1, (config.data.batch_size, 1, *patch), generator=gen).to(device)
-    times = []
-    for _ in range(4):  # the first step warms up allocators and kernels
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with autocast(amp):
-            out = net(x)
-        loss = loss_fn(out.float(), y - 1, y > 0)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times[1:])
-
-
 def _scaled(augment: AugmentConfig, strength: float) -> AugmentConfig:
     """The augmentation with every probability times ``strength``."""
     from dataclasses import fields
 
     return AugmentConfig(**{f.name: AugmentSpec(getattr(augment, f.name).prob * strength,
                                                  getattr(augment, f.name).strength) for f in fields(augment)})
-
-
-def _ceil(shape: Sequence[int], divisor: int) -> tuple[int, ...]:
-    return tuple(max(divisor, -(-int(s) // divisor) * divisor) for s in shape)
 
 
 def _show(value: Any) -> str:
