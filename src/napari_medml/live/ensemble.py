@@ -65,6 +65,10 @@ class EnsemblePredictor:
         """Output labels (background 0) of the probabilities' shape without the class axis."""
         return self.forest.labels_from_proba(proba)
 
+    def pieces(self) -> None:
+        """No preference: the network's half comes from its cache, the forest's costs the same anywhere."""
+        return None
+
 
 class EnsembleStage:
     """The mean of the instant and deep stages, once the network has a whole answer.

@@ -98,6 +98,10 @@ class Predictor(Protocol):
 
     def labels_from_proba(self, proba: np.ndarray) -> np.ndarray: ...
 
+    def pieces(self) -> list[Region] | None:
+        """The regions the whole image is best predicted in, or None for no preference."""
+        ...
+
 
 @dataclass(frozen=True, eq=False)
 class InstantPredictor:
@@ -116,6 +120,10 @@ class InstantPredictor:
     def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
         """Output labels of the probabilities' shape without the class axis (background 0)."""
         return self.classifier.labels_from_proba(proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
+
+    def pieces(self) -> None:
+        """No preference: any region costs the same per voxel."""
+        return None
 
 
 class InstantStage:

@@ -272,14 +272,12 @@ class SessionWorker:
                 return cached[1], cached[2]
             labels: np.ndarray | None = None
             unc = np.empty(self.shape, np.float32)
-            pieces = model.pieces() if hasattr(model, "pieces") else self._pieces()
-            # a network's pieces are large (its cache blocks): it also stops within one
-            stoppable = {"should_stop": should_stop} if hasattr(model, "pieces") else {}
-            for where in pieces:
+            # a network's pieces are its cache blocks (large: it also stops within one)
+            for where in model.pieces() or self._pieces():
                 if should_stop():
                     return None
                 try:
-                    proba = model.predict_proba(where, **stoppable)
+                    proba = model.predict_proba(where, should_stop)
                 except Cancelled:
                     return None
                 block = model.labels_from_proba(proba)
