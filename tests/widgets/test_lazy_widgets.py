@@ -107,6 +107,24 @@ def test_classify_and_pretrain_refuse_a_large_lazy_layer(make_napari_viewer, ope
     assert source.largest == 0 and isinstance(layer.data, da.Array)
 
 
+def test_live_refuses_a_large_lazy_layer(make_napari_viewer, open_widget, qtbot, notes, volume, monkeypatch):
+    image, _ = volume
+    data, source = _lazy(image, (8, 32, 32))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="big")
+    monkeypatch.setenv(MEMORY_ENV, "1")
+    live = open_widget(viewer, "live")
+    live["images"].value = [layer]
+    live["start"].changed.emit(True)
+    qtbot.wait(200)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert any("'big' is a 2 MiB on-disk layer: live segmentation needs it whole in memory; crop it" in m
+               for m in errors), errors
+    assert live.session is None and not live.runner.running
+    assert [lay.name for lay in viewer.layers] == ["big"]  # no scribbles layer made
+    assert source.largest == 0 and isinstance(layer.data, da.Array)
+
+
 @pytest.fixture(scope="module")
 def instance_bundle(tmp_path_factory):
     """A small instance model trained through the API, saved as a bundle folder."""

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from napari_medml.segmentation.model import Model
 
-__all__ = ["Session", "session_for"]
+__all__ = ["RunCheckpoints", "Session", "run_controls", "session_for"]
 
 
 class Session:
@@ -248,3 +248,23 @@ class RunCheckpoints:
                 model.save(bundle)  # a finished run's bundle replaces its checkpoints
         elif not stopped and self.folder is not None and self.session.owns(self.folder):
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
+                 data: str) -> tuple[Any, RunCheckpoints]:
+    """Add a training widget's Start, Stop and Resume buttons to its form ``w``.
+
+    Returns the :class:`~napari_medml._widgets._runner.Runner` that Start and Stop drive
+    (``title`` names its jobs) and the :class:`RunCheckpoints` that enables Resume (which
+    continues the stopped run "with its settings and ``data``").
+    """
+    from magicgui.widgets import PushButton
+
+    from napari_medml._widgets._runner import Runner
+
+    w["start"] = PushButton(text="Start")
+    w["stop"] = PushButton(text="Stop")
+    w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
+                             f"with its settings and {data}")
+    return Runner(title, [w["start"]], w["stop"]), RunCheckpoints(session, owner, w["resume"])
+

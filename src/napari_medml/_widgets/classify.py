@@ -23,15 +23,14 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
-    PushButton,
     SpinBox,
     create_widget,
 )
 
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import check_fits, image_array, labels_array, layer_spatial, require, show_result
-from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import RunCheckpoints, session_for
+from napari_medml._widgets._runner import notify_errors
+from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
 from napari_medml.config import (
     ClassifierLoss,
@@ -102,14 +101,9 @@ class ClassifyWidget(Container):
                               tooltip="with a start bundle: keep the first stages fixed")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the classifier bundle")
-        w["start"] = PushButton(text="Start")
-        w["stop"] = PushButton(text="Stop")
-        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
-                                 "with its settings and samples")
+        self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples")
         w["status"] = Label(value="", label="")
         w["metrics"] = Label(value="", label="")
-        self.runner = Runner("Classification", [w["start"]], w["stop"])
-        self._checkpoints = RunCheckpoints(session_for(viewer), "classify", w["resume"])
         session_for(viewer).attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])

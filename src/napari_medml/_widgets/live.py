@@ -27,7 +27,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select, SpinBox
 from qtpy.QtCore import QEvent, QObject, QTimer
 
-from napari_medml._widgets._layers import layer_spatial, model_input, show_result
+from napari_medml._widgets._layers import check_fits, layer_spatial, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.errors import InputError
@@ -125,6 +125,9 @@ class LiveWidget(Container):
     @notify_errors("Live segmentation")
     def start(self, *_: Any) -> None:
         """Make or take the scribbles layer, then start the session and its two jobs."""
+        for layer in self._w["images"].value or ():
+            check_fits(layer, "live segmentation", "crop it (or open a coarser level) to segment it live; Predict "
+                       "segments the whole layer block by block with a model from the crop")
         inputs = model_input(self._viewer, self._w["images"].value)
         if "T" in inputs.axes:
             raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "

@@ -14,11 +14,11 @@ from dataclasses import replace
 from typing import Any, get_args
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, Select, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, Select, SpinBox
 
 from napari_medml._widgets._layers import check_fits, layer_spatial, layer_volume, model_input, show_result
-from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import RunCheckpoints, session_for
+from napari_medml._widgets._runner import notify_errors
+from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     AugmentConfig,
@@ -75,12 +75,7 @@ class PretrainWidget(Container):
                                tooltip="optional: a folder for the pretrained bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> pretrained'")
         w["status"] = Label(value="", label="")
-        w["start"] = PushButton(text="Start")
-        w["stop"] = PushButton(text="Stop")
-        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
-                                 "with its settings and images")
-        self.runner = Runner("Pretraining", [w["start"]], w["stop"])
-        self._checkpoints = RunCheckpoints(self._session, "pretrain", w["resume"])
+        self.runner, self._checkpoints = run_controls(w, self._session, "pretrain", "Pretraining", "images")
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])

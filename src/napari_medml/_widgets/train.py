@@ -20,7 +20,6 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
-    PushButton,
     Select,
     SpinBox,
     create_widget,
@@ -30,7 +29,7 @@ from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
 from napari_medml._widgets._layers import check_fits, labels_array, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import RunCheckpoints, session_for
+from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     DataConfig,
@@ -128,12 +127,7 @@ class TrainWidget(Container):
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> model'")
         w["status"] = Label(value="", label="")
         w["plan_text"] = Label(value="", label="")  # the plan of the last run, shown when it starts
-        w["start"] = PushButton(text="Start")
-        w["stop"] = PushButton(text="Stop")
-        w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
-                                 "with its settings and data")
-        self.runner = Runner("Training", [w["start"]], w["stop"])
-        self._checkpoints = RunCheckpoints(self._session, "train", w["resume"])
+        self.runner, self._checkpoints = run_controls(w, self._session, "train", "Training", "data")
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
