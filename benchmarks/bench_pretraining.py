@@ -90,11 +90,11 @@ def datasets(names: list[str], shape: tuple[int, int, int]) -> list[dict[str, An
         b = brain_mri()
         image = b.image[::2, ::2, ::2].astype(np.float32)
         labels = b.labels[::2, ::2, ::2]
-        half = image.shape[0] // 2  # first axis: left/right in this template
+        half = image.shape[2] // 2  # (Z, Y, X): the last axis runs from one hemisphere to the other
         spacing = tuple(2.0 * s for s in b.spacing)
         out.append({"name": "brain_mri (2 mm)", "pool": [image], "spacing": spacing,
-                    "image": image[:half], "labels": labels[:half],
-                    "unseen_image": image[half:], "unseen_labels": labels[half:]})
+                    "image": image[..., :half], "labels": labels[..., :half],
+                    "unseen_image": image[..., half:], "unseen_labels": labels[..., half:]})
     return out
 
 
