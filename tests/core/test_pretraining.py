@@ -110,6 +110,24 @@ def test_reconstruction_and_anomaly_map_2d():
     np.testing.assert_allclose(frames.error[1], result.error, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("normalization", ["zscore", "zscore_nonzero", "ct", "percentile", "minmax", "none"])
+def test_the_reconstruction_goes_back_to_intensity_units_under_every_normalization(normalization):
+    """A model continued from a segmentation bundle keeps that bundle's (planned)
+    normalization: every method's inverse gives the image back (clipped where it clips)."""
+    from napari_medml.pretraining.model import _denormalize
+    from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
+
+    rng = np.random.default_rng(0)
+    image = (rng.gamma(2.0, 300.0, size=(2, 24, 24)) + 500.0).astype(np.float32)  # (C, Y, X), far from z-units
+    stats = fit_normalization([image], normalization, masks=[image[0] > 1000])
+    back = _denormalize(apply_normalization(image.copy(), stats), stats)
+    expected = image.copy()
+    for c, ch in enumerate(stats["channels"]):
+        if "low" in ch:  # ct, percentile and minmax clip
+            expected[c] = np.clip(expected[c], ch["low"], ch["high"])
+    np.testing.assert_allclose(back, expected, rtol=1e-4, atol=1e-2)
+
+
 def test_multichannel_images_keep_their_channels():
     s = touching_objects_2d(seed=0, shape=(48, 48))
     image = np.stack([s.image, 1 - s.image], axis=-1).astype(np.float32)  # (Y, X, C)

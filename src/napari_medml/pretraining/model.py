@@ -208,11 +208,12 @@ class ReconstructionModel(BundledModel):
 
 
 def _denormalize(x: np.ndarray, stats: dict) -> np.ndarray:
-    """The inverse of ``apply_normalization`` on ``(C, *spatial)`` (back to intensity units)."""
+    """The inverse of ``apply_normalization`` on ``(C, *spatial)`` (back to intensity units;
+    values that ``ct``, ``percentile`` or ``minmax`` clipped stay at the clip bounds)."""
     out = np.array(x, dtype=np.float32, copy=True)
     method = stats.get("method", "none")
     for c, s in enumerate(stats.get("channels", [])):
-        if method == "zscore":
+        if method in ("zscore", "zscore_nonzero", "ct"):
             out[c] = out[c] * max(s["std"], 1e-8) + s["mean"]
         elif method in ("percentile", "minmax"):
             out[c] = out[c] * max(s["high"] - s["low"], 1e-8) + s["low"]
