@@ -131,6 +131,90 @@ def test_labels_with_trailing_length_one_axis(tmp_path, capsys) -> None:
     assert code == 0, err
 
 
+@pytest.mark.parametrize("labels_shape", [(12, 40, 40, 1), (1, 12, 40, 40)])
+def test_npy_labels_with_an_extra_length_one_axis(tmp_path, capsys, labels_shape) -> None:
+    """A plain array saved with one more length-1 axis than its image holds the same voxels."""
+    rng = np.random.default_rng(9)
+    lab = np.zeros((12, 40, 40), np.uint8)
+    lab[3:9, 8:30, 8:30] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab == 1] += 3
+    np.save(tmp_path / "img.npy", img)
+    np.save(tmp_path / "lab.npy", lab)
+    np.save(tmp_path / "lab_extra.npy", lab.reshape(labels_shape))
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "lab.npy", "--labels",
+                             tmp_path / "lab_extra.npy")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["classes"]["1"]["dice"] == 1.0
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab_extra.npy",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["spatial_dims"] == 3
+
+
+def test_npy_image_with_a_trailing_length_one_axis_is_a_2d_image(tmp_path, capsys) -> None:
+    """NumPy's (Y, X, 1) is one grey channel, not a volume one voxel thick."""
+    rng = np.random.default_rng(10)
+    lab = np.zeros((48, 56), np.uint8)
+    lab[10:30, 12:40] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab == 1] += 3
+    np.save(tmp_path / "img.npy", img[..., None])
+    np.save(tmp_path / "lab.npy", lab[..., None])
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab.npy",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["spatial_dims"] == 2 and len(config["patch_size"]) == 2
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_boolean_labels_are_class_one(tmp_path, capsys, suffix) -> None:
+    rng = np.random.default_rng(11)
+    lab = np.zeros((48, 56), bool)
+    lab[10:30, 12:40] = True
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab] += 3
+    np.save(tmp_path / "img.npy", img)
+    if suffix == ".npy":
+        np.save(tmp_path / "lab.npy", lab)
+    else:
+        tifffile.imwrite(tmp_path / "lab.tif", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / f"lab{suffix}",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["class_ids"] == [0, 1]
+
+
+def test_a_fold_without_foreground_names_a_fix_that_works(tmp_path, capsys) -> None:
+    """With --folds, the validation fraction does not apply: the line says so."""
+    rng = np.random.default_rng(12)
+    img = rng.normal(0, 1, (12, 40, 56)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[3:9, 10:30, 48:55] = 1  # only in the last block along the longest axis
+    img[lab == 1] += 3
+    np.save(tmp_path / "img.npy", img)
+    np.save(tmp_path / "lab.npy", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab.npy",
+                           "--out", tmp_path / "m", "--folds", "2", *TINY)  # fmt: skip
+    assert code != 0 and "train one model (--folds 1)" in err and "--val-fraction" not in err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab.npy",
+                           "--out", tmp_path / "m", "--folds", "1", *TINY)  # fmt: skip
+    assert code == 0, err
+
+
+def test_predict_names_the_channels_and_the_axes_option_before_any_work(model_2d, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(13)
+    two = rng.integers(0, 1000, (2, 48, 48)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", two, imagej=True, metadata={"axes": "CYX"})
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "two.tif",
+                           "--out", tmp_path / "two_pred.tif", "--device", "cpu")  # fmt: skip
+    assert code != 0
+    assert ("the model was trained on 1 channel(s) but image" in err and "has 2 (axes CYX" in err
+            and "--axes" in err and "channel_axis" not in err), err
+    assert "predicted one by one" not in err and not (tmp_path / "two_pred.tif").exists()
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1

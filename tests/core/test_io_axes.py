@@ -224,3 +224,18 @@ def test_lzw_tiff_reads_and_a_missing_codec_names_the_package(tmp_path: Path, mo
     with pytest.raises(InputError, match=r"mask\.tif.*imagecodecs.*pip install imagecodecs") as info:
         read_volume(tmp_path / "mask.tif")
     assert "damaged" not in str(info.value)
+
+
+def test_a_codec_missing_on_import_names_the_package(tmp_path: Path, monkeypatch) -> None:
+    """tifffile imports some codecs on demand (zstd: ``compression.zstd`` without imagecodecs)."""
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((8, 8), np.uint8))
+    import napari_medml.io.tiff as io_tiff
+
+    def no_module(path: Path) -> Volume:
+        raise ModuleNotFoundError("No module named 'compression'")
+
+    monkeypatch.setattr(io_tiff, "read_tiff", no_module)
+    with pytest.raises(InputError, match=r"plain\.tif.*imagecodecs.*pip install imagecodecs") as info:
+        read_volume(tmp_path / "plain.tif")
+    assert "damaged" not in str(info.value)
+

@@ -144,6 +144,8 @@ def _check_labels(labels: np.ndarray, shape: tuple[int, ...], name: str, image_n
             f"{name} have shape {arr.shape} but {image_name} has {tuple(shape)} "
             f"(without channels): paint them on a labels layer of the image's shape"
         )
+    if arr.dtype == bool:  # a mask: True is class 1
+        arr = arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"{name} have dtype {arr.dtype}: class labels must be integer ids")
     if arr.size and arr.min() < 0:

@@ -286,3 +286,21 @@ def real(low: float, high: float | None = None, *, low_open: bool = False, high_
 
     parse.__name__ = "real"
     return parse
+
+
+def check_channels(vol: Any, lay: Any, in_channels: int, path: Any) -> None:
+    """One line when the image's channels are not the model's (before any work).
+
+    Raises
+    ------
+    InputError
+        Naming the image, its axes and the ``--axes`` that says where the channels are.
+    """
+    from napari_medml.errors import InputError
+
+    channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
+    if channels != in_channels:
+        raise InputError(f"the model was trained on {in_channels} channel(s) but image '{path}' has {channels} "
+                         f"(axes {vol.axes}, shape {tuple(vol.data.shape)}): give an image with the same "
+                         "channels; if one of its axes holds them, say which with --axes (e.g. --axes CZYX)")
+

@@ -48,6 +48,7 @@ from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.volume import (
     canonical,
+    match_length1_axes,
     SUPPORTED_EXTENSIONS,
     Volume,
     affine_from_spacing,
@@ -63,6 +64,7 @@ __all__ = [
     "affine_from_spacing",
     "file_format",
     "is_label_file",
+    "match_length1_axes",
     "read_volume",
     "write_volume",
 ]
@@ -112,7 +114,8 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     except InputError:
         raise
     except Exception as exc:  # any library error means the file is damaged or not this format
-        if "imagecodecs" in str(exc):
+        # a codec tifffile imports on demand (imagecodecs, or compression.zstd on newer Python)
+        if "imagecodecs" in str(exc) or (fmt == "tiff" and isinstance(exc, ImportError)):
             raise InputError(f"cannot read '{path}': its compression needs the imagecodecs package "
                              f"({exc}); install it with 'pip install imagecodecs'") from exc
         raise InputError(
@@ -201,8 +204,10 @@ def _read_npy(path: Path) -> Volume:
     data = np.load(path, allow_pickle=False)  # never unpickle a file we were handed
     if data.ndim < 2:
         raise InputError(f"'{path}' holds a {data.ndim}D array of shape {data.shape}; give an image")
-    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path),
-                  axes=io_axes.unknown_axes(data.ndim))
+    axes = io_axes.unknown_axes(data.ndim)
+    if data.ndim >= 3 and data.shape[-1] == 1:  # NumPy's (..., Y, X, C) image with one channel: not X = 1
+        axes = io_axes.unknown_axes(data.ndim - 1) + "C"
+    return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path), axes=axes)
 
 
 def _write_npy(path: Path, volume: Volume) -> None:

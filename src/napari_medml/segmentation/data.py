@@ -36,9 +36,11 @@ __all__ = [
 
 def prepare_labels(labels, spatial_shape: Sequence[int], *, name: str = "labels",
                    image_name: str = "image") -> np.ndarray:
-    """Validate a labels array against its image's spatial shape."""
+    """Validate a labels array against its image's spatial shape (a boolean mask is class 1)."""
     arr = np.asarray(labels)
-    if arr.dtype.kind not in "biu":
+    if arr.dtype == bool:  # as ids: True indexes nothing in a lookup table
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "iu":
         if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         else:
