@@ -186,6 +186,20 @@ def test_instances_are_planned_as_their_foreground():
     assert plan.apply(cfg).task == "instances"
 
 
+@pytest.mark.parametrize("folds", [2, 3])
+def test_an_ensemble_is_planned_on_the_smallest_training_part_of_its_folds(folds):
+    """With one image, each member trains on what its held-out block leaves: the patch must fit
+    every member's part (the whole image's part would not fit fold 2 of 2)."""
+    from napari_medml.samples import touching_objects_2d
+
+    s = touching_objects_2d(0, shape=(96, 160))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, folds=folds), device="cpu")
+    plan = plan_run(s.image, s.labels > 0, cfg, spacing=s.spacing)
+    smallest = 160 - (160 + folds - 1) // folds if folds == 2 else 160 // folds
+    assert plan.patch_size[1] <= smallest, plan.patch_size
+    assert plan.fingerprint.train_shape[1] <= smallest
+
+
 def rates(schedule: str, clock: list[float], warmup: float = 0.0) -> list[float]:
     net = torch.nn.Linear(2, 2)
     cfg = replace(TrainConfig(), optim=OptimConfig(schedule=schedule, learning_rate=1.0, optimizer="sgd",

@@ -344,7 +344,11 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         config = replace(config, task="segmentation")
     prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                           channel_axis=channel_axis)
-    train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
+    if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
+        parts = [split.split_fold(prepared, encoded, k, config.data.folds) for k in range(config.data.folds)]
+        train, val = [r for part in parts for r in part[0]], parts[0][1]
+    else:
+        train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
     train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
     fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids)
     device = resolve_device(config.device)

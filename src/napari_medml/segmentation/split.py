@@ -232,10 +232,12 @@ def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.n
     lost = sorted(every - seen)
     if not lost:
         return None
+    # an ensemble's folds each hold out a part: the validation fraction does not apply
+    fix = ("train one model (--folds 1)" if split_note.startswith("fold ")
+           else "set the validation fraction to 0 (--val-fraction 0)")
     if not {v for v in seen if v >= 2}:
         raise InputError(f"the training part has no foreground: every labelled voxel of class "
                          f"{_names([v for v in lost if v >= 2], class_ids)} is held out for validation "
-                         f"({split_note}); set the validation fraction to 0 (--val-fraction 0), or label foreground in more of the data")
+                         f"({split_note}); {fix}, or label foreground in more of the data")
     return (f"warning: class {_names(lost, class_ids)} is not in the training part, only in the held-out "
-            f"validation data ({split_note}): the model cannot learn it; set the validation fraction to 0 (--val-fraction 0), or label "
-            "it in more of the data")
+            f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")
