@@ -239,3 +239,15 @@ def test_a_codec_missing_on_import_names_the_package(tmp_path: Path, monkeypatch
         read_volume(tmp_path / "plain.tif")
     assert "damaged" not in str(info.value)
 
+
+def test_axes_given_for_an_imagej_stack_keep_its_z_step(tmp_path: Path) -> None:
+    """An ImageJ file written without axes reads as ZCYX (slices and channels swapped);
+    --axes CZYX puts them right and the file's Z step (1.5) goes with the Z axis."""
+    tifffile.imwrite(tmp_path / "cz.tif", np.zeros((3, 8, 40, 40), np.uint8), imagej=True, resolution=(5.0, 5.0),
+                     metadata={"spacing": 1.5, "unit": "um"})
+    said = read_volume(tmp_path / "cz.tif")
+    assert said.axes == "CZYX" and said.data.shape == (8, 3, 40, 40) and said.spacing[1:] == (1.5, 0.2, 0.2)
+    given = read_volume(tmp_path / "cz.tif", "CZYX")
+    assert given.axes == "CZYX" and given.data.shape == (3, 8, 40, 40)
+    assert given.spacing[1:] == pytest.approx((1.5, 0.2, 0.2))
+

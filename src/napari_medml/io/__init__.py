@@ -129,11 +129,24 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
         meta = {k: v for k, v in volume.meta.items() if k != "rgb"} | ({"rgb": True} if rgb else {})
         n = volume.data.ndim - int(rgb)
         spacing, origin = _fit_length(volume.spacing, n, 1.0), _fit_length(volume.origin, n, 0.0)
+        # a spatial axis the file named keeps the file's voxel size wherever --axes puts it
+        # (an ImageJ stack written without axes swaps slices and channels; its Z step stays)
+        said = _by_letter(volume.axes[: len(volume.axes) - int(bool(volume.meta.get("rgb")))],
+                          volume.spacing, volume.origin)
+        spacing = tuple(said[a][0] if a in said else v for a, v in zip(given, spacing))
+        origin = tuple(said[a][1] if a in said else v for a, v in zip(given, origin))
         volume = replace(volume, axes=given, meta=meta, spacing=spacing, origin=origin)
     volume = canonical(volume)
     if is_label_file(path, volume.data):
         volume = replace(volume, is_labels=True)
     return volume
+
+
+def _by_letter(axes: str, spacing: tuple[float, ...], origin: tuple[float, ...]) -> dict[str, tuple[float, float]]:
+    """``{letter: (spacing, origin)}`` of the spatial axes a file named (Z, Y, X), if it gave one per axis."""
+    if len(spacing) != len(axes) or len(origin) != len(axes):
+        return {}
+    return {a: (float(s), float(o)) for a, s, o in zip(axes, spacing, origin) if a in "ZYX"}
 
 
 def _fit_length(values: tuple[float, ...], n: int, fill: float) -> tuple[float, ...]:
