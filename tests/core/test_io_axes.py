@@ -251,3 +251,18 @@ def test_axes_given_for_an_imagej_stack_keep_its_z_step(tmp_path: Path) -> None:
     assert given.axes == "CZYX" and given.data.shape == (3, 8, 40, 40)
     assert given.spacing[1:] == pytest.approx((1.5, 0.2, 0.2))
 
+
+def test_a_file_named_ome_tif_is_written_as_ome_tiff(tmp_path: Path) -> None:
+    labels = np.zeros((6, 20, 24), np.uint8)
+    labels[2:4, 5:15, 6:18] = 3
+    vol = Volume(labels, (2.0, 0.5, 0.5), (0.0, 0.0, 0.0), None, True, "seg", axes="ZYX")
+    write_volume(tmp_path / "seg.ome.tif", vol)
+    with tifffile.TiffFile(tmp_path / "seg.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+    back = read_volume(tmp_path / "seg.ome.tif")
+    np.testing.assert_array_equal(back.data, labels)
+    assert back.spacing == pytest.approx((2.0, 0.5, 0.5))
+    write_volume(tmp_path / "seg.tif", vol)  # a plain name stays an ImageJ hyperstack
+    with tifffile.TiffFile(tmp_path / "seg.tif") as tif:
+        assert tif.is_imagej and not tif.is_ome
+

@@ -149,7 +149,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
     unit = volume.meta.get("unit")
     resolution = (1.0 / size["X"], 1.0 / size["Y"])
     dtype = data.dtype.name
-    if dtype in _IMAGEJ_DTYPES and (not rgb or dtype == "uint8"):
+    ome_name = path.name.lower().endswith((".ome.tif", ".ome.tiff"))  # the name promises OME-TIFF
+    if dtype in _IMAGEJ_DTYPES and (not rgb or dtype == "uint8") and not ome_name:
         # ImageJ hyperstacks are stored T, Z, C, Y, X (S): reorder to that
         order = sorted(range(ndim), key=lambda i: "TZCYX".index(axes[i]))
         data = np.transpose(data, order + ([ndim] if rgb else []))
