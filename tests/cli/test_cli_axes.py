@@ -215,6 +215,27 @@ def test_predict_names_the_channels_and_the_axes_option_before_any_work(model_2d
     assert "predicted one by one" not in err and not (tmp_path / "two_pred.tif").exists()
 
 
+def test_an_imagej_stack_without_axes_is_fixed_with_the_axes_option(tmp_path, capsys) -> None:
+    """Written without axes, a CZYX stack reads as ZCYX: the line names --axes, which fixes it
+    and keeps the file's Z step (the labels are on the 1.5 um grid)."""
+    rng = np.random.default_rng(14)
+    lab = np.zeros((8, 40, 40), np.uint8)
+    lab[2:6, 10:30, 10:30] = 1
+    img = rng.integers(0, 100, (3, 8, 40, 40)).astype(np.uint16)
+    img[:, lab == 1] += 300
+    tifffile.imwrite(tmp_path / "img.tif", img, imagej=True, resolution=(5.0, 5.0), metadata={"spacing": 1.5})
+    tifffile.imwrite(tmp_path / "mask.tif", lab, imagej=True, resolution=(5.0, 5.0),
+                     metadata={"axes": "ZYX", "spacing": 1.5})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.tif", "--labels", tmp_path / "mask.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code != 0 and "--axes" in err and "CZYX" in err, err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.tif", "--labels", tmp_path / "mask.tif",
+                           "--axes", "CZYX", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["in_channels"] == 3 and config["spatial_dims"] == 3
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1

@@ -250,13 +250,20 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
                                     "".join(a for a in vol.axes if a != "C"))
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
+        # an image whose file swaps channels and slices (an ImageJ stack written without axes)
+        swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
+                   f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes CZYX"
+                   if "C" in vol.axes and axes is None else "")
         if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
-            lab = _on_image_grid(lab, vol, spatial, f"labels '{lab_path}'", f"image '{img_path}'")
+            try:
+                lab = _on_image_grid(lab, vol, spatial, f"labels '{lab_path}'", f"image '{img_path}'")
+            except InputError as exc:
+                raise InputError(f"{exc}{swapped}") from exc
         shape = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C")
         if lab.data.shape != shape:
             raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image '{img_path}' "
                              f"(axes {vol.axes}, shape {vol.data.shape}) has {shape} without channels: "
-                             "they must match")  # fmt: skip
+                             f"they must match{swapped}")  # fmt: skip
         if lay.channel_axis is not None:
             info(f"image '{img_path}': {vol.data.shape[lay.channel_axis]} channels (axes {vol.axes}, "
                  f"shape {vol.data.shape})")  # fmt: skip
