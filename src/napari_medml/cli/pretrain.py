@@ -1,7 +1,7 @@
 """``napari-medml pretrain``: self-supervised pretraining on unlabeled image files.
 
 The bundle it writes starts segmentation runs (``train --init-from``) and classifiers;
-``--reconstruction`` and ``--error`` also write the first image's denoised
+``--reconstruction`` and ``--error`` also write the first image's
 reconstruction and its per-voxel reconstruction error (an anomaly map).
 """
 
@@ -93,7 +93,7 @@ def add(sub: Any) -> None:
     out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
                      help="folder for the pretrained model bundle (config.json + weights)")  # fmt: skip
     out.add_argument("--reconstruction", type=Path, metavar="FILE",
-                     help="also write the first image's reconstruction (a denoised image)")  # fmt: skip
+                     help="also write the first image's reconstruction (the image as the network predicts it)")  # fmt: skip
     out.add_argument("--error", type=Path, metavar="FILE",
                      help="also write the first image's per-voxel reconstruction error (an anomaly map)")  # fmt: skip
     out.add_argument("--resume", action="store_true",

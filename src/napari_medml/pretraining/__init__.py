@@ -3,7 +3,7 @@ or noised inputs, and its weights start segmentation or classification runs.
 
 ``fit_pretraining`` (task ``"pretraining"`` of :func:`napari_medml.fit`) returns a
 :class:`~napari_medml.pretraining.model.ReconstructionModel`, whose bundle
-``train --init-from`` starts from and whose ``reconstruct`` gives a denoised image and a
+``train --init-from`` starts from and whose ``reconstruct`` gives the reconstruction and a
 per-voxel reconstruction error (an anomaly map).
 """
 

@@ -1,5 +1,5 @@
-"""A pretrained (reconstruction) model: its bundle, and what it gives on its own, a
-denoised reconstruction and a per-voxel reconstruction error (an anomaly map)."""
+"""A pretrained (reconstruction) model: its bundle, and what it gives on its own, the
+reconstruction and a per-voxel reconstruction error (an anomaly map)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class Reconstruction:
     ----------
     image : np.ndarray
         float32, the input's shape and axes: the reconstruction of the uncorrupted
-        image (a denoised image) in the input's intensity units.
+        image in the input's intensity units (the image as the network predicts it; not a
+        better denoiser than a light Gaussian blur, see benchmarks/README.md).
     error : np.ndarray
         float32, the input's shape without channels: per voxel, the squared (MSE model)
         or absolute (MAE model) difference, in normalised units averaged over channels,
