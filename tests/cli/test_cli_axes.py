@@ -236,6 +236,31 @@ def test_an_imagej_stack_without_axes_is_fixed_with_the_axes_option(tmp_path, ca
     assert config["in_channels"] == 3 and config["spatial_dims"] == 3
 
 
+def test_one_sagittal_nifti_slice_is_never_cut_into_strips(tmp_path, capsys) -> None:
+    """A NIfTI holding one slice along X (1 x Y x Z on disk): a 2D network would see 1-voxel
+    strips, so --spatial-dims 2 is refused with a fix; the default 3D network trains and
+    predicts it with the input's shape."""
+    rng = np.random.default_rng(15)
+    lab = np.zeros((1, 48, 56), np.uint8)
+    lab[0, 10:30, 12:40] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab == 1] += 3
+    aff = np.diag([1.0, 0.8, 0.8, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "sag.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), tmp_path / "sag_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "sag.nii.gz", "--labels", tmp_path / "sag_seg.nii.gz",
+                           "--spatial-dims", "2", "--out", tmp_path / "m2", *TINY)  # fmt: skip
+    assert code != 0 and "is one slice along X" in err and "1-voxel-wide strips" in err, err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "sag.nii.gz", "--labels", tmp_path / "sag_seg.nii.gz",
+                           "--out", tmp_path / "m3", *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m3", "--image", tmp_path / "sag.nii.gz",
+                           "--out", tmp_path / "pred.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    pred = nib.load(tmp_path / "pred.nii.gz")
+    assert pred.shape == (1, 48, 56) and np.allclose(pred.affine, aff)
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1
