@@ -250,7 +250,7 @@ def test_one_sagittal_nifti_slice_is_never_cut_into_strips(tmp_path, capsys) -> 
     nib.save(nib.Nifti1Image(lab, aff), tmp_path / "sag_seg.nii.gz")
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "sag.nii.gz", "--labels", tmp_path / "sag_seg.nii.gz",
                            "--spatial-dims", "2", "--out", tmp_path / "m2", *TINY)  # fmt: skip
-    assert code != 0 and "is one slice along X" in err and "1-voxel-wide strips" in err, err
+    assert code != 0 and "is one slice along X" in err and "1-voxel-wide strips" in err and "3D network" in err, err
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "sag.nii.gz", "--labels", tmp_path / "sag_seg.nii.gz",
                            "--out", tmp_path / "m3", *TINY)  # fmt: skip
     assert code == 0, err

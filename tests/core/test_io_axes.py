@@ -266,3 +266,11 @@ def test_a_file_named_ome_tif_is_written_as_ome_tiff(tmp_path: Path) -> None:
     with tifffile.TiffFile(tmp_path / "seg.tif") as tif:
         assert tif.is_imagej and not tif.is_ome
 
+
+def test_a_2d_network_never_cuts_one_thick_slice_into_strips() -> None:
+    image, labels = np.zeros((56, 48, 1), np.float32), np.zeros((56, 48, 1), np.uint8)
+    with pytest.raises(InputError, match=r"'sag'.*one slice along X.*strips.*3D network"):
+        split_samples(image, labels, "ZYX", 2, None, what="'sag'")
+    images, _, _, _ = split_samples(image, labels, "ZYX", 3, None, what="'sag'")
+    assert [i.shape for i in images] == [(56, 48, 1)]
+

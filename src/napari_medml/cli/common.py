@@ -123,20 +123,14 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     """
     from dataclasses import replace
 
-    from napari_medml.errors import InputError
-    from napari_medml.io.axes import layout, resolve_axes
+    from napari_medml.io.axes import check_not_strips, layout, resolve_axes
 
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
                         labels_shape=labels_shape, in_channels=in_channels)  # fmt: skip
     vol = replace(vol, axes=axes)
     dims = spatial_dims or (3 if "Z" in axes else 2)
-    size = dict(zip(axes, vol.data.shape))
-    thin = [a for a in "YX" if size.get(a) == 1]
-    if dims == 2 and size.get("Z", 1) > 1 and thin:  # e.g. one sagittal NIfTI slice: Z x Y x 1
-        raise InputError(f"{what} (axes {axes}, shape {tuple(vol.data.shape)}) is one slice along {thin[0]}: a 2D "
-                         f"network would see its {size['Z']} rows along Z as 1-voxel-wide strips; use a 3D network for it "
-                         "(train without --spatial-dims 2), or re-save the slice as a 2D image")
+    check_not_strips(axes, vol.data.shape, dims, what)
     return vol, layout(axes, dims, what, f"or {AXES_HINT}")
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "AXIS_LETTERS",
     "SINGLETONS_KEY",
     "Layout",
+    "check_not_strips",
     "axes_from_labels",
     "axes_to_labels",
     "canonical_order",
@@ -309,6 +310,23 @@ def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
     return ", ".join(parts) or "none"
 
 
+def check_not_strips(axes: str, shape: Sequence[int], spatial_dims: int, what: str) -> None:
+    """Refuse a volume one voxel thick along Y or X (one sagittal or coronal slice, ``Z x Y x 1``)
+    for a 2D network, which would take its Z rows as 1-voxel-wide strips.
+
+    Raises
+    ------
+    InputError
+        Naming the image, its axes and shape, and the fix (a 3D network, or a 2D image).
+    """
+    size = dict(zip(axes, shape))
+    thin = [a for a in "YX" if size.get(a) == 1]
+    if spatial_dims == 2 and size.get("Z", 1) > 1 and thin:
+        raise InputError(f"{what} (axes {axes}, shape {tuple(shape)}) is one slice along {thin[0]}: a 2D network "
+                         f"would see its {size['Z']} rows along Z as 1-voxel-wide strips; use a 3D network for "
+                         "it (the default), or re-save the slice as a 2D image")
+
+
 def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing: Sequence[float] | None, *,
                   what: str = "image", hint: str = "") -> tuple[list, list, list, int | None]:
     """Cut an image and its labels into the samples a ``spatial_dims``-D network trains on.
@@ -348,6 +366,7 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
     shape = np.shape(image)
     axes = resolve_axes(axes, shape, what=what, hint=hint, spatial_dims=spatial_dims,
                         labels_shape=np.shape(labels))  # fmt: skip
+    check_not_strips(axes, shape, spatial_dims, what)
     lay = layout(axes, spatial_dims, what, hint)
     expected = tuple(n for n, a in zip(shape, axes) if a != "C")
     if tuple(np.shape(labels)) != expected:
