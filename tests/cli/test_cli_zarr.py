@@ -78,8 +78,12 @@ def test_predict_an_ome_zarr_into_zarr_prints_the_plan(files):
 
 def test_ctrl_c_then_the_same_command_resumes(files):
     folder, tmp = files["folder"], files["tmp"]
+    # large enough for many blocks at 16 MB: Ctrl-C lands mid-run even on a busy machine
+    z, y, x = np.mgrid[:40, :256, :256]
+    image = (np.sin(z / 4.0) + np.cos(y / 5.0) * np.sin(x / 3.0)).astype(np.float32)
+    write_volume(folder / "ct_big.nii.gz", Volume(image, (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX"))
     out = folder / "ct_pred.zarr"
-    argv = ["predict", "--model", files["bundle"], "--image", folder / "ct.nii.gz", "--out", out,
+    argv = ["predict", "--model", files["bundle"], "--image", folder / "ct_big.nii.gz", "--out", out,
             "--block-memory", "16", "--device", "cpu"]
     proc = start(*argv, tmp=tmp)
     attrs = out / ".zattrs"
@@ -107,7 +111,7 @@ def test_ctrl_c_then_the_same_command_resumes(files):
     assert f"resumed: {finished} of {total} block(s) were already done" in again.stderr
     from napari_medml.api import load_model
 
-    whole = load_model(files["bundle"]).predict(files["image"])
+    whole = load_model(files["bundle"]).predict(image)
     np.testing.assert_array_equal(np.asarray(read_volume(out).data), whole.labels)
 
 
