@@ -261,6 +261,28 @@ def test_one_sagittal_nifti_slice_is_never_cut_into_strips(tmp_path, capsys) -> 
     assert pred.shape == (1, 48, 56) and np.allclose(pred.affine, aff)
 
 
+def test_image_level_classification_reads_the_axes_option(tmp_path, capsys) -> None:
+    """A plain TIFF stack of 6 two-channel samples says nothing of its axes: --axes TCYX makes
+    it so in train and predict, and the labels come back one filled frame per sample."""
+    rng = np.random.default_rng(17)
+    classes = np.array([1, 2] * 3)
+    stack = rng.normal(0, 1, (6, 2, 24, 32)).astype(np.float32)
+    stack[classes == 2] += 2
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    (tmp_path / "classes.csv").write_text("sample,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(classes)))
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--level", "image", "--image",
+                           tmp_path / "stack.tif", "--classes", tmp_path / "classes.csv", "--axes", "TCYX",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["in_channels"] == 2
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "stack.tif",
+                           "--axes", "TCYX", "--out", tmp_path / "pred.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    labels = tifffile.imread(tmp_path / "pred.tif")
+    assert labels.shape == (6, 24, 32)
+    assert all(len(np.unique(frame)) == 1 for frame in labels)  # each sample filled with its class
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1

@@ -274,3 +274,16 @@ def test_a_2d_network_never_cuts_one_thick_slice_into_strips() -> None:
     images, _, _, _ = split_samples(image, labels, "ZYX", 3, None, what="'sag'")
     assert [i.shape for i in images] == [(56, 48, 1)]
 
+
+def test_an_uppercase_npy_name_is_written_as_given(tmp_path: Path) -> None:
+    vol = Volume(np.arange(12, dtype=np.uint8).reshape(3, 4), (1.0, 1.0), (0.0, 0.0), None, True, "x", axes="YX")
+    write_volume(tmp_path / "PRED.NPY", vol)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PRED.NPY"]
+    np.testing.assert_array_equal(read_volume(tmp_path / "PRED.NPY").data, vol.data)
+
+
+def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "cells.tif").mkdir()
+    with pytest.raises(InputError, match=r"cells\.tif' is a folder, not a TIFF file"):
+        read_volume(tmp_path / "cells.tif")
+

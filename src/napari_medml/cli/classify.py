@@ -93,7 +93,7 @@ def read_samples(args: argparse.Namespace) -> Any:
     from napari_medml.classification.levels import make_samples
 
     path = args.image[0]
-    vol = io.read_volume(path)
+    vol = io.read_volume(path, args.axes)  # --axes says what a file that does not say has
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     if args.classes is None:
         raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level == 'image' else ''}"
@@ -178,7 +178,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         raise UsageError("--uncertainty is for segmentation bundles; a classifier writes "
                          "probabilities (--probabilities, --table)")  # fmt: skip
     classifier.config = replace(classifier.config, device=args.device)
-    vol = io.read_volume(args.image)
+    vol = io.read_volume(args.image, args.axes)
     instances = _labels_of(vol, args.instances) if args.instances is not None else None
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:

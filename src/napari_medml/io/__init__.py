@@ -103,6 +103,8 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
         from napari_medml.io.zarr import read_zarr
 
         return read_zarr(path, axes=axes)
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder, not a {fmt.upper()} file; give the file inside it")
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
     from napari_medml.io.nifti import read_nifti  # here: they build on this module
@@ -224,4 +226,5 @@ def _read_npy(path: Path) -> Volume:
 
 
 def _write_npy(path: Path, volume: Volume) -> None:
-    np.save(path, np.asarray(volume.data), allow_pickle=False)
+    with open(path, "wb") as f:  # a file object: np.save adds ".npy" to a name without it (".NPY")
+        np.save(f, np.asarray(volume.data), allow_pickle=False)
