@@ -283,6 +283,29 @@ def test_image_level_classification_reads_the_axes_option(tmp_path, capsys) -> N
     assert all(len(np.unique(frame)) == 1 for frame in labels)  # each sample filled with its class
 
 
+def test_block_wise_zarr_output_refuses_another_orientation_than_the_model(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(18)
+    lab = np.zeros((40, 32, 12), np.uint8)
+    lab[10:30, 8:20, 3:9] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32)
+    img[lab == 1] += 3
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(img, ras), tmp_path / "ras.nii.gz")
+    nib.save(nib.Nifti1Image(lab, ras), tmp_path / "ras_seg.nii.gz")
+    nib.save(nib.Nifti1Image(img, lps), tmp_path / "lps.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "ras.nii.gz", "--labels", tmp_path / "ras_seg.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz",
+                           "--out", tmp_path / "p.zarr", "--device", "cpu")  # fmt: skip
+    assert code != 0 and "stored in orientation LPS but the model was trained in RAS" in err, err
+    assert "--out pred.nii.gz" in err and not (tmp_path / "p.zarr").exists()
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz",
+                           "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0 and "reoriented for the network" in err, err
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1

@@ -64,6 +64,28 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
     return io.read_volume(args.image, args.axes)
 
 
+def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
+    """Refuse a NIfTI stored in another orientation than the model's: blocks keep the stored grid.
+
+    Raises
+    ------
+    UsageError
+        Naming both orientations and the output that reorients (a NIfTI file).
+    """
+    from napari_medml.io.geometry import axis_codes, grid_affine
+
+    codes = model.provenance.get("orientation")
+    n = sum(a in "ZYX" for a in vol.axes)
+    if not codes or vol.affine is None or len(codes) != n:
+        return
+    here = axis_codes(grid_affine(vol, n))
+    if here != codes:
+        raise UsageError(f"image '{args.image}' is stored in orientation {here} but the model was trained in "
+                         f"{codes}: block-wise prediction into .zarr keeps the stored grid and does not reorient; "
+                         "write a NIfTI instead (e.g. --out pred.nii.gz), which is reoriented for the network "
+                         "and back")
+
+
 def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> int:
     """Plan, print the plan, predict block by block with a progress bar; 0 on success."""
     from napari_medml.errors import Cancelled
@@ -76,6 +98,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     from napari_medml.cli.common import spatial_spacing
     from napari_medml.io.geometry import spacing_note
 
+    check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
     note = spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, f"image '{args.image}'")
     if note:
@@ -133,6 +156,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))  # fmt: skip
     vol = read_image(args, model)
+    check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
     spacing = spatial_spacing(vol, model.spatial_dims)
     note = spacing_note(spacing, model.spacing, f"image '{args.image}'")
