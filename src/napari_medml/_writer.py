@@ -21,7 +21,7 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     Parameters
     ----------
     path : str
-        Target ``.nii.gz``, ``.nii``, ``.tif`` or ``.tiff`` file.
+        Target ``.nii.gz``, ``.nii``, ``.tif``, ``.tiff`` or ``.npy`` file (or a ``.zarr`` folder).
     data : array-like
         The layer data.
     meta : dict
@@ -41,7 +41,7 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     Parameters
     ----------
     path : str
-        Target ``.nii.gz``, ``.nii``, ``.tif`` or ``.tiff`` file.
+        Target ``.nii.gz``, ``.nii``, ``.tif``, ``.tiff`` or ``.npy`` file (or a ``.zarr`` folder).
     data : array-like
         The label ids.
     meta : dict

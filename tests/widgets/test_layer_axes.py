@@ -53,6 +53,18 @@ def test_open_and_save_keep_channels_and_time(make_napari_viewer, tmp_path: Path
     assert saved.axes == "TYX" and saved.spacing[0] == 2.0  # still a time-lapse, not a z-stack
 
 
+def test_a_labels_layer_saves_to_npy_through_napari(make_napari_viewer, tmp_path: Path) -> None:
+    """The reader opens .npy, so napari's save finds the plugin's writer for it too."""
+    labels = np.zeros((6, 16, 18), np.uint8)
+    labels[2:4, 3:9, 4:12] = 2
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(labels, name="seg")
+    viewer.layers.selection = {layer}
+    written = viewer.layers.save(str(tmp_path / "seg.npy"), selected=True)
+    assert [Path(p).name for p in written] == ["seg.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "seg.npy"), labels)
+
+
 def _tiny_2d_model(in_channels: int, folder: Path) -> Path:
     rng = np.random.default_rng(in_channels)
     image = rng.normal(0, 1, (in_channels, 48, 48)).astype(np.float32)
