@@ -13,6 +13,7 @@ import pytest
 import tifffile
 
 from napari_medml.cli import main
+from napari_medml.io import read_volume
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
         "--no-augment", "--seed", "0"]  # fmt: skip
@@ -304,6 +305,28 @@ def test_block_wise_zarr_output_refuses_another_orientation_than_the_model(tmp_p
     code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz",
                            "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
     assert code == 0 and "reoriented for the network" in err, err
+
+
+def test_a_3d_imagej_stack_read_as_channels_gets_a_fix_that_works(tmp_path, capsys) -> None:
+    """tifffile writes a ZYX stack given no axes as channels (CYX); the line suggests --axes ZYX,
+    and with it the file's Z step (2.0, ImageJ's 'spacing') goes to Z."""
+    rng = np.random.default_rng(19)
+    lab = np.zeros((6, 32, 40), np.uint8)
+    lab[1:5, 8:24, 10:30] = 1
+    img = rng.integers(0, 100, lab.shape).astype(np.uint16)
+    img[lab == 1] += 300
+    tifffile.imwrite(tmp_path / "stack.tif", img, imagej=True, resolution=(2.0, 2.0), metadata={"spacing": 2.0})
+    tifffile.imwrite(tmp_path / "mask.tif", lab, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 2.0})
+    if read_volume(tmp_path / "stack.tif").axes != "CYX":
+        pytest.skip("this tifffile writes the stack with its axes")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "mask.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code != 0 and "e.g. --axes ZYX" in err, err
+    assert read_volume(tmp_path / "stack.tif", "ZYX").spacing == pytest.approx((2.0, 0.5, 0.5))
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "mask.tif",
+                           "--axes", "ZYX", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
 
 
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:

@@ -251,8 +251,9 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)
+        example = vol.axes if "Z" in vol.axes else vol.axes.replace("C", "Z")  # ImageJ stores Z before C
         swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
-                   f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes CZYX"
+                   f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes {example}"
                    if "C" in vol.axes and axes is None else "")
         if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
             try:

@@ -108,7 +108,7 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     if not path.is_file():
         raise InputError(f"file '{path}' does not exist; check the path")
     from napari_medml.io.nifti import read_nifti  # here: they build on this module
-    from napari_medml.io.tiff import read_tiff
+    from napari_medml.io.tiff import AXIS_SIZES_KEY, read_tiff
 
     reader = {"nifti": read_nifti, "tiff": read_tiff, "npy": _read_npy}[fmt]
     try:
@@ -124,6 +124,8 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
             f"cannot read '{path}' as {fmt.upper()}: it is damaged or not of that type ({exc}); "
             "check that the file is complete and really is of that type"
         ) from exc
+    told = volume.meta.get(AXIS_SIZES_KEY) or {}
+    volume = replace(volume, meta={k: v for k, v in volume.meta.items() if k != AXIS_SIZES_KEY})
     if axes is not None:
         given = io_axes.check_axes(axes, volume.data.ndim, f"'{path}'",
                                    "give one letter per axis of the stored array, e.g. ZCYX")
@@ -133,8 +135,9 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
         spacing, origin = _fit_length(volume.spacing, n, 1.0), _fit_length(volume.origin, n, 0.0)
         # a spatial axis the file named keeps the file's voxel size wherever --axes puts it
         # (an ImageJ stack written without axes swaps slices and channels; its Z step stays)
-        said = _by_letter(volume.axes[: len(volume.axes) - int(bool(volume.meta.get("rgb")))],
-                          volume.spacing, volume.origin)
+        said = {a: (float(v[0]), float(v[1])) for a, v in told.items()}
+        said.update(_by_letter(volume.axes[: len(volume.axes) - int(bool(volume.meta.get("rgb")))],
+                               volume.spacing, volume.origin))
         spacing = tuple(said[a][0] if a in said else v for a, v in zip(given, spacing))
         origin = tuple(said[a][1] if a in said else v for a, v in zip(given, origin))
         volume = replace(volume, axes=given, meta=meta, spacing=spacing, origin=origin)

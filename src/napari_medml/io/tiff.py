@@ -22,6 +22,9 @@ _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32",
 _OME_UNITS = {"um": "µm", "mm": "mm", "nm": "nm", "m": "m", "cm": "cm"}
 
 
+AXIS_SIZES_KEY = "axis_sizes"  # Volume.meta key, only between read_tiff and read_volume
+
+
 def read_tiff(path: Path) -> Volume:
     import tifffile
 
@@ -64,6 +67,9 @@ def read_tiff(path: Path) -> Volume:
         meta["unit"] = unit
     if rgb:
         meta["rgb"] = True
+    # what the file says of an axis it does not show (ImageJ's Z step of a stack it calls channels):
+    # read_volume gives it to that axis when --axes names it, then drops this key
+    meta[AXIS_SIZES_KEY] = {a: [float(sizes[a]), float(offsets.get(a, 0.0))] for a in "ZYX" if a in sizes}
     return Volume(data, spacing, origin, None, False, file_stem(path), meta, axes)
 
 
