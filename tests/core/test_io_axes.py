@@ -287,3 +287,15 @@ def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path: Path) -> None
     with pytest.raises(InputError, match=r"cells\.tif' is a folder, not a TIFF file"):
         read_volume(tmp_path / "cells.tif")
 
+
+def test_a_float_mask_named_seg_reads_as_labels(tmp_path: Path) -> None:
+    seg = np.zeros((4, 8, 8), np.float32)
+    seg[1:3, 2:6, 2:6] = 2.0
+    np.save(tmp_path / "cells_seg.npy", seg)
+    vol = read_volume(tmp_path / "cells_seg.npy")
+    assert vol.is_labels and vol.data.dtype == np.uint8
+    np.testing.assert_array_equal(vol.data, seg.astype(np.uint8))
+    np.save(tmp_path / "cells_seg_soft.npy", seg * 0.3)  # fractions: a probability map, not labels
+    soft = read_volume(tmp_path / "cells_seg_soft.npy")
+    assert not soft.is_labels and soft.data.dtype == np.float32
+

@@ -143,7 +143,10 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
         volume = replace(volume, axes=given, meta=meta, spacing=spacing, origin=origin)
     volume = canonical(volume)
     if is_label_file(path, volume.data):
-        volume = replace(volume, is_labels=True)
+        data = volume.data
+        if np.issubdtype(data.dtype, np.floating):  # whole-number floats: the ids they are
+            data = np.asarray(data).astype(np.min_scalar_type(max(int(np.max(data)), 1)))
+        volume = replace(volume, data=data, is_labels=True)
     return volume
 
 

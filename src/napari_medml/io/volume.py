@@ -106,7 +106,8 @@ def file_format(path: str | Path) -> str:
 
 
 def is_label_file(path: str | Path, data: np.ndarray) -> bool:
-    """Tell whether a file holds labels: integer data and a name with seg/label/mask.
+    """Tell whether a file holds labels: a name with seg/label/mask, and integer data (or
+    floats that are all whole non-negative numbers, as some tools save masks).
 
     Parameters
     ----------
@@ -115,8 +116,15 @@ def is_label_file(path: str | Path, data: np.ndarray) -> bool:
     data : np.ndarray
         The array read from it.
     """
-    integer = np.issubdtype(data.dtype, np.integer) or data.dtype == bool
-    return bool(integer and _LABEL_WORDS.search(Path(path).name))
+    if not _LABEL_WORDS.search(Path(path).name):
+        return False
+    if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
+        return True
+    if not np.issubdtype(data.dtype, np.floating) or not data.size:
+        return False
+    values = np.asarray(data)
+    return bool(np.all(np.isfinite(values)) and values.min() >= 0 and values.max() < 2**31
+                and np.all(values == np.round(values)))
 
 
 def affine_from_spacing(
