@@ -186,12 +186,17 @@ def test_rgb_tiff_keeps_colour_axis_out_of_spacing(tmp_path: Path) -> None:
         ("brain_SEG.nii.gz", np.int16, True),
         ("Labels01.tif", np.uint8, True),
         ("lungMask.npy", np.int64, True),
-        ("brain_seg.nii.gz", np.float32, False),  # floats are images, whatever the name
+        ("brain_seg.nii.gz", np.float32, True),  # whole numbers: a mask some tool saved as floats
         ("brain.nii.gz", np.int16, False),
     ],
 )
 def test_is_label_file(name: str, dtype: type, expected: bool) -> None:
     assert is_label_file(Path("/data") / name, np.zeros(3, dtype)) is expected
+
+
+def test_a_float_file_with_fractions_is_an_image_whatever_the_name() -> None:
+    assert not is_label_file(Path("/data/brain_seg.nii.gz"), np.array([0.0, 0.5, 1.0], np.float32))
+    assert not is_label_file(Path("/data/brain_seg.nii.gz"), np.array([0.0, -1.0], np.float32))
 
 
 def test_npy_reads_with_unit_spacing_and_writes(tmp_path: Path) -> None:
