@@ -299,3 +299,15 @@ def test_a_float_mask_named_seg_reads_as_labels(tmp_path: Path) -> None:
     soft = read_volume(tmp_path / "cells_seg_soft.npy")
     assert not soft.is_labels and soft.data.dtype == np.float32
 
+
+def test_labels_written_as_tiff_read_back_as_labels_whatever_the_name(tmp_path: Path) -> None:
+    """A prediction saved as pred.tif (no seg/label/mask in the name) opens as labels again."""
+    labels = np.zeros((4, 10, 12), np.uint8)
+    labels[1:3, 2:8, 3:9] = 2
+    write_volume(tmp_path / "pred.tif", Volume(labels, (2.0, 1.0, 1.0), (0.0,) * 3, None, True, "pred", axes="ZYX"))
+    back = read_volume(tmp_path / "pred.tif")
+    assert back.is_labels and back.spacing == (2.0, 1.0, 1.0)
+    np.testing.assert_array_equal(back.data, labels)
+    write_volume(tmp_path / "image.tif", Volume(labels, (2.0, 1.0, 1.0), (0.0,) * 3, None, False, "i", axes="ZYX"))
+    assert not read_volume(tmp_path / "image.tif").is_labels
+

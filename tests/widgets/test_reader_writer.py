@@ -53,6 +53,20 @@ def test_reader_opens_integer_seg_file_as_labels(make_napari_viewer, tmp_path: P
     np.testing.assert_array_equal(layer.data, ids.T)
 
 
+def test_a_labels_layer_saved_as_tif_opens_as_labels_again(make_napari_viewer, tmp_path: Path) -> None:
+    """Whatever the file's name: the plugin's TIFF says it holds labels."""
+    ids = np.zeros((4, 9, 11), np.uint8)
+    ids[1:3, 2:6, 3:8] = 3
+    viewer = make_napari_viewer()
+    saved = viewer.add_labels(ids, name="pred", scale=(2.0, 0.5, 0.5))
+    viewer.layers.selection = {saved}
+    viewer.layers.save(str(tmp_path / "pred.tif"), selected=True, plugin=PLUGIN)
+    (layer,) = viewer.open(str(tmp_path / "pred.tif"), plugin=PLUGIN)
+    assert isinstance(layer, napari.layers.Labels)
+    np.testing.assert_array_equal(layer.data, ids)
+    np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
+
+
 def test_reader_declines_other_files() -> None:
     from napari_medml._reader import get_reader
 

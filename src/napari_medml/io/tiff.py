@@ -22,6 +22,7 @@ _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32",
 _OME_UNITS = {"um": "µm", "mm": "mm", "nm": "nm", "m": "m", "cm": "cm"}
 
 
+LABELS_INFO = "napari-medml: labels"  # ImageJ Info text of the label files this package writes
 AXIS_SIZES_KEY = "axis_sizes"  # Volume.meta key, only between read_tiff and read_volume
 
 
@@ -39,6 +40,7 @@ def read_tiff(path: Path) -> Volume:
         sizes: dict[str, float] = {}
         offsets: dict[str, float] = {}
         unit = None
+        is_labels = False
         if tif.is_imagej and tif.imagej_metadata is not None:
             ij = tif.imagej_metadata
             page = tif.pages.first
@@ -49,6 +51,7 @@ def read_tiff(path: Path) -> Volume:
             for ax in "XYZ":  # ImageJ origins are in pixels: world = (i - origin) * size
                 offsets[ax] = -float(ij.get(f"{ax.lower()}origin", 0.0)) * sizes[ax]
             unit = canonical_unit(ij.get("unit"))
+            is_labels = ij.get("Info") == LABELS_INFO
             planes = int(np.prod([n for n, a in zip(data.shape[:ndim], axes) if a not in "YX"]))
             _check_count(path, int(ij.get("images", 0) or 0), planes, "planes")
         elif tif.is_ome and tif.ome_metadata:
@@ -70,7 +73,7 @@ def read_tiff(path: Path) -> Volume:
     # what the file says of an axis it does not show (ImageJ's Z step of a stack it calls channels):
     # read_volume gives it to that axis when --axes names it, then drops this key
     meta[AXIS_SIZES_KEY] = {a: [float(sizes[a]), float(offsets.get(a, 0.0))] for a in "ZYX" if a in sizes}
-    return Volume(data, spacing, origin, None, False, file_stem(path), meta, axes)
+    return Volume(data, spacing, origin, None, is_labels, file_stem(path), meta, axes)
 
 
 def _axes_letters(tiff_axes: str, rgb: bool, imagej: bool) -> str:
@@ -170,6 +173,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
                 ij[f"{ax.lower()}origin"] = -offset[ax] / size[ax]
         if unit:
             ij["unit"] = unit
+        if volume.is_labels:  # ImageJ's Info text: this reader opens the file as labels again
+            ij["Info"] = LABELS_INFO
         tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij)
     elif dtype in _OME_DTYPES:
         ome: dict[str, Any] = {"axes": axes + ("S" if rgb else "")}
