@@ -107,8 +107,8 @@ def read_samples(args: argparse.Namespace) -> Any:
         raise UsageError("--level tile needs --tile-size")
     params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size)}
     samples = make_samples(args.level, vol.data, {k: v for k, v in params.items() if v},
-                           class_labels=None if csv_classes else _labels_of(vol, args.classes),
-                           instances=_labels_of(vol, args.instances) if args.level == "object" else None,
+                           class_labels=None if csv_classes else io.read_volume(args.classes).data,
+                           instances=io.read_volume(args.instances).data if args.level == "object" else None,
                            channel_axis=axis, name=f"image '{path}'")
     if csv_classes:  # read after the stack is checked: its first axis is the sample
         samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
@@ -179,7 +179,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
                          "probabilities (--probabilities, --table)")  # fmt: skip
     classifier.config = replace(classifier.config, device=args.device)
     vol = io.read_volume(args.image, args.axes)
-    instances = _labels_of(vol, args.instances) if args.instances is not None else None
+    instances = io.read_volume(args.instances).data if args.instances is not None else None
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:
 
@@ -201,12 +201,3 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     info(f"{len(result.classes)} {result.level}s classified, per class {counts}")
     info("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-def _labels_of(vol: Any, path: Path) -> Any:
-    """The labels file's array, with a length-1 axis its image lacks (or has) matched."""
-    from napari_medml import io
-
-    return io.match_length1_axes(io.read_volume(path), tuple(n for n, a in zip(vol.data.shape, vol.axes)
-                                                              if a != "C")).data
-

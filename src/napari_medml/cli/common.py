@@ -119,10 +119,12 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     Raises
     ------
     InputError
-        Axes that cannot be told apart, or too few for the network.
+        Axes that cannot be told apart, too few for the network, a 2D network on one
+        sagittal or coronal slice, or channels other than ``in_channels``.
     """
     from dataclasses import replace
 
+    from napari_medml.errors import InputError
     from napari_medml.io.axes import check_not_strips, layout, resolve_axes
 
     what = f"image '{path}'"
@@ -131,7 +133,13 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     vol = replace(vol, axes=axes)
     dims = spatial_dims or (3 if "Z" in axes else 2)
     check_not_strips(axes, vol.data.shape, dims, what)
-    return vol, layout(axes, dims, what, f"or {AXES_HINT}")
+    lay = layout(axes, dims, what, f"or {AXES_HINT}")
+    channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
+    if in_channels is not None and channels != in_channels:  # before any work, in the options' words
+        raise InputError(f"the model was trained on {in_channels} channel(s) but {what} has {channels} "
+                         f"(axes {axes}, shape {tuple(vol.data.shape)}): give an image with the same "
+                         "channels; if one of its axes holds them, say which with --axes (e.g. --axes CZYX)")
+    return vol, lay
 
 
 def spatial_spacing(vol: Any, spatial_dims: int) -> tuple[float, ...]:
@@ -287,21 +295,3 @@ def real(low: float, high: float | None = None, *, low_open: bool = False, high_
 
     parse.__name__ = "real"
     return parse
-
-
-def check_channels(vol: Any, lay: Any, in_channels: int, path: Any) -> None:
-    """One line when the image's channels are not the model's (before any work).
-
-    Raises
-    ------
-    InputError
-        Naming the image, its axes and the ``--axes`` that says where the channels are.
-    """
-    from napari_medml.errors import InputError
-
-    channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
-    if channels != in_channels:
-        raise InputError(f"the model was trained on {in_channels} channel(s) but image '{path}' has {channels} "
-                         f"(axes {vol.axes}, shape {tuple(vol.data.shape)}): give an image with the same "
-                         "channels; if one of its axes holds them, say which with --axes (e.g. --axes CZYX)")
-

@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.segmentation.metrics import evaluate
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
-    # a file saved with an extra (or a missing) length-1 axis holds the same voxels
-    pred = io.match_length1_axes(pred, gt.data.shape, gt.axes)
-    gt = io.match_length1_axes(gt, pred.data.shape, pred.axes)
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
                          f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from napari_medml.cli.common import (
-    check_channels,
     UsageError,
     check_file_targets,
     given,
@@ -63,7 +62,6 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     from napari_medml import io
 
     vol, lay = image_layout(io.read_volume(args.image, args.axes), args.image, dims, in_channels=model.in_channels)
-    check_channels(vol, lay, model.in_channels, args.image)
     if lay.sample_axes:
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
         info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "
@@ -123,9 +121,6 @@ def evaluate(args: argparse.Namespace) -> int:
     from napari_medml.io.geometry import align_to
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
-    # a file saved with an extra (or a missing) length-1 axis holds the same voxels
-    pred = io.match_length1_axes(pred, gt.data.shape, gt.axes)
-    gt = io.match_length1_axes(gt, pred.data.shape, pred.axes)
     if pred.data.shape != gt.data.shape and pred.data.ndim == gt.data.ndim:
         aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                            reference_name=f"labels '{args.labels}'")

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import (
-    check_channels,
     DEVICES,
     FILE_TYPES,
     UsageError,
@@ -124,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels)  # fmt: skip
-    check_channels(vol, lay, model.in_channels, args.image)
     if lay.sample_axes:
         kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)

@@ -243,11 +243,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
         raw = io.read_volume(img_path, axes)
         lab = io.read_volume(lab_path)
-        # labels saved with an extra (or a missing) length-1 axis hold the same voxels
-        lab = io.match_length1_axes(lab, tuple(n for n, a in zip(raw.data.shape, raw.axes) if a != "C"))
         vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
-        lab = io.match_length1_axes(lab, tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C"),
-                                    "".join(a for a in vol.axes if a != "C"))
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)

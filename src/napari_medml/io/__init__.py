@@ -48,7 +48,6 @@ from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.volume import (
     canonical,
-    match_length1_axes,
     SUPPORTED_EXTENSIONS,
     Volume,
     affine_from_spacing,
@@ -64,7 +63,6 @@ __all__ = [
     "affine_from_spacing",
     "file_format",
     "is_label_file",
-    "match_length1_axes",
     "read_volume",
     "write_volume",
 ]

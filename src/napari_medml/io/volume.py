@@ -14,7 +14,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "match_length1_axes", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
 
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
@@ -194,41 +194,3 @@ def canonical(volume: Volume) -> Volume:
     if dropped:
         meta[io_axes.SINGLETONS_KEY] = [*meta.get(io_axes.SINGLETONS_KEY, []), *dropped]
     return replace(volume, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
-
-
-def match_length1_axes(volume: Volume, shape: tuple[int, ...], axes: str | None = None) -> Volume:
-    """``volume`` reshaped to ``shape`` when the two differ only in length-1 axes, else unchanged.
-
-    A labels or prediction file saved with one more (or one fewer) axis of length 1 than
-    its image, e.g. ``(Z, Y, X, 1)`` for a ``(Z, Y, X)`` volume, holds the same voxels in
-    the same order. Only files without an affine are reshaped (NIfTI places its axes by
-    the affine; the readers already drop its length-1 axes).
-
-    Parameters
-    ----------
-    volume : Volume
-    shape : tuple of int
-        The shape wanted (the image's, without channels).
-    axes : str, optional
-        The axes of ``shape`` (default: unknown, as for a plain array).
-
-    Returns
-    -------
-    Volume
-        Spacing and origin of the axes longer than 1 are kept (the others get 1 and 0).
-    """
-    old = tuple(np.shape(volume.data))
-    shape = tuple(int(n) for n in shape)
-    if old == shape or volume.affine is not None or [n for n in old if n != 1] != [n for n in shape if n != 1]:
-        return volume
-    spacing, origin = list(volume.spacing), list(volume.origin)
-    per_axis = len(spacing) == len(old)
-    long_old = [i for i, n in enumerate(old) if n != 1]
-    long_new = [i for i, n in enumerate(shape) if n != 1]
-    new_spacing, new_origin = [1.0] * len(shape), [0.0] * len(shape)
-    if per_axis:
-        for i, j in zip(long_old, long_new):
-            new_spacing[j], new_origin[j] = float(spacing[i]), float(origin[i])
-    return replace(volume, data=np.reshape(np.asarray(volume.data), shape), spacing=tuple(new_spacing),
-                   origin=tuple(new_origin), axes=axes or io_axes.unknown_axes(len(shape)))
-
