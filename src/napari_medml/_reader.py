@@ -4,6 +4,11 @@ resolution level), as napari layers (thin over ``io``).
 Integer files whose name contains seg, label or mask open as Labels layers;
 spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
 ``metadata`` (see :mod:`napari_medml.layer_data`).
+
+A NIfTI volume opens in RAS+ voxel order (:func:`napari_medml.io.geometry.to_canonical`,
+flips and axis swaps only): napari places a layer by scale and translate alone, so an
+image stored LAS or LPS and its labels stored RAS would otherwise lie mirrored on one
+another, and labels painted on the image and saved would be mirrored in world space.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from napari_medml.errors import InputError
-from napari_medml.io import file_format, read_volume
+from napari_medml.io import Volume, file_format, read_volume
 from napari_medml.io.zarr import is_zarr_path
 from napari_medml.layer_data import LayerDataTuple, volume_to_layer_data
 
@@ -54,7 +59,17 @@ def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
         If a file is missing or unreadable (napari shows the message).
     """
     paths = [path] if isinstance(path, str | Path) else list(path)
-    return [_zarr_layer(p) if is_zarr_path(p) else volume_to_layer_data(read_volume(p)) for p in paths]
+    return [_zarr_layer(p) if is_zarr_path(p) else volume_to_layer_data(_file_volume(p)) for p in paths]
+
+
+def _file_volume(path: str | Path) -> Volume:
+    """A file as a Volume; a NIfTI volume in RAS+ voxel order (see the module docstring)."""
+    volume = read_volume(path)
+    if file_format(path) != "nifti":
+        return volume
+    from napari_medml.io.geometry import to_canonical
+
+    return to_canonical(volume)
 
 
 def _zarr_layer(path: str | Path) -> LayerDataTuple:

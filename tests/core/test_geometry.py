@@ -107,3 +107,69 @@ def test_tiff_grids_compare_spacing(truth):
     c = Volume(truth, (2.0, 0.25, 0.25), (0.0,) * 3, None, True, "c")
     with pytest.raises(InputError, match="spacing"):
         align_to(c, b, moving_name="c", reference_name="b")
+
+
+def test_to_canonical_puts_a_flipped_and_permuted_file_on_the_ras_grid_and_to_stored_undoes_it(truth):
+    """What the napari reader and writer do with a NIfTI stored in another orientation."""
+    from napari_medml.io.geometry import to_canonical, to_stored
+
+    # stored (Y, X, Z) with x running right-to-left: "ALS" voxel axes (napari data (Z, X, Y))
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    affine[0, 1], affine[1, 0], affine[2, 2] = -1.0, 1.0, 2.0
+    affine[0, 3] = SHAPE[2] - 1.0
+    data = np.ascontiguousarray(truth[:, :, ::-1].transpose(0, 2, 1))
+    stored = Volume(data, (2.0, 1.0, 1.0), (0.0, 0.0, SHAPE[2] - 1.0), affine, True, "odd",
+                    {"sform_code": 1}, "ZYX")
+    ras = to_canonical(stored)
+    np.testing.assert_array_equal(ras.data, truth)
+    np.testing.assert_allclose(ras.affine, RAS)
+    assert ras.spacing == (2.0, 1.0, 1.0) and ras.origin == (0.0, 0.0, 0.0)
+    assert ras.meta == {"sform_code": 1, "stored_orientation": "ALS"}
+    back = to_stored(ras)
+    np.testing.assert_array_equal(back.data, data)
+    np.testing.assert_allclose(back.affine, affine)
+    assert back.spacing == stored.spacing and back.origin == stored.origin and back.meta == {"sform_code": 1}
+    assert stored.data is data  # the input is never changed
+    same = nifti_volume(truth, RAS)
+    assert to_canonical(same) is same and to_stored(same) is same
+
+
+def test_to_canonical_leaves_2d_slices_and_files_without_an_affine_alone(truth):
+    from napari_medml.io.geometry import to_canonical
+
+    las = np.diag([-1.0, 1.0, 1.0, 1.0])
+    over_time = Volume(truth, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), las, False, "t", {}, "TYX")
+    plain = Volume(truth, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None, True, "npy")
+    for vol in (over_time, plain, Volume(truth[0], (1.0, 1.0), (0.0, 0.0), las, True, "slice")):
+        assert to_canonical(vol) is vol
+
+
+def test_a_prediction_is_made_in_the_models_orientation_and_put_back(truth):
+    """predict_oriented: the network sees the array it learned from; outputs come back."""
+    from napari_medml.errors import InputError as Refused
+    from napari_medml.segmentation.prediction import Prediction, check_orientation, predict_oriented
+
+    class Mirror:  # a "model" that labels the left-most tenth of its input, in its own voxel order
+        spatial_dims, spacing = 3, (2.0, 1.0, 1.0)
+        provenance = {"orientation": "LAS"}
+        seen = None
+
+        def predict(self, image, *, spacing, axes=None, config=None, progress=None, stop=None):
+            Mirror.seen = (image, spacing)
+            out = np.zeros(image.shape, np.uint8)
+            out[..., :4] = 1
+            return Prediction(labels=out, probabilities=out[None].astype(np.float16), class_ids=(0, 1))
+
+    notes: list[str] = []
+    pred = predict_oriented(Mirror(), truth, spacing=(2.0, 1.0, 1.0), affine=RAS, notes=notes.append,
+                            name="layer 'ct'")
+    np.testing.assert_array_equal(Mirror.seen[0], truth[..., ::-1])  # LAS voxel order
+    assert pred.labels[..., -4:].all() and not pred.labels[..., :-4].any()  # back on the RAS grid
+    assert pred.probabilities.shape == (1, *SHAPE) and pred.probabilities[0, ..., -1].all()
+    assert len(notes) == 1 and "orientation RAS" in notes[0] and "LAS" in notes[0]
+    with pytest.raises(Refused, match="^layer 'ct' is stored in orientation RAS but the model was trained in "
+                                      "LAS: use the CLI$"):
+        check_orientation(Mirror(), RAS, "layer 'ct'", "use the CLI")
+    check_orientation(Mirror(), flipped_x(truth)[1], "ct", "")  # the same orientation passes
+    check_orientation(Mirror(), None, "ct", "")  # no affine: nothing to check

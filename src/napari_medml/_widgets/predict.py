@@ -148,9 +148,11 @@ class PredictWidget(Container):
         name, source = self._model_source()
         config = self.infer_config()
         origin = spatial_origin(inputs.layer)
+        affine = layer_spatial(inputs.layer).affine
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             from napari_medml.api import load_model
+            from napari_medml.segmentation.prediction import check_orientation, predict_oriented
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source
@@ -172,10 +174,17 @@ class PredictWidget(Container):
                     prediction = predict_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                    spacing=inputs.spacing, origin=origin, config=config,
                                                    progress=lambda done, total: report((done, total)), stop=stop)
-                else:
+                elif hasattr(model, "params"):  # an instance model: its maps stay on the layer's grid
+                    check_orientation(model, affine, f"layer '{inputs.layer.name}'",
+                                      "predict it with `napari-medml predict`, which reorients the image for "
+                                      "the network and the objects back")
                     prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
                                                config=config, progress=lambda done, total: report((done, total)),
                                                stop=stop)  # fmt: skip
+                else:  # the network sees the anatomy in the orientation it was trained in
+                    prediction = predict_oriented(model, inputs.image, spacing=inputs.spacing, affine=affine,
+                                                  axes=inputs.axes, config=config,
+                                                  progress=lambda done, total: report((done, total)), stop=stop)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
                      if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
@@ -272,17 +281,25 @@ class PredictWidget(Container):
             raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")
         steps, augment = self._w["ft_steps"].value, self._session.augment
         infer = self.infer_config()
+        affine = layer_spatial(inputs.layer).affine
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.io.geometry import orient_array
+            from napari_medml.segmentation.prediction import predict_oriented
             from napari_medml.segmentation.task import retrain_on_corrections
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
-                images, targets, spacings, channel_axis = inputs.samples(labels, model.spatial_dims)
+                # the corrections are learned in the orientation the model was trained in
+                dims, codes = model.spatial_dims, model.provenance.get("orientation")
+                image = orient_array(inputs.image, inputs.spacing[-dims:], affine, codes)
+                target = orient_array(labels, inputs.spacing[-dims:], affine, codes).data
+                oriented = inputs._replace(image=image.data, spacing=inputs.spacing[:-dims] + image.spacing)
+                images, targets, spacings, channel_axis = oriented.samples(target, dims)
                 tuned = yield from retrain_on_corrections(model, images, targets, steps, spacing=spacings,
                                                           channel_axis=channel_axis, augment=augment, stop=stop)
-                prediction = tuned.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
-                                           config=infer, stop=stop)
+                prediction = predict_oriented(tuned, inputs.image, spacing=inputs.spacing, affine=affine,
+                                              axes=inputs.axes, config=infer, stop=stop)
             return tuned, prediction
 
         def done(result: tuple[Any, Any]) -> None:

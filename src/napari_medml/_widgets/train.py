@@ -27,7 +27,8 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
-from napari_medml._widgets._layers import check_fits, labels_array, model_input, require
+from napari_medml.io.geometry import orientation_of
+from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -256,6 +257,7 @@ class TrainWidget(Container):
             run, planned, start_from = resume, False, None
         resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
+        orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
 
         def job(stop: Any, report: Any) -> Any:
             nonlocal config, plan
@@ -284,6 +286,8 @@ class TrainWidget(Container):
                     yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
                                        stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
+            if orientation:  # Predict and `napari-medml predict` put other orientations in this one
+                model.provenance["orientation"] = orientation
             checkpoints.finish(model, bundle, stop.stopped)
             return model
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import (
     DEVICES,
+    PROG,
     FILE_TYPES,
     UsageError,
     add_axes_option,
@@ -137,26 +139,20 @@ def run(args: argparse.Namespace) -> int:
     ))  # fmt: skip
     if blockwise:
         return predict_blocks.run_blocks(args, model, vol, config)
-    from dataclasses import replace
+    from napari_medml.io.geometry import grid_affine, spatial_spacing
+    from napari_medml.segmentation.prediction import predict_oriented
 
-    from napari_medml.io.geometry import orient_as, spacing_note
-
-    # the network sees the anatomy in the orientation it was trained in; outputs go back
-    oriented = orient_as(vol, model.provenance.get("orientation"), dims)
-    for note in (oriented.note, spacing_note(oriented.spacing, model.spacing, f"image '{args.image}'")):
-        if note:
-            info(note)
     with progress_bar("window") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        pred = model.predict(oriented.data, spacing=oriented.spacing, axes=vol.axes, config=config,
-                             progress=progress)  # fmt: skip
-    pred = replace(pred, **{k: oriented.back(v) for k, v in
-                            (("labels", pred.labels), ("probabilities", pred.probabilities),
-                             ("uncertainty", pred.uncertainty)) if v is not None})
+        # the network sees the anatomy in the orientation it was trained in; outputs go back
+        affine = None if vol.affine is None else grid_affine(vol, dims)
+        pred = predict_oriented(model, vol.data, spacing=spatial_spacing(vol, dims), affine=affine, axes=vol.axes,
+                                config=config, progress=progress, name=f"image '{args.image}'",
+                                notes=lambda line: bar.write(f"{PROG}: {line}", file=sys.stderr))
     # each written under a temporary name, then renamed: a crash leaves no truncated file
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, pred.labels, spatial_dims=dims,
                                                              is_labels=True))]  # fmt: skip

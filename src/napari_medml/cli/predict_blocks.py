@@ -69,21 +69,18 @@ def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
 
     Raises
     ------
-    UsageError
+    InputError
         Naming both orientations and the output that reorients (a NIfTI file).
     """
-    from napari_medml.io.geometry import axis_codes, grid_affine
+    from napari_medml.io.geometry import grid_affine
+    from napari_medml.segmentation.prediction import check_orientation as refuse_other_orientation
 
-    codes = model.provenance.get("orientation")
     n = sum(a in "ZYX" for a in vol.axes)
-    if not codes or vol.affine is None or len(codes) != n:
-        return
-    here = axis_codes(grid_affine(vol, n))
-    if here != codes:
-        raise UsageError(f"image '{args.image}' is stored in orientation {here} but the model was trained in "
-                         f"{codes}: block-wise prediction into .zarr keeps the stored grid and does not reorient; "
-                         "write a NIfTI instead (e.g. --out pred.nii.gz), which is reoriented for the network "
-                         "and back")
+    affine = None if vol.affine is None else grid_affine(vol, n)
+    refuse_other_orientation(model, affine, f"image '{args.image}'",
+                             "block-wise prediction into .zarr keeps the stored grid and does not reorient; "
+                             "write a NIfTI instead (e.g. --out pred.nii.gz), which is reoriented for the network "
+                             "and back")
 
 
 def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> int:

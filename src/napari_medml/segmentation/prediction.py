@@ -4,11 +4,12 @@ the slices or frames of a stack."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Prediction", "stack_predictions"]
+__all__ = ["Prediction", "check_orientation", "predict_oriented", "stack_predictions"]
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,83 @@ def stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids:
                       probabilities=stack([p.probabilities for p in parts], axis=1),
                       uncertainty=stack([p.uncertainty for p in parts]), class_ids=class_ids,
                       instances=instances)  # fmt: skip
+
+
+def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes: str | None = None,
+                     config: Any = None, progress: Any = None, stop: Any = None, name: str = "the image",
+                     notes: Callable[[str], None] | None = None) -> Prediction:
+    """``model.predict`` with the image put in the orientation the model was trained in
+    (``model.provenance["orientation"]``, e.g. ``"LAS"``), and every output put back on
+    the image's own grid: a network sees anatomy the way it learned it, whichever way a
+    NIfTI file (or a napari layer read from one) stores it.
+
+    Parameters
+    ----------
+    model : Model or EnsembleModel
+    image : np.ndarray
+        ``(..., Z, Y, X)``, its axes named by ``axes`` as for ``Model.predict``.
+    spacing : sequence of float
+        Voxel size of the spatial axes (napari order); the last ``model.spatial_dims``
+        are the model's.
+    affine : array-like or None
+        The image's voxel-to-world affine in NIfTI order (a napari layer's
+        ``metadata["affine"]``); None (TIFF, NumPy): nothing is reoriented.
+    axes, config, progress, stop
+        As for ``Model.predict``.
+    name : str
+        How the notes name the image (``"image 'ct.nii.gz'"``).
+    notes : callable, optional
+        Called, before the prediction starts, with one line each when the image is
+        reoriented and when its voxel size is far from the model's training spacing.
+
+    Returns
+    -------
+    Prediction
+        On the image's grid.
+    """
+    from dataclasses import replace
+
+    from napari_medml.io.geometry import orient_array, spacing_note
+
+    dims = model.spatial_dims
+    spacing = tuple(float(s) for s in spacing)
+    oriented = orient_array(image, spacing[-dims:], affine, model.provenance.get("orientation"))
+    for line in (oriented.note, spacing_note(oriented.spacing, model.spacing, name)):
+        if line and notes is not None:
+            notes(line)
+    pred = model.predict(oriented.data, spacing=spacing[:-dims] + oriented.spacing, axes=axes, config=config,
+                         progress=progress, stop=stop)
+    back = {k: oriented.back(getattr(pred, k)) for k in ("labels", "probabilities", "uncertainty", "instances")
+            if getattr(pred, k) is not None}
+    return replace(pred, **back)
+
+
+def check_orientation(model: Any, affine: Any, name: str, fix: str) -> None:
+    """Refuse an image stored in another orientation than the one ``model`` was trained in,
+    for the paths that predict on the stored grid (block-wise prediction into a Zarr store;
+    instance models, whose maps are kept for re-running the post-processing).
+
+    Parameters
+    ----------
+    model : object with ``provenance`` and ``spatial_dims``
+    affine : array-like or None
+        The image's voxel-to-world affine, NIfTI order; None: nothing to check.
+    name : str
+        The image or layer, for the message (``"image 'ct.nii.gz'"``).
+    fix : str
+        What to do instead, the end of the message.
+
+    Raises
+    ------
+    InputError
+        ``"<name> is stored in orientation LPS but the model was trained in RAS: <fix>"``.
+    """
+    from napari_medml.errors import InputError
+    from napari_medml.io.geometry import axis_codes, cut_affine
+
+    codes = model.provenance.get("orientation")
+    if not codes or affine is None or len(codes) != model.spatial_dims:
+        return
+    here = axis_codes(cut_affine(affine, model.spatial_dims))
+    if here != codes:
+        raise InputError(f"{name} is stored in orientation {here} but the model was trained in {codes}: {fix}")

@@ -296,7 +296,7 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
     Returns
     -------
     Model
-        The fine-tuned model (same classes, patch and normalisation).
+        The fine-tuned model (same classes, patch, normalisation and orientation).
 
     Raises
     ------
@@ -307,5 +307,8 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
     if not any(np.any(a) for a in arrays):
         raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
     config = finetune_config(model.config, steps, augment)
-    return (yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
-                           init_model=model))
+    tuned = yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
+                           init_model=model)
+    if model.provenance.get("orientation"):  # the grid it learned on, for predict to reorient to
+        tuned.provenance["orientation"] = model.provenance["orientation"]
+    return tuned

@@ -1,0 +1,164 @@
+"""NIfTI files stored in other orientations than RAS, through napari's own paths: File >
+Open (the reader), File > Save (the writer) and the Train and Predict widgets from the
+Plugins menu.
+
+The reader puts every NIfTI volume in RAS+ voxel order, so an image stored LAS and its
+labels stored RAS lie on one another in the viewer; saving as NIfTI writes the file's own
+order back; the widgets put a layer in the orientation a model was trained in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import napari
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_medml._widgets._session import session_for
+from napari_medml._widgets.predict import BUNDLE_CHOICE
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.samples import phantom_3d
+from napari_medml.segmentation.task import train
+
+PLUGIN = "napari-medml"
+CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    p = phantom_3d(0)
+    return p.image[CROP].astype(np.float32), p.labels[CROP].astype(np.uint8), p.spacing
+
+
+def las_affine(spacing: tuple[float, ...], shape_zyx: tuple[int, ...]) -> np.ndarray:
+    """An affine whose voxel x axis runs right-to-left (LAS), napari spacing (Z, Y, X)."""
+    dz, dy, dx = spacing
+    affine = np.diag([-dx, dy, dz, 1.0])
+    affine[:3, 3] = (dx * (shape_zyx[2] - 1) - 20.0, -7.0, 3.0)
+    return affine
+
+
+def ras_affine(spacing: tuple[float, ...], shape_zyx: tuple[int, ...]) -> np.ndarray:
+    """The RAS affine of the same world grid as :func:`las_affine`."""
+    dz, dy, dx = spacing
+    affine = np.diag([dx, dy, dz, 1.0])
+    affine[:3, 3] = (-20.0, -7.0, 3.0)
+    return affine
+
+
+def save_nifti(path: Path, zyx: np.ndarray, affine: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(zyx.T), affine), path)
+    return path
+
+
+def test_an_las_image_and_its_ras_labels_lie_on_one_another_and_save_back(make_napari_viewer, tmp_path,
+                                                                          phantom) -> None:
+    image, labels, spacing = phantom
+    stored = save_nifti(tmp_path / "ct.nii.gz", image[..., ::-1], las_affine(spacing, image.shape))
+    save_nifti(tmp_path / "ct_seg.nii.gz", labels, ras_affine(spacing, image.shape))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(stored), plugin=PLUGIN)
+    (seg,) = viewer.open(str(tmp_path / "ct_seg.nii.gz"), plugin=PLUGIN)
+    assert isinstance(seg, napari.layers.Labels)
+    # the same voxel of anatomy at the same place: data, scale and translate agree
+    np.testing.assert_array_equal(ct.data, image)
+    np.testing.assert_array_equal(seg.data, labels)
+    np.testing.assert_allclose(ct.scale, seg.scale)
+    np.testing.assert_allclose(ct.translate, seg.translate)
+    # saved as NIfTI again: the file's own (LAS) array and affine
+    viewer.layers.selection = {ct}
+    viewer.layers.save(str(tmp_path / "saved.nii.gz"), selected=True, plugin=PLUGIN)
+    saved, original = nib.load(tmp_path / "saved.nii.gz"), nib.load(stored)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(original.dataobj))
+    np.testing.assert_allclose(saved.affine, original.affine, atol=1e-5)
+    # a labels layer painted in napari (no metadata) and saved lies on the image in world space
+    painted = viewer.add_labels(labels.copy(), name="painted", scale=ct.scale, translate=ct.translate)
+    viewer.layers.selection = {painted}
+    viewer.layers.save(str(tmp_path / "painted.nii.gz"), selected=True, plugin=PLUGIN)
+    world = nib.as_closest_canonical(nib.load(tmp_path / "painted.nii.gz"))
+    np.testing.assert_allclose(world.affine, ras_affine(spacing, image.shape), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(world.dataobj).T, labels)
+
+
+@pytest.fixture(scope="module")
+def las_bundle(phantom, tmp_path_factory):
+    """A small model trained on the LAS file's stored array (as `napari-medml train` on it
+    would be), so its bundle says it learned the anatomy in LAS."""
+    image, labels, spacing = phantom
+    config = TrainConfig(
+        data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+        augment=AugmentConfig.none(), model=ModelConfig(channels=8, depth=3),
+        optim=OptimConfig(epochs=1, steps_per_epoch=30, learning_rate=3e-3), device="cpu",
+    )
+    torch.set_num_threads(1)
+    model = train(image[..., ::-1].copy(), labels[..., ::-1].copy(), config, spacing=spacing)
+    model.provenance["orientation"] = "LAS"
+    return model, model.save(tmp_path_factory.mktemp("bundle") / "las model")
+
+
+def test_predict_and_finetune_put_the_layer_in_the_models_orientation(make_napari_viewer, open_widget, qtbot,
+                                                                       tmp_path, phantom, las_bundle) -> None:
+    image, labels, spacing = phantom
+    model, bundle = las_bundle
+    stored = image[..., ::-1]
+    path = save_nifti(tmp_path / "ct.nii.gz", stored, las_affine(spacing, image.shape))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(path), plugin=PLUGIN)  # RAS voxel order in the viewer
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    pred = viewer.layers["ct [prediction]"]
+    # what the model predicts on the array it learned from, put on the layer's grid
+    expected = model.predict(stored.copy(), spacing=spacing, config=widget.infer_config()).labels[..., ::-1]
+    np.testing.assert_array_equal(pred.data, expected)
+    # the model is not mirror-symmetric: the layer as it lies in the viewer gives other labels
+    unoriented = model.predict(image, spacing=spacing, config=widget.infer_config()).labels
+    assert np.mean(pred.data != unoriented) > 0.01
+    # fine-tuning learns the corrections in LAS as well, and the tuned model says so
+    widget["corrected"].value = pred
+    widget["ft_steps"].value = 2
+    widget["finetune"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    tuned = session_for(viewer).models["las model"]
+    assert tuned is not model and tuned.provenance["orientation"] == "LAS"
+    assert viewer.layers["ct [prediction]"].data.shape == image.shape
+
+
+def test_train_widget_records_the_layers_orientation(make_napari_viewer, open_widget, qtbot, tmp_path,
+                                                      phantom) -> None:
+    """The layer is RAS in the viewer: the bundle says so, and `napari-medml predict` on the
+    LAS file then reorients it for the network."""
+    image, labels, spacing = phantom
+    save_nifti(tmp_path / "ct.nii.gz", image[..., ::-1], las_affine(spacing, image.shape))
+    save_nifti(tmp_path / "ct_seg.nii.gz", labels[..., ::-1], las_affine(spacing, image.shape))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(tmp_path / "ct.nii.gz"), plugin=PLUGIN)
+    (seg,) = viewer.open(str(tmp_path / "ct_seg.nii.gz"), plugin=PLUGIN)
+    widget = open_widget(viewer, "train")
+    widget["images"].value, widget["labels"].value = [ct], seg
+    widget["channels"].value, widget["depth"].value = 4, 2
+    widget["patch"].value = "16, 32, 32"
+    widget["epochs"].value, widget["steps"].value = 1, 2
+    widget["bundle"].value = tmp_path / "bundle"
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert session_for(viewer).models["ct model"].provenance["orientation"] == "RAS"
+    desc = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert desc["provenance"]["orientation"] == "RAS"
+    shutil.rmtree(tmp_path / "bundle")
