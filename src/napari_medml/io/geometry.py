@@ -238,9 +238,9 @@ def file_orientation(path: Any, spatial_dims: int) -> str | None:
     lower = str(path).lower()
     if spatial_dims != 3 or not (lower.endswith(".nii") or lower.endswith(".nii.gz")):
         return None
-    import nibabel as nib
+    from napari_medml.io.nifti import load_nifti  # by content: a .nii.gz that is not gzipped reads too
 
-    return axis_codes(np.asarray(nib.load(str(Path(path))).affine, dtype=np.float64))
+    return axis_codes(np.asarray(load_nifti(Path(path)).affine, dtype=np.float64))
 
 
 def orientation_of(affine: Any, spatial_dims: int) -> str | None:

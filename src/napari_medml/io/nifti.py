@@ -14,27 +14,83 @@ from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem
 
-__all__ = ["read_nifti", "write_nifti"]
+__all__ = ["load_nifti", "read_nifti", "write_nifti"]
 
 _NIFTI_INTENT_LABEL = 1002  # NIFTI_INTENT_LABEL: voxel values are label ids
 _NIFTI_UNITS = {"um": "micron", "mm": "mm", "m": "meter"}
 
 _NIFTI_INTENT_VECTOR = 1007  # NIFTI_INTENT_VECTOR: the 5th (or 4th) dimension holds components
 _NIFTI_SLOTS = "XYZTC"  # NIfTI's dimension order; napari's is the reverse
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def load_nifti(path: Path) -> Any:
+    """Open a NIfTI file with nibabel, gzip-compressed or not whatever its name says.
+
+    nibabel picks the compression from the extension, so a plain NIfTI named ``.nii.gz``
+    (or a gzipped one named ``.nii``) would fail as "damaged". The first two bytes (the gzip
+    magic ``1f 8b``) decide here; when they disagree with the name the image is built from
+    the file's bytes. The data are read into memory in either case (never memory-mapped).
+
+    Parameters
+    ----------
+    path : Path
+        A ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    nibabel.Nifti1Image or nibabel.Nifti2Image
+        The image; its ``dataobj`` is not yet read.
+
+    Raises
+    ------
+    InputError
+        If the file is not a NIfTI-1 or NIfTI-2 image.
+    """
+    import gzip
+
+    import nibabel as nib  # imported here: keep `import napari_medml.io` light
+
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+    if gzipped == str(path).lower().endswith(".gz"):  # the name tells the truth: nibabel's way
+        img = nib.load(str(path), mmap=False)
+    else:
+        data = Path(path).read_bytes()
+        if gzipped:
+            data = gzip.decompress(data)
+        # sizeof_hdr, the first 4 bytes, is 540 for NIfTI-2 (348 for NIfTI-1), either byte order
+        nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
+        img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+        raise InputError(f"'{path}' is not a NIfTI-1 or NIfTI-2 image")
+    return img
 
 
 def read_nifti(path: Path) -> Volume:
-    import nibabel as nib  # imported here: keep `import napari_medml.io` light
+    """Read a NIfTI-1/2 file into a :class:`Volume` in napari axis order.
 
-    img = nib.load(str(path), mmap=False)
-    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
-        raise InputError(f"'{path}' is not a NIfTI-1 or NIfTI-2 image")
+    See :mod:`napari_medml.io` for the axes, spacing and affine this gives. An RGB24 or
+    RGBA32 image (NIfTI datatypes 128, 2304, as ITK and MITK write) gets a channel axis
+    ``C`` of length 3 or 4 in front of the others, like other multi-channel NIfTI.
+
+    Raises
+    ------
+    InputError
+        If the file is not NIfTI, has fewer than 2 or more than 5 dimensions, holds complex
+        values, or has both a colour and another channel axis.
+    """
+    img = load_nifti(path)
     header = img.header
+    stored = np.dtype(img.get_data_dtype())
+    if stored.kind == "c":  # checked before reading: numpy would drop the imaginary part later
+        raise InputError(f"'{path}' holds complex values ({stored}); save its magnitude (abs) or its "
+                         "real part as a real-valued image")  # fmt: skip
     # dataobj applies scl_slope/inter only when set, so stored dtypes survive
     raw = np.asarray(img.dataobj)
     if raw.ndim < 2 or raw.ndim > 5:
         raise InputError(f"'{path}' has {raw.ndim} dimensions; expected 2 to 5")
-    data = np.ascontiguousarray(raw.transpose(tuple(range(raw.ndim))[::-1]))
+    colours = raw.dtype.names is not None  # RGB24 / RGBA32: one field per colour
     zooms = tuple(float(z) for z in header.get_zooms()[: raw.ndim])
     spatial = min(raw.ndim, 3)
     affine = np.array(img.affine, dtype=np.float64)
@@ -54,7 +110,17 @@ def read_nifti(path: Path) -> Volume:
         slots[3] = "C" if intent == _NIFTI_INTENT_VECTOR else "T" if has_time else "Q"
     if time_unit not in (None, "unknown") and "T" in slots:
         meta["time_unit"] = time_unit
-    is_labels = intent == _NIFTI_INTENT_LABEL and np.issubdtype(data.dtype, np.integer)
+    if colours:
+        if "C" in slots:
+            raise InputError(f"'{path}' has colour voxels ({', '.join(raw.dtype.names)}) and a channel axis "
+                             "too; save each colour or each channel as its own image")  # fmt: skip
+        # the colour fields as a last NIfTI axis, which napari order puts first
+        raw = np.stack([raw[name] for name in raw.dtype.names], axis=-1)
+        slots.append("C")
+        zooms = (*zooms, 1.0)
+        origin = (0.0, *origin)
+    data = np.ascontiguousarray(raw.transpose(tuple(range(raw.ndim))[::-1]))
+    is_labels = intent == _NIFTI_INTENT_LABEL and np.issubdtype(data.dtype, np.integer) and not colours
     spacing = tuple(z if a in "XYZT" else 1.0 for a, z in zip(slots, zooms))[::-1]
     return Volume(data, spacing, origin, affine, is_labels, file_stem(path), meta, "".join(slots[::-1]))
 

@@ -6,6 +6,8 @@ See :mod:`napari_medml.io` for the conventions; this module holds the TIFF half.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,50 @@ _OME_UNITS = {"um": "µm", "mm": "mm", "nm": "nm", "m": "m", "cm": "cm"}
 
 LABELS_INFO = "napari-medml: labels"  # ImageJ Info text of the label files this package writes
 AXIS_SIZES_KEY = "axis_sizes"  # Volume.meta key, only between read_tiff and read_volume
+# a whole-slide file's side images, by tifffile's series names (and Bio-Formats' in OME-TIFF)
+_SLIDE_EXTRAS = ("thumbnail", "label", "macro", "thumbnail image", "label image", "macro image")
 
 
 def read_tiff(path: Path) -> Volume:
+    """Read a TIFF file's image (its first series) into a :class:`Volume`.
+
+    See :mod:`napari_medml.io` for the metadata used. tifffile's own log lines are held back
+    while reading: a problem reaches the user as one :class:`InputError` line.
+
+    Raises
+    ------
+    InputError
+        If the file is cut short, holds complex values, or holds more than one image
+        (pyramid levels and a whole-slide file's thumbnail, label and macro images excepted).
+    """
+    with _quiet_tifffile():
+        return _read_tiff(path)
+
+
+@contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence the ``tifffile`` logger (its warnings on damaged files) and restore its level."""
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read_tiff(path: Path) -> Volume:
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
         _check_pages(tif, path)
+        _check_one_image(tif, path)
         series = tif.series[0]
+        if np.dtype(series.dtype).kind == "c":
+            raise InputError(f"'{path}' holds complex values ({series.dtype}); save its magnitude (abs) "
+                             "or its real part as a real-valued image")  # fmt: skip
         data = series.asarray()
         rgb = series.axes.endswith("S") and series.keyframe.photometric in (2, 6)  # RGB, YCbCr
         axes = _axes_letters(series.axes, rgb, imagej=bool(tif.is_imagej))
@@ -104,6 +142,18 @@ def _check_pages(tif: Any, path: Path) -> None:
         if ends and max(ends) > size:
             raise InputError(f"'{path}' is damaged: its image data run past the end of the file "
                              f"({max(ends)} of {size} bytes); it was cut short - copy or export it again")  # fmt: skip
+
+
+def _check_one_image(tif: Any, path: Path) -> None:
+    """Refuse a file holding several images (series), of which only the first would be read.
+
+    Pyramid levels belong to one series; a whole-slide file's Thumbnail, Label and Macro
+    series are side images, so such files still read their main image."""
+    images = [s for s in tif.series if str(getattr(s, "name", "") or "").lower() not in _SLIDE_EXTRAS]
+    if len(images) > 1:
+        shapes = ", ".join(str(tuple(s.shape)) for s in images[:5]) + (", ..." if len(images) > 5 else "")
+        raise InputError(f"'{path}' holds {len(images)} images (shapes {shapes}) and only one can be read; "
+                         "save each image as its own file, e.g. with tifffile or Fiji")  # fmt: skip
 
 
 def _check_count(path: Path, promised: int, got: int, what: str) -> None:

@@ -1,0 +1,177 @@
+"""napari_medml.io on files as other tools write them: compression that disagrees with the
+name, RGB NIfTI, complex values, truncated and multi-image TIFFs."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_medml.errors import InputError
+from napari_medml.io import read_volume
+
+
+def _zyx(seed: int = 0, shape: tuple[int, ...] = (4, 6, 5)) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# --------------------------------------------------------------- NIfTI: gzip or not by content
+
+
+@pytest.mark.parametrize("nifti", [nib.Nifti1Image, nib.Nifti2Image], ids=["nifti1", "nifti2"])
+@pytest.mark.parametrize(("written", "named"), [("a.nii", "plain_named.nii.gz"), ("a.nii.gz", "gz_named.nii")])
+def test_nifti_compression_is_read_from_content_not_name(tmp_path: Path, nifti: type, written: str, named: str) -> None:
+    zyx = _zyx()
+    affine = np.diag([0.5, 0.75, 2.0, 1.0])
+    affine[:3, 3] = (-3.0, 4.0, 5.0)
+    img = nifti(zyx.T.copy(), affine)
+    img.header.set_xyzt_units(xyz="mm")
+    nib.save(img, tmp_path / written)
+    shutil.copy(tmp_path / written, tmp_path / named)
+    assert ((tmp_path / named).read_bytes()[:2] == b"\x1f\x8b") == written.endswith(".gz")
+
+    volume = read_volume(tmp_path / named)
+    expected = read_volume(tmp_path / written)  # the same file under its right name
+    np.testing.assert_array_equal(volume.data, zyx)
+    assert volume.axes == expected.axes == "ZYX"
+    assert volume.spacing == expected.spacing == (2.0, 0.75, 0.5)
+    assert volume.origin == expected.origin == (5.0, 4.0, -3.0)
+    np.testing.assert_array_equal(volume.affine, expected.affine)
+    assert dict(volume.meta) == dict(expected.meta) and volume.meta["unit"] == "mm"
+    assert volume.name == Path(named).name.split(".")[0]
+
+
+def test_nifti_misnamed_keeps_label_intent_and_time_axis(tmp_path: Path) -> None:
+    tzyx = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5)
+    img = nib.Nifti1Image(tzyx.T.copy(), np.eye(4))
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    img.header.set_intent("label")
+    (tmp_path / "seg.nii").write_bytes(gzip.compress(img.to_bytes()))  # gzipped, named .nii
+
+    volume = read_volume(tmp_path / "seg.nii")
+    np.testing.assert_array_equal(volume.data, tzyx)
+    assert volume.axes == "TZYX" and volume.is_labels and volume.meta["time_unit"] == "sec"
+
+
+def test_nifti_not_nifti_under_either_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not an image at all" * 40))
+    with pytest.raises(InputError, match=r"cannot read '.*junk\.nii\.gz' as NIFTI"):
+        read_volume(tmp_path / "junk.nii.gz")
+
+
+# ----------------------------------------------------------------------------- NIfTI: RGB
+
+
+@pytest.mark.parametrize("fields", ["RGB", "RGBA"], ids=["rgb24", "rgba32"])
+@pytest.mark.parametrize("shape", [(4, 6, 5), (6, 5)], ids=["3d", "2d"])
+def test_nifti_rgb_reads_as_channel_axis_in_front(tmp_path: Path, fields: str, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(1)
+    channels = rng.integers(0, 256, (len(fields), *shape), dtype=np.uint8)  # napari order (C, [Z,] Y, X)
+    voxels = np.zeros(shape, dtype=[(f, "u1") for f in fields])
+    for i, f in enumerate(fields):
+        voxels[f] = channels[i]
+    affine = np.diag([0.5, 0.75, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(voxels.T.copy(), affine), tmp_path / "rgb.nii.gz")
+    assert int(nib.load(tmp_path / "rgb.nii.gz").header["datatype"]) == (128 if fields == "RGB" else 2304)
+
+    volume = read_volume(tmp_path / "rgb.nii.gz")
+    assert volume.axes == ("CZYX" if len(shape) == 3 else "CYX")
+    assert volume.data.dtype == np.uint8 and volume.data.shape == (len(fields), *shape)
+    np.testing.assert_array_equal(volume.data, channels)
+    assert volume.spacing == (1.0, *(2.0, 0.75, 0.5)[-len(shape):])
+    assert not volume.is_labels and not volume.meta.get("rgb")
+
+
+# ------------------------------------------------------------------------- complex values
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_nifti_complex_is_refused_with_a_fix(tmp_path: Path, dtype: str) -> None:
+    data = (_zyx() * np.exp(2j)).astype(dtype)
+    nib.save(nib.Nifti1Image(data.T.copy(), np.eye(4)), tmp_path / "cplx.nii.gz")
+    with pytest.raises(InputError, match=r"'.*cplx\.nii\.gz' holds complex values .*save its magnitude \(abs\)"):
+        read_volume(tmp_path / "cplx.nii.gz")
+
+
+def test_tiff_complex_is_refused_with_a_fix(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "cplx.tif", (_zyx() * 1j).astype(np.complex64))
+    with pytest.raises(InputError, match=r"'.*cplx\.tif' holds complex values .*real-valued image"):
+        read_volume(tmp_path / "cplx.tif")
+
+
+# ------------------------------------------------------------------ TIFF: truncated files
+
+
+def test_truncated_tiff_gives_one_line_and_no_tifffile_log(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    tifffile.imwrite(tmp_path / "img.tif", _zyx(shape=(8, 16, 16)), imagej=True, metadata={"axes": "ZYX"})
+    whole = (tmp_path / "img.tif").read_bytes()
+    (tmp_path / "trunc.tif").write_bytes(whole[: len(whole) // 2])
+    level = logging.getLogger("tifffile").level
+    with caplog.at_level(logging.DEBUG), pytest.raises(InputError, match=r"'.*trunc\.tif' is damaged") as info:
+        read_volume(tmp_path / "trunc.tif")
+    assert "\n" not in str(info.value)
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")], caplog.text
+    out, err = capsys.readouterr()
+    assert "tifffile" not in out + err and "invalid page offset" not in out + err
+    assert logging.getLogger("tifffile").level == level  # restored afterwards
+
+
+# -------------------------------------------------------------------- TIFF: several images
+
+
+def test_tiff_with_two_images_is_refused_naming_both(tmp_path: Path) -> None:
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(_zyx(shape=(16, 16)))
+        tif.write(_zyx(shape=(8, 12)))
+    with pytest.raises(InputError, match=r"'.*two\.tif' holds 2 images \(shapes \(16, 16\), \(8, 12\)\).*"
+                                         r"save each image as its own file"):
+        read_volume(tmp_path / "two.tif")
+
+
+def test_tiff_appended_images_are_refused(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "app.tif", _zyx(shape=(16, 16)))
+    tifffile.imwrite(tmp_path / "app.tif", _zyx(shape=(3, 16, 16)), append=True)
+    with pytest.raises(InputError, match=r"holds 2 images \(shapes \(16, 16\), \(3, 16, 16\)\)"):
+        read_volume(tmp_path / "app.tif")
+
+
+def test_ome_tiff_with_two_images_is_refused(tmp_path: Path) -> None:
+    with tifffile.TiffWriter(tmp_path / "two.ome.tif", ome=True) as tif:
+        tif.write(_zyx(shape=(16, 16)))
+        tif.write(_zyx(shape=(2, 16, 16)))
+    with pytest.raises(InputError, match=r"'.*two\.ome\.tif' holds 2 images"):
+        read_volume(tmp_path / "two.ome.tif")
+
+
+@pytest.mark.parametrize("ome", [False, True], ids=["tiff", "ome"])
+def test_tiff_pyramid_reads_its_full_resolution(tmp_path: Path, ome: bool) -> None:
+    yx = _zyx(shape=(16, 16))
+    path = tmp_path / ("pyr.ome.tif" if ome else "pyr.tif")
+    with tifffile.TiffWriter(path, ome=ome) as tif:
+        tif.write(yx, subifds=1)
+        tif.write(yx[::2, ::2].copy(), subfiletype=1)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.data, yx)
+    assert volume.axes == "YX"
+
+
+def test_whole_slide_side_images_do_not_count(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "slide.tif") as tif:  # Aperio SVS layout
+        kw = {"photometric": "rgb", "metadata": None}
+        tif.write(rgb, tile=(16, 16), description="Aperio Image Library test |AppMag = 40", **kw)
+        tif.write(rgb[::4, ::4].copy(), description="Aperio Image Library thumbnail", **kw)
+        tif.write(rgb[:20, :30].copy(), subfiletype=1, description="Aperio Image Library label", **kw)
+        tif.write(rgb[:10, :40].copy(), subfiletype=9, description="Aperio Image Library macro", **kw)
+    with tifffile.TiffFile(tmp_path / "slide.tif") as tif:
+        assert [s.name for s in tif.series] == ["Baseline", "Thumbnail", "Label", "Macro"]
+    volume = read_volume(tmp_path / "slide.tif")
+    np.testing.assert_array_equal(volume.data, rgb)
+    assert volume.axes == "YXC" and volume.meta.get("rgb")
