@@ -39,6 +39,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.io import Volume, affine_from_spacing
+from napari_medml.io.geometry import STORED_ORIENTATION
 
 __all__ = [
     "AFFINE_KEY",
@@ -51,6 +52,7 @@ __all__ = [
     "layer_axes",
     "layer_to_volume",
     "mark_generated",
+    "placement_mismatch",
     "result_layer_data",
     "result_layer_name",
     "spatial_meta",
@@ -67,11 +69,14 @@ _RTOL, _ATOL = 1e-5, 1e-6
 
 
 class SpatialMeta(NamedTuple):
-    """Where a layer's voxels lie: spacing and origin in napari order, NIfTI affine."""
+    """Where a layer's voxels lie: spacing and origin in napari order, NIfTI affine, and the
+    voxel order its file was stored in (``"LAS"``; None: RAS or no NIfTI), which results
+    carry so a prediction saves as NIfTI in its image's own voxel order."""
 
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     affine: np.ndarray | None
+    stored_orientation: str | None = None
 
 
 def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
@@ -154,7 +159,7 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
         file_meta["rgb"] = True
     rgb = bool(file_meta.get("rgb"))
     ndim = array.ndim - int(rgb)
-    spacing, origin, affine = spatial_meta(
+    spacing, origin, affine, _ = spatial_meta(
         meta.get("scale"), meta.get("translate"), metadata, ndim=ndim
     )
     axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
@@ -228,6 +233,7 @@ def spatial_meta(
     spacing = tuple(float(s) for s in scale) if scale is not None else (1.0,) * ndim
     origin = tuple(float(t) for t in translate) if translate is not None else (0.0,) * ndim
     stored = (metadata or {}).get(AFFINE_KEY)
+    order = (metadata or {}).get(FILE_META_KEY, {}).get(STORED_ORIENTATION)
     if stored is None:
         return SpatialMeta(spacing, origin, None)
     affine = np.array(stored, dtype=np.float64)
@@ -238,7 +244,36 @@ def spatial_meta(
     )
     if not agrees:
         affine = affine_from_spacing(spacing, origin, direction=affine)
-    return SpatialMeta(spacing, origin, affine)
+    return SpatialMeta(spacing, origin, affine, order)
+
+
+def placement_mismatch(image: SpatialMeta, labels: SpatialMeta) -> str | None:
+    """How a labels layer's voxels miss its image's, or None when they lie on them.
+
+    Parameters
+    ----------
+    image, labels : SpatialMeta
+        The two layers' :func:`spatial_meta`; the labels' axes are compared with the same
+        number of trailing axes of the image (an image's channel axis comes first).
+
+    Returns
+    -------
+    str or None
+        ``"scale (1, 1, 1) against (2, 1, 1)"`` and/or ``"translate ... against ..."``:
+        the layers would not overlay in the viewer, so labels and voxels would be paired
+        wrongly. Differences below a thousandth of a voxel count as none.
+    """
+    n = min(len(labels.spacing), len(image.spacing))
+    img_sp, lab_sp = np.asarray(image.spacing[-n:], float), np.asarray(labels.spacing[-n:], float)
+    img_or, lab_or = np.asarray(image.origin[-n:], float), np.asarray(labels.origin[-n:], float)
+    tol = 1e-3 * np.abs(img_sp)
+    show = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+    parts = []
+    if np.any(np.abs(img_sp - lab_sp) > tol):
+        parts.append(f"scale {show(lab_sp)} against {show(img_sp)}")
+    if np.any(np.abs(img_or - lab_or) > tol):
+        parts.append(f"translate {show(lab_or)} against {show(img_or)}")
+    return " and ".join(parts) or None
 
 
 def result_layer_name(input_name: str, what: str) -> str:
@@ -300,6 +335,8 @@ def result_layer_data(
     """
     affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
     metadata: dict[str, Any] = {AFFINE_KEY: affine}
+    if spatial.stored_orientation:  # saved as NIfTI in the image file's own voxel order
+        metadata[FILE_META_KEY] = {STORED_ORIENTATION: spatial.stored_orientation}
     body = (source_axes or "")[: len(spatial.spacing)]  # an RGB colour axis has no spacing
     plain = body.replace("C", "")
     if body and np.ndim(data) in (len(plain), len(plain) + 1):

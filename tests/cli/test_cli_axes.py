@@ -413,3 +413,34 @@ def test_axes_option_tells_apart_what_the_file_does_not_say(model_2d, tmp_path, 
                            "--out", tmp_path / "stack_pred.npy", "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert np.load(tmp_path / "stack_pred.npy").shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize(("shape", "axes", "fix"), [
+    ((48, 48), "YX", None),  # no axis holds 3 channels: no --axes to suggest
+    ((3, 48, 48), "ZYX", "--axes CYX"),  # three slices that are the channels
+    ((4, 3, 48, 48), "TZYX", "--axes TCYX"),
+])
+def test_a_channel_mismatch_suggests_only_axes_that_fit_the_file(tmp_path, capsys, shape, axes, fix) -> None:
+    """A 3-channel model: the --axes example names an axis of length 3 as C and has one letter
+    per axis of the file; following it predicts."""
+    rng = np.random.default_rng(21)
+    rgb = rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    lab = np.zeros((32, 32), np.uint8)
+    lab[8:20, 8:20] = 1
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "rgb.tif", "--labels", tmp_path / "lab.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    tifffile.imwrite(tmp_path / "x.tif", rng.integers(0, 255, shape).astype(np.uint8), imagej=True,
+                     metadata={"axes": axes})
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "x.tif",
+                           "--out", tmp_path / "p.tif", "--device", "cpu")  # fmt: skip
+    assert code != 0 and "trained on 3 channel(s)" in err and f"(axes {axes}," in err, err
+    if fix is None:
+        assert "--axes" not in err
+        return
+    assert fix in err, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "x.tif",
+                           "--out", tmp_path / "p.tif", "--device", "cpu", *fix.split())  # fmt: skip
+    assert code == 0, err

@@ -80,7 +80,7 @@ def test_train_reorients_mirrored_labels_to_the_image(capsys, tmp_path):
 
 
 def test_train_refuses_labels_on_another_grid(capsys, tmp_path, truth):
-    img = np.zeros(truth.shape, np.float32)
+    img = np.random.default_rng(3).normal(0, 1, truth.shape).astype(np.float32)
     nib.save(nib.Nifti1Image(img, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "img.nii.gz")
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
                            tmp_path / "truth_seg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip

@@ -188,6 +188,13 @@ def test_rgb_tiff_keeps_colour_axis_out_of_spacing(tmp_path: Path) -> None:
         ("lungMask.npy", np.int64, True),
         ("brain_seg.nii.gz", np.float32, True),  # whole numbers: a mask some tool saved as floats
         ("brain.nii.gz", np.int16, False),
+        ("lab_01.nii.gz", np.uint8, True),  # the words datasets use: lab, gt, annotation, truth
+        ("img07_GT.tif", np.uint16, True),
+        ("cells-annotations.npy", np.int32, True),
+        ("ground_truth.nii", np.uint8, True),
+        ("collaboration.tif", np.uint8, False),  # the letters inside another word do not count
+        ("gtex_sample.tif", np.uint8, False),
+        ("lab_01.nii.gz", np.float32, True),
     ],
 )
 def test_is_label_file(name: str, dtype: type, expected: bool) -> None:

@@ -311,3 +311,15 @@ def test_labels_written_as_tiff_read_back_as_labels_whatever_the_name(tmp_path: 
     write_volume(tmp_path / "image.tif", Volume(labels, (2.0, 1.0, 1.0), (0.0,) * 3, None, False, "i", axes="ZYX"))
     assert not read_volume(tmp_path / "image.tif").is_labels
 
+
+
+def test_an_image_without_the_models_channels_is_told_so_not_to_name_its_axes() -> None:
+    """A 3-channel model on a one-channel volume with unnamed axes: naming them would not help,
+    so the line is about the channels (a napari layer without axis labels, probe of the widgets)."""
+    from napari_medml.io.axes import resolve_axes
+
+    with pytest.raises(InputError, match=r"^the model was trained on 3 channel\(s\) but image 'ct' \(shape "
+                                         r"16x48x48\) has no axis that holds them: give an image with the same"):
+        resolve_axes("QYX", (16, 48, 48), what="image 'ct'", hint="name the axes", spatial_dims=3, in_channels=3)
+    # an axis of the right length still reads as the channels
+    assert resolve_axes("QYX", (3, 48, 48), what="image 'ct'", hint="", spatial_dims=2, in_channels=3) == "CYX"

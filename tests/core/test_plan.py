@@ -277,14 +277,24 @@ def test_validation_margin_leaves_out_the_training_labels_next_to_the_held_out_b
     assert make_plan(fp(), config(val_fraction=0.0), device="cpu").val_margin == 0
 
 
-def test_an_anisotropic_volume_with_two_levels_set_by_the_user_gets_a_network_that_builds():
+@pytest.mark.parametrize(("shape", "spacing", "patch"), [
+    ((10, 48, 48), (1.5, 0.2, 0.2), None),  # a thin volume
+    ((16, 48, 48), (2.0, 0.5, 0.5), (16, 32, 32)),  # a patch, set too, deep enough for 4 levels
+])
+def test_an_anisotropic_volume_with_two_levels_set_by_the_user_gets_a_network_that_builds(shape, spacing, patch):
     """Cases 06/08: `--depth 2` on anisotropic data: DynUNet needs three levels, so the plan
-    takes the U-Net (which builds and runs) rather than a network train would refuse."""
+    takes the U-Net (which builds and runs) rather than a network train would refuse, also
+    when the patch would have allowed more levels than the user's two."""
     from napari_medml.nn.segmentation import build_network
 
     cfg = replace(config(), model=ModelConfig(depth=2, channels=4))
-    plan = make_plan(fp(shape=(10, 48, 48), spacing=(1.5, 0.2, 0.2)), cfg, device="cpu", keep=("model.depth",))
+    keep = ("model.depth",)
+    if patch is not None:
+        cfg = replace(cfg, data=replace(cfg.data, patch_size=patch))
+        keep += ("data.patch_size",)
+    plan = make_plan(fp(shape=shape, spacing=spacing), cfg, device="cpu", keep=keep)
     assert plan.depth == 2 and plan.network == "unet"
+    assert any(r.startswith("network: unet (anisotropic, but 2 levels are too few") for r in plan.reasons)
     applied = plan.apply(cfg)
-    net = build_network(applied.model, 3, 1, 2, patch_size=plan.patch_size, spacing=(1.5, 0.2, 0.2))
+    net = build_network(applied.model, 3, 1, 2, patch_size=plan.patch_size, spacing=spacing)
     assert net(torch.zeros(1, 1, *plan.patch_size)).shape == (1, 2, *plan.patch_size)

@@ -130,6 +130,12 @@ def test_predict_and_finetune_put_the_layer_in_the_models_orientation(make_napar
     # the model is not mirror-symmetric: the layer as it lies in the viewer gives other labels
     unoriented = model.predict(image, spacing=spacing, config=widget.infer_config()).labels
     assert np.mean(pred.data != unoriented) > 0.01
+    # saved as NIfTI, the prediction has its image file's voxel order and affine (LAS)
+    viewer.layers.selection = {pred}
+    viewer.layers.save(str(tmp_path / "pred.nii.gz"), selected=True, plugin=PLUGIN)
+    saved = nib.load(tmp_path / "pred.nii.gz")
+    np.testing.assert_allclose(saved.affine, las_affine(spacing, image.shape), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj).T, expected[..., ::-1])
     # fine-tuning learns the corrections in LAS as well, and the tuned model says so
     widget["corrected"].value = pred
     widget["ft_steps"].value = 2
@@ -162,3 +168,35 @@ def test_train_widget_records_the_layers_orientation(make_napari_viewer, open_wi
     desc = json.loads((tmp_path / "bundle" / "config.json").read_text())
     assert desc["provenance"]["orientation"] == "RAS"
     shutil.rmtree(tmp_path / "bundle")
+
+
+def test_an_instance_model_from_another_orientation_is_refused_with_a_fix_that_works(
+        make_napari_viewer, open_widget, qtbot, notes, tmp_path, phantom) -> None:
+    """Instance maps stay on the layer's grid (post-processing re-runs on them), so the layer is
+    not reoriented: one line names the command that does, and that command predicts."""
+    import napari_medml
+    from napari_medml.cli import main
+
+    image, labels, spacing = phantom
+    config = TrainConfig(task="instances", data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu")
+    model = napari_medml.train(image[..., ::-1].copy(), labels[..., ::-1].copy(), config, spacing=spacing)
+    model.provenance["orientation"] = "LAS"
+    bundle = model.save(tmp_path / "objects model")
+    path = save_nifti(tmp_path / "ct.nii.gz", image[..., ::-1], las_affine(spacing, image.shape))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(path), plugin=PLUGIN)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    messages = [str(n.message) for n in notes]
+    assert any("layer 'ct' is stored in orientation RAS but the model was trained in LAS: predict it with "
+               "`napari-medml predict`" in m for m in messages), messages
+    assert "ct [instances]" not in viewer.layers and [layer.name for layer in viewer.layers] == ["ct"]
+    assert main(["predict", "--model", str(bundle), "--image", str(path), "--out", str(tmp_path / "objects.nii.gz"),
+                 "--device", "cpu"]) == 0
+    assert nib.load(tmp_path / "objects.nii.gz").shape == image.T.shape

@@ -180,3 +180,47 @@ def test_errors_are_notifications_and_layers_unchanged(setup, qtbot, notes, make
     for name, data in snapshot.items():
         np.testing.assert_array_equal(viewer.layers[name].data, data)
     assert [layer.name for layer in viewer.layers] == ["ct", "seg", "empty", "small"]
+
+
+def test_instance_like_labels_in_dense_mode_get_a_warning_that_stays(make_napari_viewer, open_widget, qtbot) -> None:
+    """40 ids, one per object, trained as classes: the status line says so before and after."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    objects = np.zeros(p.labels[CROP].shape, np.uint16)
+    for k in range(40):
+        objects[k % 16, (k // 16) * 12:(k // 16) * 12 + 8, 4:12] = k + 1
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(objects, name="nuclei", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    status = train["status"].value
+    assert status.startswith("model 'ct model' is ready in Predict"), status
+    assert ("labels 'nuclei' hold 40 ids, trained as 40 classes" in status
+            and "train an instance model (labels are: instances)" in status), status
+    np.testing.assert_array_equal(labels.data, objects)
+
+
+def test_labels_that_do_not_lie_on_the_image_are_refused_with_a_fix_that_works(
+        make_napari_viewer, open_widget, qtbot, notes) -> None:
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing, translate=(5.0, 0.0, 0.0))
+    labels = viewer.add_labels(p.labels[CROP], name="seg")  # scale 1, translate 0: shown elsewhere
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["start"].changed.emit(True)
+    assert not train.runner.running
+    messages = [str(n.message) for n in notes]
+    assert any("labels 'seg' do not lie on image 'ct' (scale (1, 1, 1) against" in m and "translate (0, 0, 0) "
+               "against (5, 0, 0)" in m and "set the labels layer's scale and translate to the image's" in m
+               for m in messages), messages
+    labels.scale, labels.translate = image.scale, image.translate  # the fix the line gives
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert "ct model" in session_for(viewer).models

@@ -54,6 +54,28 @@ def layer_spatial(layer: napari.layers.Layer) -> SpatialMeta:
     return spatial_meta(layer.scale, layer.translate, layer.metadata)
 
 
+def check_on_image(labels: napari.layers.Labels, image: napari.layers.Layer) -> None:
+    """Refuse labels that do not lie on their image in the viewer (another scale or translate):
+    their ids would be paired with the wrong voxels.
+
+    Raises
+    ------
+    InputError
+        Naming both layers, the difference and the fix.
+    """
+    from napari_medml.layer_data import placement_mismatch
+
+    volume = layer_volume(image)
+    shape = tuple(n for n, a in zip(volume.data.shape, volume.axes) if a != "C")
+    if tuple(labels.data.shape) != shape[len(shape) - labels.data.ndim:]:
+        return  # another shape: the shape check that follows says so, a clearer line
+    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels))
+    if miss:
+        raise InputError(f"labels '{labels.name}' do not lie on image '{image.name}' ({miss}): set the labels "
+                         "layer's scale and translate to the image's (or make the labels on the image, e.g. "
+                         "with the layer list's new-labels button while the image is selected)")
+
+
 def image_array(layer: napari.layers.Image) -> tuple[np.ndarray, tuple[float, ...]]:
     """The image data (full resolution) and its spacing."""
     volume = layer_volume(layer)

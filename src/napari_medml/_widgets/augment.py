@@ -22,6 +22,7 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._layers import (
+    check_on_image,
     image_array,
     is_lazy_layer,
     labels_array,
@@ -114,6 +115,7 @@ class AugmentWidget(Container):
 
         image_layer = require(self.image.value, napari.layers.Image, "an image")
         labels_layer = require(self.label_layer.value, napari.layers.Labels, "a labels layer")
+        check_on_image(labels_layer, image_layer)
         image, _ = image_array(image_layer)
         labels = labels_array(labels_layer)
         config, n, seed = self.config(), self.n.value, self.seed.value

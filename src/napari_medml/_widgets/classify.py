@@ -28,7 +28,8 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._forms import parse_size
-from napari_medml._widgets._layers import check_fits, image_array, labels_array, layer_spatial, require, show_result
+from napari_medml._widgets._layers import (check_fits, check_on_image, image_array, labels_array, layer_spatial, require,
+                                           show_result)
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
@@ -166,8 +167,9 @@ class ClassifyWidget(Container):
         out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,
                                "labels": None, "classes": None, "level": level, "class_names": None}
         if level == "object":
-            out["instances"] = labels_array(require(w["instances"].value, napari.layers.Labels,
-                                                    "the instance labels (one id per object)"))
+            instances = require(w["instances"].value, napari.layers.Labels, "the instance labels (one id per object)")
+            check_on_image(instances, layer)
+            out["instances"] = labels_array(instances)
         if level == "image" and w["source"].value == CSV:
             path = str(w["csv"].value)
             if path in ("", "."):
@@ -177,6 +179,7 @@ class ClassifyWidget(Container):
             out["classes"] = read_class_csv(Path(path), image.shape[0])
         else:
             painted = require(w["classes"].value, napari.layers.Labels, "the labels layer with painted classes")
+            check_on_image(painted, layer)
             out["labels"] = labels_array(painted)
             names = painted.metadata.get("class_names") or {}
             out["class_names"] = {int(k): str(v) for k, v in names.items()} or None

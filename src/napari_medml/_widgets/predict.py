@@ -26,6 +26,7 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._layers import (
     check_fits,
+    check_on_image,
     labels_array,
     layer_spatial,
     layer_volume,
@@ -273,6 +274,7 @@ class PredictWidget(Container):
             raise InputError(f"'{name}' is an instance model: correct the instance labels and train it again "
                              "in Train (labels are: instances); fine-tuning here is for segmentation models")
         corrected = require(self._w["corrected"].value, napari.layers.Labels, "corrected labels")
+        check_on_image(corrected, inputs.layer)
         if _lazy(inputs.image):  # it predicts the whole image again after the steps
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip

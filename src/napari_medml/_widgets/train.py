@@ -28,7 +28,7 @@ from magicgui.widgets import (
 from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
 from napari_medml.io.geometry import orientation_of
-from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, model_input, require
+from napari_medml._widgets._layers import check_fits, check_on_image, labels_array, layer_spatial, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -193,6 +193,7 @@ class TrainWidget(Container):
         w = self._w
         inputs = model_input(self._viewer, w["images"].value)
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
+        check_on_image(labels_layer, inputs.layer)
         labels = labels_array(labels_layer)
         config = self.config(inputs.recipe)
         for layer in (*w["images"].value, labels_layer):  # on-disk layers: segmentation reads patches only
@@ -258,6 +259,8 @@ class TrainWidget(Container):
         resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
         orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
+        labels_layer = self._w["labels"].value
+        many_ids = (resume is None and config.task == "segmentation" and config.data.label_mode == "dense")
 
         def job(stop: Any, report: Any) -> Any:
             nonlocal config, plan
@@ -277,6 +280,13 @@ class TrainWidget(Container):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
+                if many_ids:  # instance labels given to a segmentation: said before the run, not refused
+                    from napari_medml.segmentation.data import many_ids_warning
+
+                    note = many_ids_warning(targets, f"labels '{getattr(labels_layer, 'name', 'labels')}'",
+                                            "labels are: instances")
+                    if note:
+                        yield note
                 if planned:
                     from napari_medml.segmentation.plan import plan_run
 
@@ -296,14 +306,19 @@ class TrainWidget(Container):
             self.model = model
             self._session.add_model(model, name)
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
-            self._w["status"].value = f"model '{name}' is ready in Predict"
+            self._w["status"].value = f"model '{name}' is ready in Predict" + "".join(f" ({w})" for w in warnings)
             if checkpoints.folder is not None and self.runner.token.stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
             if on_model is not None:
                 on_model(model)
 
+        warnings: list[str] = []
+
         def on_report(report: Any) -> None:
-            if hasattr(report, "describe"):  # the plan
+            if isinstance(report, str):  # a warning about the data, kept in view during and after the run
+                warnings.append(report)
+                self._w["status"].value = report
+            elif hasattr(report, "describe"):  # the plan
                 self._w["plan_text"].value = report.describe()
             else:
                 self.plot.add(report)

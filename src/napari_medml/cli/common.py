@@ -137,9 +137,66 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
     if in_channels is not None and channels != in_channels:  # before any work, in the options' words
         raise InputError(f"the model was trained on {in_channels} channel(s) but {what} has {channels} "
-                         f"(axes {axes}, shape {tuple(vol.data.shape)}): give an image with the same "
-                         "channels; if one of its axes holds them, say which with --axes (e.g. --axes CZYX)")
+                         f"(axes {axes}, shape {tuple(vol.data.shape)}): "
+                         f"{_channel_fix(axes, vol.data.shape, in_channels, bool(vol.meta.get('rgb')))}")
     return vol, lay
+
+
+def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool) -> str:
+    """The fix for an image with other channels than the model's: the ``--axes`` that names an
+    axis of the right length as the channels (the file's own letters otherwise kept), or,
+    when no axis has that length, an image with those channels."""
+    same = "give an image with the same channels as the training images"
+    body = axes[:-1] if rgb else axes  # an RGB colour axis is what it is
+    candidates = [i for i, (a, n) in enumerate(zip(body, shape)) if n == in_channels and a not in "CYX"]
+    if not candidates and in_channels == 1 and "C" in body and "Z" not in body:  # a stack stored as channels
+        return f"{same}, or, if its channels are the slices of a volume, say so with --axes {body.replace('C', 'Z')}"
+    if not candidates:
+        return same
+    i = candidates[0]
+    letters = list(body.replace("C", axes[i]) if "C" in body else body)
+    letters[i] = "C"
+    return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {''.join(letters)}"
+
+
+def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
+    """A labels file's ids, checked with the file named (``segmentation.data.check_label_values``).
+
+    Raises
+    ------
+    InputError
+        Non-integer or negative ids, with the fix; a NIfTI whose header scales its stored
+        integers (scl_slope/scl_inter) into fractions is named as the cause.
+    """
+    from napari_medml.errors import InputError
+    from napari_medml.segmentation.data import check_label_values
+
+    try:
+        return check_label_values(vol.data, f"{what} '{path}'")
+    except InputError as exc:
+        scaling = _nifti_scaling(path)
+        if scaling is None:
+            raise
+        raise InputError(f"{exc}. Its NIfTI header scales the stored values (scl_slope {scaling[0]:g}, scl_inter "
+                         f"{scaling[1]:g}): save the labels unscaled (slope 1, intercept 0)") from exc
+
+
+def _nifti_scaling(path: Any) -> tuple[float, float] | None:
+    """(slope, intercept) of a NIfTI file whose header scales its data; None otherwise."""
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return None
+    import math
+
+    from napari_medml.io.nifti import load_nifti
+
+    try:
+        proxy = load_nifti(Path(path)).dataobj  # a loaded header's scl_* are reset; the proxy keeps them
+        slope, inter = float(proxy.slope), float(proxy.inter)
+    except Exception:  # noqa: BLE001 - only a hint: an unreadable header gives none
+        return None
+    if math.isclose(slope, 1.0) and inter == 0.0:
+        return None
+    return slope, inter
 
 
 def spatial_spacing(vol: Any, spatial_dims: int) -> tuple[float, ...]:
@@ -207,6 +264,8 @@ def check_file_targets(outputs: Mapping[str, Path | None], inputs: Sequence[Path
         if name == "--table":
             if out.suffix.lower() not in (".csv", ".txt", ".tsv"):
                 raise InputError(f"{name} '{out}' must be a .csv file")
+        elif out.is_dir() and out.suffix.lower() != ".zarr":
+            raise InputError(f"{name} '{out}' is a folder: give a file name in it, e.g. {out / 'pred.nii.gz'}")
         else:
             file_format(out)  # raises for an unsupported extension
         if out.resolve() in resolved_inputs:

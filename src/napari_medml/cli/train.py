@@ -175,6 +175,12 @@ def run(args: argparse.Namespace) -> int:
     images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims,
                                                               args.axes)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
+    if args.task == "segmentation" and not args.sparse:
+        from napari_medml.segmentation.data import many_ids_warning
+
+        note = many_ids_warning(labels, "labels " + ", ".join(f"'{p}'" for p in args.labels), "--task instances")
+        if note:
+            info(note)
     config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
@@ -236,13 +242,16 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     import numpy as np
 
     from napari_medml import io
-    from napari_medml.cli.common import image_layout, spatial_spacing
+    from napari_medml.cli.common import image_layout, label_values, spatial_spacing
+    from napari_medml.preprocessing.inputs import check_not_constant
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels = [], [], [], set()
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
         raw = io.read_volume(img_path, axes)
+        check_not_constant(raw.data, f"image '{img_path}'")
         lab = io.read_volume(lab_path)
+        lab = replace(lab, data=label_values(lab, lab_path))
         vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
@@ -257,6 +266,12 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             except InputError as exc:
                 raise InputError(f"{exc}{swapped}") from exc
         shape = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C")
+        frame = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a not in "CT")
+        if "T" in vol.axes and lab.data.shape == frame:
+            frames = vol.data.shape[vol.axes.index("T")]
+            raise InputError(f"labels '{lab_path}' {lab.data.shape} are for one frame, but image '{img_path}' "
+                             f"(axes {vol.axes}, shape {vol.data.shape}) holds {frames} time frames: give labels for "
+                             f"every frame, shape {shape}, or save the frame they belong to as an image of its own")
         if lab.data.shape != shape:
             raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image '{img_path}' "
                              f"(axes {vol.axes}, shape {vol.data.shape}) has {shape} without channels: "

@@ -254,6 +254,11 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
             _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
         raise InputError(f"labels have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
                          "labels must have the image's shape (without its channel axis)")  # fmt: skip
+    if not fits and in_channels is not None and any(
+            _fits(t, shape, spatial_dims, labels_shape, None) for t in _readings(axes)):
+        # only the channels rule every reading out: naming the axes would not help
+        raise InputError(f"the model was trained on {in_channels} channel(s) but {what} (shape {shape_text}) has "
+                         "no axis that holds them: give an image with the same channels as the training images")
     if not fits:
         raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
                          f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "

@@ -14,13 +14,16 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "is_label_file"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file"]
 
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
 
 
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
+# whole words only (between _, -, . or digits): "lab_01" and "img_gt", not "collaboration"
+_LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth)(?:[^a-z]|$)",
+                           re.IGNORECASE)
 
 
 _UNITS = {
@@ -86,6 +89,11 @@ class Volume:
         return self.axes.index("C") if "C" in self.axes else None
 
 
+def inside_zarr(path: str | Path) -> bool:
+    """Tell whether ``path`` lies inside a ``*.zarr`` store (a group or array below its root)."""
+    return any(part.lower().endswith(".zarr") for part in Path(str(path).rstrip("/\\")).parts[:-1])
+
+
 def file_format(path: str | Path) -> str:
     """Return ``"nifti"``, ``"tiff"``, ``"npy"`` or ``"zarr"`` (a folder) for a path's extension.
 
@@ -99,6 +107,8 @@ def file_format(path: str | Path) -> str:
                      (".tiff", "tiff"), (".npy", "npy"), (".zarr", "zarr")):  # fmt: skip
         if lower.endswith(ext):
             return fmt
+    if inside_zarr(path):  # a group inside a store, e.g. OME-Zarr labels "img.zarr/labels/seg"
+        return "zarr"
     raise InputError(
         f"'{path}' has an unsupported file type; use one of "
         f"{', '.join(SUPPORTED_EXTENSIONS)}"
@@ -106,8 +116,9 @@ def file_format(path: str | Path) -> str:
 
 
 def is_label_file(path: str | Path, data: np.ndarray) -> bool:
-    """Tell whether a file holds labels: a name with seg/label/mask, and integer data (or
-    floats that are all whole non-negative numbers, as some tools save masks).
+    """Tell whether a file holds labels: a name with seg/label/mask (or the word lab, gt,
+    annot, annotation or truth), and integer data (or floats that are all whole non-negative
+    numbers, as some tools save masks).
 
     Parameters
     ----------
@@ -116,7 +127,8 @@ def is_label_file(path: str | Path, data: np.ndarray) -> bool:
     data : np.ndarray
         The array read from it.
     """
-    if not _LABEL_WORDS.search(Path(path).name):
+    name = Path(path).name
+    if not (_LABEL_WORDS.search(name) or _LABEL_TOKENS.search(name)):
         return False
     if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
         return True

@@ -30,7 +30,7 @@ import numpy as np
 from napari_medml.config import to_dict
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
-from napari_medml.io.volume import Volume, canonical, canonical_unit
+from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr
 
 __all__ = [
     "ATTRS_KEY",
@@ -70,8 +70,9 @@ class Level:
 
 
 def is_zarr_path(path: str | Path) -> bool:
-    """Tell whether ``path`` names a Zarr store (a ``*.zarr`` folder, existing or not)."""
-    return str(path).rstrip("/\\").lower().endswith(".zarr")
+    """Tell whether ``path`` names a Zarr store (a ``*.zarr`` folder, existing or not) or a group
+    inside one (OME-Zarr labels: ``img.zarr/labels/seg``)."""
+    return str(path).rstrip("/\\").lower().endswith(".zarr") or inside_zarr(path)
 
 
 def _open(path: Path) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["as_list", "check_image", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
+__all__ = ["as_list", "check_image", "check_not_constant", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
 
 
 def as_list(items: Any, kind: str) -> list:
@@ -94,6 +94,31 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         bad = int((~np.isfinite(out)).sum())
         raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
     return out
+
+
+def check_not_constant(image: Any, name: str = "image") -> None:
+    """Refuse a training image whose every voxel has one value: a network learns nothing from
+    it (typically the wrong file or an empty channel was exported).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Any shape (all channels together). Lazy (dask/zarr) arrays are not read: nothing
+        is checked for them.
+    name : str
+        How the message names it.
+
+    Raises
+    ------
+    InputError
+        Naming the value and what to check.
+    """
+    if not isinstance(image, np.ndarray):
+        return
+    arr = image
+    if arr.size and np.ptp(arr) == 0:
+        raise InputError(f"{name} is constant (every voxel is {arr.flat[0].item():g}): a network learns nothing from "
+                         "it; check that it is the right file or channel")
 
 
 def spacings_per_image(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

@@ -213,8 +213,12 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
                                      max_voxels=max_patch_voxels)  # fmt: skip
     # held out: a block at the end of the longest axis, at most 2 patches thick and 4 wide
     axis = int(np.argmax(shape))
+    half = shape[axis] // 2 // divisor * divisor  # a patch that leaves room for a block of its thickness
+    if dc.val_fraction > 0 and base is None and dc.patch_size is None and divisor <= half < patch[axis]:
+        patch = tuple(half if a == axis else p for a, p in enumerate(patch))  # the automatic patch gives way
     thick = 0 if dc.val_fraction <= 0 else min(2 * patch[axis], max(patch[axis], int(dc.val_fraction * shape[axis])))
-    if shape[axis] - thick < patch[axis]:
+    too_small = bool(thick) and shape[axis] - thick < patch[axis]
+    if too_small:
         thick = 0
     train_where = tuple(slice(0, s - thick) if a == axis else slice(None) for a, s in enumerate(shape))
     train_image, train_label = image[(slice(None), *train_where)], label[train_where]
@@ -223,6 +227,10 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     train = data.Region(LazyImage(train_image, normalization),
                         LazyLabels(train_label, class_ids, dc.label_mode, dc.background_id))
     val, note = [], "no validation (val_fraction 0)"
+    if too_small:
+        note = (f"no validation: the image's {shape[axis]} voxels along axis {axis} hold no held-out block next "
+                f"to a {patch[axis]}-voxel patch; give a smaller patch (at most {max(half, divisor)} along that axis) "
+                "to validate")
     if thick:
         val_where = []
         for a, s in enumerate(shape):

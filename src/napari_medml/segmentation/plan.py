@@ -244,7 +244,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         depth -= 1
     if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
         depth = 3  # DynUNet needs three levels
-    if network == "dynunet" and depth < 3 and "model.network" not in keep:
+    if network == "dynunet" and min(depth, user_depth or depth) < 3 and "model.network" not in keep:
+        depth = min(depth, user_depth or depth)
         # two levels (set by you, or a thin patch): DynUNet cannot be built; the U-Net can
         network = "unet"
         reasons[:] = [r if not r.startswith("network:") else

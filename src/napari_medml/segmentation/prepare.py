@@ -14,7 +14,7 @@ import numpy as np
 
 from napari_medml.config import TrainConfig
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.preprocessing.inputs import spacings_per_image
+from napari_medml.preprocessing.inputs import check_not_constant, spacings_per_image
 from napari_medml.segmentation.data import TrainingData
 
 __all__ = ["choose_patch_size", "normalize_regions", "prepare_training_data", "read_images_and_labels",
@@ -161,6 +161,7 @@ def read_images_and_labels(images: Any, labels: Any, config: TrainConfig, *, spa
         name = "image" if single else f"image {i}"
         arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
                                  in_channels=base.in_channels if base is not None else None)
+        check_not_constant(arr, name)
         lab = data.prepare_labels(lab, arr.shape[1:], name=what if single else f"{what} {i}", image_name=name)
         arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
         arrays.append(arr)

@@ -1,0 +1,136 @@
+"""Inputs a run cannot learn from as given: labels whose values are not class ids, labels for
+one frame of a time series, a constant image, instance labels given to a segmentation, a
+folder as --out. One line naming the file and a fix that works (or a warning), in `train`,
+`predict` and `evaluate`."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_medml.cli import main
+
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
+        "--no-augment", "--seed", "0", "--patch-size", "8", "16", "16"]  # fmt: skip
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-medml: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rng = np.random.default_rng(0)
+    lab = np.zeros((12, 24, 24), np.uint8)
+    lab[3:9, 6:18, 6:18] = 1
+    img = rng.normal(0, 1, lab.shape).astype(np.float32) + 3 * lab
+    save = lambda a, name: nib.save(nib.Nifti1Image(np.ascontiguousarray(a.T), np.eye(4)), tmp_path / name)  # noqa: E731
+    save(img, "img.nii.gz")
+    save(lab, "lab.nii.gz")
+    return tmp_path, img, lab, save
+
+
+def test_label_values_that_are_not_class_ids_name_the_file_and_the_fix(capsys, pair) -> None:
+    tmp_path, img, lab, save = pair
+    negative = lab.astype(np.int16)
+    negative[:, :, 12:] *= -1
+    save(negative, "neg.nii.gz")
+    save(lab.astype(np.float32) * 0.9, "prob.nii.gz")
+    scaled = nib.Nifti1Image(np.ascontiguousarray(lab.T), np.eye(4))
+    scaled.header.set_slope_inter(0.5, 0)
+    nib.save(scaled, tmp_path / "scl.nii.gz")
+    expected = {"neg.nii.gz": "contain negative ids (-1): class ids must be 0 (background) or more; set the negative",
+                "prob.nii.gz": "hold non-integer values (float32, e.g. 0.9): labels must be integer class ids; a "
+                               "probability map becomes labels by a threshold",
+                "scl.nii.gz": "scl_slope 0.5, scl_inter 0): save the labels unscaled"}
+    for name, words in expected.items():
+        # the second pair is the faulty one: the line names its file, not an index
+        code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
+                               tmp_path / "lab.nii.gz", "--image", tmp_path / "img.nii.gz", "--labels",
+                               tmp_path / name, "--out", tmp_path / "m", *TINY)  # fmt: skip
+        line = one_line(err)
+        assert code != 0 and f"labels '{tmp_path / name}'" in line and words in line, line
+    assert not (tmp_path / "m").exists()
+    # the fix the line gives works: negative voxels set to 0
+    save(np.clip(negative, 0, None), "fixed.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels", tmp_path / "fixed.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+
+
+def test_evaluate_refuses_a_negative_ignore_id_instead_of_scoring_it(capsys, pair) -> None:
+    tmp_path, img, lab, save = pair
+    truth = lab.astype(np.int16)
+    truth[0] = -1  # an "ignore" slice, as some datasets mark it
+    save(truth, "truth.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "lab.nii.gz", "--labels",
+                             tmp_path / "truth.nii.gz")  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and out == "" and f"labels '{tmp_path / 'truth.nii.gz'}' contain negative ids (-1)" in line
+
+
+def test_labels_for_one_frame_of_a_time_series_say_so(capsys, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    lab = np.zeros((8, 24, 24), np.uint8)
+    lab[2:6, 6:18, 6:18] = 1
+    frame = (rng.integers(0, 100, lab.shape) + 300 * lab.astype(np.int64)).astype(np.uint16)
+    movie = np.stack([np.stack([frame, frame // 2])] * 3)  # (T, C, Z, Y, X)
+    tifffile.imwrite(tmp_path / "movie.ome.tif", movie, ome=True, metadata={"axes": "TCZYX"})
+    tifffile.imwrite(tmp_path / "lab.tif", lab, imagej=True, metadata={"axes": "ZYX"})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "movie.ome.tif", "--labels", tmp_path / "lab.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and "are for one frame" in line and "holds 3 time frames" in line
+    assert "give labels for every frame, shape (3, 8, 24, 24)" in line and "--axes" not in line
+    # the fix works: labels for every frame
+    tifffile.imwrite(tmp_path / "labs.tif", np.stack([lab] * 3), imagej=True, metadata={"axes": "TZYX"})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "movie.ome.tif", "--labels", tmp_path / "labs.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+
+
+def test_a_constant_image_is_refused_and_many_ids_get_a_warning(capsys, pair) -> None:
+    tmp_path, img, lab, save = pair
+    save(np.full(img.shape, 7.0, np.float32), "flat.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "flat.nii.gz", "--labels", tmp_path / "lab.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and f"image '{tmp_path / 'flat.nii.gz'}' is constant (every voxel is 7)" in line
+    assert not (tmp_path / "m").exists()
+    objects = np.zeros(lab.shape, np.uint16)
+    for k in range(40):  # one id per object, as instance labels are
+        objects[k % 12, (k // 12) * 6:(k // 12) * 6 + 4, 2:6] = k + 1
+    save(objects, "objects.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
+                           tmp_path / "objects.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "hold 40 ids, trained as 40 classes" in err and "train an instance model (--task instances)" in err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels", tmp_path / "lab.nii.gz",
+                           "--out", tmp_path / "m2", *TINY)  # fmt: skip
+    assert code == 0 and "--task instances" not in err, err
+
+
+def test_predict_into_a_folder_names_a_file_to_give(capsys, pair) -> None:
+    tmp_path, img, lab, save = pair
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels", tmp_path / "lab.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "out").mkdir()
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "img.nii.gz",
+                           "--out", tmp_path / "out", "--device", "cpu")  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and f"--out '{tmp_path / 'out'}' is a folder: give a file name in it, e.g." in line
+    fix = line.split("e.g. ")[1]
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "img.nii.gz",
+                           "--out", fix, "--device", "cpu")  # fmt: skip
+    assert code == 0 and (tmp_path / "out" / "pred.nii.gz").exists(), err
