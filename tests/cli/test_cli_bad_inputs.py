@@ -126,11 +126,12 @@ def test_patch_not_divisible_then_a_smaller_depth_trains(capsys, files, tmp_path
 
 
 def test_patch_larger_than_the_data_then_the_suggested_patch_trains(capsys, files, tmp_path):
-    # image (Z, Y, X) = (12, 24, 24); the last 5 of 24 rows are held out: training part (12, 19, 24)
+    # image (Z, Y, X) = (12, 24, 24); the last 5 of 24 rows hold no object, so 5 columns with
+    # some of it are held out instead: training part (12, 24, 19)
     code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "64", "64", "64")
     line = one_line(err)
-    assert code == 1 and "at most (12, 20, 24)" in line and "leave it out" in line
-    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "12", "20", "24")
+    assert code == 1 and "at most (12, 24, 20)" in line and "leave it out" in line
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "12", "24", "20")
     assert code == 0, err  # the training part is padded by one unlabeled row
     code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m2"))  # left out: chosen automatically
     assert code == 0, err

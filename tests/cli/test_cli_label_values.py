@@ -134,3 +134,31 @@ def test_predict_into_a_folder_names_a_file_to_give(capsys, pair) -> None:
     code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "img.nii.gz",
                            "--out", fix, "--device", "cpu")  # fmt: skip
     assert code == 0 and (tmp_path / "out" / "pred.nii.gz").exists(), err
+
+
+def test_a_nifti_saved_with_an_extra_leading_axis_is_read_without_it(capsys, pair) -> None:
+    """Case 08's other form: numpy's a[None] saved as NIfTI, (1, X, Y, Z), where X has length 1."""
+    tmp_path, img, lab, save = pair
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(lab.T)[None], np.diag([0.8, 0.8, 2.5, 1.0])),
+             tmp_path / "lead_seg.nii.gz")
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "lab.nii.gz", "--labels",
+                             tmp_path / "lead_seg.nii.gz")  # fmt: skip
+    assert code == 0 and '"mean_dice": 1.0' in out, err
+    assert f"labels '{tmp_path / 'lead_seg.nii.gz'}' is stored with shape (12, 24, 24, 1): read as (12, 24, 24)" in err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels",
+                           tmp_path / "lead_seg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0 and "its extra length-1 axes dropped" in err, err
+
+
+def test_a_numpy_file_in_nibabels_axis_order_is_named_with_the_transpose_fix(capsys, pair) -> None:
+    tmp_path, img, lab, save = pair
+    xyz = np.asarray(nib.load(tmp_path / "lab.nii.gz").dataobj)  # (X, Y, Z), as nibabel gives it
+    np.save(tmp_path / "pred.npy", xyz)
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.npy", "--labels",
+                             tmp_path / "lab.nii.gz")  # fmt: skip
+    line = one_line(err)
+    assert code != 0 and f"'{tmp_path / 'pred.npy'}' holds shape (24, 24, 12), the other file's (12, 24, 24)" in line
+    np.save(tmp_path / "pred.npy", xyz.T)  # the fix the line gives
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.npy", "--labels",
+                             tmp_path / "lab.nii.gz")  # fmt: skip
+    assert code == 0 and '"mean_dice": 1.0' in out, err

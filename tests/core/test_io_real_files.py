@@ -175,3 +175,49 @@ def test_whole_slide_side_images_do_not_count(tmp_path: Path) -> None:
     volume = read_volume(tmp_path / "slide.tif")
     np.testing.assert_array_equal(volume.data, rgb)
     assert volume.axes == "YXC" and volume.meta.get("rgb")
+
+
+# --------------------------------------------------------------- TIFF: units
+
+
+def test_imagej_nanometres_read_as_micrometres(tmp_path: Path) -> None:
+    """The same stack saved in nm and in um reads to one voxel size, so the two files train
+    together and lie on one grid (probe of case 06)."""
+    zyx = (np.arange(4 * 8 * 10) % 251).astype(np.uint8).reshape(4, 8, 10)
+    tifffile.imwrite(tmp_path / "nm.tif", zyx, imagej=True, resolution=(1 / 250, 1 / 250),
+                     metadata={"axes": "ZYX", "spacing": 1500.0, "unit": "nm"})
+    tifffile.imwrite(tmp_path / "um.tif", zyx, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
+    nm, um = read_volume(tmp_path / "nm.tif"), read_volume(tmp_path / "um.tif")
+    np.testing.assert_allclose(nm.spacing, (1.5, 0.25, 0.25))
+    np.testing.assert_allclose(nm.spacing, um.spacing)
+    assert nm.meta["unit"] == um.meta["unit"] == "um"
+
+
+def test_ome_units_per_axis_are_brought_to_one(tmp_path: Path) -> None:
+    zyx = np.zeros((4, 8, 10), np.uint16)
+    tifffile.imwrite(tmp_path / "mixed.ome.tif", zyx, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeZ": 1500.0, "PhysicalSizeZUnit": "nm",
+                               "PhysicalSizeY": 0.25, "PhysicalSizeYUnit": "µm",
+                               "PhysicalSizeX": 0.25, "PhysicalSizeXUnit": "µm"})
+    volume = read_volume(tmp_path / "mixed.ome.tif")
+    np.testing.assert_allclose(volume.spacing, (1.5, 0.25, 0.25))
+    assert volume.meta["unit"] == "um"
+
+
+def test_a_length1_axis_of_a_tiff_comes_back_in_what_is_written(tmp_path: Path) -> None:
+    """A (1, Y, X) TIFF: a prediction written like it reads back (1, Y, X) with tifffile, and
+    opens as labels again (ImageJ would drop the length-1 axis; probe of case 02)."""
+    from dataclasses import replace
+
+    from napari_medml.io import write_volume
+
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((1, 16, 12), np.uint16))
+    image = read_volume(tmp_path / "one.tif")
+    pred = np.zeros(image.data.shape, np.uint8)
+    pred[..., 4:8, 3:6] = 1
+    write_volume(tmp_path / "pred.tif", replace(image, data=pred, is_labels=True))
+    assert tifffile.imread(tmp_path / "pred.tif").shape == (1, 16, 12)
+    again = read_volume(tmp_path / "pred.tif")
+    assert again.is_labels
+    np.testing.assert_array_equal(again.data, pred)

@@ -86,3 +86,19 @@ def test_a_training_part_without_foreground_is_refused():
     train = [Region(np.zeros((1, 8, 8), np.float32), lab)]
     with pytest.raises(InputError, match="no foreground.*class 3.*--val-fraction 0"):
         split.missing_from_training(train, [lab, held], (0, 3), "validation on the last 1 of 2 images")
+
+
+def test_a_default_block_without_foreground_gives_way_to_one_that_scores():
+    """The last block along the longest axis holds only background: its Dice would be 0 whatever
+    the model, so another end is held out (probe of case 14's kind)."""
+    image = np.zeros((1, 8, 40, 16), np.float32)
+    label = np.ones((8, 40, 16), np.uint8)  # encoded: 1 = background
+    label[:, 2:14, 4:12] = 2  # the object, near the start of axis 1
+    train, val, note = split.split_train_val([image], [label], 0.2)
+    assert "held no foreground to score" in note and note.startswith("validation on the first 8 of 40")
+    assert (val[0].label == 2).any() and (train[0].label == 2).any()
+    # with no block that keeps the object in training and scores it, the note says what the Dice is worth
+    thin = np.ones((8, 40, 16), np.uint8)
+    thin[3:5, 18:22, 7:9] = 2  # out of every end block's reach: none can score it
+    _, val, note = split.split_train_val([image], [thin], 0.2)
+    assert "it holds no foreground, so its Dice says nothing of the model" in note and not (val[0].label == 2).any()

@@ -159,6 +159,27 @@ def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool) -
     return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {''.join(letters)}"
 
 
+def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:
+    """Refuse a NumPy file whose array is the other file's transposed: a NIfTI array saved with
+    ``np.save`` keeps nibabel's (X, Y, Z) order, while ``.npy`` is read as (Z, Y, X).
+
+    Raises
+    ------
+    InputError
+        Naming the ``.npy`` file and the fix (save it transposed, or as NIfTI).
+    """
+    from napari_medml.errors import InputError
+
+    a_shape, b_shape = tuple(a.data.shape), tuple(b.data.shape)
+    if a_shape == b_shape or a_shape != b_shape[::-1]:
+        return
+    for path, shape in ((a_path, a_shape), (b_path, b_shape)):
+        if str(path).lower().endswith(".npy"):
+            raise InputError(f"'{path}' holds shape {shape}, the other file's {shape[::-1]} reversed: a NumPy file is "
+                             "read in (Z, Y, X) order, and an array taken from nibabel is (X, Y, Z); save it "
+                             "transposed (np.save(path, a.T)) or as NIfTI with its affine")
+
+
 def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
     """A labels file's ids, checked with the file named (``segmentation.data.check_label_values``).
 

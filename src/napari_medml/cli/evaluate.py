@@ -45,15 +45,23 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.cli.common import label_values
+    from napari_medml.cli.common import check_not_transposed, label_values
     from napari_medml.errors import InputError
-    from napari_medml.io.geometry import align_to
+    from napari_medml.io.geometry import align_to, fit_length1_axes
     from napari_medml.segmentation.metrics import evaluate
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     # class ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
     pred = replace(pred, data=label_values(pred, args.prediction, "prediction"))
     gt = replace(gt, data=label_values(gt, args.labels))
+    check_not_transposed(pred, args.prediction, gt, args.labels)
+    # a NIfTI saved with an extra leading axis, (1, X, Y, Z): its voxels fit once the axis is gone
+    if pred.data.ndim > gt.data.ndim:
+        pred, note = fit_length1_axes(pred, gt.data.shape, f"prediction '{args.prediction}'")
+    else:
+        gt, note = fit_length1_axes(gt, pred.data.shape, f"labels '{args.labels}'")
+    if note:
+        info(note)
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
                          f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip

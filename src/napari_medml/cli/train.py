@@ -242,7 +242,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     import numpy as np
 
     from napari_medml import io
-    from napari_medml.cli.common import image_layout, label_values, spatial_spacing
+    from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
+    from napari_medml.io.geometry import fit_length1_axes
     from napari_medml.preprocessing.inputs import check_not_constant
     from napari_medml.errors import InputError
 
@@ -252,6 +253,11 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         check_not_constant(raw.data, f"image '{img_path}'")
         lab = io.read_volume(lab_path)
         lab = replace(lab, data=label_values(lab, lab_path))
+        check_not_transposed(lab, lab_path, raw, img_path)
+        if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
+            lab, note = fit_length1_axes(lab, raw.data.shape, f"labels '{lab_path}'")
+            if note:
+                info(note)
         vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)

@@ -30,7 +30,8 @@ from napari_medml.io.volume import Volume, affine_from_spacing
 
 STORED_ORIENTATION = "stored_orientation"  # Volume.meta key: a file's own orientation, see to_canonical
 
-__all__ = ["Alignment", "Oriented", "align_to", "axis_codes", "cut_affine", "describe_grid", "file_orientation", "grid_affine", "orient_as",
+__all__ = ["Alignment", "Oriented", "align_to", "axis_codes", "cut_affine", "describe_grid", "file_orientation",
+           "fit_length1_axes", "grid_affine", "orient_as",
            "orient_array", "orientation_of", "reorient", "spacing_note", "spatial_spacing",
            "to_canonical",
            "to_orientation", "to_stored"]
@@ -228,6 +229,38 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
     note = (f"{moving_name} is stored in orientation {axis_codes(a_m)}, {reference_name} in "
             f"{axis_codes(a_r)}: reoriented onto the grid of {reference_name} (same world space)")
     return Alignment(volume, note)
+
+
+def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Volume, str | None]:
+    """A volume whose shape differs from ``shape`` only by length-1 axes, reshaped to it.
+
+    NIfTI names its axes by position (X, Y, Z, T), so an array saved with an extra leading axis
+    (``(1, X, Y, Z)``, numpy's ``a[None]``) reads as X of length 1 and the rest shifted: its
+    header's grid no longer describes the voxels. The data are kept in order with the length-1
+    axes dropped; the grid is left to the reference (no spacing, origin or affine here, so
+    :func:`align_to` takes the other file's and says so).
+
+    Parameters
+    ----------
+    vol : Volume
+    shape : tuple of int
+        The shape to fit (the image's without channels, or the other file's).
+    name : str
+        For the note.
+
+    Returns
+    -------
+    (Volume, str or None)
+        The volume unchanged and None when the shapes already agree or differ otherwise.
+    """
+    if tuple(vol.data.shape) == tuple(shape) or (
+            tuple(n for n in vol.data.shape if n != 1) != tuple(n for n in shape if n != 1)):
+        return vol, None
+    data = np.asarray(vol.data).reshape(shape)
+    meta = {k: v for k, v in vol.meta.items() if k == "unit"}
+    note = (f"warning: {name} is stored with shape {tuple(vol.data.shape)}: read as {tuple(shape)}, its extra "
+            "length-1 axes dropped (its header's grid no longer fits those voxels); save it without the extra axis")
+    return Volume(data, (1.0,) * len(shape), (0.0,) * len(shape), None, vol.is_labels, vol.name, meta), note
 
 
 def file_orientation(path: Any, spatial_dims: int) -> str | None:

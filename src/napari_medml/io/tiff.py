@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
-from napari_medml.io.volume import Volume, canonical_unit, file_stem
+from napari_medml.io.volume import Volume, canonical_unit, file_stem, length_factor
 
 __all__ = ["read_tiff", "write_tiff"]
 
@@ -101,6 +101,12 @@ def _read_tiff(path: Path) -> Volume:
                 sizes = dict(zip(axes[:ndim], map(float, info["spacing"]), strict=True))
                 offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
             unit = canonical_unit(info.get("unit"))
+            is_labels = bool(info.get("labels"))
+    if unit == "nm":  # nanometres as micrometres, so files of one microscope compare whatever they say
+        factor = length_factor("nm", "um")
+        sizes = {ax: v * factor if ax in "XYZ" else v for ax, v in sizes.items()}
+        offsets = {ax: v * factor if ax in "XYZ" else v for ax, v in offsets.items()}
+        unit = "um"
     spacing = tuple(sizes.get(ax, 1.0) for ax in axes[:ndim])
     origin = tuple(offsets.get(ax, 0.0) for ax in axes[:ndim])
     meta: dict[str, Any] = {}
@@ -177,17 +183,23 @@ def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | No
     unit = None
     if pixels is None:
         return sizes, offsets, unit
+    units: dict[str, str | None] = {}
     for ax in "XYZ":
         if f"PhysicalSize{ax}" in pixels.attrib:
             sizes[ax] = float(pixels.attrib[f"PhysicalSize{ax}"])
-            unit = unit or canonical_unit(pixels.attrib.get(f"PhysicalSize{ax}Unit", "µm"))
+            units[ax] = canonical_unit(pixels.attrib.get(f"PhysicalSize{ax}Unit", "µm"))
+            unit = unit or units[ax]
+    # OME allows a unit per axis (Z in nm, X/Y in µm): every axis in the first one's unit
+    for ax, own in units.items():
+        sizes[ax] *= length_factor(own, unit)
     if "TimeIncrement" in pixels.attrib:
         sizes["T"] = float(pixels.attrib["TimeIncrement"])
     plane = next((el for el in pixels if el.tag.endswith("Plane")), None)
     if plane is not None:
         for ax in "XYZ":
             if f"Position{ax}" in plane.attrib:
-                offsets[ax] = float(plane.attrib[f"Position{ax}"])
+                own = canonical_unit(plane.attrib.get(f"Position{ax}Unit", "µm"))
+                offsets[ax] = float(plane.attrib[f"Position{ax}"]) * length_factor(own, unit)
     return sizes, offsets, unit
 
 
@@ -209,7 +221,9 @@ def write_tiff(path: Path, volume: Volume) -> None:
     resolution = (1.0 / size["X"], 1.0 / size["Y"])
     dtype = data.dtype.name
     ome_name = path.name.lower().endswith((".ome.tif", ".ome.tiff"))  # the name promises OME-TIFF
-    if dtype in _IMAGEJ_DTYPES and (not rgb or dtype == "uint8") and not ome_name:
+    # ImageJ drops length-1 axes (a (1, Y, X) stack reads back as (Y, X)); tifffile's JSON keeps them
+    length1 = any(n == 1 for n in data.shape[: ndim - 2])
+    if dtype in _IMAGEJ_DTYPES and (not rgb or dtype == "uint8") and not ome_name and not length1:
         # ImageJ hyperstacks are stored T, Z, C, Y, X (S): reorder to that
         order = sorted(range(ndim), key=lambda i: "TZCYX".index(axes[i]))
         data = np.transpose(data, order + ([ndim] if rgb else []))
@@ -226,7 +240,7 @@ def write_tiff(path: Path, volume: Volume) -> None:
         if volume.is_labels:  # ImageJ's Info text: this reader opens the file as labels again
             ij["Info"] = LABELS_INFO
         tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij)
-    elif dtype in _OME_DTYPES:
+    elif dtype in _OME_DTYPES and not length1:
         ome: dict[str, Any] = {"axes": axes + ("S" if rgb else "")}
         ome_unit = _OME_UNITS.get(str(unit), "µm")
         for ax in spatial:
@@ -243,10 +257,12 @@ def write_tiff(path: Path, volume: Volume) -> None:
             ome["Plane"]["PositionZ"] = [offset["Z"] + i * size["Z"] for i in z.tolist()]
         tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
                          resolution=resolution, metadata=ome)  # fmt: skip
-    else:  # dtypes neither ImageJ nor OME know (int64, float16, ...): tifffile's JSON
+    else:  # dtypes neither ImageJ nor OME know (int64, float16, ...), or length-1 axes: tifffile's JSON
         info = {"spacing": list(volume.spacing), "origin": list(volume.origin),
                 "axes": axes + ("S" if rgb else "")}  # fmt: skip
         if unit:
             info["unit"] = unit
+        if volume.is_labels:  # read back as labels whatever the file's name
+            info["labels"] = True
         tifffile.imwrite(path, data, resolution=resolution, metadata=info,
                          photometric="rgb" if rgb else "minisblack")  # fmt: skip

@@ -14,7 +14,8 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file"]
+__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file",
+           "length_factor"]
 
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
@@ -185,6 +186,17 @@ def canonical_unit(raw: Any) -> str | None:
     if text.lower() in ("", "pixel", "pixels", "unknown", "none"):
         return None
     return _UNITS.get(text.lower(), _UNITS.get(text, text))
+
+
+_METRES = {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
+
+
+def length_factor(unit: str | None, target: str | None) -> float:
+    """What one ``unit`` is in ``target`` (``length_factor("nm", "um") == 0.001``); 1 when either
+    is not a known length unit (canonical names: nm, um, mm, cm, m)."""
+    if unit not in _METRES or target not in _METRES:
+        return 1.0
+    return _METRES[unit] / _METRES[target]
 
 
 def canonical(volume: Volume) -> Volume:

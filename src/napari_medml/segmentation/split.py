@@ -84,6 +84,21 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         raise InputError(f"image of shape {shape} is too small to hold out a validation block: set val_fraction=0")
     chosen, why = default, ""
     lost = every - _block_classes(labels[0], *default, n_blocks[default[0]], train=True)
+
+    def scored(c: tuple[int, str]) -> set[int]:  # foreground classes (encoded 2 and up) in a held-out block
+        return {v for v in _block_classes(labels[0], *c, n_blocks[c[0]], train=False) if v >= 2}
+
+    if not lost and not scored(default) and every - {1}:
+        # a block without foreground scores Dice 0 whatever the model: hold out one that has some
+        keeps = [c for c in candidates if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=True)]
+        # the most classes scored; then the longest axis, as the default
+        scoring = sorted((c for c in keeps if scored(c)), key=lambda c: (-len(scored(c)), c[0] != default[0]))
+        if scoring:
+            chosen = scoring[0]
+            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
+                   f"{default[0]}, held no foreground to score)")
+        else:
+            why = "; it holds no foreground, so its Dice says nothing of the model"
     if lost:
         fits = [c for c in candidates if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=True)]
         both = [c for c in fits if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=False)]
