@@ -221,3 +221,19 @@ def test_a_length1_axis_of_a_tiff_comes_back_in_what_is_written(tmp_path: Path) 
     again = read_volume(tmp_path / "pred.tif")
     assert again.is_labels
     np.testing.assert_array_equal(again.data, pred)
+
+
+def test_ome_zarr_units_per_axis_are_brought_to_one(tmp_path: Path) -> None:
+    zarr = pytest.importorskip("zarr")
+    axes = [{"name": "z", "type": "space", "unit": "nanometer"},
+            {"name": "y", "type": "space", "unit": "micrometer"},
+            {"name": "x", "type": "space", "unit": "micrometer"}]
+    scale = [{"type": "scale", "scale": [1500.0, 0.25, 0.25]}, {"type": "translation", "translation": [3000.0, 1.0, 2.0]}]
+    root = zarr.open_group(tmp_path / "mixed.zarr", mode="w", zarr_format=2)
+    root.create_array("0", data=np.zeros((4, 8, 10), np.uint16), chunks=(4, 8, 10))
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": axes,
+                                  "datasets": [{"path": "0", "coordinateTransformations": scale}]}]
+    volume = read_volume(tmp_path / "mixed.zarr")
+    np.testing.assert_allclose(volume.spacing, (1.5, 0.25, 0.25))
+    np.testing.assert_allclose(volume.origin, (3.0, 1.0, 2.0))
+    assert volume.meta["unit"] == "um"

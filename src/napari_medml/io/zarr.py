@@ -30,7 +30,7 @@ import numpy as np
 from napari_medml.config import to_dict
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
-from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr
+from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr, length_factor
 
 __all__ = [
     "ATTRS_KEY",
@@ -150,19 +150,27 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
         return ([Level(data, (1.0,) * data.ndim, (0.0,) * data.ndim, arrays[0])],
                 io_axes.unknown_axes(data.ndim), info)  # fmt: skip
     axes_meta = multi.get("axes") or []
-    names = []
+    names, units = [], []
     for entry in axes_meta:
         entry = {"name": entry} if isinstance(entry, str) else entry  # NGFF 0.3 lists names
         names.append(str(entry.get("name", "")))
-        if entry.get("type") == "space" and entry.get("unit") and info["unit"] is None:
-            info["unit"] = canonical_unit(entry["unit"])
+        own = canonical_unit(entry["unit"]) if entry.get("type") == "space" and entry.get("unit") else None
+        units.append(own)
+        if own and info["unit"] is None:
+            info["unit"] = own
+    # a unit per axis (z in nm, y/x in um) brought to one, nanometres as micrometres (as TIFF)
+    common = "um" if info["unit"] == "nm" else info["unit"]
+    factors = [length_factor(own, common) if own else 1.0 for own in units]
+    info["unit"] = common
     levels = []
     for dataset in multi.get("datasets") or []:
         array = node[dataset["path"]]
         scale, translation = _transforms(dataset.get("coordinateTransformations"), array.ndim)
         outer_scale, outer_translation = _transforms(multi.get("coordinateTransformations"), array.ndim)
-        levels.append(Level(da.from_zarr(array), tuple(s * o for s, o in zip(scale, outer_scale)),
-                            tuple(t * o + u for t, o, u in zip(translation, outer_scale, outer_translation)),
+        f = factors if len(factors) == array.ndim else [1.0] * array.ndim
+        levels.append(Level(da.from_zarr(array), tuple(s * o * k for s, o, k in zip(scale, outer_scale, f)),
+                            tuple((t * o + u) * k for t, o, u, k in zip(translation, outer_scale, outer_translation,
+                                                                          f)),
                             str(dataset["path"])))  # fmt: skip
     if not levels:
         raise InputError(f"'{path}' has OME-Zarr metadata but no datasets: it is incomplete")
