@@ -199,6 +199,7 @@ def test_a_fold_without_foreground_names_a_fix_that_works(tmp_path, capsys) -> N
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab.npy",
                            "--out", tmp_path / "m", "--folds", "2", *TINY)  # fmt: skip
     assert code != 0 and "train one model (--folds 1)" in err and "--val-fraction" not in err
+    assert "epoch " not in err, err  # refused before any fold trains, not after the others took their time
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.npy", "--labels", tmp_path / "lab.npy",
                            "--out", tmp_path / "m", "--folds", "1", *TINY)  # fmt: skip
     assert code == 0, err

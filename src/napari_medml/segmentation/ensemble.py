@@ -191,6 +191,7 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
                           "one model (train without folds)")
     # each fold's checkpoints in <checkpoint_dir>/fold-<k> (a Stop leaves its "last" there); without a
     # checkpoint_dir nothing goes to disk, as for one model (segmentation.task.fit)
+    _check_every_fold(images, labels, config, spacing, channel_axis)
     base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
     members = []
     for k in range(folds):
@@ -204,6 +205,18 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             "member_best_val_dice": [(m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
                                       else {}).get("val_mean_dice") for m in members]}
     return EnsembleModel(members, provenance={"ensemble": note})
+
+
+def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: Any, channel_axis: int | None) -> None:
+    """Refuse, before any fold trains, folds whose training part has no foreground (a fold that
+    would stop the run after the others took their time)."""
+    from napari_medml.segmentation import split
+    from napari_medml.segmentation.prepare import read_inputs
+
+    prepared, encoded, class_ids, _ = read_inputs(images, labels, config, spacing=spacing, channel_axis=channel_axis)
+    for k in range(config.data.folds):
+        train, _, note = split.split_fold(prepared, encoded, k, config.data.folds)
+        split.missing_from_training(train, encoded, class_ids, note)  # raises for a fold with nothing to learn
 
 
 def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
