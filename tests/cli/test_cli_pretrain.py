@@ -94,3 +94,36 @@ def test_folds_train_an_ensemble_that_predicts_with_uncertainty(files):
     uncertainty = read_volume(files / "ens_unc.nii.gz").data
     assert uncertainty.min() >= 0 and uncertainty.max() > 0
     assert not [p for p in tmp.iterdir() if "medml" in p.name]
+
+
+def test_init_from_takes_the_bundles_network_and_a_network_that_does_not_fit_is_refused(files):
+    """The pretrained bundle is width 4, depth 2: train --init-from without --features takes them
+    (the plan says so); another width or 2D from a 3D bundle stop with the options that fit."""
+    tmp = files / "tmp"
+    small = ["--epochs", "1", "--steps-per-epoch", "2", "--patch-size", "8", "16", "16", "--device", "cpu"]
+    pre = run("pretrain", "--image", files / "ct.nii.gz", "--out", files / "pre42", "--features", "4", "--depth",
+              "2", *small, tmp=tmp)
+    assert pre.returncode == 0, pre.stderr
+    base = ["train", "--image", files / "ct.nii.gz", "--labels", files / "seg.nii.gz", "--init-from",
+            files / "pre42", *small]
+    taken = run(*base, "--out", files / "taken", tmp=tmp)
+    assert taken.returncode == 0, taken.stderr
+    assert "width (channels): 4 (the start bundle's, --init-from)" in taken.stderr
+    assert "depth (levels): 2 (the start bundle's, --init-from)" in taken.stderr
+    model = json.loads((files / "taken" / "config.json").read_text())["network"]["arguments"]
+    assert (model["channels"], model["depth"]) == (4, 2)
+    wide = run(*base, "--features", "8", "--out", files / "wide", tmp=tmp)
+    assert wide.returncode == 1 and "the bundle's network has width 4 and depth 2: train with the same " \
+                                   "(--features 4 --depth 2" in wide.stderr, wide.stderr
+    flat = run(*base, "--spatial-dims", "2", "--patch-size", "16", "16", "--out", files / "flat", tmp=tmp)
+    assert flat.returncode == 1 and "the bundle's network is 3D and this one 2D" in flat.stderr, flat.stderr
+    assert not (files / "wide").exists() and not (files / "flat").exists()
+
+
+def test_pretraining_on_a_constant_image_is_refused(files):
+    tmp = files / "tmp"
+    write_volume(files / "flat.nii.gz", Volume(np.full((8, 16, 16), 5.0, np.float32), (1.0,) * 3, (0.0,) * 3))
+    out = run("pretrain", "--image", files / "flat.nii.gz", "--out", files / "flat_pre", "--epochs", "1",
+              "--steps-per-epoch", "1", *NET, tmp=tmp)
+    assert out.returncode == 1 and f"image '{files / 'flat.nii.gz'}' is constant (every voxel is 5)" in out.stderr
+    assert not (files / "flat_pre").exists()

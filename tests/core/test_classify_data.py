@@ -172,3 +172,25 @@ def test_samples_never_mutate_inputs() -> None:
     tile_samples(image, tile_size=16, class_labels=paint)
     for a, b in zip(before, (image, inst, paint)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_class_csv_with_an_index_column_puts_each_class_on_its_sample(tmp_path):
+    """index,class rows in any order (a sorted spreadsheet): the index column decides, 0- or
+    1-based; without one (names in the first column) rows are in stack order."""
+    from napari_medml.classification.data import read_class_csv
+
+    (tmp_path / "zero.csv").write_text("index,class\n2,1\n0,2\n3,2\n1,1\n")
+    np.testing.assert_array_equal(read_class_csv(tmp_path / "zero.csv", 4), [2, 1, 1, 2])
+    (tmp_path / "one.csv").write_text("sample,class\n4,2\n1,1\n3,1\n2,2\n")
+    np.testing.assert_array_equal(read_class_csv(tmp_path / "one.csv", 4), [1, 2, 1, 2])
+    (tmp_path / "names.csv").write_text("file,class\nb.tif,2\na.tif,1\nc.tif,1\n")
+    np.testing.assert_array_equal(read_class_csv(tmp_path / "names.csv", 3), [2, 1, 1])
+
+
+def test_a_class_name_that_is_not_an_id_gets_the_fix(tmp_path):
+    from napari_medml.classification.data import read_class_csv
+
+    (tmp_path / "pets.csv").write_text("class\ncat\ndog\n")
+    with pytest.raises(InputError, match=r"'cat' is not a class id: write integer class ids \(1, 2, \.\.\.; empty "
+                                         r"or 0 = unknown\), one per sample"):
+        read_class_csv(tmp_path / "pets.csv", 2)

@@ -14,6 +14,45 @@ from napari_medml.errors import InputError
 __all__ = ["transfer_weights"]
 
 
+MIN_TRANSFERRED = 0.5  # share of the new network's tensors that must come from the bundle
+
+
+def bundle_architecture(source: Any) -> dict[str, Any]:
+    """The network a bundle folder (or a model in memory) holds: ``network`` (name), ``channels``
+    (width), ``depth`` and ``spatial_dims``; a key is missing when the bundle does not say.
+
+    Never raises: an unreadable bundle gives ``{}`` (loading its weights then says why)."""
+    try:
+        if hasattr(source, "config"):
+            model = source.config.model
+            found = {"network": model.network, "channels": model.channels, "depth": model.depth,
+                     "spatial_dims": getattr(source, "spatial_dims", None)}
+        else:
+            desc = read_description(Path(source).expanduser())
+            net = desc.get("network") if isinstance(desc.get("network"), Mapping) else {}
+            arguments = net.get("arguments") or {}
+            found = {"network": arguments.get("network") or net.get("name"), "channels": arguments.get("channels"),
+                     "depth": arguments.get("depth"), "spatial_dims": desc.get("spatial_dims")}
+    except Exception:  # noqa: BLE001 - a description only: the weights' loader reports a damaged bundle
+        return {}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
+    """What to set so a new network takes a bundle's weights: its dimensions, width and depth."""
+    arch = bundle_architecture(source)
+    width, depth, dims = arch.get("channels"), arch.get("depth"), arch.get("spatial_dims")
+    own_dims = next((m.weight.dim() - 2 for m in network.modules()
+                     if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
+    if dims is not None and own_dims is not None and dims != own_dims:
+        return (f"the bundle's network is {dims}D and this one {own_dims}D: train a {dims}D network "
+                f"(--spatial-dims {dims}), or pretrain on {own_dims}D images")
+    if width is None:
+        return "start with the bundle's network, width and depth"
+    return (f"the bundle's network has width {width} and depth {depth}: train with the same "
+            f"(--features {width} --depth {depth}; in the widget: width and depth)")
+
+
 def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict[str, Any]:
     """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
 
@@ -50,5 +89,10 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict
     if not fitting:
         raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
                          f"{type(network).__name__}: start from a bundle with the same network")
+    # a few activation scalars fitting (another width) would start nearly everything from random
+    share = len(fitting) / max(len(own), 1)
+    if share < MIN_TRANSFERRED:
+        raise InputError(f"only {len(fitting)} of this network's {len(own)} tensors fit those of {info['source']} "
+                         f"({info['task']}, {info['network']}): {_mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}

@@ -195,8 +195,10 @@ def read_class_csv(path: str | Path, n_samples: int, *,
                    class_names: Mapping[int, str] | None = None) -> np.ndarray:
     """Read one class per sample from a CSV file.
 
-    One row per sample, in stack order; an optional header row; the class is the last
-    column (so ``sample,class`` files work too). An empty cell or 0 means unknown.
+    One row per sample; an optional header row; the class is the last column. A first
+    column that numbers the samples (0..N-1 or 1..N, each once) puts each class on its
+    sample whatever the row order (``index,class`` files); otherwise rows are in stack
+    order. An empty cell or 0 means unknown.
     Class names are accepted when ``class_names`` maps them to ids.
 
     Parameters
@@ -253,6 +255,7 @@ def read_class_csv(path: str | Path, n_samples: int, *,
             raise InputError(
                 f"class file '{path.name}' line {line}: {cell!r} is not a class id"
                 + (f" or one of the names {sorted(by_name)}" if by_name else "")
+                + ": write integer class ids (1, 2, ...; empty or 0 = unknown), one per sample"
             ) from None
         if value != int(value) or value < 0:
             raise InputError(f"class file '{path.name}' line {line}: class {cell!r} must be an integer >= 0")
@@ -266,12 +269,33 @@ def read_class_csv(path: str | Path, n_samples: int, *,
         except InputError:
             start = 1  # a header row
     values = [parse(c, i + 1 + start) for i, c in enumerate(cells[start:])]
+    order = _sample_order([row[0] if len(row) > 1 else "" for row in rows[start:]], len(values))
+    if order is not None:  # an index column (0..N-1 or 1..N, any row order): each class to its sample
+        placed = [0] * len(values)
+        for sample, value in zip(order, values):
+            placed[sample] = value
+        values = placed
     if len(values) != n_samples:
         raise InputError(
             f"class file '{path.name}' has {len(values)} class rows but the stack has {n_samples} "
             f"samples: give one row per sample (empty or 0 = unknown)"
         )
     return np.asarray(values, dtype=np.int64)
+
+
+def _sample_order(first: Sequence[str], n: int) -> list[int] | None:
+    """The sample each row is for, when the first column numbers the samples 0..n-1 or 1..n
+    (each once, in any order); None otherwise (rows are in stack order)."""
+    try:
+        numbers = [int(float(cell)) for cell in first]
+    except ValueError:
+        return None
+    if len(numbers) != n or not n:
+        return None
+    for base in (0, 1):
+        if sorted(numbers) == list(range(base, n + base)):
+            return [k - base for k in numbers]
+    return None
 
 
 def image_samples(image: np.ndarray, *, labels: np.ndarray | None = None, classes: Sequence[int] | None = None,

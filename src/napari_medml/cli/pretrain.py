@@ -137,11 +137,13 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None) 
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
     from napari_medml.errors import InputError
+    from napari_medml.preprocessing.inputs import check_not_constant
     from napari_medml.pretraining.data import split_unlabeled
 
     images, spacings, channels, first = [], [], set(), None
     for path in paths:
         vol, lay = image_layout(io.read_volume(path, axes), path, spatial_dims)
+        check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial_dims = dims
         parts, sizes, channel = split_unlabeled(vol.data, vol.axes, dims, spatial_spacing(vol, dims),

@@ -25,7 +25,7 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.pretraining.model import ReconstructionModel, load_pretrained
-from napari_medml.preprocessing.inputs import as_list, spacings_per_image
+from napari_medml.preprocessing.inputs import as_list, check_not_constant, spacings_per_image
 
 __all__ = ["PretrainingTask", "fit_pretraining", "pretrain", "reconstruction_loss"]
 
@@ -115,6 +115,7 @@ class PretrainingTask:
             name = "image" if len(image_list) == 1 else f"image {i + 1}"
             arr = data.check_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
                                    in_channels=base.in_channels if base is not None else None)
+            check_not_constant(arr, name)  # nothing to reconstruct but one value
             arr, spacings[i], _ = data.run_recipe_channels(arr, spacings[i], dc.preprocessing)
             arrays.append(arr)
         channels = {a.shape[0] for a in arrays}

@@ -15,6 +15,7 @@ stays as the user set it.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -359,9 +360,23 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
 
     keep = list(changed_fields(config) if keep is None else keep)
+    taken: list[str] = []
     if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
+        from napari_medml.bundles.transfer import bundle_architecture
+
+        arch = bundle_architecture(config.model.init_from)
+        taken = [f"model.{k}" for k in ("network", "channels", "depth") if k in arch and f"model.{k}" not in keep]
+        config = replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
+                                                                for k in taken}))
         keep += ["model.network", "model.channels", "model.depth"]
-    return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
+    plan = make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
+    if not taken:
+        return plan
+    # the bundle's values are the plan's, not the user's: they reach the run's config through apply
+    labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)"}
+    reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start bundle's, --init-from)", r)
+                    if any(r.startswith(labels[k] + ":") for k in taken) else r for r in plan.reasons)
+    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
 
 
 # --- helpers -------------------------------------------------------------------------------
