@@ -5,7 +5,7 @@ Integer files whose name contains seg, label or mask open as Labels layers;
 spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
 ``metadata`` (see :mod:`napari_medml.layer_data`).
 
-A NIfTI volume opens in RAS+ voxel order (:func:`napari_medml.io.geometry.to_canonical`,
+A NIfTI volume opens in RAS+ voxel order (:func:`napari_medml.io.orientation.to_canonical`,
 flips and axis swaps only): napari places a layer by scale and translate alone, so an
 image stored LAS or LPS and its labels stored RAS would otherwise lie mirrored on one
 another, and labels painted on the image and saved would be mirrored in world space.
@@ -67,7 +67,7 @@ def _file_volume(path: str | Path) -> Volume:
     volume = read_volume(path)
     if file_format(path) != "nifti":
         return volume
-    from napari_medml.io.geometry import to_canonical
+    from napari_medml.io.orientation import to_canonical
 
     return to_canonical(volume)
 

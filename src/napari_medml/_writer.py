@@ -62,6 +62,6 @@ def _volume(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> Volu
     volume = layer_to_volume(data, meta, is_labels=is_labels)
     if file_format(path) != "nifti":
         return volume
-    from napari_medml.io.geometry import to_stored
+    from napari_medml.io.orientation import to_stored
 
     return to_stored(volume)

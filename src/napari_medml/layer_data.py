@@ -39,7 +39,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.io import Volume, affine_from_spacing
-from napari_medml.io.geometry import STORED_ORIENTATION
+from napari_medml.io.orientation import STORED_ORIENTATION
 
 __all__ = [
     "AFFINE_KEY",

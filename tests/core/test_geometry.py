@@ -111,7 +111,7 @@ def test_tiff_grids_compare_spacing(truth):
 
 def test_to_canonical_puts_a_flipped_and_permuted_file_on_the_ras_grid_and_to_stored_undoes_it(truth):
     """What the napari reader and writer do with a NIfTI stored in another orientation."""
-    from napari_medml.io.geometry import to_canonical, to_stored
+    from napari_medml.io.orientation import to_canonical, to_stored
 
     # stored (Y, X, Z) with x running right-to-left: "ALS" voxel axes (napari data (Z, X, Y))
     affine = np.zeros((4, 4))
@@ -136,7 +136,7 @@ def test_to_canonical_puts_a_flipped_and_permuted_file_on_the_ras_grid_and_to_st
 
 
 def test_to_canonical_leaves_2d_slices_and_files_without_an_affine_alone(truth):
-    from napari_medml.io.geometry import to_canonical
+    from napari_medml.io.orientation import to_canonical
 
     las = np.diag([-1.0, 1.0, 1.0, 1.0])
     over_time = Volume(truth, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), las, False, "t", {}, "TYX")
@@ -173,3 +173,10 @@ def test_a_prediction_is_made_in_the_models_orientation_and_put_back(truth):
         check_orientation(Mirror(), RAS, "layer 'ct'", "use the CLI")
     check_orientation(Mirror(), flipped_x(truth)[1], "ct", "")  # the same orientation passes
     check_orientation(Mirror(), None, "ct", "")  # no affine: nothing to check
+    # an image and its labels for fine-tuning: both in the model's (LAS) voxel order
+    from napari_medml.segmentation.prediction import in_model_orientation
+
+    (image, labels), spacing = in_model_orientation(Mirror(), [truth, truth], (2.0, 1.0, 1.0), RAS)
+    np.testing.assert_array_equal(image, truth[..., ::-1])
+    np.testing.assert_array_equal(labels, truth[..., ::-1])
+    assert spacing == (2.0, 1.0, 1.0)

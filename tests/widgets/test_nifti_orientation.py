@@ -64,6 +64,18 @@ def save_nifti(path: Path, zyx: np.ndarray, affine: np.ndarray) -> Path:
     return path
 
 
+def open_and_predict(viewer, open_widget, qtbot, path: Path, bundle: Path):
+    """File > Open the NIfTI, then Predict it with the bundle folder; returns the widget."""
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [layer]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    return widget
+
+
 def test_an_las_image_and_its_ras_labels_lie_on_one_another_and_save_back(make_napari_viewer, tmp_path,
                                                                           phantom) -> None:
     image, labels, spacing = phantom
@@ -116,13 +128,7 @@ def test_predict_and_finetune_put_the_layer_in_the_models_orientation(make_napar
     stored = image[..., ::-1]
     path = save_nifti(tmp_path / "ct.nii.gz", stored, las_affine(spacing, image.shape))
     viewer = make_napari_viewer()
-    (ct,) = viewer.open(str(path), plugin=PLUGIN)  # RAS voxel order in the viewer
-    widget = open_widget(viewer, "predict")
-    widget["images"].value = [ct]
-    widget["model"].value = BUNDLE_CHOICE
-    widget["bundle"].value = bundle
-    widget["predict"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    widget = open_and_predict(viewer, open_widget, qtbot, path, bundle)  # RAS voxel order in the viewer
     pred = viewer.layers["ct [prediction]"]
     # what the model predicts on the array it learned from, put on the layer's grid
     expected = model.predict(stored.copy(), spacing=spacing, config=widget.infer_config()).labels[..., ::-1]
@@ -186,13 +192,7 @@ def test_an_instance_model_from_another_orientation_is_refused_with_a_fix_that_w
     bundle = model.save(tmp_path / "objects model")
     path = save_nifti(tmp_path / "ct.nii.gz", image[..., ::-1], las_affine(spacing, image.shape))
     viewer = make_napari_viewer()
-    (ct,) = viewer.open(str(path), plugin=PLUGIN)
-    widget = open_widget(viewer, "predict")
-    widget["images"].value = [ct]
-    widget["model"].value = BUNDLE_CHOICE
-    widget["bundle"].value = bundle
-    widget["predict"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    open_and_predict(viewer, open_widget, qtbot, path, bundle)
     messages = [str(n.message) for n in notes]
     assert any("layer 'ct' is stored in orientation RAS but the model was trained in LAS: predict it with "
                "`napari-medml predict`" in m for m in messages), messages

@@ -287,17 +287,14 @@ class PredictWidget(Container):
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.io.geometry import orient_array
-            from napari_medml.segmentation.prediction import predict_oriented
+            from napari_medml.segmentation.prediction import in_model_orientation, predict_oriented
             from napari_medml.segmentation.task import retrain_on_corrections
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
                 # the corrections are learned in the orientation the model was trained in
-                dims, codes = model.spatial_dims, model.provenance.get("orientation")
-                image = orient_array(inputs.image, inputs.spacing[-dims:], affine, codes)
-                target = orient_array(labels, inputs.spacing[-dims:], affine, codes).data
-                oriented = inputs._replace(image=image.data, spacing=inputs.spacing[:-dims] + image.spacing)
-                images, targets, spacings, channel_axis = oriented.samples(target, dims)
+                (image, target), spacing = in_model_orientation(model, [inputs.image, labels], inputs.spacing, affine)
+                oriented = inputs._replace(image=image, spacing=spacing)
+                images, targets, spacings, channel_axis = oriented.samples(target, model.spatial_dims)
                 tuned = yield from retrain_on_corrections(model, images, targets, steps, spacing=spacings,
                                                           channel_axis=channel_axis, augment=augment, stop=stop)
                 prediction = predict_oriented(tuned, inputs.image, spacing=inputs.spacing, affine=affine,

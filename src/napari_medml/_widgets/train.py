@@ -27,7 +27,7 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
-from napari_medml.io.geometry import orientation_of
+from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import check_fits, check_on_image, labels_array, layer_spatial, model_input, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import run_controls, session_for
@@ -281,7 +281,7 @@ class TrainWidget(Container):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
                 if many_ids:  # instance labels given to a segmentation: said before the run, not refused
-                    from napari_medml.segmentation.data import many_ids_warning
+                    from napari_medml.segmentation.label_values import many_ids_warning
 
                     note = many_ids_warning(targets, f"labels '{getattr(labels_layer, 'name', 'labels')}'",
                                             "labels are: instances")

@@ -181,7 +181,7 @@ def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:
 
 
 def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
-    """A labels file's ids, checked with the file named (``segmentation.data.check_label_values``).
+    """A labels file's ids, checked with the file named (``segmentation.label_values.check_label_values``).
 
     Raises
     ------
@@ -190,7 +190,7 @@ def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
         integers (scl_slope/scl_inter) into fractions is named as the cause.
     """
     from napari_medml.errors import InputError
-    from napari_medml.segmentation.data import check_label_values
+    from napari_medml.segmentation.label_values import check_label_values
 
     try:
         return check_label_values(vol.data, f"{what} '{path}'")

@@ -46,7 +46,8 @@ def predict(args: argparse.Namespace, model: Any) -> int:
 
     from napari_medml.config import InferConfig
     from napari_medml.instances.measure import write_table_csv
-    from napari_medml.io.geometry import orient_as, spacing_note
+    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.orientation import orient_as
 
     for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),
                         ("--instances", args.instances)):

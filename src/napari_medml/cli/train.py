@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                                                               args.axes)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
     if args.task == "segmentation" and not args.sparse:
-        from napari_medml.segmentation.data import many_ids_warning
+        from napari_medml.segmentation.label_values import many_ids_warning
 
         note = many_ids_warning(labels, "labels " + ", ".join(f"'{p}'" for p in args.labels), "--task instances")
         if note:
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         return 0  # data parallel: rank 0 saves the bundle
     if model is None:
         raise MedMLError("training stopped before a model was trained; nothing was saved")
-    from napari_medml.io.geometry import file_orientation
+    from napari_medml.io.orientation import file_orientation
 
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network

@@ -11,18 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.segmentation.label_values import MAX_CLASSES, check_label_values
 # every task checks its images the same way (task packages share it from below)
 from napari_medml.preprocessing.inputs import as_list
 from napari_medml.preprocessing.inputs import check_image as prepare_image
 
 __all__ = [
     "TrainingData",
-    "MANY_CLASSES",
     "MAX_CLASSES",
     "PatchSampler",
     "Region",
@@ -33,8 +32,6 @@ __all__ = [
     "prepare_image",
     "prepare_labels",
     "as_list",
-    "check_label_values",
-    "many_ids_warning",
 ]
 
 
@@ -47,50 +44,6 @@ def prepare_labels(labels, spatial_shape: Sequence[int], *, name: str = "labels"
             f"{name} have shape {tuple(arr.shape)} but {image_name} has spatial shape {tuple(spatial_shape)}: "
             "labels must cover the image voxel for voxel"
         )
-    return arr
-
-
-def check_label_values(labels: Any, name: str = "labels") -> np.ndarray:
-    """Labels as integer class ids, or one line saying what is wrong with their values.
-
-    Parameters
-    ----------
-    labels : array-like
-        Any shape. Booleans become ids 0/1; floats holding whole numbers become int64.
-    name : str
-        How the message names them (``"labels 'seg.nii.gz'"``).
-
-    Returns
-    -------
-    np.ndarray
-        Integer ids, all >= 0.
-
-    Raises
-    ------
-    InputError
-        Fractions or non-finite values (e.g. a probability map), other dtypes, or negative ids;
-        each with the fix.
-    """
-    arr = np.asarray(labels)
-    if arr.dtype == bool:  # as ids: True indexes nothing in a lookup table
-        arr = arr.astype(np.uint8)
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind != "f":
-            raise InputError(f"{name} have dtype {arr.dtype}: labels must be integer class ids "
-                             "(0 background, 1, 2, ... the classes)")
-        finite = np.isfinite(arr)
-        whole = finite & (arr == np.round(arr))
-        if whole.all():
-            arr = arr.astype(np.int64)
-        else:
-            bad = arr[~whole]
-            raise InputError(f"{name} hold non-integer values ({arr.dtype}, e.g. {float(bad.flat[0]):g}): labels must "
-                             "be integer class ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
-    if arr.size and arr.min() < 0:
-        negative = np.unique(arr[arr < 0])
-        raise InputError(f"{name} contain negative ids ({', '.join(str(int(v)) for v in negative[:3])}"
-                         f"{', ...' if negative.size > 3 else ''}): class ids must be 0 (background) or more; "
-                         "set the negative voxels to 0, or to a class id of their own")
     return arr
 
 
@@ -136,39 +89,6 @@ def find_class_ids(labels: Sequence[np.ndarray], mode: str, background_id: int) 
                 f"labels contain only class {foreground[0]}: dense labels need background (0) and at least one class"
             )
     return (0, *foreground)
-
-
-MAX_CLASSES = 254  # encoded as channel + 1 in uint8, 0 = unlabeled (and MONAI's label padding)
-MANY_CLASSES = 32  # more label ids than this read as one id per object (instance labels)
-
-
-def many_ids_warning(labels: Sequence[Any], name: str, fix: str) -> str | None:
-    """One warning line when dense labels hold more ids than a segmentation usually has
-    classes (> :data:`MANY_CLASSES`): each id becomes an output channel of its own, while
-    instance labels (one id per object) want an instance model.
-
-    Parameters
-    ----------
-    labels : sequence of arrays
-        The label arrays of a run, any shapes.
-    name : str
-        How the line names them (``"labels 'seg.nii.gz'"``).
-    fix : str
-        How to train an instance model where the line is read (``"--task instances"``).
-
-    Returns
-    -------
-    str or None
-        None when the ids are few, or too many to train at all (``find_class_ids`` says so).
-    """
-    ids: set[int] = set()
-    for lab in labels:
-        ids.update(int(v) for v in np.unique(np.asarray(lab)))
-    n = len(ids - {0})
-    if not MANY_CLASSES < n < MAX_CLASSES:
-        return None
-    return (f"warning: {name} hold {n} ids, trained as {n} classes (one output channel each); if each id is one "
-            f"object, train an instance model ({fix})")
 
 
 def encode_labels(labels: np.ndarray, class_ids: Sequence[int], mode: str, background_id: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prediction", "check_orientation", "predict_oriented", "stack_predictions"]
+__all__ = ["Prediction", "check_orientation", "in_model_orientation", "predict_oriented", "stack_predictions"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     """
     from dataclasses import replace
 
-    from napari_medml.io.geometry import orient_array, spacing_note
+    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.orientation import orient_array
 
     dims = model.spatial_dims
     spacing = tuple(float(s) for s in spacing)
@@ -121,6 +122,33 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     back = {k: oriented.back(getattr(pred, k)) for k in ("labels", "probabilities", "uncertainty", "instances")
             if getattr(pred, k) is not None}
     return replace(pred, **back)
+
+
+def in_model_orientation(model: Any, arrays: list, spacing: Any, affine: Any) -> tuple[list, tuple[float, ...]]:
+    """Arrays of one grid (an image and its labels) put in the orientation ``model`` was trained
+    in (``model.provenance["orientation"]``), e.g. to fine-tune it on corrections.
+
+    Parameters
+    ----------
+    model : Model or EnsembleModel
+    arrays : list of np.ndarray
+        Each ``(..., Z, Y, X)``: the last ``model.spatial_dims`` axes are the grid's.
+    spacing : sequence of float
+        Voxel size of the spatial axes (napari order); the last ``model.spatial_dims`` are the grid's.
+    affine : array-like or None
+        The grid's voxel-to-world affine, NIfTI order; None: nothing moves.
+
+    Returns
+    -------
+    (list of np.ndarray, tuple of float)
+        The arrays and the spacing in the model's orientation.
+    """
+    from napari_medml.io.orientation import orient_array
+
+    dims, codes = model.spatial_dims, model.provenance.get("orientation")
+    spacing = tuple(float(s) for s in spacing)
+    oriented = [orient_array(a, spacing[-dims:], affine, codes) for a in arrays]
+    return [o.data for o in oriented], spacing[:-dims] + oriented[0].spacing
 
 
 def check_orientation(model: Any, affine: Any, name: str, fix: str) -> None:
@@ -144,7 +172,8 @@ def check_orientation(model: Any, affine: Any, name: str, fix: str) -> None:
         ``"<name> is stored in orientation LPS but the model was trained in RAS: <fix>"``.
     """
     from napari_medml.errors import InputError
-    from napari_medml.io.geometry import axis_codes, cut_affine
+    from napari_medml.io.geometry import axis_codes
+    from napari_medml.io.orientation import cut_affine
 
     codes = model.provenance.get("orientation")
     if not codes or affine is None or len(codes) != model.spatial_dims:
