@@ -326,7 +326,8 @@ def result_layer_data(
         without its channels (labels, uncertainty), or with its own ``C`` in front
         (class probabilities), and takes their scale, translate and ``axis_labels``.
     **kwargs
-        Further layer keyword arguments (colormap, opacity, ...).
+        Further layer keyword arguments (colormap, opacity, ...); ``rgb=True`` for a
+        result of an RGB source with its colour axis last, ``(Y, X, 3|4)``.
 
     Returns
     -------
@@ -339,7 +340,9 @@ def result_layer_data(
         metadata[FILE_META_KEY] = {STORED_ORIENTATION: spatial.stored_orientation}
     body = (source_axes or "")[: len(spatial.spacing)]  # an RGB colour axis has no spacing
     plain = body.replace("C", "")
-    if body and np.ndim(data) in (len(plain), len(plain) + 1):
+    if kwargs.get("rgb"):  # colour last, as in an RGB source: only the spatial axes are placed
+        scale, translate = tuple(map(float, spatial.spacing)), tuple(map(float, spatial.origin))
+    elif body and np.ndim(data) in (len(plain), len(plain) + 1):
         size, offset = dict(zip(body, spatial.spacing)), dict(zip(body, spatial.origin))
         axes = plain if np.ndim(data) == len(plain) else "C" + plain
         scale = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)

@@ -133,3 +133,51 @@ def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:
         a, b = prediction == c, truth == c
         scores.append(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
     return float(np.mean(scores))
+
+
+_CLOSE_ONE_VIEWER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, napari
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+from napari_medml.samples import phantom_3d
+
+def pump(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents(); time.sleep(0.02)
+
+p = phantom_3d(0, shape=(16, 48, 48))
+other = napari.Viewer(show=False)  # Qt goes on after the first viewer closes (two windows, Jupyter)
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+live = open_from_menu(viewer, "live")
+live["images"].value = [image]
+live["start"].changed.emit(True)
+end = time.time() + 60
+while live.session is None and time.time() < end:
+    pump(0.1)
+scribbles = viewer.layers["ct [scribbles]"]
+scribbles.data_setitem((np.array([8, 8]), np.array([4, 30]), np.array([4, 30])), np.array([1, 2]))
+pump(3)
+assert live.runner.running
+viewer.close()
+pump(6)  # the session's last reports arrive after its widgets are gone
+print("STILL_RUNNING", flush=True)
+"""
+
+
+def test_closing_the_viewer_while_live_runs_leaves_the_app_running(tmp_path) -> None:
+    # a subprocess: the fault it guards against (a report written into a deleted QLabel)
+    # aborts the whole Python process
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "close_viewer.py"
+    script.write_text(_CLOSE_ONE_VIEWER)
+    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and "STILL_RUNNING" in done.stdout, done.stderr[-2000:]
+    assert "has been deleted" not in done.stderr, done.stderr[-2000:]

@@ -125,26 +125,34 @@ def test_cancel_during_prediction(setup, qtbot, notes):
     assert "ct [prediction]" in viewer.layers
 
 
-def test_finetune_replaces_only_the_plugins_layer(setup, qtbot):
+def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot):
     viewer, widget, ct, seg = setup
     mine = viewer.add_labels(np.zeros_like(seg.data), name="ct [prediction]", scale=ct.scale)  # the user's
     _predict(widget, qtbot)
     pred = viewer.layers["ct [prediction] (2)"]  # a free name: the user's layer is kept
     assert pred.metadata.get("class_ids")
     assert widget["corrected"].value is pred
-    # the user corrects a slab of the prediction by painting the true labels into it
+    # the user corrects a slab of the prediction by painting the true labels into it, as
+    # the brush does: one undoable edit (napari's paint event)
+    wrong = np.zeros(pred.data.shape, bool)
+    wrong[4:12] = pred.data[4:12] != seg.data[4:12]
+    assert wrong.sum() > 100
+    pred.data_setitem(np.nonzero(wrong), seg.data[wrong])
     corrected = pred.data.copy()
-    corrected[4:12] = seg.data[4:12]
-    pred.data = corrected
     before_model = session_for(viewer).models["phantom model"]
     widget["ft_steps"].value = 5
     _predict(widget, qtbot, button="finetune")
     names = [layer.name for layer in viewer.layers]
-    assert names == ["ct", "seg", "ct [prediction]", "ct [prediction] (2)"]
+    assert names == ["ct", "seg", "ct [prediction]", "ct [prediction] (2)", "ct [prediction] (3)"]
     assert viewer.layers["ct [prediction]"] is mine and not mine.data.any()  # the user's layer untouched
-    new = viewer.layers[3]
-    assert new is not pred and new.name == pred.name and new.data.shape == ct.data.shape
-    assert widget["corrected"].value is new
+    # the corrected layer is the user's now: kept with every correction, not replaced
+    assert viewer.layers["ct [prediction] (2)"] is pred and np.array_equal(pred.data, corrected)
+    new = viewer.layers[4]
+    assert new.data.shape == ct.data.shape and widget["corrected"].value is new
     tuned = session_for(viewer).models["phantom model"]
     assert tuned is not before_model and tuned.patch_size == before_model.patch_size
+    # a result nobody painted in is the plugin's: the next run replaces it
+    _predict(widget, qtbot)
+    assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new
+    new = viewer.layers[4]
     assert dice(new.data, seg.data)[1] > 0.8

@@ -63,3 +63,23 @@ def test_no_layer_chosen_is_a_notification(make_napari_viewer, open_widget, note
     pre["start"].changed.emit(True)
     assert not pre.runner.running
     assert any("choose at least one image" in n.message for n in notes)
+
+
+def test_rgb_layer_reconstruction_is_rgb(make_napari_viewer, open_widget, qtbot, notes):
+    from skimage import data
+
+    viewer = make_napari_viewer()
+    rgb = viewer.add_image(data.astronaut()[::4, ::4], name="astro", rgb=True, scale=(0.5, 0.5))
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [rgb]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
+    rec = viewer.layers["astro [reconstruction]"]
+    err = viewer.layers["astro [reconstruction error]"]
+    # colour stays the last axis of an RGB layer that lies over its input (not 3 slices)
+    assert rec.rgb and rec.data.shape == rgb.data.shape and rec.data.dtype == np.uint8
+    assert tuple(rec.scale) == tuple(err.scale) == (0.5, 0.5) and err.data.shape == rgb.data.shape[:2]
+    assert viewer.dims.ndim == 2

@@ -224,3 +224,24 @@ def test_labels_that_do_not_lie_on_the_image_are_refused_with_a_fix_that_works(
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert "ct model" in session_for(viewer).models
+
+
+def test_choosing_a_2d_layer_sets_a_2d_network(make_napari_viewer, open_widget, qtbot):
+    viewer = make_napari_viewer()
+    flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    vol = viewer.add_image(np.zeros((8, 32, 32), np.float32), name="vol", axis_labels=("z", "y", "x"))
+    train = open_widget(viewer, "train")
+    assert train["dims"].value == 3
+    train["images"].value = [flat]
+    assert train["dims"].value == 2  # a 3D network cannot train on it
+    train["images"].value = [vol]
+    assert train["dims"].value == 3  # the 3D it was switched away from
+    train["images"].value = [rgb]
+    assert train["dims"].value == 2
+    train["images"].value = [vol]
+    train["dims"].value = 2  # the user's own choice, 2D slice by slice, stays
+    train["images"].value = [flat, vol]
+    train["images"].value = [vol]
+    assert train["dims"].value == 2
+    qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)  # warm-up imports

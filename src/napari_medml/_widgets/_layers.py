@@ -3,7 +3,9 @@
 Reading copies nothing but what napari holds; adding a result never overwrites a
 user's layer: a re-run replaces only a layer this plugin made (its metadata carries
 the plugin's mark), and a user layer that already has the name keeps it while the
-result gets a free name.
+result gets a free name. A result Labels layer the user paints in (corrections) loses
+the mark at the first stroke: it is the user's from then on, and the next run's result
+takes a free name beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
 from napari_medml.layer_data import (
+    PLUGIN_MARK,
     LayerDataTuple,
     SpatialMeta,
     is_generated,
@@ -24,9 +27,9 @@ from napari_medml.layer_data import (
     spatial_meta,
 )
 
-__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "free_name", "image_array",
-           "is_lazy_layer", "labels_array", "layer_recipe", "layer_spatial", "layer_volume", "model_input",
-           "raw_layer", "require", "show_result", "visible_region"]
+__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
+           "image_array", "is_lazy_layer", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
+           "model_input", "raw_layer", "require", "show_result", "visible_region"]
 
 MEMORY_ENV = "NAPARI_MEDML_LAYER_MEMORY_MB"  # overrides the in-memory budget for on-disk layers
 
@@ -47,6 +50,36 @@ def _kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
 def layer_volume(layer: napari.layers.Layer) -> Volume:
     """The layer as a core Volume (array, spacing, origin, affine)."""
     return layer_to_volume(layer.data, _kwargs(layer), isinstance(layer, napari.layers.Labels))
+
+
+def follow_dims(images: Any, dims: Any) -> Any:
+    """Keep a 2D/3D ComboBox ``dims`` possible for the layers chosen in ``images``.
+
+    A 3D network on a 2D layer (an RGB or time-lapse one too) cannot train, so choosing
+    one sets 2D; choosing only volumes again puts back the 3D that was switched away
+    from. 2D on volumes (slice by slice) is the user's choice and stays. Returns the
+    connected callback.
+    """
+    auto = {"2d": False}
+
+    def update(layers: Any = None) -> None:
+        found = {_spatial_dims(layer) for layer in (layers or ())} - {None}
+        if 2 in found and dims.value == 3:
+            dims.value, auto["2d"] = 2, True
+        elif found == {3} and auto["2d"] and dims.value == 2:
+            dims.value, auto["2d"] = 3, False
+
+    images.changed.connect(update)
+    return update
+
+
+def _spatial_dims(layer: napari.layers.Layer) -> int | None:
+    try:
+        axes = layer_volume(layer).axes
+    except ValueError:
+        return None
+    n = sum(a in "ZYX" for a in axes)
+    return n if n in (2, 3) and "Q" not in axes else None  # Q: an axis the user must name
 
 
 def layer_spatial(layer: napari.layers.Layer) -> SpatialMeta:
@@ -176,8 +209,28 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
         candidate = f"{name} ({k})"
     kwargs["name"] = candidate
     layer = napari.layers.Layer.create(data, kwargs, layer_type)
+    if isinstance(layer, napari.layers.Labels):
+        layer.events.paint.connect(_user_owned(layer))
     viewer.layers.insert(index, layer)
     return layer
+
+
+def _user_owned(layer: napari.layers.Labels) -> Any:
+    """A paint-event callback that takes the plugin's mark off ``layer``: painted, it is the user's.
+
+    napari emits ``paint`` for every undoable edit (brush, fill, eraser, polygon,
+    ``data_setitem``). Holds the layer weakly.
+    """
+    import weakref
+
+    ref = weakref.ref(layer)
+
+    def unmark(*_: Any) -> None:
+        painted = ref()
+        if painted is not None:
+            painted.metadata.pop(PLUGIN_MARK, None)
+
+    return unmark
 
 
 # --- preprocessing chains -------------------------------------------------------------

@@ -149,6 +149,10 @@ class Runner:
         self._on_report_cb: Callable[[Any], None] | None = None
         self._on_result_cb: Callable[[Any], None] | None = None
         self._on_done_cb: Callable[[], None] | None = None
+        self._detached = False
+        # The dock (with the bar in it) closes with its viewer, possibly while a job runs
+        # and other viewers keep Qt alive: the job's last reports must not reach dead widgets.
+        self.progress.native.destroyed.connect(self.detach)
         if stop is not None:
             stop.enabled = False
             stop.changed.connect(self.stop)
@@ -203,6 +207,17 @@ class Runner:
             if self._show_progress:
                 self._set_text(f"{self.desc}: stopping...")
 
+    def detach(self, *_: Any) -> None:
+        """The widget is gone (its viewer closed): stop the job, drop its GUI callbacks.
+
+        The job finishes its current step in its thread; nothing it reports or returns
+        reaches the widget any more.
+        """
+        self._detached = True
+        self._on_report_cb = self._on_result_cb = self._on_done_cb = None
+        if self.token is not None:
+            self.token.stop()
+
     # -- GUI-thread slots --------------------------------------------------------------
 
     def _make_token(self) -> Any:
@@ -227,6 +242,8 @@ class Runner:
             self._stop_button.enabled = busy
 
     def _on_report(self, report: Any) -> None:
+        if self._detached:
+            return
         info = progress_of(report)
         if info is not None and self._show_progress and self.running:
             done, total, text = info
@@ -257,8 +274,10 @@ class Runner:
             notifications.show_error(f"{self.desc} failed: {type(exc).__name__}: {exc}")
 
     def _on_finished(self) -> None:
-        self.progress.visible = False
         self.worker = None
+        if self._detached:
+            return
+        self.progress.visible = False
         self._set_busy(False)
         done, self._on_done_cb = self._on_done_cb, None
         if done is not None:

@@ -162,10 +162,11 @@ class LiveWidget(Container):
         self.tasks.stop()
 
     def _destroyed(self, *_: Any) -> None:
-        # the viewer closed with the widget in it: end the jobs (the session closes in its job)
+        # the viewer closed with the widget in it: end the jobs (the session closes in its
+        # job) and let none of their reports reach the dead widgets
+        self._timer.stop()
         for runner in (self.runner, self.tasks):
-            if runner.token is not None:
-                runner.token.stop()
+            runner.detach()
 
     def _stopped(self) -> None:
         scribbles = self._layers.get("scribbles")

@@ -103,6 +103,7 @@ class PredictWidget(Container):
         w["predict"].changed.connect(self.predict)
         w["finetune"].changed.connect(self.finetune)
         self._instances_runner = Runner("Instances", show_progress=False)
+        self.native.destroyed.connect(self._instances_runner.detach)  # its bar is not in the dock
         self._instances_source: Any = None  # (inputs, origin) of the last instance prediction
         self._instances_pending = False
         for key in CONTROLS:

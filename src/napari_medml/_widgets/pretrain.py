@@ -16,7 +16,14 @@ from typing import Any, get_args
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, Select, SpinBox
 
-from napari_medml._widgets._layers import check_fits, layer_spatial, layer_volume, model_input, show_result
+from napari_medml._widgets._layers import (
+    check_fits,
+    follow_dims,
+    layer_spatial,
+    layer_volume,
+    model_input,
+    show_result,
+)
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -54,6 +61,7 @@ class PretrainWidget(Container):
                              label="unlabeled image(s)",
                              tooltip="Each chosen layer is one more unlabeled image (not a channel).")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
+        follow_dims(w["images"], w["dims"])
         w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network",
                                 tooltip="Train segmentation starts from it with the same network, width and depth.")
         w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
@@ -203,10 +211,17 @@ class PretrainWidget(Container):
         spatial = layer_spatial(layer)
         axes = layer_volume(layer).axes
         data = reconstruction.image
-        if "C" in axes:  # channels in front, as result layers carry their own C
-            data = np.moveaxis(data, axes.index("C"), 0)
+        if getattr(layer, "rgb", False):  # colour last and in the input's range, to lie over it
+            if np.issubdtype(layer.dtype, np.integer):
+                info = np.iinfo(layer.dtype)
+                data = np.clip(np.rint(data), info.min, info.max).astype(layer.dtype)
+            look = {"rgb": True}
+        else:
+            if "C" in axes:  # channels in front, as result layers carry their own C
+                data = np.moveaxis(data, axes.index("C"), 0)
+            look = {"colormap": "gray"}
         show_result(self._viewer, result_layer_data(data, layer.name, "reconstruction", spatial, "image", axes,
-                                                    colormap="gray"))
+                                                    **look))
         show_result(self._viewer, result_layer_data(reconstruction.error, layer.name, "reconstruction error",
                                                     spatial, "image", axes, colormap="inferno",
                                                     blending="additive"))

@@ -28,7 +28,15 @@ from magicgui.widgets import (
 from napari_medml._widgets._forms import parse_size
 from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
-from napari_medml._widgets._layers import check_fits, check_on_image, labels_array, layer_spatial, model_input, require
+from napari_medml._widgets._layers import (
+    check_fits,
+    check_on_image,
+    follow_dims,
+    labels_array,
+    layer_spatial,
+    model_input,
+    require,
+)
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
@@ -88,6 +96,7 @@ class TrainWidget(Container):
                              "id; the network learns to separate touching objects.")
         w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
+        follow_dims(w["images"], w["dims"])
         w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network")
         w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
@@ -136,6 +145,7 @@ class TrainWidget(Container):
         self.native.layout().addWidget(self.plot)
         self.model: Any = None
         self._device_runner = Runner("Device check", show_progress=False)
+        self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)
         w["device"].changed.connect(self._check_device)
