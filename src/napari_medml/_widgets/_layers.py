@@ -28,7 +28,7 @@ from napari_medml.layer_data import (
 )
 
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
-           "image_array", "is_lazy_layer", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
+           "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
            "model_input", "raw_layer", "require", "show_result", "visible_region"]
 
 MEMORY_ENV = "NAPARI_MEDML_LAYER_MEMORY_MB"  # overrides the in-memory budget for on-disk layers
@@ -279,18 +279,44 @@ class ModelInput(NamedTuple):
                              what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip
 
 
-def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) -> ModelInput:
+def labelled_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer],
+                   labels_layer: napari.layers.Labels) -> tuple[ModelInput, np.ndarray, tuple[Any, ...]]:
+    """The training input for ``labels_layer``, its labels, and a recipe to record afterwards.
+
+    Training reads raw layers and replays their preprocessing recipe. Labels painted on
+    a preprocessed layer whose recipe crops or resamples lie on that layer's grid, not
+    the raw one: then the preprocessed layer is trained on as shown, and the recipe is
+    returned for the model to record (``segmentation.recipes.record_preprocessing``), so
+    that it still re-applies it to raw images. Either way the labels must lie on the
+    layer whose grid they have (:func:`check_on_image`).
+    """
+    inputs = model_input(viewer, layers)
+    labels = labels_array(labels_layer)
+    raw_shape = tuple(n for n, a in zip(inputs.image.shape, inputs.axes) if a != "C")
+    if inputs.recipe and labels.shape != raw_shape:
+        shown = model_input(viewer, layers, raw=False)
+        if labels.shape == tuple(n for n, a in zip(shown.image.shape, shown.axes) if a != "C"):
+            check_on_image(labels_layer, shown.layer)
+            return shown._replace(recipe=()), labels, inputs.recipe
+    check_on_image(labels_layer, inputs.layer)
+    return inputs, labels, ()
+
+
+def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer], *, raw: bool = True
+                ) -> ModelInput:
     """Resolve chosen image layers to raw data, spacing, axes and the shared recipe.
 
     A layer's own channel axis (``axis_labels`` "c", or RGB) gives the channels; several
-    single-channel layers are stacked as channels in front.
+    single-channel layers are stacked as channels in front. With ``raw=False`` a
+    preprocessed layer is taken as it is shown (its data, grid and name; the recipe is
+    still reported): what live segmentation works on.
     """
     layers = [require(layer, napari.layers.Image, "an image") for layer in layers or [None]]
     recipes = {layer_recipe(layer) for layer in layers}
     if len(recipes) > 1:
         raise InputError("the chosen images have different preprocessing recipes: "
                          "preprocess every channel the same way")
-    raws = [raw_layer(viewer, layer) for layer in layers]
+    raws = [raw_layer(viewer, layer) if raw else layer for layer in layers]
     volumes = [layer_volume(raw) for raw in raws]
     shapes = {v.data.shape for v in volumes}
     if len(shapes) > 1:

@@ -128,7 +128,9 @@ class LiveWidget(Container):
         for layer in self._w["images"].value or ():
             check_fits(layer, "live segmentation", "crop it (or open a coarser level) to segment it live; Predict "
                        "segments the whole layer block by block with a model from the crop")
-        inputs = model_input(self._viewer, self._w["images"].value)
+        # the layer as shown: a crop (or another preprocessed layer) is segmented as it is,
+        # and the accepted model records the recipe that made it from the raw image
+        inputs = model_input(self._viewer, self._w["images"].value, raw=False)
         if "T" in inputs.axes:
             raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
                              "image or 3D volume (open one frame)")
@@ -316,7 +318,7 @@ class LiveWidget(Container):
         def job(stop: Any, report: Any) -> tuple[np.ndarray, Any]:
             labels = session.predict()
             try:
-                model = session.network_model()
+                model = session.network_model(inputs.recipe)
             except InputError:
                 model = None  # no network (yet): the segmentation alone
             return labels, model

@@ -30,11 +30,9 @@ from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
     check_fits,
-    check_on_image,
     follow_dims,
-    labels_array,
+    labelled_input,
     layer_spatial,
-    model_input,
     require,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -201,10 +199,8 @@ class TrainWidget(Container):
     def start(self, *_: Any, init_model: Any = None, on_model: Any = None) -> None:
         """Read the form and the layers and start training (or fine-tuning ``init_model``)."""
         w = self._w
-        inputs = model_input(self._viewer, w["images"].value)
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
-        check_on_image(labels_layer, inputs.layer)
-        labels = labels_array(labels_layer)
+        inputs, labels, record = labelled_input(self._viewer, w["images"].value, labels_layer)
         config = self.config(inputs.recipe)
         for layer in (*w["images"].value, labels_layer):  # on-disk layers: segmentation reads patches only
             if config.task == "instances":
@@ -218,7 +214,7 @@ class TrainWidget(Container):
         start_from = self._start_from() if init_model is None else None
         self.plot.clear()
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
-                       on_model=on_model, start_from=start_from)
+                       on_model=on_model, start_from=start_from, record=record)
 
     @notify_errors("Training")
     def resume(self, *_: Any) -> None:
@@ -230,7 +226,7 @@ class TrainWidget(Container):
         run = self._last_run
         self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["inputs"].recipe))
         self.start_job(run["inputs"], run["labels"], run["config"], name=run["name"], bundle=run["bundle"],
-                       init_model=run["init_model"], on_model=run["on_model"], resume=run)
+                       init_model=run["init_model"], on_model=run["on_model"], resume=run, record=run["record"])
 
     def _start_from(self) -> Any:
         """The transfer-learning source: None, a bundle folder (str) or a session model."""
@@ -246,13 +242,15 @@ class TrainWidget(Container):
 
     def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
                   bundle: str | None = None, init_model: Any = None, on_model: Any = None,
-                  start_from: Any = None, resume: dict[str, Any] | None = None) -> None:
+                  start_from: Any = None, resume: dict[str, Any] | None = None, record: tuple = ()) -> None:
         """Run fit() in the runner; the model goes to the session under ``name``.
 
         ``start_from``: transfer learning from a bundle folder or a session model (saved
         as a bundle first, so the run's config names where its weights came from).
         Checkpoints go to ``<bundle>/checkpoints``, or the session's temp folder.
         ``resume``: the run (``_last_run``) to continue from its checkpoint folder.
+        ``record``: a recipe the model records after training on a preprocessed layer as
+        shown (``_layers.labelled_input``).
         """
         from napari_medml.segmentation.plan import changed_fields
 
@@ -261,7 +259,7 @@ class TrainWidget(Container):
         if resume is None:
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
                                     "plan": None, "name": name, "bundle": bundle, "init_model": init_model,
-                                    "on_model": on_model}
+                                    "on_model": on_model, "record": record}
             # fine-tuning keeps its model's settings; instances are planned as their foreground
             planned = self._w["plan"].value and init_model is None
         else:  # the run's own (planned) config; its checkpoint holds the network
@@ -308,6 +306,10 @@ class TrainWidget(Container):
                                        stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
             if orientation:  # Predict and `napari-medml predict` put other orientations in this one
                 model.provenance["orientation"] = orientation
+            if record:  # trained on a preprocessed layer as shown: raw images get its recipe
+                from napari_medml.segmentation.recipes import record_preprocessing
+
+                record_preprocessing(model, record)
             checkpoints.finish(model, bundle, stop.stopped)
             return model
 

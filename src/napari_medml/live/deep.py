@@ -256,8 +256,9 @@ class DeepStage:
                 self._snapshot()
             return self.steps - start
 
-    def network_model(self) -> Any:
-        """The answering snapshot as a regular segmentation ``Model`` (predicts other images, saves a bundle).
+    def network_model(self, preprocessing: Sequence[Any] = ()) -> Any:
+        """The answering snapshot as a regular segmentation ``Model`` (predicts other images, saves a bundle),
+        recording the recipe ``preprocessing`` that made the session's image (see ``LiveSession``).
 
         Raises
         ------
@@ -272,8 +273,11 @@ class DeepStage:
         network = copy.deepcopy(model.network).cpu().eval()
         provenance = {"trained_by": "live segmentation (scribbles)", "steps": self.steps,
                       "background_id": self.background_id}
-        return Model(network, task.train_config, model.class_ids, task.in_channels, task.spatial_dims,
-                     task.patch_size, self.spacing, self.normalization, provenance=provenance)
+        from napari_medml.segmentation.recipes import record_preprocessing
+
+        return record_preprocessing(Model(network, task.train_config, model.class_ids, task.in_channels,
+                                          task.spatial_dims, task.patch_size, self.spacing, self.normalization,
+                                          provenance=provenance), preprocessing)
 
     # -- internals -------------------------------------------------------------------
 

@@ -245,12 +245,19 @@ class LiveSession(SessionWorker):
                     break
         self._raise_fatal()
 
-    def network_model(self) -> Any:
+    def network_model(self, preprocessing: Sequence[Any] = ()) -> Any:
         """The deep stage's network as a regular segmentation ``Model`` (Accept hands it to the session).
 
         The model predicts other images (``Model.predict``), saves as a bundle
         (``Model.save``) and fine-tunes like any trained model; its class ids are
         the painted ones, background 0.
+
+        Parameters
+        ----------
+        preprocessing : sequence of PreprocessStep
+            The recipe that made this session's image from a raw one (a crop, a
+            resampling, a filter): the model records it and re-applies it to every raw
+            image it predicts, as a model trained on a preprocessed layer does.
 
         Raises
         ------
@@ -260,7 +267,7 @@ class LiveSession(SessionWorker):
         self._check_open()
         if self._deep is None:
             raise InputError("this live session has no deep stage (deep=None): start one with deep=DeepConfig()")
-        return self._deep.network_model()
+        return self._deep.network_model(preprocessing)
 
     @property
     def training(self) -> dict[str, Any]:

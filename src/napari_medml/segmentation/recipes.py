@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["apply_preprocessing", "labels_to_recipe_grid"]
+__all__ = ["apply_preprocessing", "labels_to_recipe_grid", "record_preprocessing"]
 
 
 def apply_preprocessing(image: np.ndarray, spacing: Sequence[float] | None, steps: Sequence[Any]
@@ -76,3 +76,29 @@ def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
 
     return resize(arr, tuple(shape), order=order, preserve_range=True, anti_aliasing=False,
                   mode="edge").astype(arr.dtype)
+
+
+
+def record_preprocessing(model: Any, steps: Sequence[Any]) -> Any:
+    """Record ``steps`` as the recipe that made the model's training images from raw ones.
+
+    For a model trained on an image already preprocessed (a preprocessed layer as shown,
+    with labels painted on its grid): it now re-applies the recipe to every raw image it
+    predicts, exactly as a model trained on the raw image with the recipe does.
+
+    Parameters
+    ----------
+    model : Model
+        A segmentation model trained without a recipe of its own; changed in place.
+    steps : sequence of PreprocessStep
+        The recipe.
+
+    Returns
+    -------
+    Model
+        ``model``.
+    """
+    from dataclasses import replace
+
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=tuple(steps)))
+    return model

@@ -155,6 +155,38 @@ def test_network_model_is_a_segmentation_model_for_3d_channels(tmp_path) -> None
     np.testing.assert_array_equal(again.predict(image, channel_axis=0).labels, labels)
 
 
+def test_network_model_of_a_cropped_image_records_the_crop_and_predicts_the_raw_image() -> None:
+    from napari_medml.config import PreprocessStep
+    from napari_medml.preprocessing.recipe import run_recipe
+
+    rng = np.random.default_rng(2)
+    truth = np.zeros((12, 40, 40), np.int32)
+    truth[3:9, 10:30, 12:28] = 1
+    raw = np.zeros((20, 64, 64), np.float32)  # the crop (image > 0.05) is [4:16, 10:50, 12:52]
+    raw[4:16, 10:50, 12:52] = 0.2 + truth + 0.1 * rng.random(truth.shape)
+    recipe = (PreprocessStep("crop", {"threshold": 0.05}),)
+    crop = run_recipe(raw, (2.0, 1.0, 1.0), recipe)
+    assert crop.image.shape == truth.shape
+    scribbles = np.zeros_like(truth)
+    scribbles[6, 15:25, 20] = 1
+    scribbles[6, 2, 2:38] = 3
+    scribbles[1, 20, 2:38] = 3
+    with LiveSession(crop.image, spacing=crop.spacing, background_id=3, deep=DeepConfig(snapshot_s=1.0),
+                     device="auto") as session:
+        session.update(scribbles)
+        _train_until(session, lambda: session.training["snapshots"] > 0)
+        model = session.network_model(recipe)
+        plain = session.network_model()  # the same network, without the recipe
+    assert model.config.data.preprocessing == recipe and not plain.config.data.preprocessing
+    labels = model.predict(raw, spacing=(2.0, 1.0, 1.0)).labels
+    assert labels.shape == raw.shape  # the recipe crops, the network segments, the result is put back
+    outside = np.ones(raw.shape, bool)
+    outside[4:16, 10:50, 12:52] = False
+    assert not labels[outside].any()
+    # inside the crop: what the network says on the crop it was trained on
+    np.testing.assert_array_equal(labels[4:16, 10:50, 12:52], plain.predict(crop.image, spacing=crop.spacing).labels)
+
+
 def test_without_a_deep_stage() -> None:
     image, _ = _ramp_image()
     with LiveSession(image, background_id=2, deep=None) as session:
