@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,11 +27,9 @@ from napari_medml._widgets._layers import (
     RECIPE_KEY,
     SOURCE_KEY,
     check_fits,
-    image_array,
     is_lazy_layer,
     labels_array,
     layer_recipe,
-    layer_spatial,
     layer_volume,
     raw_layer,
     require,
@@ -41,7 +38,14 @@ from napari_medml._widgets._layers import (
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml.config import PreprocessStep, to_dict
 from napari_medml.errors import InputError
-from napari_medml.layer_data import SpatialMeta, is_generated, result_layer_data
+from napari_medml.io import Volume
+from napari_medml.layer_data import (
+    LayerDataTuple,
+    is_generated,
+    mark_generated,
+    result_layer_name,
+    volume_to_layer_data,
+)
 
 __all__ = ["PreprocessWidget"]
 
@@ -93,9 +97,11 @@ class PreprocessWidget(Container):
         self.runner = Runner("Preprocessing", [w["apply"]])
         self.append(self.runner.progress)
         w["apply"].changed.connect(self.apply)
+        w["image"].changed.connect(self._fit_target_spacing)
         for name in ("operation", "low", "high", "preset", "level", "width", "image", "live"):
             w[name].changed.connect(self._changed)
         viewer.dims.events.current_step.connect(self._changed)
+        self._fit_target_spacing()
         self._changed()
 
     def __getitem__(self, key: Any) -> Any:
@@ -136,53 +142,66 @@ class PreprocessWidget(Container):
         self._w["level"].visible = self._w["width"].visible = custom
         self._update_preview()
 
+    def _fit_target_spacing(self, *_: Any) -> None:
+        """Offer the chosen image's own spatial spacing as the target when the field holds
+        another number of values (a 2D image, a time series, RGB: no Z)."""
+        from napari_medml.preprocessing.stacks import recipe_axes
+
+        layer, field = self._w["image"].value, self._w["target_spacing"]
+        if layer is None:
+            return
+        try:
+            spacing = recipe_axes(layer_volume(layer)).spacing
+        except ValueError:
+            return  # unknown axes: Apply says so
+        if len(field.value.replace(",", " ").split()) != len(spacing):
+            field.value = ", ".join(f"{s:g}" for s in spacing)
+
     def _preview_name(self, layer: napari.layers.Layer) -> str:
         return f"{layer.name} [preview]"
 
     def _update_preview(self) -> None:
-        from napari_medml.preprocessing.recipe import apply_step
+        from napari_medml.preprocessing.stacks import plane_at, run_recipe_volume
 
         layer = self._w["image"].value
         old = [l for l in self._viewer.layers
                if l.name.endswith(" [preview]") and is_generated(l.metadata)]
-        if not (self._w["live"].value and layer is not None
-                and self._w["operation"].value in CHEAP and layer.ndim in (2, 3)):
+        if not (self._w["live"].value and layer is not None and self._w["operation"].value in CHEAP):
             for l in old:
                 self._viewer.layers.remove(l)
             return
-        spatial = layer_spatial(layer)
-        data = layer_volume(layer).data  # full resolution; a dask/zarr layer stays on disk
-        if data.ndim == 3:  # the slice the viewer shows (only it is read)
-            z = int(np.clip(round(layer.world_to_data(self._viewer.dims.point)[0]), 0, len(data) - 1))
-            data = data[z]
+        volume = layer_volume(layer)  # full resolution; a dask/zarr layer stays on disk
+        plane = plane_at(volume, layer.world_to_data(self._viewer.dims.point))  # the slice the viewer shows
         if is_lazy_layer(layer):
-            if math.prod(data.shape) > PREVIEW_VOXELS:
+            if math.prod(plane.data.shape) > PREVIEW_VOXELS:
                 return  # a slice too large to preview live; Apply still works (or refuses, with the fix)
-            data = np.asarray(data)
         try:
-            out, _ = apply_step(data, spatial.spacing[-2:], self.step())
+            out = run_recipe_volume(plane, (self.step(),))  # per colour channel, as Apply and training
         except ValueError:
             return  # a half-typed parameter: keep the last preview
         name = self._preview_name(layer)
         if name in self._viewer.layers and is_generated(self._viewer.layers[name].metadata):
-            self._viewer.layers[name].data = out
-            return
-        preview = SpatialMeta(spatial.spacing[-2:], spatial.origin[-2:], None)
-        show_result(self._viewer, result_layer_data(out, layer.name, "preview", preview, "image",
-                                                    colormap="gray"))
+            shown = self._viewer.layers[name]
+            if getattr(shown, "rgb", False) == bool(out.meta.get("rgb")) and shown.data.shape == out.data.shape:
+                shown.data = out.data
+                return
+        show_result(self._viewer, _result_layer(out, layer.name, "preview"))
         self._viewer.layers.selection.active = layer
 
     @notify_errors("Preprocessing")
     def apply(self, *_: Any) -> None:
-        """Run the operation on the chosen image in the runner; add the result layer(s)."""
-        from napari_medml.preprocessing.ops import crop_to_mask
-        from napari_medml.preprocessing.recipe import describe_step, run_recipe
+        """Run the operation on the chosen image in the runner; add the result layer(s).
+
+        Each channel (an RGB colour too) and each time frame is processed on its own, as
+        training replays the recipe; the result keeps the input's axes."""
+        from napari_medml.preprocessing.recipe import describe_step
+        from napari_medml.preprocessing.stacks import crop_volume_to_labels, recipe_axes, run_recipe_volume
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "preprocessing", "crop it (e.g. open a smaller region or a coarser level), or train and "
                    "predict on the raw image: training reads patches and Predict works block by block")
-        image, spacing = image_array(layer)
-        spatial = layer_spatial(layer)
+        volume = layer_volume(layer)
+        recipe_axes(volume)  # unknown axes: refused here, before the job
         op = self._w["operation"].value
         if op == "crop_labels":
             if layer_recipe(layer):
@@ -194,18 +213,12 @@ class PreprocessWidget(Container):
             margin = self._w["margin"].value
 
             def crop_job(stop: Any, report: Any) -> Any:
-                cropped, offset = crop_to_mask(np.asarray(image), np.asarray(labels) != 0, margin)
-                region = tuple(slice(o, o + n) for o, n in zip(offset, cropped.shape))
-                return cropped, np.array(labels[region]), offset
+                return crop_volume_to_labels(volume, labels, margin, labels_layer.name)
 
             def crop_done(result: Any) -> None:
-                cropped, cropped_labels, offset = result
-                origin = tuple(t + o * s for t, o, s in zip(spatial.origin, offset, spatial.spacing))
-                moved = SpatialMeta(spatial.spacing, origin, None)
-                show_result(self._viewer, result_layer_data(
-                    cropped, layer.name, f"crop to {labels_layer.name}", moved, "image"))
-                show_result(self._viewer, result_layer_data(
-                    cropped_labels, labels_layer.name, "crop", moved, "labels"))
+                image_out, labels_out = result
+                show_result(self._viewer, _result_layer(image_out, layer.name, f"crop to {labels_layer.name}"))
+                show_result(self._viewer, _result_layer(labels_out, labels_layer.name, "crop"))
 
             self.runner.start(crop_job, on_result=crop_done)
             return
@@ -216,14 +229,21 @@ class PreprocessWidget(Container):
         what = describe_step(step)
 
         def job(stop: Any, report: Any) -> Any:
-            return run_recipe(np.asarray(image), spacing, (step,))  # a small on-disk layer is read here
+            return run_recipe_volume(volume, (step,))  # a small on-disk layer is read here
 
         def done(result: Any) -> None:
-            origin = tuple(t + d for t, d in zip(spatial.origin, result.shift))
-            placed = SpatialMeta(tuple(result.spacing or spatial.spacing), origin, None)
-            new = show_result(self._viewer, result_layer_data(result.image, layer.name, what,
-                                                              placed, "image", colormap="gray"))
+            new = show_result(self._viewer, _result_layer(result, layer.name, what))
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata[SOURCE_KEY] = source
 
         self.runner.start(job, on_result=done)
+
+
+def _result_layer(volume: Volume, source_name: str, what: str) -> LayerDataTuple:
+    """A marked result layer ``<source> [<what>]`` with the volume's axes (labels, scale,
+    translate; RGB stays RGB)."""
+    data, kwargs, kind = volume_to_layer_data(volume)
+    kwargs = {**kwargs, "name": result_layer_name(source_name, what), "metadata": mark_generated(kwargs["metadata"])}
+    if kind == "image" and not kwargs.get("rgb"):
+        kwargs["colormap"] = "gray"
+    return data, kwargs, kind

@@ -68,7 +68,8 @@ def predict(args: argparse.Namespace, model: Any) -> int:
         info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "
              f"{dims}D model; object ids stay unique across them")
     oriented = orient_as(vol, model.provenance.get("orientation"), dims)
-    for note in (oriented.note, spacing_note(oriented.spacing, model.spacing, f"image '{args.image}'")):
+    for note in (oriented.note, spacing_note(oriented.spacing, model.spacing, f"image '{args.image}'",
+                                                   recipe=model.config.data.preprocessing)):
         if note:
             info(note)
     config = InferConfig(**given(overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,

@@ -97,7 +97,8 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
 
     check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
-    note = spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, f"image '{args.image}'")
+    note = spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, f"image '{args.image}'",
+                        recipe=model.config.data.preprocessing)
     if note:
         info(note)
     plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
@@ -156,7 +157,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
     spacing = spatial_spacing(vol, model.spatial_dims)
-    note = spacing_note(spacing, model.spacing, f"image '{args.image}'")
+    note = spacing_note(spacing, model.spacing, f"image '{args.image}'", recipe=model.config.data.preprocessing)
     if note:
         info(note)
     halo = getattr(args, "halo", None)

@@ -20,7 +20,9 @@ no affine, e.g. ``.npy``) takes the other file's grid when the shapes match.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -259,10 +261,38 @@ def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Vo
 
 
 def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] | None, name: str,
-                 tolerance: float = 1.25) -> str | None:
+                 tolerance: float = 1.25, recipe: Any = ()) -> str | None:
     """One line when an image's voxel size differs from a model's training spacing by more
-    than ``tolerance`` (a ratio) along any axis; None otherwise or when either is unknown."""
-    if spacing is None or trained is None or len(spacing) != len(trained):
+    than ``tolerance`` (a ratio) along any axis; None otherwise or when either is unknown.
+
+    Parameters
+    ----------
+    spacing : tuple of float or None
+        The image's voxel size (napari order).
+    trained : tuple of float or None
+        The model's training spacing (``model.spacing``: after its recipe).
+    name : str
+        How the line names the image.
+    tolerance : float
+        The largest ratio that says nothing.
+    recipe : sequence of PreprocessStep (or their dicts)
+        The model's preprocessing recipe (``model.config.data.preprocessing``). A resample
+        step in it sets the voxel size the network sees, so the spacing after it is
+        compared: a model that resamples its input warns about nothing.
+
+    Returns
+    -------
+    str or None
+    """
+    if spacing is None or trained is None:
+        return None
+    for step in recipe or ():
+        operation = step.get("operation") if isinstance(step, Mapping) else getattr(step, "operation", None)
+        params = (step.get("params") if isinstance(step, Mapping) else getattr(step, "params", None)) or {}
+        target = params.get("target_spacing") if operation == "resample" else None
+        if target is not None and len(target) >= len(spacing):
+            spacing = tuple(float(t) for t in target)[len(target) - len(spacing):]
+    if len(spacing) != len(trained):
         return None
     ratios = [s / t for s, t in zip(spacing, trained) if s > 0 and t > 0]
     if all(1 / tolerance <= r <= tolerance for r in ratios):

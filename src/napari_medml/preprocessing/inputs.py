@@ -176,6 +176,10 @@ def run_recipe_channels(image: np.ndarray, spacing: Sequence[float] | None, step
 
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * (image.ndim - 1)
     results = [run_recipe(channel, sp, tuple(steps)) for channel in image]
+    if any(r.image.shape != results[0].image.shape or r.geometry != results[0].geometry for r in results):
+        raise InputError("the recipe's crop to a threshold finds another box in each channel, so they no longer "
+                         "line up: crop every channel to one box first (Preprocess > crop to labels), or drop "
+                         "the crop from the recipe")
     new = None if results[0].spacing is None else tuple(float(s) for s in results[0].spacing)
     return np.stack([np.asarray(r.image, np.float32) for r in results]), new, results[0]
 

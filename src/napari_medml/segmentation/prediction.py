@@ -114,7 +114,9 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     dims = model.spatial_dims
     spacing = tuple(float(s) for s in spacing)
     oriented = orient_array(image, spacing[-dims:], affine, model.provenance.get("orientation"))
-    for line in (oriented.note, spacing_note(oriented.spacing, model.spacing, name)):
+    # the recipe's resample (if any) sets the voxel size the network sees: compare after it
+    recipe = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
+    for line in (oriented.note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)):
         if line and notes is not None:
             notes(line)
     pred = model.predict(oriented.data, spacing=spacing[:-dims] + oriented.spacing, axes=axes, config=config,

@@ -1,0 +1,232 @@
+"""A recipe on a whole image with channels and frames, the way training replays it.
+
+Recipe operations take one single-channel spatial image, ``(Y, X)`` or ``(Z, Y, X)``
+(:mod:`napari_medml.preprocessing.recipe`). Training and prediction cut an image into
+samples (one per time frame, ``io.axes.split_samples``) and run the recipe on each
+channel of each (``inputs.run_recipe_channels``). :func:`run_recipe_volume` does the
+same on a :class:`~napari_medml.io.Volume`, so what the Preprocess widget shows is what
+a model trained on it sees: each channel (an RGB colour too) and each frame on its own,
+the result keeping the input's axes, with the spatial axes' spacing and origin updated.
+
+Plain NumPy; no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from napari_medml.errors import InputError
+from napari_medml.io import Volume
+from napari_medml.io.axes import AXES_HINT
+
+__all__ = ["RecipeAxes", "crop_volume_to_labels", "plane_at", "recipe_axes", "run_recipe_volume"]
+
+_PART_NAMES = {"T": "frames", "C": "channels", "Q": "planes"}
+
+
+class RecipeAxes(NamedTuple):
+    """Which axes of a volume a recipe runs over and which it runs along."""
+
+    spatial: tuple[int, ...]  # the axes one recipe call sees (Z, Y, X), in order
+    loop: tuple[int, ...]  # taken one index at a time: time, channels (an RGB colour axis too)
+    spacing: tuple[float, ...]  # of the spatial axes
+
+    def parts(self, axes: str) -> str:
+        """How a message calls the pieces (``"channels"``, ``"frames and channels"``)."""
+        names = dict.fromkeys(_PART_NAMES.get(axes[i], "planes") for i in self.loop)
+        return " and ".join(names) or "image"
+
+
+def recipe_axes(volume: Volume) -> RecipeAxes:
+    """The spatial axes a recipe sees in ``volume`` and the axes it is repeated along.
+
+    Z, Y and X are spatial; time and channel axes (an RGB colour axis included) are
+    taken one index at a time, as training does. One unnamed axis (``Q``) next to Y
+    and X is taken as Z, as a model does with a plain stack.
+
+    Parameters
+    ----------
+    volume : Volume
+        Its ``axes`` and ``spacing`` are read.
+
+    Returns
+    -------
+    RecipeAxes
+
+    Raises
+    ------
+    InputError
+        Several unnamed axes (which is time, which channels, is not known).
+    """
+    body = volume.axes[: len(volume.spacing)]  # an RGB colour axis has no spacing
+    unnamed = body.count("Q")
+    if unnamed > 1 or (unnamed and "Z" in body):
+        raise InputError(f"'{volume.name or 'image'}' has axes {volume.axes}: which are time, channels or Z is not "
+                         f"known, so a recipe cannot be run per channel and frame; {AXES_HINT}")
+    spatial = tuple(i for i, a in enumerate(body) if a in "ZYXQ")
+    loop = tuple(i for i in range(len(volume.axes)) if i not in spatial)
+    return RecipeAxes(spatial, loop, tuple(float(volume.spacing[i]) for i in spatial))
+
+
+def _check_steps(volume: Volume, layout: RecipeAxes, steps: Sequence[Any]) -> None:
+    """Refuse a resample target whose length is not the number of spatial axes, with the fix."""
+    body = volume.axes[: len(volume.spacing)]
+    n = len(layout.spatial)
+    for step in steps:
+        target = dict(getattr(step, "params", {}) or {}).get("target_spacing")
+        if getattr(step, "operation", None) != "resample" or target is None or len(target) == n:
+            continue
+        letters = ", ".join(body[i].lower().replace("q", "z") for i in layout.spatial)
+        others = (f"; its {layout.parts(volume.axes)} are processed one by one" if layout.loop else "")
+        example = ", ".join(f"{s:g}" for s in layout.spacing)
+        raise InputError(f"resample: target spacing {tuple(target)} has {len(target)} values but "
+                         f"'{volume.name or 'image'}' has {n} spatial axes ({letters}){others}: give {n} values, "
+                         f"e.g. '{example}' (its spacing now)")
+
+
+def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
+    """Run a recipe on each channel and frame of ``volume``, as training replays it.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any axes (``"YX"``, ``"ZYX"``, ``"TYX"``, ``"CZYX"``, RGB ``"YXC"``, ...); lazy
+        (dask/zarr) data are read here.
+    steps : sequence of PreprocessStep
+        The recipe; every step acts on the spatial axes (see :func:`recipe_axes`).
+
+    Returns
+    -------
+    Volume
+        A new array with the input's axes; the spatial axes' spacing and origin are those
+        after the recipe (the time and channel axes keep theirs); no affine.
+
+    Raises
+    ------
+    InputError
+        Unknown axes, a resample target of the wrong length, or a threshold crop that
+        finds another box in another channel or frame (naming the volume and the fix).
+    """
+    from napari_medml.preprocessing.recipe import run_recipe
+
+    layout = recipe_axes(volume)
+    _check_steps(volume, layout, steps)
+    image = np.asarray(volume.data)
+    moved = np.moveaxis(image, layout.loop, range(len(layout.loop)))
+    lead = moved.shape[: len(layout.loop)]
+    results = [run_recipe(moved[index], layout.spacing, tuple(steps)) for index in np.ndindex(*lead)]
+    first = results[0]
+    for result in results[1:]:
+        if result.image.shape != first.image.shape or result.geometry != first.geometry:
+            raise InputError(
+                f"the crop to a threshold finds another box in each of the {layout.parts(volume.axes)} of "
+                f"'{volume.name or 'image'}' ({first.image.shape} and {result.image.shape}), so they no longer "
+                "line up: crop to a labels layer instead (one box for all of them)")
+    out = np.stack([r.image for r in results]).reshape(lead + first.image.shape)
+    out = np.moveaxis(out, range(len(layout.loop)), layout.loop)
+    spacing, origin = list(volume.spacing), list(volume.origin)
+    for k, axis in enumerate(layout.spatial):
+        if first.spacing is not None:
+            spacing[axis] = float(first.spacing[k])
+        origin[axis] = float(origin[axis]) + float(first.shift[k])
+    return _like(volume, out, spacing, origin)
+
+
+def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[int] = 0,
+                          labels_name: str = "labels") -> tuple[Volume, Volume]:
+    """Crop an image and its labels to the labels' bounding box (plus ``margin`` voxels)
+    along the spatial axes; every channel and frame is kept and gets the same box.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image, any axes (see :func:`recipe_axes`).
+    labels : array
+        Label ids of the image's shape without its channel axes (one box over all frames).
+    margin : int or sequence of int
+        Voxels added around the box, one for all spatial axes or one each.
+    labels_name : str
+        How messages call the labels.
+
+    Returns
+    -------
+    (Volume, Volume)
+        The cropped image (the input's axes) and the cropped labels (its axes without
+        channels), both with the origin moved to the box.
+
+    Raises
+    ------
+    InputError
+        Labels of another shape, empty labels, or a bad margin.
+    """
+    from napari_medml.preprocessing.ops import crop_to_mask
+
+    layout = recipe_axes(volume)
+    name = volume.name or "image"
+    body = volume.axes[: len(volume.spacing)]
+    label_axes = [i for i, a in enumerate(body) if a != "C"]
+    expected = tuple(volume.data.shape[i] for i in label_axes)
+    labels = np.asarray(labels)
+    if labels.shape != expected:
+        raise InputError(f"labels '{labels_name}' have shape {labels.shape} but image '{name}' (axes {volume.axes}) "
+                         f"has {expected} without channels: choose labels drawn on that image")
+    spatial_in_labels = tuple(label_axes.index(i) for i in layout.spatial)
+    others = tuple(k for k in range(labels.ndim) if k not in spatial_in_labels)
+    mask = np.any(labels != 0, axis=others) if others else labels != 0
+    if not mask.any():
+        raise InputError(f"labels '{labels_name}' are empty: paint the region to crop to, or use 'crop to "
+                         "threshold'")
+    boxed, offset = crop_to_mask(mask, mask, margin)  # validates the margin too
+    box = tuple(slice(o, o + n) for o, n in zip(offset, boxed.shape))
+    where: list[Any] = [slice(None)] * volume.data.ndim
+    for axis, region in zip(layout.spatial, box):
+        where[axis] = region
+    image = np.array(np.asarray(volume.data)[tuple(where)], copy=True)
+    cropped_labels = np.array(labels[tuple(where[i] for i in label_axes)], copy=True)
+    origin = list(volume.origin)
+    for axis, start in zip(layout.spatial, offset):
+        origin[axis] = float(origin[axis]) + start * float(volume.spacing[axis])
+    spacing = list(volume.spacing)
+    image_out = _like(volume, image, spacing, origin)
+    labels_out = Volume(cropped_labels, tuple(spacing[i] for i in label_axes), tuple(origin[i] for i in label_axes),
+                        None, True, labels_name, {}, "".join(body[i] for i in label_axes))
+    return image_out, labels_out
+
+
+def plane_at(volume: Volume, point: Sequence[float]) -> Volume:
+    """The Y-X plane of ``volume`` through ``point`` (an RGB colour axis kept), for a preview.
+
+    Parameters
+    ----------
+    volume : Volume
+    point : sequence of float
+        Data coordinates of the axes other than an RGB colour axis (or only the last ones).
+
+    Returns
+    -------
+    Volume
+        ``(Y, X)`` (``(Y, X, C)`` for RGB); lazy data stay lazy (only that plane is read later).
+    """
+    body = volume.axes[: len(volume.spacing)]
+    point = list(point)[-len(body):]
+    point = [0.0] * (len(body) - len(point)) + point
+    where: list[Any] = [slice(None)] * volume.data.ndim
+    for i, letter in enumerate(body):
+        if letter not in "YX":
+            where[i] = int(np.clip(round(float(point[i])), 0, volume.data.shape[i] - 1))
+    kept = [i for i, a in enumerate(body) if a in "YX"]
+    axes = "".join(body[i] for i in kept) + volume.axes[len(body):]
+    return Volume(volume.data[tuple(where)], tuple(volume.spacing[i] for i in kept),
+                  tuple(volume.origin[i] for i in kept), None, False, volume.name, _meta(volume), axes)
+
+
+def _meta(volume: Volume) -> dict[str, Any]:
+    return {k: v for k, v in volume.meta.items() if k in ("rgb", "unit")}
+
+
+def _like(volume: Volume, data: np.ndarray, spacing: Sequence[float], origin: Sequence[float]) -> Volume:
+    return Volume(data, tuple(float(s) for s in spacing), tuple(float(o) for o in origin), None, False,
+                  volume.name, _meta(volume), volume.axes)
