@@ -73,6 +73,7 @@ def test_augment_previews_a_patch_of_a_lazy_layer(make_napari_viewer, open_widge
     widget = open_widget(viewer, "augment")
     widget.image.value, widget.label_layer.value = layer, seg
     widget.n.value = 2
+    widget.patch.value = "24, 96, 96"  # the training patch
     widget.preview_button.changed.emit(True)
     qtbot.waitUntil(lambda: "seg [augmentation preview]" in viewer.layers, timeout=60000)
     shown = viewer.layers["big [augmentation preview]"]

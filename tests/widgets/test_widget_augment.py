@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+import napari_medml.augment as augment
 from napari_medml._widgets._session import session_for
-from napari_medml.config import AugmentConfig
+from napari_medml.config import AugmentConfig, AugmentSpec
 from napari_medml.samples import phantom_3d
 
 
@@ -73,3 +74,119 @@ def test_preview_errors_are_notifications(setup, qtbot, notes):
     errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
     assert errors and "shape" in errors[0].message
     assert "small [augmentation preview]" not in viewer.layers
+
+
+def _objects(shape=(48, 64), offset=0):
+    """Bright rectangles with ids 1.. (+ offset) on a dark background; image and labels."""
+    lab = np.zeros(shape, np.int64)
+    k = 0
+    for y in range(3, shape[0] - 10, 14):
+        for x in range(4, shape[1] - 12, 17):
+            k += 1
+            lab[y:y + 6 + k % 4, x:x + 9] = k + offset
+    return np.where(lab > 0, 220.0, 20.0), lab
+
+
+def _run(widget, qtbot, viewer, image, labels):
+    widget.image.value, widget.label_layer.value = image, labels
+    widget.preview_button.changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    return viewer.layers[f"{image.name} [augmentation preview]"], viewer.layers[f"{labels.name} [augmentation preview]"]
+
+
+def only(*names, prob=0.5):
+    import dataclasses
+
+    return dataclasses.replace(AugmentConfig.none(), **{n: AugmentSpec(prob, 1.0) for n in names})
+
+
+def test_preview_of_an_rgb_layer_is_rgb_and_aligned(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    bright, lab = _objects()
+    rgb = np.stack([bright, 255 - bright, np.full_like(bright, 90)], axis=-1).astype(np.uint8)
+    image = viewer.add_image(rgb, name="photo", scale=(0.5, 0.5))
+    labels = viewer.add_labels((lab > 0).astype(np.uint8), name="mask", scale=(0.5, 0.5))
+    widget = open_widget(viewer, "augment")
+    widget.set_config(only("flip", "rotate90"))
+    widget.n.value, widget.patch.value = 4, "48, 64"
+    shown, samples = _run(widget, qtbot, viewer, image, labels)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert shown.rgb and shown.data.shape == (4, 48, 64, 3) and samples.data.shape == (4, 48, 64)
+    assert tuple(shown.scale) == (1.0, 0.5, 0.5) == tuple(samples.scale)
+    assert any(not np.array_equal(s, lab > 0) for s in samples.data)
+    for sample, mask in zip(shown.data, samples.data):  # one draw moved colours and labels together
+        assert np.all(sample[..., 0][mask > 0] > 200) and np.all(sample[..., 0][mask == 0] < 40)
+        np.testing.assert_allclose(sample[..., 0] + sample[..., 1], 255.0, atol=1e-3)
+    np.testing.assert_array_equal(image.data, rgb)
+
+
+def test_preview_of_a_two_channel_volume_keeps_its_channel_axis(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    bright, lab = _objects()
+    data = np.stack([np.stack([bright] * 6), np.stack([255 - bright] * 6)]).astype(np.float32)
+    image = viewer.add_image(data, name="mc", axis_labels=("c", "z", "y", "x"), scale=(1.0, 3.0, 1.0, 1.0))
+    labels = viewer.add_labels(np.stack([lab] * 6).astype(np.uint16), name="lab", scale=(3.0, 1.0, 1.0))
+    widget = open_widget(viewer, "augment")
+    widget.set_config(only("flip", "rotate90"))
+    widget.n.value, widget.patch.value = 3, "0"  # automatic: the patch training chooses, (8, 48, 64) here
+    shown, samples = _run(widget, qtbot, viewer, image, labels)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    # 6 slices padded at the end to the patch's 8, as training pads a thin volume (labels 0: unlabeled)
+    assert shown.data.shape == (3, 2, 8, 48, 64) and samples.data.shape == (3, 8, 48, 64)
+    assert [int(s.any(axis=(1, 2)).sum()) for s in samples.data] == [6, 6, 6]  # (flips in Z move the padding)
+    assert tuple(shown.axis_labels) == ("sample", "c", "z", "y", "x")
+    assert tuple(shown.scale) == (1.0, 1.0, 3.0, 1.0, 1.0) and tuple(samples.scale) == (1.0, 3.0, 1.0, 1.0)
+    np.testing.assert_allclose(shown.data[:, 0] + shown.data[:, 1], 255.0, atol=1e-3)  # the same draw
+    for sample, ids in zip(shown.data, samples.data):
+        assert np.all(sample[0][ids > 0] > 200) and set(np.unique(ids)) == set(np.unique(lab))
+
+
+def test_preview_keeps_huge_instance_ids(make_napari_viewer, open_widget, qtbot):
+    viewer = make_napari_viewer()
+    bright, lab = _objects(offset=2**25)
+    lab[lab > 0] += (np.arange((lab > 0).sum()) % 2)  # neighbours 2**25 + k, + k + 1: apart only as integers
+    image, labels = viewer.add_image(bright, name="cells"), viewer.add_labels(lab, name="ids")
+    widget = open_widget(viewer, "augment")
+    widget.none_button.changed.emit(True)
+    widget.n.value, widget.patch.value = 1, "32"
+    _, samples = _run(widget, qtbot, viewer, image, labels)
+    # a 32 x 32 crop where the viewer looks, placed where it lies in the layer
+    y, x = (int(t) for t in samples.translate[-2:])
+    np.testing.assert_array_equal(samples.data[0], lab[y:y + 32, x:x + 32])
+    widget.set_config(only("flip", "rotate90", "affine"))
+    widget.n.value = 4
+    _, samples = _run(widget, qtbot, viewer, image, labels)
+    assert set(np.unique(samples.data)) <= set(np.unique(lab))
+    assert len(np.unique(samples.data)) > 4
+
+
+def test_preview_builds_the_transforms_training_builds(make_napari_viewer, open_widget, qtbot, monkeypatch):
+    calls = []
+    builder = augment.augmentation_transforms
+
+    def spy(*args, **kwargs):
+        calls.append((args[1:], {k: v for k, v in kwargs.items() if k != "seed"}))
+        return builder(*args, **kwargs)
+
+    monkeypatch.setattr(augment, "augmentation_transforms", spy)
+    viewer = make_napari_viewer()
+    bright, lab = _objects((40, 56))
+    image = viewer.add_image(np.stack([bright] * 12), name="vol", scale=(5.0, 1.0, 1.0))
+    labels = viewer.add_labels(np.stack([lab] * 12).astype(np.uint8), name="lvol", scale=(5.0, 1.0, 1.0))
+    train = open_widget(viewer, "train")
+    train["plan"].value, train["dims"].value, train["patch"].value = False, 3, "8, 32, 32"
+    widget = open_widget(viewer, "augment")
+    widget.set_config(only("affine", "rotate90", prob=1.0))
+    widget.n.value, widget.spatial_dims.value = 1, "3D"  # patch 0: Train segmentation's
+    shown, _ = _run(widget, qtbot, viewer, image, labels)
+    assert shown.data.shape == (1, 8, 32, 32)
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value = 4, 2
+    train["epochs"].value, train["steps"].value, train["val_fraction"].value = 1, 1, 0.0
+    train["device"].value = "cpu"
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: len(calls) >= 2, timeout=120000)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    preview_call, train_call = calls[0], calls[1]
+    assert preview_call == train_call
+    assert train_call[1]["spacing"] == (5.0, 1.0, 1.0) and tuple(train_call[1]["spatial_shape"]) == (8, 32, 32)

@@ -2,13 +2,18 @@
 
 The values form the viewer session's :class:`~napari_medml.config.AugmentConfig`, the
 very object the train widget trains with; Preview draws samples through
-:func:`napari_medml.augment.preview`, the training pipeline.
+:func:`napari_medml.augment.preview`, which builds the transforms with the arguments
+training gives them: the layer's voxel spacing and the training patch. The samples are
+crops of that patch where the viewer looks; the patch is the form's, else the open Train
+segmentation widget's, else the one training chooses automatically (without a plan).
+Channels stay as the layer holds them (an RGB layer previews as RGB, a ``c`` axis stays a
+slider), every channel moved by the same draw, as training moves them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import napari
 from magicgui.widgets import (
@@ -16,33 +21,79 @@ from magicgui.widgets import (
     Container,
     FloatSlider,
     FloatSpinBox,
+    LineEdit,
     PushButton,
     SpinBox,
     create_widget,
 )
 
+from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import (
     check_on_image,
-    image_array,
     is_lazy_layer,
     labels_array,
     layer_spatial,
+    layer_volume,
     require,
     show_result,
-    visible_region,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import AugmentConfig, AugmentSpec
-from napari_medml.layer_data import result_layer_data
+from napari_medml.errors import InputError
+from napari_medml.layer_data import SpatialMeta, result_layer_data
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["AugmentWidget"]
+__all__ = ["AugmentWidget", "training_patch"]
 
 FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
-PATCH_EDGE = {2: 512, 3: 96}  # on-disk (dask/zarr) layers: the preview draws from this patch where the viewer looks
+LAZY_LEAD_EDGE = 96  # on-disk layers previewed slice-wise: at most this many slices around the view
+
+
+def training_patch(shape: tuple[int, ...], spacing: tuple[float, ...], spatial_dims: int) -> tuple[int, ...]:
+    """The patch a new training run chooses for an image of spatial ``shape`` without a plan
+    (``segmentation.prepare.choose_patch_size`` at the default width, depth and batch on the
+    automatic device). Imports torch: call it in a worker."""
+    from napari_medml.config import DataConfig, TrainConfig
+    from napari_medml.engine.devices import patch_voxel_cap, resolve_device
+    from napari_medml.segmentation.prepare import choose_patch_size
+
+    config = TrainConfig(data=DataConfig(spatial_dims=spatial_dims))
+    cap = patch_voxel_cap(resolve_device(config.device), spatial_dims)
+    return choose_patch_size([shape[-spatial_dims:]], config, spacing[-spatial_dims:], single=True,
+                             max_patch_voxels=cap)
+
+
+def _train_form_patch(viewer: napari.viewer.Viewer, spatial_dims: int) -> tuple[int, ...] | None:
+    """The patch size set in an open Train segmentation widget of the same 2D/3D, if any."""
+    from napari_medml._widgets.train import TrainWidget
+
+    window = getattr(viewer, "window", None)
+    for widget in dict(getattr(window, "dock_widgets", None) or {}).values():
+        if isinstance(widget, TrainWidget) and widget["dims"].value == spatial_dims:
+            try:
+                return parse_size(widget["patch"].value, spatial_dims)
+            except ValueError:
+                return None
+    return None
+
+
+def _cropped(at: SpatialMeta, layer_axes: str, window: tuple[slice, ...]) -> SpatialMeta:
+    """``at`` moved to the crop's first voxel (spatial axes in ``window`` order; C keeps 0)."""
+    starts = iter(w.start for w in window[len(window) - sum(a != "C" for a in layer_axes):])
+    shift = [0 if a == "C" else next(starts) for a in layer_axes]
+    origin = tuple(o + k * s for o, k, s in zip(at.origin, shift, at.spacing))
+    return SpatialMeta(at.spacing, origin, None, at.stored_orientation)
+
+
+def _sample_axis_labels(layer: napari.layers.Layer) -> dict[str, Any]:
+    """``axis_labels`` for a result with a leading sample axis, when the layer names its axes."""
+    labels = tuple(str(a) for a in getattr(layer, "axis_labels", ()) or ())
+    if not labels or all(a.lstrip("-").isdigit() for a in labels):
+        return {}  # napari's default names say nothing
+    return {"axis_labels": ("sample", *labels)}
 
 
 class AugmentWidget(Container):
@@ -75,6 +126,12 @@ class AugmentWidget(Container):
             self.specs[name] = (prob, strength)
             rows.append(Container(widgets=[prob, strength], layout="horizontal", labels=False,
                                   label=name.replace("_", " "), tooltip=tip))
+        self.patch = LineEdit(value="0", label="patch size",
+                              tooltip="The patch training sees ('64' or '16,64,64'): samples are crops of it "
+                              "where the viewer looks, and rotate90 turns a quarter only on square patches. "
+                              "0 = Train segmentation's patch size when its widget is open and set, else the "
+                              "one training chooses automatically (a plan may choose another: its patch is "
+                              "shown when training starts).")
         self.n = SpinBox(value=8, min=1, max=64, label="samples")
         self.seed = SpinBox(value=0, min=0, max=2**31 - 1, label="seed")
         self.none_button = PushButton(text="All off")
@@ -83,7 +140,7 @@ class AugmentWidget(Container):
         self.none_button.changed.connect(lambda: self.set_config(AugmentConfig.none()))
         self.default_button.changed.connect(lambda: self.set_config(AugmentConfig()))
         self.preview_button.changed.connect(self.preview)
-        self.extend([self.image, self.label_layer, self.spatial_dims, *rows, self.n, self.seed,
+        self.extend([self.image, self.label_layer, self.spatial_dims, *rows, self.patch, self.n, self.seed,
                      Container(widgets=[self.none_button, self.default_button],
                                layout="horizontal", labels=False),
                      self.preview_button])
@@ -111,37 +168,51 @@ class AugmentWidget(Container):
     @notify_errors("Augmentation preview")
     def preview(self, *_: object) -> None:
         """Draw the samples in a worker; show them as two new layers."""
-        from napari_medml.augment import preview
+        from napari_medml.augment import preview, preview_window
 
         image_layer = require(self.image.value, napari.layers.Image, "an image")
         labels_layer = require(self.label_layer.value, napari.layers.Labels, "a labels layer")
         check_on_image(labels_layer, image_layer)
-        image, _ = image_array(image_layer)
+        volume = layer_volume(image_layer)
+        image, axes, channel_axis = volume.data, volume.axes, volume.channel_axis
         labels = labels_array(labels_layer)
+        spacing = tuple(s for a, s in zip(axes, volume.spacing) if a != "C")  # RGB's colour axis has none
+        shape = tuple(n for n, a in zip(image.shape, axes) if a != "C")
+        dims = {"auto": min(sum(a not in "CT" for a in axes), 3), "2D": 2, "3D": 3}[self.spatial_dims.value]
+        if dims > len(shape):
+            raise InputError(f"2D/3D is {dims}D but image '{image_layer.name}' has {len(shape)} spatial axes: "
+                             "choose 2D (or auto)")
+        patch = parse_size(self.patch.value, dims) or _train_form_patch(self._viewer, dims)
+        layer_axes = axes[: image_layer.ndim]  # without RGB's colour axis, as napari counts
+        point = image_layer.world_to_data(self._viewer.dims.point)
+        centre = [c for c, a in zip(point, layer_axes) if a != "C"]
+        lead = (LAZY_LEAD_EDGE if is_lazy_layer(image_layer) or is_lazy_layer(labels_layer) else None,) * max(
+            len(shape) - dims, 0)
         config, n, seed = self.config(), self.n.value, self.seed.value
-        dims = {"auto": None, "2D": 2, "3D": 3}[self.spatial_dims.value]
-        image_at, labels_at = layer_spatial(image_layer), layer_spatial(labels_layer)
-        if is_lazy_layer(image_layer) or is_lazy_layer(labels_layer):
-            # an on-disk layer: the samples come from a patch where the viewer looks, never the whole
-            edge = PATCH_EDGE[dims or min(image.ndim, 3)]
-            region = visible_region(self._viewer, image_layer, edge)
-            image, labels = image[region], labels[region[-labels.ndim:]]
-            image_at, labels_at = (type(at)(at.spacing, tuple(o + r.start * s for o, r, s in
-                                                             zip(at.origin, region[-len(at.origin):], at.spacing)),
-                                            None) for at in (image_at, labels_at))  # fmt: skip
 
-        def job(stop, report) -> tuple[np.ndarray, np.ndarray]:
+        def job(stop, report) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
             import numpy as np
 
-            return preview(np.asarray(image), np.asarray(labels), config, n=n, seed=seed, spatial_dims=dims)
+            size = patch or training_patch(shape, spacing, dims)
+            window = preview_window(shape, (*lead, *size), centre)  # on-disk layers: only this is read
+            at = list(window)
+            if channel_axis is not None:
+                at.insert(channel_axis, slice(None))
+            images, samples = preview(np.asarray(image[tuple(at)]), np.asarray(labels[window]), config, n=n,
+                                      seed=seed, spatial_dims=dims, channel_axis=channel_axis, spacing=spacing,
+                                      patch_size=size)
+            return images, samples, window
 
-        def done(result: tuple[np.ndarray, np.ndarray]) -> None:
-            images, label_samples = result
+        def done(result: tuple[np.ndarray, np.ndarray, tuple[slice, ...]]) -> None:
+            images, samples, window = result
             what = "augmentation preview"
+            look = {"rgb": True} if image_layer.rgb else {"colormap": image_layer.colormap.name}
             show_result(self._viewer, result_layer_data(
-                images, image_layer.name, what, image_at, "image",
-                contrast_limits=image_layer.contrast_limits, colormap=image_layer.colormap.name))
+                images, image_layer.name, what, _cropped(layer_spatial(image_layer), layer_axes, window),
+                "image", contrast_limits=image_layer.contrast_limits, **look, **_sample_axis_labels(image_layer)))
             show_result(self._viewer, result_layer_data(
-                label_samples, labels_layer.name, what, labels_at, "labels"))
+                samples, labels_layer.name, what,
+                _cropped(layer_spatial(labels_layer), "Q" * labels_layer.ndim, window), "labels",
+                **_sample_axis_labels(labels_layer)))
 
         self.runner.start(job, on_result=done)
