@@ -205,3 +205,28 @@ def test_help_lists_the_classification_options(capsys) -> None:
     assert main(["predict", "--help"]) == 0
     text = capsys.readouterr().out
     assert "--table" in text and "--instances" in text
+
+
+def test_init_from_a_pretrain_bundle_takes_its_network_unless_given(capsys, stack, tmp_path) -> None:
+    """As for segmentation: without --network/--features/--depth the start bundle's U-Net
+    (width 4, depth 2, instance norm) becomes 'unet-encoder'; a given --features that does not
+    fit is refused with the options that do."""
+    import json
+
+    np.save(tmp_path / "one.npy", np.load(stack["npy"])[0])  # one unlabeled 2D image
+    code, _, err = run_cli(capsys, "pretrain", "--image", tmp_path / "one.npy", "--features", "4",
+                           "--depth", "2", "--patch-size", "32", "32", "--epochs", "1", "--steps-per-epoch", "2",
+                           "--device", "cpu", "--out", tmp_path / "pre")
+    assert code == 0, err
+    base = ["train", "--task", "classification", "--image", stack["npy"], "--classes", stack["csv"], "--init-from",
+            tmp_path / "pre", "--epochs", "1", "--steps-per-epoch", "2", "--device", "cpu", "--seed", "0"]
+    code, _, err = run_cli(capsys, *base, "--out", tmp_path / "clf")
+    assert code == 0, err
+    assert "network unet-encoder, width 4, depth 2, instance norm: the start bundle's" in err
+    desc = json.loads((tmp_path / "clf" / "config.json").read_text())
+    args = desc["network"]["arguments"]
+    assert (args["network"], args["channels"], args["depth"], args["norm"]) == ("unet-encoder", 4, 2, "instance")
+    assert desc["provenance"]["initial_weights"]["loaded"] == 10  # the whole encoder
+    code, _, err = run_cli(capsys, *base, "--network", "unet-encoder", "--features", "8", "--out", tmp_path / "wide")
+    assert_one_line_error(code, err, "learned tensors fit", "leave out --network, --features and --depth")
+    assert not (tmp_path / "wide").exists()

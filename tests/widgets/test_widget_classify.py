@@ -89,10 +89,26 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
           f"validation {widget.classifier.metrics['accuracy']:.3f} AUC {widget.classifier.metrics['auc']:.3f}; "
           f"{seconds:.1f} s")
     assert accuracy >= 0.9
-    table = result.features
-    assert list(table.columns[:4]) == ["sample", "class", "prob_1", "prob_2"] and len(table) == len(truth)
+    table = result.metadata["samples"]  # one row per sample: what 'save table (CSV)' writes
+    assert list(table)[:4] == ["sample", "class", "prob_1", "prob_2"] and len(table["class"]) == len(truth)
     np.testing.assert_allclose(table["prob_1"] + table["prob_2"], 1.0, rtol=1e-5)
     np.testing.assert_array_equal(table["class"], predicted)
+    np.testing.assert_array_equal(table["sample"], np.arange(len(truth)))
+    # the layer's values are class ids: one features row per class, found by napari through 'index'
+    features = result.features
+    names = viewer.layers["shapes [classes]"].metadata["class_names"]
+    assert features["index"].tolist() == [1, 2]
+    assert features["class_name"].tolist() == [str(names.get(1, names.get("1"))), str(names.get(2, names.get("2")))]
+    assert features["count"].tolist() == [int((predicted == 1).sum()), int((predicted == 2).sum())]
+    for c in (1, 2):
+        chosen = predicted == c
+        np.testing.assert_allclose(features["mean_prob"][c - 1], np.mean(table[f"prob_{c}"][chosen]), rtol=1e-5)
+    for i in (0, int(np.flatnonzero(predicted != predicted[0])[0])):  # a sample of each class, hovered
+        v = int(predicted[i])
+        assert features["index"][result._label_index[v]] == v
+        viewer.dims.current_step = (i, *viewer.dims.current_step[1:])  # napari reads the slice on screen
+        status = result.get_status((i, 5.0, 5.0), world=False)["coordinates"]
+        assert f"class_name: {features['class_name'][v - 1]}, count: {features['count'][v - 1]}" in status, status
     assert widget.plot.epochs == list(range(1, 11))
     assert widget.confusion.matrix is not None and np.sum(widget.confusion.matrix) == widget.classifier.metrics["n"]
     assert widget.confusion.ax.images and widget.confusion.ax.texts
@@ -155,7 +171,7 @@ def test_late_report_after_close_is_ignored(qtbot) -> None:
     assert plot.val_dice == [0.8]
 
 
-def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget, qtbot) -> None:
+def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget, qtbot, tmp_path, notes) -> None:
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     image = rng.normal(0.0, 0.1, (64, 64)).astype(np.float32)
@@ -175,13 +191,111 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     widget["level"].value, widget["tile"].value = "tile", "16"
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
-    assert viewer.layers["tex [classes]"].data.shape == (64, 64)
-    assert len(viewer.layers["tex [classes]"].features) == 16
+    tiles = viewer.layers["tex [classes]"]
+    assert tiles.data.shape == (64, 64)
+    samples = tiles.metadata["samples"]
+    assert list(samples)[:4] == ["tile", "start_y", "start_x", "class"] and len(samples["tile"]) == 16
+    assert tiles.features["index"].tolist() == [1, 2] and tiles.features["count"].sum() == 16
     assert viewer.layers["tex [class probabilities]"].data.shape == (2, 64, 64)
     widget["level"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
+    widget["bundle"].value = tmp_path / "bundle"
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced
-    assert list(result.features.columns[:2]) == ["object", "class"] and len(result.features) == 6
+    samples = result.metadata["samples"]
+    assert list(samples) == ["object", "class", "prob_1", "prob_2", "size"] and len(samples["object"]) == 6
     assert np.all(result.data[instances == 0] == 0)
     assert [layer.name for layer in viewer.layers].count("tex [classes]") == 1
+    # one features row per value of the layer: 0 (outside the objects), then each class
+    assert result.features["index"].tolist() == [0, 1, 2]
+    assert result.features["class_name"].tolist() == ["background", "class 1", "class 2"]
+    assert result.features["count"].tolist() == [0, int((samples["class"] == 1).sum()),
+                                                 int((samples["class"] == 2).sum())]
+    objects = viewer.layers["tex [object classes]"]  # outlines whose features are the objects' rows
+    np.testing.assert_array_equal(objects.data, instances)
+    np.testing.assert_array_equal(inst.data, instances)  # the user's layer: unchanged, no features added
+    assert inst.features.shape[1] == 0 and objects.contour == 1
+    for k, oid in enumerate(samples["object"]):
+        ys, xs = np.nonzero(instances == oid)
+        yx = (float(ys[len(ys) // 2]), float(xs[len(xs) // 2]))
+        v = int(result.data[int(yx[0]), int(yx[1])])
+        assert v == samples["class"][k]
+        assert f"class_name: class {v}, count: {result.features['count'][v]}" in result.get_status(yx)["coordinates"]
+        hovered = objects.get_status(yx)["coordinates"]
+        assert f"object: {oid}, class: {v}, class_name: class {v}, prob_1: " in hovered, hovered
+    # 'save table (CSV)' writes what `napari-medml predict` writes for the same bundle and inputs
+    widget["save_table"].changed.emit(True)
+    assert "choose the table CSV file" in notes[-1].message
+    widget["table"].value = tmp_path / "widget.csv"
+    widget["save_table"].changed.emit(True)
+    assert "saved 6 rows to" in widget["status"].value
+    from napari_medml.cli import main
+
+    np.save(tmp_path / "tex.npy", image)
+    np.save(tmp_path / "objects.npy", instances)
+    assert main(["predict", "--model", str(tmp_path / "bundle"), "--image", str(tmp_path / "tex.npy"),
+                 "--instances", str(tmp_path / "objects.npy"), "--out", str(tmp_path / "cli.npy"),
+                 "--device", "cpu"]) == 0
+    widget_csv, cli_csv = (tmp_path / "widget.csv").read_text(), (tmp_path / "cli.csv").read_text()
+    assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,size" and widget_csv == cli_csv
+
+
+def _unet_bundle(folder, task: str, images: np.ndarray):
+    """A tiny 2D U-Net bundle, width 4, depth 2, instance norm: Pretrain's or Train's."""
+    from napari_medml import api
+    from napari_medml.bundles.format import save_model
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.nn.segmentation import build_network
+    from napari_medml.segmentation.model import Model
+
+    model = ModelConfig(channels=4, depth=2)
+    if task == "pretraining":
+        config = TrainConfig(task="pretraining", data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2),
+                             model=model, augment=AugmentConfig.none(), device="cpu",
+                             optim=OptimConfig(epochs=1, steps_per_epoch=2))
+        return api.train(list(images[:4]), None, config).save(folder)
+    config = TrainConfig(model=model)
+    return save_model(Model(build_network(model, 2, 1, 2), config, (0, 1), 1, 2, (32, 32), None,
+                            {"method": "none", "channels": [{}]}), folder)
+
+
+@pytest.mark.parametrize("task", ["pretraining", "segmentation"])
+def test_start_from_a_pretrain_or_segmentation_bundle(setup, qtbot, tmp_path, notes, task) -> None:
+    """The form says smallcnn, width 8, depth 4 (no depth field), batch norm: the bundle's U-Net
+    (width 4, depth 2, instance norm) is taken as 'unet-encoder', all of its encoder loads."""
+    viewer, widget, _, _ = setup
+    bundle = _unet_bundle(tmp_path / task, task, viewer.layers["shapes"].data)
+    widget["init"].value, widget["freeze"].value = bundle, 1
+    widget["epochs"].value, widget["steps"].value = 2, 3
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    clf = widget.classifier
+    m = clf.config.model
+    assert (m.network, m.channels, m.depth, m.norm) == ("unet-encoder", 4, 2, "instance")
+    start = clf.provenance["initial_weights"]
+    encoder = [k for k in clf.network.state_dict() if not k.startswith("head")]
+    assert start["task"] == task and start["loaded"] == len(encoder) == 10 and start["total"] == 12
+    assert widget.plot.epochs == [1, 2] and np.isfinite(clf.history[-1]["train_loss"])
+    assert "network unet-encoder, width 4, depth 2, instance norm: the start bundle's" in widget["status"].value
+    assert "shapes [classes] (2)" in viewer.layers
+
+
+def test_a_bundle_no_classifier_shares_is_one_error_line(setup, qtbot, tmp_path, notes) -> None:
+    from napari_medml.bundles.format import save_model
+    from napari_medml.config import ModelConfig, TrainConfig
+    from napari_medml.nn.segmentation import build_network
+    from napari_medml.segmentation.model import Model
+
+    viewer, widget, _, _ = setup
+    config = TrainConfig(model=ModelConfig(network="segresnet", channels=8, depth=2))
+    bundle = save_model(Model(build_network(config.model, 2, 1, 2, patch_size=(32, 32)), config, (0, 1), 1, 2,
+                              (32, 32), None, {"method": "none", "channels": [{}]}), tmp_path / "segres")
+    widget["init"].value = bundle
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert f"start bundle {bundle} holds a 'segresnet' network, which no classifier shares: start from a " \
+           "classification bundle or a segmentation or pretraining 'unet'" in errors[0]
+    assert widget.classifier is None and "shapes [classes] (2)" not in viewer.layers

@@ -1,12 +1,19 @@
 """Classify widget: train a classifier on whole images, objects or tiles, then classify.
 
 Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
-"classification"), runs :func:`napari_medml.classification.model.fit_classifier` through the runner
+"classification"), runs :func:`napari_medml.classification.task.fit_classifier` through the runner
 with live curves, confusion matrix and ROC, then classifies the image: a new Labels
-layer ``<image> [classes]`` (every sample, object or tile filled with its class) whose
-``features`` are the per-sample table; tile level adds ``<image> [class probabilities]``.
-Every run keeps ``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the session's
-temp folder): Resume continues a stopped run.
+layer ``<image> [classes]`` (every sample, object or tile filled with its class id) whose
+``features`` have one row per class (``index`` = class id, so hovering shows the class's
+name, count and mean probability; ``tables.class_table``). The per-sample table (one row
+per sample, object or tile: class, ``prob_<id>``, size...) is in its
+``metadata["samples"]``, and *save table (CSV)* writes it as ``napari-medml predict`` does.
+Object level adds ``<image> [object classes]``, the objects' outlines (a copy of the
+instance ids; the user's layer is not touched) whose features are the per-object rows;
+tile level adds ``<image> [class probabilities]``. With a start bundle, the network,
+width, depth and norm are the bundle's (the status says so). Every run keeps
+``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the session's temp folder):
+Resume continues a stopped run.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import napari
+import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -23,6 +31,7 @@ from magicgui.widgets import (
     FloatSpinBox,
     Label,
     LineEdit,
+    PushButton,
     SpinBox,
     create_widget,
 )
@@ -97,7 +106,9 @@ class ClassifyWidget(Container):
                                 tooltip="epochs without improvement; 0 = off")
         w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
         w["init"] = FileEdit(mode="d", value="", label="start from bundle",
-                             tooltip="transfer learning: a classification or segmentation bundle")
+                             tooltip="transfer learning: a classification, segmentation or pretraining "
+                             "bundle; its network (a U-Net gives 'unet-encoder'), width, depth and norm "
+                             "are taken")
         w["freeze"] = SpinBox(value=0, min=0, max=10, label="freeze stages",
                               tooltip="with a start bundle: keep the first stages fixed")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
@@ -105,6 +116,9 @@ class ClassifyWidget(Container):
         self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples")
         w["status"] = Label(value="", label="")
         w["metrics"] = Label(value="", label="")
+        w["table"] = FileEdit(mode="w", filter="*.csv", value="", label="table CSV",
+                              tooltip="where 'save table (CSV)' writes one row per sample, object or tile")
+        w["save_table"] = PushButton(text="save table (CSV)")
         session_for(viewer).attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
@@ -117,6 +131,7 @@ class ClassifyWidget(Container):
         self.result: Any = None
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)
+        w["save_table"].changed.connect(self.save_table)
         w["level"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)
         self._show_fields()
@@ -238,7 +253,7 @@ class ClassifyWidget(Container):
         def done(result: tuple[Any, Any]) -> None:
             stopped = bool(self.runner.token is not None and self.runner.token.stopped)
             checkpoints.result(stopped)
-            self.show(*result, inp["layer"])
+            self.show(*result, inp["layer"], inp["instances"])
             if stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
 
@@ -248,22 +263,33 @@ class ClassifyWidget(Container):
         self.runner.start(job, on_report=self._on_report, on_result=done, on_done=checkpoints.done)
 
     def _on_report(self, report: Any) -> None:
+        if getattr(report, "message", ""):  # the split, and what a start bundle gave
+            self._w["status"].value = report.message.replace("\n", "; ")
         self.plot.add(report)
         full = getattr(report, "val_report", None)
         if full:
             self.confusion.show(full)
             self.roc.show(full)
 
-    def show(self, classifier: Any, result: Any, layer: napari.layers.Layer) -> None:
+    def show(self, classifier: Any, result: Any, layer: napari.layers.Layer,
+             instances: np.ndarray | None = None) -> None:
         """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics."""
         from napari_medml.classification.metrics import report_summary
+        from napari_medml.classification.tables import object_table
+        from napari_medml.classification.transfer import describe_taken
 
         self.classifier, self.result = classifier, result
         spatial = layer_spatial(layer)
         labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial,
-                                                             "labels", features=result.table))
+                                                             "labels", features=result.class_table))
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
+        labels.metadata["samples"] = {k: np.array(v, copy=True) for k, v in result.table.items()}
+        if result.level == "object" and instances is not None:  # hovering an object shows its own row
+            objects = show_result(self._viewer, result_layer_data(
+                np.asarray(instances), layer.name, "object classes", spatial, "labels",
+                features=object_table(result.table, classifier.class_names)))
+            objects.contour = 1  # outlines: the classes stay visible beneath
         if result.level == "tile":
             show_result(self._viewer, result_layer_data(
                 result.probabilities, layer.name, "class probabilities", spatial, "image",
@@ -274,4 +300,19 @@ class ClassifyWidget(Container):
         self._w["metrics"].value = report_summary(classifier.metrics)
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
-        self._w["status"].value = f"{len(result.classes)} {result.level}s classified ({counts})"
+        taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
+        self._w["status"].value = (f"{len(result.classes)} {result.level}s classified ({counts})"
+                                   + (f"; {taken}" if taken else ""))
+
+    @notify_errors("Classification")
+    def save_table(self, *_: Any) -> None:
+        """Write the last result's per-sample table to the ``table CSV`` file."""
+        from napari_medml.classification.tables import write_table
+
+        path = str(self._w["table"].value)
+        if self.result is None:
+            raise InputError("nothing to save yet: press Start; the table is the classified samples")
+        if path in ("", "."):
+            raise InputError("choose the table CSV file to write ('table CSV'), then save")
+        written = write_table(Path(path), self.result.table)
+        self._w["status"].value = f"saved {len(self.result.classes)} rows to {written}"

@@ -14,25 +14,26 @@ from napari_medml.errors import InputError
 __all__ = ["transfer_weights"]
 
 
-MIN_TRANSFERRED = 0.5  # share of the new network's tensors that must come from the bundle
+MIN_TRANSFERRED = 0.5  # share of the new network's learned tensors that must come from the bundle
 
 
 def bundle_architecture(source: Any) -> dict[str, Any]:
     """The network a bundle folder (or a model in memory) holds: ``network`` (name), ``channels``
-    (width), ``depth`` and ``spatial_dims``; a key is missing when the bundle does not say.
+    (width), ``depth``, ``norm`` and ``spatial_dims``; a key is missing when the bundle does not say.
 
     Never raises: an unreadable bundle gives ``{}`` (loading its weights then says why)."""
     try:
         if hasattr(source, "config"):
             model = source.config.model
             found = {"network": model.network, "channels": model.channels, "depth": model.depth,
-                     "spatial_dims": getattr(source, "spatial_dims", None)}
+                     "norm": model.norm, "spatial_dims": getattr(source, "spatial_dims", None)}
         else:
             desc = read_description(Path(source).expanduser())
             net = desc.get("network") if isinstance(desc.get("network"), Mapping) else {}
             arguments = net.get("arguments") or {}
             found = {"network": arguments.get("network") or net.get("name"), "channels": arguments.get("channels"),
-                     "depth": arguments.get("depth"), "spatial_dims": desc.get("spatial_dims")}
+                     "depth": arguments.get("depth"), "norm": arguments.get("norm"),
+                     "spatial_dims": desc.get("spatial_dims")}
     except Exception:  # noqa: BLE001 - a description only: the weights' loader reports a damaged bundle
         return {}
     return {k: v for k, v in found.items() if v is not None}
@@ -53,8 +54,13 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
             f"(--features {width} --depth {depth}; in the widget: width and depth)")
 
 
-def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict[str, Any]:
+def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
+                     advice: str | None = None) -> dict[str, Any]:
     """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
+
+    A network of which less than half of the learned tensors (parameters; buffers such as
+    batch-norm running statistics are not learned weights) fit is refused: it would start
+    nearly from random.
 
     Parameters
     ----------
@@ -62,6 +68,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict
         The new network (changed in place).
     source : str, Path or model
         A bundle folder, or a model in memory (anything with ``.network`` and ``.config``).
+    advice : str, optional
+        What the refusal tells the user to do (default: train with the bundle's
+        dimensions, width and depth, as ``train`` takes them).
 
     Returns
     -------
@@ -89,10 +98,13 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any) -> dict
     if not fitting:
         raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
                          f"{type(network).__name__}: start from a bundle with the same network")
-    # a few activation scalars fitting (another width) would start nearly everything from random
-    share = len(fitting) / max(len(own), 1)
-    if share < MIN_TRANSFERRED:
-        raise InputError(f"only {len(fitting)} of this network's {len(own)} tensors fit those of {info['source']} "
-                         f"({info['task']}, {info['network']}): {_mismatch_fix(source, network)}")
+    # a few activation scalars fitting (another width) would start nearly everything from random;
+    # only learned tensors count: a network that differs in its norm layers' statistics alone fits
+    learned = [name for name, _ in network.named_parameters()]
+    taken = sum(name in fitting for name in learned)
+    if taken < MIN_TRANSFERRED * len(learned):
+        raise InputError(f"only {taken} of this network's {len(learned)} learned tensors fit those of "
+                         f"{info['source']} ({info['task']}, {info['network']}): "
+                         f"{advice or _mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}

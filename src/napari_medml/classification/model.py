@@ -19,6 +19,7 @@ from torch import nn
 from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
+from napari_medml.classification.tables import class_table
 from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
 from napari_medml.errors import BundleError, Cancelled
@@ -122,7 +123,9 @@ class ClassPrediction:
     labels : np.ndarray
         Labels at the input's shape: each sample, object or tile filled with its class.
     table : dict
-        Columns for the labels layer's ``features`` (index, class, ``prob_<id>``...).
+        One row per sample, object or tile (``sample``/``object``/``tile``, ``class``,
+        ``prob_<id>``, ``size``...): the CSV of ``napari-medml predict``
+        (``tables.write_table``).
     classes : np.ndarray
         Predicted class id per sample.
     proba : np.ndarray
@@ -131,6 +134,9 @@ class ClassPrediction:
     level : {"image", "object", "tile"}
     probabilities : np.ndarray or None
         ``(K, *image_shape)`` float32 probability map (tile level, or when asked for).
+    class_table : dict
+        One row per class, ``index`` = class id (and 0 when 0 appears in ``labels``):
+        the ``features`` of a Labels layer of ``labels`` (``tables.class_table``).
     """
 
     labels: np.ndarray
@@ -140,6 +146,7 @@ class ClassPrediction:
     class_ids: tuple[int, ...]
     level: str = "image"
     probabilities: np.ndarray | None = None
+    class_table: dict = field(default_factory=dict)
 
 
 class Classifier(BundledModel):
@@ -262,11 +269,16 @@ class Classifier(BundledModel):
         classes = np.asarray(self.class_ids, dtype=np.int64)[np.argmax(proba, axis=1)]
         labels = labels_from_classes(samples, classes, instances=instances)
         table = prediction_table(samples, classes, proba, self.class_ids)
+        zero = None
+        if not labels.all():  # 0 outside the objects (or where no tile reaches): a row of its own
+            zero = "background" if samples.level == "object" else "unclassified"
+        per_class = class_table(classes, proba, self.class_ids, self.class_names, zero=zero)
         prob_map = None
         if samples.level == "tile" or probability_map:
             prob_map = class_probability_map(samples, proba, instances=instances)
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
-                               class_ids=self.class_ids, level=samples.level, probabilities=prob_map)
+                               class_ids=self.class_ids, level=samples.level, probabilities=prob_map,
+                               class_table=per_class)
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
         from napari_medml.classification.data import _resize

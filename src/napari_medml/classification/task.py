@@ -9,7 +9,7 @@ schedule are the engine's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Collection, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,13 @@ class ClassificationTask:
         Transfer learning: copy the fitting weights of this bundle or model.
     base : Classifier, optional
         Resume: start from this classifier's weights, classes and normalisation.
+    keep : collection of str
+        With a start bundle: ``ModelConfig`` fields the user set that are not taken
+        from it (``transfer.start_architecture``).
     """
 
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
-                 base: Classifier | None = None) -> None:
+                 base: Classifier | None = None, keep: Collection[str] = ()) -> None:
         from napari_medml.engine.distributed import data_seed
         from napari_medml.nn.classification import build_classifier_network, freeze_stages
         from napari_medml.preprocessing.normalization import fit_normalization
@@ -53,6 +56,12 @@ class ClassificationTask:
             raise ConfigError(f"fit_classifier trains classifiers; set task='classification' (got {config.task!r})")
         if not isinstance(samples, ClassSamples):
             raise InputError("fit_classifier needs ClassSamples (see napari_medml.classification.data)")
+        source = init_from if init_from is not None else config.model.init_from
+        self.taken: dict[str, Any] = {}
+        if base is None and source is not None:  # the start bundle's network, so that its weights fit
+            from napari_medml.classification.transfer import start_architecture
+
+            config, self.taken = start_architecture(config, samples.spatial_dims, keep, source=source)
         self.samples, self.config = samples, config
         labelled = np.flatnonzero(samples.y > 0)
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
@@ -80,14 +89,17 @@ class ClassificationTask:
         self.network = build_classifier_network(model_config, samples.spatial_dims, samples.x.shape[1],
                                                 len(class_ids), input_size=samples.x.shape[2:])
         self.provenance: dict[str, Any] = {"initial_weights": "random (seed %d)" % config.seed}
-        source = init_from if init_from is not None else config.model.init_from
         if base is not None:
             self.network.load_state_dict(base.network.state_dict())
-            self.provenance = {k: v for k, v in base.provenance.items() if k in ("initial_weights", "frozen_stages")}
+            kept = ("initial_weights", "frozen_stages", "taken_from_start")
+            self.provenance = {k: v for k, v in base.provenance.items() if k in kept}
         elif source is not None:
             from napari_medml.bundles.transfer import transfer_weights
+            from napari_medml.classification.transfer import TAKEN_ADVICE
 
-            self.provenance["initial_weights"] = transfer_weights(self.network, source)
+            self.provenance["initial_weights"] = transfer_weights(self.network, source, advice=TAKEN_ADVICE)
+            if self.taken:
+                self.provenance["taken_from_start"] = dict(self.taken)
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
         if self.frozen:
             self.provenance["frozen_stages"] = config.model.freeze_stages
@@ -102,11 +114,14 @@ class ClassificationTask:
     # --- TrainingTask ---------------------------------------------------------------------
 
     def start_message(self) -> str:
+        from napari_medml.classification.transfer import describe_taken
+
         note = self.split_note
         initial = self.provenance["initial_weights"]
         if isinstance(initial, dict):
             note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
-        return note
+        taken = describe_taken(self.taken)
+        return f"{note}\n{taken}" if taken else note
 
     def train_mode(self) -> None:
         self.network.train()
@@ -226,8 +241,8 @@ def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) 
 
 
 def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
-                   init_from: str | Path | Classifier | None = None,
-                   resume_from: str | Path | None = None) -> Generator[TrainReport, None, Classifier]:
+                   init_from: str | Path | Classifier | None = None, resume_from: str | Path | None = None,
+                   keep: Collection[str] = ()) -> Generator[TrainReport, None, Classifier]:
     """Train a classifier on the labelled samples (``y > 0``).
 
     Parameters
@@ -243,11 +258,17 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
         Stops after the current step (leaving ``last``); the best classifier so far
         is returned.
     init_from : str, Path or Classifier, optional
-        Start from the fitting weights of a bundle (classification or segmentation)
-        or classifier; default ``config.model.init_from``.
+        Start from the fitting weights of a bundle (classification, segmentation or
+        pretraining) or classifier; default ``config.model.init_from``. The network,
+        width, depth and norm are then the bundle's (a U-Net's gives ``unet-encoder``;
+        ``transfer.start_architecture``), the first report says so and
+        ``provenance["taken_from_start"]`` keeps it.
     resume_from : str or Path, optional
         A checkpoint folder (or an earlier run's ``checkpoint_dir``): continue its
         network, optimizer, schedule, step count and history.
+    keep : collection of str
+        With a start bundle: the ``ModelConfig`` fields (``"network"``, ``"channels"``,
+        ``"depth"``) that stay as ``config`` sets them (the command line's given options).
 
     Yields
     ------
@@ -275,5 +296,5 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     resume = base = None
     if resume_from is not None:
         base, resume = resume_point(resume_from, load_classifier)
-    task = ClassificationTask(samples, config, init_from, base=base)
+    task = ClassificationTask(samples, config, init_from, base=base, keep=keep)
     return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

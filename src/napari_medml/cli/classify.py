@@ -10,13 +10,12 @@ widget (``classify_data`` / ``classify_modes`` samples, ``classify.fit_classifie
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import UsageError, info, integer, progress_bar, real, write_like
 
-__all__ = ["add_train_options", "predict", "table_path", "train", "write_table"]
+__all__ = ["add_train_options", "predict", "table_path", "train"]
 
 LEVELS = ("image", "object", "tile")
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
@@ -53,6 +52,7 @@ def train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from napari_medml.cli.launch import launch, wants_launch
+    from napari_medml.cli.options import fields_given
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.classification.task import fit_classifier
     from napari_medml.engine.distributed import is_main
@@ -71,7 +71,9 @@ def train(args: argparse.Namespace) -> int:
     samples = read_samples(args)
     config = replace(train_config(args, samples.spatial_dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
-    gen = fit_classifier(samples, config, stop=stop, resume_from=resume_folder(args))
+    # with --init-from, the network, width and depth not given are the start bundle's (as for segmentation)
+    given = [field.split(".")[1] for field in fields_given(args) if field.startswith("model.")]
+    gen = fit_classifier(samples, config, stop=stop, resume_from=resume_folder(args), keep=given)
     with stop_on_interrupt(stop):
         classifier, _ = drive_training(gen, config.optim.epochs)
     if not is_main():
@@ -150,23 +152,12 @@ def table_path(out: Path) -> Path:
     return out.with_name(name + ".csv")
 
 
-def write_table(path: Path, table: dict) -> Path:
-    """One CSV row per sample, object or tile (the columns of ``prediction_table``)."""
-    columns = list(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for row in zip(*(table[c].tolist() for c in columns)):
-            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-    return path
-
-
 def predict(args: argparse.Namespace, classifier: Any) -> int:
     """Classify ``--image`` with a classifier; write labels, the table and probabilities."""
     from dataclasses import replace
 
     from napari_medml import io
+    from napari_medml.classification.tables import write_table
     from napari_medml.cli.common import check_file_targets, write_output
 
     table = args.table or table_path(args.out)

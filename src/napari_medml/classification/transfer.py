@@ -1,0 +1,88 @@
+"""Transfer learning into a classifier: the network a start bundle's weights fit.
+
+A classifier that starts from a bundle (``ModelConfig.init_from``) takes the bundle's
+network, width, depth and normalisation, as ``train --init-from`` does for segmentation:
+a classification bundle gives its own network; a segmentation or pretraining U-Net
+(``unet``) gives ``unet-encoder``, which carries the U-Net encoder's tensor names, so
+every encoder weight fits. The norm is taken too: the weights were learned with it (and
+a batch-norm encoder would not be the network the bundle trained). The Classify widget
+takes all of them; the command line keeps those given as options (``keep``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from typing import Any
+
+from napari_medml.config import TrainConfig
+from napari_medml.errors import InputError
+
+__all__ = ["ENCODER_OF", "TAKEN_ADVICE", "describe_taken", "start_architecture"]
+
+# a segmentation/pretraining network -> the classifier that carries its encoder's tensors
+ENCODER_OF = {"unet": "unet-encoder"}
+
+# what a refused transfer tells the user: the fronts take the bundle's network unless told otherwise
+TAKEN_ADVICE = ("start with the bundle's network, width and depth: the Classify widget takes them; "
+                "on the command line leave out --network, --features and --depth")
+
+_FIELDS = ("network", "channels", "depth", "norm")
+
+
+def start_architecture(config: TrainConfig, spatial_dims: int, keep: Collection[str] = (),
+                       source: Any = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """The classifier's config with the start bundle's network, width, depth and norm.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        ``task="classification"``; nothing changes when ``model.init_from`` is not set.
+    spatial_dims : int
+        The samples' spatial dimensions (2 or 3).
+    keep : collection of str
+        ``ModelConfig`` fields the user set (``"network"``, ``"channels"``,
+        ``"depth"``) that stay as they are.
+    source : str, Path or model, optional
+        The start bundle folder or a model in memory (default ``model.init_from``).
+
+    Returns
+    -------
+    tuple
+        The config, and ``{field: value}`` of what was taken from the bundle.
+
+    Raises
+    ------
+    InputError
+        A bundle whose network no classifier shares (``dynunet``, ``segresnet``), or one
+        of other spatial dimensions than the samples.
+    """
+    from napari_medml.bundles.transfer import bundle_architecture
+    from napari_medml.nn.classification import CLASSIFIER_NETWORKS
+
+    source = config.model.init_from if source is None else source
+    if source is None or (isinstance(source, str) and not source):
+        return config, {}
+    arch = bundle_architecture(source)  # {} for an unreadable bundle: loading its weights says why
+    dims = arch.get("spatial_dims")
+    if dims is not None and int(dims) != spatial_dims:
+        raise InputError(f"start bundle {source} holds a {dims}D network but the samples are {spatial_dims}D: "
+                         f"start from a {spatial_dims}D bundle, or classify {dims}D samples")
+    network = arch.get("network")
+    if network is not None and network not in CLASSIFIER_NETWORKS:
+        if network not in ENCODER_OF:
+            choices = ", ".join(f"'{k}' (the classifier '{v}' takes its encoder)" for k, v in ENCODER_OF.items())
+            raise InputError(f"start bundle {source} holds a '{network}' network, which no classifier shares: "
+                             f"start from a classification bundle or a segmentation or pretraining {choices}")
+        arch = {**arch, "network": ENCODER_OF[network]}
+    taken = {k: arch[k] for k in _FIELDS if k in arch and k not in keep}
+    if not taken:
+        return config, {}
+    return replace(config, model=replace(config.model, **taken)), taken
+
+
+def describe_taken(taken: dict[str, Any]) -> str:
+    """``"network unet-encoder, width 4, depth 2, instance norm: the start bundle's"`` ('' when none)."""
+    parts = {"network": "network {}", "channels": "width {}", "depth": "depth {}", "norm": "{} norm"}
+    said = [parts[k].format(v) for k, v in taken.items() if k in parts]
+    return f"{', '.join(said)}: the start bundle's" if said else ""
