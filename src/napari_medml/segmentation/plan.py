@@ -344,6 +344,13 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         labels = [(np.asarray(lab) > 0).astype(np.uint8) for lab in (labels if many else [labels])]
         labels = labels if many else labels[0]
         config = replace(config, task="segmentation")
+    from napari_medml.segmentation.data import as_list
+    from napari_medml.segmentation.lazy import is_lazy
+    from napari_medml.segmentation.recipes import common_spacing
+
+    resampled = None
+    if not any(is_lazy(a) for a in as_list(images, "images")):  # as fit will (lazy images take no recipe)
+        config, resampled = common_spacing(config, spacing, len(as_list(images, "images")))
     prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                           channel_axis=channel_axis)
     if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
@@ -370,6 +377,8 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
                                                                 for k in taken}))
         keep += ["model.network", "model.channels", "model.depth"]
     plan = make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
+    if resampled:
+        plan = replace(plan, reasons=(f"spacing: {resampled}", *plan.reasons))
     if not taken:
         return plan
     # the bundle's values are the plan's, not the user's: they reach the run's config through apply

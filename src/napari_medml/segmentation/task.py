@@ -77,9 +77,22 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     if config.data.folds > 1 and config.data.fold is None:
         raise ConfigError(f"folds={config.data.folds} asks for an ensemble: train it with napari_medml.fit "
                           "(segmentation.ensemble.fit_ensemble), or set data.fold to train one member")
+    note = None
+    if init_model is None and resume_from is None:  # a model or a checkpoint keeps its own recipe
+        from napari_medml.segmentation.data import as_list
+        from napari_medml.segmentation.lazy import is_lazy
+        from napari_medml.segmentation.recipes import common_spacing
+
+        image_list = as_list(images, "images")
+        if not any(is_lazy(a) for a in image_list):  # lazy images take no recipe
+            config, note = common_spacing(config, spacing, len(image_list))
+
     def build(base: Model | None, start_step: int) -> SegmentationTask:
-        return SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
+        task = SegmentationTask(config, images, labels, spacing=spacing, channel_axis=channel_axis, base=base,
                                 start_step=start_step)
+        if note:
+            task.notes.append(note)
+        return task
 
     # no checkpoint_dir: nothing on disk (the best state is kept in memory), never a stray temp folder
     provenance = {"plan": plan.to_dict()} if plan is not None else None

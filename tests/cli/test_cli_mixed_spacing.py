@@ -1,0 +1,71 @@
+"""Training images of different voxel sizes are resampled to their median spacing (nnU-Net's
+target spacing), said in one line; the model resamples every image it predicts the same way
+and puts the result back on the image's grid. The console script, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from napari_medml.config import DataConfig, PreprocessStep, TrainConfig
+from napari_medml.segmentation.recipes import common_spacing
+
+
+def _script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_script(), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_common_spacing_decisions():
+    config = TrainConfig()
+    same, note = common_spacing(config, [(1.0, 0.5, 0.5), (1.1, 0.55, 0.5)], 2)  # within 1.25
+    assert same is config and note is None
+    one, note = common_spacing(config, (1.0, 0.5, 0.5), 3)  # one spacing for all
+    assert one is config and note is None
+    mixed, note = common_spacing(config, [(1.0, 0.5, 0.5), (3.0, 1.5, 1.5), (3.0, 1.5, 1.5)], 3)
+    assert mixed.data.preprocessing == (PreprocessStep("resample", {"target_spacing": (3.0, 1.5, 1.5)}),)
+    assert "1x0.5x0.5, 3x1.5x1.5" in note and "median 3x1.5x1.5" in note
+    own = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("resample", {"target_spacing": (1, 1, 1)}),)))
+    kept, note = common_spacing(own, [(1.0, 0.5, 0.5), (3.0, 1.5, 1.5)], 2)  # the user's own resampling stays
+    assert kept is own and note is None
+
+
+def test_images_of_two_voxel_sizes_train_at_their_median(tmp_path):
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 12)  # NIfTI (x, y, z)
+    labels = np.zeros(shape, np.uint8)
+    labels[10:30, 12:28, 3:9] = 1
+    image = (labels + 0.2 * rng.random(shape)).astype(np.float32)
+    args = []
+    for name, voxel in (("fine", (1.0, 1.0, 2.0)), ("coarse", (2.0, 2.0, 4.0))):
+        affine = np.diag([*voxel, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), tmp_path / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), tmp_path / f"{name}_seg.nii.gz")
+        args += ["--image", str(tmp_path / f"{name}.nii.gz"), "--labels", str(tmp_path / f"{name}_seg.nii.gz")]
+    done = _run("train", *args, "--out", str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "2",
+                "--features", "4", "--depth", "2", "--patch-size", "4", "16", "16", "--seed", "0")
+    assert done.returncode == 0, done.stderr
+    assert "voxel sizes 2x1x1, 4x2x2: each is resampled to their median 3x1.5x1.5" in done.stderr
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    steps = config["train_config"]["data"]["preprocessing"]
+    assert steps[0]["operation"] == "resample" and steps[0]["params"]["target_spacing"] == [3.0, 1.5, 1.5]
+    # the fine image is resampled for the network, and its prediction comes back on its own grid
+    out = tmp_path / "pred.nii.gz"
+    done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "fine.nii.gz"),
+                "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "voxel size" not in done.stderr  # the recipe resamples: nothing to warn about
+    pred = nib.load(out)
+    assert pred.shape == shape and np.allclose(pred.affine, np.diag([1.0, 1.0, 2.0, 1.0]))
