@@ -156,3 +156,15 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot):
     assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new
     new = viewer.layers[4]
     assert dice(new.data, seg.data)[1] > 0.8
+
+
+def test_an_image_in_other_units_is_said_in_the_status(setup, qtbot):
+    viewer, widget, ct, _ = setup
+    _predict(widget, qtbot)
+    assert "intensities" not in widget["status"].value
+    brighter = viewer.add_image(ct.data * 10.0, name="ct x10", scale=ct.scale)  # another gain, same anatomy
+    widget["images"].value = [brighter]
+    _predict(widget, qtbot)
+    status = widget["status"].value
+    assert "layer 'ct x10' has intensities far from the training images'" in status
+    assert "Preprocess > z-score" in status and "ct x10 [prediction]" in viewer.layers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from napari_medml.errors import InputError
 
-__all__ = ["parse_size"]
+__all__ = ["parse_size", "status_label"]
 
 
 def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...] | None:
@@ -24,3 +24,13 @@ def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...
     if len(values) != dims:
         raise InputError(f"{what} {text!r} has {len(values)} values for a {dims}D image")
     return values
+
+
+def status_label() -> object:
+    """An empty magicgui Label for status lines, wrapped: a long line (a warning about the
+    data, the plan) wraps inside the dock instead of widening it."""
+    from magicgui.widgets import Label
+
+    label = Label(value="", label="")
+    label.native.setWordWrap(True)
+    return label

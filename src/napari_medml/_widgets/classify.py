@@ -29,14 +29,13 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
     create_widget,
 )
 
-from napari_medml._widgets._forms import parse_size
+from napari_medml._widgets._forms import parse_size, status_label
 from napari_medml._widgets._layers import (check_fits, check_on_image, image_array, labels_array, layer_spatial, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
@@ -114,8 +113,8 @@ class ClassifyWidget(Container):
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the classifier bundle")
         self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples")
-        w["status"] = Label(value="", label="")
-        w["metrics"] = Label(value="", label="")
+        w["status"] = status_label()
+        w["metrics"] = status_label()
         w["table"] = FileEdit(mode="w", filter="*.csv", value="", label="table CSV",
                               tooltip="where 'save table (CSV)' writes one row per sample, object or tile")
         w["save_table"] = PushButton(text="save table (CSV)")

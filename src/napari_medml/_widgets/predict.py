@@ -24,6 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
     check_fits,
     check_on_image,
@@ -96,6 +97,8 @@ class PredictWidget(Container):
                                                            "fill), then fine-tune."})
         w["ft_steps"] = SpinBox(value=30, min=1, max=100000, label="fine-tune steps")
         w["finetune"] = PushButton(text="Fine-tune and predict again")
+        # a label, not a toast: building a notification widget stalls the GUI ~100 ms
+        w["status"] = status_label()
         self.extend(list(w.values()))
         self.prediction: Any = None
         self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"])
@@ -186,7 +189,8 @@ class PredictWidget(Container):
                 else:  # the network sees the anatomy in the orientation it was trained in
                     prediction = predict_oriented(model, inputs.image, spacing=inputs.spacing, affine=affine,
                                                   axes=inputs.axes, config=config,
-                                                  progress=lambda done, total: report((done, total)), stop=stop)
+                                                  progress=lambda done, total: report((done, total)), stop=stop,
+                                                  name=f"layer '{inputs.layer.name}'", notes=report)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
                      if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
@@ -204,7 +208,13 @@ class PredictWidget(Container):
                 return
             self.show(prediction, inputs.layer, model)
 
-        self.runner.start(job, on_result=done)
+        self._w["status"].value = ""
+        self.runner.start(job, on_result=done, on_report=self._note)
+
+    def _note(self, report: Any) -> None:
+        """A line about the image (reoriented, another voxel size or intensities): kept in view."""
+        if isinstance(report, str):
+            self._w["status"].value = report
 
     def show(self, prediction: Any, layer: napari.layers.Layer, model: Any) -> None:
         """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers."""

@@ -14,8 +14,9 @@ from dataclasses import replace
 from typing import Any, get_args
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, Select, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, Select, SpinBox
 
+from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
     check_fits,
     follow_dims,
@@ -82,7 +83,7 @@ class PretrainWidget(Container):
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the pretrained bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> pretrained'")
-        w["status"] = Label(value="", label="")
+        w["status"] = status_label()
         self.runner, self._checkpoints = run_controls(w, self._session, "pretrain", "Pretraining", "images")
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues

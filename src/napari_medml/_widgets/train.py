@@ -25,7 +25,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from napari_medml._widgets._forms import parse_size
+from napari_medml._widgets._forms import parse_size, status_label
 from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
@@ -133,8 +133,8 @@ class TrainWidget(Container):
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the model bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> model'")
-        w["status"] = Label(value="", label="")
-        w["plan_text"] = Label(value="", label="")  # the plan of the last run, shown when it starts
+        w["status"] = status_label()
+        w["plan_text"] = status_label()  # the plan of the last run, shown when it starts
         self.runner, self._checkpoints = run_controls(w, self._session, "train", "Training", "data")
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues

@@ -11,12 +11,17 @@ is left out of them).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["apply_normalization", "fit_normalization"]
+__all__ = ["apply_normalization", "fit_normalization", "intensity_note"]
+
+# recipe steps that set the intensities themselves, image by image: the stored statistics are of their output
+INTENSITY_STEPS = frozenset({"zscore", "percentile", "minmax", "ct_window", "clahe"})
+FAR = 4.0  # a spread this many times wider or narrower, or a mean this many training stds away, is far
 
 
 def fit_normalization(images: Sequence[np.ndarray], method: str,
@@ -93,3 +98,73 @@ def _subsample(arr: np.ndarray, limit: int = 2_000_000) -> np.ndarray:
     flat = arr.reshape(-1)
     step = max(1, flat.size // limit)
     return flat[::step]
+
+
+def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
+                   recipe: Sequence[Any] = ()) -> str | None:
+    """One line when an image's intensities are far from those a model was trained on.
+
+    The z-score, percentile and min-max methods apply the *training* images' statistics
+    to every image, so an image in other units (another scanner's scale, 8 instead of 16
+    bits, a ×10 gain) reaches the network at another contrast and is segmented badly
+    without an error. Compared per channel on a strided subsample of at most ~10⁶ voxels:
+    z-score methods flag a standard deviation more than :data:`FAR` times wider or
+    narrower than the training one, or a mean more than ``FAR`` training standard
+    deviations away; percentile/min-max flag a 0.5-99.5 percentile range ``FAR`` times
+    wider or narrower than the training range. ``ct`` (Hounsfield units) and ``none``
+    are not checked, nor models whose recipe sets intensities image by image.
+
+    Parameters
+    ----------
+    image : array-like
+        The image as given to ``Model.predict`` (NumPy, dask or Zarr; not copied whole).
+    channel_axis : int or None
+        Its channel axis.
+    stats : dict
+        The model's ``normalization`` (:func:`fit_normalization`).
+    name : str
+        How the line names the image.
+    recipe : sequence of PreprocessStep
+        The model's preprocessing recipe.
+
+    Returns
+    -------
+    str or None
+    """
+    method = stats.get("method", "none")
+    channels = stats.get("channels") or []
+    if method not in ("zscore", "zscore_nonzero", "percentile", "minmax") or not channels:
+        return None
+    if any(getattr(step, "operation", None) in INTENSITY_STEPS for step in recipe or ()):
+        return None
+    shape = np.shape(image)
+    step = max(1, int(np.ceil((float(np.prod(shape)) / 1e6) ** (1.0 / max(len(shape), 1)))))
+    where = tuple(slice(None) if axis == channel_axis else slice(None, None, step) for axis in range(len(shape)))
+    sample = np.asarray(image[where], dtype=np.float64)
+    sample = sample[None] if channel_axis is None else np.moveaxis(sample, channel_axis, 0)
+    sample = sample.reshape(sample.shape[0], -1)
+    if sample.shape[0] != len(channels):
+        return None  # the channel check of predict says so
+    for c, (values, s) in enumerate(zip(sample, channels)):
+        values = values[np.isfinite(values)]
+        if method == "zscore_nonzero" and values.size:
+            values = values[values > values.min()] if (values > values.min()).any() else values
+        if values.size < 2:
+            continue
+        if method in ("zscore", "zscore_nonzero"):
+            mean, std, ref_mean, ref_std = values.mean(), values.std(), s["mean"], max(s["std"], 1e-12)
+            far = std > FAR * ref_std or std < ref_std / FAR or abs(mean - ref_mean) > FAR * ref_std
+            seen = f"mean {mean:.4g}, std {std:.4g}; training: mean {ref_mean:.4g}, std {ref_std:.4g}"
+        else:
+            low, high = np.percentile(values, [0.5, 99.5])
+            width, ref = high - low, max(s["high"] - s["low"], 1e-12)
+            far = width > FAR * ref or width < ref / FAR
+            seen = f"0.5-99.5% range {low:.4g} to {high:.4g}; training: {s['low']:.4g} to {s['high']:.4g}"
+        if far:
+            where_c = f" (channel {c})" if len(channels) > 1 else ""
+            return (f"{name}{where_c} has intensities far from the training images' ({seen}): the model "
+                    f"normalizes every image with the training statistics ({method}), so it sees another "
+                    "contrast and its answer may be wrong; give the image in the training images' units (the "
+                    "same scale and bit depth), or train with Preprocess > z-score in the recipe, which "
+                    "z-scores each image by itself")
+    return None

@@ -99,7 +99,9 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
         How the notes name the image (``"image 'ct.nii.gz'"``).
     notes : callable, optional
         Called, before the prediction starts, with one line each when the image is
-        reoriented and when its voxel size is far from the model's training spacing.
+        reoriented, when its voxel size is far from the model's training spacing, and
+        when its intensities are far from the training images'
+        (``preprocessing.normalization.intensity_note``).
 
     Returns
     -------
@@ -116,7 +118,13 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     oriented = orient_array(image, spacing[-dims:], affine, model.provenance.get("orientation"))
     # the recipe's resample (if any) sets the voxel size the network sees: compare after it
     recipe = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
-    for line in (oriented.note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)):
+    lines = [oriented.note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
+    if notes is not None and getattr(model, "normalization", None) and hasattr(model, "_layout"):
+        from napari_medml.preprocessing.normalization import intensity_note
+
+        channel_axis, _ = model._layout(oriented.data, None, axes)
+        lines.append(intensity_note(oriented.data, channel_axis, model.normalization, name, recipe))
+    for line in lines:
         if line and notes is not None:
             notes(line)
     pred = model.predict(oriented.data, spacing=spacing[:-dims] + oriented.spacing, axes=axes, config=config,
