@@ -130,5 +130,7 @@ def test_classify_object_level_takes_the_predicted_instances(
     classify["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not classify.runner.running, timeout=60000)
     result = viewer.layers["cells [classes]"]
-    assert len(result.features) == int(instances.data.max())  # one row per predicted object
+    assert len(result.metadata["samples"]["object"]) == int(instances.data.max())  # one row per predicted object
+    objects = viewer.layers["cells [object classes]"]  # hovering an object shows its own row
+    assert list(objects.features["index"]) == list(range(1, int(instances.data.max()) + 1))
     assert np.all(result.data[instances.data == 0] == 0)
