@@ -273,8 +273,8 @@ def test_an_interrupted_run_keeps_its_checkpoints_in_the_bundle_and_resumes(caps
 
     real = train_cli.drive_training
 
-    def crash_after_training(gen, epochs):
-        real(gen, epochs)
+    def crash_after_training(gen, epochs, **kwargs):
+        real(gen, epochs, **kwargs)
         raise OSError("the machine went down")  # after training, before the bundle is saved
 
     monkeypatch.setattr(train_cli, "drive_training", crash_after_training)

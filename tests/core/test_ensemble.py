@@ -101,3 +101,32 @@ def test_ensembles_start_from_scratch(ensemble):
         api.train(p.image, p.labels, TrainConfig(data=DataConfig(spatial_dims=3)), init_model=model)
     with pytest.raises(ConfigError, match="fold"):
         DataConfig(folds=2, fold=2)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_an_ensemble_predicts_block_by_block_as_in_memory(ensemble, tmp_path, tta):
+    """Through predict_to_zarr (several blocks): the labels, mean probabilities and mutual
+    information of EnsembleModel.predict; a resume finds every block done."""
+    pytest.importorskip("zarr")
+    from napari_medml.io import Volume, read_volume
+    from napari_medml.segmentation.chunked import plan_blocks
+    from napari_medml.segmentation.to_zarr import predict_to_zarr
+
+    p, model, folder, _ = ensemble
+    loaded = api.load_model(folder)
+    config = InferConfig(return_probabilities=True, return_uncertainty=True, device="cpu", tta=tta)
+    whole = loaded.predict(p.image, config=config)
+    volume = Volume(p.image, tuple(p.spacing), (0.0,) * 3, axes="ZYX")
+    plan = plan_blocks(p.image.shape, loaded.patch_size, channels=1, classes=len(loaded.class_ids), config=config,
+                       block=(8, 16, 32))
+    assert plan.count > 1
+    stores = {"probabilities": tmp_path / "p.zarr", "uncertainty": tmp_path / "u.zarr"}
+    result = predict_to_zarr(loaded, volume, tmp_path / "l.zarr", config=config, plan=plan, **stores)
+    assert result.computed == plan.count and result.resumed == 0
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "l.zarr").data), whole.labels)
+    probs = np.asarray(read_volume(stores["probabilities"]).data)
+    assert probs.dtype == np.float16
+    np.testing.assert_array_equal(probs, whole.probabilities)
+    np.testing.assert_allclose(np.asarray(read_volume(stores["uncertainty"]).data), whole.uncertainty, atol=1e-5)
+    again = predict_to_zarr(loaded, volume, tmp_path / "l.zarr", config=config, plan=plan, **stores)
+    assert again.computed == 0 and again.resumed == plan.count

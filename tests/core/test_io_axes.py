@@ -323,3 +323,19 @@ def test_an_image_without_the_models_channels_is_told_so_not_to_name_its_axes() 
         resolve_axes("QYX", (16, 48, 48), what="image 'ct'", hint="name the axes", spatial_dims=3, in_channels=3)
     # an axis of the right length still reads as the channels
     assert resolve_axes("QYX", (3, 48, 48), what="image 'ct'", hint="", spatial_dims=2, in_channels=3) == "CYX"
+
+
+def test_one_slice_volume_puts_back_the_dropped_slice_axis_for_a_3d_network() -> None:
+    from napari_medml.io.axes import one_slice_volume, squeeze
+
+    data, axes, spacing, origin, dropped = squeeze(np.zeros((2, 1, 5, 6)), "CZYX", (1.0, 2.5, 0.5, 0.5),
+                                                   (0.0, 7.0, 1.0, 2.0))
+    assert (data.shape, axes, dropped) == ((2, 5, 6), "CYX", [["Z", 2.5, 7.0]])
+    back, axes, spacing, origin, left = one_slice_volume(data, axes, spacing, origin, dropped)
+    assert (back.shape, axes, spacing, origin, left) == ((2, 1, 5, 6), "CZYX", (1.0, 2.5, 0.5, 0.5),
+                                                 (0.0, 7.0, 1.0, 2.0), [])
+    # an unnamed length-1 axis (a (1, Y, X) .npy) becomes Z; nothing dropped, or a Z already there: None
+    data, axes, spacing, origin, dropped = squeeze(np.zeros((1, 5, 6)), "QYX", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    assert one_slice_volume(data, axes, spacing, origin, dropped)[1:] == ("ZYX", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), [])
+    assert one_slice_volume(np.zeros((5, 6)), "YX", (1.0, 1.0), (0.0, 0.0), []) is None
+    assert one_slice_volume(np.zeros((3, 5, 6)), "ZYX", (1.0,) * 3, (0.0,) * 3, [["T", 1.0, 0.0]]) is None

@@ -123,7 +123,7 @@ def test_evaluate_is_strict_json_with_means():
     assert c1["hd95"] > 0 and c1["gt_voxels"] == 32 and c1["pred_voxels"] == 16
     assert c2 == {"dice": 0.0, "iou": 0.0, "hd95": None, "gt_voxels": 18, "pred_voxels": 0}
     assert result["mean_dice"] == pytest.approx((c1["dice"] + 0.0) / 2)
-    assert result["mean_hd95"] == pytest.approx(c1["hd95"])  # finite values only
+    assert result["mean_hd95"] is None  # a missed class: infinite, never the found classes' mean
     assert result["spacing"] == [2.0, 1.0, 1.0]
 
 
@@ -144,3 +144,25 @@ def test_float_labels_are_accepted_when_whole_numbered():
 def test_bad_inputs_raise_input_error(pred, gt, spacing, match):
     with pytest.raises(InputError, match=match):
         hausdorff95(pred, gt, spacing)
+
+
+def test_mean_hd95_skips_only_classes_in_neither_array_and_binary_merges_ids():
+    from napari_medml.segmentation.metrics import evaluation_notes
+
+    gt = np.zeros((10, 10), np.uint8)
+    gt[2:5, 2:5] = 255
+    pred = (gt > 0).astype(np.uint8)
+    result = evaluate(pred, gt)
+    assert (result["mean_dice"], result["mean_hd95"]) == (0.0, None)
+    notes = evaluation_notes(result, "prediction 'p'", "labels 'g'", "--binary")
+    assert notes == [
+        "warning: labels 'g' use id 255 and prediction 'p' id 1, no foreground id in common, so every class "
+        "scores Dice 0. A 0/255 mask against a 0/1 prediction? Score foreground against background with "
+        "--binary, or write the labels with the prediction's ids (255 -> 1)",
+        "classes 1 (only in prediction 'p'), 255 (only in labels 'g'): HD95 infinite, so hd95 and mean_hd95 "
+        "are null; mean_dice and mean_iou count such a class as 0",
+    ]
+    merged = evaluate(pred, gt, binary=True)
+    assert (list(merged["classes"]), merged["mean_dice"], merged["mean_hd95"]) == (["1"], 1.0, 0.0)
+    assert evaluation_notes(merged, "p", "g", "--binary") == []
+    assert evaluate(np.zeros((4, 4), int), np.zeros((4, 4), int))["mean_hd95"] is None  # nothing scored

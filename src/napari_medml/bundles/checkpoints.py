@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from napari_medml.bundles.format import CHECKPOINTS_NAME, write_bundle_files
+from napari_medml.bundles.format import CHECKPOINTS_NAME, save_model, write_bundle_files
 from napari_medml.config import to_dict
 from napari_medml.errors import BundleError, ConfigError
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from napari_medml.config import TrainConfig
 
 __all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "checkpoint_folder", "find_checkpoint",
-           "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints", "write_checkpoint"]
+           "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints", "save_run",
+           "write_checkpoint"]
 
 
 STATE_JSON = "train_state.json"
@@ -109,7 +110,7 @@ def save_keeping_checkpoints(model: Any, bundle: str | Path) -> Path:
     Parameters
     ----------
     model : any task's model
-        Has ``save(path)``.
+        Has ``save(path)``, or ``network`` and ``description()`` (``bundles.format.save_model``).
     bundle : str or Path
         The bundle folder.
 
@@ -120,16 +121,50 @@ def save_keeping_checkpoints(model: Any, bundle: str | Path) -> Path:
     """
     checkpoints = checkpoint_folder(bundle)
     if not checkpoints.is_dir():
-        return Path(model.save(bundle))
+        return _save(model, bundle)
     aside = checkpoints.parent.parent / f".{checkpoints.parent.name}.checkpoints-{uuid.uuid4().hex[:8]}"
     os.replace(checkpoints, aside)
     saved = None
     try:
-        saved = Path(model.save(bundle))
+        saved = _save(model, bundle)
     finally:
         os.replace(aside, (saved or checkpoints.parent) / CHECKPOINTS_NAME)
     return saved
 
+
+
+def save_run(model: Any, bundle: str | Path, *, stopped: bool, resumable: bool = True) -> Path:
+    """Save the model of a training run as the bundle ``bundle``, as every front does.
+
+    A finished run's bundle replaces the folder, and with it the run's checkpoints in
+    ``<bundle>/checkpoints``; a stopped run (Stop, Ctrl-C) keeps them, so that resuming
+    continues it (:func:`save_keeping_checkpoints`).
+
+    Parameters
+    ----------
+    model : any task's model
+        Has ``save(path)``, or ``network`` and ``description()``.
+    bundle : str or Path
+        The bundle folder.
+    stopped : bool
+        The run was stopped before its end (not by its time limit or early stopping).
+    resumable : bool
+        The run could resume from its checkpoints (False for an ensemble of folds, which
+        trains from scratch: its checkpoints go with the save).
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+    """
+    if stopped and resumable:
+        return save_keeping_checkpoints(model, bundle)
+    return _save(model, bundle)
+
+
+def _save(model: Any, bundle: str | Path) -> Path:
+    """``model.save(bundle)``, or the generic bundle writer for a model without ``save``."""
+    return Path(model.save(bundle) if hasattr(model, "save") else save_model(model, bundle))
 
 
 def check_same_network(before: TrainConfig, now: TrainConfig) -> None:

@@ -48,7 +48,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle."""
-    from napari_medml.cli.common import check_bundle_target
+    from napari_medml.bundles.checkpoints import save_run
+    from napari_medml.cli.common import check_bundle_target, nothing_saved, stopped_line
     from dataclasses import replace
 
     from napari_medml.cli.launch import launch, wants_launch
@@ -79,10 +80,12 @@ def train(args: argparse.Namespace) -> int:
     if not is_main():
         return 0  # data parallel: rank 0 saves the bundle
     if classifier is None:
-        raise MedMLError("training stopped before a classifier was trained; nothing was saved")
-    path = classifier.save(args.out)
+        raise MedMLError(nothing_saved("training", checkpoint_folder(args.out)))
+    path = save_run(classifier, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     info(f"saved classifier bundle to {path}")
     info(metrics_line(classifier.metrics))
+    if stop.stopped:
+        info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
 
 

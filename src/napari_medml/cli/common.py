@@ -20,13 +20,17 @@ __all__ = [
     "add_axes_option",
     "check_bundle_target",
     "check_file_targets",
+    "flag_names",
     "given",
     "image_layout",
     "info",
     "integer",
+    "nothing_saved",
     "progress_bar",
     "real",
     "spatial_spacing",
+    "stopped_line",
+    "with_flag_names",
     "write_like",
     "write_output",
 ]
@@ -110,6 +114,9 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     Unnamed axes (``Q``) are resolved from the labels' shape and the network's channels
     (:func:`napari_medml.io.axes.resolve_axes`); when that does not settle it, the error
     names ``--axes``. ``spatial_dims`` None: 3 when the image has a Z axis, else 2.
+    A one-slice volume for a 3D network (its length-1 Z, or unnamed axis, came off on
+    reading) gets that axis back as Z when predicting (``labels_shape`` None), with an
+    info line; a 2D image, or one to train on, is refused as one slice.
 
     Returns
     -------
@@ -125,13 +132,27 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     from dataclasses import replace
 
     from napari_medml.errors import InputError
-    from napari_medml.io.axes import check_not_strips, layout, resolve_axes
+    from napari_medml.io.axes import SINGLETONS_KEY, check_not_strips, layout, one_slice_volume, resolve_axes
 
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
                         labels_shape=labels_shape, in_channels=in_channels)  # fmt: skip
     vol = replace(vol, axes=axes)
     dims = spatial_dims or (3 if "Z" in axes else 2)
+    others = [(a, n) for a, n in zip(axes, vol.data.shape) if a not in "YX"]
+    if dims == 3 and "Z" not in axes and all(a == "C" and n == in_channels for a, n in others):
+        # one slice (its length-1 Z came off on reading, or the file holds a 2D image), channels aside
+        dropped = vol.meta.get(SINGLETONS_KEY) or []
+        rgb = bool(vol.meta.get("rgb"))
+        back = None if labels_shape is not None else one_slice_volume(vol.data, axes, vol.spacing, vol.origin,
+                                                                      dropped, rgb)
+        if back is None:
+            raise InputError(f"{what} is one 2D slice (axes {axes}, shape {tuple(vol.data.shape)}) but the network "
+                             "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")
+        data, axes, spacing, origin, left = back
+        meta = {k: v for k, v in vol.meta.items() if k != SINGLETONS_KEY} | ({SINGLETONS_KEY: left} if left else {})
+        vol = replace(vol, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
+        info(f"{what} has one slice: taken as a volume of 1 slice (axes {axes}) for the 3D network")
     check_not_strips(axes, vol.data.shape, dims, what)
     lay = layout(axes, dims, what, f"or {AXES_HINT}")
     channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
@@ -375,3 +396,99 @@ def real(low: float, high: float | None = None, *, low_open: bool = False, high_
 
     parse.__name__ = "real"
     return parse
+
+
+# --- core messages in the words of the command line -------------------------------------
+
+
+def flag_names(text: str) -> str:
+    """``text`` (a message of the core) with the settings it names as the options that set them.
+
+    The core names a setting by its config field (``val_fraction``, ``patch_size``); on the
+    command line it is an option (``--val-fraction``, ``--patch-size``). The mapping is
+    the one the options are read with (``cli.options.PRETRAIN_FIELDS``); only field names
+    with an underscore are replaced, never plain words.
+
+    Parameters
+    ----------
+    text : str
+        A message, e.g. ``"... set val_fraction=0"``.
+
+    Returns
+    -------
+    str
+        E.g. ``"... set --val-fraction 0"``.
+    """
+    import re
+
+    from napari_medml.cli.options import PRETRAIN_FIELDS
+
+    names = {field.rpartition(".")[2]: "--" + dest.replace("_", "-") for dest, field in PRETRAIN_FIELDS.items()}
+    names["spatial_dims"] = "--spatial-dims"
+    for name, flag in names.items():
+        if "_" not in name or name not in text:
+            continue
+        pattern = rf"(?<![\w.-]){name}\b"
+        text = re.sub(pattern + r"\s*=\s*(?=[\w.(-])", flag + " ", text)  # val_fraction=0 -> --val-fraction 0
+        text = re.sub(pattern, flag, text)
+    return text
+
+
+def with_flag_names(exc: BaseException) -> BaseException:
+    """``exc`` again, of its class, with :func:`flag_names` applied to its message (``exc``
+    itself when nothing changes or it is not one of the core's ``MedMLError``)."""
+    from napari_medml.errors import MedMLError
+
+    if not isinstance(exc, MedMLError) or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return exc
+    text = flag_names(exc.args[0])
+    if text == exc.args[0]:
+        return exc
+    new = type(exc)(text)
+    new.__cause__ = exc
+    return new
+
+
+def stopped_line(path: Path, checkpoints: Path) -> str:
+    """What ``train``/``pretrain`` say after Ctrl-C stopped a run and its bundle was saved.
+
+    Parameters
+    ----------
+    path : Path
+        The bundle folder that was saved (the best model so far).
+    checkpoints : Path
+        The run's checkpoint folder, kept so that ``--resume`` continues the run.
+
+    Returns
+    -------
+    str
+    """
+    from napari_medml.bundles.checkpoints import has_checkpoint
+
+    if not has_checkpoint(checkpoints):
+        return f"stopped: saved the best model so far to {path}"
+    return (f"stopped: saved the best model so far to {path} and kept the run's checkpoints in {checkpoints}; "
+            "the same command with --resume continues the run")
+
+
+def nothing_saved(what: str, checkpoints: Path) -> str:
+    """The error when a run stopped before its first model (``what``: "training", ...).
+
+    Parameters
+    ----------
+    what : str
+        The run, as the message's subject.
+    checkpoints : Path
+        The run's checkpoint folder: a stop leaves its last step there, which ``--resume``
+        continues.
+
+    Returns
+    -------
+    str
+    """
+    from napari_medml.bundles.checkpoints import has_checkpoint
+
+    text = f"{what} stopped before a model was trained; nothing was saved"
+    if has_checkpoint(checkpoints):
+        text += f"; its checkpoints are kept in {checkpoints}: the same command with --resume continues the run"
+    return text

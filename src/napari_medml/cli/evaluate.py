@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import FILE_TYPES, info
+from napari_medml.cli.common import FILE_TYPES, UsageError, info
 
 __all__ = ["add", "run"]
 
@@ -17,7 +17,8 @@ def add(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="score a predicted segmentation against ground truth",
                        description="Per-class Dice, IoU and 95th-percentile Hausdorff distance "
                        "(in the ground truth's physical units), printed as JSON on stdout. "
-                       "A class missing from one file has Dice 0 and HD95 null.")  # fmt: skip
+                       "A class missing from one file has Dice 0 and HD95 null (infinite), and "
+                       "mean_hd95 is then null too; a line on stderr names such classes.")  # fmt: skip
     p.add_argument("--prediction", required=True, type=Path, metavar="P",
                    help=f"predicted labels ({FILE_TYPES})")  # fmt: skip
     p.add_argument("--labels", required=True, type=Path, metavar="GT",
@@ -26,6 +27,9 @@ def add(sub: Any) -> None:
     p.add_argument("--axes", metavar="AXES",
                    help="what the axes of both files are, one letter each in stored order (T time, "
                    "Z, Y, X), e.g. TYX for a time series; needed only where the files do not say")  # fmt: skip
+    p.add_argument("--binary", action="store_true",
+                   help="score foreground against background: every nonzero id of both files counts as "
+                   "class 1 (e.g. a 0/255 mask against a 0/1 prediction)")  # fmt: skip
     p.add_argument("--instances", action="store_true",
                    help="both files are instance labels (one id per object): print the instance metrics "
                    "(one-to-one IoU matching; precision, recall, F1 and average precision TP/(TP+FP+FN) "
@@ -41,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if args.instances:
         from napari_medml.cli.instances import evaluate as evaluate_instances
 
+        if args.binary:
+            raise UsageError("--binary is for class labels; --instances matches objects, whatever their ids")
+
         return evaluate_instances(args)
     from dataclasses import replace
 
@@ -48,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.cli.common import check_not_transposed, label_values
     from napari_medml.errors import InputError
     from napari_medml.io.geometry import align_to, fit_length1_axes
-    from napari_medml.segmentation.metrics import evaluate
+    from napari_medml.segmentation.metrics import evaluate, evaluation_notes
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     # class ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
@@ -71,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if aligned.line:
         info(aligned.line)
     pred = aligned.volume
-    result = evaluate(pred.data, gt.data, spacing=gt.spacing)
+    result = evaluate(pred.data, gt.data, spacing=gt.spacing, binary=args.binary)
+    for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
+                                 "--binary"):
+        info(line)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0

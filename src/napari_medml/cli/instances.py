@@ -17,6 +17,7 @@ from napari_medml.cli.common import (
     given,
     image_layout,
     info,
+    label_values,
     progress_bar,
     real,
     write_like,
@@ -117,12 +118,17 @@ def _table(vol: Any, lay: Any, labels: Any) -> dict:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score predicted instances against true instances; print the JSON."""
+    from dataclasses import replace
+
     from napari_medml import io
     from napari_medml.errors import InputError
     from napari_medml.instances.metrics import AP_THRESHOLDS, DSB_THRESHOLDS, instance_scores
     from napari_medml.io.geometry import align_to
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
+    # the labels' one rule (whole numbers are ids, also as floats): checked before any resampling
+    pred = replace(pred, data=label_values(pred, args.prediction, "prediction"))
+    gt = replace(gt, data=label_values(gt, args.labels))
     if pred.data.shape != gt.data.shape and pred.data.ndim == gt.data.ndim:
         aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                            reference_name=f"labels '{args.labels}'")
@@ -132,9 +138,6 @@ def evaluate(args: argparse.Namespace) -> int:
     if pred.data.shape != gt.data.shape:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels '{args.labels}' "
                          f"have {gt.data.shape}: they must match")
-    for name, vol in ((f"prediction '{args.prediction}'", pred), (f"labels '{args.labels}'", gt)):
-        if np.asarray(vol.data).dtype.kind not in "biu":
-            raise InputError(f"{name} has dtype {np.asarray(vol.data).dtype}: give instance labels (integer ids)")
     thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
     scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
     at = scores.at(0.5)

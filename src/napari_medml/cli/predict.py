@@ -55,8 +55,8 @@ def add(sub: Any) -> None:
                    "models: per-object CSV of size, centroid, bounding box and intensities "
                    "(default: --out with a .csv extension)")  # fmt: skip
     p.add_argument("--probabilities", type=Path, metavar="OUT",
-                   help="also write class probabilities (float32, one channel per class, "
-                   "background first for segmentation) to this file")  # fmt: skip
+                   help="also write class probabilities (float32; float16 in a .zarr store, half the "
+                   "disk; one channel per class, background first for segmentation) to this file")  # fmt: skip
     p.add_argument("--uncertainty", type=Path, metavar="OUT",
                    help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
                    "probabilities; for an ensemble (train --folds) the members' disagreement, "
@@ -140,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     if blockwise:
         return predict_blocks.run_blocks(args, model, vol, config)
     from napari_medml.io.geometry import grid_affine, spatial_spacing
+    from napari_medml.preprocessing.inputs import check_finite
+
+    check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     from napari_medml.segmentation.prediction import predict_oriented
 
     with progress_bar("window") as bar:

@@ -84,7 +84,12 @@ def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
 
 
 def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> int:
-    """Plan, print the plan, predict block by block with a progress bar; 0 on success."""
+    """Plan, print the plan, predict block by block with a progress bar; 0 on success.
+
+    ``model`` is one segmentation model or an ensemble (its members' mean probabilities);
+    the store resumes only a run of this model on this ``--image`` (its file, values and
+    geometry are recorded).
+    """
     from napari_medml.errors import Cancelled
     from napari_medml.segmentation.chunked import plan_blocks
     from napari_medml.segmentation.to_zarr import predict_to_zarr, volume_layout
@@ -113,7 +118,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         try:
             result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
                                      probabilities=args.probabilities, uncertainty=args.uncertainty,
-                                     progress=progress)  # fmt: skip
+                                     source=args.image, progress=progress)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):
             info(f"interrupted: the finished blocks are kept in '{args.out}'; run the same command again "
                  "to resume")  # fmt: skip
@@ -121,7 +126,8 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     if result.resumed:
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
-    info("wrote " + ", ".join(str(p) for p in result.stores.values()))
+    written = [f"{p} (float16)" if name == "probabilities" else str(p) for name, p in result.stores.items()]
+    info("wrote " + ", ".join(written))
     return 0
 
 

@@ -103,7 +103,8 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the images, pretrain with a progress bar, save the bundle (and the by-products)."""
-    from napari_medml.bundles.format import save_model
+    from napari_medml.bundles.checkpoints import save_run
+    from napari_medml.cli.common import nothing_saved, stopped_line
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.cli.train import check_patch_option
     from napari_medml.engine.reports import StopToken
@@ -121,11 +122,13 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_interrupt(stop):
         model, best = drive_training(gen, config.optim.epochs)
     if model is None:
-        raise MedMLError("pretraining stopped before a model was trained; nothing was saved")
-    path = save_model(model, args.out)
+        raise MedMLError(nothing_saved("pretraining", checkpoint_folder(args.out)))
+    path = save_run(model, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     note = f" (best epoch {best.epoch}, validation reconstruction loss {best.val_loss:.4f})" if best else ""
     info(f"saved pretrained bundle to {path}{note}; start a segmentation run from it with "
          f"'napari-medml train --init-from {path} ...'")
+    if stop.stopped:
+        info(stopped_line(path, checkpoint_folder(args.out)))
     if args.reconstruction is not None or args.error is not None:
         _write_byproducts(args, model, first, dims)
     return 0

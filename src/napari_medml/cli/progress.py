@@ -13,7 +13,7 @@ from typing import Any
 
 from pathlib import Path
 
-from napari_medml.cli.common import PROG, UsageError, progress_bar
+from napari_medml.cli.common import PROG, UsageError, flag_names, progress_bar
 
 __all__ = ["checkpoint_folder", "drive_training", "epoch_line", "resume_folder", "stop_on_interrupt"]
 
@@ -41,8 +41,18 @@ def resume_folder(args: argparse.Namespace) -> Path | None:
 
 
 
-def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, Any]:
+def drive_training(gen: Generator[Any, None, Any], epochs: int, folds: int = 1) -> tuple[Any, Any]:
     """Run a ``fit()`` generator to its end with a progress bar and epoch lines.
+
+    Parameters
+    ----------
+    gen : generator
+        Yields ``TrainReport``s, returns the model.
+    epochs : int
+        Epochs per model (per fold of an ensemble).
+    folds : int
+        Models trained one after the other (``--folds``), whose reports count epochs
+        across all folds: the lines say ``fold k/K  epoch e/epochs``.
 
     Returns
     -------
@@ -71,16 +81,25 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int) -> tuple[Any, An
             bar.set_postfix(loss=f"{report.train_loss:.4f}", lr=f"{report.learning_rate:.2g}",
                             refresh=False)  # fmt: skip
             if report.epoch_end:
-                bar.write(epoch_line(report, epochs), file=sys.stderr)
+                bar.write(flag_names(epoch_line(report, epochs, folds)), file=sys.stderr)
             elif report.message:
-                for line in report.message.splitlines():
+                for line in flag_names(report.message).splitlines():
                     bar.write(f"{PROG}: {line}", file=sys.stderr)
 
 
 
-def epoch_line(report: Any, epochs: int) -> str:
-    """One line per epoch: losses, per-class validation Dice, time, best marker."""
-    parts = [f"epoch {report.epoch}/{epochs}", f"loss {report.train_loss:.4f}"]
+def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
+    """One line per epoch: losses, per-class validation Dice, time, best marker.
+
+    With ``folds`` > 1 the report's epoch counts across the folds (``epochs`` each, as
+    ``segmentation.ensemble`` numbers them): the line names the fold and the epoch in it.
+    """
+    if folds > 1:
+        fold, epoch = divmod(report.epoch - 1, epochs)
+        parts = [f"fold {fold + 1}/{folds}", f"epoch {epoch + 1}/{epochs}"]
+    else:
+        parts = [f"epoch {report.epoch}/{epochs}"]
+    parts.append(f"loss {report.train_loss:.4f}")
     if report.val_loss is not None:
         parts.append(f"val_loss {report.val_loss:.4f}")
     if report.val_dice:

@@ -19,7 +19,10 @@ from napari_medml.cli.common import (
     check_bundle_target,
     info,
     integer,
+    nothing_saved,
     real,
+    stopped_line,
+    with_flag_names,
 )
 from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.config import (
@@ -151,7 +154,25 @@ def add(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the files, train with a progress bar, save the best model."""
+    """Read the files, train with a progress bar, save the best model.
+
+    The core's messages name settings by their config fields (``val_fraction``); they
+    reach the user with the options' names (``--val-fraction``, ``cli.common.flag_names``).
+    """
+    from napari_medml.errors import MedMLError
+
+    try:
+        return _run(args)
+    except MedMLError as exc:
+        new = with_flag_names(exc)
+        if new is exc:
+            raise
+        raise new from exc
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``run`` without the translation of the messages."""
+    from napari_medml.bundles.checkpoints import save_run
     from napari_medml.cli.launch import launch, wants_launch
     from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
@@ -166,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.task} needs --labels for each --image")
     if args.sparse and args.background_id is None:
         raise UsageError("--sparse needs --background-id, the painted id that means background")
+    if args.resume and (args.folds or 1) > 1:
+        raise UsageError(f"--resume continues one model; an ensemble (--folds {args.folds}) trains from scratch: "
+                         "leave out --resume")
     if len(args.image) != len(args.labels):
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
@@ -198,17 +222,20 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:
         gen = _after_checks(gen, plan.describe())
     with stop_on_interrupt(stop):
-        model, best = drive_training(gen, config.optim.epochs * config.data.folds)
+        model, best = drive_training(gen, config.optim.epochs, folds=config.data.folds)
     if not is_main():
         return 0  # data parallel: rank 0 saves the bundle
     if model is None:
-        raise MedMLError("training stopped before a model was trained; nothing was saved")
+        raise MedMLError(nothing_saved("training", checkpoint_folder(args.out)))
     from napari_medml.io.orientation import file_orientation
 
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network
         model.provenance["orientation"] = orientation
-    path = model.save(args.out)  # a Model, or with --folds an EnsembleModel (a folder of members)
+    # a Model, or with --folds an EnsembleModel (a folder of members; it trains from scratch, so a
+    # stopped one keeps no checkpoints); a stopped single model keeps its checkpoints for --resume
+    folds = config.data.folds
+    path = save_run(model, args.out, stopped=stop.stopped, resumable=folds == 1)
     note = ""
     if config.data.folds > 1:
         scores = model.provenance["ensemble"]["member_best_val_dice"]
@@ -220,6 +247,12 @@ def run(args: argparse.Namespace) -> int:
         note = (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
                 f"F1@0.5 {best.val_metrics['f1_at_0.5']:.3f})")
     info(f"saved model bundle to {path}{note}")
+    if stop.stopped and folds > 1:
+        trained = model.provenance["ensemble"]["trained"]
+        info(f"stopped: saved an ensemble of the {trained} of {folds} folds trained to {path}; an ensemble does "
+             "not resume: run the command again without --resume to train every fold")
+    elif stop.stopped:
+        info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
 
 
@@ -244,12 +277,13 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
     from napari_medml.io.geometry import fit_length1_axes
-    from napari_medml.preprocessing.inputs import check_not_constant
+    from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels = [], [], [], set()
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
         raw = io.read_volume(img_path, axes)
+        check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
         lab = io.read_volume(lab_path)
         lab = replace(lab, data=label_values(lab, lab_path))

@@ -7,24 +7,41 @@ from typing import Sequence
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.segmentation.label_values import check_label_values
 
 
 def check_instances(labels: np.ndarray, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as an integer array (a bool mask becomes 0/1) after checking it is 2D/3D and non-negative."""
+    """Instance labels as integer ids, after checking their shape and values.
+
+    The values follow the project's one rule for labels
+    (:func:`napari_medml.segmentation.label_values.check_label_values`): whole numbers
+    are ids, also when stored as floats (as NIfTI and TIFF files often are); fractions,
+    non-finite values and negative ids are refused with the fix.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        2D (Y, X) or 3D (Z, Y, X); 0 is background, one id per object.
+    name : str
+        How the message names them (``"labels 'cells.tif'"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Integer ids >= 0 (a bool mask becomes 0/1 uint8, whole-number floats int64).
+
+    Raises
+    ------
+    InputError
+        Another number of axes, or values that are not ids.
+    """
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):
         raise InputError(
             f"{name} has shape {labels.shape}: instance labels must be 2D (Y, X) or 3D (Z, Y, X); "
             "take one channel or time point first"
         )
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise InputError(
-            f"{name} has dtype {labels.dtype}: instance labels must be integers (0 background, "
-            "one id per object); convert the layer to Labels"
-        )
-    if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
-        raise InputError(f"{name} has negative ids: use 0 for background and positive ids for objects")
-    return labels.astype(np.uint8) if labels.dtype == bool else labels
+    return check_label_values(labels, name)
 
 
 def check_spacing(spacing: Sequence[float] | None, ndim: int, name: str = "spacing") -> tuple[float, ...]:

@@ -42,6 +42,7 @@ __all__ = [
     "concrete_axes",
     "default_axes",
     "layout",
+    "one_slice_volume",
     "resolve_axes",
     "split_samples",
     "squeeze",
@@ -164,6 +165,50 @@ def unsqueeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[f
     arr = np.moveaxis(arr, order, range(len(order)))  # take axis order[j] to place j
     return (arr, "".join(letters[i] for i in order) + ("C" if rgb else ""),
             tuple(float(sizes[i]) for i in order), tuple(float(offsets[i]) for i in order))  # fmt: skip
+
+
+def one_slice_volume(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
+                     dropped: Sequence[Sequence[Any]], rgb: bool = False
+                     ) -> tuple[Any, str, tuple[float, ...], tuple[float, ...], list] | None:
+    """A one-slice volume with its slice axis put back as a length-1 ``Z``, for a 3D network.
+
+    :func:`squeeze` drops a length-1 Z on reading (so a one-slice NIfTI is 2D), and a
+    length-1 axis a file does not name (``Q``, e.g. a ``(1, Y, X)`` ``.npy``) too; a 3D
+    network needs it back. The ``Z`` (else the first ``Q``) that :func:`squeeze` dropped
+    goes back in front of Y, with the spacing and origin it had.
+
+    Parameters
+    ----------
+    data : array-like
+        The squeezed array, in canonical order.
+    axes : str
+        Its axes, without ``Z``.
+    spacing, origin : sequence of float
+        Per axis (the RGB colour axis excluded).
+    dropped : sequence
+        The ``[letter, spacing, origin]`` entries :func:`squeeze` returned.
+    rgb : bool, optional
+        Whether the last axis is an RGB colour axis.
+
+    Returns
+    -------
+    tuple or None
+        ``(data, axes, spacing, origin, dropped)`` with the slice axis back and out of
+        ``dropped``; None when ``axes`` has a ``Z`` or no length-1 Z/Q was dropped.
+    """
+    if "Z" in axes or "Y" not in axes:
+        return None
+    picks = [k for k, d in enumerate(dropped) if d[0] == "Z"] or [k for k, d in enumerate(dropped) if d[0] == "Q"]
+    if not picks:
+        return None
+    k = picks[0]
+    _, size, offset = dropped[k]
+    at = axes.index("Y")
+    spacing, origin = list(spacing), list(origin)
+    spacing.insert(at, float(size))
+    origin.insert(at, float(offset))
+    return (np.expand_dims(data, at), axes[:at] + "Z" + axes[at:], tuple(spacing), tuple(origin),
+            [list(d) for j, d in enumerate(dropped) if j != k])  # fmt: skip
 
 
 def axes_from_labels(labels: Sequence[Any] | None, ndim: int) -> str | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["as_list", "check_image", "check_not_constant", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
+__all__ = ["as_list", "check_finite", "check_image", "check_not_constant", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
 
 
 def as_list(items: Any, kind: str) -> list:
@@ -90,10 +90,32 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
     if in_channels is not None and arr.shape[0] != in_channels:
         raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
     out = np.array(arr, dtype=np.float32, copy=True)
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).sum())
-        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
+    check_finite(out, name)
     return out
+
+
+def check_finite(image: Any, name: str = "image") -> None:
+    """Refuse an image with NaN or infinite values (a front checks each file under its name
+    before the core, which only knows the images by position).
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Any shape. Integer images pass at once; lazy (dask/zarr) arrays are not read.
+    name : str
+        How the message names it, e.g. ``"image 'b.nii.gz'"`` or ``"image 2 of 3"``.
+
+    Raises
+    ------
+    InputError
+        Counting the bad values and saying what to do.
+    """
+    if not isinstance(image, np.ndarray) or not np.issubdtype(image.dtype, np.inexact):
+        return
+    finite = np.isfinite(image)
+    if not finite.all():
+        bad = int(finite.size - np.count_nonzero(finite))
+        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
 
 
 def check_not_constant(image: Any, name: str = "image") -> None:

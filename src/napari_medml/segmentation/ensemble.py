@@ -11,7 +11,7 @@ ordinary segmentation bundle, written under a temporary name and then renamed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import BundleError
 from napari_medml.segmentation.model import Model, Prediction
 
-__all__ = ["MEMBERS_FOLDER", "EnsembleModel", "fit_ensemble", "load_ensemble"]
+__all__ = ["MEMBERS_FOLDER", "EnsembleModel", "combine", "fit_ensemble", "load_ensemble"]
 
 MEMBERS_FOLDER = MEMBERS_NAME
 
@@ -79,26 +79,20 @@ class EnsembleModel:
         plain = replace(config, return_probabilities=True, return_uncertainty=False, min_size=0,
                         fill_holes=False, keep_largest=False, instances="none")
         count = len(self.members)
-        mean: np.ndarray | None = None
-        mean_entropy: np.ndarray | None = None
-        for i, member in enumerate(self.members):
-            def part(done: int, total: int, i: int = i) -> None:
-                if progress is not None:
-                    progress(i * total + done, count * total)
 
-            probs = member.predict(image, spacing=spacing, channel_axis=channel_axis, config=plain,
-                                   progress=part, stop=stop, axes=axes).probabilities.astype(np.float32)
-            if config.return_uncertainty:
-                h = _entropy(probs)
-                mean_entropy = h if mean_entropy is None else mean_entropy + h
-            mean = probs if mean is None else mean + probs
-        mean /= count
+        def member_probabilities() -> Iterator[np.ndarray]:
+            for i, member in enumerate(self.members):
+                def part(done: int, total: int, i: int = i) -> None:
+                    if progress is not None:
+                        progress(i * total + done, count * total)
+
+                yield member.predict(image, spacing=spacing, channel_axis=channel_axis, config=plain,
+                                     progress=part, stop=stop, axes=axes).probabilities
+
+        mean, uncertainty = combine(member_probabilities(), count, uncertainty=config.return_uncertainty)
         labels = np.asarray(self.class_ids)[np.argmax(mean, axis=0)]
         labels = labels.astype(np.uint8 if max(self.class_ids) < 256 else np.uint32 if max(self.class_ids) < 2**32
                                else np.uint64)
-        uncertainty = None
-        if config.return_uncertainty:
-            uncertainty = np.maximum(_entropy(mean) - mean_entropy / count, 0.0).astype(np.float32)
         lead = labels.shape[: labels.ndim - self.spatial_dims]  # frames or slices: post-processed one by one
         parts = []
         for index in np.ndindex(*lead):
@@ -108,6 +102,10 @@ class EnsembleModel:
         return Prediction(labels=done.labels, instances=done.instances, class_ids=self.class_ids,
                           probabilities=mean.astype(np.float16) if config.return_probabilities else None,
                           uncertainty=uncertainty)
+
+    def _layout(self, image: Any, channel_axis: int | None, axes: str | None) -> tuple[int | None, tuple[int, ...]]:
+        """The channel axis and the sample axes, as ``Model._layout`` (the members share them)."""
+        return self.members[0]._layout(image, channel_axis, axes)
 
     def description(self) -> dict:
         """The ensemble's ``config.json``: the first member's description and the members."""
@@ -130,6 +128,46 @@ class EnsembleModel:
             (folder / CONFIG_NAME).write_text(json.dumps(self.description(), indent=2))
 
         return write_bundle_folder(path, fill)
+
+
+def combine(probabilities: Iterable[np.ndarray], count: int, *,
+            uncertainty: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The members' mean probabilities and, when asked, their disagreement.
+
+    The one combination used in memory (:meth:`EnsembleModel.predict`) and block by block
+    (:func:`~napari_medml.segmentation.to_zarr.predict_to_zarr`), so both give the same labels.
+
+    Parameters
+    ----------
+    probabilities : iterable of np.ndarray
+        Each member's ``(K, *spatial)`` probabilities (float16 as ``Model.predict`` returns them).
+    count : int
+        How many members ``probabilities`` yields.
+    uncertainty : bool
+        Also return the mutual information.
+
+    Returns
+    -------
+    mean : np.ndarray
+        ``(K, *spatial)`` float32 mean probabilities.
+    uncertainty : np.ndarray or None
+        ``(*spatial)`` float32 mutual information between the prediction and the member
+        (entropy of the mean minus the mean entropy, nats): 0 where the members agree.
+    """
+    mean: np.ndarray | None = None
+    mean_entropy: np.ndarray | None = None
+    for member in probabilities:
+        probs = np.asarray(member).astype(np.float32)
+        if uncertainty:
+            h = _entropy(probs)
+            mean_entropy = h if mean_entropy is None else mean_entropy + h
+        mean = probs if mean is None else mean + probs
+    if mean is None:
+        raise BundleError("an ensemble needs at least one member model")
+    mean /= count
+    if not uncertainty:
+        return mean, None
+    return mean, np.maximum(_entropy(mean) - mean_entropy / count, 0.0).astype(np.float32)
 
 
 def _entropy(probs: np.ndarray) -> np.ndarray:

@@ -13,7 +13,10 @@ that is missing:
 * present in only one array: Dice and IoU are 0.0, HD95 is ``inf`` (the distance
   from a surface to no surface is unbounded).
 
-``evaluate`` turns non-finite values into ``None`` so its output is strict JSON.
+Means over classes skip ``nan`` (a class in neither array is not scored) but keep
+``inf``: a missed class makes the mean HD95 ``inf``, never a mean of the classes that
+were found (MONAI's ``do_metric_reduction`` averages the same way). ``evaluate`` turns
+non-finite values into ``None`` so its output is strict JSON.
 Classification metrics live elsewhere; this module is about segmentation.
 """
 
@@ -28,7 +31,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["dice", "evaluate", "hausdorff95", "iou"]
+__all__ = ["dice", "evaluate", "evaluation_notes", "hausdorff95", "iou"]
 
 
 def dice(
@@ -128,7 +131,11 @@ def hausdorff95(
 
 
 def evaluate(
-    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    *,
+    binary: bool = False,
 ) -> dict[str, Any]:
     """All segmentation metrics at once, as a JSON-able dictionary.
 
@@ -138,17 +145,24 @@ def evaluate(
         Integer label arrays of the same shape (prediction and ground truth).
     spacing : sequence of float, optional
         Voxel size per axis, used for HD95 (physical units); default 1 per axis.
+    binary : bool, optional
+        Score foreground against background: every nonzero id of either array counts
+        as class 1 (e.g. a 0/255 mask against a 0/1 prediction). Default False.
 
     Returns
     -------
     dict
         ``{"spacing": [...], "classes": {"<id>": {"dice", "iou", "hd95",
         "gt_voxels", "pred_voxels"}}, "mean_dice", "mean_iou", "mean_hd95"}``.
-        Means are over foreground classes with a finite value (``None`` if there
-        is none); a non-finite HD95 (class missing from one array) is ``None``.
+        Means are over the scored foreground classes (``None`` if there are none).
+        A class missing from one array has Dice and IoU 0.0, which the means count,
+        and an infinite HD95, shown as ``None``; ``mean_hd95`` is then ``None`` too
+        (infinite): a missed class never leaves a finite, perfect-looking mean.
     """
     pred, gt = _check_pair(pred, gt)
     spacing = _check_spacing(spacing, gt.ndim)
+    if binary:
+        pred, gt = (pred != 0).astype(np.uint8), (gt != 0).astype(np.uint8)
     ids = _class_ids(pred, gt, None)
     d, j, h = dice(pred, gt, ids), iou(pred, gt, ids), hausdorff95(pred, gt, spacing, ids)
     classes = {
@@ -168,6 +182,59 @@ def evaluate(
         "mean_iou": _mean(j.values()),
         "mean_hd95": _mean(h.values()),
     }
+
+
+def evaluation_notes(
+    result: dict[str, Any], pred_name: str, gt_name: str, binary_fix: str
+) -> list[str]:
+    """Lines that say what the numbers of an :func:`evaluate` result hide.
+
+    Two cases: classes missing from one array (their HD95, and so ``mean_hd95``, are
+    infinite, shown as ``None``); and foreground ids that the two arrays do not share
+    at all, so every class scores Dice 0 -- e.g. a 0/255 mask against a 0/1 prediction.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`evaluate` returned.
+    pred_name, gt_name : str
+        How the lines name the prediction and the ground truth
+        (``"prediction 'p.tif'"``, ``"labels 'gt.tif'"``).
+    binary_fix : str
+        How to score foreground against background where the lines are read
+        (``"--binary"``).
+
+    Returns
+    -------
+    list of str
+        Zero, one or two lines, the disjoint-ids one starting with ``warning:``.
+    """
+    classes = result["classes"]
+    gt_ids = [int(c) for c, v in classes.items() if v["gt_voxels"]]
+    pred_ids = [int(c) for c, v in classes.items() if v["pred_voxels"]]
+    notes = []
+    if gt_ids and pred_ids and not set(gt_ids) & set(pred_ids):
+        line = (f"warning: {gt_name} use {_ids_text(gt_ids)} and {pred_name} {_ids_text(pred_ids)}, "
+                "no foreground id in common, so every class scores Dice 0. ")
+        if len(gt_ids) == 1 and len(pred_ids) == 1:
+            line += (f"A 0/{gt_ids[0]} mask against a 0/{pred_ids[0]} prediction? Score foreground against "
+                     f"background with {binary_fix}, or write the labels with the prediction's ids "
+                     f"({gt_ids[0]} -> {pred_ids[0]})")
+        else:
+            line += (f"If the ids name the same classes differently, write one file with the other's ids; "
+                     f"{binary_fix} scores all foreground as one class")
+        notes.append(line)
+    missed = [c for c, v in classes.items() if v["hd95"] is None and (v["gt_voxels"] or v["pred_voxels"])]
+    if missed:
+        where = ", ".join(f"{c} (only in {gt_name if classes[c]['gt_voxels'] else pred_name})" for c in missed)
+        notes.append(f"class{'es' if len(missed) > 1 else ''} {where}: HD95 infinite, so hd95 and mean_hd95 "
+                     "are null; mean_dice and mean_iou count such a class as 0")
+    return notes
+
+
+def _ids_text(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return f"id{'s' if len(ids) > 1 else ''} {shown}"
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -258,5 +325,6 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def _mean(values: Iterable[float]) -> float | None:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
+    # nan (class in neither array) is skipped; inf (class in one array) makes the mean inf
+    scored = [v for v in values if not math.isnan(v)]
+    return _finite_or_none(float(np.mean(scored))) if scored else None

@@ -158,11 +158,12 @@ def read_images_and_labels(images: Any, labels: Any, config: TrainConfig, *, spa
     single = len(image_list) == 1
     arrays, grids = [], []
     for i, (img, lab) in enumerate(zip(image_list, label_list)):
-        name = "image" if single else f"image {i}"
+        name = "image" if single else f"image {i + 1} of {len(image_list)}"  # 1-based, as people count
         arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
                                  in_channels=base.in_channels if base is not None else None)
         check_not_constant(arr, name)
-        lab = data.prepare_labels(lab, arr.shape[1:], name=what if single else f"{what} {i}", image_name=name)
+        lab_name = what if single else f"{what} {i + 1} of {len(label_list)}"
+        lab = data.prepare_labels(lab, arr.shape[1:], name=lab_name, image_name=name)
         arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
         arrays.append(arr)
         grids.append(labels_to_recipe_grid(lab, recipe))

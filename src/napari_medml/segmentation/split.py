@@ -81,7 +81,8 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
     candidates = [(a, end) for end in ("last", "first") for a in axes if shape[a] - n_blocks[a] >= 1]
     default = (axes[0], "last")
     if default not in candidates:
-        raise InputError(f"image of shape {shape} is too small to hold out a validation block: set val_fraction=0")
+        raise InputError(f"image of shape {shape} is too small to hold out a validation block of val_fraction="
+                         f"{val_fraction:g} of it: lower the validation share, or set val_fraction=0 (no validation)")
     chosen, why = default, ""
     lost = every - _block_classes(labels[0], *default, n_blocks[default[0]], train=True)
 

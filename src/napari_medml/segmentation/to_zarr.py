@@ -30,7 +30,7 @@ from napari_medml.segmentation.chunked import (  # noqa: F401  (_mark, _open_sto
     window_starts,
 )
 
-__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "volume_layout"]
+__all__ = ["ChunkedResult", "image_identity", "predict_to_folder", "predict_to_zarr", "volume_layout"]
 
 
 @dataclass(frozen=True)
@@ -87,14 +87,76 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     return lazy, spatial
 
 
+def _members(model: Any) -> list[Any]:
+    """The networks that predict: an ensemble's members, or the model itself."""
+    from napari_medml.segmentation.ensemble import EnsembleModel
+
+    return list(model.members) if isinstance(model, EnsembleModel) else [model]
+
+
 def _fingerprint(model: Any, image: Any) -> str:
-    """Weights, class ids and input shape/dtype: a resumed store must come from the same run."""
+    """Weights (of every member), class ids, and the image's shape, dtype and content:
+    a resumed store must come from the same prediction of the same image."""
     digest = hashlib.sha256()
-    for name, tensor in model.network.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for member in _members(model):
+        for name, tensor in member.network.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps([list(model.class_ids), list(np.shape(image)), str(image.dtype)]).encode())
+    digest.update(_content_digest(image).encode())
     return digest.hexdigest()[:32]
+
+
+def _content_digest(image: Any, samples: int = 3, edge: int = 8) -> str:
+    """A hash of ``image``'s values: all of them for a NumPy array (in memory already; a
+    pass over it costs far less than the prediction), otherwise (dask, zarr: possibly larger
+    than memory) ``samples`` regions of ``edge`` voxels per spatial axis, at the start, the
+    middle and the end of each axis, with every channel: another image of the same shape
+    differs there, and only a few chunks are read."""
+    digest = hashlib.sha256()
+    shape = np.shape(image)
+    if isinstance(image, np.ndarray):
+        for index in np.ndindex(*shape[:-2]):  # a plane at a time: never a second copy of the volume
+            digest.update(np.ascontiguousarray(image[index]).tobytes())
+        return digest.hexdigest()
+    import itertools
+
+    spatial = shape[1:]
+    starts = [sorted({0, max(0, (n - edge) // 2), max(0, n - edge)})[:samples] for n in spatial]
+    for corner in itertools.product(*starts):
+        region = tuple(slice(c, min(c + edge, n)) for c, n in zip(corner, spatial))
+        digest.update(np.ascontiguousarray(np.asarray(image[(slice(None), *region)])).tobytes())
+    return digest.hexdigest()
+
+
+def image_identity(volume: Any, source: str | Path | None = None) -> dict[str, Any]:
+    """Where the image comes from and where it lies, for the resume record.
+
+    Parameters
+    ----------
+    volume : io.Volume
+        Its spacing, origin and affine are part of the identity.
+    source : str or Path, optional
+        The file or Zarr store the image was read from: a file by its resolved path, size
+        and modification time (an edited or replaced file is another image), a store (a
+        folder) by its resolved path (its values are sampled by :func:`_fingerprint`).
+
+    Returns
+    -------
+    dict
+        JSON-ready; equal for a genuine resume of the same image.
+    """
+    affine = getattr(volume, "affine", None)
+    found: dict[str, Any] = {"spacing": [float(s) for s in volume.spacing],
+                             "origin": [float(o) for o in volume.origin],
+                             "affine": None if affine is None else np.asarray(affine, float).round(9).tolist()}
+    if source is not None:
+        path = Path(source).expanduser().resolve()
+        found["path"] = str(path)
+        if path.is_file():
+            stat = path.stat()
+            found["size"], found["mtime_ns"] = stat.st_size, stat.st_mtime_ns
+    return found
 
 
 def _geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
@@ -115,19 +177,22 @@ def _block_windows(plan: BlockPlan, index: int) -> int:
 def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
                     plan: BlockPlan | None = None, memory_mb: float | None = None,
                     probabilities: str | Path | None = None, uncertainty: str | Path | None = None,
-                    instances: str | Path | None = None, halo: Any = None,
+                    instances: str | Path | None = None, halo: Any = None, source: str | Path | None = None,
                     progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> ChunkedResult:
     """Segment a volume block by block into an OME-Zarr labels store; resume an interrupted run.
 
     Parameters
     ----------
-    model : segmentation.model.Model
+    model : segmentation.model.Model or segmentation.ensemble.EnsembleModel
+        An ensemble predicts each block with every member and combines them as in memory
+        (mean probabilities; uncertainty: the members' mutual information).
     volume : io.Volume
         The image (``data`` NumPy, dask or zarr; only one block's region is in memory at a
         time), its axes, spacing, origin and unit (written as the stores' scale metadata).
     out : str or Path
         The labels store (``.zarr`` folder) to create, or to resume when it holds an
-        interrupted run of the same model, image and plan.
+        interrupted run of the same model, image and plan (the image's values, geometry
+        and, with ``source``, its file: :func:`image_identity`).
     config : InferConfig, optional
         Overlap, blending, TTA, device. ``instances`` (``"connected"``, ``"watershed"``) is
         done block by block once the labels are written (:mod:`.label_blocks`: each block
@@ -138,13 +203,18 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     memory_mb : float, optional
         Working-memory budget per block (default 1024 MiB).
     probabilities, uncertainty : str or Path, optional
-        Further stores: float16 ``(K, *spatial)`` class probabilities, float32 entropy.
+        Further stores: float16 ``(K, *spatial)`` class probabilities (as the in-memory
+        ``Prediction`` holds them; half the disk of float32), float32 uncertainty (entropy of the probabilities; for an ensemble the
+        members' mutual information).
     instances : str or Path, optional
         The instance store when ``config.instances`` asks (default ``<out>.instances.zarr``
         beside ``out``); ids are ``1 +`` the flat index of each object's first voxel.
     halo : sequence of int, optional
         Context per side for the instance split (default the model's patch; grown per
         block where an object and its neighbours reach past it).
+    source : str or Path, optional
+        The file or store ``volume`` was read from, recorded to tell its runs from another
+        image's (:func:`image_identity`).
     progress : callable, optional
         ``(done, total)`` windows; finished blocks count as done.
     stop : StopToken, optional
@@ -164,11 +234,9 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     Cancelled
         Stopped through ``stop``.
     """
-    import torch
-
     from napari_medml.engine.devices import amp_enabled, resolve_device
     from napari_medml.errors import Cancelled
-    from napari_medml.segmentation.model import _label_dtype, _softmax_
+    from napari_medml.segmentation.model import _label_dtype
 
     config = config or InferConfig()
     if config.min_size or config.fill_holes or config.keep_largest:
@@ -187,14 +255,17 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         targets["probabilities"] = Path(probabilities)
     if uncertainty is not None:
         targets["uncertainty"] = Path(uncertainty)
-    run = {**plan.signature(), "model": _fingerprint(model, image), "tta": config.tta, "blend": config.blend,
-           "outputs": sorted(targets)}
+    run = {**plan.signature(), "model": _fingerprint(model, image), "image": image_identity(volume, source),
+           "tta": config.tta, "blend": config.blend, "outputs": sorted(targets)}
+    # float16 probabilities: half the disk of float32 for big volumes, and the precision the in-memory
+    # Prediction holds (NIfTI/TIFF outputs are float32 only because their readers lack float16)
     dtypes = {"labels": _label_dtype(max(model.class_ids)), "probabilities": np.float16, "uncertainty": np.float32}
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry, dtypes)
     resumed = len(done)
     device = resolve_device(config.device)
     amp = amp_enabled(device, config.amp)
-    totals = [_block_windows(plan, i) for i in range(plan.count)]
+    members = _members(model)
+    totals = [_block_windows(plan, i) * len(members) for i in range(plan.count)]
     total = sum(totals)
     windows_done = sum(totals[i] for i in done)
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
@@ -204,26 +275,16 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
             continue
         if stop is not None and stop.stopped:
             raise Cancelled("prediction stopped")
-        base = windows_done
-
-        def block_progress(k: int, _total: int, base: int = base) -> None:
-            if progress is not None:
-                progress(min(base + k, total), total)
-
-        predictor = model._predictor(device, amp, config, block_progress, stop, totals[index])
-        scores = block_scores(model, image, plan, index, config, device=device, amp=amp, predictor=predictor)
         interior = plan.interior(index)
-        with torch.inference_mode():
-            arrays["labels"][interior] = lut[scores.argmax(0).numpy()]
-            if "probabilities" in arrays or "uncertainty" in arrays:
-                if not config.tta:
-                    _softmax_(scores)
-                if "probabilities" in arrays:
-                    arrays["probabilities"][(slice(None), *interior)] = scores.to(torch.float16).numpy()
-                if "uncertainty" in arrays:
-                    p = scores.clamp_min(1e-8)
-                    arrays["uncertainty"][interior] = (-(p * p.log()).sum(0)).numpy()
-        del scores
+        labels, probs, entropy = _predict_block(members, image, plan, index, config, device, amp,
+                                                want=set(arrays), progress=progress, stop=stop,
+                                                base=windows_done, total=total)  # fmt: skip
+        arrays["labels"][interior] = lut[labels]
+        if "probabilities" in arrays:
+            arrays["probabilities"][(slice(None), *interior)] = probs
+        if "uncertainty" in arrays:
+            arrays["uncertainty"][interior] = entropy
+        del labels, probs, entropy
         done.add(index)
         windows_done += totals[index]
         computed += 1
@@ -237,6 +298,53 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         stores["instances"] = _split_instances(arrays["labels"], run, Path(out), instances, halo, plan, model,
                                                config, spatial_axes, geometry, stop)  # fmt: skip
     return ChunkedResult(stores, plan, computed, resumed)
+
+
+def _predict_block(members: list[Any], image: Any, plan: BlockPlan, index: int, config: InferConfig,
+                   device: Any, amp: bool, *, want: set[str], progress: Callable[[int, int], None] | None,
+                   stop: Any | None, base: int, total: int) -> tuple[np.ndarray, Any, Any]:
+    """Block ``index``'s channel indices (argmax), probabilities and uncertainty (None when not
+    in ``want``), from one model or an ensemble's members, as the in-memory prediction makes them."""
+    import torch
+
+    from napari_medml.segmentation.ensemble import combine
+    from napari_medml.segmentation.model import _softmax_
+
+    per_member = _block_windows(plan, index)
+
+    def scores_of(k: int, member: Any) -> Any:
+        def block_progress(done: int, _total: int) -> None:
+            if progress is not None:
+                progress(min(base + k * per_member + done, total), total)
+
+        predictor = member._predictor(device, amp, config, block_progress, stop, per_member)
+        return block_scores(member, image, plan, index, config, device=device, amp=amp, predictor=predictor)
+
+    with torch.inference_mode():
+        if len(members) == 1:
+            scores = scores_of(0, members[0])
+            labels = scores.argmax(0).numpy()
+            probs = entropy = None
+            if "probabilities" in want or "uncertainty" in want:
+                if not config.tta:
+                    _softmax_(scores)
+                if "probabilities" in want:
+                    probs = scores.to(torch.float16).numpy()
+                if "uncertainty" in want:
+                    p = scores.clamp_min(1e-8)
+                    entropy = (-(p * p.log()).sum(0)).numpy()
+            return labels, probs, entropy
+
+        def member_probabilities() -> Any:
+            for k, member in enumerate(members):
+                scores = scores_of(k, member)
+                if not config.tta:
+                    _softmax_(scores)
+                # float16, as Model.predict hands them to EnsembleModel.predict: the same labels
+                yield scores.to(torch.float16).numpy()
+
+        mean, mutual = combine(member_probabilities(), len(members), uncertainty="uncertainty" in want)
+        return np.argmax(mean, axis=0), mean.astype(np.float16) if "probabilities" in want else None, mutual
 
 
 def _split_instances(labels: Any, run: dict[str, Any], out: Path, target: str | Path | None, halo: Any,

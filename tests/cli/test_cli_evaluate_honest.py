@@ -1,0 +1,134 @@
+"""What ``evaluate`` and ``predict`` tell a user about inputs that look right but are not
+what they seem, through the installed console script in a subprocess: a missed class
+(mean HD95 null, not perfect), float files holding instance ids, a 0/255 mask scored
+against a 0/1 prediction, and a one-slice volume given to a 3D model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+PROG = "napari-medml"
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
+        "--no-augment", "--seed", "0", "--patch-size", "8", "16", "16"]  # fmt: skip
+
+
+def script() -> str:
+    path = Path(sys.executable).with_name(PROG)
+    return str(path) if path.exists() else shutil.which(PROG) or PROG
+
+
+def run(*argv: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+
+
+def save_nii(path: Path, zyx: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(zyx.T), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+
+
+def test_a_missed_class_makes_mean_hd95_null_and_says_so(tmp_path) -> None:
+    gt = np.zeros((8, 20, 20), np.uint8)
+    gt[2:6, 5:10, 5:10] = 1
+    gt[2:6, 12:18, 12:18] = 2
+    pred = np.where(gt == 2, 0, gt).astype(np.uint8)  # class 1 perfect, class 2 missed
+    save_nii(tmp_path / "gt.nii.gz", gt)
+    save_nii(tmp_path / "pred.nii.gz", pred)
+    r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "gt.nii.gz")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["mean_dice"] == 0.5 and result["mean_iou"] == 0.5
+    assert result["mean_hd95"] is None
+    assert result["classes"]["1"]["hd95"] == 0.0 and result["classes"]["2"]["hd95"] is None
+    assert r.stderr.strip() == (
+        f"{PROG}: class 2 (only in labels '{tmp_path / 'gt.nii.gz'}'): HD95 infinite, so hd95 and mean_hd95 "
+        "are null; mean_dice and mean_iou count such a class as 0")
+
+
+def test_instances_accept_whole_number_float_ids_and_refuse_fractions(tmp_path) -> None:
+    ids = np.zeros((40, 40), np.uint16)
+    ids[5:15, 5:15] = 1
+    ids[20:30, 20:30] = 2
+    tifffile.imwrite(tmp_path / "truth.tif", ids)
+    tifffile.imwrite(tmp_path / "pred_f32.tif", ids.astype(np.float32))
+    tifffile.imwrite(tmp_path / "half.tif", ids.astype(np.float32) / 2)
+    ok = run("evaluate", "--instances", "--prediction", tmp_path / "pred_f32.tif", "--labels", tmp_path / "truth.tif")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert (result["n_true"], result["n_pred"], result["f1_at_0.5"], result["mean_ap"]) == (2, 2, 1.0, 1.0)
+    bad = run("evaluate", "--instances", "--prediction", tmp_path / "half.tif", "--labels", tmp_path / "truth.tif")
+    assert bad.returncode != 0
+    assert bad.stderr.strip() == (
+        f"{PROG}: error: prediction '{tmp_path / 'half.tif'}' hold non-integer values (float32, e.g. 0.5): labels "
+        "must be integer class ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
+
+
+def test_a_0_255_mask_against_a_0_1_prediction_warns_and_binary_scores_it(tmp_path) -> None:
+    gt = np.zeros((30, 30), np.uint8)
+    gt[5:20, 5:20] = 255
+    tifffile.imwrite(tmp_path / "gt.tif", gt)
+    tifffile.imwrite(tmp_path / "pred.tif", (gt > 0).astype(np.uint8))
+    r = run("evaluate", "--prediction", tmp_path / "pred.tif", "--labels", tmp_path / "gt.tif")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"{PROG}: warning: labels '{tmp_path / 'gt.tif'}' use id 255 and prediction '{tmp_path / 'pred.tif'}' id 1, "
+        "no foreground id in common, so every class scores Dice 0. A 0/255 mask against a 0/1 prediction? Score "
+        "foreground against background with --binary, or write the labels with the prediction's ids (255 -> 1)")
+    assert json.loads(r.stdout)["mean_dice"] == 0.0
+    fixed = run("evaluate", "--binary", "--prediction", tmp_path / "pred.tif", "--labels", tmp_path / "gt.tif")
+    assert fixed.returncode == 0 and fixed.stderr == "", fixed.stderr
+    result = json.loads(fixed.stdout)
+    assert list(result["classes"]) == ["1"]
+    assert (result["mean_dice"], result["mean_iou"], result["mean_hd95"]) == (1.0, 1.0, 0.0)
+    refused = run("evaluate", "--binary", "--instances", "--prediction", tmp_path / "pred.tif",
+                  "--labels", tmp_path / "gt.tif")
+    assert refused.returncode != 0
+    assert "--binary is for class labels; --instances matches objects, whatever their ids" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def model_3d(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    folder = tmp_path_factory.mktemp("m3d")
+    rng = np.random.default_rng(0)
+    lab = np.zeros((12, 24, 24), np.uint8)
+    lab[3:9, 6:18, 6:18] = 1
+    img = (rng.normal(0, 1, lab.shape) + 3 * lab).astype(np.float32)
+    save_nii(folder / "img.nii.gz", img)
+    save_nii(folder / "lab.nii.gz", lab)
+    r = run("train", "--image", folder / "img.nii.gz", "--labels", folder / "lab.nii.gz", "--out", folder / "m",
+            *TINY)
+    assert r.returncode == 0, r.stderr
+    return folder / "m", img
+
+
+def test_a_one_slice_volume_is_predicted_by_a_3d_model_in_every_format(model_3d, tmp_path) -> None:
+    model, img = model_3d
+    one = img[6:7]  # (1, 24, 24)
+    np.save(tmp_path / "one.npy", one)
+    save_nii(tmp_path / "one.nii.gz", one)
+    cases = [("one.npy", []), ("one.npy", ["--axes", "ZYX"]), ("one.nii.gz", [])]
+    for name, axes in cases:
+        out = tmp_path / f"p{len(axes)}_{name}"
+        r = run("predict", "--model", model, "--image", tmp_path / name, *axes, "--out", out, "--device", "cpu")
+        assert r.returncode == 0, (name, axes, r.stderr)
+        assert (f"{PROG}: image '{tmp_path / name}' has one slice: taken as a volume of 1 slice (axes ZYX) for the "
+                "3D network") in r.stderr
+        got = np.load(out) if name.endswith(".npy") else np.asarray(nib.load(str(out)).dataobj)
+        assert got.shape == ((1, 24, 24) if name.endswith(".npy") else (24, 24, 1))
+    # an ImageJ TIFF of one slice reads as a 2D image (tifffile keeps no length-1 Z): refused, no --axes offered
+    tifffile.imwrite(tmp_path / "one.tif", one, imagej=True, metadata={"axes": "ZYX"})
+    r = run("predict", "--model", model, "--image", tmp_path / "one.tif", "--out", tmp_path / "p.tif", "--device", "cpu")
+    assert r.returncode != 0
+    assert r.stderr.strip() == (
+        f"{PROG}: error: image '{tmp_path / 'one.tif'}' is one 2D slice (axes YX, shape (24, 24)) but the network "
+        "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")

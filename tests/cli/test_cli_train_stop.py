@@ -1,0 +1,166 @@
+"""``train`` through the installed console script, in a subprocess, as a user runs it:
+Ctrl-C keeps the checkpoints so ``--resume`` continues the run; a file with NaN is named;
+core messages name the options (``--val-fraction``); ``--folds`` lines name the fold."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medml.io import Volume, write_volume
+
+TINY = ["--features", "4", "--depth", "2", "--patch-size", "8", "16", "16", "--batch-size", "1", "--no-augment",
+        "--no-plan", "--device", "cpu", "--seed", "0"]
+
+
+def script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run(*argv: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def phantom(seed: int, shape: tuple[int, ...] = (8, 32, 32)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    labels = ((y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (shape[1] / 4) ** 2).astype(np.uint8)
+    image = (labels * 2.0 + rng.normal(0, 0.5, shape)).astype(np.float32)
+    return image, labels
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("stop")
+    out = {}
+    for k in range(3):
+        image, labels = phantom(k)
+        out[f"img{k}"], out[f"lab{k}"] = folder / f"img{k}.nii.gz", folder / f"lab{k}.nii.gz"
+        write_volume(out[f"img{k}"], Volume(image, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+        write_volume(out[f"lab{k}"], Volume(labels, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), is_labels=True))
+    bad, _ = phantom(1)
+    bad[2, 3:6, 3:6] = np.nan
+    out["nan"] = folder / "b.nii.gz"
+    write_volume(out["nan"], Volume(bad, (2.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    return out
+
+
+def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step(files, tmp_path) -> None:
+    from napari_medml import load_model
+
+    out = tmp_path / "model"
+    argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out,
+            "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "16", "16"]  # fmt: skip
+    proc = subprocess.Popen([str(a) for a in [*argv, "--epochs", "500"]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env())  # fmt: skip
+    seen: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            seen.append(line)
+            if "epoch 2/500" in line:  # epoch 1 has left its checkpoint
+                started.set()
+        started.set()  # the run ended (an error): the assertions below show it
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(180) and proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    err = "".join(seen)
+    assert code == 0, err
+    assert lines(err)[-1] == (f"napari-medml: stopped: saved the best model so far to {out} and kept the run's "
+                              f"checkpoints in {out / 'checkpoints'}; the same command with --resume continues the run")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "weights.safetensors"]
+    state = json.loads((out / "checkpoints" / "last" / "train_state.json").read_text())
+    stopped_step, stopped_epoch = state["step"], state["epoch"]
+    assert 3 <= stopped_step < 1500
+    epochs = stopped_epoch + 2  # the resumed run ends two epochs after the stopped one
+    done = run(*argv[1:], "--epochs", epochs, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert lines(done.stderr)[-1].startswith(f"napari-medml: saved model bundle to {out}")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
+    history = load_model(out).history
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))  # earlier epochs kept, then more
+    assert [row["step"] for row in history] == [3 * e for e in range(1, epochs + 1)]
+    assert history[-1]["step"] == 3 * epochs > stopped_step
+
+
+def test_resume_refuses_an_ensemble_before_reading(files, tmp_path) -> None:
+    done = run("train", "--image", files["img0"], "--labels", files["lab0"], "--out", tmp_path / "m",
+               "--folds", "2", "--resume")  # fmt: skip
+    assert done.returncode == 2
+    assert lines(done.stderr) == ["napari-medml: error: --resume continues one model; an ensemble (--folds 2) "
+                                  "trains from scratch: leave out --resume"]
+
+
+def test_nan_in_the_second_image_names_its_file(files, tmp_path) -> None:
+    done = run("train", "--image", files["img0"], "--image", files["nan"], "--image", files["img2"],
+               "--labels", files["lab0"], "--labels", files["lab1"], "--labels", files["lab2"],
+               "--out", tmp_path / "m", "--epochs", "1", "--steps-per-epoch", "1", *TINY)  # fmt: skip
+    assert done.returncode == 1
+    assert lines(done.stderr) == [f"napari-medml: error: image '{files['nan']}' contains 9 NaN or infinite "
+                                  "value(s): fill or mask them before use"]
+    assert not (tmp_path / "m").exists()
+
+
+def test_val_fraction_too_large_names_the_option(files, tmp_path) -> None:
+    done = run("train", "--image", files["img0"], "--labels", files["lab0"], "--out", tmp_path / "m",
+               "--val-fraction", "0.99", "--epochs", "1", "--steps-per-epoch", "1", *TINY)  # fmt: skip
+    assert done.returncode == 1
+    assert lines(done.stderr) == ["napari-medml: error: image of shape (8, 32, 32) is too small to hold out a "
+                                  "validation block of --val-fraction 0.99 of it: lower the validation share, "
+                                  "or set --val-fraction 0 (no validation)"]
+
+
+def test_folds_lines_name_the_fold_and_its_epoch(files, tmp_path) -> None:
+    done = run("train", "--image", files["img0"], "--image", files["img1"], "--labels", files["lab0"],
+               "--labels", files["lab1"], "--out", tmp_path / "m", "--folds", "2", "--epochs", "1",
+               "--steps-per-epoch", "1", *TINY)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    epoch_lines = [line.split("  ")[:3] for line in lines(done.stderr) if line.startswith("fold ")]
+    assert [parts[:2] for parts in epoch_lines] == [["fold 1/2", "epoch 1/1"], ["fold 2/2", "epoch 1/1"]]
+    assert "epoch 2/2" not in done.stderr
+
+
+def test_nan_in_the_image_to_predict_names_its_file(tmp_path):
+    import nibabel as nib
+
+    image = np.random.default_rng(0).random((16, 16, 8)).astype(np.float32)
+    labels = (image > 0.5).astype(np.uint8)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "a.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "a_seg.nii.gz")
+    image[2, 3, 4] = np.nan
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "b.nii.gz")
+    done = run("train", "--image", str(tmp_path / "a.nii.gz"), "--labels", str(tmp_path / "a_seg.nii.gz"),
+                "--out", str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "1", "--features", "4",
+                "--depth", "2", "--no-plan", "--patch-size", "8", "8", "8")
+    assert done.returncode == 0, done.stderr
+    done = run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "b.nii.gz"),
+                "--out", str(tmp_path / "p.nii.gz"))
+    assert done.returncode == 1 and f"image '{tmp_path / 'b.nii.gz'}' contains 1 NaN" in done.stderr, done.stderr
+    assert not (tmp_path / "p.nii.gz").exists()
