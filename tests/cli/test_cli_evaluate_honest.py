@@ -132,3 +132,24 @@ def test_a_one_slice_volume_is_predicted_by_a_3d_model_in_every_format(model_3d,
     assert r.stderr.strip() == (
         f"{PROG}: error: image '{tmp_path / 'one.tif'}' is one 2D slice (axes YX, shape (24, 24)) but the network "
         "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")
+
+
+def test_distances_take_the_voxel_size_of_the_file_that_has_one(tmp_path) -> None:
+    import json
+
+    import tifffile
+
+    truth = np.zeros((12, 24, 24), np.uint8)
+    truth[3:9, 6:18, 6:18] = 1
+    pred = np.roll(truth, 2, axis=0)  # two slices off: 2 voxels of 2 mm
+    tifffile.imwrite(tmp_path / "pred.tif", pred, imagej=True, resolution=(1.0, 1.0),
+                     metadata={"spacing": 2.0, "unit": "mm", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "truth.tif", truth, imagej=True, resolution=(1.0, 1.0),
+                     metadata={"spacing": 2.0, "unit": "mm", "axes": "ZYX"})
+    np.save(tmp_path / "truth.npy", truth)  # the same labels, no voxel size
+    both = run("evaluate", "--prediction", tmp_path / "pred.tif", "--labels", tmp_path / "truth.tif")
+    bare = run("evaluate", "--prediction", tmp_path / "pred.tif", "--labels", tmp_path / "truth.npy")
+    assert both.returncode == 0 and bare.returncode == 0, bare.stderr
+    a, b = json.loads(both.stdout), json.loads(bare.stdout)
+    assert a["spacing"] == b["spacing"] == [2.0, 1.0, 1.0]
+    assert a["mean_hd95"] == b["mean_hd95"] and a["mean_hd95"] >= 4.0  # in mm: 2 slices of 2 mm

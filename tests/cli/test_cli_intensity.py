@@ -38,4 +38,25 @@ def test_a_x10_image_gets_one_line(tmp_path):
     other = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "img_x10.npy"),
                  "--out", str(tmp_path / "p10.npy"))
     assert other.returncode == 0, other.stderr
-    assert f"image '{tmp_path / 'img_x10.npy'}' has intensities far from the training images'" in other.stderr
+    line = f"image '{tmp_path / 'img_x10.npy'}' has intensities far from the training images'"
+    assert other.stderr.count(line) == 1
+    blocks = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "img_x10.npy"),
+                  "--out", str(tmp_path / "p10.zarr"))  # block by block: the same line
+    assert blocks.returncode == 0 and blocks.stderr.count(line) == 1, blocks.stderr
+
+
+def test_an_ensemble_is_not_a_start_bundle_but_its_member_is(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[10:30, 12:36] = 1
+    np.save(tmp_path / "img.npy", (labels + 0.3 * rng.random(labels.shape)).astype(np.float32))
+    np.save(tmp_path / "img_seg.npy", labels)
+    common = ["--image", str(tmp_path / "img.npy"), "--labels", str(tmp_path / "img_seg.npy"), "--epochs", "1",
+              "--steps-per-epoch", "1", "--features", "4", "--depth", "2", "--no-plan"]
+    assert _run("train", *common, "--folds", "2", "--out", str(tmp_path / "ens")).returncode == 0
+    done = _run("train", *common, "--init-from", str(tmp_path / "ens"), "--out", str(tmp_path / "again"))
+    member = tmp_path / "ens" / "members" / "fold-1"
+    assert done.returncode != 0
+    assert f"'{tmp_path / 'ens'}' is an ensemble of 2 models: start from one of them, e.g. '{member}'" in done.stderr
+    done = _run("train", *common, "--init-from", str(member), "--out", str(tmp_path / "again"))
+    assert done.returncode == 0, done.stderr

@@ -181,3 +181,68 @@ def test_closing_the_viewer_while_live_runs_leaves_the_app_running(tmp_path) -> 
                           text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and "STILL_RUNNING" in done.stdout, done.stderr[-2000:]
     assert "has been deleted" not in done.stderr, done.stderr[-2000:]
+
+
+_EXIT_WITH_VIEWER_OPEN = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import napari
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+from napari_medml.samples import phantom_3d
+
+p = phantom_3d(0, shape=(16, 32, 32))
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+live = open_from_menu(viewer, "live")
+live["images"].value = [image]
+live["network"].value = False
+live["start"].changed.emit(True)
+end = time.time() + 60
+while live.session is None and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.05)
+live["stop"].changed.emit(True)
+while live.runner.running and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.05)
+print("ENDING", flush=True)  # a script (or a kernel) ends with the viewer still open
+"""
+
+
+def test_a_script_that_used_live_exits_cleanly(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_WITH_VIEWER_OPEN)
+    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "ENDING" in done.stdout and done.returncode == 0, done.stderr[-2000:]
+    assert "has been deleted" not in done.stderr, done.stderr[-2000:]
+
+
+def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_widget, qtbot) -> None:
+    p = phantom_3d(0, shape=(16, 48, 48))
+    truth = p.labels.astype(np.int32)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [image]
+    widget["background"].value = BACKGROUND
+    widget["network"].value = False  # the instant answer is enough here
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    scribbles = viewer.layers["ct [scribbles]"]
+    viewer.dims.set_current_step(0, 8)
+    _paint_strokes(scribbles, truth, 8, np.random.default_rng(0))
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data.any(), timeout=60000)
+    answer = viewer.layers["ct [live]"]
+    answer.data_setitem((np.full(20, 8), np.arange(20), np.full(20, 5)), np.full(20, 7))  # the user's correction
+    corrected = answer.data.copy()
+    _paint_strokes(scribbles, truth, 8, np.random.default_rng(1))  # more strokes: a new answer
+    qtbot.waitUntil(lambda: "ct [live] (2)" in viewer.layers and viewer.layers["ct [live] (2)"].data.any(),
+                    timeout=60000)
+    assert viewer.layers["ct [live]"] is answer and np.array_equal(answer.data, corrected)
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)

@@ -192,3 +192,21 @@ def test_pretrain_stop_and_resume(make_napari_viewer, open_widget, qtbot, notes)
     assert resumed[0].step == step + 1 and max(r.step for r in resumed) == 12
     assert [h["epoch"] for h in widget.model.history] == [1, 2]
     assert session_for(viewer).models["ct pretrained"] is widget.model and not widget["resume"].enabled
+
+
+def test_a_late_checkpoint_after_the_viewer_closed_goes_at_exit(tmp_path) -> None:
+    # a job still finishing its step when its viewer closed writes its checkpoint after the
+    # session folder was removed: the folder goes again when Python exits
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from napari_medml._widgets._session import Session\n"
+            "s = Session(); run = s.run_folder('train'); s.close()\n"
+            "assert not run.exists()\n"
+            "(run / 'last').mkdir(parents=True); (run / 'last' / 'train_state.json').write_text('{}')\n"
+            "print(run.parent)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    temp = Path(done.stdout.strip())
+    assert temp.name.startswith("napari-medml-session-") and not temp.exists()

@@ -15,6 +15,7 @@ dock widgets), when the session is collected, or at the latest when Python exits
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 import weakref
@@ -102,9 +103,14 @@ class Session:
         qt_widget.destroyed.connect(gone)
 
     def close(self) -> None:
-        """Remove the session's temp folder (its runs' checkpoints); a later run makes a new one."""
+        """Remove the session's temp folder (its runs' checkpoints); a later run makes a new one.
+
+        A job still finishing its step (its viewer closed while it ran) may write its last
+        checkpoint after this: the folder is removed again when Python exits.
+        """
         if self._cleanup is not None:
             self._cleanup()  # rmtree once, then detached
+            atexit.register(shutil.rmtree, str(self._temp), True)
         self._temp, self._cleanup = None, None
 
     def add_model(self, model: Model, name: str) -> str:

@@ -18,6 +18,7 @@ the Predict widget lists it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +167,8 @@ class LiveWidget(Container):
     def _destroyed(self, *_: Any) -> None:
         # the viewer closed with the widget in it: end the jobs (the session closes in its
         # job) and let none of their reports reach the dead widgets
-        self._timer.stop()
+        with contextlib.suppress(RuntimeError):  # at interpreter exit Qt may have deleted the timer first
+            self._timer.stop()
         for runner in (self.runner, self.tasks):
             runner.detach()
 
@@ -218,7 +220,8 @@ class LiveWidget(Container):
             return
         layer = self._layers.get("live")
         name = self._inputs.layer.name
-        if layer is None or layer not in self._viewer.layers:
+        if layer is None or layer not in self._viewer.layers or not is_generated(layer.metadata):
+            # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
             data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
             layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
                 data, name, "live", layer_spatial(self._inputs.layer), "labels", self._inputs.axes))

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from napari_medml.bundles.format import read_description, read_weights
+from napari_medml.bundles.format import MEMBERS_NAME, WEIGHTS_NAME, read_description, read_weights
 from napari_medml.errors import InputError
 
 __all__ = ["transfer_weights"]
@@ -88,6 +88,10 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                 "network": source.config.model.network}
     else:
         path = Path(source).expanduser()
+        members = sorted((path / MEMBERS_NAME).glob("fold-*")) if (path / MEMBERS_NAME).is_dir() else []
+        if members and not (path / WEIGHTS_NAME).exists():  # an ensemble: one set of weights per member
+            raise InputError(f"'{path}' is an ensemble of {len(members)} models: start from one of them, "
+                             f"e.g. '{members[0]}'")
         desc = read_description(path)
         net = desc.get("network")
         info = {"source": str(path.resolve()), "task": desc.get("task"),

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, label_values
     from napari_medml.errors import InputError
-    from napari_medml.io.geometry import align_to, fit_length1_axes
+    from napari_medml.io.geometry import align_to, fit_length1_axes, has_geometry
     from napari_medml.segmentation.metrics import evaluate, evaluation_notes
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if aligned.line:
         info(aligned.line)
     pred = aligned.volume
-    result = evaluate(pred.data, gt.data, spacing=gt.spacing, binary=args.binary)
+    # distances (HD95) in the voxel size of the file that has one, whichever it is
+    spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
+    result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary)
     for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
                                  "--binary"):
         info(line)

@@ -102,10 +102,14 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
 
     check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
-    note = spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, f"image '{args.image}'",
-                        recipe=model.config.data.preprocessing)
-    if note:
-        info(note)
+    from napari_medml.segmentation.prediction import model_intensity_note
+
+    name = f"image '{args.image}'"
+    for note in (spacing_note(spatial_spacing(vol, model.spatial_dims), model.spacing, name,
+                              recipe=model.config.data.preprocessing),
+                 model_intensity_note(model, vol.data, vol.axes, name)):
+        if note:
+            info(note)
     plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
                        config=config, width=model.config.model.channels, memory_mb=args.block_memory)
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")

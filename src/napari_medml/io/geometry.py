@@ -30,8 +30,8 @@ from napari_medml.errors import InputError
 from napari_medml.io.volume import Volume, affine_from_spacing
 
 
-__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "fit_length1_axes", "grid_affine", "reorient",
-           "spacing_note", "spatial_axes", "spatial_spacing"]
+__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "fit_length1_axes", "grid_affine", "has_geometry",
+           "reorient", "spacing_note", "spatial_axes", "spatial_spacing"]
 
 
 class Alignment:
@@ -121,6 +121,12 @@ def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
         text += f", orientation {axis_codes(aff)}"
     origin = aff[:n, n][::-1]
     return text + f", origin ({', '.join(f'{o:g}' for o in origin)})"
+
+
+def has_geometry(vol: Volume, spatial_dims: int | None = None) -> bool:
+    """Whether ``vol`` says where its voxels lie: an affine, or a voxel size or origin other
+    than 1 and 0 on its spatial axes (a ``.npy`` or a bare TIFF says nothing)."""
+    return not _no_geometry(vol, *spatial_axes(vol, spatial_dims))
 
 
 def _no_geometry(vol: Volume, first: int, stop: int) -> bool:

@@ -117,7 +117,9 @@ def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
     Parameters
     ----------
     image : array-like
-        The image as given to ``Model.predict`` (NumPy, dask or Zarr; not copied whole).
+        The image as given to ``Model.predict``. NumPy: a strided subsample; dask or Zarr
+        (read chunk by chunk): 3 boxes of up to 32 voxels per axis (start, middle, end),
+        so that only a few chunks are read.
     channel_axis : int or None
         Its channel axis.
     stats : dict
@@ -137,12 +139,7 @@ def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
         return None
     if any(getattr(step, "operation", None) in INTENSITY_STEPS for step in recipe or ()):
         return None
-    shape = np.shape(image)
-    step = max(1, int(np.ceil((float(np.prod(shape)) / 1e6) ** (1.0 / max(len(shape), 1)))))
-    where = tuple(slice(None) if axis == channel_axis else slice(None, None, step) for axis in range(len(shape)))
-    sample = np.asarray(image[where], dtype=np.float64)
-    sample = sample[None] if channel_axis is None else np.moveaxis(sample, channel_axis, 0)
-    sample = sample.reshape(sample.shape[0], -1)
+    sample = _voxel_sample(image, channel_axis)
     if sample.shape[0] != len(channels):
         return None  # the channel check of predict says so
     for c, (values, s) in enumerate(zip(sample, channels)):
@@ -168,3 +165,26 @@ def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
                     "same scale and bit depth), or train with Preprocess > z-score in the recipe, which "
                     "z-scores each image by itself")
     return None
+
+
+def _voxel_sample(image: Any, channel_axis: int | None) -> np.ndarray:
+    """``(C, n)`` float64 voxel values spread over ``image`` (see :func:`intensity_note`)."""
+    shape = np.shape(image)
+    axes = [a for a in range(len(shape)) if a != channel_axis]
+    if isinstance(image, np.ndarray):
+        step = max(1, int(np.ceil((float(np.prod(shape)) / 1e6) ** (1.0 / max(len(axes), 1)))))
+        boxes = [tuple(slice(None) if a == channel_axis else slice(None, None, step) for a in range(len(shape)))]
+    else:
+        starts = [sorted({0, max(0, (shape[a] - 32) // 2), max(0, shape[a] - 32)}) for a in axes]
+        boxes = []
+        for corner in np.ndindex(*(len(s) for s in starts)):
+            where: list[slice] = [slice(None)] * len(shape)
+            for a, k, s in zip(axes, corner, starts):
+                where[a] = slice(s[k], s[k] + 32)
+            boxes.append(tuple(where))
+    parts = []
+    for where in boxes:
+        part = np.asarray(image[where], dtype=np.float64)
+        part = part[None] if channel_axis is None else np.moveaxis(part, channel_axis, 0)
+        parts.append(part.reshape(part.shape[0], -1))
+    return np.concatenate(parts, axis=1)

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prediction", "check_orientation", "in_model_orientation", "predict_oriented", "stack_predictions"]
+__all__ = ["Prediction", "check_orientation", "in_model_orientation", "model_intensity_note", "predict_oriented",
+           "stack_predictions"]
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,8 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     # the recipe's resample (if any) sets the voxel size the network sees: compare after it
     recipe = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
     lines = [oriented.note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
-    if notes is not None and getattr(model, "normalization", None) and hasattr(model, "_layout"):
-        from napari_medml.preprocessing.normalization import intensity_note
-
-        channel_axis, _ = model._layout(oriented.data, None, axes)
-        lines.append(intensity_note(oriented.data, channel_axis, model.normalization, name, recipe))
+    if notes is not None:
+        lines.append(model_intensity_note(model, oriented.data, axes, name))
     for line in lines:
         if line and notes is not None:
             notes(line)
@@ -191,3 +189,23 @@ def check_orientation(model: Any, affine: Any, name: str, fix: str) -> None:
     here = axis_codes(cut_affine(affine, model.spatial_dims))
     if here != codes:
         raise InputError(f"{name} is stored in orientation {here} but the model was trained in {codes}: {fix}")
+
+
+def model_intensity_note(model: Any, image: Any, axes: str | None, name: str) -> str | None:
+    """:func:`~napari_medml.preprocessing.normalization.intensity_note` for ``model`` (a model or
+    an ensemble: its first member's statistics) and ``image`` with axes ``axes``.
+
+    Returns
+    -------
+    str or None
+        One line when the image's intensities are far from the training images'.
+    """
+    from napari_medml.preprocessing.normalization import intensity_note
+
+    first = (getattr(model, "members", None) or [model])[0]
+    stats = getattr(first, "normalization", None)
+    if not stats or not hasattr(first, "_layout"):
+        return None
+    channel_axis, _ = first._layout(image, None, axes)
+    recipe = getattr(getattr(getattr(first, "config", None), "data", None), "preprocessing", ())
+    return intensity_note(image, channel_axis, stats, name, recipe)
