@@ -111,8 +111,8 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
         kwargs["axis_labels"] = labels
     if volume.is_labels:
         return volume.data, kwargs, "labels"
-    if volume.meta.get("rgb"):
-        kwargs["rgb"] = True
+    # said either way: napari guesses RGB(A) from a last axis of 3 or 4 (a 4-voxel-wide crop)
+    kwargs["rgb"] = bool(volume.meta.get("rgb"))
     return volume.data, kwargs, "image"
 
 
@@ -355,6 +355,8 @@ def result_layer_data(
         extra = max(np.ndim(data) - len(spatial.spacing), 0)
         scale = (1.0,) * extra + tuple(spatial.spacing)
         translate = (0.0,) * extra + tuple(spatial.origin)
+    if layer_type == "image":  # napari guesses RGB(A) from a last axis of 3 or 4: never for a result
+        kwargs.setdefault("rgb", False)
     layer_kwargs: dict[str, Any] = {
         "name": result_layer_name(source_name, what),
         "scale": scale,

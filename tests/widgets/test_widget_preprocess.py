@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from axes_helpers import axis_names
 from napari_medml.samples import phantom_3d
 
 
@@ -112,7 +113,7 @@ def test_multichannel_hyperstack_is_processed_per_channel(make_napari_viewer, op
                      metadata={"axes": "ZCYX", "spacing": 3.0})
     viewer = make_napari_viewer()
     layer = _open(viewer, tmp_path / "two.tif")
-    assert tuple(layer.axis_labels) == ("c", "z", "y", "x")
+    assert axis_names(layer) == ("c", "z", "y", "x")
     before = np.array(layer.data, copy=True)
     widget = open_widget(viewer, "preprocess")
     for operation, name in (("percentile", "two [percentile 1-99]"), ("gaussian", "two [gaussian 1]")):
@@ -120,7 +121,7 @@ def test_multichannel_hyperstack_is_processed_per_channel(make_napari_viewer, op
         _apply(widget, qtbot)
         out = viewer.layers[name]
         assert out.data.shape == layer.data.shape
-        assert tuple(out.axis_labels) == ("c", "z", "y", "x")
+        assert axis_names(out) == ("c", "z", "y", "x")
         np.testing.assert_allclose(out.scale, layer.scale)
         np.testing.assert_allclose(out.translate, layer.translate)
         for k in range(2):
@@ -137,7 +138,7 @@ def test_multichannel_hyperstack_is_processed_per_channel(make_napari_viewer, op
     cropped, cropped_seg = viewer.layers["two [crop to seg]"], viewer.layers["seg [crop]"]
     np.testing.assert_array_equal(cropped.data, layer.data[:, 2:4, 5:9, 6:10])
     assert cropped_seg.data.shape == (2, 4, 4) and cropped_seg.data.all()
-    assert tuple(cropped.axis_labels) == ("c", "z", "y", "x")
+    assert axis_names(cropped) == ("c", "z", "y", "x")
     np.testing.assert_allclose(cropped.translate[1:], cropped_seg.translate)
     np.testing.assert_allclose(cropped_seg.translate, np.array(seg.translate) + np.array([2, 5, 6]) * seg.scale)
     np.testing.assert_array_equal(layer.data, before)
@@ -190,20 +191,20 @@ def test_time_series_is_processed_frame_by_frame(make_napari_viewer, open_widget
     tifffile.imwrite(tmp_path / "tyx.tif", tyx, imagej=True, metadata={"axes": "TYX"})
     viewer = make_napari_viewer()
     layer = _open(viewer, tmp_path / "tyx.tif")
-    assert tuple(layer.axis_labels) == ("t", "y", "x")
+    assert axis_names(layer) == ("t", "y", "x")
     widget = open_widget(viewer, "preprocess")
     _choose(widget, layer, "gaussian")
     widget["sigma"].value = 2.0
     _apply(widget, qtbot)
     blurred = viewer.layers["tyx [gaussian 2]"]
-    assert tuple(blurred.axis_labels) == ("t", "y", "x")
+    assert axis_names(blurred) == ("t", "y", "x")
     for t in range(4):
         np.testing.assert_allclose(blurred.data[t], ndimage.gaussian_filter(tyx[t], 2.0, mode="nearest"), atol=1e-4)
     _choose(widget, layer, "resample")
     widget["target_spacing"].value = "0.5, 0.5"
     _apply(widget, qtbot)
     finer = viewer.layers["tyx [resample 0.5x0.5]"]
-    assert finer.data.shape == (4, 64, 56) and tuple(finer.axis_labels) == ("t", "y", "x")
+    assert finer.data.shape == (4, 64, 56) and axis_names(finer) == ("t", "y", "x")
     np.testing.assert_allclose(finer.scale, (layer.scale[0], 0.5, 0.5))
     # training replays that recipe on the raw frames without complaint
     inputs = model_input(viewer, [finer])

@@ -10,6 +10,7 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import QTimer
 
+from axes_helpers import named
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets._forms import parse_size
 from napari_medml.segmentation.metrics import dice
@@ -230,7 +231,7 @@ def test_choosing_a_2d_layer_sets_a_2d_network(make_napari_viewer, open_widget, 
     viewer = make_napari_viewer()
     flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
     rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
-    vol = viewer.add_image(np.zeros((8, 32, 32), np.float32), name="vol", axis_labels=("z", "y", "x"))
+    vol = viewer.add_image(np.zeros((8, 32, 32), np.float32), name="vol", **named("z", "y", "x"))
     train = open_widget(viewer, "train")
     assert train["dims"].value == 3
     train["images"].value = [flat]

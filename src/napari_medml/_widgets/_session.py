@@ -39,6 +39,8 @@ class Session:
     def __init__(self) -> None:
         self.models: dict[str, Model] = {}
         self.augment: AugmentConfig = AugmentConfig()
+        # (2D/3D, patch text) of the Train segmentation form: the Augmentation preview crops it
+        self.train_patch: tuple[int, str] | None = None
         self._listeners: list[Callable[[str], None]] = []
         self._temp: Path | None = None  # the session's checkpoint folder, made on first use
         self._cleanup: weakref.finalize | None = None

@@ -67,17 +67,16 @@ def training_patch(shape: tuple[int, ...], spacing: tuple[float, ...], spatial_d
 
 
 def _train_form_patch(viewer: napari.viewer.Viewer, spatial_dims: int) -> tuple[int, ...] | None:
-    """The patch size set in an open Train segmentation widget of the same 2D/3D, if any."""
-    from napari_medml._widgets.train import TrainWidget
+    """The patch size set in this viewer's Train segmentation form, for the same 2D/3D, if any."""
+    from napari_medml._widgets._session import session_for
 
-    window = getattr(viewer, "window", None)
-    for widget in dict(getattr(window, "dock_widgets", None) or {}).values():
-        if isinstance(widget, TrainWidget) and widget["dims"].value == spatial_dims:
-            try:
-                return parse_size(widget["patch"].value, spatial_dims)
-            except ValueError:
-                return None
-    return None
+    found = session_for(viewer).train_patch
+    if found is None or found[0] != spatial_dims:
+        return None
+    try:
+        return parse_size(found[1], spatial_dims)
+    except ValueError:
+        return None
 
 
 def _cropped(at: SpatialMeta, layer_axes: str, window: tuple[slice, ...]) -> SpatialMeta:
@@ -89,10 +88,14 @@ def _cropped(at: SpatialMeta, layer_axes: str, window: tuple[slice, ...]) -> Spa
 
 
 def _sample_axis_labels(layer: napari.layers.Layer) -> dict[str, Any]:
-    """``axis_labels`` for a result with a leading sample axis, when the layer names its axes."""
-    labels = tuple(str(a) for a in getattr(layer, "axis_labels", ()) or ())
-    if not labels or all(a.lstrip("-").isdigit() for a in labels):
-        return {}  # napari's default names say nothing
+    """``axis_labels`` for a result with a leading sample axis, when the layer's axes are named
+    (napari 0.5.0 takes none: there the plugin keeps them in metadata only)."""
+    from napari_medml.io.axes import axes_to_labels
+    from napari_medml.layer_data import _add_image_takes_axis_labels
+
+    labels = axes_to_labels(layer_volume(layer).axes, rgb=bool(getattr(layer, "rgb", False)))
+    if labels is None or not _add_image_takes_axis_labels():
+        return {}
     return {"axis_labels": ("sample", *labels)}
 
 

@@ -145,6 +145,13 @@ class TrainWidget(Container):
         self._device_runner = Runner("Device check", show_progress=False)
         self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
         w["start"].changed.connect(self.start)
+
+        def publish_patch(*_: Any) -> None:  # the Augmentation preview crops the training patch
+            self._session.train_patch = (w["dims"].value, w["patch"].value)
+
+        w["dims"].changed.connect(publish_patch)
+        w["patch"].changed.connect(publish_patch)
+        publish_patch()
         w["resume"].changed.connect(self.resume)
         w["device"].changed.connect(self._check_device)
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
