@@ -150,6 +150,8 @@ class Trainer:
                 stopped = stop is not None and stop.stopped
                 if self.dist is not None:  # all processes stop at the same step, by the slowest clock
                     stopped, elapsed = self.dist.agree(stopped, elapsed)
+                    if stopped and stop is not None and not stop.stopped:
+                        stop.stop()  # another process was asked: the front saves this run as stopped too
                 if stopped:
                     message, finished = "stopped by user", True
                 elif self.budget_s is not None and elapsed >= self.budget_s:
