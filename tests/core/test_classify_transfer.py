@@ -133,7 +133,7 @@ def test_classification_starts_from_a_unet_bundle_and_trains(start, pretrained, 
     first = encoder[0]  # the first level's first convolution: frozen, so still the bundle's
     from napari_medml.bundles.format import read_weights
 
-    np.testing.assert_array_equal(clf.network.state_dict()[first].numpy(), read_weights(bundle)[first].numpy())
+    np.testing.assert_array_equal(clf.network.state_dict()[first].cpu().numpy(), read_weights(bundle)[first].numpy())
     back = load_classifier(clf.save(tmp_path / "clf"))
     assert (back.config.model.network, back.config.model.depth) == ("unet-encoder", depth)
     np.testing.assert_allclose(back.predict_proba(samples), clf.predict_proba(samples), atol=1e-5)

@@ -162,5 +162,5 @@ def test_a_classifier_starts_from_a_pretrained_bundle(tmp_path):
     encoder = [k for k in clf.network.state_dict() if not k.startswith("head")]
     assert start["loaded"] == len(encoder)  # the whole encoder, nothing of the head
     frozen = encoder[0]  # the first level's first convolution: frozen
-    np.testing.assert_array_equal(clf.network.state_dict()[frozen].numpy(),
-                                  pretrained.network.state_dict()[frozen].numpy())
+    np.testing.assert_array_equal(clf.network.state_dict()[frozen].cpu().numpy(),  # on CUDA where there is one
+                                  pretrained.network.state_dict()[frozen].cpu().numpy())
