@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, info, integer, progress_bar, real, write_like
+from napari_medml.cli.common import UsageError, info, progress_bar, write_like
+from napari_medml.cli.values import integer, real
 
 __all__ = ["add_train_options", "predict", "table_path", "train"]
 
@@ -49,7 +50,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle."""
     from napari_medml.bundles.checkpoints import save_run
-    from napari_medml.cli.common import check_bundle_target, nothing_saved, stopped_line
+    from napari_medml.cli.common import check_bundle_target
+    from napari_medml.cli.messages import nothing_saved, stopped_line
     from dataclasses import replace
 
     from napari_medml.cli.launch import launch, wants_launch

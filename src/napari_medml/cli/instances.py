@@ -19,10 +19,10 @@ from napari_medml.cli.common import (
     info,
     label_values,
     progress_bar,
-    real,
     write_like,
     write_output,
 )
+from napari_medml.cli.values import real
 
 __all__ = ["add_predict_options", "evaluate", "predict"]
 

@@ -19,12 +19,11 @@ from napari_medml.cli.common import (
     given,
     image_layout,
     info,
-    integer,
     progress_bar,
-    real,
     write_like,
     write_output,
 )
+from napari_medml.cli.values import integer, real
 from napari_medml.config import InferConfig
 
 __all__ = ["add", "run"]

@@ -20,11 +20,10 @@ from napari_medml.cli.common import (
     check_bundle_target,
     check_file_targets,
     info,
-    integer,
     progress_bar,
-    real,
 )
 from napari_medml.cli.options import PRETRAIN_FIELDS, config_from_options
+from napari_medml.cli.values import integer, real
 from napari_medml.config import (
     AugmentConfig,
     Corruption,
@@ -104,7 +103,7 @@ def add(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the images, pretrain with a progress bar, save the bundle (and the by-products)."""
     from napari_medml.bundles.checkpoints import save_run
-    from napari_medml.cli.common import nothing_saved, stopped_line
+    from napari_medml.cli.messages import nothing_saved, stopped_line
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.cli.train import check_patch_option
     from napari_medml.engine.reports import StopToken

@@ -13,7 +13,8 @@ from typing import Any
 
 from pathlib import Path
 
-from napari_medml.cli.common import PROG, UsageError, flag_names, progress_bar
+from napari_medml.cli.common import PROG, UsageError, progress_bar
+from napari_medml.cli.messages import flag_names
 
 __all__ = ["checkpoint_folder", "drive_training", "epoch_line", "resume_folder", "stop_on_interrupt"]
 

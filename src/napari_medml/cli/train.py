@@ -18,13 +18,10 @@ from napari_medml.cli.common import (
     add_axes_option,
     check_bundle_target,
     info,
-    integer,
-    nothing_saved,
-    real,
-    stopped_line,
-    with_flag_names,
 )
+from napari_medml.cli.messages import nothing_saved, stopped_line, with_flag_names
 from napari_medml.cli.options import config_from_options, fields_given
+from napari_medml.cli.values import integer, real
 from napari_medml.config import (
     DataConfig,
     LossName,

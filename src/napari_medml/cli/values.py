@@ -1,0 +1,59 @@
+"""argparse ``type`` functions: option values checked when the command line is read, before
+any work, so a bad value ends with argparse's one line naming the option."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["integer", "real"]
+
+
+def integer(low: int, high: int | None = None) -> Any:
+    """An argparse ``type`` for an integer in ``[low, high]``; argparse names the option.
+
+    ``--seed -1`` ends with "argument --seed: must be a non-negative integer, got -1".
+    """
+    import argparse
+
+    kind = ("a non-negative integer" if low == 0 and high is None else "a positive integer" if low == 1
+            and high is None else f"an integer from {low} to {high}" if high is not None
+            else f"an integer >= {low}")  # fmt: skip
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def real(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> Any:
+    """An argparse ``type`` for a finite number in a range (``low_open``: ``> low``)."""
+    import argparse
+    import math
+
+    if high is None:
+        kind = f"a number > {low:g}" if low_open else f"a number >= {low:g}"
+        if low == 0:
+            kind = "a positive number" if low_open else "a non-negative number"
+    else:
+        kind = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}") from None
+        bad_low = value <= low if low_open else value < low
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or bad_low or bad_high:
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text}")
+        return value
+
+    parse.__name__ = "real"
+    return parse
