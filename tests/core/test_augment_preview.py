@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import napari_medml.augment as augment
+import napari_medml.augment.transforms as transforms
 from napari_medml.augment import augmentation_transforms, compact_ids, preview, preview_window
 from napari_medml.config import AugmentConfig, AugmentSpec, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.errors import InputError
@@ -111,13 +111,13 @@ def test_square_patch_gives_quarter_turns_and_small_images_are_padded():
 
 def test_preview_and_training_call_the_builder_with_the_same_arguments(monkeypatch):
     calls = []
-    builder = augment.augmentation_transforms
+    builder = transforms.augmentation_transforms
 
     def spy(*args, **kwargs):
         calls.append((args[1:], {k: v for k, v in kwargs.items() if k != "seed"}))
         return builder(*args, **kwargs)
 
-    monkeypatch.setattr(augment, "augmentation_transforms", spy)
+    monkeypatch.setattr(transforms, "augmentation_transforms", spy)  # the one builder both call
     lab = np.stack([objects((40, 48))] * 12).astype(np.uint8)
     img = np.where(lab > 0, 1.0, 0.0) + np.random.default_rng(0).normal(0, 0.1, lab.shape)
     spacing, patch = (5.0, 1.0, 1.0), (8, 32, 32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-import napari_medml.augment as augment
+import napari_medml.augment.transforms as transforms
 from axes_helpers import named
 from napari_medml._widgets._session import session_for
 from napari_medml.config import AugmentConfig, AugmentSpec
@@ -165,13 +165,13 @@ def test_preview_keeps_huge_instance_ids(make_napari_viewer, open_widget, qtbot)
 
 def test_preview_builds_the_transforms_training_builds(make_napari_viewer, open_widget, qtbot, monkeypatch):
     calls = []
-    builder = augment.augmentation_transforms
+    builder = transforms.augmentation_transforms
 
     def spy(*args, **kwargs):
         calls.append((args[1:], {k: v for k, v in kwargs.items() if k != "seed"}))
         return builder(*args, **kwargs)
 
-    monkeypatch.setattr(augment, "augmentation_transforms", spy)
+    monkeypatch.setattr(transforms, "augmentation_transforms", spy)  # the one builder both call
     viewer = make_napari_viewer()
     bright, lab = _objects((40, 56))
     image = viewer.add_image(np.stack([bright] * 12), name="vol", scale=(5.0, 1.0, 1.0))

@@ -215,7 +215,7 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
     """Per-sample augmentation ``(C, *spatial) -> (C, *spatial)``, or None when all is off."""
     if all(getattr(config, f).prob <= 0 for f in AugmentConfig.__dataclass_fields__):
         return None
-    from napari_medml.augment import augmentation_transforms
+    from napari_medml.augment.transforms import augmentation_transforms
 
     ic, sd = samples.image_channels, samples.spatial_dims
     masks = samples.x.shape[1] - ic

@@ -270,7 +270,7 @@ def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int,
     """
     if not any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__):
         return None
-    from napari_medml.augment import augmentation_transforms
+    from napari_medml.augment.transforms import augmentation_transforms
 
     return augmentation_transforms(config.augment, config.data.spatial_dims, keys, seed=seed,
                                    spatial_shape=patch_size, spacing=spacing)
