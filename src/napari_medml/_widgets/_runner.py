@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
@@ -40,6 +41,18 @@ Job = Callable[[Any, Callable[[Any], None]], Any]
 # each change repaints the window, 5-10 ms on an idle machine, 30-70 ms (up to 300) on a
 # busy one with software OpenGL. Reports still reach on_report (the plot) every time.
 BAR_EVERY_S = 0.5
+
+# MONAI's package import is not thread-safe: its submodules import one another in a cycle
+# that Python resolves only when one thread does the whole import, so two jobs importing it
+# at once (the Train widget's device check and an augmentation preview) failed with
+# "cannot import name ... from partially initialized module". Every job first imports torch
+# and MONAI whole under this lock (once per process; then a dictionary look-up).
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_stack() -> None:
+    with _IMPORT_LOCK:
+        import monai  # noqa: F401  (imports torch and every MONAI submodule)
 
 
 class _Relay(QObject):
@@ -95,6 +108,7 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, None, Any]:
     # Runs in the worker thread. Always a generator, so that generator jobs (fit)
     # stream their reports through the worker's ``yielded`` signal.
+    _import_stack()
     result = job(stop, report)
     if isinstance(result, Generator):
         result = yield from result

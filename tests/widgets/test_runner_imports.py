@@ -1,0 +1,48 @@
+"""Two widgets' first jobs start together in a fresh napari (torch and MONAI not yet
+imported): each must get a whole MONAI, not a half-imported one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_TWO_FIRST_JOBS = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import napari
+from napari.utils.notifications import notification_manager
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+
+assert "monai" not in sys.modules and "torch" not in sys.modules
+errors = []
+notification_manager.notification_ready.connect(lambda n: errors.append(str(n.message)))
+lab = np.zeros((8, 40, 48), np.uint8)
+lab[:, 5:15, 5:20], lab[:, 22:34, 25:40] = 1, 2
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(np.where(lab > 0, 200.0, 20.0), name="vol")
+labels = viewer.add_labels(lab, name="lvol")
+train = open_from_menu(viewer, "train")  # starts its device check: a job that imports torch
+augment = open_from_menu(viewer, "augment")
+augment.image.value, augment.label_layer.value = image, labels
+augment.preview_button.changed.emit(True)  # a job that imports MONAI's transforms, at once
+end = time.time() + 120
+while (augment.runner.running or train._device_runner.running) and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.02)
+print("LAYERS", [layer.name for layer in viewer.layers])
+print("ERRORS", errors)
+"""
+
+
+def test_two_widgets_first_jobs_import_monai_at_the_same_time(tmp_path) -> None:
+    # a subprocess: the fault needs a process where neither torch nor MONAI is imported yet
+    script = tmp_path / "two_first_jobs.py"
+    script.write_text(_TWO_FIRST_JOBS)
+    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ERRORS []" in done.stdout, done.stdout[-3000:]
+    assert "vol [augmentation preview]" in done.stdout, done.stdout[-3000:]
