@@ -131,9 +131,11 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     import torch
 
     from napari_medml.engine.devices import amp_enabled, resolve_device
-    from napari_medml.segmentation.to_zarr import _block_windows, _fingerprint, _mark, _open_stores
+    from napari_medml.segmentation.chunked import _mark, _open_stores
+    from napari_medml.segmentation.run_identity import prediction_fingerprint
+    from napari_medml.segmentation.to_zarr import _block_windows
 
-    run = {**plan.signature(), "model": _fingerprint(model, image), "tta": config.tta, "blend": config.blend,
+    run = {**plan.signature(), "model": prediction_fingerprint(model, image), "tta": config.tta, "blend": config.blend,
            "outputs": ["distance", "foreground"]}
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry,
                                        {"foreground": np.float32, "distance": np.float32}, holder="foreground")
@@ -217,7 +219,8 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         Stopped through ``stop``.
     """
     from napari_medml.segmentation.label_blocks import label_blocks
-    from napari_medml.segmentation.to_zarr import _block_windows, _geometry, volume_layout
+    from napari_medml.segmentation.run_identity import store_geometry
+    from napari_medml.segmentation.to_zarr import _block_windows, volume_layout
 
     config = config or InferConfig()
     params = params or model.params
@@ -227,7 +230,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         plan = plan_instance_blocks(model, shape, image.shape[0], config, memory_mb)
     if tuple(plan.shape) != shape:
         raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {shape}")
-    geometry = _geometry(volume, spatial_axes)
+    geometry = store_geometry(volume, spatial_axes)
     spacing = tuple(float(s) for s in (spacing if spacing is not None else geometry["spacing"]))[-len(shape):]
     if len(spacing) != len(shape):
         raise InputError(f"spacing {spacing} does not fit the image's {len(shape)} spatial axes")
@@ -365,7 +368,8 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     ChunkedInstances
     """
     from napari_medml.io import Volume
-    from napari_medml.segmentation.to_zarr import _fingerprint, _geometry, volume_layout
+    from napari_medml.segmentation.run_identity import prediction_fingerprint, store_geometry
+    from napari_medml.segmentation.to_zarr import volume_layout
 
     config = config or InferConfig()
     params = params or model.params
@@ -375,11 +379,11 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     volume = Volume(image, tuple(1.0 if a in "CT" else float(next(sizes)) for a in axes),
                     tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes), axes=axes)
     lazy, spatial_axes = volume_layout(model, image, axes, None)
-    key = hashlib.sha256(json.dumps([_fingerprint(model, lazy), "instances", config.tta, config.blend,
+    key = hashlib.sha256(json.dumps([prediction_fingerprint(model, lazy), "instances", config.tta, config.blend,
                                      config.overlap, memory_mb]).encode()).hexdigest()[:16]
     where = Path(folder) / key
     where.mkdir(parents=True, exist_ok=True)
-    geometry = _geometry(volume, spatial_axes)
+    geometry = store_geometry(volume, spatial_axes)
     spacing = tuple(geometry["spacing"])
     plan = plan_instance_blocks(model, lazy.shape[1:], lazy.shape[0], config, memory_mb)
     halo = default_halo(model, params, spacing)

@@ -249,7 +249,7 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     """
     import torch
 
-    from napari_medml.segmentation.model import _normalize_
+    from napari_medml.segmentation.scores import normalize_ as _normalize_
 
     interior = plan.interior(index)
     regions = [plan.read_region(index, flip) for flip in plan.flips]

@@ -72,7 +72,7 @@ class EnsembleModel:
             the prediction and the member (entropy of the mean minus the mean entropy,
             in nats): 0 where the members agree, larger where they disagree.
         """
-        from napari_medml.segmentation.model import _stack_predictions
+        from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions
         from napari_medml.segmentation.postprocess import postprocess
 
         config = config or InferConfig()

@@ -26,12 +26,6 @@ from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_rec
 from napari_medml.segmentation.scores import argmax_uint8, label_dtype, normalize_, softmax_
 from napari_medml.segmentation.spec import SegmentationSpec
 
-# Older names other modules import from here.
-from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions  # noqa: F401
-from napari_medml.segmentation.scores import label_dtype as _label_dtype  # noqa: F401
-from napari_medml.segmentation.scores import normalize_ as _normalize_  # noqa: F401
-from napari_medml.segmentation.scores import softmax_ as _softmax_  # noqa: F401
-
 __all__ = ["Model", "Prediction", "SegmentationSpec", "apply_preprocessing", "labels_to_recipe_grid",
            "load_segmentation_model", "model_description"]
 

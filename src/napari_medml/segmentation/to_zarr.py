@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.segmentation.chunked import (  # noqa: F401  (_mark, _open_stores: shared with the labelling)
+from napari_medml.segmentation.chunked import (
     BlockPlan,
     _mark,
     _open_stores,
@@ -29,8 +29,14 @@ from napari_medml.segmentation.chunked import (  # noqa: F401  (_mark, _open_sto
     plan_blocks,
     window_starts,
 )
+from napari_medml.segmentation.run_identity import (
+    image_identity,
+    prediction_fingerprint,
+    prediction_members,
+    store_geometry,
+)
 
-__all__ = ["ChunkedResult", "image_identity", "predict_to_folder", "predict_to_zarr", "volume_layout"]
+__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "volume_layout"]
 
 
 @dataclass(frozen=True)
@@ -85,86 +91,6 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     if axes:
         spatial = "".join(a for a in axes if a in "ZYXQ")[-model.spatial_dims:].replace("Q", "Z")
     return lazy, spatial
-
-
-def _members(model: Any) -> list[Any]:
-    """The networks that predict: an ensemble's members, or the model itself."""
-    from napari_medml.segmentation.ensemble import EnsembleModel
-
-    return list(model.members) if isinstance(model, EnsembleModel) else [model]
-
-
-def _fingerprint(model: Any, image: Any) -> str:
-    """Weights (of every member), class ids, and the image's shape, dtype and content:
-    a resumed store must come from the same prediction of the same image."""
-    digest = hashlib.sha256()
-    for member in _members(model):
-        for name, tensor in member.network.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(json.dumps([list(model.class_ids), list(np.shape(image)), str(image.dtype)]).encode())
-    digest.update(_content_digest(image).encode())
-    return digest.hexdigest()[:32]
-
-
-def _content_digest(image: Any, samples: int = 3, edge: int = 8) -> str:
-    """A hash of ``image``'s values: all of them for a NumPy array (in memory already; a
-    pass over it costs far less than the prediction), otherwise (dask, zarr: possibly larger
-    than memory) ``samples`` regions of ``edge`` voxels per spatial axis, at the start, the
-    middle and the end of each axis, with every channel: another image of the same shape
-    differs there, and only a few chunks are read."""
-    digest = hashlib.sha256()
-    shape = np.shape(image)
-    if isinstance(image, np.ndarray):
-        for index in np.ndindex(*shape[:-2]):  # a plane at a time: never a second copy of the volume
-            digest.update(np.ascontiguousarray(image[index]).tobytes())
-        return digest.hexdigest()
-    import itertools
-
-    spatial = shape[1:]
-    starts = [sorted({0, max(0, (n - edge) // 2), max(0, n - edge)})[:samples] for n in spatial]
-    for corner in itertools.product(*starts):
-        region = tuple(slice(c, min(c + edge, n)) for c, n in zip(corner, spatial))
-        digest.update(np.ascontiguousarray(np.asarray(image[(slice(None), *region)])).tobytes())
-    return digest.hexdigest()
-
-
-def image_identity(volume: Any, source: str | Path | None = None) -> dict[str, Any]:
-    """Where the image comes from and where it lies, for the resume record.
-
-    Parameters
-    ----------
-    volume : io.Volume
-        Its spacing, origin and affine are part of the identity.
-    source : str or Path, optional
-        The file or Zarr store the image was read from: a file by its resolved path, size
-        and modification time (an edited or replaced file is another image), a store (a
-        folder) by its resolved path (its values are sampled by :func:`_fingerprint`).
-
-    Returns
-    -------
-    dict
-        JSON-ready; equal for a genuine resume of the same image.
-    """
-    affine = getattr(volume, "affine", None)
-    found: dict[str, Any] = {"spacing": [float(s) for s in volume.spacing],
-                             "origin": [float(o) for o in volume.origin],
-                             "affine": None if affine is None else np.asarray(affine, float).round(9).tolist()}
-    if source is not None:
-        path = Path(source).expanduser().resolve()
-        found["path"] = str(path)
-        if path.is_file():
-            stat = path.stat()
-            found["size"], found["mtime_ns"] = stat.st_size, stat.st_mtime_ns
-    return found
-
-
-def _geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
-    """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata."""
-    body = volume.axes[: len(volume.spacing)]
-    size, offset = dict(zip(body, volume.spacing)), dict(zip(body, volume.origin))
-    return {"spacing": [float(size.get(a, 1.0)) for a in spatial_axes],
-            "origin": [float(offset.get(a, 0.0)) for a in spatial_axes], "unit": volume.meta.get("unit")}
 
 
 def _block_windows(plan: BlockPlan, index: int) -> int:
@@ -236,7 +162,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     """
     from napari_medml.engine.devices import amp_enabled, resolve_device
     from napari_medml.errors import Cancelled
-    from napari_medml.segmentation.model import _label_dtype
+    from napari_medml.segmentation.scores import label_dtype as _label_dtype
 
     config = config or InferConfig()
     if config.min_size or config.fill_holes or config.keep_largest:
@@ -249,13 +175,13 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
                            memory_mb=memory_mb)  # fmt: skip
     if tuple(plan.shape) != tuple(image.shape[1:]):
         raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(image.shape[1:])}")
-    geometry = _geometry(volume, spatial_axes)
+    geometry = store_geometry(volume, spatial_axes)
     targets = {"labels": Path(out)}
     if probabilities is not None:
         targets["probabilities"] = Path(probabilities)
     if uncertainty is not None:
         targets["uncertainty"] = Path(uncertainty)
-    run = {**plan.signature(), "model": _fingerprint(model, image), "image": image_identity(volume, source),
+    run = {**plan.signature(), "model": prediction_fingerprint(model, image), "image": image_identity(volume, source),
            "tta": config.tta, "blend": config.blend, "outputs": sorted(targets)}
     # float16 probabilities: half the disk of float32 for big volumes, and the precision the in-memory
     # Prediction holds (NIfTI/TIFF outputs are float32 only because their readers lack float16)
@@ -264,7 +190,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     resumed = len(done)
     device = resolve_device(config.device)
     amp = amp_enabled(device, config.amp)
-    members = _members(model)
+    members = prediction_members(model)
     totals = [_block_windows(plan, i) * len(members) for i in range(plan.count)]
     total = sum(totals)
     windows_done = sum(totals[i] for i in done)
@@ -308,7 +234,7 @@ def _predict_block(members: list[Any], image: Any, plan: BlockPlan, index: int, 
     import torch
 
     from napari_medml.segmentation.ensemble import combine
-    from napari_medml.segmentation.model import _softmax_
+    from napari_medml.segmentation.scores import softmax_ as _softmax_
 
     per_member = _block_windows(plan, index)
 
@@ -411,7 +337,7 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     full_origin = tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes)
     volume = Volume(image, full_spacing, full_origin, axes=axes)
     lazy, _ = volume_layout(model, image, axes, None)
-    key = hashlib.sha256(json.dumps([_fingerprint(model, lazy), config.tta, config.blend, config.overlap,
+    key = hashlib.sha256(json.dumps([prediction_fingerprint(model, lazy), config.tta, config.blend, config.overlap,
                                      config.return_probabilities, config.return_uncertainty, memory_mb]).encode())
     where = Path(folder) / key.hexdigest()[:16]
     where.mkdir(parents=True, exist_ok=True)
