@@ -178,7 +178,7 @@ def layer_axes(ndim: int, axis_labels: Sequence[Any] | None, metadata: Mapping[s
 
     The layer's ``axis_labels`` when they name the axes (RGB's colour axis has none),
     else ``metadata["axes"]`` when it fits, else Y, X last and unnamed (``Q``) axes
-    in front (resolved later from what the layer meets, see ``io_axes.resolve_axes``).
+    in front (resolved later from what the layer meets, see ``io.axes_resolve.resolve_axes``).
 
     Parameters
     ----------

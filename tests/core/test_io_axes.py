@@ -13,7 +13,8 @@ import tifffile
 
 from napari_medml.errors import InputError
 from napari_medml.io import Volume, read_volume, write_volume
-from napari_medml.io.axes import AXES_HINT, layout, resolve_axes, split_samples
+from napari_medml.io.axes import AXES_HINT, layout
+from napari_medml.io.axes_resolve import resolve_axes, split_samples
 
 
 def test_imagej_tzcyx_hyperstack_reads_with_its_axes_and_writes_back(tmp_path: Path) -> None:
@@ -316,7 +317,7 @@ def test_labels_written_as_tiff_read_back_as_labels_whatever_the_name(tmp_path: 
 def test_an_image_without_the_models_channels_is_told_so_not_to_name_its_axes() -> None:
     """A 3-channel model on a one-channel volume with unnamed axes: naming them would not help,
     so the line is about the channels (a napari layer without axis labels, probe of the widgets)."""
-    from napari_medml.io.axes import resolve_axes
+    from napari_medml.io.axes_resolve import resolve_axes
 
     with pytest.raises(InputError, match=r"^the model was trained on 3 channel\(s\) but image 'ct' \(shape "
                                          r"16x48x48\) has no axis that holds them: give an image with the same"):

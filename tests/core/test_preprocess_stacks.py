@@ -10,7 +10,7 @@ from scipy import ndimage
 from napari_medml.config import PreprocessStep
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
-from napari_medml.io.axes import split_samples
+from napari_medml.io.axes_resolve import split_samples
 from napari_medml.io.geometry import spacing_note
 from napari_medml.preprocessing.inputs import run_recipe_channels
 from napari_medml.preprocessing.recipe import apply_step

@@ -272,8 +272,9 @@ class ModelInput(NamedTuple):
 
     def samples(self, labels: Any, spatial_dims: int) -> tuple[list, list, list, int | None]:
         """Images, labels, spacings and channel axis of the training samples (frames of a
-        time series; slices of a volume under a 2D network); see ``io_axes.split_samples``."""
-        from napari_medml.io.axes import AXES_HINT, split_samples
+        time series; slices of a volume under a 2D network); see ``io.axes_resolve.split_samples``."""
+        from napari_medml.io.axes import AXES_HINT
+        from napari_medml.io.axes_resolve import split_samples
 
         return split_samples(self.image, labels, self.axes, spatial_dims, self.spacing,
                              what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip

@@ -106,7 +106,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     """An image volume with every axis named, and how it meets a ``spatial_dims``-D network.
 
     Unnamed axes (``Q``) are resolved from the labels' shape and the network's channels
-    (:func:`napari_medml.io.axes.resolve_axes`); when that does not settle it, the error
+    (:func:`napari_medml.io.axes_resolve.resolve_axes`); when that does not settle it, the error
     names ``--axes``. ``spatial_dims`` None: 3 when the image has a Z axis, else 2.
     A one-slice volume for a 3D network (its length-1 Z, or unnamed axis, came off on
     reading) gets that axis back as Z when predicting (``labels_shape`` None), with an
@@ -126,7 +126,8 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     from dataclasses import replace
 
     from napari_medml.errors import InputError
-    from napari_medml.io.axes import SINGLETONS_KEY, check_not_strips, layout, one_slice_volume, resolve_axes
+    from napari_medml.io.axes import SINGLETONS_KEY, layout, one_slice_volume
+    from napari_medml.io.axes_resolve import check_not_strips, resolve_axes
 
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,

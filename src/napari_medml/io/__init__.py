@@ -36,11 +36,8 @@ so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -51,7 +48,6 @@ from napari_medml.io.volume import (
     SUPPORTED_EXTENSIONS,
     Volume,
     affine_from_spacing,
-    canonical_unit,
     file_format,
     file_stem,
     is_label_file,

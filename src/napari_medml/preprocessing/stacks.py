@@ -2,7 +2,7 @@
 
 Recipe operations take one single-channel spatial image, ``(Y, X)`` or ``(Z, Y, X)``
 (:mod:`napari_medml.preprocessing.recipe`). Training and prediction cut an image into
-samples (one per time frame, ``io.axes.split_samples``) and run the recipe on each
+samples (one per time frame, ``io.axes_resolve.split_samples``) and run the recipe on each
 channel of each (``inputs.run_recipe_channels``). :func:`run_recipe_volume` does the
 same on a :class:`~napari_medml.io.Volume`, so what the Preprocess widget shows is what
 a model trained on it sees: each channel (an RGB colour too) and each frame on its own,

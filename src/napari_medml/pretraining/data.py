@@ -38,7 +38,8 @@ def split_unlabeled(image: Any, axes: str, spatial_dims: int, spacing: Sequence[
     InputError
         Axes that cannot be told apart, or too few for the network.
     """
-    from napari_medml.io.axes import layout, resolve_axes
+    from napari_medml.io.axes import layout
+    from napari_medml.io.axes_resolve import resolve_axes
 
     shape = np.shape(image)
     axes = resolve_axes(axes, shape, what=what, hint=hint, spatial_dims=spatial_dims)

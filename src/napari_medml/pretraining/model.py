@@ -129,7 +129,8 @@ class ReconstructionModel(BundledModel):
             Axes or channels that do not fit the model, NaN/inf values.
         Cancelled
         """
-        from napari_medml.io.axes import layout, resolve_axes
+        from napari_medml.io.axes import layout
+        from napari_medml.io.axes_resolve import resolve_axes
         from napari_medml.engine.devices import resolve_device
 
         shape = np.shape(image)

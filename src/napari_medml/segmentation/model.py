@@ -161,7 +161,8 @@ class Model(BundledModel):
         """The channel axis and the sample axes (leading axes predicted one at a time)."""
         shape = np.shape(image)
         if axes is not None:
-            from napari_medml.io.axes import AXES_HINT, check_axes, layout, resolve_axes
+            from napari_medml.io.axes import AXES_HINT, check_axes, layout
+            from napari_medml.io.axes_resolve import resolve_axes
 
             axes = resolve_axes(check_axes(axes, len(shape), "image", "give one letter per axis, e.g. ZCYX"),
                                 shape, what="image", hint=AXES_HINT, spatial_dims=self.spatial_dims,

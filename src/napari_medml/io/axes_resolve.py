@@ -1,0 +1,188 @@
+"""Fitting an image's axes to a network: naming the axes its file leaves unnamed (``Q``) from
+what the image meets (:func:`resolve_axes`), refusing a one-voxel-thick slab for a 2D
+network (:func:`check_not_strips`), and cutting an image and its labels into the samples
+a network trains on (:func:`split_samples`). Axes strings are those of :mod:`.axes`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_medml.errors import InputError
+from napari_medml.io.axes import canonical_order, layout
+
+__all__ = ["check_not_strips", "resolve_axes", "split_samples"]
+
+
+def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
+                 spatial_dims: int | None = None, labels_shape: Sequence[int] | None = None,
+                 in_channels: int | None = None) -> str:
+    """Name the ``Q`` axes of an image from what it meets, or refuse when it matters.
+
+    Each ``Q`` may be Z, T or C. A reading is kept when it fits every constraint
+    given: the network's ``spatial_dims`` (a 3D network needs Z; Z and T are samples
+    of a 2D one), the ``labels_shape`` (the image's shape without channels) and the
+    network's ``in_channels``. Readings that differ only in calling a sample axis Z
+    or T give the same result, so only the place of the channels must be unique.
+
+    Raises
+    ------
+    InputError
+        No reading fits, or two fit that disagree about the channels; the message
+        names ``what`` and ``hint`` (the option that states the axes).
+    """
+    if "Q" not in axes:
+        return axes
+    fits: dict[int | None, str] = {}
+    for text in _readings(axes):
+        if not _fits(text, shape, spatial_dims, labels_shape, in_channels):
+            continue
+        key = text.index("C") if "C" in text else None
+        # prefer Z over T for the same channel place (a stack is a volume unless told)
+        if key not in fits or text.count("Z") > fits[key].count("Z"):
+            fits[key] = text
+    shape_text = "x".join(map(str, shape))
+    if len(fits) == 1:
+        return next(iter(fits.values()))
+    if not fits and labels_shape is not None and any(
+            _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
+        raise InputError(f"labels have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
+                         "labels must have the image's shape (without its channel axis)")  # fmt: skip
+    if not fits and in_channels is not None and any(
+            _fits(t, shape, spatial_dims, labels_shape, None) for t in _readings(axes)):
+        # only the channels rule every reading out: naming the axes would not help
+        raise InputError(f"the model was trained on {in_channels} channel(s) but {what} (shape {shape_text}) has "
+                         "no axis that holds them: give an image with the same channels as the training images")
+    if not fits:
+        raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
+                         f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "
+                         f"{hint}")  # fmt: skip
+    readings = " or ".join(sorted(fits.values()))
+    raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
+                     f"(could be {readings}): {hint}")  # fmt: skip
+
+
+def _readings(axes: str) -> list[str]:
+    """Every way of naming the Q axes Z, T or C with no letter twice."""
+    import itertools
+
+    slots = [i for i, a in enumerate(axes) if a == "Q"]
+    out = []
+    for letters in itertools.product("ZTC", repeat=len(slots)):
+        cand = list(axes)
+        for i, letter in zip(slots, letters):
+            cand[i] = letter
+        text = "".join(cand)
+        if not any(text.count(a) > 1 for a in "TCZ"):
+            out.append(text)
+    return out
+
+
+def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
+          labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
+    if canonical_order(axes) != list(range(len(axes))):  # volumes keep T, C, Z, Y, X order
+        return False
+    spatial = sum(a in "ZYX" for a in axes)
+    if spatial_dims is not None and spatial < spatial_dims:
+        return False
+    if spatial_dims is not None and spatial_dims == 3 and "Z" not in axes:
+        return False
+    channels = shape[axes.index("C")] if "C" in axes else 1
+    if in_channels is not None and channels != in_channels:
+        return False
+    if labels_shape is not None:
+        without_c = tuple(s for s, a in zip(shape, axes) if a != "C")
+        if tuple(labels_shape) != without_c:
+            return False
+    return True
+
+
+def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
+                 in_channels: int | None) -> str:
+    parts = []
+    if spatial_dims is not None:
+        parts.append(f"a {spatial_dims}D network")
+    if in_channels is not None:
+        parts.append(f"{in_channels} channel(s)")
+    if labels_shape is not None:
+        parts.append("labels of shape " + "x".join(map(str, labels_shape)))
+    return ", ".join(parts) or "none"
+
+
+def check_not_strips(axes: str, shape: Sequence[int], spatial_dims: int, what: str) -> None:
+    """Refuse a volume one voxel thick along Y or X (one sagittal or coronal slice, ``Z x Y x 1``)
+    for a 2D network, which would take its Z rows as 1-voxel-wide strips.
+
+    Raises
+    ------
+    InputError
+        Naming the image, its axes and shape, and the fix (a 3D network, or a 2D image).
+    """
+    size = dict(zip(axes, shape))
+    thin = [a for a in "YX" if size.get(a) == 1]
+    if spatial_dims == 2 and size.get("Z", 1) > 1 and thin:
+        raise InputError(f"{what} (axes {axes}, shape {tuple(shape)}) is one slice along {thin[0]}: a 2D network "
+                         f"would see its {size['Z']} rows along Z as 1-voxel-wide strips; use a 3D network for "
+                         "it (the default), or re-save the slice as a 2D image")
+
+
+def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing: Sequence[float] | None, *,
+                  what: str = "image", hint: str = "") -> tuple[list, list, list, int | None]:
+    """Cut an image and its labels into the samples a ``spatial_dims``-D network trains on.
+
+    A time series gives one sample per frame, a volume under a 2D network one per
+    slice; an image that is already ``spatial_dims``-D is one sample. The arrays are
+    views (no copies).
+
+    Parameters
+    ----------
+    image : array
+        The image; ``axes`` names its axes (``Q`` axes are resolved from the labels).
+    labels : array
+        Labels of the image's shape without its channel axis.
+    axes : str
+        :attr:`Volume.axes` of ``image``.
+    spatial_dims : int
+        The network's dimensions.
+    spacing : sequence of float or None
+        Voxel size of the image's axes other than channels (or only the last
+        ``spatial_dims``).
+    what, hint : str
+        How messages name the image and the way to state its axes.
+
+    Returns
+    -------
+    tuple
+        ``(images, labels, spacings, channel_axis)``: lists of samples, the spatial
+        voxel size of each (None without spacing) and the samples' channel axis.
+
+    Raises
+    ------
+    InputError
+        Axes that cannot be told apart, too few for the network, or labels of
+        another shape.
+    """
+    shape = np.shape(image)
+    axes = resolve_axes(axes, shape, what=what, hint=hint, spatial_dims=spatial_dims,
+                        labels_shape=np.shape(labels))  # fmt: skip
+    check_not_strips(axes, shape, spatial_dims, what)
+    lay = layout(axes, spatial_dims, what, hint)
+    expected = tuple(n for n, a in zip(shape, axes) if a != "C")
+    if tuple(np.shape(labels)) != expected:
+        raise InputError(f"labels have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
+                         f"{tuple(shape)}) has {expected} without channels: they must match")  # fmt: skip
+    sizes = None if spacing is None else tuple(float(v) for v in spacing)[-spatial_dims:]
+    channel = lay.channel_axis
+    if channel is not None:
+        channel -= sum(a < channel for a in lay.sample_axes)
+    label_axes = [i for i, a in enumerate(axes) if a != "C"]
+    images, label_parts = [], []
+    for index in np.ndindex(*(shape[a] for a in lay.sample_axes)):
+        where: list[Any] = [slice(None)] * len(shape)
+        for axis, k in zip(lay.sample_axes, index):
+            where[axis] = k
+        images.append(image[tuple(where)])
+        label_parts.append(labels[tuple(where[i] for i in label_axes)])
+    return images, label_parts, [sizes] * len(images), channel
