@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_medml.cli import main
 from napari_medml.io import Volume, read_volume, write_volume
@@ -20,12 +19,7 @@ N, SIZE = 48, 32
 SMALL = ["--features", "8", "--depth", "3", "--lr", "3e-3", "--device", "cpu", "--seed", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(capsys, *argv: object) -> tuple[int, str, str]:

@@ -23,13 +23,7 @@ from napari_medml.errors import BundleError, ConfigError, InputError
 from napari_medml.samples import shape_classes
 from napari_medml.engine.reports import StopToken, TrainReport
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These networks are tiny: one thread is faster, and immune to a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FLIPS = replace(AugmentConfig.none(), flip=AugmentSpec(0.5), rotate90=AugmentSpec(0.25))

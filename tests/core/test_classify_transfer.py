@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from napari_medml import api
 from napari_medml.bundles.transfer import transfer_weights
@@ -25,12 +24,7 @@ from napari_medml.nn.classification import build_classifier_network
 from napari_medml.samples import shape_classes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

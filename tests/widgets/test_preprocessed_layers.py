@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _volume() -> np.ndarray:

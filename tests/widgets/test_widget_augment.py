@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 import napari_medml.augment.transforms as transforms
 from axes_helpers import named
@@ -12,14 +12,6 @@ from napari_medml._widgets._session import session_for
 from napari_medml.config import AugmentConfig, AugmentSpec
 from napari_medml.layer_data import _add_image_takes_axis_labels
 from napari_medml.samples import phantom_3d
-
-
-@pytest.fixture
-def notes():
-    records = []
-    notification_manager.notification_ready.connect(records.append)
-    yield records
-    notification_manager.notification_ready.disconnect(records.append)
 
 
 @pytest.fixture

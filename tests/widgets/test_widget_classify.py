@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 import pytest
-import torch
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets.plots import TrainingPlot
@@ -16,21 +15,7 @@ from napari_medml.engine.reports import TrainReport
 HELD_OUT = 16  # samples left unpainted: the accuracy is measured on them
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks: one thread is faster, and immune to a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def notes():
-    records = []
-    notification_manager.notification_ready.connect(records.append)
-    yield records
-    notification_manager.notification_ready.disconnect(records.append)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

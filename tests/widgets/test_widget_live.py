@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from napari_medml._widgets._session import session_for
 from napari_medml.layer_data import is_generated
@@ -19,13 +18,7 @@ Z = 12
 BACKGROUND = 4  # the phantom's classes are 1, 2, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the machine running the suite is shared: one intra-op thread keeps timings steady
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _live_threads() -> list[threading.Thread]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import BUNDLE_CHOICE
@@ -22,13 +22,7 @@ from napari_medml.segmentation.task import train
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the machine running the suite is shared: one intra-op thread keeps timings steady
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +42,6 @@ def bundle(phantom, tmp_path_factory):
     torch.set_num_threads(1)
     model = train(image, labels, config, spacing=spacing)
     return model.save(tmp_path_factory.mktemp("bundle") / "phantom model")
-
-
-@pytest.fixture
-def notes():
-    records = []
-    notification_manager.notification_ready.connect(records.append)
-    yield records
-    notification_manager.notification_ready.disconnect(records.append)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._session import session_for
@@ -17,13 +16,7 @@ from napari_medml.samples import phantom_3d
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks: one thread is faster, and immune to a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def stop_at_first_report(widget) -> list:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from magicgui.widgets import PushButton
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._runner import Runner, format_eta, progress_of
 from napari_medml.errors import Cancelled, InputError
@@ -23,14 +22,6 @@ class _Token:
     @property
     def stopped(self) -> bool:
         return self._event.is_set()
-
-
-@pytest.fixture
-def notes():
-    records = []
-    notification_manager.notification_ready.connect(records.append)
-    yield records
-    notification_manager.notification_ready.disconnect(records.append)
 
 
 def _runner():

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 from qtpy.QtCore import QTimer
 
 from axes_helpers import named
@@ -17,14 +17,6 @@ from napari_medml.segmentation.metrics import dice
 from napari_medml.samples import phantom_3d
 
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
-
-
-@pytest.fixture
-def notes():
-    records = []
-    notification_manager.notification_ready.connect(records.append)
-    yield records
-    notification_manager.notification_ready.disconnect(records.append)
 
 
 @pytest.fixture

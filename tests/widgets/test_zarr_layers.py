@@ -22,12 +22,7 @@ PLUGIN = "napari-medml"
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pyramid(path, full: np.ndarray) -> None:

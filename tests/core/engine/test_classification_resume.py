@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from napari_medml.classification.model import classification_config, load_classifier
 from napari_medml.classification.task import fit_classifier
@@ -18,12 +17,7 @@ from napari_medml.engine.reports import StopToken
 from napari_medml.samples import shape_classes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

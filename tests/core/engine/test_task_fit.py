@@ -16,12 +16,7 @@ from napari_medml.engine.reports import StopToken
 from napari_medml.samples import touching_objects_2d
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(task: str) -> TrainConfig:
