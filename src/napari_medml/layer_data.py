@@ -54,6 +54,7 @@ __all__ = [
     "mark_generated",
     "placement_mismatch",
     "result_layer_data",
+    "source_shaped_result",
     "result_layer_name",
     "spatial_meta",
     "volume_to_layer_data",
@@ -365,3 +366,36 @@ def result_layer_data(
         **kwargs,
     }
     return data, layer_kwargs, layer_type
+
+
+def source_shaped_result(data: Any, source_axes: str, *, rgb: bool = False, dtype: Any = None) -> tuple[Any, dict]:
+    """An image-valued result of a layer (a reconstruction) laid out for :func:`result_layer_data`.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        The result in the source's shape and axis order (float).
+    source_axes : str
+        The source's :attr:`Volume.axes`.
+    rgb : bool
+        Whether the source is an RGB(A) layer (colour last).
+    dtype : numpy dtype, optional
+        The source's dtype: an RGB result of an integer source is rounded and clipped to
+        it, so that it shows in the source's range and lies over it.
+
+    Returns
+    -------
+    data : numpy.ndarray
+        RGB: as given (colour last, in ``dtype``); otherwise with any channel axis moved
+        in front, as result layers carry their own channels.
+    look : dict
+        Layer keyword arguments: ``rgb=True``, or a grey colormap.
+    """
+    if rgb:
+        if dtype is not None and np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            data = np.clip(np.rint(data), info.min, info.max).astype(dtype)
+        return data, {"rgb": True}
+    if "C" in source_axes:
+        data = np.moveaxis(data, source_axes.index("C"), 0)
+    return data, {"colormap": "gray"}

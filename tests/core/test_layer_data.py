@@ -141,3 +141,16 @@ def test_result_of_a_multichannel_source_drops_the_channel_axis() -> None:
     probs = np.zeros((2, 3, 4, 5), np.float16)
     _, kwargs, _ = result_layer_data(probs, "cells", "probabilities", spatial, "image", "TZYX")
     assert kwargs["scale"] == (1.0, 2.0, 0.5, 0.25)
+
+
+def test_an_image_result_is_laid_out_like_its_source() -> None:
+    from napari_medml.layer_data import source_shaped_result
+
+    rgb = np.array([[[-3.4, 120.6, 300.2]]])  # a reconstruction of a uint8 RGB image
+    data, look = source_shaped_result(rgb, "YXC", rgb=True, dtype=np.uint8)
+    assert look == {"rgb": True} and data.dtype == np.uint8 and data.tolist() == [[[0, 121, 255]]]
+    multi = np.zeros((4, 5, 2), np.float32)  # channels last in the source: in front for a result layer
+    data, look = source_shaped_result(multi, "YXC")
+    assert data.shape == (2, 4, 5) and look == {"colormap": "gray"}
+    data, _ = source_shaped_result(np.zeros((3, 4, 5)), "ZYX")
+    assert data.shape == (3, 4, 5)

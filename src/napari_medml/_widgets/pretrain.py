@@ -41,7 +41,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 from napari_medml.errors import InputError
-from napari_medml.layer_data import result_layer_data
+from napari_medml.layer_data import result_layer_data, source_shaped_result
 
 __all__ = ["PretrainWidget"]
 
@@ -207,20 +207,10 @@ class PretrainWidget(Container):
 
     def show(self, reconstruction: Any, layer: napari.layers.Layer) -> None:
         """Add (or replace the plugin's own) reconstruction and error layers of ``layer``."""
-        import numpy as np
-
         spatial = layer_spatial(layer)
         axes = layer_volume(layer).axes
-        data = reconstruction.image
-        if getattr(layer, "rgb", False):  # colour last and in the input's range, to lie over it
-            if np.issubdtype(layer.dtype, np.integer):
-                info = np.iinfo(layer.dtype)
-                data = np.clip(np.rint(data), info.min, info.max).astype(layer.dtype)
-            look = {"rgb": True}
-        else:
-            if "C" in axes:  # channels in front, as result layers carry their own C
-                data = np.moveaxis(data, axes.index("C"), 0)
-            look = {"colormap": "gray"}
+        data, look = source_shaped_result(reconstruction.image, axes, rgb=getattr(layer, "rgb", False),
+                                          dtype=layer.dtype)
         show_result(self._viewer, result_layer_data(data, layer.name, "reconstruction", spatial, "image", axes,
                                                     **look))
         show_result(self._viewer, result_layer_data(reconstruction.error, layer.name, "reconstruction error",
