@@ -89,6 +89,34 @@ def test_image_mode_from_csv_then_predict(capsys, stack, tmp_path, fmt) -> None:
         np.testing.assert_allclose(labels.spacing, (1.0, 0.8, 0.8), rtol=1e-5)
 
 
+def test_the_table_named_after_out_never_replaces_the_users_classes_file(capsys, stack, tmp_path) -> None:
+    """The README's commands once wrote 'predict --out classes.tif' beside the classes.csv that
+    train read: the table (classes.csv) replaced the user's ground truth without a word."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    classes = shutil.copy(stack["csv"], tmp_path / "classes.csv")
+    train_image(capsys, stack, Path(classes), bundle)
+    before = Path(classes).read_bytes()
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["npy"], "--out",
+                           tmp_path / "classes.tif")
+    assert_one_line_error(code, err, "classes.csv", "--table", "classes-predicted.csv")
+    assert Path(classes).read_bytes() == before and not (tmp_path / "classes.tif").exists()
+    # the fix the line gives works, and a re-run replaces the table predict wrote itself
+    for _ in range(2):
+        code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["npy"], "--out",
+                               tmp_path / "classes.tif", "--table", tmp_path / "classes-predicted.csv")
+        assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["npy"], "--out",
+                           tmp_path / "pred.tif")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["npy"], "--out",
+                           tmp_path / "pred.tif")
+    assert code == 0, err
+    assert Path(classes).read_bytes() == before
+    assert read_table(tmp_path / "pred.csv")[0][:2] == ["sample", "class"]
+
+
 def test_image_mode_from_labels_file_with_table_and_probabilities(capsys, stack, tmp_path) -> None:
     bundle = tmp_path / "bundle"
     train_image(capsys, stack, stack["paint"], bundle)

@@ -103,6 +103,20 @@ def test_predict_post_processing_options_and_dsb_thresholds(chain_2d) -> None:
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--probabilities" in bad.stderr
 
 
+def test_the_table_named_after_out_keeps_a_users_csv_and_replaces_its_own(chain_2d) -> None:
+    folder, model = chain_2d["folder"], chain_2d["model"]
+    mine = folder / "counts.csv"
+    mine.write_text("cell,count\n1,12\n")  # the user's own table where predict would put its table
+    proc = run("predict", "--model", model, "--image", folder / "cells.tif", "--out", folder / "counts.tif")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "--table" in lines[0] and "counts.csv" in lines[0], proc.stderr
+    assert mine.read_text() == "cell,count\n1,12\n" and not (folder / "counts.tif").exists()
+    # a re-run replaces the table predict wrote (the first predict of the chain wrote cells_instances.csv)
+    again = run("predict", "--model", model, "--image", folder / "cells.tif", "--out", chain_2d["out"],
+                "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+
+
 def test_train_instances_3d_anisotropic(tmp_path) -> None:
     zz, yy, xx = np.mgrid[0:12, 0:32, 0:32]
     labels = np.zeros((12, 32, 32), np.uint16)

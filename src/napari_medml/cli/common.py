@@ -19,10 +19,12 @@ __all__ = [
     "UsageError",
     "add_axes_option",
     "check_bundle_target",
+    "check_derived_table",
     "check_file_targets",
     "given",
     "image_layout",
     "info",
+    "instance_table_columns",
     "progress_bar",
     "spatial_spacing",
     "write_like",
@@ -310,6 +312,47 @@ def check_file_targets(outputs: Mapping[str, Path | None], inputs: Sequence[Path
         check_file_target(out, what=name)
     if len({o.resolve() for o in given_outputs.values()}) != len(given_outputs):
         raise InputError(f"two of {', '.join(given_outputs)} have the same file name: give each its own")
+
+
+def check_derived_table(path: Path, ours: Callable[[list[str]], bool]) -> None:
+    """Refuse to let a table named after ``--out`` (not by ``--table``) replace a file of the user's.
+
+    A re-run replaces the table it wrote before; any other file there (the classes CSV that
+    ``train`` read, say) is kept and the run stops before any work.
+
+    Parameters
+    ----------
+    path : Path
+        The table's path, derived from ``--out``.
+    ours : callable
+        Tells from a CSV header (its column names) whether the file is such a table.
+
+    Raises
+    ------
+    InputError
+        ``path`` exists and is not such a table; the message gives a ``--table`` that works.
+    """
+    import csv
+
+    from napari_medml.errors import InputError
+
+    if not path.exists():
+        return
+    try:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = []
+    if path.is_file() and ours([name.strip() for name in header]):
+        return
+    other = path.with_name(path.stem + "-predicted.csv")
+    raise InputError(f"the table would replace '{path}', which predict did not write (a file of yours is kept): "
+                     f"name the table with --table, e.g. --table {other}")
+
+
+def instance_table_columns(names: list[str]) -> bool:
+    """Whether CSV column ``names`` are those of an instance table (``instances.measure``)."""
+    return "index" in names and any(n.startswith("centroid_") for n in names)
 
 
 def check_bundle_target(out: Path, inputs: Sequence[Path]) -> None:

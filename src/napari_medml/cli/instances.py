@@ -13,10 +13,12 @@ import numpy as np
 
 from napari_medml.cli.common import (
     UsageError,
+    check_derived_table,
     check_file_targets,
     given,
     image_layout,
     info,
+    instance_table_columns,
     label_values,
     progress_bar,
     write_like,
@@ -57,6 +59,8 @@ def predict(args: argparse.Namespace, model: Any) -> int:
                              "instances (--out) and their table (--table)")
     table_path = args.table if args.table is not None else args.out.with_name(_stem(args.out) + ".csv")
     check_file_targets({"--out": args.out, "--table": table_path}, inputs=[args.image])
+    if args.table is None:
+        check_derived_table(table_path, ours=instance_table_columns)
     params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))
