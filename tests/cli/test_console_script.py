@@ -116,3 +116,21 @@ def test_errors_are_one_line_with_an_exit_code(tmp_path, argv, code, words) -> N
     for word in words:
         assert word in lines[0]
     assert done.stdout == ""
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path) -> None:
+    """``napari-medml evaluate ... | head -2``: the reader goes away before the JSON is written;
+    the command ends as a program killed by SIGPIPE would (141), without an error line."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 300, (64, 64)).astype(np.uint16)  # many ids: a long JSON
+    write_volume(tmp_path / "a.tif", Volume(truth, (1.0, 1.0), (0.0, 0.0), is_labels=True, axes="YX"))
+    write_volume(tmp_path / "b.tif", Volume(np.roll(truth, 1, 0), (1.0, 1.0), (0.0, 0.0), is_labels=True, axes="YX"))
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes anything
+    try:
+        done = subprocess.run([script(), "evaluate", "--prediction", tmp_path / "a.tif", "--labels",
+                               tmp_path / "b.tif"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 import typing
@@ -28,6 +29,7 @@ __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "SUBCOMMANDS", "build
 # Order is the order in --help.
 SUBCOMMANDS = ("train", "predict", "evaluate", "pretrain")
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a program killed by a closed pipe returns
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,19 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 error, 2 bad command line, 130 interrupted.
+        0 success, 1 error, 2 bad command line, 130 interrupted, 141 standard output closed by its
+        reader (``napari-medml evaluate ... | head``; nothing is said).
     """
     args = None
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # what train --nproc passes on
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (KeyboardInterrupt, Cancelled):
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return EXIT_CLOSED_PIPE
+        return _fail(_message(exc), EXIT_ERROR)
     except Exception as exc:
         if args is not None and args.debug:
             raise
@@ -101,6 +110,30 @@ def _message(exc: BaseException) -> str:
         return f"file '{exc.filename}' does not exist; check the path"
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output's reader went away (``| head``); if so, point it at the null
+    device, so that the interpreter's last flush does not fail again (the recipe of Python's
+    ``signal`` documentation, "Note on SIGPIPE")."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # output captured in-process: not a closed pipe
+        return False
+    try:  # the write end of a pipe without a reader polls as an error (POLLERR)
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows): the broken pipe was ours
+        closed = True
+    if closed:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        except OSError:
+            pass
+    return closed
 
 
 def _fail(text: str, code: int) -> int:
