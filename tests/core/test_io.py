@@ -195,6 +195,9 @@ def test_rgb_tiff_keeps_colour_axis_out_of_spacing(tmp_path: Path) -> None:
         ("collaboration.tif", np.uint8, False),  # the letters inside another word do not count
         ("gtex_sample.tif", np.uint8, False),
         ("lab_01.nii.gz", np.float32, True),
+        ("cells_objects.tif", np.uint16, True),  # instance labels, as the README names them
+        ("nuclei-instances.tif", np.uint32, True),
+        ("objective_10x.tif", np.uint16, False),
     ],
 )
 def test_is_label_file(name: str, dtype: type, expected: bool) -> None:
