@@ -83,8 +83,12 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         arr = arr[None]
     if arr.ndim - 1 != spatial_dims:
         got = arr.ndim - 1
-        hint = (" (a channel axis? set channel_axis)" if got == spatial_dims + 1
-                else " (pass 2D slices as a list of images, or use a 3D model)")
+        if got < spatial_dims:  # a 2D image for a 3D model
+            hint = f": train a {got}D model (spatial_dims={got})" if got in (2, 3) else ""
+        elif got == spatial_dims + 1:
+            hint = " (a channel axis? set channel_axis)"
+        else:
+            hint = " (pass 2D slices as a list of images, or use a 3D model)"
         raise InputError(f"{name} has {got} spatial dimensions (shape {np.shape(image)}) but the model is "
                          f"{spatial_dims}D{hint}")
     if in_channels is not None and arr.shape[0] != in_channels:

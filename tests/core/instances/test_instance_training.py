@@ -149,3 +149,8 @@ def test_bad_inputs_get_one_clear_line() -> None:
         from napari_medml.instances.task import train
 
         train(sample.image, sample.labels, TrainConfig())
+    # a 2D image with the default (3D) config: the line names the setting that fixes it, which works
+    with pytest.raises(InputError, match=r"is 3D: train a 2D model \(spatial_dims=2\)$"):
+        napari_medml.train(sample.image, sample.labels, TrainConfig(task="instances"))
+    fixed = replace(small_config(patch_size=(32, 32)), optim=OptimConfig(epochs=1, steps_per_epoch=1))
+    assert napari_medml.train(sample.image, sample.labels, fixed).spatial_dims == 2
