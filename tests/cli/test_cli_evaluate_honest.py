@@ -153,3 +153,24 @@ def test_distances_take_the_voxel_size_of_the_file_that_has_one(tmp_path) -> Non
     a, b = json.loads(both.stdout), json.loads(bare.stdout)
     assert a["spacing"] == b["spacing"] == [2.0, 1.0, 1.0]
     assert a["mean_hd95"] == b["mean_hd95"] and a["mean_hd95"] >= 4.0  # in mm: 2 slices of 2 mm
+
+
+def test_instance_label_files_scored_as_classes_point_to_instances(tmp_path) -> None:
+    """Two instance label files (the same 60 objects, ids numbered differently, as two tools
+    number them): plain evaluate scores each id as a class, near 0; it says so and names
+    --instances, which scores the objects (F1 1)."""
+    truth = np.zeros((60, 64), np.uint16)
+    for k in range(60):
+        y, x = divmod(k, 10)
+        truth[y * 10 + 1:y * 10 + 8, x * 6 + 1:x * 6 + 5] = k + 1
+    other = np.where(truth > 0, 61 - truth, 0).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "truth_objects.tif", truth)
+    tifffile.imwrite(tmp_path / "pred.tif", other)
+    plain = run("evaluate", "--prediction", tmp_path / "pred.tif", "--labels", tmp_path / "truth_objects.tif")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["mean_dice"] < 0.1
+    warning = [line for line in plain.stderr.splitlines() if "--instances" in line]
+    assert len(warning) == 1 and "60 ids" in warning[0], plain.stderr
+    objects = run("evaluate", "--instances", "--prediction", tmp_path / "pred.tif", "--labels",
+                  tmp_path / "truth_objects.tif")
+    assert objects.returncode == 0 and json.loads(objects.stdout)["f1_at_0.5"] == 1.0, objects.stderr

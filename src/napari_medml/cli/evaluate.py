@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
     result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary)
     for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
-                                 "--binary"):
+                                 "--binary", "--instances"):
         info(line)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
     print(json.dumps(result, indent=2, allow_nan=False))

@@ -185,7 +185,7 @@ def evaluate(
 
 
 def evaluation_notes(
-    result: dict[str, Any], pred_name: str, gt_name: str, binary_fix: str
+    result: dict[str, Any], pred_name: str, gt_name: str, binary_fix: str, instances_fix: str | None = None
 ) -> list[str]:
     """Lines that say what the numbers of an :func:`evaluate` result hide.
 
@@ -203,16 +203,26 @@ def evaluation_notes(
     binary_fix : str
         How to score foreground against background where the lines are read
         (``"--binary"``).
+    instances_fix : str, optional
+        How to score objects instead (``"--instances"``): named when the ground truth holds
+        more ids than :data:`~napari_medml.segmentation.label_values.MANY_CLASSES`, which
+        reads as one id per object (instance labels, whose ids differ between two files).
 
     Returns
     -------
     list of str
-        Zero, one or two lines, the disjoint-ids one starting with ``warning:``.
+        Zero to three lines, the warnings starting with ``warning:``.
     """
+    from napari_medml.segmentation.label_values import MANY_CLASSES
+
     classes = result["classes"]
     gt_ids = [int(c) for c, v in classes.items() if v["gt_voxels"]]
     pred_ids = [int(c) for c, v in classes.items() if v["pred_voxels"]]
     notes = []
+    if instances_fix is not None and len(gt_ids) > MANY_CLASSES:
+        notes.append(f"warning: {gt_name} hold {len(gt_ids)} ids, each scored as a class of its own; if each id is "
+                     f"one object (instance labels), score the objects with {instances_fix} (matched by overlap: "
+                     "F1 and average precision)")
     if gt_ids and pred_ids and not set(gt_ids) & set(pred_ids):
         line = (f"warning: {gt_name} use {_ids_text(gt_ids)} and {pred_name} {_ids_text(pred_ids)}, "
                 "no foreground id in common, so every class scores Dice 0. ")
