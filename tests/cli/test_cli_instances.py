@@ -141,3 +141,31 @@ def test_train_instances_3d_anisotropic(tmp_path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "pred.csv", encoding="utf-8")))
     if rows:
         assert "volume" in rows[0] and "centroid_z" in rows[0]
+
+
+def test_evaluate_instances_puts_the_prediction_on_the_labels_grid(tmp_path) -> None:
+    """Instance labels saved RAS and LAS (x flipped, the same world space): F1 1, as plain
+    evaluate reorients; a copy on a grid 5 mm away is refused, never scored as aligned."""
+    import nibabel as nib
+
+    zyx = np.zeros((6, 20, 24), np.uint16)
+    for k in range(12):
+        y, x = divmod(k, 4)
+        zyx[1:5, y * 6 + 1:y * 6 + 5, x * 6 + 1:x * 6 + 4 + k % 2] = k + 1
+    xyz = zyx.T
+    ras = np.diag([0.5, 0.5, 2.0, 1.0])
+    ras[:3, 3] = [10, 20, 30]
+    las = ras.copy()
+    las[0, 0], las[0, 3] = -0.5, 10 + 0.5 * (xyz.shape[0] - 1)
+    shifted = ras.copy()
+    shifted[0, 3] += 5
+    nib.save(nib.Nifti1Image(xyz, ras), str(tmp_path / "truth_ras.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(xyz[::-1]), las), str(tmp_path / "pred_las.nii.gz"))
+    nib.save(nib.Nifti1Image(xyz, shifted), str(tmp_path / "pred_shifted.nii.gz"))
+    done = run("evaluate", "--instances", "--prediction", tmp_path / "pred_las.nii.gz", "--labels",
+               tmp_path / "truth_ras.nii.gz")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["f1_at_0.5"] == 1.0 and "reoriented" in done.stderr
+    refused = run("evaluate", "--instances", "--prediction", tmp_path / "pred_shifted.nii.gz", "--labels",
+                  tmp_path / "truth_ras.nii.gz")
+    assert refused.returncode == 1 and refused.stdout == "" and "voxel grid" in refused.stderr, refused.stderr

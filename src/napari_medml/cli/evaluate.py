@@ -9,7 +9,7 @@ from typing import Any
 
 from napari_medml.cli.common import FILE_TYPES, UsageError, info
 
-__all__ = ["add", "run"]
+__all__ = ["add", "read_pair", "run"]
 
 
 def add(sub: Any) -> None:
@@ -42,23 +42,49 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read both files, score them, print the JSON."""
+    if args.instances and args.binary:
+        raise UsageError("--binary is for class labels; --instances matches objects, whatever their ids")
+    pred, gt = read_pair(args)
     if args.instances:
         from napari_medml.cli.instances import evaluate as evaluate_instances
 
-        if args.binary:
-            raise UsageError("--binary is for class labels; --instances matches objects, whatever their ids")
+        return evaluate_instances(args, pred, gt)
+    from napari_medml.io.geometry import has_geometry
+    from napari_medml.segmentation.metrics import evaluate, evaluation_notes
 
-        return evaluate_instances(args)
+    # distances (HD95) in the voxel size of the file that has one, whichever it is
+    spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
+    result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary)
+    for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
+                                 "--binary", "--instances"):
+        info(line)
+    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
+    print(json.dumps(result, indent=2, allow_nan=False))
+    return 0
+
+
+def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The prediction and the ground truth as ``io.Volume`` s on one voxel grid, for both modes.
+
+    Ids are checked (whole numbers >= 0), a length-1 axis one file has and the other not is
+    dropped, and the prediction is put on the labels' grid in world space (a copy stored in
+    another orientation is reoriented; another grid is refused), so that no two arrays that
+    do not lie voxel for voxel on one another are ever scored.
+
+    Raises
+    ------
+    InputError
+        Bad ids, transposed files, shapes or grids that differ.
+    """
     from dataclasses import replace
 
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, label_values
     from napari_medml.errors import InputError
-    from napari_medml.io.geometry import align_to, fit_length1_axes, has_geometry
-    from napari_medml.segmentation.metrics import evaluate, evaluation_notes
+    from napari_medml.io.geometry import align_to, fit_length1_axes
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
-    # class ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
+    # ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
     pred = replace(pred, data=label_values(pred, args.prediction, "prediction"))
     gt = replace(gt, data=label_values(gt, args.labels))
     check_not_transposed(pred, args.prediction, gt, args.labels)
@@ -72,18 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
         raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
                          f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip
-    # compared in world space first: never score arrays that are not voxel for voxel aligned
     aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                        reference_name=f"labels '{args.labels}'")  # fmt: skip
     if aligned.line:
         info(aligned.line)
-    pred = aligned.volume
-    # distances (HD95) in the voxel size of the file that has one, whichever it is
-    spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
-    result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary)
-    for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
-                                 "--binary", "--instances"):
-        info(line)
-    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
-    print(json.dumps(result, indent=2, allow_nan=False))
-    return 0
+    return aligned.volume, gt

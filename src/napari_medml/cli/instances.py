@@ -19,7 +19,6 @@ from napari_medml.cli.common import (
     image_layout,
     info,
     instance_table_columns,
-    label_values,
     progress_bar,
     write_like,
     write_output,
@@ -120,28 +119,11 @@ def _table(vol: Any, lay: Any, labels: Any) -> dict:
     return measure_image_instances(labels, vol.data, spacing=spacing, origin=origin, channel_axis=lay.channel_axis)
 
 
-def evaluate(args: argparse.Namespace) -> int:
-    """Score predicted instances against true instances; print the JSON."""
-    from dataclasses import replace
-
-    from napari_medml import io
-    from napari_medml.errors import InputError
+def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> int:
+    """Score predicted instances against true instances (``pred`` and ``gt``: ``io.Volume`` s on
+    one grid, from ``cli.evaluate.read_pair``); print the JSON."""
     from napari_medml.instances.metrics import AP_THRESHOLDS, DSB_THRESHOLDS, instance_scores
-    from napari_medml.io.geometry import align_to
 
-    pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
-    # the labels' one rule (whole numbers are ids, also as floats): checked before any resampling
-    pred = replace(pred, data=label_values(pred, args.prediction, "prediction"))
-    gt = replace(gt, data=label_values(gt, args.labels))
-    if pred.data.shape != gt.data.shape and pred.data.ndim == gt.data.ndim:
-        aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
-                           reference_name=f"labels '{args.labels}'")
-        if aligned.line:
-            info(aligned.line)
-        pred = aligned.volume
-    if pred.data.shape != gt.data.shape:
-        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels '{args.labels}' "
-                         f"have {gt.data.shape}: they must match")
     thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
     scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
     at = scores.at(0.5)
