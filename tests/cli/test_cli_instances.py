@@ -138,9 +138,27 @@ def test_train_instances_3d_anisotropic(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     pred = read_volume(tmp_path / "pred.nii.gz")
     assert pred.data.shape == labels.shape and pred.spacing == (2.0, 1.0, 1.0)
-    rows = list(csv.DictReader(open(tmp_path / "pred.csv", encoding="utf-8")))
-    if rows:
-        assert "volume" in rows[0] and "centroid_z" in rows[0]
+    # the same volume stored LAS (x flipped, the same world space): the same objects at the same
+    # world centroids, on the RAS+ grid napari shows both on; bounding boxes index each file
+    import nibabel as nib
+
+    ras = nib.load(str(tmp_path / "vol.nii.gz"))
+    las = ras.affine.copy()
+    las[0, 0], las[0, 3] = -ras.affine[0, 0], ras.affine[0, 3] + ras.affine[0, 0] * (ras.shape[0] - 1)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(np.asarray(ras.dataobj)[::-1]), las), str(tmp_path / "las.nii.gz"))
+    tables = {}
+    for name in ("vol", "las"):
+        proc = run("predict", "--model", tmp_path / "m", "--image", tmp_path / f"{name}.nii.gz", "--out",
+                   tmp_path / f"{name}_objects.nii.gz", "--foreground-threshold", "0.3", "--device", "cpu")
+        assert proc.returncode == 0, proc.stderr
+        with open(tmp_path / f"{name}_objects.csv", encoding="utf-8") as fh:
+            tables[name] = list(csv.DictReader(fh))
+    assert tables["vol"] and {"volume", "centroid_z", "centroid_y", "centroid_x", "bbox_start_x"} <= set(tables["vol"][0])
+    world = {name: sorted((float(r["volume"]), float(r["centroid_z"]), float(r["centroid_y"]), float(r["centroid_x"]))
+                          for r in rows) for name, rows in tables.items()}
+    np.testing.assert_allclose(world["las"], world["vol"], atol=1e-6)
+    first = {name: min(rows, key=lambda r: float(r["centroid_x"])) for name, rows in tables.items()}
+    assert int(first["las"]["bbox_stop_x"]) == 32 - int(first["vol"]["bbox_start_x"])  # x runs the other way there
 
 
 def test_evaluate_instances_puts_the_prediction_on_the_labels_grid(tmp_path) -> None:

@@ -108,15 +108,36 @@ def _params_line(params: Any) -> str:
 
 
 def _table(vol: Any, lay: Any, labels: Any) -> dict:
-    """The per-object table; a stack of slices/frames is measured in voxels, without intensities."""
+    """The per-object table; a stack of slices/frames is measured in voxels, without intensities.
+
+    Centroids are world coordinates (mm) on the RAS+ grid napari shows a NIfTI on, whatever
+    orientation the file is stored in (a LAS copy of a scan gives the same centroids as the
+    RAS one); bounding boxes stay voxel indices into the written file."""
+    from dataclasses import replace
+
     from napari_medml.instances.measure import measure_image_instances, measure_instances
+    from napari_medml.io.orientation import to_canonical
 
     spatial = [i for i, a in enumerate(vol.axes) if a in "ZYX"]
     if lay.sample_axes or labels.ndim != len(spatial):
         return measure_instances(labels) if labels.ndim in (2, 3) else {"index": np.unique(labels[labels > 0])}
-    spacing = tuple(float(vol.spacing[i]) for i in spatial)
-    origin = tuple(float(vol.origin[i]) for i in spatial)
-    return measure_image_instances(labels, vol.data, spacing=spacing, origin=origin, channel_axis=lay.channel_axis)
+
+    def measure(vol: Any, labels: Any) -> dict:
+        spacing = tuple(float(vol.spacing[i]) for i in spatial)
+        origin = tuple(float(vol.origin[i]) for i in spatial)
+        return measure_image_instances(labels, vol.data, spacing=spacing, origin=origin,
+                                       channel_axis=lay.channel_axis)
+
+    table = measure(vol, labels)
+    if vol.affine is not None and len(spatial) == 3:
+        keep = [i for i, a in enumerate(vol.axes) if a != "C"]
+        objects = replace(vol, data=labels, axes="".join(vol.axes[i] for i in keep), is_labels=True,
+                          spacing=tuple(vol.spacing[i] for i in keep), origin=tuple(vol.origin[i] for i in keep))
+        canonical = to_canonical(objects)
+        if canonical is not objects:  # stored other than RAS: the centroids of the RAS+ grid
+            world = measure_instances(canonical.data, spacing=canonical.spacing, origin=canonical.origin)
+            table.update({name: world[name] for name in world if name.startswith("centroid_")})
+    return table
 
 
 def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> int:
