@@ -130,3 +130,23 @@ def test_an_ensemble_predicts_block_by_block_as_in_memory(ensemble, tmp_path, tt
     np.testing.assert_allclose(np.asarray(read_volume(stores["uncertainty"]).data), whole.uncertainty, atol=1e-5)
     again = predict_to_zarr(loaded, volume, tmp_path / "l.zarr", config=config, plan=plan, **stores)
     assert again.computed == 0 and again.resumed == plan.count
+
+
+def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share():
+    """train --folds 3 --max-minutes M: M minutes for the run (was M for each fold, 3 M in all)."""
+    from dataclasses import replace
+
+    from napari_medml.segmentation.plan import member_minutes
+
+    p = phantom_3d(seed=0, shape=(16, 32, 32))
+    config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(8, 8, 16), batch_size=2, folds=3),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=50, steps_per_epoch=1000, max_minutes=0.15), device="cpu")
+    assert member_minutes(config) == pytest.approx(0.05)
+    assert member_minutes(replace(config, data=replace(config.data, folds=1))) == 0.15
+    model = api.train(p.image, p.labels, config, spacing=p.spacing)
+    shares = [m.config.optim.max_minutes for m in model.members]
+    assert len(shares) == 3 and sum(shares) <= 0.15 + 1e-9  # each its share of what was left
+    assert shares[0] == pytest.approx(0.05, rel=1e-3)
+    for member in model.members:  # the clock ended each fold, not its 50 epochs of 1000 steps
+        assert 1 <= len(member.history) < 50

@@ -298,3 +298,11 @@ def test_an_anisotropic_volume_with_two_levels_set_by_the_user_gets_a_network_th
     applied = plan.apply(cfg)
     net = build_network(applied.model, 3, 1, 2, patch_size=plan.patch_size, spacing=spacing)
     assert net(torch.zeros(1, 1, *plan.patch_size)).shape == (1, 2, *plan.patch_size)
+
+
+def test_with_folds_each_member_is_planned_for_its_share_of_the_time_budget():
+    one = make_plan(fp(), config(minutes=4), device="cpu", step_seconds=lambda c: 0.1)
+    three = make_plan(fp(), config(minutes=4, folds=3), device="cpu", step_seconds=lambda c: 0.1)
+    assert three.steps_per_epoch < one.steps_per_epoch  # about a third of the steps
+    line = next(r for r in three.reasons if r.startswith("steps per epoch"))
+    assert "in 1.33333 min (each of the 3 folds' share of 4 min)" in line, line

@@ -111,7 +111,8 @@ def add(sub: Any) -> None:
     o.add_argument("--steps-per-epoch", type=integer(1), metavar="N",
                    help=f"optimisation steps per epoch (default: {optim.steps_per_epoch})")  # fmt: skip
     o.add_argument("--max-minutes", type=real(0, low_open=True), metavar="M",
-                   help="stop after M minutes and keep the best model so far (default: no limit)")  # fmt: skip
+                   help="stop after M minutes and keep the best model so far (default: no limit); with "
+                   "--folds the M minutes are the whole run's, each fold training for its share")  # fmt: skip
     o.add_argument("--optimizer", choices=typing.get_args(OptimizerName),
                    help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
     o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",

@@ -11,6 +11,7 @@ ordinary segmentation bundle, written under a temporary name and then renamed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -212,8 +213,9 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     Arguments as for ``segmentation.task.fit`` (``resume_from`` and ``init_model``
     are refused: an ensemble starts from scratch).
 
-    Reports count steps and epochs across all folds and say which fold runs; each fold
-    keeps its checkpoints in ``<checkpoint_dir>/fold-<k>``. Stop ends the current fold
+    Reports count steps and epochs across all folds and say which fold runs; a time limit
+    (``optim.max_minutes``) is the whole run's, each fold training for its share of what is
+    left when it starts. Each fold keeps its checkpoints in ``<checkpoint_dir>/fold-<k>``. Stop ends the current fold
     with its best model and returns an ensemble of the folds trained so far.
 
     Returns
@@ -232,9 +234,13 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     _check_every_fold(images, labels, config, spacing, channel_axis)
     base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
     members = []
+    started = time.monotonic()
     for k in range(folds):
         folder = None if base is None else str(base / f"fold-{k + 1}")
         cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=folder)
+        if config.optim.max_minutes is not None:  # the budget is the whole run's: each fold its share of what is left
+            left = config.optim.max_minutes - (time.monotonic() - started) / 60
+            cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=max(left, 1e-3) / (folds - k)))
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop)
         members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
         if stop is not None and stop.stopped:

@@ -113,6 +113,13 @@ class Plan:
         return "\n".join([head, *(f"  {line}" for line in self.reasons)])
 
 
+def member_minutes(config: TrainConfig) -> float | None:
+    """The minutes one model of the run may train: ``optim.max_minutes`` (the whole run's
+    wall-clock budget) shared by the ``data.folds`` models of an ensemble; None without a limit."""
+    minutes = config.optim.max_minutes
+    return None if minutes is None else minutes / max(1, config.data.folds)
+
+
 def changed_fields(config: TrainConfig, reference: TrainConfig | None = None) -> frozenset[str]:
     """The ``PLANNED_FIELDS`` whose value in ``config`` differs from ``reference`` (defaults)."""
     reference = reference or TrainConfig()
@@ -163,7 +170,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         args = dict(device=device, keep=keep, step_seconds=step_seconds, val_voxels=val_voxels)
         wide = make_plan(fp, config, **args, _width=(16, "CPU with a time limit: the steps at this width "
                                                      f"fill it (>= {WIDE_STEPS})"))
-        wide_steps = int(config.optim.max_minutes * 60 / max(wide.step_seconds or 0.5, 1e-6))
+        wide_steps = int(member_minutes(config) * 60 / max(wide.step_seconds or 0.5, 1e-6))
         if wide_steps >= WIDE_STEPS:
             return wide
         return make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
@@ -171,7 +178,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     reasons: list[str] = []
     d, o = config.data, config.optim
     dims = fp.spatial_dims
-    minutes = o.max_minutes
+    minutes = member_minutes(config)  # with --folds, each member's share of the budget
     budgeted = minutes is not None
     gpu = device != "cpu"
 
@@ -287,8 +294,9 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         train_s = max(minutes * 60 - VALIDATIONS * per_val, minutes * 30)
         steps = max(int(train_s / seconds), VALIDATIONS)
         spe = note("optim.steps_per_epoch", max(5, steps // VALIDATIONS),
-                   f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:g} min, validated "
-                   f"{VALIDATIONS} times")
+                   f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:g} min"
+                   + (f" (each of the {d.folds} folds' share of {o.max_minutes:g} min)" if d.folds > 1 else "")
+                   + f", validated {VALIDATIONS} times")
         # the clock ends the run; the step count stays out of its way (a measurement on a
         # busy machine can be several times off)
         epochs = note("optim.epochs", max(20, 10 * math.ceil(steps / spe)), "the time limit ends the run")
