@@ -8,6 +8,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 
@@ -154,6 +155,28 @@ def test_fingerprint_of_arrays():
     assert result.channels[0].fg_median == pytest.approx(100) and result.channels[0].at_min > 0.9
     assert result.class_fractions[1] == pytest.approx((500 + 900) / labels.size)
     assert result.object_extent == (6.0, 10.0, 15.0)  # the larger object holds the median voxel
+
+
+def test_the_typical_object_of_instance_labels_is_one_object_not_a_clump():
+    """Touching objects (one id each) merge into one component of the foreground: the plan of an
+    instance model measures the objects by their ids (StarDist's 3D nuclei: 31x61x57 was the
+    whole image, one nucleus is about 7x15x14)."""
+    from napari_medml.segmentation.plan import plan_run
+    from napari_medml.samples import touching_objects_2d
+
+    s = touching_objects_2d(0, shape=(128, 128))
+    foreground = (s.labels > 0).astype(np.uint8) + 1  # encoded: 1 background, 2 foreground
+    image = s.image[None].astype(np.float32)
+    clumps = fingerprint([image], [foreground], None, (128, 128), (0, 1))
+    objects = fingerprint([image], [foreground], None, (128, 128), (0, 1), objects=[s.labels])
+    boxes = np.array([[sl.stop - sl.start for sl in b] for b in ndimage.find_objects(s.labels) if b is not None])
+    assert max(objects.object_extent) <= 1.5 * np.median(boxes.max(axis=1))
+    assert max(clumps.object_extent) > max(objects.object_extent)
+    # twice as coarse a grid: the extents scale to the labels' shape
+    half = fingerprint([image[:, ::2, ::2]], [foreground[::2, ::2]], None, (64, 64), (0, 1), objects=[s.labels])
+    assert half.object_extent == pytest.approx(tuple(e / 2 for e in objects.object_extent), abs=1)
+    plan = plan_run(s.image, s.labels, TrainConfig(task="instances", data=DataConfig(spatial_dims=2)))
+    assert tuple(plan.fingerprint.object_extent) == objects.object_extent
 
 
 def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):

@@ -54,7 +54,8 @@ class Fingerprint:
 
 
 def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacing: Sequence[float] | None,
-                train_shape: Sequence[int], class_ids: Sequence[int] = ()) -> Fingerprint:
+                train_shape: Sequence[int], class_ids: Sequence[int] = (),
+                objects: Sequence[np.ndarray] | None = None) -> Fingerprint:
     """Measure the training data.
 
     Parameters
@@ -69,6 +70,11 @@ def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spac
         Smallest training region after the validation split.
     class_ids : sequence of int
         The class id of each encoded value (background first), for the record.
+    objects : sequence of np.ndarray, optional
+        Instance labels of each image (one id per object, 0 background), on the image's
+        grid or the file's (extents are scaled to the labels' shape): the typical object is
+        measured on them. Default: connected components of the foreground, which merge
+        touching objects.
 
     Returns
     -------
@@ -96,14 +102,21 @@ def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spac
     n_classes = int(np.flatnonzero(labelled).max()) + 1 if labelled.any() else 1
     fractions = tuple(float(v) for v in labelled[:n_classes] / max(labelled.sum(), 1))
     extents, weights = [], []
-    for lab in labels:
-        fg = lab >= 2
-        step = max(1, round((fg.size / 8e6) ** (1 / dims)))  # large volumes: every n-th voxel
-        comp, _ = ndimage.label(fg[(slice(None, None, step),) * dims])
+    for k, lab in enumerate(labels):
+        step = max(1, round((lab.size / 8e6) ** (1 / dims)))  # large volumes: every n-th voxel
+        scale = [1.0] * dims
+        if objects is not None:  # one id per object: touching objects stay apart
+            ids = np.asarray(objects[k])
+            scale = [n / m for n, m in zip(lab.shape, ids.shape)]
+            ids = ids[(slice(None, None, step),) * dims]
+            _, comp = np.unique(ids, return_inverse=True)  # ids 0..n-1 (any id values)
+            comp = comp.reshape(ids.shape) + (1 if ids.size and ids.min() > 0 else 0)  # 0: background
+        else:
+            comp, _ = ndimage.label((lab >= 2)[(slice(None, None, step),) * dims])
         sizes = np.bincount(comp.reshape(-1))
         for i, box in enumerate(ndimage.find_objects(comp), start=1):
             if box is not None:
-                extents.append([(s.stop - s.start) * step for s in box])
+                extents.append([(s.stop - s.start) * step * f for s, f in zip(box, scale)])
                 weights.append(sizes[i])
     if extents:
         # the extent of the object a typical foreground voxel belongs to (voxel-weighted median)

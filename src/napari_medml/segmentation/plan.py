@@ -347,9 +347,11 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     from napari_medml.segmentation.prepare import read_inputs
     from napari_medml.segmentation.step_time import measure_step
 
+    objects = None
     if config.task == "instances":  # planned as the foreground/background segmentation its network also learns
         many = isinstance(labels, (list, tuple))
-        labels = [(np.asarray(lab) > 0).astype(np.uint8) for lab in (labels if many else [labels])]
+        objects = [np.asarray(lab) for lab in (labels if many else [labels])]  # the typical object: one id each
+        labels = [(lab > 0).astype(np.uint8) for lab in objects]
         labels = labels if many else labels[0]
         config = replace(config, task="segmentation")
     from napari_medml.segmentation.data import as_list
@@ -367,7 +369,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     else:
         train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
     train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
-    fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids)
+    fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
     device = resolve_device(config.device)
     val_voxels = sum(r.label.size for r in val)
 
