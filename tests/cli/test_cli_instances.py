@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -54,6 +55,8 @@ def test_train_predict_evaluate_instances_2d(chain_2d) -> None:
         assert proc.returncode == 0, (name, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
     assert "validation AP@0.5" in runs["train"].stderr
+    epoch_lines = [line for line in runs["train"].stderr.splitlines() if "n_true" in line]
+    assert epoch_lines and all(re.search(r"n_true \d+ ", line) for line in epoch_lines), epoch_lines  # counts: whole
     desc = json.loads((chain_2d["model"] / "config.json").read_text())
     assert desc["task"] == "instances" and set(desc["instance_params"]) >= {"seed_height", "min_size"}
     # planned like a segmentation of the objects' foreground; the options given are kept

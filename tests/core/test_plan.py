@@ -329,3 +329,15 @@ def test_with_folds_each_member_is_planned_for_its_share_of_the_time_budget():
     assert three.steps_per_epoch < one.steps_per_epoch  # about a third of the steps
     line = next(r for r in three.reasons if r.startswith("steps per epoch"))
     assert "in 1.33333 min (each of the 3 folds' share of 4 min)" in line, line
+
+
+def test_the_validation_margin_line_says_why_there_is_none():
+    def margin_line(plan):
+        return next(r for r in plan.reasons if r.startswith("validation margin"))
+
+    assert "several images" in margin_line(make_plan(fp(n=2), config(), device="cpu"))
+    assert "no validation" in margin_line(make_plan(fp(), config(val_fraction=0.0), device="cpu"))
+    # 128 voxels along Y: 102 train after the held-out fifth; a 100-voxel patch leaves no room for 6 more
+    tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
+                      keep=["data.patch_size"])
+    assert "no room: the 100-voxel patch needs the 102 training voxels along axis 1" in margin_line(tight)

@@ -107,8 +107,9 @@ def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
         parts.append("val_dice " + " ".join(f"{k}:{v:.3f}" for k, v in sorted(report.val_dice.items())))
     if report.val_mean_dice is not None:
         parts.append(f"mean {report.val_mean_dice:.3f}")
-    for name, value in (report.val_metrics or {}).items():
-        parts.append(f"{name} {value:.4f}")
+    for name, value in (report.val_metrics or {}).items():  # counts (n_true) as whole numbers
+        whole = name.startswith("n_") and float(value).is_integer()
+        parts.append(f"{name} {int(value)}" if whole else f"{name} {value:.4f}")
     parts.append(f"{report.elapsed_s:.0f}s")
     if report.best:
         parts.append("* best")

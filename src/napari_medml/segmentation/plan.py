@@ -275,9 +275,12 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     length = fp.shape[axis]
     train_len = length - max(1, math.ceil(length * d.val_fraction))
     margin = round(0.05 * length) if fp.n_images == 1 and d.val_fraction > 0 else 0
+    why_none = ("several images: whole images are held out" if fp.n_images > 1 else "no validation"
+                if d.val_fraction <= 0 else f"no room: the {patch[axis]}-voxel patch needs the {train_len} training "
+                f"voxels along axis {axis}")
     margin = margin if train_len - margin >= patch[axis] else 0
     margin = note("data.val_margin", margin, "5% of the image between the training labels and the held-out "
-                  "block" if margin else "several images, no validation, or no room", "validation margin")
+                  "block" if margin else why_none, "validation margin")
 
     lr = note("optim.learning_rate", 2e-3, "AdamW; the warm-up allows twice the usual rate")
     schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
