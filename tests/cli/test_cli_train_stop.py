@@ -5,6 +5,7 @@ core messages name the options (``--val-fraction``); ``--folds`` lines name the 
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -110,12 +111,56 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step
     assert history[-1]["step"] == 3 * epochs > stopped_step
 
 
-def test_resume_refuses_an_ensemble_before_reading(files, tmp_path) -> None:
-    done = run("train", "--image", files["img0"], "--labels", files["lab0"], "--out", tmp_path / "m",
-               "--folds", "2", "--resume")  # fmt: skip
-    assert done.returncode == 2
-    assert lines(done.stderr) == ["napari-medml: error: --resume continues one model; an ensemble (--folds 2) "
-                                  "trains from scratch: leave out --resume"]
+def test_ctrl_c_in_an_ensemble_keeps_the_finished_folds_and_resume_trains_the_rest(files, tmp_path) -> None:
+    import torch
+
+    from napari_medml import load_model
+
+    out, epochs = tmp_path / "ensemble", 60
+    argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out, "--folds", "2",
+            "--epochs", epochs, "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "8", "16"]  # fmt: skip
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env())  # fmt: skip
+    seen: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(rf"fold 2/2\s+epoch 2/{epochs}\b", line):  # fold 1 finished, fold 2 has left a checkpoint
+                started.set()
+        started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(240) and proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    err = "".join(seen)
+    assert code == 0, err
+    assert lines(err)[-1] == (f"napari-medml: stopped: saved an ensemble of the 2 of 2 folds trained so far to {out} "
+                              f"and kept the run's checkpoints in {out / 'checkpoints'}; the same command with "
+                              "--resume continues the run (the finished folds are kept)")
+    kept = out / "checkpoints"
+    assert (kept / "fold-1" / "member" / "config.json").is_file() and (kept / "fold-2" / "last").is_dir()
+    stopped = load_model(out)
+    stopped_epochs = len(stopped.members[1].history)
+    assert len(stopped.members[0].history) == epochs and stopped_epochs < epochs
+
+    done = run(*argv[1:], "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "fold 1/2" not in done.stderr  # the finished fold is not trained again
+    assert lines(done.stderr)[-1].startswith(f"napari-medml: saved model bundle to {out} (ensemble of 2 models")
+    assert not kept.exists()
+    final = load_model(out)
+    first_then, first_now = stopped.members[0].network.state_dict(), final.members[0].network.state_dict()
+    assert all(torch.equal(first_then[k], first_now[k]) for k in first_then)
+    assert [row["epoch"] for row in final.members[1].history] == list(range(1, epochs + 1))  # continued
 
 
 def test_nan_in_the_second_image_names_its_file(files, tmp_path) -> None:

@@ -29,6 +29,7 @@ STATE_JSON = "train_state.json"
 
 
 STATE_TENSORS = "train_state.safetensors"
+FOLD_MEMBER = "member"  # <checkpoint_dir>/fold-<k>/member: a finished fold's model, for resuming an ensemble
 
 
 
@@ -85,7 +86,7 @@ def checkpoint_folder(bundle: str | Path) -> Path:
 
 
 def has_checkpoint(folder: str | Path | None) -> bool:
-    """Whether ``folder`` (a run's ``checkpoint_dir``) holds a ``last`` checkpoint to resume from.
+    """Whether ``folder`` (a run's ``checkpoint_dir``) holds a run to resume.
 
     Parameters
     ----------
@@ -95,9 +96,17 @@ def has_checkpoint(folder: str | Path | None) -> bool:
     Returns
     -------
     bool
-        True when ``<folder>/last`` holds the training state (``train_state.json``).
+        True when ``<folder>/last`` holds the training state (``train_state.json``), or, for
+        an ensemble (``--folds``), when a ``<folder>/fold-<k>`` holds a fold's ``last`` or its
+        finished model (``member``).
     """
-    return folder is not None and (Path(folder).expanduser() / "last" / STATE_JSON).is_file()
+    if folder is None:
+        return False
+    folder = Path(folder).expanduser()
+    if (folder / "last" / STATE_JSON).is_file():
+        return True
+    return any((fold / "last" / STATE_JSON).is_file() or (fold / FOLD_MEMBER / "config.json").is_file()
+               for fold in folder.glob("fold-*"))
 
 
 

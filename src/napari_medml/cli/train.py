@@ -185,9 +185,6 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.task} needs --labels for each --image")
     if args.sparse and args.background_id is None:
         raise UsageError("--sparse needs --background-id, the painted id that means background")
-    if args.resume and (args.folds or 1) > 1:
-        raise UsageError(f"--resume continues one model; an ensemble (--folds {args.folds}) trains from scratch: "
-                         "leave out --resume")
     if len(args.image) != len(args.labels):
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
@@ -230,10 +227,10 @@ def _run(args: argparse.Namespace) -> int:
     orientation = file_orientation(args.image[0], dims)
     if orientation:  # predict puts other orientations in this one for the network
         model.provenance["orientation"] = orientation
-    # a Model, or with --folds an EnsembleModel (a folder of members; it trains from scratch, so a
-    # stopped one keeps no checkpoints); a stopped single model keeps its checkpoints for --resume
+    # a Model, or with --folds an EnsembleModel (a folder of members); a stopped run keeps its
+    # checkpoints (an ensemble's: the finished folds' models and the stopped fold's last) for --resume
     folds = config.data.folds
-    path = save_run(model, args.out, stopped=stop.stopped, resumable=folds == 1)
+    path = save_run(model, args.out, stopped=stop.stopped)
     note = ""
     if config.data.folds > 1:
         scores = model.provenance["ensemble"]["member_best_val_dice"]
@@ -247,8 +244,9 @@ def _run(args: argparse.Namespace) -> int:
     info(f"saved model bundle to {path}{note}")
     if stop.stopped and folds > 1:
         trained = model.provenance["ensemble"]["trained"]
-        info(f"stopped: saved an ensemble of the {trained} of {folds} folds trained to {path}; an ensemble does "
-             "not resume: run the command again without --resume to train every fold")
+        info(f"stopped: saved an ensemble of the {trained} of {folds} folds trained so far to {path} and kept the "
+             f"run's checkpoints in {checkpoint_folder(args.out)}; the same command with --resume continues the "
+             "run (the finished folds are kept)")
     elif stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0

@@ -210,8 +210,10 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
                  ) -> Generator[TrainReport, None, EnsembleModel]:
     """Train ``config.data.folds`` models, one per fold, one after the other.
 
-    Arguments as for ``segmentation.task.fit`` (``resume_from`` and ``init_model``
-    are refused: an ensemble starts from scratch).
+    Arguments as for ``segmentation.task.fit``; ``init_model`` is refused (an ensemble
+    starts from scratch). ``resume_from`` (an earlier run's ``checkpoint_dir``) continues a
+    stopped ensemble: the folds that finished are taken as they are, the stopped one
+    continues from its ``last`` checkpoint, the others train.
 
     Reports count steps and epochs across all folds and say which fold runs; a time limit
     (``optim.max_minutes``) is the whole run's, each fold training for its share of what is
@@ -222,29 +224,41 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     -------
     EnsembleModel
     """
+    from napari_medml.bundles.checkpoints import FOLD_MEMBER, check_same_network, has_checkpoint
     from napari_medml.errors import ConfigError
+    from napari_medml.segmentation.model import load_segmentation_model
     from napari_medml.segmentation.task import fit
 
     folds = config.data.folds
-    if resume_from is not None or init_model is not None:
-        raise ConfigError(f"an ensemble of {folds} folds trains from scratch: resuming and fine-tuning take "
-                          "one model (train without folds)")
-    # each fold's checkpoints in <checkpoint_dir>/fold-<k> (a Stop leaves its "last" there); without a
-    # checkpoint_dir nothing goes to disk, as for one model (segmentation.task.fit)
+    if init_model is not None:
+        raise ConfigError(f"an ensemble of {folds} folds trains from scratch: fine-tuning takes one model "
+                          "(train without folds)")
+    # each fold's checkpoints in <checkpoint_dir>/fold-<k> (a Stop leaves its "last" there, a finished
+    # fold its model in "member"); without a checkpoint_dir nothing goes to disk (segmentation.task.fit)
     _check_every_fold(images, labels, config, spacing, channel_axis)
     base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
+    resumed = None if resume_from is None else Path(resume_from).expanduser()
     members = []
     started = time.monotonic()
     for k in range(folds):
-        folder = None if base is None else str(base / f"fold-{k + 1}")
-        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=folder)
+        folder = None if base is None else base / f"fold-{k + 1}"
+        earlier = None if resumed is None else resumed / f"fold-{k + 1}"
+        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=None if folder is None else str(folder))
+        if earlier is not None and (earlier / FOLD_MEMBER / "config.json").is_file():  # finished before the stop
+            member = load_segmentation_model(earlier / FOLD_MEMBER)
+            check_same_network(member.config, cfg)
+            members.append(member)
+            continue
         if config.optim.max_minutes is not None:  # the budget is the whole run's: each fold its share of what is left
             left = config.optim.max_minutes - (time.monotonic() - started) / 60
             cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=max(left, 1e-3) / (folds - k)))
-        gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop)
+        gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
+                  resume_from=earlier if has_checkpoint(earlier) else None)
         members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
         if stop is not None and stop.stopped:
             break
+        if folder is not None:  # a resumed run takes this fold as it is
+            members[-1].save(folder / FOLD_MEMBER)
     note = {"folds": folds, "trained": len(members),
             "member_best_val_dice": [(m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
                                       else {}).get("val_mean_dice") for m in members]}
