@@ -91,7 +91,7 @@ def learned(name: str, train_images, train_labels, test_images, test_labels, spa
     plan = None
     if budget == "planned":  # what `napari-medml train --task instances --max-minutes M --seed 0` does
         from napari_medml.config import TrainConfig
-        from napari_medml.segmentation.plan import plan_run
+        from napari_medml.segmentation.planning import plan_run
 
         base = TrainConfig(task="instances", optim=replace(TrainConfig().optim, max_minutes=minutes),
                            data=replace(TrainConfig().data, spatial_dims=SETTINGS[name]["spatial_dims"]),

@@ -92,7 +92,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         transfer learning).
     plan : segmentation.plan.Plan, optional
         Segmentation and instances: the plan ``config`` came from
-        (``segmentation.plan.plan_run``), stored in the bundle.
+        (``segmentation.planning.plan_run``), stored in the bundle.
 
     Yields
     ------

@@ -15,7 +15,8 @@ import torch
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
 from napari_medml.segmentation.fingerprint import ChannelStats, Fingerprint, fingerprint
-from napari_medml.segmentation.plan import changed_fields, make_plan, plan_run
+from napari_medml.segmentation.plan import changed_fields, make_plan
+from napari_medml.segmentation.planning import plan_run
 
 MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
                    fg_std=120.0)
@@ -161,7 +162,6 @@ def test_the_typical_object_of_instance_labels_is_one_object_not_a_clump():
     """Touching objects (one id each) merge into one component of the foreground: the plan of an
     instance model measures the objects by their ids (StarDist's 3D nuclei: 31x61x57 was the
     whole image, one nucleus is about 7x15x14)."""
-    from napari_medml.segmentation.plan import plan_run
     from napari_medml.samples import touching_objects_2d
 
     s = touching_objects_2d(0, shape=(128, 128))

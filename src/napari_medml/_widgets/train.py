@@ -303,7 +303,7 @@ class TrainWidget(Container):
                     if note:
                         yield note
                 if planned:
-                    from napari_medml.segmentation.plan import plan_run
+                    from napari_medml.segmentation.planning import plan_run
 
                     plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep)
                     config = plan.apply(config)

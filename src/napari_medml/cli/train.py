@@ -205,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
     if not args.no_plan and args.task in ("segmentation", "instances"):
-        from napari_medml.segmentation.plan import plan_run
+        from napari_medml.segmentation.planning import plan_run
 
         plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
                         spacing=spacings[0] if one else spacings, channel_axis=channel_axis,

@@ -1,0 +1,98 @@
+"""Planning a run from the arrays it trains on: read them as training will, fingerprint
+them (:mod:`.fingerprint`), time a training step on the device, and turn it all into a
+:class:`~napari_medml.segmentation.plan.Plan` (:func:`~napari_medml.segmentation.plan.make_plan`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from napari_medml.config import TrainConfig
+from napari_medml.segmentation.fingerprint import fingerprint
+from napari_medml.segmentation.plan import Plan, changed_fields, make_plan
+
+__all__ = ["plan_run"]
+
+
+def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
+             keep: Sequence[str] | None = None) -> Plan:
+    """Fingerprint the arrays a run trains on and plan it on the config's device.
+
+    Parameters
+    ----------
+    images, labels, spacing, channel_axis
+        As for ``segmentation.task.fit`` (``task="instances"``: instance labels, planned as
+        their foreground).
+    config : TrainConfig
+    keep : sequence of str, optional
+        ``PLANNED_FIELDS`` the user set; None: those that differ from the defaults.
+
+    Returns
+    -------
+    Plan
+        ``plan.apply(config)`` is the config to train with.
+
+    Raises
+    ------
+    InputError
+        As ``fit`` would for the same inputs.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from napari_medml.engine.devices import resolve_device
+    from napari_medml.segmentation import split
+    from napari_medml.segmentation.prepare import read_inputs
+    from napari_medml.segmentation.step_time import measure_step
+
+    objects = None
+    if config.task == "instances":  # planned as the foreground/background segmentation its network also learns
+        many = isinstance(labels, (list, tuple))
+        objects = [np.asarray(lab) for lab in (labels if many else [labels])]  # the typical object: one id each
+        labels = [(lab > 0).astype(np.uint8) for lab in objects]
+        labels = labels if many else labels[0]
+        config = replace(config, task="segmentation")
+    from napari_medml.segmentation.data import as_list
+    from napari_medml.segmentation.lazy import is_lazy
+    from napari_medml.segmentation.recipes import common_spacing
+
+    resampled = None
+    if not any(is_lazy(a) for a in as_list(images, "images")):  # as fit will (lazy images take no recipe)
+        config, resampled = common_spacing(config, spacing, len(as_list(images, "images")))
+    prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
+                                                          channel_axis=channel_axis)
+    if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
+        parts = [split.split_fold(prepared, encoded, k, config.data.folds) for k in range(config.data.folds)]
+        train, val = [r for part in parts for r in part[0]], parts[0][1]
+    else:
+        train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
+    train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
+    fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
+    device = resolve_device(config.device)
+    val_voxels = sum(r.label.size for r in val)
+
+    def timer(trial: TrainConfig) -> float:
+        return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
+
+    keep = list(changed_fields(config) if keep is None else keep)
+    taken: list[str] = []
+    if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
+        from napari_medml.bundles.transfer import bundle_architecture
+
+        arch = bundle_architecture(config.model.init_from)
+        taken = [f"model.{k}" for k in ("network", "channels", "depth") if k in arch and f"model.{k}" not in keep]
+        config = replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
+                                                                for k in taken}))
+        keep += ["model.network", "model.channels", "model.depth"]
+    plan = make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
+    if resampled:
+        plan = replace(plan, reasons=(f"spacing: {resampled}", *plan.reasons))
+    if not taken:
+        return plan
+    # the bundle's values are the plan's, not the user's: they reach the run's config through apply
+    labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)"}
+    reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start bundle's, --init-from)", r)
+                    if any(r.startswith(labels[k] + ":") for k in taken) else r for r in plan.reasons)
+    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
