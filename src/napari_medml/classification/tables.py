@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["class_table", "object_table", "write_table"]
+__all__ = ["class_table", "is_prediction_table", "object_table", "write_table"]
 
 
 def class_table(classes: Sequence[int], proba: np.ndarray, class_ids: Sequence[int],
@@ -99,3 +99,9 @@ def write_table(path: str | Path, table: Mapping[str, np.ndarray]) -> Path:
         for row in zip(*(np.asarray(table[c]).tolist() for c in columns)):
             writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
     return path
+
+
+def is_prediction_table(columns: Sequence[str]) -> bool:
+    """Whether CSV ``columns`` are those :func:`write_table` writes for a prediction (a class
+    and a ``prob_<id>`` per class), e.g. to replace only such a file on a re-run."""
+    return "class" in columns and any(name.startswith("prob_") for name in columns)

@@ -162,14 +162,14 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.classification.tables import write_table
+    from napari_medml.classification.tables import is_prediction_table, write_table
     from napari_medml.cli.common import check_derived_table, check_file_targets, write_output
 
     table = args.table or table_path(args.out)
     outputs = {"--out": args.out, "--probabilities": args.probabilities, "--table": table}
     check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
     if args.table is None:
-        check_derived_table(table, ours=lambda names: "class" in names and any(n.startswith("prob_") for n in names))
+        check_derived_table(table, ours=is_prediction_table)
     if classifier.level == "object" and args.instances is None:
         raise UsageError("this classifier classifies objects: give --instances (instance labels)")
     if args.uncertainty is not None:

@@ -24,7 +24,6 @@ __all__ = [
     "given",
     "image_layout",
     "info",
-    "instance_table_columns",
     "progress_bar",
     "spatial_spacing",
     "write_like",
@@ -348,11 +347,6 @@ def check_derived_table(path: Path, ours: Callable[[list[str]], bool]) -> None:
     other = path.with_name(path.stem + "-predicted.csv")
     raise InputError(f"the table would replace '{path}', which predict did not write (a file of yours is kept): "
                      f"name the table with --table, e.g. --table {other}")
-
-
-def instance_table_columns(names: list[str]) -> bool:
-    """Whether CSV column ``names`` are those of an instance table (``instances.measure``)."""
-    return "index" in names and any(n.startswith("centroid_") for n in names)
 
 
 def check_bundle_target(out: Path, inputs: Sequence[Path]) -> None:

@@ -18,7 +18,6 @@ from napari_medml.cli.common import (
     given,
     image_layout,
     info,
-    instance_table_columns,
     progress_bar,
     write_like,
     write_output,
@@ -47,7 +46,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     from dataclasses import replace
 
     from napari_medml.config import InferConfig
-    from napari_medml.instances.measure import write_table_csv
+    from napari_medml.instances.measure import is_instance_table, write_table_csv
     from napari_medml.io.geometry import spacing_note
     from napari_medml.io.orientation import orient_as
 
@@ -59,7 +58,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     table_path = args.table if args.table is not None else args.out.with_name(_stem(args.out) + ".csv")
     check_file_targets({"--out": args.out, "--table": table_path}, inputs=[args.image])
     if args.table is None:
-        check_derived_table(table_path, ours=instance_table_columns)
+        check_derived_table(table_path, ours=is_instance_table)
     params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))

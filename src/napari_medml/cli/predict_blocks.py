@@ -152,13 +152,14 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
         if value is not None:
             raise UsageError(f"{flag} is not used with an instance model and a .zarr --out: it writes the "
                              "objects (--out), the network's maps next to it and the table (--table)")  # fmt: skip
-    from napari_medml.cli.common import check_derived_table, check_file_targets, instance_table_columns
+    from napari_medml.cli.common import check_derived_table, check_file_targets
+    from napari_medml.instances.measure import is_instance_table
 
     stem = map_paths(args.out)["foreground"].name[: -len(".foreground.zarr")]
     table_path = args.table if args.table is not None else args.out.with_name(f"{stem}.csv")
     check_file_targets({"--table": table_path}, inputs=[args.image])
     if args.table is None:
-        check_derived_table(table_path, ours=instance_table_columns)
+        check_derived_table(table_path, ours=is_instance_table)
     if args.fill_holes or args.keep_largest or args.min_size:
         raise UsageError("--min-size, --fill-holes and --keep-largest are for segmentation models; an "
                          "instance model removes small objects with --min-object-size")  # fmt: skip

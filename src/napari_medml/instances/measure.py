@@ -21,7 +21,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.instances._checks import check_instances, check_same_shape, check_spacing
 
-__all__ = ["measure_image_instances", "measure_instances", "object_classes", "write_table_csv"]
+__all__ = ["is_instance_table", "measure_image_instances", "measure_instances", "object_classes", "write_table_csv"]
 
 
 def _axis_names(ndim: int) -> tuple[str, ...]:
@@ -204,3 +204,9 @@ def write_table_csv(path: str | os.PathLike, table: Mapping[str, Sequence]) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def is_instance_table(columns: Sequence[str]) -> bool:
+    """Whether CSV ``columns`` are those of :func:`measure_instances` (an ``index`` and the
+    centroid), e.g. to replace only such a file on a re-run."""
+    return "index" in columns and any(name.startswith("centroid_") for name in columns)
