@@ -156,7 +156,8 @@ def test_train_instances_3d_anisotropic(tmp_path) -> None:
         assert proc.returncode == 0, proc.stderr
         with open(tmp_path / f"{name}_objects.csv", encoding="utf-8") as fh:
             tables[name] = list(csv.DictReader(fh))
-    assert tables["vol"] and {"volume", "centroid_z", "centroid_y", "centroid_x", "bbox_start_x"} <= set(tables["vol"][0])
+    columns = {"volume", "centroid_z", "centroid_y", "centroid_x", "bbox_start_x"}
+    assert tables["vol"] and columns <= set(tables["vol"][0])
     world = {name: sorted((float(r["volume"]), float(r["centroid_z"]), float(r["centroid_y"]), float(r["centroid_x"]))
                           for r in rows) for name, rows in tables.items()}
     np.testing.assert_allclose(world["las"], world["vol"], atol=1e-6)

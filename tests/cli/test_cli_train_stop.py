@@ -48,6 +48,33 @@ def phantom(seed: int, shape: tuple[int, ...] = (8, 32, 32)) -> tuple[np.ndarray
     return image, labels
 
 
+def interrupt_at(argv: list, pattern: str, wait: float = 180) -> tuple[int, str]:
+    """Run ``argv``, press Ctrl-C once a stderr line matches ``pattern``; (exit code, stderr)."""
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env())  # fmt: skip
+    seen: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            seen.append(line)
+            if re.search(pattern, line):
+                started.set()
+        started.set()  # the run ended (an error): the caller's assertions show it
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(wait) and proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    return code, "".join(seen)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("stop")
@@ -70,29 +97,7 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step
     out = tmp_path / "model"
     argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out,
             "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "16", "16"]  # fmt: skip
-    proc = subprocess.Popen([str(a) for a in [*argv, "--epochs", "500"]], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env())  # fmt: skip
-    seen: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            seen.append(line)
-            if "epoch 2/500" in line:  # epoch 1 has left its checkpoint
-                started.set()
-        started.set()  # the run ended (an error): the assertions below show it
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(180) and proc.poll() is None, "".join(seen)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        code = proc.wait(120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(10)
-    err = "".join(seen)
+    code, err = interrupt_at([*argv, "--epochs", "500"], r"epoch 2/500\b")  # epoch 1 has left its checkpoint
     assert code == 0, err
     assert lines(err)[-1] == (f"napari-medml: stopped: saved the best model so far to {out} and kept the run's "
                               f"checkpoints in {out / 'checkpoints'}; the same command with --resume continues the run")
@@ -119,29 +124,8 @@ def test_ctrl_c_in_an_ensemble_keeps_the_finished_folds_and_resume_trains_the_re
     out, epochs = tmp_path / "ensemble", 60
     argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out, "--folds", "2",
             "--epochs", epochs, "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "8", "16"]  # fmt: skip
-    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env())  # fmt: skip
-    seen: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            seen.append(line)
-            if re.search(rf"fold 2/2\s+epoch 2/{epochs}\b", line):  # fold 1 finished, fold 2 has left a checkpoint
-                started.set()
-        started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(240) and proc.poll() is None, "".join(seen)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        code = proc.wait(120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(10)
-    err = "".join(seen)
+    # fold 1 finished, fold 2 has left a checkpoint
+    code, err = interrupt_at(argv, rf"fold 2/2\s+epoch 2/{epochs}\b", wait=240)
     assert code == 0, err
     assert lines(err)[-1] == (f"napari-medml: stopped: saved an ensemble of the 2 of 2 folds trained so far to {out} "
                               f"and kept the run's checkpoints in {out / 'checkpoints'}; the same command with "

@@ -72,9 +72,9 @@ def preview(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` augmented versions of an image (or a crop of it) and its labels.
 
-    The samples go through :func:`~napari_medml.augment.transforms.augmentation_transforms` with what training gives it
-    (the patch shape and the voxel spacing), seeded so the same ``seed`` gives the same
-    samples. Channels stay channels: every channel moves with the same draw.
+    The samples go through :func:`~napari_medml.augment.transforms.augmentation_transforms`
+    with what training gives it (the patch shape and the voxel spacing), seeded so the same
+    ``seed`` gives the same samples. Channels stay channels: every channel moves with the same draw.
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def preview(
 
     # the very call training makes (segmentation.task.training_transform)
     compose = transforms.augmentation_transforms(config, spatial_dims, ("image", "label"), seed=seed,
-                                      spatial_shape=patch, spacing=sizes)
+                                                 spatial_shape=patch, spacing=sizes)
     out_img = np.empty((n, *chw.shape), dtype=np.float32)
     out_lab = np.empty((n, *labels.shape), dtype=labels.dtype)
     for i in range(n):

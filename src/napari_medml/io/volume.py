@@ -23,8 +23,8 @@ SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
 
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
 # whole words only (between _, -, . or digits): "lab_01" and "img_gt", not "collaboration"
-_LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth|objects|instances)(?:[^a-z]|$)",
-                           re.IGNORECASE)
+_LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth|objects|instances)"
+                           r"(?:[^a-z]|$)", re.IGNORECASE)
 
 
 _UNITS = {

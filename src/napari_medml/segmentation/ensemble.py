@@ -217,7 +217,8 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
 
     Reports count steps and epochs across all folds and say which fold runs; a time limit
     (``optim.max_minutes``) is the whole run's, each fold training for its share of what is
-    left when it starts. Each fold keeps its checkpoints in ``<checkpoint_dir>/fold-<k>``. Stop ends the current fold
+    left when it starts. Each fold keeps its checkpoints in ``<checkpoint_dir>/fold-<k>``
+    (and, once finished, its model in ``member``). Stop ends the current fold
     with its best model and returns an ensemble of the folds trained so far.
 
     Returns
@@ -243,7 +244,8 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     for k in range(folds):
         folder = None if base is None else base / f"fold-{k + 1}"
         earlier = None if resumed is None else resumed / f"fold-{k + 1}"
-        cfg = replace(config, data=replace(config.data, fold=k), checkpoint_dir=None if folder is None else str(folder))
+        cfg = replace(config, data=replace(config.data, fold=k),
+                      checkpoint_dir=None if folder is None else str(folder))
         if earlier is not None and (earlier / FOLD_MEMBER / "config.json").is_file():  # finished before the stop
             member = load_segmentation_model(earlier / FOLD_MEMBER)
             check_same_network(member.config, cfg)
