@@ -46,3 +46,30 @@ def test_two_widgets_first_jobs_import_monai_at_the_same_time(tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ERRORS []" in done.stdout, done.stdout[-3000:]
     assert "vol [augmentation preview]" in done.stdout, done.stdout[-3000:]
+
+
+_CLOSE_WHILE_CHECKING = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import napari
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+
+viewer = napari.Viewer(show=False)
+train = open_from_menu(viewer, "train")  # its device check imports torch and MONAI: seconds
+QApplication.processEvents()
+assert train._device_runner.running
+viewer.close()  # a script closes its viewer and ends, without quitting the application
+QApplication.processEvents()
+print("CLOSED")
+"""
+
+
+def test_a_script_that_closes_its_viewer_while_a_job_runs_exits_cleanly(tmp_path) -> None:
+    # was: "wrapped C/C++ object of type GeneratorWorkerSignals has been deleted", then abort (134)
+    script = tmp_path / "close_while_checking.py"
+    script.write_text(_CLOSE_WHILE_CHECKING)
+    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "CLOSED" in done.stdout and "RuntimeError" not in done.stderr, done.stderr[-3000:]

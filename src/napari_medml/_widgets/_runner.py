@@ -19,10 +19,12 @@ instead of 10 (benchmarks/README.md). A plain bar in the dock repaints only when
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
@@ -53,6 +55,30 @@ _IMPORT_LOCK = threading.Lock()
 def _import_stack() -> None:
     with _IMPORT_LOCK:
         import monai  # noqa: F401  (imports torch and every MONAI submodule)
+
+
+# napari waits for workers when its application quits (aboutToQuit), but a script that
+# closes its viewer and ends never quits the application: the interpreter then tore
+# down the worker's Qt signals while a job still ran (the Train widget's device check
+# imports MONAI for seconds) and the process aborted. At exit, the running jobs are told
+# to stop and awaited.
+_RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
+_AWAIT_AT_EXIT_S = 60
+
+
+@atexit.register
+def _await_jobs() -> None:
+    running = [runner for runner in list(_RUNNERS) if runner.running]
+    if not running:
+        return
+    for runner in running:
+        runner.detach()
+    from napari.qt.threading import WorkerBase
+
+    try:
+        WorkerBase.await_workers(msecs=_AWAIT_AT_EXIT_S * 1000)
+    except RuntimeError:  # a job still running after the wait: leave it, as napari does
+        _log.warning("a napari-medml job was still running at exit")
 
 
 class _Relay(QObject):
@@ -164,6 +190,7 @@ class Runner:
         self._on_result_cb: Callable[[Any], None] | None = None
         self._on_done_cb: Callable[[], None] | None = None
         self._detached = False
+        _RUNNERS.add(self)
         # The dock (with the bar in it) closes with its viewer, possibly while a job runs
         # and other viewers keep Qt alive: the job's last reports must not reach dead widgets.
         self.progress.native.destroyed.connect(self.detach)
