@@ -42,6 +42,8 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 SegmentationNetwork = Literal["unet", "dynunet", "segresnet"]
 ClassifierNetwork = Literal["smallcnn", "resnet18", "resnet34", "resnet50", "densenet121", "efficientnet-b0",
                             "unet-encoder"]
+# the classifiers whose width (channels) and depth are settable; the others have their published sizes
+SIZED_CLASSIFIERS = frozenset({"smallcnn", "unet-encoder"})
 ClassifierLoss = Literal["ce", "focal"]
 ClassLevel = Literal["image", "object", "tile"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]  # a config may also name "cuda:N"
@@ -180,6 +182,20 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    def check_freeze(self, has_start: bool) -> None:
+        """Frozen stages keep a start model's weights; without one they would keep random ones.
+
+        Raises
+        ------
+        ConfigError
+            When ``freeze_stages > 0`` and the run has no start model (``init_from``, a model
+            to fine-tune, or a checkpoint).
+        """
+        if self.freeze_stages and not has_start:
+            raise ConfigError(f"freeze_stages is {self.freeze_stages}, but there is no start model whose stages it "
+                              "would keep (it would freeze random weights): set init_from to a bundle, or "
+                              "freeze_stages=0")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -190,7 +206,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
     optimizer: OptimizerName = "adamw"
     learning_rate: float = 1e-3
-    momentum: float = 0.99  # SGD and RMSprop
+    momentum: float | None = None  # SGD and RMSprop; None: 0.99 for SGD (nnU-Net's), 0 for RMSprop (torch's)
     nesterov: bool = True  # SGD
     weight_decay: float = 1e-5
     schedule: ScheduleName = "poly"
@@ -208,16 +224,40 @@ class OptimConfig:
             raise ConfigError(f"epochs and steps_per_epoch must be >= 1, got {self.epochs} and {self.steps_per_epoch}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.weight_decay < 1.0):
+        if not (0.0 <= (self.momentum or 0.0) < 1.0 and 0.0 <= self.weight_decay < 1.0):
             raise ConfigError(f"momentum and weight_decay must be in [0, 1), got {self.momentum} and {self.weight_decay}")
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"warmup must be in [0, 1) (a share of the run), got {self.warmup}")
+        if self.schedule == "plateau" and self.warmup > 0:
+            raise ConfigError(f"the plateau schedule has no warm-up (it halves the rate when validation stops "
+                              f"improving), got warmup={self.warmup:g}: set warmup=0, or choose constant, poly or "
+                              "cosine with a warm-up")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience must be >= 1 (or None), got {self.early_stopping_patience}")
         if self.class_weights is not None and not all(math.isfinite(w) and w >= 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must be finite and >= 0, got {tuple(self.class_weights)}")
+
+    @property
+    def momentum_in_use(self) -> float:
+        """The momentum SGD or RMSprop runs with: ``momentum``, or by default 0.99 for SGD
+        (nnU-Net's, with Nesterov; Isensee et al. 2021) and 0 for RMSprop (torch's default).
+        Adam and AdamW have none (their betas are torch's defaults)."""
+        if self.momentum is not None:
+            return float(self.momentum)
+        return 0.99 if self.optimizer == "sgd" else 0.0
+
+    def describe_optimizer(self) -> str:
+        """``"SGD, momentum 0.99 (Nesterov), weight decay 1e-05"``: the optimizer as it runs."""
+        name = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}.get(self.optimizer,
+                                                                                        self.optimizer)
+        parts = [name]
+        if self.optimizer in ("sgd", "rmsprop"):
+            nesterov = " (Nesterov)" if self.optimizer == "sgd" and self.nesterov and self.momentum_in_use > 0 else ""
+            parts.append(f"momentum {self.momentum_in_use:g}{nesterov}")
+        parts.append(f"weight decay {self.weight_decay:g}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""Reading typed values out of form text (shared by the training widgets)."""
+"""Form fields and values shared by the training widgets."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from napari_medml.config import OptimConfig
 from napari_medml.errors import InputError
 
-__all__ = ["parse_size", "status_label"]
+__all__ = ["add_optimizer_fields", "optimizer_settings", "parse_size", "status_label"]
 
 
 def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...] | None:
@@ -34,3 +37,34 @@ def status_label() -> object:
     label = Label(value="", label="")
     label.native.setWordWrap(True)
     return label
+
+
+def add_optimizer_fields(w: dict[str, Any]) -> None:
+    """Add *momentum* and *weight decay* to the form ``w`` (after its ``"optimizer"``).
+
+    Momentum shows the chosen optimizer's default (SGD 0.99, RMSprop 0) when the optimizer
+    changes, and is enabled for SGD and RMSprop only (Adam and AdamW have none).
+    """
+    from magicgui.widgets import FloatSpinBox
+
+    w["momentum"] = FloatSpinBox(value=0.0, min=0.0, max=0.999, step=0.01, label="momentum",
+                                 tooltip="SGD (with Nesterov) and RMSprop; the field shows the optimizer's "
+                                 "default when you choose it: SGD 0.99 (nnU-Net's), RMSprop 0")
+    w["momentum"].native.setDecimals(3)
+    w["weight_decay"] = FloatSpinBox(value=OptimConfig.weight_decay, min=0.0, max=0.5, step=1e-5,
+                                     label="weight decay", tooltip="L2 penalty (AdamW: decoupled)")
+    w["weight_decay"].native.setDecimals(6)
+
+    def follow(name: str) -> None:
+        w["momentum"].value = OptimConfig(optimizer=name).momentum_in_use
+        w["momentum"].enabled = name in ("sgd", "rmsprop")
+
+    w["optimizer"].changed.connect(follow)
+    follow(w["optimizer"].value)
+
+
+def optimizer_settings(w: dict[str, Any]) -> dict[str, Any]:
+    """``OptimConfig`` keywords from :func:`add_optimizer_fields`' fields."""
+    with_momentum = w["optimizer"].value in ("sgd", "rmsprop")
+    return {"momentum": float(w["momentum"].value) if with_momentum else None,
+            "weight_decay": float(w["weight_decay"].value)}

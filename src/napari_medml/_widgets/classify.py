@@ -35,13 +35,14 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from napari_medml._widgets._forms import parse_size, status_label
+from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
 from napari_medml._widgets._layers import (check_fits, check_on_image, image_array, labels_array, layer_spatial, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
 from napari_medml.config import (
+    SIZED_CLASSIFIERS,
     ClassifierLoss,
     ClassifierNetwork,
     ClassLevel,
@@ -86,12 +87,19 @@ class ClassifyWidget(Container):
         w["input"] = LineEdit(value="0", label="input size",
                               tooltip="resize samples to this shape; 0 = keep (objects: 64 / 32^3)")
         w["network"] = ComboBox(choices=list(get_args(ClassifierNetwork)), value="smallcnn", label="network")
-        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
+        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)",
+                                tooltip="smallcnn and unet-encoder; resnet, densenet and efficientnet have fixed "
+                                "widths")
+        w["depth"] = SpinBox(value=ModelConfig.depth, min=1, max=8, label="depth (levels)",
+                             tooltip="smallcnn and unet-encoder; resnet, densenet and efficientnet have fixed "
+                             "depths")
+        w["norm"] = ComboBox(choices=["batch", "instance"], value="batch", label="norm layers")
         w["dropout"] = FloatSpinBox(value=0.1, min=0.0, max=0.9, step=0.05, label="dropout")
         w["epochs"] = SpinBox(value=30, min=1, max=100000, label="epochs")
         w["steps"] = SpinBox(value=20, min=1, max=100000, label="steps per epoch")
         w["batch"] = SpinBox(value=16, min=1, max=1024, label="batch size")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw", label="optimizer")
+        add_optimizer_fields(w)
         w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
         w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="cosine",
@@ -133,6 +141,7 @@ class ClassifyWidget(Container):
         w["save_table"].changed.connect(self.save_table)
         w["level"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)
+        w["network"].changed.connect(self._show_fields)
         self._show_fields()
 
     def __getitem__(self, key: Any) -> Any:
@@ -145,6 +154,8 @@ class ClassifyWidget(Container):
         w["csv"].visible, w["classes"].visible = csv, not csv
         w["instances"].visible = level == "object"
         w["tile"].visible = level == "tile"
+        sized = w["network"].value in SIZED_CLASSIFIERS  # resnet, densenet, efficientnet: published sizes
+        w["channels"].enabled = w["depth"].enabled = sized
 
     def config(self, spatial_dims: int, class_names: dict[int, str] | None = None) -> TrainConfig:
         """The TrainConfig the form describes (``class_names`` from the class labels layer)."""
@@ -161,13 +172,14 @@ class ClassifyWidget(Container):
             data=DataConfig(spatial_dims=spatial_dims, batch_size=w["batch"].value,
                             val_fraction=w["val_fraction"].value),
             augment=session_for(self._viewer).augment,
-            model=ModelConfig(network=w["network"].value, channels=w["channels"].value, norm="batch",
+            model=ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value,
+                              norm=w["norm"].value,
                               dropout=w["dropout"].value, init_from=init, freeze_stages=w["freeze"].value),
             optim=OptimConfig(loss=w["loss"].value, class_weights=weights, label_smoothing=w["smoothing"].value,
                               optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
                               schedule=w["schedule"].value, epochs=w["epochs"].value,
                               steps_per_epoch=w["steps"].value, early_stopping_metric="val_accuracy",
-                              early_stopping_patience=w["patience"].value or None),
+                              early_stopping_patience=w["patience"].value or None, **optimizer_settings(w)),
             device=w["device"].value, class_names=class_names)
 
     def inputs(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, get_args
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, Select, SpinBox
 
-from napari_medml._widgets._forms import status_label
+from napari_medml._widgets._forms import parse_size, status_label
 from napari_medml._widgets._layers import (
     check_fits,
     follow_dims,
@@ -72,7 +72,11 @@ class PretrainWidget(Container):
         w["corruption"] = ComboBox(choices=list(get_args(Corruption)), value=pre.corruption, label="corruption",
                                    tooltip="what the network learns to undo: blanked blocks, noise, or both")
         w["mask_ratio"] = FloatSpinBox(value=pre.mask_ratio, min=0.05, max=0.95, step=0.05, label="masked share")
+        w["mask_block"] = SpinBox(value=pre.mask_block, min=1, max=256, label="mask block",
+                                  tooltip="blanked block size in voxels along the finest axis")
         w["noise_std"] = FloatSpinBox(value=pre.noise_std, min=0.0, max=5.0, step=0.05, label="noise std")
+        w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
+        w["batch"] = SpinBox(value=DataConfig.batch_size, min=1, max=256, label="batch size")
         w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
         w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
         w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
@@ -102,12 +106,14 @@ class PretrainWidget(Container):
         w = self._w
         return TrainConfig(
             task="pretraining",
-            data=DataConfig(spatial_dims=w["dims"].value, preprocessing=tuple(recipe)),
+            data=DataConfig(spatial_dims=w["dims"].value, preprocessing=tuple(recipe),
+                            patch_size=parse_size(w["patch"].value, w["dims"].value), batch_size=w["batch"].value),
             model=ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value),
             optim=OptimConfig(learning_rate=w["lr"].value, epochs=w["epochs"].value,
                               steps_per_epoch=w["steps"].value, max_minutes=w["minutes"].value or None),
             pretrain=PretrainConfig(loss=w["loss"].value, corruption=w["corruption"].value,
-                                    mask_ratio=round(w["mask_ratio"].value, 4), noise_std=w["noise_std"].value),
+                                    mask_ratio=round(w["mask_ratio"].value, 4), mask_block=w["mask_block"].value,
+                                    noise_std=w["noise_std"].value),
             augment=replace(AugmentConfig.none(), flip=AugmentConfig().flip),  # the corruption is the task
             device=w["device"].value)
 

@@ -25,7 +25,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from napari_medml._widgets._forms import parse_size, status_label
+from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
 from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
@@ -43,6 +43,7 @@ from napari_medml.config import (
     DeviceName,
     LossName,
     ModelConfig,
+    Normalization,
     OptimConfig,
     OptimizerName,
     ScheduleName,
@@ -98,6 +99,12 @@ class TrainWidget(Container):
         w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network")
         w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
         w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
+        w["norm"] = ComboBox(choices=["instance", "batch"], value=ModelConfig.norm, label="norm layers",
+                             tooltip="instance norm (nnU-Net's, for small batches) or batch norm")
+        w["dropout"] = FloatSpinBox(value=0.0, min=0.0, max=0.9, step=0.05, label="dropout")
+        w["normalization"] = ComboBox(choices=list(get_args(Normalization)), value=DataConfig.normalization,
+                                      label="intensity normalization",
+                                      tooltip="planned from the data unless you change it")
         w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
         w["batch"] = SpinBox(value=0, min=0, max=256, label="batch size", tooltip="0 = automatic")
         w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
@@ -110,6 +117,7 @@ class TrainWidget(Container):
                              "changed keep your value")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
+        add_optimizer_fields(w)
         w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
         w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="poly",
@@ -191,13 +199,15 @@ class TrainWidget(Container):
             background_id=w["background_id"].value,
             patch_size=parse_size(w["patch"].value, dims),
             batch_size=w["batch"].value or DataConfig.batch_size,
-            val_fraction=w["val_fraction"].value, preprocessing=tuple(recipe))
+            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value,
+            preprocessing=tuple(recipe))
         optim = OptimConfig(
             loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
             schedule=w["schedule"].value, epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
-            max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None)
-        model = ModelConfig(network=w["network"].value, channels=w["channels"].value,
-                            depth=w["depth"].value, freeze_stages=w["freeze"].value)
+            max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None,
+            **optimizer_settings(w))
+        model = ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value,
+                            norm=w["norm"].value, dropout=w["dropout"].value, freeze_stages=w["freeze"].value)
         return TrainConfig(task="instances" if instances else "segmentation",
                            data=data, augment=self._session.augment, model=model, optim=optim,
                            device=w["device"].value, amp=w["amp"].value)

@@ -20,7 +20,7 @@ from torch import nn
 from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize, load_classifier
 from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.metrics import classification_report
-from napari_medml.config import AugmentConfig, OptimConfig, TrainConfig
+from napari_medml.config import SIZED_CLASSIFIERS, AugmentConfig, OptimConfig, TrainConfig
 from napari_medml.engine.devices import autocast
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
@@ -62,6 +62,10 @@ class ClassificationTask:
             from napari_medml.classification.transfer import start_architecture
 
             config, self.taken = start_architecture(config, samples.spatial_dims, keep, source=source)
+        sized = {"channels", "depth"} & set(keep)
+        if base is None and sized and config.model.network not in SIZED_CLASSIFIERS:
+            raise ConfigError(f"{config.model.network} has a fixed width and depth, so {' and '.join(sorted(sized))} "
+                              "would be ignored: leave them out (they size smallcnn and unet-encoder)")
         self.samples, self.config = samples, config
         labelled = np.flatnonzero(samples.y > 0)
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
@@ -100,6 +104,7 @@ class ClassificationTask:
             self.provenance["initial_weights"] = transfer_weights(self.network, source, advice=TAKEN_ADVICE)
             if self.taken:
                 self.provenance["taken_from_start"] = dict(self.taken)
+        config.model.check_freeze(base is not None or source is not None)
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
         if self.frozen:
             self.provenance["frozen_stages"] = config.model.freeze_stages

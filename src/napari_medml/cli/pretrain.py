@@ -44,7 +44,7 @@ def add(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="pretrain a segmentation network on unlabeled images (self-supervised)",
                        description="Train a segmentation network's encoder and decoder to reconstruct "
                        "masked or noised versions of unlabeled images, and save it as a bundle that "
-                       "'train --init-from' starts from (use the same --network, --features and "
+                       "'train --init-from' starts from (use the same --network, --channels and "
                        "--depth there). Ctrl-C stops after the current step and still saves the "
                        "best model.")  # fmt: skip
     data, model, optim, pre = DataConfig(), ModelConfig(), OptimConfig(), PretrainConfig()
@@ -73,8 +73,8 @@ def add(sub: Any) -> None:
     m = p.add_argument_group("network")
     m.add_argument("--network", choices=typing.get_args(SegmentationNetwork),
                    help=f"segmentation network from the registry (default: {model.network})")  # fmt: skip
-    m.add_argument("--features", type=integer(1, 1024), metavar="N",
-                   help=f"channels at full resolution (default: {model.channels})")  # fmt: skip
+    m.add_argument("--channels", "--features", dest="features", type=integer(1, 1024), metavar="N",
+                   help=f"network width: channels at full resolution (default: {model.channels})")  # fmt: skip
     m.add_argument("--depth", type=integer(2, 8), metavar="N", help=f"resolution levels (default: {model.depth})")
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=integer(1), metavar="N", help=f"epochs (default: {optim.epochs})")

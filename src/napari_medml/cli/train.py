@@ -70,7 +70,7 @@ def add(sub: Any) -> None:
                    help="training patch size, one number per spatial axis "
                    "(default: chosen from image shape, spacing and memory)")  # fmt: skip
     g.add_argument("--batch-size", type=integer(1), metavar="B",
-                   help=f"patches per step (default: {data.batch_size})")  # fmt: skip
+                   help=f"patches per step (default: planned; without the plan {data.batch_size})")  # fmt: skip
     g.add_argument("--folds", type=integer(1, 20), metavar="K",
                    help="segmentation: train an ensemble of K models, each validated on a different "
                    "fold (whole images, or one of K blocks of each image); predict averages their "
@@ -92,13 +92,19 @@ def add(sub: Any) -> None:
     m = p.add_argument_group("network")
     m.add_argument("--network", metavar="NAME",
                    help=f"network from the model registry: segmentation unet, dynunet, segresnet "
-                   f"(default: {model.network}); classification smallcnn, resnet18, resnet34, "
+                   f"(default: planned; without the plan {model.network}); classification smallcnn, resnet18, resnet34, "
                    "resnet50, densenet121, efficientnet-b0, unet-encoder (the segmentation U-Net's encoder: "
                    "starts from a pretrain bundle) (default: smallcnn)")  # fmt: skip
-    m.add_argument("--features", type=integer(1, 1024), metavar="N",
-                   help=f"channels at full resolution (default: {model.channels})")  # fmt: skip
+    m.add_argument("--channels", "--features", dest="features", type=integer(1, 1024), metavar="N",
+                   help=f"network width: channels at full resolution (default: planned; without the plan "
+                   f"{model.channels}); smallcnn and unet-encoder only among classifiers (resnet, densenet "
+                   "and efficientnet have fixed widths)")  # fmt: skip
     m.add_argument("--depth", type=integer(1, 8), metavar="N",
-                   help=f"resolution levels (default: {model.depth})")  # fmt: skip
+                   help=f"resolution levels (default: planned; without the plan {model.depth}); smallcnn and "
+                   "unet-encoder only among classifiers")  # fmt: skip
+    m.add_argument("--norm", choices=("instance", "batch"),
+                   help="normalisation layers: instance or batch norm (default: instance for segmentation, "
+                   "batch for classification)")  # fmt: skip
     m.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="F",
                    help="dropout rate in [0, 1) (default: 0; classification 0.1)")  # fmt: skip
     m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
@@ -116,12 +122,19 @@ def add(sub: Any) -> None:
     o.add_argument("--optimizer", choices=typing.get_args(OptimizerName),
                    help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
     o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",
-                   help=f"learning rate (default: {optim.learning_rate})")  # fmt: skip
+                   help="learning rate (default: planned for the optimizer: AdamW and Adam 0.002 with the "
+                   f"warm-up, SGD 0.01, RMSprop 0.001; without the plan {optim.learning_rate})")  # fmt: skip
+    o.add_argument("--momentum", type=real(0, 1, high_open=True), metavar="M",
+                   help="SGD and RMSprop momentum (default: SGD 0.99 with Nesterov, as nnU-Net; RMSprop 0)")  # fmt: skip
+    o.add_argument("--weight-decay", type=real(0, 1, high_open=True), metavar="W",
+                   help=f"weight decay (L2 penalty; AdamW's is decoupled) (default: {optim.weight_decay:g})")  # fmt: skip
     o.add_argument("--loss", choices=typing.get_args(LossName),
                    help=f"loss function (default: {optim.loss}; classification: ce or focal, "
                    "default ce)")  # fmt: skip
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
-                   help=f"learning-rate schedule (default: {optim.schedule}; classification cosine)")  # fmt: skip
+                   help=f"learning-rate schedule; plateau halves the rate when validation stops improving and "
+                   f"has no warm-up (default: planned; without the plan {optim.schedule}; classification "
+                   "cosine)")  # fmt: skip
     o.add_argument("--warmup", type=real(0, 1, high_open=True), metavar="F",
                    help="share of the run (steps, or the time budget) warming the rate up (default: planned; "
                    "without the plan 0)")  # fmt: skip

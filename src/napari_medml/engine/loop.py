@@ -245,6 +245,10 @@ class Trainer:
         patience = self.config.optim.early_stopping_patience
         if patience is not None and self.bad_epochs >= patience:
             message = f"early stopping: no improvement for {self.bad_epochs} epochs (best epoch {self.best_epoch})"
+            if evaluation.key is None:  # nothing held out: the judge was the mean training loss
+                message = (f"early stopping: the training loss did not improve for {self.bad_epochs} epochs (best "
+                           f"epoch {self.best_epoch}); there is no validation data, so hold some out (val_fraction "
+                           "> 0) to stop on unseen data")
         return {**evaluation.report, "best": improved}, message
 
     # --- models and checkpoints -----------------------------------------------------------

@@ -33,14 +33,16 @@ def build_optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.opti
     o = config.optim
     params = [p for p in network.parameters() if p.requires_grad]
     if o.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=o.learning_rate, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+        momentum = o.momentum_in_use
+        return torch.optim.SGD(params, lr=o.learning_rate, momentum=momentum, nesterov=o.nesterov and momentum > 0,
                                weight_decay=o.weight_decay)
     if o.optimizer == "adam":
         return torch.optim.Adam(params, lr=o.learning_rate, weight_decay=o.weight_decay)
     if o.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=o.learning_rate, weight_decay=o.weight_decay)
     if o.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.RMSprop(params, lr=o.learning_rate, momentum=o.momentum_in_use,
+                                   weight_decay=o.weight_decay)
     raise ConfigError(f"unknown optimizer {o.optimizer!r}: choose sgd, adam, adamw or rmsprop")
 
 

@@ -55,8 +55,7 @@ def _efficientnet_b0(spatial_dims: int, in_channels: int, out_channels: int, con
 
     net = EfficientNetBN("efficientnet-b0", pretrained=False, progress=False, spatial_dims=spatial_dims,
                          in_channels=in_channels, num_classes=out_channels)
-    if config.dropout > 0:  # otherwise keep EfficientNet's own rate (0.2 for b0)
-        net._dropout.p = config.dropout
+    net._dropout.p = config.dropout  # also 0: the user's rate, not EfficientNet's own 0.2
     return net
 
 

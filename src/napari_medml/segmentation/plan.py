@@ -281,10 +281,15 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     margin = note("data.val_margin", margin, "5% of the image between the training labels and the held-out "
                   "block" if margin else why_none, "validation margin")
 
-    lr = note("optim.learning_rate", 2e-3, "AdamW; the warm-up allows twice the usual rate")
+    planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
+                                        if "optim.warmup" in keep else None)
+    reasons.append(f"optimizer: {o.describe_optimizer()} (as set)")
+    lr = note("optim.learning_rate", planned_lr, why_lr)
     schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
                                                                           " over the planned steps"))
-    warmup = note("optim.warmup", 0.05, "linear warm-up over the first 5% of the run")
+    warmup = note("optim.warmup", 0.0 if schedule == "plateau" else 0.05, "the plateau schedule has none: it halves "
+                  "the rate when validation stops improving" if schedule == "plateau" else "linear warm-up over the "
+                  "first 5% of the run")
 
     seconds = None
     if budgeted:
@@ -335,3 +340,15 @@ def _show(value: Any) -> str:
         return f"{value:g}"
     return str(value)
 
+
+def _learning_rate(optimizer: str, schedule: str, warmup: float | None) -> tuple[float, str]:
+    """The planned rate for ``optimizer`` (and why): SGD 0.01 with Nesterov momentum 0.99
+    (nnU-Net's, Isensee et al. 2021); RMSprop 0.001 (torch's usual); Adam and AdamW 0.001
+    (Kingma & Ba 2015), doubled under the planned warm-up (``warmup`` None: planned)."""
+    if optimizer == "sgd":
+        return 1e-2, "SGD with Nesterov momentum 0.99: nnU-Net's rate"
+    if optimizer == "rmsprop":
+        return 1e-3, "RMSprop's usual rate"
+    name = "AdamW" if optimizer == "adamw" else "Adam"
+    warmed = schedule != "plateau" and (warmup is None or warmup > 0)
+    return (2e-3, f"{name}; the warm-up allows twice the usual rate") if warmed else (1e-3, f"{name}'s usual rate")

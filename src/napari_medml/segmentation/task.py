@@ -244,6 +244,7 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
         from napari_medml.bundles.transfer import transfer_weights
 
         initial_weights = transfer_weights(network, config.model.init_from)
+    config.model.check_freeze(base is not None or bool(config.model.init_from))
     freeze_encoder_stages(network, config.model.freeze_stages)
     return network, initial_weights
 

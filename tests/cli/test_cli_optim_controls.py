@@ -1,0 +1,72 @@
+"""Optimizer, norm and width options through the ``napari-medml`` console script: they
+reach the bundle and the network, the plan names the optimizer as it runs, and options
+that would do nothing are refused with one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_medml.samples import phantom_3d, shape_classes
+
+from test_console_script import run
+
+OPTIONS = ["--spatial-dims", "2", "--epochs", "1", "--steps-per-epoch", "2", "--patch-size", "32", "32",
+           "--depth", "3", "--device", "cpu", "--no-augment"]
+
+
+def _files(tmp: Path) -> tuple[Path, Path]:
+    ph = phantom_3d(1, shape=(16, 48, 48))
+    tifffile.imwrite(tmp / "img.tif", ph.image[8].astype(np.float32))
+    tifffile.imwrite(tmp / "lab.tif", ph.labels[8].astype(np.uint8))
+    return tmp / "img.tif", tmp / "lab.tif"
+
+
+def test_momentum_weight_decay_norm_and_channels_reach_the_bundle(tmp_path):
+    image, labels = _files(tmp_path)
+    done = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+               "--optimizer", "rmsprop", "--momentum", "0.5", "--weight-decay", "0.001", "--norm", "batch",
+               "--channels", "4", "--dropout", "0.2", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "optimizer: RMSprop, momentum 0.5, weight decay 0.001" in done.stderr
+    assert "learning rate: 0.001 (RMSprop's usual rate)" in done.stderr
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())["train_config"]
+    assert cfg["optim"]["momentum"] == 0.5 and cfg["optim"]["weight_decay"] == 0.001
+    assert cfg["model"]["norm"] == "batch" and cfg["model"]["channels"] == 4 and cfg["model"]["dropout"] == 0.2
+    from napari_medml.api import load_model
+
+    net = load_model(tmp_path / "m").network
+    assert any(isinstance(m, __import__("torch").nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, __import__("torch").nn.InstanceNorm2d) for m in net.modules())
+
+
+def test_sgd_is_planned_nnunets_rate_and_rmsprop_no_longer_gets_sgds_momentum(tmp_path):
+    image, labels = _files(tmp_path)
+    done = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+               "--optimizer", "sgd", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "optimizer: SGD, momentum 0.99 (Nesterov)" in done.stderr
+    assert "learning rate: 0.01 (SGD with Nesterov momentum 0.99: nnU-Net's rate)" in done.stderr
+
+
+def test_options_that_would_do_nothing_are_refused_with_one_line(tmp_path):
+    image, labels = _files(tmp_path)
+    frozen = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+                 "--freeze-stages", "1", tmp=tmp_path)
+    assert frozen.returncode == 1 and not (tmp_path / "m").exists()
+    assert "Traceback" not in frozen.stderr and frozen.stderr.count("error:") == 1
+    assert "--freeze-stages is 1, but there is no start model" in frozen.stderr and "--init-from" in frozen.stderr
+    plateau = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+                  "--schedule", "plateau", "--warmup", "0.1", tmp=tmp_path)
+    assert plateau.returncode == 1 and "plateau schedule has no warm-up" in plateau.stderr
+    sc = shape_classes(seed=0, n=12, size=32)
+    tifffile.imwrite(tmp_path / "stack.tif", sc.images.astype(np.float32))
+    (tmp_path / "classes.csv").write_text("".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))
+    fixed = run("train", "--task", "classification", "--image", tmp_path / "stack.tif", "--classes",
+                tmp_path / "classes.csv", "--out", tmp_path / "c", "--network", "resnet18", "--channels", "8",
+                "--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu", tmp=tmp_path)
+    assert fixed.returncode == 1 and "Traceback" not in fixed.stderr
+    assert "resnet18 has a fixed width and depth, so channels would be ignored" in fixed.stderr

@@ -1,0 +1,80 @@
+"""The optimizer, norm and network-size fields of the training widgets, opened from the
+Plugins menu: momentum follows the optimizer, every field reaches the trained model, and
+sizes a network would ignore cannot be set."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from napari.utils.notifications import NotificationSeverity
+
+from napari_medml.samples import phantom_3d
+
+CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
+
+
+def test_train_widget_momentum_weight_decay_norm_dropout_and_normalization_reach_the_model(
+        make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    train["optimizer"].value = "sgd"
+    assert train["momentum"].value == 0.99 and train["momentum"].enabled
+    train["optimizer"].value = "adamw"
+    assert not train["momentum"].enabled  # Adam(W) has no momentum field
+    train["optimizer"].value = "rmsprop"
+    assert train["momentum"].value == 0.0 and train["momentum"].enabled  # torch's RMSprop default
+    train["momentum"].value, train["weight_decay"].value = 0.5, 1e-3
+    train["norm"].value, train["dropout"].value, train["normalization"].value = "batch", 0.2, "percentile"
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.model is not None, [n.message for n in notes]
+    cfg = train.model.config
+    assert cfg.optim.optimizer == "rmsprop" and cfg.optim.momentum == 0.5 and cfg.optim.weight_decay == 1e-3
+    assert cfg.model.norm == "batch" and cfg.model.dropout == 0.2 and cfg.data.normalization == "percentile"
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in train.model.network.modules())
+    assert "optimizer: RMSprop, momentum 0.5, weight decay 0.001" in train["plan_text"].value
+
+    # frozen stages with random weights: one error, no model
+    model = train.model
+    train["freeze"].value = 1
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=60000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "no start model" in errors[0], errors
+    assert train.model is model
+    np.testing.assert_array_equal(labels.data, p.labels[CROP])
+
+
+def test_classify_widget_sizes_only_the_networks_that_have_a_size(make_napari_viewer, open_widget):
+    viewer = make_napari_viewer()
+    classify = open_widget(viewer, "classify")
+    classify["network"].value = "resnet18"
+    assert not classify["channels"].enabled and not classify["depth"].enabled
+    classify["network"].value = "smallcnn"
+    assert classify["channels"].enabled and classify["depth"].enabled
+    classify["depth"].value, classify["norm"].value = 2, "instance"
+    classify["optimizer"].value = "sgd"
+    cfg = classify.config(2)
+    assert cfg.model.depth == 2 and cfg.model.norm == "instance" and cfg.optim.momentum == 0.99
+
+
+def test_pretrain_widget_patch_batch_and_mask_block_reach_the_model(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    pretrain = open_widget(viewer, "pretrain")
+    pretrain["images"].value = [image]
+    pretrain["channels"].value, pretrain["depth"].value = 4, 2
+    pretrain["patch"].value, pretrain["batch"].value, pretrain["mask_block"].value = "8, 16, 16", 3, 4
+    pretrain["epochs"].value, pretrain["steps"].value = 1, 1
+    pretrain["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pretrain.runner.running, timeout=120000)
+    assert pretrain.model is not None, [n.message for n in notes]
+    cfg = pretrain.model.config
+    assert cfg.data.patch_size == (8, 16, 16) and cfg.data.batch_size == 3 and cfg.pretrain.mask_block == 4
