@@ -54,8 +54,10 @@ def add(sub: Any) -> None:
                    "models: per-object CSV of size, centroid, bounding box and intensities "
                    "(default: --out with a .csv extension)")  # fmt: skip
     p.add_argument("--probabilities", type=Path, metavar="OUT",
-                   help="also write class probabilities (float32; float16 in a .zarr store, half the "
-                   "disk; one channel per class, background first for segmentation) to this file")  # fmt: skip
+                   help="also write class probabilities (float32 files holding float16 values, about 3 "
+                   "digits: the prediction keeps them in half precision to halve its memory; float16 in a "
+                   ".zarr store, half the disk; one channel per class, background first for segmentation) "
+                   "to this file")  # fmt: skip
     p.add_argument("--uncertainty", type=Path, metavar="OUT",
                    help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
                    "probabilities; for an ensemble (train --folds) the members' disagreement, "
