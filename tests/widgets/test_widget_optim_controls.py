@@ -78,3 +78,31 @@ def test_pretrain_widget_patch_batch_and_mask_block_reach_the_model(make_napari_
     assert pretrain.model is not None, [n.message for n in notes]
     cfg = pretrain.model.config
     assert cfg.data.patch_size == (8, 16, 16) and cfg.data.batch_size == 3 and cfg.pretrain.mask_block == 4
+
+
+def test_train_widget_trains_an_ensemble_that_predict_averages_with_its_uncertainty(
+        make_napari_viewer, open_widget, qtbot, notes, tmp_path):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "16, 32, 32"
+    train["epochs"].value, train["steps"].value, train["folds"].value = 1, 3, 2
+    train["bundle"].value = str(tmp_path / "ens")
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    assert type(train.model).__name__ == "EnsembleModel" and len(train.model.members) == 2, \
+        [n.message for n in notes]
+    assert (tmp_path / "ens" / "members" / "fold-2").is_dir()
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]
+    predict["model"].reset_choices()
+    predict["model"].value = "ct model"
+    predict["uncertainty"].value = True
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    uncertainty = viewer.layers["ct [uncertainty]"].data
+    assert uncertainty.shape == image.data.shape and float(uncertainty.max()) > 0  # the members disagree somewhere
+    assert viewer.layers["ct [prediction]"].data.shape == image.data.shape

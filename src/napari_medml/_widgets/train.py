@@ -124,6 +124,9 @@ class TrainWidget(Container):
                                  label="schedule")
         w["loss"] = ComboBox(choices=list(get_args(LossName)), value="dice_ce", label="loss")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
+        w["folds"] = SpinBox(value=1, min=1, max=20, label="ensemble (folds)",
+                             tooltip="1 = one model; K: K models, each validated on another fold; Predict "
+                             "averages them and gives their disagreement as the uncertainty layer")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
         w["init"] = ComboBox(choices=lambda _: [RANDOM_START, *self._session.models, BUNDLE_START],
@@ -199,7 +202,7 @@ class TrainWidget(Container):
             background_id=w["background_id"].value,
             patch_size=parse_size(w["patch"].value, dims),
             batch_size=w["batch"].value or DataConfig.batch_size,
-            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value,
+            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value, folds=w["folds"].value,
             preprocessing=tuple(recipe))
         optim = OptimConfig(
             loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
