@@ -14,7 +14,6 @@ numpy, SciPy and scikit-image only: no torch here.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,26 +215,9 @@ def read_class_csv(path: str | Path, n_samples: int, *,
         int64 ``(n_samples,)``, 0 = unknown.
     """
     path = Path(path)
-    rows = None
-    # Excel's plain "CSV" export is Windows-1252 (an accented header breaks UTF-8)
-    try:
-        utf16 = path.open("rb").read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text"
-    except OSError as exc:
-        raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
-    for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "cp1252"):
-        try:
-            with path.open(newline="", encoding=encoding) as fh:
-                rows = list(csv.reader(fh))
-            break
-        except UnicodeDecodeError:
-            continue
-        except OSError as exc:
-            raise InputError(f"cannot read class file '{path}': {exc.strerror or exc}") from exc
-        except csv.Error as exc:
-            raise InputError(f"class file '{path}' is not a CSV table ({exc}): save it as CSV") from exc
-    if rows is None:
-        raise InputError(f"class file '{path}' is neither UTF-8 nor Windows-1252 text: save it as "
-                         "'CSV UTF-8' (Excel) or plain text")
+    from napari_medml.io.text_tables import read_csv_rows
+
+    rows = read_csv_rows(path, "class file")
     trimmed = list(rows)
     while trimmed and not any(cell.strip() for cell in trimmed[-1]):
         trimmed.pop()  # trailing blank lines, unless they are the missing rows

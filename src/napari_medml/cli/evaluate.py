@@ -1,4 +1,5 @@
-"""``napari-medml evaluate``: per-class Dice, IoU and HD95 of a prediction, as JSON."""
+"""``napari-medml evaluate``: per-class Dice, IoU and HD95 of a segmentation, as JSON; or a
+classifier's prediction table scored against known classes (confusion matrix, ROC, AUC)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,36 @@ from typing import Any
 
 from napari_medml.cli.common import FILE_TYPES, UsageError, info
 
-__all__ = ["add", "read_pair", "run"]
+__all__ = ["add", "read_pair", "run", "run_classification"]
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 def add(sub: Any) -> None:
     """Declare the ``evaluate`` subcommand and its options."""
-    p = sub.add_parser("evaluate", help="score a predicted segmentation against ground truth",
-                       description="Per-class Dice, IoU and 95th-percentile Hausdorff distance "
+    p = sub.add_parser("evaluate", help="score a predicted segmentation or a classifier's predictions against "
+                       "ground truth",
+                       description="Segmentation: per-class Dice, IoU and 95th-percentile Hausdorff distance "
                        "(in the ground truth's physical units), printed as JSON on stdout. "
                        "A class missing from one file has Dice 0 and HD95 null (infinite), and "
-                       "mean_hd95 is then null too; a line on stderr names such classes.")  # fmt: skip
+                       "mean_hd95 is then null too; a line on stderr names such classes. "
+                       "Classification: give the CSV table 'predict' wrote for a classifier as --prediction "
+                       "and a CSV of the known classes as --labels; rows are matched by sample number, "
+                       "object id or tile number, and accuracy, balanced accuracy, per-class precision, "
+                       "recall, F1 and one-vs-rest AUC, macro AUC and the confusion matrix are printed "
+                       "(--report adds the ROC curves as JSON).")  # fmt: skip
     p.add_argument("--prediction", required=True, type=Path, metavar="P",
-                   help=f"predicted labels ({FILE_TYPES})")  # fmt: skip
+                   help=f"predicted labels ({FILE_TYPES}), or a classifier's prediction table (.csv, "
+                   "as 'napari-medml predict' writes it: sample/object/tile, class, prob_<id>)")  # fmt: skip
     p.add_argument("--labels", required=True, type=Path, metavar="GT",
                    help="ground-truth labels on the same voxel grid (a copy stored in another "
-                   "orientation is reoriented); its spacing is used for HD95")  # fmt: skip
+                   "orientation is reoriented); its spacing is used for HD95. With a prediction table: "
+                   "the known classes as CSV, as 'train --classes' reads them (one row per sample, "
+                   "object or tile: its number or id, then its class; a header row is allowed; empty or "
+                   "0 = unknown, left out)")  # fmt: skip
+    p.add_argument("--report", type=Path, metavar="FILE.json",
+                   help="with a prediction table: also write the full report as JSON (every metric, the "
+                   "confusion matrix, the ROC curve points per class, the rows left out)")  # fmt: skip
     p.add_argument("--axes", metavar="AXES",
                    help="what the axes of both files are, one letter each in stored order (T time, "
                    "Z, Y, X), e.g. TYX for a time series; needed only where the files do not say")  # fmt: skip
@@ -41,7 +57,12 @@ def add(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read both files, score them, print the JSON."""
+    """Read both files, score them, print the JSON (a prediction table: the classification report)."""
+    if _is_table(args.prediction) or _is_table(args.labels):
+        return run_classification(args)
+    if args.report is not None:
+        raise UsageError("--report is for a classifier's prediction table (a .csv --prediction); a segmentation's "
+                         "JSON is printed on stdout: redirect it, '> scores.json'")  # fmt: skip
     if args.instances and args.binary:
         raise UsageError("--binary is for class labels; --instances matches objects, whatever their ids")
     pred, gt = read_pair(args)
@@ -60,6 +81,48 @@ def run(args: argparse.Namespace) -> int:
         info(line)
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
     print(json.dumps(result, indent=2, allow_nan=False))
+    return 0
+
+
+def _is_table(path: Path) -> bool:
+    return path.suffix.lower() in TABLE_SUFFIXES
+
+
+def run_classification(args: argparse.Namespace) -> int:
+    """Score a classifier's prediction table against a CSV of known classes; print the report
+    (and write it as JSON with ``--report``). Every bad input is one line: status 2 for the
+    options, 1 for the files, as for segmentations."""
+    from napari_medml.classification.evaluation import evaluate_tables, report_text
+    from napari_medml.io.atomic import check_file_target
+
+    if not _is_table(args.labels):
+        raise UsageError(f"--labels '{args.labels}' is an image but --prediction '{args.prediction}' is a table: "
+                         "a classifier's prediction table is scored against the known classes as a CSV (one "
+                         "row per sample, object or tile: its number or id, then its class); give that as "
+                         "--labels")  # fmt: skip
+    if not _is_table(args.prediction):
+        raise UsageError(f"--prediction '{args.prediction}' is an image but --labels '{args.labels}' is a table: "
+                         "a segmentation is scored against a labels image; to score a classifier give the "
+                         ".csv table 'napari-medml predict' wrote next to its output as --prediction")  # fmt: skip
+    for option, given in (("--binary", args.binary), ("--instances", args.instances),
+                          ("--axes", args.axes is not None), ("--thresholds", args.thresholds != "default")):
+        if given:
+            raise UsageError(f"{option} is for label images; a prediction table is scored per class: drop {option}")
+    if args.report is not None:
+        if args.report.suffix.lower() != ".json":
+            raise UsageError(f"--report '{args.report}' must be a .json file")
+        if args.report.resolve() in (args.prediction.resolve(), args.labels.resolve()):
+            raise UsageError(f"--report '{args.report}' is an input: give a new file name")
+        check_file_target(args.report, "--report")
+    score = evaluate_tables(args.prediction, args.labels)  # a wrong file: InputError, one line, status 1
+    for note in score.notes:
+        info(note)
+    if args.report is not None:
+        from napari_medml.cli.common import write_output
+
+        text = json.dumps(score.report, indent=2, allow_nan=False) + "\n"
+        info(f"wrote {write_output(args.report, lambda tmp: tmp.write_text(text, encoding='utf-8'))}")
+    print(report_text(score.report))
     return 0
 
 
