@@ -27,6 +27,7 @@ _LAZY = {
     "Model": "napari_medml.segmentation.model",
     "Prediction": "napari_medml.segmentation.model",
     "load_model": "napari_medml.api",
+    "evaluate": "napari_medml.api",
     "Classifier": "napari_medml.classification.model",
     "fit_classifier": "napari_medml.classification.task",
     "train_classifier": "napari_medml.classification.task",

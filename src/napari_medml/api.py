@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     # what fit/train return and load_model gives back, one type per entry of TASKS
     AnyModel: TypeAlias = Model | Classifier | InstanceModel | ReconstructionModel | EnsembleModel
 
-__all__ = ["TASKS", "TaskEntry", "fit", "load_model", "train"]
+__all__ = ["TASKS", "TaskEntry", "evaluate", "fit", "load_model", "train"]
 
 
 class TaskEntry(NamedTuple):
@@ -161,3 +161,54 @@ def load_model(path: str | Path) -> AnyModel:
     if task not in TASKS:
         raise BundleError(f"{path} holds a {task!r} model, which this napari-medml cannot load: update it")
     return _resolve(TASKS[task].load)(path)
+
+
+def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "classes",
+             names: tuple[str, str] = ("prediction", "labels")) -> dict[str, Any]:
+    """Score a segmentation against ground truth: the report ``napari-medml evaluate`` prints.
+
+    Parameters
+    ----------
+    prediction, truth : np.ndarray
+        Integer labels of one shape, (Y, X) or (Z, Y, X).
+    spacing : sequence of float, optional
+        Voxel size per axis (mm or µm), for HD95; default 1 per axis.
+    level : {"classes", "binary", "instances"}
+        classes: per-class Dice, IoU and HD95 and their means (``segmentation.metrics.evaluate``);
+        binary: every nonzero id against background; instances: one-to-one IoU matching
+        with precision, recall, F1 and the DSB 2018 AP at IoU 0.5 to 0.9
+        (``instances.metrics.instance_scores``).
+    names : tuple of str
+        What to call the prediction and the ground truth in the report and its notes.
+
+    Returns
+    -------
+    dict
+        JSON-ready; for classes and binary also ``"notes"``: lines that say what the
+        means hide (a class missing from one side, ids that look like instances).
+
+    Raises
+    ------
+    InputError
+        Shapes that differ, ids that are not whole numbers >= 0, a bad spacing.
+    ValueError
+        An unknown ``level``.
+    """
+    import numpy as np
+
+    head = {"prediction": names[0], "labels": names[1]}
+    prediction, truth = np.asarray(prediction), np.asarray(truth)
+    if level == "instances":
+        from napari_medml.instances.metrics import instance_scores
+        from napari_medml.segmentation.metrics import check_pair
+
+        prediction, truth = check_pair(prediction, truth)
+        return {**head, **instance_scores(truth, prediction).summary()}
+    if level not in ("classes", "binary"):
+        raise ValueError(f"level must be classes, binary or instances, got {level!r}")
+    from napari_medml.segmentation.metrics import evaluate as evaluate_classes, evaluation_notes
+
+    result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary")
+    notes = evaluation_notes(result, f"prediction '{names[0]}'", f"labels '{names[1]}'",
+                             "score as foreground vs background (binary)", "score as instances")
+    return {**head, **result, "notes": notes}

@@ -166,3 +166,20 @@ def test_mean_hd95_skips_only_classes_in_neither_array_and_binary_merges_ids():
     assert (list(merged["classes"]), merged["mean_dice"], merged["mean_hd95"]) == (["1"], 1.0, 0.0)
     assert evaluation_notes(merged, "p", "g", "--binary") == []
     assert evaluate(np.zeros((4, 4), int), np.zeros((4, 4), int))["mean_hd95"] is None  # nothing scored
+
+
+def test_the_public_evaluate_scores_classes_foreground_and_instances():
+    import napari_medml as mm
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:8, 2:8], truth[10:16, 10:16] = 1, 2
+    pred = truth.copy()
+    pred[2:8, 2:5] = 0
+    classes = mm.evaluate(pred, truth, spacing=(0.5, 0.5))
+    assert classes["classes"]["2"]["dice"] == 1.0 and classes["classes"]["1"]["dice"] == pytest.approx(2 / 3)
+    assert classes["spacing"] == [0.5, 0.5] and isinstance(classes["notes"], list)
+    assert mm.evaluate(pred, truth, level="binary")["classes"]["1"]["dice"] == pytest.approx(2 * 54 / 126)
+    objects = mm.evaluate(pred, truth, level="instances")
+    assert objects["n_true"] == 2 and objects["f1_at_0.5"] == 1.0  # object 1 still overlaps by half
+    with pytest.raises(ValueError, match="level must be"):
+        mm.evaluate(pred, truth, level="objects")

@@ -36,7 +36,9 @@ def test_the_readme_python_section_runs(tmp_path, monkeypatch, capsys) -> None:
     assert names["labels"].shape == (16, 48, 48)
     assert (tmp_path / "my-model" / "config.json").exists()
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 2 and all(line.split()[0] in ("1", "2") for line in printed)  # one line per epoch
+    assert 0 <= float(printed[0]) <= 1 and names["scores"]["mean_dice"] == float(printed[0])  # mm.evaluate
+    epochs = printed[1:]
+    assert len(epochs) == 2 and all(line.split()[0] in ("1", "2") for line in epochs)  # one line per epoch
 
 
 def test_the_readme_live_session_example_runs(monkeypatch, tmp_path) -> None:

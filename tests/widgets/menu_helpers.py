@@ -21,6 +21,7 @@ COMMANDS = {
     "classify": f"{PLUGIN}.classify_widget",
     "live": f"{PLUGIN}.live_widget",
     "pretrain": f"{PLUGIN}.pretrain_widget",
+    "evaluate": f"{PLUGIN}.evaluate_widget",
 }
 
 

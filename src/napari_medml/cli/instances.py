@@ -146,11 +146,6 @@ def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> int:
 
     thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
     scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
-    at = scores.at(0.5)
-    result = {"prediction": str(args.prediction), "labels": str(args.labels),
-              "n_true": at.n_true, "n_pred": at.n_pred,
-              "precision_at_0.5": at.precision, "recall_at_0.5": at.recall, "f1_at_0.5": at.f1,
-              "ap_at_0.5": at.average_precision, "mean_ap": scores.mean_average_precision,
-              "thresholds": [m.to_dict() for m in scores.matchings]}
+    result = {"prediction": str(args.prediction), "labels": str(args.labels), **scores.summary()}
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0

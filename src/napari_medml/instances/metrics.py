@@ -232,6 +232,16 @@ class InstanceScores:
         return {"mean_average_precision": self.mean_average_precision,
                 "thresholds": [m.to_dict() for m in self.matchings]}
 
+    def summary(self) -> dict[str, Any]:
+        """The report of ``napari-medml evaluate --instances`` and the Evaluate widget: counts,
+        precision, recall, F1 and AP at IoU 0.5 (when computed), the mean AP, and every threshold."""
+        head: dict[str, Any] = {}
+        if any(abs(m.threshold - 0.5) < 1e-9 for m in self.matchings):
+            at = self.at(0.5)
+            head = {"n_true": at.n_true, "n_pred": at.n_pred, "precision_at_0.5": at.precision,
+                    "recall_at_0.5": at.recall, "f1_at_0.5": at.f1, "ap_at_0.5": at.average_precision}
+        return {**head, "mean_ap": self.mean_average_precision, "thresholds": [m.to_dict() for m in self.matchings]}
+
 
 def instance_scores(true: np.ndarray, pred: np.ndarray,
                     thresholds: Sequence[float] = AP_THRESHOLDS) -> InstanceScores:

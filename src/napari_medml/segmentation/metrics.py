@@ -31,7 +31,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["dice", "evaluate", "evaluation_notes", "hausdorff95", "iou"]
+__all__ = ["check_pair", "dice", "evaluate", "evaluation_notes", "hausdorff95", "iou"]
 
 
 def dice(
@@ -51,7 +51,7 @@ def dice(
     dict[int, float]
         Class id -> Dice in [0, 1]; ``nan`` for a class absent from both arrays.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     out = {}
     for cid in _class_ids(pred, gt, class_ids):
         inter, n_pred, n_gt = _counts(pred, gt, cid)
@@ -77,7 +77,7 @@ def iou(
     dict[int, float]
         Class id -> IoU in [0, 1]; ``nan`` for a class absent from both arrays.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     out = {}
     for cid in _class_ids(pred, gt, class_ids):
         inter, n_pred, n_gt = _counts(pred, gt, cid)
@@ -115,7 +115,7 @@ def hausdorff95(
         Class id -> HD95; ``inf`` when the class is in only one array, ``nan`` when
         in neither.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     spacing = _check_spacing(spacing, gt.ndim)
     out = {}
     for cid in _class_ids(pred, gt, class_ids):
@@ -159,7 +159,7 @@ def evaluate(
         and an infinite HD95, shown as ``None``; ``mean_hd95`` is then ``None`` too
         (infinite): a missed class never leaves a finite, perfect-looking mean.
     """
-    pred, gt = _check_pair(pred, gt)
+    pred, gt = check_pair(pred, gt)
     spacing = _check_spacing(spacing, gt.ndim)
     if binary:
         pred, gt = (pred != 0).astype(np.uint8), (gt != 0).astype(np.uint8)
@@ -250,7 +250,14 @@ def _ids_text(ids: list[int]) -> str:
 # --- helpers -----------------------------------------------------------------------
 
 
-def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two label arrays of one shape, whole-numbered floats as int64.
+
+    Raises
+    ------
+    InputError
+        Shapes that differ, or fractional values (an image or probabilities).
+    """
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise InputError(

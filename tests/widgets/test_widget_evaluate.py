@@ -1,0 +1,80 @@
+"""Evaluate widget, opened from the Plugins menu: the scores of napari-medml evaluate for
+two labels layers (classes, foreground, instances), clear refusals, the JSON report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from napari.utils.notifications import NotificationSeverity
+from scipy import ndimage as ndi
+
+from napari_medml.instances.metrics import instance_scores
+from napari_medml.samples import phantom_3d, touching_objects_2d
+from napari_medml.segmentation.metrics import evaluate
+
+
+def _run(widget, qtbot) -> None:
+    widget["score"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+
+
+def test_class_scores_match_the_core_and_the_report_is_saved(make_napari_viewer, open_widget, qtbot, notes,
+                                                             tmp_path):
+    viewer = make_napari_viewer()
+    p = phantom_3d(0, shape=(24, 48, 48), spacing=(2.0, 1.0, 1.0))
+    pred = p.labels.copy()
+    pred[ndi.binary_erosion(p.labels == 2, iterations=1) != (p.labels == 2)] = 0  # a thinner class 2
+    truth_layer = viewer.add_labels(p.labels, name="truth", scale=p.spacing)
+    pred_layer = viewer.add_labels(pred, name="pred", scale=p.spacing)
+    widget = open_widget(viewer, "evaluate")
+    widget["prediction"].value, widget["truth"].value = pred_layer, truth_layer
+    _run(widget, qtbot)
+    want = evaluate(pred, p.labels, spacing=p.spacing)
+    got = widget.report
+    assert got["classes"] == want["classes"] and got["mean_dice"] == want["mean_dice"], got
+    assert widget["table"].shape[0] == len(want["classes"])
+    assert f"mean Dice {round(want['mean_dice'], 4)}" in widget["summary"].value
+    assert "voxel size 2x1x1" in widget["summary"].value  # HD95 in the layer's units
+    widget["score_as"].value = "binary"
+    _run(widget, qtbot)
+    assert list(widget.report["classes"]) == ["1"]
+    widget["report_path"].value = str(tmp_path / "scores.json")
+    widget["save"].changed.emit(True)
+    assert json.loads((tmp_path / "scores.json").read_text())["classes"] == widget.report["classes"]
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    np.testing.assert_array_equal(pred_layer.data, pred)  # the user's layers are read, never changed
+
+
+def test_instance_scores_match_the_core(make_napari_viewer, open_widget, qtbot):
+    viewer = make_napari_viewer()
+    sample = touching_objects_2d(seed=0)
+    truth = sample.labels
+    merged = np.where(truth == 2, 1, truth)  # two objects predicted as one
+    widget = open_widget(viewer, "evaluate")
+    widget["truth"].value = viewer.add_labels(truth, name="objects")
+    widget["prediction"].value = viewer.add_labels(merged, name="found")
+    widget["score_as"].value = "instances"
+    _run(widget, qtbot)
+    want = instance_scores(truth, merged).at(0.5)
+    assert widget.report["f1_at_0.5"] == want.f1 < 1.0 and widget.report["n_true"] == want.n_true
+    assert widget["table"].shape[0] == 9  # IoU 0.5 to 0.9
+    assert "F1 at IoU 0.5" in widget["summary"].value
+
+
+def test_layers_that_cannot_be_scored_are_refused_with_one_line(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    a = viewer.add_labels(np.zeros((16, 16), np.uint8), name="a")
+    b = viewer.add_labels(np.zeros((16, 20), np.uint8), name="b")
+    c = viewer.add_labels(np.zeros((16, 16), np.uint8), name="c", scale=(2.0, 2.0))
+    widget = open_widget(viewer, "evaluate")
+    for pred, truth in ((a, a), (a, b), (a, c)):
+        widget["prediction"].value, widget["truth"].value = pred, truth
+        _run(widget, qtbot)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 3 and widget.report is None, errors
+    assert "both 'a'" in errors[0]
+    assert "shape (16, 16)" in errors[1] and "(16, 20)" in errors[1]
+    assert "does not lie on ground truth 'c'" in errors[2] and "scale" in errors[2]
+    widget["save"].changed.emit(True)
+    assert "nothing scored yet" in [n.message for n in notes][-1]
