@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select, SpinBox
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
-from napari_medml._widgets._layers import check_fits, layer_spatial, model_input, show_result
+from napari_medml._widgets._live_parts import Answer, OnClose, session_status
+from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.errors import InputError
@@ -38,30 +38,6 @@ __all__ = ["LiveWidget"]
 
 NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One answer of the display job: labels of ``region`` (None: the whole image)."""
-
-    region: tuple | None
-    labels: np.ndarray
-    uncertainty: np.ndarray | None
-    status: dict
-
-
-class _OnClose(QObject):
-    """Calls back when the widget leaves its dock (napari's remove_dock_widget un-parents it)."""
-
-    def __init__(self, widget: Any, callback: Any) -> None:
-        super().__init__(widget)
-        self._widget, self._callback = widget, callback
-        widget.installEventFilter(self)
-
-    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Type.ParentChange and self._widget.parent() is None:
-            self._callback()
-        return False
 
 
 class LiveWidget(Container):
@@ -93,7 +69,11 @@ class LiveWidget(Container):
         self.tasks = Runner("Live segmentation", [w["next"], w["accept"]], show_progress=False)
         self.session: Any = None
         self._inputs: Any = None
+        self._axes = ""  # the shown image layer's own axes: where results lie (not the stacked channels')
         self._layers: dict[str, Any] = {}
+        self._made: Any = None  # the scribbles layer Start made (it follows the image's placement)
+        self._pushed: np.ndarray | None = None  # the scribbles last handed to the session
+        self._stop_reason = ""
         self._visible: tuple | None = None
         self._view = 0  # grows when the slice on screen changes
         self._want_uncertainty = False  # what the worker reads (never a Qt widget from its thread)
@@ -110,7 +90,7 @@ class LiveWidget(Container):
         viewer.dims.events.current_step.connect(self._view_changed)
         viewer.dims.events.ndisplay.connect(self._view_changed)
         viewer.layers.events.removed.connect(self._layer_removed)
-        self._closer = _OnClose(self.native, self.stop)
+        self._closer = OnClose(self.native, self.stop)
         self.native.destroyed.connect(self._destroyed)
 
     def __getitem__(self, key: Any) -> Any:
@@ -135,25 +115,40 @@ class LiveWidget(Container):
         if "T" in inputs.axes:
             raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
                              "image or 3D volume (open one frame)")
+        if inputs.axes.count("Q") > 1:  # more axes than a volume, and nothing says what they are
+            raise InputError(f"image '{inputs.layer.name}' has {inputs.image.ndim} axes and napari does not say "
+                             "what they are: name them in the console, e.g. viewer.layers['"
+                             f"{inputs.layer.name}'].axis_labels = ('t', 'z', 'y', 'x') for a time series (then "
+                             "segment one frame) or ('c', 'z', 'y', 'x') when it holds channels")
+        axes = layer_volume(inputs.layer).axes  # several layers as channels: each layer's own
         shape = tuple(s for a, s in zip(inputs.axes, inputs.image.shape) if a != "C")
         scribbles = self._w["scribbles"].value
         if scribbles == NEW_SCRIBBLES or scribbles is None:
             data, kwargs, kind = result_layer_data(np.zeros(shape, np.uint8), inputs.layer.name, "scribbles",
-                                                   layer_spatial(inputs.layer), "labels", inputs.axes)
+                                                   layer_spatial(inputs.layer), "labels", axes)
             # the user's painting: not a plugin result that a re-run may replace
             kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
             scribbles = self._viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
             self._w["scribbles"].reset_choices()
             self._w["scribbles"].value = scribbles
+            self._made = scribbles
         elif tuple(scribbles.data.shape) != shape:
             raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
                              f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
+        elif scribbles is self._made:  # ours: it lies where the image lies now
+            self._place(scribbles, inputs, axes)
+        else:  # strokes must land on the voxels they are painted over
+            check_on_image(scribbles, inputs.layer)
         scribbles.mode = "paint"
         if scribbles.selected_label == self._w["background"].value:
             scribbles.selected_label = self._w["background"].value + 1
-        self._inputs, self._layers = inputs, {"image": inputs.layer, "scribbles": scribbles}
+        self._inputs, self._axes, self._layers = inputs, axes, {"image": inputs.layer, "scribbles": scribbles}
+        self._pushed, self._stop_reason = None, ""
         scribbles.events.paint.connect(self._painted)
         scribbles.events.data.connect(self._painted)
+        scribbles.events.set_data.connect(self._painted)  # undo/redo (Ctrl-Z) only refresh the layer
+        for event in (inputs.layer.events.scale, inputs.layer.events.translate, inputs.layer.events.affine):
+            event.connect(self._image_moved)
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
         self.runner.start(lambda stop, report: self._display_job(config, stop, report),
@@ -173,17 +168,52 @@ class LiveWidget(Container):
             runner.detach()
 
     def _stopped(self) -> None:
-        scribbles = self._layers.get("scribbles")
+        scribbles, image = self._layers.get("scribbles"), self._layers.get("image")
         if scribbles is not None:
-            scribbles.events.paint.disconnect(self._painted)
-            scribbles.events.data.disconnect(self._painted)
+            for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
+                event.disconnect(self._painted)
+        if image is not None:
+            for event in (image.events.scale, image.events.translate, image.events.affine):
+                event.disconnect(self._image_moved)
         self._timer.stop()
-        self.session, self._layers = None, {}
-        self._w["status"].value = "Stopped."
+        self.session, self._layers, self._pushed = None, {}, None
+        self._w["status"].value = f"Stopped: {self._stop_reason}" if self._stop_reason else "Stopped."
+
+    def _stop_because(self, reason: str) -> None:
+        from napari.utils import notifications
+
+        if self.runner.running:
+            self._stop_reason = reason
+            self.stop()
+            notifications.show_warning(f"Live segmentation stopped: {reason}")
 
     def _layer_removed(self, event: Any) -> None:
-        if any(event.value is layer for layer in self._layers.values()):
-            self.stop()
+        # the answer layer is an output: a removed one comes back with the next answer
+        for key in ("image", "scribbles"):
+            if event.value is self._layers.get(key):
+                self._stop_because(f"{key} layer '{event.value.name}' was removed; choose the layers and "
+                                   "press Start to go on")
+
+    def _image_moved(self, *_: Any) -> None:
+        image, scribbles = self._layers.get("image"), self._layers.get("scribbles")
+        if image is None:
+            return
+        ours = scribbles is not None and scribbles is self._made
+        answer = self._layers.get("live")
+        for layer in (scribbles if ours else None, answer if answer is not None and is_generated(answer.metadata)
+                      else None):
+            if layer is not None and layer in self._viewer.layers:
+                self._place(layer, self._inputs, self._axes)
+        fix = ("the scribbles follow it and keep their strokes" if ours else
+               f"set the scale and translate of '{getattr(scribbles, 'name', 'the scribbles')}' to the image's")
+        self._stop_because(f"image '{image.name}' has a new voxel size or position ({fix}); press Start to "
+                           "segment it with its new spacing")
+
+    def _place(self, layer: Any, inputs: Any, axes: str) -> None:
+        """Put ``layer`` (the widget's own) where the image layer lies now."""
+        _, kwargs, _ = result_layer_data(np.broadcast_to(np.zeros((), np.uint8), layer.data.shape),
+                                         inputs.layer.name, "scribbles", layer_spatial(inputs.layer), "labels", axes)
+        layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
 
     # -- GUI thread: strokes in, answers out ----------------------------------------------
 
@@ -192,8 +222,15 @@ class LiveWidget(Container):
 
     def _push_scribbles(self) -> None:
         scribbles = self._layers.get("scribbles")
-        if self.session is not None and scribbles is not None and not self.session.closed:
-            self.session.update(np.asarray(scribbles.data))  # copies and returns at once
+        if self.session is None or scribbles is None or self.session.closed:
+            return
+        data = np.asarray(scribbles.data)
+        # set_data also comes with every slice change: only new strokes are refitted
+        if self._pushed is not None and np.array_equal(data, self._pushed):
+            return
+        self._pushed = data.copy()
+        self.session.update(self._pushed)  # copies and returns at once
+        self._w["status"].value = "fitting the new strokes..."
 
     def _view_changed(self, *_: Any) -> None:
         scribbles = self._layers.get("scribbles")
@@ -211,7 +248,7 @@ class LiveWidget(Container):
         if isinstance(report, dict):  # the network's progress
             self._show_status(report)
             return
-        if not isinstance(report, _Answer):  # the session, made in the worker
+        if not isinstance(report, Answer):  # the session, made in the worker
             self.session = report
             self._push_scribbles()
             return
@@ -224,7 +261,7 @@ class LiveWidget(Container):
             # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
             data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
             layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
-                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._inputs.axes))
+                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes))
         if report.region is None:
             layer.data = report.labels
         else:  # an index keeps its axis in the answer: write it as a slice of length 1
@@ -233,7 +270,7 @@ class LiveWidget(Container):
         if report.uncertainty is not None:
             show_result(self._viewer, result_layer_data(
                 report.uncertainty, name, "uncertainty", layer_spatial(self._inputs.layer), "image",
-                self._inputs.axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6))
+                self._axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6))
         self._show_status(report.status)
 
     def _uncertainty_toggled(self, value: bool) -> None:
@@ -272,20 +309,20 @@ class LiveWidget(Container):
                     if network:
                         session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
                     if session.training.get("steps") != steps:
-                        report(_status(session))
+                        report(session_status(session))
                     else:
                         time.sleep(0.05)
                     continue
                 try:
                     if self._visible is not None:
-                        report(_Answer(self._visible, session.predict(self._visible), None, _status(session)))
+                        report(Answer(self._visible, session.predict(self._visible), None, session_status(session)))
                     if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
                         unc = session.uncertainty(wait=False) if key[2] else None
-                        report(_Answer(None, session.predict(wait=False), unc, _status(session)))
+                        report(Answer(None, session.predict(wait=False), unc, session_status(session)))
                 except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
                     if session.closed:
                         return
-                    report(_Answer(None, np.zeros(0), None, {"message": str(exc)}))
+                    report(Answer(None, np.zeros(0), None, {"message": str(exc)}))
                 shown = key
         finally:
             session.close()
@@ -332,7 +369,8 @@ class LiveWidget(Container):
         from napari.utils import notifications
 
         show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
-                                                    layer_spatial(inputs.layer), "labels", inputs.axes))
+                                                    layer_spatial(inputs.layer), "labels",
+                                                    layer_volume(inputs.layer).axes))
         if model is None:
             notifications.show_info("Accepted the segmentation; the network had not learned yet, so no model "
                                     "was added (keep 'train a network' on and give it time).")
@@ -347,7 +385,3 @@ class LiveWidget(Container):
             raise InputError("no live session: choose the image and press Start first")
         return self.session
 
-
-def _status(session: Any) -> dict:
-    return {"stage": session.stage, "scores": session.scores, "counts": session.stroke_counts,
-            "training": session.training}

@@ -1,0 +1,125 @@
+"""Live segmentation when the user edits around it: Ctrl-Z of a stroke, channels as several
+layers, a new voxel size mid-run, removing the answer layer, an image of unnamed axes, and
+what the status says between a stroke and its answer. Through the Plugins menu."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity
+
+from napari_medml.samples import phantom_3d
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+BACKGROUND = 4
+
+
+def _start(viewer, open_widget, qtbot, layers):
+    widget = open_widget(viewer, "live")
+    widget["images"].value = layers
+    widget["background"].value = BACKGROUND
+    widget["network"].value = False  # the instant stage: these tests are about the widget
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    return widget
+
+
+def _dabs(layer, truth, z, ids=None):
+    layer.brush_size = 3
+    for c in ids or np.unique(truth[z]):
+        y, x = np.argwhere(truth[z] == c)[len(np.argwhere(truth[z] == c)) // 2]
+        layer.paint((z, int(y), int(x)), BACKGROUND if c == 0 else int(c))
+
+
+@pytest.fixture
+def phantom():
+    p = phantom_3d(0, shape=(16, 48, 48), spacing=(1.0, 1.0, 1.0))
+    return p.image, p.labels.astype(np.int32)
+
+
+def test_undo_of_a_stroke_reaches_the_session_and_the_status_says_it_is_computing(
+        make_napari_viewer, open_widget, qtbot, phantom):
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    widget = _start(viewer, open_widget, qtbot, [viewer.add_image(image, name="ct")])
+    scribbles = viewer.layers["ct [scribbles]"]
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=60000)
+    _dabs(scribbles, truth, 8, [2])  # a new class: until it is answered, the status says so
+    qtbot.waitUntil(lambda: widget["status"].value == "fitting the new strokes...", timeout=5000)
+    qtbot.waitUntil(lambda: (viewer.layers["ct [live]"].data == 2).any(), timeout=60000)
+    assert widget.session.stroke_counts.get(2) == 1
+    scribbles.undo()  # Ctrl-Z: napari writes the data back and refreshes, with no paint event
+    qtbot.waitUntil(lambda: widget.session.stroke_counts.get(2) is None, timeout=30000)
+    qtbot.waitUntil(lambda: not (viewer.layers["ct [live]"].data == 2).any(), timeout=60000)
+    revision = widget.session.revision
+    viewer.dims.set_current_step(0, 3)  # a slice change refreshes the layer too, with nothing new
+    qtbot.wait(600)
+    assert widget.session.revision == revision
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+
+
+def test_several_channel_layers_get_scribbles_and_answers_where_the_image_lies(
+        make_napari_viewer, open_widget, qtbot, phantom):
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    layers = viewer.add_image(np.stack([image, -image], 1), channel_axis=1, name=["a", "b"], scale=(2, 1, 1),
+                              translate=(10, 5, 0))
+    widget = _start(viewer, open_widget, qtbot, list(layers))
+    scribbles = viewer.layers["a [scribbles]"]
+    assert tuple(scribbles.scale) == (2, 1, 1) and tuple(scribbles.translate) == (10, 5, 0)
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "a [live]" in viewer.layers, timeout=60000)
+    live = viewer.layers["a [live]"]
+    assert tuple(live.scale) == (2, 1, 1) and tuple(live.translate) == (10, 5, 0)
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+
+
+def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
+        make_napari_viewer, open_widget, qtbot, notes, phantom):
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="ct")
+    widget = _start(viewer, open_widget, qtbot, [layer])
+    scribbles = viewer.layers["ct [scribbles]"]
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=60000)
+    viewer.layers.remove("ct [live]")  # an output: the session goes on and answers into a new one
+    _dabs(scribbles, truth, 8, [2])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=60000)
+    assert widget.runner.running
+    painted = scribbles.data.copy()
+    layer.scale = (3, 1, 1)  # the real slice spacing, set while Live runs
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert any("image 'ct' has a new voxel size" in m for m in warnings), warnings
+    assert widget["status"].value.startswith("Stopped: image 'ct' has a new voxel size")
+    assert tuple(scribbles.scale) == (3, 1, 1) and tuple(viewer.layers["ct [live]"].scale) == (3, 1, 1)
+    np.testing.assert_array_equal(scribbles.data, painted)  # the strokes are kept
+    widget["start"].changed.emit(True)  # again, with the new spacing
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    assert tuple(widget.session.spacing) == (3.0, 1.0, 1.0)
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+
+
+def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_works(
+        make_napari_viewer, open_widget, qtbot, notes, phantom):
+    image, _ = phantom
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.stack([image, image]), name="timelapse")  # (2, Z, Y, X), axes unnamed
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [layer]
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "image 'timelapse' has 4 axes" in errors[0] and "axis_labels" in errors[0]
+    assert "channel_axis" not in errors[0]
+    layer.axis_labels = ("c", "z", "y", "x")  # the fix, for two channels
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    assert viewer.layers["timelapse [scribbles]"].data.shape == image.shape
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
