@@ -78,3 +78,4 @@ def test_layers_that_cannot_be_scored_are_refused_with_one_line(make_napari_view
     assert "does not lie on ground truth 'c'" in errors[2] and "scale" in errors[2]
     widget["save"].changed.emit(True)
     assert "nothing scored yet" in [n.message for n in notes][-1]
+

@@ -154,3 +154,35 @@ def test_an_image_in_other_units_is_said_in_the_status(setup, qtbot):
     status = widget["status"].value
     assert "layer 'ct x10' has intensities far from the training images'" in status
     assert "Preprocess > z-score" in status and "ct x10 [prediction]" in viewer.layers
+
+
+def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widget, qtbot, notes, tmp_path):
+    """A model that lives only in the session (trained here, accepted from Live, fine-tuned)
+    is saved from Predict; a folder holding other files is refused."""
+    import napari_medml as mm
+
+    viewer = make_napari_viewer()
+    p = phantom_3d(0, shape=(16, 48, 48))
+    image = viewer.add_image(p.image, name="ct")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], viewer.add_labels(p.labels, name="seg")
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    predict = open_widget(viewer, "predict")
+    predict["model"].reset_choices()
+    predict["model"].value = "ct model"
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    predict["save_to"].value = str(tmp_path / "busy")
+    predict["save"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "holds other files" in errors[0], errors
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    predict["save_to"].value = str(tmp_path / "saved")
+    predict["save"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert predict["status"].value.startswith("saved model 'ct model' to")
+    loaded = mm.load_model(tmp_path / "saved")
+    np.testing.assert_array_equal(loaded.predict(p.image).labels, train.model.predict(p.image).labels)

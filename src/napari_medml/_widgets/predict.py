@@ -97,6 +97,10 @@ class PredictWidget(Container):
                                                            "fill), then fine-tune."})
         w["ft_steps"] = SpinBox(value=30, min=1, max=100000, label="fine-tune steps")
         w["finetune"] = PushButton(text="Fine-tune and predict again")
+        w["save_to"] = FileEdit(mode="d", value="", label="save model to",
+                                tooltip="a new or empty folder: the chosen model as a bundle (config.json and "
+                                "weights; Live's accepted network, a fine-tuned model, ...)")
+        w["save"] = PushButton(text="Save model")
         # a label, not a toast: building a notification widget stalls the GUI ~100 ms
         w["status"] = status_label()
         self.extend(list(w.values()))
@@ -105,6 +109,7 @@ class PredictWidget(Container):
         self.append(self.runner.progress)
         w["predict"].changed.connect(self.predict)
         w["finetune"].changed.connect(self.finetune)
+        w["save"].changed.connect(self.save_model)
         self._instances_runner = Runner("Instances", show_progress=False)
         self.native.destroyed.connect(self._instances_runner.detach)  # its bar is not in the dock
         self._instances_source: Any = None  # (inputs, origin) of the last instance prediction
@@ -120,6 +125,23 @@ class PredictWidget(Container):
         self._w["model"].reset_choices()
         if name in self._w["model"].choices:  # a pretrained model is not listed
             self._w["model"].value = name
+
+    @notify_errors("Save model")
+    def save_model(self, *_: Any) -> None:
+        """Save the chosen session model as a bundle in 'save model to' (checked before writing)."""
+        from napari_medml.bundles.format import check_bundle_path
+
+        name = self._w["model"].value
+        if name in (None, BUNDLE_CHOICE):
+            raise InputError("choose a model of this session to save (a bundle folder is saved already)")
+        folder = str(self._w["save_to"].value)
+        if folder in ("", "."):
+            raise InputError("choose the folder to save the model in ('save model to'): a new or empty folder")
+        check_bundle_path(Path(folder))
+        model = self._session.models[name]
+        self.runner.start(lambda stop, report: model.save(folder),
+                          on_result=lambda path: setattr(self._w["status"], "value",
+                                                         f"saved model '{name}' to {path}"))
 
     def _stores(self) -> Path:
         """Where block-wise predictions of lazy layers go: the session's temp folder, removed when
