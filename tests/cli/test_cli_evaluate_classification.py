@@ -1,16 +1,14 @@
 """``napari-medml evaluate`` on a classifier's prediction table, through the installed console
 script in a subprocess: a tiny classifier is trained and run on a held-out stack, and its
 table is scored against the test classes (confusion matrix and AUC as scikit-learn computes
-them from the same files); bad inputs end with one line and exit status 2."""
+them from the same files); bad inputs end with one line (status 2 for the options, 1 for the files)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +16,11 @@ import pytest
 import tifffile
 from sklearn import metrics as skm
 
-PROG = "napari-medml"
-
-
-def script() -> str:
-    path = Path(sys.executable).with_name(PROG)
-    return str(path) if path.exists() else shutil.which(PROG) or PROG
+from test_console_script import run as run_script
 
 
 def run(*argv: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+    return run_script(*argv, tmp=Path(tempfile.gettempdir()))
 
 
 def shapes(n: int, seed: int) -> tuple[np.ndarray, list[int]]:

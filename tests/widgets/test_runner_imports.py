@@ -37,12 +37,17 @@ print("ERRORS", errors)
 """
 
 
+
+def _run_fresh(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh Python process (torch, MONAI and Qt not yet imported)."""
+    script = tmp_path / "script.py"
+    script.write_text(code)
+    return subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
 def test_two_widgets_first_jobs_import_monai_at_the_same_time(tmp_path) -> None:
     # a subprocess: the fault needs a process where neither torch nor MONAI is imported yet
-    script = tmp_path / "two_first_jobs.py"
-    script.write_text(_TWO_FIRST_JOBS)
-    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = _run_fresh(tmp_path, _TWO_FIRST_JOBS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ERRORS []" in done.stdout, done.stdout[-3000:]
     assert "vol [augmentation preview]" in done.stdout, done.stdout[-3000:]
@@ -67,9 +72,6 @@ print("CLOSED")
 
 def test_a_script_that_closes_its_viewer_while_a_job_runs_exits_cleanly(tmp_path) -> None:
     # was: "wrapped C/C++ object of type GeneratorWorkerSignals has been deleted", then abort (134)
-    script = tmp_path / "close_while_checking.py"
-    script.write_text(_CLOSE_WHILE_CHECKING)
-    done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = _run_fresh(tmp_path, _CLOSE_WHILE_CHECKING)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "CLOSED" in done.stdout and "RuntimeError" not in done.stderr, done.stderr[-3000:]

@@ -25,6 +25,11 @@ def _start(viewer, open_widget, qtbot, layers):
     return widget
 
 
+def _stop(widget, qtbot) -> None:
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+
+
 def _dabs(layer, truth, z, ids=None):
     layer.brush_size = 3
     for c in ids or np.unique(truth[z]):
@@ -57,8 +62,7 @@ def test_undo_of_a_stroke_reaches_the_session_and_the_status_says_it_is_computin
     viewer.dims.set_current_step(0, 3)  # a slice change refreshes the layer too, with nothing new
     qtbot.wait(600)
     assert widget.session.revision == revision
-    widget["stop"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    _stop(widget, qtbot)
 
 
 def test_several_channel_layers_get_scribbles_and_answers_where_the_image_lies(
@@ -74,8 +78,7 @@ def test_several_channel_layers_get_scribbles_and_answers_where_the_image_lies(
     qtbot.waitUntil(lambda: "a [live]" in viewer.layers, timeout=60000)
     live = viewer.layers["a [live]"]
     assert tuple(live.scale) == (2, 1, 1) and tuple(live.translate) == (10, 5, 0)
-    widget["stop"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    _stop(widget, qtbot)
 
 
 def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
@@ -102,8 +105,7 @@ def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
     widget["start"].changed.emit(True)  # again, with the new spacing
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     assert tuple(widget.session.spacing) == (3.0, 1.0, 1.0)
-    widget["stop"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    _stop(widget, qtbot)
 
 
 def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_works(
@@ -121,5 +123,4 @@ def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_wor
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     assert viewer.layers["timelapse [scribbles]"].data.shape == image.shape
-    widget["stop"].changed.emit(True)
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    _stop(widget, qtbot)

@@ -11,14 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
-from napari_medml.cli.common import (
-    DEVICES,
-    FILE_TYPES,
-    UsageError,
-    add_axes_option,
-    check_bundle_target,
-    info,
-)
+from napari_medml.cli.common import DEVICES, FILE_TYPES, UsageError, add_axes_option, check_bundle_target, info
 from napari_medml.cli.messages import nothing_saved, stopped_line, with_flag_names
 from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.cli.values import integer, real
