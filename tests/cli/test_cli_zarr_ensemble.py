@@ -119,7 +119,8 @@ def test_help_and_the_probabilities_agree_on_their_dtype(files):
     f, tmp = files["folder"], files["tmp"]
     helped = run("predict", "--help", tmp=tmp)
     text = " ".join(helped.stdout.split())
-    assert "--probabilities OUT also write class probabilities (float32; float16 in a .zarr store" in text
+    assert ("--probabilities OUT also write class probabilities (float32 files holding float16 values" in text
+            and "float16 in a .zarr store" in text), text
     common = ["predict", "--model", f / "one", "--image", f / "a.nii.gz", "--device", "cpu"]
     done = run(*common, "--out", f / "h.zarr", "--probabilities", f / "hp.zarr", tmp=tmp)
     assert done.returncode == 0 and "hp.zarr (float16)" in done.stderr, done.stderr
