@@ -190,22 +190,32 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     Raises
     ------
     InputError
-        Shapes that differ, ids that are not whole numbers >= 0, a bad spacing.
+        Shapes that differ, arrays of other than 2 or 3 axes, ids that are not whole
+        numbers >= 0, a bad spacing.
     ValueError
         An unknown ``level``.
     """
     import numpy as np
 
+    from napari_medml.errors import InputError
+    from napari_medml.segmentation.metrics import check_pair
+
+    if level not in ("classes", "binary", "instances"):
+        raise ValueError(f"level must be classes, binary or instances, got {level!r}")
     head = {"prediction": names[0], "labels": names[1]}
-    prediction, truth = np.asarray(prediction), np.asarray(truth)
+    prediction, truth = check_pair(np.asarray(prediction), np.asarray(truth))
+    if prediction.ndim not in (2, 3):
+        raise InputError(f"{names[0]} has {prediction.ndim} axes: give a 2D image (Y, X) or a 3D volume (Z, Y, X); "
+                         "score a time series frame by frame")
+    for name, array in zip(names, (prediction, truth)):
+        if array.dtype != bool and array.size and array.min() < 0:
+            raise InputError(f"{name} has negative ids ({int(array.min())}): ids are 0 (background) and up")
+    if spacing is not None and np.ndim(spacing) != 1:
+        raise InputError(f"spacing {spacing!r}: give one voxel size per axis, e.g. {(1.0,) * prediction.ndim}")
     if level == "instances":
         from napari_medml.instances.metrics import instance_scores
-        from napari_medml.segmentation.metrics import check_pair
 
-        prediction, truth = check_pair(prediction, truth)
         return {**head, **instance_scores(truth, prediction).summary()}
-    if level not in ("classes", "binary"):
-        raise ValueError(f"level must be classes, binary or instances, got {level!r}")
     from napari_medml.segmentation.metrics import evaluate as evaluate_classes, evaluation_notes
 
     result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary")

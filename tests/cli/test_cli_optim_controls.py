@@ -49,7 +49,7 @@ def test_sgd_is_planned_nnunets_rate_and_rmsprop_no_longer_gets_sgds_momentum(tm
                "--optimizer", "sgd", tmp=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "optimizer: SGD, momentum 0.99 (Nesterov)" in done.stderr
-    assert "learning rate: 0.01 (SGD with Nesterov momentum 0.99: nnU-Net's rate)" in done.stderr
+    assert "learning rate: 0.01 (SGD: nnU-Net's rate, with its Nesterov momentum 0.99)" in done.stderr
 
 
 def test_options_that_would_do_nothing_are_refused_with_one_line(tmp_path):
@@ -70,3 +70,16 @@ def test_options_that_would_do_nothing_are_refused_with_one_line(tmp_path):
                 "--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu", tmp=tmp_path)
     assert fixed.returncode == 1 and "Traceback" not in fixed.stderr
     assert "resnet18 has a fixed width and depth, so channels would be ignored" in fixed.stderr
+
+
+def test_momentum_for_an_optimizer_without_one_is_refused(tmp_path):
+    image, labels = _files(tmp_path)
+    done = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+               "--momentum", "0.9", tmp=tmp_path)  # the default optimizer, AdamW, has none
+    assert done.returncode == 1 and not (tmp_path / "m").exists(), done.stderr
+    assert "--momentum is for SGD and RMSprop, and the optimizer is adamw" in done.stderr
+    set_by_you = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m2", *OPTIONS,
+                     "--optimizer", "sgd", "--momentum", "0.5", tmp=tmp_path)
+    assert set_by_you.returncode == 0, set_by_you.stderr
+    assert "learning rate: 0.01 (SGD: nnU-Net's rate)" in set_by_you.stderr  # not "momentum 0.99" any more
+    assert "optimizer: SGD, momentum 0.5 (Nesterov)" in set_by_you.stderr

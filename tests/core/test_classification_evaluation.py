@@ -66,7 +66,8 @@ def test_scores_match_sklearn_on_the_rows_both_files_know(tmp_path):
     assert r["left_out"] == {"no_truth": [0], "no_prediction": [11], "unknown_class": [4]}
     json.dumps(r, allow_nan=False)  # plain JSON
     notes = " | ".join(score.notes)
-    assert len(score.notes) == 3, notes
+    assert len(score.notes) == 4, notes  # and: no sample 0, read as counted from 0 (said)
+    assert "has no sample 0 and ends at 11: read as counted from 0" in notes
     assert "sample 0" in notes and "sample 11" in notes and "sample 4" in notes and "unknown" in notes
     text = report_text(r)
     assert "accuracy 0.625" in text and f"macro AUC {r['macro_auc']:.3f}" in text
@@ -89,7 +90,7 @@ def test_truth_in_the_formats_train_reads(tmp_path):
     assert [a.tolist() for a in read_truth_table(one)] == [[0, 1, 2], [1, 0, 2]]
     proba = PROBA[:3]
     score = evaluate_tables(table(tmp_path / "p.csv", proba), truth(tmp_path / "t.csv", {1: 1, 2: 1, 3: 2}, ""))
-    assert score.report["n"] == 3 and any("1..3" in n for n in score.notes)
+    assert score.report["n"] == 3 and any("numbers the samples from 1" in n for n in score.notes)
     assert score.report["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [0, 0, 0]]  # samples 0, 1, 2
     assert score.report["per_class"][2]["auc"] is None and any("class 5 has no labelled" in n for n in score.notes)
 
@@ -139,3 +140,27 @@ def test_objects_need_an_id_column(tmp_path):
     (tmp_path / "one.csv").write_text("1\n2\n")
     with pytest.raises(InputError, match="object id"):
         evaluate_tables(pred, tmp_path / "one.csv")
+
+
+def test_truth_numbered_from_1_with_a_row_missing_is_still_read_from_1(tmp_path):
+    # was: read from 0, every class one sample off (accuracy 0.375 for a perfect classifier)
+    keys = [k for k in range(1, 9) if k != 5]
+    truth_file = tmp_path / "t.csv"
+    truth_file.write_text("".join(f"{k},{1 + (k - 1) % 2}\n" for k in keys))
+    cols = {"sample": np.arange(8), "class": 1 + np.arange(8) % 2, "prob_1": 1.0 - np.arange(8) % 2,
+            "prob_2": 1.0 * (np.arange(8) % 2)}
+    score = evaluate_tables(write_table(tmp_path / "p.csv", cols), truth_file)
+    assert score.report["accuracy"] == 1.0 and score.report["n"] == 7
+    assert any("numbers the samples from 1" in n for n in score.notes)
+
+
+def test_tab_and_semicolon_separated_truth_is_read(tmp_path):
+    cols = {"sample": np.arange(3), "class": np.array([1, 2, 1]), "prob_1": np.array([0.9, 0.2, 0.7]),
+            "prob_2": np.array([0.1, 0.8, 0.3])}
+    pred = write_table(tmp_path / "p.csv", cols)
+    unicode_text = tmp_path / "t.txt"  # Excel's "Unicode text": UTF-16, tab-separated
+    unicode_text.write_text("sample\tclass\n0\t1\n1\t2\n2\t1\n", encoding="utf-16")
+    semicolons = tmp_path / "t2.csv"  # Excel's CSV where the decimal mark is a comma
+    semicolons.write_text("sample;class\n0;1\n1;2\n2;1\n")
+    for file in (unicode_text, semicolons):
+        assert evaluate_tables(pred, file).report["accuracy"] == 1.0

@@ -183,3 +183,19 @@ def test_the_public_evaluate_scores_classes_foreground_and_instances():
     assert objects["n_true"] == 2 and objects["f1_at_0.5"] == 1.0  # object 1 still overlaps by half
     with pytest.raises(ValueError, match="level must be"):
         mm.evaluate(pred, truth, level="objects")
+
+
+def test_the_public_evaluate_refuses_what_it_cannot_score_and_keeps_huge_ids():
+    import napari_medml as mm
+
+    truth = np.zeros((6, 6), np.int64)
+    truth[1:4, 1:4] = 1
+    with pytest.raises(InputError, match="negative ids"):
+        mm.evaluate(truth - 1, truth)
+    with pytest.raises(InputError, match="4 axes"):
+        mm.evaluate(truth[None, None], truth[None, None])
+    with pytest.raises(InputError, match="one voxel size per axis"):
+        mm.evaluate(truth, truth, spacing=2.0)
+    big = np.where(truth > 0, np.uint64(2**63 + 5), np.uint64(0))  # napari Labels may hold uint64 ids
+    scores = mm.evaluate(big, truth)["classes"]
+    assert scores[str(2**63 + 5)]["pred_voxels"] == 9 and scores["1"]["gt_voxels"] == 9  # was rounded away

@@ -184,5 +184,8 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     predict["save"].changed.emit(True)
     qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
     assert predict["status"].value.startswith("saved model 'ct model' to")
+    predict["save"].changed.emit(True)  # again, into the folder now holding a bundle: refused, kept
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 2 and "holds a model bundle already" in errors[1], errors
     loaded = mm.load_model(tmp_path / "saved")
     np.testing.assert_array_equal(loaded.predict(p.image).labels, train.model.predict(p.image).labels)

@@ -137,7 +137,9 @@ class PredictWidget(Container):
         folder = str(self._w["save_to"].value)
         if folder in ("", "."):
             raise InputError("choose the folder to save the model in ('save model to'): a new or empty folder")
-        check_bundle_path(Path(folder))
+        check_bundle_path(Path(folder))  # a file, other files, not writable: one line each
+        if Path(folder).is_dir() and any(Path(folder).iterdir()):  # never replace a model saved before
+            raise InputError(f"'{folder}' holds a model bundle already: choose a new or empty folder")
         model = self._session.models[name]
         self.runner.start(lambda stop, report: model.save(folder),
                           on_result=lambda path: setattr(self._w["status"], "value",

@@ -67,7 +67,7 @@ def _read_rows(path: Path, what: str) -> list[list[str]]:
     """The rows of a CSV file (tab-separated for .tsv), cells stripped, trailing blank rows removed."""
     from napari_medml.io.text_tables import read_csv_rows
 
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else None  # None: comma, tab or semicolon
     rows = [[cell.strip() for cell in row] for row in read_csv_rows(path, what, delimiter=delimiter)]
     while rows and not any(rows[-1]):
         rows.pop()
@@ -269,10 +269,14 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
         raise InputError(f"{truth_name} has class {unknown_ids[0]} ({_some(rows, key)}) but the classifier's "
                          f"classes are {', '.join(map(str, ids))}: fix the class ids in {truth_name} "
                          "(0 or empty = unknown), or score a classifier trained on those classes")
-    n = table.keys.size
-    if np.array_equal(np.sort(table.keys), np.arange(n)) and np.array_equal(np.sort(t_keys), np.arange(1, n + 1)):
-        t_keys = t_keys - 1  # numbered 1..N, as train --classes accepts
-        notes.append(f"{truth_name} numbers the {key}s 1..{n}: read as {key}s 0..{n - 1} of {prediction_name}")
+    last = int(table.keys.max(initial=-1))
+    if 0 in table.keys and t_keys.size and 0 not in t_keys and t_keys.min() == 1:  # counted from 1?
+        if t_keys.max() == last + 1:  # its last row is one past the table's: from 1, rows may be missing
+            t_keys = t_keys - 1  # as train --classes accepts
+            notes.append(f"{truth_name} numbers the {key}s from 1: read as {key}s 0..{last} of {prediction_name}")
+        else:  # from 0 without row 0, or from 1 without its last rows: said, read from 0
+            notes.append(f"{truth_name} has no {key} 0 and ends at {int(t_keys.max())}: read as counted from 0, "
+                         f"as {prediction_name}; if it counts from 1, give its last row too (or number from 0)")
     common, in_pred, in_truth = np.intersect1d(table.keys, t_keys, return_indices=True)
     if common.size == 0:
         raise InputError(f"no {key} of {prediction_name} ({key}s {_span(table.keys)}) has a row in {truth_name} "

@@ -102,6 +102,11 @@ def config_from_options(args: argparse.Namespace, base: TrainConfig,
         group, _, name = field.rpartition(".")
         (groups.setdefault(group, {}) if group else top)[name] = value
     config = replace(base, **{g: replace(getattr(base, g), **v) for g, v in groups.items()}, **top)
+    if "momentum" in groups.get("optim", {}) and config.optim.optimizer not in ("sgd", "rmsprop"):
+        from napari_medml.errors import ConfigError
+
+        raise ConfigError(f"--momentum is for SGD and RMSprop, and the optimizer is {config.optim.optimizer} "
+                          "(no momentum): add --optimizer sgd (or rmsprop), or leave --momentum out")
     if getattr(args, "no_augment", False):
         config = replace(config, augment=AugmentConfig.none())
     return config

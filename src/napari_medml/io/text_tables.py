@@ -10,12 +10,15 @@ from napari_medml.errors import InputError
 __all__ = ["read_csv_rows"]
 
 
-def read_csv_rows(path: str | Path, what: str, *, delimiter: str = ",") -> list[list[str]]:
+def read_csv_rows(path: str | Path, what: str, *, delimiter: str | None = None) -> list[list[str]]:
     """The rows of a CSV file as text cells, as written (blank rows kept).
 
     Reads UTF-8 (with or without BOM), Excel's plain "CSV" export (Windows-1252: an accented
-    header breaks UTF-8) and Excel's "Unicode text" (UTF-16). Hand-written because the
-    csv module does not guess encodings, and pandas is not a core dependency.
+    header breaks UTF-8) and Excel's "Unicode text" (UTF-16, tab-separated). Hand-written
+    because the csv module does not guess encodings, and pandas is not a core dependency.
+
+    ``delimiter`` None: a comma, unless the text has none and has tabs (Excel's "Unicode
+    text", .tsv) or semicolons (Excel's CSV where the decimal mark is a comma).
 
     Raises
     ------
@@ -31,7 +34,8 @@ def read_csv_rows(path: str | Path, what: str, *, delimiter: str = ",") -> list[
     for encoding in ("utf-16",) if utf16 else ("utf-8-sig", "cp1252"):
         try:
             with path.open(newline="", encoding=encoding) as fh:
-                return list(csv.reader(fh, delimiter=delimiter))
+                text = fh.read()
+            return list(csv.reader(text.splitlines(), delimiter=delimiter or _delimiter(text)))
         except UnicodeDecodeError:
             continue
         except OSError as exc:
@@ -40,3 +44,9 @@ def read_csv_rows(path: str | Path, what: str, *, delimiter: str = ",") -> list[
             raise InputError(f"{what} '{path}' is not a CSV table ({exc}): save it as CSV") from exc
     raise InputError(f"{what} '{path}' is neither UTF-8 nor Windows-1252 text: save it as 'CSV UTF-8' (Excel) "
                      "or plain text")
+
+
+def _delimiter(text: str) -> str:
+    if "," in text:
+        return ","
+    return "\t" if "\t" in text else ";" if ";" in text else ","

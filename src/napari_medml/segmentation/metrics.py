@@ -294,8 +294,9 @@ def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, .
 def _class_ids(pred: np.ndarray, gt: np.ndarray, class_ids: Iterable[int] | None) -> list[int]:
     if class_ids is not None:
         return [int(c) for c in class_ids]
-    ids = np.union1d(_present(gt), _present(pred))
-    return [int(c) for c in ids if c != 0]
+    # as Python ints: np.union1d of int64 and uint64 ids goes through float64 (ids >= 2**53 change)
+    ids = set(_present(gt).tolist()) | set(_present(pred).tolist())
+    return sorted(int(c) for c in ids if c != 0)
 
 
 def _present(a: np.ndarray) -> np.ndarray:

@@ -282,8 +282,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                   "block" if margin else why_none, "validation margin")
 
     planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
-                                        if "optim.warmup" in keep else None)
-    reasons.append(f"optimizer: {o.describe_optimizer()} (as set)")
+                                        if "optim.warmup" in keep else None, o.momentum_in_use)
+    reasons.append(f"optimizer: {o.describe_optimizer()}")
     lr = note("optim.learning_rate", planned_lr, why_lr)
     schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
                                                                           " over the planned steps"))
@@ -341,12 +341,12 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _learning_rate(optimizer: str, schedule: str, warmup: float | None) -> tuple[float, str]:
+def _learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum: float = 0.99) -> tuple[float, str]:
     """The planned rate for ``optimizer`` (and why): SGD 0.01 with Nesterov momentum 0.99
     (nnU-Net's, Isensee et al. 2021); RMSprop 0.001 (torch's usual); Adam and AdamW 0.001
     (Kingma & Ba 2015), doubled under the planned warm-up (``warmup`` None: planned)."""
     if optimizer == "sgd":
-        return 1e-2, "SGD with Nesterov momentum 0.99: nnU-Net's rate"
+        return 1e-2, "SGD: nnU-Net's rate" + (", with its Nesterov momentum 0.99" if momentum == 0.99 else "")
     if optimizer == "rmsprop":
         return 1e-3, "RMSprop's usual rate"
     name = "AdamW" if optimizer == "adamw" else "Adam"
