@@ -164,7 +164,7 @@ def load_model(path: str | Path) -> AnyModel:
 
 
 def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "classes",
-             names: tuple[str, str] = ("prediction", "labels")) -> dict[str, Any]:
+             names: tuple[str, str] = ("prediction", "labels"), frames_axis: int | None = None) -> dict[str, Any]:
     """Score a segmentation against ground truth: the report ``napari-medml evaluate`` prints.
 
     Parameters
@@ -180,6 +180,9 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
         (``instances.metrics.instance_scores``).
     names : tuple of str
         What to call the prediction and the ground truth in the report and its notes.
+    frames_axis : int, optional
+        The time axis of a 3D time series (T, Y, X): HD95 frame by frame, the worst frame's
+        (classes and binary; instances of a time series are refused).
 
     Returns
     -------
@@ -215,10 +218,14 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     if level == "instances":
         from napari_medml.instances.metrics import instance_scores
 
+        if frames_axis is not None:
+            raise InputError(f"{names[1]} is a time series: objects are matched within one image, so score "
+                             "its frames one at a time")
+
         return {**head, **instance_scores(truth, prediction).summary()}
     from napari_medml.segmentation.metrics import evaluate as evaluate_classes, evaluation_notes
 
-    result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary")
+    result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary", frames_axis=frames_axis)
     notes = evaluation_notes(result, f"prediction '{names[0]}'", f"labels '{names[1]}'",
                              "score as foreground vs background (binary)", "score as instances")
     return {**head, **result, "notes": notes}

@@ -445,3 +445,19 @@ def test_a_channel_mismatch_suggests_only_axes_that_fit_the_file(tmp_path, capsy
     code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "x.tif",
                            "--out", tmp_path / "p.tif", "--device", "cpu", *fix.split())  # fmt: skip
     assert code == 0, err
+
+
+def test_evaluate_a_time_series_measures_hd95_within_each_frame(capsys, tmp_path):
+    # was: one TYX volume, so frame 1's missing columns were 1 frame away from frame 0's (HD95 1.0)
+    truth = np.zeros((3, 20, 20), np.uint8)
+    truth[:, 5:10, 5:10] = 1
+    pred = truth.copy()
+    pred[1, 5:10, 5:8] = 0
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    code, out, _ = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.tif", "--labels",
+                           tmp_path / "truth.tif", "--axes", "TYX")
+    from napari_medml.segmentation.metrics import hausdorff95
+
+    assert code == 0
+    assert json.loads(out)["classes"]["1"]["hd95"] == hausdorff95(pred[1], truth[1])[1] == 3.0

@@ -79,3 +79,20 @@ def test_layers_that_cannot_be_scored_are_refused_with_one_line(make_napari_view
     widget["save"].changed.emit(True)
     assert "nothing scored yet" in [n.message for n in notes][-1]
 
+
+
+def test_a_time_series_is_scored_frame_by_frame(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    truth = np.zeros((3, 20, 20), np.uint8)
+    truth[:, 5:10, 5:10] = 1
+    pred = truth.copy()
+    pred[1, 5:10, 5:8] = 0
+    widget = open_widget(viewer, "evaluate")
+    widget["truth"].value = viewer.add_labels(truth, name="truth", axis_labels=("t", "y", "x"))
+    widget["prediction"].value = viewer.add_labels(pred, name="pred", axis_labels=("t", "y", "x"))
+    _run(widget, qtbot)
+    assert widget.report["classes"]["1"]["hd95"] == 3.0  # frame 1's own; across frames it read 1.0
+    widget["score_as"].value = "instances"
+    _run(widget, qtbot)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "time series" in errors[0] and "frames one at a time" in errors[0]

@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, Table, create_widget
 
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, require
+from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, layer_volume, require
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml.errors import InputError
 
@@ -83,11 +83,14 @@ class EvaluateWidget(Container):
         pred, truth = labels_array(pred_layer), labels_array(truth_layer)
         spacing = tuple(float(s) for s in truth_layer.scale)
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)
+        axes = layer_volume(truth_layer).axes  # a time series (axis labels t, y, x): HD95 frame by frame
+        frames = axes.index("T") if "T" in axes and len(axes) == truth_layer.data.ndim else None
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
 
-            return evaluate(np.asarray(pred), np.asarray(truth), spacing=spacing, level=level, names=names)
+            return evaluate(np.asarray(pred), np.asarray(truth), spacing=spacing, level=level, names=names,
+                            frames_axis=frames)
 
         self.runner.start(job, on_result=self._show)
 

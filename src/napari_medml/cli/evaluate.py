@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     # distances (HD95) in the voxel size of the file that has one, whichever it is
     spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
-    result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary)
+    # a time series: HD95 frame by frame (distances never cross frames), the worst frame's
+    frames = gt.axes.index("T") if "T" in gt.axes and len(gt.axes) == gt.data.ndim else None
+    result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary, frames_axis=frames)
     for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
                                  "--binary", "--instances"):
         info(line)

@@ -136,6 +136,7 @@ def evaluate(
     spacing: Sequence[float] | None = None,
     *,
     binary: bool = False,
+    frames_axis: int | None = None,
 ) -> dict[str, Any]:
     """All segmentation metrics at once, as a JSON-able dictionary.
 
@@ -148,6 +149,10 @@ def evaluate(
     binary : bool, optional
         Score foreground against background: every nonzero id of either array counts
         as class 1 (e.g. a 0/255 mask against a 0/1 prediction). Default False.
+    frames_axis : int, optional
+        The time axis of a time series: HD95 is measured frame by frame (a distance never
+        crosses frames) and each class gets its worst frame's; Dice and IoU count every
+        voxel. Default None: every axis is spatial.
 
     Returns
     -------
@@ -164,7 +169,8 @@ def evaluate(
     if binary:
         pred, gt = (pred != 0).astype(np.uint8), (gt != 0).astype(np.uint8)
     ids = _class_ids(pred, gt, None)
-    d, j, h = dice(pred, gt, ids), iou(pred, gt, ids), hausdorff95(pred, gt, spacing, ids)
+    d, j = dice(pred, gt, ids), iou(pred, gt, ids)
+    h = hausdorff95(pred, gt, spacing, ids) if frames_axis is None else _hd95_frames(pred, gt, spacing, ids, frames_axis)
     classes = {
         str(cid): {
             "dice": _finite_or_none(d[cid]),
@@ -182,6 +188,19 @@ def evaluate(
         "mean_iou": _mean(j.values()),
         "mean_hd95": _mean(h.values()),
     }
+
+
+def _hd95_frames(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], ids: list[int],
+                 axis: int) -> dict[int, float]:
+    # HD95 of a time series: per frame, the worst frame's (nan: in no frame; inf: a frame has it on one side only)
+    frame_spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
+    out = {cid: math.nan for cid in ids}
+    for t in range(gt.shape[axis]):
+        frame = hausdorff95(np.take(pred, t, axis=axis), np.take(gt, t, axis=axis), frame_spacing, ids)
+        for cid, value in frame.items():
+            if not math.isnan(value):
+                out[cid] = value if math.isnan(out[cid]) else max(out[cid], value)
+    return out
 
 
 def evaluation_notes(
