@@ -341,3 +341,12 @@ def test_the_validation_margin_line_says_why_there_is_none():
     tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
                       keep=["data.patch_size"])
     assert "no room: the 100-voxel patch needs the 102 training voxels along axis 1" in margin_line(tight)
+
+
+def test_an_ensemble_plans_no_margin_and_says_each_member_validates_on_its_fold():
+    # was: "validation margin: 0 (no validation)" with val_fraction 0, or a margin the folds never apply
+    for val_fraction in (0.0, 0.2):
+        cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, val_fraction=val_fraction))
+        plan = make_plan(fp(), cfg, device="cpu")
+        assert plan.val_margin == 0
+        assert "validation margin: 0 (an ensemble: each of the 3 members is validated on its own fold)" in plan.reasons

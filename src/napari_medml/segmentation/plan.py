@@ -273,8 +273,9 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     axis = int(np.argmax(fp.shape))
     length = fp.shape[axis]
     train_len = length - max(1, math.ceil(length * d.val_fraction))
-    margin = round(0.05 * length) if fp.n_images == 1 and d.val_fraction > 0 else 0
-    why_none = ("several images: whole images are held out" if fp.n_images > 1 else "no validation"
+    margin = round(0.05 * length) if fp.n_images == 1 and d.val_fraction > 0 and d.folds <= 1 else 0
+    why_none = (f"an ensemble: each of the {d.folds} members is validated on its own fold" if d.folds > 1 else
+                "several images: whole images are held out" if fp.n_images > 1 else "no validation"
                 if d.val_fraction <= 0 else f"no room: the {patch[axis]}-voxel patch needs the {train_len} training "
                 f"voxels along axis {axis}")
     margin = margin if train_len - margin >= patch[axis] else 0
