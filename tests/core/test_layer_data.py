@@ -10,11 +10,10 @@ from napari_medml.layer_data import (
     is_generated,
     layer_to_volume,
     mark_generated,
-    result_layer_data,
-    result_layer_name,
     spatial_meta,
     volume_to_layer_data,
 )
+from napari_medml.result_layers import result_layer_data, result_layer_name
 
 
 def oblique() -> np.ndarray:
@@ -144,7 +143,7 @@ def test_result_of_a_multichannel_source_drops_the_channel_axis() -> None:
 
 
 def test_an_image_result_is_laid_out_like_its_source() -> None:
-    from napari_medml.layer_data import source_shaped_result
+    from napari_medml.result_layers import source_shaped_result
 
     rgb = np.array([[[-3.4, 120.6, 300.2]]])  # a reconstruction of a uint8 RGB image
     data, look = source_shaped_result(rgb, "YXC", rgb=True, dtype=np.uint8)

@@ -14,7 +14,7 @@ import napari
 from magicgui.widgets import FloatSpinBox
 
 from napari_medml._widgets._layers import layer_spatial, layer_volume, show_result
-from napari_medml.layer_data import result_layer_data
+from napari_medml.result_layers import result_layer_data
 
 __all__ = ["CONTROLS", "instance_controls", "instance_table", "params_from_controls", "set_controls",
            "show_instances", "spatial_origin"]

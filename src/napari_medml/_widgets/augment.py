@@ -41,7 +41,8 @@ from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import AugmentConfig, AugmentSpec
 from napari_medml.errors import InputError
-from napari_medml.layer_data import SpatialMeta, result_layer_data
+from napari_medml.layer_data import SpatialMeta
+from napari_medml.result_layers import result_layer_data
 
 if TYPE_CHECKING:
     import numpy as np

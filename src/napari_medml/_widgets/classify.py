@@ -55,7 +55,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 from napari_medml.errors import InputError
-from napari_medml.layer_data import result_layer_data
+from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ClassifyWidget"]
 

@@ -32,7 +32,8 @@ from napari_medml._widgets._layers import check_fits, check_on_image, layer_spat
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.errors import InputError
-from napari_medml.layer_data import PLUGIN_MARK, is_generated, result_layer_data
+from napari_medml.layer_data import PLUGIN_MARK, is_generated
+from napari_medml.result_layers import result_layer_data
 
 __all__ = ["LiveWidget"]
 

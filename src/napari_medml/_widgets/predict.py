@@ -48,7 +48,7 @@ from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
 from napari_medml.errors import InputError
-from napari_medml.layer_data import result_layer_data
+from napari_medml.result_layers import result_layer_data
 
 __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 

@@ -43,9 +43,9 @@ from napari_medml.layer_data import (
     LayerDataTuple,
     is_generated,
     mark_generated,
-    result_layer_name,
     volume_to_layer_data,
 )
+from napari_medml.result_layers import result_layer_name
 
 __all__ = ["PreprocessWidget"]
 

@@ -41,7 +41,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 from napari_medml.errors import InputError
-from napari_medml.layer_data import result_layer_data, source_shaped_result
+from napari_medml.result_layers import result_layer_data, source_shaped_result
 
 __all__ = ["PretrainWidget"]
 

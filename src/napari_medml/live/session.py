@@ -342,14 +342,6 @@ class LiveSession(SessionWorker):
 
     # -- answering --------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InputError("this live session is closed: start a new LiveSession")
-
-    def _raise_fatal(self) -> None:
-        if self._fatal is not None:
-            raise RuntimeError(f"the live session's worker failed: {self._fatal}") from self._fatal
-
     def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
         if region is None:
@@ -398,9 +390,3 @@ class LiveSession(SessionWorker):
         if answer is None:
             self._check_open()
         return answer[0].copy(), answer[1].copy()
-
-    def _named_stage(self, name: str) -> Stage:
-        for stage in self._stages:
-            if stage.name == name:
-                return stage
-        raise InputError(f"stage {name!r} is not one of this session's: {[s.name for s in self._stages]}")

@@ -32,6 +32,20 @@ CLEAR_LEAD = 0.25
 class SessionWorker:
     """The worker-thread half of ``LiveSession`` (a base class; state is the session's)."""
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError("this live session is closed: start a new LiveSession")
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            raise RuntimeError(f"the live session's worker failed: {self._fatal}") from self._fatal
+
+    def _named_stage(self, name: str) -> Stage:
+        for stage in self._stages:
+            if stage.name == name:
+                return stage
+        raise InputError(f"stage {name!r} is not one of this session's: {[s.name for s in self._stages]}")
+
     def _best_stage(self) -> Stage:
         """The stage that should answer.
 
