@@ -165,6 +165,32 @@ def test_predict_keeps_spacing_origin_and_affine(trained, tmp_path, capsys):
     assert u.data.shape == SHAPE and u.spacing == pytest.approx(source.spacing)
 
 
+def test_predict_follows_the_plans_test_time_augmentation(trained, tmp_path, capsys):
+    """A model trained with the plan (the default) predicts with test-time augmentation and
+    says so; the result equals --tta's; --no-tta turns it off; a --no-plan model keeps it off."""
+    runs = {}
+    for flag in ("", "--tta", "--no-tta"):
+        probs = tmp_path / f"probs{flag}.nii.gz"
+        code, out, err = run_cli(capsys, "predict", "--model", trained["bundle"], "--image", trained["image"],
+                                 "--out", tmp_path / f"pred{flag}.nii.gz", "--probabilities", probs,
+                                 "--device", "cpu", *([flag] if flag else []))  # fmt: skip
+        assert code == 0, err
+        runs[flag] = (read_volume(probs).data, err)
+    assert json.loads((trained["bundle"] / "config.json").read_text())["plan"]["tta"] is True
+    assert "(test-time augmentation: on, as the model's plan chose; --no-tta turns it off)" in runs[""][1]
+    assert "test-time augmentation" not in runs["--no-tta"][1] + runs["--tta"][1]
+    np.testing.assert_array_equal(runs[""][0], runs["--tta"][0])
+    assert np.abs(runs[""][0] - runs["--no-tta"][0]).max() > 1e-3  # the flips changed the probabilities
+
+    unplanned = tmp_path / "unplanned"
+    code, _, err = run_cli(capsys, "train", "--image", trained["image"], "--labels", trained["labels"],
+                           "--out", unplanned, *TRAIN_OPTIONS, "--epochs", "1", "--no-plan")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", unplanned, "--image", trained["image"],
+                           "--out", tmp_path / "unplanned.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0 and "test-time augmentation" not in err, err
+
+
 def test_evaluate_prints_json_per_class(trained, tmp_path, capsys):
     pred = tmp_path / "pred.nii.gz"
     assert main(["predict", "--model", str(trained["bundle"]), "--image", str(trained["image"]),

@@ -195,6 +195,42 @@ def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):
     assert saved["train_config"]["optim"]["learning_rate"] == plan.learning_rate
 
 
+def test_a_planned_model_predicts_with_test_time_augmentation_unless_told_not_to(tmp_path):
+    """The plan turns on test-time augmentation (nnU-Net's mirroring) for prediction: a model
+    in memory, its bundle and the bundle loaded again say so, and a prediction without a
+    config averages the flips; a model trained without the plan, and a folder that is no
+    bundle, keep it off."""
+    import napari_medml as mm
+    from napari_medml.config import InferConfig
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.planned_inference import planned_inference
+    from napari_medml.segmentation.task import train
+
+    ph = phantom_3d(shape=(16, 32, 32))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(16, 32, 32), batch_size=1, val_fraction=0.0),
+                      model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=2),
+                      device="cpu", checkpoint_dir=str(tmp_path / "ck"))
+    plan = plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    assert plan.tta and any(r.startswith("test-time augmentation: on") for r in plan.reasons)
+    planned = train(ph.image, ph.labels, plan.apply(cfg), spacing=ph.spacing, plan=plan)
+    plain = train(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    planned.save(tmp_path / "planned")
+    plain.save(tmp_path / "plain")
+    assert json.loads((tmp_path / "planned" / "config.json").read_text())["plan"]["tta"] is True
+    for source in (planned, tmp_path / "planned", mm.load_model(tmp_path / "planned")):
+        assert planned_inference(source) == {"tta": True}
+    for source in (plain, tmp_path / "plain", tmp_path / "no bundle", tmp_path / "ck", None, ""):
+        assert planned_inference(source) == {}
+    def windows(model, config=None) -> int:  # windows the prediction runs: one pass more per flip
+        seen = []
+        model.predict(ph.image, spacing=ph.spacing, config=config, progress=lambda done, total: seen.append(total))
+        return seen[-1]
+
+    one_pass = windows(planned, InferConfig(device="cpu"))
+    assert windows(planned) == windows(planned, InferConfig(tta=True, device="cpu")) == 4 * one_pass
+    assert windows(plain) == one_pass
+
+
 def test_instances_are_planned_as_their_foreground():
     """Instance labels (one id per object) are planned as the foreground/background
     segmentation their network also learns: two classes, not one per object."""

@@ -64,6 +64,7 @@ def _predict(widget, qtbot, button="predict"):
 
 def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
     viewer, widget, ct, seg = setup
+    assert widget["tta"].value is False  # a model trained without the plan: no planned test-time augmentation
     widget["probabilities"].value = "one layer"
     widget["uncertainty"].value = True
     _predict(widget, qtbot)
@@ -171,6 +172,8 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     predict = open_widget(viewer, "predict")
+    # trained with the plan (the Train widget's default): the box follows its test-time augmentation
+    assert predict["model"].value == "ct model" and predict["tta"].value is True
     predict["model"].reset_choices()
     predict["model"].value = "ct model"
     (tmp_path / "busy").mkdir()
@@ -189,3 +192,7 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     assert len(errors) == 2 and "holds a model bundle already" in errors[1], errors
     loaded = mm.load_model(tmp_path / "saved")
     np.testing.assert_array_equal(loaded.predict(p.image).labels, train.model.predict(p.image).labels)
+    predict["tta"].value = False  # the saved bundle keeps the plan: choosing it turns the box on again
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = tmp_path / "saved"
+    assert predict["tta"].value is True

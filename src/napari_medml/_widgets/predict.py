@@ -80,7 +80,9 @@ class PredictWidget(Container):
                                                  BUNDLE_CHOICE], label="model")  # pretrained models do not segment
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
         w["overlap"] = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
-        w["tta"] = CheckBox(value=False, text="test-time augmentation (flips)")
+        w["tta"] = CheckBox(value=False, text="test-time augmentation (flips)",
+                            tooltip="average the image and its flip along each axis: slower, usually a little "
+                            "better; a model trained with the plan turns it on when chosen")
         w["min_size"] = SpinBox(value=0, min=0, max=10**9, label="min object size")
         w["fill_holes"] = CheckBox(value=False, text="fill holes")
         w["keep_largest"] = CheckBox(value=False, text="keep largest object per class")
@@ -117,6 +119,9 @@ class PredictWidget(Container):
         for key in CONTROLS:
             w[key].changed.connect(self.update_instances)
         self._session.on_model_added(self._model_added)
+        w["model"].changed.connect(self._follow_plan)
+        w["bundle"].changed.connect(self._follow_plan)
+        self._follow_plan()  # a session model chosen already (trained before this widget opened)
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
@@ -125,6 +130,16 @@ class PredictWidget(Container):
         self._w["model"].reset_choices()
         if name in self._w["model"].choices:  # a pretrained model is not listed
             self._w["model"].value = name
+            self._follow_plan()  # the same name again (a new run) changes no value
+
+    def _follow_plan(self, *_: Any) -> None:
+        """The test-time augmentation box takes the chosen model's plan (off without one)."""
+        from napari_medml.segmentation.planned_inference import planned_inference
+
+        choice = self._w["model"].value
+        source = (self._w["bundle"].value if choice in (None, BUNDLE_CHOICE)
+                  else self._session.models.get(choice))  # fmt: skip
+        self._w["tta"].value = bool(planned_inference(source).get("tta"))
 
     @notify_errors("Save model")
     def save_model(self, *_: Any) -> None:

@@ -90,7 +90,8 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     table = _table(vol, lay, labels)
     written.append(write_table_csv(table_path, table))
     n = int(len(table["index"]))
-    info(f"{n} object(s) ({_params_line(params)}); wrote " + ", ".join(str(p) for p in written))
+    info(f"{n} object(s) ({_params_line(params)}); wrote " + ", ".join(str(p) for p in written)
+         + args.planned)
     return 0
 
 

@@ -62,8 +62,10 @@ def add(sub: Any) -> None:
                    help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
                    "probabilities; for an ensemble (train --folds) the members' disagreement, "
                    "their mutual information (0 where they agree)")  # fmt: skip
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average over flipped copies (slower, smoother)")  # fmt: skip
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average the image and its flip along each axis (one "
+                   "pass per axis more: slower, usually a little better) (default: as the model's plan: "
+                   "on for models trained with the plan, off otherwise)")  # fmt: skip
     p.add_argument("--overlap", type=real(0, 1, high_open=True), metavar="F",
                    help=f"sliding-window overlap in [0, 1) (default: {infer.overlap})")  # fmt: skip
     p.add_argument("--sw-batch-size", type=integer(1), metavar="N",
@@ -108,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
     if args.level not in (None, "match") and not str(args.level).isdigit():
         raise UsageError(f"--level must be a level number (0 the finest) or 'match', got '{args.level}'")
     model = load_model(args.model)
+    args.planned = ""  # said with the written files (an error stays the only line)
+    if args.tta is None and not isinstance(model, Classifier):
+        from napari_medml.segmentation.planned_inference import planned_inference
+
+        args.tta = planned_inference(model).get("tta")
+        if args.tta:
+            args.planned = " (test-time augmentation: on, as the model's plan chose; --no-tta turns it off)"
     if isinstance(model, Classifier):
         from napari_medml.cli.classify import predict
 
@@ -168,5 +177,5 @@ def run(args: argparse.Namespace) -> int:
     if args.uncertainty is not None:
         written.append(write_output(args.uncertainty,
                                     lambda tmp: write_like(tmp, vol, pred.uncertainty, spatial_dims=dims)))
-    info("wrote " + ", ".join(str(p) for p in written))
+    info("wrote " + ", ".join(str(p) for p in written) + args.planned)
     return 0

@@ -131,7 +131,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
     written = [f"{p} (float16)" if name == "probabilities" else str(p) for name, p in result.stores.items()]
-    info("wrote " + ", ".join(written))
+    info("wrote " + ", ".join(written) + args.planned)
     return 0
 
 
@@ -224,5 +224,6 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
                            origin=geometry.origin)  # fmt: skip
     written = [*result.stores.values(), write_table_csv(table_path, table)]
     params_line = ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
-    info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in written))
+    info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in written)
+         + args.planned)
     return 0

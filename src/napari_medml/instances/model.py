@@ -25,6 +25,7 @@ from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
 from napari_medml.segmentation.model import Model
+from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.spec import SegmentationSpec
 
 __all__ = ["OUT_CHANNELS", "OUTPUT_NAMES", "InstanceModel", "InstancePrediction", "InstanceSpec",
@@ -269,7 +270,7 @@ class InstanceModel(Model):
         """
         from napari_medml.engine.devices import amp_enabled, resolve_device
 
-        config = config or InferConfig()
+        config = config or planned_infer_config(self)
         params = params or self.params
         channel_axis, samples = self._layout(image, channel_axis, axes)
         spacing = tuple(float(s) for s in spacing)[-self.spatial_dims:] if spacing is not None else self.spacing

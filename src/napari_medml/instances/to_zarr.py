@@ -35,6 +35,7 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
 from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks
+from napari_medml.segmentation.planned_inference import planned_infer_config
 
 __all__ = ["ChunkedInstances", "InstanceZarrResult", "default_halo", "instances_to_folder", "instances_to_zarr",
            "map_paths", "plan_instance_blocks"]
@@ -222,7 +223,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     from napari_medml.segmentation.run_identity import store_geometry
     from napari_medml.segmentation.to_zarr import _block_windows, volume_layout
 
-    config = config or InferConfig()
+    config = config or planned_infer_config(model)
     params = params or model.params
     image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
     shape = tuple(image.shape[1:])
@@ -371,7 +372,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     from napari_medml.segmentation.run_identity import prediction_fingerprint, store_geometry
     from napari_medml.segmentation.to_zarr import volume_layout
 
-    config = config or InferConfig()
+    config = config or planned_infer_config(model)
     params = params or model.params
     spatial = [a for a in axes if a in "ZYXQ"]
     sizes = iter(tuple(spacing))

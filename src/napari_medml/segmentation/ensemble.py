@@ -24,6 +24,7 @@ from napari_medml.config import InferConfig, TrainConfig, to_dict
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import BundleError
 from napari_medml.segmentation.model import Model, Prediction
+from napari_medml.segmentation.planned_inference import planned_infer_config
 
 __all__ = ["MEMBERS_FOLDER", "EnsembleModel", "combine", "fit_ensemble", "load_ensemble"]
 
@@ -76,7 +77,7 @@ class EnsembleModel:
         from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions
         from napari_medml.segmentation.postprocess import postprocess
 
-        config = config or InferConfig()
+        config = config or planned_infer_config(self)
         plain = replace(config, return_probabilities=True, return_uncertainty=False, min_size=0,
                         fill_holes=False, keep_largest=False, instances="none")
         count = len(self.members)

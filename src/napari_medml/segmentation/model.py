@@ -21,6 +21,7 @@ from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.errors import BundleError, InputError
+from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.prediction import Prediction, stack_predictions
 from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid
 from napari_medml.segmentation.scores import argmax_uint8, label_dtype, normalize_, softmax_
@@ -108,6 +109,8 @@ class Model(BundledModel):
             needed when the preprocessing recipe resamples.
         channel_axis : int, optional
         config : InferConfig, optional
+            Default: ``InferConfig()`` with the model's planned settings (test-time
+            augmentation for a model trained with the plan; ``planned_inference.planned_inference``).
         progress : callable, optional
             Called with ``(done, total)`` windows (over all slices/frames).
         stop : StopToken, optional
@@ -133,7 +136,7 @@ class Model(BundledModel):
         Cancelled
             Stopped through ``stop``.
         """
-        config = config or InferConfig()
+        config = config or planned_infer_config(self)
         channel_axis, samples = self._layout(image, channel_axis, axes)
         if spacing is not None:
             spacing = tuple(spacing)[-self.spatial_dims:]

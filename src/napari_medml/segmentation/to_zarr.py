@@ -29,6 +29,7 @@ from napari_medml.segmentation.chunked import (
     plan_blocks,
     window_starts,
 )
+from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.run_identity import (
     image_identity,
     prediction_fingerprint,
@@ -120,7 +121,8 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         interrupted run of the same model, image and plan (the image's values, geometry
         and, with ``source``, its file: :func:`image_identity`).
     config : InferConfig, optional
-        Overlap, blending, TTA, device. ``instances`` (``"connected"``, ``"watershed"``) is
+        Overlap, blending, TTA, device (default: the model's planned settings,
+        ``planned_inference.planned_infer_config``). ``instances`` (``"connected"``, ``"watershed"``) is
         done block by block once the labels are written (:mod:`.label_blocks`: each block
         with a halo, equal to the whole-map split up to the ids); the connected-component
         clean-up (minimum size, holes, largest component) needs the whole map and is refused.
@@ -164,7 +166,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     from napari_medml.errors import Cancelled
     from napari_medml.segmentation.scores import label_dtype as _label_dtype
 
-    config = config or InferConfig()
+    config = config or planned_infer_config(model)
     if config.min_size or config.fill_holes or config.keep_largest:
         raise ConfigError("block-wise prediction writes the labels as they come: minimum size, hole filling and "
                           "largest component need the whole map; leave them off (or predict in memory)")  # fmt: skip
@@ -329,7 +331,7 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     from napari_medml.io.zarr import read_zarr
     from napari_medml.segmentation.model import Prediction
 
-    config = config or InferConfig()
+    config = config or planned_infer_config(model)
     spatial = [a for a in axes if a in "ZYXQ"]
     sizes = iter(tuple(spacing) if spacing is not None else (1.0,) * len(spatial))
     offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))
