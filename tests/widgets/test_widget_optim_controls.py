@@ -106,3 +106,29 @@ def test_train_widget_trains_an_ensemble_that_predict_averages_with_its_uncertai
     uncertainty = viewer.layers["ct [uncertainty]"].data
     assert uncertainty.shape == image.data.shape and float(uncertainty.max()) > 0  # the members disagree somewhere
     assert viewer.layers["ct [prediction]"].data.shape == image.data.shape
+
+
+def test_train_widget_leaves_the_number_of_models_to_the_plan_under_a_time_limit(
+        make_napari_viewer, open_widget, qtbot, notes, monkeypatch):
+    from napari_medml.segmentation import plan_folds
+
+    monkeypatch.setattr(plan_folds, "MEMBER_STEPS", 1)  # any step time passes: a run of seconds
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    assert train["folds"].value == 0 and train["plan"].value  # 0: the plan decides
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["minutes"].value = 4, 2, 0.1
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    assert type(train.model).__name__ == "EnsembleModel" and len(train.model.members) == 4, \
+        [n.message for n in notes]
+    assert "ensemble (folds): 4 (each model still takes about" in train["plan_text"].value
+    assert train.model.provenance["plan"]["folds"] == 4
+    train["folds"].value = 1  # one model, as the user asks
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    assert type(train.model).__name__ == "Model", [n.message for n in notes]
+    assert "ensemble (folds): 1 (set by you)" in train["plan_text"].value

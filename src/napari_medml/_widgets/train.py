@@ -113,8 +113,8 @@ class TrainWidget(Container):
                                     tooltip="0 = no time limit")
         w["plan"] = CheckBox(value=True, text="plan from the data",
                              tooltip="choose normalisation, patch, batch, width, depth, learning rate and "
-                             "schedule (over the time limit) from the data and the device; fields you "
-                             "changed keep your value")
+                             "schedule (over the time limit), and one model or an ensemble, from the data and "
+                             "the device; fields you changed keep your value")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
         add_optimizer_fields(w)
@@ -124,9 +124,10 @@ class TrainWidget(Container):
                                  label="schedule")
         w["loss"] = ComboBox(choices=list(get_args(LossName)), value="dice_ce", label="loss")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
-        w["folds"] = SpinBox(value=1, min=1, max=20, label="ensemble (folds)",
-                             tooltip="1 = one model; K: K models, each validated on another fold; Predict "
-                             "averages them and gives their disagreement as the uncertainty layer")
+        w["folds"] = SpinBox(value=0, min=0, max=20, label="ensemble (folds)",
+                             tooltip="0 = planned (one model, or 4 sharing the time limit when each still "
+                             "trains enough); 1 = one model; K: K models, each validated on another fold; "
+                             "Predict averages them and gives their disagreement as the uncertainty layer")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
         w["init"] = ComboBox(choices=lambda _: [RANDOM_START, *self._session.models, BUNDLE_START],
@@ -202,7 +203,8 @@ class TrainWidget(Container):
             background_id=w["background_id"].value,
             patch_size=parse_size(w["patch"].value, dims),
             batch_size=w["batch"].value or DataConfig.batch_size,
-            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value, folds=w["folds"].value,
+            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value,
+            folds=w["folds"].value or 1,
             preprocessing=tuple(recipe))
         optim = OptimConfig(
             loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
@@ -274,7 +276,7 @@ class TrainWidget(Container):
         """
         from napari_medml.segmentation.plan import changed_fields
 
-        keep = changed_fields(config, self._reference)
+        keep = changed_fields(config, self._reference) | ({"data.folds"} if self._w["folds"].value else set())
         checkpoints = self._checkpoints
         if resume is None:
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,

@@ -116,7 +116,9 @@ class EnsembleModel:
         desc["ensemble"] = {"members": [f"{MEMBERS_FOLDER}/fold-{k + 1}" for k in range(len(self.members))],
                             "combine": "mean of the members' probabilities",
                             "uncertainty": "mutual information (entropy of the mean - mean entropy)"}
-        desc["provenance"] = {**desc.get("provenance", {}), **self.provenance}
+        provenance = {**desc.get("provenance", {}), **self.provenance}
+        plan = provenance.pop("plan", None)  # top-level, as in a single model's config.json
+        desc["provenance"], desc["plan"] = provenance, plan or desc.get("plan")
         desc["train_config"] = to_dict(self.config)  # folds K, no single fold
         return desc
 
@@ -202,7 +204,10 @@ def load_ensemble(path: str | Path) -> EnsembleModel:
         if isinstance(member, EnsembleModel):
             raise BundleError(f"{path / name} is an ensemble inside an ensemble: the bundle is damaged")
         members.append(member)
-    return EnsembleModel(members, provenance=description.get("provenance") or {})
+    provenance = dict(description.get("provenance") or {})
+    if description.get("plan"):
+        provenance["plan"] = description["plan"]
+    return EnsembleModel(members, provenance=provenance)
 
 
 def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None,

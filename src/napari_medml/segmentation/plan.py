@@ -8,7 +8,8 @@ turns a fingerprint into a :class:`Plan` (normalisation, network and kernels, pa
 batch size, depth and width, learning rate and schedule over the time budget,
 foreground oversampling, augmentation strength), each decision with its reason;
 :func:`napari_medml.segmentation.planning.plan_run` does both for the arrays a run
-trains on. ``Plan.apply`` writes the plan into a ``TrainConfig``; every field named in
+trains on, and under a time limit plans it as one model and as an ensemble
+(:mod:`.plan_folds` chooses). ``Plan.apply`` writes the plan into a ``TrainConfig``; every field named in
 ``keep`` (the options a user set) stays as the user set it.
 """
 
@@ -24,12 +25,12 @@ import numpy as np
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 
-__all__ = ["PLANNED_FIELDS", "Plan", "changed_fields", "make_plan", "member_minutes"]
+__all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
 # The config fields a plan chooses (dotted names, as in ``keep``).
 PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "data.batch_size", "model.channels",
                   "model.depth", "optim.learning_rate", "optim.schedule", "optim.warmup", "optim.epochs",
-                  "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "augment")
+                  "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "data.folds", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
 WIDE_STEPS = 3000  # steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py)
@@ -57,6 +58,8 @@ class Plan:
         One line per decision.
     tta : bool
         Prediction averages over flips (``InferConfig.tta``) unless the user turns it off.
+    folds : int
+        Models trained on the folds of the data and averaged (1: one model).
     """
 
     fingerprint: Fingerprint
@@ -78,6 +81,7 @@ class Plan:
     kept: tuple[str, ...] = ()
     reasons: tuple[str, ...] = field(default=())
     tta: bool = False
+    folds: int = 1
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         """``config`` with the plan's choices, except the fields in ``kept``."""
@@ -89,7 +93,8 @@ class Plan:
                        patch_size=pick("data.patch_size", self.patch_size),
                        batch_size=pick("data.batch_size", self.batch_size),
                        foreground_fraction=pick("data.foreground_fraction", self.foreground_fraction),
-                       val_margin=pick("data.val_margin", self.val_margin))
+                       val_margin=pick("data.val_margin", self.val_margin),
+                       folds=pick("data.folds", self.folds))
         model = replace(config.model, network=pick("model.network", self.network),
                         channels=pick("model.channels", self.channels), depth=pick("model.depth", self.depth))
         optim = replace(config.optim, learning_rate=pick("optim.learning_rate", self.learning_rate),
@@ -327,7 +332,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                    "averaged, as nnU-Net mirrors; predict --no-tta or the Predict widget's box turns it off)")
     return Plan(fp, normalization, network, tuple(int(p) for p in patch), int(batch), int(channels), int(depth),
                 float(lr), schedule, float(warmup), int(epochs), int(spe), float(fg_fraction), float(strength),
-                seconds, int(margin), keep, tuple(reasons), tta=True)
+                seconds, int(margin), keep, tuple(reasons), tta=True, folds=d.folds)
 
 
 # --- helpers -------------------------------------------------------------------------------

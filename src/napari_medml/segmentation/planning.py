@@ -10,7 +10,9 @@ from typing import Any
 
 from napari_medml.config import TrainConfig
 from napari_medml.segmentation.fingerprint import fingerprint
+from napari_medml.errors import MedMLError
 from napari_medml.segmentation.plan import Plan, changed_fields, make_plan
+from napari_medml.segmentation.plan_folds import ENSEMBLE, choose_ensemble, ensemble_bar, with_folds_line
 
 __all__ = ["plan_run"]
 
@@ -63,18 +65,21 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         config, resampled = common_spacing(config, spacing, len(as_list(images, "images")))
     prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                           channel_axis=channel_axis)
-    if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
-        parts = [split.split_fold(prepared, encoded, k, config.data.folds) for k in range(config.data.folds)]
-        train, val = [r for part in parts for r in part[0]], parts[0][1]
-    else:
-        train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
-    train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
-    fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
     device = resolve_device(config.device)
-    val_voxels = sum(r.label.size for r in val)
 
     def timer(trial: TrainConfig) -> float:
         return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
+
+    def planned(config: TrainConfig, keep: Sequence[str]) -> Plan:
+        if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
+            parts = [split.split_fold(prepared, encoded, k, config.data.folds) for k in range(config.data.folds)]
+            train, val = [r for part in parts for r in part[0]], parts[0][1]
+        else:
+            train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
+        train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
+        fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
+        return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer,
+                         val_voxels=sum(r.label.size for r in val))
 
     keep = list(changed_fields(config) if keep is None else keep)
     taken: list[str] = []
@@ -86,7 +91,17 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         config = replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
                                                                 for k in taken}))
         keep += ["model.network", "model.channels", "model.depth"]
-    plan = make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer, val_voxels=val_voxels)
+    plan = planned(config, keep)
+    bar = ensemble_bar(config if objects is None else replace(config, task="instances"), keep, len(prepared))
+    if bar is not None:
+        plan = with_folds_line(plan, bar)
+    else:  # one model, or ENSEMBLE sharing the time limit: planned both ways
+        members, why_not = None, ""
+        try:
+            members = planned(replace(config, data=replace(config.data, folds=ENSEMBLE)), keep)
+        except MedMLError as exc:  # too small to cut into folds, or for a patch in each member's part
+            why_not = str(exc).split(":")[0]
+        plan = choose_ensemble(plan, members, config, why_not)
     if resampled:
         plan = replace(plan, reasons=(f"spacing: {resampled}", *plan.reasons))
     if not taken:
