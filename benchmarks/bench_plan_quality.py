@@ -174,6 +174,7 @@ def medml(parts: dict, minutes: float, folder: Path, variant: str, source: str |
     return np.load(pred), {"train_s": round(train_s, 1), "steps": steps, "epochs": len(history),
                            "validation_dice": val_best, "validation_dice_last": vals[-1] if vals else None,
                            "plan": config.get("plan"), "patch": config.get("patch_size"),
+                           "models": len((config.get("ensemble") or {}).get("members") or [None]),
                            "split": config.get("provenance", {}).get("split")}
 
 
