@@ -103,6 +103,42 @@ def test_ensembles_start_from_scratch(ensemble):
         DataConfig(folds=2, fold=2)
 
 
+
+def test_corrections_retrain_every_member_of_an_ensemble(ensemble):
+    """The correct-and-retrain loop works on an ensemble (the plan chooses one under a time
+    limit): each member learns the corrections, and the result is an ensemble again."""
+    import torch
+
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.segmentation.task import retrain_on_corrections
+
+    p, model, _, _ = ensemble
+    corrected = model.predict(p.image, spacing=p.spacing, config=InferConfig(device="cpu")).labels.copy()
+    corrected[:, :8] = 0  # a corrected region
+    gen = retrain_on_corrections(model, p.image, corrected, 3, spacing=p.spacing, augment=AugmentConfig.none())
+    reports = []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            tuned = done.value
+            break
+    assert isinstance(tuned, EnsembleModel) and len(tuned.members) == len(model.members)
+    assert len([r for r in reports if r.epoch_end]) == len(model.members)  # one epoch of 3 steps each
+    for before, after in zip(model.members, tuned.members):
+        assert before is not after
+        assert any(not torch.equal(a, b) for a, b in zip(before.network.state_dict().values(),
+                                                           after.network.state_dict().values()))
+    assert tuned.provenance == model.provenance
+    assert tuned.predict(p.image, spacing=p.spacing, config=InferConfig(device="cpu")).labels.shape == p.labels.shape
+    # stopped before it starts: no member changes
+    stop = StopToken()
+    stop.stop()
+    gen = retrain_on_corrections(model, p.image, corrected, 3, spacing=p.spacing, stop=stop)
+    with pytest.raises(StopIteration) as done:
+        next(gen)
+    assert all(a is b for a, b in zip(done.value.value.members, model.members))
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_an_ensemble_predicts_block_by_block_as_in_memory(ensemble, tmp_path, tta):
     """Through predict_to_zarr (several blocks): the labels, mean probabilities and mutual

@@ -196,3 +196,37 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     predict["model"].value = BUNDLE_CHOICE
     predict["bundle"].value = tmp_path / "saved"
     assert predict["tta"].value is True
+
+
+def test_finetune_retrains_every_member_of_an_ensemble(make_napari_viewer, open_widget, phantom, qtbot,
+                                                      tmp_path):
+    """The plan chooses an ensemble under a time limit: Fine-tune continues each member on the
+    corrections and predicts again with the tuned ensemble."""
+    from napari_medml import api
+    from napari_medml.segmentation.ensemble import EnsembleModel
+
+    image, labels, spacing = phantom
+    config = TrainConfig(
+        data=DataConfig(patch_size=(16, 32, 32), batch_size=2, folds=2), augment=AugmentConfig.none(),
+        model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=10, learning_rate=3e-3),
+        device="cpu")
+    folder = api.train(image, labels, config, spacing=spacing).save(tmp_path / "ensemble model")
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct", scale=spacing)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = folder
+    _predict(widget, qtbot)
+    pred = viewer.layers["ct [prediction]"]
+    before = session_for(viewer).models["ensemble model"]
+    assert isinstance(before, EnsembleModel)
+    wrong = np.zeros(pred.data.shape, bool)
+    wrong[4:12] = pred.data[4:12] != labels[4:12]
+    pred.data_setitem(np.nonzero(wrong), labels[wrong])
+    widget["ft_steps"].value = 3
+    _predict(widget, qtbot, button="finetune")
+    tuned = session_for(viewer).models["ensemble model"]
+    assert isinstance(tuned, EnsembleModel) and len(tuned.members) == 2 and tuned is not before
+    assert all(a is not b for a, b in zip(tuned.members, before.members))
+    assert viewer.layers[-1].name == "ct [prediction] (2)" and viewer.layers[-1].data.shape == ct.data.shape

@@ -297,8 +297,9 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
 
     Parameters
     ----------
-    model : Model
-        The model whose prediction was corrected.
+    model : Model or EnsembleModel
+        The model whose prediction was corrected. An ensemble continues every member in
+        turn, each for ``steps`` steps (after a stop, the members not reached keep their weights).
     images, corrected : array or sequence of arrays
         As for :func:`fit`: images in napari axis order and their corrected labels
         (every voxel labelled; the prediction with the user's corrections painted in).
@@ -309,7 +310,7 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
 
     Returns
     -------
-    Model
+    Model or EnsembleModel
         The fine-tuned model (same classes, patch, normalisation and orientation).
 
     Raises
@@ -320,6 +321,18 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
     arrays = corrected if isinstance(corrected, (list, tuple)) else [corrected]
     if not any(np.any(a) for a in arrays):
         raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
+    if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
+        from napari_medml.segmentation.ensemble import EnsembleModel
+
+        tuned_members = []
+        for member in model.members:
+            if stop is not None and stop.stopped:
+                tuned_members.append(member)
+                continue
+            tuned_members.append((yield from retrain_on_corrections(
+                member, images, corrected, steps, spacing=spacing, channel_axis=channel_axis, augment=augment,
+                stop=stop)))
+        return EnsembleModel(tuned_members, provenance=dict(model.provenance))
     config = finetune_config(model.config, steps, augment)
     tuned = yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
                            init_model=model)
