@@ -322,8 +322,6 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
     if not any(np.any(a) for a in arrays):
         raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
     if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
-        from napari_medml.segmentation.ensemble import EnsembleModel
-
         tuned_members = []
         for member in model.members:
             if stop is not None and stop.stopped:
@@ -332,7 +330,8 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
             tuned_members.append((yield from retrain_on_corrections(
                 member, images, corrected, steps, spacing=spacing, channel_axis=channel_axis, augment=augment,
                 stop=stop)))
-        return EnsembleModel(tuned_members, provenance=dict(model.provenance))
+        # its own class: segmentation.ensemble imports this module
+        return type(model)(tuned_members, provenance=dict(model.provenance))
     config = finetune_config(model.config, steps, augment)
     tuned = yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
                            init_model=model)
