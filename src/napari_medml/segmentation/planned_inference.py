@@ -36,7 +36,8 @@ def planned_inference(source: Any) -> dict[str, Any]:
     elif source is not None and str(source) not in ("", "."):
         try:
             desc = json.loads((Path(source).expanduser() / "config.json").read_text())
-            plan = desc.get("plan") or (desc.get("provenance") or {}).get("plan")  # an ensemble keeps it there
+            # ensembles saved before dd61ea1 kept their plan in provenance
+            plan = desc.get("plan") or (desc.get("provenance") or {}).get("plan")
         except (OSError, ValueError, AttributeError):
             return {}  # not a bundle: loading it gives the reason
     if not isinstance(plan, dict) or not isinstance(plan.get("tta"), bool):
