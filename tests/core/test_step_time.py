@@ -1,0 +1,59 @@
+"""The plan's clock: one step timed as the training loop takes it, the batch's augmentation
+included (small patches spend a large share of a step there), and nothing added when the
+run has no augmentation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.segmentation import step_time, task
+
+PATCH = (32, 24)
+BATCH = 2
+PAUSE = 0.02  # seconds the stand-in transform takes per patch
+
+
+def config(augment: AugmentConfig | None = None) -> TrainConfig:
+    return TrainConfig(data=DataConfig(spatial_dims=2, patch_size=PATCH, batch_size=BATCH),
+                       model=ModelConfig(channels=4, depth=2), optim=OptimConfig(max_minutes=1.0),
+                       augment=augment or AugmentConfig(), device="cpu")
+
+
+@pytest.fixture
+def slow_transform(monkeypatch):
+    """The run's transform, wrapped: records what it is given and takes PAUSE per patch."""
+    seen = []
+    real = task.training_transform
+
+    def wrapped(cfg, keys, *, seed, patch_size, spacing):
+        transform = real(cfg, keys, seed=seed, patch_size=patch_size, spacing=spacing)
+        if transform is None:
+            return None
+
+        def timed(item):
+            seen.append({k: tuple(v.shape) for k, v in item.items()})
+            time.sleep(PAUSE)
+            return transform(item)
+
+        return timed
+
+    monkeypatch.setattr(task, "training_transform", wrapped)
+    return seen
+
+
+def test_a_step_includes_augmenting_every_patch_of_the_batch(slow_transform):
+    seconds = step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"))
+    # DRAWS batches of BATCH patches, each image (C, *patch) with its label (1, *patch)
+    assert slow_transform == [{"image": (1, *PATCH), "label": (1, *PATCH)}] * (step_time.DRAWS * BATCH)
+    assert seconds >= BATCH * PAUSE  # the mean batch's augmentation is part of the step
+
+
+def test_no_augmentation_adds_nothing(slow_transform):
+    assert step_time._augment_seconds(config(AugmentConfig.none()), torch.zeros(BATCH, 1, *PATCH),
+                                      torch.ones(BATCH, 1, *PATCH), (1.0, 1.0)) == 0.0
+    step_time.measure_step(config(AugmentConfig.none()), 1, 2, (1.0, 1.0), torch.device("cpu"))
+    assert slow_transform == []
