@@ -33,7 +33,10 @@ PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "dat
                   "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "data.folds", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
-WIDE_STEPS = 3000  # steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py)
+# steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py). Steps are
+# timed with their augmentation: 3D nuclei members take about 3100 at 16 channels, a brain
+# MRI about 2000 in 4 min (3000 before the augmentation was timed too, when a member took ~7000)
+WIDE_STEPS = 2500
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
             and step_seconds is not None and "model.channels" not in keep):
         # width from the steps the budget allows: 16 channels when they still take
         # WIDE_STEPS steps (small 2D and 3D images: steps of 0.02-0.05 s), else 8, which
-        # buys twice the steps and a larger patch (a brain MRI at 0.12 s a step)
+        # buys twice the steps and a larger patch (a brain MRI at about 0.2 s a step)
         args = dict(device=device, keep=keep, step_seconds=step_seconds, val_voxels=val_voxels)
         wide = make_plan(fp, config, **args, _width=(16, "CPU with a time limit: the steps at this width "
                                                      f"fill it (>= {WIDE_STEPS})"))

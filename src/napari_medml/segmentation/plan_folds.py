@@ -13,11 +13,13 @@ from napari_medml.segmentation.plan import VALIDATIONS, Plan
 __all__ = ["ENSEMBLE", "MEMBER_STEPS", "choose_ensemble", "ensemble_bar", "with_folds_line"]
 
 # A time limit is shared by ENSEMBLE models when each still takes MEMBER_STEPS steps: on the
-# real 2D and 3D nuclei of bench_plan_quality.py, 4 models of 1 min (2700-3400 steps each)
-# scored 0.008 and 0.016 Dice higher than one model of 4 min, whose own validation peaked in
-# its first quarter; nnU-Net, too, averages the models of its folds (Isensee et al. 2021)
+# real 2D and 3D nuclei of bench_plan_quality.py, 4 models of 1 min (1500-2000 and 3100-3600
+# steps each, as trained and as the plan now times them) scored 0.008 and 0.016 Dice higher
+# than one model of 4 min, whose own validation peaked in its first quarter; 4 brain MRI
+# models of about 300 steps each scored 0.02 lower. nnU-Net, too, averages the models of its
+# folds (Isensee et al. 2021)
 ENSEMBLE = 4
-MEMBER_STEPS = 1500
+MEMBER_STEPS = 800
 
 
 def ensemble_bar(config: TrainConfig, keep: Sequence[str], n_images: int) -> str | None:
