@@ -12,10 +12,10 @@ from scipy import ndimage
 import pytest
 import torch
 
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.config import AugmentConfig, AugmentSpec, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
 from napari_medml.segmentation.fingerprint import ChannelStats, Fingerprint, fingerprint
-from napari_medml.segmentation.plan import changed_fields, make_plan
+from napari_medml.segmentation.plan import WIDE_STEPS, changed_fields, make_plan
 from napari_medml.segmentation.planning import plan_run
 
 MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
@@ -120,10 +120,23 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
     timed = []
     by_width = make_plan(fp(), config(minutes=4), device="cpu",
                          step_seconds=lambda c: timed.append(c.model.channels) or (0.1 if c.model.channels > 8 else 0.05))
-    assert timed == [16, 8] and by_width.channels == 8 and "only 2400 steps" in "\n".join(by_width.reasons)
+    assert timed == [16, 8] and by_width.channels == 8
+    # the line gives both widths' steps in the same unit (the 8-channel plan's own)
+    assert (f"width (channels): 8 (CPU with a time limit: 16 channels would take only 2400 steps, {WIDE_STEPS} "
+            "wanted; 8 take about 4800, on larger patches)") in by_width.reasons
+    assert any(r.endswith(", validated 4 times and at the time limit)") for r in by_width.reasons)
     # a patch cap twice as large for 8 channels
     assert math.prod(by_width.patch_size) > math.prod(fast.patch_size)
     assert make_plan(fp(), config(minutes=4), device="cuda", step_seconds=lambda c: 0.05).channels == 32
+
+
+def test_augmentation_the_user_turned_off_is_called_off():
+    off = replace(config(minutes=4), augment=AugmentConfig.none())
+    plan = make_plan(fp(), off, device="cpu", keep=changed_fields(off), step_seconds=lambda c: 0.05)
+    assert "augmentation: off (set by you)" in plan.reasons and plan.apply(off).augment == AugmentConfig.none()
+    mine = replace(config(minutes=4), augment=replace(AugmentConfig(), flip=AugmentSpec(0.9, 1.0)))
+    plan = make_plan(fp(), mine, device="cpu", keep=changed_fields(mine), step_seconds=lambda c: 0.05)
+    assert "augmentation: as set (set by you)" in plan.reasons and plan.apply(mine).augment == mine.augment
 
 
 def test_rare_foreground_is_oversampled():

@@ -183,8 +183,11 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         wide_steps = int(member_minutes(config) * 60 / max(wide.step_seconds or 0.5, 1e-6))
         if wide_steps >= WIDE_STEPS:
             return wide
-        return make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
-                                                        f"{wide_steps} steps; 8 take twice as many, on larger patches"))
+        narrow = make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
+                                                          f"{wide_steps} steps, {WIDE_STEPS} wanted; 8 take <n>"))
+        narrow_steps = int(member_minutes(config) * 60 / max(narrow.step_seconds or 0.5, 1e-6))
+        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {narrow_steps}, on larger patches")
+                                             for r in narrow.reasons))
     reasons: list[str] = []
     d, o = config.data, config.optim
     dims = fp.spatial_dims
@@ -315,7 +318,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         spe = note("optim.steps_per_epoch", max(5, steps // VALIDATIONS),
                    f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:g} min"
                    + (f" (each of the {d.folds} folds' share of {o.max_minutes:g} min)" if d.folds > 1 else "")
-                   + f", validated {VALIDATIONS} times")
+                   + f", validated {VALIDATIONS} times and at the time limit")
         # the clock ends the run; the step count stays out of its way (a measurement on a
         # busy machine can be several times off)
         epochs = note("optim.epochs", max(20, 10 * math.ceil(steps / spe)), "the time limit ends the run")
@@ -325,7 +328,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         epochs = note("optim.epochs", o.epochs, "no time limit: as configured")
     strength = min(1.0, max(0.25, steps / 2000))
     if "augment" in keep:
-        reasons.append("augmentation: as set (set by you)")
+        off = not any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__)
+        reasons.append("augmentation: off (set by you)" if off else "augmentation: as set (set by you)")
     else:
         reasons.append(f"augmentation: {strength:.2f} of the default probabilities (about {steps} steps: "
                        "short runs learn the data before its variations)")
