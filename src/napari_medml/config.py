@@ -110,6 +110,11 @@ class AugmentConfig:
         off = AugmentSpec(0.0, 1.0)
         return cls(**{f.name: off for f in dataclasses.fields(cls)})
 
+    @property
+    def off(self) -> bool:
+        """No transform ever fires: every probability is 0 (whatever the strengths)."""
+        return not any(getattr(self, f.name).prob > 0 for f in dataclasses.fields(self))
+
 
 @dataclass(frozen=True)
 class DataConfig:

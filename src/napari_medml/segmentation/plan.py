@@ -180,13 +180,15 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         args = dict(device=device, keep=keep, step_seconds=step_seconds, val_voxels=val_voxels)
         wide = make_plan(fp, config, **args, _width=(16, "CPU with a time limit: the steps at this width "
                                                      f"fill it (>= {WIDE_STEPS})"))
-        wide_steps = int(member_minutes(config) * 60 / max(wide.step_seconds or 0.5, 1e-6))
+        def budget_steps(plan: Plan) -> int:
+            return int(member_minutes(config) * 60 / max(plan.step_seconds or 0.5, 1e-6))
+
+        wide_steps = budget_steps(wide)
         if wide_steps >= WIDE_STEPS:
             return wide
         narrow = make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
                                                           f"{wide_steps} steps, {WIDE_STEPS} wanted; 8 take <n>"))
-        narrow_steps = int(member_minutes(config) * 60 / max(narrow.step_seconds or 0.5, 1e-6))
-        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {narrow_steps}, on larger patches")
+        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {budget_steps(narrow)}, on larger patches")
                                              for r in narrow.reasons))
     reasons: list[str] = []
     d, o = config.data, config.optim
@@ -328,8 +330,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         epochs = note("optim.epochs", o.epochs, "no time limit: as configured")
     strength = min(1.0, max(0.25, steps / 2000))
     if "augment" in keep:
-        off = not any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__)
-        reasons.append("augmentation: off (set by you)" if off else "augmentation: as set (set by you)")
+        reasons.append("augmentation: off (set by you)" if config.augment.off else "augmentation: as set (set by you)")
     else:
         reasons.append(f"augmentation: {strength:.2f} of the default probabilities (about {steps} steps: "
                        "short runs learn the data before its variations)")

@@ -269,7 +269,7 @@ def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int,
     Compose or None
         None when no augmentation has a probability above 0.
     """
-    if not any(getattr(config.augment, f).prob > 0 for f in AugmentConfig.__dataclass_fields__):
+    if config.augment.off:
         return None
     from napari_medml.augment.transforms import augmentation_transforms
 
