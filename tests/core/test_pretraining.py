@@ -164,3 +164,65 @@ def test_a_classifier_starts_from_a_pretrained_bundle(tmp_path):
     frozen = encoder[0]  # the first level's first convolution: frozen
     np.testing.assert_array_equal(clf.network.state_dict()[frozen].cpu().numpy(),  # on CUDA where there is one
                                   pretrained.network.state_dict()[frozen].cpu().numpy())
+
+
+def _train_from(bundle, image, labels, *, freeze=0, depth=2):
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2),
+                         model=ModelConfig(channels=4, depth=depth, init_from=str(bundle), freeze_stages=freeze),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), augment=AugmentConfig.none(),
+                         device="cpu", seed=0)
+    gen = api.fit(image, labels, config, channel_axis=0)
+    notes = []
+    while True:
+        try:
+            notes.append(next(gen).message)
+        except StopIteration as done:
+            return done.value, "\n".join(n for n in notes if n)
+
+
+def test_a_reconstruction_layer_is_never_taken_as_the_segmentation_output_layer(tmp_path):
+    """Two image channels and two classes: the pretraining network's output layer (one
+    output per image channel) has the shape of the segmentation's (one per class) but
+    means something else; it starts new, and the line says so. A segmentation bundle of
+    the same shape passes its output layer on (fine-tuning a segmentation)."""
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    image = np.stack([s.image, 1 - s.image]).astype(np.float32)  # (C, Y, X), 2 channels
+    labels = (s.labels > 0).astype(np.uint8)  # 2 classes with the background
+    pretrained = api.train(image, None, pretrain_config(2, (32, 32)), channel_axis=0)
+    bundle = pretrained.save(tmp_path / "pretrained")
+    seg, notes = _train_from(bundle, image, labels)
+    start = seg.provenance["initial_weights"]
+    from napari_medml.segmentation.task import output_tensors
+
+    before, after = pretrained.network.state_dict(), seg.network.state_dict()
+    head = output_tensors(seg.network, seg.config, 2, 2, (32, 32), None)
+    assert head and all(before[k].shape == after[k].shape for k in head)  # it would fit
+    assert start["new_head"] is True and head  # the output layer fits in shape but was not copied
+    assert start["loaded"] == start["total"] - len(head)
+    assert "the output layer starts new (the bundle's is for pretraining)" in notes
+
+    seg_bundle = seg.save(tmp_path / "seg")
+    tuned, _ = _train_from(seg_bundle, image, labels)
+    assert tuned.provenance["initial_weights"]["new_head"] is False
+    assert tuned.provenance["initial_weights"]["loaded"] == tuned.provenance["initial_weights"]["total"]
+
+
+def test_freezing_more_stages_than_the_encoder_has_is_refused(tmp_path):
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    pretrained = api.train(s.image, None, pretrain_config(2, (32, 32)))
+    bundle = pretrained.save(tmp_path / "pretrained")
+    labels = (s.labels > 0).astype(np.uint8)
+    with pytest.raises(ConfigError, match=r"freeze_stages is 9 but this UNet has 1 encoder stages .*choose 0-1"):
+        _train_from(bundle, s.image[None], labels, freeze=9)
+    seg, notes = _train_from(bundle, s.image[None], labels, freeze=1)
+    assert seg.provenance["initial_weights"]["frozen_stages"] == 1
+    assert "the first 1 encoder stage frozen" in notes
+
+
+def test_the_pretraining_line_counts_the_images_voxels_and_channels():
+    """Not the padded patch: a 20x24 image under a 32x32 patch has 480 voxels."""
+    from napari_medml.pretraining.task import PretrainingTask
+
+    image = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
+    task = PretrainingTask(pretrain_config(2, (32, 32)), image, channel_axis=0)
+    assert task.start_message().startswith("pretraining on 1 unlabeled image(s), 480 voxels, 2 channels, patch 32x32")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,16 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
 
 
 def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
-                     advice: str | None = None) -> dict[str, Any]:
+                     advice: str | None = None, head: Collection[str] = (),
+                     task: str | None = None) -> dict[str, Any]:
     """Copy every tensor of a bundle (classification or segmentation) whose name and shape fit.
 
     A network of which less than half of the learned tensors (parameters; buffers such as
     batch-norm running statistics are not learned weights) fit is refused: it would start
-    nearly from random.
+    nearly from random. The output layer (``head``) is taken only from a bundle of the
+    same ``task``: a pretraining bundle's reconstruction layer (one output per image
+    channel) has the shape of a segmentation layer whenever the image has as many
+    channels as there are classes, but it means something else.
 
     Parameters
     ----------
@@ -71,11 +75,18 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     advice : str, optional
         What the refusal tells the user to do (default: train with the bundle's
         dimensions, width and depth, as ``train`` takes them).
+    head : collection of str, optional
+        Names of the network's output-layer tensors (those whose shape follows the
+        number of outputs).
+    task : str, optional
+        The new network's task; with ``head``, a bundle of another task leaves the
+        output layer as initialised.
 
     Returns
     -------
     dict
-        Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``.
+        Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``,
+        and ``new_head`` (True when the output layer was left as initialised although it fit).
 
     Raises
     ------
@@ -99,6 +110,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         state = read_weights(path)
     own = network.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    new_head = bool(head) and task is not None and info["task"] != task and any(k in fitting for k in head)
+    if new_head:
+        fitting = {k: v for k, v in fitting.items() if k not in head}
     if not fitting:
         raise InputError(f"no weights of {info['source']} ({info['task']}, {info['network']}) fit the "
                          f"{type(network).__name__}: start from a bundle with the same network")
@@ -111,4 +125,5 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                          f"{info['source']} ({info['task']}, {info['network']}): "
                          f"{advice or _mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
-    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own)}
+    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
+            "new_head": new_head}

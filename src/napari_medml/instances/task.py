@@ -161,7 +161,11 @@ class InstanceTask:
     # --- TrainingTask ---------------------------------------------------------------------
 
     def start_message(self) -> str:
-        return self.split_note
+        if self.initial_weights is None:
+            return self.split_note
+        from napari_medml.segmentation.task import start_note
+
+        return "\n".join(line for line in (self.split_note, start_note(self.initial_weights)) if line)
 
     def train_mode(self) -> None:
         self.network.train()

@@ -162,7 +162,13 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
 def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:
     """Freeze the first ``stages`` encoder levels (transfer learning); returns how many were frozen.
 
-    Knows the three registry networks' layouts; other networks are left trainable.
+    Knows the three registry networks' layouts.
+
+    Raises
+    ------
+    ConfigError
+        ``stages`` is more than the network's encoder has (or the network's stages are
+        not known): freezing fewer than asked would go unnoticed.
     """
     if stages <= 0:
         return 0
@@ -178,6 +184,10 @@ def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:
         blocks = [network.input_block, *network.downsamples][:stages]
     elif isinstance(network, SegResNet):
         blocks = [torch.nn.ModuleList([network.convInit, network.down_layers[0]]), *network.down_layers[1:]][:stages]
+    if len(blocks) < stages:
+        available = len(blocks)
+        raise ConfigError(f"freeze_stages is {stages} but this {type(network).__name__} has {available} encoder "
+                          f"stages that can be frozen: choose 0-{available}")
     for block in blocks:
         block.requires_grad_(False)
     return len(blocks)

@@ -143,8 +143,7 @@ class SegmentationTask:
                                                            self.patch_size, self.spacing, base=base,
                                                            start_step=start_step)
         if self.initial_weights is not None:
-            w = self.initial_weights
-            self.notes.append(f"started from {w['loaded']} of {w['total']} tensors of {w['source']} ({w['task']})")
+            self.notes.append(start_note(self.initial_weights))
         self.loss_fn: Any = None  # built on the device of the first outputs (class weights live there)
         draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
         transform = training_transform(config, ("image", "label"), seed=draws, patch_size=self.patch_size,
@@ -243,10 +242,46 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
     elif config.model.init_from:
         from napari_medml.bundles.transfer import transfer_weights
 
-        initial_weights = transfer_weights(network, config.model.init_from)
+        head = output_tensors(network, config, in_channels, out_channels, patch_size, spacing)
+        initial_weights = transfer_weights(network, config.model.init_from, head=head, task=config.task)
     config.model.check_freeze(base is not None or bool(config.model.init_from))
-    freeze_encoder_stages(network, config.model.freeze_stages)
+    frozen = freeze_encoder_stages(network, config.model.freeze_stages)
+    if initial_weights is not None and frozen:
+        initial_weights["frozen_stages"] = frozen
     return network, initial_weights
+
+
+def start_note(weights: dict[str, Any]) -> str:
+    """One line on a transfer: the tensors taken, a new output layer, the frozen stages.
+
+    Parameters
+    ----------
+    weights : dict
+        What :func:`start_network` returned (``bundles.transfer.transfer_weights``'s provenance).
+    """
+    line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
+    if weights.get("new_head"):
+        line += f"; the output layer starts new (the bundle's is for {weights['task']})"
+    if weights.get("frozen_stages"):
+        n = weights["frozen_stages"]
+        line += f"; the first {n} encoder stage{'s' if n > 1 else ''} frozen"
+    return line
+
+
+def output_tensors(network: torch.nn.Module, config: TrainConfig, in_channels: int, out_channels: int,
+                   patch_size: tuple[int, ...], spacing: tuple[float, ...] | None) -> set[str]:
+    """Names of ``network``'s tensors whose shape follows its number of outputs (its output layer).
+
+    Found by building the same network with one more output (under a forked random state,
+    so the run's own draws are unchanged): the registry's networks name their output
+    layers differently, and this needs no list of them.
+    """
+    from napari_medml.nn.segmentation import build_network
+
+    with torch.random.fork_rng(devices=[]):
+        probe = build_network(config.model, config.data.spatial_dims, in_channels, out_channels + 1,
+                              patch_size=patch_size, spacing=spacing).state_dict()
+    return {k for k, v in network.state_dict().items() if k in probe and probe[k].shape != v.shape}
 
 
 def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int, patch_size: tuple[int, ...],
