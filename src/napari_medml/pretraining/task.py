@@ -138,10 +138,10 @@ class PretrainingTask:
         else:
             self.patch_size = data.choose_patch([a.shape[1:] for a in arrays], self.spacing, divisor,
                                                 patch_voxel_cap(device, dc.spatial_dims))
+        self.voxels = int(sum(a[0].size for a in arrays))  # the images' own, before any padding
         # smaller than the patch: pad with 0 (the normalised mean), as inference pads
         arrays = [np.pad(a, [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(self.patch_size, a.shape[1:])])
                   for a in arrays]
-        self.voxels = int(sum(a[0].size for a in arrays))
         self.count = len(arrays)
         torch.manual_seed(config.seed + start_step)
         self.network = build_network(config.model, dc.spatial_dims, self.in_channels, self.in_channels,
@@ -166,7 +166,8 @@ class PretrainingTask:
                "noise": f"Gaussian noise (std {cfg.noise_std:g})",
                "mask_noise": f"blocks of {'x'.join(map(str, self.blocks))} voxels blanked ({cfg.mask_ratio:.0%}) "
                              f"and Gaussian noise (std {cfg.noise_std:g})"}[cfg.corruption]
-        return (f"pretraining on {self.count} unlabeled image(s), {self.voxels} voxels, patch "
+        channels = f", {self.in_channels} channels" if self.in_channels > 1 else ""
+        return (f"pretraining on {self.count} unlabeled image(s), {self.voxels} voxels{channels}, patch "
                 f"{'x'.join(map(str, self.patch_size))}: reconstruct {how}, {cfg.loss.upper()} loss")
 
     def train_mode(self) -> None:
