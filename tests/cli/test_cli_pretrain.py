@@ -108,8 +108,8 @@ def test_init_from_takes_the_bundles_network_and_a_network_that_does_not_fit_is_
             files / "pre42", *small]
     taken = run(*base, "--out", files / "taken", tmp=tmp)
     assert taken.returncode == 0, taken.stderr
-    assert "width (channels): 4 (the start bundle's, --init-from)" in taken.stderr
-    assert "depth (levels): 2 (the start bundle's, --init-from)" in taken.stderr
+    assert "width (channels): 4 (the start model's)" in taken.stderr
+    assert "depth (levels): 2 (the start model's)" in taken.stderr
     model = json.loads((files / "taken" / "config.json").read_text())["network"]["arguments"]
     assert (model["channels"], model["depth"]) == (4, 2)
     wide = run(*base, "--features", "8", "--out", files / "wide", tmp=tmp)

@@ -50,6 +50,25 @@ def test_menu_entry_docks_its_widget(make_napari_viewer, open_widget, qtbot, com
     assert [w for w in docked_widgets(viewer).values() if type(w) is type(widget)] == [widget]
 
 
+def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbot) -> None:
+    """Each form scrolls inside its dock: with Pretrain, Train segmentation (showing a long
+    plan) and Predict docked, the window still fits 1920x1200 and the canvas keeps its width
+    (the forms used to force a window over 3700 pixels tall, the canvas squeezed to a strip)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    docked = [open_widget(viewer, name) for name in ("pretrain", "train", "predict")]
+    docked[1]["plan_text"].value = "\n".join(["plan: a line of the plan that goes on to the end of the dock"] * 40)
+    window = viewer.window._qt_window
+    window.resize(1920, 1200)
+    qtbot.waitUntil(lambda: window.height() <= 1200, timeout=5000)
+    assert window.minimumSizeHint().height() <= 1200
+    assert viewer.window._qt_viewer.canvas.native.width() > 800
+    assert all(isinstance(w.native, QScrollArea) and w.native.widget() is w.form for w in docked)
+    assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
+
+
 @pytest.mark.filterwarnings("error::FutureWarning")  # napari's warning on private access
 def test_widgets_docked_both_ways_share_one_session(make_napari_viewer, open_widget, qtbot) -> None:
     """add_plugin_dock_widget hands widgets a PublicOnlyProxy of the viewer: no widget

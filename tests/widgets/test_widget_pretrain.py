@@ -54,7 +54,14 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
     start = train.model.provenance["initial_weights"]
     assert start["task"] == "pretraining" and start["loaded"] >= start["total"] - 4
-    assert train.model.config.model.freeze_stages == 1
+    assert train.model.config.model.freeze_stages == 1 and start["frozen_stages"] == 1
+    # the session model went to a bundle in the session's temp folder, which goes with the viewer
+    from pathlib import Path
+
+    temp = session.temp_folder.resolve()
+    assert temp in Path(start["source"]).resolve().parents
+    viewer.close()
+    qtbot.waitUntil(lambda: not temp.exists(), timeout=5000)
 
 
 def test_no_layer_chosen_is_a_notification(make_napari_viewer, open_widget, notes):

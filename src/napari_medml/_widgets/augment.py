@@ -27,6 +27,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import (
     check_on_image,
@@ -100,7 +101,7 @@ def _sample_axis_labels(layer: napari.layers.Layer) -> dict[str, Any]:
     return {"axis_labels": ("sample", *labels)}
 
 
-class AugmentWidget(Container):
+class AugmentWidget(DockForm):
     """Edit the session's AugmentConfig and preview it on an image and its labels."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:

@@ -26,7 +26,6 @@ import napari
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     LineEdit,
@@ -35,6 +34,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
 from napari_medml._widgets._layers import (check_fits, check_on_image, image_array, labels_array, layer_spatial, require,
                                            show_result)
@@ -62,7 +62,7 @@ __all__ = ["ClassifyWidget"]
 PAINTED, CSV = "labels layer", "CSV file"
 
 
-class ClassifyWidget(Container):
+class ClassifyWidget(DockForm):
     """Form, Start/Stop, live curves, confusion matrix, ROC and the metric numbers."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -133,7 +133,7 @@ class ClassifyWidget(Container):
         self.confusion = ConfusionMatrixPlot()
         self.roc = RocPlot()
         for canvas in (self.plot, self.confusion, self.roc):
-            self.native.layout().addWidget(canvas)
+            self.form.layout().addWidget(canvas)
         self.classifier: Any = None
         self.result: Any = None
         w["start"].changed.connect(self.start)

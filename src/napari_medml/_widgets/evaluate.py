@@ -15,8 +15,9 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, Table, create_widget
+from magicgui.widgets import ComboBox, FileEdit, PushButton, Table, create_widget
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, layer_volume, require
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -28,7 +29,7 @@ LEVELS = [("classes (Dice, IoU, HD95)", "classes"), ("foreground vs background",
           ("instances (F1, AP)", "instances")]
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(DockForm):
     """Choose a prediction and its ground truth, Score, read the table, save the report."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:

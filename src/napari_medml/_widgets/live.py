@@ -24,9 +24,10 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox
 from qtpy.QtCore import QTimer
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._live_parts import Answer, OnClose, session_status
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -41,7 +42,7 @@ NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
 
 
-class LiveWidget(Container):
+class LiveWidget(DockForm):
     """Paint scribbles, get a live segmentation; Accept hands it and its network to the session."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:

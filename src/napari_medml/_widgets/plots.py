@@ -48,27 +48,34 @@ class TrainingPlot(_Canvas):
 
     Training loss is the mean of the reports' ``train_loss`` over the epoch. The lower
     panel shows validation Dice (``metric="dice"``, segmentation) or a scalar of
-    ``report.val_metrics`` such as ``"accuracy"`` (classification).
+    ``report.val_metrics`` such as ``"accuracy"`` (classification); ``metric=None``
+    shows the loss panel alone (pretraining).
     """
 
-    def __init__(self, metric: str = "dice") -> None:
-        super().__init__((4.0, 3.2), 240)
+    def __init__(self, metric: str | None = "dice") -> None:
+        # metric None: the loss panel alone (pretraining has no Dice or accuracy to show)
+        super().__init__((4.0, 3.2) if metric else (4.0, 1.9), 240 if metric else 150)
         figure = self.figure
-        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13, hspace=0.12)
+        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13 if metric else 0.22, hspace=0.12)
         self.metric = metric
-        label = "Dice" if metric == "dice" else metric.replace("_", " ")
-        self._loss_ax, self._dice_ax = figure.subplots(2, 1, sharex=True)
+        if metric:
+            self._loss_ax, self._dice_ax = figure.subplots(2, 1, sharex=True)
+        else:
+            self._loss_ax, self._dice_ax = figure.subplots(1, 1), None
         # Lines are made once and updated in place: a redraw on the GUI thread stays cheap.
         (self._train_line,) = self._loss_ax.plot([], [], "o-", ms=3, label="training loss")
         (self._val_line,) = self._loss_ax.plot([], [], "s-", ms=3, label="validation loss")
-        (self._dice_line,) = self._dice_ax.plot([], [], "o-", ms=3, color="tab:green",
-                                                label=f"validation {label}")
         self._loss_ax.set_ylabel("loss")
         self._loss_ax.legend(loc="upper right", fontsize="small")
-        self._dice_ax.set_ylim(0.0, 1.0)
-        self._dice_ax.set_ylabel(label)
-        self._dice_ax.set_xlabel("epoch")
-        self._dice_ax.legend(loc="lower right", fontsize="small")
+        self._dice_line = None
+        if self._dice_ax is not None:
+            label = "Dice" if metric == "dice" else metric.replace("_", " ")
+            (self._dice_line,) = self._dice_ax.plot([], [], "o-", ms=3, color="tab:green",
+                                                    label=f"validation {label}")
+            self._dice_ax.set_ylim(0.0, 1.0)
+            self._dice_ax.set_ylabel(label)
+            self._dice_ax.legend(loc="lower right", fontsize="small")
+        (self._dice_ax or self._loss_ax).set_xlabel("epoch")
         self.clear()
 
     def clear(self) -> None:
@@ -101,14 +108,17 @@ class TrainingPlot(_Canvas):
         self._train_line.set_data(self.epochs, self.train_loss)
         val = [(e, v) for e, v in zip(self.epochs, self.val_loss) if v is not None]
         self._val_line.set_data(*zip(*val)) if val else self._val_line.set_data([], [])
-        dice = [(e, v) for e, v in zip(self.epochs, self.val_dice) if v is not None]
-        self._dice_line.set_data(*zip(*dice)) if dice else self._dice_line.set_data([], [])
+        if self._dice_ax is not None:
+            dice = [(e, v) for e, v in zip(self.epochs, self.val_dice) if v is not None]
+            self._dice_line.set_data(*zip(*dice)) if dice else self._dice_line.set_data([], [])
         for ax in (self._loss_ax, self._dice_ax):
-            ax.relim()
-            ax.autoscale_view()
-        self._dice_ax.set_ylim(0.0, 1.0)
+            if ax is not None:
+                ax.relim()
+                ax.autoscale_view()
+        if self._dice_ax is not None:
+            self._dice_ax.set_ylim(0.0, 1.0)
         if self.epochs:
-            self._dice_ax.set_xlim(0.5, max(self.epochs) + 0.5)
+            (self._dice_ax or self._loss_ax).set_xlim(0.5, max(self.epochs) + 0.5)
         self._draw()
 
 

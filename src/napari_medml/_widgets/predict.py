@@ -15,7 +15,6 @@ import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     PushButton,
@@ -24,6 +23,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
     check_fits,
@@ -62,7 +62,7 @@ def _lazy(image: Any) -> bool:
     return not isinstance(image, np.ndarray)
 
 
-class PredictWidget(Container):
+class PredictWidget(DockForm):
     """Segment an image with a session model or a bundle; fine-tune on corrections."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:

@@ -15,7 +15,6 @@ import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSpinBox,
     LineEdit,
     PushButton,
@@ -23,6 +22,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._layers import (
     RECIPE_KEY,
     SOURCE_KEY,
@@ -66,7 +66,7 @@ PREVIEW_VOXELS = 4096**2  # an on-disk layer's slice is previewed live up to thi
 CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
 
 
-class PreprocessWidget(Container):
+class PreprocessWidget(DockForm):
     """Choose an operation and its parameters; Apply makes a new layer."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:

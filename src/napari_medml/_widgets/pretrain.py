@@ -14,8 +14,9 @@ from dataclasses import replace
 from typing import Any, get_args
 
 import napari
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, LineEdit, Select, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, Select, SpinBox
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import parse_size, status_label
 from napari_medml._widgets._layers import (
     check_fits,
@@ -46,7 +47,7 @@ from napari_medml.result_layers import result_layer_data, source_shaped_result
 __all__ = ["PretrainWidget"]
 
 
-class PretrainWidget(Container):
+class PretrainWidget(DockForm):
     """Form for one pretraining run on unlabeled layers, Start/Stop, and a live plot."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -92,8 +93,8 @@ class PretrainWidget(Container):
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
-        self.plot = TrainingPlot()
-        self.native.layout().addWidget(self.plot)
+        self.plot = TrainingPlot(metric=None)  # reconstruction losses only
+        self.form.layout().addWidget(self.plot)
         self.model: Any = None
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)

@@ -15,7 +15,6 @@ import napari
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -25,6 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
 from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
@@ -73,7 +73,7 @@ WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "
            "napari_medml.segmentation.lazy")
 
 
-class TrainWidget(Container):
+class TrainWidget(DockForm):
     """Form for one training run, Start/Stop, and a live plot."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -152,7 +152,7 @@ class TrainWidget(Container):
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
-        self.native.layout().addWidget(self.plot)
+        self.form.layout().addWidget(self.plot)
         self.model: Any = None
         self._device_runner = Runner("Device check", show_progress=False)
         self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
@@ -302,10 +302,8 @@ class TrainWidget(Container):
 
             if start_from is not None:
                 source = start_from
-                if not isinstance(start_from, str):
-                    import tempfile
-
-                    source = str(start_from.save(f"{tempfile.mkdtemp(prefix='napari-medml-start-')}/bundle"))
+                if not isinstance(start_from, str):  # in the session's temp folder: it goes with the viewer
+                    source = str(start_from.save(self._session.run_folder("train-start") / "bundle"))
                 config = replace(config, model=replace(config.model, init_from=source))
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples

@@ -108,6 +108,6 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         return plan
     # the bundle's values are the plan's, not the user's: they reach the run's config through apply
     labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)"}
-    reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start bundle's, --init-from)", r)
+    reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start model's)", r)
                     if any(r.startswith(labels[k] + ":") for k in taken) else r for r in plan.reasons)
     return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
