@@ -52,8 +52,9 @@ def test_menu_entry_docks_its_widget(make_napari_viewer, open_widget, qtbot, com
 
 def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbot) -> None:
     """Each form scrolls inside its dock: with Pretrain, Train segmentation (showing a long
-    plan) and Predict docked, the window still fits 1920x1200 and the canvas keeps its width
-    (the forms used to force a window over 3700 pixels tall, the canvas squeezed to a strip)."""
+    plan) and Predict docked, the window still fits 1920x1200, the canvas keeps its width
+    (the forms used to force a window over 3700 pixels tall, the canvas squeezed to a strip)
+    and the three docks share the height."""
     from qtpy.QtWidgets import QScrollArea
 
     viewer = make_napari_viewer(show=True)
@@ -66,6 +67,8 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     assert window.minimumSizeHint().height() <= 1200
     assert viewer.window._qt_viewer.canvas.native.width() > 800
     assert all(isinstance(w.native, QScrollArea) and w.native.widget() is w.form for w in docked)
+    # each dock gets a share of the height (Qt alone left the third one a single row)
+    assert all(w.native.height() > 200 for w in docked), [w.native.height() for w in docked]
     assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
 
 

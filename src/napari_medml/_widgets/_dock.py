@@ -6,29 +6,105 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.widgets import Container
+from qtpy.QtCore import QEvent, QSize, Qt
+from qtpy.QtWidgets import QDockWidget, QMainWindow, QScrollArea
 
 __all__ = ["DockForm"]
 
 
+SCREEN_SHARE = 3  # a form asks for at most a third of the screen's height: three docks share it
+
+
+class _FormScroll(QScrollArea):
+    """A vertical scroll area that asks for its whole form, up to a third of the screen
+    (Qt's own hint is 24 text lines whatever the form), so docks stacked in napari's dock
+    area each get a share of the height, and a form scrolls when its share is short."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        inner = self.widget()
+        if inner is None:
+            return super().sizeHint()
+        hint = inner.sizeHint()
+        bar = self.verticalScrollBar().sizeHint().width()
+        frame = 2 * self.frameWidth()
+        height = hint.height() + frame
+        screen = self.screen() if hasattr(self, "screen") else None
+        if screen is not None:
+            height = min(height, screen.availableGeometry().height() // SCREEN_SHARE)
+        return QSize(hint.width() + bar + frame, height)
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Show and not getattr(self, "_shared", False):
+            self._shared = True
+            share_height(self)
+        return super().event(event)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        # as wide as the form needs (it never scrolls sideways), as short as Qt allows
+        inner = self.widget()
+        small = super().minimumSizeHint()
+        if inner is None:
+            return small
+        bar = self.verticalScrollBar().sizeHint().width()
+        return QSize(inner.minimumSizeHint().width() + bar + 2 * self.frameWidth(), small.height())
+
+
+def share_height(widget: Any) -> None:
+    """Give the docks stacked with ``widget``'s dock heights in proportion to their forms.
+
+    Qt adds a dock below the others with what height is left, often none: a form opened
+    third shows one row. Run once, when the form is first shown; the user's own dragging
+    later is left alone.
+    """
+    dock = widget.parent()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    window = dock.parent() if dock is not None else None
+    if not isinstance(window, QMainWindow) or dock.isFloating():
+        return
+    area = window.dockWidgetArea(dock)
+    docks = [d for d in window.findChildren(QDockWidget)
+             if d.isVisible() and not d.isFloating() and window.dockWidgetArea(d) == area
+             and not window.tabifiedDockWidgets(d)]
+    if len(docks) > 1:
+        window.resizeDocks(docks, [max(d.sizeHint().height(), 1) for d in docks], Qt.Orientation.Vertical)
+
+
 class DockForm(Container):
-    """A vertical Container whose ``native`` is its scroll area.
+    """A vertical Container that napari docks in a scroll area (:attr:`native`).
 
     napari docks a magicgui widget's ``native`` (``napari._qt.utils.combine_widgets``,
-    napari 0.5 to 0.9), and magicgui's ``scrollable=True`` makes ``native`` the inner form
-    with the scroll area only around it, so napari would take the form out of its scroll
-    area. Here ``native`` is the scroll area itself; :attr:`form` is the widget holding the
-    layout, for Qt widgets (plots) added below the fields.
+    napari 0.5 to 0.9), and magicgui's own ``scrollable=True`` puts the scroll area
+    around ``native``, so napari would take the form out of it; here ``native`` is the
+    scroll area itself. :attr:`form` holds the fields; :meth:`add_native` adds a Qt widget
+    (a plot) below them. The rows keep their height and a stretch takes the rest, as
+    napari's dock does for a form without one.
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(scrollable=True, **kwargs)
+        self._scroll: QScrollArea | None = None
+        super().__init__(**kwargs)
+        form = super().native
+        form.layout().addStretch(1)  # magicgui inserts each field before it (at its index)
+        scroll = _FormScroll()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(form)
+        scroll._magic_widget = self  # napari's dock finds the magicgui widget by this (inner_widget)
+        self._scroll = scroll
 
     @property
     def native(self) -> Any:
-        """The scroll area napari docks (magicgui's ``root_native_widget``)."""
-        return self.root_native_widget
+        """The scroll area napari docks (the form itself while it is being built)."""
+        return self._scroll if getattr(self, "_scroll", None) is not None else super().native
 
     @property
     def form(self) -> Any:
-        """The QWidget that holds the layout (magicgui's ``native`` when scrollable)."""
+        """The QWidget that holds the fields' layout."""
         return super().native
+
+    def add_native(self, widget: Any) -> None:
+        """Add a Qt widget (a plot) below the fields, above the closing stretch."""
+        layout = self.form.layout()
+        layout.insertWidget(layout.count() - 1, widget)

@@ -133,7 +133,7 @@ class ClassifyWidget(DockForm):
         self.confusion = ConfusionMatrixPlot()
         self.roc = RocPlot()
         for canvas in (self.plot, self.confusion, self.roc):
-            self.form.layout().addWidget(canvas)
+            self.add_native(canvas)
         self.classifier: Any = None
         self.result: Any = None
         w["start"].changed.connect(self.start)

@@ -94,7 +94,7 @@ class PretrainWidget(DockForm):
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot(metric=None)  # reconstruction losses only
-        self.form.layout().addWidget(self.plot)
+        self.add_native(self.plot)
         self.model: Any = None
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)

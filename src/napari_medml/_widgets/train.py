@@ -152,7 +152,7 @@ class TrainWidget(DockForm):
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
-        self.form.layout().addWidget(self.plot)
+        self.add_native(self.plot)
         self.model: Any = None
         self._device_runner = Runner("Device check", show_progress=False)
         self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
