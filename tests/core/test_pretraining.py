@@ -216,7 +216,7 @@ def test_freezing_more_stages_than_the_encoder_has_is_refused(tmp_path):
         _train_from(bundle, s.image[None], labels, freeze=9)
     seg, notes = _train_from(bundle, s.image[None], labels, freeze=1)
     assert seg.provenance["initial_weights"]["frozen_stages"] == 1
-    assert "the first 1 encoder stage frozen" in notes
+    assert "; the first encoder stage frozen" in notes
 
 
 def test_the_pretraining_line_counts_the_images_voxels_and_channels():
@@ -226,3 +226,13 @@ def test_the_pretraining_line_counts_the_images_voxels_and_channels():
     image = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
     task = PretrainingTask(pretrain_config(2, (32, 32)), image, channel_axis=0)
     assert task.start_message().startswith("pretraining on 1 unlabeled image(s), 480 voxels, 2 channels, patch 32x32")
+
+
+def test_the_start_line_names_what_was_taken_and_frozen():
+    from napari_medml.segmentation.task import start_note
+
+    taken = {"loaded": 33, "total": 37, "source": "/b", "task": "pretraining", "new_head": True, "frozen_stages": 2}
+    assert start_note(taken) == ("started from 33 of 37 tensors of /b (pretraining); the output layer starts new "
+                                 "(the bundle's is for pretraining); the first 2 encoder stages frozen")
+    assert start_note({**taken, "new_head": False, "frozen_stages": 0}) == \
+        "started from 33 of 37 tensors of /b (pretraining)"

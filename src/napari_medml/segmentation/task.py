@@ -258,13 +258,19 @@ def start_note(weights: dict[str, Any]) -> str:
     ----------
     weights : dict
         What :func:`start_network` returned (``bundles.transfer.transfer_weights``'s provenance).
+
+    Returns
+    -------
+    str
+        E.g. ``started from 33 of 37 tensors of /path (pretraining); the output layer
+        starts new (the bundle's is for pretraining); the first 2 encoder stages frozen``.
     """
     line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
     if weights.get("new_head"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
-    if weights.get("frozen_stages"):
-        n = weights["frozen_stages"]
-        line += f"; the first {n} encoder stage{'s' if n > 1 else ''} frozen"
+    n = weights.get("frozen_stages") or 0
+    if n:
+        line += "; the first encoder stage frozen" if n == 1 else f"; the first {n} encoder stages frozen"
     return line
 
 
