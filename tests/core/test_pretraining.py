@@ -192,10 +192,10 @@ def test_a_reconstruction_layer_is_never_taken_as_the_segmentation_output_layer(
     bundle = pretrained.save(tmp_path / "pretrained")
     seg, notes = _train_from(bundle, image, labels)
     start = seg.provenance["initial_weights"]
-    from napari_medml.segmentation.task import output_tensors
+    from napari_medml.nn.segmentation import output_tensors
 
     before, after = pretrained.network.state_dict(), seg.network.state_dict()
-    head = output_tensors(seg.network, seg.config, 2, 2, (32, 32), None)
+    head = output_tensors(seg.network, seg.config.model, 2, 2, 2, patch_size=(32, 32))
     assert head and all(before[k].shape == after[k].shape for k in head)  # it would fit
     assert start["new_head"] is True and head  # the output layer fits in shape but was not copied
     assert start["loaded"] == start["total"] - len(head)

@@ -18,7 +18,7 @@ from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "patch_divisor"]
+__all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "output_tensors", "patch_divisor"]
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -157,6 +157,28 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
         raise ConfigError(f"unknown segmentation network {config.network!r}{hint}: "
                           f"choose one of {sorted(SEGMENTATION_NETWORKS)}")
     return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)
+
+
+def output_tensors(network: torch.nn.Module, config: ModelConfig, spatial_dims: int, in_channels: int,
+                   out_channels: int, *, patch_size: Sequence[int] | None = None,
+                   spacing: Sequence[float] | None = None) -> set[str]:
+    """Names of ``network``'s tensors whose shape follows its number of outputs (its output layer).
+
+    ``network`` is :func:`build_network` of the same arguments. The names are found by
+    building it again with one more output, under a forked random state (the caller's
+    draws are unchanged): the registry's networks name their output layers differently,
+    and this needs no list of them.
+
+    Returns
+    -------
+    set of str
+        ``state_dict`` keys (the output convolution's weight and bias, and any
+        deep-supervision heads).
+    """
+    with torch.random.fork_rng(devices=[]):
+        probe = build_network(config, spatial_dims, in_channels, out_channels + 1,
+                              patch_size=patch_size, spacing=spacing).state_dict()
+    return {k for k, v in network.state_dict().items() if k in probe and probe[k].shape != v.shape}
 
 
 def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:

@@ -231,7 +231,7 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
         ``(network, initial_weights)``: what ``bundles.transfer.transfer_weights``
         loaded (None without a transfer), for the model's provenance.
     """
-    from napari_medml.nn.segmentation import build_network, freeze_encoder_stages
+    from napari_medml.nn.segmentation import build_network, freeze_encoder_stages, output_tensors
 
     torch.manual_seed(config.seed + start_step)
     network = build_network(config.model, config.data.spatial_dims, in_channels, out_channels,
@@ -242,7 +242,8 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
     elif config.model.init_from:
         from napari_medml.bundles.transfer import transfer_weights
 
-        head = output_tensors(network, config, in_channels, out_channels, patch_size, spacing)
+        head = output_tensors(network, config.model, config.data.spatial_dims, in_channels, out_channels,
+                              patch_size=patch_size, spacing=spacing)
         initial_weights = transfer_weights(network, config.model.init_from, head=head, task=config.task)
     config.model.check_freeze(base is not None or bool(config.model.init_from))
     frozen = freeze_encoder_stages(network, config.model.freeze_stages)
@@ -272,22 +273,6 @@ def start_note(weights: dict[str, Any]) -> str:
     if n:
         line += "; the first encoder stage frozen" if n == 1 else f"; the first {n} encoder stages frozen"
     return line
-
-
-def output_tensors(network: torch.nn.Module, config: TrainConfig, in_channels: int, out_channels: int,
-                   patch_size: tuple[int, ...], spacing: tuple[float, ...] | None) -> set[str]:
-    """Names of ``network``'s tensors whose shape follows its number of outputs (its output layer).
-
-    Found by building the same network with one more output (under a forked random state,
-    so the run's own draws are unchanged): the registry's networks name their output
-    layers differently, and this needs no list of them.
-    """
-    from napari_medml.nn.segmentation import build_network
-
-    with torch.random.fork_rng(devices=[]):
-        probe = build_network(config.model, config.data.spatial_dims, in_channels, out_channels + 1,
-                              patch_size=patch_size, spacing=spacing).state_dict()
-    return {k for k, v in network.state_dict().items() if k in probe and probe[k].shape != v.shape}
 
 
 def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int, patch_size: tuple[int, ...],
