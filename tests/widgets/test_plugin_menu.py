@@ -60,15 +60,20 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((32, 32), np.float32), name="img")
     docked = [open_widget(viewer, name) for name in ("pretrain", "train", "predict")]
-    docked[1]["plan_text"].value = "\n".join(["plan: a line of the plan that goes on to the end of the dock"] * 40)
+    # lines as long as a real plan's (about 200 characters) wrap inside the dock
+    line = "validation margin: 0 (an ensemble: each of the 4 members is validated on its own fold)" * 2
+    docked[1]["plan_text"].value = "\n".join([line] * 40)
     window = viewer.window._qt_window
     window.resize(1920, 1200)
     qtbot.waitUntil(lambda: window.height() <= 1200, timeout=5000)
+    train_scroll = docked[1].native
+    qtbot.waitUntil(lambda: train_scroll.widget().width() <= train_scroll.viewport().width(), timeout=5000)
+    assert train_scroll.horizontalScrollBar().maximum() == 0  # nothing cut off at the right
     assert window.minimumSizeHint().height() <= 1200
     assert viewer.window._qt_viewer.canvas.native.width() > 800
     assert all(isinstance(w.native, QScrollArea) and w.native.widget() is w.form for w in docked)
     # each dock gets a share of the height (Qt alone left the third one a single row)
-    assert all(w.native.height() > 200 for w in docked), [w.native.height() for w in docked]
+    qtbot.waitUntil(lambda: all(w.native.height() > 200 for w in docked), timeout=5000)
     assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
 
 

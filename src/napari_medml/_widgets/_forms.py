@@ -33,9 +33,15 @@ def status_label() -> object:
     """An empty magicgui Label for status lines, wrapped: a long line (a warning about the
     data, the plan) wraps inside the dock instead of widening it."""
     from magicgui.widgets import Label
+    from qtpy.QtWidgets import QSizePolicy
 
     label = Label(value="", label="")
     label.native.setWordWrap(True)
+    # magicgui's Label is Fixed, so the layout took the label's unwrapped width (a plan of
+    # 200-character lines widened the form past its dock): Preferred lets it wrap narrower
+    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+    policy.setHeightForWidth(True)
+    label.native.setSizePolicy(policy)
     return label
 
 
