@@ -14,17 +14,18 @@ from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelCon
 from napari_medml.errors import ConfigError
 from napari_medml.samples import phantom_3d
 from napari_medml.segmentation.ensemble import EnsembleModel
+from napari_medml.errors import InputError
 from napari_medml.segmentation.split import split_fold
 
 
 def test_each_fold_validates_on_a_different_part():
-    rows = np.repeat(np.arange(20, dtype=np.float32)[:, None], 8, axis=1)  # each voxel holds its row
-    image, label = rows[None], np.ones((20, 8), np.uint8)
+    rows = np.repeat(np.arange(24, dtype=np.float32)[:, None], 8, axis=1)  # each voxel holds its row
+    image, label = rows[None], np.ones((24, 8), np.uint8)
     seen = []
     for k in range(3):
         train, val, note = split_fold([image], [label], k, 3, context=(4, 4))
         assert f"fold {k + 1} of 3" in note and len(val) == 1
-        scored = np.zeros(20, bool)
+        scored = np.zeros(24, bool)
         scored[val[0].image[0][val[0].label > 0].astype(int)] = True  # context rows are unlabeled
         trained = np.concatenate([r.image[0][r.label > 0] for r in train]).astype(int)
         assert not scored[trained].any()  # never trained on what it validates
@@ -33,7 +34,33 @@ def test_each_fold_validates_on_a_different_part():
     assert np.logical_or.reduce(seen).all()  # together the folds validate on every row
     images = [np.zeros((1, 4, 4), np.float32)] * 4
     train, val, note = split_fold(images, [np.ones((4, 4), np.uint8)] * 4, 1, 2)
-    assert len(train) == 2 and len(val) == 2 and "image(s) 2, 4" in note
+    assert len(train) == 2 and len(val) == 2 and "images 3-4 of 4" in note
+
+
+def test_a_fold_leaves_out_the_training_labels_next_to_its_block():
+    """--val-margin with --folds: was accepted, stored and said in the plan, but never applied."""
+    rows = np.repeat(np.arange(40, dtype=np.float32)[:, None], 8, axis=1)
+    train, val, note = split_fold([rows[None]], [np.ones((40, 8), np.uint8)], 1, 4, margin=3)  # block: rows 10-19
+    assert note.endswith("3 voxels of training labels on either side of it left out")
+    trained = sorted({int(v) for r in train for v in r.image[0][r.label > 0]})
+    assert trained == [*range(0, 7), *range(23, 40)]  # rows 7-9 and 20-22 unlabeled, their image kept
+    assert sum(r.image.shape[1] for r in train) == 30
+
+
+def test_the_slices_of_a_volume_stay_together_in_a_fold():
+    """A 2D network on a volume trains on its slices: a fold held out every third slice,
+    each scored between two trained neighbours."""
+    slices = [np.full((1, 16, 16), z, np.float32) for z in range(31)]
+    _, val, note = split_fold(slices, [np.ones((16, 16), np.uint8)] * 31, 0, 3)
+    assert [int(r.image[0, 0, 0]) for r in val] == list(range(10)) and "images 1-10 of 31" in note
+
+
+def test_a_fold_block_too_thin_for_a_patch_is_refused():
+    """--folds 20 on a 61-voxel axis cut blocks of 3 voxels and planned a 2-voxel patch axis."""
+    volume = np.zeros((1, 31, 61, 57), np.float32)
+    with pytest.raises(InputError, match=r"blocks of 3 voxels along axis 1, fewer than 8: use at most 7 folds"):
+        split_fold([volume], [np.ones((31, 61, 57), np.uint8)], 0, 20)
+    assert split_fold([volume], [np.ones((31, 61, 57), np.uint8)], 0, 7)[1]  # 8-voxel blocks
 
 
 @pytest.fixture(scope="module")

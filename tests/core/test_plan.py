@@ -377,7 +377,7 @@ def test_with_folds_each_member_is_planned_for_its_share_of_the_time_budget():
     three = make_plan(fp(), config(minutes=4, folds=3), device="cpu", step_seconds=lambda c: 0.1)
     assert three.steps_per_epoch < one.steps_per_epoch  # about a third of the steps
     line = next(r for r in three.reasons if r.startswith("steps per epoch"))
-    assert "in 1.33333 min (each of the 3 folds' share of 4 min)" in line, line
+    assert "in 1.33 min (each of the 3 folds' share of 4 min)" in line, line
 
 
 def test_the_validation_margin_line_says_why_there_is_none():
@@ -389,13 +389,38 @@ def test_the_validation_margin_line_says_why_there_is_none():
     # 128 voxels along Y: 102 train after the held-out fifth; a 100-voxel patch leaves no room for 6 more
     tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
                       keep=["data.patch_size"])
-    assert "no room: the 100-voxel patch needs the 102 training voxels along axis 1" in margin_line(tight)
+    assert ("no room: the 100-voxel patch needs the 102 voxels of the training part along axis 1"
+            in margin_line(tight))
 
 
-def test_an_ensemble_plans_no_margin_and_says_each_member_validates_on_its_fold():
-    # was: "validation margin: 0 (no validation)" with val_fraction 0, or a margin the folds never apply
-    for val_fraction in (0.0, 0.2):
-        cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, val_fraction=val_fraction))
-        plan = make_plan(fp(), cfg, device="cpu")
-        assert plan.val_margin == 0
-        assert "validation margin: 0 (an ensemble: each of the 3 members is validated on its own fold)" in plan.reasons
+def test_an_ensemble_plans_a_margin_either_side_of_each_fold_when_its_pieces_have_room():
+    # was: always 0, "each member is validated on its own fold", so every member was scored
+    # on a block its training labels touched
+    for val_fraction in (0.0, 0.2):  # the folds validate whatever the validation fraction
+        cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, val_fraction=val_fraction, patch_size=(32, 32, 32)))
+        plan = make_plan(fp(train_shape=(42, 128, 128)), cfg, device="cpu", keep=["data.patch_size"])
+        assert plan.val_margin == 6 and plan.apply(cfg).data.val_margin == 6
+        assert ("validation margin: 6 (5% of the image between the training labels and the held-out block of each "
+                "fold)") in plan.reasons
+    # the patch fills a fold's thinnest piece: no room
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, patch_size=(40, 32, 32)))
+    plan = make_plan(fp(train_shape=(42, 128, 128)), cfg, device="cpu", keep=["data.patch_size"])
+    assert plan.val_margin == 0
+    assert ("validation margin: 0 (no room: the 40-voxel patch needs the 42 voxels of the thinnest training piece "
+            "of a fold along axis 0)") in plan.reasons
+
+
+def test_the_plan_line_names_a_few_class_shares_then_counts_them():
+    """An intensity image given as labels (208 ids) printed 208 percentages on one line."""
+    many = replace(fp(), class_ids=tuple(range(208)), class_fractions=(1 / 208,) * 208)
+    head = make_plan(many, config(), device="cpu").describe().splitlines()[0]
+    assert "classes 0.5% / 0.5% / 0.5% / 0.5% / 0.5% / 0.5% / 0.5% / 0.5% / ... (208 classes), typical" in head
+    assert "classes 90.0% / 10.0%, typical" in make_plan(fp(), config(), device="cpu").describe()
+
+
+def test_the_plan_shows_numbers_to_three_digits():
+    """'foreground patches: 0.333333' and 'in 0.166667 min' (a fold's share of 0.5 min)."""
+    plan = make_plan(fp(fractions=(0.7, 0.3)), config(minutes=0.5, folds=3), device="cpu",
+                     step_seconds=lambda c: 0.1)
+    text = plan.describe()
+    assert "foreground patches: 0.333 (" in text and "steps in 0.167 min (each of the 3 folds' share of 0.5 min)" in text

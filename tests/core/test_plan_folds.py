@@ -104,7 +104,10 @@ def test_plan_run_plans_an_ensemble_of_the_folds_from_real_arrays(monkeypatch):
     assert single.fingerprint.train_shape[1] > 96 and members.fingerprint.train_shape[1] <= 160 // ENSEMBLE * 2
     assert plan.patch_size[1] <= members.fingerprint.train_shape[1]
     assert any("(each of the 4 folds' share of 2 min)" in r for r in plan.reasons)
-    assert "validation margin: 0 (an ensemble: each of the 4 members is validated on its own fold)" in plan.reasons
+    # a 32-voxel patch in the thinnest piece of a fold (40 of 160 voxels) leaves room for 8
+    assert plan.patch_size[1] == 32 and plan.val_margin == 8
+    assert ("validation margin: 8 (5% of the image between the training labels and the held-out block of each "
+            "fold)") in plan.reasons
     # the user's one model, and no time limit, are planned once, as one model
     made.clear()
     kept = plan_run(s.image, s.labels > 0, config(minutes=2.0), spacing=s.spacing, keep=["data.folds"])

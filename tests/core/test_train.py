@@ -245,7 +245,9 @@ def test_resume_from_a_folder_without_checkpoint(tiny, tmp_path):
     ("empty", "labels are empty"),
     ("one_class", "only class 2"),
     ("nan", "NaN"),
-    ("patch", r"patch size \(128, 128\) is larger than the training part of the image \(51, 64\)"),
+    # 56 > 51 is allowed (the part is padded to the network's multiple of 8): the message says why
+    ("patch", r"patch size \(128, 128\) is larger than the training part of the image \(51, 64\): use a patch "
+              r"of at most \(56, 64\) \(its shape padded to a multiple of 8\)"),
     ("dims", "3 spatial dimensions"),
     ("sparse_no_background", "needs painted background"),
     ("sparse_only_background", "only the background id"),

@@ -155,7 +155,7 @@ class Trainer:
                 if stopped:
                     message, finished = "stopped by user", True
                 elif self.budget_s is not None and elapsed >= self.budget_s:
-                    message, finished = f"time limit of {cfg.max_minutes:g} min reached", True
+                    message, finished = f"time limit of {cfg.max_minutes:.3g} min reached", True
                     timed_out = True
                 # the time limit ends an epoch: the final weights (lowest rate) are validated too
                 epoch_end = step % spe == 0 or step == self.total_steps or timed_out

@@ -118,9 +118,15 @@ class Plan:
         fp = self.fingerprint
         head = (f"plan: {fp.n_images} image(s) of {'x'.join(map(str, fp.shape))} voxels, spacing "
                 f"{'x'.join(f'{s:g}' for s in fp.spacing)} (anisotropy {fp.anisotropy:.1f}), {fp.modality}, "
-                f"classes {' / '.join(f'{100 * f:.1f}%' for f in fp.class_fractions)}, typical object "
+                f"classes {_fractions(fp.class_fractions)}, typical object "
                 f"{'x'.join(f'{e:.0f}' for e in fp.object_extent)} voxels")
         return "\n".join([head, *(f"  {line}" for line in self.reasons)])
+
+
+def _fractions(fractions: Sequence[float], shown: int = 8) -> str:
+    """Each class's share of the labelled voxels; past ``shown`` classes, their count."""
+    text = " / ".join(f"{100 * f:.1f}%" for f in fractions[:shown])
+    return text if len(fractions) <= shown else f"{text} / ... ({len(fractions)} classes)"
 
 
 def member_minutes(config: TrainConfig) -> float | None:
@@ -256,7 +262,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         why = f"the whole training region {'x'.join(map(str, region))}, padded to the network's multiple"
     else:
         why = ("random crops of the training region, the largest that fit the memory budget"
-               + (" and the CPU's voxel cap" if cap else "") + "; coarse axes get fewer voxels")
+               + (" and the CPU's voxel cap" if cap else "")
+               + ("; coarse axes get fewer voxels" if max(fp.spacing) > min(fp.spacing) else ""))
     patch = tuple(int(p) for p in note("data.patch_size", tuple(int(p) for p in patch), why))
     # one image in one patch: a batch of 2 would be the same window twice
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
@@ -288,15 +295,18 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # trained on, so the block scores like a region the model has not seen
     axis = int(np.argmax(fp.shape))
     length = fp.shape[axis]
-    train_len = length - max(1, math.ceil(length * d.val_fraction))
-    margin = round(0.05 * length) if fp.n_images == 1 and d.val_fraction > 0 and d.folds <= 1 else 0
-    why_none = (f"an ensemble: each of the {d.folds} members is validated on its own fold" if d.folds > 1 else
-                "several images: whole images are held out" if fp.n_images > 1 else "no validation"
-                if d.val_fraction <= 0 else f"no room: the {patch[axis]}-voxel patch needs the {train_len} training "
-                f"voxels along axis {axis}")
+    # an ensemble member's training part is two pieces either side of its fold's block: the
+    # thinner (train_shape) must keep room for the margin
+    train_len = fp.train_shape[axis] if d.folds > 1 else length - max(1, math.ceil(length * d.val_fraction))
+    validated = d.folds > 1 or d.val_fraction > 0
+    margin = round(0.05 * length) if fp.n_images == 1 and validated else 0
+    piece = "thinnest training piece of a fold" if d.folds > 1 else "training part"
+    why_none = ("several images: whole images are held out" if fp.n_images > 1 else "no validation"
+                if not validated else f"no room: the {patch[axis]}-voxel patch needs the {train_len} voxels of the "
+                f"{piece} along axis {axis}")
     margin = margin if train_len - margin >= patch[axis] else 0
     margin = note("data.val_margin", margin, "5% of the image between the training labels and the held-out "
-                  "block" if margin else why_none, "validation margin")
+                  "block" + (" of each fold" if d.folds > 1 else "") if margin else why_none, "validation margin")
 
     planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
                                         if "optim.warmup" in keep else None, o.momentum_in_use)
@@ -318,8 +328,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         train_s = max(minutes * 60 - VALIDATIONS * per_val, minutes * 30)
         steps = max(int(train_s / seconds), VALIDATIONS)
         spe = note("optim.steps_per_epoch", max(5, steps // VALIDATIONS),
-                   f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:g} min"
-                   + (f" (each of the {d.folds} folds' share of {o.max_minutes:g} min)" if d.folds > 1 else "")
+                   f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:.3g} min"
+                   + (f" (each of the {d.folds} folds' share of {o.max_minutes:.3g} min)" if d.folds > 1 else "")
                    + f", validated {VALIDATIONS} times and at the time limit")
         # the clock ends the run; the step count stays out of its way (a measurement on a
         # busy machine can be several times off)
@@ -358,7 +368,7 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return "x".join(str(v) for v in value)
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.3g}"
     return str(value)
 
 

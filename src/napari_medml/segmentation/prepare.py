@@ -89,7 +89,8 @@ def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tu
 
     dc = config.data
     if dc.folds > 1 and dc.fold is not None:
-        return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"))
+        return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"),
+                                margin=kwargs.get("margin", 0))
     return split.split_train_val(images, labels, dc.val_fraction, **kwargs)
 
 
@@ -221,8 +222,9 @@ def choose_patch_size(shapes: Sequence[Sequence[int]], config: TrainConfig, spac
     if any(p > m for p, m in zip(patch_size, largest)):
         where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
         fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
+        padded = f" (its shape padded to a multiple of {divisor})" if fit != smallest else ""
         raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
-                         f"of at most {fit}, or leave it out to choose one automatically")
+                         f"of at most {fit}{padded}, or leave it out to choose one automatically")
     return patch_size
 
 

@@ -116,34 +116,50 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
     return [train], [val], note
 
 
+MIN_FOLD_BLOCK = 8  # voxels: a thinner fold block leaves pieces too thin for a patch (a 2-voxel patch axis)
+
+
 def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, folds: int,
-               context: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
+               context: Sequence[int] | None = None, margin: int = 0) -> tuple[list[Region], list[Region], str]:
     """Fold ``fold`` of ``folds`` (an ensemble member's split): each fold validates on a
     different part, and together the folds validate on all of the data.
 
-    With at least ``folds`` images, fold k holds out the images ``k, k + folds, ...``;
-    otherwise it holds out the k-th of ``folds`` equal blocks along each image's longest
-    axis (the parts before and after it train). A held-out block takes up to ``context``
-    voxels of unlabeled neighbours, as in :func:`split_train_val`.
+    With at least ``folds`` images, fold k holds out the k-th of ``folds`` consecutive
+    groups of images (the slices of a volume a 2D network trains on stay together, so a
+    held-out slice is not scored between two trained ones); otherwise it holds out the
+    k-th of ``folds`` equal blocks along each image's longest axis (the parts before and
+    after it train). A held-out block takes up to ``context`` voxels of unlabeled
+    neighbours, as in :func:`split_train_val`.
+
+    Parameters
+    ----------
+    margin : int
+        Blocks only: the training labels this many voxels on either side of the held-out
+        block are left out (unlabeled; the image stays), as in :func:`split_train_val`.
 
     Raises
     ------
     InputError
-        An image too small to cut into ``folds`` blocks.
+        An image too small to cut into ``folds`` blocks of at least ``MIN_FOLD_BLOCK``
+        voxels.
     """
     n = len(images)
     if n >= folds:
-        val_idx = list(range(fold, n, folds))
-        train = [Region(images[i], labels[i]) for i in range(n) if i not in val_idx]
-        val = [Region(images[i], labels[i]) for i in val_idx]
-        numbers = ", ".join(str(i + 1) for i in val_idx)
-        return train, val, f"fold {fold + 1} of {folds}: validation on image(s) {numbers} of {n}"
+        lo_i, hi_i = fold * n // folds, (fold + 1) * n // folds
+        train = [Region(images[i], labels[i]) for i in range(n) if not lo_i <= i < hi_i]
+        val = [Region(images[i], labels[i]) for i in range(lo_i, hi_i)]
+        which = f"image {lo_i + 1}" if hi_i - lo_i == 1 else f"images {lo_i + 1}-{hi_i}"
+        return train, val, f"fold {fold + 1} of {folds}: validation on {which} of {n}"
     train, val = [], []
+    margin = max(0, int(margin))
     for image, label in zip(images, labels):
         shape = label.shape
         axis = max(range(len(shape)), key=lambda a: shape[a])
-        if shape[axis] < folds:
-            raise InputError(f"an image of shape {shape} is too small to cut into {folds} folds: use fewer folds")
+        if shape[axis] // folds < MIN_FOLD_BLOCK:
+            most = shape[axis] // MIN_FOLD_BLOCK
+            raise InputError(f"an image of shape {shape} cut into {folds} folds gives blocks of {shape[axis] // folds} "
+                             f"voxels along axis {axis}, fewer than {MIN_FOLD_BLOCK}: "
+                             + (f"use at most {most} folds" if most >= 2 else "train one model (folds 1)"))
         start, stop = fold * shape[axis] // folds, (fold + 1) * shape[axis] // folds
         extra = max(0, int(context[axis]) - (stop - start)) if context is not None else 0
         lo, hi = max(0, start - extra // 2), min(shape[axis], stop + extra - extra // 2)
@@ -151,12 +167,18 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         val_label[_block(val_label.shape, axis, 0, start - lo)] = 0  # context only: never scored
         val_label[_block(val_label.shape, axis, stop - lo, None)] = 0
         val.append(Region(image[(slice(None), *_block(shape, axis, lo, hi))], val_label))
-        for a, b in ((0, start), (stop, shape[axis])):
+        for a, b, cut in ((0, start, (max(0, start - margin), start)), (stop, shape[axis], (stop, stop + margin))):
             if b > a:
                 part = _block(shape, axis, a, b)
-                train.append(Region(image[(slice(None), *part)], label[part]))
+                piece = label[part]
+                if margin:  # the labels next to the held-out block: left out
+                    piece = piece.copy()
+                    piece[_block(piece.shape, axis, max(cut[0], a) - a, min(cut[1], b) - a)] = 0
+                train.append(Region(image[(slice(None), *part)], piece))
     note = (f"fold {fold + 1} of {folds}: validation on block {fold + 1} of {folds} along each image's "
             "longest axis")
+    if margin:
+        note += f", {margin} voxels of training labels on either side of it left out"
     return train, val, note
 
 
