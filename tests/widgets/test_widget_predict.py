@@ -82,6 +82,9 @@ def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
     assert agree.mean() > 0.999  # float16 rounding may tie two classes on a few voxels
     unc = viewer.layers["ct [uncertainty]"].data
     assert unc.shape == ct.data.shape and 0 <= unc.min() and unc.max() <= np.log(4) + 1e-3
+    # added on top of the image and the prediction, not hiding them; the status says it is done
+    assert viewer.layers["ct [uncertainty]"].blending == "additive"
+    assert widget["status"].value == "'ct' segmented with 'phantom model'"
     # uncertain where the classes meet: higher on the body edge than deep inside a class
     edge = np.abs(np.diff(pred.data.astype(int), axis=2)) > 0
     assert unc[:, :, 1:][edge].mean() > 1.3 * unc[:, :, 1:][~edge].mean()

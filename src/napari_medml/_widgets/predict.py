@@ -244,8 +244,10 @@ class PredictWidget(DockForm):
                 self.prediction = prediction
                 set_controls(self._w, prediction.params)
                 show_instances(self._viewer, prediction, inputs.layer, table)
-                return
-            self.show(prediction, inputs.layer, model)
+            else:
+                self.show(prediction, inputs.layer, model)
+            note = self._w["status"].value  # a note about the image, kept
+            self._w["status"].value = (f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
 
         self._w["status"].value = ""
         self.runner.start(job, on_result=done, on_report=self._note)
@@ -279,9 +281,10 @@ class PredictWidget(DockForm):
                     probs, layer.name, what, spatial, "image", axes, colormap="magma",
                     contrast_limits=(0.0, 1.0), blending="additive", visible=False))
         if prediction.uncertainty is not None:
+            # added over the image: black (certain) adds nothing, so the image and labels stay in view
             show_result(self._viewer, result_layer_data(
                 prediction.uncertainty, layer.name, "uncertainty", spatial, "image", axes,
-                colormap="inferno"))
+                colormap="inferno", blending="additive"))
         if prediction.instances is not None:
             show_result(self._viewer, result_layer_data(
                 prediction.instances, layer.name, "instances", spatial, "labels", axes))
