@@ -77,6 +77,22 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
 
 
+def test_a_form_opened_on_one_image_has_it_chosen(make_napari_viewer, open_widget, qtbot) -> None:
+    """The image lists start with the only image chosen, as the labels ComboBox does (a new
+    user pressed Train and was told to choose an image); with two images the user chooses."""
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(np.zeros((4, 16, 16), np.float32), name="ct")
+    viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name="seg")
+    forms = [open_widget(viewer, name) for name in ("train", "predict", "pretrain", "live")]
+    qtbot.waitUntil(lambda: all(form["images"].value == [image] for form in forms), timeout=5000)
+    assert forms[0]["labels"].value.name == "seg"
+    forms[0]["images"].value = []  # the user's choice stays while the layers do not change
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="mr")
+    assert forms[0]["images"].value == [] and forms[1]["images"].value == [image]
+    viewer.layers.remove("mr")  # one image again: chosen
+    assert forms[0]["images"].value == [image]
+
+
 @pytest.mark.filterwarnings("error::FutureWarning")  # napari's warning on private access
 def test_widgets_docked_both_ways_share_one_session(make_napari_viewer, open_widget, qtbot) -> None:
     """add_plugin_dock_widget hands widgets a PublicOnlyProxy of the viewer: no widget

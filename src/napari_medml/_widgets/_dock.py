@@ -37,6 +37,7 @@ class _FormScroll(QScrollArea):
         if event.type() == QEvent.Type.Show and not getattr(self, "_shared", False):
             self._shared = True
             share_height(self)
+            self._magic_widget.choose_the_only_layer()  # a form opened on one image has it chosen
         return super().event(event)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -103,6 +104,21 @@ class DockForm(Container):
     def form(self) -> Any:
         """The QWidget that holds the fields' layout."""
         return super().native
+
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh the layer choices (napari calls this when layers change); a layer list
+        (``Select``) with nothing chosen and one layer to choose gets that layer, as a
+        single layer ComboBox does."""
+        super().reset_choices(*args)
+        self.choose_the_only_layer()
+
+    def choose_the_only_layer(self) -> None:
+        """Each layer list (``Select``) with nothing chosen and one layer gets that layer."""
+        from magicgui.widgets import Select
+
+        for widget in self:
+            if isinstance(widget, Select) and not widget.value and len(widget.choices) == 1:
+                widget.value = list(widget.choices)
 
     def add_native(self, widget: Any) -> None:
         """Add a Qt widget (a plot) below the fields, above the closing stretch."""
