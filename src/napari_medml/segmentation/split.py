@@ -167,14 +167,10 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         val_label[_block(val_label.shape, axis, 0, start - lo)] = 0  # context only: never scored
         val_label[_block(val_label.shape, axis, stop - lo, None)] = 0
         val.append(Region(image[(slice(None), *_block(shape, axis, lo, hi))], val_label))
-        for a, b, cut in ((0, start, (max(0, start - margin), start)), (stop, shape[axis], (stop, stop + margin))):
+        for a, b, edge in ((0, start, "last"), (stop, shape[axis], "first")):  # the edge touching the block
             if b > a:
                 part = _block(shape, axis, a, b)
-                piece = label[part]
-                if margin:  # the labels next to the held-out block: left out
-                    piece = piece.copy()
-                    piece[_block(piece.shape, axis, max(cut[0], a) - a, min(cut[1], b) - a)] = 0
-                train.append(Region(image[(slice(None), *part)], piece))
+                train.append(Region(image[(slice(None), *part)], _unlabel_edge(label[part], axis, edge, margin)))
     note = (f"fold {fold + 1} of {folds}: validation on block {fold + 1} of {folds} along each image's "
             "longest axis")
     if margin:
@@ -236,13 +232,21 @@ def _cut(image: np.ndarray, label: np.ndarray, axis: int, end: str, n_block: int
         ctx = _block(label.shape, axis, n_block, n_block + extra)
     val_label = label[va].copy()
     val_label[ctx] = 0  # context only: unlabeled, never scored
-    train_label = label[tr]
-    if margin:
-        train_label = train_label.copy()
-        n = train_label.shape[axis]
-        train_label[_block(train_label.shape, axis, n - margin, None) if end == "last" else
-                    _block(train_label.shape, axis, 0, margin)] = 0
+    train_label = _unlabel_edge(label[tr], axis, end, margin)
     return Region(image[(slice(None), *tr)], train_label), Region(image[(slice(None), *va)], val_label)
+
+
+def _unlabel_edge(label: np.ndarray, axis: int, edge: str, margin: int) -> np.ndarray:
+    """``label`` with its ``margin`` voxels at the ``edge`` ("first" or "last") of ``axis``
+    unlabeled (0): the training labels next to a held-out block (a copy; ``label`` itself
+    when ``margin`` is 0)."""
+    if not margin:
+        return label
+    label = label.copy()
+    n = label.shape[axis]
+    label[_block(label.shape, axis, max(0, n - margin), None) if edge == "last" else
+          _block(label.shape, axis, 0, margin)] = 0
+    return label
 
 
 def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.ndarray], class_ids: Sequence[int],
