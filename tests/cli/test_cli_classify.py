@@ -172,6 +172,24 @@ def test_object_mode_cli(capsys, tmp_path) -> None:
     assert np.all(result[instances == 0] == 0)
     header, rows = read_table(tmp_path / "objects.csv")
     assert header[:2] == ["object", "class"] and header[-1] == "size" and len(rows) == 12
+    # the same classes as a spreadsheet keyed by object id train the same network
+    classes = {i + 1: int(paint[instances == i + 1].max()) for i in range(12)}
+    (tmp_path / "classes.csv").write_text("object,class\n" + "".join(f"{k},{v}\n" for k, v in classes.items()))
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "classes.csv", "--input-size", "24", "--epochs", "2",
+                           "--steps-per-epoch", "3", *SMALL, "--out", tmp_path / "bundle-csv")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle-csv", "--image", tmp_path / "img.npy",
+                           "--instances", tmp_path / "inst.npy", "--out", tmp_path / "objects-csv.npy")
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(tmp_path / "objects-csv.npy"), result)
+    (tmp_path / "bad.csv").write_text("object,class\n1,1\n2,2\n99,1\n")
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "bad.csv", *SMALL, "--out", tmp_path / "bundle-bad")
+    assert_one_line_error(code, err, "lists object(s) 99 that instances", "(12 objects, ids 1..12)")
+    assert not (tmp_path / "bundle-bad").exists()
 
 
 def test_tile_mode_cli(capsys, tmp_path) -> None:

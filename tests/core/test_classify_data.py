@@ -194,3 +194,39 @@ def test_a_class_name_that_is_not_an_id_gets_the_fix(tmp_path):
     with pytest.raises(InputError, match=r"'cat' is not a class id: write integer class ids \(1, 2, \.\.\.; empty "
                                          r"or 0 = unknown\), one per sample"):
         read_class_csv(tmp_path / "pets.csv", 2)
+
+
+def test_object_classes_from_a_table_of_object_ids(tmp_path) -> None:
+    from napari_medml.classification.object_classes import object_class_labels
+
+    image, inst, paint = _objects()  # objects 3, 7, 9; painted classes 2, 1, unknown
+    table = tmp_path / "objects.csv"
+    table.write_text("object,class\n7,1\n3,2\n9,\n")  # any row order; an empty class is unknown
+    painted = object_class_labels(table, inst)
+    assert painted.shape == inst.shape and painted[10, 10] == 2 and painted[40, 45] == 1
+    assert not painted[inst == 9].any() and not painted[inst == 0].any()
+    s = make_samples("object", image, {"input_size": (32, 32)}, class_labels=painted, instances=inst)
+    np.testing.assert_array_equal(s.y, object_samples(image, inst, class_labels=paint, input_size=(32, 32)).y)
+    named = tmp_path / "named.csv"
+    named.write_text("id;kind\n3;round\n7;spiky\n")  # names, another delimiter, unlisted object 9
+    painted = object_class_labels(named, inst, class_names={1: "spiky", 2: "round"})
+    assert painted[10, 10] == 2 and painted[40, 45] == 1 and not painted[inst == 9].any()
+
+
+def test_a_table_naming_objects_that_are_not_there_is_refused(tmp_path) -> None:
+    from napari_medml.classification.object_classes import object_class_labels
+
+    _, inst, _ = _objects()
+    table = tmp_path / "objects.csv"
+    table.write_text("object,class\n3,1\n12,2\n40,1\n")
+    with pytest.raises(InputError) as err:
+        object_class_labels(table, inst, instances_name="instances 'cells'")
+    assert str(err.value) == ("class file 'objects.csv' lists object(s) 12, 40 that instances 'cells' do not have "
+                              "(3 objects, ids 3..9): give the instance labels the table was made from, or "
+                              "remove those rows")
+    table.write_text("object,class\n3,0\n7,\n")
+    with pytest.raises(InputError, match="gives no object a class"):
+        object_class_labels(table, inst)
+    table.write_text("2\n1\n")
+    with pytest.raises(InputError, match="two columns, the object id"):
+        object_class_labels(table, inst)

@@ -225,6 +225,42 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,size" and widget_csv == cli_csv
 
 
+def test_object_classes_from_a_csv_keyed_by_object_id(make_napari_viewer, open_widget, qtbot, tmp_path,
+                                                      notes) -> None:
+    """Object level, 'classes from: CSV file': object id and class rows, as a spreadsheet
+    (or a saved table) has them; ids the instance layer does not have are one error line."""
+    viewer = make_napari_viewer()
+    image = np.zeros((64, 64), np.float32)
+    instances = np.zeros((64, 64), np.int32)
+    for k, (y, x) in enumerate([(2, 4), (2, 36), (20, 4), (20, 36), (40, 20), (40, 52)], start=1):
+        instances[y:y + 10, x:x + 8] = k
+        image[y:y + 10, x:x + 8] = 1.0 if k % 2 else 0.3  # odd objects are bright
+    img = viewer.add_image(image, name="cells")
+    inst = viewer.add_labels(instances, name="objects")
+    widget = open_widget(viewer, "classify")
+    widget["level"].value = "object"
+    assert not widget["source"].native.isHidden()  # the viewer's window is not shown: ask Qt
+    widget["source"].value = "CSV file"
+    assert not widget["csv"].native.isHidden() and widget["classes"].native.isHidden()
+    widget["image"].value, widget["instances"].value, widget["input"].value = img, inst, "16"
+    widget["channels"].value, widget["epochs"].value, widget["steps"].value = 8, 2, 3
+    widget["val_fraction"].value = 0.0
+    table = tmp_path / "classes.csv"
+    table.write_text("object,class\n1,1\n2,2\n3,1\n4,2\n9,1\n")
+    widget["csv"].value = table
+    widget["start"].changed.emit(True)
+    assert notes[-1].message == ("Classification: class file 'classes.csv' lists object(s) 9 that instances "
+                                 "'objects' do not have (6 objects, ids 1..6): give the instance labels the "
+                                 "table was made from, or remove those rows")
+    assert not widget.runner.running
+    table.write_text("object,class\n1,1\n2,2\n3,1\n4,2\n")  # objects 5 and 6 unknown
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    samples = viewer.layers["cells [classes]"].metadata["samples"]
+    assert samples["object"].tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(inst.data, instances)  # the user's layer: unchanged
+
+
 def _unet_bundle(folder, task: str, images: np.ndarray):
     """A tiny 2D U-Net bundle, width 4, depth 2, instance norm: Pretrain's or Train's."""
     from napari_medml import api

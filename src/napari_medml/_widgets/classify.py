@@ -77,7 +77,8 @@ class ClassifyWidget(DockForm):
         w["image"] = create_widget(annotation=napari.layers.Image, label="image")
         w["source"] = ComboBox(choices=[PAINTED, CSV], value=PAINTED, label="classes from",
                                tooltip="a labels layer with classes painted on some samples, "
-                               "objects or tiles (0 = unknown); or (image level) a CSV, one row per sample")
+                               "objects or tiles (0 = unknown); or a CSV: one row per sample (image level) "
+                               "or object id and class rows (object level)")
         w["classes"] = create_widget(annotation=napari.layers.Labels, label="class labels")
         w["csv"] = FileEdit(mode="r", filter="*.csv", value="", label="class CSV")
         w["instances"] = create_widget(annotation=napari.layers.Labels, label="instances",
@@ -149,8 +150,8 @@ class ClassifyWidget(DockForm):
 
     def _show_fields(self, *_: Any) -> None:
         w, level = self._w, self._w["level"].value
-        w["source"].visible = level == "image"
-        csv = level == "image" and w["source"].value == CSV
+        w["source"].visible = level != "tile"
+        csv = level != "tile" and w["source"].value == CSV
         w["csv"].visible, w["classes"].visible = csv, not csv
         w["instances"].visible = level == "object"
         w["tile"].visible = level == "tile"
@@ -196,13 +197,20 @@ class ClassifyWidget(DockForm):
             instances = require(w["instances"].value, napari.layers.Labels, "the instance labels (one id per object)")
             check_on_image(instances, layer)
             out["instances"] = labels_array(instances)
-        if level == "image" and w["source"].value == CSV:
+        if level != "tile" and w["source"].value == CSV:
             path = str(w["csv"].value)
             if path in ("", "."):
-                raise InputError("choose the class CSV file (one row per sample), or paint the classes")
-            from napari_medml.classification.data import read_class_csv
+                rows = "one row per sample" if level == "image" else "object id and class rows"
+                raise InputError(f"choose the class CSV file ({rows}), or paint the classes")
+            if level == "image":
+                from napari_medml.classification.data import read_class_csv
 
-            out["classes"] = read_class_csv(Path(path), image.shape[0])
+                out["classes"] = read_class_csv(Path(path), image.shape[0])
+            else:
+                from napari_medml.classification.object_classes import object_class_labels
+
+                out["labels"] = object_class_labels(Path(path), out["instances"],
+                                                    instances_name=f"instances '{instances.name}'")
         else:
             painted = require(w["classes"].value, napari.layers.Labels, "the labels layer with painted classes")
             check_on_image(painted, layer)

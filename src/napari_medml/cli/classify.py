@@ -31,7 +31,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "(default: image)")  # fmt: skip
     g.add_argument("--classes", type=Path, metavar="FILE",
                    help="the known classes: a CSV with one row per sample, class in the last column "
-                   "(image level; empty or 0 = unknown), or a labels file of the image's shape with "
+                   "(image level; empty or 0 = unknown), a CSV of object id and class rows (object "
+                   "level; objects not listed are unknown), or a labels file of the image's shape with "
                    "classes painted on samples, objects or tiles (0 = unknown)")  # fmt: skip
     g.add_argument("--instances", type=Path, metavar="FILE",
                    help="object level: instance labels (one id per object) of the image's shape")  # fmt: skip
@@ -103,21 +104,30 @@ def read_samples(args: argparse.Namespace) -> Any:
     vol = io.read_volume(path, args.axes)  # --axes says what a file that does not say has
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     if args.classes is None:
-        raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level == 'image' else ''}"
+        raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level != 'tile' else ''}"
                          "labels file with the known classes)")  # fmt: skip
     csv_classes = args.classes.suffix.lower() in CSV_SUFFIXES
-    if csv_classes and args.level != "image":
-        raise UsageError(f"--level {args.level} reads classes painted in a labels file, not a CSV")
+    if csv_classes and args.level == "tile":
+        raise UsageError("--level tile reads classes painted in a labels file, not a CSV: paint each tile's "
+                         "class in a labels file of the image's shape")
     if args.level == "object" and args.instances is None:
         raise UsageError("--level object needs --instances (instance labels, one id per object)")
     if args.level == "tile" and not args.tile_size:
         raise UsageError("--level tile needs --tile-size")
     params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size)}
+    instances = io.read_volume(args.instances).data if args.level == "object" else None
+    if not csv_classes:
+        class_labels = io.read_volume(args.classes).data
+    elif instances is not None:  # object,class rows painted onto the objects
+        from napari_medml.classification.object_classes import object_class_labels
+
+        class_labels = object_class_labels(args.classes, instances, instances_name=f"instances '{args.instances}'")
+    else:
+        class_labels = None
     samples = make_samples(args.level, vol.data, {k: v for k, v in params.items() if v},
-                           class_labels=None if csv_classes else io.read_volume(args.classes).data,
-                           instances=io.read_volume(args.instances).data if args.level == "object" else None,
+                           class_labels=class_labels, instances=instances,
                            channel_axis=axis, name=f"image '{path}'")
-    if csv_classes:  # read after the stack is checked: its first axis is the sample
+    if csv_classes and args.level == "image":  # read after the stack is checked: its first axis is the sample
         samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
     return samples
 
