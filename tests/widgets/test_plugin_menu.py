@@ -91,6 +91,22 @@ def test_a_form_opened_on_one_image_has_it_chosen(make_napari_viewer, open_widge
     assert forms[0]["images"].value == [] and forms[1]["images"].value == [image]
     viewer.layers.remove("mr")  # one image again: chosen
     assert forms[0]["images"].value == [image]
+    # a list is as tall as its rows, 2 to 8 (Qt's fixed 190 pixels took a third of a dock)
+    lists = [form["images"].native for form in forms]
+    short = [view.maximumHeight() for view in lists]
+    assert all(h < 80 for h in short), short
+    for k in range(12):
+        viewer.add_image(np.zeros((4, 16, 16), np.float32), name=f"im{k}")
+    assert all(80 < view.maximumHeight() < 260 and view.maximumHeight() > h for view, h in zip(lists, short))
+    # Live's score and hint lines wrap in the dock instead of running past its edge
+    live = forms[3]
+    live["status"].value = "features 0.98, network 0.76; ensemble when the network leads by 0.25 " * 4
+    live["hint"].value = "Paint next at slice 19, voxel (19, 84, 22) (mean uncertainty 0.41) " * 4
+    scroll = live.native
+    qtbot.wait(100)  # the layout takes the new text on the next events
+    qtbot.waitUntil(lambda: scroll.widget().width() <= scroll.viewport().width(), timeout=5000)
+    assert scroll.horizontalScrollBar().maximum() == 0
+    assert scroll.widget().minimumSizeHint().width() < 600  # unwrapped, the lines asked for 2000 pixels
 
 
 @pytest.mark.filterwarnings("error::FutureWarning")  # napari's warning on private access

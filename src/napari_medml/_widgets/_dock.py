@@ -37,7 +37,7 @@ class _FormScroll(QScrollArea):
         if event.type() == QEvent.Type.Show and not getattr(self, "_shared", False):
             self._shared = True
             share_height(self)
-            self._magic_widget.choose_the_only_layer()  # a form opened on one image has it chosen
+            self._magic_widget.update_layer_lists()  # the only image chosen, lists fit their rows
         return super().event(event)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -69,6 +69,18 @@ def share_height(widget: Any) -> None:
              and not window.tabifiedDockWidgets(d)]
     if len(docks) > 1:
         window.resizeDocks(docks, [max(d.sizeHint().height(), 1) for d in docks], Qt.Orientation.Vertical)
+
+
+LIST_ROWS = (2, 8)  # a layer list shows at least 2 and at most 8 rows, then scrolls
+
+
+def _fit_rows(view: Any, rows: int) -> None:
+    """Make a list view (QListWidget) tall enough for ``rows`` rows within LIST_ROWS."""
+    rows = min(max(rows, LIST_ROWS[0]), LIST_ROWS[1])
+    row = view.sizeHintForRow(0) if view.count() else -1
+    if row <= 0:
+        row = view.fontMetrics().height() + 4
+    view.setMaximumHeight(rows * row + 2 * view.frameWidth() + 4)
 
 
 class DockForm(Container):
@@ -110,15 +122,18 @@ class DockForm(Container):
         (``Select``) with nothing chosen and one layer to choose gets that layer, as a
         single layer ComboBox does."""
         super().reset_choices(*args)
-        self.choose_the_only_layer()
+        self.update_layer_lists()
 
-    def choose_the_only_layer(self) -> None:
-        """Each layer list (``Select``) with nothing chosen and one layer gets that layer."""
+    def update_layer_lists(self) -> None:
+        """Each layer list (``Select``) with nothing chosen and one layer gets that layer;
+        each list is as tall as its rows (2 to 8), not Qt's fixed 190 pixels."""
         from magicgui.widgets import Select
 
         for widget in self:
-            if isinstance(widget, Select) and not widget.value and len(widget.choices) == 1:
-                widget.value = list(widget.choices)
+            if isinstance(widget, Select):
+                if not widget.value and len(widget.choices) == 1:
+                    widget.value = list(widget.choices)
+                _fit_rows(widget.native, len(widget.choices))
 
     def add_native(self, widget: Any) -> None:
         """Add a Qt widget (a plot) below the fields, above the closing stretch."""

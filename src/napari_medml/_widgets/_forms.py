@@ -29,13 +29,13 @@ def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...
     return values
 
 
-def status_label() -> object:
-    """An empty magicgui Label for status lines, wrapped: a long line (a warning about the
-    data, the plan) wraps inside the dock instead of widening it."""
+def status_label(value: str = "") -> object:
+    """A magicgui Label for status lines, wrapped: a long line (a warning about the data,
+    the plan, a score line) wraps inside the dock instead of widening it."""
     from magicgui.widgets import Label
     from qtpy.QtWidgets import QSizePolicy
 
-    label = Label(value="", label="")
+    label = Label(value=value, label="")
     label.native.setWordWrap(True)
     # magicgui's Label is Fixed, so the layout took the label's unwrapped width (a plan of
     # 200-character lines widened the form past its dock): Preferred lets it wrap narrower

@@ -24,10 +24,11 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Label, PushButton, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, PushButton, Select, SpinBox
 from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
+from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import Answer, OnClose, session_status
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -59,11 +60,11 @@ class LiveWidget(DockForm):
         w["network"] = CheckBox(value=True, text="train a network behind the features")
         w["start"] = PushButton(text="Start")
         w["stop"] = PushButton(text="Stop")
-        w["status"] = Label(value="Choose the image, press Start, paint background and a class.")
-        w["counts"] = Label(value="")
+        w["status"] = status_label("Choose the image, press Start, paint background and a class.")
+        w["counts"] = status_label()
         w["uncertainty"] = CheckBox(value=False, text="uncertainty layer")
         w["next"] = PushButton(text="Where to paint next")
-        w["hint"] = Label(value="")
+        w["hint"] = status_label()
         w["accept"] = PushButton(text="Accept")
         self.extend(list(w.values()))
         setup = [w["start"], w["images"], w["scribbles"], w["background"], w["network"]]

@@ -17,7 +17,6 @@ from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSpinBox,
-    Label,
     LineEdit,
     Select,
     SpinBox,
@@ -140,7 +139,7 @@ class TrainWidget(DockForm):
         w["freeze"] = SpinBox(value=0, min=0, max=7, label="frozen stages",
                               tooltip="with a start model: keep the first encoder stages fixed")
         w["device"] = ComboBox(choices=list(get_args(DeviceName)), value="auto", label="device")
-        w["device_info"] = Label(value="(checking...)", label="")
+        w["device_info"] = status_label("(checking...)")
         w["amp"] = CheckBox(value=True, text="mixed precision (CUDA)")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the model bundle")
