@@ -252,7 +252,7 @@ def test_object_classes_from_a_csv_keyed_by_object_id(make_napari_viewer, open_w
     assert notes[-1].message == ("Classification: class file 'classes.csv' lists object(s) 9 that instances "
                                  "'objects' do not have (6 objects, ids 1..6): give the instance labels the "
                                  "table was made from, or remove those rows")
-    assert not widget.runner.running
+    assert not widget.runner.running and widget["status"].value == notes[-1].message  # also on the panel
     table.write_text("object,class\n1,1\n2,2\n3,1\n4,2\n")  # objects 5 and 6 unknown
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)

@@ -67,12 +67,19 @@ def test_layers_that_cannot_be_scored_are_refused_with_one_line(make_napari_view
     a = viewer.add_labels(np.zeros((16, 16), np.uint8), name="a")
     b = viewer.add_labels(np.zeros((16, 20), np.uint8), name="b")
     c = viewer.add_labels(np.zeros((16, 16), np.uint8), name="c", scale=(2.0, 2.0))
+    d = viewer.add_labels(np.ones((16, 16), np.uint8), name="d")
     widget = open_widget(viewer, "evaluate")
+    widget["prediction"].value, widget["truth"].value = d, a
+    _run(widget, qtbot)
+    assert widget.report is not None and widget["table"].shape[0] > 0 and "Dice" in widget["summary"].value
     for pred, truth in ((a, a), (a, b), (a, c)):
         widget["prediction"].value, widget["truth"].value = pred, truth
         _run(widget, qtbot)
+        # the last pair's numbers are gone: the error, not an old score, is what the panel shows
+        assert widget["table"].shape[0] == 0 and widget["summary"].value.startswith("Evaluation: ")
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert len(errors) == 3 and widget.report is None, errors
+    assert widget["summary"].value == errors[2]
     assert "both 'a'" in errors[0]
     assert "shape (16, 16)" in errors[1] and "(16, 20)" in errors[1]
     assert "does not lie on ground truth 'c'" in errors[2] and "scale" in errors[2]

@@ -115,6 +115,8 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 
     Widgets read and check their inputs before starting a job; the core's checks raise
     ``ValueError`` s (InputError, ConfigError, ...) whose message says what to change.
+    The widget's status line (``_w["status"]``, or Evaluate's ``_w["summary"]``) shows the
+    error too, in place of an earlier run's result that no longer answers the click.
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,6 +126,10 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
                 return func(*args, **kwargs)
             except ValueError as exc:
                 notifications.show_error(f"{desc}: {exc}")
+                fields = getattr(args[0], "_w", None) if args else None
+                line = (fields.get("status") or fields.get("summary")) if isinstance(fields, dict) else None
+                if line is not None:
+                    line.value = f"{desc}: {exc}"
                 return None
 
         return wrapper

@@ -60,6 +60,8 @@ class EvaluateWidget(DockForm):
     def score(self, *_: Any) -> None:
         """Read both layers (copies), check that they lie on one another, score them in the runner."""
         w = self._w
+        # the last pair's numbers go: they must not read as this pair's (nor be saved as them)
+        self.report, w["table"].value, w["summary"].value = None, {"data": [], "columns": ["score"]}, ""
         pred_layer = require(w["prediction"].value, napari.layers.Labels, "a prediction labels layer")
         truth_layer = require(w["truth"].value, napari.layers.Labels, "a ground-truth labels layer")
         if pred_layer is truth_layer:
