@@ -162,6 +162,15 @@ def test_mean_hd95_skips_only_classes_in_neither_array_and_binary_merges_ids():
         "classes 1 (only in prediction 'p'), 255 (only in labels 'g'): HD95 infinite, so hd95 and mean_hd95 "
         "are null; mean_dice and mean_iou count such a class as 0",
     ]
+    # instance maps scored as classes: a few ids of each side and their count, not a line per id
+    many_gt, many_pred = np.zeros((40, 40), np.int32), np.zeros((40, 40), np.int32)
+    for k in range(12):
+        many_gt[3 * k, 0:3] = k + 1
+        many_pred[3 * k, 20:23] = k + 20
+    many = evaluation_notes(evaluate(many_pred, many_gt), "prediction 'p'", "labels 'g'", "--binary")
+    assert many[-1] == ("classes 1, 2, 3, 4, 5, ... (12) only in labels 'g'; 20, 21, 22, 23, 24, ... (12) only in "
+                        "prediction 'p': HD95 infinite, so hd95 and mean_hd95 are null; mean_dice and mean_iou "
+                        "count such a class as 0")
     merged = evaluate(pred, gt, binary=True)
     assert (list(merged["classes"]), merged["mean_dice"], merged["mean_hd95"]) == (["1"], 1.0, 0.0)
     assert evaluation_notes(merged, "p", "g", "--binary") == []

@@ -255,7 +255,13 @@ def evaluation_notes(
         notes.append(line)
     missed = [c for c, v in classes.items() if v["hd95"] is None and (v["gt_voxels"] or v["pred_voxels"])]
     if missed:
-        where = ", ".join(f"{c} (only in {gt_name if classes[c]['gt_voxels'] else pred_name})" for c in missed)
+        if len(missed) <= 5:
+            where = ", ".join(f"{c} (only in {gt_name if classes[c]['gt_voxels'] else pred_name})" for c in missed)
+        else:  # e.g. instance maps scored as classes: a few ids of each side, then counts
+            sides = ((gt_name, [c for c in missed if classes[c]["gt_voxels"]]),
+                     (pred_name, [c for c in missed if not classes[c]["gt_voxels"]]))
+            where = "; ".join(", ".join(str(c) for c in ids[:5]) + (f", ... ({len(ids)})" if len(ids) > 5 else "")
+                              + f" only in {name}" for name, ids in sides if ids)
         notes.append(f"class{'es' if len(missed) > 1 else ''} {where}: HD95 infinite, so hd95 and mean_hd95 "
                      "are null; mean_dice and mean_iou count such a class as 0")
     return notes
