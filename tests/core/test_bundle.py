@@ -96,6 +96,15 @@ def test_damaged_bundles_raise_bundle_error_naming_the_path(tmp_path):
     (path / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(BundleError, match="cannot be read"):
         load_model(path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError) as info:
+        load_model(tmp_path / "empty")
+    assert str(info.value) == (f"model bundle {tmp_path / 'empty'} has no config.json: it is not a bundle or it is "
+                               "damaged; choose the folder that 'train --out' or Save model wrote (it holds "
+                               "config.json and weights.safetensors)")
+    with pytest.raises(BundleError) as info:  # the folder above a bundle: name the bundles in it
+        load_model(tmp_path)
+    assert str(info.value).endswith("damaged; it holds the bundle(s) b: choose one of them")
 
 
 def test_missing_tensor_keys_are_reported(tmp_path):

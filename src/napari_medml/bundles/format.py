@@ -147,7 +147,11 @@ def read_description(path: Path) -> dict:
         raise BundleError(f"model bundle {path} does not exist or is not a folder")
     cfg_path = path / CONFIG_NAME
     if not cfg_path.is_file():
-        raise BundleError(f"model bundle {path} has no {CONFIG_NAME}: it is not a bundle or it is damaged")
+        inner = sorted(p.name for p in path.iterdir() if (p / CONFIG_NAME).is_file())
+        fix = (f"it holds the bundle(s) {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: choose one of "
+               "them" if inner else f"choose the folder that 'train --out' or Save model wrote (it holds "
+               f"{CONFIG_NAME} and {WEIGHTS_NAME})")
+        raise BundleError(f"model bundle {path} has no {CONFIG_NAME}: it is not a bundle or it is damaged; {fix}")
     try:
         desc = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
