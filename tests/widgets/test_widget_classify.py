@@ -119,7 +119,7 @@ def test_stop_keeps_the_classifier(setup, qtbot) -> None:
     assert widget["start"].enabled and not widget["stop"].enabled
 
 
-def test_errors_are_notifications(setup, qtbot, notes) -> None:
+def test_errors_are_notifications(setup, qtbot, notes, tmp_path) -> None:
     viewer, widget, _, _ = setup
     before = [layer.name for layer in viewer.layers]
     one_class = np.zeros_like(viewer.layers["paint"].data)
@@ -134,13 +134,21 @@ def test_errors_are_notifications(setup, qtbot, notes) -> None:
     widget["tile"].value = "8, 8"  # the stack is 3D here
     widget["image"].value = viewer.layers["shapes"]
     widget["start"].changed.emit(True)
+    # a single 2D image with a class CSV: said to be no stack (its 64 rows are not samples)
+    flat = viewer.add_image(np.zeros((64, 48), np.float32), name="flat")
+    widget["level"].value, widget["image"].value, widget["source"].value = "image", flat, "CSV file"
+    (tmp_path / "classes.csv").write_text("1\n2\n")
+    widget["csv"].value = tmp_path / "classes.csv"
+    widget["start"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-    print(errors)
-    assert len(errors) == 3
+    assert len(errors) == 4, errors
     assert "only class 1" in errors[0] and "two" in errors[0]
     assert "instance labels" in errors[1]
     assert "tile size" in errors[2]
-    assert [layer.name for layer in viewer.layers] == [*before, "one class"]
+    assert errors[3] == ("Classification: image 'flat' has shape (64, 48): image-level classification needs a stack "
+                         "whose first axis is the sample, (N, Y, X) or (N, Z, Y, X); a single 2D image has no "
+                         "sample axis - stack the images, or use tile or object classification")
+    assert [layer.name for layer in viewer.layers] == [*before, "one class", "flat"]
     assert widget.classifier is None
 
 

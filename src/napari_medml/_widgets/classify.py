@@ -203,8 +203,9 @@ class ClassifyWidget(DockForm):
                 rows = "one row per sample" if level == "image" else "object id and class rows"
                 raise InputError(f"choose the class CSV file ({rows}), or paint the classes")
             if level == "image":
-                from napari_medml.classification.data import read_class_csv
+                from napari_medml.classification.data import read_class_csv, stack_dims
 
+                stack_dims(image.shape, axis, name=f"image '{layer.name}'")  # its first axis is the sample
                 out["classes"] = read_class_csv(Path(path), image.shape[0])
             else:
                 from napari_medml.classification.object_classes import object_class_labels

@@ -32,6 +32,7 @@ __all__ = [
     "majority_class",
     "map_ids",
     "read_class_csv",
+    "stack_dims",
 ]
 
 
@@ -280,6 +281,28 @@ def _sample_order(first: Sequence[str], n: int) -> list[int] | None:
     return None
 
 
+def stack_dims(shape: Sequence[int], channel_axis: int | None = None, spatial_dims: int | None = None,
+               name: str = "image") -> int:
+    """The spatial dimensions (2 or 3) of a stack of samples, ``(N, Y, X)`` or ``(N, Z, Y, X)``.
+
+    Raises
+    ------
+    InputError
+        ``shape`` (without the channel axis) is not a sample axis plus 2 or 3 spatial axes,
+        e.g. a single 2D image, whose rows would otherwise be read as samples.
+    """
+    n_axes = len(shape) - (channel_axis is not None)
+    if spatial_dims is None:
+        spatial_dims = n_axes - 1
+    if spatial_dims not in (2, 3) or n_axes != spatial_dims + 1:
+        raise InputError(
+            f"{name} has shape {tuple(shape)}: image-level classification needs a stack whose first "
+            f"axis is the sample, (N, Y, X) or (N, Z, Y, X); a single {n_axes}D image has no sample "
+            "axis - stack the images, or use tile or object classification"
+        )
+    return spatial_dims
+
+
 def image_samples(image: np.ndarray, *, labels: np.ndarray | None = None, classes: Sequence[int] | None = None,
                   channel_axis: int | None = None, spatial_dims: int | None = None,
                   input_size: Sequence[int] | None = None, name: str = "image") -> ClassSamples:
@@ -309,15 +332,7 @@ def image_samples(image: np.ndarray, *, labels: np.ndarray | None = None, classe
     ClassSamples
     """
     arr = np.asarray(image)
-    n_axes = arr.ndim - (channel_axis is not None)
-    if spatial_dims is None:
-        spatial_dims = n_axes - 1
-    if spatial_dims not in (2, 3) or n_axes != spatial_dims + 1:
-        raise InputError(
-            f"{name} has shape {arr.shape}: image-level classification needs a stack whose first "
-            f"axis is the sample, (N, Y, X) or (N, Z, Y, X); a single {n_axes}D image has no sample "
-            "axis - stack the images, or use tile or object classification"
-        )
+    spatial_dims = stack_dims(arr.shape, channel_axis, spatial_dims, name)
     data = _split_channels(arr, channel_axis, spatial_dims + 1, name)  # (C, N, *spatial)
     x = np.ascontiguousarray(np.moveaxis(data, 1, 0))  # (N, C, *spatial)
     n = x.shape[0]
