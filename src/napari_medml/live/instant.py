@@ -280,20 +280,31 @@ def suggest_next(uncertainty: np.ndarray, scribbles: np.ndarray, axis: int = 0, 
     axis : int
         Slicing axis for volumes (napari's default view slices axis 0).
     patch : float
-        Gaussian sigma in voxels of the patch the point is the centre of.
+        Gaussian sigma in voxels of the patch the point is the centre of. Along an axis
+        longer than 4 patches, the outer ``patch`` voxels on either side are not chosen:
+        the answer there is unsure because the image ends (filters and networks pad it),
+        and a stroke at the edge teaches little about the rest.
     """
     if uncertainty.shape != scribbles.shape:
         raise InputError(f"uncertainty {uncertainty.shape} and scribbles {scribbles.shape} differ in shape")
-    free = np.where(scribbles == 0, uncertainty, 0).astype(np.float32)
+    unpainted_all = scribbles == 0
+    free = np.where(unpainted_all, uncertainty, 0).astype(np.float32)
+    band = int(round(patch))
+    inner = tuple(slice(band, n - band) if n > 4 * band else slice(None) for n in free.shape)
+    chosen = np.zeros_like(free)
+    chosen[inner] = free[inner]
+    if not chosen.any():  # nothing unsure inside: the edges are all there is
+        chosen = free
     index = None
     if free.ndim == 3:
         other = tuple(a for a in range(3) if a != axis)
-        index = int(np.argmax(free.sum(axis=other)))
+        index = int(np.argmax(chosen.sum(axis=other)))
         plane = np.take(free, index, axis=axis)
-        unpainted = np.take(scribbles, index, axis=axis) == 0
+        unpainted = np.take(unpainted_all, index, axis=axis)
+        target = np.take(chosen, index, axis=axis)
     else:
-        plane, unpainted = free, scribbles == 0
-    smooth = ndi.gaussian_filter(plane, patch)
+        plane, unpainted, target = free, unpainted_all, chosen
+    smooth = ndi.gaussian_filter(target, patch)
     at = [int(v) for v in np.unravel_index(int(np.argmax(smooth)), plane.shape)]
     if index is not None:
         at.insert(axis, index)

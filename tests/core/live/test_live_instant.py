@@ -49,6 +49,21 @@ def test_suggest_next_points_at_the_most_uncertain_unpainted_slice() -> None:
         suggest_next(unc, scribbles[0])
 
 
+def test_suggest_next_leaves_the_edges_of_the_image_out() -> None:
+    """The first slice and the last column were the most uncertain of a real volume (the
+    image ends there) and the hint pointed at voxel (0, 31, 56) of a 31x61x57 volume."""
+    unc = np.full((31, 61, 57), 0.05, np.float32)
+    unc[0] = 0.6  # the first slice
+    unc[:, :, 53:] = 0.7  # the last columns
+    unc[12, 20:30, 20:30] = 0.4  # an unsure region inside
+    hint = suggest_next(unc, np.zeros(unc.shape, np.int32))
+    assert hint.index == 12 and 20 <= hint.point[1] < 30 and 20 <= hint.point[2] < 30, hint
+    assert hint.uncertainty > 0.05  # the mean over the whole slice, edges included
+    small = np.zeros((8, 12), np.float32)  # too small for a band: an edge may be chosen
+    small[:, 11] = 0.9
+    assert suggest_next(small, np.zeros(small.shape, np.int32)).point[1] >= 10
+
+
 def test_forest_maps_background_id_to_zero_and_keeps_class_ids() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4)).astype(np.float32)
