@@ -198,6 +198,10 @@ def test_rgb_tiff_keeps_colour_axis_out_of_spacing(tmp_path: Path) -> None:
         ("cells_objects.tif", np.uint16, True),  # instance labels, as the README names them
         ("nuclei-instances.tif", np.uint32, True),
         ("objective_10x.tif", np.uint16, False),
+        ("nuclei2d_pred_inst.tif", np.uint16, True),  # another tool's prediction, to score against the truth
+        ("case01_prediction.nii.gz", np.uint8, True),
+        ("predicted.tif", np.int32, True),
+        ("prednisone_dose.tif", np.uint8, False),
     ],
 )
 def test_is_label_file(name: str, dtype: type, expected: bool) -> None:

@@ -23,7 +23,8 @@ SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
 
 _LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
 # whole words only (between _, -, . or digits): "lab_01" and "img_gt", not "collaboration"
-_LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth|objects|instances)"
+_LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth|objects|instances|"
+                           r"pred|preds|predictions?|predicted)"
                            r"(?:[^a-z]|$)", re.IGNORECASE)
 
 
@@ -118,7 +119,7 @@ def file_format(path: str | Path) -> str:
 
 def is_label_file(path: str | Path, data: np.ndarray) -> bool:
     """Tell whether a file holds labels: a name with seg/label/mask (or the word lab, gt,
-    annot, annotation, truth, objects or instances), and integer data (or floats that are all whole non-negative
+    annot, annotation, truth, objects, instances, pred, prediction or predicted), and integer data (or floats that are all whole non-negative
     numbers, as some tools save masks).
 
     Parameters
