@@ -19,7 +19,7 @@ from pathlib import Path
 from napari_medml.errors import InputError
 from napari_medml.io import Volume, file_format, read_volume
 from napari_medml.io.zarr import is_zarr_path
-from napari_medml.layer_data import LayerDataTuple, volume_to_layer_data
+from napari_medml.layer_data import LayerDataTuple, channel_volumes, volume_to_layer_data
 
 __all__ = ["get_reader", "read_layers"]
 
@@ -51,7 +51,8 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDataTuple
 
 
 def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
-    """Read one or several files into napari LayerDataTuples, one layer per file.
+    """Read one or several files into napari LayerDataTuples, one layer per file (a time
+    series with channels, one per channel: :func:`napari_medml.layer_data.channel_volumes`).
 
     Raises
     ------
@@ -59,7 +60,13 @@ def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
         If a file is missing or unreadable (napari shows the message).
     """
     paths = [path] if isinstance(path, str | Path) else list(path)
-    return [_zarr_layer(p) if is_zarr_path(p) else volume_to_layer_data(_file_volume(p)) for p in paths]
+    layers = []
+    for p in paths:
+        if is_zarr_path(p):
+            layers.append(_zarr_layer(p))
+        else:
+            layers += [volume_to_layer_data(v) for v in channel_volumes(_file_volume(p))]
+    return layers
 
 
 def _file_volume(path: str | Path) -> Volume:

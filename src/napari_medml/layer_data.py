@@ -9,7 +9,11 @@ neither the core nor the widgets need to know how napari spells space:
   and ``metadata["axes"]`` keeps :attr:`Volume.axes` (also unnamed ``Q`` axes, which
   get no labels). A file's channels open as **one** layer with a ``"c"`` axis (a
   slider), not one layer per channel: so saving it writes the channels back into
-  one file, and the widgets read the ``"c"`` axis as the model's channels. Labels a
+  one file, and the widgets read the ``"c"`` axis as the model's channels. A time
+  series with channels (``T`` before ``C``) opens as one layer per channel
+  (:func:`channel_volumes`): napari lines layers up from their last axis, so a
+  result without the channels, ``(T, Z, Y, X)``, would lie on ``(C, Z, Y, X)`` of a
+  ``(T, C, Z, Y, X)`` layer, its frames on the channel slider. Labels a
   user sets in napari win over the stored letters; napari's default labels
   (``"-3"``, ``"-2"``, ...) say nothing;
 - ``metadata["affine"]`` carries the NIfTI 4x4 affine as a nested list (or None)
@@ -48,6 +52,7 @@ __all__ = [
     "PLUGIN_MARK",
     "LayerDataTuple",
     "SpatialMeta",
+    "channel_volumes",
     "is_generated",
     "layer_axes",
     "layer_to_volume",
@@ -75,6 +80,36 @@ class SpatialMeta(NamedTuple):
     origin: tuple[float, ...]
     affine: np.ndarray | None
     stored_orientation: str | None = None
+
+
+def channel_volumes(volume: Volume) -> list[Volume]:
+    """A time series with channels as one volume per channel; any other volume as it is.
+
+    Parameters
+    ----------
+    volume : Volume
+        Axes in :mod:`napari_medml.io.axes` order, e.g. ``TCZYX``.
+
+    Returns
+    -------
+    list of Volume
+        With a ``C`` axis after another axis (``TCZYX``, ``TCYX``) and not RGB or labels:
+        one ``(T, Z, Y, X)`` volume per channel, named ``"<name> [ch<k>]"`` (lazy data
+        stays lazy); otherwise ``[volume]``. A ``CZYX`` volume stays one: its results
+        ``(Z, Y, X)`` line up with its last axes.
+    """
+    from dataclasses import replace
+
+    axes = volume.axes
+    c = axes.find("C")
+    if c <= 0 or volume.is_labels or volume.meta.get("rgb"):
+        return [volume]
+    keep = [i for i in range(len(axes)) if i != c]
+    meta = {k: v for k, v in volume.meta.items() if k != io_axes.SINGLETONS_KEY}  # the file's, not a channel's
+    return [replace(volume, data=volume.data[(slice(None),) * c + (k,)],
+                    spacing=tuple(volume.spacing[i] for i in keep), origin=tuple(volume.origin[i] for i in keep),
+                    axes=axes.replace("C", ""), name=f"{volume.name} [ch{k}]", meta={**meta, "channel": k})
+            for k in range(volume.data.shape[c])]
 
 
 def volume_to_layer_data(volume: Volume) -> LayerDataTuple:

@@ -153,3 +153,24 @@ def test_an_image_result_is_laid_out_like_its_source() -> None:
     assert data.shape == (2, 4, 5) and look == {"colormap": "gray"}
     data, _ = source_shaped_result(np.zeros((3, 4, 5)), "ZYX")
     assert data.shape == (3, 4, 5)
+
+
+def test_a_time_series_with_channels_becomes_one_volume_per_channel() -> None:
+    import dask.array as da
+
+    from napari_medml.layer_data import channel_volumes
+
+    data = np.arange(3 * 2 * 4 * 5 * 6, dtype=np.float32).reshape(3, 2, 4, 5, 6)
+    vol = Volume(da.from_array(data, chunks=(1, 1, 4, 5, 6)), (5.0, 1.0, 2.0, 0.5, 0.5), (0.0, 0.0, 1.0, 2.0, 3.0),
+                 name="movie", axes="TCZYX", meta={"unit": "um", "singletons": [[2, "Z"]]})
+    parts = channel_volumes(vol)
+    assert [p.name for p in parts] == ["movie [ch0]", "movie [ch1]"]
+    for k, part in enumerate(parts):
+        assert part.axes == "TZYX" and part.spacing == (5.0, 2.0, 0.5, 0.5) and part.origin == (0.0, 1.0, 2.0, 3.0)
+        assert isinstance(part.data, da.Array)  # lazy stays lazy
+        np.testing.assert_array_equal(np.asarray(part.data), data[:, k])
+        assert part.meta == {"unit": "um", "channel": k}  # the file's dropped singletons are not a channel's
+    czyx = Volume(data[0], (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, name="cells", axes="CZYX")
+    assert channel_volumes(czyx) == [czyx]  # results (Z, Y, X) line up with its last axes
+    rgb = Volume(np.zeros((3, 8, 8, 3), np.uint8), (1.0, 1.0, 1.0), (0.0,) * 3, axes="TYXC", meta={"rgb": True})
+    assert channel_volumes(rgb) == [rgb]

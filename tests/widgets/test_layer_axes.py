@@ -132,3 +132,33 @@ def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_vi
     train_widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: train_widget.model is not None, timeout=120000)
     assert train_widget.model.spatial_dims == 2 and train_widget.model.in_channels == 1
+
+
+def test_a_time_series_with_channels_opens_as_one_layer_per_channel(make_napari_viewer, open_widget, qtbot,
+                                                                    tmp_path: Path) -> None:
+    """napari lines layers up from the last axis: a (t, y, x) prediction of one (t, c, y, x)
+    layer showed its frames on the channel slider. Each channel opens as a (t, y, x) layer,
+    Predict takes the two as channels, and the prediction lies frame on frame."""
+    bundle = _tiny_2d_model(2, tmp_path)
+    data = np.random.default_rng(4).normal(0, 1, (3, 2, 48, 48)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "movie.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TCYX", "finterval": 5.0})
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "movie.tif"), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["movie [ch0]", "movie [ch1]"]
+    for k, layer in enumerate(layers):
+        np.testing.assert_array_equal(layer.data, data[:, k])
+        assert _labels(layer) == ("t", "y", "x")
+        np.testing.assert_allclose(layer.scale, (5.0, 0.5, 0.5))
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = layers
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    result = viewer.layers["movie [ch0] [prediction]"]
+    assert result.data.shape == (3, 48, 48) and _labels(result) == ("t", "y", "x")
+    # same axes, scale and translate: frame k of the prediction lies on frame k of the image
+    assert result.ndim == layers[0].ndim == viewer.dims.ndim == 3
+    np.testing.assert_allclose(result.scale, layers[0].scale)
+    np.testing.assert_allclose(result.translate, layers[0].translate)
