@@ -68,6 +68,19 @@ def test_preview_errors_are_notifications(setup, qtbot, notes):
     errors = [n for n in notes if n.severity == NotificationSeverity.ERROR]
     assert errors and "shape" in errors[0].message
     assert "small [augmentation preview]" not in viewer.layers
+    # the shapes the user made, both layers named (the cropped preview windows were quoted), no traceback
+    movie = viewer.add_image(np.zeros((3, 2, 12, 48, 48), np.float32), name="movie", **named("t", "c", "z", "y", "x"))
+    nuclei = viewer.add_labels(np.zeros((12, 48, 48), np.uint8), name="nuclei")
+    widget.image.value, widget.label_layer.value = movie, nuclei
+    widget.preview_button.changed.emit(True)
+    assert notes[-1].message == ("Augmentation preview: labels 'nuclei' have shape (12, 48, 48) but image 'movie' "
+                                 "(axes TCZYX) has (3, 12, 48, 48) without channels: choose labels drawn on that "
+                                 "image (one frame of labels per time point)")
+    widget.image.value, widget.label_layer.value, widget.patch.value = image, viewer.layers["seg"], "0, 0, 0"
+    widget.preview_button.changed.emit(True)
+    assert notes[-1].message == ("Augmentation preview: patch size '0, 0, 0': sizes must be 1 or more, such as "
+                                 "'64' or '16, 64, 64' (or 0 alone: automatic)")
+    assert not widget.runner.running
 
 
 def _objects(shape=(48, 64), offset=0):

@@ -22,6 +22,9 @@ def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...
         raise InputError(f"{what} {text!r}: give whole numbers such as '64' or '16, 64, 64'") from None
     if not values or values == (0,):
         return None
+    if min(values) < 1:
+        raise InputError(f"{what} {text!r}: sizes must be 1 or more, such as '64' or '16, 64, 64' (or 0 alone: "
+                         "automatic)")
     if len(values) == 1:
         values = values * dims
     if len(values) != dims:

@@ -183,6 +183,11 @@ class AugmentWidget(DockForm):
         labels = labels_array(labels_layer)
         spacing = tuple(s for a, s in zip(axes, volume.spacing) if a != "C")  # RGB's colour axis has none
         shape = tuple(n for n, a in zip(image.shape, axes) if a != "C")
+        if tuple(labels.shape) != shape:  # before any crop: the shapes the user made
+            frames = " (one frame of labels per time point)" if "T" in axes and labels.ndim < len(shape) else ""
+            raise InputError(f"labels '{labels_layer.name}' have shape {tuple(labels.shape)} but image "
+                             f"'{image_layer.name}' (axes {axes}) has {shape} without channels: choose labels "
+                             f"drawn on that image{frames}")
         dims = {"auto": min(sum(a not in "CT" for a in axes), 3), "2D": 2, "3D": 3}[self.spatial_dims.value]
         if dims > len(shape):
             raise InputError(f"2D/3D is {dims}D but image '{image_layer.name}' has {len(shape)} spatial axes: "
