@@ -95,6 +95,18 @@ def test_resample_spacing_and_shape(image):
     np.testing.assert_array_equal(lab[::3, ::2, ::2], labels)
 
 
+def test_a_resample_too_large_for_memory_is_refused_before_it_is_made(image, monkeypatch):
+    monkeypatch.setenv("NAPARI_MEDML_LAYER_MEMORY_MB", "4")
+    with pytest.raises(InputError) as err:  # a 1.96 TiB allocation was tried (MemoryError)
+        ops.resample(image, (3.0, 1.0, 1.0), (0.01, 0.01, 0.01))
+    assert str(err.value) == ("resample: (12, 30, 40) voxels at that spacing become (3600, 3000, 4000), 160.9 GiB, "
+                              "more than the 4 MiB this machine can spare (a quarter of the free memory; "
+                              "NAPARI_MEDML_LAYER_MEMORY_MB sets it): choose a target spacing of about 0.363, "
+                              "0.363, 0.363 or coarser")
+    fine, _ = ops.resample(image, (3.0, 1.0, 1.0), (0.363, 0.363, 0.363))  # the advice fits
+    assert fine.nbytes <= 4 * 2**20
+
+
 def test_crop_to_mask_and_threshold(image):
     mask = np.zeros(image.shape, bool)
     mask[3:5, 10:20, 7] = True

@@ -146,3 +146,18 @@ def test_training_replay_refuses_channels_cropped_to_different_boxes():
     image[1, 10:18, 10:18] = 1
     with pytest.raises(InputError, match="another box in each channel.*crop to labels"):
         run_recipe_channels(image, (1.0, 1.0), (PreprocessStep("crop", {"threshold": 0.5}),))
+
+
+def test_a_recipe_too_large_for_all_frames_together_is_refused(rng, monkeypatch):
+    movie = Volume(rng.normal(size=(6, 32, 32)).astype(np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), name="movie",
+                   axes="TYX")
+    monkeypatch.setenv("NAPARI_MEDML_LAYER_MEMORY_MB", "1")  # one frame at 0.25 (128 x 128, 64 KiB x 6) fits
+    step = PreprocessStep("resample", {"target_spacing": (0.05, 0.05)})  # 640 x 640 floats, 1.6 MiB a frame
+    with pytest.raises(InputError, match="resample: .* voxels at that spacing become"):
+        run_recipe_volume(movie, [step])
+    monkeypatch.setenv("NAPARI_MEDML_LAYER_MEMORY_MB", "0.3")  # 64 KiB a frame, 384 KiB for 6
+    with pytest.raises(InputError) as err:
+        run_recipe_volume(movie, [PreprocessStep("resample", {"target_spacing": (0.25, 0.25)})])
+    assert str(err.value) == ("the recipe makes 64 KiB of each of the 6 frames of 'movie', 384 KiB in all, more "
+                              "than the 307 KiB this machine can spare: resample to a coarser spacing, or crop first")
+

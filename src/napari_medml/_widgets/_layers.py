@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
+from napari_medml.io.memory import MEMORY_ENV, memory_budget, size_text
 from napari_medml.layer_data import (
     PLUGIN_MARK,
     LayerDataTuple,
@@ -31,7 +32,6 @@ __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits",
            "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
            "model_input", "raw_layer", "require", "show_result", "visible_region"]
 
-MEMORY_ENV = "NAPARI_MEDML_LAYER_MEMORY_MB"  # overrides the in-memory budget for on-disk layers
 
 
 def require(layer: Any, kind: type, what: str) -> Any:
@@ -129,26 +129,6 @@ def is_lazy_layer(layer: napari.layers.Layer) -> bool:
     return bool(getattr(layer, "multiscale", False)) or _is_lazy(layer.data)
 
 
-def _budget() -> int:
-    """Bytes an on-disk layer may take when a widget needs it whole: a quarter of the
-    available memory (``NAPARI_MEDML_LAYER_MEMORY_MB`` sets it)."""
-    import os
-
-    given = os.environ.get(MEMORY_ENV)
-    if given:
-        return int(float(given) * 2**20)
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available // 4)
-    except ImportError:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4)
-
-
-def _size(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
-
-
 def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
     """Refuse, with one line, a lazy layer too large for ``what`` (an operation that needs
     the whole array); NumPy layers and small lazy ones pass (those are read in the job).
@@ -162,8 +142,8 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
         return
     data = layer_volume(layer).data
     nbytes = int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize
-    if nbytes > _budget():
-        raise InputError(f"'{layer.name}' is a {_size(nbytes)} on-disk layer: {what} needs it whole in memory; "
+    if nbytes > memory_budget():
+        raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in memory; "
                          f"{fix}")
 
 

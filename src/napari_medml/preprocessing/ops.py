@@ -19,6 +19,7 @@ from napari_medml.errors import InputError
 
 __all__ = [
     "CT_WINDOW_PRESETS",
+    "check_output_size",
     "clahe",
     "crop_to_mask",
     "ct_window",
@@ -162,6 +163,7 @@ def resample(
         raise InputError(f"resample: order must be 0-5, got {order}")
     new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(image.shape, sp, target))
     new_spacing = tuple(s * n / m for s, n, m in zip(sp, image.shape, new_shape))
+    check_output_size("resample", image.shape, new_shape, sp, image.dtype.itemsize if order == 0 else 4)
     if new_shape == image.shape:
         return image.copy(), sp
     zoom = tuple(m / n for m, n in zip(new_shape, image.shape))
@@ -175,6 +177,32 @@ def resample(
         work = ndimage.gaussian_filter(work, sigma, mode="nearest")
     out = ndimage.zoom(work, zoom, order=order, mode="nearest", grid_mode=True)
     return out.astype(np.float32), new_spacing
+
+
+def check_output_size(what: str, shape: Sequence[int], new_shape: Sequence[int], spacing: Sequence[float],
+                      itemsize: int) -> None:
+    """Refuse, before allocating, a resampled array larger than the memory budget.
+
+    ``shape`` and ``spacing`` are the input's, ``new_shape`` the output's, ``itemsize``
+    its bytes per voxel (float32: 4).
+
+    Raises
+    ------
+    InputError
+        Naming the new shape, its size, the budget and the finest spacing that fits.
+    """
+    from napari_medml.io.memory import MEMORY_ENV, memory_budget, size_text
+
+    nbytes = float(np.prod(new_shape, dtype=np.float64)) * itemsize
+    budget = memory_budget()
+    if nbytes <= budget:
+        return
+    grow = 1.05 * (nbytes / budget) ** (1.0 / len(new_shape))  # each axis this much coarser fits (5 % spare)
+    finest = ", ".join(f"{s * n / m * grow:.3g}" for s, n, m in zip(spacing, shape, new_shape))
+    raise InputError(f"{what}: {tuple(shape)} voxels at that spacing become {tuple(new_shape)}, "
+                     f"{size_text(nbytes)}, more than the {size_text(budget)} this machine can spare "
+                     f"(a quarter of the free memory; {MEMORY_ENV} sets it): choose a target spacing of "
+                     f"about {finest} or coarser")
 
 
 def crop_to_mask(

@@ -117,8 +117,18 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
     image = np.asarray(volume.data)
     moved = np.moveaxis(image, layout.loop, range(len(layout.loop)))
     lead = moved.shape[: len(layout.loop)]
-    results = [run_recipe(moved[index], layout.spacing, tuple(steps)) for index in np.ndindex(*lead)]
-    first = results[0]
+    indices = list(np.ndindex(*lead))
+    first = run_recipe(moved[indices[0]], layout.spacing, tuple(steps))  # its size checked by the steps
+    if len(indices) > 1:  # all of the channels and frames together, before they are made
+        from napari_medml.io.memory import memory_budget, size_text
+
+        total, budget = first.image.nbytes * len(indices), memory_budget()
+        if total > budget:
+            raise InputError(f"the recipe makes {size_text(first.image.nbytes)} of each of the {len(indices)} "
+                             f"{layout.parts(volume.axes)} of '{volume.name or 'image'}', {size_text(total)} in all, "
+                             f"more than the {size_text(budget)} this machine can spare: resample to a coarser "
+                             "spacing, or crop first")
+    results = [first] + [run_recipe(moved[index], layout.spacing, tuple(steps)) for index in indices[1:]]
     for result in results[1:]:
         if result.image.shape != first.image.shape or result.geometry != first.geometry:
             raise InputError(
