@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from napari_medml.errors import MedMLError
 from napari_medml.io import Volume, file_format, write_volume
 from napari_medml.layer_data import layer_to_volume
 
-__all__ = ["write_image", "write_labels"]
+__all__ = ["LayerNotWritten", "write_image", "write_labels"]
+
+
+class LayerNotWritten(OSError):
+    """A layer the writer refused (an RGB image to NIfTI, a folder that does not exist), with
+    the core's one-line reason. Not a ValueError: napari's writer lookup (npe2
+    ``write_get_writer`` inside ``napari.plugins._npe2.write_layers``) drops ValueErrors and
+    tells the user only that no writer was found."""
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -33,8 +41,13 @@ def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     -------
     list of str
         The path written.
+
+    Raises
+    ------
+    LayerNotWritten
+        The layer cannot be written there (the reason, and the fix, in one line).
     """
-    return [str(write_volume(path, _volume(path, data, meta, is_labels=False)))]
+    return _write(path, data, meta, is_labels=False)
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -53,8 +66,20 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     -------
     list of str
         The path written.
+
+    Raises
+    ------
+    LayerNotWritten
+        The layer cannot be written there (the reason, and the fix, in one line).
     """
-    return [str(write_volume(path, _volume(path, data, meta, is_labels=True)))]
+    return _write(path, data, meta, is_labels=True)
+
+
+def _write(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> list[str]:
+    try:
+        return [str(write_volume(path, _volume(path, data, meta, is_labels=is_labels)))]
+    except MedMLError as exc:
+        raise LayerNotWritten(f"'{meta.get('name', 'layer')}' was not saved: {exc}") from None
 
 
 def _volume(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> Volume:

@@ -100,6 +100,26 @@ def test_save_layers_through_napari_is_lossless(make_napari_viewer, ct_path, tmp
     np.testing.assert_allclose(mask.spacing, original.spacing, rtol=1e-6)
 
 
+def test_a_layer_the_writer_refuses_tells_the_user_why(make_napari_viewer, tmp_path) -> None:
+    """napari drops a writer's ValueError and says only that no writer was found; the
+    plugin's reason and fix reach the user (napari shows the error's message)."""
+    from napari_medml._writer import LayerNotWritten
+
+    viewer = make_napari_viewer()
+    rgb = viewer.add_image(np.zeros((8, 10, 3), np.uint8), name="photo", rgb=True)
+    viewer.layers.selection = {rgb}
+    for plugin in (PLUGIN, None):  # the plugin named, or found by the file's extension
+        with pytest.raises(LayerNotWritten) as err:
+            viewer.layers.save(str(tmp_path / "photo.nii.gz"), selected=True, plugin=plugin)
+        assert str(err.value).startswith("'photo' was not saved: cannot write RGB image 'photo' to NIfTI")
+        assert "save it as TIFF" in str(err.value)
+    seg = viewer.add_labels(np.zeros((8, 10), np.uint8), name="seg")
+    viewer.layers.selection = {seg}
+    with pytest.raises(LayerNotWritten, match="'seg' was not saved: .*does not exist"):
+        viewer.layers.save(str(tmp_path / "no" / "such" / "seg.tif"), selected=True, plugin=PLUGIN)
+    assert not (tmp_path / "photo.nii.gz").exists() and not (tmp_path / "no").exists()
+
+
 def test_npe2_writer_round_trip(tmp_path: Path) -> None:
     npe2 = pytest.importorskip("npe2")
     ids = np.zeros((4, 5, 6), np.int32)
