@@ -88,6 +88,23 @@ def test_live_preview_and_errors(setup, qtbot):
     assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
 
 
+def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open_widget, qtbot, notes):
+    """NaNs pass through (a filter spreads them) and training refuses them: said at once."""
+    viewer = make_napari_viewer()
+    data = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    data[10:20, 10:30] = np.nan
+    image = viewer.add_image(data, name="scan")
+    widget = open_widget(viewer, "preprocess")
+    widget["image"].value, widget["operation"].value = image, "zscore"
+    _apply(widget, qtbot)
+    assert len(viewer.layers) == 2 and viewer.layers[1].name.startswith("scan [")  # the result, made all the same
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill or mask "
+                        "them before use; preprocessing keeps them (a filter spreads them) and training refuses "
+                        "them"], warnings
+    assert np.isnan(image.data).sum() == 200  # the user's layer is unchanged
+
+
 # --- channels, RGB and time series: per channel and per frame, as training replays the recipe ---
 
 

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -229,12 +230,20 @@ class PreprocessWidget(DockForm):
         what = describe_step(step)
 
         def job(stop: Any, report: Any) -> Any:
-            return run_recipe_volume(volume, (step,))  # a small on-disk layer is read here
+            from napari_medml.preprocessing.inputs import nonfinite_note
+
+            out = run_recipe_volume(volume, (step,))  # a small on-disk layer is read here
+            return out, nonfinite_note(np.asarray(volume.data), f"image '{layer.name}'")
 
         def done(result: Any) -> None:
-            new = show_result(self._viewer, _result_layer(result, layer.name, what))
+            out, note = result
+            new = show_result(self._viewer, _result_layer(out, layer.name, what))
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata[SOURCE_KEY] = source
+            if note:
+                from napari.utils import notifications
+
+                notifications.show_warning(f"Preprocessing: {note}")
 
         self.runner.start(job, on_result=done)
 

@@ -122,6 +122,26 @@ def check_finite(image: Any, name: str = "image") -> None:
         raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
 
 
+def nonfinite_note(image: Any, name: str = "image") -> str:
+    """A warning line when ``image`` holds NaN or infinite values, else ``""``: preprocessing
+    keeps them (a filter spreads them), and training and prediction refuse them
+    (:func:`check_finite`), so say so at the first step rather than at the last.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Any shape; integer images and lazy arrays give ``""``.
+    name : str
+        How the line names it, e.g. ``"image 'ct'"``.
+    """
+    try:
+        check_finite(image, name)
+    except InputError as exc:
+        return (f"warning: {exc}; preprocessing keeps them (a filter spreads them) and training refuses "
+                "them")
+    return ""
+
+
 def check_not_constant(image: Any, name: str = "image") -> None:
     """Refuse a training image whose every voxel has one value: a network learns nothing from
     it (typically the wrong file or an empty channel was exported).
