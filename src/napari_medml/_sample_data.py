@@ -9,21 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from napari_medml import samples
+from napari_medml.layer_data import AXES_KEY, _add_image_takes_axis_labels
 
 __all__ = ["phantom_3d", "shape_classes", "touching_objects_2d"]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 
+def _zyx() -> dict[str, Any]:
+    """The sliders say z, not napari's default -3 (napari 0.5.0's add_image takes no
+    axis_labels: there the metadata's axes alone name them for the widgets)."""
+    return {"axis_labels": ("z", "y", "x")} if _add_image_takes_axis_labels() else {}
+
+
 def phantom_3d() -> list[LayerDataTuple]:
     """3D phantom: an anisotropic image and its tissue labels (body, organ, lesion)."""
     sample = samples.phantom_3d()
-    meta = {"spacing": sample.spacing, "class_names": dict(sample.class_names), "sample": "phantom_3d"}
+    meta = {"spacing": sample.spacing, "class_names": dict(sample.class_names), "sample": "phantom_3d",
+            AXES_KEY: "ZYX"}
     return [
-        (sample.image, {"name": "phantom", "scale": sample.spacing, "metadata": dict(meta)}, "image"),
+        (sample.image, {"name": "phantom", "scale": sample.spacing, "metadata": dict(meta), **_zyx()}, "image"),
         (
             sample.labels,
-            {"name": "phantom [ground truth]", "scale": sample.spacing, "metadata": dict(meta)},
+            {"name": "phantom [ground truth]", "scale": sample.spacing, "metadata": dict(meta), **_zyx()},
             "labels",
         ),
     ]

@@ -161,3 +161,11 @@ def test_open_sample_menu(make_napari_viewer, key: str) -> None:
     np.testing.assert_allclose(image.scale, scale)
     np.testing.assert_allclose(labels.scale, scale)
     assert int(labels.data.max()) > 0
+    if key == "phantom_3d":  # the slider says z, not napari's -3
+        from axes_helpers import axis_names
+
+        assert axis_names(image) == axis_names(labels) == ("z", "y", "x")
+        from napari_medml.layer_data import _add_image_takes_axis_labels
+
+        if _add_image_takes_axis_labels():
+            assert viewer.dims.axis_labels == ("z", "y", "x")
