@@ -81,6 +81,15 @@ def test_preview_errors_are_notifications(setup, qtbot, notes):
     assert notes[-1].message == ("Augmentation preview: patch size '0, 0, 0': sizes must be 1 or more, such as "
                                  "'64' or '16, 64, 64' (or 0 alone: automatic)")
     assert not widget.runner.running
+    # NaNs: previewed all the same, and said (training refuses them)
+    holes = np.array(image.data, copy=True)
+    holes[:, 10:14, 10:14] = np.nan
+    holed = viewer.add_image(holes, name="holes", scale=image.scale)
+    widget.patch.value = "0"
+    _run(widget, qtbot, viewer, holed, viewer.layers["seg"])
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert warnings and warnings[-1].startswith("Augmentation preview: warning: image 'holes' (where the view is) "
+                                                "contains ") and "training refuses them" in warnings[-1], warnings
 
 
 def _objects(shape=(48, 64), offset=0):

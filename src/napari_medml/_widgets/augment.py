@@ -200,7 +200,7 @@ class AugmentWidget(DockForm):
             len(shape) - dims, 0)
         config, n, seed = self.config(), self.n.value, self.seed.value
 
-        def job(stop, report) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...]]:
+        def job(stop, report) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...], str]:
             import numpy as np
 
             size = patch or training_patch(shape, spacing, dims)
@@ -208,13 +208,19 @@ class AugmentWidget(DockForm):
             at = list(window)
             if channel_axis is not None:
                 at.insert(channel_axis, slice(None))
-            images, samples = preview(np.asarray(image[tuple(at)]), np.asarray(labels[window]), config, n=n,
-                                      seed=seed, spatial_dims=dims, channel_axis=channel_axis, spacing=spacing,
-                                      patch_size=size)
-            return images, samples, window
+            from napari_medml.preprocessing.inputs import nonfinite_note
 
-        def done(result: tuple[np.ndarray, np.ndarray, tuple[slice, ...]]) -> None:
-            images, samples, window = result
+            crop = np.asarray(image[tuple(at)])
+            images, samples = preview(crop, np.asarray(labels[window]), config, n=n, seed=seed, spatial_dims=dims,
+                                      channel_axis=channel_axis, spacing=spacing, patch_size=size)
+            return images, samples, window, nonfinite_note(crop, f"image '{image_layer.name}' (where the view is)")
+
+        def done(result: tuple[np.ndarray, np.ndarray, tuple[slice, ...], str]) -> None:
+            images, samples, window, note = result
+            if note:
+                from napari.utils import notifications
+
+                notifications.show_warning(f"Augmentation preview: {note}")
             what = "augmentation preview"
             look = {"rgb": True} if image_layer.rgb else {"colormap": image_layer.colormap.name}
             show_result(self._viewer, result_layer_data(
