@@ -320,6 +320,8 @@ def test_finetune_config_is_one_short_epoch_without_validation():
     assert tune.data.val_fraction == 0.0 and tune.data.label_mode == "dense"
     assert tune.optim.early_stopping_patience is None and tune.augment == cfg.augment
     assert finetune_config(cfg, 5, AugmentConfig.none()).augment == AugmentConfig.none()
+    # a Train bundle's checkpoint folder gets no orphaned checkpoints from a fine-tune
+    assert finetune_config(replace(cfg, checkpoint_dir="/data/model/checkpoints"), 5).checkpoint_dir is None
 
 
 def test_automatic_patch_size_is_capped_on_cpu():
@@ -347,9 +349,12 @@ def test_retrain_on_corrections_learns_the_correction_and_refuses_empty_labels()
                       model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=2),
                       device="cpu")
     model = train(image, labels, cfg, spacing=p.spacing)
+    model.provenance["plan"] = {"tta": True, "fingerprint": {"spatial_dims": 3}}  # as a planned run's
     tuned = run_to_end(retrain_on_corrections(model, image, labels, 3, spacing=p.spacing))
     assert tuned.class_ids == model.class_ids and tuned.patch_size == model.patch_size
     assert tuned.history[-1]["step"] == 3
+    # the plan stays: Predict's test-time augmentation and the intensity check follow it (it was lost)
+    assert tuned.provenance["plan"] == model.provenance["plan"] and tuned.record()["plan"]["tta"] is True
     with pytest.raises(InputError, match="corrected labels are empty"):
         run_to_end(retrain_on_corrections(model, image, np.zeros_like(labels), 3, spacing=p.spacing))
 

@@ -139,6 +139,7 @@ def test_predict_and_finetune_put_the_layer_in_the_models_orientation(make_napar
     np.testing.assert_array_equal(np.asarray(saved.dataobj).T, expected[..., ::-1])
     # fine-tuning learns the corrections in LAS as well, and the tuned model says so
     widget["corrected"].value = pred
+    pred.paint((4, 10, 10), 1)  # one brush dab: a correction (a layer nobody painted in is refused)
     widget["ft_steps"].value = 2
     widget["finetune"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)

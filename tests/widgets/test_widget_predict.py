@@ -115,13 +115,20 @@ def test_cancel_during_prediction(setup, qtbot, notes):
     assert "ct [prediction]" in viewer.layers
 
 
-def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot):
+def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     viewer, widget, ct, seg = setup
     mine = viewer.add_labels(np.zeros_like(seg.data), name="ct [prediction]", scale=ct.scale)  # the user's
     _predict(widget, qtbot)
     pred = viewer.layers["ct [prediction] (2)"]  # a free name: the user's layer is kept
     assert pred.metadata.get("class_ids")
     assert widget["corrected"].value is pred
+    # Fine-tune before any correction is refused: the model would learn its own answer
+    models = dict(session_for(viewer).models)
+    widget["finetune"].changed.emit(True)
+    assert notes[-1].message == ("Fine-tuning: no corrections painted in 'ct [prediction] (2)': paint them with "
+                                 "napari's brush (or fill, eraser) first; on the unchanged prediction the model "
+                                 "would learn its own answer")
+    assert not widget.runner.running and session_for(viewer).models == models
     # the user corrects a slab of the prediction by painting the true labels into it, as
     # the brush does: one undoable edit (napari's paint event)
     wrong = np.zeros(pred.data.shape, bool)

@@ -48,6 +48,7 @@ from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
 from napari_medml.errors import InputError
+from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
@@ -331,6 +332,9 @@ class PredictWidget(DockForm):
         if _lazy(inputs.image):  # it predicts the whole image again after the steps
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip
+        if is_generated(corrected.metadata):  # the first brush, fill or eraser edit makes it the user's
+            raise InputError(f"no corrections painted in '{corrected.name}': paint them with napari's brush (or "
+                             "fill, eraser) first; on the unchanged prediction the model would learn its own answer")
         labels = labels_array(corrected)
         if not labels.any():
             raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")

@@ -313,7 +313,9 @@ def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | No
     data = replace(config.data, label_mode="dense", val_fraction=0.0)
     optim = replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
                     max_minutes=None, early_stopping_patience=None)
-    return replace(config, data=data, optim=optim, augment=config.augment if augment is None else augment)
+    # no checkpoints: the trained model's folder (a Train bundle's) would get orphaned ones
+    return replace(config, data=data, optim=optim, augment=config.augment if augment is None else augment,
+                   checkpoint_dir=None)
 
 
 def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int, *, spacing: Any = None,
@@ -361,6 +363,7 @@ def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int
     config = finetune_config(model.config, steps, augment)
     tuned = yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
                            init_model=model)
-    if model.provenance.get("orientation"):  # the grid it learned on, for predict to reorient to
-        tuned.provenance["orientation"] = model.provenance["orientation"]
+    for key in ("orientation", "plan"):  # the grid it learned on; the plan (TTA, intensity fingerprint)
+        if model.provenance.get(key):
+            tuned.provenance[key] = model.provenance[key]
     return tuned
