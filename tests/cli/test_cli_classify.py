@@ -270,3 +270,13 @@ def test_init_from_a_pretrain_bundle_takes_its_network_unless_given(capsys, stac
     code, _, err = run_cli(capsys, *base, "--network", "unet-encoder", "--features", "8", "--out", tmp_path / "wide")
     assert_one_line_error(code, err, "learned tensors fit", "leave out --network, --features and --depth")
     assert not (tmp_path / "wide").exists()
+    # and back: a segmentation started from that classifier is the U-Net it was the encoder of
+    image = np.load(tmp_path / "one.npy")
+    np.save(tmp_path / "mask.npy", (image > image.mean()).astype(np.uint8))
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "one.npy", "--labels", tmp_path / "mask.npy",
+                           "--init-from", tmp_path / "clf", "--epochs", "1", "--steps-per-epoch", "2", "--device",
+                           "cpu", "--seed", "0", "--out", tmp_path / "seg")
+    assert code == 0, err  # was: unknown segmentation network 'unet-encoder' (a classification network)
+    assert "network: unet (the start model's)" in err and "(classification)" in err
+    args = json.loads((tmp_path / "seg" / "config.json").read_text())["network"]["arguments"]
+    assert (args["network"], args["channels"], args["depth"]) == ("unet", 4, 2)

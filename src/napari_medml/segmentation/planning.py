@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
-from napari_medml.config import TrainConfig
+from napari_medml.config import SegmentationNetwork, TrainConfig
 from napari_medml.segmentation.fingerprint import fingerprint
 from napari_medml.errors import MedMLError
 from napari_medml.segmentation.plan import Plan, changed_fields, make_plan
@@ -86,7 +86,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
         from napari_medml.bundles.transfer import bundle_architecture
 
-        arch = bundle_architecture(config.model.init_from)
+        arch = segmentation_architecture(bundle_architecture(config.model.init_from))
         taken = [f"model.{k}" for k in ("network", "channels", "depth") if k in arch and f"model.{k}" not in keep]
         config = replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
                                                                 for k in taken}))
@@ -111,3 +111,21 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start model's)", r)
                     if any(r.startswith(labels[k] + ":") for k in taken) else r for r in plan.reasons)
     return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
+
+
+# a classifier built on a segmentation network's encoder starts that network
+SEGMENTATION_OF = {"unet-encoder": "unet"}
+
+
+def segmentation_architecture(arch: dict[str, Any]) -> dict[str, Any]:
+    """A start bundle's ``network``/``channels``/``depth`` (``bundles.transfer.bundle_architecture``)
+    as a segmentation network takes them: a ``unet-encoder`` classifier starts a ``unet``;
+    another classifier (resnet, densenet, ...) gives none of them, since no segmentation
+    network is built that way, and the plan's network takes the tensors that fit."""
+    network = SEGMENTATION_OF.get(arch.get("network"), arch.get("network"))
+    if network is None:
+        return arch
+    if network not in get_args(SegmentationNetwork):
+        return {k: v for k, v in arch.items() if k not in ("network", "channels", "depth")}
+    return {**arch, "network": network}
+
