@@ -228,6 +228,21 @@ def test_predict_output_that_is_a_folder_is_refused(capsys, files, bundle, tmp_p
     assert code == 1 and "--out" in one_line(err) and "folder" in one_line(err)
 
 
+def test_predict_takes_one_image_and_says_so(capsys, files, bundle, tmp_path):
+    """A repeated --image kept only the last (argparse) and dropped the others silently; a
+    folder was 'an unsupported file type'."""
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", files / "img.nii.gz", "--image",
+                           files / "img_seg.nii.gz", "--out", tmp_path / "p.nii.gz", "--device", "cpu")
+    assert code == 2 and one_line(err) == (
+        f"napari-medml: error: --image was given 2 times ('{files / 'img.nii.gz'}', '{files / 'img_seg.nii.gz'}'): "
+        "predict takes one image per run; run it once for each image, each with its own --out")
+    (tmp_path / "many").mkdir()
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", tmp_path / "many", "--out",
+                           tmp_path / "p.nii.gz", "--device", "cpu")
+    assert code != 0 and f"'{tmp_path / 'many'}' is a folder, not an image file: give one file" in one_line(err)
+    assert not (tmp_path / "p.nii.gz").exists()
+
+
 def test_predict_writes_through_a_temporary_name(capsys, files, bundle, tmp_path, monkeypatch):
     # a failure while writing leaves neither a truncated output nor the temporary file
     from napari_medml import io

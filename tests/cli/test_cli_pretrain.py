@@ -66,6 +66,13 @@ def test_pretrain_train_init_from_predict(files):
                files / "pred.nii.gz", "--device", "cpu", tmp=tmp)
     assert pred.returncode == 0, pred.stderr
     assert read_volume(files / "pred.nii.gz").data.shape == image.data.shape
+    wrong = run("predict", "--model", files / "pretrained", "--image", files / "ct.nii.gz", "--out",
+                files / "wrong.nii.gz", "--device", "cpu", tmp=tmp)  # the pretraining bundle itself
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
+        f"napari-medml: error: '{files / 'pretrained'}' is a pretraining bundle (self-supervised, no classes): "
+        f"start a model from it with 'napari-medml train --init-from {files / 'pretrained'} ...', or reconstruct "
+        "with 'napari-medml pretrain'"], wrong.stderr
+    assert not (files / "wrong.nii.gz").exists()
     assert not [p for p in tmp.iterdir() if "medml" in p.name]  # nothing of ours left (torch keeps its caches)
 
 

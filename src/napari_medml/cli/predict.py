@@ -40,8 +40,8 @@ def add(sub: Any) -> None:
     infer = InferConfig()
     p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
                    help="model bundle folder written by 'napari-medml train' or the plugin")  # fmt: skip
-    p.add_argument("--image", required=True, type=Path, metavar="IMG",
-                   help=f"image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "
+    p.add_argument("--image", required=True, type=Path, metavar="IMG", action="append",
+                   help=f"the one image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "
                    "slice, any model a time series frame by frame")  # fmt: skip
     add_axes_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
@@ -95,6 +95,11 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the bundle and the image, predict with a progress bar, write the outputs."""
+    if len(args.image) > 1:  # argparse kept only the last one before: the others were dropped silently
+        names = ", ".join(f"'{p}'" for p in args.image)
+        raise UsageError(f"--image was given {len(args.image)} times ({names}): predict takes one image per run; "
+                         "run it once for each image, each with its own --out")
+    args.image = args.image[0]
     from napari_medml.api import load_model
     from napari_medml.classification.model import Classifier
 
@@ -110,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
     if args.level not in (None, "match") and not str(args.level).isdigit():
         raise UsageError(f"--level must be a level number (0 the finest) or 'match', got '{args.level}'")
     model = load_model(args.model)
+    from napari_medml.pretraining.model import ReconstructionModel
+
+    if isinstance(model, ReconstructionModel):
+        raise UsageError(f"'{args.model}' is a pretraining bundle (self-supervised, no classes): start a model "
+                         f"from it with 'napari-medml train --init-from {args.model} ...', or reconstruct with "
+                         "'napari-medml pretrain'")
     args.planned = ""  # said with the written files (an error stays the only line)
     if args.tta is None and not isinstance(model, Classifier):
         from napari_medml.segmentation.planned_inference import planned_inference

@@ -111,6 +111,9 @@ def file_format(path: str | Path) -> str:
             return fmt
     if inside_zarr(path):  # a group inside a store, e.g. OME-Zarr labels "img.zarr/labels/seg"
         return "zarr"
+    if Path(path).is_dir():
+        raise InputError(f"'{path}' is a folder, not an image file: give one file "
+                         f"({', '.join(SUPPORTED_EXTENSIONS)}; a .zarr folder is one image)")
     raise InputError(
         f"'{path}' has an unsupported file type; use one of "
         f"{', '.join(SUPPORTED_EXTENSIONS)}"
