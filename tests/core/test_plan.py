@@ -424,3 +424,13 @@ def test_the_plan_shows_numbers_to_three_digits():
                      step_seconds=lambda c: 0.1)
     text = plan.describe()
     assert "foreground patches: 0.333 (" in text and "steps in 0.167 min (each of the 3 folds' share of 0.5 min)" in text
+
+
+def test_the_plan_gives_no_object_size_for_scribbles():
+    """Scribbles are not objects: 'typical object 1x1x1 voxels' read as a measurement."""
+    from dataclasses import replace as swap
+
+    dense = make_plan(fp(shape=(64, 64, 64)), config(), device="cpu").describe().splitlines()[0]
+    assert dense.endswith(", typical object 16x16x16 voxels")
+    sparse = make_plan(swap(fp(shape=(64, 64, 64)), labelled_fraction=0.0123), config(), device="cpu")
+    assert sparse.describe().splitlines()[0].endswith(", scribbles on 1.23% of the voxels (no object size from them)")

@@ -44,9 +44,9 @@ def add(sub: Any) -> None:
     p = sub.add_parser("pretrain", help="pretrain a segmentation network on unlabeled images (self-supervised)",
                        description="Train a segmentation network's encoder and decoder to reconstruct "
                        "masked or noised versions of unlabeled images, and save it as a bundle that "
-                       "'train --init-from' starts from (use the same --network, --channels and "
-                       "--depth there). Ctrl-C stops after the current step and still saves the "
-                       "best model.")  # fmt: skip
+                       "'train --init-from' starts from (it takes the bundle's network, width and "
+                       "depth unless you give them). Ctrl-C stops after the current step and still "
+                       "saves the best model.")  # fmt: skip
     data, model, optim, pre = DataConfig(), ModelConfig(), OptimConfig(), PretrainConfig()
     g = p.add_argument_group("data")
     g.add_argument("--image", action="append", required=True, type=Path, metavar="IMG",

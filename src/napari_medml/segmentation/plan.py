@@ -116,10 +116,12 @@ class Plan:
     def describe(self) -> str:
         """One readable block: the fingerprint in a line, then each decision with its reason."""
         fp = self.fingerprint
+        objects = (f"typical object {'x'.join(f'{e:.0f}' for e in fp.object_extent)} voxels"
+                   if fp.labelled_fraction >= 1.0 else  # a scribble's extent is not an object's
+                   f"scribbles on {fp.labelled_fraction:.2%} of the voxels (no object size from them)")
         head = (f"plan: {fp.n_images} image(s) of {'x'.join(map(str, fp.shape))} voxels, spacing "
                 f"{'x'.join(f'{s:g}' for s in fp.spacing)} (anisotropy {fp.anisotropy:.1f}), {fp.modality}, "
-                f"classes {_fractions(fp.class_fractions)}, typical object "
-                f"{'x'.join(f'{e:.0f}' for e in fp.object_extent)} voxels")
+                f"classes {_fractions(fp.class_fractions)}, {objects}")
         return "\n".join([head, *(f"  {line}" for line in self.reasons)])
 
 
