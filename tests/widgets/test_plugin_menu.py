@@ -97,7 +97,17 @@ def test_a_form_opened_on_one_image_has_it_chosen(make_napari_viewer, open_widge
     assert all(h < 80 for h in short), short
     for k in range(12):
         viewer.add_image(np.zeros((4, 16, 16), np.float32), name=f"im{k}")
-    assert all(80 < view.maximumHeight() < 260 and view.maximumHeight() > h for view, h in zip(lists, short))
+    assert all(80 < view.maximumHeight() < 280 and view.maximumHeight() > h for view, h in zip(lists, short))
+    # three layers with long names: all three rows show beside the sideways scroll bar
+    for k in range(12):
+        viewer.layers.remove(f"im{k}")
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="ct [z-score] [augmentation preview] [reconstruction]")
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="mr")
+    train_list = forms[0]["images"].native
+    train_list.resize(120, train_list.height())  # narrower than the long name: the bar shows
+    qtbot.waitUntil(lambda: train_list.horizontalScrollBar().isVisible(), timeout=5000)
+    rows = train_list.viewport().height() / train_list.sizeHintForRow(0)
+    assert train_list.count() == 3 and rows >= 3, rows
     # Live's score and hint lines wrap in the dock instead of running past its edge
     live = forms[3]
     live["status"].value = "features 0.98, network 0.76; ensemble when the network leads by 0.25 " * 4

@@ -75,12 +75,15 @@ LIST_ROWS = (2, 8)  # a layer list shows at least 2 and at most 8 rows, then scr
 
 
 def _fit_rows(view: Any, rows: int) -> None:
-    """Make a list view (QListWidget) tall enough for ``rows`` rows within LIST_ROWS."""
+    """Make a list view (QListWidget) as tall as ``rows`` rows within LIST_ROWS, plus its
+    sideways scroll bar, which long layer names bring (it took a row's place)."""
     rows = min(max(rows, LIST_ROWS[0]), LIST_ROWS[1])
     row = view.sizeHintForRow(0) if view.count() else -1
     if row <= 0:
         row = view.fontMetrics().height() + 4
-    view.setMaximumHeight(rows * row + 2 * view.frameWidth() + 4)
+    bar = view.horizontalScrollBar().sizeHint().height()
+    # fixed, not only a maximum: a short dock then scrolls its form instead of squeezing the list
+    view.setFixedHeight(rows * row + bar + 2 * view.frameWidth() + 4)
 
 
 class DockForm(Container):
