@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import napari
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -233,7 +232,7 @@ class PreprocessWidget(DockForm):
             from napari_medml.preprocessing.inputs import nonfinite_note
 
             out = run_recipe_volume(volume, (step,))  # a small on-disk layer is read here
-            return out, nonfinite_note(np.asarray(volume.data), f"image '{layer.name}'")
+            return out, nonfinite_note(volume.data, f"image '{layer.name}'")  # an on-disk layer is not read again
 
         def done(result: Any) -> None:
             out, note = result
