@@ -137,7 +137,7 @@ def test_corrections_retrain_every_member_of_an_ensemble(ensemble):
     import torch
 
     from napari_medml.engine.reports import StopToken
-    from napari_medml.segmentation.task import retrain_on_corrections
+    from napari_medml.segmentation.corrections import retrain_on_corrections
 
     p, model, _, _ = ensemble
     corrected = model.predict(p.image, spacing=p.spacing, config=InferConfig(device="cpu")).labels.copy()

@@ -311,13 +311,16 @@ def test_rotate90_on_a_non_square_patch_keeps_the_batch_shape(tiny, tmp_path):
 
 
 def test_finetune_config_is_one_short_epoch_without_validation():
-    from napari_medml.segmentation.task import finetune_config
+    from napari_medml.segmentation.corrections import finetune_config
 
     cfg = TrainConfig(data=DataConfig(label_mode="sparse", background_id=2, val_fraction=0.3),
                       optim=OptimConfig(epochs=50, schedule="poly", early_stopping_patience=3))
     tune = finetune_config(cfg, 12)
     assert (tune.optim.epochs, tune.optim.steps_per_epoch, tune.optim.schedule) == (1, 12, "constant")
     assert tune.data.val_fraction == 0.0 and tune.data.label_mode == "dense"
+    assert tune.optim.learning_rate == pytest.approx(cfg.optim.learning_rate / 10)  # a tenth: see corrections
+    scribbles = finetune_config(cfg, 12, background_id=7)
+    assert (scribbles.data.label_mode, scribbles.data.background_id) == ("sparse", 7)
     assert tune.optim.early_stopping_patience is None and tune.augment == cfg.augment
     assert finetune_config(cfg, 5, AugmentConfig.none()).augment == AugmentConfig.none()
     # a Train bundle's checkpoint folder gets no orphaned checkpoints from a fine-tune
@@ -341,7 +344,7 @@ def test_automatic_patch_size_is_capped_on_cpu():
 
 def test_retrain_on_corrections_learns_the_correction_and_refuses_empty_labels():
     from napari_medml.errors import InputError
-    from napari_medml.segmentation.task import retrain_on_corrections
+    from napari_medml.segmentation.corrections import retrain_on_corrections
 
     p = phantom_3d(seed=0)
     image, labels = p.image[:16, :48, :48], p.labels[:16, :48, :48]

@@ -109,12 +109,17 @@ def read_inputs(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, 
     dc = config.data
     prepared, raw_labels, spacings = read_images_and_labels(images, labels, config, spacing=spacing,
                                                             channel_axis=channel_axis, base=base)
-    class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
-    if base is not None:
-        extra = sorted(set(class_ids) - set(base.class_ids))
+    if base is None:
+        class_ids = data.find_class_ids(raw_labels, dc.label_mode, dc.background_id)
+    else:  # the model knows its classes: corrections may hold any of them, not all
+        present = set().union(*(np.unique(lab).tolist() for lab in raw_labels))
+        unlabelled = {0, dc.background_id} if dc.label_mode == "sparse" else set()
+        extra = sorted(present - unlabelled - set(base.class_ids))
         if extra:
             raise InputError(f"labels contain class id(s) {extra} that the model {base.class_ids} does not "
                              "know: fine-tune with the same classes or train a new model")
+        if dc.label_mode == "sparse" and not present - {0}:
+            raise InputError("labels are empty (all 0 = unlabeled): paint some corrections first")
         class_ids = base.class_ids
     encoded = [data.encode_labels(lab, class_ids, dc.label_mode, dc.background_id) for lab in raw_labels]
     return prepared, encoded, tuple(class_ids), spacings

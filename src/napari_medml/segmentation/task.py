@@ -24,8 +24,7 @@ from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.segmentation.model import Model, load_segmentation_model
 
-__all__ = ["SegmentationTask", "finetune_config", "fit", "retrain_on_corrections", "start_network", "train",
-           "training_transform"]
+__all__ = ["SegmentationTask", "fit", "start_network", "train", "training_transform"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
@@ -301,69 +300,3 @@ def training_transform(config: TrainConfig, keys: tuple[str, ...], *, seed: int,
 
     return augmentation_transforms(config.augment, config.data.spatial_dims, keys, seed=seed,
                                    spatial_shape=patch_size, spacing=spacing)
-
-
-def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | None = None) -> TrainConfig:
-    """A short dense fine-tuning run of ``config``: ``steps`` steps in one epoch, constant rate.
-
-    No validation split (the corrections are few, and all of them should be learned), so
-    the run ends with one checkpoint and no sliding-window pass; ``fit(init_model=...)``
-    keeps the model's patch size, classes and normalisation.
-    """
-    data = replace(config.data, label_mode="dense", val_fraction=0.0)
-    optim = replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant",
-                    max_minutes=None, early_stopping_patience=None)
-    # no checkpoints: the trained model's folder (a Train bundle's) would get orphaned ones
-    return replace(config, data=data, optim=optim, augment=config.augment if augment is None else augment,
-                   checkpoint_dir=None)
-
-
-def retrain_on_corrections(model: Model, images: Any, corrected: Any, steps: int, *, spacing: Any = None,
-                           channel_axis: int | None = None, augment: AugmentConfig | None = None,
-                           stop: StopToken | None = None) -> Generator[TrainReport, None, Model]:
-    """The correct-and-retrain step: continue ``model`` on corrected (dense) labels.
-
-    Parameters
-    ----------
-    model : Model or EnsembleModel
-        The model whose prediction was corrected. An ensemble continues every member in
-        turn, each for ``steps`` steps (after a stop, the members not reached keep their weights).
-    images, corrected : array or sequence of arrays
-        As for :func:`fit`: images in napari axis order and their corrected labels
-        (every voxel labelled; the prediction with the user's corrections painted in).
-    steps : int
-        Optimisation steps (one epoch, constant rate, no validation: see :func:`finetune_config`).
-    spacing, channel_axis, augment, stop
-        As for :func:`fit`; ``augment`` replaces the model's augmentation.
-
-    Returns
-    -------
-    Model or EnsembleModel
-        The fine-tuned model (same classes, patch, normalisation and orientation).
-
-    Raises
-    ------
-    InputError
-        Corrected labels that are empty everywhere.
-    """
-    arrays = corrected if isinstance(corrected, (list, tuple)) else [corrected]
-    if not any(np.any(a) for a in arrays):
-        raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
-    if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
-        tuned_members = []
-        for member in model.members:
-            if stop is not None and stop.stopped:
-                tuned_members.append(member)
-                continue
-            tuned_members.append((yield from retrain_on_corrections(
-                member, images, corrected, steps, spacing=spacing, channel_axis=channel_axis, augment=augment,
-                stop=stop)))
-        # its own class: segmentation.ensemble imports this module
-        return type(model)(tuned_members, provenance=dict(model.provenance))
-    config = finetune_config(model.config, steps, augment)
-    tuned = yield from fit(images, corrected, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
-                           init_model=model)
-    for key in ("orientation", "plan"):  # the grid it learned on; the plan (TTA, intensity fingerprint)
-        if model.provenance.get(key):
-            tuned.provenance[key] = model.provenance[key]
-    return tuned

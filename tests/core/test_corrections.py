@@ -1,0 +1,93 @@
+"""Correct-and-retrain (segmentation.corrections): which voxels are the user's labels, how
+they are encoded with the model's own answer and its training data, and that a fine-tune
+learns the corrections without losing what nobody corrected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
+from napari_medml.engine.fit import run_to_end  # noqa: E402
+from napari_medml.errors import InputError  # noqa: E402
+from napari_medml.samples import touching_objects_2d  # noqa: E402
+from napari_medml.segmentation.corrections import (  # noqa: E402
+    correction_samples, labelled_samples, retrain_on_corrections, reviewed_voxels,
+)
+from napari_medml.segmentation.task import train  # noqa: E402
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_the_voxels_around_each_change_are_the_reviewed_ones():
+    before = np.zeros((9, 9), np.uint8)
+    after = before.copy()
+    after[4, 4] = 1
+    reviewed = reviewed_voxels(after, before)
+    assert reviewed.sum() == 25 and reviewed[2:7, 2:7].all()  # a 5 x 5 box: 2 voxels around the change
+    assert not reviewed_voxels(before, before).any()
+    assert reviewed_voxels(after, before, margin=0).sum() == 1
+
+
+def test_corrections_become_scribbles_with_a_background_id_no_class_uses():
+    image = np.arange(81, dtype=np.float32).reshape(9, 9)
+    before = np.zeros((9, 9), np.uint8)
+    before[:, 5:] = 2
+    after = before.copy()
+    after[0, 0] = 2  # a class painted in the background's corner
+    (sample,) = correction_samples(image, after, before, spacing=(0.5, 0.5))
+    assert sample.background_id == 3 and sample.spacing == (0.5, 0.5) and sample.image is image
+    expected = np.zeros((9, 9), np.uint8)
+    expected[:3, :3] = 3  # the background the user saw around the change
+    expected[0, 0] = 2
+    np.testing.assert_array_equal(sample.labels, expected)
+    assert correction_samples(image, before, before) == []  # nothing changed: nothing learned
+
+
+def test_a_fine_tune_learns_the_corrections_and_keeps_the_rest():
+    """An undertrained model; the truth painted where it erred in the top half of a second
+    image (with the 2-voxel margin a brush gives). Fine-tuning with the prediction as it
+    was and the training image raises the corrected half's Dice and keeps the other half's."""
+    first, second = touching_objects_2d(0, (96, 96)), touching_objects_2d(1, (96, 96))
+    truth_a, truth_b = (first.labels > 0).astype(np.uint8), (second.labels > 0).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(64, 64), batch_size=2, val_fraction=0.0),
+                         model=ModelConfig(channels=8, depth=3), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3, learning_rate=0.01), device="cpu", seed=0)
+    model = train(first.image, truth_a, config)
+    before = model.predict(second.image).labels
+    top = np.zeros(before.shape, bool)
+    top[:48] = True
+    corrected = before.copy()
+    corrected[top] = truth_b[top]
+    replay = labelled_samples(first.image, truth_a)
+    tuned = run_to_end(retrain_on_corrections(model, second.image, corrected, 40, predicted=before, replay=replay))
+    after = tuned.predict(second.image).labels
+    assert _dice(before[:48], truth_b[:48]) < 0.8  # 0.774
+    assert _dice(after[:48], truth_b[:48]) > _dice(before[:48], truth_b[:48]) + 0.1  # 0.955
+    assert _dice(after[48:], truth_b[48:]) > _dice(before[48:], truth_b[48:]) - 0.02
+    assert tuned.class_ids == model.class_ids
+    assert tuned.provenance["finetuned"] == {"steps": 40, "corrected_images": 1, "replayed_images": 1}
+    with pytest.raises(InputError, match="the corrected labels equal the prediction: paint the corrections"):
+        run_to_end(retrain_on_corrections(model, second.image, before, 3, predicted=before))
+
+
+def test_training_data_with_channels_is_replayed_beside_corrections_without():
+    """A 1-channel model trained on a (1, y, x) image is fine-tuned on a plain (y, x) one:
+    both reach the network with their channel first."""
+    first = touching_objects_2d(0, (48, 48))
+    truth = (first.labels > 0).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu", seed=0)
+    model = train(first.image[None], truth, config, channel_axis=0)
+    before = model.predict(first.image).labels
+    corrected = before.copy()
+    corrected[:8, :8] = 1 - corrected[:8, :8]
+    replay = labelled_samples(first.image[None], truth, channel_axis=0)
+    tuned = run_to_end(retrain_on_corrections(model, first.image, corrected, 2, predicted=before, replay=replay))
+    assert tuned.in_channels == 1 and tuned.history[-1]["step"] == 2
