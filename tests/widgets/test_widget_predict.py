@@ -15,6 +15,7 @@ from napari.utils.notifications import NotificationSeverity
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import BUNDLE_CHOICE
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.segmentation.corrections import reviewed_voxels
 from napari_medml.segmentation.metrics import dice
 from napari_medml.samples import phantom_3d
 from napari_medml.segmentation.task import train
@@ -134,6 +135,7 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     wrong = np.zeros(pred.data.shape, bool)
     wrong[4:12] = pred.data[4:12] != seg.data[4:12]
     assert wrong.sum() > 100
+    as_predicted = pred.data.copy()
     pred.data_setitem(np.nonzero(wrong), seg.data[wrong])
     corrected = pred.data.copy()
     before_model = session_for(viewer).models["phantom model"]
@@ -148,6 +150,11 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     assert new.data.shape == ct.data.shape and widget["corrected"].value is new
     tuned = session_for(viewer).models["phantom model"]
     assert tuned is not before_model and tuned.patch_size == before_model.patch_size
+    # learned: the painted voxels and 2 around them, the model's own answer elsewhere (a bundle's
+    # model brings no training data); the next round learns these corrections again
+    assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "replayed_images": 0}
+    (learned,) = session_for(viewer).training_data["phantom model"]
+    assert np.count_nonzero(learned.labels) == reviewed_voxels(corrected, as_predicted).sum() > wrong.sum()
     # a result nobody painted in is the plugin's: the next run replaces it
     _predict(widget, qtbot)
     assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new
@@ -181,6 +188,9 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     train["epochs"].value, train["steps"].value = 1, 2
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    # fine-tuning this model in Predict learns its training data alongside the corrections
+    (trained_on,) = session_for(viewer).training_data["ct model"]
+    assert np.array_equal(trained_on.labels, p.labels) and trained_on.background_id is None
     predict = open_widget(viewer, "predict")
     # trained with the plan (the Train widget's default): the box follows its test-time augmentation
     assert predict["model"].value == "ct model" and predict["tta"].value is True

@@ -38,6 +38,11 @@ class Session:
 
     def __init__(self) -> None:
         self.models: dict[str, Model] = {}
+        # a model's training data (``segmentation.corrections.LabelledSample``s), by model name:
+        # fine-tuning learns it alongside the corrections, so the model keeps it
+        self.training_data: dict[str, list[Any]] = {}
+        # a prediction layer -> its labels as predicted (the user's edits are what differs)
+        self._predicted: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.augment: AugmentConfig = AugmentConfig()
         # (2D/3D, patch text) of the Train segmentation form: the Augmentation preview crops it
         self.train_patch: tuple[int, str] | None = None
@@ -121,6 +126,15 @@ class Session:
         for listener in list(self._listeners):
             listener(name)
         return name
+
+    def remember_prediction(self, layer: Any, labels: Any) -> None:
+        """Keep ``labels``, a copy of what ``layer`` showed when the model made it (held while the layer lives)."""
+        self._predicted[layer] = labels
+
+    def as_predicted(self, layer: Any) -> Any:
+        """The labels ``layer`` had when the model predicted them, or None (a layer it did not make)."""
+        labels = self._predicted.get(layer)
+        return labels if labels is not None and labels.shape == layer.data.shape else None
 
     def new_model_name(self, base: str) -> str:
         """``base``, or ``base (2)``, ``base (3)``... whichever is free."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -234,10 +235,10 @@ class PredictWidget(DockForm):
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
                      if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
-            return model, prediction, table
+            return model, prediction, table, _as_predicted(prediction)
 
-        def done(result: tuple[Any, Any, Any]) -> None:
-            model, prediction, table = result
+        def done(result: tuple[Any, Any, Any, Any]) -> None:
+            model, prediction, table, as_predicted = result
             if isinstance(source, Path):
                 self._session.add_model(model, name)
             if hasattr(prediction, "relabel"):  # an instance model: instances and their table
@@ -246,7 +247,7 @@ class PredictWidget(DockForm):
                 set_controls(self._w, prediction.params)
                 show_instances(self._viewer, prediction, inputs.layer, table)
             else:
-                self.show(prediction, inputs.layer, model)
+                self.show(prediction, inputs.layer, model, as_predicted)
             note = self._w["status"].value  # a note about the image, kept
             self._w["status"].value = (f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
 
@@ -258,13 +259,19 @@ class PredictWidget(DockForm):
         if isinstance(report, str):
             self._w["status"].value = report
 
-    def show(self, prediction: Any, layer: napari.layers.Layer, model: Any) -> None:
-        """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers."""
+    def show(self, prediction: Any, layer: napari.layers.Layer, model: Any, as_predicted: Any = None) -> None:
+        """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers.
+
+        ``as_predicted``: a copy of the labels, kept so that fine-tuning tells the user's
+        edits from the model's answer.
+        """
         spatial = layer_spatial(layer)
         axes = layer_volume(layer).axes  # results drop the image's own channel axis
         names = dict(getattr(model.config, "class_names", None) or {})
         labels = show_result(self._viewer, result_layer_data(
             prediction.labels, layer.name, "prediction", spatial, "labels", axes))
+        if as_predicted is not None:
+            self._session.remember_prediction(labels, as_predicted)
         labels.metadata["class_ids"] = list(prediction.class_ids)
         labels.metadata["class_names"] = names
         self.prediction = prediction
@@ -338,29 +345,46 @@ class PredictWidget(DockForm):
         labels = labels_array(corrected)
         if not labels.any():
             raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")
+        # the model's own answer (a prediction layer it made): the user's edits are what differs
+        predicted = self._session.as_predicted(corrected)
+        replay = list(self._session.training_data.get(name, []))  # what it was trained on, kept
         steps, augment = self._w["ft_steps"].value, self._session.augment
         infer = self.infer_config()
         affine = layer_spatial(inputs.layer).affine
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.segmentation.corrections import correction_samples, retrain_on_corrections
             from napari_medml.segmentation.prediction import in_model_orientation, predict_oriented
-            from napari_medml.segmentation.task import retrain_on_corrections
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
                 # the corrections are learned in the orientation the model was trained in
-                (image, target), spacing = in_model_orientation(model, [inputs.image, labels], inputs.spacing, affine)
+                arrays = [inputs.image, labels] + ([] if predicted is None else [predicted])
+                (image, target, *before), spacing = in_model_orientation(model, arrays, inputs.spacing, affine)
                 oriented = inputs._replace(image=image, spacing=spacing)
                 images, targets, spacings, channel_axis = oriented.samples(target, model.spatial_dims)
-                tuned = yield from retrain_on_corrections(model, images, targets, steps, spacing=spacings,
+                befores = oriented.samples(before[0], model.spatial_dims)[1] if before else None
+                tuned = yield from retrain_on_corrections(model, images, targets, steps, predicted=befores,
+                                                          replay=replay, spacing=spacings,
                                                           channel_axis=channel_axis, augment=augment, stop=stop)
                 prediction = predict_oriented(tuned, inputs.image, spacing=inputs.spacing, affine=affine,
                                               axes=inputs.axes, config=infer, stop=stop)
-            return tuned, prediction
+                learned = ([] if befores is None else  # the next round learns this one's corrections too
+                           correction_samples(images, targets, befores, spacings, channel_axis))
+            return tuned, prediction, learned, _as_predicted(prediction)
 
-        def done(result: tuple[Any, Any]) -> None:
-            tuned, prediction = result
+        def done(result: tuple[Any, Any, Any, Any]) -> None:
+            tuned, prediction, learned, as_predicted = result
             self._session.add_model(tuned, name)
-            self.show(prediction, inputs.layer, tuned)
+            self._session.training_data[name] = replay + learned
+            self.show(prediction, inputs.layer, tuned, as_predicted)
 
         self.runner.start(job, on_result=done)
+
+
+def _as_predicted(prediction: Any) -> Any:
+    """A copy of a segmentation's labels (in the worker: a large copy would stall the GUI), or
+    None for an instance prediction or an on-disk result (fine-tuning needs the layer in memory)."""
+    if hasattr(prediction, "relabel") or _lazy(prediction.labels):
+        return None
+    return np.array(prediction.labels, copy=True)

@@ -323,6 +323,11 @@ class TrainWidget(DockForm):
                     yield plan  # shown in the form before the first step
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
                                        stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
+            if config.task == "segmentation" and not record:  # fine-tuning in Predict learns it alongside
+                from napari_medml.segmentation.corrections import labelled_samples
+
+                scribbles = config.data.background_id if config.data.label_mode == "sparse" else None
+                run["samples"] = labelled_samples(images, targets, spacings, channel_axis, scribbles)
             if orientation:  # Predict and `napari-medml predict` put other orientations in this one
                 model.provenance["orientation"] = orientation
             if record:  # trained on a preprocessed layer as shown: raw images get its recipe
@@ -335,6 +340,7 @@ class TrainWidget(DockForm):
         def done(model: Any) -> None:
             checkpoints.result(bool(self.runner.token is not None and self.runner.token.stopped))
             self.model = model
+            self._session.training_data[name] = run.get("samples", [])  # a record-trained model: none
             self._session.add_model(model, name)
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
             self._w["status"].value = f"model '{name}' is ready in Predict" + "".join(f" ({w})" for w in warnings)
