@@ -71,7 +71,8 @@ def test_a_fine_tune_learns_the_corrections_and_keeps_the_rest():
     assert _dice(after[:48], truth_b[:48]) > _dice(before[:48], truth_b[:48]) + 0.1  # 0.955
     assert _dice(after[48:], truth_b[48:]) > _dice(before[48:], truth_b[48:]) - 0.02
     assert tuned.class_ids == model.class_ids
-    assert tuned.provenance["finetuned"] == {"steps": 40, "corrected_images": 1, "replayed_images": 1}
+    assert tuned.provenance["finetuned"] == {"steps": 40, "corrected_images": 1, "replayed_images": 1,
+                                             "reviewed_voxels": int(reviewed_voxels(corrected, before).sum())}
     with pytest.raises(InputError, match="the corrected labels equal the prediction: paint the corrections"):
         run_to_end(retrain_on_corrections(model, second.image, before, 3, predicted=before))
 

@@ -152,9 +152,13 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     assert tuned is not before_model and tuned.patch_size == before_model.patch_size
     # learned: the painted voxels and 2 around them, the model's own answer elsewhere (a bundle's
     # model brings no training data); the next round learns these corrections again
-    assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "replayed_images": 0}
+    reviewed = int(reviewed_voxels(corrected, as_predicted).sum())
+    assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "replayed_images": 0,
+                                             "reviewed_voxels": reviewed}
     (learned,) = session_for(viewer).training_data["phantom model"]
-    assert np.count_nonzero(learned.labels) == reviewed_voxels(corrected, as_predicted).sum() > wrong.sum()
+    assert np.count_nonzero(learned.labels) == reviewed > wrong.sum()
+    assert widget["status"].value == (f"'phantom model' fine-tuned 5 steps on the {reviewed:,} voxels you changed "
+                                      "in 'ct [prediction] (2)' or saw beside a change: 'ct' predicted again")
     # a result nobody painted in is the plugin's: the next run replaces it
     _predict(widget, qtbot)
     assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new

@@ -374,10 +374,15 @@ class PredictWidget(DockForm):
             return tuned, prediction, learned, _as_predicted(prediction)
 
         def done(result: tuple[Any, Any, Any, Any]) -> None:
+            from napari_medml.segmentation.corrections import describe_finetune  # numpy only: no stall
+
             tuned, prediction, learned, as_predicted = result
             self._session.add_model(tuned, name)
             self._session.training_data[name] = replay + learned
             self.show(prediction, inputs.layer, tuned, as_predicted)
+            learned_from = describe_finetune(name, tuned.provenance.get("finetuned", {}), corrected.name,
+                                             predicted is not None)
+            self._w["status"].value = f"{learned_from}: '{inputs.layer.name}' predicted again"
 
         self.runner.start(job, on_result=done)
 
@@ -388,3 +393,4 @@ def _as_predicted(prediction: Any) -> Any:
     if hasattr(prediction, "relabel") or _lazy(prediction.labels):
         return None
     return np.array(prediction.labels, copy=True)
+

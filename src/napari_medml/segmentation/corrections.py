@@ -41,8 +41,8 @@ from napari_medml.config import AugmentConfig, TrainConfig
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import InputError
 
-__all__ = ["FINETUNE_RATE", "REVIEW_MARGIN", "LabelledSample", "correction_samples", "finetune_config",
-           "labelled_samples", "retrain_on_corrections", "reviewed_voxels"]
+__all__ = ["FINETUNE_RATE", "REVIEW_MARGIN", "LabelledSample", "correction_samples", "describe_finetune",
+           "finetune_config", "labelled_samples", "retrain_on_corrections", "reviewed_voxels"]
 
 REVIEW_MARGIN = 2
 """Voxels around each change taken as reviewed (the user saw them and kept them)."""
@@ -199,7 +199,9 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     Returns
     -------
     Model or EnsembleModel
-        The fine-tuned model (same classes, patch, normalisation and orientation).
+        The fine-tuned model (same classes, patch, normalisation and orientation); its
+        ``provenance["finetuned"]`` holds the steps, the numbers of corrected and replayed
+        images and of reviewed voxels.
 
     Raises
     ------
@@ -222,6 +224,9 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
             parts.append((replace(s, labels=before), ~reviewed))  # the model's answer where nobody looked
         if not any(mask.any() for s, mask in parts[0::2]):
             raise InputError("the corrected labels equal the prediction: paint the corrections first")
+    learned = {"steps": int(steps), "corrected_images": len(samples), "replayed_images": len(replay),
+               "reviewed_voxels": int(sum(np.asarray(s.labels).size if mask is None else mask.sum()
+                                          for s, mask in parts[::1 if predicted is None else 2]))}
     if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
         tuned_members = []
         for member in model.members:
@@ -232,7 +237,7 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
                 member, images, corrected, steps, predicted=predicted, replay=replay, spacing=spacing,
                 channel_axis=channel_axis, augment=augment, stop=stop)))
         # its own class: segmentation.ensemble imports segmentation.task
-        return type(model)(tuned_members, provenance=dict(model.provenance))
+        return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
 
     from napari_medml.segmentation.task import fit
 
@@ -247,9 +252,30 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     for key in ("orientation", "plan", "label_mode"):  # the grid it learned on; the plan (TTA, intensities)
         if model.provenance.get(key):
             tuned.provenance[key] = model.provenance[key]
-    tuned.provenance["finetuned"] = {"steps": int(steps), "corrected_images": len(samples),
-                                     "replayed_images": len(replay)}
+    tuned.provenance["finetuned"] = learned  # what it learned from: the Predict widget's status says it
     return tuned
+
+
+def describe_finetune(name: str, learned: dict, corrected: str, edits: bool) -> str:
+    """What a fine-tune learned from, in one line.
+
+    Parameters
+    ----------
+    name : str
+        The model's name.
+    learned : dict
+        The tuned model's ``provenance["finetuned"]``.
+    corrected : str
+        The corrected labels' name.
+    edits : bool
+        Whether the prediction was known (then the reviewed voxels were learned), or the
+        whole layer.
+    """
+    voxels, replayed = learned.get("reviewed_voxels", 0), learned.get("replayed_images", 0)
+    note = f"'{name}' fine-tuned {learned.get('steps', 0)} steps on "
+    note += (f"the {voxels:,} voxels you changed in '{corrected}' or saw beside a change" if edits
+             else f"all {voxels:,} voxels of '{corrected}'")
+    return note + (f" and its {replayed} training image(s)" if replayed else "")
 
 
 def _as_list(arrays: Any) -> list:
