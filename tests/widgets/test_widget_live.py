@@ -84,6 +84,9 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     qtbot.waitUntil(lambda: "live ct" in store.models, timeout=60000)
     model = store.models["live ct"]
     assert model.class_ids == (0, 1, 2, 3) and model.spatial_dims == 3
+    # fine-tuning it in Predict learns the strokes alongside the corrections
+    (strokes,) = store.training_data["live ct"]
+    assert strokes.background_id == BACKGROUND and np.array_equal(strokes.labels, scribbles.data)
 
     # live -> predict: the Predict widget lists the accepted network and runs it
     predict = open_widget(viewer, "predict")

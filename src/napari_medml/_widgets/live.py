@@ -379,7 +379,15 @@ class LiveWidget(DockForm):
                                     "was added (keep 'train a network' on and give it time).")
             return
         store = session_for(self._viewer)
-        name = store.add_model(model, store.new_model_name(f"live {inputs.layer.name}"))
+        name = store.new_model_name(f"live {inputs.layer.name}")
+        scribbles = self._layers.get("scribbles")
+        if scribbles is not None and not inputs.recipe:  # fine-tuning in Predict learns the strokes alongside
+            from napari_medml.segmentation.corrections import labelled_samples
+
+            images, strokes, spacings, channel_axis = inputs.samples(np.asarray(scribbles.data), model.spatial_dims)
+            store.training_data[name] = labelled_samples(images, strokes, spacings, channel_axis,
+                                                         self._w["background"].value)
+        store.add_model(model, name)
         notifications.show_info(f"Accepted: '{inputs.layer.name} [segmentation]' and model '{name}' "
                                 "(Predict widget: predict other images, fine-tune, save).")
 
