@@ -13,8 +13,9 @@ from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimCon
 from napari_medml.engine.fit import run_to_end  # noqa: E402
 from napari_medml.errors import InputError  # noqa: E402
 from napari_medml.samples import touching_objects_2d  # noqa: E402
+from napari_medml.segmentation.correction_round import correction_round  # noqa: E402
 from napari_medml.segmentation.corrections import (  # noqa: E402
-    correction_samples, labelled_samples, retrain_on_corrections, reviewed_voxels,
+    correction_samples, describe_finetune, keep_edits, labelled_samples, retrain_on_corrections, reviewed_voxels,
 )
 from napari_medml.segmentation.task import train  # noqa: E402
 
@@ -32,6 +33,22 @@ def test_the_voxels_around_each_change_are_the_reviewed_ones():
     assert reviewed.sum() == 25 and reviewed[2:7, 2:7].all()  # a 5 x 5 box: 2 voxels around the change
     assert not reviewed_voxels(before, before).any()
     assert reviewed_voxels(after, before, margin=0).sum() == 1
+    # in a volume, the margin lies in the plane the change was painted in: the slices beside
+    # it were not looked at
+    volume_before = np.zeros((5, 9, 9), np.uint8)
+    volume_after = volume_before.copy()
+    volume_after[2, 4, 4] = 1
+    in_plane = reviewed_voxels(volume_after, volume_before)
+    assert in_plane.sum() == 25 and in_plane[2].sum() == 25
+    sagittal = reviewed_voxels(volume_after, volume_before, axes=(0, 1))  # painted with z and y on screen
+    assert sagittal.sum() == 25 and sagittal[:, :, 4].sum() == 25
+
+
+def test_the_users_edits_are_kept_in_the_new_prediction():
+    before = np.array([[0, 1], [1, 1]], np.uint8)
+    corrected = np.array([[2, 1], [1, 0]], np.uint8)  # two edits
+    new = np.array([[0, 0], [1, 1]], np.uint8)  # the network learned neither and changed another voxel
+    np.testing.assert_array_equal(keep_edits(new, corrected, before), [[2, 0], [1, 0]])
 
 
 def test_corrections_become_scribbles_with_a_background_id_no_class_uses():
@@ -71,10 +88,22 @@ def test_a_fine_tune_learns_the_corrections_and_keeps_the_rest():
     assert _dice(after[:48], truth_b[:48]) > _dice(before[:48], truth_b[:48]) + 0.1  # 0.955
     assert _dice(after[48:], truth_b[48:]) > _dice(before[48:], truth_b[48:]) - 0.02
     assert tuned.class_ids == model.class_ids
-    assert tuned.provenance["finetuned"] == {"steps": 40, "corrected_images": 1, "replayed_images": 1,
-                                             "reviewed_voxels": int(reviewed_voxels(corrected, before).sum())}
+    reviewed = int(reviewed_voxels(corrected, before).sum())
+    assert tuned.provenance["finetuned"] == {"steps": 40, "corrected_images": 1, "training_images": 1,
+                                             "earlier_corrections": 0, "reviewed_voxels": reviewed}
+    # the model keeps its own settings: a second round runs at a tenth of its rate again, not a hundredth
+    assert tuned.config == model.config and tuned.config.optim.learning_rate == 0.01
+    assert describe_finetune("m", tuned.provenance["finetuned"], "p", True) == (
+        f"'m' fine-tuned 40 steps on the {reviewed:,} voxels you changed in 'p' or saw beside a change and its 1 "
+        "training image(s)")
     with pytest.raises(InputError, match="the corrected labels equal the prediction: paint the corrections"):
         run_to_end(retrain_on_corrections(model, second.image, before, 3, predicted=before))
+    # a class the model lacks is refused, not taken for the background of the run (the free id 2)
+    unknown = before.copy()
+    unknown[:10, :10] = 2
+    with pytest.raises(InputError, match=r"^the corrections hold class id\(s\) 2 that the model does not know "
+                                         r"\(its classes are 0, 1\): paint with those ids"):
+        run_to_end(retrain_on_corrections(model, second.image, unknown, 3, predicted=before))
 
 
 def test_training_data_with_channels_is_replayed_beside_corrections_without():
@@ -92,3 +121,29 @@ def test_training_data_with_channels_is_replayed_beside_corrections_without():
     replay = labelled_samples(first.image[None], truth, channel_axis=0)
     tuned = run_to_end(retrain_on_corrections(model, first.image, corrected, 2, predicted=before, replay=replay))
     assert tuned.in_channels == 1 and tuned.history[-1]["step"] == 2
+
+
+def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
+    """correction_round, as the Predict widget runs it, on a time series of two 2D frames."""
+    from napari_medml.config import InferConfig
+
+    objects = touching_objects_2d(0, (64, 64))
+    truth = (objects.labels > 0).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu", seed=0)
+    model = train(objects.image, truth, config)
+    movie = np.stack([objects.image, objects.image[::-1]])  # (t, y, x)
+    infer = InferConfig(device="cpu")
+    predicted = model.predict(movie, axes="TYX", config=infer).labels
+    corrected = predicted.copy()
+    corrected[1, :8, :8] = 1 - corrected[1, :8, :8]  # edits on the second frame
+    result = run_to_end(correction_round(model, movie, corrected, predicted, 2, axes="TYX", spacing=(1.0, 1.0, 1.0),
+                                         infer=infer))
+    assert result.prediction.labels.shape == movie.shape
+    np.testing.assert_array_equal(result.prediction.labels[1, :8, :8], corrected[1, :8, :8])  # kept
+    np.testing.assert_array_equal(result.as_predicted, result.prediction.labels)
+    assert result.as_predicted is not result.prediction.labels  # a copy: the layer is painted in place
+    (learned,) = result.learned  # the frame with edits, for the next round
+    assert learned.origin == "corrections" and np.count_nonzero(learned.labels) == 10 * 10  # the corner edit and 2 beyond it
+    assert result.model.provenance["finetuned"]["corrected_images"] == 2

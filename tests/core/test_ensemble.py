@@ -157,7 +157,8 @@ def test_corrections_retrain_every_member_of_an_ensemble(ensemble):
         assert any(not torch.equal(a, b) for a, b in zip(before.network.state_dict().values(),
                                                            after.network.state_dict().values()))
     assert tuned.provenance == {**model.provenance, "finetuned": {  # every voxel: no prediction given
-        "steps": 3, "corrected_images": 1, "replayed_images": 0, "reviewed_voxels": corrected.size}}
+        "steps": 3, "corrected_images": 1, "training_images": 0, "earlier_corrections": 0,
+        "reviewed_voxels": corrected.size}}
     assert tuned.predict(p.image, spacing=p.spacing, config=InferConfig(device="cpu")).labels.shape == p.labels.shape
     # stopped before it starts: no member changes
     stop = StopToken()

@@ -7,8 +7,8 @@ learned. So the run is built from three parts, drawn in turn (the patch sampler 
 class, then one image that holds it):
 
 * the **reviewed voxels**: those the user changed, and a margin of
-  :data:`REVIEW_MARGIN` voxels around each change, which the user saw and left as they
-  are (:func:`reviewed_voxels`);
+  :data:`REVIEW_MARGIN` voxels around each change in the plane it was painted in, which
+  the user saw and left as they are (:func:`reviewed_voxels`);
 * the **model's own answer on the rest** of each corrected image, so that one
   correction does not redraw what nobody looked at;
 * the **model's training data**, when the caller has it (the Train widget keeps it for
@@ -16,7 +16,9 @@ class, then one image that holds it):
   model does not forget it.
 
 Everything is encoded as scribbles (0 = not labelled) and learned at a tenth of the
-model's rate (:data:`FINETUNE_RATE`).
+model's rate (:data:`FINETUNE_RATE`); the tuned model keeps the model's own settings, so
+every round runs at that rate. A short run learns part of what was painted, so the new
+prediction keeps the user's edits (:func:`keep_edits`).
 
 Measured on real 2D nuclei (``benchmarks/real_data.nuclei_2d``, 512x512): a U-Net trained
 300 steps on the left half, its prediction of the whole image corrected with the truth
@@ -42,7 +44,7 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import InputError
 
 __all__ = ["FINETUNE_RATE", "REVIEW_MARGIN", "LabelledSample", "correction_samples", "describe_finetune",
-           "finetune_config", "labelled_samples", "retrain_on_corrections", "reviewed_voxels"]
+           "finetune_config", "keep_edits", "labelled_samples", "retrain_on_corrections", "reviewed_voxels"]
 
 REVIEW_MARGIN = 2
 """Voxels around each change taken as reviewed (the user saw them and kept them)."""
@@ -70,6 +72,9 @@ class LabelledSample:
     background_id : int or None
         None: dense labels, 0 is the background class. An id: scribbles, 0 is not
         labelled and this id is the background.
+    origin : str
+        ``"training"`` (what the model was trained on) or ``"corrections"`` (an earlier
+        round's reviewed voxels, from :func:`correction_samples`).
     """
 
     image: Any
@@ -77,6 +82,7 @@ class LabelledSample:
     spacing: tuple[float, ...] | None = None
     channel_axis: int | None = None
     background_id: int | None = None
+    origin: str = "training"
 
 
 def labelled_samples(images: Any, labels: Any, spacing: Any = None, channel_axis: int | None = None,
@@ -100,30 +106,50 @@ def labelled_samples(images: Any, labels: Any, spacing: Any = None, channel_axis
             for i, lab, s in zip(images, labels, spacings)]
 
 
-def reviewed_voxels(corrected: np.ndarray, predicted: np.ndarray, margin: int = REVIEW_MARGIN) -> np.ndarray:
-    """Voxels the user changed, and those within ``margin`` voxels of a change.
+def reviewed_voxels(corrected: np.ndarray, predicted: np.ndarray, margin: int = REVIEW_MARGIN,
+                    axes: Sequence[int] | None = None) -> np.ndarray:
+    """Voxels the user changed, and those within ``margin`` voxels of a change in the plane
+    they were painted in.
 
     Parameters
     ----------
     corrected, predicted : ndarray
-        ``(*spatial)`` labels after and before the user's edits.
+        Labels after and before the user's edits, same shape (any axes).
     margin : int
-        Chebyshev distance in voxels (a box of side ``2 * margin + 1``).
+        Chebyshev distance in voxels (a square of side ``2 * margin + 1``).
+    axes : sequence of int, optional
+        The axes the margin spans: the plane napari's brush paints in (the two axes on
+        screen). Default: the last two. A change on one slice of a volume does not make
+        the slices beside it reviewed: nobody looked at them.
 
     Returns
     -------
-    ndarray of bool, ``(*spatial)``
+    ndarray of bool, the labels' shape
     """
     from scipy import ndimage
 
     changed = np.asarray(corrected) != np.asarray(predicted)
     if margin <= 0 or not changed.any():
         return changed
-    return ndimage.binary_dilation(changed, structure=np.ones((3,) * changed.ndim, bool), iterations=margin)
+    plane = {a % changed.ndim for a in (range(changed.ndim)[-2:] if axes is None else axes)}
+    structure = np.ones(tuple(3 if a in plane else 1 for a in range(changed.ndim)), bool)
+    return ndimage.binary_dilation(changed, structure=structure, iterations=margin)
+
+
+def keep_edits(new: np.ndarray, corrected: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The new prediction with the user's edits kept: where ``corrected`` differs from
+    ``predicted`` (the layer as the model had made it), the user's value.
+
+    A short fine-tune learns part of what was painted; the user should not have to paint
+    it again. Arrays of one shape; returns a new array of ``new``'s dtype (or wider).
+    """
+    corrected = np.asarray(corrected)
+    edited = corrected != np.asarray(predicted)
+    return np.where(edited, corrected, np.asarray(new)).astype(np.result_type(new, corrected), copy=False)
 
 
 def correction_samples(images: Any, corrected: Any, predicted: Any, spacing: Any = None,
-                       channel_axis: int | None = None) -> list[LabelledSample]:
+                       channel_axis: int | None = None, reviewed: Any = None) -> list[LabelledSample]:
     """The reviewed voxels of corrected predictions, as scribbles (the rest not labelled).
 
     What the Predict widget adds to a model's training data after fine-tuning, so that a
@@ -131,20 +157,21 @@ def correction_samples(images: Any, corrected: Any, predicted: Any, spacing: Any
 
     Parameters
     ----------
-    images, corrected, predicted, spacing, channel_axis
+    images, corrected, predicted, spacing, channel_axis, reviewed
         As for :func:`retrain_on_corrections`.
 
     Returns
     -------
     list of LabelledSample
-        One per image that has a change.
+        One per image that has a change (``origin="corrections"``).
     """
     out = []
-    for sample, before in zip(labelled_samples(images, corrected, spacing, channel_axis),
-                              _as_list(predicted)):
-        reviewed = reviewed_voxels(sample.labels, before)
-        if reviewed.any():
-            out.append(_scribbles(sample, np.asarray(sample.labels), reviewed))
+    samples = labelled_samples(images, corrected, spacing, channel_axis)
+    masks = _as_list(reviewed) if reviewed is not None else [None] * len(samples)
+    for sample, before, mask in zip(samples, _as_list(predicted), masks):
+        mask = reviewed_voxels(sample.labels, before) if mask is None else np.asarray(mask, bool)
+        if mask.any():
+            out.append(replace(_scribbles(sample, np.asarray(sample.labels), mask), origin="corrections"))
     return out
 
 
@@ -171,7 +198,7 @@ def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | No
 
 
 def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, *, predicted: Any = None,
-                           replay: Sequence[LabelledSample] = (), spacing: Any = None,
+                           reviewed: Any = None, replay: Sequence[LabelledSample] = (), spacing: Any = None,
                            channel_axis: int | None = None, augment: AugmentConfig | None = None,
                            stop: StopToken | None = None) -> Generator[TrainReport, None, Any]:
     """Continue ``model`` on a user's corrections (see the module's description).
@@ -190,6 +217,10 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
         voxels within :data:`REVIEW_MARGIN` of a change are the user's labels and the
         rest is the model's answer, learned as a separate image. Without it every voxel
         of ``corrected`` is a label (a layer the user painted whole).
+    reviewed : array or sequence of arrays of bool, optional
+        With ``predicted``: the voxels to take as the user's (default
+        :func:`reviewed_voxels` on the last two axes; the Predict widget gives the plane
+        on screen).
     replay : sequence of LabelledSample
         The model's training data (and earlier rounds' :func:`correction_samples`),
         learned alongside so that the model keeps it.
@@ -200,31 +231,38 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     -------
     Model or EnsembleModel
         The fine-tuned model (same classes, patch, normalisation and orientation); its
-        ``provenance["finetuned"]`` holds the steps, the numbers of corrected and replayed
-        images and of reviewed voxels.
+        ``provenance["finetuned"]`` holds the steps, the numbers of corrected images,
+        training images, earlier rounds' corrections and reviewed voxels. Its config is
+        the model's (a fine-tune's rate and steps are not the model's settings).
 
     Raises
     ------
     InputError
-        Corrected labels that are empty everywhere, or equal to ``predicted``.
+        Corrected labels that are empty everywhere, equal to ``predicted``, or holding a
+        class id the model does not have.
     """
     samples = labelled_samples(images, corrected, spacing, channel_axis)
     if not any(np.any(s.labels) for s in samples):
         raise InputError("the corrected labels are empty: paint the corrections (or keep the prediction) first")
+    _check_classes(model, samples)
     parts: list[tuple[LabelledSample, np.ndarray | None]] = []
     if predicted is None:
         parts = [(s, None) for s in samples]
     else:
         befores = _as_list(predicted)
-        if len(befores) != len(samples):
-            raise InputError(f"{len(samples)} corrected labels but {len(befores)} predictions")
-        for s, before in zip(samples, befores):
-            reviewed = reviewed_voxels(s.labels, before)
-            parts.append((s, reviewed))
-            parts.append((replace(s, labels=before), ~reviewed))  # the model's answer where nobody looked
+        masks = _as_list(reviewed) if reviewed is not None else [None] * len(samples)
+        if len(befores) != len(samples) or len(masks) != len(samples):
+            raise InputError(f"{len(samples)} corrected labels but {len(befores)} predictions and "
+                             f"{len(masks)} reviewed masks")
+        for s, before, mask in zip(samples, befores, masks):
+            mask = reviewed_voxels(s.labels, before) if mask is None else np.asarray(mask, bool)
+            parts.append((s, mask))
+            parts.append((replace(s, labels=before), ~mask))  # the model's answer where nobody looked
         if not any(mask.any() for s, mask in parts[0::2]):
             raise InputError("the corrected labels equal the prediction: paint the corrections first")
-    learned = {"steps": int(steps), "corrected_images": len(samples), "replayed_images": len(replay),
+    learned = {"steps": int(steps), "corrected_images": len(samples),
+               "training_images": sum(r.origin == "training" for r in replay),
+               "earlier_corrections": sum(r.origin == "corrections" for r in replay),
                "reviewed_voxels": int(sum(np.asarray(s.labels).size if mask is None else mask.sum()
                                           for s, mask in parts[::1 if predicted is None else 2]))}
     if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
@@ -234,14 +272,15 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
                 tuned_members.append(member)
                 continue
             tuned_members.append((yield from retrain_on_corrections(
-                member, images, corrected, steps, predicted=predicted, replay=replay, spacing=spacing,
-                channel_axis=channel_axis, augment=augment, stop=stop)))
+                member, images, corrected, steps, predicted=predicted, reviewed=reviewed, replay=replay,
+                spacing=spacing, channel_axis=channel_axis, augment=augment, stop=stop)))
         # its own class: segmentation.ensemble imports segmentation.task
         return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
 
     from napari_medml.segmentation.task import fit
 
-    background = _free_id(model.class_ids)
+    background = _free_id([*model.class_ids, *(int(np.max(s.labels, initial=0)) for s, _ in parts),
+                           *(int(np.max(r.labels, initial=0)) for r in replay)])
     encoded = [_scribbles(s, np.asarray(s.labels), mask, background) for s, mask in parts]
     encoded += [_scribbles(s, np.asarray(s.labels), None, background) for s in replay]
     encoded = [s for s in encoded if np.any(s.labels)]
@@ -249,6 +288,7 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     config = finetune_config(model.config, steps, augment, background_id=background)
     tuned = yield from fit([_channels_first(s, channel) for s in encoded], [s.labels for s in encoded], config,
                            spacing=[s.spacing for s in encoded], channel_axis=channel, stop=stop, init_model=model)
+    tuned.config = model.config  # its own settings: the next fine-tune takes a tenth of its rate, not of this one's
     for key in ("orientation", "plan", "label_mode"):  # the grid it learned on; the plan (TTA, intensities)
         if model.provenance.get(key):
             tuned.provenance[key] = model.provenance[key]
@@ -271,20 +311,34 @@ def describe_finetune(name: str, learned: dict, corrected: str, edits: bool) -> 
         Whether the prediction was known (then the reviewed voxels were learned), or the
         whole layer.
     """
-    voxels, replayed = learned.get("reviewed_voxels", 0), learned.get("replayed_images", 0)
+    voxels = learned.get("reviewed_voxels", 0)
     note = f"'{name}' fine-tuned {learned.get('steps', 0)} steps on "
     note += (f"the {voxels:,} voxels you changed in '{corrected}' or saw beside a change" if edits
              else f"all {voxels:,} voxels of '{corrected}'")
-    return note + (f" and its {replayed} training image(s)" if replayed else "")
+    also = [f"its {n} training image(s)" for n in [learned.get("training_images", 0)] if n]
+    also += [f"{n} earlier round(s) of corrections" for n in [learned.get("earlier_corrections", 0)] if n]
+    return note + "".join(f" and {a}" for a in also)
 
 
 def _as_list(arrays: Any) -> list:
     return list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
 
 
-def _free_id(class_ids: Sequence[int]) -> int:
-    """A label id no class uses: the scribble background of the fine-tuning run."""
-    return int(max(class_ids)) + 1
+def _free_id(ids: Sequence[int]) -> int:
+    """A label id above all of ``ids``: the scribble background of the fine-tuning run."""
+    return int(max(ids)) + 1
+
+
+def _check_classes(model: Any, samples: list[LabelledSample]) -> None:
+    """Refuse ids the model does not have (before they could be taken for the free background id)."""
+    present: set[int] = set()
+    for s in samples:
+        present.update(np.unique(np.asarray(s.labels)).tolist())
+    extra = sorted(present - set(model.class_ids))
+    if extra:
+        known = ", ".join(str(c) for c in model.class_ids)
+        raise InputError(f"the corrections hold class id(s) {', '.join(map(str, extra))} that the model does not "
+                         f"know (its classes are {known}): paint with those ids, or train a new model in Train")
 
 
 def _scribbles(sample: LabelledSample, labels: np.ndarray, keep: np.ndarray | None,
