@@ -7,6 +7,8 @@ starts from that bundle, so the GUI tests stay quick.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,16 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
                                  "napari's brush (or fill, eraser) first; on the unchanged prediction the model "
                                  "would learn its own answer")
     assert not widget.runner.running and session_for(viewer).models == models
+    # a layer the model did not make (the user's own, a copy, a file) is refused: there 0 may
+    # mean "not looked at", and learning it as background spoilt the model (Dice 0.89 -> 0.47)
+    widget["corrected"].value = mine
+    widget["finetune"].changed.emit(True)
+    assert notes[-1].message == ("Fine-tuning: labels 'ct [prediction]' are not a prediction made in this session: "
+                                 "paint the corrections into the '[prediction]' layer Predict made (once painted, no "
+                                 "run replaces it); to train on labels you painted yourself, use Train with 'start "
+                                 "from' 'phantom model'")
+    assert widget["status"].value == notes[-1].message
+    widget["corrected"].value = pred
     # the user corrects a slab of the prediction by painting the true labels into it, as
     # the brush does: one undoable edit (napari's paint event)
     wrong = np.zeros(pred.data.shape, bool)
@@ -148,17 +160,27 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     assert viewer.layers["ct [prediction] (2)"] is pred and np.array_equal(pred.data, corrected)
     new = viewer.layers[4]
     assert new.data.shape == ct.data.shape and widget["corrected"].value is new
-    tuned = session_for(viewer).models["phantom model"]
-    assert tuned is not before_model and tuned.patch_size == before_model.patch_size
-    # learned: the painted voxels and 2 around them, the model's own answer elsewhere (a bundle's
-    # model brings no training data); the next round learns these corrections again
+    # the tuned model takes a new name and is chosen; the one before the round stays
+    models = session_for(viewer).models
+    tuned = models["phantom model fine-tuned"]
+    assert models["phantom model"] is before_model and widget["model"].value == "phantom model fine-tuned"
+    assert tuned.patch_size == before_model.patch_size and tuned.config == before_model.config
+    # learned: the painted voxels and 2 around them in the plane on screen, the model's own
+    # answer elsewhere (a bundle's model brings no training data); the next round learns them again
     reviewed = int(reviewed_voxels(corrected, as_predicted).sum())
-    assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "replayed_images": 0,
-                                             "reviewed_voxels": reviewed}
-    (learned,) = session_for(viewer).training_data["phantom model"]
+    assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "training_images": 0,
+                                             "earlier_corrections": 0, "reviewed_voxels": reviewed}
+    (learned,) = session_for(viewer).training_data["phantom model fine-tuned"]
     assert np.count_nonzero(learned.labels) == reviewed > wrong.sum()
-    assert widget["status"].value == (f"'phantom model' fine-tuned 5 steps on the {reviewed:,} voxels you changed "
-                                      "in 'ct [prediction] (2)' or saw beside a change: 'ct' predicted again")
+    assert learned.origin == "corrections"
+    # the new prediction keeps every edit (5 steps learn part of them)
+    assert np.array_equal(new.data[wrong], seg.data[wrong])
+    kept = int(re.search(r"\(([\d,]+) voxels where", widget["status"].value).group(1).replace(",", ""))
+    assert 0 < kept <= wrong.sum()
+    assert widget["status"].value == (
+        f"'phantom model fine-tuned' fine-tuned 5 steps on the {reviewed:,} voxels you changed in 'ct [prediction] "
+        f"(2)' or saw beside a change: 'ct' predicted again, your edits kept ({kept:,} voxels where the network "
+        "still differs)")
     # a result nobody painted in is the plugin's: the next run replaces it
     _predict(widget, qtbot)
     assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new
@@ -250,7 +272,7 @@ def test_finetune_retrains_every_member_of_an_ensemble(make_napari_viewer, open_
     pred.data_setitem(np.nonzero(wrong), labels[wrong])
     widget["ft_steps"].value = 3
     _predict(widget, qtbot, button="finetune")
-    tuned = session_for(viewer).models["ensemble model"]
+    tuned = session_for(viewer).models["ensemble model fine-tuned"]
     assert isinstance(tuned, EnsembleModel) and len(tuned.members) == 2 and tuned is not before
     assert all(a is not b for a, b in zip(tuned.members, before.members))
     assert viewer.layers[-1].name == "ct [prediction] (2)" and viewer.layers[-1].data.shape == ct.data.shape

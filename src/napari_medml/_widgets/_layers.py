@@ -30,7 +30,7 @@ from napari_medml.layer_data import (
 
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
            "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
-           "model_input", "raw_layer", "require", "show_result", "visible_region"]
+           "model_input", "painted_plane", "raw_layer", "require", "show_result", "visible_region"]
 
 
 
@@ -320,3 +320,10 @@ def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer], *,
 
         stacked = da.stack([da.asarray(v.data) for v in volumes])
     return ModelInput(stacked, spacing, 0, recipes.pop(), raws[0], "C" + first.axes)
+
+
+def painted_plane(viewer: napari.Viewer, layer: napari.layers.Labels) -> tuple[int, ...]:
+    """The layer's axes napari's brush paints in: the last ``n_edit_dimensions`` on screen."""
+    offset = viewer.dims.ndim - layer.ndim
+    shown = [a - offset for a in viewer.dims.displayed if a - offset >= 0]
+    return tuple(shown[-layer.n_edit_dimensions:])

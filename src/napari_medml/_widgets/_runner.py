@@ -179,8 +179,10 @@ class Runner:
         *,
         token_factory: Callable[[], Any] | None = None,
         show_progress: bool = True,
+        status: Any | None = None,
     ) -> None:
-        self.desc = desc
+        self.desc = self._default_desc = desc
+        self.status = status  # a label that also shows a job's error or cancel (not a stale result)
         self._start_widgets: Sequence[Any] = tuple(start)
         self._stop_button = stop
         self._token_factory = token_factory
@@ -215,16 +217,19 @@ class Runner:
         on_report: Callable[[Any], None] | None = None,
         on_result: Callable[[Any], None] | None = None,
         on_done: Callable[[], None] | None = None,
+        desc: str | None = None,
     ) -> GeneratorWorker | None:
         """Start ``job`` in a worker thread; None (and a warning) if one is running.
 
         ``on_report`` gets every report, ``on_result`` the job's result (not called
         after an error or a cancel), ``on_done`` runs last in every case; all in the
-        GUI thread.
+        GUI thread. ``desc`` names this job in the bar and in its error or cancel
+        message (default: the runner's).
         """
         if self.running:
             notifications.show_warning(f"{self.desc} is already running: wait, or press Stop.")
             return None
+        self.desc = desc or self._default_desc
         self.token = self._make_token()
         self._on_report_cb, self._on_result_cb, self._on_done_cb = on_report, on_result, on_done
         worker = create_worker(
@@ -312,13 +317,18 @@ class Runner:
         from napari_medml.errors import Cancelled
 
         if isinstance(exc, Cancelled):
-            notifications.show_info(f"{self.desc} cancelled.")
+            line = f"{self.desc} cancelled."
+            notifications.show_info(line)
         elif isinstance(exc, ValueError):
             # The core's MedMLError/ConfigError/InputError/BundleError say what to change.
-            notifications.show_error(f"{self.desc}: {exc}")
+            line = f"{self.desc}: {exc}"
+            notifications.show_error(line)
         else:
             _log.error("%s failed", self.desc, exc_info=exc)
-            notifications.show_error(f"{self.desc} failed: {type(exc).__name__}: {exc}")
+            line = f"{self.desc} failed: {type(exc).__name__}: {exc}"
+            notifications.show_error(line)
+        if self.status is not None and not self._detached:
+            self.status.value = line
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -144,6 +144,13 @@ class Session:
             name = f"{base} ({k})"
         return name
 
+    def finetuned_name(self, name: str) -> str:
+        """A free name for ``name`` fine-tuned: ``m fine-tuned``, then ``m fine-tuned (2)``...
+        (rounds are numbered, not nested)."""
+        import re
+
+        return self.new_model_name(re.sub(r" fine-tuned( \(\d+\))?$", "", name) + " fine-tuned")
+
     def on_model_added(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(name)`` whenever a model is added."""
         self._listeners.append(listener)
@@ -288,5 +295,6 @@ def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
     w["stop"] = PushButton(text="Stop")
     w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
                              f"with its settings and {data}")
-    return Runner(title, [w["start"]], w["stop"]), RunCheckpoints(session, owner, w["resume"])
+    return (Runner(title, [w["start"]], w["stop"], status=w.get("status")),
+            RunCheckpoints(session, owner, w["resume"]))
 

@@ -123,6 +123,7 @@ class ClassifyWidget(DockForm):
                                tooltip="optional: a folder for the classifier bundle")
         self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples")
         w["status"] = status_label()
+        self.runner.status = w["status"]  # a job's error or cancel replaces an earlier result there
         w["metrics"] = status_label()
         w["table"] = FileEdit(mode="w", filter="*.csv", value="", label="table CSV",
                               tooltip="where 'save table (CSV)' writes one row per sample, object or tile")

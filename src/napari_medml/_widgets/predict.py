@@ -33,6 +33,7 @@ from napari_medml._widgets._layers import (
     layer_spatial,
     layer_volume,
     model_input,
+    painted_plane,
     require,
     show_result,
 )
@@ -109,7 +110,7 @@ class PredictWidget(DockForm):
         w["status"] = status_label()
         self.extend(list(w.values()))
         self.prediction: Any = None
-        self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"])
+        self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"], status=w["status"])
         self.append(self.runner.progress)
         w["predict"].changed.connect(self.predict)
         w["finetune"].changed.connect(self.finetune)
@@ -339,52 +340,46 @@ class PredictWidget(DockForm):
         if _lazy(inputs.image):  # it predicts the whole image again after the steps
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip
+        # the model's own answer (a prediction layer made here): the user's edits are what differs
+        predicted = self._session.as_predicted(corrected)
+        if predicted is None:  # a copy, a file, a layer painted from scratch: 0 may mean "not looked at"
+            raise InputError(f"labels '{corrected.name}' are not a prediction made in this session: paint the "
+                             "corrections into the '[prediction]' layer Predict made (once painted, no run replaces "
+                             f"it); to train on labels you painted yourself, use Train with 'start from' '{name}'")
         if is_generated(corrected.metadata):  # the first brush, fill or eraser edit makes it the user's
             raise InputError(f"no corrections painted in '{corrected.name}': paint them with napari's brush (or "
                              "fill, eraser) first; on the unchanged prediction the model would learn its own answer")
         labels = labels_array(corrected)
-        if not labels.any():
-            raise InputError(f"labels '{corrected.name}' are empty: paint the corrections first")
-        # the model's own answer (a prediction layer it made): the user's edits are what differs
-        predicted = self._session.as_predicted(corrected)
         replay = list(self._session.training_data.get(name, []))  # what it was trained on, kept
         steps, augment = self._w["ft_steps"].value, self._session.augment
-        infer = self.infer_config()
-        affine = layer_spatial(inputs.layer).affine
+        infer, affine = self.infer_config(), layer_spatial(inputs.layer).affine
+        plane = painted_plane(self._viewer, corrected)
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.segmentation.corrections import correction_samples, retrain_on_corrections
-            from napari_medml.segmentation.prediction import in_model_orientation, predict_oriented
+            from napari_medml.io.axes import AXES_HINT
+            from napari_medml.segmentation.correction_round import correction_round
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
-                # the corrections are learned in the orientation the model was trained in
-                arrays = [inputs.image, labels] + ([] if predicted is None else [predicted])
-                (image, target, *before), spacing = in_model_orientation(model, arrays, inputs.spacing, affine)
-                oriented = inputs._replace(image=image, spacing=spacing)
-                images, targets, spacings, channel_axis = oriented.samples(target, model.spatial_dims)
-                befores = oriented.samples(before[0], model.spatial_dims)[1] if before else None
-                tuned = yield from retrain_on_corrections(model, images, targets, steps, predicted=befores,
-                                                          replay=replay, spacing=spacings,
-                                                          channel_axis=channel_axis, augment=augment, stop=stop)
-                prediction = predict_oriented(tuned, inputs.image, spacing=inputs.spacing, affine=affine,
-                                              axes=inputs.axes, config=infer, stop=stop)
-                learned = ([] if befores is None else  # the next round learns this one's corrections too
-                           correction_samples(images, targets, befores, spacings, channel_axis))
-            return tuned, prediction, learned, _as_predicted(prediction)
+                return (yield from correction_round(
+                    model, inputs.image, labels, predicted, steps, axes=inputs.axes, spacing=inputs.spacing,
+                    affine=affine, plane=plane, replay=replay, augment=augment, infer=infer, stop=stop,
+                    name=f"image '{inputs.layer.name}'", hint=AXES_HINT))
 
-        def done(result: tuple[Any, Any, Any, Any]) -> None:
+        def done(result: Any) -> None:
             from napari_medml.segmentation.corrections import describe_finetune  # numpy only: no stall
 
-            tuned, prediction, learned, as_predicted = result
-            self._session.add_model(tuned, name)
-            self._session.training_data[name] = replay + learned
-            self.show(prediction, inputs.layer, tuned, as_predicted)
-            learned_from = describe_finetune(name, tuned.provenance.get("finetuned", {}), corrected.name,
-                                             predicted is not None)
-            self._w["status"].value = f"{learned_from}: '{inputs.layer.name}' predicted again"
+            tuned_name = self._session.finetuned_name(name)  # the model before the round stays
+            self._session.training_data[tuned_name] = replay + result.learned
+            self._session.add_model(result.model, tuned_name)
+            self._w["model"].value = tuned_name
+            self.show(result.prediction, inputs.layer, result.model, result.as_predicted)
+            learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}),
+                                             corrected.name, True)
+            self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "
+                                       f"({result.kept_edits:,} voxels where the network still differs)")
 
-        self.runner.start(job, on_result=done)
+        self.runner.start(job, on_result=done, desc="Fine-tuning")
 
 
 def _as_predicted(prediction: Any) -> Any:
