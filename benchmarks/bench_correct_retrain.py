@@ -14,7 +14,7 @@ trained on the left half (300 steps); its prediction of the whole image gets the
 within 2 pixels of its errors in rows 0-159 of the right half (what a brush paints); the
 Dice is reported on the whole image, the left half, the corrected rows and the right
 half's unreviewed rest, after fine-tuning with and without the training data (a model
-loaded from a bundle has none).
+loaded from a bundle has none); then three rounds as the widget runs them (``rounds``).
 
     python benchmarks/bench_correct_retrain.py [--device auto] [--steps 30] [--initial-steps 60] [--seeds 5]
                                                [--real]
@@ -185,7 +185,46 @@ def real_nuclei(args: argparse.Namespace) -> None:
         out[f"finetune_and_predict_s_{name}"] = round((time.perf_counter() - t1) / args.seeds, 1)
         out[f"dice_after_{name}"] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
         out[f"dice_after_{name}_min"] = {k: min(r[k] for r in runs) for k in runs[0]}
+    model.config = replace(model.config, seed=0)
+    out["rounds"] = rounds(model, image, truth, training, args.steps)
     print(json.dumps(out, indent=2))
+
+
+def rounds(model: Any, image: np.ndarray, truth: np.ndarray, training: list, steps: int) -> list[dict]:
+    """Three rounds as the Predict widget runs them (``correction_round``): round k paints the
+    truth within 2 pixels of the errors in rows 160k .. 160k + 159 of the right half of the
+    layer it got back. Dice of the network's own prediction (the 3 row bands of the right
+    half, the left half) and of the layer shown (which keeps the edits)."""
+    from scipy import ndimage
+
+    from napari_medml.engine.fit import run_to_end
+    from napari_medml.segmentation.correction_round import correction_round
+
+    def dice(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a > 0, b > 0
+        return round(float(2 * (a & b).sum() / (a.sum() + b.sum())), 4)
+
+    def bands(labels: np.ndarray) -> dict:
+        out = {"left_half": dice(labels[:, :256], truth[:, :256])}
+        for k in range(3):
+            rows = slice(160 * k, 160 * (k + 1) if k < 2 else None)
+            out[f"right_rows_{rows.start}+"] = dice(labels[rows, 256:], truth[rows, 256:])
+        return out
+
+    shown = model.predict(image).labels
+    report, replay = [{"round": 0, "network": bands(shown)}], list(training)
+    for k in range(3):
+        strip = np.zeros(truth.shape, bool)
+        strip[160 * k:160 * (k + 1), 256:] = True
+        painted = ndimage.binary_dilation(strip & (shown != truth), np.ones((5, 5), bool)) & strip
+        corrected = shown.copy()
+        corrected[painted] = truth[painted]
+        result = run_to_end(correction_round(model, image, corrected, shown, steps, axes="YX", spacing=(1.0, 1.0),
+                                             replay=replay))
+        model, shown, replay = result.model, result.as_predicted, replay + result.learned
+        report.append({"round": k + 1, "painted_pixels": int(painted.sum()),
+                       "network": bands(model.predict(image).labels), "layer": bands(shown)})
+    return report
 
 
 if __name__ == "__main__":

@@ -142,8 +142,18 @@ def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
                                          infer=infer))
     assert result.prediction.labels.shape == movie.shape
     np.testing.assert_array_equal(result.prediction.labels[1, :8, :8], corrected[1, :8, :8])  # kept
-    np.testing.assert_array_equal(result.as_predicted, result.prediction.labels)
-    assert result.as_predicted is not result.prediction.labels  # a copy: the layer is painted in place
+    network = result.model.predict(movie, axes="TYX", config=infer).labels
+    np.testing.assert_array_equal(result.as_predicted, network)  # what the next round compares with
+    assert result.kept_edits == np.count_nonzero(result.prediction.labels != network)
     (learned,) = result.learned  # the frame with edits, for the next round
-    assert learned.origin == "corrections" and np.count_nonzero(learned.labels) == 10 * 10  # the corner edit and 2 beyond it
+    # the corner edit and 2 pixels beyond it
+    assert learned.origin == "corrections" and np.count_nonzero(learned.labels) == 10 * 10
     assert result.model.provenance["finetuned"]["corrected_images"] == 2
+    # round 2 paints elsewhere in the layer it got back: the edits of both rounds stay in the new layer
+    second = result.prediction.labels.copy()
+    second[0, -8:, -8:] = 1 - second[0, -8:, -8:]
+    again = run_to_end(correction_round(result.model, movie, second, result.as_predicted, 2, axes="TYX",
+                                        spacing=(1.0, 1.0, 1.0), infer=infer, replay=result.learned))
+    np.testing.assert_array_equal(again.prediction.labels[1, :8, :8], corrected[1, :8, :8])
+    np.testing.assert_array_equal(again.prediction.labels[0, -8:, -8:], second[0, -8:, -8:])
+    assert again.model.provenance["finetuned"]["earlier_corrections"] == 1

@@ -31,7 +31,8 @@ class RoundResult:
         The image predicted again; its labels keep the user's edits
         (:func:`~napari_medml.segmentation.corrections.keep_edits`).
     as_predicted : np.ndarray
-        A copy of those labels: what the next round's edits are measured against.
+        The network's own labels: what the next round's edits are measured against, so
+        that the edits of every round stay in the layer until the network agrees with them.
     learned : list of LabelledSample
         This round's reviewed voxels, for the next round to learn again.
     kept_edits : int
@@ -109,8 +110,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
                                               augment=augment, stop=stop)
     prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer, stop=stop,
                                   name=name)
-    labels = keep_edits(prediction.labels, corrected, predicted)
-    kept = int(np.count_nonzero(labels != prediction.labels))
-    prediction = replace(prediction, labels=labels)
+    network = np.asarray(prediction.labels)
+    labels = keep_edits(network, corrected, predicted)  # a new array: the layer's, painted in place
+    kept = int(np.count_nonzero(labels != network))
     learned = correction_samples(images, targets, befores, spacings, channel_axis, reviewed=masks)
-    return RoundResult(tuned, prediction, labels.copy(), learned, kept)
+    return RoundResult(tuned, replace(prediction, labels=labels), network, learned, kept)
