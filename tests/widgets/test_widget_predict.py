@@ -188,6 +188,16 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     assert dice(new.data, seg.data)[1] > 0.8
 
 
+def test_an_image_removed_while_its_prediction_runs_gets_no_result(setup, qtbot):
+    viewer, widget, ct, _ = setup
+    widget["predict"].changed.emit(True)
+    viewer.layers.remove(ct)  # before the job's result reaches the GUI thread
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert [layer.name for layer in viewer.layers] == ["seg"]
+    assert widget["status"].value == ("image 'ct' was removed while the job ran: its prediction is not shown (open "
+                                      "the image again)")
+
+
 def test_an_image_in_other_units_is_said_in_the_status(setup, qtbot):
     viewer, widget, ct, _ = setup
     _predict(widget, qtbot)

@@ -27,14 +27,7 @@ from magicgui.widgets import (
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
-    check_fits,
-    check_on_image,
-    labels_array,
-    layer_spatial,
-    layer_volume,
-    model_input,
-    painted_plane,
-    require,
+    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, painted_plane, require,
     show_result,
 )
 from napari_medml._widgets._instances import (
@@ -242,6 +235,9 @@ class PredictWidget(DockForm):
             model, prediction, table, as_predicted = result
             if isinstance(source, Path):
                 self._session.add_model(model, name)
+            if inputs.layer not in self._viewer.layers:
+                self._w["status"].value = _image_gone(inputs.layer.name)
+                return
             if hasattr(prediction, "relabel"):  # an instance model: instances and their table
                 self._instances_source = (inputs, origin)
                 self.prediction = prediction
@@ -373,6 +369,9 @@ class PredictWidget(DockForm):
             self._session.training_data[tuned_name] = replay + result.learned
             self._session.add_model(result.model, tuned_name)
             self._w["model"].value = tuned_name
+            if inputs.layer not in self._viewer.layers:
+                self._w["status"].value = _image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
+                return
             self.show(result.prediction, inputs.layer, result.model, result.as_predicted)
             learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}),
                                              corrected.name, True)
@@ -380,6 +379,10 @@ class PredictWidget(DockForm):
                                        f"({result.kept_edits:,} voxels where the network still differs)")
 
         self.runner.start(job, on_result=done, desc="Fine-tuning")
+
+
+def _image_gone(name: str, kept: str = "") -> str:  # the job's result has no image to lie on
+    return f"image '{name}' was removed while the job ran: {kept}its prediction is not shown (open the image again)"
 
 
 def _as_predicted(prediction: Any) -> Any:
