@@ -45,10 +45,10 @@ def test_the_voxels_around_each_change_are_the_reviewed_ones():
 
 
 def test_the_users_edits_are_kept_in_the_new_prediction():
-    before = np.array([[0, 1], [1, 1]], np.uint8)
-    corrected = np.array([[2, 1], [1, 0]], np.uint8)  # two edits
+    corrected = np.array([[2, 1], [1, 0]], np.uint8)
+    edited = np.array([[True, False], [False, True]])
     new = np.array([[0, 0], [1, 1]], np.uint8)  # the network learned neither and changed another voxel
-    np.testing.assert_array_equal(keep_edits(new, corrected, before), [[2, 0], [1, 0]])
+    np.testing.assert_array_equal(keep_edits(new, corrected, edited), [[2, 0], [1, 0]])
 
 
 def test_corrections_become_scribbles_with_a_background_id_no_class_uses():
@@ -102,7 +102,7 @@ def test_a_fine_tune_learns_the_corrections_and_keeps_the_rest():
     unknown = before.copy()
     unknown[:10, :10] = 2
     with pytest.raises(InputError, match=r"^the corrections hold class id\(s\) 2 that the model does not know "
-                                         r"\(its classes are 0, 1\): paint with those ids"):
+                                         r"\(its classes are 0, 1\): paint only the model's classes"):
         run_to_end(retrain_on_corrections(model, second.image, unknown, 3, predicted=before))
 
 
@@ -142,18 +142,29 @@ def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
                                          infer=infer))
     assert result.prediction.labels.shape == movie.shape
     np.testing.assert_array_equal(result.prediction.labels[1, :8, :8], corrected[1, :8, :8])  # kept
+    np.testing.assert_array_equal(result.as_predicted, result.prediction.labels)  # the next round's "before"
+    assert result.as_predicted is not result.prediction.labels  # a copy: the layer is painted in place
+    assert result.edited.sum() == np.count_nonzero(corrected != predicted)
     network = result.model.predict(movie, axes="TYX", config=infer).labels
-    np.testing.assert_array_equal(result.as_predicted, network)  # what the next round compares with
     assert result.kept_edits == np.count_nonzero(result.prediction.labels != network)
     (learned,) = result.learned  # the frame with edits, for the next round
     # the corner edit and 2 pixels beyond it
     assert learned.origin == "corrections" and np.count_nonzero(learned.labels) == 10 * 10
     assert result.model.provenance["finetuned"]["corrected_images"] == 2
-    # round 2 paints elsewhere in the layer it got back: the edits of both rounds stay in the new layer
+    # round 2 paints elsewhere in the layer it got back: the edits of both rounds stay in the new
+    # layer, whatever the network in between said
     second = result.prediction.labels.copy()
     second[0, -8:, -8:] = 1 - second[0, -8:, -8:]
     again = run_to_end(correction_round(result.model, movie, second, result.as_predicted, 2, axes="TYX",
-                                        spacing=(1.0, 1.0, 1.0), infer=infer, replay=result.learned))
+                                        spacing=(1.0, 1.0, 1.0), infer=infer, replay=result.learned,
+                                        edited=result.edited))
     np.testing.assert_array_equal(again.prediction.labels[1, :8, :8], corrected[1, :8, :8])
     np.testing.assert_array_equal(again.prediction.labels[0, -8:, -8:], second[0, -8:, -8:])
+    assert again.edited.sum() == result.edited.sum() + 64
     assert again.model.provenance["finetuned"]["earlier_corrections"] == 1
+    # learned in round 2: its own edits only (with their margin), not round 1's again
+    assert again.model.provenance["finetuned"]["reviewed_voxels"] == 10 * 10
+    # a stroke undone: nothing new to learn
+    with pytest.raises(InputError, match="the corrected labels equal the prediction"):
+        run_to_end(correction_round(again.model, movie, again.as_predicted.copy(), again.as_predicted, 2,
+                                    axes="TYX", spacing=(1.0, 1.0, 1.0), infer=infer, edited=again.edited))

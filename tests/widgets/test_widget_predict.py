@@ -17,6 +17,7 @@ from napari.utils.notifications import NotificationSeverity
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import BUNDLE_CHOICE
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.layer_data import is_generated
 from napari_medml.segmentation.corrections import reviewed_voxels
 from napari_medml.segmentation.metrics import dice
 from napari_medml.samples import phantom_3d
@@ -148,7 +149,8 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     wrong[4:12] = pred.data[4:12] != seg.data[4:12]
     assert wrong.sum() > 100
     as_predicted = pred.data.copy()
-    pred.data_setitem(np.nonzero(wrong), seg.data[wrong])
+    pred.data_setitem(np.nonzero(wrong), seg.data[wrong])  # painted with y and x on screen
+    viewer.dims.order = (1, 0, 2)  # then turned: z and x on screen when Fine-tune is pressed
     corrected = pred.data.copy()
     before_model = session_for(viewer).models["phantom model"]
     widget["ft_steps"].value = 5
@@ -165,7 +167,7 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     tuned = models["phantom model fine-tuned"]
     assert models["phantom model"] is before_model and widget["model"].value == "phantom model fine-tuned"
     assert tuned.patch_size == before_model.patch_size and tuned.config == before_model.config
-    # learned: the painted voxels and 2 around them in the plane on screen, the model's own
+    # learned: the painted voxels and 2 around them in the plane painted in, the model's own
     # answer elsewhere (a bundle's model brings no training data); the next round learns them again
     reviewed = int(reviewed_voxels(corrected, as_predicted).sum())
     assert tuned.provenance["finetuned"] == {"steps": 5, "corrected_images": 1, "training_images": 0,
@@ -181,11 +183,15 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
         f"'phantom model fine-tuned' fine-tuned 5 steps on the {reviewed:,} voxels you changed in 'ct [prediction] "
         f"(2)' or saw beside a change: 'ct' predicted again, your edits kept ({kept:,} voxels where the network "
         "still differs)")
-    # a result nobody painted in is the plugin's: the next run replaces it
+    # holding the user's edits, the new layer is the user's: the next run takes a free name beside it
+    assert not is_generated(new.metadata)
     _predict(widget, qtbot)
-    assert [layer.name for layer in viewer.layers] == names and viewer.layers[4] is not new
-    new = viewer.layers[4]
-    assert dice(new.data, seg.data)[1] > 0.8
+    assert [layer.name for layer in viewer.layers] == [*names, "ct [prediction] (4)"] and viewer.layers[4] is new
+    plain = viewer.layers[5]
+    assert is_generated(plain.metadata) and dice(plain.data, seg.data)[1] > 0.8
+    # a result nobody painted in and holding no edits is the plugin's: the next run replaces it
+    _predict(widget, qtbot)
+    assert viewer.layers[5] is not plain and viewer.layers[5].name == "ct [prediction] (4)"
 
 
 def test_an_image_removed_while_its_prediction_runs_gets_no_result(setup, qtbot):

@@ -30,7 +30,8 @@ from napari_medml.layer_data import (
 
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
            "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
-           "model_input", "painted_plane", "raw_layer", "require", "show_result", "visible_region"]
+           "model_input", "painted_plane", "raw_layer", "record_planes", "require", "show_result",
+           "visible_region"]
 
 
 
@@ -327,3 +328,21 @@ def painted_plane(viewer: napari.Viewer, layer: napari.layers.Labels) -> tuple[i
     offset = viewer.dims.ndim - layer.ndim
     shown = [a - offset for a in viewer.dims.displayed if a - offset >= 0]
     return tuple(shown[-layer.n_edit_dimensions:])
+
+
+def record_planes(viewer: napari.Viewer, layer: napari.layers.Labels, planes: set) -> None:
+    """Add the plane of every paint on ``layer`` (:func:`painted_plane`) to ``planes``.
+
+    Fine-tuning takes the margin around an edit in the plane it was painted in, not in
+    the one on screen when the button is pressed. Holds the viewer and layer weakly.
+    """
+    import weakref
+
+    viewer_ref, layer_ref = weakref.ref(viewer), weakref.ref(layer)
+
+    def painted(*_: Any) -> None:
+        v, lay = viewer_ref(), layer_ref()
+        if v is not None and lay is not None:
+            planes.add(painted_plane(v, lay))
+
+    layer.events.paint.connect(painted)

@@ -21,7 +21,7 @@ import tempfile
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from napari_medml.config import AugmentConfig
 
@@ -30,7 +30,16 @@ if TYPE_CHECKING:
 
     from napari_medml.segmentation.model import Model
 
-__all__ = ["RunCheckpoints", "Session", "run_controls", "session_for"]
+__all__ = ["RunCheckpoints", "Session", "ShownPrediction", "run_controls", "session_for"]
+
+
+class ShownPrediction(NamedTuple):
+    """A prediction layer as it was made: its labels, the earlier rounds' edits it keeps
+    (bool mask or None) and the planes (layer axes) the user has painted it in since."""
+
+    labels: Any
+    edited: Any
+    planes: set
 
 
 class Session:
@@ -127,14 +136,16 @@ class Session:
             listener(name)
         return name
 
-    def remember_prediction(self, layer: Any, labels: Any) -> None:
-        """Keep ``labels``, a copy of what ``layer`` showed when the model made it (held while the layer lives)."""
-        self._predicted[layer] = labels
+    def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
+        """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the
+        voxels in it that hold the user's edits of earlier rounds (held while the layer lives)."""
+        record = self._predicted[layer] = ShownPrediction(shown, edited, set())
+        return record
 
-    def as_predicted(self, layer: Any) -> Any:
-        """The labels ``layer`` had when the model predicted them, or None (a layer it did not make)."""
-        labels = self._predicted.get(layer)
-        return labels if labels is not None and labels.shape == layer.data.shape else None
+    def shown_prediction(self, layer: Any) -> ShownPrediction | None:
+        """What ``layer`` showed when Predict or a fine-tune made it, or None (a layer it did not make)."""
+        record = self._predicted.get(layer)
+        return record if record is not None and record.labels.shape == layer.data.shape else None
 
     def new_model_name(self, base: str) -> str:
         """``base``, or ``base (2)``, ``base (3)``... whichever is free."""

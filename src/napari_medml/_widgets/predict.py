@@ -27,7 +27,7 @@ from magicgui.widgets import (
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
-    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, painted_plane, require,
+    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, record_planes, require,
     show_result,
 )
 from napari_medml._widgets._instances import (
@@ -43,7 +43,7 @@ from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
 from napari_medml.errors import InputError
-from napari_medml.layer_data import is_generated
+from napari_medml.layer_data import PLUGIN_MARK, is_generated
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
@@ -256,11 +256,13 @@ class PredictWidget(DockForm):
         if isinstance(report, str):
             self._w["status"].value = report
 
-    def show(self, prediction: Any, layer: napari.layers.Layer, model: Any, as_predicted: Any = None) -> None:
+    def show(self, prediction: Any, layer: napari.layers.Layer, model: Any, as_predicted: Any = None,
+             edited: Any = None) -> None:
         """Put a Prediction into the viewer as new (or the plugin's own, replaced) layers.
 
         ``as_predicted``: a copy of the labels, kept so that fine-tuning tells the user's
-        edits from the model's answer.
+        edits from the model's answer; ``edited``: the earlier edits the labels keep (then
+        the layer is the user's: no later run replaces it).
         """
         spatial = layer_spatial(layer)
         axes = layer_volume(layer).axes  # results drop the image's own channel axis
@@ -268,7 +270,9 @@ class PredictWidget(DockForm):
         labels = show_result(self._viewer, result_layer_data(
             prediction.labels, layer.name, "prediction", spatial, "labels", axes))
         if as_predicted is not None:
-            self._session.remember_prediction(labels, as_predicted)
+            record_planes(self._viewer, labels, self._session.remember_prediction(labels, as_predicted, edited).planes)
+        if edited is not None and edited.any():
+            labels.metadata.pop(PLUGIN_MARK, None)
         labels.metadata["class_ids"] = list(prediction.class_ids)
         labels.metadata["class_names"] = names
         self.prediction = prediction
@@ -337,19 +341,20 @@ class PredictWidget(DockForm):
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip
         # the model's own answer (a prediction layer made here): the user's edits are what differs
-        predicted = self._session.as_predicted(corrected)
-        if predicted is None:  # a copy, a file, a layer painted from scratch: 0 may mean "not looked at"
+        shown = self._session.shown_prediction(corrected)
+        if shown is None:  # a copy, a file, a layer painted from scratch: 0 may mean "not looked at"
             raise InputError(f"labels '{corrected.name}' are not a prediction made in this session: paint the "
                              "corrections into the '[prediction]' layer Predict made (once painted, no run replaces "
                              f"it); to train on labels you painted yourself, use Train with 'start from' '{name}'")
-        if is_generated(corrected.metadata):  # the first brush, fill or eraser edit makes it the user's
+        if is_generated(corrected.metadata) and not shown.planes:  # the first paint makes it the user's
             raise InputError(f"no corrections painted in '{corrected.name}': paint them with napari's brush (or "
                              "fill, eraser) first; on the unchanged prediction the model would learn its own answer")
         labels = labels_array(corrected)
         replay = list(self._session.training_data.get(name, []))  # what it was trained on, kept
         steps, augment = self._w["ft_steps"].value, self._session.augment
         infer, affine = self.infer_config(), layer_spatial(inputs.layer).affine
-        plane = painted_plane(self._viewer, corrected)
+        # the margin lies in the plane(s) it was painted in (all of them: their common axes)
+        plane = tuple(sorted(set.intersection(*map(set, shown.planes)))) if shown.planes else None
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
@@ -358,9 +363,9 @@ class PredictWidget(DockForm):
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
                 return (yield from correction_round(
-                    model, inputs.image, labels, predicted, steps, axes=inputs.axes, spacing=inputs.spacing,
-                    affine=affine, plane=plane, replay=replay, augment=augment, infer=infer, stop=stop,
-                    name=f"image '{inputs.layer.name}'", hint=AXES_HINT))
+                    model, inputs.image, labels, shown.labels, steps, axes=inputs.axes, spacing=inputs.spacing,
+                    affine=affine, plane=plane, edited=shown.edited, replay=replay, augment=augment, infer=infer,
+                    stop=stop, name=f"image '{inputs.layer.name}'", hint=AXES_HINT))
 
         def done(result: Any) -> None:
             from napari_medml.segmentation.corrections import describe_finetune  # numpy only: no stall
@@ -372,12 +377,13 @@ class PredictWidget(DockForm):
             if inputs.layer not in self._viewer.layers:
                 self._w["status"].value = _image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
                 return
-            self.show(result.prediction, inputs.layer, result.model, result.as_predicted)
+            self.show(result.prediction, inputs.layer, result.model, result.as_predicted, result.edited)
             learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}),
                                              corrected.name, True)
             self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "
                                        f"({result.kept_edits:,} voxels where the network still differs)")
 
+        self._w["status"].value = f"fine-tuning '{name}' on the edits in '{corrected.name}'..."
         self.runner.start(job, on_result=done, desc="Fine-tuning")
 
 

@@ -31,8 +31,10 @@ class RoundResult:
         The image predicted again; its labels keep the user's edits
         (:func:`~napari_medml.segmentation.corrections.keep_edits`).
     as_predicted : np.ndarray
-        The network's own labels: what the next round's edits are measured against, so
-        that the edits of every round stay in the layer until the network agrees with them.
+        A copy of the new labels as shown: what the next round's edits are measured against.
+    edited : np.ndarray of bool
+        Every voxel the user has edited in this and earlier rounds: the next round keeps
+        them all, whether or not a network agreed with them in between.
     learned : list of LabelledSample
         This round's reviewed voxels, for the next round to learn again.
     kept_edits : int
@@ -42,12 +44,14 @@ class RoundResult:
     model: Any
     prediction: Any
     as_predicted: np.ndarray
+    edited: np.ndarray
     learned: list[LabelledSample]
     kept_edits: int
 
 
 def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: np.ndarray, steps: int, *,
                      axes: str, spacing: Sequence[float], affine: Any = None, plane: Sequence[int] | None = None,
+                     edited: np.ndarray | None = None,
                      replay: Sequence[LabelledSample] = (), augment: Any = None, infer: Any = None,
                      stop: Any = None, name: str = "the image", hint: str = "") -> Generator[Any, None, RoundResult]:
     """Fine-tune ``model`` on the edits in ``corrected``, then predict ``image`` again.
@@ -58,8 +62,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     image : np.ndarray
         In napari axis order, named by ``axes`` (``io.Volume.axes``: channels, time, Z, Y, X).
     corrected, predicted : np.ndarray
-        The labels layer after the user's edits and as the model made it: the image's
-        shape without channels.
+        The labels layer after the user's edits and as it was shown before them (the
+        network's answer with earlier rounds' edits kept): the image's shape without channels.
     steps : int
         Fine-tuning steps.
     axes : str
@@ -70,6 +74,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
         orientation the model was trained in.
     plane : sequence of int, optional
         The labels' axes the user painted in (the two on screen); default the last two.
+    edited : np.ndarray of bool, optional
+        The voxels edited in earlier rounds (``RoundResult.edited``).
     replay : sequence of LabelledSample
         The model's training data and earlier rounds' corrections.
     augment, infer, stop
@@ -111,7 +117,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer, stop=stop,
                                   name=name)
     network = np.asarray(prediction.labels)
-    labels = keep_edits(network, corrected, predicted)  # a new array: the layer's, painted in place
+    edited = corrected != predicted if edited is None else (corrected != predicted) | edited
+    labels = keep_edits(network, corrected, edited)  # a new array: the layer's, painted in place
     kept = int(np.count_nonzero(labels != network))
     learned = correction_samples(images, targets, befores, spacings, channel_axis, reviewed=masks)
-    return RoundResult(tuned, replace(prediction, labels=labels), network, learned, kept)
+    return RoundResult(tuned, replace(prediction, labels=labels), labels.copy(), edited, learned, kept)

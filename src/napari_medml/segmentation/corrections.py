@@ -136,15 +136,14 @@ def reviewed_voxels(corrected: np.ndarray, predicted: np.ndarray, margin: int = 
     return ndimage.binary_dilation(changed, structure=structure, iterations=margin)
 
 
-def keep_edits(new: np.ndarray, corrected: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """The new prediction with the user's edits kept: where ``corrected`` differs from
-    ``predicted`` (the layer as the model had made it), the user's value.
+def keep_edits(new: np.ndarray, corrected: np.ndarray, edited: np.ndarray) -> np.ndarray:
+    """The new prediction with the user's edits kept: the ``corrected`` value on every
+    ``edited`` voxel (of this round and earlier ones), the new answer elsewhere.
 
     A short fine-tune learns part of what was painted; the user should not have to paint
     it again. Arrays of one shape; returns a new array of ``new``'s dtype (or wider).
     """
     corrected = np.asarray(corrected)
-    edited = corrected != np.asarray(predicted)
     return np.where(edited, corrected, np.asarray(new)).astype(np.result_type(new, corrected), copy=False)
 
 
@@ -185,10 +184,12 @@ def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | No
     keeps the model's patch size, classes and normalisation. ``background_id``: scribble
     labels with that background id (None: dense labels).
     """
+    # one run on all of it: an ensemble member's fold would hold out half of the corrections
+    data = replace(config.data, val_fraction=0.0, folds=1, fold=None)
     if background_id is None:
-        data = replace(config.data, label_mode="dense", val_fraction=0.0)
+        data = replace(data, label_mode="dense")
     else:
-        data = replace(config.data, label_mode="sparse", background_id=int(background_id), val_fraction=0.0)
+        data = replace(data, label_mode="sparse", background_id=int(background_id))
     optim = replace(config.optim, epochs=1, steps_per_epoch=steps, schedule="constant", warmup=0.0,
                     learning_rate=config.optim.learning_rate * FINETUNE_RATE,
                     max_minutes=None, early_stopping_patience=None)
@@ -338,7 +339,8 @@ def _check_classes(model: Any, samples: list[LabelledSample]) -> None:
     if extra:
         known = ", ".join(str(c) for c in model.class_ids)
         raise InputError(f"the corrections hold class id(s) {', '.join(map(str, extra))} that the model does not "
-                         f"know (its classes are {known}): paint with those ids, or train a new model in Train")
+                         f"know (its classes are {known}): paint only the model's classes, or train a new model with "
+                         "the new class in Train")
 
 
 def _scribbles(sample: LabelledSample, labels: np.ndarray, keep: np.ndarray | None,
