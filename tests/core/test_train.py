@@ -321,6 +321,9 @@ def test_finetune_config_is_one_short_epoch_without_validation():
     assert tune.optim.learning_rate == pytest.approx(cfg.optim.learning_rate / 10)  # a tenth: see corrections
     scribbles = finetune_config(cfg, 12, background_id=7)
     assert (scribbles.data.label_mode, scribbles.data.background_id) == ("sparse", 7)
+    # an ensemble member learns all of the corrections: its fold would hold half of them out
+    member = finetune_config(replace(cfg, data=replace(cfg.data, folds=2, fold=1)), 12)
+    assert (member.data.folds, member.data.fold) == (1, None)
     assert tune.optim.early_stopping_patience is None and tune.augment == cfg.augment
     assert finetune_config(cfg, 5, AugmentConfig.none()).augment == AugmentConfig.none()
     # a Train bundle's checkpoint folder gets no orphaned checkpoints from a fine-tune
