@@ -211,19 +211,20 @@ def rounds(model: Any, image: np.ndarray, truth: np.ndarray, training: list, ste
             out[f"right_rows_{rows.start}+"] = dice(labels[rows, 256:], truth[rows, 256:])
         return out
 
-    shown = model.predict(image).labels
-    report, replay = [{"round": 0, "network": bands(shown)}], list(training)
+    layer = model.predict(image).labels  # the network's answer, then with the edits kept
+    shown, edited = layer.copy(), None
+    report, replay = [{"round": 0, "network": bands(layer)}], list(training)
     for k in range(3):
         strip = np.zeros(truth.shape, bool)
         strip[160 * k:160 * (k + 1), 256:] = True
-        painted = ndimage.binary_dilation(strip & (shown != truth), np.ones((5, 5), bool)) & strip
-        corrected = shown.copy()
-        corrected[painted] = truth[painted]
-        result = run_to_end(correction_round(model, image, corrected, shown, steps, axes="YX", spacing=(1.0, 1.0),
-                                             replay=replay))
-        model, shown, replay = result.model, result.as_predicted, replay + result.learned
+        painted = ndimage.binary_dilation(strip & (layer != truth), np.ones((5, 5), bool)) & strip
+        layer[painted] = truth[painted]  # painted into the layer, as napari's brush does
+        result = run_to_end(correction_round(model, image, layer, shown, steps, axes="YX", spacing=(1.0, 1.0),
+                                             edited=edited, replay=replay))
+        model, layer, shown, edited = result.model, result.prediction.labels, result.as_predicted, result.edited
+        replay = replay + result.learned
         report.append({"round": k + 1, "painted_pixels": int(painted.sum()),
-                       "network": bands(model.predict(image).labels), "layer": bands(shown)})
+                       "network": bands(model.predict(image).labels), "layer": bands(layer)})
     return report
 
 
