@@ -93,7 +93,7 @@ def test_a_fine_tune_learns_the_corrections_and_keeps_the_rest():
                                              "earlier_corrections": 0, "reviewed_voxels": reviewed}
     # the model keeps its own settings: a second round runs at a tenth of its rate again, not a hundredth
     assert tuned.config == model.config and tuned.config.optim.learning_rate == 0.01
-    assert describe_finetune("m", tuned.provenance["finetuned"], "p", True) == (
+    assert describe_finetune("m", tuned.provenance["finetuned"], "p") == (
         f"'m' fine-tuned 40 steps on the {reviewed:,} voxels you changed in 'p' or saw beside a change and its 1 "
         "training image(s)")
     with pytest.raises(InputError, match="the corrected labels equal the prediction: paint the corrections"):

@@ -378,8 +378,7 @@ class PredictWidget(DockForm):
                 self._w["status"].value = _image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
                 return
             self.show(result.prediction, inputs.layer, result.model, result.as_predicted, result.edited)
-            learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}),
-                                             corrected.name, True)
+            learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}), corrected.name)
             self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "
                                        f"({result.kept_edits:,} voxels where the network still differs)")
 

@@ -272,8 +272,9 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
             if stop is not None and stop.stopped:
                 tuned_members.append(member)
                 continue
-            tuned_members.append((yield from retrain_on_corrections(
-                member, images, corrected, steps, predicted=predicted, reviewed=reviewed, replay=replay,
+            tuned_members.append((yield from retrain_on_corrections(  # the masks made once, for all members
+                member, images, corrected, steps, predicted=predicted,
+                reviewed=None if predicted is None else [mask for _, mask in parts[0::2]], replay=replay,
                 spacing=spacing, channel_axis=channel_axis, augment=augment, stop=stop)))
         # its own class: segmentation.ensemble imports segmentation.task
         return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
@@ -297,7 +298,7 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     return tuned
 
 
-def describe_finetune(name: str, learned: dict, corrected: str, edits: bool) -> str:
+def describe_finetune(name: str, learned: dict, corrected: str) -> str:
     """What a fine-tune learned from, in one line.
 
     Parameters
@@ -307,15 +308,10 @@ def describe_finetune(name: str, learned: dict, corrected: str, edits: bool) -> 
     learned : dict
         The tuned model's ``provenance["finetuned"]``.
     corrected : str
-        The corrected labels' name.
-    edits : bool
-        Whether the prediction was known (then the reviewed voxels were learned), or the
-        whole layer.
+        The corrected labels' name (a prediction whose edits were learned).
     """
-    voxels = learned.get("reviewed_voxels", 0)
-    note = f"'{name}' fine-tuned {learned.get('steps', 0)} steps on "
-    note += (f"the {voxels:,} voxels you changed in '{corrected}' or saw beside a change" if edits
-             else f"all {voxels:,} voxels of '{corrected}'")
+    note = (f"'{name}' fine-tuned {learned.get('steps', 0)} steps on the {learned.get('reviewed_voxels', 0):,} "
+            f"voxels you changed in '{corrected}' or saw beside a change")
     also = [f"its {n} training image(s)" for n in [learned.get("training_images", 0)] if n]
     also += [f"{n} earlier round(s) of corrections" for n in [learned.get("earlier_corrections", 0)] if n]
     return note + "".join(f" and {a}" for a in also)
