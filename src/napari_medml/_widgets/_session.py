@@ -142,6 +142,10 @@ class Session:
         record = self._predicted[layer] = ShownPrediction(shown, edited, set())
         return record
 
+    def forget_prediction(self, layer: Any) -> None:
+        """Drop what ``layer`` showed before a re-run refilled it with a result fine-tuning cannot use."""
+        self._predicted.pop(layer, None)
+
     def shown_prediction(self, layer: Any) -> ShownPrediction | None:
         """What ``layer`` showed when Predict or a fine-tune made it, or None (a layer it did not make)."""
         record = self._predicted.get(layer)

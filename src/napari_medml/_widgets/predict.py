@@ -53,8 +53,6 @@ BUNDLE_CHOICE = "bundle folder..."
 
 def _lazy(image: Any) -> bool:
     """A dask or zarr image (a lazily loaded layer): never turned into one NumPy array."""
-    import numpy as np
-
     return not isinstance(image, np.ndarray)
 
 
@@ -269,7 +267,9 @@ class PredictWidget(DockForm):
         names = dict(getattr(model.config, "class_names", None) or {})
         labels = show_result(self._viewer, result_layer_data(
             prediction.labels, layer.name, "prediction", spatial, "labels", axes))
-        if as_predicted is not None:
+        if as_predicted is None:  # an instance or on-disk result (a refilled layer's earlier one goes)
+            self._session.forget_prediction(labels)
+        else:
             record_planes(self._viewer, labels, self._session.remember_prediction(labels, as_predicted, edited).planes)
         if edited is not None and edited.any():
             labels.metadata.pop(PLUGIN_MARK, None)
