@@ -7,7 +7,7 @@ Widgets show these as napari notifications; the command line prints one line.
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError"]
+__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError", "NothingLearned"]
 
 class MedMLError(ValueError):
     """Base class for user-fixable problems raised by napari-medml."""
@@ -27,3 +27,7 @@ class BundleError(MedMLError):
 
 class Cancelled(Exception):
     """A long operation was stopped by the user (a stop token or Cancel button)."""
+
+
+class NothingLearned(Cancelled):
+    """A training run was stopped before its first step: there is no model to keep."""

@@ -88,6 +88,10 @@ def test_folds_train_an_ensemble_saved_as_a_folder_of_members(ensemble):
     notes = [m.provenance["split"] for m in model.members]
     assert notes[0] != notes[1] and "fold 1 of 2" in notes[0]
     assert reports[-1].step == reports[-1].total_steps == 16  # steps counted across the folds
+    # each report names its fold, and the share of the whole run done rises to 1 across the folds
+    assert [r.fold for r in reports if r.epoch_end] == [1, 1, 2, 2] and {r.folds for r in reports} == {2}
+    shares = [r.progress for r in reports]
+    assert shares == sorted(shares) and shares[-1] == 1.0 and all(0 < s <= 0.5 for s in shares[:len(shares) // 2])
     desc = json.loads((folder / "config.json").read_text())
     assert desc["task"] == "ensemble" and desc["ensemble"]["members"] == ["members/fold-1", "members/fold-2"]
     assert not list(folder.rglob("*.pkl")) and not list(folder.parent.glob(".*"))  # no pickle, no temp left

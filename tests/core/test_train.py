@@ -178,6 +178,17 @@ def test_stop_token_leaves_checkpoint_and_resume_continues(tiny, tmp_path):
     assert reports[-1].step == 9 and reports[-1].epoch == 3
 
 
+def test_a_run_stopped_before_its_first_step_makes_no_model(tiny, tmp_path):
+    from napari_medml.errors import Cancelled, NothingLearned
+
+    image, labels = tiny
+    token = StopToken()
+    token.stop()  # pressed while the data were read and the run planned
+    with pytest.raises(NothingLearned, match="^stopped before the first training step: no model was made$"):
+        list(fit(image, labels, _tiny_config(tmp_path / "run"), stop=token))
+    assert issubclass(NothingLearned, Cancelled) and not (tmp_path / "run" / "last").exists()
+
+
 def test_closing_the_generator_leaves_checkpoint(tiny, tmp_path):
     image, labels = tiny
     gen = fit(image, labels, _tiny_config(tmp_path / "run", epochs=3))
@@ -194,6 +205,8 @@ def test_time_limit_stops_and_returns_model(tiny, tmp_path):
     image, labels = tiny
     model, reports = _run(image, labels, _tiny_config(tmp_path, max_minutes=1e-6, epochs=50))
     assert reports[-1].step == 1 and "time limit" in reports[-1].message
+    # the run ended at step 1 of its planned 150: its share done follows the clock, not the steps
+    assert reports[-1].progress == 1.0 and reports[-1].time_limit_s == pytest.approx(6e-5)
     assert model.predict(image).labels.shape == image.shape
 
 

@@ -203,3 +203,17 @@ def test_a_late_checkpoint_after_the_viewer_closed_goes_at_exit(tmp_path) -> Non
     assert done.returncode == 0, done.stderr
     temp = Path(done.stdout.strip())
     assert temp.name.startswith("napari-medml-session-") and not temp.exists()
+
+
+def test_train_stopped_while_it_plans_makes_no_model(train, qtbot, notes) -> None:
+    # Stop pressed at once, while the data are read and the run planned: nothing was learned,
+    # so no model is offered to Predict (a trial found one such untrained model 'ready': Dice 0.018)
+    viewer, widget, bundle = train
+    widget["plan"].value = True
+    widget.start()
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    line = "Training: stopped before the first training step: no model was made"
+    assert widget["status"].value == line and line in [str(n.message) for n in notes]
+    assert not errors(notes) and widget.model is None
+    assert "ct model" not in session_for(viewer).models and not (bundle / "config.json").exists()

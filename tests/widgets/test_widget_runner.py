@@ -5,11 +5,19 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from magicgui.widgets import PushButton
 from napari.utils.notifications import NotificationSeverity
 
-from napari_medml._widgets._runner import Runner, format_eta, progress_of
+from napari_medml._widgets._runner import Runner, _import_stack, format_eta, progress_of
 from napari_medml.errors import Cancelled, InputError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stack_imported() -> None:
+    # a process's first job imports torch and MONAI (seconds) before it runs: the timeouts
+    # below are for the jobs, whichever test runs first
+    _import_stack()
 
 
 class _Token:
@@ -155,3 +163,14 @@ def test_progress_text():
     assert format_eta(None) == ""
     assert progress_of((2, 5)) == (2, 5, "2/5")
     assert progress_of("x") is None
+    from napari_medml.engine.reports import TrainReport
+
+    base = dict(epoch=5, train_loss=0.1, learning_rate=1e-3, elapsed_s=15.0, eta_s=15.0)
+    steps = TrainReport(step=150, total_steps=600, progress=0.25, **base)
+    assert progress_of(steps) == (250, 1000, "epoch 5, step 150/600, loss 0.100, ETA 0:15")
+    # a time limit ends the run long before its planned steps: the bar follows the clock (a trial's
+    # bar stood at 9 % when a 0.5-minute run ended), and the planned steps are not shown as a goal
+    timed = TrainReport(step=291, total_steps=3050, progress=0.5, time_limit_s=30.0, **base)
+    assert progress_of(timed) == (500, 1000, "epoch 5, step 291, loss 0.100, ETA 0:15")
+    fold = TrainReport(step=340, total_steps=600, progress=0.55, fold=2, folds=2, **base)
+    assert progress_of(fold) == (550, 1000, "fold 2/2, step 340/600, loss 0.100, ETA 0:15")

@@ -105,9 +105,15 @@ def progress_of(report: Any) -> tuple[int, int, str] | None:
     total = getattr(report, "total_steps", None)
     if step is None or total is None:
         return None
-    text = f"epoch {report.epoch}, step {step}/{total}, loss {report.train_loss:.3f}"
+    # a time limit ends the run before its planned steps: then the bar follows the clock
+    limited = getattr(report, "time_limit_s", None) is not None
+    folds = getattr(report, "folds", 1)
+    where = f"fold {report.fold}/{folds}, step {step}" if folds > 1 else f"epoch {report.epoch}, step {step}"
+    text = f"{where}{'' if limited else f'/{total}'}, loss {report.train_loss:.3f}"
     eta = format_eta(getattr(report, "eta_s", None))
-    return int(step), int(total), f"{text}, {eta}" if eta else text
+    share = getattr(report, "progress", None)
+    done, total = (int(step), int(total)) if share is None else (int(round(share * 1000)), 1000)
+    return done, total, f"{text}, {eta}" if eta else text
 
 
 def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -314,9 +320,12 @@ class Runner:
             self._on_result_cb(result)
 
     def _on_errored(self, exc: BaseException) -> None:
-        from napari_medml.errors import Cancelled
+        from napari_medml.errors import Cancelled, NothingLearned
 
-        if isinstance(exc, Cancelled):
+        if isinstance(exc, NothingLearned):
+            line = f"{self.desc}: {exc}"
+            notifications.show_info(line)
+        elif isinstance(exc, Cancelled):
             line = f"{self.desc} cancelled."
             notifications.show_info(line)
         elif isinstance(exc, ValueError):

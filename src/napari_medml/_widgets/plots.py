@@ -76,6 +76,7 @@ class TrainingPlot(_Canvas):
             self._dice_ax.set_ylabel(label)
             self._dice_ax.legend(loc="lower right", fontsize="small")
         (self._dice_ax or self._loss_ax).set_xlabel("epoch")
+        self._marks: list[Any] = []
         self.clear()
 
     def clear(self) -> None:
@@ -85,6 +86,10 @@ class TrainingPlot(_Canvas):
         self.val_loss: list[float | None] = []
         self.val_dice: list[float | None] = []  # the lower panel's metric
         self._pending: list[float] = []
+        self._fold = 0
+        for mark in self._marks:
+            mark.remove()
+        self._marks = []
         self._redraw()
 
     def add(self, report: Any) -> None:
@@ -95,6 +100,10 @@ class TrainingPlot(_Canvas):
             return
         mean = sum(self._pending) / len(self._pending) if self._pending else float("nan")
         self._pending = []
+        fold = getattr(report, "fold", 0)
+        if fold != self._fold and self.epochs:  # an ensemble's next model starts from scratch: a break, marked
+            self._break(self.epochs[-1] + 0.5, fold)
+        self._fold = fold
         self.epochs.append(int(report.epoch))
         self.train_loss.append(mean)
         self.val_loss.append(report.val_loss)
@@ -103,6 +112,19 @@ class TrainingPlot(_Canvas):
         else:
             self.val_dice.append((report.val_metrics or {}).get(self.metric))
         self._redraw()
+
+    def _break(self, x: float, fold: int) -> None:
+        """End the curves at ``x`` (a NaN point) and mark where fold ``fold`` begins."""
+        nan = float("nan")
+        for values in (self.train_loss, self.val_loss, self.val_dice):
+            values.append(nan)
+        self.epochs.append(x)
+        for ax in (self._loss_ax, self._dice_ax):
+            if ax is not None:
+                self._marks.append(ax.axvline(x, ls=":", lw=0.8, color="grey"))
+        ax = self._dice_ax or self._loss_ax
+        self._marks.append(ax.text(x, 0.02, f" fold {fold}", transform=ax.get_xaxis_transform(),
+                                   fontsize="x-small", color="grey"))
 
     def _redraw(self) -> None:
         self._train_line.set_data(self.epochs, self.train_loss)

@@ -22,7 +22,7 @@ import typing
 from collections.abc import Sequence
 
 from napari_medml.cli.common import PROG, UsageError
-from napari_medml.errors import Cancelled, MedMLError
+from napari_medml.errors import Cancelled, MedMLError, NothingLearned
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_USAGE", "SUBCOMMANDS", "build_parser", "main"]
 
@@ -68,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except NothingLearned as exc:
+        return _fail(f"interrupted: {exc}", EXIT_INTERRUPTED)
     except (KeyboardInterrupt, Cancelled):
         return _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError as exc:

@@ -130,6 +130,10 @@ class Trainer:
         losses: list[torch.Tensor] = []
         epoch_losses: list[torch.Tensor] = []
         step = self.start_step
+        if stop is not None and stop.stopped and self.dist is None:  # stopped while the run was planned
+            from napari_medml.errors import NothingLearned
+
+            raise NothingLearned("stopped before the first training step: no model was made")
         self.task.train_mode()
         try:
             while step < self.total_steps:
@@ -171,14 +175,17 @@ class Trainer:
                 if epoch_end or finished or now - last_report >= REPORT_EVERY_S:
                     if self.note:  # the first report says how the data were split and initialised
                         message, self.note = "\n".join(m for m in (self.note, message) if m), ""
-                    eta = None
+                    eta, progress = None, 1.0
                     if not finished:
                         eta = (now - start) / (step - self.start_step) * (self.total_steps - step)
+                        progress = step / self.total_steps
                         if self.budget_s is not None:
                             eta = min(eta, self.budget_s - elapsed)
+                            progress = max(progress, min(elapsed / self.budget_s, 1.0))
                     yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
                                       train_loss=_mean(losses), learning_rate=lr, elapsed_s=elapsed,
-                                      eta_s=eta, epoch_end=epoch_end, message=message, **fields)
+                                      eta_s=eta, epoch_end=epoch_end, message=message, progress=progress,
+                                      time_limit_s=self.budget_s, **fields)
                     losses, last_report = [], now
                 if finished:
                     break

@@ -40,6 +40,13 @@ class TrainReport:
         This epoch is the best so far (its checkpoint was written).
     message : str
         E.g. how the data were split, "stopped by user", "early stopping: ...".
+    progress : float or None
+        Share of the run done, 0-1: of its steps, or of its time limit when that ends it
+        sooner (a time-limited run ends long before ``total_steps``); 1 on the last report.
+    time_limit_s : float or None
+        The run's time limit (``optim.max_minutes``), or None when its steps end it.
+    fold, folds : int
+        An ensemble's fold (1-based) and number of folds; 0 and 1 for one model.
     """
 
     step: int
@@ -58,6 +65,10 @@ class TrainReport:
     best: bool = False
     message: str = ""
     val_report: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
+    progress: float | None = None
+    time_limit_s: float | None = None
+    fold: int = 0
+    folds: int = 1
 
 
 class StopToken:

@@ -232,7 +232,7 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     EnsembleModel
     """
     from napari_medml.bundles.checkpoints import FOLD_MEMBER, check_same_network, has_checkpoint
-    from napari_medml.errors import ConfigError
+    from napari_medml.errors import ConfigError, NothingLearned
     from napari_medml.segmentation.model import load_segmentation_model
     from napari_medml.segmentation.task import fit
 
@@ -262,7 +262,12 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=max(left, 1e-3) / (folds - k)))
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
                   resume_from=earlier if has_checkpoint(earlier) else None)
-        members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
+        try:
+            members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
+        except NothingLearned:  # stopped before this fold's first step: the earlier folds make the ensemble
+            if not members:
+                raise
+            break
         if stop is not None and stop.stopped:
             break
         if folder is not None:  # a resumed run takes this fold as it is
@@ -295,11 +300,12 @@ def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
             except StopIteration as done:
                 return done.value
             total = report.total_steps
-            eta = report.eta_s
+            eta, done = report.eta_s, report.progress
             if eta is not None:  # the folds still to come take as long as this one
-                eta += (folds - k - 1) * report.elapsed_s * total / max(1, report.step)
+                eta += (folds - k - 1) * report.elapsed_s / max(done or report.step / total, 1e-6)
             yield replace(report, step=report.step + k * total, total_steps=total * folds,
-                          epoch=report.epoch + k * epochs, eta_s=eta)  # the split note names the fold
+                          epoch=report.epoch + k * epochs, eta_s=eta, fold=k + 1, folds=folds,
+                          progress=None if done is None else (k + done) / folds)  # the split note names the fold
     except GeneratorExit:
         gen.close()  # the fold leaves its checkpoint
         raise
