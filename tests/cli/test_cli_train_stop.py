@@ -106,6 +106,11 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step
     stopped_step, stopped_epoch = state["step"], state["epoch"]
     assert 3 <= stopped_step < 1500
     epochs = stopped_epoch + 2  # the resumed run ends two epochs after the stopped one
+    # the checkpoint holds a 4-channel network: another width would be ignored, so it is refused
+    changed = run(*argv[1:], "--epochs", epochs, "--resume", "--features", "8")
+    assert changed.returncode == 2 and lines(changed.stderr) == [
+        "napari-medml: error: --resume continues the stopped run with its own settings: --channels is 8, the "
+        "run's 4: drop those options, or train a new run without --resume"]
     done = run(*argv[1:], "--epochs", epochs, "--resume")
     assert done.returncode == 0, done.stderr
     assert lines(done.stderr)[-1].startswith(f"napari-medml: saved model bundle to {out}")
@@ -114,6 +119,27 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))  # earlier epochs kept, then more
     assert [row["step"] for row in history] == [3 * e for e in range(1, epochs + 1)]
     assert history[-1]["step"] == 3 * epochs > stopped_step
+
+
+def test_resume_continues_the_planned_run_without_planning_it_again(files, tmp_path) -> None:
+    # planned again, the step was timed again: a trial's resumed run got other epochs and steps
+    # per epoch (epoch 2 twice in its log) and lost the best epoch from its last line
+    from napari_medml import load_model
+
+    out = tmp_path / "planned"
+    argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out, "--epochs", "500",
+            "--features", "4", "--depth", "2", "--device", "cpu", "--seed", "0"]  # fmt: skip
+    code, err = interrupt_at(argv, r"epoch 2/500\b")
+    assert code == 0 and "plan: " in err, err
+    stopped = json.loads((out / "checkpoints" / "last" / "train_state.json").read_text())["epoch"]
+    planned = load_model(out).config.optim
+    done = run(*argv[1:], "--resume", "--epochs", stopped + 1)
+    assert done.returncode == 0, done.stderr
+    assert "plan: " not in done.stderr and ("napari-medml: --resume: the stopped run goes on with the settings it "
+                                            "started with (not planned again)") in lines(done.stderr)
+    assert re.search(r"saved model bundle to .* \(best epoch \d+", lines(done.stderr)[-1]), done.stderr
+    final = load_model(out)
+    assert final.config.optim.steps_per_epoch == planned.steps_per_epoch and len(final.history) == stopped + 1
 
 
 def test_ctrl_c_in_an_ensemble_keeps_the_finished_folds_and_resume_trains_the_rest(files, tmp_path) -> None:

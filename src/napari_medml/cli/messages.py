@@ -4,8 +4,9 @@ what ``train``/``pretrain``/``classify`` say when a run was stopped."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-__all__ = ["flag_names", "nothing_saved", "stopped_line", "with_flag_names"]
+__all__ = ["flag_names", "nothing_saved", "saved_note", "stopped_line", "with_flag_names"]
 
 
 def flag_names(text: str) -> str:
@@ -99,3 +100,24 @@ def nothing_saved(what: str, checkpoints: Path) -> str:
     if has_checkpoint(checkpoints):
         text += f"; its checkpoints are kept in {checkpoints}: the same command with --resume continues the run"
     return text
+
+
+def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> str:
+    """What ``saved model bundle to ...`` adds: each fold's validation Dice, or the best epoch and
+    its score (for a resumed run whose best epoch came before the stop, from the model's history)."""
+    if folds > 1:
+        scores = model.provenance["ensemble"]["member_best_val_dice"]
+        return (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
+                f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
+    if best is not None and best.val_mean_dice is not None:
+        return f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
+    if best is not None and "ap_at_0.5" in (best.val_metrics or {}):  # instances
+        return (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
+                f"F1@0.5 {best.val_metrics['f1_at_0.5']:.3f})")
+    history = getattr(model, "history", None)
+    if best is None and resumed and history:  # the best epoch came before the stop
+        epoch = int(model.provenance.get("best_epoch", 0)) or len(history)
+        kept = history[min(epoch, len(history)) - 1]
+        if kept.get("val_mean_dice") is not None:
+            return f" (best epoch {kept['epoch']}, before the stop: validation mean Dice {kept['val_mean_dice']:.3f})"
+    return ""

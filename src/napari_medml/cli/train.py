@@ -12,7 +12,7 @@ from typing import Any
 
 from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
 from napari_medml.cli.common import DEVICES, FILE_TYPES, UsageError, add_axes_option, check_bundle_target, info
-from napari_medml.cli.messages import nothing_saved, stopped_line, with_flag_names
+from napari_medml.cli.messages import nothing_saved, saved_note, stopped_line, with_flag_names
 from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.cli.values import integer, real
 from napari_medml.config import (
@@ -210,7 +210,12 @@ def _run(args: argparse.Namespace) -> int:
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
-    if not args.no_plan and args.task in ("segmentation", "instances"):
+    if args.resume:  # the stopped run's own (planned) settings: its checkpoint holds that network
+        from napari_medml.cli.resume import resumed_config
+
+        config = resumed_config(args, config, resume_folder(args))
+        info("--resume: the stopped run goes on with the settings it started with (not planned again)")
+    elif not args.no_plan and args.task in ("segmentation", "instances"):
         from napari_medml.segmentation.planning import plan_run
 
         plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
@@ -237,16 +242,7 @@ def _run(args: argparse.Namespace) -> int:
     # checkpoints (an ensemble's: the finished folds' models and the stopped fold's last) for --resume
     folds = config.data.folds
     path = save_run(model, args.out, stopped=stop.stopped)
-    note = ""
-    if config.data.folds > 1:
-        scores = model.provenance["ensemble"]["member_best_val_dice"]
-        note = (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
-                f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
-    elif best is not None and best.val_mean_dice is not None:
-        note = f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
-    elif best is not None and "ap_at_0.5" in (best.val_metrics or {}):  # instances
-        note = (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
-                f"F1@0.5 {best.val_metrics['f1_at_0.5']:.3f})")
+    note = saved_note(model, best, config.data.folds, resumed=args.resume)
     info(f"saved model bundle to {path}{note}")
     if stop.stopped and folds > 1:
         trained = model.provenance["ensemble"]["trained"]

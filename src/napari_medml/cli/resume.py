@@ -1,0 +1,89 @@
+"""``train --resume``: continue a stopped run with the settings it started with.
+
+The stopped run was planned (or configured) when it started, and its checkpoint holds that
+network. Planning again would time the step again and could choose other epochs, steps
+or a width the checkpoint does not have; an option given now that differs from the run's
+own value would be ignored. So the run's stored settings are taken (with the epochs or
+minutes given now: a run can be made longer), and another differing option is refused in
+one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from napari_medml.cli.common import UsageError
+from napari_medml.cli.options import OPTION_FIELDS, fields_given
+from napari_medml.config import TrainConfig
+
+__all__ = ["resumed_config", "stopped_config"]
+
+# settings a resumed run may take from the command: where it runs, not what it learns
+_FREE = {"device", "amp", "checkpoint_dir"}
+# the options' own names where argparse's dest differs (--channels is also --features)
+_NAMES = {"model.channels": "--channels", "data.label_mode": "--sparse"}
+# and how long it goes on: a run stopped early can be given more epochs or minutes
+_LENGTH = ("optim.epochs", "optim.max_minutes")
+
+
+def stopped_config(folder: Path) -> TrainConfig:
+    """The settings the stopped run in checkpoint ``folder`` started with (an ensemble's: its
+    first fold's, with the fold unset)."""
+    from napari_medml.config import from_dict
+
+    for path in sorted(folder.rglob("config.json")):
+        desc = json.loads(path.read_text())
+        if "train_config" in desc:
+            config = from_dict(TrainConfig, desc["train_config"])
+            return replace(config, data=replace(config.data, fold=None))
+    raise UsageError(f"--resume: the checkpoints in '{folder}' hold no run settings; train without --resume")
+
+
+def _value(config: TrainConfig, field: str) -> Any:
+    group, _, name = field.rpartition(".")
+    return getattr(getattr(config, group) if group else config, name)
+
+
+def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -> TrainConfig:
+    """The stopped run's settings, for ``--resume``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The command's options.
+    asked : TrainConfig
+        The settings the options make now (``checkpoint_dir`` and ``device`` are taken from it).
+    folder : Path
+        The run's checkpoint folder.
+
+    Raises
+    ------
+    UsageError
+        An option given now differs from the stopped run's value, e.g.
+        ``--resume continues the stopped run with its own settings: --channels is 32, the run's 16 ...``.
+    """
+    stored = stopped_config(folder)
+    option = {field: dest for dest, field in OPTION_FIELDS.items()}
+    differ, given = [], fields_given(args)
+    for field in given:
+        if field.rpartition(".")[2] in _FREE or field in _LENGTH:
+            continue
+        theirs = _value(stored, field)
+        if _value(asked, field) != theirs:
+            name = _NAMES.get(field) or "--" + option[field].replace("_", "-")
+            differ.append(f"{name} is {_shown(_value(asked, field))}, the run's {_shown(theirs)}")
+    if differ:
+        raise UsageError("--resume continues the stopped run with its own settings: " + "; ".join(differ)
+                         + ": drop those options, or train a new run without --resume")
+    optim = replace(stored.optim, **{f.partition(".")[2]: _value(asked, f) for f in _LENGTH if f in given})
+    return replace(stored, optim=optim, checkpoint_dir=asked.checkpoint_dir, device=asked.device)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return "none" if value is None else str(value)
