@@ -232,6 +232,13 @@ def test_choosing_a_2d_layer_sets_a_2d_network(make_napari_viewer, open_widget, 
     assert train["dims"].value == 3  # the 3D it was switched away from
     train["images"].value = [rgb]
     assert train["dims"].value == 2
+    train["images"].value = [rgb]
+    # a plain 3D array (as a plain 3D TIFF opens: no axis names) is a volume too (a trial's stayed
+    # in 2D after a 2D layer, and a 2D network trained on its slices without a word)
+    plain = viewer.add_image(np.zeros((8, 32, 32), np.float32), name="plain")
+    train["images"].reset_choices()
+    train["images"].value = [plain]
+    assert train["dims"].value == 3
     train["images"].value = [vol]
     train["dims"].value = 2  # the user's own choice, 2D slice by slice, stays
     train["images"].value = [flat, vol]

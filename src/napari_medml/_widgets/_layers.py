@@ -81,6 +81,8 @@ def _spatial_dims(layer: napari.layers.Layer) -> int | None:
     except ValueError:
         return None
     n = sum(a in "ZYX" for a in axes)
+    if axes == "QYX":  # a plain 3D array or TIFF: a 3D network trains on it, its first axis as Z
+        return 3
     return n if n in (2, 3) and "Q" not in axes else None  # Q: an axis the user must name
 
 
