@@ -31,7 +31,7 @@ from napari_medml.layer_data import (
 
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
            "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
-           "model_input", "painted_plane", "raw_layer", "record_planes", "require", "show_result",
+           "model_input", "channel_note", "painted_plane", "raw_layer", "record_planes", "require", "show_result",
            "visible_region"]
 
 
@@ -279,6 +279,7 @@ class ModelInput(NamedTuple):
     recipe: tuple[Any, ...]
     layer: napari.layers.Layer  # the (first) raw layer: results lie where it lies
     axes: str = ""  # what each axis of ``image`` is (Volume.axes; Q: resolved by the model)
+    names: tuple[str, ...] = ()  # the layers, one per channel when several are stacked
 
     def samples(self, labels: Any, spatial_dims: int) -> tuple[list, list, list, int | None]:
         """Images, labels, spacings and channel axis of the training samples (frames of a
@@ -323,6 +324,9 @@ def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer], *,
     still reported): what live segmentation works on.
     """
     layers = [require(layer, napari.layers.Image, "an image") for layer in layers or [None]]
+    # channels in viewer.layers' order, as the widgets' image lists show them top down (napari's
+    # layer list shows it bottom up; dragging a layer there reorders them), not a selection's order
+    layers.sort(key=lambda layer: viewer.layers.index(layer) if layer in viewer.layers else -1)
     recipes = {layer_recipe(layer) for layer in layers}
     if len(recipes) > 1:
         raise InputError("the chosen images have different preprocessing recipes: "
@@ -349,7 +353,16 @@ def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer], *,
         import dask.array as da
 
         stacked = da.stack([da.asarray(v.data) for v in volumes])
-    return ModelInput(stacked, spacing, 0, recipes.pop(), raws[0], "C" + first.axes)
+    return ModelInput(stacked, spacing, 0, recipes.pop(), raws[0], "C" + first.axes, tuple(l.name for l in layers))
+
+
+def channel_note(inputs: ModelInput, model: Any) -> str:
+    """`` (channels: 'a', 'b'; trained on 'c', 'd')`` for several layers as channels, else ``""``."""
+    if len(inputs.names) < 2:
+        return ""
+    trained = getattr(model, "provenance", {}).get("channel_layers") or ()
+    return (f" (channels: {', '.join(map(repr, inputs.names))}"
+            + (f"; trained on {', '.join(map(repr, trained))}" if trained else "") + ")")
 
 
 def painted_plane(viewer: napari.Viewer, layer: napari.layers.Labels) -> tuple[int, ...]:

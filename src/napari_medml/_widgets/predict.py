@@ -27,8 +27,8 @@ from magicgui.widgets import (
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
-    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, record_planes, require,
-    show_result,
+    channel_note, check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, record_planes,
+    require, show_result,
 )
 from napari_medml._widgets._instances import (
     CONTROLS,
@@ -69,7 +69,7 @@ class PredictWidget(DockForm):
         w = self._w = {}
         w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
                                                 if isinstance(l, napari.layers.Image)],
-                             label="image(s)", tooltip="One layer per model input channel.")
+                             label="image(s)", tooltip="One layer per model input channel, in the order listed here (as in training).")
         w["model"] = ComboBox(choices=lambda _: [*(k for k, m in self._session.models.items() if hasattr(m, "predict")),
                                                  BUNDLE_CHOICE], label="model")  # pretrained models do not segment
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
@@ -244,7 +244,8 @@ class PredictWidget(DockForm):
             else:
                 self.show(prediction, inputs.layer, model, as_predicted)
             note = self._w["status"].value  # a note about the image, kept
-            self._w["status"].value = (f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
+            self._w["status"].value = ((f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
+                                       + channel_note(inputs, model))
 
         self._w["status"].value = ""
         self.runner.start(job, on_result=done, on_report=self._note)

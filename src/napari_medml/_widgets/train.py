@@ -85,7 +85,7 @@ class TrainWidget(DockForm):
         image_choices = lambda _: [(l.name, l) for l in viewer.layers  # noqa: E731
                                    if isinstance(l, napari.layers.Image)]
         w["images"] = Select(choices=image_choices, label="image(s)",
-                             tooltip="Several co-registered images become input channels.")
+                             tooltip="Several co-registered images become input channels, in the order listed here.")
         w["labels"] = create_widget(annotation=napari.layers.Labels, label="labels")
         w["mode"] = ComboBox(choices=[("dense", "dense"), ("scribbles", "sparse"), ("instances", "instances")],
                              value="dense", label="labels are",
@@ -330,6 +330,8 @@ class TrainWidget(DockForm):
                 run["samples"] = labelled_samples(images, targets, spacings, channel_axis, scribbles)
             if orientation:  # Predict and `napari-medml predict` put other orientations in this one
                 model.provenance["orientation"] = orientation
+            if len(run["inputs"].names) > 1:  # Predict shows them beside the layers it is given
+                model.provenance["channel_layers"] = list(run["inputs"].names)
             if record:  # trained on a preprocessed layer as shown: raw images get its recipe
                 from napari_medml.segmentation.recipes import record_preprocessing
 
@@ -359,6 +361,8 @@ class TrainWidget(DockForm):
                 self._w["plan_text"].value = report.describe()
             else:
                 self.plot.add(report)
+                warnings.extend(line for line in getattr(report, "message", "").splitlines()
+                                if line.startswith(("early stopping", "validation on scribbles")))
 
         checkpoints.running()
         if resume is not None:

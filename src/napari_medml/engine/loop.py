@@ -251,9 +251,10 @@ class Trainer:
         message = ""
         patience = self.config.optim.early_stopping_patience
         if patience is not None and self.bad_epochs >= patience:
-            message = f"early stopping: no improvement for {self.bad_epochs} epochs (best epoch {self.best_epoch})"
+            epochs = f"{self.bad_epochs} epoch{'s' if self.bad_epochs != 1 else ''}"
+            message = f"early stopping: no improvement for {epochs} (best epoch {self.best_epoch})"
             if evaluation.key is None:  # nothing held out: the judge was the mean training loss
-                message = (f"early stopping: the training loss did not improve for {self.bad_epochs} epochs (best "
+                message = (f"early stopping: the training loss did not improve for {epochs} (best "
                            f"epoch {self.best_epoch}); there is no validation data, so hold some out (val_fraction "
                            "> 0) to stop on unseen data")
         return {**evaluation.report, "best": improved}, message

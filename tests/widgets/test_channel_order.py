@@ -1,0 +1,49 @@
+"""Several image layers as a model's channels: their order is the one the widgets' image lists
+show (viewer.layers), whatever order a selection returns them in, and Predict names it beside
+the order the model was trained with. A trial picked two layers in Predict in the order
+'bot A', 'bot B', got them as 'bot B', 'bot A' and a Dice of 0.0011, with nothing shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml._widgets._layers import model_input
+from napari_medml._widgets._session import session_for
+from napari_medml.samples import phantom_3d
+
+CROP = (slice(16, 28), slice(16, 64), slice(16, 64))
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_channels_follow_the_layer_order_and_predict_names_them(make_napari_viewer, open_widget, qtbot):
+    p = phantom_3d(0)
+    image, labels = p.image[CROP], p.labels[CROP]
+    viewer = make_napari_viewer()
+    b = viewer.add_image(-image, name="B")
+    a = viewer.add_image(image, name="A")
+    seg = viewer.add_labels(labels, name="seg")
+    inputs = model_input(viewer, [a, b])  # a selection's order
+    assert inputs.names == ("B", "A") and np.array_equal(inputs.image[0], -image)
+    viewer.layers.move(viewer.layers.index(a), 0)  # dragged in napari's layer list: A is listed first now
+    assert model_input(viewer, [b, a]).names == ("A", "B") and np.array_equal(model_input(viewer, [b, a]).image[0],
+                                                                               image)
+
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [b, a], seg
+    train["plan"].value = False
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "8, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 3
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    model = session_for(viewer).models["A model"]
+    assert model.provenance["channel_layers"] == ["A", "B"] and model.in_channels == 2
+
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [b, a]
+    predict["model"].reset_choices()
+    predict["model"].value = "A model"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert predict["status"].value.endswith("'A' segmented with 'A model' (channels: 'A', 'B'; trained on 'A', 'B')")
