@@ -16,7 +16,7 @@ from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.predict import BUNDLE_CHOICE
-from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.layer_data import is_generated
 from napari_medml.segmentation.corrections import reviewed_voxels
 from napari_medml.segmentation.metrics import dice
@@ -69,6 +69,7 @@ def _predict(widget, qtbot, button="predict"):
 def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
     viewer, widget, ct, seg = setup
     assert widget["tta"].value is False  # a model trained without the plan: no planned test-time augmentation
+    assert widget["overlap"].value == InferConfig().overlap == 0.5  # as `napari-medml predict` (was 0.25 here)
     widget["probabilities"].value = "one layer"
     widget["uncertainty"].value = True
     _predict(widget, qtbot)

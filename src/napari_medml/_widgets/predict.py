@@ -73,7 +73,7 @@ class PredictWidget(DockForm):
         w["model"] = ComboBox(choices=lambda _: [*(k for k, m in self._session.models.items() if hasattr(m, "predict")),
                                                  BUNDLE_CHOICE], label="model")  # pretrained models do not segment
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
-        w["overlap"] = FloatSpinBox(value=0.25, min=0.0, max=0.9, step=0.05, label="overlap")
+        w["overlap"] = FloatSpinBox(value=InferConfig.overlap, min=0.0, max=0.9, step=0.05, label="overlap")
         w["tta"] = CheckBox(value=False, text="test-time augmentation (flips)",
                             tooltip="average the image and its flip along each axis: slower, usually a little "
                             "better; a model trained with the plan turns it on when chosen")
