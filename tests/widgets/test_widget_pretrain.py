@@ -55,6 +55,10 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
     start = train.model.provenance["initial_weights"]
     assert start["task"] == "pretraining" and start["loaded"] >= start["total"] - 4
     assert train.model.config.model.freeze_stages == 1 and start["frozen_stages"] == 1
+    # what was taken and frozen is said, as on the command line's first line of training
+    assert (f"(started from {start['loaded']} of {start['total']} tensors of {start['source']} (pretraining)"
+            in train["status"].value and "; the first encoder stage frozen" in train["status"].value), \
+        train["status"].value
     # the session model went to a bundle in the session's temp folder, which goes with the viewer
     from pathlib import Path
 

@@ -362,7 +362,7 @@ class TrainWidget(DockForm):
             else:
                 self.plot.add(report)
                 warnings.extend(line for line in getattr(report, "message", "").splitlines()
-                                if line.startswith(("early stopping", "validation on scribbles")))
+                                if line.startswith(("started from", "early stopping", "validation on scribbles")))
 
         checkpoints.running()
         if resume is not None:
