@@ -228,6 +228,16 @@ def test_predict_output_that_is_a_folder_is_refused(capsys, files, bundle, tmp_p
     assert code == 1 and "--out" in one_line(err) and "folder" in one_line(err)
 
 
+def test_instance_options_on_a_segmentation_model_are_refused(capsys, files, bundle, tmp_path):
+    # a trial's `predict --seed-height 0.5` on a segmentation model ran, the option ignored
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", files / "img.nii.gz", "--out",
+                           tmp_path / "p.nii.gz", "--device", "cpu", "--seed-height", "0.5", "--min-distance", "2")
+    assert code == 2 and one_line(err) == (
+        f"napari-medml: error: --seed-height, --min-distance: for instance models; '{bundle}' is a segmentation "
+        "model (drop the option)")
+    assert not (tmp_path / "p.nii.gz").exists()
+
+
 def test_predict_takes_one_image_and_says_so(capsys, files, bundle, tmp_path):
     """A repeated --image kept only the last (argparse) and dropped the others silently; a
     folder was 'an unsupported file type'."""

@@ -128,11 +128,17 @@ def run(args: argparse.Namespace) -> int:
         args.tta = planned_inference(model).get("tta")
         if args.tta:
             args.planned = " (test-time augmentation: on, as the model's plan chose; --no-tta turns it off)"
+    from napari_medml.instances.model import InstanceModel
+
+    given_here = [f"--{d.replace('_', '-')}" for d in ("seed_height", "min_distance", "min_object_size",
+                                                       "foreground_threshold") if getattr(args, d, None) is not None]
+    if given_here and not isinstance(model, InstanceModel):  # would be ignored without a word
+        kind = "a classifier" if isinstance(model, Classifier) else "a segmentation model"
+        raise UsageError(f"{', '.join(given_here)}: for instance models; '{args.model}' is {kind} (drop the option)")
     if isinstance(model, Classifier):
         from napari_medml.cli.classify import predict
 
         return predict(args, model)
-    from napari_medml.instances.model import InstanceModel
 
     if isinstance(model, InstanceModel):  # before segmentation: an InstanceModel is a Model
         if blockwise:
