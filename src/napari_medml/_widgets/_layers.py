@@ -2,7 +2,8 @@
 
 Reading copies nothing but what napari holds; adding a result never overwrites a
 user's layer: a re-run replaces only a layer this plugin made (its metadata carries
-the plugin's mark; its data is refilled in place when the kind of layer allows), and a user layer that already has the name keeps it while the
+the plugin's mark; its data is refilled in place when the kind of layer allows, see
+:mod:`._refill`), and a user layer that already has the name keeps it while the
 result gets a free name. A result Labels layer the user paints in (corrections) loses
 the mark at the first stroke: it is the user's from then on, and the next run's result
 takes a free name beside it.
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 import napari
 import numpy as np
 
+from napari_medml._widgets._refill import refill
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
 from napari_medml.io.memory import MEMORY_ENV, memory_budget, size_text
@@ -29,10 +31,10 @@ from napari_medml.layer_data import (
     spatial_meta,
 )
 
-__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "check_fits", "follow_dims", "free_name",
-           "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe", "layer_spatial", "layer_volume",
-           "model_input", "channel_note", "painted_plane", "raw_layer", "record_planes", "require", "show_result",
-           "visible_region"]
+__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
+           "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe",
+           "layer_spatial", "layer_volume", "model_input", "painted_plane", "raw_layer", "record_planes", "require",
+           "show_result", "visible_region"]
 
 
 
@@ -186,7 +188,7 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
     while candidate in viewer.layers:
         old = viewer.layers[candidate]
         if is_generated(old.metadata):
-            if _refill(old, data, kwargs, layer_type):
+            if refill(old, data, kwargs, layer_type):
                 return old
             index = viewer.layers.index(old)
             viewer.layers.remove(old)
@@ -199,32 +201,6 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
         layer.events.paint.connect(_user_owned(layer))
     viewer.layers.insert(index, layer)
     return layer
-
-
-# What a re-run sets again on the layer it refills. Colormap, opacity, blending and
-# visibility stay as the user has set them on the layer since the last run.
-_REFILLED = ("scale", "translate", "axis_labels", "metadata", "contrast_limits", "features")
-
-
-def _refill(layer: napari.layers.Layer, data: Any, kwargs: dict, layer_type: str) -> bool:
-    """Put a re-run's result into the plugin's own ``layer`` in place; False when it cannot
-    (another layer type, number of axes, RGB-ness, or a multiscale layer).
-
-    Removing a layer and inserting a new one costs napari 0.25-0.5 s on the GUI thread
-    (vispy builds the new visual and its overlays); setting ``data`` costs about 0.01 s.
-    A layer the plugin made has no undo history: a paint takes the plugin's mark off it.
-    """
-    if (type(layer).__name__.lower() != layer_type or np.ndim(data) != layer.ndim
-            or bool(kwargs.get("rgb", False)) != bool(getattr(layer, "rgb", False))
-            or getattr(layer, "multiscale", False)):
-        return False
-    layer.data = data
-    for key in _REFILLED:
-        if key in kwargs:
-            setattr(layer, key, kwargs[key])
-    if layer_type == "image" and "contrast_limits" not in kwargs:
-        layer.reset_contrast_limits()
-    return True
 
 
 def _user_owned(layer: napari.layers.Labels) -> Any:

@@ -69,7 +69,7 @@ class PredictWidget(DockForm):
         w = self._w = {}
         w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
                                                 if isinstance(l, napari.layers.Image)],
-                             label="image(s)", tooltip="One layer per model input channel, in the order listed here (as in training).")
+                             label="image(s)", tooltip="One layer per input channel, in the listed order (as trained).")
         w["model"] = ComboBox(choices=lambda _: [*(k for k, m in self._session.models.items() if hasattr(m, "predict")),
                                                  BUNDLE_CHOICE], label="model")  # pretrained models do not segment
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
