@@ -44,6 +44,9 @@ Job = Callable[[Any, Callable[[Any], None]], Any]
 # busy one with software OpenGL. Reports still reach on_report (the plot) every time.
 BAR_EVERY_S = 0.5
 
+# A widget's opening jobs start this long after it was docked: after its first drawing.
+START_SOON_MS = 300
+
 # MONAI's package import is not thread-safe: its submodules import one another in a cycle
 # that Python resolves only when one thread does the whole import, so two jobs importing it
 # at once (the Train widget's device check and an augmentation preview) failed with
@@ -204,6 +207,7 @@ class Runner:
         self._on_result_cb: Callable[[Any], None] | None = None
         self._on_done_cb: Callable[[], None] | None = None
         self._detached = False
+        self._soon = False  # a start_soon job waits for its timer
         _RUNNERS.add(self)
         # The dock (with the bar in it) closes with its viewer, possibly while a job runs
         # and other viewers keep Qt alive: the job's last reports must not reach dead widgets.
@@ -214,7 +218,7 @@ class Runner:
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        return self.worker is not None or self._soon
 
     def start(
         self,
@@ -257,6 +261,28 @@ class Runner:
         self._bar_shown_at = -BAR_EVERY_S
         worker.start()
         return worker
+
+    def start_soon(self, job: Job, **kwargs: Any) -> None:
+        """:meth:`start` ``job`` once the widget is docked and drawn (``running`` is True
+        already): for a job that a widget starts as it opens (a device check, a plot's figure).
+
+        napari docks a widget inside its menu command: Qt re-styles each of the form's rows,
+        calling napari's Python event filter some 2000 times, then draws the dock. A job
+        started meanwhile imports torch and MONAI in its thread, and each of those calls
+        waited for the GIL: the GUI stood still 0.6-0.8 s when Train opened. Started
+        ``START_SOON_MS`` later, the longest stall was 0.29-0.30 s, and it is the import
+        itself (benchmarks/bench_open_widget.py).
+        """
+        from qtpy.QtCore import QTimer
+
+        self._soon = True
+
+        def go() -> None:
+            self._soon = False
+            if not self._detached:
+                self.start(job, **kwargs)
+
+        QTimer.singleShot(START_SOON_MS, go)
 
     def stop(self, *_: Any) -> None:
         """Ask the running job to stop (it finishes its current step)."""

@@ -167,12 +167,12 @@ class TrainWidget(DockForm):
         w["device"].changed.connect(self._check_device)
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
         self._reference = self.config()  # the untouched form: fields changed from it win over the plan
-        self._check_device()
+        self._check_device(soon=True)  # once docked: see Runner.start_soon
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
 
-    def _check_device(self, *_: Any) -> None:
+    def _check_device(self, *_: Any, soon: bool = False) -> None:
         # resolve_device imports torch: do it off the GUI thread so docking stays quick.
         choice = self._w["device"].value
 
@@ -189,7 +189,9 @@ class TrainWidget(DockForm):
         def show(text: str) -> None:
             self._w["device_info"].value = text
 
-        if not self._device_runner.running:
+        if soon:
+            self._device_runner.start_soon(job, on_result=show)
+        elif not self._device_runner.running:
             self._device_runner.start(job, on_result=show)
 
     def config(self, recipe: tuple[Any, ...] = ()) -> TrainConfig:
