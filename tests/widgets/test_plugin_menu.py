@@ -74,6 +74,7 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     assert all(isinstance(w.native, QScrollArea) and w.native.widget() is w.form for w in docked)
     # each dock gets a share of the height (Qt alone left the third one a single row)
     qtbot.waitUntil(lambda: all(w.native.height() > 200 for w in docked), timeout=5000)
+    qtbot.waitUntil(lambda: docked[0].plot.ready, timeout=120000)  # matplotlib comes in a worker
     assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
 
 

@@ -1,38 +1,101 @@
 """Live plots on Qt canvases: training curves, a confusion matrix and ROC curves.
 
-All are matplotlib figures (``FigureCanvasQTAgg``); they are fed from the GUI thread.
-A report may arrive after the dock widget was closed (the worker finishes its step
-first): drawing on a deleted canvas is skipped instead of raising.
+All are matplotlib figures (``FigureCanvasQTAgg``), fed from the GUI thread. Importing
+matplotlib takes 0.5-0.7 s on a 2-core CPU, and napari imports a widget's module and builds
+the widget on the GUI thread: so a plot starts as an empty panel of its height, a worker
+imports matplotlib and builds the figure and its axes, and the Qt canvas takes the panel's
+place when that is done (benchmarks/bench_open_widget.py). Data that comes before is kept
+and drawn then. A report may arrive after the dock widget was closed (the worker finishes
+its step first): drawing on a deleted canvas is skipped instead of raising.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from napari_medml._widgets._runner import Runner
 
 __all__ = ["ConfusionMatrixPlot", "RocPlot", "TrainingPlot"]
 
 
-class _Canvas(FigureCanvasQTAgg):
-    """A figure canvas whose redraws are skipped once its Qt object is gone."""
+@functools.cache
+def _qt_canvas_class() -> type:
+    """``FigureCanvasQTAgg`` whose deferred draw is skipped once its Qt object is gone."""
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+
+    class QtCanvas(FigureCanvasQTAgg):
+        def draw(self) -> None:
+            # draw_idle defers the real draw to a timer, which can fire after the widget closed
+            try:
+                super().draw()
+            except RuntimeError as exc:
+                _ignore_if_deleted(exc)
+
+    return QtCanvas
+
+
+class _Canvas(QWidget):
+    """A plot's panel; its matplotlib canvas is built off the GUI thread (module docstring).
+
+    Subclasses set up their data, then call ``_start``; ``_build(figure)`` makes the axes
+    (in the worker: matplotlib objects only, no Qt) and ``_redraw`` shows the data (a no-op
+    until the canvas is there).
+    """
 
     def __init__(self, figsize: tuple[float, float], min_height: int) -> None:
-        super().__init__(Figure(figsize=figsize, dpi=90))
+        super().__init__()
         self.setMinimumHeight(min_height)
+        self.setLayout(QVBoxLayout())
+        self.layout().setContentsMargins(0, 0, 0, 0)
+        self._figsize = figsize
+        self.figure: Any = None  # the matplotlib Figure, once the canvas is shown
+        self.canvas: Any = None
+        self._runner = Runner("Plot", show_progress=False)
+        self._runner.progress.native.setParent(self)  # hidden; its end (with the panel's) detaches the job
+
+    @property
+    def ready(self) -> bool:
+        """Whether the matplotlib canvas is in place (data added before is drawn then)."""
+        return self.canvas is not None
+
+    def _start(self) -> None:
+        figsize = self._figsize
+
+        def job(stop: Any, report: Any) -> Any:
+            from matplotlib.figure import Figure
+
+            _qt_canvas_class()  # imports the Qt backend here, not on the GUI thread
+            figure = Figure(figsize=figsize, dpi=90)
+            self._build(figure)
+            return figure
+
+        self._runner.start_soon(job, on_result=self._attach)
+
+    def _attach(self, figure: Any) -> None:
+        try:
+            canvas = _qt_canvas_class()(figure)
+            self.layout().addWidget(canvas)
+        except RuntimeError as exc:  # the panel was closed meanwhile
+            _ignore_if_deleted(exc)
+            return
+        self.figure, self.canvas = figure, canvas
+        self._redraw()
+
+    def _build(self, figure: Any) -> None:
+        raise NotImplementedError
+
+    def _redraw(self) -> None:
+        raise NotImplementedError
 
     def _draw(self) -> None:
+        if self.canvas is None:
+            return
         try:
-            self.draw_idle()
-        except RuntimeError as exc:
-            _ignore_if_deleted(exc)
-
-    def draw(self) -> None:
-        # draw_idle defers the real draw to a timer, which can fire after the widget closed
-        try:
-            super().draw()
+            self.canvas.draw_idle()
         except RuntimeError as exc:
             _ignore_if_deleted(exc)
 
@@ -55,41 +118,46 @@ class TrainingPlot(_Canvas):
     def __init__(self, metric: str | None = "dice") -> None:
         # metric None: the loss panel alone (pretraining has no Dice or accuracy to show)
         super().__init__((4.0, 3.2) if metric else (4.0, 1.9), 240 if metric else 150)
-        figure = self.figure
-        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13 if metric else 0.22, hspace=0.12)
         self.metric = metric
-        if metric:
-            self._loss_ax, self._dice_ax = figure.subplots(2, 1, sharex=True)
-        else:
-            self._loss_ax, self._dice_ax = figure.subplots(1, 1), None
-        # Lines are made once and updated in place: a redraw on the GUI thread stays cheap.
-        (self._train_line,) = self._loss_ax.plot([], [], "o-", ms=3, label="training loss")
-        (self._val_line,) = self._loss_ax.plot([], [], "s-", ms=3, label="validation loss")
-        self._loss_ax.set_ylabel("loss")
-        self._loss_ax.legend(loc="upper right", fontsize="small")
-        self._dice_line = None
-        if self._dice_ax is not None:
-            label = "Dice" if metric == "dice" else metric.replace("_", " ")
-            (self._dice_line,) = self._dice_ax.plot([], [], "o-", ms=3, color="tab:green",
-                                                    label=f"validation {label}")
-            self._dice_ax.set_ylim(0.0, 1.0)
-            self._dice_ax.set_ylabel(label)
-            self._dice_ax.legend(loc="lower right", fontsize="small")
-        (self._dice_ax or self._loss_ax).set_xlabel("epoch")
-        self._marks: list[Any] = []
+        self._marks: list[Any] = []  # fold marks drawn, for self._breaks[:len(...)]
+        self._marked = 0
         self.clear()
+        self._start()
+
+    def _build(self, figure: Any) -> None:
+        metric = self.metric
+        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13 if metric else 0.22, hspace=0.12)
+        if metric:
+            loss_ax, dice_ax = figure.subplots(2, 1, sharex=True)
+        else:
+            loss_ax, dice_ax = figure.subplots(1, 1), None
+        # Lines are made once and updated in place: a redraw on the GUI thread stays cheap.
+        (self._train_line,) = loss_ax.plot([], [], "o-", ms=3, label="training loss")
+        (self._val_line,) = loss_ax.plot([], [], "s-", ms=3, label="validation loss")
+        loss_ax.set_ylabel("loss")
+        loss_ax.legend(loc="upper right", fontsize="small")
+        self._dice_line = None
+        if dice_ax is not None:
+            label = "Dice" if metric == "dice" else metric.replace("_", " ")
+            (self._dice_line,) = dice_ax.plot([], [], "o-", ms=3, color="tab:green", label=f"validation {label}")
+            dice_ax.set_ylim(0.0, 1.0)
+            dice_ax.set_ylabel(label)
+            dice_ax.legend(loc="lower right", fontsize="small")
+        (dice_ax or loss_ax).set_xlabel("epoch")
+        self._loss_ax, self._dice_ax = loss_ax, dice_ax
 
     def clear(self) -> None:
         """Forget all epochs (a new training run)."""
-        self.epochs: list[int] = []
+        self.epochs: list[float] = []
         self.train_loss: list[float] = []
         self.val_loss: list[float | None] = []
         self.val_dice: list[float | None] = []  # the lower panel's metric
         self._pending: list[float] = []
         self._fold = 0
+        self._breaks: list[tuple[float, int]] = []  # (x, fold) where an ensemble's next model starts
         for mark in self._marks:
             mark.remove()
-        self._marks = []
+        self._marks, self._marked = [], 0
         self._redraw()
 
     def add(self, report: Any) -> None:
@@ -114,19 +182,27 @@ class TrainingPlot(_Canvas):
         self._redraw()
 
     def _break(self, x: float, fold: int) -> None:
-        """End the curves at ``x`` (a NaN point) and mark where fold ``fold`` begins."""
+        """End the curves at ``x`` (a NaN point); fold ``fold`` begins there (marked when drawn)."""
         nan = float("nan")
         for values in (self.train_loss, self.val_loss, self.val_dice):
             values.append(nan)
         self.epochs.append(x)
-        for ax in (self._loss_ax, self._dice_ax):
-            if ax is not None:
-                self._marks.append(ax.axvline(x, ls=":", lw=0.8, color="grey"))
-        ax = self._dice_ax or self._loss_ax
-        self._marks.append(ax.text(x, 0.02, f" fold {fold}", transform=ax.get_xaxis_transform(),
-                                   fontsize="x-small", color="grey"))
+        self._breaks.append((x, fold))
+
+    def _mark_breaks(self) -> None:
+        for x, fold in self._breaks[self._marked:]:
+            for ax in (self._loss_ax, self._dice_ax):
+                if ax is not None:
+                    self._marks.append(ax.axvline(x, ls=":", lw=0.8, color="grey"))
+            ax = self._dice_ax or self._loss_ax
+            self._marks.append(ax.text(x, 0.02, f" fold {fold}", transform=ax.get_xaxis_transform(),
+                                       fontsize="x-small", color="grey"))
+        self._marked = len(self._breaks)
 
     def _redraw(self) -> None:
+        if self.canvas is None:
+            return
+        self._mark_breaks()
         self._train_line.set_data(self.epochs, self.train_loss)
         val = [(e, v) for e, v in zip(self.epochs, self.val_loss) if v is not None]
         self._val_line.set_data(*zip(*val)) if val else self._val_line.set_data([], [])
@@ -159,28 +235,39 @@ class ConfusionMatrixPlot(_Canvas):
 
     def __init__(self) -> None:
         super().__init__((3.2, 2.8), 200)
-        self.ax = self.figure.add_subplot(1, 1, 1)
-        self.figure.subplots_adjust(left=0.24, right=0.97, top=0.88, bottom=0.2)
-        self.matrix: list[list[int]] | None = None
         self.clear()
+        self._start()
+
+    def _build(self, figure: Any) -> None:
+        self.ax = figure.add_subplot(1, 1, 1)
+        figure.subplots_adjust(left=0.24, right=0.97, top=0.88, bottom=0.2)
 
     def clear(self) -> None:
         """An empty panel (a new run)."""
-        self.matrix = None
-        self.ax.clear()
-        self.ax.set_title("confusion matrix", fontsize="small")
-        self.ax.set_axis_off()
-        self._draw()
+        self.matrix: list[list[int]] | None = None
+        self._report: Mapping[str, Any] | None = None
+        self._redraw()
 
     def show(self, report: Mapping[str, Any]) -> None:
         """Draw ``report["confusion_matrix"]`` with the class names."""
+        self._report = report
+        self.matrix = [[int(n) for n in row] for row in report["confusion_matrix"]]
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.canvas is None:
+            return
         import numpy as np
 
-        matrix = np.asarray(report["confusion_matrix"], dtype=float)
-        self.matrix = matrix.astype(int).tolist()
-        names = [_class_label(report, c) for c in report["class_ids"]]
-        ax = self.ax
+        ax, report = self.ax, self._report
         ax.clear()
+        if report is None:
+            ax.set_title("confusion matrix", fontsize="small")
+            ax.set_axis_off()
+            self._draw()
+            return
+        matrix = np.asarray(report["confusion_matrix"], dtype=float)
+        names = [_class_label(report, c) for c in report["class_ids"]]
         ax.set_axis_on()
         rows = matrix.sum(axis=1, keepdims=True)
         ax.imshow(matrix / np.where(rows > 0, rows, 1), cmap="Blues", vmin=0.0, vmax=1.0)
@@ -203,21 +290,33 @@ class RocPlot(_Canvas):
 
     def __init__(self) -> None:
         super().__init__((3.2, 2.8), 200)
-        self.ax = self.figure.add_subplot(1, 1, 1)
-        self.figure.subplots_adjust(left=0.18, right=0.97, top=0.88, bottom=0.17)
         self.clear()
+        self._start()
+
+    def _build(self, figure: Any) -> None:
+        self.ax = figure.add_subplot(1, 1, 1)
+        figure.subplots_adjust(left=0.18, right=0.97, top=0.88, bottom=0.17)
 
     def clear(self) -> None:
         """An empty panel (a new run)."""
-        self.ax.clear()
-        self.ax.set_title("ROC", fontsize="small")
-        self.ax.set_axis_off()
-        self._draw()
+        self._report: Mapping[str, Any] | None = None
+        self._redraw()
 
     def show(self, report: Mapping[str, Any]) -> None:
         """Draw ``report["roc"]`` (and the chance diagonal)."""
-        ax = self.ax
+        self._report = report
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self.canvas is None:
+            return
+        ax, report = self.ax, self._report
         ax.clear()
+        if report is None:
+            ax.set_title("ROC", fontsize="small")
+            ax.set_axis_off()
+            self._draw()
+            return
         ax.set_axis_on()
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
         curves = list(report.get("roc", []))
