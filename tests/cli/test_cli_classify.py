@@ -5,6 +5,7 @@ In-process through ``main()``; tiny networks, one torch thread, fixed seeds."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +281,20 @@ def test_init_from_a_pretrain_bundle_takes_its_network_unless_given(capsys, stac
     assert "network: unet (the start model's)" in err and "(classification)" in err
     args = json.loads((tmp_path / "seg" / "config.json").read_text())["network"]["arguments"]
     assert (args["network"], args["channels"], args["depth"]) == ("unet", 4, 2)
+
+
+def test_object_box_common_is_stored_in_the_bundle(capsys, tmp_path) -> None:
+    image, instances, paint = object_scene()
+    for name, data in (("img", image), ("inst", instances), ("paint", paint)):
+        np.save(tmp_path / f"{name}.npy", data)
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "paint.npy", "--object-box", "common", "--input-size", "24",
+                           "--epochs", "1", "--steps-per-epoch", "2", *SMALL, "--out", tmp_path / "bundle")
+    assert code == 0, err
+    params = json.loads((tmp_path / "bundle" / "config.json").read_text())["sample_params"]
+    assert params["box"] == "common" and isinstance(params["box_side"], int) and params["box_side"] > 0
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
+                           "--instances", tmp_path / "inst.npy", "--out", tmp_path / "objects.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "objects.npy").shape == image.shape

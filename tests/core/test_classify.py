@@ -312,3 +312,72 @@ def test_engine_fit_dispatches_classification(shapes) -> None:
     assert isinstance(clf, Classifier) and clf.class_ids == (1, 2)
     with pytest.raises(ConfigError, match="labels=None"):
         next(fit(samples, np.zeros(3), config))
+
+
+def _size_scene(seed: int = 3, rows: int = 6, cols: int = 8, cell: int = 32):
+    """Disks of radius 5 (class 1) or 10 (class 2) in a grid, each a smooth blob whose
+    width follows its radius: scaled to the same size, the two classes look alike, and
+    only their size tells them apart."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((rows * cell, cols * cell), np.float32)
+    instances = np.zeros(image.shape, np.int32)
+    truth = {}
+    yy, xx = np.mgrid[:cell, :cell]
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        cls = int(rng.integers(1, 3))
+        radius = 5 if cls == 1 else 10
+        cy, cx = cell / 2 + rng.uniform(-3, 3, 2)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        sl = (slice(r * cell, (r + 1) * cell), slice(c * cell, (c + 1) * cell))
+        image[sl] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (radius / 2) ** 2))
+        instances[sl][disk] = i + 1
+        truth[i + 1] = cls
+    return image, instances, truth
+
+
+def test_a_common_object_box_tells_classes_apart_by_size(tmp_path) -> None:
+    # each object in its own box fills its sample whatever its size: size-only classes
+    # were near chance (a user's nuclei above/below the median area: accuracy 0.60)
+    image, instances, truth = _size_scene()
+    paint = np.zeros_like(instances)
+    ids = np.unique(instances)[1:]
+    trained = np.random.default_rng(0).choice(ids, len(ids) // 2, replace=False)
+    for oid in trained:
+        ys, xs = np.nonzero(instances == oid)
+        paint[ys[0], xs[0]] = truth[oid]
+    expected = np.array([truth[i] for i in ids])
+    held = ~np.isin(ids, trained)
+    accuracy = {}
+    for box in ("own", "common"):
+        samples = object_samples(image, instances, class_labels=paint, input_size=(24, 24), box=box)
+        torch.manual_seed(0)
+        clf = train_classifier(samples, small_config(epochs=6, steps=10))
+        loaded = load_classifier(clf.save(tmp_path / box))  # the box and its side travel with the model
+        result = loaded.classify(image, instances=instances)
+        predicted = np.array([result.labels[instances == oid][0] for oid in ids])
+        accuracy[box] = float(np.mean(predicted[held] == expected[held]))
+        if box == "common":
+            # the 95th percentile of the own boxes: an extent e (20-21 for radius 10) plus 0.2 e each side
+            extents = [max(s.stop - s.start for s in b) for b in ndi.find_objects(instances)]
+            side = int(np.ceil(np.percentile([np.ceil(e * 1.4) for e in extents], 95)))
+            assert samples.params["box"] == "common" and samples.params["box_side"] == side and 28 <= side <= 30
+            assert loaded.sample_params["box_side"] == side
+    assert accuracy["common"] >= 0.95, accuracy
+    # what the network sees: in its own box every disk fills the same share of its sample;
+    # in the common box a radius-10 disk fills about 4 times the share of a radius-5 one
+    big = np.array([truth[i] == 2 for i in ids])
+    for box, ratio in (("own", (0.8, 1.25)), ("common", (3.0, 5.0))):
+        masks = object_samples(image, instances, input_size=(24, 24), box=box).x[:, -1].mean(axis=(1, 2))
+        share = masks[big].mean() / masks[~big].mean()
+        assert ratio[0] <= share <= ratio[1], (box, share)
+
+
+def test_object_box_errors() -> None:
+    image, instances, _ = _size_scene(rows=1, cols=2)
+    with pytest.raises(InputError, match="object box 'fixed': use 'own'"):
+        object_samples(image, instances, box="fixed")
+    with pytest.raises(InputError, match="object box side 0"):
+        object_samples(image, instances, box="common", box_side=0)
+    big = object_samples(image, instances, box="common", box_side=8)  # smaller than a disk: cut at the box
+    assert big.params["box_side"] == 8 and big.x[:, -1].mean() > 0.5  # the mask fills most of the box

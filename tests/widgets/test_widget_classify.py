@@ -190,10 +190,14 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     assert list(samples)[:4] == ["tile", "start_y", "start_x", "class"] and len(samples["tile"]) == 16
     assert tiles.features["index"].tolist() == [1, 2] and tiles.features["count"].sum() == 16
     assert viewer.layers["tex [class probabilities]"].data.shape == (2, 64, 64)
+    assert widget["box"].native.isHidden()  # an object-level field (the window is not shown: ask Qt)
     widget["level"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
+    assert not widget["box"].native.isHidden()
+    widget["box"].value = "common"  # one box side for every object: size is seen too
     widget["bundle"].value = tmp_path / "bundle"
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert widget.classifier.sample_params["box"] == "common" and widget.classifier.sample_params["box_side"] > 0
     result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced
     samples = result.metadata["samples"]
     assert list(samples) == ["object", "class", "prob_1", "prob_2", "size"] and len(samples["object"]) == 6

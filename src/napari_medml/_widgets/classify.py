@@ -84,6 +84,11 @@ class ClassifyWidget(DockForm):
         w["instances"] = create_widget(annotation=napari.layers.Labels, label="instances",
                                        options={"tooltip": "object level: one id per object",
                                                 "nullable": True})
+        w["box"] = ComboBox(choices=[("own size (shape)", "own"), ("common size (size too)", "common")],
+                            value="own", label="object box",
+                            tooltip="object level: each object cropped in a box of its own size fills its "
+                            "sample (the network sees shape and texture), or every object in one box of the "
+                            "same side, so a larger object fills more of it (size tells classes apart too)")
         w["tile"] = LineEdit(value="32", label="tile size", tooltip="tile level: '32' or '32, 32'")
         w["input"] = LineEdit(value="0", label="input size",
                               tooltip="resize samples to this shape; 0 = keep (objects: 64 / 32^3)")
@@ -154,7 +159,7 @@ class ClassifyWidget(DockForm):
         w["source"].visible = level != "tile"
         csv = level != "tile" and w["source"].value == CSV
         w["csv"].visible, w["classes"].visible = csv, not csv
-        w["instances"].visible = level == "object"
+        w["instances"].visible = w["box"].visible = level == "object"
         w["tile"].visible = level == "tile"
         sized = w["network"].value in SIZED_CLASSIFIERS  # resnet, densenet, efficientnet: published sizes
         w["channels"].enabled = w["depth"].enabled = sized
@@ -235,7 +240,8 @@ class ClassifyWidget(DockForm):
         for canvas in (self.plot, self.confusion, self.roc):
             canvas.clear()
         self._w["metrics"].value = ""
-        self._last_run = {"inputs": inp, "dims": dims, "params": {"input_size": size, "tile_size": tile},
+        self._last_run = {"inputs": inp, "dims": dims, "params": {"input_size": size, "tile_size": tile,
+                                                                     "box": self._w["box"].value},
                           "form": form, "config": form, "bundle": bundle}
         self._start_job(self._last_run)
 

@@ -42,6 +42,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="resize samples to this network input shape, one number per spatial axis (or "
                    "one for all) (default: keep images and "
                    "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
+    g.add_argument("--object-box", choices=("own", "common"), default="own",
+                   help="object level: crop each object in a box of its own size (the network sees "
+                   "shape and texture; default), or every object in one box of the same side (the "
+                   "95th percentile of the objects' boxes), so that size tells classes apart too")  # fmt: skip
     g.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
                    help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
     g.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
@@ -114,7 +118,7 @@ def read_samples(args: argparse.Namespace) -> Any:
         raise UsageError("--level object needs --instances (instance labels, one id per object)")
     if args.level == "tile" and not args.tile_size:
         raise UsageError("--level tile needs --tile-size")
-    params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size)}
+    params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size), "box": args.object_box}
     instances = io.read_volume(args.instances).data if args.level == "object" else None
     if not csv_classes:
         class_labels = io.read_volume(args.classes).data
