@@ -332,3 +332,51 @@ def test_a_bundle_no_classifier_shares_is_one_error_line(setup, qtbot, tmp_path,
     assert f"start bundle {bundle} holds a 'segresnet' network, which no classifier shares: start from a " \
            "classification bundle or a segmentation or pretraining 'unet'" in errors[0]
     assert widget.classifier is None and "shapes [classes] (2)" not in viewer.layers
+
+
+def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_napari_viewer, open_widget, qtbot,
+                                                                           tmp_path, notes) -> None:
+    from dataclasses import replace
+
+    from napari_medml.classification.levels import object_samples
+    from napari_medml.classification.model import classification_config
+    from napari_medml.classification.task import train_classifier
+    from napari_medml.config import AugmentConfig
+    from napari_medml.samples import shape_classes
+
+    sc = shape_classes(seed=1, n=6, size=32)
+    image = np.concatenate(list(sc.images), axis=1)  # six shapes side by side, one id each
+    instances = np.concatenate([(lab > 0) * (i + 1) for i, lab in enumerate(sc.labels)], axis=1).astype(np.int32)
+    paint = np.concatenate(list(sc.labels), axis=1).astype(np.uint8)
+    cfg = classification_config(2, epochs=1, steps_per_epoch=2)
+    cfg = replace(cfg, augment=AugmentConfig.none(), data=replace(cfg.data, val_fraction=0.0),
+                  model=replace(cfg.model, channels=4, depth=2))
+    samples = object_samples(image, instances, class_labels=paint, input_size=(16, 16), box="common")
+    bundle = train_classifier(samples, cfg).save(tmp_path / "objects-model")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="new")
+    inst = viewer.add_labels(instances, name="cells")
+    widget = open_widget(viewer, "classify")
+    widget["image"].value, widget["saved"].value = layer, bundle
+    widget["apply"].changed.emit(True)  # level 'image': no instances chosen
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert widget["status"].value == ("Classification: 'objects-model' classifies objects: set 'classify' to "
+                                      "object and choose the instance labels ('instances')")
+    widget["level"].value, widget["instances"].value = "object", inst
+    widget["apply"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    result = viewer.layers["new [classes]"]
+    assert result.data.shape == image.shape and np.all(result.data[instances == 0] == 0)
+    assert set(np.unique(result.data[instances > 0])) <= {1, 2}
+    assert widget["status"].value.startswith("6 objects classified")
+    assert widget.classifier.sample_params["box"] == "common"
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = "bundle folder..."
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert predict["status"].value == ("Prediction: 'objects-model' is a classifier: Predict segments images; "
+                                       "classify with it in Plugins › MedML › Classify ('classify with bundle') "
+                                       "or napari-medml predict")
+    assert [l.name for l in viewer.layers] == ["new", "cells", "new [classes]", "new [object classes]"]

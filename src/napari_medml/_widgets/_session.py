@@ -295,12 +295,13 @@ class RunCheckpoints:
 
 
 def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
-                 data: str) -> tuple[Any, RunCheckpoints]:
+                 data: str, *, also: tuple[Any, ...] = ()) -> tuple[Any, RunCheckpoints]:
     """Add a training widget's Start, Stop and Resume buttons to its form ``w``.
 
     Returns the :class:`~napari_medml._widgets._runner.Runner` that Start and Stop drive
-    (``title`` names its jobs) and the :class:`RunCheckpoints` that enables Resume (which
-    continues the stopped run "with its settings and ``data``").
+    (``title`` names its jobs; ``also`` are other buttons disabled while one runs) and the
+    :class:`RunCheckpoints` that enables Resume (which continues the stopped run "with its
+    settings and ``data``").
     """
     from magicgui.widgets import PushButton
 
@@ -310,6 +311,6 @@ def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
     w["stop"] = PushButton(text="Stop")
     w["resume"] = PushButton(text="Resume", tooltip="continue the stopped run from its last checkpoint, "
                              f"with its settings and {data}")
-    return (Runner(title, [w["start"]], w["stop"], status=w.get("status")),
+    return (Runner(title, [w["start"], *also], w["stop"], status=w.get("status")),
             RunCheckpoints(session, owner, w["resume"]))
 

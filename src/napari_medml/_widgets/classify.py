@@ -126,7 +126,12 @@ class ClassifyWidget(DockForm):
                               tooltip="with a start bundle: keep the first stages fixed")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the classifier bundle")
-        self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples")
+        w["saved"] = FileEdit(mode="d", value="", label="classify with bundle",
+                              tooltip="a saved classifier bundle: classify the image (object level: and its "
+                              "instances) with it, without training")
+        w["apply"] = PushButton(text="classify with bundle")
+        self.runner, self._checkpoints = run_controls(w, session_for(viewer), "classify", "Classification", "samples",
+                                                      also=(w["apply"],))
         w["status"] = status_label()
         self.runner.status = w["status"]  # a job's error or cancel replaces an earlier result there
         w["metrics"] = status_label()
@@ -146,6 +151,7 @@ class ClassifyWidget(DockForm):
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)
         w["save_table"].changed.connect(self.save_table)
+        w["apply"].changed.connect(self.apply)
         w["level"].changed.connect(self._show_fields)
         w["source"].changed.connect(self._show_fields)
         w["network"].changed.connect(self._show_fields)
@@ -328,8 +334,39 @@ class ClassifyWidget(DockForm):
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
-        self._w["status"].value = (f"{len(result.classes)} {result.level}s classified ({counts})"
+        n = len(result.classes)
+        self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts})"
                                    + (f"; {taken}" if taken else ""))
+
+    @notify_errors("Classification")
+    def apply(self, *_: Any) -> None:
+        """Classify the image (and, for an object-level bundle, the instances) with a saved bundle."""
+        w = self._w
+        path = str(w["saved"].value)
+        if path in ("", "."):
+            raise InputError("choose a classifier bundle folder ('classify with bundle'), then press the button")
+        layer = require(w["image"].value, napari.layers.Image, "an image")
+        check_fits(layer, "classification", "crop it to the samples, objects or tiles to classify")
+        image, _ = image_array(layer)
+        axis = image.ndim - 1 if layer.rgb else None
+        chosen = w["instances"].value if w["level"].value == "object" else None
+        if chosen is not None:
+            check_on_image(chosen, layer)
+        instances = labels_array(chosen) if chosen is not None else None
+
+        def job(stop: Any, report: Any) -> Any:
+            from napari_medml.api import load_model
+
+            classifier = load_model(path)
+            if type(classifier).__name__ != "Classifier":
+                raise InputError(f"'{Path(path).name}' is not a classifier bundle (a segmentation, instance or "
+                                 "pretraining model): use it in Plugins › MedML › Predict")
+            if classifier.level == "object" and instances is None:
+                raise InputError(f"'{Path(path).name}' classifies objects: set 'classify' to object and choose "
+                                 "the instance labels ('instances')")
+            return classifier, classifier.classify(image, instances=instances, channel_axis=axis)
+
+        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances), desc="Classification")
 
     @notify_errors("Classification")
     def save_table(self, *_: Any) -> None:

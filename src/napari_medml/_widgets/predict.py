@@ -13,16 +13,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-    Select,
-    SpinBox,
-    create_widget,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, Select, SpinBox, create_widget
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
@@ -194,6 +185,9 @@ class PredictWidget(DockForm):
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source
+            if type(model).__name__ == "Classifier":  # a classification bundle
+                raise InputError(f"'{name}' is a classifier: Predict segments images; classify with it in "
+                                 "Plugins › MedML › Classify ('classify with bundle') or napari-medml predict")
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
 
