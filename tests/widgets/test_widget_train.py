@@ -271,3 +271,19 @@ def test_choosing_a_2d_layer_sets_a_2d_network(make_napari_viewer, open_widget, 
     train["images"].value = [vol]
     assert train["dims"].value == 2
     qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)  # warm-up imports
+
+
+def test_a_device_chosen_while_the_opening_check_waits_is_the_one_checked(make_napari_viewer, open_widget,
+                                                                          qtbot) -> None:
+    # the check that opening starts waits 300 ms; a choice made then was dropped, and the field
+    # kept saying "CPU" for 'cuda'; a failed check left the field unchanged
+    viewer = make_napari_viewer()
+    train = open_widget(viewer, "train")
+    train["device"].value = "cuda"
+    qtbot.waitUntil(lambda: not train._device_runner.running, timeout=120000)
+    info = train["device_info"].value
+    assert info.startswith("CUDA: ") or info == ("Device check: device 'cuda' asked for, but CUDA is not "
+                                                 "available: use 'auto' or 'cpu'"), info
+    train["device"].value = "cpu"
+    qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)
+    assert train["device_info"].value.startswith("CPU ("), train["device_info"].value

@@ -153,7 +153,8 @@ class TrainWidget(DockForm):
         self.plot = TrainingPlot()
         self.add_native(self.plot)
         self.model: Any = None
-        self._device_runner = Runner("Device check", show_progress=False)
+        self._device_runner = Runner("Device check", show_progress=False, status=w["device_info"])  # errors too
+        self._recheck = False  # the device changed while a check waited or ran
         self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
         w["start"].changed.connect(self.start)
 
@@ -189,10 +190,17 @@ class TrainWidget(DockForm):
         def show(text: str) -> None:
             self._w["device_info"].value = text
 
+        def again() -> None:  # the latest choice is checked, not the one a waiting check took
+            if self._recheck:
+                self._recheck = False
+                self._check_device()
+
         if soon:
-            self._device_runner.start_soon(job, on_result=show)
+            self._device_runner.start_soon(job, on_result=show, on_done=again)
         elif not self._device_runner.running:
-            self._device_runner.start(job, on_result=show)
+            self._device_runner.start(job, on_result=show, on_done=again)
+        else:
+            self._recheck = True
 
     def config(self, recipe: tuple[Any, ...] = ()) -> TrainConfig:
         """The TrainConfig the form describes (``recipe`` from the chosen image layer)."""
