@@ -298,3 +298,31 @@ def test_object_box_common_is_stored_in_the_bundle(capsys, tmp_path) -> None:
                            "--instances", tmp_path / "inst.npy", "--out", tmp_path / "objects.npy")
     assert code == 0, err
     assert np.load(tmp_path / "objects.npy").shape == image.shape
+
+
+def test_object_inputs_that_do_not_fit_get_one_line(capsys, tmp_path) -> None:
+    image, instances, paint = object_scene()
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "inst.npy", instances)
+    np.save(tmp_path / "short.npy", instances[:40])
+    np.save(tmp_path / "paint.npy", paint)
+    (tmp_path / "classes.csv").write_text("object,class\n" + "".join(f"{i},{1 + i % 2}\n" for i in range(1, 13)))
+    common = ("train", "--task", "classification", "--image", tmp_path / "img.npy", *SMALL)
+    # the shape is checked before the table's object ids are looked up in the instances
+    code, _, err = run_cli(capsys, *common, "--mode", "object", "--instances", tmp_path / "short.npy",
+                           "--classes", tmp_path / "classes.csv", "--out", tmp_path / "b1")
+    assert_one_line_error(code, err, f"instances '{tmp_path / 'short.npy'}' have shape (40, 128) but image",
+                          "has (96, 128): give the instance labels of this image")
+    code, _, err = run_cli(capsys, *common, "--mode", "tile", "--tile-size", "32", "--object-box", "common",
+                           "--classes", tmp_path / "paint.npy", "--out", tmp_path / "b2")
+    assert_one_line_error(code, err, "--object-box is for --level object", "not --level tile: drop it")
+    code, _, err = run_cli(capsys, *common, "--mode", "object", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "classes.csv", "--input-size", "16", "--epochs", "1",
+                           "--steps-per-epoch", "1", "--out", tmp_path / "b3")
+    assert code == 0, err
+    np.save(tmp_path / "vol.npy", np.stack([image] * 4))
+    np.save(tmp_path / "vol_inst.npy", np.stack([instances] * 4))
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "b3", "--image", tmp_path / "vol.npy",
+                           "--instances", tmp_path / "vol_inst.npy", "--out", tmp_path / "vol_pred.npy")
+    assert_one_line_error(code, err, "the instance labels are 3D (4, 96, 128), but this classifier was trained "
+                          "on 2D objects: classify 2D images with it, or train a classifier on 3D objects")

@@ -379,5 +379,7 @@ def test_object_box_errors() -> None:
         object_samples(image, instances, box="fixed")
     with pytest.raises(InputError, match="object box side 0"):
         object_samples(image, instances, box="common", box_side=0)
+    with pytest.raises(InputError, match=r"one id \(1\) for 2 separate objects: that is a mask"):
+        object_samples(image, (instances > 0).astype(np.uint8))
     big = object_samples(image, instances, box="common", box_side=8)  # smaller than a disk: cut at the box
     assert big.params["box_side"] == 8 and big.x[:, -1].mean() > 0.5  # the mask fills most of the box

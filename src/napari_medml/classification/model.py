@@ -22,7 +22,7 @@ from napari_medml.classification.levels import class_labels as labels_from_class
 from napari_medml.classification.tables import class_table
 from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
-from napari_medml.errors import BundleError, Cancelled
+from napari_medml.errors import BundleError, Cancelled, InputError
 from napari_medml.engine.reports import StopToken
 
 __all__ = ["ClassPrediction", "Classifier", "ClassifierSpec", "classification_config", "load_classifier"]
@@ -216,7 +216,23 @@ class Classifier(BundledModel):
 
     def prepare(self, image: np.ndarray, *, instances: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, channel_axis: int | None = None) -> ClassSamples:
-        """Samples from new data, made the way the training samples were."""
+        """Samples from new data, made the way the training samples were.
+
+        Raises
+        ------
+        InputError
+            Instance labels (object level) or an image (tile level) of another number of
+            spatial axes than the training data's, and what the make_samples checks find.
+        """
+        dims = self.spatial_dims
+        if self.level == "object" and instances is not None and np.ndim(instances) != dims:
+            raise InputError(f"the instance labels are {np.ndim(instances)}D {np.shape(instances)}, but this "
+                             f"classifier was trained on {dims}D objects: classify {dims}D images with it, or "
+                             f"train a classifier on {np.ndim(instances)}D objects")
+        spatial = np.ndim(image) - (channel_axis is not None)
+        if self.level == "tile" and spatial != dims:
+            raise InputError(f"the image is {spatial}D, but this classifier was trained on {dims}D tiles: classify "
+                             f"{dims}D images with it, or train a classifier on {spatial}D tiles")
         return make_samples(self.level, image, self.sample_params, class_labels=class_labels,
                             instances=instances, channel_axis=channel_axis)
 

@@ -83,8 +83,9 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
     Raises
     ------
     InputError
-        Instance labels of the wrong shape, dimension or type, no objects, a negative
-        margin, an unknown ``box`` or a ``box_side`` below 1.
+        Instance labels of the wrong shape, dimension or type, no objects, one id for
+        several separate objects (a mask), a negative margin, an unknown ``box`` or a
+        ``box_side`` below 1.
     """
     inst = np.asarray(instances)
     spatial_dims = inst.ndim
@@ -112,6 +113,12 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
     object_ids = object_ids[object_ids > 0].astype(np.int64)
     if object_ids.size == 0:
         raise InputError("the instance labels contain no objects: segment the objects first")
+    if object_ids.size == 1:
+        _, parts = ndi.label(inst > 0)
+        if parts > 1:  # a foreground mask given as instances: one "object" of many parts
+            raise InputError(f"the instance labels have one id ({object_ids[0]}) for {parts} separate objects: "
+                             "that is a mask, not instances; give each object its own id (Predict with an "
+                             "instance model, or skimage.measure.label)")
     inst = np.searchsorted(np.r_[0, object_ids], inst).astype(np.int64)
     boxes = ndi.find_objects(inst)
     ids = np.arange(1, object_ids.size + 1, dtype=np.int64)

@@ -71,7 +71,8 @@ class ClassificationTask:
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
         if len(class_ids) < 2:
             found = f"only class {class_ids[0]} is" if class_ids else "no class is"
-            raise InputError(f"{found} painted among the {len(samples)} {samples.level}s: paint at least two "
+            plural = "" if len(samples) == 1 else "s"
+            raise InputError(f"{found} painted among the {len(samples)} {samples.level}{plural}: paint at least two "
                              "different classes (a classifier learns to tell classes apart)")
         if base is not None and class_ids != tuple(base.class_ids):
             raise InputError(f"the samples have classes {list(class_ids)} but the checkpoint was trained on "

@@ -42,10 +42,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="resize samples to this network input shape, one number per spatial axis (or "
                    "one for all) (default: keep images and "
                    "tiles; objects 64x64 or 32x32x32)")  # fmt: skip
-    g.add_argument("--object-box", choices=("own", "common"), default="own",
+    g.add_argument("--object-box", choices=("own", "common"), default=None,
                    help="object level: crop each object in a box of its own size (the network sees "
-                   "shape and texture; default), or every object in one box of the same side (the "
-                   "95th percentile of the objects' boxes), so that size tells classes apart too")  # fmt: skip
+                   "shape and texture; default: own), or every object in one box of the same side in "
+                   "voxels (the 95th percentile of the objects' boxes), so that size tells classes apart "
+                   "too")  # fmt: skip
     g.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
                    help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
     g.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
@@ -118,8 +119,19 @@ def read_samples(args: argparse.Namespace) -> Any:
         raise UsageError("--level object needs --instances (instance labels, one id per object)")
     if args.level == "tile" and not args.tile_size:
         raise UsageError("--level tile needs --tile-size")
-    params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size), "box": args.object_box}
+    if args.object_box is not None and args.level != "object":
+        raise UsageError(f"--object-box is for --level object (objects cropped from instance labels), not "
+                         f"--level {args.level}: drop it")
+    params = {"input_size": _size(args.input_size), "tile_size": _size(args.tile_size),
+              "box": args.object_box or "own"}
     instances = io.read_volume(args.instances).data if args.level == "object" else None
+    if instances is not None:  # before a CSV's object ids are looked up in them
+        spatial = list(vol.data.shape)
+        if axis is not None:
+            del spatial[axis]
+        if instances.shape != tuple(spatial):
+            raise UsageError(f"instances '{args.instances}' have shape {instances.shape} but image '{path}' has "
+                             f"{tuple(spatial)}: give the instance labels of this image")
     if not csv_classes:
         class_labels = io.read_volume(args.classes).data
     elif instances is not None:  # object,class rows painted onto the objects
@@ -210,6 +222,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         written.append(write_output(args.probabilities,
                                     lambda tmp: write_like(tmp, vol, result.probabilities, spatial_dims=dims)))
     counts = {c: int((result.classes == c).sum()) for c in result.class_ids}
-    info(f"{len(result.classes)} {result.level}s classified, per class {counts}")
+    n = len(result.classes)
+    info(f"{n} {result.level}{'' if n == 1 else 's'} classified, per class {counts}")
     info("wrote " + ", ".join(str(p) for p in written))
     return 0
