@@ -298,6 +298,14 @@ def test_object_box_common_is_stored_in_the_bundle(capsys, tmp_path) -> None:
                            "--instances", tmp_path / "inst.npy", "--out", tmp_path / "objects.npy")
     assert code == 0, err
     assert np.load(tmp_path / "objects.npy").shape == image.shape
+    assert "larger than the model's common box" not in err
+    # the same objects twice as large: most are cut at the stored box, and the user is told
+    np.save(tmp_path / "img2.npy", np.kron(image, np.ones((2, 2), np.float32)))
+    np.save(tmp_path / "inst2.npy", np.kron(instances, np.ones((2, 2), np.int32)))
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img2.npy",
+                           "--instances", tmp_path / "inst2.npy", "--out", tmp_path / "objects2.npy")
+    assert code == 0, err
+    assert "objects are larger than the model's common box" in err and "resample it to theirs" in err, err
 
 
 def test_object_inputs_that_do_not_fit_get_one_line(capsys, tmp_path) -> None:

@@ -383,3 +383,5 @@ def test_object_box_errors() -> None:
         object_samples(image, (instances > 0).astype(np.uint8))
     big = object_samples(image, instances, box="common", box_side=8)  # smaller than a disk: cut at the box
     assert big.params["box_side"] == 8 and big.x[:, -1].mean() > 0.5  # the mask fills most of the box
+    assert big.note.startswith("2 of 2 objects are larger than the model's common box (8 voxels): they are cut")
+    assert object_samples(image, instances, box="common", box_side=40).note == ""

@@ -336,7 +336,7 @@ class ClassifyWidget(DockForm):
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
         n = len(result.classes)
         self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts})"
-                                   + (f"; {taken}" if taken else ""))
+                                   + (f"; {taken}" if taken else "") + (f"; {result.note}" if result.note else ""))
 
     @notify_errors("Classification")
     def apply(self, *_: Any) -> None:

@@ -62,6 +62,9 @@ class ClassSamples:
         stored in a bundle so that new data are prepared the same way.
     sizes : np.ndarray or None
         Object level: voxels per object.
+    note : str
+        Something the user should know about these samples ("" when nothing), such as
+        objects cut at the edges of a common box.
     """
 
     x: np.ndarray
@@ -72,6 +75,7 @@ class ClassSamples:
     image_channels: int = 1
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     sizes: np.ndarray | None = None
+    note: str = ""
 
     @property
     def spatial_dims(self) -> int:

@@ -137,6 +137,8 @@ class ClassPrediction:
     class_table : dict
         One row per class, ``index`` = class id (and 0 when 0 appears in ``labels``):
         the ``features`` of a Labels layer of ``labels`` (``tables.class_table``).
+    note : str
+        The samples' note (``ClassSamples.note``), "" when there is nothing to say.
     """
 
     labels: np.ndarray
@@ -147,6 +149,7 @@ class ClassPrediction:
     level: str = "image"
     probabilities: np.ndarray | None = None
     class_table: dict = field(default_factory=dict)
+    note: str = ""
 
 
 class Classifier(BundledModel):
@@ -294,7 +297,7 @@ class Classifier(BundledModel):
             prob_map = class_probability_map(samples, proba, instances=instances)
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
                                class_ids=self.class_ids, level=samples.level, probabilities=prob_map,
-                               class_table=per_class)
+                               class_table=per_class, note=samples.note)
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
         from napari_medml.classification.data import _resize

@@ -136,8 +136,15 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
         y = np.zeros(ids.size, np.int64)
     extents = np.array([max(s.stop - s.start for s in boxes[oid - 1]) for oid in ids])
     own_sides = np.ceil(extents + 2 * np.maximum(margin * extents, min_margin)).astype(int)
+    note = ""
     if box == "common" and box_side is None:
         box_side = int(np.ceil(np.percentile(own_sides, 95)))
+    elif box == "common":  # a stored side: objects larger than in training are cut
+        cut = int((extents > int(box_side)).sum())
+        if cut > 0.1 * ids.size:
+            note = (f"{cut} of {ids.size} objects are larger than the model's common box ({int(box_side)} voxels): "
+                    "they are cut at its edges; if the image's scale differs from the training images', "
+                    "resample it to theirs")
     x = np.zeros((ids.size, data.shape[0] + 1, *size), np.float32)
     for n, oid in enumerate(ids):
         bounds = boxes[oid - 1]
@@ -156,7 +163,7 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
                         params={"spatial_dims": spatial_dims, "input_size": list(size),
                                 "margin": float(margin), "min_margin": int(min_margin), "box": box,
                                 **({"box_side": int(box_side)} if box == "common" else {})},
-                        sizes=sizes.astype(np.int64))
+                        sizes=sizes.astype(np.int64), note=note)
 
 
 def _box(lo: Sequence[int], side: int, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:

@@ -224,5 +224,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     counts = {c: int((result.classes == c).sum()) for c in result.class_ids}
     n = len(result.classes)
     info(f"{n} {result.level}{'' if n == 1 else 's'} classified, per class {counts}")
+    if result.note:
+        info(result.note)
     info("wrote " + ", ".join(str(p) for p in written))
     return 0
