@@ -227,11 +227,11 @@ def _class_label(report: Mapping[str, Any], cid: int) -> str:
     return str(cid)
 
 
-class ConfusionMatrixPlot(_Canvas):
-    """The confusion matrix of a ``classification_report`` (rows = true class).
+class _ReportPlot(_Canvas):
+    """One panel drawn from a ``classification_report``; empty (its title only) until one."""
 
-    Colours are row-normalised (recall per class); each cell shows its count.
-    """
+    title = ""
+    margins: dict[str, float] = {}
 
     def __init__(self) -> None:
         super().__init__((3.2, 2.8), 200)
@@ -240,35 +240,54 @@ class ConfusionMatrixPlot(_Canvas):
 
     def _build(self, figure: Any) -> None:
         self.ax = figure.add_subplot(1, 1, 1)
-        figure.subplots_adjust(left=0.24, right=0.97, top=0.88, bottom=0.2)
+        figure.subplots_adjust(**self.margins)
 
     def clear(self) -> None:
         """An empty panel (a new run)."""
-        self.matrix: list[list[int]] | None = None
         self._report: Mapping[str, Any] | None = None
         self._redraw()
 
     def show(self, report: Mapping[str, Any]) -> None:
-        """Draw ``report["confusion_matrix"]`` with the class names."""
+        """Draw ``report``."""
         self._report = report
-        self.matrix = [[int(n) for n in row] for row in report["confusion_matrix"]]
         self._redraw()
 
     def _redraw(self) -> None:
         if self.canvas is None:
             return
+        ax = self.ax
+        ax.clear()
+        if self._report is None:
+            ax.set_title(self.title, fontsize="small")
+            ax.set_axis_off()
+        else:
+            ax.set_axis_on()
+            self._plot(ax, self._report)
+        self._draw()
+
+    def _plot(self, ax: Any, report: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class ConfusionMatrixPlot(_ReportPlot):
+    """The confusion matrix of a ``classification_report`` (rows = true class).
+
+    Colours are row-normalised (recall per class); each cell shows its count.
+    """
+
+    title = "confusion matrix"
+    margins = {"left": 0.24, "right": 0.97, "top": 0.88, "bottom": 0.2}
+
+    @property
+    def matrix(self) -> list[list[int]] | None:
+        """The counts shown (None before a report)."""
+        return None if self._report is None else [[int(n) for n in row] for row in self._report["confusion_matrix"]]
+
+    def _plot(self, ax: Any, report: Mapping[str, Any]) -> None:
         import numpy as np
 
-        ax, report = self.ax, self._report
-        ax.clear()
-        if report is None:
-            ax.set_title("confusion matrix", fontsize="small")
-            ax.set_axis_off()
-            self._draw()
-            return
         matrix = np.asarray(report["confusion_matrix"], dtype=float)
         names = [_class_label(report, c) for c in report["class_ids"]]
-        ax.set_axis_on()
         rows = matrix.sum(axis=1, keepdims=True)
         ax.imshow(matrix / np.where(rows > 0, rows, 1), cmap="Blues", vmin=0.0, vmax=1.0)
         for (i, j), count in np.ndenumerate(matrix):
@@ -281,43 +300,16 @@ class ConfusionMatrixPlot(_Canvas):
         ax.set_ylabel("true", fontsize="small")
         epoch = f", epoch {report['epoch']}" if "epoch" in report else ""
         ax.set_title(f"confusion matrix (n={report['n']}{epoch})", fontsize="small")
-        self._draw()
 
 
-class RocPlot(_Canvas):
+class RocPlot(_ReportPlot):
     """ROC curves of a ``classification_report``: the positive class for two classes,
     one-vs-rest per class otherwise; AUC in the legend."""
 
-    def __init__(self) -> None:
-        super().__init__((3.2, 2.8), 200)
-        self.clear()
-        self._start()
+    title = "ROC"
+    margins = {"left": 0.18, "right": 0.97, "top": 0.88, "bottom": 0.17}
 
-    def _build(self, figure: Any) -> None:
-        self.ax = figure.add_subplot(1, 1, 1)
-        figure.subplots_adjust(left=0.18, right=0.97, top=0.88, bottom=0.17)
-
-    def clear(self) -> None:
-        """An empty panel (a new run)."""
-        self._report: Mapping[str, Any] | None = None
-        self._redraw()
-
-    def show(self, report: Mapping[str, Any]) -> None:
-        """Draw ``report["roc"]`` (and the chance diagonal)."""
-        self._report = report
-        self._redraw()
-
-    def _redraw(self) -> None:
-        if self.canvas is None:
-            return
-        ax, report = self.ax, self._report
-        ax.clear()
-        if report is None:
-            ax.set_title("ROC", fontsize="small")
-            ax.set_axis_off()
-            self._draw()
-            return
-        ax.set_axis_on()
+    def _plot(self, ax: Any, report: Mapping[str, Any]) -> None:
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
         curves = list(report.get("roc", []))
         ids = list(report.get("class_ids", []))
@@ -336,4 +328,3 @@ class RocPlot(_Canvas):
         if curves:
             ax.legend(loc="lower right", fontsize="x-small")
         ax.set_title("ROC (validation)", fontsize="small")
-        self._draw()
