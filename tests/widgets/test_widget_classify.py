@@ -96,6 +96,7 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
         assert f"class_name: {features['class_name'][v - 1]}, count: {features['count'][v - 1]}" in status, status
     assert widget.plot.epochs == list(range(1, 11))
     assert widget.confusion.matrix is not None and np.sum(widget.confusion.matrix) == widget.classifier.metrics["n"]
+    qtbot.waitUntil(lambda: widget.confusion.ready and widget.roc.ready, timeout=120000)  # drawn when they come
     assert widget.confusion.ax.images and widget.confusion.ax.texts
     assert len(widget.roc.ax.lines) >= 2  # chance diagonal + the curve
     assert "accuracy" in widget["metrics"].value and "AUC" in widget["metrics"].value

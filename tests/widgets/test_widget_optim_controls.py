@@ -99,6 +99,7 @@ def test_train_widget_trains_an_ensemble_that_predict_averages_with_its_uncertai
     # fold 2 starts from scratch: the curves break there (a NaN point), marked, not one run that collapses
     plot = train.plot
     assert plot.epochs == [1, 1.5, 2] and np.isnan(plot.train_loss[1]) and np.isnan(plot.val_dice[1])
+    qtbot.waitUntil(lambda: plot.ready, timeout=120000)  # the canvas may come after a short run: drawn then
     assert [m.get_text() for m in plot._marks if hasattr(m, "get_text")] == [" fold 2"]
     assert train.runner.progress_text.startswith("Training: fold 2/2, step 6/6")
     predict = open_widget(viewer, "predict")
