@@ -109,6 +109,19 @@ def test_reports_and_history(trained):
     assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]
 
 
+def test_an_epochs_line_shows_the_loss_that_judged_its_best_epoch(tiny, tmp_path):
+    """Without validation the epoch's mean training loss picks the best epoch; the epoch's
+    report carries that mean (not the last quarter second's), so '* best' reads right."""
+    image, labels = tiny
+    config = _tiny_config(tmp_path, epochs=6, steps_per_epoch=8)
+    model, reports = _run(image, labels, replace(config, data=replace(config.data, val_fraction=0.0)))
+    ends = [r for r in reports if r.epoch_end]
+    assert [r.train_loss for r in ends] == pytest.approx([h["train_loss"] for h in model.history], rel=1e-6)
+    lowest = [min(r.train_loss for r in ends[:i + 1]) for i in range(len(ends))]
+    assert [r.best for r in ends] == [r.train_loss == low and (i == 0 or low < lowest[i - 1])
+                                      for i, (r, low) in enumerate(zip(ends, lowest))]
+
+
 def test_best_and_last_checkpoints_load(trained, phantom):
     model, reports, _, ckpt = trained
     best = load_model(ckpt / "best")

@@ -311,6 +311,8 @@ def test_start_from_a_pretrain_or_segmentation_bundle(setup, qtbot, tmp_path, no
     encoder = [k for k in clf.network.state_dict() if not k.startswith("head")]
     assert start["task"] == task and start["loaded"] == len(encoder) == 10 and start["total"] == 12
     assert widget.plot.epochs == [1, 2] and np.isfinite(clf.history[-1]["train_loss"])
+    # the loss curve is each epoch's mean, the value the history keeps
+    assert widget.plot.train_loss == pytest.approx([h["train_loss"] for h in clf.history], rel=1e-6)
     assert "network unet-encoder, width 4, depth 2, instance norm: the start bundle's" in widget["status"].value
     assert "shapes [classes] (2)" in viewer.layers
 

@@ -195,14 +195,18 @@ class ClassifyWidget(DockForm):
                               early_stopping_patience=w["patience"].value or None, **optimizer_settings(w)),
             device=w["device"].value, class_names=class_names)
 
-    def inputs(self) -> dict[str, Any]:
-        """Image, classes and instances from the layers (copies), checked."""
-        w, level = self._w, self._w["level"].value
-        layer = require(w["image"].value, napari.layers.Image, "an image")
+    def _image(self) -> tuple[Any, np.ndarray, int | None]:
+        """The chosen image layer, a copy of its data and its channel axis (RGB: the last), checked."""
+        layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "classification", "crop it to the samples, objects or tiles to classify (or open a "
                    "coarser level); segmentation training reads patches and Predict works block by block")
         image, _ = image_array(layer)
-        axis = image.ndim - 1 if layer.rgb else None
+        return layer, image, image.ndim - 1 if layer.rgb else None
+
+    def inputs(self) -> dict[str, Any]:
+        """Image, classes and instances from the layers (copies), checked."""
+        w, level = self._w, self._w["level"].value
+        layer, image, axis = self._image()
         out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,
                                "labels": None, "classes": None, "level": level, "class_names": None}
         if level == "object":
@@ -345,10 +349,7 @@ class ClassifyWidget(DockForm):
         path = str(w["saved"].value)
         if path in ("", "."):
             raise InputError("choose a classifier bundle folder ('classify with bundle'), then press the button")
-        layer = require(w["image"].value, napari.layers.Image, "an image")
-        check_fits(layer, "classification", "crop it to the samples, objects or tiles to classify")
-        image, _ = image_array(layer)
-        axis = image.ndim - 1 if layer.rgb else None
+        layer, image, axis = self._image()
         chosen = w["instances"].value if w["level"].value == "object" else None
         if chosen is not None:
             check_on_image(chosen, layer)

@@ -109,7 +109,7 @@ def _ignore_if_deleted(exc: RuntimeError) -> None:
 class TrainingPlot(_Canvas):
     """A matplotlib canvas fed with ``TrainReport`` s; redraws at each epoch's end.
 
-    Training loss is the mean of the reports' ``train_loss`` over the epoch. The lower
+    Training loss is the epoch's mean (an epoch-end report's ``train_loss``). The lower
     panel shows validation Dice (``metric="dice"``, segmentation) or a scalar of
     ``report.val_metrics`` such as ``"accuracy"`` (classification); ``metric=None``
     shows the loss panel alone (pretraining).
@@ -152,7 +152,6 @@ class TrainingPlot(_Canvas):
         self.train_loss: list[float] = []
         self.val_loss: list[float | None] = []
         self.val_dice: list[float | None] = []  # the lower panel's metric
-        self._pending: list[float] = []
         self._fold = 0
         self._breaks: list[tuple[float, int]] = []  # (x, fold) where an ensemble's next model starts
         for mark in self._marks:
@@ -162,18 +161,14 @@ class TrainingPlot(_Canvas):
 
     def add(self, report: Any) -> None:
         """Take one report; at an epoch's end, add a point to each curve."""
-        if report.train_loss == report.train_loss:  # not NaN
-            self._pending.append(float(report.train_loss))
         if not report.epoch_end:
             return
-        mean = sum(self._pending) / len(self._pending) if self._pending else float("nan")
-        self._pending = []
         fold = getattr(report, "fold", 0)
         if fold != self._fold and self.epochs:  # an ensemble's next model starts from scratch: a break, marked
             self._break(self.epochs[-1] + 0.5, fold)
         self._fold = fold
         self.epochs.append(int(report.epoch))
-        self.train_loss.append(mean)
+        self.train_loss.append(float(report.train_loss))
         self.val_loss.append(report.val_loss)
         if self.metric == "dice":
             self.val_dice.append(report.val_mean_dice)

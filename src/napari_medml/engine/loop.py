@@ -164,8 +164,10 @@ class Trainer:
                 # the time limit ends an epoch: the final weights (lowest rate) are validated too
                 epoch_end = step % spe == 0 or step == self.total_steps or timed_out
                 fields: dict[str, Any] = {}
+                shown = None  # an epoch's line shows the epoch's mean loss, which judged its best
                 if epoch_end:
-                    fields, early = self._end_epoch(step, epoch, self._mean_all(epoch_losses), elapsed)
+                    shown = self._mean_all(epoch_losses)
+                    fields, early = self._end_epoch(step, epoch, shown, elapsed)
                     epoch_losses = []
                     self.task.train_mode()  # validation left the network in eval mode
                     if early and not finished:
@@ -183,9 +185,9 @@ class Trainer:
                             eta = min(eta, self.budget_s - elapsed)
                             progress = max(progress, min(elapsed / self.budget_s, 1.0))
                     yield TrainReport(step=step, epoch=epoch, total_steps=self.total_steps,
-                                      train_loss=_mean(losses), learning_rate=lr, elapsed_s=elapsed,
-                                      eta_s=eta, epoch_end=epoch_end, message=message, progress=progress,
-                                      time_limit_s=self.budget_s, **fields)
+                                      train_loss=_mean(losses) if shown is None else shown, learning_rate=lr,
+                                      elapsed_s=elapsed, eta_s=eta, epoch_end=epoch_end, message=message,
+                                      progress=progress, time_limit_s=self.budget_s, **fields)
                     losses, last_report = [], now
                 if finished:
                     break

@@ -22,7 +22,8 @@ class TrainReport:
     total_steps : int
         Planned steps (epochs x steps per epoch).
     train_loss : float
-        Mean training loss over the steps since the previous report.
+        Mean training loss over the steps since the previous report; at an epoch's end,
+        over the epoch's steps (the loss that judges the best epoch without validation).
     learning_rate : float
         The rate the last step used.
     elapsed_s, eta_s : float, float or None
