@@ -60,6 +60,8 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     viewer = make_napari_viewer(show=True)
     viewer.add_image(np.zeros((32, 32), np.float32), name="img")
     docked = [open_widget(viewer, name) for name in ("pretrain", "train", "predict")]
+    plot = docked[0].plot  # until matplotlib comes (a worker imports it), the panel says so
+    assert plot.ready or (plot.placeholder.isVisibleTo(plot) and plot.placeholder.text() == "loading the plot…")
     # lines as long as a real plan's (about 200 characters) wrap inside the dock
     line = "validation margin: 0 (an ensemble: each of the 4 members is validated on its own fold)" * 2
     docked[1]["plan_text"].value = "\n".join([line] * 40)
@@ -76,6 +78,7 @@ def test_the_docks_fit_a_1200_pixel_screen(make_napari_viewer, open_widget, qtbo
     qtbot.waitUntil(lambda: all(w.native.height() > 200 for w in docked), timeout=5000)
     qtbot.waitUntil(lambda: docked[0].plot.ready, timeout=120000)  # matplotlib comes in a worker
     assert len(docked[0].plot.figure.axes) == 1  # pretraining: the loss panel only, no Dice
+    assert plot.layout().count() == 1 and plot.layout().itemAt(0).widget() is plot.canvas  # the text went
 
 
 def test_a_form_opened_on_one_image_has_it_chosen(make_napari_viewer, open_widget, qtbot) -> None:

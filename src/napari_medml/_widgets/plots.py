@@ -2,9 +2,9 @@
 
 All are matplotlib figures (``FigureCanvasQTAgg``), fed from the GUI thread. Importing
 matplotlib takes 0.5-0.7 s on a 2-core CPU, and napari imports a widget's module and builds
-the widget on the GUI thread: so a plot starts as an empty panel of its height, a worker
-imports matplotlib and builds the figure and its axes, and the Qt canvas takes the panel's
-place when that is done (benchmarks/bench_open_widget.py). Data that comes before is kept
+the widget on the GUI thread: so a plot starts as a panel of its height that says "loading the
+plot…", a worker imports matplotlib and builds the figure and its axes, and the Qt canvas
+takes the text's place when that is done (benchmarks/bench_open_widget.py). Data that comes before is kept
 and drawn then. A report may arrive after the dock widget was closed (the worker finishes
 its step first): drawing on a deleted canvas is skipped instead of raising.
 """
@@ -15,7 +15,8 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_medml._widgets._runner import Runner
 
@@ -52,6 +53,11 @@ class _Canvas(QWidget):
         self.setLayout(QVBoxLayout())
         self.layout().setContentsMargins(0, 0, 0, 0)
         self._figsize = figsize
+        # what the panel says until its canvas comes (a second or more on a busy CPU)
+        self.placeholder = QLabel("loading the plot…")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setEnabled(False)  # greyed: a state, not a control
+        self.layout().addWidget(self.placeholder)
         self.figure: Any = None  # the matplotlib Figure, once the canvas is shown
         self.canvas: Any = None
         self._runner = Runner("Plot", show_progress=False)
@@ -78,6 +84,9 @@ class _Canvas(QWidget):
     def _attach(self, figure: Any) -> None:
         try:
             canvas = _qt_canvas_class()(figure)
+            self.layout().removeWidget(self.placeholder)
+            self.placeholder.hide()
+            self.placeholder.deleteLater()
             self.layout().addWidget(canvas)
         except RuntimeError as exc:  # the panel was closed meanwhile
             _ignore_if_deleted(exc)
