@@ -207,7 +207,8 @@ def test_tile_mode_cli(capsys, tmp_path) -> None:
                            "--epochs", "2", "--steps-per-epoch", "3", "--val-fraction", "0", *SMALL,
                            "--out", tmp_path / "bundle")
     assert code == 0, err
-    assert "no validation samples" in err
+    assert ("no validation samples (validation fraction 0): no metrics; give --val-fraction 0.2 to measure"
+            in err)
     code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
                            "--out", tmp_path / "tiles.npy", "--probabilities", tmp_path / "prob.npy")
     assert code == 0, err
@@ -306,6 +307,23 @@ def test_object_box_common_is_stored_in_the_bundle(capsys, tmp_path) -> None:
                            "--instances", tmp_path / "inst2.npy", "--out", tmp_path / "objects2.npy")
     assert code == 0, err
     assert "objects are larger than the model's common box" in err and "resample it to theirs" in err, err
+
+
+def test_a_run_without_validation_samples_says_why(capsys, tmp_path) -> None:
+    """One labelled object per class: nothing can be held out (a class's only sample trains),
+    whatever --val-fraction says; the last line names that, not --val-fraction."""
+    image, instances, _ = object_scene()
+    np.save(tmp_path / "img.npy", image)
+    np.save(tmp_path / "inst.npy", instances)
+    (tmp_path / "two.csv").write_text("object,class\n1,1\n2,2\n")
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "two.csv", "--input-size", "24", "--epochs", "1",
+                           "--steps-per-epoch", "2", *SMALL, "--out", tmp_path / "bundle")
+    assert code == 0, err
+    assert err.strip().splitlines()[-1] == (
+        "napari-medml: no validation samples: no class has two labelled samples (a class's only sample stays "
+        "in training), so no metrics: label at least two samples of each class, more for numbers worth reading")
 
 
 def test_object_inputs_that_do_not_fit_get_one_line(capsys, tmp_path) -> None:

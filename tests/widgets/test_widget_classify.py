@@ -191,6 +191,8 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     assert list(samples)[:4] == ["tile", "start_y", "start_x", "class"] and len(samples["tile"]) == 16
     assert tiles.features["index"].tolist() == [1, 2] and tiles.features["count"].sum() == 16
     assert viewer.layers["tex [class probabilities]"].data.shape == (2, 64, 64)
+    assert widget["metrics"].value == ("no validation samples (validation fraction 0): no metrics; give "
+                                       "'validation' 0.2 to measure")
     assert widget["box"].native.isHidden()  # an object-level field (the window is not shown: ask Qt)
     widget["level"].value, widget["instances"].value, widget["input"].value = "object", inst, "16"
     assert not widget["box"].native.isHidden()

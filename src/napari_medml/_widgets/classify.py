@@ -311,7 +311,7 @@ class ClassifyWidget(DockForm):
     def show(self, classifier: Any, result: Any, layer: napari.layers.Layer,
              instances: np.ndarray | None = None) -> None:
         """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics."""
-        from napari_medml.classification.metrics import report_summary
+        from napari_medml.classification.metrics import no_metrics_reason, report_summary
         from napari_medml.classification.tables import object_table
         from napari_medml.classification.transfer import describe_taken
 
@@ -334,7 +334,8 @@ class ClassifyWidget(DockForm):
         if classifier.metrics:
             self.confusion.show(classifier.metrics)
             self.roc.show(classifier.metrics)
-        self._w["metrics"].value = report_summary(classifier.metrics)
+        self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
+                                    no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2"))
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})

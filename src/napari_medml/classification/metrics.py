@@ -204,6 +204,21 @@ def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: S
     return report
 
 
+def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fraction of 0.2") -> str:
+    """Why a classifier trained with ``val_fraction`` has no validation metrics, and what to do
+    (``fix``: the setting that holds samples out, as the front names it).
+
+    :func:`~napari_medml.classification.task.stratified_split` holds samples out only from
+    classes with two or more labelled samples (a class's only sample stays in training).
+    """
+    if val_fraction is None:
+        return "no validation samples: no metrics"
+    if val_fraction <= 0:
+        return f"no validation samples (validation fraction 0): no metrics; give {fix} to measure"
+    return ("no validation samples: no class has two labelled samples (a class's only sample stays in "
+            "training), so no metrics: label at least two samples of each class, more for numbers worth reading")
+
+
 def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] | None = None) -> str:
     """A :func:`classification_report` as a few lines of text for people.
 
@@ -211,7 +226,7 @@ def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] 
     line; then precision, recall and F1 per class.
     """
     if not report:
-        return "no validation samples: no metrics"
+        return no_metrics_reason(None)
 
     def num(value: Any) -> str:
         return "n/a" if value is None else f"{value:.3f}"

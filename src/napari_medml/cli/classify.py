@@ -91,7 +91,7 @@ def train(args: argparse.Namespace) -> int:
         raise MedMLError(nothing_saved("training", checkpoint_folder(args.out)))
     path = save_run(classifier, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     info(f"saved classifier bundle to {path}")
-    info(metrics_line(classifier.metrics))
+    info(metrics_line(classifier.metrics, classifier.config.data.val_fraction))
     if stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
@@ -163,10 +163,12 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
     return config_from_options(args, classification_config(spatial_dims))
 
 
-def metrics_line(metrics: dict) -> str:
-    """The best epoch's validation numbers in one line."""
+def metrics_line(metrics: dict, val_fraction: float) -> str:
+    """The best epoch's validation numbers in one line; without any, why and what to do."""
     if not metrics:
-        return "no validation samples: no metrics (give --val-fraction > 0)"
+        from napari_medml.classification.metrics import no_metrics_reason
+
+        return no_metrics_reason(val_fraction, "--val-fraction 0.2")
     parts = [f"{k.replace('_', ' ')} {metrics[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "auc")
              if metrics.get(k) is not None]
     return (f"validation ({metrics.get('n', '?')} samples, best epoch {metrics.get('epoch', '?')}): "
