@@ -13,7 +13,9 @@ from napari_medml.classification.metrics import (
     balanced_accuracy,
     classification_report,
     confusion_matrix,
+    one_class_note,
     precision_recall_f1,
+    report_summary,
     roc_auc,
     roc_curve,
     youden_threshold,
@@ -91,3 +93,18 @@ def test_undefined_auc_is_none_when_a_class_is_missing() -> None:
     assert report["per_class"][2]["auc"] is None
     assert report["auc"] == pytest.approx(1.0)
     json.dumps(report, allow_nan=False)
+
+
+def test_a_report_that_puts_every_sample_in_one_class_says_so() -> None:
+    """Two true classes, every sample predicted 'round': the summary ends with what to do;
+    a report that tells the classes apart, or has one true class only, gets no such line."""
+    y = np.array([1, 1, 2, 2, 2])
+    one = np.array([[0.6, 0.4]] * 5)
+    report = {**classification_report(y, one, [1, 2], class_names={1: "round", 2: "long"}), "split": "validation"}
+    note = ("every validation sample was put in one class (round): the network does not tell the classes apart "
+            "yet: train longer (more epochs) or label more samples of each class")
+    assert one_class_note(report) == note.replace("(round)", "(class 1)")
+    assert report_summary(report).splitlines()[-1] == note
+    good = classification_report(y, np.array([[0.9, 0.1]] * 2 + [[0.2, 0.8]] * 3), [1, 2])
+    assert one_class_note(good) is None and "one class" not in report_summary(good)
+    assert one_class_note(classification_report(np.array([1, 1]), np.array([[0.7, 0.3]] * 2), [1, 2])) is None

@@ -23,6 +23,8 @@ __all__ = [
     "balanced_accuracy",
     "classification_report",
     "confusion_matrix",
+    "no_metrics_reason",
+    "one_class_note",
     "precision_recall_f1",
     "roc_auc",
     "roc_curve",
@@ -204,6 +206,21 @@ def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: S
     return report
 
 
+def one_class_note(report: Mapping[str, Any], class_names: Mapping[int, str] | None = None) -> str | None:
+    """A line when every scored sample (``report["split"]``: validation, test) of two or more
+    true classes was put in one class (the network does not tell them apart yet: a short run,
+    or too few samples); else None."""
+    matrix = np.asarray(report.get("confusion_matrix") or [[0]])
+    ids = list(report.get("class_ids") or [])
+    if len(ids) != len(matrix) or (matrix.sum(axis=1) > 0).sum() < 2 or (matrix.sum(axis=0) > 0).sum() != 1:
+        return None
+    cid = ids[int(np.argmax(matrix.sum(axis=0)))]
+    name = (class_names or {}).get(cid) or f"class {cid}"
+    split = report.get("split") or "scored"
+    return (f"every {split} sample was put in one class ({name}): the network does not tell the classes "
+            "apart yet: train longer (more epochs) or label more samples of each class")
+
+
 def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fraction of 0.2") -> str:
     """Why a classifier trained with ``val_fraction`` has no validation metrics, and what to do
     (``fix``: the setting that holds samples out, as the front names it).
@@ -242,7 +259,9 @@ def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] 
         name = entry.get("name") or (class_names or {}).get(entry["class"]) or f"class {entry['class']}"
         lines.append(f"  {name}: P {num(entry['precision'])}  R {num(entry['recall'])}  "
                      f"F1 {num(entry['f1'])}  (n={entry['support']})")
-    return "\n".join(lines)
+    names = {e["class"]: e["name"] for e in report.get("per_class", []) if e.get("name")} or class_names
+    note = one_class_note(report, names)
+    return "\n".join(lines + ([note] if note else []))
 
 
 def _json_float(value: float) -> float | None:

@@ -63,6 +63,7 @@ def train(args: argparse.Namespace) -> int:
     from napari_medml.cli.launch import launch, wants_launch
     from napari_medml.cli.options import fields_given
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
+    from napari_medml.classification.metrics import one_class_note
     from napari_medml.classification.task import fit_classifier
     from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
@@ -92,6 +93,9 @@ def train(args: argparse.Namespace) -> int:
     path = save_run(classifier, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     info(f"saved classifier bundle to {path}")
     info(metrics_line(classifier.metrics, classifier.config.data.val_fraction))
+    note = one_class_note(classifier.metrics, classifier.class_names) if classifier.metrics else None
+    if note:
+        info(note)
     if stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
