@@ -125,6 +125,34 @@ def test_patch_not_divisible_then_a_smaller_depth_trains(capsys, files, tmp_path
     assert code == 0, err
 
 
+def test_without_depth_the_planned_run_takes_the_suggested_patch(capsys, tmp_path):
+    """No --depth: the plan picks a depth that divides the patch, so the check asks only for
+    even sides, and the patch the 'larger than the data' line suggests trains (it was refused
+    as not divisible by 8, the unplanned default depth's factor). A volume 3 voxels thin in X."""
+    import tifffile
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(0, 1, (24, 40, 3)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[5:18, 10:30, :] = 1
+    img[lab == 1] += 3
+    tifffile.imwrite(tmp_path / "thin.tif", img, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "thin_mask.tif", lab, imagej=True, metadata={"axes": "ZYX"})
+    args = ["train", "--image", tmp_path / "thin.tif", "--labels", tmp_path / "thin_mask.tif", "--out", tmp_path / "m",
+            "--epochs", "1", "--steps-per-epoch", "1", "--channels", "4", "--device", "cpu", "--no-augment"]
+    code, _, err = run_cli(capsys, *args, "--patch-size", "15", "32", "32")
+    line = one_line(err)
+    assert code == 2 and line.endswith("--patch-size 15 32 32 must be divisible by 2 (the planned network halves "
+                                       "each axis at least once): use --patch-size 14 32 32")
+    code, _, err = run_cli(capsys, *args, "--patch-size", "16", "32", "32")
+    line = one_line(err)
+    assert code == 1 and "is larger than the training part of the image (24, 40, 2)" in line
+    fix = line.split("at most (")[1].split(")")[0].split(", ")
+    code, _, err = run_cli(capsys, *args, "--patch-size", *fix)
+    assert code == 0, err
+    assert f"patch size: {'x'.join(fix)} (set by you" in err
+
+
 def test_patch_larger_than_the_data_then_the_suggested_patch_trains(capsys, files, tmp_path):
     # image (Z, Y, X) = (12, 24, 24); the last 5 of 24 rows hold no object, so 5 columns with
     # some of it are held out instead: training part (12, 24, 19)

@@ -199,7 +199,9 @@ def _run(args: argparse.Namespace) -> int:
         return launch(args)
     images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims,
                                                               args.axes)
-    check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
+    planned = not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
+    # a planned run takes a depth that divides the patch given (segmentation.plan)
+    check_patch_option(args.patch_size, dims, args.depth or (None if planned else ModelConfig().depth))
     if args.task == "segmentation" and not args.sparse:
         from napari_medml.segmentation.label_values import many_ids_warning
 
@@ -215,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
 
         config = resumed_config(args, config, resume_folder(args))
         info("--resume: the stopped run goes on with the settings it started with (not planned again)")
-    elif not args.no_plan and args.task in ("segmentation", "instances"):
+    elif planned:
         from napari_medml.segmentation.planning import plan_run
 
         plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
@@ -351,20 +353,25 @@ def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_nam
     return aligned.volume
 
 
-def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int) -> None:
-    """``--patch-size``: one number per spatial axis, each a multiple of ``2 ** (depth - 1)``."""
+def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> None:
+    """``--patch-size``: one number per spatial axis, each a multiple of ``2 ** (depth - 1)``.
+
+    ``depth`` None: the plan chooses it, and takes a depth that divides the patch, down to
+    2 levels: each axis must then be even.
+    """
     if not patch:
         return
     if len(patch) != spatial_dims:
         raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
                          f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
                          f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
-    divisor = 2 ** (depth - 1)
+    divisor = 2 ** ((depth or 2) - 1)
     if any(p % divisor for p in patch):
         fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)
-        raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} "
-                         f"(2 ** (depth - 1) for --depth {depth}): use --patch-size {fit}, or a "
-                         "smaller --depth")  # fmt: skip
+        why = (f"2 ** (depth - 1) for --depth {depth}" if depth else
+               "the planned network halves each axis at least once")
+        raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} ({why}): "
+                         f"use --patch-size {fit}" + (", or a smaller --depth" if depth else ""))  # fmt: skip
 
 
 def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, None, Any]:

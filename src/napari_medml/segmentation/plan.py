@@ -271,7 +271,10 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
     batch = note("data.batch_size", 1 if single else 2,
                  "the patch holds the whole image" if single else "nnU-Net's minimum; smaller steps, more of them")
-    depth = depth_for(patch)
+    # the depth for what a window holds: a patch set larger than a thin region is mostly padding
+    # there, and the shallower depth that implies keeps the smaller patch the run then suggests
+    held = [min(p, r) for p, r in zip(patch, region)]
+    depth = depth_for(held)
     while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
         depth -= 1
     if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
@@ -283,7 +286,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         reasons[:] = [r if not r.startswith("network:") else
                       f"network: unet (anisotropic, but {depth} levels are too few for dynunet's spacing-aware "
                       "strides)" for r in reasons]
-    pooled = min(patch[a] for a in pooled_axes)
+    pooled = min(held[a] for a in pooled_axes)
     depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {pooled}-voxel axis",
                  "depth (levels)")
 
