@@ -102,3 +102,22 @@ def test_a_default_block_without_foreground_gives_way_to_one_that_scores():
     thin[3:5, 18:22, 7:9] = 2  # out of every end block's reach: none can score it
     _, val, note = split.split_train_val([image], [thin], 0.2)
     assert "it holds no foreground, so its Dice says nothing of the model" in note and not (val[0].label == 2).any()
+
+
+def test_a_moved_block_prefers_one_that_scores_and_says_when_none_can():
+    """The only object in the default block (end of the longest axis): the block moves so
+    training keeps it; a block that also scores part of it comes first, and when none can
+    (trial 10's 2D TIFF, 14h), the note says the Dice is worth nothing, as for a default block."""
+    image = np.zeros((1, 16, 56, 32), np.float32)
+    label = np.ones((16, 56, 32), np.uint8)
+    label[:, 48:55, 8:24] = 2  # every Z slice: a block along axis 0 keeps it in training and scores it
+    train, val, note = split.split_train_val([image], [label], 0.2)
+    assert (train[0].label == 2).any() and (val[0].label == 2).any(), note
+    assert "held every voxel of class" in note and "says nothing" not in note
+    flat = np.ones((40, 96), np.uint8)  # rows 10:30, cols 82:94: no other end block reaches it
+    flat[10:30, 82:94] = 2
+    train, val, note = split.split_train_val([np.zeros((1, 40, 96), np.float32)], [flat], 0.2)
+    assert (train[0].label == 2).sum() == (flat == 2).sum() and not (val[0].label == 2).any()
+    assert note == ("validation on the last 8 of 40 voxels along axis 0 (the default held-out block, the last 20 "
+                    "voxels along axis 1, held every voxel of class 1); it holds no foreground, so its Dice says "
+                    "nothing of the model")

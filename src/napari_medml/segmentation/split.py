@@ -104,9 +104,12 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         fits = [c for c in candidates if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=True)]
         both = [c for c in fits if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=False)]
         if both or fits:
-            chosen = (both or fits)[0]
+            # of those, one that scores foreground (the most classes; stable: candidates' order)
+            chosen = sorted(both or fits, key=lambda c: -len(scored(c)))[0]
             why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
                    f"{default[0]}, held every voxel of class {_names(sorted(lost), class_ids)})")
+            if not scored(chosen):
+                why += "; it holds no foreground, so its Dice says nothing of the model"
     axis, end = chosen
     margin = max(0, min(int(margin), shape[axis] - n_blocks[axis] - 1))
     train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context, margin)
