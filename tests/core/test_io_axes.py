@@ -268,6 +268,21 @@ def test_a_file_named_ome_tif_is_written_as_ome_tiff(tmp_path: Path) -> None:
         assert tif.is_imagej and not tif.is_ome
 
 
+@pytest.mark.parametrize("name,dtype", [("x.ome.tif", np.int16), ("seg32.tif", np.uint32), ("f64.tif", np.float64)])
+def test_an_ome_tiff_keeps_the_origin_in_the_volumes_unit(tmp_path: Path, name: str, dtype: type) -> None:
+    """OME-TIFF plane positions carry their unit: an origin in mm came back divided by 1000
+    (read as OME's default, µm) from a .ome.tif name and the dtypes ImageJ cannot store."""
+    vol = Volume(np.arange(4 * 6 * 8).reshape(4, 6, 8).astype(dtype), (3.0, 0.5, 0.5), (-30.0, -7.5, -10.0),
+                 None, dtype == np.uint32, "lps", meta={"unit": "mm"}, axes="ZYX")
+    write_volume(tmp_path / name, vol)
+    with tifffile.TiffFile(tmp_path / name) as tif:
+        assert tif.is_ome and 'PositionXUnit="mm"' in tif.ome_metadata
+    back = read_volume(tmp_path / name)
+    np.testing.assert_array_equal(back.data, vol.data)
+    assert back.spacing == pytest.approx((3.0, 0.5, 0.5)) and back.origin == pytest.approx((-30.0, -7.5, -10.0))
+    assert back.meta.get("unit") == "mm"
+
+
 def test_a_2d_network_never_cuts_one_thick_slice_into_strips() -> None:
     image, labels = np.zeros((56, 48, 1), np.float32), np.zeros((56, 48, 1), np.uint8)
     with pytest.raises(InputError, match=r"'sag'.*one slice along X.*strips.*3D network"):

@@ -255,6 +255,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
         ome["Plane"] = {f"Position{ax}": [offset[ax]] * len(index) for ax in "YX"}
         if "Z" in spatial:
             ome["Plane"]["PositionZ"] = [offset["Z"] + i * size["Z"] for i in z.tolist()]
+        for ax in spatial:  # a position without its unit is read as µm (OME's default): name it
+            ome["Plane"][f"Position{ax}Unit"] = [ome_unit] * len(index)
         tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
                          resolution=resolution, metadata=ome)  # fmt: skip
     else:  # dtypes neither ImageJ nor OME know (int64, float16, ...), or length-1 axes: tifffile's JSON
