@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from napari_medml.errors import InputError
 from napari_medml.io import Volume, file_format, read_volume
@@ -89,4 +92,18 @@ def _zarr_layer(path: str | Path) -> LayerDataTuple:
     if len(levels) > 1:
         data = [data] + [read_zarr(path, k).data for k in range(1, len(levels))]
         kwargs["multiscale"] = True
+        if layer_type == "image" and not kwargs.get("rgb"):
+            # napari's own guess for a multiscale layer with a translate came out (0, 1) on uint16
+            # data (napari 0.5-0.9): give the coarsest level's range
+            kwargs.setdefault("contrast_limits", _value_range(data[-1]))
     return data, kwargs, layer_type
+
+
+def _value_range(level: Any, most: int = 2**24) -> tuple[float, float]:
+    """Min and max of a (lazy) array, read on a strided grid of at most about ``most`` values."""
+    import math
+
+    step = max(1, math.ceil((int(np.prod(level.shape)) / most) ** (1 / max(level.ndim, 1))))
+    sample = np.asarray(level[(slice(None, None, step),) * level.ndim])
+    low, high = (float(np.nanmin(sample)), float(np.nanmax(sample))) if sample.size else (0.0, 1.0)
+    return (low, high) if high > low else (low, low + 1.0)

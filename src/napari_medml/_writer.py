@@ -1,4 +1,5 @@
-"""npe2 writers: save an Image or Labels layer as NIfTI or TIFF (thin over ``io``).
+"""npe2 writers: save an Image or Labels layer as NIfTI or TIFF (thin over ``io``), or
+several of them, one file each, into a new folder.
 
 The layer's ``scale``/``translate`` and the affine in its ``metadata`` decide the
 file's spacing, origin and affine (rule in :mod:`napari_medml.layer_data`), so a
@@ -15,7 +16,7 @@ from napari_medml.errors import MedMLError
 from napari_medml.io import Volume, file_format, write_volume
 from napari_medml.layer_data import layer_to_volume
 
-__all__ = ["LayerNotWritten", "write_image", "write_labels"]
+__all__ = ["LayerNotWritten", "write_image", "write_labels", "write_layers"]
 
 
 class LayerNotWritten(OSError):
@@ -73,6 +74,64 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
         The layer cannot be written there (the reason, and the fix, in one line).
     """
     return _write(path, data, meta, is_labels=True)
+
+
+def write_layers(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
+    """Write several Image and Labels layers, one file each, into a new folder (npe2 multi-layer writer).
+
+    The folder is ``path`` without its extension; each layer goes in it as
+    ``<layer name><extension>`` (``ct.nii.gz``, ``ct [prediction].nii.gz``), written as
+    :func:`write_image` and :func:`write_labels` write one layer. Nothing is left behind
+    when one layer cannot be written: the files are written into a hidden folder beside it,
+    which takes the folder's name at the end.
+
+    Parameters
+    ----------
+    path : str
+        ``<folder>.nii.gz``, ``.nii``, ``.tif``, ``.tiff``, ``.npy`` or ``.zarr``: the folder
+        to create and the format of its files.
+    layer_data : list of (data, meta, layer_type)
+        napari's full layer data of the selected layers (``"image"`` or ``"labels"``).
+
+    Returns
+    -------
+    list of str
+        The files (and Zarr folders) written, in the layers' order.
+
+    Raises
+    ------
+    LayerNotWritten
+        The folder exists already, or a layer cannot be written (its reason, in one line).
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    given = [s for s in (".nii.gz", ".nii", ".tiff", ".tif", ".npy", ".zarr") if target.name.lower().endswith(s)]
+    suffix = given[0] if given else ".nii.gz"  # no extension given: NIfTI
+    folder = target.with_name(target.name[: len(target.name) - len(suffix)] if given else target.name)
+    if folder.exists():
+        raise LayerNotWritten(f"{len(layer_data)} layers were not saved: '{folder}' exists already: choose a new "
+                              "name (each layer becomes a file in a folder of that name)")
+    if not folder.parent.is_dir():
+        raise LayerNotWritten(f"{len(layer_data)} layers were not saved: folder '{folder.parent}' does not exist")
+    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        written, used = [], set()
+        for data, meta, layer_type in layer_data:
+            name = "".join("_" if c in '/\\:*?"<>|' else c for c in str(meta.get("name") or layer_type)).strip(". ")
+            stem, k = name or layer_type, 2
+            while stem.lower() in used:  # two layers of one name: the second gets " (2)"
+                stem, k = f"{name} ({k})", k + 1
+            used.add(stem.lower())
+            file = _write(str(work / f"{stem}{suffix}"), data, meta, is_labels=layer_type == "labels")[0]
+            written.append(folder / Path(file).name)
+        work.rename(folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return [str(p) for p in written]
 
 
 def _write(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> list[str]:

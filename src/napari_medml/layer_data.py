@@ -71,15 +71,23 @@ FILE_META_KEY = "file_meta"
 _RTOL, _ATOL = 1e-5, 1e-6
 
 
+# The file details of a layer that say where and in what unit its voxels lie; a result
+# layer takes them from its source, so it saves as the source would (unit, NIfTI codes,
+# the length-1 axes the reader dropped), as the command line's outputs do
+GEOMETRY_META = ("unit", "time_unit", "sform_code", "qform_code", io_axes.SINGLETONS_KEY)
+
+
 class SpatialMeta(NamedTuple):
-    """Where a layer's voxels lie: spacing and origin in napari order, NIfTI affine, and the
+    """Where a layer's voxels lie: spacing and origin in napari order, NIfTI affine, the
     voxel order its file was stored in (``"LAS"``; None: RAS or no NIfTI), which results
-    carry so a prediction saves as NIfTI in its image's own voxel order."""
+    carry so a prediction saves as NIfTI in its image's own voxel order, and the file's
+    other :data:`GEOMETRY_META` details."""
 
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     affine: np.ndarray | None
     stored_orientation: str | None = None
+    file_meta: Mapping[str, Any] | None = None
 
 
 def channel_volumes(volume: Volume) -> list[Volume]:
@@ -192,9 +200,7 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
         file_meta["rgb"] = True
     rgb = bool(file_meta.get("rgb"))
     ndim = array.ndim - int(rgb)
-    spacing, origin, affine, _ = spatial_meta(
-        meta.get("scale"), meta.get("translate"), metadata, ndim=ndim
-    )
+    spacing, origin, affine = spatial_meta(meta.get("scale"), meta.get("translate"), metadata, ndim=ndim)[:3]
     axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
     return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta, axes)
 
@@ -266,9 +272,11 @@ def spatial_meta(
     spacing = tuple(float(s) for s in scale) if scale is not None else (1.0,) * ndim
     origin = tuple(float(t) for t in translate) if translate is not None else (0.0,) * ndim
     stored = (metadata or {}).get(AFFINE_KEY)
-    order = (metadata or {}).get(FILE_META_KEY, {}).get(STORED_ORIENTATION)
+    file_meta = (metadata or {}).get(FILE_META_KEY) or {}
+    order = file_meta.get(STORED_ORIENTATION)
+    geometry = {k: file_meta[k] for k in GEOMETRY_META if k in file_meta} or None
     if stored is None:
-        return SpatialMeta(spacing, origin, None)
+        return SpatialMeta(spacing, origin, None, None, geometry)
     affine = np.array(stored, dtype=np.float64)
     k = min(len(spacing), 3)
     sizes = np.linalg.norm(affine[:3, :k], axis=0)  # NIfTI (x, y, z) order
@@ -277,7 +285,7 @@ def spatial_meta(
     )
     if not agrees:
         affine = affine_from_spacing(spacing, origin, direction=affine)
-    return SpatialMeta(spacing, origin, affine, order)
+    return SpatialMeta(spacing, origin, affine, order, geometry)
 
 
 def placement_mismatch(image: SpatialMeta, labels: SpatialMeta) -> str | None:

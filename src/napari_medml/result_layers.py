@@ -69,8 +69,9 @@ def result_layer_data(
     """
     affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
     metadata: dict[str, Any] = {AFFINE_KEY: affine}
+    file_meta = dict(spatial.file_meta or {})  # unit, NIfTI codes: saved as the source would be
     if spatial.stored_orientation:  # saved as NIfTI in the image file's own voxel order
-        metadata[FILE_META_KEY] = {STORED_ORIENTATION: spatial.stored_orientation}
+        file_meta[STORED_ORIENTATION] = spatial.stored_orientation
     body = (source_axes or "")[: len(spatial.spacing)]  # an RGB colour axis has no spacing
     plain = body.replace("C", "")
     if kwargs.get("rgb"):  # colour last, as in an RGB source: only the spatial axes are placed
@@ -88,6 +89,12 @@ def result_layer_data(
         extra = max(np.ndim(data) - len(spatial.spacing), 0)
         scale = (1.0,) * extra + tuple(spatial.spacing)
         translate = (0.0,) * extra + tuple(spatial.origin)
+    if io_axes.SINGLETONS_KEY in file_meta:  # the source's dropped length-1 axes, but not its channels
+        placed = metadata.get(AXES_KEY, "")
+        dropped = file_meta[io_axes.SINGLETONS_KEY]
+        file_meta[io_axes.SINGLETONS_KEY] = [d for d in dropped if d[0] != "C" and d[0] not in placed]
+    if file_meta:
+        metadata[FILE_META_KEY] = file_meta
     if layer_type == "image":  # napari guesses RGB(A) from a last axis of 3 or 4: never for a result
         kwargs.setdefault("rgb", False)
     layer_kwargs: dict[str, Any] = {

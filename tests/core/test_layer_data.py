@@ -60,27 +60,32 @@ def test_npe2_writer_meta_with_numpy_scale_is_accepted() -> None:
 
 def test_changed_scale_rebuilds_affine_keeping_direction() -> None:
     stored = {"affine": oblique().tolist()}
-    spacing, origin, affine, _ = spatial_meta((4.0, 0.75, 0.5), (7.0, -6.0, 5.0), stored)
+    spacing, origin, affine, *_ = spatial_meta((4.0, 0.75, 0.5), (7.0, -6.0, 5.0), stored)
     np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), (0.5, 0.75, 4.0))
     np.testing.assert_allclose(affine, affine_from_spacing(spacing, origin, oblique()))
     # translate edited too
-    _, _, moved, _ = spatial_meta((2.0, 0.75, 0.5), (0.0, 1.0, 2.0), stored)
+    _, _, moved, *_ = spatial_meta((2.0, 0.75, 0.5), (0.0, 1.0, 2.0), stored)
     np.testing.assert_array_equal(moved[:3, 3], (2.0, 1.0, 0.0))
     np.testing.assert_allclose(moved[:3, :3], oblique()[:3, :3])
 
 
 def test_spatial_meta_defaults() -> None:
-    assert spatial_meta(None, None, None, ndim=3) == ((1.0,) * 3, (0.0,) * 3, None, None)
+    assert spatial_meta(None, None, None, ndim=3) == ((1.0,) * 3, (0.0,) * 3, None, None, None)
 
 
 def test_results_carry_the_voxel_order_their_image_file_was_stored_in() -> None:
     """A layer read from an LAS file (shown RAS) hands its file's order to its results, so a
-    prediction saved as NIfTI has its image's voxel order; other layers hand nothing on."""
-    metadata = {"affine": np.eye(4).tolist(), "file_meta": {"stored_orientation": "LAS", "sform_code": 1}}
+    prediction saved as NIfTI has its image's voxel order, with the file's unit, codes and
+    dropped length-1 axes (not a channel's, nor one the result has); not the file's format
+    details (a level, a channel); other layers hand nothing on."""
+    file_meta = {"stored_orientation": "LAS", "sform_code": 1, "qform_code": 1, "unit": "mm", "level": 0,
+                 "channel": 1, "singletons": [["T", 1.0, 0.0], ["C", 1.0, 0.0], ["Z", 3.0, 0.0]]}
+    metadata = {"affine": np.eye(4).tolist(), "file_meta": file_meta}
     spatial = spatial_meta((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), metadata)
     assert spatial.stored_orientation == "LAS"
     _, kwargs, _ = result_layer_data(np.zeros((2, 3, 4), np.uint8), "ct", "prediction", spatial, "labels", "ZYX")
-    assert kwargs["metadata"]["file_meta"] == {"stored_orientation": "LAS"}
+    assert kwargs["metadata"]["file_meta"] == {"stored_orientation": "LAS", "sform_code": 1, "qform_code": 1,
+                                               "unit": "mm", "singletons": [["T", 1.0, 0.0]]}
     plain = spatial_meta((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), {"affine": np.eye(4).tolist()})
     _, kwargs, _ = result_layer_data(np.zeros((2, 3, 4), np.uint8), "ct", "prediction", plain, "labels", "ZYX")
     assert plain.stored_orientation is None and "file_meta" not in kwargs["metadata"]

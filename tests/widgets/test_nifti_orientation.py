@@ -196,3 +196,32 @@ def test_an_instance_model_from_another_orientation_is_refused_with_a_fix_that_w
     assert main(["predict", "--model", str(bundle), "--image", str(path), "--out", str(tmp_path / "objects.nii.gz"),
                  "--device", "cpu"]) == 0
     assert nib.load(tmp_path / "objects.nii.gz").shape == image.T.shape
+
+
+def test_a_prediction_saved_from_napari_keeps_its_images_file_details(make_napari_viewer, open_widget, qtbot,
+                                                                      tmp_path, phantom) -> None:
+    """A one-slice NIfTI (X, Y, 1), 3 mm thick, sform and qform code 1, in mm: Predict with a
+    2D model, then File > Save the prediction: the file has the image file's shape, voxel
+    size, unit and codes, as `napari-medml predict` writes it (it came back (X, Y), without
+    the slice's thickness, its unit 'unknown' and its codes 2/0)."""
+    image, labels, _ = phantom
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    bundle = train(image[8], labels[8], config).save(tmp_path / "slice model")
+    img = nib.Nifti1Image(np.ascontiguousarray(image[8].T[..., None]), np.diag([0.5, 0.5, 3.0, 1.0]))
+    img.set_sform(img.affine, code=1)
+    img.set_qform(img.affine, code=1)
+    img.header.set_xyzt_units(xyz="mm")
+    nib.save(img, tmp_path / "slice.nii.gz")
+    viewer = make_napari_viewer()
+    open_and_predict(viewer, open_widget, qtbot, tmp_path / "slice.nii.gz", bundle)
+    pred = viewer.layers["slice [prediction]"]
+    viewer.layers.selection = {pred}
+    viewer.layers.save(str(tmp_path / "pred.nii.gz"), selected=True, plugin=PLUGIN)
+    saved = nib.load(tmp_path / "pred.nii.gz")
+    assert saved.shape == img.shape == (64, 64, 1)
+    assert saved.header.get_zooms() == pytest.approx((0.5, 0.5, 3.0))
+    assert saved.header.get_xyzt_units()[0] == "mm"
+    assert (int(saved.header["sform_code"]), int(saved.header["qform_code"])) == (1, 1)
+    np.testing.assert_allclose(saved.affine, img.affine)

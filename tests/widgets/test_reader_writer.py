@@ -159,3 +159,32 @@ def test_file_open_and_save_choose_the_plugin_for_nifti(make_napari_viewer, ct_p
     original, again = read_volume(ct_path), read_volume(saved)
     np.testing.assert_array_equal(again.data, original.data)
     np.testing.assert_array_equal(again.affine, original.affine)
+
+
+def test_save_selected_layers_writes_one_file_per_layer_in_a_folder(make_napari_viewer, ct_path, tmp_path) -> None:
+    """File › Save Selected Layer(s) with an image and its labels selected (napari picked
+    napari-svg and failed): a folder named after the file, one NIfTI per layer, each exactly
+    as one layer saves; a name taken is refused and nothing is left behind."""
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(ct_path), plugin=PLUGIN)
+    labels = viewer.add_labels((np.asarray(image.data) > 0).astype(np.uint8), name="ct [mask]",
+                               scale=image.scale, translate=image.translate, metadata=image.metadata)
+    viewer.layers.selection = {image, labels}
+    for plugin in (PLUGIN, None):  # the plugin named, or found for the file's extension
+        out = tmp_path / ("case" if plugin else "case2")
+        written = viewer.layers.save(str(out) + ".nii.gz", selected=True, plugin=plugin)
+        assert sorted(written) == sorted([str(out / "ct.nii.gz"), str(out / "ct [mask].nii.gz")])
+        saved, mask = read_volume(out / "ct.nii.gz"), read_volume(out / "ct [mask].nii.gz")
+        np.testing.assert_array_equal(saved.data, read_volume(ct_path).data)
+        np.testing.assert_array_equal(saved.affine, read_volume(ct_path).affine)
+        assert mask.is_labels and mask.data.dtype == np.uint8
+    from napari_medml._writer import LayerNotWritten
+
+    with pytest.raises(LayerNotWritten, match=r"2 layers were not saved: '.*case' exists already: choose a new name"):
+        viewer.layers.save(str(tmp_path / "case.tif"), selected=True, plugin=PLUGIN)
+    rgb = viewer.add_image(np.zeros((8, 10, 3), np.uint8), name="photo", rgb=True)
+    viewer.layers.selection = {labels, rgb}
+    with pytest.raises(LayerNotWritten, match="'photo' was not saved: cannot write RGB image 'photo' to NIfTI"):
+        viewer.layers.save(str(tmp_path / "mixed.nii.gz"), selected=True, plugin=PLUGIN)
+    assert not (tmp_path / "mixed").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left

@@ -56,6 +56,17 @@ def test_open_ome_zarr_pyramid_as_a_lazy_multiscale_layer(make_napari_viewer, tm
     np.testing.assert_array_equal(np.asarray(layer.data[0][3]), full[3])
 
 
+def test_a_uint16_pyramid_with_a_translation_opens_with_its_values_range(make_napari_viewer, tmp_path):
+    """napari's own guess gave (0, 1) for uint16 levels with a translation (two thirds of the
+    canvas white); the reader gives the coarsest level's range."""
+    full = np.random.default_rng(0).integers(0, 1000, (8, 32, 32)).astype(np.uint16)
+    _pyramid(tmp_path / "counts.ome.zarr", full)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "counts.ome.zarr"), plugin=PLUGIN)
+    coarse = full[:, ::2, ::2]
+    assert tuple(layer.contrast_limits) == (coarse.min(), coarse.max())
+
+
 def test_save_a_layer_as_ome_zarr_and_open_it_again(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     labels = (np.random.default_rng(1).random((5, 12, 10)) * 3).astype(np.uint8)
@@ -68,6 +79,19 @@ def test_save_a_layer_as_ome_zarr_and_open_it_again(make_napari_viewer, tmp_path
     (again,) = viewer.open(str(tmp_path / "organs.zarr"), plugin=PLUGIN)
     assert isinstance(again, napari.layers.Labels)
     np.testing.assert_array_equal(np.asarray(again.data), labels)
+
+
+def test_an_rgb_layer_saved_as_zarr_opens_as_rgb_again(make_napari_viewer, tmp_path):
+    """OME-Zarr stores the colours as channels; this reader puts them last again: the same RGB
+    layer comes back (it came back as a grey 3-channel image with a channel slider)."""
+    viewer = make_napari_viewer()
+    photo = np.random.default_rng(2).integers(0, 255, (32, 40, 3)).astype(np.uint8)
+    layer = viewer.add_image(photo, name="photo", rgb=True, scale=(0.3, 0.3))
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "photo.zarr"), selected=True, plugin=PLUGIN)
+    (again,) = viewer.open(str(tmp_path / "photo.zarr"), plugin=PLUGIN)
+    assert again.rgb and again.data.shape == (32, 40, 3) and tuple(again.scale) == pytest.approx((0.3, 0.3))
+    np.testing.assert_array_equal(np.asarray(again.data), photo)
 
 
 @pytest.fixture(scope="module")

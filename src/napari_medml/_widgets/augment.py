@@ -86,7 +86,7 @@ def _cropped(at: SpatialMeta, layer_axes: str, window: tuple[slice, ...]) -> Spa
     starts = iter(w.start for w in window[len(window) - sum(a != "C" for a in layer_axes):])
     shift = [0 if a == "C" else next(starts) for a in layer_axes]
     origin = tuple(o + k * s for o, k, s in zip(at.origin, shift, at.spacing))
-    return SpatialMeta(at.spacing, origin, None, at.stored_orientation)
+    return SpatialMeta(at.spacing, origin, None, at.stored_orientation, at.file_meta)
 
 
 def _sample_axis_labels(layer: napari.layers.Layer) -> dict[str, Any]:

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 ATTRS_KEY = "napari_medml"  # our group attributes: affine, file details, labels flag, progress
+RGB_AS_CHANNELS = "rgb_as_channels"  # file detail: an RGB(A) image stored with its colours as channels
 _NGFF_UNITS = {"um": "micrometer", "mm": "millimeter", "nm": "nanometer", "m": "meter", "cm": "centimeter"}
 _NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 _LABEL_HINT = ("seg", "label", "mask")
@@ -244,6 +245,8 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
     affine = None if info["affine"] is None or index else np.asarray(info["affine"], dtype=np.float64)
     volume = Volume(chosen.data, chosen.spacing, chosen.origin, affine, False, info["name"], meta, letters)
     volume = canonical(volume)
+    if info["meta"].get(RGB_AS_CHANNELS) and volume.axes.count("C") == 1 and axes is None:
+        volume = _channels_to_rgb(volume)
     labels = info["is_labels"] or (any(w in str(path).lower() for w in _LABEL_HINT)
                                    and np.issubdtype(volume.data.dtype, np.integer))
     if labels:
@@ -364,6 +367,8 @@ def write_zarr(path: str | Path, volume: Volume, chunks: Sequence[int] | None = 
         axes = _rgb_axes(axes)
         spacing, origin = _insert_channel(axes, spacing, origin)
     meta = {k: v for k, v in volume.meta.items() if k not in ("level", "rgb", "unit")}
+    if rgb:  # read back as RGB (colour last) by this reader; others see channels
+        meta[RGB_AS_CHANNELS] = True
     target = create_ome_zarr(path, np.shape(data), data.dtype, axes=axes, spacing=spacing, origin=origin,
                              chunks=chunks, unit=volume.meta.get("unit"), is_labels=volume.is_labels,
                              affine=volume.affine, meta=meta)  # fmt: skip
@@ -372,6 +377,21 @@ def write_zarr(path: str | Path, volume: Volume, chunks: Sequence[int] | None = 
     else:
         da.store(da.asarray(data).rechunk(target.chunks), target, lock=False)
     return Path(path)
+
+
+def _channels_to_rgb(volume: Volume) -> Volume:
+    """An RGB(A) image :func:`write_zarr` stored as channels, with its colours last again."""
+    import dask.array as da
+    from dataclasses import replace
+
+    c = volume.axes.index("C")
+    if volume.data.shape[c] not in (3, 4):
+        return volume
+    keep = [i for i in range(len(volume.axes)) if i != c]
+    return replace(volume, data=da.moveaxis(da.asarray(volume.data), c, -1),
+                   spacing=tuple(volume.spacing[i] for i in keep), origin=tuple(volume.origin[i] for i in keep),
+                   axes=volume.axes.replace("C", "") + "C",
+                   meta={**{k: v for k, v in volume.meta.items() if k != RGB_AS_CHANNELS}, "rgb": True})
 
 
 def _rgb_axes(axes: str) -> str:
