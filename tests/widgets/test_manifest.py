@@ -59,6 +59,7 @@ def test_plugin_loads_in_viewer(make_napari_viewer) -> None:
     assert {w.command for w in manifest.contributions.writers} == {
         "napari-medml.write_image",
         "napari-medml.write_labels",
+        "napari-medml.write_layers",
     }
     samples = dict(pm.iter_sample_data())
     assert {s.key for s in samples[PLUGIN]} == {"phantom_3d", "touching_objects_2d", "shape_classes"}

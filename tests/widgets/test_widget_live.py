@@ -121,6 +121,16 @@ def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, 
     widget["images"].value = [second]
     qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
     assert widget["start"].enabled
+    # Start on the other image: its own scribbles layer; a's strokes stay on a (they were moved
+    # onto b and trained b's session, the box still naming 'a [scribbles]')
+    strokes = viewer.layers["a [scribbles]"]
+    strokes.data_setitem((np.array([4, 30]), np.array([4, 30])), np.array([1, 2]))
+    second.translate = (40.0, 0.0)
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    assert widget["scribbles"].value is viewer.layers["b [scribbles]"]
+    assert not viewer.layers["b [scribbles]"].data.any() and tuple(viewer.layers["b [scribbles]"].translate) == (40, 0)
+    assert tuple(strokes.translate) == (0, 0) and strokes.data.sum() == 3
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:

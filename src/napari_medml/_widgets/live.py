@@ -75,6 +75,7 @@ class LiveWidget(DockForm):
         self._axes = ""  # the shown image layer's own axes: where results lie (not the stacked channels')
         self._layers: dict[str, Any] = {}
         self._made: Any = None  # the scribbles layer Start made (it follows the image's placement)
+        self._made_for: Any = None  # the image layer it was made for
         self._pushed: np.ndarray | None = None  # the scribbles last handed to the session
         self._stop_reason = ""
         self._visible: tuple | None = None
@@ -126,6 +127,8 @@ class LiveWidget(DockForm):
         axes = layer_volume(inputs.layer).axes  # several layers as channels: each layer's own
         shape = tuple(s for a, s in zip(inputs.axes, inputs.image.shape) if a != "C")
         scribbles = self._w["scribbles"].value
+        if scribbles is not None and scribbles is self._made and self._made_for is not inputs.layer:
+            scribbles = None  # the strokes Start made for another image: this one gets its own layer
         if scribbles == NEW_SCRIBBLES or scribbles is None:
             data, kwargs, kind = result_layer_data(np.zeros(shape, np.uint8), inputs.layer.name, "scribbles",
                                                    layer_spatial(inputs.layer), "labels", axes)
@@ -134,7 +137,7 @@ class LiveWidget(DockForm):
             scribbles = self._viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
             self._w["scribbles"].reset_choices()
             self._w["scribbles"].value = scribbles
-            self._made = scribbles
+            self._made, self._made_for = scribbles, inputs.layer
         elif tuple(scribbles.data.shape) != shape:
             raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
                              f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
@@ -227,12 +230,14 @@ class LiveWidget(DockForm):
         scribbles = self._layers.get("scribbles")
         if self.session is None or scribbles is None or self.session.closed:
             return
+        from napari_medml.live.instant import same_scribbles  # loaded with the session already
+
         data = np.asarray(scribbles.data)
         # set_data also comes with every slice change: only new strokes are refitted
-        if self._pushed is not None and np.array_equal(data, self._pushed):
+        if same_scribbles(data, self._pushed):
             return
         self._pushed = data.copy()
-        self.session.update(self._pushed)  # copies and returns at once
+        self.session.update(self._pushed, copy=False)  # ours alone, never written to: returns at once
         self._w["status"].value = "fitting the new strokes..."
 
     def _view_changed(self, *_: Any) -> None:
@@ -358,17 +363,17 @@ class LiveWidget(DockForm):
         """Write the answer as ``<image> [segmentation]``; put the network in the viewer's session."""
         session, inputs = self._require_session(), self._inputs
 
-        def job(stop: Any, report: Any) -> tuple[np.ndarray, Any]:
+        def job(stop: Any, report: Any) -> tuple[np.ndarray, Any, str | None]:
             labels = session.predict()
             try:
                 model = session.network_model(inputs.recipe)
             except InputError:
                 model = None  # no network (yet): the segmentation alone
-            return labels, model
+            return labels, model, session.network_note()
 
         self.tasks.start(job, on_result=lambda result: self._accepted(inputs, *result))
 
-    def _accepted(self, inputs: Any, labels: np.ndarray, model: Any) -> None:
+    def _accepted(self, inputs: Any, labels: np.ndarray, model: Any, note: str | None = None) -> None:
         from napari.utils import notifications
 
         show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
@@ -388,8 +393,10 @@ class LiveWidget(DockForm):
             store.training_data[name] = labelled_samples(images, strokes, spacings, channel_axis,
                                                          self._w["background"].value)
         store.add_model(model, name)
-        notifications.show_info(f"Accepted: '{inputs.layer.name} [segmentation]' and model '{name}' "
-                                "(Predict widget: predict other images, fine-tune, save).")
+        text = (f"Accepted: '{inputs.layer.name} [segmentation]' and model '{name}' (Predict widget: predict "
+                "other images, fine-tune, save)")
+        notify = notifications.show_warning if note else notifications.show_info  # note: the network lags
+        notify(f"{text}; but {note}." if note else f"{text}.")
 
     def _require_session(self) -> Any:
         if self.session is None or self.session.closed:

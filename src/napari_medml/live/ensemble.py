@@ -20,7 +20,7 @@ import numpy as np
 from napari_medml.live.features import FeatureStack, Region
 from napari_medml.live.stages import InstantPredictor, InstantStage, Strokes, held_out_accuracy
 
-__all__ = ["EnsemblePredictor", "EnsembleStage"]
+__all__ = ["EnsemblePredictor", "EnsembleStage", "network_note"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,3 +117,15 @@ class EnsembleStage:
     def close(self) -> None:
         """Drop the ensemble."""
         self._model = None
+
+
+def network_note(scores: dict[str, float], shown: str, margin: float = 0.05) -> str | None:
+    """A line when the network (the model a session's Accept hands on) scores more than
+    ``margin`` below the stage on screen (``shown``) on the held-out strokes (``scores``:
+    stage name -> balanced accuracy), so a segmentation accepted now is better than what
+    the model would predict; else None."""
+    net, best = scores.get("network"), scores.get(shown)
+    if shown == "network" or net is None or best is None or net >= best - margin:
+        return None
+    return (f"the model is the network, which scores {net:.2f} on the held-out strokes against {best:.2f} for "
+            f"the {shown} answer you accepted: let it train longer (or paint more) before it predicts other images")

@@ -183,6 +183,7 @@ class SessionWorker:
                 return
             version, scribbles = self._version, self._latest
         assert scribbles is not None  # version > 0 means update() stored scribbles
+        scribbles = np.asarray(scribbles, dtype=np.int32 if scribbles.dtype.itemsize <= 4 else np.int64)
         previous = self._strokes
         if self._birth is None:
             self._birth = np.zeros(self.shape, np.int32)

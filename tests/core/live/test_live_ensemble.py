@@ -98,3 +98,17 @@ def test_a_session_answers_with_the_mean_and_follows_new_strokes_at_once() -> No
         assert session.stage == "ensemble" and model.forest is session._stages[0].model()  # the new forest
         region = session._features.normalize(row)
         np.testing.assert_array_equal(shown, model.labels_from_proba(model.predict_proba(region)))
+
+
+def test_accept_is_told_when_the_network_lags_the_answer_on_screen() -> None:
+    """Accept hands on the network as the model: when it scores below the stage on screen on
+    the held-out strokes (a new user's brain crop: features 1.00, network 0.67), the line says
+    so; within the margin, or with the network on screen, nothing is said."""
+    from napari_medml.live.ensemble import network_note
+
+    assert network_note({"features": 1.0, "network": 0.67}, "features") == (
+        "the model is the network, which scores 0.67 on the held-out strokes against 1.00 for the features answer "
+        "you accepted: let it train longer (or paint more) before it predicts other images")
+    assert network_note({"features": 0.9, "network": 0.87}, "features") is None
+    assert network_note({"features": 1.0, "network": 0.5}, "network") is None
+    assert network_note({"features": 1.0}, "features") is None  # the network not scored yet

@@ -79,3 +79,17 @@ def test_forest_maps_background_id_to_zero_and_keeps_class_ids() -> None:
     assert len(capped) == 25
     with pytest.raises(InputError, match="at least one class"):
         InstantClassifier(InstantConfig()).fit(x, np.full(300, 2))
+
+
+def test_same_scribbles_compares_every_voxel() -> None:
+    """The GUI's check for new strokes (8 bytes at a time) finds one changed voxel anywhere,
+    on arrays whose size is and is not a multiple of 8 bytes, and in another dtype."""
+    from napari_medml.live.instant import same_scribbles
+
+    for shape in ((16, 64, 64), (3, 5, 7)):
+        a = np.zeros(shape, np.uint8)
+        b = a.copy()
+        assert same_scribbles(a, b) and not same_scribbles(a, None)
+        b[-1, -1, -1] = 2
+        assert not same_scribbles(a, b)
+        assert not same_scribbles(a, a.astype(np.int32)) and not same_scribbles(a, a[:1])
