@@ -124,3 +124,22 @@ def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_wor
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     assert viewer.layers["timelapse [scribbles]"].data.shape == image.shape
     _stop(widget, qtbot)
+
+
+def test_an_image_the_session_refuses_leaves_no_scribbles_and_the_status_says_why(
+        make_napari_viewer, open_widget, qtbot, notes, phantom):
+    """An image with NaNs: the session refuses it in its job; the empty scribbles layer Start
+    made goes too (a new user found it left behind) and the status keeps the reason."""
+    image, _ = phantom
+    holes = image.astype(np.float32)
+    holes[5:9, 10:30, 10:30] = np.nan
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(holes, name="holes")
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [layer]
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "NaN" in errors[0]
+    assert widget["status"].value.startswith("Stopped: ") and "NaN" in widget["status"].value
+    assert [l.name for l in viewer.layers] == ["holes"] and widget.session is None

@@ -182,6 +182,10 @@ class LiveWidget(DockForm):
             for event in (image.events.scale, image.events.translate, image.events.affine):
                 event.disconnect(self._image_moved)
         self._timer.stop()
+        if self.session is None and scribbles is not None and scribbles is self._made and not scribbles.data.any():
+            self._made = None  # no session came (a refused image): the empty layer Start made goes too
+            if scribbles in self._viewer.layers:
+                self._viewer.layers.remove(scribbles)
         self.session, self._layers, self._pushed = None, {}, None
         self._w["status"].value = f"Stopped: {self._stop_reason}" if self._stop_reason else "Stopped."
 
@@ -305,8 +309,12 @@ class LiveWidget(DockForm):
         from napari_medml.live.deep import DeepConfig
 
         inputs, background, network = config
-        session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
-                              background_id=background, deep=DeepConfig() if network else None)
+        try:
+            session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
+                                  background_id=background, deep=DeepConfig() if network else None)
+        except InputError as exc:  # the status keeps the reason after the notification goes
+            self._stop_reason = str(exc)
+            raise
         try:
             report(session)
             shown = None
