@@ -1,4 +1,5 @@
-"""Pieces of the Live widget: what its display job reports, and knowing when the dock closes."""
+"""Pieces of the Live widget: what its display job reports, knowing when the dock closes, and
+handing an accepted network to the viewer's session."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
-__all__ = ["Answer", "OnClose", "session_status"]
+__all__ = ["Answer", "OnClose", "add_live_model", "check_live_input", "session_status"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,32 @@ def session_status(session: Any) -> dict:
     """What the status line shows: the stage on screen, held-out scores, stroke counts, training."""
     return {"stage": session.stage, "scores": session.scores, "counts": session.stroke_counts,
             "training": session.training}
+
+
+def add_live_model(store: Any, model: Any, inputs: Any, scribbles: Any, background: int) -> str:
+    """Put an accepted network in the viewer's session ``store`` under a new name ``live <image>``,
+    with the strokes as its training data (fine-tuning in Predict learns them alongside), unless
+    the image was preprocessed (its recipe); returns the name."""
+    name = store.new_model_name(f"live {inputs.layer.name}")
+    if scribbles is not None and not inputs.recipe:
+        from napari_medml.segmentation.corrections import labelled_samples
+
+        images, strokes, spacings, channel_axis = inputs.samples(np.asarray(scribbles.data), model.spatial_dims)
+        store.training_data[name] = labelled_samples(images, strokes, spacings, channel_axis, background)
+    store.add_model(model, name)
+    return name
+
+
+def check_live_input(inputs: Any) -> None:
+    """Live takes one 2D image or 3D volume: a time series, or more axes than that with none
+    named, is refused naming the layer and what to do."""
+    from napari_medml.errors import InputError
+
+    if "T" in inputs.axes:
+        raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
+                         "image or 3D volume (open one frame)")
+    if inputs.axes.count("Q") > 1:  # more axes than a volume, and nothing says what they are
+        raise InputError(f"image '{inputs.layer.name}' has {inputs.image.ndim} axes and napari does not say "
+                         "what they are: name them in the console, e.g. viewer.layers['"
+                         f"{inputs.layer.name}'].axis_labels = ('t', 'z', 'y', 'x') for a time series (then "
+                         "segment one frame) or ('c', 'z', 'y', 'x') when it holds channels")

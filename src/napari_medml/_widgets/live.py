@@ -29,7 +29,8 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import Answer, OnClose, session_status
+from napari_medml._widgets._live_parts import (Answer, OnClose, add_live_model, check_live_input,
+                                               session_status)
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -116,14 +117,7 @@ class LiveWidget(DockForm):
         # the layer as shown: a crop (or another preprocessed layer) is segmented as it is,
         # and the accepted model records the recipe that made it from the raw image
         inputs = model_input(self._viewer, self._w["images"].value, raw=False)
-        if "T" in inputs.axes:
-            raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
-                             "image or 3D volume (open one frame)")
-        if inputs.axes.count("Q") > 1:  # more axes than a volume, and nothing says what they are
-            raise InputError(f"image '{inputs.layer.name}' has {inputs.image.ndim} axes and napari does not say "
-                             "what they are: name them in the console, e.g. viewer.layers['"
-                             f"{inputs.layer.name}'].axis_labels = ('t', 'z', 'y', 'x') for a time series (then "
-                             "segment one frame) or ('c', 'z', 'y', 'x') when it holds channels")
+        check_live_input(inputs)
         axes = layer_volume(inputs.layer).axes  # several layers as channels: each layer's own
         shape = tuple(s for a, s in zip(inputs.axes, inputs.image.shape) if a != "C")
         scribbles = self._w["scribbles"].value
@@ -391,16 +385,8 @@ class LiveWidget(DockForm):
             notifications.show_info("Accepted the segmentation; the network had not learned yet, so no model "
                                     "was added (keep 'train a network' on and give it time).")
             return
-        store = session_for(self._viewer)
-        name = store.new_model_name(f"live {inputs.layer.name}")
-        scribbles = self._layers.get("scribbles")
-        if scribbles is not None and not inputs.recipe:  # fine-tuning in Predict learns the strokes alongside
-            from napari_medml.segmentation.corrections import labelled_samples
-
-            images, strokes, spacings, channel_axis = inputs.samples(np.asarray(scribbles.data), model.spatial_dims)
-            store.training_data[name] = labelled_samples(images, strokes, spacings, channel_axis,
-                                                         self._w["background"].value)
-        store.add_model(model, name)
+        name = add_live_model(session_for(self._viewer), model, inputs, self._layers.get("scribbles"),
+                              self._w["background"].value)
         text = (f"Accepted: '{inputs.layer.name} [segmentation]' and model '{name}' (Predict widget: predict "
                 "other images, fine-tune, save)")
         notify = notifications.show_warning if note else notifications.show_info  # note: the network lags

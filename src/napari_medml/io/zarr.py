@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from napari_medml.config import to_dict
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr, length_factor
+from napari_medml.io.zarr_rgb import RGB_AS_CHANNELS, channels_to_rgb, rgb_to_channels
 
 __all__ = [
     "ATTRS_KEY",
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 ATTRS_KEY = "napari_medml"  # our group attributes: affine, file details, labels flag, progress
-RGB_AS_CHANNELS = "rgb_as_channels"  # file detail: an RGB(A) image stored with its colours as channels
 _NGFF_UNITS = {"um": "micrometer", "mm": "millimeter", "nm": "nanometer", "m": "meter", "cm": "centimeter"}
 _NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 _LABEL_HINT = ("seg", "label", "mask")
@@ -246,12 +246,10 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
     volume = Volume(chosen.data, chosen.spacing, chosen.origin, affine, False, info["name"], meta, letters)
     volume = canonical(volume)
     if info["meta"].get(RGB_AS_CHANNELS) and volume.axes.count("C") == 1 and axes is None:
-        volume = _channels_to_rgb(volume)
+        volume = channels_to_rgb(volume)
     labels = info["is_labels"] or (any(w in str(path).lower() for w in _LABEL_HINT)
                                    and np.issubdtype(volume.data.dtype, np.integer))
     if labels:
-        from dataclasses import replace
-
         volume = replace(volume, is_labels=True)
     return volume
 
@@ -362,12 +360,9 @@ def write_zarr(path: str | Path, volume: Volume, chunks: Sequence[int] | None = 
         data = data.astype(np.uint8)
     rgb = bool(volume.meta.get("rgb"))
     axes, spacing, origin = volume.axes, tuple(volume.spacing), tuple(volume.origin)
-    if rgb:  # OME-Zarr has no colour axis at the end: the colours become channels in front
-        data = da.moveaxis(da.asarray(data), -1, -4 if "Z" in axes else -3)
-        axes = _rgb_axes(axes)
-        spacing, origin = _insert_channel(axes, spacing, origin)
     meta = {k: v for k, v in volume.meta.items() if k not in ("level", "rgb", "unit")}
-    if rgb:  # read back as RGB (colour last) by this reader; others see channels
+    if rgb:  # OME-Zarr has no colour axis at the end: the colours become channels (zarr_rgb)
+        data, axes, spacing, origin = rgb_to_channels(replace(volume, data=data))
         meta[RGB_AS_CHANNELS] = True
     target = create_ome_zarr(path, np.shape(data), data.dtype, axes=axes, spacing=spacing, origin=origin,
                              chunks=chunks, unit=volume.meta.get("unit"), is_labels=volume.is_labels,
@@ -377,29 +372,3 @@ def write_zarr(path: str | Path, volume: Volume, chunks: Sequence[int] | None = 
     else:
         da.store(da.asarray(data).rechunk(target.chunks), target, lock=False)
     return Path(path)
-
-
-def _channels_to_rgb(volume: Volume) -> Volume:
-    """An RGB(A) image :func:`write_zarr` stored as channels, with its colours last again."""
-    import dask.array as da
-    from dataclasses import replace
-
-    c = volume.axes.index("C")
-    if volume.data.shape[c] not in (3, 4):
-        return volume
-    keep = [i for i in range(len(volume.axes)) if i != c]
-    return replace(volume, data=da.moveaxis(da.asarray(volume.data), c, -1),
-                   spacing=tuple(volume.spacing[i] for i in keep), origin=tuple(volume.origin[i] for i in keep),
-                   axes=volume.axes.replace("C", "") + "C",
-                   meta={**{k: v for k, v in volume.meta.items() if k != RGB_AS_CHANNELS}, "rgb": True})
-
-
-def _rgb_axes(axes: str) -> str:
-    body = axes[:-1]
-    return body[:-3] + "C" + body[-3:] if "Z" in body else body[:-2] + "C" + body[-2:]
-
-
-def _insert_channel(axes: str, spacing: tuple[float, ...], origin: tuple[float, ...]
-                    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    at = axes.index("C")
-    return spacing[:at] + (1.0,) + spacing[at:], origin[:at] + (0.0,) + origin[at:]
