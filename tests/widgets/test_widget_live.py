@@ -250,5 +250,7 @@ def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_wi
     qtbot.waitUntil(lambda: "ct [live] (2)" in viewer.layers and viewer.layers["ct [live] (2)"].data.any(),
                     timeout=60000)
     assert viewer.layers["ct [live]"] is answer and np.array_equal(answer.data, corrected)
+    session = widget.session
     widget["stop"].changed.emit(True)
+    assert session.closed  # at once: an answer of the whole volume in the job stops within a block
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)

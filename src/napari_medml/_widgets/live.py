@@ -9,9 +9,9 @@ whole image, into ``<image> [live]`` (a plugin-made layer, re-drawn as the answe
 improves), and between answers gives the network time (``train_for`` in short
 slices, which return as soon as new strokes arrive). One job, not two: napari's
 thread pool has as many threads as cores, and Accept, Where to paint next and the
-other widgets need one too. Stop, another image, removing a layer the session
-uses or closing the widget end the job, which closes the session and so frees its
-features and network. Accept writes the answer as
+other widgets need one too. Stop, another image, removing a layer the session uses or
+closing the widget cancel the session (a whole answer stops within a block) and end
+the job, which closes it and frees its features and network. Accept writes the answer as
 ``<image> [segmentation]`` and puts the network in the viewer's session, where
 the Predict widget lists it.
 """
@@ -29,8 +29,7 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import (Answer, OnClose, add_live_model, check_live_input,
-                                               session_status)
+from napari_medml._widgets._live_parts import Answer, OnClose, add_live_model, check_live_input, session_status
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -155,9 +154,11 @@ class LiveWidget(DockForm):
                           on_report=self._on_report, on_done=self._stopped)
 
     def stop(self, *_: Any) -> None:
-        """End the jobs; the live job closes the session (freeing its memory)."""
+        """End the jobs and cancel the session; the live job then closes it (freeing its memory)."""
         self.runner.stop()
         self.tasks.stop()
+        if self.session is not None:
+            self.session.cancel()
 
     def _destroyed(self, *_: Any) -> None:
         # the viewer closed with the widget in it: end the jobs (the session closes in its
@@ -314,16 +315,16 @@ class LiveWidget(DockForm):
             shown = None
             while not stop.stopped:
                 key = (session.revision, self._view, self._want_uncertainty)
-                if key == shown:
-                    steps = session.training.get("steps")
-                    if network:
-                        session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
-                    if session.training.get("steps") != steps:
-                        report(session_status(session))
-                    else:
-                        time.sleep(0.05)
-                    continue
                 try:
+                    if key == shown:
+                        steps = session.training.get("steps")
+                        if network:
+                            session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
+                        if session.training.get("steps") != steps:
+                            report(session_status(session))
+                        else:
+                            time.sleep(0.05)
+                        continue
                     if self._visible is not None:
                         report(Answer(self._visible, session.predict(self._visible), None, session_status(session)))
                     if session.revision == key[0] and not stop.stopped:  # nothing newer to show first

@@ -167,29 +167,56 @@ def _eigvals_sym2(h: list[np.ndarray]) -> list[np.ndarray]:
     return [mean + root, mean - root]
 
 
+def _smooth(chan: np.ndarray, sigma: Sequence[float], truncate: float, need: Region) -> np.ndarray:
+    """``gaussian_filter(chan)[need]``, cropping each axis as soon as it is filtered.
+
+    SciPy's ``gaussian_filter`` runs one 1D pass per axis over the whole array; a
+    box's halo is up to 100 voxels per axis at sigma 16, so after the pass along
+    an axis only the ``need`` part of it is kept and the later passes (and the
+    derivatives) run on far fewer voxels. Same passes, same order, same float32
+    output as ``gaussian_filter``, so the values are those of the whole image.
+    """
+    radius = [int(truncate * s + 0.5) for s in sigma]
+    # the input a voxel of `need` depends on: its window, clipped to the box
+    src = tuple(slice(max(0, q.start - r), min(n, q.stop + r)) for q, r, n in zip(need, radius, chan.shape))
+    out = chan[src]
+    for axis, (s, q, p) in enumerate(zip(sigma, need, src)):
+        out = ndi.gaussian_filter1d(out, s, axis=axis, truncate=truncate, mode="reflect", output=np.float32)
+        keep = [slice(None)] * out.ndim
+        keep[axis] = slice(q.start - p.start, q.stop - p.start)
+        out = out[tuple(keep)]
+    return out
+
+
 def _channel_features(chan: np.ndarray, spacing: Sequence[float], config: FeatureConfig,
-                      out: np.ndarray) -> None:
-    """Write one channel's features into ``out`` (*chan.shape, F_per_channel)."""
+                      inner: Region, out: np.ndarray) -> None:
+    """Write the features of ``chan[inner]`` into ``out`` (*inner_shape, F_per_channel).
+
+    ``chan`` holds the box with its halo (``halo``): each scale is filtered over
+    its own window only and the derivatives over ``inner`` plus their two steps.
+    """
     ndim = chan.ndim
     # Derivatives in units of the finest spacing: isotropic images get plain voxel differences.
     steps = [s / min(spacing) for s in spacing]
-    out[..., 0] = chan
-    previous = chan
+    # the two np.gradient steps of the Hessian: smooth is needed 2 voxels around `inner`
+    need = tuple(slice(max(0, q.start - 2), min(n, q.stop + 2)) for q, n in zip(inner, chan.shape))
+    local = tuple(slice(q.start - p.start, q.stop - p.start) for q, p in zip(inner, need))
+    out[..., 0] = chan[inner]
+    previous = chan[inner]
     k = 1
     for sigma in config.sigmas:
-        smooth = ndi.gaussian_filter(chan, _sigma_voxels(sigma, spacing), truncate=config.truncate,
-                                     mode="reflect", output=np.float32)
+        smooth = _smooth(chan, _sigma_voxels(sigma, spacing), config.truncate, need)
         grads = np.gradient(smooth, *steps)
-        out[..., k] = smooth
-        out[..., k + 1] = np.sqrt(sum(g * g for g in grads))
-        out[..., k + 2] = previous - smooth  # difference to the next finer scale
-        upper = [np.gradient(grads[i], steps[j], axis=j) for i in range(ndim) for j in range(i, ndim)]
+        out[..., k] = smooth[local]
+        out[..., k + 1] = np.sqrt(sum(g[local] * g[local] for g in grads))
+        out[..., k + 2] = previous - smooth[local]  # difference to the next finer scale
+        upper = [np.gradient(grads[i], steps[j], axis=j)[local] for i in range(ndim) for j in range(i, ndim)]
         del grads
         eig = _eigvals_sym3(upper) if ndim == 3 else _eigvals_sym2(upper)
         for e, values in enumerate(eig):
             out[..., k + 3 + e] = values
         del upper, eig
-        previous = smooth
+        previous = smooth[local]
         k += 3 + ndim
 
 
@@ -225,8 +252,7 @@ def multiscale_features(prepared: np.ndarray, spacing: Sequence[float], config: 
     per = 1 + len(config.sigmas) * (3 + ndim)
     channels = prepared.shape[-1]
     out = np.empty(tuple(s.stop - s.start for s in box) + (per * channels,), np.float32)
-    work = np.empty(tuple(p.stop - p.start for p in padded) + (per,), np.float32)
     for c in range(channels):
-        _channel_features(np.ascontiguousarray(prepared[padded + (c,)]), spacing, config, work)
-        out[..., c * per:(c + 1) * per] = work[inner]
+        _channel_features(np.ascontiguousarray(prepared[padded + (c,)]), spacing, config, inner,
+                          out[..., c * per:(c + 1) * per])
     return out

@@ -7,7 +7,8 @@ worker thread (plain ``threading``: the core runs without Qt) refits after a
 short debounce, then, while idle, scores the stages on held-out strokes, fills
 the feature cache and predicts the whole image. ``predict(region)`` answers a
 region from the latest fit, computing only the features of the blocks the region
-touches, so the slice on screen is answered before the rest of the volume.
+touches (a volume's slice: of that plane), so the slice on screen is answered
+before the rest of the volume.
 ``train_for(seconds)`` gives the network that much training in the calling thread
 (the widget calls it in a loop in its own worker); new strokes join the running
 training. Once the network can answer too, ``predict`` answers with the mean of
@@ -28,7 +29,7 @@ from napari_medml.errors import InputError
 from napari_medml.live.deep import DeepConfig, DeepStage
 from napari_medml.live.ensemble import EnsembleStage, network_note
 from napari_medml.live.features import FeatureConfig, FeatureStack, Region
-from napari_medml.live.instant import InstantConfig, Suggestion, stroke_counts, suggest_next, uncertainty_from_proba
+from napari_medml.live.instant import InstantConfig, Suggestion, stroke_counts, suggest_next
 from napari_medml.live.stages import InstantStage, Predictor, Stage, Strokes
 from napari_medml.live.worker import SessionWorker
 
@@ -324,11 +325,19 @@ class LiveSession(SessionWorker):
         """Whether ``close`` was called."""
         return self._closed
 
-    def close(self) -> None:
-        """Stop the worker thread and free the features, models and answers (idempotent)."""
+    def cancel(self) -> None:
+        """Close the session without waiting: a ``predict`` or ``train_for`` running in another
+        thread stops within one piece of work and raises InputError; ``close`` then frees it.
+
+        For a GUI's Stop: a whole answer of a large volume may take minutes.
+        """
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the worker thread and free the features, models and answers (idempotent)."""
+        self.cancel()
         if self._thread is not threading.current_thread():
             self._thread.join()
         for stage in self._stages:
@@ -347,54 +356,3 @@ class LiveSession(SessionWorker):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- answering --------------------------------------------------------
-
-    def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        if region is None:
-            return self._answer_now(region, wait, name)
-        # The region on screen is answered first: until it is, the worker's background work
-        # and the network's training wait (each gives way between two of its steps).
-        with self._cond:
-            self._requests += 1
-        try:
-            return self._answer_now(region, wait, name)
-        finally:
-            with self._cond:
-                self._requests -= 1
-                self._cond.notify_all()
-
-    def _answer_now(self, region: Region | None, wait: bool, name: str | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        self._check_open()
-        if wait:
-            with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._fatal is not None
-                                    or self._processed >= self._version)
-        self._check_open()
-        self._raise_fatal()
-        if self._fit_error is not None:  # the latest strokes cannot be fitted: never answer older ones
-            raise self._fit_error
-        stage = self._answering_stage() if name is None else self._named_stage(name)
-        model = stage.model()
-        if model is None:
-            if name is not None and name != self._stages[0].name:
-                raise InputError(f"the {name} stage has no answer yet: give it time (train_for) first")
-            raise InputError(
-                f"no strokes fitted yet: paint background (id {self.background_id}) and at least one class"
-            )
-        if region is not None:
-            region = self._features.normalize(region)
-            cached = self._answers.get(stage.name)
-            # the whole answer is ready: no second prediction (the network's may be of its
-            # previous snapshot while the worker predicts the newest: strokes do not change it)
-            if cached is not None and (cached[0] is model or (name is None and stage is self._deep)):
-                return cached[1][region].copy(), cached[2][region].copy()
-            proba = model.predict_proba(region)
-            return model.labels_from_proba(proba), uncertainty_from_proba(
-                proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
-        answer = self._whole(stage.name, model, lambda: self._closed)
-        if answer is None:
-            self._check_open()
-        return answer[0].copy(), answer[1].copy()

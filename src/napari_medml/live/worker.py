@@ -1,5 +1,5 @@
 """The worker thread of a ``LiveSession``: fit, score, pseudo-labels, features, whole answers,
-and which stage answers.
+which stage answers, and the answers ``predict`` gives.
 
 ``SessionWorker`` is ``LiveSession``'s base: one thread (plain ``threading``: the
 core runs without Qt) does, in this order of priority, the fit of the newest
@@ -314,3 +314,54 @@ class SessionWorker:
             for start in range(first.start, first.stop, step):
                 pieces.append((slice(start, min(first.stop, start + step)),) + block[1:])
         return pieces
+
+    # -- answering --------------------------------------------------------
+
+    def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        if region is None:
+            return self._answer_now(region, wait, name)
+        # The region on screen is answered first: until it is, the worker's background work
+        # and the network's training wait (each gives way between two of its steps).
+        with self._cond:
+            self._requests += 1
+        try:
+            return self._answer_now(region, wait, name)
+        finally:
+            with self._cond:
+                self._requests -= 1
+                self._cond.notify_all()
+
+    def _answer_now(self, region: Region | None, wait: bool, name: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        self._check_open()
+        if wait:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._fatal is not None
+                                    or self._processed >= self._version)
+        self._check_open()
+        self._raise_fatal()
+        if self._fit_error is not None:  # the latest strokes cannot be fitted: never answer older ones
+            raise self._fit_error
+        stage = self._answering_stage() if name is None else self._named_stage(name)
+        model = stage.model()
+        if model is None:
+            if name is not None and name != self._stages[0].name:
+                raise InputError(f"the {name} stage has no answer yet: give it time (train_for) first")
+            raise InputError(
+                f"no strokes fitted yet: paint background (id {self.background_id}) and at least one class"
+            )
+        if region is not None:
+            region = self._features.normalize(region)
+            cached = self._answers.get(stage.name)
+            # the whole answer is ready: no second prediction (the network's may be of its
+            # previous snapshot while the worker predicts the newest: strokes do not change it)
+            if cached is not None and (cached[0] is model or (name is None and stage is self._deep)):
+                return cached[1][region].copy(), cached[2][region].copy()
+            proba = model.predict_proba(region)
+            return model.labels_from_proba(proba), uncertainty_from_proba(
+                proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
+        answer = self._whole(stage.name, model, lambda: self._closed)
+        if answer is None:
+            self._check_open()
+        return answer[0].copy(), answer[1].copy()

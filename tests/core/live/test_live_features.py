@@ -60,6 +60,33 @@ def test_blockwise_equals_whole_image(shape: tuple[int, ...]) -> None:
     np.testing.assert_allclose(stack.at(coords), whole[coords], atol=2e-5)
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_a_slice_of_a_volume_is_read_from_its_plane_not_from_the_blocks_it_crosses(axis: int) -> None:
+    image = _image((40, 36, 44), seed=4)
+    spacing = (2.0, 1.0, 1.0)
+    config = FeatureConfig(sigmas=(1.0, 2.0, 4.0), block=8)
+    whole = multiscale_features(prepare_image(image, None), spacing, config)
+    stack = FeatureStack(image, spacing=spacing, config=config)
+    on_screen = tuple(slice(17, 18) if a == axis else slice(None) for a in range(3))
+    np.testing.assert_array_equal(stack.region(on_screen), whole[on_screen])
+    assert len(stack._cache) == 0 and list(stack._planes) == [(axis, 17)]
+    # strokes painted on two slices: their planes, not the blocks around them
+    rng = np.random.default_rng(0)
+    coords = [rng.integers(0, n, 50) for n in image.shape]
+    coords[axis] = np.repeat([17, 30], 25)
+    coords = tuple(coords)
+    np.testing.assert_array_equal(stack.at(coords), whole[coords])
+    assert len(stack._cache) == 0 and set(stack._planes) == {(axis, 17), (axis, 30)}
+    # a block's thin piece (a whole answer, piece by piece) is read from its block, not a whole plane
+    piece = (slice(8, 16), slice(0, 8), slice(3, 4))
+    np.testing.assert_array_equal(stack.region(piece), whole[piece])
+    assert len(stack._cache) == 1 and len(stack._planes) == 2
+    # points scattered through the volume are read from blocks
+    scattered = tuple(rng.integers(0, n, 30) for n in image.shape)
+    np.testing.assert_array_equal(stack.at(scattered), whole[scattered])
+    assert len(stack._cache) > 1 and len(stack._planes) == 2
+
+
 def test_budget_float16_and_eviction() -> None:
     image = _image((40, 50))
     config = FeatureConfig(sigmas=(1.0, 2.0), block=16, memory_budget=40 * 50 * 11 * 2 // 3)

@@ -125,6 +125,63 @@ def test_features_over_the_memory_budget_are_computed_on_request() -> None:
         assert dice_unpainted(whole, truth, np.zeros_like(truth)) > 0.8
 
 
+def test_the_slice_painted_on_is_answered_from_its_plane() -> None:
+    from napari_medml.live import FeatureConfig
+
+    p = phantom_3d(2, shape=(40, 64, 64))
+    truth = p.labels.astype(np.int32)
+    rng = np.random.default_rng(0)
+    scribbles = np.zeros(truth.shape, np.int32)
+    for label, paint in ((0, 4), (1, 1), (2, 2), (3, 3)):  # 40 voxels of each tissue on slice 20 only
+        ys, xs = np.nonzero(truth[20] == label)
+        pick = rng.choice(len(ys), min(40, len(ys)), replace=False)
+        scribbles[20, ys[pick], xs[pick]] = paint
+    # over the budget (as a large volume): nothing is computed before the strokes come
+    config = FeatureConfig(sigmas=(1.0, 2.0, 4.0), block=16, memory_budget=1 << 20)
+    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None) as session:
+        session.update(scribbles)
+        on_screen = session.predict((20, slice(None), slice(None)))
+        # the strokes' features and the answer came from slice 20's plane (blocks are 16 slices thick)
+        assert (0, 20) in session._features._planes
+        np.testing.assert_array_equal(on_screen, session.predict()[20:21])
+    assert dice_unpainted(on_screen[0], truth[20], scribbles[20]) > 0.8
+
+
+def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
+    from napari_medml.live import FeatureConfig
+
+    p = phantom_3d(1, shape=(40, 64, 64))
+    truth = p.labels.astype(np.int32)
+    config = FeatureConfig(sigmas=(1.0, 2.0), block=8, memory_budget=1 << 20)  # 320 blocks, answered on request
+    session = LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None)
+    session.update(SimulatedUser(truth, 4, seed=0).first_round())
+    session.predict((20, slice(None), slice(None)))
+    computed, started, raised = [], threading.Event(), []
+    compute = session._features._compute
+
+    def counting(group):
+        computed.append(len(group))
+        started.set()
+        compute(group)
+
+    session._features._compute = counting
+
+    def whole() -> None:
+        try:
+            session.predict()
+        except InputError as exc:
+            raised.append(str(exc))
+
+    thread = threading.Thread(target=whole)
+    thread.start()
+    assert started.wait(60)
+    session.cancel()  # returns at once (the GUI's Stop); the answer stops within a piece
+    thread.join(60)
+    assert not thread.is_alive() and raised and "closed" in raised[0]
+    assert sum(computed) < 320
+    session.close()
+
+
 def test_channels_and_bad_inputs() -> None:
     rng = np.random.default_rng(0)
     truth = np.zeros((64, 64), np.int32)
