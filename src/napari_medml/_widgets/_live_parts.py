@@ -1,5 +1,5 @@
 """Pieces of the Live widget: what its display job reports, knowing when the dock closes, and
-handing an accepted network to the viewer's session."""
+handing an accepted network to the viewer's session, placing the widget's layers on the image."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
-__all__ = ["Answer", "OnClose", "add_live_model", "check_live_input", "session_status"]
+from napari_medml._widgets._layers import layer_spatial
+from napari_medml.result_layers import result_layer_data
+
+__all__ = ["Answer", "OnClose", "add_live_model", "check_live_input", "place_on_image", "session_status"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,10 @@ def check_live_input(inputs: Any) -> None:
                          "what they are: name them in the console, e.g. viewer.layers['"
                          f"{inputs.layer.name}'].axis_labels = ('t', 'z', 'y', 'x') for a time series (then "
                          "segment one frame) or ('c', 'z', 'y', 'x') when it holds channels")
+
+
+def place_on_image(layer: Any, inputs: Any, axes: str) -> None:
+    """Put ``layer`` (the widget's own) where the image layer lies now."""
+    _, kwargs, _ = result_layer_data(np.broadcast_to(np.zeros((), np.uint8), layer.data.shape),
+                                     inputs.layer.name, "scribbles", layer_spatial(inputs.layer), "labels", axes)
+    layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]

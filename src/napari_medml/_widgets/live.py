@@ -29,7 +29,8 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import Answer, OnClose, add_live_model, check_live_input, session_status
+from napari_medml._widgets._live_parts import (Answer, OnClose, add_live_model, check_live_input, place_on_image,
+                                               session_status)
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -135,7 +136,7 @@ class LiveWidget(DockForm):
             raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
                              f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
         elif scribbles is self._made:  # ours: it lies where the image lies now
-            self._place(scribbles, inputs, axes)
+            place_on_image(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over
             check_on_image(scribbles, inputs.layer)
         scribbles.mode = "paint"
@@ -208,17 +209,11 @@ class LiveWidget(DockForm):
         for layer in (scribbles if ours else None, answer if answer is not None and is_generated(answer.metadata)
                       else None):
             if layer is not None and layer in self._viewer.layers:
-                self._place(layer, self._inputs, self._axes)
+                place_on_image(layer, self._inputs, self._axes)
         fix = ("the scribbles follow it and keep their strokes" if ours else
                f"set the scale and translate of '{getattr(scribbles, 'name', 'the scribbles')}' to the image's")
         self._stop_because(f"image '{image.name}' has a new voxel size or position ({fix}); press Start to "
                            "segment it with its new spacing")
-
-    def _place(self, layer: Any, inputs: Any, axes: str) -> None:
-        """Put ``layer`` (the widget's own) where the image layer lies now."""
-        _, kwargs, _ = result_layer_data(np.broadcast_to(np.zeros((), np.uint8), layer.data.shape),
-                                         inputs.layer.name, "scribbles", layer_spatial(inputs.layer), "labels", axes)
-        layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
 
     # -- GUI thread: strokes in, answers out ----------------------------------------------
 
@@ -300,7 +295,7 @@ class LiveWidget(DockForm):
     def _display_job(self, config: tuple, stop: Any, report: Any) -> None:
         """Make the session, then answer the visible slice and the whole image whenever they change,
         and train the network in between."""
-        from napari_medml.live import LiveSession
+        from napari_medml.live import LiveSession, Superseded
         from napari_medml.live.deep import DeepConfig
 
         inputs, background, network = config
@@ -328,8 +323,11 @@ class LiveWidget(DockForm):
                     if self._visible is not None:
                         report(Answer(self._visible, session.predict(self._visible), None, session_status(session)))
                     if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
-                        unc = session.uncertainty(wait=False) if key[2] else None
-                        report(Answer(None, session.predict(wait=False), unc, session_status(session)))
+                        unc = session.uncertainty(wait=False, until_update=True) if key[2] else None
+                        whole = session.predict(wait=False, until_update=True)
+                        report(Answer(None, whole, unc, session_status(session)))
+                except Superseded:  # new strokes: their slice is answered first
+                    continue
                 except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
                     if session.closed:
                         return
@@ -395,6 +393,7 @@ class LiveWidget(DockForm):
 
     def _require_session(self) -> Any:
         if self.session is None or self.session.closed:
-            raise InputError("no live session: choose the image and press Start first")
+            raise InputError("no live session: choose the image and press Start (the strokes are kept), then "
+                             "Accept or ask while it runs")
         return self.session
 

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from napari_medml.live.features import FeatureConfig, FeatureStack
 from napari_medml.live.instant import InstantConfig, Suggestion
-from napari_medml.live.session import LiveSession
+from napari_medml.live.session import LiveSession, Superseded
 
-__all__ = ["FeatureConfig", "FeatureStack", "InstantConfig", "LiveSession", "Suggestion"]
+__all__ = ["FeatureConfig", "FeatureStack", "InstantConfig", "LiveSession", "Suggestion", "Superseded"]

@@ -31,9 +31,9 @@ from napari_medml.live.ensemble import EnsembleStage, network_note
 from napari_medml.live.features import FeatureConfig, FeatureStack, Region
 from napari_medml.live.instant import InstantConfig, Suggestion, stroke_counts, suggest_next
 from napari_medml.live.stages import InstantStage, Predictor, Stage, Strokes
-from napari_medml.live.worker import SessionWorker
+from napari_medml.live.worker import SessionWorker, Superseded
 
-__all__ = ["LiveSession"]
+__all__ = ["LiveSession", "Superseded"]
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -169,7 +169,8 @@ class LiveSession(SessionWorker):
             self._busy = True
             self._cond.notify_all()
 
-    def predict(self, region: Region | None = None, wait: bool = True, stage: str | None = None) -> np.ndarray:
+    def predict(self, region: Region | None = None, wait: bool = True, stage: str | None = None, *,
+                until_update: bool = False) -> np.ndarray:
         """The current best answer for the whole image or a region.
 
         Parameters
@@ -184,6 +185,10 @@ class LiveSession(SessionWorker):
             "features", "network" or "ensemble" (their mean): that stage's answer
             instead of the best one (to compare them; the deep stage answers once it
             has a snapshot, the ensemble once the network has a whole answer).
+        until_update : bool
+            For the whole image only: strokes handed over (``update``) while it is
+            being answered stop it, and ``Superseded`` is raised (a GUI then answers
+            the slice on screen first, and asks again). Default False: it finishes.
 
         Returns
         -------
@@ -196,12 +201,15 @@ class LiveSession(SessionWorker):
         InputError
             No fit yet (fewer than two ids painted), a bad region, an unknown stage
             or one not ready yet, or a closed session.
+        Superseded
+            With ``until_update``: new strokes arrived during a whole answer.
         """
-        return self._answer_for(region, wait, stage)[0]
+        return self._answer_for(region, wait, stage, until_update)[0]
 
-    def uncertainty(self, region: Region | None = None, wait: bool = True, stage: str | None = None) -> np.ndarray:
+    def uncertainty(self, region: Region | None = None, wait: bool = True, stage: str | None = None, *,
+                    until_update: bool = False) -> np.ndarray:
         """float32 ``1 - max class probability`` of the current answer (0 sure), same rules as ``predict``."""
-        return self._answer_for(region, wait, stage)[1]
+        return self._answer_for(region, wait, stage, until_update)[1]
 
     def suggest_next(self, axis: int = 0) -> Suggestion:
         """The slice along ``axis`` (volumes) and the point with the most uncertain unpainted voxels."""

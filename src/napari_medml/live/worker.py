@@ -21,12 +21,16 @@ from napari_medml.live.features import Region
 from napari_medml.live.instant import uncertainty_from_proba
 from napari_medml.live.stages import Predictor, Stage, Strokes
 
-__all__ = ["CLEAR_LEAD", "SessionWorker"]
+__all__ = ["CLEAR_LEAD", "SessionWorker", "Superseded"]
 
 # Held-out balanced accuracy by which the network must lead the forest before the
 # ensemble answers instead of the forest: a few strokes score in steps of 0.1-0.3, so
 # a smaller lead is mostly chance (bench_live.py: scores swung by 0.5 from round to round)
 CLEAR_LEAD = 0.25
+
+
+class Superseded(Cancelled):
+    """A whole answer asked for with ``until_update=True`` stopped because new strokes arrived."""
 
 
 class SessionWorker:
@@ -317,10 +321,10 @@ class SessionWorker:
 
     # -- answering --------------------------------------------------------
 
-    def _answer_for(self, region: Region | None, wait: bool, name: str | None = None
+    def _answer_for(self, region: Region | None, wait: bool, name: str | None = None, until_update: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
         if region is None:
-            return self._answer_now(region, wait, name)
+            return self._answer_now(region, wait, name, until_update)
         # The region on screen is answered first: until it is, the worker's background work
         # and the network's training wait (each gives way between two of its steps).
         with self._cond:
@@ -332,9 +336,10 @@ class SessionWorker:
                 self._requests -= 1
                 self._cond.notify_all()
 
-    def _answer_now(self, region: Region | None, wait: bool, name: str | None = None
+    def _answer_now(self, region: Region | None, wait: bool, name: str | None = None, until_update: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
         self._check_open()
+        version = self._version
         if wait:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or self._fatal is not None
@@ -361,7 +366,9 @@ class SessionWorker:
             proba = model.predict_proba(region)
             return model.labels_from_proba(proba), uncertainty_from_proba(
                 proba.reshape(-1, proba.shape[-1])).reshape(proba.shape[:-1])
-        answer = self._whole(stage.name, model, lambda: self._closed)
+        answer = self._whole(stage.name, model, (lambda: self._closed or self._version != version) if until_update
+                             else (lambda: self._closed))
         if answer is None:
             self._check_open()
+            raise Superseded("new strokes arrived while the whole image was answered: ask again for their answer")
         return answer[0].copy(), answer[1].copy()

@@ -182,6 +182,47 @@ def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
     session.close()
 
 
+def test_new_strokes_stop_a_whole_answer_asked_until_update() -> None:
+    from napari_medml.live import FeatureConfig, Superseded
+
+    p = phantom_3d(1, shape=(40, 64, 64))
+    truth = p.labels.astype(np.int32)
+    config = FeatureConfig(sigmas=(1.0, 2.0), block=8, memory_budget=1 << 20)  # 320 blocks, answered on request
+    user = SimulatedUser(truth, 4, seed=0)
+    scribbles = user.first_round()
+    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None) as session:
+        session.update(scribbles)
+        session.predict((20, slice(None), slice(None)))
+        computed, started, raised = [], threading.Event(), []
+        compute = session._features._compute
+
+        def counting(group):
+            computed.append(len(group))
+            started.set()
+            compute(group)
+
+        session._features._compute = counting
+
+        def whole() -> None:
+            try:
+                session.predict(wait=False, until_update=True)
+            except Superseded as exc:
+                raised.append(str(exc))
+
+        thread = threading.Thread(target=whole)
+        thread.start()
+        assert started.wait(60)
+        more = scribbles.copy()
+        more[5, 30:34, 30:34] = 4  # a new stroke: the answer being computed is of the old strokes
+        session.update(more)
+        thread.join(60)
+        assert not thread.is_alive() and raised and "new strokes" in raised[0]
+        assert sum(computed) < 320
+        # the slice painted on answers at once, from its plane; asked again, the whole answer completes
+        assert session.predict((5, slice(None), slice(None))).shape == (1, 64, 64)
+        assert session.predict(until_update=True).shape == truth.shape
+
+
 def test_channels_and_bad_inputs() -> None:
     rng = np.random.default_rng(0)
     truth = np.zeros((64, 64), np.int32)
