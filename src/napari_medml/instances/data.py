@@ -29,6 +29,8 @@ CLASS_IDS = (0, 1, 2)  # background, interior, boundary: the network's first thr
 # The distance target rides through MONAI's label transforms (nearest neighbour, cast to
 # int64 at the end) as an integer in thousandths: exact enough for a target in [0, 1].
 DISTANCE_SCALE = 1000.0
+# Fewer held-out objects than this and F1/AP move by 0.05 or more for one object more or less
+FEW_OBJECTS = 20
 
 
 @dataclass
@@ -99,8 +101,11 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
     arrays, grid_labels, spacings = read_images_and_labels(images, labels, config, spacing=spacing,
                                                            channel_axis=channel_axis, base=base,
                                                            what="instance labels")
-    stacked, encoded, grids = [], [], []
-    for arr, lab, sp in zip(arrays, grid_labels, spacings):
+    stacked, encoded, grids, ids_seen = [], [], [], set()
+    for number, (arr, lab, sp) in enumerate(zip(arrays, grid_labels, spacings)):
+        _check_one_id_per_object(lab, f"instance labels {number + 1} of {len(arrays)}" if len(arrays) > 1
+                                 else "the instance labels")
+        ids_seen.update(np.unique(lab[lab > 0]).tolist())
         if lab.size and int(lab.max()) >= 2**24:  # ids travel as float32 through the split: keep them exact
             from skimage.segmentation import relabel_sequential
 
@@ -120,16 +125,42 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
         single=len(arrays) == 1, max_patch_voxels=max_patch_voxels)
     train, val, note = split.split_train_val(stacked, encoded, dc.val_fraction, context=patch_size,
                                              class_ids=CLASS_IDS)
+    if len(ids_seen) == 1:  # one object, or a mask of touching objects: say which fix applies
+        note = "; ".join(n for n in (note, (
+            f"the instance labels hold one object (id {ids_seen.pop()}): if it is a mask of several touching "
+            "objects, give each object its own id, or the model learns them as one")) if n)
     if not any((r.label >= 2).any() for r in train):
         raise InputError(f"the training part has no objects ({note}): set the validation fraction to 0 "
                          "(--val-fraction 0), or label objects in more of the data")
     train_regions = [_unpack(r, in_channels) for r in train]
     val_regions = [_unpack(r, in_channels) for r in val]
     val_regions = [r for r in val_regions if r.label.any()]
+    held = sum(int(np.count_nonzero(np.unique(r.instances))) for r in val_regions)
+    if 0 < held < FEW_OBJECTS:  # its best epoch and post-processing rest on these few objects
+        note += (f"; the validation part holds only {held} object(s): its scores (and the best epoch and "
+                 "post-processing chosen on them) are rough; label more objects or images")
     normalization = normalize_regions(train_regions, val_regions, config, base)
     train_regions = [pad_to(r, patch_size) for r in train_regions]
     return InstanceData(train_regions, val_regions, note, in_channels, spacings[0], patch_size, normalization,
                         params)
+
+
+def _check_one_id_per_object(labels: np.ndarray, name: str) -> None:
+    """Refuse a mask given as instance labels: many separate objects under one or a few ids.
+
+    ``skimage.measure.label`` joins neighbours of the same value only, so it counts the
+    pieces of every id; real instance labels have about one piece per id.
+    """
+    from skimage.measure import label
+
+    ids = int(np.count_nonzero(np.unique(labels)))
+    pieces = int(label(labels, background=0).max()) if ids else 0
+    if pieces >= 2 * ids + 3:
+        raise InputError(
+            f"{name} hold {pieces} separate objects under {ids} id(s): that is a mask, not one id per object, "
+            "so nothing would tell objects apart; give each object its own id (skimage.measure.label(mask) "
+            "does it for objects that do not touch), or train --task segmentation on the mask"
+        )
 
 
 def _params(grids: list[tuple[np.ndarray, tuple[float, ...] | None]]) -> InstanceParams:
