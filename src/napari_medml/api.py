@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from napari_medml.config import TrainConfig
-from napari_medml.errors import BundleError, ConfigError
+from napari_medml.errors import BundleError, ConfigError, InputError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -106,7 +106,15 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
     ------
     ConfigError
         An unknown task, or an argument the task does not take.
+    InputError
+        A ``config`` that is not a ``TrainConfig`` (e.g. a dict), or a ``spacing`` that is
+        not one positive voxel size per spatial axis.
     """
+    if not isinstance(config, TrainConfig):
+        got = "a dict" if isinstance(config, dict) else f"{type(config).__name__} {config!r}"
+        raise InputError(f"config must be a TrainConfig, got {got}: build one with TrainConfig(task=..., "
+                         "optim=OptimConfig(...)), TrainConfig.from_json(text) or "
+                         "napari_medml.config.from_dict(TrainConfig, a_dict)")
     entry = _entry(config.task)
     if config.task == "segmentation" and config.data.folds > 1 and config.data.fold is None:
         entry = TASKS["ensemble"]
@@ -119,12 +127,25 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
                               "(see napari_medml.classification.data)")
         return (yield from _resolve(entry.fit)(images, config, stop=stop, init_from=init_model,
                                                resume_from=resume_from))
+    spacing = _checked_spacing(images, spacing, config.data.spatial_dims, channel_axis)
     extra = {"plan": plan} if plan is not None and entry is TASKS["segmentation"] else {}
     model = yield from _resolve(entry.fit)(images, labels, config, spacing=spacing, channel_axis=channel_axis,
                                            stop=stop, resume_from=resume_from, init_model=init_model, **extra)
     if plan is not None and model is not None and "plan" not in model.provenance:  # other tasks keep it too
         model.provenance["plan"] = plan.to_dict()
     return model
+
+
+def _checked_spacing(images: Any, spacing: Any, spatial_dims: int, channel_axis: int | None) -> Any:
+    """``spacing`` checked against the run's spatial axes (``preprocessing.spacing.check_spacings``),
+    unless the first image has another number of axes: the task then says how to fix the image."""
+    from napari_medml.preprocessing.spacing import check_spacings
+
+    first = images[0] if isinstance(images, (list, tuple)) and images else images
+    shape = getattr(first, "shape", None)
+    if shape is not None and len(shape) - (channel_axis is not None) != spatial_dims:
+        return spacing
+    return check_spacings(spacing, spatial_dims)
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> AnyModel:
@@ -227,5 +248,6 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
 
     result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary", frames_axis=frames_axis)
     notes = evaluation_notes(result, f"prediction '{names[0]}'", f"labels '{names[1]}'",
-                             "score as foreground vs background (binary)", "score as instances")
+                             "level='binary' (Evaluate: score as 'foreground vs background')",
+                             "level='instances' (Evaluate: score as 'instances')")
     return {**head, **result, "notes": notes}

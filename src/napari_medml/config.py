@@ -8,9 +8,13 @@ strings, never integer codes, so that a saved ``config.json`` reads like a sente
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import numbers
+import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,19 +22,8 @@ from typing import Any, Literal
 from napari_medml.errors import ConfigError
 from napari_medml.jsonable import from_dict, to_dict  # the configs' JSON round trip
 
-__all__ = [
-    "AugmentConfig",
-    "AugmentSpec",
-    "DataConfig",
-    "InferConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "PreprocessStep",
-    "PretrainConfig",
-    "TrainConfig",
-    "from_dict",
-    "to_dict",
-]
+__all__ = ["AugmentConfig", "AugmentSpec", "DataConfig", "InferConfig", "ModelConfig", "OptimConfig", "PreprocessStep",
+           "PretrainConfig", "TrainConfig", "from_dict", "to_dict"]
 
 Task = Literal["segmentation", "classification", "pretraining", "instances"]
 LabelMode = Literal["dense", "sparse"]
@@ -59,6 +52,41 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+_KINDS = {int: (_is_int, "an integer", "integers"),  # what int, float, bool fields hold (a bool is no number)
+          float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number", "numbers"),
+          bool: (lambda v: isinstance(v, bool) or type(v).__name__ in ("bool_", "bool"), "True or False", "True or False")}
+
+
+def _check_fields(config: Any) -> None:
+    """Each config's type check (first in ``__post_init__``): Literal choices, int/float/bool kinds, subconfigs."""
+    hints = typing.get_type_hints(type(config))  # evaluates the string annotations (``from __future__``)
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        if value is None and union and type(None) in typing.get_args(hint):
+            continue
+        options = tuple(o for o in (typing.get_args(hint) if union else (hint,)) if o is not type(None))
+        if all(typing.get_origin(o) is Literal for o in options):
+            choices = tuple(c for o in options for c in typing.get_args(o))  # str or int (Literal[2, 3])
+            device = choices == typing.get_args(DeviceName)
+            if any(value == c and (isinstance(value, str) if isinstance(c, str) else _is_int(value)) for c in choices
+                   ) or (device and isinstance(value, str) and re.fullmatch(r"cuda:\d+", value)):
+                continue
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.75)
+            extra = (" or 'cuda:N' (GPU number N)" if device else "") + (
+                f"; did you mean {close[0]!r}?" if close else "")
+            raise ConfigError(f"{f.name} {value!r} is not one of {', '.join(repr(c) for c in choices)}{extra}")
+        kind = options[0] if len(options) == 1 else None
+        if dataclasses.is_dataclass(kind) and not isinstance(value, kind):
+            raise ConfigError(f"{f.name} must be {kind.__name__}(...), got {type(value).__name__} {value!r}")
+        items = typing.get_args(kind) if typing.get_origin(kind) is tuple and isinstance(value, (tuple, list)) else ()
+        each = items[0] if items[1:] == (Ellipsis,) else None  # tuple[int, ...]: every item an int
+        if each in _KINDS and not all(_KINDS[each][0](v) for v in value):
+            raise ConfigError(f"{f.name} {tuple(value)!r} must hold {_KINDS[each][2]} only")
+        if kind in _KINDS and not _KINDS[kind][0](value):
+            raise ConfigError(f"{f.name} {value!r} must be {_KINDS[kind][1]}")
+
+
 @dataclass(frozen=True)
 class PreprocessStep:
     """One step of a preprocessing recipe: an operation name and its parameters.
@@ -79,6 +107,7 @@ class AugmentSpec:
     strength: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not 0.0 <= self.prob <= 1.0:
             raise ConfigError(f"augmentation probability must be in [0, 1], got {self.prob}")
         if self.strength < 0:
@@ -102,6 +131,9 @@ class AugmentConfig:
     contrast: AugmentSpec = AugmentSpec(0.15, 1.0)  # gamma (0.7-1.5)
     intensity: AugmentSpec = AugmentSpec(0.15, 1.0)  # scale and shift (10 %)
     bias_field: AugmentSpec = AugmentSpec(0.0, 1.0)  # smooth multiplicative field
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -138,12 +170,11 @@ class DataConfig:
     fold: int | None = None
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not _is_int(self.folds) or self.folds < 1:
             raise ConfigError(f"folds must be an integer >= 1, got {self.folds}")
         if self.fold is not None and not (_is_int(self.fold) and 0 <= self.fold < self.folds):
             raise ConfigError(f"fold must be an integer from 0 to folds - 1 = {self.folds - 1}, got {self.fold}")
-        if self.spatial_dims not in (2, 3):
-            raise ConfigError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.foreground_fraction <= 1.0:
@@ -169,7 +200,7 @@ class DataConfig:
 class ModelConfig:
     """Which network from the registry (``napari_medml.nn.segmentation``) and its size."""
 
-    network: str = "unet"
+    network: SegmentationNetwork | ClassifierNetwork = "unet"  # the task's kind is checked when it is built
     channels: int = 16  # the network's width: channels at the first (full-resolution) level
     depth: int = 4  # number of resolution levels
     norm: Norm = "instance"
@@ -179,6 +210,7 @@ class ModelConfig:
     freeze_stages: int = 0
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if self.channels < 1 or self.depth < 1:
             raise ConfigError(f"channels and depth must be >= 1, got channels {self.channels}, depth {self.depth}")
         if self.freeze_stages < 0:
@@ -222,6 +254,7 @@ class OptimConfig:
     early_stopping_metric: StopMetric = "val_dice"
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
@@ -280,6 +313,7 @@ class PretrainConfig:
     noise_std: float = 0.2
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if not _is_int(self.mask_block) or self.mask_block < 1:
@@ -297,7 +331,7 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
+    device: DeviceName = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     amp: bool = True  # mixed precision; used on CUDA only
     seed: int = 0
     checkpoint_dir: str | None = None  # where best/last checkpoints go (None: none on disk, best kept in memory)
@@ -305,14 +339,36 @@ class TrainConfig:
     pretrain: PretrainConfig = PretrainConfig()  # task "pretraining" only
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
 
     def to_json(self) -> str:
+        """The config as indented JSON text, as a bundle's ``config.json`` stores it (read by :meth:`from_json`).
+
+        Returns
+        -------
+        str
+        """
         return json.dumps(to_dict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> TrainConfig:
+        """Rebuild a config from :meth:`to_json` text; options left out keep their defaults.
+
+        Parameters
+        ----------
+        text : str
+
+        Returns
+        -------
+        TrainConfig
+
+        Raises
+        ------
+        ConfigError
+            An unknown option, or a value out of range or of the wrong kind.
+        """
         return from_dict(cls, json.loads(text))
 
 
@@ -330,10 +386,11 @@ class InferConfig:
     fill_holes: bool = False
     keep_largest: bool = False  # keep the largest connected component per class
     instances: InstanceSplit = "none"
-    device: str = "auto"
+    device: DeviceName = "auto"  # or "cuda:N"
     amp: bool = True
 
     def __post_init__(self) -> None:
+        _check_fields(self)
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.sw_batch_size < 1:

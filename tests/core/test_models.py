@@ -38,7 +38,7 @@ def test_dynunet_pools_the_coarse_axis_later():
 
 
 def test_unknown_network_and_bad_depth():
-    with pytest.raises(ConfigError, match="unknown segmentation network 'nope'"):
+    with pytest.raises(ConfigError, match="network 'nope' is not one of"):
         build_network(ModelConfig(network="nope"), 2, 1, 2)
     with pytest.raises(ConfigError, match="a classification network"):
         build_network(ModelConfig(network="resnet18"), 2, 1, 2)

@@ -21,6 +21,7 @@ from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.errors import BundleError, InputError
+from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.prediction import Prediction, stack_predictions
 from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid
@@ -132,14 +133,15 @@ class Model(BundledModel):
         BundleError
             The image does not fit the model (dimensions or channels).
         InputError
-            NaN/inf values, or ``axes`` that do not fit the image.
+            NaN/inf values, ``axes`` that do not fit the image, or a ``spacing`` that is not
+            one positive voxel size per spatial axis.
         Cancelled
             Stopped through ``stop``.
         """
         config = config or planned_infer_config(self)
         channel_axis, samples = self._layout(image, channel_axis, axes)
-        if spacing is not None:
-            spacing = tuple(spacing)[-self.spatial_dims:]
+        # one size per spatial axis, or per non-channel axis (a stack's or series' own first): the last ones count
+        spacing = check_spacing(spacing, self.spatial_dims, what="model", extra=len(samples))
         if not samples:
             return self._predict_one(image, spacing, channel_axis, config, progress, stop)
         shape = np.shape(image)

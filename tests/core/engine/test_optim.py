@@ -53,5 +53,5 @@ def test_schedule_state_round_trips():
 
 def test_unknown_names_are_refused():
     net = torch.nn.Linear(2, 2)
-    with pytest.raises(ConfigError, match="unknown optimizer"):
+    with pytest.raises(ConfigError, match="optimizer 'lbfgs' is not one of 'sgd', 'adam', 'adamw', 'rmsprop'$"):
         build_optimizer(net, replace(TrainConfig(), optim=replace(OptimConfig(), optimizer="lbfgs")))
