@@ -71,6 +71,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     from napari_medml.segmentation.metrics import dice
 
     times: dict[str, float] = {}
+    _say("opening the 3D phantom (File > Open Sample) and the widgets (Plugins menu)")
     viewer.open_sample("napari-medml", "phantom_3d")  # File › Open Sample
     image, truth = viewer.layers["phantom"], viewer.layers["phantom [ground truth]"]
     pre, aug, train, pred = (open_from_menu(viewer, title) for title in
@@ -78,6 +79,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     _wait(app, lambda: not train._device_runner.running)
 
     t = time.perf_counter()
+    _say("Preprocess: z-score")
     pre["image"].value, pre["operation"].value = image, "zscore"
     pre["apply"].native.click()
     _wait(app, lambda: not pre.runner.running)
@@ -85,12 +87,14 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     times["preprocess_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _say("Augmentation preview: 8 samples")
     aug.image.value, aug.label_layer.value, aug.n.value = zscored, truth, 8
     aug.preview_button.native.click()
     _wait(app, lambda: not aug.runner.running)
     times["augmentation_preview_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _say(f"Train segmentation: {epochs} epochs x {steps} steps (the longest step: minutes on a CPU)")
     train["images"].value, train["labels"].value = [zscored], truth
     train["channels"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
     train["epochs"].value, train["steps"].value, train["lr"].value = epochs, steps, 3e-3
@@ -101,6 +105,7 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
     times["train_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    _say(f"trained in {times['train_s']:.0f} s; Predict")
     pred["images"].value = [zscored]
     pred["predict"].native.click()
     _wait(app, lambda: not pred.runner.running)
@@ -120,6 +125,11 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40) -> dict[st
         "epochs": epochs, "steps_per_epoch": steps,
         "model": repr(train.model), "device": train["device_info"].value,
     }
+
+
+def _say(line: str) -> None:
+    """One progress line on stderr (stdout keeps the report's JSON)."""
+    print(f"demo: {line}", file=sys.stderr, flush=True)
 
 
 def _write_report(out: Path, report: dict[str, Any]) -> None:
@@ -161,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer.screenshot(str(out / "screenshot.png"), canvas_only=False)
         _write_report(out, report)
         print(json.dumps(report, indent=2))
+        _say(f"wrote {out / 'screenshot.png'}, {out / 'report.md'} and {out / 'report.json'}")
         viewer.close()
         return 0
     _write_report(out, report)

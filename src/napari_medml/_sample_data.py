@@ -72,7 +72,7 @@ def shape_classes() -> list[LayerDataTuple]:
         (sample.images, {"name": "shapes", "scale": scale, "metadata": dict(meta)}, "image"),
         (
             sample.labels,
-            {"name": "shapes [classes]", "scale": scale, "metadata": dict(meta), "features": features},
+            {"name": "shapes [ground truth]", "scale": scale, "metadata": dict(meta), "features": features},
             "labels",
         ),
     ]

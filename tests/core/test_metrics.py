@@ -174,7 +174,11 @@ def test_mean_hd95_skips_only_classes_in_neither_array_and_binary_merges_ids():
     merged = evaluate(pred, gt, binary=True)
     assert (list(merged["classes"]), merged["mean_dice"], merged["mean_hd95"]) == (["1"], 1.0, 0.0)
     assert evaluation_notes(merged, "p", "g", "--binary") == []
-    assert evaluate(np.zeros((4, 4), int), np.zeros((4, 4), int))["mean_hd95"] is None  # nothing scored
+    empty = evaluate(np.zeros((4, 4), int), np.zeros((4, 4), int))
+    assert empty["mean_hd95"] is None and empty["mean_dice"] is None  # nothing scored, and the notes say why
+    assert evaluation_notes(empty, "prediction 'p'", "labels 'g'", "--binary") == [
+        "labels 'g' and prediction 'p' hold no foreground (only 0): there is no class to score, so the means are "
+        "null; check that these are the files you meant"]
 
 
 def test_the_public_evaluate_scores_classes_foreground_and_instances():

@@ -10,9 +10,13 @@ from menu_helpers import docked_widgets
 from napari_medml._demo import _write_report, run_loop
 
 
-def test_demo_loop_runs_and_reports(make_napari_viewer, tmp_path):
+def test_demo_loop_runs_and_reports(make_napari_viewer, tmp_path, capsys):
     viewer = make_napari_viewer()
     report = run_loop(viewer, QApplication.instance(), epochs=1, steps=2)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("demo: ")]
+    steps = ["opening the 3D phantom (File > Open Sample) and the widgets (Plugins menu)", "Preprocess: z-score",
+             "Augmentation preview: 8 samples", "Train segmentation: 1 epochs x 2 steps", "trained in"]
+    assert len(said) == len(steps) and all(line.startswith("demo: " + step) for line, step in zip(said, steps))
     assert set(report["dice"]) == {"body", "organ", "lesion"}
     assert set(report["times_s"]) == {"preprocess_s", "augmentation_preview_s", "train_s",
                                       "predict_s"}

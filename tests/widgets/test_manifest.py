@@ -71,7 +71,7 @@ def test_plugin_loads_in_viewer(make_napari_viewer) -> None:
 def test_shape_classes_sample_carries_classes(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "shape_classes")
-    labels = viewer.layers["shapes [classes]"]
+    labels = viewer.layers["shapes [ground truth]"]
     classes = labels.metadata["sample_classes"]
     assert len(classes) == labels.data.shape[0]
     assert sorted(set(classes)) == [1, 2]

@@ -151,7 +151,7 @@ def test_widgets_docked_both_ways_share_one_session(make_napari_viewer, open_wid
 SAMPLES = {
     "phantom_3d": ("phantom", "phantom [ground truth]", 3, (2.0, 1.0, 1.0)),
     "touching_objects_2d": ("objects", "objects [ground truth]", 2, (1.0, 1.0)),
-    "shape_classes": ("shapes", "shapes [classes]", 3, (1.0, 1.0, 1.0)),
+    "shape_classes": ("shapes", "shapes [ground truth]", 3, (1.0, 1.0, 1.0)),
 }
 
 

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def setup(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [classes]" (all painted)
-    image, truth_layer = viewer.layers["shapes"], viewer.layers["shapes [classes]"]
+    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [ground truth]" (all painted)
+    image, truth_layer = viewer.layers["shapes"], viewer.layers["shapes [ground truth]"]
     truth = np.asarray(truth_layer.metadata["sample_classes"])
     paint = np.array(truth_layer.data, copy=True)
     rng = np.random.default_rng(0)
@@ -63,9 +63,8 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
     assert widget.runner.running and widget["stop"].enabled
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
     seconds = time.perf_counter() - t0
-    # The sample's own labels layer is already called "shapes [classes]" and is not the
-    # plugin's: the result takes the next free name instead of overwriting it.
-    result = viewer.layers["shapes [classes] (2)"]
+    # the sample's truth is named like every sample's, so the result is the README's name
+    result = viewer.layers["shapes [classes]"]
     assert result.data.shape == viewer.layers["shapes"].data.shape
     predicted = result.data[:, 0, 0]  # every sample is filled with its class
     assert all(np.all(result.data[i] == predicted[i]) for i in range(len(truth)))
@@ -81,7 +80,7 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
     np.testing.assert_array_equal(table["sample"], np.arange(len(truth)))
     # the layer's values are class ids: one features row per class, found by napari through 'index'
     features = result.features
-    names = viewer.layers["shapes [classes]"].metadata["class_names"]
+    names = viewer.layers["shapes [ground truth]"].metadata["class_names"]
     assert features["index"].tolist() == [1, 2]
     assert features["class_name"].tolist() == [str(names.get(1, names.get("1"))), str(names.get(2, names.get("2")))]
     assert features["count"].tolist() == [int((predicted == 1).sum()), int((predicted == 2).sum())]
@@ -116,7 +115,7 @@ def test_stop_keeps_the_classifier(setup, qtbot) -> None:
     widget["stop"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
     assert time.perf_counter() - t0 < 10.0
-    assert widget.classifier is not None and "shapes [classes] (2)" in viewer.layers
+    assert widget.classifier is not None and "shapes [classes]" in viewer.layers
     assert widget["start"].enabled and not widget["stop"].enabled
 
 
@@ -316,7 +315,7 @@ def test_start_from_a_pretrain_or_segmentation_bundle(setup, qtbot, tmp_path, no
     # the loss curve is each epoch's mean, the value the history keeps
     assert widget.plot.train_loss == pytest.approx([h["train_loss"] for h in clf.history], rel=1e-6)
     assert "network unet-encoder, width 4, depth 2, instance norm: the start bundle's" in widget["status"].value
-    assert "shapes [classes] (2)" in viewer.layers
+    assert "shapes [classes]" in viewer.layers
 
 
 def test_a_bundle_no_classifier_shares_is_one_error_line(setup, qtbot, tmp_path, notes) -> None:
@@ -336,7 +335,7 @@ def test_a_bundle_no_classifier_shares_is_one_error_line(setup, qtbot, tmp_path,
     assert len(errors) == 1 and "\n" not in errors[0], errors
     assert f"start bundle {bundle} holds a 'segresnet' network, which no classifier shares: start from a " \
            "classification bundle or a segmentation or pretraining 'unet'" in errors[0]
-    assert widget.classifier is None and "shapes [classes] (2)" not in viewer.layers
+    assert widget.classifier is None and "shapes [classes]" not in viewer.layers
 
 
 def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_napari_viewer, open_widget, qtbot,

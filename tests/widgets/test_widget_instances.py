@@ -5,6 +5,9 @@ the predicted instances layer."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +68,11 @@ def test_predict_shows_instances_with_features_and_reruns_only_post_processing(
     predict["images"].value = [image]
     predict["model"].value = BUNDLE_CHOICE
     predict["bundle"].value = bundle
+    # before predicting, the controls show the post-processing the bundle predicts with
+    stored = json.loads((Path(bundle) / "config.json").read_text())["instance_params"]
+    assert stored["min_size"] > 0  # not the controls' default (0)
+    assert (predict["seed_height"].value, predict["min_distance"].value, predict["min_object_size"].value) == \
+        pytest.approx((stored["seed_height"], stored["min_distance"], stored["min_size"]), abs=0.005)  # 2 decimals
     predict["predict"].changed.emit(True)
     qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
     layer = viewer.layers["cells [instances]"]

@@ -61,10 +61,10 @@ def errors(notes) -> list[str]:
 @pytest.fixture
 def classify(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
-    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [classes]" (all painted)
+    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [ground truth]" (all painted)
     widget = open_widget(viewer, "classify")
     widget["image"].value = viewer.layers["shapes"]
-    widget["classes"].value = viewer.layers["shapes [classes]"]
+    widget["classes"].value = viewer.layers["shapes [ground truth]"]
     widget["input"].value = "32"
     widget["channels"].value = 8
     widget["epochs"].value, widget["steps"].value = 8, 10
@@ -101,7 +101,7 @@ def test_classify_stop_resume_continues_and_temp_folder_goes_with_viewer(classif
     assert resumed[0].step == step + 1 and resumed[-1].step == 80  # the step count went on to the end
     assert [h["epoch"] for h in widget.classifier.history] == list(range(1, 9))
     assert widget.plot.epochs == list(range(1, 9))  # the plot went on (not cleared)
-    assert "shapes [classes] (2)" in viewer.layers
+    assert "shapes [classes]" in viewer.layers
     assert not widget["resume"].enabled  # a finished run: nothing to resume
     assert not folder.exists()  # its checkpoints are dropped
 

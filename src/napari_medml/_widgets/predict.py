@@ -118,13 +118,18 @@ class PredictWidget(DockForm):
             self._follow_plan()  # the same name again (a new run) changes no value
 
     def _follow_plan(self, *_: Any) -> None:
-        """The test-time augmentation box takes the chosen model's plan (off without one)."""
+        """The test-time augmentation box takes the chosen model's plan (off without one), and the
+        instance controls the post-processing an instance model predicts with."""
+        from napari_medml.instances.postprocess import stored_params
         from napari_medml.segmentation.planned_inference import planned_inference
 
         choice = self._w["model"].value
         source = (self._w["bundle"].value if choice in (None, BUNDLE_CHOICE)
                   else self._session.models.get(choice))  # fmt: skip
         self._w["tta"].value = bool(planned_inference(source).get("tta"))
+        params = stored_params(source)
+        if params is not None:
+            set_controls(self._w, params)
 
     @notify_errors("Save model")
     def save_model(self, *_: Any) -> None:

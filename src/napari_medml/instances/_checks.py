@@ -41,7 +41,7 @@ def check_instances(labels: np.ndarray, name: str = "labels") -> np.ndarray:
             f"{name} has shape {labels.shape}: instance labels must be 2D (Y, X) or 3D (Z, Y, X); "
             "take one channel or time point first"
         )
-    return check_label_values(labels, name)
+    return check_label_values(labels, name, ids="object")
 
 
 def check_spacing(spacing: Sequence[float] | None, ndim: int, name: str = "spacing") -> tuple[float, ...]:

@@ -100,18 +100,27 @@ class InstancePrediction:
     params: InstanceParams
     spatial_dims: int
 
-    def relabel(self, params: InstanceParams) -> "InstancePrediction":
+    def relabel(self, params: InstanceParams | Mapping[str, float]) -> "InstancePrediction":
         """Instances from the cached outputs with other post-processing (no network run).
 
         Parameters
         ----------
-        params : InstanceParams
+        params : InstanceParams or dict
+            The new post-processing; a dict changes only the parameters it names
+            (e.g. ``{"seed_height": 0.5}``), the others stay this prediction's.
 
         Returns
         -------
         InstancePrediction
             The same outputs, new ``labels`` and ``params``.
+
+        Raises
+        ------
+        ConfigError
+            A parameter name that does not exist, or a value out of its range.
         """
+        if isinstance(params, Mapping):
+            params = InstanceParams.from_dict({**self.params.to_dict(), **params})
         labels = _postprocess(self.foreground, self.distance, self.spacing, params, self.spatial_dims)
         return replace(self, labels=labels, params=params)
 

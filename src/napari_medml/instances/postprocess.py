@@ -34,7 +34,38 @@ __all__ = [
     "params_from_labels",
     "remove_small_instances",
     "seeded_watershed",
+    "stored_params",
 ]
+
+
+def stored_params(source: Any) -> "InstanceParams | None":
+    """The post-processing an instance model predicts with, without loading its weights.
+
+    Parameters
+    ----------
+    source : model or path
+        An instance model in memory (its ``params``) or a bundle folder (the
+        ``instance_params`` of its ``config.json``).
+
+    Returns
+    -------
+    InstanceParams or None
+        None for any other model, or a folder that is not a readable instance bundle
+        (loading it says why). Never raises.
+    """
+    import json
+    from pathlib import Path
+
+    params = getattr(source, "params", None)
+    if isinstance(params, InstanceParams) or source is None or hasattr(source, "params"):
+        return params if isinstance(params, InstanceParams) else None
+    if str(source) in ("", ".") or not isinstance(source, (str, Path)):
+        return None
+    try:
+        stored = json.loads((Path(source).expanduser() / "config.json").read_text()).get("instance_params")
+        return InstanceParams.from_dict(stored) if isinstance(stored, dict) else None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def _check_fraction(name: str, value: float) -> None:

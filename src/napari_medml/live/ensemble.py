@@ -128,4 +128,4 @@ def network_note(scores: dict[str, float], shown: str, margin: float = 0.05) -> 
     if shown == "network" or net is None or best is None or net >= best - margin:
         return None
     return (f"the model is the network, which scores {net:.2f} on the held-out strokes against {best:.2f} for "
-            f"the {shown} answer you accepted: let it train longer (or paint more) before it predicts other images")
+            f"the {shown} answer now shown: let it train longer (or paint more) before it predicts other images")

@@ -107,8 +107,11 @@ class FeatureStack:
         if not isinstance(region, tuple) or len(region) != self.ndim:
             raise InputError(f"region {region!r} must be a tuple of {self.ndim} slices for an image of shape {self.shape}")
         out = []
-        for s, n in zip(region, self.shape):
+        for axis, (s, n) in enumerate(zip(region, self.shape)):
             if isinstance(s, (int, np.integer)):
+                if not -n <= s < n:
+                    raise InputError(f"region {region!r}: index {s} is outside axis {axis} of the image's shape "
+                                     f"{self.shape} (0 to {n - 1})")
                 i = int(s) + n if s < 0 else int(s)
                 s = slice(i, i + 1)
             if not isinstance(s, slice):

@@ -48,7 +48,7 @@ def many_ids_warning(labels: Sequence[Any], name: str, fix: str) -> str | None:
             f"object, train an instance model ({fix})")
 
 
-def check_label_values(labels: Any, name: str = "labels") -> np.ndarray:
+def check_label_values(labels: Any, name: str = "labels", ids: str = "class") -> np.ndarray:
     """Labels as integer class ids, or one line saying what is wrong with their values.
 
     Parameters
@@ -57,6 +57,8 @@ def check_label_values(labels: Any, name: str = "labels") -> np.ndarray:
         Any shape. Booleans become ids 0/1; floats holding whole numbers become int64.
     name : str
         How the message names them (``"labels 'seg.nii.gz'"``).
+    ids : str
+        What an id is, for the message: ``"class"`` or ``"object"`` (instance labels).
 
     Returns
     -------
@@ -74,8 +76,8 @@ def check_label_values(labels: Any, name: str = "labels") -> np.ndarray:
         arr = arr.astype(np.uint8)
     if arr.dtype.kind not in "iu":
         if arr.dtype.kind != "f":
-            raise InputError(f"{name} have dtype {arr.dtype}: labels must be integer class ids "
-                             "(0 background, 1, 2, ... the classes)")
+            raise InputError(f"{name} have dtype {arr.dtype}: labels must be integer {ids} ids "
+                             f"(0 background, 1, 2, ... the {ids}{'es' if ids == 'class' else 's'})")
         finite = np.isfinite(arr)
         whole = finite & (arr == np.round(arr))
         if whole.all():
@@ -83,10 +85,11 @@ def check_label_values(labels: Any, name: str = "labels") -> np.ndarray:
         else:
             bad = arr[~whole]
             raise InputError(f"{name} hold non-integer values ({arr.dtype}, e.g. {float(bad.flat[0]):g}): labels must "
-                             "be integer class ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
+                             f"be integer {ids} ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
     if arr.size and arr.min() < 0:
         negative = np.unique(arr[arr < 0])
         raise InputError(f"{name} contain negative ids ({', '.join(str(int(v)) for v in negative[:3])}"
-                         f"{', ...' if negative.size > 3 else ''}): class ids must be 0 (background) or more; "
-                         "set the negative voxels to 0, or to a class id of their own")
+                         f"{', ...' if negative.size > 3 else ''}): {ids} ids must be 0 (background) or more; "
+                         f"set the negative voxels to 0, or to {'a class' if ids == 'class' else 'an object'} id of "
+                         "their own")
     return arr

@@ -208,7 +208,7 @@ def evaluation_notes(
 ) -> list[str]:
     """Lines that say what the numbers of an :func:`evaluate` result hide.
 
-    Two cases: classes missing from one array (their HD95, and so ``mean_hd95``, are
+    Three cases: no foreground in either array (nothing to score); classes missing from one array (their HD95, and so ``mean_hd95``, are
     infinite, shown as ``None``); and foreground ids that the two arrays do not share
     at all, so every class scores Dice 0 -- e.g. a 0/255 mask against a 0/1 prediction.
 
@@ -230,7 +230,7 @@ def evaluation_notes(
     Returns
     -------
     list of str
-        Zero to three lines, the warnings starting with ``warning:``.
+        Zero to four lines, the warnings starting with ``warning:``.
     """
     from napari_medml.segmentation.label_values import MANY_CLASSES
 
@@ -238,6 +238,9 @@ def evaluation_notes(
     gt_ids = [int(c) for c, v in classes.items() if v["gt_voxels"]]
     pred_ids = [int(c) for c, v in classes.items() if v["pred_voxels"]]
     notes = []
+    if not gt_ids and not pred_ids:
+        notes.append(f"{gt_name} and {pred_name} hold no foreground (only 0): there is no class to score, so the "
+                     "means are null; check that these are the files you meant")
     if instances_fix is not None and len(gt_ids) > MANY_CLASSES:
         notes.append(f"warning: {gt_name} hold {len(gt_ids)} ids, each scored as a class of its own; if each id is "
                      f"one object (instance labels), score the objects with {instances_fix} (matched by overlap: "

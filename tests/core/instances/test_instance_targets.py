@@ -93,7 +93,7 @@ def test_distance_is_measured_in_physical_units() -> None:
 def test_bad_labels_and_spacing_are_refused() -> None:
     with pytest.raises(InputError, match=r"labels hold non-integer values \(float32, e.g. 0.5\)"):
         instance_target(np.full((8, 8), 0.5, np.float32))
-    with pytest.raises(InputError, match="labels have dtype complex64: labels must be integer class ids"):
+    with pytest.raises(InputError, match="labels have dtype complex64: labels must be integer object ids"):
         instance_target(np.zeros((8, 8), np.complex64))
     with pytest.raises(InputError, match="2D"):
         instance_target(np.zeros((2, 2, 8, 8), np.int32))

@@ -85,6 +85,11 @@ def test_bundle_round_trip_and_relabel_without_network(samples, trained, tmp_pat
     assert merged.params.seed_height == 1.0 and np.array_equal(merged.foreground, again.foreground)
     big = again.relabel(replace(again.params, min_size=1e9))
     assert big.labels.max() == 0
+    # a dict changes the parameters it names (the README's and a script's way)
+    same = again.relabel({"seed_height": 1.0})
+    assert same.params == merged.params and np.array_equal(same.labels, merged.labels)
+    with pytest.raises(ConfigError, match=r"instance parameters \['seed'\] are unknown"):
+        again.relabel({"seed": 0.5})
 
 
 def test_validation_scores_instances_and_tunes_post_processing() -> None:

@@ -108,7 +108,7 @@ def test_accept_is_told_when_the_network_lags_the_answer_on_screen() -> None:
 
     assert network_note({"features": 1.0, "network": 0.67}, "features") == (
         "the model is the network, which scores 0.67 on the held-out strokes against 1.00 for the features answer "
-        "you accepted: let it train longer (or paint more) before it predicts other images")
+        "now shown: let it train longer (or paint more) before it predicts other images")
     assert network_note({"features": 0.9, "network": 0.87}, "features") is None
     assert network_note({"features": 1.0, "network": 0.5}, "network") is None
     assert network_note({"features": 1.0}, "features") is None  # the network not scored yet

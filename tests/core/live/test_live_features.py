@@ -125,5 +125,7 @@ def test_bad_inputs_raise_one_clear_error() -> None:
         FeatureStack(np.full((8, 8), np.nan, np.float32))
     with pytest.raises(InputError, match="region"):
         FeatureStack(_image((8, 8))).region((slice(0, 4),))
+    with pytest.raises(InputError, match=r"index 100 is outside axis 0 of the image's shape \(8, 8\) \(0 to 7\)$"):
+        FeatureStack(_image((8, 8))).region((100, slice(None)))
     with pytest.raises(InputError, match="sigmas"):
         FeatureConfig(sigmas=(2.0, 1.0))
