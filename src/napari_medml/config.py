@@ -54,7 +54,8 @@ def _is_int(value: Any) -> bool:
 
 _KINDS = {int: (_is_int, "an integer", "integers"),  # what int, float, bool fields hold (a bool is no number)
           float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number", "numbers"),
-          bool: (lambda v: isinstance(v, bool) or type(v).__name__ in ("bool_", "bool"), "True or False", "True or False")}
+          bool: (lambda v: isinstance(v, bool) or type(v).__name__ in ("bool_", "bool"), "True or False",
+                 "True or False")}
 
 
 def _check_fields(config: Any) -> None:

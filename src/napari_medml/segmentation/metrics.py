@@ -208,9 +208,10 @@ def evaluation_notes(
 ) -> list[str]:
     """Lines that say what the numbers of an :func:`evaluate` result hide.
 
-    Three cases: no foreground in either array (nothing to score); classes missing from one array (their HD95, and so ``mean_hd95``, are
-    infinite, shown as ``None``); and foreground ids that the two arrays do not share
-    at all, so every class scores Dice 0 -- e.g. a 0/255 mask against a 0/1 prediction.
+    Three cases: no foreground in either array (nothing to score); classes missing from
+    one array (their HD95, and so ``mean_hd95``, are infinite, shown as ``None``); and
+    foreground ids that the two arrays do not share at all, so every class scores Dice
+    0 -- e.g. a 0/255 mask against a 0/1 prediction.
 
     Parameters
     ----------
