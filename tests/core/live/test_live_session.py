@@ -147,15 +147,9 @@ def test_the_slice_painted_on_is_answered_from_its_plane() -> None:
     assert dice_unpainted(on_screen[0], truth[20], scribbles[20]) > 0.8
 
 
-def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
-    from napari_medml.live import FeatureConfig
-
-    p = phantom_3d(1, shape=(40, 64, 64))
-    truth = p.labels.astype(np.int32)
-    config = FeatureConfig(sigmas=(1.0, 2.0), block=8, memory_budget=1 << 20)  # 320 blocks, answered on request
-    session = LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None)
-    session.update(SimulatedUser(truth, 4, seed=0).first_round())
-    session.predict((20, slice(None), slice(None)))
+def _whole_answer_in_a_thread(session: LiveSession, caught: type, **kwargs) -> tuple[threading.Thread, list, list]:
+    """Start ``session.predict(**kwargs)`` of the whole image in a thread once its first block is being
+    computed; returns the thread, the blocks computed (one count per group) and the messages of ``caught``."""
     computed, started, raised = [], threading.Event(), []
     compute = session._features._compute
 
@@ -168,13 +162,31 @@ def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
 
     def whole() -> None:
         try:
-            session.predict()
-        except InputError as exc:
+            session.predict(**kwargs)
+        except caught as exc:
             raised.append(str(exc))
 
     thread = threading.Thread(target=whole)
     thread.start()
     assert started.wait(60)
+    return thread, computed, raised
+
+
+def _paged_session(seed: int = 1):
+    from napari_medml.live import FeatureConfig
+
+    p = phantom_3d(seed, shape=(40, 64, 64))
+    config = FeatureConfig(sigmas=(1.0, 2.0), block=8, memory_budget=1 << 20)  # 320 blocks, answered on request
+    session = LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None)
+    scribbles = SimulatedUser(p.labels.astype(np.int32), 4, seed=0).first_round()
+    session.update(scribbles)
+    session.predict((20, slice(None), slice(None)))
+    return session, scribbles, p.labels.shape
+
+
+def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
+    session, _, _ = _paged_session()
+    thread, computed, raised = _whole_answer_in_a_thread(session, InputError)
     session.cancel()  # returns at once (the GUI's Stop); the answer stops within a piece
     thread.join(60)
     assert not thread.is_alive() and raised and "closed" in raised[0]
@@ -183,35 +195,11 @@ def test_cancel_stops_a_whole_answer_running_in_another_thread() -> None:
 
 
 def test_new_strokes_stop_a_whole_answer_asked_until_update() -> None:
-    from napari_medml.live import FeatureConfig, Superseded
+    from napari_medml.live import Superseded
 
-    p = phantom_3d(1, shape=(40, 64, 64))
-    truth = p.labels.astype(np.int32)
-    config = FeatureConfig(sigmas=(1.0, 2.0), block=8, memory_budget=1 << 20)  # 320 blocks, answered on request
-    user = SimulatedUser(truth, 4, seed=0)
-    scribbles = user.first_round()
-    with LiveSession(p.image, spacing=p.spacing, background_id=4, features=config, deep=None) as session:
-        session.update(scribbles)
-        session.predict((20, slice(None), slice(None)))
-        computed, started, raised = [], threading.Event(), []
-        compute = session._features._compute
-
-        def counting(group):
-            computed.append(len(group))
-            started.set()
-            compute(group)
-
-        session._features._compute = counting
-
-        def whole() -> None:
-            try:
-                session.predict(wait=False, until_update=True)
-            except Superseded as exc:
-                raised.append(str(exc))
-
-        thread = threading.Thread(target=whole)
-        thread.start()
-        assert started.wait(60)
+    session, scribbles, shape = _paged_session()
+    with session:
+        thread, computed, raised = _whole_answer_in_a_thread(session, Superseded, wait=False, until_update=True)
         more = scribbles.copy()
         more[5, 30:34, 30:34] = 4  # a new stroke: the answer being computed is of the old strokes
         session.update(more)
@@ -220,7 +208,7 @@ def test_new_strokes_stop_a_whole_answer_asked_until_update() -> None:
         assert sum(computed) < 320
         # the slice painted on answers at once, from its plane; asked again, the whole answer completes
         assert session.predict((5, slice(None), slice(None))).shape == (1, 64, 64)
-        assert session.predict(until_update=True).shape == truth.shape
+        assert session.predict(until_update=True).shape == shape
 
 
 def test_channels_and_bad_inputs() -> None:
