@@ -103,9 +103,8 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
                                                            what="instance labels")
     stacked, encoded, grids, ids_seen = [], [], [], set()
     for number, (arr, lab, sp) in enumerate(zip(arrays, grid_labels, spacings)):
-        _check_one_id_per_object(lab, f"instance labels {number + 1} of {len(arrays)}" if len(arrays) > 1
-                                 else "the instance labels")
-        ids_seen.update(np.unique(lab[lab > 0]).tolist())
+        ids_seen.update(_check_one_id_per_object(lab, f"instance labels {number + 1} of {len(arrays)}"
+                                                 if len(arrays) > 1 else "the instance labels"))
         if lab.size and int(lab.max()) >= 2**24:  # ids travel as float32 through the split: keep them exact
             from skimage.segmentation import relabel_sequential
 
@@ -145,15 +144,17 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
                         params)
 
 
-def _check_one_id_per_object(labels: np.ndarray, name: str) -> None:
-    """Refuse a mask given as instance labels: many separate objects under one or a few ids.
+def _check_one_id_per_object(labels: np.ndarray, name: str) -> list[int]:
+    """The object ids of ``labels``, after refusing a mask given as instance labels: many
+    separate objects under one or a few ids.
 
     ``skimage.measure.label`` joins neighbours of the same value only, so it counts the
     pieces of every id; real instance labels have about one piece per id.
     """
     from skimage.measure import label
 
-    ids = int(np.count_nonzero(np.unique(labels)))
+    found = [int(i) for i in np.unique(labels) if i != 0]
+    ids = len(found)
     pieces = int(label(labels, background=0).max()) if ids else 0
     if pieces >= 2 * ids + 3:
         raise InputError(
@@ -161,6 +162,7 @@ def _check_one_id_per_object(labels: np.ndarray, name: str) -> None:
             "so nothing would tell objects apart; give each object its own id (skimage.measure.label(mask) "
             "does it for objects that do not touch), or train --task segmentation on the mask"
         )
+    return found
 
 
 def _params(grids: list[tuple[np.ndarray, tuple[float, ...] | None]]) -> InstanceParams:

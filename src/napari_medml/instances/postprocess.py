@@ -56,12 +56,12 @@ def stored_params(source: Any) -> "InstanceParams | None":
     import json
     from pathlib import Path
 
-    params = getattr(source, "params", None)
-    if isinstance(params, InstanceParams) or source is None or hasattr(source, "params"):
+    if not isinstance(source, (str, Path)):  # a model in memory (or None)
+        params = getattr(source, "params", None)
         return params if isinstance(params, InstanceParams) else None
-    if str(source) in ("", ".") or not isinstance(source, (str, Path)):
+    if str(source) in ("", "."):
         return None
-    try:
+    try:  # config.json read here: bundles.format imports torch, and the Predict widget asks on the GUI thread
         stored = json.loads((Path(source).expanduser() / "config.json").read_text()).get("instance_params")
         return InstanceParams.from_dict(stored) if isinstance(stored, dict) else None
     except (OSError, ValueError, AttributeError, TypeError):

@@ -125,9 +125,8 @@ class FeatureStack:
     def region(self, region: Region | None = None) -> np.ndarray:
         """float32 features (*region_shape, F) of a region, computing missing blocks."""
         region = self.normalize(region)
-        plane = self._plane_for(region)
-        if plane is not None:
-            axis = plane
+        axis = self._plane_for(region)
+        if axis is not None:
             found = self._plane(axis, region[axis].start)
             return np.expand_dims(found[region[:axis] + region[axis + 1:]], axis).astype(np.float32)
         out = np.empty(tuple(s.stop - s.start for s in region) + (self.n_features,), np.float32)
