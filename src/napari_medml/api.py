@@ -148,11 +148,52 @@ def _checked_spacing(images: Any, spacing: Any, spatial_dims: int, channel_axis:
     return check_spacings(spacing, spatial_dims)
 
 
-def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> AnyModel:
-    """Run :func:`fit` to the end and return the best model (same arguments)."""
+def train(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
+          stop: StopToken | None = None, resume_from: str | Path | None = None,
+          init_model: Any = None, plan: Any = None) -> AnyModel:
+    """Train the model ``config.task`` names to the end and return the best model.
+
+    :func:`fit` without its reports: the same run, for a script that does not watch it.
+
+    Parameters
+    ----------
+    images : array, sequence of arrays, or ClassSamples
+        Segmentation and instances: images in napari axis order, ``(Y, X)`` or
+        ``(Z, Y, X)`` plus ``channel_axis``. Classification: the samples
+        (:mod:`napari_medml.classification.data`), with ``labels=None``.
+    labels : array, sequence of arrays or None
+        Segmentation: integer labels of each image's spatial shape. Instances: instance
+        labels (each object its own id). Pretraining and classification: None.
+    config : TrainConfig
+        The task, network, data, optimizer and schedule (``napari_medml.config``);
+        ``segmentation.planning.plan_run`` makes one from the data and a time limit.
+    spacing : tuple or list of tuples, optional
+        Segmentation: voxel size per spatial axis (physical units, e.g. mm or µm).
+    channel_axis : int, optional
+        Segmentation: the images' channel axis.
+    stop : StopToken, optional
+        Stops after the current step, leaving a ``last`` checkpoint.
+    resume_from : str or Path, optional
+        Continue a run from its checkpoint folder.
+    init_model : model, optional
+        Start from this model's weights (fine-tuning, or transfer learning from a
+        pretrained bundle).
+    plan : segmentation.plan.Plan, optional
+        The plan ``config`` came from, stored in the bundle.
+
+    Returns
+    -------
+    Model, Classifier, InstanceModel, ReconstructionModel or EnsembleModel (the task's)
+
+    Raises
+    ------
+    ConfigError, InputError
+        As :func:`fit`.
+    """
     from napari_medml.engine.fit import run_to_end
 
-    return run_to_end(fit(images, labels, config, **kwargs))
+    return run_to_end(fit(images, labels, config, spacing=spacing, channel_axis=channel_axis, stop=stop,
+                          resume_from=resume_from, init_model=init_model, plan=plan))
 
 
 def load_model(path: str | Path) -> AnyModel:

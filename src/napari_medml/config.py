@@ -8,18 +8,14 @@ strings, never integer codes, so that a saved ``config.json`` reads like a sente
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
-import numbers
-import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from napari_medml.errors import ConfigError
+from napari_medml.fields import check_fields, is_int
 from napari_medml.jsonable import from_dict, to_dict  # the configs' JSON round trip
 
 __all__ = ["AugmentConfig", "AugmentSpec", "DataConfig", "InferConfig", "ModelConfig", "OptimConfig", "PreprocessStep",
@@ -48,46 +44,6 @@ ReconstructionLoss = Literal["mse", "mae"]
 Corruption = Literal["mask", "noise", "mask_noise"]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-_KINDS = {int: (_is_int, "an integer", "integers"),  # what int, float, bool fields hold (a bool is no number)
-          float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number", "numbers"),
-          bool: (lambda v: isinstance(v, bool) or type(v).__name__ in ("bool_", "bool"), "True or False",
-                 "True or False")}
-
-
-def _check_fields(config: Any) -> None:
-    """Each config's type check (first in ``__post_init__``): Literal choices, int/float/bool kinds, subconfigs."""
-    hints = typing.get_type_hints(type(config))  # evaluates the string annotations (``from __future__``)
-    for f in dataclasses.fields(config):
-        value, hint = getattr(config, f.name), hints[f.name]
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        if value is None and union and type(None) in typing.get_args(hint):
-            continue
-        options = tuple(o for o in (typing.get_args(hint) if union else (hint,)) if o is not type(None))
-        if all(typing.get_origin(o) is Literal for o in options):
-            choices = tuple(c for o in options for c in typing.get_args(o))  # str or int (Literal[2, 3])
-            device = choices == typing.get_args(DeviceName)
-            if any(value == c and (isinstance(value, str) if isinstance(c, str) else _is_int(value)) for c in choices
-                   ) or (device and isinstance(value, str) and re.fullmatch(r"cuda:\d+", value)):
-                continue
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.75)
-            extra = (" or 'cuda:N' (GPU number N)" if device else "") + (
-                f"; did you mean {close[0]!r}?" if close else "")
-            raise ConfigError(f"{f.name} {value!r} is not one of {', '.join(repr(c) for c in choices)}{extra}")
-        kind = options[0] if len(options) == 1 else None
-        if dataclasses.is_dataclass(kind) and not isinstance(value, kind):
-            raise ConfigError(f"{f.name} must be {kind.__name__}(...), got {type(value).__name__} {value!r}")
-        items = typing.get_args(kind) if typing.get_origin(kind) is tuple and isinstance(value, (tuple, list)) else ()
-        each = items[0] if items[1:] == (Ellipsis,) else None  # tuple[int, ...]: every item an int
-        if each in _KINDS and not all(_KINDS[each][0](v) for v in value):
-            raise ConfigError(f"{f.name} {tuple(value)!r} must hold {_KINDS[each][2]} only")
-        if kind in _KINDS and not _KINDS[kind][0](value):
-            raise ConfigError(f"{f.name} {value!r} must be {_KINDS[kind][1]}")
-
-
 @dataclass(frozen=True)
 class PreprocessStep:
     """One step of a preprocessing recipe: an operation name and its parameters.
@@ -108,7 +64,7 @@ class AugmentSpec:
     strength: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
         if not 0.0 <= self.prob <= 1.0:
             raise ConfigError(f"augmentation probability must be in [0, 1], got {self.prob}")
         if self.strength < 0:
@@ -134,7 +90,7 @@ class AugmentConfig:
     bias_field: AugmentSpec = AugmentSpec(0.0, 1.0)  # smooth multiplicative field
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -171,10 +127,10 @@ class DataConfig:
     fold: int | None = None
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        if not _is_int(self.folds) or self.folds < 1:
+        check_fields(self)
+        if not is_int(self.folds) or self.folds < 1:
             raise ConfigError(f"folds must be an integer >= 1, got {self.folds}")
-        if self.fold is not None and not (_is_int(self.fold) and 0 <= self.fold < self.folds):
+        if self.fold is not None and not (is_int(self.fold) and 0 <= self.fold < self.folds):
             raise ConfigError(f"fold must be an integer from 0 to folds - 1 = {self.folds - 1}, got {self.fold}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -182,16 +138,16 @@ class DataConfig:
             raise ConfigError("foreground_fraction must be in [0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
-        if not _is_int(self.val_margin) or self.val_margin < 0:
+        if not is_int(self.val_margin) or self.val_margin < 0:
             raise ConfigError(f"val_margin must be an integer >= 0, got {self.val_margin}")
         if self.patch_size is not None and len(self.patch_size) != self.spatial_dims:
             raise ConfigError(
                 f"patch_size {self.patch_size} has {len(self.patch_size)} axes "
                 f"but spatial_dims is {self.spatial_dims}"
             )
-        if self.patch_size is not None and not all(_is_int(p) and p >= 1 for p in self.patch_size):
+        if self.patch_size is not None and not all(is_int(p) and p >= 1 for p in self.patch_size):
             raise ConfigError(f"patch_size {tuple(self.patch_size)} must be positive integers, one per axis")
-        if not _is_int(self.background_id) or self.background_id < 0:
+        if not is_int(self.background_id) or self.background_id < 0:
             raise ConfigError(f"background_id must be a non-negative integer, got {self.background_id}")
         if not self.memory_budget_mb > 0:
             raise ConfigError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
@@ -211,7 +167,7 @@ class ModelConfig:
     freeze_stages: int = 0
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
         if self.channels < 1 or self.depth < 1:
             raise ConfigError(f"channels and depth must be >= 1, got channels {self.channels}, depth {self.depth}")
         if self.freeze_stages < 0:
@@ -221,6 +177,12 @@ class ModelConfig:
 
     def check_freeze(self, has_start: bool) -> None:
         """Frozen stages keep a start model's weights; without one they would keep random ones.
+
+        Parameters
+        ----------
+        has_start : bool
+            Whether the run starts from a model (``init_from``, a model to fine-tune, or a
+            checkpoint).
 
         Raises
         ------
@@ -255,7 +217,7 @@ class OptimConfig:
     early_stopping_metric: StopMetric = "val_dice"
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
@@ -314,10 +276,10 @@ class PretrainConfig:
     noise_std: float = 0.2
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if not _is_int(self.mask_block) or self.mask_block < 1:
+        if not is_int(self.mask_block) or self.mask_block < 1:
             raise ConfigError(f"mask_block must be an integer >= 1, got {self.mask_block}")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
@@ -340,8 +302,8 @@ class TrainConfig:
     pretrain: PretrainConfig = PretrainConfig()  # task "pretraining" only
 
     def __post_init__(self) -> None:
-        _check_fields(self)
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+        check_fields(self)
+        if not is_int(self.seed) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
 
     def to_json(self) -> str:
@@ -391,7 +353,7 @@ class InferConfig:
     amp: bool = True
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        check_fields(self)
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.sw_batch_size < 1:

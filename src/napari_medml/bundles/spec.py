@@ -229,7 +229,24 @@ class BundledModel:
     @classmethod
     def spec_from_arguments(cls, spec: Any, **arguments: Any) -> ModelSpec:
         """``spec`` itself, or (the older form) a spec made of a ``TrainConfig`` and the
-        separate ``arguments``; giving both a spec and arguments is a ``TypeError``."""
+        separate ``arguments``.
+
+        Parameters
+        ----------
+        spec : ModelSpec or TrainConfig
+            The model's spec (``cls.spec_type``), or the config of the older form.
+        **arguments
+            The older form's other spec fields (e.g. ``in_channels``, ``class_ids``).
+
+        Returns
+        -------
+        ModelSpec
+
+        Raises
+        ------
+        TypeError
+            Both a spec and arguments that are not None.
+        """
         if isinstance(spec, cls.spec_type):
             given = sorted(k for k, v in arguments.items() if v is not None)
             if given:
@@ -244,12 +261,32 @@ class BundledModel:
 
     @classmethod
     def record_arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
-        """Constructor keywords read back from what :meth:`record` wrote."""
+        """Constructor keywords read back from what :meth:`record` wrote (bundle loading).
+
+        Parameters
+        ----------
+        desc : mapping
+            A bundle's ``config.json`` content.
+
+        Returns
+        -------
+        dict
+            ``history`` and ``provenance`` (subclasses add their own).
+        """
         return {"history": desc.get("history") or [], "provenance": desc.get("provenance") or {}}
 
     @classmethod
     def load(cls: type[M], path: str | Path) -> M:
         """The model of the bundle folder at ``path`` (:func:`load_bundle`; never unpickles).
+
+        Parameters
+        ----------
+        path : str or Path
+            A bundle folder (``config.json`` + ``weights.safetensors``) of this class's task.
+
+        Returns
+        -------
+        The model, with the history and provenance its training left.
 
         Raises
         ------
@@ -265,6 +302,14 @@ class BundledModel:
 
     def save(self, path: str | Path) -> Path:
         """Write a bundle folder (``config.json`` + ``weights.safetensors``), atomically.
+
+        The files are written into a hidden folder beside ``path`` that then takes its
+        name, so a failed save leaves no half-written bundle.
+
+        Parameters
+        ----------
+        path : str or Path
+            The bundle folder to write.
 
         Returns
         -------

@@ -19,6 +19,7 @@ from torch import nn
 from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
+from napari_medml.classification.prediction import ClassPrediction
 from napari_medml.classification.tables import class_table
 from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
@@ -114,44 +115,6 @@ class ClassifierSpec(ModelSpec):
                 "input_size": desc["input_size"], "sample_params": desc.get("sample_params") or {}}
 
 
-@dataclass(frozen=True)
-class ClassPrediction:
-    """What :meth:`Classifier.classify` returns, ready for napari layers.
-
-    Attributes
-    ----------
-    labels : np.ndarray
-        Labels at the input's shape: each sample, object or tile filled with its class.
-    table : dict
-        One row per sample, object or tile (``sample``/``object``/``tile``, ``class``,
-        ``prob_<id>``, ``size``...): the CSV of ``napari-medml predict``
-        (``tables.write_table``).
-    classes : np.ndarray
-        Predicted class id per sample.
-    proba : np.ndarray
-        ``(N, K)`` probabilities, column k = ``class_ids[k]``.
-    class_ids : tuple of int
-    level : {"image", "object", "tile"}
-    probabilities : np.ndarray or None
-        ``(K, *image_shape)`` float32 probability map (tile level, or when asked for).
-    class_table : dict
-        One row per class, ``index`` = class id (and 0 when 0 appears in ``labels``):
-        the ``features`` of a Labels layer of ``labels`` (``tables.class_table``).
-    note : str
-        The samples' note (``ClassSamples.note``), "" when there is nothing to say.
-    """
-
-    labels: np.ndarray
-    table: dict
-    classes: np.ndarray
-    proba: np.ndarray
-    class_ids: tuple[int, ...]
-    level: str = "image"
-    probabilities: np.ndarray | None = None
-    class_table: dict = field(default_factory=dict)
-    note: str = ""
-
-
 class Classifier(BundledModel):
     """A classification network plus what is needed to use it on new data.
 
@@ -210,6 +173,18 @@ class Classifier(BundledModel):
 
     @classmethod
     def record_arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor keywords read back from a bundle's ``config.json``.
+
+        Parameters
+        ----------
+        desc : mapping
+            The bundle's ``config.json`` content.
+
+        Returns
+        -------
+        dict
+            The base class's ``history`` and ``provenance``, and ``metrics``.
+        """
         return {**super().record_arguments(desc), "metrics": desc.get("metrics") or {}}
 
     @property
@@ -220,6 +195,22 @@ class Classifier(BundledModel):
     def prepare(self, image: np.ndarray, *, instances: np.ndarray | None = None,
                 class_labels: np.ndarray | None = None, channel_axis: int | None = None) -> ClassSamples:
         """Samples from new data, made the way the training samples were.
+
+        Parameters
+        ----------
+        image : ndarray
+            The image in napari axis order: ``(Y, X)`` or ``(Z, Y, X)``, plus a channel axis
+            at ``channel_axis``; image level: ``(N, ...)`` samples.
+        instances : ndarray, optional
+            Object level: instance labels of the image's spatial shape (0 outside objects).
+        class_labels : ndarray, optional
+            Class ids per sample, object or tile, when known (to score them).
+        channel_axis : int, optional
+            The image's channel axis.
+
+        Returns
+        -------
+        ClassSamples
 
         Raises
         ------
@@ -243,7 +234,19 @@ class Classifier(BundledModel):
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` float32, column k = ``class_ids[k]``.
 
-        ``progress(done, total)`` is called after each batch of samples.
+        Parameters
+        ----------
+        samples : ClassSamples or ndarray
+            From :meth:`prepare`, or the network's input array ``(N, C, *spatial)``.
+        stop : StopToken, optional
+            Stops between batches.
+        progress : callable, optional
+            ``progress(done, total)``, called after each batch of samples.
+
+        Returns
+        -------
+        ndarray
+            ``(N, K)`` float32; each row sums to 1.
 
         Raises
         ------
@@ -271,7 +274,18 @@ class Classifier(BundledModel):
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, k), np.float32)
 
     def predict(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
-        """The most probable class id per sample."""
+        """The most probable class id per sample.
+
+        Parameters
+        ----------
+        samples : ClassSamples or ndarray
+            As :meth:`predict_proba`.
+
+        Returns
+        -------
+        ndarray
+            ``(N,)`` int64 class ids (``class_ids``).
+        """
         return np.asarray(self.class_ids, dtype=np.int64)[np.argmax(self.predict_proba(samples), axis=1)]
 
     def classify(self, image: np.ndarray, *, instances: np.ndarray | None = None,
@@ -280,8 +294,28 @@ class Classifier(BundledModel):
                  probability_map: bool = False) -> ClassPrediction:
         """Classify every sample, object or tile of an image; results as layer data.
 
-        ``progress(done, total)`` counts samples; ``probability_map`` also fills
-        ``probabilities`` in image and object level (tile level always has it).
+        Parameters
+        ----------
+        image, instances, channel_axis
+            As :meth:`prepare`.
+        stop : StopToken, optional
+            Stops between batches (raises ``Cancelled``).
+        progress : callable, optional
+            ``progress(done, total)``, counting samples.
+        probability_map : bool
+            Also fill ``probabilities`` at image and object level (tile level always has it).
+
+        Returns
+        -------
+        ClassPrediction
+            ``labels`` (the image's spatial shape: each object or tile painted with its class
+            id, 0 outside), the per-sample ``table`` and ``classes``, ``proba`` ``(N, K)``,
+            and per-class counts.
+
+        Raises
+        ------
+        InputError, BundleError, Cancelled
+            As :meth:`prepare` and :meth:`predict_proba`.
         """
         samples = self.prepare(image, instances=instances, channel_axis=channel_axis)
         proba = self.predict_proba(samples, stop=stop, progress=progress)
@@ -331,6 +365,15 @@ def _normalize(x: np.ndarray, stats: dict, image_channels: int) -> np.ndarray:
 
 def load_classifier(path: str | Path) -> Classifier:
     """Load a classification bundle folder (never unpickles).
+
+    Parameters
+    ----------
+    path : str or Path
+        The bundle folder.
+
+    Returns
+    -------
+    Classifier
 
     Raises
     ------

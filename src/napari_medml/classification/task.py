@@ -239,11 +239,29 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
     return apply
 
 
-def train_classifier(samples: ClassSamples, config: TrainConfig, **kwargs: Any) -> Classifier:
-    """Run :func:`fit_classifier` to the end and return the best classifier."""
+def train_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
+                     init_from: str | Path | Classifier | None = None, resume_from: str | Path | None = None,
+                     keep: Collection[str] = ()) -> Classifier:
+    """Run :func:`fit_classifier` to the end and return the best classifier.
+
+    Parameters
+    ----------
+    samples, config, stop, init_from, resume_from, keep
+        As :func:`fit_classifier`.
+
+    Returns
+    -------
+    Classifier
+
+    Raises
+    ------
+    ConfigError, InputError
+        As :func:`fit_classifier`.
+    """
     from napari_medml.engine.fit import run_to_end
 
-    return run_to_end(fit_classifier(samples, config, **kwargs))
+    return run_to_end(fit_classifier(samples, config, stop=stop, init_from=init_from, resume_from=resume_from,
+                                     keep=keep))
 
 
 def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
