@@ -68,8 +68,8 @@ def test_instances_accept_whole_number_float_ids_and_refuse_fractions(tmp_path) 
     bad = run("evaluate", "--instances", "--prediction", tmp_path / "half.tif", "--labels", tmp_path / "truth.tif")
     assert bad.returncode != 0
     assert bad.stderr.strip() == (
-        f"{PROG}: error: prediction '{tmp_path / 'half.tif'}' hold non-integer values (float32, e.g. 0.5): labels "
-        "must be integer class ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
+        f"{PROG}: error: predicted labels '{tmp_path / 'half.tif'}' hold non-integer values (float32, e.g. 0.5): "
+        "labels must be integer object ids; a probability map becomes labels by a threshold, e.g. p > 0.5")
 
 
 def test_a_0_255_mask_against_a_0_1_prediction_warns_and_binary_scores_it(tmp_path) -> None:

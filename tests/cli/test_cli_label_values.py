@@ -61,6 +61,12 @@ def test_label_values_that_are_not_class_ids_name_the_file_and_the_fix(capsys, p
         line = one_line(err)
         assert code != 0 and f"labels '{tmp_path / name}'" in line and words in line, line
     assert not (tmp_path / "m").exists()
+    # instance labels: the line speaks of object ids (it said class ids)
+    code, _, err = run_cli(capsys, "train", "--task", "instances", "--image", tmp_path / "img.nii.gz", "--labels",
+                           tmp_path / "neg.nii.gz", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code != 0 and one_line(err).endswith(
+        f"labels '{tmp_path / 'neg.nii.gz'}' contain negative ids (-1): object ids must be 0 (background) or more; "
+        "set the negative voxels to 0, or to an object id of their own"), err
     # the fix the line gives works: negative voxels set to 0
     save(np.clip(negative, 0, None), "fixed.nii.gz")
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.nii.gz", "--labels", tmp_path / "fixed.nii.gz",

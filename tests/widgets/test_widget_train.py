@@ -176,6 +176,24 @@ def test_errors_are_notifications_and_layers_unchanged(setup, qtbot, notes, make
     assert [layer.name for layer in viewer.layers] == ["ct", "seg", "empty", "small"]
 
 
+def test_a_patch_with_too_few_values_names_the_network_not_the_image(make_napari_viewer, open_widget, qtbot,
+                                                                      notes) -> None:
+    # a 2D image, a 2-value patch and 2D/3D set to 3: the message said "for a 3D image"
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((64, 64), np.float32), name="cells")
+    labels = viewer.add_labels((image.data > 0.5).astype(np.uint8), name="mask")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["patch"].value, train["dims"].value = "128, 128", 3
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=30000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors[-1].endswith("patch size '128, 128' has 2 values, but the network is 3D: give 3 values such as "
+                               "'16, 64, 64', or one value for every axis, or set 2D/3D to the image's "
+                               "dimensions"), errors
+    assert [layer.name for layer in viewer.layers] == ["cells", "mask"]
+
+
 def test_instance_like_labels_in_dense_mode_get_a_warning_that_stays(make_napari_viewer, open_widget, qtbot) -> None:
     """40 ids, one per object, trained as classes: the status line says so before and after."""
     viewer = make_napari_viewer()

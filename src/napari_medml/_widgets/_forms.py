@@ -10,10 +10,11 @@ from napari_medml.errors import InputError
 __all__ = ["add_optimizer_fields", "optimizer_settings", "parse_size", "status_label"]
 
 
-def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...] | None:
+def parse_size(text: str, dims: int, what: str = "patch size", of: str = "image") -> tuple[int, ...] | None:
     """``"0"``/``""`` -> None (automatic); ``"64"`` -> (64,)*dims; ``"16, 64, 64"`` -> a tuple.
 
-    ``what`` names the field in the error message (``InputError``, shown as a notification).
+    ``what`` names the field in the error message (``InputError``, shown as a notification), ``of``
+    what has ``dims`` axes: ``"image"``, or ``"network"`` where the 2D/3D choice sets them.
     """
     parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
     try:
@@ -28,7 +29,10 @@ def parse_size(text: str, dims: int, what: str = "patch size") -> tuple[int, ...
     if len(values) == 1:
         values = values * dims
     if len(values) != dims:
-        raise InputError(f"{what} {text!r} has {len(values)} values for a {dims}D image")
+        example = "'16, 64, 64'" if dims == 3 else "'128, 128'"
+        raise InputError(f"{what} {text!r} has {len(values)} values, but the {of} is {dims}D: give {dims} "
+                         f"values such as {example}, or one value for every axis"
+                         + (", or set 2D/3D to the image's dimensions" if of == "network" else ""))
     return values
 
 

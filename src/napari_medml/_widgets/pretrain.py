@@ -108,7 +108,8 @@ class PretrainWidget(DockForm):
         return TrainConfig(
             task="pretraining",
             data=DataConfig(spatial_dims=w["dims"].value, preprocessing=tuple(recipe),
-                            patch_size=parse_size(w["patch"].value, w["dims"].value), batch_size=w["batch"].value),
+                            patch_size=parse_size(w["patch"].value, w["dims"].value, of="network"),
+                            batch_size=w["batch"].value),
             model=ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value),
             optim=OptimConfig(learning_rate=w["lr"].value, epochs=w["epochs"].value,
                               steps_per_epoch=w["steps"].value, max_minutes=w["minutes"].value or None),

@@ -210,7 +210,7 @@ class TrainWidget(DockForm):
         data = DataConfig(
             spatial_dims=dims, label_mode="dense" if instances else w["mode"].value,
             background_id=w["background_id"].value,
-            patch_size=parse_size(w["patch"].value, dims),
+            patch_size=parse_size(w["patch"].value, dims, of="network"),
             batch_size=w["batch"].value or DataConfig.batch_size,
             val_fraction=w["val_fraction"].value, normalization=w["normalization"].value,
             folds=w["folds"].value or 1,

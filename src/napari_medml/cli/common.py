@@ -197,8 +197,10 @@ def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:
                              "transposed (np.save(path, a.T)) or as NIfTI with its affine")
 
 
-def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
+def label_values(vol: Any, path: Any, what: str = "labels", ids: str = "class") -> Any:
     """A labels file's ids, checked with the file named (``segmentation.label_values.check_label_values``).
+
+    ``ids`` names what an id is in the messages: ``"class"``, or ``"object"`` for instance labels.
 
     Raises
     ------
@@ -210,7 +212,7 @@ def label_values(vol: Any, path: Any, what: str = "labels") -> Any:
     from napari_medml.segmentation.label_values import check_label_values
 
     try:
-        return check_label_values(vol.data, f"{what} '{path}'")
+        return check_label_values(vol.data, f"{what} '{path}'", ids=ids)
     except InputError as exc:
         scaling = _nifti_scaling(path)
         if scaling is None:

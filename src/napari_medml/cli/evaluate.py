@@ -150,8 +150,9 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     # ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
-    pred = replace(pred, data=label_values(pred, args.prediction, "prediction"))
-    gt = replace(gt, data=label_values(gt, args.labels))
+    ids = "object" if getattr(args, "instances", False) else "class"
+    pred = replace(pred, data=label_values(pred, args.prediction, "predicted labels", ids))
+    gt = replace(gt, data=label_values(gt, args.labels, ids=ids))
     check_not_transposed(pred, args.prediction, gt, args.labels)
     # a NIfTI saved with an extra leading axis, (1, X, Y, Z): its voxels fit once the axis is gone
     if pred.data.ndim > gt.data.ndim:

@@ -197,8 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
     if wants_launch(args):
         return launch(args)
-    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims,
-                                                              args.axes)
+    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims, args.axes,
+                                                              "object" if args.task == "instances" else "class")
     planned = not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     check_patch_option(args.patch_size, dims, args.depth or (None if planned else ModelConfig().depth))
@@ -257,12 +257,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
-               axes: str | None = None) -> tuple:
+               axes: str | None = None, ids: str = "class") -> tuple:
     """Read image/labels files; check they fit; cut them into training samples.
 
     Axes come from each file (or ``axes``, the ``--axes`` option, for the images);
     length-1 axes are gone already (io). A time series gives one sample per frame; a
-    2D network on volumes one per slice (the labels are cut the same way).
+    2D network on volumes one per slice (the labels are cut the same way). ``ids`` names
+    what a label id is in the messages: ``"class"``, or ``"object"`` for instance labels.
 
     Returns
     -------
@@ -286,7 +287,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
         lab = io.read_volume(lab_path)
-        lab = replace(lab, data=label_values(lab, lab_path))
+        lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
             lab, note = fit_length1_axes(lab, raw.data.shape, f"labels '{lab_path}'")
