@@ -140,6 +140,8 @@ def test_resume_continues_the_planned_run_without_planning_it_again(files, tmp_p
     assert re.search(r"saved model bundle to .* \(best epoch \d+", lines(done.stderr)[-1]), done.stderr
     final = load_model(out)
     assert final.config.optim.steps_per_epoch == planned.steps_per_epoch and len(final.history) == stopped + 1
+    # the line says how many steps the run trained, the steps before the stop included
+    assert f"; trained {planned.steps_per_epoch * (stopped + 1)} steps in " in lines(done.stderr)[-1], done.stderr
 
 
 def test_ctrl_c_in_an_ensemble_keeps_the_finished_folds_and_resume_trains_the_rest(files, tmp_path) -> None:

@@ -57,3 +57,17 @@ def test_no_augmentation_adds_nothing(slow_transform):
                                       torch.ones(BATCH, 1, *PATCH), (1.0, 1.0)) == 0.0
     step_time.measure_step(config(AugmentConfig.none()), 1, 2, (1.0, 1.0), torch.device("cpu"))
     assert slow_transform == []
+
+
+def test_steps_trained_says_how_many_steps_and_when_the_plan_timed_a_faster_machine() -> None:
+    from napari_medml.segmentation.step_time import steps_trained
+
+    history = [{"epoch": 1, "step": 60, "elapsed_s": 6.0}, {"epoch": 2, "step": 120, "elapsed_s": 12.0}]
+    assert steps_trained(history) == "120 steps in 0.2 min"
+    assert steps_trained(history, {"step_seconds": 0.08}) == (
+        "120 steps in 0.2 min (0.1 s a step with validation; the plan timed 0.08 s)")
+    # a trial saw 4x fewer steps than planned with no word of it
+    assert steps_trained(history, {"step_seconds": 0.025}) == (
+        "120 steps in 0.2 min (0.1 s a step with validation; the plan timed 0.025 s: the machine was busier than "
+        "when the plan timed a step, so fewer steps were trained than planned)")
+    assert steps_trained([]) == "" and steps_trained([{"epoch": 1, "step": 0, "elapsed_s": 0.0}]) == ""

@@ -122,6 +122,40 @@ def test_an_epochs_line_shows_the_loss_that_judged_its_best_epoch(tiny, tmp_path
                                       for i, (r, low) in enumerate(zip(ends, lowest))]
 
 
+def test_a_validation_part_without_foreground_does_not_keep_the_first_epoch(tmp_path):
+    """The held-out rows hold no foreground: every epoch that predicts some there scored Dice 0,
+    and the first epoch (the barely trained network) was saved. Equal Dice now goes to the lower
+    validation loss."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((96, 96), np.uint8)
+    labels[20:50, 20:50] = 1
+    image = rng.normal(0, 1, labels.shape).astype(np.float32) + 2 * labels
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.2),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=8, steps_per_epoch=5, learning_rate=1e-2), seed=0, device="cpu")
+    model = train(image, labels, config)
+    assert "it holds no foreground" in model.provenance["split"]
+    history = model.history
+    assert {h["val_mean_dice"] for h in history} == {0.0}  # the case: Dice 0 at every epoch
+    lowest = min(history, key=lambda h: h["val_loss"])
+    assert model.provenance["best_epoch"] == lowest["epoch"] > 1
+
+
+def test_the_best_epoch_key_counts_a_class_neither_side_holds_as_found() -> None:
+    from napari_medml.segmentation.validation import selection_key
+
+    ids = (0, 1, 2)
+    # class 2 absent from the validation labels: predicted somewhere -> Dice 0, predicted nowhere -> 1
+    fp = {"val_loss": 0.5, "val_dice": {1: 0.8, 2: 0.0}, "val_mean_dice": 0.4}
+    clean = {"val_loss": 0.6, "val_dice": {1: 0.8}, "val_mean_dice": 0.8}
+    assert selection_key(fp, "val_dice", ids) == pytest.approx((0.4, -0.5))
+    assert selection_key(clean, "val_dice", ids) == pytest.approx((0.9, -0.6))
+    assert selection_key(clean, "val_dice", ids) > selection_key(fp, "val_dice", ids)
+    assert selection_key(fp, "val_loss", ids) == (-0.5,)
+    assert selection_key({**fp, "val_metrics": {"accuracy": 0.9}}, "val_accuracy", ids) == pytest.approx((0.9, -0.5))
+    assert selection_key({"val_loss": None, "val_dice": {}, "val_mean_dice": None}, "val_dice", ids) is None
+
+
 def test_best_and_last_checkpoints_load(trained, phantom):
     model, reports, _, ckpt = trained
     best = load_model(ckpt / "best")

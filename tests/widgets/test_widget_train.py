@@ -211,6 +211,7 @@ def test_instance_like_labels_in_dense_mode_get_a_warning_that_stays(make_napari
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     status = train["status"].value
     assert status.startswith("model 'ct model' is ready in Predict"), status
+    assert status.startswith("model 'ct model' is ready in Predict (trained 2 steps in "), status
     assert ("labels 'nuclei' hold 40 ids, trained as 40 classes" in status
             and "train an instance model (labels are: instances)" in status), status
     np.testing.assert_array_equal(labels.data, objects)

@@ -355,7 +355,13 @@ class TrainWidget(DockForm):
             self._session.training_data[name] = run.get("samples", [])  # a record-trained model: none
             self._session.add_model(model, name)
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
-            self._w["status"].value = f"model '{name}' is ready in Predict" + "".join(f" ({w})" for w in warnings)
+            from napari_medml.segmentation.step_time import steps_trained  # loaded with training already
+
+            history = [] if "ensemble" in model.provenance else getattr(model, "history", None) or []
+            trained = steps_trained(history, model.provenance.get("plan"))
+            self._w["status"].value = (f"model '{name}' is ready in Predict" + (f" (trained {trained})" if trained
+                                                                                else "")
+                                       + "".join(f" ({w})" for w in warnings))
             if checkpoints.folder is not None and self.runner.token.stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
             if on_model is not None:

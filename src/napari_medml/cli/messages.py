@@ -104,7 +104,18 @@ def nothing_saved(what: str, checkpoints: Path) -> str:
 
 def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> str:
     """What ``saved model bundle to ...`` adds: each fold's validation Dice, or the best epoch and
-    its score (for a resumed run whose best epoch came before the stop, from the model's history)."""
+    its score (for a resumed run whose best epoch came before the stop, from the model's history),
+    and the steps one model trained (``segmentation.step_time.steps_trained``)."""
+    note = _score_note(model, best, folds, resumed)
+    if folds > 1:
+        return note
+    from napari_medml.segmentation.step_time import steps_trained
+
+    trained = steps_trained(getattr(model, "history", None) or [], getattr(model, "provenance", {}).get("plan"))
+    return f"{note}; trained {trained}" if trained else note
+
+
+def _score_note(model: Any, best: Any, folds: int, resumed: bool) -> str:
     if folds > 1:
         scores = model.provenance["ensemble"]["member_best_val_dice"]
         return (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from napari_medml.config import TrainConfig
 
-__all__ = ["measure_step"]
+__all__ = ["measure_step", "steps_trained"]
 
 DRAWS = 8  # augmented batches timed
 
@@ -87,3 +88,39 @@ def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any) -> float
         for b in range(x.shape[0]):
             transform({"image": x[b].clone(), "label": y[b].clone()})
     return (time.perf_counter() - start) / DRAWS
+
+
+def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None = None) -> str:
+    """How many steps a run trained, and how long a step took against the plan's timing.
+
+    The plan times a step once, before training; on a machine that gets busier the run
+    trains fewer steps than the plan said, and this says so.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        A model's ``history`` (one entry per epoch end, with ``step`` and ``elapsed_s``).
+    plan : mapping, optional
+        The plan stored with the model (``provenance["plan"]``), for its ``step_seconds``.
+
+    Returns
+    -------
+    str
+        E.g. ``"462 steps in 0.3 min (0.039 s a step with validation; the plan timed 0.03 s)"``;
+        "" without history.
+    """
+    if not history:
+        return ""
+    steps, seconds = int(history[-1].get("step") or 0), float(history[-1].get("elapsed_s") or 0.0)
+    if steps <= 0:
+        return ""
+    text = f"{steps} steps in {seconds / 60:.2g} min"
+    timed = (plan or {}).get("step_seconds")
+    if timed and seconds > 0:
+        per = seconds / steps
+        text += f" ({per:.2g} s a step with validation; the plan timed {timed:.2g} s"
+        if per > 2 * timed:
+            text += ": the machine was busier than when the plan timed a step, so fewer steps were trained than planned"
+        text += ")"
+    return text
+

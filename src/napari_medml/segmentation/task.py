@@ -175,7 +175,7 @@ class SegmentationTask:
     def evaluate(self, device: torch.device, amp: bool) -> Evaluation | None:
         if not self.val_regions:
             return None
-        from napari_medml.segmentation.validation import validate
+        from napari_medml.segmentation.validation import selection_key, validate
 
         if self.loss_fn is None:
             from napari_medml.nn.losses import build_loss
@@ -184,17 +184,11 @@ class SegmentationTask:
         fields = validate(self.network, self.val_regions, patch_size=self.patch_size, class_ids=self.class_ids,
                           loss_fn=self.loss_fn, device=device, amp=amp,
                           sw_batch_size=self.config.data.batch_size * 2)
-        metric = self.config.optim.early_stopping_metric
-        if metric == "val_loss":
-            value = None if fields.get("val_loss") is None else -fields["val_loss"]
-        elif metric == "val_accuracy":
-            value = (fields.get("val_metrics") or {}).get("accuracy")
-        else:
-            value = fields.get("val_mean_dice")
         history = {"val_loss": fields.get("val_loss"), "val_mean_dice": fields.get("val_mean_dice"),
                    "val_dice": {str(k): v for k, v in (fields.get("val_dice") or {}).items()},
                    "val_iou": {str(k): v for k, v in (fields.get("val_iou") or {}).items()}}
-        return Evaluation(report=fields, history=history, key=None if value is None else (float(value),))
+        return Evaluation(report=fields, history=history,
+                          key=selection_key(fields, self.config.optim.early_stopping_metric, self.class_ids))
 
     def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]) -> Model:
         provenance = {"split": self.split_note, "label_mode": self.config.data.label_mode, **provenance}

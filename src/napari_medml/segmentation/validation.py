@@ -5,13 +5,13 @@ the held-out regions, loss and per-class Dice/IoU over the labelled voxels only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["validate"]
+__all__ = ["selection_key", "validate"]
 
 
 def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Sequence[int],
@@ -67,3 +67,39 @@ def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Se
     return {"val_loss": loss_total / max(labelled, 1.0), "val_dice": dice, "val_iou": iou,
             "val_mean_dice": float(np.mean(list(dice.values()))) if dice else None,
             "val_metrics": {"accuracy": correct / max(labelled, 1.0)}}
+
+
+def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[int]) -> tuple[float, ...] | None:
+    """The key that picks the best epoch (higher is better) from :func:`validate`'s fields.
+
+    Parameters
+    ----------
+    fields : mapping
+        :func:`validate`'s result.
+    metric : {"val_dice", "val_loss", "val_accuracy"}
+        ``OptimConfig.early_stopping_metric``.
+    class_ids : sequence of int
+        The model's class ids, background first.
+
+    Returns
+    -------
+    tuple of float or None
+        The metric (the loss negated), then the negated validation loss, which decides between
+        epochs of equal metric. For ``val_dice``, a class that neither the validation labels nor
+        the prediction hold counts 1 (nothing to find, nothing found; MONAI's
+        ``DiceMetric(ignore_empty=False)``): a validation part without a class's foreground scores
+        0 at every epoch that predicts some of it, and the first such epoch was kept, while the
+        epoch that predicts none of it could never become the best. None when nothing was scored.
+    """
+    loss = fields.get("val_loss")
+    if metric == "val_loss":
+        return None if loss is None else (-float(loss),)
+    if metric == "val_accuracy":
+        value = (fields.get("val_metrics") or {}).get("accuracy")
+    else:
+        dice = fields.get("val_dice") or {}
+        scored = [dice.get(int(c), 1.0) for c in class_ids[1:]]
+        value = float(np.mean(scored)) if scored and loss is not None else fields.get("val_mean_dice")
+    if value is None:
+        return None
+    return (float(value),) if loss is None else (float(value), -float(loss))
