@@ -385,3 +385,17 @@ def test_object_box_errors() -> None:
     assert big.params["box_side"] == 8 and big.x[:, -1].mean() > 0.5  # the mask fills most of the box
     assert big.note.startswith("2 of 2 objects are larger than the model's common box (8 voxels): they are cut")
     assert object_samples(image, instances, box="common", box_side=40).note == ""
+
+
+def test_the_best_epoch_goes_to_the_higher_auc_when_accuracy_ties() -> None:
+    # a trial: accuracy 0.5 at every epoch (every sample in one class), AUC 0.36 -> 0.84, and
+    # early stopping kept epoch 1 (the lowest loss) with AUC 0.36
+    from napari_medml.classification.task import selection_key
+
+    epochs = [({"accuracy": 0.5, "auc": 0.36}, 0.6937), ({"accuracy": 0.5, "auc": 0.68}, 0.6938),
+              ({"accuracy": 0.5, "auc": 0.84}, 0.7076), ({"accuracy": 0.5, "auc": 0.84}, 0.7204)]
+    keys = [selection_key(report, loss, "val_accuracy") for report, loss in epochs]
+    assert max(range(4), key=keys.__getitem__) == 2  # AUC first, then the lower loss of the two at 0.84
+    assert selection_key({"accuracy": 0.6, "auc": 0.1}, 0.9, "val_accuracy") > keys[2]  # accuracy first
+    assert selection_key({"accuracy": 0.5, "auc": None}, 0.6, "val_accuracy") == (0.5, 0.0, -0.6)
+    assert selection_key({"accuracy": 0.5, "auc": 0.84}, 0.7, "val_loss") == (-0.7, 0.0, 0.0)

@@ -108,3 +108,17 @@ def test_a_report_that_puts_every_sample_in_one_class_says_so() -> None:
     good = classification_report(y, np.array([[0.9, 0.1]] * 2 + [[0.2, 0.8]] * 3), [1, 2])
     assert one_class_note(good) is None and "one class" not in report_summary(good)
     assert one_class_note(classification_report(np.array([1, 1]), np.array([[0.7, 0.3]] * 2), [1, 2])) is None
+
+
+def test_binary_auc_is_one_number_for_both_classes() -> None:
+    # computed from each column, float rounding printed 0.567 and 0.568 (sklearn: 0.5675)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40)
+    p1 = np.round(rng.random(40).astype(np.float32), 2)
+    proba = np.stack([1 - p1, p1], axis=1)
+    report = classification_report(y, proba, [0, 1])
+    aucs = [row["auc"] for row in report["per_class"]]
+    assert aucs[0] == aucs[1] == report["auc"] == skm.roc_auc_score(y, p1.astype(np.float64))
+    # scores that are not probabilities keep each class's own AUC
+    loose = classification_report(y, np.stack([p1 * 0, p1], axis=1) + 0.5, [0, 1])
+    assert loose["per_class"][0]["auc"] == 0.5

@@ -168,9 +168,12 @@ def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: S
     pred = np.asarray(ids)[np.argmax(p, axis=1)]
     prf = precision_recall_f1(t, pred, ids)
     per_class, roc, aucs = [], [], []
+    # two classes whose probabilities sum to 1 rank the samples in reverse: one AUC for both
+    # (computed from each column, rounding made them differ in the third digit, 0.567 and 0.568)
+    shared = roc_auc(t == ids[1], p[:, 1]) if len(ids) == 2 and np.allclose(p.sum(axis=1), 1.0, atol=1e-4) else None
     for k, cid in enumerate(ids):
         positive = t == cid
-        auc = roc_auc(positive, p[:, k])
+        auc = shared if shared is not None else roc_auc(positive, p[:, k])
         aucs.append(auc)
         per_class.append({
             "class": cid,

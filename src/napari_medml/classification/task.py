@@ -26,7 +26,7 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["ClassificationTask", "fit_classifier", "stratified_split", "train_classifier"]
+__all__ = ["ClassificationTask", "fit_classifier", "selection_key", "stratified_split", "train_classifier"]
 
 
 class ClassificationTask:
@@ -165,9 +165,7 @@ class ClassificationTask:
                                        self.class_ids, class_names=self.config.class_names)
         scalars = {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")
                    if report.get(k) is not None}
-        # higher is better in both parts of the key; accuracy ties go to the lower loss
-        key = ((-val_loss, 0.0) if self.config.optim.early_stopping_metric == "val_loss"
-               else (report["accuracy"], -val_loss))
+        key = selection_key(report, val_loss, self.config.optim.early_stopping_metric)
         return Evaluation(report={"val_loss": val_loss, "val_metrics": scalars, "val_report": report},
                           history={"val_loss": val_loss, **{f"val_{k}": v for k, v in scalars.items()}},
                           key=key, metrics={**report, "split": "validation"})
@@ -237,6 +235,31 @@ def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # n
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     return apply
+
+
+def selection_key(report: Mapping[str, Any], val_loss: float, metric: str) -> tuple[float, float, float]:
+    """The key that picks a classifier's best epoch (higher is better in every part).
+
+    Parameters
+    ----------
+    report : mapping
+        ``classification_report`` of the validation samples (``accuracy``, ``auc``).
+    val_loss : float
+        The validation loss.
+    metric : {"val_accuracy", "val_loss", "val_dice"}
+        ``OptimConfig.early_stopping_metric`` (``val_dice`` means accuracy here).
+
+    Returns
+    -------
+    tuple of float
+        Accuracy, then AUC (0 where there is none), then the negated loss: a network that puts
+        every sample in one class early on ties in accuracy with a later one that ranks them
+        well, and was kept; the AUC tells them apart. With ``val_loss``: the negated loss.
+    """
+    if metric == "val_loss":
+        return (-float(val_loss), 0.0, 0.0)
+    auc = report.get("auc")
+    return (float(report["accuracy"]), 0.0 if auc is None else float(auc), -float(val_loss))
 
 
 def train_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToken | None = None,
