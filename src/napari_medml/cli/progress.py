@@ -90,7 +90,7 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int, folds: int = 1) 
 
 
 def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
-    """One line per epoch: losses, per-class validation Dice, time, best marker.
+    """One line per epoch: losses, per-class validation Dice, learning rate, time, best marker.
 
     With ``folds`` > 1 the report's epoch counts across the folds (``epochs`` each, as
     ``segmentation.ensemble`` numbers them): the line names the fold and the epoch in it.
@@ -110,6 +110,8 @@ def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
     for name, value in (report.val_metrics or {}).items():  # counts (n_true) as whole numbers
         whole = name.startswith("n_") and float(value).is_integer()
         parts.append(f"{name} {int(value)}" if whole else f"{name} {value:.4f}")
+    if report.learning_rate is not None:  # where the schedule is (a plateau halves it)
+        parts.append(f"lr {report.learning_rate:.3g}")
     parts.append(f"{report.elapsed_s:.0f}s")
     if report.best:
         parts.append("* best")
