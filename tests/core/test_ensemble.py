@@ -63,6 +63,23 @@ def test_a_fold_block_too_thin_for_a_patch_is_refused():
     assert split_fold([volume], [np.ones((31, 61, 57), np.uint8)], 0, 7)[1]  # 8-voxel blocks
 
 
+def test_a_patch_larger_than_a_folds_training_part_is_refused_before_any_fold_trains():
+    """--folds 3 --patch-size 64 64 on 128x128: fold 1 trained 12 s, then fold 2 was refused."""
+    labels = np.zeros((128, 128), np.uint8)
+    labels[10:30, 10:30] = labels[70:90, 70:90] = labels[100:120, 20:40] = 1
+    image = labels.astype(np.float32) + np.random.default_rng(0).normal(0, 0.1, labels.shape).astype(np.float32)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(64, 64), batch_size=2, folds=3),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    gen = api.fit(image, labels, config)
+    # fold 2 holds out rows 42-84: its training parts are 42 and 44 rows
+    with pytest.raises(InputError) as caught:
+        next(gen)  # before the first report: nothing trained
+    assert str(caught.value) == (
+        "fold 2 of 3: patch size (64, 64) is larger than the training part of the image (42, 128): use a patch of "
+        "at most (42, 64), or leave it out to choose one automatically (fewer folds leave larger training parts)")
+
+
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
     p = phantom_3d(seed=0, shape=(16, 32, 32))

@@ -22,7 +22,7 @@ import numpy as np
 from napari_medml.bundles.format import MEMBERS_NAME
 from napari_medml.config import InferConfig, TrainConfig, to_dict
 from napari_medml.engine.reports import StopToken, TrainReport
-from napari_medml.errors import BundleError
+from napari_medml.errors import BundleError, InputError
 from napari_medml.segmentation.model import Model, Prediction
 from napari_medml.segmentation.planned_inference import planned_infer_config
 
@@ -279,15 +279,22 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
 
 
 def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: Any, channel_axis: int | None) -> None:
-    """Refuse, before any fold trains, folds whose training part has no foreground (a fold that
-    would stop the run after the others took their time)."""
+    """Refuse, before any fold trains, folds whose training part has no foreground or is smaller
+    than the patch size given (a fold that would stop the run after the others took their time)."""
     from napari_medml.segmentation import split
-    from napari_medml.segmentation.prepare import read_inputs
+    from napari_medml.segmentation.prepare import choose_patch_size, read_inputs
 
-    prepared, encoded, class_ids, _ = read_inputs(images, labels, config, spacing=spacing, channel_axis=channel_axis)
+    prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
+                                                         channel_axis=channel_axis)
     for k in range(config.data.folds):
         train, _, note = split.split_fold(prepared, encoded, k, config.data.folds)
         split.missing_from_training(train, encoded, class_ids, note)  # raises for a fold with nothing to learn
+        if config.data.patch_size is not None:  # an automatic patch fits each fold as it trains
+            try:
+                choose_patch_size([r.label.shape for r in train], config, spacings[0], single=len(prepared) == 1)
+            except InputError as exc:
+                raise InputError(f"fold {k + 1} of {config.data.folds}: {exc} (fewer folds leave larger training "
+                                 "parts)") from None
 
 
 def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,

@@ -227,7 +227,8 @@ def choose_patch_size(shapes: Sequence[Sequence[int]], config: TrainConfig, spac
     if any(p > m for p, m in zip(patch_size, largest)):
         where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
         fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
-        padded = f" (its shape padded to a multiple of {divisor})" if fit != smallest else ""
+        padded = (f" (its shape padded to a multiple of {divisor})"
+                  if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
         raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
                          f"of at most {fit}{padded}, or leave it out to choose one automatically")
     return patch_size
