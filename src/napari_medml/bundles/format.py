@@ -23,7 +23,7 @@ import torch
 from napari_medml.io.atomic import check_folder_target, remove_stale_temps, temp_name
 from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
+__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "has_batch_statistics", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
            "write_bundle_folder"]
 
 SCHEMA_VERSION = 1
@@ -204,4 +204,23 @@ def load_weights(network: torch.nn.Module, state: Mapping[str, torch.Tensor], so
 
 # --- training checkpoints (a bundle plus the optimizer/schedule state) ----------------
 
+
+def has_batch_statistics(path: str | Path) -> bool:
+    """Whether a bundle's weights hold batch norm statistics (``running_mean``).
+
+    Reads only the safetensors header. False when the file cannot be read: loading it says
+    what is wrong.
+
+    Parameters
+    ----------
+    path : str or Path
+        The bundle folder.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(path) / WEIGHTS_NAME), "pt") as weights:
+            return any(key.endswith("running_mean") for key in weights.keys())  # noqa: SIM118 (a header, not a dict)
+    except (OSError, ValueError, RuntimeError):
+        return False
 

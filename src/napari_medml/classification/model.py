@@ -21,6 +21,7 @@ from napari_medml.classification.levels import class_probability_map, make_sampl
 from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.classification.prediction import ClassPrediction
 from napari_medml.classification.tables import class_table
+from napari_medml.bundles.format import has_batch_statistics
 from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
 from napari_medml.errors import BundleError, Cancelled, InputError
@@ -88,6 +89,14 @@ class ClassifierSpec(ModelSpec):
     @property
     def out_channels(self) -> int:
         return len(self.class_ids)
+
+    @classmethod
+    def from_description(cls, desc: Mapping[str, Any], path: str | Path) -> ClassifierSpec:
+        model = (desc.get("train_config") or {}).get("model") or {}
+        if model.get("network") == "efficientnet-b0" and model.get("norm") == "instance" and has_batch_statistics(path):
+            # bundles saved before EfficientNet honoured the norm said "instance" but hold batch norm
+            desc = {**desc, "train_config": {**desc["train_config"], "model": {**model, "norm": "batch"}}}
+        return super().from_description(desc, path)
 
     def build_network(self) -> nn.Module:
         from napari_medml.nn.classification import build_classifier_network

@@ -31,7 +31,7 @@ def _resnet(depth: int) -> Factory:
 
         build = {18: resnet18, 34: resnet34, 50: resnet50}[depth]
         net = build(pretrained=False, spatial_dims=spatial_dims, n_input_channels=in_channels,
-                    num_classes=out_channels, norm=config.norm)
+                    num_classes=out_channels, norm=_affine(config.norm))
         # MONAI's ResNet has no dropout; a Dropout before the last layer gives it one
         # (always present, so weight names do not depend on the dropout rate).
         net.fc = nn.Sequential(nn.Dropout(config.dropout), net.fc)
@@ -39,6 +39,14 @@ def _resnet(depth: int) -> Factory:
 
     factory.__name__ = f"_resnet{depth}"
     return factory
+
+
+DOWNSAMPLED_32 = frozenset({"densenet121", "efficientnet-b0"})  # a 32x smaller map at the last stage
+
+
+def _affine(norm: str) -> str | tuple:
+    """MONAI's norm argument with a learned scale and shift (its instance norm has none by default)."""
+    return ("instance", {"affine": True}) if norm == "instance" else norm
 
 
 def _densenet121(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
@@ -53,8 +61,10 @@ def _efficientnet_b0(spatial_dims: int, in_channels: int, out_channels: int, con
                      patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None) -> nn.Module:
     from monai.networks.nets import EfficientNetBN
 
+    # batch norm: EfficientNet's own settings (eps 1e-3, momentum 0.01); instance norm as asked
+    norm = {} if config.norm == "batch" else {"norm": _affine(config.norm)}
     net = EfficientNetBN("efficientnet-b0", pretrained=False, progress=False, spatial_dims=spatial_dims,
-                         in_channels=in_channels, num_classes=out_channels)
+                         in_channels=in_channels, num_classes=out_channels, **norm)
     net._dropout.p = config.dropout  # also 0: the user's rate, not EfficientNet's own 0.2
     return net
 
@@ -182,6 +192,15 @@ def build_classifier_network(config: ModelConfig, spatial_dims: int, in_channels
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if config.norm == "instance" and config.network.startswith("resnet"):
+        raise ConfigError(f"{config.network} has batch norm in its blocks (MONAI's ResNet takes a norm for its first "
+                          "layer only): use norm 'batch', or densenet121, efficientnet-b0, smallcnn or unet-encoder "
+                          "for instance norm")
+    smallest = min(input_size) if input_size else None
+    if config.norm == "instance" and config.network in DOWNSAMPLED_32 and smallest is not None and smallest < 64:
+        raise ConfigError(f"{config.network} halves its input 5 times, leaving 1 voxel per axis of a {smallest}-voxel "
+                          "input, and instance norm needs more than one: use an input size of at least 64, or norm "
+                          "'batch'")
     return factory(spatial_dims, in_channels, num_classes, config, patch_size=input_size)
 
 
