@@ -32,6 +32,7 @@ _LAZY = {
     "fit_classifier": "napari_medml.classification.task",
     "train_classifier": "napari_medml.classification.task",
     "load_classifier": "napari_medml.classification.model",
+    "classification_report": "napari_medml.classification.metrics",
     "read_volume": "napari_medml.io",
     "write_volume": "napari_medml.io",
     "Volume": "napari_medml.io",

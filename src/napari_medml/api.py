@@ -239,7 +239,8 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
         classes: per-class Dice, IoU and HD95 and their means (``segmentation.metrics.evaluate``);
         binary: every nonzero id against background; instances: one-to-one IoU matching
         with precision, recall, F1 and the DSB 2018 AP at IoU 0.5 to 0.9
-        (``instances.metrics.instance_scores``).
+        (``instances.metrics.instance_scores``). A classifier's predictions are scored with
+        :func:`napari_medml.classification_report` (confusion matrix, ROC curves, AUC).
     names : tuple of str
         What to call the prediction and the ground truth in the report and its notes.
     frames_axis : int, optional
@@ -266,7 +267,9 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     from napari_medml.segmentation.metrics import check_pair
 
     if level not in ("classes", "binary", "instances"):
-        raise ValueError(f"level must be classes, binary or instances, got {level!r}")
+        raise ValueError(f"level must be classes, binary or instances, got {level!r}" + (
+            ": a classifier's predictions are scored with napari_medml.classification_report(true_classes, "
+            "probabilities, class_ids) (confusion matrix, ROC curves, AUC)" if "class" in str(level) else ""))
     head = {"prediction": names[0], "labels": names[1]}
     prediction, truth = check_pair(np.asarray(prediction), np.asarray(truth))
     if prediction.ndim not in (2, 3):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,33 @@ def test_init_from_takes_the_bundles_network_and_a_network_that_does_not_fit_is_
     flat = run(*base, "--spatial-dims", "2", "--patch-size", "16", "16", "--out", files / "flat", tmp=tmp)
     assert flat.returncode == 1 and "the bundle's network is 3D and this one 2D" in flat.stderr, flat.stderr
     assert not (files / "wide").exists() and not (files / "flat").exists()
+    # --no-plan takes them too (it said to train with --features 4 --depth 2)
+    unplanned = run(*base, "--no-plan", "--out", files / "unplanned", tmp=tmp)
+    assert unplanned.returncode == 0, unplanned.stderr
+    assert ("napari-medml: network unet, width 4, depth 2, norm layers instance: the start model's (its weights fit "
+            "only the same network)") in unplanned.stderr.splitlines(), unplanned.stderr
+
+
+def test_init_from_a_batch_norm_bundle_keeps_its_norm_layers(files):
+    """A trial: a batch-norm U-Net started an instance-norm one, its 30 norm tensors dropped, and the
+    line said 'started from 26 of 26 tensors'."""
+    tmp = files / "tmp"
+    small = ["--epochs", "1", "--steps-per-epoch", "2", "--patch-size", "8", "16", "16", "--device", "cpu"]
+    data = ["--image", files / "ct.nii.gz", "--labels", files / "seg.nii.gz"]
+    bn = run("train", *data, "--norm", "batch", "--features", "4", "--depth", "2", "--no-plan", *small,
+             "--out", files / "bn", tmp=tmp)
+    assert bn.returncode == 0, bn.stderr
+    started = run("train", *data, "--init-from", files / "bn", *small, "--out", files / "from_bn", tmp=tmp)
+    assert started.returncode == 0, started.stderr
+    assert "norm layers: batch (the start model's)" in started.stderr, started.stderr
+    assert "do not fit this network" not in started.stderr
+    assert json.loads((files / "from_bn" / "config.json").read_text())["train_config"]["model"]["norm"] == "batch"
+    # the user's own norm wins, and the line says what was left out
+    other = run("train", *data, "--init-from", files / "bn", "--norm", "instance", *small, "--out",
+                files / "other", tmp=tmp)
+    assert other.returncode == 0, other.stderr
+    assert re.search(r"started from \d+ of \d+ tensors of .*; \d+ of the bundle's \d+ tensors do not fit this "
+                     r"network \(another norm, width or depth\) and are not used", other.stderr), other.stderr
 
 
 def test_pretraining_on_a_constant_image_is_refused(files):

@@ -42,3 +42,14 @@ def test_train_shows_fits_parameters(runner: object, generator: object) -> None:
     theirs = inspect.signature(generator).parameters
     assert list(ours) == list(theirs)
     assert [p.default for p in ours.values()] == [p.default for p in theirs.values()]
+
+
+def test_a_classifier_is_scored_through_the_public_api() -> None:
+    # the confusion matrix, ROC and AUC were reachable from the command line and the widget only
+    import numpy as np
+
+    report = mm.classification_report([1, 1, 2, 2], np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]]), [1, 2])
+    assert report["confusion_matrix"] == [[1, 1], [0, 2]] and report["auc"] == 1.0 and report["roc"]
+    with pytest.raises(ValueError, match=r"got 'classification': a classifier's predictions are scored with "
+                                         r"napari_medml.classification_report\(true_classes, probabilities"):
+        mm.evaluate(np.zeros((4, 4), int), np.zeros((4, 4), int), level="classification")

@@ -127,3 +127,16 @@ def test_early_stopping_without_validation_says_it_judged_the_training_loss():
         pass
     stop = [m for m in messages if "early stopping" in m]
     assert stop and "training loss did not improve" in stop[-1] and "val_fraction" in stop[-1], messages[-3:]
+
+
+@pytest.mark.parametrize(("optim", "said"), [
+    ({"optimizer": "sgd"}, "SGD, momentum 0.99 (Nesterov), weight decay 1e-05"),  # config.json: momentum null
+    ({"optimizer": "sgd", "momentum": 0.0}, "SGD, momentum 0, weight decay 1e-05"),  # config.json: nesterov true
+    ({"optimizer": "adam"}, "Adam, weight decay 1e-05"),
+])
+def test_the_bundle_records_the_optimizer_and_precision_that_ran(optim, said):
+    ph = phantom_3d(1, shape=(16, 48, 48))
+    cfg = replace(_seg_config(), optim=OptimConfig(epochs=1, steps_per_epoch=1, **optim), device="cpu")
+    model = run_to_end(fit(ph.image[8], ph.labels[8], cfg))
+    assert model.provenance["optimizer"] == said
+    assert model.provenance["mixed_precision"] is False and model.config.amp is True  # asked, CUDA only

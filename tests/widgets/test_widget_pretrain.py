@@ -64,6 +64,15 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
 
     temp = session.temp_folder.resolve()
     assert temp in Path(start["source"]).resolve().parents
+    # without the plan, width and depth left at the form's own values: the start model's are taken
+    # (the weights fit no other network; it was refused, "only 5 of 37 learned tensors fit")
+    train["plan"].value = False
+    train["channels"].value, train["depth"].value = train._reference.model.channels, train._reference.model.depth
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    assert train["status"].value.startswith("model 'ct model"), train["status"].value
+    assert (train.model.config.model.channels, train.model.config.model.depth) == (4, 2)
+    assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
     viewer.close()
     qtbot.waitUntil(lambda: not temp.exists(), timeout=5000)
 

@@ -286,6 +286,7 @@ class TrainWidget(DockForm):
         from napari_medml.segmentation.plan import changed_fields
 
         keep = changed_fields(config, self._reference) | ({"data.folds"} if self._w["folds"].value else set())
+        keep |= {"model.norm"} if config.model.norm != self._reference.model.norm else set()  # the user's norm
         checkpoints = self._checkpoints
         if resume is None:
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
@@ -331,6 +332,10 @@ class TrainWidget(DockForm):
                     config = plan.apply(config)
                     run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step
+                elif start_from is not None:  # unplanned: still the start bundle's network (its weights fit no other)
+                    from napari_medml.segmentation.planning import take_start_architecture
+
+                    config = run["config"] = take_start_architecture(config, keep)[0]
                 model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
                                        stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
             if config.task == "segmentation" and not record:  # fine-tuning in Predict learns it alongside

@@ -125,5 +125,6 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                          f"{info['source']} ({info['task']}, {info['network']}): "
                          f"{advice or _mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
+    unfit = sum(k not in fitting and not (new_head and k in head) for k in state)  # not the head set aside
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
-            "new_head": new_head}
+            "new_head": new_head, "unfit": unfit, "bundle_tensors": len(state)}

@@ -283,7 +283,10 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _model(self) -> Any:
-        provenance = {**self.provenance, "best_epoch": self.best_epoch}
+        # what ran, where the config leaves it to the run: SGD's default momentum (null), mixed
+        # precision asked for but used on CUDA only
+        provenance = {**self.provenance, "best_epoch": self.best_epoch,
+                      "optimizer": self.config.optim.describe_optimizer(), "mixed_precision": bool(self.amp)}
         if self.checkpoint_dir is not None:
             provenance["checkpoint_dir"] = str(self.checkpoint_dir)
         return self.task.model(self.history, provenance, self.best_metrics)

@@ -63,6 +63,8 @@ class Plan:
         Prediction averages over flips (``InferConfig.tta``) unless the user turns it off.
     folds : int
         Models trained on the folds of the data and averaged (1: one model).
+    norm : str or None
+        A start bundle's norm layers (``planning.take_start_architecture``); None: the config's.
     """
 
     fingerprint: Fingerprint
@@ -85,6 +87,7 @@ class Plan:
     reasons: tuple[str, ...] = field(default=())
     tta: bool = False
     folds: int = 1
+    norm: str | None = None
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         """``config`` with the plan's choices, except the fields in ``kept``."""
@@ -99,7 +102,8 @@ class Plan:
                        val_margin=pick("data.val_margin", self.val_margin),
                        folds=pick("data.folds", self.folds))
         model = replace(config.model, network=pick("model.network", self.network),
-                        channels=pick("model.channels", self.channels), depth=pick("model.depth", self.depth))
+                        channels=pick("model.channels", self.channels), depth=pick("model.depth", self.depth),
+                        norm=self.norm or config.model.norm)
         optim = replace(config.optim, learning_rate=pick("optim.learning_rate", self.learning_rate),
                         schedule=pick("optim.schedule", self.schedule), warmup=pick("optim.warmup", self.warmup),
                         epochs=pick("optim.epochs", self.epochs),

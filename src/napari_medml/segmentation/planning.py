@@ -14,7 +14,7 @@ from napari_medml.errors import MedMLError
 from napari_medml.segmentation.plan import Plan, changed_fields, make_plan
 from napari_medml.segmentation.plan_folds import ENSEMBLE, choose_ensemble, ensemble_bar, with_folds_line
 
-__all__ = ["plan_run"]
+__all__ = ["plan_run", "take_start_architecture", "taken_note"]
 
 
 def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
@@ -82,15 +82,9 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
                          val_voxels=sum(r.label.size for r in val))
 
     keep = list(changed_fields(config) if keep is None else keep)
-    taken: list[str] = []
+    config, taken = take_start_architecture(config, keep)
     if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
-        from napari_medml.bundles.transfer import bundle_architecture
-
-        arch = segmentation_architecture(bundle_architecture(config.model.init_from))
-        taken = [f"model.{k}" for k in ("network", "channels", "depth") if k in arch and f"model.{k}" not in keep]
-        config = replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
-                                                                for k in taken}))
-        keep += ["model.network", "model.channels", "model.depth"]
+        keep += [f"model.{k}" for k in ARCHITECTURE]
     plan = planned(config, keep)
     bar = ensemble_bar(config if objects is None else replace(config, task="instances"), keep, len(prepared))
     if bar is not None:
@@ -109,10 +103,53 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     # the bundle's values are the plan's, not the user's: they reach the run's config through apply
     labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)"}
     reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start model's)", r)
-                    if any(r.startswith(labels[k] + ":") for k in taken) else r for r in plan.reasons)
-    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
+                    if any(r.startswith(labels[k] + ":") for k in taken if k in labels) else r for r in plan.reasons)
+    if "model.norm" in taken:  # not planned: the plan carries it to the run's config
+        reasons += (f"norm layers: {config.model.norm} (the start model's)",)
+    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons,
+                   norm=config.model.norm if "model.norm" in taken else None)
 
 
+def take_start_architecture(config: TrainConfig, keep: Sequence[str] = ()) -> tuple[TrainConfig, list[str]]:
+    """``config`` with its start bundle's network, width, depth and norm (transfer learning).
+
+    A bundle's weights fit only a network built the same way: without this, a batch-norm
+    bundle started an instance-norm network and its norm layers' tensors were dropped. The
+    command line's ``--no-plan`` run takes them too.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Nothing changes without ``model.init_from``.
+    keep : sequence of str
+        Fields the user set (``"model.channels"``...): they stay as they are.
+
+    Returns
+    -------
+    tuple
+        The config, and the dotted names of the fields taken from the bundle.
+    """
+    from dataclasses import replace
+
+    if not config.model.init_from:
+        return config, []
+    from napari_medml.bundles.transfer import bundle_architecture
+
+    arch = segmentation_architecture(bundle_architecture(config.model.init_from))
+    taken = [f"model.{k}" for k in ARCHITECTURE if k in arch and f"model.{k}" not in keep]
+    return replace(config, model=replace(config.model, **{k.split(".")[1]: arch[k.split(".")[1]]
+                                                          for k in taken})), taken
+
+
+def taken_note(config: TrainConfig, taken: Sequence[str]) -> str:
+    """The line that says what a run took from its start bundle (:func:`take_start_architecture`)."""
+    names = {"network": "network", "channels": "width", "depth": "depth", "norm": "norm layers"}
+    parts = [f"{names[k.split('.')[1]]} {getattr(config.model, k.split('.')[1])}" for k in taken]
+    return f"{', '.join(parts)}: the start model's (its weights fit only the same network)" if parts else ""
+
+
+# what a start bundle gives the run (its weights fit only a network built the same way)
+ARCHITECTURE = ("network", "channels", "depth", "norm")
 # a classifier built on a segmentation network's encoder starts that network
 SEGMENTATION_OF = {"unet-encoder": "unet"}
 

@@ -268,6 +268,9 @@ def start_note(weights: dict[str, Any]) -> str:
         starts new (the bundle's is for pretraining); the first 2 encoder stages frozen``.
     """
     line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
+    if weights.get("unfit"):  # "26 of 26" read as a whole transfer while 30 batch norm tensors were dropped
+        line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
+                 "(another norm, width or depth) and are not used")
     if weights.get("new_head"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
     n = weights.get("frozen_stages") or 0

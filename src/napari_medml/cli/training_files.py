@@ -1,0 +1,109 @@
+"""The training files of ``napari-medml train``: image and labels pairs read, checked and cut into samples."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from napari_medml.cli.common import info
+
+__all__ = ["read_pairs"]
+
+
+def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
+               axes: str | None = None, ids: str = "class") -> tuple:
+    """Read image/labels files; check they fit; cut them into training samples.
+
+    Axes come from each file (or ``axes``, the ``--axes`` option, for the images);
+    length-1 axes are gone already (io). A time series gives one sample per frame; a
+    2D network on volumes one per slice (the labels are cut the same way). ``ids`` names
+    what a label id is in the messages: ``"class"``, or ``"object"`` for instance labels.
+
+    Returns
+    -------
+    tuple
+        ``(images, labels, spacings, channel_axis, spatial_dims)``: lists of samples,
+        the spatial voxel size of each, the channel axis of the samples (None without
+        channels) and the network's dimensions (3 when the images have Z, else 2,
+        unless given).
+    """
+    import numpy as np
+
+    from napari_medml import io
+    from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
+    from napari_medml.io.geometry import fit_length1_axes
+    from napari_medml.preprocessing.inputs import check_finite, check_not_constant
+    from napari_medml.errors import InputError
+
+    images, labels, spacings, channels = [], [], [], set()
+    for img_path, lab_path in zip(image_paths, label_paths, strict=True):
+        raw = io.read_volume(img_path, axes)
+        check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
+        check_not_constant(raw.data, f"image '{img_path}'")
+        lab = io.read_volume(lab_path)
+        lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
+        check_not_transposed(lab, lab_path, raw, img_path)
+        if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
+            lab, note = fit_length1_axes(lab, raw.data.shape, f"labels '{lab_path}'")
+            if note:
+                info(note)
+        vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
+        spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
+        spatial = sum(a in "ZYX" for a in vol.axes)
+        # an image whose file swaps channels and slices (an ImageJ stack written without axes)
+        example = vol.axes if "Z" in vol.axes else vol.axes.replace("C", "Z")  # ImageJ stores Z before C
+        swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
+                   f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes {example}"
+                   if "C" in vol.axes and axes is None else "")
+        if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
+            try:
+                lab = _on_image_grid(lab, vol, spatial, f"labels '{lab_path}'", f"image '{img_path}'")
+            except InputError as exc:
+                raise InputError(f"{exc}{swapped}") from exc
+        shape = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C")
+        frame = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a not in "CT")
+        if "T" in vol.axes and lab.data.shape == frame:
+            frames = vol.data.shape[vol.axes.index("T")]
+            raise InputError(f"labels '{lab_path}' {lab.data.shape} are for one frame, but image '{img_path}' "
+                             f"(axes {vol.axes}, shape {vol.data.shape}) holds {frames} time frames: give labels for "
+                             f"every frame, shape {shape}, or save the frame they belong to as an image of its own")
+        if lab.data.shape != shape:
+            raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image '{img_path}' "
+                             f"(axes {vol.axes}, shape {vol.data.shape}) has {shape} without channels: "
+                             f"they must match{swapped}")  # fmt: skip
+        if lay.channel_axis is not None:
+            info(f"image '{img_path}': {vol.data.shape[lay.channel_axis]} channels (axes {vol.axes}, "
+                 f"shape {vol.data.shape})")  # fmt: skip
+        lead = [vol.data.shape[a] for a in lay.sample_axes]
+        if lead:
+            kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
+            info(f"image '{img_path}': {int(np.prod(lead))} {kinds} (axes {vol.axes}) as samples of a "
+                 f"{spatial_dims}D network")  # fmt: skip
+        channel = lay.channel_axis
+        if channel is not None:
+            channel -= sum(a < channel for a in lay.sample_axes)
+        label_axes = [i for i, a in enumerate(vol.axes) if a != "C"]
+        for index in np.ndindex(*lead):
+            where: list = [slice(None)] * vol.data.ndim
+            for axis, k in zip(lay.sample_axes, index):
+                where[axis] = k
+            images.append(vol.data[tuple(where)])
+            labels.append(lab.data[tuple(where[i] for i in label_axes)])
+            spacings.append(spatial_spacing(vol, spatial_dims))
+        channels.add(channel)
+    if len(channels) > 1:
+        raise InputError("the training images differ in channels: give all with or all without "
+                         "a channel axis")  # fmt: skip
+    return images, labels, spacings, channels.pop(), spatial_dims
+
+
+def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:
+    """Labels on their image's voxel grid (reoriented with a note), or an error naming both."""
+    from napari_medml.io.geometry import align_to
+
+    aligned = align_to(lab, vol, moving_name=lab_name, reference_name=img_name,
+                       spatial_dims=spatial_dims, reference_spatial_dims=spatial_dims)  # fmt: skip
+    if aligned.line:
+        info(aligned.line)
+    return aligned.volume
