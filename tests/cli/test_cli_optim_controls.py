@@ -83,3 +83,19 @@ def test_momentum_for_an_optimizer_without_one_is_refused(tmp_path):
     assert set_by_you.returncode == 0, set_by_you.stderr
     assert "learning rate: 0.01 (SGD: nnU-Net's rate)" in set_by_you.stderr  # not "momentum 0.99" any more
     assert "optimizer: SGD, momentum 0.5 (Nesterov)" in set_by_you.stderr
+
+
+def test_stop_metric_chooses_what_picks_the_best_epoch(tmp_path):
+    # early_stopping_metric was in the Python API only
+    image, labels = _files(tmp_path)
+    options = [*OPTIONS[:2], "--epochs", "4", *OPTIONS[4:]]
+    done = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *options,
+               "--stop-metric", "val_loss", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    desc = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert desc["train_config"]["optim"]["early_stopping_metric"] == "val_loss"
+    losses = [h["val_loss"] for h in desc["history"]]
+    assert desc["provenance"]["best_epoch"] == 1 + int(np.argmin(losses)), losses
+    bad = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "x", *OPTIONS,
+              "--stop-metric", "dice", tmp=tmp_path)
+    assert bad.returncode == 2 and "--stop-metric: invalid choice: 'dice'" in bad.stderr

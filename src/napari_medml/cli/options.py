@@ -43,6 +43,7 @@ OPTION_FIELDS: dict[str, str] = {
     "schedule": "optim.schedule",
     "warmup": "optim.warmup",
     "patience": "optim.early_stopping_patience",
+    "stop_metric": "optim.early_stopping_metric",
     "label_smoothing": "optim.label_smoothing",
     "class_weights": "optim.class_weights",
     "device": "device",

@@ -24,6 +24,7 @@ from napari_medml.config import (
     OptimConfig,
     OptimizerName,
     ScheduleName,
+    StopMetric,
     TrainConfig,
 )
 
@@ -138,6 +139,10 @@ def add(sub: Any) -> None:
                    "options given always win over it)")  # fmt: skip
     o.add_argument("--patience", type=integer(1), metavar="N",
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
+    o.add_argument("--stop-metric", choices=typing.get_args(StopMetric), metavar="M",
+                   help="what picks the best epoch (the model saved) and early stopping: val_dice (the "
+                   "validation mean Dice; a classifier's accuracy), val_loss or val_accuracy; ties go to "
+                   "the lower validation loss (default: val_dice; classification val_accuracy)")  # fmt: skip
     o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
     o.add_argument("--device", choices=DEVICES, default="auto",
