@@ -157,29 +157,8 @@ def train(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None,
 
     Parameters
     ----------
-    images : array, sequence of arrays, or ClassSamples
-        Segmentation and instances: images in napari axis order, ``(Y, X)`` or
-        ``(Z, Y, X)`` plus ``channel_axis``. Classification: the samples
-        (:mod:`napari_medml.classification.data`), with ``labels=None``.
-    labels : array, sequence of arrays or None
-        Segmentation: integer labels of each image's spatial shape. Instances: instance
-        labels (each object its own id). Pretraining and classification: None.
-    config : TrainConfig
-        The task, network, data, optimizer and schedule (``napari_medml.config``);
-        ``segmentation.planning.plan_run`` makes one from the data and a time limit.
-    spacing : tuple or list of tuples, optional
-        Segmentation: voxel size per spatial axis (physical units, e.g. mm or µm).
-    channel_axis : int, optional
-        Segmentation: the images' channel axis.
-    stop : StopToken, optional
-        Stops after the current step, leaving a ``last`` checkpoint.
-    resume_from : str or Path, optional
-        Continue a run from its checkpoint folder.
-    init_model : model, optional
-        Start from this model's weights (fine-tuning, or transfer learning from a
-        pretrained bundle).
-    plan : segmentation.plan.Plan, optional
-        The plan ``config`` came from, stored in the bundle.
+    images, labels, config, spacing, channel_axis, stop, resume_from, init_model, plan
+        As :func:`fit`.
 
     Returns
     -------

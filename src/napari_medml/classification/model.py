@@ -182,18 +182,6 @@ class Classifier(BundledModel):
 
     @classmethod
     def record_arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
-        """Constructor keywords read back from a bundle's ``config.json``.
-
-        Parameters
-        ----------
-        desc : mapping
-            The bundle's ``config.json`` content.
-
-        Returns
-        -------
-        dict
-            The base class's ``history`` and ``provenance``, and ``metrics``.
-        """
         return {**super().record_arguments(desc), "metrics": desc.get("metrics") or {}}
 
     @property

@@ -84,18 +84,6 @@ class Model(BundledModel):
 
     @classmethod
     def record_arguments(cls, desc: Any) -> dict[str, Any]:
-        """Constructor keywords read back from a bundle's ``config.json``.
-
-        Parameters
-        ----------
-        desc : mapping
-            The bundle's ``config.json`` content.
-
-        Returns
-        -------
-        dict
-            The base class's ``history`` and ``provenance``, and the ``plan`` in ``provenance``.
-        """
         args = super().record_arguments(desc)
         if desc.get("plan"):
             args["provenance"] = {**args["provenance"], "plan": desc["plan"]}
