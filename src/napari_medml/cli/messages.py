@@ -121,6 +121,9 @@ def _score_note(model: Any, best: Any, folds: int, resumed: bool) -> str:
         return (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
                 f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
     if best is not None and best.val_mean_dice is not None:
+        if "holds no foreground" in str(getattr(model, "provenance", {}).get("split", "")):
+            # a Dice of 0.000 there reads as a failed model: the split line said why it is not one
+            return f" (best epoch {best.epoch}; the held-out part holds no foreground, so no validation Dice)"
         return f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
     if best is not None and "ap_at_0.5" in (best.val_metrics or {}):  # instances
         return (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
