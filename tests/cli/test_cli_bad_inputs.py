@@ -340,3 +340,24 @@ def test_an_interrupted_run_keeps_its_checkpoints_in_the_bundle_and_resumes(caps
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "weights.safetensors"]
     code, _, err = run_cli(capsys, *train_args(files, tmp_path / "model"), "--resume")
     assert code == 2 and "--resume" in one_line(err)
+
+
+def test_an_image_too_small_for_the_networks_depth_names_a_fix_that_works(capsys, tmp_path):
+    """An 8x8 image without the plan (depth 4) stopped with torch's "Expected more than 1 spatial
+    element when training, got input size torch.Size([2, 64, 1, 1])"."""
+    rng = np.random.default_rng(8)
+    lab = np.zeros((8, 8), np.uint8)
+    lab[2:6, 2:6] = 1
+    np.save(tmp_path / "small.npy", (rng.normal(0, 1, lab.shape) + 3 * lab).astype(np.float32))
+    np.save(tmp_path / "small_mask.npy", lab)
+    args = ["train", "--image", tmp_path / "small.npy", "--labels", tmp_path / "small_mask.npy", "--spatial-dims", "2",
+            "--no-plan", "--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu", "--out", tmp_path / "m"]
+    code, _, err = run_cli(capsys, *args)
+    assert code != 0 and one_line(err) == (
+        "napari-medml: error: a patch of 8x8 voxels leaves 1 voxel at the deepest level of a depth-4 network (each "
+        "axis halved 3 times), where instance norm has nothing to normalise: use batch norm (--norm batch; the "
+        "widget's norm layers), a smaller depth (--depth 2; the widget's depth) or a larger image")
+    assert not (tmp_path / "m").exists()
+    for fix in (["--norm", "batch"], ["--depth", "2"]):
+        code, _, err = run_cli(capsys, *args, *fix)
+        assert code == 0, err

@@ -10,6 +10,8 @@ dict: other tasks (classification) add their entries next to these.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -156,7 +158,24 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
         hint = " (a classification network)" if NETWORK_TASK.get(config.network) == "classification" else ""
         raise ConfigError(f"unknown segmentation network {config.network!r}{hint}: "
                           f"choose one of {sorted(SEGMENTATION_NETWORKS)}")
+    _check_deepest_level(config, patch_size)
     return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)
+
+
+def _check_deepest_level(config: ModelConfig, patch_size: Sequence[int] | None) -> None:
+    """Instance norm needs more than one voxel at the deepest level; torch's own message
+    ("Expected more than 1 spatial element when training") named no input and no fix."""
+    if config.norm != "instance" or not patch_size:
+        return
+    halvings = patch_divisor(config)
+    if math.prod(max(int(p) // halvings, 1) for p in patch_size) > 1:
+        return
+    patch = "x".join(str(int(p)) for p in patch_size)
+    times = "once" if config.depth == 2 else f"{config.depth - 1} times"
+    depth = ", a smaller depth (--depth 2; the widget's depth)" if config.depth > 2 else ""
+    raise ConfigError(f"a patch of {patch} voxels leaves 1 voxel at the deepest level of a depth-{config.depth} "
+                      f"network (each axis halved {times}), where instance norm has nothing to normalise: use "
+                      f"batch norm (--norm batch; the widget's norm layers){depth} or a larger image")
 
 
 def output_tensors(network: torch.nn.Module, config: ModelConfig, spatial_dims: int, in_channels: int,
