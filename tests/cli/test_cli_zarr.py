@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_predict_an_ome_zarr_into_zarr_prints_the_plan(files):
                folder / "pred.zarr", "--probabilities", folder / "probs.zarr", "--device", "cpu", tmp=tmp)
     assert done.returncode == 0, done.stderr
     assert "block plan for 40x96x96 voxels: 1 block(s)" in done.stderr and "MiB working memory" in done.stderr
+    # stderr is a pipe here, as in a log file: no bar, but a line each tenth of the windows
+    said = re.findall(r"predicted (\d+) of (\d+) windows \((\d+)%\)", done.stderr)
+    assert said and said[-1][2] == "100" and said[-1][0] == said[-1][1], done.stderr
+    assert [int(p) for _, _, p in said] == sorted({int(p) for _, _, p in said})
     labels = read_volume(folder / "pred.zarr")
     assert labels.is_labels and labels.spacing == (2.0, 1.0, 1.0) and labels.origin == (3.0, 0.0, 0.0)
     assert labels.meta["unit"] == "um"

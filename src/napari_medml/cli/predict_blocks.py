@@ -114,10 +114,15 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
                        config=config, width=model.config.model.channels, memory_mb=args.block_memory)
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
     with progress_bar("window") as bar:
+        said = [0]
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
+            tenth = 10 * done // max(total, 1)
+            if getattr(bar, "disable", True) and tenth > said[0]:  # a log, not a terminal: a line per tenth
+                said[0] = tenth
+                info(f"predicted {done} of {total} windows ({10 * tenth}%)")
 
         try:
             result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
