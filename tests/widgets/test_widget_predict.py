@@ -299,3 +299,21 @@ def test_finetune_retrains_every_member_of_an_ensemble(make_napari_viewer, open_
     assert isinstance(tuned, EnsembleModel) and len(tuned.members) == 2 and tuned is not before
     assert all(a is not b for a, b in zip(tuned.members, before.members))
     assert viewer.layers[-1].name == "ct [prediction] (2)" and viewer.layers[-1].data.shape == ct.data.shape
+
+
+def test_a_one_slice_file_on_a_3d_model_gets_a_fix_that_works(setup, qtbot, notes, tmp_path):
+    # a (1, Y, X) file opens as a 2D layer; the refusal said to set axis_labels ('z', 'y', 'x'),
+    # which napari refuses on a 2D layer
+    import tifffile
+
+    viewer, widget, ct, _ = setup
+    tifffile.imwrite(tmp_path / "z1.tif", ct.data[:1], imagej=True, metadata={"axes": "ZYX"})
+    [layer] = viewer.open(tmp_path / "z1.tif", plugin="napari-medml")
+    assert layer.ndim == 2
+    widget["images"].value = [layer]
+    _predict(widget, qtbot)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors and errors[-1].endswith(
+        "has axes YX (2 spatial) but the network is 3D: use a 2D network (one slice of a file: `napari-medml "
+        "predict` takes it as a volume of one slice)"), errors
+    assert "axis_labels" not in errors[-1]
