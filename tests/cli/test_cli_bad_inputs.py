@@ -361,3 +361,18 @@ def test_an_image_too_small_for_the_networks_depth_names_a_fix_that_works(capsys
     for fix in (["--norm", "batch"], ["--depth", "2"]):
         code, _, err = run_cli(capsys, *args, *fix)
         assert code == 0, err
+
+
+def test_one_labelled_voxel_is_said_to_be_too_few(capsys, tmp_path):
+    # a trial: one labelled voxel, exit 0 and a model that found nothing, with no word of it
+    image = np.full((16, 32, 32), 100, np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[4, 16, 16] = 1
+    image[4, 16, 16] = 200
+    np.save(tmp_path / "one.npy", image)
+    np.save(tmp_path / "one_mask.npy", labels)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "one.npy", "--labels", tmp_path / "one_mask.npy",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert ("warning: too few labelled voxels to learn from (class 1: 1 voxel, in the training part): label at "
+            "least 10 voxels of each class, e.g. a few brush strokes") in err, err

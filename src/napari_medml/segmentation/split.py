@@ -286,3 +286,28 @@ def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.n
                          f"({split_note}); {fix}, or label foreground in more of the data")
     return (f"warning: class {_names(lost, class_ids)} is not in the training part, only in the held-out "
             f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")
+
+
+FEW_VOXELS = 10  # labelled voxels of a class below which a run cannot tell it from noise
+
+
+def few_voxels(train_regions: Sequence[Region], class_ids: Sequence[int]) -> str | None:
+    """A warning naming the foreground classes with fewer than ``FEW_VOXELS`` labelled voxels in
+    the training part, or None: a run on one labelled voxel saved a model that found nothing.
+
+    Parameters
+    ----------
+    train_regions : sequence of Region
+        The training part after the split (labels encoded ``channel + 1``, 0 unlabeled).
+    class_ids : sequence of int
+        Class id per channel (background first).
+    """
+    counts = np.zeros(256, np.int64)
+    for region in train_regions:
+        counts += np.bincount(np.asarray(region.label, dtype=np.uint8).ravel(), minlength=256)
+    few = [(v, int(counts[v])) for v in range(2, len(class_ids) + 1) if 0 < counts[v] < FEW_VOXELS]
+    if not few:
+        return None
+    said = ", ".join(f"class {_names([v], class_ids)}: {n} voxel{'s' if n != 1 else ''}" for v, n in few)
+    return (f"warning: too few labelled voxels to learn from ({said}, in the training part): label at least "
+            f"{FEW_VOXELS} voxels of each class, e.g. a few brush strokes")

@@ -114,7 +114,7 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
     steps, seconds = int(history[-1].get("step") or 0), float(history[-1].get("elapsed_s") or 0.0)
     if steps <= 0:
         return ""
-    text = f"{steps} steps in {seconds / 60:.2g} min"
+    text = f"{steps} step{'s' if steps != 1 else ''} in {seconds / 60:.2g} min"
     timed = (plan or {}).get("step_seconds")
     if timed and seconds > 0:
         per = seconds / steps
