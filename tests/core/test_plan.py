@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -434,3 +435,13 @@ def test_the_plan_gives_no_object_size_for_scribbles():
     assert dense.endswith(", typical object 16x16x16 voxels")
     sparse = make_plan(swap(fp(shape=(64, 64, 64)), labelled_fraction=0.0123), config(), device="cpu")
     assert sparse.describe().splitlines()[0].endswith(", scribbles on 1.23% of the voxels (no object size from them)")
+
+
+def test_a_two_slice_volume_gets_the_fewest_levels_and_the_2d_suggestion():
+    # the depth line said "down to about 4 voxels at the bottom of a 1-voxel axis"
+    plan = make_plan(fp(shape=(2, 64, 64), train_shape=(1, 64, 64)), config(), device="cpu")
+    line = next(r for r in plan.reasons if r.startswith("depth (levels):"))
+    assert line == ("depth (levels): 2 (the fewest levels: a training window holds 1 voxel along its thinnest axis; "
+                    "a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's 2D/3D))")
+    thick = next(r for r in make_plan(fp(), config(), device="cpu").reasons if r.startswith("depth (levels):"))
+    assert re.search(r"\(down to about 4 voxels at the bottom of a \d+-voxel axis\)$", thick), thick

@@ -291,8 +291,13 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                       f"network: unet (anisotropic, but {depth} levels are too few for dynunet's spacing-aware "
                       "strides)" for r in reasons]
     pooled = min(held[a] for a in pooled_axes)
-    depth = note("model.depth", depth, f"down to about 4 voxels at the bottom of a {pooled}-voxel axis",
-                 "depth (levels)")
+    why_depth = f"down to about 4 voxels at the bottom of a {pooled}-voxel axis"
+    if depth <= 2 and pooled < 8:  # too thin to reach 4 voxels at the bottom: the fewest levels, and why
+        voxels = f"{pooled} voxel{'s' if pooled != 1 else ''}"
+        why_depth = (f"the fewest levels: a training window holds {voxels} along its thinnest axis"
+                     + ("; a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's "
+                        "2D/3D)" if dims == 3 and pooled < 4 else ""))
+    depth = note("model.depth", depth, why_depth, "depth (levels)")
 
     foreground = sum(fp.class_fractions[1:])
     fg_fraction = note("data.foreground_fraction", 0.5 if foreground < 0.25 else 1 / 3,
