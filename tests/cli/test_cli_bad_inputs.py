@@ -376,3 +376,19 @@ def test_one_labelled_voxel_is_said_to_be_too_few(capsys, tmp_path):
     assert code == 0, err
     assert ("warning: too few labelled voxels to learn from (class 1: 1 voxel, in the training part): label at "
             "least 10 voxels of each class, e.g. a few brush strokes") in err, err
+
+
+def test_axes_given_for_the_images_read_their_labels_too(capsys, tmp_path):
+    # a 3x3x3 stack reads as YXC; with --axes ZYX the labels were still read as YXC and refused
+    import tifffile
+
+    image = np.random.default_rng(3).random((3, 3, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "v3.tif", image)
+    tifffile.imwrite(tmp_path / "v3_label.tif", (image > 0.5).astype(np.uint8))
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v3.tif", "--labels", tmp_path / "v3_label.tif",
+                           "--axes", "ZYX", "--norm", "batch", "--out", tmp_path / "m", *TINY[:-2],
+                           "--batch-size", "2")  # fmt: skip
+    assert code == 0, err
+    from napari_medml.api import load_model
+
+    assert load_model(tmp_path / "m").spatial_dims == 3

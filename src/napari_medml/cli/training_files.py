@@ -41,7 +41,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         raw = io.read_volume(img_path, axes)
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
-        lab = io.read_volume(lab_path)
+        lab = _read_labels(lab_path, axes)
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
@@ -107,3 +107,18 @@ def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_nam
     if aligned.line:
         info(aligned.line)
     return aligned.volume
+
+
+def _read_labels(path: Path, axes: str | None) -> Any:
+    """A labels file, read with the images' ``--axes`` (their channel aside) where the file's axes
+    fit them: a 3x3x3 stack given ``--axes ZYX`` had its labels read as YXC all the same."""
+    from napari_medml import io
+    from napari_medml.errors import InputError
+
+    if axes and axes.replace("C", ""):
+        try:
+            return io.read_volume(path, axes.replace("C", ""))
+        except InputError:  # another number of axes (labels saved without the time axis...): the file's own
+            pass
+    return io.read_volume(path)
+
