@@ -111,6 +111,7 @@ def test_cancel_during_prediction(setup, qtbot, notes):
     widget["overlap"].value = 0.9  # many windows: the job is still running when Cancel is pressed
     widget["predict"].changed.emit(True)
     assert widget.runner.running and widget["cancel"].enabled and not widget["predict"].enabled
+    assert widget["status"].value == "predicting 'ct' with 'phantom model'..."  # it was empty while running
     widget["cancel"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     assert "ct [prediction]" not in viewer.layers

@@ -242,11 +242,12 @@ class PredictWidget(DockForm):
                 show_instances(self._viewer, prediction, inputs.layer, table)
             else:
                 self.show(prediction, inputs.layer, model, as_predicted)
-            note = self._w["status"].value  # a note about the image, kept
+            note = "" if self._w["status"].value == running else self._w["status"].value  # an image's note, kept
             self._w["status"].value = ((f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
                                        + channel_note(inputs, model))
 
-        self._w["status"].value = ""
+        running = self._w["status"].value = (f"predicting '{inputs.layer.name}' with '{name}'" + (  # minutes, lazily
+            " block by block into Zarr stores" if _lazy(inputs.image) else "") + "...")
         self.runner.start(job, on_result=done, on_report=self._note)
 
     def _note(self, report: Any) -> None:
