@@ -155,7 +155,7 @@ SEGMENTATION_OF = {"unet-encoder": "unet"}
 
 
 def segmentation_architecture(arch: dict[str, Any]) -> dict[str, Any]:
-    """A start bundle's ``network``/``channels``/``depth`` (``bundles.transfer.bundle_architecture``)
+    """A start bundle's ``network``/``channels``/``depth``/``norm`` (``bundles.transfer.bundle_architecture``)
     as a segmentation network takes them: a ``unet-encoder`` classifier starts a ``unet``;
     another classifier (resnet, densenet, ...) gives none of them, since no segmentation
     network is built that way, and the plan's network takes the tensors that fit."""
@@ -163,6 +163,6 @@ def segmentation_architecture(arch: dict[str, Any]) -> dict[str, Any]:
     if network is None:
         return arch
     if network not in get_args(SegmentationNetwork):
-        return {k: v for k, v in arch.items() if k not in ("network", "channels", "depth")}
+        return {k: v for k, v in arch.items() if k not in ARCHITECTURE}
     return {**arch, "network": network}
 
