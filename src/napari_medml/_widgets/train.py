@@ -360,10 +360,9 @@ class TrainWidget(DockForm):
             self._session.training_data[name] = run.get("samples", [])  # a record-trained model: none
             self._session.add_model(model, name)
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
-            from napari_medml.segmentation.step_time import steps_trained  # loaded with training already
+            from napari_medml.segmentation.step_time import model_steps_trained  # loaded with training already
 
-            history = [] if "ensemble" in model.provenance else getattr(model, "history", None) or []
-            trained = steps_trained(history, model.provenance.get("plan"))
+            trained = model_steps_trained(model)
             self._w["status"].value = (f"model '{name}' is ready in Predict" + (f" (trained {trained})" if trained
                                                                                 else "")
                                        + "".join(f" ({w})" for w in warnings))

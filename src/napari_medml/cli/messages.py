@@ -106,12 +106,10 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
     """What ``saved model bundle to ...`` adds: each fold's validation Dice, or the best epoch and
     its score (for a resumed run whose best epoch came before the stop, from the model's history),
     and the steps one model trained (``segmentation.step_time.steps_trained``)."""
-    note = _score_note(model, best, folds, resumed)
-    if folds > 1:
-        return note
-    from napari_medml.segmentation.step_time import steps_trained
+    from napari_medml.segmentation.step_time import model_steps_trained
 
-    trained = steps_trained(getattr(model, "history", None) or [], getattr(model, "provenance", {}).get("plan"))
+    note = _score_note(model, best, folds, resumed)
+    trained = model_steps_trained(model)
     return f"{note}; trained {trained}" if trained else note
 
 
@@ -121,7 +119,9 @@ def _score_note(model: Any, best: Any, folds: int, resumed: bool) -> str:
         return (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
                 f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)})")
     if best is not None and best.val_mean_dice is not None:
-        if "holds no foreground" in str(getattr(model, "provenance", {}).get("split", "")):
+        from napari_medml.segmentation.split import NO_FOREGROUND
+
+        if NO_FOREGROUND in str(getattr(model, "provenance", {}).get("split", "")):
             # a Dice of 0.000 there reads as a failed model: the split line said why it is not one
             return f" (best epoch {best.epoch}; the held-out part holds no foreground, so no validation Dice)"
         return f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"

@@ -20,6 +20,10 @@ from napari_medml.errors import InputError
 __all__ = ["missing_from_training", "present_classes", "split_fold", "split_train_val"]
 
 
+# ends the split note of a held-out part without foreground (the last line of a run reads it)
+NO_FOREGROUND = "; it holds no foreground, so its Dice says nothing of the model"
+
+
 def present_classes(label: np.ndarray) -> set[int]:
     """Encoded values (``channel + 1``, 0 = unlabeled) present in a ``uint8`` labels array."""
     counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
@@ -99,7 +103,7 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
             why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
                    f"{default[0]}, held no foreground to score)")
         else:
-            why = "; it holds no foreground, so its Dice says nothing of the model"
+            why = NO_FOREGROUND
     if lost:
         fits = [c for c in candidates if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=True)]
         both = [c for c in fits if not every - _block_classes(labels[0], *c, n_blocks[c[0]], train=False)]
@@ -109,7 +113,7 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
             why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
                    f"{default[0]}, held every voxel of class {_names(sorted(lost), class_ids)})")
             if not scored(chosen):
-                why += "; it holds no foreground, so its Dice says nothing of the model"
+                why += NO_FOREGROUND
     axis, end = chosen
     margin = max(0, min(int(margin), shape[axis] - n_blocks[axis] - 1))
     train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context, margin)

@@ -7,7 +7,7 @@ from typing import Any
 
 from napari_medml.config import TrainConfig
 
-__all__ = ["measure_step", "steps_trained"]
+__all__ = ["measure_step", "model_steps_trained", "steps_trained"]
 
 DRAWS = 8  # augmented batches timed
 
@@ -123,4 +123,13 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
             text += ": the machine was busier than when the plan timed a step, so fewer steps were trained than planned"
         text += ")"
     return text
+
+
+def model_steps_trained(model: Any) -> str:
+    """:func:`steps_trained` of a trained model (its history and plan); "" for an ensemble,
+    whose members each have their own."""
+    provenance = getattr(model, "provenance", None) or {}
+    if "ensemble" in provenance:
+        return ""
+    return steps_trained(getattr(model, "history", None) or [], provenance.get("plan"))
 

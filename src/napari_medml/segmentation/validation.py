@@ -96,10 +96,12 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
         return None if loss is None else (-float(loss),)
     if metric == "val_accuracy":
         value = (fields.get("val_metrics") or {}).get("accuracy")
+    elif loss is None:  # no labelled voxel was held out: nothing was scored
+        return None
     else:
         dice = fields.get("val_dice") or {}
         scored = [dice.get(int(c), 1.0) for c in class_ids[1:]]
-        value = float(np.mean(scored)) if scored and loss is not None else fields.get("val_mean_dice")
+        value = float(np.mean(scored)) if scored else None
     if value is None:
         return None
     return (float(value),) if loss is None else (float(value), -float(loss))
