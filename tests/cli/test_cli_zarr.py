@@ -21,6 +21,7 @@ pytest.importorskip("zarr")
 
 from napari_medml.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from napari_medml.io import Volume, read_volume, write_volume  # noqa: E402
+from napari_medml.io.memory import LAZY_ENV  # noqa: E402
 from napari_medml.nn.segmentation import build_network  # noqa: E402
 from napari_medml.segmentation.model import Model  # noqa: E402
 
@@ -79,6 +80,22 @@ def test_predict_an_ome_zarr_into_zarr_prints_the_plan(files):
     np.testing.assert_array_equal(np.asarray(labels.data), whole.labels)
     assert read_volume(folder / "probs.zarr").data.shape == (3, 40, 96, 96)
     assert not any(tmp.iterdir())
+
+
+def test_a_large_tiff_is_predicted_block_by_block_without_reading_it_whole(files, monkeypatch):
+    folder, tmp = files["folder"], files["tmp"]
+    write_volume(folder / "big.tif", Volume(files["image"], (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX",
+                                            meta={"unit": "um"}))  # fmt: skip
+    monkeypatch.setenv(LAZY_ENV, "0.5")  # the 1.4 MiB file counts as large: read plane by plane
+    done = run("predict", "--model", files["bundle"], "--image", folder / "big.tif", "--out",
+               folder / "tif_pred.zarr", "--device", "cpu", tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert "block plan for 40x96x96 voxels" in done.stderr
+    labels = read_volume(folder / "tif_pred.zarr")
+    assert labels.spacing == (2.0, 1.0, 1.0) and labels.origin == (3.0, 0.0, 0.0)
+    from napari_medml.api import load_model
+
+    np.testing.assert_array_equal(np.asarray(labels.data), load_model(files["bundle"]).predict(files["image"]).labels)
 
 
 def test_ctrl_c_then_the_same_command_resumes(files):

@@ -1,6 +1,7 @@
 """Zarr/OME-Zarr in a real viewer: File › Open through our reader gives lazily loaded
-(multiscale) layers; File › Save writes OME-Zarr; the Predict widget segments a dask-backed
-layer block by block into Zarr and shows the result as a lazily loaded Labels layer."""
+(multiscale) layers, and a large TIFF a layer read plane by plane; File › Save writes OME-Zarr;
+the Predict widget segments a dask-backed layer block by block into Zarr and shows the result
+as a lazily loaded Labels layer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import zarr
 from napari_medml._widgets.predict import BUNDLE_CHOICE
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.io.memory import LAZY_ENV
 from napari_medml.samples import phantom_3d
 from napari_medml.segmentation.metrics import dice
 from napari_medml.segmentation.task import train
@@ -107,18 +109,22 @@ def bundle(tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("bundle") / "phantom model")
 
 
+@pytest.mark.parametrize("name", ["ct.ome.zarr", "ct.tif"])
 def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open_widget, qtbot, tmp_path,
-                                                        bundle, monkeypatch):
+                                                        bundle, monkeypatch, name):
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the widget's stores go (the temp folder)
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv(LAZY_ENV, "0.01")  # the TIFF counts as large: napari gets it plane by plane
     p = phantom_3d(0)
     image, truth = p.image[CROP], p.labels[CROP]
-    write_volume(tmp_path / "ct.ome.zarr", Volume(image, p.spacing, (0.0,) * 3, axes="ZYX"))
+    write_volume(tmp_path / name, Volume(image, p.spacing, (0.0,) * 3, axes="ZYX"))
     viewer = make_napari_viewer()
-    (ct,) = viewer.open(str(tmp_path / "ct.ome.zarr"), plugin=PLUGIN)
-    assert isinstance(ct.data, da.Array)
+    (ct,) = viewer.open(str(tmp_path / name), plugin=PLUGIN)
+    assert isinstance(ct.data, da.Array) and ct.name == "ct"
+    np.testing.assert_allclose(ct.scale, p.spacing)
+    np.testing.assert_array_equal(np.asarray(ct.data[5]), image[5])
     widget = open_widget(viewer, "predict")
     widget["images"].value = [ct]
     widget["model"].value = BUNDLE_CHOICE

@@ -29,7 +29,10 @@ so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
   knows (uint8, uint16, int16, float32), OME-XML for the other OME dtypes and
   tifffile's JSON description plus resolution tags for the rest. Compressed
   files need ``imagecodecs``; a file that decodes to fewer planes than its
-  header promises is reported as damaged.
+  header promises is reported as damaged. A file larger than
+  :func:`napari_medml.io.memory.lazy_threshold` (1 GiB) is read lazily: ``data`` is a dask
+  array over tifffile's Zarr store, one chunk per plane. So is an uncompressed ``.nii``
+  without intensity scaling (a ``.nii.gz`` is always read whole).
 - **NumPy** (``.npy``): the array alone; spacing 1 and origin 0; axes other
   than the last two are unnamed (``Q``).
 """

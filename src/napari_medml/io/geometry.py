@@ -149,8 +149,16 @@ def reorient(data: np.ndarray, transform: np.ndarray, first: int, stop: int) -> 
     n = stop - first
     nifti_axes = list(range(stop - 1, first - 1, -1))  # X, Y[, Z] first, as nibabel expects
     moved = np.moveaxis(data, nifti_axes, list(range(n)))
-    out = apply_orientation(moved, transform)
-    return np.ascontiguousarray(np.moveaxis(out, list(range(n)), nifti_axes))
+    if isinstance(data, np.ndarray):
+        out = apply_orientation(moved, transform)
+        return np.ascontiguousarray(np.moveaxis(out, list(range(n)), nifti_axes))
+    # a lazy (dask) volume stays lazy: nibabel's apply_orientation reads its input whole, so its
+    # two steps are done here (flip the axes marked -1, then put axis k where transform[k, 0] says)
+    for axis, flip in enumerate(np.asarray(transform)[:, 1]):
+        if flip == -1:
+            moved = moved[(slice(None),) * axis + (slice(None, None, -1),)]
+    order = list(np.argsort(np.asarray(transform)[:, 0])) + list(range(n, moved.ndim))
+    return np.moveaxis(moved.transpose(order), list(range(n)), nifti_axes)
 
 
 def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_name: str,

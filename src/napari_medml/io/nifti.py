@@ -12,6 +12,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
+from napari_medml.io.memory import lazy_threshold
 from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem
 
 __all__ = ["load_nifti", "read_nifti", "write_nifti"]
@@ -30,7 +31,8 @@ def load_nifti(path: Path) -> Any:
     nibabel picks the compression from the extension, so a plain NIfTI named ``.nii.gz``
     (or a gzipped one named ``.nii``) would fail as "damaged". The first two bytes (the gzip
     magic ``1f 8b``) decide here; when they disagree with the name the image is built from
-    the file's bytes. The data are read into memory in either case (never memory-mapped).
+    the file's bytes. The data are never memory-mapped: :func:`read_nifti` reads them into
+    memory, or a large uncompressed file plane by plane.
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"'{path}' holds complex values ({stored}); save its magnitude (abs) or its "
                          "real part as a real-valued image")  # fmt: skip
     # dataobj applies scl_slope/inter only when set, so stored dtypes survive
-    raw = np.asarray(img.dataobj)
+    raw = _lazy_dataobj(img) if _reads_lazily(img) else np.asarray(img.dataobj)
     if raw.ndim < 2 or raw.ndim > 5:
         raise InputError(f"'{path}' has {raw.ndim} dimensions; expected 2 to 5")
     colours = raw.dtype.names is not None  # RGB24 / RGBA32: one field per colour
@@ -119,10 +121,39 @@ def read_nifti(path: Path) -> Volume:
         slots.append("C")
         zooms = (*zooms, 1.0)
         origin = (0.0, *origin)
-    data = np.ascontiguousarray(raw.transpose(tuple(range(raw.ndim))[::-1]))
+    data = raw.transpose(tuple(range(raw.ndim))[::-1])
+    data = np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data
     is_labels = intent == _NIFTI_INTENT_LABEL and np.issubdtype(data.dtype, np.integer) and not colours
     spacing = tuple(z if a in "XYZT" else 1.0 for a, z in zip(slots, zooms))[::-1]
     return Volume(data, spacing, origin, affine, is_labels, file_stem(path), meta, "".join(slots[::-1]))
+
+
+def _reads_lazily(img: Any) -> bool:
+    """Read plane by plane: a large, uncompressed, unscaled file of plain numbers (a gzipped
+    file would be decompressed from its start for every plane napari shows)."""
+    proxy = img.dataobj
+    on_disk = isinstance(getattr(proxy, "file_like", None), str | Path)  # not bytes read whole
+    if not on_disk or str(proxy.file_like).lower().endswith(".gz") or not _unscaled(proxy):
+        return False
+    if np.dtype(img.get_data_dtype()).names is not None:  # RGB24 voxels: one field per colour
+        return False
+    return int(np.prod(proxy.shape, dtype=np.float64)) * np.dtype(img.get_data_dtype()).itemsize > lazy_threshold()
+
+
+def _unscaled(proxy: Any) -> bool:
+    """Whether nibabel's array proxy gives the stored values as they are (no scl_slope/inter)."""
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    return (slope is None or float(slope) == 1.0) and (inter is None or float(inter) == 0.0)
+
+
+def _lazy_dataobj(img: Any) -> Any:
+    """The image as a dask array over nibabel's array proxy (NIfTI order, X fastest), one chunk
+    per (X, Y) plane: the slabs napari shows as (Y, X) planes."""
+    import dask.array as da
+
+    shape = tuple(img.dataobj.shape)
+    return da.from_array(img.dataobj, chunks=shape[:2] + (1,) * (len(shape) - 2),
+                         meta=np.empty((0,) * len(shape), np.dtype(img.get_data_dtype())))
 
 
 def write_nifti(path: Path, volume: Volume) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
+from napari_medml.io.memory import lazy_threshold
 from napari_medml.io.volume import Volume, canonical_unit, file_stem, length_factor
 
 __all__ = ["read_tiff", "write_tiff"]
@@ -70,8 +71,8 @@ def _read_tiff(path: Path) -> Volume:
         if np.dtype(series.dtype).kind == "c":
             raise InputError(f"'{path}' holds complex values ({series.dtype}); save its magnitude (abs) "
                              "or its real part as a real-valued image")  # fmt: skip
-        data = series.asarray()
         rgb = series.axes.endswith("S") and series.keyframe.photometric in (2, 6)  # RGB, YCbCr
+        data = _lazy_series(series, rgb) if series.nbytes > lazy_threshold() else series.asarray()
         axes = _axes_letters(series.axes, rgb, imagej=bool(tif.is_imagej))
         ndim = data.ndim - int(rgb)
         # physical size per axis letter; anything unknown is 1
@@ -118,6 +119,21 @@ def _read_tiff(path: Path) -> Volume:
     # read_volume gives it to that axis when --axes names it, then drops this key
     meta[AXIS_SIZES_KEY] = {a: [float(sizes[a]), float(offsets.get(a, 0.0))] for a in "ZYX" if a in sizes}
     return Volume(data, spacing, origin, None, is_labels, file_stem(path), meta, axes)
+
+
+def _lazy_series(series: Any, rgb: bool) -> Any:
+    """A large series as a dask array read plane by plane from the file (tifffile's Zarr store
+    of its full-resolution level), so opening it in napari reads only the planes shown.
+
+    One dask chunk is one whole plane (Y, X and an RGB axis): napari shows planes, and the
+    block-by-block prediction reads slabs of them."""
+    import dask.array as da
+    import zarr
+
+    array = zarr.open(series.aszarr(level=0), mode="r")
+    outer = array.ndim - 2 - int(rgb)  # the axes in front of a plane
+    chunks = (1,) * outer + tuple(array.shape[outer:])
+    return da.from_zarr(array, chunks=chunks)
 
 
 def _axes_letters(tiff_axes: str, rgb: bool, imagej: bool) -> str:
