@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from napari_medml.io import read_volume
-from napari_medml.io.memory import LAZY_ENV
+from napari_medml.io.memory import LAZY_ENV, MEMORY_ENV
 
 dask = pytest.importorskip("dask.array")
 pytest.importorskip("zarr")
@@ -57,8 +57,7 @@ def _permuted_nifti(path):
     return path / "permuted.nii"
 
 
-@pytest.mark.parametrize("make", [_imagej_hyperstack, _tiled_ome, _rgb_stack, _label_stack, _lps_nifti,
-                                  _permuted_nifti])
+@pytest.mark.parametrize("make", [_imagej_hyperstack, _tiled_ome, _rgb_stack, _lps_nifti, _permuted_nifti])
 def test_a_large_file_reads_lazily_as_it_reads_whole(make, tmp_path, monkeypatch):
     path = make(tmp_path)
     whole = read_volume(path)
@@ -101,3 +100,15 @@ def test_a_scaled_nifti_is_read_whole_with_its_scaling(tmp_path, monkeypatch):
     volume = read_volume(tmp_path / "scaled.nii")
     assert isinstance(volume.data, np.ndarray)
     assert float(volume.data.max()) == pytest.approx(599 * 0.5 - 3.0)
+
+
+def test_a_large_labels_file_that_fits_in_memory_is_read_whole(tmp_path, monkeypatch):
+    # napari paints only in-memory labels: the correction loop needs them as NumPy
+    path = _label_stack(tmp_path)
+    monkeypatch.setenv(LAZY_ENV, "0.001")
+    volume = read_volume(path)
+    assert volume.is_labels and isinstance(volume.data, np.ndarray)
+    monkeypatch.setenv(MEMORY_ENV, "0.001")  # larger than memory: it stays on disk
+    lazy = read_volume(path)
+    assert lazy.is_labels and isinstance(lazy.data, dask.Array)
+    np.testing.assert_array_equal(lazy.data.compute(), volume.data)

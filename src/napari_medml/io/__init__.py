@@ -144,7 +144,16 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
         if np.issubdtype(data.dtype, np.floating):  # whole-number floats: the ids they are
             data = np.asarray(data).astype(np.min_scalar_type(max(int(np.max(data)), 1)))
         volume = replace(volume, data=data, is_labels=True)
+    if volume.is_labels and not isinstance(volume.data, np.ndarray) and fmt != "zarr" and _fits(volume.data):
+        # napari paints only in-memory labels: a large labels file that fits is read whole after all
+        volume = replace(volume, data=np.asarray(volume.data))
     return volume
+
+
+def _fits(data: object) -> bool:
+    from napari_medml.io.memory import memory_budget
+
+    return int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize <= memory_budget()
 
 
 def _by_letter(axes: str, spacing: tuple[float, ...], origin: tuple[float, ...]) -> dict[str, tuple[float, float]]:
