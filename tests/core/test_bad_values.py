@@ -105,3 +105,17 @@ def test_a_region_thinner_than_the_patch_is_padded_with_unlabeled_voxels():
     assert padded.image.shape == (1, 8, 12, 12) and padded.label.shape == (8, 12, 12)
     assert (padded.label[5:] == 0).all() and (padded.image[0, 5:] == 0).all()
     assert data.pad_to(region, (4, 8, 8)) is region
+
+
+def test_a_volume_given_to_a_2d_network_names_the_list_of_slices_that_works():
+    import napari_medml as mm
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((3, 32, 32)).astype(np.float32)
+    labels = (volume > 0.5).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), val_fraction=0.0),
+                         model=ModelConfig(channels=4, depth=2), optim=OptimConfig(epochs=1, steps_per_epoch=1))
+    with pytest.raises(InputError, match=r"a stack of 2D slices\? give them as a list, list\(volume\)"):
+        mm.train(volume, labels, config)
+    model = mm.train(list(volume), list(labels), config)  # the fix the line names
+    assert model.spatial_dims == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -105,6 +106,52 @@ def test_damaged_bundles_raise_bundle_error_naming_the_path(tmp_path):
     with pytest.raises(BundleError) as info:  # the folder above a bundle: name the bundles in it
         load_model(tmp_path)
     assert str(info.value).endswith("damaged; it holds the bundle(s) b: choose one of them")
+
+
+def test_bundle_files_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = save_model(_model(), tmp_path / "b")
+    finally:
+        os.umask(old)
+    # safetensors writes 0600: a bundle copied to a shared folder had weights no one else could read
+    assert {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()} == {"config.json": 0o644,
+                                                                           "weights.safetensors": 0o644}
+
+
+@pytest.mark.parametrize("key, value, said", [
+    ("class_ids", [0, 5, 5], "class_ids [0, 5, 5] repeat an id"),
+    ("normalization", {"kind": "weird"}, "normalization method None is none of zscore"),
+    ("normalization", {"method": "zscore", "channels": [{"mean": 0.5}]}, "normalization channel 0 needs finite"),
+    ("normalization", {"method": "zscore", "channels": []}, "normalization has 0 channel(s) of statistics for 1"),
+    ("patch_size", [-1, 16], "patch_size [-1, 16] is not 2 sizes of at least 1"),
+    ("patch_size", [16], "patch_size [16] is not 2 sizes"),
+    ("spacing", [0, 1], "spacing [0.0, 1.0] is not 2 sizes above 0"),
+])
+def test_a_hand_edited_config_that_would_predict_wrongly_is_refused(tmp_path, key, value, said):
+    path = save_model(_model(), tmp_path / "b")
+    desc = json.loads((path / "config.json").read_text())
+    desc[key] = value
+    (path / "config.json").write_text(json.dumps(desc))
+    with pytest.raises(BundleError) as info:
+        load_model(path)
+    assert said in str(info.value) and "the bundle is damaged" in str(info.value)
+
+
+@pytest.mark.parametrize("version, said", [(None, "has no schema_version: the bundle is damaged"),
+                                           ("1", "has schema_version '1', not a whole number: the bundle is damaged"),
+                                           (99, "has schema_version 99; this napari-medml reads up to 1: update")])
+def test_a_schema_version_that_is_not_a_number_is_damage_not_a_newer_version(tmp_path, version, said):
+    path = save_model(_model(), tmp_path / "b")
+    desc = json.loads((path / "config.json").read_text())
+    desc.pop("schema_version")
+    if version is not None:
+        desc["schema_version"] = version
+    (path / "config.json").write_text(json.dumps(desc))
+    with pytest.raises(BundleError, match=re.escape(said)):
+        load_model(path)
 
 
 def test_missing_tensor_keys_are_reported(tmp_path):

@@ -209,6 +209,26 @@ def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):
     assert saved["train_config"]["optim"]["learning_rate"] == plan.learning_rate
 
 
+def test_a_stop_ends_planning_before_its_next_timed_step(monkeypatch):
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.errors import NothingLearned
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation import step_time
+
+    timed = []
+    monkeypatch.setattr(step_time, "measure_step", lambda *a: timed.append(a) or 0.05)
+    ph = phantom_3d(shape=(24, 48, 48))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), optim=OptimConfig(max_minutes=1.0), device="cpu")
+    plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    assert timed  # a time budget: planning times trial steps (seconds each on a busy CPU)
+    stop = StopToken()
+    stop.stop()
+    timed.clear()
+    with pytest.raises(NothingLearned, match="stopped while planning, before the first training step"):
+        plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing, stop=stop)
+    assert not timed
+
+
 def test_a_planned_model_predicts_with_test_time_augmentation_unless_told_not_to(tmp_path):
     """The plan turns on test-time augmentation (nnU-Net's mirroring) for prediction: a model
     in memory, its bundle and the bundle loaded again say so, and a prediction without a

@@ -207,6 +207,24 @@ def test_a_reconstruction_layer_is_never_taken_as_the_segmentation_output_layer(
     assert tuned.provenance["initial_weights"]["loaded"] == tuned.provenance["initial_weights"]["total"]
 
 
+def test_an_output_layer_of_another_size_starts_new_and_is_not_called_unfit(tmp_path):
+    """One image channel pretrained, three classes segmented: the output layers differ in
+    shape, which is no sign of another architecture (trial 18)."""
+    p = phantom_2d_three_classes()
+    pretrained = api.train(p[0], None, pretrain_config(2, (32, 32)))
+    seg, notes = _train_from(pretrained.save(tmp_path / "pretrained"), p[0][None], p[1])
+    start = seg.provenance["initial_weights"]
+    assert start["other_outputs"] and start["unfit"] == 0
+    assert "the output layer starts new (the bundle's is for pretraining)" in notes
+    assert "do not fit this network" not in notes
+
+
+def phantom_2d_three_classes() -> tuple[np.ndarray, np.ndarray]:
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    labels = np.where(s.labels > 0, 1 + s.labels % 2, 0).astype(np.uint8)  # classes 0, 1, 2
+    return s.image.astype(np.float32), labels
+
+
 def test_freezing_more_stages_than_the_encoder_has_is_refused(tmp_path):
     s = touching_objects_2d(seed=0, shape=(64, 64))
     pretrained = api.train(s.image, None, pretrain_config(2, (32, 32)))

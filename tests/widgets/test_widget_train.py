@@ -150,6 +150,35 @@ def test_stop_returns_promptly_and_keeps_model(setup, qtbot):
     assert train["start"].enabled and not train["stop"].enabled
 
 
+def test_stop_pressed_at_once_ends_the_run_before_planning_ends(setup, qtbot):
+    viewer, train, _, _, _ = setup
+    qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)  # torch and MONAI imported
+    train["minutes"].value = 0.5  # a time budget: planning times trial steps (seconds each on a busy CPU)
+    assert train["plan"].value
+    train.start()
+    train["stop"].changed.emit(True)
+    t0 = time.perf_counter()
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=60000)
+    print(f"stopped {time.perf_counter() - t0:.1f} s after Stop")
+    # before the job began, or at the plan's first timed step: no planned run, no model either way
+    assert train["status"].value in ("Training cancelled.", "Training: stopped while planning, before the first "
+                                     "training step: no model was made")
+    assert not session_for(viewer).models
+
+
+def test_closing_the_dock_stops_its_run_and_keeps_no_model(setup, qtbot):
+    viewer, train, predict, _, _ = setup
+    train["epochs"].value = 1000
+    reports = []
+    train.start()
+    train.runner._on_report_cb = reports.append
+    qtbot.waitUntil(lambda: len(reports) >= 2, timeout=60000)
+    viewer.window.remove_dock_widget(train.native)  # the dock's close button
+    qtbot.waitUntil(lambda: train.runner.worker is None, timeout=10000)  # stopped after its current step
+    qtbot.wait(200)
+    assert not session_for(viewer).models and "ct model" not in predict["model"].choices
+
+
 def test_errors_are_notifications_and_layers_unchanged(setup, qtbot, notes, make_napari_viewer):
     viewer, train, predict, image, labels = setup
     snapshot = {layer.name: layer.data.copy() for layer in viewer.layers}

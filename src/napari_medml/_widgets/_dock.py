@@ -38,6 +38,15 @@ class _FormScroll(QScrollArea):
             self._shared = True
             share_height(self)
             self._magic_widget.update_layer_lists()  # the only image chosen, lists fit their rows
+        elif event.type() == QEvent.Type.ParentChange:
+            if isinstance(self.parent(), QDockWidget):
+                self._docked = True
+            elif self.parent() is None and getattr(self, "_docked", False):
+                # napari's dock close (remove_dock_widget) takes the form out of its dock and keeps
+                # it: its jobs would run on unseen, and a model trained there appear in Predict
+                from napari_medml._widgets._runner import detach_runners_in
+
+                detach_runners_in(self)
         return super().event(event)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name

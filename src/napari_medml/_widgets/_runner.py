@@ -33,7 +33,7 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import notifications
 from qtpy.QtCore import QObject, Signal
 
-__all__ = ["Runner", "format_eta", "notify_errors", "progress_of"]
+__all__ = ["Runner", "detach_runners_in", "format_eta", "notify_errors", "progress_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +82,19 @@ def _await_jobs() -> None:
         WorkerBase.await_workers(msecs=_AWAIT_AT_EXIT_S * 1000)
     except RuntimeError:  # a job still running after the wait: leave it, as napari does
         _log.warning("a napari-medml job was still running at exit")
+
+
+def detach_runners_in(widget: Any) -> None:
+    """Stop the jobs of every runner whose bar lies in ``widget`` (a closed dock form) and
+    drop their GUI callbacks (:meth:`Runner.detach`): nothing they report or return reaches
+    the form any more."""
+    for runner in list(_RUNNERS):
+        try:
+            inside = widget.isAncestorOf(runner.progress.native)
+        except RuntimeError:  # its Qt object is gone already
+            continue
+        if inside:
+            runner.detach()
 
 
 class _Relay(QObject):
@@ -150,6 +163,10 @@ def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, N
     # Runs in the worker thread. Always a generator, so that generator jobs (fit)
     # stream their reports through the worker's ``yielded`` signal.
     _import_stack()
+    if getattr(stop, "stopped", False):  # Stop pressed while the first job imported torch and MONAI
+        from napari_medml.errors import Cancelled
+
+        raise Cancelled()
     result = job(stop, report)
     if isinstance(result, Generator):
         result = yield from result

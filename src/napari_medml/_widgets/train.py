@@ -328,7 +328,8 @@ class TrainWidget(DockForm):
                 if planned:
                     from napari_medml.segmentation.planning import plan_run
 
-                    plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep)
+                    plan = plan_run(images, targets, config, spacing=spacings, channel_axis=channel_axis, keep=keep,
+                                    stop=stop)
                     config = plan.apply(config)
                     run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step

@@ -115,6 +115,7 @@ def write_bundle_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
     tmp.mkdir()
     try:
         fill(tmp)
+        _usual_permissions(tmp)
         if target.exists():
             old = temp_name(target, "old")
             os.replace(target, old)
@@ -126,6 +127,19 @@ def write_bundle_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Give every file in ``folder`` the permissions a new file gets here (the umask's):
+    safetensors writes its files readable by their owner alone (0600), so a bundle copied to
+    a shared folder had a config others could read and weights they could not."""
+    probe = folder / ".permissions"
+    probe.write_bytes(b"")  # Python's open honours the umask
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for file in folder.rglob("*"):
+        if file.is_file() and file.stat().st_mode & 0o777 != mode:
+            file.chmod(mode)
 
 
 def save_model(model: Any, path: str | Path) -> Path:
@@ -159,7 +173,11 @@ def read_description(path: Path) -> dict:
     if not isinstance(desc, dict):
         raise BundleError(f"{cfg_path} does not hold a JSON object: the bundle is damaged")
     version = desc.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        said = "has no schema_version" if version is None else f"has schema_version {version!r}, not a whole number"
+        raise BundleError(f"{cfg_path} {said}: the bundle is damaged (napari-medml writes a number, e.g. "
+                          f"\"schema_version\": {SCHEMA_VERSION}); save or copy the bundle again")
+    if version > SCHEMA_VERSION:
         raise BundleError(f"{cfg_path} has schema_version {version!r}; this napari-medml reads up to "
                           f"{SCHEMA_VERSION}: update napari-medml")
     missing = [k for k in ("train_config", "class_ids", "in_channels", "spatial_dims", "patch_size",

@@ -12,6 +12,8 @@ model holds it and adds it to the description (:meth:`BundledModel.record`).
 
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -113,6 +115,19 @@ class ModelSpec(ABC):
             "train_config": to_dict(cfg),
         }
 
+    def check_values(self) -> None:
+        """Refuse values a bundle's ``config.json`` may hold (edited by hand) that would give
+        wrong predictions without an error (subclasses check theirs too).
+
+        Raises
+        ------
+        ValueError
+            Normalization statistics that are not what training writes.
+        """
+        from napari_medml.preprocessing.normalization import check_normalization
+
+        check_normalization(self.normalization)
+
     @classmethod
     def arguments(cls, desc: Mapping[str, Any]) -> dict[str, Any]:
         """Constructor arguments read from a ``config.json`` (subclasses add theirs)."""
@@ -136,7 +151,9 @@ class ModelSpec(ABC):
             Missing keys, or values of the wrong kind.
         """
         try:
-            return cls(**cls.arguments(desc))
+            spec = cls(**cls.arguments(desc))
+            spec.check_values()
+            return spec
         except (ConfigError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BundleError(f"{Path(path) / CONFIG_NAME} does not describe {cls.what} this version can build "
                               f"({exc}): the bundle is damaged or from a newer version") from exc
@@ -164,6 +181,16 @@ class PatchSpec(ModelSpec):
         super().__post_init__()
         self._set(patch_size=tuple(int(p) for p in self.patch_size),
                   spacing=None if self.spacing is None else tuple(float(s) for s in self.spacing))
+
+    def check_values(self) -> None:
+        from napari_medml.preprocessing.normalization import check_normalization
+
+        check_normalization(self.normalization, self.in_channels)
+        if len(self.patch_size) != self.spatial_dims or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size {list(self.patch_size)} is not {self.spatial_dims} sizes of at least 1")
+        if self.spacing is not None and (len(self.spacing) != self.spatial_dims
+                                         or not all(math.isfinite(s) and s > 0 for s in self.spacing)):
+            raise ValueError(f"spacing {list(self.spacing)} is not {self.spatial_dims} sizes above 0")
 
     def build_network(self) -> torch.nn.Module:
         from napari_medml.nn.segmentation import build_network

@@ -86,7 +86,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     -------
     dict
         Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``,
-        and ``new_head`` (True when the output layer was left as initialised although it fit).
+        ``new_head`` (True when the output layer was left as initialised although it fit),
+        ``other_outputs`` (True when it did not fit: another number of outputs), ``unfit``
+        (the bundle's other tensors that fit nowhere) and ``bundle_tensors``.
 
     Raises
     ------
@@ -125,6 +127,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                          f"{info['source']} ({info['task']}, {info['network']}): "
                          f"{advice or _mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
-    unfit = sum(k not in fitting and not (new_head and k in head) for k in state)  # not the head set aside
+    # the output layer of another number of outputs (other classes, a reconstruction) starts new
+    # as a matter of course: it is said as such, not counted with the tensors of another architecture
+    other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
+    unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
-            "new_head": new_head, "unfit": unfit, "bundle_tensors": len(state)}
+            "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state)}

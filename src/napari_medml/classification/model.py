@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from napari_medml.classification.data import ClassSamples
+from napari_medml.classification.defaults import CLASSIFIER_OPTIM
 from napari_medml.classification.levels import class_probability_map, make_samples, prediction_table
 from napari_medml.classification.levels import class_labels as labels_from_classes
 from napari_medml.classification.prediction import ClassPrediction
@@ -42,8 +43,7 @@ def classification_config(spatial_dims: int = 2, **optim: Any) -> TrainConfig:
         task="classification",
         data=DataConfig(spatial_dims=spatial_dims, batch_size=16, val_fraction=0.2),
         model=ModelConfig(network="smallcnn", channels=16, depth=4, norm="batch", dropout=0.1),
-        optim=replace(OptimConfig(loss="ce", schedule="cosine", epochs=30, steps_per_epoch=20,
-                                  early_stopping_metric="val_accuracy"), **optim),
+        optim=replace(OptimConfig(**CLASSIFIER_OPTIM), **optim),
     )
 
 

@@ -108,9 +108,13 @@ def add(sub: Any) -> None:
     m.add_argument("--freeze-stages", type=integer(0), metavar="K",
                    help="with --init-from: keep the first K encoder stages fixed (default: 0)")  # fmt: skip
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=integer(1), metavar="N", help=f"epochs (default: {optim.epochs})")
+    from napari_medml.classification.defaults import CLASSIFIER_OPTIM as classifier
+
+    o.add_argument("--epochs", type=integer(1), metavar="N",
+                   help=f"epochs (default: {optim.epochs}; classification {classifier['epochs']})")
     o.add_argument("--steps-per-epoch", type=integer(1), metavar="N",
-                   help=f"optimisation steps per epoch (default: {optim.steps_per_epoch})")  # fmt: skip
+                   help=f"optimisation steps per epoch (default: {optim.steps_per_epoch}; classification "
+                   f"{classifier['steps_per_epoch']})")  # fmt: skip
     o.add_argument("--max-minutes", type=real(0, low_open=True), metavar="M",
                    help="stop after M minutes and keep the best model so far (default: no limit); with "
                    "--folds the M minutes are the whole run's, each fold training for its share")  # fmt: skip

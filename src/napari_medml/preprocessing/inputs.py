@@ -86,7 +86,8 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         if got < spatial_dims:  # a 2D image for a 3D model
             hint = f": train a {got}D model (spatial_dims={got})" if got in (2, 3) else ""
         elif got == spatial_dims + 1:
-            hint = " (a channel axis? set channel_axis)"
+            hint = (" (a channel axis? set channel_axis; a stack of 2D slices? give them as a list, "
+                    "list(volume), or use a 3D model)") if spatial_dims == 2 else " (a channel axis? set channel_axis)"
         else:
             hint = " (pass 2D slices as a list of images, or use a 3D model)"
         raise InputError(f"{name} has {got} spatial dimensions (shape {np.shape(image)}) but the model is "

@@ -77,6 +77,41 @@ def fit_normalization(images: Sequence[np.ndarray], method: str,
 
 
 
+_NEEDS = {"zscore": ("mean", "std"), "zscore_nonzero": ("mean", "std"), "ct": ("low", "high", "mean", "std"),
+          "percentile": ("low", "high"), "minmax": ("low", "high"), "none": ()}
+
+
+def check_normalization(stats: Any, channels: int | None = None) -> None:
+    """Refuse statistics that :func:`apply_normalization` would misread (a hand-edited bundle).
+
+    Parameters
+    ----------
+    stats : dict
+        ``{"method": ..., "channels": [{...}, ...]}`` as :func:`fit_normalization` gives.
+    channels : int, optional
+        How many channels the statistics must cover.
+
+    Raises
+    ------
+    ValueError
+        An unknown method, a channel count other than ``channels``, or a channel without the
+        method's numbers (finite; a standard deviation or range not below 0).
+    """
+    if not isinstance(stats, dict) or stats.get("method") not in _NEEDS:
+        method = stats.get("method") if isinstance(stats, dict) else stats
+        raise ValueError(f"normalization method {method!r} is none of {', '.join(_NEEDS)}")
+    entries = stats.get("channels")
+    if not isinstance(entries, list) or (channels is not None and len(entries) != channels):
+        count = len(entries) if isinstance(entries, list) else "no list of"
+        raise ValueError(f"normalization has {count} channel(s) of statistics for {channels} input channel(s)")
+    for c, entry in enumerate(entries):
+        values = {k: entry.get(k) if isinstance(entry, dict) else None for k in _NEEDS[stats["method"]]}
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values.values()):
+            raise ValueError(f"normalization channel {c} needs finite numbers {', '.join(values)}, got {entry!r}")
+        if values.get("std", 0) < 0 or values.get("high", 0) < values.get("low", 0):
+            raise ValueError(f"normalization channel {c} has a negative spread: {entry!r}")
+
+
 def apply_normalization(image: np.ndarray, stats: dict) -> np.ndarray:
     """Apply stored statistics to a ``(C, *spatial)`` float32 image (in place on the copy given)."""
     method = stats.get("method", "none")

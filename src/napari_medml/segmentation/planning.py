@@ -18,7 +18,7 @@ __all__ = ["plan_run", "take_start_architecture", "taken_note"]
 
 
 def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, channel_axis: int | None = None,
-             keep: Sequence[str] | None = None) -> Plan:
+             keep: Sequence[str] | None = None, stop: Any = None) -> Plan:
     """Fingerprint the arrays a run trains on and plan it on the config's device.
 
     Parameters
@@ -29,6 +29,9 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     config : TrainConfig
     keep : sequence of str, optional
         ``PLANNED_FIELDS`` the user set; None: those that differ from the defaults.
+    stop : StopToken, optional
+        Checked before each timed trial step (planning times several: seconds each on a
+        busy CPU); once tripped, planning ends with :class:`NothingLearned`.
 
     Returns
     -------
@@ -39,6 +42,8 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     ------
     InputError
         As ``fit`` would for the same inputs.
+    NothingLearned
+        When ``stop`` was tripped (no step trained: no model).
     """
     from dataclasses import replace
 
@@ -68,6 +73,10 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     device = resolve_device(config.device)
 
     def timer(trial: TrainConfig) -> float:
+        if stop is not None and stop.stopped:
+            from napari_medml.errors import NothingLearned
+
+            raise NothingLearned("stopped while planning, before the first training step: no model was made")
         return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
 
     def planned(config: TrainConfig, keep: Sequence[str]) -> Plan:

@@ -50,6 +50,12 @@ class SegmentationSpec(PatchSpec):
         super().__post_init__()
         self._set(class_ids=tuple(int(c) for c in self.class_ids))
 
+    def check_values(self) -> None:
+        super().check_values()
+        if len(set(self.class_ids)) != len(self.class_ids) or min(self.class_ids, default=0) < 0:
+            raise ValueError(f"class_ids {list(self.class_ids)} repeat an id or hold one below 0 (each output "
+                             "channel gives its own label id)")
+
     @property
     def out_channels(self) -> int:
         return len(self.class_ids)

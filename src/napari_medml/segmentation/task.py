@@ -271,8 +271,10 @@ def start_note(weights: dict[str, Any]) -> str:
     if weights.get("unfit"):  # "26 of 26" read as a whole transfer while 30 batch norm tensors were dropped
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  "(another norm, width or depth) and are not used")
-    if weights.get("new_head"):
+    if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
+    elif weights.get("other_outputs"):
+        line += "; the output layer starts new (the bundle's has another number of classes)"
     n = weights.get("frozen_stages") or 0
     if n:
         line += "; the first encoder stage frozen" if n == 1 else f"; the first {n} encoder stages frozen"
