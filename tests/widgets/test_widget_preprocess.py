@@ -235,3 +235,37 @@ def test_time_series_is_processed_frame_by_frame(make_napari_viewer, open_widget
     assert len(viewer.layers) == count
     assert any(n.severity == NotificationSeverity.ERROR and "'tyx' has 2 spatial axes (y, x)" in n.message
                and "give 2 values" in n.message for n in notes)
+
+
+def test_a_target_spacing_not_above_0_is_refused_before_any_work(setup, qtbot, notes):
+    viewer, widget, image, _ = setup
+    widget["operation"].value = "resample"
+    widget["target_spacing"].value = "0, 1, 1"
+    widget["apply"].changed.emit(True)
+    assert not widget.runner.running  # said at the click: no job waits on MONAI's import first
+    assert any(n.severity == NotificationSeverity.ERROR and "target spacing (0.0, 1.0, 1.0) must be above 0 on "
+               "every axis, e.g. '" in n.message for n in notes)
+    assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
+
+
+def test_cancel_stops_between_frames_shows_progress_and_adds_nothing(make_napari_viewer, open_widget, qtbot,
+                                                                    tmp_path, notes):
+    import tifffile
+
+    tyx = np.random.default_rng(3).normal(100, 30, (60, 96, 96)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "movie.tif", tyx, imagej=True, metadata={"axes": "TYX"})
+    viewer = make_napari_viewer()
+    layer = _open(viewer, tmp_path / "movie.tif")
+    widget = open_widget(viewer, "preprocess")
+    _choose(widget, layer, "median")
+    widget["size"].value = 9
+    assert not widget["cancel"].enabled
+    widget["apply"].changed.emit(True)
+    assert widget["cancel"].enabled
+    qtbot.waitUntil(lambda: widget.runner.progress.value >= 1, timeout=60000)  # frames done: the bar moves
+    assert widget.runner.progress.max == 60 and "/60" in widget.runner.progress_text
+    widget["cancel"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert [lay.name for lay in viewer.layers] == ["movie"]
+    assert any("Preprocessing cancelled." in n.message for n in notes)
+    assert not widget["cancel"].enabled and widget["apply"].enabled

@@ -93,8 +93,9 @@ class PreprocessWidget(DockForm):
         w["margin"] = SpinBox(value=0, min=0, max=1000, label="margin (voxels)")
         w["live"] = CheckBox(value=False, text="live preview (current slice)")
         w["apply"] = PushButton(text="Apply")
+        w["cancel"] = PushButton(text="Cancel")
         self.extend(list(w.values()))
-        self.runner = Runner("Preprocessing", [w["apply"]])
+        self.runner = Runner("Preprocessing", [w["apply"]], w["cancel"])
         self.append(self.runner.progress)
         w["apply"].changed.connect(self.apply)
         w["image"].changed.connect(self._fit_target_spacing)
@@ -195,7 +196,7 @@ class PreprocessWidget(DockForm):
         Each channel (an RGB colour too) and each time frame is processed on its own, as
         training replays the recipe; the result keeps the input's axes."""
         from napari_medml.preprocessing.recipe import describe_step
-        from napari_medml.preprocessing.stacks import crop_volume_to_labels, recipe_axes, run_recipe_volume
+        from napari_medml.preprocessing.stacks import check_steps, crop_volume_to_labels, recipe_axes, run_recipe_volume
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "preprocessing", "crop it (e.g. open a smaller region or a coarser level), or train and "
@@ -224,6 +225,7 @@ class PreprocessWidget(DockForm):
             return
 
         step = self.step()
+        check_steps(volume, (step,))  # here, not after the job's first import of MONAI (seconds)
         recipe = (*layer_recipe(layer), step)
         source = raw_layer(self._viewer, layer).name if layer_recipe(layer) else layer.name
         what = describe_step(step)
@@ -231,7 +233,8 @@ class PreprocessWidget(DockForm):
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.preprocessing.inputs import nonfinite_note
 
-            out = run_recipe_volume(volume, (step,))  # a small on-disk layer is read here
+            # each channel and frame on its own: progress, and Cancel between them
+            out = run_recipe_volume(volume, (step,), stop=stop, progress=lambda done, total: report((done, total)))
             return out, nonfinite_note(volume.data, f"image '{layer.name}'")  # an on-disk layer is not read again
 
         def done(result: Any) -> None:

@@ -13,16 +13,16 @@ Plain NumPy; no torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from napari_medml.errors import InputError
+from napari_medml.errors import Cancelled, InputError
 from napari_medml.io import Volume
 from napari_medml.io.axes import AXES_HINT
 
-__all__ = ["RecipeAxes", "crop_volume_to_labels", "plane_at", "recipe_axes", "run_recipe_volume"]
+__all__ = ["RecipeAxes", "check_steps", "crop_volume_to_labels", "plane_at", "recipe_axes", "run_recipe_volume"]
 
 _PART_NAMES = {"T": "frames", "C": "channels", "Q": "planes"}
 
@@ -71,13 +71,39 @@ def recipe_axes(volume: Volume) -> RecipeAxes:
     return RecipeAxes(spatial, loop, tuple(float(volume.spacing[i]) for i in spatial))
 
 
+def check_steps(volume: Volume, steps: Sequence[Any]) -> None:
+    """Refuse a resample target that does not fit the volume, with the fix, before any work
+    (a front calls it on the GUI thread: the job's first import of MONAI takes seconds).
+
+    Parameters
+    ----------
+    volume : Volume
+        The image the recipe will run on (its axes and spacing).
+    steps : sequence of PreprocessStep
+
+    Raises
+    ------
+    InputError
+        Unknown axes (:func:`recipe_axes`), or a target spacing of another length than the
+        spatial axes, or one that is not above 0 on every axis.
+    """
+    _check_steps(volume, recipe_axes(volume), steps)
+
+
 def _check_steps(volume: Volume, layout: RecipeAxes, steps: Sequence[Any]) -> None:
-    """Refuse a resample target whose length is not the number of spatial axes, with the fix."""
+    """Refuse a resample target whose length is not the number of spatial axes, or whose
+    sizes are not above 0, with the fix."""
     body = volume.axes[: len(volume.spacing)]
     n = len(layout.spatial)
     for step in steps:
         target = dict(getattr(step, "params", {}) or {}).get("target_spacing")
-        if getattr(step, "operation", None) != "resample" or target is None or len(target) == n:
+        if getattr(step, "operation", None) != "resample" or target is None:
+            continue
+        if not all(np.isfinite(float(t)) and float(t) > 0 for t in target):
+            example = ", ".join(f"{s:g}" for s in layout.spacing)
+            raise InputError(f"resample: target spacing {tuple(target)} must be above 0 on every axis, e.g. "
+                             f"'{example}' (the spacing of '{volume.name or 'image'}' now)")
+        if len(target) == n:
             continue
         letters = ", ".join(body[i].lower().replace("q", "z") for i in layout.spatial)
         others = (f"; its {layout.parts(volume.axes)} are processed one by one" if layout.loop else "")
@@ -87,7 +113,8 @@ def _check_steps(volume: Volume, layout: RecipeAxes, steps: Sequence[Any]) -> No
                          f"e.g. '{example}' (its spacing now)")
 
 
-def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
+def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
+                      progress: Callable[[int, int], None] | None = None) -> Volume:
     """Run a recipe on each channel and frame of ``volume``, as training replays it.
 
     Parameters
@@ -97,6 +124,11 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
         (dask/zarr) data are read here.
     steps : sequence of PreprocessStep
         The recipe; every step acts on the spatial axes (see :func:`recipe_axes`).
+    stop : StopToken, optional
+        Checked before each channel or frame and at the end; once tripped, the run ends
+        with :class:`~napari_medml.errors.Cancelled` (a step under way finishes first).
+    progress : callable, optional
+        ``progress(done, total)`` after each channel or frame.
 
     Returns
     -------
@@ -109,6 +141,8 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
     InputError
         Unknown axes, a resample target of the wrong length, or a threshold crop that
         finds another box in another channel or frame (naming the volume and the fix).
+    Cancelled
+        When ``stop`` was tripped.
     """
     from napari_medml.preprocessing.recipe import run_recipe
 
@@ -118,7 +152,15 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
     moved = np.moveaxis(image, layout.loop, range(len(layout.loop)))
     lead = moved.shape[: len(layout.loop)]
     indices = list(np.ndindex(*lead))
-    first = run_recipe(moved[indices[0]], layout.spacing, tuple(steps))  # its size checked by the steps
+    def one(k: int) -> Any:
+        if stop is not None and stop.stopped:
+            raise Cancelled()
+        result = run_recipe(moved[indices[k]], layout.spacing, tuple(steps))
+        if progress is not None:
+            progress(k + 1, len(indices))
+        return result
+
+    first = one(0)  # its size checked by the steps
     if len(indices) > 1:  # all of the channels and frames together, before they are made
         from napari_medml.io.memory import memory_budget, size_text
 
@@ -128,7 +170,9 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any]) -> Volume:
                              f"{layout.parts(volume.axes)} of '{volume.name or 'image'}', {size_text(total)} in all, "
                              f"more than the {size_text(budget)} this machine can spare: resample to a coarser "
                              "spacing, or crop first")
-    results = [first] + [run_recipe(moved[index], layout.spacing, tuple(steps)) for index in indices[1:]]
+    results = [first] + [one(k) for k in range(1, len(indices))]
+    if stop is not None and stop.stopped:  # a one-volume step cannot be interrupted: its result is dropped
+        raise Cancelled()
     for result in results[1:]:
         if result.image.shape != first.image.shape or result.geometry != first.geometry:
             raise InputError(
