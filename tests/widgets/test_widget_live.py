@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from napari_medml._widgets._session import session_for
+from napari_medml._widgets.live import ACCEPT_BUSY, WHERE_NEXT_BUSY
 from napari_medml.layer_data import is_generated
 from napari_medml.samples import phantom_3d
 
@@ -71,6 +72,7 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     widget["uncertainty"].value = True
     qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
     widget["next"].changed.emit(True)
+    assert widget["hint"].value == WHERE_NEXT_BUSY and not widget["accept"].enabled  # why Accept waits
     qtbot.waitUntil(lambda: "Paint next at slice" in widget["hint"].value, timeout=60000)
     index = int(re.search(r"slice (\d+)", widget["hint"].value).group(1))
     assert viewer.dims.current_step[0] == index
@@ -79,7 +81,9 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     # the network learns behind the features; Accept once it has a snapshot
     qtbot.waitUntil(lambda: widget.session.training.get("snapshots", 0) > 0, timeout=180000)
     widget["accept"].changed.emit(True)
+    assert widget["hint"].value == ACCEPT_BUSY
     qtbot.waitUntil(lambda: "ct [segmentation]" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: widget["hint"].value == "", timeout=10000)
     store = session_for(viewer)
     qtbot.waitUntil(lambda: "live ct" in store.models, timeout=60000)
     model = store.models["live ct"]

@@ -44,6 +44,12 @@ NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
 
 
+# what the hint line says while "Where to paint next" runs (Accept and it share one job line)
+WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
+                   "volume, a while); Accept waits for it.")
+ACCEPT_BUSY = "Accepting: segmenting the whole image..."
+
+
 class LiveWidget(DockForm):
     """Paint scribbles, get a live segmentation; Accept hands it and its network to the session."""
 
@@ -342,8 +348,10 @@ class LiveWidget(DockForm):
     def where_next(self, *_: Any) -> None:
         """Move the view to the slice (and point) with the most uncertain unpainted voxels."""
         session, scribbles = self._require_session(), self._layers["scribbles"]
-        self.tasks.start(lambda stop, report: session.suggest_next(axis=0),
-                         on_result=lambda hint: self._go_to(scribbles, hint))
+        if self.tasks.start(lambda stop, report: session.suggest_next(axis=0),
+                            on_result=lambda hint: self._go_to(scribbles, hint), on_done=self._busy_over) is not None:
+            # the whole image's answer comes first: on a large volume and a busy CPU, minutes
+            self._w["hint"].value = WHERE_NEXT_BUSY
 
     def _go_to(self, scribbles: Any, hint: Any) -> None:
         world = scribbles.data_to_world(hint.point)
@@ -372,7 +380,14 @@ class LiveWidget(DockForm):
                 model = None  # no network (yet): the segmentation alone
             return labels, model, session.network_note()
 
-        self.tasks.start(job, on_result=lambda result: self._accepted(inputs, *result))
+        if self.tasks.start(job, on_result=lambda result: self._accepted(inputs, *result),
+                            on_done=self._busy_over) is not None:
+            self._w["hint"].value = ACCEPT_BUSY
+
+    def _busy_over(self) -> None:
+        """The job ended (an answer, an error or a stop): its busy line goes."""
+        if self._w["hint"].value in (WHERE_NEXT_BUSY, ACCEPT_BUSY):
+            self._w["hint"].value = ""
 
     def _accepted(self, inputs: Any, labels: np.ndarray, model: Any, note: str | None = None) -> None:
         from napari.utils import notifications
