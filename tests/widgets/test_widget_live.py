@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_medml._widgets._session import session_for
-from napari_medml._widgets.live import ACCEPT_BUSY, WHERE_NEXT_BUSY
+from napari_medml._widgets._live_parts import ACCEPT_BUSY, WHERE_NEXT_BUSY
 from napari_medml.layer_data import is_generated
 from napari_medml.samples import phantom_3d
 

@@ -12,7 +12,23 @@ from qtpy.QtCore import QEvent, QObject
 from napari_medml._widgets._layers import layer_spatial
 from napari_medml.result_layers import result_layer_data
 
-__all__ = ["Answer", "OnClose", "add_live_model", "check_live_input", "place_on_image", "session_status"]
+__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input", "go_to",
+           "place_on_image", "session_status", "status_lines"]
+
+# what the hint line says while "Where to paint next" runs (Accept and it share one job line)
+WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
+                   "volume, a while); Accept waits for it.")
+ACCEPT_BUSY = "Accepting: segmenting the whole image..."
+
+
+def status_lines(status: dict, background: int) -> tuple[str, str]:
+    """The status and stroke-count lines of a session's status (``session_status``)."""
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
+    steps = status["training"].get("steps")
+    line = f"on screen: {status['stage']}; held-out scores: {scores}" + (f"; network: {steps} steps" if steps else "")
+    counts = "strokes: " + ", ".join(f"{'background' if k == background else f'id {k}'} {n}"
+                                     for k, n in sorted(status["counts"].items()))
+    return line, counts
 
 
 @dataclass(frozen=True)
@@ -79,3 +95,16 @@ def place_on_image(layer: Any, inputs: Any, axes: str) -> None:
     _, kwargs, _ = result_layer_data(np.broadcast_to(np.zeros((), np.uint8), layer.data.shape),
                                      inputs.layer.name, "scribbles", layer_spatial(inputs.layer), "labels", axes)
     layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+
+
+def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
+    """Move ``viewer`` to a ``suggest_next`` hint (its slice, centred on its point); the hint line."""
+    world = scribbles.data_to_world(hint.point)
+    offset = viewer.dims.ndim - scribbles.ndim
+    for i, value in enumerate(world):
+        if offset + i in viewer.dims.not_displayed:
+            step = int(round((value - viewer.dims.range[offset + i].start) / viewer.dims.range[offset + i].step))
+            viewer.dims.set_current_step(offset + i, step)
+    viewer.camera.center = tuple(world[i - offset] for i in viewer.dims.displayed if i >= offset)
+    where = f"slice {hint.index}, " if hint.index is not None else ""
+    return f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty {hint.uncertainty:.2f})."

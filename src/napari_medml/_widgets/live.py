@@ -29,8 +29,9 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import (Answer, OnClose, add_live_model, check_live_input, place_on_image,
-                                               session_status)
+from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
+                                               check_live_input, go_to, place_on_image, session_status,
+                                               status_lines)
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -44,10 +45,6 @@ NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
 
 
-# what the hint line says while "Where to paint next" runs (Accept and it share one job line)
-WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
-                   "volume, a while); Accept waits for it.")
-ACCEPT_BUSY = "Accepting: segmenting the whole image..."
 
 
 class LiveWidget(DockForm):
@@ -285,16 +282,10 @@ class LiveWidget(DockForm):
         self._want_uncertainty = bool(value)
 
     def _show_status(self, status: dict) -> None:
-        if "message" in status:
+        if "message" not in status:
+            self._w["status"].value, self._w["counts"].value = status_lines(status, self._w["background"].value)
+        else:
             self._w["status"].value = status["message"]
-            return
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
-        steps = status["training"].get("steps")
-        self._w["status"].value = (f"on screen: {status['stage']}; held-out scores: {scores}"
-                                   + (f"; network: {steps} steps" if steps else ""))
-        bg = self._w["background"].value
-        self._w["counts"].value = "strokes: " + ", ".join(
-            f"{'background' if k == bg else f'id {k}'} {n}" for k, n in sorted(status["counts"].items()))
 
     # -- worker threads -------------------------------------------------------------------
 
@@ -348,24 +339,12 @@ class LiveWidget(DockForm):
     def where_next(self, *_: Any) -> None:
         """Move the view to the slice (and point) with the most uncertain unpainted voxels."""
         session, scribbles = self._require_session(), self._layers["scribbles"]
-        if self.tasks.start(lambda stop, report: session.suggest_next(axis=0),
+        if self.tasks.start(lambda stop, report: session.suggest_next(axis=0),  # the whole image's answer first
                             on_result=lambda hint: self._go_to(scribbles, hint), on_done=self._busy_over) is not None:
-            # the whole image's answer comes first: on a large volume and a busy CPU, minutes
             self._w["hint"].value = WHERE_NEXT_BUSY
 
     def _go_to(self, scribbles: Any, hint: Any) -> None:
-        world = scribbles.data_to_world(hint.point)
-        offset = self._viewer.dims.ndim - scribbles.ndim
-        for i, value in enumerate(world):
-            if offset + i in self._viewer.dims.not_displayed:
-                step = int(round((value - self._viewer.dims.range[offset + i].start)
-                                 / self._viewer.dims.range[offset + i].step))
-                self._viewer.dims.set_current_step(offset + i, step)
-        displayed = [world[i - offset] for i in self._viewer.dims.displayed if i >= offset]
-        self._viewer.camera.center = tuple(displayed)
-        where = f"slice {hint.index}, " if hint.index is not None else ""
-        self._w["hint"].value = f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty " \
-                                f"{hint.uncertainty:.2f})."
+        self._w["hint"].value = go_to(self._viewer, scribbles, hint)
 
     @notify_errors("Accept")
     def accept(self, *_: Any) -> None:
@@ -384,8 +363,7 @@ class LiveWidget(DockForm):
                             on_done=self._busy_over) is not None:
             self._w["hint"].value = ACCEPT_BUSY
 
-    def _busy_over(self) -> None:
-        """The job ended (an answer, an error or a stop): its busy line goes."""
+    def _busy_over(self) -> None:  # the job ended (an answer, an error or a stop): its busy line goes
         if self._w["hint"].value in (WHERE_NEXT_BUSY, ACCEPT_BUSY):
             self._w["hint"].value = ""
 
