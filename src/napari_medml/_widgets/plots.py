@@ -1,50 +1,41 @@
-"""Live plots on Qt canvases: training curves, a confusion matrix and ROC curves.
+"""Live plots: training curves, a confusion matrix and ROC curves.
 
-All are matplotlib figures (``FigureCanvasQTAgg``), fed from the GUI thread. Importing
-matplotlib takes 0.5-0.7 s on a 2-core CPU, and napari imports a widget's module and builds
-the widget on the GUI thread: so a plot starts as a panel of its height that says "loading the
-plot…", a worker imports matplotlib and builds the figure and its axes, and the Qt canvas
-takes the text's place when that is done (benchmarks/bench_open_widget.py). Data that comes before is kept
-and drawn then. A report may arrive after the dock widget was closed (the worker finishes
-its step first): drawing on a deleted canvas is skipped instead of raising.
+All are matplotlib figures drawn off the GUI thread. Importing matplotlib takes 0.5-0.7 s on a
+2-core CPU, and napari imports a widget's module and builds the widget on the GUI thread: so a
+plot starts as a panel of its height that says "loading the plot…", a worker imports matplotlib
+and builds the figure and its axes, and the picture takes the text's place when that is done
+(benchmarks/bench_open_widget.py). Data that comes before is kept and drawn then.
+
+Each redraw is rendered by matplotlib's Agg backend in the plot's worker thread and shown as a
+picture; the GUI thread only hands over the data and puts the finished image in place. Drawn on
+the GUI thread (a Qt canvas), each epoch's redraw of the three Classify panels took 60-100 ms
+apiece on an idle machine and stalled the GUI 0.5-1.6 s while a network trained beside it
+(trial 17). A report may arrive after the dock widget was closed: it is not drawn.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_medml._widgets._runner import Runner
 
 __all__ = ["ConfusionMatrixPlot", "RocPlot", "TrainingPlot"]
 
-
-@functools.cache
-def _qt_canvas_class() -> type:
-    """``FigureCanvasQTAgg`` whose deferred draw is skipped once its Qt object is gone."""
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-
-    class QtCanvas(FigureCanvasQTAgg):
-        def draw(self) -> None:
-            # draw_idle defers the real draw to a timer, which can fire after the widget closed
-            try:
-                super().draw()
-            except RuntimeError as exc:
-                _ignore_if_deleted(exc)
-
-    return QtCanvas
+DPI = 90
+_NOTHING = object()  # no drawing waiting (a report plot's empty state is None)
 
 
 class _Canvas(QWidget):
-    """A plot's panel; its matplotlib canvas is built off the GUI thread (module docstring).
+    """A plot's panel; its figure is built and drawn off the GUI thread (module docstring).
 
-    Subclasses set up their data, then call ``_start``; ``_build(figure)`` makes the axes
-    (in the worker: matplotlib objects only, no Qt) and ``_redraw`` shows the data (a no-op
-    until the canvas is there).
+    Subclasses set up their data, then call ``_start``; ``_build(figure)`` makes the axes and
+    ``_apply(state)`` puts a snapshot of the data on them (both in the worker: matplotlib
+    objects only, no Qt); ``_state()`` takes that snapshot on the GUI thread, and
+    ``_redraw()`` asks for a drawing of it (the latest one wins when drawings queue up).
     """
 
     def __init__(self, figsize: tuple[float, float], min_height: int) -> None:
@@ -58,32 +49,38 @@ class _Canvas(QWidget):
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setEnabled(False)  # greyed: a state, not a control
         self.layout().addWidget(self.placeholder)
-        self.figure: Any = None  # the matplotlib Figure, once the canvas is shown
-        self.canvas: Any = None
+        self.figure: Any = None  # the matplotlib Figure, once built (only the worker thread changes it)
+        self.canvas: Any = None  # the QLabel that shows its latest drawing
+        self._agg: Any = None
+        self._pending: Any = _NOTHING  # a snapshot waiting to be drawn
+        self._waiting = False
         self._runner = Runner("Plot", show_progress=False)
         self._runner.progress.native.setParent(self)  # hidden; its end (with the panel's) detaches the job
 
     @property
     def ready(self) -> bool:
-        """Whether the matplotlib canvas is in place (data added before is drawn then)."""
-        return self.canvas is not None
+        """Whether the plot is in place and shows all the data given so far."""
+        return self.canvas is not None and not self._waiting and not self._runner.running
 
     def _start(self) -> None:
         figsize = self._figsize
 
         def job(stop: Any, report: Any) -> Any:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
 
-            _qt_canvas_class()  # imports the Qt backend here, not on the GUI thread
-            figure = Figure(figsize=figsize, dpi=90)
+            figure = Figure(figsize=figsize, dpi=DPI)
+            agg = FigureCanvasAgg(figure)
             self._build(figure)
-            return figure
+            return figure, agg
 
-        self._runner.start_soon(job, on_result=self._attach)
+        self._runner.start_soon(job, on_result=self._attach, on_done=self._draw_next)
 
-    def _attach(self, figure: Any) -> None:
+    def _attach(self, built: Any) -> None:
         try:
-            canvas = _qt_canvas_class()(figure)
+            canvas = QLabel()
+            canvas.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)  # any dock width
             self.layout().removeWidget(self.placeholder)
             self.placeholder.hide()
             self.placeholder.deleteLater()
@@ -91,20 +88,65 @@ class _Canvas(QWidget):
         except RuntimeError as exc:  # the panel was closed meanwhile
             _ignore_if_deleted(exc)
             return
-        self.figure, self.canvas = figure, canvas
+        (self.figure, self._agg), self.canvas = built, canvas
         self._redraw()
 
     def _build(self, figure: Any) -> None:
         raise NotImplementedError
 
-    def _redraw(self) -> None:
+    def _state(self) -> Any:
+        """A snapshot of the data to draw (GUI thread; copies, not the lists that grow)."""
         raise NotImplementedError
 
-    def _draw(self) -> None:
-        if self.canvas is None:
+    def _apply(self, state: Any) -> None:
+        """Put ``state`` on the figure's axes (worker thread)."""
+        raise NotImplementedError
+
+    def _redraw(self) -> None:
+        """Draw the current data in the worker; drawings asked for meanwhile become one."""
+        if self.figure is None:
             return
+        self._pending, self._waiting = self._state(), True
+        if not self._runner.running:
+            self._draw_next()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._redraw()  # drawn again at the new size
+
+    def _draw_next(self) -> None:
+        if self._pending is _NOTHING or self.canvas is None:
+            self._waiting = False
+            return
+        state, self._pending = self._pending, _NOTHING
         try:
-            self.canvas.draw_idle()
+            ratio = float(self.canvas.devicePixelRatioF())
+            width, height = self.width(), self.height()
+        except RuntimeError as exc:  # the panel was closed meanwhile
+            _ignore_if_deleted(exc)
+            return
+        figure, agg = self.figure, self._agg
+        if width < 50 or height < 50:  # not laid out yet: the figure's own size
+            width, height = (int(v * DPI) for v in self._figsize)
+
+        def job(stop: Any, report: Any) -> Any:
+            self._apply(state)
+            figure.set_dpi(DPI * ratio)
+            figure.set_size_inches(width / DPI, height / DPI)
+            agg.draw()
+            return bytes(agg.buffer_rgba()), agg.get_width_height(), ratio
+
+        self._runner.start(job, on_result=self._show, on_done=self._draw_next)
+
+    def _show(self, drawn: Any) -> None:
+        from qtpy.QtGui import QImage, QPixmap
+
+        data, (width, height), ratio = drawn
+        image = QImage(data, width, height, 4 * width, QImage.Format.Format_RGBA8888)
+        pixmap = QPixmap.fromImage(image)
+        pixmap.setDevicePixelRatio(ratio)
+        try:
+            self.canvas.setPixmap(pixmap)
         except RuntimeError as exc:
             _ignore_if_deleted(exc)
 
@@ -128,19 +170,18 @@ class TrainingPlot(_Canvas):
         # metric None: the loss panel alone (pretraining has no Dice or accuracy to show)
         super().__init__((4.0, 3.2) if metric else (4.0, 1.9), 240 if metric else 150)
         self.metric = metric
-        self._marks: list[Any] = []  # fold marks drawn, for self._breaks[:len(...)]
-        self._marked = 0
+        self._marks: list[Any] = []  # the fold marks drawn (worker thread)
         self.clear()
         self._start()
 
     def _build(self, figure: Any) -> None:
         metric = self.metric
-        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.13 if metric else 0.22, hspace=0.12)
+        figure.subplots_adjust(left=0.16, right=0.97, top=0.97, bottom=0.17 if metric else 0.26, hspace=0.12)
         if metric:
             loss_ax, dice_ax = figure.subplots(2, 1, sharex=True)
         else:
             loss_ax, dice_ax = figure.subplots(1, 1), None
-        # Lines are made once and updated in place: a redraw on the GUI thread stays cheap.
+        # Lines are made once and updated in place at each drawing
         (self._train_line,) = loss_ax.plot([], [], "o-", ms=3, label="training loss")
         (self._val_line,) = loss_ax.plot([], [], "s-", ms=3, label="validation loss")
         loss_ax.set_ylabel("loss")
@@ -163,9 +204,6 @@ class TrainingPlot(_Canvas):
         self.val_dice: list[float | None] = []  # the lower panel's metric
         self._fold = 0
         self._breaks: list[tuple[float, int]] = []  # (x, fold) where an ensemble's next model starts
-        for mark in self._marks:
-            mark.remove()
-        self._marks, self._marked = [], 0
         self._redraw()
 
     def add(self, report: Any) -> None:
@@ -193,25 +231,27 @@ class TrainingPlot(_Canvas):
         self.epochs.append(x)
         self._breaks.append((x, fold))
 
-    def _mark_breaks(self) -> None:
-        for x, fold in self._breaks[self._marked:]:
+    def _state(self) -> Any:
+        return (list(self.epochs), list(self.train_loss), list(self.val_loss), list(self.val_dice),
+                list(self._breaks))
+
+    def _apply(self, state: Any) -> None:
+        epochs, train_loss, val_loss, val_dice, breaks = state
+        for mark in self._marks:
+            mark.remove()
+        self._marks = []
+        for x, fold in breaks:
             for ax in (self._loss_ax, self._dice_ax):
                 if ax is not None:
                     self._marks.append(ax.axvline(x, ls=":", lw=0.8, color="grey"))
             ax = self._dice_ax or self._loss_ax
             self._marks.append(ax.text(x, 0.02, f" fold {fold}", transform=ax.get_xaxis_transform(),
                                        fontsize="x-small", color="grey"))
-        self._marked = len(self._breaks)
-
-    def _redraw(self) -> None:
-        if self.canvas is None:
-            return
-        self._mark_breaks()
-        self._train_line.set_data(self.epochs, self.train_loss)
-        val = [(e, v) for e, v in zip(self.epochs, self.val_loss) if v is not None]
+        self._train_line.set_data(epochs, train_loss)
+        val = [(e, v) for e, v in zip(epochs, val_loss) if v is not None]
         self._val_line.set_data(*zip(*val)) if val else self._val_line.set_data([], [])
         if self._dice_ax is not None:
-            dice = [(e, v) for e, v in zip(self.epochs, self.val_dice) if v is not None]
+            dice = [(e, v) for e, v in zip(epochs, val_dice) if v is not None]
             self._dice_line.set_data(*zip(*dice)) if dice else self._dice_line.set_data([], [])
         for ax in (self._loss_ax, self._dice_ax):
             if ax is not None:
@@ -219,9 +259,8 @@ class TrainingPlot(_Canvas):
                 ax.autoscale_view()
         if self._dice_ax is not None:
             self._dice_ax.set_ylim(0.0, 1.0)
-        if self.epochs:
-            (self._dice_ax or self._loss_ax).set_xlim(0.5, max(self.epochs) + 0.5)
-        self._draw()
+        if epochs:
+            (self._dice_ax or self._loss_ax).set_xlim(0.5, max(epochs) + 0.5)
 
 
 def _class_label(report: Mapping[str, Any], cid: int) -> str:
@@ -256,18 +295,18 @@ class _ReportPlot(_Canvas):
         self._report = report
         self._redraw()
 
-    def _redraw(self) -> None:
-        if self.canvas is None:
-            return
+    def _state(self) -> Any:
+        return self._report  # a report is not changed once shown
+
+    def _apply(self, report: Any) -> None:
         ax = self.ax
         ax.clear()
-        if self._report is None:
+        if report is None:
             ax.set_title(self.title, fontsize="small")
             ax.set_axis_off()
         else:
             ax.set_axis_on()
-            self._plot(ax, self._report)
-        self._draw()
+            self._plot(ax, report)
 
     def _plot(self, ax: Any, report: Mapping[str, Any]) -> None:
         raise NotImplementedError
