@@ -154,6 +154,26 @@ def test_a_schema_version_that_is_not_a_number_is_damage_not_a_newer_version(tmp
         load_model(path)
 
 
+def test_a_save_interrupted_between_its_two_renames_loses_no_bundle(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from napari_medml.io.atomic import remove_stale_temps
+
+    path = save_model(_model(), tmp_path / "b")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a writer that no longer runs
+    aside = tmp_path / f".b.old-{dead}-0123abcd"
+    os.replace(path, aside)  # killed after moving the old bundle aside, before moving the new one in
+    with pytest.raises(BundleError) as info:
+        load_model(path)
+    assert str(info.value) == (f"model bundle {path} does not exist: a save that was interrupted while replacing "
+                               f"it left the earlier bundle at '{aside}'; rename that folder to '{path}'")
+    remove_stale_temps(path)  # what the next save does first: the only copy is put back, not removed
+    assert not aside.exists() and load_model(path).class_ids == (0, 5, 7)
+
+
 def test_missing_tensor_keys_are_reported(tmp_path):
     from safetensors.torch import load_file, save_file
 

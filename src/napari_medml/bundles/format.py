@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medml.io.atomic import check_folder_target, remove_stale_temps, temp_name
+from napari_medml.io.atomic import check_folder_target, interrupted_copy, remove_stale_temps, temp_name
 from napari_medml.errors import BundleError, ConfigError, InputError
 
 __all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "has_batch_statistics", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
@@ -158,6 +158,10 @@ def save_model(model: Any, path: str | Path) -> Path:
 def read_description(path: Path) -> dict:
     """Parsed ``config.json`` of the bundle at ``path``, with clear errors."""
     if not path.is_dir():
+        left = interrupted_copy(Path(path)) if not Path(path).exists() else None
+        if left is not None:
+            raise BundleError(f"model bundle {path} does not exist: a save that was interrupted while replacing "
+                              f"it left the earlier bundle at '{left}'; rename that folder to '{path}'")
         raise BundleError(f"model bundle {path} does not exist or is not a folder")
     cfg_path = path / CONFIG_NAME
     if not cfg_path.is_file():

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from napari_medml.errors import InputError
 
-__all__ = ["atomic_path", "check_file_target", "check_folder_target", "remove_stale_temps", "temp_name"]
+__all__ = ["atomic_path", "check_file_target", "check_folder_target", "interrupted_copy", "remove_stale_temps",
+           "temp_name"]
 
 
 def temp_name(target: Path, kind: str = "tmp", suffix: str = "") -> Path:
@@ -29,7 +30,11 @@ def temp_name(target: Path, kind: str = "tmp", suffix: str = "") -> Path:
 
 
 def remove_stale_temps(target: Path) -> None:
-    """Remove temp and old names of ``target`` left by writers that no longer run."""
+    """Remove temp and old names of ``target`` left by writers that no longer run.
+
+    An old copy whose writer died between moving it aside and moving the new one in (two
+    renames: a folder cannot replace a folder in one) is the only copy: it is put back at
+    ``target`` instead of being removed."""
     if not target.parent.is_dir():
         return
     prefix = f".{target.name}."
@@ -40,11 +45,30 @@ def remove_stale_temps(target: Path) -> None:
         pid = rest.split("-", 1)[0]
         if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
             continue
+        if kind == "old" and not target.exists() and not target.is_symlink():
+            try:
+                os.replace(entry, target)
+            except OSError:
+                pass  # left where it is: never removed while it is the only copy
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 entry.unlink()
+
+
+def interrupted_copy(target: Path) -> Path | None:
+    """The old copy of ``target`` that a writer which no longer runs moved aside and never
+    replaced (it died between the two renames of a folder's replacement), if any."""
+    if not target.parent.is_dir():
+        return None
+    prefix = f".{target.name}.old-"
+    for entry in sorted(target.parent.iterdir()):
+        pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
+        if pid.isdigit() and not _alive(int(pid)):
+            return entry
+    return None
 
 
 def _alive(pid: int) -> bool:
