@@ -84,3 +84,10 @@ def open_from_menu(viewer: Any, name: str) -> Any:
     new = [w for n, w in docked_widgets(viewer).items() if n not in before]
     assert len(new) == 1, f"Plugins › {DISPLAY_NAME} › {name} docked {len(new)} widgets"
     return new[0]
+
+
+# what the Train widget says when Stop lands before the first step: where it lands is a race
+# (before the job starts, while it plans, or before the first step), and no model is made in each
+STOPPED_BEFORE_LEARNING = ("Training cancelled.",
+                           "Training: stopped while planning, before the first training step: no model was made",
+                           "Training: stopped before the first training step: no model was made")

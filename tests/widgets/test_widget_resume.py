@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from napari.utils.notifications import NotificationSeverity
 
+from menu_helpers import STOPPED_BEFORE_LEARNING
 from napari_medml._widgets._session import session_for
 from napari_medml.samples import phantom_3d
 
@@ -213,7 +214,8 @@ def test_train_stopped_while_it_plans_makes_no_model(train, qtbot, notes) -> Non
     widget.start()
     widget["stop"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
-    line = "Training: stopped before the first training step: no model was made"
-    assert widget["status"].value == line and line in [str(n.message) for n in notes]
+    # where the Stop lands is a race: before the job starts, while it plans, or before the first step
+    line = widget["status"].value
+    assert line in STOPPED_BEFORE_LEARNING and line in [str(n.message) for n in notes]
     assert not errors(notes) and widget.model is None
     assert "ct model" not in session_for(viewer).models and not (bundle / "config.json").exists()
