@@ -35,16 +35,7 @@ def remove_stale_temps(target: Path) -> None:
     An old copy whose writer died between moving it aside and moving the new one in (two
     renames: a folder cannot replace a folder in one) is the only copy: it is put back at
     ``target`` instead of being removed."""
-    if not target.parent.is_dir():
-        return
-    prefix = f".{target.name}."
-    for entry in target.parent.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
-        kind, _, rest = entry.name[len(prefix):].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
-            continue
+    for kind, entry in _left_by_dead_writers(target):
         if kind == "old" and not target.exists() and not target.is_symlink():
             try:
                 os.replace(entry, target)
@@ -61,14 +52,23 @@ def remove_stale_temps(target: Path) -> None:
 def interrupted_copy(target: Path) -> Path | None:
     """The old copy of ``target`` that a writer which no longer runs moved aside and never
     replaced (it died between the two renames of a folder's replacement), if any."""
+    return next((entry for kind, entry in _left_by_dead_writers(target) if kind == "old"), None)
+
+
+def _left_by_dead_writers(target: Path) -> list[tuple[str, Path]]:
+    """``(kind, path)`` of the temp (``tmp``) and old (``old``) names of ``target``
+    (:func:`temp_name`) whose writers no longer run, in name order."""
     if not target.parent.is_dir():
-        return None
-    prefix = f".{target.name}.old-"
+        return []
+    prefix, found = f".{target.name}.", []
     for entry in sorted(target.parent.iterdir()):
-        pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
-        if pid.isdigit() and not _alive(int(pid)):
-            return entry
-    return None
+        if not entry.name.startswith(prefix):
+            continue
+        kind, _, rest = entry.name[len(prefix):].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            found.append((kind, entry))
+    return found
 
 
 def _alive(pid: int) -> bool:
