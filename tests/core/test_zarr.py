@@ -282,3 +282,45 @@ def test_lazy_training_holds_out_a_block_and_refuses_recipes(tmp_path):
     recipe = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("zscore"),)))
     with pytest.raises(ConfigError, match="whole image"):
         prepare_training_data(image, labels, recipe, spacing=p.spacing, channel_axis=None)
+
+
+def _ct_scan(foreground: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Air at -1000 HU and a labelled organ of soft tissue (40 ± 10 HU) at ``foreground``."""
+    rng = np.random.default_rng(0)
+    image = np.full((32, 64, 64), -1000.0, np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[foreground] = 1
+    image[labels == 1] = rng.normal(40.0, 10.0, size=int(labels.sum()))
+    return image, labels
+
+
+@pytest.mark.parametrize("foreground", [(slice(8, 24), slice(16, 48), slice(16, 48)),
+                                        (slice(1, 7), slice(1, 7), slice(57, 63))],  # one of 256 tiles, not drawn
+                         ids=["organ", "small-organ"])
+def test_lazy_ct_normalization_is_fitted_on_the_labelled_foreground_as_in_memory(foreground):
+    from napari_medml.segmentation.prepare import prepare_training_data
+
+    image, labels = _ct_scan(foreground)
+    config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(8, 8, 8), val_fraction=0.0, normalization="ct"),
+                         model=ModelConfig(channels=4, depth=2))
+    whole = prepare_training_data(image, labels, config, spacing=None, channel_axis=None).normalization
+    lazy = prepare_training_data(da.from_array(image, chunks=16), da.from_array(labels, chunks=16), config,
+                                 spacing=None, channel_axis=None).normalization
+    stats, fg = lazy["channels"][0], image[labels == 1]
+    assert whole["channels"][0]["low"] > 0  # the organ's percentiles, not the air's -1000
+    assert np.percentile(fg, 0.5) - 1 < stats["low"] < stats["high"] < np.percentile(fg, 99.5) + 1
+    assert abs(stats["mean"] - 40.0) < 2.0 and abs(stats["std"] - 10.0) < 2.0
+
+
+def test_lazy_training_takes_a_boolean_mask_as_class_1():
+    from napari_medml.segmentation.prepare import prepare_training_data
+
+    image, labels = _ct_scan((slice(8, 24), slice(16, 48), slice(16, 48)))
+    config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(16, 32, 32), val_fraction=0.2))
+    mask = labels.astype(bool)
+    whole = prepare_training_data(image, mask, config, spacing=None, channel_axis=None)
+    lazy = prepare_training_data(da.from_array(image, chunks=16), da.from_array(mask, chunks=16), config,
+                                 spacing=None, channel_axis=None)
+    assert whole.class_ids == lazy.class_ids == (0, 1)
+    (region,) = lazy.train_regions
+    np.testing.assert_array_equal(region.label[:, :32], labels[:, :32] + 1)  # encoded: class id + 1

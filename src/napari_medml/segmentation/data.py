@@ -113,6 +113,8 @@ def encode_labels(labels: np.ndarray, class_ids: Sequence[int], mode: str, backg
     keys = np.array(sorted(pairs), dtype=np.int64)
     codes = np.array([pairs[k] for k in keys.tolist()], dtype=np.uint8)
     labels = np.asarray(labels)
+    if labels.dtype == bool:  # a mask is class 1; a bool array would index the table as a mask
+        labels = labels.view(np.uint8)
     top = int(labels.max(initial=0))
     if top < 65536:  # a small table: one indexing pass
         lut = np.zeros(top + 1, dtype=np.uint8)

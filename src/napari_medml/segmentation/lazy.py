@@ -129,15 +129,33 @@ def _blocks(shape: Sequence[int], edge: int, edges: Sequence[int] | None = None)
     return [tuple(slice(o, min(o + e, s)) for o, e, s in zip(origin, edges, shape)) for origin in starts]
 
 
-def sample_blocks(image: Any, patch: Sequence[int], count: int, seed: int) -> list[np.ndarray]:
+def sample_blocks(image: Any, patch: Sequence[int], count: int, seed: int,
+                  labels: Any = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """Float32 blocks of a lazy ``(C, *spatial)`` image: its tiling into patch-sized blocks,
     or ``count`` of those tiles drawn at random (tiles, so that every part of the image is
-    equally likely; random positions would favour the centre)."""
+    equally likely; random positions would favour the centre).
+
+    Returns the image blocks and, when ``labels`` (a :class:`LazyLabels` over the same
+    spatial grid) is given, each block's labelled-foreground mask (encoded labels ``>= 2``,
+    for the normalisations fitted on the foreground); otherwise None.
+    """
     rng = np.random.default_rng(seed)
     tiles = _blocks(image.shape[1:], 0, patch)
-    if len(tiles) > count:
-        tiles = [tiles[i] for i in sorted(rng.choice(len(tiles), count, replace=False))]
-    return [np.asarray(image[(slice(None), *where)], dtype=np.float32) for where in tiles]
+    order = rng.permutation(len(tiles))
+    chosen = sorted(order[:count].tolist())
+    blocks = [np.asarray(image[(slice(None), *tiles[i])], dtype=np.float32) for i in chosen]
+    if labels is None:
+        return blocks, None
+    masks = [labels[tiles[i]] >= 2 for i in chosen]
+    if not any(m.any() for m in masks):  # none drawn holds foreground: look for tiles that do, labels first
+        for i in order[count:].tolist():
+            mask = labels[tiles[i]] >= 2
+            if mask.any():
+                blocks.append(np.asarray(image[(slice(None), *tiles[i])], dtype=np.float32))
+                masks.append(mask)
+                if len(blocks) >= 2 * count:
+                    break
+    return blocks, masks
 
 
 def _as_channels_first(image: Any, channel_axis: int | None, spatial_dims: int, in_channels: int | None,
@@ -222,10 +240,14 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
         thick = 0
     train_where = tuple(slice(0, s - thick) if a == axis else slice(None) for a, s in enumerate(shape))
     train_image, train_label = image[(slice(None), *train_where)], label[train_where]
-    normalization = base.normalization if base is not None else fit_normalization(
-        sample_blocks(train_image, patch, _SAMPLE_BLOCKS, config.seed), dc.normalization)
-    train = data.Region(LazyImage(train_image, normalization),
-                        LazyLabels(train_label, class_ids, dc.label_mode, dc.background_id))
+    train_labels = LazyLabels(train_label, class_ids, dc.label_mode, dc.background_id)
+    if base is not None:
+        normalization = base.normalization
+    else:  # as in memory, the foreground's statistics where the method uses them (ct)
+        blocks, masks = sample_blocks(train_image, patch, _SAMPLE_BLOCKS, config.seed,
+                                      train_labels if dc.normalization == "ct" else None)
+        normalization = fit_normalization(blocks, dc.normalization, masks=masks)
+    train = data.Region(LazyImage(train_image, normalization), train_labels)
     val, note = [], "no validation (val_fraction 0)"
     if too_small:
         note = (f"no validation: the image's {shape[axis]} voxels along axis {axis} hold no held-out block next "
