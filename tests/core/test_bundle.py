@@ -174,6 +174,28 @@ def test_a_save_interrupted_between_its_two_renames_loses_no_bundle(tmp_path):
     assert not aside.exists() and load_model(path).class_ids == (0, 5, 7)
 
 
+def test_a_save_that_fails_moving_the_new_bundle_in_puts_the_earlier_one_back(tmp_path, monkeypatch):
+    import os
+
+    from napari_medml.bundles import format as bundle_format
+
+    path = save_model(_model(), tmp_path / "b")
+    replace, calls = os.replace, []
+
+    def failing_second(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the earlier bundle is aside; the new one cannot be moved in
+            raise OSError("disk gone")
+        return replace(src, dst)
+
+    monkeypatch.setattr(bundle_format.os, "replace", failing_second)
+    with pytest.raises(OSError, match="disk gone"):
+        save_model(_model(), path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no copy aside, no temp
+    assert load_model(path).class_ids == (0, 5, 7)
+
+
 def test_missing_tensor_keys_are_reported(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -113,6 +113,7 @@ def write_bundle_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
     remove_stale_temps(target)
     tmp = temp_name(target)
     tmp.mkdir()
+    old = None
     try:
         fill(tmp)
         _usual_permissions(tmp)
@@ -124,6 +125,8 @@ def write_bundle_folder(path: str | Path, fill: Callable[[Path], None]) -> Path:
         else:
             os.replace(tmp, target)
     except BaseException:
+        if old is not None and old.exists() and not target.exists():  # the earlier bundle goes back
+            os.replace(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
