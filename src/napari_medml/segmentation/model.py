@@ -24,7 +24,7 @@ from napari_medml.errors import BundleError, InputError
 from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.prediction import Prediction, stack_predictions
-from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid
+from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid, restored_argmax
 from napari_medml.segmentation.scores import argmax_uint8, label_dtype, normalize_, softmax_
 from napari_medml.segmentation.spec import SegmentationSpec
 
@@ -106,8 +106,10 @@ class Model(BundledModel):
             model) are samples: a 2D model segments a ``(Z, Y, X)`` stack slice by slice,
             a ``(T, Z, Y, X)`` time series is segmented frame by frame.
         spacing : sequence of float, optional
-            Voxel size of the spatial axes (longer sequences: the last ones are used);
-            needed when the preprocessing recipe resamples.
+            Voxel size of the spatial axes (longer sequences: the last ones are used).
+            When the preprocessing recipe resamples, give it: without it the image is
+            taken to be at the model's working spacing (``Model.spacing``) and is not
+            resampled.
         channel_axis : int, optional
         config : InferConfig, optional
             Default: ``InferConfig()`` with the model's planned settings (test-time
@@ -210,27 +212,23 @@ class Model(BundledModel):
         probs = self._sliding_window(x, device, amp, config, progress, stop)
         del x
 
-        labels = argmax_uint8(probs)
-        if self.class_ids != tuple(range(len(self.class_ids))):  # channels are not the ids: map them
-            lut = np.asarray(self.class_ids, dtype=label_dtype(max(self.class_ids)))
-            labels = lut[labels]
         probabilities = uncertainty = None
         if config.return_uncertainty:
             p = probs.clamp_min(1e-8)
             uncertainty = (-(p * p.log()).sum(0)).float().cpu().numpy()
             del p
-        if config.return_probabilities:
-            probabilities = probs.to(torch.float16).cpu().numpy()
-        del probs
         if recipe is not None and recipe.geometry:
-            labels = recipe.restore(labels, order=0)
+            labels, probabilities = restored_argmax(probs, recipe, config.return_probabilities)
             if uncertainty is not None:
                 uncertainty = recipe.restore(uncertainty, order=1).astype(np.float32)
-            if probabilities is not None:
-                # outside a crop the background is certain: its channel is filled with 1
-                probabilities = np.stack([
-                    recipe.restore(channel_probs.astype(np.float32), order=1, fill=1.0 if k == 0 else 0.0)
-                    for k, channel_probs in enumerate(probabilities)]).astype(np.float16)
+        else:
+            labels = argmax_uint8(probs)
+            if config.return_probabilities:
+                probabilities = probs.to(torch.float16).cpu().numpy()
+        del probs
+        if self.class_ids != tuple(range(len(self.class_ids))):  # channels are not the ids: map them
+            lut = np.asarray(self.class_ids, dtype=label_dtype(max(self.class_ids)))
+            labels = lut[labels]
         labels, instances = postprocess(labels, config)
         return Prediction(labels=labels, probabilities=probabilities, uncertainty=uncertainty,
                           class_ids=self.class_ids, instances=instances)

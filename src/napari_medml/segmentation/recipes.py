@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SPACING_TOLERANCE", "apply_preprocessing", "common_spacing", "labels_to_recipe_grid",
-           "record_preprocessing"]
+           "record_preprocessing", "restored_argmax"]
 
 SPACING_TOLERANCE = 1.25  # voxel sizes within this ratio of one another count as one spacing
 
@@ -155,3 +155,42 @@ def common_spacing(config: Any, spacing: Any, n_images: int) -> tuple[Any, str |
             f"{'x'.join(f'{v:g}' for v in target)} for training, and every image the model predicts is "
             "resampled the same way (nnU-Net's target spacing)")
     return config, note
+
+
+def restored_argmax(probs: Any, recipe: Any, keep: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (channel indices, uint8) on the input grid: each class's probabilities
+    ``(K, *recipe output spatial)`` are restored to the input grid linearly, then the argmax
+    is taken there, as nnU-Net does, rather than nearest-neighbour labels from the coarse grid
+    (blocky, and unlike the argmax of the probabilities returned). One class at a time, so
+    that only two float32 volumes of the input grid are held besides the kept probabilities.
+
+    Parameters
+    ----------
+    probs : torch.Tensor
+        ``(K, *output spatial)`` class probabilities on the recipe's grid (any device).
+    recipe : RecipeResult
+        The recipe's result for the image (``preprocessing.recipe``), with its geometry.
+    keep : bool
+        Also return the restored probabilities.
+
+    Returns
+    -------
+    labels : np.ndarray
+        uint8 ``(*input spatial)`` channel indices (not yet class ids).
+    probabilities : np.ndarray or None
+        float16 ``(K, *input spatial)`` when ``keep`` (outside a crop the background is
+        certain: its channel is 1 there).
+    """
+    best = labels = None
+    kept = []
+    for k in range(probs.shape[0]):
+        channel = recipe.restore(probs[k].float().cpu().numpy(), order=1, fill=1.0 if k == 0 else 0.0)
+        if best is None:
+            best, labels = channel, np.zeros(channel.shape, np.uint8)
+        else:
+            higher = channel > best
+            labels[higher] = k
+            np.maximum(best, channel, out=best)
+        if keep:
+            kept.append(channel.astype(np.float16))
+    return labels, (np.stack(kept) if keep else None)
