@@ -236,3 +236,29 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share():
     assert shares[0] == pytest.approx(0.05, rel=1e-3)
     for member in model.members:  # the clock ended each fold, not its 50 epochs of 1000 steps
         assert 1 <= len(member.history) < 50
+
+
+def test_later_folds_get_their_share_less_the_time_a_fold_spends_outside_its_limit():
+    """--folds 4 --max-minutes 0.4: fold 1 took 0.37 of its 0.1 minutes (setup, validation), and
+    folds 2-4 were left 0.0105, 0.0005 and 0.001 minutes: members of a few steps, averaged in."""
+    from napari_medml.segmentation.ensemble import _fold_minutes
+
+    assert _fold_minutes(0.4, 0.0, 4, 0, 0.0) == pytest.approx(0.1)
+    assert _fold_minutes(4.0, 1.1, 4, 1, 0.1) == pytest.approx(2.9 / 3 - 0.1)  # the time outside is kept for it
+    assert _fold_minutes(0.4, 0.37, 4, 1, 0.27) == pytest.approx(0.05)  # never under half the first share
+
+
+def test_the_saved_line_names_each_folds_steps_and_a_fold_that_trained_too_few():
+    from types import SimpleNamespace
+
+    from napari_medml.cli.messages import saved_note
+
+    def ensemble(steps):
+        return SimpleNamespace(provenance={"ensemble": {"member_best_val_dice": [0.9] * len(steps),
+                                                        "member_steps": steps}})
+
+    assert saved_note(ensemble([410, 398]), None, 2) == (
+        " (ensemble of 2 models; validation mean Dice per fold: 0.900, 0.900; steps per fold: 410, 398)")
+    assert saved_note(ensemble([120, 118, 3, 5]), None, 4).endswith(
+        "; steps per fold: 120, 118, 3, 5. Folds 3, 4 trained under half the steps of the others but count as "
+        "much in the average: give more minutes or fewer folds)")

@@ -246,7 +246,7 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
     resumed = None if resume_from is None else Path(resume_from).expanduser()
     members = []
-    started = time.monotonic()
+    started, outside = time.monotonic(), 0.0
     for k in range(folds):
         folder = None if base is None else base / f"fold-{k + 1}"
         earlier = None if resumed is None else resumed / f"fold-{k + 1}"
@@ -257,9 +257,10 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             check_same_network(member.config, cfg)
             members.append(member)
             continue
-        if config.optim.max_minutes is not None:  # the budget is the whole run's: each fold its share of what is left
-            left = config.optim.max_minutes - (time.monotonic() - started) / 60
-            cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=max(left, 1e-3) / (folds - k)))
+        if config.optim.max_minutes is not None:
+            cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=_fold_minutes(
+                config.optim.max_minutes, (time.monotonic() - started) / 60, folds, k, outside)))
+        fold_started = time.monotonic()
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
                   resume_from=earlier if has_checkpoint(earlier) else None)
         try:
@@ -268,14 +269,27 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             if not members:
                 raise
             break
+        if cfg.optim.max_minutes is not None:  # setup and final validation lie outside a fold's limit
+            outside = max(outside, (time.monotonic() - fold_started) / 60 - cfg.optim.max_minutes)
         if stop is not None and stop.stopped:
             break
         if folder is not None:  # a resumed run takes this fold as it is
             members[-1].save(folder / FOLD_MEMBER)
     note = {"folds": folds, "trained": len(members),
             "member_best_val_dice": [(m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
-                                      else {}).get("val_mean_dice") for m in members]}
+                                      else {}).get("val_mean_dice") for m in members],
+            "member_steps": [int(m.history[-1].get("step", 0)) if m.history else 0 for m in members]}
     return EnsembleModel(members, provenance={"ensemble": note})
+
+
+def _fold_minutes(total: float, spent: float, folds: int, k: int, outside: float) -> float:
+    """The training time limit of fold ``k`` (0-based), in minutes: an equal share of what is
+    left of the run's ``total`` after ``spent``, less the time a fold was seen to spend
+    outside its limit (``outside``: setup and the final validation), so that the last folds
+    are not starved; never under half the first fold's share, even if the run then takes
+    longer than ``total`` (a member trained for a moment would be averaged in as an equal)."""
+    share = (total - spent) / (folds - k) - outside
+    return max(share, 0.5 * total / folds)
 
 
 def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: Any, channel_axis: int | None) -> None:
