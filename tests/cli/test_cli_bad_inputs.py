@@ -281,6 +281,18 @@ def test_predict_takes_one_image_and_says_so(capsys, files, bundle, tmp_path):
     assert not (tmp_path / "p.nii.gz").exists()
 
 
+def test_evaluate_scores_one_pair_and_says_so_when_given_more(capsys, files):
+    """Repeated --prediction/--labels scored the last pair only, exit 0, the first pair dropped."""
+    seg = files / "img_seg.nii.gz"
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", seg, "--prediction", seg, "--labels", seg,
+                             "--labels", seg)
+    assert code == 2 and not out and one_line(err) == (
+        f"napari-medml: error: --prediction was given 2 times ('{seg}', '{seg}'): evaluate scores one prediction "
+        "against its labels per run; run it once for each pair")
+    code, out, _ = run_cli(capsys, "evaluate", "--prediction", seg, "--labels", seg)
+    assert code == 0 and '"mean_dice": 1.0' in out
+
+
 def test_predict_writes_through_a_temporary_name(capsys, files, bundle, tmp_path, monkeypatch):
     # a failure while writing leaves neither a truncated output nor the temporary file
     from napari_medml import io

@@ -28,10 +28,10 @@ def add(sub: Any) -> None:
                        "object id or tile number, and accuracy, balanced accuracy, per-class precision, "
                        "recall, F1 and one-vs-rest AUC, macro AUC and the confusion matrix are printed "
                        "(--report adds the ROC curves as JSON).")  # fmt: skip
-    p.add_argument("--prediction", required=True, type=Path, metavar="P",
+    p.add_argument("--prediction", required=True, type=Path, metavar="P", action="append",
                    help=f"predicted labels ({FILE_TYPES}), or a classifier's prediction table (.csv, "
                    "as 'napari-medml predict' writes it: sample/object/tile, class, prob_<id>)")  # fmt: skip
-    p.add_argument("--labels", required=True, type=Path, metavar="GT",
+    p.add_argument("--labels", required=True, type=Path, metavar="GT", action="append",
                    help="ground-truth labels on the same voxel grid (a copy stored in another "
                    "orientation is reoriented); its spacing is used for HD95. With a prediction table: "
                    "the known classes as CSV, as 'train --classes' reads them (one row per sample, "
@@ -58,6 +58,13 @@ def add(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read both files, score them, print the JSON (a prediction table: the classification report)."""
+    for flag in ("prediction", "labels"):
+        given = getattr(args, flag)
+        if len(given) > 1:  # argparse kept only the last one before: the other pairs were dropped silently
+            names = ", ".join(f"'{p}'" for p in given)
+            raise UsageError(f"--{flag} was given {len(given)} times ({names}): evaluate scores one prediction "
+                             "against its labels per run; run it once for each pair")
+        setattr(args, flag, given[0])
     if _is_table(args.prediction) or _is_table(args.labels):
         return run_classification(args)
     if args.report is not None:
