@@ -367,6 +367,13 @@ def test_validation_margin_leaves_out_the_training_labels_next_to_the_held_out_b
     assert "5 voxels of training labels next to it left out" in note
     assert make_plan(fp(), config(), device="cpu").val_margin == round(0.05 * 128)
     assert make_plan(fp(n=2), config(), device="cpu").val_margin == 0  # whole images are held out
+    # fewer images than folds: each fold holds out a block of each image, which gets the margin (it said
+    # "several images: whole images are held out", and the blocks touched the training labels)
+    blocks = make_plan(fp(n=3, train_shape=(128, 128, 48)), config(folds=5), device="cpu")
+    assert blocks.val_margin == round(0.05 * 128)
+    assert ("validation margin: 6 (5% of the median image between the training labels and the held-out block "
+            "of each fold in each image (3 images, 5 folds))") in blocks.describe()
+    assert make_plan(fp(n=5), config(folds=5), device="cpu").val_margin == 0  # a group of images each fold
     assert make_plan(fp(), config(val_fraction=0.0), device="cpu").val_margin == 0
 
 
