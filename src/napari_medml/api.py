@@ -236,7 +236,7 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     ------
     InputError
         Shapes that differ, arrays of other than 2 or 3 axes, ids that are not whole
-        numbers >= 0, a bad spacing.
+        numbers >= 0, a bad spacing, a list of images (one pair per call).
     ValueError
         An unknown ``level``.
     """
@@ -250,6 +250,11 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
             ": a classifier's predictions are scored with napari_medml.classification_report(true_classes, "
             "probabilities, class_ids) (confusion matrix, ROC curves, AUC)" if "class" in str(level) else ""))
     head = {"prediction": names[0], "labels": names[1]}
+    for name, given in zip(names, (prediction, truth)):
+        if isinstance(given, (list, tuple)):  # np.asarray made one volume of the pairs, or raised its own error
+            raise InputError(f"{name} is a {type(given).__name__} of {len(given)}: evaluate scores one prediction "
+                             "against its labels; call it once for each pair, [evaluate(p, t) for p, t in "
+                             "zip(predictions, truths)]")
     prediction, truth = check_pair(np.asarray(prediction), np.asarray(truth))
     if prediction.ndim not in (2, 3):
         raise InputError(f"{names[0]} has {prediction.ndim} axes: give a 2D image (Y, X) or a 3D volume (Z, Y, X); "

@@ -209,6 +209,13 @@ def test_the_public_evaluate_refuses_what_it_cannot_score_and_keeps_huge_ids():
         mm.evaluate(truth[None, None], truth[None, None])
     with pytest.raises(InputError, match="one voxel size per axis"):
         mm.evaluate(truth, truth, spacing=2.0)
+    # a list of pairs was scored as one volume (HD95 across images), or a NumPy "inhomogeneous shape"
+    for given in ([truth] * 3, [truth, truth[:4]]):
+        with pytest.raises(InputError) as info:
+            mm.evaluate(given, given)
+        assert str(info.value) == (
+            f"prediction is a list of {len(given)}: evaluate scores one prediction against its labels; call it once "
+            "for each pair, [evaluate(p, t) for p, t in zip(predictions, truths)]")
     big = np.where(truth > 0, np.uint64(2**63 + 5), np.uint64(0))  # napari Labels may hold uint64 ids
     scores = mm.evaluate(big, truth)["classes"]
     assert scores[str(2**63 + 5)]["pred_voxels"] == 9 and scores["1"]["gt_voxels"] == 9  # was rounded away
