@@ -93,6 +93,13 @@ def test_truth_in_the_formats_train_reads(tmp_path):
     assert score.report["n"] == 3 and any("numbers the samples from 1" in n for n in score.notes)
     assert score.report["confusion_matrix"] == [[2, 0, 0], [0, 1, 0], [0, 0, 0]]  # samples 0, 1, 2
     assert score.report["per_class"][2]["auc"] is None and any("class 5 has no labelled" in n for n in score.notes)
+    # a file,class list (train --classes reads it in stack order) was refused: "'a.tif' is not a number"
+    files = tmp_path / "files.csv"
+    files.write_text("file,class\na.tif,1\nb.tif,2\nc.tif,5\n")
+    assert [a.tolist() for a in read_truth_table(files)] == [[0, 1, 2], [1, 2, 5]]
+    from napari_medml.classification.data import read_class_csv
+
+    assert read_class_csv(files, 3).tolist() == [1, 2, 5]  # as train reads it
 
 
 def test_a_class_column_that_is_not_the_argmax_is_scored_and_said(tmp_path):

@@ -144,6 +144,17 @@ def read_prediction_table(path: str | Path) -> PredictionTable:
     return table
 
 
+def _numbered(rows: Sequence[Sequence[str]]) -> bool:
+    """Whether the first cell of every non-empty row is a number (a key column)."""
+    for row in rows:
+        if row and row[0] != "":
+            try:
+                float(row[0])
+            except ValueError:
+                return False
+    return True
+
+
 def read_truth_table(path: str | Path, *, key: str = "sample",
                      class_names: Mapping[int, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read known classes from a CSV in the format ``train --classes`` reads.
@@ -153,8 +164,8 @@ def read_truth_table(path: str | Path, *, key: str = "sample",
     path : str or Path
         One row per sample, object or tile; an optional header row; the class in the last
         column (empty or 0 = unknown). With two or more columns the first is the key (sample
-        number, object id or tile number); with one column, row i (after a header) is
-        sample or tile i.
+        number, object id or tile number) when it holds numbers; with one column, or a first
+        column of names (e.g. file names), row i (after a header) is sample or tile i.
     key : {"sample", "object", "tile"}
         What the rows are, for messages; objects need a key column.
     class_names : mapping, optional
@@ -174,7 +185,8 @@ def read_truth_table(path: str | Path, *, key: str = "sample",
     path = Path(path)
     rows = _read_rows(path, "labels")
     by_name = {str(v).strip().lower(): int(k) for k, v in (class_names or {}).items()}
-    keyed = any(len(row) > 1 for row in rows)
+    # a first column of names (a file,class list, as train --classes reads it) is not a key: rows in order
+    keyed = any(len(row) > 1 for row in rows) and (key == "object" or _numbered(rows[1:]))
     fix = f"write one row per {key}: {'its number or id, then ' if keyed else ''}its class id (empty or 0 = unknown)"
 
     def parse_class(cell: str, line: int) -> int:
