@@ -341,6 +341,16 @@ def channel_note(inputs: ModelInput, model: Any) -> str:
             + (f"; trained on {', '.join(map(repr, trained))}" if trained else "") + ")")
 
 
+def channels_line(inputs: ModelInput) -> str:
+    """The plan's first line when several image layers are stacked as the input's channels
+    (a user who chose several images meaning several training pairs sees it at once)."""
+    if len(inputs.names) < 2:
+        return ""
+    return (f"input: {len(inputs.names)} channels, {', '.join(map(repr, inputs.names))} (the chosen images, "
+            "co-registered, one channel each; to train on several images each with its own labels, use "
+            "'napari-medml train' or napari_medml.train)\n")
+
+
 def painted_plane(viewer: napari.Viewer, layer: napari.layers.Labels) -> tuple[int, ...]:
     """The layer's axes napari's brush paints in: the last ``n_edit_dimensions`` on screen."""
     offset = viewer.dims.ndim - layer.ndim

@@ -28,6 +28,8 @@ from napari_medml._widgets._forms import add_optimizer_fields, optimizer_setting
 from napari_medml.errors import InputError
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
+    channel_note,
+    channels_line,
     check_fits,
     follow_dims,
     labelled_input,
@@ -366,7 +368,7 @@ class TrainWidget(DockForm):
             trained = model_steps_trained(model)
             self._w["status"].value = (f"model '{name}' is ready in Predict" + (f" (trained {trained})" if trained
                                                                                 else "")
-                                       + "".join(f" ({w})" for w in warnings))
+                                       + channel_note(inputs, None) + "".join(f" ({w})" for w in warnings))
             if checkpoints.folder is not None and self.runner.token.stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
             if on_model is not None:
@@ -379,7 +381,7 @@ class TrainWidget(DockForm):
                 warnings.append(report)
                 self._w["status"].value = report
             elif hasattr(report, "describe"):  # the plan
-                self._w["plan_text"].value = report.describe()
+                self._w["plan_text"].value = channels_line(inputs) + report.describe()
             else:
                 self.plot.add(report)
                 warnings.extend(line for line in getattr(report, "message", "").splitlines()
