@@ -390,6 +390,29 @@ def test_one_labelled_voxel_is_said_to_be_too_few(capsys, tmp_path):
             "least 10 voxels of each class, e.g. a few brush strokes") in err, err
 
 
+def test_masks_saved_with_other_ids_are_said_to_become_other_classes(capsys, tmp_path):
+    # a trial: two 0/1 masks and one 0/255 mask trained classes [0, 1, 255], the 255 in one file, unsaid
+    rng = np.random.default_rng(0)
+    args = []
+    for i, top in enumerate((1, 1, 255)):
+        image = rng.normal(size=(32, 32)).astype(np.float32)
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8:20, 8:20] = top
+        image[mask > 0] += 3
+        np.save(tmp_path / f"c{i}.npy", image)
+        np.save(tmp_path / f"c{i}_mask.npy", mask)
+        args += ["--image", tmp_path / f"c{i}.npy", "--labels", tmp_path / f"c{i}_mask.npy"]
+    code, _, err = run_cli(capsys, "train", *args, "--spatial-dims", "2", "--out", tmp_path / "m", *TINY)
+    assert code == 0, err
+    assert ("warning: each labels image holds one object id besides the background, but not the same one (id 1 in "
+            "labels 1, 2; id 255 in labels 3): training learns them as different classes. If they are masks of one "
+            "class, give every mask the same id (e.g. labels > 0)") in err, err
+    for i in range(3):
+        np.save(tmp_path / f"c{i}_mask.npy", (np.load(tmp_path / f"c{i}_mask.npy") > 0).astype(np.uint8))  # the fix
+    code, _, err = run_cli(capsys, "train", *args, "--spatial-dims", "2", "--out", tmp_path / "m2", *TINY)
+    assert code == 0 and "not the same one" not in err, err
+
+
 def test_axes_given_for_the_images_read_their_labels_too(capsys, tmp_path):
     # a 3x3x3 stack reads as YXC; with --axes ZYX the labels were still read as YXC and refused
     import tifffile

@@ -80,8 +80,9 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     if val_regions and not labelled_val:
         split_note += " (held-out part has no labelled voxels: validation off)"
     few = split.few_voxels(train_regions, class_ids)
+    mixed = split.masks_of_other_ids(encoded, class_ids) if dc.label_mode == "dense" and base is None else None
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
-                        spacings[0], patch_size, normalization, warnings=[w for w in (lost, few) if w])
+                        spacings[0], patch_size, normalization, warnings=[w for w in (mixed, lost, few) if w])
 
 
 def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tuple[list, list, str]:

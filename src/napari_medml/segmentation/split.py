@@ -315,3 +315,30 @@ def few_voxels(train_regions: Sequence[Region], class_ids: Sequence[int]) -> str
     said = ", ".join(f"class {_names([v], class_ids)}: {n} voxel{'s' if n != 1 else ''}" for v, n in few)
     return (f"warning: too few labelled voxels to learn from ({said}, in the training part): label at least "
             f"{FEW_VOXELS} voxels of each class, e.g. a few brush strokes")
+
+
+def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -> str | None:
+    """A warning when several label images each hold background and one other id, but not
+    the same id (masks saved as 0/1 in some files and 0/255 in another), or None: training
+    learns them as different classes, and a class seen in one file only.
+
+    Parameters
+    ----------
+    labels : sequence of np.ndarray
+        Every image's labels, encoded ``channel + 1`` (dense: 1 is the background).
+    class_ids : sequence of int
+        Class id per channel (background first).
+    """
+    if len(labels) < 2:
+        return None
+    each = [present_classes(label) - {1} for label in labels]
+    if any(len(codes) != 1 for codes in each) or len(set().union(*each)) < 2:
+        return None
+    groups: dict[int, list[int]] = {}
+    for i, codes in enumerate(each):
+        groups.setdefault(next(iter(codes)), []).append(i + 1)
+    said = "; ".join(f"id {_names([code], class_ids)} in labels {', '.join(map(str, images))}"
+                     for code, images in sorted(groups.items()))
+    return (f"warning: each labels image holds one object id besides the background, but not the same one ({said}): "
+            "training learns them as different classes. If they are masks of one class, give every mask the same "
+            "id (e.g. labels > 0)")
