@@ -69,3 +69,31 @@ def test_images_of_two_voxel_sizes_train_at_their_median(tmp_path):
     assert "voxel size" not in done.stderr  # the recipe resamples: nothing to warn about
     pred = nib.load(out)
     assert pred.shape == shape and np.allclose(pred.affine, np.diag([1.0, 1.0, 2.0, 1.0]))
+
+
+def test_image_files_that_store_no_voxel_size_are_named_beside_those_that_do(tmp_path):
+    """A trial mixed .npy crops (really 0.65 um) with 0.65 um TIFFs: they were taken as 1x1 and
+    upsampled 1.54-fold, and the line named no file."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    args = []
+    for name in ("a", "b", "c"):
+        labels = np.zeros((48, 48), np.uint8)
+        labels[12:30, 10:34] = 1
+        image = (labels + 0.2 * rng.random((48, 48))).astype(np.float32)
+        if name == "c":
+            np.save(tmp_path / "c.npy", image)
+            np.save(tmp_path / "c_mask.npy", labels)
+            args += ["--image", str(tmp_path / "c.npy"), "--labels", str(tmp_path / "c_mask.npy")]
+            continue
+        for suffix, data in (("", image), ("_mask", labels)):
+            tifffile.imwrite(tmp_path / f"{name}{suffix}.tif", data, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                             metadata={"unit": "um"})
+        args += ["--image", str(tmp_path / f"{name}.tif"), "--labels", str(tmp_path / f"{name}_mask.tif")]
+    done = _run("train", *args, "--out", str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "1",
+                "--features", "4", "--depth", "2", "--seed", "0", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert (f"image '{tmp_path / 'c.npy'}' stores no voxel size and is taken as 1 per axis, unlike the others "
+            "(0.65x0.65): if that is wrong, save them with their voxel size (a TIFF's resolution, as ImageJ writes "
+            "it, or NIfTI), or train from Python with spacing=") in done.stderr, done.stderr

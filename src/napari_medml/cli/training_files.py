@@ -37,6 +37,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels = [], [], [], set()
+    stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
         raw = io.read_volume(img_path, axes)
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
@@ -80,6 +81,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
             info(f"image '{img_path}': {int(np.prod(lead))} {kinds} (axes {vol.axes}) as samples of a "
                  f"{spatial_dims}D network")  # fmt: skip
+        sizes = spatial_spacing(vol, spatial_dims)
+        stored[img_path] = sizes if raw.affine is not None or "unit" in raw.meta or set(sizes) != {1.0} else None
         channel = lay.channel_axis
         if channel is not None:
             channel -= sum(a < channel for a in lay.sample_axes)
@@ -95,6 +98,9 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     if len(channels) > 1:
         raise InputError("the training images differ in channels: give all with or all without "
                          "a channel axis")  # fmt: skip
+    line = unknown_spacing_line(stored)
+    if line:
+        info(line)
     return images, labels, spacings, channels.pop(), spatial_dims
 
 
@@ -122,3 +128,17 @@ def _read_labels(path: Path, axes: str | None) -> Any:
             pass
     return io.read_volume(path)
 
+
+def unknown_spacing_line(stored: dict[Path, tuple[float, ...] | None]) -> str:
+    """A line naming the image files that store no voxel size (taken as 1 per axis) when other
+    files store one that is not 1, or "": mixed, they are resampled to a median spacing that
+    the files without one distort."""
+    unknown = [path for path, sizes in stored.items() if sizes is None]
+    known = sorted({"x".join(f"{v:g}" for v in sizes) for sizes in stored.values() if sizes is not None})
+    if not unknown or not any(set(sizes) != {1.0} for sizes in stored.values() if sizes is not None):
+        return ""
+    shown = ", ".join(f"'{p}'" for p in unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
+    return (f"image{'s' if len(unknown) > 1 else ''} {shown} store{'' if len(unknown) > 1 else 's'} no voxel size "
+            f"and {'are' if len(unknown) > 1 else 'is'} taken as 1 per axis, unlike the others ({', '.join(known)}): "
+            "if that is wrong, save them with their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI), "
+            "or train from Python with spacing=")
