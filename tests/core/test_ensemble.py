@@ -233,7 +233,8 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share():
     model = api.train(p.image, p.labels, config, spacing=p.spacing)
     shares = [m.config.optim.max_minutes for m in model.members]
     assert len(shares) == 3 and sum(shares) <= 0.15 + 1e-9  # each its share of what was left
-    assert shares[0] == pytest.approx(0.05, rel=1e-3)
+    # the first fold's share of what was left after checking every fold (a second on a busy machine)
+    assert 0.045 < shares[0] <= 0.05
     for member in model.members:  # the clock ended each fold, not its 50 epochs of 1000 steps
         assert 1 <= len(member.history) < 50
 
