@@ -96,6 +96,7 @@ def test_train_widget_trains_an_ensemble_that_predict_averages_with_its_uncertai
     assert type(train.model).__name__ == "EnsembleModel" and len(train.model.members) == 2, \
         [n.message for n in notes]
     assert (tmp_path / "ens" / "members" / "fold-2").is_dir()
+    assert "is ready in Predict (trained steps per fold: 3, 3)" in train["status"].value  # the core's line, as the CLI's
     # fold 2 starts from scratch: the curves break there (a NaN point), marked, not one run that collapses
     plot = train.plot
     assert plot.epochs == [1, 1.5, 2] and np.isnan(plot.train_loss[1]) and np.isnan(plot.val_dice[1])

@@ -108,31 +108,17 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
     and the steps one model trained (``segmentation.step_time.steps_trained``)."""
     from napari_medml.segmentation.step_time import model_steps_trained
 
-    note = _score_note(model, best, folds, resumed)
     trained = model_steps_trained(model)
+    if folds > 1:
+        scores = model.provenance["ensemble"]["member_best_val_dice"]
+        dice = ", ".join("-" if d is None else f"{d:.3f}" for d in scores)
+        return f" (ensemble of {len(scores)} models; validation mean Dice per fold: {dice}" + (
+            f"; {trained})" if trained else ")")
+    note = _score_note(model, best, resumed)
     return f"{note}; trained {trained}" if trained else note
 
 
-def _fold_steps(steps: Any) -> str:
-    """``; steps per fold: ...``, and a warning when a fold trained under half the steps of
-    the one that trained most (its member still counts as much in the average)."""
-    if not steps:
-        return ""
-    text = f"; steps per fold: {', '.join(str(n) for n in steps)}"
-    short = [k + 1 for k, n in enumerate(steps) if n < 0.5 * max(steps)]
-    if short:
-        which = ", ".join(str(k) for k in short)
-        text += (f". Fold{'s' if len(short) > 1 else ''} {which} trained under half the steps of the others but "
-                 "count as much in the average: give more minutes or fewer folds")
-    return text
-
-
-def _score_note(model: Any, best: Any, folds: int, resumed: bool) -> str:
-    if folds > 1:
-        scores = model.provenance["ensemble"]["member_best_val_dice"]
-        note = (f" (ensemble of {len(scores)} models; validation mean Dice per fold: "
-                f"{', '.join('-' if d is None else f'{d:.3f}' for d in scores)}")
-        return note + _fold_steps(model.provenance["ensemble"].get("member_steps")) + ")"
+def _score_note(model: Any, best: Any, resumed: bool) -> str:
     if best is not None and best.val_mean_dice is not None:
         from napari_medml.segmentation.split import NO_FOREGROUND
 

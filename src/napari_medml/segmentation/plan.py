@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
+from napari_medml.segmentation.split import planned_margin
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
@@ -305,28 +304,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                        + (": oversample it" if foreground < 0.25 else ": nnU-Net's third"),
                        "foreground patches")
 
-    # honest validation: with one image, the labels right next to the held-out block are not
-    # trained on, so the block scores like a region the model has not seen
-    axis = int(np.argmax(fp.shape))
-    length = fp.shape[axis]
-    # an ensemble member's training part is two pieces either side of its fold's block: the
-    # thinner (train_shape) must keep room for the margin
-    train_len = fp.train_shape[axis] if d.folds > 1 else length - max(1, math.ceil(length * d.val_fraction))
-    validated = d.folds > 1 or d.val_fraction > 0
-    # blocks are held out of one image, or of each image when there are fewer images than folds
-    # (segmentation.split.split_fold); otherwise whole images are
-    blocks = fp.n_images == 1 or d.folds > fp.n_images
-    margin = round(0.05 * length) if blocks and validated else 0
-    piece = "thinnest training piece of a fold" if d.folds > 1 else "training part"
-    why_none = ("several images: whole images are held out" if not blocks else "no validation"
-                if not validated else f"no room: the {patch[axis]}-voxel patch needs the {train_len} voxels of the "
-                f"{piece} along axis {axis}")
-    margin = margin if train_len - margin >= patch[axis] else 0
-    image = "the image" if fp.n_images == 1 else "the median image"
-    margin = note("data.val_margin", margin, f"5% of {image} between the training labels and the held-out "
-                  "block" + (" of each fold" if d.folds > 1 else "")
-                  + (f" in each image ({fp.n_images} images, {d.folds} folds)" if fp.n_images > 1 else "")
-                  if margin else why_none, "validation margin")
+    margin, why_margin = planned_margin(fp.shape, fp.train_shape, fp.n_images, d.folds, d.val_fraction, patch)
+    margin = note("data.val_margin", margin, why_margin, "validation margin")
 
     planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
                                         if "optim.warmup" in keep else None, o.momentum_in_use)

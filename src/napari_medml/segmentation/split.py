@@ -77,7 +77,7 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
     present = [present_classes(lab) for lab in labels]
     every = set().union(*present)
-    if n >= 2:
+    if not holds_out_blocks(n, 1):
         return _split_images(images, labels, present, every, val_fraction, class_ids)
     shape = labels[0].shape
     n_blocks = [max(1, int(math.ceil(s * val_fraction))) for s in shape]
@@ -126,6 +126,50 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
 MIN_FOLD_BLOCK = 8  # voxels: a thinner fold block leaves pieces too thin for a patch (a 2-voxel patch axis)
 
 
+def holds_out_blocks(n_images: int, folds: int) -> bool:
+    """Whether validation holds out a block of each image (one image, or fewer images than
+    ``folds``) rather than whole images (:func:`split_train_val`, :func:`split_fold`)."""
+    return n_images < max(folds, 2)
+
+
+def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: int, folds: int,
+                   val_fraction: float, patch: Sequence[int]) -> tuple[int, str]:
+    """The validation margin a plan chooses, in voxels, and why.
+
+    Where a block is held out (:func:`holds_out_blocks`), 5 % of the (median) image along its
+    longest axis is left unlabeled between the training labels and the block, so that the
+    block scores like a region the model has not seen; if the training part (an ensemble
+    member's thinnest piece beside its fold's block) still holds the patch with it.
+
+    Parameters
+    ----------
+    shape, train_shape : sequence of int
+        The (median) image's spatial shape and the smallest training region after the split.
+    n_images, folds : int
+    val_fraction : float
+    patch : sequence of int
+        The planned patch size (voxels).
+    """
+    axis = int(np.argmax(shape))
+    length = shape[axis]
+    train_len = train_shape[axis] if folds > 1 else length - max(1, math.ceil(length * val_fraction))
+    validated = folds > 1 or val_fraction > 0
+    blocks = holds_out_blocks(n_images, folds)
+    if not blocks:
+        return 0, "several images: whole images are held out"
+    if not validated:
+        return 0, "no validation"
+    margin = round(0.05 * length)
+    if not margin or train_len - margin < patch[axis]:
+        piece = "thinnest training piece of a fold" if folds > 1 else "training part"
+        return 0, (f"no room: the {patch[axis]}-voxel patch needs the {train_len} voxels of the {piece} along "
+                   f"axis {axis}")
+    image = "the image" if n_images == 1 else "the median image"
+    return margin, (f"5% of {image} between the training labels and the held-out block"
+                    + (" of each fold" if folds > 1 else "")
+                    + (f" in each image ({n_images} images, {folds} folds)" if n_images > 1 else ""))
+
+
 def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, folds: int,
                context: Sequence[int] | None = None, margin: int = 0) -> tuple[list[Region], list[Region], str]:
     """Fold ``fold`` of ``folds`` (an ensemble member's split): each fold validates on a
@@ -151,7 +195,7 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         voxels.
     """
     n = len(images)
-    if n >= folds:
+    if not holds_out_blocks(n, folds):
         lo_i, hi_i = fold * n // folds, (fold + 1) * n // folds
         train = [Region(images[i], labels[i]) for i in range(n) if not lo_i <= i < hi_i]
         val = [Region(images[i], labels[i]) for i in range(lo_i, hi_i)]

@@ -126,10 +126,24 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
 
 
 def model_steps_trained(model: Any) -> str:
-    """:func:`steps_trained` of a trained model (its history and plan); "" for an ensemble,
-    whose members each have their own."""
+    """:func:`steps_trained` of a trained model (its history and plan); for an ensemble,
+    :func:`fold_steps` of its members."""
     provenance = getattr(model, "provenance", None) or {}
     if "ensemble" in provenance:
-        return ""
+        return fold_steps(provenance["ensemble"].get("member_steps"))
     return steps_trained(getattr(model, "history", None) or [], provenance.get("plan"))
+
+
+def fold_steps(steps: Sequence[int] | None) -> str:
+    """``steps per fold: ...`` of an ensemble's members, and a warning when a fold trained
+    under half the steps of the one that trained most (its member still counts as much in
+    the average); "" without steps (an ensemble saved before they were recorded)."""
+    if not steps:
+        return ""
+    text = f"steps per fold: {', '.join(str(n) for n in steps)}"
+    short = [k + 1 for k, n in enumerate(steps) if n < 0.5 * max(steps)]
+    if short:
+        text += (f". Fold{'s' if len(short) > 1 else ''} {', '.join(map(str, short))} trained under half the steps "
+                 "of the others but count as much in the average: give more minutes or fewer folds")
+    return text
 
