@@ -125,9 +125,16 @@ class DataConfig:
     # ``fold`` (0..K-1) is the part one member holds out (None: train all K).
     folds: int = 1
     fold: int | None = None
+    # A 2D network on volumes: how many consecutive training images are slices (or frames) of
+    # one volume, per volume, e.g. (31, 1, 1); the slices next to a held-out one do not train
+    # (segmentation.sample_groups). None: the images are unrelated.
+    sample_groups: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.sample_groups is not None and not all(g >= 1 for g in self.sample_groups):
+            raise ConfigError(f"sample_groups {tuple(self.sample_groups)} must be positive integers, the number of "
+                              "consecutive images of each volume")
         if not is_int(self.folds) or self.folds < 1:
             raise ConfigError(f"folds must be an integer >= 1, got {self.folds}")
         if self.fold is not None and not (is_int(self.fold) and 0 <= self.fold < self.folds):

@@ -132,6 +132,11 @@ def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_vi
     train_widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: train_widget.model is not None, timeout=120000)
     assert train_widget.model.spatial_dims == 2 and train_widget.model.in_channels == 1
+    # the last frame is validated; frame 3, next to it, nearly the same image, does not train
+    assert train_widget.model.config.data.sample_groups == (4,)
+    assert train_widget.model.provenance["split"] == (
+        "validation on the last 1 of 4 images, 1 slice(s) of the same volume within 1 of them left out of "
+        "training (neighbouring slices or frames are nearly the same image)")
 
 
 def test_a_time_series_with_channels_opens_as_one_layer_per_channel(make_napari_viewer, open_widget, qtbot,

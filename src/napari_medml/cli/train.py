@@ -207,8 +207,8 @@ def _run(args: argparse.Namespace) -> int:
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
     if wants_launch(args):
         return launch(args)
-    images, labels, spacings, channel_axis, dims = read_pairs(args.image, args.labels, args.spatial_dims, args.axes,
-                                                              "object" if args.task == "instances" else "class")
+    images, labels, spacings, channel_axis, dims, groups = read_pairs(
+        args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class")
     planned = not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     check_patch_option(args.patch_size, dims, args.depth or (None if planned else ModelConfig().depth))
@@ -219,6 +219,8 @@ def _run(args: argparse.Namespace) -> int:
         if note:
             info(note)
     config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    if max(groups) > 1:  # slices or frames of a volume as samples: their neighbours are not held out apart
+        config = replace(config, data=replace(config.data, sample_groups=groups))
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     plan = None

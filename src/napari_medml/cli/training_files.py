@@ -23,10 +23,11 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     Returns
     -------
     tuple
-        ``(images, labels, spacings, channel_axis, spatial_dims)``: lists of samples,
-        the spatial voxel size of each, the channel axis of the samples (None without
-        channels) and the network's dimensions (3 when the images have Z, else 2,
-        unless given).
+        ``(images, labels, spacings, channel_axis, spatial_dims, groups)``: lists of
+        samples, the spatial voxel size of each, the channel axis of the samples (None
+        without channels), the network's dimensions (3 when the images have Z, else 2,
+        unless given) and the number of samples cut from each file, in order (the
+        config's ``data.sample_groups``).
     """
     import numpy as np
 
@@ -36,7 +37,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
 
-    images, labels, spacings, channels = [], [], [], set()
+    images, labels, spacings, channels, groups = [], [], [], set(), []
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
         raw = io.read_volume(img_path, axes)
@@ -87,6 +88,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if channel is not None:
             channel -= sum(a < channel for a in lay.sample_axes)
         label_axes = [i for i, a in enumerate(vol.axes) if a != "C"]
+        groups.append(int(np.prod(lead)))
         for index in np.ndindex(*lead):
             where: list = [slice(None)] * vol.data.ndim
             for axis, k in zip(lay.sample_axes, index):
@@ -101,7 +103,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     line = unknown_spacing_line(stored)
     if line:
         info(line)
-    return images, labels, spacings, channels.pop(), spatial_dims
+    return images, labels, spacings, channels.pop(), spatial_dims, tuple(groups)
 
 
 def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:

@@ -120,10 +120,11 @@ def prepare_instance_data(images: Any, labels: Any, config: TrainConfig, *, spac
 
     # the model's patch (resuming), the config's (checked), or the largest that fits the training part
     patch_size = tuple(base.patch_size) if base is not None else choose_patch_size(
-        [r.label.shape for r in split.split_train_val(stacked, encoded, dc.val_fraction)[0]], config, spacings[0],
+        [r.label.shape for r in split.split_train_val(stacked, encoded, dc.val_fraction, groups=dc.sample_groups)[0]],
+        config, spacings[0],
         single=len(arrays) == 1, max_patch_voxels=max_patch_voxels)
     train, val, note = split.split_train_val(stacked, encoded, dc.val_fraction, context=patch_size,
-                                             class_ids=CLASS_IDS)
+                                             class_ids=CLASS_IDS, margin=dc.val_margin, groups=dc.sample_groups)
     if len(ids_seen) == 1:  # one object, or a mask of touching objects: say which fix applies
         note = "; ".join(n for n in (note, (
             f"the instance labels hold one object (id {ids_seen.pop()}): if it is a mask of several touching "

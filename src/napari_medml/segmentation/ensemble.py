@@ -301,7 +301,8 @@ def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: An
     prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                          channel_axis=channel_axis)
     for k in range(config.data.folds):
-        train, _, note = split.split_fold(prepared, encoded, k, config.data.folds)
+        train, _, note = split.split_fold(prepared, encoded, k, config.data.folds, margin=config.data.val_margin,
+                                          groups=config.data.sample_groups)
         split.missing_from_training(train, encoded, class_ids, note)  # raises for a fold with nothing to learn
         if config.data.patch_size is not None:  # an automatic patch fits each fold as it trains
             try:

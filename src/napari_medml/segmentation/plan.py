@@ -304,7 +304,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                        + (": oversample it" if foreground < 0.25 else ": nnU-Net's third"),
                        "foreground patches")
 
-    margin, why_margin = planned_margin(fp.shape, fp.train_shape, fp.n_images, d.folds, d.val_fraction, patch)
+    margin, why_margin = planned_margin(fp.shape, fp.train_shape, fp.n_images, d.folds, d.val_fraction, patch,
+                                        d.sample_groups)
     margin = note("data.val_margin", margin, why_margin, "validation margin")
 
     planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup

@@ -81,10 +81,12 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
 
     def planned(config: TrainConfig, keep: Sequence[str]) -> Plan:
         if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch
-            parts = [split.split_fold(prepared, encoded, k, config.data.folds) for k in range(config.data.folds)]
+            parts = [split.split_fold(prepared, encoded, k, config.data.folds, groups=config.data.sample_groups)
+                     for k in range(config.data.folds)]
             train, val = [r for part in parts for r in part[0]], parts[0][1]
         else:
-            train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction)
+            train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction,
+                                                  groups=config.data.sample_groups)
         train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
         fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
         return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer,

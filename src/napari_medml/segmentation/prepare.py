@@ -49,7 +49,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         A patch size not divisible by the network's down-sampling factor.
     """
-    from napari_medml.segmentation import data, split
+    from napari_medml.segmentation import data, label_warnings, split
     from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
 
     dc = config.data
@@ -79,8 +79,8 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     labelled_val = [r for r in val_regions if r.label.any()]
     if val_regions and not labelled_val:
         split_note += " (held-out part has no labelled voxels: validation off)"
-    few = split.few_voxels(train_regions, class_ids)
-    mixed = split.masks_of_other_ids(encoded, class_ids) if dc.label_mode == "dense" and base is None else None
+    few = label_warnings.few_voxels(train_regions, class_ids)
+    mixed = label_warnings.masks_of_other_ids(encoded, class_ids) if dc.label_mode == "dense" and base is None else None
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
                         spacings[0], patch_size, normalization, warnings=[w for w in (mixed, lost, few) if w])
 
@@ -92,8 +92,8 @@ def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tu
     dc = config.data
     if dc.folds > 1 and dc.fold is not None:
         return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"),
-                                margin=kwargs.get("margin", 0))
-    return split.split_train_val(images, labels, dc.val_fraction, **kwargs)
+                                margin=kwargs.get("margin", 0), groups=dc.sample_groups)
+    return split.split_train_val(images, labels, dc.val_fraction, groups=dc.sample_groups, **kwargs)
 
 
 def read_inputs(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, channel_axis: int | None,

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_medml.segmentation.data import Region
 from napari_medml.errors import InputError
+from napari_medml.segmentation import sample_groups
+from napari_medml.segmentation.data import Region
 
-__all__ = ["missing_from_training", "present_classes", "split_fold", "split_train_val"]
+__all__ = ["holds_out_blocks", "missing_from_training", "planned_margin", "present_classes", "split_fold",
+           "split_train_val"]
 
 
 # ends the split note of a held-out part without foreground (the last line of a run reads it)
@@ -36,8 +38,8 @@ def _names(values: Sequence[int], class_ids: Sequence[int] | None) -> str:
 
 
 def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_fraction: float,
-                    context: Sequence[int] | None = None,
-                    class_ids: Sequence[int] | None = None, margin: int = 0) -> tuple[list[Region], list[Region], str]:
+                    context: Sequence[int] | None = None, class_ids: Sequence[int] | None = None, margin: int = 0,
+                    groups: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
     """Hold out whole images, or with one image a block at one end of an axis.
 
     Parameters
@@ -59,7 +61,12 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         With one image: the training labels this many voxels next to the held-out block
         are left out (unlabeled; the image stays), so that structures cut by the border
         are not learned on one side and scored on the other: the validation score then
-        predicts the score on a region the model has not seen.
+        predicts the score on a region the model has not seen. With several images that
+        are slices of a volume (``groups``): the slices of that volume this many on either
+        side of a held-out slice (at least 1) are left out of training.
+    groups : sequence of int, optional
+        The number of consecutive images that are slices (or frames) of one volume, per
+        volume (:mod:`~napari_medml.segmentation.sample_groups`); None: unrelated images.
 
     Returns
     -------
@@ -70,15 +77,17 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
     Raises
     ------
     InputError
-        A single image too small to hold out a block.
+        A single image too small to hold out a block; ``groups`` that do not add up to the
+        number of images.
     """
     n = len(images)
+    sample_groups.check_groups(groups, n)
     if val_fraction <= 0:
         return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
     present = [present_classes(lab) for lab in labels]
     every = set().union(*present)
     if not holds_out_blocks(n, 1):
-        return _split_images(images, labels, present, every, val_fraction, class_ids)
+        return _split_images(images, labels, present, every, val_fraction, class_ids, groups, margin)
     shape = labels[0].shape
     n_blocks = [max(1, int(math.ceil(s * val_fraction))) for s in shape]
     axes = sorted(range(len(shape)), key=lambda a: -shape[a])  # longest first (ties: first axis)
@@ -133,13 +142,17 @@ def holds_out_blocks(n_images: int, folds: int) -> bool:
 
 
 def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: int, folds: int,
-                   val_fraction: float, patch: Sequence[int]) -> tuple[int, str]:
+                   val_fraction: float, patch: Sequence[int],
+                   groups: Sequence[int] | None = None) -> tuple[int, str]:
     """The validation margin a plan chooses, in voxels, and why.
 
     Where a block is held out (:func:`holds_out_blocks`), 5 % of the (median) image along its
     longest axis is left unlabeled between the training labels and the block, so that the
     block scores like a region the model has not seen; if the training part (an ensemble
-    member's thinnest piece beside its fold's block) still holds the patch with it.
+    member's thinnest piece beside its fold's block) still holds the patch with it. Where
+    whole images are held out and they are slices of volumes (``groups``), 5 % of the median
+    volume's slices, at least 1, are left out of training beside each held-out slice
+    (:func:`~napari_medml.segmentation.sample_groups.slice_margin`).
 
     Parameters
     ----------
@@ -149,16 +162,22 @@ def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: i
     val_fraction : float
     patch : sequence of int
         The planned patch size (voxels).
+    groups : sequence of int, optional
+        The number of consecutive images that are slices of one volume, per volume.
     """
     axis = int(np.argmax(shape))
     length = shape[axis]
     train_len = train_shape[axis] if folds > 1 else length - max(1, math.ceil(length * val_fraction))
     validated = folds > 1 or val_fraction > 0
     blocks = holds_out_blocks(n_images, folds)
-    if not blocks:
-        return 0, "several images: whole images are held out"
     if not validated:
         return 0, "no validation"
+    slices = sample_groups.slice_margin(groups)
+    if not blocks and slices:
+        return slices, (f"{slices} slice(s) of a volume left out of training beside each held-out slice "
+                        "(the images are slices or frames of volumes; whole images are held out)")
+    if not blocks:
+        return 0, "several images: whole images are held out"
     margin = round(0.05 * length)
     if not margin or train_len - margin < patch[axis]:
         piece = "thinnest training piece of a fold" if folds > 1 else "training part"
@@ -171,13 +190,14 @@ def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: i
 
 
 def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, folds: int,
-               context: Sequence[int] | None = None, margin: int = 0) -> tuple[list[Region], list[Region], str]:
+               context: Sequence[int] | None = None, margin: int = 0,
+               groups: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
     """Fold ``fold`` of ``folds`` (an ensemble member's split): each fold validates on a
     different part, and together the folds validate on all of the data.
 
     With at least ``folds`` images, fold k holds out the k-th of ``folds`` consecutive
-    groups of images (the slices of a volume a 2D network trains on stay together, so a
-    held-out slice is not scored between two trained ones); otherwise it holds out the
+    groups of images, and the slices of a volume (``groups``, as in :func:`split_train_val`)
+    next to a held-out one do not train; otherwise it holds out the
     k-th of ``folds`` equal blocks along each image's longest axis (the parts before and
     after it train). A held-out block takes up to ``context`` voxels of unlabeled
     neighbours, as in :func:`split_train_val`.
@@ -185,22 +205,27 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
     Parameters
     ----------
     margin : int
-        Blocks only: the training labels this many voxels on either side of the held-out
-        block are left out (unlabeled; the image stays), as in :func:`split_train_val`.
+        Blocks: the training labels this many voxels on either side of the held-out block
+        are left out (unlabeled; the image stays); slices of a volume: as in
+        :func:`split_train_val`.
+    groups : sequence of int, optional
+        As in :func:`split_train_val`.
 
     Raises
     ------
     InputError
         An image too small to cut into ``folds`` blocks of at least ``MIN_FOLD_BLOCK``
-        voxels.
+        voxels; ``groups`` that do not add up to the number of images.
     """
     n = len(images)
+    sample_groups.check_groups(groups, n)
     if not holds_out_blocks(n, folds):
         lo_i, hi_i = fold * n // folds, (fold + 1) * n // folds
-        train = [Region(images[i], labels[i]) for i in range(n) if not lo_i <= i < hi_i]
+        kept, gap, dropped = sample_groups.training_samples(n, range(lo_i, hi_i), groups, margin)
+        train = [Region(images[i], labels[i]) for i in kept]
         val = [Region(images[i], labels[i]) for i in range(lo_i, hi_i)]
         which = f"image {lo_i + 1}" if hi_i - lo_i == 1 else f"images {lo_i + 1}-{hi_i}"
-        return train, val, f"fold {fold + 1} of {folds}: validation on {which} of {n}"
+        return train, val, f"fold {fold + 1} of {folds}: validation on {which} of {n}" + _left_out(gap, dropped)
     train, val = [], []
     margin = max(0, int(margin))
     for image, label in zip(images, labels):
@@ -230,8 +255,10 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
 
 
 def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],
-                  val_fraction: float, class_ids: Sequence[int] | None) -> tuple[list[Region], list[Region], str]:
-    """Hold out whole images: the last ones, skipping any whose removal loses a class."""
+                  val_fraction: float, class_ids: Sequence[int] | None, groups: Sequence[int] | None,
+                  margin: int) -> tuple[list[Region], list[Region], str]:
+    """Hold out whole images: the last ones, skipping any whose removal loses a class (and
+    leaving out of training the slices of a volume next to a held-out one)."""
     n = len(images)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     val_idx: list[int] = []
@@ -245,13 +272,22 @@ def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: l
         if len(val_idx) < n_val and i not in val_idx:
             val_idx.append(i)
     val_idx.sort()
-    train = [Region(images[i], labels[i]) for i in range(n) if i not in val_idx]
+    kept, gap, dropped = sample_groups.training_samples(n, val_idx, groups, margin)
+    train = [Region(images[i], labels[i]) for i in kept]
     val = [Region(images[i], labels[i]) for i in val_idx]
     if val_idx == list(range(n - n_val, n)):
-        return train, val, f"validation on the last {n_val} of {n} images"
+        return train, val, f"validation on the last {n_val} of {n} images" + _left_out(gap, dropped)
     numbers = ", ".join(str(i + 1) for i in val_idx)
     return train, val, (f"validation on image(s) {numbers} of {n} (not the last: they hold every "
-                        "voxel of a class that training needs)")
+                        "voxel of a class that training needs)" + _left_out(gap, dropped))
+
+
+def _left_out(gap: int, dropped: int) -> str:
+    """The split note's words on the slices of a volume left out beside held-out ones."""
+    if not dropped:
+        return ""
+    return (f", {dropped} slice(s) of the same volume within {gap} of them left out of training (neighbouring "
+            "slices or frames are nearly the same image)")
 
 
 def _block(shape: Sequence[int], axis: int, start: int, stop: int | None) -> tuple[slice, ...]:
@@ -334,55 +370,3 @@ def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.n
                          f"({split_note}); {fix}, or label foreground in more of the data")
     return (f"warning: class {_names(lost, class_ids)} is not in the training part, only in the held-out "
             f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")
-
-
-FEW_VOXELS = 10  # labelled voxels of a class below which a run cannot tell it from noise
-
-
-def few_voxels(train_regions: Sequence[Region], class_ids: Sequence[int]) -> str | None:
-    """A warning naming the foreground classes with fewer than ``FEW_VOXELS`` labelled voxels in
-    the training part, or None: a run on one labelled voxel saved a model that found nothing.
-
-    Parameters
-    ----------
-    train_regions : sequence of Region
-        The training part after the split (labels encoded ``channel + 1``, 0 unlabeled).
-    class_ids : sequence of int
-        Class id per channel (background first).
-    """
-    counts = np.zeros(256, np.int64)
-    for region in train_regions:
-        counts += np.bincount(np.asarray(region.label, dtype=np.uint8).ravel(), minlength=256)
-    few = [(v, int(counts[v])) for v in range(2, len(class_ids) + 1) if 0 < counts[v] < FEW_VOXELS]
-    if not few:
-        return None
-    said = ", ".join(f"class {_names([v], class_ids)}: {n} voxel{'s' if n != 1 else ''}" for v, n in few)
-    return (f"warning: too few labelled voxels to learn from ({said}, in the training part): label at least "
-            f"{FEW_VOXELS} voxels of each class, e.g. a few brush strokes")
-
-
-def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -> str | None:
-    """A warning when several label images each hold background and one other id, but not
-    the same id (masks saved as 0/1 in some files and 0/255 in another), or None: training
-    learns them as different classes, and a class seen in one file only.
-
-    Parameters
-    ----------
-    labels : sequence of np.ndarray
-        Every image's labels, encoded ``channel + 1`` (dense: 1 is the background).
-    class_ids : sequence of int
-        Class id per channel (background first).
-    """
-    if len(labels) < 2:
-        return None
-    each = [present_classes(label) - {1} for label in labels]
-    if any(len(codes) != 1 for codes in each) or len(set().union(*each)) < 2:
-        return None
-    groups: dict[int, list[int]] = {}
-    for i, codes in enumerate(each):
-        groups.setdefault(next(iter(codes)), []).append(i + 1)
-    said = "; ".join(f"id {_names([code], class_ids)} in labels {', '.join(map(str, images))}"
-                     for code, images in sorted(groups.items()))
-    return (f"warning: each labels image holds one object id besides the background, but not the same one ({said}): "
-            "training learns them as different classes. If they are masks of one class, give every mask the same "
-            "id (e.g. labels > 0)")

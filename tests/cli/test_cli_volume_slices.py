@@ -1,0 +1,46 @@
+"""A 2D network on a volume's slices among 2D images (trial 19): the slices next to the held-out
+ones do not train, the plan says so, and the bundle records which samples came from one
+volume. The console script, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+def _script() -> str:
+    path = Path(sys.executable).with_name("napari-medml")
+    return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
+
+
+def test_a_volumes_slices_among_2d_images_keep_a_gap_to_the_held_out_slices(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    lab = np.zeros((31, 32, 32), np.uint8)
+    for z, y, x in [(4, 8, 8), (14, 20, 22), (26, 10, 22)]:
+        lab[z - 2:z + 3, y - 4:y + 4, x - 4:x + 4] = 1  # nuclei spanning 5 slices
+    img = (rng.normal(0, 1, lab.shape) + 3 * lab).astype(np.float32)
+    tifffile.imwrite(tmp_path / "vol.tif", img, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "vol_seg.tif", lab, imagej=True, metadata={"axes": "ZYX"})
+    np.save(tmp_path / "one.npy", img[14])
+    np.save(tmp_path / "one_seg.npy", lab[14])
+    done = subprocess.run([_script(), "train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                           str(tmp_path / "vol_seg.tif"), "--image", str(tmp_path / "one.npy"), "--labels",
+                           str(tmp_path / "one_seg.npy"), "--spatial-dims", "2", "--epochs", "1",
+                           "--steps-per-epoch", "2", "--features", "4", "--depth", "2", "--device", "cpu",
+                           "--seed", "0", "--out", str(tmp_path / "m")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    # 32 samples, the last 6 held out (slices 25-30 and the image); round(0.05 * 31) = 2 slices of gap
+    assert "validation margin: 2 (2 slice(s) of a volume left out of training" in done.stderr, done.stderr
+    assert ("validation on the last 6 of 32 images, 2 slice(s) of the same volume within 2 of them left out "
+            "of training") in done.stderr, done.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["train_config"]["data"]["sample_groups"] == [31, 1]
+    assert config["train_config"]["data"]["val_margin"] == 2
