@@ -310,6 +310,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.data.folds > 1 and self.task != "segmentation":  # no other task builds an ensemble
+            raise ConfigError(f"folds {self.data.folds} (an ensemble of {self.data.folds} models) is for task "
+                              f"'segmentation'; task '{self.task}' trains one model: set folds to 1")
         if not is_int(self.seed) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
 

@@ -60,6 +60,43 @@ def test_labels_painted_on_a_resampled_layer_train_and_predict_the_raw_layer(mak
     qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
     out = viewer.layers["vol [prediction]"]
     assert out.data.shape == raw.data.shape and tuple(out.scale) == tuple(raw.scale)
+    # the resampled layer chosen: the model replays its recipe, so the raw layer is predicted
+    viewer.layers.remove(out)
+    predict["images"].value = [iso]
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert viewer.layers["vol [prediction]"].data.shape == raw.data.shape
+    assert "predicted as shown" not in predict["status"].value
+
+
+def test_a_crop_made_after_training_is_predicted_as_shown(make_napari_viewer, open_widget, qtbot, notes):
+    """Review 20: a model trained on raw images, given '<image> [crop ...]', segmented the whole
+    raw image instead; the crop is now predicted where it lies, and the status says so."""
+    import napari_medml as mm
+    from napari_medml._widgets._session import session_for
+    from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+    volume = _volume()
+    config = TrainConfig(data=DataConfig(patch_size=(16, 16, 16)), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    model = mm.train(volume, (volume > 2.5).astype(np.uint8), config)
+    assert model.config.data.preprocessing == ()
+    viewer = make_napari_viewer()
+    raw = viewer.add_image(volume, name="vol", scale=(2.0, 1.0, 1.0))
+    crop = _preprocess(viewer, open_widget, qtbot, raw, "crop", threshold=0.5, margin=0)
+    assert crop.data.shape == (10, 32, 28) and tuple(crop.translate) == (6.0, 8.0, 10.0)
+    session_for(viewer).add_model(model, "raw model")
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [crop]
+    predict["model"].value = "raw model"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert not [n.message for n in notes if "error" in str(n.severity).lower()]
+    out = viewer.layers[f"{crop.name} [prediction]"]
+    assert out.data.shape == crop.data.shape
+    assert tuple(out.translate) == tuple(crop.translate) and tuple(out.scale) == tuple(crop.scale)
+    assert "predicted as shown: the model was not trained with its preprocessing" in predict["status"].value
+    assert "vol [prediction]" not in viewer.layers
 
 
 def test_live_segmentation_of_a_crop_segments_the_crop(make_napari_viewer, open_widget, qtbot):

@@ -108,6 +108,43 @@ def test_predict_shows_instances_with_features_and_reruns_only_post_processing(
     qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].data.max() == 0, timeout=30000)
 
 
+def test_post_processing_set_before_the_first_predict_is_what_it_predicts_with(
+        make_napari_viewer, open_widget, qtbot, sample, bundle) -> None:
+    """Review 20: the values set before pressing Predict were ignored (the bundle's were used)
+    and then overwritten in the controls by the bundle's."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5))
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["seed_height"].value, predict["min_object_size"].value = 0.95, 1e9  # larger than the image
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    layer = viewer.layers["cells [instances]"]
+    assert layer.data.max() == 0  # every object is under the minimum size
+    assert layer.metadata["instance_params"]["min_size"] == 1e9
+    assert layer.metadata["instance_params"]["seed_height"] == pytest.approx(0.95)
+    assert (predict["seed_height"].value, predict["min_object_size"].value) == (pytest.approx(0.95), 1e9)
+
+
+def test_an_instance_ensemble_is_refused_in_one_line(make_napari_viewer, open_widget, qtbot, sample, notes) -> None:
+    """Review 20: instances with ensemble (folds) 3 trained one model that claimed 3 folds."""
+    viewer = make_napari_viewer()
+    image = viewer.add_image(sample.image, name="cells")
+    objects = viewer.add_labels(sample.labels, name="objects")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], objects
+    train["mode"].value, train["dims"].value, train["folds"].value = "instances", 2, 3
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=60000)
+    assert train.model is None
+    said = [n.message for n in notes if "folds 3" in n.message]
+    assert said and "task 'instances' trains one model: set folds to 1" in said[0], [n.message for n in notes]
+    with pytest.raises(Exception, match="is for task 'segmentation'"):
+        TrainConfig(task="instances", data=DataConfig(folds=3))
+
+
 def test_classify_object_level_takes_the_predicted_instances(
         make_napari_viewer, open_widget, qtbot, sample, bundle) -> None:
     viewer = make_napari_viewer()

@@ -16,8 +16,8 @@ from magicgui.widgets import FloatSpinBox
 from napari_medml._widgets._layers import layer_spatial, layer_volume, show_result
 from napari_medml.result_layers import result_layer_data
 
-__all__ = ["CONTROLS", "instance_controls", "instance_table", "params_from_controls", "set_controls",
-           "show_instances", "spatial_origin"]
+__all__ = ["CONTROLS", "control_values", "instance_controls", "instance_table", "params_from_controls", "set_controls",
+           "show_instances", "spatial_origin", "with_controls"]
 
 CONTROLS = ("seed_height", "min_distance", "min_object_size")
 
@@ -47,11 +47,21 @@ def set_controls(widgets: dict[str, Any], params: Any) -> None:
             widgets[name].value = value
 
 
+def control_values(widgets: dict[str, Any]) -> dict[str, float]:
+    """The controls' values as ``InstanceParams`` fields (read on the GUI thread, used in a job)."""
+    return {"seed_height": float(widgets["seed_height"].value), "min_distance": float(widgets["min_distance"].value),
+            "min_size": float(widgets["min_object_size"].value)}
+
+
+def with_controls(params: Any, values: dict[str, float]) -> Any:
+    """``params`` with the controls' ``values`` (:func:`control_values`) where they differ from it
+    by more than the controls' rounding (2 decimals): a value the user left keeps the model's own."""
+    return replace(params, **{k: v for k, v in values.items() if abs(v - getattr(params, k)) > 0.0051})
+
+
 def params_from_controls(widgets: dict[str, Any], params: Any) -> Any:
-    """``params`` with the controls' values."""
-    return replace(params, seed_height=float(widgets["seed_height"].value),
-                   min_distance=float(widgets["min_distance"].value),
-                   min_size=float(widgets["min_object_size"].value))
+    """``params`` with the controls' values (:func:`with_controls`)."""
+    return with_controls(params, control_values(widgets))
 
 
 def instance_table(labels: Any, inputs: Any, origin: tuple[float, ...]) -> dict | None:

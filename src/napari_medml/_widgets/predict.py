@@ -18,18 +18,14 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushBut
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
-    channel_note, check_fits, check_on_image, labels_array, layer_spatial, layer_volume, model_input, record_planes,
+    channel_note, check_fits, check_on_image, labels_array, layer_spatial, layer_volume, record_planes,
     require, show_result,
 )
 from napari_medml._widgets._instances import (
-    CONTROLS,
-    instance_controls,
-    instance_table,
-    params_from_controls,
-    set_controls,
-    show_instances,
-    spatial_origin,
+    CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
+    with_controls,
 )
+from napari_medml._widgets._predict_input import input_for, prediction_inputs
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -178,11 +174,10 @@ class PredictWidget(DockForm):
     @notify_errors("Prediction")
     def predict(self, *_: Any) -> None:
         """Run the chosen model on the chosen image(s) in the runner."""
-        inputs = model_input(self._viewer, self._w["images"].value)
+        raw, shown = prediction_inputs(self._viewer, self._w["images"].value)
         name, source = self._model_source()
         config = self.infer_config()
-        origin = spatial_origin(inputs.layer)
-        affine = layer_spatial(inputs.layer).affine
+        chosen = control_values(self._w)  # an instance model's post-processing: the model's, or as the user set it
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             from napari_medml.api import load_model
@@ -193,6 +188,12 @@ class PredictWidget(DockForm):
             if type(model).__name__ == "Classifier":  # a classification bundle
                 raise InputError(f"'{name}' is a classifier: Predict segments images; classify with it in "
                                  "Plugins › MedML › Classify ('classify with bundle') or napari-medml predict")
+            placed, why = input_for(model, raw, shown)
+            if why:
+                report(why)
+            inputs, origin, affine = placed
+            params = with_controls(model.params, chosen) if hasattr(model, "params") else None
+            progress = lambda done, total: report((done, total))  # noqa: E731
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
 
@@ -202,34 +203,31 @@ class PredictWidget(DockForm):
 
                     prediction = instances_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                      spacing=inputs.spacing, origin=origin, config=config,
-                                                     progress=lambda done, total: report((done, total)),
-                                                     stop=stop)  # fmt: skip
+                                                     params=params, progress=progress, stop=stop)
                 elif _lazy(inputs.image) and isinstance(model, Model):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
                     prediction = predict_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                    spacing=inputs.spacing, origin=origin, config=config,
-                                                   progress=lambda done, total: report((done, total)), stop=stop)
+                                                   progress=progress, stop=stop)
                 elif hasattr(model, "params"):  # an instance model: its maps stay on the layer's grid
                     check_orientation(model, affine, f"layer '{inputs.layer.name}'",
                                       "predict it with `napari-medml predict`, which reorients the image for "
                                       "the network and the objects back")
                     prediction = model.predict(inputs.image, spacing=inputs.spacing, axes=inputs.axes,
-                                               config=config, progress=lambda done, total: report((done, total)),
-                                               stop=stop)  # fmt: skip
+                                               config=config, params=params, progress=progress, stop=stop)
                 else:  # the network sees the anatomy in the orientation it was trained in
                     prediction = predict_oriented(model, inputs.image, spacing=inputs.spacing, affine=affine,
-                                                  axes=inputs.axes, config=config,
-                                                  progress=lambda done, total: report((done, total)), stop=stop,
+                                                  axes=inputs.axes, config=config, progress=progress, stop=stop,
                                                   name=f"layer '{inputs.layer.name}'", notes=report)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
                      if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
-            return model, prediction, table, _as_predicted(prediction)
+            return model, prediction, table, _as_predicted(prediction), placed
 
-        def done(result: tuple[Any, Any, Any, Any]) -> None:
-            model, prediction, table, as_predicted = result
+        def done(result: tuple[Any, ...]) -> None:
+            model, prediction, table, as_predicted, (inputs, origin, _) = result
             if isinstance(source, Path):
                 self._session.add_model(model, name)
             if inputs.layer not in self._viewer.layers:
@@ -246,8 +244,9 @@ class PredictWidget(DockForm):
             self._w["status"].value = ((f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
                                        + channel_note(inputs, model))
 
-        running = self._w["status"].value = (f"predicting '{inputs.layer.name}' with '{name}'" + (  # minutes, lazily
-            " block by block into Zarr stores" if _lazy(inputs.image) else "") + "...")
+        layer = (shown or raw).inputs.layer
+        running = self._w["status"].value = (f"predicting '{layer.name}' with '{name}'" + (  # minutes, lazily
+            " block by block into Zarr stores" if _lazy(raw.inputs.image) else "") + "...")
         self.runner.start(job, on_result=done, on_report=self._note)
 
     def _note(self, report: Any) -> None:
@@ -328,11 +327,11 @@ class PredictWidget(DockForm):
     @notify_errors("Fine-tuning")
     def finetune(self, *_: Any) -> None:
         """Continue the current model on the corrected labels, then predict again."""
-        inputs = model_input(self._viewer, self._w["images"].value)
         name, model = self._model_source()
         if isinstance(model, Path):
             raise InputError("fine-tuning needs a model in this session: predict with the "
                              "bundle once (it is then loaded), then fine-tune")
+        inputs = input_for(model, *prediction_inputs(self._viewer, self._w["images"].value))[0].inputs
         if hasattr(model, "params"):
             raise InputError(f"'{name}' is an instance model: correct the instance labels and train it again "
                              "in Train (labels are: instances); fine-tuning here is for segmentation models")

@@ -1,0 +1,65 @@
+"""Which image Predict runs a model on: the raw layer, where the model replays the chosen
+layer's preprocessing itself, or else the chosen layer as it is shown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import napari
+
+from napari_medml._widgets._instances import spatial_origin
+from napari_medml._widgets._layers import ModelInput, layer_spatial, model_input
+
+__all__ = ["Placed", "input_for", "prediction_inputs"]
+
+
+class Placed(NamedTuple):
+    """A prediction's input and where its result lies (the layer's origin and affine)."""
+
+    inputs: ModelInput
+    origin: tuple[float, ...]
+    affine: Any
+
+
+def _placed(inputs: ModelInput) -> Placed:
+    return Placed(inputs, spatial_origin(inputs.layer), layer_spatial(inputs.layer).affine)
+
+
+def prediction_inputs(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) -> tuple[Placed, Placed | None]:
+    """The chosen layers as raw input, and as shown when they were preprocessed (else None);
+    read on the GUI thread, chosen between by :func:`input_for` once the model is known."""
+    raw = model_input(viewer, layers)
+    return _placed(raw), (_placed(model_input(viewer, layers, raw=False)) if raw.recipe else None)
+
+
+def _steps(steps: Sequence[Any]) -> str:
+    from napari_medml.config import to_dict
+
+    return json.dumps([to_dict(step) for step in steps], sort_keys=True)
+
+
+def input_for(model: Any, raw: Placed, shown: Placed | None) -> tuple[Placed, str]:
+    """``raw`` when ``model`` re-applies the chosen layer's recipe (it was trained with it, or
+    recorded it), else ``shown`` and a line saying so (a crop or window made after training).
+
+    Parameters
+    ----------
+    model : model
+        A segmentation, instance or ensemble model (``config.data.preprocessing``).
+    raw, shown : Placed
+        From :func:`prediction_inputs`.
+
+    Returns
+    -------
+    Placed, str
+        The input and "" or the line for the status.
+    """
+    if shown is None:
+        return raw, ""
+    own = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
+    if _steps(own) == _steps(raw.inputs.recipe):
+        return raw, ""
+    return shown, (f"'{shown.inputs.layer.name}' predicted as shown: the model was not trained with its "
+                   f"preprocessing, so it cannot replay it on '{raw.inputs.layer.name}'")
