@@ -384,3 +384,33 @@ def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_n
                                        "classify with it in Plugins › MedML › Classify ('classify with bundle') "
                                        "or napari-medml predict")
     assert [l.name for l in viewer.layers] == ["new", "cells", "new [classes]", "new [object classes]"]
+
+
+def test_a_multichannel_file_classifies_with_its_channels_as_the_command_line_does(
+        make_napari_viewer, open_widget, qtbot, tmp_path, notes) -> None:
+    """Review 20: a 2-channel CYX TIFF opened by the reader (one layer with a ``c`` axis) was
+    taken as a 3D image by Classify (only RGB gave channels); `train --task classification`
+    takes the file's C axis as channels. Now both train a 2D classifier of 2 channels, and
+    the results lie on the image's (Y, X) grid."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(2, 64, 64)).astype(np.float32)
+    image[:, :, 32:] += 3.0
+    classes = np.ones((64, 64), np.uint8)
+    classes[:, 32:] = 2
+    tifffile.imwrite(tmp_path / "two.tif", image, imagej=True, resolution=(2.0, 2.0), metadata={"axes": "CYX"})
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "two.tif"), plugin="napari-medml")
+    assert layer.data.shape == (2, 64, 64) and tuple(layer.axis_labels) == ("c", "y", "x")
+    painted = viewer.add_labels(classes, name="tiles", scale=layer.scale[1:])
+    widget = open_widget(viewer, "classify")
+    widget["level"].value, widget["image"].value, widget["classes"].value = "tile", layer, painted
+    widget["tile"].value, widget["epochs"].value, widget["steps"].value = "16", 1, 2
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert widget.classifier.in_channels == 2 and widget.classifier.spatial_dims == 2
+    result = viewer.layers["two [classes]"]
+    assert result.data.shape == (64, 64) and tuple(result.scale) == (0.5, 0.5)
+    assert viewer.layers["two [class probabilities]"].data.shape[-2:] == (64, 64)

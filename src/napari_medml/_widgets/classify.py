@@ -36,7 +36,7 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
-from napari_medml._widgets._layers import (check_fits, check_on_image, image_array, labels_array, layer_spatial, require,
+from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._session import run_controls, session_for
@@ -196,12 +196,13 @@ class ClassifyWidget(DockForm):
             device=w["device"].value, class_names=class_names)
 
     def _image(self) -> tuple[Any, np.ndarray, int | None]:
-        """The chosen image layer, a copy of its data and its channel axis (RGB: the last), checked."""
+        """The chosen image layer, its data and its channel axis (a ``c`` axis, as the reader and the
+        command line read it; RGB: the last), checked."""
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "classification", "crop it to the samples, objects or tiles to classify (or open a "
                    "coarser level); segmentation training reads patches and Predict works block by block")
-        image, _ = image_array(layer)
-        return layer, image, image.ndim - 1 if layer.rgb else None
+        volume = layer_volume(layer)
+        return layer, volume.data, volume.channel_axis
 
     def inputs(self) -> dict[str, Any]:
         """Image, classes and instances from the layers (copies), checked."""
@@ -316,20 +317,20 @@ class ClassifyWidget(DockForm):
         from napari_medml.classification.transfer import describe_taken
 
         self.classifier, self.result = classifier, result
-        spatial = layer_spatial(layer)
+        spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
         labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial,
-                                                             "labels", features=result.class_table))
+                                                             "labels", axes, features=result.class_table))
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
         labels.metadata["samples"] = {k: np.array(v, copy=True) for k, v in result.table.items()}
         if result.level == "object" and instances is not None:  # hovering an object shows its own row
             objects = show_result(self._viewer, result_layer_data(
-                np.asarray(instances), layer.name, "object classes", spatial, "labels",
+                np.asarray(instances), layer.name, "object classes", spatial, "labels", axes,
                 features=object_table(result.table, classifier.class_names)))
             objects.contour = 1  # outlines: the classes stay visible beneath
         if result.level == "tile":
             show_result(self._viewer, result_layer_data(
-                result.probabilities, layer.name, "class probabilities", spatial, "image",
+                result.probabilities, layer.name, "class probabilities", spatial, "image", axes,
                 colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6))
         if classifier.metrics:
             self.confusion.show(classifier.metrics)
