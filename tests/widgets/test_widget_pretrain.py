@@ -103,3 +103,23 @@ def test_rgb_layer_reconstruction_is_rgb(make_napari_viewer, open_widget, qtbot,
     assert rec.rgb and rec.data.shape == rgb.data.shape and rec.data.dtype == np.uint8
     assert tuple(rec.scale) == tuple(err.scale) == (0.5, 0.5) and err.data.shape == rgb.data.shape[:2]
     assert viewer.dims.ndim == 2
+
+
+def test_an_image_removed_while_it_pretrains_gets_no_orphan_layers(make_napari_viewer, open_widget, qtbot, notes):
+    """Review 20: the reconstruction layers of an image removed during the run were added all
+    the same, lying on nothing."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    kept = viewer.add_image(phantom_3d(1).image[CROP], name="kept", scale=p.spacing)
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [ct, kept]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["start"].changed.emit(True)
+    assert pre.runner.running
+    viewer.layers.remove(ct)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
+    assert [layer.name for layer in viewer.layers] == ["kept", "kept [reconstruction]", "kept [reconstruction error]"]
+    assert "removed while it ran, so not shown: the reconstruction of 'ct'" in pre["status"].value

@@ -34,7 +34,7 @@ from napari_medml.layer_data import (
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
            "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe",
            "layer_spatial", "layer_volume", "model_input", "painted_plane", "raw_layer", "record_planes", "require",
-           "show_result", "visible_region"]
+           "show_result"]
 
 
 
@@ -151,19 +151,6 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
     if nbytes > memory_budget():
         raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in memory; "
                          f"{fix}")
-
-
-def visible_region(viewer: napari.Viewer, layer: napari.layers.Layer, edge: int) -> tuple[slice, ...]:
-    """A region of ``layer``'s full-resolution data, at most ``edge`` voxels along each
-    axis, centred where the viewer looks (the shown slice's neighbourhood)."""
-    shape = layer_volume(layer).data.shape
-    point = list(layer.world_to_data(viewer.dims.point))[-len(shape):]
-    point = [0.0] * (len(shape) - len(point)) + point
-    region = []
-    for p, s in zip(point, shape):
-        start = min(max(int(round(p)) - edge // 2, 0), max(s - edge, 0))
-        region.append(slice(start, min(start + edge, s)))
-    return tuple(region)
 
 
 def free_name(viewer: napari.Viewer, name: str) -> str:

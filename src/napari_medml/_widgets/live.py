@@ -370,6 +370,10 @@ class LiveWidget(DockForm):
     def _accepted(self, inputs: Any, labels: np.ndarray, model: Any, note: str | None = None) -> None:
         from napari.utils import notifications
 
+        if inputs.layer not in self._viewer.layers:  # nothing to lie on: neither the layer nor the model
+            notifications.show_warning(f"image '{inputs.layer.name}' was removed while Accept ran: its "
+                                       "segmentation and model are not added (open the image again)")
+            return
         show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
                                                     layer_spatial(inputs.layer), "labels",
                                                     layer_volume(inputs.layer).axes))

@@ -198,9 +198,13 @@ class PretrainWidget(DockForm):
             model, results = result
             self.model = model
             self._session.add_model(model, name)
+            gone = [inp.layer.name for inp in inputs if inp.layer not in self._viewer.layers]
             for inp, rec in zip(inputs, results):
-                self.show(rec, inp.layer)
-            self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it"
+                if inp.layer in self._viewer.layers:  # a removed image's results would have nothing to lie on
+                    self.show(rec, inp.layer)
+            self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it" + (
+                f" (removed while it ran, so not shown: the reconstruction of {', '.join(map(repr, gone))})"
+                if gone else "")
             if stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from napari_medml.cli.common import UsageError
 from napari_medml.cli.options import OPTION_FIELDS, fields_given
-from napari_medml.config import TrainConfig
+from napari_medml.config import AugmentConfig, TrainConfig
 
 __all__ = ["resumed_config", "stopped_config"]
 
@@ -76,6 +76,13 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
         if _value(asked, field) != theirs:
             name = _NAMES.get(field) or "--" + option[field].replace("_", "-")
             differ.append(f"{name} is {_shown(_value(asked, field))}, the run's {_shown(theirs)}")
+    # options that set no field of their own: augmentation off, the task, the network's dimensions
+    if getattr(args, "no_augment", False) and stored.augment != AugmentConfig.none():
+        differ.append("--no-augment is given, the run trained with augmentation")
+    if getattr(args, "task", None) is not None and args.task != stored.task:
+        differ.append(f"--task is {args.task}, the run's {stored.task}")
+    if getattr(args, "spatial_dims", None) is not None and args.spatial_dims != stored.data.spatial_dims:
+        differ.append(f"--spatial-dims is {args.spatial_dims}, the run's {stored.data.spatial_dims}")
     if differ:
         raise UsageError("--resume continues the stopped run with its own settings: " + "; ".join(differ)
                          + ": drop those options, or train a new run without --resume")
