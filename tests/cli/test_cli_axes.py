@@ -461,3 +461,58 @@ def test_evaluate_a_time_series_measures_hd95_within_each_frame(capsys, tmp_path
 
     assert code == 0
     assert json.loads(out)["classes"]["1"]["hd95"] == hausdorff95(pred[1], truth[1])[1] == 3.0
+
+
+def test_the_spacing_option_gives_files_that_store_none_their_voxel_size(model_2d, tmp_path, capsys) -> None:
+    """Trial 19: a voxel size could be given to files that store none from Python only. --spacing
+    gives it to predict, evaluate and train; a file that stores one keeps its own."""
+    from napari_medml import io
+
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 1000, (48, 48)).astype(np.uint16)
+    lab = np.zeros((48, 48), np.uint8)
+    lab[10:30, 10:30] = 1
+    img[lab == 1] += 2000
+    np.save(tmp_path / "crop.npy", img)
+    # predict: a bare array is 1x1 to the 0.3 um model, and so said; given its 0.3 it is not
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "crop.npy", "--out",
+                           tmp_path / "a.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0 and "has voxel size 1 x 1 but the model was trained at 0.3 x 0.3" in err, err
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "crop.npy", "--out",
+                           tmp_path / "b.tif", "--device", "cpu", "--spacing", "0.3", "0.3")  # fmt: skip
+    assert code == 0 and "voxel size" not in err, err
+    assert io.read_volume(tmp_path / "b.tif").spacing == pytest.approx((0.3, 0.3))  # written with it
+    # evaluate: Hausdorff distances in the given units
+    pred = np.zeros_like(lab)
+    pred[10:30, 10:34] = 1  # 4 columns too wide
+    np.save(tmp_path / "pred.npy", pred)
+    np.save(tmp_path / "lab.npy", lab)
+    scores = []
+    for extra in ([], ["--spacing", "0.5", "0.5"]):
+        code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.npy", "--labels",
+                                 tmp_path / "lab.npy", *extra)  # fmt: skip
+        assert code == 0, err
+        scores.append(json.loads(out)["classes"]["1"]["hd95"])
+    assert scores[0] == pytest.approx(4.0) and scores[1] == pytest.approx(2.0)
+    # a file that stores its voxel size keeps it; too few numbers for a file's axes are refused
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", model_2d.parent / "slice.tif", "--out",
+                           tmp_path / "c.tif", "--device", "cpu", "--spacing", "5", "5")  # fmt: skip
+    assert code == 0 and io.read_volume(tmp_path / "c.tif").spacing == pytest.approx((0.3, 0.3)), err
+    np.save(tmp_path / "vol.npy", np.zeros((4, 48, 48), np.float32))
+    code, _, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "vol.npy", "--labels", tmp_path / "vol.npy",
+                           "--axes", "ZYX", "--spacing", "0.5", "0.5")  # fmt: skip
+    assert code != 0 and err.strip().splitlines() == [
+        f"napari-medml: error: --spacing 0.5 0.5 gives 2 voxel size(s) but '{tmp_path / 'vol.npy'}' has 3 spatial "
+        "axes (ZYX): give one per axis, e.g. --spacing 1 0.5 0.5"], err
+
+
+def test_a_stack_whose_first_axis_is_unnamed_takes_a_voxel_size_for_it(tmp_path) -> None:
+    from napari_medml import io
+    from napari_medml.cli.spacing_option import with_spacing
+
+    np.save(tmp_path / "stack.npy", np.zeros((4, 8, 8), np.float32))
+    vol = io.read_volume(tmp_path / "stack.npy")
+    assert vol.axes == "QYX"  # slices, frames or channels: the model or --axes tells later
+    assert with_spacing(vol, (2.0, 0.5, 0.5), "stack.npy")[0].spacing == (2.0, 0.5, 0.5)
+    assert with_spacing(vol, (0.5, 0.5), "stack.npy")[0].spacing == (1.0, 0.5, 0.5)
+    assert with_spacing(vol, None, "stack.npy") == (vol, False)

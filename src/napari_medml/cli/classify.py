@@ -15,6 +15,7 @@ from typing import Any
 
 from napari_medml.cli.common import UsageError, info, progress_bar, write_like
 from napari_medml.cli.values import integer, real
+from napari_medml.cli.spacing_option import with_spacing
 
 __all__ = ["add_train_options", "predict", "table_path", "train"]
 
@@ -110,7 +111,7 @@ def read_samples(args: argparse.Namespace) -> Any:
     from napari_medml.classification.levels import make_samples
 
     path = args.image[0]
-    vol = io.read_volume(path, args.axes)  # --axes says what a file that does not say has
+    vol = with_spacing(io.read_volume(path, args.axes), args.spacing, path)[0]  # --axes: what a file does not say
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     if args.classes is None:
         raise UsageError(f"--task classification needs --classes (a {'CSV or ' if args.level != 'tile' else ''}"
@@ -208,7 +209,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         raise UsageError("--uncertainty is for segmentation bundles; a classifier writes "
                          "probabilities (--probabilities, --table)")  # fmt: skip
     classifier.config = replace(classifier.config, device=args.device)
-    vol = io.read_volume(args.image, args.axes)
+    vol = with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0]
     instances = io.read_volume(args.instances).data if args.instances is not None else None
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:

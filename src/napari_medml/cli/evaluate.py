@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import FILE_TYPES, UsageError, info
+from napari_medml.cli.spacing_option import add_spacing_option, with_spacing
 
 __all__ = ["add", "read_pair", "run", "run_classification"]
 
@@ -43,6 +44,7 @@ def add(sub: Any) -> None:
     p.add_argument("--axes", metavar="AXES",
                    help="what the axes of both files are, one letter each in stored order (T time, "
                    "Z, Y, X), e.g. TYX for a time series; needed only where the files do not say")  # fmt: skip
+    add_spacing_option(p, "prediction and labels files")
     p.add_argument("--binary", action="store_true",
                    help="score foreground against background: every nonzero id of both files counts as "
                    "class 1 (e.g. a 0/255 mask against a 0/1 prediction)")  # fmt: skip
@@ -155,7 +157,8 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     from napari_medml.errors import InputError
     from napari_medml.io.geometry import align_to, fit_length1_axes
 
-    pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
+    pred = with_spacing(io.read_volume(args.prediction, args.axes), args.spacing, args.prediction)[0]
+    gt = with_spacing(io.read_volume(args.labels, args.axes), args.spacing, args.labels)[0]
     # ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
     ids = "object" if getattr(args, "instances", False) else "class"
     pred = replace(pred, data=label_values(pred, args.prediction, "predicted labels", ids))

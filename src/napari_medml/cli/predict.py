@@ -23,6 +23,7 @@ from napari_medml.cli.common import (
     write_like,
     write_output,
 )
+from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.values import integer, real
 from napari_medml.config import InferConfig
 
@@ -44,6 +45,7 @@ def add(sub: Any) -> None:
                    help=f"the one image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "
                    "slice, any model a time series frame by frame")  # fmt: skip
     add_axes_option(p)
+    add_spacing_option(p, "image file")
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
                    help="labels file to write, with the model's class ids (instance models: one id per "
                    "object); a .zarr store predicts block by block, resumably")  # fmt: skip
@@ -135,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if given_here and not isinstance(model, InstanceModel):  # would be ignored without a word
         kind = "a classifier" if isinstance(model, Classifier) else "a segmentation model"
         raise UsageError(f"{', '.join(given_here)}: for instance models; '{args.model}' is {kind} (drop the option)")
+    _refuse_unused(args, kind=("classifier" if isinstance(model, Classifier) else "instances"
+                               if isinstance(model, InstanceModel) else "segmentation"), blockwise=blockwise)
     if isinstance(model, Classifier):
         from napari_medml.cli.classify import predict
 
@@ -196,3 +200,33 @@ def run(args: argparse.Namespace) -> int:
                                     lambda tmp: write_like(tmp, vol, pred.uncertainty, spatial_dims=dims)))
     info("wrote " + ", ".join(str(p) for p in written) + args.planned)
     return 0
+
+
+def _refuse_unused(args: argparse.Namespace, kind: str, blockwise: bool) -> None:
+    """Refuse, in one line, options this model and output would ignore without a word (as the
+    instance options are refused for other models above)."""
+    from napari_medml.io.zarr import is_zarr_path
+
+    def flags(*names: str) -> list[str]:
+        return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False, 0)]
+
+    if kind == "classifier":
+        unused = flags("overlap", "sw_batch_size", "min_size", "fill_holes", "keep_largest", "level", "halo",
+                       "block_memory") + (["--tta" if args.tta else "--no-tta"] if args.tta is not None else [])
+        if unused:
+            raise UsageError(f"{', '.join(unused)}: for segmentation and instance models; '{args.model}' is a "
+                             "classifier (drop the option)")
+        return
+    if kind == "instances" and flags("min_size", "fill_holes", "keep_largest"):
+        raise UsageError(f"{', '.join(flags('min_size', 'fill_holes', 'keep_largest'))}: for segmentation models; "
+                         "an instance model removes small objects with --min-object-size")
+    if flags("halo") and kind != "instances":
+        raise UsageError(f"--halo is for instance models with a .zarr --out; '{args.model}' is a segmentation "
+                         "model (drop the option)")
+    if not blockwise and flags("halo", "block_memory"):
+        raise UsageError(f"{' and '.join(flags('halo', 'block_memory'))}: for a .zarr --out (block-wise "
+                         f"prediction); '{args.out}' is written whole: drop the option, or write to a .zarr")
+    if kind == "instances" and not blockwise and args.level not in (None, "0"):
+        raise UsageError(f"--level is for multiscale Zarr images; '{args.image}' has one level"
+                         if not is_zarr_path(args.image) else
+                         "--level with an instance model needs a .zarr --out (block-wise prediction)")

@@ -50,18 +50,20 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
     """The ``--image``: a Zarr/OME-Zarr at ``--level`` (``match``: nearest the model's
     training spacing), lazily; any other file as ``io.read_volume`` reads it."""
     from napari_medml import io
+    from napari_medml.cli.spacing_option import with_spacing
     from napari_medml.io.zarr import is_zarr_path, read_zarr
 
     if is_zarr_path(args.image):
         level = args.level if args.level == "match" else int(args.level or 0)
-        vol = read_zarr(args.image, level, target_spacing=getattr(model, "spacing", None), axes=args.axes)
+        vol = with_spacing(read_zarr(args.image, level, target_spacing=getattr(model, "spacing", None),
+                                     axes=args.axes), args.spacing, args.image)[0]
         if args.level == "match" or vol.meta.get("level"):
             info(f"image '{args.image}': resolution level {vol.meta['level']} (spacing "
                  f"{', '.join(f'{s:g}' for s in vol.spacing)})")  # fmt: skip
         return vol
     if args.level not in (None, "0"):
         raise UsageError(f"--level is for multiscale Zarr images; '{args.image}' has one level")
-    return io.read_volume(args.image, args.axes)
+    return with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0]
 
 
 def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
@@ -165,9 +167,6 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     check_file_targets({"--table": table_path}, inputs=[args.image])
     if args.table is None:
         check_derived_table(table_path, ours=is_instance_table)
-    if args.fill_holes or args.keep_largest or args.min_size:
-        raise UsageError("--min-size, --fill-holes and --keep-largest are for segmentation models; an "
-                         "instance model removes small objects with --min-object-size")  # fmt: skip
     params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))  # fmt: skip

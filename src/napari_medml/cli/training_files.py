@@ -12,13 +12,14 @@ __all__ = ["read_pairs"]
 
 
 def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
-               axes: str | None = None, ids: str = "class") -> tuple:
+               axes: str | None = None, ids: str = "class", spacing: Any = None) -> tuple:
     """Read image/labels files; check they fit; cut them into training samples.
 
     Axes come from each file (or ``axes``, the ``--axes`` option, for the images);
     length-1 axes are gone already (io). A time series gives one sample per frame; a
     2D network on volumes one per slice (the labels are cut the same way). ``ids`` names
     what a label id is in the messages: ``"class"``, or ``"object"`` for instance labels.
+    ``spacing`` (``--spacing``) is the voxel size of the files that store none.
 
     Returns
     -------
@@ -33,6 +34,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
 
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
+    from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
     from napari_medml.io.geometry import fit_length1_axes
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
@@ -40,10 +42,10 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     images, labels, spacings, channels, groups = [], [], [], set(), []
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
-        raw = io.read_volume(img_path, axes)
+        raw, given = with_spacing(io.read_volume(img_path, axes), spacing, img_path)
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
-        lab = _read_labels(lab_path, axes)
+        lab = with_spacing(_read_labels(lab_path, axes), spacing, lab_path)[0]
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
@@ -83,7 +85,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             info(f"image '{img_path}': {int(np.prod(lead))} {kinds} (axes {vol.axes}) as samples of a "
                  f"{spatial_dims}D network")  # fmt: skip
         sizes = spatial_spacing(vol, spatial_dims)
-        stored[img_path] = sizes if raw.affine is not None or "unit" in raw.meta or set(sizes) != {1.0} else None
+        stored[img_path] = sizes if given or stores_voxel_size(raw) else None
         channel = lay.channel_axis
         if channel is not None:
             channel -= sum(a < channel for a in lay.sample_axes)
@@ -142,5 +144,5 @@ def unknown_spacing_line(stored: dict[Path, tuple[float, ...] | None]) -> str:
     shown = ", ".join(f"'{p}'" for p in unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
     return (f"image{'s' if len(unknown) > 1 else ''} {shown} store{'' if len(unknown) > 1 else 's'} no voxel size "
             f"and {'are' if len(unknown) > 1 else 'is'} taken as 1 per axis, unlike the others ({', '.join(known)}): "
-            "if that is wrong, save them with their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI), "
-            "or train from Python with spacing=")
+            f"if that is wrong, give theirs with --spacing (e.g. --spacing {' '.join(known[0].split('x'))}), or save "
+            "them with their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI)")
