@@ -48,8 +48,8 @@ def phantom(seed: int, shape: tuple[int, ...] = (8, 32, 32)) -> tuple[np.ndarray
     return image, labels
 
 
-def interrupt_at(argv: list, pattern: str, wait: float = 180) -> tuple[int, str]:
-    """Run ``argv``, press Ctrl-C once a stderr line matches ``pattern``; (exit code, stderr)."""
+def interrupt_at(argv: list, pattern: str, wait: float = 180, sig: int = signal.SIGINT) -> tuple[int, str]:
+    """Run ``argv``, press Ctrl-C (or send ``sig``) once a stderr line matches ``pattern``; (exit code, stderr)."""
     proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env())  # fmt: skip
     seen: list[str] = []
@@ -66,7 +66,7 @@ def interrupt_at(argv: list, pattern: str, wait: float = 180) -> tuple[int, str]
     reader.start()
     try:
         assert started.wait(wait) and proc.poll() is None, "".join(seen)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.send_signal(sig)  # Ctrl-C
         code = proc.wait(120)
     finally:
         if proc.poll() is None:
@@ -111,6 +111,11 @@ def test_ctrl_c_keeps_the_checkpoints_and_resume_continues_from_the_stopped_step
     assert changed.returncode == 2 and lines(changed.stderr) == [
         "napari-medml: error: --resume continues the stopped run with its own settings: --channels is 8, the "
         "run's 4: drop those options, or train a new run without --resume"]
+    # review 20: options that set no field of their own were not compared, and the run went on as before
+    changed = run(*argv[1:], "--epochs", epochs, "--resume", "--task", "instances")
+    assert changed.returncode == 2 and lines(changed.stderr) == [
+        "napari-medml: error: --resume continues the stopped run with its own settings: --task is instances, the "
+        "run's segmentation: drop those options, or train a new run without --resume"]
     done = run(*argv[1:], "--epochs", epochs, "--resume")
     assert done.returncode == 0, done.stderr
     assert lines(done.stderr)[-1].startswith(f"napari-medml: saved model bundle to {out}")
@@ -221,3 +226,85 @@ def test_nan_in_the_image_to_predict_names_its_file(tmp_path):
                 "--out", str(tmp_path / "p.nii.gz"))
     assert done.returncode == 1 and f"image '{tmp_path / 'b.nii.gz'}' contains 1 NaN" in done.stderr, done.stderr
     assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_sigterm_stops_as_ctrl_c_and_a_killed_run_is_named_as_such(files, tmp_path) -> None:
+    """Trial 20: SIGTERM (kill, a batch scheduler's time limit) ended the process at once with no
+    bundle; predict on a killed run's folder then said "not a bundle", naming a fix that failed."""
+    out = tmp_path / "model"
+    argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out,
+            "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "16", "16", "--epochs", "500"]  # fmt: skip
+    code, err = interrupt_at(argv, r"epoch 2/500\b", sig=signal.SIGTERM)
+    assert code == 0, err
+    assert "terminated: stopping after this step and keeping the best model" in err
+    assert lines(err)[-1].startswith(f"napari-medml: stopped: saved the best model so far to {out}")
+    assert (out / "config.json").is_file() and not (out / "checkpoints" / "run.lock").exists()
+    # a run killed outright leaves checkpoints only (and its lock): predict names --resume and the best epoch
+    (out / "config.json").unlink()
+    (out / "weights.safetensors").unlink()
+    (out / "checkpoints" / "run.lock").write_text('{"pid": 999999999}')  # a process that no longer runs
+    said = run("predict", "--model", out, "--image", files["img0"], "--out", tmp_path / "p.nii.gz")
+    assert said.returncode != 0 and lines(said.stderr) == [
+        f"napari-medml: error: {out} holds only the checkpoints of a training run that was killed before it saved "
+        f"the model: continue it with the same 'napari-medml train ... --out {out}' and --resume, or use its best "
+        f"epoch so far, the bundle '{out / 'checkpoints' / 'best'}'"]
+    done = run(*argv[1:-2], "--epochs", "4", "--resume")  # the dead run's lock is no hold
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_run_at_a_time_and_resume_only_on_the_runs_files(files, tmp_path) -> None:
+    """Trial 20: two runs on one --out each said "saved" (one model lost, one's checkpoints deleted);
+    --resume trained on other files without a word; a new run replaced a stopped one's checkpoints
+    silently."""
+    out = tmp_path / "model"
+    base = [script(), "train", "--out", out, "--steps-per-epoch", "3", *TINY, "--patch-size", "4", "16", "16"]
+    first = ["--image", files["img0"], "--labels", files["lab0"]]
+    proc = subprocess.Popen([str(a) for a in [*base, *first, "--epochs", "500"]],
+                            stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        for _ in range(1800):  # the lock is taken once the files are read; wait for a checkpoint to resume
+            if (out / "checkpoints" / "last" / "train_state.json").exists() or proc.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        assert proc.poll() is None and (out / "checkpoints" / "run.lock").exists()
+        second = run(*base[1:], *first, "--epochs", "1")
+        assert second.returncode == 2 and lines(second.stderr) == [
+            f"napari-medml: error: another napari-medml run (process {proc.pid}) is writing to '{out}': wait for it "
+            "to end, or choose another --out"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert (out / "checkpoints").is_dir() and not (out / "checkpoints" / "run.lock").exists()
+    other = run(*base[1:], "--image", files["img1"], "--labels", files["lab1"], "--epochs", "500", "--resume")
+    assert other.returncode == 2 and lines(other.stderr)[-1] == (
+        f"napari-medml: error: --resume: the training files ({files['img1']}, {files['lab1']}) hold "
+        "other images or labels than the stopped run's: resume with the files it started with, or train a new run "
+        "without --resume")
+    fresh = run(*base[1:], *first, "--epochs", "1")
+    assert fresh.returncode == 0, fresh.stderr
+    assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run: this new run replaces them (the "
+            "same command with --resume would have continued it)") in lines(fresh.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def test_leaving_a_fit_loop_with_break_ends_the_script_quietly(tmp_path) -> None:
+    """Trial 20: the generator, closed as Python exited, tried to write a checkpoint and printed an
+    'Exception ignored ... import of napari_medml halted' traceback."""
+    script_text = f"""
+import numpy as np
+import napari_medml as mm
+image = np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+labels = (image > 0.5).astype(np.uint8)
+config = mm.TrainConfig(data=mm.DataConfig(spatial_dims=2, patch_size=(16, 16)), model=mm.ModelConfig(channels=4,
+                        depth=2), optim=mm.OptimConfig(epochs=50, steps_per_epoch=2), device="cpu",
+                        checkpoint_dir={str(tmp_path / "ckpt")!r})
+run = mm.fit(image, labels, config)
+for report in run:
+    if report.epoch_end and report.epoch >= 1:
+        break
+print("done")
+"""
+    done = subprocess.run([sys.executable, "-c", script_text], capture_output=True, text=True, timeout=300, env=env())
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert (tmp_path / "ckpt" / "last" / "train_state.json").is_file()  # the epoch's checkpoint

@@ -70,6 +70,26 @@ def test_overwrite_replaces_a_bundle_but_not_other_folders(tmp_path):
         save_model(_model(), other)
 
 
+@pytest.mark.parametrize("user_file", ["checkpoints/mine.txt", "members/fold-1/notes/mine.txt", "config.json"])
+def test_a_folder_with_bundle_names_but_the_users_files_is_refused(tmp_path, user_file):
+    """Trial 20: a folder holding the user's files inside checkpoints/ or members/, or the user's
+    own config.json, was taken for a bundle and replaced: the files were deleted."""
+    folder = tmp_path / "mine"
+    (folder / user_file).parent.mkdir(parents=True, exist_ok=True)
+    (folder / user_file).write_text("precious")
+    with pytest.raises(BundleError, match="choose a new or empty folder") as caught:
+        save_model(_model(), folder)
+    assert (user_file.split("/")[0] + " folder" in str(caught.value)) or "not a napari-medml model's" in str(
+        caught.value)
+    assert (folder / user_file).read_text() == "precious"
+    # an interrupted command-line run's checkpoints (and a writer's leftovers) are the bundle's own
+    ours = tmp_path / "ours"
+    save_model(_model(), ours / "checkpoints" / "last")
+    (ours / "checkpoints" / ".last.tmp-1-0123abcd").mkdir()
+    (ours / "checkpoints" / "run.lock").write_text("1")
+    assert load_model(save_model(_model(), ours)).class_ids == (0, 5, 7)
+
+
 def test_damaged_bundles_raise_bundle_error_naming_the_path(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         load_model(tmp_path / "missing")

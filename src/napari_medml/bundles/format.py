@@ -11,6 +11,7 @@ renamed into place, so a crash never leaves half a bundle.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ import torch
 from napari_medml.io.atomic import check_folder_target, interrupted_copy, remove_stale_temps, temp_name
 from napari_medml.errors import BundleError, ConfigError, InputError
 
-__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "has_batch_statistics", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
+__all__ = ["CHECKPOINTS_NAME", "CONFIG_NAME", "DAMAGED", "SCHEMA_VERSION", "WEIGHTS_NAME", "check_bundle_path", "has_batch_statistics", "library_versions", "load_weights", "read_description", "read_weights", "save_model", "write_bundle_files",
            "write_bundle_folder"]
 
 SCHEMA_VERSION = 1
@@ -31,6 +32,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 CHECKPOINTS_NAME = "checkpoints"  # a command-line run's best/last checkpoints, inside its bundle folder
 MEMBERS_NAME = "members"  # an ensemble's member bundles (segmentation.ensemble)
+# the end of every "damaged bundle" line: what to do about it
+DAMAGED = ("the bundle is damaged: copy the folder again from where it came (or a backup), or train the model "
+           "again")
 _OWN_FILES = {CONFIG_NAME, WEIGHTS_NAME, "train_state.json", "train_state.safetensors", CHECKPOINTS_NAME,
               MEMBERS_NAME}
 
@@ -47,9 +51,41 @@ def check_bundle_path(path: str | Path) -> Path:
         ``path`` is a file, lies below a file, holds other files, or cannot be written.
     """
     try:
-        return check_folder_target(path, allowed=_OWN_FILES, what="a model bundle")
+        target = check_folder_target(path, allowed=_OWN_FILES, what="a model bundle")
     except InputError as exc:
         raise BundleError(str(exc)) from None
+    if target.is_dir():
+        _check_own_contents(target)
+    return target
+
+
+# what a bundle's sub-folders hold: checkpoints (last, best, fold-<k>, a fold's member) and members
+_OWN_FOLDERS = re.compile(r"last|best|member|fold-\d+")
+_TEMPS = re.compile(r"\..+\.(tmp|old)-\d+-[0-9a-f]+.*")  # io.atomic.temp_name's, left by a writer
+_RUN_FILES = {"run.lock", "inputs.json"}  # a command-line run's own, in its checkpoints folder
+
+
+def _check_own_contents(target: Path) -> None:
+    """Refuse a folder whose bundle-named entries are not a bundle's: a user's own
+    ``config.json``, or other files inside ``checkpoints/`` or ``members/`` (replacing the
+    folder would delete them)."""
+    config = target / CONFIG_NAME
+    if config.is_file():
+        try:
+            description = json.loads(config.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            description = None
+        ours = isinstance(description, dict) and "train_config" in description
+        if not ours:
+            raise BundleError(f"'{target}' holds a {CONFIG_NAME} that is not a napari-medml model's: choose a new or "
+                              "empty folder for a model bundle (its files would be replaced)")
+    for sub in (CHECKPOINTS_NAME, MEMBERS_NAME):
+        for entry in sorted((target / sub).rglob("*")) if (target / sub).is_dir() else ():
+            if (entry.is_dir() and _OWN_FOLDERS.fullmatch(entry.name) or entry.name in _OWN_FILES | _RUN_FILES
+                    or _TEMPS.fullmatch(entry.name) or any(_TEMPS.fullmatch(p) for p in entry.parts)):
+                continue
+            raise BundleError(f"'{target}' holds other files in its {sub} folder ('{entry.relative_to(target)}'): "
+                              "choose a new or empty folder for a model bundle (its files would be replaced)")
 
 
 def library_versions() -> dict[str, str]:
@@ -167,6 +203,10 @@ def read_description(path: Path) -> dict:
                               f"it left the earlier bundle at '{left}'; rename that folder to '{path}'")
         raise BundleError(f"model bundle {path} does not exist or is not a folder")
     cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file() and (path / CHECKPOINTS_NAME / "best" / CONFIG_NAME).is_file():
+        raise BundleError(f"{path} holds only the checkpoints of a training run that was killed before it saved the "
+                          f"model: continue it with the same 'napari-medml train ... --out {path}' and --resume, or use "
+                          f"its best epoch so far, the bundle '{path / CHECKPOINTS_NAME / 'best'}'")
     if not cfg_path.is_file():
         inner = sorted(p.name for p in path.iterdir() if (p / CONFIG_NAME).is_file())
         fix = (f"it holds the bundle(s) {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: choose one of "
@@ -176,9 +216,9 @@ def read_description(path: Path) -> dict:
     try:
         desc = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{cfg_path} is not valid JSON ({exc}): the bundle is damaged") from exc
+        raise BundleError(f"{cfg_path} is not valid JSON ({exc}): " + DAMAGED) from exc
     if not isinstance(desc, dict):
-        raise BundleError(f"{cfg_path} does not hold a JSON object: the bundle is damaged")
+        raise BundleError(f"{cfg_path} does not hold a JSON object: " + DAMAGED)
     version = desc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         said = "has no schema_version" if version is None else f"has schema_version {version!r}, not a whole number"
@@ -190,7 +230,13 @@ def read_description(path: Path) -> dict:
     missing = [k for k in ("train_config", "class_ids", "in_channels", "spatial_dims", "patch_size",
                            "normalization") if k not in desc]
     if missing:
-        raise BundleError(f"{cfg_path} lacks {', '.join(missing)}: the bundle is damaged")
+        raise BundleError(f"{cfg_path} lacks {', '.join(missing)}: " + DAMAGED)
+    norm = desc["normalization"]
+    channels = norm.get("channels") if isinstance(norm, dict) else None
+    for stats in channels if isinstance(channels, list) else ():  # a zero std would blame the user's image
+        std = stats.get("std") if isinstance(stats, dict) else None
+        if std is not None and not (isinstance(std, (int, float)) and np.isfinite(std) and std > 0):
+            raise BundleError(f"{cfg_path} has a normalization std of {std!r}, not a positive number: " + DAMAGED)
     return desc
 
 
@@ -201,11 +247,11 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
     weights_path = path / WEIGHTS_NAME
     if not weights_path.is_file():
-        raise BundleError(f"model bundle {path} has no {WEIGHTS_NAME}: the bundle is damaged")
+        raise BundleError(f"model bundle {path} has no {WEIGHTS_NAME}: " + DAMAGED)
     try:
         return load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{weights_path} cannot be read ({exc}): the bundle is damaged") from exc
+        raise BundleError(f"{weights_path} cannot be read ({exc}): " + DAMAGED) from exc
 
 
 def load_weights(network: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -223,7 +269,8 @@ def load_weights(network: torch.nn.Module, state: Mapping[str, torch.Tensor], so
     if wrong:
         problems.append(f"{len(wrong)} tensor(s) of the wrong shape (e.g. {wrong[0]})")
     if problems:
-        raise BundleError(f"weights in {source} do not fit the network: {'; '.join(problems)}")
+        raise BundleError(f"weights in {source} do not fit the network its config.json describes "
+                          f"({'; '.join(problems)}): the two files are not of one model; " + DAMAGED.split(": ", 1)[1])
     network.load_state_dict(state)
 
 

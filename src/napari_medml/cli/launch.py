@@ -31,7 +31,7 @@ from typing import Any
 
 from napari_medml.cli.common import PROG, UsageError, info
 
-__all__ = ["STOP_FILE_ENV", "launch", "wants_launch", "watch_stop_file", "without_nproc"]
+__all__ = ["STOP_FILE_ENV", "die_with_parent", "launch", "wants_launch", "watch_stop_file", "without_nproc"]
 
 STOP_FILE_ENV = "NAPARI_MEDML_STOP_FILE"
 POLL_S = 0.25
@@ -80,7 +80,7 @@ def launch(args: argparse.Namespace) -> int:
     info(f"training in {nproc} processes (torchrun); Ctrl-C stops them all after the current step")
     aborted = False
     try:
-        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        proc = subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=die_with_parent)
         with _forward_interrupts(proc, folder / "stop") as state:
             code = proc.wait()
         aborted = state["aborted"]
@@ -89,6 +89,20 @@ def launch(args: argparse.Namespace) -> int:
     if aborted:
         return EXIT_INTERRUPTED
     return 0 if code == 0 else EXIT_ERROR
+
+
+def die_with_parent() -> None:
+    """Linux: have this process killed when the process that started it ends (torchrun, and
+    each process torchrun starts). Without it a launcher killed by SIGKILL left torchrun and
+    its processes training, and they wrote the bundle after the user had killed the command."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
 
 
 def _check_gpus(nproc: int, device: str) -> None:
@@ -105,7 +119,7 @@ def _check_gpus(nproc: int, device: str) -> None:
 
 @contextlib.contextmanager
 def _forward_interrupts(proc: subprocess.Popen, stop_file: Path) -> Iterator[dict[str, bool]]:
-    """First Ctrl-C: create the stop file. Second: SIGINT to torchrun. SIGTERM: passed on."""
+    """First Ctrl-C (or SIGTERM): create the stop file. Second: SIGINT to torchrun."""
     state = {"aborted": False}
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -120,9 +134,8 @@ def _forward_interrupts(proc: subprocess.Popen, stop_file: Path) -> Iterator[dic
         print(f"\n{PROG}: stopping all processes after this step and keeping the best model "
               "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
 
-    def on_terminate(signum: int, frame: Any) -> None:
-        state["aborted"] = True
-        proc.send_signal(signal.SIGTERM)
+    def on_terminate(signum: int, frame: Any) -> None:  # kill, a batch scheduler's time limit: as Ctrl-C
+        on_interrupt(signum, frame)
 
     previous = signal.signal(signal.SIGINT, on_interrupt), signal.signal(signal.SIGTERM, on_terminate)
     try:

@@ -22,6 +22,7 @@ from napari_medml.cli.common import (
     info,
     progress_bar,
 )
+from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.options import PRETRAIN_FIELDS, config_from_options
 from napari_medml.cli.values import integer, real
 from napari_medml.config import (
@@ -54,6 +55,7 @@ def add(sub: Any) -> None:
     g.add_argument("--spatial-dims", type=int, choices=(2, 3),
                    help="pretrain a 2D or a 3D network (default: 3 for volumes, 2 for images)")  # fmt: skip
     add_axes_option(g)
+    add_spacing_option(g, "image files")
     g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
                    help="training patch size, one number per spatial axis (default: from the images' "
                    "shape and spacing)")  # fmt: skip
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.bundles.checkpoints import save_run
     from napari_medml.cli.messages import nothing_saved, stopped_line
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
+    from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
     from napari_medml.cli.train import check_patch_option
     from napari_medml.engine.reports import StopToken
     from napari_medml.errors import MedMLError
@@ -112,14 +115,18 @@ def run(args: argparse.Namespace) -> int:
 
     check_bundle_target(args.out, inputs=args.image)
     check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
-    images, spacings, channel_axis, dims, first = _read_images(args.image, args.spatial_dims, args.axes)
+    images, spacings, channel_axis, dims, first = _read_images(args.image, args.spatial_dims, args.axes,
+                                                                       args.spacing)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
-    gen = fit_pretraining(images, None, config, spacing=spacings, channel_axis=channel_axis, stop=stop,
-                          resume_from=resume_folder(args))
-    with stop_on_interrupt(stop):
-        model, best = drive_training(gen, config.optim.epochs)
+    resume_from = resume_folder(args)
+    # one run at a time in --out, and --resume on the images it started with (cli.run_guard)
+    with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, [], spacings), files=args.image):
+        gen = fit_pretraining(images, None, config, spacing=spacings, channel_axis=channel_axis, stop=stop,
+                              resume_from=resume_from)
+        with stop_on_interrupt(stop):
+            model, best = drive_training(gen, config.optim.epochs)
     if model is None:
         raise MedMLError(nothing_saved("pretraining", checkpoint_folder(args.out)))
     path = save_run(model, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
@@ -133,18 +140,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None) -> tuple:
+def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, spacing: Any = None) -> tuple:
     """The samples of every image (frames, or slices under a 2D network), their spacings,
     the channel axis, the network's dimensions and the first volume."""
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
+    from napari_medml.cli.spacing_option import with_spacing
     from napari_medml.errors import InputError
     from napari_medml.preprocessing.inputs import check_not_constant
     from napari_medml.pretraining.data import split_unlabeled
 
     images, spacings, channels, first = [], [], set(), None
     for path in paths:
-        vol, lay = image_layout(io.read_volume(path, axes), path, spatial_dims)
+        vol, lay = image_layout(with_spacing(io.read_volume(path, axes), spacing, path)[0], path, spatial_dims)
         check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial_dims = dims

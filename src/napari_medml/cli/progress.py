@@ -123,11 +123,11 @@ def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
 
 @contextlib.contextmanager
 def stop_on_interrupt(stop: Any) -> Iterator[None]:
-    """First Ctrl-C: ask the engine to stop (it finishes the step and returns the best
-    model, which is then saved). Second Ctrl-C: abort at once. A process started by
+    """First Ctrl-C (or SIGTERM): ask the engine to stop (it finishes the step and returns
+    the best model, which is then saved). Second: abort at once. A process started by
     ``train --nproc`` also stops when the launcher's stop file appears."""
     from napari_medml.cli.launch import watch_stop_file
-    from napari_medml.engine.distributed import is_main
+    from napari_medml.engine.distributed import is_main, launched
 
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -138,12 +138,18 @@ def stop_on_interrupt(stop: Any) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.stop()
         if is_main():
-            print(f"\n{PROG}: stopping after this step and keeping the best model "
+            why = "terminated: " if signum == signal.SIGTERM else ""
+            print(f"\n{PROG}: {why}stopping after this step and keeping the best model "
                   "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
 
-    previous = signal.signal(signal.SIGINT, handler)
+    # SIGTERM (kill, a batch scheduler's time limit, docker stop) as Ctrl-C: the best model is saved.
+    # Not in a process torchrun started: its launcher stops them all at one step; torchrun's
+    # SIGTERM is its abort (a process stopping alone would wait for the others' next step)
+    terms = () if launched() else (signal.SIGTERM,)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, *terms)}
     try:
         with watch_stop_file(stop):
             yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)

@@ -14,6 +14,7 @@ from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_
 from napari_medml.cli.common import DEVICES, FILE_TYPES, UsageError, add_axes_option, check_bundle_target, info
 from napari_medml.cli.messages import nothing_saved, saved_note, stopped_line, with_flag_names
 from napari_medml.cli.options import config_from_options, fields_given
+from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.training_files import read_pairs
 from napari_medml.cli.values import integer, real
 from napari_medml.config import (
@@ -56,6 +57,7 @@ def add(sub: Any) -> None:
                    "network trains on the slices of volumes, and any network on the frames of "
                    "a time series")  # fmt: skip
     add_axes_option(g)
+    add_spacing_option(g)
     g.add_argument("--sparse", action="store_true",
                    help="labels are scribbles: 0 is unlabeled and ignored by the loss "
                    "(needs --background-id)")  # fmt: skip
@@ -186,12 +188,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """``run`` without the translation of the messages."""
-    from napari_medml.bundles.checkpoints import save_run
     from napari_medml.cli.launch import launch, wants_launch
-    from napari_medml.engine.distributed import is_main
-    from napari_medml.errors import MedMLError
-    from napari_medml.engine.reports import StopToken
-    from napari_medml.api import fit  # dispatches to the ensemble with --folds
+    from napari_medml.engine.distributed import launched
 
     if args.task == "classification":
         from napari_medml.cli.classify import train
@@ -205,10 +203,36 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
     check_bundle_target(args.out, inputs=[*args.image, *args.labels])
-    if wants_launch(args):
-        return launch(args)
+    if args.resume and args.spatial_dims is None:  # the stopped run's network cuts the files, not a new choice
+        from napari_medml.cli.resume import stopped_config
+
+        args.spatial_dims = stopped_config(resume_folder(args)).data.spatial_dims
     images, labels, spacings, channel_axis, dims, groups = read_pairs(
-        args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class")
+        args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class",
+        spacing=args.spacing)
+    read = images, labels, spacings, channel_axis, dims, groups
+    if launched():  # a process torchrun started: the launcher holds the folder
+        from napari_medml.cli.launch import die_with_parent
+
+        die_with_parent()  # torchrun's end (its launcher killed) ends it too
+        return _train(args, *read)
+    from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
+
+    # read and checked before torchrun starts: an input error is one line, not the processes' failure report
+    with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, labels, spacings),
+                         files=[*args.image, *args.labels]):
+        return launch(args) if wants_launch(args) else _train(args, *read)
+
+
+def _train(args: argparse.Namespace, images: list, labels: list, spacings: list, channel_axis: int | None,
+           dims: int, groups: tuple[int, ...]) -> int:
+    """The run on the samples ``read_pairs`` read: planned (or resumed), trained and saved."""
+    from napari_medml.bundles.checkpoints import save_run
+    from napari_medml.engine.distributed import is_main
+    from napari_medml.errors import MedMLError
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.api import fit  # dispatches to the ensemble with --folds
+
     planned = not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     check_patch_option(args.patch_size, dims, args.depth or (None if planned else ModelConfig().depth))

@@ -13,6 +13,7 @@ at each epoch end, on Stop and when the generator is closed), and resuming from
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -192,8 +193,10 @@ class Trainer:
                 if finished:
                     break
         except GeneratorExit:
-            # closed from outside (a worker quit): leave a checkpoint, then end quietly
-            if step > self.start_step:
+            # closed from outside (a worker quit): leave a checkpoint, then end quietly; not when
+            # Python exits (a script that left its loop with break): nothing can be imported then,
+            # and the epoch's checkpoint is there
+            if step > self.start_step and not sys.is_finalizing():
                 self._save_last(step, (step - 1) // spe + 1, self.elapsed_before + time.monotonic() - start)
             return self._best_model()
         finally:

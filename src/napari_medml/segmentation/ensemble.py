@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.bundles.format import MEMBERS_NAME
+from napari_medml.bundles.format import DAMAGED, MEMBERS_NAME
 from napari_medml.config import InferConfig, TrainConfig, to_dict
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.errors import BundleError, InputError
@@ -197,12 +197,12 @@ def load_ensemble(path: str | Path) -> EnsembleModel:
         raise BundleError(f"{path} is not an ensemble bundle: load it with napari_medml.load_model")
     names = description["ensemble"].get("members") if isinstance(description["ensemble"], dict) else None
     if not names or not all(isinstance(n, str) and ".." not in Path(n).parts for n in names):
-        raise BundleError(f"{path / 'config.json'} lists no valid ensemble members: the bundle is damaged")
+        raise BundleError(f"{path / 'config.json'} lists no valid ensemble members: " + DAMAGED)
     members = []
     for name in names:
         member = load_segmentation_model(path / name)
         if isinstance(member, EnsembleModel):
-            raise BundleError(f"{path / name} is an ensemble inside an ensemble: the bundle is damaged")
+            raise BundleError(f"{path / name} is an ensemble inside an ensemble: " + DAMAGED)
         members.append(member)
     provenance = dict(description.get("provenance") or {})
     if description.get("plan"):

@@ -1,0 +1,141 @@
+"""A command-line training run's hold on its ``--out`` folder.
+
+- One run at a time: a lock file in ``<out>/checkpoints`` names the process that writes
+  there; a second run is refused in one line while that process lives (two runs on one
+  folder each said "saved", and one's checkpoints were deleted by the other's save).
+- ``--resume`` only on the files the run started with: ``inputs.json`` records a digest of
+  the training images and labels, compared when the run resumes.
+- A new run (no ``--resume``) says that it replaces an interrupted run's checkpoints, and
+  removes them before its first step (else a stop before its first checkpoint would leave
+  the old run's ``last`` to resume).
+
+Written by hand: file locks (``fcntl``) do not outlive a process's stop and are not on
+every platform; a process id in a file created exclusively is enough for one machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_medml.cli.common import UsageError, info
+
+__all__ = ["INPUTS_NAME", "LOCK_NAME", "hold_out_folder", "inputs_digest"]
+
+LOCK_NAME = "run.lock"
+INPUTS_NAME = "inputs.json"
+
+
+def inputs_digest(images: Sequence[Any], labels: Sequence[Any], spacings: Sequence[Any]) -> str:
+    """A digest of a run's training samples (values, shapes and voxel sizes)."""
+    from napari_medml.segmentation.run_identity import content_digest
+
+    digest = hashlib.sha256()
+    for array in (*images, *labels):
+        digest.update(f"{getattr(array, 'shape', ())}{getattr(array, 'dtype', '')}".encode())
+        digest.update(content_digest(array).encode())
+    digest.update(json.dumps([list(map(float, s)) for s in spacings]).encode())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Path]) -> Iterator[None]:
+    """Hold ``out`` for one training run (see the module).
+
+    Parameters
+    ----------
+    out : Path
+        The bundle folder (``--out``).
+    resume : bool
+        The run continues an interrupted one (``--resume``).
+    digest : str
+        :func:`inputs_digest` of the run's training samples.
+    files : sequence of Path
+        The image and labels files, named in the messages.
+
+    Raises
+    ------
+    UsageError
+        Another living process holds ``out``; ``--resume`` with other files than the run's.
+    """
+    from napari_medml.bundles.checkpoints import checkpoint_folder, has_checkpoint
+
+    folder = checkpoint_folder(out)
+    created = not out.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    _acquire(lock, out)
+    try:
+        recorded = folder / INPUTS_NAME
+        if resume:
+            before = _read(recorded).get("digest")
+            if before is not None and before != digest:
+                raise UsageError(f"--resume: the training files ({', '.join(f'{p}' for p in files)}) hold other "
+                                 "images or labels than the stopped run's: resume with the files it started with, "
+                                 "or train a new run without --resume")
+        else:
+            if has_checkpoint(folder):
+                info(f"'{out}' holds the checkpoints of an interrupted run: this new run replaces them (the same "
+                     "command with --resume would have continued it)")
+            for entry in folder.iterdir():
+                if entry.name != LOCK_NAME:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            _write(recorded, {"digest": digest, "files": [str(p) for p in files]})
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if _read(lock).get("pid") == os.getpid():
+                lock.unlink()
+        if not resume and folder.is_dir() and not has_checkpoint(folder):  # nothing to resume: no litter
+            shutil.rmtree(folder, ignore_errors=True)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+
+
+def _acquire(lock: Path, out: Path) -> None:
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _read(lock).get("pid")
+            if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+                raise UsageError(f"another napari-medml run (process {pid}) is writing to '{out}': wait for it to "
+                                 "end, or choose another --out") from None
+            with contextlib.suppress(OSError):
+                lock.unlink()  # left by a run that no longer runs
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid()}, handle)
+        return
+    raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _read(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write(path: Path, value: dict) -> None:
+    from napari_medml.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2))
