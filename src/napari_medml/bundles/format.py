@@ -233,10 +233,10 @@ def read_description(path: Path) -> dict:
         raise BundleError(f"{cfg_path} lacks {', '.join(missing)}: " + DAMAGED)
     norm = desc["normalization"]
     channels = norm.get("channels") if isinstance(norm, dict) else None
-    for stats in channels if isinstance(channels, list) else ():  # a zero std would blame the user's image
-        std = stats.get("std") if isinstance(stats, dict) else None
-        if std is not None and not (isinstance(std, (int, float)) and np.isfinite(std) and std > 0):
-            raise BundleError(f"{cfg_path} has a normalization std of {std!r}, not a positive number: " + DAMAGED)
+    for stats in channels if isinstance(channels, list) else ():  # else the user's image would be blamed
+        std = stats.get("std") if isinstance(stats, dict) else None  # 0 is a constant channel's
+        if std is not None and not (isinstance(std, (int, float)) and np.isfinite(std) and std >= 0):
+            raise BundleError(f"{cfg_path} has a normalization std of {std!r}, not a number >= 0: " + DAMAGED)
     return desc
 
 

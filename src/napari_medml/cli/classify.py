@@ -55,20 +55,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    """Make samples from the files, train a classifier with a progress bar, save the bundle."""
-    from napari_medml.bundles.checkpoints import save_run
+    """Make samples from the files, train a classifier with a progress bar, save the bundle
+    (one run at a time in ``--out``, and ``--resume`` on the run's own samples: ``cli.run_guard``)."""
     from napari_medml.cli.common import check_bundle_target
-    from napari_medml.cli.messages import nothing_saved, stopped_line
-    from dataclasses import replace
-
-    from napari_medml.cli.launch import launch, wants_launch
-    from napari_medml.cli.options import fields_given
-    from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
-    from napari_medml.classification.metrics import one_class_note
-    from napari_medml.classification.task import fit_classifier
-    from napari_medml.engine.distributed import is_main
-    from napari_medml.errors import MedMLError
-    from napari_medml.engine.reports import StopToken
+    from napari_medml.cli.launch import die_with_parent, launch, wants_launch
+    from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
+    from napari_medml.engine.distributed import launched
 
     if args.labels:
         raise UsageError("classification reads its classes from --classes (a CSV or a labels file), "
@@ -77,9 +69,29 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError("classification trains on one --image (a stack in image level)")
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
-    if wants_launch(args):
-        return launch(args)
-    samples = read_samples(args)
+    samples = read_samples(args)  # before torchrun starts: an input error is one line
+    if launched():  # a process torchrun started: the launcher holds the folder
+        die_with_parent()
+        return _train(args, samples)
+    with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest([samples.x], [samples.y], []),
+                         files=inputs):
+        return launch(args) if wants_launch(args) else _train(args, samples)
+
+
+def _train(args: argparse.Namespace, samples: Any) -> int:
+    """Train a classifier on ``samples`` with a progress bar and save the bundle."""
+    from dataclasses import replace
+
+    from napari_medml.bundles.checkpoints import save_run
+    from napari_medml.cli.messages import nothing_saved, stopped_line
+    from napari_medml.cli.options import fields_given
+    from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
+    from napari_medml.classification.metrics import one_class_note
+    from napari_medml.classification.task import fit_classifier
+    from napari_medml.engine.distributed import is_main
+    from napari_medml.errors import MedMLError
+    from napari_medml.engine.reports import StopToken
+
     config = replace(train_config(args, samples.spatial_dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     stop = StopToken()
     # with --init-from, the network, width and depth not given are the start bundle's (as for segmentation)

@@ -99,21 +99,27 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
 
 
 def _acquire(lock: Path, out: Path) -> None:
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _read(lock).get("pid")
-            if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-                raise UsageError(f"another napari-medml run (process {pid}) is writing to '{out}': wait for it to "
-                                 "end, or choose another --out") from None
-            with contextlib.suppress(OSError):
-                lock.unlink()  # left by a run that no longer runs
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid()}, handle)
-        return
-    raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+    """Create ``lock`` holding this process's id, whole at once (a hard link of a written file:
+    another run never reads it half-written); take over one whose process has ended."""
+    from napari_medml.io.atomic import temp_name
+
+    mine = temp_name(lock)
+    mine.write_text(json.dumps({"pid": os.getpid()}))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                return
+            except FileExistsError:
+                pid = _read(lock).get("pid")
+                if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+                    raise UsageError(f"another napari-medml run (process {pid}) is writing to '{out}': wait for it "
+                                     "to end, or choose another --out") from None
+                with contextlib.suppress(OSError):
+                    lock.unlink()  # left by a run that no longer runs
+        raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+    finally:
+        mine.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -211,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
         args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class",
         spacing=args.spacing)
     read = images, labels, spacings, channel_axis, dims, groups
+    # a planned run takes a depth that divides the patch given (segmentation.plan)
+    check_patch_option(args.patch_size, dims, args.depth or (None if _planned(args) else ModelConfig().depth))
+    train_config(args, dims)  # options that do not go together: one line before torchrun starts
     if launched():  # a process torchrun started: the launcher holds the folder
         from napari_medml.cli.launch import die_with_parent
 
@@ -233,9 +236,7 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
     from napari_medml.engine.reports import StopToken
     from napari_medml.api import fit  # dispatches to the ensemble with --folds
 
-    planned = not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
-    # a planned run takes a depth that divides the patch given (segmentation.plan)
-    check_patch_option(args.patch_size, dims, args.depth or (None if planned else ModelConfig().depth))
+    planned = _planned(args)
     if args.task == "segmentation" and not args.sparse:
         from napari_medml.segmentation.label_values import many_ids_warning
 
@@ -296,6 +297,11 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
     elif stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
+
+
+def _planned(args: argparse.Namespace) -> bool:
+    """Whether the run is planned from the data and the time budget."""
+    return not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
 
 
 def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> None:
