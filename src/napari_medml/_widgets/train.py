@@ -71,7 +71,7 @@ WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "
            "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch",
            "napari_medml.instances.task", "napari_medml.instances.data", "napari_medml.instances.model",
            "napari_medml.instances.metrics", "skimage.segmentation", "skimage.morphology",
-           "napari_medml.segmentation.lazy")
+           "napari_medml.segmentation.lazy", "napari_medml.segmentation.label_warnings")
 
 
 class TrainWidget(DockForm):
