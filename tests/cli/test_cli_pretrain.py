@@ -162,3 +162,27 @@ def test_pretraining_on_a_constant_image_is_refused(files):
               "--steps-per-epoch", "1", *NET, tmp=tmp)
     assert out.returncode == 1 and f"image '{files / 'flat.nii.gz'}' is constant (every voxel is 5)" in out.stderr
     assert not (files / "flat_pre").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "train"])
+def test_the_bundle_is_saved_while_the_run_holds_its_folder(files, monkeypatch, command):
+    """A second run may take --out only after the first has saved its bundle: pretraining saved after
+    letting the folder go."""
+    import napari_medml.bundles.checkpoints as checkpoints
+    from napari_medml.cli import main
+
+    out = files / f"held-{command}"
+    lock = out / "checkpoints" / "run.lock"
+    saw: list[dict] = []
+    save_run = checkpoints.save_run
+
+    def checked(model, path, **kw):
+        saw.append(json.loads(lock.read_text()) if lock.exists() else {})
+        return save_run(model, path, **kw)
+
+    monkeypatch.setattr(checkpoints, "save_run", checked)
+    extra = ["--labels", files / "seg.nii.gz", "--no-plan"] if command == "train" else []
+    assert main([command, "--image", str(files / "ct.nii.gz"), *map(str, extra), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "2", "--patch-size", "8", "16", "16", *NET]) == 0
+    assert saw == [{"pid": os.getpid()}]
+    assert not lock.exists() and (out / "config.json").is_file()

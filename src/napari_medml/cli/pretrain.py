@@ -127,9 +127,9 @@ def run(args: argparse.Namespace) -> int:
                               resume_from=resume_from)
         with stop_on_interrupt(stop):
             model, best = drive_training(gen, config.optim.epochs)
-    if model is None:
-        raise MedMLError(nothing_saved("pretraining", checkpoint_folder(args.out)))
-    path = save_run(model, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
+        if model is None:
+            raise MedMLError(nothing_saved("pretraining", checkpoint_folder(args.out)))
+        path = save_run(model, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     note = f" (best epoch {best.epoch}, validation reconstruction loss {best.val_loss:.4f})" if best else ""
     info(f"saved pretrained bundle to {path}{note}; start a segmentation run from it with "
          f"'napari-medml train --init-from {path} ...'")
