@@ -258,3 +258,30 @@ def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_wi
     widget["stop"].changed.emit(True)
     assert session.closed  # at once: an answer of the whole volume in the job stops within a block
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+
+
+def test_an_image_removed_while_accept_runs_gets_no_segmentation_or_model(
+        make_napari_viewer, open_widget, qtbot) -> None:
+    """Review 20: Accept added result layers (and a model) for an image removed while it ran."""
+    p = phantom_3d(0, shape=(16, 48, 48))
+    truth = p.labels.astype(np.int32)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [image]
+    widget["background"].value = BACKGROUND
+    widget["network"].value = False
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    scribbles = viewer.layers["ct [scribbles]"]
+    viewer.dims.set_current_step(0, 8)
+    _paint_strokes(scribbles, truth, 8, np.random.default_rng(0))
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data.any(), timeout=60000)
+    widget["accept"].changed.emit(True)
+    assert widget["hint"].value == ACCEPT_BUSY
+    viewer.layers.remove(image)  # before the job's answer reaches the GUI thread
+    qtbot.waitUntil(lambda: not widget.runner.running and not widget.tasks.running, timeout=60000)
+    qtbot.wait(200)
+    assert "ct [segmentation]" not in viewer.layers and not session_for(viewer).models
+    assert widget.session is None and "image layer 'ct' was removed" in widget["status"].value
+    assert scribbles in viewer.layers and scribbles.data.any()  # the user's strokes stay
