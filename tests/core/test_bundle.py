@@ -90,33 +90,42 @@ def test_a_folder_with_bundle_names_but_the_users_files_is_refused(tmp_path, use
     assert load_model(save_model(_model(), ours)).class_ids == (0, 5, 7)
 
 
+FIX = "the bundle is damaged: copy the folder again from where it came (or a backup), or train the model again"
+
+
 def test_damaged_bundles_raise_bundle_error_naming_the_path(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         load_model(tmp_path / "missing")
     path = save_model(_model(), tmp_path / "b")
     (path / "weights.safetensors").rename(tmp_path / "w.safetensors")
-    with pytest.raises(BundleError, match="no weights.safetensors"):
+    with pytest.raises(BundleError, match="no weights.safetensors") as info:
         load_model(path)
+    assert str(info.value).endswith(FIX)  # every damaged-bundle line says what to do
     (tmp_path / "w.safetensors").rename(path / "weights.safetensors")
     good = (path / "config.json").read_text()
     (path / "config.json").write_text("{not json")
-    with pytest.raises(BundleError, match=r"config\.json is not valid JSON"):
+    with pytest.raises(BundleError, match=r"config\.json is not valid JSON") as info:
         load_model(path)
+    assert str(info.value).endswith(FIX)
     desc = json.loads(good)
     del desc["class_ids"]
     (path / "config.json").write_text(json.dumps(desc))
-    with pytest.raises(BundleError, match="lacks class_ids"):
+    with pytest.raises(BundleError, match="lacks class_ids") as info:
         load_model(path)
+    assert str(info.value).endswith(FIX)
     desc = json.loads(good)
     desc["class_ids"] = [0, 5]  # weights have 3 output channels
     (path / "config.json").write_text(json.dumps(desc))
     with pytest.raises(BundleError, match="wrong shape") as info:
         load_model(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and str(info.value).endswith(
+        "the two files are not of one model; copy the folder again from where it came (or a backup), or train the "
+        "model again")
     (path / "config.json").write_text(good)
     (path / "weights.safetensors").write_bytes(b"garbage")
-    with pytest.raises(BundleError, match="cannot be read"):
+    with pytest.raises(BundleError, match="cannot be read") as info:
         load_model(path)
+    assert str(info.value).endswith(FIX)
     (tmp_path / "empty").mkdir()
     with pytest.raises(BundleError) as info:
         load_model(tmp_path / "empty")
