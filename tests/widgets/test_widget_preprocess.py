@@ -49,6 +49,30 @@ def test_chain_makes_new_layers_with_recipe(setup, qtbot, open_widget):
     assert [s.operation for s in cfg.data.preprocessing] == ["ct_window", "zscore"]
 
 
+def test_a_preprocessed_layer_finds_its_raw_layer_renamed_and_not_another_of_its_name(setup, qtbot):
+    """Review 20: the raw layer was found by name, so a renamed raw layer broke the chain and
+    another image given its old name was trained on in its place."""
+    from napari_medml._widgets._layers import raw_layer
+    from napari_medml.errors import InputError
+
+    viewer, widget, image, _ = setup
+    widget["operation"].value = "zscore"
+    _apply(widget, qtbot)
+    scored = viewer.layers["ct [z-score]"]
+    assert scored.metadata["preprocess_source_shape"] == list(image.data.shape)
+    image.name = "ct raw"
+    other = viewer.add_image(np.zeros((4, 8, 8), np.float32), name="ct")
+    assert raw_layer(viewer, scored) is image  # the same layer, renamed
+    viewer.layers.remove(image)
+    with pytest.raises(InputError) as info:
+        raw_layer(viewer, scored)
+    assert str(info.value) == (f"image 'ct [z-score]' was preprocessed from another 'ct' (of shape "
+                               f"{image.data.shape}) than the one open now: open that image again, or choose an "
+                               "image without preprocessing")
+    other.data = image.data  # a reloaded session: new ids, the same name and shape
+    assert raw_layer(viewer, scored) is other
+
+
 def test_resample_and_crop_keep_geometry(setup, qtbot):
     viewer, widget, image, labels = setup
     widget["operation"].value = "resample"

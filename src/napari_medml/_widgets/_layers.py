@@ -31,7 +31,7 @@ from napari_medml.layer_data import (
     spatial_meta,
 )
 
-__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
+__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_ID_KEY", "SOURCE_KEY", "SOURCE_SHAPE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
            "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe",
            "layer_spatial", "layer_volume", "model_input", "painted_plane", "raw_layer", "record_planes", "require",
            "show_result"]
@@ -207,11 +207,13 @@ def _user_owned(layer: napari.layers.Labels) -> Any:
 
 
 # --- preprocessing chains -------------------------------------------------------------
-# A preprocess result layer keeps its recipe (list of PreprocessStep dicts) and the name
-# of the raw layer it came from. Models re-apply recipes to raw images (``fit`` and
-# ``Model.predict`` both do), so train and predict feed the raw layer plus the recipe.
+# A preprocess result layer keeps its recipe (list of PreprocessStep dicts) and the raw
+# layer it came from (name, napari's unique id, shape). Models re-apply recipes to raw images
+# (``fit`` and ``Model.predict`` both do), so train and predict feed the raw layer plus the recipe.
 RECIPE_KEY = "preprocessing"
 SOURCE_KEY = "preprocess_source"
+SOURCE_ID_KEY = "preprocess_source_id"
+SOURCE_SHAPE_KEY = "preprocess_source_shape"
 
 
 def layer_recipe(layer: napari.layers.Layer) -> tuple[Any, ...]:
@@ -221,16 +223,37 @@ def layer_recipe(layer: napari.layers.Layer) -> tuple[Any, ...]:
     return tuple(from_dict(PreprocessStep, d) for d in layer.metadata.get(RECIPE_KEY) or ())
 
 
+def source_metadata(raw: napari.layers.Layer) -> dict[str, Any]:
+    """What a preprocess result records of its raw layer, for :func:`raw_layer` to find it again."""
+    return {SOURCE_KEY: raw.name, SOURCE_ID_KEY: str(getattr(raw, "unique_id", "")),
+            SOURCE_SHAPE_KEY: [int(n) for n in layer_volume(raw).data.shape]}
+
+
 def raw_layer(viewer: napari.Viewer, layer: napari.layers.Layer) -> napari.layers.Layer:
-    """The raw layer a preprocess result was made from (the layer itself when raw)."""
+    """The raw layer a preprocess result was made from (the layer itself when raw): the same
+    layer, renamed or not; after a reload (new ids), the layer of its name and shape.
+
+    Raises
+    ------
+    InputError
+        It is no longer open, or the layer of its name is another image (another shape).
+    """
     if not layer.metadata.get(RECIPE_KEY):
         return layer
-    source = layer.metadata.get(SOURCE_KEY)
+    source, uid = layer.metadata.get(SOURCE_KEY), layer.metadata.get(SOURCE_ID_KEY)
+    for candidate in viewer.layers:
+        if uid and str(getattr(candidate, "unique_id", "")) == uid:
+            return candidate
     if source not in viewer.layers:
         raise InputError(
             f"image '{layer.name}' was preprocessed from '{source}', which is no longer open: "
             f"open '{source}' again, or choose an image without preprocessing")
-    return viewer.layers[source]
+    found, shape = viewer.layers[source], layer.metadata.get(SOURCE_SHAPE_KEY)
+    if shape is not None and [int(n) for n in layer_volume(found).data.shape] != [int(n) for n in shape]:
+        raise InputError(
+            f"image '{layer.name}' was preprocessed from another '{source}' (of shape {tuple(shape)}) than the one "
+            f"open now: open that image again, or choose an image without preprocessing")
+    return found
 
 
 class ModelInput(NamedTuple):

@@ -25,7 +25,6 @@ from magicgui.widgets import (
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._layers import (
     RECIPE_KEY,
-    SOURCE_KEY,
     check_fits,
     is_lazy_layer,
     labels_array,
@@ -34,6 +33,7 @@ from napari_medml._widgets._layers import (
     raw_layer,
     require,
     show_result,
+    source_metadata,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml.config import PreprocessStep, to_dict
@@ -227,7 +227,7 @@ class PreprocessWidget(DockForm):
         step = self.step()
         check_steps(volume, (step,))  # here, not after the job's first import of MONAI (seconds)
         recipe = (*layer_recipe(layer), step)
-        source = raw_layer(self._viewer, layer).name if layer_recipe(layer) else layer.name
+        source = source_metadata(raw_layer(self._viewer, layer))
         what = describe_step(step)
 
         def job(stop: Any, report: Any) -> Any:
@@ -241,7 +241,7 @@ class PreprocessWidget(DockForm):
             out, note = result
             new = show_result(self._viewer, _result_layer(out, layer.name, what))
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
-            new.metadata[SOURCE_KEY] = source
+            new.metadata.update(source)
             if note:
                 from napari.utils import notifications
 
