@@ -9,8 +9,11 @@
   removes them before its first step (else a stop before its first checkpoint would leave
   the old run's ``last`` to resume).
 
-Written by hand: file locks (``fcntl``) do not outlive a process's stop and are not on
-every platform; a process id in a file created exclusively is enough for one machine.
+Written by hand (no lock library is a dependency): an ``fcntl.flock`` on the lock file,
+which the system lets go when the process ends however it ends, so a killed run's lock is
+no hold and two runs that find one at the same moment cannot both take it. Where there is
+no ``flock`` (Windows, some network file systems) the lock is a file created exclusively
+holding the process id, taken over once that process no longer runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +74,7 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
     created = not out.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
-    _acquire(lock, out)
+    held = _acquire(lock, out)
     try:
         recorded = folder / INPUTS_NAME
         if resume:
@@ -91,14 +95,57 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
     finally:
         with contextlib.suppress(OSError):
             if _read(lock).get("pid") == os.getpid():
-                lock.unlink()
+                lock.unlink()  # before the flock goes: a run waiting on this file finds it gone and tries again
+        if held is not None:
+            os.close(held)
         if not resume and folder.is_dir() and not has_checkpoint(folder):  # nothing to resume: no litter
             shutil.rmtree(folder, ignore_errors=True)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
 
 
-def _acquire(lock: Path, out: Path) -> None:
+def _refuse(lock: Path, out: Path) -> UsageError:
+    pid = None
+    for _ in range(20):  # the holder writes its id just after it takes the lock
+        pid = _read(lock).get("pid")
+        if isinstance(pid, int):
+            break
+        threading.Event().wait(0.05)
+    who = f" (process {pid})" if isinstance(pid, int) else ""
+    return UsageError(f"another napari-medml run{who} is writing to '{out}': wait for it to end, or choose "
+                      "another --out")
+
+
+def _acquire(lock: Path, out: Path) -> int | None:
+    """Take ``lock`` for this process: the open file holding a ``flock`` (None where the
+    system has none, see the module)."""
+    try:
+        import fcntl
+    except ImportError:
+        return _acquire_by_id(lock, out)
+    for _ in range(3):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _refuse(lock, out) from None
+        except OSError:  # a file system without flock
+            os.close(fd)
+            return _acquire_by_id(lock, out)
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:  # else the run that held it removed it as it ended: take the new file
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid()}).encode())
+            return fd
+        os.close(fd)
+    raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+
+
+def _acquire_by_id(lock: Path, out: Path) -> None:
     """Create ``lock`` holding this process's id, whole at once (a hard link of a written file:
     another run never reads it half-written); take over one whose process has ended."""
     from napari_medml.io.atomic import temp_name
@@ -109,12 +156,11 @@ def _acquire(lock: Path, out: Path) -> None:
         for _ in range(2):
             try:
                 os.link(mine, lock)
-                return
+                return None
             except FileExistsError:
                 pid = _read(lock).get("pid")
                 if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-                    raise UsageError(f"another napari-medml run (process {pid}) is writing to '{out}': wait for it "
-                                     "to end, or choose another --out") from None
+                    raise _refuse(lock, out) from None
                 with contextlib.suppress(OSError):
                     lock.unlink()  # left by a run that no longer runs
         raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")

@@ -1,0 +1,82 @@
+"""The hold of a training run on its --out folder (``cli.run_guard``): one holder at a time,
+even when several runs find a dead run's lock at the same moment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from napari_medml.cli.common import UsageError
+from napari_medml.cli.run_guard import LOCK_NAME, hold_out_folder
+
+pytest.importorskip("fcntl")
+
+
+def _hold(out):
+    return hold_out_folder(out, resume=False, digest="d", files=[])
+
+
+def test_runs_that_find_a_dead_runs_lock_together_never_both_hold_the_folder(tmp_path) -> None:
+    """Two runs that took over the same stale lock at once could both run (each removed the
+    other's fresh lock as the dead one's)."""
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / LOCK_NAME).write_text('{"pid": 999999999}')  # a killed run's
+    start, inside, most, refused = threading.Barrier(8), [0], [0], []
+    guard = threading.Lock()
+
+    def run() -> None:
+        start.wait()
+        try:
+            with _hold(out):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                time.sleep(0.3)
+                with guard:
+                    inside[0] -= 1
+        except UsageError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1 and refused  # one holder at a time; the others told so
+    assert set(refused) == {f"another napari-medml run (process {__import__('os').getpid()}) is writing to "
+                            f"'{out}': wait for it to end, or choose another --out"}
+    assert not (out / "checkpoints" / LOCK_NAME).exists()
+
+
+def test_a_lock_is_a_hold_while_its_process_holds_it_and_not_once_it_has_ended(tmp_path) -> None:
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    lock = out / "checkpoints" / LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, json, os, sys
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({{"pid": os.getpid()}}).encode())
+print("held", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError) as info:
+            with _hold(out):
+                pass
+        assert str(info.value) == (f"another napari-medml run (process {holder.pid}) is writing to '{out}': wait "
+                                   "for it to end, or choose another --out")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads(lock.read_text()) == {"pid": holder.pid}  # killed: its file stays, but no hold
+    with _hold(out):
+        assert json.loads(lock.read_text()) == {"pid": __import__("os").getpid()}
+    assert not lock.exists()
