@@ -168,3 +168,20 @@ def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
     with pytest.raises(InputError, match="the corrected labels equal the prediction"):
         run_to_end(correction_round(again.model, movie, again.as_predicted.copy(), again.as_predicted, 2,
                                     axes="TYX", spacing=(1.0, 1.0, 1.0), infer=infer, edited=again.edited))
+
+
+def test_a_model_trained_on_a_volumes_slices_fine_tunes_on_one_image():
+    """Review 21: the model's slice groups (20 slices of one volume) were checked against the
+    fine-tuning images (1 corrected image): 'sample_groups (20,) add up to 20 samples but 1 images'."""
+    volume = np.stack([touching_objects_2d(k, (32, 32)).image for k in range(6)])
+    truth = np.stack([(touching_objects_2d(k, (32, 32)).labels > 0).astype(np.uint8) for k in range(6)])
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, sample_groups=(6,)),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu", seed=0)
+    model = train(list(volume), list(truth), config)
+    assert model.config.data.sample_groups == (6,)
+    before = model.predict(volume[0]).labels
+    corrected = before.copy()
+    corrected[:8, :8] = 1 - corrected[:8, :8]
+    tuned = run_to_end(retrain_on_corrections(model, volume[0], corrected, 2, predicted=before))
+    assert tuned.history[-1]["step"] == 2 and tuned.config.data.sample_groups == (6,)

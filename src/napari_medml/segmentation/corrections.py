@@ -184,8 +184,9 @@ def finetune_config(config: TrainConfig, steps: int, augment: AugmentConfig | No
     keeps the model's patch size, classes and normalisation. ``background_id``: scribble
     labels with that background id (None: dense labels).
     """
-    # one run on all of it: an ensemble member's fold would hold out half of the corrections
-    data = replace(config.data, val_fraction=0.0, folds=1, fold=None)
+    # one run on all of it: an ensemble member's fold would hold out half of the corrections;
+    # the training run's slice groups described its images, not these
+    data = replace(config.data, val_fraction=0.0, folds=1, fold=None, sample_groups=None)
     if background_id is None:
         data = replace(data, label_mode="dense")
     else:
