@@ -235,6 +235,10 @@ def test_errors_are_one_line(capsys, stack, tmp_path) -> None:
     code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "tile", "--image", flat,
                            "--classes", stack["csv"], *SMALL, "--out", tmp_path / "b")
     assert_one_line_error(code, err, "labels file")
+    # review 21: options that do not go together, checked before torchrun starts (it printed 44 lines)
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--image", stack["npy"], "--classes",
+                           stack["csv"], "--folds", "3", "--nproc", "2", *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, "folds 3", "trains one model")
     assert not (tmp_path / "b").exists()
 
 

@@ -70,6 +70,7 @@ def train(args: argparse.Namespace) -> int:
     inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
     check_bundle_target(args.out, inputs=inputs)
     samples = read_samples(args)  # before torchrun starts: an input error is one line
+    train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun
     if launched():  # a process torchrun started: the launcher holds the folder
         die_with_parent()
         return _train(args, samples)
