@@ -270,3 +270,15 @@ def test_export_onnx(tmp_path):
     onnx = pytest.importorskip("onnx")
     path = export_onnx(_model(), tmp_path / "m.onnx")
     onnx.checker.check_model(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("task, command", [("pretraining", "pretrain"), ("segmentation", "train")])
+def test_a_killed_runs_folder_names_the_command_that_resumes_it(tmp_path, task, command):
+    """Review 21: a killed pretraining run's folder named 'napari-medml train ... --resume', which refuses it."""
+    best = tmp_path / "run" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text(json.dumps({"task": task}))
+    with pytest.raises(BundleError) as info:
+        load_model(tmp_path / "run")
+    assert f"continue it with the same 'napari-medml {command} ... --out {tmp_path / 'run'}' and --resume" in str(
+        info.value)

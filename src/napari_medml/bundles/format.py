@@ -10,6 +10,7 @@ renamed into place, so a crash never leaves half a bundle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import os
@@ -203,10 +204,14 @@ def read_description(path: Path) -> dict:
                               f"it left the earlier bundle at '{left}'; rename that folder to '{path}'")
         raise BundleError(f"model bundle {path} does not exist or is not a folder")
     cfg_path = path / CONFIG_NAME
-    if not cfg_path.is_file() and (path / CHECKPOINTS_NAME / "best" / CONFIG_NAME).is_file():
+    best = path / CHECKPOINTS_NAME / "best" / CONFIG_NAME
+    if not cfg_path.is_file() and best.is_file():
+        command = "train"
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # the message only
+            command = "pretrain" if json.loads(best.read_text()).get("task") == "pretraining" else "train"
         raise BundleError(f"{path} holds only the checkpoints of a training run that was killed before it saved the "
-                          f"model: continue it with the same 'napari-medml train ... --out {path}' and --resume, or use "
-                          f"its best epoch so far, the bundle '{path / CHECKPOINTS_NAME / 'best'}'")
+                          f"model: continue it with the same 'napari-medml {command} ... --out {path}' and --resume, "
+                          f"or use its best epoch so far, the bundle '{path / CHECKPOINTS_NAME / 'best'}'")
     if not cfg_path.is_file():
         inner = sorted(p.name for p in path.iterdir() if (p / CONFIG_NAME).is_file())
         fix = (f"it holds the bundle(s) {', '.join(inner[:3])}{', ...' if len(inner) > 3 else ''}: choose one of "
