@@ -282,8 +282,8 @@ def test_one_run_at_a_time_and_resume_only_on_the_runs_files(files, tmp_path) ->
         "without --resume")
     fresh = run(*base[1:], *first, "--epochs", "1")
     assert fresh.returncode == 0, fresh.stderr
-    assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run: this new run replaces them (the "
-            "same command with --resume would have continued it)") in lines(fresh.stderr)
+    assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run: this new run replaces them once "
+            "it has its own (the same command with --resume would have continued it)") in lines(fresh.stderr)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
 
 

@@ -80,3 +80,53 @@ sys.stdin.read()
     with _hold(out):
         assert json.loads(lock.read_text()) == {"pid": __import__("os").getpid()}
     assert not lock.exists()
+
+
+def _interrupted(out, digest="old"):
+    folder = out / "checkpoints"
+    (folder / "last").mkdir(parents=True)
+    (folder / "last" / "train_state.json").write_text('{"run": "old"}')
+    (folder / "inputs.json").write_text(json.dumps({"digest": digest, "files": [], "spacings": [[2.0, 0.5]]}))
+    return folder
+
+
+def test_a_new_run_that_ends_before_its_first_checkpoint_gives_the_interrupted_run_back(tmp_path) -> None:
+    """Review 21: a new run deleted an interrupted run's checkpoints before its first step, so
+    one that then failed on its input left nothing to resume."""
+    folder = _interrupted(tmp_path / "model")
+    with pytest.raises(RuntimeError):
+        with _hold(tmp_path / "model"):
+            assert not (folder / "last").exists()  # set aside: a stop now leaves no old run to resume
+            raise RuntimeError("the new run's input is bad")
+    assert (folder / "last" / "train_state.json").read_text() == '{"run": "old"}'
+    assert json.loads((folder / "inputs.json").read_text())["digest"] == "old"
+    assert sorted(p.name for p in folder.iterdir()) == ["inputs.json", "last"]
+    with _hold(tmp_path / "model"):  # a new run with a checkpoint of its own replaces it
+        (folder / "last").mkdir()
+        (folder / "last" / "train_state.json").write_text('{"run": "new"}')
+    assert (folder / "last" / "train_state.json").read_text() == '{"run": "new"}'
+    assert sorted(p.name for p in folder.iterdir()) == ["inputs.json", "last"]
+
+
+def test_a_new_run_killed_before_its_first_checkpoint_leaves_the_interrupted_run_to_resume(tmp_path) -> None:
+    folder = _interrupted(tmp_path / "model")
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os
+from pathlib import Path
+from napari_medml.cli.run_guard import hold_out_folder
+with hold_out_folder(Path({str(tmp_path / 'model')!r}), resume=False, digest="new", files=[]):
+    os._exit(9)
+"""], capture_output=True, text=True)
+    assert killed.returncode == 9 and (folder / "replaced" / "last").is_dir()
+    with hold_out_folder(tmp_path / "model", resume=True, digest="old", files=[], spacings=[(2.0, 0.5)]):
+        assert (folder / "last" / "train_state.json").read_text() == '{"run": "old"}'
+
+
+def test_resume_with_other_voxel_sizes_says_so(tmp_path) -> None:
+    """Review 21: a resume with another --spacing was told its files differ."""
+    _interrupted(tmp_path / "model")
+    with pytest.raises(UsageError) as info:
+        with hold_out_folder(tmp_path / "model", resume=True, digest="other", files=[], spacings=[(1.0, 1.0)] * 3):
+            pass
+    assert str(info.value) == ("--resume: the voxel sizes of the training images (1 x 1) are not the stopped run's "
+                               "(2 x 0.5): resume with the --spacing it started with (or none if it had none)")

@@ -61,7 +61,7 @@ def check_bundle_path(path: str | Path) -> Path:
 
 
 # what a bundle's sub-folders hold: checkpoints (last, best, fold-<k>, a fold's member) and members
-_OWN_FOLDERS = re.compile(r"last|best|member|fold-\d+")
+_OWN_FOLDERS = re.compile(r"last|best|member|fold-\d+|replaced")  # replaced: cli.run_guard's
 _TEMPS = re.compile(r"\..+\.(tmp|old)-\d+-[0-9a-f]+.*")  # io.atomic.temp_name's, left by a writer
 _RUN_FILES = {"run.lock", "inputs.json"}  # a command-line run's own, in its checkpoints folder
 

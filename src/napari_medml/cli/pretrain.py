@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     stop = StopToken()
     resume_from = resume_folder(args)
     # one run at a time in --out, and --resume on the images it started with (cli.run_guard)
-    with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, [], spacings), files=args.image):
+    with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, [], spacings), files=args.image,
+                         spacings=spacings):
         gen = fit_pretraining(images, None, config, spacing=spacings, channel_axis=channel_axis, stop=stop,
                               resume_from=resume_from)
         with stop_on_interrupt(stop):

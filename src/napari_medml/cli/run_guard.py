@@ -6,8 +6,9 @@
 - ``--resume`` only on the files the run started with: ``inputs.json`` records a digest of
   the training images and labels, compared when the run resumes.
 - A new run (no ``--resume``) says that it replaces an interrupted run's checkpoints, and
-  removes them before its first step (else a stop before its first checkpoint would leave
-  the old run's ``last`` to resume).
+  sets them aside before its first step (else a stop before its first checkpoint would
+  leave the old run's ``last`` to resume); they go once the new run has a checkpoint of its
+  own, and come back when it ends (fails, stops, is killed) before that.
 
 Written by hand (no lock library is a dependency): an ``fcntl.flock`` on the lock file,
 which the system lets go when the process ends however it ends, so a killed run's lock is
@@ -34,6 +35,7 @@ __all__ = ["INPUTS_NAME", "LOCK_NAME", "hold_out_folder", "inputs_digest"]
 
 LOCK_NAME = "run.lock"
 INPUTS_NAME = "inputs.json"
+REPLACED_NAME = "replaced"  # an earlier run's checkpoints, while a new run has none of its own
 
 
 def inputs_digest(images: Sequence[Any], labels: Sequence[Any], spacings: Sequence[Any]) -> str:
@@ -44,12 +46,17 @@ def inputs_digest(images: Sequence[Any], labels: Sequence[Any], spacings: Sequen
     for array in (*images, *labels):
         digest.update(f"{getattr(array, 'shape', ())}{getattr(array, 'dtype', '')}".encode())
         digest.update(content_digest(array).encode())
-    digest.update(json.dumps([list(map(float, s)) for s in spacings]).encode())
+    digest.update(json.dumps(_sizes(spacings)).encode())
     return digest.hexdigest()
 
 
+def _sizes(spacings: Sequence[Any]) -> list[list[float]]:
+    return [list(map(float, s)) for s in spacings]
+
+
 @contextlib.contextmanager
-def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Path]) -> Iterator[None]:
+def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Path],
+                    spacings: Sequence[Any] = ()) -> Iterator[None]:
     """Hold ``out`` for one training run (see the module).
 
     Parameters
@@ -62,6 +69,9 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
         :func:`inputs_digest` of the run's training samples.
     files : sequence of Path
         The image and labels files, named in the messages.
+    spacings : sequence of sequence of float
+        The voxel sizes in the digest, recorded on their own: a resume with another
+        ``--spacing`` is told so, not that its files differ.
 
     Raises
     ------
@@ -77,22 +87,29 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
     held = _acquire(lock, out)
     try:
         recorded = folder / INPUTS_NAME
+        if not has_checkpoint(folder):  # a new run killed before its first checkpoint: the earlier run's back
+            _settle(folder, replaced=False)
         if resume:
-            before = _read(recorded).get("digest")
+            stopped = _read(recorded)
+            before, sizes = stopped.get("digest"), stopped.get("spacings")
+            if before is not None and before != digest and sizes is not None and sizes != _sizes(spacings):
+                raise UsageError(f"--resume: the voxel sizes of the training images ({_shown(spacings)}) are not "
+                                 f"the stopped run's ({_shown(sizes)}): resume with the --spacing it started with "
+                                 "(or none if it had none)")
             if before is not None and before != digest:
                 raise UsageError(f"--resume: the training files ({', '.join(f'{p}' for p in files)}) hold other "
                                  "images or labels than the stopped run's: resume with the files it started with, "
                                  "or train a new run without --resume")
         else:
             if has_checkpoint(folder):
-                info(f"'{out}' holds the checkpoints of an interrupted run: this new run replaces them (the same "
-                     "command with --resume would have continued it)")
-            for entry in folder.iterdir():
-                if entry.name != LOCK_NAME:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            _write(recorded, {"digest": digest, "files": [str(p) for p in files]})
+                info(f"'{out}' holds the checkpoints of an interrupted run: this new run replaces them once it "
+                     "has its own (the same command with --resume would have continued it)")
+            _set_aside(folder)
+            _write(recorded, {"digest": digest, "files": [str(p) for p in files], "spacings": _sizes(spacings)})
         yield
     finally:
+        if not resume:
+            _settle(folder, has_checkpoint(folder))
         with contextlib.suppress(OSError):
             if _read(lock).get("pid") == os.getpid():
                 lock.unlink()  # before the flock goes: a run waiting on this file finds it gone and tries again
@@ -102,6 +119,39 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
             shutil.rmtree(folder, ignore_errors=True)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
+
+
+def _set_aside(folder: Path) -> None:
+    """Move an earlier run's checkpoints and inputs into ``folder/replaced``: a new run that
+    fails or stops before its first checkpoint puts them back (:func:`_settle`)."""
+    aside = folder / REPLACED_NAME
+    entries = [e for e in folder.iterdir() if e.name not in (LOCK_NAME, REPLACED_NAME)]
+    if entries:  # else an older set aside (a run killed before its first checkpoint) is the one to keep
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        for entry in entries:
+            entry.rename(aside / entry.name)
+
+
+def _settle(folder: Path, replaced: bool) -> None:
+    """After a new run: drop the earlier run's checkpoints once the new run has its own
+    (``replaced``), else put them back."""
+    aside = folder / REPLACED_NAME
+    if not aside.is_dir():
+        return
+    if replaced:
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        (folder / INPUTS_NAME).unlink(missing_ok=True)
+        for entry in aside.iterdir():
+            entry.rename(folder / entry.name)
+        aside.rmdir()
+
+
+def _shown(spacings: Sequence[Any]) -> str:
+    distinct = list(dict.fromkeys(" x ".join(f"{v:g}" for v in s) for s in spacings))
+    return "; ".join(distinct[:3]) + ("; ..." if len(distinct) > 3 else "")
 
 
 def _refuse(lock: Path, out: Path) -> UsageError:

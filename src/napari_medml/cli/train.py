@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
 
     # read and checked before torchrun starts: an input error is one line, not the processes' failure report
     with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, labels, spacings),
-                         files=[*args.image, *args.labels]):
+                         files=[*args.image, *args.labels], spacings=spacings):
         return launch(args) if wants_launch(args) else _train(args, *read)
 
 
