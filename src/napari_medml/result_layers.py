@@ -77,10 +77,9 @@ def result_layer_data(
     if kwargs.get("rgb"):  # colour last, as in an RGB source: only the spatial axes are placed
         scale, translate = tuple(map(float, spatial.spacing)), tuple(map(float, spatial.origin))
     elif body and np.ndim(data) in (len(plain), len(plain) + 1):
-        size, offset = dict(zip(body, spatial.spacing)), dict(zip(body, spatial.origin))
         axes = plain if np.ndim(data) == len(plain) else "C" + plain
-        scale = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)
-        translate = tuple(float(offset.get(a, 0.0)) if a != "C" else 0.0 for a in axes)
+        scale = io_axes.placed_values(body, spatial.spacing, axes, 1.0)
+        translate = io_axes.placed_values(body, spatial.origin, axes, 0.0)
         metadata[AXES_KEY] = axes
         labels = io_axes.axes_to_labels(axes)
         if labels is not None:

@@ -355,3 +355,13 @@ def test_one_slice_volume_puts_back_the_dropped_slice_axis_for_a_3d_network() ->
     assert one_slice_volume(data, axes, spacing, origin, dropped)[1:] == ("ZYX", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), [])
     assert one_slice_volume(np.zeros((5, 6)), "YX", (1.0, 1.0), (0.0, 0.0), []) is None
     assert one_slice_volume(np.zeros((3, 5, 6)), "ZYX", (1.0,) * 3, (0.0,) * 3, [["T", 1.0, 0.0]]) is None
+
+
+def test_placed_values_match_unnamed_axes_by_position():
+    from napari_medml.io.axes import placed_values
+
+    assert placed_values("QQYX", (3, 2, 1, 0.5), "QQYX", 1.0) == (3.0, 2.0, 1.0, 0.5)
+    assert placed_values("QQYX", (3, 2, 1, 0.5), "CQQYX", 1.0) == (1.0, 3.0, 2.0, 1.0, 0.5)
+    assert placed_values("TCZYX", (3, 9, 2, 1, 0.5), "TZYX", 0.0) == (3.0, 2.0, 1.0, 0.5)
+    assert placed_values("TCZYX", (3, 9, 2, 1, 0.5), "ZYX", 0.0) == (2.0, 1.0, 0.5)  # the last of them
+    assert placed_values("QYX", (4, 1, 0.5), "ZYX", 1.0) == (1.0, 1.0, 0.5)  # not a tail: by letter

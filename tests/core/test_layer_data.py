@@ -147,6 +147,17 @@ def test_result_of_a_multichannel_source_drops_the_channel_axis() -> None:
     assert kwargs["scale"] == (1.0, 2.0, 0.5, 0.25)
 
 
+def test_a_result_of_unnamed_axes_keeps_each_axis_own_voxel_size_and_origin() -> None:
+    """Trial 21: the two unnamed axes of a (Q, Q, Y, X) layer were matched by letter, so the
+    first took the second's scale and origin: the prediction of frames at t = 100-106 lay at 0-4."""
+    spatial = spatial_meta((3.0, 2.0, 1.0, 1.0), (100.0, 0.0, 0.0, 0.0), None)
+    _, kwargs, _ = result_layer_data(np.zeros((3, 4, 5, 6), np.uint8), "m", "prediction", spatial, "labels", "QQYX")
+    assert kwargs["scale"] == (3.0, 2.0, 1.0, 1.0) and kwargs["translate"] == (100.0, 0.0, 0.0, 0.0)
+    _, kwargs, _ = result_layer_data(np.zeros((2, 3, 4, 5, 6), np.float16), "m", "probabilities", spatial, "image",
+                                     "QQYX")
+    assert kwargs["scale"] == (1.0, 3.0, 2.0, 1.0, 1.0) and kwargs["translate"] == (0.0, 100.0, 0.0, 0.0, 0.0)
+
+
 def test_an_image_result_is_laid_out_like_its_source() -> None:
     from napari_medml.result_layers import source_shaped_result
 

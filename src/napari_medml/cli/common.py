@@ -257,18 +257,17 @@ def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = N
     napari or any NIfTI viewer and has the input's shape.
     """
     from napari_medml.io import Volume, write_volume
+    from napari_medml.io.axes import placed_values
 
     rgb = bool(like.meta.get("rgb"))
     body = like.axes[: len(like.axes) - int(rgb)]
-    size = dict(zip(body, like.spacing))
-    offset = dict(zip(body, like.origin))
     if axes is None:
         plain = body.replace("C", "")
         if spatial_dims is not None and data.ndim < len(plain):
             plain = plain[-spatial_dims:]
         axes = plain if data.ndim == len(plain) else ("C" + plain)[-data.ndim:]
-    spacing = tuple(float(size.get(a, 1.0)) if a != "C" else 1.0 for a in axes)
-    origin = tuple(float(offset.get(a, 0.0)) if a != "C" else 0.0 for a in axes)
+    spacing = placed_values(body, like.spacing, axes, 1.0)
+    origin = placed_values(body, like.origin, axes, 0.0)
     meta = {k: v for k, v in like.meta.items() if k != "rgb"}
     # the input's length-1 axes go back, except channels: labels have none of their own
     singletons = [d for d in meta.get("singletons", []) if d[0] != "C" and d[0] not in axes]

@@ -42,6 +42,7 @@ __all__ = [
     "default_axes",
     "layout",
     "one_slice_volume",
+    "placed_values",
     "squeeze",
     "unknown_axes",
     "unsqueeze",
@@ -56,6 +57,39 @@ _LABEL_NAMES = {"t": "T", "time": "T", "frame": "T", "frames": "T", "c": "C", "c
 _LETTER_LABELS = {"T": "t", "C": "c", "Z": "z", "Y": "y", "X": "x"}
 AXES_HINT = ("name the axes: in napari the layer's axis labels (e.g. layer.axis_labels = ('z', 'y', 'x')), "
              "on the command line --axes (e.g. --axes CYX), in Python axes='ZYX'")
+
+
+def placed_values(body: str, values: Sequence[float], axes: str, fill: float) -> tuple[float, ...]:
+    """The values (voxel sizes or origins) of ``body``'s axes, for a result whose axes are ``axes``.
+
+    Parameters
+    ----------
+    body : str
+        The source's axis letters, one per value.
+    values : sequence of float
+        One per letter of ``body``.
+    axes : str
+        The result's axes: ``body``'s axes other than channels, or the last of them, with
+        channel axes (``C``) of their own.
+    fill : float
+        The value of a channel axis, or of a letter ``body`` lacks.
+
+    Returns
+    -------
+    tuple of float
+        One per letter of ``axes``. Matched by position from the last axis, so the unnamed
+        axes of a source (``QQYX``) keep their own values; by letter when ``axes`` are not
+        such a tail.
+    """
+    own = [a for a in axes if a != "C"]
+    kept = [(a, float(v)) for a, v in zip(body, values) if a != "C"]
+    if len(own) <= len(kept) and own == [a for a, _ in kept[len(kept) - len(own):]]:
+        tail = iter(v for _, v in kept[len(kept) - len(own):])
+        return tuple(fill if a == "C" else next(tail) for a in axes)
+    by_letter: dict[str, float] = {}
+    for a, v in kept:
+        by_letter.setdefault(a, v)
+    return tuple(fill if a == "C" else by_letter.get(a, fill) for a in axes)
 
 
 def default_axes(ndim: int, rgb: bool = False) -> str:

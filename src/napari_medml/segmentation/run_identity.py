@@ -89,7 +89,8 @@ def image_identity(volume: Any, source: str | Path | None = None) -> dict[str, A
 
 def store_geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
     """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata."""
+    from napari_medml.io.axes import placed_values
+
     body = volume.axes[: len(volume.spacing)]
-    size, offset = dict(zip(body, volume.spacing)), dict(zip(body, volume.origin))
-    return {"spacing": [float(size.get(a, 1.0)) for a in spatial_axes],
-            "origin": [float(offset.get(a, 0.0)) for a in spatial_axes], "unit": volume.meta.get("unit")}
+    return {"spacing": list(placed_values(body, volume.spacing, spatial_axes, 1.0)),
+            "origin": list(placed_values(body, volume.origin, spatial_axes, 0.0)), "unit": volume.meta.get("unit")}
