@@ -85,6 +85,17 @@ def test_layers_that_cannot_be_scored_are_refused_with_one_line(make_napari_view
     assert "does not lie on ground truth 'c'" in errors[2] and "scale" in errors[2]
     widget["save"].changed.emit(True)
     assert "nothing scored yet" in [n.message for n in notes][-1]
+    # trial 21: a prediction rotated against the truth scored Dice 1.0 (the check ignored rotation)
+    turned = viewer.add_labels(np.ones((16, 16), np.uint8), name="turned", rotate=90)
+    widget["prediction"].value, widget["truth"].value = turned, d
+    _run(widget, qtbot)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert widget.report is None and errors[-1] == (
+        "Evaluation: prediction 'turned' does not lie on ground truth 'd' (another rotate, shear or affine): set its "
+        "scale and translate (rotate, shear, affine) to the ground truth's")
+    turned.rotate = 0  # the fix the line gives
+    _run(widget, qtbot)
+    assert widget.report is not None
 
 
 

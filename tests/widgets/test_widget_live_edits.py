@@ -143,3 +143,30 @@ def test_an_image_the_session_refuses_leaves_no_scribbles_and_the_status_says_wh
     assert len(errors) == 1 and "NaN" in errors[0]
     assert widget["status"].value.startswith("Stopped: ") and "NaN" in widget["status"].value
     assert [l.name for l in viewer.layers] == ["holes"] and widget.session is None
+
+
+def test_scribbles_of_a_rotated_image_lie_on_it_and_follow_it(make_napari_viewer, open_widget, qtbot, notes, phantom):
+    """Trial 21: the scribbles of a rotated image were made unrotated, so the brush painted other
+    voxels of the image than those under it; a rotation while Live ran went unnoticed."""
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    c, s = np.cos(0.6), np.sin(0.6)
+    layer = viewer.add_image(image, name="ct", scale=(2.0, 1.0, 1.0), rotate=[[1, 0, 0], [0, c, -s], [0, s, c]])
+    widget = _start(viewer, open_widget, qtbot, [layer])
+    scribbles = viewer.layers["ct [scribbles]"]
+    point = layer.data_to_world((8, 20, 30))  # where the user's brush is, in the world
+    np.testing.assert_allclose(scribbles.world_to_data(point), (8, 20, 30), atol=1e-6)
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=60000)
+    np.testing.assert_allclose(viewer.layers["ct [live]"].extent.world, layer.extent.world, atol=1e-6)
+    layer.rotate = 0.0  # turned back while Live runs: the scribbles follow, the session stops and says why
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    np.testing.assert_allclose(scribbles.extent.world, layer.extent.world, atol=1e-6)
+    assert widget["status"].value.startswith("Stopped: image 'ct' has a new voxel size or position")
+    # the user's own scribbles layer, unrotated on a rotated image: refused, naming the fix
+    layer.rotate = [[1, 0, 0], [0, c, -s], [0, s, c]]
+    mine = viewer.add_labels(np.zeros(image.shape, np.uint8), name="mine", scale=(2.0, 1.0, 1.0))
+    widget["scribbles"].value = mine
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert any("labels 'mine' do not lie on image 'ct' (another rotate, shear or affine)" in m for m in errors), errors

@@ -318,3 +318,27 @@ def test_a_one_slice_file_on_a_3d_model_gets_a_fix_that_works(setup, qtbot, note
         "has axes YX (2 spatial) but the network is 3D: use a 2D network (one slice of a file: `napari-medml "
         "predict` takes it as a volume of one slice)"), errors
     assert "axis_labels" not in errors[-1]
+
+
+def test_results_lie_on_a_rotated_image_in_its_units(setup, qtbot):
+    """Trial 21: results ignored the image's rotate, shear and affine (and units): a
+    prediction of a rotated image lay unrotated beside it."""
+    viewer, widget, ct, _ = setup
+    c, s = np.cos(0.5), np.sin(0.5)
+    ct.rotate = [[1, 0, 0], [0, c, -s], [0, s, c]]
+    ct.affine = [[1, 0, 0, 3.0], [0, 1, 0.2, 5.0], [0, 0, 1, -2.0], [0, 0, 0, 1]]  # a shear and a shift
+    if hasattr(ct, "units"):  # napari >= 0.6
+        ct.units = ("mm", "mm", "mm")
+    widget["uncertainty"].value = True
+    _predict(widget, qtbot)
+    for name in ("ct [prediction]", "ct [uncertainty]"):
+        result = viewer.layers[name]
+        np.testing.assert_allclose(result.extent.world, ct.extent.world, atol=1e-6)
+        for voxel in ((0, 0, 0), (5, 17, 40)):
+            np.testing.assert_allclose(result.data_to_world(voxel), ct.data_to_world(voxel), atol=1e-6)
+        assert tuple(result.scale) == tuple(ct.scale)  # the voxel size the plugin reads stays the scale
+        if hasattr(ct, "units"):
+            assert tuple(map(str, result.units)) == ("millimeter",) * 3
+    ct.rotate, ct.affine = np.eye(3), np.eye(4)  # a re-run on the image as it is now: the refilled layer follows
+    _predict(widget, qtbot)
+    np.testing.assert_allclose(viewer.layers["ct [prediction]"].extent.world, ct.extent.world, atol=1e-6)

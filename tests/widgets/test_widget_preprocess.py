@@ -93,6 +93,27 @@ def test_resample_and_crop_keep_geometry(setup, qtbot):
     assert crop_labels.data.all() or crop_labels.data.any()
 
 
+def test_results_of_a_rotated_image_lie_on_it(setup, qtbot):
+    """Trial 21: preprocessing results ignored the image's rotate and affine."""
+    viewer, widget, image, labels = setup
+    c, s = np.cos(0.3), np.sin(0.3)
+    for layer in (image, labels):
+        layer.rotate = [[1, 0, 0], [0, c, -s], [0, s, c]]
+        layer.affine = [[1, 0, 0, 4.0], [0, 1, 0, -3.0], [0, 0, 1, 1.0], [0, 0, 0, 1]]
+    widget["operation"].value = "zscore"
+    _apply(widget, qtbot)
+    np.testing.assert_allclose(viewer.layers["ct [z-score]"].extent.world, image.extent.world, atol=1e-6)
+    widget["image"].value = image
+    widget["operation"].value = "crop_labels"
+    widget["crop_labels"].value = labels
+    _apply(widget, qtbot)
+    offset = np.array([ix.min() for ix in np.nonzero(labels.data)])
+    for name in ("ct [crop to seg]", "seg [crop]"):
+        crop = viewer.layers[name]
+        for voxel in ((0, 0, 0), (3, 5, 7)):
+            np.testing.assert_allclose(crop.data_to_world(voxel), image.data_to_world(offset + voxel), atol=1e-6)
+
+
 def test_live_preview_and_errors(setup, qtbot):
     viewer, widget, image, _ = setup
     notes = []

@@ -285,7 +285,8 @@ def test_labels_that_do_not_lie_on_the_image_are_refused_with_a_fix_that_works(
     assert not train.runner.running
     messages = [str(n.message) for n in notes]
     assert any("labels 'seg' do not lie on image 'ct' (scale (1, 1, 1) against" in m and "translate (0, 0, 0) "
-               "against (5, 0, 0)" in m and "set the labels layer's scale and translate to the image's" in m
+               "against (5, 0, 0)" in m
+               and "set the labels layer's scale and translate (rotate, shear, affine) to the image's" in m
                for m in messages), messages
     labels.scale, labels.translate = image.scale, image.translate  # the fix the line gives
     train["start"].changed.emit(True)

@@ -98,6 +98,6 @@ def show_instances(viewer: napari.Viewer, prediction: Any, layer: napari.layers.
     axes = layer_volume(layer).axes
     kwargs: dict[str, Any] = {} if table is None else {"features": table}
     out = show_result(viewer, result_layer_data(prediction.labels, layer.name, "instances", layer_spatial(layer),
-                                                "labels", axes, **kwargs))
+                                                "labels", axes, **kwargs), like=layer)
     out.metadata["instance_params"] = prediction.params.to_dict()
     return out

@@ -18,18 +18,11 @@ from typing import Any, NamedTuple
 import napari
 import numpy as np
 
-from napari_medml._widgets._refill import refill
+from napari_medml._widgets._results import free_name, show_result
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
 from napari_medml.io.memory import MEMORY_ENV, memory_budget, size_text
-from napari_medml.layer_data import (
-    PLUGIN_MARK,
-    LayerDataTuple,
-    SpatialMeta,
-    is_generated,
-    layer_to_volume,
-    spatial_meta,
-)
+from napari_medml.layer_data import SpatialMeta, layer_to_volume, spatial_meta
 
 __all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_ID_KEY", "SOURCE_KEY", "SOURCE_SHAPE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
            "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe",
@@ -102,17 +95,18 @@ def check_on_image(labels: napari.layers.Labels, image: napari.layers.Layer) -> 
     InputError
         Naming both layers, the difference and the fix.
     """
+    from napari_medml._widgets._placement import world_mismatch
     from napari_medml.layer_data import placement_mismatch
 
     volume = layer_volume(image)
     shape = tuple(n for n, a in zip(volume.data.shape, volume.axes) if a != "C")
     if tuple(labels.data.shape) != shape[len(shape) - labels.data.ndim:]:
         return  # another shape: the shape check that follows says so, a clearer line
-    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels))
+    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels)) or world_mismatch(image, labels)
     if miss:
         raise InputError(f"labels '{labels.name}' do not lie on image '{image.name}' ({miss}): set the labels "
-                         "layer's scale and translate to the image's (or make the labels on the image, e.g. "
-                         "with the layer list's new-labels button while the image is selected)")
+                         "layer's scale and translate (rotate, shear, affine) to the image's (or make the labels on "
+                         "the image, e.g. with the layer list's new-labels button while the image is selected)")
 
 
 def image_array(layer: napari.layers.Image) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -151,59 +145,6 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
     if nbytes > memory_budget():
         raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in memory; "
                          f"{fix}")
-
-
-def free_name(viewer: napari.Viewer, name: str) -> str:
-    """``name``, or ``name (2)``, ``name (3)``... whichever no layer uses."""
-    candidate, k = name, 1
-    while candidate in viewer.layers:
-        k += 1
-        candidate = f"{name} ({k})"
-    return candidate
-
-
-def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.layers.Layer:
-    """Add a result layer; replace the plugin's own layer of that name, never a user's."""
-    data, kwargs, layer_type = layer_data
-    kwargs = dict(kwargs)
-    name = kwargs["name"]
-    index = len(viewer.layers)
-    # Walk "name", "name (2)", ... past the user's layers: the first plugin-made layer on
-    # the way is replaced (so a re-run next to a user's "ct [prediction]" replaces its own
-    # "ct [prediction] (2)"), else the first free name is taken.
-    candidate, k = name, 1
-    while candidate in viewer.layers:
-        old = viewer.layers[candidate]
-        if is_generated(old.metadata):
-            if refill(old, data, kwargs, layer_type):
-                return old
-            index = viewer.layers.index(old)
-            viewer.layers.remove(old)
-            break
-        k += 1
-        candidate = f"{name} ({k})"
-    kwargs["name"] = candidate
-    layer = napari.layers.Layer.create(data, kwargs, layer_type)
-    if isinstance(layer, napari.layers.Labels):
-        layer.events.paint.connect(_user_owned(layer))
-    viewer.layers.insert(index, layer)
-    return layer
-
-
-def _user_owned(layer: napari.layers.Labels) -> Any:
-    """A paint-event callback that takes the plugin's mark off ``layer``: painted, it is the user's.
-
-    napari emits ``paint`` for every undoable edit (brush, fill, eraser, polygon,
-    ``data_setitem``). Holds the layer weakly.
-    """
-    ref = weakref.ref(layer)
-
-    def unmark(*_: Any) -> None:
-        painted = ref()
-        if painted is not None:
-            painted.metadata.pop(PLUGIN_MARK, None)
-
-    return unmark
 
 
 # --- preprocessing chains -------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
 from napari_medml._widgets._layers import layer_spatial
+from napari_medml._widgets._placement import place_like
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input", "go_to",
@@ -95,6 +96,7 @@ def place_on_image(layer: Any, inputs: Any, axes: str) -> None:
     _, kwargs, _ = result_layer_data(np.broadcast_to(np.zeros((), np.uint8), layer.data.shape),
                                      inputs.layer.name, "scribbles", layer_spatial(inputs.layer), "labels", axes)
     layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+    place_like(layer, inputs.layer)
 
 
 def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:

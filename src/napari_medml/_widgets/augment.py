@@ -225,10 +225,11 @@ class AugmentWidget(DockForm):
             look = {"rgb": True} if image_layer.rgb else {"colormap": image_layer.colormap.name}
             show_result(self._viewer, result_layer_data(
                 images, image_layer.name, what, _cropped(layer_spatial(image_layer), layer_axes, window),
-                "image", contrast_limits=image_layer.contrast_limits, **look, **_sample_axis_labels(image_layer)))
+                "image", contrast_limits=image_layer.contrast_limits, **look, **_sample_axis_labels(image_layer)),
+                like=image_layer)
             show_result(self._viewer, result_layer_data(
                 samples, labels_layer.name, what,
                 _cropped(layer_spatial(labels_layer), "Q" * labels_layer.ndim, window), "labels",
-                **_sample_axis_labels(labels_layer)))
+                **_sample_axis_labels(labels_layer)), like=labels_layer)
 
         self.runner.start(job, on_result=done)

@@ -319,19 +319,20 @@ class ClassifyWidget(DockForm):
         self.classifier, self.result = classifier, result
         spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
         labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial,
-                                                             "labels", axes, features=result.class_table))
+                                                             "labels", axes, features=result.class_table),
+                             like=layer)
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
         labels.metadata["samples"] = {k: np.array(v, copy=True) for k, v in result.table.items()}
         if result.level == "object" and instances is not None:  # hovering an object shows its own row
             objects = show_result(self._viewer, result_layer_data(
                 np.asarray(instances), layer.name, "object classes", spatial, "labels", axes,
-                features=object_table(result.table, classifier.class_names)))
+                features=object_table(result.table, classifier.class_names)), like=layer)
             objects.contour = 1  # outlines: the classes stay visible beneath
         if result.level == "tile":
             show_result(self._viewer, result_layer_data(
                 result.probabilities, layer.name, "class probabilities", spatial, "image", axes,
-                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6))
+                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6), like=layer)
         if classifier.metrics:
             self.confusion.show(classifier.metrics)
             self.roc.show(classifier.metrics)

@@ -77,12 +77,14 @@ class EvaluateWidget(DockForm):
             raise InputError(f"prediction '{pred_layer.name}' has shape {tuple(pred_layer.data.shape)} but ground "
                              f"truth '{truth_layer.name}' has {tuple(truth_layer.data.shape)}: score layers of one "
                              "image")
+        from napari_medml._widgets._placement import world_mismatch
         from napari_medml.layer_data import placement_mismatch
 
-        miss = placement_mismatch(layer_spatial(truth_layer), layer_spatial(pred_layer))
+        miss = (placement_mismatch(layer_spatial(truth_layer), layer_spatial(pred_layer))
+                or world_mismatch(truth_layer, pred_layer))
         if miss:
             raise InputError(f"prediction '{pred_layer.name}' does not lie on ground truth '{truth_layer.name}' "
-                             f"({miss}): set its scale and translate to the ground truth's")
+                             f"({miss}): set its scale and translate (rotate, shear, affine) to the ground truth's")
         pred, truth = labels_array(pred_layer), labels_array(truth_layer)
         spacing = tuple(float(s) for s in truth_layer.scale)
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)

@@ -32,6 +32,7 @@ from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
                                                check_live_input, go_to, place_on_image, session_status,
                                                status_lines)
+from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -131,7 +132,9 @@ class LiveWidget(DockForm):
                                                    layer_spatial(inputs.layer), "labels", axes)
             # the user's painting: not a plugin result that a re-run may replace
             kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
-            scribbles = self._viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
+            scribbles = napari.layers.Layer.create(data, kwargs, kind)
+            place_like(scribbles, inputs.layer)  # the brush paints the voxels under it
+            scribbles = self._viewer.add_layer(scribbles)
             self._w["scribbles"].reset_choices()
             self._w["scribbles"].value = scribbles
             self._made, self._made_for = scribbles, inputs.layer
@@ -150,7 +153,7 @@ class LiveWidget(DockForm):
         scribbles.events.paint.connect(self._painted)
         scribbles.events.data.connect(self._painted)
         scribbles.events.set_data.connect(self._painted)  # undo/redo (Ctrl-Z) only refresh the layer
-        for event in (inputs.layer.events.scale, inputs.layer.events.translate, inputs.layer.events.affine):
+        for event in placement_events(inputs.layer):
             event.connect(self._image_moved)
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
@@ -178,7 +181,7 @@ class LiveWidget(DockForm):
             for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
                 event.disconnect(self._painted)
         if image is not None:
-            for event in (image.events.scale, image.events.translate, image.events.affine):
+            for event in placement_events(image):
                 event.disconnect(self._image_moved)
         self._timer.stop()
         if self.session is None and scribbles is not None and scribbles is self._made and not scribbles.data.any():
@@ -266,7 +269,7 @@ class LiveWidget(DockForm):
             # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
             data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
             layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
-                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes))
+                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes), like=self._inputs.layer)
         if report.region is None:
             layer.data = report.labels
         else:  # an index keeps its axis in the answer: write it as a slice of length 1
@@ -275,7 +278,7 @@ class LiveWidget(DockForm):
         if report.uncertainty is not None:
             show_result(self._viewer, result_layer_data(
                 report.uncertainty, name, "uncertainty", layer_spatial(self._inputs.layer), "image",
-                self._axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6))
+                self._axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6), like=self._inputs.layer)
         self._show_status(report.status)
 
     def _uncertainty_toggled(self, value: bool) -> None:
@@ -376,7 +379,7 @@ class LiveWidget(DockForm):
             return
         show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
                                                     layer_spatial(inputs.layer), "labels",
-                                                    layer_volume(inputs.layer).axes))
+                                                    layer_volume(inputs.layer).axes), like=inputs.layer)
         if model is None:
             notifications.show_info("Accepted the segmentation; the network had not learned yet, so no model "
                                     "was added (keep 'train a network' on and give it time).")

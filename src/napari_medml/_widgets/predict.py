@@ -266,7 +266,7 @@ class PredictWidget(DockForm):
         axes = layer_volume(layer).axes  # results drop the image's own channel axis
         names = dict(getattr(model.config, "class_names", None) or {})
         labels = show_result(self._viewer, result_layer_data(
-            prediction.labels, layer.name, "prediction", spatial, "labels", axes))
+            prediction.labels, layer.name, "prediction", spatial, "labels", axes), like=layer)
         if as_predicted is None:  # an instance or on-disk result (a refilled layer's earlier one goes)
             self._session.forget_prediction(labels)
         else:
@@ -282,21 +282,21 @@ class PredictWidget(DockForm):
         if prediction.probabilities is not None and mode == "one layer":
             show_result(self._viewer, result_layer_data(
                 prediction.probabilities, layer.name, "probabilities", spatial, "image", axes,
-                colormap="magma", contrast_limits=(0.0, 1.0)))
+                colormap="magma", contrast_limits=(0.0, 1.0)), like=layer)
         elif prediction.probabilities is not None:
             for cid, probs in zip(prediction.class_ids, prediction.probabilities):
                 what = f"probability {names.get(cid, cid)}"
                 show_result(self._viewer, result_layer_data(
                     probs, layer.name, what, spatial, "image", axes, colormap="magma",
-                    contrast_limits=(0.0, 1.0), blending="additive", visible=False))
+                    contrast_limits=(0.0, 1.0), blending="additive", visible=False), like=layer)
         if prediction.uncertainty is not None:
             # added over the image: black (certain) adds nothing, so the image and labels stay in view
             show_result(self._viewer, result_layer_data(
                 prediction.uncertainty, layer.name, "uncertainty", spatial, "image", axes,
-                colormap="inferno", blending="additive"))
+                colormap="inferno", blending="additive"), like=layer)
         if prediction.instances is not None:
             show_result(self._viewer, result_layer_data(
-                prediction.instances, layer.name, "instances", spatial, "labels", axes))
+                prediction.instances, layer.name, "instances", spatial, "labels", axes), like=layer)
 
     @notify_errors("Instances")
     def update_instances(self, *_: Any) -> None:

@@ -8,6 +8,7 @@ intensity operations preview live on the current slice in ``<image> [preview]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -186,7 +187,8 @@ class PreprocessWidget(DockForm):
             if getattr(shown, "rgb", False) == bool(out.meta.get("rgb")) and shown.data.shape == out.data.shape:
                 shown.data = out.data
                 return
-        show_result(self._viewer, _result_layer(out, layer.name, "preview"))
+        with contextlib.suppress(InputError):  # a plane of a layer rotated across it: no preview, Apply says why
+            show_result(self._viewer, _result_layer(out, layer.name, "preview"), like=layer)
         self._viewer.layers.selection.active = layer
 
     @notify_errors("Preprocessing")
@@ -218,8 +220,9 @@ class PreprocessWidget(DockForm):
 
             def crop_done(result: Any) -> None:
                 image_out, labels_out = result
-                show_result(self._viewer, _result_layer(image_out, layer.name, f"crop to {labels_layer.name}"))
-                show_result(self._viewer, _result_layer(labels_out, labels_layer.name, "crop"))
+                show_result(self._viewer, _result_layer(image_out, layer.name, f"crop to {labels_layer.name}"),
+                            like=layer)
+                show_result(self._viewer, _result_layer(labels_out, labels_layer.name, "crop"), like=labels_layer)
 
             self.runner.start(crop_job, on_result=crop_done)
             return
@@ -239,7 +242,7 @@ class PreprocessWidget(DockForm):
 
         def done(result: Any) -> None:
             out, note = result
-            new = show_result(self._viewer, _result_layer(out, layer.name, what))
+            new = show_result(self._viewer, _result_layer(out, layer.name, what), like=layer)
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata.update(source)
             if note:

@@ -224,7 +224,7 @@ class PretrainWidget(DockForm):
         data, look = source_shaped_result(reconstruction.image, axes, rgb=getattr(layer, "rgb", False),
                                           dtype=layer.dtype)
         show_result(self._viewer, result_layer_data(data, layer.name, "reconstruction", spatial, "image", axes,
-                                                    **look))
+                                                    **look), like=layer)
         show_result(self._viewer, result_layer_data(reconstruction.error, layer.name, "reconstruction error",
                                                     spatial, "image", axes, colormap="inferno",
-                                                    blending="additive"))
+                                                    blending="additive"), like=layer)

@@ -1,0 +1,81 @@
+"""Result layers into the viewer: added, or the plugin's own of that name replaced (a user's
+never), placed where the layer they were computed from lies (``_placement``)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import napari
+
+from napari_medml._widgets._refill import refill
+from napari_medml.layer_data import PLUGIN_MARK, LayerDataTuple, is_generated
+
+__all__ = ["free_name", "show_result"]
+
+
+def free_name(viewer: napari.Viewer, name: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... whichever no layer uses."""
+    candidate, k = name, 1
+    while candidate in viewer.layers:
+        k += 1
+        candidate = f"{name} ({k})"
+    return candidate
+
+
+def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
+                like: napari.layers.Layer | None = None) -> napari.layers.Layer:
+    """Add a result layer; replace the plugin's own layer of that name, never a user's.
+
+    ``like``: the layer the result was computed from; the result takes its rotation, shear,
+    affine and units (``_placement.place_like``) besides the scale and translate in ``layer_data``.
+    """
+    from napari_medml._widgets._placement import place_like
+
+    layer = _add_result(viewer, layer_data)
+    if like is not None:
+        place_like(layer, like)
+    return layer
+
+
+def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.layers.Layer:
+    data, kwargs, layer_type = layer_data
+    kwargs = dict(kwargs)
+    name = kwargs["name"]
+    index = len(viewer.layers)
+    # Walk "name", "name (2)", ... past the user's layers: the first plugin-made layer on
+    # the way is replaced (so a re-run next to a user's "ct [prediction]" replaces its own
+    # "ct [prediction] (2)"), else the first free name is taken.
+    candidate, k = name, 1
+    while candidate in viewer.layers:
+        old = viewer.layers[candidate]
+        if is_generated(old.metadata):
+            if refill(old, data, kwargs, layer_type):
+                return old
+            index = viewer.layers.index(old)
+            viewer.layers.remove(old)
+            break
+        k += 1
+        candidate = f"{name} ({k})"
+    kwargs["name"] = candidate
+    layer = napari.layers.Layer.create(data, kwargs, layer_type)
+    if isinstance(layer, napari.layers.Labels):
+        layer.events.paint.connect(_user_owned(layer))
+    viewer.layers.insert(index, layer)
+    return layer
+
+
+def _user_owned(layer: napari.layers.Labels) -> Any:
+    """A paint-event callback that takes the plugin's mark off ``layer``: painted, it is the user's.
+
+    napari emits ``paint`` for every undoable edit (brush, fill, eraser, polygon,
+    ``data_setitem``). Holds the layer weakly.
+    """
+    ref = weakref.ref(layer)
+
+    def unmark(*_: Any) -> None:
+        painted = ref()
+        if painted is not None:
+            painted.metadata.pop(PLUGIN_MARK, None)
+
+    return unmark
