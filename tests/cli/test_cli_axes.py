@@ -516,3 +516,31 @@ def test_a_stack_whose_first_axis_is_unnamed_takes_a_voxel_size_for_it(tmp_path)
     assert with_spacing(vol, (2.0, 0.5, 0.5), "stack.npy")[0].spacing == (2.0, 0.5, 0.5)
     assert with_spacing(vol, (0.5, 0.5), "stack.npy")[0].spacing == (1.0, 0.5, 0.5)
     assert with_spacing(vol, None, "stack.npy") == (vol, False)
+
+
+def test_spacing_is_for_labels_only_when_their_image_stores_none(tmp_path, capsys) -> None:
+    """Review 21: --spacing went to a bare labels file whose TIFF image stores 0.5 um, so the
+    README's 'TIFF and .npy crops in one command' was refused ('not on the voxel grid')."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[16:40, 20:44] = 1
+    image[labels == 1] += 3
+    tifffile.imwrite(tmp_path / "scope.tif", image, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    np.save(tmp_path / "scope_labels.npy", labels)
+    np.save(tmp_path / "crop.npy", image[:48, :48])
+    np.save(tmp_path / "crop_labels.npy", labels[:48, :48])
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scope.tif", "--image", tmp_path / "crop.npy",
+                           "--labels", tmp_path / "scope_labels.npy", "--labels", tmp_path / "crop_labels.npy",
+                           "--spacing", "0.65", "0.65", "--no-plan", "--patch-size", "32", "32", *TINY,
+                           "--out", tmp_path / "m")
+    assert code == 0, err
+    # evaluate: a bare prediction beside labels that store 0.5 um lies on their grid, in their units
+    pred = labels.copy()
+    pred[16:40, 20:48] = 1  # 4 columns too wide: 2 um
+    np.save(tmp_path / "pred.npy", pred)
+    tifffile.imwrite(tmp_path / "truth.tif", labels, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.npy", "--labels",
+                             tmp_path / "truth.tif", "--spacing", "3", "3")
+    assert code == 0, err
+    assert json.loads(out)["classes"]["1"]["hd95"] == pytest.approx(2.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import FILE_TYPES, UsageError, info
-from napari_medml.cli.spacing_option import add_spacing_option, with_spacing
+from napari_medml.cli.spacing_option import add_spacing_option, stores_voxel_size, with_spacing
 
 __all__ = ["add", "read_pair", "run", "run_classification"]
 
@@ -157,8 +157,11 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     from napari_medml.errors import InputError
     from napari_medml.io.geometry import align_to, fit_length1_axes
 
-    pred = with_spacing(io.read_volume(args.prediction, args.axes), args.spacing, args.prediction)[0]
-    gt = with_spacing(io.read_volume(args.labels, args.axes), args.spacing, args.labels)[0]
+    pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
+    # --spacing for files that store none, when neither does: beside one that does, a file lies on its grid
+    spacing = None if stores_voxel_size(pred) or stores_voxel_size(gt) else args.spacing
+    pred = with_spacing(pred, spacing, args.prediction)[0]
+    gt = with_spacing(gt, spacing, args.labels)[0]
     # ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
     ids = "object" if getattr(args, "instances", False) else "class"
     pred = replace(pred, data=label_values(pred, args.prediction, "predicted labels", ids))

@@ -42,10 +42,12 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     images, labels, spacings, channels, groups = [], [], [], set(), []
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     for img_path, lab_path in zip(image_paths, label_paths, strict=True):
-        raw, given = with_spacing(io.read_volume(img_path, axes), spacing, img_path)
+        read = io.read_volume(img_path, axes)
+        raw, given = with_spacing(read, spacing, img_path)
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
-        lab = with_spacing(_read_labels(lab_path, axes), spacing, lab_path)[0]
+        # labels that store no voxel size beside an image that does lie on its grid: --spacing is not theirs
+        lab = with_spacing(_read_labels(lab_path, axes), None if stores_voxel_size(read) else spacing, lab_path)[0]
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
