@@ -97,6 +97,14 @@ def test_a_crop_made_after_training_is_predicted_as_shown(make_napari_viewer, op
     assert tuple(out.translate) == tuple(crop.translate) and tuple(out.scale) == tuple(crop.scale)
     assert "predicted as shown: the model was not trained with its preprocessing" in predict["status"].value
     assert "vol [prediction]" not in viewer.layers
+    # review 21: with its raw layer closed, the crop was refused, though it is predicted as shown
+    viewer.layers.remove(raw)
+    viewer.layers.remove(out)
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert not [n.message for n in notes if "error" in str(n.severity).lower()]
+    assert f"{crop.name} [prediction]" in viewer.layers
+    assert "it cannot replay it on 'vol'" in predict["status"].value
 
 
 def test_live_segmentation_of_a_crop_segments_the_crop(make_napari_viewer, open_widget, qtbot):

@@ -10,7 +10,8 @@ from typing import Any, NamedTuple
 import napari
 
 from napari_medml._widgets._instances import spatial_origin
-from napari_medml._widgets._layers import ModelInput, layer_spatial, model_input
+from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, layer_spatial, model_input
+from napari_medml.errors import InputError
 
 __all__ = ["Placed", "input_for", "prediction_inputs"]
 
@@ -27,11 +28,20 @@ def _placed(inputs: ModelInput) -> Placed:
     return Placed(inputs, spatial_origin(inputs.layer), layer_spatial(inputs.layer).affine)
 
 
-def prediction_inputs(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]) -> tuple[Placed, Placed | None]:
+def prediction_inputs(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer]
+                      ) -> tuple[Placed | InputError, Placed | None]:
     """The chosen layers as raw input, and as shown when they were preprocessed (else None);
-    read on the GUI thread, chosen between by :func:`input_for` once the model is known."""
-    raw = model_input(viewer, layers)
-    return _placed(raw), (_placed(model_input(viewer, layers, raw=False)) if raw.recipe else None)
+    read on the GUI thread, chosen between by :func:`input_for` once the model is known.
+    A preprocessed layer whose raw layer is closed gives the error in place of the raw input:
+    only a model that replays its recipe needs that layer."""
+    shown = model_input(viewer, layers, raw=False)
+    if not shown.recipe:
+        return _placed(shown), None
+    try:
+        raw: Placed | InputError = _placed(model_input(viewer, layers))
+    except InputError as exc:
+        raw = exc
+    return raw, _placed(shown)
 
 
 def _steps(steps: Sequence[Any]) -> str:
@@ -48,7 +58,7 @@ def input_for(model: Any, raw: Placed, shown: Placed | None) -> tuple[Placed, st
     ----------
     model : model
         A segmentation, instance or ensemble model (``config.data.preprocessing``).
-    raw, shown : Placed
+    raw, shown : Placed (raw: or the InputError of a closed raw layer)
         From :func:`prediction_inputs`.
 
     Returns
@@ -56,10 +66,15 @@ def input_for(model: Any, raw: Placed, shown: Placed | None) -> tuple[Placed, st
     Placed, str
         The input and "" or the line for the status.
     """
+    if isinstance(raw, InputError) and shown is None:
+        raise raw
     if shown is None:
         return raw, ""
     own = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
-    if _steps(own) == _steps(raw.inputs.recipe):
+    if _steps(own) == _steps(shown.inputs.recipe):
+        if isinstance(raw, InputError):  # the model replays the recipe on the raw layer, which is closed
+            raise raw
         return raw, ""
+    source = raw.inputs.layer.name if isinstance(raw, Placed) else shown.inputs.layer.metadata.get(SOURCE_KEY)
     return shown, (f"'{shown.inputs.layer.name}' predicted as shown: the model was not trained with its "
-                   f"preprocessing, so it cannot replay it on '{raw.inputs.layer.name}'")
+                   f"preprocessing, so it cannot replay it on '{source}'")

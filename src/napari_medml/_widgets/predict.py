@@ -246,7 +246,7 @@ class PredictWidget(DockForm):
 
         layer = (shown or raw).inputs.layer
         running = self._w["status"].value = (f"predicting '{layer.name}' with '{name}'" + (  # minutes, lazily
-            " block by block into Zarr stores" if _lazy(raw.inputs.image) else "") + "...")
+            " block by block into Zarr stores" if _lazy((shown or raw).inputs.image) else "") + "...")
         self.runner.start(job, on_result=done, on_report=self._note)
 
     def _note(self, report: Any) -> None:
