@@ -76,8 +76,9 @@ def result_layer_data(
     plain = body.replace("C", "")
     if kwargs.get("rgb"):  # colour last, as in an RGB source: only the spatial axes are placed
         scale, translate = tuple(map(float, spatial.spacing)), tuple(map(float, spatial.origin))
-    elif body and np.ndim(data) in (len(plain), len(plain) + 1):
-        axes = plain if np.ndim(data) == len(plain) else "C" + plain
+    elif body and 0 < np.ndim(data) <= len(plain) + 1:
+        # fewer axes: a leading unnamed axis was the channels (``Q`` resolved by the model)
+        axes = "C" + plain if np.ndim(data) == len(plain) + 1 else plain[len(plain) - np.ndim(data):]
         scale = io_axes.placed_values(body, spatial.spacing, axes, 1.0)
         translate = io_axes.placed_values(body, spatial.origin, axes, 0.0)
         metadata[AXES_KEY] = axes

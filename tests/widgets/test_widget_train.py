@@ -294,6 +294,42 @@ def test_labels_that_do_not_lie_on_the_image_are_refused_with_a_fix_that_works(
     assert "ct model" in session_for(viewer).models
 
 
+def test_2d_labels_on_a_volume_of_unnamed_axes_are_not_taken_for_channels(make_napari_viewer, open_widget, qtbot,
+                                                                         notes) -> None:
+    """Trial 21: 2D labels on a (16, y, x) image with a 2D network trained the 16 slices as 16
+    channels, and Predict then failed on the same image with a line about its spacing."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    volume = p.image[CROP][:6]
+    image = viewer.add_image(volume, name="vol", scale=(2.0, 0.5, 0.5))
+    labels = viewer.add_labels((p.labels[CROP][3] > 0).astype(np.uint8), name="slice", scale=(0.5, 0.5))
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value, train["dims"].value = [image], labels, 2
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "32, 32"
+    train["epochs"].value, train["steps"].value, train["plan"].value = 1, 2, False
+    train["start"].changed.emit(True)
+    assert not train.runner.running and "vol model" not in session_for(viewer).models
+    assert (f"labels 'slice' have shape {labels.data.shape} but image 'vol' has shape {volume.shape}: make labels of "
+            "the image's shape (the layer list's new-labels button while the image is selected), or, if its axis 0 "
+            "holds channels, say so: viewer.layers['vol'].axis_labels = ('c', 'y', 'x')") in [
+        str(n.message).split(": ", 1)[1] for n in notes]
+    image.axis_labels = ("c", "y", "x")  # the fix the line gives, when they are channels
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    model = session_for(viewer).models["vol model"]
+    assert model.in_channels == 6 and model.spatial_dims == 2
+    predict = open_widget(viewer, "predict")  # and Predict segments the image it was trained on
+    predict["images"].value, predict["model"].value = [image], "vol model"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert viewer.layers["vol [prediction]"].data.shape == labels.data.shape
+    image.axis_labels = ("-3", "-2", "-1")  # unnamed again: the model's 6 channels settle the axis
+    viewer.layers.remove("vol [prediction]")
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert viewer.layers["vol [prediction]"].data.shape == labels.data.shape, predict["status"].value
+
+
 def test_choosing_a_2d_layer_sets_a_2d_network(make_napari_viewer, open_widget, qtbot):
     viewer = make_napari_viewer()
     flat = viewer.add_image(np.zeros((32, 32), np.float32), name="flat")

@@ -231,6 +231,7 @@ def labelled_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer],
     """
     inputs = model_input(viewer, layers)
     labels = labels_array(labels_layer)
+    _check_not_channels_by_shape(inputs, labels, labels_layer)
     raw_shape = tuple(n for n, a in zip(inputs.image.shape, inputs.axes) if a != "C")
     if inputs.recipe and labels.shape != raw_shape:
         shown = model_input(viewer, layers, raw=False)
@@ -239,6 +240,19 @@ def labelled_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer],
             return shown._replace(recipe=()), labels, inputs.recipe
     check_on_image(labels_layer, inputs.layer)
     return inputs, labels, ()
+
+
+def _check_not_channels_by_shape(inputs: ModelInput, labels: Any, labels_layer: napari.layers.Labels) -> None:
+    """Refuse labels with an axis fewer than an image of unnamed axes (trial 21: a volume's 16
+    slices were taken for 16 channels because the labels were 2D); naming the axis settles it."""
+    if "Q" not in inputs.axes or "C" in inputs.axes or np.ndim(labels) != len(inputs.axes) - 1:
+        return
+    first = inputs.axes.index("Q")
+    named = tuple("c" if i == first else ("z" if a == "Q" else a.lower()) for i, a in enumerate(inputs.axes))
+    raise InputError(f"labels '{labels_layer.name}' have shape {tuple(np.shape(labels))} but image "
+                     f"'{inputs.layer.name}' has shape {tuple(np.shape(inputs.image))}: make labels of the image's "
+                     "shape (the layer list's new-labels button while the image is selected), or, if its axis "
+                     f"{first} holds channels, say so: viewer.layers['{inputs.layer.name}'].axis_labels = {named}")
 
 
 def model_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer], *, raw: bool = True

@@ -143,7 +143,9 @@ class Model(BundledModel):
         config = config or planned_infer_config(self)
         channel_axis, samples = self._layout(image, channel_axis, axes)
         # one size per spatial axis, or per non-channel axis (a stack's or series' own first): the last ones count
-        spacing = check_spacing(spacing, self.spatial_dims, what="model", extra=len(samples))
+        # (an unnamed axis that holds the channels may have a size given too: a napari layer's scale)
+        named = axes is not None and channel_axis is not None and axes[channel_axis] == "Q"
+        spacing = check_spacing(spacing, self.spatial_dims, what="model", extra=len(samples) + int(named))
         if not samples:
             return self._predict_one(image, spacing, channel_axis, config, progress, stop)
         shape = np.shape(image)
