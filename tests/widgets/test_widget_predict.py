@@ -342,3 +342,15 @@ def test_results_lie_on_a_rotated_image_in_its_units(setup, qtbot):
     ct.rotate, ct.affine = np.eye(3), np.eye(4)  # a re-run on the image as it is now: the refilled layer follows
     _predict(widget, qtbot)
     np.testing.assert_allclose(viewer.layers["ct [prediction]"].extent.world, ct.extent.world, atol=1e-6)
+
+
+def test_an_image_with_nan_is_refused_naming_its_layer(setup, qtbot, notes):
+    """Trial 21: 'image contains 1 NaN or infinite value(s)' named no layer."""
+    viewer, widget, ct, _ = setup
+    holed = ct.data.copy()
+    holed[2, 3, 4] = np.nan
+    widget["images"].value = [viewer.add_image(holed, name="ct holed", scale=ct.scale)]
+    _predict(widget, qtbot)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors and errors[-1].startswith("Prediction: image 'ct holed' contains 1 NaN or infinite value(s)")
+    assert "ct holed [prediction]" not in viewer.layers

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import napari
+import numpy as np
 
 from napari_medml._widgets._instances import spatial_origin
 from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, layer_spatial, model_input
 from napari_medml.errors import InputError
 
-__all__ = ["Placed", "input_for", "prediction_inputs"]
+__all__ = ["Placed", "choose_input", "input_for", "prediction_inputs"]
 
 
 class Placed(NamedTuple):
@@ -50,7 +51,18 @@ def _steps(steps: Sequence[Any]) -> str:
     return json.dumps([to_dict(step) for step in steps], sort_keys=True)
 
 
-def input_for(model: Any, raw: Placed, shown: Placed | None) -> tuple[Placed, str]:
+def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tuple[Placed, str]:
+    """:func:`choose_input`, its image checked for NaN and infinite values under the layer's
+    name (the model's own check knows no layer; a dask/zarr layer is checked block by block)."""
+    from napari_medml.preprocessing.inputs import check_finite
+
+    placed, why = choose_input(model, raw, shown)
+    if isinstance(placed.inputs.image, np.ndarray):
+        check_finite(placed.inputs.image, f"image '{placed.inputs.layer.name}'")
+    return placed, why
+
+
+def choose_input(model: Any, raw: Placed | InputError, shown: Placed | None) -> tuple[Placed, str]:
     """``raw`` when ``model`` re-applies the chosen layer's recipe (it was trained with it, or
     recorded it), else ``shown`` and a line saying so (a crop or window made after training).
 

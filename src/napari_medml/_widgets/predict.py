@@ -25,7 +25,7 @@ from napari_medml._widgets._instances import (
     CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
     with_controls,
 )
-from napari_medml._widgets._predict_input import input_for, prediction_inputs
+from napari_medml._widgets._predict_input import choose_input, input_for, prediction_inputs
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -331,7 +331,7 @@ class PredictWidget(DockForm):
         if isinstance(model, Path):
             raise InputError("fine-tuning needs a model in this session: predict with the "
                              "bundle once (it is then loaded), then fine-tune")
-        inputs = input_for(model, *prediction_inputs(self._viewer, self._w["images"].value))[0].inputs
+        inputs = choose_input(model, *prediction_inputs(self._viewer, self._w["images"].value))[0].inputs
         if hasattr(model, "params"):
             raise InputError(f"'{name}' is an instance model: correct the instance labels and train it again "
                              "in Train (labels are: instances); fine-tuning here is for segmentation models")
