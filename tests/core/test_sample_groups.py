@@ -80,3 +80,18 @@ def test_the_plan_leaves_five_percent_of_a_volumes_slices_and_says_why() -> None
     assert sample_groups.slice_margin((5, 1, 1)) == 1  # at least one slice
     assert split.planned_margin((40, 40), (40, 40), 3, 1, 0.2, (32, 32), groups=(1, 1, 1)) == (
         0, "several images: whole images are held out")
+
+
+def test_the_slice_kept_for_its_class_is_not_then_left_out_by_the_margin() -> None:
+    """Review 21: the split kept slice 25 in training for its class, then the margin beside
+    held-out slice 26 left it out: 'training part has no foreground'."""
+    n = 31
+    images = [np.full((1, 16, 16), i, np.float32) for i in range(n)]
+    labels = [np.ones((16, 16), np.uint8) for _ in range(n)]
+    for z in range(25, n):  # the class only in the top slices
+        labels[z][4:8, 4:8] = 2
+    train, val, note = split.split_train_val(images, labels, 0.2, groups=(n,), margin=2)
+    kept = _indices(train)
+    assert any((labels[i] == 2).any() for i in kept), (kept, note)
+    assert all(abs(i - j) > 2 for i in kept for j in _indices(val))  # the margin still holds
+    assert split.missing_from_training(train, labels, (0, 1), note) is None

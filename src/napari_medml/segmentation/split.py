@@ -265,7 +265,9 @@ def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: l
     for i in reversed(range(n)):
         if len(val_idx) == n_val:
             break
-        rest = set().union(*(present[j] for j in range(n) if j not in (*val_idx, i)))
+        # the classes of what would train: without the slices the margin leaves out beside held-out ones
+        kept = sample_groups.training_samples(n, sorted((*val_idx, i)), groups, margin)[0]
+        rest = set().union(*(present[j] for j in kept))
         if not every - rest:
             val_idx.append(i)
     for i in reversed(range(n)):  # no choice keeps every class: fall back to the last images
