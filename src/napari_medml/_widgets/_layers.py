@@ -217,6 +217,14 @@ class ModelInput(NamedTuple):
         return split_samples(self.image, labels, self.axes, spatial_dims, self.spacing,
                              what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip
 
+    def sample_groups(self, labels: Any, spatial_dims: int) -> tuple[int, ...]:
+        """The runs of neighbouring samples among :meth:`samples` (``io.axes_resolve.sample_groups``)."""
+        from napari_medml.io.axes import AXES_HINT
+        from napari_medml.io.axes_resolve import sample_groups
+
+        return sample_groups(np.shape(self.image), np.shape(labels), self.axes, spatial_dims,
+                             what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip
+
 
 def labelled_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer],
                    labels_layer: napari.layers.Labels) -> tuple[ModelInput, np.ndarray, tuple[Any, ...]]:

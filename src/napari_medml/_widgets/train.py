@@ -321,7 +321,8 @@ class TrainWidget(DockForm):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
                 if len(images) > 1:  # one layer's slices or frames: a held-out one's neighbours do not train
-                    config = replace(config, data=replace(config.data, sample_groups=(len(images),)))
+                    groups = inputs.sample_groups(labels, config.data.spatial_dims)
+                    config = replace(config, data=replace(config.data, sample_groups=groups))
                 if many_ids:  # instance labels given to a segmentation: said before the run, not refused
                     from napari_medml.segmentation.label_values import many_ids_warning
 

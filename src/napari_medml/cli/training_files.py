@@ -92,7 +92,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if channel is not None:
             channel -= sum(a < channel for a in lay.sample_axes)
         label_axes = [i for i, a in enumerate(vol.axes) if a != "C"]
-        groups.append(int(np.prod(lead)))
+        # neighbours run along the last sample axis: a (T, Z) series under a 2D network is T runs of Z slices
+        groups.extend([int(lead[-1])] * int(np.prod(lead[:-1])) if len(lead) else [1])
         for index in np.ndindex(*lead):
             where: list = [slice(None)] * vol.data.ndim
             for axis, k in zip(lay.sample_axes, index):

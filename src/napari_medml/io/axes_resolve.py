@@ -186,3 +186,24 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
         images.append(image[tuple(where)])
         label_parts.append(labels[tuple(where[i] for i in label_axes)])
     return images, label_parts, [sizes] * len(images), channel
+
+
+def sample_groups(image_shape: Sequence[int], labels_shape: Sequence[int], axes: str, spatial_dims: int, *,
+                  what: str = "image", hint: str = "") -> tuple[int, ...]:
+    """How :func:`split_samples` cuts an image: the runs of consecutive samples that are
+    neighbours (the slices of one frame, or the frames of a time series), for the config's
+    ``data.sample_groups``.
+
+    Returns
+    -------
+    tuple of int
+        ``(Z,) * T`` for a ``(T, Z, Y, X)`` series under a 2D network (frames follow each
+        other in the list, but the last slice of one frame is no neighbour of the first of
+        the next), ``(T,)`` for frames, ``(1,)`` for an image that is one sample.
+    """
+    import math
+
+    axes = resolve_axes(axes, image_shape, what=what, hint=hint, spatial_dims=spatial_dims,
+                        labels_shape=labels_shape)  # fmt: skip
+    lead = [image_shape[a] for a in layout(axes, spatial_dims, what, hint).sample_axes]
+    return (lead[-1],) * math.prod(lead[:-1]) if lead else (1,)
