@@ -58,7 +58,7 @@ def train(args: argparse.Namespace) -> int:
     """Make samples from the files, train a classifier with a progress bar, save the bundle
     (one run at a time in ``--out``, and ``--resume`` on the run's own samples: ``cli.run_guard``)."""
     from napari_medml.cli.common import check_bundle_target
-    from napari_medml.cli.launch import die_with_parent, launch, wants_launch
+    from napari_medml.cli.launch import die_with_parent, folder_held_elsewhere, launch, wants_launch
     from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
     from napari_medml.engine.distributed import launched
 
@@ -71,9 +71,10 @@ def train(args: argparse.Namespace) -> int:
     check_bundle_target(args.out, inputs=inputs)
     samples = read_samples(args)  # before torchrun starts: an input error is one line
     train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun
-    if launched():  # a process torchrun started: the launcher holds the folder
+    if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         die_with_parent()
-        return _train(args, samples)
+        if folder_held_elsewhere():
+            return _train(args, samples)
     with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest([samples.x], [samples.y], []),
                          files=inputs):
         return launch(args) if wants_launch(args) else _train(args, samples)

@@ -91,6 +91,14 @@ def launch(args: argparse.Namespace) -> int:
     return 0 if code == 0 else EXIT_ERROR
 
 
+def folder_held_elsewhere() -> bool:
+    """In a process torchrun started: whether another process holds ``--out`` (the
+    ``--nproc`` launcher, or rank 0 under a bare ``torchrun``), so this one must not."""
+    from napari_medml.engine.distributed import is_main
+
+    return STOP_FILE_ENV in os.environ or not is_main()
+
+
 def die_with_parent() -> None:
     """Linux: have this process killed when the process that started it ends (torchrun, and
     each process torchrun starts). Without it a launcher killed by SIGKILL left torchrun and

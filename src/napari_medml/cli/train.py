@@ -214,11 +214,12 @@ def _run(args: argparse.Namespace) -> int:
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     check_patch_option(args.patch_size, dims, args.depth or (None if _planned(args) else ModelConfig().depth))
     train_config(args, dims)  # options that do not go together: one line before torchrun starts
-    if launched():  # a process torchrun started: the launcher holds the folder
-        from napari_medml.cli.launch import die_with_parent
+    if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
+        from napari_medml.cli.launch import die_with_parent, folder_held_elsewhere
 
         die_with_parent()  # torchrun's end (its launcher killed) ends it too
-        return _train(args, *read)
+        if folder_held_elsewhere():
+            return _train(args, *read)
     from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
 
     # read and checked before torchrun starts: an input error is one line, not the processes' failure report
