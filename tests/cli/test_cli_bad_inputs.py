@@ -390,6 +390,28 @@ def test_one_labelled_voxel_is_said_to_be_too_few(capsys, tmp_path):
             "least 10 voxels of each class, e.g. a few brush strokes") in err, err
 
 
+def test_dense_labels_of_a_volume_painted_on_one_slice_are_said_to_train_the_rest_as_background(capsys, tmp_path):
+    """Trial 21: labels painted on 1 of 16 slices trained the other 15 as background, unsaid."""
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(16, 32, 32)).astype(np.float32)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[8, 8:20, 8:20] = 1
+    image[labels == 1] += 3
+    np.save(tmp_path / "vol.npy", image)
+    np.save(tmp_path / "vol_mask.npy", labels)
+    warning = ("warning: the labels hold their classes on 1 of 16 slices: in dense mode every other slice trains as "
+               "background; if those slices are not labelled yet, train with scribbles (sparse labels: unpainted "
+               "voxels are ignored) or a 2D network on that slice")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "vol.npy", "--labels", tmp_path / "vol_mask.npy",
+                           "--out", tmp_path / "m", "--val-fraction", "0", *TINY)  # fmt: skip
+    assert code == 0 and warning in err, err
+    labels[2:14] = labels[8]  # an object through 12 slices: no warning
+    np.save(tmp_path / "vol_mask.npy", labels)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "vol.npy", "--labels", tmp_path / "vol_mask.npy",
+                           "--out", tmp_path / "m2", "--val-fraction", "0", *TINY)  # fmt: skip
+    assert code == 0 and "in dense mode every other slice" not in err, err
+
+
 def test_masks_saved_with_other_ids_are_said_to_become_other_classes(capsys, tmp_path):
     # a trial: two 0/1 masks and one 0/255 mask trained classes [0, 1, 255], the 255 in one file, unsaid
     rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
 """Warnings on the labels a segmentation run trains from: a class with too few labelled
-voxels, and masks saved with different ids (0/1 in some files, 0/255 in another)."""
+voxels, masks saved with different ids (0/1 in some files, 0/255 in another), and dense
+labels of a volume painted on one slice only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from napari_medml.segmentation.data import Region
 from napari_medml.segmentation.split import _names, present_classes
 
-__all__ = ["FEW_VOXELS", "few_voxels", "masks_of_other_ids"]
+__all__ = ["FEW_VOXELS", "few_voxels", "masks_of_other_ids", "one_painted_slice"]
 
 
 FEW_VOXELS = 10  # labelled voxels of a class below which a run cannot tell it from noise
@@ -63,3 +64,25 @@ def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -
     return (f"warning: each labels image holds one object id besides the background, but not the same one ({said}): "
             "training learns them as different classes. If they are masks of one class, give every mask the same "
             "id (e.g. labels > 0)")
+
+
+def one_painted_slice(labels: Sequence[np.ndarray]) -> str | None:
+    """A warning when dense labels of a volume hold their classes on one slice only (trial 21:
+    the other 15 slices trained as background without a word), or None.
+
+    Parameters
+    ----------
+    labels : sequence of np.ndarray
+        Every image's dense labels, encoded ``channel + 1`` (1 is the background), ``(Z, Y, X)``
+        for a volume; 2D labels are never warned about.
+    """
+    for i, label in enumerate(labels):
+        if np.ndim(label) != 3 or label.shape[0] < 4:
+            continue
+        painted = int(np.count_nonzero((np.asarray(label) >= 2).any(axis=(1, 2))))
+        if painted == 1:
+            which = f" of image {i + 1}" if len(labels) > 1 else ""
+            return (f"warning: the labels{which} hold their classes on 1 of {label.shape[0]} slices: in dense mode "
+                    "every other slice trains as background; if those slices are not labelled yet, train with "
+                    "scribbles (sparse labels: unpainted voxels are ignored) or a 2D network on that slice")
+    return None
