@@ -95,3 +95,21 @@ def test_the_slice_kept_for_its_class_is_not_then_left_out_by_the_margin() -> No
     assert any((labels[i] == 2).any() for i in kept), (kept, note)
     assert all(abs(i - j) > 2 for i in kept for j in _indices(val))  # the margin still holds
     assert split.missing_from_training(train, labels, (0, 1), note) is None
+
+
+def test_label_warnings_read_a_volumes_slices_as_one_volume() -> None:
+    """Review 21: a volume's slices under a 2D network were each taken for a mask file ('not the
+    same id' for a volume whose slices hold different classes); trial 21: one painted slice."""
+    from napari_medml.segmentation import label_warnings
+
+    slices = [np.ones((8, 8), np.uint8) for _ in range(2)]
+    slices[0][2:4, 2:4], slices[1][2:4, 2:4] = 2, 3  # class 1 on one slice, class 2 on the next
+    assert label_warnings.masks_of_other_ids(slices, (0, 1, 2)) is not None  # as unrelated files
+    assert label_warnings.masks_of_other_ids(slices, (0, 1, 2), groups=(2,)) is None  # one volume
+    one = [np.ones((8, 8), np.uint8) for _ in range(6)]
+    one[3][2:4, 2:4] = 2
+    assert label_warnings.one_painted_slice(one) is None  # unrelated 2D images
+    assert label_warnings.one_painted_slice(one, groups=(6,)).startswith(
+        "warning: the labels hold their classes on 1 of 6 slices: in dense mode every other slice trains as "
+        "background")
+    assert label_warnings.one_painted_slice([np.stack(one)]) == label_warnings.one_painted_slice(one, groups=(6,))

@@ -39,7 +39,17 @@ def few_voxels(train_regions: Sequence[Region], class_ids: Sequence[int]) -> str
             f"{FEW_VOXELS} voxels of each class, e.g. a few brush strokes")
 
 
-def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -> str | None:
+def _volumes(labels: Sequence[np.ndarray], groups: Sequence[int] | None) -> list[list[np.ndarray]]:
+    """``labels`` as the volumes they came from: runs of ``groups`` samples (the slices of one
+    volume under a 2D network), or each on its own."""
+    if not groups or sum(groups) != len(labels):
+        return [[label] for label in labels]
+    starts = np.cumsum([0, *groups])
+    return [list(labels[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int],
+                       groups: Sequence[int] | None = None) -> str | None:
     """A warning when several label images each hold background and one other id, but not
     the same id (masks saved as 0/1 in some files and 0/255 in another), or None: training
     learns them as different classes, and a class seen in one file only.
@@ -50,10 +60,13 @@ def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -
         Every image's labels, encoded ``channel + 1`` (dense: 1 is the background).
     class_ids : sequence of int
         Class id per channel (background first).
+    groups : sequence of int, optional
+        ``DataConfig.sample_groups``: the slices of one volume count as one labels image.
     """
-    if len(labels) < 2:
+    volumes = _volumes(labels, groups)
+    if len(volumes) < 2:
         return None
-    each = [present_classes(label) - {1} for label in labels]
+    each = [set().union(*(present_classes(label) for label in volume)) - {1} for volume in volumes]
     if any(len(codes) != 1 for codes in each) or len(set().union(*each)) < 2:
         return None
     groups: dict[int, list[int]] = {}
@@ -66,7 +79,7 @@ def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int]) -
             "id (e.g. labels > 0)")
 
 
-def one_painted_slice(labels: Sequence[np.ndarray]) -> str | None:
+def one_painted_slice(labels: Sequence[np.ndarray], groups: Sequence[int] | None = None) -> str | None:
     """A warning when dense labels of a volume hold their classes on one slice only (trial 21:
     the other 15 slices trained as background without a word), or None.
 
@@ -74,15 +87,22 @@ def one_painted_slice(labels: Sequence[np.ndarray]) -> str | None:
     ----------
     labels : sequence of np.ndarray
         Every image's dense labels, encoded ``channel + 1`` (1 is the background), ``(Z, Y, X)``
-        for a volume; 2D labels are never warned about.
+        for a volume; a 2D image is warned about only among the slices of its volume.
+    groups : sequence of int, optional
+        ``DataConfig.sample_groups``: runs of 2D samples that are the slices of one volume.
     """
-    for i, label in enumerate(labels):
-        if np.ndim(label) != 3 or label.shape[0] < 4:
+    volumes = _volumes(labels, groups)
+    for i, volume in enumerate(volumes):
+        if len(volume) == 1 and np.ndim(volume[0]) == 3:
+            slices = list(np.asarray(volume[0]))
+        elif len(volume) > 1 and all(np.ndim(label) == 2 for label in volume):
+            slices = volume
+        else:
             continue
-        painted = int(np.count_nonzero((np.asarray(label) >= 2).any(axis=(1, 2))))
-        if painted == 1:
-            which = f" of image {i + 1}" if len(labels) > 1 else ""
-            return (f"warning: the labels{which} hold their classes on 1 of {label.shape[0]} slices: in dense mode "
+        painted = sum(bool((np.asarray(label) >= 2).any()) for label in slices)
+        if len(slices) >= 4 and painted == 1:
+            which = f" of image {i + 1}" if len(volumes) > 1 else ""
+            return (f"warning: the labels{which} hold their classes on 1 of {len(slices)} slices: in dense mode "
                     "every other slice trains as background; if those slices are not labelled yet, train with "
                     "scribbles (sparse labels: unpainted voxels are ignored) or a 2D network on that slice")
     return None

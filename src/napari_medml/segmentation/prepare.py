@@ -81,8 +81,8 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
         split_note += " (held-out part has no labelled voxels: validation off)"
     few = label_warnings.few_voxels(train_regions, class_ids)
     dense = dc.label_mode == "dense" and base is None  # (a fine-tune's labels are a prediction and its edits)
-    mixed = label_warnings.masks_of_other_ids(encoded, class_ids) if dense else None
-    flat = label_warnings.one_painted_slice(encoded) if dense else None
+    mixed = label_warnings.masks_of_other_ids(encoded, class_ids, dc.sample_groups) if dense else None
+    flat = label_warnings.one_painted_slice(encoded, dc.sample_groups) if dense else None
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
                         spacings[0], patch_size, normalization, warnings=[w for w in (mixed, flat, lost, few) if w])
 
