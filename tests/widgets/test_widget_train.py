@@ -194,9 +194,9 @@ def test_errors_are_notifications_and_layers_unchanged(setup, qtbot, notes, make
     predict["model"].value = "bundle folder..."
     predict["predict"].changed.emit(True)  # no model yet
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-    print(errors)
-    assert len(errors) == 4
-    assert "shape" in errors[0] and "'small'" in errors[0] or "(4, 4, 4)" in errors[0]
+    assert len(errors) == 4, errors
+    assert errors[0] == ("Training: labels 'small' have shape (4, 4, 4) but image 'ct' has shape (16, 64, 64): "
+                         "labels must have the image's shape (without its channel axis)")  # trial 21: name both
     assert "choose an image" in errors[2]
     assert "no model yet" in errors[3]
     assert session_for(viewer).models == {}

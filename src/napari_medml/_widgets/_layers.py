@@ -208,14 +208,16 @@ class ModelInput(NamedTuple):
     axes: str = ""  # what each axis of ``image`` is (Volume.axes; Q: resolved by the model)
     names: tuple[str, ...] = ()  # the layers, one per channel when several are stacked
 
-    def samples(self, labels: Any, spatial_dims: int) -> tuple[list, list, list, int | None]:
+    def samples(self, labels: Any, spatial_dims: int, labels_name: str | None = None
+                ) -> tuple[list, list, list, int | None]:
         """Images, labels, spacings and channel axis of the training samples (frames of a
         time series; slices of a volume under a 2D network); see ``io.axes_resolve.split_samples``."""
         from napari_medml.io.axes import AXES_HINT
         from napari_medml.io.axes_resolve import split_samples
 
         return split_samples(self.image, labels, self.axes, spatial_dims, self.spacing,
-                             what=f"image '{self.layer.name}'", hint=AXES_HINT)  # fmt: skip
+                             what=f"image '{self.layer.name}'", hint=AXES_HINT,
+                             labels_what=f"labels '{labels_name}'" if labels_name else "labels")  # fmt: skip
 
     def sample_groups(self, labels: Any, spatial_dims: int) -> tuple[int, ...]:
         """The runs of neighbouring samples among :meth:`samples` (``io.axes_resolve.sample_groups``)."""

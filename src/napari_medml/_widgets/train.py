@@ -241,7 +241,7 @@ class TrainWidget(DockForm):
                            "patches of on-disk layers)")
             elif w["plan"].value and init_model is None:
                 check_fits(layer, "'plan from the data'", "untick it: training itself reads patches")
-        inputs.samples(labels, config.data.spatial_dims)  # axes and shapes checked before the job
+        inputs.samples(labels, config.data.spatial_dims, labels_layer.name)  # axes and shapes checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
         start_from = self._start_from() if init_model is None else None

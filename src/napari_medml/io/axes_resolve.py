@@ -18,7 +18,7 @@ __all__ = ["check_not_strips", "resolve_axes", "split_samples"]
 
 def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
                  spatial_dims: int | None = None, labels_shape: Sequence[int] | None = None,
-                 in_channels: int | None = None) -> str:
+                 in_channels: int | None = None, labels_what: str = "labels") -> str:
     """Name the ``Q`` axes of an image from what it meets, or refuse when it matters.
 
     Each ``Q`` may be Z, T or C. A reading is kept when it fits every constraint
@@ -48,7 +48,7 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
         return next(iter(fits.values()))
     if not fits and labels_shape is not None and any(
             _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
-        raise InputError(f"labels have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
+        raise InputError(f"{labels_what} have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
                          "labels must have the image's shape (without its channel axis)")  # fmt: skip
     if not fits and in_channels is not None and any(
             _fits(t, shape, spatial_dims, labels_shape, None) for t in _readings(axes)):
@@ -129,7 +129,8 @@ def check_not_strips(axes: str, shape: Sequence[int], spatial_dims: int, what: s
 
 
 def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing: Sequence[float] | None, *,
-                  what: str = "image", hint: str = "") -> tuple[list, list, list, int | None]:
+                  what: str = "image", hint: str = "", labels_what: str = "labels"
+                  ) -> tuple[list, list, list, int | None]:
     """Cut an image and its labels into the samples a ``spatial_dims``-D network trains on.
 
     A time series gives one sample per frame, a volume under a 2D network one per
@@ -149,8 +150,8 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
     spacing : sequence of float or None
         Voxel size of the image's axes other than channels (or only the last
         ``spatial_dims``).
-    what, hint : str
-        How messages name the image and the way to state its axes.
+    what, hint, labels_what : str
+        How messages name the image, the way to state its axes, and the labels.
 
     Returns
     -------
@@ -166,12 +167,12 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
     """
     shape = np.shape(image)
     axes = resolve_axes(axes, shape, what=what, hint=hint, spatial_dims=spatial_dims,
-                        labels_shape=np.shape(labels))  # fmt: skip
+                        labels_shape=np.shape(labels), labels_what=labels_what)  # fmt: skip
     check_not_strips(axes, shape, spatial_dims, what)
     lay = layout(axes, spatial_dims, what, hint)
     expected = tuple(n for n, a in zip(shape, axes) if a != "C")
     if tuple(np.shape(labels)) != expected:
-        raise InputError(f"labels have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
+        raise InputError(f"{labels_what} have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
                          f"{tuple(shape)}) has {expected} without channels: they must match")  # fmt: skip
     sizes = None if spacing is None else tuple(float(v) for v in spacing)[-spatial_dims:]
     channel = lay.channel_axis
