@@ -4,6 +4,7 @@ even when several runs find a dead run's lock at the same moment."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ def test_runs_that_find_a_dead_runs_lock_together_never_both_hold_the_folder(tmp
     out = tmp_path / "model"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / LOCK_NAME).write_text('{"pid": 999999999}')  # a killed run's
-    start, inside, most, refused = threading.Barrier(8), [0], [0], []
+    start, inside, most, refused, crashed = threading.Barrier(8), [0], [0], [], []
     guard = threading.Lock()
 
     def run() -> None:
@@ -42,14 +43,16 @@ def test_runs_that_find_a_dead_runs_lock_together_never_both_hold_the_folder(tmp
                     inside[0] -= 1
         except UsageError as exc:
             refused.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a traceback a user would see
+            crashed.append(repr(exc))
 
     threads = [threading.Thread(target=run) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert most[0] == 1 and refused  # one holder at a time; the others told so
-    assert set(refused) == {f"another napari-medml run (process {__import__('os').getpid()}) is writing to "
+    assert most[0] == 1 and refused and not crashed, crashed  # one holder at a time; the others told so
+    assert set(refused) == {f"another napari-medml run (process {os.getpid()}) is writing to "
                             f"'{out}': wait for it to end, or choose another --out"}
     assert not (out / "checkpoints" / LOCK_NAME).exists()
 
@@ -78,7 +81,7 @@ sys.stdin.read()
         holder.wait()
     assert json.loads(lock.read_text()) == {"pid": holder.pid}  # killed: its file stays, but no hold
     with _hold(out):
-        assert json.loads(lock.read_text()) == {"pid": __import__("os").getpid()}
+        assert json.loads(lock.read_text()) == {"pid": os.getpid()}
     assert not lock.exists()
 
 
@@ -128,5 +131,68 @@ def test_resume_with_other_voxel_sizes_says_so(tmp_path) -> None:
     with pytest.raises(UsageError) as info:
         with hold_out_folder(tmp_path / "model", resume=True, digest="other", files=[], spacings=[(1.0, 1.0)] * 3):
             pass
-    assert str(info.value) == ("--resume: the voxel sizes of the training images (1 x 1) are not the stopped run's "
-                               "(2 x 0.5): resume with the --spacing it started with (or none if it had none)")
+    assert str(info.value) == ("--resume: the training images have voxel size(s) 1 x 1, the stopped run's had "
+                               "2 x 0.5: resume with the files and the --spacing it started with (--spacing applies "
+                               "only to files that store no voxel size), or train a new run without --resume")
+
+
+def test_a_new_run_that_fails_between_its_best_and_last_checkpoint_gives_the_interrupted_run_back(tmp_path) -> None:
+    """Review 22: a new run that wrote its 'best' but not its 'last' could not move the old run's
+    'best' back over it, and the clean-up then deleted every checkpoint."""
+    folder = _interrupted(tmp_path / "model")
+    (folder / "best").mkdir()
+    (folder / "best" / "config.json").write_text('{"run": "old"}')
+    with pytest.raises(RuntimeError):
+        with _hold(tmp_path / "model"):
+            (folder / "best").mkdir()
+            (folder / "best" / "config.json").write_text('{"run": "new"}')
+            raise RuntimeError("the disk is full")
+    assert (folder / "best" / "config.json").read_text() == '{"run": "old"}'
+    assert (folder / "last" / "train_state.json").read_text() == '{"run": "old"}'
+    assert sorted(p.name for p in folder.iterdir()) == ["best", "inputs.json", "last"]
+
+
+def test_resume_after_a_new_run_was_killed_before_its_first_checkpoint_finds_the_interrupted_run(tmp_path) -> None:
+    """Review 22: --resume looked for checkpoints before the hold gave the set-aside ones back."""
+    from argparse import Namespace
+
+    from napari_medml.cli.progress import resume_folder
+
+    folder = _interrupted(tmp_path / "model")
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os
+from pathlib import Path
+from napari_medml.cli.run_guard import hold_out_folder
+with hold_out_folder(Path({str(tmp_path / 'model')!r}), resume=False, digest="new", files=[]):
+    os._exit(9)
+"""], capture_output=True, text=True)
+    assert killed.returncode == 9 and not (folder / "last").exists()
+    assert resume_folder(Namespace(resume=True, out=tmp_path / "model")) == folder
+    assert (folder / "last" / "train_state.json").read_text() == '{"run": "old"}'
+    assert not (folder / "replaced").exists() and not (folder / "run.lock").exists()
+
+
+def test_a_run_that_leaves_nothing_removes_only_an_empty_folder(tmp_path, monkeypatch) -> None:
+    """Review 22: the clean-up of a run with nothing to resume removed the folder after letting it
+    go, with the lock and inputs of a run that had taken it in between."""
+    import napari_medml.cli.run_guard as guard
+
+    out = tmp_path / "model"
+
+    class Os:  # run_guard's os, whose close lets another run take the folder at once
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def close(fd):
+            os.close(fd)
+            (out / "checkpoints" / "run.lock").write_text('{"pid": 1}')  # the next run's, just created
+
+    monkeypatch.setattr(guard, "os", Os())
+    with _hold(out):
+        pass
+    assert (out / "checkpoints" / "run.lock").read_text() == '{"pid": 1}'
+    monkeypatch.undo()
+    with _hold(tmp_path / "other"):
+        pass
+    assert not (tmp_path / "other").exists()  # created by the run, left empty: gone

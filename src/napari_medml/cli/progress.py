@@ -32,8 +32,14 @@ def resume_folder(args: argparse.Namespace) -> Path | None:
     """The checkpoints ``--resume`` continues from (None without ``--resume``)."""
     from napari_medml.bundles.checkpoints import has_checkpoint
 
+    from napari_medml.cli.launch import folder_held_elsewhere
+    from napari_medml.cli.run_guard import restore_set_aside
+    from napari_medml.engine.distributed import launched
+
     if not args.resume:
         return None
+    if not (launched() and folder_held_elsewhere()):  # (the process that holds --out does it)
+        restore_set_aside(args.out)  # set aside by a new run that was killed before its first checkpoint
     folder = checkpoint_folder(args.out)
     if not has_checkpoint(folder):
         raise UsageError(f"--resume: '{args.out}' holds no checkpoints of an interrupted run; "

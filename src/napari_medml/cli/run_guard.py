@@ -31,7 +31,7 @@ from typing import Any
 
 from napari_medml.cli.common import UsageError, info
 
-__all__ = ["INPUTS_NAME", "LOCK_NAME", "hold_out_folder", "inputs_digest"]
+__all__ = ["INPUTS_NAME", "LOCK_NAME", "hold_out_folder", "inputs_digest", "restore_set_aside"]
 
 LOCK_NAME = "run.lock"
 INPUTS_NAME = "inputs.json"
@@ -93,9 +93,10 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
             stopped = _read(recorded)
             before, sizes = stopped.get("digest"), stopped.get("spacings")
             if before is not None and before != digest and sizes is not None and sizes != _sizes(spacings):
-                raise UsageError(f"--resume: the voxel sizes of the training images ({_shown(spacings)}) are not "
-                                 f"the stopped run's ({_shown(sizes)}): resume with the --spacing it started with "
-                                 "(or none if it had none)")
+                raise UsageError(f"--resume: the training images have voxel size(s) {_shown(spacings)}, the "
+                                 f"stopped run's had {_shown(sizes)}: resume with the files and the --spacing it "
+                                 "started with (--spacing applies only to files that store no voxel size), or train "
+                                 "a new run without --resume")
             if before is not None and before != digest:
                 raise UsageError(f"--resume: the training files ({', '.join(f'{p}' for p in files)}) hold other "
                                  "images or labels than the stopped run's: resume with the files it started with, "
@@ -108,17 +109,53 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
             _write(recorded, {"digest": digest, "files": [str(p) for p in files], "spacings": _sizes(spacings)})
         yield
     finally:
-        if not resume:
-            _settle(folder, has_checkpoint(folder))
+        try:
+            if not resume:
+                _settle(folder, has_checkpoint(folder))
+            if not resume and folder.is_dir() and not has_checkpoint(folder) and not (folder / REPLACED_NAME).exists():
+                _empty(folder)  # nothing to resume: no litter (emptied while held; the folder goes below)
+        finally:
+            with contextlib.suppress(OSError):
+                if _read(lock).get("pid") == os.getpid():
+                    lock.unlink()  # before the flock goes: a run waiting on this file finds it gone and tries again
+            if held is not None:
+                os.close(held)
+            with contextlib.suppress(OSError):  # only if still empty: another run may have taken it since
+                folder.rmdir()
+                if created:
+                    out.rmdir()
+
+
+def restore_set_aside(out: Path) -> None:
+    """Put back an interrupted run's checkpoints that a new run set aside and, killed before
+    its first checkpoint, never gave back (so that ``--resume`` finds them), holding ``out``.
+
+    Raises
+    ------
+    UsageError
+        Another living process holds ``out``.
+    """
+    from napari_medml.bundles.checkpoints import checkpoint_folder, has_checkpoint
+
+    folder = checkpoint_folder(out)
+    if not (folder / REPLACED_NAME).is_dir() or has_checkpoint(folder):
+        return
+    lock = folder / LOCK_NAME
+    held = _acquire(lock, out)
+    try:
+        _settle(folder, replaced=False)
+    finally:
         with contextlib.suppress(OSError):
             if _read(lock).get("pid") == os.getpid():
-                lock.unlink()  # before the flock goes: a run waiting on this file finds it gone and tries again
+                lock.unlink()
         if held is not None:
             os.close(held)
-        if not resume and folder.is_dir() and not has_checkpoint(folder):  # nothing to resume: no litter
-            shutil.rmtree(folder, ignore_errors=True)
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
+
+
+def _empty(folder: Path, keep: tuple[str, ...] = (LOCK_NAME,)) -> None:
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def _set_aside(folder: Path) -> None:
@@ -142,11 +179,10 @@ def _settle(folder: Path, replaced: bool) -> None:
     if replaced:
         shutil.rmtree(aside, ignore_errors=True)
         return
-    with contextlib.suppress(OSError):
-        (folder / INPUTS_NAME).unlink(missing_ok=True)
-        for entry in aside.iterdir():
-            entry.rename(folder / entry.name)
-        aside.rmdir()
+    _empty(folder, keep=(LOCK_NAME, REPLACED_NAME))  # the new run's partial files: nothing it could resume
+    for entry in aside.iterdir():
+        entry.rename(folder / entry.name)
+    aside.rmdir()
 
 
 def _shown(spacings: Sequence[Any]) -> str:
@@ -173,8 +209,12 @@ def _acquire(lock: Path, out: Path) -> int | None:
         import fcntl
     except ImportError:
         return _acquire_by_id(lock, out)
-    for _ in range(3):
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    for _ in range(5):
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder went with the run that just ended (it was empty): again
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
