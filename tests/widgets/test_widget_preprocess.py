@@ -114,6 +114,28 @@ def test_results_of_a_rotated_image_lie_on_it(setup, qtbot):
             np.testing.assert_allclose(crop.data_to_world(voxel), image.data_to_world(offset + voxel), atol=1e-6)
 
 
+def test_a_result_that_cannot_lie_on_its_image_is_not_shown(setup, qtbot, make_napari_viewer, open_widget):
+    """Review 22: the live preview (a plane) of a volume rotated about Y was added unrotated, in
+    the wrong place, before the placement was found impossible."""
+    viewer, widget, image, _ = setup
+    c, s = np.cos(0.4), np.sin(0.4)
+    image.rotate = [[c, 0, -s], [0, 1, 0], [s, 0, c]]  # mixes Z into X: no plane of it lies flat
+    widget["operation"].value = "minmax"
+    widget["live"].value = True
+    assert "ct [preview]" not in viewer.layers
+    widget["live"].value = False
+    _apply(widget, qtbot)  # the whole volume has every axis: placed
+    np.testing.assert_allclose(viewer.layers["ct [min-max]"].extent.world, image.extent.world, atol=1e-6)
+    rgb_viewer = make_napari_viewer()
+    photo = rgb_viewer.add_image(np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8), name="photo",
+                                 rgb=True, rotate=30)
+    rgb_widget = open_widget(rgb_viewer, "preprocess")
+    rgb_widget["image"].value = photo
+    rgb_widget["operation"].value = "gaussian"
+    _apply(rgb_widget, qtbot)  # an RGB result: its colour axis is no axis to place
+    np.testing.assert_allclose(rgb_viewer.layers["photo [gaussian 1]"].extent.world, photo.extent.world, atol=1e-6)
+
+
 def test_live_preview_and_errors(setup, qtbot):
     viewer, widget, image, _ = setup
     notes = []

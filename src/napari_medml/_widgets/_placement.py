@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["place_like", "placement_events", "world_mismatch"]
+__all__ = ["place_like", "placement", "placement_events", "world_mismatch"]
 
 _TOLERANCE = 1e-6
 
@@ -52,23 +52,36 @@ def _last_axes(matrix: np.ndarray, n: int) -> np.ndarray | None:
     return matrix[np.ix_(keep, keep)]
 
 
-def place_like(layer: Any, like: Any) -> None:
-    """Give ``layer`` (a result placed by scale and translate on ``like``'s grid) ``like``'s
-    rotation, shear, affine and units, so that it lies on ``like`` in the viewer.
+def placement(like: Any, ndim: int, name: str = "the result") -> np.ndarray | None:
+    """The affine a result of ``ndim`` axes on ``like``'s grid takes to lie on ``like`` (see
+    the module), or None when ``like`` has no rotation, shear or affine.
 
     Raises
     ------
     InputError
-        ``like`` is rotated or sheared across an axis the result does not have.
+        ``like`` is rotated or sheared across an axis the result does not have (checked before
+        the result is added: a result that cannot be placed is not shown).
     """
     beyond = _beyond_scale(like)
-    if not np.allclose(beyond, np.eye(like.ndim + 1), atol=_TOLERANCE) or not np.allclose(
-            layer.affine.affine_matrix, np.eye(layer.ndim + 1), atol=_TOLERANCE):
-        placed = _last_axes(beyond, layer.ndim)
-        if placed is None:
-            raise InputError(f"image '{like.name}' is rotated, sheared or has an affine across an axis its result "
-                             f"'{layer.name}' lacks: set its rotate, shear and affine for its spatial axes only")
-        layer.affine = placed
+    if np.allclose(beyond, np.eye(like.ndim + 1), atol=_TOLERANCE):
+        return None
+    placed = _last_axes(beyond, ndim)
+    if placed is None:
+        raise InputError(f"image '{like.name}' is rotated, sheared or has an affine across an axis {name} lacks: set "
+                         "its rotate, shear and affine for its spatial axes only")
+    return placed
+
+
+def place_like(layer: Any, like: Any, placed: np.ndarray | None | str = "compute") -> None:
+    """Give ``layer`` (a result placed by scale and translate on ``like``'s grid) ``like``'s
+    rotation, shear, affine and units, so that it lies on ``like`` in the viewer.
+
+    ``placed``: :func:`placement`'s answer when it was asked before the layer was made.
+    """
+    if isinstance(placed, str):
+        placed = placement(like, layer.ndim, f"'{layer.name}'")
+    if placed is not None or not np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1), atol=_TOLERANCE):
+        layer.affine = np.eye(layer.ndim + 1) if placed is None else placed  # a refilled layer's earlier one goes
     units = tuple(getattr(like, "units", ()) or ())  # napari >= 0.6
     if units and hasattr(layer, "units") and tuple(layer.units) != units[-layer.ndim:]:
         n = layer.ndim

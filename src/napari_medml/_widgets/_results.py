@@ -7,6 +7,7 @@ import weakref
 from typing import Any
 
 import napari
+import numpy as np
 
 from napari_medml._widgets._refill import refill
 from napari_medml.layer_data import PLUGIN_MARK, LayerDataTuple, is_generated
@@ -30,11 +31,15 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     ``like``: the layer the result was computed from; the result takes its rotation, shear,
     affine and units (``_placement.place_like``) besides the scale and translate in ``layer_data``.
     """
-    from napari_medml._widgets._placement import place_like
+    from napari_medml._widgets._placement import place_like, placement
 
+    data, kwargs = layer_data[0], layer_data[1]
+    first = data[0] if isinstance(data, (list, tuple)) else data  # a multiscale result: its full resolution
+    ndim = len(np.shape(first)) - int(bool(kwargs.get("rgb")))  # an RGB layer's colour axis is no axis
+    placed = None if like is None else placement(like, ndim, f"'{kwargs['name']}'")
     layer = _add_result(viewer, layer_data)
     if like is not None:
-        place_like(layer, like)
+        place_like(layer, like, placed)
     return layer
 
 
