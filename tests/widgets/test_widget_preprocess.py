@@ -136,6 +136,19 @@ def test_a_result_that_cannot_lie_on_its_image_is_not_shown(setup, qtbot, make_n
     np.testing.assert_allclose(rgb_viewer.layers["photo [gaussian 1]"].extent.world, photo.extent.world, atol=1e-6)
 
 
+def test_removing_the_image_during_a_live_preview_removes_the_preview(setup, qtbot, notes):
+    """Review 22: the image list fell on the preview layer, which was previewed in turn
+    ('ct [preview] [preview]'), and selecting the removed image raised."""
+    viewer, widget, image, _ = setup
+    widget["operation"].value = "minmax"
+    widget["live"].value = True
+    assert "ct [preview]" in viewer.layers
+    viewer.layers.remove(image)
+    qtbot.wait(100)
+    assert not [layer.name for layer in viewer.layers if "[preview]" in layer.name]
+    assert not [n.message for n in notes if "error" in str(n.severity).lower()]
+
+
 def test_live_preview_and_errors(setup, qtbot):
     viewer, widget, image, _ = setup
     notes = []

@@ -168,6 +168,8 @@ class PreprocessWidget(DockForm):
         layer = self._w["image"].value
         old = [l for l in self._viewer.layers
                if l.name.endswith(" [preview]") and is_generated(l.metadata)]
+        if layer in old or layer not in self._viewer.layers:  # the image removed: the list fell on a preview
+            layer = None
         if not (self._w["live"].value and layer is not None and self._w["operation"].value in CHEAP):
             for l in old:
                 self._viewer.layers.remove(l)
