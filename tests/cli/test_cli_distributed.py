@@ -211,24 +211,14 @@ def test_torchrun_trains_an_ensemble_fold_after_fold(phantom) -> None:
 def test_a_bare_torchrun_holds_its_folder_as_a_one_process_run_does(phantom) -> None:
     """Review 21: under a bare torchrun no process held --out: a run beside another, or a --resume
     on other files, trained and saved with exit 0."""
+    from lock_holder import lock_held_elsewhere
+
     out = phantom["folder"] / "held"
     (out / "checkpoints").mkdir(parents=True)
     lock = out / "checkpoints" / "run.lock"
-    holder = subprocess.Popen([sys.executable, "-c", f"""
-import fcntl, json, os, sys
-fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, json.dumps({{"pid": os.getpid()}}).encode())
-print("held", flush=True)
-sys.stdin.read()
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(lock) as holder:
         done = run(torchrun("train", "--image", phantom["image"], "--labels", phantom["labels"], "--epochs", "1",
                             "--steps-per-epoch", "2", *OPTIONS, "--out", out), phantom["tmp"])
-    finally:
-        holder.kill()
-        holder.wait()
     assert done.returncode != 0 and "saved model bundle" not in done.stderr
     assert (f"napari-medml: error: another napari-medml run (process {holder.pid}) is writing to '{out}'"
             in done.stderr), done.stderr

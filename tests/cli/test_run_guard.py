@@ -13,6 +13,7 @@ import time
 import pytest
 
 from napari_medml.cli.common import UsageError
+from lock_holder import lock_held_elsewhere
 from napari_medml.cli.run_guard import LOCK_NAME, hold_out_folder
 
 pytest.importorskip("fcntl")
@@ -61,24 +62,12 @@ def test_a_lock_is_a_hold_while_its_process_holds_it_and_not_once_it_has_ended(t
     out = tmp_path / "model"
     (out / "checkpoints").mkdir(parents=True)
     lock = out / "checkpoints" / LOCK_NAME
-    holder = subprocess.Popen([sys.executable, "-c", f"""
-import fcntl, json, os, sys
-fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, json.dumps({{"pid": os.getpid()}}).encode())
-print("held", flush=True)
-sys.stdin.read()
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(lock) as holder:
         with pytest.raises(UsageError) as info:
             with _hold(out):
                 pass
         assert str(info.value) == (f"another napari-medml run (process {holder.pid}) is writing to '{out}': wait "
                                    "for it to end, or choose another --out")
-    finally:
-        holder.kill()
-        holder.wait()
     assert json.loads(lock.read_text()) == {"pid": holder.pid}  # killed: its file stays, but no hold
     with _hold(out):
         assert json.loads(lock.read_text()) == {"pid": os.getpid()}
