@@ -232,7 +232,9 @@ def test_a_script_that_used_live_exits_cleanly(tmp_path) -> None:
     assert "has been deleted" not in done.stderr, done.stderr[-2000:]
 
 
-def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_widget, qtbot) -> None:
+def _first_answer(make_napari_viewer, open_widget, qtbot):
+    """A small phantom in the Live widget (the instant answer only), strokes on slice 8, and its
+    first answer: (viewer, image, widget, scribbles, truth)."""
     p = phantom_3d(0, shape=(16, 48, 48))
     truth = p.labels.astype(np.int32)
     viewer = make_napari_viewer()
@@ -247,6 +249,11 @@ def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_wi
     viewer.dims.set_current_step(0, 8)
     _paint_strokes(scribbles, truth, 8, np.random.default_rng(0))
     qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data.any(), timeout=60000)
+    return viewer, image, widget, scribbles, truth
+
+
+def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_widget, qtbot) -> None:
+    viewer, _, widget, scribbles, truth = _first_answer(make_napari_viewer, open_widget, qtbot)
     answer = viewer.layers["ct [live]"]
     answer.data_setitem((np.full(20, 8), np.arange(20), np.full(20, 5)), np.full(20, 7))  # the user's correction
     corrected = answer.data.copy()
@@ -263,20 +270,7 @@ def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_wi
 def test_an_image_removed_while_accept_runs_gets_no_segmentation_or_model(
         make_napari_viewer, open_widget, qtbot) -> None:
     """Review 20: Accept added result layers (and a model) for an image removed while it ran."""
-    p = phantom_3d(0, shape=(16, 48, 48))
-    truth = p.labels.astype(np.int32)
-    viewer = make_napari_viewer()
-    image = viewer.add_image(p.image, name="ct", scale=p.spacing)
-    widget = open_widget(viewer, "live")
-    widget["images"].value = [image]
-    widget["background"].value = BACKGROUND
-    widget["network"].value = False
-    widget["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
-    scribbles = viewer.layers["ct [scribbles]"]
-    viewer.dims.set_current_step(0, 8)
-    _paint_strokes(scribbles, truth, 8, np.random.default_rng(0))
-    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data.any(), timeout=60000)
+    viewer, image, widget, scribbles, _ = _first_answer(make_napari_viewer, open_widget, qtbot)
     widget["accept"].changed.emit(True)
     assert widget["hint"].value == ACCEPT_BUSY
     viewer.layers.remove(image)  # before the job's answer reaches the GUI thread
