@@ -24,10 +24,10 @@ from napari_medml.io import Volume
 from napari_medml.io.memory import MEMORY_ENV, memory_budget, size_text
 from napari_medml.layer_data import SpatialMeta, layer_to_volume, spatial_meta
 
-__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_ID_KEY", "SOURCE_KEY", "SOURCE_SHAPE_KEY", "ModelInput", "channel_note", "check_fits", "follow_dims",
-           "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array", "layer_recipe",
-           "layer_spatial", "layer_volume", "model_input", "painted_plane", "raw_layer", "record_planes", "require",
-           "show_result"]
+__all__ = ["MEMORY_ENV", "RECIPE_KEY", "SOURCE_ID_KEY", "SOURCE_KEY", "SOURCE_SHAPE_KEY", "ModelInput", "channel_note",
+           "check_fits", "follow_dims", "free_name", "image_array", "is_lazy_layer", "labelled_input", "labels_array",
+           "layer_recipe", "layer_spatial", "layer_volume", "model_input", "painted_plane", "raw_layer",
+           "record_planes", "require", "show_result", "source_metadata"]
 
 
 

@@ -111,7 +111,8 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
     finally:
         try:
             if not resume:
-                _settle(folder, has_checkpoint(folder))
+                with contextlib.suppress(OSError):  # else they stay set aside: the next run or --resume gives them back
+                    _settle(folder, has_checkpoint(folder))
             if not resume and folder.is_dir() and not has_checkpoint(folder) and not (folder / REPLACED_NAME).exists():
                 _empty(folder)  # nothing to resume: no litter (emptied while held; the folder goes below)
         finally:
