@@ -72,14 +72,16 @@ def placement(like: Any, ndim: int, name: str = "the result") -> np.ndarray | No
     return placed
 
 
-def place_like(layer: Any, like: Any, placed: np.ndarray | None | str = "compute") -> None:
+def place_like(layer: Any, like: Any) -> None:
     """Give ``layer`` (a result placed by scale and translate on ``like``'s grid) ``like``'s
     rotation, shear, affine and units, so that it lies on ``like`` in the viewer.
 
-    ``placed``: :func:`placement`'s answer when it was asked before the layer was made.
+    Raises
+    ------
+    InputError
+        As :func:`placement`.
     """
-    if isinstance(placed, str):
-        placed = placement(like, layer.ndim, f"'{layer.name}'")
+    placed = placement(like, layer.ndim, f"'{layer.name}'")
     if placed is not None or not np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1), atol=_TOLERANCE):
         layer.affine = np.eye(layer.ndim + 1) if placed is None else placed  # a refilled layer's earlier one goes
     units = tuple(getattr(like, "units", ()) or ())  # napari >= 0.6

@@ -36,10 +36,11 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     data, kwargs = layer_data[0], layer_data[1]
     first = data[0] if isinstance(data, (list, tuple)) else data  # a multiscale result: its full resolution
     ndim = len(np.shape(first)) - int(bool(kwargs.get("rgb")))  # an RGB layer's colour axis is no axis
-    placed = None if like is None else placement(like, ndim, f"'{kwargs['name']}'")
+    if like is not None:
+        placement(like, ndim, f"'{kwargs['name']}'")  # one that cannot lie on its layer is refused before it is added
     layer = _add_result(viewer, layer_data)
     if like is not None:
-        place_like(layer, like, placed)
+        place_like(layer, like)
     return layer
 
 

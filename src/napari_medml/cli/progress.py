@@ -31,7 +31,6 @@ def checkpoint_folder(out: Path) -> Path:
 def resume_folder(args: argparse.Namespace) -> Path | None:
     """The checkpoints ``--resume`` continues from (None without ``--resume``)."""
     from napari_medml.bundles.checkpoints import has_checkpoint
-
     from napari_medml.cli.launch import folder_held_elsewhere
     from napari_medml.cli.run_guard import restore_set_aside
     from napari_medml.engine.distributed import launched

@@ -35,6 +35,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
+    from napari_medml.io.axes_resolve import neighbour_runs
     from napari_medml.io.geometry import fit_length1_axes
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
@@ -92,8 +93,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if channel is not None:
             channel -= sum(a < channel for a in lay.sample_axes)
         label_axes = [i for i, a in enumerate(vol.axes) if a != "C"]
-        # neighbours run along the last sample axis: a (T, Z) series under a 2D network is T runs of Z slices
-        groups.extend([int(lead[-1])] * int(np.prod(lead[:-1])) if len(lead) else [1])
+        groups.extend(neighbour_runs(lead))  # a (T, Z) series under a 2D network: T runs of Z slices
         for index in np.ndindex(*lead):
             where: list = [slice(None)] * vol.data.ndim
             for axis, k in zip(lay.sample_axes, index):

@@ -202,9 +202,15 @@ def sample_groups(image_shape: Sequence[int], labels_shape: Sequence[int], axes:
         other in the list, but the last slice of one frame is no neighbour of the first of
         the next), ``(T,)`` for frames, ``(1,)`` for an image that is one sample.
     """
-    import math
-
     axes = resolve_axes(axes, image_shape, what=what, hint=hint, spatial_dims=spatial_dims,
                         labels_shape=labels_shape)  # fmt: skip
-    lead = [image_shape[a] for a in layout(axes, spatial_dims, what, hint).sample_axes]
-    return (lead[-1],) * math.prod(lead[:-1]) if lead else (1,)
+    return neighbour_runs([image_shape[a] for a in layout(axes, spatial_dims, what, hint).sample_axes])
+
+
+def neighbour_runs(lead: Sequence[int]) -> tuple[int, ...]:
+    """The runs of neighbouring samples among those cut along the sample axes of sizes ``lead``
+    (in :func:`split_samples`' order, the last axis fastest): ``(lead[-1],) * prod(lead[:-1])``,
+    or ``(1,)`` for an image that is one sample."""
+    import math
+
+    return (int(lead[-1]),) * math.prod(int(n) for n in lead[:-1]) if len(lead) else (1,)
