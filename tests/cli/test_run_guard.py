@@ -74,6 +74,20 @@ def test_a_lock_is_a_hold_while_its_process_holds_it_and_not_once_it_has_ended(t
     assert not lock.exists()
 
 
+def test_a_run_refused_while_the_holder_has_not_yet_written_its_id_names_no_dead_process(tmp_path) -> None:
+    """The lock file still held a killed run's id in the moment after a new run took it: the
+    refusal named that dead process (seen in CI as a flaky refusal message)."""
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    lock = out / "checkpoints" / LOCK_NAME
+    lock.write_text('{"pid": 999999999}')  # a killed run's
+    with lock_held_elsewhere(lock, write_id=False):
+        with pytest.raises(UsageError) as info:
+            with _hold(out):
+                pass
+    assert str(info.value) == f"another napari-medml run is writing to '{out}': wait for it to end, or choose another --out"
+
+
 def _interrupted(out, digest="old"):
     folder = out / "checkpoints"
     (folder / "last").mkdir(parents=True)

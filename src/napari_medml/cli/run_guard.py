@@ -193,12 +193,12 @@ def _shown(spacings: Sequence[Any]) -> str:
 
 def _refuse(lock: Path, out: Path) -> UsageError:
     pid = None
-    for _ in range(20):  # the holder writes its id just after it takes the lock
+    for _ in range(20):  # the holder writes its id just after it takes the lock (till then: none, or a dead run's)
         pid = _read(lock).get("pid")
-        if isinstance(pid, int):
+        if isinstance(pid, int) and _alive(pid):
             break
         threading.Event().wait(0.05)
-    who = f" (process {pid})" if isinstance(pid, int) else ""
+    who = f" (process {pid})" if isinstance(pid, int) and _alive(pid) else ""
     return UsageError(f"another napari-medml run{who} is writing to '{out}': wait for it to end, or choose "
                       "another --out")
 
