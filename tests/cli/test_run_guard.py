@@ -88,6 +88,30 @@ def test_a_run_refused_while_the_holder_has_not_yet_written_its_id_names_no_dead
     assert str(info.value) == f"another napari-medml run is writing to '{out}': wait for it to end, or choose another --out"
 
 
+def test_a_run_whose_holder_ends_while_it_is_being_refused_takes_the_folder(tmp_path, monkeypatch) -> None:
+    """A refused run read the lock after its holder had ended and removed it: the refusal named
+    no process, for a folder nobody held any more."""
+    from napari_medml.cli import run_guard
+
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    lock = out / "checkpoints" / LOCK_NAME
+    reading, read = threading.Event(), run_guard._read
+    monkeypatch.setattr(run_guard, "_read", lambda path: (reading.set(), read(path))[1])
+    with lock_held_elsewhere(lock, write_id=False) as holder:
+        def end() -> None:  # while the refused run waits for the holder's id
+            assert reading.wait(60)
+            lock.unlink()  # as a run does just before it ends
+            holder.kill()
+            holder.wait()
+
+        ender = threading.Thread(target=end)
+        ender.start()
+        with _hold(out):
+            assert json.loads(lock.read_text()) == {"pid": os.getpid()}
+        ender.join()
+
+
 def _interrupted(out, digest="old"):
     folder = out / "checkpoints"
     (folder / "last").mkdir(parents=True)

@@ -191,13 +191,16 @@ def _shown(spacings: Sequence[Any]) -> str:
     return "; ".join(distinct[:3]) + ("; ..." if len(distinct) > 3 else "")
 
 
-def _refuse(lock: Path, out: Path) -> UsageError:
+def _refuse(lock: Path, out: Path) -> UsageError | None:
+    """The line for a run refused ``lock`` (None: its holder ended and removed it meanwhile)."""
     pid = None
     for _ in range(20):  # the holder writes its id just after it takes the lock (till then: none, or a dead run's)
         pid = _read(lock).get("pid")
         if isinstance(pid, int) and _alive(pid):
             break
         threading.Event().wait(0.05)
+    if not lock.exists():
+        return None
     who = f" (process {pid})" if isinstance(pid, int) and _alive(pid) else ""
     return UsageError(f"another napari-medml run{who} is writing to '{out}': wait for it to end, or choose "
                       "another --out")
@@ -219,21 +222,28 @@ def _acquire(lock: Path, out: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            refusal = _refuse(lock, out) if _current(lock, fd) else None
             os.close(fd)
-            raise _refuse(lock, out) from None
+            if refusal is not None:
+                raise refusal from None
+            continue  # its holder ended and removed it in the meantime: again
         except OSError:  # a file system without flock
             os.close(fd)
             return _acquire_by_id(lock, out)
-        try:
-            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:  # else the run that held it removed it as it ended: take the new file
+        if _current(lock, fd):  # else the run that held it removed it as it ended: take the new file
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid()}).encode())
             return fd
         os.close(fd)
     raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+
+
+def _current(lock: Path, fd: int) -> bool:
+    """``fd`` is the file at ``lock`` (not one its holder removed as it ended)."""
+    try:
+        return os.stat(lock).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _acquire_by_id(lock: Path, out: Path) -> None:
@@ -251,7 +261,10 @@ def _acquire_by_id(lock: Path, out: Path) -> None:
             except FileExistsError:
                 pid = _read(lock).get("pid")
                 if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-                    raise _refuse(lock, out) from None
+                    refusal = _refuse(lock, out)
+                    if refusal is not None:
+                        raise refusal from None
+                    continue  # its run ended meanwhile: again
                 with contextlib.suppress(OSError):
                     lock.unlink()  # left by a run that no longer runs
         raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
