@@ -170,9 +170,13 @@ def test_deterministic(name: str) -> None:
 def test_fast(name: str) -> None:
     make = GENERATORS[name]
     make(0)  # warm caches (imports, FFT plans)
-    start = time.perf_counter()
-    make(7)
-    assert time.perf_counter() - start < 1.0
+
+    def seconds() -> float:
+        start = time.perf_counter()
+        make(7)
+        return time.perf_counter() - start
+
+    assert min(seconds() for _ in range(3)) < 1.0  # the fastest of three: another job may share the machine
 
 
 def test_samples_are_frozen(phantom: samples.Phantom3D) -> None:
