@@ -15,6 +15,10 @@ from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimCon
 from napari_medml.io import read_volume
 from napari_medml.segmentation.task import train
 
+# trains in the GUI: one torch thread keeps the waits steady on a busy 2-core machine (two threads
+# spinning against Xvfb and the GUI thread made a step 10-20x slower)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PLUGIN = "napari-medml"
 
 

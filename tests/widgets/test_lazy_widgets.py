@@ -14,6 +14,10 @@ from napari.utils.notifications import NotificationSeverity
 
 from napari_medml._widgets._layers import MEMORY_ENV
 
+# trains in the GUI: one torch thread keeps the waits steady on a busy 2-core machine (two threads
+# spinning against Xvfb and the GUI thread made a step 10-20x slower)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class Counting:
     """An array that records the largest region read from it (dask reads chunk by chunk)."""
@@ -214,8 +218,6 @@ def test_predict_widget_splits_instances_of_a_lazy_layer_block_by_block(make_nap
                                                                        tmp_path, monkeypatch):
     import tempfile
 
-    import torch
-
     from napari_medml._widgets.predict import BUNDLE_CHOICE
     from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
     from napari_medml.samples import phantom_3d
@@ -229,12 +231,7 @@ def test_predict_widget_splits_instances_of_a_lazy_layer_block_by_block(make_nap
     config = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), batch_size=2, val_fraction=0.0),
                          augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
                          optim=OptimConfig(epochs=1, steps_per_epoch=10, learning_rate=3e-3), device="cpu")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        bundle = train(image, p.labels[crop], config, spacing=p.spacing).save(tmp_path / "model")
-    finally:
-        torch.set_num_threads(before)
+    bundle = train(image, p.labels[crop], config, spacing=p.spacing).save(tmp_path / "model")
     data, source = _lazy(image, (8, 32, 32))
     viewer = make_napari_viewer()
     layer = viewer.add_image(data, name="ct", scale=p.spacing)

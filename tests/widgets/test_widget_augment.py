@@ -13,6 +13,10 @@ from napari_medml.config import AugmentConfig, AugmentSpec
 from napari_medml.layer_data import _add_image_takes_axis_labels
 from napari_medml.samples import phantom_3d
 
+# trains in the GUI: one torch thread keeps the waits steady on a busy 2-core machine (two threads
+# spinning against Xvfb and the GUI thread made a step 10-20x slower)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture
 def setup(make_napari_viewer, open_widget):

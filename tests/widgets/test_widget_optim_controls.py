@@ -5,10 +5,15 @@ sizes a network would ignore cannot be set."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from napari.utils.notifications import NotificationSeverity
 
 from napari_medml.samples import phantom_3d
+
+# trains in the GUI: one torch thread keeps the waits steady on a busy 2-core machine (two threads
+# spinning against Xvfb and the GUI thread made a step 10-20x slower)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CROP = (slice(16, 32), slice(16, 80), slice(16, 80))
 

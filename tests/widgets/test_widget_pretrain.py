@@ -4,9 +4,14 @@ writes reconstruction and error layers, and Train segmentation starts from its m
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_medml._widgets._session import session_for
 from napari_medml.samples import phantom_3d
+
+# trains in the GUI: one torch thread keeps the waits steady on a busy 2-core machine (two threads
+# spinning against Xvfb and the GUI thread made a step 10-20x slower)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CROP = (slice(16, 32), slice(16, 64), slice(16, 64))
 
