@@ -96,20 +96,19 @@ def test_a_run_whose_holder_ends_while_it_is_being_refused_takes_the_folder(tmp_
     out = tmp_path / "model"
     (out / "checkpoints").mkdir(parents=True)
     lock = out / "checkpoints" / LOCK_NAME
-    reading, read = threading.Event(), run_guard._read
-    monkeypatch.setattr(run_guard, "_read", lambda path: (reading.set(), read(path))[1])
     with lock_held_elsewhere(lock, write_id=False) as holder:
-        def end() -> None:  # while the refused run waits for the holder's id
-            assert reading.wait(60)
+        read = run_guard._read
+
+        def read_as_it_ends(path):  # while the refused run waits for the holder's id
             lock.unlink()  # as a run does just before it ends
             holder.kill()
             holder.wait()
+            monkeypatch.setattr(run_guard, "_read", read)
+            return read(path)
 
-        ender = threading.Thread(target=end)
-        ender.start()
+        monkeypatch.setattr(run_guard, "_read", read_as_it_ends)
         with _hold(out):
             assert json.loads(lock.read_text()) == {"pid": os.getpid()}
-        ender.join()
 
 
 def _interrupted(out, digest="old"):
@@ -223,3 +222,101 @@ def test_a_run_that_leaves_nothing_removes_only_an_empty_folder(tmp_path, monkey
     with _hold(tmp_path / "other"):
         pass
     assert not (tmp_path / "other").exists()  # created by the run, left empty: gone
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_damaged_lock_is_refused_in_one_line_and_leaves_no_file_open(tmp_path) -> None:
+    """Review 23: a lock file holding a pid too large for the system escaped as OverflowError,
+    and the lock's file stayed open."""
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    lock = out / "checkpoints" / LOCK_NAME
+    with lock_held_elsewhere(lock, write_id=False):
+        lock.write_text(json.dumps({"pid": 10**20}))
+        before = _open_files()
+        with pytest.raises(UsageError) as info:
+            with _hold(out):
+                pass
+        assert _open_files() == before
+    assert str(info.value) == f"another napari-medml run is writing to '{out}': wait for it to end, or choose another --out"
+
+
+def test_a_holder_killed_before_it_wrote_its_id_holds_nothing(tmp_path, monkeypatch) -> None:
+    """Review 23: a run refused by a holder that was then killed (its file left, no id in it)
+    was refused, for a folder nobody held."""
+    from napari_medml.cli import run_guard
+
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    lock = out / "checkpoints" / LOCK_NAME
+    with lock_held_elsewhere(lock, write_id=False) as holder:
+        read = run_guard._read
+
+        def read_then_kill(path):
+            holder.kill()  # its flock goes with it; its file stays
+            holder.wait()
+            return read(path)
+
+        monkeypatch.setattr(run_guard, "_read", read_then_kill)
+        with _hold(out):
+            monkeypatch.setattr(run_guard, "_read", read)
+            assert json.loads(lock.read_text()) == {"pid": os.getpid()}
+
+
+def test_without_flock_a_run_whose_holder_ends_while_it_waits_takes_the_folder(tmp_path, monkeypatch) -> None:
+    """Review 23: where there is no flock, the ending holder emptied the folder, this run's file
+    of its id with it, and the run crashed with FileNotFoundError."""
+    from napari_medml.cli import run_guard
+
+    out = tmp_path / "model"
+    folder = out / "checkpoints"
+    folder.mkdir(parents=True)
+    lock = folder / LOCK_NAME
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    lock.write_text(json.dumps({"pid": holder.pid}))
+    read = run_guard._read
+
+    def read_as_it_ends(path):  # the holder's end: its folder emptied, its lock removed, the folder gone
+        for entry in folder.iterdir():
+            entry.unlink()
+        folder.rmdir()
+        holder.kill()
+        holder.wait()
+        monkeypatch.setattr(run_guard, "_read", read)
+        return {"pid": holder.pid}
+
+    monkeypatch.setattr(run_guard, "_read", read_as_it_ends)
+    assert run_guard._acquire_by_id(lock, out) is None
+    assert json.loads(lock.read_text()) == {"pid": os.getpid()}
+    assert [p.name for p in folder.iterdir()] == [LOCK_NAME]
+
+
+def test_a_run_whose_folder_was_replaced_by_its_save_leaves_the_next_runs_folder_alone(tmp_path) -> None:
+    """Review 23: a finished run's bundle save replaces the folder, its lock with it; a run that
+    took the new folder meanwhile lost its inputs.json to the first run's clean-up."""
+    out = tmp_path / "model"
+    folder = out / "checkpoints"
+    taken, done, failed = threading.Event(), threading.Event(), []
+
+    def next_run() -> None:
+        try:
+            with _hold(out):
+                taken.set()
+                assert done.wait(60)
+                assert (folder / "inputs.json").exists()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failed.append(repr(exc))
+            taken.set()
+
+    with _hold(out):
+        os.replace(folder, tmp_path / "saved-elsewhere")  # as the save replaces the bundle folder
+        other = threading.Thread(target=next_run)
+        other.start()
+        assert taken.wait(60)
+    assert (folder / "inputs.json").exists() and (folder / LOCK_NAME).exists()
+    done.set()
+    other.join()
+    assert not failed, failed

@@ -110,14 +110,15 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
         yield
     finally:
         try:
-            if not resume:
+            # (not when the bundle's save replaced the folder: another run may have taken the new one since)
+            if not resume and _holds(lock, held):
                 with contextlib.suppress(OSError):  # else they stay set aside: the next run or --resume gives them back
                     _settle(folder, has_checkpoint(folder))
-            if not resume and folder.is_dir() and not has_checkpoint(folder) and not (folder / REPLACED_NAME).exists():
-                _empty(folder)  # nothing to resume: no litter (emptied while held; the folder goes below)
+                if not has_checkpoint(folder) and not (folder / REPLACED_NAME).exists():
+                    _empty(folder)  # nothing to resume: no litter (emptied while held; the folder goes below)
         finally:
             with contextlib.suppress(OSError):
-                if _read(lock).get("pid") == os.getpid():
+                if _holds(lock, held):
                     lock.unlink()  # before the flock goes: a run waiting on this file finds it gone and tries again
             if held is not None:
                 os.close(held)
@@ -147,15 +148,20 @@ def restore_set_aside(out: Path) -> None:
         _settle(folder, replaced=False)
     finally:
         with contextlib.suppress(OSError):
-            if _read(lock).get("pid") == os.getpid():
+            if _holds(lock, held):
                 lock.unlink()
         if held is not None:
             os.close(held)
 
 
-def _empty(folder: Path, keep: tuple[str, ...] = (LOCK_NAME,)) -> None:
+def _locks(name: str) -> bool:
+    """``name`` is the lock, or a waiting run's file of its id (``_acquire_by_id``)."""
+    return name == LOCK_NAME or name.startswith(f".{LOCK_NAME}.")
+
+
+def _empty(folder: Path, keep: tuple[str, ...] = ()) -> None:
     for entry in folder.iterdir():
-        if entry.name not in keep:
+        if entry.name not in keep and not _locks(entry.name):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
@@ -163,7 +169,7 @@ def _set_aside(folder: Path) -> None:
     """Move an earlier run's checkpoints and inputs into ``folder/replaced``: a new run that
     fails or stops before its first checkpoint puts them back (:func:`_settle`)."""
     aside = folder / REPLACED_NAME
-    entries = [e for e in folder.iterdir() if e.name not in (LOCK_NAME, REPLACED_NAME)]
+    entries = [e for e in folder.iterdir() if e.name != REPLACED_NAME and not _locks(e.name)]
     if entries:  # else an older set aside (a run killed before its first checkpoint) is the one to keep
         shutil.rmtree(aside, ignore_errors=True)
         aside.mkdir()
@@ -180,7 +186,7 @@ def _settle(folder: Path, replaced: bool) -> None:
     if replaced:
         shutil.rmtree(aside, ignore_errors=True)
         return
-    _empty(folder, keep=(LOCK_NAME, REPLACED_NAME))  # the new run's partial files: nothing it could resume
+    _empty(folder, keep=(REPLACED_NAME,))  # the new run's partial files: nothing it could resume
     for entry in aside.iterdir():
         entry.rename(folder / entry.name)
     aside.rmdir()
@@ -191,19 +197,36 @@ def _shown(spacings: Sequence[Any]) -> str:
     return "; ".join(distinct[:3]) + ("; ..." if len(distinct) > 3 else "")
 
 
-def _refuse(lock: Path, out: Path) -> UsageError | None:
-    """The line for a run refused ``lock`` (None: its holder ended and removed it meanwhile)."""
+def _refuse(lock: Path, out: Path, fd: int | None = None) -> UsageError | None:
+    """The line for a run refused ``lock`` (None: its holder ended meanwhile, so try again).
+
+    ``fd``: this run's open file of ``lock``, whose ``flock`` was refused.
+    """
     pid = None
     for _ in range(20):  # the holder writes its id just after it takes the lock (till then: none, or a dead run's)
+        if not (lock.exists() if fd is None else _current(lock, fd)):
+            return None  # removed by its holder as it ended
         pid = _read(lock).get("pid")
         if isinstance(pid, int) and _alive(pid):
             break
         threading.Event().wait(0.05)
-    if not lock.exists():
-        return None
+    else:
+        if fd is not None and _free(fd):  # its holder was killed before it wrote its id
+            return None
     who = f" (process {pid})" if isinstance(pid, int) and _alive(pid) else ""
     return UsageError(f"another napari-medml run{who} is writing to '{out}': wait for it to end, or choose "
                       "another --out")
+
+
+def _free(fd: int) -> bool:
+    """No process holds the ``flock`` of ``fd`` now (this call takes it, and closing ``fd`` lets it go)."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _acquire(lock: Path, out: Path) -> int | None:
@@ -222,11 +245,13 @@ def _acquire(lock: Path, out: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            refusal = _refuse(lock, out) if _current(lock, fd) else None
-            os.close(fd)
+            try:
+                refusal = _refuse(lock, out, fd)
+            finally:
+                os.close(fd)
             if refusal is not None:
                 raise refusal from None
-            continue  # its holder ended and removed it in the meantime: again
+            continue  # its holder ended in the meantime: again
         except OSError:  # a file system without flock
             os.close(fd)
             return _acquire_by_id(lock, out)
@@ -236,6 +261,11 @@ def _acquire(lock: Path, out: Path) -> int | None:
             return fd
         os.close(fd)
     raise UsageError(f"cannot take '{lock}' for this run: remove it if no other run writes to '{out}'")
+
+
+def _holds(lock: Path, held: int | None) -> bool:
+    """This run's lock is still the one at ``lock`` (``held``: :func:`_acquire`'s answer)."""
+    return _current(lock, held) if held is not None else _read(lock).get("pid") == os.getpid()
 
 
 def _current(lock: Path, fd: int) -> bool:
@@ -252,12 +282,16 @@ def _acquire_by_id(lock: Path, out: Path) -> None:
     from napari_medml.io.atomic import temp_name
 
     mine = temp_name(lock)
-    mine.write_text(json.dumps({"pid": os.getpid()}))
     try:
-        for _ in range(2):
+        for _ in range(5):
             try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                if not mine.exists():  # (again:) an ending run emptied the folder, or removed it
+                    mine.write_text(json.dumps({"pid": os.getpid()}))
                 os.link(mine, lock)
                 return None
+            except FileNotFoundError:
+                continue
             except FileExistsError:
                 pid = _read(lock).get("pid")
                 if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
@@ -273,9 +307,11 @@ def _acquire_by_id(lock: Path, out: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if isinstance(pid, bool) or pid <= 0:  # a damaged file: 0 and -1 would ask about process groups
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's process
         return True
