@@ -202,18 +202,18 @@ def _refuse(lock: Path, out: Path, fd: int | None = None) -> UsageError | None:
 
     ``fd``: this run's open file of ``lock``, whose ``flock`` was refused.
     """
-    pid = None
+    holder = None
     for _ in range(20):  # the holder writes its id just after it takes the lock (till then: none, or a dead run's)
         if not (lock.exists() if fd is None else _current(lock, fd)):
             return None  # removed by its holder as it ended
         pid = _read(lock).get("pid")
         if isinstance(pid, int) and _alive(pid):
+            holder = pid
             break
         threading.Event().wait(0.05)
-    else:
-        if fd is not None and _free(fd):  # its holder was killed before it wrote its id
-            return None
-    who = f" (process {pid})" if isinstance(pid, int) and _alive(pid) else ""
+    if holder is None and fd is not None and _free(fd):  # its holder was killed before it wrote its id
+        return None
+    who = "" if holder is None else f" (process {holder})"
     return UsageError(f"another napari-medml run{who} is writing to '{out}': wait for it to end, or choose "
                       "another --out")
 
