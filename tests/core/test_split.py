@@ -121,3 +121,31 @@ def test_a_moved_block_prefers_one_that_scores_and_says_when_none_can():
     assert note == ("validation on the last 8 of 40 voxels along axis 0 (the default held-out block, the last 20 "
                     "voxels along axis 1, held every voxel of class 1); it holds no foreground, so its Dice says "
                     "nothing of the model")
+
+
+def test_held_out_images_without_foreground_give_way_to_ones_that_score_or_say_so():
+    """Several images whose last ones are negatives (background only): their Dice is 0 whatever
+    the model, so images with foreground are held out when training can spare one; when it
+    cannot (the only annotated image), the note says the Dice is worth nothing (cases 45, 54)."""
+    images = [np.zeros((1, 16, 16), np.float32) for _ in range(5)]
+    labels = [np.ones((16, 16), np.uint8) for _ in range(5)]
+    labels[1][4:9, 4:9] = 2
+    labels[2][6:12, 3:8] = 2
+    train, val, note = split.split_train_val(images, labels, 0.2)
+    assert note == ("validation on image(s) 3 of 5 (not the last: the last ones hold no foreground to score)")
+    assert len(val) == 1 and (val[0].label == 2).any() and sum((r.label == 2).any() for r in train) == 1
+    only = [np.ones((16, 16), np.uint8) for _ in range(5)]
+    only[4][4:9, 4:9] = 2
+    train, val, note = split.split_train_val(images, only, 0.2)
+    assert note == ("validation on image(s) 4 of 5 (not the last: they hold every voxel of a class that training "
+                    "needs); it holds no foreground, so its Dice says nothing of the model")
+    assert (train[-1].label == 2).any()
+    # the same for an ensemble member's fold, of images and of blocks
+    _, val, note = split.split_fold(images, labels, 4, 5)
+    assert note == "fold 5 of 5: validation on image 5 of 5" + split.NO_FOREGROUND
+    _, _, note = split.split_fold(images, labels, 1, 5)
+    assert note == "fold 2 of 5: validation on image 2 of 5"
+    block = np.ones((40, 16), np.uint8)
+    block[30:36, 4:10] = 2
+    notes = [split.split_fold([np.zeros((1, 40, 16), np.float32)], [block], k, 2)[2] for k in range(2)]
+    assert notes[0].endswith(split.NO_FOREGROUND) and not notes[1].endswith(split.NO_FOREGROUND)

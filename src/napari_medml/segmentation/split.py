@@ -225,7 +225,8 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         train = [Region(images[i], labels[i]) for i in kept]
         val = [Region(images[i], labels[i]) for i in range(lo_i, hi_i)]
         which = f"image {lo_i + 1}" if hi_i - lo_i == 1 else f"images {lo_i + 1}-{hi_i}"
-        return train, val, f"fold {fold + 1} of {folds}: validation on {which} of {n}" + _left_out(gap, dropped)
+        return train, val, (f"fold {fold + 1} of {folds}: validation on {which} of {n}" + _left_out(gap, dropped)
+                            + _empty_note(labels, val))
     train, val = [], []
     margin = max(0, int(margin))
     for image, label in zip(images, labels):
@@ -251,37 +252,62 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
             "longest axis")
     if margin:
         note += f", {margin} voxels of training labels on either side of it left out"
-    return train, val, note
+    return train, val, note + _empty_note(labels, val)
+
+
+def _empty_note(labels: list[np.ndarray], val: list[Region]) -> str:
+    """:data:`NO_FOREGROUND` when the labels hold foreground but the held-out regions hold none."""
+    held = set().union(*(present_classes(r.label) for r in val)) if val else set()
+    every = set().union(*(present_classes(lab) for lab in labels))
+    return NO_FOREGROUND if every - {1} and not {v for v in held if v >= 2} else ""
 
 
 def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],
                   val_fraction: float, class_ids: Sequence[int] | None, groups: Sequence[int] | None,
                   margin: int) -> tuple[list[Region], list[Region], str]:
     """Hold out whole images: the last ones, skipping any whose removal loses a class (and
-    leaving out of training the slices of a volume next to a held-out one)."""
+    leaving out of training the slices of a volume next to a held-out one); when those hold
+    no foreground, ones that do, if training keeps every class without them."""
     n = len(images)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
+    def scores(indices: Sequence[int]) -> bool:  # any foreground (encoded 2 and up) to score
+        return any(v >= 2 for i in indices for v in present[i])
+
+    val_idx = _held_out(n, n_val, list(reversed(range(n))), present, every, groups, margin)
+    why = "they hold every voxel of a class that training needs"
+    if every - {1} and not scores(val_idx):
+        # held-out images without foreground score Dice 0 whatever the model (as a block does,
+        # in split_train_val): hold out ones that have some when training keeps every class
+        first = sorted(reversed(range(n)), key=lambda i: not scores([i]))
+        other = _held_out(n, n_val, first, present, every, groups, margin, fill=False)
+        if len(other) == n_val and scores(other):
+            val_idx, why = other, "the last ones hold no foreground to score"
+    kept, gap, dropped = sample_groups.training_samples(n, val_idx, groups, margin)
+    train = [Region(images[i], labels[i]) for i in kept]
+    val = [Region(images[i], labels[i]) for i in val_idx]
+    numbers = ", ".join(str(i + 1) for i in val_idx)
+    which = (f"the last {n_val} of {n} images" if val_idx == list(range(n - n_val, n))
+             else f"image(s) {numbers} of {n} (not the last: {why})")
+    return train, val, f"validation on {which}" + _left_out(gap, dropped) + _empty_note(labels, val)
+
+
+def _held_out(n: int, n_val: int, order: Sequence[int], present: list[set[int]], every: set[int],
+              groups: Sequence[int] | None, margin: int, fill: bool = True) -> list[int]:
+    """Up to ``n_val`` images to hold out, taken in ``order``, skipping any whose removal loses a
+    class (without the slices the margin leaves out beside held-out ones); with ``fill``, the
+    last images make up the number when no choice keeps every class."""
     val_idx: list[int] = []
-    for i in reversed(range(n)):
+    for i in order:
         if len(val_idx) == n_val:
             break
-        # the classes of what would train: without the slices the margin leaves out beside held-out ones
         kept = sample_groups.training_samples(n, sorted((*val_idx, i)), groups, margin)[0]
         rest = set().union(*(present[j] for j in kept))
         if not every - rest:
             val_idx.append(i)
-    for i in reversed(range(n)):  # no choice keeps every class: fall back to the last images
+    for i in reversed(range(n) if fill else []):  # no choice keeps every class: the last images
         if len(val_idx) < n_val and i not in val_idx:
             val_idx.append(i)
-    val_idx.sort()
-    kept, gap, dropped = sample_groups.training_samples(n, val_idx, groups, margin)
-    train = [Region(images[i], labels[i]) for i in kept]
-    val = [Region(images[i], labels[i]) for i in val_idx]
-    if val_idx == list(range(n - n_val, n)):
-        return train, val, f"validation on the last {n_val} of {n} images" + _left_out(gap, dropped)
-    numbers = ", ".join(str(i + 1) for i in val_idx)
-    return train, val, (f"validation on image(s) {numbers} of {n} (not the last: they hold every "
-                        "voxel of a class that training needs)" + _left_out(gap, dropped))
+    return sorted(val_idx)
 
 
 def _left_out(gap: int, dropped: int) -> str:
