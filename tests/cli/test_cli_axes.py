@@ -169,6 +169,47 @@ def test_npy_image_with_a_trailing_length_one_axis_is_a_2d_image(tmp_path, capsy
     assert config["spatial_dims"] == 2 and len(config["patch_size"]) == 2
 
 
+def test_rgb_stacks_and_rgb_npy_train_and_predict_with_their_colour_as_channels(tmp_path, capsys) -> None:
+    """A stack of RGB tiles (N, Y, X, 3) in a TIFF and an RGB .npy (Y, X, 3): the colour is the
+    channels (napari shows them so), the tiles are samples of a 2D network. Both were refused,
+    and the first with fixes that could not work (--axes ZYX or CYX for a 4-axis file)."""
+    rng = np.random.default_rng(32)
+    lab = np.zeros((4, 48, 48), np.uint8)
+    lab[:, 10:30, 12:40] = 1
+    rgb = rng.integers(0, 80, (4, 48, 48, 3)).astype(np.uint8)
+    rgb[lab == 1] += np.array([120, 60, 0], np.uint8)
+    tifffile.imwrite(tmp_path / "tiles.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "tiles_seg.tif", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "tiles.tif", "--labels", tmp_path / "tiles_seg.tif",
+                           "--spatial-dims", "2", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["spatial_dims"] == 2 and config["in_channels"] == 3
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "tiles.tif",
+                           "--out", tmp_path / "pred.tif")  # fmt: skip
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "pred.tif").shape == (4, 48, 48)
+    np.save(tmp_path / "photo.npy", rgb[0])
+    np.save(tmp_path / "photo_seg.npy", lab[0])
+    photo = read_volume(tmp_path / "photo.npy")
+    assert photo.axes == "YXC" and photo.meta.get("rgb")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "photo.npy", "--labels", tmp_path / "photo_seg.npy",
+                           "--out", tmp_path / "m2", *TINY)  # fmt: skip
+    assert code == 0, err
+    assert "3 channels (axes YXC" in err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m2", "--image", tmp_path / "photo.npy",
+                           "--out", tmp_path / "photo_pred.npy")  # fmt: skip
+    assert code == 0, err
+    assert np.load(tmp_path / "photo_pred.npy").shape == (48, 48)
+    # a volume of 3 slices last is not colour when its other sides are small (napari's rule)
+    np.save(tmp_path / "thin.npy", np.zeros((20, 24, 3), np.float32))
+    assert read_volume(tmp_path / "thin.npy").axes == "QYX"
+    # and labels are never colour: a labels file of 3 slices last stays a labels volume
+    np.save(tmp_path / "cells_seg.npy", np.zeros((40, 40, 3), np.uint8))
+    cells = read_volume(tmp_path / "cells_seg.npy")
+    assert cells.is_labels and cells.axes == "QYX" and not cells.meta.get("rgb")
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".tif"])
 def test_boolean_labels_are_class_one(tmp_path, capsys, suffix) -> None:
     rng = np.random.default_rng(11)

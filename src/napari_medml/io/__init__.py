@@ -234,6 +234,12 @@ def _read_npy(path: Path) -> Volume:
     axes = io_axes.unknown_axes(data.ndim)
     if data.ndim >= 3 and data.shape[-1] == 1:  # NumPy's (..., Y, X, C) image with one channel: not X = 1
         axes = io_axes.unknown_axes(data.ndim - 1) + "C"
+    if data.ndim >= 3 and data.shape[-1] in (3, 4) and min(data.shape[-3:-1]) > 30 and not is_label_file(path, data):
+        # an RGB(A) image (..., Y, X, 3|4), by napari's own rule (napari.layers.image._image_utils.guess_rgb),
+        # so that the file reads here as napari shows it; a volume of 3 or 4 slices last says --axes ZYX
+        n = data.ndim - 1
+        return Volume(data, (1.0,) * n, (0.0,) * n, None, False, file_stem(path), meta={"rgb": True},
+                      axes=io_axes.unknown_axes(data.ndim, rgb=True))
     return Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, file_stem(path), axes=axes)
 
 

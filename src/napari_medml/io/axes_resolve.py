@@ -44,6 +44,7 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
         if key not in fits or text.count("Z") > fits[key].count("Z"):
             fits[key] = text
     shape_text = "x".join(map(str, shape))
+    letters = f" (one letter for each of its {len(shape)} axes)" if hint else ""
     if len(fits) == 1:
         return next(iter(fits.values()))
     if not fits and labels_shape is not None and any(
@@ -58,10 +59,10 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     if not fits:
         raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
                          f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "
-                         f"{hint}")  # fmt: skip
+                         f"{hint}{letters}")  # fmt: skip
     readings = " or ".join(sorted(fits.values()))
     raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
-                     f"(could be {readings}): {hint}")  # fmt: skip
+                     f"(could be {readings}): {hint}{letters}")  # fmt: skip
 
 
 def _readings(axes: str) -> list[str]:
@@ -82,7 +83,8 @@ def _readings(axes: str) -> list[str]:
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
           labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
-    if canonical_order(axes) != list(range(len(axes))):  # volumes keep T, C, Z, Y, X order
+    # volumes keep T, C, Z, Y, X order; an RGB colour axis (a trailing C) stays last
+    if canonical_order(axes, rgb=axes.endswith("C")) != list(range(len(axes))):
         return False
     spatial = sum(a in "ZYX" for a in axes)
     if spatial_dims is not None and spatial < spatial_dims:
