@@ -9,6 +9,7 @@ import re
 import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 from safetensors.numpy import load_file
 
 from napari_medml.cli import main
@@ -135,6 +136,21 @@ def test_predict_puts_an_input_in_the_training_orientation_and_the_output_back(c
     assert "orientation LAS" in outs["scan_las"][1] and "reoriented" in outs["scan_las"][1]
     assert "reoriented" not in outs["scan"][1]
     np.testing.assert_array_equal(outs["scan_las"][0], outs["scan"][0][::-1])  # the same labels in world space
+    # a TIFF or NumPy output holds the stored voxel order but no orientation: said, for a file not in RAS order
+    for name in ("scan", "scan_las"):
+        code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "model", "--image", tmp_path / f"{name}.nii.gz",
+                               "--out", tmp_path / f"{name}_pred.tif", "--probabilities", tmp_path / f"{name}_p.npy",
+                               "--device", "cpu")  # fmt: skip
+        assert code == 0, err
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{name}_pred.tif"), outs[name][0].T)
+        said = [line for line in err.splitlines() if "holds no orientation" in line]
+        if name == "scan":
+            assert not said
+        else:
+            files = f"{tmp_path / 'scan_las_pred.tif'}, {tmp_path / 'scan_las_p.npy'}"
+            assert said == [f"napari-medml: {files}: the voxels "
+                            "are in the order 'scan_las' stores them (LAS), but the file type holds no orientation, so "
+                            "napari shows them flipped against the image; write .nii.gz to keep it"]
 
 
 def test_predict_warns_when_the_voxel_size_is_far_from_the_training_spacing(capsys, tmp_path, truth):

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, info, progress_bar, write_like
+from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order, write_like
 from napari_medml.cli.values import integer, real
 from napari_medml.cli.spacing_option import with_spacing
 
@@ -247,5 +247,6 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     info(f"{n} {result.level}{'' if n == 1 else 's'} classified, per class {counts}")
     if result.note:
         info(result.note)
+    say_stored_order(vol, written)
     info("wrote " + ", ".join(str(p) for p in written))
     return 0

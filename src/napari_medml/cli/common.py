@@ -25,6 +25,7 @@ __all__ = [
     "image_layout",
     "info",
     "progress_bar",
+    "say_stored_order",
     "spatial_spacing",
     "write_like",
     "write_output",
@@ -275,6 +276,16 @@ def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = N
     volume = Volume(data, spacing, origin, like.affine, is_labels, like.name, meta, axes)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_volume(path, volume)
+
+
+def say_stored_order(like: Any, written: Sequence[Path]) -> None:
+    """Say when outputs written like a NIfTI image not in RAS+ order went to files without an
+    affine (:func:`napari_medml.io.orientation.stored_order_note`)."""
+    from napari_medml.io.orientation import stored_order_note
+
+    note = stored_order_note(like, written)
+    if note:
+        info(note)
 
 
 def check_file_targets(outputs: Mapping[str, Path | None], inputs: Sequence[Path]) -> None:

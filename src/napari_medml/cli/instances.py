@@ -19,6 +19,7 @@ from napari_medml.cli.common import (
     image_layout,
     info,
     progress_bar,
+    say_stored_order,
     write_like,
     write_output,
 )
@@ -91,6 +92,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, labels, spatial_dims=dims, is_labels=True))]
     table = _table(vol, lay, labels)
     written.append(write_table_csv(table_path, table))
+    say_stored_order(vol, written)
     n = int(len(table["index"]))
     info(f"{n} object(s) ({_params_line(params)}); wrote " + ", ".join(str(p) for p in written)
          + args.planned)

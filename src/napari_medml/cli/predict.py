@@ -20,6 +20,7 @@ from napari_medml.cli.common import (
     image_layout,
     info,
     progress_bar,
+    say_stored_order,
     write_like,
     write_output,
 )
@@ -36,8 +37,8 @@ def add(sub: Any) -> None:
                        description="Segment an image with a model bundle, or classify it with a "
                        "classification bundle (labels with each sample, object or tile filled with "
                        "its class, plus a CSV table of classes and probabilities). Outputs keep the "
-                       "input's spacing, origin and affine; the file type follows each "
-                       "output's extension.")  # fmt: skip
+                       "input's voxel order, spacing and origin, and a NIfTI output its affine; the "
+                       "file type follows each output's extension.")  # fmt: skip
     infer = InferConfig()
     p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
                    help="model bundle folder written by 'napari-medml train' or the plugin")  # fmt: skip
@@ -198,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     if args.uncertainty is not None:
         written.append(write_output(args.uncertainty,
                                     lambda tmp: write_like(tmp, vol, pred.uncertainty, spatial_dims=dims)))
+    say_stored_order(vol, written)
     info("wrote " + ", ".join(str(p) for p in written) + args.planned)
     return 0
 

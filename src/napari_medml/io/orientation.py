@@ -21,7 +21,7 @@ from napari_medml.io.geometry import axis_codes, grid_affine, reorient, spatial_
 from napari_medml.io.volume import Volume
 
 __all__ = ["STORED_ORIENTATION", "Oriented", "cut_affine", "file_orientation", "orient_array", "orient_as",
-           "orientation_of", "to_canonical", "to_orientation", "to_stored"]
+           "orientation_of", "stored_order_note", "to_canonical", "to_orientation", "to_stored"]
 
 STORED_ORIENTATION = "stored_orientation"  # Volume.meta key: a file's own orientation, see to_canonical
 
@@ -46,6 +46,35 @@ def orientation_of(affine: Any, spatial_dims: int) -> str | None:
     if spatial_dims != 3 or affine is None:
         return None
     return axis_codes(cut_affine(affine, 3))
+
+
+def stored_order_note(vol: Volume, paths: Any) -> str | None:
+    """One line for outputs written from a NIfTI volume not stored in RAS+ order to files that
+    hold no affine (TIFF, NumPy, Zarr), or None when nothing is lost.
+
+    Those files keep the voxels in the NIfTI file's stored order, so their arrays lie on the
+    file's (what ``evaluate`` and other tools compare), with its spacing and origin but not the
+    direction of its axes: napari, which shows NIfTI files in RAS+ order (:func:`to_canonical`),
+    shows them flipped or turned against the image.
+
+    Parameters
+    ----------
+    vol : Volume
+        The input the outputs were written like.
+    paths : iterable of str or Path
+        The written files; only those of a type without an affine are named.
+    """
+    from napari_medml.io.volume import file_format
+
+    bare = [str(p) for p in paths if file_format(p) in ("tiff", "npy", "zarr")]
+    if vol.affine is None or not bare:
+        return None
+    codes = axis_codes(np.asarray(vol.affine, dtype=np.float64))
+    if codes == "RAS":
+        return None
+    them = "them" if len(bare) > 1 else "it"
+    return (f"{', '.join(bare)}: the voxels are in the order '{vol.name}' stores them ({codes}), but the file type "
+            f"holds no orientation, so napari shows {them} flipped against the image; write .nii.gz to keep it")
 
 
 def to_canonical(vol: Volume) -> Volume:
