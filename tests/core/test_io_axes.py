@@ -152,7 +152,8 @@ def test_unnamed_axes_are_resolved_or_refused_naming_the_option(tmp_path: Path) 
     assert resolve_axes(vol.axes, shape, what="s", hint="h", labels_shape=(48, 48)) == "CYX"
     assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=10) == "CYX"
     assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=1) == "ZYX"
-    with pytest.raises(InputError, match=r"stack.*could be CZYX or TCYX.*--axes"):
+    with pytest.raises(InputError, match=r"stack.*could be CZYX or TCYX.*--axes.*one letter for each of its 4 axes, "
+                       r"e\.g\. CZYX\)$"):
         resolve_axes("QQYX", (2, 2, 8, 8), what="image 'stack.npy'", hint=AXES_HINT, spatial_dims=2,
                      in_channels=2)  # fmt: skip
     assert read_volume(tmp_path / "stack.npy", axes="CYX").axes == "CYX"

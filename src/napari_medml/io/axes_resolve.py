@@ -44,7 +44,10 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
         if key not in fits or text.count("Z") > fits[key].count("Z"):
             fits[key] = text
     shape_text = "x".join(map(str, shape))
-    letters = f" (one letter for each of its {len(shape)} axes)" if hint else ""
+    # the hint's examples name 3 axes: a file of another number gets one of its own readings
+    ordered = [t for t in _readings(axes) if canonical_order(t, rgb=t.endswith("C")) == list(range(len(t)))]
+    example = (sorted(fits.values()) or ordered or _readings(axes))[0]
+    letters = f" (one letter for each of its {len(shape)} axes, e.g. {example})" if hint else ""
     if len(fits) == 1:
         return next(iter(fits.values()))
     if not fits and labels_shape is not None and any(
