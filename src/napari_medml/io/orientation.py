@@ -64,13 +64,16 @@ def stored_order_note(vol: Volume, paths: Any) -> str | None:
     paths : iterable of str or Path
         The written files; only those of a type without an affine are named.
     """
-    from napari_medml.io.volume import file_format
-
-    bare = [str(p) for p in paths if file_format(p) in ("tiff", "npy", "zarr")]
-    if vol.affine is None or not bare:
+    if vol.affine is None or np.asarray(vol.affine).shape != (4, 4):
+        return None
+    # by suffix: the written files include tables (.csv)
+    bare = [str(p) for p in paths if str(p).lower().rstrip("/").endswith((".tif", ".tiff", ".npy", ".zarr"))]
+    try:
+        first, stop = spatial_axes(vol, 3)
+    except InputError:  # a 2D NIfTI: napari shows it as stored (to_orientation leaves it)
         return None
     codes = axis_codes(np.asarray(vol.affine, dtype=np.float64))
-    if codes == "RAS":
+    if not bare or codes == "RAS" or vol.axes[first:stop] != "ZYX":
         return None
     them = "them" if len(bare) > 1 else "it"
     return (f"{', '.join(bare)}: the voxels are in the order '{vol.name}' stores them ({codes}), but the file type "
