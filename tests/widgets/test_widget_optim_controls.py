@@ -144,3 +144,22 @@ def test_train_widget_leaves_the_number_of_models_to_the_plan_under_a_time_limit
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
     assert type(train.model).__name__ == "Model", [n.message for n in notes]
     assert "ensemble (folds): 1 (set by you)" in train["plan_text"].value
+
+
+def test_train_widget_says_when_the_held_out_part_holds_no_foreground(make_napari_viewer, open_widget, qtbot, notes):
+    """Review 24: the command line said that a validation part without foreground scores a Dice
+    that means nothing; the Train widget dropped that line and showed a flat Dice of 0."""
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(24)
+    seg = np.zeros((64, 64), np.uint8)
+    seg[28:36, 28:36] = 1  # in the middle: no held-out end block reaches it
+    image = viewer.add_image(rng.normal(0, 1, seg.shape).astype(np.float32) + 3 * seg, name="cells")
+    labels = viewer.add_labels(seg, name="cells seg")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.model is not None, [n.message for n in notes]
+    assert "it holds no foreground, so its Dice says nothing of the model" in train["status"].value

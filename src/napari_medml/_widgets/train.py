@@ -387,8 +387,11 @@ class TrainWidget(DockForm):
                 self._w["plan_text"].value = channels_line(inputs) + report.describe()
             else:
                 self.plot.add(report)
+                from napari_medml.segmentation.split import NO_FOREGROUND
+
                 warnings.extend(line for line in getattr(report, "message", "").splitlines()
-                                if line.startswith(("started from", "early stopping", "validation on scribbles")))
+                                if line.startswith(("started from", "early stopping", "validation on scribbles"))
+                                or NO_FOREGROUND in line)  # a Dice of 0 there reads as a failed model
 
         checkpoints.running()
         if resume is not None:
