@@ -5,6 +5,7 @@ labels with a trailing length-1 axis, LZW TIFFs, a 2D model on a stack, time ser
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -585,3 +586,23 @@ def test_spacing_is_for_labels_only_when_their_image_stores_none(tmp_path, capsy
                              tmp_path / "truth.tif", "--spacing", "3", "3")
     assert code == 0, err
     assert json.loads(out)["classes"]["1"]["hd95"] == pytest.approx(2.0)
+
+
+def test_an_ensemble_fold_without_foreground_held_out_shows_no_dice_for_it(tmp_path, capsys) -> None:
+    """Review 24: the fold that validates on the image without foreground printed Dice 0.000
+    on the last line, which reads as a failed member."""
+    rng = np.random.default_rng(24)
+    args = []
+    for k in range(3):
+        lab = np.zeros((48, 48), np.uint8)
+        if k < 2:
+            lab[10:30, 12:36] = 1
+        np.save(tmp_path / f"img{k}.npy", (rng.normal(0, 1, lab.shape) + 3 * lab).astype(np.float32))
+        np.save(tmp_path / f"lab{k}.npy", lab)
+        args += ["--image", tmp_path / f"img{k}.npy", "--labels", tmp_path / f"lab{k}.npy"]
+    code, _, err = run_cli(capsys, "train", *args, "--folds", "3", "--out", tmp_path / "m", *TINY)
+    assert code == 0, err
+    assert "fold 3 of 3: validation on image 3 of 3; it holds no foreground, so its Dice says nothing" in err
+    last = err.strip().splitlines()[-1]
+    shown = r"validation mean Dice per fold: \d\.\d{3}, \d\.\d{3}, - \('-': no foreground held out"
+    assert re.search(shown, last), last

@@ -112,6 +112,8 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
     if folds > 1:
         scores = model.provenance["ensemble"]["member_best_val_dice"]
         dice = ", ".join("-" if d is None else f"{d:.3f}" for d in scores)
+        if None in scores:
+            dice += " ('-': no foreground held out, or none scored)"
         return f" (ensemble of {len(scores)} models; validation mean Dice per fold: {dice}" + (
             f"; {trained})" if trained else ")")
     note = _score_note(model, best, resumed)

@@ -275,8 +275,12 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             break
         if folder is not None:  # a resumed run takes this fold as it is
             members[-1].save(folder / FOLD_MEMBER)
+    from napari_medml.segmentation.split import NO_FOREGROUND
+
+    # a fold whose held-out part holds no foreground has no Dice worth a number (None, "-")
     note = {"folds": folds, "trained": len(members),
-            "member_best_val_dice": [(m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
+            "member_best_val_dice": [None if NO_FOREGROUND in str(m.provenance.get("split", "")) else
+                                     (m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
                                       else {}).get("val_mean_dice") for m in members],
             "member_steps": [int(m.history[-1].get("step", 0)) if m.history else 0 for m in members]}
     return EnsembleModel(members, provenance={"ensemble": note})
