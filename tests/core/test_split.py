@@ -149,3 +149,16 @@ def test_held_out_images_without_foreground_give_way_to_ones_that_score_or_say_s
     block[30:36, 4:10] = 2
     notes = [split.split_fold([np.zeros((1, 40, 16), np.float32)], [block], k, 2)[2] for k in range(2)]
     assert notes[0].endswith(split.NO_FOREGROUND) and not notes[1].endswith(split.NO_FOREGROUND)
+
+
+def test_validation_moves_to_images_with_foreground_only_if_a_third_of_it_still_trains():
+    """Review 24: slices 1-4 of a 10-slice volume hold the foreground; holding out two of them
+    (and, by the margin, their neighbours) would have trained on a quarter of it. The last
+    slices stay held out, and the note says their Dice is worth nothing."""
+    images = [np.zeros((1, 12, 12), np.float32) for _ in range(10)]
+    labels = [np.ones((12, 12), np.uint8) for _ in range(10)]
+    for k in range(4):
+        labels[k][2:8, 2:8] = 2
+    train, val, note = split.split_train_val(images, labels, 0.2, groups=(10,), margin=1)
+    assert note.startswith("validation on the last 2 of 10 images") and note.endswith(split.NO_FOREGROUND)
+    assert sum(int((r.label == 2).sum()) for r in train) == 4 * 36

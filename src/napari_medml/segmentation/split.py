@@ -265,22 +265,22 @@ def _empty_note(labels: list[np.ndarray], val: list[Region]) -> str:
 def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],
                   val_fraction: float, class_ids: Sequence[int] | None, groups: Sequence[int] | None,
                   margin: int) -> tuple[list[Region], list[Region], str]:
-    """Hold out whole images: the last ones, skipping any whose removal loses a class (and
-    leaving out of training the slices of a volume next to a held-out one); when those hold
-    no foreground, ones that do, if training keeps every class without them."""
+    """Hold out whole images: the last ones, skipping any whose removal loses a class (and leaving out of
+    training the slices of a volume next to a held-out one); when those hold no foreground, ones that do."""
     n = len(images)
     n_val = min(n - 1, max(1, round(n * val_fraction)))
     def scores(indices: Sequence[int]) -> bool:  # any foreground (encoded 2 and up) to score
         return any(v >= 2 for i in indices for v in present[i])
-
     val_idx = _held_out(n, n_val, list(reversed(range(n))), present, every, groups, margin)
     why = "they hold every voxel of a class that training needs"
     if every - {1} and not scores(val_idx):
-        # held-out images without foreground score Dice 0 whatever the model (as a block does,
-        # in split_train_val): hold out ones that have some when training keeps every class
+        # held-out images without foreground score Dice 0 whatever the model (as blocks do above): hold out
+        # ones with some if training keeps every class and a third of the foreground (the margin drops more)
         first = sorted(reversed(range(n)), key=lambda i: not scores([i]))
         other = _held_out(n, n_val, first, present, every, groups, margin, fill=False)
-        if len(other) == n_val and scores(other):
+        counts = [int(np.count_nonzero(np.asarray(lab) >= 2)) for lab in labels]
+        if len(other) == n_val and scores(other) and 3 * sum(
+                counts[j] for j in sample_groups.training_samples(n, other, groups, margin)[0]) >= sum(counts):
             val_idx, why = other, "the last ones hold no foreground to score"
     kept, gap, dropped = sample_groups.training_samples(n, val_idx, groups, margin)
     train = [Region(images[i], labels[i]) for i in kept]
