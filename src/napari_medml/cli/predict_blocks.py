@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, info, progress_bar
+from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order
 
 __all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks"]
 
@@ -138,6 +138,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
     written = [f"{p} (float16)" if name == "probabilities" else str(p) for name, p in result.stores.items()]
+    say_stored_order(vol, list(result.stores.values()))
     info("wrote " + ", ".join(written) + args.planned)
     return 0
 
@@ -227,6 +228,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     table = measure_blocks(geometry.data, image, block=plan.block, spacing=geometry.spacing,
                            origin=geometry.origin)  # fmt: skip
     written = [*result.stores.values(), write_table_csv(table_path, table)]
+    say_stored_order(vol, written)
     params_line = ", ".join(f"{k} {v:g}" for k, v in params.to_dict().items())
     info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in written)
          + args.planned)
