@@ -180,3 +180,53 @@ def test_a_prediction_is_made_in_the_models_orientation_and_put_back(truth):
     np.testing.assert_array_equal(image, truth[..., ::-1])
     np.testing.assert_array_equal(labels, truth[..., ::-1])
     assert spacing == (2.0, 1.0, 1.0)
+
+
+def tiff_volume(data: np.ndarray, spacing: tuple[float, ...], origin: tuple[float, ...], name: str = "tif") -> Volume:
+    """A Volume as io reads a TIFF: spacing and origin along napari's axes, no affine."""
+    return Volume(data, tuple(spacing), tuple(origin), None, True, name)
+
+
+PSL = np.array([[0.0, 0.0, -2.0, 30.0], [-1.0, 0.0, 0.0, -20.0], [0.0, 1.0, 0.0, 5.0], [0.0, 0.0, 0.0, 1.0]])
+LPS = np.diag([-1.0, -1.0, 2.0, 1.0]) + np.pad(np.array([[30.0], [-20.0], [5.0]]), ((0, 1), (3, 0)))
+
+
+@pytest.mark.parametrize("affine", [LPS, PSL], ids=["LPS", "PSL"])
+def test_a_tiff_saved_from_napari_lies_on_the_ras_grid_and_is_reoriented_both_ways(affine):
+    """napari shows a NIfTI file in RAS order and saves a layer of it to TIFF in that order with
+    its RAS origin: compared with the file, the TIFF is reoriented (it scored Dice 0 in silence)."""
+    from napari_medml.io.orientation import to_canonical
+
+    rng = np.random.default_rng(0)
+    stored = nifti_volume(rng.integers(0, 3, (10, 14, 12)).astype(np.uint8), affine, "nii")
+    shown = to_canonical(stored)  # what napari shows, and the writer saves
+    assert shown.data.shape != stored.data.shape or not np.array_equal(shown.data, stored.data)
+    tif = tiff_volume(shown.data, shown.spacing, shown.origin)
+    out = align_to(tif, stored, moving_name="prediction 'copy.tif'", reference_name="labels 'lab.nii.gz'")
+    assert np.array_equal(out.volume.data, stored.data) and not out.assumed
+    assert "copy.tif" in out.note and "RAS" in out.note and axis_codes(affine) in out.note
+    back = align_to(stored, tif, moving_name="prediction 'lab.nii.gz'", reference_name="labels 'copy.tif'")
+    assert np.array_equal(back.volume.data, shown.data) and back.volume.spacing == tif.spacing
+    assert tif.data is shown.data  # the inputs are never changed
+
+
+def test_a_tiff_in_the_stored_order_passes_and_one_without_an_origin_is_taken_so_with_a_warning(truth):
+    data, las = flipped_x(truth)
+    stored = nifti_volume(data, las, "nii")
+    kept = tiff_volume(data, stored.spacing, stored.origin)  # as predict writes a TIFF: stored order and origin
+    out = align_to(kept, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
+    assert out.note is None and out.volume is kept
+    unplaced = tiff_volume(data, stored.spacing, (0.0,) * 3)
+    out = align_to(unplaced, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
+    assert out.assumed and out.volume is unplaced and "LAS" in out.line and ".nii.gz instead" in out.line
+    ras = nifti_volume(truth, RAS, "ras")  # napari shows a RAS file as stored: nothing to warn of
+    assert align_to(tiff_volume(truth, ras.spacing, (0.0,) * 3), ras, moving_name="a", reference_name="b").note is None
+
+
+def test_a_tiff_whose_origin_matches_neither_grid_is_refused(truth):
+    data, las = flipped_x(truth)
+    stored = nifti_volume(data, las, "nii")
+    elsewhere = tiff_volume(data, stored.spacing, (0.0, 0.0, 7.0))
+    with pytest.raises(InputError, match="origins differ") as info:
+        align_to(elsewhere, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
+    assert "origin (0, 0, 7)" in str(info.value) and "l.nii.gz" in str(info.value)

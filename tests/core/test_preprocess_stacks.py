@@ -11,7 +11,7 @@ from napari_medml.config import PreprocessStep
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
 from napari_medml.io.axes_resolve import split_samples
-from napari_medml.io.geometry import spacing_note
+from napari_medml.io.spacing import spacing_note
 from napari_medml.preprocessing.inputs import run_recipe_channels
 from napari_medml.preprocessing.recipe import apply_step
 from napari_medml.preprocessing.stacks import crop_volume_to_labels, plane_at, recipe_axes, run_recipe_volume

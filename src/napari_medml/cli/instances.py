@@ -48,7 +48,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
 
     from napari_medml.config import InferConfig
     from napari_medml.instances.measure import is_instance_table, write_table_csv
-    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.spacing import spacing_note
     from napari_medml.io.orientation import orient_as
 
     for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),

@@ -100,7 +100,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         raise UsageError("--min-size, --fill-holes and --keep-largest need the whole label map: leave them "
                          "out with a .zarr --out, or write a NIfTI/TIFF")  # fmt: skip
     from napari_medml.cli.common import spatial_spacing
-    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.spacing import spacing_note
 
     check_orientation(args, model, vol)
     image, _ = volume_layout(model, vol.data, vol.axes, None)
@@ -152,7 +152,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     from napari_medml.config import InferConfig
     from napari_medml.errors import Cancelled
     from napari_medml.instances.to_zarr import default_halo, instances_to_zarr, map_paths, plan_instance_blocks
-    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.spacing import spacing_note
     from napari_medml.segmentation.to_zarr import volume_layout
 
     for flag, value in (("--probabilities", args.probabilities), ("--uncertainty", args.uncertainty),

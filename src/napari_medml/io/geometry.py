@@ -15,12 +15,13 @@ are only compared voxel for voxel when their grids agree. :func:`align_to` puts 
 Grids: a NIfTI volume's 4x4 affine (NIfTI's x, y, z voxel order, the reverse of napari's
 (Z, Y, X)); a TIFF or NumPy volume has no affine and its grid is ``spacing`` + ``origin``
 along napari's axes. A file with no geometry at all (spacing 1 everywhere, origin 0 and
-no affine, e.g. ``.npy``) takes the other file's grid when the shapes match.
+no affine, e.g. ``.npy``) takes the other file's grid when the shapes match. A TIFF beside a
+NIfTI file may hold the NIfTI's stored order (predict's outputs) or the RAS+ order napari shows
+it in (a layer saved from napari): its origin tells which, and the RAS one is reoriented.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +32,7 @@ from napari_medml.io.volume import Volume, affine_from_spacing
 
 
 __all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "fit_length1_axes", "grid_affine", "has_geometry",
-           "reorient", "spacing_note", "spatial_axes", "spatial_spacing"]
+           "oriented_in_3d", "ras_grid", "reorient", "shown_in_ras", "spatial_axes", "spatial_spacing"]
 
 
 class Alignment:
@@ -215,12 +216,8 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
                          assumed=True)
     a_m, a_r = grid_affine(moving, n), grid_affine(reference, n)
     if moving.affine is None or reference.affine is None:
-        # one grid without a direction (TIFF/NumPy): compare sizes along napari's axes only
-        s_m = np.sqrt((a_m[:n, :n] ** 2).sum(axis=0))
-        s_r = np.sqrt((a_r[:n, :n] ** 2).sum(axis=0))
-        if m_shape != r_shape or not np.allclose(s_m, s_r, rtol=1e-3, atol=0):
-            raise refuse("resample one onto the other's grid (same shape and spacing) first")
-        return Alignment(moving, None)
+        return _align_without_direction(moving, reference, (m_first, m_stop), (r_first, r_stop),
+                                        (moving_name, reference_name), refuse)
     if m_shape == r_shape and _same(a_m, a_r):
         return Alignment(moving, None)
     o_m, o_r = io_orientation(a_m), io_orientation(a_r)
@@ -240,6 +237,104 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
     note = (f"{moving_name} is stored in orientation {axis_codes(a_m)}, {reference_name} in "
             f"{axis_codes(a_r)}: reoriented onto the grid of {reference_name} (same world space)")
     return Alignment(volume, note)
+
+
+def oriented_in_3d(vol: Volume) -> bool:
+    """Whether ``vol`` has a direction in 3D: a 4x4 affine and three spatial axes ``ZYX`` last
+    (not a 2D NIfTI, nor a slice over time). Only these are ever reoriented
+    (:func:`~napari_medml.io.orientation.to_orientation`)."""
+    if vol.affine is None or np.asarray(vol.affine).shape != (4, 4):
+        return False
+    try:
+        first, stop = spatial_axes(vol, 3)
+    except InputError:  # a 2D NIfTI
+        return False
+    return vol.axes[first:stop] == "ZYX"
+
+
+def shown_in_ras(vol: Volume) -> bool:
+    """Whether napari shows ``vol`` in RAS+ voxel order rather than as stored (the reader's
+    :func:`~napari_medml.io.orientation.to_canonical`): oriented in 3D, stored otherwise."""
+    return oriented_in_3d(vol) and axis_codes(np.asarray(vol.affine, dtype=np.float64)) != "RAS"
+
+
+def ras_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """A grid's RAS+ voxel order: the nibabel orientation transform to it, its affine and shape.
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        ``(4, 4)`` voxel-to-world affine, NIfTI order.
+    shape : tuple of int
+        ``(Z, Y, X)``, napari order.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray, tuple of int)
+        The transform (for :func:`reorient`), the new grid's affine and its shape (napari order).
+    """
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt(("R", "A", "S")))
+    nifti_shape = tuple(shape)[::-1]
+    new_shape = tuple(int(nifti_shape[int(ax)]) for ax in np.argsort(transform[:, 0]))[::-1]
+    return transform, affine @ inv_ornt_aff(transform, nifti_shape), new_shape
+
+
+def _same_box(shape_a: tuple[int, ...], a: np.ndarray, shape_b: tuple[int, ...], b: np.ndarray, origin: bool) -> bool:
+    """Same shape and voxel size (and origin, when asked) of two grids, whatever their directions."""
+    n = a.shape[0] - 1
+    size_a, size_b = np.sqrt((a[:n, :n] ** 2).sum(axis=0)), np.sqrt((b[:n, :n] ** 2).sum(axis=0))
+    if tuple(shape_a) != tuple(shape_b) or not np.allclose(size_a, size_b, rtol=1e-3, atol=0):
+        return False
+    return not origin or bool(np.allclose(a[:n, n], b[:n, n], rtol=0, atol=1e-3 * max(float(size_a.min()), 1e-9)))
+
+
+def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[int, int], r_axes: tuple[int, int],
+                             names: tuple[str, str], refuse: Any) -> Alignment:
+    """:func:`align_to` when one grid has no direction (TIFF/NumPy: spacing and origin along
+    napari's axes) and the other has an affine (NIfTI).
+
+    napari shows a NIfTI volume in RAS+ order (:func:`shown_in_ras`), and a layer saved from
+    napari to TIFF keeps that order and its origin; predict's TIFF outputs keep the stored
+    order and origin. With an origin the TIFF says which: the stored grid passes unchanged, the
+    RAS grid is reoriented (flips and axis swaps), neither is refused. Without one the stored
+    order is taken, with a warning when napari shows the NIfTI file in another.
+    """
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    n = m_axes[1] - m_axes[0]
+    bare_is_moving = moving.affine is None
+    bare, directed = (moving, reference) if bare_is_moving else (reference, moving)
+    b_axes, d_axes = (m_axes, r_axes) if bare_is_moving else (r_axes, m_axes)
+    b_name, d_name = names if bare_is_moving else names[::-1]
+    b_shape, d_shape = tuple(bare.data.shape[slice(*b_axes)]), tuple(directed.data.shape[slice(*d_axes)])
+    a_b, a_d = grid_affine(bare, n), grid_affine(directed, n)
+    has_origin = any(float(o) != 0.0 for o in bare.origin[slice(*b_axes)])
+    shown = n == 3 and shown_in_ras(directed)
+    codes = axis_codes(a_d)
+    if _same_box(b_shape, a_b, d_shape, a_d, has_origin):
+        if shown and not has_origin:
+            return Alignment(moving, f"{b_name} has no origin or orientation: taken to lie in the voxel order "
+                             f"{d_name} stores ({codes}), not the RAS order napari shows it in; if it was saved "
+                             "from napari, save it as .nii.gz instead", assumed=True)
+        return Alignment(moving, None)
+    if shown and has_origin:
+        to_ras, ras_affine, ras_shape = ras_grid(a_d, d_shape)
+        if _same_box(b_shape, a_b, ras_shape, ras_affine, True):
+            ras = axcodes2ornt(("R", "A", "S"))
+            transform = ornt_transform(ras, io_orientation(a_d)) if bare_is_moving else to_ras
+            data = reorient(moving.data, transform, *m_axes)
+            first = m_axes[0]
+            spacing = (*moving.spacing[:first], *reference.spacing[slice(*r_axes)])
+            origin = (*moving.origin[:first], *reference.origin[slice(*r_axes)])
+            volume = replace(moving, data=data, spacing=spacing, origin=origin, affine=reference.affine)
+            return Alignment(volume, f"{b_name} holds no orientation and lies on the grid napari shows {d_name} on "
+                             f"(RAS order, as napari saves a layer of it), not the one {d_name} is stored in "
+                             f"({codes}): reoriented onto the grid of {names[1]} (same world space)")
+    if _same_box(b_shape, a_b, d_shape, a_d, False):
+        raise refuse("their origins differ; give files that cover the same voxels")
+    raise refuse("resample one onto the other's grid (same shape and spacing) first")
 
 
 def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Volume, str | None]:
@@ -272,46 +367,3 @@ def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Vo
     note = (f"warning: {name} is stored with shape {tuple(vol.data.shape)}: read as {tuple(shape)}, its extra "
             "length-1 axes dropped (its header's grid no longer fits those voxels); save it without the extra axis")
     return Volume(data, (1.0,) * len(shape), (0.0,) * len(shape), None, vol.is_labels, vol.name, meta), note
-
-
-def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] | None, name: str,
-                 tolerance: float = 1.25, recipe: Any = ()) -> str | None:
-    """One line when an image's voxel size differs from a model's training spacing by more
-    than ``tolerance`` (a ratio) along any axis; None otherwise or when either is unknown.
-
-    Parameters
-    ----------
-    spacing : tuple of float or None
-        The image's voxel size (napari order).
-    trained : tuple of float or None
-        The model's training spacing (``model.spacing``: after its recipe).
-    name : str
-        How the line names the image.
-    tolerance : float
-        The largest ratio that says nothing.
-    recipe : sequence of PreprocessStep (or their dicts)
-        The model's preprocessing recipe (``model.config.data.preprocessing``). A resample
-        step in it sets the voxel size the network sees, so the spacing after it is
-        compared: a model that resamples its input warns about nothing.
-
-    Returns
-    -------
-    str or None
-    """
-    if spacing is None or trained is None:
-        return None
-    for step in recipe or ():
-        operation = step.get("operation") if isinstance(step, Mapping) else getattr(step, "operation", None)
-        params = (step.get("params") if isinstance(step, Mapping) else getattr(step, "params", None)) or {}
-        target = params.get("target_spacing") if operation == "resample" else None
-        if target is not None and len(target) >= len(spacing):
-            spacing = tuple(float(t) for t in target)[len(target) - len(spacing):]
-    if len(spacing) != len(trained):
-        return None
-    ratios = [s / t for s, t in zip(spacing, trained) if s > 0 and t > 0]
-    if all(1 / tolerance <= r <= tolerance for r in ratios):
-        return None
-    show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
-    return (f"warning: {name} has voxel size {show(spacing)} but the model was trained at {show(trained)}: "
-            "objects look larger or smaller to it; resample the image to the training spacing "
-            "(Preprocess > resample in napari) for the best result")

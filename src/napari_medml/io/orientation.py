@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import InputError
-from napari_medml.io.geometry import axis_codes, grid_affine, reorient, spatial_axes
+from napari_medml.io.geometry import axis_codes, grid_affine, oriented_in_3d, reorient, shown_in_ras, spatial_axes
 from napari_medml.io.volume import Volume
 
 __all__ = ["STORED_ORIENTATION", "Oriented", "cut_affine", "file_orientation", "orient_array", "orient_as",
@@ -64,17 +63,11 @@ def stored_order_note(vol: Volume, paths: Any) -> str | None:
     paths : iterable of str or Path
         The written files; only those of a type without an affine are named.
     """
-    if vol.affine is None or np.asarray(vol.affine).shape != (4, 4):
-        return None
     # by suffix: the written files include tables (.csv)
     bare = [str(p) for p in paths if str(p).lower().rstrip("/").endswith((".tif", ".tiff", ".npy", ".zarr"))]
-    try:
-        first, stop = spatial_axes(vol, 3)
-    except InputError:  # a 2D NIfTI: napari shows it as stored (to_orientation leaves it)
+    if not bare or not shown_in_ras(vol):  # a 2D NIfTI, say, napari shows as stored
         return None
     codes = axis_codes(np.asarray(vol.affine, dtype=np.float64))
-    if not bare or codes == "RAS" or vol.axes[first:stop] != "ZYX":
-        return None
     them = "them" if len(bare) > 1 else "it"
     return (f"{', '.join(bare)}: the voxels are in the order '{vol.name}' stores them ({codes}), but the file type "
             f"holds no orientation, so napari shows {them} flipped against the image; write .nii.gz to keep it")
@@ -128,14 +121,9 @@ def to_orientation(vol: Volume, codes: str) -> Volume:
     """
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
-    if vol.affine is None or np.asarray(vol.affine).shape != (4, 4):
+    if not oriented_in_3d(vol):  # a 2D NIfTI, a slice over time (X, Y, 1, T)
         return vol
-    try:
-        first, stop = spatial_axes(vol, 3)
-    except InputError:  # a 2D NIfTI
-        return vol
-    if vol.axes[first:stop] != "ZYX":  # a slice over time (X, Y, 1, T): no third spatial axis
-        return vol
+    first, stop = spatial_axes(vol, 3)
     affine = np.asarray(vol.affine, dtype=np.float64)
     here = io_orientation(affine)
     target = axcodes2ornt(tuple(codes))

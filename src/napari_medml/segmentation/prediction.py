@@ -111,7 +111,7 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     """
     from dataclasses import replace
 
-    from napari_medml.io.geometry import spacing_note
+    from napari_medml.io.spacing import spacing_note
     from napari_medml.io.orientation import orient_array
 
     dims = model.spatial_dims

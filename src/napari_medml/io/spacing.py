@@ -1,0 +1,51 @@
+"""Whether an image's voxel size suits a model: one line when it does not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["spacing_note"]
+
+
+def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] | None, name: str,
+                 tolerance: float = 1.25, recipe: Any = ()) -> str | None:
+    """One line when an image's voxel size differs from a model's training spacing by more
+    than ``tolerance`` (a ratio) along any axis; None otherwise or when either is unknown.
+
+    Parameters
+    ----------
+    spacing : tuple of float or None
+        The image's voxel size (napari order).
+    trained : tuple of float or None
+        The model's training spacing (``model.spacing``: after its recipe).
+    name : str
+        How the line names the image.
+    tolerance : float
+        The largest ratio that says nothing.
+    recipe : sequence of PreprocessStep (or their dicts)
+        The model's preprocessing recipe (``model.config.data.preprocessing``). A resample
+        step in it sets the voxel size the network sees, so the spacing after it is
+        compared: a model that resamples its input warns about nothing.
+
+    Returns
+    -------
+    str or None
+    """
+    if spacing is None or trained is None:
+        return None
+    for step in recipe or ():
+        operation = step.get("operation") if isinstance(step, Mapping) else getattr(step, "operation", None)
+        params = (step.get("params") if isinstance(step, Mapping) else getattr(step, "params", None)) or {}
+        target = params.get("target_spacing") if operation == "resample" else None
+        if target is not None and len(target) >= len(spacing):
+            spacing = tuple(float(t) for t in target)[len(target) - len(spacing):]
+    if len(spacing) != len(trained):
+        return None
+    ratios = [s / t for s, t in zip(spacing, trained) if s > 0 and t > 0]
+    if all(1 / tolerance <= r <= tolerance for r in ratios):
+        return None
+    show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+    return (f"warning: {name} has voxel size {show(spacing)} but the model was trained at {show(trained)}: "
+            "objects look larger or smaller to it; resample the image to the training spacing "
+            "(Preprocess > resample in napari) for the best result")
