@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.segmentation import sample_groups, split
+from napari_medml.segmentation import margin as validation_margin, sample_groups, split
 
 
 def _slices(n: int) -> tuple[list, list]:
@@ -75,10 +75,10 @@ def test_groups_that_do_not_add_up_are_refused_in_one_line() -> None:
 
 
 def test_the_plan_leaves_five_percent_of_a_volumes_slices_and_says_why() -> None:
-    margin, why = split.planned_margin((40, 40), (40, 40), 32, 1, 0.2, (32, 32), groups=(31, 1))
+    margin, why = validation_margin.planned_margin((40, 40), (40, 40), 32, 1, 0.2, (32, 32), groups=(31, 1))
     assert margin == 2 and "slice(s) of a volume" in why  # round(0.05 * 31)
     assert sample_groups.slice_margin((5, 1, 1)) == 1  # at least one slice
-    assert split.planned_margin((40, 40), (40, 40), 3, 1, 0.2, (32, 32), groups=(1, 1, 1)) == (
+    assert validation_margin.planned_margin((40, 40), (40, 40), 3, 1, 0.2, (32, 32), groups=(1, 1, 1)) == (
         0, "several images: whole images are held out")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
-from napari_medml.segmentation.split import planned_margin
+from napari_medml.segmentation.margin import planned_margin
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 

@@ -18,7 +18,7 @@ from napari_medml.errors import InputError
 from napari_medml.segmentation import sample_groups
 from napari_medml.segmentation.data import Region
 
-__all__ = ["holds_out_blocks", "missing_from_training", "planned_margin", "present_classes", "split_fold",
+__all__ = ["holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
            "split_train_val"]
 
 
@@ -28,7 +28,14 @@ NO_FOREGROUND = "; it holds no foreground, so its Dice says nothing of the model
 
 def present_classes(label: np.ndarray) -> set[int]:
     """Encoded values (``channel + 1``, 0 = unlabeled) present in a ``uint8`` labels array."""
-    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    return _present(_class_counts(label))
+
+
+def _class_counts(label: np.ndarray) -> np.ndarray:
+    return np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+
+
+def _present(counts: np.ndarray) -> set[int]:
     return {int(v) for v in np.flatnonzero(counts) if v > 0}
 
 
@@ -84,10 +91,12 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
     sample_groups.check_groups(groups, n)
     if val_fraction <= 0:
         return [Region(i, l) for i, l in zip(images, labels)], [], "no validation (val_fraction = 0)"
-    present = [present_classes(lab) for lab in labels]
+    counts = [_class_counts(lab) for lab in labels]  # one pass over the labels: classes and foreground
+    present = [_present(c) for c in counts]
     every = set().union(*present)
     if not holds_out_blocks(n, 1):
-        return _split_images(images, labels, present, every, val_fraction, class_ids, groups, margin)
+        foreground = [int(c[2:].sum()) for c in counts]  # encoded 2 and up
+        return _split_images(images, labels, present, every, foreground, val_fraction, class_ids, groups, margin)
     shape = labels[0].shape
     n_blocks = [max(1, int(math.ceil(s * val_fraction))) for s in shape]
     axes = sorted(range(len(shape)), key=lambda a: -shape[a])  # longest first (ties: first axis)
@@ -141,54 +150,6 @@ def holds_out_blocks(n_images: int, folds: int) -> bool:
     return n_images < max(folds, 2)
 
 
-def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: int, folds: int,
-                   val_fraction: float, patch: Sequence[int],
-                   groups: Sequence[int] | None = None) -> tuple[int, str]:
-    """The validation margin a plan chooses, in voxels, and why.
-
-    Where a block is held out (:func:`holds_out_blocks`), 5 % of the (median) image along its
-    longest axis is left unlabeled between the training labels and the block, so that the
-    block scores like a region the model has not seen; if the training part (an ensemble
-    member's thinnest piece beside its fold's block) still holds the patch with it. Where
-    whole images are held out and they are slices of volumes (``groups``), 5 % of the median
-    volume's slices, at least 1, are left out of training beside each held-out slice
-    (:func:`~napari_medml.segmentation.sample_groups.slice_margin`).
-
-    Parameters
-    ----------
-    shape, train_shape : sequence of int
-        The (median) image's spatial shape and the smallest training region after the split.
-    n_images, folds : int
-    val_fraction : float
-    patch : sequence of int
-        The planned patch size (voxels).
-    groups : sequence of int, optional
-        The number of consecutive images that are slices of one volume, per volume.
-    """
-    axis = int(np.argmax(shape))
-    length = shape[axis]
-    train_len = train_shape[axis] if folds > 1 else length - max(1, math.ceil(length * val_fraction))
-    validated = folds > 1 or val_fraction > 0
-    blocks = holds_out_blocks(n_images, folds)
-    if not validated:
-        return 0, "no validation"
-    slices = sample_groups.slice_margin(groups)
-    if not blocks and slices:
-        return slices, (f"{slices} slice(s) of a volume left out of training beside each held-out slice "
-                        "(the images are slices or frames of volumes; whole images are held out)")
-    if not blocks:
-        return 0, "several images: whole images are held out"
-    margin = round(0.05 * length)
-    if not margin or train_len - margin < patch[axis]:
-        piece = "thinnest training piece of a fold" if folds > 1 else "training part"
-        return 0, (f"no room: the {patch[axis]}-voxel patch needs the {train_len} voxels of the {piece} along "
-                   f"axis {axis}")
-    image = "the image" if n_images == 1 else "the median image"
-    return margin, (f"5% of {image} between the training labels and the held-out block"
-                    + (" of each fold" if folds > 1 else "")
-                    + (f" in each image ({n_images} images, {folds} folds)" if n_images > 1 else ""))
-
-
 def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, folds: int,
                context: Sequence[int] | None = None, margin: int = 0,
                groups: Sequence[int] | None = None) -> tuple[list[Region], list[Region], str]:
@@ -225,8 +186,9 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         train = [Region(images[i], labels[i]) for i in kept]
         val = [Region(images[i], labels[i]) for i in range(lo_i, hi_i)]
         which = f"image {lo_i + 1}" if hi_i - lo_i == 1 else f"images {lo_i + 1}-{hi_i}"
+        present = [present_classes(lab) for lab in labels]
         return train, val, (f"fold {fold + 1} of {folds}: validation on {which} of {n}" + _left_out(gap, dropped)
-                            + _empty_note(labels, val))
+                            + _empty_note(set().union(*present), set().union(*present[lo_i:hi_i])))
     train, val = [], []
     margin = max(0, int(margin))
     for image, label in zip(images, labels):
@@ -252,19 +214,19 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
             "longest axis")
     if margin:
         note += f", {margin} voxels of training labels on either side of it left out"
-    return train, val, note + _empty_note(labels, val)
-
-
-def _empty_note(labels: list[np.ndarray], val: list[Region]) -> str:
-    """:data:`NO_FOREGROUND` when the labels hold foreground but the held-out regions hold none."""
-    held = set().union(*(present_classes(r.label) for r in val)) if val else set()
     every = set().union(*(present_classes(lab) for lab in labels))
+    return train, val, note + _empty_note(every, set().union(*(present_classes(r.label) for r in val)))
+
+
+def _empty_note(every: set[int], held: set[int]) -> str:
+    """:data:`NO_FOREGROUND` when the labels hold foreground (``every``: their classes) but the held-out
+    part (``held``: its classes) holds none."""
     return NO_FOREGROUND if every - {1} and not {v for v in held if v >= 2} else ""
 
 
 def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: list[set[int]], every: set[int],
-                  val_fraction: float, class_ids: Sequence[int] | None, groups: Sequence[int] | None,
-                  margin: int) -> tuple[list[Region], list[Region], str]:
+                  foreground: list[int], val_fraction: float, class_ids: Sequence[int] | None,
+                  groups: Sequence[int] | None, margin: int) -> tuple[list[Region], list[Region], str]:
     """Hold out whole images: the last ones, skipping any whose removal loses a class (and leaving out of
     training the slices of a volume next to a held-out one); when those hold no foreground, ones that do."""
     n = len(images)
@@ -278,9 +240,8 @@ def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: l
         # ones with some if training keeps every class and a third of the foreground (the margin drops more)
         first = sorted(reversed(range(n)), key=lambda i: not scores([i]))
         other = _held_out(n, n_val, first, present, every, groups, margin, fill=False)
-        counts = [int(np.count_nonzero(np.asarray(lab) >= 2)) for lab in labels]
         if len(other) == n_val and scores(other) and 3 * sum(
-                counts[j] for j in sample_groups.training_samples(n, other, groups, margin)[0]) >= sum(counts):
+                foreground[j] for j in sample_groups.training_samples(n, other, groups, margin)[0]) >= sum(foreground):
             val_idx, why = other, "the last ones hold no foreground to score"
     kept, gap, dropped = sample_groups.training_samples(n, val_idx, groups, margin)
     train = [Region(images[i], labels[i]) for i in kept]
@@ -288,7 +249,8 @@ def _split_images(images: list[np.ndarray], labels: list[np.ndarray], present: l
     numbers = ", ".join(str(i + 1) for i in val_idx)
     which = (f"the last {n_val} of {n} images" if val_idx == list(range(n - n_val, n))
              else f"image(s) {numbers} of {n} (not the last: {why})")
-    return train, val, f"validation on {which}" + _left_out(gap, dropped) + _empty_note(labels, val)
+    note = _empty_note(every, set().union(*(present[i] for i in val_idx)))
+    return train, val, f"validation on {which}" + _left_out(gap, dropped) + note
 
 
 def _held_out(n: int, n_val: int, order: Sequence[int], present: list[set[int]], every: set[int],
