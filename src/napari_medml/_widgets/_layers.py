@@ -207,6 +207,7 @@ class ModelInput(NamedTuple):
     layer: napari.layers.Layer  # the (first) raw layer: results lie where it lies
     axes: str = ""  # what each axis of ``image`` is (Volume.axes; Q: resolved by the model)
     names: tuple[str, ...] = ()  # the layers, one per channel when several are stacked
+    labels_note: str = ""  # how the labels were read (labels_over_channels), for the status line
 
     def samples(self, labels: Any, spatial_dims: int, labels_name: str | None = None
                 ) -> tuple[list, list, list, int | None]:
@@ -239,15 +240,22 @@ def labelled_input(viewer: napari.Viewer, layers: Sequence[napari.layers.Layer],
     that it still re-applies it to raw images. Either way the labels must lie on the
     layer whose grid they have (:func:`check_on_image`).
     """
-    inputs = model_input(viewer, layers)
-    labels = labels_array(labels_layer)
+    from napari_medml.io.axes_resolve import labels_over_channels
+
+    def over_channels(inputs: ModelInput) -> tuple[ModelInput, Any]:  # new labels cover a CZYX layer's C axis
+        labels, note = labels_over_channels(painted, inputs.image.shape, inputs.axes, what=f"image "
+                                            f"'{inputs.layer.name}'", labels_what=f"labels '{labels_layer.name}'")
+        return inputs._replace(labels_note=note or ""), labels
+
+    painted = labels_array(labels_layer)
+    inputs, labels = over_channels(model_input(viewer, layers))
     _check_not_channels_by_shape(inputs, labels, labels_layer)
     raw_shape = tuple(n for n, a in zip(inputs.image.shape, inputs.axes) if a != "C")
     if inputs.recipe and labels.shape != raw_shape:
-        shown = model_input(viewer, layers, raw=False)
-        if labels.shape == tuple(n for n, a in zip(shown.image.shape, shown.axes) if a != "C"):
+        shown, on_shown = over_channels(model_input(viewer, layers, raw=False))
+        if on_shown.shape == tuple(n for n, a in zip(shown.image.shape, shown.axes) if a != "C"):
             check_on_image(labels_layer, shown.layer)
-            return shown._replace(recipe=()), labels, inputs.recipe
+            return shown._replace(recipe=()), on_shown, inputs.recipe
     check_on_image(labels_layer, inputs.layer)
     return inputs, labels, ()
 

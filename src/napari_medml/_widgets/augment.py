@@ -174,13 +174,15 @@ class AugmentWidget(DockForm):
     def preview(self, *_: object) -> None:
         """Draw the samples in a worker; show them as two new layers."""
         from napari_medml.augment import preview, preview_window
+        from napari_medml.io.axes_resolve import labels_over_channels
 
         image_layer = require(self.image.value, napari.layers.Image, "an image")
         labels_layer = require(self.label_layer.value, napari.layers.Labels, "a labels layer")
         check_on_image(labels_layer, image_layer)
         volume = layer_volume(image_layer)
         image, axes, channel_axis = volume.data, volume.axes, volume.channel_axis
-        labels = labels_array(labels_layer)
+        labels = labels_over_channels(labels_array(labels_layer), image.shape, axes, what=f"image '{image_layer.name}'",
+                                      labels_what=f"labels '{labels_layer.name}'")[0]  # napari's new labels: CZYX
         spacing = tuple(s for a, s in zip(axes, volume.spacing) if a != "C")  # RGB's colour axis has none
         shape = tuple(n for n, a in zip(image.shape, axes) if a != "C")
         if tuple(labels.shape) != shape:  # before any crop: the shapes the user made
@@ -227,9 +229,14 @@ class AugmentWidget(DockForm):
                 images, image_layer.name, what, _cropped(layer_spatial(image_layer), layer_axes, window),
                 "image", contrast_limits=image_layer.contrast_limits, **look, **_sample_axis_labels(image_layer)),
                 like=image_layer)
+            at, names = layer_spatial(labels_layer), _sample_axis_labels(labels_layer)
+            if labels.ndim < labels_layer.ndim:  # they covered the channel axis (labels_over_channels)
+                keep = [i for i, a in enumerate(layer_axes) if a != "C"]
+                at = SpatialMeta(tuple(at.spacing[i] for i in keep), tuple(at.origin[i] for i in keep), None,
+                                 at.stored_orientation, at.file_meta)
+                names = {k: ("sample", *(v[1:][i] for i in keep)) for k, v in names.items()}
             show_result(self._viewer, result_layer_data(
-                samples, labels_layer.name, what,
-                _cropped(layer_spatial(labels_layer), "Q" * labels_layer.ndim, window), "labels",
-                **_sample_axis_labels(labels_layer)), like=labels_layer)
+                samples, labels_layer.name, what, _cropped(at, "Q" * len(at.spacing), window), "labels",
+                **names), like=labels_layer)
 
         self.runner.start(job, on_result=done)

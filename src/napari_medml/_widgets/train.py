@@ -377,7 +377,7 @@ class TrainWidget(DockForm):
             if on_model is not None:
                 on_model(model)
 
-        warnings: list[str] = []
+        warnings: list[str] = [inputs.labels_note] if inputs.labels_note else []
 
         def on_report(report: Any) -> None:
             if isinstance(report, str):  # a warning about the data, kept in view during and after the run

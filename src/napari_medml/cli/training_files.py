@@ -63,6 +63,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
                    f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes {example}"
                    if "C" in vol.axes and axes is None else "")
+        lab = _over_channels(lab, vol, f"labels '{lab_path}'", f"image '{img_path}'")  # labels saved from napari
         if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
             try:
                 lab = _on_image_grid(lab, vol, spatial, f"labels '{lab_path}'", f"image '{img_path}'")
@@ -109,6 +110,22 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     if line:
         info(line)
     return images, labels, spacings, channels.pop(), spatial_dims, tuple(groups)
+
+
+def _over_channels(lab: Any, vol: Any, lab_name: str, img_name: str) -> Any:
+    """Labels that cover the image's channel axis (napari's new labels on a CZYX layer, saved) as
+    labels of its voxels, with a note (``io.axes_resolve.labels_over_channels``)."""
+    from dataclasses import replace
+
+    from napari_medml.io.axes_resolve import labels_over_channels
+
+    merged, note = labels_over_channels(lab.data, vol.data.shape, vol.axes, what=img_name, labels_what=lab_name)
+    if note is None:
+        return lab
+    info(note)
+    keep = [i for i, a in enumerate(vol.axes) if a != "C"]
+    return replace(lab, data=merged, spacing=tuple(lab.spacing[i] for i in keep),
+                   origin=tuple(lab.origin[i] for i in keep), axes=vol.axes.replace("C", ""))
 
 
 def _on_image_grid(lab: Any, vol: Any, spatial_dims: int, lab_name: str, img_name: str) -> Any:

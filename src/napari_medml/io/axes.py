@@ -143,14 +143,16 @@ def canonical_order(axes: str, rgb: bool = False) -> list[int]:
 
 def concrete_axes(axes: str, rgb: bool = False) -> str:
     """``axes`` with every ``Q`` given an unused letter (Z first, then T, then C), for
-    file formats that must name each axis; the canonical order is kept where it can be."""
+    file formats that must name each axis, placed in canonical order (``QQYX``: ``TZYX``):
+    the formats store their axes in that order, so a file written from axes out of it
+    (``ZTYX``) would read back transposed against the layer it was saved from."""
     out = list(axes)
+    unnamed = [i for i in range(len(out) - int(rgb)) if out[i] == "Q"]
     free = [a for a in "ZTC" if a not in axes]
-    for i in range(len(out) - int(rgb)):
-        if out[i] == "Q":
-            if not free:
-                raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold")
-            out[i] = free.pop(0)
+    if len(unnamed) > len(free):
+        raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold")
+    for i, letter in zip(unnamed, sorted(free[: len(unnamed)], key=_ORDER.__getitem__)):
+        out[i] = letter
     return "".join(out)
 
 

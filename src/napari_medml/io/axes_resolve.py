@@ -1,7 +1,8 @@
 """Fitting an image's axes to a network: naming the axes its file leaves unnamed (``Q``) from
 what the image meets (:func:`resolve_axes`), refusing a one-voxel-thick slab for a 2D
 network (:func:`check_not_strips`), and cutting an image and its labels into the samples
-a network trains on (:func:`split_samples`). Axes strings are those of :mod:`.axes`."""
+a network trains on (:func:`split_samples`), and labels painted over an image's channel axis
+as labels of its voxels (:func:`labels_over_channels`). Axes strings are those of :mod:`.axes`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io.axes import canonical_order, layout
 
-__all__ = ["check_not_strips", "resolve_axes", "split_samples"]
+__all__ = ["check_not_strips", "labels_over_channels", "resolve_axes", "split_samples"]
 
 
 def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
@@ -219,3 +220,49 @@ def neighbour_runs(lead: Sequence[int]) -> tuple[int, ...]:
     import math
 
     return (int(lead[-1]),) * math.prod(int(n) for n in lead[:-1]) if len(lead) else (1,)
+
+
+def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, what: str = "image",
+                         labels_what: str = "labels") -> tuple[Any, str | None]:
+    """Labels that cover an image's channel axis too, as labels of its voxels.
+
+    napari's new-labels button makes a Labels layer of every axis of the image shown, so
+    on a ``CZYX`` image (one layer with a channel slider) the user paints ``(C, Z, Y, X)``
+    labels, on whichever channel the slider shows. Each voxel takes the id painted on it
+    in any channel.
+
+    Parameters
+    ----------
+    labels : array
+        Label ids, the image's shape without its channel axis, or with it.
+    image_shape : sequence of int
+        The image's shape; ``axes`` names its axes (:attr:`Volume.axes`, one ``C``).
+    what, labels_what : str
+        How messages name the image and the labels.
+
+    Returns
+    -------
+    (array, str or None)
+        The labels without the channel axis (a new array) and a note saying so; the labels
+        as given and None when they do not cover the channel axis.
+
+    Raises
+    ------
+    InputError
+        Two channels painted with different ids at one voxel.
+    """
+    c = axes.find("C")
+    if c < 0 or axes.endswith("C") or tuple(np.shape(labels)) != tuple(image_shape):
+        return labels, None  # no channel axis, RGB's colour last (napari's labels never cover it), or labels without
+    planes = np.moveaxis(np.asarray(labels), c, 0)
+    painted = [k for k in range(planes.shape[0]) if planes[k].any()]
+    merged = planes.max(axis=0)
+    # the smallest id painted at each voxel: 0 where none was, else it must equal the largest
+    smallest = np.where(planes != 0, planes, merged[None]).min(axis=0)
+    clash = int(np.count_nonzero(smallest != merged))
+    if clash:
+        raise InputError(f"{labels_what} cover the channel axis of {what} (axes {axes}) and differ between channels "
+                         f"at {clash} voxels: paint each voxel on one channel only, or erase the others")
+    channels = ", ".join(map(str, painted)) or "none"
+    return merged, (f"{labels_what} cover the channel axis of {what} (napari's new labels do): read as labels of "
+                    f"its voxels, painted on channel(s) {channels}")

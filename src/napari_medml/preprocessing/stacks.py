@@ -199,7 +199,8 @@ def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[in
     volume : Volume
         The image, any axes (see :func:`recipe_axes`).
     labels : array
-        Label ids of the image's shape without its channel axes (one box over all frames).
+        Label ids of the image's shape without its channel axes (one box over all frames), or
+        with them (:func:`~napari_medml.io.axes_resolve.labels_over_channels`).
     margin : int or sequence of int
         Voxels added around the box, one for all spatial axes or one each.
     labels_name : str
@@ -216,6 +217,7 @@ def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[in
     InputError
         Labels of another shape, empty labels, or a bad margin.
     """
+    from napari_medml.io.axes_resolve import labels_over_channels
     from napari_medml.preprocessing.ops import crop_to_mask
 
     layout = recipe_axes(volume)
@@ -223,7 +225,8 @@ def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[in
     body = volume.axes[: len(volume.spacing)]
     label_axes = [i for i, a in enumerate(body) if a != "C"]
     expected = tuple(volume.data.shape[i] for i in label_axes)
-    labels = np.asarray(labels)
+    labels = np.asarray(labels_over_channels(labels, volume.data.shape, volume.axes, what=f"image '{name}'",
+                                             labels_what=f"labels '{labels_name}'")[0])  # napari's new labels: CZYX
     if labels.shape != expected:
         raise InputError(f"labels '{labels_name}' have shape {labels.shape} but image '{name}' (axes {volume.axes}) "
                          f"has {expected} without channels: choose labels drawn on that image")

@@ -1,0 +1,63 @@
+"""Labels that cover an image's channel axis (napari's new labels on a CZYX layer), and
+files written from layers of unnamed axes keeping their axis order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medml.errors import InputError
+from napari_medml.io import Volume, read_volume, write_volume
+from napari_medml.io.axes import concrete_axes
+from napari_medml.io.axes_resolve import labels_over_channels
+from napari_medml.preprocessing.stacks import crop_volume_to_labels
+
+
+@pytest.fixture
+def truth() -> np.ndarray:
+    lab = np.zeros((6, 20, 24), np.uint8)
+    lab[2:4, 5:12, 6:15] = 1
+    lab[1:3, 14:18, 16:22] = 2
+    return lab
+
+
+def test_labels_painted_on_any_channel_become_labels_of_the_voxels(truth):
+    painted = np.zeros((3, *truth.shape), np.uint8)
+    painted[0][truth == 1] = 1  # one class on channel 0, the other on channel 2, one voxel on both
+    painted[2][truth == 2] = 2
+    painted[2][2, 6, 7] = 1
+    merged, note = labels_over_channels(painted, painted.shape, "CZYX", what="image 'cells'", labels_what="labels 'L'")
+    np.testing.assert_array_equal(merged, truth)
+    assert "labels 'L' cover the channel axis of image 'cells'" in note and "channel(s) 0, 2" in note
+    assert painted[1].sum() == 0 and painted[0].max() == 1  # the layer's array is not changed
+
+
+def test_labels_that_differ_between_channels_are_refused_with_the_count(truth):
+    painted = np.stack([truth, np.where(truth == 1, 2, 0).astype(np.uint8)])
+    with pytest.raises(InputError, match=r"differ between channels at \d+ voxels: paint each voxel on one channel"):
+        labels_over_channels(painted, painted.shape, "CZYX", labels_what="labels 'L'")
+
+
+@pytest.mark.parametrize(("shape", "axes"), [((6, 20, 24), "ZYX"), ((20, 24, 3), "YXC"), ((2, 6, 20, 24), "TZYX")])
+def test_labels_without_a_channel_axis_to_cover_come_back_as_given(truth, shape, axes):
+    labels = np.zeros(shape, np.uint8)
+    out, note = labels_over_channels(labels, shape, axes)
+    assert out is labels and note is None
+
+
+def test_crop_to_labels_takes_labels_that_cover_the_channels(truth):
+    image = Volume(np.random.default_rng(0).normal(size=(2, *truth.shape)).astype(np.float32), (1.0, 2.0, 0.5, 0.5),
+                   (0.0,) * 4, None, False, "cells", axes="CZYX")
+    cropped, labels = crop_volume_to_labels(image, np.stack([truth, np.zeros_like(truth)]))
+    assert cropped.data.shape == (2, 3, 13, 16) and labels.data.shape == (3, 13, 16)  # z 1-3, y 5-17, x 6-21
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz", ".ome.tif"])
+def test_a_layer_of_unnamed_axes_is_written_in_its_own_axis_order(tmp_path, truth, suffix):
+    """``QQYX`` was written as ``ZTYX``, which the formats store T first: the file opened
+    again transposed against the layer."""
+    assert concrete_axes("QQYX") == "TZYX" and concrete_axes("QYX") == "ZYX" and concrete_axes("QQQYX") == "TCZYX"
+    data = np.stack([truth, 2 * truth])
+    write_volume(tmp_path / f"l{suffix}", Volume(data, (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, None, True, "l", axes="QQYX"))
+    back = read_volume(tmp_path / f"l{suffix}")
+    np.testing.assert_array_equal(np.asarray(back.data), data)
