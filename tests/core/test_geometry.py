@@ -217,8 +217,13 @@ def test_a_tiff_in_the_stored_order_passes_and_one_without_an_origin_is_taken_so
     out = align_to(kept, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
     assert out.note is None and out.volume is kept
     unplaced = tiff_volume(data, stored.spacing, (0.0,) * 3)
+    elsewhere = nifti_volume(data, las + np.pad(np.array([[0, 0, 0, 5.0]]), ((0, 3), (0, 0))), "nii")
+    out = align_to(unplaced, elsewhere, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
+    assert out.assumed and out.volume is unplaced and "no origin or orientation" in out.line
+    assert "LAS" in out.line and "save it as .nii.gz" in out.line
+    # origin 0 is the RAS grid's (napari saves a translate of 0 as no origin): reoriented, with a warning
     out = align_to(unplaced, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
-    assert out.assumed and out.volume is unplaced and "LAS" in out.line and ".nii.gz instead" in out.line
+    assert out.assumed and "told by its origin 0" in out.line and np.array_equal(out.volume.data, data[:, :, ::-1])
     ras = nifti_volume(truth, RAS, "ras")  # napari shows a RAS file as stored: nothing to warn of
     assert align_to(tiff_volume(truth, ras.spacing, (0.0,) * 3), ras, moving_name="a", reference_name="b").note is None
 
@@ -230,3 +235,32 @@ def test_a_tiff_whose_origin_matches_neither_grid_is_refused(truth):
     with pytest.raises(InputError, match="origins differ") as info:
         align_to(elsewhere, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
     assert "origin (0, 0, 7)" in str(info.value) and "l.nii.gz" in str(info.value)
+    assert "differ by (0, 0, -32)" in str(info.value) and "save the TIFF without an origin" in str(info.value)
+
+
+def test_a_tiff_that_fits_both_grids_or_no_grid_is_taken_as_stored_with_a_warning_that_says_why():
+    """Review 25: an axis swap of two equal axes (ARS) gives the stored and the RAS grid the same
+    shape, spacing and origin; a .npy holds neither. Each is taken as stored, with the fix."""
+    ars = np.array([[0.0, 1.0, 0.0, 4.0], [1.0, 0.0, 0.0, 6.0], [0.0, 0.0, 2.0, 8.0], [0.0, 0.0, 0.0, 1.0]])
+    stored = nifti_volume(np.zeros((6, 20, 20), np.uint8), ars, "nii")
+    assert axis_codes(ars) == "ARS"
+    both = align_to(tiff_volume(stored.data, stored.spacing, stored.origin), stored, moving_name="prediction 'p.tif'",
+                    reference_name="labels 'l.nii.gz'")
+    assert both.assumed and "fits both the grid labels 'l.nii.gz' is stored on (ARS)" in both.line
+    npy = Volume(np.zeros((12, 14, 10), np.uint8), (1.0,) * 3, (0.0,) * 3, None, True, "npy")
+    lps = nifti_volume(np.zeros((12, 14, 10), np.uint8), LPS, "nii")
+    out = align_to(npy, lps, moving_name="prediction 'p.npy'", reference_name="labels 'l.nii.gz'")
+    assert out.assumed and "has no voxel size or position" in out.line and "as stored (LPS)" in out.line
+    assert "save it as .nii.gz" in out.line
+
+
+def test_a_tiff_origin_rounded_by_the_nifti_header_or_half_a_voxel_apart_still_fits():
+    """Review 25: a NIfTI header rounds its origin to float32 (12345.678 -> 12345.6777); another
+    tool's TIFF may put the origin at a voxel's corner. Both passed before and pass again."""
+    far = np.diag([0.1, 0.1, 0.3, 1.0])
+    far[:3, 3] = np.float32([12345.678, -9876.543, 4321.987])
+    stored = nifti_volume(np.zeros((12, 24, 20), np.uint8), far, "nii")
+    exact = tiff_volume(stored.data, stored.spacing, (4321.987, -9876.543, 12345.678))
+    assert align_to(exact, stored, moving_name="a", reference_name="b").note is None
+    corner = tiff_volume(stored.data, stored.spacing, tuple(o - s / 2 for o, s in zip(exact.origin, stored.spacing)))
+    assert align_to(corner, stored, moving_name="a", reference_name="b").note is None

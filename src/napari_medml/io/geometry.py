@@ -205,6 +205,9 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
         return InputError(f"{moving_name} ({describe_grid(moving, n)}) is not on the voxel grid of "
                           f"{reference_name} ({describe_grid(reference, n)}): {why}")  # fmt: skip
 
+    if (moving.affine is None) != (reference.affine is None):  # a TIFF or NumPy file beside a NIfTI file
+        return _align_without_direction(moving, reference, (m_first, m_stop), (r_first, r_stop),
+                                        (moving_name, reference_name), refuse)
     bare_m, bare_r = _no_geometry(moving, m_first, m_stop), _no_geometry(reference, r_first, r_stop)
     if bare_m or bare_r:
         if m_shape != r_shape:
@@ -215,9 +218,10 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
         return Alignment(moving, f"{bare} has no voxel size or position: taken to lie on the grid of {other}",
                          assumed=True)
     a_m, a_r = grid_affine(moving, n), grid_affine(reference, n)
-    if moving.affine is None or reference.affine is None:
-        return _align_without_direction(moving, reference, (m_first, m_stop), (r_first, r_stop),
-                                        (moving_name, reference_name), refuse)
+    if moving.affine is None:  # two grids without a direction (TIFF/NumPy): shape and spacing
+        if not _same_box(m_shape, a_m, r_shape, a_r, origin=None):
+            raise refuse("resample one onto the other's grid (same shape and spacing) first")
+        return Alignment(moving, None)
     if m_shape == r_shape and _same(a_m, a_r):
         return Alignment(moving, None)
     o_m, o_r = io_orientation(a_m), io_orientation(a_r)
@@ -281,13 +285,17 @@ def ras_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np
     return transform, affine @ inv_ornt_aff(transform, nifti_shape), new_shape
 
 
-def _same_box(shape_a: tuple[int, ...], a: np.ndarray, shape_b: tuple[int, ...], b: np.ndarray, origin: bool) -> bool:
-    """Same shape and voxel size (and origin, when asked) of two grids, whatever their directions."""
+def _same_box(shape_a: tuple[int, ...], a: np.ndarray, shape_b: tuple[int, ...], b: np.ndarray,
+              origin: float | None) -> bool:
+    """Same shape and voxel size of two grids, whatever their directions, and origins within
+    ``origin`` voxels (None: any origin)."""
     n = a.shape[0] - 1
     size_a, size_b = np.sqrt((a[:n, :n] ** 2).sum(axis=0)), np.sqrt((b[:n, :n] ** 2).sum(axis=0))
     if tuple(shape_a) != tuple(shape_b) or not np.allclose(size_a, size_b, rtol=1e-3, atol=0):
         return False
-    return not origin or bool(np.allclose(a[:n, n], b[:n, n], rtol=0, atol=1e-3 * max(float(size_a.min()), 1e-9)))
+    # a NIfTI header holds its affine in float32: far from 0 its origin rounds by more than 1e-3 voxel
+    rounding = 4 * float(np.finfo(np.float32).eps) * float(np.abs(b[:n, n]).max(initial=0.0))
+    return origin is None or bool(np.all(np.abs(a[:n, n] - b[:n, n]) <= origin * size_a + rounding))
 
 
 def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[int, int], r_axes: tuple[int, int],
@@ -296,10 +304,10 @@ def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[in
     napari's axes) and the other has an affine (NIfTI).
 
     napari shows a NIfTI volume in RAS+ order (:func:`shown_in_ras`), and a layer saved from
-    napari to TIFF keeps that order and its origin; predict's TIFF outputs keep the stored
-    order and origin. With an origin the TIFF says which: the stored grid passes unchanged, the
-    RAS grid is reoriented (flips and axis swaps), neither is refused. Without one the stored
-    order is taken, with a warning when napari shows the NIfTI file in another.
+    napari to TIFF or NumPy keeps that order (and a TIFF its origin); predict's outputs keep
+    the stored order and origin. The grid that fits shape, spacing and origin is taken (the
+    RAS one reoriented: flips and axis swaps); when both fit (an axis swap of equal axes) or,
+    without a position, the stored one is taken with a warning; otherwise refused.
     """
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
@@ -310,31 +318,49 @@ def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[in
     b_name, d_name = names if bare_is_moving else names[::-1]
     b_shape, d_shape = tuple(bare.data.shape[slice(*b_axes)]), tuple(directed.data.shape[slice(*d_axes)])
     a_b, a_d = grid_affine(bare, n), grid_affine(directed, n)
-    has_origin = any(float(o) != 0.0 for o in bare.origin[slice(*b_axes)])
-    shown = n == 3 and shown_in_ras(directed)
-    codes = axis_codes(a_d)
-    if _same_box(b_shape, a_b, d_shape, a_d, has_origin):
-        if shown and not has_origin:
-            return Alignment(moving, f"{b_name} has no origin or orientation: taken to lie in the voxel order "
-                             f"{d_name} stores ({codes}), not the RAS order napari shows it in; if it was saved "
-                             "from napari, save it as .nii.gz instead", assumed=True)
+    placed = any(float(o) != 0.0 for o in bare.origin[slice(*b_axes)])  # origin 0 may mean none was stored
+    geometry = placed or any(float(v) != 1.0 for v in bare.spacing[slice(*b_axes)])
+    shown, codes = n == 3 and shown_in_ras(directed), axis_codes(a_d)
+    to_ras, ras_affine, ras_shape = ras_grid(a_d, d_shape) if shown else (None, None, None)
+
+    def fits(origin: float | None) -> tuple[bool, bool]:  # (the stored grid, the RAS grid)
+        return (_same_box(b_shape, a_b, d_shape, a_d, origin),
+                bool(shown) and _same_box(b_shape, a_b, ras_shape, ras_affine, origin))
+
+    hint = (f"; napari shows {d_name} in RAS order, so a layer of it saved from napari to this file type lies "
+            "flipped or turned: save it as .nii.gz" if shown else "")
+    stored, ras = fits(1e-3)
+    if not (stored or ras):
+        stored, ras = fits(0.5) if placed else (False, False)  # another convention (a voxel's corner, not centre)
+    if stored and ras:
+        return Alignment(moving, f"{b_name} fits both the grid {d_name} is stored on ({codes}) and the RAS one "
+                         f"napari shows it on: taken as stored{hint}", assumed=True)
+    if ras:
+        transform = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(a_d)) if bare_is_moving else to_ras
+        data = reorient(moving.data, transform, *m_axes)
+        first = m_axes[0]
+        spacing = (*moving.spacing[:first], *reference.spacing[slice(*r_axes)])
+        origin = (*moving.origin[:first], *reference.origin[slice(*r_axes)])
+        volume = replace(moving, data=data, spacing=spacing, origin=origin, affine=reference.affine)
+        told = "" if placed else " (told by its origin 0, which may also mean it stores none)"
+        return Alignment(volume, f"{b_name} holds no orientation and lies on the grid napari shows {d_name} on "
+                         f"(RAS order, as napari saves a layer of it), not the one {d_name} is stored in "
+                         f"({codes}){told}: reoriented onto the grid of {names[1]} (same world space)",
+                         assumed=not placed)
+    if stored:
         return Alignment(moving, None)
-    if shown and has_origin:
-        to_ras, ras_affine, ras_shape = ras_grid(a_d, d_shape)
-        if _same_box(b_shape, a_b, ras_shape, ras_affine, True):
-            ras = axcodes2ornt(("R", "A", "S"))
-            transform = ornt_transform(ras, io_orientation(a_d)) if bare_is_moving else to_ras
-            data = reorient(moving.data, transform, *m_axes)
-            first = m_axes[0]
-            spacing = (*moving.spacing[:first], *reference.spacing[slice(*r_axes)])
-            origin = (*moving.origin[:first], *reference.origin[slice(*r_axes)])
-            volume = replace(moving, data=data, spacing=spacing, origin=origin, affine=reference.affine)
-            return Alignment(volume, f"{b_name} holds no orientation and lies on the grid napari shows {d_name} on "
-                             f"(RAS order, as napari saves a layer of it), not the one {d_name} is stored in "
-                             f"({codes}): reoriented onto the grid of {names[1]} (same world space)")
-    if _same_box(b_shape, a_b, d_shape, a_d, False):
-        raise refuse("their origins differ; give files that cover the same voxels")
-    raise refuse("resample one onto the other's grid (same shape and spacing) first")
+    loose = fits(None)[0] or not geometry and b_shape == d_shape
+    if not placed and loose:  # no position stored: the file's own order is the likelier
+        what = "origin or orientation" if geometry else "voxel size or position"
+        return Alignment(moving, f"{b_name} has no {what}: taken to lie on the grid of {d_name} as stored "
+                         f"({codes}){hint}", assumed=True)
+    if loose:
+        apart = ", ".join(f"{v:.6g}" for v in (a_b[:n, n] - a_d[:n, n])[::-1])
+        raise refuse(f"their origins differ by ({apart}); if they hold the same voxels, save the TIFF without an "
+                     "origin (it is then taken on the other's grid)")
+    if geometry or b_shape == d_shape:
+        raise refuse("resample one onto the other's grid (same shape and spacing) first")
+    raise refuse("the shapes differ; give files that cover the same voxels")
 
 
 def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Volume, str | None]:
