@@ -165,3 +165,24 @@ def test_predict_warns_when_the_voxel_size_is_far_from_the_training_spacing(caps
                            "--out", tmp_path / "fine_pred.nii.gz", "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert "voxel size 2 x 0.4 x 0.4" in err and "trained at 2 x 1 x 1" in err and "resample" in err
+
+
+def test_a_two_channel_nifti_stored_psl_trains_with_labels_stored_ras(tmp_path):
+    """Review 25: a 2-channel NIfTI image (X, Y, Z, 2) stored PSL with labels stored RAS was refused
+    ("labels have shape ... but image ... has shape ..."): its fourth axis (time or channels?) was
+    told from the labels' shape before the labels were put on its grid."""
+    from napari_medml.cli.training_files import read_pairs
+
+    o = nib.orientations
+    lab = np.zeros((20, 24, 12), np.uint8)  # RAS (X, Y, Z)
+    lab[3:9, 5:15, 2:8] = 1
+    ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    to_psl = o.ornt_transform(o.axcodes2ornt(tuple("RAS")), o.axcodes2ornt(tuple("PSL")))
+    stored = o.apply_orientation(lab, to_psl)
+    image = np.stack([stored * 5.0 + 1, stored * 2.0], axis=-1).astype(np.float32)  # (X', Y', Z', 2)
+    nib.save(nib.Nifti1Image(image, ras @ o.inv_ornt_aff(to_psl, lab.shape)), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(lab, ras), tmp_path / "seg.nii.gz")
+    images, labels, _, channel_axis, dims, _ = read_pairs([tmp_path / "img.nii.gz"], [tmp_path / "seg.nii.gz"], None)
+    assert dims == 3 and channel_axis == 0 and images[0].shape == (2, *stored.T.shape)
+    np.testing.assert_array_equal(labels[0], stored.T)  # on the image's voxels: napari order (Z, Y, X)
+    np.testing.assert_array_equal(images[0][1] > 0, labels[0] > 0)

@@ -104,7 +104,7 @@ def add_axes_option(parser: Any) -> None:
 
 
 def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape: Any = None,
-                 in_channels: int | None = None) -> tuple[Any, Any]:
+                 in_channels: int | None = None, labels_what: str = "labels") -> tuple[Any, Any]:
     """An image volume with every axis named, and how it meets a ``spatial_dims``-D network.
 
     Unnamed axes (``Q``) are resolved from the labels' shape and the network's channels
@@ -133,7 +133,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
 
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
-                        labels_shape=labels_shape, in_channels=in_channels)  # fmt: skip
+                        labels_shape=labels_shape, in_channels=in_channels, labels_what=labels_what)  # fmt: skip
     vol = replace(vol, axes=axes)
     dims = spatial_dims or (3 if "Z" in axes else 2)
     others = [(a, n) for a, n in zip(axes, vol.data.shape) if a not in "YX"]

@@ -55,7 +55,13 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             lab, note = fit_length1_axes(lab, raw.data.shape, f"labels '{lab_path}'")
             if note:
                 info(note)
-        vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape)
+        if "Q" in raw.axes and lab.data.ndim == 3 < raw.data.ndim:  # on the image's grid before they tell its axes
+            try:  # (a 2-channel NIfTI stored PSL beside labels stored RAS: their shapes differ until then)
+                lab = _on_image_grid(lab, raw, 3, f"labels '{lab_path}'", f"image '{img_path}'")
+            except InputError:
+                pass  # said below, once the image's axes are known
+        vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape,
+                                labels_what=f"labels '{lab_path}'")
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)
