@@ -52,7 +52,7 @@ def test_new_labels_on_a_czyx_image_train_save_and_open_again(make_napari_viewer
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert train.model is not None, [n.message for n in notes]
     assert "cover the channel axis of image 'czyx'" in train["status"].value
-    assert "painted on channel(s) 1" in train["status"].value
+    assert "painted on channel 1" in train["status"].value
     augment = open_widget(viewer, "augment")  # the preview takes them too
     augment.image.value, augment.label_layer.value = image, labels
     augment.n.value, augment.patch.value = 2, "4, 32, 32"

@@ -125,6 +125,9 @@ def _over_channels(lab: Any, vol: Any, lab_name: str, img_name: str) -> Any:
 
     from napari_medml.io.axes_resolve import labels_over_channels
 
+    c = vol.axes.find("C")
+    if c >= 0 and lab.data.ndim == len(vol.axes) == len(lab.axes) and lab.axes[c] in "ZYX":  # called spatial there:
+        return lab  # the image's file names its axes wrongly (refused below with the --axes that fixes it)
     merged, note = labels_over_channels(lab.data, vol.data.shape, vol.axes, what=img_name, labels_what=lab_name)
     if note is None:
         return lab

@@ -224,12 +224,13 @@ def neighbour_runs(lead: Sequence[int]) -> tuple[int, ...]:
 
 def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, what: str = "image",
                          labels_what: str = "labels") -> tuple[Any, str | None]:
-    """Labels that cover an image's channel axis too, as labels of its voxels.
+    """Labels that cover an image's channel axis too, painted on one channel, as labels of its voxels.
 
     napari's new-labels button makes a Labels layer of every axis of the image shown, so
     on a ``CZYX`` image (one layer with a channel slider) the user paints ``(C, Z, Y, X)``
-    labels, on whichever channel the slider shows. Each voxel takes the id painted on it
-    in any channel.
+    labels, on the channel the slider shows. Labels painted on several channels are
+    refused: the axis may hold slices or frames that the file calls channels (a ZYX stack
+    written without axes reads as CYX), and merging them would move labels between slices.
 
     Parameters
     ----------
@@ -243,26 +244,24 @@ def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, 
     Returns
     -------
     (array, str or None)
-        The labels without the channel axis (a new array) and a note saying so; the labels
-        as given and None when they do not cover the channel axis.
+        The painted channel's labels (a view) and a note saying so; the labels as given and
+        None when they do not cover the channel axis.
 
     Raises
     ------
     InputError
-        Two channels painted with different ids at one voxel.
+        Labels painted on more than one channel.
     """
     c = axes.find("C")
     if c < 0 or axes.endswith("C") or tuple(np.shape(labels)) != tuple(image_shape):
         return labels, None  # no channel axis, RGB's colour last (napari's labels never cover it), or labels without
     planes = np.moveaxis(np.asarray(labels), c, 0)
     painted = [k for k in range(planes.shape[0]) if planes[k].any()]
-    merged = planes.max(axis=0)
-    # the smallest id painted at each voxel: 0 where none was, else it must equal the largest
-    smallest = np.where(planes != 0, planes, merged[None]).min(axis=0)
-    clash = int(np.count_nonzero(smallest != merged))
-    if clash:
-        raise InputError(f"{labels_what} cover the channel axis of {what} (axes {axes}) and differ between channels "
-                         f"at {clash} voxels: paint each voxel on one channel only, or erase the others")
-    channels = ", ".join(map(str, painted)) or "none"
-    return merged, (f"{labels_what} cover the channel axis of {what} (napari's new labels do): read as labels of "
-                    f"its voxels, painted on channel(s) {channels}")
+    if len(painted) > 1:
+        raise InputError(f"{labels_what} cover the channel axis of {what} (axes {axes}, shape {tuple(image_shape)}) "
+                         f"and are painted on {len(painted)} of its channels ({', '.join(map(str, painted))}): paint on "
+                         "one channel only; if that axis holds slices or frames, the image's file names its axes "
+                         "wrongly: give them (--axes on the command line)")
+    channel = painted[0] if painted else 0
+    return planes[channel], (f"{labels_what} cover the channel axis of {what} (napari's new labels do): read as "
+                             f"labels of its voxels, painted on channel {channel}")
