@@ -264,3 +264,19 @@ def test_a_tiff_origin_rounded_by_the_nifti_header_or_half_a_voxel_apart_still_f
     assert align_to(exact, stored, moving_name="a", reference_name="b").note is None
     corner = tiff_volume(stored.data, stored.spacing, tuple(o - s / 2 for o, s in zip(exact.origin, stored.spacing)))
     assert align_to(corner, stored, moving_name="a", reference_name="b").note is None
+
+
+def test_a_slice_over_time_is_compared_on_its_two_spatial_axes():
+    """Review 25: a NIfTI slice over time (X, Y, 1, T) reads as TYX; its TIFF copy was compared
+    on three spatial axes (the frame interval against the slice thickness) and refused."""
+    from napari_medml.io.geometry import spatial_axes
+
+    affine = np.diag([-0.8, -0.9, 2.5, 1.0])
+    affine[:3, 3] = (10.3, -20.7, 33.1)
+    nii = Volume(np.zeros((3, 24, 20), np.uint8), (4.0, 0.9, 0.8), (0.0, -20.7, 10.3), affine, True, "nii",
+                 axes="TYX")
+    tif = tiff_volume(nii.data.copy(), nii.spacing, nii.origin)
+    tif = Volume(tif.data, tif.spacing, tif.origin, None, True, "tif", axes="TYX")
+    assert spatial_axes(nii, None) == (1, 3) and spatial_axes(tiff_volume(nii.data, (1.0,) * 3, (0.0,) * 3), None) == (
+        0, 3)  # unnamed or Z: spatial
+    assert align_to(tif, nii, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'").note is None

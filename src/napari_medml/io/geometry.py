@@ -64,9 +64,11 @@ class Alignment:
 
 
 def spatial_axes(vol: Volume, spatial_dims: int | None) -> tuple[int, int]:
-    """(first, stop) of the spatial axes in ``vol.data`` (RGB's colour axis is last)."""
+    """(first, stop) of the spatial axes in ``vol.data`` (RGB's colour axis is last); by default
+    the last ones up to 3, stopping at a time or channel axis (a slice over time, TYX: 2)."""
     stop = vol.data.ndim - int(bool(vol.meta.get("rgb")))
-    n = spatial_dims if spatial_dims is not None else min(stop, 3)
+    named = len(vol.axes[:stop]) - len(vol.axes[:stop].rstrip("ZYXQ"))
+    n = spatial_dims if spatial_dims is not None else min(stop, 3, named or stop)
     if n < 1 or n > stop:
         raise InputError(f"'{vol.name}' with shape {vol.data.shape} has no {n} spatial axes")
     return stop - n, stop
