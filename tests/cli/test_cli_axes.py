@@ -365,7 +365,7 @@ def test_a_3d_imagej_stack_read_as_channels_gets_a_fix_that_works(tmp_path, caps
         pytest.skip("this tifffile writes the stack with its axes")
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "mask.tif",
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
-    assert code != 0 and "e.g. --axes ZYX" in err, err
+    assert code != 0 and "e.g. --axes ZYX" in err and "save the painted channel's labels only" in err, err
     assert read_volume(tmp_path / "stack.tif", "ZYX").spacing == pytest.approx((2.0, 0.5, 0.5))
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "stack.tif", "--labels", tmp_path / "mask.tif",
                            "--axes", "ZYX", "--out", tmp_path / "m", *TINY)  # fmt: skip

@@ -60,3 +60,15 @@ def test_a_layer_of_unnamed_axes_is_written_in_its_own_axis_order(tmp_path, trut
     write_volume(tmp_path / f"l{suffix}", Volume(data, (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, None, True, "l", axes="QQYX"))
     back = read_volume(tmp_path / f"l{suffix}")
     np.testing.assert_array_equal(np.asarray(back.data), data)
+
+
+def test_labels_over_the_channels_of_a_cyx_image_are_refused_with_a_fix_for_napari(truth):
+    """Review 25: a ZYX stack that tifffile writes without axes reads as CYX; one slice painted
+    trained a 2D network with the slices as channels. Without a Z or T axis besides the
+    channels only the user can tell, so the line says how in napari (Split Stack)."""
+    painted = np.zeros((5, 20, 24), np.uint8)
+    painted[2] = truth[2]
+    with pytest.raises(InputError, match="right-click the image > Split Stack"):
+        labels_over_channels(painted, painted.shape, "CYX", what="image 'stack'", labels_what="labels 'L'")
+    merged, note = labels_over_channels(np.zeros((2, *truth.shape), np.uint8), (2, *truth.shape), "CZYX")
+    assert not merged.any() and "none of its channels painted yet" in note

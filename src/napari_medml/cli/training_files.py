@@ -69,6 +69,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
                    f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes {example}"
                    if "C" in vol.axes and axes is None else "")
+        if swapped and tuple(lab.data.shape) == tuple(vol.data.shape):  # or labels painted over its channels
+            swapped += "; if they are labels painted over its channels, save the painted channel's labels only"
         lab = _over_channels(lab, vol, f"labels '{lab_path}'", f"image '{img_path}'")  # labels saved from napari
         if lab.data.ndim == spatial:  # compared in world space: never train on mirrored labels
             try:

@@ -228,9 +228,10 @@ def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, 
 
     napari's new-labels button makes a Labels layer of every axis of the image shown, so
     on a ``CZYX`` image (one layer with a channel slider) the user paints ``(C, Z, Y, X)``
-    labels, on the channel the slider shows. Labels painted on several channels are
-    refused: the axis may hold slices or frames that the file calls channels (a ZYX stack
-    written without axes reads as CYX), and merging them would move labels between slices.
+    labels, on the channel the slider shows. The axis may hold slices that the file calls
+    channels (a ZYX stack written without axes reads as CYX), so labels painted on several
+    channels, and those over the channels of an image with no Z or T axis besides, are
+    refused: reading them would move labels between slices, or train slices as channels.
 
     Parameters
     ----------
@@ -250,11 +251,17 @@ def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, 
     Raises
     ------
     InputError
-        Labels painted on more than one channel.
+        Labels painted on more than one channel, or over the channels of a ``CYX`` image.
     """
     c = axes.find("C")
     if c < 0 or axes.endswith("C") or tuple(np.shape(labels)) != tuple(image_shape):
         return labels, None  # no channel axis, RGB's colour last (napari's labels never cover it), or labels without
+    if not set(axes) & set("ZTQ"):  # CYX: a ZYX stack written without axes reads so; only the user can tell
+        raise InputError(f"{labels_what} cover the channel axis of {what} (axes {axes}, shape {tuple(image_shape)}), "
+                         "but labels are drawn per voxel: in napari, right-click the image > Split Stack, paint new "
+                         "labels on one of its layers and choose all of them as the images; if that axis holds "
+                         "slices, not channels, the image's file names its axes wrongly: give them (--axes on the "
+                         "command line)")
     planes = np.moveaxis(np.asarray(labels), c, 0)
     painted = [k for k in range(planes.shape[0]) if planes[k].any()]
     if len(painted) > 1:
@@ -262,6 +269,6 @@ def labels_over_channels(labels: Any, image_shape: Sequence[int], axes: str, *, 
                          f"and are painted on {len(painted)} of its channels ({', '.join(map(str, painted))}): paint on "
                          "one channel only; if that axis holds slices or frames, the image's file names its axes "
                          "wrongly: give them (--axes on the command line)")
-    channel = painted[0] if painted else 0
-    return planes[channel], (f"{labels_what} cover the channel axis of {what} (napari's new labels do): read as "
-                             f"labels of its voxels, painted on channel {channel}")
+    on = f"painted on channel {painted[0]}" if painted else "none of its channels painted yet"
+    return planes[painted[0] if painted else 0], (f"{labels_what} cover the channel axis of {what} (napari's new "
+                                                  f"labels do): read as labels of its voxels, {on}")
