@@ -72,3 +72,15 @@ def test_labels_over_the_channels_of_a_cyx_image_are_refused_with_a_fix_for_napa
         labels_over_channels(painted, painted.shape, "CYX", what="image 'stack'", labels_what="labels 'L'")
     merged, note = labels_over_channels(np.zeros((2, *truth.shape), np.uint8), (2, *truth.shape), "CZYX")
     assert not merged.any() and "none of its channels painted yet" in note
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_labels_with_three_unnamed_axes_are_not_written_with_one_called_channels(tmp_path, truth, suffix):
+    """Review 25: QQQYX labels were written TCZYX; the C axis lost its spacing and an OME file
+    opened as three channel images."""
+    data = np.stack([np.stack([truth[:4], truth[2:]])] * 2)  # (2, 2, 4, 20, 24)
+    labels = Volume(data, (1.0, 2.0, 3.0, 0.5, 0.5), (0.0,) * 5, None, True, "l", axes="QQQYX")
+    with pytest.raises(InputError, match=r"without calling one of them channels .*: save as \.npy"):
+        write_volume(tmp_path / f"l{suffix}", labels)
+    write_volume(tmp_path / "l.npy", labels)
+    np.testing.assert_array_equal(read_volume(tmp_path / "l.npy").data, data)

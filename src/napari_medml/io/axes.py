@@ -141,16 +141,19 @@ def canonical_order(axes: str, rgb: bool = False) -> list[int]:
     return order + ([len(axes) - 1] if rgb else [])
 
 
-def concrete_axes(axes: str, rgb: bool = False) -> str:
+def concrete_axes(axes: str, rgb: bool = False, labels: bool = False) -> str:
     """``axes`` with every ``Q`` given an unused letter (Z first, then T, then C), for
     file formats that must name each axis, placed in canonical order (``QQYX``: ``TZYX``):
     the formats store their axes in that order, so a file written from axes out of it
-    (``ZTYX``) would read back transposed against the layer it was saved from."""
+    (``ZTYX``) would read back transposed against the layer it was saved from. ``labels``:
+    never C (a labels file with channels opens as images)."""
     out = list(axes)
     unnamed = [i for i in range(len(out) - int(rgb)) if out[i] == "Q"]
-    free = [a for a in "ZTC" if a not in axes]
+    free = [a for a in ("ZT" if labels else "ZTC") if a not in axes]  # labels with a C open as channel images
     if len(unnamed) > len(free):
-        raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold")
+        raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold"
+                         + (" without calling one of them channels (labels read so open as images): save as .npy"
+                            if labels else ""))
     for i, letter in zip(unnamed, sorted(free[: len(unnamed)], key=_ORDER.__getitem__)):
         out[i] = letter
     return "".join(out)

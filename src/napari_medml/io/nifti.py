@@ -164,7 +164,7 @@ def write_nifti(path: Path, volume: Volume) -> None:
         raise InputError(
             f"cannot write RGB image '{volume.name}' to NIfTI '{path}'; save it as TIFF"
         )
-    axes = io_axes.concrete_axes(volume.axes).replace("Q", "T")
+    axes = io_axes.concrete_axes(volume.axes, labels=volume.is_labels).replace("Q", "T")
     if data.ndim < 2 or data.ndim > 5 or "Y" not in axes[-2:] or "X" != axes[-1]:
         raise InputError(
             f"cannot write '{volume.name}' with axes {volume.axes} to '{path}'; "

@@ -227,7 +227,7 @@ def write_tiff(path: Path, volume: Volume) -> None:
     ndim = data.ndim - int(rgb)
     if ndim < 2:
         raise InputError(f"cannot write '{volume.name}' to TIFF '{path}': it is not an image")
-    axes = io_axes.concrete_axes(volume.axes, rgb)[:ndim]  # a file must name every axis
+    axes = io_axes.concrete_axes(volume.axes, rgb, labels=volume.is_labels)[:ndim]  # a file must name every axis
     if not axes.endswith("YX"):
         raise InputError(f"cannot write '{volume.name}' with axes {volume.axes} to TIFF; Y and X must be last")
     spatial = "".join(a for a in axes if a in "ZYX")
