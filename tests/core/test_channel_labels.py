@@ -56,6 +56,7 @@ def test_a_layer_of_unnamed_axes_is_written_in_its_own_axis_order(tmp_path, trut
     """``QQYX`` was written as ``ZTYX``, which the formats store T first: the file opened
     again transposed against the layer."""
     assert concrete_axes("QQYX") == "TZYX" and concrete_axes("QYX") == "ZYX" and concrete_axes("QQQYX") == "TCZYX"
+    assert concrete_axes("QCYX") == "TCYX" and concrete_axes("CQYX") == "CZYX"  # the whole string canonical
     data = np.stack([truth, 2 * truth])
     write_volume(tmp_path / f"l{suffix}", Volume(data, (1.0, 2.0, 0.5, 0.5), (0.0,) * 4, None, True, "l", axes="QQYX"))
     back = read_volume(tmp_path / f"l{suffix}")

@@ -154,9 +154,16 @@ def concrete_axes(axes: str, rgb: bool = False, labels: bool = False) -> str:
         raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold"
                          + (" without calling one of them channels (labels read so open as images): save as .npy"
                             if labels else ""))
-    for i, letter in zip(unnamed, sorted(free[: len(unnamed)], key=_ORDER.__getitem__)):
-        out[i] = letter
-    return "".join(out)
+    from itertools import combinations, permutations
+
+    def filled(letters: Sequence[str]) -> str:
+        return "".join(dict(zip(unnamed, letters)).get(i, a) for i, a in enumerate(out))
+
+    for combo in combinations(free, len(unnamed)):  # in order of preference: Z, then T, then C
+        for letters in permutations(combo):  # the first that keeps the whole string canonical (QCYX: TCYX)
+            if canonical_order(filled(letters), rgb) == list(range(len(out))):
+                return filled(letters)
+    return filled(sorted(free[: len(unnamed)], key=_ORDER.__getitem__))
 
 
 def squeeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
