@@ -85,3 +85,13 @@ def test_labels_with_three_unnamed_axes_are_not_written_with_one_called_channels
         write_volume(tmp_path / f"l{suffix}", labels)
     write_volume(tmp_path / "l.npy", labels)
     np.testing.assert_array_equal(read_volume(tmp_path / "l.npy").data, data)
+
+
+@pytest.mark.parametrize("axes", ["QTYX", "QQCYX"])
+def test_unnamed_axes_that_no_letters_keep_in_order_are_refused(tmp_path, axes):
+    """Review 25: QTYX was written ZTYX (stored T first) and reopened transposed."""
+    data = np.zeros({"QTYX": (2, 3, 5, 6), "QQCYX": (2, 3, 4, 5, 6)}[axes], np.float32)
+    with pytest.raises(InputError, match=r"the file would open transposed: save as \.npy"):
+        write_volume(tmp_path / "x.tif", Volume(data, (1.0,) * data.ndim, (0.0,) * data.ndim, None, False, "x",
+                                                axes=axes))
+    assert concrete_axes("ZTYX") == "ZTYX"  # named axes are written as they are

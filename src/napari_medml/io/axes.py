@@ -152,18 +152,21 @@ def concrete_axes(axes: str, rgb: bool = False, labels: bool = False) -> str:
     free = [a for a in ("ZT" if labels else "ZTC") if a not in axes]  # labels with a C open as channel images
     if len(unnamed) > len(free):
         raise InputError(f"axes '{axes}' have more unnamed axes than a file can hold"
-                         + (" without calling one of them channels (labels read so open as images): save as .npy"
-                            if labels else ""))
+                         + (" without calling one of them channels (labels with channels open as images)"
+                            if labels else "") + ": save as .npy")
     from itertools import combinations, permutations
 
     def filled(letters: Sequence[str]) -> str:
         return "".join(dict(zip(unnamed, letters)).get(i, a) for i, a in enumerate(out))
 
+    if not unnamed:
+        return axes  # named axes are written as they are
     for combo in combinations(free, len(unnamed)):  # in order of preference: Z, then T, then C
         for letters in permutations(combo):  # the first that keeps the whole string canonical (QCYX: TCYX)
             if canonical_order(filled(letters), rgb) == list(range(len(out))):
                 return filled(letters)
-    return filled(sorted(free[: len(unnamed)], key=_ORDER.__getitem__))
+    raise InputError(f"axes '{axes}': no letters for the unnamed axes keep the order files store (T, C, Z, Y, X), "
+                     "so the file would open transposed: save as .npy")
 
 
 def squeeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
