@@ -254,3 +254,49 @@ def test_the_start_line_names_what_was_taken_and_frozen():
                                  "(the bundle's is for pretraining); the first 2 encoder stages frozen")
     assert start_note({**taken, "new_head": False, "frozen_stages": 0}) == \
         "started from 33 of 37 tensors of /b (pretraining)"
+
+
+def test_a_frozen_stage_trains_the_tensors_the_bundle_could_not_give(tmp_path):
+    """Pretrained on 2-channel images, trained on 1-channel ones with the first stage frozen:
+    the input layer starts new, so it must train (frozen, it stayed random for the whole run),
+    while the stage's other tensors keep the bundle's values; the line says why and what."""
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    two = np.stack([s.image, 1 - s.image]).astype(np.float32)
+    pretrained = api.train(two, None, pretrain_config(2, (32, 32)), channel_axis=0)
+    bundle = pretrained.save(tmp_path / "pretrained")
+    seg, notes = _train_from(bundle, s.image[None], (s.labels > 0).astype(np.uint8), freeze=1)
+    start = seg.provenance["initial_weights"]
+    new = [k for k in start["new_tensors"] if k.startswith("model.0.")]  # the first stage's
+    assert new and start["thawed"] == len(new) == 2 and start["unfit"] == 2
+    params = dict(seg.network.named_parameters())
+    assert all(params[k].requires_grad for k in new)
+    kept = [k for k in params if k.startswith("model.0.") and k not in new]
+    assert kept and not any(params[k].requires_grad for k in kept)
+    for k in kept:
+        np.testing.assert_array_equal(params[k].detach().cpu().numpy(),
+                                      pretrained.network.state_dict()[k].cpu().numpy())
+    assert "(the bundle's images had 2 channels, these have 1) and are not used" in notes
+    assert "the first encoder stage frozen, except the 2 tensors of it that start new" in notes
+
+
+def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp_path):
+    from dataclasses import replace
+
+    from napari_medml.classification.data import image_samples
+    from napari_medml.classification.model import classification_config
+    from napari_medml.samples import shape_classes
+
+    sc = shape_classes(seed=0, n=16, size=32)
+    two = [np.stack([im, 1 - im]).astype(np.float32) for im in sc.images[:4]]
+    pretrained = api.train(two, None, pretrain_config(2, (32, 32)), channel_axis=0)
+    bundle = pretrained.save(tmp_path / "pretrained")
+    config = classification_config(2, epochs=1, steps_per_epoch=2)
+    config = replace(config, data=replace(config.data, batch_size=4),
+                     model=ModelConfig(network="unet-encoder", channels=4, depth=2, init_from=str(bundle),
+                                       freeze_stages=1))
+    gen = api.fit(image_samples(sc.images, labels=sc.labels, input_size=(32, 32)), None, config)
+    first = next(gen).message
+    for _ in gen:
+        pass
+    assert "(the bundle's images had 2 channels, these have 1: its input layer starts new)" in first
+    assert "2 tensors of the frozen stages start new and train" in first

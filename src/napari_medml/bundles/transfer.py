@@ -11,7 +11,7 @@ import torch
 from napari_medml.bundles.format import MEMBERS_NAME, WEIGHTS_NAME, read_description, read_weights
 from napari_medml.errors import InputError
 
-__all__ = ["transfer_weights"]
+__all__ = ["thaw_new_tensors", "transfer_weights"]
 
 
 MIN_TRANSFERRED = 0.5  # share of the new network's learned tensors that must come from the bundle
@@ -54,6 +54,12 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
             f"(--features {width} --depth {depth}; in the widget: width and depth)")
 
 
+def _input_channels(network: torch.nn.Module) -> int | None:
+    """The channels the network's first convolution takes (None without one)."""
+    first = next((m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
+    return None if first is None else int(first.weight.shape[1])
+
+
 def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                      advice: str | None = None, head: Collection[str] = (),
                      task: str | None = None) -> dict[str, Any]:
@@ -88,7 +94,10 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         Provenance: ``source``, ``task``, ``network``, ``loaded``, ``skipped``, ``total``,
         ``new_head`` (True when the output layer was left as initialised although it fit),
         ``other_outputs`` (True when it did not fit: another number of outputs), ``unfit``
-        (the bundle's other tensors that fit nowhere) and ``bundle_tensors``.
+        (the bundle's other tensors that fit nowhere), ``bundle_tensors``, ``new_tensors`` (the
+        names of the network's learned tensors that start new), ``in_channels``
+        (the bundle's image channels, None where it does not say) and, when the bundle's
+        image channels differ from what the network's first layer takes, ``unfit_reason``.
 
     Raises
     ------
@@ -98,7 +107,7 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     if hasattr(source, "network"):
         state = {k: v.detach().cpu() for k, v in source.network.state_dict().items()}
         info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
-                "network": source.config.model.network}
+                "network": source.config.model.network, "in_channels": getattr(source, "in_channels", None)}
     else:
         path = Path(source).expanduser()
         members = sorted((path / MEMBERS_NAME).glob("fold-*")) if (path / MEMBERS_NAME).is_dir() else []
@@ -108,7 +117,7 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         desc = read_description(path)
         net = desc.get("network")
         info = {"source": str(path.resolve()), "task": desc.get("task"),
-                "network": net.get("name") if isinstance(net, Mapping) else net}
+                "network": net.get("name") if isinstance(net, Mapping) else net, "in_channels": desc.get("in_channels")}
         state = read_weights(path)
     own = network.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
@@ -131,5 +140,37 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     # as a matter of course: it is said as such, not counted with the tensors of another architecture
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
     unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
+    own_in = _input_channels(network)
+    if unfit and info["in_channels"] is not None and own_in is not None and info["in_channels"] != own_in:
+        plural = "s" if info["in_channels"] != 1 else ""
+        info["unfit_reason"] = (f"the bundle's images had {info['in_channels']} channel{plural}, these have "
+                                f"{own_in}")
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
-            "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state)}
+            "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state),
+            "new_tensors": [name for name in learned if name not in fitting]}
+
+
+def thaw_new_tensors(network: torch.nn.Module, weights: Mapping[str, Any]) -> int:
+    """Let the learned tensors that start new train again where frozen stages caught them.
+
+    A frozen stage keeps what the bundle taught; a tensor of it that the bundle could not
+    give (its input layer, pretrained on another number of image channels) would stay
+    random for the whole run.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network after ``transfer_weights`` and the freezing of its first stages.
+    weights : mapping
+        ``transfer_weights``'s provenance (its ``new_tensors``).
+
+    Returns
+    -------
+    int
+        How many tensors were frozen and now train.
+    """
+    new = set(weights.get("new_tensors") or ())
+    thawed = [p for name, p in network.named_parameters() if name in new and not p.requires_grad]
+    for p in thawed:
+        p.requires_grad_(True)
+    return len(thawed)

@@ -109,6 +109,11 @@ class ClassificationTask:
         self.frozen = freeze_stages(self.network, config.model.freeze_stages)
         if self.frozen:
             self.provenance["frozen_stages"] = config.model.freeze_stages
+            if isinstance(self.provenance["initial_weights"], dict):  # what the bundle could not give trains
+                from napari_medml.bundles.transfer import thaw_new_tensors
+
+                self.provenance["initial_weights"]["thawed"] = thaw_new_tensors(
+                    self.network, self.provenance["initial_weights"])
         _loss(config.optim, len(class_ids), torch.device("cpu"))  # a bad loss choice fails before training
         self.loss_fn: Callable[..., torch.Tensor] | None = None  # built on the device of the first outputs
         draws = data_seed(config.seed)  # each data-parallel process draws its own batches
@@ -126,6 +131,11 @@ class ClassificationTask:
         initial = self.provenance["initial_weights"]
         if isinstance(initial, dict):
             note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
+            if initial.get("unfit_reason"):
+                note += f" ({initial['unfit_reason']}: its input layer starts new)"
+            if initial.get("thawed"):
+                note += (f"; {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of the frozen stages "
+                         "start new and train")
         taken = describe_taken(self.taken)
         return f"{note}\n{taken}" if taken else note
 

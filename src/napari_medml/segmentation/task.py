@@ -243,7 +243,10 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
     config.model.check_freeze(base is not None or bool(config.model.init_from))
     frozen = freeze_encoder_stages(network, config.model.freeze_stages)
     if initial_weights is not None and frozen:
+        from napari_medml.bundles.transfer import thaw_new_tensors
+
         initial_weights["frozen_stages"] = frozen
+        initial_weights["thawed"] = thaw_new_tensors(network, initial_weights)
     return network, initial_weights
 
 
@@ -269,8 +272,9 @@ def start_note(weights: dict[str, Any]) -> str:
     """
     line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
     if weights.get("unfit"):  # "26 of 26" read as a whole transfer while 30 batch norm tensors were dropped
+        why = weights.get("unfit_reason") or "another norm, width or depth"
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
-                 "(another norm, width or depth) and are not used")
+                 f"({why}) and are not used")
     if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
     elif weights.get("other_outputs"):
@@ -278,6 +282,10 @@ def start_note(weights: dict[str, Any]) -> str:
     n = weights.get("frozen_stages") or 0
     if n:
         line += "; the first encoder stage frozen" if n == 1 else f"; the first {n} encoder stages frozen"
+        thawed = weights.get("thawed") or 0
+        if thawed:
+            line += (f", except the {thawed} tensor{'s' * (thawed != 1)} of {'it' if n == 1 else 'them'} that "
+                     f"start{'s' * (thawed == 1)} new")
     return line
 
 
