@@ -67,13 +67,29 @@ def test_pretrain_train_init_from_predict(files):
                files / "pred.nii.gz", "--device", "cpu", tmp=tmp)
     assert pred.returncode == 0, pred.stderr
     assert read_volume(files / "pred.nii.gz").data.shape == image.data.shape
-    wrong = run("predict", "--model", files / "pretrained", "--image", files / "ct.nii.gz", "--out",
-                files / "wrong.nii.gz", "--device", "cpu", tmp=tmp)  # the pretraining bundle itself
-    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
-        f"napari-medml: error: '{files / 'pretrained'}' is a pretraining bundle (self-supervised, no classes): "
-        f"start a model from it with 'napari-medml train --init-from {files / 'pretrained'} ...', or reconstruct "
-        "with 'napari-medml pretrain'"], wrong.stderr
-    assert not (files / "wrong.nii.gz").exists()
+    # the pretraining bundle itself, on a new image: its reconstruction and anomaly map, as pretrain wrote them
+    again = run("predict", "--model", files / "pretrained", "--image", files / "ct.nii.gz", "--out",
+                files / "rec_again.nii.gz", "--error", files / "err_again.nii.gz", "--device", "cpu", tmp=tmp)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip().splitlines()[-1] == \
+        f"napari-medml: wrote {files / 'rec_again.nii.gz'}, {files / 'err_again.nii.gz'}", again.stderr
+    for first, second in (("rec.nii.gz", "rec_again.nii.gz"), ("err.nii.gz", "err_again.nii.gz")):
+        a, b = read_volume(files / first), read_volume(files / second)
+        np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b.affine, image.affine)
+        np.testing.assert_allclose(b.spacing, image.spacing)
+    for extra, line in ((["--probabilities", files / "p.nii.gz"], "--probabilities: not for a pretraining bundle"),
+                        (["--overlap", "0"], "--overlap: not for a pretraining bundle"),
+                        (["--out", files / "x.zarr"], "a pretraining bundle's reconstruction is written whole")):
+        out = [] if "--out" in extra else ["--out", files / "x.nii.gz"]
+        wrong = run("predict", "--model", files / "pretrained", "--image", files / "ct.nii.gz", *out, *extra,
+                    "--device", "cpu", tmp=tmp)
+        assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr
+        assert line in wrong.stderr, wrong.stderr
+    wrong = run("predict", "--model", files / "seg_model", "--image", files / "ct.nii.gz", "--out",
+                files / "x.nii.gz", "--error", files / "e.nii.gz", "--device", "cpu", tmp=tmp)
+    assert wrong.returncode == 2 and "--error is for pretraining bundles" in wrong.stderr, wrong.stderr
+    assert not any((files / n).exists() for n in ("x.nii.gz", "p.nii.gz", "x.zarr", "e.nii.gz"))
     assert not [p for p in tmp.iterdir() if "medml" in p.name]  # nothing of ours left (torch keeps its caches)
 
 

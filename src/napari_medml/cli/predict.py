@@ -41,7 +41,9 @@ def add(sub: Any) -> None:
                        "file type follows each output's extension.")  # fmt: skip
     infer = InferConfig()
     p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
-                   help="model bundle folder written by 'napari-medml train' or the plugin")  # fmt: skip
+                   help="model bundle folder written by 'napari-medml train' or the plugin; a pretraining "
+                   "bundle ('napari-medml pretrain') writes the image's reconstruction (denoised) to --out "
+                   "and its anomaly map to --error")  # fmt: skip
     p.add_argument("--image", required=True, type=Path, metavar="IMG", action="append",
                    help=f"the one image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "
                    "slice, any model a time series frame by frame")  # fmt: skip
@@ -65,6 +67,9 @@ def add(sub: Any) -> None:
                    help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
                    "probabilities; for an ensemble (train --folds) the members' disagreement, "
                    "their mutual information (0 where they agree)")  # fmt: skip
+    p.add_argument("--error", type=Path, metavar="OUT",
+                   help="pretraining bundles: also write the per-voxel reconstruction error (an anomaly map: "
+                   "high where the image is unlike the images it learned from)")  # fmt: skip
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the image and its flip along each axis (one "
                    "pass per axis more: slower, usually a little better) (default: as the model's plan: "
@@ -109,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.cli import predict_blocks
     from napari_medml.io.zarr import is_zarr_path
 
-    outputs = {"--out": args.out, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty}
+    outputs = {"--out": args.out, "--probabilities": args.probabilities, "--uncertainty": args.uncertainty,
+               "--error": args.error}
     blockwise = is_zarr_path(args.out)  # a .zarr --out: block by block, the input never whole in memory
     if blockwise:
         predict_blocks.check_targets(args)
@@ -121,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.pretraining.model import ReconstructionModel
 
     if isinstance(model, ReconstructionModel):
-        raise UsageError(f"'{args.model}' is a pretraining bundle (self-supervised, no classes): start a model "
-                         f"from it with 'napari-medml train --init-from {args.model} ...', or reconstruct with "
-                         "'napari-medml pretrain'")
+        return _reconstruct(args, model, blockwise)
+    if args.error is not None:
+        raise UsageError(f"--error is for pretraining bundles; '{args.model}' is a trained model: its "
+                         "voxel-wise uncertainty is --uncertainty")
     args.planned = ""  # said with the written files (an error stays the only line)
     if args.tta is None and not isinstance(model, Classifier):
         from napari_medml.segmentation.planned_inference import planned_inference
@@ -201,6 +208,32 @@ def run(args: argparse.Namespace) -> int:
                                     lambda tmp: write_like(tmp, vol, pred.uncertainty, spatial_dims=dims)))
     say_stored_order(vol, written)
     info("wrote " + ", ".join(str(p) for p in written) + args.planned)
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
+    """A pretraining bundle: ``--out`` gets the image as the network reconstructs it, ``--error``
+    the anomaly map (``cli.pretrain.write_byproducts``)."""
+    from napari_medml.cli import predict_blocks
+    from napari_medml.cli.pretrain import write_byproducts
+
+    names = ("instances", "table", "probabilities", "uncertainty", "overlap", "sw_batch_size", "min_size",
+             "fill_holes", "keep_largest", "halo", "block_memory", "seed_height", "min_distance", "min_object_size",
+             "foreground_threshold")
+    given_here = [f"--{n.replace('_', '-')}" for n in names
+                  if getattr(args, n, None) is not None and getattr(args, n) is not False]
+    if args.tta is not None:
+        given_here.append("--tta" if args.tta else "--no-tta")
+    if given_here:
+        raise UsageError(f"{', '.join(given_here)}: not for a pretraining bundle, which writes the image's "
+                         f"reconstruction to --out and its anomaly map to --error (drop the option)")
+    if blockwise:
+        raise UsageError(f"'{args.out}': a pretraining bundle's reconstruction is written whole; write it to a "
+                         ".nii.gz, .tif or .npy file")
+    vol = predict_blocks.read_image(args, model)
+    written = write_byproducts(model, vol, model.spatial_dims, reconstruction=args.out, error=args.error,
+                               device=args.device)
+    say_stored_order(vol, written)
     return 0
 
 

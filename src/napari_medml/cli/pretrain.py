@@ -37,7 +37,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 
-__all__ = ["add", "run"]
+__all__ = ["add", "run", "write_byproducts"]
 
 
 def add(sub: Any) -> None:
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     if args.reconstruction is not None or args.error is not None:
-        _write_byproducts(args, model, first, dims)
+        write_byproducts(model, first, dims, reconstruction=args.reconstruction, error=args.error,
+                         device=args.device)
     return 0
 
 
@@ -176,7 +177,18 @@ def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
     return config_from_options(args, base, PRETRAIN_FIELDS)
 
 
-def _write_byproducts(args: argparse.Namespace, model: Any, vol: Any, dims: int) -> None:
+def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | None, error: Path | None,
+                     device: str) -> list[Path]:
+    """Reconstruct ``vol`` with a pretraining model and write the reconstruction (the image as
+    the network predicts it: a denoised image, in the image's units and axes) and the
+    per-voxel reconstruction error (an anomaly map, the image's grid without its channel
+    axis), each keeping the image's voxel order, spacing, origin and affine.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
     from napari_medml.cli.common import spatial_spacing, write_like, write_output
 
     with progress_bar("window") as bar:
@@ -186,12 +198,13 @@ def _write_byproducts(args: argparse.Namespace, model: Any, vol: Any, dims: int)
             bar.update(done - bar.n)
 
         result = model.reconstruct(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes,
-                                   device=args.device, progress=progress)  # fmt: skip
+                                   device=device, progress=progress)  # fmt: skip
     written = []
-    if args.reconstruction is not None:
+    if reconstruction is not None:
         axes = vol.axes if "C" in vol.axes and not vol.meta.get("rgb") else None
-        written.append(write_output(args.reconstruction, lambda tmp: write_like(
+        written.append(write_output(reconstruction, lambda tmp: write_like(
             tmp, vol, result.image, spatial_dims=dims, axes=axes)))
-    if args.error is not None:
-        written.append(write_output(args.error, lambda tmp: write_like(tmp, vol, result.error, spatial_dims=dims)))
+    if error is not None:
+        written.append(write_output(error, lambda tmp: write_like(tmp, vol, result.error, spatial_dims=dims)))
     info("wrote " + ", ".join(str(p) for p in written))
+    return written
