@@ -140,22 +140,28 @@ def test_multichannel_images_keep_their_channels():
         model.reconstruct(image[..., 0])
 
 
+def _classifier_from(bundle) -> TrainConfig:
+    """The unet-encoder classifier of two classes, started from ``bundle``, its first stage frozen."""
+    from dataclasses import replace
+
+    from napari_medml.classification.model import classification_config
+
+    config = classification_config(2, epochs=1, steps_per_epoch=2)
+    return replace(config, data=replace(config.data, batch_size=4),
+                   model=ModelConfig(network="unet-encoder", channels=4, depth=2, init_from=str(bundle),
+                                     freeze_stages=1))
+
+
 def test_a_classifier_starts_from_a_pretrained_bundle(tmp_path):
     """Classify's 'start from bundle': the 'unet-encoder' classifier carries the U-Net
     encoder's tensor names, so every encoder weight of a pretraining bundle fits."""
-    from dataclasses import replace
-
     from napari_medml.classification.data import image_samples
-    from napari_medml.classification.model import classification_config
     from napari_medml.samples import shape_classes
 
     sc = shape_classes(seed=0, n=16, size=32)
     pretrained = api.train(list(sc.images), None, pretrain_config(2, (32, 32)))
     bundle = pretrained.save(tmp_path / "pretrained")
-    config = classification_config(2, epochs=1, steps_per_epoch=2)
-    config = replace(config, data=replace(config.data, batch_size=4),
-                     model=ModelConfig(network="unet-encoder", channels=4, depth=2, init_from=str(bundle),
-                                       freeze_stages=1))
+    config = _classifier_from(bundle)
     clf = api.train(image_samples(sc.images, labels=sc.labels, input_size=(32, 32)), None, config)
     start = clf.provenance["initial_weights"]
     assert start["task"] == "pretraining"
@@ -280,20 +286,14 @@ def test_a_frozen_stage_trains_the_tensors_the_bundle_could_not_give(tmp_path):
 
 
 def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp_path):
-    from dataclasses import replace
-
     from napari_medml.classification.data import image_samples
-    from napari_medml.classification.model import classification_config
     from napari_medml.samples import shape_classes
 
     sc = shape_classes(seed=0, n=16, size=32)
     two = [np.stack([im, 1 - im]).astype(np.float32) for im in sc.images[:4]]
     pretrained = api.train(two, None, pretrain_config(2, (32, 32)), channel_axis=0)
     bundle = pretrained.save(tmp_path / "pretrained")
-    config = classification_config(2, epochs=1, steps_per_epoch=2)
-    config = replace(config, data=replace(config.data, batch_size=4),
-                     model=ModelConfig(network="unet-encoder", channels=4, depth=2, init_from=str(bundle),
-                                       freeze_stages=1))
+    config = _classifier_from(bundle)
     gen = api.fit(image_samples(sc.images, labels=sc.labels, input_size=(32, 32)), None, config)
     first = next(gen).message
     for _ in gen:
