@@ -281,8 +281,32 @@ def test_a_frozen_stage_trains_the_tensors_the_bundle_could_not_give(tmp_path):
     for k in kept:
         np.testing.assert_array_equal(params[k].detach().cpu().numpy(),
                                       pretrained.network.state_dict()[k].cpu().numpy())
-    assert "(the bundle's images had 2 channels, these have 1) and are not used" in notes
+    assert ("2 of the bundle's 15 tensors do not fit this network (2 take the input: 2 channels in the bundle's "
+            "network, 1 in this one) and are not used") in notes
     assert "the first encoder stage frozen, except the 2 tensors of it that start new" in notes
+
+    # resumed (or fine-tuned) from that model, the run freezes what its start froze: the optimizer's
+    # parameters stay those of the checkpoint (else: "loaded state dict contains a parameter group that
+    # doesn't match the size of optimizer's group"), and the bundle still says where the weights came from
+    from napari_medml.segmentation.task import start_network
+
+    again, weights = start_network(seg.config, 1, 2, (32, 32), None, base=seg)
+    assert weights is None
+    assert [k for k, p in again.named_parameters() if p.requires_grad] == \
+        [k for k, p in seg.network.named_parameters() if p.requires_grad]
+
+
+def test_the_line_tells_the_input_layer_from_other_tensors_that_do_not_fit(tmp_path):
+    """A 2-channel bundle with batch norm, started from by a 1-channel instance-norm network:
+    2 tensors take the input, the others are norm layers."""
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    two = np.stack([s.image, 1 - s.image]).astype(np.float32)
+    config = pretrain_config(2, (32, 32))
+    config = config.__class__(**{**config.__dict__, "model": ModelConfig(channels=4, depth=2, norm="batch")})
+    bundle = api.train(two, None, config, channel_axis=0).save(tmp_path / "pretrained")
+    _, notes = _train_from(bundle, s.image[None], (s.labels > 0).astype(np.uint8))
+    assert "(2 take the input: 2 channels in the bundle's network, 1 in this one; " in notes
+    assert "more: another norm, width or depth) and are not used" in notes
 
 
 def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp_path):
@@ -298,5 +322,5 @@ def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp
     first = next(gen).message
     for _ in gen:
         pass
-    assert "(the bundle's images had 2 channels, these have 1: its input layer starts new)" in first
+    assert "(its input layer takes 1 channel, the bundle's 2: it starts new)" in first
     assert "2 tensors of the frozen stages start new and train" in first

@@ -54,10 +54,25 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
             f"(--features {width} --depth {depth}; in the widget: width and depth)")
 
 
-def _input_channels(network: torch.nn.Module) -> int | None:
-    """The channels the network's first convolution takes (None without one)."""
-    first = next((m for m in network.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
-    return None if first is None else int(first.weight.shape[1])
+def _input_unfit(network: torch.nn.Module, state: Mapping[str, torch.Tensor],
+                 unfit: Collection[str]) -> dict[str, Any]:
+    """The ``unfit`` tensors that take the input with another number of channels than the
+    bundle's (a bundle pretrained on images of other channels; an object classifier's mask):
+    ``{"input_unfit": count, "input_channels": [bundle's, this network's]}``, or ``{}``."""
+    first = next((name for name, m in network.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))),
+                 None)
+    own = network.state_dict()
+    weight = f"{first}.weight" if first else ""
+    if weight not in own or weight not in state or own[weight].shape[1] == state[weight].shape[1]:
+        return {}
+    mine, theirs = int(own[weight].shape[1]), int(state[weight].shape[1])
+
+    def others(shape: torch.Size) -> tuple[int, ...]:  # every size but the input channels'
+        return (shape[0], *shape[2:])
+
+    taking = [k for k in unfit if k in own and own[k].dim() > 1 and own[k].shape[1] == mine
+              and state[k].shape[1] == theirs and others(own[k].shape) == others(state[k].shape)]
+    return {"input_unfit": len(taking), "input_channels": [theirs, mine]} if taking else {}
 
 
 def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
@@ -95,9 +110,10 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         ``new_head`` (True when the output layer was left as initialised although it fit),
         ``other_outputs`` (True when it did not fit: another number of outputs), ``unfit``
         (the bundle's other tensors that fit nowhere), ``bundle_tensors``, ``new_tensors`` (the
-        names of the network's learned tensors that start new), ``in_channels``
-        (the bundle's image channels, None where it does not say) and, when the bundle's
-        image channels differ from what the network's first layer takes, ``unfit_reason``.
+        names of the network's learned tensors that start new) and, when the network's
+        first layer takes another number of channels than the bundle's, ``input_unfit`` (how
+        many of the unfit tensors take the input) and ``input_channels`` (the bundle's, this
+        network's).
 
     Raises
     ------
@@ -107,7 +123,7 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     if hasattr(source, "network"):
         state = {k: v.detach().cpu() for k, v in source.network.state_dict().items()}
         info = {"source": f"{type(source).__name__} in memory", "task": source.config.task,
-                "network": source.config.model.network, "in_channels": getattr(source, "in_channels", None)}
+                "network": source.config.model.network}
     else:
         path = Path(source).expanduser()
         members = sorted((path / MEMBERS_NAME).glob("fold-*")) if (path / MEMBERS_NAME).is_dir() else []
@@ -117,7 +133,7 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         desc = read_description(path)
         net = desc.get("network")
         info = {"source": str(path.resolve()), "task": desc.get("task"),
-                "network": net.get("name") if isinstance(net, Mapping) else net, "in_channels": desc.get("in_channels")}
+                "network": net.get("name") if isinstance(net, Mapping) else net}
         state = read_weights(path)
     own = network.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
@@ -140,11 +156,8 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     # as a matter of course: it is said as such, not counted with the tensors of another architecture
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
     unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
-    own_in = _input_channels(network)
-    if unfit and info["in_channels"] is not None and own_in is not None and info["in_channels"] != own_in:
-        plural = "s" if info["in_channels"] != 1 else ""
-        info["unfit_reason"] = (f"the bundle's images had {info['in_channels']} channel{plural}, these have "
-                                f"{own_in}")
+    info.update(_input_unfit(network, state, [k for k in state if k not in fitting and not (
+        (new_head or other_outputs) and k in head)]))
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
             "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state),
             "new_tensors": [name for name in learned if name not in fitting]}

@@ -131,8 +131,9 @@ class ClassificationTask:
         initial = self.provenance["initial_weights"]
         if isinstance(initial, dict):
             note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
-            if initial.get("unfit_reason"):
-                note += f" ({initial['unfit_reason']}: its input layer starts new)"
+            if initial.get("input_unfit"):  # pretrained on images of other channels, or an object's mask added
+                theirs, mine = initial["input_channels"]
+                note += f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it starts new)"
             if initial.get("thawed"):
                 note += (f"; {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of the frozen stages "
                          "start new and train")

@@ -164,11 +164,7 @@ def run(args: argparse.Namespace) -> int:
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels)  # fmt: skip
-    if lay.sample_axes:
-        kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
-        count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
-        info(f"image '{args.image}' (axes {vol.axes}): {count} {kinds} predicted one by one by the "
-             f"{dims}D model")  # fmt: skip
+    _say_samples(args, vol, lay, dims)
     config = InferConfig(**given(
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
         return_probabilities=args.probabilities is not None,
@@ -211,6 +207,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_samples(args: argparse.Namespace, vol: Any, lay: Any, dims: int) -> None:
+    """One line when frames or slices are predicted one by one."""
+    if lay.sample_axes:
+        kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
+        count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
+        info(f"image '{args.image}' (axes {vol.axes}): {count} {kinds} predicted one by one by the "
+             f"{dims}D model")  # fmt: skip
+
+
 def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     """A pretraining bundle: ``--out`` gets the image as the network reconstructs it, ``--error``
     the anomaly map (``cli.pretrain.write_byproducts``)."""
@@ -230,9 +235,10 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     if blockwise:
         raise UsageError(f"'{args.out}': a pretraining bundle's reconstruction is written whole; write it to a "
                          ".nii.gz, .tif or .npy file")
-    vol = predict_blocks.read_image(args, model)
-    written = write_byproducts(model, vol, model.spatial_dims, reconstruction=args.out, error=args.error,
-                               device=args.device)
+    dims = model.spatial_dims  # the image's axes checked as for a segmentation model, with the same lines
+    vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels)
+    _say_samples(args, vol, lay, dims)
+    written = write_byproducts(model, vol, dims, reconstruction=args.out, error=args.error, device=args.device)
     say_stored_order(vol, written)
     return 0
 

@@ -132,7 +132,7 @@ class InstanceTask:
                  channel_axis: int | None = None, base: InstanceModel | None = None, start_step: int = 0) -> None:
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.instances.data import InstanceSampler, prepare_instance_data
-        from napari_medml.segmentation.task import start_network, training_transform
+        from napari_medml.segmentation.task import base_start, start_network, training_transform
 
         dc = config.data
         self.config = config = replace(config, model=base.config.model if base is not None else config.model)
@@ -151,6 +151,7 @@ class InstanceTask:
         self.network, self.initial_weights = start_network(config, self.in_channels, OUT_CHANNELS,
                                                            self.patch_size, self.spacing, base=base,
                                                            start_step=start_step)
+        self.base_start = None if base is None else base_start(base)
         self.loss_fn: Any = None
         draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
         transform = training_transform(config, ("image", "label", "distance"), seed=draws,
@@ -221,8 +222,9 @@ class InstanceTask:
 
     def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]) -> InstanceModel:
         provenance = {"split": self.split_note, **provenance}
-        if self.initial_weights is not None:
-            provenance["initial_weights"] = self.initial_weights
+        started = self.initial_weights if self.initial_weights is not None else self.base_start
+        if started is not None:  # a resumed run's bundle still says where its weights came from
+            provenance["initial_weights"] = started
         params = self.params
         if metrics.get("instance_params"):
             params = InstanceParams.from_dict(metrics["instance_params"])

@@ -24,7 +24,7 @@ from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.segmentation.model import Model, load_segmentation_model
 
-__all__ = ["SegmentationTask", "fit", "start_network", "train", "training_transform"]
+__all__ = ["SegmentationTask", "base_start", "fit", "start_network", "train", "training_transform"]
 
 
 def train(images: Any, labels: Any, config: TrainConfig, **kwargs: Any) -> Model:
@@ -145,6 +145,7 @@ class SegmentationTask:
                                                            start_step=start_step)
         if self.initial_weights is not None:
             self.notes.append(start_note(self.initial_weights))
+        self.base_start = None if base is None else base_start(base)
         self.loss_fn: Any = None  # built on the device of the first outputs (class weights live there)
         draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own patches
         transform = training_transform(config, ("image", "label"), seed=draws, patch_size=self.patch_size,
@@ -192,8 +193,9 @@ class SegmentationTask:
 
     def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]) -> Model:
         provenance = {"split": self.split_note, "label_mode": self.config.data.label_mode, **provenance}
-        if self.initial_weights is not None:
-            provenance["initial_weights"] = self.initial_weights
+        started = self.initial_weights if self.initial_weights is not None else self.base_start
+        if started is not None:  # a resumed run's bundle still says where its weights came from
+            provenance["initial_weights"] = started
         return Model(self.network, self.config, self.class_ids, self.in_channels, self.config.data.spatial_dims,
                      self.patch_size, self.spacing, self.normalization, history=list(history),
                      provenance=provenance)
@@ -242,12 +244,20 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
         initial_weights = transfer_weights(network, config.model.init_from, head=head, task=config.task)
     config.model.check_freeze(base is not None or bool(config.model.init_from))
     frozen = freeze_encoder_stages(network, config.model.freeze_stages)
-    if initial_weights is not None and frozen:
+    started = initial_weights if base is None else base_start(base)
+    if started is not None and frozen:  # a resumed or fine-tuned run freezes what its start froze
         from napari_medml.bundles.transfer import thaw_new_tensors
 
-        initial_weights["frozen_stages"] = frozen
-        initial_weights["thawed"] = thaw_new_tensors(network, initial_weights)
+        thawed = thaw_new_tensors(network, started)
+        if initial_weights is not None:
+            initial_weights["frozen_stages"], initial_weights["thawed"] = frozen, thawed
     return network, initial_weights
+
+
+def base_start(base: Any) -> dict[str, Any] | None:
+    """The transfer a model's run started from (its provenance's ``initial_weights``), if any."""
+    start = (getattr(base, "provenance", None) or {}).get("initial_weights")
+    return start if isinstance(start, dict) else None
 
 
 # A trial: 0.99 validation Dice on held-out strokes, 0.56-0.63 on the dense truth of unseen rows.
@@ -272,7 +282,12 @@ def start_note(weights: dict[str, Any]) -> str:
     """
     line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
     if weights.get("unfit"):  # "26 of 26" read as a whole transfer while 30 batch norm tensors were dropped
-        why = weights.get("unfit_reason") or "another norm, width or depth"
+        why = "another norm, width or depth"
+        if weights.get("input_unfit"):  # the input layer, pretrained on images of other channels
+            theirs, mine = weights["input_channels"]
+            rest = weights["unfit"] - weights["input_unfit"]
+            why = (f"{weights['input_unfit']} take the input: {theirs} channel{'s' * (theirs != 1)} in the "
+                   f"bundle's network, {mine} in this one" + (f"; {rest} more: {why}" if rest > 0 else ""))
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  f"({why}) and are not used")
     if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
