@@ -142,6 +142,11 @@ def test_init_from_takes_the_bundles_network_and_a_network_that_does_not_fit_is_
     flat = run(*base, "--spatial-dims", "2", "--patch-size", "16", "16", "--out", files / "flat", tmp=tmp)
     assert flat.returncode == 1 and "the bundle's network is 3D and this one 2D" in flat.stderr, flat.stderr
     assert not (files / "wide").exists() and not (files / "flat").exists()
+    # the start bundle is an input: the new model never replaces it (a trial: it did, without a word)
+    over = run(*base, "--out", files / "pre42", tmp=tmp)
+    assert over.returncode == 1 and over.stderr.strip().splitlines() == [
+        f"napari-medml: error: --out '{files / 'pre42'}' is one of the inputs: outputs never overwrite inputs"]
+    assert json.loads((files / "pre42" / "config.json").read_text())["task"] == "pretraining"
     # --no-plan takes them too (it said to train with --features 4 --depth 2)
     unplanned = run(*base, "--no-plan", "--out", files / "unplanned", tmp=tmp)
     assert unplanned.returncode == 0, unplanned.stderr

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -324,3 +326,32 @@ def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp
         pass
     assert "(its input layer takes 1 channel, the bundle's 2: it starts new)" in first
     assert "2 tensors of the frozen stages start new and train" in first
+
+
+def test_a_2d_bundle_under_a_3d_network_is_refused_though_its_biases_fit(tmp_path):
+    """Biases and norm scales are about half of a U-Net's tensors and fit in 2D and 3D alike: a
+    depth-4 3D network took 21 of its 37 tensors from a 2D bundle, not one convolution kernel."""
+    from napari_medml.bundles.transfer import transfer_weights
+    from napari_medml.nn.segmentation import build_network
+
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    config = pretrain_config(2, (32, 32))
+    config = config.__class__(**{**config.__dict__, "model": ModelConfig(channels=4, depth=4),
+                                 "optim": OptimConfig(epochs=1, steps_per_epoch=1)})
+    bundle = api.train(s.image, None, config).save(tmp_path / "pretrained")
+    network = build_network(ModelConfig(channels=4, depth=4), 3, 1, 2, patch_size=(16, 32, 32))
+    with pytest.raises(InputError, match=r"only 0 of this network's \d+ convolution kernels fit .* the bundle's "
+                                         r"network is 2D and this one 3D: train a 2D network"):
+        transfer_weights(network, bundle)
+
+
+@pytest.mark.parametrize("image, said", [(np.zeros((0, 16, 16), np.float32), "has no voxels (shape (0, 16, 16))"),
+                                         (np.zeros((8, 8), bool), "is constant")])
+def test_an_empty_or_constant_boolean_image_is_refused_in_one_line(image, said):
+    from napari_medml.preprocessing.inputs import check_not_constant
+
+    with pytest.raises(InputError, match=re.escape(f"image 'x.npy' {said}")):
+        check_not_constant(image, "image 'x.npy'")
+    mask = np.zeros((8, 8), bool)
+    mask[2:4] = True
+    check_not_constant(mask, "image 'x.npy'")  # a mask with both values passes (np.ptp refused any boolean)

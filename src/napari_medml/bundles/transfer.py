@@ -72,7 +72,7 @@ def _input_unfit(network: torch.nn.Module, state: Mapping[str, torch.Tensor],
 
     taking = [k for k in unfit if k in own and own[k].dim() > 1 and own[k].shape[1] == mine
               and state[k].shape[1] == theirs and others(own[k].shape) == others(state[k].shape)]
-    return {"input_unfit": len(taking), "input_channels": [theirs, mine]} if taking else {}
+    return {"input_unfit": len(taking), "input_channels": [theirs, mine], "input_tensors": taking} if taking else {}
 
 
 def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
@@ -151,13 +151,24 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         raise InputError(f"only {taken} of this network's {len(learned)} learned tensors fit those of "
                          f"{info['source']} ({info['task']}, {info['network']}): "
                          f"{advice or _mismatch_fix(source, network)}")
+    # biases and norm scales are about half of a U-Net's tensors: a 2D bundle under a 3D network
+    # passed the count above with not one convolution kernel taken (the output layer's start new anyway)
+    taking = _input_unfit(network, state, [k for k in state if k not in fitting]).get("input_tensors", [])
+    kernels = [name for name, p in network.named_parameters()  # the bundle's, less the layers that start new
+               if p.dim() > 1 and name in state and name not in head and name not in taking]
+    taken_kernels = sum(name in fitting for name in kernels)
+    if taken_kernels < MIN_TRANSFERRED * len(kernels):
+        raise InputError(f"only {taken_kernels} of this network's {len(kernels)} convolution kernels fit those of "
+                         f"{info['source']} ({info['task']}, {info['network']}): "
+                         f"{advice or _mismatch_fix(source, network)}")
     network.load_state_dict(fitting, strict=False)
     # the output layer of another number of outputs (other classes, a reconstruction) starts new
     # as a matter of course: it is said as such, not counted with the tensors of another architecture
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
     unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
-    info.update(_input_unfit(network, state, [k for k in state if k not in fitting and not (
-        (new_head or other_outputs) and k in head)]))
+    inputs = _input_unfit(network, state, [k for k in state if k not in fitting and not (
+        (new_head or other_outputs) and k in head)])
+    info.update({k: v for k, v in inputs.items() if k != "input_tensors"})
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
             "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state),
             "new_tensors": [name for name in learned if name not in fitting]}

@@ -67,7 +67,8 @@ def train(args: argparse.Namespace) -> int:
                          "not --labels")  # fmt: skip
     if len(args.image) != 1:
         raise UsageError("classification trains on one --image (a stack in image level)")
-    inputs = [p for p in (args.image[0], args.classes, args.instances) if p is not None]
+    inputs = [Path(p) for p in (args.image[0], args.classes, args.instances, getattr(args, "init_from", None))
+              if p is not None]
     check_bundle_target(args.out, inputs=inputs)
     samples = read_samples(args)  # before torchrun starts: an input error is one line
     train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun

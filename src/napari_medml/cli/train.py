@@ -202,7 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.image) != len(args.labels):
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
-    check_bundle_target(args.out, inputs=[*args.image, *args.labels])
+    start = [Path(args.init_from)] if getattr(args, "init_from", None) else []  # the start bundle is an input too
+    check_bundle_target(args.out, inputs=[*args.image, *args.labels, *start])
     if args.resume and args.spatial_dims is None:  # the stopped run's network cuts the files, not a new choice
         from napari_medml.cli.resume import stopped_config
 

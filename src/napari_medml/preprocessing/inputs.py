@@ -158,12 +158,14 @@ def check_not_constant(image: Any, name: str = "image") -> None:
     Raises
     ------
     InputError
-        Naming the value and what to check.
+        Naming the value and what to check; also for an image with no voxels.
     """
     if not isinstance(image, np.ndarray):
         return
     arr = image
-    if arr.size and np.ptp(arr) == 0:
+    if arr.size == 0:
+        raise InputError(f"{name} has no voxels (shape {arr.shape}): check that it is the right file")
+    if arr.min() == arr.max():  # (not np.ptp: it refuses a boolean mask)
         raise InputError(f"{name} is constant (every voxel is {arr.flat[0].item():g}): a network learns nothing from "
                          "it; check that it is the right file or channel")
 
