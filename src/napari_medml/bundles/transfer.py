@@ -153,7 +153,8 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
                          f"{advice or _mismatch_fix(source, network)}")
     # biases and norm scales are about half of a U-Net's tensors: a 2D bundle under a 3D network
     # passed the count above with not one convolution kernel taken (the output layer's start new anyway)
-    taking = _input_unfit(network, state, [k for k in state if k not in fitting]).get("input_tensors", [])
+    inputs = _input_unfit(network, state, [k for k in state if k not in fitting])
+    taking = inputs.get("input_tensors", [])
     kernels = [name for name, p in network.named_parameters()  # the bundle's, less the layers that start new
                if p.dim() > 1 and name in state and name not in head and name not in taking]
     taken_kernels = sum(name in fitting for name in kernels)
@@ -166,8 +167,6 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     # as a matter of course: it is said as such, not counted with the tensors of another architecture
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
     unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
-    inputs = _input_unfit(network, state, [k for k in state if k not in fitting and not (
-        (new_head or other_outputs) and k in head)])
     info.update({k: v for k, v in inputs.items() if k != "input_tensors"})
     return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
             "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state),

@@ -133,7 +133,8 @@ class ClassificationTask:
             note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
             if initial.get("input_unfit"):  # pretrained on images of other channels, or an object's mask added
                 theirs, mine = initial["input_channels"]
-                note += f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it starts new)"
+                note += (f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it "
+                         "starts new)")
             if initial.get("thawed"):
                 note += (f"; {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of the frozen stages "
                          "start new and train")

@@ -42,7 +42,7 @@ def add(sub: Any) -> None:
     infer = InferConfig()
     p.add_argument("--model", required=True, type=Path, metavar="BUNDLE_DIR",
                    help="model bundle folder written by 'napari-medml train' or the plugin; a pretraining "
-                   "bundle ('napari-medml pretrain') writes the image's reconstruction (denoised) to --out "
+                   "bundle ('napari-medml pretrain') writes the image's reconstruction to --out "
                    "and its anomaly map to --error")  # fmt: skip
     p.add_argument("--image", required=True, type=Path, metavar="IMG", action="append",
                    help=f"the one image to segment ({FILE_TYPES}); a 2D model segments a volume slice by "

@@ -180,7 +180,7 @@ def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
 def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | None, error: Path | None,
                      device: str) -> list[Path]:
     """Reconstruct ``vol`` with a pretraining model and write the reconstruction (the image as
-    the network predicts it: a denoised image, in the image's units and axes) and the
+    the network predicts it, in the image's units and axes) and the
     per-voxel reconstruction error (an anomaly map, the image's grid without its channel
     axis), each keeping the image's voxel order, spacing, origin and affine.
 
