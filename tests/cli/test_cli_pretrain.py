@@ -207,3 +207,27 @@ def test_the_bundle_is_saved_while_the_run_holds_its_folder(files, monkeypatch, 
                  "--steps-per-epoch", "2", "--patch-size", "8", "16", "16", *NET]) == 0
     assert saw == [{"pid": os.getpid()}]
     assert not lock.exists() and (out / "config.json").is_file()
+
+
+def test_pretrain_names_files_without_a_voxel_size_and_resamples_mixed_ones(files):
+    # a .npy beside NIfTIs of 2 x 1 x 1 mm was taken as 1 mm without a word, and the first file's
+    # spacing was used for all; a NaN was refused without naming its file
+    tmp = files / "tmp"
+    np.save(files / "plain.npy", phantom_3d(seed=2, shape=(16, 32, 32)).image)
+    out = run("pretrain", "--image", files / "ct.nii.gz", "--image", files / "plain.npy", "--image",
+              files / "ct2.nii.gz", "--out", files / "mixed_pre", "--epochs", "1", "--steps-per-epoch", "1", *NET,
+              tmp=tmp)
+    assert out.returncode == 0, out.stderr
+    assert (f"image '{files / 'plain.npy'}' stores no voxel size and is taken as 1 per axis, unlike the others "
+            "(2x1x1): if that is wrong, give theirs with --spacing (e.g. --spacing 2 1 1)") in out.stderr
+    assert "voxel sizes 1x1x1, 2x1x1: each is resampled to their median 2x1x1" in out.stderr
+    config = json.loads((files / "mixed_pre" / "config.json").read_text())
+    assert config["preprocessing"] == [{"operation": "resample", "params": {"target_spacing": [2.0, 1.0, 1.0]}}]
+    assert config["spacing"] == [2.0, 1.0, 1.0]
+    bad = phantom_3d(seed=3, shape=(16, 32, 32)).image
+    bad[3, 4, 5] = np.nan
+    np.save(files / "nan.npy", bad)
+    out = run("pretrain", "--image", files / "ct.nii.gz", "--image", files / "nan.npy", "--out", files / "nan_pre",
+              *NET, tmp=tmp)
+    assert out.returncode == 1 and f"image '{files / 'nan.npy'}'" in out.stderr and "NaN" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (files / "nan_pre").exists()

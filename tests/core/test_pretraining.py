@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from napari_medml import api
+from napari_medml.engine.fit import run_to_end
 from napari_medml.config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig,
                                  TrainConfig)
 from napari_medml.errors import ConfigError, InputError
@@ -144,7 +146,6 @@ def test_multichannel_images_keep_their_channels():
 
 def _classifier_from(bundle) -> TrainConfig:
     """The unet-encoder classifier of two classes, started from ``bundle``, its first stage frozen."""
-    from dataclasses import replace
 
     from napari_medml.classification.model import classification_config
 
@@ -355,3 +356,25 @@ def test_an_empty_or_constant_boolean_image_is_refused_in_one_line(image, said):
     mask = np.zeros((8, 8), bool)
     mask[2:4] = True
     check_not_constant(mask, "image 'x.npy'")  # a mask with both values passes (np.ptp refused any boolean)
+
+
+def test_images_of_different_voxel_sizes_are_resampled_to_their_median_in_any_order():
+    # the task took the first image's spacing for all: blocks and patch changed with the order of the images
+    fine = phantom_3d(seed=0, shape=(32, 48, 48)).image  # voxel size 1 x 0.5 x 0.5
+    coarse = phantom_3d(seed=1, shape=(16, 24, 24)).image  # the same extent at 2 x 1 x 1
+    third = phantom_3d(seed=2, shape=(16, 24, 24)).image
+    images, sizes = [fine, coarse, third], [(1.0, 0.5, 0.5), (2.0, 1.0, 1.0), (2.0, 1.0, 1.0)]
+    config = pretrain_config(3, (8, 16, 16), corruption="mask", mask_block=4)
+    config = replace(config, optim=replace(config.optim, epochs=1, steps_per_epoch=1))
+    reports, models = [], []
+    for order in ([0, 1, 2], [1, 2, 0]):
+        gen = api.fit([images[i] for i in order], None, config, spacing=[sizes[i] for i in order])
+        reports.append(next(gen).message)
+        models.append(run_to_end(gen))
+    for message, model in zip(reports, models):
+        assert model.spacing == (2.0, 1.0, 1.0)  # the median
+        assert [(s.operation, s.params) for s in model.config.data.preprocessing] == [
+            ("resample", {"target_spacing": (2.0, 1.0, 1.0)})]
+        assert "voxel sizes 1x0.5x0.5, 2x1x1: each is resampled to their median 2x1x1" in message
+    # the fine image's reconstruction comes back on its own grid
+    assert models[0].reconstruct(fine, spacing=sizes[0]).image.shape == fine.shape

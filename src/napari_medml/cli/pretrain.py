@@ -147,14 +147,19 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
     the channel axis, the network's dimensions and the first volume."""
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
-    from napari_medml.cli.spacing_option import with_spacing
+    from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
+    from napari_medml.cli.training_files import unknown_spacing_line
     from napari_medml.errors import InputError
-    from napari_medml.preprocessing.inputs import check_not_constant
+    from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.pretraining.data import split_unlabeled
 
     images, spacings, channels, first = [], [], set(), None
+    stored: dict[Path, tuple[float, ...] | None] = {}  # each file's voxel size, None when it stores none
     for path in paths:
-        vol, lay = image_layout(with_spacing(io.read_volume(path, axes), spacing, path)[0], path, spatial_dims)
+        read = io.read_volume(path, axes)
+        raw, given = with_spacing(read, spacing, path)
+        check_finite(raw.data, f"image '{path}'")  # named by its file, before the core numbers it
+        vol, lay = image_layout(raw, path, spatial_dims)
         check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial_dims = dims
@@ -164,10 +169,14 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
             info(f"image '{path}': {len(parts)} frames/slices (axes {vol.axes}) as samples of a {dims}D network")
         images += parts
         spacings += sizes
+        stored[path] = spatial_spacing(vol, dims) if given or stores_voxel_size(read) else None
         channels.add(channel)
         first = first or vol
     if len(channels) > 1:
         raise InputError("the images differ in channels: give all with or all without a channel axis")
+    line = unknown_spacing_line(stored)
+    if line:
+        info(line)
     return images, spacings, channels.pop(), spatial_dims, first
 
 

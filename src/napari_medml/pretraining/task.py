@@ -84,9 +84,18 @@ def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: A
         raise ConfigError(f"fit_pretraining needs config.task 'pretraining', got {config.task!r}")
     if labels is not None:
         raise ConfigError("pretraining learns from unlabeled images: call fit(images, None, config)")
+    note = None
+    if init_model is None and resume_from is None:  # a model or a checkpoint keeps its own recipe
+        from napari_medml.preprocessing.target_spacing import common_spacing
+
+        config, note = common_spacing(config, spacing, len(as_list(images, "unlabeled images")))
+
     def build(base: ReconstructionModel | None, start_step: int) -> PretrainingTask:
-        return PretrainingTask(config, images, spacing=spacing, channel_axis=channel_axis, base=base,
+        task = PretrainingTask(config, images, spacing=spacing, channel_axis=channel_axis, base=base,
                                start_step=start_step)
+        if note:
+            task.notes.append(note)
+        return task
 
     return (yield from fit_task(build, config, load=load_pretrained, stop=stop, resume_from=resume_from,
                                 init_model=init_model))
@@ -103,9 +112,11 @@ class PretrainingTask:
         from napari_medml.pretraining import data
         from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
 
-        if base is not None:
+        if base is not None:  # its network, and the recipe its normalisation was fitted after
             config = replace(config, model=base.config.model,
-                             data=replace(config.data, spatial_dims=base.spatial_dims))
+                             data=replace(config.data, spatial_dims=base.spatial_dims,
+                                          preprocessing=base.config.data.preprocessing))
+        self.notes: list[str] = []  # shown under the start line
         self.config = config
         dc = config.data
         image_list = as_list(images, "unlabeled images")
@@ -123,7 +134,11 @@ class PretrainingTask:
             raise InputError(f"images have different channel counts {sorted(channels)}: give every image "
                              "the same channels")
         self.in_channels = arrays[0].shape[0]
-        self.spacing = spacings[0]
+        # one spacing for the mask blocks and the patch: the images' median, after the recipe
+        # (which resamples voxel sizes that differ by more than SPACING_TOLERANCE to the median)
+        known = [sp for sp in spacings if sp is not None]
+        same_dims = len({len(sp) for sp in known}) == 1
+        self.spacing = tuple(float(v) for v in np.median(known, axis=0)) if known and same_dims else spacings[0]
         self.normalization = base.normalization if base is not None else fit_normalization(arrays, dc.normalization)
         arrays = [apply_normalization(a, self.normalization) for a in arrays]
         divisor = patch_divisor(config.model)
@@ -167,8 +182,9 @@ class PretrainingTask:
                "mask_noise": f"blocks of {'x'.join(map(str, self.blocks))} voxels blanked ({cfg.mask_ratio:.0%}) "
                              f"and Gaussian noise (std {cfg.noise_std:g})"}[cfg.corruption]
         channels = f", {self.in_channels} channels" if self.in_channels > 1 else ""
-        return (f"pretraining on {self.count} unlabeled image(s), {self.voxels} voxels{channels}, patch "
+        line = (f"pretraining on {self.count} unlabeled image(s), {self.voxels} voxels{channels}, patch "
                 f"{'x'.join(map(str, self.patch_size))}: reconstruct {how}, {cfg.loss.upper()} loss")
+        return "\n".join([line, *self.notes])
 
     def train_mode(self) -> None:
         self.network.train()
