@@ -231,3 +231,16 @@ def test_pretrain_names_files_without_a_voxel_size_and_resamples_mixed_ones(file
               *NET, tmp=tmp)
     assert out.returncode == 1 and f"image '{files / 'nan.npy'}'" in out.stderr and "NaN" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not (files / "nan_pre").exists()
+
+
+def test_the_reconstruction_of_an_rgb_tiff_keeps_its_three_channels(files):
+    # it was written as a stack of 32 channels of 32 x 3 pixels (axes CYX over the YXC data)
+    import tifffile
+
+    rgb = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(files / "rgb.tif", rgb, photometric="rgb")
+    out = run("pretrain", "--image", files / "rgb.tif", "--out", files / "rgb_pre", "--epochs", "1",
+              "--steps-per-epoch", "1", "--reconstruction", files / "rgb_rec.tif", *NET, tmp=files / "tmp")
+    assert out.returncode == 0, out.stderr
+    rec = read_volume(files / "rgb_rec.tif")
+    assert rec.axes == "CYX" and rec.data.shape == (3, 32, 48)

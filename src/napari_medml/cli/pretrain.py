@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_medml.cli.common import (
     DEVICES,
     FILE_TYPES,
@@ -210,9 +212,11 @@ def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | 
                                    device=device, progress=progress)  # fmt: skip
     written = []
     if reconstruction is not None:
-        axes = vol.axes if "C" in vol.axes and not vol.meta.get("rgb") else None
+        image, axes = result.image, (vol.axes if "C" in vol.axes else None)
+        if vol.meta.get("rgb"):  # float colours are no RGB picture: a channel axis in front, named
+            image, axes = np.moveaxis(image, -1, 0), "C" + vol.axes[:-1]
         written.append(write_output(reconstruction, lambda tmp: write_like(
-            tmp, vol, result.image, spatial_dims=dims, axes=axes)))
+            tmp, vol, image, spatial_dims=dims, axes=axes)))
     if error is not None:
         written.append(write_output(error, lambda tmp: write_like(tmp, vol, result.error, spatial_dims=dims)))
     info("wrote " + ", ".join(str(p) for p in written))
