@@ -378,3 +378,25 @@ def test_images_of_different_voxel_sizes_are_resampled_to_their_median_in_any_or
         assert "voxel sizes 1x0.5x0.5, 2x1x1: each is resampled to their median 2x1x1" in message
     # the fine image's reconstruction comes back on its own grid
     assert models[0].reconstruct(fine, spacing=sizes[0]).image.shape == fine.shape
+
+
+def test_a_dynunet_of_other_kernel_sizes_is_named_as_such_and_each_tensor_counts_once(tmp_path):
+    # a DynUNet pretrained at 3 x 1 x 1 mm (first kernels 1 x 3 x 3) started one at 1 mm (3 x 3 x 3):
+    # the line blamed another norm, width or depth, and counted the skip_layers aliases twice
+    p = phantom_3d(seed=0, shape=(16, 32, 32))
+    net = ModelConfig(network="dynunet", channels=4, depth=3)
+    config = replace(pretrain_config(3, (16, 32, 32)), model=net)
+    config = replace(config, optim=replace(config.optim, epochs=1, steps_per_epoch=1))
+    bundle = api.train(p.image, None, config, spacing=(3.0, 1.0, 1.0)).save(tmp_path / "pretrained")
+    start = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(16, 16, 32), batch_size=2),
+                        model=replace(net, init_from=str(bundle)), optim=OptimConfig(epochs=1, steps_per_epoch=1),
+                        augment=AugmentConfig.none(), device="cpu", seed=0)
+    gen = api.fit(p.image, p.labels, start, spacing=(1.0, 1.0, 1.0))
+    notes = "\n".join(r.message for r in [next(gen)] if r.message)
+    model = run_to_end(gen)
+    weights = model.provenance["initial_weights"]
+    unique = {t.data_ptr() for t in model.network.state_dict().values()}
+    assert weights["total"] == len(unique) < len(model.network.state_dict())
+    assert weights["kernel_unfit"] >= 1
+    assert (f"{weights['kernel_unfit']} have other kernel sizes: a DynUNet plans its kernels from the voxel size "
+            "and patch, and the bundle's were planned for others") in notes

@@ -14,7 +14,7 @@ from napari_medml.errors import InputError
 __all__ = ["thaw_new_tensors", "transfer_weights"]
 
 
-MIN_TRANSFERRED = 0.5  # share of the new network's learned tensors that must come from the bundle
+MIN_TRANSFERRED = 0.5  # share of the new network's learned tensors, and of its kernels, that must come from the bundle
 
 
 def bundle_architecture(source: Any) -> dict[str, Any]:
@@ -54,11 +54,31 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
             f"(--features {width} --depth {depth}; in the widget: width and depth)")
 
 
+def _aliases(network: torch.nn.Module) -> dict[str, str]:
+    """Each state-dict name of ``network`` -> the first name of the same tensor: a DynUNet reaches
+    its encoder's tensors twice (``skip_layers.*``), and each counts once in the start line."""
+    first: dict[tuple, str] = {}
+    names = {}
+    for name, t in network.state_dict().items():
+        key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
+        names[name] = first.setdefault(key, name)
+    return names
+
+
+def _other_kernels(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                   unfit: Collection[str]) -> list[str]:
+    """The ``unfit`` tensors that differ from this network's in their kernel size alone (a DynUNet
+    plans its kernels from the voxel size and patch it was built for)."""
+    return [k for k in unfit if k in own and own[k].dim() == state[k].dim() > 2
+            and own[k].shape[:2] == state[k].shape[:2] and own[k].shape[2:] != state[k].shape[2:]]
+
+
 def _input_unfit(network: torch.nn.Module, state: Mapping[str, torch.Tensor],
                  unfit: Collection[str]) -> dict[str, Any]:
     """The ``unfit`` tensors that take the input with another number of channels than the
     bundle's (a bundle pretrained on images of other channels; an object classifier's mask):
-    ``{"input_unfit": count, "input_channels": [bundle's, this network's]}``, or ``{}``."""
+    ``{"input_unfit": count, "input_channels": [bundle's, this network's], "input_tensors": names}``,
+    or ``{}``."""
     first = next((name for name, m in network.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))),
                  None)
     own = network.state_dict()
@@ -113,7 +133,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         names of the network's learned tensors that start new) and, when the network's
         first layer takes another number of channels than the bundle's, ``input_unfit`` (how
         many of the unfit tensors take the input) and ``input_channels`` (the bundle's, this
-        network's).
+        network's); ``kernel_unfit``, how many of the others differ in their kernel size
+        alone, when any do. Counts take each tensor once, also one a network reaches by two
+        names.
 
     Raises
     ------
@@ -166,10 +188,21 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     # the output layer of another number of outputs (other classes, a reconstruction) starts new
     # as a matter of course: it is said as such, not counted with the tensors of another architecture
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
-    unfit = sum(k not in fitting and not ((new_head or other_outputs) and k in head) for k in state)
+    alias = _aliases(network)
+
+    def count(names: Collection[str]) -> int:  # each tensor once, whatever it is called
+        return len({alias.get(k, k) for k in names})
+
+    unfit = [k for k in state if k not in fitting and not ((new_head or other_outputs) and k in head)]
     info.update({k: v for k, v in inputs.items() if k != "input_tensors"})
-    return {**info, "loaded": len(fitting), "skipped": len(state) - len(fitting), "total": len(own),
-            "new_head": new_head, "other_outputs": other_outputs, "unfit": unfit, "bundle_tensors": len(state),
+    if inputs:
+        info["input_unfit"] = count(taking)
+    kernels_unfit = _other_kernels(own, state, [k for k in unfit if k not in taking])
+    if kernels_unfit:
+        info["kernel_unfit"] = count(kernels_unfit)
+    loaded, bundle = count(fitting), count(state)
+    return {**info, "loaded": loaded, "skipped": bundle - loaded, "total": count(own),
+            "new_head": new_head, "other_outputs": other_outputs, "unfit": count(unfit), "bundle_tensors": bundle,
             "new_tensors": [name for name in learned if name not in fitting]}
 
 

@@ -282,12 +282,19 @@ def start_note(weights: dict[str, Any]) -> str:
     """
     line = f"started from {weights['loaded']} of {weights['total']} tensors of {weights['source']} ({weights['task']})"
     if weights.get("unfit"):  # "26 of 26" read as a whole transfer while 30 batch norm tensors were dropped
-        why = "another norm, width or depth"
+        parts, rest = [], weights["unfit"]
         if weights.get("input_unfit"):  # the input layer, pretrained on images of other channels
             theirs, mine = weights["input_channels"]
-            rest = weights["unfit"] - weights["input_unfit"]
-            why = (f"{weights['input_unfit']} take the input: {theirs} channel{'s' * (theirs != 1)} in the "
-                   f"bundle's network, {mine} in this one" + (f"; {rest} more: {why}" if rest > 0 else ""))
+            parts.append(f"{weights['input_unfit']} take the input: {theirs} channel{'s' * (theirs != 1)} in the "
+                         f"bundle's network, {mine} in this one")
+            rest -= weights["input_unfit"]
+        if weights.get("kernel_unfit"):  # a DynUNet built for another voxel size
+            parts.append(f"{weights['kernel_unfit']} have other kernel sizes: a DynUNet plans its kernels from "
+                         "the voxel size and patch, and the bundle's were planned for others")
+            rest -= weights["kernel_unfit"]
+        if rest > 0:
+            parts.append(f"{rest} more: another norm, width or depth" if parts else "another norm, width or depth")
+        why = "; ".join(parts)
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  f"({why}) and are not used")
     if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
