@@ -38,6 +38,7 @@ from napari_medml._widgets._layers import (
 )
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import run_controls, session_for
+from napari_medml._widgets._start_model import StartModel
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     DataConfig,
@@ -278,8 +279,7 @@ class TrainWidget(DockForm):
                   start_from: Any = None, resume: dict[str, Any] | None = None, record: tuple = ()) -> None:
         """Run fit() in the runner; the model goes to the session under ``name``.
 
-        ``start_from``: transfer learning from a bundle folder or a session model (saved
-        as a bundle first, so the run's config names where its weights came from).
+        ``start_from``: transfer learning from a bundle folder or a session model (``StartModel``).
         Checkpoints go to ``<bundle>/checkpoints``, or the session's temp folder.
         ``resume``: the run (``_last_run``) to continue from its checkpoint folder.
         ``record``: a recipe the model records after training on a preprocessed layer as
@@ -302,6 +302,8 @@ class TrainWidget(DockForm):
         plan = run["plan"]
         orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
         labels_layer = self._w["labels"].value
+        # a session model: the run's lines (a resumed run's too) name it, not the temp folder it is saved to
+        start = run.setdefault("start", StartModel(self._session, start_from))
         many_ids = (resume is None and config.task == "segmentation" and config.data.label_mode == "dense")
 
         def job(stop: Any, report: Any) -> Any:
@@ -311,12 +313,8 @@ class TrainWidget(DockForm):
 
             if resume_from is None:  # in the worker: the folder helpers import torch
                 config = run["config"] = replace(config, checkpoint_dir=str(checkpoints.new_run(bundle)))
-
             if start_from is not None:
-                source = start_from
-                if not isinstance(start_from, str):  # in the session's temp folder: it goes with the viewer
-                    source = str(start_from.save(self._session.run_folder("train-start") / "bundle"))
-                config = replace(config, model=replace(config.model, init_from=source))
+                config = replace(config, model=replace(config.model, init_from=start.source()))
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
@@ -342,8 +340,10 @@ class TrainWidget(DockForm):
                     from napari_medml.segmentation.planning import take_start_architecture
 
                     config = run["config"] = take_start_architecture(config, keep)[0]
-                model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                       stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
+                with start.naming():
+                    model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
+                                           stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
+            start.rename_in(model)
             if config.task == "segmentation" and not record:  # fine-tuning in Predict learns it alongside
                 from napari_medml.segmentation.corrections import labelled_samples
 
@@ -389,9 +389,10 @@ class TrainWidget(DockForm):
                 self.plot.add(report)
                 from napari_medml.segmentation.split import NO_FOREGROUND
 
-                warnings.extend(line for line in getattr(report, "message", "").splitlines()
-                                if line.startswith(("started from", "early stopping", "validation on scribbles"))
-                                or NO_FOREGROUND in line)  # a Dice of 0 there reads as a failed model
+                lines = [line for line in start.named(getattr(report, "message", "")).splitlines()
+                         if line.startswith(("started from", "early stopping", "validation on scribbles"))
+                         or NO_FOREGROUND in line]  # a Dice of 0 there reads as a failed model
+                warnings.extend(line for line in lines if line not in warnings)  # once: each fold says them
 
         checkpoints.running()
         if resume is not None:
