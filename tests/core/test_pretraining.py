@@ -400,3 +400,22 @@ def test_a_dynunet_of_other_kernel_sizes_is_named_as_such_and_each_tensor_counts
     assert weights["kernel_unfit"] >= 1
     assert (f"{weights['kernel_unfit']} have other kernel sizes: a DynUNet plans its kernels from the voxel size "
             "and patch, and the bundle's were planned for others") in notes
+
+
+def test_frozen_stages_keep_their_batch_norm_statistics(tmp_path):
+    # the frozen stages' weights stayed, but their running means and variances followed the new data
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    config = replace(pretrain_config(2, (32, 32)), model=ModelConfig(channels=4, depth=2, norm="batch"))
+    bundle = api.train(s.image[None], None, config, channel_axis=0).save(tmp_path / "pretrained")
+    run = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2),
+                      model=ModelConfig(channels=4, depth=2, norm="batch", init_from=str(bundle), freeze_stages=1),
+                      optim=OptimConfig(epochs=1, steps_per_epoch=2), augment=AugmentConfig.none(), device="cpu")
+    model = api.train(3 * s.image[None] + 1, (s.labels > 0).astype(np.uint8), run, channel_axis=0)
+    start = api.load_model(bundle).network.state_dict()
+    after = model.network.state_dict()
+    frozen = [k for k in after if k.startswith("model.0.") and k.endswith(("running_mean", "running_var"))]
+    assert frozen, list(after)
+    for k in frozen:
+        np.testing.assert_array_equal(after[k].numpy(), start[k].numpy())
+    later = [k for k in after if k.startswith("model.1.") and k.endswith("running_mean")]
+    assert any(not np.array_equal(after[k].numpy(), start[k].numpy()) for k in later)

@@ -169,7 +169,10 @@ class InstanceTask:
         return "\n".join(line for line in (self.split_note, start_note(self.initial_weights)) if line)
 
     def train_mode(self) -> None:
+        from napari_medml.nn.segmentation import keep_frozen_statistics
+
         self.network.train()
+        keep_frozen_statistics(self.network)  # frozen stages keep their batch-norm statistics too
 
     def next_batch(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         return self.sampler.batch()

@@ -20,7 +20,8 @@ from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides", "freeze_encoder_stages", "output_tensors", "patch_divisor"]
+__all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides",
+           "freeze_encoder_stages", "keep_frozen_statistics", "output_tensors", "patch_divisor"]
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -198,6 +199,15 @@ def output_tensors(network: torch.nn.Module, config: ModelConfig, spatial_dims: 
         probe = build_network(config, spatial_dims, in_channels, out_channels + 1,
                               patch_size=patch_size, spacing=spacing).state_dict()
     return {k for k, v in network.state_dict().items() if k in probe and probe[k].shape != v.shape}
+
+
+def keep_frozen_statistics(network: torch.nn.Module) -> None:
+    """Put the batch-norm layers whose scales are frozen in eval mode, after ``network.train()``:
+    a frozen stage keeps the statistics it was given, as it keeps its weights."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None \
+                and not module.weight.requires_grad:
+            module.eval()
 
 
 def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:

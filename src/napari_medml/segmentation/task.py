@@ -160,7 +160,10 @@ class SegmentationTask:
         return "\n".join(self.notes)  # the split and any warning about it, before any other news
 
     def train_mode(self) -> None:
+        from napari_medml.nn.segmentation import keep_frozen_statistics
+
         self.network.train()
+        keep_frozen_statistics(self.network)  # frozen stages keep their batch-norm statistics too
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sampler.batch()
