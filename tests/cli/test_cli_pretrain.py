@@ -78,6 +78,13 @@ def test_pretrain_train_init_from_predict(files):
         np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(b.affine, image.affine)
         np.testing.assert_allclose(b.spacing, image.spacing)
+    # an image at twice the voxel size: said, as for a segmentation model (review 26)
+    write_volume(files / "coarse.nii.gz", Volume(image.data, (4.0, 2.0, 2.0), (0.0,) * 3))
+    coarse = run("predict", "--model", files / "pretrained", "--image", files / "coarse.nii.gz", "--out",
+                 files / "rec_coarse.nii.gz", "--device", "cpu", tmp=tmp)
+    assert coarse.returncode == 0, coarse.stderr
+    assert "has voxel size 4 x 2 x 2 but the model was trained at 2 x 1 x 1" in coarse.stderr, coarse.stderr
+    assert "voxel size" not in again.stderr
     for extra, line in ((["--probabilities", files / "p.nii.gz"], "--probabilities: not for a pretraining bundle"),
                         (["--overlap", "0"], "--overlap: not for a pretraining bundle"),
                         (["--out", files / "x.zarr"], "a pretraining bundle's reconstruction is written whole")):
