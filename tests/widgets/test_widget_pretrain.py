@@ -132,3 +132,48 @@ def test_an_image_removed_while_it_pretrains_gets_no_orphan_layers(make_napari_v
     assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
     assert [layer.name for layer in viewer.layers] == ["kept", "kept [reconstruction]", "kept [reconstruction error]"]
     assert "removed while it ran, so not shown: the reconstruction of 'ct'" in pre["status"].value
+
+
+def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(make_napari_viewer, open_widget,
+                                                                              qtbot, notes, tmp_path):
+    """A saved pretraining bundle could not be applied to a new layer in napari (the command
+    line's predict could)."""
+    from napari_medml._widgets.pretrain import FROM_BUNDLE
+
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [ct]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    model = session_for(viewer).models["ct pretrained"]
+    bundle = model.save(tmp_path / "pretrained")
+    new = viewer.add_image(phantom_3d(2).image[CROP], name="new", scale=p.spacing)
+    coarse = viewer.add_image(phantom_3d(3).image[CROP], name="coarse", scale=[2 * s for s in p.spacing])
+    original = new.data.copy()
+    # the model the run made is listed at once (the session tells the widget)
+    assert pre["use"].value == "ct pretrained" and set(pre["use"].choices) == {"ct pretrained", FROM_BUNDLE}
+    pre["images"].value = [new]
+    pre["reconstruct"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
+    expected = model.reconstruct(new.data, spacing=p.spacing)
+    np.testing.assert_allclose(viewer.layers["new [reconstruction]"].data, expected.image, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(viewer.layers["new [reconstruction error]"].data, expected.error, rtol=1e-4, atol=1e-5)
+    assert tuple(viewer.layers["new [reconstruction error]"].scale) == tuple(new.scale)
+    np.testing.assert_array_equal(new.data, original)
+    assert pre["status"].value == "reconstructed 'new'", pre["status"].value
+    # a saved bundle, on a layer of twice the voxel size: said
+    pre["use"].value = FROM_BUNDLE
+    pre["reconstruct"].changed.emit(True)
+    assert any("choose the folder of a pretraining bundle" in n.message for n in notes)
+    pre["use_bundle"].value = bundle
+    pre["images"].value = [coarse]
+    pre["reconstruct"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
+    assert "coarse [reconstruction]" in viewer.layers
+    assert "layer 'coarse' has voxel size 4 x 2 x 2 but the model was trained at 2 x 1 x 1" in pre["status"].value
+    errors = [n.message for n in notes if "error" in str(n.severity).lower()]
+    assert len(errors) == 1 and "choose the folder of a pretraining bundle" in errors[0], errors

@@ -4,6 +4,8 @@
 Reads the form into a :class:`~napari_medml.config.TrainConfig` (task ``"pretraining"``)
 and runs :func:`napari_medml.pretraining.task.fit_pretraining` through the runner, then
 reconstructs each chosen layer. Train segmentation's "start from" lists the model.
+Reconstruct applies a pretrained model (of the session, or a saved pretraining bundle) to the
+chosen layers without training: their reconstruction and error (anomaly map) layers.
 Every run keeps ``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the
 session's temp folder): Resume continues a stopped run.
 """
@@ -14,7 +16,7 @@ from dataclasses import replace
 from typing import Any, get_args
 
 import napari
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, Select, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, Select, SpinBox
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import parse_size, status_label
@@ -44,7 +46,9 @@ from napari_medml.config import (
 from napari_medml.errors import InputError
 from napari_medml.result_layers import result_layer_data, source_shaped_result
 
-__all__ = ["PretrainWidget"]
+__all__ = ["FROM_BUNDLE", "PretrainWidget"]
+
+FROM_BUNDLE = "bundle folder..."
 
 
 class PretrainWidget(DockForm):
@@ -88,8 +92,16 @@ class PretrainWidget(DockForm):
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the pretrained bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> pretrained'")
+        w["use"] = ComboBox(choices=lambda _: [*self._pretrained(), FROM_BUNDLE], label="reconstruct with",
+                            tooltip="Reconstruct applies this pretrained model (of this session, or a saved "
+                            "pretraining bundle) to the chosen images: reconstruction and error layers")
+        w["use_bundle"] = FileEdit(mode="d", value="", label="pretraining bundle",
+                                   tooltip="with 'reconstruct with' = bundle folder: one that Pretrain or "
+                                   "'napari-medml pretrain' saved")
+        w["reconstruct"] = PushButton(text="Reconstruct")
         w["status"] = status_label()
-        self.runner, self._checkpoints = run_controls(w, self._session, "pretrain", "Pretraining", "images")
+        self.runner, self._checkpoints = run_controls(w, self._session, "pretrain", "Pretraining", "images",
+                                                      also=(w["reconstruct"],))
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
@@ -98,6 +110,8 @@ class PretrainWidget(DockForm):
         self.model: Any = None
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)
+        w["reconstruct"].changed.connect(self.reconstruct)
+        self._session.on_model_added(self._model_added)
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
@@ -216,6 +230,61 @@ class PretrainWidget(DockForm):
         if resume_from is not None:
             self._w["status"].value = "resuming the stopped run with its settings and images..."
         self.runner.start(job, on_report=plot, on_result=done, on_done=checkpoints.done)
+
+    def _model_added(self, name: str) -> None:
+        """List a new pretrained model; take it when no bundle folder is chosen."""
+        use = self._w["use"]
+        use.reset_choices()
+        if name in self._pretrained() and use.value == FROM_BUNDLE and str(self._w["use_bundle"].value) in ("", "."):
+            use.value = name
+
+    def _pretrained(self) -> list[str]:
+        """The session's pretrained models, by name."""
+        return [name for name, m in self._session.models.items() if getattr(m.config, "task", "") == "pretraining"]
+
+    @notify_errors("Reconstruction")
+    def reconstruct(self, *_: Any) -> None:
+        """Apply a pretrained model (session or bundle folder) to the chosen layers, in the runner."""
+        w = self._w
+        layers = list(w["images"].value or [])
+        if not layers:
+            raise InputError("choose the image layer(s) to reconstruct")
+        for layer in layers:
+            check_fits(layer, "reconstruction", "crop it (or open a coarser level) to reconstruct it")
+        if w["use"].value in (None, FROM_BUNDLE):
+            source: Any = str(w["use_bundle"].value)
+            if source in ("", "."):
+                raise InputError("'reconstruct with' is a bundle folder: choose the folder of a pretraining "
+                                 "bundle (or pretrain one here first)")
+        else:
+            source = self._session.models[w["use"].value]
+        inputs = [model_input(self._viewer, [layer]) for layer in layers]
+        device = w["device"].value
+
+        def job(stop: Any, report: Any) -> tuple[list, list]:
+            from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+            from napari_medml.io.spacing import spacing_note
+            from napari_medml.pretraining.model import load_pretrained
+
+            model = load_pretrained(source) if isinstance(source, str) else source
+            results, notes = [], []
+            with intra_op_threads(gui_thread_count(resolve_device(device))):
+                for inp in inputs:
+                    notes.append(spacing_note(inp.spacing, model.spacing, f"layer '{inp.layer.name}'",
+                                              recipe=model.config.data.preprocessing))
+                    results.append(model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=device,
+                                                     progress=lambda done, total: report((done, total)), stop=stop))
+            return results, [n for n in notes if n]
+
+        def done(result: tuple[list, list]) -> None:
+            results, notes = result
+            shown = [inp.layer.name for inp in inputs if inp.layer in self._viewer.layers]
+            for inp, rec in zip(inputs, results):
+                if inp.layer in self._viewer.layers:  # a removed image's results would have nothing to lie on
+                    self.show(rec, inp.layer)
+            w["status"].value = "; ".join([f"reconstructed {', '.join(map(repr, shown)) or 'nothing'}", *notes])
+
+        self.runner.start(job, on_result=done, desc="Reconstruction")
 
     def show(self, reconstruction: Any, layer: napari.layers.Layer) -> None:
         """Add (or replace the plugin's own) reconstruction and error layers of ``layer``."""
