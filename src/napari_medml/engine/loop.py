@@ -319,6 +319,9 @@ class Trainer:
         sched = self.plateau or self.scheduler
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
+        if self.scheduler is not None:  # a run resumed with more (or fewer) epochs follows its new length:
+            self.scheduler.total = max(self.total_steps, 1)  # the old one left every added epoch at rate 0
+            self.scheduler.set_clock(self.scheduler.clock)  # the first step's rate too
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         key = state.get("best_key")

@@ -114,3 +114,18 @@ def test_pad_to_keeps_a_region_subclass():
     assert type(padded) is InstanceRegion
     assert padded.image.shape == (1, 8, 5) and padded.distance.shape == padded.instances.shape == (8, 5)
     assert padded.label[4:].max() == 0 and padded.distance[4:].max() == 0
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_run_resumed_with_more_epochs_follows_its_new_length(task, tmp_path):
+    # the schedule kept the stopped run's length: every added epoch trained at rate 0
+    image, labels = data_of(task)
+    config = replace(tiny(task), checkpoint_dir=str(tmp_path / "ckpt"))
+    config = replace(config, optim=replace(config.optim, schedule="poly"))
+    stop = StopToken()
+    drive(fit_of(task)(image, labels, config, stop=stop), stop)
+    longer = replace(config, optim=replace(config.optim, epochs=6))
+    resumed, _ = drive(fit_of(task)(image, labels, longer, resume_from=tmp_path / "ckpt"))
+    rates = [r.learning_rate for r in resumed]
+    assert resumed[-1].step == 12 and all(rate > 0 for rate in rates), rates
+    assert rates == sorted(rates, reverse=True)  # poly decays over the new length, to 0 at its end
