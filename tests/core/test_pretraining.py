@@ -326,7 +326,15 @@ def test_a_classifier_trains_the_tensors_of_its_frozen_stages_that_start_new(tmp
     for _ in gen:
         pass
     assert "(its input layer takes 1 channel, the bundle's 2: it starts new)" in first
-    assert "2 tensors of the frozen stages start new and train" in first
+    assert "; the first encoder stage frozen, except the 2 tensors of it that start new" in first
+    # a network given that the bundle's weights cannot fit is refused before its norm is checked (trial 27:
+    # resnet18 was told to use batch norm, and then that no weights fit)
+    from napari_medml.classification.transfer import start_architecture
+
+    resnet = replace(config, model=replace(config.model, network="resnet18"))
+    with pytest.raises(InputError, match=r"holds a 'unet' network \(its encoder: 'unet-encoder'\), whose weights "
+                       r"fit no 'resnet18': leave out --network to take the bundle's"):
+        start_architecture(resnet, 2, keep={"network"}, source=bundle)
 
 
 def test_a_2d_bundle_under_a_3d_network_is_refused_though_its_biases_fit(tmp_path):

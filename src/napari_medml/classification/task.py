@@ -135,9 +135,12 @@ class ClassificationTask:
                 theirs, mine = initial["input_channels"]
                 note += (f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it "
                          "starts new)")
-            if initial.get("thawed"):
-                note += (f"; {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of the frozen stages "
-                         "start new and train")
+        frozen = self.provenance.get("frozen_stages") or 0
+        if frozen:  # as the segmentation line says it
+            note += "; the first encoder stage frozen" if frozen == 1 else f"; the first {frozen} encoder stages frozen"
+        if isinstance(initial, dict) and initial.get("thawed"):
+            note += (f", except the {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of "
+                     f"{'it' if frozen == 1 else 'them'} that start{'s' * (initial['thawed'] == 1)} new")
         taken = describe_taken(self.taken)
         return f"{note}\n{taken}" if taken else note
 
