@@ -352,6 +352,28 @@ def test_a_2d_bundle_under_a_3d_network_is_refused_though_its_biases_fit(tmp_pat
     with pytest.raises(InputError, match=r"only 0 of this network's \d+ convolution kernels fit .* the bundle's "
                                          r"network is 2D and this one 3D: train a 2D network"):
         transfer_weights(network, bundle)
+    # the other way, the fix must not be a 3D network for a 2D image (trial 27: it was, and was refused)
+    volume = phantom_3d(seed=0, shape=(16, 32, 32)).image
+    config3 = replace(config, data=replace(config.data, spatial_dims=3, patch_size=(16, 32, 32)))
+    bundle3 = api.train(volume, None, config3).save(tmp_path / "pretrained3d")
+    network2 = build_network(ModelConfig(channels=4, depth=4), 2, 1, 2, patch_size=(32, 32))
+    with pytest.raises(InputError, match=r"the bundle's network is 3D and this one 2D: on volumes, train a 3D network "
+                                         r"\(--spatial-dims 3\); on 2D images, start from a bundle pretrained on 2D"):
+        transfer_weights(network2, bundle3)
+
+
+def test_a_batch_norm_network_says_which_of_its_tensors_the_bundle_lacks(tmp_path):
+    # an instance-norm bundle under a batch-norm network: "started from 22 of 56 tensors", without a word
+    s = touching_objects_2d(seed=0, shape=(64, 64))
+    bundle = api.train(s.image[None], None, pretrain_config(2, (32, 32)), channel_axis=0).save(tmp_path / "pre")
+    run = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2),
+                      model=ModelConfig(channels=4, depth=2, norm="batch", init_from=str(bundle)),
+                      optim=OptimConfig(epochs=1, steps_per_epoch=1), augment=AugmentConfig.none(), device="cpu")
+    gen = api.fit(s.image[None], (s.labels > 0).astype(np.uint8), run, channel_axis=0)
+    first = next(gen).message
+    absent = run_to_end(gen).provenance["initial_weights"]["absent"]
+    assert absent > 0 and (f"; {absent} of this network's tensors are not in the bundle and start new (its batch "
+                           "norm layers: the bundle's network has instance norm)") in first, first
 
 
 @pytest.mark.parametrize("image, said", [(np.zeros((0, 16, 16), np.float32), "has no voxels (shape (0, 16, 16))"),

@@ -46,8 +46,11 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
     own_dims = next((m.weight.dim() - 2 for m in network.modules()
                      if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
     if dims is not None and own_dims is not None and dims != own_dims:
-        return (f"the bundle's network is {dims}D and this one {own_dims}D: train a {dims}D network "
-                f"(--spatial-dims {dims}), or pretrain on {own_dims}D images")
+        if dims == 3:  # a 2D image cannot train a 3D network: only volumes can
+            return ("the bundle's network is 3D and this one 2D: on volumes, train a 3D network "
+                    "(--spatial-dims 3); on 2D images, start from a bundle pretrained on 2D images")
+        return ("the bundle's network is 2D and this one 3D: train a 2D network on the slices "
+                "(--spatial-dims 2), or start from a bundle pretrained on volumes")
     if width is None:
         return "start with the bundle's network, width and depth"
     return (f"the bundle's network has width {width} and depth {depth}: train with the same "
@@ -63,6 +66,14 @@ def _aliases(network: torch.nn.Module) -> dict[str, str]:
         key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
         names[name] = first.setdefault(key, name)
     return names
+
+
+def _norm_of(network: torch.nn.Module) -> str | None:
+    """``"batch"`` or ``"instance"``: the norm layers of ``network`` (None: neither, or both)."""
+    kinds = {"batch" if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) else "instance"
+             for m in network.modules()
+             if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm))}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def _other_kernels(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
@@ -134,7 +145,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         first layer takes another number of channels than the bundle's, ``input_unfit`` (how
         many of the unfit tensors take the input) and ``input_channels`` (the bundle's, this
         network's); ``kernel_unfit``, how many of the others differ in their kernel size
-        alone, when any do. Counts take each tensor once, also one a network reaches by two
+        alone, when any do; ``absent``, how many of this network's tensors (less the output
+        layer) the bundle lacks, when any, and ``norms`` (the bundle's, this network's) when
+        their norm layers differ. Counts take each tensor once, also one a network reaches by two
         names.
 
     Raises
@@ -200,6 +213,12 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     kernels_unfit = _other_kernels(own, state, [k for k in unfit if k not in taking])
     if kernels_unfit:
         info["kernel_unfit"] = count(kernels_unfit)
+    absent = [k for k in own if k not in state and k not in head]  # this network's, which the bundle lacks
+    if absent:
+        info["absent"] = count(absent)
+        norms = (bundle_architecture(source).get("norm"), _norm_of(network))
+        if None not in norms and norms[0] != norms[1]:
+            info["norms"] = list(norms)
     loaded, bundle = count(fitting), count(state)
     return {**info, "loaded": loaded, "skipped": bundle - loaded, "total": count(own),
             "new_head": new_head, "other_outputs": other_outputs, "unfit": count(unfit), "bundle_tensors": bundle,

@@ -300,6 +300,10 @@ def start_note(weights: dict[str, Any]) -> str:
         why = "; ".join(parts)
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  f"({why}) and are not used")
+    if weights.get("absent"):  # a batch-norm network from an instance-norm bundle: 22 of 56, without a word
+        theirs, mine = weights.get("norms") or (None, None)
+        line += (f"; {weights['absent']} of this network's tensors are not in the bundle and start new"
+                 + (f" (its {mine} norm layers: the bundle's network has {theirs} norm)" if mine else ""))
     if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
     elif weights.get("other_outputs"):
