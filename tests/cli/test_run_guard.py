@@ -320,3 +320,17 @@ def test_a_run_whose_folder_was_replaced_by_its_save_leaves_the_next_runs_folder
     done.set()
     other.join()
     assert not failed, failed
+
+
+def test_resume_with_the_same_files_in_another_order_says_so(tmp_path) -> None:
+    """Trial 27: the same files in another order were told their voxel sizes differ."""
+    folder = tmp_path / "model" / "checkpoints"
+    (folder / "last").mkdir(parents=True)
+    (folder / "inputs.json").write_text(json.dumps({"digest": "old", "files": ["a.nii", "b.nii"],
+                                                    "spacings": [[2.0, 2.0], [1.0, 1.0]]}))
+    with pytest.raises(UsageError) as info:
+        with hold_out_folder(tmp_path / "model", resume=True, digest="other", files=["b.nii", "a.nii"],
+                             spacings=[(1.0, 1.0), (2.0, 2.0)]):
+            pass
+    assert str(info.value) == ("--resume: the stopped run took its files in another order (a.nii, b.nii): resume "
+                               "with them in that order, or train a new run without --resume")

@@ -50,6 +50,9 @@ def test_patch_shrinks_the_coarse_axis_first():
 def test_config_choices_are_checked():
     with pytest.raises(ConfigError, match="mask_ratio"):
         PretrainConfig(mask_ratio=1.0)
+    with pytest.raises(ConfigError, match="corruption 'noise' with noise_std 0 corrupts nothing"):  # trial 27
+        PretrainConfig(corruption="noise", noise_std=0.0)
+    PretrainConfig(corruption="mask_noise", noise_std=0.0)  # the masks still corrupt
     with pytest.raises(ConfigError, match="unlabeled"):
         api.train(np.zeros((32, 32)), np.zeros((32, 32), int), pretrain_config(2, (32, 32)))
     with pytest.raises(InputError, match="channel"):

@@ -223,6 +223,7 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     from napari_medml.cli.pretrain import write_byproducts
     from napari_medml.io.geometry import spatial_spacing
     from napari_medml.io.spacing import spacing_note
+    from napari_medml.preprocessing.inputs import check_finite
 
     names = ("instances", "table", "probabilities", "uncertainty", "overlap", "sw_batch_size", "min_size",
              "fill_holes", "keep_largest", "halo", "block_memory", "seed_height", "min_distance", "min_object_size",
@@ -240,6 +241,7 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     dims = model.spatial_dims  # the image's axes checked as for a segmentation model, with the same lines
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels)
     _say_samples(args, vol, lay, dims)
+    check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     note = spacing_note(spatial_spacing(vol, dims), model.spacing, f"image '{args.image}'",
                         recipe=model.config.data.preprocessing)
     if note:  # its reconstruction error then speaks of sizes as much as of content

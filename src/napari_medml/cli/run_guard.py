@@ -92,6 +92,11 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
         if resume:
             stopped = _read(recorded)
             before, sizes = stopped.get("digest"), stopped.get("spacings")
+            given, started = [str(p) for p in files], stopped.get("files")
+            if before is not None and before != digest and started and started != given and sorted(started) == sorted(
+                    given):  # the same files in another order draw other samples: told as such
+                raise UsageError(f"--resume: the stopped run took its files in another order ({', '.join(started)}): "
+                                 "resume with them in that order, or train a new run without --resume")
             if before is not None and before != digest and sizes is not None and sizes != _sizes(spacings):
                 raise UsageError(f"--resume: the training images have voxel size(s) {_shown(spacings)}, the "
                                  f"stopped run's had {_shown(sizes)}: resume with the files and the --spacing it "

@@ -47,5 +47,6 @@ def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] |
         return None
     show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
     return (f"warning: {name} has voxel size {show(spacing)} but the model was trained at {show(trained)}: "
-            "objects look larger or smaller to it; resample the image to the training spacing "
-            "(Preprocess > resample in napari) for the best result")
+            "objects look larger or smaller to it; for the best result resample the image to the training "
+            "spacing (napari: Preprocess > resample; Python: napari_medml.preprocessing.ops.resample), or train on "
+            "images of both voxel sizes: such a model resamples every image it is given")
