@@ -238,6 +238,9 @@ def test_pretrain_names_files_without_a_voxel_size_and_resamples_mixed_ones(file
               *NET, tmp=tmp)
     assert out.returncode == 1 and f"image '{files / 'nan.npy'}'" in out.stderr and "NaN" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not (files / "nan_pre").exists()
+    out = run("predict", "--model", files / "mixed_pre", "--image", files / "nan.npy", "--out", files / "nan_rec.npy",
+              "--device", "cpu", tmp=tmp)  # trial 27: this one said "image contains 1 NaN", no file
+    assert out.returncode == 1 and f"image '{files / 'nan.npy'}' contains 1 NaN" in out.stderr, out.stderr
 
 
 def test_the_reconstruction_of_an_rgb_tiff_keeps_its_three_channels(files):
