@@ -40,6 +40,10 @@ def test_common_spacing_decisions():
     own = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("resample", {"target_spacing": (1, 1, 1)}),)))
     kept, note = common_spacing(own, [(1.0, 0.5, 0.5), (3.0, 1.5, 1.5)], 2)  # the user's own resampling stays
     assert kept is own and note is None
+    # trial 27: the median is over cases (files), not over the frames or slices one of them gives
+    series = TrainConfig(data=DataConfig(sample_groups=(3, 1)))
+    cases, _ = common_spacing(series, [(2.0, 1.0, 1.0)] * 3 + [(1.0, 1.0, 1.0)], 4)
+    assert cases.data.preprocessing == (PreprocessStep("resample", {"target_spacing": (1.5, 1.0, 1.0)}),)
 
 
 def test_images_of_two_voxel_sizes_train_at_their_median(tmp_path):

@@ -254,3 +254,16 @@ def test_the_reconstruction_of_an_rgb_tiff_keeps_its_three_channels(files):
     assert out.returncode == 0, out.stderr
     rec = read_volume(files / "rgb_rec.tif")
     assert rec.axes == "CYX" and rec.data.shape == (3, 32, 48)
+
+
+def test_a_volume_and_a_2d_image_pretrain_a_2d_network_in_either_order(files):
+    # trial 27: a volume first refused the 2D image after it; a 2D image first took the volume's slices
+    import tifffile
+
+    tifffile.imwrite(files / "flat.tif", phantom_3d(seed=4, shape=(16, 64, 64)).image[8])
+    out = run("pretrain", "--image", files / "ct.nii.gz", "--image", files / "flat.tif", "--out", files / "mix_pre",
+              "--epochs", "1", "--steps-per-epoch", "1", *NET, tmp=files / "tmp")
+    assert out.returncode == 0, out.stderr
+    assert (f"image '{files / 'flat.tif'}' is 2D and the others volumes: a 2D network trains on the 2D images and "
+            "the volumes' slices") in out.stderr
+    assert json.loads((files / "mix_pre" / "config.json").read_text())["spatial_dims"] == 2

@@ -151,19 +151,20 @@ class PretrainWidget(DockForm):
         dims = form.data.spatial_dims
         from napari_medml.io.axes import AXES_HINT
 
-        def samples() -> tuple[list, list, Any]:
+        def samples() -> tuple[list, list, Any, tuple[int, ...]]:
             from napari_medml.pretraining.data import split_unlabeled
 
-            images, spacings, channel_axes = [], [], set()
+            images, spacings, channel_axes, counts = [], [], set(), []
             for inp in inputs:
                 parts, sizes, channel = split_unlabeled(inp.image, inp.axes, dims, inp.spacing,
                                                         what=f"image '{inp.layer.name}'", hint=AXES_HINT)
                 images += parts
                 spacings += sizes
                 channel_axes.add(channel)
+                counts.append(len(parts))  # each layer one case of the median voxel size
             if len(channel_axes) > 1:
                 raise InputError("the chosen images differ in channels: choose all with or all without channels")
-            return images, spacings, channel_axes.pop()
+            return images, spacings, channel_axes.pop(), tuple(counts)
 
         samples()  # axes and channels checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
@@ -197,7 +198,8 @@ class PretrainWidget(DockForm):
                 run["config"] = replace(run["form"], checkpoint_dir=str(checkpoints.new_run(bundle)))
             config = run["config"]
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
-                images, spacings, channel_axis = samples()
+                images, spacings, channel_axis, counts = samples()
+                config = replace(config, data=replace(config.data, sample_groups=counts))
                 model = yield from fit_pretraining(images, None, config, spacing=spacings,
                                                    channel_axis=channel_axis, stop=stop, resume_from=resume_from)
                 checkpoints.finish(model, bundle, stop.stopped)

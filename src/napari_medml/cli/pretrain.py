@@ -117,10 +117,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_bundle_target(args.out, inputs=args.image)
     check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
-    images, spacings, channel_axis, dims, first = _read_images(args.image, args.spatial_dims, args.axes,
+    images, spacings, channel_axis, dims, first, counts = _read_images(args.image, args.spatial_dims, args.axes,
                                                                        args.spacing)
     check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    # each file one case of the median voxel size, however many slices or frames it gives
+    config = replace(config, data=replace(config.data, sample_groups=tuple(counts)))
     stop = StopToken()
     resume_from = resume_folder(args)
     # one run at a time in --out, and --resume on the images it started with (cli.run_guard)
@@ -146,19 +148,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, spacing: Any = None) -> tuple:
     """The samples of every image (frames, or slices under a 2D network), their spacings,
-    the channel axis, the network's dimensions and the first volume."""
+    the channel axis, the network's dimensions, the first volume and the samples of each file."""
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
-    from napari_medml.cli.training_files import unknown_spacing_line
+    from napari_medml.cli.training_files import network_dims, unknown_spacing_line
     from napari_medml.errors import InputError
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.pretraining.data import split_unlabeled
 
-    images, spacings, channels, first = [], [], set(), None
+    images, spacings, channels, first, counts = [], [], set(), None, []
     stored: dict[Path, tuple[float, ...] | None] = {}  # each file's voxel size, None when it stores none
-    for path in paths:
-        read = io.read_volume(path, axes)
+    reads = [io.read_volume(path, axes) for path in paths]
+    spatial_dims = network_dims(reads, paths, spatial_dims)
+    for path, read in zip(paths, reads):
         raw, given = with_spacing(read, spacing, path)
         check_finite(raw.data, f"image '{path}'")  # named by its file, before the core numbers it
         vol, lay = image_layout(raw, path, spatial_dims)
@@ -171,6 +174,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
             info(f"image '{path}': {len(parts)} frames/slices (axes {vol.axes}) as samples of a {dims}D network")
         images += parts
         spacings += sizes
+        counts.append(len(parts))
         stored[path] = spatial_spacing(vol, dims) if given or stores_voxel_size(read) else None
         channels.add(channel)
         first = first or vol
@@ -179,7 +183,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
     line = unknown_spacing_line(stored)
     if line:
         info(line)
-    return images, spacings, channels.pop(), spatial_dims, first
+    return images, spacings, channels.pop(), spatial_dims, first, counts
 
 
 def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:

@@ -8,7 +8,7 @@ from typing import Any
 
 from napari_medml.cli.common import info
 
-__all__ = ["read_pairs"]
+__all__ = ["network_dims", "read_pairs", "unknown_spacing_line"]
 
 
 def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
@@ -42,8 +42,9 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
 
     images, labels, spacings, channels, groups = [], [], [], set(), []
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
-    for img_path, lab_path in zip(image_paths, label_paths, strict=True):
-        read = io.read_volume(img_path, axes)
+    reads = [io.read_volume(path, axes) for path in image_paths]
+    spatial_dims = network_dims(reads, image_paths, spatial_dims)
+    for img_path, lab_path, read in zip(image_paths, label_paths, reads, strict=True):
         raw, given = with_spacing(read, spacing, img_path)
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
@@ -162,6 +163,35 @@ def _read_labels(path: Path, axes: str | None) -> Any:
         except InputError:  # another number of axes (labels saved without the time axis...): the file's own
             pass
     return io.read_volume(path)
+
+
+def network_dims(volumes: list, paths: list[Path], spatial_dims: int | None) -> int | None:
+    """The network's dimensions for images read from ``paths`` (``io.Volume`` each):
+    ``spatial_dims`` when given; 2 when some are 2D images and others volumes, whatever their
+    order (a 2D network trains on the volumes' slices; said in one line); else None (each
+    image's own, as ``image_layout`` decides). Before, the first file decided: a volume
+    first refused the 2D images after it, a 2D image first took the volumes' slices."""
+    from napari_medml.cli.common import image_layout
+    from napari_medml.errors import InputError
+
+    if spatial_dims is not None or len(volumes) < 2:
+        return spatial_dims
+    flat, volume = [], False
+    for vol, path in zip(volumes, paths):
+        try:
+            axes = image_layout(vol, path, None)[0].axes
+        except InputError:  # said when the image is laid out for the network
+            return None
+        volume |= "Z" in axes
+        if "Z" not in axes:
+            flat.append(path)
+    if not flat or not volume:
+        return None
+    shown = ", ".join(f"'{p}'" for p in flat[:3]) + (f" and {len(flat) - 3} more" if len(flat) > 3 else "")
+    info(f"image{'s' if len(flat) > 1 else ''} {shown} {'are' if len(flat) > 1 else 'is'} 2D and the others "
+         "volumes: a 2D network trains on the 2D images and the volumes' slices (for a 3D network, give "
+         "--spatial-dims 3 and leave out the 2D images)")
+    return 2
 
 
 def unknown_spacing_line(stored: dict[Path, tuple[float, ...] | None]) -> str:

@@ -31,7 +31,9 @@ def common_spacing(config: Any, spacing: Any, n_images: int) -> tuple[Any, str |
     spacing : tuple or list of tuples or None
         One voxel size for all images or one per image, spatial axes only.
     n_images : int
-        The number of training images.
+        The number of training images (samples); with ``config.data.sample_groups`` (the
+        samples cut from each volume or series, in order) the median is over those cases,
+        not over their slices or frames.
 
     Returns
     -------
@@ -47,7 +49,12 @@ def common_spacing(config: Any, spacing: Any, n_images: int) -> tuple[Any, str |
     from napari_medml.config import PreprocessStep
     from napari_medml.preprocessing.inputs import spacings_per_image
 
-    known = [s for s in spacings_per_image(spacing, n_images) if s is not None]
+    sizes = spacings_per_image(spacing, n_images)
+    groups = config.data.sample_groups
+    if groups and sum(groups) == n_images:  # the slices or frames of one file are one case, as nnU-Net counts
+        starts = np.cumsum([0, *groups[:-1]])
+        sizes = [sizes[int(i)] for i in starts]
+    known = [s for s in sizes if s is not None]
     if len(known) < 2 or len({len(s) for s in known}) > 1:
         return config, None
     if any(step.operation == "resample" for step in config.data.preprocessing):
