@@ -69,7 +69,8 @@ def add(sub: Any) -> None:
                    "their mutual information (0 where they agree)")  # fmt: skip
     p.add_argument("--error", type=Path, metavar="OUT",
                    help="pretraining bundles: also write the per-voxel reconstruction error (an anomaly map: "
-                   "high where the image is unlike the images it learned from)")  # fmt: skip
+                   "high where the image is unlike the images it learned from; the squared or absolute error "
+                   "of the bundle's loss in normalised intensity units, averaged over channels)")  # fmt: skip
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the image and its flip along each axis (one "
                    "pass per axis more: slower, usually a little better) (default: as the model's plan: "

@@ -98,7 +98,9 @@ def add(sub: Any) -> None:
     out.add_argument("--reconstruction", type=Path, metavar="FILE",
                      help="also write the first image's reconstruction (the image as the network predicts it)")  # fmt: skip
     out.add_argument("--error", type=Path, metavar="FILE",
-                     help="also write the first image's per-voxel reconstruction error (an anomaly map)")  # fmt: skip
+                     help="also write the first image's per-voxel reconstruction error (an anomaly map: the "
+                     "squared (mse) or absolute (mae) error of each voxel predicted while blanked, in normalised "
+                     "intensity units, averaged over channels)")  # fmt: skip
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from the checkpoints in --out")  # fmt: skip
     p.set_defaults(run=run)

@@ -19,7 +19,8 @@ def add_spacing_option(parser: Any, what: str = "image and labels files") -> Non
     from napari_medml.cli.values import real
 
     parser.add_argument("--spacing", type=real(0, low_open=True), nargs="+", default=None, metavar="S",
-                        help=f"voxel size of the {what} that store none (.npy, a TIFF without resolution), one "
+                        help=f"voxel size of the {what} that store{'' if what.endswith('s') else 's'} none (.npy, "
+                        "a TIFF without resolution), one "
                         "number per spatial axis in the file's order (Z Y X; a 2D file takes the last ones), in "
                         "the units of the other files (e.g. µm); a file that stores a voxel size keeps its own "
                         "(default: 1 per axis)")  # fmt: skip
