@@ -290,9 +290,6 @@ class PretrainConfig:
             raise ConfigError(f"mask_block must be an integer >= 1, got {self.mask_block}")
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
-        if self.corruption == "noise" and self.noise_std == 0:  # the network would learn to copy its input
-            raise ConfigError("corruption 'noise' with noise_std 0 corrupts nothing, and the network would only "
-                              "learn to copy its input: give noise_std > 0 (e.g. 0.2), or corruption 'mask'")
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,12 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     other_outputs = not new_head and any(k in (head or ()) and k not in fitting for k in state)
     alias = _aliases(network)
 
+    # a bundle's file keeps no aliases: MONAI's DynUNet reaches its blocks again as skip_layers.*,
+    # which this network (of another norm or depth) may not have to tell them by
+    twice = info["network"] == "dynunet" or bundle_architecture(source).get("network") == "dynunet"
+
     def count(names: Collection[str]) -> int:  # each tensor once, whatever it is called
-        return len({alias.get(k, k) for k in names})
+        return len({alias.get(k, k) for k in names if k in alias or not (twice and k.startswith("skip_layers."))})
 
     unfit = [k for k in state if k not in fitting and not ((new_head or other_outputs) and k in head)]
     info.update({k: v for k, v in inputs.items() if k != "input_tensors"})

@@ -55,7 +55,8 @@ def start_architecture(config: TrainConfig, spatial_dims: int, keep: Collection[
     ------
     InputError
         A bundle whose network no classifier shares (``dynunet``, ``segresnet``), one of
-        other spatial dimensions than the samples, or another network kept in ``keep``.
+        other spatial dimensions than the samples, or a segmentation bundle under another
+        classifier than the one that takes its encoder, kept in ``keep``.
     """
     from napari_medml.bundles.transfer import bundle_architecture
     from napari_medml.nn.classification import CLASSIFIER_NETWORKS
@@ -75,11 +76,11 @@ def start_architecture(config: TrainConfig, spatial_dims: int, keep: Collection[
             raise InputError(f"start bundle {source} holds a '{network}' network, which no classifier shares: "
                              f"start from a classification bundle or a segmentation or pretraining {choices}")
         arch = {**arch, "network": ENCODER_OF[network]}
-    if "network" in keep and arch.get("network") not in (None, config.model.network):  # no weights would fit
-        shown = f"'{network}' network" + (f" (its encoder: '{arch['network']}')" if arch["network"] != network else "")
-        raise InputError(f"start bundle {source} holds a {shown}, whose weights fit no "
-                         f"'{config.model.network}': leave out --network to take the bundle's (the Classify "
-                         f"widget takes it), or start '{config.model.network}' from a bundle of its own")
+        if "network" in keep and config.model.network != arch["network"]:  # its encoder fits no other classifier
+            raise InputError(f"start bundle {source} holds a '{network}' network, whose weights fit only the "
+                             f"classifier '{arch['network']}', not '{config.model.network}': leave out --network "
+                             f"to take it (the Classify widget does), or start '{config.model.network}' from a "
+                             "classification bundle")
     taken = {k: arch[k] for k in _FIELDS if k in arch and k not in keep}
     if not taken:
         return config, {}

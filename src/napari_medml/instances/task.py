@@ -172,7 +172,7 @@ class InstanceTask:
         from napari_medml.nn.segmentation import keep_frozen_statistics
 
         self.network.train()
-        keep_frozen_statistics(self.network)  # frozen stages keep their batch-norm statistics too
+        keep_frozen_statistics(self.network, self.initial_weights or self.base_start)  # as their weights
 
     def next_batch(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         return self.sampler.batch()

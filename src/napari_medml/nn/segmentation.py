@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -201,9 +202,15 @@ def output_tensors(network: torch.nn.Module, config: ModelConfig, spatial_dims: 
     return {k for k, v in network.state_dict().items() if k in probe and probe[k].shape != v.shape}
 
 
-def keep_frozen_statistics(network: torch.nn.Module) -> None:
+def keep_frozen_statistics(network: torch.nn.Module, start: Any = None) -> None:
     """Put the batch-norm layers whose scales are frozen in eval mode, after ``network.train()``:
-    a frozen stage keeps the statistics it was given, as it keeps its weights."""
+    a frozen stage keeps the statistics it was given, as it keeps its weights.
+
+    ``start`` is the run's transfer (``bundles.transfer.transfer_weights``' provenance, or a
+    resumed model's): when tensors of the frozen stages start new (an input layer of other
+    channels), what every later norm sees changes, and they all follow the batch instead."""
+    if isinstance(start, dict) and start.get("thawed"):
+        return
     for module in network.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None \
                 and not module.weight.requires_grad:

@@ -76,7 +76,7 @@ def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: A
     Raises
     ------
     ConfigError
-        Labels given, or another task in ``config``.
+        Labels given, another task in ``config``, or noise of 0 as the only corruption.
     InputError
         Unusable images (dimensions, channels, NaN).
     """
@@ -84,6 +84,9 @@ def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: A
         raise ConfigError(f"fit_pretraining needs config.task 'pretraining', got {config.task!r}")
     if labels is not None:
         raise ConfigError("pretraining learns from unlabeled images: call fit(images, None, config)")
+    if config.pretrain.corruption == "noise" and config.pretrain.noise_std == 0:  # a run, not a stored config
+        raise ConfigError("corruption 'noise' with noise_std 0 corrupts nothing, and the network would only "
+                          "learn to copy its input: give noise_std > 0 (e.g. 0.2), or corruption 'mask'")
     note = None
     if init_model is None and resume_from is None:  # a model or a checkpoint keeps its own recipe
         from napari_medml.preprocessing.target_spacing import common_spacing
