@@ -177,3 +177,11 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     assert "layer 'coarse' has voxel size 4 x 2 x 2 but the model was trained at 2 x 1 x 1" in pre["status"].value
     errors = [n.message for n in notes if "error" in str(n.severity).lower()]
     assert len(errors) == 1 and "choose the folder of a pretraining bundle" in errors[0], errors
+    from pathlib import Path
+
+    segmentation = Path(__file__).parents[1] / "core" / "fixtures" / "schema1_segmentation"
+    pre["use_bundle"].value = segmentation
+    pre["reconstruct"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
+    assert pre["status"].value.endswith(f"'{segmentation}' holds a segmentation model: Reconstruct takes a "
+                                        "pretraining bundle (Predict applies trained models)"), pre["status"].value

@@ -258,20 +258,33 @@ class PretrainWidget(DockForm):
             if source in ("", "."):
                 raise InputError("'reconstruct with' is a bundle folder: choose the folder of a pretraining "
                                  "bundle (or pretrain one here first)")
-        else:
+        elif w["use"].value in self._session.models:
             source = self._session.models[w["use"].value]
+        else:
+            raise InputError(f"model '{w['use'].value}' is no longer in this session: choose another")
         inputs = [model_input(self._viewer, [layer]) for layer in layers]
         device = w["device"].value
 
         def job(stop: Any, report: Any) -> tuple[list, list]:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.io.spacing import spacing_note
+            from napari_medml.preprocessing.inputs import check_finite
             from napari_medml.pretraining.model import load_pretrained
 
+            if isinstance(source, str):
+                from pathlib import Path
+
+                from napari_medml.bundles.format import read_description
+
+                task = read_description(Path(source)).get("task")
+                if task != "pretraining":
+                    raise InputError(f"'{source}' holds a {task} model: Reconstruct takes a pretraining bundle "
+                                     "(Predict applies trained models)")
             model = load_pretrained(source) if isinstance(source, str) else source
             results, notes = [], []
             with intra_op_threads(gui_thread_count(resolve_device(device))):
                 for inp in inputs:
+                    check_finite(inp.image, f"layer '{inp.layer.name}'")  # named, as on the command line
                     notes.append(spacing_note(inp.spacing, model.spacing, f"layer '{inp.layer.name}'",
                                               recipe=model.config.data.preprocessing))
                     results.append(model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=device,

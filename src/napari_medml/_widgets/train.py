@@ -315,7 +315,7 @@ class TrainWidget(DockForm):
                 config = run["config"] = replace(config, checkpoint_dir=str(checkpoints.new_run(bundle)))
             if start_from is not None:
                 config = replace(config, model=replace(config.model, init_from=start.source()))
-            with intra_op_threads(gui_thread_count(resolve_device(config.device))):
+            with start.naming(), intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
                 if len(images) > 1:  # one layer's slices or frames: a held-out one's neighbours do not train
@@ -340,9 +340,8 @@ class TrainWidget(DockForm):
                     from napari_medml.segmentation.planning import take_start_architecture
 
                     config = run["config"] = take_start_architecture(config, keep)[0]
-                with start.naming():
-                    model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
-                                           stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
+                model = yield from fit(images, targets, config, spacing=spacings, channel_axis=channel_axis,
+                                       stop=stop, init_model=init_model, resume_from=resume_from, plan=plan)
             start.rename_in(model)
             if config.task == "segmentation" and not record:  # fine-tuning in Predict learns it alongside
                 from napari_medml.segmentation.corrections import labelled_samples
