@@ -94,17 +94,23 @@ def test_no_layer_chosen_is_a_notification(make_napari_viewer, open_widget, note
     assert any("choose at least one image" in n.message for n in notes)
 
 
+def _pretrain_briefly(viewer, open_widget, qtbot, layer):
+    """The Pretrain widget, from the Plugins menu, after a 2-step run on ``layer``."""
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [layer]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    return pre
+
+
 def test_rgb_layer_reconstruction_is_rgb(make_napari_viewer, open_widget, qtbot, notes):
     from skimage import data
 
     viewer = make_napari_viewer()
     rgb = viewer.add_image(data.astronaut()[::4, ::4], name="astro", rgb=True, scale=(0.5, 0.5))
-    pre = open_widget(viewer, "pretrain")
-    pre["images"].value = [rgb]
-    pre["channels"].value, pre["depth"].value = 4, 2
-    pre["epochs"].value, pre["steps"].value = 1, 2
-    pre["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    _pretrain_briefly(viewer, open_widget, qtbot, rgb)
     assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
     rec = viewer.layers["astro [reconstruction]"]
     err = viewer.layers["astro [reconstruction error]"]
@@ -143,12 +149,7 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     viewer = make_napari_viewer()
     p = phantom_3d(0)
     ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
-    pre = open_widget(viewer, "pretrain")
-    pre["images"].value = [ct]
-    pre["channels"].value, pre["depth"].value = 4, 2
-    pre["epochs"].value, pre["steps"].value = 1, 2
-    pre["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    pre = _pretrain_briefly(viewer, open_widget, qtbot, ct)
     model = session_for(viewer).models["ct pretrained"]
     bundle = model.save(tmp_path / "pretrained")
     new = viewer.add_image(phantom_3d(2).image[CROP], name="new", scale=p.spacing)

@@ -137,12 +137,9 @@ class PretrainWidget(DockForm):
     def start(self, *_: Any) -> None:
         """Read the form and the layers; pretrain, then reconstruct each layer, in the runner."""
         w = self._w
-        layers = list(w["images"].value or [])
-        if not layers:
-            raise InputError("choose at least one image layer to pretrain on")
-        for layer in layers:
-            check_fits(layer, "pretraining", "crop it (or open a coarser level) to pretrain on; segmentation "
-                       "training reads patches of it and Predict works block by block")
+        layers = self._chosen("pretraining", "choose at least one image layer to pretrain on",
+                              "crop it (or open a coarser level) to pretrain on; segmentation training reads "
+                              "patches of it and Predict works block by block")
         inputs = [model_input(self._viewer, [layer]) for layer in layers]  # one unlabeled image each
         if len({i.recipe for i in inputs}) > 1:
             raise InputError("the chosen images have different preprocessing recipes: preprocess them the "
@@ -240,6 +237,15 @@ class PretrainWidget(DockForm):
         if name in self._pretrained() and use.value == FROM_BUNDLE and str(self._w["use_bundle"].value) in ("", "."):
             use.value = name
 
+    def _chosen(self, what: str, none: str, fix: str) -> list[napari.layers.Layer]:
+        """The chosen image layers, each one that ``what`` can read whole (``none``: the error without any)."""
+        layers = list(self._w["images"].value or [])
+        if not layers:
+            raise InputError(none)
+        for layer in layers:
+            check_fits(layer, what, fix)
+        return layers
+
     def _pretrained(self) -> list[str]:
         """The session's pretrained models, by name."""
         return [name for name, m in self._session.models.items() if getattr(m.config, "task", "") == "pretraining"]
@@ -248,11 +254,8 @@ class PretrainWidget(DockForm):
     def reconstruct(self, *_: Any) -> None:
         """Apply a pretrained model (session or bundle folder) to the chosen layers, in the runner."""
         w = self._w
-        layers = list(w["images"].value or [])
-        if not layers:
-            raise InputError("choose the image layer(s) to reconstruct")
-        for layer in layers:
-            check_fits(layer, "reconstruction", "crop it (or open a coarser level) to reconstruct it")
+        layers = self._chosen("reconstruction", "choose the image layer(s) to reconstruct",
+                              "crop it (or open a coarser level) to reconstruct it")
         if w["use"].value in (None, FROM_BUNDLE):
             source: Any = str(w["use_bundle"].value)
             if source in ("", "."):
