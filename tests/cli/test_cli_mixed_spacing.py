@@ -98,9 +98,10 @@ def test_image_files_that_store_no_voxel_size_are_named_beside_those_that_do(tmp
     done = _run("train", *args, "--out", str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "1",
                 "--features", "4", "--depth", "2", "--seed", "0", "--device", "cpu")
     assert done.returncode == 0, done.stderr
-    assert (f"image '{tmp_path / 'c.npy'}' stores no voxel size and is taken as 1 per axis, unlike the others "
-            "(0.65x0.65): if that is wrong, give theirs with --spacing (e.g. --spacing 0.65 0.65), or save them with "
-            "their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI)") in done.stderr, done.stderr
+    assert (f"image '{tmp_path / 'c.npy'}' stores no voxel size and is taken as 1 per axis, while the other files "
+            "store theirs (0.65x0.65): if that is wrong, give theirs with --spacing (e.g. --spacing 0.65 0.65), or "
+            "save them with their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI)"
+            ) in done.stderr, done.stderr
     assert "each is resampled to their median" in done.stderr
     # the fix the line names: the .npy files take 0.65, the TIFFs keep their own; nothing is resampled
     done = _run("train", *args, "--spacing", "0.65", "0.65", "--out", str(tmp_path / "model2"), "--epochs", "1",

@@ -225,8 +225,9 @@ def test_pretrain_names_files_without_a_voxel_size_and_resamples_mixed_ones(file
               files / "ct2.nii.gz", "--out", files / "mixed_pre", "--epochs", "1", "--steps-per-epoch", "1", *NET,
               tmp=tmp)
     assert out.returncode == 0, out.stderr
-    assert (f"image '{files / 'plain.npy'}' stores no voxel size and is taken as 1 per axis, unlike the others "
-            "(2x1x1): if that is wrong, give theirs with --spacing (e.g. --spacing 2 1 1)") in out.stderr
+    assert (f"image '{files / 'plain.npy'}' stores no voxel size and is taken as 1 per axis, while the other "
+            "files store theirs (2x1x1): if that is wrong, give theirs with --spacing (e.g. --spacing 2 1 1)"
+            ) in out.stderr
     assert "voxel sizes 1x1x1, 2x1x1: each is resampled to their median 2x1x1" in out.stderr
     config = json.loads((files / "mixed_pre" / "config.json").read_text())
     assert config["preprocessing"] == [{"operation": "resample", "params": {"target_spacing": [2.0, 1.0, 1.0]}}]

@@ -478,3 +478,18 @@ def test_a_dynunet_bundles_skip_layer_names_count_once_under_another_norm(tmp_pa
     weights = transfer_weights(network, model.save(tmp_path / "dyn"))
     assert weights["bundle_tensors"] == distinct
     assert weights["unfit"] == distinct - weights["loaded"]
+
+
+def test_a_norm_only_mismatch_advises_the_bundles_norm(tmp_path):
+    # review 27: a batch-norm DynUNet from an instance-norm bundle of the same width and depth was
+    # refused with the advice to train with that width and depth, which it had
+    from napari_medml.bundles.transfer import transfer_weights
+    from napari_medml.nn.segmentation import build_network
+
+    net = ModelConfig(network="dynunet", channels=4, depth=3)
+    model = api.train(phantom_3d(seed=0, shape=(16, 32, 32)).image, None,
+                      replace(pretrain_config(3, (16, 32, 32)), model=net), spacing=(1.0, 1.0, 1.0))
+    batch = build_network(replace(net, norm="batch"), 3, 1, 2, patch_size=(16, 32, 32), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputError, match=r"the bundle's network has width 4, depth 3 and instance norm: train with "
+                                         r"the same \(--features 4 --depth 3 --norm instance; in the widget"):
+        transfer_weights(batch, model.save(tmp_path / "dyn"))

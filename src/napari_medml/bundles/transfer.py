@@ -40,7 +40,7 @@ def bundle_architecture(source: Any) -> dict[str, Any]:
 
 
 def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
-    """What to set so a new network takes a bundle's weights: its dimensions, width and depth."""
+    """What to set so a new network takes a bundle's weights: its dimensions, width, depth and norm."""
     arch = bundle_architecture(source)
     width, depth, dims = arch.get("channels"), arch.get("depth"), arch.get("spatial_dims")
     own_dims = next((m.weight.dim() - 2 for m in network.modules()
@@ -53,6 +53,10 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
                 "(--spatial-dims 2), or start from a bundle pretrained on volumes")
     if width is None:
         return "start with the bundle's network, width and depth"
+    norm = arch.get("norm")
+    if norm is not None and _norm_of(network) not in (None, norm):  # the same width and depth were advised in vain
+        return (f"the bundle's network has width {width}, depth {depth} and {norm} norm: train with the same "
+                f"(--features {width} --depth {depth} --norm {norm}; in the widget: width, depth and norm)")
     return (f"the bundle's network has width {width} and depth {depth}: train with the same "
             f"(--features {width} --depth {depth}; in the widget: width and depth)")
 

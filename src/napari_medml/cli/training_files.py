@@ -203,7 +203,9 @@ def unknown_spacing_line(stored: dict[Path, tuple[float, ...] | None]) -> str:
     if not unknown or not any(set(sizes) != {1.0} for sizes in stored.values() if sizes is not None):
         return ""
     shown = ", ".join(f"'{p}'" for p in unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
+    example = next(k for k in known if set(k.split("x")) != {"1"})  # 1 per axis is what it already takes
     return (f"image{'s' if len(unknown) > 1 else ''} {shown} store{'' if len(unknown) > 1 else 's'} no voxel size "
-            f"and {'are' if len(unknown) > 1 else 'is'} taken as 1 per axis, unlike the others ({', '.join(known)}): "
-            f"if that is wrong, give theirs with --spacing (e.g. --spacing {' '.join(known[0].split('x'))}), or save "
-            "them with their voxel size (a TIFF's resolution, as ImageJ writes it, or NIfTI)")
+            f"and {'are' if len(unknown) > 1 else 'is'} taken as 1 per axis, while the other files store theirs "
+            f"({', '.join(known)}): if that is wrong, give theirs with --spacing (e.g. --spacing "
+            f"{' '.join(example.split('x'))}), or save them with their voxel size (a TIFF's resolution, as ImageJ "
+            "writes it, or NIfTI)")
