@@ -292,6 +292,12 @@ class PretrainConfig:
             raise ConfigError(f"noise_std must be >= 0, got {self.noise_std}")
 
 
+# the PretrainConfig fields each corruption reads; the others are unused by it
+CORRUPTION_SETTINGS: dict[str, tuple[str, ...]] = {
+    "mask": ("mask_ratio", "mask_block"), "noise": ("noise_std",),
+    "mask_noise": ("mask_ratio", "mask_block", "noise_std")}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; stored in every bundle."""

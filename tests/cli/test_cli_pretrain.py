@@ -251,10 +251,21 @@ def test_the_reconstruction_of_an_rgb_tiff_keeps_its_three_channels(files):
     rgb = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
     tifffile.imwrite(files / "rgb.tif", rgb, photometric="rgb")
     out = run("pretrain", "--image", files / "rgb.tif", "--out", files / "rgb_pre", "--epochs", "1",
-              "--steps-per-epoch", "1", "--reconstruction", files / "rgb_rec.tif", *NET, tmp=files / "tmp")
+              "--steps-per-epoch", "1", "--reconstruction", files / "rgb_rec.tif", "--corruption", "mask",
+              "--noise-std", "0.3", *NET, tmp=files / "tmp")
     assert out.returncode == 0, out.stderr
     rec = read_volume(files / "rgb_rec.tif")
     assert rec.axes == "CYX" and rec.data.shape == (3, 32, 48)
+    # an option that the corruption does not read was dropped without a word
+    assert ("--noise-std 0.3 is not used: --corruption mask adds no noise (--corruption mask_noise does both)"
+            in out.stderr)
+    # a patch larger than the image was padded without a word; train refuses it
+    out = run("pretrain", "--image", files / "rgb.tif", "--out", files / "rgb_big", "--patch-size", "64", "64",
+              "--corruption", "noise", "--mask-ratio", "0.3", "--mask-block", "4", *NET, tmp=files / "tmp")
+    assert out.returncode == 1 and not (files / "rgb_big").exists()
+    assert ("--mask-ratio 0.3 and --mask-block 4 are not used: --corruption noise blanks no blocks" in out.stderr)
+    assert ("patch size (64, 64) is larger than the smallest image (32, 48): use a patch of at most (32, 48), or "
+            "leave it out to choose one automatically") in out.stderr, out.stderr
 
 
 def test_a_volume_and_a_2d_image_pretrain_a_2d_network_in_either_order(files):

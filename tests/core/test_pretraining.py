@@ -56,6 +56,13 @@ def test_config_choices_are_checked():
         api.train(np.ones((32, 32)), None, replace(pretrain_config(2, (32, 32)), pretrain=still))
     with pytest.raises(ConfigError, match="unlabeled"):
         api.train(np.zeros((32, 32)), np.zeros((32, 32), int), pretrain_config(2, (32, 32)))
+    image = np.random.default_rng(0).random((30, 40), dtype=np.float32)
+    with pytest.raises(InputError, match=re.escape("patch size (32, 48) is larger than the smallest image (30, 40): "
+                                                   "use a patch of at most (30, 40)")):
+        api.train(image, None, pretrain_config(2, (32, 48)))
+    divisible = "must be divisible by 2 (2 ** (depth - 1) for depth 2): use (32, 32)"
+    with pytest.raises(ConfigError, match=re.escape(divisible)):
+        api.train(image, None, pretrain_config(2, (32, 33)))
     with pytest.raises(InputError, match="channel"):
         api.train([np.zeros((32, 32)), np.zeros((2, 32, 32))], None, pretrain_config(2, (32, 32)),
                   channel_axis=None)
@@ -251,12 +258,13 @@ def test_freezing_more_stages_than_the_encoder_has_is_refused(tmp_path):
 
 
 def test_the_pretraining_line_counts_the_images_voxels_and_channels():
-    """Not the padded patch: a 20x24 image under a 32x32 patch has 480 voxels."""
+    """Not the padded patch: a 20x24 image under a 24x24 patch (a multiple of 8 for depth 4) has 480 voxels."""
     from napari_medml.pretraining.task import PretrainingTask
 
     image = np.random.default_rng(0).random((2, 20, 24)).astype(np.float32)
-    task = PretrainingTask(pretrain_config(2, (32, 32)), image, channel_axis=0)
-    assert task.start_message().startswith("pretraining on 1 unlabeled image(s), 480 voxels, 2 channels, patch 32x32")
+    config = replace(pretrain_config(2, None), model=ModelConfig(channels=4, depth=4))
+    task = PretrainingTask(config, image, channel_axis=0)
+    assert task.start_message().startswith("pretraining on 1 unlabeled image(s), 480 voxels, 2 channels, patch 24x24")
 
 
 def test_the_start_line_names_what_was_taken_and_frozen():

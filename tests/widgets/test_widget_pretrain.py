@@ -94,6 +94,21 @@ def test_no_layer_chosen_is_a_notification(make_napari_viewer, open_widget, note
     assert any("choose at least one image" in n.message for n in notes)
 
 
+
+def test_only_the_settings_the_corruption_reads_can_be_edited(make_napari_viewer, open_widget):
+    viewer = make_napari_viewer()
+    pre = open_widget(viewer, "pretrain")
+
+    def editable():
+        return {name for name in ("mask_ratio", "mask_block", "noise_std") if pre[name].enabled}
+
+    assert pre["corruption"].value == "mask_noise" and editable() == {"mask_ratio", "mask_block", "noise_std"}
+    pre["corruption"].value = "mask"
+    assert editable() == {"mask_ratio", "mask_block"}
+    pre["corruption"].value = "noise"
+    assert editable() == {"noise_std"}
+
+
 def _pretrain_briefly(viewer, open_widget, qtbot, layer):
     """The Pretrain widget, from the Plugins menu, after a 2-step run on ``layer``."""
     pre = open_widget(viewer, "pretrain")

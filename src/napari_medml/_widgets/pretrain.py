@@ -32,6 +32,7 @@ from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._session import run_controls, session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
+    CORRUPTION_SETTINGS,
     AugmentConfig,
     Corruption,
     DataConfig,
@@ -111,7 +112,14 @@ class PretrainWidget(DockForm):
         w["start"].changed.connect(self.start)
         w["resume"].changed.connect(self.resume)
         w["reconstruct"].changed.connect(self.reconstruct)
+        w["corruption"].changed.connect(self._corruption_changed)
+        self._corruption_changed(w["corruption"].value)
         self._session.on_model_added(self._model_added)
+
+    def _corruption_changed(self, corruption: str) -> None:
+        """Only the settings that the chosen corruption reads can be edited."""
+        for name in ("mask_ratio", "mask_block", "noise_std"):
+            self._w[name].enabled = name in CORRUPTION_SETTINGS[corruption]
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)

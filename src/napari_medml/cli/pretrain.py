@@ -28,6 +28,7 @@ from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.options import PRETRAIN_FIELDS, config_from_options
 from napari_medml.cli.values import integer, real
 from napari_medml.config import (
+    CORRUPTION_SETTINGS,
     AugmentConfig,
     Corruption,
     DataConfig,
@@ -191,7 +192,16 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
 def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
     augment = replace(AugmentConfig.none(), flip=AugmentConfig().flip)  # flips only: the corruption is the task
     base = TrainConfig(task="pretraining", data=DataConfig(spatial_dims=spatial_dims), augment=augment)
-    return config_from_options(args, base, PRETRAIN_FIELDS)
+    config = config_from_options(args, base, PRETRAIN_FIELDS)
+    corruption = config.pretrain.corruption
+    unused = [name for name in ("mask_ratio", "mask_block", "noise_std")
+              if getattr(args, name) is not None and name not in CORRUPTION_SETTINGS[corruption]]
+    if unused:
+        flags = " and ".join(f"--{name.replace('_', '-')} {getattr(args, name):g}" for name in unused)
+        what = "adds no noise" if corruption == "mask" else "blanks no blocks"
+        info(f"{flags} {'is' if len(unused) == 1 else 'are'} not used: --corruption {corruption} {what} "
+             "(--corruption mask_noise does both)")
+    return config
 
 
 def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | None, error: Path | None,

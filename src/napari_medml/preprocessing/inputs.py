@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import InputError
+from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["as_list", "check_finite", "check_image", "check_not_constant", "run_recipe_channels", "shrink_patch", "spacings_per_image"]
+__all__ = ["as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size", "run_recipe_channels",
+           "shrink_patch", "spacings_per_image"]
 
 
 def as_list(items: Any, kind: str) -> list:
@@ -262,3 +263,48 @@ def shrink_patch(patch: Sequence[int], spacing: Sequence[float] | None, divisor:
             break
         patch[axis] = max(divisor, int(patch[axis] * 0.9) // divisor * divisor)
     return tuple(patch)
+
+
+def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]], divisor: int, depth: int,
+                     where: str) -> tuple[int, ...]:
+    """A patch size given by the user, checked against the network and the images.
+
+    Parameters
+    ----------
+    patch_size : sequence of int
+        Voxels per spatial axis.
+    shapes : sequence of shapes
+        The spatial shapes the patches are drawn from (images thinner than the patch on
+        an axis are padded to the next multiple of ``divisor`` there, no further).
+    divisor : int
+        The network's down-sampling factor, ``2 ** (depth - 1)``.
+    depth : int
+        The network's resolution levels (named in the message).
+    where : str
+        What the smallest shape is, e.g. "smallest training image".
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ConfigError
+        A patch size not divisible by ``divisor``.
+    InputError
+        A patch size larger than the smallest shape padded to a multiple of ``divisor``.
+    """
+    smallest = tuple(min(int(s[a]) for s in shapes) for a in range(len(patch_size)))
+    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
+    patch_size = tuple(int(p) for p in patch_size)
+    if any(p % divisor for p in patch_size):
+        fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
+        raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
+                          f"(2 ** (depth - 1) for depth {depth}): use {fit}, or a smaller depth")
+    if any(p > m for p, m in zip(patch_size, largest)):
+        fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
+        padded = (f" (its shape padded to a multiple of {divisor})"
+                  if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
+        raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
+                         f"of at most {fit}{padded}, or leave it out to choose one automatically")
+    return patch_size

@@ -25,7 +25,7 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.pretraining.model import ReconstructionModel, load_pretrained
-from napari_medml.preprocessing.inputs import as_list, check_not_constant, spacings_per_image
+from napari_medml.preprocessing.inputs import as_list, check_not_constant, check_patch_size, spacings_per_image
 
 __all__ = ["PretrainingTask", "fit_pretraining", "pretrain", "reconstruction_loss"]
 
@@ -78,7 +78,8 @@ def fit_pretraining(images: Any, labels: Any, config: TrainConfig, *, spacing: A
     ConfigError
         Labels given, another task in ``config``, or noise of 0 as the only corruption.
     InputError
-        Unusable images (dimensions, channels, NaN).
+        Unusable images (dimensions, channels, NaN), or a ``patch_size`` larger than the smallest
+        image.
     """
     if config.task != "pretraining":
         raise ConfigError(f"fit_pretraining needs config.task 'pretraining', got {config.task!r}")
@@ -149,10 +150,8 @@ class PretrainingTask:
         if base is not None:
             self.patch_size = base.patch_size
         elif dc.patch_size is not None:
-            self.patch_size = tuple(int(p) for p in dc.patch_size)
-            if any(p % divisor for p in self.patch_size):
-                raise ConfigError(f"patch_size {self.patch_size} must be divisible by {divisor} "
-                                  f"(2 ** (depth - 1) for depth {config.model.depth})")
+            self.patch_size = check_patch_size(dc.patch_size, [a.shape[1:] for a in arrays], divisor,
+                                               config.model.depth, "smallest image")
         else:
             self.patch_size = data.choose_patch([a.shape[1:] for a in arrays], self.spacing, divisor,
                                                 patch_voxel_cap(device, dc.spatial_dims))

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from napari_medml.config import TrainConfig
-from napari_medml.errors import ConfigError, InputError
-from napari_medml.preprocessing.inputs import check_not_constant, spacings_per_image
+from napari_medml.errors import InputError
+from napari_medml.preprocessing.inputs import check_not_constant, check_patch_size, spacings_per_image
 from napari_medml.segmentation.data import TrainingData
 
 __all__ = ["choose_patch_size", "normalize_regions", "prepare_training_data", "read_images_and_labels",
@@ -222,20 +222,8 @@ def choose_patch_size(shapes: Sequence[Sequence[int]], config: TrainConfig, spac
         return data.auto_patch_size(smallest, spacing, dc.spatial_dims, dc.memory_budget_mb, divisor,
                                     bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
                                     max_voxels=max_patch_voxels)
-    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
-    patch_size = tuple(int(p) for p in dc.patch_size)
-    if any(p % divisor for p in patch_size):
-        fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
-        raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
-                          f"(2 ** (depth - 1) for depth {config.model.depth}): use {fit}, or a smaller depth")
-    if any(p > m for p, m in zip(patch_size, largest)):
-        where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-        fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
-        padded = (f" (its shape padded to a multiple of {divisor})"
-                  if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
-        raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
-                         f"of at most {fit}{padded}, or leave it out to choose one automatically")
-    return patch_size
+    where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
+    return check_patch_size(dc.patch_size, shapes, divisor, config.model.depth, where)
 
 
 def normalize_regions(train_regions: list, val_regions: list, config: TrainConfig, base: Any = None, *,
