@@ -501,3 +501,43 @@ def test_a_norm_only_mismatch_advises_the_bundles_norm(tmp_path):
     with pytest.raises(InputError, match=r"the bundle's network has width 4, depth 3 and instance norm: train with "
                                          r"the same \(--features 4 --depth 3 --norm instance; in the widget"):
         transfer_weights(batch, model.save(tmp_path / "dyn"))
+
+
+@pytest.mark.parametrize("scales, said", [
+    ([(1.0, 0.0), (1.2, 5.0)], None),  # one unit: one normalisation for all
+    ([(1.0, 0.0), (0.05, 60.0)], "standard deviations"),  # a dim image beside a bright one
+    ([(1.0, 0.0), (1.0, 500.0)], "means"),  # the same spread, far apart
+])
+def test_images_on_scales_far_apart_are_told_apart(scales, said):
+    from napari_medml.config import PreprocessStep
+    from napari_medml.preprocessing.intensity_scale import scales_differ
+
+    base = touching_objects_2d(seed=0, shape=(48, 48)).image.astype(np.float32)[None] * 100
+    images = [base * gain + offset for gain, offset in scales]
+    found = scales_differ(images)
+    assert (found is None) if said is None else (said in found)
+    # the slices of one file are one case; CT units, a recipe that scales already and one case are left alone
+    assert scales_differ(images, [2]) is None
+    assert scales_differ(images, normalization="ct") is None
+    assert scales_differ(images, recipe=(PreprocessStep("percentile"),)) is None
+
+
+def test_images_on_scales_far_apart_are_each_z_scored_and_reconstructed_in_their_own_units():
+    # trial 27: a dim fluorescence image beside bright ones was squeezed by one z-score over all and came back
+    # far off; nnU-Net z-scores MRI and microscopy case by case
+    bright = touching_objects_2d(seed=0, shape=(64, 64)).image.astype(np.float32) * 100
+    dim = touching_objects_2d(seed=1, shape=(64, 64)).image.astype(np.float32) * 5 + 60
+    gen = api.fit([bright, dim], None, pretrain_config(2, (32, 32), noise_std=0.1))
+    message = next(gen).message
+    model = run_to_end(gen)
+    assert "the images' intensities are on scales far apart (standard deviations" in message
+    assert [s.operation for s in model.config.data.preprocessing] == ["zscore"]
+    for image in (bright, dim):
+        rec = model.reconstruct(image).image
+        assert abs(float(rec.mean()) - float(image.mean())) < 0.2 * image.std()  # in the image's own units
+        assert np.corrcoef(rec.ravel(), image.ravel())[0, 1] > 0.8
+    # a model continued from it keeps its recipe and says nothing more
+    config = replace(pretrain_config(2, (32, 32), noise_std=0.1), optim=OptimConfig(epochs=1, steps_per_epoch=1))
+    gen = api.fit([bright, dim], None, config, init_model=model)
+    assert "scales far apart" not in next(gen).message
+    assert [s.operation for s in run_to_end(gen).config.data.preprocessing] == ["zscore"]
