@@ -65,6 +65,36 @@ def test_undo_of_a_stroke_reaches_the_session_and_the_status_says_it_is_computin
     _stop(widget, qtbot)
 
 
+def test_erasing_the_strokes_of_a_class_empties_the_answer_and_the_counts_follow(
+        make_napari_viewer, open_widget, qtbot, notes, phantom):
+    # trial 28: the answer of erased strokes stayed on screen, and with every stroke erased the counts
+    # still said "strokes: background 27"; Accept without the network blamed a network that had not learned
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    widget = _start(viewer, open_widget, qtbot, [viewer.add_image(image, name="ct")])
+    scribbles = viewer.layers["ct [scribbles]"]
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and (viewer.layers["ct [live]"].data == 1).any(),
+                    timeout=60000)
+    assert widget["counts"].value.startswith("strokes: id 1 ")
+    widget["uncertainty"].value = True  # 1 - max probability reaches 0.5 with two classes
+    qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
+    assert tuple(viewer.layers["ct [uncertainty]"].contrast_limits) == (0.0, 0.5)
+    viewer.layers["ct [scribbles]"].data = np.where(scribbles.data == 1, 0, scribbles.data)  # class 1 erased
+    qtbot.waitUntil(lambda: not viewer.layers["ct [live]"].data.any(), timeout=30000)
+    assert "paint background (id 4) and at least one class" in widget["status"].value
+    assert widget["counts"].value.startswith("strokes: background ")
+    scribbles.data = np.zeros_like(scribbles.data)  # everything erased
+    qtbot.waitUntil(lambda: widget["counts"].value == "strokes: none", timeout=30000)
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: (viewer.layers["ct [live]"].data == 1).any(), timeout=60000)
+    widget["accept"].changed.emit(True)
+    qtbot.waitUntil(lambda: "ct [segmentation]" in viewer.layers, timeout=60000)
+    qtbot.waitUntil(lambda: any("'train a network' is off, so there is no model to add" in n.message
+                                for n in notes), timeout=10000)
+    _stop(widget, qtbot)
+
+
 def test_several_channel_layers_get_scribbles_and_answers_where_the_image_lies(
         make_napari_viewer, open_widget, qtbot, phantom):
     image, truth = phantom

@@ -315,9 +315,23 @@ def test_a_one_slice_file_on_a_3d_model_gets_a_fix_that_works(setup, qtbot, note
     _predict(widget, qtbot)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert errors and errors[-1].endswith(
-        "has axes YX (2 spatial) but the network is 3D: use a 2D network (one slice of a file: `napari-medml "
-        "predict` takes it as a volume of one slice)"), errors
+        "has axes YX (2 spatial) but the network is 3D: use a 2D network (or give it a Z axis of length 1: a "
+        "(1, Y, X) layer in napari, a (1, Y, X) .npy file with --axes ZYX on the command line)"), errors
     assert "axis_labels" not in errors[-1]
+    # trial 28: the fix it gave (the command line) refused the same image; the one it gives now works
+    volume = viewer.add_image(layer.data[None], name="z1 volume")
+    widget["images"].value = [volume]
+    _predict(widget, qtbot)
+    assert viewer.layers[-1].name == "z1 volume [prediction]" and viewer.layers[-1].data.shape == volume.data.shape
+    np.save(tmp_path / "z1.npy", layer.data[None])
+    from napari_medml.cli import main
+
+    widget["save_to"].value = str(tmp_path / "bundle")
+    widget["save"].changed.emit(True)
+    qtbot.waitUntil(lambda: (tmp_path / "bundle" / "config.json").exists(), timeout=60000)
+    assert main(["predict", "--model", str(tmp_path / "bundle"), "--image", str(tmp_path / "z1.npy"), "--axes",
+                 "ZYX", "--out", str(tmp_path / "z1_pred.npy"), "--device", "cpu"]) == 0
+    assert np.load(tmp_path / "z1_pred.npy").shape == volume.data.shape
 
 
 def test_results_lie_on_a_rotated_image_in_its_units(setup, qtbot):

@@ -11,10 +11,12 @@ from qtpy.QtCore import QEvent, QObject
 
 from napari_medml._widgets._layers import layer_spatial
 from napari_medml._widgets._placement import place_like
+from napari_medml._widgets._results import show_result
+from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
-__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input", "go_to",
-           "place_on_image", "session_status", "status_lines"]
+__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input",
+           "clear_answer", "go_to", "place_on_image", "session_status", "show_uncertainty", "status_lines"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -27,9 +29,25 @@ def status_lines(status: dict, background: int) -> tuple[str, str]:
     scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
     steps = status["training"].get("steps")
     line = f"on screen: {status['stage']}; held-out scores: {scores}" + (f"; network: {steps} steps" if steps else "")
-    counts = "strokes: " + ", ".join(f"{'background' if k == background else f'id {k}'} {n}"
-                                     for k, n in sorted(status["counts"].items()))
+    counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} {n}"
+                                      for k, n in sorted(status["counts"].items())) or "none")
     return line, counts
+
+
+def clear_answer(viewer: Any, layer: Any) -> None:
+    """Empty the widget's answer layer (``<image> [live]``) when there is no answer to show (the
+    strokes of a class were erased): it would show the answer of strokes that are gone. A layer
+    the user painted in is theirs and stays."""
+    if layer is not None and layer in viewer.layers and is_generated(layer.metadata) and np.any(layer.data):
+        layer.data = np.zeros_like(layer.data)
+
+
+def show_uncertainty(viewer: Any, uncertainty: np.ndarray, image: Any, axes: Any, status: dict) -> None:
+    """The answer's uncertainty (``1 - max class probability``) as ``<image> [uncertainty]``, its
+    contrast spanning what it can reach: 0 to ``1 - 1/K`` for K painted classes (0.5 for two)."""
+    top = 1.0 - 1.0 / max(2, len(status.get("counts") or ()))
+    show_result(viewer, result_layer_data(uncertainty, image.name, "uncertainty", layer_spatial(image), "image", axes,
+                                          colormap="inferno", contrast_limits=(0.0, top), opacity=0.6), like=image)
 
 
 @dataclass(frozen=True)

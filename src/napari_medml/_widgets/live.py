@@ -30,8 +30,8 @@ from qtpy.QtCore import QTimer
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
-                                               check_live_input, go_to, place_on_image, session_status,
-                                               status_lines)
+                                               check_live_input, clear_answer, go_to, place_on_image, session_status,
+                                               show_uncertainty, status_lines)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -260,8 +260,9 @@ class LiveWidget(DockForm):
             self.session = report
             self._push_scribbles()
             return
-        if "message" in report.status:
+        if "message" in report.status:  # nothing to answer: an answer of strokes now erased would mislead
             self._show_status(report.status)
+            clear_answer(self._viewer, self._layers.get("live"))
             return
         layer = self._layers.get("live")
         name = self._inputs.layer.name
@@ -276,19 +277,15 @@ class LiveWidget(DockForm):
             layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
             layer.refresh()
         if report.uncertainty is not None:
-            show_result(self._viewer, result_layer_data(
-                report.uncertainty, name, "uncertainty", layer_spatial(self._inputs.layer), "image",
-                self._axes, colormap="inferno", contrast_limits=(0.0, 1.0), opacity=0.6), like=self._inputs.layer)
+            show_uncertainty(self._viewer, report.uncertainty, self._inputs.layer, self._axes, report.status)
         self._show_status(report.status)
 
     def _uncertainty_toggled(self, value: bool) -> None:
         self._want_uncertainty = bool(value)
 
     def _show_status(self, status: dict) -> None:
-        if "message" not in status:
-            self._w["status"].value, self._w["counts"].value = status_lines(status, self._w["background"].value)
-        else:
-            self._w["status"].value = status["message"]
+        line, self._w["counts"].value = status_lines(status, self._w["background"].value)
+        self._w["status"].value = status.get("message", line)
 
     # -- worker threads -------------------------------------------------------------------
 
@@ -331,7 +328,7 @@ class LiveWidget(DockForm):
                 except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
                     if session.closed:
                         return
-                    report(Answer(None, np.zeros(0), None, {"message": str(exc)}))
+                    report(Answer(None, np.zeros(0), None, {**session_status(session), "message": str(exc)}))
                 shown = key
         finally:
             session.close()
@@ -381,8 +378,10 @@ class LiveWidget(DockForm):
                                                     layer_spatial(inputs.layer), "labels",
                                                     layer_volume(inputs.layer).axes), like=inputs.layer)
         if model is None:
-            notifications.show_info("Accepted the segmentation; the network had not learned yet, so no model "
-                                    "was added (keep 'train a network' on and give it time).")
+            notifications.show_info("Accepted the segmentation; " + (
+                "the network had not learned yet, so no model was added (keep 'train a network' on and give it "
+                "time)." if self._w["network"].value else "'train a network' is off, so there is no model to add "
+                "(tick it and press Start: a network learns from the same strokes)."))
             return
         name = add_live_model(session_for(self._viewer), model, inputs, self._layers.get("scribbles"),
                               self._w["background"].value)

@@ -305,8 +305,9 @@ def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") ->
     if len(spatial) < spatial_dims:
         # naming axes helps only where some are not spatial yet (a T or C that is Z): a layer
         # (Y, X) cannot take the axis labels ('z', 'y', 'x'), as the hint said it could
-        one_slice = (" (one slice of a file: `napari-medml predict` takes it as a volume of one slice)"
-                     if len(spatial) == 2 and spatial_dims == 3 and len(axes) == 2 else "")
+        one_slice = (" (or give it a Z axis of length 1: a (1, Y, X) layer in napari, a (1, Y, X) .npy file "
+                     "with --axes ZYX on the command line)" if len(spatial) == 2 and spatial_dims == 3
+                     and len(axes) == 2 else "")
         raise InputError(f"{what} has axes {axes} ({len(spatial)} spatial) but the network is "
                          f"{spatial_dims}D: use a {len(spatial)}D network{one_slice}"
                          + (f"; {hint}" if hint and len(axes) > len(spatial) else ""))  # fmt: skip
