@@ -41,6 +41,21 @@ def test_zscore(image):
     assert np.all(ops.zscore(np.full((4, 4), 7.0)) == 0)
 
 
+def test_fill_nan_puts_the_smallest_value_or_the_one_given_where_values_are_not_finite():
+    image = np.arange(12, dtype=np.float32).reshape(3, 4) + 5
+    image[0, :2], image[2, 3] = np.nan, np.inf
+    before = image.copy()
+    filled = ops.fill_nonfinite(image)
+    assert filled[0, 0] == filled[0, 1] == filled[2, 3] == 7.0 and np.isfinite(filled).all()
+    np.testing.assert_array_equal(image, before)  # the input is kept
+    assert (ops.fill_nonfinite(image, 0.0)[~np.isfinite(image)] == 0).all()
+    with pytest.raises(InputError, match="every voxel is NaN or infinite"):
+        ops.fill_nonfinite(np.full((2, 2), np.nan))
+    # a recipe step, replayed as any other
+    out = pp.run_recipe(image, (1.0, 1.0), (PreprocessStep("fill_nan", {"value": -1.0}),))
+    assert out.image[0, 0] == -1.0 and pp.describe_step(PreprocessStep("fill_nan", {"value": -1.0})) == "fill NaN with -1"
+
+
 def test_percentile_and_minmax(image):
     p = ops.percentile_rescale(image, 1, 99)
     assert p.min() == 0 and p.max() == 1

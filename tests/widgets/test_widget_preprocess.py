@@ -179,10 +179,28 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     _apply(widget, qtbot)
     assert len(viewer.layers) == 2 and viewer.layers[1].name.startswith("scan [")  # the result, made all the same
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
-    assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill or mask "
-                        "them before use; preprocessing keeps them (a filter spreads them) and training refuses "
+    assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill them "
+                        "first (napari: Preprocess > fill NaN/inf; Python: napari_medml.preprocessing.ops."
+                        "fill_nonfinite); preprocessing keeps them (a filter spreads them) and training refuses "
                         "them"], warnings
     assert np.isnan(image.data).sum() == 200  # the user's layer is unchanged
+    # trial 28: no operation filled them, so the fix could not be done here; it can now, and Live takes the result
+    notes.clear()
+    widget["operation"].value = "fill_nan"
+    _apply(widget, qtbot)
+    filled = viewer.layers[-1]
+    assert filled.name == "scan [fill NaN]" and np.isfinite(filled.data).all()
+    np.testing.assert_array_equal(filled.data[10:20, 10:30], np.nanmin(data))
+    np.testing.assert_array_equal(filled.data[30:], data[30:])
+    assert not [n for n in notes if n.severity >= NotificationSeverity.WARNING]
+    assert np.isnan(image.data).sum() == 200
+    live = open_widget(viewer, "live")
+    live["images"].value, live["network"].value = [filled], False
+    live["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: live.session is not None, timeout=60000)
+    live["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not live.runner.running, timeout=30000)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
 
 
 # --- channels, RGB and time series: per channel and per frame, as training replays the recipe ---

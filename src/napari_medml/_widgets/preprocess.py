@@ -54,7 +54,7 @@ OPERATION_CHOICES = [
     ("z-score", "zscore"), ("percentile clip + rescale", "percentile"), ("min-max", "minmax"),
     ("CT window", "ct_window"), ("Gaussian denoise", "gaussian"), ("median denoise", "median"),
     ("CLAHE", "clahe"), ("resample", "resample"), ("crop to threshold", "crop"),
-    ("crop to labels", "crop_labels"),
+    ("crop to labels", "crop_labels"), ("fill NaN/inf (with the smallest value)", "fill_nan"),
 ]
 # Which parameter widgets each operation shows.
 PARAMS = {
@@ -64,7 +64,7 @@ PARAMS = {
     "crop_labels": ("crop_labels", "margin"),
 }
 PREVIEW_VOXELS = 4096**2  # an on-disk layer's slice is previewed live up to this size
-CHEAP = ("zscore", "percentile", "minmax", "ct_window")  # previewed live
+CHEAP = ("zscore", "percentile", "minmax", "ct_window", "fill_nan")  # previewed live
 
 
 class PreprocessWidget(DockForm):
@@ -240,7 +240,8 @@ class PreprocessWidget(DockForm):
 
             # each channel and frame on its own: progress, and Cancel between them
             out = run_recipe_volume(volume, (step,), stop=stop, progress=lambda done, total: report((done, total)))
-            return out, nonfinite_note(volume.data, f"image '{layer.name}'")  # an on-disk layer is not read again
+            filled = step.operation == "fill_nan"  # an on-disk layer is not read again
+            return out, "" if filled else nonfinite_note(volume.data, f"image '{layer.name}'")
 
         def done(result: Any) -> None:
             out, note = result

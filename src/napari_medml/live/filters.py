@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_medml.errors import InputError
+from napari_medml.preprocessing.inputs import FILL_NAN
 
 __all__ = ["FeatureConfig", "Region", "feature_names", "halo", "multiscale_features", "prepare_image"]
 
@@ -116,7 +117,7 @@ def prepare_image(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
         raise InputError(f"image spatial shape {arr.shape[:-1]} is too small: each axis needs 2 voxels or more")
     out = arr.astype(np.float32, copy=True)
     if not np.isfinite(out).all():
-        raise InputError("image has NaN or infinite values: fill or mask them before live segmentation")
+        raise InputError("image has NaN or infinite values: " + FILL_NAN)
     for c in range(out.shape[-1]):
         chan = out[..., c]
         chan -= chan.mean(dtype=np.float64)

@@ -17,7 +17,10 @@ import numpy as np
 
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size", "run_recipe_channels",
+# what to do about NaN or infinite voxels, on every front
+FILL_NAN = "fill them first (napari: Preprocess > fill NaN/inf; Python: napari_medml.preprocessing.ops.fill_nonfinite)"
+
+__all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size", "run_recipe_channels",
            "shrink_patch", "spacings_per_image"]
 
 
@@ -121,7 +124,7 @@ def check_finite(image: Any, name: str = "image") -> None:
     finite = np.isfinite(image)
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))
-        raise InputError(f"{name} contains {bad} NaN or infinite value(s): fill or mask them before use")
+        raise InputError(f"{name} contains {bad} NaN or infinite value(s): " + FILL_NAN)
 
 
 def nonfinite_note(image: Any, name: str = "image") -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "clahe",
     "crop_to_mask",
     "ct_window",
+    "fill_nonfinite",
     "gaussian_denoise",
     "median_denoise",
     "minmax",
@@ -85,6 +86,29 @@ def percentile_rescale(image: np.ndarray, low: float = 1.0, high: float = 99.0) 
     image = np.asarray(image, dtype=np.float32)
     lo, hi = (float(v) for v in np.nanpercentile(image, [low, high]))
     return _rescale(image, lo, hi)
+
+
+def fill_nonfinite(image: np.ndarray, value: float | None = None) -> np.ndarray:
+    """Replace NaN and infinite voxels (outside a scanner's field of view, after a
+    registration) with ``value``, by default the smallest finite value (the background).
+
+    Raises
+    ------
+    InputError
+        No finite value to take the smallest of.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    bad = ~np.isfinite(image)
+    out = image.copy()
+    if not bad.any():
+        return out
+    if value is None:
+        if bad.all():
+            raise InputError("fill NaN: every voxel is NaN or infinite, so there is no smallest value to fill "
+                             "with: give a value")
+        value = float(image[~bad].min())
+    out[bad] = value
+    return out
 
 
 def minmax(image: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from napari_medml.preprocessing.ops import (
     clahe,
     crop_to_mask,
     ct_window,
+    fill_nonfinite,
     gaussian_denoise,
     median_denoise,
     minmax,
@@ -135,6 +136,8 @@ OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in [
         Operation("zscore", lambda im, sp: (zscore(im), sp), (), lambda p: "z-score"),
+        Operation("fill_nan", lambda im, sp, value=None: (fill_nonfinite(im, value), sp), ("value",),
+                  lambda p: "fill NaN" + (f" with {_num(p['value'])}" if p.get("value") is not None else "")),
         Operation(
             "percentile",
             lambda im, sp, low=1.0, high=99.0: (percentile_rescale(im, low, high), sp),

@@ -21,6 +21,7 @@ from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.errors import BundleError, InputError
+from napari_medml.preprocessing.inputs import FILL_NAN
 from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.prediction import Prediction, stack_predictions
@@ -270,7 +271,7 @@ class Model(BundledModel):
         x.copy_(source)
         bad = int((~torch.isfinite(x)).sum())
         if bad:
-            raise InputError(f"image contains {bad} NaN or infinite value(s): fill or mask them before use")
+            raise InputError(f"image contains {bad} NaN or infinite value(s): " + FILL_NAN)
         normalize_(x, self.normalization)
         return x, None
 
