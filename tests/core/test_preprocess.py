@@ -53,7 +53,8 @@ def test_fill_nan_puts_the_smallest_value_or_the_one_given_where_values_are_not_
         ops.fill_nonfinite(np.full((2, 2), np.nan))
     # a recipe step, replayed as any other
     out = pp.run_recipe(image, (1.0, 1.0), (PreprocessStep("fill_nan", {"value": -1.0}),))
-    assert out.image[0, 0] == -1.0 and pp.describe_step(PreprocessStep("fill_nan", {"value": -1.0})) == "fill NaN with -1"
+    assert out.image[0, 0] == -1.0
+    assert pp.describe_step(PreprocessStep("fill_nan", {"value": -1.0})) == "fill NaN with -1"
 
 
 def test_percentile_and_minmax(image):

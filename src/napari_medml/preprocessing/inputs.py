@@ -20,8 +20,8 @@ from napari_medml.errors import ConfigError, InputError
 # what to do about NaN or infinite voxels, on every front
 FILL_NAN = "fill them first (napari: Preprocess > fill NaN/inf; Python: napari_medml.preprocessing.ops.fill_nonfinite)"
 
-__all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size", "run_recipe_channels",
-           "shrink_patch", "spacings_per_image"]
+__all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size",
+           "run_recipe_channels", "shrink_patch", "spacings_per_image"]
 
 
 def as_list(items: Any, kind: str) -> list:
