@@ -172,7 +172,7 @@ def test_object_mode_cli(capsys, tmp_path) -> None:
     assert result.shape == image.shape and set(np.unique(result)) <= {0, 1, 2}
     assert np.all(result[instances == 0] == 0)
     header, rows = read_table(tmp_path / "objects.csv")
-    assert header[:2] == ["object", "class"] and header[-1] == "size" and len(rows) == 12
+    assert header[:2] == ["object", "class"] and header[-1] == "voxels" and len(rows) == 12
     # the same classes as a spreadsheet keyed by object id train the same network
     classes = {i + 1: int(paint[instances == i + 1].max()) for i in range(12)}
     (tmp_path / "classes.csv").write_text("object,class\n" + "".join(f"{k},{v}\n" for k, v in classes.items()))

@@ -330,7 +330,7 @@ def test_3d_object_classification_runs(tmp_path) -> None:
     clf = train_classifier(samples, cfg)
     loaded = load_classifier(clf.save(tmp_path / "c3d"))
     result = loaded.classify(image, instances=inst)
-    assert result.labels.shape == inst.shape and result.table["size"].sum() == (inst > 0).sum()
+    assert result.labels.shape == inst.shape and result.table["voxels"].sum() == (inst > 0).sum()
 
 
 def test_engine_fit_dispatches_classification(shapes) -> None:

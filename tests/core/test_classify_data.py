@@ -112,8 +112,8 @@ def test_object_samples_crop_mask_and_classes() -> None:
     out = object_level_labels(inst, s.index, [2, 1, 1])
     assert out[10, 10] == 2 and out[40, 45] == 1 and out[42, 75] == 1 and out[0, 0] == 0
     table = prediction_table(s, [2, 1, 1], np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]]), (1, 2))
-    assert list(table) == ["object", "class", "prob_1", "prob_2", "size"]
-    assert table["object"].tolist() == [3, 7, 9] and table["size"].tolist() == [200, 250, 50]
+    assert list(table) == ["object", "class", "prob_1", "prob_2", "voxels"]
+    assert table["object"].tolist() == [3, 7, 9] and table["voxels"].tolist() == [200, 250, 50]
 
 
 def test_object_errors() -> None:

@@ -202,7 +202,7 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     assert widget.classifier.sample_params["box"] == "common" and widget.classifier.sample_params["box_side"] > 0
     result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced
     samples = result.metadata["samples"]
-    assert list(samples) == ["object", "class", "prob_1", "prob_2", "size"] and len(samples["object"]) == 6
+    assert list(samples) == ["object", "class", "prob_1", "prob_2", "voxels"] and len(samples["object"]) == 6
     assert np.all(result.data[instances == 0] == 0)
     assert [layer.name for layer in viewer.layers].count("tex [classes]") == 1
     # one features row per value of the layer: 0 (outside the objects), then each class

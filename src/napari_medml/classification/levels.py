@@ -217,7 +217,8 @@ def class_probability_map(samples: ClassSamples, proba: np.ndarray, *,
 
 def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.ndarray,
                      class_ids: Sequence[int]) -> dict[str, np.ndarray]:
-    """Columns for a Labels layer's ``features``: index, class, ``prob_<id>``, size (objects).
+    """Columns for a Labels layer's ``features``: index, class, ``prob_<id>``, ``voxels`` (objects:
+    each object's size in voxels; the instance table's ``area``/``volume`` is in physical units).
 
     The index column is ``sample``, ``object`` or ``tile`` (tile number; the tile's
     first voxel is in ``start_z``/``start_y``/``start_x``).
@@ -238,7 +239,7 @@ def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.nd
     for k, cid in enumerate(class_ids):
         table[f"prob_{int(cid)}"] = p[:, k]
     if samples.sizes is not None:
-        table["size"] = samples.sizes.copy()
+        table["voxels"] = samples.sizes.copy()
     return table
 
 

@@ -63,7 +63,7 @@ def object_table(samples_table: Mapping[str, np.ndarray],
     """The per-object table with ``index`` = object id and the class's name after ``class``.
 
     ``samples_table`` is an object-level ``levels.prediction_table`` (``object``,
-    ``class``, ``prob_<id>``, ``size``); it is not changed.
+    ``class``, ``prob_<id>``, ``voxels``); it is not changed.
     """
     names = dict(class_names or {})
     out: dict[str, np.ndarray] = {"index": np.asarray(samples_table["object"]).copy()}
