@@ -85,8 +85,3 @@ def test_training_images_on_scales_far_apart_are_each_z_scored_and_the_plan_says
     other = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "other.npy"),
                  "--out", str(tmp_path / "p.npy"))
     assert other.returncode == 0 and "intensities far from" not in other.stderr, other.stderr
-    # block by block, the recipe needs the whole image: the line says how to train without it
-    blocks = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "other.npy"),
-                  "--out", str(tmp_path / "p.zarr"))
-    assert blocks.returncode == 1 and "--normalization zscore trains with one normalisation for all" in blocks.stderr
-    assert "Traceback" not in blocks.stderr

@@ -23,7 +23,6 @@ from typing import Any
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
-from napari_medml.segmentation.plan_intensity import normalization_choice, scales_line
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
@@ -229,11 +228,24 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         reasons.append(f"{label}: {_show(planned)} ({why})")
         return planned
 
-    method, why = normalization_choice(fp)
-    normalization = note("data.normalization", method, why)
+    # intensities: CT in HU is clipped to the foreground's range; a constant background
+    # (skull-stripped MRI, padded images) is left out of the statistics
+    if fp.modality == "ct":
+        c = fp.channels[0]
+        normalization = note("data.normalization", "ct", f"Hounsfield range {c.low:.0f}..{c.high:.0f}: clip to "
+                             f"the foreground's 0.5-99.5 percentiles {c.fg_low:.0f}..{c.fg_high:.0f}, then "
+                             "z-score with the foreground's mean and std")
+    elif any(c.at_min >= 0.2 for c in fp.channels):
+        share = max(c.at_min for c in fp.channels)
+        normalization = note("data.normalization", "zscore_nonzero", f"{100 * share:.0f}% of the voxels are a "
+                             "constant background: z-score with the mean and std of the rest")
+    else:
+        normalization = note("data.normalization", "zscore", "MRI/microscopy: z-score over the images")
     per_image = fp.modality != "ct" and fp.scales is not None and "data.normalization" not in keep
-    if fp.modality != "ct" and fp.scales is not None:
-        reasons.append(scales_line(fp.scales, per_image))
+    if per_image:
+        reasons.append(f"each image z-scored by its own mean and std first (intensities on scales far apart: "
+                       f"{fp.scales}; nnU-Net's per-case z-score for MRI/microscopy): a z-score step in the "
+                       "recipe, re-applied to every image the model predicts")
 
     anisotropic = dims == 3 and fp.anisotropy >= ANISOTROPIC
     network = note("model.network", "dynunet" if anisotropic else "unet",

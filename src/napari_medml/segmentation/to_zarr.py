@@ -78,12 +78,9 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     steps = model.config.data.preprocessing
     if steps:
         names = ", ".join(getattr(s, "operation", str(s)) for s in steps)
-        planned = ("; the plan z-scores each training image when their intensities lie on scales far apart, "
-                   "and --normalization zscore trains with one normalisation for all instead"
-                   if any(getattr(s, "operation", None) == "zscore" for s in steps) else "")
         raise ConfigError(f"the model re-applies a preprocessing recipe ({names}) that needs the whole image; "
                           "block-wise prediction takes models trained on raw images: predict in memory "
-                          f"(a NIfTI/TIFF output), or train on the raw image{planned}")  # fmt: skip
+                          "(a NIfTI/TIFF output), or train on the raw image")  # fmt: skip
     if isinstance(data, np.ndarray):
         lazy = np.moveaxis(data, channel_axis, 0) if channel_axis is not None else data[None]
     else:
