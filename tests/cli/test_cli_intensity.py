@@ -60,28 +60,3 @@ def test_an_ensemble_is_not_a_start_bundle_but_its_member_is(tmp_path):
     assert f"'{tmp_path / 'ens'}' is an ensemble of 2 models: start from one of them, e.g. '{member}'" in done.stderr
     done = _run("train", *common, "--init-from", str(member), "--out", str(tmp_path / "again"))
     assert done.returncode == 0, done.stderr
-
-
-def test_training_images_on_scales_far_apart_are_each_z_scored_and_the_plan_says_so(tmp_path):
-    # an 8-bit and a dim 16-bit image were z-scored together, which squeezed the dim one into a sliver
-    rng = np.random.default_rng(2)
-    labels = np.zeros((48, 48), np.uint8)
-    labels[12:36, 10:30] = 1
-    base = labels + 0.3 * rng.random(labels.shape)
-    np.save(tmp_path / "bright.npy", (base * 100).astype(np.float32))
-    np.save(tmp_path / "dim.npy", (base * 5 + 1000).astype(np.float32))
-    np.save(tmp_path / "seg.npy", labels)
-    done = _run("train", "--image", str(tmp_path / "bright.npy"), "--labels", str(tmp_path / "seg.npy"),
-                "--image", str(tmp_path / "dim.npy"), "--labels", str(tmp_path / "seg.npy"), "--out",
-                str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2")
-    assert done.returncode == 0, done.stderr
-    assert "each image z-scored by its own mean and std first (intensities on scales far apart" in done.stderr
-    import json
-
-    saved = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert saved["preprocessing"] == [{"operation": "zscore", "params": {}}]
-    # an image at yet another scale is no longer far from the training images'
-    np.save(tmp_path / "other.npy", (base * 40 - 3).astype(np.float32))
-    other = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "other.npy"),
-                 "--out", str(tmp_path / "p.npy"))
-    assert other.returncode == 0 and "intensities far from" not in other.stderr, other.stderr

@@ -64,41 +64,6 @@ def test_ct_like_intensities_are_clipped_to_the_foreground_then_z_scored():
     assert make_plan(fp(channels=(masked,)), config(), device="cpu").normalization == "zscore_nonzero"
 
 
-def test_images_on_intensity_scales_far_apart_are_z_scored_one_by_one_unless_ct_or_set():
-    apart = replace(fp(n=2), scales="standard deviations 4.9 to 74, means 67 to 129")
-    plan = make_plan(apart, config(), device="cpu")
-    assert plan.per_image and plan.normalization == "zscore"
-    assert any(r.startswith("each image z-scored by its own mean and std first (intensities on scales far apart: "
-                            "standard deviations 4.9 to 74") for r in plan.reasons)
-    steps = plan.apply(config()).data.preprocessing
-    assert [s.operation for s in steps] == ["zscore"]
-    # once: a recipe that scales each image already gets no second step
-    assert [s.operation for s in plan.apply(config(preprocessing=steps)).data.preprocessing] == ["zscore"]
-    # Hounsfield units are one scale; a normalisation the user set is theirs; one scale plans no step
-    assert not make_plan(replace(apart, channels=(CT,)), config(), device="cpu").per_image
-    kept = make_plan(apart, config(normalization="percentile"), device="cpu", keep=["data.normalization"])
-    assert not kept.per_image and kept.apply(config(normalization="percentile")).data.preprocessing == ()
-    assert not make_plan(fp(n=2), config(), device="cpu").per_image
-
-
-def test_a_run_on_images_of_two_scales_z_scores_each_and_so_does_its_prediction(tmp_path):
-    from napari_medml.samples import phantom_3d
-    from napari_medml.segmentation.task import train
-
-    bright, dim = phantom_3d(seed=0, shape=(16, 32, 32)), phantom_3d(seed=1, shape=(16, 32, 32))
-    images = [bright.image * 100, dim.image * 5 + 60]
-    cfg = TrainConfig(data=DataConfig(spatial_dims=3), optim=OptimConfig(epochs=1, steps_per_epoch=2),
-                      device="cpu")
-    plan = plan_run(images, [bright.labels, dim.labels], cfg, spacing=bright.spacing)
-    assert plan.per_image and "scales far apart" in plan.describe()
-    model = train(images, [bright.labels, dim.labels], plan.apply(cfg), spacing=bright.spacing, plan=plan)
-    assert [s.operation for s in model.config.data.preprocessing] == ["zscore"]
-    # the model sees any image at its own scale: a gain and an offset change nothing
-    a = model.predict(images[1], spacing=bright.spacing).labels
-    b = model.predict(images[1] * 30 - 7, spacing=bright.spacing).labels
-    assert (a == b).mean() > 0.999
-
-
 def test_ct_normalization_uses_the_foreground_statistics():
     from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
 

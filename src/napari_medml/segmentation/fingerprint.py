@@ -40,8 +40,6 @@ class Fingerprint:
     class_fractions: tuple[float, ...]  # share of the labelled voxels per class, background first
     labelled_fraction: float  # share of voxels labelled (1 for dense labels)
     object_extent: tuple[float, ...]  # typical foreground object's extent per axis (voxels)
-    # intensities on scales far apart across images (preprocessing.intensity_scale.scales_differ), else None
-    scales: str | None = None
 
     @property
     def anisotropy(self) -> float:
@@ -57,8 +55,7 @@ class Fingerprint:
 
 def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spacing: Sequence[float] | None,
                 train_shape: Sequence[int], class_ids: Sequence[int] = (),
-                objects: Sequence[np.ndarray] | None = None, groups: Sequence[int] | None = None,
-                recipe: Sequence = ()) -> Fingerprint:
+                objects: Sequence[np.ndarray] | None = None) -> Fingerprint:
     """Measure the training data.
 
     Parameters
@@ -78,10 +75,6 @@ def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spac
         grid or the file's (extents are scaled to the labels' shape): the typical object is
         measured on them. Default: connected components of the foreground, which merge
         touching objects.
-    groups : sequence of int, optional
-        Samples per case (``DataConfig.sample_groups``): intensity scales are compared case by case.
-    recipe : sequence of PreprocessStep
-        The run's recipe (one that sets intensities image by image has no scales to compare).
 
     Returns
     -------
@@ -132,12 +125,8 @@ def fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], spac
         extent = tuple(float(_weighted_median(order[:, a], w)) for a in range(dims))
     else:
         extent = tuple(float(s) for s in shape)
-    from napari_medml.preprocessing.intensity_scale import scales_differ
-
-    labelled_fraction = float(labelled.sum() / max(counts.sum(), 1))
     return Fingerprint(dims, len(labels), shape, tuple(int(s) for s in train_shape), spacing, tuple(stats),
-                       tuple(int(c) for c in class_ids), fractions, labelled_fraction, extent,
-                       scales=scales_differ(images, groups, recipe=recipe))
+                       tuple(int(c) for c in class_ids), fractions, float(labelled.sum() / max(counts.sum(), 1)), extent)
 
 
 # --- helpers -------------------------------------------------------------------------------

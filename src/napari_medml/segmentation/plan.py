@@ -64,9 +64,6 @@ class Plan:
         Models trained on the folds of the data and averaged (1: one model).
     norm : str or None
         A start bundle's norm layers (``planning.take_start_architecture``); None: the config's.
-    per_image : bool
-        Each image is z-scored by its own mean and std before the normalisation (a z-score
-        step at the end of the recipe): the images' intensities lie on scales far apart.
     """
 
     fingerprint: Fingerprint
@@ -90,7 +87,6 @@ class Plan:
     tta: bool = False
     folds: int = 1
     norm: str | None = None
-    per_image: bool = False
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         """``config`` with the plan's choices, except the fields in ``kept``."""
@@ -112,12 +108,6 @@ class Plan:
                         epochs=pick("optim.epochs", self.epochs),
                         steps_per_epoch=pick("optim.steps_per_epoch", self.steps_per_epoch))
         augment = config.augment if "augment" in self.kept else _scaled(config.augment, self.augment_strength)
-        if self.per_image and "data.normalization" not in self.kept:
-            from napari_medml.config import PreprocessStep
-            from napari_medml.preprocessing.normalization import INTENSITY_STEPS
-
-            if not any(step.operation in INTENSITY_STEPS for step in data.preprocessing):
-                data = replace(data, preprocessing=(*data.preprocessing, PreprocessStep("zscore")))
         return replace(config, data=data, model=model, optim=optim, augment=augment)
 
     def to_dict(self) -> dict:
@@ -241,11 +231,6 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                              "constant background: z-score with the mean and std of the rest")
     else:
         normalization = note("data.normalization", "zscore", "MRI/microscopy: z-score over the images")
-    per_image = fp.modality != "ct" and fp.scales is not None and "data.normalization" not in keep
-    if per_image:
-        reasons.append(f"each image z-scored by its own mean and std first (intensities on scales far apart: "
-                       f"{fp.scales}; nnU-Net's per-case z-score for MRI/microscopy): a z-score step in the "
-                       "recipe, re-applied to every image the model predicts")
 
     anisotropic = dims == 3 and fp.anisotropy >= ANISOTROPIC
     network = note("model.network", "dynunet" if anisotropic else "unet",
@@ -365,7 +350,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                    "averaged, as nnU-Net mirrors; predict --no-tta or the Predict widget's box turns it off)")
     return Plan(fp, normalization, network, tuple(int(p) for p in patch), int(batch), int(channels), int(depth),
                 float(lr), schedule, float(warmup), int(epochs), int(spe), float(fg_fraction), float(strength),
-                seconds, int(margin), keep, tuple(reasons), tta=True, folds=d.folds, per_image=per_image)
+                seconds, int(margin), keep, tuple(reasons), tta=True, folds=d.folds)
 
 
 # --- helpers -------------------------------------------------------------------------------

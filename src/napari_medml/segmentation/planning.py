@@ -88,8 +88,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
             train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction,
                                                   groups=config.data.sample_groups)
         train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
-        fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects,
-                         groups=config.data.sample_groups, recipe=config.data.preprocessing)
+        fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
         return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer,
                          val_voxels=sum(r.label.size for r in val))
 
