@@ -31,7 +31,6 @@ __all__ = [
     "resample",
     "threshold_mask",
     "zscore",
-    "zscore_statistics",
 ]
 
 Spacing = tuple[float, ...]
@@ -54,29 +53,17 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     A constant image is only centred. NaNs are ignored and stay NaN.
     """
     image = np.asarray(image, dtype=np.float32)
-    mean, std = zscore_statistics(image, mask)
-    return ((image - mean) / std).astype(np.float32)
-
-
-def zscore_statistics(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    """The mean and standard deviation that :func:`zscore` divides by (1 for a constant image).
-
-    Raises
-    ------
-    InputError
-        A mask of another shape, or no non-NaN voxel to compute them from.
-    """
-    values = np.asarray(image)
+    values = image
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != values.shape:
-            raise InputError(f"zscore: mask has shape {mask.shape} but image has {values.shape}")
-        values = values[mask]
+        if mask.shape != image.shape:
+            raise InputError(f"zscore: mask has shape {mask.shape} but image has {image.shape}")
+        values = image[mask]
     if values.size == 0 or np.all(np.isnan(values)):
         raise InputError("zscore: no (non-NaN) voxels to compute statistics from")
     mean = float(np.nanmean(values, dtype=np.float64))
     std = float(np.nanstd(values, dtype=np.float64))
-    return mean, (std if std > 0 else 1.0)
+    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def percentile_rescale(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:

@@ -46,9 +46,7 @@ class Reconstruction:
     image : np.ndarray
         float32, the input's shape and axes: the reconstruction of the uncorrupted
         image in the input's intensity units (the image as the network predicts it; not a
-        better denoiser than a light Gaussian blur, see benchmarks/README.md). A z-score
-        at the end of the model's recipe is undone with the image's own mean and standard
-        deviation; other intensity steps of a recipe are not undone.
+        better denoiser than a light Gaussian blur, see benchmarks/README.md).
     error : np.ndarray
         float32, the input's shape without channels: per voxel, the squared (MSE model)
         or absolute (MAE model) difference, in normalised units averaged over channels,
@@ -180,17 +178,9 @@ class ReconstructionModel(BundledModel):
 
         from napari_medml.pretraining.data import block_sizes, check_image, checker_masks, run_recipe_channels
         from napari_medml.preprocessing.normalization import apply_normalization
-        from napari_medml.preprocessing.ops import zscore, zscore_statistics
 
         x = check_image(image, channel_axis=0, spatial_dims=self.spatial_dims, in_channels=self.in_channels)
-        steps = tuple(self.config.data.preprocessing)
-        scales = None
-        if steps and steps[-1].operation == "zscore":  # the image's own z-score, undone on the reconstruction
-            x, _, recipe = run_recipe_channels(x, spacing or self.spacing, steps[:-1])
-            scales = [zscore_statistics(c) for c in x]
-            x = np.stack([zscore(c) for c in x])
-        else:
-            x, _, recipe = run_recipe_channels(x, spacing or self.spacing, steps)
+        x, _, recipe = run_recipe_channels(x, spacing or self.spacing, self.config.data.preprocessing)
         x = apply_normalization(x, self.normalization)
         masks = checker_masks(x.shape[1:], block_sizes(self.config.pretrain.mask_block, self.spacing,
                                                        self.spatial_dims))
@@ -213,8 +203,6 @@ class ReconstructionModel(BundledModel):
         diff = context - x
         error = (np.abs(diff) if self.config.pretrain.loss == "mae" else diff**2).mean(0).astype(np.float32)
         recon = _denormalize(recon, self.normalization)
-        if scales is not None:
-            recon = np.stack([c * std + mean for c, (mean, std) in zip(recon, scales)]).astype(np.float32)
         if recipe is not None and recipe.geometry:  # back onto the input's grid
             recon = np.stack([recipe.restore(c, order=1) for c in recon]).astype(np.float32)
             error = recipe.restore(error, order=1).astype(np.float32)

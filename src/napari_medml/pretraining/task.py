@@ -138,9 +138,6 @@ class PretrainingTask:
             raise InputError(f"images have different channel counts {sorted(channels)}: give every image "
                              "the same channels")
         self.in_channels = arrays[0].shape[0]
-        if base is None:  # a model or a checkpoint keeps its own recipe
-            arrays = self._scale_each(arrays)
-            dc = self.config.data
         # one spacing for the mask blocks and the patch: the images' median, after the recipe
         # (which resamples voxel sizes that differ by more than SPACING_TOLERANCE to the median)
         known = [sp for sp in spacings if sp is not None]
@@ -177,25 +174,6 @@ class PretrainingTask:
         fixed = data.UnlabeledSampler(arrays, self.patch_size, dc.batch_size, corruptor, flip=0.0,
                                       seed=config.seed + 10_000)
         self.val_batches = [fixed.batch() for _ in range(VAL_BATCHES)]
-
-    def _scale_each(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Images on intensity scales far apart: each z-scored by its own statistics, a step put
-        at the end of the recipe, which the model re-applies to every image it reconstructs
-        and undoes on its reconstruction (``pretraining.model``)."""
-        from napari_medml.config import PreprocessStep
-        from napari_medml.preprocessing.intensity_scale import scales_differ
-        from napari_medml.preprocessing.ops import zscore
-
-        dc = self.config.data
-        differ = scales_differ(arrays, dc.sample_groups, recipe=dc.preprocessing, normalization=dc.normalization)
-        if differ is None:
-            return arrays
-        recipe = (*dc.preprocessing, PreprocessStep("zscore"))
-        self.config = replace(self.config, data=replace(dc, preprocessing=recipe))
-        self.notes.append(f"the images' intensities are on scales far apart ({differ}): each is z-scored by its "
-                          "own mean and standard deviation (a z-score step in the model's recipe, re-applied to "
-                          "every image it reconstructs), as nnU-Net normalises MRI and microscopy case by case")
-        return [np.stack([zscore(c) for c in a]) for a in arrays]
 
     # --- TrainingTask ---------------------------------------------------------------------
 
