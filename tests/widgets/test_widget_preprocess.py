@@ -7,6 +7,7 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from axes_helpers import axis_names
+from napari_medml._widgets._session import session_for
 from napari_medml.samples import phantom_3d
 
 
@@ -180,8 +181,8 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     assert len(viewer.layers) == 2 and viewer.layers[1].name.startswith("scan [")  # the result, made all the same
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
     assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill them "
-                        "first (napari: Preprocess > fill NaN/inf; Python: napari_medml.preprocessing.ops."
-                        "fill_nonfinite); preprocessing keeps them (a filter spreads them) and training refuses "
+                        "first (napari: Preprocess > fill NaN/inf makes a copy without them; Python: "
+                        "napari_medml.preprocessing.ops.fill_nonfinite); preprocessing keeps them (a filter spreads them) and training refuses "
                         "them"], warnings
     assert np.isnan(image.data).sum() == 200  # the user's layer is unchanged
     # trial 28: no operation filled them, so the fix could not be done here; it can now, and Live takes the result
@@ -201,6 +202,15 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     live["stop"].changed.emit(True)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30000)
     assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    # review 28: Train replayed the fill on the raw layer, after its NaN check: the filled layer is a new image
+    labels = viewer.add_labels((filled.data > np.median(filled.data)).astype(np.uint8) + 1, name="seg")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [filled], labels
+    train["channels"].value, train["depth"].value, train["epochs"].value, train["steps"].value = 4, 2, 1, 1
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(session_for(viewer).models) == 1  # a model was trained on it
 
 
 # --- channels, RGB and time series: per channel and per frame, as training replays the recipe ---

@@ -246,6 +246,9 @@ class PreprocessWidget(DockForm):
         def done(result: Any) -> None:
             out, note = result
             new = show_result(self._viewer, _result_layer(out, layer.name, what), like=layer)
+            if step.operation == "fill_nan":  # a new image, as a file would be: replayed on the raw image, the
+                # filled step would come after the NaN checks of training and prediction, which refuse it
+                return
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata.update(source)
             if note:
