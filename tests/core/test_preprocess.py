@@ -206,7 +206,7 @@ def test_recipe_geometry_restores_labels():
 def test_operations_registry():
     assert set(pp.OPERATIONS) == {
         "zscore", "percentile", "minmax", "ct_window", "gaussian",
-        "median", "clahe", "resample", "crop",
+        "median", "clahe", "resample", "crop", "fill_nan",
     }  # fmt: skip
     out, sp = pp.OPERATIONS["median"](np.ones((5, 5)), (1.0, 1.0), size=3)
     assert out.shape == (5, 5) and sp == (1.0, 1.0)

@@ -182,8 +182,8 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
     assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill them "
                         "first (napari: Preprocess > fill NaN/inf makes a copy without them; Python: "
-                        "napari_medml.preprocessing.ops.fill_nonfinite); preprocessing keeps them (a filter spreads them) and training refuses "
-                        "them"], warnings
+                        "napari_medml.preprocessing.ops.fill_nonfinite); preprocessing keeps them (a filter "
+                        "spreads them) and training refuses them"], warnings
     assert np.isnan(image.data).sum() == 200  # the user's layer is unchanged
     # trial 28: no operation filled them, so the fix could not be done here; it can now, and Live takes the result
     notes.clear()
