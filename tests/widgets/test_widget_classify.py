@@ -236,7 +236,7 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
                  "--instances", str(tmp_path / "objects.npy"), "--out", str(tmp_path / "cli.npy"),
                  "--device", "cpu"]) == 0
     widget_csv, cli_csv = (tmp_path / "widget.csv").read_text(), (tmp_path / "cli.csv").read_text()
-    assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,size" and widget_csv == cli_csv
+    assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,voxels" and widget_csv == cli_csv
 
 
 def test_object_classes_from_a_csv_keyed_by_object_id(make_napari_viewer, open_widget, qtbot, tmp_path,
