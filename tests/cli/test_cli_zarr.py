@@ -148,3 +148,39 @@ def test_outputs_that_are_not_resumable_are_refused(files):
     mixed = run("predict", "--model", files["bundle"], "--image", folder / "ct.nii.gz", "--out",
                 folder / "p.zarr", "--probabilities", folder / "p.nii.gz", tmp=tmp)
     assert mixed.returncode != 0 and "must be a .zarr store" in mixed.stderr
+
+
+def test_a_model_with_a_z_score_recipe_is_predicted_block_by_block(files):
+    """A model trained on a z-scored layer (Preprocess > z-score, replayed on every image it
+    predicts) writes the labels of an in-memory prediction into Zarr; a step that needs the whole
+    image in memory is refused in one line, before anything is written."""
+    from dataclasses import replace
+
+    from napari_medml.api import load_model
+    from napari_medml.config import PreprocessStep
+
+    folder, tmp = files["folder"], files["tmp"]
+    model = load_model(files["bundle"])
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=(PreprocessStep("zscore"),)))
+    bundle = model.save(folder / "zscored")
+    raw = files["image"] * 900 + 12000  # 16-bit-like values: the recipe's z-score brings them back
+    write_volume(folder / "raw.ome.zarr", Volume(raw.astype(np.float32), (2.0, 1.0, 1.0), (3.0, 0.0, 0.0),
+                                                 axes="ZYX"))  # fmt: skip
+    done = run("predict", "--model", bundle, "--image", folder / "raw.ome.zarr", "--out", folder / "z.zarr",
+               "--device", "cpu", tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert ("the model's preprocessing recipe (z-score) is replayed block by block, with the whole image's "
+            "statistics: 1 pass(es) over the image first") in done.stderr
+    whole = load_model(bundle).predict(raw.astype(np.float32)).labels
+    assert len(np.unique(whole)) > 1
+    np.testing.assert_array_equal(np.asarray(read_volume(folder / "z.zarr").data), whole)
+
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=(
+        PreprocessStep("zscore"), PreprocessStep("clahe"))))
+    refused = run("predict", "--model", model.save(folder / "clahe"), "--image", folder / "raw.ome.zarr", "--out",
+                  folder / "c.zarr", "--device", "cpu", tmp=tmp)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert ("need the whole image in memory (clahe): block-wise prediction replays only fill NaN, z-score, min-max "
+            "and CT window steps; predict in memory (a NIfTI/TIFF output), or train without those steps"
+            ) in refused.stderr, refused.stderr
+    assert not (folder / "c.zarr").exists()

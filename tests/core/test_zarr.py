@@ -227,6 +227,62 @@ def test_whole_map_options_and_recipes_are_refused_blockwise(tmp_path, model, im
     assert not (tmp_path / "p.zarr").exists()
 
 
+def _recipe_model(steps: tuple) -> Model:
+    from dataclasses import replace
+
+    model = _model()
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=steps))
+    return model
+
+
+def test_a_recipe_of_per_voxel_steps_is_replayed_block_by_block(tmp_path, image):
+    """A model trained with Preprocess > fill NaN and z-score (per image) predicts a lazy 16-bit
+    volume with NaNs block by block: the labels of the whole filled volume in memory."""
+    from napari_medml.config import PreprocessStep
+
+    model = _recipe_model((PreprocessStep("fill_nan"), PreprocessStep("zscore")))
+    raw = (image * 800 + 20000).astype(np.float32)  # a far scale: only the recipe's z-score brings it back
+    raw[0, :3, :4] = np.nan
+    filled = np.where(np.isnan(raw), np.nanmin(raw), raw).astype(np.float32)
+    config = InferConfig(return_probabilities=True, device="cpu")
+    whole = model.predict(filled, config=config)  # in memory the NaN check runs before the recipe
+    assert len(np.unique(whole.labels)) > 1
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24, 20))
+    lazy = Volume(da.from_array(raw, chunks=(7, 17, 15)), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    predict_to_zarr(model, lazy, tmp_path / "pred.zarr", config=config, plan=plan,
+                    probabilities=tmp_path / "probs.zarr")
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "pred.zarr").data), whole.labels)
+    np.testing.assert_allclose(np.asarray(read_volume(tmp_path / "probs.zarr").data), whole.probabilities,
+                               atol=1e-3)  # float16 on disk
+    # without the recipe the raw intensities reach the network: another answer
+    assert not np.array_equal(_model().predict(filled).labels, whole.labels)
+
+
+def test_recipe_steps_that_need_the_whole_image_are_refused_blockwise(tmp_path, image):
+    from napari_medml.config import PreprocessStep
+
+    model = _recipe_model((PreprocessStep("zscore"), PreprocessStep("gaussian", {"sigma": 1.0})))
+    volume = Volume(da.from_array(image), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    with pytest.raises(ConfigError, match=r"need the whole image in memory \(gaussian 1\): block-wise prediction "
+                                          r"replays only .*; predict in memory \(a NIfTI/TIFF output\)"):
+        predict_to_zarr(model, volume, tmp_path / "p.zarr")
+    assert not (tmp_path / "p.zarr").exists()
+
+
+def test_a_stop_during_the_recipes_statistics_leaves_a_store_that_resumes(tmp_path, image):
+    from napari_medml.config import PreprocessStep
+
+    model = _recipe_model((PreprocessStep("zscore"),))
+    volume = Volume(da.from_array(image, chunks=8), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    stop = StopToken()
+    stop.stop()
+    with pytest.raises(Cancelled):
+        predict_to_zarr(model, volume, tmp_path / "p.zarr", config=InferConfig(device="cpu"), stop=stop)
+    result = predict_to_zarr(model, volume, tmp_path / "p.zarr", config=InferConfig(device="cpu"))
+    assert result.computed == result.plan.count
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "p.zarr").data), model.predict(image).labels)
+
+
 # --- training from lazy images ----------------------------------------------------------------------
 
 
@@ -265,7 +321,7 @@ def test_training_from_lazy_images_reads_patches_never_the_volume():
     assert abs(stats["mean"] - p.image[crop].mean()) < 0.1 * p.image[crop].std()
 
 
-def test_lazy_training_holds_out_a_block_and_refuses_recipes(tmp_path):
+def test_lazy_training_holds_out_a_block_and_replays_per_voxel_recipes(tmp_path):
     from napari_medml.config import PreprocessStep
     from napari_medml.samples import phantom_3d
     from napari_medml.segmentation.prepare import prepare_training_data
@@ -279,9 +335,18 @@ def test_lazy_training_holds_out_a_block_and_refuses_recipes(tmp_path):
     axis = int(np.argmax(p.image.shape))
     assert train_region.label.shape[axis] + val.label.shape[axis] == p.image.shape[axis]
     assert isinstance(val.image, np.ndarray) and val.label.any() and "validation on a" in prepared.split_note
-    recipe = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("zscore"),)))
-    with pytest.raises(ConfigError, match="whole image"):
-        prepare_training_data(image, labels, recipe, spacing=p.spacing, channel_axis=None)
+    # per-voxel steps are replayed lazily, with the statistics of the whole image (held-out block included)
+    recipe = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), val_fraction=0.2,
+                                         preprocessing=(PreprocessStep("zscore"),)))
+    replayed = prepare_training_data(image, labels, recipe, spacing=p.spacing, channel_axis=None)
+    z = (p.image - p.image.mean()) / p.image.std()
+    where = tuple(slice(0, n) for n in replayed.val_regions[0].image.shape[1:])
+    region = replayed.train_regions[0].image[(slice(None), *where)]
+    stats = replayed.normalization["channels"][0]
+    np.testing.assert_allclose(region[0] * stats["std"] + stats["mean"], z[where], atol=1e-4)
+    whole = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("median", {"size": 3}),)))
+    with pytest.raises(ConfigError, match=r"whole image in memory \(median 3\): training on lazy"):
+        prepare_training_data(image, labels, whole, spacing=p.spacing, channel_axis=None)
 
 
 def _ct_scan(foreground: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray]:

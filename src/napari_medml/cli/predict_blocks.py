@@ -16,7 +16,7 @@ from typing import Any
 
 from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order
 
-__all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks"]
+__all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks", "say_recipe"]
 
 
 def check_targets(args: argparse.Namespace) -> None:
@@ -85,6 +85,19 @@ def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
                              "and back")
 
 
+def say_recipe(model: Any) -> None:
+    """Say that the model's recipe is replayed block by block, after a pass over the image for its statistics."""
+    steps = model.config.data.preprocessing
+    if steps:
+        from napari_medml.preprocessing.lazy_recipe import statistics_passes
+        from napari_medml.preprocessing.recipe import describe_step
+
+        passes = statistics_passes(steps)
+        info(f"the model's preprocessing recipe ({', '.join(describe_step(s) for s in steps)}) is replayed block by "
+             "block" + (f", with the whole image's statistics: {passes} pass(es) over the image first" if passes
+                        else ""))
+
+
 def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> int:
     """Plan, print the plan, predict block by block with a progress bar; 0 on success.
 
@@ -115,6 +128,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
                        config=config, width=model.config.model.channels, memory_mb=args.block_memory)
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
+    say_recipe(model)
     with progress_bar("window") as bar:
         said = [0]
 
@@ -193,6 +207,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     for name, path in maps.items():
         if path.resolve() == args.image.resolve():
             raise UsageError(f"the {name} map would be written to the input '{path}': choose another --out")
+    say_recipe(model)
     from napari_medml.segmentation.label_blocks import labelling_memory
 
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}; objects labelled "

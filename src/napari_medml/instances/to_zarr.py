@@ -134,7 +134,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     from napari_medml.engine.devices import amp_enabled, resolve_device
     from napari_medml.segmentation.chunked import _mark, _open_stores
     from napari_medml.segmentation.run_identity import prediction_fingerprint
-    from napari_medml.segmentation.to_zarr import _block_windows
+    from napari_medml.segmentation.to_zarr import _block_windows, replayed_image
 
     run = {**plan.signature(), "model": prediction_fingerprint(model, image), "tta": config.tta, "blend": config.blend,
            "outputs": ["distance", "foreground"]}
@@ -145,6 +145,8 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     amp = amp_enabled(device, config.amp)
     base = sum(_block_windows(plan, i) for i in done)
     progress(base)
+    if len(done) < plan.count:  # the recipe's statistics: a pass over the image, only when blocks are left
+        image = replayed_image(model, image, stop)
     from napari_medml.errors import Cancelled
 
     for index in range(plan.count):
@@ -215,7 +217,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         Existing stores that are not an interrupted run of this prediction; NaN/inf; a
         time series; objects larger than the grown halo.
     ConfigError
-        A model with a preprocessing recipe; a plan for another shape.
+        A model whose recipe has a step that needs the whole image; a plan for another shape.
     Cancelled
         Stopped through ``stop``.
     """

@@ -24,13 +24,16 @@ __all__ = [
     "crop_to_mask",
     "ct_window",
     "fill_nonfinite",
+    "fill_with",
     "gaussian_denoise",
     "median_denoise",
     "minmax",
     "percentile_rescale",
+    "rescale",
     "resample",
     "threshold_mask",
     "zscore",
+    "zscore_with",
 ]
 
 Spacing = tuple[float, ...]
@@ -63,7 +66,13 @@ def zscore(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         raise InputError("zscore: no (non-NaN) voxels to compute statistics from")
     mean = float(np.nanmean(values, dtype=np.float64))
     std = float(np.nanstd(values, dtype=np.float64))
-    return ((image - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+    return zscore_with(image, mean, std)
+
+
+def zscore_with(image: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(image - mean) / std`` as float32 (``std`` 0: only centred): :func:`zscore` once its
+    statistics are known, also applied block by block (``preprocessing.lazy_recipe``)."""
+    return ((np.asarray(image, dtype=np.float32) - mean) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def percentile_rescale(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
@@ -72,7 +81,7 @@ def percentile_rescale(image: np.ndarray, low: float = 1.0, high: float = 99.0) 
         raise InputError(f"percentile: need 0 <= low < high <= 100, got low={low}, high={high}")
     image = np.asarray(image, dtype=np.float32)
     lo, hi = (float(v) for v in np.nanpercentile(image, [low, high]))
-    return _rescale(image, lo, hi)
+    return rescale(image, lo, hi)
 
 
 def fill_nonfinite(image: np.ndarray, value: float | None = None) -> np.ndarray:
@@ -98,14 +107,21 @@ def fill_nonfinite(image: np.ndarray, value: float | None = None) -> np.ndarray:
             raise InputError("fill NaN: every voxel is NaN or infinite, so there is no smallest value to fill "
                              "with: give a value")
         value = float(image[~bad].min())
-    out[bad] = value
+    return fill_with(image, value)
+
+
+def fill_with(image: np.ndarray, value: float) -> np.ndarray:
+    """A float32 copy of ``image`` with ``value`` where it is NaN or infinite: :func:`fill_nonfinite`
+    once its value is known, also applied block by block (``preprocessing.lazy_recipe``)."""
+    out = np.array(image, dtype=np.float32, copy=True)
+    out[~np.isfinite(out)] = value
     return out
 
 
 def minmax(image: np.ndarray) -> np.ndarray:
     """Rescale the image's range to 0-1 (a constant image becomes 0)."""
     image = np.asarray(image, dtype=np.float32)
-    return _rescale(image, float(np.nanmin(image)), float(np.nanmax(image)))
+    return rescale(image, float(np.nanmin(image)), float(np.nanmax(image)))
 
 
 def ct_window(image: np.ndarray, level: float, width: float) -> np.ndarray:
@@ -116,7 +132,7 @@ def ct_window(image: np.ndarray, level: float, width: float) -> np.ndarray:
     if not width > 0:
         raise InputError(f"ct_window: width must be > 0, got {width}")
     image = np.asarray(image, dtype=np.float32)
-    return _rescale(image, level - width / 2.0, level + width / 2.0)
+    return rescale(image, level - width / 2.0, level + width / 2.0)
 
 
 def gaussian_denoise(
@@ -265,7 +281,10 @@ def threshold_mask(image: np.ndarray, threshold: float) -> np.ndarray:
 # --- helpers -------------------------------------------------------------------------
 
 
-def _rescale(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def rescale(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``lo``-``hi`` to 0-1 as float32, clipped (``hi <= lo``: 0, NaN kept): :func:`minmax`,
+    :func:`ct_window` and :func:`percentile_rescale` once their range is known."""
+    image = np.asarray(image, dtype=np.float32)
     if not hi > lo:
         return np.where(np.isnan(image), np.nan, 0.0).astype(np.float32)
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)

@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
+from napari_medml.preprocessing.inputs import FILL_NAN
 
 __all__ = ["BlockPlan", "block_scores", "plan_blocks", "window_starts"]
 
@@ -264,8 +265,7 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     bad = int((~torch.isfinite(x)).sum())
     if bad:
         where = ", ".join(f"{s.start}:{s.stop}" for s in union)
-        raise InputError(f"image contains {bad} NaN or infinite value(s) in the block [{where}]: fill or "
-                         "mask them before use")
+        raise InputError(f"image contains {bad} NaN or infinite value(s) in the block [{where}]: " + FILL_NAN)
     _normalize_(x, model.normalization)
     total = None
     with torch.inference_mode():

@@ -7,6 +7,9 @@
   class kept, a uniform sample of each class's voxels).
 - Normalisation statistics are estimated from a random sample of patch-sized blocks of
   the training part (:func:`sample_blocks`).
+- A preprocessing recipe of per-voxel steps (fill NaN, z-score, min-max, CT window) is
+  replayed lazily on the whole image, its statistics computed first
+  (:mod:`napari_medml.preprocessing.lazy_recipe`); other steps are refused.
 - Validation: a block at the end of the longest axis (at most two patches thick and four
   patches wide), loaded into memory; training never draws from it.
 
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import ConfigError, InputError
+from napari_medml.preprocessing.inputs import FILL_NAN
 
 __all__ = ["LazyImage", "LazyLabels", "is_lazy", "prepare_lazy", "sample_blocks"]
 
@@ -58,8 +62,7 @@ class LazyImage:
 
         arr = np.asarray(self.data[key], dtype=np.float32)
         if not np.isfinite(arr).all():
-            raise InputError(f"image contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s): fill "
-                             "or mask them before use")  # fmt: skip
+            raise InputError(f"image contains {int((~np.isfinite(arr)).sum())} NaN or infinite value(s): " + FILL_NAN)
         return apply_normalization(arr, self.normalization)
 
 
@@ -183,7 +186,9 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     InputError
         Shapes that do not match, non-integer labels, too few classes.
     ConfigError
-        A preprocessing recipe (it needs the whole image), a patch size that does not fit.
+        A recipe step that needs the whole image in memory (the fill NaN, z-score, min-max and CT
+        window steps are replayed block by block: ``preprocessing.lazy_recipe``), a patch size
+        that does not fit.
     """
     import dask.array as da
 
@@ -192,15 +197,20 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     from napari_medml.segmentation import data
     from napari_medml.segmentation.data import TrainingData
 
+    from napari_medml.preprocessing.lazy_recipe import blockwise_refusal, replay_lazy
+
     dc = config.data
-    if dc.preprocessing:
-        raise ConfigError("a preprocessing recipe needs the whole image: train on lazy (Zarr) images without "
-                          "one, or preprocess and save the image first")  # fmt: skip
+    refusal = blockwise_refusal(dc.preprocessing, "training on lazy (Zarr) images",
+                                "preprocess and save the image first, or train without those steps")
+    if refusal:
+        raise ConfigError(refusal)
     if len(images) != 1:
         raise InputError(f"lazy (Zarr/dask) training takes one image and its labels, got {len(images)}: "
                          "train on one large image, or on several in-memory images")  # fmt: skip
     image = _as_channels_first(images[0], channel_axis, dc.spatial_dims,
                                base.in_channels if base is not None else None, "image")  # fmt: skip
+    if dc.preprocessing:  # over the whole image, as in memory: the held-out block takes part in the statistics
+        image = replay_lazy(image, dc.preprocessing)
     label = da.asarray(labels[0])
     if tuple(label.shape) != tuple(image.shape[1:]):
         raise InputError(f"labels have shape {tuple(label.shape)} but image has spatial shape "

@@ -37,7 +37,7 @@ from napari_medml.segmentation.run_identity import (
     store_geometry,
 )
 
-__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "volume_layout"]
+__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "replayed_image", "volume_layout"]
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,21 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     InputError, BundleError
         Time series or stacks (one volume at a time here), channels that do not fit.
     ConfigError
-        A model that re-applies a preprocessing recipe (it needs the whole image).
+        A model whose preprocessing recipe has steps that need the whole image in memory
+        (:func:`~napari_medml.preprocessing.lazy_recipe.blockwise_refusal`); the others are
+        replayed block by block (:func:`replayed_image`).
     """
     channel_axis, samples = model._layout(data, channel_axis, axes)
     if samples:
         raise InputError(f"block-wise prediction takes one {model.spatial_dims}D image (got shape "
                          f"{np.shape(data)}, axes {axes or '?'}): predict frames or slices one at a time, "
                          "or predict in memory")  # fmt: skip
-    steps = model.config.data.preprocessing
-    if steps:
-        names = ", ".join(getattr(s, "operation", str(s)) for s in steps)
-        raise ConfigError(f"the model re-applies a preprocessing recipe ({names}) that needs the whole image; "
-                          "block-wise prediction takes models trained on raw images: predict in memory "
-                          "(a NIfTI/TIFF output), or train on the raw image")  # fmt: skip
+    from napari_medml.preprocessing.lazy_recipe import blockwise_refusal
+
+    refusal = blockwise_refusal(model.config.data.preprocessing, "block-wise prediction",
+                                "predict in memory (a NIfTI/TIFF output), or train without those steps")
+    if refusal:
+        raise ConfigError(refusal)
     if isinstance(data, np.ndarray):
         lazy = np.moveaxis(data, channel_axis, 0) if channel_axis is not None else data[None]
     else:
@@ -92,6 +94,31 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     if axes:
         spatial = "".join(a for a in axes if a in "ZYXQ")[-model.spatial_dims:].replace("Q", "Z")
     return lazy, spatial
+
+
+def replayed_image(model: Any, image: Any, stop: Any = None) -> Any:
+    """``image`` (``(C, *spatial)`` from :func:`volume_layout`) after the model's preprocessing
+    recipe, lazily: the recipe's statistics are computed over the whole image first (one pass
+    each; ``preprocessing.lazy_recipe.replay_lazy``), then each block is transformed when read.
+    Without a recipe, ``image`` itself.
+
+    Raises
+    ------
+    ConfigError
+        Ensemble members with different recipes; a step that needs the whole image.
+    Cancelled
+        Stopped through ``stop`` during a statistics pass.
+    """
+    from napari_medml.segmentation.run_identity import prediction_members
+
+    steps = tuple(model.config.data.preprocessing)
+    if any(tuple(m.config.data.preprocessing) != steps for m in prediction_members(model)):
+        raise ConfigError("the ensemble's members have different preprocessing recipes: predict with each model")
+    if not steps:
+        return image
+    from napari_medml.preprocessing.lazy_recipe import replay_lazy
+
+    return replay_lazy(image, steps, stop=stop)
 
 
 def _block_windows(plan: BlockPlan, index: int) -> int:
@@ -158,7 +185,8 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         Existing outputs that are not an interrupted run of this prediction, NaN/inf values,
         a time series.
     ConfigError
-        Whole-map post-processing asked for; a model with a preprocessing recipe.
+        Whole-map post-processing asked for; a model whose recipe has a step that needs the whole image
+        (the recipe's other steps are replayed block by block: :func:`replayed_image`).
     Cancelled
         Stopped through ``stop``.
     """
@@ -198,6 +226,8 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     windows_done = sum(totals[i] for i in done)
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
     computed = 0
+    if len(done) < plan.count:  # the recipe's statistics: a pass over the image, only when blocks are left
+        image = replayed_image(model, image, stop)
     for index in range(plan.count):
         if index in done:
             continue

@@ -1,0 +1,84 @@
+"""A recipe of per-voxel steps replayed on a lazy image: the in-memory recipe's values, block by
+block; the steps that need the whole image in memory are named and refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+
+from napari_medml.config import PreprocessStep as Step  # noqa: E402
+from napari_medml.engine.reports import StopToken  # noqa: E402
+from napari_medml.errors import Cancelled, ConfigError, InputError  # noqa: E402
+from napari_medml.preprocessing.inputs import run_recipe_channels  # noqa: E402
+from napari_medml.preprocessing.lazy_recipe import blockwise_refusal, replay_lazy, statistics_passes  # noqa: E402
+
+
+def _image() -> np.ndarray:
+    """Two channels of a 16-bit volume on far-apart scales, a NaN and an inf in them."""
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.gamma(2.0, 300.0, (20, 35, 45)), 5000 + rng.normal(0, 40, (20, 35, 45))]).astype(np.float32)
+    image[0, 3, 4, 5] = np.nan
+    image[1, 7, 8, 9] = np.inf
+    return image
+
+
+@pytest.mark.parametrize("steps", [
+    (Step("fill_nan"), Step("zscore")),
+    (Step("fill_nan", {"value": 3.0}), Step("minmax"), Step("zscore")),
+    (Step("fill_nan"), Step("ct_window", {"preset": "lung"})),
+    (Step("fill_nan"), Step("ct_window", {"level": 5000, "width": 100}), Step("minmax")),
+], ids=["zscore", "minmax-zscore", "lung-window", "window-minmax"])
+def test_each_block_holds_the_whole_image_recipes_values(steps):
+    image = _image()
+    given = image.copy()
+    expected = run_recipe_channels(image.copy(), None, steps)[0]  # per channel, as training and prediction run it
+    lazy = replay_lazy(da.from_array(image, chunks=(1, 8, 16, 16)), steps)
+    assert lazy.dtype == np.float32 and lazy.chunks[1:] == da.from_array(image, chunks=(1, 8, 16, 16)).chunks[1:]
+    # dask sums the statistics in another order: a float32 rounding step of the mean at most
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy[:, 5:9, 20:, 3:30].compute(), expected[:, 5:9, 20:, 3:30], rtol=1e-6, atol=1e-6)
+    assert np.isnan(lazy.compute()).sum() == np.isnan(expected).sum() == 0
+    np.testing.assert_array_equal(image, given, strict=True)  # the input is never changed
+    assert statistics_passes(steps) == sum(s.operation in ("zscore", "minmax") for s in steps) + (
+        steps[0].params.get("value") is None)
+
+
+def test_a_uint16_zarr_is_read_as_float32_as_in_memory(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    raw = (np.random.default_rng(1).gamma(2.0, 900.0, (1, 12, 40, 40))).astype(np.uint16)
+    store = zarr.open(str(tmp_path / "a.zarr"), mode="w", shape=raw.shape, chunks=(1, 4, 16, 16), dtype=raw.dtype)
+    store[:] = raw
+    steps = (Step("zscore"),)
+    np.testing.assert_allclose(replay_lazy(store, steps).compute(),
+                               run_recipe_channels(raw.astype(np.float32), None, steps)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_steps_that_need_the_whole_image_are_named():
+    steps = (Step("zscore"), Step("gaussian", {"sigma": 1.5}), Step("percentile", {"low": 2, "high": 98}))
+    line = blockwise_refusal(steps, "block-wise prediction", "predict in memory")
+    assert line == ("the preprocessing recipe has step(s) that need the whole image in memory (gaussian 1.5, "
+                    "percentile 2-98): block-wise prediction replays only fill NaN, z-score, min-max and CT window "
+                    "steps; predict in memory")
+    assert blockwise_refusal(steps[:1], "block-wise prediction", "predict in memory") is None
+    with pytest.raises(ConfigError, match=r"\(gaussian 1.5, percentile 2-98\)"):
+        replay_lazy(da.zeros((1, 4, 8, 8)), steps)
+
+
+def test_a_channel_without_finite_values_and_unknown_parameters_are_refused():
+    image = _image()
+    image[1] = np.nan
+    with pytest.raises(InputError, match="every voxel is NaN or infinite"):
+        replay_lazy(da.from_array(image), (Step("fill_nan"),))
+    with pytest.raises(InputError, match="no \\(non-NaN\\) voxels"):
+        replay_lazy(da.from_array(image), (Step("zscore"),))
+    with pytest.raises(InputError, match="sigma"):
+        replay_lazy(da.from_array(image), (Step("zscore", {"sigma": 1}),))
+
+
+def test_stop_ends_a_statistics_pass():
+    stop = StopToken()
+    stop.stop()
+    with pytest.raises(Cancelled):
+        replay_lazy(da.from_array(_image(), chunks=(1, 4, 8, 8)), (Step("fill_nan"), Step("zscore")), stop=stop)
