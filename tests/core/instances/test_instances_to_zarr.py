@@ -219,3 +219,27 @@ def test_the_table_measured_block_by_block_is_the_whole_tables(image):
     assert list(blocks) == list(whole) and len(whole["index"]) > 20
     for name, column in whole.items():
         np.testing.assert_allclose(blocks[name], column, rtol=1e-10, err_msg=name)
+
+
+def test_an_instance_model_with_a_minmax_recipe_is_replayed_block_by_block(tmp_path, image):
+    """The network maps of a model trained on a min-max-scaled layer, from a raw 12-bit volume
+    read lazily: those of the volume scaled whole in memory, and the same objects."""
+    from dataclasses import replace
+
+    from napari_medml.config import PreprocessStep
+
+    params = InstanceParams(foreground_threshold=0.5, seed_height=0.1, min_size=20.0)
+    model = _model(params)
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=(PreprocessStep("minmax"),)))
+    raw = image * 3000 + 400  # the blobs' 0-1 range on another scale: only the recipe brings it back
+    config = InferConfig(device="cpu", overlap=0.25)
+    whole = model.predict(raw, spacing=SPACING, config=config)
+    assert len(np.unique(whole.labels)) > 20
+    plan = plan_instance_blocks(model, image.shape, 1, config, block=(16, 32, 24))
+    import dask.array as da
+
+    volume = Volume(da.from_array(raw, chunks=(10, 20, 20)), SPACING, (0.0,) * 3, axes="ZYX")
+    instances_to_zarr(model, volume, tmp_path / "pred.zarr", config=config, plan=plan)
+    maps = map_paths(tmp_path / "pred.zarr")
+    np.testing.assert_allclose(np.asarray(read_volume(maps["foreground"]).data), whole.foreground, atol=1e-5)
+    _same_partition(whole.labels, np.asarray(read_volume(tmp_path / "pred.zarr").data))
