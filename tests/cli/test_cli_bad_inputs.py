@@ -118,6 +118,15 @@ def test_patch_not_divisible_then_the_suggested_patch_trains(capsys, files, tmp_
     assert code == 0, err
 
 
+def test_one_patch_number_is_taken_for_every_axis_as_in_the_widgets(capsys, files, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", "10")
+    line = one_line(err)
+    assert code == 2 and "--patch-size 10 10 10 must be divisible by 4" in line and "use --patch-size 8 8 8" in line
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", "8")
+    assert code == 0, err
+    assert "patch size: 8x8x8 (set by you" in err
+
+
 def test_patch_not_divisible_then_a_smaller_depth_trains(capsys, files, tmp_path):
     code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--depth", "3", "--patch-size", "10", "12", "12")
     assert code == 2

@@ -259,8 +259,8 @@ def test_the_reconstruction_of_an_rgb_tiff_keeps_its_three_channels(files):
     # an option that the corruption does not read was dropped without a word
     assert ("--noise-std 0.3 is not used: --corruption mask adds no noise (--corruption mask_noise does both)"
             in out.stderr)
-    # a patch larger than the image was padded without a word; train refuses it
-    out = run("pretrain", "--image", files / "rgb.tif", "--out", files / "rgb_big", "--patch-size", "64", "64",
+    # a patch larger than the image was padded without a word; train refuses it (one number: every axis)
+    out = run("pretrain", "--image", files / "rgb.tif", "--out", files / "rgb_big", "--patch-size", "64",
               "--corruption", "noise", "--mask-ratio", "0.3", "--mask-block", "4", *NET, tmp=files / "tmp")
     assert out.returncode == 1 and not (files / "rgb_big").exists()
     assert ("--mask-ratio 0.3 and --mask-block 4 are not used: --corruption noise blanks no blocks" in out.stderr)

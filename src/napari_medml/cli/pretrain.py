@@ -60,8 +60,8 @@ def add(sub: Any) -> None:
     add_axes_option(g)
     add_spacing_option(g, "image files")
     g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
-                   help="training patch size, one number per spatial axis (default: from the images' "
-                   "shape and spacing)")  # fmt: skip
+                   help="training patch size: one number for every spatial axis, or one per axis (default: from "
+                   "the images' shape and spacing)")  # fmt: skip
     g.add_argument("--batch-size", type=integer(1), metavar="B", help=f"patches per step (default: {data.batch_size})")
     s = p.add_argument_group("self-supervision")
     s.add_argument("--loss", choices=typing.get_args(ReconstructionLoss),
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
     images, spacings, channel_axis, dims, first, counts = _read_images(args.image, args.spatial_dims, args.axes,
                                                                        args.spacing)
-    check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
+    args.patch_size = check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     # each file one case of the median voxel size, however many slices or frames it gives
     config = replace(config, data=replace(config.data, sample_groups=tuple(counts)))

@@ -64,7 +64,7 @@ def add(sub: Any) -> None:
     g.add_argument("--background-id", type=integer(0), metavar="ID",
                    help="with --sparse: the painted label id that means background")  # fmt: skip
     g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
-                   help="training patch size, one number per spatial axis "
+                   help="training patch size: one number for every spatial axis, or one per axis "
                    "(default: chosen from image shape, spacing and memory)")  # fmt: skip
     g.add_argument("--batch-size", type=integer(1), metavar="B",
                    help=f"patches per step (default: planned; without the plan {data.batch_size})")  # fmt: skip
@@ -213,7 +213,8 @@ def _run(args: argparse.Namespace) -> int:
         spacing=args.spacing)
     read = images, labels, spacings, channel_axis, dims, groups
     # a planned run takes a depth that divides the patch given (segmentation.plan)
-    check_patch_option(args.patch_size, dims, args.depth or (None if _planned(args) else ModelConfig().depth))
+    args.patch_size = check_patch_option(args.patch_size, dims,
+                                         args.depth or (None if _planned(args) else ModelConfig().depth))
     train_config(args, dims)  # options that do not go together: one line before torchrun starts
     if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         from napari_medml.cli.launch import die_with_parent, folder_held_elsewhere
@@ -306,14 +307,17 @@ def _planned(args: argparse.Namespace) -> bool:
     return not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
 
 
-def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> None:
-    """``--patch-size``: one number per spatial axis, each a multiple of ``2 ** (depth - 1)``.
+def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> list[int] | None:
+    """``--patch-size``: one number for every spatial axis (as the widgets take it) or one per
+    axis, each a multiple of ``2 ** (depth - 1)``; returns one number per axis (None: not given).
 
     ``depth`` None: the plan chooses it, and takes a depth that divides the patch, down to
     2 levels: each axis must then be even.
     """
     if not patch:
-        return
+        return patch
+    if len(patch) == 1:
+        patch = list(patch) * spatial_dims
     if len(patch) != spatial_dims:
         raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
                          f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
@@ -325,6 +329,7 @@ def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | 
                "the planned network halves each axis at least once")
         raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} ({why}): "
                          f"use --patch-size {fit}" + (", or a smaller --depth" if depth else ""))  # fmt: skip
+    return patch
 
 
 def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, None, Any]:
