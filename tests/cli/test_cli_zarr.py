@@ -184,3 +184,33 @@ def test_a_model_with_a_z_score_recipe_is_predicted_block_by_block(files):
             "and CT window steps; predict in memory (a NIfTI/TIFF output), or train without those steps"
             ) in refused.stderr, refused.stderr
     assert not (folder / "c.zarr").exists()
+
+
+def test_a_model_that_fills_nans_first_predicts_an_image_with_nans_in_memory_and_in_blocks(files):
+    from dataclasses import replace
+
+    from napari_medml.api import load_model
+    from napari_medml.config import PreprocessStep
+
+    folder, tmp = files["folder"], files["tmp"]
+    model = load_model(files["bundle"])
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=(
+        PreprocessStep("fill_nan"), PreprocessStep("zscore"))))
+    bundle = model.save(folder / "fills")
+    raw = (files["image"] * 900 + 12000).astype(np.float32)
+    raw[:4, :10, :10] = np.nan  # outside the field of view
+    write_volume(folder / "nan.nii.gz", Volume(raw, (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX"))
+    memory = run("predict", "--model", bundle, "--image", folder / "nan.nii.gz", "--out", folder / "nan_pred.nii.gz",
+                 "--device", "cpu", tmp=tmp)
+    assert memory.returncode == 0, memory.stderr
+    blocks = run("predict", "--model", bundle, "--image", folder / "nan.nii.gz", "--out", folder / "nan_pred.zarr",
+                 "--device", "cpu", tmp=tmp)
+    assert blocks.returncode == 0, blocks.stderr
+    filled = np.where(np.isnan(raw), np.nanmin(raw), raw)
+    whole = load_model(bundle).predict(filled).labels
+    np.testing.assert_array_equal(np.asarray(read_volume(folder / "nan_pred.nii.gz").data), whole)
+    np.testing.assert_array_equal(np.asarray(read_volume(folder / "nan_pred.zarr").data), whole)
+    # the model without the fill refuses it, naming the file
+    refused = run("predict", "--model", files["bundle"], "--image", folder / "nan.nii.gz", "--out",
+                  folder / "no.nii.gz", "--device", "cpu", tmp=tmp)
+    assert refused.returncode != 0 and f"image '{folder / 'nan.nii.gz'}' contains 400 NaN" in refused.stderr

@@ -82,3 +82,32 @@ def test_stop_ends_a_statistics_pass():
     stop.stop()
     with pytest.raises(Cancelled):
         replay_lazy(da.from_array(_image(), chunks=(1, 4, 8, 8)), (Step("fill_nan"), Step("zscore")), stop=stop)
+
+
+def test_a_recipe_that_fills_first_trains_and_predicts_images_with_nans():
+    """In memory as block by block: the NaN checks let an image through when the recipe's first
+    step fills them (no other step sees them), and refuse it otherwise."""
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.preprocessing.inputs import fills_nonfinite
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.task import train
+
+    p = phantom_3d(0)
+    crop = (slice(16, 32), slice(16, 80), slice(16, 80))
+    image = p.image[crop].astype(np.float32)
+    image[0, :5, :5] = np.nan  # outside a scanner's field of view
+    given = image.copy()
+    steps = (Step("fill_nan"), Step("zscore"))
+    assert fills_nonfinite(steps) and not fills_nonfinite(steps[::-1]) and not fills_nonfinite(())
+
+    def config(recipe: tuple) -> TrainConfig:
+        return TrainConfig(data=DataConfig(patch_size=(16, 32, 32), batch_size=2, preprocessing=recipe),
+                           augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=3),
+                           optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu", seed=0)
+
+    model = train(image, p.labels[crop], config(steps), spacing=p.spacing)
+    filled = np.where(np.isnan(image), np.nanmin(image), image)
+    np.testing.assert_array_equal(model.predict(image).labels, model.predict(filled).labels)
+    np.testing.assert_array_equal(image, given, strict=True)  # the caller's image keeps its NaNs
+    with pytest.raises(InputError, match="25 NaN or infinite value"):
+        train(image, p.labels[crop], config(steps[::-1]), spacing=p.spacing)

@@ -54,10 +54,10 @@ def _steps(steps: Sequence[Any]) -> str:
 def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tuple[Placed, str]:
     """:func:`choose_input`, its image checked for NaN and infinite values under the layer's
     name (the model's own check knows no layer; a dask/zarr layer is checked block by block)."""
-    from napari_medml.preprocessing.inputs import check_finite
+    from napari_medml.preprocessing.inputs import check_finite, recipe_fills_nonfinite
 
     placed, why = choose_input(model, raw, shown)
-    if isinstance(placed.inputs.image, np.ndarray):
+    if isinstance(placed.inputs.image, np.ndarray) and not recipe_fills_nonfinite(model):  # the model fills them
         check_finite(placed.inputs.image, f"image '{placed.inputs.layer.name}'")
     return placed, why
 

@@ -176,9 +176,10 @@ def run(args: argparse.Namespace) -> int:
     if blockwise:
         return predict_blocks.run_blocks(args, model, vol, config)
     from napari_medml.io.geometry import grid_affine, spatial_spacing
-    from napari_medml.preprocessing.inputs import check_finite
+    from napari_medml.preprocessing.inputs import check_finite, recipe_fills_nonfinite
 
-    check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
+    if not recipe_fills_nonfinite(model):
+        check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     from napari_medml.segmentation.prediction import predict_oriented
 
     with progress_bar("window") as bar:

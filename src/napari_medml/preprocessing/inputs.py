@@ -22,6 +22,7 @@ FILL_NAN = ("fill them first (napari: Preprocess > fill NaN/inf makes a copy wit
             "napari_medml.preprocessing.ops.fill_nonfinite)")
 
 __all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size",
+           "fills_nonfinite", "recipe_fills_nonfinite",
            "run_recipe_channels", "shrink_patch", "spacings_per_image"]
 
 
@@ -52,7 +53,7 @@ def as_list(items: Any, kind: str) -> list:
 
 
 def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name: str = "image",
-                in_channels: int | None = None) -> np.ndarray:
+                in_channels: int | None = None, finite: bool = True) -> np.ndarray:
     """Validate an image and return it as float32 ``(C, *spatial)`` (a new array).
 
     Parameters
@@ -67,6 +68,9 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         How error messages call the image.
     in_channels : int, optional
         The number of channels expected (a model's).
+    finite : bool
+        Refuse NaN and infinite values (False: a recipe that fills them comes next,
+        :func:`fills_nonfinite`).
 
     Returns
     -------
@@ -100,8 +104,22 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
     if in_channels is not None and arr.shape[0] != in_channels:
         raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
     out = np.array(arr, dtype=np.float32, copy=True)
-    check_finite(out, name)
+    if finite:
+        check_finite(out, name)
     return out
+
+
+def fills_nonfinite(steps: Sequence[Any] | None) -> bool:
+    """Whether a preprocessing recipe fills NaN and infinite values before anything else
+    (its first step is ``fill_nan``): no other step sees them, so training and prediction let
+    such images through, as block-wise prediction does (``preprocessing.lazy_recipe``)."""
+    return bool(steps) and getattr(steps[0], "operation", None) == "fill_nan"
+
+
+def recipe_fills_nonfinite(model: Any) -> bool:
+    """:func:`fills_nonfinite` of a model's (or ensemble's) recipe; False for an object without one."""
+    data = getattr(getattr(model, "config", None), "data", None)
+    return fills_nonfinite(getattr(data, "preprocessing", None))
 
 
 def check_finite(image: Any, name: str = "image") -> None:

@@ -88,9 +88,10 @@ def fill_nonfinite(image: np.ndarray, value: float | None = None) -> np.ndarray:
     """Replace NaN and infinite voxels (outside a scanner's field of view, after a
     registration) with ``value``, by default the smallest finite value (the background).
 
-    Fill an image before training on it or predicting it: those check for NaN before a
-    recipe runs, so a ``fill_nan`` recipe step only keeps a chain of steps whole (the
-    Preprocess widget's *fill NaN/inf* makes a new image instead).
+    Fill an image before training on it or predicting it. As the first step of a recipe,
+    training and prediction (in memory and block by block) take images with NaN and replay
+    the fill on each (``preprocessing.inputs.fills_nonfinite``); the Preprocess widget's
+    *fill NaN/inf* makes a new image instead.
 
     Raises
     ------

@@ -21,7 +21,7 @@ from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.errors import BundleError, InputError
-from napari_medml.preprocessing.inputs import FILL_NAN
+from napari_medml.preprocessing.inputs import FILL_NAN, fills_nonfinite
 from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.prediction import Prediction, stack_predictions
@@ -253,7 +253,7 @@ class Model(BundledModel):
         steps = self.config.data.preprocessing
         if steps:
             arr = prepare_image(image, channel_axis=channel_axis, spatial_dims=self.spatial_dims,
-                                in_channels=self.in_channels)
+                                in_channels=self.in_channels, finite=not fills_nonfinite(steps))
             arr, _, recipe = apply_preprocessing(arr, spacing if spacing is not None else self.spacing, steps)
             return torch.from_numpy(apply_normalization(arr, self.normalization)).to(device), recipe
         arr = np.asarray(image)

@@ -14,7 +14,12 @@ import numpy as np
 
 from napari_medml.config import TrainConfig
 from napari_medml.errors import InputError
-from napari_medml.preprocessing.inputs import check_not_constant, check_patch_size, spacings_per_image
+from napari_medml.preprocessing.inputs import (
+    check_not_constant,
+    check_patch_size,
+    fills_nonfinite,
+    spacings_per_image,
+)
 from napari_medml.segmentation.data import TrainingData
 
 __all__ = ["choose_patch_size", "normalize_regions", "prepare_training_data", "read_images_and_labels",
@@ -170,7 +175,8 @@ def read_images_and_labels(images: Any, labels: Any, config: TrainConfig, *, spa
     for i, (img, lab) in enumerate(zip(image_list, label_list)):
         name = "image" if single else f"image {i + 1} of {len(image_list)}"  # 1-based, as people count
         arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
-                                 in_channels=base.in_channels if base is not None else None)
+                                 in_channels=base.in_channels if base is not None else None,
+                                 finite=not fills_nonfinite(dc.preprocessing))
         check_not_constant(arr, name)
         lab_name = what if single else f"{what} {i + 1} of {len(label_list)}"
         lab = data.prepare_labels(lab, arr.shape[1:], name=lab_name, image_name=name)
