@@ -259,6 +259,37 @@ def test_a_recipe_of_per_voxel_steps_is_replayed_block_by_block(tmp_path, image)
     assert not np.array_equal(_model().predict(filled).labels, whole.labels)
 
 
+def test_the_same_weights_with_another_recipe_do_not_resume_a_store(tmp_path, image):
+    """Review 29: the run's identity held the weights and the image, not the recipe, so a model
+    with a min-max recipe resumed the blocks of the same weights with a z-score one."""
+    from napari_medml.config import PreprocessStep
+
+    volume = Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    predict_to_zarr(_recipe_model((PreprocessStep("zscore"),)), volume, tmp_path / "p.zarr",
+                    config=InferConfig(device="cpu"))
+    with pytest.raises(InputError, match="same model, image and block plan"):
+        predict_to_zarr(_recipe_model((PreprocessStep("minmax"),)), volume, tmp_path / "p.zarr",
+                        config=InferConfig(device="cpu"))
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    (lambda a: np.full_like(a, np.nan), "contains 28560 NaN or infinite value"),  # all 28x34x30, not filled first
+    (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 700, np.inf, a), "contains 1 NaN or infinite value"),
+    (lambda a: a > 0, "dtype bool: give a numeric image"),
+], ids=["all-nan", "one-inf", "bool"])
+def test_an_image_the_recipe_cannot_take_is_refused_before_any_store(tmp_path, image, change, error):
+    """Review 29: one inf made min-max's range infinite, and 12 blocks were predicted from a blank
+    input before the block that held it failed; refusals left empty stores that refused the next run."""
+    from napari_medml.config import PreprocessStep
+
+    model = _recipe_model((PreprocessStep("minmax"),))
+    volume = Volume(da.from_array(change(image), chunks=8), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    with pytest.raises(InputError, match=error):
+        predict_to_zarr(model, volume, tmp_path / "p.zarr", config=InferConfig(device="cpu"),
+                        probabilities=tmp_path / "q.zarr")
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "q.zarr").exists()
+
+
 def test_recipe_steps_that_need_the_whole_image_are_refused_blockwise(tmp_path, image):
     from napari_medml.config import PreprocessStep
 

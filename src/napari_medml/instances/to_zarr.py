@@ -138,6 +138,9 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
 
     run = {**plan.signature(), "model": prediction_fingerprint(model, image), "tta": config.tta, "blend": config.blend,
            "outputs": ["distance", "foreground"]}
+    fresh = not any(Path(path).exists() for path in targets.values())
+    if fresh:  # a refusal of the image's statistics leaves no store behind
+        image = replayed_image(model, image, stop)
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry,
                                        {"foreground": np.float32, "distance": np.float32}, holder="foreground")
     resumed, computed = len(done), 0
@@ -145,7 +148,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     amp = amp_enabled(device, config.amp)
     base = sum(_block_windows(plan, i) for i in done)
     progress(base)
-    if len(done) < plan.count:  # the recipe's statistics: a pass over the image, only when blocks are left
+    if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
         image = replayed_image(model, image, stop)
     from napari_medml.errors import Cancelled
 

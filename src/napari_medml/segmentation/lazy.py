@@ -209,14 +209,14 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
                          "train on one large image, or on several in-memory images")  # fmt: skip
     image = _as_channels_first(images[0], channel_axis, dc.spatial_dims,
                                base.in_channels if base is not None else None, "image")  # fmt: skip
-    if dc.preprocessing:  # over the whole image, as in memory: the held-out block takes part in the statistics
-        image = replay_lazy(image, dc.preprocessing)
     label = da.asarray(labels[0])
     if tuple(label.shape) != tuple(image.shape[1:]):
         raise InputError(f"labels have shape {tuple(label.shape)} but image has spatial shape "
                          f"{tuple(image.shape[1:])}: labels must cover the image voxel for voxel")  # fmt: skip
     if label.dtype.kind not in "biu":
         raise InputError(f"labels have dtype {label.dtype}: labels must be integer class ids")
+    if dc.preprocessing:  # over the whole image, as in memory: the held-out block takes part in the statistics
+        image = replay_lazy(image, dc.preprocessing)
     present = np.asarray(da.unique(label).compute())  # block by block
     if present.size and present.min() < 0:
         raise InputError("labels contain negative ids: class ids must be >= 0")

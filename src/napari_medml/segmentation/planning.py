@@ -66,7 +66,7 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     from napari_medml.segmentation.recipes import common_spacing
 
     resampled = None
-    if not any(is_lazy(a) for a in as_list(images, "images")):  # as fit will (lazy images take no recipe)
+    if not any(is_lazy(a) for a in as_list(images, "images")):  # as fit will (no resampling step for lazy images)
         config, resampled = common_spacing(config, spacing, len(as_list(images, "images")))
     prepared, encoded, _class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
                                                           channel_axis=channel_axis)

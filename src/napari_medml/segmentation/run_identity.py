@@ -23,14 +23,19 @@ def prediction_members(model: Any) -> list[Any]:
 
 
 def prediction_fingerprint(model: Any, image: Any) -> str:
-    """Weights (of every member), class ids, and the image's shape, dtype and content:
-    a resumed store must come from the same prediction of the same image."""
+    """Weights (of every member), class ids, the preprocessing recipe, and the image's shape,
+    dtype and content: a resumed store must come from the same prediction of the same image."""
     digest = hashlib.sha256()
     for member in prediction_members(model):
         for name, tensor in member.network.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(json.dumps([list(model.class_ids), list(np.shape(image)), str(image.dtype)]).encode())
+    steps = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
+    if steps:  # replayed block by block: the same weights with another recipe are another prediction
+        from napari_medml.config import to_dict
+
+        digest.update(json.dumps([to_dict(s) for s in steps], sort_keys=True).encode())
     digest.update(content_digest(image).encode())
     return digest.hexdigest()[:32]
 

@@ -83,7 +83,7 @@ def fit(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None, c
         from napari_medml.segmentation.recipes import common_spacing
 
         image_list = as_list(images, "images")
-        if not any(is_lazy(a) for a in image_list):  # lazy images take no recipe
+        if not any(is_lazy(a) for a in image_list):  # a resampling step needs the whole image: none for lazy ones
             config, note = common_spacing(config, spacing, len(image_list))
 
     def build(base: Model | None, start_step: int) -> SegmentationTask:

@@ -216,6 +216,9 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     # float16 probabilities: half the disk of float32 for big volumes, and the precision the in-memory
     # Prediction holds (NIfTI/TIFF outputs are float32 only because their readers lack float16)
     dtypes = {"labels": _label_dtype(max(model.class_ids)), "probabilities": np.float16, "uncertainty": np.float32}
+    fresh = not any(path.exists() for path in targets.values())
+    if fresh:  # a refusal of the image's statistics leaves no store behind
+        image = replayed_image(model, image, stop)
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry, dtypes)
     resumed = len(done)
     device = resolve_device(config.device)
@@ -226,7 +229,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     windows_done = sum(totals[i] for i in done)
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
     computed = 0
-    if len(done) < plan.count:  # the recipe's statistics: a pass over the image, only when blocks are left
+    if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
         image = replayed_image(model, image, stop)
     for index in range(plan.count):
         if index in done:
