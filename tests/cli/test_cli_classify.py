@@ -242,6 +242,24 @@ def test_errors_are_one_line(capsys, stack, tmp_path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--patch-size", "4", "4", "--sparse", "--background-id", "1"],
+     "--patch-size, --sparse, --background-id: for segmentation; a classifier takes each image"),
+    (["--val-margin", "3", "--foreground-fraction", "0.9"], "--val-margin, --foreground-fraction: for segmentation"),
+    (["--instances", "inst.tif"], "--instances is for --level object (objects cropped from instance labels), not "
+                                  "--level image: drop it"),
+    (["--tile-size", "4"], "--tile-size is for --level tile, not --level image: drop it"),
+    (["--spatial-dims", "3"], "--spatial-dims 3: the samples of image"),
+], ids=["segmentation", "segmentation-split", "instances", "tile-size", "spatial-dims"])
+def test_options_a_classifier_would_ignore_are_refused(capsys, stack, tmp_path, extra, words) -> None:
+    """Trial 29: each of these trained a classifier with the same weights as without it (and
+    --spatial-dims 3 was stored as 2), while --object-box with --level image was refused."""
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--image", stack["npy"], "--classes",
+                           stack["csv"], *extra, *SMALL, "--out", tmp_path / "b")
+    assert_one_line_error(code, err, words)
+    assert not (tmp_path / "b").exists()
+
+
 def test_help_lists_the_classification_options(capsys) -> None:
     assert main(["train", "--help"]) == 0
     text = capsys.readouterr().out

@@ -70,7 +70,12 @@ def train(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in (args.image[0], args.classes, args.instances, getattr(args, "init_from", None))
               if p is not None]
     check_bundle_target(args.out, inputs=inputs)
+    refuse_unused(args)
     samples = read_samples(args)  # before torchrun starts: an input error is one line
+    if args.spatial_dims is not None and args.spatial_dims != samples.spatial_dims:
+        raise UsageError(f"--spatial-dims {args.spatial_dims}: the samples of image '{args.image[0]}' at --level "
+                         f"{args.level} are {samples.spatial_dims}D, and the classifier takes them as they are: "
+                         "drop it")  # fmt: skip
     train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun
     if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         die_with_parent()
@@ -115,6 +120,28 @@ def _train(args: argparse.Namespace, samples: Any) -> int:
     if stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0
+
+
+def refuse_unused(args: argparse.Namespace) -> None:
+    """Options of ``train`` that a classifier would ignore without a word are refused in one line.
+
+    Raises
+    ------
+    UsageError
+        Segmentation options (patch size, validation margin, foreground share, scribbles),
+        ``--instances`` without ``--level object``, ``--tile-size`` without ``--level tile``.
+    """
+    given = [name for name, value in (("--patch-size", args.patch_size), ("--val-margin", args.val_margin),
+                                      ("--foreground-fraction", args.foreground_fraction), ("--sparse", args.sparse),
+                                      ("--background-id", args.background_id)) if value not in (None, False)]
+    if given:
+        raise UsageError(f"{', '.join(given)}: for segmentation; a classifier takes each image, object or tile "
+                         "whole, at --input-size (drop the option)")  # fmt: skip
+    if args.instances is not None and args.level != "object":
+        raise UsageError(f"--instances is for --level object (objects cropped from instance labels), not --level "
+                         f"{args.level}: drop it")  # fmt: skip
+    if args.tile_size and args.level != "tile":
+        raise UsageError(f"--tile-size is for --level tile, not --level {args.level}: drop it")
 
 
 def read_samples(args: argparse.Namespace) -> Any:
