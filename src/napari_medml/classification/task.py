@@ -120,6 +120,12 @@ class ClassificationTask:
         self.transform = _augmentation(config.augment, samples, draws)
         self.rng = np.random.default_rng(draws)
         self.batch_size = max(1, min(config.data.batch_size, len(self.train_idx)))
+        from napari_medml.nn.norm_fit import check_norm_inputs
+
+        check_norm_inputs(self.network, samples.x.shape[1:], self.batch_size,
+                          f"the {'x'.join(str(s) for s in samples.x.shape[2:])} samples",
+                          size_option="--input-size, or the Classify widget's input size",
+                          depth=model_config.network in SIZED_CLASSIFIERS)
         self.queue: list[int] = []
 
     # --- TrainingTask ---------------------------------------------------------------------
