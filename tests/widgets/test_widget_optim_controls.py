@@ -163,3 +163,40 @@ def test_train_widget_says_when_the_held_out_part_holds_no_foreground(make_napar
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert train.model is not None, [n.message for n in notes]
     assert "it holds no foreground, so its Dice says nothing of the model" in train["status"].value
+
+
+def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(make_napari_viewer, open_widget,
+                                                                             qtbot, notes):
+    """Trial 29: with 'plan from the data' ticked, a learning rate of 0.001 and a depth of 4 typed
+    in the form (the values it showed) were replaced by the plan's 0.002 and 5 while the form
+    still showed them. Fields the plan chooses now show 'planned'; a value shown is the user's."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    planned = ("network", "channels", "depth", "norm", "normalization", "lr", "schedule", "warmup")
+    shown = {name: train[name].native.currentText() if name in ("network", "norm", "normalization", "schedule")
+             else train[name].native.text() for name in planned}
+    assert set(shown.values()) == {"planned"}, shown
+    assert train["plan"].value
+    train["images"].value, train["labels"].value = [image], labels
+    train["patch"].value, train["epochs"].value, train["steps"].value = "16, 32, 32", 1, 2
+    train["channels"].value, train["depth"].value = 4, 2  # small: a quick run
+    train["lr"].value, train["schedule"].value, train["warmup"].value = 1e-3, "cosine", 0.0  # the defaults, typed
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.model is not None, [n.message for n in notes]
+    cfg = train.model.config
+    assert (cfg.optim.learning_rate, cfg.optim.schedule, cfg.optim.warmup) == (1e-3, "cosine", 0.0)
+    assert (cfg.model.channels, cfg.model.depth) == (4, 2)
+    text = train["plan_text"].value
+    for line in ("learning rate: 0.001 (set by you", "schedule: cosine (set by you", "warmup: 0 (set by you",
+                 "depth (levels): 2 (set by you"):
+        assert line in text, text
+    assert "normalization: " in text and "normalization: zscore (set by you" not in text  # left to the plan
+    # unticked, a field left to the plan is the default, as the tooltip says
+    train["plan"].value = False
+    train["lr"].value = train["lr"].min  # back to 'planned'
+    assert train["lr"].native.text() == "planned" and "else 0.001" in train["lr"].tooltip
+    assert train.config().optim.learning_rate == 1e-3 and train.config().optim.warmup == 0.0

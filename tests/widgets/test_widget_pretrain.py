@@ -69,11 +69,11 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
             in train["status"].value and "; the first encoder stage frozen" in train["status"].value), \
         train["status"].value
     assert str(temp) not in train["status"].value and "train-start" not in train["status"].value
-    # without the plan, width and depth left at the form's own values: the start model's are taken
-    # (the weights fit no other network; it was refused, "only 5 of 37 learned tensors fit"); two folds
-    # say where they started once (the status said it once per fold)
+    # without the plan, width and depth left at 'planned': the start model's are taken (the weights fit
+    # no other network; it was refused, "only 5 of 37 learned tensors fit"); two folds say where they
+    # started once (the status said it once per fold)
     train["plan"].value = False
-    train["channels"].value, train["depth"].value = train._reference.model.channels, train._reference.model.depth
+    train["channels"].value, train["depth"].value = train["channels"].min, train["depth"].min
     train["folds"].value, train["patch"].value = 2, "16, 16, 32"
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)

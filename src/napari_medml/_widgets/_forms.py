@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from napari_medml.config import OptimConfig
 from napari_medml.errors import InputError
 
-__all__ = ["add_optimizer_fields", "optimizer_settings", "parse_size", "status_label"]
+__all__ = ["PLANNED", "add_optimizer_fields", "is_planned", "optimizer_settings", "parse_size", "planned_choice",
+           "planned_number", "planned_value", "status_label"]
 
 
 def parse_size(text: str, dims: int, what: str = "patch size", of: str = "image") -> tuple[int, ...] | None:
@@ -81,3 +83,52 @@ def optimizer_settings(w: dict[str, Any]) -> dict[str, Any]:
     with_momentum = w["optimizer"].value in ("sgd", "rmsprop")
     return {"momentum": float(w["momentum"].value) if with_momentum else None,
             "weight_decay": float(w["weight_decay"].value)}
+
+
+PLANNED = "planned"
+"""A field left to the plan (Train widget): its value comes from the data when *plan from the
+data* is ticked, else it is the default. A field showing a number or a name is the user's,
+even when that is the default: the form never shows one value and trains with another."""
+
+
+def planned_choice(choices: Sequence[Any], default: Any, **kwargs: Any) -> Any:
+    """A ComboBox whose first choice, selected, is :data:`PLANNED` (else ``default``)."""
+    from magicgui.widgets import ComboBox
+
+    tooltip = kwargs.pop("tooltip", "")
+    return ComboBox(choices=[PLANNED, *choices], value=PLANNED, tooltip=_planned_tip(tooltip, default), **kwargs)
+
+
+def planned_number(kind: str, default: float, minimum: float, **kwargs: Any) -> Any:
+    """A SpinBox (``kind`` "int") or FloatSpinBox ("float") that shows :data:`PLANNED` at its
+    ``minimum`` (Qt's special value text), where it starts."""
+    from magicgui.widgets import FloatSpinBox
+
+    tooltip = kwargs.pop("tooltip", "")
+    # a QDoubleSpinBox for whole numbers too: magicgui's SpinBox (superqt's) shows no special value text
+    box = FloatSpinBox(value=minimum, min=minimum, tooltip=_planned_tip(tooltip, default),
+                       **({"step": 1} if kind == "int" else {}), **kwargs)
+    if kind == "int":
+        box.native.setDecimals(0)
+    box.native.setSpecialValueText(PLANNED)
+    return box
+
+
+def is_planned(field: Any) -> bool:
+    """Whether a field of :func:`planned_choice` or :func:`planned_number` is left to the plan."""
+    return field.value == PLANNED or (not isinstance(field.value, str) and field.value == field.min)
+
+
+def planned_value(field: Any, default: Any) -> Any:
+    """The field's value (of ``default``'s type: an int for a width), or ``default`` when it is
+    left to the plan (the plan replaces it)."""
+    if is_planned(field):
+        return default
+    number = isinstance(default, int | float) and not isinstance(default, bool)
+    return type(default)(field.value) if number else field.value
+
+
+def _planned_tip(tooltip: str, default: Any) -> str:
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return ((tooltip + "; ") if tooltip else "") + (f"'{PLANNED}': chosen from the data when 'plan from the data' "
+                                                    f"is ticked, else {shown}; a value you set is kept")

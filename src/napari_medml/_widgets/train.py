@@ -24,8 +24,23 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._dock import DockForm
-from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
-from napari_medml.errors import InputError
+from napari_medml._widgets._forms import (
+    add_optimizer_fields,
+    optimizer_settings,
+    parse_size,
+    planned_choice,
+    planned_number,
+    status_label,
+)
+from napari_medml._widgets._train_form import (
+    BUNDLE_START,
+    FORM_PLANNED,
+    RANDOM_START,
+    WARM_UP,
+    planned_settings,
+    start_source,
+    user_set,
+)
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
     channel_note,
@@ -55,24 +70,6 @@ from napari_medml.config import (
 
 __all__ = ["BUNDLE_START", "RANDOM_START", "TrainWidget"]
 
-RANDOM_START = "random weights"
-BUNDLE_START = "bundle folder..."
-
-# Imported in the background right after docking: a module's first import can hold the
-# GIL for a few hundred ms (torch op registration, sympy for torch._dynamo), which would
-# stall napari if it happened during training.
-# tests/widgets/test_widget_train.py checks that fit imports nothing after these.
-WARM_UP = ("napari_medml.segmentation.task", "napari_medml.segmentation.plan", "scipy.ndimage",
-           "napari_medml.segmentation.prepare", "napari_medml.segmentation.data",
-           "napari_medml.segmentation.split", "napari_medml.segmentation.validation", "napari_medml.engine.loop",
-           "napari_medml.engine.optim", "napari_medml.bundles.format", "napari_medml.bundles.checkpoints",
-           "napari_medml.bundles.transfer", "napari_medml.preprocessing.normalization", "napari_medml.io.atomic", "napari_medml.nn.losses",
-           "napari_medml.nn.segmentation", "napari_medml.augment", "napari_medml.segmentation.metrics",
-           "napari_medml.segmentation.postprocess", "monai.networks.nets", "monai.inferers", "monai.metrics",
-           "monai.transforms", "monai.losses", "torch._dynamo", "safetensors.torch",
-           "napari_medml.instances.task", "napari_medml.instances.data", "napari_medml.instances.model",
-           "napari_medml.instances.metrics", "skimage.segmentation", "skimage.morphology",
-           "napari_medml.segmentation.lazy", "napari_medml.segmentation.label_warnings")
 
 
 class TrainWidget(DockForm):
@@ -98,15 +95,14 @@ class TrainWidget(DockForm):
         w["background_id"] = SpinBox(value=1, min=0, max=65535, label="background id")
         w["dims"] = ComboBox(choices=[("2D", 2), ("3D", 3)], value=3, label="2D/3D")
         follow_dims(w["images"], w["dims"])
-        w["network"] = ComboBox(choices=list(get_args(SegmentationNetwork)), value="unet", label="network")
-        w["channels"] = SpinBox(value=16, min=1, max=256, label="width (channels)")
-        w["depth"] = SpinBox(value=4, min=2, max=7, label="depth (levels)")
-        w["norm"] = ComboBox(choices=["instance", "batch"], value=ModelConfig.norm, label="norm layers",
-                             tooltip="instance norm (nnU-Net's, for small batches) or batch norm")
+        w["network"] = planned_choice(get_args(SegmentationNetwork), ModelConfig.network, label="network")
+        w["channels"] = planned_number("int", ModelConfig.channels, 0, max=1024, label="width (channels)")
+        w["depth"] = planned_number("int", ModelConfig.depth, 0, max=8, label="depth (levels)")
+        w["norm"] = planned_choice(["instance", "batch"], ModelConfig.norm, label="norm layers",
+                                   tooltip="instance norm (nnU-Net's, for small batches) or batch norm")
         w["dropout"] = FloatSpinBox(value=0.0, min=0.0, max=0.9, step=0.05, label="dropout")
-        w["normalization"] = ComboBox(choices=list(get_args(Normalization)), value=DataConfig.normalization,
-                                      label="intensity normalization",
-                                      tooltip="planned from the data unless you change it")
+        w["normalization"] = planned_choice(get_args(Normalization), DataConfig.normalization,
+                                            label="intensity normalization")
         w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
         w["batch"] = SpinBox(value=0, min=0, max=256, label="batch size", tooltip="0 = automatic")
         w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
@@ -116,14 +112,16 @@ class TrainWidget(DockForm):
         w["plan"] = CheckBox(value=True, text="plan from the data",
                              tooltip="choose normalisation, patch, batch, width, depth, learning rate and "
                              "schedule (over the time limit), and one model or an ensemble, from the data and "
-                             "the device; fields you changed keep your value")
+                             "the device; the fields showing 'planned' (and 0 = automatic) are chosen, a value "
+                             "you set is kept")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
         add_optimizer_fields(w)
-        w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
+        w["lr"] = planned_number("float", OptimConfig.learning_rate, 0.0, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
-        w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="poly",
-                                 label="schedule")
+        w["schedule"] = planned_choice(get_args(ScheduleName), OptimConfig.schedule, label="schedule")
+        w["warmup"] = planned_number("float", OptimConfig.warmup, -0.05, max=0.5, step=0.05, label="warm-up",
+                                     tooltip="share of the run with a linear warm-up of the learning rate")
         w["loss"] = ComboBox(choices=list(get_args(LossName)), value="dice_ce", label="loss")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["folds"] = SpinBox(value=0, min=0, max=20, label="ensemble (folds)",
@@ -210,21 +208,20 @@ class TrainWidget(DockForm):
         w = self._w
         dims = w["dims"].value
         instances = w["mode"].value == "instances"
+        planned = planned_settings(w)  # 'planned' fields: the defaults, which a plan replaces
         data = DataConfig(
             spatial_dims=dims, label_mode="dense" if instances else w["mode"].value,
             background_id=w["background_id"].value,
             patch_size=parse_size(w["patch"].value, dims, of="network"),
             batch_size=w["batch"].value or DataConfig.batch_size,
-            val_fraction=w["val_fraction"].value, normalization=w["normalization"].value,
-            folds=w["folds"].value or 1,
-            preprocessing=tuple(recipe))
+            val_fraction=w["val_fraction"].value, folds=w["folds"].value or 1,
+            preprocessing=tuple(recipe), **planned["data"])
         optim = OptimConfig(
-            loss=w["loss"].value, optimizer=w["optimizer"].value, learning_rate=w["lr"].value,
-            schedule=w["schedule"].value, epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
+            loss=w["loss"].value, optimizer=w["optimizer"].value,
+            epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None,
-            **optimizer_settings(w))
-        model = ModelConfig(network=w["network"].value, channels=w["channels"].value, depth=w["depth"].value,
-                            norm=w["norm"].value, dropout=w["dropout"].value, freeze_stages=w["freeze"].value)
+            **optimizer_settings(w), **planned["optim"])
+        model = ModelConfig(dropout=w["dropout"].value, freeze_stages=w["freeze"].value, **planned["model"])
         return TrainConfig(task="instances" if instances else "segmentation",
                            data=data, augment=self._session.augment, model=model, optim=optim,
                            device=w["device"].value, amp=w["amp"].value)
@@ -245,7 +242,7 @@ class TrainWidget(DockForm):
         inputs.samples(labels, config.data.spatial_dims, labels_layer.name)  # axes and shapes checked before the job
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
-        start_from = self._start_from() if init_model is None else None
+        start_from = start_source(self._w, self._session) if init_model is None else None
         self.plot.clear()
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
                        on_model=on_model, start_from=start_from, record=record)
@@ -262,18 +259,6 @@ class TrainWidget(DockForm):
         self.start_job(run["inputs"], run["labels"], run["config"], name=run["name"], bundle=run["bundle"],
                        init_model=run["init_model"], on_model=run["on_model"], resume=run, record=run["record"])
 
-    def _start_from(self) -> Any:
-        """The transfer-learning source: None, a bundle folder (str) or a session model."""
-        choice = self._w["init"].value
-        if choice in (None, RANDOM_START):
-            return None
-        if choice == BUNDLE_START:
-            folder = str(self._w["init_bundle"].value)
-            if folder in ("", "."):
-                raise InputError("'start from' is a bundle folder: choose the folder (e.g. a Pretrain bundle)")
-            return folder
-        return self._session.models[choice]
-
     def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
                   bundle: str | None = None, init_model: Any = None, on_model: Any = None,
                   start_from: Any = None, resume: dict[str, Any] | None = None, record: tuple = ()) -> None:
@@ -287,8 +272,8 @@ class TrainWidget(DockForm):
         """
         from napari_medml.segmentation.plan import changed_fields
 
-        keep = changed_fields(config, self._reference) | ({"data.folds"} if self._w["folds"].value else set())
-        keep |= {"model.norm"} if config.model.norm != self._reference.model.norm else set()  # the user's norm
+        keep = (changed_fields(config, self._reference) - set(FORM_PLANNED)) | user_set(self._w)
+        keep |= {"data.folds"} if self._w["folds"].value else set()
         checkpoints = self._checkpoints
         if resume is None:
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
