@@ -168,7 +168,7 @@ class Trainer:
                 shown = None  # an epoch's line shows the epoch's mean loss, which judged its best
                 if epoch_end:
                     shown = self._mean_all(epoch_losses)
-                    fields, early = self._end_epoch(step, epoch, shown, elapsed)
+                    fields, early = self._end_epoch(step, epoch, shown, elapsed, lr)
                     epoch_losses = []
                     self.task.train_mode()  # validation left the network in eval mode
                     if early and not finished:
@@ -236,7 +236,10 @@ class Trainer:
 
     # --- epoch ends: validation, best state, early stopping, checkpoints ------------------
 
-    def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float) -> tuple[dict, str]:
+    def _end_epoch(self, step: int, epoch: int, train_loss: float, elapsed: float,
+                   lr: float) -> tuple[dict, str]:
+        """Validate, keep the best, record the epoch (``lr``: the rate its last step used, as its line
+        shows it), stop early or save a checkpoint."""
         evaluation = self._evaluate()
         key = evaluation.key if evaluation.key is not None else (-train_loss,)
         if self.plateau is not None:
@@ -248,7 +251,7 @@ class Trainer:
             self.best_metrics = {**evaluation.metrics, "epoch": epoch} if evaluation.metrics else {}
         else:
             self.bad_epochs += 1
-        self.history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "learning_rate": self._lr(),
+        self.history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "learning_rate": lr,
                              "elapsed_s": elapsed, **evaluation.history})
         if improved and self.checkpoint_dir is not None:
             self._model().save(self.checkpoint_dir / "best")
