@@ -184,12 +184,16 @@ def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(ma
     train["patch"].value, train["epochs"].value, train["steps"].value = "16, 32, 32", 1, 2
     train["channels"].value, train["depth"].value = 4, 2  # small: a quick run
     train["lr"].value, train["schedule"].value, train["warmup"].value = 1e-3, "cosine", 0.0  # the defaults, typed
+    # trial 29: the command line's --stop-metric, --label-smoothing and --class-weights had no field
+    train["stop_metric"].value, train["smoothing"].value, train["weights"].value = "val_loss", 0.1, "1, 2, 2, 3"
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert train.model is not None, [n.message for n in notes]
     cfg = train.model.config
     assert (cfg.optim.learning_rate, cfg.optim.schedule, cfg.optim.warmup) == (1e-3, "cosine", 0.0)
     assert (cfg.model.channels, cfg.model.depth) == (4, 2)
+    assert (cfg.optim.early_stopping_metric, cfg.optim.label_smoothing, cfg.optim.class_weights) == (
+        "val_loss", 0.1, (1.0, 2.0, 2.0, 3.0))
     text = train["plan_text"].value
     for line in ("learning rate: 0.001 (set by you", "schedule: cosine (set by you", "warmup: 0 (set by you",
                  "depth (levels): 2 (set by you"):

@@ -8,8 +8,8 @@ from typing import Any
 from napari_medml.config import OptimConfig
 from napari_medml.errors import InputError
 
-__all__ = ["PLANNED", "add_optimizer_fields", "is_planned", "optimizer_settings", "parse_size", "planned_choice",
-           "planned_number", "planned_value", "status_label"]
+__all__ = ["PLANNED", "add_loss_fields", "add_optimizer_fields", "class_weights", "is_planned", "optimizer_settings",
+           "parse_size", "planned_choice", "planned_number", "planned_value", "status_label"]
 
 
 def parse_size(text: str, dims: int, what: str = "patch size", of: str = "image") -> tuple[int, ...] | None:
@@ -132,3 +132,30 @@ def _planned_tip(tooltip: str, default: Any) -> str:
     shown = f"{default:g}" if isinstance(default, float) else str(default)
     return ((tooltip + "; ") if tooltip else "") + (f"'{PLANNED}': chosen from the data when 'plan from the data' "
                                                     f"is ticked, else {shown}; a value you set is kept")
+
+
+def add_loss_fields(w: dict[str, Any]) -> None:
+    """Add *label smoothing* and *class weights* to the form ``w`` (after its ``"loss"``)."""
+    from magicgui.widgets import FloatSpinBox, LineEdit
+
+    w["smoothing"] = FloatSpinBox(value=0.0, min=0.0, max=0.5, step=0.05, label="label smoothing",
+                                  tooltip="cross-entropy's targets move this share towards the other classes")
+    w["weights"] = LineEdit(value="", label="class weights",
+                            tooltip="one weight per class in class-id order, e.g. '1, 3'; empty = equal")
+
+
+def class_weights(w: dict[str, Any]) -> tuple[float, ...] | None:
+    """The *class weights* field of :func:`add_loss_fields` (None: empty, equal weights).
+
+    Raises
+    ------
+    InputError
+        Text that is not numbers.
+    """
+    text = w["weights"].value.strip()
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise InputError(f"class weights {w['weights'].value!r}: give numbers such as '1, 3'") from None

@@ -35,7 +35,14 @@ from magicgui.widgets import (
 )
 
 from napari_medml._widgets._dock import DockForm
-from napari_medml._widgets._forms import add_optimizer_fields, optimizer_settings, parse_size, status_label
+from napari_medml._widgets._forms import (
+    add_loss_fields,
+    add_optimizer_fields,
+    class_weights,
+    optimizer_settings,
+    parse_size,
+    status_label,
+)
 from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
@@ -111,9 +118,7 @@ class ClassifyWidget(DockForm):
         w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="cosine",
                                  label="schedule")
         w["loss"] = ComboBox(choices=list(get_args(ClassifierLoss)), value="ce", label="loss")
-        w["smoothing"] = FloatSpinBox(value=0.0, min=0.0, max=0.5, step=0.05, label="label smoothing")
-        w["weights"] = LineEdit(value="", label="class weights",
-                                tooltip="one weight per class in class-id order, e.g. '1, 3'; empty = equal")
+        add_loss_fields(w)
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["patience"] = SpinBox(value=0, min=0, max=1000, label="early stop after",
                                 tooltip="epochs without improvement; 0 = off")
@@ -173,12 +178,7 @@ class ClassifyWidget(DockForm):
     def config(self, spatial_dims: int, class_names: dict[int, str] | None = None) -> TrainConfig:
         """The TrainConfig the form describes (``class_names`` from the class labels layer)."""
         w = self._w
-        weights = None
-        if w["weights"].value.strip():
-            try:
-                weights = tuple(float(v) for v in w["weights"].value.replace(",", " ").split())
-            except ValueError:
-                raise InputError(f"class weights {w['weights'].value!r}: give numbers such as '1, 3'") from None
+        weights = class_weights(w)
         init = str(w["init"].value) if str(w["init"].value) not in ("", ".") else None
         return TrainConfig(
             task="classification",

@@ -25,7 +25,9 @@ from magicgui.widgets import (
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import (
+    add_loss_fields,
     add_optimizer_fields,
+    class_weights,
     optimizer_settings,
     parse_size,
     planned_choice,
@@ -123,6 +125,9 @@ class TrainWidget(DockForm):
         w["warmup"] = planned_number("float", OptimConfig.warmup, -0.05, max=0.5, step=0.05, label="warm-up",
                                      tooltip="share of the run with a linear warm-up of the learning rate")
         w["loss"] = ComboBox(choices=list(get_args(LossName)), value="dice_ce", label="loss")
+        add_loss_fields(w)
+        w["stop_metric"] = ComboBox(choices=["val_dice", "val_loss"], value="val_dice", label="best epoch by",
+                                    tooltip="what judges the epoch kept and early stopping")
         w["val_fraction"] = FloatSpinBox(value=0.2, min=0.0, max=0.9, step=0.05, label="validation")
         w["folds"] = SpinBox(value=0, min=0, max=20, label="ensemble (folds)",
                              tooltip="0 = planned (one model, or 4 sharing the time limit when each still "
@@ -211,7 +216,7 @@ class TrainWidget(DockForm):
         planned = planned_settings(w)  # 'planned' fields: the defaults, which a plan replaces
         data = DataConfig(
             spatial_dims=dims, label_mode="dense" if instances else w["mode"].value,
-            background_id=w["background_id"].value,
+            background_id=w["background_id"].value if w["mode"].value == "sparse" else DataConfig.background_id,
             patch_size=parse_size(w["patch"].value, dims, of="network"),
             batch_size=w["batch"].value or DataConfig.batch_size,
             val_fraction=w["val_fraction"].value, folds=w["folds"].value or 1,
@@ -220,7 +225,8 @@ class TrainWidget(DockForm):
             loss=w["loss"].value, optimizer=w["optimizer"].value,
             epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None,
-            **optimizer_settings(w), **planned["optim"])
+            early_stopping_metric=w["stop_metric"].value, label_smoothing=w["smoothing"].value,
+            class_weights=class_weights(w), **optimizer_settings(w), **planned["optim"])
         model = ModelConfig(dropout=w["dropout"].value, freeze_stages=w["freeze"].value, **planned["model"])
         return TrainConfig(task="instances" if instances else "segmentation",
                            data=data, augment=self._session.augment, model=model, optim=optim,
