@@ -171,3 +171,18 @@ def test_tab_and_semicolon_separated_truth_is_read(tmp_path):
     semicolons.write_text("sample;class\n0;1\n1;2\n2;1\n")
     for file in (unicode_text, semicolons):
         assert evaluate_tables(pred, file).report["accuracy"] == 1.0
+
+
+def test_a_class_predicted_but_absent_from_the_truth_is_named_with_sklearns_macro_f1(tmp_path):
+    """Trial 29: macro F1 left out a class with no true sample but predicted ones (0.748 against
+    scikit-learn's default 0.673) and no line said so."""
+    rows = {k: c for k, c in TRUTH.items() if c != 5 and k in SCORED}  # no true 5; sample 5 is predicted 5
+    score = evaluate_tables(table(tmp_path / "p.csv"), truth(tmp_path / "t.csv", rows))
+    y = np.array([rows[k] for k in sorted(rows)])
+    pred = np.asarray(IDS)[PROBA[sorted(rows)].argmax(1)]
+    assert 5 in pred and 5 not in y
+    assert score.report["macro_f1"] == pytest.approx(skm.f1_score(y, pred, labels=[1, 2], average="macro"))
+    sklearn_default = skm.f1_score(y, pred, average="macro")
+    note = next(n for n in score.notes if "class 5 has no labelled" in n)
+    assert note.endswith(f"left out of macro AUC and macro F1 (predicted for 1 sample: scikit-learn's default "
+                         f"macro F1 counts it as 0, {sklearn_default:.3f})"), note

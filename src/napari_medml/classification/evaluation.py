@@ -326,8 +326,15 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
     aucs = [e["auc"] for e in report["per_class"] if e["auc"] is not None]
     absent = [c for c, s in zip(ids, prf["support"]) if s == 0]
     if absent:
+        # scikit-learn's default macro F1 also averages a class that is predicted but absent (as 0)
+        predicted = [c for c in absent if np.any(pred == c)]
+        n = int(np.isin(pred, predicted).sum())
+        also = (f" (predicted for {n} {key}{'s' * (n != 1)}: scikit-learn's default macro F1 "
+                f"counts {'them' if len(predicted) > 1 else 'it'} as 0, "
+                f"{float(np.mean(np.append(prf['f1'][present], [0.0] * len(predicted)))):.3f})" if predicted else "")
         notes.append(f"class{'es' if len(absent) > 1 else ''} {', '.join(map(str, absent))} "
-                     f"{'have' if len(absent) > 1 else 'has'} no labelled {key}: no AUC, left out of macro AUC")
+                     f"{'have' if len(absent) > 1 else 'has'} no labelled {key}: no AUC, left out of macro AUC and "
+                     f"macro F1{also}")
     report.update(accuracy=accuracy(y, pred), balanced_accuracy=balanced_accuracy(y, pred),
                   macro_f1=float(np.mean(prf["f1"][present])),
                   confusion_matrix=confusion_matrix(y, pred, ids).tolist(),
