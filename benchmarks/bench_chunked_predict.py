@@ -13,8 +13,12 @@ a 64 MiB arena per thread (address space, not memory). Peak RSS of each run come
 ``predict_to_zarr`` with the default plan and with plans forced to 2 and 8 blocks.
 Target: identical labels; time ratio (block-wise / whole) <= 1.15.
 
-    python benchmarks/bench_chunked_predict.py --part memory [--base-z 384] [--limit-mib 1536]
-    python benchmarks/bench_chunked_predict.py --part ratio [--size 256]
+``--recipe zscore`` (or ``fill_nan,zscore``, ``minmax``...): the model replays that
+preprocessing recipe, block by block with the whole image's statistics (one pass over the
+volume per z-score, min-max or fill): its cost in time, and that memory stays flat.
+
+    python benchmarks/bench_chunked_predict.py --part memory [--base-z 384] [--limit-mib 1536] [--recipe zscore]
+    python benchmarks/bench_chunked_predict.py --part ratio [--size 256] [--recipe zscore]
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ def _limited_run(cmd: list[str], limit: int) -> tuple[int, float, float, str]:
     return proc.returncode, seconds, usage.ru_maxrss / 1024, tail
 
 
+def _with_recipe(model, recipe: str | None):  # noqa: ANN001, ANN202
+    """``model`` replaying the comma-separated recipe steps (none: as it is)."""
+    if not recipe:
+        return model
+    from dataclasses import replace
+
+    from napari_medml.config import PreprocessStep
+
+    steps = tuple(PreprocessStep(name.strip()) for name in recipe.split(","))
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=steps))
+    return model
+
+
 def part_memory(args: argparse.Namespace) -> dict:
     import zarr
 
@@ -76,7 +93,7 @@ def part_memory(args: argparse.Namespace) -> dict:
     exe = shutil.which("napari-medml", path=os.path.dirname(sys.executable)) or "napari-medml"
     runs = []
     try:
-        model = make_model(classes=2, patch=args.patch, features=args.features, depth=2)
+        model = _with_recipe(make_model(classes=2, patch=args.patch, features=args.features, depth=2), args.recipe)
         bundle = model.save(work / "bundle")
         for factor in (1, 4, 16):
             shape = (args.base_z * factor, args.yx, args.yx)
@@ -103,6 +120,7 @@ def part_memory(args: argparse.Namespace) -> dict:
         "limit": f"RLIMIT_AS {args.limit_mib:g} MiB (resource.setrlimit in the child), MALLOC_ARENA_MAX=1",
         "limit_mib": args.limit_mib, "block_memory_mib": args.block_memory, "roi": [args.patch] * 3,
         "overlap": args.overlap, "network": f"UNet width {args.features}, depth 2, 2 classes (untrained)",
+        "recipe": args.recipe,
         "runs": runs,
         "largest_input_over_limit": runs[-1]["input_float32_mib"] / args.limit_mib,
         "all_complete_under_limit": all(r["returncode"] == 0 and r["complete"] for r in runs),
@@ -123,13 +141,14 @@ def part_ratio(args: argparse.Namespace) -> dict:
     from napari_medml.segmentation.to_zarr import predict_to_zarr
 
     torch.manual_seed(0)
-    model = make_model(classes=3, patch=args.patch, features=8, depth=3)
+    model = _with_recipe(make_model(classes=3, patch=args.patch, features=8, depth=3), args.recipe)
     image = make_volume(args.size)
     config = InferConfig(overlap=args.overlap, device="cpu")
     model.predict(make_volume(args.patch), config=config)  # loads oneDNN before timing
     work = Path(tempfile.mkdtemp(prefix="medml-bench-ratio-", dir=args.workdir))
     result: dict = {"benchmark": "chunked_vs_whole", "volume": [args.size] * 3, "roi": [args.patch] * 3,
-                    "overlap": args.overlap, "classes": 3, "repeats": args.repeat, "plans": []}
+                    "overlap": args.overlap, "classes": 3, "repeats": args.repeat, "recipe": args.recipe,
+                    "plans": []}
     try:
         whole_times = []
         for _ in range(args.repeat):
@@ -176,6 +195,7 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=64, help="sliding-window roi edge (default 64)")
     parser.add_argument("--size", type=int, default=256, help="ratio: volume edge (default 256)")
     parser.add_argument("--repeat", type=int, default=1, help="ratio: runs per variant, fastest kept (default 1)")
+    parser.add_argument("--recipe", default=None, help="recipe steps the model replays, e.g. zscore (default none)")
     parser.add_argument("--workdir", default=None, help="folder for the temporary volumes (default: the temp folder)")
     args = parser.parse_args()
     if args.overlap is None:

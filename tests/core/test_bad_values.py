@@ -28,6 +28,12 @@ from napari_medml.errors import ConfigError, InputError
         (lambda: OptimConfig(max_minutes=0), "max_minutes"),
         (lambda: OptimConfig(early_stopping_patience=0), "early_stopping_patience"),
         (lambda: OptimConfig(class_weights=(1.0, -1.0)), "class_weights"),
+        # review 29: accepted and ignored (build_loss smooths the cross-entropy only; an instance network's
+        # three classes are its own, and the error counted them against the weights given)
+        (lambda: OptimConfig(loss="dice", label_smoothing=0.1), "label_smoothing is for the cross-entropy losses"),
+        (lambda: OptimConfig(loss="focal", label_smoothing=0.1), "the focal loss would ignore it"),
+        (lambda: TrainConfig(task="instances", optim=OptimConfig(class_weights=(1.0, 3.0))),
+         "class_weights are for the classes of a segmentation or a classifier"),
         (lambda: TrainConfig(seed=-1), "seed"),
         (lambda: TrainConfig(seed=2**32), "seed"),
         (lambda: InferConfig(overlap=1.5), "overlap"),

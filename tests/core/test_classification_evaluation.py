@@ -184,5 +184,5 @@ def test_a_class_predicted_but_absent_from_the_truth_is_named_with_sklearns_macr
     assert score.report["macro_f1"] == pytest.approx(skm.f1_score(y, pred, labels=[1, 2], average="macro"))
     sklearn_default = skm.f1_score(y, pred, average="macro")
     note = next(n for n in score.notes if "class 5 has no labelled" in n)
-    assert note.endswith(f"left out of macro AUC and macro F1 (predicted for 1 sample: scikit-learn's default "
+    assert note.endswith(f"left out of macro AUC and macro F1 (class 5 predicted for 1 sample: scikit-learn's default "
                          f"macro F1 counts it as 0, {sklearn_default:.3f})"), note

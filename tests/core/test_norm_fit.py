@@ -51,3 +51,25 @@ def test_a_network_that_pools_the_samples_to_one_value_is_refused_with_fixes_tha
     size = int(str(caught.value).split("e.g. ")[1].split("x")[0])
     classifier = train_classifier(_digits(size), config)  # the size it suggests trains
     assert classifier.network is not None
+
+
+def test_a_segmentation_network_whose_bottom_holds_one_voxel_is_refused_before_training():
+    """Review 29: a 16x16 patch under five levels is 1x1 at the bottom; with batch norm over a
+    batch of one the run ended in PyTorch's message at its first step."""
+    from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.segmentation.task import train
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:20, 8:20] = 1
+    image = rng.normal(0, 1, labels.shape).astype(np.float32) + 2 * labels
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(16, 16), batch_size=1, val_fraction=0.0),
+                         model=ModelConfig(channels=4, depth=5, norm="batch"),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    with pytest.raises(InputError, match=r"^the 16x16 patches shrink to 1x1 at the network's layer '.*', where batch "
+                                         r"norm over a batch of 1 has one value per channel to normalise: give a "
+                                         r"larger patch size \(--patch-size, or the Train widget's patch size; e.g. "
+                                         r"32x32\), a smaller depth, or a batch size of 2 or more"):
+        train(image, labels, config)
+    fixed = replace(config, data=replace(config.data, batch_size=2))
+    assert train(image, labels, fixed).network is not None  # the fix it names trains

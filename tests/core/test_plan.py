@@ -98,6 +98,10 @@ def test_an_axis_shorter_than_the_network_multiple_is_padded_whole():
     # a 2D image that is a single window along both axes keeps a batch of one
     one = make_plan(fp(shape=(2, 2), spacing=(1.0, 1.0)), config(spatial_dims=2), device="cpu")
     assert all(p >= s for p, s in zip(one.patch_size, (2, 2))) and one.batch_size == 1
+    # review 29: with batch norm a batch of one window ended in PyTorch's "Expected more than 1 value per channel"
+    batch_norm = replace(config(spatial_dims=2), model=ModelConfig(norm="batch"))
+    two = make_plan(fp(shape=(2, 2), spacing=(1.0, 1.0)), batch_norm, device="cpu")
+    assert two.batch_size == 2 and any("batch norm needs two samples a step" in r for r in two.reasons)
 
 
 def test_2d_images_get_a_2d_plan():

@@ -290,6 +290,23 @@ def test_an_image_the_recipe_cannot_take_is_refused_before_any_store(tmp_path, i
     assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "q.zarr").exists()
 
 
+@pytest.mark.parametrize("steps", [(), ("ct_window",)], ids=["no-recipe", "window"])
+def test_a_new_run_refused_at_its_first_block_leaves_no_store(tmp_path, model, image, steps):
+    """Review 29: NaN found in the first block (no statistics pass to find them before) left empty
+    stores, and the run of the mended image was then refused as another run's store."""
+    from napari_medml.config import PreprocessStep
+
+    chosen = _recipe_model(tuple(PreprocessStep(s, {"preset": "lung"}) for s in steps)) if steps else model
+    bad = image.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite value"):
+        predict_to_zarr(chosen, Volume(da.from_array(bad, chunks=8), (1.0,) * 3, (0.0,) * 3, axes="ZYX"),
+                        tmp_path / "p.zarr", config=InferConfig(device="cpu"), probabilities=tmp_path / "q.zarr")
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "q.zarr").exists()
+    good = Volume(da.from_array(image, chunks=8), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
+    assert predict_to_zarr(chosen, good, tmp_path / "p.zarr", config=InferConfig(device="cpu")).computed > 0
+
+
 def test_recipe_steps_that_need_the_whole_image_are_refused_blockwise(tmp_path, image):
     from napari_medml.config import PreprocessStep
 

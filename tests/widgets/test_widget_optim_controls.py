@@ -175,13 +175,14 @@ def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(ma
     image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
     labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
     train = open_widget(viewer, "train")
-    planned = ("network", "channels", "depth", "norm", "normalization", "lr", "schedule", "warmup")
+    planned = ("network", "channels", "depth", "norm", "normalization", "lr", "schedule", "warmup", "epochs", "steps")
     shown = {name: train[name].native.currentText() if name in ("network", "norm", "normalization", "schedule")
              else train[name].native.text() for name in planned}
     assert set(shown.values()) == {"planned"}, shown
     assert train["plan"].value
     train["images"].value, train["labels"].value = [image], labels
     train["patch"].value, train["epochs"].value, train["steps"].value = "16, 32, 32", 1, 2
+    train["batch"].value = 2  # review 29: the automatic batch's own 2, typed, was replaced by the plan's
     train["channels"].value, train["depth"].value = 4, 2  # small: a quick run
     train["lr"].value, train["schedule"].value, train["warmup"].value = 1e-3, "cosine", 0.0  # the defaults, typed
     # trial 29: the command line's --stop-metric, --label-smoothing and --class-weights had no field
@@ -196,7 +197,7 @@ def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(ma
         "val_loss", 0.1, (1.0, 2.0, 2.0, 3.0))
     text = train["plan_text"].value
     for line in ("learning rate: 0.001 (set by you", "schedule: cosine (set by you", "warmup: 0 (set by you",
-                 "depth (levels): 2 (set by you"):
+                 "depth (levels): 2 (set by you", "batch size: 2 (set by you", "epochs: 1 (set by you"):
         assert line in text, text
     assert "normalization: " in text and "normalization: zscore (set by you" not in text  # left to the plan
     # unticked, a field left to the plan is the default, as the tooltip says
@@ -204,3 +205,6 @@ def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(ma
     train["lr"].value = train["lr"].min  # back to 'planned'
     assert train["lr"].native.text() == "planned" and "else 0.001" in train["lr"].tooltip
     assert train.config().optim.learning_rate == 1e-3 and train.config().optim.warmup == 0.0
+    train["warmup"].value = -0.02  # typed below the sentinel: 'planned' too, not an error
+    train["epochs"].value = 0
+    assert train.config().optim.warmup == 0.0 and train.config().optim.epochs == 20  # the form's short default

@@ -219,3 +219,24 @@ def test_train_stopped_while_it_plans_makes_no_model(train, qtbot, notes) -> Non
     assert line in STOPPED_BEFORE_LEARNING and line in [str(n.message) for n in notes]
     assert not errors(notes) and widget.model is None
     assert "ct model" not in session_for(viewer).models and not (bundle / "config.json").exists()
+
+
+def test_resume_compares_a_planned_depth_with_the_depth_that_ran(train, qtbot, notes) -> None:
+    """Review 29: with depth left 'planned' (the plan chose 3 here) a depth of 4 set before Resume
+    was taken and ignored, and the run's own 3 was refused: both compared the form's default."""
+    viewer, widget, bundle = train
+    widget["plan"].value = True
+    widget["depth"].value = widget["depth"].min  # 'planned'
+    widget.start()
+    stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not errors(notes) and widget["resume"].enabled, [str(n.message) for n in notes]
+    ran = widget._last_run["config"].model.depth
+    assert ran != 4  # the form's default without the plan: the two did not tell them apart
+    widget["depth"].value = ran + 1  # another network than the one that ran: refused
+    widget["resume"].changed.emit(True)
+    assert not widget.runner.running and len(errors(notes)) == 1 and "depth" in errors(notes)[0]
+    widget["depth"].value = ran  # the network that ran, set by hand: resumed
+    widget["resume"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
+    assert len(errors(notes)) == 1 and widget.model.config.model.depth == ran

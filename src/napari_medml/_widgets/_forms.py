@@ -116,7 +116,10 @@ def planned_number(kind: str, default: float, minimum: float, **kwargs: Any) -> 
 
 def is_planned(field: Any) -> bool:
     """Whether a field of :func:`planned_choice` or :func:`planned_number` is left to the plan."""
-    return field.value == PLANNED or (not isinstance(field.value, str) and field.value == field.min)
+    if isinstance(field.value, str):
+        return field.value == PLANNED
+    # a negative minimum (warm-up's): any value typed below 0 is the sentinel too
+    return field.value == field.min or (field.min < 0 and field.value < 0)
 
 
 def planned_value(field: Any, default: Any) -> Any:

@@ -9,7 +9,8 @@ from napari_medml._widgets._forms import is_planned, planned_value
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig
 from napari_medml.errors import InputError
 
-__all__ = ["BUNDLE_START", "FORM_PLANNED", "RANDOM_START", "WARM_UP", "planned_settings", "start_source", "user_set"]
+__all__ = ["BUNDLE_START", "FORM_DEFAULTS", "FORM_PLANNED", "RANDOM_START", "WARM_UP", "planned_settings",
+           "resume_form", "start_source", "user_set"]
 
 RANDOM_START = "random weights"
 BUNDLE_START = "bundle folder..."
@@ -17,7 +18,9 @@ BUNDLE_START = "bundle folder..."
 # the form's fields the plan chooses when they show 'planned' (config field: form field)
 FORM_PLANNED = {"model.network": "network", "model.channels": "channels", "model.depth": "depth", "model.norm": "norm",
                 "data.normalization": "normalization", "optim.learning_rate": "lr", "optim.schedule": "schedule",
-                "optim.warmup": "warmup"}
+                "optim.warmup": "warmup", "optim.epochs": "epochs", "optim.steps_per_epoch": "steps"}
+# what a 'planned' field gives without the plan, where the form's default is not the config's (a short run)
+FORM_DEFAULTS = {"optim.epochs": 20, "optim.steps_per_epoch": 25}
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
 
 # Imported in the background right after docking: a module's first import can hold the
@@ -43,13 +46,26 @@ def planned_settings(w: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
     for field, name in FORM_PLANNED.items():
         section, attr = field.split(".")
-        out[section][attr] = planned_value(w[name], getattr(_SECTIONS[section], attr))
+        out[section][attr] = planned_value(w[name], FORM_DEFAULTS.get(field, getattr(_SECTIONS[section], attr)))
     return out
 
 
 def user_set(w: dict[str, Any]) -> set[str]:
     """The :data:`FORM_PLANNED` config fields the user set (the plan keeps them)."""
     return {field for field, name in FORM_PLANNED.items() if not is_planned(w[name])}
+
+
+def resume_form(now: Any, run_config: Any, w: dict[str, Any]) -> Any:
+    """The form's config ``now`` with each field left 'planned' at the stopped run's value (what
+    its plan chose): Resume compares the fields the user set with the network that ran."""
+    from dataclasses import replace
+
+    taken: dict[str, dict[str, Any]] = {}
+    for field, name in FORM_PLANNED.items():
+        if is_planned(w[name]):
+            section, attr = field.split(".")
+            taken.setdefault(section, {})[attr] = getattr(getattr(run_config, section), attr)
+    return replace(now, **{section: replace(getattr(now, section), **values) for section, values in taken.items()})
 
 
 def start_source(w: dict[str, Any], session: Any) -> Any:

@@ -36,10 +36,12 @@ from napari_medml._widgets._forms import (
 )
 from napari_medml._widgets._train_form import (
     BUNDLE_START,
+    FORM_DEFAULTS,
     FORM_PLANNED,
     RANDOM_START,
     WARM_UP,
     planned_settings,
+    resume_form,
     start_source,
     user_set,
 )
@@ -107,8 +109,10 @@ class TrainWidget(DockForm):
                                             label="intensity normalization")
         w["patch"] = LineEdit(value="0", label="patch size", tooltip="0 = automatic; '64' or '16,64,64'")
         w["batch"] = SpinBox(value=0, min=0, max=256, label="batch size", tooltip="0 = automatic")
-        w["epochs"] = SpinBox(value=20, min=1, max=100000, label="epochs")
-        w["steps"] = SpinBox(value=25, min=1, max=100000, label="steps per epoch")
+        w["epochs"] = planned_number("int", FORM_DEFAULTS["optim.epochs"], 0, max=100000, label="epochs",
+                                     tooltip="with a time limit the plan spans it")
+        w["steps"] = planned_number("int", FORM_DEFAULTS["optim.steps_per_epoch"], 0, max=100000,
+                                    label="steps per epoch")
         w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
                                     tooltip="0 = no time limit")
         w["plan"] = CheckBox(value=True, text="plan from the data",
@@ -223,7 +227,6 @@ class TrainWidget(DockForm):
             preprocessing=tuple(recipe), **planned["data"])
         optim = OptimConfig(
             loss=w["loss"].value, optimizer=w["optimizer"].value,
-            epochs=w["epochs"].value, steps_per_epoch=w["steps"].value,
             max_minutes=w["minutes"].value or None, early_stopping_patience=w["patience"].value or None,
             early_stopping_metric=w["stop_metric"].value, label_smoothing=w["smoothing"].value,
             class_weights=class_weights(w), **optimizer_settings(w), **planned["optim"])
@@ -261,7 +264,9 @@ class TrainWidget(DockForm):
         have changed since (one error line says which did).
         """
         run = self._last_run
-        self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["inputs"].recipe))
+        # the run's network is its planned one: fields left 'planned' take its values, the others must match it
+        self._checkpoints.check_resume(None if run is None else {**run, "form": run["config"]}, self.runner.running,
+                                       lambda: resume_form(self.config(run["inputs"].recipe), run["config"], self._w))
         self.start_job(run["inputs"], run["labels"], run["config"], name=run["name"], bundle=run["bundle"],
                        init_model=run["init_model"], on_model=run["on_model"], resume=run, record=run["record"])
 
@@ -279,7 +284,8 @@ class TrainWidget(DockForm):
         from napari_medml.segmentation.plan import changed_fields
 
         keep = (changed_fields(config, self._reference) - set(FORM_PLANNED)) | user_set(self._w)
-        keep |= {"data.folds"} if self._w["folds"].value else set()
+        keep |= {name for name, field in (("data.folds", "folds"), ("data.batch_size", "batch"))
+                 if self._w[field].value}  # 0: automatic
         checkpoints = self._checkpoints
         if resume is None:
             run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,

@@ -328,10 +328,11 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
     if absent:
         # scikit-learn's default macro F1 also averages a class that is predicted but absent (as 0)
         predicted = [c for c in absent if np.any(pred == c)]
-        n = int(np.isin(pred, predicted).sum())
-        also = (f" (predicted for {n} {key}{'s' * (n != 1)}: scikit-learn's default macro F1 "
-                f"counts {'them' if len(predicted) > 1 else 'it'} as 0, "
-                f"{float(np.mean(np.append(prf['f1'][present], [0.0] * len(predicted)))):.3f})" if predicted else "")
+        n, many = int(np.isin(pred, predicted).sum()), len(predicted) > 1
+        sklearn_f1 = float(np.mean(np.append(prf["f1"][present], [0.0] * len(predicted))))
+        also = (f" (class{'es' * many} {', '.join(map(str, predicted))} predicted for {n} {key}{'s' * (n != 1)}: "
+                f"scikit-learn's default macro F1 counts {'them' if many else 'it'} as 0, {sklearn_f1:.3f})"
+                if predicted else "")
         notes.append(f"class{'es' if len(absent) > 1 else ''} {', '.join(map(str, absent))} "
                      f"{'have' if len(absent) > 1 else 'has'} no labelled {key}: no AUC, left out of macro AUC and "
                      f"macro F1{also}")

@@ -16,9 +16,11 @@ from napari_medml.errors import InputError
 
 __all__ = ["check_norm_inputs"]
 
+_PROBE_VOXELS = 64**3  # the largest input probed for a suggested size
+
 
 def check_norm_inputs(network: Any, input_shape: Sequence[int], batch_size: int, what: str, *, size_option: str,
-                      depth: bool) -> None:
+                      depth: bool, size_name: str = "input size") -> None:
     """Refuse a network whose norm layers would see one value per channel in training.
 
     Parameters
@@ -35,6 +37,8 @@ def check_norm_inputs(network: Any, input_shape: Sequence[int], batch_size: int,
         Where the input size is set, e.g. ``"--input-size, or the Classify widget's input size"``.
     depth : bool
         Whether the network has a depth to lower (the message offers it).
+    size_name : str
+        What the input size is called (``"patch size"`` for a segmentation network).
 
     Raises
     ------
@@ -49,10 +53,12 @@ def check_norm_inputs(network: Any, input_shape: Sequence[int], batch_size: int,
     suggestion = ""
     for factor in (2, 4, 8):  # the smallest larger input whose maps all hold more than one value
         larger = [input_shape[0], *(factor * s for s in input_shape[1:])]
+        if math.prod(larger[1:]) > _PROBE_VOXELS:  # a 3D network's probe would take seconds: no example
+            break
         if _too_small(network, larger, batch_size) is None:
             suggestion = f"; e.g. {'x'.join(str(s) for s in larger[1:])}"
             break
-    fixes = [f"give a larger input size ({size_option}{suggestion})"]
+    fixes = [f"give a larger {size_name} ({size_option}{suggestion})"]
     if depth:
         fixes.append("a smaller depth")
     fixes.append("batch norm with a batch size of 2 or more" if kind == "instance norm" else

@@ -30,7 +30,7 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.preprocessing.inputs import FILL_NAN
 
-__all__ = ["BlockPlan", "block_scores", "plan_blocks", "window_starts"]
+__all__ = ["BlockPlan", "block_scores", "plan_blocks", "remove_stores", "window_starts"]
 
 _DEFAULT_MEMORY_MB = 1024.0
 
@@ -281,6 +281,14 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
 
 
 # --- the stores' progress (block-wise prediction and labelling) ----------------------
+
+
+def remove_stores(paths: Any) -> None:
+    """Delete the stores a new run created and filled with nothing (its first block was refused)."""
+    import shutil
+
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,

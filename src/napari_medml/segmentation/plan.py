@@ -272,8 +272,12 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     patch = tuple(int(p) for p in note("data.patch_size", tuple(int(p) for p in patch), why))
     # one image in one patch: a batch of 2 would be the same window twice
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
+    # batch norm over one window: its statistics are one sample's, and none at a one-voxel bottom level
+    single = single and config.model.norm != "batch"
     batch = note("data.batch_size", 1 if single else 2,
-                 "the patch holds the whole image" if single else "nnU-Net's minimum; smaller steps, more of them")
+                 "the patch holds the whole image" if single else
+                 "nnU-Net's minimum; smaller steps, more of them" + ("; batch norm needs two samples a step"
+                                                                     if config.model.norm == "batch" else ""))
     # the depth for what a window holds: a patch set larger than a thin region is mostly padding
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]

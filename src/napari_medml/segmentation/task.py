@@ -9,6 +9,7 @@ command line with a progress bar, a script through ``train()``.  Stopping (a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -231,11 +232,17 @@ def start_network(config: TrainConfig, in_channels: int, out_channels: int, patc
         ``(network, initial_weights)``: what ``bundles.transfer.transfer_weights``
         loaded (None without a transfer), for the model's provenance.
     """
-    from napari_medml.nn.segmentation import build_network, freeze_encoder_stages, output_tensors
+    from napari_medml.nn.segmentation import build_network, freeze_encoder_stages, output_tensors, patch_divisor
 
     torch.manual_seed(config.seed + start_step)
     network = build_network(config.model, config.data.spatial_dims, in_channels, out_channels,
                             patch_size=patch_size, spacing=spacing)
+    if math.prod(p / patch_divisor(config.model) for p in patch_size) <= 1:  # the bottom may hold one voxel: probe
+        from napari_medml.nn.norm_fit import check_norm_inputs
+
+        check_norm_inputs(network, (in_channels, *patch_size), config.data.batch_size,
+                          f"the {'x'.join(map(str, patch_size))} patches", size_name="patch size",
+                          size_option="--patch-size, or the Train widget's patch size", depth=True)
     initial_weights = None
     if base is not None:
         network.load_state_dict(base.network.state_dict())

@@ -27,6 +27,7 @@ from napari_medml.segmentation.chunked import (
     _open_stores,
     block_scores,
     plan_blocks,
+    remove_stores,
     window_starts,
 )
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -237,9 +238,14 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         if stop is not None and stop.stopped:
             raise Cancelled("prediction stopped")
         interior = plan.interior(index)
-        labels, probs, entropy = _predict_block(members, image, plan, index, config, device, amp,
-                                                want=set(arrays), progress=progress, stop=stop,
-                                                base=windows_done, total=total)  # fmt: skip
+        try:
+            labels, probs, entropy = _predict_block(members, image, plan, index, config, device, amp,
+                                                    want=set(arrays), progress=progress, stop=stop,
+                                                    base=windows_done, total=total)  # fmt: skip
+        except InputError:  # NaN in a block: a new run that stored nothing leaves no store to refuse the next
+            if fresh and not done:
+                remove_stores(targets.values())
+            raise
         arrays["labels"][interior] = lut[labels]
         if "probabilities" in arrays:
             arrays["probabilities"][(slice(None), *interior)] = probs
