@@ -186,8 +186,9 @@ def test_nan_in_the_second_image_names_its_file(files, tmp_path) -> None:
                "--out", tmp_path / "m", "--epochs", "1", "--steps-per-epoch", "1", *TINY)  # fmt: skip
     assert done.returncode == 1
     assert lines(done.stderr) == [f"napari-medml: error: image '{files['nan']}' contains 9 NaN or infinite "
-                                  "value(s): fill them first (napari: Preprocess > fill NaN/inf makes a copy "
-                                  "without them; Python: napari_medml.preprocessing.ops.fill_nonfinite)"]
+                                  "value(s): fill them first (napari: Preprocess > fill NaN/inf, a step that "
+                                  "models trained on its layer replay; Python: "
+                                  "napari_medml.preprocessing.ops.fill_nonfinite)"]
     assert not (tmp_path / "m").exists()
 
 

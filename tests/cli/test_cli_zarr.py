@@ -181,7 +181,8 @@ def test_a_model_with_a_z_score_recipe_is_predicted_block_by_block(files):
                   folder / "c.zarr", "--device", "cpu", tmp=tmp)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert ("need the whole image in memory (clahe): block-wise prediction replays only fill NaN, z-score, min-max "
-            "and CT window steps; predict in memory (a NIfTI/TIFF output), or train without those steps"
+            "and CT window steps; train without those steps, or predict in memory (command line: a NIfTI/TIFF "
+            "--out)"
             ) in refused.stderr, refused.stderr
     assert not (folder / "c.zarr").exists()
 

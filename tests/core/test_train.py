@@ -223,6 +223,27 @@ def test_stop_token_leaves_checkpoint_and_resume_continues(tiny, tmp_path):
     _, reports = _run(image, labels, cfg, resume_from=tmp_path / "run")
     assert reports[0].step == stopped_at + 1
     assert reports[-1].step == 9 and reports[-1].epoch == 3
+    # trial 29: resumed with fewer epochs than it had trained, it ended at once without a word
+    from dataclasses import replace
+
+    from napari_medml.errors import ConfigError
+
+    token = StopToken()
+    gen = fit(image, labels, _tiny_config(tmp_path / "again", epochs=3), stop=token)
+    for report in gen:
+        if report.step >= 5:
+            token.stop()
+    fewer = _tiny_config(tmp_path / "again", epochs=1)
+    with pytest.raises(ConfigError, match=r"^the stopped run already trained (\d) steps \(epoch \d\), and epochs 1 x "
+                                          r"steps_per_epoch 3 ask for 3: nothing is left to train; give at least "
+                                          r"(\d) epochs to continue it$") as caught:
+        _run(image, labels, fewer, resume_from=tmp_path / "again")
+    import re
+
+    trained, least = map(int, re.search(r"trained (\d) steps.*at least (\d) epochs", str(caught.value)).groups())
+    _, reports = _run(image, labels, replace(fewer, optim=replace(fewer.optim, epochs=least)),
+                      resume_from=tmp_path / "again")  # the number it names continues the run
+    assert reports[0].step == trained + 1 and reports[-1].step == 3 * least
 
 
 def test_a_run_stopped_before_its_first_step_makes_no_model(tiny, tmp_path):

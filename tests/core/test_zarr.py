@@ -313,7 +313,8 @@ def test_recipe_steps_that_need_the_whole_image_are_refused_blockwise(tmp_path, 
     model = _recipe_model((PreprocessStep("zscore"), PreprocessStep("gaussian", {"sigma": 1.0})))
     volume = Volume(da.from_array(image), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
     with pytest.raises(ConfigError, match=r"need the whole image in memory \(gaussian 1\): block-wise prediction "
-                                          r"replays only .*; predict in memory \(a NIfTI/TIFF output\)"):
+                                          r"replays only .*; train without those steps, or predict in memory "
+                                          r"\(command line: a NIfTI/TIFF --out\)"):
         predict_to_zarr(model, volume, tmp_path / "p.zarr")
     assert not (tmp_path / "p.zarr").exists()
 

@@ -181,7 +181,8 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     assert len(viewer.layers) == 2 and viewer.layers[1].name.startswith("scan [")  # the result, made all the same
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
     assert warnings == ["Preprocessing: warning: image 'scan' contains 200 NaN or infinite value(s): fill them "
-                        "first (napari: Preprocess > fill NaN/inf makes a copy without them; Python: "
+                        "first (napari: Preprocess > fill NaN/inf, a step that models trained on its layer replay; "
+                        "Python: "
                         "napari_medml.preprocessing.ops.fill_nonfinite); preprocessing keeps them (a filter "
                         "spreads them) and training refuses them"], warnings
     assert np.isnan(image.data).sum() == 200  # the user's layer is unchanged
@@ -202,15 +203,30 @@ def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open
     live["stop"].changed.emit(True)
     qtbot.waitUntil(lambda: not live.runner.running, timeout=30000)
     assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
-    # review 28: Train replayed the fill on the raw layer, after its NaN check: the filled layer is a new image
-    labels = viewer.add_labels((filled.data > np.median(filled.data)).astype(np.uint8) + 1, name="seg")
+    # trial 29: the fill was a new image, so a model trained on 'scan [fill NaN] [z-score]' kept only the z-score
+    # and refused the raw scan; the fill is now the recipe's first step, which training and prediction replay
+    widget["image"].reset_choices()
+    widget["image"].value, widget["operation"].value = filled, "zscore"
+    _apply(widget, qtbot)
+    scored = viewer.layers[-1]
+    assert scored.name == "scan [fill NaN] [z-score]"
+    labels = viewer.add_labels((scored.data > 0).astype(np.uint8) + 1, name="seg")
     train = open_widget(viewer, "train")
-    train["images"].value, train["labels"].value = [filled], labels
+    train["images"].value, train["labels"].value = [scored], labels
     train["channels"].value, train["depth"].value, train["epochs"].value, train["steps"].value = 4, 2, 1, 1
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-    assert len(session_for(viewer).models) == 1  # a model was trained on it
+    (model,) = session_for(viewer).models.values()
+    assert [s.operation for s in model.config.data.preprocessing] == ["fill_nan", "zscore"]
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]  # the raw scan, NaNs and all
+    predict["model"].reset_choices()
+    predict["model"].value = next(iter(session_for(viewer).models))
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert viewer.layers["scan [prediction]"].data.shape == data.shape
 
 
 # --- channels, RGB and time series: per channel and per frame, as training replays the recipe ---

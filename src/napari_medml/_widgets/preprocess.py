@@ -244,10 +244,12 @@ class PreprocessWidget(DockForm):
             return out, "" if filled else nonfinite_note(volume.data, f"image '{layer.name}'")
 
         def done(result: Any) -> None:
+            from napari_medml.preprocessing.inputs import fills_nonfinite
+
             out, note = result
             new = show_result(self._viewer, _result_layer(out, layer.name, what), like=layer)
-            if step.operation == "fill_nan":  # a new image, as a file would be: replayed on the raw image, the
-                # filled step would come after the NaN checks of training and prediction, which refuse it
+            if step.operation == "fill_nan" and not fills_nonfinite(recipe):  # after other steps: a new image
+                # (models let a raw image with NaN through only when their recipe fills it first)
                 return
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata.update(source)

@@ -131,6 +131,12 @@ class Trainer:
         losses: list[torch.Tensor] = []
         epoch_losses: list[torch.Tensor] = []
         step = self.start_step
+        if step >= self.total_steps > 0 and step > 0:  # resumed with fewer epochs than it had trained
+            from napari_medml.errors import ConfigError
+
+            raise ConfigError(f"the stopped run already trained {step} steps (epoch {(step - 1) // spe + 1}), and "
+                              f"epochs {cfg.epochs} x steps_per_epoch {spe} ask for {self.total_steps}: nothing is "
+                              f"left to train; give at least {step // spe + 1} epochs to continue it")
         if stop is not None and stop.stopped and self.dist is None:  # stopped while the run was planned
             from napari_medml.errors import NothingLearned
 

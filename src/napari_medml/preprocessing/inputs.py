@@ -18,8 +18,8 @@ import numpy as np
 from napari_medml.errors import ConfigError, InputError
 
 # what to do about NaN or infinite voxels, on every front
-FILL_NAN = ("fill them first (napari: Preprocess > fill NaN/inf makes a copy without them; Python: "
-            "napari_medml.preprocessing.ops.fill_nonfinite)")
+FILL_NAN = ("fill them first (napari: Preprocess > fill NaN/inf, a step that models trained on its layer replay; "
+            "Python: napari_medml.preprocessing.ops.fill_nonfinite)")
 
 __all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size",
            "fills_nonfinite", "recipe_fills_nonfinite",

@@ -90,8 +90,8 @@ def fill_nonfinite(image: np.ndarray, value: float | None = None) -> np.ndarray:
 
     Fill an image before training on it or predicting it. As the first step of a recipe,
     training and prediction (in memory and block by block) take images with NaN and replay
-    the fill on each (``preprocessing.inputs.fills_nonfinite``); the Preprocess widget's
-    *fill NaN/inf* makes a new image instead.
+    the fill on each (``preprocessing.inputs.fills_nonfinite``): the Preprocess widget's
+    *fill NaN/inf* on a raw layer is such a step (after other steps it makes a new image).
 
     Raises
     ------

@@ -81,7 +81,8 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     from napari_medml.preprocessing.lazy_recipe import blockwise_refusal
 
     refusal = blockwise_refusal(model.config.data.preprocessing, "block-wise prediction",
-                                "predict in memory (a NIfTI/TIFF output), or train without those steps")
+                                "train without those steps, or predict in memory (command line: a NIfTI/TIFF "
+                                "--out)")
     if refusal:
         raise ConfigError(refusal)
     if isinstance(data, np.ndarray):
