@@ -231,9 +231,6 @@ class OptimConfig:
             raise ConfigError(f"epochs and steps_per_epoch must be >= 1, got {self.epochs} and {self.steps_per_epoch}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing > 0 and self.loss in ("dice", "focal"):
-            raise ConfigError(f"label_smoothing is for the cross-entropy losses (ce, dice_ce); the {self.loss} loss "
-                              f"would ignore it: set it to 0, or choose ce or dice_ce")
         if not (0.0 <= (self.momentum or 0.0) < 1.0 and 0.0 <= self.weight_decay < 1.0):
             raise ConfigError(f"momentum and weight_decay must be in [0, 1), got {self.momentum} and {self.weight_decay}")
         if not 0.0 <= self.warmup < 1.0:
@@ -324,7 +321,23 @@ class TrainConfig:
                               f"'segmentation'; task '{self.task}' trains one model: set folds to 1")
         if not is_int(self.seed) or not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1}, got {self.seed}")
-        if self.task == "instances" and self.optim.class_weights is not None:  # its classes are the network's own
+
+    def check_new_run(self) -> None:
+        """Refuse settings a new run would ignore without a word. Not part of ``__post_init__``:
+        a bundle saved before these checks holds such a config and must still load.
+
+        Raises
+        ------
+        ConfigError
+            Label smoothing with a loss that has no cross-entropy (dice, focal); class
+            weights for instances (its classes are the network's own).
+        """
+        o = self.optim
+        if o.label_smoothing > 0 and o.loss in ("dice", "focal"):
+            losses = "ce" if self.task == "classification" else "ce or dice_ce"
+            raise ConfigError(f"label_smoothing is for the cross-entropy losses; the {o.loss} loss would ignore it: "
+                              f"set it to 0, or choose {losses}")
+        if self.task == "instances" and o.class_weights is not None:
             raise ConfigError("class_weights are for the classes of a segmentation or a classifier; instance training "
                               "learns background, object interiors and boundaries: leave them out")
 

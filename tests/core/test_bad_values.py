@@ -29,10 +29,14 @@ from napari_medml.errors import ConfigError, InputError
         (lambda: OptimConfig(early_stopping_patience=0), "early_stopping_patience"),
         (lambda: OptimConfig(class_weights=(1.0, -1.0)), "class_weights"),
         # review 29: accepted and ignored (build_loss smooths the cross-entropy only; an instance network's
-        # three classes are its own, and the error counted them against the weights given)
-        (lambda: OptimConfig(loss="dice", label_smoothing=0.1), "label_smoothing is for the cross-entropy losses"),
-        (lambda: OptimConfig(loss="focal", label_smoothing=0.1), "the focal loss would ignore it"),
-        (lambda: TrainConfig(task="instances", optim=OptimConfig(class_weights=(1.0, 3.0))),
+        # three classes are its own, and the error counted them against the weights given); refused when a
+        # new run starts, not when a bundle saved before is read (review 29c)
+        (lambda: TrainConfig(optim=OptimConfig(loss="dice", label_smoothing=0.1)).check_new_run(),
+         "label_smoothing is for the cross-entropy losses; the dice loss would ignore it: set it to 0, or choose ce "
+         "or dice_ce"),
+        (lambda: TrainConfig(task="classification", optim=OptimConfig(loss="focal", label_smoothing=0.1)
+                             ).check_new_run(), "the focal loss would ignore it: set it to 0, or choose ce$"),
+        (lambda: TrainConfig(task="instances", optim=OptimConfig(class_weights=(1.0, 3.0))).check_new_run(),
          "class_weights are for the classes of a segmentation or a classifier"),
         (lambda: TrainConfig(seed=-1), "seed"),
         (lambda: TrainConfig(seed=2**32), "seed"),
@@ -43,6 +47,17 @@ from napari_medml.errors import ConfigError, InputError
 def test_config_values_are_range_checked_naming_the_field(make, field):
     with pytest.raises(ConfigError, match=field):
         make()
+
+
+def test_a_saved_config_with_settings_a_new_run_refuses_still_loads():
+    """Review 29c: bundles saved with dice + label smoothing no longer loaded once the check sat in
+    ``__post_init__``; it runs when a new run starts."""
+    from napari_medml.config import to_dict
+
+    saved = TrainConfig(optim=OptimConfig(loss="dice", label_smoothing=0.1))
+    assert TrainConfig.from_json(saved.to_json()) == saved and to_dict(saved)["optim"]["label_smoothing"] == 0.1
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        saved.check_new_run()
 
 
 def test_300_classes_fail_with_a_limit_before_any_table_is_filled():

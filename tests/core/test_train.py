@@ -3,6 +3,7 @@ reproducibility, schedules and input errors."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import replace
@@ -244,6 +245,14 @@ def test_stop_token_leaves_checkpoint_and_resume_continues(tiny, tmp_path):
     _, reports = _run(image, labels, replace(fewer, optim=replace(fewer.optim, epochs=least)),
                       resume_from=tmp_path / "again")  # the number it names continues the run
     assert reports[0].step == trained + 1 and reports[-1].step == 3 * least
+    # review 29c: a run stopped on its last step still resumes (to its end, at once), as before
+    token = StopToken()
+    for report in fit(image, labels, _tiny_config(tmp_path / "last", epochs=2), stop=token):
+        if report.step >= 5:
+            token.stop()
+    assert json.loads((tmp_path / "last" / "last" / "train_state.json").read_text())["step"] == 6
+    model, reports = _run(image, labels, _tiny_config(tmp_path / "last", epochs=2), resume_from=tmp_path / "last")
+    assert model is not None and reports == []
 
 
 def test_a_run_stopped_before_its_first_step_makes_no_model(tiny, tmp_path):

@@ -48,6 +48,8 @@ class ClassificationTask:
 
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
                  base: Classifier | None = None, keep: Collection[str] = ()) -> None:
+        if base is None:  # a saved model keeps the settings it was trained with
+            config.check_new_run()
         from napari_medml.engine.distributed import data_seed
         from napari_medml.nn.classification import build_classifier_network, freeze_stages
         from napari_medml.preprocessing.normalization import fit_normalization

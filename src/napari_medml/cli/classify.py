@@ -76,7 +76,9 @@ def train(args: argparse.Namespace) -> int:
         raise UsageError(f"--spatial-dims {args.spatial_dims}: the samples of image '{args.image[0]}' at --level "
                          f"{args.level} are {samples.spatial_dims}D, and the classifier takes them as they are: "
                          "drop it")  # fmt: skip
-    train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun
+    config = train_config(args, samples.spatial_dims)  # options that do not go together: one line, before torchrun
+    if not args.resume:
+        config.check_new_run()
     if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         die_with_parent()
         if folder_held_elsewhere():

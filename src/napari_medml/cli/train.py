@@ -215,7 +215,9 @@ def _run(args: argparse.Namespace) -> int:
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     args.patch_size = check_patch_option(args.patch_size, dims,
                                          args.depth or (None if _planned(args) else ModelConfig().depth))
-    train_config(args, dims)  # options that do not go together: one line before torchrun starts
+    config = train_config(args, dims)  # options that do not go together: one line before torchrun starts
+    if not args.resume:
+        config.check_new_run()
     if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         from napari_medml.cli.launch import die_with_parent, folder_held_elsewhere
 

@@ -131,7 +131,7 @@ class Trainer:
         losses: list[torch.Tensor] = []
         epoch_losses: list[torch.Tensor] = []
         step = self.start_step
-        if step >= self.total_steps > 0 and step > 0:  # resumed with fewer epochs than it had trained
+        if step > self.total_steps > 0:  # resumed with fewer epochs than it had trained (equal: it finishes)
             from napari_medml.errors import ConfigError
 
             raise ConfigError(f"the stopped run already trained {step} steps (epoch {(step - 1) // spe + 1}), and "

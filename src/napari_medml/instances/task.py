@@ -130,6 +130,8 @@ class InstanceTask:
 
     def __init__(self, config: TrainConfig, images: Any, labels: Any, *, spacing: Any = None,
                  channel_axis: int | None = None, base: InstanceModel | None = None, start_step: int = 0) -> None:
+        if base is None:  # a saved model keeps the settings it was trained with
+            config.check_new_run()
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.instances.data import InstanceSampler, prepare_instance_data
         from napari_medml.segmentation.task import base_start, start_network, training_transform

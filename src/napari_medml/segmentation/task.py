@@ -122,6 +122,8 @@ class SegmentationTask:
 
     def __init__(self, config: TrainConfig, images: Any, labels: Any, *, spacing: Any = None,
                  channel_axis: int | None = None, base: Model | None = None, start_step: int = 0) -> None:
+        if base is None:  # a saved model keeps the settings it was trained with
+            config.check_new_run()
         from napari_medml.segmentation import data
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.engine.distributed import data_seed
