@@ -270,7 +270,8 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
         A true class the classifier does not know, no common key, or no known class.
     """
     from napari_medml.classification.metrics import (
-        accuracy, balanced_accuracy, classification_report, confusion_matrix, precision_recall_f1)
+        absent_classes_note, accuracy, balanced_accuracy, classification_report, confusion_matrix,
+        precision_recall_f1)
 
     key, ids = table.key, [int(c) for c in table.class_ids]
     t_keys, t_cls = np.asarray(truth_keys, np.int64).ravel(), np.asarray(truth_classes, np.int64).ravel()
@@ -324,18 +325,9 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
         entry.update(precision=float(prf["precision"][k]), recall=float(prf["recall"][k]), f1=float(prf["f1"][k]))
     present = prf["support"] > 0
     aucs = [e["auc"] for e in report["per_class"] if e["auc"] is not None]
-    absent = [c for c, s in zip(ids, prf["support"]) if s == 0]
-    if absent:
-        # scikit-learn's default macro F1 also averages a class that is predicted but absent (as 0)
-        predicted = [c for c in absent if np.any(pred == c)]
-        n, many = int(np.isin(pred, predicted).sum()), len(predicted) > 1
-        sklearn_f1 = float(np.mean(np.append(prf["f1"][present], [0.0] * len(predicted))))
-        also = (f" (class{'es' * many} {', '.join(map(str, predicted))} predicted for {n} {key}{'s' * (n != 1)}: "
-                f"scikit-learn's default macro F1 counts {'them' if many else 'it'} as 0, {sklearn_f1:.3f})"
-                if predicted else "")
-        notes.append(f"class{'es' if len(absent) > 1 else ''} {', '.join(map(str, absent))} "
-                     f"{'have' if len(absent) > 1 else 'has'} no labelled {key}: no AUC, left out of macro AUC and "
-                     f"macro F1{also}")
+    note = absent_classes_note(ids, prf, pred, key)
+    if note:
+        notes.append(note)
     report.update(accuracy=accuracy(y, pred), balanced_accuracy=balanced_accuracy(y, pred),
                   macro_f1=float(np.mean(prf["f1"][present])),
                   confusion_matrix=confusion_matrix(y, pred, ids).tolist(),

@@ -19,6 +19,7 @@ import numpy as np
 from napari_medml.errors import InputError
 
 __all__ = [
+    "absent_classes_note",
     "accuracy",
     "balanced_accuracy",
     "classification_report",
@@ -269,3 +270,34 @@ def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] 
 
 def _json_float(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+def absent_classes_note(ids: Sequence[int], prf: Mapping[str, np.ndarray], pred: np.ndarray, key: str) -> str | None:
+    """The line naming the classes with no true sample (no AUC; left out of macro AUC and macro
+    F1), and those of them that were predicted, with scikit-learn's default macro F1, which
+    counts them as 0; None when every class has true samples.
+
+    Parameters
+    ----------
+    ids : sequence of int
+        The class ids, in ``prf``'s order.
+    prf : mapping
+        :func:`precision_recall_f1` of the scored samples.
+    pred : np.ndarray
+        The predicted class of each scored sample.
+    key : str
+        What a sample is called (``"sample"``, ``"object"``, ``"tile"``).
+    """
+    absent = [c for c, s in zip(ids, prf["support"]) if s == 0]
+    if not absent:
+        return None
+    predicted = [c for c in absent if np.any(pred == c)]
+    also = ""
+    if predicted:
+        n, many = int(np.isin(pred, predicted).sum()), len(predicted) > 1
+        sklearn_f1 = float(np.mean(np.append(prf["f1"][prf["support"] > 0], [0.0] * len(predicted))))
+        also = (f" (class{'es' * many} {', '.join(map(str, predicted))} predicted for {n} {key}{'s' * (n != 1)}: "
+                f"scikit-learn's default macro F1 counts {'them' if many else 'it'} as 0, {sklearn_f1:.3f})")
+    return (f"class{'es' if len(absent) > 1 else ''} {', '.join(map(str, absent))} "
+            f"{'have' if len(absent) > 1 else 'has'} no labelled {key}: no AUC, left out of macro AUC and macro F1"
+            + also)

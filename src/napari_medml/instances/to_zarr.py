@@ -132,7 +132,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     import torch
 
     from napari_medml.engine.devices import amp_enabled, resolve_device
-    from napari_medml.segmentation.chunked import _mark, _open_stores, remove_stores
+    from napari_medml.segmentation.chunked import _mark, _open_stores, no_store_if_refused
     from napari_medml.segmentation.run_identity import prediction_fingerprint
     from napari_medml.segmentation.to_zarr import _block_windows, replayed_image
 
@@ -158,12 +158,8 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
         if stop is not None and stop.stopped:
             raise Cancelled("prediction stopped")
         predictor = _map_predictor(model, device, amp, lambda k, _t, b=base: progress(b + k), stop)
-        try:
+        with no_store_if_refused(fresh, done, targets):  # NaN in the first block of a new run
             mean = block_scores(model, image, plan, index, config, device=device, amp=amp, predictor=predictor)
-        except InputError:  # NaN in a block: a new run that stored nothing leaves no store to refuse the next
-            if fresh and not done:
-                remove_stores(targets.values())
-            raise
         interior = plan.interior(index)
         with torch.inference_mode():
             arrays["foreground"][interior] = (1.0 - mean[0]).clamp_(0.0, 1.0).numpy().astype(np.float32)

@@ -18,8 +18,9 @@ recomputes a finished block. Peak memory is set by the block size, not the volum
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.preprocessing.inputs import FILL_NAN
 
-__all__ = ["BlockPlan", "block_scores", "plan_blocks", "remove_stores", "window_starts"]
+__all__ = ["BlockPlan", "block_scores", "no_store_if_refused", "plan_blocks", "window_starts"]
 
 _DEFAULT_MEMORY_MB = 1024.0
 
@@ -283,12 +284,20 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
 # --- the stores' progress (block-wise prediction and labelling) ----------------------
 
 
-def remove_stores(paths: Any) -> None:
-    """Delete the stores a new run created and filled with nothing (its first block was refused)."""
+@contextlib.contextmanager
+def no_store_if_refused(fresh: bool, done: set[int], targets: dict[str, Path]) -> Iterator[None]:
+    """Around a block's prediction: when a new run (``fresh``: no target existed) is refused
+    (``InputError``, e.g. NaN) before any block is done, delete the stores it created, so that
+    the run of the mended image is not refused as another run's store."""
     import shutil
 
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield
+    except InputError:
+        if fresh and not done:
+            for path in targets.values():
+                shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,

@@ -26,8 +26,8 @@ from napari_medml.segmentation.chunked import (
     _mark,
     _open_stores,
     block_scores,
+    no_store_if_refused,
     plan_blocks,
-    remove_stores,
     window_starts,
 )
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -239,14 +239,10 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         if stop is not None and stop.stopped:
             raise Cancelled("prediction stopped")
         interior = plan.interior(index)
-        try:
+        with no_store_if_refused(fresh, done, targets):  # NaN in the first block of a new run
             labels, probs, entropy = _predict_block(members, image, plan, index, config, device, amp,
                                                     want=set(arrays), progress=progress, stop=stop,
                                                     base=windows_done, total=total)  # fmt: skip
-        except InputError:  # NaN in a block: a new run that stored nothing leaves no store to refuse the next
-            if fresh and not done:
-                remove_stores(targets.values())
-            raise
         arrays["labels"][interior] = lut[labels]
         if "probabilities" in arrays:
             arrays["probabilities"][(slice(None), *interior)] = probs
