@@ -100,8 +100,8 @@ def planned_choice(choices: Sequence[Any], default: Any, **kwargs: Any) -> Any:
 
 
 def planned_number(kind: str, default: float, minimum: float, **kwargs: Any) -> Any:
-    """A SpinBox (``kind`` "int") or FloatSpinBox ("float") that shows :data:`PLANNED` at its
-    ``minimum`` (Qt's special value text), where it starts."""
+    """A number field that shows :data:`PLANNED` at its ``minimum`` (Qt's special value text),
+    where it starts: whole numbers (``kind`` "int", no decimals) or decimals ("float")."""
     from magicgui.widgets import FloatSpinBox
 
     tooltip = kwargs.pop("tooltip", "")

@@ -107,7 +107,7 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
     from napari_medml.preprocessing.inputs import FILL_NAN, fills_nonfinite
     from napari_medml.preprocessing.recipe import apply_step, describe_step
 
-    refusal = blockwise_refusal(steps, "this", "predict in memory")
+    refusal = blockwise_refusal(steps, "replaying a recipe block by block", "apply it in memory")
     if refusal:
         raise ConfigError(refusal)
     for step in steps:  # unknown operations and parameters are refused as in memory, before any pass
