@@ -175,14 +175,30 @@ def test_a_model_with_a_z_score_recipe_is_predicted_block_by_block(files):
     assert len(np.unique(whole)) > 1
     np.testing.assert_array_equal(np.asarray(read_volume(folder / "z.zarr").data), whole)
 
+    # a percentile clip of 16-bit values (exact bounds from a histogram) and a median filter (each block with
+    # its neighbours' voxels): the in-memory labels too
+    model.config = replace(model.config, data=replace(model.config.data, preprocessing=(
+        PreprocessStep("percentile", {"low": 1, "high": 99.5}), PreprocessStep("median", {"size": 3}))))
+    clipped = model.save(folder / "clipped")
+    raw16 = np.clip(raw, 0, 65535).astype(np.uint16)
+    write_volume(folder / "raw16.ome.zarr", Volume(raw16, (2.0, 1.0, 1.0), (3.0, 0.0, 0.0), axes="ZYX"))
+    done = run("predict", "--model", clipped, "--image", folder / "raw16.ome.zarr", "--out", folder / "c16.zarr",
+               "--device", "cpu", tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert ("the model's preprocessing recipe (percentile 1-99.5, median 3) is replayed block by block, with the "
+            "whole image's statistics: 1 pass(es) over the image first") in done.stderr
+    whole = load_model(clipped).predict(raw16).labels
+    assert len(np.unique(whole)) > 1
+    np.testing.assert_array_equal(np.asarray(read_volume(folder / "c16.zarr").data), whole)
+
     model.config = replace(model.config, data=replace(model.config.data, preprocessing=(
         PreprocessStep("zscore"), PreprocessStep("clahe"))))
     refused = run("predict", "--model", model.save(folder / "clahe"), "--image", folder / "raw.ome.zarr", "--out",
                   folder / "c.zarr", "--device", "cpu", tmp=tmp)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert ("need the whole image in memory (clahe): block-wise prediction replays only fill NaN, z-score, min-max "
-            "and CT window steps; train without those steps, or predict in memory (command line: a NIfTI/TIFF "
-            "--out)"
+    assert ("need the whole image in memory (clahe): block-wise prediction replays only fill NaN, z-score, min-max, "
+            "CT window, gaussian and median steps, and a percentile clip as the first step of an integer image; "
+            "train without those steps, or predict in memory (command line: a NIfTI/TIFF --out)"
             ) in refused.stderr, refused.stderr
     assert not (folder / "c.zarr").exists()
 

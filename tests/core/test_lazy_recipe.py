@@ -56,14 +56,75 @@ def test_a_uint16_zarr_is_read_as_float32_as_in_memory(tmp_path):
 
 
 def test_steps_that_need_the_whole_image_are_named():
-    steps = (Step("zscore"), Step("gaussian", {"sigma": 1.5}), Step("percentile", {"low": 2, "high": 98}))
+    steps = (Step("zscore"), Step("clahe"), Step("gaussian", {"sigma": 1.5}),
+             Step("percentile", {"low": 2, "high": 98}))
     line = blockwise_refusal(steps, "block-wise prediction", "predict in memory")
-    assert line == ("the preprocessing recipe has step(s) that need the whole image in memory (gaussian 1.5, "
-                    "percentile 2-98): block-wise prediction replays only fill NaN, z-score, min-max and CT window "
-                    "steps; predict in memory")
-    assert blockwise_refusal(steps[:1], "block-wise prediction", "predict in memory") is None
-    with pytest.raises(ConfigError, match=r"\(gaussian 1.5, percentile 2-98\)"):
+    assert line == ("the preprocessing recipe has step(s) that need the whole image in memory (clahe, "
+                    "percentile 2-98): block-wise prediction replays only fill NaN, z-score, min-max, CT window, "
+                    "gaussian and median steps, and a percentile clip as the first step of an integer image; "
+                    "predict in memory")
+    assert blockwise_refusal(steps[:1] + steps[2:3], "block-wise prediction", "predict in memory") is None
+    with pytest.raises(ConfigError, match=r"\(clahe, percentile 2-98\)"):
         replay_lazy(da.zeros((1, 4, 8, 8)), steps)
+
+
+@pytest.mark.parametrize("steps, spacing", [
+    ((Step("fill_nan"), Step("gaussian", {"sigma": 1.5})), None),
+    ((Step("fill_nan"), Step("gaussian", {"sigma": [0.5, 2.0, 3.0]}), Step("zscore")), None),
+    ((Step("fill_nan"), Step("gaussian", {"sigma": 2.0, "physical": True}), Step("minmax")), (4.0, 1.0, 0.5)),
+    ((Step("fill_nan"), Step("median", {"size": 3})), None),
+    ((Step("fill_nan"), Step("median", {"size": [1, 4, 5]}), Step("zscore")), None),
+], ids=["gaussian", "anisotropic-gaussian-zscore", "physical-gaussian-minmax", "median", "even-median-zscore"])
+def test_filters_see_their_neighbours_across_blocks_as_in_memory(steps, spacing):
+    # small chunks (4 x 6 x 7 voxels): the filters reach several blocks away, and into the image's edges
+    image = _image()
+    expected = run_recipe_channels(image.copy(), spacing, steps)[0]
+    lazy = replay_lazy(da.from_array(image, chunks=(1, 4, 6, 7)), steps, spacing=spacing)
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy[:, 17:, :9, 40:].compute(), expected[:, 17:, :9, 40:], rtol=1e-6, atol=1e-6)
+    # the filter is the block's: without its neighbours, the block edges would differ
+    blockwise = np.concatenate([run_recipe_channels(image[:, k:k + 4].copy(), spacing, steps)[0]
+                                for k in range(0, 20, 4)], axis=1)
+    assert np.abs(blockwise - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+@pytest.mark.parametrize("steps", [
+    (Step("percentile", {"low": 1, "high": 99.8}),),
+    (Step("fill_nan"), Step("percentile", {"low": 0.5, "high": 99}), Step("zscore")),
+    (Step("percentile", {"low": 0, "high": 100}), Step("gaussian", {"sigma": 1.0})),
+], ids=["1-99.8", "after-fill-then-zscore", "0-100-then-gaussian"])
+def test_a_percentile_clip_of_an_integer_image_has_the_in_memory_bounds(steps, dtype):
+    # many repeated values and bounds that fall between two of them: the interpolation is NumPy's
+    rng = np.random.default_rng(3)
+    top = min(np.iinfo(dtype).max, 3000)
+    image = np.stack([rng.integers(0, top, (9, 30, 31)), np.minimum(rng.poisson(7.5, (9, 30, 31)), top)])
+    image = (image - (300 if dtype in (np.int16, np.int32) else 0)).astype(dtype)
+    expected = run_recipe_channels(image.astype(np.float32), None, steps)[0]
+    lazy = replay_lazy(da.from_array(image, chunks=(1, 4, 7, 9)), steps)
+    np.testing.assert_allclose(lazy.compute(), expected, rtol=1e-6, atol=1e-6)
+    assert statistics_passes(steps, dtype) == (steps[0].operation == "fill_nan") + (
+        2 if np.dtype(dtype).itemsize > 2 else 1) + any(s.operation == "zscore" for s in steps)
+
+
+def test_a_percentile_of_a_float_image_or_after_other_steps_is_refused_with_the_way_that_works():
+    with pytest.raises(InputError, match=r"^a percentile clip is replayed block by block only on an integer image, "
+                                         r"and this one is float32: predict in memory"):
+        replay_lazy(da.zeros((1, 4, 8, 8), dtype=np.float32), (Step("percentile"),))
+    steps = (Step("zscore"), Step("percentile"))
+    assert "(percentile 1-99)" in blockwise_refusal(steps, "block-wise prediction", "predict in memory")
+    with pytest.raises(ConfigError, match=r"\(percentile 1-99\).*and a percentile clip as the first step of an "
+                                          "integer image"):
+        replay_lazy(da.zeros((1, 4, 8, 8), dtype=np.uint16), steps)
+    with pytest.raises(InputError, match="percentile: need 0 <= low < high <= 100"):
+        replay_lazy(da.zeros((1, 4, 8, 8), dtype=np.uint16), (Step("percentile", {"low": 50, "high": 5}),))
+
+
+def test_a_filter_with_bad_parameters_is_refused_before_any_pass():
+    with pytest.raises(InputError, match="sigma"):
+        replay_lazy(da.zeros((1, 4, 8, 8)), (Step("gaussian", {"sigma": [1, 2]}),))
+    with pytest.raises(InputError, match="median: size must be a whole number"):
+        replay_lazy(da.zeros((1, 4, 8, 8)), (Step("median", {"size": 0}),))
 
 
 def test_nans_a_channel_without_finite_values_and_unknown_parameters_are_refused():

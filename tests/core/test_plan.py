@@ -161,6 +161,12 @@ def test_choices_the_user_set_win_over_the_plan():
     assert any("set by you" in r for r in plan.reasons)
     assert cfg.optim.learning_rate == plan.learning_rate  # not set: planned
     json.dumps(plan.to_dict())  # stored in config.json
+    # without a time limit the step counts are the defaults, and the plan says so (not "as configured")
+    default = user.optim.epochs
+    said = f"epochs: {default} (the default with no time limit: set it, or give a time limit to plan it)"
+    assert said in plan.reasons
+    mine = replace(user, optim=replace(user.optim, epochs=7))
+    assert "epochs: 7 (set by you; plan: 7)" in make_plan(fp(), mine, device="cpu", keep=changed_fields(mine)).reasons
 
 
 def test_fingerprint_of_arrays():

@@ -259,6 +259,27 @@ def test_a_recipe_of_per_voxel_steps_is_replayed_block_by_block(tmp_path, image)
     assert not np.array_equal(_model().predict(filled).labels, whole.labels)
 
 
+def test_a_recipe_with_filters_is_replayed_block_by_block_with_the_volumes_spacing(tmp_path, image):
+    """A model trained on Preprocess > gaussian (physical sigma) and median layers predicts a lazy
+    anisotropic volume block by block: each block filtered with its neighbours' voxels, the
+    sigma divided by the volume's own voxel size, as in memory."""
+    from napari_medml.config import PreprocessStep
+
+    model = _recipe_model((PreprocessStep("gaussian", {"sigma": 2.0, "physical": True}),
+                           PreprocessStep("median", {"size": 3}), PreprocessStep("zscore")))
+    raw = (image * 800 + 20000).astype(np.float32)
+    config = InferConfig(device="cpu", tta=False)
+    spacing = (2.0, 1.0, 0.5)
+    whole = model.predict(raw, spacing=spacing, config=config)
+    assert len(np.unique(whole.labels)) > 1
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24, 20))
+    lazy = Volume(da.from_array(raw, chunks=(7, 17, 15)), spacing, (0.0,) * 3, axes="ZYX")
+    predict_to_zarr(model, lazy, tmp_path / "pred.zarr", config=config, plan=plan)
+    np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "pred.zarr").data), whole.labels)
+    # the sigma is the volume's: at 1 voxel per unit the same recipe smooths Y and X less
+    assert not np.array_equal(model.predict(raw, spacing=(1.0, 1.0, 1.0), config=config).labels, whole.labels)
+
+
 def test_the_same_weights_with_another_recipe_do_not_resume_a_store(tmp_path, image):
     """Review 29: the run's identity held the weights and the image, not the recipe, so a model
     with a min-max recipe resumed the blocks of the same weights with a z-score one."""
@@ -310,9 +331,9 @@ def test_a_new_run_refused_at_its_first_block_leaves_no_store(tmp_path, model, i
 def test_recipe_steps_that_need_the_whole_image_are_refused_blockwise(tmp_path, image):
     from napari_medml.config import PreprocessStep
 
-    model = _recipe_model((PreprocessStep("zscore"), PreprocessStep("gaussian", {"sigma": 1.0})))
+    model = _recipe_model((PreprocessStep("zscore"), PreprocessStep("percentile", {"low": 1, "high": 99})))
     volume = Volume(da.from_array(image), (1.0,) * 3, (0.0,) * 3, axes="ZYX")
-    with pytest.raises(ConfigError, match=r"need the whole image in memory \(gaussian 1\): block-wise prediction "
+    with pytest.raises(ConfigError, match=r"need the whole image in memory \(percentile 1-99\): block-wise prediction "
                                           r"replays only .*; train without those steps, or predict in memory "
                                           r"\(command line: a NIfTI/TIFF --out\)"):
         predict_to_zarr(model, volume, tmp_path / "p.zarr")
@@ -394,8 +415,18 @@ def test_lazy_training_holds_out_a_block_and_replays_per_voxel_recipes(tmp_path)
     region = replayed.train_regions[0].image[(slice(None), *where)]
     stats = replayed.normalization["channels"][0]
     np.testing.assert_allclose(region[0] * stats["std"] + stats["mean"], z[where], atol=1e-4)
-    whole = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("median", {"size": 3}),)))
-    with pytest.raises(ConfigError, match=r"whole image in memory \(median 3\): training on lazy"):
+    # filters too: each block with its neighbours' voxels, a physical sigma in the image's own voxel size
+    from napari_medml.preprocessing.inputs import run_recipe_channels
+
+    steps = (PreprocessStep("gaussian", {"sigma": 2.0, "physical": True}), PreprocessStep("median", {"size": 3}))
+    filtered = prepare_training_data(image, labels, TrainConfig(data=DataConfig(
+        patch_size=(16, 32, 32), val_fraction=0.2, preprocessing=steps)), spacing=p.spacing, channel_axis=None)
+    expected = run_recipe_channels(p.image[None].astype(np.float32), p.spacing, steps)[0][0]
+    region = filtered.train_regions[0].image[(slice(None), *where)]
+    stats = filtered.normalization["channels"][0]
+    np.testing.assert_allclose(region[0] * stats["std"] + stats["mean"], expected[where], atol=1e-3)
+    whole = TrainConfig(data=DataConfig(preprocessing=(PreprocessStep("clahe"),)))
+    with pytest.raises(ConfigError, match=r"whole image in memory \(clahe\): training on lazy"):
         prepare_training_data(image, labels, whole, spacing=p.spacing, channel_axis=None)
 
 

@@ -85,14 +85,15 @@ def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:
                              "and back")
 
 
-def say_recipe(model: Any) -> None:
-    """Say that the model's recipe is replayed block by block, after a pass over the image for its statistics."""
+def say_recipe(model: Any, dtype: Any = None) -> None:
+    """Say that the model's recipe is replayed block by block, after a pass over the image (of
+    ``dtype``) for its statistics."""
     steps = model.config.data.preprocessing
     if steps:
         from napari_medml.preprocessing.lazy_recipe import statistics_passes
         from napari_medml.preprocessing.recipe import describe_step
 
-        passes = statistics_passes(steps)
+        passes = statistics_passes(steps, dtype)
         info(f"the model's preprocessing recipe ({', '.join(describe_step(s) for s in steps)}) is replayed block by "
              "block" + (f", with the whole image's statistics: {passes} pass(es) over the image first" if passes
                         else ""))
@@ -128,7 +129,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
                        config=config, width=model.config.model.channels, memory_mb=args.block_memory)
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
-    say_recipe(model)
+    say_recipe(model, image.dtype)
     with progress_bar("window") as bar:
         said = [0]
 
@@ -207,7 +208,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     for name, path in maps.items():
         if path.resolve() == args.image.resolve():
             raise UsageError(f"the {name} map would be written to the input '{path}': choose another --out")
-    say_recipe(model)
+    say_recipe(model, image.dtype)
     from napari_medml.segmentation.label_blocks import labelling_memory
 
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}; objects labelled "

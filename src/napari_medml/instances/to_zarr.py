@@ -140,7 +140,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
            "outputs": ["distance", "foreground"]}
     fresh = not any(Path(path).exists() for path in targets.values())
     if fresh:  # a refusal of the image's statistics leaves no store behind
-        image = replayed_image(model, image, stop)
+        image = replayed_image(model, image, stop, geometry["spacing"])
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry,
                                        {"foreground": np.float32, "distance": np.float32}, holder="foreground")
     resumed, computed = len(done), 0
@@ -149,7 +149,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     base = sum(_block_windows(plan, i) for i in done)
     progress(base)
     if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
-        image = replayed_image(model, image, stop)
+        image = replayed_image(model, image, stop, geometry["spacing"])
     from napari_medml.errors import Cancelled
 
     for index in range(plan.count):

@@ -5,13 +5,19 @@ A recipe step that sets each voxel from the voxel and a few statistics of the wh
 (the z-score's mean and std, min-max's range, the smallest finite value that fills NaN, a
 CT window's fixed range) can run on one block at a time once those statistics are known:
 each statistic is one pass over the image, block by block, through dask's reductions.
-Steps whose output depends on a neighbourhood or a sort of the whole image (percentiles,
-filters, CLAHE, resampling, crops) are refused here; :func:`blockwise_refusal` names them.
+A filter over a small neighbourhood (gaussian, median) runs on each block with as many of
+its neighbours' voxels as the filter reaches (dask's ``map_overlap``; the image's own edges
+extended as the in-memory ``mode="nearest"``), so each voxel sees what it sees in memory.
+A percentile clip as the recipe's first step (or after a fill) on an integer image is
+replayed from a histogram of the image's values (one pass; two for 32-bit), which gives the exact order
+statistics the in-memory ``np.nanpercentile`` interpolates between. Steps that depend on a
+sort of other values or change the grid (a percentile after other steps or of a float
+image, CLAHE, resampling, crops) are refused here; :func:`blockwise_refusal` names them.
 
 The per-voxel formulas are those of :mod:`napari_medml.preprocessing.ops` (``zscore_with``,
-``rescale``, ``fill_with``), so a block holds the values the whole-image recipe gives; the
-statistics are summed in float64 by dask in another order than NumPy's, which can move a
-value by one float32 rounding step at most.
+``rescale``, ``fill_with``) and the filters are the in-memory step itself, so a block holds
+the values the whole-image recipe gives; the statistics are summed in float64 by dask in
+another order than NumPy's, which can move a value by one float32 rounding step at most.
 
 No torch; dask is imported when a recipe is replayed.
 """
@@ -28,8 +34,13 @@ from napari_medml.errors import Cancelled, InputError
 
 __all__ = ["BLOCKWISE_STEPS", "blockwise_refusal", "replay_lazy", "statistics_passes"]
 
-BLOCKWISE_STEPS = ("fill_nan", "zscore", "minmax", "ct_window")
-"""Recipe operations a block can replay (the whole image's statistics computed first)."""
+BLOCKWISE_STEPS = ("fill_nan", "zscore", "minmax", "ct_window", "gaussian", "median", "percentile")
+"""Recipe operations a block can replay (the whole image's statistics computed first; a
+percentile only first, after fills, on an integer image)."""
+
+HISTOGRAM_BINS = 1 << 24
+"""The most distinct values an integer image may span for an exact block-wise percentile
+(a 128 MiB histogram)."""
 
 
 def blockwise_refusal(steps: Sequence[Any], doing: str, fix: str) -> str | None:
@@ -50,21 +61,25 @@ def blockwise_refusal(steps: Sequence[Any], doing: str, fix: str) -> str | None:
     """
     from napari_medml.preprocessing.recipe import describe_step
 
-    others = [s for s in steps if s.operation not in BLOCKWISE_STEPS]
+    others = [s for k, s in enumerate(steps) if s.operation not in BLOCKWISE_STEPS
+              or (s.operation == "percentile" and any(t.operation != "fill_nan" for t in steps[:k]))]
     if not others:
         return None
     names = ", ".join(describe_step(s) for s in others)
     return (f"the preprocessing recipe has step(s) that need the whole image in memory ({names}): "
-            f"{doing} replays only fill NaN, z-score, min-max and CT window steps; {fix}")
+            f"{doing} replays only fill NaN, z-score, min-max, CT window, gaussian and median steps, and a "
+            f"percentile clip as the first step of an integer image; {fix}")
 
 
-def statistics_passes(steps: Sequence[Any]) -> int:
-    """How many passes over the image :func:`replay_lazy` makes for the statistics of ``steps``."""
+def statistics_passes(steps: Sequence[Any], dtype: Any = None) -> int:
+    """How many passes over the image :func:`replay_lazy` makes for the statistics of ``steps``
+    (of an image of ``dtype``: a percentile of 32- or 64-bit integers takes one more, for the range)."""
+    wide = dtype is not None and np.dtype(dtype).itemsize > 2
     return sum(s.operation in ("zscore", "minmax") or (s.operation == "fill_nan" and s.params.get("value") is None)
-               for s in steps)
+               or (s.operation == "percentile") * (1 + wide) for s in steps)
 
 
-def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
+def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None, spacing: Sequence[float] | None = None) -> Any:
     """The recipe on each channel of a lazy ``(C, *spatial)`` image, as a lazy float32 array.
 
     The statistics each step needs are computed here, for all channels in one pass over the
@@ -82,6 +97,9 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
         The recipe; every step one of :data:`BLOCKWISE_STEPS`.
     stop : StopToken, optional
         Checked after each task of the statistics passes.
+    spacing : sequence of float, optional
+        The voxel size along the spatial axes (a gaussian's physical sigma is divided by
+        it); default 1 per axis, as in memory.
 
     Returns
     -------
@@ -112,7 +130,7 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
         raise ConfigError(refusal)
     for step in steps:  # unknown operations and parameters are refused as in memory, before any pass
         describe_step(step)
-        if step.operation == "ct_window":
+        if step.operation in ("ct_window", "percentile"):
             apply_step(np.zeros((2, 2), np.float32), None, step)
     if isinstance(image, np.ndarray):
         edge = 64 if image.ndim > 3 else 512
@@ -123,8 +141,16 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
         raise InputError(f"image has dtype {arr.dtype}: give a numeric image")
     channels = raw = [arr[c].astype(np.float32) for c in range(arr.shape[0])]
     checked = fills_nonfinite(steps)  # the first step fills them: no other step sees one
+    sp = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * (arr.ndim - 1)
     for step in steps:
         op, params = step.operation, dict(step.params)
+        if op == "percentile":
+            channels = _percentile_clip(arr, channels, params, stop)
+            continue
+        if op in ("gaussian", "median"):
+            apply_step(np.zeros((3,) * (arr.ndim - 1), np.float32), sp, step)  # bad parameters: refused here
+            channels = [_filtered(x, step, sp) for x in channels]
+            continue
         if op == "ct_window":  # a fixed range, voxel by voxel
             channels = [x.map_blocks(lambda block, s=step: apply_step(block, None, s)[0], dtype=np.float32)
                         for x in channels]
@@ -146,6 +172,61 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None) -> Any:
             checked = True
         channels = [_apply(op, x, f) for x, f in zip(channels, found)]
     return da.stack(channels)
+
+
+def _percentile_clip(arr: Any, channels: list, params: dict, stop: Any) -> list:
+    """A percentile clip of each channel of the integer image ``arr`` ``(C, *spatial)``, its
+    bounds exact: the order statistics from a histogram of one bin per value (dask's histogram,
+    summed block by block), interpolated by NumPy as ``np.nanpercentile`` does."""
+    import dask.array as da
+
+    from napari_medml.preprocessing import ops
+
+    low, high = float(params.get("low", 1.0)), float(params.get("high", 99.0))
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"a percentile clip is replayed block by block only on an integer image, and this one is "
+                         f"{arr.dtype}: predict in memory (command line: a NIfTI/TIFF --out), or train on a "
+                         "z-score or min-max layer instead")
+    if arr.dtype.itemsize <= 2:  # 8- and 16-bit: the dtype's range, no pass for it
+        info = np.iinfo(arr.dtype)
+        spans = [(int(info.min), int(info.max))] * arr.shape[0]
+    else:
+        found = _compute(*[v for c in range(arr.shape[0]) for v in (arr[c].min(), arr[c].max())], stop=stop)
+        spans = [(int(found[2 * c]), int(found[2 * c + 1])) for c in range(arr.shape[0])]
+    if any(hi - lo + 1 > HISTOGRAM_BINS for lo, hi in spans):
+        raise InputError(f"a percentile clip of an image whose values span more than {HISTOGRAM_BINS} integers "
+                         "is not replayed block by block: predict in memory, or train on a z-score layer")
+    counts = _compute(*[da.histogram(arr[c], bins=hi - lo + 1, range=(lo - 0.5, hi + 0.5))[0]
+                        for c, (lo, hi) in enumerate(spans)], stop=stop)
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    out = []
+    for x, (lo, _), count in zip(channels, spans, counts):
+        total = np.cumsum(count)
+        bounds = []
+        for q in (low, high):
+            h = (total[-1] - 1) * q / 100.0
+            ranks = [int(np.floor(h)), min(int(np.floor(h)) + 1, int(total[-1]) - 1)]
+            a, b = (np.float32(lo + np.searchsorted(total, r, side="right")) for r in ranks)
+            bounds.append(float(np.percentile(np.array([a, b], np.float32), 100.0 * (h - np.floor(h)))))
+        out.append(x.map_blocks(ops.rescale, bounds[0], bounds[1], dtype=np.float32))
+    return out
+
+
+def _filtered(x: Any, step: Any, spacing: tuple[float, ...]) -> Any:
+    """A gaussian or median step on one lazy channel: each block with the voxels the filter
+    reaches around it (the in-memory step on the enlarged block, then trimmed)."""
+    from napari_medml.preprocessing.recipe import apply_step
+
+    params = dict(step.params)
+    if step.operation == "gaussian":  # scipy's reach: truncate (4) sigmas, rounded
+        sigma = np.broadcast_to(np.asarray(params["sigma"], float), (x.ndim,))
+        if params.get("physical"):
+            sigma = sigma / np.asarray(spacing, float)
+        depth = tuple(int(4.0 * float(s) + 0.5) for s in sigma)
+    else:
+        depth = tuple(int(s) // 2 for s in np.broadcast_to(np.asarray(params.get("size", 3)), (x.ndim,)))
+    return x.map_overlap(lambda block: np.asarray(apply_step(block, spacing, step)[0], np.float32),
+                         depth=depth, boundary="nearest", dtype=np.float32)
 
 
 def _statistics(op: str, x: Any) -> tuple[Any, ...]:

@@ -7,9 +7,9 @@
   class kept, a uniform sample of each class's voxels).
 - Normalisation statistics are estimated from a random sample of patch-sized blocks of
   the training part (:func:`sample_blocks`).
-- A preprocessing recipe of per-voxel steps (fill NaN, z-score, min-max, CT window) is
-  replayed lazily on the whole image, its statistics computed first
-  (:mod:`napari_medml.preprocessing.lazy_recipe`); other steps are refused.
+- A preprocessing recipe of per-voxel steps (fill NaN, z-score, min-max, CT window) and
+  small filters (gaussian, median) is replayed lazily on the whole image, its statistics
+  computed first (:mod:`napari_medml.preprocessing.lazy_recipe`); other steps are refused.
 - Validation: a block at the end of the longest axis (at most two patches thick and four
   patches wide), loaded into memory; training never draws from it.
 
@@ -186,8 +186,8 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     InputError
         Shapes that do not match, non-integer labels, too few classes.
     ConfigError
-        A recipe step that needs the whole image in memory (the fill NaN, z-score, min-max and CT
-        window steps are replayed block by block: ``preprocessing.lazy_recipe``), a patch size
+        A recipe step that needs the whole image in memory (the fill NaN, z-score, min-max, CT
+        window, gaussian and median steps are replayed block by block: ``preprocessing.lazy_recipe``), a patch size
         that does not fit.
     """
     import dask.array as da
@@ -216,7 +216,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     if label.dtype.kind not in "biu":
         raise InputError(f"labels have dtype {label.dtype}: labels must be integer class ids")
     if dc.preprocessing:  # over the whole image, as in memory: the held-out block takes part in the statistics
-        image = replay_lazy(image, dc.preprocessing)
+        image = replay_lazy(image, dc.preprocessing, spacing=spacings[0])
     present = np.asarray(da.unique(label).compute())  # block by block
     if present.size and present.min() < 0:
         raise InputError("labels contain negative ids: class ids must be >= 0")

@@ -340,8 +340,9 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         epochs = note("optim.epochs", max(20, 10 * math.ceil(steps / spe)), "the time limit ends the run")
     else:
         steps = o.epochs * o.steps_per_epoch
-        spe = note("optim.steps_per_epoch", o.steps_per_epoch, "no time limit: as configured")
-        epochs = note("optim.epochs", o.epochs, "no time limit: as configured")
+        default = "the default with no time limit: set it, or give a time limit to plan it"
+        spe = note("optim.steps_per_epoch", o.steps_per_epoch, default)
+        epochs = note("optim.epochs", o.epochs, default)
     strength = min(1.0, max(0.25, steps / 2000))
     if "augment" in keep:
         reasons.append("augmentation: off (set by you)" if config.augment.off else "augmentation: as set (set by you)")

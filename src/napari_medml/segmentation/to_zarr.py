@@ -98,11 +98,11 @@ def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | N
     return lazy, spatial
 
 
-def replayed_image(model: Any, image: Any, stop: Any = None) -> Any:
-    """``image`` (``(C, *spatial)`` from :func:`volume_layout`) after the model's preprocessing
-    recipe, lazily: the recipe's statistics are computed over the whole image first (one pass
-    each; ``preprocessing.lazy_recipe.replay_lazy``), then each block is transformed when read.
-    Without a recipe, ``image`` itself.
+def replayed_image(model: Any, image: Any, stop: Any = None, spacing: Any = None) -> Any:
+    """``image`` (``(C, *spatial)`` from :func:`volume_layout`, voxel size ``spacing``) after the
+    model's preprocessing recipe, lazily: the recipe's statistics are computed over the whole
+    image first (one pass each; ``preprocessing.lazy_recipe.replay_lazy``), then each block is
+    transformed when read. Without a recipe, ``image`` itself.
 
     Raises
     ------
@@ -120,7 +120,7 @@ def replayed_image(model: Any, image: Any, stop: Any = None) -> Any:
         return image
     from napari_medml.preprocessing.lazy_recipe import replay_lazy
 
-    return replay_lazy(image, steps, stop=stop)
+    return replay_lazy(image, steps, stop=stop, spacing=spacing)
 
 
 def _block_windows(plan: BlockPlan, index: int) -> int:
@@ -220,7 +220,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     dtypes = {"labels": _label_dtype(max(model.class_ids)), "probabilities": np.float16, "uncertainty": np.float32}
     fresh = not any(path.exists() for path in targets.values())
     if fresh:  # a refusal of the image's statistics leaves no store behind
-        image = replayed_image(model, image, stop)
+        image = replayed_image(model, image, stop, geometry["spacing"])
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry, dtypes)
     resumed = len(done)
     device = resolve_device(config.device)
@@ -232,7 +232,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
     computed = 0
     if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
-        image = replayed_image(model, image, stop)
+        image = replayed_image(model, image, stop, geometry["spacing"])
     for index in range(plan.count):
         if index in done:
             continue
