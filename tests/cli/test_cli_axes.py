@@ -112,6 +112,14 @@ def test_imagej_zcyx_hyperstack_trains_on_two_channels(tmp_path, capsys) -> None
     with tifffile.TiffFile(tmp_path / "pred.tif") as tif:
         assert tif.series[0].axes == "ZYX" and tif.series[0].shape == (10, 48, 48)
         assert tif.imagej_metadata["spacing"] == 1.5
+    # trial 30: the same stack told TZYX suggested --axes TCYX (2 spatial axes for a 3D model), whose own
+    # refusal then suggested ZYX or CYX; the fix keeps 3 spatial axes, and following it predicts
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "cells.tif",
+                           "--axes", "TZYX", "--out", tmp_path / "pred2.tif", "--device", "cpu")  # fmt: skip
+    assert code == 1 and "if axis 1 (length 2) holds them, say so with --axes ZCYX" in err, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "cells.tif",
+                           "--axes", "ZCYX", "--out", tmp_path / "pred2.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
 
 
 def test_labels_with_trailing_length_one_axis(tmp_path, capsys) -> None:

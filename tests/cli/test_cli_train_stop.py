@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,10 @@ def phantom(seed: int, shape: tuple[int, ...] = (8, 32, 32)) -> tuple[np.ndarray
     return image, labels
 
 
-def interrupt_at(argv: list, pattern: str, wait: float = 180, sig: int = signal.SIGINT) -> tuple[int, str]:
-    """Run ``argv``, press Ctrl-C (or send ``sig``) once a stderr line matches ``pattern``; (exit code, stderr)."""
+def interrupt_at(argv: list, pattern: str, wait: float = 180, sig: int = signal.SIGINT,
+                 delay: float = 0.0) -> tuple[int, str]:
+    """Run ``argv``, press Ctrl-C (or send ``sig``) ``delay`` seconds after a stderr line matches
+    ``pattern``; (exit code, stderr)."""
     proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env())  # fmt: skip
     seen: list[str] = []
@@ -66,6 +69,7 @@ def interrupt_at(argv: list, pattern: str, wait: float = 180, sig: int = signal.
     reader.start()
     try:
         assert started.wait(wait) and proc.poll() is None, "".join(seen)
+        time.sleep(delay)
         proc.send_signal(sig)  # Ctrl-C
         code = proc.wait(120)
     finally:
@@ -228,6 +232,20 @@ def test_nan_in_the_image_to_predict_names_its_file(tmp_path):
                 "--out", str(tmp_path / "p.nii.gz"))
     assert done.returncode == 1 and f"image '{tmp_path / 'b.nii.gz'}' contains 1 NaN" in done.stderr, done.stderr
     assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_ctrl_c_before_the_first_epoch_ends_says_it_saved_the_last_weights(files, tmp_path) -> None:
+    """Trial 30: a Ctrl-C a few steps into the first epoch said "saved the best model so far",
+    with no validation run and no best checkpoint."""
+    out = tmp_path / "model"
+    argv = [script(), "train", "--image", files["img0"], "--labels", files["lab0"], "--out", out,
+            "--steps-per-epoch", "1000000", *TINY, "--patch-size", "4", "16", "16", "--epochs", "2"]  # fmt: skip
+    code, err = interrupt_at(argv, r"validation on the last", delay=8.0)  # training steps, far from an epoch's end
+    assert code == 0, err
+    assert lines(err)[-1] == (f"napari-medml: stopped: saved the last weights (stopped before the first epoch ended: "
+                              f"there is no best epoch yet) to {out} and kept the run's checkpoints in "
+                              f"{out / 'checkpoints'}; the same command with --resume continues the run")
+    assert (out / "config.json").is_file() and not (out / "checkpoints" / "best").exists()
 
 
 def test_sigterm_stops_as_ctrl_c_and_a_killed_run_is_named_as_such(files, tmp_path) -> None:

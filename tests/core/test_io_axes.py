@@ -366,3 +366,17 @@ def test_placed_values_match_unnamed_axes_by_position():
     assert placed_values("TCZYX", (3, 9, 2, 1, 0.5), "TZYX", 0.0) == (3.0, 2.0, 1.0, 0.5)
     assert placed_values("TCZYX", (3, 9, 2, 1, 0.5), "ZYX", 0.0) == (2.0, 1.0, 0.5)  # the last of them
     assert placed_values("QYX", (4, 1, 0.5), "ZYX", 1.0) == (1.0, 1.0, 0.5)  # not a tail: by letter
+
+
+@pytest.mark.parametrize(("axes", "shape", "dims", "said"), [
+    ("TYX", (4, 32, 32), 2, "4 frames"),
+    ("ZYX", (31, 32, 32), 2, "31 slices"),
+    ("ZYX", (31, 32, 32), 3, ""),
+    ("TZCYX", (3, 5, 2, 32, 32), 2, "15 frames/slices"),
+    ("CQYX", (2, 12, 32, 32), 3, ""),  # an unnamed axis is spatial where the network needs it
+    ("QYX", (12, 32, 32), 2, "12 slices"),
+])
+def test_samples_phrase_counts_what_a_network_takes_one_at_a_time(axes, shape, dims, said):
+    from napari_medml.io.axes import samples_phrase
+
+    assert samples_phrase(axes, shape, dims) == said

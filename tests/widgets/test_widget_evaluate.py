@@ -106,10 +106,12 @@ def test_a_time_series_is_scored_frame_by_frame(make_napari_viewer, open_widget,
     pred = truth.copy()
     pred[1, 5:10, 5:8] = 0
     widget = open_widget(viewer, "evaluate")
-    widget["truth"].value = viewer.add_labels(truth, name="truth", axis_labels=("t", "y", "x"))
-    widget["prediction"].value = viewer.add_labels(pred, name="pred", axis_labels=("t", "y", "x"))
+    widget["truth"].value = viewer.add_labels(truth, name="truth", axis_labels=("t", "y", "x"), scale=(60, 0.5, 0.5))
+    widget["prediction"].value = viewer.add_labels(pred, name="pred", axis_labels=("t", "y", "x"), scale=(60, 0.5, 0.5))
     _run(widget, qtbot)
-    assert widget.report["classes"]["1"]["hd95"] == 3.0  # frame 1's own; across frames it read 1.0
+    assert widget.report["classes"]["1"]["hd95"] == 1.5  # frame 1's own (3 pixels of 0.5); across frames it read 0.5
+    # trial 30: the frame interval was shown as a voxel size ("voxel size 60x0.5x0.5")
+    assert widget.report["spacing"] == [0.5, 0.5] and "(voxel size 0.5x0.5)" in widget["summary"].value
     widget["score_as"].value = "instances"
     _run(widget, qtbot)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]

@@ -11,10 +11,10 @@ import napari
 import numpy as np
 
 from napari_medml._widgets._instances import spatial_origin
-from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, layer_spatial, model_input
+from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, channel_note, layer_spatial, model_input
 from napari_medml.errors import InputError
 
-__all__ = ["Placed", "choose_input", "input_for", "prediction_inputs"]
+__all__ = ["Placed", "check_channels", "choose_input", "input_for", "prediction_inputs", "result_note"]
 
 
 class Placed(NamedTuple):
@@ -57,6 +57,7 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
     from napari_medml.preprocessing.inputs import check_finite, recipe_fills_nonfinite
 
     placed, why = choose_input(model, raw, shown)
+    check_channels(model, placed.inputs)
     if isinstance(placed.inputs.image, np.ndarray) and not recipe_fills_nonfinite(model):  # the model fills them
         check_finite(placed.inputs.image, f"image '{placed.inputs.layer.name}'")
     return placed, why
@@ -90,3 +91,38 @@ def choose_input(model: Any, raw: Placed | InputError, shown: Placed | None) -> 
     source = raw.inputs.layer.name if isinstance(raw, Placed) else shown.inputs.layer.metadata.get(SOURCE_KEY)
     return shown, (f"'{shown.inputs.layer.name}' predicted as shown: the model was not trained with its "
                    f"preprocessing, so it cannot replay it on '{source}'")
+
+
+def _trained_on(model: Any) -> str:
+    trained = getattr(model, "provenance", {}).get("channel_layers") or ()
+    return f" (it was trained on {', '.join(map(repr, trained))})" if trained else ""
+
+
+def check_channels(model: Any, inputs: ModelInput) -> None:
+    """Refuse layers with another number of channels than ``model`` was trained on, naming the
+    layers and the fix in the widget's terms (the model's own line names ``channel_axis``).
+
+    Raises
+    ------
+    InputError
+    """
+    want = getattr(model, "in_channels", None)
+    have = 1 if inputs.channel_axis is None else int(np.shape(inputs.image)[inputs.channel_axis])
+    if want is None or have == want:
+        return
+    names = ", ".join(map(repr, inputs.names)) if len(inputs.names) > 1 else repr(inputs.layer.name)
+    fix = (f"choose its {want} channel layers together in image(s), in the order trained (a file opened as "
+           "'name [ch0]', 'name [ch1]'...)" if have == 1 else
+           f"choose image layers with {want} channel(s) in all, as in training")
+    raise InputError(f"the model was trained on {want} channel(s) but {names} "
+                     f"{'have' if len(inputs.names) > 1 else 'has'} {have}: {fix}{_trained_on(model)}")
+
+
+def result_note(inputs: ModelInput, model: Any) -> str:
+    """What the status adds after "'x' segmented with 'm'": the layers taken as channels
+    (``_layers.channel_note``) and the frames or slices segmented one at a time."""
+    from napari_medml.io.axes import samples_phrase
+
+    dims = getattr(model, "spatial_dims", None)
+    samples = samples_phrase(inputs.axes, np.shape(inputs.image), dims) if dims else ""
+    return channel_note(inputs, model) + (f" ({samples}, one at a time by the {dims}D model)" if samples else "")

@@ -18,14 +18,13 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushBut
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import (
-    channel_note, check_fits, check_on_image, labels_array, layer_spatial, layer_volume, record_planes,
-    require, show_result,
+    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, record_planes, require, show_result,
 )
 from napari_medml._widgets._instances import (
     CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
     with_controls,
 )
-from napari_medml._widgets._predict_input import choose_input, input_for, prediction_inputs
+from napari_medml._widgets._predict_input import choose_input, input_for, prediction_inputs, result_note
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -242,7 +241,7 @@ class PredictWidget(DockForm):
                 self.show(prediction, inputs.layer, model, as_predicted)
             note = "" if self._w["status"].value == running else self._w["status"].value  # an image's note, kept
             self._w["status"].value = ((f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
-                                       + channel_note(inputs, model))
+                                       + result_note(inputs, model))
 
         layer = (shown or raw).inputs.layer
         running = self._w["status"].value = (f"predicting '{layer.name}' with '{name}'" + (  # minutes, lazily

@@ -156,25 +156,27 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     if in_channels is not None and channels != in_channels:  # before any work, in the options' words
         raise InputError(f"the model was trained on {in_channels} channel(s) but {what} has {channels} "
                          f"(axes {axes}, shape {tuple(vol.data.shape)}): "
-                         f"{_channel_fix(axes, vol.data.shape, in_channels, bool(vol.meta.get('rgb')))}")
+                         f"{_channel_fix(axes, vol.data.shape, in_channels, bool(vol.meta.get('rgb')), dims)}")
     return vol, lay
 
 
-def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool) -> str:
+def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool, dims: int) -> str:
     """The fix for an image with other channels than the model's: the ``--axes`` that names an
-    axis of the right length as the channels (the file's own letters otherwise kept), or,
-    when no axis has that length, an image with those channels."""
+    axis of the right length as the channels and the others as the ``dims``-D network needs
+    them (the last ``dims`` spatial, one axis before them time), or, when no axis has that
+    length, an image with those channels."""
     same = "give an image with the same channels as the training images"
     body = axes[:-1] if rgb else axes  # an RGB colour axis is what it is
     candidates = [i for i, (a, n) in enumerate(zip(body, shape)) if n == in_channels and a not in "CYX"]
     if not candidates and in_channels == 1 and "C" in body and "Z" not in body:  # a stack stored as channels
         return f"{same}, or, if its channels are the slices of a volume, say so with --axes {body.replace('C', 'Z')}"
-    if not candidates:
+    rest = len(body) - 1 - dims  # axes left in front of the spatial ones once one holds the channels
+    if not candidates or rest not in (0, 1):
         return same
     i = candidates[0]
-    letters = list(body.replace("C", axes[i]) if "C" in body else body)
-    letters[i] = "C"
-    return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {''.join(letters)}"
+    names = iter("T" * rest + "ZYX"[-dims:])
+    letters = "".join("C" if k == i else next(names) for k in range(len(body)))
+    return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {letters}"
 
 
 def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deep learning on medical and microscopy images from the command line: "
         "train a segmentation network or a classifier, predict with it and score "
         "predictions. Files: "
-        ".nii, .nii.gz, .tif, .tiff, .npy.",
+        ".nii, .nii.gz, .tif, .tiff, .npy, and Zarr/OME-Zarr (.zarr) for predict's block-wise runs and "
+        "training on large images.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="show the version and exit")  # fmt: skip

@@ -73,9 +73,13 @@ def stopped_line(path: Path, checkpoints: Path) -> str:
     """
     from napari_medml.bundles.checkpoints import has_checkpoint
 
+    folder = Path(checkpoints)
+    validated = (folder / "best").is_dir() or any(folder.glob("fold-*/best")) or not has_checkpoint(folder)
+    what = ("the best model so far" if validated else
+            "the last weights (stopped before the first epoch ended: there is no best epoch yet)")
     if not has_checkpoint(checkpoints):
-        return f"stopped: saved the best model so far to {path}"
-    return (f"stopped: saved the best model so far to {path} and kept the run's checkpoints in {checkpoints}; "
+        return f"stopped: saved {what} to {path}"
+    return (f"stopped: saved {what} to {path} and kept the run's checkpoints in {checkpoints}; "
             "the same command with --resume continues the run")
 
 

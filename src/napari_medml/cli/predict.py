@@ -4,7 +4,6 @@ samples, objects or tiles with a classification bundle (``napari_medml.cli.class
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -212,10 +211,10 @@ def run(args: argparse.Namespace) -> int:
 def _say_samples(args: argparse.Namespace, vol: Any, lay: Any, dims: int) -> None:
     """One line when frames or slices are predicted one by one."""
     if lay.sample_axes:
-        kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
-        count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
-        info(f"image '{args.image}' (axes {vol.axes}): {count} {kinds} predicted one by one by the "
-             f"{dims}D model")  # fmt: skip
+        from napari_medml.io.axes import samples_phrase
+
+        info(f"image '{args.image}' (axes {vol.axes}): {samples_phrase(vol.axes, vol.data.shape, dims)} predicted "
+             f"one by one by the {dims}D model")  # fmt: skip
 
 
 def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:

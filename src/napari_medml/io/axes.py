@@ -43,6 +43,7 @@ __all__ = [
     "layout",
     "one_slice_volume",
     "placed_values",
+    "samples_phrase",
     "squeeze",
     "unknown_axes",
     "unsqueeze",
@@ -314,3 +315,17 @@ def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") ->
     kept = spatial[len(spatial) - spatial_dims:]
     samples = tuple(i for i, a in enumerate(axes) if a != "C" and i not in kept)
     return Layout(axes, channel_axis, samples)
+
+
+def samples_phrase(axes: str, shape: Sequence[int], spatial_dims: int) -> str:
+    """How many frames or slices a ``spatial_dims``-D network takes one at a time from an image
+    of ``axes`` and ``shape`` (:func:`layout`'s sample axes), e.g. ``"4 frames"``, ``"31 slices"``,
+    ``"12 frames/slices"``; ``""`` when the image is one sample. An unnamed (``Q``) axis is
+    spatial where the network needs it, else slices.
+    """
+    spatial = [i for i, a in enumerate(axes) if a in "ZYXQ"][-spatial_dims:]
+    lead = [i for i, a in enumerate(axes) if a != "C" and i not in spatial]
+    if not lead:
+        return ""
+    kinds = "/".join("frames" if axes[i] == "T" else "slices" for i in lead)
+    return f"{int(np.prod([shape[i] for i in lead]))} {kinds}"

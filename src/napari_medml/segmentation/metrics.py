@@ -158,7 +158,8 @@ def evaluate(
     -------
     dict
         ``{"spacing": [...], "classes": {"<id>": {"dice", "iou", "hd95",
-        "gt_voxels", "pred_voxels"}}, "mean_dice", "mean_iou", "mean_hd95"}``.
+        "gt_voxels", "pred_voxels"}}, "mean_dice", "mean_iou", "mean_hd95"}``; ``spacing``
+        is the voxel size of the spatial axes (a time series' frames axis left out).
         Means are over the scored foreground classes (``None`` if there are none).
         A class missing from one array has Dice and IoU 0.0, which the means count,
         and an infinite HD95, shown as ``None``; ``mean_hd95`` is then ``None`` too
@@ -181,8 +182,8 @@ def evaluate(
         }
         for cid in ids
     }
-    return {
-        "spacing": [float(s) for s in spacing],
+    return {  # a time series' frame interval is not a voxel size: only the spatial axes'
+        "spacing": [float(s) for a, s in enumerate(spacing) if a != frames_axis],
         "classes": classes,
         "mean_dice": _mean(d.values()),
         "mean_iou": _mean(j.values()),
