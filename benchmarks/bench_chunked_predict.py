@@ -13,7 +13,7 @@ a 64 MiB arena per thread (address space, not memory). Peak RSS of each run come
 ``predict_to_zarr`` with the default plan and with plans forced to 2 and 8 blocks.
 Target: identical labels; time ratio (block-wise / whole) <= 1.15.
 
-``--recipe zscore`` (or ``fill_nan,zscore``, ``minmax``...): the model replays that
+``--recipe zscore`` (or ``fill_nan,zscore``, ``gaussian:1.5,zscore``, ``median:3``...): the model replays that
 preprocessing recipe, block by block with the whole image's statistics (one pass over the
 volume per z-score, min-max or fill): its cost in time, and that memory stays flat.
 
@@ -78,7 +78,10 @@ def _with_recipe(model, recipe: str | None):  # noqa: ANN001, ANN202
 
     from napari_medml.config import PreprocessStep
 
-    steps = tuple(PreprocessStep(name.strip()) for name in recipe.split(","))
+    # "gaussian:1.5" gives a step its one number (sigma; median: size; fill_nan: value)
+    first = {"gaussian": "sigma", "median": "size", "fill_nan": "value"}
+    steps = tuple(PreprocessStep(name.strip(), {first[name.strip()]: float(value)} if value else {})
+                  for name, _, value in (part.partition(":") for part in recipe.split(",")))
     model.config = replace(model.config, data=replace(model.config.data, preprocessing=steps))
     return model
 

@@ -71,8 +71,8 @@ def add(sub: Any) -> None:
     g.add_argument("--folds", type=integer(1, 20), metavar="K",
                    help="segmentation: train an ensemble of K models, each validated on a different "
                    "fold (whole images, or one of K blocks of each image); predict averages their "
-                   "probabilities and gives their disagreement as --uncertainty (default: planned: with --max-minutes, "
-                   "one model or an ensemble of 4, whichever the time allows for one image or 4 or more; else 1)")  # fmt: skip
+                   "probabilities and gives their disagreement as --uncertainty (default: planned: with "
+                   "--max-minutes, one model or an ensemble of 4, as the time allows; else 1)")  # fmt: skip
     g.add_argument("--val-fraction", type=real(0, 1, high_open=True), metavar="F",
                    help=f"share of the data held out for validation (default: {data.val_fraction})")  # fmt: skip
     g.add_argument("--val-margin", type=integer(0), metavar="N",
