@@ -172,9 +172,13 @@ scribbles = viewer.layers["ct [scribbles]"]
 scribbles.data_setitem((np.array([8, 8]), np.array([4, 30]), np.array([4, 30])), np.array([1, 2]))
 pump(3)
 assert live.runner.running
+from napari.utils.notifications import notification_manager
+seen = []
+notification_manager.notification_ready.connect(lambda note: seen.append(note.message))
 viewer.close()
 pump(6)  # the session's last reports arrive after its widgets are gone
 print("STILL_RUNNING", flush=True)
+print("LIVE_NOTES", [m for m in seen if "Live segmentation" in m], flush=True)
 """
 
 
@@ -191,6 +195,24 @@ def test_closing_the_viewer_while_live_runs_leaves_the_app_running(tmp_path) -> 
                           text=True, timeout=240, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and "STILL_RUNNING" in done.stdout, done.stderr[-2000:]
     assert "has been deleted" not in done.stderr, done.stderr[-2000:]
+    # trials 30: the close removed the image and scribbles layers, and each removal warned that Live stopped
+    assert "LIVE_NOTES []" in done.stdout, done.stdout
+
+
+def test_a_one_slice_volume_is_refused_before_start_makes_a_layer(make_napari_viewer, open_widget, notes) -> None:
+    """Trial 30: a (1, Y, X) layer got an empty scribbles layer, then the session's refusal."""
+    from napari.utils.notifications import NotificationSeverity
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((1, 40, 40)).astype(np.float32), name="frame")
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [image]
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors[-1] == ("Live segmentation: image 'frame' has spatial shape (1, 40, 40): live segmentation needs 2 "
+                          "voxels or more along each axis; take its slice as a 2D image, e.g. in the console "
+                          "viewer.add_image(viewer.layers['frame'].data[0], name='frame 2D')")
+    assert [layer.name for layer in viewer.layers] == ["frame"] and not widget.runner.running
 
 
 _EXIT_WITH_VIEWER_OPEN = r"""

@@ -16,7 +16,8 @@ from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input",
-           "clear_answer", "go_to", "place_on_image", "session_status", "show_uncertainty", "status_lines"]
+           "clear_answer", "go_to", "place_on_image", "session_status", "show_uncertainty", "status_lines",
+           "viewer_closing"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -107,6 +108,14 @@ def check_live_input(inputs: Any) -> None:
                          "what they are: name them in the console, e.g. viewer.layers['"
                          f"{inputs.layer.name}'].axis_labels = ('t', 'z', 'y', 'x') for a time series (then "
                          "segment one frame) or ('c', 'z', 'y', 'x') when it holds channels")
+    shape = [n for a, n in zip(inputs.axes, inputs.image.shape) if a != "C"]
+    if min(shape) < 2:  # before Start makes a scribbles layer for it
+        one = len(shape) == 3 and shape[0] == 1 and min(shape[1:]) > 1 and "C" not in inputs.axes
+        name = inputs.layer.name
+        fix = (f"take its slice as a 2D image, e.g. in the console viewer.add_image(viewer.layers['{name}'].data[0], "
+               f"name='{name} 2D')" if one else "open a larger region")
+        raise InputError(f"image '{inputs.layer.name}' has spatial shape {tuple(shape)}: live segmentation needs "
+                         f"2 voxels or more along each axis; {fix}")
 
 
 def place_on_image(layer: Any, inputs: Any, axes: str) -> None:
@@ -128,3 +137,10 @@ def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
     viewer.camera.center = tuple(world[i - offset] for i in viewer.dims.displayed if i >= offset)
     where = f"slice {hint.index}, " if hint.index is not None else ""
     return f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty {hint.uncertainty:.2f})."
+
+
+def viewer_closing(viewer: Any) -> bool:
+    """Whether ``viewer`` is closing: ``Viewer.close`` shuts its slicer down before it removes
+    the layers (napari 0.5-0.9), so a removal then is the close's, not the user's."""
+    executor = getattr(getattr(viewer, "_layer_slicer", None), "_executor", None)
+    return bool(getattr(executor, "_shutdown", False))

@@ -31,7 +31,7 @@ from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
                                                check_live_input, clear_answer, go_to, place_on_image, session_status,
-                                               show_uncertainty, status_lines)
+                                               show_uncertainty, status_lines, viewer_closing)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -197,7 +197,8 @@ class LiveWidget(DockForm):
         if self.runner.running:
             self._stop_reason = reason
             self.stop()
-            notifications.show_warning(f"Live segmentation stopped: {reason}")
+            if not viewer_closing(self._viewer):  # the viewer removes every layer as it closes: nothing to do
+                notifications.show_warning(f"Live segmentation stopped: {reason}")
 
     def _layer_removed(self, event: Any) -> None:
         # the answer layer is an output: a removed one comes back with the next answer
