@@ -288,7 +288,7 @@ def spatial_meta(
     return SpatialMeta(spacing, origin, affine, order, geometry)
 
 
-def placement_mismatch(image: SpatialMeta, labels: SpatialMeta) -> str | None:
+def placement_mismatch(image: SpatialMeta, labels: SpatialMeta, frames: Sequence[int] = ()) -> str | None:
     """How a labels layer's voxels miss its image's, or None when they lie on them.
 
     Parameters
@@ -296,6 +296,10 @@ def placement_mismatch(image: SpatialMeta, labels: SpatialMeta) -> str | None:
     image, labels : SpatialMeta
         The two layers' :func:`spatial_meta`; the labels' axes are compared with the same
         number of trailing axes of the image (an image's channel axis comes first).
+    frames : sequence of int, optional
+        Time axes, counted from the end (e.g. ``(-3,)`` for ``TYX``): left out, since a
+        frame interval is not where a voxel lies (labels saved without it pair frames by
+        index, as training and evaluation do).
 
     Returns
     -------
@@ -305,8 +309,9 @@ def placement_mismatch(image: SpatialMeta, labels: SpatialMeta) -> str | None:
         wrongly. Differences below a thousandth of a voxel count as none.
     """
     n = min(len(labels.spacing), len(image.spacing))
-    img_sp, lab_sp = np.asarray(image.spacing[-n:], float), np.asarray(labels.spacing[-n:], float)
-    img_or, lab_or = np.asarray(image.origin[-n:], float), np.asarray(labels.origin[-n:], float)
+    keep = [k for k in range(-n, 0) if k not in set(frames)]
+    img_sp, lab_sp = (np.asarray([meta.spacing[k] for k in keep], float) for meta in (image, labels))
+    img_or, lab_or = (np.asarray([meta.origin[k] for k in keep], float) for meta in (image, labels))
     tol = 1e-3 * np.abs(img_sp)
     show = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
     parts = []

@@ -140,6 +140,27 @@ def test_preview_of_an_rgb_layer_is_rgb_and_aligned(make_napari_viewer, open_wid
     np.testing.assert_array_equal(image.data, rgb)
 
 
+def test_a_time_lapse_with_labels_saved_without_its_frame_interval_is_previewed(make_napari_viewer, open_widget,
+                                                                                qtbot, notes):
+    """Trial 30: an ImageJ time-lapse (frame interval 60 s: t scale 60) and its mask saved without one (t scale 1)
+    were refused as not lying on each other, while the command line trained on the same files; frames pair by
+    index, and a shifted frame interval still lets the voxels meet. A Y scale that differs is still refused."""
+    viewer = make_napari_viewer()
+    bright, lab = _objects()
+    image = viewer.add_image(np.stack([bright] * 3), name="movie", scale=(60, 0.5, 0.5), axis_labels=("t", "y", "x"))
+    labels = viewer.add_labels(np.stack([(lab > 0).astype(np.uint8)] * 3), name="mask", scale=(1, 0.5, 0.5),
+                               axis_labels=("t", "y", "x"))
+    widget = open_widget(viewer, "augment")
+    widget.n.value, widget.patch.value = 2, "48, 64"
+    shown, samples = _run(widget, qtbot, viewer, image, labels)
+    assert not [n for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert samples.data.shape[-2:] == (48, 64)
+    labels.scale = (1, 0.25, 0.5)
+    widget.preview()
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors and "labels 'mask' do not lie on image 'movie' (scale (0.25, 0.5) against (0.5, 0.5))" in errors[-1]
+
+
 def test_preview_of_a_two_channel_volume_keeps_its_channel_axis(make_napari_viewer, open_widget, qtbot, notes):
     viewer = make_napari_viewer()
     bright, lab = _objects()

@@ -107,7 +107,8 @@ def test_a_time_series_is_scored_frame_by_frame(make_napari_viewer, open_widget,
     pred[1, 5:10, 5:8] = 0
     widget = open_widget(viewer, "evaluate")
     widget["truth"].value = viewer.add_labels(truth, name="truth", axis_labels=("t", "y", "x"), scale=(60, 0.5, 0.5))
-    widget["prediction"].value = viewer.add_labels(pred, name="pred", axis_labels=("t", "y", "x"), scale=(60, 0.5, 0.5))
+    # the prediction saved without the frame interval (t scale 1): frames pair by index, as the command line scores
+    widget["prediction"].value = viewer.add_labels(pred, name="pred", axis_labels=("t", "y", "x"), scale=(1, 0.5, 0.5))
     _run(widget, qtbot)
     assert widget.report["classes"]["1"]["hd95"] == 1.5  # frame 1's own (3 pixels of 0.5); across frames it read 0.5
     # trial 30: the frame interval was shown as a voxel size ("voxel size 60x0.5x0.5")

@@ -102,7 +102,9 @@ def check_on_image(labels: napari.layers.Labels, image: napari.layers.Layer) -> 
     shape = tuple(n for n, a in zip(volume.data.shape, volume.axes) if a != "C")
     if tuple(labels.data.shape) != shape[len(shape) - labels.data.ndim:]:
         return  # another shape: the shape check that follows says so, a clearer line
-    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels)) or world_mismatch(image, labels)
+    trailing = [a for a in volume.axes if a != "C"][-labels.data.ndim:]
+    frames = [k - len(trailing) for k, a in enumerate(trailing) if a == "T"]  # a frame interval may differ
+    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels), frames) or world_mismatch(image, labels)
     if miss:
         raise InputError(f"labels '{labels.name}' do not lie on image '{image.name}' ({miss}): set the labels "
                          "layer's scale and translate (rotate, shear, affine) to the image's (or make the labels on "

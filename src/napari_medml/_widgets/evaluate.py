@@ -80,7 +80,10 @@ class EvaluateWidget(DockForm):
         from napari_medml._widgets._placement import world_mismatch
         from napari_medml.layer_data import placement_mismatch
 
-        miss = (placement_mismatch(layer_spatial(truth_layer), layer_spatial(pred_layer))
+        axes = layer_volume(truth_layer).axes  # a time series (axis labels t, y, x): HD95 frame by frame
+        frames = axes.index("T") if "T" in axes and len(axes) == truth_layer.data.ndim else None
+        miss = (placement_mismatch(layer_spatial(truth_layer), layer_spatial(pred_layer),  # frames pair by index
+                                   () if frames is None else (frames - len(axes),))
                 or world_mismatch(truth_layer, pred_layer))
         if miss:
             raise InputError(f"prediction '{pred_layer.name}' does not lie on ground truth '{truth_layer.name}' "
@@ -88,8 +91,6 @@ class EvaluateWidget(DockForm):
         pred, truth = labels_array(pred_layer), labels_array(truth_layer)
         spacing = tuple(float(s) for s in truth_layer.scale)
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)
-        axes = layer_volume(truth_layer).axes  # a time series (axis labels t, y, x): HD95 frame by frame
-        frames = axes.index("T") if "T" in axes and len(axes) == truth_layer.data.ndim else None
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
