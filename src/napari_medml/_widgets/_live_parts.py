@@ -25,11 +25,15 @@ WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image 
 ACCEPT_BUSY = "Accepting: segmenting the whole image..."
 
 
-def status_lines(status: dict, background: int) -> tuple[str, str]:
-    """The status and stroke-count lines of a session's status (``session_status``)."""
+def status_lines(status: dict, background: int, whole_behind: bool = False) -> tuple[str, str]:
+    """The status and stroke-count lines of a session's status (``session_status``);
+    ``whole_behind``: strokes came since the last answer for the whole image (only the
+    painted slices show them yet)."""
     scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
     steps = status["training"].get("steps")
     line = f"on screen: {status['stage']}; held-out scores: {scores}" + (f"; network: {steps} steps" if steps else "")
+    if whole_behind:
+        line += "; the rest of the volume updates when you pause painting (the painted slices are current)"
     counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} {n}"
                                       for k, n in sorted(status["counts"].items())) or "none")
     return line, counts

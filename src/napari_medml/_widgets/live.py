@@ -46,8 +46,6 @@ NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
 
 
-
-
 class LiveWidget(DockForm):
     """Paint scribbles, get a live segmentation; Accept hands it and its network to the session."""
 
@@ -82,6 +80,7 @@ class LiveWidget(DockForm):
         self._made: Any = None  # the scribbles layer Start made (it follows the image's placement)
         self._made_for: Any = None  # the image layer it was made for
         self._pushed: np.ndarray | None = None  # the scribbles last handed to the session
+        self._whole_behind = False  # strokes came since the last answer for the whole image
         self._stop_reason = ""
         self._visible: tuple | None = None
         self._view = 0  # grows when the slice on screen changes
@@ -237,7 +236,7 @@ class LiveWidget(DockForm):
         # set_data also comes with every slice change: only new strokes are refitted
         if same_scribbles(data, self._pushed):
             return
-        self._pushed = data.copy()
+        self._pushed, self._whole_behind = data.copy(), True
         self.session.update(self._pushed, copy=False)  # ours alone, never written to: returns at once
         self._w["status"].value = "fitting the new strokes..."
 
@@ -273,7 +272,7 @@ class LiveWidget(DockForm):
             layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
                 data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes), like=self._inputs.layer)
         if report.region is None:
-            layer.data = report.labels
+            layer.data, self._whole_behind = report.labels, False
         else:  # an index keeps its axis in the answer: write it as a slice of length 1
             layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
             layer.refresh()
@@ -285,7 +284,8 @@ class LiveWidget(DockForm):
         self._want_uncertainty = bool(value)
 
     def _show_status(self, status: dict) -> None:
-        line, self._w["counts"].value = status_lines(status, self._w["background"].value)
+        line, self._w["counts"].value = status_lines(status, self._w["background"].value,
+                                                       self._whole_behind and self._visible is not None)
         self._w["status"].value = status.get("message", line)
 
     # -- worker threads -------------------------------------------------------------------

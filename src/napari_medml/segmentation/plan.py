@@ -199,7 +199,13 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
             return wide
         narrow = make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
                                                           f"{wide_steps} steps, {WIDE_STEPS} wanted; 8 take <n>"))
-        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {budget_steps(narrow)}, on larger patches")
+        narrow_steps = budget_steps(narrow)
+        if narrow_steps < wide_steps:  # a budget this short: the larger patches of 8 channels cost more than they buy
+            said = f"CPU with a time limit: the steps at this width fill it (>= {WIDE_STEPS})"
+            instead = (f"CPU with a time limit: about {wide_steps} steps, under the {WIDE_STEPS} wanted, but 8 "
+                       f"channels on their larger patches would take fewer ({narrow_steps})")
+            return replace(wide, reasons=tuple(r.replace(said, instead) for r in wide.reasons))
+        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {narrow_steps}, on larger patches")
                                              for r in narrow.reasons))
     reasons: list[str] = []
     d, o = config.data, config.optim
@@ -331,10 +337,12 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         per_val = val_voxels / max(math.prod(patch) * batch, 1) * 2 ** dims / 2 * seconds / 3
         train_s = max(minutes * 60 - VALIDATIONS * per_val, minutes * 30)
         steps = max(int(train_s / seconds), VALIDATIONS)
+        checks = min(VALIDATIONS, steps // max(5, steps // VALIDATIONS))  # epochs of at least 5 steps
         spe = note("optim.steps_per_epoch", max(5, steps // VALIDATIONS),
                    f"a step takes {seconds:.2f} s here: about {steps} steps in {minutes:.3g} min"
                    + (f" (each of the {d.folds} folds' share of {o.max_minutes:.3g} min)" if d.folds > 1 else "")
-                   + f", validated {VALIDATIONS} times and at the time limit")
+                   + (f", validated {checks} time{'s' if checks != 1 else ''} and at the time limit" if checks
+                      else ", validated at the time limit"))
         # the clock ends the run; the step count stays out of its way (a measurement on a
         # busy machine can be several times off)
         epochs = note("optim.epochs", max(20, 10 * math.ceil(steps / spe)), "the time limit ends the run")
