@@ -116,6 +116,10 @@ def test_a_percentile_of_a_float_image_or_after_other_steps_is_refused_with_the_
     with pytest.raises(ConfigError, match=r"\(percentile 1-99\).*and a percentile clip as the first step of an "
                                           "integer image"):
         replay_lazy(da.zeros((1, 4, 8, 8), dtype=np.uint16), steps)
+    wide = np.zeros((1, 4, 8, 8), np.int32)
+    wide[0, 0, 0, 0] = 1 << 21  # a histogram of one bin per value would hold 2 million bins per block
+    with pytest.raises(InputError, match=r"^a percentile clip of an image whose values span more than 1048576 "):
+        replay_lazy(da.from_array(wide), (Step("percentile"),))
     with pytest.raises(InputError, match="percentile: need 0 <= low < high <= 100"):
         replay_lazy(da.zeros((1, 4, 8, 8), dtype=np.uint16), (Step("percentile", {"low": 50, "high": 5}),))
 

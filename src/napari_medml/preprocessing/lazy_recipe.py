@@ -9,8 +9,8 @@ A filter over a small neighbourhood (gaussian, median) runs on each block with a
 its neighbours' voxels as the filter reaches (dask's ``map_overlap``; the image's own edges
 extended as the in-memory ``mode="nearest"``), so each voxel sees what it sees in memory.
 A percentile clip as the recipe's first step (or after a fill) on an integer image is
-replayed from a histogram of the image's values (one pass; two for 32-bit), which gives the exact order
-statistics the in-memory ``np.nanpercentile`` interpolates between. Steps that depend on a
+replayed from a histogram of the image's values (one pass; two for 32-bit), which gives the
+exact order statistics the in-memory ``np.nanpercentile`` interpolates between. Steps that depend on a
 sort of other values or change the grid (a percentile after other steps or of a float
 image, CLAHE, resampling, crops) are refused here; :func:`blockwise_refusal` names them.
 
@@ -38,9 +38,9 @@ BLOCKWISE_STEPS = ("fill_nan", "zscore", "minmax", "ct_window", "gaussian", "med
 """Recipe operations a block can replay (the whole image's statistics computed first; a
 percentile only first, after fills, on an integer image)."""
 
-HISTOGRAM_BINS = 1 << 24
+HISTOGRAM_BINS = 1 << 20
 """The most distinct values an integer image may span for an exact block-wise percentile
-(a 128 MiB histogram)."""
+(each block's histogram, 8 MiB, is summed in dask's reduction tree)."""
 
 
 def blockwise_refusal(steps: Sequence[Any], doing: str, fix: str) -> str | None:
