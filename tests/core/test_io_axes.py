@@ -375,6 +375,8 @@ def test_placed_values_match_unnamed_axes_by_position():
     ("TZCYX", (3, 5, 2, 32, 32), 2, "15 frames/slices"),
     ("CQYX", (2, 12, 32, 32), 3, ""),  # an unnamed axis is spatial where the network needs it
     ("QYX", (12, 32, 32), 2, "12 slices"),
+    ("ZYX", (1, 32, 32), 2, "1 slice"),  # review 30: "1 slices"
+    ("TYX", (1, 32, 32), 2, "1 frame"),
 ])
 def test_samples_phrase_counts_what_a_network_takes_one_at_a_time(axes, shape, dims, said):
     from napari_medml.io.axes import samples_phrase

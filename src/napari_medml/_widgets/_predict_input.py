@@ -125,4 +125,5 @@ def result_note(inputs: ModelInput, model: Any) -> str:
 
     dims = getattr(model, "spatial_dims", None)
     samples = samples_phrase(inputs.axes, np.shape(inputs.image), dims) if dims else ""
-    return channel_note(inputs, model) + (f" ({samples}, one at a time by the {dims}D model)" if samples else "")
+    several = samples and not samples.startswith("1 ")  # one slice or frame is just the image
+    return channel_note(inputs, model) + (f" ({samples}, one at a time by the {dims}D model)" if several else "")

@@ -327,5 +327,6 @@ def samples_phrase(axes: str, shape: Sequence[int], spatial_dims: int) -> str:
     lead = [i for i, a in enumerate(axes) if a != "C" and i not in spatial]
     if not lead:
         return ""
-    kinds = "/".join("frames" if axes[i] == "T" else "slices" for i in lead)
-    return f"{int(np.prod([shape[i] for i in lead]))} {kinds}"
+    count = int(np.prod([shape[i] for i in lead]))
+    kinds = "/".join(("frame" if axes[i] == "T" else "slice") + ("s" if count != 1 else "") for i in lead)
+    return f"{count} {kinds}"

@@ -142,14 +142,18 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None, spacing: Seq
     channels = raw = [arr[c].astype(np.float32) for c in range(arr.shape[0])]
     checked = fills_nonfinite(steps)  # the first step fills them: no other step sees one
     sp = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * (arr.ndim - 1)
-    for step in steps:
+    filtered = False
+    for index, step in enumerate(steps):
         op, params = step.operation, dict(step.params)
         if op == "percentile":
             channels = _percentile_clip(arr, channels, params, stop)
             continue
         if op in ("gaussian", "median"):
             apply_step(np.zeros((3,) * (arr.ndim - 1), np.float32), sp, step)  # bad parameters: refused here
-            channels = [_filtered(x, step, sp) for x in channels]
+            if not checked and not statistics_passes(steps[index:]):  # no pass will count them on the raw image:
+                # each block is refused where they are, before the filter spreads them over its neighbours
+                channels = [x.map_blocks(_finite_or_refused, dtype=np.float32) for x in channels]
+            channels, filtered = [_filtered(x, step, sp) for x in channels], True
             continue
         if op == "ct_window":  # a fixed range, voxel by voxel
             channels = [x.map_blocks(lambda block, s=step: apply_step(block, None, s)[0], dtype=np.float32)
@@ -159,11 +163,15 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None, spacing: Seq
             channels = [x.map_blocks(ops.fill_with, float(params["value"]), dtype=np.float32) for x in channels]
             continue
         # counted on the raw values (as the in-memory check does), in the same pass
-        wanted = [_statistics(op, x) + (() if checked else ((~da.isfinite(r)).sum(),)) for x, r in zip(channels, raw)]
-        values = _compute(*[v for w in wanted for v in w], stop=stop)
-        values = values if isinstance(values, tuple) else (values,)
-        size = len(wanted[0])
-        found = [values[k * size:(k + 1) * size] for k in range(len(channels))]
+        if filtered:
+            found = _slab_statistics(op, channels, None if checked else raw, stop)
+        else:
+            wanted = [_statistics(op, x) + (() if checked else ((~da.isfinite(r)).sum(),))
+                      for x, r in zip(channels, raw)]
+            values = _compute(*[v for w in wanted for v in w], stop=stop)
+            values = values if isinstance(values, tuple) else (values,)
+            size = len(wanted[0])
+            found = [values[k * size:(k + 1) * size] for k in range(len(channels))]
         if not checked:
             bad = sum(int(f[-1]) for f in found)
             if bad:
@@ -193,6 +201,9 @@ def _percentile_clip(arr: Any, channels: list, params: dict, stop: Any) -> list:
     else:
         found = _compute(*[v for c in range(arr.shape[0]) for v in (arr[c].min(), arr[c].max())], stop=stop)
         spans = [(int(found[2 * c]), int(found[2 * c + 1])) for c in range(arr.shape[0])]
+    if any(max(abs(lo), abs(hi)) > 2**53 for lo, hi in spans):  # float64 (the histogram's edges) holds no such integer
+        raise InputError("a percentile clip of an image with integers beyond 2^53 is not replayed block by block: "
+                         "predict in memory, or train on a z-score layer")
     if any(hi - lo + 1 > HISTOGRAM_BINS for lo, hi in spans):
         raise InputError(f"a percentile clip of an image whose values span more than {HISTOGRAM_BINS} integers "
                          "is not replayed block by block: predict in memory, or train on a z-score layer")
@@ -225,8 +236,75 @@ def _filtered(x: Any, step: Any, spacing: tuple[float, ...]) -> Any:
         depth = tuple(int(4.0 * float(s) + 0.5) for s in sigma)
     else:
         depth = tuple(int(s) // 2 for s in np.broadcast_to(np.asarray(params.get("size", 3)), (x.ndim,)))
+    # an axis the filter reaches across (a few slices): whole in each block, as in memory (dask
+    # refuses an overlap deeper than the array)
+    whole = {a: -1 for a, (d, n) in enumerate(zip(depth, x.shape)) if d >= n}
+    x = x.rechunk(whole) if whole else x
+    depth = tuple(0 if a in whole else d for a, d in enumerate(depth))
     return x.map_overlap(lambda block: np.asarray(apply_step(block, spacing, step)[0], np.float32),
                          depth=depth, boundary="nearest", dtype=np.float32)
+
+
+def _finite_or_refused(block: np.ndarray, block_info: Any = None) -> np.ndarray:
+    """``block`` itself, or the in-memory check's refusal of its NaN and infinite values."""
+    from napari_medml.preprocessing.inputs import FILL_NAN
+
+    bad = int(np.count_nonzero(~np.isfinite(block)))
+    if bad:
+        where = ", ".join(f"{a}:{b}" for a, b in (block_info or {}).get(0, {}).get("array-location", ()))
+        raise InputError(f"image contains {bad} NaN or infinite value(s)" + (f" in the region [{where}]" if where
+                                                                                else "") + ": " + FILL_NAN)
+    return block
+
+
+def _slab_statistics(op: str, channels: list, raw: list | None, stop: Any) -> list[tuple[Any, ...]]:
+    """:func:`_statistics` of filtered channels (and the raw channels' NaN and inf count), one
+    slab of blocks along the first axis at a time: dask's own reduction of a ``map_overlap``
+    array held many blocks' neighbourhoods at once (1.5 GiB of address space was not enough
+    for a 3 GiB volume), a slab holds its blocks and their neighbours' only."""
+    import dask
+
+    grids = [x.to_delayed() for x in channels]
+    # a filter may have rechunked (a reach beyond a chunk): the raw counts follow its blocks
+    raws = [r.rechunk(x.chunks).to_delayed() for r, x in zip(raw, channels)] if raw is not None else [None] * len(
+        channels)
+    parts: list[list[tuple]] = [[] for _ in channels]
+    for i in range(grids[0].shape[0]):
+        tasks = [dask.delayed(_partial)(op, block, None if r is None else r[i].ravel()[k])
+                 for c, (g, r) in enumerate(zip(grids, raws)) for k, block in enumerate(g[i].ravel())]
+        done = iter(_compute(*tasks, stop=stop, many=True))
+        for c, g in enumerate(grids):
+            parts[c] += [next(done) for _ in range(g[i].size)]
+    return [_combined(op, p) + (() if raw is None else (sum(q[-1] for q in p),)) for p in parts]
+
+
+def _partial(op: str, block: np.ndarray, raw: np.ndarray | None) -> tuple:
+    """One block's share of :func:`_statistics` (zscore: count, mean and the sum of squared
+    deviations, combined by Chan et al.'s pairwise formula), then its raw NaN/inf count."""
+    finite = block[~np.isnan(block)] if op != "fill_nan" else block[np.isfinite(block)]
+    bad = () if raw is None else (int((~np.isfinite(raw)).sum()),)
+    if op == "zscore":
+        mean = float(finite.mean(dtype=np.float64)) if finite.size else 0.0
+        return (finite.size, mean, float(((finite - mean) ** 2).sum(dtype=np.float64))) + bad
+    if op == "fill_nan":
+        return (float(finite.min()) if finite.size else np.inf,) + bad
+    return (float(finite.min()) if finite.size else np.nan, float(finite.max()) if finite.size else np.nan) + bad
+
+
+def _combined(op: str, parts: list[tuple]) -> tuple[Any, ...]:
+    """The whole channel's statistics from its blocks' :func:`_partial` ones, as :func:`_statistics`."""
+    if op == "zscore":
+        n, mean, m2 = 0, 0.0, 0.0
+        for count, m, s, *_ in parts:
+            if count:
+                total = n + count
+                delta = m - mean
+                mean, m2, n = mean + delta * count / total, m2 + s + delta * delta * n * count / total, total
+        return n, mean, float(np.sqrt(m2 / n)) if n else np.nan
+    if op == "fill_nan":
+        return (min(p[0] for p in parts),)
+    lows, highs = [p[0] for p in parts if not np.isnan(p[0])], [p[1] for p in parts if not np.isnan(p[1])]
+    return (min(lows) if lows else np.nan, max(highs) if highs else np.nan)
 
 
 def _statistics(op: str, x: Any) -> tuple[Any, ...]:
@@ -256,8 +334,9 @@ def _apply(op: str, x: Any, found: Sequence[Any]) -> Any:
     return x.map_blocks(ops.rescale, float(found[0]), float(found[1]), dtype=np.float32)
 
 
-def _compute(*values: Any, stop: Any = None) -> Any:
-    """``dask.compute`` of ``values`` (one value: it alone), stopped between tasks by ``stop``.
+def _compute(*values: Any, stop: Any = None, many: bool = False) -> Any:
+    """``dask.compute`` of ``values`` (one value: it alone, unless ``many``), stopped between
+    tasks by ``stop``.
 
     The stop hook is given to this computation only (not registered globally, where
     napari's own dask reads in other threads would run it).
@@ -274,4 +353,4 @@ def _compute(*values: Any, stop: Any = None) -> Any:
         warnings.filterwarnings("ignore", message="(invalid value|Mean of empty slice|Degrees of freedom)",
                                 category=RuntimeWarning)
         out = dask.compute(*values, scheduler="threads", callbacks=[_Stop()._callback])
-    return out[0] if len(out) == 1 else out
+    return out[0] if len(out) == 1 and not many else out
