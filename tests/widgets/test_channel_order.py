@@ -65,8 +65,10 @@ def test_channels_follow_the_layer_order_and_predict_names_them(make_napari_view
                           "layers together in image(s), in the order trained (a file opened as 'name [ch0]', "
                           "'name [ch1]'...) (it was trained on 'A', 'B')")
     # a stack of frames for the 3D model is said to be segmented frame by frame
-    frames = viewer.add_image(np.stack([image, image]), name="frames", axis_labels=("t", "z", "y", "x"))
-    negative = viewer.add_image(np.stack([-image, -image]), name="frames -", axis_labels=("t", "z", "y", "x"))
+    from axes_helpers import named
+
+    frames = viewer.add_image(np.stack([image, image]), name="frames", **named("t", "z", "y", "x"))
+    negative = viewer.add_image(np.stack([-image, -image]), name="frames -", **named("t", "z", "y", "x"))
     predict["images"].value = [frames, negative]
     predict["predict"].changed.emit(True)
     qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)

@@ -147,9 +147,9 @@ def test_a_time_lapse_with_labels_saved_without_its_frame_interval_is_previewed(
     index, and a shifted frame interval still lets the voxels meet. A Y scale that differs is still refused."""
     viewer = make_napari_viewer()
     bright, lab = _objects()
-    image = viewer.add_image(np.stack([bright] * 3), name="movie", scale=(60, 0.5, 0.5), axis_labels=("t", "y", "x"))
+    image = viewer.add_image(np.stack([bright] * 3), name="movie", scale=(60, 0.5, 0.5), **named("t", "y", "x"))
     labels = viewer.add_labels(np.stack([(lab > 0).astype(np.uint8)] * 3), name="mask", scale=(1, 0.5, 0.5),
-                               axis_labels=("t", "y", "x"))
+                               **named("t", "y", "x"))
     widget = open_widget(viewer, "augment")
     widget.n.value, widget.patch.value = 2, "48, 64"
     shown, samples = _run(widget, qtbot, viewer, image, labels)
