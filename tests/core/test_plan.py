@@ -132,15 +132,18 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
     assert any(r.endswith(", validated 4 times and at the time limit)") for r in by_width.reasons)
     # a patch cap twice as large for 8 channels
     assert math.prod(by_width.patch_size) > math.prod(fast.patch_size)
-    # trial 30: a budget so short that 8 channels on their larger patches take fewer steps than 16: 16 stay,
-    # and the line says why (it chose 8, "16 would take only 22 steps; 8 take about 12")
+    # trial 30: a budget so short that 8 channels on their larger patches take fewer steps than 16 said
+    # "16 would take only 22 steps; 8 take about 12" with no word of why; the line names the larger patch
     short = make_plan(fp(), config(minutes=0.5), device="cpu",
                       step_seconds=lambda c: 1.0 if c.model.channels > 8 else 2.0)
-    assert short.channels == 16
-    assert (f"width (channels): 16 (CPU with a time limit: about 30 steps, under the {WIDE_STEPS} wanted, but 8 "
-            "channels on their larger patches would take fewer (15))") in short.reasons
+    wide = make_plan(fp(), config(minutes=0.5), device="cpu", step_seconds=lambda c: 1.0, _width=(16, "16"))
+    larger = math.prod(short.patch_size) / math.prod(wide.patch_size)
+    assert short.channels == 8 and larger > 1
+    assert (f"width (channels): 8 (CPU with a time limit: 16 channels would take only 30 steps, {WIDE_STEPS} "
+            f"wanted; 8 take about 15, fewer but on patches {larger:.1f}x as large (more voxels a step))"
+            ) in short.reasons
     # epochs of at least 5 steps: 30 steps are validated 4 times, 11 only twice, and the line says so
-    spe = next(r for r in short.reasons if r.startswith("steps per epoch"))
+    spe = next(r for r in wide.reasons if r.startswith("steps per epoch"))
     assert spe.endswith("validated 4 times and at the time limit)"), spe
     tiny = make_plan(fp(), config(minutes=0.5), device="cpu", step_seconds=lambda c: 30 / 11)
     spe = next(r for r in tiny.reasons if r.startswith("steps per epoch"))

@@ -200,13 +200,12 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         narrow = make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
                                                           f"{wide_steps} steps, {WIDE_STEPS} wanted; 8 take <n>"))
         narrow_steps = budget_steps(narrow)
-        if narrow_steps < wide_steps:  # a budget this short: the larger patches of 8 channels cost more than they buy
-            said = f"CPU with a time limit: the steps at this width fill it (>= {WIDE_STEPS})"
-            instead = (f"CPU with a time limit: about {wide_steps} steps, under the {WIDE_STEPS} wanted, but 8 "
-                       f"channels on their larger patches would take fewer ({narrow_steps})")
-            return replace(wide, reasons=tuple(r.replace(said, instead) for r in wide.reasons))
-        return replace(narrow, reasons=tuple(r.replace("<n>", f"about {narrow_steps}, on larger patches")
-                                             for r in narrow.reasons))
+        # 8 channels buy a larger patch: on a short budget (or a busy machine) it can cost steps; the line
+        # says how much larger, so that fewer steps do not read as a contradiction
+        larger = math.prod(narrow.patch_size) / max(math.prod(wide.patch_size), 1)
+        said = (f"about {narrow_steps}, on larger patches" if narrow_steps >= wide_steps or larger <= 1 else
+                f"about {narrow_steps}, fewer but on patches {larger:.1f}x as large (more voxels a step)")
+        return replace(narrow, reasons=tuple(r.replace("<n>", said) for r in narrow.reasons))
     reasons: list[str] = []
     d, o = config.data, config.optim
     dims = fp.spatial_dims
