@@ -108,7 +108,8 @@ def check_channels(model: Any, inputs: ModelInput) -> None:
     """
     want = getattr(model, "in_channels", None)
     have = 1 if inputs.channel_axis is None else int(np.shape(inputs.image)[inputs.channel_axis])
-    if want is None or have == want:
+    unnamed = [n for a, n in zip(inputs.axes, np.shape(inputs.image)) if a == "Q"]
+    if want is None or have == want or want in unnamed:  # an unnamed axis of that length: the model settles it
         return
     names = ", ".join(map(repr, inputs.names)) if len(inputs.names) > 1 else repr(inputs.layer.name)
     fix = (f"choose its {want} channel layers together in image(s), in the order trained (a file opened as "
