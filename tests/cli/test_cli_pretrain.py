@@ -278,4 +278,5 @@ def test_a_volume_and_a_2d_image_pretrain_a_2d_network_in_either_order(files):
     assert out.returncode == 0, out.stderr
     assert (f"image '{files / 'flat.tif'}' is 2D and the others volumes: a 2D network trains on the 2D images and "
             "the volumes' slices") in out.stderr
+    assert f"image '{files / 'ct.nii.gz'}': 16 slices (axes ZYX) as samples of a 2D network" in out.stderr
     assert json.loads((files / "mix_pre" / "config.json").read_text())["spatial_dims"] == 2

@@ -37,6 +37,7 @@ def test_a_volumes_slices_among_2d_images_keep_a_gap_to_the_held_out_slices(tmp_
                            "--seed", "0", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
+    assert f"image '{tmp_path / 'vol.tif'}': 31 slices (axes ZYX) as samples of a 2D network" in done.stderr
     # 32 samples, the last 6 held out (slices 25-30 and the image); round(0.05 * 31) = 2 slices of gap
     assert "validation margin: 2 (2 slice(s) of a volume left out of training" in done.stderr, done.stderr
     assert ("validation on the last 6 of 32 images, 2 slice(s) of the same volume within 2 of them left out "
@@ -61,6 +62,7 @@ def test_a_time_series_of_volumes_under_a_2d_network_groups_each_frames_slices(t
                            "--patch-size", "32", "32", "--device", "cpu", "--seed", "0", "--out", str(tmp_path / "m")],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
+    assert f"image '{tmp_path / 'series.npy'}': 24 frames/slices (axes TZYX) as samples of a 2D network" in done.stderr
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["train_config"]["data"]["sample_groups"] == [8, 8, 8]
 

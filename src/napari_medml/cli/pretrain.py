@@ -158,6 +158,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
     from napari_medml.cli.training_files import network_dims, unknown_spacing_line
     from napari_medml.errors import InputError
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
+    from napari_medml.io.axes import samples_phrase
     from napari_medml.pretraining.data import split_unlabeled
 
     images, spacings, channels, first, counts = [], [], set(), None, []
@@ -174,7 +175,8 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
         parts, sizes, channel = split_unlabeled(vol.data, vol.axes, dims, spatial_spacing(vol, dims),
                                                 what=f"image '{path}'", hint=AXES_HINT)  # fmt: skip
         if len(parts) > 1:
-            info(f"image '{path}': {len(parts)} frames/slices (axes {vol.axes}) as samples of a {dims}D network")
+            info(f"image '{path}': {samples_phrase(vol.axes, vol.data.shape, dims)} (axes {vol.axes}) "
+                 f"as samples of a {dims}D network")  # fmt: skip
         images += parts
         spacings += sizes
         counts.append(len(parts))

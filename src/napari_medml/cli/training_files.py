@@ -35,6 +35,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
+    from napari_medml.io.axes import samples_phrase
     from napari_medml.io.axes_resolve import neighbour_runs
     from napari_medml.io.geometry import fit_length1_axes
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
@@ -94,9 +95,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
                  f"shape {vol.data.shape})")  # fmt: skip
         lead = [vol.data.shape[a] for a in lay.sample_axes]
         if lead:
-            kinds = "/".join({"T": "frames", "Z": "slices"}[vol.axes[a]] for a in lay.sample_axes)
-            info(f"image '{img_path}': {int(np.prod(lead))} {kinds} (axes {vol.axes}) as samples of a "
-                 f"{spatial_dims}D network")  # fmt: skip
+            info(f"image '{img_path}': {samples_phrase(vol.axes, vol.data.shape, spatial_dims)} (axes {vol.axes}) "
+                 f"as samples of a {spatial_dims}D network")  # fmt: skip
         sizes = spatial_spacing(vol, spatial_dims)
         stored[img_path] = sizes if given or stores_voxel_size(raw) else None
         channel = lay.channel_axis
