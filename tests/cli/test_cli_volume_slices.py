@@ -39,8 +39,8 @@ def test_a_volumes_slices_among_2d_images_keep_a_gap_to_the_held_out_slices(tmp_
     assert done.returncode == 0, done.stderr
     assert f"image '{tmp_path / 'vol.tif'}': 31 slices (axes ZYX) as samples of a 2D network" in done.stderr
     # 32 samples, the last 6 held out (slices 25-30 and the image); round(0.05 * 31) = 2 slices of gap
-    assert "validation margin: 2 (2 slice(s) of a volume left out of training" in done.stderr, done.stderr
-    assert ("validation on the last 6 of 32 images, 2 slice(s) of the same volume within 2 of them left out "
+    assert "validation margin: 2 (2 slices of a volume left out of training" in done.stderr, done.stderr
+    assert ("validation on the last 6 of 32 images, 2 slices of the same volume within 2 of them left out "
             "of training") in done.stderr, done.stderr
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["train_config"]["data"]["sample_groups"] == [31, 1]

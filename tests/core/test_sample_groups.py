@@ -26,12 +26,12 @@ def test_the_trial_case_a_volume_among_2d_images_leaves_the_held_out_slices_neig
     train, val, note = split.split_train_val(images, labels, 0.2, groups=(31, 1))
     assert _indices(val) == list(range(26, 32))
     assert _indices(train) == list(range(25))  # slice 25 (next to 26) left out; without groups it trained
-    assert "1 slice(s) of the same volume within 1 of them left out of training" in note
+    assert "1 slice of the same volume within 1 of them left out of training" in note
     plain_train, _, plain_note = split.split_train_val(images, labels, 0.2)
     assert _indices(plain_train) == list(range(26)) and "left out" not in plain_note
     # a planned margin of 2 slices
     train, _, note = split.split_train_val(images, labels, 0.2, groups=(31, 1), margin=2)
-    assert _indices(train) == list(range(24)) and "2 slice(s)" in note and "within 2" in note
+    assert _indices(train) == list(range(24)) and "2 slices" in note and "within 2" in note
 
 
 def test_a_fold_inside_a_volume_leaves_out_the_slices_on_both_sides() -> None:
@@ -40,7 +40,7 @@ def test_a_fold_inside_a_volume_leaves_out_the_slices_on_both_sides() -> None:
     train, val, note = split.split_fold(images, labels, 1, 4, groups=(32,))
     assert _indices(val) == list(range(8, 16))
     assert _indices(train) == [*range(7), *range(17, 32)]
-    assert "2 slice(s) of the same volume" in note
+    assert "2 slices of the same volume" in note
     train, _, _ = split.split_fold(images, labels, 1, 4, groups=(32,), margin=2)
     assert _indices(train) == [*range(6), *range(18, 32)]
 
@@ -76,7 +76,7 @@ def test_groups_that_do_not_add_up_are_refused_in_one_line() -> None:
 
 def test_the_plan_leaves_five_percent_of_a_volumes_slices_and_says_why() -> None:
     margin, why = validation_margin.planned_margin((40, 40), (40, 40), 32, 1, 0.2, (32, 32), groups=(31, 1))
-    assert margin == 2 and "slice(s) of a volume" in why  # round(0.05 * 31)
+    assert margin == 2 and "2 slices of a volume" in why  # round(0.05 * 31)
     assert sample_groups.slice_margin((5, 1, 1)) == 1  # at least one slice
     assert validation_margin.planned_margin((40, 40), (40, 40), 3, 1, 0.2, (32, 32), groups=(1, 1, 1)) == (
         0, "several images: whole images are held out")

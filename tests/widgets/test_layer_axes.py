@@ -139,7 +139,7 @@ def test_train_widget_takes_the_frames_of_a_time_lapse_as_samples(make_napari_vi
     # the last frame is validated; frame 3, next to it, nearly the same image, does not train
     assert train_widget.model.config.data.sample_groups == (4,)
     assert train_widget.model.provenance["split"] == (
-        "validation on the last 1 of 4 images, 1 slice(s) of the same volume within 1 of them left out of "
+        "validation on the last 1 of 4 images, 1 slice of the same volume within 1 of them left out of "
         "training (neighbouring slices or frames are nearly the same image)")
 
 

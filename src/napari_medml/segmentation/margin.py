@@ -46,8 +46,8 @@ def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: i
         return 0, "no validation"
     slices = sample_groups.slice_margin(groups)
     if not blocks and slices:
-        return slices, (f"{slices} slice(s) of a volume left out of training beside each held-out slice "
-                        "(the images are slices or frames of volumes; whole images are held out)")
+        return slices, (f"{slices} slice{'s' if slices != 1 else ''} of a volume left out of training beside each "
+                        "held-out slice (the images are slices or frames of volumes; whole images are held out)")
     if not blocks:
         return 0, "several images: whole images are held out"
     margin = round(0.05 * length)

@@ -276,8 +276,8 @@ def _left_out(gap: int, dropped: int) -> str:
     """The split note's words on the slices of a volume left out beside held-out ones."""
     if not dropped:
         return ""
-    return (f", {dropped} slice(s) of the same volume within {gap} of them left out of training (neighbouring "
-            "slices or frames are nearly the same image)")
+    return (f", {dropped} slice{'s' if dropped != 1 else ''} of the same volume within {gap} of them left out of "
+            "training (neighbouring slices or frames are nearly the same image)")
 
 
 def _block(shape: Sequence[int], axis: int, start: int, stop: int | None) -> tuple[slice, ...]:
