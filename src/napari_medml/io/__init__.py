@@ -125,7 +125,7 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
     volume = replace(volume, meta={k: v for k, v in volume.meta.items() if k != AXIS_SIZES_KEY})
     if axes is not None:
         given = io_axes.check_axes(axes, volume.data.ndim, f"'{path}'",
-                                   "give one letter per axis of the stored array, e.g. ZCYX")
+                                   io_axes.one_letter_each(volume.data.ndim))
         rgb = bool(volume.meta.get("rgb")) and given.endswith("C")
         meta = {k: v for k, v in volume.meta.items() if k != "rgb"} | ({"rgb": True} if rgb else {})
         n = volume.data.ndim - int(rgb)

@@ -135,6 +135,12 @@ def check_axes(axes: str, ndim: int, what: str, hint: str = "") -> str:
     return text
 
 
+def one_letter_each(ndim: int) -> str:
+    """The ``--axes`` hint for a stored array of ``ndim`` axes, with an example of that many letters."""
+    example = {2: "YX", 3: "ZYX", 4: "CZYX", 5: "TCZYX"}.get(ndim)
+    return f"give one letter per axis of the stored array ({ndim})" + (f", e.g. {example}" if example else "")
+
+
 def canonical_order(axes: str, rgb: bool = False) -> list[int]:
     """The permutation that puts ``axes`` in canonical order (stable; RGB colour stays last)."""
     body = range(len(axes) - int(rgb))

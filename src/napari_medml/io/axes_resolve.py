@@ -46,7 +46,7 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
             fits[key] = text
     shape_text = "x".join(map(str, shape))
     # the hint's examples name 3 axes: a file of another number gets one of its own readings
-    ordered = [t for t in _readings(axes) if canonical_order(t, rgb=t.endswith("C")) == list(range(len(t)))]
+    ordered = [t for t in _readings(axes) if _ordered(t)]
     example = (sorted(fits.values()) or ordered or _readings(axes))[0]
     letters = f" (one letter for each of its {len(shape)} axes, e.g. {example})" if hint else ""
     if len(fits) == 1:
@@ -54,7 +54,8 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     if not fits and labels_shape is not None and any(
             _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
         raise InputError(f"{labels_what} have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
-                         "labels must have the image's shape (without its channel axis)")  # fmt: skip
+                         "labels must have the image's shape (without its channel axis)"
+                         f"{_interleaved(shape, labels_shape)}")  # fmt: skip
     if not fits and in_channels is not None and any(
             _fits(t, shape, spatial_dims, labels_shape, None) for t in _readings(axes)):
         # only the channels rule every reading out: naming the axes would not help
@@ -67,6 +68,21 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     readings = " or ".join(sorted(fits.values()))
     raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
                      f"(could be {readings}): {hint}{letters}")  # fmt: skip
+
+
+def _interleaved(shape: Sequence[int], labels_shape: Sequence[int]) -> str:
+    """The fix for a stack whose planes are slices times channels, saved without its axes (a
+    TIFF of ``Z * C`` flat pages): its first axis a multiple of the labels', the rest equal."""
+    shape, labels_shape = tuple(shape), tuple(labels_shape)
+    if len(shape) != len(labels_shape) or shape[1:] != labels_shape[1:] or not 0 < labels_shape[0] < shape[0] \
+            or shape[0] % labels_shape[0]:
+        return ""
+    z, c = labels_shape[0], shape[0] // labels_shape[0]
+    parts = (z, c, *shape[1:])
+    return (f"; if its {shape[0]} planes are {z} slices of {c} channels saved without their axes (no ImageJ or "
+            f"OME metadata), save it again with them, e.g. in Python tifffile.imwrite(path, "
+            f"image.reshape{parts}, imagej=True, metadata={{'axes': 'ZCYX'}}) (the channels of a slice next to "
+            "each other, ImageJ's order), or in Fiji with Image > Hyperstacks > Stack to Hyperstack")
 
 
 def _readings(axes: str) -> list[str]:
@@ -87,8 +103,7 @@ def _readings(axes: str) -> list[str]:
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
           labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
-    # volumes keep T, C, Z, Y, X order; an RGB colour axis (a trailing C) stays last
-    if canonical_order(axes, rgb=axes.endswith("C")) != list(range(len(axes))):
+    if not _ordered(axes):
         return False
     spatial = sum(a in "ZYX" for a in axes)
     if spatial_dims is not None and spatial < spatial_dims:
@@ -103,6 +118,16 @@ def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
         if tuple(labels_shape) != without_c:
             return False
     return True
+
+
+def _ordered(axes: str) -> bool:
+    """Whether ``axes`` are in an order files store: T, C, Z, Y, X (OME, ours) or T, Z, C, Y, X
+    (ImageJ's hyperstacks, also what a shaped TIFF of a Z-stack of channels holds); an RGB colour
+    axis (a trailing C) stays last."""
+    if canonical_order(axes, rgb=axes.endswith("C")) == list(range(len(axes))):
+        return True
+    body = axes[:-1] if axes.endswith("C") and "C" in axes[:-1] else axes
+    return [a for a in "TZCYX" if a in body] == [a for a in body if a in "TZCYX"]
 
 
 def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
@@ -180,7 +205,10 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
     if tuple(np.shape(labels)) != expected:
         raise InputError(f"{labels_what} have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
                          f"{tuple(shape)}) has {expected} without channels: they must match")  # fmt: skip
-    sizes = None if spacing is None else tuple(float(v) for v in spacing)[-spatial_dims:]
+    sizes = None if spacing is None else tuple(float(v) for v in spacing)
+    if sizes is not None and len(sizes) == len(shape) and lay.channel_axis is not None:  # a scale for every axis
+        sizes = tuple(v for i, v in enumerate(sizes) if i != lay.channel_axis)  # (an unnamed one held the channels)
+    sizes = None if sizes is None else sizes[-spatial_dims:]
     channel = lay.channel_axis
     if channel is not None:
         channel -= sum(a < channel for a in lay.sample_axes)

@@ -237,7 +237,7 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
     chosen = levels[index]
     if axes is not None:
         letters = io_axes.check_axes(axes, chosen.data.ndim, f"'{path}'",
-                                     "give one letter per axis of the stored array, e.g. CZYX")
+                                     io_axes.one_letter_each(chosen.data.ndim))
     meta = dict(info["meta"])
     if info["unit"]:
         meta["unit"] = info["unit"]
