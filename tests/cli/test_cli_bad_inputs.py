@@ -458,3 +458,21 @@ def test_axes_given_for_the_images_read_their_labels_too(capsys, tmp_path):
     from napari_medml.api import load_model
 
     assert load_model(tmp_path / "m").spatial_dims == 3
+
+
+def test_empty_labels_files_are_named(capsys, files, tmp_path):
+    """Case sweep 31: the line named no file and said 'paint', which the command line cannot; one empty file
+    among labelled ones still trains."""
+    aff = np.diag([0.8, 0.8, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.uint8), aff), tmp_path / "empty_seg.nii.gz")
+    before = digest(files)
+    code, _, err = run_cli(capsys, "train", "--image", files / "img.nii.gz", "--labels", tmp_path / "empty_seg.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 1
+    assert one_line(err).endswith(f"labels '{tmp_path / 'empty_seg.nii.gz'}' are empty (every voxel 0): give labels "
+                                  "with at least one class (an id above 0)")
+    assert digest(files) == before and not (tmp_path / "m").exists()
+    code, _, err = run_cli(capsys, "train", "--image", files / "img.nii.gz", "--labels", tmp_path / "empty_seg.nii.gz",
+                           "--image", files / "img.nii.gz", "--labels", files / "img_seg.nii.gz",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err

@@ -42,6 +42,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels, groups = [], [], [], set(), []
+    painted: list[bool] = []  # per labels file: any voxel above 0
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     reads = [io.read_volume(path, axes) for path in image_paths]
     spatial_dims = network_dims(reads, image_paths, spatial_dims)
@@ -52,6 +53,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         # labels that store no voxel size beside an image that does lie on its grid: --spacing is not theirs
         lab = with_spacing(_read_labels(lab_path, axes), None if stores_voxel_size(read) else spacing, lab_path)[0]
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
+        painted.append(bool(np.any(lab.data)))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)
             lab, note = fit_length1_axes(lab, raw.data.shape, f"labels '{lab_path}'")
@@ -112,6 +114,10 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             labels.append(lab.data[tuple(where[i] for i in label_axes)])
             spacings.append(spatial_spacing(vol, spatial_dims))
         channels.add(channel)
+    if not any(painted):  # the core's line cannot name the files, nor say it in the command line's words
+        names = ", ".join(f"'{p}'" for p in label_paths)
+        raise InputError(f"labels {names} are empty (every voxel 0): give "
+                         f"labels with at least one {ids} (an id above 0)")  # fmt: skip
     if len(channels) > 1:
         raise InputError("the training images differ in channels: give all with or all without "
                          "a channel axis")  # fmt: skip
