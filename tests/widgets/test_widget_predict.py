@@ -122,6 +122,33 @@ def test_cancel_during_prediction(setup, qtbot, notes):
     assert "ct [prediction]" in viewer.layers
 
 
+def test_cancel_after_the_last_window_adds_no_layer(setup, qtbot, notes, monkeypatch):
+    """Trial 31: Cancel pressed when the bar had reached its last window went unheeded for the 18 s of the
+    passes after the windows (argmax, the way back to the image's grid), and the whole layer was added."""
+    import threading
+
+    import napari_medml.segmentation.model as model_module
+
+    viewer, widget, _, _ = setup
+    entered, release = threading.Event(), threading.Event()
+    argmax = model_module.argmax_uint8
+
+    def slow_argmax(probs):  # the pass after the windows, held until the user has pressed Cancel
+        entered.set()
+        release.wait(30)
+        return argmax(probs)
+
+    monkeypatch.setattr(model_module, "argmax_uint8", slow_argmax)
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(entered.is_set, timeout=60000)
+    widget["cancel"].changed.emit(True)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert "ct [prediction]" not in viewer.layers
+    assert widget["status"].value == "Prediction cancelled."
+    assert any(n.message == "Prediction cancelled." for n in notes if n.severity == NotificationSeverity.INFO)
+
+
 def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     viewer, widget, ct, seg = setup
     mine = viewer.add_labels(np.zeros_like(seg.data), name="ct [prediction]", scale=ct.scale)  # the user's

@@ -159,7 +159,7 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
-def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, None, Any]:
+def _run(job: Job, stop: Any, report: Callable[[Any], None], discard: bool = False) -> Generator[Any, None, Any]:
     # Runs in the worker thread. Always a generator, so that generator jobs (fit)
     # stream their reports through the worker's ``yielded`` signal.
     _import_stack()
@@ -170,6 +170,10 @@ def _run(job: Job, stop: Any, report: Callable[[Any], None]) -> Generator[Any, N
     result = job(stop, report)
     if isinstance(result, Generator):
         result = yield from result
+    if discard and getattr(stop, "stopped", False):  # Cancel pressed during a last pass that does not look
+        from napari_medml.errors import Cancelled
+
+        raise Cancelled()
     return result
 
 
@@ -245,13 +249,16 @@ class Runner:
         on_result: Callable[[Any], None] | None = None,
         on_done: Callable[[], None] | None = None,
         desc: str | None = None,
+        discard_on_stop: bool = False,
     ) -> GeneratorWorker | None:
         """Start ``job`` in a worker thread; None (and a warning) if one is running.
 
         ``on_report`` gets every report, ``on_result`` the job's result (not called
         after an error or a cancel), ``on_done`` runs last in every case; all in the
         GUI thread. ``desc`` names this job in the bar and in its error or cancel
-        message (default: the runner's).
+        message (default: the runner's). ``discard_on_stop``: the Stop button cancels
+        (a prediction), so a result that arrives after it is dropped as cancelled; without
+        it, a run's Stop keeps what it has (a training run's model).
         """
         if self.running:
             notifications.show_warning(f"{self.desc} is already running: wait, or press Stop.")
@@ -260,7 +267,7 @@ class Runner:
         self.token = self._make_token()
         self._on_report_cb, self._on_result_cb, self._on_done_cb = on_report, on_result, on_done
         worker = create_worker(
-            _run, job, self.token, self._relay.report.emit,
+            _run, job, self.token, self._relay.report.emit, discard_on_stop,
             _start_thread=False, _ignore_errors=True,  # errors become notifications below
         )
         worker.yielded.connect(self._on_report)

@@ -370,7 +370,8 @@ class ClassifyWidget(DockForm):
                                  "the instance labels ('instances')")
             return classifier, classifier.classify(image, instances=instances, channel_axis=axis)
 
-        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances), desc="Classification")
+        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances), desc="Classification",
+                          discard_on_stop=True)
 
     @notify_errors("Classification")
     def save_table(self, *_: Any) -> None:

@@ -246,7 +246,7 @@ class PredictWidget(DockForm):
         layer = (shown or raw).inputs.layer
         running = self._w["status"].value = (f"predicting '{layer.name}' with '{name}'" + (  # minutes, lazily
             " block by block into Zarr stores" if _lazy((shown or raw).inputs.image) else "") + "...")
-        self.runner.start(job, on_result=done, on_report=self._note)
+        self.runner.start(job, on_result=done, on_report=self._note, discard_on_stop=True)
 
     def _note(self, report: Any) -> None:
         """A line about the image (reoriented, another voxel size or intensities): kept in view."""

@@ -258,7 +258,7 @@ class PreprocessWidget(DockForm):
 
                 notifications.show_warning(f"Preprocessing: {note}")
 
-        self.runner.start(job, on_result=done)
+        self.runner.start(job, on_result=done, discard_on_stop=True)
 
 
 def _result_layer(volume: Volume, source_name: str, what: str) -> LayerDataTuple:

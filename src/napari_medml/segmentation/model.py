@@ -214,21 +214,26 @@ class Model(BundledModel):
         # conversion run there and only their results cross to the host.
         probs = self._sliding_window(x, device, amp, config, progress, stop)
         del x
-
+        # the passes after the windows take seconds on a large volume: a Stop there ends the run too
+        _check_stop(stop)
         probabilities = uncertainty = None
         if config.return_uncertainty:
             p = probs.clamp_min(1e-8)
             uncertainty = (-(p * p.log()).sum(0)).float().cpu().numpy()
             del p
+            _check_stop(stop)
         if recipe is not None and recipe.geometry:
             labels, probabilities = restored_argmax(probs, recipe, config.return_probabilities)
             if uncertainty is not None:
+                _check_stop(stop)
                 uncertainty = recipe.restore(uncertainty, order=1).astype(np.float32)
         else:
             labels = argmax_uint8(probs)
             if config.return_probabilities:
+                _check_stop(stop)
                 probabilities = probs.to(torch.float16).cpu().numpy()
         del probs
+        _check_stop(stop)
         if self.class_ids != tuple(range(len(self.class_ids))):  # channels are not the ids: map them
             lut = np.asarray(self.class_ids, dtype=label_dtype(max(self.class_ids)))
             labels = lut[labels]
@@ -375,3 +380,11 @@ def load_segmentation_model(path: str | Path) -> Model:
         weights that do not fit the network described in ``config.json``.
     """
     return Model.load(path)
+
+
+def _check_stop(stop: Any | None) -> None:
+    """Raise ``Cancelled`` when ``stop`` (a StopToken) was tripped."""
+    if stop is not None and stop.stopped:
+        from napari_medml.errors import Cancelled
+
+        raise Cancelled("prediction stopped")
