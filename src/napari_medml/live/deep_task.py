@@ -101,7 +101,10 @@ def live_patch_size(shape: Sequence[int], spacing: Sequence[float], config: Deep
     cap = config.patch_voxels or (40**3 if dims == 3 else 128**2) * (8 if gpu else 1)
     divisor = 2 ** (config.depth - 1)
     half = [max(divisor, int(s) // 2) for s in shape]
-    return auto_patch_size(half, spacing, dims, 1024, divisor, max_voxels=cap)
+    patch = list(auto_patch_size(half, spacing, dims, 1024, divisor, max_voxels=cap))
+    if all(p <= divisor for p in patch):  # a tiny image (6x6): instance norm needs 2 voxels at the deepest level,
+        patch[int(np.argmax(shape))] = 2 * divisor  # so one axis takes two (the image is padded to the patch)
+    return tuple(patch)
 
 
 class StrokeSampler(PatchSampler):

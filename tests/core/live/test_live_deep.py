@@ -195,3 +195,27 @@ def test_without_a_deep_stage() -> None:
         assert session.training == {} and session.stage == "features"
         with pytest.raises(InputError, match="no deep stage"):
             session.network_model()
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (3, 6, 6)])
+def test_a_tiny_image_trains_the_network_behind_the_features(shape) -> None:
+    """Trial 31: on a 6x6 image the patch was 4x4, one voxel at the bottom of the depth-3 network, and the
+    whole session stopped with a line naming fields Live does not have. The patch now takes two there."""
+    from napari_medml.live.deep_task import live_patch_size
+
+    config = DeepConfig(snapshot_s=1.0, pseudo_labels=0)
+    patch = live_patch_size(shape, (1.0,) * len(shape), config, gpu=False)
+    divisor = 2 ** (config.depth - 1)
+    assert np.prod([p // divisor for p in patch]) > 1 and all(p % divisor == 0 for p in patch)
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 0.1, shape).astype(np.float32)
+    image[..., 3:, 3:] += 1
+    strokes = np.zeros(shape, np.int32)
+    strokes[..., 0, 0] = 2
+    strokes[..., 4, 4] = 1
+    with LiveSession(image, background_id=2, deep=config) as session:
+        session.update(strokes)
+        answer = session.predict()
+        assert answer[..., 5, 5].all() and not answer[..., 0, 1].any()
+        _train_until(session, lambda: session.training["steps"] > 3)
+        assert session.training["steps"] > 3 and session.training["class_ids"] == (0, 1)
