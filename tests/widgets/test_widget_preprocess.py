@@ -82,6 +82,9 @@ def test_resample_and_crop_keep_geometry(setup, qtbot):
     res = viewer.layers["ct [resample 4x2x2]"]
     assert tuple(res.scale) == (4.0, 2.0, 2.0) and res.data.shape == (12, 48, 48)
     widget["image"].value = image
+    widget["target_spacing"].value = "4"  # one value for every axis, as the patch fields take it (trial 31)
+    _apply(widget, qtbot)
+    assert tuple(viewer.layers["ct [resample 4x4x4]"].scale) == (4.0, 4.0, 4.0)
     widget["operation"].value = "crop_labels"
     widget["crop_labels"].value = labels
     _apply(widget, qtbot)

@@ -129,6 +129,8 @@ class PreprocessWidget(DockForm):
                 target = [float(v) for v in w["target_spacing"].value.replace(",", " ").split()]
             except ValueError:
                 raise InputError("target spacing: give numbers such as '1, 1, 1'") from None
+            if len(target) == 1 and w["image"].value is not None:  # one value for every spatial axis, as patch
+                target = target * len(self._spacing_now(w["image"].value) or target)  # fields take one
             params = {"target_spacing": target}
         elif op == "crop":
             params = {"threshold": w["threshold"].value, "margin": w["margin"].value}
@@ -147,17 +149,20 @@ class PreprocessWidget(DockForm):
     def _fit_target_spacing(self, *_: Any) -> None:
         """Offer the chosen image's own spatial spacing as the target when the field holds
         another number of values (a 2D image, a time series, RGB: no Z)."""
+        layer, field = self._w["image"].value, self._w["target_spacing"]
+        spacing = None if layer is None else self._spacing_now(layer)
+        if spacing and len(field.value.replace(",", " ").split()) != len(spacing):
+            field.value = ", ".join(f"{s:g}" for s in spacing)
+
+    @staticmethod
+    def _spacing_now(layer: napari.layers.Layer) -> tuple[float, ...] | None:
+        """The layer's spatial voxel size as the recipe sees it; None when its axes are unknown."""
         from napari_medml.preprocessing.stacks import recipe_axes
 
-        layer, field = self._w["image"].value, self._w["target_spacing"]
-        if layer is None:
-            return
         try:
-            spacing = recipe_axes(layer_volume(layer)).spacing
+            return tuple(recipe_axes(layer_volume(layer)).spacing)
         except ValueError:
-            return  # unknown axes: Apply says so
-        if len(field.value.replace(",", " ").split()) != len(spacing):
-            field.value = ", ".join(f"{s:g}" for s in spacing)
+            return None  # unknown axes: Apply says so
 
     def _preview_name(self, layer: napari.layers.Layer) -> str:
         return f"{layer.name} [preview]"
