@@ -272,6 +272,7 @@ def _predict_block(members: list[Any], image: Any, plan: BlockPlan, index: int, 
     import torch
 
     from napari_medml.segmentation.ensemble import combine
+    from napari_medml.segmentation.scores import argmax_uint8
     from napari_medml.segmentation.scores import softmax_ as _softmax_
 
     per_member = _block_windows(plan, index)
@@ -287,7 +288,7 @@ def _predict_block(members: list[Any], image: Any, plan: BlockPlan, index: int, 
     with torch.inference_mode():
         if len(members) == 1:
             scores = scores_of(0, members[0])
-            labels = scores.argmax(0).numpy()
+            labels = argmax_uint8(scores)
             probs = entropy = None
             if "probabilities" in want or "uncertainty" in want:
                 if not config.tta:
