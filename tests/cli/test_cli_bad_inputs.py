@@ -155,7 +155,8 @@ def test_without_depth_the_planned_run_takes_the_suggested_patch(capsys, tmp_pat
                                        "each axis at least once): use --patch-size 14 32 32")
     code, _, err = run_cli(capsys, *args, "--patch-size", "16", "32", "32")
     line = one_line(err)
-    assert code == 1 and "is larger than the training part of the image (24, 40, 2)" in line
+    assert code == 1 and ("is larger than the training part of the image (24, 40, 2) (z, y, x; a NIfTI's x, y, z "
+                          "reversed): use a patch of at most (") in line
     fix = line.split("at most (")[1].split(")")[0].split(", ")
     code, _, err = run_cli(capsys, *args, "--patch-size", *fix)
     assert code == 0, err

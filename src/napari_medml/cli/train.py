@@ -64,8 +64,8 @@ def add(sub: Any) -> None:
     g.add_argument("--background-id", type=integer(0), metavar="ID",
                    help="with --sparse: the painted label id that means background")  # fmt: skip
     g.add_argument("--patch-size", type=integer(1), nargs="+", metavar="N",
-                   help="training patch size: one number for every spatial axis, or one per axis "
-                   "(default: chosen from image shape, spacing and memory)")  # fmt: skip
+                   help="training patch size: one number for every spatial axis, or one per axis in Z Y X "
+                   "order (a NIfTI's x, y, z reversed) (default: chosen from image shape, spacing and memory)")
     g.add_argument("--batch-size", type=integer(1), metavar="B",
                    help=f"patches per step (default: planned; without the plan {data.batch_size})")  # fmt: skip
     g.add_argument("--folds", type=integer(1, 20), metavar="K",

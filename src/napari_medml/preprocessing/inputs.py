@@ -327,6 +327,7 @@ def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]],
         fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
         padded = (f" (its shape padded to a multiple of {divisor})"
                   if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
-        raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}: use a patch "
+        order = " (z, y, x; a NIfTI's x, y, z reversed)" if len(patch_size) == 3 else ""
+        raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}{order}: use a patch "
                          f"of at most {fit}{padded}, or leave it out to choose one automatically")
     return patch_size
