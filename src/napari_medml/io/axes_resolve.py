@@ -121,13 +121,11 @@ def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
 
 
 def _ordered(axes: str) -> bool:
-    """Whether ``axes`` are in an order files store: T, C, Z, Y, X (OME, ours) or T, Z, C, Y, X
-    (ImageJ's hyperstacks, also what a shaped TIFF of a Z-stack of channels holds); an RGB colour
-    axis (a trailing C) stays last."""
+    """Whether ``axes`` are in an order files store: T, C, Z, Y, X (OME, ours; an RGB colour axis,
+    a trailing C, stays last) or T, Z, C, Y, X (ImageJ's hyperstacks)."""
     if canonical_order(axes, rgb=axes.endswith("C")) == list(range(len(axes))):
         return True
-    body = axes[:-1] if axes.endswith("C") and "C" in axes[:-1] else axes
-    return [a for a in "TZCYX" if a in body] == [a for a in body if a in "TZCYX"]
+    return [a for a in "TZCYX" if a in axes] == [a for a in axes if a in "TZCYX"]
 
 
 def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
