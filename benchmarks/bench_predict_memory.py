@@ -56,7 +56,7 @@ def worker(args: argparse.Namespace) -> dict:
     model = make_model(classes=args.classes, patch=args.patch, features=args.features, depth=args.depth)
     image = make_volume(args.size)
     probabilities = args.worker == "probabilities"
-    config = InferConfig(overlap=args.overlap, device=args.device, return_probabilities=probabilities)
+    config = InferConfig(overlap=args.overlap, device=args.device, return_probabilities=probabilities, tta=args.tta)
     model.network.to(device)
     # One window first: loads the compute libraries (oneDNN, cuDNN), which are not
     # prediction memory, before the baseline is read.
@@ -70,6 +70,7 @@ def worker(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - start
     result = {
         "mode": args.worker,
+        "tta": bool(args.tta),
         "seconds": seconds,
         "rss_before_predict_mib": before,
         "peak_rss_mib": _maxrss_mib(),
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3, help="UNet levels (default: 3)")
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap (default: 0.25)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device (default: auto)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation (the image and its flip along each axis, as planned models "
+                        "predict)")
     parser.add_argument("--worker", choices=("labels", "probabilities"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -102,7 +106,8 @@ def main() -> None:
     runs = []
     for mode in ("labels", "probabilities"):
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker"
+            f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f"={v}")
+            for k, v in vars(args).items() if k != "worker" and v is not False
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=here, check=False)
         if done.returncode != 0:
@@ -116,7 +121,7 @@ def main() -> None:
     report = {
         "benchmark": "predict_memory",
         "volume": [args.size] * 3, "classes": args.classes, "roi": [args.patch] * 3,
-        "overlap": args.overlap, "features": args.features, "depth": args.depth,
+        "overlap": args.overlap, "features": args.features, "depth": args.depth, "tta": bool(args.tta),
         "input_float32_mib": input_mib,
         "labels_only": labels, "with_probabilities": probs,
         "labels_only_increase_over_input": labels["peak_increase_mib"] / input_mib,

@@ -122,43 +122,52 @@ def test_imagej_zcyx_hyperstack_trains_on_two_channels(tmp_path, capsys) -> None
     assert code == 0, err
 
 
-def test_a_zcyx_stack_saved_without_its_axes_is_a_volume_of_two_channels(tmp_path, capsys) -> None:
-    """Case 06's stack written by a plain ``tifffile.imwrite`` (its shape stored, not its axes; review 31):
-    it was read as 6 time frames of a 2D network (TCYX, the only reading in our order that fits the labels),
-    where ImageJ's own order reads a Z-stack of 2 channels, as the hyperstack is."""
+def test_a_zcyx_stack_saved_without_its_axes_is_refused_naming_both_readings(tmp_path, capsys) -> None:
+    """Case 06's stack written by a plain ``tifffile.imwrite`` (its shape stored, not its axes; review 31): it
+    was read as 6 time frames of a 2D network (TCYX, the one reading in our order that fits the labels) in
+    silence, where ImageJ's order reads a Z-stack of 2 channels. Both readings are named, and --axes trains
+    and predicts either."""
     rng = np.random.default_rng(62)
     img = rng.integers(0, 400, (6, 2, 40, 40)).astype(np.uint16)
     lab = np.zeros((6, 40, 40), np.uint8)
     lab[1:5, 8:25, 8:25] = 1
     img[:, 0][lab == 1] += 2000
-    tifffile.imwrite(tmp_path / "zc.tif", img)
-    tifffile.imwrite(tmp_path / "zc_mask.tif", lab)
+    tifffile.imwrite(tmp_path / "zc.tif", img, resolution=(2.0, 2.0))
+    tifffile.imwrite(tmp_path / "zc_mask.tif", lab, resolution=(2.0, 2.0))
     assert read_volume(tmp_path / "zc.tif").axes == "QQYX"
-    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "zc.tif", "--labels", tmp_path / "zc_mask.tif",
-                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    args = ["--image", tmp_path / "zc.tif", "--labels", tmp_path / "zc_mask.tif", "--out", tmp_path / "m", *TINY]
+    code, _, err = run_cli(capsys, "train", *args)
+    assert code == 1 and ("(could be TCYX: 6 frames of 2 channels for a 2D network, or ZCYX: a Z-stack of 2 "
+                          "channels in ImageJ's order, for a 3D network)") in err and "--axes" in err, err
+    code, _, err = run_cli(capsys, "train", *args, "--axes", "ZCYX", "--spacing", "3", "0.5", "0.5")
     assert code == 0, err
     assert f"image '{tmp_path / 'zc.tif'}': 2 channels (axes CZYX, shape (2, 6, 40, 40))" in err, err
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["in_channels"] == 2 and config["spatial_dims"] == 3
-    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "zc.tif",
-                           "--out", tmp_path / "pred.tif", "--device", "cpu")  # fmt: skip
+    assert config["in_channels"] == 2 and config["spatial_dims"] == 3 and config["spacing"] == [3.0, 0.5, 0.5]
+    predict = ["predict", "--model", tmp_path / "m", "--image", tmp_path / "zc.tif", "--out", tmp_path / "pred.tif",
+               "--device", "cpu"]
+    code, _, err = run_cli(capsys, *predict)  # the 3D model of 2 channels: only ImageJ's order fits it
+    assert code == 1 and "it fits as ZCYX, a Z-stack of 2 channels in ImageJ's order" in err, err
+    code, _, err = run_cli(capsys, *predict, "--axes", "ZCYX", "--spacing", "3", "0.5", "0.5")
     assert code == 0, err
-    assert tifffile.imread(tmp_path / "pred.tif").shape == (6, 40, 40)
+    with tifffile.TiffFile(tmp_path / "pred.tif") as tif:
+        assert tif.series[0].shape == (6, 40, 40)
+    code, _, err = run_cli(capsys, "train", *args, "--axes", "TCYX")  # or frames of a 2D network
+    assert code == 0 and "6 frames (axes TCYX) as samples of a 2D network" in err, err
 
 
 def test_a_stack_of_slices_and_channels_saved_as_flat_pages_gets_a_fix_that_works(tmp_path, capsys) -> None:
     """The stack written with ``metadata=None``: 12 flat pages that no option can split (review 31). The line
     says what the pages may be and how to save them with their axes; following it trains on 2 channels."""
     rng = np.random.default_rng(9)
-    img = rng.integers(0, 400, (6, 2, 40, 40)).astype(np.uint16)
+    img = rng.normal(100, 10, (6, 2, 40, 40))  # float64: ImageJ's format would not take it
     lab = np.zeros((6, 40, 40), np.uint8)
     lab[1:5, 8:25, 8:25] = 1
     tifffile.imwrite(tmp_path / "raw.tif", img, metadata=None)
     tifffile.imwrite(tmp_path / "raw_mask.tif", lab, metadata=None)
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "raw.tif", "--labels", tmp_path / "raw_mask.tif",
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
-    fix = re.search(r"tifffile\.imwrite\(path, image\.reshape\(([0-9, ]+)\), imagej=True, "
-                    r"metadata=\{'axes': 'ZCYX'\}\)", err)
+    fix = re.search(r"tifffile\.imwrite\(path, image\.reshape\(([0-9, ]+)\), metadata=\{'axes': 'ZCYX'\}\)", err)
     assert code == 1 and "if its 12 planes are 6 slices of 2 channels saved without their axes" in err and fix, err
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "raw.tif", "--labels", tmp_path / "raw_mask.tif",
                            "--axes", "ZCYX", "--out", tmp_path / "m", *TINY)  # fmt: skip
@@ -166,7 +175,7 @@ def test_a_stack_of_slices_and_channels_saved_as_flat_pages_gets_a_fix_that_work
                                               "stored array (3), e.g. ZYX"), err
     stored = tifffile.imread(tmp_path / "raw.tif")
     shape = tuple(int(n) for n in fix.group(1).split(","))
-    tifffile.imwrite(tmp_path / "raw.tif", stored.reshape(shape), imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "raw.tif", stored.reshape(shape), metadata={"axes": "ZCYX"})
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "raw.tif", "--labels", tmp_path / "raw_mask.tif",
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
     assert code == 0 and "2 channels (axes CZYX, shape (2, 6, 40, 40))" in err, err

@@ -471,7 +471,8 @@ def test_empty_labels_files_are_named(capsys, files, tmp_path):
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
     assert code == 1
     assert one_line(err).endswith(f"labels '{tmp_path / 'empty_seg.nii.gz'}' are empty (every voxel 0): give labels "
-                                  "with at least one class (an id above 0)")
+                                  "with at least one class (an id above 0; scribbles also need the background id "
+                                  "painted)")
     assert digest(files) == before and not (tmp_path / "m").exists()
     code, _, err = run_cli(capsys, "train", "--image", files / "img.nii.gz", "--labels", tmp_path / "empty_seg.nii.gz",
                            "--image", files / "img.nii.gz", "--labels", files / "img_seg.nii.gz",

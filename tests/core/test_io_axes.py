@@ -152,21 +152,23 @@ def test_unnamed_axes_are_resolved_or_refused_naming_the_option(tmp_path: Path) 
     assert resolve_axes(vol.axes, shape, what="s", hint="h", labels_shape=(48, 48)) == "CYX"
     assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=10) == "CYX"
     assert resolve_axes(vol.axes, shape, what="s", hint="h", spatial_dims=2, in_channels=1) == "ZYX"
-    # a stack of channels (ZCYX, ImageJ's order) or channels of a stack (CZYX): only the user can tell
-    with pytest.raises(InputError, match=r"stack.*could be CZYX or ZCYX.*--axes.*one letter for each of its 4 axes, "
+    with pytest.raises(InputError, match=r"stack.*could be CZYX or TCYX.*--axes.*one letter for each of its 4 axes, "
                        r"e\.g\. CZYX\)$"):
         resolve_axes("QQYX", (2, 2, 8, 8), what="image 'stack.npy'", hint=AXES_HINT, spatial_dims=2,
                      in_channels=2)  # fmt: skip
-    # case 06 without its ImageJ metadata (a shaped TIFF, review 31): a Z-stack of 2 channels, read as ImageJ stores
-    # it, not as time frames of a 2D network
-    assert resolve_axes("QQYX", (6, 2, 8, 8), what="s", hint="h", labels_shape=(6, 8, 8)) == "ZCYX"
-    assert resolve_axes("QQYX", (6, 2, 8, 8), what="s", hint="h", spatial_dims=3, in_channels=2) == "ZCYX"
+    # case 06 without its ImageJ metadata (a shaped TIFF, review 31): 6 frames of 2 channels in our order, or a
+    # Z-stack of 2 channels in ImageJ's: only the user can tell (both were read as the frames, in silence)
+    with pytest.raises(InputError, match=r"could be TCYX: 6 frames of 2 channels for a 2D network, or ZCYX: a "
+                       r"Z-stack of 2 channels in ImageJ's order, for a 3D network\): h"):
+        resolve_axes("QQYX", (6, 2, 8, 8), what="s", hint="h", labels_shape=(6, 8, 8))
+    assert resolve_axes("QQYX", (6, 2, 8, 8), what="s", hint="h", labels_shape=(6, 8, 8), spatial_dims=2) == "TCYX"
+    for kwargs in ({"spatial_dims": 3, "in_channels": 2}, {"labels_shape": (3, 6, 8, 8)}):
+        shape = (6, 2, 8, 8) if "in_channels" in kwargs else (3, 6, 2, 8, 8)
+        with pytest.raises(InputError, match=r"it fits as T?ZCYX, a Z-stack of 2 channels in ImageJ's order: h "
+                           r"\(here T?ZCYX\)$"):
+            resolve_axes("Q" * (len(shape) - 2) + "YX", shape, what="s", hint="h", **kwargs)
     assert resolve_axes("QQYX", (2, 6, 8, 8), what="s", hint="h", labels_shape=(6, 8, 8)) == "CZYX"
-    assert resolve_axes("QQQYX", (3, 6, 2, 8, 8), what="s", hint="h", labels_shape=(3, 6, 8, 8)) == "TZCYX"
-    # a napari layer of that stack: one volume of 2 channels; its scale has an entry for the channel axis too
-    images, _, spacings, channel = split_samples(np.zeros((6, 2, 8, 8)), np.zeros((6, 8, 8)), "QQYX", 3,
-                                                 (3.0, 1.0, 0.5, 0.5))  # fmt: skip
-    assert len(images) == 1 and channel == 1 and spacings == [(3.0, 0.5, 0.5)]
+    assert resolve_axes("QQYX", (2, 2, 8, 8), what="s", hint="h", spatial_dims=3, in_channels=2) == "CZYX"
     assert read_volume(tmp_path / "stack.npy", axes="CYX").axes == "CYX"
     with pytest.raises(InputError, match="has 3 axes but 'CZYX' names 4"):
         read_volume(tmp_path / "stack.npy", axes="CZYX")

@@ -128,17 +128,13 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     from dataclasses import replace
 
     from napari_medml.errors import InputError
-    from napari_medml.io.axes import SINGLETONS_KEY, canonical_order, layout, one_slice_volume
-    from napari_medml.io.volume import canonical
+    from napari_medml.io.axes import SINGLETONS_KEY, layout, one_slice_volume
     from napari_medml.io.axes_resolve import check_not_strips, resolve_axes
 
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
                         labels_shape=labels_shape, in_channels=in_channels, labels_what=labels_what)  # fmt: skip
     vol = replace(vol, axes=axes)
-    if canonical_order(axes, rgb=bool(vol.meta.get("rgb"))) != list(range(len(axes))):
-        vol = canonical(vol)  # read in ImageJ's order (ZCYX): put in the order every file is read in (CZYX)
-        axes = vol.axes
     dims = spatial_dims or (3 if "Z" in axes else 2)
     others = [(a, n) for a, n in zip(axes, vol.data.shape) if a not in "YX"]
     if dims == 3 and "Z" not in axes and all(a == "C" and n == in_channels for a, n in others):

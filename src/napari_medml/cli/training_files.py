@@ -116,8 +116,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         channels.add(channel)
     if not any(painted):  # the core's line cannot name the files, nor say it in the command line's words
         names = ", ".join(f"'{p}'" for p in label_paths)
-        raise InputError(f"labels {names} are empty (every voxel 0): give "
-                         f"labels with at least one {ids} (an id above 0)")  # fmt: skip
+        raise InputError(f"labels {names} are empty (every voxel 0): give labels with at least one {ids} (an id "
+                         "above 0; scribbles also need the background id painted)")  # fmt: skip
     if len(channels) > 1:
         raise InputError("the training images differ in channels: give all with or all without "
                          "a channel axis")  # fmt: skip

@@ -46,11 +46,23 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
             fits[key] = text
     shape_text = "x".join(map(str, shape))
     # the hint's examples name 3 axes: a file of another number gets one of its own readings
-    ordered = [t for t in _readings(axes) if _ordered(t)]
+    ordered = [t for t in _readings(axes) if canonical_order(t, rgb=t.endswith("C")) == list(range(len(t)))]
     example = (sorted(fits.values()) or ordered or _readings(axes))[0]
     letters = f" (one letter for each of its {len(shape)} axes, e.g. {example})" if hint else ""
     if len(fits) == 1:
-        return next(iter(fits.values()))
+        chosen = next(iter(fits.values()))
+        stack = _imagej_stack(axes, chosen, shape, spatial_dims, labels_shape, in_channels)
+        if stack:  # frames of a 2D network, or a Z-stack of channels as ImageJ stores it: only the user knows
+            raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
+                             f"(could be {chosen}: {_frames(chosen, shape)} for a 2D network, or {stack}: a "
+                             f"Z-stack of {shape[stack.index('C')]} channels in ImageJ's order, for a 3D network): "
+                             f"{hint}{letters.replace(example, stack)}")  # fmt: skip
+        return chosen
+    stack = "" if fits else _imagej_stack(axes, "", shape, spatial_dims, labels_shape, in_channels)
+    if stack:  # no reading in our order fits, one in ImageJ's does: it is what the user must say
+        raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are; it fits "
+                         f"as {stack}, a Z-stack of {shape[stack.index('C')]} channels in ImageJ's order: {hint} "
+                         f"(here {stack})")  # fmt: skip
     if not fits and labels_shape is not None and any(
             _fits(t, shape, spatial_dims, None, in_channels) for t in _readings(axes)):
         raise InputError(f"{labels_what} have shape {tuple(labels_shape)} but {what} has shape {tuple(shape)}: "
@@ -79,10 +91,40 @@ def _interleaved(shape: Sequence[int], labels_shape: Sequence[int]) -> str:
         return ""
     z, c = labels_shape[0], shape[0] // labels_shape[0]
     parts = (z, c, *shape[1:])
-    return (f"; if its {shape[0]} planes are {z} slices of {c} channels saved without their axes (no ImageJ or "
-            f"OME metadata), save it again with them, e.g. in Python tifffile.imwrite(path, "
-            f"image.reshape{parts}, imagej=True, metadata={{'axes': 'ZCYX'}}) (the channels of a slice next to "
-            "each other, ImageJ's order), or in Fiji with Image > Hyperstacks > Stack to Hyperstack")
+    return (f"; if its {shape[0]} planes are {z} slices of {c} channels saved without their axes (the channels "
+            f"of a slice next to each other, ImageJ's order), save it again with them: a TIFF in Python with "
+            f"tifffile.imwrite(path, image.reshape{parts}, metadata={{'axes': 'ZCYX'}}) or in Fiji with Image > "
+            f"Hyperstacks > Stack to Hyperstack; a .npy with np.save(path, image.reshape{parts}) and --axes ZCYX")
+
+
+def _imagej_stack(axes: str, chosen: str, shape: Sequence[int], spatial_dims: int | None,
+                  labels_shape: Sequence[int] | None, in_channels: int | None) -> str:
+    """The reading of ``axes`` in ImageJ's order (T, Z, C, Y, X; not ours) that makes a Z-stack of
+    channels, which a plain ``tifffile.imwrite`` of case 06's hyperstack stores as ``(6, 2, Y, X)``.
+
+    With ``chosen`` (the one reading in our order, T, C, Z, Y, X, that fits): only where it makes
+    time frames with no Z and the network's dimensions are open (a 2D network takes frames and
+    slices alike), and with the channels where it has them: ``ZCYX`` beside ``TCYX``. With
+    ``chosen`` "" (no reading in our order fits): one that fits every constraint. "" when none.
+    """
+    if chosen and (spatial_dims is not None or "Z" in chosen or "T" not in chosen or "C" not in chosen):
+        return ""
+    for text in _readings(axes):
+        imagej = [a for a in "TZCYX" if a in text] == [a for a in text if a in "TZCYX"]
+        if not (imagej and "Z" in text and "C" in text) or (chosen and text.index("C") != chosen.index("C")):
+            continue
+        channels = shape[text.index("C")]
+        without_c = tuple(n for n, a in zip(shape, text) if a != "C")
+        if (in_channels is None or channels == in_channels) and (
+                labels_shape is None or tuple(labels_shape) == without_c):
+            return text
+    return ""
+
+
+def _frames(axes: str, shape: Sequence[int]) -> str:
+    """``"6 frames of 2 channels"``: what a ``T...C`` reading makes of ``shape``."""
+    frames = int(np.prod([n for n, a in zip(shape, axes) if a == "T"]))
+    return f"{frames} frame{'s' if frames != 1 else ''} of {shape[axes.index('C')]} channels"
 
 
 def _readings(axes: str) -> list[str]:
@@ -103,7 +145,8 @@ def _readings(axes: str) -> list[str]:
 
 def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
           labels_shape: Sequence[int] | None, in_channels: int | None) -> bool:
-    if not _ordered(axes):
+    # volumes keep T, C, Z, Y, X order; an RGB colour axis (a trailing C) stays last
+    if canonical_order(axes, rgb=axes.endswith("C")) != list(range(len(axes))):
         return False
     spatial = sum(a in "ZYX" for a in axes)
     if spatial_dims is not None and spatial < spatial_dims:
@@ -118,14 +161,6 @@ def _fits(axes: str, shape: Sequence[int], spatial_dims: int | None,
         if tuple(labels_shape) != without_c:
             return False
     return True
-
-
-def _ordered(axes: str) -> bool:
-    """Whether ``axes`` are in an order files store: T, C, Z, Y, X (OME, ours; an RGB colour axis,
-    a trailing C, stays last) or T, Z, C, Y, X (ImageJ's hyperstacks)."""
-    if canonical_order(axes, rgb=axes.endswith("C")) == list(range(len(axes))):
-        return True
-    return [a for a in "TZCYX" if a in axes] == [a for a in axes if a in "TZCYX"]
 
 
 def _constraints(spatial_dims: int | None, labels_shape: Sequence[int] | None,
@@ -203,10 +238,7 @@ def split_samples(image: Any, labels: Any, axes: str, spatial_dims: int, spacing
     if tuple(np.shape(labels)) != expected:
         raise InputError(f"{labels_what} have shape {tuple(np.shape(labels))} but {what} (axes {axes}, shape "
                          f"{tuple(shape)}) has {expected} without channels: they must match")  # fmt: skip
-    sizes = None if spacing is None else tuple(float(v) for v in spacing)
-    if sizes is not None and len(sizes) == len(shape) and lay.channel_axis is not None:  # a scale for every axis
-        sizes = tuple(v for i, v in enumerate(sizes) if i != lay.channel_axis)  # (an unnamed one held the channels)
-    sizes = None if sizes is None else sizes[-spatial_dims:]
+    sizes = None if spacing is None else tuple(float(v) for v in spacing)[-spatial_dims:]
     channel = lay.channel_axis
     if channel is not None:
         channel -= sum(a < channel for a in lay.sample_axes)
