@@ -191,6 +191,16 @@ def test_object_mode_cli(capsys, tmp_path) -> None:
                            "--classes", tmp_path / "bad.csv", *SMALL, "--out", tmp_path / "bundle-bad")
     assert_one_line_error(code, err, "lists object(s) 99 that instances", "(12 objects, ids 1..12)")
     assert not (tmp_path / "bundle-bad").exists()
+    # trial 31: a class name was blamed on "labels 'names.csv'", a CSV of one class on what was "painted"
+    (tmp_path / "names.csv").write_text("object,class\n1,large\n2,small\n")
+    (tmp_path / "one.csv").write_text("object,class\n1,1\n2,1\n")
+    for table, words in (("names.csv", (f"class file '{tmp_path / 'names.csv'}' line 2: 'large' is not a number",
+                                        "the class in the last column")),
+                         ("one.csv", ("only class 1 is given among the 12 objects", "painted or in the classes "))):
+        code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                               "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                               "--classes", tmp_path / table, *SMALL, "--out", tmp_path / "bundle-bad")
+        assert_one_line_error(code, err, *words)
 
 
 def test_tile_mode_cli(capsys, tmp_path) -> None:

@@ -225,9 +225,9 @@ def test_transfer_from_a_segmentation_bundle(tmp_path) -> None:
 def test_bad_inputs_give_clear_errors(shapes) -> None:
     sc, samples = shapes
     one = image_samples(sc.images, classes=np.where(sc.classes == 1, 1, 0), input_size=(32, 32))
-    with pytest.raises(InputError, match="only class 1 is painted"):
+    with pytest.raises(InputError, match="only class 1 is given among"):
         train_classifier(one, small_config())
-    with pytest.raises(InputError, match="no class is painted"):
+    with pytest.raises(InputError, match="no class is given among"):
         train_classifier(image_samples(sc.images[:4]), small_config())
     with pytest.raises(ConfigError, match="task='classification'"):
         train_classifier(samples, TrainConfig())

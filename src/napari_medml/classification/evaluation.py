@@ -155,8 +155,8 @@ def _numbered(rows: Sequence[Sequence[str]]) -> bool:
     return True
 
 
-def read_truth_table(path: str | Path, *, key: str = "sample",
-                     class_names: Mapping[int, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_truth_table(path: str | Path, *, key: str = "sample", class_names: Mapping[int, str] | None = None,
+                     what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
     """Read known classes from a CSV in the format ``train --classes`` reads.
 
     Parameters
@@ -170,6 +170,9 @@ def read_truth_table(path: str | Path, *, key: str = "sample",
         What the rows are, for messages; objects need a key column.
     class_names : mapping, optional
         Class id -> name: names are read as their ids.
+    what : str
+        How messages name the file: ``"labels"`` (evaluate's ``--labels``) or ``"class file"``
+        (train's ``--classes``).
 
     Returns
     -------
@@ -183,18 +186,19 @@ def read_truth_table(path: str | Path, *, key: str = "sample",
         without a key column, or no rows.
     """
     path = Path(path)
-    rows = _read_rows(path, "labels")
+    rows = _read_rows(path, what)
     by_name = {str(v).strip().lower(): int(k) for k, v in (class_names or {}).items()}
     # a first column of names (a file,class list, as train --classes reads it) is not a key: rows in order
     keyed = any(len(row) > 1 for row in rows) and (key == "object" or _numbered(rows[1:]))
-    fix = f"write one row per {key}: {'its number or id, then ' if keyed else ''}its class id (empty or 0 = unknown)"
+    fix = (f"write one row per {key}: {'its number or id, then ' if keyed else ''}its class id (empty or 0 = "
+           "unknown), the class in the last column")
 
     def parse_class(cell: str, line: int) -> int:
         if cell == "":
             return 0
         if cell.lower() in by_name:
             return by_name[cell.lower()]
-        return int(_number(cell, f"labels '{path}' line {line}", fix))
+        return int(_number(cell, f"{what} '{path}' line {line}", fix))
 
     def header(row: list[str]) -> bool:
         try:
@@ -212,8 +216,8 @@ def read_truth_table(path: str | Path, *, key: str = "sample",
             if not any(row):
                 continue
             if len(row) < 2 or row[0] == "":
-                raise InputError(f"labels '{path}' line {line} has no {key} number: {fix}")
-            keys.append(int(_number(row[0], f"labels '{path}' line {line}", fix)))
+                raise InputError(f"{what} '{path}' line {line} has no {key} number: {fix}")
+            keys.append(int(_number(row[0], f"{what} '{path}' line {line}", fix)))
         else:
             keys.append(len(keys))
         classes.append(parse_class(row[-1] if row else "", line))

@@ -53,7 +53,7 @@ def object_class_labels(path: str | Path, instances: np.ndarray, *,
         objects of ``instances``, or no object with a known class.
     """
     path = Path(path)
-    keys, classes = read_truth_table(path, key="object", class_names=class_names)
+    keys, classes = read_truth_table(path, key="object", class_names=class_names, what="class file")
     inst = np.asarray(instances)
     if not np.issubdtype(inst.dtype, np.integer):
         raise InputError(f"{instances_name} have dtype {inst.dtype}: they must be integer object ids")

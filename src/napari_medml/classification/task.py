@@ -74,8 +74,9 @@ class ClassificationTask:
         if len(class_ids) < 2:
             found = f"only class {class_ids[0]} is" if class_ids else "no class is"
             plural = "" if len(samples) == 1 else "s"
-            raise InputError(f"{found} painted among the {len(samples)} {samples.level}{plural}: paint at least two "
-                             "different classes (a classifier learns to tell classes apart)")
+            raise InputError(f"{found} given among the {len(samples)} {samples.level}{plural}: give at least two "
+                             "different classes, painted or in the classes file (a classifier learns to tell classes "
+                             "apart)")
         if base is not None and class_ids != tuple(base.class_ids):
             raise InputError(f"the samples have classes {list(class_ids)} but the checkpoint was trained on "
                              f"{list(base.class_ids)}: resume with the same classes, or start a new run")
