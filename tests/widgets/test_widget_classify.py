@@ -353,7 +353,7 @@ def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_n
     instances = np.concatenate([(lab > 0) * (i + 1) for i, lab in enumerate(sc.labels)], axis=1).astype(np.int32)
     paint = np.concatenate(list(sc.labels), axis=1).astype(np.uint8)
     cfg = classification_config(2, epochs=1, steps_per_epoch=2)
-    cfg = replace(cfg, augment=AugmentConfig.none(), data=replace(cfg.data, val_fraction=0.0),
+    cfg = replace(cfg, augment=AugmentConfig.none(), data=replace(cfg.data, val_fraction=0.34),
                   model=replace(cfg.model, channels=4, depth=2))
     samples = object_samples(image, instances, class_labels=paint, input_size=(16, 16), box="common")
     bundle = train_classifier(samples, cfg).save(tmp_path / "objects-model")
@@ -373,6 +373,9 @@ def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_n
     assert result.data.shape == image.shape and np.all(result.data[instances == 0] == 0)
     assert set(np.unique(result.data[instances > 0])) <= {1, 2}
     assert widget["status"].value.startswith("6 objects classified")
+    # trial 31: the bundle's validation read as a score of this image
+    assert widget["metrics"].value.startswith("the bundle's own validation when it was trained (to score this "
+                                              "image, use Evaluate with its true classes):\nvalidation (2 samples")
     assert widget.classifier.sample_params["box"] == "common"
     predict = open_widget(viewer, "predict")
     predict["images"].value = [layer]

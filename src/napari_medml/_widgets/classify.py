@@ -310,8 +310,9 @@ class ClassifyWidget(DockForm):
             self.roc.show(full)
 
     def show(self, classifier: Any, result: Any, layer: napari.layers.Layer,
-             instances: np.ndarray | None = None) -> None:
-        """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics."""
+             instances: np.ndarray | None = None, from_bundle: bool = False) -> None:
+        """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics
+        (``from_bundle``: a saved classifier applied to this image, whose metrics are its training's)."""
         from napari_medml.classification.metrics import no_metrics_reason, report_summary
         from napari_medml.classification.tables import object_table
         from napari_medml.classification.transfer import describe_taken
@@ -338,6 +339,9 @@ class ClassifyWidget(DockForm):
             self.roc.show(classifier.metrics)
         self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
                                     no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2"))
+        if from_bundle and classifier.metrics:  # not a score of this image: that needs its true classes
+            self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, "
+                                        "use Evaluate with its true classes):\n" + self._w["metrics"].value)
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
@@ -370,8 +374,8 @@ class ClassifyWidget(DockForm):
                                  "the instance labels ('instances')")
             return classifier, classifier.classify(image, instances=instances, channel_axis=axis)
 
-        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances), desc="Classification",
-                          discard_on_stop=True)
+        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True),
+                          desc="Classification", discard_on_stop=True)
 
     @notify_errors("Classification")
     def save_table(self, *_: Any) -> None:
