@@ -195,7 +195,7 @@ def test_object_mode_cli(capsys, tmp_path) -> None:
     (tmp_path / "names.csv").write_text("object,class\n1,large\n2,small\n")
     (tmp_path / "one.csv").write_text("object,class\n1,1\n2,1\n")
     for table, words in (("names.csv", (f"class file '{tmp_path / 'names.csv'}' line 2: 'large' is not a number",
-                                        "the class in the last column")),
+                                        "its class id in the last column")),
                          ("one.csv", ("only class 1 is given among the 12 objects", "painted or in the classes "))):
         code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
                                "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",

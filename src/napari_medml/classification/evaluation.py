@@ -170,9 +170,8 @@ def read_truth_table(path: str | Path, *, key: str = "sample", class_names: Mapp
         What the rows are, for messages; objects need a key column.
     class_names : mapping, optional
         Class id -> name: names are read as their ids.
-    what : str
-        How messages name the file: ``"labels"`` (evaluate's ``--labels``) or ``"class file"``
-        (train's ``--classes``).
+    what : {"labels", "class file"}
+        The file in messages: evaluate's ``--labels`` or train's ``--classes``.
 
     Returns
     -------
@@ -185,13 +184,12 @@ def read_truth_table(path: str | Path, *, key: str = "sample", class_names: Mapp
         A cell that is not a class id (or known name), a key listed twice, objects
         without a key column, or no rows.
     """
-    path = Path(path)
-    rows = _read_rows(path, what)
+    path, rows = Path(path), _read_rows(Path(path), what)
     by_name = {str(v).strip().lower(): int(k) for k, v in (class_names or {}).items()}
     # a first column of names (a file,class list, as train --classes reads it) is not a key: rows in order
     keyed = any(len(row) > 1 for row in rows) and (key == "object" or _numbered(rows[1:]))
-    fix = (f"write one row per {key}: {'its number or id, then ' if keyed else ''}its class id (empty or 0 = "
-           "unknown), the class in the last column")
+    then = "its number or id, then " if keyed else ""
+    fix = f"write one row per {key}: {then}its class id in the last column (empty or 0 = unknown)"
 
     def parse_class(cell: str, line: int) -> int:
         if cell == "":
@@ -234,8 +232,7 @@ def read_truth_table(path: str | Path, *, key: str = "sample", class_names: Mapp
 def _check_unique(keys: np.ndarray, key: str, name: str) -> None:
     values, counts = np.unique(keys, return_counts=True)
     if (counts > 1).any():
-        raise InputError(f"{name} lists {key} {int(values[counts > 1][0])} {int(counts.max())} times: "
-                         f"give one row per {key}")
+        raise InputError(f"{name} lists {key} {values[counts > 1][0]} {counts.max()} times: give one row per {key}")
 
 
 def _some(keys: Sequence[int], key: str) -> str:  # 'sample 4' or 'samples 4, 7, 9, ... (12)'
