@@ -282,3 +282,54 @@ def test_a_killed_runs_folder_names_the_command_that_resumes_it(tmp_path, task, 
         load_model(tmp_path / "run")
     assert f"continue it with the same 'napari-medml {command} ... --out {tmp_path / 'run'}' and --resume" in str(
         info.value)
+
+
+@pytest.mark.parametrize("listing_at_swap", [1, 2])
+def test_a_checkpoint_swapped_while_the_folder_is_checked_is_no_error(tmp_path, monkeypatch, listing_at_swap):
+    """CI 31: a second run on a running run's --out failed with "file '.../checkpoints/.best.old-...' does not
+    exist" (the walk met the running run's atomic swap of its best checkpoint) instead of being told the folder
+    is in use. A folder that goes while the bundle folder is checked is skipped; the user's files still count."""
+    import os
+
+    from napari_medml.bundles import format as bundle_format
+
+    path = save_model(_model(), tmp_path / "b")
+    for name in ("last", ".best.old-123-abc", "best"):
+        (path / "checkpoints" / name).mkdir(parents=True)
+        (path / "checkpoints" / name / "train_state.json").write_text("{}")
+    listing = os.scandir
+
+    class Listed:  # os.scandir's entries, listed at once: an iterator and a context manager, as os.scandir's
+        def __init__(self, entries):
+            self.entries = iter(list(entries))
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    calls = []
+
+    def swapping_scandir(folder="."):  # the running run renames its old best away after a listing of the folder
+        with listing(folder) as entries:
+            listed = Listed(entries)
+        old = path / "checkpoints" / ".best.old-123-abc"
+        if os.fspath(folder) == os.fspath(path / "checkpoints"):
+            calls.append(folder)
+            if len(calls) == listing_at_swap and old.exists():
+                (old / "train_state.json").unlink()
+                old.rmdir()
+        return listed
+
+    monkeypatch.setattr(os, "scandir", swapping_scandir)
+    assert bundle_format.check_bundle_path(path) == path
+    (path / "checkpoints" / "best" / "mine.txt").write_text("precious")
+    with pytest.raises(BundleError, match=r"holds other files in its checkpoints folder \('checkpoints/best/mine"):
+        bundle_format.check_bundle_path(path)

@@ -15,7 +15,7 @@ import json
 import re
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +81,23 @@ def _check_own_contents(target: Path) -> None:
             raise BundleError(f"'{target}' holds a {CONFIG_NAME} that is not a napari-medml model's: choose a new or "
                               "empty folder for a model bundle (its files would be replaced)")
     for sub in (CHECKPOINTS_NAME, MEMBERS_NAME):
-        for entry in sorted((target / sub).rglob("*")) if (target / sub).is_dir() else ():
+        for entry in sorted(_entries(target / sub)):
+            if not os.path.lexists(entry):
+                continue  # renamed or removed since it was listed: a running run's atomic swap (it is told apart later)
             if (entry.is_dir() and _OWN_FOLDERS.fullmatch(entry.name) or entry.name in _OWN_FILES | _RUN_FILES
                     or _TEMPS.fullmatch(entry.name) or any(_TEMPS.fullmatch(p) for p in entry.parts)):
                 continue
             raise BundleError(f"'{target}' holds other files in its {sub} folder ('{entry.relative_to(target)}'): "
                               "choose a new or empty folder for a model bundle (its files would be replaced)")
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    """Every file and folder below ``folder`` (none when it does not exist). ``os.walk`` skips a folder
+    that goes while it walks; ``Path.rglob`` raised FileNotFoundError when a running training run
+    swapped its ``best`` checkpoint (``.best.old-...``) meanwhile, and a second run on the same
+    ``--out`` failed with that instead of being told the folder is in use."""
+    for root, folders, files in os.walk(folder):
+        yield from (Path(root) / name for name in (*folders, *files))
 
 
 def library_versions() -> dict[str, str]:
