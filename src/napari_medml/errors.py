@@ -7,7 +7,9 @@ Widgets show these as napari notifications; the command line prints one line.
 
 from __future__ import annotations
 
-__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError", "NothingLearned"]
+from typing import Any
+
+__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError", "NothingLearned", "raise_if_stopped"]
 
 class MedMLError(ValueError):
     """Base class for user-fixable problems raised by napari-medml."""
@@ -31,3 +33,16 @@ class Cancelled(Exception):
 
 class NothingLearned(Cancelled):
     """A training run was stopped before its first step: there is no model to keep."""
+
+
+def raise_if_stopped(stop: Any | None, message: str = "stopped") -> None:
+    """Raise ``Cancelled(message)`` when ``stop`` (a ``StopToken``; None for a run that nobody
+    stops) was tripped: the check an interruptible loop makes between its steps.
+
+    Raises
+    ------
+    Cancelled
+        When ``stop.stop()`` was called.
+    """
+    if stop is not None and stop.stopped:
+        raise Cancelled(message)

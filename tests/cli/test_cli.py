@@ -326,6 +326,27 @@ def test_first_interrupt_stops_training_and_keeps_the_model():
     assert signal.getsignal(signal.SIGINT) is previous
 
 
+def test_a_block_wise_prediction_is_told_its_own_line_and_a_second_interrupt_aborts(capsys):
+    from napari_medml.cli.predict_blocks import BLOCKS_KEPT
+    from napari_medml.cli.progress import stop_on_interrupt
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.errors import Cancelled, raise_if_stopped
+
+    stop = StopToken()
+    with pytest.raises(KeyboardInterrupt), stop_on_interrupt(stop, BLOCKS_KEPT):
+        with pytest.raises(Cancelled, match="prediction stopped"):
+            for _ in range(1000):  # the windows of a block-wise prediction
+                if _ == 3:
+                    os.kill(os.getpid(), signal.SIGINT)
+                raise_if_stopped(stop, "prediction stopped")
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C: no waiting for a check
+        for _ in range(10**6):
+            pass
+    err = capsys.readouterr().err
+    assert stop.stopped and err.count("\n") == 2
+    assert "stopping at the next window; the finished blocks are kept (Ctrl-C again to abort)" in err
+
+
 def test_progress_works_without_tqdm(monkeypatch, capsys):
     import builtins
 

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order
+from napari_medml.cli.progress import stop_on_interrupt
 
 __all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks", "say_recipe"]
+
+BLOCKS_KEPT = "stopping at the next window; the finished blocks are kept"
 
 
 def check_targets(args: argparse.Namespace) -> None:
@@ -106,6 +109,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     the store resumes only a run of this model on this ``--image`` (its file, values and
     geometry are recorded).
     """
+    from napari_medml.engine.reports import StopToken
     from napari_medml.errors import Cancelled
     from napari_medml.segmentation.chunked import plan_blocks
     from napari_medml.segmentation.to_zarr import predict_to_zarr, volume_layout
@@ -142,9 +146,10 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
                 info(f"predicted {done} of {total} windows ({10 * tenth}%)")
 
         try:
-            result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
-                                     probabilities=args.probabilities, uncertainty=args.uncertainty,
-                                     source=args.image, progress=progress)  # fmt: skip
+            with stop_on_interrupt(stop := StopToken(), BLOCKS_KEPT):
+                result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
+                                         probabilities=args.probabilities, uncertainty=args.uncertainty,
+                                         source=args.image, progress=progress, stop=stop)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):
             info(f"interrupted: the finished blocks are kept in '{args.out}'; run the same command again "
                  "to resume")  # fmt: skip
@@ -161,6 +166,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
 def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     """Instances of an instance bundle, block by block into ``--out`` (and the maps' stores),
     then their per-object CSV table (``--table``, default ``<out>.csv``), measured block by block."""
+    from napari_medml.engine.reports import StopToken
     from dataclasses import replace
 
     from napari_medml.cli.common import given, spatial_spacing
@@ -222,8 +228,10 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
             bar.update(done - bar.n)
 
         try:
-            result = instances_to_zarr(model, vol, args.out, config=config, params=params, plan=plan, halo=halo,
-                                       spacing=spacing, maps=maps, progress=progress)  # fmt: skip
+            with stop_on_interrupt(stop := StopToken(), BLOCKS_KEPT):
+                result = instances_to_zarr(model, vol, args.out, config=config, params=params, plan=plan,
+                                           halo=halo, spacing=spacing, maps=maps, progress=progress,
+                                           stop=stop)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):
             info(f"interrupted: the finished blocks are kept in '{args.out}' and its maps; run the same command "
                  "again to resume")  # fmt: skip

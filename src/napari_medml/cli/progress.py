@@ -126,11 +126,19 @@ def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
 
 
 
+KEEPS_BEST = "stopping after this step and keeping the best model"
+
+
 @contextlib.contextmanager
-def stop_on_interrupt(stop: Any) -> Iterator[None]:
-    """First Ctrl-C (or SIGTERM): ask the engine to stop (it finishes the step and returns
-    the best model, which is then saved). Second: abort at once. A process started by
-    ``train --nproc`` also stops when the launcher's stop file appears."""
+def stop_on_interrupt(stop: Any, says: str = KEEPS_BEST) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM): ask the run to stop, saying ``says`` (a training run finishes
+    the step and returns the best model, which is then saved; a block-wise prediction stops at
+    the next window, its finished blocks kept). Second: abort at once. A process started by
+    ``train --nproc`` also stops when the launcher's stop file appears.
+
+    The handler only trips ``stop``, which the run checks between its steps: unlike Python's
+    default handler, whose ``KeyboardInterrupt`` surfaces wherever the interpreter happens to
+    be, nothing between two checks can swallow it."""
     from napari_medml.cli.launch import watch_stop_file
     from napari_medml.engine.distributed import is_main, launched
 
@@ -144,8 +152,7 @@ def stop_on_interrupt(stop: Any) -> Iterator[None]:
         stop.stop()
         if is_main():
             why = "terminated: " if signum == signal.SIGTERM else ""
-            print(f"\n{PROG}: {why}stopping after this step and keeping the best model "
-                  "(Ctrl-C again to abort)", file=sys.stderr)  # fmt: skip
+            print(f"\n{PROG}: {why}{says} (Ctrl-C again to abort)", file=sys.stderr)
 
     # SIGTERM (kill, a batch scheduler's time limit, docker stop) as Ctrl-C: the best model is saved.
     # Not in a process torchrun started: its launcher stops them all at one step; torchrun's

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from napari_medml.engine.devices import autocast
-from napari_medml.errors import Cancelled
+from napari_medml.errors import raise_if_stopped
 
 __all__ = ["count_windows", "window_predictor"]
 
@@ -74,8 +74,7 @@ def window_predictor(network: torch.nn.Module, total: int, *, amp: bool = False,
 
     def predictor(window: torch.Tensor) -> torch.Tensor:
         nonlocal done
-        if stop is not None and stop.stopped:
-            raise Cancelled(f"{what} stopped")
+        raise_if_stopped(stop, f"{what} stopped")
         with autocast(amp):
             out = network(window)
         out = out.float()

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import Cancelled, InputError
+from napari_medml.errors import InputError, raise_if_stopped
 
 __all__ = ["BLOCKWISE_STEPS", "blockwise_refusal", "replay_lazy", "statistics_passes"]
 
@@ -346,8 +346,7 @@ def _compute(*values: Any, stop: Any = None, many: bool = False) -> Any:
 
     class _Stop(Callback):
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if stop is not None and stop.stopped:
-                raise Cancelled("stopped while the recipe's statistics were computed")
+            raise_if_stopped(stop, "stopped while the recipe's statistics were computed")
 
     with warnings.catch_warnings():  # an all-NaN channel's mean (in dask's threads): refused with its own line
         warnings.filterwarnings("ignore", message="(invalid value|Mean of empty slice|Degrees of freedom)",

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from napari_medml.errors import Cancelled, InputError
+from napari_medml.errors import InputError, raise_if_stopped
 from napari_medml.io import Volume
 from napari_medml.io.axes import AXES_HINT
 
@@ -153,8 +153,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
     lead = moved.shape[: len(layout.loop)]
     indices = list(np.ndindex(*lead))
     def one(k: int) -> Any:
-        if stop is not None and stop.stopped:
-            raise Cancelled()
+        raise_if_stopped(stop)
         result = run_recipe(moved[indices[k]], layout.spacing, tuple(steps))
         if progress is not None:
             progress(k + 1, len(indices))
@@ -171,8 +170,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
                              f"more than the {size_text(budget)} this machine can spare: resample to a coarser "
                              "spacing, or crop first")
     results = [first] + [one(k) for k in range(1, len(indices))]
-    if stop is not None and stop.stopped:  # a one-volume step cannot be interrupted: its result is dropped
-        raise Cancelled()
+    raise_if_stopped(stop)  # a one-volume step cannot be interrupted: its result is dropped
     for result in results[1:]:
         if result.image.shape != first.image.shape or result.geometry != first.geometry:
             raise InputError(

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import Cancelled, ConfigError, InputError
+from napari_medml.errors import ConfigError, InputError, raise_if_stopped
 from napari_medml.segmentation.chunked import BlockPlan
 
 __all__ = ["MAX_GROWTH", "LabelledBlocks", "Labeller", "id_dtype", "label_blocks", "labelling_memory"]
@@ -235,8 +235,7 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
     for index in range(plan.count):
         if index in done:
             continue
-        if stop is not None and stop.stopped:
-            raise Cancelled("labelling stopped")
+        raise_if_stopped(stop, "labelling stopped")
         if progress is not None:
             progress(len(done), plan.count)
         ids, objects, growth, loose = _label_block(sources, labeller, plan, index, halo, min_volume, voxel_volume,

@@ -20,7 +20,7 @@ import torch
 from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
-from napari_medml.errors import BundleError, InputError
+from napari_medml.errors import BundleError, InputError, raise_if_stopped
 from napari_medml.preprocessing.inputs import FILL_NAN, fills_nonfinite
 from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -215,25 +215,25 @@ class Model(BundledModel):
         probs = self._sliding_window(x, device, amp, config, progress, stop)
         del x
         # the passes after the windows take seconds on a large volume: a Stop there ends the run too
-        _check_stop(stop)
+        raise_if_stopped(stop, "prediction stopped")
         probabilities = uncertainty = None
         if config.return_uncertainty:
             p = probs.clamp_min(1e-8)
             uncertainty = (-(p * p.log()).sum(0)).float().cpu().numpy()
             del p
-            _check_stop(stop)
+            raise_if_stopped(stop, "prediction stopped")
         if recipe is not None and recipe.geometry:
             labels, probabilities = restored_argmax(probs, recipe, config.return_probabilities)
             if uncertainty is not None:
-                _check_stop(stop)
+                raise_if_stopped(stop, "prediction stopped")
                 uncertainty = recipe.restore(uncertainty, order=1).astype(np.float32)
         else:
             labels = argmax_uint8(probs)
             if config.return_probabilities:
-                _check_stop(stop)
+                raise_if_stopped(stop, "prediction stopped")
                 probabilities = probs.to(torch.float16).cpu().numpy()
         del probs
-        _check_stop(stop)
+        raise_if_stopped(stop, "prediction stopped")
         if self.class_ids != tuple(range(len(self.class_ids))):  # channels are not the ids: map them
             lut = np.asarray(self.class_ids, dtype=label_dtype(max(self.class_ids)))
             labels = lut[labels]
@@ -380,11 +380,3 @@ def load_segmentation_model(path: str | Path) -> Model:
         weights that do not fit the network described in ``config.json``.
     """
     return Model.load(path)
-
-
-def _check_stop(stop: Any | None) -> None:
-    """Raise ``Cancelled`` when ``stop`` (a StopToken) was tripped."""
-    if stop is not None and stop.stopped:
-        from napari_medml.errors import Cancelled
-
-        raise Cancelled("prediction stopped")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.config import InferConfig
-from napari_medml.errors import ConfigError, InputError
+from napari_medml.errors import ConfigError, InputError, raise_if_stopped
 from napari_medml.segmentation.chunked import (
     BlockPlan,
     _mark,
@@ -193,7 +193,6 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         Stopped through ``stop``.
     """
     from napari_medml.engine.devices import amp_enabled, resolve_device
-    from napari_medml.errors import Cancelled
     from napari_medml.segmentation.scores import label_dtype as _label_dtype
 
     config = config or planned_infer_config(model)
@@ -236,8 +235,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     for index in range(plan.count):
         if index in done:
             continue
-        if stop is not None and stop.stopped:
-            raise Cancelled("prediction stopped")
+        raise_if_stopped(stop, "prediction stopped")
         interior = plan.interior(index)
         with no_store_if_refused(fresh, done, targets):  # NaN in the first block of a new run
             labels, probs, entropy = _predict_block(members, image, plan, index, config, device, amp,
