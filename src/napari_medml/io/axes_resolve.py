@@ -47,8 +47,11 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     shape_text = "x".join(map(str, shape))
     # the hint's examples name 3 axes: a file of another number gets one of its own readings
     ordered = [t for t in _readings(axes) if canonical_order(t, rgb=t.endswith("C")) == list(range(len(t)))]
+
+    def letters(example: str) -> str:
+        return f" (one letter for each of its {len(shape)} axes, e.g. {example})" if hint else ""
+
     example = (sorted(fits.values()) or ordered or _readings(axes))[0]
-    letters = f" (one letter for each of its {len(shape)} axes, e.g. {example})" if hint else ""
     if len(fits) == 1:
         chosen = next(iter(fits.values()))
         stack = _imagej_stack(axes, chosen, shape, spatial_dims, labels_shape, in_channels)
@@ -56,7 +59,7 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
             raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
                              f"(could be {chosen}: {_frames(chosen, shape)} for a 2D network, or {stack}: a "
                              f"Z-stack of {shape[stack.index('C')]} channels in ImageJ's order, for a 3D network): "
-                             f"{hint}{letters.replace(example, stack)}")  # fmt: skip
+                             f"{hint}{letters(stack)}")  # fmt: skip
         return chosen
     stack = "" if fits else _imagej_stack(axes, "", shape, spatial_dims, labels_shape, in_channels)
     if stack:  # no reading in our order fits, one in ImageJ's does: it is what the user must say
@@ -76,10 +79,10 @@ def resolve_axes(axes: str, shape: Sequence[int], *, what: str, hint: str,
     if not fits:
         raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes "
                          f"are; no reading fits ({_constraints(spatial_dims, labels_shape, in_channels)}): "
-                         f"{hint}{letters}")  # fmt: skip
+                         f"{hint}{letters(example)}")  # fmt: skip
     readings = " or ".join(sorted(fits.values()))
     raise InputError(f"{what} has shape {shape_text} and its file does not say what the axes are "
-                     f"(could be {readings}): {hint}{letters}")  # fmt: skip
+                     f"(could be {readings}): {hint}{letters(example)}")  # fmt: skip
 
 
 def _interleaved(shape: Sequence[int], labels_shape: Sequence[int]) -> str:
@@ -94,7 +97,8 @@ def _interleaved(shape: Sequence[int], labels_shape: Sequence[int]) -> str:
     return (f"; if its {shape[0]} planes are {z} slices of {c} channels saved without their axes (the channels "
             f"of a slice next to each other, ImageJ's order), save it again with them: a TIFF in Python with "
             f"tifffile.imwrite(path, image.reshape{parts}, metadata={{'axes': 'ZCYX'}}) or in Fiji with Image > "
-            f"Hyperstacks > Stack to Hyperstack; a .npy with np.save(path, image.reshape{parts}) and --axes ZCYX")
+            f"Hyperstacks > Stack to Hyperstack; a .npy with np.save(path, image.reshape{parts}) and its axes named "
+            "ZCYX (--axes ZCYX on the command line, the layer's axis labels in napari)")
 
 
 def _imagej_stack(axes: str, chosen: str, shape: Sequence[int], spatial_dims: int | None,
