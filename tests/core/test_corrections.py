@@ -170,6 +170,43 @@ def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
                                     axes="TYX", spacing=(1.0, 1.0, 1.0), infer=infer, edited=again.edited))
 
 
+def test_a_stop_during_the_steps_keeps_the_model_tuned_so_far_and_predicts_nothing():
+    """Review 31: Stop during fine-tuning cancelled the prediction that followed, and the tuned
+    model went with it; a Stop keeps what was learned, as it does in Train."""
+    import torch
+
+    from napari_medml.config import InferConfig
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.segmentation.corrections import describe_finetune
+
+    objects = touching_objects_2d(0, (64, 64))
+    truth = (objects.labels > 0).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
+                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu", seed=0)
+    model = train(objects.image, truth, config)
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    predicted = model.predict(objects.image, config=InferConfig(device="cpu")).labels
+    corrected = predicted.copy()
+    corrected[:8, :8] = 1 - corrected[:8, :8]
+    stop, reports = StopToken(), []
+    rounds = correction_round(model, objects.image, corrected, predicted, 50, axes="YX", spacing=(1.0, 1.0),
+                              infer=InferConfig(device="cpu"), stop=stop)
+    try:
+        while True:
+            reports.append(next(rounds))
+            if reports[-1].step >= 4 and not stop.stopped:
+                stop.stop()  # the user presses Stop at about the 4th of 50 steps
+    except StopIteration as end:
+        result = end.value
+    assert result.prediction is None and result.as_predicted is None and result.kept_edits == 0
+    learned = result.model.provenance["finetuned"]
+    assert learned["stopped"] is True and 4 <= learned["steps"] == max(r.step for r in reports) < 50
+    assert any(not torch.equal(before[k], v) for k, v in result.model.network.state_dict().items())
+    assert result.edited.sum() == np.count_nonzero(corrected != predicted) and len(result.learned) == 1
+    assert describe_finetune("m", learned, "p").startswith(f"'m' fine-tuned {learned['steps']} steps (stopped) on")
+
+
 def test_a_model_trained_on_a_volumes_slices_fine_tunes_on_one_image():
     """Review 21: the model's slice groups (20 slices of one volume) were checked against the
     fine-tuning images (1 corrected image): 'sample_groups (20,) add up to 20 samples but 1 images'."""

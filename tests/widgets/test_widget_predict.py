@@ -149,6 +149,32 @@ def test_cancel_after_the_last_window_adds_no_layer(setup, qtbot, notes, monkeyp
     assert any(n.message == "Prediction cancelled." for n in notes if n.severity == NotificationSeverity.INFO)
 
 
+def test_stop_during_finetuning_keeps_the_model_tuned_so_far(setup, qtbot):
+    """Review 31: Stop during the fine-tuning steps cancelled the prediction after them, and the
+    tuned model was lost; now it is kept (as Train's Stop keeps its model) and nothing is predicted."""
+    viewer, widget, ct, seg = setup
+    _predict(widget, qtbot)
+    pred = viewer.layers["ct [prediction]"]
+    wrong = np.zeros(pred.data.shape, bool)
+    wrong[4:8] = pred.data[4:8] != seg.data[4:8]
+    pred.data_setitem(np.nonzero(wrong), seg.data[wrong])  # the user's correction, painted as the brush does
+    painted = pred.data.copy()
+    widget["ft_steps"].value = 5000
+    widget["finetune"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.runner.progress.value >= 2, timeout=120000)
+    widget["cancel"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    tuned = session_for(viewer).models["phantom model fine-tuned"]
+    learned = tuned.provenance["finetuned"]
+    assert learned["stopped"] is True and 2 <= learned["steps"] < 5000
+    assert widget["model"].value == "phantom model fine-tuned"
+    assert [layer.name for layer in viewer.layers] == ["ct", "seg", "ct [prediction]"]  # nothing predicted
+    assert np.array_equal(pred.data, painted)
+    assert widget["status"].value.startswith(f"'phantom model fine-tuned' fine-tuned {learned['steps']} steps "
+                                             "(stopped) on the ")
+    assert widget["status"].value.endswith(": kept; press Predict to see its answer on the image")
+
+
 def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     viewer, widget, ct, seg = setup
     mine = viewer.add_labels(np.zeros_like(seg.data), name="ct [prediction]", scale=ct.scale)  # the user's

@@ -339,8 +339,7 @@ class PredictWidget(DockForm):
         if _lazy(inputs.image):  # it predicts the whole image again after the steps
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip
-        # the model's own answer (a prediction layer made here): the user's edits are what differs
-        shown = self._session.shown_prediction(corrected)
+        shown = self._session.shown_prediction(corrected)  # the model's answer here: the edits are what differs
         if shown is None:  # a copy, a file, a layer painted from scratch: 0 may mean "not looked at"
             raise InputError(f"labels '{corrected.name}' are not a prediction made in this session: paint the "
                              "corrections into the '[prediction]' layer Predict made (once painted, no run replaces "
@@ -373,11 +372,14 @@ class PredictWidget(DockForm):
             self._session.training_data[tuned_name] = replay + result.learned
             self._session.add_model(result.model, tuned_name)
             self._w["model"].value = tuned_name
+            learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}), corrected.name)
+            if result.prediction is None:  # Stop during the steps: the model so far is kept, nothing predicted
+                self._w["status"].value = f"{learned_from}: kept; press Predict to see its answer on the image"
+                return
             if inputs.layer not in self._viewer.layers:
                 self._w["status"].value = _image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
                 return
             self.show(result.prediction, inputs.layer, result.model, result.as_predicted, result.edited)
-            learned_from = describe_finetune(tuned_name, result.model.provenance.get("finetuned", {}), corrected.name)
             self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "
                                        f"({result.kept_edits:,} voxels where the network still differs)")
 

@@ -26,12 +26,15 @@ class RoundResult:
     Attributes
     ----------
     model : Model or EnsembleModel
-        The fine-tuned model (``provenance["finetuned"]`` says what it learned from).
-    prediction : Prediction
+        The fine-tuned model (``provenance["finetuned"]`` says what it learned from; after a
+        Stop, the model as tuned so far, with ``"stopped": True``).
+    prediction : Prediction or None
         The image predicted again; its labels keep the user's edits
-        (:func:`~napari_medml.segmentation.corrections.keep_edits`).
-    as_predicted : np.ndarray
-        A copy of the new labels as shown: what the next round's edits are measured against.
+        (:func:`~napari_medml.segmentation.corrections.keep_edits`). None when the round was
+        stopped during its steps: the tuned model is kept, nothing is predicted.
+    as_predicted : np.ndarray or None
+        A copy of the new labels as shown: what the next round's edits are measured against
+        (None with ``prediction``).
     edited : np.ndarray of bool
         Every voxel the user has edited in this and earlier rounds: the next round keeps
         them all, whether or not a network agreed with them in between.
@@ -43,7 +46,7 @@ class RoundResult:
 
     model: Any
     prediction: Any
-    as_predicted: np.ndarray
+    as_predicted: np.ndarray | None
     edited: np.ndarray
     learned: list[LabelledSample]
     kept_edits: int
@@ -90,6 +93,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     Returns
     -------
     RoundResult
+        A Stop during the steps keeps the model tuned so far and predicts nothing
+        (``prediction`` None); one after them cancels the prediction (``Cancelled``).
 
     Raises
     ------
@@ -114,11 +119,13 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     tuned = yield from retrain_on_corrections(model, images, targets, steps, predicted=befores, reviewed=masks,
                                               replay=replay, spacing=spacings, channel_axis=channel_axis,
                                               augment=augment, stop=stop)
+    edited = corrected != predicted if edited is None else (corrected != predicted) | edited
+    learned = correction_samples(images, targets, befores, spacings, channel_axis, reviewed=masks)
+    if stop is not None and stop.stopped:  # stopped during the steps: what was learned is kept, unpredicted
+        return RoundResult(tuned, None, None, edited, learned, 0)
     prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer, stop=stop,
                                   name=name)
     network = np.asarray(prediction.labels)
-    edited = corrected != predicted if edited is None else (corrected != predicted) | edited
     labels = keep_edits(network, corrected, edited)  # a new array: the layer's, painted in place
     kept = int(np.count_nonzero(labels != network))
-    learned = correction_samples(images, targets, befores, spacings, channel_axis, reviewed=masks)
     return RoundResult(tuned, replace(prediction, labels=labels), labels.copy(), edited, learned, kept)

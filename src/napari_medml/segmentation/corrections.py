@@ -277,6 +277,8 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
                 member, images, corrected, steps, predicted=predicted,
                 reviewed=None if predicted is None else [mask for _, mask in parts[0::2]], replay=replay,
                 spacing=spacing, channel_axis=channel_axis, augment=augment, stop=stop)))
+        if stop is not None and stop.stopped:  # the members after the Stop are as they were
+            learned["stopped"] = True
         # its own class: segmentation.ensemble imports segmentation.task
         return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
 
@@ -289,12 +291,16 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
     encoded = [s for s in encoded if np.any(s.labels)]
     channel = _common_channel_axis(encoded)
     config = finetune_config(model.config, steps, augment, background_id=background)
-    tuned = yield from fit([_channels_first(s, channel) for s in encoded], [s.labels for s in encoded], config,
-                           spacing=[s.spacing for s in encoded], channel_axis=channel, stop=stop, init_model=model)
+    taken = [0]
+    tuned = yield from _counting(fit([_channels_first(s, channel) for s in encoded], [s.labels for s in encoded],
+                                     config, spacing=[s.spacing for s in encoded], channel_axis=channel, stop=stop,
+                                     init_model=model), taken)  # fmt: skip
     tuned.config = model.config  # its own settings: the next fine-tune takes a tenth of its rate, not of this one's
     for key in ("orientation", "plan", "label_mode"):  # the grid it learned on; the plan (TTA, intensities)
         if model.provenance.get(key):
             tuned.provenance[key] = model.provenance[key]
+    if stop is not None and stop.stopped:  # the steps it took before the Stop
+        learned.update(steps=taken[0], stopped=True)
     tuned.provenance["finetuned"] = learned  # what it learned from: the Predict widget's status says it
     return tuned
 
@@ -311,11 +317,24 @@ def describe_finetune(name: str, learned: dict, corrected: str) -> str:
     corrected : str
         The corrected labels' name (a prediction whose edits were learned).
     """
-    note = (f"'{name}' fine-tuned {learned.get('steps', 0)} steps on the {learned.get('reviewed_voxels', 0):,} "
+    stopped = " (stopped)" if learned.get("stopped") else ""
+    note = (f"'{name}' fine-tuned {learned.get('steps', 0)} steps{stopped} on the "
+            f"{learned.get('reviewed_voxels', 0):,} "
             f"voxels you changed in '{corrected}' or saw beside a change")
     also = [f"its {n} training image(s)" for n in [learned.get("training_images", 0)] if n]
     also += [f"{n} earlier round(s) of corrections" for n in [learned.get("earlier_corrections", 0)] if n]
     return note + "".join(f" and {a}" for a in also)
+
+
+def _counting(run: Generator[Any, None, Any], taken: list[int]) -> Generator[Any, None, Any]:
+    """``run``'s reports passed on, the last one's step kept in ``taken[0]``; its result returned."""
+    while True:
+        try:
+            report = next(run)
+        except StopIteration as end:
+            return end.value
+        taken[0] = max(taken[0], int(getattr(report, "step", 0) or 0))
+        yield report
 
 
 def _as_list(arrays: Any) -> list:
