@@ -26,6 +26,14 @@ def _live_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "napari-medml-live" and t.is_alive()]
 
 
+def _brush_on(viewer, scribbles) -> bool:
+    """Trial 32: napari selects each layer it adds; the answer took the brush, and the next stroke panned."""
+    names = [layer.name for layer in viewer.layers]
+    results = [n for n in names if n.startswith("ct [") and n != scribbles.name]
+    below = all(names.index(n) < names.index(scribbles.name) for n in results)
+    return viewer.layers.selection.active is scribbles and scribbles.mode == "paint" and below
+
+
 def _paint_strokes(layer, truth: np.ndarray, z: int, rng: np.random.Generator, per_class: int = 3) -> None:
     """Brush dabs inside each class on slice ``z``, through the layer's own paint API (what the brush calls)."""
     layer.brush_size = 3
@@ -58,6 +66,7 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
                     timeout=60000)
     live = viewer.layers["ct [live]"]
     assert is_generated(live.metadata) and live.data.shape == truth.shape
+    assert _brush_on(viewer, scribbles)  # the next stroke paints, into the strokes, shown over the answer
     # the whole volume follows the slice on screen; until it comes, the status says only the slice is current
     # (trial 30: a user painting every few seconds saw a stale volume, Dice 0.46-0.50, with nothing said)
     qtbot.waitUntil(lambda: live.data[2].any() and live.data[-3].any(), timeout=60000)
@@ -77,6 +86,7 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
 
     widget["uncertainty"].value = True
     qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
+    assert _brush_on(viewer, scribbles)
     widget["next"].changed.emit(True)
     assert widget["hint"].value == WHERE_NEXT_BUSY and not widget["accept"].enabled  # why Accept waits
     qtbot.waitUntil(lambda: "Paint next at slice" in widget["hint"].value, timeout=60000)
@@ -90,6 +100,7 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     assert widget["hint"].value == ACCEPT_BUSY
     qtbot.waitUntil(lambda: "ct [segmentation]" in viewer.layers, timeout=60000)
     qtbot.waitUntil(lambda: widget["hint"].value == "", timeout=10000)
+    assert _brush_on(viewer, scribbles)
     store = session_for(viewer)
     qtbot.waitUntil(lambda: "live ct" in store.models, timeout=60000)
     model = store.models["live ct"]

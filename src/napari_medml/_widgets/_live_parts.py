@@ -3,6 +3,8 @@ handing an accepted network to the viewer's session, placing the widget's layers
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from napari_medml._widgets._results import show_result
 from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
-__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "check_live_input",
+__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "brush_kept", "check_live_input",
            "clear_answer", "go_to", "place_on_image", "session_status", "show_uncertainty", "status_lines",
            "viewer_closing"]
 
@@ -37,6 +39,26 @@ def status_lines(status: dict, background: int, whole_behind: bool = False) -> t
     counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} {n}"
                                       for k, n in sorted(status["counts"].items())) or "none")
     return line, counts
+
+
+@contextlib.contextmanager
+def brush_kept(viewer: Any, scribbles: Any) -> Iterator[None]:
+    """Layers added in the block go under ``scribbles``, and the layer that was active (the
+    scribbles in paint mode, while the user paints) stays active in its mode: napari selects a
+    layer it adds, and the next stroke would pan the view, or paint into the answer (trial 32)."""
+    active = viewer.layers.selection.active
+    mode, before = getattr(active, "mode", None), set(map(id, viewer.layers))
+    try:
+        yield
+    finally:
+        if scribbles is not None and scribbles in viewer.layers:
+            for layer in [layer for layer in viewer.layers if id(layer) not in before]:
+                if viewer.layers.index(layer) > viewer.layers.index(scribbles):  # the strokes stay on top
+                    viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(scribbles))
+        if active is not None and active in viewer.layers and viewer.layers.selection.active is not active:
+            viewer.layers.selection.active = active
+            if mode is not None and active.mode != mode:
+                active.mode = mode
 
 
 def clear_answer(viewer: Any, layer: Any) -> None:

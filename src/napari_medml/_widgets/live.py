@@ -30,8 +30,8 @@ from qtpy.QtCore import QTimer
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
-                                               check_live_input, clear_answer, go_to, place_on_image, session_status,
-                                               show_uncertainty, status_lines, viewer_closing)
+                                               brush_kept, check_live_input, clear_answer, go_to, place_on_image,
+                                               session_status, show_uncertainty, status_lines, viewer_closing)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -264,20 +264,21 @@ class LiveWidget(DockForm):
             self._show_status(report.status)
             clear_answer(self._viewer, self._layers.get("live"))
             return
-        layer = self._layers.get("live")
-        name = self._inputs.layer.name
-        if layer is None or layer not in self._viewer.layers or not is_generated(layer.metadata):
-            # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
-            data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
-            layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
-                data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes), like=self._inputs.layer)
-        if report.region is None:
-            layer.data, self._whole_behind = report.labels, False
-        else:  # an index keeps its axis in the answer: write it as a slice of length 1
-            layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
-            layer.refresh()
-        if report.uncertainty is not None:
-            show_uncertainty(self._viewer, report.uncertainty, self._inputs.layer, self._axes, report.status)
+        layer, name = self._layers.get("live"), self._inputs.layer.name
+        with brush_kept(self._viewer, self._layers.get("scribbles")):
+            if layer is None or layer not in self._viewer.layers or not is_generated(layer.metadata):
+                # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
+                data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
+                layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
+                    data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes),
+                    like=self._inputs.layer)  # fmt: skip
+            if report.region is None:
+                layer.data, self._whole_behind = report.labels, False
+            else:  # an index keeps its axis in the answer: write it as a slice of length 1
+                layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
+                layer.refresh()
+            if report.uncertainty is not None:
+                show_uncertainty(self._viewer, report.uncertainty, self._inputs.layer, self._axes, report.status)
         self._show_status(report.status)
 
     def _uncertainty_toggled(self, value: bool) -> None:
@@ -375,9 +376,9 @@ class LiveWidget(DockForm):
             notifications.show_warning(f"image '{inputs.layer.name}' was removed while Accept ran: its "
                                        "segmentation and model are not added (open the image again)")
             return
-        show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation",
-                                                    layer_spatial(inputs.layer), "labels",
-                                                    layer_volume(inputs.layer).axes), like=inputs.layer)
+        with brush_kept(self._viewer, self._layers.get("scribbles")):
+            show_result(self._viewer, result_layer_data(labels, inputs.layer.name, "segmentation", layer_spatial(
+                inputs.layer), "labels", layer_volume(inputs.layer).axes), like=inputs.layer)
         if model is None:
             notifications.show_info("Accepted the segmentation; " + (
                 "the network had not learned yet, so no model was added (keep 'train a network' on and give it "
