@@ -439,6 +439,59 @@ def test_a_3d_imagej_stack_read_as_channels_gets_a_fix_that_works(tmp_path, caps
     assert code == 0, err
 
 
+def test_a_thin_volume_read_as_rgba_gets_a_fix_that_works(tmp_path, capsys) -> None:
+    """Cases 32: tifffile stores a (96, 4, 4) ZYX stack given no axes as RGBA (YXS); the line
+    suggested --axes YXZ (the colour read as Z), which trains on a transposed volume; it now
+    suggests ZYX, and the prediction has the stored shape."""
+    rng = np.random.default_rng(3)
+    lab = np.zeros((96, 4, 4), np.uint8)
+    lab[20:70, 1:3, 1:3] = 1
+    img = (rng.random(lab.shape) + 2.0 * lab).astype(np.float32)
+    tifffile.imwrite(tmp_path / "v.tif", img)
+    tifffile.imwrite(tmp_path / "v_mask.tif", lab)
+    if not read_volume(tmp_path / "v.tif").meta.get("rgb"):
+        pytest.skip("this tifffile writes the stack with its axes")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.tif", "--labels", tmp_path / "v_mask.tif",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code != 0 and "(it reads as YXC, shape (96, 4, 4))" in err and "e.g. --axes ZYX" in err, err
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.tif", "--labels", tmp_path / "v_mask.tif",
+                           "--axes", "ZYX", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "v.tif", "--axes", "ZYX",
+                           "--out", tmp_path / "p.tif", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "p.tif").shape == (96, 4, 4)
+
+
+def test_a_npy_stored_in_another_order_is_predicted_in_that_order(tmp_path, capsys) -> None:
+    """Cases 32: a .npy stored Y, X, Z (as MATLAB users save it) trained and predicted with
+    --axes YXZ gave its prediction in Z, Y, X order, against predict's promise to keep the
+    input's voxel order: it now comes back in the order --axes named, as do the probabilities."""
+    rng = np.random.default_rng(4)
+    lab = np.zeros((40, 36, 6), np.uint8)
+    lab[10:30, 8:20, 1:5] = 1
+    img = (rng.random(lab.shape) + 2.0 * lab).astype(np.float32)
+    np.save(tmp_path / "v.npy", img)
+    np.save(tmp_path / "v_seg.npy", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.npy", "--labels", tmp_path / "v_seg.npy",
+                           "--axes", "YXZ", "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "v.npy", "--axes",
+                           "YXZ", "--out", tmp_path / "p.npy", "--probabilities", tmp_path / "probs.npy",
+                           "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    pred, probs = np.load(tmp_path / "p.npy"), np.load(tmp_path / "probs.npy")
+    assert pred.shape == (40, 36, 6) and probs.shape == (2, 40, 36, 6)
+    assert np.mean(pred == np.argmax(probs, axis=0)) > 0.99  # the same order (a stored tie may go either way)
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "v.npy", "--axes",
+                           "YXZ", "--out", tmp_path / "p.tif", "--probabilities", tmp_path / "probs.tif",
+                           "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    tif = read_volume(tmp_path / "p.tif")  # a TIFF names its axes: stored Z, Y, X, and read so
+    assert tif.axes == "ZYX" and tif.data.shape == (6, 40, 36)
+    np.testing.assert_array_equal(pred, np.moveaxis(tif.data, 0, 2))
+
+
 def test_lzw_compressed_tiff_is_read(tmp_path, capsys) -> None:
     mask = np.zeros((40, 56), np.uint8)
     mask[5:25, 10:40] = 1

@@ -70,6 +70,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)
         example = vol.axes if "Z" in vol.axes else vol.axes.replace("C", "Z")  # ImageJ stores Z before C
+        if vol.meta.get("rgb") and tuple(lab.data.shape) == tuple(vol.data.shape):  # a last axis of 3 or 4: no colour
+            example = "TZYX"[-vol.data.ndim:]
         swapped = (f"; if the image's file names its axes wrongly (it reads as {vol.axes}, shape "
                    f"{vol.data.shape}), give them in stored order with --axes, e.g. --axes {example}"
                    if "C" in vol.axes and axes is None else "")

@@ -34,7 +34,8 @@ so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
   array over tifffile's Zarr store, one chunk per plane. So is an uncompressed ``.nii``
   without intensity scaling (a ``.nii.gz`` is always read whole).
 - **NumPy** (``.npy``): the array alone; spacing 1 and origin 0; axes other
-  than the last two are unnamed (``Q``).
+  than the last two are unnamed (``Q``). What is written like an image read with
+  ``axes`` out of napari's order (a MATLAB-style ``YXZ``) is stored in that order.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ __all__ = [
     "read_volume",
     "write_volume",
 ]
+
+GIVEN_ORDER_KEY = "given_axes"  # meta: the stored order ``axes`` named, when it is not napari's
 
 
 def read_volume(path: str | Path, axes: str | None = None) -> Volume:
@@ -137,6 +140,8 @@ def read_volume(path: str | Path, axes: str | None = None) -> Volume:
                                volume.spacing, volume.origin))
         spacing = tuple(said[a][0] if a in said else v for a, v in zip(given, spacing))
         origin = tuple(said[a][1] if a in said else v for a, v in zip(given, origin))
+        if io_axes.canonical_order(given, rgb) != list(range(len(given))):  # a .npy's outputs go back to it
+            meta[GIVEN_ORDER_KEY] = given
         volume = replace(volume, axes=given, meta=meta, spacing=spacing, origin=origin)
     volume = canonical(volume)
     if is_label_file(path, volume.data):
@@ -244,5 +249,10 @@ def _read_npy(path: Path) -> Volume:
 
 
 def _write_npy(path: Path, volume: Volume) -> None:
+    data = np.asarray(volume.data)
+    given = volume.meta.get(GIVEN_ORDER_KEY)
+    if given and "Q" not in volume.axes:  # a .npy names no axes: it keeps the order --axes gave its input's
+        order = [a for a in volume.axes if a not in given] + [a for a in given if a in volume.axes]
+        data = np.transpose(data, [volume.axes.index(a) for a in order])
     with open(path, "wb") as f:  # a file object: np.save adds ".npy" to a name without it (".NPY")
-        np.save(f, np.asarray(volume.data), allow_pickle=False)
+        np.save(f, data, allow_pickle=False)
