@@ -67,6 +67,14 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     live = viewer.layers["ct [live]"]
     assert is_generated(live.metadata) and live.data.shape == truth.shape
     assert _brush_on(viewer, scribbles)  # the next stroke paints, into the strokes, shown over the answer
+    # trial 32: an unchanged answer was drawn again every few seconds (0.12-0.19 s of the GUI thread each)
+    redrawn, previous = [], [live.data.copy()]
+
+    def drawn(_event) -> None:
+        redrawn.append(np.array_equal(live.data, previous[0]))
+        previous[0] = live.data.copy()
+
+    live.events.data.connect(drawn)
     # the whole volume follows the slice on screen; until it comes, the status says only the slice is current
     # (trial 30: a user painting every few seconds saw a stale volume, Dice 0.46-0.50, with nothing said)
     qtbot.waitUntil(lambda: live.data[2].any() and live.data[-3].any(), timeout=60000)
@@ -96,6 +104,8 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
 
     # the network learns behind the features; Accept once it has a snapshot
     qtbot.waitUntil(lambda: widget.session.training.get("snapshots", 0) > 0, timeout=180000)
+    qtbot.wait(4000)  # idle: the network's next snapshots answer again
+    assert redrawn and not any(redrawn), redrawn  # every answer drawn was a new one
     widget["accept"].changed.emit(True)
     assert widget["hint"].value == ACCEPT_BUSY
     qtbot.waitUntil(lambda: "ct [segmentation]" in viewer.layers, timeout=60000)

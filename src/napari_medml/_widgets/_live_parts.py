@@ -17,9 +17,9 @@ from napari_medml._widgets._results import show_result
 from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
-__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "add_live_model", "brush_kept", "check_live_input",
-           "clear_answer", "go_to", "place_on_image", "session_status", "show_uncertainty", "status_lines",
-           "viewer_closing"]
+__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
+           "check_live_input", "clear_answer", "draw_answer", "go_to", "place_on_image", "session_status",
+           "show_uncertainty", "status_lines", "viewer_closing"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -79,12 +79,57 @@ def show_uncertainty(viewer: Any, uncertainty: np.ndarray, image: Any, axes: Any
 
 @dataclass(frozen=True)
 class Answer:
-    """One answer of the display job: labels of ``region`` (None: the whole image)."""
+    """One answer of the display job: labels of ``region`` (None: the whole image); labels None
+    when they equal the last sent for that region (:class:`SentAnswers`)."""
 
     region: tuple | None
-    labels: np.ndarray
+    labels: np.ndarray | None
     uncertainty: np.ndarray | None
     status: dict
+
+
+class SentAnswers:
+    """The labels the display job last sent for each region, so that an answer equal to the one
+    on screen is not drawn again: napari redraws a whole Labels layer on new data, which took
+    0.12-0.19 s of the GUI thread every few seconds while the network trained (trial 32)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, np.ndarray] = {}
+
+    def clear(self) -> None:
+        """Send every region again (its layer is new, or gone)."""
+        self._sent.clear()
+
+    def news(self, region: tuple | None, labels: np.ndarray) -> np.ndarray | None:
+        """``labels``, or None when they equal what was last sent for ``region`` (in the worker)."""
+        key, old = repr(region), self._sent.get(repr(region))
+        if old is not None and old.shape == labels.shape and np.array_equal(old, labels):
+            return None
+        self._sent[key] = np.array(labels, copy=True)  # the session's array may be reused
+        return labels
+
+
+def draw_answer(viewer: Any, layers: dict, report: Answer, image: Any, axes: str, shape: tuple) -> bool:
+    """Draw an answer into ``layers["live"]`` (a new ``<image> [live]`` where there is none of
+    the plugin's, the user's painted one kept) and its uncertainty, the brush kept on
+    ``layers["scribbles"]``. False when the labels were unchanged but have no layer of ours to
+    be on: they must be sent again."""
+    layer = layers.get("live")
+    ours = layer is not None and layer in viewer.layers and is_generated(layer.metadata)
+    with brush_kept(viewer, layers.get("scribbles")):
+        if report.labels is not None:
+            if not ours:  # none yet, removed, or painted in by the user (theirs now): a new layer
+                data = report.labels if report.region is None else np.zeros(shape, report.labels.dtype)
+                layer = layers["live"] = show_result(viewer, result_layer_data(
+                    data, image.name, "live", layer_spatial(image), "labels", axes), like=image)
+            if report.region is None:
+                layer.data = report.labels
+            else:  # an index keeps its axis in the answer: write it as a slice of length 1
+                layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
+                layer.refresh()
+        if report.uncertainty is not None:
+            show_uncertainty(viewer, report.uncertainty, image, axes, report.status)
+    return ours or report.labels is not None
 
 
 class OnClose(QObject):

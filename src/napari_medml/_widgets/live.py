@@ -29,11 +29,12 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, add_live_model,
-                                               brush_kept, check_live_input, clear_answer, go_to, place_on_image,
-                                               session_status, show_uncertainty, status_lines, viewer_closing)
+from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
+                                               add_live_model, brush_kept, check_live_input, clear_answer, draw_answer,
+                                               go_to, place_on_image, session_status, status_lines, viewer_closing)
 from napari_medml._widgets._placement import place_like, placement_events
-from napari_medml._widgets._layers import check_fits, check_on_image, layer_spatial, layer_volume, model_input, show_result
+from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
+                                           show_result)
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.errors import InputError
@@ -81,6 +82,7 @@ class LiveWidget(DockForm):
         self._made_for: Any = None  # the image layer it was made for
         self._pushed: np.ndarray | None = None  # the scribbles last handed to the session
         self._whole_behind = False  # strokes came since the last answer for the whole image
+        self._sent = SentAnswers()  # what the display job drew last: an equal answer is not drawn again
         self._stop_reason = ""
         self._visible: tuple | None = None
         self._view = 0  # grows when the slice on screen changes
@@ -149,6 +151,7 @@ class LiveWidget(DockForm):
             scribbles.selected_label = self._w["background"].value + 1
         self._inputs, self._axes, self._layers = inputs, axes, {"image": inputs.layer, "scribbles": scribbles}
         self._pushed, self._stop_reason = None, ""
+        self._sent.clear()
         scribbles.events.paint.connect(self._painted)
         scribbles.events.data.connect(self._painted)
         scribbles.events.set_data.connect(self._painted)  # undo/redo (Ctrl-Z) only refresh the layer
@@ -263,22 +266,12 @@ class LiveWidget(DockForm):
         if "message" in report.status:  # nothing to answer: an answer of strokes now erased would mislead
             self._show_status(report.status)
             clear_answer(self._viewer, self._layers.get("live"))
+            self._sent.clear()  # the layer is empty now: the next answer is drawn, whatever it was before
             return
-        layer, name = self._layers.get("live"), self._inputs.layer.name
-        with brush_kept(self._viewer, self._layers.get("scribbles")):
-            if layer is None or layer not in self._viewer.layers or not is_generated(layer.metadata):
-                # none yet, removed, or painted in by the user (theirs now): the answer goes to a new layer
-                data = report.labels if report.region is None else np.zeros(self.session.shape, report.labels.dtype)
-                layer = self._layers["live"] = show_result(self._viewer, result_layer_data(
-                    data, name, "live", layer_spatial(self._inputs.layer), "labels", self._axes),
-                    like=self._inputs.layer)  # fmt: skip
-            if report.region is None:
-                layer.data, self._whole_behind = report.labels, False
-            else:  # an index keeps its axis in the answer: write it as a slice of length 1
-                layer.data[tuple(slice(r, r + 1) if isinstance(r, int) else r for r in report.region)] = report.labels
-                layer.refresh()
-            if report.uncertainty is not None:
-                show_uncertainty(self._viewer, report.uncertainty, self._inputs.layer, self._axes, report.status)
+        if not draw_answer(self._viewer, self._layers, report, self._inputs.layer, self._axes, self.session.shape):
+            self._sent.clear()  # unchanged, but its layer is gone: the next answer is drawn whole
+        elif report.region is None:
+            self._whole_behind = False
         self._show_status(report.status)
 
     def _uncertainty_toggled(self, value: bool) -> None:
@@ -320,10 +313,11 @@ class LiveWidget(DockForm):
                             time.sleep(0.05)
                         continue
                     if self._visible is not None:
-                        report(Answer(self._visible, session.predict(self._visible), None, session_status(session)))
+                        labels = self._sent.news(self._visible, session.predict(self._visible))
+                        report(Answer(self._visible, labels, None, session_status(session)))
                     if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
                         unc = session.uncertainty(wait=False, until_update=True) if key[2] else None
-                        whole = session.predict(wait=False, until_update=True)
+                        whole = self._sent.news(None, session.predict(wait=False, until_update=True))
                         report(Answer(None, whole, unc, session_status(session)))
                 except Superseded:  # new strokes: their slice is answered first
                     continue
