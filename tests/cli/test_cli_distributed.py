@@ -6,7 +6,8 @@ Checks: one bundle written by rank 0, of the same kind as a one-process run's (f
 config keys, tensor names and shapes: no ``module.`` prefixes), loadable and predicting;
 progress lines once (rank 0 only); each process draws its own patches; Ctrl-C to the
 launcher and the time limit end both processes cleanly at the same step (status 0, the
-best model saved, no stray files)."""
+best model saved, no stray files); processes that time a step differently train rank 0's
+plan together."""
 
 from __future__ import annotations
 
@@ -223,3 +224,56 @@ def test_a_bare_torchrun_holds_its_folder_as_a_one_process_run_does(phantom) -> 
     assert (f"napari-medml: error: another napari-medml run (process {holder.pid}) is writing to '{out}'"
             in done.stderr), done.stderr
     assert not (out / "config.json").exists()
+
+
+# A script under torchrun whose processes time a training step differently (a busy core in
+# process 1: 0.2 s, process 0: 0.01 s), plan from those timings, and train what they planned.
+BUSY_CORE_SCRIPT = '''
+import hashlib, json, os
+from dataclasses import replace
+
+import numpy as np
+
+import napari_medml.segmentation.step_time as step_time
+from napari_medml import api
+from napari_medml.config import DataConfig, OptimConfig, TrainConfig
+from napari_medml.engine.fit import run_to_end
+from napari_medml.segmentation.planning import plan_run
+
+rank = int(os.environ["RANK"])
+step_time.measure_step = lambda *a, **k: 0.01 if rank == 0 else 0.2
+rng = np.random.default_rng(0)
+image = rng.normal(size=(64, 64)).astype(np.float32)
+labels = np.zeros((64, 64), np.uint8)
+labels[10:30, 10:30], labels[40:60, 35:55] = 1, 2
+config = TrainConfig(data=DataConfig(spatial_dims=2), optim=OptimConfig(max_minutes=0.5), device="cpu", amp=False)
+plan = plan_run(image, labels, config)
+run = plan.apply(config)  # the planned network, in a short run
+run = replace(run, data=replace(run.data, folds=1), optim=replace(run.optim, epochs=1, steps_per_epoch=2))
+model = run_to_end(api.fit(image, labels, run, plan=plan))
+weights = hashlib.sha256(b"".join(t.numpy().tobytes() for t in model.network.state_dict().values()))
+print("RESULT " + json.dumps({"rank": rank, "plan": plan.to_dict(), "weights": weights.hexdigest()}), flush=True)
+'''
+
+
+def test_every_process_trains_rank_0s_plan_whatever_its_own_step_timing(tmp_path) -> None:
+    """Review 32: each process planned from its own step timing; a busy process planned a
+    narrower network (8 channels against 16) and DDP failed on the mismatched weights while
+    rank 0 waited. Now rank 0 plans and every process trains its plan."""
+    script = tmp_path / "busy_core.py"
+    script.write_text(BUSY_CORE_SCRIPT)
+    proc = subprocess.Popen([tool("torchrun"), "--standalone", "--nproc-per-node", "2", str(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(tmp_path))
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:  # the old code hung: torchrun ends its processes on SIGTERM
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    results = [json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("RESULT ")]
+    assert sorted(r["rank"] for r in results) == [0, 1], out
+    first, second = results
+    assert first["plan"] == second["plan"]
+    assert first["plan"]["channels"] == 16  # rank 0's timing: 0.01 s a step, past WIDE_STEPS in 30 s
+    assert first["plan"]["step_seconds"] == 0.01
+    assert first["weights"] == second["weights"]  # one network, trained together

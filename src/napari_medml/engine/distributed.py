@@ -3,6 +3,8 @@
 ``torchrun --nproc-per-node N -m napari_medml train ...`` (or ``napari-medml train
 --nproc N``) starts N copies of the same command; torchrun tells each its place in the
 environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``).
+A choice measured before training (the segmentation plan, which times steps on each
+process's own, busy core) is made on rank 0 and given to all (:func:`decided_by_main`).
 The loop (:mod:`napari_medml.engine.loop`) calls :func:`join`; with more than one
 process it gets a :class:`Replicas` and then
 
@@ -28,10 +30,11 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["Replicas", "data_seed", "is_main", "join", "launched",
+__all__ = ["Replicas", "data_seed", "decided_by_main", "is_main", "join", "launched",
            "rank", "unwrap", "world_size"]
 
 # The other processes wait this long for rank 0's validation (the process group's
@@ -122,6 +125,56 @@ def join(device: str) -> Replicas | None:
     # small decisions travel on CPU tensors: a gloo group beside NCCL's
     control = dist.new_group(backend="gloo", timeout=WAIT) if dist.get_backend() == "nccl" else None
     return Replicas(dist.get_rank(), dist.get_world_size(), where, backend, control)
+
+
+def decided_by_main(decide: Callable[[], Any], device: str) -> Any:
+    """``decide()`` run on rank 0 only, its result given to every process.
+
+    For a choice that must be the same in every process but is measured, not read (a plan
+    that times training steps: each process would time its own, busy core and choose its
+    own network). One process (no torchrun): ``decide()`` itself.
+
+    Parameters
+    ----------
+    decide : callable
+        Returns a JSON-able value (plain dicts, lists, numbers, strings).
+    device : str
+        The config's device, as for :func:`join` (the process group is joined here and kept
+        for the run).
+
+    Returns
+    -------
+    object
+        Rank 0's ``decide()``.
+
+    Raises
+    ------
+    Exception
+        What ``decide()`` raised on rank 0, raised in every process (the same class and
+        message), so none waits for a choice that never comes.
+    """
+    replicas = join(device)
+    if replicas is None:
+        return decide()
+    try:
+        if not replicas.main:
+            outcome, value = replicas.share(None)
+            if outcome == "failed":
+                kind, message = value
+                try:
+                    error = kind(message)
+                except Exception:  # noqa: BLE001 - a class that takes other arguments
+                    error = RuntimeError(message)
+                raise error
+            return value
+        try:
+            value = decide()
+        except BaseException as exc:
+            replicas.share(("failed", (type(exc), str(exc))))
+            raise
+        return replicas.share(("decided", value))[1]
+    finally:
+        replicas.close()
 
 
 def _leave() -> None:

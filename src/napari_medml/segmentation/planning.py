@@ -44,7 +44,26 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
         As ``fit`` would for the same inputs.
     NothingLearned
         When ``stop`` was tripped (no step trained: no model).
+
+    Notes
+    -----
+    Under torchrun (several processes) rank 0 plans and every process takes its plan: each
+    would time its own steps, on a core as busy as the others leave it, and could choose
+    another width, number of folds or steps per epoch, and so build another network.
     """
+    from napari_medml.config import from_dict
+    from napari_medml.engine.distributed import decided_by_main
+
+    def here() -> dict:
+        return _plan_here(images, labels, config, spacing=spacing, channel_axis=channel_axis, keep=keep,
+                          stop=stop).to_dict()
+
+    return from_dict(Plan, decided_by_main(here, config.device))
+
+
+def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, channel_axis: int | None,
+               keep: Sequence[str] | None, stop: Any) -> Plan:
+    """:func:`plan_run` in this process (measured on this process's device and core)."""
     from dataclasses import replace
 
     import numpy as np

@@ -96,3 +96,42 @@ def test_batch_dice_of_two_processes_is_the_whole_batch_dice(tmp_path) -> None:
     # the halves alone give other numbers: the test can tell
     half = masked_dice(logits[:2] * 1.5, target[:2], mask[:2])
     assert half.item() != pytest.approx(whole.item(), rel=1e-3)
+
+
+def _decide_in_two_processes(rank: int, world: int, store: str, out: str) -> None:
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    from napari_medml.errors import InputError
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))  # what torchrun sets
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    got = {"value": distributed.decided_by_main(lambda: {"measured by": rank}, "cpu")}
+
+    def fails() -> dict:
+        if rank == 0:
+            raise InputError(f"labels 'seg' are empty (process {rank})")
+        return {"measured by": rank}
+
+    try:
+        distributed.decided_by_main(fails, "cpu")
+    except InputError as exc:
+        got["error"] = str(exc)
+    with open(f"{out}.{rank}", "w") as fh:
+        json.dump(got, fh)
+    dist.destroy_process_group()
+
+
+def test_a_decision_is_rank_0s_in_every_process_and_so_is_its_failure(tmp_path) -> None:
+    """Review 32: a plan (timed on each process's own core) is made on rank 0 and given to
+    all; when rank 0 fails to decide, every process raises its error instead of waiting."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_decide_in_two_processes, args=(2, str(tmp_path / "store"), str(tmp_path / "out")), nprocs=2)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"out.{rank}").read_text())
+        assert got == {"value": {"measured by": 0}, "error": "labels 'seg' are empty (process 0)"}
