@@ -20,6 +20,7 @@ from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelCon
 from napari_medml.layer_data import is_generated
 from napari_medml.segmentation.corrections import reviewed_voxels
 from napari_medml.segmentation.metrics import dice
+from napari_medml.segmentation.model import load_segmentation_model
 from napari_medml.samples import phantom_3d
 from napari_medml.segmentation.task import train
 
@@ -147,6 +148,21 @@ def test_cancel_after_the_last_window_adds_no_layer(setup, qtbot, notes, monkeyp
     assert "ct [prediction]" not in viewer.layers
     assert widget["status"].value == "Prediction cancelled."
     assert any(n.message == "Prediction cancelled." for n in notes if n.severity == NotificationSeverity.INFO)
+
+
+def test_bundle_choice_without_a_folder_names_the_sessions_models(make_napari_viewer, open_widget, phantom,
+                                                                   bundle, notes):
+    """Trial 32: with a model in the session, 'bundle folder...' and no folder said "no model yet"."""
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(phantom[0], name="ct")
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    session_for(viewer).add_model(load_segmentation_model(bundle), "phantom model")  # trained in this session
+    widget["model"].value = BUNDLE_CHOICE
+    widget["predict"].changed.emit(True)
+    assert notes[-1].message == ("Prediction: 'model' is 'bundle folder...' but no bundle folder is chosen: choose "
+                                 "one, or choose a model of this session in 'model' ('phantom model')")
+    assert not widget.runner.running
 
 
 def test_stop_during_finetuning_keeps_the_model_tuned_so_far(setup, qtbot):

@@ -66,8 +66,7 @@ class PredictWidget(DockForm):
         w["min_size"] = SpinBox(value=0, min=0, max=10**9, label="min object size")
         w["fill_holes"] = CheckBox(value=False, text="fill holes")
         w["keep_largest"] = CheckBox(value=False, text="keep largest object per class")
-        w["instances"] = ComboBox(choices=["none", "connected", "watershed"], value="none",
-                                  label="instances")
+        w["instances"] = ComboBox(choices=["none", "connected", "watershed"], value="none", label="instances")
         w.update(instance_controls())  # instance models: post-processing on the cached outputs
         w["probabilities"] = ComboBox(choices=["none", "one layer", "one per class"], value="none",
                                       label="probabilities")
@@ -75,8 +74,7 @@ class PredictWidget(DockForm):
         w["predict"] = PushButton(text="Predict")
         w["cancel"] = PushButton(text="Cancel")
         w["corrected"] = create_widget(annotation=napari.layers.Labels, label="corrected labels",
-                                       options={"tooltip": "Edit the prediction (paint, erase, "
-                                                           "fill), then fine-tune."})
+                                       options={"tooltip": "Edit the prediction (paint, erase, fill), then fine-tune."})
         w["ft_steps"] = SpinBox(value=30, min=1, max=100000, label="fine-tune steps")
         w["finetune"] = PushButton(text="Fine-tune and predict again")
         w["save_to"] = FileEdit(mode="d", value="", label="save model to",
@@ -165,9 +163,11 @@ class PredictWidget(DockForm):
         if choice is not None and choice != BUNDLE_CHOICE:
             return choice, self._session.models[choice]
         folder = str(self._w["bundle"].value)
+        if folder in ("", ".") and self._session.models:  # trial 32: "no model yet" beside the session's models
+            raise InputError(f"'model' is '{BUNDLE_CHOICE}' but no bundle folder is chosen: choose one, or choose "
+                             f"a model of this session in 'model' ({', '.join(map(repr, self._session.models))})")
         if folder in ("", "."):
-            raise InputError("no model yet: train one in 'Train segmentation', "
-                             "or choose a bundle folder")
+            raise InputError("no model yet: train one in 'Train segmentation', or choose a bundle folder")
         return Path(folder).name, Path(folder)
 
     @notify_errors("Prediction")
