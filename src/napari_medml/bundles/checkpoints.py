@@ -15,6 +15,7 @@ import torch
 
 from napari_medml.bundles.format import CHECKPOINTS_NAME, save_model, write_bundle_files
 from napari_medml.config import to_dict
+from napari_medml.io.atomic import restore_interrupted
 from napari_medml.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:
@@ -59,12 +60,25 @@ def write_checkpoint(model: Any, path: str | Path, optimizer: torch.optim.Optimi
 def find_checkpoint(path: str | Path) -> Path:
     """The resumable checkpoint at ``path`` (a checkpoint folder or a ``checkpoint_dir``)."""
     path = Path(path).expanduser()
+    restore_killed_writes(path)
     for candidate in (path / "last", path):
         if (candidate / STATE_JSON).is_file():
             return candidate
     raise BundleError(f"{path} holds no resumable checkpoint ({STATE_JSON} missing): "
                       "give the checkpoint folder of an earlier run")
 
+
+
+def restore_killed_writes(folder: Path) -> None:
+    """Put back the checkpoints (``last``, ``best``, a fold's and its ``member``) that a run killed
+    while replacing one left under its hidden old name, before anything looks for them
+    (``io.atomic.restore_interrupted``): else ``--resume`` finds no ``last`` although it is on disk."""
+    if not folder.is_dir():
+        restore_interrupted(folder)  # a checkpoint folder named itself
+        return
+    for sub in (folder, *sorted(folder.glob("fold-*"))):
+        for name in ("last", "best", FOLD_MEMBER):
+            restore_interrupted(sub / name)
 
 
 def checkpoint_folder(bundle: str | Path) -> Path:
@@ -103,6 +117,7 @@ def has_checkpoint(folder: str | Path | None) -> bool:
     if folder is None:
         return False
     folder = Path(folder).expanduser()
+    restore_killed_writes(folder)
     if (folder / "last" / STATE_JSON).is_file():
         return True
     return any((fold / "last" / STATE_JSON).is_file() or (fold / FOLD_MEMBER / "config.json").is_file()
