@@ -49,3 +49,27 @@ def test_a_checkpoint_moved_aside_by_a_killed_writer_is_found(tmp_path, new_copy
     found = find_checkpoint(tmp_path)
     assert found == tmp_path / "last"
     assert read_checkpoint(found)[0]["step"] == (10 if new_copy_done else 5)
+
+
+def test_checkpoints_set_aside_by_a_killed_save_are_found(tmp_path, monkeypatch):
+    """A stopped run's save sets ``<bundle>/checkpoints`` aside while it writes the bundle; killed
+    meanwhile (SIGKILL after SIGTERM's grace time), it left them where --resume did not look."""
+    import napari_medml.bundles.checkpoints as checkpoints
+
+    bundle = tmp_path / "model"
+    checkpoint(checkpoints.checkpoint_folder(bundle) / "last", 5)
+    seen = []
+
+    def killed(model, path):  # what the save leaves on disk while it writes
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name != "model")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(checkpoints, "_save", killed)
+    with pytest.raises(RuntimeError):
+        checkpoints.save_run(Model(), bundle, stopped=True)
+    [aside] = seen
+    assert aside.startswith(f".model.checkpoints-{os.getpid()}-")
+    # the same, left by a process that no longer runs
+    os.replace(bundle / "checkpoints", tmp_path / aside.replace(str(os.getpid()), str(dead_pid())))
+    assert has_checkpoint(bundle / "checkpoints")
+    assert read_checkpoint(find_checkpoint(bundle / "checkpoints"))[0]["step"] == 5

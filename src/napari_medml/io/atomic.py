@@ -20,8 +20,8 @@ from pathlib import Path
 
 from napari_medml.errors import InputError
 
-__all__ = ["atomic_path", "check_file_target", "check_folder_target", "interrupted_copy", "remove_stale_temps",
-           "restore_interrupted", "temp_name"]
+__all__ = ["atomic_path", "check_file_target", "check_folder_target", "interrupted_copy", "left_by_dead_writers",
+           "remove_stale_temps", "restore_interrupted", "temp_name"]
 
 
 def temp_name(target: Path, kind: str = "tmp", suffix: str = "") -> Path:
@@ -36,7 +36,7 @@ def remove_stale_temps(target: Path) -> None:
     renames: a folder cannot replace a folder in one) is put back first
     (:func:`restore_interrupted`)."""
     restore_interrupted(target)
-    for kind, entry in _left_by_dead_writers(target):
+    for kind, entry in left_by_dead_writers(target):
         if kind == "old" and not target.exists() and not target.is_symlink():
             continue  # could not be put back: never removed while it is the only copy
         if entry.is_dir() and not entry.is_symlink():
@@ -62,7 +62,7 @@ def restore_interrupted(target: Path) -> Path | None:
     """
     if target.exists() or target.is_symlink():
         return None
-    left = _left_by_dead_writers(target)
+    left = left_by_dead_writers(target)
     old = next((entry for kind, entry in left if kind == "old"), None)
     if old is None:
         return None
@@ -82,12 +82,24 @@ def restore_interrupted(target: Path) -> Path | None:
 def interrupted_copy(target: Path) -> Path | None:
     """The old copy of ``target`` that a writer which no longer runs moved aside and never
     replaced (it died between the two renames of a folder's replacement), if any."""
-    return next((entry for kind, entry in _left_by_dead_writers(target) if kind == "old"), None)
+    return next((entry for kind, entry in left_by_dead_writers(target) if kind == "old"), None)
 
 
-def _left_by_dead_writers(target: Path) -> list[tuple[str, Path]]:
-    """``(kind, path)`` of the temp (``tmp``) and old (``old``) names of ``target``
-    (:func:`temp_name`) whose writers no longer run, in name order."""
+def left_by_dead_writers(target: Path, kinds: Collection[str] = ("tmp", "old")) -> list[tuple[str, Path]]:
+    """The hidden names of ``target`` (:func:`temp_name`) whose writers no longer run.
+
+    Parameters
+    ----------
+    target : Path
+        The output those names were made for.
+    kinds : collection of str
+        The kinds of name to list (``tmp``, ``old``, or a writer's own).
+
+    Returns
+    -------
+    list of (str, Path)
+        ``(kind, path)`` in name order.
+    """
     if not target.parent.is_dir():
         return []
     prefix, found = f".{target.name}.", []
@@ -96,7 +108,7 @@ def _left_by_dead_writers(target: Path) -> list[tuple[str, Path]]:
             continue
         kind, _, rest = entry.name[len(prefix):].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind in kinds and pid.isdigit() and not _alive(int(pid)):
             found.append((kind, entry))
     return found
 
