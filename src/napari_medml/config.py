@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from napari_medml.errors import ConfigError
-from napari_medml.fields import check_fields, is_int
+from napari_medml.fields import check_fields, check_stop_metric, is_int
 from napari_medml.jsonable import from_dict, to_dict  # the configs' JSON round trip
 
 __all__ = ["AugmentConfig", "AugmentSpec", "DataConfig", "InferConfig", "ModelConfig", "OptimConfig", "PreprocessStep",
@@ -330,9 +330,10 @@ class TrainConfig:
         ------
         ConfigError
             Label smoothing with a loss that has no cross-entropy (dice, focal); class
-            weights for instances (its classes are the network's own).
+            weights for instances (its classes are the network's own); see ``fields.check_stop_metric``.
         """
         o = self.optim
+        check_stop_metric(self.task, o.early_stopping_metric)
         if o.label_smoothing > 0 and o.loss in ("dice", "focal"):
             losses = "ce" if self.task == "classification" else "ce or dice_ce"
             raise ConfigError(f"label_smoothing is for the cross-entropy losses; the {o.loss} loss would ignore it: "

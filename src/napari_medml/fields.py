@@ -12,12 +12,34 @@ from typing import Any, Literal
 
 from napari_medml.errors import ConfigError
 
-__all__ = ["check_fields", "is_int"]
+__all__ = ["check_fields", "check_stop_metric", "is_int"]
 
 
 def is_int(value: Any) -> bool:
     """Whether ``value`` is an integer (NumPy's too), and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_stop_metric(task: str, metric: str) -> None:
+    """Refuse a best-epoch metric (``optim.early_stopping_metric``) that ``task`` does not compute.
+
+    Parameters
+    ----------
+    task : str
+        The training task (``TrainConfig.task``).
+    metric : str
+        The metric that picks the best epoch and stops early.
+
+    Raises
+    ------
+    ConfigError
+        ``val_loss`` for instances: their validation scores the objects found and has no
+        loss, so the training loss would pick the best epoch without a word.
+    """
+    if task == "instances" and metric == "val_loss":
+        raise ConfigError("early_stopping_metric (--stop-metric) val_loss is not computed for instances (their "
+                          "validation scores the objects found): choose val_dice or val_accuracy, which both pick "
+                          "the best epoch by the held-out AP at IoU 0.5")
 
 
 _KINDS = {int: (is_int, "an integer", "integers"),  # what int, float, bool fields hold (a bool is no number)

@@ -134,3 +134,23 @@ def test_good_spacings_are_kept_and_a_stack_may_name_its_own_axis(model_2d, imag
     assert model_2d.predict(image, spacing=(1.5, 1.5)).labels.shape == (32, 32)
     stack = np.stack([image, image])  # a 2D model segments a (Z, Y, X) stack slice by slice
     assert model_2d.predict(stack, spacing=(3.0, 1.5, 1.5)).labels.shape == (2, 32, 32)
+
+
+def test_instances_refuse_val_loss_as_the_stop_metric_before_training():
+    """Instances with val_loss silently picked the best epoch by the training loss: their validation
+    scores objects and has no loss. The config check (CLI and Train widget alike) refuses it."""
+    from napari_medml.instances.task import fit
+
+    config = TrainConfig(task="instances", data=DataConfig(spatial_dims=2, patch_size=(32, 32)),
+                         optim=OptimConfig(early_stopping_metric="val_loss"), device="cpu")
+    line = ("early_stopping_metric (--stop-metric) val_loss is not computed for instances (their validation scores "
+            "the objects found): choose val_dice or val_accuracy, which both pick the best epoch by the held-out "
+            "AP at IoU 0.5")
+    with pytest.raises(ConfigError) as info:
+        config.check_new_run()
+    assert str(info.value) == line
+    labels = np.zeros((64, 64), np.uint16)
+    labels[8:20, 8:20], labels[30:44, 30:44] = 1, 2
+    with pytest.raises(ConfigError, match="val_loss is not computed for instances"):
+        next(fit((labels > 0).astype(np.float32), labels, config))
+    TrainConfig(task="segmentation", optim=OptimConfig(early_stopping_metric="val_loss")).check_new_run()

@@ -263,3 +263,43 @@ def test_the_saved_line_names_each_folds_steps_and_a_fold_that_trained_too_few()
     assert saved_note(ensemble([120, 118, 3, 5]), None, 4).endswith(
         "; steps per fold: 120, 118, 3, 5. Folds 3, 4 trained under half the steps of the others but count as "
         "much in the average: give more minutes or fewer folds)")
+
+
+def test_a_resumed_ensemble_counts_the_time_its_earlier_part_took(tmp_path, monkeypatch):
+    """--folds 4 --max-minutes 4 stopped in fold 3 (folds 1-2 took 1 min each, fold 3 0.5 min): on
+    --resume fold 3 was given 2 min and fold 4 ~2 min (the whole budget again for the folds left)."""
+    import napari_medml.bundles.checkpoints as checkpoints
+    import napari_medml.segmentation.ensemble as ensemble
+    import napari_medml.segmentation.model as model
+    import napari_medml.segmentation.task as task
+
+    class Member:
+        config = None
+        history = [{"step": 10, "elapsed_s": 60.0}]
+        provenance = {"best_epoch": 1, "split": ""}
+
+        def save(self, path):
+            path.mkdir(parents=True)
+            (path / "config.json").write_text("{}")
+
+    given = {}
+
+    def fit(images, labels, cfg, **kw):  # training faked: the minutes each fold is given are recorded
+        given[cfg.data.fold + 1] = cfg.optim.max_minutes
+        return Member()
+        yield
+
+    monkeypatch.setattr(task, "fit", fit)
+    monkeypatch.setattr(ensemble, "_check_every_fold", lambda *a, **k: None)
+    monkeypatch.setattr(ensemble, "EnsembleModel", lambda members, provenance: members)
+    monkeypatch.setattr(model, "load_segmentation_model", lambda path: Member())
+    monkeypatch.setattr(checkpoints, "check_same_network", lambda *a: None)
+    for k in (1, 2):
+        Member().save(tmp_path / f"fold-{k}" / "member")
+    (tmp_path / "fold-3" / "last").mkdir(parents=True)
+    (tmp_path / "fold-3" / "last" / "train_state.json").write_text(json.dumps({"step": 10, "elapsed_s": 30.0}))
+    config = TrainConfig(data=DataConfig(folds=4), optim=OptimConfig(max_minutes=4.0), device="cpu")
+    for _ in ensemble.fit_ensemble(None, None, config, resume_from=tmp_path):
+        pass
+    assert given[3] == pytest.approx(1.0, abs=0.01)  # 4 - 2 left for 2 folds; its 0.5 min count in its loop
+    assert given[4] == pytest.approx(1.5, abs=0.01)  # 4 - 2 - 0.5 (fold 3's instant fake training took ~0)

@@ -3,9 +3,9 @@ resume. Tensors go to safetensors, the rest to JSON; nothing is pickled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -15,6 +15,7 @@ import torch
 
 from napari_medml.bundles.format import CHECKPOINTS_NAME, save_model, write_bundle_files
 from napari_medml.config import to_dict
+from napari_medml.io.atomic import left_by_dead_writers, restore_interrupted, temp_name
 from napari_medml.errors import BundleError, ConfigError
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ STATE_JSON = "train_state.json"
 
 
 STATE_TENSORS = "train_state.safetensors"
+SET_ASIDE = "checkpoints"  # .<bundle>.checkpoints-<pid>-<random>: a stopped run's checkpoints while it saves
 FOLD_MEMBER = "member"  # <checkpoint_dir>/fold-<k>/member: a finished fold's model, for resuming an ensemble
 
 
@@ -59,12 +61,34 @@ def write_checkpoint(model: Any, path: str | Path, optimizer: torch.optim.Optimi
 def find_checkpoint(path: str | Path) -> Path:
     """The resumable checkpoint at ``path`` (a checkpoint folder or a ``checkpoint_dir``)."""
     path = Path(path).expanduser()
+    restore_killed_writes(path)
     for candidate in (path / "last", path):
         if (candidate / STATE_JSON).is_file():
             return candidate
     raise BundleError(f"{path} holds no resumable checkpoint ({STATE_JSON} missing): "
                       "give the checkpoint folder of an earlier run")
 
+
+
+def restore_killed_writes(folder: Path) -> None:
+    """Put back the checkpoints (``last``, ``best``, a fold's and its ``member``) that a run killed
+    while replacing one left under its hidden old name, before anything looks for them
+    (``io.atomic.restore_interrupted``): else ``--resume`` finds no ``last`` although it is on disk.
+    So too ``<bundle>/checkpoints``, which a stopped run's save sets aside while it writes the bundle
+    (:func:`save_keeping_checkpoints`)."""
+    if folder.name == CHECKPOINTS_NAME and not folder.exists():  # a stopped run's save was killed
+        restore_interrupted(folder.parent)
+        aside = next((entry for _, entry in left_by_dead_writers(folder.parent, (SET_ASIDE,))), None)
+        if aside is not None:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.replace(aside, folder)
+    if not folder.is_dir():
+        restore_interrupted(folder)  # a checkpoint folder named itself
+        return
+    for sub in (folder, *sorted(folder.glob("fold-*"))):
+        for name in ("last", "best", FOLD_MEMBER):
+            restore_interrupted(sub / name)
 
 
 def checkpoint_folder(bundle: str | Path) -> Path:
@@ -103,6 +127,7 @@ def has_checkpoint(folder: str | Path | None) -> bool:
     if folder is None:
         return False
     folder = Path(folder).expanduser()
+    restore_killed_writes(folder)
     if (folder / "last" / STATE_JSON).is_file():
         return True
     return any((fold / "last" / STATE_JSON).is_file() or (fold / FOLD_MEMBER / "config.json").is_file()
@@ -131,7 +156,8 @@ def save_keeping_checkpoints(model: Any, bundle: str | Path) -> Path:
     checkpoints = checkpoint_folder(bundle)
     if not checkpoints.is_dir():
         return _save(model, bundle)
-    aside = checkpoints.parent.parent / f".{checkpoints.parent.name}.checkpoints-{uuid.uuid4().hex[:8]}"
+    # named with this process's id: a kill during the save leaves them where has_checkpoint puts them back
+    aside = temp_name(checkpoints.parent, SET_ASIDE)
     os.replace(checkpoints, aside)
     saved = None
     try:

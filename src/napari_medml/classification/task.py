@@ -44,10 +44,13 @@ class ClassificationTask:
     keep : collection of str
         With a start bundle: ``ModelConfig`` fields the user set that are not taken
         from it (``transfer.start_architecture``).
+    start_step : int
+        The step a resumed run continues from: it shifts the seeds of the draws, so that the
+        run goes on with new batches instead of replaying its first ones (as segmentation does).
     """
 
     def __init__(self, samples: ClassSamples, config: TrainConfig, init_from: Any = None,
-                 base: Classifier | None = None, keep: Collection[str] = ()) -> None:
+                 base: Classifier | None = None, keep: Collection[str] = (), start_step: int = 0) -> None:
         if base is None:  # a saved model keeps the settings it was trained with
             config.check_new_run()
         from napari_medml.engine.distributed import data_seed
@@ -92,7 +95,7 @@ class ClassificationTask:
                                                 config.data.normalization))
         self.x = _normalize(np.array(samples.x, dtype=np.float32), self.normalization, ic)
 
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + start_step)  # a resumed run's network comes from its checkpoint
         model_config = base.config.model if base is not None else config.model
         self.network = build_classifier_network(model_config, samples.spatial_dims, samples.x.shape[1],
                                                 len(class_ids), input_size=samples.x.shape[2:])
@@ -119,7 +122,7 @@ class ClassificationTask:
                     self.network, self.provenance["initial_weights"])
         _loss(config.optim, len(class_ids), torch.device("cpu"))  # a bad loss choice fails before training
         self.loss_fn: Callable[..., torch.Tensor] | None = None  # built on the device of the first outputs
-        draws = data_seed(config.seed)  # each data-parallel process draws its own batches
+        draws = data_seed(config.seed + start_step)  # each data-parallel process draws its own batches
         self.transform = _augmentation(config.augment, samples, draws)
         self.rng = np.random.default_rng(draws)
         self.batch_size = max(1, min(config.data.batch_size, len(self.train_idx)))
@@ -367,5 +370,6 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     resume = base = None
     if resume_from is not None:
         base, resume = resume_point(resume_from, load_classifier)
-    task = ClassificationTask(samples, config, init_from, base=base, keep=keep)
+    start_step = int(resume.state["step"]) if resume is not None else 0
+    task = ClassificationTask(samples, config, init_from, base=base, keep=keep, start_step=start_step)
     return (yield from run(task, config, stop=stop, checkpoint_dir=config.checkpoint_dir, resume=resume))

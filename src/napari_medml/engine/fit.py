@@ -41,7 +41,7 @@ def resume_point(path: str | Path, load: Any) -> tuple[Any, Resume]:
     checkpoint = find_checkpoint(path)
     model = load(checkpoint)
     state, tensors = read_checkpoint(checkpoint)
-    return model, Resume(state, tensors, list(getattr(model, "history", []) or []))
+    return model, Resume(state, tensors, list(getattr(model, "history", []) or []), best=checkpoint.parent / "best")
 
 
 def fit_task(build: Callable[[Any, int], TrainingTask], config: TrainConfig, *, load: Callable[[Path], Any],

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from napari_medml.config import TrainConfig
+from napari_medml.config import TrainConfig, to_dict
 from napari_medml.engine.devices import amp_enabled, autocast, resolve_device
 from napari_medml.engine.distributed import join
 from napari_medml.engine.optim import build_optimizer, build_scheduler
@@ -42,6 +42,7 @@ class Resume:
     state: Mapping[str, Any]
     tensors: Mapping[str, torch.Tensor]
     history: list[dict] = field(default_factory=list)
+    best: Path | None = None  # the run's ``best`` checkpoint beside ``last`` (None: ``<checkpoint_dir>/best``)
 
 
 def run(task: TrainingTask, config: TrainConfig, *, stop: StopToken | None = None,
@@ -315,7 +316,7 @@ class Trainer:
 
         scalars = {"step": step, "epoch": epoch, "best_key": list(self.best_key) if self.best_key else None,
                    "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "total_steps": self.total_steps,
-                   "elapsed_s": float(elapsed)}
+                   "elapsed_s": float(elapsed), "best_metrics": to_dict(self.best_metrics, default=lambda v: None)}
         write_checkpoint(self._model(), self.checkpoint_dir / "last", self.optimizer,
                          self.plateau or self.scheduler, self.scaler, scalars)
 
@@ -341,6 +342,34 @@ class Trainer:
         self.bad_epochs = int(state.get("bad_epochs") or 0)
         self.elapsed_before = float(state.get("elapsed_s") or 0.0)
         self.history = list(resume.history)
+        if self.best_key is not None:
+            self._restore_best(resume)
+
+    def _restore_best(self, resume: Resume) -> None:
+        """The best epoch's weights and metrics from the run's ``best`` checkpoint: without them a
+        resumed run that does not improve would return its last weights as the best epoch's."""
+        from napari_medml.bundles.format import read_description, read_weights
+        from napari_medml.errors import BundleError
+
+        folder = resume.best
+        if folder is None and self.checkpoint_dir is not None:
+            folder = self.checkpoint_dir / "best"
+        try:
+            desc = read_description(folder) if folder is not None else None
+            weights = read_weights(folder) if desc is not None else None
+        except BundleError:
+            desc = weights = None
+        saved_epoch = ((desc or {}).get("provenance") or {}).get("best_epoch")
+        if weights is None or saved_epoch != self.best_epoch:
+            # no best checkpoint, or one a later epoch wrote before a kill stopped ``last`` from
+            # following: this run's best so far is unknown, so it chooses again from its own epochs
+            self.best_key, self.best_epoch, self.bad_epochs = None, 0, 0
+            return
+        self.best_state = weights
+        metrics = resume.state.get("best_metrics")
+        if metrics is None:  # checkpoints from before best_metrics was kept: a classifier's are in its bundle
+            metrics = desc.get("metrics") or {}
+        self.best_metrics = dict(metrics)
 
 
 def _mean(losses: list[torch.Tensor]) -> float:

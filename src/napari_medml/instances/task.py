@@ -130,8 +130,11 @@ class InstanceTask:
 
     def __init__(self, config: TrainConfig, images: Any, labels: Any, *, spacing: Any = None,
                  channel_axis: int | None = None, base: InstanceModel | None = None, start_step: int = 0) -> None:
+        from napari_medml.fields import check_stop_metric
+
         if base is None:  # a saved model keeps the settings it was trained with
             config.check_new_run()
+        check_stop_metric("instances", config.optim.early_stopping_metric)  # also when it fine-tunes or resumes
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
         from napari_medml.instances.data import InstanceSampler, prepare_instance_data
         from napari_medml.segmentation.task import base_start, start_network, training_transform
@@ -216,9 +219,8 @@ class InstanceTask:
             return Evaluation(history={"train_instance_metrics": metrics}, key=None,
                               metrics={"tuned_on": "training data", **metrics,
                                        "instance_params": params.to_dict()})
-        value = key if self.config.optim.early_stopping_metric != "val_loss" else None
         return Evaluation(report={"val_metrics": metrics}, history={"val_metrics": metrics},
-                          key=value, metrics={"tuned_on": "held-out data", **metrics,
+                          key=key, metrics={"tuned_on": "held-out data", **metrics,
                                               "instance_params": params.to_dict()})
 
     def _candidates(self) -> list[InstanceParams]:

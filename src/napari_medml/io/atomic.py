@@ -20,8 +20,8 @@ from pathlib import Path
 
 from napari_medml.errors import InputError
 
-__all__ = ["atomic_path", "check_file_target", "check_folder_target", "interrupted_copy", "remove_stale_temps",
-           "temp_name"]
+__all__ = ["atomic_path", "check_file_target", "check_folder_target", "interrupted_copy", "left_by_dead_writers",
+           "remove_stale_temps", "restore_interrupted", "temp_name"]
 
 
 def temp_name(target: Path, kind: str = "tmp", suffix: str = "") -> Path:
@@ -33,15 +33,12 @@ def remove_stale_temps(target: Path) -> None:
     """Remove temp and old names of ``target`` left by writers that no longer run.
 
     An old copy whose writer died between moving it aside and moving the new one in (two
-    renames: a folder cannot replace a folder in one) is the only copy: it is put back at
-    ``target`` instead of being removed."""
-    for kind, entry in _left_by_dead_writers(target):
+    renames: a folder cannot replace a folder in one) is put back first
+    (:func:`restore_interrupted`)."""
+    restore_interrupted(target)
+    for kind, entry in left_by_dead_writers(target):
         if kind == "old" and not target.exists() and not target.is_symlink():
-            try:
-                os.replace(entry, target)
-            except OSError:
-                pass  # left where it is: never removed while it is the only copy
-            continue
+            continue  # could not be put back: never removed while it is the only copy
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
@@ -49,15 +46,60 @@ def remove_stale_temps(target: Path) -> None:
                 entry.unlink()
 
 
+def restore_interrupted(target: Path) -> Path | None:
+    """Put back the newest complete copy of a folder ``target`` whose writer died between the two
+    renames of its replacement (``target`` -> old name, new copy -> ``target``), so that readers find it.
+
+    Parameters
+    ----------
+    target : Path
+        The folder (a bundle, a checkpoint) to repair; nothing happens while it exists.
+
+    Returns
+    -------
+    Path or None
+        The copy that was put back, if any.
+    """
+    if target.exists() or target.is_symlink():
+        return None
+    left = left_by_dead_writers(target)
+    old = next((entry for kind, entry in left if kind == "old"), None)
+    if old is None:
+        return None
+    # a writer moves the old copy aside only once its new one is complete: that one is newer
+    writer = old.name[len(f".{target.name}.old-"):].split("-", 1)[0]
+    newer = [entry for kind, entry in left
+             if kind == "tmp" and entry.name.startswith(f".{target.name}.tmp-{writer}-")]
+    for copy in (*newer, old):
+        try:
+            os.replace(copy, target)
+            return copy
+        except OSError:
+            continue
+    return None
+
+
 def interrupted_copy(target: Path) -> Path | None:
     """The old copy of ``target`` that a writer which no longer runs moved aside and never
     replaced (it died between the two renames of a folder's replacement), if any."""
-    return next((entry for kind, entry in _left_by_dead_writers(target) if kind == "old"), None)
+    return next((entry for kind, entry in left_by_dead_writers(target) if kind == "old"), None)
 
 
-def _left_by_dead_writers(target: Path) -> list[tuple[str, Path]]:
-    """``(kind, path)`` of the temp (``tmp``) and old (``old``) names of ``target``
-    (:func:`temp_name`) whose writers no longer run, in name order."""
+def left_by_dead_writers(target: Path, kinds: Collection[str] = ("tmp", "old")) -> list[tuple[str, Path]]:
+    """The hidden names of ``target`` (:func:`temp_name`) whose writers no longer run.
+
+    Parameters
+    ----------
+    target : Path
+        The output those names were made for.
+    kinds : collection of str
+        The kinds of name to list (``tmp``, ``old``, or a writer's own).
+
+    Returns
+    -------
+    list of (str, Path)
+        ``(kind, path)`` in name order.
+    """
     if not target.parent.is_dir():
         return []
     prefix, found = f".{target.name}.", []
@@ -66,7 +108,7 @@ def _left_by_dead_writers(target: Path) -> list[tuple[str, Path]]:
             continue
         kind, _, rest = entry.name[len(prefix):].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind in kinds and pid.isdigit() and not _alive(int(pid)):
             found.append((kind, entry))
     return found
 

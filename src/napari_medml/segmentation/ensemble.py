@@ -246,7 +246,8 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
     base = None if config.checkpoint_dir is None else Path(config.checkpoint_dir)
     resumed = None if resume_from is None else Path(resume_from).expanduser()
     members = []
-    started, outside = time.monotonic(), 0.0
+    # before: minutes the resumed run's earlier part spent (its finished folds, the stopped fold)
+    started, outside, before = time.monotonic(), 0.0, 0.0
     for k in range(folds):
         folder = None if base is None else base / f"fold-{k + 1}"
         earlier = None if resumed is None else resumed / f"fold-{k + 1}"
@@ -256,10 +257,13 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             member = load_segmentation_model(earlier / FOLD_MEMBER)
             check_same_network(member.config, cfg)
             members.append(member)
+            before += _member_minutes(member, config.optim.max_minutes, folds)
             continue
         if config.optim.max_minutes is not None:
             cfg = replace(cfg, optim=replace(cfg.optim, max_minutes=_fold_minutes(
-                config.optim.max_minutes, (time.monotonic() - started) / 60, folds, k, outside)))
+                config.optim.max_minutes, before + (time.monotonic() - started) / 60, folds, k, outside)))
+        # a stopped fold's earlier minutes count against its own limit in the loop, and against the later folds'
+        before += _stopped_minutes(earlier)
         fold_started = time.monotonic()
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
                   resume_from=earlier if has_checkpoint(earlier) else None)
@@ -284,6 +288,26 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
                                       else {}).get("val_mean_dice") for m in members],
             "member_steps": [int(m.history[-1].get("step", 0)) if m.history else 0 for m in members]}
     return EnsembleModel(members, provenance={"ensemble": note})
+
+
+def _member_minutes(member: Any, total: float | None, folds: int) -> float:
+    """The minutes a fold that finished before a stop trained (its history's last ``elapsed_s``);
+    its share of ``total`` when its history does not say."""
+    elapsed = (member.history[-1] if member.history else {}).get("elapsed_s")
+    if elapsed is None:
+        return 0.0 if total is None else total / folds
+    return float(elapsed) / 60
+
+
+def _stopped_minutes(earlier: Path | None) -> float:
+    """The minutes a stopped fold trained before the stop (its ``last`` checkpoint's ``elapsed_s``)."""
+    from napari_medml.bundles.checkpoints import STATE_JSON
+
+    try:
+        state = json.loads((earlier / "last" / STATE_JSON).read_text()) if earlier is not None else {}
+    except (OSError, ValueError):
+        return 0.0  # no checkpoint (the fold starts afresh); a damaged one is refused when it is read
+    return float(state.get("elapsed_s") or 0.0) / 60 if isinstance(state, dict) else 0.0
 
 
 def _fold_minutes(total: float, spent: float, folds: int, k: int, outside: float) -> float:

@@ -72,3 +72,26 @@ def test_resume_refuses_other_classes(samples, tmp_path):
     other = replace(samples, y=y)
     with pytest.raises(ValueError, match="resume with the same classes"):
         drive(fit_classifier(other, cfg, resume_from=tmp_path / "ckpt"))
+
+
+def test_a_resumed_run_draws_new_batches_instead_of_its_first_ones(samples, tmp_path, monkeypatch):
+    """Classification seeded its draws with the run's seed on every start: a resumed run replayed
+    the first batches of the run (segmentation shifts its seeds by the step it resumes from)."""
+    from napari_medml.classification.task import ClassificationTask
+
+    drawn = []
+    real = ClassificationTask.next_batch
+
+    def next_batch(self):
+        x, y = real(self)
+        drawn.append(tuple(round(float(v), 4) for v in x.flatten(1).sum(1)))  # which samples, in order
+        return x, y
+
+    monkeypatch.setattr(ClassificationTask, "next_batch", next_batch)
+    cfg = config(tmp_path)
+    stop = StopToken()
+    drive(fit_classifier(samples, cfg, stop=stop), stop_at_step=4, stop=stop)
+    first, drawn[:] = list(drawn), []
+    drive(fit_classifier(samples, cfg, resume_from=tmp_path / "ckpt"))
+    assert len(drawn) == 12 - len(first)
+    assert drawn[:3] != first[:3]

@@ -1,0 +1,75 @@
+"""A run killed between the two renames that replace a checkpoint folder (``last`` -> its
+hidden old name, the new copy -> ``last``) leaves no ``last``: looking for a checkpoint
+puts back the newest complete copy first, so ``--resume`` goes on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from napari_medml.bundles.checkpoints import find_checkpoint, has_checkpoint, read_checkpoint, write_checkpoint
+from napari_medml.bundles.format import write_bundle_files
+
+
+class Model:
+    def __init__(self) -> None:
+        self.network = torch.nn.Linear(4, 1)
+
+    def description(self) -> dict:
+        return {"schema_version": 1, "train_config": {}, "class_ids": [1], "in_channels": 1, "spatial_dims": 2,
+                "patch_size": [1], "normalization": {}}
+
+    def save(self, path):
+        return write_bundle_files(self.description(), self.network, path)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def checkpoint(folder, step: int):
+    network = Model()
+    optimizer = torch.optim.SGD(network.network.parameters(), lr=0.1)
+    return write_checkpoint(network, folder, optimizer, None, None, {"step": step, "epoch": 1})
+
+
+@pytest.mark.parametrize("new_copy_done", [True, False], ids=["new-copy-complete", "only-the-old-copy"])
+def test_a_checkpoint_moved_aside_by_a_killed_writer_is_found(tmp_path, new_copy_done):
+    pid = dead_pid()
+    os.replace(checkpoint(tmp_path / "last", 5), tmp_path / f".last.old-{pid}-0000aaaa")
+    if new_copy_done:  # the writer moves the old copy aside only once the new one is written
+        os.replace(checkpoint(tmp_path / "new", 10), tmp_path / f".last.tmp-{pid}-0000bbbb")
+    assert has_checkpoint(tmp_path)
+    found = find_checkpoint(tmp_path)
+    assert found == tmp_path / "last"
+    assert read_checkpoint(found)[0]["step"] == (10 if new_copy_done else 5)
+
+
+def test_checkpoints_set_aside_by_a_killed_save_are_found(tmp_path, monkeypatch):
+    """A stopped run's save sets ``<bundle>/checkpoints`` aside while it writes the bundle; killed
+    meanwhile (SIGKILL after SIGTERM's grace time), it left them where --resume did not look."""
+    import napari_medml.bundles.checkpoints as checkpoints
+
+    bundle = tmp_path / "model"
+    checkpoint(checkpoints.checkpoint_folder(bundle) / "last", 5)
+    seen = []
+
+    def killed(model, path):  # what the save leaves on disk while it writes
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name != "model")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(checkpoints, "_save", killed)
+    with pytest.raises(RuntimeError):
+        checkpoints.save_run(Model(), bundle, stopped=True)
+    [aside] = seen
+    assert aside.startswith(f".model.checkpoints-{os.getpid()}-")
+    # the same, left by a process that no longer runs
+    os.replace(bundle / "checkpoints", tmp_path / aside.replace(str(os.getpid()), str(dead_pid())))
+    assert has_checkpoint(bundle / "checkpoints")
+    assert read_checkpoint(find_checkpoint(bundle / "checkpoints"))[0]["step"] == 5
