@@ -148,8 +148,9 @@ def add(sub: Any) -> None:
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
     o.add_argument("--stop-metric", choices=typing.get_args(StopMetric), metavar="M",
                    help="what picks the best epoch (the model saved) and early stopping: val_dice (the "
-                   "validation mean Dice; a classifier's accuracy), val_loss or val_accuracy; ties go to "
-                   "the lower validation loss (default: val_dice; classification val_accuracy)")  # fmt: skip
+                   "validation mean Dice; a classifier's accuracy), val_loss (not for instances, whose "
+                   "validation scores objects) or val_accuracy; ties go to the lower validation loss (default: "
+                   "val_dice; classification val_accuracy)")  # fmt: skip
     o.add_argument("--seed", type=integer(0, 2**32 - 1), metavar="S",
                    help=f"random seed for split, patches and weights (default: {TrainConfig().seed})")  # fmt: skip
     o.add_argument("--device", choices=DEVICES, default="auto",
