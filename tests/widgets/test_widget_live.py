@@ -146,12 +146,14 @@ def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, 
     widget["images"].value = [first]
     widget["network"].value = False
     widget["start"].changed.emit(True)
+    assert widget["status"].value.startswith("Starting: reading the image")  # trial 32: 8-17 s without a word
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     session = widget.session
-    assert "one id" not in widget["status"].value
+    assert widget["status"].value == "no strokes fitted yet: paint background (id 1) and at least one class"
     widget["images"].value = [second]
     qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
     assert widget["start"].enabled
+    assert widget["status"].value == "Stopped: another image was chosen; press Start to go on"  # trial 32: no why
     # Start on the other image: its own scribbles layer; a's strokes stay on a (they were moved
     # onto b and trained b's session, the box still naming 'a [scribbles]')
     strokes = viewer.layers["a [scribbles]"]
@@ -162,6 +164,10 @@ def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, 
     assert widget["scribbles"].value is viewer.layers["b [scribbles]"]
     assert not viewer.layers["b [scribbles]"].data.any() and tuple(viewer.layers["b [scribbles]"].translate) == (40, 0)
     assert tuple(strokes.translate) == (0, 0) and strokes.data.sum() == 3
+    session = widget.session
+    widget["background"].value += 1
+    qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
+    assert widget["status"].value == "Stopped: the background id changed; press Start to go on"
 
 
 def _dice(prediction: np.ndarray, truth: np.ndarray) -> float:

@@ -126,11 +126,19 @@ def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
     assert widget.runner.running
     painted = scribbles.data.copy()
     layer.scale = (3, 1, 1)  # the real slice spacing, set while Live runs
+    # trial 32: "stopped" was said while the job ran on for seconds, and again at the next change
+    assert widget["status"].value.startswith("Stopping: image 'ct' has a new voxel size")
+    layer.translate = (2.0, 0.0, 0.0)
+    widget["start"].changed.emit(True)
+    assert notes[-1].message == "Live segmentation is still stopping: start it again once it has stopped."
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
-    assert any("image 'ct' has a new voxel size" in m for m in warnings), warnings
+    assert [m for m in warnings if "has a new voxel size" in m] == [
+        "Live segmentation stops: image 'ct' has a new voxel size or position (the scribbles follow it and keep "
+        "their strokes); press Start to segment it with its new spacing"]
     assert widget["status"].value.startswith("Stopped: image 'ct' has a new voxel size")
     assert tuple(scribbles.scale) == (3, 1, 1) and tuple(viewer.layers["ct [live]"].scale) == (3, 1, 1)
+    assert tuple(scribbles.translate) == (2, 0, 0)
     np.testing.assert_array_equal(scribbles.data, painted)  # the strokes are kept
     widget["start"].changed.emit(True)  # again, with the new spacing
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)

@@ -241,6 +241,19 @@ class Runner:
     def running(self) -> bool:
         return self.worker is not None or self._soon
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the job runs on after its Stop (it ends at its next check)."""
+        return self.running and bool(getattr(self.token, "stopped", False))
+
+    def refused_while_running(self) -> bool:
+        """True (and a warning saying so) while a job runs or is stopping: a front calls it before it
+        changes anything for a new job."""
+        if self.running:
+            notifications.show_warning(f"{self.desc} is still stopping: start it again once it has stopped." if
+                                       self.stopping else f"{self.desc} is already running: wait, or press Stop.")
+        return self.running
+
     def start(
         self,
         job: Job,
@@ -260,8 +273,7 @@ class Runner:
         (a prediction), so a result that arrives after it is dropped as cancelled; without
         it, a run's Stop keeps what it has (a training run's model).
         """
-        if self.running:
-            notifications.show_warning(f"{self.desc} is already running: wait, or press Stop.")
+        if self.refused_while_running():
             return None
         self.desc = desc or self._default_desc
         self.token = self._make_token()

@@ -45,6 +45,7 @@ __all__ = ["LiveWidget"]
 
 NEW_SCRIBBLES = "new: <image> [scribbles]"
 DEBOUNCE_MS = 150
+STARTING = "Starting: reading the image and computing its features (seconds on a large volume)..."
 
 
 class LiveWidget(DockForm):
@@ -95,8 +96,9 @@ class LiveWidget(DockForm):
         w["next"].changed.connect(self.where_next)
         w["accept"].changed.connect(self.accept)
         w["uncertainty"].changed.connect(self._uncertainty_toggled)
-        for key in ("images", "scribbles", "background"):
-            w[key].changed.connect(self.stop)  # another image or layer: this session is over
+        for key, what in (("images", "another image was chosen"), ("scribbles", "other scribbles were chosen"),
+                          ("background", "the background id changed")):  # this session is over: say why
+            w[key].changed.connect(lambda *_, what=what: self._stop_because(f"{what}; press Start to go on", False))
         viewer.dims.events.current_step.connect(self._view_changed)
         viewer.dims.events.ndisplay.connect(self._view_changed)
         viewer.layers.events.removed.connect(self._layer_removed)
@@ -116,6 +118,8 @@ class LiveWidget(DockForm):
     @notify_errors("Live segmentation")
     def start(self, *_: Any) -> None:
         """Make or take the scribbles layer, then start the session and its two jobs."""
+        if self.runner.refused_while_running():  # one still stopping keeps its layers and events
+            return
         for layer in self._w["images"].value or ():
             check_fits(layer, "live segmentation", "crop it (or open a coarser level) to segment it live; Predict "
                        "segments the whole layer block by block with a model from the crop")
@@ -159,19 +163,21 @@ class LiveWidget(DockForm):
             event.connect(self._image_moved)
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
+        self._w["status"].value = STARTING  # trial 32: 8-17 s without a word on a 2-core CPU
         self.runner.start(lambda stop, report: self._display_job(config, stop, report),
                           on_report=self._on_report, on_done=self._stopped)
 
     def stop(self, *_: Any) -> None:
         """End the jobs and cancel the session; the live job then closes it (freeing its memory)."""
+        if self.runner.running:  # "Stopped." once the job has ended (a session being made finishes first)
+            self._w["status"].value = f"Stopping: {self._stop_reason}" if self._stop_reason else "Stopping..."
         self.runner.stop()
         self.tasks.stop()
         if self.session is not None:
             self.session.cancel()
 
     def _destroyed(self, *_: Any) -> None:
-        # the viewer closed with the widget in it: end the jobs (the session closes in its
-        # job) and let none of their reports reach the dead widgets
+        # the viewer closed with the widget in it: end the jobs (the session closes in its job), no reports after
         with contextlib.suppress(RuntimeError):  # at interpreter exit Qt may have deleted the timer first
             self._timer.stop()
         for runner in (self.runner, self.tasks):
@@ -193,14 +199,14 @@ class LiveWidget(DockForm):
         self.session, self._layers, self._pushed = None, {}, None
         self._w["status"].value = f"Stopped: {self._stop_reason}" if self._stop_reason else "Stopped."
 
-    def _stop_because(self, reason: str) -> None:
+    def _stop_because(self, reason: str, notify: bool = True) -> None:
         from napari.utils import notifications
 
-        if self.runner.running:
+        if self.runner.running and not self.runner.stopping:  # once: a stopping session is told no more
             self._stop_reason = reason
             self.stop()
-            if not viewer_closing(self._viewer):  # the viewer removes every layer as it closes: nothing to do
-                notifications.show_warning(f"Live segmentation stopped: {reason}")
+            if notify and not viewer_closing(self._viewer):  # the viewer removes every layer as it closes
+                notifications.show_warning(f"Live segmentation stops: {reason}")
 
     def _layer_removed(self, event: Any) -> None:
         # the answer layer is an output: a removed one comes back with the next answer
