@@ -19,7 +19,7 @@ from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
            "check_live_input", "clear_answer", "draw_answer", "go_to", "place_on_image", "session_status",
-           "show_uncertainty", "status_lines", "viewer_closing"]
+           "show_uncertainty", "status_lines", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -59,6 +59,17 @@ def brush_kept(viewer: Any, scribbles: Any) -> Iterator[None]:
             viewer.layers.selection.active = active
             if mode is not None and active.mode != mode:
                 active.mode = mode
+
+
+def visible_slice(viewer: Any, scribbles: Any) -> tuple | None:
+    """The index of the slice of ``scribbles`` (a volume's) on screen: an int per hidden axis and
+    ``slice(None)`` per shown one; None in 3D view or without a volume."""
+    if scribbles is None or viewer.dims.ndisplay != 2 or scribbles.ndim != 3:
+        return None
+    point, hidden = scribbles.world_to_data(viewer.dims.point), set(viewer.dims.not_displayed)
+    offset = viewer.dims.ndim - scribbles.ndim
+    return tuple(int(np.clip(round(point[i]), 0, n - 1)) if offset + i in hidden else slice(None)
+                 for i, n in enumerate(scribbles.data.shape))
 
 
 def clear_answer(viewer: Any, layer: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import napari
@@ -31,7 +32,8 @@ from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
                                                add_live_model, brush_kept, check_live_input, clear_answer, draw_answer,
-                                               go_to, place_on_image, session_status, status_lines, viewer_closing)
+                                               go_to, place_on_image, session_status, status_lines, viewer_closing,
+                                               visible_slice)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
@@ -98,7 +100,7 @@ class LiveWidget(DockForm):
         w["uncertainty"].changed.connect(self._uncertainty_toggled)
         for key, what in (("images", "another image was chosen"), ("scribbles", "other scribbles were chosen"),
                           ("background", "the background id changed")):  # this session is over: say why
-            w[key].changed.connect(lambda *_, what=what: self._stop_because(f"{what}; press Start to go on", False))
+            w[key].changed.connect(lambda *_, key=key, what=what: self._chosen_changed(key, what))
         viewer.dims.events.current_step.connect(self._view_changed)
         viewer.dims.events.ndisplay.connect(self._view_changed)
         viewer.layers.events.removed.connect(self._layer_removed)
@@ -215,6 +217,13 @@ class LiveWidget(DockForm):
                 self._stop_because(f"{key} layer '{event.value.name}' was removed; choose the layers and "
                                    "press Start to go on")
 
+    def _chosen_changed(self, key: str, what: str) -> None:
+        for name in ("image", "scribbles"):  # a removed layer leaves its box first (napari 0.5): say that
+            layer = self._layers.get(name)
+            if layer is not None and layer not in self._viewer.layers:
+                return self._layer_removed(SimpleNamespace(value=layer))
+        self._stop_because(f"{what}; press Start to go on", notify=False)
+
     def _image_moved(self, *_: Any) -> None:
         image, scribbles = self._layers.get("image"), self._layers.get("scribbles")
         if image is None:
@@ -250,16 +259,7 @@ class LiveWidget(DockForm):
         self._w["status"].value = "fitting the new strokes..."
 
     def _view_changed(self, *_: Any) -> None:
-        scribbles = self._layers.get("scribbles")
-        self._visible = None
-        if scribbles is not None and self._viewer.dims.ndisplay == 2 and scribbles.ndim == 3:
-            point = scribbles.world_to_data(self._viewer.dims.point)
-            hidden = set(self._viewer.dims.not_displayed)
-            offset = self._viewer.dims.ndim - scribbles.ndim
-            self._visible = tuple(
-                int(np.clip(round(point[i]), 0, n - 1)) if offset + i in hidden else slice(None)
-                for i, n in enumerate(scribbles.data.shape))
-        self._view += 1
+        self._visible, self._view = visible_slice(self._viewer, self._layers.get("scribbles")), self._view + 1
 
     def _on_report(self, report: Any) -> None:
         if isinstance(report, dict):  # the network's progress
