@@ -174,3 +174,33 @@ def test_instance_label_files_scored_as_classes_point_to_instances(tmp_path) -> 
     objects = run("evaluate", "--instances", "--prediction", tmp_path / "pred.tif", "--labels",
                   tmp_path / "truth_objects.tif")
     assert objects.returncode == 0 and json.loads(objects.stdout)["f1_at_0.5"] == 1.0, objects.stderr
+
+
+def _nii_in(path: Path, zyx: np.ndarray, zooms: tuple, unit: str) -> None:
+    img = nib.Nifti1Image(np.ascontiguousarray(zyx.T), np.diag([*zooms[::-1], 1.0]))
+    img.header.set_xyzt_units(xyz=unit)
+    nib.save(img, str(path))
+
+
+def test_files_in_mm_and_in_um_are_compared_in_one_unit_which_the_json_names(tmp_path) -> None:
+    """Cases 32: the same grid saved in mm and in micron was refused as another grid ('resample one
+    onto the other'), and HD95 came without its unit; files whose numbers agree under two unit
+    names (3D Slicer writes every file in mm) are compared as their numbers say, as before."""
+    gt = np.zeros((10, 24, 30), np.uint8)
+    gt[3:7, 5:15, 8:20] = 1
+    pred = np.roll(gt, 1, axis=2)  # one voxel off along x: HD95 one x step
+    _nii_in(tmp_path / "gt.nii.gz", gt, (2.0, 0.5, 0.5), "micron")
+    _nii_in(tmp_path / "pred_mm.nii.gz", pred, (0.002, 0.0005, 0.0005), "mm")
+    _nii_in(tmp_path / "pred_slicer.nii.gz", pred, (2.0, 0.5, 0.5), "mm")
+    for name, note in (("pred_mm.nii.gz", True), ("pred_slicer.nii.gz", False)):
+        r = run("evaluate", "--prediction", tmp_path / name, "--labels", tmp_path / "gt.nii.gz")
+        assert r.returncode == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["unit"] == "um" and result["classes"]["1"]["hd95"] == pytest.approx(0.5)
+        assert result["mean_dice"] == pytest.approx(2 * (gt & pred).sum() / (gt.sum() + pred.sum()))
+        said = "its voxel size and position in mm were compared in um" in r.stderr
+        assert said == note, r.stderr
+    np.save(tmp_path / "gt.npy", gt)
+    np.save(tmp_path / "pred.npy", pred)
+    bare = json.loads(run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy").stdout)
+    assert bare["unit"] is None  # a .npy names none: the distances are in voxels

@@ -21,7 +21,8 @@ def add(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="score a predicted segmentation or a classifier's predictions against "
                        "ground truth",
                        description="Segmentation: per-class Dice, IoU and 95th-percentile Hausdorff distance "
-                       "(in the ground truth's physical units), printed as JSON on stdout. "
+                       "(in the ground truth's physical units, named by the JSON's \"unit\" when its file "
+                       "names one), printed as JSON on stdout. "
                        "A class missing from one file has Dice 0 and HD95 null (infinite), and "
                        "mean_hd95 is then null too; a line on stderr names such classes. "
                        "Classification: give the CSV table 'predict' wrote for a classifier as --prediction "
@@ -83,14 +84,17 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.segmentation.metrics import evaluate, evaluation_notes
 
     # distances (HD95) in the voxel size of the file that has one, whichever it is
-    spacing = pred.spacing if has_geometry(pred) and not has_geometry(gt) else gt.spacing
+    source = pred if has_geometry(pred) and not has_geometry(gt) else gt
+    spacing = source.spacing
     # a time series: HD95 frame by frame (distances never cross frames), the worst frame's
     frames = gt.axes.index("T") if "T" in gt.axes and len(gt.axes) == gt.data.ndim else None
     result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary, frames_axis=frames)
     for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
                                  "--binary", "--instances"):
         info(line)
-    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result}
+    # the unit of spacing and HD95 when the file names one (cases 32: HD95 in inches, nothing said); else null
+    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result,
+              "unit": source.meta.get("unit") if has_geometry(source) else None}
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
@@ -155,7 +159,8 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     from napari_medml import io
     from napari_medml.cli.common import check_not_transposed, label_values
     from napari_medml.errors import InputError
-    from napari_medml.io.geometry import align_to, fit_length1_axes
+    from napari_medml.io.geometry import align_to
+    from napari_medml.io.length1_axes import fit_length1_axes
 
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     # --spacing for files that store none, when neither does: beside one that does, a file lies on its grid

@@ -37,7 +37,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
     from napari_medml.io.axes import samples_phrase
     from napari_medml.io.axes_resolve import neighbour_runs
-    from napari_medml.io.geometry import fit_length1_axes
+    from napari_medml.io.length1_axes import fit_length1_axes
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
 

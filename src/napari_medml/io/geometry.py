@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.io.units import in_unit_of
 from napari_medml.io.volume import Volume, affine_from_spacing
 
 
-__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "fit_length1_axes", "grid_affine", "has_geometry",
+__all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "grid_affine", "has_geometry",
            "oriented_in_3d", "ras_grid", "reorient", "shown_in_ras", "spatial_axes", "spatial_spacing"]
 
 
@@ -191,10 +192,28 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
     Raises
     ------
     InputError
-        The grids differ other than by orientation (shape, spacing, origin, rotation).
+        The grids differ other than by orientation (shape, spacing, origin, rotation), also
+        once ``moving``'s is put in ``reference``'s unit (``meta["unit"]``, :mod:`.units`).
     """
+    names, dims = (moving_name, reference_name), (spatial_dims, reference_spatial_dims)
+    try:  # as the numbers say: files that name other units for the same numbers (Slicer's mm) still agree
+        return _align(moving, reference, names, dims)
+    except InputError as exc:
+        converted, unit = in_unit_of(moving, reference, *spatial_axes(moving, spatial_dims))
+        if unit is None:
+            raise
+        try:  # the same grid in mm and in um
+            out = _align(converted, reference, names, dims)
+        except InputError:
+            raise exc from None
+    return Alignment(out.volume, "; ".join(filter(None, (f"{moving_name}: {unit}", out.note))), out.assumed)
+
+
+def _align(moving: Volume, reference: Volume, names: tuple[str, str], dims: tuple[int | None, int | None]
+           ) -> Alignment:
     from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
 
+    (moving_name, reference_name), (spatial_dims, reference_spatial_dims) = names, dims
     m_first, m_stop = spatial_axes(moving, spatial_dims)
     n = m_stop - m_first
     r_first, r_stop = spatial_axes(reference, reference_spatial_dims or n)
@@ -363,35 +382,3 @@ def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[in
     if geometry or b_shape == d_shape:
         raise refuse("resample one onto the other's grid (same shape and spacing) first")
     raise refuse("the shapes differ; give files that cover the same voxels")
-
-
-def fit_length1_axes(vol: Volume, shape: tuple[int, ...], name: str) -> tuple[Volume, str | None]:
-    """A volume whose shape differs from ``shape`` only by length-1 axes, reshaped to it.
-
-    NIfTI names its axes by position (X, Y, Z, T), so an array saved with an extra leading axis
-    (``(1, X, Y, Z)``, numpy's ``a[None]``) reads as X of length 1 and the rest shifted: its
-    header's grid no longer describes the voxels. The data are kept in order with the length-1
-    axes dropped; the grid is left to the reference (no spacing, origin or affine here, so
-    :func:`align_to` takes the other file's and says so).
-
-    Parameters
-    ----------
-    vol : Volume
-    shape : tuple of int
-        The shape to fit (the image's without channels, or the other file's).
-    name : str
-        For the note.
-
-    Returns
-    -------
-    (Volume, str or None)
-        The volume unchanged and None when the shapes already agree or differ otherwise.
-    """
-    if tuple(vol.data.shape) == tuple(shape) or (
-            tuple(n for n in vol.data.shape if n != 1) != tuple(n for n in shape if n != 1)):
-        return vol, None
-    data = np.asarray(vol.data).reshape(shape)
-    meta = {k: v for k, v in vol.meta.items() if k == "unit"}
-    note = (f"warning: {name} is stored with shape {tuple(vol.data.shape)}: read as {tuple(shape)}, its extra "
-            "length-1 axes dropped (its header's grid no longer fits those voxels); save it without the extra axis")
-    return Volume(data, (1.0,) * len(shape), (0.0,) * len(shape), None, vol.is_labels, vol.name, meta), note
