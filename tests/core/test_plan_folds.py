@@ -52,11 +52,20 @@ def test_one_model_when_the_members_would_take_too_few_steps():
     assert plan.patch_size == single.patch_size and plan.reasons[1:] == single.reasons
     assert plan.reasons[0] == (f"ensemble (folds): 1 (one model: {ENSEMBLE} models would take only about {steps} "
                                f"steps each in 1 min, {MEMBER_STEPS} needed)")
-    # the bar sits exactly at MEMBER_STEPS
-    at_bar = replace(members, steps_per_epoch=MEMBER_STEPS // VALIDATIONS)
+    # the bar sits exactly at MEMBER_STEPS (a step time that allows them)
+    at_bar = replace(members, steps_per_epoch=MEMBER_STEPS // VALIDATIONS, step_seconds=0.01)
     assert choose_ensemble(single, at_bar, config()).folds == ENSEMBLE
-    below = replace(members, steps_per_epoch=MEMBER_STEPS // VALIDATIONS - 1)
+    below = replace(members, steps_per_epoch=MEMBER_STEPS // VALIDATIONS - 1, step_seconds=0.01)
     assert choose_ensemble(single, below, config()).folds == 1
+
+
+def test_the_steps_a_member_would_take_are_those_its_time_allows():
+    """u32: a member at 1.71 s a step in 0.1 min was said to take about 20 steps (4 epochs of at least 5)."""
+    single, members = plans(member_step_s=2.0, minutes=0.4)
+    assert members.steps_per_epoch * VALIDATIONS >= 20
+    plan = choose_ensemble(single, members, config(0.4))
+    assert plan.folds == 1 and plan.reasons[0] == (f"ensemble (folds): 1 (one model: {ENSEMBLE} models would take "
+                                                   f"only about 3 steps each in 0.1 min, {MEMBER_STEPS} needed)")
 
 
 def test_one_model_when_the_folds_could_not_be_planned():

@@ -79,8 +79,11 @@ def choose_ensemble(single: Plan, members: Plan | None, config: TrainConfig, why
         steps in its share of the time, else ``single``; with an ``ensemble (folds)`` line first.
     """
     if members is not None:
-        steps = members.steps_per_epoch * VALIDATIONS
-        share = f"{config.optim.max_minutes / ENSEMBLE:g} min"
+        minutes = config.optim.max_minutes / ENSEMBLE
+        steps = members.steps_per_epoch * VALIDATIONS  # the steps left beside validation, but never more than
+        if members.step_seconds:  # the time allows (u32: epochs' floor of 5 steps said 20 where 3 fit)
+            steps = min(steps, int(minutes * 60 / members.step_seconds))
+        share = f"{minutes:g} min"
         if steps >= MEMBER_STEPS:
             line = (f"ensemble (folds): {ENSEMBLE} (each model still takes about {steps} steps in its {share}; "
                     "models trained on different folds and averaged beat one model trained for all of the "
