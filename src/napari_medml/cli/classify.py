@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order, write_like
-from napari_medml.cli.values import integer, real
+from napari_medml.cli.values import integer
 from napari_medml.cli.spacing_option import with_spacing
 
 __all__ = ["add_train_options", "predict", "table_path", "train"]
@@ -48,10 +48,6 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "shape and texture; default: own), or every object in one box of the same side in "
                    "voxels (the 95th percentile of the objects' boxes), so that size tells classes apart "
                    "too")  # fmt: skip
-    g.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
-                   help="cross-entropy label smoothing in [0, 1) (default: 0)")  # fmt: skip
-    g.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
-                   help="loss weight per class, in class-id order (default: equal)")  # fmt: skip
 
 
 def train(args: argparse.Namespace) -> int:

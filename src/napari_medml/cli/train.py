@@ -133,6 +133,11 @@ def add(sub: Any) -> None:
     o.add_argument("--loss", choices=typing.get_args(LossName),
                    help=f"loss function (default: {optim.loss}; classification: ce or focal, "
                    "default ce)")  # fmt: skip
+    o.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
+                   help="weight of each class in the cross-entropy (dice_ce's too), in class order: "
+                   "segmentation's background first (default: equal)")  # fmt: skip
+    o.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
+                   help="cross-entropy label smoothing in [0, 1), segmentation and classification (default: 0)")
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
                    help=f"learning-rate schedule; plateau halves the rate when validation stops improving and "
                    f"has no warm-up (default: planned; without the plan {optim.schedule}; classification "
