@@ -119,6 +119,11 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
     assert slow.epochs * slow.steps_per_epoch >= 5 * (4 * 60 / 2.0)
     assert slow.augment_strength < fast.augment_strength <= 1
     assert fast.warmup > 0 and fast.schedule == "poly"
+    assert "schedule: poly (nnU-Net's decay to 0 over the time budget)" in fast.reasons
+    # u32: epochs of the user's own may end before the clock; the rate then decays over them
+    mine = make_plan(fp(), config(minutes=4), device="cpu", step_seconds=lambda c: 0.05, keep=["optim.epochs"])
+    assert ("schedule: poly (nnU-Net's decay to 0 over the time budget, or your epochs' steps if they end first)"
+            in mine.reasons)
     assert slow.channels == 8  # a CPU under a time limit: a narrower network, more steps
     # steps the budget allows decide the width: 16 channels when they still fill it
     assert fast.channels == 16 and "fill it" in "\n".join(fast.reasons)

@@ -321,8 +321,10 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                                         if "optim.warmup" in keep else None, o.momentum_in_use)
     reasons.append(f"optimizer: {o.describe_optimizer()}")
     lr = note("optim.learning_rate", planned_lr, why_lr)
-    schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (" over the time budget" if budgeted else
-                                                                          " over the planned steps"))
+    counted = budgeted and {"optim.epochs", "optim.steps_per_epoch"} & set(keep)  # u32: your steps may end first
+    schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (
+        " over the time budget, or your epochs' steps if they end first" if counted else
+        " over the time budget" if budgeted else " over the planned steps"))
     warmup = note("optim.warmup", 0.0 if schedule == "plateau" else 0.05, "the plateau schedule has none: it halves "
                   "the rate when validation stops improving" if schedule == "plateau" else "linear warm-up over the "
                   "first 5% of the run")
