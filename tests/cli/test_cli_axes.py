@@ -439,14 +439,28 @@ def test_a_3d_imagej_stack_read_as_channels_gets_a_fix_that_works(tmp_path, caps
     assert code == 0, err
 
 
+def _box_volume(shape: tuple, box: tuple, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy float32 volume with a bright box and the box's labels (class 1)."""
+    lab = np.zeros(shape, np.uint8)
+    lab[box] = 1
+    return (np.random.default_rng(seed).random(shape) + 2.0 * lab).astype(np.float32), lab
+
+
+def _train_and_predict(capsys, tmp_path: Path, image: str, labels: str, axes: str, out: str, *more) -> None:
+    """Train a tiny model on files in ``tmp_path`` read with ``--axes``, then predict the image into ``out``."""
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / image, "--labels", tmp_path / labels,
+                           "--axes", axes, "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / image, "--axes", axes,
+                           "--out", tmp_path / out, *more, "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+
+
 def test_a_thin_volume_read_as_rgba_gets_a_fix_that_works(tmp_path, capsys) -> None:
     """Cases 32: tifffile stores a (96, 4, 4) ZYX stack given no axes as RGBA (YXS); the line
     suggested --axes YXZ (the colour read as Z), which trains on a transposed volume; it now
     suggests ZYX, and the prediction has the stored shape."""
-    rng = np.random.default_rng(3)
-    lab = np.zeros((96, 4, 4), np.uint8)
-    lab[20:70, 1:3, 1:3] = 1
-    img = (rng.random(lab.shape) + 2.0 * lab).astype(np.float32)
+    img, lab = _box_volume((96, 4, 4), (slice(20, 70), slice(1, 3), slice(1, 3)), seed=3)
     tifffile.imwrite(tmp_path / "v.tif", img)
     tifffile.imwrite(tmp_path / "v_mask.tif", lab)
     if not read_volume(tmp_path / "v.tif").meta.get("rgb"):
@@ -454,12 +468,7 @@ def test_a_thin_volume_read_as_rgba_gets_a_fix_that_works(tmp_path, capsys) -> N
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.tif", "--labels", tmp_path / "v_mask.tif",
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
     assert code != 0 and "(it reads as YXC, shape (96, 4, 4))" in err and "e.g. --axes ZYX" in err, err
-    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.tif", "--labels", tmp_path / "v_mask.tif",
-                           "--axes", "ZYX", "--out", tmp_path / "m", *TINY)  # fmt: skip
-    assert code == 0, err
-    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "v.tif", "--axes", "ZYX",
-                           "--out", tmp_path / "p.tif", "--device", "cpu")  # fmt: skip
-    assert code == 0, err
+    _train_and_predict(capsys, tmp_path, "v.tif", "v_mask.tif", "ZYX", "p.tif")
     assert tifffile.imread(tmp_path / "p.tif").shape == (96, 4, 4)
 
 
@@ -467,19 +476,11 @@ def test_a_npy_stored_in_another_order_is_predicted_in_that_order(tmp_path, caps
     """Cases 32: a .npy stored Y, X, Z (as MATLAB users save it) trained and predicted with
     --axes YXZ gave its prediction in Z, Y, X order, against predict's promise to keep the
     input's voxel order: it now comes back in the order --axes named, as do the probabilities."""
-    rng = np.random.default_rng(4)
-    lab = np.zeros((40, 36, 6), np.uint8)
-    lab[10:30, 8:20, 1:5] = 1
-    img = (rng.random(lab.shape) + 2.0 * lab).astype(np.float32)
+    img, lab = _box_volume((40, 36, 6), (slice(10, 30), slice(8, 20), slice(1, 5)), seed=4)
     np.save(tmp_path / "v.npy", img)
     np.save(tmp_path / "v_seg.npy", lab)
-    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "v.npy", "--labels", tmp_path / "v_seg.npy",
-                           "--axes", "YXZ", "--out", tmp_path / "m", *TINY)  # fmt: skip
-    assert code == 0, err
-    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "v.npy", "--axes",
-                           "YXZ", "--out", tmp_path / "p.npy", "--probabilities", tmp_path / "probs.npy",
-                           "--device", "cpu")  # fmt: skip
-    assert code == 0, err
+    _train_and_predict(capsys, tmp_path, "v.npy", "v_seg.npy", "YXZ", "p.npy", "--probabilities",
+                       tmp_path / "probs.npy")  # fmt: skip
     pred, probs = np.load(tmp_path / "p.npy"), np.load(tmp_path / "probs.npy")
     assert pred.shape == (40, 36, 6) and probs.shape == (2, 40, 36, 6)
     assert np.mean(pred == np.argmax(probs, axis=0)) > 0.99  # the same order (a stored tie may go either way)

@@ -123,16 +123,21 @@ def test_training_data_with_channels_is_replayed_beside_corrections_without():
     assert tuned.in_channels == 1 and tuned.history[-1]["step"] == 2
 
 
-def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
-    """correction_round, as the Predict widget runs it, on a time series of two 2D frames."""
-    from napari_medml.config import InferConfig
-
+def _objects_and_model():
+    """Touching 2D objects and a model trained 3 steps on them."""
     objects = touching_objects_2d(0, (64, 64))
     truth = (objects.labels > 0).astype(np.uint8)
     config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
                          model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
                          optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu", seed=0)
-    model = train(objects.image, truth, config)
+    return objects, train(objects.image, truth, config)
+
+
+def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
+    """correction_round, as the Predict widget runs it, on a time series of two 2D frames."""
+    from napari_medml.config import InferConfig
+
+    objects, model = _objects_and_model()
     movie = np.stack([objects.image, objects.image[::-1]])  # (t, y, x)
     infer = InferConfig(device="cpu")
     predicted = model.predict(movie, axes="TYX", config=infer).labels
@@ -179,12 +184,7 @@ def test_a_stop_during_the_steps_keeps_the_model_tuned_so_far_and_predicts_nothi
     from napari_medml.engine.reports import StopToken
     from napari_medml.segmentation.corrections import describe_finetune
 
-    objects = touching_objects_2d(0, (64, 64))
-    truth = (objects.labels > 0).astype(np.uint8)
-    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=2, val_fraction=0.0),
-                         model=ModelConfig(channels=4, depth=2), augment=AugmentConfig.none(),
-                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu", seed=0)
-    model = train(objects.image, truth, config)
+    objects, model = _objects_and_model()
     before = {k: v.clone() for k, v in model.network.state_dict().items()}
     predicted = model.predict(objects.image, config=InferConfig(device="cpu")).labels
     corrected = predicted.copy()
