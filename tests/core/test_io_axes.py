@@ -179,12 +179,6 @@ def test_layout_and_samples_of_time_series_and_stacks() -> None:
     assert layout("ZYX", 2).sample_axes == (0,)
     with pytest.raises(InputError, match="2 spatial.*3D"):
         layout("TYX", 3)
-    hint = "say what they are with --axes"
-    with pytest.raises(InputError, match=hint):  # frames may be slices: naming the axes can help
-        layout("TYX", 3, "movie", hint)
-    with pytest.raises(InputError) as rgb:  # cases 32: an RGB image's colour is never Z
-        layout("YXC", 3, "photo", hint)
-    assert str(rgb.value) == "photo has axes YXC (2 spatial) but the network is 3D: use a 2D network"
     image = np.arange(4 * 2 * 6 * 5).reshape(4, 2, 6, 5).astype(np.float32)  # T, C, Y, X
     labels = np.zeros((4, 6, 5), np.uint8)
     labels[2, 1, 1] = 3

@@ -312,14 +312,12 @@ def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") ->
     if len(spatial) < spatial_dims:
         # naming axes helps only where some are not spatial yet (a T or C that is Z): a layer
         # (Y, X) cannot take the axis labels ('z', 'y', 'x'), as the hint said it could
-        # an RGB image's colour axis (C last) is never Z: naming axes cannot help it (cases 32)
-        namable = [a for i, a in enumerate(axes) if a not in "ZYX" and not (a == "C" and i == len(axes) - 1)]
         one_slice = (" (or give it a Z axis of length 1: a (1, Y, X) layer in napari, a (1, Y, X) .npy file "
                      "with --axes ZYX on the command line)" if len(spatial) == 2 and spatial_dims == 3
                      and len(axes) == 2 else "")
         raise InputError(f"{what} has axes {axes} ({len(spatial)} spatial) but the network is "
                          f"{spatial_dims}D: use a {len(spatial)}D network{one_slice}"
-                         + (f"; {hint}" if hint and namable else ""))  # fmt: skip
+                         + (f"; {hint}" if hint and len(axes) > len(spatial) else ""))  # fmt: skip
     kept = spatial[len(spatial) - spatial_dims:]
     samples = tuple(i for i, a in enumerate(axes) if a != "C" and i not in kept)
     return Layout(axes, channel_axis, samples)
