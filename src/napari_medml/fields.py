@@ -37,8 +37,8 @@ def check_stop_metric(task: str, metric: str) -> None:
         loss, so the training loss would pick the best epoch without a word.
     """
     if task == "instances" and metric == "val_loss":
-        raise ConfigError("early_stopping_metric (--stop-metric) val_loss is not computed for instances (their "
-                          "validation scores the objects found): choose val_dice or val_accuracy, which both pick "
+        raise ConfigError("early_stopping_metric val_loss is not computed for instances (their validation scores "
+                          "the objects found): choose val_dice (the Train widget's 'best epoch by'), which picks "
                           "the best epoch by the held-out AP at IoU 0.5")
 
 

@@ -69,6 +69,28 @@ def test_resume_refuses_no_augment_and_another_network_dimension(tmp_path: Path)
     assert same.augment == TrainConfig().augment
 
 
+def test_an_instance_run_stopped_with_val_loss_resumes_with_the_metric_its_refusal_names(tmp_path: Path) -> None:
+    """Review 32: val_loss is now refused for instances, and --resume refused another --stop-metric, so an
+    instance run stopped with val_loss (accepted before) could be resumed by no command."""
+    from dataclasses import replace
+
+    from napari_medml.config import OptimConfig
+
+    stored = TrainConfig(task="instances", optim=OptimConfig(early_stopping_metric="val_loss"))
+    folder = tmp_path / "checkpoints" / "last"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train_config": to_dict(stored)}))
+    base = ["train", "--task", "instances", "--image", "a.tif", "--labels", "b.tif", "--out", str(tmp_path),
+            "--resume", "--stop-metric", "val_dice"]
+    asked = replace(stored, optim=OptimConfig(early_stopping_metric="val_dice"))
+    resumed = resumed_config(build_parser().parse_args(base), asked, tmp_path / "checkpoints")
+    assert resumed.optim.early_stopping_metric == "val_dice" and resumed.task == "instances"
+    (folder / "config.json").write_text(json.dumps({"train_config": to_dict(replace(stored, task="segmentation"))}))
+    with pytest.raises(UsageError, match="--stop-metric is val_dice, the run's val_loss"):  # others keep theirs
+        resumed_config(build_parser().parse_args(base[:2] + ["segmentation"] + base[3:]),
+                       replace(asked, task="segmentation"), tmp_path / "checkpoints")
+
+
 def test_an_instance_ensemble_is_refused_before_training(tmp_path: Path, capsys) -> None:
     """Review 20: `--task instances --folds 3` trained one model whose epochs said "fold 1/3", then
     failed on KeyError: 'ensemble' after saving it."""

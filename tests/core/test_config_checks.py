@@ -143,9 +143,9 @@ def test_instances_refuse_val_loss_as_the_stop_metric_before_training():
 
     config = TrainConfig(task="instances", data=DataConfig(spatial_dims=2, patch_size=(32, 32)),
                          optim=OptimConfig(early_stopping_metric="val_loss"), device="cpu")
-    line = ("early_stopping_metric (--stop-metric) val_loss is not computed for instances (their validation scores "
-            "the objects found): choose val_dice or val_accuracy, which both pick the best epoch by the held-out "
-            "AP at IoU 0.5")
+    line = ("early_stopping_metric val_loss is not computed for instances (their validation scores the objects "
+            "found): choose val_dice (the Train widget's 'best epoch by'), which picks the best epoch by the "
+            "held-out AP at IoU 0.5")
     with pytest.raises(ConfigError) as info:
         config.check_new_run()
     assert str(info.value) == line

@@ -69,8 +69,12 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
     stored = stopped_config(folder)
     option = {field: dest for dest, field in OPTION_FIELDS.items()}
     differ, given = [], fields_given(args)
+    # an instance run stopped before val_loss was refused for instances (it silently judged epochs by the
+    # training loss) goes on with the metric its refusal names (review 32)
+    stale = stored.task == "instances" and stored.optim.early_stopping_metric == "val_loss"
+    free = _LENGTH + (("optim.early_stopping_metric",) if stale else ())
     for field in given:
-        if field.rpartition(".")[2] in _FREE or field in _LENGTH:
+        if field.rpartition(".")[2] in _FREE or field in free:
             continue
         theirs = _value(stored, field)
         if _value(asked, field) != theirs:
@@ -86,7 +90,7 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
     if differ:
         raise UsageError("--resume continues the stopped run with its own settings: " + "; ".join(differ)
                          + ": drop those options, or train a new run without --resume")
-    optim = replace(stored.optim, **{f.partition(".")[2]: _value(asked, f) for f in _LENGTH if f in given})
+    optim = replace(stored.optim, **{f.partition(".")[2]: _value(asked, f) for f in free if f in given})
     return replace(stored, optim=optim, checkpoint_dir=asked.checkpoint_dir, device=asked.device)
 
 
