@@ -208,3 +208,25 @@ def test_scribbles_of_a_rotated_image_lie_on_it_and_follow_it(make_napari_viewer
     widget["start"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert any("labels 'mine' do not lie on image 'ct' (another rotate, shear or affine)" in m for m in errors), errors
+
+
+def test_a_removed_answer_of_a_2d_image_comes_back_unasked(make_napari_viewer, open_widget, qtbot, phantom):
+    """Review 32: once Live stopped drawing equal answers again, a removed '[live]' of a 2D image (whose
+    whole answer is cached) never came back, even with the next answer."""
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image[8], name="ct")
+    widget = _start(viewer, open_widget, qtbot, [layer])
+    scribbles = viewer.layers["ct [scribbles]"]
+    scribbles.brush_size = 3
+    for c in np.unique(truth[8]):
+        y, x = np.argwhere(truth[8] == c)[len(np.argwhere(truth[8] == c)) // 2]
+        scribbles.paint((int(y), int(x)), BACKGROUND if c == 0 else int(c))
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and viewer.layers["ct [live]"].data.any(), timeout=60000)
+    qtbot.wait(1000)
+    answer = viewer.layers["ct [live]"].data.copy()
+    viewer.layers.remove("ct [live]")
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=30000)
+    np.testing.assert_array_equal(viewer.layers["ct [live]"].data, answer)
+    assert widget.runner.running and viewer.layers.selection.active is scribbles
+    _stop(widget, qtbot)

@@ -18,7 +18,7 @@ from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
-           "check_live_input", "clear_answer", "draw_answer", "go_to", "place_on_image", "session_status",
+           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "session_status",
            "show_uncertainty", "status_lines", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
@@ -59,6 +59,20 @@ def brush_kept(viewer: Any, scribbles: Any) -> Iterator[None]:
             viewer.layers.selection.active = active
             if mode is not None and active.mode != mode:
                 active.mode = mode
+
+
+def disconnect(layers: dict, painted: Any, moved: Any) -> None:
+    """Undo Start's connections: ``painted`` from the scribbles' paint and data events, ``moved``
+    from the image's placement events (``layers`` as the widget keeps them)."""
+    from napari_medml._widgets._placement import placement_events
+
+    scribbles, image = layers.get("scribbles"), layers.get("image")
+    if scribbles is not None:
+        for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
+            event.disconnect(painted)
+    if image is not None:
+        for event in placement_events(image):
+            event.disconnect(moved)
 
 
 def visible_slice(viewer: Any, scribbles: Any) -> tuple | None:

@@ -31,9 +31,9 @@ from qtpy.QtCore import QTimer
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
-                                               add_live_model, brush_kept, check_live_input, clear_answer, draw_answer,
-                                               go_to, place_on_image, session_status, status_lines, viewer_closing,
-                                               visible_slice)
+                                               add_live_model, brush_kept, check_live_input, clear_answer, disconnect,
+                                               draw_answer, go_to, place_on_image, session_status, status_lines,
+                                               viewer_closing, visible_slice)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
@@ -186,13 +186,8 @@ class LiveWidget(DockForm):
             runner.detach()
 
     def _stopped(self) -> None:
-        scribbles, image = self._layers.get("scribbles"), self._layers.get("image")
-        if scribbles is not None:
-            for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
-                event.disconnect(self._painted)
-        if image is not None:
-            for event in placement_events(image):
-                event.disconnect(self._image_moved)
+        scribbles = self._layers.get("scribbles")
+        disconnect(self._layers, self._painted, self._image_moved)
         self._timer.stop()
         if self.session is None and scribbles is not None and scribbles is self._made and not scribbles.data.any():
             self._made = None  # no session came (a refused image): the empty layer Start made goes too
@@ -211,7 +206,8 @@ class LiveWidget(DockForm):
                 notifications.show_warning(f"Live segmentation stops: {reason}")
 
     def _layer_removed(self, event: Any) -> None:
-        # the answer layer is an output: a removed one comes back with the next answer
+        if event.value is self._layers.get("live"):  # an output: it comes back, answered again whole now
+            self._ask_again()
         for key in ("image", "scribbles"):
             if event.value is self._layers.get(key):
                 self._stop_because(f"{key} layer '{event.value.name}' was removed; choose the layers and "
@@ -261,6 +257,10 @@ class LiveWidget(DockForm):
     def _view_changed(self, *_: Any) -> None:
         self._visible, self._view = visible_slice(self._viewer, self._layers.get("scribbles")), self._view + 1
 
+    def _ask_again(self) -> None:  # the display job answers the view again, and sends every answer whole
+        self._sent.clear()
+        self._view += 1
+
     def _on_report(self, report: Any) -> None:
         if isinstance(report, dict):  # the network's progress
             self._show_status(report)
@@ -275,7 +275,7 @@ class LiveWidget(DockForm):
             self._sent.clear()  # the layer is empty now: the next answer is drawn, whatever it was before
             return
         if not draw_answer(self._viewer, self._layers, report, self._inputs.layer, self._axes, self.session.shape):
-            self._sent.clear()  # unchanged, but its layer is gone: the next answer is drawn whole
+            self._ask_again()  # unchanged, but its layer is gone or the user's
         elif report.region is None:
             self._whole_behind = False
         self._show_status(report.status)
