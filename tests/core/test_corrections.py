@@ -207,6 +207,75 @@ def test_a_stop_during_the_steps_keeps_the_model_tuned_so_far_and_predicts_nothi
     assert describe_finetune("m", learned, "p").startswith(f"'m' fine-tuned {learned['steps']} steps (stopped) on")
 
 
+def _drive(rounds, stop, at_report=None) -> tuple[object, list]:
+    """Run a correction round's generator to its result, pressing Stop at report ``at_report``."""
+    reports = []
+    try:
+        while True:
+            reports.append(next(rounds))
+            if at_report is not None and len(reports) == at_report:
+                stop.stop()
+    except StopIteration as end:
+        return end.value, reports
+
+
+def test_a_stop_while_the_tuned_model_predicts_keeps_it(monkeypatch):
+    """Review 32: a Stop after the steps, while the image was predicted again (most of a round on a large
+    image), raised Cancelled and the fully tuned model was lost."""
+    import napari_medml.segmentation.prediction as prediction
+    from napari_medml.config import InferConfig
+    from napari_medml.engine.reports import StopToken
+
+    objects, model = _objects_and_model()
+    predicted = model.predict(objects.image, config=InferConfig(device="cpu")).labels
+    corrected = predicted.copy()
+    corrected[:8, :8] = 1 - corrected[:8, :8]
+    stop, real = StopToken(), prediction.predict_oriented
+
+    def stopped_while_predicting(*args, **kwargs):
+        stop.stop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_oriented", stopped_while_predicting)
+    result, _ = _drive(correction_round(model, objects.image, corrected, predicted, 5, axes="YX",
+                                        spacing=(1.0, 1.0), infer=InferConfig(device="cpu"), stop=stop), stop)
+    assert result.prediction is None and result.model is not model
+    assert result.model.provenance["finetuned"]["steps"] == 5 and "stopped" not in result.model.provenance["finetuned"]
+
+
+def test_a_stop_before_an_ensemble_members_first_step_keeps_the_members_tuned_before(monkeypatch):
+    """Review 32: a Stop as the second member began lost the first member's tuning (NothingLearned), and a
+    stopped ensemble recorded the steps asked for, not those taken."""
+    import napari_medml.segmentation.task as task
+    from napari_medml.config import InferConfig
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.segmentation.corrections import describe_finetune
+    from napari_medml.segmentation.ensemble import EnsembleModel
+
+    objects, first = _objects_and_model()
+    ensemble = EnsembleModel([first, _objects_and_model()[1]])
+    predicted = ensemble.predict(objects.image, config=InferConfig(device="cpu")).labels
+    corrected = predicted.copy()
+    corrected[:8, :8] = 1 - corrected[:8, :8]
+    stop, real, fits = StopToken(), task.fit, []
+
+    def fit(*args, **kwargs):  # the Stop lands as the second member's fit begins
+        fits.append(1)
+        if len(fits) == 2:
+            stop.stop()
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(task, "fit", fit)
+    result, _ = _drive(correction_round(ensemble, objects.image, corrected, predicted, 4, axes="YX",
+                                        spacing=(1.0, 1.0), infer=InferConfig(device="cpu"), stop=stop), stop)
+    tuned, kept = result.model.members
+    assert kept is ensemble.members[1] and tuned is not ensemble.members[0]  # the first member's steps are kept
+    learned = result.model.provenance["finetuned"]
+    assert learned["stopped"] and learned["steps"] == tuned.provenance["finetuned"]["steps"] == 4
+    assert learned["members_tuned"] == "1 of 2" and result.prediction is None
+    assert "fine-tuned 4 steps (stopped; 1 of 2 members) on" in describe_finetune("m", learned, "p")
+
+
 def test_a_model_trained_on_a_volumes_slices_fine_tunes_on_one_image():
     """Review 21: the model's slice groups (20 slices of one volume) were checked against the
     fine-tuning images (1 corrected image): 'sample_groups (20,) add up to 20 samples but 1 images'."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medml.errors import Cancelled
 from napari_medml.segmentation.corrections import (
     LabelledSample, correction_samples, keep_edits, retrain_on_corrections, reviewed_voxels,
 )
@@ -31,7 +32,7 @@ class RoundResult:
     prediction : Prediction or None
         The image predicted again; its labels keep the user's edits
         (:func:`~napari_medml.segmentation.corrections.keep_edits`). None when the round was
-        stopped during its steps: the tuned model is kept, nothing is predicted.
+        stopped: the tuned model is kept, nothing is predicted.
     as_predicted : np.ndarray or None
         A copy of the new labels as shown: what the next round's edits are measured against
         (None with ``prediction``).
@@ -93,8 +94,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     Returns
     -------
     RoundResult
-        A Stop during the steps keeps the model tuned so far and predicts nothing
-        (``prediction`` None); one after them cancels the prediction (``Cancelled``).
+        A Stop keeps the model tuned so far and predicts nothing, or no more
+        (``prediction`` None).
 
     Raises
     ------
@@ -123,8 +124,11 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
     learned = correction_samples(images, targets, befores, spacings, channel_axis, reviewed=masks)
     if stop is not None and stop.stopped:  # stopped during the steps: what was learned is kept, unpredicted
         return RoundResult(tuned, None, None, edited, learned, 0)
-    prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer, stop=stop,
-                                  name=name)
+    try:
+        prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer,
+                                      stop=stop, name=name)
+    except Cancelled:  # stopped while it predicted: the tuned model is kept all the same (review 32)
+        return RoundResult(tuned, None, None, edited, learned, 0)
     network = np.asarray(prediction.labels)
     labels = keep_edits(network, corrected, edited)  # a new array: the layer's, painted in place
     kept = int(np.count_nonzero(labels != network))

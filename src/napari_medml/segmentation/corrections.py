@@ -268,17 +268,26 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
                "reviewed_voxels": int(sum(np.asarray(s.labels).size if mask is None else mask.sum()
                                           for s, mask in parts[::1 if predicted is None else 2]))}
     if hasattr(model, "members"):  # an ensemble (planned under a time limit, or --folds): each member learns them
-        tuned_members = []
+        from napari_medml.errors import NothingLearned
+
+        tuned_members, taken = [], []
         for member in model.members:
-            if stop is not None and stop.stopped:
+            try:
+                if stop is not None and stop.stopped:
+                    raise NothingLearned("stopped")
+                tuned = yield from retrain_on_corrections(  # the masks made once, for all members
+                    member, images, corrected, steps, predicted=predicted,
+                    reviewed=None if predicted is None else [mask for _, mask in parts[0::2]], replay=replay,
+                    spacing=spacing, channel_axis=channel_axis, augment=augment, stop=stop)
+            except NothingLearned:  # stopped before its first step: it stays as it was, the others' kept
                 tuned_members.append(member)
                 continue
-            tuned_members.append((yield from retrain_on_corrections(  # the masks made once, for all members
-                member, images, corrected, steps, predicted=predicted,
-                reviewed=None if predicted is None else [mask for _, mask in parts[0::2]], replay=replay,
-                spacing=spacing, channel_axis=channel_axis, augment=augment, stop=stop)))
-        if stop is not None and stop.stopped:  # the members after the Stop are as they were
-            learned["stopped"] = True
+            tuned_members.append(tuned)
+            taken.append(int(tuned.provenance["finetuned"]["steps"]))
+        if stop is not None and stop.stopped:  # the steps the members took, and how many of them learned
+            if not taken:
+                raise NothingLearned("stopped before the first fine-tuning step: the model is as it was")
+            learned.update(steps=sum(taken), stopped=True, members_tuned=f"{len(taken)} of {len(model.members)}")
         # its own class: segmentation.ensemble imports segmentation.task
         return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
 
@@ -317,7 +326,8 @@ def describe_finetune(name: str, learned: dict, corrected: str) -> str:
     corrected : str
         The corrected labels' name (a prediction whose edits were learned).
     """
-    stopped = " (stopped)" if learned.get("stopped") else ""
+    members = f"; {learned['members_tuned']} members" if learned.get("members_tuned") else ""
+    stopped = f" (stopped{members})" if learned.get("stopped") else ""
     note = (f"'{name}' fine-tuned {learned.get('steps', 0)} steps{stopped} on the "
             f"{learned.get('reviewed_voxels', 0):,} "
             f"voxels you changed in '{corrected}' or saw beside a change")
