@@ -321,7 +321,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                                         if "optim.warmup" in keep else None, o.momentum_in_use)
     reasons.append(f"optimizer: {o.describe_optimizer()}")
     lr = note("optim.learning_rate", planned_lr, why_lr)
-    counted = budgeted and {"optim.epochs", "optim.steps_per_epoch"} & set(keep)  # u32: your steps may end first
+    counted = budgeted and "optim.epochs" in keep  # u32: your epochs may end first (planned ones never do)
     schedule = note("optim.schedule", "poly", "nnU-Net's decay to 0" + (
         " over the time budget, or your epochs' steps if they end first" if counted else
         " over the time budget" if budgeted else " over the planned steps"))
