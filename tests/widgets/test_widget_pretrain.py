@@ -31,8 +31,11 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
     pre["loss"].value = "mae"
     pre["start"].changed.emit(True)
     assert pre.runner.running and pre["stop"].enabled
+    assert pre["status"].value.startswith("running: the bar below shows the step and the loss")
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
     assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]
+    assert pre["status"].value.startswith("model 'ct pretrained' is ready: start Train segmentation from it "
+                                          "(trained 8 steps in "), pre["status"].value
     for name in ("ct", "ct2"):
         rec = viewer.layers[f"{name} [reconstruction]"]
         err = viewer.layers[f"{name} [reconstruction error]"]
@@ -56,6 +59,7 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
     train["init"].value = "ct pretrained"
     train["freeze"].value = 1
     train["start"].changed.emit(True)
+    assert train["status"].value.startswith("running:"), train["status"].value  # not the last run's result
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
     start = train.model.provenance["initial_weights"]
     assert start["task"] == "pretraining" and start["loaded"] >= start["total"] - 4
@@ -201,3 +205,23 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
     assert pre["status"].value.endswith(f"'{segmentation}' holds a segmentation model: Reconstruct takes a "
                                         "pretraining bundle (Predict applies trained models)"), pre["status"].value
+
+
+def test_a_stop_in_the_first_epoch_keeps_a_model_that_says_it_was_never_validated(make_napari_viewer, open_widget,
+                                                                                  qtbot, notes):
+    """Review 33: a Stop in the first epoch kept the model and called it ready as if it had trained."""
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(phantom_3d(0).image[CROP], name="ct")
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [ct]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 100000
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: pre.runner.progress.value > 0, timeout=180000)  # its first step is reported
+    pre["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    model = session_for(viewer).models["ct pretrained"]
+    assert model.history == [] and model.provenance["steps"] >= 1
+    assert f"(trained {model.provenance['steps']} step" in pre["status"].value, pre["status"].value
+    assert "stopped before its first epoch ended: never validated, so these are its last weights" in \
+        pre["status"].value and pre["status"].value.endswith("(stopped: Resume continues the run)")

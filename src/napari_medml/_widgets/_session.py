@@ -294,6 +294,13 @@ class RunCheckpoints:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def started_line(resumed: bool, what: str) -> str:
+    """The status line of a training run that started: it replaces the last run's result,
+    which named another model."""
+    return (f"resuming the stopped run with its settings and {what}..." if resumed else
+            "running: the bar below shows the step and the loss; Stop keeps the model trained so far")
+
+
 def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
                  data: str, *, also: tuple[Any, ...] = ()) -> tuple[Any, RunCheckpoints]:
     """Add a training widget's Start, Stop and Resume buttons to its form ``w``.

@@ -46,7 +46,7 @@ from napari_medml._widgets._forms import (
 from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
-from napari_medml._widgets._session import run_controls, session_for
+from napari_medml._widgets._session import run_controls, session_for, started_line
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
 from napari_medml.config import (
     SIZED_CLASSIFIERS,
@@ -296,9 +296,8 @@ class ClassifyWidget(DockForm):
                 self._w["status"].value += " (stopped: Resume continues the run)"
 
         checkpoints.running()
-        if resume_from is not None:
-            self._w["status"].value = "resuming the stopped run with its settings and samples..."
-        self.runner.start(job, on_report=self._on_report, on_result=done, on_done=checkpoints.done)
+        if self.runner.start(job, on_report=self._on_report, on_result=done, on_done=checkpoints.done) is not None:
+            self._w["status"].value = started_line(resume_from is not None, "samples")
 
     def _on_report(self, report: Any) -> None:
         if getattr(report, "message", ""):  # the split, and what a start bundle gave

@@ -29,7 +29,7 @@ from napari_medml._widgets._layers import (
     show_result,
 )
 from napari_medml._widgets._runner import notify_errors
-from napari_medml._widgets._session import run_controls, session_for
+from napari_medml._widgets._session import run_controls, session_for, started_line
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     CORRUPTION_SETTINGS,
@@ -223,7 +223,11 @@ class PretrainWidget(DockForm):
             for inp, rec in zip(inputs, results):
                 if inp.layer in self._viewer.layers:  # a removed image's results would have nothing to lie on
                     self.show(rec, inp.layer)
+            from napari_medml.segmentation.step_time import model_steps_trained  # loaded with training already
+
+            trained = model_steps_trained(model)
             self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it" + (
+                f" (trained {trained})" if trained else "") + (
                 f" (removed while it ran, so not shown: the reconstruction of {', '.join(map(repr, gone))})"
                 if gone else "")
             if stopped:
@@ -234,9 +238,8 @@ class PretrainWidget(DockForm):
                 self.plot.add(report)
 
         checkpoints.running()
-        if resume_from is not None:
-            self._w["status"].value = "resuming the stopped run with its settings and images..."
-        self.runner.start(job, on_report=plot, on_result=done, on_done=checkpoints.done)
+        if self.runner.start(job, on_report=plot, on_result=done, on_done=checkpoints.done) is not None:
+            self._w["status"].value = started_line(resume_from is not None, "images")
 
     def _model_added(self, name: str) -> None:
         """List a new pretrained model; take it when no bundle folder is chosen."""

@@ -56,7 +56,7 @@ from napari_medml._widgets._layers import (
     require,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import run_controls, session_for
+from napari_medml._widgets._session import run_controls, session_for, started_line
 from napari_medml._widgets._start_model import StartModel
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
@@ -391,6 +391,5 @@ class TrainWidget(DockForm):
                 warnings.extend(line for line in lines if line not in warnings)  # once: each fold says them
 
         checkpoints.running()
-        if resume is not None:
-            self._w["status"].value = "resuming the stopped run with its settings and data..."
-        self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done)
+        if self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done) is not None:
+            self._w["status"].value = started_line(resume is not None, "data")

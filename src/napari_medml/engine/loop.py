@@ -110,6 +110,7 @@ class Trainer:
         self.provenance = dict(provenance or {})
         self.history: list[dict] = []
         self.start_step = 0
+        self.steps_done = 0  # the last step taken (a model stopped before an epoch ended records it)
         self.best_key: tuple[float, ...] | None = None
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -146,6 +147,7 @@ class Trainer:
         try:
             while step < self.total_steps:
                 step += 1
+                self.steps_done = step
                 epoch = (step - 1) // spe + 1
                 if self.budget_s is not None and self.scheduler is not None:
                     clock = self.elapsed_before + time.monotonic() - start
@@ -302,6 +304,8 @@ class Trainer:
                       "optimizer": self.config.optim.describe_optimizer(), "mixed_precision": bool(self.amp)}
         if self.checkpoint_dir is not None:
             provenance["checkpoint_dir"] = str(self.checkpoint_dir)
+        if not self.history and self.steps_done:  # stopped before its first epoch ended: no history says it
+            provenance["steps"] = self.steps_done
         return self.task.model(self.history, provenance, self.best_metrics)
 
     def _best_model(self) -> Any:
@@ -324,7 +328,7 @@ class Trainer:
         from napari_medml.bundles.checkpoints import optimizer_state
 
         state = resume.state
-        self.start_step = int(state["step"])
+        self.start_step = self.steps_done = int(state["step"])
         self.optimizer.load_state_dict(optimizer_state(state, resume.tensors))
         sched = self.plateau or self.scheduler
         if sched is not None and state.get("scheduler"):
