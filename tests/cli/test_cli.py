@@ -326,6 +326,29 @@ def test_first_interrupt_stops_training_and_keeps_the_model():
     assert signal.getsignal(signal.SIGINT) is previous
 
 
+def test_a_log_without_a_bar_says_where_a_long_epoch_is(monkeypatch, capsys):
+    """Review 33: a first epoch of minutes printed nothing to a log (the bar shows only in a
+    terminal), so a run in a script or a batch job gave no sign of life until its end."""
+    from napari_medml.cli import progress
+    from napari_medml.engine.reports import TrainReport
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+
+    def fit():
+        for step in range(1, 5):
+            yield TrainReport(step=step, epoch=1, total_steps=40, train_loss=0.5, learning_rate=0.1,
+                              elapsed_s=step * 3.0, eta_s=600.0 - 60 * step, epoch_end=step == 4)
+        return "model"
+
+    model, _ = progress.drive_training(fit(), epochs=10)
+    err = capsys.readouterr().err.splitlines()
+    assert model == "model"
+    assert err[:3] == ["napari-medml: epoch 1/10, step 1/40, loss 0.5000, about 9 min left",
+                       "napari-medml: epoch 1/10, step 2/40, loss 0.5000, about 8 min left",
+                       "napari-medml: epoch 1/10, step 3/40, loss 0.5000, about 7 min left"]
+    assert err[3].startswith("epoch 1/10  loss 0.5000") and len(err) == 4  # the epoch's own line
+
+
 def test_a_block_wise_prediction_is_told_its_own_line_and_a_second_interrupt_aborts(capsys):
     from napari_medml.cli.predict_blocks import BLOCKS_KEPT
     from napari_medml.cli.progress import stop_on_interrupt

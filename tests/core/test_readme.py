@@ -19,7 +19,7 @@ def python_blocks() -> list[str]:
 
 
 def shorter(code: str) -> str:
-    code = code.replace("mm.OptimConfig(epochs=10)", "mm.OptimConfig(epochs=2, steps_per_epoch=2)")
+    code = code.replace("mm.OptimConfig(max_minutes=2)", "mm.OptimConfig(epochs=2, steps_per_epoch=2)")
     code = code.replace("phantom_3d(seed=0)", "phantom_3d(seed=0, shape=(16, 48, 48))")
     return code
 
