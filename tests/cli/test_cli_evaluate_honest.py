@@ -204,3 +204,24 @@ def test_files_in_mm_and_in_um_are_compared_in_one_unit_which_the_json_names(tmp
     np.save(tmp_path / "pred.npy", pred)
     bare = json.loads(run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy").stdout)
     assert bare["unit"] is None  # a .npy names none: the distances are in voxels
+
+
+def test_a_transposed_npy_beside_a_file_not_stored_in_ras_gets_the_fix_that_scores_it_right(tmp_path) -> None:
+    """Case 33 r05: a .npy of nibabel's (X, Y, Z) array beside an LAS prediction was told to save
+    it transposed; a .npy lies on the RAS grid napari shows, so the transposed array scored Dice 0.
+    Its fix is now the NIfTI file with the prediction's affine, and following it scores right."""
+    truth = np.zeros((26, 30, 8), np.uint8)  # nibabel's order: (X, Y, Z) as the LAS file stores it
+    truth[2:10, 5:20, 2:6] = 1
+    pred = np.roll(truth, 1, axis=1)
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    affine[0, 3] = 25
+    nib.save(nib.Nifti1Image(pred, affine), str(tmp_path / "pred.nii.gz"))
+    np.save(tmp_path / "truth.npy", truth)
+    r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "truth.npy")
+    assert r.returncode == 1 and "not RAS, so a transpose is not enough" in r.stderr, r.stderr
+    assert "nibabel.save(nibabel.Nifti1Image(a, img.affine)" in r.stderr and "np.save(path, a.T)" not in r.stderr
+    nib.save(nib.Nifti1Image(truth, affine), str(tmp_path / "labels.nii.gz"))  # the fix, as it reads
+    r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "labels.nii.gz")
+    assert r.returncode == 0, r.stderr
+    expected = 2 * np.count_nonzero(pred & truth) / (np.count_nonzero(pred) + np.count_nonzero(truth))
+    assert json.loads(r.stdout)["classes"]["1"]["dice"] == pytest.approx(expected, abs=1e-6)

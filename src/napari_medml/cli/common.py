@@ -193,11 +193,19 @@ def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:
     a_shape, b_shape = tuple(a.data.shape), tuple(b.data.shape)
     if a_shape == b_shape or a_shape != b_shape[::-1]:
         return
-    for path, shape in ((a_path, a_shape), (b_path, b_shape)):
+    for path, shape, other_path in ((a_path, a_shape, b_path), (b_path, b_shape, a_path)):
         if str(path).lower().endswith(".npy"):
+            from napari_medml.io.orientation import file_orientation
+
+            stored = file_orientation(other_path, len(shape))
+            # a .npy without orientation lies on the RAS grid napari shows: the transpose fits
+            # only an array stored in RAS (review 33: after it, an LAS file's scored Dice 0)
+            fix = ("save it transposed (np.save(path, a.T)) or as NIfTI with its affine" if stored in (None, "RAS")
+                   else f"'{other_path}' is stored in {stored}, not RAS, so a transpose is not enough: save it as "
+                        f"NIfTI with that file's affine (nibabel.save(nibabel.Nifti1Image(a, img.affine), "
+                        "'labels.nii.gz'))")
             raise InputError(f"'{path}' holds shape {shape}, the other file's {shape[::-1]} reversed: a NumPy file is "
-                             "read in (Z, Y, X) order, and an array taken from nibabel is (X, Y, Z); save it "
-                             "transposed (np.save(path, a.T)) or as NIfTI with its affine")
+                             f"read in (Z, Y, X) order, and an array taken from nibabel is (X, Y, Z); {fix}")
 
 
 def label_values(vol: Any, path: Any, what: str = "labels", ids: str = "class") -> Any:
