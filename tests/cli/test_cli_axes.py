@@ -91,6 +91,22 @@ def test_pseudo_2d_nifti_trains_as_2d_and_predicts_its_own_shape(tmp_path, capsy
     assert code == 0, err and "mean_dice" in json.loads(out)
 
 
+def test_a_one_slice_nifti_time_series_keeps_its_slice_axis_in_the_prediction(model_2d, tmp_path, capsys) -> None:
+    """Case 33 j06: (X, Y, Z=1, T=4) with no time unit: once the length-1 Z came off, the unnamed
+    4th axis was read as Z, and the prediction was written (X, Y, 4): frames as slices 8 mm apart."""
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 1, (48, 48, 1, 4)).astype(np.float32)
+    affine = np.diag([0.3, 0.3, 8.0, 1.0])
+    nib.save(nib.Nifti1Image(img, affine), tmp_path / "cine.nii.gz")
+    vol = read_volume(tmp_path / "cine.nii.gz")
+    assert vol.axes == "TYX" and vol.data.shape == (4, 48, 48)  # the 4th axis cannot be the one slice
+    code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", tmp_path / "cine.nii.gz",
+                           "--out", tmp_path / "pred.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    pred = nib.load(tmp_path / "pred.nii.gz")
+    assert pred.shape == (48, 48, 1, 4) and np.allclose(pred.affine, affine)
+
+
 def test_imagej_zcyx_hyperstack_trains_on_two_channels(tmp_path, capsys) -> None:
     rng = np.random.default_rng(6)
     img = rng.integers(0, 500, (10, 2, 48, 48)).astype(np.uint16)
