@@ -280,3 +280,28 @@ def test_a_volume_and_a_2d_image_pretrain_a_2d_network_in_either_order(files):
             "the volumes' slices") in out.stderr
     assert f"image '{files / 'ct.nii.gz'}': 16 slices (axes ZYX) as samples of a 2D network" in out.stderr
     assert json.loads((files / "mix_pre" / "config.json").read_text())["spatial_dims"] == 2
+
+
+def test_the_reconstruction_of_a_colour_npy_keeps_its_colours_last(tmp_path):
+    """Review 33: a (Y, X, 3) .npy, read as colour with or without --axes YXC, got its
+    reconstruction back as (3, Y, X); outputs keep the input's voxel order."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "rgb.npy", rng.integers(0, 255, (40, 48, 3)).astype(np.uint8))
+    for k, axes in enumerate(([], ["--axes", "YXC"])):
+        r = run("pretrain", "--image", tmp_path / "rgb.npy", *axes, "--reconstruction", tmp_path / f"rec{k}.npy",
+                "--error", tmp_path / f"err{k}.npy", "--out", tmp_path / f"pre{k}", "--epochs", 1,
+                "--steps-per-epoch", 1, "--features", 4, "--depth", 2, "--device", "cpu", tmp=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert np.load(tmp_path / f"rec{k}.npy").shape == (40, 48, 3)
+        assert np.load(tmp_path / f"err{k}.npy").shape == (40, 48)
+
+
+def test_an_image_too_small_for_the_depth_is_told_a_fix_pretrain_has(tmp_path):
+    """Review 33: the refusal told pretrain to use --norm batch, an option it does not have."""
+    np.save(tmp_path / "tiny.npy", np.random.default_rng(0).normal(size=(6, 6)).astype(np.float32))
+    common = ["--epochs", 1, "--steps-per-epoch", 1, "--features", 4, "--device", "cpu"]
+    r = run("pretrain", "--image", tmp_path / "tiny.npy", "--out", tmp_path / "p", *common, "--depth", 4, tmp=tmp_path)
+    assert r.returncode != 0 and "--norm" not in r.stderr, r.stderr
+    assert r.stderr.strip().endswith("use a smaller depth (--depth 2; the widget's depth) or a larger image")
+    r = run("pretrain", "--image", tmp_path / "tiny.npy", "--out", tmp_path / "p", *common, "--depth", 2, tmp=tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -218,7 +218,10 @@ def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | 
     list of Path
         The files written.
     """
+    from dataclasses import replace
+
     from napari_medml.cli.common import spatial_spacing, write_like, write_output
+    from napari_medml.io import GIVEN_ORDER_KEY
 
     with progress_bar("window") as bar:
 
@@ -230,11 +233,13 @@ def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | 
                                    device=device, progress=progress)  # fmt: skip
     written = []
     if reconstruction is not None:
-        image, axes = result.image, (vol.axes if "C" in vol.axes else None)
+        image, axes, like = result.image, (vol.axes if "C" in vol.axes else None), vol
         if vol.meta.get("rgb"):  # float colours are no RGB picture: a channel axis in front, named
             image, axes = np.moveaxis(image, -1, 0), "C" + vol.axes[:-1]
+            # ... which a .npy, naming no axes, stores where the input had its colours (last)
+            like = replace(vol, meta={**vol.meta, GIVEN_ORDER_KEY: vol.axes})
         written.append(write_output(reconstruction, lambda tmp: write_like(
-            tmp, vol, image, spatial_dims=dims, axes=axes)))
+            tmp, like, image, spatial_dims=dims, axes=axes)))
     if error is not None:
         written.append(write_output(error, lambda tmp: write_like(tmp, vol, result.error, spatial_dims=dims)))
     info("wrote " + ", ".join(str(p) for p in written))

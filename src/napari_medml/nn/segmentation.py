@@ -136,8 +136,8 @@ def patch_divisor(config: ModelConfig) -> int:
 
 
 def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, *,
-                  patch_size: Sequence[int] | None = None,
-                  spacing: Sequence[float] | None = None) -> torch.nn.Module:
+                  patch_size: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
+                  norm_choice: bool = True) -> torch.nn.Module:
     """Build the network named by ``config.network`` from ``NETWORKS``.
 
     Parameters
@@ -150,21 +150,29 @@ def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_
         Image channels and classes (background included).
     patch_size, spacing : sequence, optional
         Used by networks that adapt to the grid (``dynunet``).
+    norm_choice : bool
+        Whether the caller offers a choice of norm (``--norm``): the fix a patch too small for
+        instance norm is told (pretraining offers none).
 
     Returns
     -------
     torch.nn.Module
+
+    Raises
+    ------
+    ConfigError
+        An unknown network, or a patch that leaves one voxel at the deepest level under instance norm.
     """
     factory = SEGMENTATION_NETWORKS.get(config.network)
     if factory is None:
         hint = " (a classification network)" if NETWORK_TASK.get(config.network) == "classification" else ""
         raise ConfigError(f"unknown segmentation network {config.network!r}{hint}: "
                           f"choose one of {sorted(SEGMENTATION_NETWORKS)}")
-    _check_deepest_level(config, patch_size)
+    _check_deepest_level(config, patch_size, norm_choice)
     return factory(spatial_dims, in_channels, out_channels, config, patch_size=patch_size, spacing=spacing)
 
 
-def _check_deepest_level(config: ModelConfig, patch_size: Sequence[int] | None) -> None:
+def _check_deepest_level(config: ModelConfig, patch_size: Sequence[int] | None, norm_choice: bool = True) -> None:
     """Instance norm needs more than one voxel at the deepest level; torch's own message
     ("Expected more than 1 spatial element when training") named no input and no fix."""
     if config.norm != "instance" or not patch_size:
@@ -174,10 +182,13 @@ def _check_deepest_level(config: ModelConfig, patch_size: Sequence[int] | None) 
         return
     patch = "x".join(str(int(p)) for p in patch_size)
     times = "once" if config.depth == 2 else f"{config.depth - 1} times"
-    depth = ", a smaller depth (--depth 2; the widget's depth)" if config.depth > 2 else ""
+    fixes = ["batch norm (--norm batch; the widget's norm layers)"] if norm_choice else []
+    if config.depth > 2:
+        fixes.append("a smaller depth (--depth 2; the widget's depth)")
+    fixes.append("a larger image")
+    fix = ", ".join(fixes[:-1]) + f" or {fixes[-1]}" if len(fixes) > 1 else fixes[0]
     raise ConfigError(f"a patch of {patch} voxels leaves 1 voxel at the deepest level of a depth-{config.depth} "
-                      f"network (each axis halved {times}), where instance norm has nothing to normalise: use "
-                      f"batch norm (--norm batch; the widget's norm layers){depth} or a larger image")
+                      f"network (each axis halved {times}), where instance norm has nothing to normalise: use {fix}")
 
 
 def output_tensors(network: torch.nn.Module, config: ModelConfig, spatial_dims: int, in_channels: int,
@@ -244,8 +255,8 @@ def freeze_encoder_stages(network: torch.nn.Module, stages: int) -> int:
         blocks = [torch.nn.ModuleList([network.convInit, network.down_layers[0]]), *network.down_layers[1:]][:stages]
     if len(blocks) < stages:
         available = len(blocks)
-        raise ConfigError(f"freeze_stages is {stages} but this {type(network).__name__} has {available} encoder "
-                          f"stages that can be frozen: choose 0-{available}")
+        raise ConfigError(f"freeze_stages (the widget's frozen stages) is {stages} but this {type(network).__name__} "
+                          f"has {available} encoder stages that can be frozen: choose 0-{available}")
     for block in blocks:
         block.requires_grad_(False)
     return len(blocks)

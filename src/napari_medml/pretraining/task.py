@@ -162,7 +162,7 @@ class PretrainingTask:
         self.count = len(arrays)
         torch.manual_seed(config.seed + start_step)
         self.network = build_network(config.model, dc.spatial_dims, self.in_channels, self.in_channels,
-                                     patch_size=self.patch_size, spacing=self.spacing)
+                                     patch_size=self.patch_size, spacing=self.spacing, norm_choice=False)
         if base is not None:
             self.network.load_state_dict(base.network.state_dict())
         self.blocks = data.block_sizes(config.pretrain.mask_block, self.spacing, dc.spatial_dims)
