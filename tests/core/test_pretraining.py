@@ -250,7 +250,8 @@ def test_freezing_more_stages_than_the_encoder_has_is_refused(tmp_path):
     pretrained = api.train(s.image, None, pretrain_config(2, (32, 32)))
     bundle = pretrained.save(tmp_path / "pretrained")
     labels = (s.labels > 0).astype(np.uint8)
-    with pytest.raises(ConfigError, match=r"freeze_stages is 9 but this UNet has 1 encoder stages .*choose 0-1"):
+    with pytest.raises(ConfigError, match=r"freeze_stages \(the widget.s frozen stages\) is 9 but this UNet has 1 "
+                                          r"encoder stages .*choose 0-1"):
         _train_from(bundle, s.image[None], labels, freeze=9)
     seg, notes = _train_from(bundle, s.image[None], labels, freeze=1)
     assert seg.provenance["initial_weights"]["frozen_stages"] == 1
@@ -370,7 +371,8 @@ def test_a_2d_bundle_under_a_3d_network_is_refused_though_its_biases_fit(tmp_pat
     bundle3 = api.train(volume, None, config3).save(tmp_path / "pretrained3d")
     network2 = build_network(ModelConfig(channels=4, depth=4), 2, 1, 2, patch_size=(32, 32))
     with pytest.raises(InputError, match=r"the bundle's network is 3D and this one 2D: on volumes, train a 3D network "
-                                         r"\(--spatial-dims 3\); on 2D images, start from a bundle pretrained on 2D"):
+                                         r"\(--spatial-dims 3; the widget.s 2D/3D\); on 2D images, start from a bundle "
+                                         r"pretrained on 2D"):
         transfer_weights(network2, bundle3)
 
 

@@ -48,9 +48,9 @@ def _mismatch_fix(source: Any, network: torch.nn.Module) -> str:
     if dims is not None and own_dims is not None and dims != own_dims:
         if dims == 3:  # a 2D image cannot train a 3D network: only volumes can
             return ("the bundle's network is 3D and this one 2D: on volumes, train a 3D network "
-                    "(--spatial-dims 3); on 2D images, start from a bundle pretrained on 2D images")
+                    "(--spatial-dims 3; the widget's 2D/3D); on 2D images, start from a bundle pretrained on 2D images")
         return ("the bundle's network is 2D and this one 3D: train a 2D network on the slices "
-                "(--spatial-dims 2), or start from a bundle pretrained on volumes")
+                "(--spatial-dims 2; the widget's 2D/3D), or start from a bundle pretrained on volumes")
     if width is None:
         return "start with the bundle's network, width and depth"
     norm = arch.get("norm")

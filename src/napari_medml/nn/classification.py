@@ -247,7 +247,7 @@ def freeze_stages(network: nn.Module, k: int) -> list[nn.Module]:
     parts = stages(network)
     if k > len(parts):
         raise ConfigError(
-            f"freeze_stages is {k} but {type(network).__name__} has {len(parts)} stages: "
+            f"freeze_stages (the widget's frozen stages) is {k} but {type(network).__name__} has {len(parts)} stages: "
             f"choose 0-{len(parts)}"
         )
     for module in parts[:k]:
