@@ -136,9 +136,28 @@ def write_layers(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -
 
 def _write(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> list[str]:
     try:
-        return [str(write_volume(path, _volume(path, data, meta, is_labels=is_labels)))]
+        volume = _volume(path, data, meta, is_labels=is_labels)
+        written = [str(write_volume(path, volume))]
     except MedMLError as exc:
         raise LayerNotWritten(f"'{meta.get('name', 'layer')}' was not saved: {exc}") from None
+    _warn_geometry_lost(path, volume, meta)
+    return written
+
+
+def _warn_geometry_lost(path: str, volume: Volume, meta: dict[str, Any]) -> None:
+    """A ``.npy`` keeps the voxels only: say so (napari shows a warning) when the layer had a
+    voxel size or an origin that the file drops."""
+    import numpy as np
+
+    if file_format(path) != "npy":
+        return
+    lost = [what for what, values, plain in (("voxel size", volume.spacing, 1.0), ("origin", volume.origin, 0.0))
+            if values is not None and not np.allclose(np.asarray(values, float), plain)]
+    if lost:
+        import warnings
+
+        warnings.warn(f"'{meta.get('name', 'layer')}' was saved to '{path}' without its {' and '.join(lost)}: "
+                      "a .npy stores the voxels only; save as .tif, .nii.gz or .zarr to keep them", stacklevel=2)
 
 
 def _volume(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> Volume:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import napari
@@ -188,3 +189,20 @@ def test_save_selected_layers_writes_one_file_per_layer_in_a_folder(make_napari_
         viewer.layers.save(str(tmp_path / "mixed.nii.gz"), selected=True, plugin=PLUGIN)
     assert not (tmp_path / "mixed").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left
+
+
+def test_a_layer_saved_to_npy_warns_that_its_voxel_size_and_origin_are_not_kept(make_napari_viewer, tmp_path):
+    """Review 33: File > Save to .npy dropped the layer's scale and translate without a word."""
+    viewer = make_napari_viewer()
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1:3, 2:6, 2:6] = 1
+    viewer.layers.selection = {viewer.add_labels(labels, name="seg", scale=(2.5, 0.5, 0.5),
+                                                 translate=(10.0, -5.0, 3.0))}
+    with pytest.warns(UserWarning, match=r"'seg' was saved to '.*seg\.npy' without its voxel size and origin: "
+                                         r"a \.npy stores the voxels only; save as \.tif, \.nii\.gz or \.zarr"):
+        viewer.layers.save(str(tmp_path / "seg.npy"), selected=True, plugin=PLUGIN)
+    np.testing.assert_array_equal(np.load(tmp_path / "seg.npy"), labels)
+    viewer.layers.selection = {viewer.add_labels(labels, name="plain")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a layer on the unit grid loses nothing: no warning
+        viewer.layers.save(str(tmp_path / "plain.npy"), selected=True, plugin=PLUGIN)
