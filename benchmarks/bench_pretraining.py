@@ -20,6 +20,11 @@ right one unseen).
     python benchmarks/bench_pretraining.py [--data phantom brain] [--pretrain-steps 300]
         [--steps 200] [--seeds 0 1] [--shape 48 96 96] [--patch Z Y X] [--channels 16]
         [--depth 4] [--device auto]
+
+A short run (about a minute on a 2-core CPU), too short to judge pretraining by:
+
+    python benchmarks/bench_pretraining.py --data phantom --shape 16 48 48 --patch 16 32 32 \
+        --pretrain-steps 20 --steps 20 --channels 4 --depth 2 --seeds 0
 """
 
 from __future__ import annotations
@@ -101,7 +106,8 @@ def datasets(names: list[str], shape: tuple[int, int, int]) -> list[dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", default=["phantom"], choices=("phantom", "brain"))
-    parser.add_argument("--pretrain-steps", type=int, default=300, help="pretraining steps (default: 300)")
+    parser.add_argument("--pretrain-steps", type=int, default=300,
+                        help="pretraining steps (default: 300), in epochs of 25 (rounded up to a whole epoch)")
     parser.add_argument("--shape", type=int, nargs=3, default=[48, 96, 96], help="phantom shape (default: 48 96 96)")
     parser.add_argument("--patch", type=int, nargs=3, default=None, help="patch size (default: automatic)")
     parser.add_argument("--channels", type=int, default=16, help="network width (default: 16)")
@@ -124,8 +130,8 @@ def main() -> None:
     for ds in datasets(args.data, tuple(args.shape)):
         pre_cfg = TrainConfig(task="pretraining", data=DataConfig(spatial_dims=3, batch_size=2, patch_size=patch),
                               model=model_cfg, augment=AugmentConfig.none(), device=args.device,
-                              optim=OptimConfig(epochs=max(1, args.pretrain_steps // 25), steps_per_epoch=25,
-                                                schedule="constant"))
+                              optim=OptimConfig(epochs=-(-args.pretrain_steps // 25),
+                                                steps_per_epoch=min(25, args.pretrain_steps), schedule="constant"))
         t0 = time.perf_counter()
         pretrained = api.train(ds["pool"], None, pre_cfg, spacing=ds["spacing"])
         pretrain_s = time.perf_counter() - t0
