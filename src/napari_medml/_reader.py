@@ -72,6 +72,9 @@ def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
     return layers
 
 
+OBLIQUE_DEGREES = 1.0  # a turn under this is rounding in the scanner's header, not an oblique slab
+
+
 def _file_volume(path: str | Path) -> Volume:
     """A file as a Volume; a NIfTI volume in RAS+ voxel order (see the module docstring)."""
     volume = read_volume(path)
@@ -79,7 +82,24 @@ def _file_volume(path: str | Path) -> Volume:
         return volume
     from napari_medml.io.orientation import to_canonical
 
+    _warn_oblique(path, volume)
     return to_canonical(volume)
+
+
+def _warn_oblique(path: str | Path, volume: Volume) -> None:
+    """Say (napari shows a warning) when a NIfTI grid is turned against the world's axes:
+    napari places a layer by scale and translate, so it is shown axis-aligned."""
+    if volume.affine is None or np.asarray(volume.affine).shape != (4, 4):
+        return
+    from nibabel.affines import obliquity  # each voxel axis's angle to its closest world axis
+
+    turn = float(np.rad2deg(np.max(np.abs(obliquity(np.asarray(volume.affine, float))))))
+    if turn >= OBLIQUE_DEGREES:
+        import warnings
+
+        warnings.warn(f"'{path}' is oblique (its voxel axes are turned up to {turn:.0f} degrees from the world's): "
+                      "napari shows it axis-aligned, so world positions in the viewer ignore that turn; saving "
+                      "with MedML (NIfTI) writes the affine back as it was", stacklevel=2)
 
 
 def _zarr_layer(path: str | Path) -> LayerDataTuple:

@@ -206,3 +206,23 @@ def test_a_layer_saved_to_npy_warns_that_its_voxel_size_and_origin_are_not_kept(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a layer on the unit grid loses nothing: no warning
         viewer.layers.save(str(tmp_path / "plain.npy"), selected=True, plugin=PLUGIN)
+
+
+def test_an_oblique_nifti_opens_with_a_warning_and_saves_its_affine_back(make_napari_viewer, tmp_path):
+    """Review 33: a volume turned 20 degrees opened axis-aligned without a word."""
+    turn = np.deg2rad(20.0)
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]
+    affine[:3, :3] *= 2.0
+    data = np.random.default_rng(0).normal(size=(10, 12, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "oblique.nii.gz"))
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match=r"oblique \(its voxel axes are turned up to 20 degrees"):
+        (layer,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin=PLUGIN)
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "again.nii.gz"), selected=True, plugin=PLUGIN)
+    np.testing.assert_allclose(nib.load(str(tmp_path / "again.nii.gz")).affine, affine, atol=1e-5)
+    nib.save(nib.Nifti1Image(data, np.diag([-2.0, 2.0, 2.0, 1.0])), str(tmp_path / "straight.nii.gz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # LAS is flipped, not turned: nothing to say
+        viewer.open(str(tmp_path / "straight.nii.gz"), plugin=PLUGIN)
