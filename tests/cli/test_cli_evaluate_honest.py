@@ -218,7 +218,7 @@ def test_a_transposed_npy_beside_a_file_not_stored_in_ras_gets_the_fix_that_scor
     nib.save(nib.Nifti1Image(pred, affine), str(tmp_path / "pred.nii.gz"))
     np.save(tmp_path / "truth.npy", truth)
     r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "truth.npy")
-    assert r.returncode == 1 and "not RAS, so a transpose is not enough" in r.stderr, r.stderr
+    assert r.returncode == 1 and "not RAS, so a transpose may not line them up" in r.stderr, r.stderr
     assert "nibabel.save(nibabel.Nifti1Image(a, img.affine)" in r.stderr and "np.save(path, a.T)" not in r.stderr
     nib.save(nib.Nifti1Image(truth, affine), str(tmp_path / "labels.nii.gz"))  # the fix, as it reads
     r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "labels.nii.gz")

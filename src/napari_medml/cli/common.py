@@ -134,6 +134,10 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     what = f"image '{path}'"
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
                         labels_shape=labels_shape, in_channels=in_channels, labels_what=labels_what)  # fmt: skip
+    if spatial_dims == 2 and "Q" in vol.axes and any(d[0] == "Z" for d in vol.meta.get(SINGLETONS_KEY) or []):
+        # the file's own Z has length 1 (it came off on reading): an unnamed axis that a 2D network takes
+        # as slices is not that Z but frames, and the outputs keep the file's Z (case 33 j06)
+        axes = "".join("T" if given == "Q" and a == "Z" else a for given, a in zip(vol.axes, axes))
     vol = replace(vol, axes=axes)
     dims = spatial_dims or (3 if "Z" in axes else 2)
     others = [(a, n) for a, n in zip(axes, vol.data.shape) if a not in "YX"]
@@ -177,35 +181,6 @@ def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool, d
     names = iter("T" * rest + "ZYX"[-dims:])
     letters = "".join("C" if k == i else next(names) for k in range(len(body)))
     return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {letters}"
-
-
-def check_not_transposed(a: Any, a_path: Any, b: Any, b_path: Any) -> None:
-    """Refuse a NumPy file whose array is the other file's transposed: a NIfTI array saved with
-    ``np.save`` keeps nibabel's (X, Y, Z) order, while ``.npy`` is read as (Z, Y, X).
-
-    Raises
-    ------
-    InputError
-        Naming the ``.npy`` file and the fix (save it transposed, or as NIfTI).
-    """
-    from napari_medml.errors import InputError
-
-    a_shape, b_shape = tuple(a.data.shape), tuple(b.data.shape)
-    if a_shape == b_shape or a_shape != b_shape[::-1]:
-        return
-    for path, shape, other_path in ((a_path, a_shape, b_path), (b_path, b_shape, a_path)):
-        if str(path).lower().endswith(".npy"):
-            from napari_medml.io.orientation import file_orientation
-
-            stored = file_orientation(other_path, len(shape))
-            # a .npy without orientation lies on the RAS grid napari shows: the transpose fits
-            # only an array stored in RAS (review 33: after it, an LAS file's scored Dice 0)
-            fix = ("save it transposed (np.save(path, a.T)) or as NIfTI with its affine" if stored in (None, "RAS")
-                   else f"'{other_path}' is stored in {stored}, not RAS, so a transpose is not enough: save it as "
-                        f"NIfTI with that file's affine (nibabel.save(nibabel.Nifti1Image(a, img.affine), "
-                        "'labels.nii.gz'))")
-            raise InputError(f"'{path}' holds shape {shape}, the other file's {shape[::-1]} reversed: a NumPy file is "
-                             f"read in (Z, Y, X) order, and an array taken from nibabel is (X, Y, Z); {fix}")
 
 
 def label_values(vol: Any, path: Any, what: str = "labels", ids: str = "class") -> Any:

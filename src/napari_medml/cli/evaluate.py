@@ -157,7 +157,8 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     from dataclasses import replace
 
     from napari_medml import io
-    from napari_medml.cli.common import check_not_transposed, label_values
+    from napari_medml.cli.common import label_values
+    from napari_medml.cli.transposed import check_not_transposed
     from napari_medml.errors import InputError
     from napari_medml.io.geometry import align_to
     from napari_medml.io.length1_axes import fit_length1_axes

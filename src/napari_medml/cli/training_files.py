@@ -33,7 +33,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     import numpy as np
 
     from napari_medml import io
-    from napari_medml.cli.common import check_not_transposed, image_layout, label_values, spatial_spacing
+    from napari_medml.cli.common import image_layout, label_values, spatial_spacing
+    from napari_medml.cli.transposed import check_not_transposed
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
     from napari_medml.io.axes import samples_phrase
     from napari_medml.io.axes_resolve import neighbour_runs

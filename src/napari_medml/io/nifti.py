@@ -108,9 +108,7 @@ def read_nifti(path: Path) -> Volume:
     slots = list(_NIFTI_SLOTS[: raw.ndim])
     intent = int(header["intent_code"])
     if raw.ndim == 4:  # time when the header says so; channels for a vector; else unnamed
-        # one slice: the 4th axis cannot be the slices, so it is NIfTI's time axis (case 33 j06: unnamed,
-        # it was read as Z once the length-1 Z came off, and the prediction lost the file's Z)
-        has_time = time_unit not in (None, "unknown") or raw.shape[2] == 1
+        has_time = time_unit not in (None, "unknown")
         slots[3] = "C" if intent == _NIFTI_INTENT_VECTOR else "T" if has_time else "Q"
     if time_unit not in (None, "unknown") and "T" in slots:
         meta["time_unit"] = time_unit
