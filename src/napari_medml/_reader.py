@@ -94,12 +94,12 @@ def _warn_oblique(path: str | Path, volume: Volume) -> None:
     from nibabel.affines import obliquity  # each voxel axis's angle to its closest world axis
 
     turn = float(np.rad2deg(np.max(np.abs(obliquity(np.asarray(volume.affine, float))))))
-    if turn >= OBLIQUE_DEGREES:
-        import warnings
+    if turn >= OBLIQUE_DEGREES:  # a notification, as the writer's (a warning may be recorded and dropped)
+        from napari.utils.notifications import show_warning
 
-        warnings.warn(f"'{path}' is oblique (its voxel axes are turned up to {turn:.0f} degrees from the world's): "
-                      "napari shows it axis-aligned, so world positions in the viewer ignore that turn; saving "
-                      "with MedML (NIfTI) writes the affine back as it was", stacklevel=2)
+        show_warning(f"'{path}' is oblique (its voxel axes are turned up to {turn:.0f} degrees from the world's): "
+                     "napari shows it axis-aligned, so world positions in the viewer ignore that turn; saving "
+                     "with MedML (NIfTI) writes the affine back as it was")
 
 
 def _zarr_layer(path: str | Path) -> LayerDataTuple:

@@ -153,11 +153,11 @@ def _warn_geometry_lost(path: str, volume: Volume, meta: dict[str, Any]) -> None
         return
     lost = [what for what, values, plain in (("voxel size", volume.spacing, 1.0), ("origin", volume.origin, 0.0))
             if values is not None and not np.allclose(np.asarray(values, float), plain)]
-    if lost:
-        import warnings
+    if lost:  # a notification: napari records the warnings of a save and drops them once it succeeded
+        from napari.utils.notifications import show_warning
 
-        warnings.warn(f"'{meta.get('name', 'layer')}' was saved to '{path}' without its {' and '.join(lost)}: "
-                      "a .npy stores the voxels only; save as .tif, .nii.gz or .zarr to keep them", stacklevel=2)
+        show_warning(f"'{meta.get('name', 'layer')}' was saved to '{path}' without its {' and '.join(lost)}: "
+                     "a .npy stores the voxels only; save as .tif, .nii.gz or .zarr to keep them")
 
 
 def _volume(path: str, data: Any, meta: dict[str, Any], is_labels: bool) -> Volume:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import napari
@@ -191,24 +190,31 @@ def test_save_selected_layers_writes_one_file_per_layer_in_a_folder(make_napari_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no work folder left
 
 
-def test_a_layer_saved_to_npy_warns_that_its_voxel_size_and_origin_are_not_kept(make_napari_viewer, tmp_path):
-    """Review 33: File > Save to .npy dropped the layer's scale and translate without a word."""
+def test_a_layer_saved_to_npy_warns_that_its_voxel_size_and_origin_are_not_kept(make_napari_viewer, tmp_path,
+                                                                               notes, monkeypatch):
+    """Review 33: File > Save to .npy dropped the layer's scale and translate without a word (and a
+    Python warning would not do: napari records a save's warnings and drops them once it saved)."""
+    from napari.plugins import _npe2
+    from qtpy.QtWidgets import QFileDialog
+
     viewer = make_napari_viewer()
     labels = np.zeros((4, 8, 8), np.uint8)
     labels[1:3, 2:6, 2:6] = 1
-    viewer.layers.selection = {viewer.add_labels(labels, name="seg", scale=(2.5, 0.5, 0.5),
-                                                 translate=(10.0, -5.0, 3.0))}
-    with pytest.warns(UserWarning, match=r"'seg' was saved to '.*seg\.npy' without its voxel size and origin: "
-                                         r"a \.npy stores the voxels only; save as \.tif, \.nii\.gz or \.zarr"):
-        viewer.layers.save(str(tmp_path / "seg.npy"), selected=True, plugin=PLUGIN)
+    seg = viewer.add_labels(labels, name="seg", scale=(2.5, 0.5, 0.5), translate=(10.0, -5.0, 3.0))
+    viewer.layers.selection = {seg}
+    choice = next(f for f in _npe2.file_extensions_string_for_layers([seg])[0].split(";;") if "medml" in f.lower())
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "seg.npy"), choice))
+    viewer.window._qt_viewer._save_layers_dialog(selected=True)  # File > Save Selected Layers, MedML chosen
     np.testing.assert_array_equal(np.load(tmp_path / "seg.npy"), labels)
+    said = [n.message for n in notes if "was saved to" in n.message]
+    assert said == [f"'seg' was saved to '{tmp_path / 'seg.npy'}' without its voxel size and origin: a .npy stores "
+                    "the voxels only; save as .tif, .nii.gz or .zarr to keep them"], [n.message for n in notes]
     viewer.layers.selection = {viewer.add_labels(labels, name="plain")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a layer on the unit grid loses nothing: no warning
-        viewer.layers.save(str(tmp_path / "plain.npy"), selected=True, plugin=PLUGIN)
+    viewer.layers.save(str(tmp_path / "plain.npy"), selected=True, plugin=PLUGIN)
+    assert len([n for n in notes if "was saved to" in n.message]) == 1  # on the unit grid nothing is lost
 
 
-def test_an_oblique_nifti_opens_with_a_warning_and_saves_its_affine_back(make_napari_viewer, tmp_path):
+def test_an_oblique_nifti_opens_with_a_warning_and_saves_its_affine_back(make_napari_viewer, tmp_path, notes):
     """Review 33: a volume turned 20 degrees opened axis-aligned without a word."""
     turn = np.deg2rad(20.0)
     affine = np.eye(4)
@@ -217,12 +223,12 @@ def test_an_oblique_nifti_opens_with_a_warning_and_saves_its_affine_back(make_na
     data = np.random.default_rng(0).normal(size=(10, 12, 6)).astype(np.float32)
     nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "oblique.nii.gz"))
     viewer = make_napari_viewer()
-    with pytest.warns(UserWarning, match=r"oblique \(its voxel axes are turned up to 20 degrees"):
-        (layer,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin=PLUGIN)
+    (layer,) = viewer.open(str(tmp_path / "oblique.nii.gz"), plugin=PLUGIN)
+    said = [n.message for n in notes if "oblique" in n.message]
+    assert len(said) == 1 and "is oblique (its voxel axes are turned up to 20 degrees from the world's)" in said[0]
     viewer.layers.selection = {layer}
     viewer.layers.save(str(tmp_path / "again.nii.gz"), selected=True, plugin=PLUGIN)
     np.testing.assert_allclose(nib.load(str(tmp_path / "again.nii.gz")).affine, affine, atol=1e-5)
     nib.save(nib.Nifti1Image(data, np.diag([-2.0, 2.0, 2.0, 1.0])), str(tmp_path / "straight.nii.gz"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # LAS is flipped, not turned: nothing to say
-        viewer.open(str(tmp_path / "straight.nii.gz"), plugin=PLUGIN)
+    viewer.open(str(tmp_path / "straight.nii.gz"), plugin=PLUGIN)
+    assert len([n for n in notes if "oblique" in n.message]) == 1  # LAS is flipped, not turned: nothing to say
