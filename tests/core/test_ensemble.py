@@ -303,3 +303,29 @@ def test_a_resumed_ensemble_counts_the_time_its_earlier_part_took(tmp_path, monk
         pass
     assert given[3] == pytest.approx(1.0, abs=0.01)  # 4 - 2 left for 2 folds; its 0.5 min count in its loop
     assert given[4] == pytest.approx(1.5, abs=0.01)  # 4 - 2 - 0.5 (fold 3's instant fake training took ~0)
+
+
+def test_a_fold_stopped_in_its_first_epoch_counts_the_steps_it_took():
+    """Review 33: a fold stopped before its first epoch ended counted 0 steps in the ensemble's note."""
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.segmentation.step_time import model_steps_trained
+
+    s = phantom_3d(seed=0, shape=(16, 48, 48))
+    config = TrainConfig(data=DataConfig(spatial_dims=3, patch_size=(8, 32, 32), folds=2, batch_size=1),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=6), device="cpu")
+    stop = StopToken()
+    run = api.fit([s.image[:8], s.image[8:]], [s.labels[:8], s.labels[8:]], config, stop=stop)
+    while True:
+        try:
+            report = next(run)
+        except StopIteration as done:
+            model = done.value
+            break
+        if getattr(report, "fold", 1) == 2:
+            stop.stop()  # Stop pressed at fold 2's first step
+    member = model.members[1]
+    assert member.history == [] and member.provenance["steps"] >= 1
+    assert model.provenance["ensemble"]["member_steps"] == [6, member.provenance["steps"]]
+    assert model_steps_trained(member).endswith("stopped before its first epoch ended: never validated, so these "
+                                                "are its last weights")

@@ -117,7 +117,7 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
         scores = model.provenance["ensemble"]["member_best_val_dice"]
         dice = ", ".join("-" if d is None else f"{d:.3f}" for d in scores)
         if None in scores:
-            dice += " ('-': no foreground held out, or none scored)"
+            dice += " ('-': no foreground held out, none scored, or stopped before its first validation)"
         return f" (ensemble of {len(scores)} models; validation mean Dice per fold: {dice}" + (
             f"; {trained})" if trained else ")")
     note = _score_note(model, best, resumed)

@@ -286,7 +286,8 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             "member_best_val_dice": [None if NO_FOREGROUND in str(m.provenance.get("split", "")) else
                                      (m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
                                       else {}).get("val_mean_dice") for m in members],
-            "member_steps": [int(m.history[-1].get("step", 0)) if m.history else 0 for m in members]}
+            "member_steps": [int(m.history[-1].get("step", 0)) if m.history else int(m.provenance.get("steps", 0))
+                             for m in members]}  # steps: a fold stopped before its first epoch ended
     return EnsembleModel(members, provenance={"ensemble": note})
 
 
