@@ -347,6 +347,9 @@ def test_a_log_without_a_bar_says_where_a_long_epoch_is(monkeypatch, capsys):
                        "napari-medml: epoch 1/10, step 2/40, loss 0.5000, about 8 min left",
                        "napari-medml: epoch 1/10, step 3/40, loss 0.5000, about 7 min left"]
     assert err[3].startswith("epoch 1/10  loss 0.5000") and len(err) == 4  # the epoch's own line
+    long = TrainReport(step=3, epoch=1, total_steps=40, train_loss=0.5, learning_rate=0.1, elapsed_s=9.0,
+                       eta_s=7300.0, time_limit_s=7400.0)
+    assert progress.step_line(long, 10) == "epoch 1/10, step 3, loss 0.5000, about 122 min left"  # no 1.2e+02
 
 
 def test_a_block_wise_prediction_is_told_its_own_line_and_a_second_interrupt_aborts(capsys):

@@ -105,9 +105,11 @@ def step_line(report: Any, epochs: int, folds: int = 1) -> str:
     """Where a run is within an epoch, for a log that shows no progress bar:
     ``epoch 1/20, step 37/1000, loss 0.5312, about 4.2 min left``."""
     where = epoch_line(report, epochs, folds).split("  loss ")[0].replace("  ", ", ")
-    text = f"{where}, step {report.step}/{report.total_steps}, loss {report.train_loss:.4f}"
+    limited = getattr(report, "time_limit_s", None) is not None  # the clock ends it, not the planned steps
+    text = f"{where}, step {report.step}{'' if limited else f'/{report.total_steps}'}, loss {report.train_loss:.4f}"
     if report.eta_s is not None and report.eta_s >= 0:
-        text += f", about {report.eta_s / 60:.2g} min left"
+        minutes = report.eta_s / 60
+        text += f", about {minutes:.0f} min left" if minutes >= 10 else f", about {minutes:.2g} min left"
     return text
 
 
