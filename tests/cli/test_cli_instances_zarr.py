@@ -80,3 +80,32 @@ def test_instances_into_zarr_print_the_plan_and_match_memory(files):
     bad = run("predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
               folder / "p2.zarr", "--probabilities", folder / "probs.zarr", "--device", "cpu")  # fmt: skip
     assert bad.returncode != 0 and "not used with an instance model" in bad.stderr
+
+
+def test_other_post_processing_on_a_finished_zarr_is_told_how_to_label_again_from_the_maps(files):
+    """Review 33: the README promised that new post-processing options re-run only the labelling;
+    the same command with another --seed-height was refused as "not an interrupted run", and
+    another --out ran the network again. The refusal now says how, and following it works."""
+    import shutil
+
+    folder = files["folder"]
+    common = ["predict", "--model", files["bundle"], "--image", folder / "cells.ome.zarr", "--out",
+              folder / "relabel.zarr", "--device", "cpu", "--block-memory", "16", "--halo", "40"]
+    first = run(*common, "--seed-height", "0.2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    refused = run(*common, "--seed-height", "0.6")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        f"'{folder / 'relabel.zarr'}' holds objects labelled from these maps with other post-processing options "
+        f"(seed_height 0.2): remove it and run the same command again to label anew from the network's maps kept "
+        f"in '{folder / 'relabel.foreground.zarr'}' and '{folder / 'relabel.distance.zarr'}' (the network does "
+        "not run again), or choose another output name")
+    shutil.rmtree(folder / "relabel.zarr")  # the fix, as it reads
+    again = run(*common, "--seed-height", "0.6")
+    assert again.returncode == 0 and "resumed: the network's maps of" in again.stderr, again.stderr[-2000:]
+    from dataclasses import replace
+
+    model = napari_medml.load_model(files["bundle"])
+    whole = model.predict(files["image"], spacing=(0.5, 0.5), params=replace(model.params, seed_height=0.6))
+    m = instance_scores(whole.labels, np.asarray(read_volume(folder / "relabel.zarr").data)).at(0.5)
+    assert (m.f1, m.n_pred) == (1.0, m.n_true)  # the objects of the new options

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -62,3 +62,39 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         raise InputError(
             f"{name_a} has shape {a.shape} but {name_b} has {b.shape}: they must cover the same voxels"
         )
+
+
+def check_relabelling(out: Any, run: dict[str, Any], maps: dict[str, Any]) -> None:
+    """Refuse, with the fix that relabels from the kept maps, an ``out`` store whose objects
+    were labelled from the same maps with other post-processing options (``run``: the
+    labelling's record: maps, params, spacing). Other stores are left to the store's own check.
+
+    Raises
+    ------
+    InputError
+        ``out`` holds a labelling of these maps with other options.
+    """
+    from pathlib import Path
+
+    import zarr
+
+    from napari_medml.io.zarr import ATTRS_KEY
+
+    if not Path(out).exists():
+        return
+    try:
+        old = (dict(zarr.open_group(str(out), mode="r").attrs.get(ATTRS_KEY) or {}).get("prediction") or {}).get("run")
+    except Exception:  # not a Zarr group, or not ours: the store's own check names it
+        return
+    import json
+
+    run = json.loads(json.dumps(run))  # as the store keeps it (lists, not tuples)
+    if not isinstance(old, dict) or old.get("maps") != run.get("maps") or {k: old.get(k) for k in run} == run:
+        return  # another store, or this labelling (finished or interrupted): the store's own check
+    before = ", ".join(f"{k} {v}" for k, v in sorted((old.get("params") or {}).items())
+                       if (run.get("params") or {}).get(k) != v)
+    kept = " and ".join(f"'{p}'" for p in maps.values())
+    raise InputError(f"'{out}' holds objects labelled from these maps with other post-processing options "
+                     f"({before or 'another voxel size'}): remove it and run the same command again to label anew "
+                     f"from the network's maps kept in {kept} (the network does not run again), or choose "
+                     "another output name")

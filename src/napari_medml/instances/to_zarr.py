@@ -14,8 +14,7 @@ Two resumable stages, each recording its finished blocks in its store:
    the volume, and the partition equals the whole-volume ``InstanceModel.predict`` when
    the halo holds each group of touching objects (checked; grown per block when not).
 
-The maps stay on disk: other post-processing parameters re-run stage 2 only (no
-network), as :meth:`InstancePrediction.relabel` does in memory.
+The maps stay on disk: other post-processing parameters re-run stage 2 only (no network).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import numpy as np
 
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
+from napari_medml.instances._checks import check_relabelling
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
 from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -85,8 +85,7 @@ def map_paths(out: str | Path) -> dict[str, Path]:
 
 
 def default_halo(model: Any, params: InstanceParams, spacing: Sequence[float]) -> tuple[int, ...]:
-    """Context per side: the model's patch (objects it can see whole) plus ``min_distance``
-    in voxels (seeds that close merge)."""
+    """Context per side: the model's patch (objects it sees whole) plus ``min_distance`` in voxels."""
     return tuple(int(p) + int(math.ceil(params.min_distance / float(s))) for p, s in zip(model.patch_size, spacing))
 
 
@@ -204,8 +203,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     spacing : sequence of float, optional
         Voxel size the post-processing measures in; default the volume's.
     maps : dict, optional
-        ``"foreground"``, ``"distance"`` store paths; default :func:`map_paths` of ``out``.
-        Kept after the run: other ``params`` re-use them without the network.
+        ``"foreground"``, ``"distance"`` store paths (default :func:`map_paths` of ``out``), kept after the run.
     progress : callable, optional
         ``(done, total)`` steps: the network's windows, then one per labelled block.
     stop : StopToken, optional
@@ -218,8 +216,9 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     Raises
     ------
     InputError
-        Existing stores that are not an interrupted run of this prediction; NaN/inf; a
-        time series; objects larger than the grown halo.
+        Existing stores that are not an interrupted run of this prediction (``out`` labelled from
+        these maps with other ``params``: the fix that re-labels); NaN/inf; a time series; objects
+        larger than the grown halo.
     ConfigError
         A model whose recipe has a step that needs the whole image; a plan for another shape.
     Cancelled
@@ -260,6 +259,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         return instances_from_outputs(foreground, distance, spacing, cut)
 
     run = {"maps": _maps_key(targets["foreground"]), "params": params.to_dict(), "spacing": list(spacing)}
+    check_relabelling(out, run, targets)
     labelled = label_blocks([arrays["foreground"], arrays["distance"]], labeller, out, plan=plan, halo=halo,
                             run=run, geometry=geometry, spatial_axes=spatial_axes, min_volume=params.min_size,
                             voxel_volume=float(np.prod(spacing)), stop=stop,
