@@ -102,13 +102,14 @@ def run_loop(viewer: Any, app: Any, epochs: int = 8, steps: int = 40, minutes: f
     times["augmentation_preview_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _say(f"Train segmentation: {epochs} epochs x {steps} steps, at most {minutes:g} min (the longest step)")
+    bound = f"at most {minutes:g} min" if minutes else "no time limit"
+    _say(f"Train segmentation: {epochs} epochs x {steps} steps, {bound} (the longest step)")
     train["images"].value, train["labels"].value = [zscored], truth
     train["channels"].value, train["depth"].value, train["patch"].value = 8, 3, "16, 64, 64"
     train["epochs"].value, train["steps"].value, train["lr"].value = epochs, steps, 3e-3
     train["minutes"].value = minutes
     train["start"].native.click()
-    _wait(app, lambda: not train.runner.running)
+    _wait(app, lambda: not train.runner.running, timeout=600.0 + 60.0 * minutes if minutes else 24 * 3600.0)
     if train.model is None:
         raise RuntimeError("training produced no model (see the notifications)")
     times["train_s"] = time.perf_counter() - t

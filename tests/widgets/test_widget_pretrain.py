@@ -178,6 +178,7 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     assert pre["use"].value == "ct pretrained" and set(pre["use"].choices) == {"ct pretrained", FROM_BUNDLE}
     pre["images"].value = [new]
     pre["reconstruct"].changed.emit(True)
+    assert pre["status"].value == "reconstructing 'new'..."  # not the pretraining's result (review 33)
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
     expected = model.reconstruct(new.data, spacing=p.spacing)
     np.testing.assert_allclose(viewer.layers["new [reconstruction]"].data, expected.image, rtol=1e-4, atol=1e-4)

@@ -127,7 +127,7 @@ class ClassifyWidget(DockForm):
                              tooltip="transfer learning: a classification, segmentation or pretraining "
                              "bundle; its network (a U-Net gives 'unet-encoder'), width, depth and norm "
                              "are taken")
-        w["freeze"] = SpinBox(value=0, min=0, max=10, label="freeze stages",
+        w["freeze"] = SpinBox(value=0, min=0, max=10, label="frozen stages",
                               tooltip="with a start bundle: keep the first stages fixed")
         w["bundle"] = FileEdit(mode="d", value="", label="save bundle to",
                                tooltip="optional: a folder for the classifier bundle")
@@ -373,8 +373,9 @@ class ClassifyWidget(DockForm):
                                  "the instance labels ('instances')")
             return classifier, classifier.classify(image, instances=instances, channel_axis=axis)
 
-        self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True),
-                          desc="Classification", discard_on_stop=True)
+        if self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True),
+                             desc="Classification", discard_on_stop=True) is not None:
+            self._w["status"].value = f"classifying '{layer.name}' with '{Path(path).name}'..."  # not the last result
 
     @notify_errors("Classification")
     def save_table(self, *_: Any) -> None:

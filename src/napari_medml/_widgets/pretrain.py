@@ -313,7 +313,8 @@ class PretrainWidget(DockForm):
                     self.show(rec, inp.layer)
             w["status"].value = "; ".join([f"reconstructed {', '.join(map(repr, shown)) or 'nothing'}", *notes])
 
-        self.runner.start(job, on_result=done, desc="Reconstruction", discard_on_stop=True)
+        if self.runner.start(job, on_result=done, desc="Reconstruction", discard_on_stop=True) is not None:
+            w["status"].value = f"reconstructing {', '.join(repr(l.name) for l in layers)}..."  # not the last result
 
     def show(self, reconstruction: Any, layer: napari.layers.Layer) -> None:
         """Add (or replace the plugin's own) reconstruction and error layers of ``layer``."""
