@@ -132,6 +132,15 @@ def test_a_one_slice_volume_is_predicted_by_a_3d_model_in_every_format(model_3d,
     assert r.stderr.strip() == (
         f"{PROG}: error: image '{tmp_path / 'one.tif'}' is one 2D slice (axes YX, shape (24, 24)) but the network "
         "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")
+    # frames of one slice each (ImageJ TZYX, Z of 1): no --axes CYX, which has 2 spatial axes too (case 34 x02)
+    tifffile.imwrite(tmp_path / "movie.tif", np.stack([one] * 4), imagej=True, metadata={"axes": "TZYX"})
+    r = run("predict", "--model", model, "--image", tmp_path / "movie.tif", "--out", tmp_path / "m.tif",
+            "--device", "cpu")
+    assert r.returncode != 0 and "CYX" not in r.stderr
+    assert r.stderr.strip().endswith(
+        "has axes TYX (2 spatial) but the network is 3D: use a 2D network; its time axis is not slices: a 3D "
+        "network would mix them, so only if it really holds the slices of one volume, name it Z (--axes ZYX on "
+        "the command line, the layer's axis labels in napari)"), r.stderr
 
 
 def test_distances_take_the_voxel_size_of_the_file_that_has_one(tmp_path) -> None:

@@ -315,9 +315,19 @@ def layout(axes: str, spatial_dims: int, what: str = "image", hint: str = "") ->
         one_slice = (" (or give it a Z axis of length 1: a (1, Y, X) layer in napari, a (1, Y, X) .npy file "
                      "with --axes ZYX on the command line)" if len(spatial) == 2 and spatial_dims == 3
                      and len(axes) == 2 else "")
+        before = [i for i, a in enumerate(axes[: axes.index("Y")]) if a in "TC"] if "Y" in axes else []
+        if before and spatial_dims == 3 and len(spatial) == 2:  # only a Z can help, and only if it is one
+            # (case 34 x02: the hint's --axes CYX gave the same refusal; a T read as Z mixes the frames)
+            i = before[-1]
+            name = {"T": "time", "C": "channel"}[axes[i]]
+            reading = axes[:i] + "Z" + axes[i + 1:]
+            fix = (f"; its {name} axis is not slices: a 3D network would mix them, so only if it really holds the "
+                   f"slices of one volume, name it Z (--axes {reading} on the command line, the layer's axis "
+                   "labels in napari)")
+        else:
+            fix = f"; {hint}" if hint and len(axes) > len(spatial) else ""
         raise InputError(f"{what} has axes {axes} ({len(spatial)} spatial) but the network is "
-                         f"{spatial_dims}D: use a {len(spatial)}D network{one_slice}"
-                         + (f"; {hint}" if hint and len(axes) > len(spatial) else ""))  # fmt: skip
+                         f"{spatial_dims}D: use a {len(spatial)}D network{one_slice}{fix}")
     kept = spatial[len(spatial) - spatial_dims:]
     samples = tuple(i for i, a in enumerate(axes) if a != "C" and i not in kept)
     return Layout(axes, channel_axis, samples)
