@@ -168,3 +168,23 @@ def test_a_numpy_file_in_nibabels_axis_order_is_named_with_the_transpose_fix(cap
     code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.npy", "--labels",
                              tmp_path / "lab.nii.gz")  # fmt: skip
     assert code == 0 and '"mean_dice": 1.0' in out, err
+
+
+def test_a_4d_nifti_marked_time_that_holds_channels_is_told_the_axes_that_say_so(capsys, tmp_path) -> None:
+    """Case 34 v01: dcm2niix marks every 4th axis as time (xyzt_units 'sec'); two contrasts with 3D
+    labels were told only to give labels for every frame. The refusal names --axes CZYX, and it works."""
+    rng = np.random.default_rng(2)
+    lab = np.zeros((20, 24, 6), np.uint8)  # nibabel's (X, Y, Z)
+    lab[5:15, 6:18, 1:5] = 1
+    contrasts = np.stack([rng.normal(0, 1, lab.shape) + 3 * lab, rng.normal(0, 1, lab.shape) - 2 * lab], -1)
+    image = nib.Nifti1Image(contrasts.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, tmp_path / "mc.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "mc_seg.nii.gz")
+    args = ["train", "--image", tmp_path / "mc.nii.gz", "--labels", tmp_path / "mc_seg.nii.gz", "--out", tmp_path / "m"]
+    code, _, err = run_cli(capsys, *args, *TINY)
+    line = one_line(err)
+    assert code != 0 and line.endswith("; or, if that axis holds channels (contrasts) rather than frames, say so "
+                                       "with --axes CZYX"), line
+    code, _, err = run_cli(capsys, *args, "--axes", "CZYX", *TINY[:-4])  # the fix, as it reads (a 6-slice volume)
+    assert code == 0, err

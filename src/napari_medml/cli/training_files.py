@@ -88,9 +88,13 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         frame = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a not in "CT")
         if "T" in vol.axes and lab.data.shape == frame:
             frames = vol.data.shape[vol.axes.index("T")]
+            channels = ("" if "C" in vol.axes else  # dcm2niix marks every 4th axis as time (case 34 v01)
+                        f"; or, if that axis holds channels (contrasts) rather than frames, say so with --axes "
+                        f"{vol.axes.replace('T', 'C')}")
             raise InputError(f"labels '{lab_path}' {lab.data.shape} are for one frame, but image '{img_path}' "
                              f"(axes {vol.axes}, shape {vol.data.shape}) holds {frames} time frames: give labels for "
-                             f"every frame, shape {shape}, or save the frame they belong to as an image of its own")
+                             f"every frame, shape {shape}, or save the frame they belong to as an image of its own"
+                             f"{channels}")
         if lab.data.shape != shape:
             raise InputError(f"labels '{lab_path}' have shape {lab.data.shape} but image '{img_path}' "
                              f"(axes {vol.axes}, shape {vol.data.shape}) has {shape} without channels: "
