@@ -117,3 +117,27 @@ def test_a_time_series_is_scored_frame_by_frame(make_napari_viewer, open_widget,
     _run(widget, qtbot)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert len(errors) == 1 and "time series" in errors[0] and "frames one at a time" in errors[0]
+
+
+def test_layers_opened_from_a_file_in_um_are_scored_in_um_as_the_command_line_says(make_napari_viewer, open_widget,
+                                                                                   qtbot, tmp_path):
+    """Trial 34: the widget's JSON had no "unit" (the command line's has it) and its summary named none."""
+    import tifffile
+
+    truth = np.zeros((40, 40), np.uint8)
+    truth[10:30, 10:30] = 1
+    pred = np.roll(truth, 2, axis=1)
+    for name, data in (("truth_mask.tif", truth), ("pred_mask.tif", pred)):
+        tifffile.imwrite(tmp_path / name, data, imagej=True, resolution=(1 / 0.3, 1 / 0.3), metadata={"unit": "um"})
+    viewer = make_napari_viewer()
+    (truth_layer,) = viewer.open(str(tmp_path / "truth_mask.tif"), plugin="napari-medml")
+    (pred_layer,) = viewer.open(str(tmp_path / "pred_mask.tif"), plugin="napari-medml")
+    widget = open_widget(viewer, "evaluate")
+    widget["prediction"].value, widget["truth"].value = pred_layer, truth_layer
+    _run(widget, qtbot)
+    assert widget.report["unit"] == "um"
+    hd95 = round(widget.report["mean_hd95"], 4)
+    assert f"mean HD95 {hd95} um (voxel size 0.3x0.3 um)" in widget["summary"].value, widget["summary"].value
+    widget["report_path"].value = str(tmp_path / "report.json")
+    widget["save"].changed.emit(True)
+    assert json.loads((tmp_path / "report.json").read_text())["unit"] == "um"

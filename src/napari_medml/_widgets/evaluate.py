@@ -91,12 +91,14 @@ class EvaluateWidget(DockForm):
         pred, truth = labels_array(pred_layer), labels_array(truth_layer)
         spacing = tuple(float(s) for s in truth_layer.scale)
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)
+        # the unit of the scale, as its file named it (null: voxels), as the command line's JSON says it
+        unit = (truth_layer.metadata.get("file_meta") or {}).get("unit")
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
 
-            return evaluate(np.asarray(pred), np.asarray(truth), spacing=spacing, level=level, names=names,
-                            frames_axis=frames)
+            return {**evaluate(np.asarray(pred), np.asarray(truth), spacing=spacing, level=level, names=names,
+                               frames_axis=frames), "unit": unit}
 
         self.runner.start(job, on_result=self._show)
 
@@ -140,9 +142,10 @@ def score_rows(report: dict[str, Any]) -> tuple[list[list[Any]], list[str], list
                 [f"{m['threshold']:.2f}" for m in report["thresholds"]], summary)
     classes = report["classes"]
     rows = [[num(c["dice"]), num(c["iou"]), num(c["hd95"]), c["gt_voxels"], c["pred_voxels"]] for c in classes.values()]
-    units = "x".join(f"{s:g}" for s in report["spacing"])
+    unit = f" {report['unit']}" if report.get("unit") else ""
+    units = "x".join(f"{s:g}" for s in report["spacing"]) + unit
     summary = (f"mean Dice {num(report['mean_dice'])}, mean IoU {num(report['mean_iou'])}, mean HD95 "
-               f"{num(report['mean_hd95'])} (voxel size {units})")
+               f"{num(report['mean_hd95'])}{unit} (voxel size {units})")
     if report.get("notes"):
         summary += ". " + " ".join(report["notes"])
     return rows, ["Dice", "IoU", "HD95", "true voxels", "predicted voxels"], [f"class {k}" for k in classes], summary
