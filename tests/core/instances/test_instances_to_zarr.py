@@ -121,8 +121,10 @@ def test_stop_resumes_and_new_parameters_reuse_the_maps(tmp_path, image):
     whole = model.predict(image, spacing=SPACING, config=config)
     _same_partition(whole.labels, np.asarray(read_volume(tmp_path / "a.zarr").data))
     _same_partition(whole.relabel(other).labels, np.asarray(read_volume(tmp_path / "b.zarr").data))
-    # the same labels store asked for with other parameters is refused, never overwritten
-    with pytest.raises(InputError, match="remove it or choose another"):
+    # the same labels store asked for with other parameters is refused, never overwritten, with the fix
+    # that labels again from the kept maps (review 33)
+    with pytest.raises(InputError, match="holds objects labelled from these maps with other post-processing "
+                                         "options .*: remove it and run the same command again"):
         instances_to_zarr(model, volume, tmp_path / "a.zarr", config=config, plan=plan, params=other)
 
 
