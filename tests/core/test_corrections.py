@@ -175,14 +175,19 @@ def test_a_round_keeps_the_edits_and_hands_them_to_the_next_round():
                                     axes="TYX", spacing=(1.0, 1.0, 1.0), infer=infer, edited=again.edited))
 
 
-def test_a_stop_during_the_steps_keeps_the_model_tuned_so_far_and_predicts_nothing():
+def test_a_stop_during_the_steps_keeps_the_model_tuned_so_far_and_predicts_nothing(monkeypatch):
     """Review 31: Stop during fine-tuning cancelled the prediction that followed, and the tuned
     model went with it; a Stop keeps what was learned, as it does in Train."""
     import torch
 
     from napari_medml.config import InferConfig
+    from napari_medml.engine import loop
     from napari_medml.engine.reports import StopToken
     from napari_medml.segmentation.corrections import describe_finetune
+
+    # every step reported: on a quiet machine the 50 steps took under one report interval (0.25 s),
+    # so the first report after step 1 was the last, and the Stop came after step 50 (CI 33b)
+    monkeypatch.setattr(loop, "REPORT_EVERY_S", 0.0)
 
     objects, model = _objects_and_model()
     before = {k: v.clone() for k, v in model.network.state_dict().items()}
