@@ -149,7 +149,9 @@ def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, 
     assert widget["status"].value.startswith("Starting: reading the image")  # trial 32: 8-17 s without a word
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     session = widget.session
-    assert widget["status"].value == "no strokes fitted yet: paint background (id 1) and at least one class"
+    # the session's first fit (of no strokes) may still be under way ("fitting the new strokes...", CI 33c)
+    qtbot.waitUntil(lambda: widget["status"].value == "no strokes fitted yet: paint background (id 1) and at least "
+                    "one class", timeout=30000)
     widget["images"].value = [second]
     qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
     assert widget["start"].enabled
