@@ -378,7 +378,7 @@ class InferConfig:
     overlap: float = 0.5
     blend: Literal["gaussian", "constant"] = "gaussian"
     sw_batch_size: int = 4
-    tta: bool = False  # average over flips
+    tta: bool = False  # average over flips (2D, square pixels: the 8 orientations; segmentation.tta)
     return_probabilities: bool = False
     return_uncertainty: bool = False
     min_size: int = 0  # remove objects smaller than this many voxels

@@ -108,7 +108,10 @@ def test_folds_train_an_ensemble_saved_as_a_folder_of_members(ensemble):
     # each report names its fold, and the share of the whole run done rises to 1 across the folds
     assert [r.fold for r in reports if r.epoch_end] == [1, 1, 2, 2] and {r.folds for r in reports} == {2}
     shares = [r.progress for r in reports]
-    assert shares == sorted(shares) and shares[-1] == 1.0 and all(0 < s <= 0.5 for s in shares[:len(shares) // 2])
+    assert shares == sorted(shares) and shares[-1] == 1.0
+    # (a busy machine reports some steps of a fold together: the folds' report counts may differ)
+    assert all(0 < r.progress <= 0.5 for r in reports if r.fold == 1)
+    assert all(0.5 < r.progress <= 1.0 for r in reports if r.fold == 2)
     desc = json.loads((folder / "config.json").read_text())
     assert desc["task"] == "ensemble" and desc["ensemble"]["members"] == ["members/fold-1", "members/fold-2"]
     assert not list(folder.rglob("*.pkl")) and not list(folder.parent.glob(".*"))  # no pickle, no temp left

@@ -67,7 +67,7 @@ def test_progress_counts_windows(model_2d, slices):
     assert calls[-1][0] == total and [d for d, _ in calls] == sorted(d for d, _ in calls)
     tta = []
     model_2d.predict(slices[0][3], config=InferConfig(tta=True), progress=lambda d, t: tta.append((d, t)))
-    assert tta[-1] == (27, 27)  # identity + one flip per axis
+    assert tta[-1] == (72, 72)  # the 8 orientations of the square (square pixels)
 
 
 def test_stop_token_cancels_prediction(model_2d, slices):

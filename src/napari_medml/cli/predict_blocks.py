@@ -131,7 +131,8 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
         if note:
             info(note)
     plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0], classes=len(model.class_ids),
-                       config=config, width=model.config.model.channels, memory_mb=args.block_memory)
+                       config=config, spacing=model.spacing, width=model.config.model.channels,
+                       memory_mb=args.block_memory)
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
     say_recipe(model, image.dtype)
     with progress_bar("window") as bar:

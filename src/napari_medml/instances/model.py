@@ -142,7 +142,7 @@ def _postprocess(foreground: np.ndarray, distance: np.ndarray, spacing: Sequence
 
 def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Sequence[int], *, amp: bool,
                     sw_batch_size: int, overlap: float = 0.25, blend: str = "gaussian", tta: bool = False,
-                    progress: Callable[[int, int], None] | None = None,
+                    spacing: Sequence[float] | None = None, progress: Callable[[int, int], None] | None = None,
                     stop: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Foreground probability and distance map of one normalised image, by sliding window.
 
@@ -160,7 +160,10 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
     overlap : float
     blend : {"gaussian", "constant"}
     tta : bool
-        Average over flips of each spatial axis.
+        Average over the test-time passes (``segmentation.tta.tta_passes``): the flip of each
+        spatial axis; in 2D with square pixels, the 8 orientations of the square.
+    spacing : sequence of float, optional
+        The model's training voxel size (decides the 2D transposes).
     progress : callable, optional
         ``(done, total)`` windows.
     stop : StopToken, optional
@@ -173,9 +176,10 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
     """
     from monai.inferers import sliding_window_inference
 
-    spatial_dims = x.dim() - 1
-    flips: list[tuple[int, ...]] = [()] + ([(2 + a,) for a in range(spatial_dims)] if tta else [])
-    total = count_windows(tuple(x.shape[1:]), patch_size, overlap) * len(flips)
+    from napari_medml.segmentation.tta import tta_passes
+
+    passes = tta_passes(x.dim() - 1, tta, spacing)
+    total = sum(count_windows(p.shape(tuple(x.shape[1:])), patch_size, overlap) for p in passes)
 
     def scores(logits: torch.Tensor) -> torch.Tensor:
         # probabilities and distances blend linearly across windows (logits would too, but
@@ -185,14 +189,13 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
     predictor = window_predictor(network, total, amp=amp, progress=progress, stop=stop, scores=scores)
     summed = None
     with torch.inference_mode():
-        for dims in flips:
-            inp = torch.flip(x[None], dims) if dims else x[None]
-            out = sliding_window_inference(inp, roi_size=tuple(patch_size), sw_batch_size=sw_batch_size,
-                                           predictor=predictor, overlap=overlap, mode=blend, progress=False)
-            out = out.as_tensor() if hasattr(out, "as_tensor") else out
-            out = torch.flip(out, dims) if dims else out
+        for tta_pass in passes:
+            out = sliding_window_inference(tta_pass.apply(x[None]), roi_size=tuple(patch_size),
+                                           sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap,
+                                           mode=blend, progress=False)
+            out = tta_pass.undo(out.as_tensor() if hasattr(out, "as_tensor") else out)
             summed = out if summed is None else summed + out
-    mean = summed[0] / len(flips)
+    mean = summed[0] / len(passes)
     foreground = (1.0 - mean[0]).clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
     distance = mean[3].clamp_(0.0, 1.0).cpu().numpy().astype(np.float32)
     return foreground, distance
@@ -302,7 +305,8 @@ class InstanceModel(Model):
             x, recipe = self._input(image[tuple(where)], spacing, kept_channel, device)
             fg, dist = network_outputs(self._network_on(device), x, self.patch_size, amp=amp,
                                        sw_batch_size=config.sw_batch_size, overlap=config.overlap,
-                                       blend=config.blend, tta=config.tta, progress=part_progress, stop=stop)
+                                       blend=config.blend, tta=config.tta, spacing=self.spacing,
+                                       progress=part_progress, stop=stop)
             if recipe is not None and recipe.geometry:
                 fg = recipe.restore(fg, order=1, fill=0.0).astype(np.float32)
                 dist = recipe.restore(dist, order=1, fill=0.0).astype(np.float32)

@@ -95,7 +95,7 @@ def plan_instance_blocks(model: Any, shape: Sequence[int], channels: int, config
     from napari_medml.instances.model import OUT_CHANNELS
 
     return plan_blocks(shape, model.patch_size, channels=channels, classes=OUT_CHANNELS, config=config,
-                       width=model.config.model.channels, memory_mb=memory_mb, block=block)
+                       spacing=model.spacing, width=model.config.model.channels, memory_mb=memory_mb, block=block)
 
 
 def _map_predictor(model: Any, device: Any, amp: bool, progress: Callable[[int, int], None] | None,

@@ -30,6 +30,7 @@ import numpy as np
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.preprocessing.inputs import FILL_NAN
+from napari_medml.segmentation.tta import TTAPass, tta_passes
 
 __all__ = ["BlockPlan", "block_scores", "no_store_if_refused", "plan_blocks", "window_starts"]
 
@@ -75,8 +76,8 @@ class BlockPlan:
     roi : tuple of int
         Sliding-window size (the model's patch size).
     overlap : float
-    flips : tuple of tuple of int
-        TTA passes (spatial axes flipped; ``()`` is the plain pass).
+    passes : tuple of TTAPass
+        The TTA passes (``segmentation.tta``; the first is the image as given).
     channels, classes : int
         Input channels and output classes.
     windows : int
@@ -91,7 +92,7 @@ class BlockPlan:
     block: tuple[int, ...]
     roi: tuple[int, ...]
     overlap: float
-    flips: tuple[tuple[int, ...], ...]
+    passes: tuple[TTAPass, ...]
     channels: int
     classes: int
     windows: int
@@ -113,10 +114,14 @@ class BlockPlan:
         position = np.unravel_index(index, self.grid)
         return tuple(slice(p * b, min((p + 1) * b, s)) for p, b, s in zip(position, self.block, self.shape))
 
-    def read_region(self, index: int, flip: tuple[int, ...] = ()) -> tuple[slice, ...]:
-        """What block ``index`` reads for the pass ``flip`` (axes of ``(C, *spatial)``)."""
-        return tuple(slice(*_read_range(sl.start, sl.stop, s, r, self.overlap, (1 + a) in flip))
-                     for a, (sl, s, r) in enumerate(zip(self.interior(index), self.shape, self.roi)))
+    def read_region(self, index: int, tta_pass: TTAPass | None = None) -> tuple[slice, ...]:
+        """What block ``index`` reads for the pass ``tta_pass`` (default: the image as given):
+        along each axis, the windows of that pass's grid (mirrored where it flips, with the
+        window edges swapped where it transposes) that touch the block."""
+        tta_pass = tta_pass or self.passes[0]
+        roi = tta_pass.roi_along(self.roi)
+        return tuple(slice(*_read_range(sl.start, sl.stop, s, r, self.overlap, a in tta_pass.flips))
+                     for a, (sl, s, r) in enumerate(zip(self.interior(index), self.shape, roi)))
 
     def describe(self) -> str:
         """One line for the user: blocks, block size, window overhead, memory."""
@@ -129,7 +134,7 @@ class BlockPlan:
     def signature(self) -> dict[str, Any]:
         """What must match for a store to be resumed (JSON)."""
         return {"shape": list(self.shape), "block": list(self.block), "roi": list(self.roi),
-                "overlap": self.overlap, "flips": [list(f) for f in self.flips]}
+                "overlap": self.overlap, "flips": [p.record() for p in self.passes]}
 
 
 def _count(plan_shape: Sequence[int], block: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -155,8 +160,9 @@ def _memory(block: Sequence[int], roi: Sequence[int], overlap: float, channels: 
 
 
 def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, classes: int,
-                config: InferConfig | None = None, width: int = 16, block: Sequence[int] | None = None,
-                memory_mb: float | None = None, multiple: int = 64) -> BlockPlan:
+                config: InferConfig | None = None, spacing: Sequence[float] | None = None, width: int = 16,
+                block: Sequence[int] | None = None, memory_mb: float | None = None,
+                multiple: int = 64) -> BlockPlan:
     """Choose the blocks for a volume.
 
     Parameters
@@ -168,6 +174,9 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
     channels, classes : int
     config : InferConfig, optional
         Overlap, TTA and window batch size.
+    spacing : sequence of float, optional
+        The model's training voxel size: with TTA, decides the 2D transposed passes
+        (``segmentation.tta.tta_passes``), as the in-memory prediction does.
     width : int
         The network's width (channels at full resolution), for the memory estimate.
     block : sequence of int, optional
@@ -191,7 +200,7 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
     config = config or InferConfig()
     shape = tuple(int(s) for s in shape)
     roi = tuple(int(r) for r in roi)
-    flips = tuple([()] + [(1 + a,) for a in range(len(shape))] if config.tta else [()])
+    passes = tta_passes(len(shape), config.tta, spacing)
     if block is not None:
         block = tuple(int(b) for b in block)
         if len(block) != len(shape) or min(block) < 1:
@@ -215,9 +224,10 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
                 continue
             chosen_list[axis] = new
         chosen = tuple(chosen_list)
-    return BlockPlan(shape, chosen, roi, float(config.overlap), flips, int(channels), int(classes),
-                     _count(shape, chosen, roi, config.overlap) * len(flips),
-                     math.prod(len(window_starts(s, r, config.overlap)) for s, r in zip(shape, roi)) * len(flips),
+    along = [p.roi_along(roi) for p in passes]
+    return BlockPlan(shape, chosen, roi, float(config.overlap), passes, int(channels), int(classes),
+                     sum(_count(shape, chosen, r, config.overlap) for r in along),
+                     sum(math.prod(len(window_starts(s, e, config.overlap)) for s, e in zip(shape, r)) for r in along),
                      _memory(chosen, roi, config.overlap, channels, classes, width, config.sw_batch_size, config.tta))  # fmt: skip
 
 
@@ -254,7 +264,7 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     from napari_medml.segmentation.scores import normalize_ as _normalize_
 
     interior = plan.interior(index)
-    regions = [plan.read_region(index, flip) for flip in plan.flips]
+    regions = [plan.read_region(index, p) for p in plan.passes]
     union = tuple(slice(min(r[a].start for r in regions), max(r[a].stop for r in regions))
                   for a in range(len(plan.shape)))
     arr = np.asarray(image[(slice(None), *union)])
@@ -270,14 +280,14 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     _normalize_(x, model.normalization)
     total = None
     with torch.inference_mode():
-        for flip, region in zip(plan.flips, regions):
+        for tta_pass, region in zip(plan.passes, regions):
             local = tuple(slice(r.start - u.start, r.stop - u.start) for r, u in zip(region, union))
-            out = model._blend(x[(slice(None), *local)], flip, predictor, device, torch.device("cpu"), config)
+            out = model._blend(x[(slice(None), *local)], tta_pass, predictor, device, torch.device("cpu"), config)
             keep = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(interior, region))
             out = out[(slice(None), *keep)]
             total = out.clone() if total is None else total.add_(out)
-        if len(plan.flips) > 1:
-            total /= len(plan.flips)
+        if len(plan.passes) > 1:
+            total /= len(plan.passes)
     return total
 
 

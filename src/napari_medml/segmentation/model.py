@@ -28,6 +28,7 @@ from napari_medml.segmentation.prediction import Prediction, stack_predictions
 from napari_medml.segmentation.recipes import apply_preprocessing, labels_to_recipe_grid, restored_argmax
 from napari_medml.segmentation.scores import argmax_uint8, label_dtype, normalize_, softmax_
 from napari_medml.segmentation.spec import SegmentationSpec
+from napari_medml.segmentation.tta import TTAPass, tta_passes as passes_for
 
 __all__ = ["Model", "Prediction", "SegmentationSpec", "apply_preprocessing", "labels_to_recipe_grid",
            "load_segmentation_model", "model_description"]
@@ -302,33 +303,31 @@ class Model(BundledModel):
         blending buffer is on the host, as MONAI allows).
         """
         spatial = tuple(x.shape[1:])
-        flips = self._flips(config)
-        total = count_windows(spatial, self.patch_size, config.overlap) * len(flips)
+        passes = self.tta_passes(config)
+        total = sum(count_windows(p.shape(spatial), self.patch_size, config.overlap) for p in passes)
         predictor = self._predictor(device, amp, config, progress, stop, total)
         k = len(self.class_ids)
         big = k * math.prod(spatial) * 4 > 2 * 2**30
         out_device = device if device.type == "cuda" and not big else torch.device("cpu")
         total_probs = torch.zeros(0)
         with torch.inference_mode():
-            for dims in flips:
-                out = self._blend(x, dims, predictor, device, out_device, config)
+            for tta_pass in passes:
+                out = self._blend(x, tta_pass, predictor, device, out_device, config)
                 if not total_probs.numel():
                     total_probs = out
                 else:
                     total_probs += out
                     del out
-            if len(flips) > 1:
-                total_probs /= len(flips)
+            if len(passes) > 1:
+                total_probs /= len(passes)
             elif config.return_probabilities or config.return_uncertainty:
                 softmax_(total_probs)
         return total_probs
 
-    def _flips(self, config: InferConfig) -> list[tuple[int, ...]]:
-        """The passes: no flip, and with TTA one flip per spatial axis (axes of ``(C, *spatial)``)."""
-        flips: list[tuple[int, ...]] = [()]
-        if config.tta:
-            flips += [(1 + a,) for a in range(self.spatial_dims)]
-        return flips
+    def tta_passes(self, config: InferConfig) -> tuple[TTAPass, ...]:
+        """The passes (``segmentation.tta.tta_passes``): the image as given and, with TTA,
+        its flips (and in 2D with square pixels at the model's spacing, its transposes)."""
+        return passes_for(self.spatial_dims, config.tta, self.spacing)
 
     def _predictor(self, device: torch.device, amp: bool, config: InferConfig,
                    progress: Callable[[int, int], None] | None, stop: Any | None,
@@ -340,20 +339,19 @@ class Model(BundledModel):
         return window_predictor(self._network_on(device), total, amp=amp, progress=progress, stop=stop,
                                 scores=scores)
 
-    def _blend(self, x: torch.Tensor, dims: tuple[int, ...], predictor: Callable[[torch.Tensor], torch.Tensor],
+    def _blend(self, x: torch.Tensor, tta_pass: TTAPass, predictor: Callable[[torch.Tensor], torch.Tensor],
                device: torch.device, out_device: torch.device, config: InferConfig) -> torch.Tensor:
-        """One sliding-window pass over ``x`` ``(C, *spatial)`` flipped along ``dims`` (and
-        flipped back): blended scores ``(K, *spatial)`` on ``out_device``."""
+        """One sliding-window pass over ``x`` ``(C, *spatial)`` in the orientation ``tta_pass``
+        (turned back after): blended scores ``(K, *spatial)`` on ``out_device``."""
         from monai.inferers import sliding_window_inference
 
-        inp = torch.flip(x, dims)[None] if dims else x[None]
+        inp = tta_pass.apply(x)[None]
         out = sliding_window_inference(
             inp, roi_size=self.patch_size, sw_batch_size=config.sw_batch_size, predictor=predictor,
             overlap=config.overlap, mode=config.blend, sw_device=device, device=out_device, progress=False,
         )
         out = out.as_tensor() if hasattr(out, "as_tensor") else out
-        return torch.flip(out[0], dims) if dims else out[0]
-
+        return tta_pass.undo(out[0])
 
 
 def model_description(model: Model) -> dict:

@@ -125,9 +125,9 @@ def replayed_image(model: Any, image: Any, stop: Any = None, spacing: Any = None
 
 def _block_windows(plan: BlockPlan, index: int) -> int:
     """Windows the network runs for block ``index`` (all TTA passes)."""
-    region = plan.read_region(index)
-    return math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
-                     for r, roi in zip(region, plan.roi)) * len(plan.flips)
+    return sum(math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
+                         for r, roi in zip(plan.read_region(index, p), p.roi_along(plan.roi)))
+               for p in plan.passes)
 
 
 def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferConfig | None = None,
@@ -202,8 +202,8 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
     if plan is None:
         plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0],
-                           classes=len(model.class_ids), config=config, width=model.config.model.channels,
-                           memory_mb=memory_mb)  # fmt: skip
+                           classes=len(model.class_ids), config=config, spacing=model.spacing,
+                           width=model.config.model.channels, memory_mb=memory_mb)  # fmt: skip
     if tuple(plan.shape) != tuple(image.shape[1:]):
         raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(image.shape[1:])}")
     geometry = store_geometry(volume, spatial_axes)
