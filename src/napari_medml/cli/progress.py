@@ -104,7 +104,7 @@ def drive_training(gen: Generator[Any, None, Any], epochs: int, folds: int = 1) 
 def step_line(report: Any, epochs: int, folds: int = 1) -> str:
     """Where a run is within an epoch, for a log that shows no progress bar:
     ``epoch 1/20, step 37/1000, loss 0.5312, about 4.2 min left``."""
-    where = epoch_line(report, epochs, folds).split("  loss ")[0].replace("  ", ", ")
+    where = ", ".join(_where(report, epochs, folds))
     limited = getattr(report, "time_limit_s", None) is not None  # the clock ends it, not the planned steps
     text = f"{where}, step {report.step}{'' if limited else f'/{report.total_steps}'}, loss {report.train_loss:.4f}"
     if report.eta_s is not None and report.eta_s >= 0:
@@ -113,18 +113,22 @@ def step_line(report: Any, epochs: int, folds: int = 1) -> str:
     return text
 
 
+def _where(report: Any, epochs: int, folds: int) -> list[str]:
+    """``["fold 2/4", "epoch 3/40"]``: a report's epoch counts across the folds (``epochs``
+    each, as ``segmentation.ensemble`` numbers them)."""
+    if folds > 1:
+        fold, epoch = divmod(report.epoch - 1, epochs)
+        return [f"fold {fold + 1}/{folds}", f"epoch {epoch + 1}/{epochs}"]
+    return [f"epoch {report.epoch}/{epochs}"]
+
+
 def epoch_line(report: Any, epochs: int, folds: int = 1) -> str:
     """One line per epoch: losses, per-class validation Dice, learning rate, time, best marker.
 
     With ``folds`` > 1 the report's epoch counts across the folds (``epochs`` each, as
     ``segmentation.ensemble`` numbers them): the line names the fold and the epoch in it.
     """
-    if folds > 1:
-        fold, epoch = divmod(report.epoch - 1, epochs)
-        parts = [f"fold {fold + 1}/{folds}", f"epoch {epoch + 1}/{epochs}"]
-    else:
-        parts = [f"epoch {report.epoch}/{epochs}"]
-    parts.append(f"loss {report.train_loss:.4f}")
+    parts = [*_where(report, epochs, folds), f"loss {report.train_loss:.4f}"]
     if report.val_loss is not None:
         parts.append(f"val_loss {report.val_loss:.4f}")
     if report.val_dice:
