@@ -209,6 +209,11 @@ def test_files_in_mm_and_in_um_are_compared_in_one_unit_which_the_json_names(tmp
         assert result["mean_dice"] == pytest.approx(2 * (gt & pred).sum() / (gt.sum() + pred.sum()))
         said = "its voxel size and position in mm were compared in um" in r.stderr
         assert said == note, r.stderr
+        # the same numbers under two unit names: scored as the numbers say, never silently (c35: an ImageJ
+        # TIFF in um beside a NIfTI in mm gave HD95 in mm without a word)
+        warned = (f"warning: prediction '{tmp_path / name}' names its voxel size in mm, labels "
+                  f"'{tmp_path / 'gt.nii.gz'}' the same numbers in um: taken as the same grid, with lengths in um")
+        assert (warned in r.stderr) == (not note), r.stderr
     np.save(tmp_path / "gt.npy", gt)
     np.save(tmp_path / "pred.npy", pred)
     bare = json.loads(run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy").stdout)

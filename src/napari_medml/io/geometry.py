@@ -29,7 +29,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 from napari_medml.io.units import in_unit_of
-from napari_medml.io.volume import Volume, affine_from_spacing
+from napari_medml.io.volume import Volume, affine_from_spacing, length_factor
 
 
 __all__ = ["Alignment", "align_to", "axis_codes", "describe_grid", "grid_affine", "has_geometry",
@@ -197,7 +197,13 @@ def align_to(moving: Volume, reference: Volume, *, moving_name: str, reference_n
     """
     names, dims = (moving_name, reference_name), (spatial_dims, reference_spatial_dims)
     try:  # as the numbers say: files that name other units for the same numbers (Slicer's mm) still agree
-        return _align(moving, reference, names, dims)
+        out = _align(moving, reference, names, dims)
+        have, want = moving.meta.get("unit"), reference.meta.get("unit")
+        if have and want and length_factor(have, want) != 1.0:  # said, not silent: one of them is wrong
+            said = (f"{moving_name} names its voxel size in {have}, {reference_name} the same numbers in {want}: "
+                    f"taken as the same grid, with lengths in {want} (if one file's unit is wrong, fix its header)")
+            return Alignment(out.volume, "; ".join(filter(None, (said, out.note))), True)
+        return out
     except InputError as exc:
         converted, unit = in_unit_of(moving, reference, *spatial_axes(moving, spatial_dims))
         if unit is None:
