@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -55,7 +58,7 @@ def test_parse_size() -> None:
         parse_size("8, 8, 8", 2, "tile size")
 
 
-def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
+def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot, tmp_path) -> None:
     viewer, widget, truth, held = setup
     before = {layer.name: np.array(layer.data, copy=True) for layer in viewer.layers}
     t0 = time.perf_counter()
@@ -74,7 +77,7 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
           f"{seconds:.1f} s")
     assert accuracy >= 0.9
     table = result.metadata["samples"]  # one row per sample: what 'save table (CSV)' writes
-    assert list(table)[:4] == ["sample", "class", "prob_1", "prob_2"] and len(table["class"]) == len(truth)
+    assert list(table)[:5] == ["sample", "class", "class_name", "prob_1", "prob_2"] and len(table["class"]) == len(truth)
     np.testing.assert_allclose(table["prob_1"] + table["prob_2"], 1.0, rtol=1e-5)
     np.testing.assert_array_equal(table["class"], predicted)
     np.testing.assert_array_equal(table["sample"], np.arange(len(truth)))
@@ -102,6 +105,20 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot) -> None:
     assert "smooth: P" in widget["metrics"].value  # per-class precision/recall/F1
     for name, data in before.items():  # no user layer changed
         np.testing.assert_array_equal(viewer.layers[name].data, data)
+    # 'save table (CSV)' keeps the class names, and evaluate names the classes by them (c35: the saved
+    # table had no class_name column, which the README promised)
+    widget["table"].value = tmp_path / "classes.csv"
+    widget["save_table"].changed.emit(True)
+    header = (tmp_path / "classes.csv").read_text().splitlines()[0]
+    assert header.startswith("sample,class,class_name,prob_1,prob_2"), header
+    (tmp_path / "truth.csv").write_text("sample,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(truth)))
+    done = subprocess.run([sys.executable, "-m", "napari_medml", "evaluate", "--prediction", str(tmp_path / "classes.csv"),
+                           "--labels", str(tmp_path / "truth.csv"), "--report", str(tmp_path / "report.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    expected = {str(c): str(names.get(c, names.get(str(c)))) for c in (1, 2)}
+    assert json.loads((tmp_path / "report.json").read_text())["class_names"] == expected
+    assert all(name in done.stdout for name in expected.values()), done.stdout  # the matrix's rows
 
 
 def test_stop_keeps_the_classifier(setup, qtbot) -> None:

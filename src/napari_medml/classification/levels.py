@@ -216,8 +216,9 @@ def class_probability_map(samples: ClassSamples, proba: np.ndarray, *,
 
 
 def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.ndarray,
-                     class_ids: Sequence[int]) -> dict[str, np.ndarray]:
-    """Columns for a Labels layer's ``features``: index, class, ``prob_<id>``, ``voxels`` (objects:
+                     class_ids: Sequence[int], class_names: Mapping[int, str] | None = None) -> dict[str, np.ndarray]:
+    """Columns for a Labels layer's ``features``: index, class, ``class_name`` (only with
+    ``class_names``, the names the model was trained with), ``prob_<id>``, ``voxels`` (objects:
     each object's size in voxels; the instance table's ``area``/``volume`` is in physical units).
 
     The index column is ``sample``, ``object`` or ``tile`` (tile number; the tile's
@@ -236,6 +237,9 @@ def prediction_table(samples: ClassSamples, classes: Sequence[int], proba: np.nd
     else:
         table["sample" if samples.level == "image" else "object"] = np.asarray(samples.index).copy()
     table["class"] = np.asarray(classes).astype(np.int64)
+    if class_names:  # evaluate prints these names in its confusion matrix
+        table["class_name"] = np.asarray([str(class_names.get(int(c), f"class {int(c)}")) for c in table["class"]],
+                                         dtype=object)
     for k, cid in enumerate(class_ids):
         table[f"prob_{int(cid)}"] = p[:, k]
     if samples.sizes is not None:

@@ -318,7 +318,7 @@ class Classifier(BundledModel):
         proba = self.predict_proba(samples, stop=stop, progress=progress)
         classes = np.asarray(self.class_ids, dtype=np.int64)[np.argmax(proba, axis=1)]
         labels = labels_from_classes(samples, classes, instances=instances)
-        table = prediction_table(samples, classes, proba, self.class_ids)
+        table = prediction_table(samples, classes, proba, self.class_ids, self.config.class_names)
         zero = None
         if not labels.all():  # 0 outside the objects (or where no tile reaches): a row of its own
             zero = "background" if samples.level == "object" else "unclassified"
