@@ -40,9 +40,9 @@ class EvaluateWidget(DockForm):
         w["prediction"] = create_widget(annotation=napari.layers.Labels, label="prediction")
         w["truth"] = create_widget(annotation=napari.layers.Labels, label="ground truth")
         w["score_as"] = ComboBox(choices=LEVELS, value="classes", label="score as",
-                                 tooltip="classes: each id is a class; foreground vs background (value 'binary', as --binary): any "
-                                 "nonzero id; instances: "
-                                 "each id is an object, matched one to one by IoU")
+                                 tooltip="classes: each id is a class; foreground vs background (value "
+                                 "'binary', as --binary): any nonzero id; instances: each id is an object, "
+                                 "matched one to one by IoU")
         w["score"] = PushButton(text="Score")
         w["summary"] = status_label()
         w["table"] = Table(value={"data": [], "columns": ["score"]})
