@@ -52,7 +52,8 @@ def test_other_images_get_one_flip_per_axis_and_no_tta_one_pass():
 
 def _model_2d(network: torch.nn.Module, spacing=(1.0, 1.0)) -> Model:
     cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(channels=4, depth=2))
-    return Model(network, cfg, (0, 1, 3), 1, 2, ROI, spacing, {"method": "zscore", "channels": [{"mean": 0.2, "std": 1.1}]})
+    normalization = {"method": "zscore", "channels": [{"mean": 0.2, "std": 1.1}]}
+    return Model(network, cfg, (0, 1, 3), 1, 2, ROI, spacing, normalization)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,8 @@ def test_a_pointwise_network_gives_the_same_scores_in_every_orientation(image):
 
 def test_progress_counts_the_windows_of_every_orientation(unet, image):
     calls = []
-    unet.predict(image, config=InferConfig(tta=True, overlap=0.5, device="cpu"), progress=lambda d, t: calls.append((d, t)))
+    unet.predict(image, config=InferConfig(tta=True, overlap=0.5, device="cpu"),
+                 progress=lambda d, t: calls.append((d, t)))
     # 41x53 with 16x24 windows at strides 8 and 12: 5 x 4; transposed, 53x41: 6 x 3
     assert calls[-1] == (4 * (5 * 4) + 4 * (6 * 3),) * 2
 

@@ -77,7 +77,8 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot, tmp_path) -> N
           f"{seconds:.1f} s")
     assert accuracy >= 0.9
     table = result.metadata["samples"]  # one row per sample: what 'save table (CSV)' writes
-    assert list(table)[:5] == ["sample", "class", "class_name", "prob_1", "prob_2"] and len(table["class"]) == len(truth)
+    assert list(table)[:5] == ["sample", "class", "class_name", "prob_1", "prob_2"]
+    assert len(table["class"]) == len(truth)
     np.testing.assert_allclose(table["prob_1"] + table["prob_2"], 1.0, rtol=1e-5)
     np.testing.assert_array_equal(table["class"], predicted)
     np.testing.assert_array_equal(table["sample"], np.arange(len(truth)))
@@ -112,7 +113,8 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot, tmp_path) -> N
     header = (tmp_path / "classes.csv").read_text().splitlines()[0]
     assert header.startswith("sample,class,class_name,prob_1,prob_2"), header
     (tmp_path / "truth.csv").write_text("sample,class\n" + "".join(f"{i},{c}\n" for i, c in enumerate(truth)))
-    done = subprocess.run([sys.executable, "-m", "napari_medml", "evaluate", "--prediction", str(tmp_path / "classes.csv"),
+    done = subprocess.run([sys.executable, "-m", "napari_medml", "evaluate",
+                           "--prediction", str(tmp_path / "classes.csv"),
                            "--labels", str(tmp_path / "truth.csv"), "--report", str(tmp_path / "report.json")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
