@@ -239,3 +239,26 @@ def test_a_transposed_npy_beside_a_file_not_stored_in_ras_gets_the_fix_that_scor
     assert r.returncode == 0, r.stderr
     expected = 2 * np.count_nonzero(pred & truth) / (np.count_nonzero(pred) + np.count_nonzero(truth))
     assert json.loads(r.stdout)["classes"]["1"]["dice"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_tiff_without_a_position_beside_a_truth_not_stored_in_ras_is_taken_as_stored_with_a_warning(tmp_path):
+    """Case 35 p50: a plain TIFF (origin 0: no position) beside an LPS NIfTI whose origin is 0
+    fits the stored grid by its origin alone; it was taken as stored without a word, and a layer
+    saved from napari (RAS order) scored Dice 0 silently. The README promises a warning."""
+    truth = np.zeros((26, 30, 8), np.uint8)  # nibabel's (X, Y, Z)
+    truth[2:10, 5:20, 2:6] = 1
+    pred = np.roll(truth, 1, axis=1)
+    nib.save(nib.Nifti1Image(truth, np.diag([-1.0, -1.0, 1.0, 1.0])), str(tmp_path / "truth.nii.gz"))
+    tifffile.imwrite(tmp_path / "stored.tif", np.ascontiguousarray(pred.T))  # predict's order: as stored
+    r = run("evaluate", "--prediction", tmp_path / "stored.tif", "--labels", tmp_path / "truth.nii.gz")
+    assert r.returncode == 0, r.stderr
+    expected = 2 * np.count_nonzero(pred & truth) / (np.count_nonzero(pred) + np.count_nonzero(truth))
+    assert json.loads(r.stdout)["classes"]["1"]["dice"] == pytest.approx(expected, abs=1e-6)
+    said = (f"warning: prediction '{tmp_path / 'stored.tif'}' has no position (origin 0) and fits the grid labels "
+            f"'{tmp_path / 'truth.nii.gz'}' is stored on (LPS): taken as stored, as predict writes its outputs; "
+            "napari shows")
+    assert said in r.stderr and "save it as .nii.gz" in r.stderr, r.stderr
+    # a RAS truth: napari shows it as stored, nothing to say
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), str(tmp_path / "ras.nii.gz"))
+    r = run("evaluate", "--prediction", tmp_path / "stored.tif", "--labels", tmp_path / "ras.nii.gz")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr

@@ -374,6 +374,9 @@ def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[in
                          f"(RAS order, as napari saves a layer of it), not the one {d_name} is stored in "
                          f"({codes}){told}: reoriented onto the grid of {names[1]} (same world space)",
                          assumed=not placed)
+    if stored and not placed and shown:  # origin 0 may mean none: the fit is no evidence of the order (c35 p50)
+        return Alignment(moving, f"{b_name} has no position (origin 0) and fits the grid {d_name} is stored on "
+                         f"({codes}): taken as stored, as predict writes its outputs{hint}", assumed=True)
     if stored:
         return Alignment(moving, None)
     loose = fits(None)[0] or not geometry and b_shape == d_shape
