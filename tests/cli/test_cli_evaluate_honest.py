@@ -130,8 +130,10 @@ def test_a_one_slice_volume_is_predicted_by_a_3d_model_in_every_format(model_3d,
     r = run("predict", "--model", model, "--image", tmp_path / "one.tif", "--out", tmp_path / "p.tif", "--device", "cpu")
     assert r.returncode != 0
     assert r.stderr.strip() == (
-        f"{PROG}: error: image '{tmp_path / 'one.tif'}' is one 2D slice (axes YX, shape (24, 24)) but the network "
-        "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")
+        f"{PROG}: error: image '{tmp_path / 'one.tif'}' is one 2D slice (axes YX, shape (24, 24)) but the "
+        "network "
+        "is 3D: it needs a volume of several slices; give the volume, or use a 2D network (train --spatial-dims 2; "
+        "the widget's 2D/3D)")
     # frames of one slice each (ImageJ TZYX, Z of 1): no --axes CYX, which has 2 spatial axes too (case 34 x02)
     tifffile.imwrite(tmp_path / "movie.tif", np.stack([one] * 4), imagej=True, metadata={"axes": "TZYX"})
     r = run("predict", "--model", model, "--image", tmp_path / "movie.tif", "--out", tmp_path / "m.tif",

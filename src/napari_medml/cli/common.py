@@ -148,8 +148,10 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
         back = None if labels_shape is not None else one_slice_volume(vol.data, axes, vol.spacing, vol.origin,
                                                                       dropped, rgb)
         if back is None:
-            raise InputError(f"{what} is one 2D slice (axes {axes}, shape {tuple(vol.data.shape)}) but the network "
-                             "is 3D: it needs a volume of several slices; give the volume, or use a 2D network")
+            order = "; a NIfTI's x, y reversed" if vol.affine is not None else ""
+            raise InputError(f"{what} is one 2D slice (axes {axes}, shape {tuple(vol.data.shape)}{order}) but the "
+                             "network is 3D: it needs a volume of several slices; give the volume, or use a 2D network "
+                             "(train --spatial-dims 2; the widget's 2D/3D)")
         data, axes, spacing, origin, left = back
         meta = {k: v for k, v in vol.meta.items() if k != SINGLETONS_KEY} | ({SINGLETONS_KEY: left} if left else {})
         vol = replace(vol, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
