@@ -503,3 +503,21 @@ def test_a_two_slice_volume_gets_the_fewest_levels_and_the_2d_suggestion():
                     "a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's 2D/3D))")
     thick = next(r for r in make_plan(fp(), config(), device="cpu").reasons if r.startswith("depth (levels):"))
     assert re.search(r"\(down to about 4 voxels at the bottom of a \d+-voxel axis\)$", thick), thick
+
+
+def test_a_2d_patch_of_square_pixels_is_square_so_augmentation_turns_it_by_quarter_turns():
+    """A rectangular 2D crop turns by 180 degrees only (rotate90 keeps the batch's shape): the
+    plan takes the square of its shorter edge, as the 2D nuclei benchmark scored higher."""
+    region = dict(shape=(256, 512), spacing=(1.0, 1.0), fractions=(0.8, 0.2), train_shape=(256, 128))
+    plan = make_plan(fp(**region), config(spatial_dims=2), device="cpu")
+    assert plan.patch_size[0] == plan.patch_size[1] < 128, plan.patch_size
+    assert any("square so that augmentation's quarter turns turn by 90 degrees" in r for r in plan.reasons)
+    # rectangular pixels (a turn would change their shape), no quarter turns, 3D, or a patch set by the user
+    oblong = make_plan(fp(**{**region, "spacing": (1.0, 2.0)}), config(spatial_dims=2), device="cpu")
+    assert oblong.patch_size[0] != oblong.patch_size[1]
+    still = replace(config(spatial_dims=2), augment=AugmentConfig.none())
+    assert make_plan(fp(**region), still, device="cpu").patch_size == (248, 120)
+    volume = make_plan(fp(shape=(64, 128, 256), train_shape=(64, 128, 96)), config(), device="cpu")
+    assert volume.patch_size[1] != volume.patch_size[2]
+    mine = replace(config(spatial_dims=2), data=DataConfig(spatial_dims=2, patch_size=(248, 120)))
+    assert make_plan(fp(**region), mine, device="cpu", keep=("data.patch_size",)).patch_size == (248, 120)

@@ -23,6 +23,7 @@ from typing import Any
 from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
+from napari_medml.segmentation.plan_rules import learning_rate, quarter_turn_patch
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
@@ -274,6 +275,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         why = ("random crops of the training region, the largest that fit the memory budget"
                + (" and the CPU's voxel cap" if cap else "")
                + ("; coarse axes get fewer voxels" if max(fp.spacing) > min(fp.spacing) else ""))
+        patch, square = quarter_turn_patch(patch, fp.spacing, config.augment)
+        why += square
     patch = tuple(int(p) for p in note("data.patch_size", tuple(int(p) for p in patch), why))
     # one image in one patch: a batch of 2 would be the same window twice
     single = fp.n_images == 1 and all(p >= r for p, r in zip(patch, region))
@@ -317,7 +320,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                                         d.sample_groups)
     margin = note("data.val_margin", margin, why_margin, "validation margin")
 
-    planned_lr, why_lr = _learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
+    planned_lr, why_lr = learning_rate(o.optimizer, o.schedule if "optim.schedule" in keep else "poly", o.warmup
                                         if "optim.warmup" in keep else None, o.momentum_in_use)
     reasons.append(f"optimizer: {o.describe_optimizer()}")
     lr = note("optim.learning_rate", planned_lr, why_lr)
@@ -385,16 +388,3 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
-
-
-def _learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum: float = 0.99) -> tuple[float, str]:
-    """The planned rate for ``optimizer`` (and why): SGD 0.01 with Nesterov momentum 0.99
-    (nnU-Net's, Isensee et al. 2021); RMSprop 0.001 (torch's usual); Adam and AdamW 0.001
-    (Kingma & Ba 2015), doubled under the planned warm-up (``warmup`` None: planned)."""
-    if optimizer == "sgd":
-        return 1e-2, "SGD: nnU-Net's rate" + (", with its Nesterov momentum 0.99" if momentum == 0.99 else "")
-    if optimizer == "rmsprop":
-        return 1e-3, "RMSprop's usual rate"
-    name = "AdamW" if optimizer == "adamw" else "Adam"
-    warmed = schedule != "plateau" and (warmup is None or warmup > 0)
-    return (2e-3, f"{name}; the warm-up allows twice the usual rate") if warmed else (1e-3, f"{name}'s usual rate")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TTAPass", "tta_passes", "SQUARE_PIXEL_TOLERANCE"]
+__all__ = ["SQUARE_PIXEL_TOLERANCE", "TTAPass", "square_pixels", "tta_passes"]
 
 # pixels whose edges differ by up to 1 % count as square (a transpose changes them by that much)
 SQUARE_PIXEL_TOLERANCE = 0.01
