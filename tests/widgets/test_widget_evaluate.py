@@ -141,3 +141,8 @@ def test_layers_opened_from_a_file_in_um_are_scored_in_um_as_the_command_line_sa
     widget["report_path"].value = str(tmp_path / "report.json")
     widget["save"].changed.emit(True)
     assert json.loads((tmp_path / "report.json").read_text())["unit"] == "um"
+    # a ground truth painted in napari on the predicted file's grid: the prediction's file names the unit
+    painted = viewer.add_labels(truth, name="painted", scale=pred_layer.scale, translate=pred_layer.translate)
+    widget["truth"].value = painted
+    _run(widget, qtbot)
+    assert widget.report["unit"] == "um" and round(widget.report["mean_hd95"], 4) == hd95

@@ -92,8 +92,10 @@ class EvaluateWidget(DockForm):
         pred, truth = labels_array(pred_layer), labels_array(truth_layer)
         spacing = tuple(float(s) for s in truth_layer.scale)
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)
-        # the unit of the scale, as its file named it (null: voxels), as the command line's JSON says it
-        unit = (truth_layer.metadata.get("file_meta") or {}).get("unit")
+        # the unit of the scale, as its file named it (null: voxels), as the command line's JSON says it: the
+        # ground truth's, else the prediction's (a truth painted in napari beside a predicted file)
+        unit = next(filter(None, ((layer.metadata.get("file_meta") or {}).get("unit")
+                                  for layer in (truth_layer, pred_layer))), None)
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
