@@ -16,7 +16,7 @@ from napari_medml.segmentation.model import Model  # noqa: E402
 from napari_medml.segmentation.to_zarr import predict_to_zarr  # noqa: E402
 from napari_medml.segmentation.tta import TTAPass, tta_passes  # noqa: E402
 
-ROI = (16, 24)  # not square: a transposed pass runs its windows 24 high and 16 wide over the image
+ROI = (16, 16)  # square: a network trained on it (and on square pixels) turned by quarter turns
 
 
 def _orientations(image: np.ndarray) -> set[bytes]:
@@ -44,16 +44,18 @@ def test_other_images_get_one_flip_per_axis_and_no_tta_one_pass():
         ((), False), ((0,), False), ((1,), False)]
     assert len(tta_passes(2, True, (1.0, 1.005))) == 8  # within 1 %: square
     assert len(tta_passes(2, True, None)) == 8  # no voxel size: pixels
+    # an elongated patch: transposed windows would be mostly padding (its training never turned it a quarter)
+    assert len(tta_passes(2, True, (1.0, 1.0), (64, 256))) == 3 and len(tta_passes(2, True, None, (32, 32))) == 8
     assert tta_passes(2, False, (1.0, 1.0)) == (TTAPass(2),)
     volume = torch.arange(4 * 5 * 6, dtype=torch.float32).reshape(1, 4, 5, 6)
     for p in tta_passes(3, True):
         assert torch.equal(p.undo(p.apply(volume)), volume)
 
 
-def _model_2d(network: torch.nn.Module, spacing=(1.0, 1.0)) -> Model:
+def _model_2d(network: torch.nn.Module, spacing=(1.0, 1.0), patch=ROI) -> Model:
     cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(channels=4, depth=2))
     normalization = {"method": "zscore", "channels": [{"mean": 0.2, "std": 1.1}]}
-    return Model(network, cfg, (0, 1, 3), 1, 2, ROI, spacing, normalization)
+    return Model(network, cfg, (0, 1, 3), 1, 2, patch, spacing, normalization)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def image() -> np.ndarray:
 
 
 def test_tta_probabilities_are_the_mean_of_the_8_orientations_predicted_plainly(unet, image):
-    # windows that tile the image in every orientation (48 = 3 x 16 = 2 x 24), without overlap:
+    # windows that tile the image in every orientation (48 = 3 x 16), without overlap:
     # a plain pass's softmax of the blended logits is then the windows' softmax that TTA averages
     image = np.concatenate([image, image[::-1]])[:48, :48]
     plain = InferConfig(return_probabilities=True, device="cpu", overlap=0.0, blend="constant")
@@ -103,20 +105,36 @@ def test_progress_counts_the_windows_of_every_orientation(unet, image):
     calls = []
     unet.predict(image, config=InferConfig(tta=True, overlap=0.5, device="cpu"),
                  progress=lambda d, t: calls.append((d, t)))
-    # 41x53 with 16x24 windows at strides 8 and 12: 5 x 4; transposed, 53x41: 6 x 3
-    assert calls[-1] == (4 * (5 * 4) + 4 * (6 * 3),) * 2
+    # 41x53 with 16x16 windows at stride 8: 5 x 6 in each of the 8 orientations
+    assert calls[-1] == (8 * 5 * 6,) * 2
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0), (1.0, 2.0)])
-def test_blocks_give_the_whole_image_tta_prediction(tmp_path, unet, image, spacing):
-    model = _model_2d(unet.network, spacing)
+@pytest.mark.parametrize(("spacing", "patch", "passes"), [((1.0, 1.0), ROI, 8), ((1.0, 2.0), ROI, 3),
+                                                         ((1.0, 1.0), (16, 24), 3)])
+def test_blocks_give_the_whole_image_tta_prediction(tmp_path, unet, image, spacing, patch, passes):
+    model = _model_2d(unet.network, spacing, patch)
     config = InferConfig(tta=True, return_probabilities=True, device="cpu")
     whole = model.predict(image, config=config)
-    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, spacing=spacing, block=(16, 24))
-    assert len(plan.passes) == (8 if spacing == (1.0, 1.0) else 3) and plan.count == 3 * 3
+    plan = plan_blocks(image.shape, patch, channels=1, classes=3, config=config, spacing=spacing, block=(16, 24))
+    assert len(plan.passes) == len(model.tta_passes(config)) == passes and plan.count == 3 * 3
     volume = Volume(image, spacing, (0.0, 0.0), axes="YX")
     predict_to_zarr(model, volume, tmp_path / "pred.zarr", config=config, plan=plan,
                     probabilities=tmp_path / "probs.zarr")
     # the same windows, weights and order per pixel: identical, not merely close
     np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "pred.zarr").data), whole.labels)
     np.testing.assert_array_equal(np.asarray(read_volume(tmp_path / "probs.zarr").data), whole.probabilities)
+
+
+def test_a_block_plan_with_other_passes_than_the_model_takes_is_refused(tmp_path, unet, image):
+    """Review 35: a plan made without the model's spacing took 8 passes for a model of oblong
+    pixels, whose own prediction takes 3; the blocks then differed from it without a word."""
+    from napari_medml.errors import ConfigError
+
+    model = _model_2d(unet.network, (1.0, 2.0))
+    config = InferConfig(tta=True, device="cpu")
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24))  # no spacing
+    with pytest.raises(ConfigError, match=r"the block plan takes 8 test-time pass\(es\), the model's prediction 3: "
+                       r"make the plan with plan_blocks\(\.\.\., config=config, spacing=model\.spacing\)"):
+        predict_to_zarr(model, Volume(image, (1.0, 2.0), (0.0, 0.0), axes="YX"), tmp_path / "p.zarr", config=config,
+                        plan=plan)
+    assert not (tmp_path / "p.zarr").exists()

@@ -161,7 +161,7 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
     blend : {"gaussian", "constant"}
     tta : bool
         Average over the test-time passes (``segmentation.tta.tta_passes``): the flip of each
-        spatial axis; in 2D with square pixels, the 8 orientations of the square.
+        spatial axis; in 2D with square pixels and a square patch, the 8 orientations of the square.
     spacing : sequence of float, optional
         The model's training voxel size (decides the 2D transposes).
     progress : callable, optional
@@ -178,7 +178,7 @@ def network_outputs(network: torch.nn.Module, x: torch.Tensor, patch_size: Seque
 
     from napari_medml.segmentation.tta import tta_passes
 
-    passes = tta_passes(x.dim() - 1, tta, spacing)
+    passes = tta_passes(x.dim() - 1, tta, spacing, patch_size)
     total = sum(count_windows(p.shape(tuple(x.shape[1:])), patch_size, overlap) for p in passes)
 
     def scores(logits: torch.Tensor) -> torch.Tensor:

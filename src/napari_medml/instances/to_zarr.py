@@ -34,7 +34,7 @@ from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.instances._checks import check_relabelling
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
-from napari_medml.segmentation.chunked import BlockPlan, block_scores, plan_blocks
+from napari_medml.segmentation.chunked import BlockPlan, block_scores, check_plan, plan_blocks
 from napari_medml.segmentation.planned_inference import planned_infer_config
 
 __all__ = ["ChunkedInstances", "InstanceZarrResult", "default_halo", "instances_to_folder", "instances_to_zarr",
@@ -234,8 +234,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     shape = tuple(image.shape[1:])
     if plan is None:
         plan = plan_instance_blocks(model, shape, image.shape[0], config, memory_mb)
-    if tuple(plan.shape) != shape:
-        raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {shape}")
+    check_plan(plan, shape, model, config)
     geometry = store_geometry(volume, spatial_axes)
     spacing = tuple(float(s) for s in (spacing if spacing is not None else geometry["spacing"]))[-len(shape):]
     if len(spacing) != len(shape):

@@ -32,7 +32,7 @@ from napari_medml.errors import ConfigError, InputError
 from napari_medml.preprocessing.inputs import FILL_NAN
 from napari_medml.segmentation.tta import TTAPass, tta_passes
 
-__all__ = ["BlockPlan", "block_scores", "no_store_if_refused", "plan_blocks", "window_starts"]
+__all__ = ["BlockPlan", "block_scores", "check_plan", "no_store_if_refused", "plan_blocks", "window_starts"]
 
 _DEFAULT_MEMORY_MB = 1024.0
 
@@ -151,7 +151,7 @@ def _count(plan_shape: Sequence[int], block: Sequence[int], roi: Sequence[int], 
 def _memory(block: Sequence[int], roi: Sequence[int], overlap: float, channels: int, classes: int, width: int,
             sw_batch_size: int, tta: bool) -> int:
     """Working bytes of one block: the read region (the block and the windows reaching into
-    it from outside) as float32 input (and a flipped copy),
+    it from outside) as float32 input (and a flipped or transposed copy),
     MONAI's blending buffer and count map, the kept scores, and the network's activations."""
     region = math.prod(b + 2 * (r - max(int(r * (1 - overlap)), 1)) for b, r in zip(block, roi))
     per_voxel = 4 * (channels * (2 if tta else 1) + classes + 1) + 4 * classes * (2 if tta else 1)
@@ -200,7 +200,7 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
     config = config or InferConfig()
     shape = tuple(int(s) for s in shape)
     roi = tuple(int(r) for r in roi)
-    passes = tta_passes(len(shape), config.tta, spacing)
+    passes = tta_passes(len(shape), config.tta, spacing, roi)
     if block is not None:
         block = tuple(int(b) for b in block)
         if len(block) != len(shape) or min(block) < 1:
@@ -231,6 +231,25 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
                      _memory(chosen, roi, config.overlap, channels, classes, width, config.sw_batch_size, config.tta))  # fmt: skip
 
 
+def check_plan(plan: BlockPlan, shape: Sequence[int], model: Any, config: InferConfig) -> None:
+    """Refuse a block plan made for another image or with other test-time passes than the
+    model's own prediction takes (``model.spacing`` and ``patch_size`` decide them).
+
+    Raises
+    ------
+    ConfigError
+        Another spatial shape, or other TTA passes (e.g. ``plan_blocks`` called without
+        ``spacing=model.spacing``): the blocks would not give the in-memory prediction.
+    """
+    if tuple(plan.shape) != tuple(shape):
+        raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(shape)}")
+    passes = tta_passes(len(plan.shape), config.tta, model.spacing, model.patch_size)
+    if plan.passes != passes:
+        raise ConfigError(f"the block plan takes {len(plan.passes)} test-time pass(es), the model's prediction "
+                          f"{len(passes)}: make the plan with plan_blocks(..., config=config, spacing=model.spacing) "
+                          "and the model's patch size as its roi")
+
+
 def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: InferConfig, *,
                  device: Any, amp: bool, predictor: Callable) -> Any:
     """Blended scores of one block's interior, as the whole-volume pass computes them.
@@ -251,7 +270,7 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     Returns
     -------
     torch.Tensor
-        ``(K, *interior)`` float32 on the CPU: with TTA the flip-averaged probabilities,
+        ``(K, *interior)`` float32 on the CPU: with TTA the probabilities averaged over the passes,
         otherwise the blended logits (softmax them for probabilities); the argmax is the label.
 
     Raises

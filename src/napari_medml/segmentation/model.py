@@ -295,8 +295,8 @@ class Model(BundledModel):
 
     def _sliding_window(self, x: torch.Tensor, device: torch.device, amp: bool, config: InferConfig,
                         progress: Callable[[int, int], None] | None, stop: Any | None) -> torch.Tensor:
-        """Blended scores ``(K, *spatial)``: softmax probabilities, averaged over the flips,
-        with TTA; otherwise blended logits (as MONAI and nnU-Net blend them), turned into
+        """Blended scores ``(K, *spatial)``: softmax probabilities, averaged over the TTA
+        passes (``tta_passes``), with TTA; otherwise blended logits (as MONAI and nnU-Net blend them), turned into
         probabilities in place only when asked for. Either way the argmax is the label.
 
         On a CUDA device they stay there unless they would take over 2 GiB (then the
@@ -326,8 +326,8 @@ class Model(BundledModel):
 
     def tta_passes(self, config: InferConfig) -> tuple[TTAPass, ...]:
         """The passes (``segmentation.tta.tta_passes``): the image as given and, with TTA,
-        its flips (and in 2D with square pixels at the model's spacing, its transposes)."""
-        return passes_for(self.spatial_dims, config.tta, self.spacing)
+        its flips (and in 2D with square pixels and a square patch, its transposes)."""
+        return passes_for(self.spatial_dims, config.tta, self.spacing, self.patch_size)
 
     def _predictor(self, device: torch.device, amp: bool, config: InferConfig,
                    progress: Callable[[int, int], None] | None, stop: Any | None,

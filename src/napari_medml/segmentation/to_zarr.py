@@ -26,6 +26,7 @@ from napari_medml.segmentation.chunked import (
     _mark,
     _open_stores,
     block_scores,
+    check_plan,
     no_store_if_refused,
     plan_blocks,
     window_starts,
@@ -204,8 +205,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
         plan = plan_blocks(image.shape[1:], model.patch_size, channels=image.shape[0],
                            classes=len(model.class_ids), config=config, spacing=model.spacing,
                            width=model.config.model.channels, memory_mb=memory_mb)  # fmt: skip
-    if tuple(plan.shape) != tuple(image.shape[1:]):
-        raise ConfigError(f"the block plan is for shape {plan.shape}, the image is {tuple(image.shape[1:])}")
+    check_plan(plan, image.shape[1:], model, config)
     geometry = store_geometry(volume, spatial_axes)
     targets = {"labels": Path(out)}
     if probabilities is not None:

@@ -1,10 +1,11 @@
 """Test-time augmentation passes: the orientations a network sees an image in at prediction.
 
 With TTA a 3D image is predicted as given and flipped along each axis (4 passes, as
-nnU-Net mirrors). A 2D image with square pixels is predicted in all 8 orientations of
-the square (4 flip combinations, each also transposed: the quarter turns and the two
-diagonal mirrors); with non-square pixels a transpose would change the pixel shape the
-network learned, so it gets the 3 flip passes. Every pass is undone on the scores before
+nnU-Net mirrors). A 2D network trained on square patches of square pixels is run in all 8
+orientations of the square (4 flip combinations, each also transposed: the quarter turns
+and the two diagonal mirrors); with non-square pixels a transpose would change the pixel
+shape the network learned, and with an elongated patch its windows would be mostly
+padding, so those get the 3 flip passes. Every pass is undone on the scores before
 they are averaged.
 
 No library gives both the passes and their inverses for an arbitrary sliding-window pass
@@ -92,7 +93,8 @@ def square_pixels(spacing: Sequence[float] | None) -> bool:
     return math.isclose(a, b, rel_tol=SQUARE_PIXEL_TOLERANCE)
 
 
-def tta_passes(spatial_dims: int, tta: bool, spacing: Sequence[float] | None = None) -> tuple[TTAPass, ...]:
+def tta_passes(spatial_dims: int, tta: bool, spacing: Sequence[float] | None = None,
+               patch_size: Sequence[int] | None = None) -> tuple[TTAPass, ...]:
     """The prediction passes.
 
     Parameters
@@ -102,22 +104,26 @@ def tta_passes(spatial_dims: int, tta: bool, spacing: Sequence[float] | None = N
     tta : bool
         Test-time augmentation; without it the one pass is the image as given.
     spacing : sequence of float, optional
-        The voxel size the network was trained at (any unit, axis order of the image);
-        decides whether 2D transposes are taken (square pixels only).
+        The voxel size the network was trained at (any unit, axis order of the image).
+    patch_size : sequence of int, optional
+        The network's training patch (its sliding window).
 
     Returns
     -------
     tuple of TTAPass
-        The image as given first. With TTA: in 2D with square pixels the 8 orientations of
-        the square (the quarter turns gained +0.0026 Dice over flips alone on the 2D nuclei
-        of ``benchmarks/bench_plan_quality.py``: 0.9367 against 0.9341); otherwise the image
+        The image as given first. With TTA, in 2D with square pixels and a square patch (a
+        network whose augmentation turned it by quarter turns, ``segmentation.plan_rules``)
+        the 8 orientations of the square: on the 2D nuclei of ``benchmarks/bench_plan_quality.py``
+        the plan's bundle (square 120x120 patches) scored Dice 0.9385 with them, 0.9377 with the
+        flips alone, 0.9369 with neither (``docs/benchmarks/plan_quality_tta_dihedral.json``). Otherwise the image
         and its flip along each axis, as nnU-Net mirrors (Isensee et al. 2021, Nature Methods
-        18:203).
+        18:203): a transposed elongated window would be mostly padding the network never saw.
     """
     plain = TTAPass(spatial_dims)
     if not tta:
         return (plain,)
-    if spatial_dims == 2 and square_pixels(spacing):
+    square_patch = patch_size is None or int(patch_size[-1]) == int(patch_size[-2])
+    if spatial_dims == 2 and square_pixels(spacing) and square_patch:
         return tuple(TTAPass(2, tuple(a for a, f in zip((0, 1), mask) if f), transposed)
                      for transposed in (False, True) for mask in itertools.product((False, True), repeat=2))
     return (plain, *(TTAPass(spatial_dims, (a,)) for a in range(spatial_dims)))
