@@ -235,6 +235,16 @@ def check_plan(plan: BlockPlan, shape: Sequence[int], model: Any, config: InferC
     """Refuse a block plan made for another image or with other test-time passes than the
     model's own prediction takes (``model.spacing`` and ``patch_size`` decide them).
 
+    Parameters
+    ----------
+    plan : BlockPlan
+    shape : sequence of int
+        The image's spatial shape.
+    model : segmentation.model.Model or an ensemble
+        Its ``spacing`` and ``patch_size``.
+    config : InferConfig
+        Its ``tta``.
+
     Raises
     ------
     ConfigError

@@ -326,7 +326,13 @@ class Model(BundledModel):
 
     def tta_passes(self, config: InferConfig) -> tuple[TTAPass, ...]:
         """The passes (``segmentation.tta.tta_passes``): the image as given and, with TTA,
-        its flips (and in 2D with square pixels and a square patch, its transposes)."""
+        its flips (and in 2D with square pixels and a square patch, its transposes).
+
+        Parameters
+        ----------
+        config : InferConfig
+            Its ``tta`` turns the passes after the first on.
+        """
         return passes_for(self.spatial_dims, config.tta, self.spacing, self.patch_size)
 
     def _predictor(self, device: torch.device, amp: bool, config: InferConfig,

@@ -40,7 +40,23 @@ def quarter_turn_patch(patch: Sequence[int], spacing: Sequence[float],
 def learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum: float = 0.99) -> tuple[float, str]:
     """The planned rate for ``optimizer`` (and why): SGD 0.01 with Nesterov momentum 0.99
     (nnU-Net's, Isensee et al. 2021); RMSprop 0.001 (torch's usual); Adam and AdamW 0.001
-    (Kingma & Ba 2015), doubled under the planned warm-up (``warmup`` None: planned)."""
+    (Kingma & Ba 2015), doubled under the planned warm-up.
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "rmsprop", "adam", "adamw"}
+    schedule : str
+        The planned schedule (``"plateau"`` takes no warm-up).
+    warmup : float or None
+        The warm-up's share of the run; None: the plan's.
+    momentum : float
+        SGD's momentum (the words name nnU-Net's 0.99).
+
+    Returns
+    -------
+    (float, str)
+        The rate and why.
+    """
     if optimizer == "sgd":
         return 1e-2, "SGD: nnU-Net's rate" + (", with its Nesterov momentum 0.99" if momentum == 0.99 else "")
     if optimizer == "rmsprop":

@@ -86,7 +86,14 @@ class TTAPass:
 
 
 def square_pixels(spacing: Sequence[float] | None) -> bool:
-    """Whether the last two spatial axes have the same voxel size (None: unknown, taken as square)."""
+    """Whether the last two spatial axes have the same voxel size, within
+    :data:`SQUARE_PIXEL_TOLERANCE`.
+
+    Parameters
+    ----------
+    spacing : sequence of float or None
+        Voxel size per spatial axis (any one unit); None (unknown) is taken as square.
+    """
     if spacing is None or len(spacing) < 2:
         return True
     a, b = float(spacing[-2]), float(spacing[-1])
