@@ -297,6 +297,21 @@ def test_an_ome_tiff_keeps_the_origin_in_the_volumes_unit(tmp_path: Path, name: 
     assert back.meta.get("unit") == "mm"
 
 
+def test_an_ome_tiff_of_a_volume_without_geometry_claims_none(tmp_path: Path) -> None:
+    """Review 35: OME's default unit made a unit-less volume (a .npy's prediction) 1 um voxels,
+    which evaluate then compared with a NIfTI in mm as two unit names for the same numbers."""
+    from napari_medml.io.geometry import has_geometry
+
+    vol = Volume(np.arange(3 * 6 * 8, dtype=np.int32).reshape(3, 6, 8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None, True,
+                 "seg", axes="ZYX")
+    write_volume(tmp_path / "seg.ome.tif", vol)
+    with tifffile.TiffFile(tmp_path / "seg.ome.tif") as tif:
+        assert tif.is_ome and "PhysicalSize" not in tif.ome_metadata
+    back = read_volume(tmp_path / "seg.ome.tif")
+    np.testing.assert_array_equal(back.data, vol.data)
+    assert back.meta.get("unit") is None and not has_geometry(back)
+
+
 def test_a_2d_network_never_cuts_one_thick_slice_into_strips() -> None:
     image, labels = np.zeros((56, 48, 1), np.float32), np.zeros((56, 48, 1), np.uint8)
     with pytest.raises(InputError, match=r"'sag'.*one slice along X.*strips.*3D network"):

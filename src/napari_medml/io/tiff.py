@@ -259,7 +259,10 @@ def write_tiff(path: Path, volume: Volume) -> None:
     elif dtype in _OME_DTYPES and not length1:
         ome: dict[str, Any] = {"axes": axes + ("S" if rgb else "")}
         ome_unit = _OME_UNITS.get(str(unit), "µm")
-        for ax in spatial:
+        # a volume with no geometry (voxels of 1, no unit, at 0) gets none: OME's default unit would
+        # make it 1 µm voxels, which another file in mm is then compared to (review 35)
+        placed = unit or any(size[ax] != 1.0 or offset[ax] for ax in spatial)
+        for ax in spatial if placed else "":
             ome[f"PhysicalSize{ax}"] = size[ax]
             ome[f"PhysicalSize{ax}Unit"] = ome_unit
         if "T" in axes:
@@ -268,10 +271,10 @@ def write_tiff(path: Path, volume: Volume) -> None:
         # cycles fastest
         index = np.arange(int(np.prod(data.shape[: ndim - 2])))
         z = index % data.shape[ndim - 3] if "Z" in spatial else 0 * index
-        ome["Plane"] = {f"Position{ax}": [offset[ax]] * len(index) for ax in "YX"}
-        if "Z" in spatial:
+        ome["Plane"] = {f"Position{ax}": [offset[ax]] * len(index) for ax in ("YX" if placed else "")}
+        if "Z" in spatial and placed:
             ome["Plane"]["PositionZ"] = [offset["Z"] + i * size["Z"] for i in z.tolist()]
-        for ax in spatial:  # a position without its unit is read as µm (OME's default): name it
+        for ax in spatial if placed else "":  # a position without its unit is read as µm (OME's default): name it
             ome["Plane"][f"Position{ax}Unit"] = [ome_unit] * len(index)
         tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
                          resolution=resolution, metadata=ome)  # fmt: skip
