@@ -441,3 +441,17 @@ def test_the_best_epoch_goes_to_the_higher_auc_when_accuracy_ties() -> None:
     assert selection_key({"accuracy": 0.6, "auc": 0.1}, 0.9, "val_accuracy") > keys[2]  # accuracy first
     assert selection_key({"accuracy": 0.5, "auc": None}, 0.6, "val_accuracy") == (0.5, 0.0, -0.6)
     assert selection_key({"accuracy": 0.5, "auc": 0.84}, 0.7, "val_loss") == (-0.7, 0.0, 0.0)
+
+
+def test_images_of_another_size_than_the_training_ones_are_resized_with_a_note(shapes) -> None:
+    """Case 35: a classifier trained on 8x8 images resized a 16x16 stack without a word."""
+    sc, _ = shapes
+    small = np.stack([ndi.zoom(im, 0.25, order=1) for im in sc.images[:16]])  # 16x16, the training size
+    clf = train_classifier(image_samples(small, classes=sc.classes[:16]), small_config(epochs=1, steps=2))
+    assert clf.input_size == (16, 16)
+    same = clf.classify(small[:4])
+    assert same.note == ""
+    bigger = clf.classify(sc.images[:4, :32, :32])
+    assert bigger.note == ("samples of 32x32 voxels are resized to the classifier's input of 16x16 "
+                           "(linear interpolation)")
+    assert bigger.classes.shape == (4,)

@@ -224,8 +224,14 @@ class Classifier(BundledModel):
         if self.level == "tile" and spatial != dims:
             raise InputError(f"the image is {spatial}D, but this classifier was trained on {dims}D tiles: classify "
                              f"{dims}D images with it, or train a classifier on {spatial}D tiles")
-        return make_samples(self.level, image, self.sample_params, class_labels=class_labels,
-                            instances=instances, channel_axis=channel_axis)
+        samples = make_samples(self.level, image, self.sample_params, class_labels=class_labels,
+                               instances=instances, channel_axis=channel_axis)
+        size = tuple(samples.x.shape[2:])
+        if self.level == "image" and len(samples) and size != tuple(self.input_size):  # said, not silent (c35)
+            said = (f"samples of {'x'.join(map(str, size))} voxels are resized to the classifier's input of "
+                    f"{'x'.join(map(str, self.input_size))} (linear interpolation)")
+            samples = replace(samples, note="; ".join(filter(None, (samples.note, said))))
+        return samples
 
     def predict_proba(self, samples: ClassSamples | np.ndarray, *, stop: StopToken | None = None,
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
