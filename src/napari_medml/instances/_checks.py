@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -64,37 +64,28 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> 
         )
 
 
-def check_relabelling(out: Any, run: dict[str, Any], maps: dict[str, Any]) -> None:
-    """Refuse, with the fix that relabels from the kept maps, an ``out`` store whose objects
-    were labelled from the same maps with other post-processing options (``run``: the
-    labelling's record: maps, params, spacing). Other stores are left to the store's own check.
-
-    Raises
-    ------
-    InputError
-        ``out`` holds a labelling of these maps with other options.
+def relabelling_refusal(out: Any, maps: dict[str, Any]) -> Callable[[Any, dict[str, Any]], str | None]:
+    """The words refusing an ``out`` labels store whose objects were labelled from the same
+    maps with other post-processing options: the fix relabels from the kept ``maps``.
+    For ``label_blocks(..., refusal=...)``: called with the store's run and this run
+    (``maps``, ``params``, ``spacing``, and the block plan's); None for any other store,
+    which gets the general refusal.
     """
-    from pathlib import Path
 
-    import zarr
+    def refusal(old: Any, run: dict[str, Any]) -> str | None:
+        import json
 
-    from napari_medml.io.zarr import ATTRS_KEY
+        run = json.loads(json.dumps(run))  # as the store keeps it (lists, not tuples)
+        if not isinstance(old, dict) or old.get("maps") != run.get("maps"):
+            return None  # another store: the general refusal
+        if all(old.get(k) == run.get(k) for k in ("params", "spacing")):
+            return None  # the same labelling on another block plan
+        before = ", ".join(f"{k} {v}" for k, v in sorted((old.get("params") or {}).items())
+                           if (run.get("params") or {}).get(k) != v)
+        kept = " and ".join(f"'{p}'" for p in maps.values())
+        return (f"'{out}' holds objects labelled from these maps with other post-processing options "
+                f"({before or 'another voxel size'}): remove it and run the same command again to label anew "
+                f"from the network's maps kept in {kept} (the network does not run again), or choose "
+                "another output name")
 
-    if not Path(out).exists():
-        return
-    try:
-        old = (dict(zarr.open_group(str(out), mode="r").attrs.get(ATTRS_KEY) or {}).get("prediction") or {}).get("run")
-    except Exception:  # not a Zarr group, or not ours: the store's own check names it
-        return
-    import json
-
-    run = json.loads(json.dumps(run))  # as the store keeps it (lists, not tuples)
-    if not isinstance(old, dict) or old.get("maps") != run.get("maps") or {k: old.get(k) for k in run} == run:
-        return  # another store, or this labelling (finished or interrupted): the store's own check
-    before = ", ".join(f"{k} {v}" for k, v in sorted((old.get("params") or {}).items())
-                       if (run.get("params") or {}).get(k) != v)
-    kept = " and ".join(f"'{p}'" for p in maps.values())
-    raise InputError(f"'{out}' holds objects labelled from these maps with other post-processing options "
-                     f"({before or 'another voxel size'}): remove it and run the same command again to label anew "
-                     f"from the network's maps kept in {kept} (the network does not run again), or choose "
-                     "another output name")
+    return refusal

@@ -32,7 +32,7 @@ import numpy as np
 
 from napari_medml.config import InferConfig
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.instances._checks import check_relabelling
+from napari_medml.instances._checks import relabelling_refusal
 from napari_medml.instances.postprocess import InstanceParams, instances_from_outputs
 from napari_medml.segmentation.chunked import BlockPlan, block_scores, check_plan, plan_blocks
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -258,11 +258,10 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         return instances_from_outputs(foreground, distance, spacing, cut)
 
     run = {"maps": _maps_key(targets["foreground"]), "params": params.to_dict(), "spacing": list(spacing)}
-    check_relabelling(out, run, targets)
     labelled = label_blocks([arrays["foreground"], arrays["distance"]], labeller, out, plan=plan, halo=halo,
                             run=run, geometry=geometry, spatial_axes=spatial_axes, min_volume=params.min_size,
-                            voxel_volume=float(np.prod(spacing)), stop=stop,
-                            progress=lambda k, _n: report(windows + k))  # fmt: skip
+                            voxel_volume=float(np.prod(spacing)), stop=stop, progress=lambda k, _n: report(windows + k),
+                            refusal=relabelling_refusal(out, targets))  # fmt: skip
     return InstanceZarrResult({"labels": Path(out), **targets}, plan, halo, labelled.objects, computed, resumed,
                               labelled.computed, labelled.grown, labelled.approximate)
 

@@ -340,13 +340,15 @@ def no_store_if_refused(fresh: bool, done: set[int], targets: dict[str, Path]) -
 
 
 def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any], spatial_axes: str,
-                 geometry: dict[str, Any], dtypes: dict[str, Any],
-                 holder: str = "labels") -> tuple[dict[str, Any], Any, set[int]]:
+                 geometry: dict[str, Any], dtypes: dict[str, Any], holder: str = "labels",
+                 refusal: Callable[[Any, dict[str, Any]], str | None] | None = None,
+                 ) -> tuple[dict[str, Any], Any, set[int]]:
     """Create the output stores, or reopen those of an interrupted identical run.
 
     Returns the arrays by name, the group of ``targets[holder]`` (it holds the progress)
     and the finished blocks. ``"labels"`` is written as a labels image, ``"probabilities"``
-    with a leading channel axis.
+    with a leading channel axis. A store of another run is refused; ``refusal(old_run,
+    run)`` may word that refusal (None: the general one).
     """
     import zarr
 
@@ -362,7 +364,8 @@ def _open_stores(targets: dict[str, Path], plan: BlockPlan, run: dict[str, Any],
             progress = {}
         if not all(existing.values()) or progress.get("run") != run:
             named = ", ".join(f"'{p}'" for n, p in targets.items() if existing[n])
-            raise InputError(f"{named} already exist(s) and do(es) not hold an interrupted run of this "
+            raise InputError((refusal and refusal(progress.get("run"), run))
+                             or f"{named} already exist(s) and do(es) not hold an interrupted run of this "
                              "prediction (same model, image and block plan): remove it or choose another "
                              "output name")  # fmt: skip
         arrays = {name: zarr.open_group(str(path), mode="r+")["0"] for name, path in targets.items()}

@@ -176,7 +176,8 @@ def _complete(labels: np.ndarray, local: tuple[slice, ...], region: tuple[slice,
 def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *, plan: BlockPlan,
                  halo: Sequence[int], run: dict[str, Any], geometry: dict[str, Any], spatial_axes: str,
                  min_volume: float = 0.0, voxel_volume: float = 1.0,
-                 progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> LabelledBlocks:
+                 progress: Callable[[int, int], None] | None = None, stop: Any | None = None,
+                 refusal: Callable[[Any, dict[str, Any]], str | None] | None = None) -> LabelledBlocks:
     """Label objects block by block into an OME-Zarr labels store; resume an interrupted run.
 
     Parameters
@@ -206,6 +207,9 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
         ``(done, total)`` blocks.
     stop : StopToken, optional
         Stopped: ``Cancelled`` is raised before the next block.
+    refusal : callable, optional
+        ``refusal(old_run, run)``: the words refusing an existing store of another run
+        (None: the general refusal), e.g. the fix that labels anew from kept maps.
 
     Returns
     -------
@@ -225,7 +229,8 @@ def label_blocks(sources: Sequence[Any], labeller: Labeller, out: str | Path, *,
         raise ConfigError(f"halo {halo} must have {len(plan.shape)} values >= 0")
     run = {**run, **plan.signature(), "halo": list(halo)}
     dtype = id_dtype(plan.shape)
-    arrays, group, done = _open_stores({"labels": Path(out)}, plan, run, spatial_axes, geometry, {"labels": dtype})
+    arrays, group, done = _open_stores({"labels": Path(out)}, plan, run, spatial_axes, geometry, {"labels": dtype},
+                                       refusal=refusal)
     from napari_medml.io.zarr import ATTRS_KEY
 
     recorded = (dict(group.attrs.get(ATTRS_KEY) or {}).get("prediction") or {})
