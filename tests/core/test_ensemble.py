@@ -328,7 +328,7 @@ def test_a_fold_stopped_in_its_first_epoch_counts_the_steps_it_took():
         if getattr(report, "fold", 1) == 2:
             stop.stop()  # Stop pressed at fold 2's first step
     member = model.members[1]
-    assert member.history == [] and member.provenance["steps"] >= 1
+    assert member.history == [] and member.provenance["steps"] >= 1 and member.provenance["stopped_in_first_epoch"]
     assert model.provenance["ensemble"]["member_steps"] == [6, member.provenance["steps"]]
     assert model_steps_trained(member).endswith("stopped before its first epoch ended: never validated, so these "
                                                 "are its last weights")

@@ -222,7 +222,7 @@ def test_a_stop_in_the_first_epoch_keeps_a_model_that_says_it_was_never_validate
     pre["stop"].changed.emit(True)
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
     model = session_for(viewer).models["ct pretrained"]
-    assert model.history == [] and model.provenance["steps"] >= 1
+    assert model.history == [] and model.provenance["steps"] >= 1 and model.provenance["stopped_in_first_epoch"]
     assert f"(trained {model.provenance['steps']} step" in pre["status"].value, pre["status"].value
     assert "stopped before its first epoch ended: never validated, so these are its last weights" in \
         pre["status"].value and pre["status"].value.endswith("(stopped: Resume continues the run)")

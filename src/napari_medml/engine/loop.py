@@ -305,7 +305,7 @@ class Trainer:
         if self.checkpoint_dir is not None:
             provenance["checkpoint_dir"] = str(self.checkpoint_dir)
         if not self.history and self.steps_done:  # stopped before its first epoch ended: no history says it
-            provenance["steps"] = self.steps_done
+            provenance.update(steps=self.steps_done, stopped_in_first_epoch=True)
         return self.task.model(self.history, provenance, self.best_metrics)
 
     def _best_model(self) -> Any:

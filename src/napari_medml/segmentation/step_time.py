@@ -128,12 +128,12 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
 def model_steps_trained(model: Any) -> str:
     """:func:`steps_trained` of a trained model (its history and plan); for an ensemble,
     :func:`fold_steps` of its members; for a model stopped before its first epoch ended
-    (no history), the steps it took (``provenance["steps"]``)."""
+    (``provenance["stopped_in_first_epoch"]``), the steps it took (``provenance["steps"]``)."""
     provenance = getattr(model, "provenance", None) or {}
     if "ensemble" in provenance:
         return fold_steps(provenance["ensemble"].get("member_steps"))
     history = getattr(model, "history", None) or []
-    if not history and provenance.get("steps"):  # stopped before its first epoch ended
+    if not history and provenance.get("stopped_in_first_epoch") and provenance.get("steps"):
         steps = int(provenance["steps"])
         return (f"{steps} step{'s' if steps != 1 else ''}, stopped before its first epoch ended: never validated, "
                 "so these are its last weights")
