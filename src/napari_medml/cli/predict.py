@@ -72,7 +72,8 @@ def add(sub: Any) -> None:
                    "of the bundle's loss in normalised intensity units, averaged over channels)")  # fmt: skip
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average the image and its flip along each axis (one "
-                   "pass per axis more; a 2D image with square pixels in the 8 orientations of the square: "
+                   "pass per axis more; a 2D network trained on square patches of square pixels: the 8 "
+                   "orientations of the square; "
                    "slower, usually a little better) (default: as the model's plan: "
                    "on for models trained with the plan, off otherwise)")  # fmt: skip
     p.add_argument("--overlap", type=real(0, 1, high_open=True), metavar="F",
