@@ -364,8 +364,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # nnU-Net mirrors at inference by default; on the real images of bench_plan_quality.py one
     # flip per axis raised Dice by 0.002-0.007 for 1-2x the prediction time
     reasons.append("test-time augmentation: on when predicting (the image and its flip along each axis, averaged, "
-                   "as nnU-Net mirrors; in 2D, on square patches of square pixels, its 8 orientations; predict --no-tta or the "
-                   "Predict widget's box turns it off)")
+                   "as nnU-Net mirrors; in 2D, on square patches of square pixels, its 8 orientations; "
+                   "predict --no-tta or the Predict widget's box turns it off)")
     return Plan(fp, normalization, network, tuple(int(p) for p in patch), int(batch), int(channels), int(depth),
                 float(lr), schedule, float(warmup), int(epochs), int(spe), float(fg_fraction), float(strength),
                 seconds, int(margin), keep, tuple(reasons), tta=True, folds=d.folds)
