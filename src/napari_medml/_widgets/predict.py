@@ -61,10 +61,8 @@ class PredictWidget(DockForm):
         w["bundle"] = FileEdit(mode="d", value="", label="bundle folder")
         w["overlap"] = FloatSpinBox(value=InferConfig.overlap, min=0.0, max=0.9, step=0.05, label="overlap")
         w["tta"] = CheckBox(value=False, text="test-time augmentation (flips, turns)",
-                            tooltip="average the image and its flip along each axis (a 2D network trained on square "
-                            "patches of square pixels: its 8 orientations, quarter turns and transposes): slower, "
-                            "usually a little "
-                            "better; a model trained with the plan turns it on when chosen")
+                            tooltip="average the image and its flips (2D, square patches and pixels: its 8 "
+                            "orientations): slower, usually a little better; a planned model turns it on")
         w["min_size"] = SpinBox(value=0, min=0, max=10**9, label="min object size")
         w["fill_holes"] = CheckBox(value=False, text="fill holes")
         w["keep_largest"] = CheckBox(value=False, text="keep largest object per class")
