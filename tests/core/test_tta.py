@@ -26,7 +26,7 @@ def _orientations(image: np.ndarray) -> set[bytes]:
 def test_2d_tta_with_square_pixels_sees_the_8_orientations_of_the_square():
     image = np.arange(12, dtype=np.float32).reshape(3, 4)
     passes = tta_passes(2, True, (0.5, 0.5))
-    assert len(passes) == 8 and passes[0].identity
+    assert len(passes) == 8 and passes[0] == TTAPass(2)
     seen = {np.ascontiguousarray(p.apply(torch.from_numpy(image)).numpy()).tobytes() for p in passes}
     assert seen == _orientations(image)  # each of the dihedral group once
     batch = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)

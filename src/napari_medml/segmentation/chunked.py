@@ -119,7 +119,7 @@ class BlockPlan:
         along each axis, the windows of that pass's grid (mirrored where it flips, with the
         window edges swapped where it transposes) that touch the block."""
         tta_pass = tta_pass or self.passes[0]
-        roi = tta_pass.roi_along(self.roi)
+        roi = tta_pass.shape(self.roi)
         return tuple(slice(*_read_range(sl.start, sl.stop, s, r, self.overlap, a in tta_pass.flips))
                      for a, (sl, s, r) in enumerate(zip(self.interior(index), self.shape, roi)))
 
@@ -224,7 +224,7 @@ def plan_blocks(shape: Sequence[int], roi: Sequence[int], *, channels: int, clas
                 continue
             chosen_list[axis] = new
         chosen = tuple(chosen_list)
-    along = [p.roi_along(roi) for p in passes]
+    along = [p.shape(roi) for p in passes]
     return BlockPlan(shape, chosen, roi, float(config.overlap), passes, int(channels), int(classes),
                      sum(_count(shape, chosen, r, config.overlap) for r in along),
                      sum(math.prod(len(window_starts(s, e, config.overlap)) for s, e in zip(shape, r)) for r in along),

@@ -127,7 +127,7 @@ def replayed_image(model: Any, image: Any, stop: Any = None, spacing: Any = None
 def _block_windows(plan: BlockPlan, index: int) -> int:
     """Windows the network runs for block ``index`` (all TTA passes)."""
     return sum(math.prod(len(window_starts(r.stop - r.start, roi, plan.overlap))
-                         for r, roi in zip(plan.read_region(index, p), p.roi_along(plan.roi)))
+                         for r, roi in zip(plan.read_region(index, p), p.shape(plan.roi)))
                for p in plan.passes)
 
 

@@ -36,11 +36,6 @@ class TTAPass:
     flips: tuple[int, ...] = ()
     transposed: bool = False
 
-    @property
-    def identity(self) -> bool:
-        """The image as given."""
-        return not self.flips and not self.transposed
-
     def _dims(self) -> list[int]:
         return [a - self.spatial_dims for a in self.flips]
 
@@ -71,13 +66,9 @@ class TTAPass:
         return axis
 
     def shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
-        """The spatial shape of an image of shape ``spatial`` in this orientation."""
+        """The spatial shape of an image of shape ``spatial`` in this orientation; also the window
+        edge along each of the image's axes when windows of ``spatial`` run over this orientation."""
         return tuple(int(spatial[self.source_axis(a)]) for a in range(self.spatial_dims))
-
-    def roi_along(self, roi: Sequence[int]) -> tuple[int, ...]:
-        """The window edge along each of the image's axes when windows of ``roi`` run over
-        this orientation (a transpose swaps the last two)."""
-        return self.shape(roi)
 
     def record(self) -> list:
         """JSON form: the flipped axes of ``(C, *spatial)`` (so 1 is the first spatial axis),
