@@ -109,7 +109,22 @@ def test_object_only_in_the_held_out_block_is_kept_in_training_and_said(capsys, 
                      r"validation Dice\); trained 2 steps in ", err.strip().splitlines()[-1]), err
     split = json.loads((tmp_path / "model" / "config.json").read_text())["provenance"]["split"]
     # the default block (the last 10 of 48 rows, axis 1) moved: another end or axis
-    assert "class 1" in split and "last 10 of 48 voxels along axis 1 " not in split
+    assert "class 1" in split and "last 10 of 48 voxels along axis 1 (Y)" not in split
+
+
+def test_the_held_out_block_of_a_nifti_names_its_axis_by_letter(capsys, tmp_path):
+    """The split said "along axis 2" in napari's (z, y, x) numbering, which a NIfTI user reads as
+    its z (trial 35): it now says the letter, X for a NIfTI's first axis."""
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 1, (40, 24, 12)).astype(np.float32)  # NIfTI (X, Y, Z): X is the longest axis
+    lab = (img > 0.5).astype(np.uint8)
+    nib.save(nib.Nifti1Image(img, np.eye(4)), tmp_path / "scan.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "scan_seg.nii.gz")
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "scan.nii.gz", "--labels",
+                           tmp_path / "scan_seg.nii.gz", "--out", tmp_path / "model", *TINY)  # fmt: skip
+    assert code == 0, err
+    split = json.loads((tmp_path / "model" / "config.json").read_text())["provenance"]["split"]
+    assert split.startswith("validation on the last 8 of 40 voxels along axis 2 (X)"), split
 
 
 def test_predict_puts_an_input_in_the_training_orientation_and_the_output_back(capsys, tmp_path, truth):

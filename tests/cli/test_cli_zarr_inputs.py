@@ -65,7 +65,7 @@ def test_a_store_too_small_for_a_held_out_block_says_so_and_the_fix_validates(ca
                            "--out", tmp_path / "m", "--val-fraction", "0.3", *TINY)  # fmt: skip
     assert code == 0, err
     assert "val_fraction 0" not in err
-    assert "no validation: the image's 48 voxels along axis 1 hold no held-out block" in err, err
+    assert "no validation: the image's 48 voxels along axis 1 (Y) hold no held-out block" in err, err
     assert "give a smaller patch (at most 24 along that axis)" in err
     code, _, err = run_cli(capsys, "train", "--image", tmp_path / "img.zarr", "--labels", tmp_path / "lab.zarr",
                            "--out", tmp_path / "m2", "--val-fraction", "0.3", "--patch-size", "16", "24", "24",

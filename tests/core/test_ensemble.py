@@ -58,7 +58,7 @@ def test_the_slices_of_a_volume_stay_together_in_a_fold():
 def test_a_fold_block_too_thin_for_a_patch_is_refused():
     """--folds 20 on a 61-voxel axis cut blocks of 3 voxels and planned a 2-voxel patch axis."""
     volume = np.zeros((1, 31, 61, 57), np.float32)
-    with pytest.raises(InputError, match=r"blocks of 3 voxels along axis 1, fewer than 8: use at most 7 folds"):
+    with pytest.raises(InputError, match=r"blocks of 3 voxels along axis 1 \(Y\), fewer than 8: use at most 7 folds"):
         split_fold([volume], [np.ones((31, 61, 57), np.uint8)], 0, 20)
     assert split_fold([volume], [np.ones((31, 61, 57), np.uint8)], 0, 7)[1]  # 8-voxel blocks
 

@@ -448,7 +448,7 @@ def test_the_validation_margin_line_says_why_there_is_none():
     # 128 voxels along Y: 102 train after the held-out fifth; a 100-voxel patch leaves no room for 6 more
     tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
                       keep=["data.patch_size"])
-    assert ("no room: the 100-voxel patch needs the 102 voxels of the training part along axis 1"
+    assert ("no room: the 100-voxel patch needs the 102 voxels of the training part along axis 1 (Y)"
             in margin_line(tight))
 
 
@@ -466,7 +466,7 @@ def test_an_ensemble_plans_a_margin_either_side_of_each_fold_when_its_pieces_hav
     plan = make_plan(fp(train_shape=(42, 128, 128)), cfg, device="cpu", keep=["data.patch_size"])
     assert plan.val_margin == 0
     assert ("validation margin: 0 (no room: the 40-voxel patch needs the 42 voxels of the thinnest training piece "
-            "of a fold along axis 0)") in plan.reasons
+            "of a fold along axis 0 (Z))") in plan.reasons
 
 
 def test_the_plan_line_names_a_few_class_shares_then_counts_them():

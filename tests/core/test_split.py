@@ -51,7 +51,7 @@ def test_a_split_that_keeps_every_class_on_both_sides_is_preferred():
     img = np.zeros((1, *lab.shape), np.float32)
     train, val, note = split.split_train_val([img], [lab], 0.2)
     # the end of axis 2 would keep class 2 in training but not in validation; axis 0 keeps both
-    assert "along axis 0" in note
+    assert "along axis 0 (Z)" in note
     assert split.present_classes(train[0].label) == {1, 2}
     assert split.present_classes(val[0].label) == {1, 2}
 
@@ -118,8 +118,8 @@ def test_a_moved_block_prefers_one_that_scores_and_says_when_none_can():
     flat[10:30, 82:94] = 2
     train, val, note = split.split_train_val([np.zeros((1, 40, 96), np.float32)], [flat], 0.2)
     assert (train[0].label == 2).sum() == (flat == 2).sum() and not (val[0].label == 2).any()
-    assert note == ("validation on the last 8 of 40 voxels along axis 0 (the default held-out block, the last 20 "
-                    "voxels along axis 1, held every voxel of class 1); it holds no foreground, so its Dice says "
+    assert note == ("validation on the last 8 of 40 voxels along axis 0 (Y) (the default held-out block, the last 20 "
+                    "voxels along axis 1 (X), held every voxel of class 1); it holds no foreground, so its Dice says "
                     "nothing of the model")
 
 
@@ -162,3 +162,9 @@ def test_validation_moves_to_images_with_foreground_only_if_a_third_of_it_still_
     train, val, note = split.split_train_val(images, labels, 0.2, groups=(10,), margin=1)
     assert note.startswith("validation on the last 2 of 10 images") and note.endswith(split.NO_FOREGROUND)
     assert sum(int((r.label == 2).sum()) for r in train) == 4 * 36
+
+
+def test_an_axis_is_named_by_its_number_and_letter():
+    assert [split.axis_phrase(a, 3) for a in range(3)] == ["axis 0 (Z)", "axis 1 (Y)", "axis 2 (X)"]
+    assert [split.axis_phrase(a, 2) for a in range(2)] == ["axis 0 (Y)", "axis 1 (X)"]
+    assert split.axis_phrase(1, 4) == "axis 1"

@@ -26,6 +26,7 @@ import numpy as np
 
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.preprocessing.inputs import FILL_NAN
+from napari_medml.segmentation.split import axis_phrase
 
 __all__ = ["LazyImage", "LazyLabels", "is_lazy", "prepare_lazy", "sample_blocks"]
 
@@ -260,9 +261,9 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     train = data.Region(LazyImage(train_image, normalization), train_labels)
     val, note = [], "no validation (val_fraction 0)"
     if too_small:
-        note = (f"no validation: the image's {shape[axis]} voxels along axis {axis} hold no held-out block next "
-                f"to a {patch[axis]}-voxel patch; give a smaller patch (at most {max(half, divisor)} along that axis) "
-                "to validate")
+        note = (f"no validation: the image's {shape[axis]} voxels along {axis_phrase(axis, len(shape))} hold no "
+                f"held-out block next to a {patch[axis]}-voxel patch; give a smaller patch (at most "
+                f"{max(half, divisor)} along that axis) to validate")
     if thick:
         val_where = []
         for a, s in enumerate(shape):
@@ -277,7 +278,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
             data.encode_labels(np.asarray(label[val_where]), class_ids, dc.label_mode, dc.background_id))
         val = [region] if region.label.any() else []
         size = "x".join(str(w.stop - w.start) for w in val_where)
-        note = (f"validation on a {size} block at the end of axis {axis}" if val else
+        note = (f"validation on a {size} block at the end of {axis_phrase(axis, len(shape))}" if val else
                 f"the held-out {size} block has no labelled voxels: validation off")  # fmt: skip
     note += f"; patches read lazily from the {'x'.join(map(str, shape))} image"
     return TrainingData([train], val, note, class_ids, int(image.shape[0]), spacings[0], patch, normalization)

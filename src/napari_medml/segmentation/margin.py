@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from napari_medml.segmentation import sample_groups
-from napari_medml.segmentation.split import holds_out_blocks
+from napari_medml.segmentation.split import axis_phrase, holds_out_blocks
 
 __all__ = ["planned_margin"]
 
@@ -54,7 +54,7 @@ def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: i
     if not margin or train_len - margin < patch[axis]:
         piece = "thinnest training piece of a fold" if folds > 1 else "training part"
         return 0, (f"no room: the {patch[axis]}-voxel patch needs the {train_len} voxels of the {piece} along "
-                   f"axis {axis}")
+                   f"{axis_phrase(axis, len(shape))}")
     image = "the image" if n_images == 1 else "the median image"
     return margin, (f"5% of {image} between the training labels and the held-out block"
                     + (" of each fold" if folds > 1 else "")

@@ -18,8 +18,23 @@ from napari_medml.errors import InputError
 from napari_medml.segmentation import sample_groups
 from napari_medml.segmentation.data import Region
 
-__all__ = ["holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
+__all__ = ["axis_phrase", "holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
            "split_train_val"]
+
+
+def axis_phrase(axis: int, ndim: int) -> str:
+    """``"axis 2 (X)"``: a spatial axis by its number and letter, so a user whose file names
+    its axes otherwise (a NIfTI's x, y, z are its last three in reverse) knows which it is.
+
+    Parameters
+    ----------
+    axis : int
+        The axis of a ``(Z, Y, X)`` or ``(Y, X)`` array.
+    ndim : int
+        The array's number of spatial axes; other than 2 or 3, the number alone.
+    """
+    letters = {2: "YX", 3: "ZYX"}.get(ndim)
+    return f"axis {axis} ({letters[axis]})" if letters and 0 <= axis < ndim else f"axis {axis}"
 
 
 # ends the split note of a held-out part without foreground (the last line of a run reads it)
@@ -118,8 +133,8 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         scoring = sorted((c for c in keeps if scored(c)), key=lambda c: (-len(scored(c)), c[0] != default[0]))
         if scoring:
             chosen = scoring[0]
-            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
-                   f"{default[0]}, held no foreground to score)")
+            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along "
+                   f"{axis_phrase(default[0], len(shape))}, held no foreground to score)")
         else:
             why = NO_FOREGROUND
     if lost:
@@ -128,14 +143,16 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
         if both or fits:
             # of those, one that scores foreground (the most classes; stable: candidates' order)
             chosen = sorted(both or fits, key=lambda c: -len(scored(c)))[0]
-            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along axis "
-                   f"{default[0]}, held every voxel of class {_names(sorted(lost), class_ids)})")
+            why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along "
+                   f"{axis_phrase(default[0], len(shape))}, held every voxel of class "
+                   f"{_names(sorted(lost), class_ids)})")
             if not scored(chosen):
                 why += NO_FOREGROUND
     axis, end = chosen
     margin = max(0, min(int(margin), shape[axis] - n_blocks[axis] - 1))
     train, val = _cut(images[0], labels[0], axis, end, n_blocks[axis], context, margin)
-    note = f"validation on the {end} {n_blocks[axis]} of {shape[axis]} voxels along axis {axis}{why}"
+    note = (f"validation on the {end} {n_blocks[axis]} of {shape[axis]} voxels along "
+            f"{axis_phrase(axis, len(shape))}{why}")
     if margin:
         note += f", {margin} voxels of training labels next to it left out"
     return [train], [val], note
@@ -197,7 +214,7 @@ def split_fold(images: list[np.ndarray], labels: list[np.ndarray], fold: int, fo
         if shape[axis] // folds < MIN_FOLD_BLOCK:
             most = shape[axis] // MIN_FOLD_BLOCK
             raise InputError(f"an image of shape {shape} cut into {folds} folds gives blocks of {shape[axis] // folds} "
-                             f"voxels along axis {axis}, fewer than {MIN_FOLD_BLOCK}: "
+                             f"voxels along {axis_phrase(axis, len(shape))}, fewer than {MIN_FOLD_BLOCK}: "
                              + (f"use at most {most} folds" if most >= 2 else "train one model (folds 1)"))
         start, stop = fold * shape[axis] // folds, (fold + 1) * shape[axis] // folds
         extra = max(0, int(context[axis]) - (stop - start)) if context is not None else 0
