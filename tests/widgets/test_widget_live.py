@@ -101,6 +101,13 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     index = int(re.search(r"slice (\d+)", widget["hint"].value).group(1))
     assert viewer.dims.current_step[0] == index
     assert 0 <= index < truth.shape[0]
+    # trial 36: with the view turned (Y on the slider) the hint ranked Z slices, which the slider cannot reach
+    viewer.dims.order = (1, 0, 2)
+    widget["next"].changed.emit(True)
+    qtbot.waitUntil(lambda: "along axis 1," in widget["hint"].value, timeout=60000)
+    index = int(re.search(r"slice (\d+) along axis 1", widget["hint"].value).group(1))
+    assert viewer.dims.current_step[1] == index and 0 <= index < truth.shape[1]
+    viewer.dims.order = (0, 1, 2)
 
     # the network learns behind the features; Accept once it has a snapshot
     qtbot.waitUntil(lambda: widget.session.training.get("snapshots", 0) > 0, timeout=180000)

@@ -19,7 +19,7 @@ from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
            "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "session_status",
-           "show_uncertainty", "status_lines", "viewer_closing", "visible_slice"]
+           "show_uncertainty", "slice_axis", "status_lines", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -222,6 +222,14 @@ def place_on_image(layer: Any, inputs: Any, axes: str) -> None:
     place_like(layer, inputs.layer)
 
 
+def slice_axis(viewer: Any, scribbles: Any) -> int:
+    """The axis of the 3D ``scribbles`` layer on ``viewer``'s slider (0, napari's default view,
+    when the view is 3D or the layer is not a volume): a turned view (``dims.order``) slices another."""
+    offset = viewer.dims.ndim - scribbles.ndim
+    sliced = [i - offset for i in viewer.dims.not_displayed if i >= offset]
+    return sliced[0] if scribbles.ndim == 3 and len(sliced) == 1 else 0
+
+
 def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
     """Move ``viewer`` to a ``suggest_next`` hint (its slice, centred on its point); the hint line."""
     world = scribbles.data_to_world(hint.point)
@@ -231,7 +239,8 @@ def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
             step = int(round((value - viewer.dims.range[offset + i].start) / viewer.dims.range[offset + i].step))
             viewer.dims.set_current_step(offset + i, step)
     viewer.camera.center = tuple(world[i - offset] for i in viewer.dims.displayed if i >= offset)
-    where = f"slice {hint.index}, " if hint.index is not None else ""
+    along = f" along axis {hint.axis}" if hint.axis else ""  # napari's default view slices axis 0
+    where = f"slice {hint.index}{along}, " if hint.index is not None else ""
     return f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty {hint.uncertainty:.2f})."
 
 

@@ -10,10 +10,9 @@ improves), and between answers gives the network time (``train_for`` in short
 slices, which return as soon as new strokes arrive). One job, not two: napari's
 thread pool has as many threads as cores, and Accept, Where to paint next and the
 other widgets need one too. Stop, another image, removing a layer the session uses or
-closing the widget cancel the session (a whole answer stops within a block) and end
-the job, which closes it and frees its features and network. Accept writes the answer as
-``<image> [segmentation]`` and puts the network in the viewer's session, where
-the Predict widget lists it.
+closing the widget cancel the session (a whole answer stops within a block) and end the job,
+which closes it and frees its features and network. Accept writes the answer as ``<image>
+[segmentation]`` and puts the network in the viewer's session, where the Predict widget lists it.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
                                                add_live_model, brush_kept, check_live_input, clear_answer, disconnect,
-                                               draw_answer, go_to, place_on_image, session_status, status_lines,
-                                               viewer_closing, visible_slice)
+                                               draw_answer, go_to, place_on_image, session_status, slice_axis,
+                                               status_lines, viewer_closing, visible_slice)
 from napari_medml._widgets._placement import place_like, placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
@@ -341,7 +340,8 @@ class LiveWidget(DockForm):
     def where_next(self, *_: Any) -> None:
         """Move the view to the slice (and point) with the most uncertain unpainted voxels."""
         session, scribbles = self._require_session(), self._layers["scribbles"]
-        if self.tasks.start(lambda stop, report: session.suggest_next(axis=0),  # the whole image's answer first
+        axis = slice_axis(self._viewer, scribbles)  # the slider's axis: the view may be turned (trial 36)
+        if self.tasks.start(lambda stop, report: session.suggest_next(axis=axis),  # the whole image's answer first
                             on_result=lambda hint: self._go_to(scribbles, hint), on_done=self._busy_over) is not None:
             self._w["hint"].value = WHERE_NEXT_BUSY
 
