@@ -107,6 +107,27 @@ def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
     assert len(per_class) == 4 and all(viewer.layers[n].data.shape == ct.data.shape for n in per_class)
 
 
+def test_two_bundles_in_folders_of_one_name_are_both_kept(setup, qtbot, tmp_path):
+    """Trial 36: bundles loaded from a/model and b/model were both 'model'; the second replaced
+    the first in the model list without a word."""
+    import shutil
+
+    viewer, widget, ct, seg = setup
+    other = shutil.copytree(widget["bundle"].value, tmp_path / "other" / "phantom model")
+    _predict(widget, qtbot)
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = other
+    _predict(widget, qtbot)
+    models = session_for(viewer).models
+    assert {"phantom model", "other/phantom model"} <= set(models)
+    assert models["phantom model"] is not models["other/phantom model"]
+    assert widget["status"].value == "'ct' segmented with 'other/phantom model'"
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = other  # the same folder again: the same name, no third entry
+    _predict(widget, qtbot)
+    assert len(models) == 2
+
+
 def test_cancel_during_prediction(setup, qtbot, notes):
     viewer, widget, _, _ = setup
     widget["overlap"].value = 0.9  # many windows: the job is still running when Cancel is pressed

@@ -56,6 +56,7 @@ class Session:
         # (2D/3D, patch text) of the Train segmentation form: the Augmentation preview crops it
         self.train_patch: tuple[int, str] | None = None
         self._listeners: list[Callable[[str], None]] = []
+        self._folders: dict[str, Path] = {}  # model name -> the bundle folder it was loaded from
         self._temp: Path | None = None  # the session's checkpoint folder, made on first use
         self._cleanup: weakref.finalize | None = None
         self._owners: set[int] = set()  # ids of the Qt widgets that use the folder
@@ -129,12 +130,40 @@ class Session:
             atexit.register(shutil.rmtree, str(self._temp), True)
         self._temp, self._cleanup = None, None
 
-    def add_model(self, model: Model, name: str) -> str:
-        """Keep ``model`` under ``name`` (replacing a model of that name); tell listeners."""
+    def add_model(self, model: Model, name: str, folder: Path | None = None) -> str:
+        """Keep ``model`` under ``name`` (replacing a model of that name); tell listeners.
+
+        Parameters
+        ----------
+        model : Model
+        name : str
+        folder : Path, optional
+            The bundle folder ``model`` was loaded from (:meth:`bundle_name` tells it from others).
+        """
         self.models[name] = model
+        if folder is None:
+            self._folders.pop(name, None)
+        else:
+            self._folders[name] = Path(folder).resolve()
         for listener in list(self._listeners):
             listener(name)
         return name
+
+    def bundle_name(self, folder: str | Path) -> str:
+        """The name a bundle loaded from ``folder`` is kept under: the folder's name, or, when a
+        model of another origin has it, its parent's name too (``a/model`` and ``b/model``; trial 36:
+        the second replaced the first in the list without a word), else the whole path.
+
+        Parameters
+        ----------
+        folder : str or Path
+            The bundle folder.
+        """
+        path = Path(folder).resolve()
+        for name in (path.name, f"{path.parent.name}/{path.name}", str(path)):
+            if name not in self.models or self._folders.get(name) == path:
+                return name
+        return str(path)
 
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the

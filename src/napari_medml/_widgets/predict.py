@@ -168,7 +168,7 @@ class PredictWidget(DockForm):
                              f"a model of this session in 'model' ({', '.join(map(repr, self._session.models))})")
         if folder in ("", "."):
             raise InputError("no model yet: train one in 'Train segmentation', or choose a bundle folder")
-        return Path(folder).name, Path(folder)
+        return self._session.bundle_name(folder), Path(folder)
 
     @notify_errors("Prediction")
     def predict(self, *_: Any) -> None:
@@ -228,7 +228,7 @@ class PredictWidget(DockForm):
         def done(result: tuple[Any, ...]) -> None:
             model, prediction, table, as_predicted, (inputs, origin, _) = result
             if isinstance(source, Path):
-                self._session.add_model(model, name)
+                self._session.add_model(model, name, source)
             if inputs.layer not in self._viewer.layers:
                 self._w["status"].value = _image_gone(inputs.layer.name)
                 return
