@@ -104,8 +104,8 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     # trial 36: with the view turned (Y on the slider) the hint ranked Z slices, which the slider cannot reach
     viewer.dims.order = (1, 0, 2)
     widget["next"].changed.emit(True)
-    qtbot.waitUntil(lambda: "along axis 1," in widget["hint"].value, timeout=60000)
-    index = int(re.search(r"slice (\d+) along axis 1", widget["hint"].value).group(1))
+    qtbot.waitUntil(lambda: "along axis 1 (Y)," in widget["hint"].value, timeout=60000)
+    index = int(re.search(r"slice (\d+) along axis 1 \(Y\)", widget["hint"].value).group(1))
     assert viewer.dims.current_step[1] == index and 0 <= index < truth.shape[1]
     viewer.dims.order = (0, 1, 2)
 

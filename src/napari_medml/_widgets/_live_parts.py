@@ -16,6 +16,7 @@ from napari_medml._widgets._placement import place_like
 from napari_medml._widgets._results import show_result
 from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
+from napari_medml.segmentation.split import axis_phrase
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
            "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "session_status",
@@ -239,7 +240,7 @@ def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
             step = int(round((value - viewer.dims.range[offset + i].start) / viewer.dims.range[offset + i].step))
             viewer.dims.set_current_step(offset + i, step)
     viewer.camera.center = tuple(world[i - offset] for i in viewer.dims.displayed if i >= offset)
-    along = f" along axis {hint.axis}" if hint.axis else ""  # napari's default view slices axis 0
+    along = f" along {axis_phrase(hint.axis, len(hint.point))}" if hint.axis else ""  # napari's default: axis 0
     where = f"slice {hint.index}{along}, " if hint.index is not None else ""
     return f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty {hint.uncertainty:.2f})."
 

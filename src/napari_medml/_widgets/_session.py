@@ -160,7 +160,7 @@ class Session:
             The bundle folder.
         """
         path = Path(folder).resolve()
-        for name in (path.name, f"{path.parent.name}/{path.name}", str(path)):
+        for name in (path.name, f"{path.parent.name}/{path.name}"):
             if name not in self.models or self._folders.get(name) == path:
                 return name
         return str(path)
