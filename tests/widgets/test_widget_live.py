@@ -343,3 +343,17 @@ def test_an_image_removed_while_accept_runs_gets_no_segmentation_or_model(
     assert "ct [segmentation]" not in viewer.layers and not session_for(viewer).models
     assert widget.session is None and "image layer 'ct' was removed" in widget["status"].value
     assert scribbles in viewer.layers and scribbles.data.any()  # the user's strokes stay
+
+
+def test_the_hint_names_a_turned_axis_as_the_slider_labels_it() -> None:
+    """Review 36: a volume added from nibabel with axis labels x, y, z has z as its axis 2; the
+    hint called it X (the letters of a (Z, Y, X) layer), where napari's slider says z."""
+    from types import SimpleNamespace
+
+    from napari_medml._widgets._live_parts import _axis_name
+
+    hint = SimpleNamespace(axis=2, point=(4, 5, 6))
+    labelled = SimpleNamespace(dims=SimpleNamespace(axis_labels=("x", "y", "z"), ndim=3))
+    assert _axis_name(labelled, 2, hint) == "axis 2 (z)"
+    for defaults in (("0", "1", "2"), ("-3", "-2", "-1")):  # napari 0.5's and 0.9's unlabelled axes
+        assert _axis_name(SimpleNamespace(dims=SimpleNamespace(axis_labels=defaults, ndim=3)), 2, hint) == "axis 2 (X)"

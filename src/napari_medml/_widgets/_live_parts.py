@@ -240,9 +240,18 @@ def go_to(viewer: Any, scribbles: Any, hint: Any) -> str:
             step = int(round((value - viewer.dims.range[offset + i].start) / viewer.dims.range[offset + i].step))
             viewer.dims.set_current_step(offset + i, step)
     viewer.camera.center = tuple(world[i - offset] for i in viewer.dims.displayed if i >= offset)
-    along = f" along {axis_phrase(hint.axis, len(hint.point))}" if hint.axis else ""  # napari's default: axis 0
+    along = f" along {_axis_name(viewer, offset + hint.axis, hint)}" if hint.axis else ""  # napari's default: 0
     where = f"slice {hint.index}{along}, " if hint.index is not None else ""
     return f"Paint next at {where}voxel {tuple(hint.point)} (mean uncertainty {hint.uncertainty:.2f})."
+
+
+def _axis_name(viewer: Any, dim: int, hint: Any) -> str:
+    """``"axis 1 (y)"``: the layer's axis by the label napari's slider shows (a layer of a NIfTI
+    opened in the console may be labelled x, y, z), or by its letter in (Z, Y, X) when unlabelled."""
+    label = str(viewer.dims.axis_labels[dim])
+    if label in (str(dim), str(dim - viewer.dims.ndim)):  # napari's default labels: 0, 1, 2 (0.5) or -3, -2, -1
+        return axis_phrase(hint.axis, len(hint.point))
+    return f"axis {hint.axis} ({label})"
 
 
 def viewer_closing(viewer: Any) -> bool:

@@ -159,11 +159,11 @@ class Session:
         folder : str or Path
             The bundle folder.
         """
-        path = Path(folder).resolve()
-        for name in (path.name, f"{path.parent.name}/{path.name}"):
+        given, path = Path(folder).absolute(), Path(folder).resolve()  # named as chosen, told apart as stored
+        for name in (given.name, f"{given.parent.name}/{given.name}"):
             if name not in self.models or self._folders.get(name) == path:
                 return name
-        return str(path)
+        return str(given)
 
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the

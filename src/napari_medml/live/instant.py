@@ -256,7 +256,7 @@ class Suggestion:
     point : tuple of int
         Voxel (Y, X) or (Z, Y, X) at the centre of the most uncertain unpainted patch.
     axis : int or None
-        Slicing axis of ``index`` (0 for volumes; None for 2D images).
+        Slicing axis of ``index`` (the ``axis`` asked for, for volumes; None for 2D images).
     index : int or None
         Slice along ``axis`` holding the most uncertainty over unpainted voxels.
     uncertainty : float

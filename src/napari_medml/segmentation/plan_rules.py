@@ -18,9 +18,8 @@ def quarter_turn_patch(patch: Sequence[int], spacing: Sequence[float],
 
     ``augment.rotate90`` turns a square patch by 90 degrees and a rectangular one by 180 only
     (``augment.transforms``). On the 2D nuclei of ``benchmarks/bench_plan_quality.py`` (4 CPU
-    minutes, with the plan's test-time augmentation of ``segmentation.tta``) a square 120x120
-    patch scored Dice 0.9387 (8 orientations) where the 248x120 one scored 0.9326 (flips only:
-    an elongated patch is not transposed; ``docs/benchmarks/plan_quality_square_patch.json``).
+    minutes, predicted with test-time augmentation) a square 120x120 patch scored Dice 0.9387
+    where the 248x120 one scored 0.9326 (``docs/benchmarks/plan_quality_square_patch.json``).
 
     Parameters
     ----------
