@@ -90,7 +90,7 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     # measured 0.846 with these dabs (the instant stage; the network may take over later)
     qtbot.waitUntil(lambda: _dice(viewer.layers["ct [live]"].data, truth) > 0.8, timeout=60000)
     assert "on screen: features" in widget["status"].value or "on screen: network" in widget["status"].value
-    assert "background 9" in widget["counts"].value
+    assert "background ×9" in widget["counts"].value  # trial 36: "id 2 1" read as one number
 
     widget["uncertainty"].value = True
     qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
@@ -316,7 +316,7 @@ def _first_answer(make_napari_viewer, open_widget, qtbot):
     return viewer, image, widget, scribbles, truth
 
 
-def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_widget, qtbot) -> None:
+def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_widget, qtbot, notes) -> None:
     viewer, _, widget, scribbles, truth = _first_answer(make_napari_viewer, open_widget, qtbot)
     answer = viewer.layers["ct [live]"]
     answer.data_setitem((np.full(20, 8), np.arange(20), np.full(20, 5)), np.full(20, 7))  # the user's correction
@@ -325,6 +325,9 @@ def test_an_answer_layer_the_user_painted_in_is_kept(make_napari_viewer, open_wi
     qtbot.waitUntil(lambda: "ct [live] (2)" in viewer.layers and viewer.layers["ct [live] (2)"].data.any(),
                     timeout=60000)
     assert viewer.layers["ct [live]"] is answer and np.array_equal(answer.data, corrected)
+    said = [str(n.message) for n in notes if "has your painting" in str(n.message)]
+    assert said == ["'ct [live]' has your painting, so it is kept as it is and the answers go on in a new layer; "
+                    "to teach the model, paint into 'ct [scribbles]'"]  # once, not at every answer
     session = widget.session
     widget["stop"].changed.emit(True)
     assert session.closed  # at once: an answer of the whole volume in the job stops within a block

@@ -76,7 +76,7 @@ def test_erasing_the_strokes_of_a_class_empties_the_answer_and_the_counts_follow
     _dabs(scribbles, truth, 8, [0, 1])
     qtbot.waitUntil(lambda: "ct [live]" in viewer.layers and (viewer.layers["ct [live]"].data == 1).any(),
                     timeout=60000)
-    assert widget["counts"].value.startswith("strokes: id 1 ")
+    assert widget["counts"].value.startswith("strokes: id 1 ×")
     widget["uncertainty"].value = True  # 1 - max probability reaches 0.5 with two classes
     qtbot.waitUntil(lambda: "ct [uncertainty]" in viewer.layers, timeout=60000)
     assert tuple(viewer.layers["ct [uncertainty]"].contrast_limits) == (0.0, 0.5)

@@ -37,7 +37,7 @@ def status_lines(status: dict, background: int, whole_behind: bool = False) -> t
     line = f"on screen: {status['stage']}; held-out scores: {scores}" + (f"; network: {steps} steps" if steps else "")
     if whole_behind:
         line += "; the rest of the volume updates when you pause painting (the painted slices are current)"
-    counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} {n}"
+    counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} ×{n}"
                                       for k, n in sorted(status["counts"].items())) or "none")
     return line, counts
 
@@ -145,6 +145,7 @@ def draw_answer(viewer: Any, layers: dict, report: Answer, image: Any, axes: str
     with brush_kept(viewer, layers.get("scribbles")):
         if report.labels is not None:
             if not ours:  # none yet, removed, or painted in by the user (theirs now): a new layer
+                _tell_kept(viewer, layer, layers.get("scribbles"))
                 data = report.labels if report.region is None else np.zeros(shape, report.labels.dtype)
                 layer = layers["live"] = show_result(viewer, result_layer_data(
                     data, image.name, "live", layer_spatial(image), "labels", axes), like=image)
@@ -156,6 +157,17 @@ def draw_answer(viewer: Any, layers: dict, report: Answer, image: Any, axes: str
         if report.uncertainty is not None:
             show_uncertainty(viewer, report.uncertainty, image, axes, report.status)
     return ours or report.labels is not None
+
+
+def _tell_kept(viewer: Any, layer: Any, scribbles: Any) -> None:
+    """Say once that an answer layer the user painted into is kept and the answers go on in a new one."""
+    if layer is None or layer not in viewer.layers:
+        return
+    from napari.utils import notifications
+
+    where = f"'{scribbles.name}'" if scribbles is not None else "the scribbles layer"
+    notifications.show_info(f"'{layer.name}' has your painting, so it is kept as it is and the answers go on in a "
+                            f"new layer; to teach the model, paint into {where}")
 
 
 class OnClose(QObject):
