@@ -356,6 +356,12 @@ def test_predict_saves_a_session_model_as_a_bundle(make_napari_viewer, open_widg
     predict["model"].value = BUNDLE_CHOICE
     predict["bundle"].value = tmp_path / "saved"
     assert predict["tta"].value is True
+    # trial 36: the saved folder loaded again was listed beside the model it was saved from
+    predict["images"].value = [image]
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert predict["status"].value == "'ct' segmented with 'ct model'"
+    assert list(session_for(viewer).models) == ["ct model"]
 
 
 def test_finetune_retrains_every_member_of_an_ensemble(make_napari_viewer, open_widget, phantom, qtbot,

@@ -160,10 +160,28 @@ class Session:
             The bundle folder.
         """
         given, path = Path(folder).absolute(), Path(folder).resolve()  # named as chosen, told apart as stored
+        for name, where in self._folders.items():  # a session model saved there: it, not a second entry
+            if where == path and name in self.models:
+                return name
         for name in (given.name, f"{given.parent.name}/{given.name}"):
             if name not in self.models or self._folders.get(name) == path:
                 return name
         return str(given)
+
+    def saved(self, name: str, model: Model, folder: str | Path) -> None:
+        """Note that the session's ``model``, kept as ``name``, was saved to ``folder``: loading that
+        folder is then that model, not a second entry of the same weights (trial 36).
+
+        Parameters
+        ----------
+        name : str
+        model : Model
+            The model saved; a model kept under ``name`` since (a new run) is not noted.
+        folder : str or Path
+            The bundle folder written.
+        """
+        if self.models.get(name) is model:
+            self._folders[name] = Path(folder).resolve()
 
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the

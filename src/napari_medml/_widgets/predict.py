@@ -1,9 +1,7 @@
 """Predict widget: a model from this session or a bundle folder, run on an image.
 
-Results are new layers named ``<image> [prediction]`` (and ``[probabilities]``,
-``[uncertainty]``, ``[instances]``); a re-run replaces only the layers it made.
-Fine-tune continues the current model on the (corrected) labels for a few steps and
-predicts again: the correct-and-retrain loop.
+Results are new layers ``<image> [prediction]`` (``[probabilities]``, ``[uncertainty]``, ``[instances]``); a re-run
+replaces only the layers it made. Fine-tune continues the model on the (corrected) labels, then predicts again.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 BUNDLE_CHOICE = "bundle folder..."
 
 
-def _lazy(image: Any) -> bool:
-    """A dask or zarr image (a lazily loaded layer): never turned into one NumPy array."""
+def _lazy(image: Any) -> bool:  # a dask or zarr image (a lazily loaded layer): never turned into one NumPy array
     return not isinstance(image, np.ndarray)
 
 
@@ -139,9 +136,12 @@ class PredictWidget(DockForm):
         if Path(folder).is_dir() and any(Path(folder).iterdir()):  # never replace a model saved before
             raise InputError(f"'{folder}' holds a model bundle already: choose a new or empty folder")
         model = self._session.models[name]
-        self.runner.start(lambda stop, report: model.save(folder),
-                          on_result=lambda path: setattr(self._w["status"], "value",
-                                                         f"saved model '{name}' to {path}"))
+
+        def done(path: Any) -> None:
+            self._session.saved(name, model, path)
+            self._w["status"].value = f"saved model '{name}' to {path}"
+
+        self.runner.start(lambda stop, report: model.save(folder), on_result=done)
 
     def _stores(self) -> Path:
         """Where block-wise predictions of lazy layers go: the session's temp folder, removed when
