@@ -128,6 +128,24 @@ def test_two_bundles_in_folders_of_one_name_are_both_kept(setup, qtbot, tmp_path
     assert len(models) == 2
 
 
+def test_bundle_names_tell_every_folder_apart(tmp_path):
+    """Review 36: x/a/model beside y/a/model became 'model' and 'a/model', the second not telling which;
+    a session model saved to a folder keeps its name when that folder is loaded."""
+    from napari_medml._widgets._session import Session
+
+    session, model = Session(), object()
+    first, second = tmp_path / "x" / "a" / "model", tmp_path / "y" / "a" / "model"
+    session.add_model(model, session.bundle_name(first), first)
+    assert session.bundle_name(second) == str(second)  # "a/model" would name both
+    assert session.bundle_name(first) == "model"  # loaded again: the same entry
+    assert session.bundle_name(tmp_path / "b" / "model") == "b/model"
+    session.add_model(model, "ct model")
+    session.saved("ct model", model, tmp_path / "saved")
+    assert session.bundle_name(tmp_path / "saved") == "ct model"
+    session.saved("ct model", object(), tmp_path / "other")  # a new run kept under the name since: not noted
+    assert session.bundle_name(tmp_path / "other") == "other"
+
+
 def test_cancel_during_prediction(setup, qtbot, notes):
     viewer, widget, _, _ = setup
     widget["overlap"].value = 0.9  # many windows: the job is still running when Cancel is pressed

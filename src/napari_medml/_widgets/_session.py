@@ -152,7 +152,8 @@ class Session:
     def bundle_name(self, folder: str | Path) -> str:
         """The name a bundle loaded from ``folder`` is kept under: the folder's name, or, when a
         model of another origin has it, its parent's name too (``a/model`` and ``b/model``; trial 36:
-        the second replaced the first in the list without a word), else the whole path.
+        the second replaced the first in the list without a word), else the whole path (``x/a/model``
+        beside ``y/a/model``); a session model saved to ``folder`` keeps its name.
 
         Parameters
         ----------
@@ -163,7 +164,9 @@ class Session:
         for name, where in self._folders.items():  # a session model saved there: it, not a second entry
             if where == path and name in self.models:
                 return name
-        for name in (given.name, f"{given.parent.name}/{given.name}"):
+        holder = self._folders.get(given.name)  # x/a/model beside y/a/model: "a/model" would not tell them apart
+        told = holder is None or holder.parent.name != given.parent.name
+        for name in (given.name, f"{given.parent.name}/{given.name}")[: 2 if told else 1]:
             if name not in self.models or self._folders.get(name) == path:
                 return name
         return str(given)
