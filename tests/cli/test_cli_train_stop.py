@@ -305,6 +305,10 @@ def test_one_run_at_a_time_and_resume_only_on_the_runs_files(files, tmp_path) ->
     assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run: this new run replaces them once "
             "it has its own (the same command with --resume would have continued it)") in lines(fresh.stderr)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
+    again = run(*base[1:], *first, "--epochs", "1")  # trial 36: a finished bundle was replaced without a word
+    assert again.returncode == 0, again.stderr
+    assert (f"napari-medml: '{out}' holds a model bundle: this run replaces it when it ends (choose another --out "
+            "to keep it)") in lines(again.stderr)
 
 
 def test_leaving_a_fit_loop_with_break_ends_the_script_quietly(tmp_path) -> None:

@@ -5,8 +5,8 @@
   folder each said "saved", and one's checkpoints were deleted by the other's save).
 - ``--resume`` only on the files the run started with: ``inputs.json`` records a digest of
   the training images and labels, compared when the run resumes.
-- A new run (no ``--resume``) says that it replaces an interrupted run's checkpoints, and
-  sets them aside before its first step (else a stop before its first checkpoint would
+- A new run (no ``--resume``) says that it replaces a finished bundle (when it ends) or an
+  interrupted run's checkpoints, and sets the checkpoints aside before its first step (else a stop before its first checkpoint would
   leave the old run's ``last`` to resume); they go once the new run has a checkpoint of its
   own, and come back when it ends (fails, stops, is killed) before that.
 
@@ -79,6 +79,7 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
         Another living process holds ``out``; ``--resume`` with other files than the run's.
     """
     from napari_medml.bundles.checkpoints import checkpoint_folder, has_checkpoint
+    from napari_medml.bundles.format import CONFIG_NAME
 
     folder = checkpoint_folder(out)
     created = not out.exists()
@@ -110,6 +111,9 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
             if has_checkpoint(folder):
                 info(f"'{out}' holds the checkpoints of an interrupted run: this new run replaces them once it "
                      "has its own (the same command with --resume would have continued it)")
+            elif (out / CONFIG_NAME).is_file():  # said before the minutes go, while Ctrl-C still keeps it
+                info(f"'{out}' holds a model bundle: this run replaces it when it ends (choose another --out to "
+                     "keep it)")
             _set_aside(folder)
             _write(recorded, {"digest": digest, "files": [str(p) for p in files], "spacings": _sizes(spacings)})
         yield
@@ -143,6 +147,7 @@ def restore_set_aside(out: Path) -> None:
         Another living process holds ``out``.
     """
     from napari_medml.bundles.checkpoints import checkpoint_folder, has_checkpoint
+    from napari_medml.bundles.format import CONFIG_NAME
 
     folder = checkpoint_folder(out)
     if not (folder / REPLACED_NAME).is_dir() or has_checkpoint(folder):
