@@ -220,6 +220,15 @@ def test_files_in_mm_and_in_um_are_compared_in_one_unit_which_the_json_names(tmp
     np.save(tmp_path / "pred.npy", pred)
     bare = json.loads(run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy").stdout)
     assert bare["unit"] is None  # a .npy names none: the distances are in voxels
+    # a TIFF of 1 um voxels names its unit: HD95 is in um (it was read as storing no voxel size)
+    tifffile.imwrite(tmp_path / "gt.tif", gt, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "um",
+                                                                                            "spacing": 1.0})
+    tifffile.imwrite(tmp_path / "pred.tif", pred, imagej=True, resolution=(1.0, 1.0), metadata={"unit": "um",
+                                                                                                "spacing": 1.0})
+    for other in ("pred.tif", "pred.npy"):
+        one = run("evaluate", "--prediction", tmp_path / other, "--labels", tmp_path / "gt.tif")
+        assert one.returncode == 0, one.stderr
+        assert json.loads(one.stdout)["unit"] == "um" and json.loads(one.stdout)["classes"]["1"]["hd95"] == 1.0
 
 
 def test_a_transposed_npy_beside_a_file_not_stored_in_ras_gets_the_fix_that_scores_it_right(tmp_path) -> None:

@@ -128,13 +128,14 @@ def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
 
 
 def has_geometry(vol: Volume, spatial_dims: int | None = None) -> bool:
-    """Whether ``vol`` says where its voxels lie: an affine, or a voxel size or origin other
-    than 1 and 0 on its spatial axes (a ``.npy`` or a bare TIFF says nothing)."""
+    """Whether ``vol`` says where its voxels lie: an affine, a unit (a TIFF of 1 um voxels), or a
+    voxel size or origin other than 1 and 0 on its spatial axes (a ``.npy`` or a bare TIFF says
+    nothing)."""
     return not _no_geometry(vol, *spatial_axes(vol, spatial_dims))
 
 
 def _no_geometry(vol: Volume, first: int, stop: int) -> bool:
-    return (vol.affine is None and all(float(s) == 1.0 for s in vol.spacing[first:stop])
+    return (vol.affine is None and not vol.meta.get("unit") and all(float(s) == 1.0 for s in vol.spacing[first:stop])
             and all(float(o) == 0.0 for o in vol.origin[first:stop]))  # fmt: skip
 
 
