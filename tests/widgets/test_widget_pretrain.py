@@ -139,6 +139,31 @@ def test_rgb_layer_reconstruction_is_rgb(make_napari_viewer, open_widget, qtbot,
     assert viewer.dims.ndim == 2
 
 
+@pytest.mark.parametrize("kind", ["pretrain", "train"])
+def test_a_bundle_folder_of_the_users_files_is_refused_before_the_run(make_napari_viewer, open_widget, qtbot, notes,
+                                                                      tmp_path, kind):
+    """Trial 37: Pretrain and Train trained to the end, then refused 'save bundle to' (it held the
+    user's notes.txt), the run lost and its checkpoints left in the user's folder."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    widget = open_widget(viewer, kind)
+    widget["images"].value = [ct]
+    if kind == "train":
+        widget["labels"].value = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    widget["channels"].value, widget["depth"].value = 4, 2
+    widget["epochs"].value, widget["steps"].value = 1, 200
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    widget["bundle"].value = tmp_path / "mine"
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    errors = [n.message for n in notes if "error" in str(n.severity).lower()]
+    assert len(errors) == 1 and "holds other files (notes.txt): choose a new or empty folder" in errors[0], errors
+    assert sorted(f.name for f in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    assert session_for(viewer).models == {}  # refused before the run: nothing trained
+
+
 def test_an_image_removed_while_it_pretrains_gets_no_orphan_layers(make_napari_viewer, open_widget, qtbot, notes):
     """Review 20: the reconstruction layers of an image removed during the run were added all
     the same, lying on nothing."""

@@ -270,7 +270,10 @@ class RunCheckpoints:
     def new_run(self, bundle: str | None) -> Path:
         """The (emptied, for the session's folder) checkpoint folder of a new run."""
         from napari_medml.bundles.checkpoints import checkpoint_folder
+        from napari_medml.bundles.format import check_bundle_path
 
+        if bundle:  # trial 37: a folder of the user's files was refused after the run, its checkpoints left there
+            check_bundle_path(bundle)
         self.folder = checkpoint_folder(bundle) if bundle else self.session.run_folder(self.owner)
         return self.folder
 
