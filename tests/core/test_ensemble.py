@@ -221,7 +221,7 @@ def test_an_ensemble_predicts_block_by_block_as_in_memory(ensemble, tmp_path, tt
     assert again.computed == 0 and again.resumed == plan.count
 
 
-def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share():
+def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share(tmp_path):
     """train --folds 3 --max-minutes M: M minutes for the run (was M for each fold, 3 M in all)."""
     from dataclasses import replace
 
@@ -240,6 +240,9 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share():
     assert 0.045 < shares[0] <= 0.05
     for member in model.members:  # the clock ended each fold, not its 50 epochs of 1000 steps
         assert 1 <= len(member.history) < 50
+    # trial 37: the ensemble's config.json said the first fold's share (0.333 of 1 minute)
+    assert model.config.optim.max_minutes == 0.15
+    assert api.load_model(model.save(tmp_path / "ens")).config.optim.max_minutes == 0.15
 
 
 def test_later_folds_get_their_share_less_the_time_a_fold_spends_outside_its_limit():
@@ -294,7 +297,7 @@ def test_a_resumed_ensemble_counts_the_time_its_earlier_part_took(tmp_path, monk
 
     monkeypatch.setattr(task, "fit", fit)
     monkeypatch.setattr(ensemble, "_check_every_fold", lambda *a, **k: None)
-    monkeypatch.setattr(ensemble, "EnsembleModel", lambda members, provenance: members)
+    monkeypatch.setattr(ensemble, "EnsembleModel", lambda members, provenance, **kw: members)
     monkeypatch.setattr(model, "load_segmentation_model", lambda path: Member())
     monkeypatch.setattr(checkpoints, "check_same_network", lambda *a: None)
     for k in (1, 2):

@@ -289,7 +289,8 @@ def retrain_on_corrections(model: Any, images: Any, corrected: Any, steps: int, 
                 raise NothingLearned("stopped before the first fine-tuning step: the model is as it was")
             learned.update(steps=sum(taken), stopped=True, members_tuned=f"{len(taken)} of {len(model.members)}")
         # its own class: segmentation.ensemble imports segmentation.task
-        return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned})
+        return type(model)(tuned_members, provenance={**model.provenance, "finetuned": learned},
+                           max_minutes=model.config.optim.max_minutes)
 
     from napari_medml.segmentation.task import fit
 

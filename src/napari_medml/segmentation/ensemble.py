@@ -39,9 +39,13 @@ class EnsembleModel:
     members : sequence of Model
         Trained on the same classes, channels and dimensions (the folds of one run).
     provenance : dict, optional
+    max_minutes : float, optional
+        The whole run's time budget (``train --max-minutes``), kept in ``config``; the members'
+        configs hold their shares of it. None: the first member's.
     """
 
-    def __init__(self, members: Sequence[Model], provenance: dict | None = None) -> None:
+    def __init__(self, members: Sequence[Model], provenance: dict | None = None,
+                 max_minutes: float | None = None) -> None:
         if not members:
             raise BundleError("an ensemble needs at least one member model")
         first = members[0]
@@ -52,6 +56,8 @@ class EnsembleModel:
                                   "on the same labels and images")
         self.members = list(members)
         self.config: TrainConfig = replace(first.config, data=replace(first.config.data, fold=None))
+        if max_minutes is not None:  # trial 37: config.json said the first fold's share (0.333 of 1 minute)
+            self.config = replace(self.config, optim=replace(self.config.optim, max_minutes=max_minutes))
         self.class_ids, self.in_channels = first.class_ids, first.in_channels
         self.spatial_dims, self.patch_size, self.spacing = first.spatial_dims, first.patch_size, first.spacing
         self.normalization = first.normalization
@@ -72,7 +78,7 @@ class EnsembleModel:
             ``labels``: argmax of the members' mean probabilities (then post-processed);
             ``probabilities``: that mean; ``uncertainty``: the mutual information between
             the prediction and the member (entropy of the mean minus the mean entropy,
-            in nats): 0 where the members agree, larger where they disagree.
+            in nats): 0 where the members' probabilities agree, larger where they disagree.
         """
         from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions
         from napari_medml.segmentation.postprocess import postprocess
@@ -207,7 +213,10 @@ def load_ensemble(path: str | Path) -> EnsembleModel:
     provenance = dict(description.get("provenance") or {})
     if description.get("plan"):
         provenance["plan"] = description["plan"]
-    return EnsembleModel(members, provenance=provenance)
+    optim = (description.get("train_config") or {}).get("optim") or {}
+    budget = optim.get("max_minutes") if isinstance(optim, dict) else None
+    budget = float(budget) if isinstance(budget, (int, float)) and not isinstance(budget, bool) else None
+    return EnsembleModel(members, provenance=provenance, max_minutes=budget)
 
 
 def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = None,
@@ -288,7 +297,7 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
                                       else {}).get("val_mean_dice") for m in members],
             "member_steps": [int(m.history[-1].get("step", 0)) if m.history else int(m.provenance.get("steps", 0))
                              for m in members]}  # steps: a fold stopped before its first epoch ended
-    return EnsembleModel(members, provenance={"ensemble": note})
+    return EnsembleModel(members, provenance={"ensemble": note}, max_minutes=config.optim.max_minutes)
 
 
 def _member_minutes(member: Any, total: float | None, folds: int) -> float:
