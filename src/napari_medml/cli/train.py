@@ -106,8 +106,9 @@ def add(sub: Any) -> None:
     m.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="F",
                    help="dropout rate in [0, 1) (default: 0; classification 0.1)")  # fmt: skip
     m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
-                   help="transfer learning: start from the fitting weights of this bundle "
-                   "(segmentation or classification)")  # fmt: skip
+                   help="transfer learning: start from the fitting weights of this bundle (a pretraining "
+                   "bundle from 'napari-medml pretrain', or a segmentation or classification one); its network, "
+                   "width and depth unless given")  # fmt: skip
     m.add_argument("--freeze-stages", type=integer(0), metavar="K",
                    help="with --init-from: keep the first K encoder stages fixed (default: 0)")  # fmt: skip
     o = p.add_argument_group("optimisation")
