@@ -147,7 +147,6 @@ def restore_set_aside(out: Path) -> None:
         Another living process holds ``out``.
     """
     from napari_medml.bundles.checkpoints import checkpoint_folder, has_checkpoint
-    from napari_medml.bundles.format import CONFIG_NAME
 
     folder = checkpoint_folder(out)
     if not (folder / REPLACED_NAME).is_dir() or has_checkpoint(folder):
