@@ -120,6 +120,20 @@ def test_folds_train_an_ensemble_saved_as_a_folder_of_members(ensemble):
     model.save(folder)  # an earlier ensemble bundle is replaced
 
 
+def test_a_member_predicted_alone_has_the_runs_plan(ensemble, tmp_path):
+    """Trial 37: a member bundle predicted alone ran without the test-time augmentation the
+    ensemble's plan chose (its config.json had no plan)."""
+    from napari_medml.segmentation.planned_inference import planned_inference
+
+    _, model, _, _ = ensemble
+    planned = EnsembleModel(model.members, provenance={"plan": {"tta": True, "folds": 2}})
+    folder = planned.save(tmp_path / "planned")
+    assert planned_inference(folder) == {"tta": True}
+    for k in (1, 2):
+        assert planned_inference(folder / "members" / f"fold-{k}") == {"tta": True}
+        assert api.load_model(folder / "members" / f"fold-{k}").provenance["plan"]["folds"] == 2
+
+
 def test_prediction_averages_the_members_and_uncertainty_is_their_disagreement(ensemble):
     p, model, folder, _ = ensemble
     loaded = api.load_model(folder)

@@ -132,10 +132,16 @@ class EnsembleModel:
         """Write the ensemble folder atomically (a temporary folder renamed into place)."""
         from napari_medml.bundles.format import CONFIG_NAME, write_bundle_files, write_bundle_folder
 
+        description = self.description()
+
         def fill(folder: Path) -> None:
             for k, member in enumerate(self.members):
-                write_bundle_files(member.description(), member.network, folder / MEMBERS_FOLDER / f"fold-{k + 1}")
-            (folder / CONFIG_NAME).write_text(json.dumps(self.description(), indent=2))
+                # the run's plan in each member too: one predicted alone does as the ensemble (its test-time
+                # augmentation; trial 37: a member alone predicted without it)
+                own = member.description()
+                own["plan"] = own.get("plan") or description.get("plan")
+                write_bundle_files(own, member.network, folder / MEMBERS_FOLDER / f"fold-{k + 1}")
+            (folder / CONFIG_NAME).write_text(json.dumps(description, indent=2))
 
         return write_bundle_folder(path, fill)
 
