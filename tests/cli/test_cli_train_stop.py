@@ -302,8 +302,9 @@ def test_one_run_at_a_time_and_resume_only_on_the_runs_files(files, tmp_path) ->
         "without --resume")
     fresh = run(*base[1:], *first, "--epochs", "1")
     assert fresh.returncode == 0, fresh.stderr
-    assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run: this new run replaces them once "
-            "it has its own (the same command with --resume would have continued it)") in lines(fresh.stderr)
+    assert (f"napari-medml: '{out}' holds the checkpoints of an interrupted run and the model it saved: this new "
+            "run replaces them once it has its own, and the model when it ends (the same command with --resume "
+            "would have continued it)") in lines(fresh.stderr)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
     again = run(*base[1:], *first, "--epochs", "1")  # trial 36: a finished bundle was replaced without a word
     assert again.returncode == 0, again.stderr

@@ -69,6 +69,29 @@ def test_resume_refuses_no_augment_and_another_network_dimension(tmp_path: Path)
     assert same.augment == TrainConfig().augment
 
 
+def test_resuming_a_timed_ensemble_needs_the_runs_whole_budget(tmp_path: Path) -> None:
+    """Review 37: fold 1's checkpoint holds its share of --max-minutes (10 of 30), taken as the whole
+    budget by a --resume without the option: the folds left got about 1.7 minutes each."""
+    from dataclasses import replace
+
+    from napari_medml.config import DataConfig, OptimConfig
+
+    stored = TrainConfig(data=DataConfig(folds=3, fold=0), optim=OptimConfig(max_minutes=10.0))
+    folder = tmp_path / "checkpoints" / "fold-1" / "last"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train_config": to_dict(stored)}))
+    base = ["train", "--image", "a.nii.gz", "--labels", "b.nii.gz", "--out", str(tmp_path), "--resume"]
+    with pytest.raises(UsageError) as caught:
+        resumed_config(build_parser().parse_args(base), TrainConfig(), tmp_path / "checkpoints")
+    assert str(caught.value) == (
+        "--resume: the stopped ensemble of 3 folds had a time limit, and its checkpoints keep only each fold's "
+        "share of it: give --max-minutes as the run started with it (the same command with --resume)")
+    asked = replace(TrainConfig(), optim=OptimConfig(max_minutes=30.0))
+    resumed = resumed_config(build_parser().parse_args([*base, "--max-minutes", "30"]), asked,
+                             tmp_path / "checkpoints")
+    assert resumed.optim.max_minutes == 30.0 and resumed.data.folds == 3 and resumed.data.fold is None
+
+
 def test_an_instance_run_stopped_with_val_loss_resumes_with_the_metric_its_refusal_names(tmp_path: Path) -> None:
     """Review 32: val_loss is now refused for instances, and --resume refused another --stop-metric, so an
     instance run stopped with val_loss (accepted before) could be resumed by no command."""

@@ -234,7 +234,7 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
 
 
 def test_a_stop_in_the_first_epoch_keeps_a_model_that_says_it_was_never_validated(make_napari_viewer, open_widget,
-                                                                                  qtbot, notes):
+                                                                                  qtbot, notes, tmp_path):
     """Review 33: a Stop in the first epoch kept the model and called it ready as if it had trained."""
     viewer = make_napari_viewer()
     ct = viewer.add_image(phantom_3d(0).image[CROP], name="ct")
@@ -251,3 +251,14 @@ def test_a_stop_in_the_first_epoch_keeps_a_model_that_says_it_was_never_validate
     assert f"(trained {model.provenance['steps']} step" in pre["status"].value, pre["status"].value
     assert "stopped before its first epoch ended: never validated, so these are its last weights" in \
         pre["status"].value and pre["status"].value.endswith("(stopped: Resume continues the run)")
+    assert pre["resume"].enabled
+    # review 37: a Start refused for its bundle folder left Resume on, to take up the stopped run's
+    # checkpoints with the refused run's settings
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    pre["bundle"].value = mine
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
+    assert any("holds other files (notes.txt)" in n.message for n in notes)
+    assert not pre["resume"].enabled and sorted(f.name for f in mine.iterdir()) == ["notes.txt"]

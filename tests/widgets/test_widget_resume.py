@@ -161,6 +161,8 @@ def test_train_stop_keeps_checkpoints_in_bundle_and_resume_finishes(train, qtbot
     assert [h["epoch"] for h in widget.model.history] == [1, 2, 3]
     assert not widget["resume"].enabled
     assert (bundle / "config.json").is_file() and not folder.exists()  # the finished bundle replaced them
+    # review 37: its bundle folder, loaded again in Predict, is this model, not a second entry
+    assert session_for(viewer).bundle_name(bundle) == "ct model"
 
 
 def test_pretrain_stop_and_resume(make_napari_viewer, open_widget, qtbot, notes) -> None:

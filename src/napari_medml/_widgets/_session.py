@@ -273,6 +273,7 @@ class RunCheckpoints:
         from napari_medml.bundles.format import check_bundle_path
 
         if bundle:  # trial 37: a folder of the user's files was refused after the run, its checkpoints left there
+            self.folder = None  # refused: no earlier run's checkpoints for Resume to take up with this run's form
             check_bundle_path(bundle)
         self.folder = checkpoint_folder(bundle) if bundle else self.session.run_folder(self.owner)
         return self.folder
@@ -290,7 +291,7 @@ class RunCheckpoints:
         """After every run: enable Resume when it was stopped or failed and left ``last``."""
         from napari_medml.bundles.checkpoints import has_checkpoint
 
-        self.button.enabled = self._stopped is not False and has_checkpoint(self.folder)
+        self.button.enabled = self._stopped is not False and self.folder is not None and has_checkpoint(self.folder)
 
     @property
     def resumable(self) -> bool:

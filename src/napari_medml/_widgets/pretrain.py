@@ -218,7 +218,7 @@ class PretrainWidget(DockForm):
             checkpoints.result(stopped)
             model, results = result
             self.model = model
-            self._session.add_model(model, name)
+            self._session.add_model(model, name, bundle)  # its folder loaded again: this entry
             gone = [inp.layer.name for inp in inputs if inp.layer not in self._viewer.layers]
             for inp, rec in zip(inputs, results):
                 if inp.layer in self._viewer.layers:  # a removed image's results would have nothing to lie on

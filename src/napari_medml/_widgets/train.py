@@ -360,7 +360,7 @@ class TrainWidget(DockForm):
             checkpoints.result(bool(self.runner.token is not None and self.runner.token.stopped))
             self.model = model
             self._session.training_data[name] = run.get("samples", [])  # a record-trained model: none
-            self._session.add_model(model, name)
+            self._session.add_model(model, name, bundle)  # its folder loaded again: this entry
             # A label, not a toast: building a notification widget stalls the GUI ~100 ms.
             from napari_medml.segmentation.step_time import model_steps_trained  # loaded with training already
 

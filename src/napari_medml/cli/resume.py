@@ -90,6 +90,11 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
     if differ:
         raise UsageError("--resume continues the stopped run with its own settings: " + "; ".join(differ)
                          + ": drop those options, or train a new run without --resume")
+    if stored.data.folds > 1 and stored.optim.max_minutes is not None and "optim.max_minutes" not in given:
+        # its checkpoints keep each fold's share, which as the whole budget would starve the folds left (review 37)
+        raise UsageError(f"--resume: the stopped ensemble of {stored.data.folds} folds had a time limit, and its "
+                         "checkpoints keep only each fold's share of it: give --max-minutes as the run started with "
+                         "it (the same command with --resume)")
     optim = replace(stored.optim, **{f.partition(".")[2]: _value(asked, f) for f in free if f in given})
     return replace(stored, optim=optim, checkpoint_dir=asked.checkpoint_dir, device=asked.device)
 

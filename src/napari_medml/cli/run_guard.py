@@ -5,10 +5,11 @@
   folder each said "saved", and one's checkpoints were deleted by the other's save).
 - ``--resume`` only on the files the run started with: ``inputs.json`` records a digest of
   the training images and labels, compared when the run resumes.
-- A new run (no ``--resume``) says that it replaces a finished bundle (when it ends) or an
-  interrupted run's checkpoints, and sets the checkpoints aside before its first step (else a stop before its first checkpoint would
-  leave the old run's ``last`` to resume); they go once the new run has a checkpoint of its
-  own, and come back when it ends (fails, stops, is killed) before that.
+- A new run (no ``--resume``) says that it replaces a saved bundle (when it ends) and an
+  interrupted run's checkpoints, and sets the checkpoints aside before its first step (else a
+  stop before its first checkpoint would leave the old run's ``last`` to resume); they go once
+  the new run has a checkpoint of its own, and come back when it ends (fails, stops, is
+  killed) before that.
 
 Written by hand (no lock library is a dependency): an ``fcntl.flock`` on the lock file,
 which the system lets go when the process ends however it ends, so a killed run's lock is
@@ -108,10 +109,12 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
                                  "images or labels than the stopped run's: resume with the files it started with, "
                                  "or train a new run without --resume")
         else:
-            if has_checkpoint(folder):
-                info(f"'{out}' holds the checkpoints of an interrupted run: this new run replaces them once it "
-                     "has its own (the same command with --resume would have continued it)")
-            elif (out / CONFIG_NAME).is_file():  # said before the minutes go, while Ctrl-C still keeps it
+            saved = (out / CONFIG_NAME).is_file()
+            if has_checkpoint(folder):  # a stopped run saved its best model beside them (review 37)
+                model, when = (" and the model it saved", ", and the model when it ends") if saved else ("", "")
+                info(f"'{out}' holds the checkpoints of an interrupted run{model}: this new run replaces them once it "
+                     f"has its own{when} (the same command with --resume would have continued it)")
+            elif saved:  # said before the minutes go, while Ctrl-C still keeps it
                 info(f"'{out}' holds a model bundle: this run replaces it when it ends (choose another --out to "
                      "keep it)")
             _set_aside(folder)
