@@ -194,6 +194,23 @@ def test_imagej_nanometres_read_as_micrometres(tmp_path: Path) -> None:
     assert nm.meta["unit"] == um.meta["unit"] == "um"
 
 
+@pytest.mark.parametrize(("per_cm", "spacing", "unit"), [(40.0, 0.25, "mm"), (20.0, 0.5, "mm"), (25_000.0, 0.4, "um")])
+def test_a_plain_tiffs_resolution_in_centimetres_is_its_pixel_size(tmp_path: Path, per_cm: float, spacing: float,
+                                                                    unit: str) -> None:
+    """Scanners and PIL exports store px/cm with ResolutionUnit CENTIMETER and no other metadata
+    (cases y06, y07): that is the pixel's size. Inches (the writers' 72 dpi default) are a print size."""
+    yx = np.zeros((6, 8), np.uint8)
+    tifffile.imwrite(tmp_path / "cm.tif", yx, resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "inch.tif", yx, resolution=(72.0, 72.0), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "plain.tif", yx)
+    cm = read_volume(tmp_path / "cm.tif")
+    np.testing.assert_allclose(cm.spacing, (spacing, spacing))
+    assert cm.meta["unit"] == unit
+    for name in ("inch.tif", "plain.tif"):
+        other = read_volume(tmp_path / name)
+        assert other.spacing == (1.0, 1.0) and "unit" not in other.meta, name
+
+
 def test_ome_units_per_axis_are_brought_to_one(tmp_path: Path) -> None:
     zyx = np.zeros((4, 8, 10), np.uint16)
     tifffile.imwrite(tmp_path / "mixed.ome.tif", zyx, ome=True,

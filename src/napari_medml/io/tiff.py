@@ -103,6 +103,8 @@ def _read_tiff(path: Path) -> Volume:
                 offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
             unit = canonical_unit(info.get("unit"))
             is_labels = bool(info.get("labels"))
+        if not sizes and not tif.is_imagej and not tif.is_ome:
+            sizes, unit = _centimetre_resolution(tif.pages.first, unit)
     if unit == "nm":  # nanometres as micrometres, so files of one microscope compare whatever they say
         factor = length_factor("nm", "um")
         sizes = {ax: v * factor if ax in "XYZ" else v for ax, v in sizes.items()}
@@ -182,6 +184,22 @@ def _check_count(path: Path, promised: int, got: int, what: str) -> None:
     if promised and got < promised:
         raise InputError(f"'{path}' is damaged: its header promises {promised} {what} but only "
                          f"{got} could be read; copy or export it again")  # fmt: skip
+
+
+def _centimetre_resolution(page: Any, unit: str | None) -> tuple[dict[str, float], str | None]:
+    """A plain TIFF's pixel size from its XResolution/YResolution tags in pixels per centimetre.
+
+    Only ResolutionUnit CENTIMETER (3) is read: a resolution in inches (tifffile's and most
+    writers' default, often 72 dpi) is a print size, not the pixel's, so it stays "no size".
+    The size is given in mm, or in um below 10 um (a microscope's), as the other files name them.
+    """
+    if int(getattr(page.tags.get("ResolutionUnit"), "value", 0) or 0) != 3:
+        return {}, unit
+    cm = {ax: _resolution_to_spacing(page.tags.get(f"{ax}Resolution")) for ax in "XY"}
+    if not all(np.isfinite(v) and v > 0 for v in cm.values()) or page.tags.get("XResolution") is None:
+        return {}, unit
+    target = "um" if max(cm.values()) < 1e-3 else "mm"
+    return {ax: v * length_factor("cm", target) for ax, v in cm.items()}, target
 
 
 def _resolution_to_spacing(tag: Any) -> float:
