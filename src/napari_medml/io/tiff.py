@@ -74,6 +74,8 @@ def _read_tiff(path: Path) -> Volume:
         rgb = series.axes.endswith("S") and series.keyframe.photometric in (2, 6)  # RGB, YCbCr
         data = _lazy_series(series, rgb) if series.nbytes > lazy_threshold() else series.asarray()
         axes = _axes_letters(series.axes, rgb, imagej=bool(tif.is_imagej))
+        if axes.endswith("YXQ") and data.shape[-1] == 1 and "C" not in axes:
+            axes = axes[:-1] + "C"  # NumPy's (..., Y, X, 1) one-channel image, as a .npy of it reads
         ndim = data.ndim - int(rgb)
         # physical size per axis letter; anything unknown is 1
         sizes: dict[str, float] = {}
