@@ -273,3 +273,47 @@ def test_a_tiff_without_a_position_beside_a_truth_not_stored_in_ras_is_taken_as_
     nib.save(nib.Nifti1Image(truth, np.eye(4)), str(tmp_path / "ras.nii.gz"))
     r = run("evaluate", "--prediction", tmp_path / "stored.tif", "--labels", tmp_path / "ras.nii.gz")
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_report_writes_the_printed_scores_of_a_segmentation_and_of_instances(tmp_path) -> None:
+    """--report was refused for label images ("redirect stdout") while the Evaluate widget saves its
+    report: it writes the JSON that is printed, for classes and for --instances, atomically."""
+    gt = np.zeros((24, 30), np.uint16)
+    gt[3:9, 4:12], gt[14:20, 16:26] = 1, 2
+    pred = np.roll(gt, 1, axis=1)
+    np.save(tmp_path / "gt.npy", gt)
+    np.save(tmp_path / "pred.npy", pred)
+    for extra, name in (((), "classes.json"), (("--instances",), "objects.json")):
+        r = run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy", *extra,
+                "--report", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((tmp_path / name).read_text()) == json.loads(r.stdout)
+        assert f"wrote {tmp_path / name}" in r.stderr
+    assert json.loads((tmp_path / "classes.json").read_text())["classes"]["1"]["dice"] == pytest.approx(
+        2 * ((gt == 1) & (pred == 1)).sum() / ((gt == 1).sum() + (pred == 1).sum()))
+    assert json.loads((tmp_path / "objects.json").read_text())["n_true"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    r = run("evaluate", "--prediction", tmp_path / "pred.npy", "--labels", tmp_path / "gt.npy",
+            "--report", tmp_path / "r.txt")
+    assert r.returncode == 2 and "must be a .json file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert np.array_equal(np.load(tmp_path / "gt.npy"), gt)
+
+
+def test_a_tiff_in_pixels_per_centimetre_is_not_scored_on_another_grid(tmp_path) -> None:
+    """Case y07: a plain TIFF of 40 px/cm (0.25 mm pixels) was read as storing no size and scored
+    on a 0.5 mm NIfTI's grid without a word; at 20 px/cm it is that grid, and HD95 is in mm."""
+    gt = np.zeros((40, 36), np.uint8)
+    gt[5:20, 8:30] = 1
+    pred = np.roll(gt, 2, axis=0)
+    truth = nib.Nifti1Image(np.ascontiguousarray(gt.T), np.diag([0.5, 0.5, 1.0, 1.0]))
+    truth.header.set_xyzt_units("mm")
+    nib.save(truth, str(tmp_path / "gt.nii.gz"))
+    for per_cm, same in ((40.0, False), (20.0, True)):
+        tifffile.imwrite(tmp_path / "p.tif", pred, resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+        r = run("evaluate", "--prediction", tmp_path / "p.tif", "--labels", tmp_path / "gt.nii.gz")
+        assert "Traceback" not in r.stderr and "no voxel size" not in r.stderr, r.stderr
+        if same:
+            assert r.returncode == 0 and json.loads(r.stdout)["unit"] == "mm", r.stderr
+            assert json.loads(r.stdout)["classes"]["1"]["hd95"] == pytest.approx(1.0)
+        else:
+            assert r.returncode == 1 and "spacing (0.25, 0.25)" in r.stderr and "spacing (0.5, 0.5)" in r.stderr

@@ -40,7 +40,8 @@ def add(sub: Any) -> None:
                    "object or tile: its number or id, then its class; a header row is allowed; empty or "
                    "0 = unknown, left out)")  # fmt: skip
     p.add_argument("--report", type=Path, metavar="FILE.json",
-                   help="with a prediction table: also write the full report as JSON (every metric, the "
+                   help="also write the report as JSON (written whole or not at all): a segmentation's or "
+                   "instances' scores as printed; with a prediction table the full report (every metric, the "
                    "confusion matrix, the ROC curve points per class, the rows left out)")  # fmt: skip
     p.add_argument("--axes", metavar="AXES",
                    help="what the axes of both files are, one letter each in stored order (T time, "
@@ -70,16 +71,17 @@ def run(args: argparse.Namespace) -> int:
         setattr(args, flag, given[0])
     if _is_table(args.prediction) or _is_table(args.labels):
         return run_classification(args)
-    if args.report is not None:
-        raise UsageError("--report is for a classifier's prediction table (a .csv --prediction); a segmentation's "
-                         "JSON is printed on stdout: redirect it, '> scores.json'")  # fmt: skip
     if args.instances and args.binary:
         raise UsageError("--binary is for class labels; --instances matches objects, whatever their ids")
+    _check_report(args)
     pred, gt = read_pair(args)
     if args.instances:
         from napari_medml.cli.instances import evaluate as evaluate_instances
 
-        return evaluate_instances(args, pred, gt)
+        result = evaluate_instances(args, pred, gt)
+        _write_report(args, result)
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return 0
     from napari_medml.io.geometry import has_geometry
     from napari_medml.segmentation.metrics import evaluate, evaluation_notes
 
@@ -95,8 +97,32 @@ def run(args: argparse.Namespace) -> int:
     # the unit of spacing and HD95 when the file names one (cases 32: HD95 in inches, nothing said); else null
     result = {"prediction": str(args.prediction), "labels": str(args.labels), **result,
               "unit": source.meta.get("unit") if has_geometry(source) else None}
+    _write_report(args, result)
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
+
+
+def _check_report(args: argparse.Namespace) -> None:
+    """Refuse a ``--report`` that is not a new or replaceable .json file, before any work."""
+    from napari_medml.io.atomic import check_file_target
+
+    if args.report is None:
+        return
+    if args.report.suffix.lower() != ".json":
+        raise UsageError(f"--report '{args.report}' must be a .json file")
+    if args.report.resolve() in (args.prediction.resolve(), args.labels.resolve()):
+        raise UsageError(f"--report '{args.report}' is an input: give a new file name")
+    check_file_target(args.report, "--report")
+
+
+def _write_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Write ``report`` as JSON to ``--report`` (atomically), when given."""
+    if args.report is None:
+        return
+    from napari_medml.cli.common import write_output
+
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    info(f"wrote {write_output(args.report, lambda tmp: tmp.write_text(text, encoding='utf-8'))}")
 
 
 def _is_table(path: Path) -> bool:
@@ -108,7 +134,6 @@ def run_classification(args: argparse.Namespace) -> int:
     (and write it as JSON with ``--report``). Every bad input is one line: status 2 for the
     options, 1 for the files, as for segmentations."""
     from napari_medml.classification.evaluation import evaluate_tables, report_text
-    from napari_medml.io.atomic import check_file_target
 
     if not _is_table(args.labels):
         raise UsageError(f"--labels '{args.labels}' is an image but --prediction '{args.prediction}' is a table: "
@@ -123,20 +148,11 @@ def run_classification(args: argparse.Namespace) -> int:
                           ("--axes", args.axes is not None), ("--thresholds", args.thresholds != "default")):
         if given:
             raise UsageError(f"{option} is for label images; a prediction table is scored per class: drop {option}")
-    if args.report is not None:
-        if args.report.suffix.lower() != ".json":
-            raise UsageError(f"--report '{args.report}' must be a .json file")
-        if args.report.resolve() in (args.prediction.resolve(), args.labels.resolve()):
-            raise UsageError(f"--report '{args.report}' is an input: give a new file name")
-        check_file_target(args.report, "--report")
+    _check_report(args)
     score = evaluate_tables(args.prediction, args.labels)  # a wrong file: InputError, one line, status 1
     for note in score.notes:
         info(note)
-    if args.report is not None:
-        from napari_medml.cli.common import write_output
-
-        text = json.dumps(score.report, indent=2, allow_nan=False) + "\n"
-        info(f"wrote {write_output(args.report, lambda tmp: tmp.write_text(text, encoding='utf-8'))}")
+    _write_report(args, score.report)
     print(report_text(score.report))
     return 0
 

@@ -4,7 +4,6 @@ image + per-object CSV table) and ``evaluate --instances`` (the field's instance
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -144,13 +143,11 @@ def _table(vol: Any, lay: Any, labels: Any) -> dict:
     return table
 
 
-def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> int:
+def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> dict[str, Any]:
     """Score predicted instances against true instances (``pred`` and ``gt``: ``io.Volume`` s on
-    one grid, from ``cli.evaluate.read_pair``); print the JSON."""
+    one grid, from ``cli.evaluate.read_pair``): the JSON report, as a dict."""
     from napari_medml.instances.metrics import AP_THRESHOLDS, DSB_THRESHOLDS, instance_scores
 
     thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
     scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
-    result = {"prediction": str(args.prediction), "labels": str(args.labels), **scores.summary()}
-    print(json.dumps(result, indent=2, allow_nan=False))
-    return 0
+    return {"prediction": str(args.prediction), "labels": str(args.labels), **scores.summary()}
