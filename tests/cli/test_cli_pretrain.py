@@ -25,9 +25,9 @@ def script() -> str:
     return str(path) if path.exists() else shutil.which("napari-medml") or "napari-medml"
 
 
-def run(*argv: object, tmp: Path) -> subprocess.CompletedProcess[str]:
+def run(*argv: object, tmp: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run([script(), *map(str, argv)], capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +170,13 @@ def test_init_from_a_batch_norm_bundle_keeps_its_norm_layers(files):
     bn = run("train", *data, "--norm", "batch", "--features", "4", "--depth", "2", "--no-plan", *small,
              "--out", files / "bn", tmp=tmp)
     assert bn.returncode == 0, bn.stderr
-    started = run("train", *data, "--init-from", files / "bn", *small, "--out", files / "from_bn", tmp=tmp)
+    started = run("train", *data, "--init-from", "bn", *small, "--out", files / "from_bn", tmp=tmp, cwd=files)
     assert started.returncode == 0, started.stderr
     assert "norm layers: batch (the start model's)" in started.stderr, started.stderr
     assert "do not fit this network" not in started.stderr
-    assert json.loads((files / "from_bn" / "config.json").read_text())["train_config"]["model"]["norm"] == "batch"
+    model = json.loads((files / "from_bn" / "config.json").read_text())["train_config"]["model"]
+    assert model["norm"] == "batch"
+    assert model["init_from"] == str(files / "bn")  # given as 'bn': the bundle's config names it from anywhere
     # the user's own norm wins, and the line says what was left out
     other = run("train", *data, "--init-from", files / "bn", "--norm", "instance", *small, "--out",
                 files / "other", tmp=tmp)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import typing
 from collections.abc import Generator
 from dataclasses import replace
@@ -108,7 +109,7 @@ def add(sub: Any) -> None:
     m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
                    help="transfer learning: start from the fitting weights of this bundle (a pretraining "
                    "bundle from 'napari-medml pretrain', or a segmentation or classification one); its network, "
-                   "width and depth unless given")  # fmt: skip
+                   "width, depth and norm layers unless given")  # fmt: skip
     m.add_argument("--freeze-stages", type=integer(0), metavar="K",
                    help="with --init-from: keep the first K encoder stages fixed (default: 0)")  # fmt: skip
     o = p.add_argument_group("optimisation")
@@ -199,6 +200,8 @@ def _run(args: argparse.Namespace) -> int:
     from napari_medml.cli.launch import launch, wants_launch
     from napari_medml.engine.distributed import launched
 
+    if getattr(args, "init_from", None):  # config.json names the start bundle wherever it is read from
+        args.init_from = Path(os.path.abspath(args.init_from))
     if args.task == "classification":
         from napari_medml.cli.classify import train
 
