@@ -144,6 +144,16 @@ def test_bundle_names_tell_every_folder_apart(tmp_path):
     assert session.bundle_name(tmp_path / "saved") == "ct model"
     session.saved("ct model", object(), tmp_path / "other")  # a new run kept under the name since: not noted
     assert session.bundle_name(tmp_path / "other") == "other"
+    # review 37: another run writes into the folder the session saved to; loading it is those weights, under
+    # a name of their own, and the session's model keeps its name
+    written = tmp_path / "written"
+    written.mkdir()
+    (written / "config.json").write_text("{}")
+    session.saved("ct model", model, written)
+    assert session.bundle_name(written) == "ct model"
+    (written / "config.json").unlink()  # a bundle is written whole: its files are new ones
+    (written / "config.json").write_text('{"other": "run"}')
+    assert session.bundle_name(written) == "written" and session.models["ct model"] is model
 
 
 def test_cancel_during_prediction(setup, qtbot, notes):

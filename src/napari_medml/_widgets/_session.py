@@ -57,6 +57,7 @@ class Session:
         self.train_patch: tuple[int, str] | None = None
         self._listeners: list[Callable[[str], None]] = []
         self._folders: dict[str, Path] = {}  # model name -> the bundle folder it was loaded from
+        self._stamps: dict[str, tuple[int, int, int] | None] = {}  # model name -> its folder's config.json as it was
         self._temp: Path | None = None  # the session's checkpoint folder, made on first use
         self._cleanup: weakref.finalize | None = None
         self._owners: set[int] = set()  # ids of the Qt widgets that use the folder
@@ -145,6 +146,7 @@ class Session:
             self._folders.pop(name, None)
         else:
             self._folders[name] = Path(folder).resolve()
+            self._stamps[name] = _stamp(self._folders[name])
         for listener in list(self._listeners):
             listener(name)
         return name
@@ -161,8 +163,10 @@ class Session:
             The bundle folder.
         """
         given, path = Path(folder).absolute(), Path(folder).resolve()  # named as chosen, told apart as stored
-        for name, where in self._folders.items():  # a session model saved there: it, not a second entry
-            if where == path and name in self.models:
+        for name, where in list(self._folders.items()):  # a session model saved there: it, not a second entry
+            if where == path and self._stamps.get(name) != _stamp(path):
+                del self._folders[name]  # another run wrote there since (review 37): the session's model stays its own
+            elif where == path and name in self.models:
                 return name
         holder = self._folders.get(given.name)  # x/a/model beside y/a/model: "a/model" would not tell them apart
         told = holder is None or holder.parent.name != given.parent.name
@@ -185,6 +189,7 @@ class Session:
         """
         if self.models.get(name) is model:
             self._folders[name] = Path(folder).resolve()
+            self._stamps[name] = _stamp(self._folders[name])
 
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the
@@ -375,3 +380,12 @@ def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,
     return (Runner(title, [w["start"], *also], w["stop"], status=w.get("status")),
             RunCheckpoints(session, owner, w["resume"]))
 
+
+def _stamp(folder: Path) -> tuple[int, int, int] | None:
+    """Which writing of the bundle in ``folder`` this is: its ``config.json``'s inode and modification
+    time and size (a bundle is written whole into a new folder, so a new writing has new ones), or None."""
+    try:
+        info = (folder / "config.json").stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
