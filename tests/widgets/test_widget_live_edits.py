@@ -230,3 +230,35 @@ def test_a_removed_answer_of_a_2d_image_comes_back_unasked(make_napari_viewer, o
     np.testing.assert_array_equal(viewer.layers["ct [live]"].data, answer)
     assert widget.runner.running and viewer.layers.selection.active is scribbles
     _stop(widget, qtbot)
+
+
+def test_new_pixels_stop_with_a_reason_and_a_reopened_widget_goes_on_with_the_strokes(
+        make_napari_viewer, open_widget, qtbot, notes, phantom):
+    """Trial 38: an image given new data went on being segmented from its old features, without a word; and
+    the widget closed and opened again from the menu made an empty 'ct [scribbles] [1]' beside the strokes."""
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="ct")
+    widget = _start(viewer, open_widget, qtbot, [layer])
+    scribbles = viewer.layers["ct [scribbles]"]
+    _dabs(scribbles, truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: "ct [live]" in viewer.layers, timeout=60000)
+    painted = scribbles.data.copy()
+    layer.data = image[:, :, ::-1].copy()  # new pixels, same shape and place
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    reason = "image 'ct' has new data; press Start to segment it (the strokes are kept)"
+    assert widget["status"].value == f"Stopped: {reason}"
+    assert f"Live segmentation stops: {reason}" in [n.message for n in notes]
+    viewer.window.remove_dock_widget(widget.native)  # the dock's close button
+    again = open_widget(viewer, "live")
+    again["images"].value = [layer]
+    again["background"].value = BACKGROUND
+    again["network"].value = False
+    again["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: again.session is not None, timeout=60000)
+    assert again["scribbles"].value is scribbles and [l.name for l in viewer.layers if "scribbles" in l.name] == [
+        "ct [scribbles]"]
+    np.testing.assert_array_equal(scribbles.data, painted)
+    qtbot.waitUntil(lambda: again.session.stroke_counts == {BACKGROUND: 1, 1: 1}, timeout=30000)
+    _stop(again, qtbot)
+    assert "ct [scribbles]" in viewer.layers  # Stop leaves the user's strokes, painted or not

@@ -14,12 +14,12 @@ from qtpy.QtCore import QEvent, QObject
 from napari_medml._widgets._layers import layer_spatial
 from napari_medml._widgets._placement import place_like
 from napari_medml._widgets._results import show_result
-from napari_medml.layer_data import is_generated
+from napari_medml.layer_data import PLUGIN_MARK, is_generated
 from napari_medml.result_layers import result_layer_data
 from napari_medml.segmentation.split import axis_phrase
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
-           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "session_status",
+           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "scribbles_for", "session_status",
            "show_uncertainty", "slice_axis", "status_lines", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
@@ -62,9 +62,44 @@ def brush_kept(viewer: Any, scribbles: Any) -> Iterator[None]:
                 active.mode = mode
 
 
+def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) -> tuple[Any, bool]:
+    """The scribbles layer Start takes when the user chose a new one: the image's own
+    ``<image> [scribbles]`` of its shape when one is open (a closed and reopened widget: the
+    strokes go on, trial 38), else a new empty one, placed on the image and added.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    image : napari.layers.Image
+        The (first) image layer segmented.
+    shape : tuple of int
+        The image's shape without channels.
+    axes : str
+        The image layer's axes.
+
+    Returns
+    -------
+    (napari.layers.Labels, bool)
+        The layer, and whether it was made now.
+    """
+    import napari
+
+    data, kwargs, kind = result_layer_data(np.zeros(shape, np.uint8), image.name, "scribbles", layer_spatial(image),
+                                           "labels", axes)
+    for layer in viewer.layers:
+        if (layer.name == kwargs["name"] and isinstance(layer, napari.layers.Labels)
+                and tuple(layer.data.shape) == tuple(shape) and not is_generated(layer.metadata)):
+            return layer, False
+    # the user's painting: not a plugin result that a re-run may replace
+    kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
+    scribbles = napari.layers.Layer.create(data, kwargs, kind)
+    place_like(scribbles, image)  # the brush paints the voxels under it
+    return viewer.add_layer(scribbles), True
+
+
 def disconnect(layers: dict, painted: Any, moved: Any) -> None:
     """Undo Start's connections: ``painted`` from the scribbles' paint and data events, ``moved``
-    from the image's placement events (``layers`` as the widget keeps them)."""
+    from the image's placement and data events (``layers`` as the widget keeps them)."""
     from napari_medml._widgets._placement import placement_events
 
     scribbles, image = layers.get("scribbles"), layers.get("image")
@@ -72,7 +107,7 @@ def disconnect(layers: dict, painted: Any, moved: Any) -> None:
         for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
             event.disconnect(painted)
     if image is not None:
-        for event in placement_events(image):
+        for event in (*placement_events(image), image.events.data):
             event.disconnect(moved)
 
 

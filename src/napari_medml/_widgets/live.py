@@ -31,15 +31,15 @@ from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
                                                add_live_model, brush_kept, check_live_input, clear_answer, disconnect,
-                                               draw_answer, go_to, place_on_image, session_status, slice_axis,
-                                               status_lines, viewer_closing, visible_slice)
-from napari_medml._widgets._placement import place_like, placement_events
+                                               draw_answer, go_to, place_on_image, scribbles_for, session_status,
+                                               slice_axis, status_lines, viewer_closing, visible_slice)
+from napari_medml._widgets._placement import placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.errors import InputError
-from napari_medml.layer_data import PLUGIN_MARK, is_generated
+from napari_medml.layer_data import is_generated
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["LiveWidget"]
@@ -133,21 +133,16 @@ class LiveWidget(DockForm):
         scribbles = self._w["scribbles"].value
         if scribbles is not None and scribbles is self._made and self._made_for is not inputs.layer:
             scribbles = None  # the strokes Start made for another image: this one gets its own layer
-        if scribbles == NEW_SCRIBBLES or scribbles is None:
-            data, kwargs, kind = result_layer_data(np.zeros(shape, np.uint8), inputs.layer.name, "scribbles",
-                                                   layer_spatial(inputs.layer), "labels", axes)
-            # the user's painting: not a plugin result that a re-run may replace
-            kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
-            scribbles = napari.layers.Layer.create(data, kwargs, kind)
-            place_like(scribbles, inputs.layer)  # the brush paints the voxels under it
-            scribbles = self._viewer.add_layer(scribbles)
+        if scribbles == NEW_SCRIBBLES or scribbles is None:  # the image's own from before, else a new one
+            scribbles, made = scribbles_for(self._viewer, inputs.layer, shape, axes)
             self._w["scribbles"].reset_choices()
             self._w["scribbles"].value = scribbles
-            self._made, self._made_for = scribbles, inputs.layer
-        elif tuple(scribbles.data.shape) != shape:
+            if made:
+                self._made, self._made_for = scribbles, inputs.layer
+        if tuple(scribbles.data.shape) != shape:
             raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
                              f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
-        elif scribbles is self._made:  # ours: it lies where the image lies now
+        if scribbles is self._made:  # ours: it lies where the image lies now
             place_on_image(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over
             check_on_image(scribbles, inputs.layer)
@@ -160,7 +155,7 @@ class LiveWidget(DockForm):
         scribbles.events.paint.connect(self._painted)
         scribbles.events.data.connect(self._painted)
         scribbles.events.set_data.connect(self._painted)  # undo/redo (Ctrl-Z) only refresh the layer
-        for event in placement_events(inputs.layer):
+        for event in (*placement_events(inputs.layer), inputs.layer.events.data):  # its pixels too (trial 38)
             event.connect(self._image_moved)
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
@@ -219,10 +214,11 @@ class LiveWidget(DockForm):
                 return self._layer_removed(SimpleNamespace(value=layer))
         self._stop_because(f"{what}; press Start to go on", notify=False)
 
-    def _image_moved(self, *_: Any) -> None:
+    def _image_moved(self, event: Any = None) -> None:
         image, scribbles = self._layers.get("image"), self._layers.get("scribbles")
-        if image is None:
-            return
+        if image is None or getattr(event, "type", None) == "data":  # new pixels: the features are of the old ones
+            return None if image is None else self._stop_because(f"image '{image.name}' has new data; press Start "
+                                                                 "to segment it (the strokes are kept)")
         ours = scribbles is not None and scribbles is self._made
         answer = self._layers.get("live")
         for layer in (scribbles if ours else None, answer if answer is not None and is_generated(answer.metadata)
