@@ -292,6 +292,12 @@ def test_object_classes_from_a_csv_keyed_by_object_id(make_napari_viewer, open_w
     samples = viewer.layers["cells [classes]"].metadata["samples"]
     assert samples["object"].tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_array_equal(inst.data, instances)  # the user's layer: unchanged
+    # trial 38: 'save table' onto the class CSV replaced the user's classes with the predictions
+    widget["table"].value = table
+    widget["save_table"].changed.emit(True)
+    assert notes[-1].message == (f"Classification: 'table CSV' {table} is the 'class CSV' the classes are read "
+                                 "from: outputs never overwrite inputs; choose another file name")
+    assert table.read_text() == "object,class\n1,1\n2,2\n3,1\n4,2\n"
 
 
 def _unet_bundle(folder, task: str, images: np.ndarray):

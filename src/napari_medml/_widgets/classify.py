@@ -387,5 +387,9 @@ class ClassifyWidget(DockForm):
             raise InputError("nothing to save yet: press Start; the table is the classified samples")
         if path in ("", "."):
             raise InputError("choose the table CSV file to write ('table CSV'), then save")
+        classes = str(self._w["csv"].value)
+        if classes not in ("", ".") and Path(path).resolve() == Path(classes).resolve():  # trial 38: it was replaced
+            raise InputError(f"'table CSV' {path} is the 'class CSV' the classes are read from: outputs never "
+                             "overwrite inputs; choose another file name")
         written = write_table(Path(path), self.result.table)
         self._w["status"].value = f"saved {len(self.result.classes)} rows to {written}"
