@@ -226,6 +226,12 @@ def test_tile_mode_cli(capsys, tmp_path) -> None:
     assert np.load(tmp_path / "prob.npy").shape == (2, 64, 64)
     header, rows = read_table(tmp_path / "tiles.csv")
     assert header[:4] == ["tile", "start_y", "start_x", "class"] and len(rows) == 16
+    # trial 38: --instances was ignored without a word by a classifier of tiles (or images)
+    code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",
+                           "--instances", tmp_path / "paint.npy", "--out", tmp_path / "again.npy")
+    assert_one_line_error(code, err, "--instances is for a classifier of objects; this one classifies tiles: "
+                          "drop --instances")
+    assert not (tmp_path / "again.npy").exists()
 
 
 def test_errors_are_one_line(capsys, stack, tmp_path) -> None:

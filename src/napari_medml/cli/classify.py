@@ -245,6 +245,9 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
         check_derived_table(table, ours=is_prediction_table)
     if classifier.level == "object" and args.instances is None:
         raise UsageError("this classifier classifies objects: give --instances (instance labels)")
+    if classifier.level != "object" and args.instances is not None:  # trial 38: ignored without a word
+        raise UsageError(f"--instances is for a classifier of objects; this one classifies {classifier.level}s: "
+                         "drop --instances")
     if args.uncertainty is not None:
         raise UsageError("--uncertainty is for segmentation bundles; a classifier writes "
                          "probabilities (--probabilities, --table)")  # fmt: skip
