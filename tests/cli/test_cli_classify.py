@@ -362,6 +362,15 @@ def test_a_run_without_validation_samples_says_why(capsys, tmp_path) -> None:
     assert err.strip().splitlines()[-1] == (
         "napari-medml: no validation samples: no class has two labelled samples (a class's only sample stays "
         "in training), so no metrics: label at least two samples of each class, more for numbers worth reading")
+    # trial 38: one class of one sample beside others of many: the scores are of the others, and that is said
+    (tmp_path / "one.csv").write_text("object,class\n" + "".join(f"{i},1\n" for i in range(1, 9)) + "9,2\n")
+    code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "object",
+                           "--image", tmp_path / "img.npy", "--instances", tmp_path / "inst.npy",
+                           "--classes", tmp_path / "one.csv", "--input-size", "24", "--epochs", "1",
+                           "--steps-per-epoch", "2", *SMALL, "--out", tmp_path / "bundle1")
+    assert code == 0, err
+    assert ("training per class {1: 6, 2: 1}; class 2 has one labelled object, kept for training, so the "
+            "validation scores leave it out (label more to measure)") in err, err
 
 
 def test_object_inputs_that_do_not_fit_get_one_line(capsys, tmp_path) -> None:

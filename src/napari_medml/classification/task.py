@@ -89,6 +89,13 @@ class ClassificationTask:
         counts = {c: int((samples.y[self.train_idx] == c).sum()) for c in class_ids}
         self.split_note = (f"{len(self.train_idx)} training / {len(self.val_idx)} validation {samples.level}s; "
                            f"training per class {counts}")
+        single = [c for c in class_ids if (samples.y == c).sum() == 1]
+        if single and len(self.val_idx):  # trial 38: its scores read as every class's
+            many = len(single) > 1
+            self.split_note += (f"; class{'es' if many else ''} {', '.join(map(str, single))} "
+                                f"{'have' if many else 'has'} one labelled {samples.level}{' each' if many else ''}, "
+                                f"kept for training, so the validation scores leave {'them' if many else 'it'} out "
+                                "(label more to measure)")
         ic = samples.image_channels
         self.normalization = (dict(base.normalization) if base is not None else
                               fit_normalization([samples.x[self.train_idx, :ic].swapaxes(0, 1)],
