@@ -128,10 +128,10 @@ class InstantClassifier:
 
         classes = np.unique(ids)
         if len(classes) < 2:
-            raise InputError(
-                f"scribbles have only id(s) {classes.tolist()}: paint background (id {self.background_id}) "
-                "and at least one class before asking for an answer"
-            )
+            only = [f"background (id {c})" if c == self.background_id else f"id {c}" for c in classes.tolist()]
+            painted = f"only {only[0]} is painted" if only else "nothing is painted yet"
+            raise InputError(f"{painted} in the scribbles: paint background (id {self.background_id}) "
+                             "and at least one class before asking for an answer")
         forest = RandomForestClassifier(
             n_estimators=self.config.trees, n_jobs=self.config.n_jobs or os.cpu_count(),
             random_state=self.config.seed,
