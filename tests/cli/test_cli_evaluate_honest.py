@@ -317,3 +317,27 @@ def test_a_tiff_in_pixels_per_centimetre_is_not_scored_on_another_grid(tmp_path)
             assert json.loads(r.stdout)["classes"]["1"]["hd95"] == pytest.approx(1.0)
         else:
             assert r.returncode == 1 and "spacing (0.25, 0.25)" in r.stderr and "spacing (0.5, 0.5)" in r.stderr
+
+
+def test_a_nifti_without_orientation_codes_is_scored_and_trains_on_the_other_files_grid(tmp_path) -> None:
+    """Cases 38 s41, s46: a prediction (or labels) saved with nibabel.Nifti1Image(a, None), codes 0, was
+    refused beside a RAS file of the same voxels: nibabel's made-up affine flips x and centres the origin."""
+    truth = np.zeros((30, 24, 8), np.uint8)  # X, Y, Z as nibabel holds them
+    truth[5:20, 4:15, 2:6] = 1
+    pred = np.roll(truth, 1, axis=0)
+    ras = nib.Nifti1Image(truth, np.diag([1.0, 1.0, 2.0, 1.0]))
+    ras.header.set_xyzt_units("mm")
+    nib.save(ras, str(tmp_path / "truth.nii.gz"))
+    bare = nib.Nifti1Image(pred, None)
+    bare.header.set_zooms((1.0, 1.0, 2.0))
+    nib.save(bare, str(tmp_path / "pred.nii.gz"))
+    r = run("evaluate", "--prediction", tmp_path / "pred.nii.gz", "--labels", tmp_path / "truth.nii.gz")
+    assert r.returncode == 0, r.stderr
+    want = 2 * (truth & pred).sum() / (truth.sum() + pred.sum())
+    assert json.loads(r.stdout)["classes"]["1"]["dice"] == pytest.approx(want)
+    image = nib.Nifti1Image(np.random.default_rng(0).normal(size=truth.shape).astype(np.float32) + 2.0 * truth,
+                            np.diag([1.0, 1.0, 2.0, 1.0]))
+    nib.save(image, str(tmp_path / "image.nii.gz"))
+    t = run("train", "--image", tmp_path / "image.nii.gz", "--labels", tmp_path / "pred.nii.gz", *TINY,
+            "--out", tmp_path / "model")
+    assert t.returncode == 0 and "Traceback" not in t.stderr, t.stderr

@@ -24,6 +24,21 @@ def _zyx(seed: int = 0, shape: tuple[int, ...] = (4, 6, 5)) -> np.ndarray:
 # --------------------------------------------------------------- NIfTI: gzip or not by content
 
 
+def test_a_nifti_without_orientation_codes_has_voxel_sizes_but_no_direction_or_position(tmp_path: Path) -> None:
+    """sform and qform code 0 (Analyze conversions, nibabel.Nifti1Image(a, None)): nibabel makes up an
+    affine (x flipped, origin at the centre) and a file of the same voxels in RAS lay off its grid (cases 38
+    s41, s46). It reads as stored, at 0, with its voxel sizes and no affine, as a TIFF with a voxel size."""
+    xyz = np.random.default_rng(0).normal(size=(6, 5, 4)).astype(np.float32)
+    img = nib.Nifti1Image(xyz, None)
+    img.header.set_zooms((0.5, 0.5, 2.0))
+    nib.save(img, tmp_path / "bare.nii.gz")
+    assert int(nib.load(tmp_path / "bare.nii.gz").header["sform_code"]) == 0  # nibabel's affine: x flipped
+    volume = read_volume(tmp_path / "bare.nii.gz")
+    assert volume.affine is None and volume.origin == (0.0, 0.0, 0.0)
+    np.testing.assert_allclose(volume.spacing, (2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(volume.data, xyz.T)  # as stored, not mirrored in x
+
+
 @pytest.mark.parametrize("nifti", [nib.Nifti1Image, nib.Nifti2Image], ids=["nifti1", "nifti2"])
 @pytest.mark.parametrize(("written", "named"), [("a.nii", "plain_named.nii.gz"), ("a.nii.gz", "gz_named.nii")])
 def test_nifti_compression_is_read_from_content_not_name(tmp_path: Path, nifti: type, written: str, named: str) -> None:

@@ -14,7 +14,10 @@ so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
   place voxels exactly for a positive diagonal affine. The full 4x4 affine (in
   NIfTI's x, y, z world) is kept in :attr:`Volume.affine`, with the sform and
   qform codes in :attr:`Volume.meta`, and written back as it was, so oblique
-  (rotated) volumes survive a read -> write -> read unchanged. The 4th NIfTI
+  (rotated) volumes survive a read -> write -> read unchanged. A file whose sform
+  and qform codes are both 0 stores voxel sizes only: it has no affine and lies
+  at 0 as stored (nibabel's stand-in affine, x flipped about the centre, is not
+  used), and it is compared to other files as a TIFF with a voxel size is. The 4th NIfTI
   dimension is time (``T``) when the header gives a time unit, channels (``C``)
   for a vector intent, otherwise unnamed (``Q``: some datasets keep modalities
   there); the 5th is channels (ITK vector images are (X, Y, Z, 1, C)). Channels

@@ -95,11 +95,17 @@ def read_nifti(path: Path) -> Volume:
     colours = raw.dtype.names is not None  # RGB24 / RGBA32: one field per colour
     zooms = tuple(float(z) for z in header.get_zooms()[: raw.ndim])
     spatial = min(raw.ndim, 3)
-    affine = np.array(img.affine, dtype=np.float64)
+    affine: np.ndarray | None = np.array(img.affine, dtype=np.float64)
     origin = tuple(float(o) for o in affine[:spatial, 3][::-1])
     origin = (0.0,) * (raw.ndim - spatial) + origin
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        # no orientation or position, only voxel sizes (NIfTI-1's "method 1", Analyze conversions,
+        # nibabel.Nifti1Image(a, None)): nibabel's affine for it (x flipped, origin at the centre) is
+        # made up, and another file of the same voxels lay off its grid (cases 38). As a TIFF with a
+        # voxel size: no direction, at 0, taken onto the other file's grid with a warning.
+        affine, origin = None, (0.0,) * len(origin)
     meta: dict[str, Any] = {"sform_code": sform_code, "qform_code": qform_code}
     space_unit, time_unit = header.get_xyzt_units()
     unit = canonical_unit(space_unit)
