@@ -121,6 +121,9 @@ def test_a_class_column_that_is_not_the_argmax_is_scored_and_said(tmp_path):
         (None, "sample,class\n0,round\n", ["test.csv", "'round' is not a number"]),
         (None, "0,1\n0,2\n", ["test.csv", "sample 0 2 times"]),
         (None, "sample,class,prob_1\n0,1,1\n", ["test.csv", "is a prediction table"]),
+        # trial 38: a file of objects' classes was scored against a table of samples
+        (None, "Object,class\n1,1\n2,2\n", ["test.csv", "a row per object", "pred.csv", "a row per sample"]),
+        (None, "tile,class\n1,1\n2,2\n", ["test.csv", "a row per tile", "known classes of its samples"]),
     ],
 )  # fmt: skip
 def test_bad_inputs_raise_one_line_naming_the_file(tmp_path, pred_text, truth_text, words):
