@@ -8,7 +8,8 @@ spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
 A NIfTI volume opens in RAS+ voxel order (:func:`napari_medml.io.orientation.to_canonical`,
 flips and axis swaps only): napari places a layer by scale and translate alone, so an
 image stored LAS or LPS and its labels stored RAS would otherwise lie mirrored on one
-another, and labels painted on the image and saved would be mirrored in world space.
+another, and labels painted on the image and saved would be mirrored in world space. A NIfTI
+whose sform and qform codes are 0 has no orientation (no affine): it opens as stored.
 """
 
 from __future__ import annotations

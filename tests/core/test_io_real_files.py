@@ -221,9 +221,17 @@ def test_a_plain_tiffs_resolution_in_centimetres_is_its_pixel_size(tmp_path: Pat
     cm = read_volume(tmp_path / "cm.tif")
     np.testing.assert_allclose(cm.spacing, (spacing, spacing))
     assert cm.meta["unit"] == unit
-    for name in ("inch.tif", "plain.tif"):
+    # review 37: a print resolution saved in cm (72 dpi), a zero numerator (it read as 10 mm pixels)
+    tifffile.imwrite(tmp_path / "print.tif", yx, resolution=(72 / 2.54, 72 / 2.54), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "zero.tif", yx, resolution=((0, 1), (int(per_cm), 1)), resolutionunit="CENTIMETER")
+    for name in ("inch.tif", "plain.tif", "print.tif", "zero.tif"):
         other = read_volume(tmp_path / name)
         assert other.spacing == (1.0, 1.0) and "unit" not in other.meta, name
+    # a stack: its step is unknown, so the file says nothing and --spacing (with_spacing) gives the voxel size
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 6, 8), np.uint8), resolution=(per_cm, per_cm),
+                     resolutionunit="CENTIMETER")
+    stack = read_volume(tmp_path / "stack.tif")
+    assert stack.spacing == (1.0, 1.0, 1.0) and "unit" not in stack.meta
 
 
 def test_ome_units_per_axis_are_brought_to_one(tmp_path: Path) -> None:

@@ -11,16 +11,17 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
-from napari_medml._widgets._layers import layer_spatial
+from napari_medml._widgets._layers import check_on_image, layer_spatial
 from napari_medml._widgets._placement import place_like
 from napari_medml._widgets._results import show_result
+from napari_medml.errors import InputError
 from napari_medml.layer_data import PLUGIN_MARK, is_generated
 from napari_medml.result_layers import result_layer_data
 from napari_medml.segmentation.split import axis_phrase
 
 __all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
-           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "scribbles_for", "session_status",
-           "show_uncertainty", "slice_axis", "status_lines", "viewer_closing", "visible_slice"]
+           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "scribbles_for",
+           "session_status", "show_uncertainty", "slice_axis", "status_lines", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -65,7 +66,7 @@ def brush_kept(viewer: Any, scribbles: Any) -> Iterator[None]:
 def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) -> tuple[Any, bool]:
     """The scribbles layer Start takes when the user chose a new one: the image's own
     ``<image> [scribbles]`` of its shape when one is open (a closed and reopened widget: the
-    strokes go on, trial 38), else a new empty one, placed on the image and added.
+    strokes go on, trial 38) that lies on the image, else a new empty one, placed on the image and added.
 
     Parameters
     ----------
@@ -89,6 +90,10 @@ def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) ->
     for layer in viewer.layers:
         if (layer.name == kwargs["name"] and isinstance(layer, napari.layers.Labels)
                 and tuple(layer.data.shape) == tuple(shape) and not is_generated(layer.metadata)):
+            try:  # only where it lies on the image (review 37: one on another scale was taken, then refused)
+                check_on_image(layer, image)
+            except InputError:
+                continue
             return layer, False
     # the user's painting: not a plugin result that a re-run may replace
     kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
@@ -99,7 +104,8 @@ def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) ->
 
 def disconnect(layers: dict, painted: Any, moved: Any) -> None:
     """Undo Start's connections: ``painted`` from the scribbles' paint and data events, ``moved``
-    from the image's placement and data events (``layers`` as the widget keeps them)."""
+    from the image's placement and data events and the other channel layers' data events (``layers``
+    as the widget keeps them)."""
     from napari_medml._widgets._placement import placement_events
 
     scribbles, image = layers.get("scribbles"), layers.get("image")
@@ -107,7 +113,7 @@ def disconnect(layers: dict, painted: Any, moved: Any) -> None:
         for event in (scribbles.events.paint, scribbles.events.data, scribbles.events.set_data):
             event.disconnect(painted)
     if image is not None:
-        for event in (*placement_events(image), image.events.data):
+        for event in (*placement_events(image), *(layer.events.data for layer in [image, *layers.get("channels", ())])):
             event.disconnect(moved)
 
 

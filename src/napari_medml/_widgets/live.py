@@ -149,14 +149,16 @@ class LiveWidget(DockForm):
         scribbles.mode = "paint"
         if scribbles.selected_label == self._w["background"].value:
             scribbles.selected_label = self._w["background"].value + 1
-        self._inputs, self._axes, self._layers = inputs, axes, {"image": inputs.layer, "scribbles": scribbles}
+        channels = [layer for layer in self._w["images"].value or () if layer is not inputs.layer]
+        self._inputs, self._axes = inputs, axes
+        self._layers = {"image": inputs.layer, "scribbles": scribbles, "channels": channels}
         self._pushed, self._stop_reason = None, ""
         self._sent.clear()
         scribbles.events.paint.connect(self._painted)
         scribbles.events.data.connect(self._painted)
         scribbles.events.set_data.connect(self._painted)  # undo/redo (Ctrl-Z) only refresh the layer
-        for event in (*placement_events(inputs.layer), inputs.layer.events.data):  # its pixels too (trial 38)
-            event.connect(self._image_moved)
+        for event in (*placement_events(inputs.layer), *(layer.events.data for layer in [inputs.layer, *channels])):
+            event.connect(self._image_moved)  # its pixels too, and each channel layer's (trial 38)
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
         self._w["status"].value = STARTING  # trial 32: 8-17 s without a word on a 2-core CPU
@@ -217,8 +219,8 @@ class LiveWidget(DockForm):
     def _image_moved(self, event: Any = None) -> None:
         image, scribbles = self._layers.get("image"), self._layers.get("scribbles")
         if image is None or getattr(event, "type", None) == "data":  # new pixels: the features are of the old ones
-            return None if image is None else self._stop_because(f"image '{image.name}' has new data; press Start "
-                                                                 "to segment it (the strokes are kept)")
+            return None if image is None else self._stop_because(
+                f"image '{getattr(event.source, 'name', image.name)}' has new data; press Start to segment it")
         ours = scribbles is not None and scribbles is self._made
         answer = self._layers.get("live")
         for layer in (scribbles if ours else None, answer if answer is not None and is_generated(answer.metadata)

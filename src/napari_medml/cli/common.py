@@ -148,7 +148,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
         back = None if labels_shape is not None else one_slice_volume(vol.data, axes, vol.spacing, vol.origin,
                                                                       dropped, rgb)
         if back is None:
-            order = "; a NIfTI's x, y reversed" if vol.affine is not None else ""
+            order = "; a NIfTI's x, y reversed" if "sform_code" in vol.meta else ""  # a NIfTI, with codes or not
             raise InputError(f"{what} is one 2D slice (axes {axes}, shape {tuple(vol.data.shape)}{order}) but the "
                              "network is 3D: it needs a volume of several slices; give the volume, or use a 2D network "
                              "(train --spatial-dims 2; the widget's 2D/3D)")

@@ -27,7 +27,8 @@ STORED_ORIENTATION = "stored_orientation"  # Volume.meta key: a file's own orien
 
 def file_orientation(path: Any, spatial_dims: int) -> str | None:
     """The orientation letters (e.g. ``"RAS"``) of a NIfTI file's voxel axes, read from its
-    header alone; None for 2D, and for files without an affine (TIFF, NumPy)."""
+    header alone; None for 2D, for files without an affine (TIFF, NumPy) and for a NIfTI whose
+    sform and qform codes are 0 (no orientation: :func:`~napari_medml.io.nifti.read_nifti`)."""
     from pathlib import Path
 
     lower = str(path).lower()
@@ -35,7 +36,10 @@ def file_orientation(path: Any, spatial_dims: int) -> str | None:
         return None
     from napari_medml.io.nifti import load_nifti  # by content: a .nii.gz that is not gzipped reads too
 
-    return axis_codes(np.asarray(load_nifti(Path(path)).affine, dtype=np.float64))
+    img = load_nifti(Path(path))
+    if int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:  # nibabel's affine is made up
+        return None
+    return axis_codes(np.asarray(img.affine, dtype=np.float64))
 
 
 def orientation_of(affine: Any, spatial_dims: int) -> str | None:

@@ -23,6 +23,7 @@ __all__ = ["read_tiff", "write_tiff"]
 _IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")  # tifffile's 'BHhf'
 _OME_DTYPES = ("int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64")
 _OME_UNITS = {"um": "µm", "mm": "mm", "nm": "nm", "m": "m", "cm": "cm"}
+_PRINT_DPI = (72.0, 96.0, 150.0, 300.0, 600.0)  # print resolutions, not a pixel's size (in cm too)
 
 
 LABELS_INFO = "napari-medml: labels"  # ImageJ Info text of the label files this package writes
@@ -105,8 +106,8 @@ def _read_tiff(path: Path) -> Volume:
                 offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
             unit = canonical_unit(info.get("unit"))
             is_labels = bool(info.get("labels"))
-        if not sizes and not tif.is_imagej and not tif.is_ome:
-            sizes, unit = _centimetre_resolution(tif.pages.first, unit)
+        if not sizes and not tif.is_imagej and not tif.is_ome and set(axes[:ndim]) <= set("YXC"):
+            sizes, unit = _centimetre_resolution(tif.pages.first, unit)  # one plane: a stack's step is unknown
     if unit == "nm":  # nanometres as micrometres, so files of one microscope compare whatever they say
         factor = length_factor("nm", "um")
         sizes = {ax: v * factor if ax in "XYZ" else v for ax, v in sizes.items()}
@@ -191,14 +192,21 @@ def _check_count(path: Path, promised: int, got: int, what: str) -> None:
 def _centimetre_resolution(page: Any, unit: str | None) -> tuple[dict[str, float], str | None]:
     """A plain TIFF's pixel size from its XResolution/YResolution tags in pixels per centimetre.
 
-    Only ResolutionUnit CENTIMETER (3) is read: a resolution in inches (tifffile's and most
-    writers' default, often 72 dpi) is a print size, not the pixel's, so it stays "no size".
-    The size is given in mm, or in um below 10 um (a microscope's), as the other files name them.
+    Only ResolutionUnit CENTIMETER (3) is read, with both tags set: a resolution in inches
+    (tifffile's and most writers' default, often 72 dpi) is a print size, not the pixel's, and so
+    is a print resolution written in centimetres (72, 96, 150, 300 or 600 dpi, as an editor in a
+    metric locale saves it): the image stays "no size". The size is given in mm, or in um below
+    10 um (a microscope's), as the other files name them.
     """
     if int(getattr(page.tags.get("ResolutionUnit"), "value", 0) or 0) != 3:
         return {}, unit
-    cm = {ax: _resolution_to_spacing(page.tags.get(f"{ax}Resolution")) for ax in "XY"}
-    if not all(np.isfinite(v) and v > 0 for v in cm.values()) or page.tags.get("XResolution") is None:
+    tags = {ax: page.tags.get(f"{ax}Resolution") for ax in "XY"}
+    if any(tag is None or not tag.value[0] or not tag.value[1] for tag in tags.values()):
+        return {}, unit
+    cm = {ax: _resolution_to_spacing(tag) for ax, tag in tags.items()}
+    per_inch = [2.54 / v for v in cm.values()]
+    if any(not np.isfinite(v) or v <= 0 for v in cm.values()) or all(
+            any(abs(d - p) < 0.01 * p for p in _PRINT_DPI) for d in per_inch):
         return {}, unit
     target = "um" if max(cm.values()) < 1e-3 else "mm"
     return {ax: v * length_factor("cm", target) for ax, v in cm.items()}, target

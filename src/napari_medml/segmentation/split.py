@@ -298,9 +298,9 @@ def _left_out(gap: int, dropped: int, groups: Sequence[int] | None = None, margi
                                    "the same image)")
     asked = max(1, int(margin)) if groups is not None else 0
     if gap < asked:  # cases 38 s40: the plan said 1 slice left out, and a 2-slice volume trained its neighbour
+        near = "a neighbouring slice trains" if gap == 0 else f"slices {gap + 1} away from a held-out one train"
         text += (f"; the margin is {gap} slice{'s' if gap != 1 else ''}, not {asked}: the volume has too few slices "
-                 "to leave more out and still train, so a neighbouring slice trains and the validation score may "
-                 "read high")
+                 f"to leave more out and still train, so {near} and the validation score may read high")
     return text
 
 
