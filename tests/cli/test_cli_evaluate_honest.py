@@ -341,3 +341,13 @@ def test_a_nifti_without_orientation_codes_is_scored_and_trains_on_the_other_fil
     t = run("train", "--image", tmp_path / "image.nii.gz", "--labels", tmp_path / "pred.nii.gz", *TINY,
             "--out", tmp_path / "model")
     assert t.returncode == 0 and "Traceback" not in t.stderr, t.stderr
+    # review 37: a model trained on the file without codes recorded nibabel's made-up LAS, and mirrored x of
+    # every RAS image it predicted
+    bare_image = nib.Nifti1Image(np.asarray(image.dataobj), None)
+    bare_image.header.set_zooms((1.0, 1.0, 2.0))
+    nib.save(bare_image, str(tmp_path / "bare_image.nii.gz"))
+    t = run("train", "--image", tmp_path / "bare_image.nii.gz", "--labels", tmp_path / "pred.nii.gz", *TINY,
+            "--out", tmp_path / "bare_model")
+    assert t.returncode == 0, t.stderr
+    config = json.loads((tmp_path / "bare_model" / "config.json").read_text())
+    assert config["provenance"].get("orientation") is None, config["provenance"]
