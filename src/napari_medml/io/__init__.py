@@ -28,9 +28,10 @@ so a (X, Y, 1) NIfTI is a 2D image and what is written "like" it has its shape.
   tifffile's JSON description; spacing from ImageJ metadata (``spacing`` for Z,
   ``finterval`` for T, X/YResolution for Y/X, ``unit``, ``x/y/zorigin``), from
   OME-XML (``PhysicalSize*``, ``TimeIncrement``, first ``Plane`` position) or
-  from the JSON description; a TIFF with none of these takes its pixel size from
-  X/YResolution when its ResolutionUnit is centimetre (in mm, or um below 10 um);
-  a resolution in inches is a print size (72 dpi by default) and is not read. Writing uses ImageJ metadata for the dtypes ImageJ
+  from the JSON description; a one-plane TIFF with none of these takes its pixel
+  size from X/YResolution when its ResolutionUnit is centimetre (in mm, or um below
+  10 um); a resolution in inches, or a print one (72 dpi...) in centimetres, is a
+  print size and is not read. Writing uses ImageJ metadata for the dtypes ImageJ
   knows (uint8, uint16, int16, float32), OME-XML for the other OME dtypes and
   tifffile's JSON description plus resolution tags for the rest. Compressed
   files need ``imagecodecs``; a file that decodes to fewer planes than its
