@@ -266,7 +266,8 @@ def test_errors_are_one_line(capsys, stack, tmp_path) -> None:
                                   "--level image: drop it"),
     (["--tile-size", "4"], "--tile-size is for --level tile, not --level image: drop it"),
     (["--spatial-dims", "3"], "--spatial-dims 3: the samples of image"),
-], ids=["segmentation", "segmentation-split", "instances", "tile-size", "spatial-dims"])
+    (["--spacing", "2", "1", "1"], "--spacing: a classifier takes the voxels as they are"),
+], ids=["segmentation", "segmentation-split", "instances", "tile-size", "spatial-dims", "spacing"])
 def test_options_a_classifier_would_ignore_are_refused(capsys, stack, tmp_path, extra, words) -> None:
     """Trial 29: each of these trained a classifier with the same weights as without it (and
     --spatial-dims 3 was stored as 2), while --object-box with --level image was refused."""

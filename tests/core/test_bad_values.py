@@ -140,3 +140,14 @@ def test_a_volume_given_to_a_2d_network_names_the_list_of_slices_that_works():
         mm.train(volume, labels, config)
     model = mm.train(list(volume), list(labels), config)  # the fix the line names
     assert model.spatial_dims == 2
+
+
+def test_a_wrong_number_of_class_weights_names_the_option_and_the_widget_field():
+    """Trial 38: the Classify widget's line named ``class_weights``, its field is *class weights*."""
+    from napari_medml.classification.task import _loss
+    from napari_medml.nn.losses import _class_weights
+
+    with pytest.raises(ConfigError, match=r"^class weights \(--class-weights\) have 2 values but the labels give 3 "):
+        _class_weights((1.0, 2.0), 3, "cpu")
+    with pytest.raises(ConfigError, match=r"^class weights \(--class-weights\) have 3 values but there are 2 classes"):
+        _loss(OptimConfig(class_weights=(1.0, 2.0, 3.0)), 2, "cpu")

@@ -116,6 +116,21 @@ def test_object_samples_crop_mask_and_classes() -> None:
     assert table["object"].tolist() == [3, 7, 9] and table["voxels"].tolist() == [200, 250, 50]
 
 
+def test_an_object_painted_with_two_classes_takes_the_larger_and_says_so() -> None:
+    """Trial 38: an object painted with two classes was resolved by majority without a word."""
+    image, inst, paint = _objects()  # object 7: 4 voxels of class 1, 1 of class 2
+    s = object_samples(image, inst, class_labels=paint)
+    np.testing.assert_array_equal(s.y, [2, 1, 0])
+    assert s.note == "1 object is painted with more than one class (id 7): each takes the class painted on most of its voxels"
+    paint[34, 45] = 0
+    assert object_samples(image, inst, class_labels=paint).note == ""
+    paint[inst == 9] = 1
+    paint[40, 70] = 2
+    paint[10, 10] = 1
+    assert object_samples(image, inst, class_labels=paint).note.startswith(
+        "2 objects are painted with more than one class (ids 3, 9): ")
+
+
 def test_object_errors() -> None:
     image, inst, paint = _objects()
     with pytest.raises(InputError, match="paint none of the 3 objects"):

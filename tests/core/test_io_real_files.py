@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -14,7 +15,7 @@ import pytest
 import tifffile
 
 from napari_medml.errors import InputError
-from napari_medml.io import read_volume
+from napari_medml.io import read_volume, write_volume
 
 
 def _zyx(seed: int = 0, shape: tuple[int, ...] = (4, 6, 5)) -> np.ndarray:
@@ -37,6 +38,15 @@ def test_a_nifti_without_orientation_codes_has_voxel_sizes_but_no_direction_or_p
     assert volume.affine is None and volume.origin == (0.0, 0.0, 0.0)
     np.testing.assert_allclose(volume.spacing, (2.0, 0.5, 0.5))
     np.testing.assert_array_equal(volume.data, xyz.T)  # as stored, not mirrored in x
+
+    # saved unmoved, it keeps its codes 0; moved (a layer's translate), the position is kept (review 37)
+    write_volume(tmp_path / "same.nii.gz", volume)
+    assert int(nib.load(tmp_path / "same.nii.gz").header["sform_code"]) == 0
+    moved = replace(volume, origin=(4.0, -1.0, 0.5))
+    write_volume(tmp_path / "moved.nii.gz", moved)
+    back = read_volume(tmp_path / "moved.nii.gz")
+    assert back.origin == (4.0, -1.0, 0.5) and back.spacing == volume.spacing
+    np.testing.assert_array_equal(back.data, xyz.T)
 
 
 @pytest.mark.parametrize("nifti", [nib.Nifti1Image, nib.Nifti2Image], ids=["nifti1", "nifti2"])

@@ -96,6 +96,8 @@ class ClassificationTask:
                                 f"{'have' if many else 'has'} one labelled {samples.level}{' each' if many else ''}, "
                                 f"kept for training, so the validation scores leave {'them' if many else 'it'} out "
                                 "(label more to measure)")
+        if samples.note:
+            self.split_note += f"; {samples.note}"
         ic = samples.image_channels
         self.normalization = (dict(base.normalization) if base is not None else
                               fit_normalization([samples.x[self.train_idx, :ic].swapaxes(0, 1)],
@@ -236,8 +238,8 @@ def _loss(config: OptimConfig, num_classes: int, device: torch.device) -> Callab
     weight = None
     if config.class_weights is not None:
         if len(config.class_weights) != num_classes or any(w < 0 for w in config.class_weights):
-            raise ConfigError(f"class_weights has {len(config.class_weights)} values but there are {num_classes} "
-                              "classes: give one weight >= 0 per class, in class-id order")
+            raise ConfigError(f"class weights (--class-weights) have {len(config.class_weights)} values but there are "
+                              f"{num_classes} classes: give one weight >= 0 per class, in class-id order")
         weight = torch.as_tensor(config.class_weights, dtype=torch.float32, device=device)
     if config.loss == "ce":
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)

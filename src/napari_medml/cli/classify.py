@@ -127,7 +127,7 @@ def refuse_unused(args: argparse.Namespace) -> None:
     ------
     UsageError
         Segmentation options (patch size, validation margin, foreground share, scribbles),
-        ``--instances`` without ``--level object``, ``--tile-size`` without ``--level tile``.
+        ``--spacing``, ``--instances`` without ``--level object``, ``--tile-size`` without ``--level tile``.
     """
     given = [name for name, value in (("--patch-size", args.patch_size), ("--val-margin", args.val_margin),
                                       ("--foreground-fraction", args.foreground_fraction), ("--sparse", args.sparse),
@@ -135,6 +135,9 @@ def refuse_unused(args: argparse.Namespace) -> None:
     if given:
         raise UsageError(f"{', '.join(given)}: for segmentation; a classifier takes each image, object or tile "
                          "whole, at --input-size (drop the option)")  # fmt: skip
+    if args.spacing:  # trial 38: accepted and unused
+        raise UsageError("--spacing: a classifier takes the voxels as they are (objects and tiles are cut, and "
+                         "samples resized to --input-size, in voxels; no voxel size is kept): drop it")
     if args.instances is not None and args.level != "object":
         raise UsageError(f"--instances is for --level object (objects cropped from instance labels), not --level "
                          f"{args.level}: drop it")  # fmt: skip

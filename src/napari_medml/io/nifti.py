@@ -198,6 +198,8 @@ def write_nifti(path: Path, volume: Volume) -> None:
     # keep the file's codes; without them use nibabel's defaults (sform "aligned")
     sform_code = int(volume.meta.get("sform_code", 2))
     qform_code = int(volume.meta.get("qform_code", 0))
+    if sform_code == qform_code == 0 and any(volume.origin):  # a moved layer of a file without codes:
+        sform_code = 2  # codes 0 would drop its position; "aligned" (to another image) keeps it
     img.set_sform(affine, code=sform_code)
     img.set_qform(affine, code=qform_code)
     # set_qform resets pixdim from the affine; keep the file's own voxel sizes

@@ -164,7 +164,7 @@ def _class_weights(weights: Sequence[float] | None, num_classes: int,
         return None
     if len(weights) != num_classes:
         raise ConfigError(
-            f"class_weights has {len(weights)} values but the labels give {num_classes} classes "
+            f"class weights (--class-weights) have {len(weights)} values but the labels give {num_classes} classes "
             "(background first): give one weight per class"
         )
     if any(w < 0 for w in weights):
