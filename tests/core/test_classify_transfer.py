@@ -122,6 +122,7 @@ def test_classification_starts_from_a_unet_bundle_and_trains(start, pretrained, 
     assert initial["task"] == start and initial["loaded"] == len(encoder) == initial["total"] - 2
     assert clf.provenance["taken_from_start"]["depth"] == depth
     assert f"network unet-encoder, width 4, depth {depth}, instance norm: the start bundle's" in reports[0].message
+    assert f"the output layer starts new (the bundle's network is for {start})" in reports[0].message
     ends = [r for r in reports if r.epoch_end]
     assert len(ends) == 2 and np.isfinite(ends[-1].train_loss)
     first = encoder[0]  # the first level's first convolution: frozen, so still the bundle's
@@ -131,6 +132,24 @@ def test_classification_starts_from_a_unet_bundle_and_trains(start, pretrained, 
     back = load_classifier(clf.save(tmp_path / "clf"))
     assert (back.config.model.network, back.config.model.depth) == ("unet-encoder", depth)
     np.testing.assert_allclose(back.predict_proba(samples), clf.predict_proba(samples), atol=1e-5)
+
+
+def test_a_classifier_of_other_classes_says_its_output_layer_starts_new(shapes, tmp_path) -> None:
+    """Trial 38: a 3-class classifier as the start of a 2-class run said only "14 of 16 tensors"."""
+    _, samples = shapes
+    three = replace(samples, y=np.where(np.arange(len(samples.y)) % 5 == 0, 3, samples.y))
+    config = replace(_classify_config(None), model=ModelConfig(network="smallcnn", channels=4, depth=2))
+    start = train_classifier(three, config).save(tmp_path / "three")
+    for start_samples, new in ((samples, True), (three, False)):
+        reports, gen = [], fit_classifier(start_samples, replace(config, model=replace(config.model,
+                                                                                       init_from=str(start))))
+        while True:
+            try:
+                reports.append(next(gen))
+            except StopIteration:
+                break
+        said = "the output layer starts new (the bundle's classifier has other classes)" in reports[0].message
+        assert said == new, reports[0].message
 
 
 def test_keep_holds_the_command_lines_width_and_then_refuses(pretrained, shapes) -> None:

@@ -117,7 +117,9 @@ class ClassificationTask:
             from napari_medml.bundles.transfer import transfer_weights
             from napari_medml.classification.transfer import TAKEN_ADVICE
 
-            self.provenance["initial_weights"] = transfer_weights(self.network, source, advice=TAKEN_ADVICE)
+            self.provenance["initial_weights"] = initial = transfer_weights(self.network, source, advice=TAKEN_ADVICE)
+            last = [name for name, m in self.network.named_modules() if isinstance(m, torch.nn.Linear)][-1:]
+            initial["new_output"] = any(t.startswith(f"{last[0]}.") for t in initial["new_tensors"]) if last else False
             if self.taken:
                 self.provenance["taken_from_start"] = dict(self.taken)
         config.model.check_freeze(base is not None or source is not None)
@@ -156,6 +158,9 @@ class ClassificationTask:
                 theirs, mine = initial["input_channels"]
                 note += (f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it "
                          "starts new)")
+        if isinstance(initial, dict) and initial.get("new_output"):  # trial 38: 3 classes into 2, without a word
+            note += ("; the output layer starts new (" + ("the bundle's classifier has other classes)"
+                     if initial["task"] == "classification" else f"the bundle's network is for {initial['task']})"))
         frozen = self.provenance.get("frozen_stages") or 0
         if frozen:  # as the segmentation line says it
             note += "; the first encoder stage frozen" if frozen == 1 else f"; the first {frozen} encoder stages frozen"
