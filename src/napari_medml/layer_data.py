@@ -132,8 +132,9 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     -------
     tuple
         ``(data, kwargs, layer_type)``; kwargs has ``name``, ``scale`` (spacing),
-        ``translate`` (origin), ``axis_labels`` (when every axis is named) and
-        ``metadata`` (affine, file details, axes);
+        ``translate`` (origin), ``axis_labels`` (when every axis is named), ``units``
+        (the file's length unit on its spatial axes, "pixel" on the others, when the file
+        names one) and ``metadata`` (affine, file details, axes);
         ``layer_type`` is ``"labels"`` or ``"image"``.
     """
     metadata: dict[str, Any] = {
@@ -150,6 +151,10 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     labels = io_axes.axes_to_labels(volume.axes, bool(volume.meta.get("rgb")))
     if labels is not None and _add_image_takes_axis_labels():
         kwargs["axis_labels"] = labels
+    unit = volume.meta.get("unit")
+    if unit in _LENGTH_UNITS and _add_image_takes_axis_labels():  # napari >= 0.5.1, as axis_labels
+        body = volume.axes[: len(volume.axes) - int(bool(volume.meta.get("rgb")))]
+        kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in body)  # the scale bar's unit
     if volume.is_labels:
         return volume.data, kwargs, "labels"
     # said either way: napari guesses RGB(A) from a last axis of 3 or 4 (a 4-voxel-wide crop)
@@ -157,8 +162,11 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     return volume.data, kwargs, "image"
 
 
+_LENGTH_UNITS = ("nm", "um", "mm", "cm", "m")  # io's canonical units (io.units), all known to napari's pint
+
+
 def _add_image_takes_axis_labels() -> bool:
-    """napari 0.5.0's ``add_image`` refuses ``axis_labels`` (fixed in 0.5.1, napari#7089);
+    """napari 0.5.0's ``add_image`` refuses ``axis_labels`` and ``units`` (fixed in 0.5.1, napari#7089);
     there ``metadata["axes"]`` alone carries them. Read from the installed version,
     without importing napari."""
     from importlib.metadata import PackageNotFoundError, version

@@ -130,6 +130,23 @@ def test_axes_travel_as_axis_labels_and_metadata() -> None:
     assert layer_to_volume(np.zeros((4, 5, 3), np.uint8), rgb, is_labels=False).axes == "YXC"
 
 
+def test_a_files_length_unit_becomes_the_layers_units_on_its_spatial_axes() -> None:
+    """The scale bar read "pixel" for a NIfTI in mm (trial 33): its spatial axes take the unit."""
+    from napari_medml.layer_data import _add_image_takes_axis_labels
+
+    def units(shape: tuple, axes: str, meta: dict) -> tuple | None:
+        vol = Volume(np.zeros(shape, np.uint8), (1.0,) * len(shape), (0.0,) * len(shape), axes=axes, meta=meta)
+        return volume_to_layer_data(vol)[1].get("units")
+
+    if not _add_image_takes_axis_labels():  # napari 0.5.0's add_image refuses a sequence of units
+        assert units((2, 3, 4), "ZYX", {"unit": "mm"}) is None
+        return
+    assert units((2, 3, 4), "ZYX", {"unit": "mm"}) == ("mm", "mm", "mm")
+    assert units((2, 3, 4, 5), "CZYX", {"unit": "um"}) == ("pixel", "um", "um", "um")
+    assert units((3, 4, 3), "YXC", {"unit": "um", "rgb": True}) == ("um", "um")  # the colour axis is none
+    assert units((2, 3, 4), "ZYX", {}) is None and units((2, 3, 4), "ZYX", {"unit": "parsec"}) is None
+
+
 def test_unnamed_axes_get_no_axis_labels() -> None:
     vol = Volume(np.zeros((3, 4, 5)), (1.0,) * 3, (0.0,) * 3, axes="QYX")
     _, kwargs, _ = volume_to_layer_data(vol)

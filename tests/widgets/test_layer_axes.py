@@ -33,7 +33,8 @@ BUNDLE_CHOICE = "bundle folder..."
 
 def test_open_and_save_keep_channels_and_time(make_napari_viewer, tmp_path: Path) -> None:
     zcyx = np.random.default_rng(0).integers(0, 500, (6, 2, 16, 18)).astype(np.uint16)
-    tifffile.imwrite(tmp_path / "cells.tif", zcyx, imagej=True, metadata={"axes": "ZCYX", "spacing": 1.5})
+    tifffile.imwrite(tmp_path / "cells.tif", zcyx, imagej=True,
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
     tyx = np.random.default_rng(1).integers(0, 255, (5, 16, 18)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "lapse.tif", tyx, imagej=True, metadata={"axes": "TYX", "finterval": 2.0})
     viewer = make_napari_viewer()
@@ -45,6 +46,9 @@ def test_open_and_save_keep_channels_and_time(make_napari_viewer, tmp_path: Path
 
     if _add_image_takes_axis_labels():  # napari >= 0.5.1 shows them on the sliders
         assert cells.axis_labels == ("c", "z", "y", "x") and lapse.axis_labels == ("t", "y", "x")
+        # and the file's unit on the scale bar (it read "pixel": trial 33); a file naming none keeps napari's
+        assert tuple(map(str, cells.units)) == ("pixel", "micrometer", "micrometer", "micrometer")
+        assert tuple(map(str, lapse.units)) == ("pixel",) * 3
 
     viewer.layers.selection = {cells}
     viewer.layers.save(str(tmp_path / "cells_saved.tif"), selected=True, plugin=PLUGIN)

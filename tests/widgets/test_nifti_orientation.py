@@ -252,8 +252,17 @@ def test_a_prediction_saved_from_napari_keeps_its_images_file_details(make_napar
     img.header.set_xyzt_units(xyz="mm")
     nib.save(img, tmp_path / "slice.nii.gz")
     viewer = make_napari_viewer()
+    from napari.utils.notifications import notification_manager
+
+    said: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: said.append(str(n.message)))
     open_and_predict(viewer, open_widget, qtbot, tmp_path / "slice.nii.gz", bundle)
     pred = viewer.layers["slice [prediction]"]
+    from napari_medml.layer_data import _add_image_takes_axis_labels
+
+    if _add_image_takes_axis_labels():  # napari >= 0.5.1: the scale bar reads mm on the image and its result
+        assert tuple(map(str, viewer.layers["slice"].units)) == tuple(map(str, pred.units)) == ("millimeter",) * 2
+        assert not [m for m in said if "units" in m]  # the result was added in mm: napari drew it at once
     viewer.layers.selection = {pred}
     viewer.layers.save(str(tmp_path / "pred.nii.gz"), selected=True, plugin=PLUGIN)
     saved = nib.load(tmp_path / "pred.nii.gz")

@@ -38,13 +38,14 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     ndim = len(np.shape(first)) - int(bool(kwargs.get("rgb")))  # an RGB layer's colour axis is no axis
     if like is not None:
         placement(like, ndim, f"'{kwargs['name']}'")  # one that cannot lie on its layer is refused before it is added
-    layer = _add_result(viewer, layer_data)
-    if like is not None:
+    layer = _add_result(viewer, layer_data, like)
+    if like is not None:  # a refilled layer too
         place_like(layer, like)
     return layer
 
 
-def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.layers.Layer:
+def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
+                like: napari.layers.Layer | None = None) -> napari.layers.Layer:
     data, kwargs, layer_type = layer_data
     kwargs = dict(kwargs)
     name = kwargs["name"]
@@ -65,6 +66,10 @@ def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple) -> napari.lay
         candidate = f"{name} ({k})"
     kwargs["name"] = candidate
     layer = napari.layers.Layer.create(data, kwargs, layer_type)
+    if like is not None:  # placed before it is added: napari draws it as it is inserted, and warns of
+        from napari_medml._widgets._placement import place_like  # its units while they differ from like's
+
+        place_like(layer, like)
     if isinstance(layer, napari.layers.Labels):
         layer.events.paint.connect(_user_owned(layer))
     viewer.layers.insert(index, layer)
