@@ -70,9 +70,16 @@ def test_leading_channel_axis_travels_along(truth):
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        (lambda a: a @ np.diag([1.0, 1.0, 1.5, 1.0]), ["spacing (3, 1, 1)", "spacing (2, 1, 1)"]),
-        (lambda a: a + np.pad(np.array([[0, 0, 0, 5.0]]), ((0, 3), (0, 0))), ["origin", "resample"]),
+        (lambda a: a @ np.diag([1.0, 1.0, 1.5, 1.0]), ["spacing (3, 1, 1)", "spacing (2, 1, 1)",
+                                                        "): the voxel sizes differ: resample"]),
+        (lambda a: a + np.pad(np.array([[0, 0, 0, 5.0]]), ((0, 3), (0, 0))), ["): the origins differ: resample"]),
+        # cases 39: the same codes (RAS) 30 degrees apart were described alike, the fix already true of them
+        (lambda a: np.array([[np.cos(np.pi / 6), -np.sin(np.pi / 6), 0, 0],
+                             [np.sin(np.pi / 6), np.cos(np.pi / 6), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]) @ a,
+         ["): their axes point 30 degrees apart (an oblique scan and a resliced copy?): resample one onto the "
+          "other's grid (same shape, spacing, origin and direction) first"]),
     ],
+    ids=["spacing", "origin", "rotation"],
 )
 def test_another_grid_is_refused_naming_both(truth, change, words):
     moving = nifti_volume(truth, change(RAS.copy()), "p")
@@ -87,7 +94,7 @@ def test_another_grid_is_refused_naming_both(truth, change, words):
 def test_a_flip_that_does_not_land_on_the_grid_is_refused(truth):
     data, las = flipped_x(truth)
     las[0, 3] += 3.0  # flipped, but shifted by 3 voxels
-    with pytest.raises(InputError, match="still differ"):
+    with pytest.raises(InputError, match="in the same axis order, the origins differ: resample"):
         align_to(nifti_volume(data, las), nifti_volume(truth, RAS), moving_name="a", reference_name="b")
 
 

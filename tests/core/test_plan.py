@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import replace
 
 import numpy as np
@@ -502,7 +501,14 @@ def test_a_two_slice_volume_gets_the_fewest_levels_and_the_2d_suggestion():
     assert line == ("depth (levels): 2 (the fewest levels: a training window holds 1 voxel along its thinnest axis; "
                     "a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's 2D/3D))")
     thick = next(r for r in make_plan(fp(), config(), device="cpu").reasons if r.startswith("depth (levels):"))
-    assert re.search(r"\(down to about 4 voxels at the bottom of a \d+-voxel axis\)$", thick), thick
+    assert thick == "depth (levels): 4 (down to about 6 voxels at the bottom of a 48-voxel axis)", thick
+    # trial 39: a 248-pixel patch said "about 4 voxels" with 31 left, its depth cut to fit the patch
+    wide = make_plan(fp(shape=(256, 512), spacing=(1.0, 1.0), fractions=(0.8, 0.2)), config(spatial_dims=2),
+                     device="cpu")
+    assert wide.patch_size == (248, 248) and wide.depth == 4
+    assert next(r for r in wide.reasons if r.startswith("depth (levels):")) == (
+        "depth (levels): 4 (down to about 31 voxels at the bottom of a 248-voxel axis; 5 levels would need a patch "
+        "that divides by 16)")
 
 
 def test_a_2d_patch_of_square_pixels_is_square_so_augmentation_turns_it_by_quarter_turns():

@@ -184,6 +184,18 @@ def test_a_classifier_starts_from_a_pretrained_bundle(tmp_path):
     frozen = encoder[0]  # the first level's first convolution: frozen
     np.testing.assert_array_equal(clf.network.state_dict()[frozen].cpu().numpy(),  # on CUDA where there is one
                                   pretrained.network.state_dict()[frozen].cpu().numpy())
+    # trial 39: and a segmentation U-Net starts from that classifier's encoder (it was always refused:
+    # "only 18 of 37 learned tensors fit", the advice the width and depth it had)
+    image = np.tile(sc.images[:1].astype(np.float32), (1, 2, 2))
+    model, said = _train_from(clf.save(tmp_path / "classifier"), image, (image[0] > image.mean()).astype(np.uint8),
+                              freeze=1)
+    start = model.provenance["initial_weights"]
+    assert start["task"] == "classification" and start["encoder_only"] and start["loaded"] == len(encoder)
+    assert (f"started from {len(encoder)} of {start['total']} tensors of {tmp_path / 'classifier'} (classification); "
+            f"the decoder and the output layer ({start['total'] - len(encoder)} tensors) start new: the bundle's "
+            "classifier holds a U-Net encoder alone; the first encoder stage frozen") in said, said
+    np.testing.assert_array_equal(model.network.state_dict()[frozen].cpu().numpy(),
+                                  clf.network.state_dict()[frozen].cpu().numpy())
 
 
 def _train_from(bundle, image, labels, *, freeze=0, depth=2):

@@ -168,3 +168,64 @@ def test_an_axis_is_named_by_its_number_and_letter():
     assert [split.axis_phrase(a, 3) for a in range(3)] == ["axis 0 (Z)", "axis 1 (Y)", "axis 2 (X)"]
     assert [split.axis_phrase(a, 2) for a in range(2)] == ["axis 0 (Y)", "axis 1 (X)"]
     assert split.axis_phrase(1, 4) == "axis 1"
+
+
+def test_a_class_the_held_out_part_lacks_is_not_scored_and_the_note_says_so():
+    """Cases 39 (163): class 2 only at the start of the longest axis, the held-out block at its end
+    held class 1 alone, and the validation mean read 0.36 (class 1 0.72, class 2 scored 0 for a few
+    false voxels) without a word."""
+    import torch
+
+    from napari_medml.segmentation.validation import missing_from_validation, selection_key, validate
+
+    lab = np.ones((6, 40, 8), np.uint8)  # encoded: 1 background, 2 class 1, 3 class 2
+    lab[1:5, 3:38, 2:6] = 2
+    lab[1:5, 1:8, 2:6] = 3
+    train, val, note = split.split_train_val([np.zeros((1, *lab.shape), np.float32)], [lab], 0.2)
+    assert "holds no foreground" not in note and not (val[0].label == 3).any()
+    assert missing_from_validation(val, [lab], (0, 1, 2)) == (
+        "note: class 2 is not in the held-out part: its Dice is not scored, and the validation mean is over class 1 "
+        "(label it in the held-out region too to measure it)")
+    assert missing_from_validation(train, [lab], (0, 1, 2)) is None  # the training part holds both
+
+    region = Region(np.zeros((1, 6, 16, 8), np.float32), lab[:, 24:])
+
+    def network(answer: np.ndarray) -> torch.nn.Module:  # answers the same one-hot logits everywhere
+        class Fixed(torch.nn.Module):
+            def forward(self, x):
+                return torch.from_numpy(np.eye(3, dtype=np.float32)[answer - 1].transpose(3, 0, 1, 2))[None] * 9
+        return Fixed()
+
+    def scores(answer: np.ndarray) -> dict:
+        return validate(network(answer), [region], patch_size=(6, 16, 8), class_ids=(0, 1, 2),
+                        loss_fn=lambda logits, gt, mask: logits.sum() * 0, device=torch.device("cpu"), amp=False,
+                        sw_batch_size=1)
+
+    right = scores(region.label.clip(1))
+    assert right["val_dice"] == {1: 1.0} and right["val_mean_dice"] == 1.0 and right["val_false_classes"] == []
+    wrong = region.label.clip(1).copy()
+    wrong[2, 5, 3] = 3  # one voxel called class 2, which the held-out labels lack
+    fields = scores(wrong)
+    assert fields["val_dice"] == {1: pytest.approx(1.0, abs=0.01)} and fields["val_false_classes"] == [2]
+    # the best epoch still prefers the answer without the false class
+    assert selection_key(right, "val_dice", (0, 1, 2)) > selection_key(fields, "val_dice", (0, 1, 2))
+
+
+def test_a_run_says_which_classes_its_validation_leaves_unscored():
+    from napari_medml import api
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+    labels = np.zeros((6, 40, 8), np.uint8)
+    labels[1:5, 3:38, 2:6] = 1
+    labels[1:5, 1:8, 2:6] = 2  # only where the training part is
+    image = np.random.default_rng(0).normal(size=labels.shape).astype(np.float32) + labels
+    config = TrainConfig(data=DataConfig(patch_size=(4, 16, 8), batch_size=2), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), augment=AugmentConfig.none(), device="cpu")
+    gen = api.fit(image, labels, config)
+    first = next(gen)
+    assert "note: class 2 is not in the held-out part: its Dice is not scored" in first.message, first.message
+    from napari_medml.engine.fit import run_to_end
+
+    model = run_to_end(gen)
+    (epoch,) = model.history
+    assert set(epoch["val_dice"]) == {"1"} and epoch["val_mean_dice"] == epoch["val_dice"]["1"]

@@ -142,6 +142,12 @@ def test_widgets_docked_both_ways_share_one_session(make_napari_viewer, open_wid
     pre = proxied["preprocess"]
     pre["image"].value, pre["operation"].value, pre["live"].value = image, "minmax", True
     assert "ct [preview]" in viewer.layers
+    # a re-run through the proxy refills the plugin's layer in place, the user's opacity kept
+    preview = viewer.layers["ct [preview]"]
+    preview.opacity = 0.3
+    pre["operation"].value = "zscore"
+    assert viewer.layers["ct [preview]"] is preview and preview.opacity == 0.3
+    np.testing.assert_allclose(preview.data.mean(), 0.0, atol=1e-3)  # now the z-score
     pre["live"].value = False
     assert [layer.name for layer in viewer.layers] == ["ct"]
     qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)

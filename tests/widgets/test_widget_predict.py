@@ -313,11 +313,23 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     # a result nobody painted in and holding no edits is the plugin's: the next run refills it in place
     # (a new layer costs napari 0.25-0.5 s on the GUI thread), and the user's display settings stay
     plain.opacity = 0.3
-    plain.data = np.zeros_like(plain.data)  # not a paint: the layer is still the plugin's
+    widget["overlap"].value = 0.25
     _predict(widget, qtbot)
     assert viewer.layers[5] is plain and plain.name == "ct [prediction] (4)" and plain.opacity == 0.3
     assert is_generated(plain.metadata) and dice(plain.data, seg.data)[1] > 0.8
     assert np.array_equal(session_for(viewer).shown_prediction(plain).labels, plain.data)  # fine-tunes against this run
+    # trial 39: edited without a paint event (the console's layer.data[...] = ..., then refresh) it is the
+    # user's too: it was replaced without a word, and Fine-tune refused it as holding no corrections
+    plain.data[4, 10:14, 10:14] = 0
+    plain.refresh()
+    edited = plain.data.copy()
+    _predict(widget, qtbot)
+    assert viewer.layers[5] is plain and np.array_equal(plain.data, edited) and not is_generated(plain.metadata)
+    assert viewer.layers[6].name == "ct [prediction] (5)"
+    widget["corrected"].value, widget["ft_steps"].value = plain, 1
+    _predict(widget, qtbot, "finetune")
+    assert "fine-tuned 1 steps on the" in widget["status"].value, widget["status"].value
+    assert viewer.layers[5] is plain and np.array_equal(plain.data, edited) and not is_generated(plain.metadata)
 
 
 def test_an_image_removed_while_its_prediction_runs_gets_no_result(setup, qtbot):
@@ -492,3 +504,28 @@ def test_an_image_with_nan_is_refused_naming_its_layer(setup, qtbot, notes):
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert errors and errors[-1].startswith("Prediction: image 'ct holed' contains 1 NaN or infinite value(s)")
     assert "ct holed [prediction]" not in viewer.layers
+
+
+def test_a_widget_docked_with_a_proxied_viewer_refills_its_layer_on_a_rerun(make_napari_viewer, phantom, bundle,
+                                                                           qtbot):
+    """Trial 39: docked by ``add_plugin_dock_widget`` (``napari -w napari-medml``, scripts), a widget
+    sees its layers through napari's PublicOnlyProxy, and every re-run replaced its own result
+    layer: the user's opacity and visibility were lost, 0.6-1 s of layer insertion stalled the
+    GUI, and Evaluate's prediction choice jumped to another Labels layer."""
+    from menu_helpers import COMMANDS, widget_title
+
+    image, _, spacing = phantom
+    viewer = make_napari_viewer()
+    ct = viewer.add_image(image, name="ct", scale=spacing)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-medml", widget_title(COMMANDS["predict"]))
+    assert type(widget._viewer).__name__ == "PublicOnlyProxy"  # the path under test
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = bundle
+    _predict(widget, qtbot)
+    pred = viewer.layers["ct [prediction]"]
+    pred.opacity, pred.visible = 0.3, False
+    widget["overlap"].value = 0.25
+    _predict(widget, qtbot)
+    assert viewer.layers["ct [prediction]"] is pred and (pred.opacity, pred.visible) == (0.3, False)
+    assert [layer.name for layer in viewer.layers] == ["ct", "ct [prediction]"]

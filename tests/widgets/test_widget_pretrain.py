@@ -226,6 +226,18 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     from pathlib import Path
 
     segmentation = Path(__file__).parents[1] / "core" / "fixtures" / "schema1_segmentation"
+    # trial 39: Predict with the pretraining bundle gave a traceback
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [new]
+    predict["model"].value = "bundle folder..."
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert predict["status"].value == ("Prediction: 'pretrained' is a pretraining bundle, which segments nothing: "
+                                       "Plugins › MedML › Pretrain ('reconstruct with') gives its reconstruction "
+                                       "and anomaly map, and Train segmentation starts from it ('start bundle')")
+    assert "new [prediction]" not in viewer.layers
+    notes.clear()
     pre["use_bundle"].value = segmentation
     pre["reconstruct"].changed.emit(True)
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)

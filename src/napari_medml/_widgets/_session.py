@@ -206,6 +206,20 @@ class Session:
         record = self._predicted.get(layer)
         return record if record is not None and record.labels.shape == layer.data.shape else None
 
+    def claim_edited(self) -> None:
+        """Take the plugin's mark off each prediction layer whose data differ from what it showed:
+        edited without a paint event (``layer.data[...] = ...`` from the console or a script,
+        then ``refresh()``), it is the user's as a painted one is, and no re-run replaces it
+        (trial 39: it was replaced without a word)."""
+        import numpy as np
+
+        from napari_medml.layer_data import PLUGIN_MARK, is_generated
+
+        for layer, record in list(self._predicted.items()):
+            if (is_generated(layer.metadata) and record.labels.shape == layer.data.shape
+                    and not np.array_equal(np.asarray(layer.data), record.labels)):
+                layer.metadata.pop(PLUGIN_MARK, None)
+
     def new_model_name(self, base: str) -> str:
         """``base``, or ``base (2)``, ``base (3)``... whichever is free."""
         name, k = base, 1

@@ -187,6 +187,10 @@ class PredictWidget(DockForm):
             if type(model).__name__ == "Classifier":  # a classification bundle
                 raise InputError(f"'{name}' is a classifier: Predict segments images; classify with it in "
                                  "Plugins › MedML › Classify ('classify with bundle') or napari-medml predict")
+            if type(model).__name__ == "ReconstructionModel":  # trial 39: a traceback (it has no predict)
+                raise InputError(f"'{name}' is a pretraining bundle, which segments nothing: Plugins › MedML › "
+                                 "Pretrain ('reconstruct with') gives its reconstruction and anomaly map, and "
+                                 "Train segmentation starts from it ('start bundle')")
             placed, why = input_for(model, raw, shown)
             if why:
                 report(why)
@@ -264,6 +268,7 @@ class PredictWidget(DockForm):
         spatial = layer_spatial(layer)
         axes = layer_volume(layer).axes  # results drop the image's own channel axis
         names = dict(getattr(model.config, "class_names", None) or {})
+        self._session.claim_edited()  # a prediction edited from a script is kept, as a painted one
         labels = show_result(self._viewer, result_layer_data(
             prediction.labels, layer.name, "prediction", spatial, "labels", axes), like=layer)
         if as_predicted is None:  # an instance or on-disk result (a refilled layer's earlier one goes)
@@ -344,10 +349,10 @@ class PredictWidget(DockForm):
             raise InputError(f"labels '{corrected.name}' are not a prediction made in this session: paint the "
                              "corrections into the '[prediction]' layer Predict made (once painted, no run replaces "
                              f"it); to train on labels you painted yourself, use Train with 'start from' '{name}'")
-        if is_generated(corrected.metadata) and not shown.planes:  # the first paint makes it the user's
+        labels = labels_array(corrected)
+        if is_generated(corrected.metadata) and not shown.planes and np.array_equal(labels, shown.labels):
             raise InputError(f"no corrections painted in '{corrected.name}': paint them with napari's brush (or "
                              "fill, eraser) first; on the unchanged prediction the model would learn its own answer")
-        labels = labels_array(corrected)
         replay = list(self._session.training_data.get(name, []))  # what it was trained on, kept
         steps, augment = self._w["ft_steps"].value, self._session.augment
         infer, affine = self.infer_config(), layer_spatial(inputs.layer).affine

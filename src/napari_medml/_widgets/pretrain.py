@@ -292,7 +292,8 @@ class PretrainWidget(DockForm):
 
                 task = read_description(Path(source)).get("task")
                 if task != "pretraining":
-                    raise InputError(f"'{source}' holds a {task} model: Reconstruct takes a pretraining bundle "
+                    what = "an ensemble of models" if task == "ensemble" else f"a {task} model"
+                    raise InputError(f"'{source}' holds {what}: Reconstruct takes a pretraining bundle "
                                      "(Predict applies trained models)")
             model = load_pretrained(source) if isinstance(source, str) else source
             results, notes = [], []

@@ -15,6 +15,9 @@ __all__ = ["thaw_new_tensors", "transfer_weights"]
 
 
 MIN_TRANSFERRED = 0.5  # share of the new network's learned tensors, and of its kernels, that must come from the bundle
+# networks that hold an encoder alone, under the U-Net encoder's tensor names (a classifier started
+# from a U-Net bundle): into a U-Net they give the encoder, and the decoder they lack starts new
+ENCODER_ONLY = ("unet-encoder",)
 
 
 def bundle_architecture(source: Any) -> dict[str, Any]:
@@ -151,8 +154,9 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         network's); ``kernel_unfit``, how many of the others differ in their kernel size
         alone, when any do; ``absent``, how many of this network's tensors (less the output
         layer) the bundle lacks, when any, and ``norms`` (the bundle's, this network's) when
-        their norm layers differ. Counts take each tensor once, also one a network reaches by two
-        names.
+        their norm layers differ, or ``encoder_only`` (True) when the bundle holds an encoder
+        alone (``ENCODER_ONLY``: the share of tensors that must fit is then judged on the
+        tensors it names). Counts take each tensor once, also one a network reaches by two names.
 
     Raises
     ------
@@ -185,9 +189,11 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     # a few activation scalars fitting (another width) would start nearly everything from random;
     # only learned tensors count: a network that differs in its norm layers' statistics alone fits
     learned = [name for name, _ in network.named_parameters()]
-    taken = sum(name in fitting for name in learned)
-    if taken < MIN_TRANSFERRED * len(learned):
-        raise InputError(f"only {taken} of this network's {len(learned)} learned tensors fit those of "
+    encoder_only = info["network"] in ENCODER_ONLY  # judged on the encoder it has (trial 39: always refused)
+    judged = [name for name in learned if name in state] if encoder_only else learned
+    taken = sum(name in fitting for name in judged)
+    if taken < MIN_TRANSFERRED * len(judged) or not taken:
+        raise InputError(f"only {taken} of this network's {len(judged)} learned tensors fit those of "
                          f"{info['source']} ({info['task']}, {info['network']}): "
                          f"{advice or _mismatch_fix(source, network)}")
     # biases and norm scales are about half of a U-Net's tensors: a 2D bundle under a 3D network
@@ -214,7 +220,8 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
     def count(names: Collection[str]) -> int:  # each tensor once, whatever it is called
         return len({alias.get(k, k) for k in names if k in alias or not (twice and k.startswith("skip_layers."))})
 
-    unfit = [k for k in state if k not in fitting and not ((new_head or other_outputs) and k in head)]
+    unfit = [k for k in state if k not in fitting and not ((new_head or other_outputs) and k in head)
+             and not (encoder_only and k not in own)]  # a classifier's own head: no U-Net has one
     info.update({k: v for k, v in inputs.items() if k != "input_tensors"})
     if inputs:
         info["input_unfit"] = count(taking)
@@ -228,6 +235,8 @@ def transfer_weights(network: torch.nn.Module, source: str | Path | Any, *,
         if None not in norms and norms[0] != norms[1]:
             info["norms"] = list(norms)
     loaded, bundle = count(fitting), count(state)
+    if encoder_only:
+        info["encoder_only"] = True
     return {**info, "loaded": loaded, "skipped": bundle - loaded, "total": count(own),
             "new_head": new_head, "other_outputs": other_outputs, "unfit": count(unfit), "bundle_tensors": bundle,
             "new_tensors": [name for name in learned if name not in fitting]}

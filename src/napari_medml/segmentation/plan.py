@@ -289,7 +289,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # the depth for what a window holds: a patch set larger than a thin region is mostly padding
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]
-    depth = depth_for(held)
+    depth = wanted = depth_for(held)
     while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
         depth -= 1
     if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
@@ -302,7 +302,9 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                       f"network: unet (anisotropic, but {depth} levels are too few for dynunet's spacing-aware "
                       "strides)" for r in reasons]
     pooled = min(held[a] for a in pooled_axes)
-    why_depth = f"down to about 4 voxels at the bottom of a {pooled}-voxel axis"
+    why_depth = f"down to about {pooled / 2 ** (depth - 1):.3g} voxels at the bottom of a {pooled}-voxel axis"
+    if depth < wanted:  # trial 39: it said 4 voxels where 31 were left
+        why_depth += f"; {wanted} levels would need a patch that divides by {2 ** (wanted - 1)}"
     if depth <= 2 and pooled < 8:  # too thin to reach 4 voxels at the bottom: the fewest levels, and why
         voxels = f"{pooled} voxel{'s' if pooled != 1 else ''}"
         why_depth = (f"the fewest levels: a training window holds {voxels} along its thinnest axis"

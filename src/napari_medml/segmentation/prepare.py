@@ -56,6 +56,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     """
     from napari_medml.segmentation import data, label_warnings, split
     from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
+    from napari_medml.segmentation.validation import missing_from_validation
 
     dc = config.data
 
@@ -84,12 +85,14 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     labelled_val = [r for r in val_regions if r.label.any()]
     if val_regions and not labelled_val:
         split_note += " (held-out part has no labelled voxels: validation off)"
+    unscored = missing_from_validation(labelled_val, encoded, class_ids) if labelled_val else None
     few = label_warnings.few_voxels(train_regions, class_ids)
     dense = dc.label_mode == "dense" and base is None  # (a fine-tune's labels are a prediction and its edits)
     mixed = label_warnings.masks_of_other_ids(encoded, class_ids, dc.sample_groups) if dense else None
     flat = label_warnings.one_painted_slice(encoded, dc.sample_groups) if dense else None
     return TrainingData(train_regions, labelled_val, split_note, class_ids, prepared[0].shape[0],
-                        spacings[0], patch_size, normalization, warnings=[w for w in (mixed, flat, lost, few) if w])
+                        spacings[0], patch_size, normalization,
+                        warnings=[w for w in (mixed, flat, lost, few, unscored) if w])
 
 
 def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tuple[list, list, str]:

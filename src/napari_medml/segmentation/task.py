@@ -194,8 +194,9 @@ class SegmentationTask:
         history = {"val_loss": fields.get("val_loss"), "val_mean_dice": fields.get("val_mean_dice"),
                    "val_dice": {str(k): v for k, v in (fields.get("val_dice") or {}).items()},
                    "val_iou": {str(k): v for k, v in (fields.get("val_iou") or {}).items()}}
-        return Evaluation(report=fields, history=history,
-                          key=selection_key(fields, self.config.optim.early_stopping_metric, self.class_ids))
+        key = selection_key(fields, self.config.optim.early_stopping_metric, self.class_ids)
+        fields.pop("val_false_classes", None)  # judged the epoch; no field of a report
+        return Evaluation(report=fields, history=history, key=key)
 
     def model(self, history: list[dict], provenance: Mapping[str, Any], metrics: Mapping[str, Any]) -> Model:
         provenance = {"split": self.split_note, "label_mode": self.config.data.label_mode, **provenance}
@@ -309,7 +310,10 @@ def start_note(weights: dict[str, Any]) -> str:
         why = "; ".join(parts)
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  f"({why}) and are not used")
-    if weights.get("absent"):  # a batch-norm network from an instance-norm bundle: 22 of 56, without a word
+    if weights.get("encoder_only"):  # trial 39: a classifier's encoder into a U-Net
+        line += (f"; the decoder and the output layer ({weights['total'] - weights['loaded']} tensors) start new: "
+                 "the bundle's classifier holds a U-Net encoder alone")
+    elif weights.get("absent"):  # a batch-norm network from an instance-norm bundle: 22 of 56, without a word
         theirs, mine = weights.get("norms") or (None, None)
         line += (f"; {weights['absent']} of this network's tensors are not in the bundle and start new"
                  + (f" (its {mine} norm layers: the bundle's network has {theirs} norm)" if mine else ""))

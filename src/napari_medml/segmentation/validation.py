@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["selection_key", "validate"]
+__all__ = ["missing_from_validation", "selection_key", "validate"]
 
 
 def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Sequence[int],
@@ -25,8 +25,9 @@ def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Se
     Returns
     -------
     dict
-        ``val_loss``, ``val_dice`` and ``val_iou`` (class id -> value, classes present in
-        prediction or truth), ``val_mean_dice`` and ``val_metrics`` (``accuracy``).
+        ``val_loss``, ``val_dice`` and ``val_iou`` (class id -> value, for the classes the
+        held-out labels hold), ``val_mean_dice`` (their mean), ``val_metrics`` (``accuracy``)
+        and ``val_false_classes`` (the ids of classes predicted there that the labels lack).
     """
     from monai.inferers import sliding_window_inference
 
@@ -59,14 +60,16 @@ def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Se
     (tp, fp, fn) = counts.cpu().numpy().astype(np.float64)
     labelled, correct = (float(v) for v in totals.cpu())
     loss_total = float(loss_sum.cpu())
-    dice, iou = {}, {}
+    dice, iou, false = {}, {}, []
     for c in range(1, k):
-        if tp[c] + fp[c] + fn[c] > 0:
-            dice[int(class_ids[c])] = float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
+        if tp[c] + fn[c] > 0:  # a class the held-out labels hold; one they lack is not scored (as nnU-Net: its
+            dice[int(class_ids[c])] = float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))  # 0 halved the mean of two
             iou[int(class_ids[c])] = float(tp[c] / (tp[c] + fp[c] + fn[c]))
+        elif fp[c] > 0:
+            false.append(int(class_ids[c]))
     return {"val_loss": loss_total / max(labelled, 1.0), "val_dice": dice, "val_iou": iou,
             "val_mean_dice": float(np.mean(list(dice.values()))) if dice else None,
-            "val_metrics": {"accuracy": correct / max(labelled, 1.0)}}
+            "val_metrics": {"accuracy": correct / max(labelled, 1.0)}, "val_false_classes": false}
 
 
 def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[int]) -> tuple[float, ...] | None:
@@ -85,11 +88,10 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
     -------
     tuple of float or None
         The metric (the loss negated), then the negated validation loss, which decides between
-        epochs of equal metric. For ``val_dice``, a class that neither the validation labels nor
-        the prediction hold counts 1 (nothing to find, nothing found; MONAI's
-        ``DiceMetric(ignore_empty=False)``): a validation part without a class's foreground scores
-        0 at every epoch that predicts some of it, and the first such epoch was kept, while the
-        epoch that predicts none of it could never become the best. None when nothing was scored.
+        epochs of equal metric. For ``val_dice``, a class that the validation labels lack counts
+        1 where none of it is predicted (nothing to find, nothing found; MONAI's
+        ``DiceMetric(ignore_empty=False)``) and 0 where some is (``val_false_classes``), so the
+        epoch that predicts none of it can become the best. None when nothing was scored.
     """
     loss = fields.get("val_loss")
     if metric == "val_loss":
@@ -99,9 +101,41 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
     elif loss is None:  # no labelled voxel was held out: nothing was scored
         return None
     else:
-        dice = fields.get("val_dice") or {}
-        scored = [dice.get(int(c), 1.0) for c in class_ids[1:]]
+        dice, false = fields.get("val_dice") or {}, set(fields.get("val_false_classes") or ())
+        scored = [dice.get(int(c), 0.0 if int(c) in false else 1.0) for c in class_ids[1:]]
         value = float(np.mean(scored)) if scored else None
     if value is None:
         return None
     return (float(value),) if loss is None else (float(value), -float(loss))
+
+
+def missing_from_validation(val_regions: Sequence[Any], labels: Sequence[np.ndarray],
+                            class_ids: Sequence[int]) -> str | None:
+    """A note naming the foreground classes the held-out labels lack, or None.
+
+    Parameters
+    ----------
+    val_regions : sequence of Region
+        The held-out part after the split (labels encoded ``channel + 1``, 0 unlabeled).
+    labels : sequence of np.ndarray
+        All encoded labels (training and held out).
+    class_ids : sequence of int
+        Class id per channel (background first).
+
+    Returns
+    -------
+    str or None
+        None also when the held-out part holds no foreground at all (the split's own note
+        says so).
+    """
+    from napari_medml.segmentation.split import _names, present_classes
+
+    held = {v for v in set().union(*(present_classes(r.label) for r in val_regions)) if v >= 2}
+    lost = sorted({v for v in set().union(*(present_classes(lab) for lab in labels)) if v >= 2} - held)
+    if not held or not lost:
+        return None
+    many = len(lost) > 1
+    return (f"note: class{'es' if many else ''} {_names(lost, class_ids)} {'are' if many else 'is'} not in the "
+            f"held-out part: {'their' if many else 'its'} Dice is not scored, and the validation mean is over "
+            f"class{'es' if len(held) > 1 else ''} {_names(sorted(held), class_ids)} (label "
+            f"{'them' if many else 'it'} in the held-out region too to measure {'them' if many else 'it'})")
