@@ -153,6 +153,12 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
     spe = next(r for r in tiny.reasons if r.startswith("steps per epoch"))
     assert tiny.steps_per_epoch == 5 and spe.endswith("validated 2 times and at the time limit)"), spe
     assert make_plan(fp(), config(minutes=4), device="cuda", step_seconds=lambda c: 0.05).channels == 32
+    # trial 39 (a busy machine): 8 channels timed slower on a patch no larger were taken, "on larger patches"
+    same = make_plan(fp(shape=(24, 24, 24)), config(minutes=4), device="cpu",
+                     step_seconds=lambda c: 0.2 if c.model.channels > 8 else 2.0)
+    assert same.channels == 16, same.reasons
+    assert ("width (channels): 16 (CPU with a time limit: 1200 steps, fewer than 2500, but 8 channels would take "
+            "about 120, on patches no larger)") in same.reasons, same.reasons
 
 
 def test_augmentation_the_user_turned_off_is_called_off():

@@ -279,6 +279,28 @@ def test_scribbles_and_early_stopping_are_said_when_the_model_is_ready(make_napa
     assert len(train.model.history) < 40
 
 
+def test_a_class_the_held_out_part_lacks_is_said_when_the_model_is_ready(make_napari_viewer, open_widget, qtbot):
+    """Cases 39: its Dice of 0 halved the validation mean, and nothing said why (the command line's
+    note reaches the widget's status too)."""
+    labels = np.zeros((40, 96), np.uint8)
+    labels[5:35, 8:90] = 1
+    labels[10:30, 2:12] = 2  # only where the training part is
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).normal(size=labels.shape).astype(np.float32) + labels,
+                             name="img")
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], viewer.add_labels(labels, name="lab")
+    train["plan"].value, train["channels"].value, train["depth"].value = False, 4, 2
+    train["patch"].value, train["epochs"].value, train["steps"].value = "32, 32", 1, 2
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    status = train["status"].value
+    assert status.startswith("model 'img model' is ready in Predict") and (
+        "(note: class 2 is not in the held-out part: its Dice is not scored, and the validation mean is over "
+        "class 1 (label it in the held-out region too to measure it))") in status, status
+    assert set(train.model.history[0]["val_dice"]) == {"1"}
+
+
 def test_labels_that_do_not_lie_on_the_image_are_refused_with_a_fix_that_works(
         make_napari_viewer, open_widget, qtbot, notes) -> None:
     viewer = make_napari_viewer()

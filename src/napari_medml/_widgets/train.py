@@ -386,7 +386,8 @@ class TrainWidget(DockForm):
                 from napari_medml.segmentation.split import NO_FOREGROUND
 
                 lines = [line for line in start.named(getattr(report, "message", "")).splitlines()
-                         if line.startswith(("started from", "early stopping", "validation on scribbles"))
+                         if line.startswith(("started from", "early stopping", "validation on scribbles",
+                                             "warning: class", "note: class"))  # classes not learned or scored
                          or NO_FOREGROUND in line]  # a Dice of 0 there reads as a failed model
                 warnings.extend(line for line in lines if line not in warnings)  # once: each fold says them
 

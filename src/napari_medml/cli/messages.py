@@ -125,12 +125,12 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
 
 
 def _score_note(model: Any, best: Any, resumed: bool) -> str:
-    if best is not None and best.val_mean_dice is not None:
-        from napari_medml.segmentation.split import NO_FOREGROUND
+    from napari_medml.segmentation.split import NO_FOREGROUND
 
-        if NO_FOREGROUND in str(getattr(model, "provenance", {}).get("split", "")):
-            # a Dice of 0.000 there reads as a failed model: the split line said why it is not one
-            return f" (best epoch {best.epoch}; the held-out part holds no foreground, so no validation Dice)"
+    if best is not None and NO_FOREGROUND in str(getattr(model, "provenance", {}).get("split", "")):
+        # nothing is scored there (a Dice of 0.000 read as a failed model): the split line said why
+        return f" (best epoch {best.epoch}; the held-out part holds no foreground, so no validation Dice)"
+    if best is not None and best.val_mean_dice is not None:
         return f" (best epoch {best.epoch}, validation mean Dice {best.val_mean_dice:.3f})"
     if best is not None and "ap_at_0.5" in (best.val_metrics or {}):  # instances
         return (f" (best epoch {best.epoch}, validation AP@0.5 {best.val_metrics['ap_at_0.5']:.3f}, "
