@@ -252,7 +252,7 @@ def test_a_stop_ends_planning_before_its_next_timed_step(monkeypatch):
     from napari_medml.segmentation import step_time
 
     timed = []
-    monkeypatch.setattr(step_time, "measure_step", lambda *a: timed.append(a) or 0.05)
+    monkeypatch.setattr(step_time, "measure_step", lambda *a: a[-1]() or timed.append(a) or 0.05)  # check first
     ph = phantom_3d(shape=(24, 48, 48))
     cfg = TrainConfig(data=DataConfig(spatial_dims=3), optim=OptimConfig(max_minutes=1.0), device="cpu")
     plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)

@@ -52,9 +52,23 @@ def test_a_step_includes_augmenting_every_patch_of_the_batch(slow_transform):
     assert seconds >= BATCH * PAUSE  # the mean batch's augmentation is part of the step
 
 
+def test_a_stop_ends_the_timing_between_steps_and_batches(slow_transform):
+    """Trial 39: a Stop pressed while planning took 5.5 s, one timed trial on a busy CPU."""
+    calls = []
+
+    def check() -> None:
+        calls.append(len(slow_transform))
+        if len(calls) == 6:  # 4 timed steps and one augmented batch done: the next batch is not begun
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"), check)
+    assert calls == [0, 0, 0, 0, 0, BATCH] and len(slow_transform) == BATCH  # one batch of DRAWS
+
+
 def test_no_augmentation_adds_nothing(slow_transform):
     assert step_time._augment_seconds(config(AugmentConfig.none()), torch.zeros(BATCH, 1, *PATCH),
-                                      torch.ones(BATCH, 1, *PATCH), (1.0, 1.0)) == 0.0
+                                      torch.ones(BATCH, 1, *PATCH), (1.0, 1.0), lambda: None) == 0.0
     step_time.measure_step(config(AugmentConfig.none()), 1, 2, (1.0, 1.0), torch.device("cpu"))
     assert slow_transform == []
 

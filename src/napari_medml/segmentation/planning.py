@@ -30,8 +30,8 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     keep : sequence of str, optional
         ``PLANNED_FIELDS`` the user set; None: those that differ from the defaults.
     stop : StopToken, optional
-        Checked before each timed trial step (planning times several: seconds each on a
-        busy CPU); once tripped, planning ends with :class:`NothingLearned`.
+        Checked before each timed trial step and augmented batch (planning times several
+        trials, seconds each on a busy CPU); once tripped, planning ends with :class:`NothingLearned`.
 
     Returns
     -------
@@ -91,12 +91,14 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
                                                           channel_axis=channel_axis)
     device = resolve_device(config.device)
 
-    def timer(trial: TrainConfig) -> float:
+    def check() -> None:
         if stop is not None and stop.stopped:
             from napari_medml.errors import NothingLearned
 
             raise NothingLearned("stopped while planning, before the first training step: no model was made")
-        return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device)
+
+    def timer(trial: TrainConfig) -> float:
+        return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device, check)
 
     def planned(config: TrainConfig, keep: Sequence[str]) -> Plan:
         if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch

@@ -12,7 +12,8 @@ __all__ = ["measure_step", "model_steps_trained", "steps_trained"]
 DRAWS = 8  # augmented batches timed
 
 
-def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: Any, device: Any) -> float:
+def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: Any, device: Any,
+                 check: Any = None) -> float:
     """Seconds of one training step on random data, as the training loop takes it.
 
     A step is the batch's augmentation (the run's MONAI transforms, on each patch of the
@@ -29,6 +30,9 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     spacing : sequence of float
         Voxel size per spatial axis (for spacing-aware networks).
     device : torch.device
+    check : callable, optional
+        Called before each timed step and augmented batch; it raises to stop the timing
+        (a Stop pressed while planning: a trial took 5.5 s on a busy CPU, trial 39).
 
     Returns
     -------
@@ -55,7 +59,9 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     x = torch.randn(config.data.batch_size, in_channels, *patch, generator=gen).to(device)
     y = torch.randint(1, classes + 1, (config.data.batch_size, 1, *patch), generator=gen).to(device)
     times = []
+    check = check or (lambda: None)
     for _ in range(4):  # the first step warms up allocators and kernels
+        check()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with autocast(amp):
@@ -67,10 +73,10 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return min(times[1:]) + _augment_seconds(config, x, y, spacing)
+    return min(times[1:]) + _augment_seconds(config, x, y, spacing, check)
 
 
-def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any) -> float:
+def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any, check: Any) -> float:
     """Mean seconds to augment one batch ``x`` ``(B, C, *patch)``, labels ``y``, as the sampler
     does (``data.PatchSampler.batch``); 0 when the run has no augmentation."""
     import time
@@ -83,11 +89,14 @@ def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any) -> float
     if transform is None:
         return 0.0
     x, y = x.cpu(), y.cpu().float()
-    start = time.perf_counter()
+    spent = 0.0
     for _ in range(DRAWS):  # the transforms fire at random: a mean over several batches
+        check()
+        start = time.perf_counter()
         for b in range(x.shape[0]):
             transform({"image": x[b].clone(), "label": y[b].clone()})
-    return (time.perf_counter() - start) / DRAWS
+        spent += time.perf_counter() - start
+    return spent / DRAWS
 
 
 def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None = None) -> str:
