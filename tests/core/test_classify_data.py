@@ -129,6 +129,10 @@ def test_an_object_painted_with_two_classes_takes_the_larger_and_says_so() -> No
     paint[10, 10] = 1
     assert object_samples(image, inst, class_labels=paint).note.startswith(
         "2 objects are painted with more than one class (ids 3, 9): ")
+    # with a stored common box that cuts objects, both are said (review 38: the cut note replaced it)
+    both = object_samples(image, inst, class_labels=paint, box="common", box_side=4).note
+    assert both.startswith("2 objects are painted with more than one class (ids 3, 9): each takes the class painted "
+                           "on most of its voxels; 3 of 3 objects are larger than the model's common box (4 voxels)")
 
 
 def test_object_errors() -> None:

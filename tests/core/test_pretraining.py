@@ -288,6 +288,12 @@ def test_the_start_line_names_what_was_taken_and_frozen():
                                  "(the bundle's is for pretraining); the first 2 encoder stages frozen")
     assert start_note({**taken, "new_head": False, "frozen_stages": 0}) == \
         "started from 33 of 37 tensors of /b (pretraining)"
+    # a classifier's U-Net encoder of batch norm into an instance-norm U-Net: both are said (review 38)
+    encoder = {"loaded": 10, "total": 15, "source": "/c", "task": "classification", "encoder_only": True,
+               "absent": 4, "norms": ["batch", "instance"]}
+    assert start_note(encoder) == ("started from 10 of 15 tensors of /c (classification); the decoder and the output "
+                                   "layer (5 tensors) start new (its instance norm layers: the bundle's network has "
+                                   "batch norm): the bundle's classifier holds a U-Net encoder alone")
 
 
 def test_a_frozen_stage_trains_the_tensors_the_bundle_could_not_give(tmp_path):

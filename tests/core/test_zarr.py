@@ -406,6 +406,15 @@ def test_lazy_training_holds_out_a_block_and_replays_per_voxel_recipes(tmp_path)
     axis = int(np.argmax(p.image.shape))
     assert train_region.label.shape[axis] + val.label.shape[axis] == p.image.shape[axis]
     assert isinstance(val.image, np.ndarray) and val.label.any() and "validation on a" in prepared.split_note
+    assert prepared.warnings == []  # the held-out block holds every class
+    # review 38: a class only outside the held-out block is said, as in memory
+    extra = p.labels.copy()
+    extra[2:6, 2:6, 2:6] = 4
+    lacking = prepare_training_data(image, da.from_array(extra, chunks=16), config, spacing=p.spacing,
+                                    channel_axis=None)
+    assert lacking.warnings == ["note: class 4 is not in the held-out part: its Dice is not scored, and the "
+                                "validation mean is over classes 1, 2, 3 (label it in the held-out region too to "
+                                "measure it)"]
     # per-voxel steps are replayed lazily, with the statistics of the whole image (held-out block included)
     recipe = TrainConfig(data=DataConfig(patch_size=(16, 32, 32), val_fraction=0.2,
                                          preprocessing=(PreprocessStep("zscore"),)))

@@ -349,6 +349,7 @@ def record_planes(viewer: napari.Viewer, layer: napari.layers.Labels, planes: se
     Fine-tuning takes the margin around an edit in the plane it was painted in, not in
     the one on screen when the button is pressed. Holds the viewer and layer weakly.
     """
+    layer = getattr(layer, "__wrapped__", layer)  # not a PublicOnlyProxy, which dies with its reference
     viewer_ref, layer_ref = weakref.ref(viewer), weakref.ref(layer)
 
     def painted(*_: Any) -> None:

@@ -55,7 +55,9 @@ def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     # "ct [prediction] (2)"), else the first free name is taken.
     candidate, k = name, 1
     while candidate in viewer.layers:
-        old = viewer.layers[candidate]
+        # the layer itself, not napari's PublicOnlyProxy of it (a new one at each access, which dies
+        # with the reference: weak records of the result would go with it)
+        old = getattr(viewer.layers[candidate], "__wrapped__", viewer.layers[candidate])
         if is_generated(old.metadata):
             if refill(old, data, kwargs, layer_type):
                 return old

@@ -194,16 +194,16 @@ class Session:
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the
         voxels in it that hold the user's edits of earlier rounds (held while the layer lives)."""
-        record = self._predicted[layer] = ShownPrediction(shown, edited, set())
+        record = self._predicted[_unproxied(layer)] = ShownPrediction(shown, edited, set())
         return record
 
     def forget_prediction(self, layer: Any) -> None:
         """Drop what ``layer`` showed before a re-run refilled it with a result fine-tuning cannot use."""
-        self._predicted.pop(layer, None)
+        self._predicted.pop(_unproxied(layer), None)
 
     def shown_prediction(self, layer: Any) -> ShownPrediction | None:
         """What ``layer`` showed when Predict or a fine-tune made it, or None (a layer it did not make)."""
-        record = self._predicted.get(layer)
+        record = self._predicted.get(_unproxied(layer))
         return record if record is not None and record.labels.shape == layer.data.shape else None
 
     def claim_edited(self) -> None:
@@ -242,6 +242,12 @@ class Session:
     def disconnect(self, listener: Callable[[str], None]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+
+def _unproxied(layer: Any) -> Any:
+    """The layer itself: napari's PublicOnlyProxy (a widget docked by add_plugin_dock_widget sees
+    layers through a new one at each access) would be a weak key that dies with the proxy."""
+    return getattr(layer, "__wrapped__", layer)  # a dunder: no private access
 
 
 # The viewer -> session lookup (see the module docstring for why it exists).

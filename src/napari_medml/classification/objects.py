@@ -147,9 +147,10 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
     elif box == "common":  # a stored side: objects larger than in training are cut
         cut = int((extents > int(box_side)).sum())
         if cut > 0.1 * ids.size:
-            note = (f"{cut} of {ids.size} objects are larger than the model's common box ({int(box_side)} voxels): "
-                    "they are cut at its edges; if the image's scale differs from the training images', "
-                    "resample it to theirs")
+            note += ("; " if note else "") + (
+                f"{cut} of {ids.size} objects are larger than the model's common box ({int(box_side)} voxels): "
+                "they are cut at its edges; if the image's scale differs from the training images', resample it "
+                "to theirs")
     x = np.zeros((ids.size, data.shape[0] + 1, *size), np.float32)
     for n, oid in enumerate(ids):
         bounds = boxes[oid - 1]

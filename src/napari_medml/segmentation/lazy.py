@@ -281,5 +281,10 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
         note = (f"validation on a {size} block at the end of {axis_phrase(axis, len(shape))}" if val else
                 f"the held-out {size} block has no labelled voxels: validation off")  # fmt: skip
     note += f"; patches read lazily from the {'x'.join(map(str, shape))} image"
-    return TrainingData([train], val, note, class_ids, int(image.shape[0]), spacings[0], patch, normalization)
+    from napari_medml.segmentation.validation import missing_from_validation
+
+    every = np.arange(1, len(class_ids) + 1, dtype=np.uint8)  # the classes found in the labels, encoded
+    unscored = missing_from_validation(val, [every], class_ids) if val else None
+    return TrainingData([train], val, note, class_ids, int(image.shape[0]), spacings[0], patch, normalization,
+                        warnings=[unscored] if unscored else [])
 

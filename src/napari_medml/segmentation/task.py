@@ -310,13 +310,13 @@ def start_note(weights: dict[str, Any]) -> str:
         why = "; ".join(parts)
         line += (f"; {weights['unfit']} of the bundle's {weights['bundle_tensors']} tensors do not fit this network "
                  f"({why}) and are not used")
+    theirs, mine = weights.get("norms") or (None, None)
+    norms = f" (its {mine} norm layers: the bundle's network has {theirs} norm)" if mine else ""
     if weights.get("encoder_only"):  # trial 39: a classifier's encoder into a U-Net
-        line += (f"; the decoder and the output layer ({weights['total'] - weights['loaded']} tensors) start new: "
-                 "the bundle's classifier holds a U-Net encoder alone")
+        line += (f"; the decoder and the output layer ({weights['total'] - weights['loaded']} tensors) start new"
+                 f"{norms}: the bundle's classifier holds a U-Net encoder alone")
     elif weights.get("absent"):  # a batch-norm network from an instance-norm bundle: 22 of 56, without a word
-        theirs, mine = weights.get("norms") or (None, None)
-        line += (f"; {weights['absent']} of this network's tensors are not in the bundle and start new"
-                 + (f" (its {mine} norm layers: the bundle's network has {theirs} norm)" if mine else ""))
+        line += f"; {weights['absent']} of this network's tensors are not in the bundle and start new{norms}"
     if weights.get("new_head") or (weights.get("other_outputs") and weights["task"] != "segmentation"):
         line += f"; the output layer starts new (the bundle's is for {weights['task']})"
     elif weights.get("other_outputs"):

@@ -88,10 +88,11 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
     -------
     tuple of float or None
         The metric (the loss negated), then the negated validation loss, which decides between
-        epochs of equal metric. For ``val_dice``, a class that the validation labels lack counts
-        1 where none of it is predicted (nothing to find, nothing found; MONAI's
-        ``DiceMetric(ignore_empty=False)``) and 0 where some is (``val_false_classes``), so the
-        epoch that predicts none of it can become the best. None when nothing was scored.
+        epochs of equal metric. For ``val_dice``, the mean Dice of the classes the validation
+        labels hold (``val_mean_dice``, as printed); where they hold none, 1 when no foreground
+        is predicted there (nothing to find, nothing found; MONAI's
+        ``DiceMetric(ignore_empty=False)``) and 0 when some is (``val_false_classes``), so an
+        epoch that predicts none can become the best. None when nothing was scored.
     """
     loss = fields.get("val_loss")
     if metric == "val_loss":
@@ -101,9 +102,10 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
     elif loss is None:  # no labelled voxel was held out: nothing was scored
         return None
     else:
-        dice, false = fields.get("val_dice") or {}, set(fields.get("val_false_classes") or ())
-        scored = [dice.get(int(c), 0.0 if int(c) in false else 1.0) for c in class_ids[1:]]
-        value = float(np.mean(scored)) if scored else None
+        dice = fields.get("val_dice") or {}
+        held = [float(dice[int(c)]) for c in class_ids[1:] if int(c) in dice]
+        # the mean the epoch line prints; with no class held out, nothing to find: none found is right
+        value = float(np.mean(held)) if held else (0.0 if fields.get("val_false_classes") else 1.0)
     if value is None:
         return None
     return (float(value),) if loss is None else (float(value), -float(loss))
