@@ -14,7 +14,8 @@ from napari_medml._widgets._instances import spatial_origin
 from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, channel_note, layer_spatial, model_input
 from napari_medml.errors import InputError
 
-__all__ = ["Placed", "check_channels", "choose_input", "input_for", "prediction_inputs", "result_note"]
+__all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "image_gone", "input_for", "is_lazy_image",
+           "prediction_inputs", "result_note"]
 
 
 class Placed(NamedTuple):
@@ -128,3 +129,21 @@ def result_note(inputs: ModelInput, model: Any) -> str:
     samples = samples_phrase(inputs.axes, np.shape(inputs.image), dims) if dims else ""
     several = samples and not samples.startswith("1 ")  # one slice or frame is just the image
     return channel_note(inputs, model) + (f" ({samples}, one at a time by the {dims}D model)" if several else "")
+
+
+def is_lazy_image(image: Any) -> bool:
+    """A dask or zarr image (a lazily loaded layer): never turned into one NumPy array."""
+    return not isinstance(image, np.ndarray)
+
+
+def image_gone(name: str, kept: str = "") -> str:
+    """The status when a job's result has no image to lie on (``kept``: what was kept, ending "; ")."""
+    return f"image '{name}' was removed while the job ran: {kept}its prediction is not shown (open the image again)"
+
+
+def as_predicted(prediction: Any) -> Any:
+    """A copy of a segmentation's labels (in the worker: a large copy would stall the GUI), or
+    None for an instance prediction or an on-disk result (fine-tuning needs the layer in memory)."""
+    if hasattr(prediction, "relabel") or is_lazy_image(prediction.labels):
+        return None
+    return np.array(prediction.labels, copy=True)

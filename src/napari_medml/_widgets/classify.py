@@ -46,7 +46,8 @@ from napari_medml._widgets._forms import (
 from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume, require,
                                            show_result)
 from napari_medml._widgets._runner import notify_errors
-from napari_medml._widgets._session import run_controls, session_for, started_line
+from napari_medml._widgets._run_controls import run_controls, started_line
+from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
 from napari_medml.config import (
     SIZED_CLASSIFIERS,

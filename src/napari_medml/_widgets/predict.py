@@ -22,7 +22,8 @@ from napari_medml._widgets._instances import (
     CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
     with_controls,
 )
-from napari_medml._widgets._predict_input import choose_input, input_for, prediction_inputs, result_note
+from napari_medml._widgets._predict_input import (as_predicted, choose_input, image_gone, input_for, is_lazy_image,
+                                                  prediction_inputs, result_note)
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -33,10 +34,6 @@ from napari_medml.result_layers import result_layer_data
 __all__ = ["BUNDLE_CHOICE", "PredictWidget"]
 
 BUNDLE_CHOICE = "bundle folder..."
-
-
-def _lazy(image: Any) -> bool:  # a dask or zarr image (a lazily loaded layer): never turned into one NumPy array
-    return not isinstance(image, np.ndarray)
 
 
 class PredictWidget(DockForm):
@@ -200,14 +197,14 @@ class PredictWidget(DockForm):
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
 
-                if _lazy(inputs.image) and hasattr(model, "params"):
+                if is_lazy_image(inputs.image) and hasattr(model, "params"):
                     # an instance model on a dask/zarr layer: maps, then objects, block by block on disk
                     from napari_medml.instances.to_zarr import instances_to_folder
 
                     prediction = instances_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                      spacing=inputs.spacing, origin=origin, config=config,
                                                      params=params, progress=progress, stop=stop)
-                elif _lazy(inputs.image) and isinstance(model, Model):
+                elif is_lazy_image(inputs.image) and isinstance(model, Model):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
@@ -226,15 +223,15 @@ class PredictWidget(DockForm):
                                                   name=f"layer '{inputs.layer.name}'", notes=report)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
-                     if hasattr(prediction, "relabel") and not _lazy(prediction.labels) else None)
-            return model, prediction, table, _as_predicted(prediction), placed
+                     if hasattr(prediction, "relabel") and not is_lazy_image(prediction.labels) else None)
+            return model, prediction, table, as_predicted(prediction), placed
 
         def done(result: tuple[Any, ...]) -> None:
-            model, prediction, table, as_predicted, (inputs, origin, _) = result
+            model, prediction, table, copied, (inputs, origin, _) = result
             if isinstance(source, Path):
                 self._session.add_model(model, name, source)
             if inputs.layer not in self._viewer.layers:
-                self._w["status"].value = _image_gone(inputs.layer.name)
+                self._w["status"].value = image_gone(inputs.layer.name)
                 return
             if hasattr(prediction, "relabel"):  # an instance model: instances and their table
                 self._instances_source = (inputs, origin)
@@ -242,14 +239,14 @@ class PredictWidget(DockForm):
                 set_controls(self._w, prediction.params)
                 show_instances(self._viewer, prediction, inputs.layer, table)
             else:
-                self.show(prediction, inputs.layer, model, as_predicted)
+                self.show(prediction, inputs.layer, model, copied)
             note = "" if self._w["status"].value == running else self._w["status"].value  # an image's note, kept
             self._w["status"].value = ((f"{note}; " if note else "") + f"'{inputs.layer.name}' segmented with '{name}'"
                                        + result_note(inputs, model))
 
         layer = (shown or raw).inputs.layer
         running = self._w["status"].value = (f"predicting '{layer.name}' with '{name}'" + (  # minutes, lazily
-            " block by block into Zarr stores" if _lazy((shown or raw).inputs.image) else "") + "...")
+            " block by block into Zarr stores" if is_lazy_image((shown or raw).inputs.image) else "") + "...")
         self.runner.start(job, on_result=done, on_report=self._note, discard_on_stop=True)
 
     def _note(self, report: Any) -> None:
@@ -317,7 +314,7 @@ class PredictWidget(DockForm):
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             relabelled = prediction.relabel(params)
-            lazy = _lazy(relabelled.labels)  # block-wise on disk: no table
+            lazy = is_lazy_image(relabelled.labels)  # block-wise on disk: no table
             return relabelled, None if lazy else instance_table(relabelled.labels, inputs, origin)
 
         def done(result: tuple[Any, Any]) -> None:
@@ -341,7 +338,7 @@ class PredictWidget(DockForm):
                              "in Train (labels are: instances); fine-tuning here is for segmentation models")
         corrected = require(self._w["corrected"].value, napari.layers.Labels, "corrected labels")
         check_on_image(corrected, inputs.layer)
-        if _lazy(inputs.image):  # it predicts the whole image again after the steps
+        if is_lazy_image(inputs.image):  # it predicts the whole image again after the steps
             check_fits(inputs.layer, "fine-tuning", "correct a crop of it and fine-tune on that crop; Predict works "
                        "on the whole layer block by block")  # fmt: skip
         shown = self._session.shown_prediction(corrected)  # the model's answer here: the edits are what differs
@@ -382,7 +379,7 @@ class PredictWidget(DockForm):
                 self._w["status"].value = f"{learned_from}: kept; press Predict to see its answer on the image"
                 return
             if inputs.layer not in self._viewer.layers:
-                self._w["status"].value = _image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
+                self._w["status"].value = image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
                 return
             self.show(result.prediction, inputs.layer, result.model, result.as_predicted, result.edited)
             self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "
@@ -390,16 +387,4 @@ class PredictWidget(DockForm):
 
         self._w["status"].value = f"fine-tuning '{name}' on the edits in '{corrected.name}'..."
         self.runner.start(job, on_result=done, desc="Fine-tuning")
-
-
-def _image_gone(name: str, kept: str = "") -> str:  # the job's result has no image to lie on
-    return f"image '{name}' was removed while the job ran: {kept}its prediction is not shown (open the image again)"
-
-
-def _as_predicted(prediction: Any) -> Any:
-    """A copy of a segmentation's labels (in the worker: a large copy would stall the GUI), or
-    None for an instance prediction or an on-disk result (fine-tuning needs the layer in memory)."""
-    if hasattr(prediction, "relabel") or _lazy(prediction.labels):
-        return None
-    return np.array(prediction.labels, copy=True)
 

@@ -29,7 +29,8 @@ from napari_medml._widgets._layers import (
     show_result,
 )
 from napari_medml._widgets._runner import notify_errors
-from napari_medml._widgets._session import run_controls, session_for, started_line
+from napari_medml._widgets._run_controls import run_controls, started_line
+from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     CORRUPTION_SETTINGS,

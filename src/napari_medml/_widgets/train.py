@@ -56,7 +56,8 @@ from napari_medml._widgets._layers import (
     require,
 )
 from napari_medml._widgets._runner import Runner, notify_errors
-from napari_medml._widgets._session import run_controls, session_for, started_line
+from napari_medml._widgets._run_controls import run_controls, started_line
+from napari_medml._widgets._session import session_for
 from napari_medml._widgets._start_model import StartModel
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.io.grid_differences import grid_differences
 from napari_medml.io.units import in_unit_of
 from napari_medml.io.volume import Volume, affine_from_spacing, length_factor
 
@@ -146,21 +147,6 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, rtol=0.0, atol=1e-3 * max(voxel, 1e-9)))
 
 
-def _differences(shapes: tuple, a: np.ndarray, b: np.ndarray) -> str:
-    """What differs between two grids of one axis order, e.g. "their axes point 30 degrees apart"
-    (cases 39: two files at a rotation from each other were described alike)."""
-    n = a.shape[1] - 1
-    size_a, size_b = np.linalg.norm(a[:n, :n], axis=0), np.linalg.norm(b[:n, :n], axis=0)
-    cosines = np.clip(((a[:n, :n] / size_a) * (b[:n, :n] / size_b)).sum(axis=0), -1.0, 1.0)
-    degrees = float(np.degrees(np.arccos(cosines)).max())
-    found = ["the shapes differ"] if shapes[0] != shapes[1] else []
-    found += ["the voxel sizes differ"] if not np.allclose(size_a, size_b, rtol=1e-3) else []
-    found += [f"their axes point {degrees:.2g} degrees apart (an oblique scan and a resliced copy?)"
-              ] if degrees > 0.01 else []
-    found += ["the origins differ"] if not np.allclose(a[:n, n], b[:n, n], atol=1e-3 * size_a.min()) else []
-    return "; ".join(found) or "the grids differ"
-
-
 def reorient(data: np.ndarray, transform: np.ndarray, first: int, stop: int) -> np.ndarray:
     """Apply a nibabel orientation transform to the spatial axes ``first:stop`` (napari
     order) of ``data``; returns a new contiguous array (flips and axis swaps only)."""
@@ -269,14 +255,14 @@ def _align(moving: Volume, reference: Volume, names: tuple[str, str], dims: tupl
         return Alignment(moving, None)
     o_m, o_r = io_orientation(a_m), io_orientation(a_r)
     if np.array_equal(o_m, o_r):
-        raise refuse(f"{_differences((m_shape, r_shape), a_m, a_r)}: resample one onto the other's grid (same "
+        raise refuse(f"{grid_differences((m_shape, r_shape), a_m, a_r)}: resample one onto the other's grid (same "
                      "shape, spacing, origin and direction) first")
     transform = ornt_transform(o_m, o_r)
     nifti_shape = m_shape[::-1]
     new_affine = a_m @ inv_ornt_aff(transform, nifti_shape)
     new_shape = tuple(int(nifti_shape[int(ax)]) for ax in np.argsort(transform[:, 0]))[::-1]
     if new_shape != r_shape or not _same(new_affine, a_r):
-        raise refuse(f"in the same axis order, {_differences((new_shape, r_shape), new_affine, a_r)}: resample one "
+        raise refuse(f"in the same axis order, {grid_differences((new_shape, r_shape), new_affine, a_r)}: resample one "
                      "onto the other's grid (same shape, spacing, origin and direction) first")
     data = reorient(moving.data, transform, m_first, m_stop)
     spacing = (*moving.spacing[:m_first], *reference.spacing[r_first:r_stop])
