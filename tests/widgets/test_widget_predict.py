@@ -537,6 +537,8 @@ def test_a_widget_docked_with_a_proxied_viewer_refills_its_layer_on_a_rerun(make
     gc.collect()
     assert np.array_equal(session_for(viewer).shown_prediction(pred).labels, pred.data)
     pred.paint((4, 10, 10), 1)  # one brush dab: a correction
+    # the plane it was painted in is recorded through the proxy too (fine-tuning takes its margin there)
+    assert session_for(viewer).shown_prediction(pred).planes == {(1, 2)}
     widget["corrected"].value, widget["ft_steps"].value = pred, 1
     _predict(widget, qtbot, "finetune")
     assert "fine-tuned 1 steps on the" in widget["status"].value, widget["status"].value

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import napari
 import numpy as np
 
+from napari_medml._widgets._proxy import unproxied
 from napari_medml._widgets._results import free_name, show_result
 from napari_medml.errors import InputError
 from napari_medml.io import Volume
@@ -349,7 +350,7 @@ def record_planes(viewer: napari.Viewer, layer: napari.layers.Labels, planes: se
     Fine-tuning takes the margin around an edit in the plane it was painted in, not in
     the one on screen when the button is pressed. Holds the viewer and layer weakly.
     """
-    layer = getattr(layer, "__wrapped__", layer)  # not a PublicOnlyProxy, which dies with its reference
+    layer = unproxied(layer)  # a proxy of it dies with its reference
     viewer_ref, layer_ref = weakref.ref(viewer), weakref.ref(layer)
 
     def painted(*_: Any) -> None:

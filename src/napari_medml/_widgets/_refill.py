@@ -11,6 +11,8 @@ from typing import Any
 import napari
 import numpy as np
 
+from napari_medml._widgets._proxy import unproxied
+
 __all__ = ["refill"]
 
 
@@ -25,9 +27,7 @@ def refill(layer: napari.layers.Layer, data: Any, kwargs: dict, layer_type: str)
     multiscale layer). A layer the plugin made has no undo history to keep: a paint takes
     the plugin's mark off it.
     """
-    # __class__, not type(): a widget opened from the Plugins menu sees its layers through napari's
-    # PublicOnlyProxy, whose type() is the proxy (trial 39: no re-run ever refilled its layer)
-    if (layer.__class__.__name__.lower() != layer_type or np.ndim(data) != layer.ndim
+    if (type(unproxied(layer)).__name__.lower() != layer_type or np.ndim(data) != layer.ndim
             or bool(kwargs.get("rgb", False)) != bool(getattr(layer, "rgb", False))
             or getattr(layer, "multiscale", False)):
         return False

@@ -9,6 +9,7 @@ from typing import Any
 import napari
 import numpy as np
 
+from napari_medml._widgets._proxy import unproxied
 from napari_medml._widgets._refill import refill
 from napari_medml.layer_data import PLUGIN_MARK, LayerDataTuple, is_generated
 
@@ -55,9 +56,7 @@ def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     # "ct [prediction] (2)"), else the first free name is taken.
     candidate, k = name, 1
     while candidate in viewer.layers:
-        # the layer itself, not napari's PublicOnlyProxy of it (a new one at each access, which dies
-        # with the reference: weak records of the result would go with it)
-        old = getattr(viewer.layers[candidate], "__wrapped__", viewer.layers[candidate])
+        old = unproxied(viewer.layers[candidate])  # a weak record of the result keys the layer
         if is_generated(old.metadata):
             if refill(old, data, kwargs, layer_type):
                 return old

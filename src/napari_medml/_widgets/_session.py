@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from napari_medml._widgets._proxy import unproxied
 from napari_medml.config import AugmentConfig
 
 if TYPE_CHECKING:
@@ -194,16 +195,16 @@ class Session:
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the
         voxels in it that hold the user's edits of earlier rounds (held while the layer lives)."""
-        record = self._predicted[_unproxied(layer)] = ShownPrediction(shown, edited, set())
+        record = self._predicted[unproxied(layer)] = ShownPrediction(shown, edited, set())
         return record
 
     def forget_prediction(self, layer: Any) -> None:
         """Drop what ``layer`` showed before a re-run refilled it with a result fine-tuning cannot use."""
-        self._predicted.pop(_unproxied(layer), None)
+        self._predicted.pop(unproxied(layer), None)
 
     def shown_prediction(self, layer: Any) -> ShownPrediction | None:
         """What ``layer`` showed when Predict or a fine-tune made it, or None (a layer it did not make)."""
-        record = self._predicted.get(_unproxied(layer))
+        record = self._predicted.get(unproxied(layer))
         return record if record is not None and record.labels.shape == layer.data.shape else None
 
     def claim_edited(self) -> None:
@@ -244,12 +245,6 @@ class Session:
             self._listeners.remove(listener)
 
 
-def _unproxied(layer: Any) -> Any:
-    """The layer itself: napari's PublicOnlyProxy (a widget docked by add_plugin_dock_widget sees
-    layers through a new one at each access) would be a weak key that dies with the proxy."""
-    return getattr(layer, "__wrapped__", layer)  # a dunder: no private access
-
-
 # The viewer -> session lookup (see the module docstring for why it exists).
 _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 
@@ -257,11 +252,10 @@ _SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
 def session_for(viewer: napari.Viewer) -> Session:
     """The Session of ``viewer``, created on first use.
 
-    napari may hand a dock widget a ``PublicOnlyProxy`` of the viewer (its
-    ``add_plugin_dock_widget`` does; the Plugins menu of napari 0.9 passes the viewer
-    itself): the proxy is a new object each time, so the key is the viewer it wraps.
+    A ``PublicOnlyProxy`` of the viewer (:func:`unproxied`) is a new object each time: the key
+    is the viewer it wraps.
     """
-    viewer = getattr(viewer, "__wrapped__", viewer)  # a dunder: no private access
+    viewer = unproxied(viewer)
     session = _SESSIONS.get(viewer)
     if session is None:
         session = _SESSIONS[viewer] = Session()
