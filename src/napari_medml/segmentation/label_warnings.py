@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from napari_medml.segmentation.data import Region
-from napari_medml.segmentation.split import _names, present_classes
+from napari_medml.segmentation.split import class_id_text, present_classes
 
 __all__ = ["FEW_VOXELS", "few_voxels", "masks_of_other_ids", "one_painted_slice"]
 
@@ -34,7 +34,7 @@ def few_voxels(train_regions: Sequence[Region], class_ids: Sequence[int]) -> str
     few = [(v, int(counts[v])) for v in range(2, len(class_ids) + 1) if 0 < counts[v] < FEW_VOXELS]
     if not few:
         return None
-    said = ", ".join(f"class {_names([v], class_ids)}: {n} voxel{'s' if n != 1 else ''}" for v, n in few)
+    said = ", ".join(f"class {class_id_text([v], class_ids)}: {n} voxel{'s' if n != 1 else ''}" for v, n in few)
     return (f"warning: too few labelled voxels to learn from ({said}, in the training part): label at least "
             f"{FEW_VOXELS} voxels of each class, e.g. a few brush strokes")
 
@@ -72,7 +72,7 @@ def masks_of_other_ids(labels: Sequence[np.ndarray], class_ids: Sequence[int],
     groups: dict[int, list[int]] = {}
     for i, codes in enumerate(each):
         groups.setdefault(next(iter(codes)), []).append(i + 1)
-    said = "; ".join(f"id {_names([code], class_ids)} in labels {', '.join(map(str, images))}"
+    said = "; ".join(f"id {class_id_text([code], class_ids)} in labels {', '.join(map(str, images))}"
                      for code, images in sorted(groups.items()))
     return (f"warning: each labels image holds one object id besides the background, but not the same one ({said}): "
             "training learns them as different classes. If they are masks of one class, give every mask the same "

@@ -18,7 +18,7 @@ from napari_medml.errors import InputError
 from napari_medml.segmentation import sample_groups
 from napari_medml.segmentation.data import Region
 
-__all__ = ["axis_phrase", "holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
+__all__ = ["axis_phrase", "class_id_text", "holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
            "split_train_val"]
 
 
@@ -54,7 +54,22 @@ def _present(counts: np.ndarray) -> set[int]:
     return {int(v) for v in np.flatnonzero(counts) if v > 0}
 
 
-def _names(values: Sequence[int], class_ids: Sequence[int] | None) -> str:
+def class_id_text(values: Sequence[int], class_ids: Sequence[int] | None) -> str:
+    """The user's label ids of encoded label values (0 unlabelled, ``v`` >= 1 the class
+    ``class_ids[v - 1]``, 1 the background), as "3, 7"; ``v - 1`` where the ids are not known.
+
+    Parameters
+    ----------
+    values : sequence of int
+        Encoded label values, 1 and up.
+    class_ids : sequence of int or None
+        The label id of each class, the background's first.
+
+    Returns
+    -------
+    str
+        The ids, comma-separated.
+    """
     ids = [class_ids[v - 1] if class_ids is not None and v - 1 < len(class_ids) else v - 1 for v in values]
     return ", ".join(str(i) for i in ids)
 
@@ -145,7 +160,7 @@ def split_train_val(images: list[np.ndarray], labels: list[np.ndarray], val_frac
             chosen = sorted(both or fits, key=lambda c: -len(scored(c)))[0]
             why = (f" (the default held-out block, the last {n_blocks[default[0]]} voxels along "
                    f"{axis_phrase(default[0], len(shape))}, held every voxel of class "
-                   f"{_names(sorted(lost), class_ids)})")
+                   f"{class_id_text(sorted(lost), class_ids)})")
             if not scored(chosen):
                 why += NO_FOREGROUND
     axis, end = chosen
@@ -380,7 +395,7 @@ def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.n
            else "set the validation fraction to 0 (--val-fraction 0)")
     if not {v for v in seen if v >= 2}:
         raise InputError(f"the training part has no foreground: every labelled voxel of class "
-                         f"{_names([v for v in lost if v >= 2], class_ids)} is held out for validation "
+                         f"{class_id_text([v for v in lost if v >= 2], class_ids)} is held out for validation "
                          f"({split_note}); {fix}, or label foreground in more of the data")
-    return (f"warning: class {_names(lost, class_ids)} is not in the training part, only in the held-out "
+    return (f"warning: class {class_id_text(lost, class_ids)} is not in the training part, only in the held-out "
             f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")

@@ -194,7 +194,7 @@ class SegmentationTask:
         history = {"val_loss": fields.get("val_loss"), "val_mean_dice": fields.get("val_mean_dice"),
                    "val_dice": {str(k): v for k, v in (fields.get("val_dice") or {}).items()},
                    "val_iou": {str(k): v for k, v in (fields.get("val_iou") or {}).items()}}
-        key = selection_key(fields, self.config.optim.early_stopping_metric, self.class_ids)
+        key = selection_key(fields, self.config.optim.early_stopping_metric)
         fields.pop("val_false_classes", None)  # judged the epoch; no field of a report
         return Evaluation(report=fields, history=history, key=key)
 

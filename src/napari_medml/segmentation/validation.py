@@ -72,7 +72,7 @@ def validate(network: torch.nn.Module, regions: Sequence[Any], *, patch_size: Se
             "val_metrics": {"accuracy": correct / max(labelled, 1.0)}, "val_false_classes": false}
 
 
-def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[int]) -> tuple[float, ...] | None:
+def selection_key(fields: Mapping[str, Any], metric: str) -> tuple[float, ...] | None:
     """The key that picks the best epoch (higher is better) from :func:`validate`'s fields.
 
     Parameters
@@ -81,8 +81,6 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
         :func:`validate`'s result.
     metric : {"val_dice", "val_loss", "val_accuracy"}
         ``OptimConfig.early_stopping_metric``.
-    class_ids : sequence of int
-        The model's class ids, background first.
 
     Returns
     -------
@@ -102,10 +100,9 @@ def selection_key(fields: Mapping[str, Any], metric: str, class_ids: Sequence[in
     elif loss is None:  # no labelled voxel was held out: nothing was scored
         return None
     else:
-        dice = fields.get("val_dice") or {}
-        held = [float(dice[int(c)]) for c in class_ids[1:] if int(c) in dice]
-        # the mean the epoch line prints; with no class held out, nothing to find: none found is right
-        value = float(np.mean(held)) if held else (0.0 if fields.get("val_false_classes") else 1.0)
+        value = fields.get("val_mean_dice")  # the mean the epoch line prints
+        if value is None:  # no class held out: nothing to find, and none found is right
+            value = 0.0 if fields.get("val_false_classes") else 1.0
     if value is None:
         return None
     return (float(value),) if loss is None else (float(value), -float(loss))
@@ -130,14 +127,14 @@ def missing_from_validation(val_regions: Sequence[Any], labels: Sequence[np.ndar
         None also when the held-out part holds no foreground at all (the split's own note
         says so).
     """
-    from napari_medml.segmentation.split import _names, present_classes
+    from napari_medml.segmentation.split import class_id_text, present_classes
 
     held = {v for v in set().union(*(present_classes(r.label) for r in val_regions)) if v >= 2}
     lost = sorted({v for v in set().union(*(present_classes(lab) for lab in labels)) if v >= 2} - held)
     if not held or not lost:
         return None
     many = len(lost) > 1
-    return (f"note: class{'es' if many else ''} {_names(lost, class_ids)} {'are' if many else 'is'} not in the "
+    return (f"note: class{'es' if many else ''} {class_id_text(lost, class_ids)} {'are' if many else 'is'} not in the "
             f"held-out part: {'their' if many else 'its'} Dice is not scored, and the validation mean is over "
-            f"class{'es' if len(held) > 1 else ''} {_names(sorted(held), class_ids)} (label "
+            f"class{'es' if len(held) > 1 else ''} {class_id_text(sorted(held), class_ids)} (label "
             f"{'them' if many else 'it'} in the held-out region too to measure {'them' if many else 'it'})")
