@@ -85,6 +85,13 @@ def test_pretrain_train_init_from_predict(files):
     assert coarse.returncode == 0, coarse.stderr
     assert "has voxel size 4 x 2 x 2 but the model was trained at 2 x 1 x 1" in coarse.stderr, coarse.stderr
     assert "voxel size" not in again.stderr
+    # an image in other units (x100): its anomaly map shows the contrast everywhere, and the run says so
+    write_volume(files / "bright.nii.gz", Volume(image.data * 100, image.spacing, (0.0,) * 3))
+    bright = run("predict", "--model", files / "pretrained", "--image", files / "bright.nii.gz", "--out",
+                 files / "rec_bright.nii.gz", "--device", "cpu", tmp=tmp)
+    assert bright.returncode == 0, bright.stderr
+    assert f"image '{files / 'bright.nii.gz'}' has intensities far from the training images'" in bright.stderr
+    assert "intensities far" not in again.stderr
     for extra, line in ((["--probabilities", files / "p.nii.gz"], "--probabilities: not for a pretraining bundle"),
                         (["--overlap", "0"], "--overlap: not for a pretraining bundle"),
                         (["--out", files / "x.zarr"], "a pretraining bundle's reconstruction is written whole")):

@@ -197,7 +197,8 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     model = session_for(viewer).models["ct pretrained"]
     bundle = model.save(tmp_path / "pretrained")
     new = viewer.add_image(phantom_3d(2).image[CROP], name="new", scale=p.spacing)
-    coarse = viewer.add_image(phantom_3d(3).image[CROP], name="coarse", scale=[2 * s for s in p.spacing])
+    # twice the voxel size, and in other units (x100)
+    coarse = viewer.add_image(phantom_3d(3).image[CROP] * 100, name="coarse", scale=[2 * s for s in p.spacing])
     original = new.data.copy()
     # the model the run made is listed at once (the session tells the widget)
     assert pre["use"].value == "ct pretrained" and set(pre["use"].choices) == {"ct pretrained", FROM_BUNDLE}
@@ -211,7 +212,7 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     assert tuple(viewer.layers["new [reconstruction error]"].scale) == tuple(new.scale)
     np.testing.assert_array_equal(new.data, original)
     assert pre["status"].value == "reconstructed 'new'", pre["status"].value
-    # a saved bundle, on a layer of twice the voxel size: said
+    # a saved bundle, on a layer of twice the voxel size and other intensities: both said
     pre["use"].value = FROM_BUNDLE
     pre["reconstruct"].changed.emit(True)
     assert any("choose the folder of a pretraining bundle" in n.message for n in notes)
@@ -221,6 +222,7 @@ def test_reconstruct_applies_a_session_model_or_a_saved_bundle_to_new_layers(mak
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
     assert "coarse [reconstruction]" in viewer.layers
     assert "layer 'coarse' has voxel size 4 x 2 x 2 but the model was trained at 2 x 1 x 1" in pre["status"].value
+    assert "layer 'coarse' has intensities far from the training images'" in pre["status"].value
     errors = [n.message for n in notes if "error" in str(n.severity).lower()]
     assert len(errors) == 1 and "choose the folder of a pretraining bundle" in errors[0], errors
     from pathlib import Path

@@ -304,7 +304,9 @@ class PretrainWidget(DockForm):
                     notes.append(spacing_note(inp.spacing, model.spacing, f"layer '{inp.layer.name}'",
                                               recipe=model.config.data.preprocessing))
                     results.append(model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=device,
-                                                     progress=lambda done, total: report((done, total)), stop=stop))
+                                                     progress=lambda done, total: report((done, total)), stop=stop,
+                                                     name=f"layer '{inp.layer.name}'"))
+                    notes.append(results[-1].note)
             return results, [n for n in notes if n]
 
         def done(result: tuple[list, list]) -> None:

@@ -249,7 +249,8 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
                         recipe=model.config.data.preprocessing)
     if note:  # its reconstruction error then speaks of sizes as much as of content
         info(note)
-    written = write_byproducts(model, vol, dims, reconstruction=args.out, error=args.error, device=args.device)
+    written = write_byproducts(model, vol, dims, reconstruction=args.out, error=args.error, device=args.device,
+                               name=f"image '{args.image}'")
     say_stored_order(vol, written)
     return 0
 

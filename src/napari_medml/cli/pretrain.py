@@ -207,11 +207,12 @@ def _config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:
 
 
 def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | None, error: Path | None,
-                     device: str) -> list[Path]:
+                     device: str, name: str = "the image") -> list[Path]:
     """Reconstruct ``vol`` with a pretraining model and write the reconstruction (the image as
     the network predicts it, in the image's units and axes) and the
     per-voxel reconstruction error (an anomaly map, the image's grid without its channel
-    axis), each keeping the image's voxel order, spacing, origin and affine.
+    axis), each keeping the image's voxel order, spacing, origin and affine. Says, naming the image
+    ``name``, when its intensities are far from the pretraining images'.
 
     Returns
     -------
@@ -230,7 +231,9 @@ def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | 
             bar.update(done - bar.n)
 
         result = model.reconstruct(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes,
-                                   device=device, progress=progress)  # fmt: skip
+                                   device=device, progress=progress, name=name)  # fmt: skip
+    if result.note:  # an image unlike the pretraining images: its error map shows the contrast
+        info(result.note)
     written = []
     if reconstruction is not None:
         image, axes, like = result.image, (vol.axes if "C" in vol.axes else None), vol

@@ -53,10 +53,15 @@ class Reconstruction:
         between the image and its prediction from context (each voxel predicted while
         blanked, for a model pretrained with masking; otherwise the reconstruction).
         High where the image is unlike the rest: an anomaly map.
+    note : str or None
+        One line when the image's intensities are far from the pretraining images'
+        (``preprocessing.normalization.intensity_note``): the error map then shows the
+        other contrast everywhere more than what is unusual in the image.
     """
 
     image: np.ndarray
     error: np.ndarray
+    note: str | None = None
 
 
 class ReconstructionModel(BundledModel):
@@ -97,7 +102,8 @@ class ReconstructionModel(BundledModel):
 
     def reconstruct(self, image: Any, *, spacing: Sequence[float] | None = None, channel_axis: int | None = None,
                     axes: str | None = None, overlap: float = 0.25, device: str = "auto",
-                    progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> Reconstruction:
+                    progress: Callable[[int, int], None] | None = None, stop: Any | None = None,
+                    name: str = "the image") -> Reconstruction:
         """Reconstruct an image and map its reconstruction error.
 
         Parameters
@@ -118,6 +124,8 @@ class ReconstructionModel(BundledModel):
             ``(done, total)`` windows.
         stop : StopToken, optional
             Raises ``Cancelled`` at the next window once stopped.
+        name : str
+            How the intensity note (``Reconstruction.note``) names the image.
 
         Returns
         -------
@@ -151,6 +159,9 @@ class ReconstructionModel(BundledModel):
         if channels != self.in_channels:
             raise InputError(f"the model was pretrained on {self.in_channels} channel(s) but the image has "
                              f"{channels} (shape {shape}, axes {axes}): give the same channels")
+        from napari_medml.preprocessing.normalization import intensity_note
+
+        note = intensity_note(image, lay.channel_axis, self.normalization or {}, name, self.config.data.preprocessing)
         arr = np.asarray(image)
         moved = np.moveaxis(arr, lay.channel_axis, 0) if lay.channel_axis is not None else arr[None]
         # sample axes lead the spatial ones: after the channels they come first
@@ -169,7 +180,7 @@ class ReconstructionModel(BundledModel):
         recon = recon.reshape(moved.shape[0], *lead, *moved.shape[2:])
         error = error.reshape(*lead, *moved.shape[2:])
         recon = np.moveaxis(recon, 0, lay.channel_axis) if lay.channel_axis is not None else recon[0]
-        return Reconstruction(image=recon, error=error)
+        return Reconstruction(image=recon, error=error, note=note)
 
     def _one(self, image: np.ndarray, spacing: tuple[float, ...] | None, device: torch.device, overlap: float,
              progress: Callable[[int, int], None], stop: Any | None) -> tuple[np.ndarray, np.ndarray]:
