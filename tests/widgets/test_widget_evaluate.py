@@ -146,3 +146,34 @@ def test_layers_opened_from_a_file_in_um_are_scored_in_um_as_the_command_line_sa
     widget["truth"].value = painted
     _run(widget, qtbot)
     assert widget.report["unit"] == "um" and round(widget.report["mean_hd95"], 4) == hd95
+
+
+def test_the_prediction_choice_follows_a_result_layer_a_rerun_replaces(make_napari_viewer, open_widget, qtbot):
+    """Trial 39: a re-run whose result could not be refilled in place (another number of axes)
+    replaced the layer, and Evaluate's prediction choice jumped to another Labels layer and scored
+    it (Dice 0.0) without a word. It follows the new layer of the same name; a layer the user
+    removes is not followed."""
+    from napari_medml._widgets._results import show_result
+    from napari_medml.layer_data import PLUGIN_MARK
+
+    viewer = make_napari_viewer()
+    p = phantom_3d(0, shape=(16, 24, 24))
+    truth = viewer.add_labels(p.labels, name="truth")
+    other = viewer.add_labels(np.zeros_like(p.labels), name="other")
+    made = viewer.add_labels(p.labels.copy(), name="ct [prediction]", metadata={PLUGIN_MARK: True})
+    widget = open_widget(viewer, "evaluate")
+    widget["prediction"].value, widget["truth"].value = made, truth
+    # the re-run's result has a time axis: it cannot go into the 3D layer, which is replaced
+    show_result(viewer, (p.labels[None].copy(), {"name": "ct [prediction]", "metadata": {PLUGIN_MARK: True}},
+                         "labels"))
+    new = viewer.layers["ct [prediction]"]
+    assert new is not made and new.ndim == 4
+    assert widget["prediction"].value is new and widget["truth"].value is truth
+    # the user removes the layer: the choice goes where magicgui puts it, and a later layer of that
+    # name is not taken for it
+    viewer.layers.remove(new)
+    assert widget["prediction"].value is not new
+    chosen = widget["prediction"].value
+    viewer.add_labels(p.labels.copy(), name="unrelated")
+    viewer.add_labels(p.labels.copy(), name="ct [prediction]")
+    assert widget["prediction"].value is chosen and other in viewer.layers

@@ -132,8 +132,27 @@ class DockForm(Container):
     def reset_choices(self, *args: Any) -> None:
         """Refresh the layer choices (napari calls this when layers change); a layer list
         (``Select``) with nothing chosen and one layer to choose gets that layer, as a
-        single layer ComboBox does."""
+        single layer ComboBox does.
+
+        A layer choice whose layer is removed and, at the next change, replaced by a layer
+        of the same name (a re-run's result that could not be refilled in place) follows
+        it; magicgui alone would leave the choice on another layer, and Evaluate scored
+        that one without a word (trial 39).
+        """
+        from magicgui.widgets import ComboBox
+
+        combos = [w for w in self if isinstance(w, ComboBox)]
+        before = {id(w): w.value for w in combos}  # magicgui names a field made by create_widget ''
+        lost, self._lost_layers = getattr(self, "_lost_layers", {}), {}
         super().reset_choices(*args)
+        for widget in combos:
+            name = lost.get(id(widget))
+            same = [c for c in widget.choices if name is not None and getattr(c, "name", None) == name]
+            old = before[id(widget)]
+            if same and widget.value is not same[0]:
+                widget.value = same[0]
+            elif hasattr(old, "data") and isinstance(getattr(old, "name", None), str) and old not in widget.choices:
+                self._lost_layers[id(widget)] = old.name  # for the next change only
         self.update_layer_lists()
 
     def update_layer_lists(self) -> None:
