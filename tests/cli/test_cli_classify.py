@@ -116,6 +116,12 @@ def test_the_table_named_after_out_never_replaces_the_users_classes_file(capsys,
     assert code == 0, err
     assert Path(classes).read_bytes() == before
     assert read_table(tmp_path / "pred.csv")[0][:2] == ["sample", "class"]
+    # trial 40: named with --table (typed for --labels), the classes file was replaced all the same
+    code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", stack["npy"], "--out",
+                           tmp_path / "again.tif", "--table", classes)
+    assert_one_line_error(code, err, f"--table '{classes}' is a file predict did not write (its columns: sample, "
+                          "class): it is kept", "--table " + str(tmp_path / "classes-predicted.csv"))
+    assert Path(classes).read_bytes() == before and not (tmp_path / "again.tif").exists()
 
 
 def test_image_mode_from_labels_file_with_table_and_probabilities(capsys, stack, tmp_path) -> None:

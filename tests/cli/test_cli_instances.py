@@ -114,6 +114,13 @@ def test_the_table_named_after_out_keeps_a_users_csv_and_replaces_its_own(chain_
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "--table" in lines[0] and "counts.csv" in lines[0], proc.stderr
     assert mine.read_text() == "cell,count\n1,12\n" and not (folder / "counts.tif").exists()
+    # named with --table, it is kept too (trial 40)
+    proc = run("predict", "--model", model, "--image", folder / "cells.tif", "--out", folder / "other.tif",
+               "--table", mine)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert f"--table '{mine}' is a file predict did not write (its columns: cell, count): it is kept" in lines[0]
+    assert mine.read_text() == "cell,count\n1,12\n" and not (folder / "other.tif").exists()
     # a re-run replaces the table predict wrote (the first predict of the chain wrote cells_instances.csv)
     again = run("predict", "--model", model, "--image", folder / "cells.tif", "--out", chain_2d["out"],
                 "--device", "cpu")

@@ -244,8 +244,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     table = args.table or table_path(args.out)
     outputs = {"--out": args.out, "--probabilities": args.probabilities, "--table": table}
     check_file_targets(outputs, inputs=[p for p in (args.image, args.instances) if p is not None])
-    if args.table is None:
-        check_derived_table(table, ours=is_prediction_table)
+    check_derived_table(table, ours=is_prediction_table, given=args.table is not None)
     if classifier.level == "object" and args.instances is None:
         raise UsageError("this classifier classifies objects: give --instances (instance labels)")
     if classifier.level != "object" and args.instances is not None:  # trial 38: ignored without a word

@@ -312,18 +312,22 @@ def check_file_targets(outputs: Mapping[str, Path | None], inputs: Sequence[Path
         raise InputError(f"two of {', '.join(given_outputs)} have the same file name: give each its own")
 
 
-def check_derived_table(path: Path, ours: Callable[[list[str]], bool]) -> None:
-    """Refuse to let a table named after ``--out`` (not by ``--table``) replace a file of the user's.
+def check_derived_table(path: Path, ours: Callable[[list[str]], bool], given: bool = False) -> None:
+    """Refuse to let the table predict writes replace a file of the user's.
 
     A re-run replaces the table it wrote before; any other file there (the classes CSV that
-    ``train`` read, say) is kept and the run stops before any work.
+    ``train`` read, say) is kept and the run stops before any work, whether the path is named
+    after ``--out`` or given by ``--table`` (a ``--table`` typed for ``--labels`` replaced the
+    test set's classes: trial 40).
 
     Parameters
     ----------
     path : Path
-        The table's path, derived from ``--out``.
+        The table's path.
     ours : callable
         Tells from a CSV header (its column names) whether the file is such a table.
+    given : bool
+        Whether the user named ``path`` with ``--table`` (the message then asks for another name).
 
     Raises
     ------
@@ -344,6 +348,10 @@ def check_derived_table(path: Path, ours: Callable[[list[str]], bool]) -> None:
     if path.is_file() and ours([name.strip() for name in header]):
         return
     other = path.with_name(path.stem + "-predicted.csv")
+    columns = f" (its columns: {', '.join(header[:4])}{', ...' if len(header) > 4 else ''})" if header else ""
+    if given:
+        raise InputError(f"--table '{path}' is a file predict did not write{columns}: it is kept; name the "
+                         f"table another file, e.g. --table {other}, or delete it first")
     raise InputError(f"the table would replace '{path}', which predict did not write (a file of yours is kept): "
                      f"name the table with --table, e.g. --table {other}")
 

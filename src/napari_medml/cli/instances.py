@@ -57,8 +57,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
                              "instances (--out) and their table (--table)")
     table_path = args.table if args.table is not None else args.out.with_name(_stem(args.out) + ".csv")
     check_file_targets({"--out": args.out, "--table": table_path}, inputs=[args.image])
-    if args.table is None:
-        check_derived_table(table_path, ours=is_instance_table)
+    check_derived_table(table_path, ours=is_instance_table, given=args.table is not None)
     params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))

@@ -188,8 +188,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     stem = map_paths(args.out)["foreground"].name[: -len(".foreground.zarr")]
     table_path = args.table if args.table is not None else args.out.with_name(f"{stem}.csv")
     check_file_targets({"--table": table_path}, inputs=[args.image])
-    if args.table is None:
-        check_derived_table(table_path, ours=is_instance_table)
+    check_derived_table(table_path, ours=is_instance_table, given=args.table is not None)
     params = replace(model.params, **given(seed_height=args.seed_height, min_distance=args.min_distance,
                                            min_size=args.min_object_size,
                                            foreground_threshold=args.foreground_threshold))  # fmt: skip
