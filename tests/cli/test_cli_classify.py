@@ -90,6 +90,23 @@ def test_image_mode_from_csv_then_predict(capsys, stack, tmp_path, fmt) -> None:
         np.testing.assert_allclose(labels.spacing, (1.0, 0.8, 0.8), rtol=1e-5)
 
 
+def test_samples_of_the_other_dimension_are_told_apart_from_a_single_image(capsys, stack, tmp_path) -> None:
+    """Trial 40: a 2D-sample classifier given a stack of 3D samples was told 'a single 4D image has
+    no sample axis - stack the images'; the line names the file and what its shape reads as."""
+    bundle = tmp_path / "bundle"
+    train_image(capsys, stack, stack["csv"], bundle)
+    images = np.load(stack["npy"])
+    np.save(tmp_path / "stack3d.npy", np.stack([images[:4]] * 3))  # (3, 4, Y, X): three 3D samples
+    np.save(tmp_path / "one.npy", images[0])
+    for name, reads in (("stack3d.npy", "a stack of 3D images"), ("one.npy", "a single 2D image")):
+        code, _, err = run_cli(capsys, "predict", "--model", bundle, "--image", tmp_path / name, "--out",
+                               tmp_path / "p.tif")
+        assert_one_line_error(code, err, f"image '{tmp_path / name}' has shape", f"{reads}, but this classifier was "
+                              "trained on 2D images: give a stack of 2D images (N, Y, X) (one image as N = 1), or "
+                              "train a classifier on 3D images")
+    assert not (tmp_path / "p.tif").exists()
+
+
 def test_the_table_named_after_out_never_replaces_the_users_classes_file(capsys, stack, tmp_path) -> None:
     """The README's commands once wrote 'predict --out classes.tif' beside the classes.csv that
     train read: the table (classes.csv) replaced the user's ground truth without a word."""

@@ -287,7 +287,8 @@ class ClassifyWidget(DockForm):
             classifier = yield from fit_classifier(samples, config, stop=stop, resume_from=resume_from)
             checkpoints.finish(classifier, bundle, stop.stopped)
             return classifier, classifier.classify(inp["image"], instances=inp["instances"],
-                                                   channel_axis=inp["channel_axis"])
+                                                   channel_axis=inp["channel_axis"],
+                                                   name=f"image '{inp['layer'].name}'")
 
         def done(result: tuple[Any, Any]) -> None:
             stopped = bool(self.runner.token is not None and self.runner.token.stopped)
@@ -372,7 +373,8 @@ class ClassifyWidget(DockForm):
             if classifier.level == "object" and instances is None:
                 raise InputError(f"'{Path(path).name}' classifies objects: set 'classify' to object and choose "
                                  "the instance labels ('instances')")
-            return classifier, classifier.classify(image, instances=instances, channel_axis=axis)
+            return classifier, classifier.classify(image, instances=instances, channel_axis=axis,
+                                                   name=f"image '{layer.name}'")
 
         if self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True),
                              desc="Classification", discard_on_stop=True) is not None:

@@ -190,7 +190,8 @@ class Classifier(BundledModel):
         return self.spec.class_names()
 
     def prepare(self, image: np.ndarray, *, instances: np.ndarray | None = None,
-                class_labels: np.ndarray | None = None, channel_axis: int | None = None) -> ClassSamples:
+                class_labels: np.ndarray | None = None, channel_axis: int | None = None,
+                name: str = "the image") -> ClassSamples:
         """Samples from new data, made the way the training samples were.
 
         Parameters
@@ -204,6 +205,8 @@ class Classifier(BundledModel):
             Class ids per sample, object or tile, when known (to score them).
         channel_axis : int, optional
             The image's channel axis.
+        name : str
+            How a refusal names the image (a file or a layer).
 
         Returns
         -------
@@ -212,8 +215,9 @@ class Classifier(BundledModel):
         Raises
         ------
         InputError
-            Instance labels (object level) or an image (tile level) of another number of
-            spatial axes than the training data's, and what the make_samples checks find.
+            Instance labels (object level), an image (tile level) or samples (image level)
+            of another number of spatial axes than the training data's, and what the
+            make_samples checks find.
         """
         dims = self.spatial_dims
         if self.level == "object" and instances is not None and np.ndim(instances) != dims:
@@ -222,10 +226,19 @@ class Classifier(BundledModel):
                              f"train a classifier on {np.ndim(instances)}D objects")
         spatial = np.ndim(image) - (channel_axis is not None)
         if self.level == "tile" and spatial != dims:
-            raise InputError(f"the image is {spatial}D, but this classifier was trained on {dims}D tiles: classify "
+            raise InputError(f"{name} is {spatial}D, but this classifier was trained on {dims}D tiles: classify "
                              f"{dims}D images with it, or train a classifier on {spatial}D tiles")
+        if self.level == "image" and spatial != dims + 1 and spatial in (dims, dims + 2):
+            # a stack of the other dimension's samples, or a single image: not "stack the images" (trial 40)
+            form = "(N, Y, X)" if dims == 2 else "(N, Z, Y, X)"
+            reads = (f"a stack of {spatial - 1}D images" if spatial == dims + 2 else
+                     f"a single {dims}D image" + (" or a stack of 2D images" if dims == 3 else ""))
+            other = "3D" if dims == 2 else "2D"
+            raise InputError(f"{name} has shape {tuple(np.shape(image))}, {reads}, but this classifier was trained "
+                             f"on {dims}D images: give a stack of {dims}D images {form} (one image as N = 1), or "
+                             f"train a classifier on {other} images")
         samples = make_samples(self.level, image, self.sample_params, class_labels=class_labels,
-                               instances=instances, channel_axis=channel_axis)
+                               instances=instances, channel_axis=channel_axis, name=name)
         size = tuple(samples.x.shape[2:])
         if self.level == "image" and len(samples) and size != tuple(self.input_size):  # said, not silent (c35)
             said = (f"samples of {'x'.join(map(str, size))} voxels are resized to the classifier's input of "
@@ -294,7 +307,7 @@ class Classifier(BundledModel):
     def classify(self, image: np.ndarray, *, instances: np.ndarray | None = None,
                  channel_axis: int | None = None, stop: StopToken | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 probability_map: bool = False) -> ClassPrediction:
+                 probability_map: bool = False, name: str = "the image") -> ClassPrediction:
         """Classify every sample, object or tile of an image; results as layer data.
 
         Parameters
@@ -307,6 +320,8 @@ class Classifier(BundledModel):
             ``progress(done, total)``, counting samples.
         probability_map : bool
             Also fill ``probabilities`` at image and object level (tile level always has it).
+        name : str
+            How a refusal names the image.
 
         Returns
         -------
@@ -320,7 +335,7 @@ class Classifier(BundledModel):
         InputError, BundleError, Cancelled
             As :meth:`prepare` and :meth:`predict_proba`.
         """
-        samples = self.prepare(image, instances=instances, channel_axis=channel_axis)
+        samples = self.prepare(image, instances=instances, channel_axis=channel_axis, name=name)
         proba = self.predict_proba(samples, stop=stop, progress=progress)
         classes = np.asarray(self.class_ids, dtype=np.int64)[np.argmax(proba, axis=1)]
         labels = labels_from_classes(samples, classes, instances=instances)

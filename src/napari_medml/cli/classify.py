@@ -264,7 +264,8 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
             bar.update(done - bar.n)
 
         result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
-                                     probability_map=args.probabilities is not None)  # fmt: skip
+                                     probability_map=args.probabilities is not None,
+                                     name=f"image '{args.image}'")  # fmt: skip
     dims = result.labels.ndim
     # each written under a temporary name, then renamed: a crash leaves no truncated file
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, result.labels, spatial_dims=dims,
