@@ -96,6 +96,23 @@ def test_evaluate_scores_a_classifier_on_a_test_set(predicted) -> None:
     assert roc2["fpr"] == pytest.approx(fpr.tolist()) and roc2["tpr"] == pytest.approx(tpr.tolist())
     assert report["left_out"] == {"no_truth": [7], "no_prediction": [], "unknown_class": [3]}
     assert not [p for p in d.iterdir() if p.name.startswith(".report.json")]  # no temporary left
+    # against chance (trial 40): the line when the accuracy is not clearly above the most frequent class's
+    from scipy.stats import binomtest
+
+    correct, majority = int(np.trace(matrix)), matrix.sum(axis=1).max() / 8
+    p = binomtest(correct, 8, majority, alternative="greater").pvalue
+    said = [line for line in done.stderr.splitlines() if "clearly above" in line or "in one class" in line]
+    if len(set(pred)) == 1:
+        assert said == ["napari-medml: every scored sample was put in one class (class "
+                        f"{pred[0]}): the network does not tell the classes apart yet: train longer (more epochs) "
+                        "or label more samples of each class"], said
+    elif p > 0.05:
+        assert said == [f"napari-medml: accuracy {correct / 8:.3f} on 8 scored samples is not clearly above the "
+                        f"{majority:.3f} that putting every sample in the most frequent class scores (one-sided "
+                        f"binomial test p = {p:.2g}): the classifier may not tell the classes apart yet: train "
+                        "longer, label more samples of each class, or check the classes"], said
+    else:
+        assert said == []
 
 
 def test_evaluate_help_tells_of_classification() -> None:

@@ -110,6 +110,33 @@ def test_a_report_that_puts_every_sample_in_one_class_says_so() -> None:
     assert one_class_note(classification_report(np.array([1, 1]), np.array([[0.7, 0.3]] * 2), [1, 2])) is None
 
 
+def test_an_accuracy_not_clearly_above_the_most_frequent_class_is_said() -> None:
+    """Trial 40: shuffled classes gave validation accuracy 0.607 on 28 samples without a word on
+    chance (the most frequent class alone scores 0.5 there)."""
+    from scipy.stats import binomtest
+
+    from napari_medml.classification.metrics import chance_note
+
+    y = np.array([1] * 14 + [2] * 14)
+    guess = np.array([[0.6, 0.4]] * 9 + [[0.4, 0.6]] * 5 + [[0.4, 0.6]] * 8 + [[0.6, 0.4]] * 6)  # 17 of 28
+    report = {**classification_report(y, guess, [1, 2]), "split": "validation"}
+    p = binomtest(17, 28, 0.5, alternative="greater").pvalue
+    assert p == pytest.approx(0.172, abs=1e-3)
+    assert chance_note(report) == (
+        "accuracy 0.607 on 28 validation samples is not clearly above the 0.500 that putting every sample in the "
+        f"most frequent class scores (one-sided binomial test p = {p:.2g}): the classifier may not tell the classes "
+        "apart yet: train longer, label more samples of each class, or check the classes")
+    assert report_summary(report).splitlines()[-1] == chance_note(report)
+    # 24 of 28 is clearly above (p = 8e-5); 9 of 10 of a 0.8 majority is not (p = 0.38)
+    good = classification_report(y, np.array([[0.9, 0.1]] * 12 + [[0.1, 0.9]] * 2 + [[0.1, 0.9]] * 12
+                                                + [[0.9, 0.1]] * 2), [1, 2])
+    assert chance_note(good) is None
+    skewed = classification_report(np.array([1] * 8 + [2] * 2), np.array([[0.9, 0.1]] * 9 + [[0.1, 0.9]]), [1, 2])
+    assert "accuracy 0.900 on 10 scored samples is not clearly above the 0.800" in chance_note(skewed)
+    # every sample in one class: one_class_note speaks, not this
+    assert chance_note({**classification_report(y, np.array([[0.6, 0.4]] * 28), [1, 2]), "split": "x"}) is None
+
+
 def test_binary_auc_is_one_number_for_both_classes() -> None:
     # computed from each column, float rounding printed 0.567 and 0.568 (sklearn: 0.5675)
     rng = np.random.default_rng(3)

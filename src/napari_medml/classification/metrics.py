@@ -22,6 +22,7 @@ __all__ = [
     "absent_classes_note",
     "accuracy",
     "balanced_accuracy",
+    "chance_note",
     "classification_report",
     "confusion_matrix",
     "no_metrics_reason",
@@ -225,6 +226,43 @@ def one_class_note(report: Mapping[str, Any], class_names: Mapping[int, str] | N
             "apart yet: train longer (more epochs) or label more samples of each class")
 
 
+CHANCE_ALPHA = 0.05  # the one-sided binomial test's level for "clearly above the most frequent class"
+
+
+def chance_note(report: Mapping[str, Any]) -> str | None:
+    """A line when a report's accuracy is not clearly above putting every sample in the most
+    frequent true class (a one-sided binomial test at :data:`CHANCE_ALPHA`): on a few samples,
+    0.6 reads as success while a network that learned nothing scores it; else None.
+
+    Parameters
+    ----------
+    report : mapping
+        :func:`classification_report` or ``evaluation.score_table``'s report (its
+        ``confusion_matrix``, rows the true classes; ``split`` names the samples).
+
+    Returns
+    -------
+    str or None
+        None also where :func:`one_class_note` speaks (every sample in one class).
+    """
+    matrix = np.asarray(report.get("confusion_matrix") or [[0]])
+    n = int(matrix.sum())
+    truth = matrix.sum(axis=1)
+    if matrix.ndim != 2 or n == 0 or (truth > 0).sum() < 2 or one_class_note(report) is not None:
+        return None
+    from scipy.stats import binomtest
+
+    correct, majority = int(np.trace(matrix)), float(truth.max() / n)
+    p = binomtest(correct, n, majority, alternative="greater").pvalue
+    if p <= CHANCE_ALPHA:
+        return None
+    split = report.get("split") or "scored"
+    return (f"accuracy {correct / n:.3f} on {n} {split} samples is not clearly above the {majority:.3f} that putting "
+            f"every sample in the most frequent class scores (one-sided binomial test p = {p:.2g}): the "
+            "classifier may not tell the classes apart yet: train longer, label more samples of each class, or "
+            "check the classes")
+
+
 def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fraction of 0.2") -> str:
     """Why a classifier trained with ``val_fraction`` has no validation metrics, and what to do
     (``fix``: the setting that holds samples out, as the front names it).
@@ -264,8 +302,8 @@ def report_summary(report: Mapping[str, Any], *, class_names: Mapping[int, str] 
         lines.append(f"  {name}: P {num(entry['precision'])}  R {num(entry['recall'])}  "
                      f"F1 {num(entry['f1'])}  (n={entry['support']})")
     names = {e["class"]: e["name"] for e in report.get("per_class", []) if e.get("name")} or class_names
-    note = one_class_note(report, names)
-    return "\n".join(lines + ([note] if note else []))
+    notes = [one_class_note(report, names), chance_note(report)]
+    return "\n".join(lines + [n for n in notes if n])
 
 
 def _json_float(value: float) -> float | None:

@@ -92,7 +92,7 @@ def _train(args: argparse.Namespace, samples: Any) -> int:
     from napari_medml.cli.messages import nothing_saved, stopped_line
     from napari_medml.cli.options import fields_given
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
-    from napari_medml.classification.metrics import one_class_note
+    from napari_medml.classification.metrics import chance_note, one_class_note
     from napari_medml.classification.task import fit_classifier
     from napari_medml.engine.distributed import is_main
     from napari_medml.errors import MedMLError
@@ -112,9 +112,10 @@ def _train(args: argparse.Namespace, samples: Any) -> int:
     path = save_run(classifier, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     info(f"saved classifier bundle to {path}")
     info(metrics_line(classifier.metrics, classifier.config.data.val_fraction))
-    note = one_class_note(classifier.metrics, classifier.class_names) if classifier.metrics else None
-    if note:
-        info(note)
+    for note in ((one_class_note(classifier.metrics, classifier.class_names), chance_note(classifier.metrics))
+                 if classifier.metrics else ()):
+        if note:
+            info(note)
     if stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
     return 0

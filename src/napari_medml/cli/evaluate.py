@@ -154,6 +154,11 @@ def run_classification(args: argparse.Namespace) -> int:
         info(note)
     _write_report(args, score.report)
     print(report_text(score.report))
+    from napari_medml.classification.metrics import chance_note, one_class_note
+
+    for note in (one_class_note(score.report), chance_note(score.report)):  # the numbers against chance
+        if note:
+            info(note)
     return 0
 
 
