@@ -15,7 +15,7 @@ from napari_medml.classification.model import Classifier, classification_config,
 from napari_medml.classification.task import fit_classifier, train_classifier
 from napari_medml.classification.data import image_samples
 from napari_medml.classification.levels import object_samples, tile_samples
-from napari_medml.classification.task import stratified_split
+from napari_medml.classification.split import stratified_split
 from napari_medml.bundles.transfer import transfer_weights
 from napari_medml.nn.classification import CLASSIFIER_NETWORKS, build_classifier_network, stages
 from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig

@@ -82,6 +82,12 @@ def test_image_mode_classes_layer_plots_and_metrics(setup, qtbot, tmp_path) -> N
     np.testing.assert_allclose(table["prob_1"] + table["prob_2"], 1.0, rtol=1e-5)
     np.testing.assert_array_equal(table["class"], predicted)
     np.testing.assert_array_equal(table["sample"], np.arange(len(truth)))
+    # trial 40: which samples the run trained on, validated on, or only classified
+    parts = np.asarray(table["part"])
+    assert set(parts[held]) == {"unlabelled"} and "unlabelled" not in set(np.delete(parts, held))
+    n_val = widget.classifier.metrics["n"]
+    assert (parts == "validation").sum() == n_val and (parts == "training").sum() == len(truth) - len(held) - n_val
+    assert f"; {len(truth) - len(held) - n_val} trained on, {n_val} validated on" in widget["status"].value
     # the layer's values are class ids: one features row per class, found by napari through 'index'
     features = result.features
     names = viewer.layers["shapes [ground truth]"].metadata["class_names"]
@@ -221,7 +227,7 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
     assert widget.classifier.sample_params["box"] == "common" and widget.classifier.sample_params["box_side"] > 0
     result = viewer.layers["tex [classes]"]  # the plugin's own layer is replaced
     samples = result.metadata["samples"]
-    assert list(samples) == ["object", "class", "prob_1", "prob_2", "voxels"] and len(samples["object"]) == 6
+    assert list(samples) == ["object", "class", "prob_1", "prob_2", "voxels", "part"] and len(samples["object"]) == 6
     assert np.all(result.data[instances == 0] == 0)
     assert [layer.name for layer in viewer.layers].count("tex [classes]") == 1
     # one features row per value of the layer: 0 (outside the objects), then each class
@@ -241,7 +247,7 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
         assert f"class_name: class {v}, count: {result.features['count'][v]}" in result.get_status(yx)["coordinates"]
         hovered = objects.get_status(yx)["coordinates"]
         assert f"object: {oid}, class: {v}, class_name: class {v}, prob_1: " in hovered, hovered
-    # 'save table (CSV)' writes what `napari-medml predict` writes for the same bundle and inputs
+    # 'save table (CSV)' writes what `napari-medml predict` writes for the same bundle and inputs...
     widget["save_table"].changed.emit(True)
     assert "choose the table CSV file" in notes[-1].message
     widget["table"].value = tmp_path / "widget.csv"
@@ -255,7 +261,10 @@ def test_tile_and_object_modes_make_their_layers(make_napari_viewer, open_widget
                  "--instances", str(tmp_path / "objects.npy"), "--out", str(tmp_path / "cli.npy"),
                  "--device", "cpu"]) == 0
     widget_csv, cli_csv = (tmp_path / "widget.csv").read_text(), (tmp_path / "cli.csv").read_text()
-    assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,voxels" and widget_csv == cli_csv
+    # ... and, after training, the part of the run each row was in (trial 40)
+    assert widget_csv.splitlines()[0] == "object,class,prob_1,prob_2,voxels,part"
+    assert [line.rsplit(",", 1)[0] for line in widget_csv.splitlines()] == cli_csv.splitlines()
+    assert [line.rsplit(",", 1)[1] for line in widget_csv.splitlines()[1:]] == list(samples["part"])
 
 
 def test_object_classes_from_a_csv_keyed_by_object_id(make_napari_viewer, open_widget, qtbot, tmp_path,
@@ -397,7 +406,7 @@ def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_n
     result = viewer.layers["new [classes]"]
     assert result.data.shape == image.shape and np.all(result.data[instances == 0] == 0)
     assert set(np.unique(result.data[instances > 0])) <= {1, 2}
-    assert widget["status"].value.startswith("6 objects classified")
+    assert widget["status"].value.startswith("6 objects classified") and "trained on" not in widget["status"].value
     # trial 31: the bundle's validation read as a score of this image
     assert widget["metrics"].value.startswith("the bundle's own validation when it was trained (to score this "
                                               "image, use Evaluate with its true classes):\nvalidation (2 samples")

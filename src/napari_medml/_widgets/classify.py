@@ -5,9 +5,9 @@ Reads the form into a :class:`~napari_medml.config.TrainConfig` (task
 with live curves, confusion matrix and ROC, then classifies the image: a new Labels
 layer ``<image> [classes]`` (every sample, object or tile filled with its class id) whose
 ``features`` have one row per class (``index`` = class id, so hovering shows the class's
-name, count and mean probability; ``tables.class_table``). The per-sample table (one row
-per sample, object or tile: class, ``prob_<id>``, size...) is in its
-``metadata["samples"]``, and *save table (CSV)* writes it as ``napari-medml predict`` does.
+name, count and mean probability; ``tables.class_table``). The per-sample table (class,
+``prob_<id>``, size..., after training the ``part`` each was in) is in its ``metadata["samples"]``,
+and *save table (CSV)* writes it as ``napari-medml predict`` does.
 Object level adds ``<image> [object classes]``, the objects' outlines (a copy of the
 instance ids; the user's layer is not touched) whose features are the per-object rows;
 tile level adds ``<image> [class probabilities]``. With a start bundle, the network,
@@ -274,8 +274,9 @@ class ClassifyWidget(DockForm):
         checkpoints = self._checkpoints
 
         def job(stop: Any, report: Any) -> Any:
-            from napari_medml.classification.task import fit_classifier
             from napari_medml.classification.levels import make_samples
+            from napari_medml.classification.split import with_parts
+            from napari_medml.classification.task import fit_classifier
 
             if resume_from is None:  # in the worker: the folder helpers import torch
                 run["config"] = replace(run["form"], checkpoint_dir=str(checkpoints.new_run(bundle)))
@@ -286,9 +287,9 @@ class ClassifyWidget(DockForm):
                                    channel_axis=inp["channel_axis"], name=f"image '{inp['layer'].name}'")
             classifier = yield from fit_classifier(samples, config, stop=stop, resume_from=resume_from)
             checkpoints.finish(classifier, bundle, stop.stopped)
-            return classifier, classifier.classify(inp["image"], instances=inp["instances"],
-                                                   channel_axis=inp["channel_axis"],
-                                                   name=f"image '{inp['layer'].name}'")
+            result = classifier.classify(inp["image"], instances=inp["instances"], channel_axis=inp["channel_axis"],
+                                         name=f"image '{inp['layer'].name}'")
+            return classifier, with_parts(result, samples.y, config)  # trained on, validated on, or unseen
 
         def done(result: tuple[Any, Any]) -> None:
             stopped = bool(self.runner.token is not None and self.runner.token.stopped)
@@ -346,8 +347,9 @@ class ClassifyWidget(DockForm):
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
-        n = len(result.classes)
-        self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts})"
+        n, parts = len(result.classes), list(result.table.get("part", ()))
+        seen = f"; {parts.count('training')} trained on, {parts.count('validation')} validated on" if parts else ""
+        self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts}){seen}"
                                    + (f"; {taken}" if taken else "") + (f"; {result.note}" if result.note else ""))
 
     @notify_errors("Classification")

@@ -20,13 +20,14 @@ from torch import nn
 from napari_medml.classification.model import _PREDICT_BATCH, Classifier, _normalize, load_classifier
 from napari_medml.classification.data import ClassSamples
 from napari_medml.classification.metrics import classification_report
+from napari_medml.classification.split import stratified_split
 from napari_medml.config import SIZED_CLASSIFIERS, AugmentConfig, OptimConfig, TrainConfig
 from napari_medml.engine.devices import autocast
 from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 
-__all__ = ["ClassificationTask", "fit_classifier", "selection_key", "stratified_split", "train_classifier"]
+__all__ = ["ClassificationTask", "fit_classifier", "selection_key", "train_classifier"]
 
 
 class ClassificationTask:
@@ -218,24 +219,6 @@ class ClassificationTask:
                           image_channels=s.image_channels, spatial_dims=s.spatial_dims, input_size=s.x.shape[2:],
                           sample_params=s.params, normalization=self.normalization, metrics=dict(metrics),
                           history=list(history), provenance=provenance)
-
-
-def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) of the labelled samples, ``val_fraction`` of each class held out.
-
-    A class with a single sample stays in training; otherwise at least one sample of
-    each class is held out when ``val_fraction > 0`` and at least one stays in training.
-    """
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(y[y > 0]):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = 0
-        if val_fraction > 0 and len(idx) >= 2:
-            n_val = min(max(1, int(round(val_fraction * len(idx)))), len(idx) - 1)
-        val.extend(idx[:n_val].tolist())
-        train.extend(idx[n_val:].tolist())
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
 def _loss(config: OptimConfig, num_classes: int, device: torch.device) -> Callable[..., torch.Tensor]:
