@@ -310,6 +310,13 @@ def test_an_ome_tiff_of_a_volume_without_geometry_claims_none(tmp_path: Path) ->
     back = read_volume(tmp_path / "seg.ome.tif")
     np.testing.assert_array_equal(back.data, vol.data)
     assert back.meta.get("unit") is None and not has_geometry(back)
+    # trial 40: a voxel size without a unit came back in um (OME's default): it is written as OME's "pixel"
+    sized = Volume(vol.data, (2.0, 1.0, 1.0), (0.0, 0.5, 0.0), None, True, "seg", axes="ZYX")
+    write_volume(tmp_path / "sized.ome.tif", sized)
+    with tifffile.TiffFile(tmp_path / "sized.ome.tif") as tif:
+        assert 'PhysicalSizeZUnit="pixel"' in tif.ome_metadata
+    back = read_volume(tmp_path / "sized.ome.tif")
+    assert back.spacing == (2.0, 1.0, 1.0) and back.origin == (0.0, 0.5, 0.0) and back.meta.get("unit") is None
 
 
 def test_a_2d_network_never_cuts_one_thick_slice_into_strips() -> None:

@@ -286,7 +286,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
         tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=ij)
     elif dtype in _OME_DTYPES and not length1:
         ome: dict[str, Any] = {"axes": axes + ("S" if rgb else "")}
-        ome_unit = _OME_UNITS.get(str(unit), "µm")
+        # no unit: OME's "pixel" (a bare size would read as OME's default, µm: trial 40)
+        ome_unit = _OME_UNITS.get(str(unit), "µm") if unit else "pixel"
         # a volume with no geometry (voxels of 1, no unit, at 0) gets none: OME's default unit would
         # make it 1 µm voxels, which another file in mm is then compared to (review 35)
         placed = unit or any(size[ax] != 1.0 or offset[ax] for ax in spatial)
