@@ -100,7 +100,7 @@ def _warn_oblique(path: str | Path, volume: Volume) -> None:
 
         show_warning(f"'{path}' is oblique (its voxel axes are turned up to {turn:.0f} degrees from the world's): "
                      "napari shows it axis-aligned, so world positions in the viewer ignore that turn; saving "
-                     "with MedML (NIfTI) writes the affine back as it was")
+                     "with MedML (NIfTI) writes the affine back as it was, for it and for what is made on it")
 
 
 def _zarr_layer(path: str | Path) -> LayerDataTuple:

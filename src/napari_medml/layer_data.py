@@ -27,9 +27,12 @@ The stored affine is kept exactly when it agrees with ``scale``/``translate``
 (same voxel sizes and translation to within float32 precision), so reading and
 saving is lossless even for oblique volumes. When there is no stored affine,
 NIfTI writing builds a diagonal one from scale/translate. When they disagree,
-the layer was changed in napari (scale edited, or resampled by a step that kept
-the metadata): then scale/translate win and the affine is rebuilt from them,
-keeping the stored affine's axis directions so an oblique volume stays oblique.
+the layer was changed in napari (scale edited, or moved): then scale/translate win
+and the affine is rebuilt from them, keeping the stored affine's axis directions so
+an oblique volume stays oblique; a move in napari's axis-aligned view is a move
+along those directions (:mod:`napari_medml.io.regrid`). A layer cut or resampled
+from an oblique one keeps, beside its affine, the view's origin at which that
+affine holds (``file_meta["affine_origin"]``).
 
 No napari import here: this module is core and runs without Qt.
 """
@@ -42,8 +45,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from napari_medml.io import axes as io_axes
-from napari_medml.io import Volume, affine_from_spacing
+from napari_medml.io import Volume
 from napari_medml.io.orientation import STORED_ORIENTATION
+from napari_medml.io.regrid import AFFINE_ORIGIN, moved_affine
 
 __all__ = [
     "AFFINE_KEY",
@@ -74,7 +78,7 @@ _RTOL, _ATOL = 1e-5, 1e-6
 # The file details of a layer that say where and in what unit its voxels lie; a result
 # layer takes them from its source, so it saves as the source would (unit, NIfTI codes,
 # the length-1 axes the reader dropped), as the command line's outputs do
-GEOMETRY_META = ("unit", "time_unit", "sform_code", "qform_code", io_axes.SINGLETONS_KEY)
+GEOMETRY_META = ("unit", "time_unit", "sform_code", "qform_code", io_axes.SINGLETONS_KEY, AFFINE_ORIGIN)
 
 
 class SpatialMeta(NamedTuple):
@@ -208,7 +212,11 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
         file_meta["rgb"] = True
     rgb = bool(file_meta.get("rgb"))
     ndim = array.ndim - int(rgb)
-    spacing, origin, affine = spatial_meta(meta.get("scale"), meta.get("translate"), metadata, ndim=ndim)[:3]
+    found = spatial_meta(meta.get("scale"), meta.get("translate"), metadata, ndim=ndim)
+    spacing, origin, affine = found[:3]
+    file_meta.pop(AFFINE_ORIGIN, None)  # the one that holds for the affine resolved here
+    if found.file_meta and AFFINE_ORIGIN in found.file_meta:
+        file_meta[AFFINE_ORIGIN] = found.file_meta[AFFINE_ORIGIN]
     axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
     return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta, axes)
 
@@ -282,18 +290,23 @@ def spatial_meta(
     stored = (metadata or {}).get(AFFINE_KEY)
     file_meta = (metadata or {}).get(FILE_META_KEY) or {}
     order = file_meta.get(STORED_ORIENTATION)
-    geometry = {k: file_meta[k] for k in GEOMETRY_META if k in file_meta} or None
+    geometry = {k: file_meta[k] for k in GEOMETRY_META if k in file_meta and k != AFFINE_ORIGIN}
     if stored is None:
-        return SpatialMeta(spacing, origin, None, None, geometry)
+        return SpatialMeta(spacing, origin, None, None, geometry or None)
     affine = np.array(stored, dtype=np.float64)
     k = min(len(spacing), 3)
+    anchor = file_meta.get(AFFINE_ORIGIN)  # the view's origin where the affine holds (io.regrid); else its own
     sizes = np.linalg.norm(affine[:3, :k], axis=0)  # NIfTI (x, y, z) order
+    view = np.asarray(origin[::-1][:k], dtype=np.float64)
+    at = affine[:k, 3] if anchor is None else np.asarray(anchor, dtype=np.float64)[:k]
     agrees = np.allclose(sizes, spacing[::-1][:k], rtol=_RTOL, atol=_ATOL) and np.allclose(
-        affine[:k, 3], origin[::-1][:k], rtol=_RTOL, atol=_ATOL
+        at, view, rtol=_RTOL, atol=_ATOL
     )
     if not agrees:
-        affine = affine_from_spacing(spacing, origin, direction=affine)
-    return SpatialMeta(spacing, origin, affine, order, geometry)
+        affine = moved_affine(affine, anchor, spacing, origin)
+    if not np.allclose(affine[:k, 3], view, rtol=_RTOL, atol=_ATOL):  # a grid cut from a turned one
+        geometry[AFFINE_ORIGIN] = view.tolist()
+    return SpatialMeta(spacing, origin, affine, order, geometry or None)
 
 
 def placement_mismatch(image: SpatialMeta, labels: SpatialMeta, frames: Sequence[int] = ()) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_medml.io import Volume, affine_from_spacing
 from napari_medml.layer_data import (
@@ -63,9 +64,11 @@ def test_changed_scale_rebuilds_affine_keeping_direction() -> None:
     spacing, origin, affine, *_ = spatial_meta((4.0, 0.75, 0.5), (7.0, -6.0, 5.0), stored)
     np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), (0.5, 0.75, 4.0))
     np.testing.assert_allclose(affine, affine_from_spacing(spacing, origin, oblique()))
-    # translate edited too
+    # translate edited too: napari's view is the voxel-aligned one, so a move in it is a move along the
+    # turned voxel axes in the world (trial 40: what lies together on screen lies together when saved)
     _, _, moved, *_ = spatial_meta((2.0, 0.75, 0.5), (0.0, 1.0, 2.0), stored)
-    np.testing.assert_array_equal(moved[:3, 3], (2.0, 1.0, 0.0))
+    directions = oblique()[:3, :3] / np.linalg.norm(oblique()[:3, :3], axis=0)
+    np.testing.assert_allclose(moved[:3, 3], oblique()[:3, 3] + directions @ ((2.0, 1.0, 0.0) - oblique()[:3, 3]))
     np.testing.assert_allclose(moved[:3, :3], oblique()[:3, :3])
 
 
@@ -207,3 +210,34 @@ def test_a_time_series_with_channels_becomes_one_volume_per_channel() -> None:
     assert channel_volumes(czyx) == [czyx]  # results (Z, Y, X) line up with its last axes
     rgb = Volume(np.zeros((3, 8, 8, 3), np.uint8), (1.0, 1.0, 1.0), (0.0,) * 3, axes="TYXC", meta={"rgb": True})
     assert channel_volumes(rgb) == [rgb]
+
+
+def test_a_grid_cut_from_an_oblique_one_keeps_its_world_place_through_a_layer() -> None:
+    """Trial 40: a crop of an oblique volume lies in napari's axis-aligned view at its source's
+    origin plus the cut; its affine holds at that view origin (io.regrid), through a layer and
+    back, and a move in the view moves it along the turned voxel axes."""
+    from napari_medml.config import PreprocessStep
+    from napari_medml.io.regrid import AFFINE_ORIGIN
+    from napari_medml.preprocessing.stacks import run_recipe_volume
+
+    turn = np.deg2rad(30.0)
+    affine = np.eye(4)
+    affine[:2, :2] = [[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]
+    affine[:3, :3] = affine[:3, :3] @ np.diag([0.5, 0.8, 2.0])
+    affine[:3, 3] = (10.0, -4.0, 3.0)
+    data = np.zeros((10, 20, 30), np.float32)  # (Z, Y, X)
+    data[3:7, 5:12, 8:20] = 1.0
+    source = Volume(data, (2.0, 0.8, 0.5), (3.0, -4.0, 10.0), affine, False, "ct", {"sform_code": 1}, "ZYX")
+    cut = run_recipe_volume(source, (PreprocessStep("crop", {"threshold": 0.5, "margin": 0}),))
+    assert cut.data.shape == (4, 7, 12) and cut.origin == (3.0 + 3 * 2.0, -4.0 + 5 * 0.8, 10.0 + 8 * 0.5)
+    want = affine @ np.array([[1, 0, 0, 8], [0, 1, 0, 5], [0, 0, 1, 3], [0, 0, 0, 1]], float)  # voxel (8, 5, 3)
+    np.testing.assert_allclose(cut.affine, want)
+    assert cut.meta[AFFINE_ORIGIN] == pytest.approx([14.0, 0.0, 9.0]) and cut.meta["sform_code"] == 1
+    data_, kwargs, _ = volume_to_layer_data(cut)
+    back = layer_to_volume(data_, kwargs, is_labels=False)
+    np.testing.assert_allclose(back.affine, want)
+    # moved one voxel along the view's x: one voxel along the turned x axis in the world
+    moved = spatial_meta(np.asarray(kwargs["scale"]), np.asarray(kwargs["translate"]) + (0.0, 0.0, 0.5),
+                         kwargs["metadata"])
+    np.testing.assert_allclose(moved.affine[:3, 3], want[:3, 3] + affine[:3, 0])
+    np.testing.assert_allclose(moved.file_meta[AFFINE_ORIGIN], [14.5, 0.0, 9.0])

@@ -21,6 +21,8 @@ import numpy as np
 from napari_medml.errors import InputError, raise_if_stopped
 from napari_medml.io import Volume
 from napari_medml.io.axes import AXES_HINT
+from napari_medml.io.orientation import STORED_ORIENTATION
+from napari_medml.io.regrid import AFFINE_ORIGIN, regridded_affine
 
 __all__ = ["RecipeAxes", "check_steps", "crop_volume_to_labels", "plane_at", "recipe_axes", "run_recipe_volume"]
 
@@ -134,7 +136,8 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
     -------
     Volume
         A new array with the input's axes; the spatial axes' spacing and origin are those
-        after the recipe (the time and channel axes keep theirs); no affine.
+        after the recipe (the time and channel axes keep theirs); the affine of the new grid
+        (``io.regrid``) and the input's unit and NIfTI details, so it saves where it lies.
 
     Raises
     ------
@@ -184,7 +187,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
         if first.spacing is not None:
             spacing[axis] = float(first.spacing[k])
         origin[axis] = float(origin[axis]) + float(first.shift[k])
-    return _like(volume, out, spacing, origin)
+    return _like(volume, out, spacing, origin, layout.spatial)
 
 
 def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[int] = 0,
@@ -208,7 +211,7 @@ def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[in
     -------
     (Volume, Volume)
         The cropped image (the input's axes) and the cropped labels (its axes without
-        channels), both with the origin moved to the box.
+        channels), both with the origin (and the affine) moved to the box.
 
     Raises
     ------
@@ -245,9 +248,10 @@ def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[in
     for axis, start in zip(layout.spatial, offset):
         origin[axis] = float(origin[axis]) + start * float(volume.spacing[axis])
     spacing = list(volume.spacing)
-    image_out = _like(volume, image, spacing, origin)
+    image_out = _like(volume, image, spacing, origin, layout.spatial)
+    labels_meta = {k: v for k, v in image_out.meta.items() if k != "rgb"}  # on the image's grid, as it saves
     labels_out = Volume(cropped_labels, tuple(spacing[i] for i in label_axes), tuple(origin[i] for i in label_axes),
-                        None, True, labels_name, {}, "".join(body[i] for i in label_axes))
+                        image_out.affine, True, labels_name, labels_meta, "".join(body[i] for i in label_axes))
     return image_out, labels_out
 
 
@@ -278,10 +282,23 @@ def plane_at(volume: Volume, point: Sequence[float]) -> Volume:
                   tuple(volume.origin[i] for i in kept), None, False, volume.name, _meta(volume), axes)
 
 
+# what a result keeps of its input's file details: where its voxels lie and how it saves (unit, NIfTI
+# codes, the voxel order the file stored), as Predict's results do
+_KEPT_META = ("rgb", "unit", "time_unit", "sform_code", "qform_code", STORED_ORIENTATION)
+
+
 def _meta(volume: Volume) -> dict[str, Any]:
-    return {k: v for k, v in volume.meta.items() if k in ("rgb", "unit")}
+    return {k: v for k, v in volume.meta.items() if k in _KEPT_META}
 
 
-def _like(volume: Volume, data: np.ndarray, spacing: Sequence[float], origin: Sequence[float]) -> Volume:
-    return Volume(data, tuple(float(s) for s in spacing), tuple(float(o) for o in origin), None, False,
-                  volume.name, _meta(volume), volume.axes)
+def _like(volume: Volume, data: np.ndarray, spacing: Sequence[float], origin: Sequence[float],
+          spatial: Sequence[int]) -> Volume:
+    """``data`` on the grid ``spacing``/``origin`` (napari order) cut or resampled from ``volume``'s
+    along its ``spatial`` axes, with the affine of that grid (an oblique one stays oblique)."""
+    spacing, origin = tuple(float(s) for s in spacing), tuple(float(o) for o in origin)
+    meta, affine = _meta(volume), None
+    if volume.affine is not None and np.shape(volume.affine) == (4, 4):
+        affine, view = regridded_affine(volume.affine, spatial, volume.spacing, volume.origin, spacing, origin)
+        if not np.allclose(affine[:len(view), 3], view, rtol=1e-5, atol=1e-6):  # a turned grid (io.regrid)
+            meta[AFFINE_ORIGIN] = view
+    return Volume(data, spacing, origin, affine, False, volume.name, meta, volume.axes)
