@@ -116,3 +116,32 @@ def test_opening_train_leaves_matplotlib_and_torch_to_workers(tmp_path) -> None:
     assert "MATPLOTLIB_AT_OPEN False RUNNING True" in out, out
     assert "READY True DICE [0.7, nan, 0.7] MARKS [' fold 2']" in out, out
     assert "DEVICE CPU" in out or "DEVICE CUDA" in out, out
+
+
+_PREPROCESS_FIRST = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(np.random.default_rng(0).random((6, 20, 24)).astype(np.float32), name="vol")
+widget = open_from_menu(viewer, "preprocess")
+widget["image"].value, widget["operation"].value = image, "zscore"
+widget["apply"].changed.emit(True)
+end = time.time() + 60
+while widget.runner.running and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.02)
+print("LAYERS", [layer.name for layer in viewer.layers])
+print("TORCH", "torch" in sys.modules, "monai" in sys.modules)
+"""
+
+
+def test_a_preprocessing_job_imports_neither_torch_nor_monai(tmp_path) -> None:
+    """Trial 40: every job imported torch and MONAI first, a z-score too, and the import held the GIL:
+    the first Apply stalled the GUI for up to 0.5 s at a time, over 5 s."""
+    done = _run_fresh(tmp_path, _PREPROCESS_FIRST)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "vol [z-score]" in done.stdout and "TORCH False False" in done.stdout, done.stdout[-3000:]

@@ -132,10 +132,12 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
-def _run(job: Job, stop: Any, report: Callable[[Any], None], discard: bool = False) -> Generator[Any, None, Any]:
+def _run(job: Job, stop: Any, report: Callable[[Any], None], discard: bool = False,
+         stack: bool = True) -> Generator[Any, None, Any]:
     # Runs in the worker thread. Always a generator, so that generator jobs (fit)
     # stream their reports through the worker's ``yielded`` signal.
-    _import_stack()
+    if stack:
+        _import_stack()
     if getattr(stop, "stopped", False):  # Stop pressed while the first job imported torch and MONAI
         from napari_medml.errors import Cancelled
 
@@ -165,6 +167,11 @@ class Runner:
         Makes the stop token; default :class:`napari_medml.segmentation.task.StopToken`.
     show_progress : bool
         Whether to show progress (off for quick background look-ups).
+    imports_stack : bool
+        Whether each job first imports torch and MONAI (under one lock: two workers importing
+        them at once got a half-imported MONAI). Off for jobs that use neither (Preprocess's
+        NumPy/SciPy steps): the import holds the GIL for seconds, and the GUI stalled for up to
+        0.5 s at a z-score's first Apply (trial 40).
 
     Attributes
     ----------
@@ -183,6 +190,7 @@ class Runner:
         token_factory: Callable[[], Any] | None = None,
         show_progress: bool = True,
         status: Any | None = None,
+        imports_stack: bool = True,
     ) -> None:
         self.desc = self._default_desc = desc
         self.status = status  # a label that also shows a job's error or cancel (not a stale result)
@@ -190,6 +198,7 @@ class Runner:
         self._stop_button = stop
         self._token_factory = token_factory
         self._show_progress = show_progress
+        self._imports_stack = imports_stack
         self.worker: GeneratorWorker | None = None
         self.token: Any | None = None
         self.progress = ProgressBar(value=0, min=0, max=1, label="", visible=False)
@@ -252,7 +261,7 @@ class Runner:
         self.token = self._make_token()
         self._on_report_cb, self._on_result_cb, self._on_done_cb = on_report, on_result, on_done
         worker = create_worker(
-            _run, job, self.token, self._relay.report.emit, discard_on_stop,
+            _run, job, self.token, self._relay.report.emit, discard_on_stop, self._imports_stack,
             _start_thread=False, _ignore_errors=True,  # errors become notifications below
         )
         worker.yielded.connect(self._on_report)

@@ -96,7 +96,7 @@ class PreprocessWidget(DockForm):
         w["apply"] = PushButton(text="Apply")
         w["cancel"] = PushButton(text="Cancel")
         self.extend(list(w.values()))
-        self.runner = Runner("Preprocessing", [w["apply"]], w["cancel"])
+        self.runner = Runner("Preprocessing", [w["apply"]], w["cancel"], imports_stack=False)  # NumPy and SciPy
         self.append(self.runner.progress)
         w["apply"].changed.connect(self.apply)
         w["image"].changed.connect(self._fit_target_spacing)
