@@ -67,7 +67,7 @@ def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
     layers = []
     for p in paths:
         if is_zarr_path(p):
-            layers.append(_zarr_layer(p))
+            layers += _zarr_layers(p)
         else:
             layers += [volume_to_layer_data(v) for v in channel_volumes(_file_volume(p))]
     return layers
@@ -103,21 +103,29 @@ def _warn_oblique(path: str | Path, volume: Volume) -> None:
                      "with MedML (NIfTI) writes the affine back as it was, for it and for what is made on it")
 
 
-def _zarr_layer(path: str | Path) -> LayerDataTuple:
-    """A Zarr/OME-Zarr image as a lazily loaded layer: every resolution level (a multiscale
-    layer when there are several), placed by the finest level's spacing and origin."""
+def _zarr_layers(path: str | Path) -> list[LayerDataTuple]:
+    """A Zarr/OME-Zarr image as lazily loaded layers: every resolution level (a multiscale
+    layer when there are several), placed by the finest level's spacing and origin; a time
+    series with channels as one layer per channel, as a TIFF's (``layer_data.channel_volumes``)."""
     from napari_medml.io.zarr import read_levels, read_zarr
 
     levels, _, _ = read_levels(path)
-    data, kwargs, layer_type = volume_to_layer_data(read_zarr(path))
-    if len(levels) > 1:
-        data = [data] + [read_zarr(path, k).data for k in range(1, len(levels))]
-        kwargs["multiscale"] = True
-        if layer_type == "image" and not kwargs.get("rgb"):
-            # napari's own guess for a multiscale layer with a translate came out (0, 1) on uint16
-            # data (napari 0.5-0.9): give the coarsest level's range
-            kwargs.setdefault("contrast_limits", _value_range(data[-1]))
-    return data, kwargs, layer_type
+    volume = read_zarr(path)
+    parts = channel_volumes(volume)
+    c = volume.axes.find("C")
+    coarser = [read_zarr(path, k).data for k in range(1, len(levels))]
+    layers = []
+    for k, part in enumerate(parts):
+        data, kwargs, layer_type = volume_to_layer_data(part)
+        if coarser:
+            data = [data] + [level if len(parts) == 1 else level[(slice(None),) * c + (k,)] for level in coarser]
+            kwargs["multiscale"] = True
+            if layer_type == "image" and not kwargs.get("rgb"):
+                # napari's own guess for a multiscale layer with a translate came out (0, 1) on uint16
+                # data (napari 0.5-0.9): give the coarsest level's range
+                kwargs.setdefault("contrast_limits", _value_range(data[-1]))
+        layers.append((data, kwargs, layer_type))
+    return layers
 
 
 def _value_range(level: Any, most: int = 2**24) -> tuple[float, float]:

@@ -58,6 +58,33 @@ def test_open_ome_zarr_pyramid_as_a_lazy_multiscale_layer(make_napari_viewer, tm
     np.testing.assert_array_equal(np.asarray(layer.data[0][3]), full[3])
 
 
+def test_an_ome_zarr_time_series_with_channels_opens_one_layer_per_channel(make_napari_viewer, tmp_path):
+    """Trial 40: an OME-Zarr TCZYX opened as one (T, C, Z, Y, X) layer, while an OME-TIFF TCZYX opens one
+    layer per channel (napari lines layers up from their last axis: a (T, Z, Y, X) prediction would show
+    its frames on the channel slider). Both levels of the pyramid are split."""
+    full = np.random.default_rng(0).random((3, 2, 4, 16, 16), dtype=np.float32)  # T C Z Y X
+    group = zarr.open_group(str(tmp_path / "movie.ome.zarr"), mode="w", zarr_format=2)
+    datasets = []
+    for k, factor in enumerate((1, 2)):
+        group.create_array(str(k), data=full[..., ::factor, ::factor], chunks=(1, 1, 4, 16, 16))
+        datasets.append({"path": str(k), "coordinateTransformations": [
+            {"type": "scale", "scale": [5.0, 1.0, 2.0, 0.5 * factor, 0.5 * factor]}]})
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": datasets, "axes": [
+        {"name": "t", "type": "time", "unit": "second"}, {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space", "unit": "micrometer"}, {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"}]}]  # fmt: skip
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "movie.ome.zarr"), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["movie [ch0]", "movie [ch1]"]
+    for k, layer in enumerate(layers):
+        assert layer.multiscale and [level.shape for level in layer.data] == [(3, 4, 16, 16), (3, 4, 8, 8)]
+        assert all(isinstance(level, da.Array) for level in layer.data)  # still lazy
+        np.testing.assert_allclose(layer.scale, (5.0, 2.0, 0.5, 0.5))
+        assert layer.metadata["axes"] == "TZYX"
+        np.testing.assert_array_equal(np.asarray(layer.data[0][2]), full[2, k])
+        np.testing.assert_array_equal(np.asarray(layer.data[1][1]), full[1, k, :, ::2, ::2])
+
+
 def test_a_uint16_pyramid_with_a_translation_opens_with_its_values_range(make_napari_viewer, tmp_path):
     """napari's own guess gave (0, 1) for uint16 levels with a translation (two thirds of the
     canvas white); the reader gives the coarsest level's range."""
