@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari_medml import samples
-from napari_medml.layer_data import AXES_KEY, _add_image_takes_axis_labels
+from napari_medml.layer_data import AXES_KEY, FILE_META_KEY, _add_image_takes_axis_labels
 
 __all__ = ["phantom_3d", "shape_classes", "touching_objects_2d"]
 
@@ -17,16 +17,16 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 
 def _zyx() -> dict[str, Any]:
-    """The sliders say z, not napari's default -3 (napari 0.5.0's add_image takes no
-    axis_labels: there the metadata's axes alone name them for the widgets)."""
-    return {"axis_labels": ("z", "y", "x")} if _add_image_takes_axis_labels() else {}
+    """The sliders say z, not napari's default -3, and the scale bar mm (napari 0.5.0's add_image
+    takes no axis_labels or units: there the metadata's axes alone name them for the widgets)."""
+    return {"axis_labels": ("z", "y", "x"), "units": ("mm",) * 3} if _add_image_takes_axis_labels() else {}
 
 
 def phantom_3d() -> list[LayerDataTuple]:
     """3D phantom: an anisotropic image and its tissue labels (body, organ, lesion)."""
     sample = samples.phantom_3d()
     meta = {"spacing": sample.spacing, "class_names": dict(sample.class_names), "sample": "phantom_3d",
-            AXES_KEY: "ZYX"}
+            AXES_KEY: "ZYX", FILE_META_KEY: {"unit": "mm"}}  # its voxel size is in mm: saved so
     return [
         (sample.image, {"name": "phantom", "scale": sample.spacing, "metadata": dict(meta), **_zyx()}, "image"),
         (

@@ -189,3 +189,7 @@ def test_open_sample_menu(make_napari_viewer, key: str) -> None:
 
         if _add_image_takes_axis_labels():
             assert viewer.dims.axis_labels == ("z", "y", "x")
+            assert [str(u) for u in image.units] == ["millimeter"] * 3  # the scale bar's (trial 40)
+        from napari_medml.layer_data import layer_to_volume
+
+        assert layer_to_volume(labels.data, labels.as_layer_data_tuple()[1], True).meta["unit"] == "mm"  # as saved
