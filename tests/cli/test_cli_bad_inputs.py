@@ -478,3 +478,17 @@ def test_empty_labels_files_are_named(capsys, files, tmp_path):
                            "--image", files / "img.nii.gz", "--labels", files / "img_seg.nii.gz",
                            "--out", tmp_path / "m", *TINY)  # fmt: skip
     assert code == 0, err
+
+
+def test_a_text_file_named_nii_gz_gets_one_line_without_nibabels_header_checks(bundle, tmp_path):
+    """Trial 40: nibabel printed 'sizeof_hdr should be 348; set sizeof_hdr to 348' and 'data code ...
+    not recognized' on stderr before the one-line error."""
+    from test_console_script import run  # the console script in a subprocess: pytest's log capture would hide them
+
+    (tmp_path / "notes.nii.gz").write_text("hello world\n" * 40)
+    done = run("predict", "--model", bundle, "--image", tmp_path / "notes.nii.gz", "--out", tmp_path / "pred.nii.gz",
+               tmp=tmp_path)
+    code, err = done.returncode, done.stderr
+    line = one_line(err)
+    assert code != 0 and f"cannot read '{tmp_path / 'notes.nii.gz'}' as NIFTI: it is damaged" in line
+    assert "sizeof_hdr" not in err and not (tmp_path / "pred.nii.gz").exists()

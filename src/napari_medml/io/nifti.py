@@ -50,20 +50,29 @@ def load_nifti(path: Path) -> Any:
         If the file is not a NIfTI-1 or NIfTI-2 image.
     """
     import gzip
+    import logging
 
     import nibabel as nib  # imported here: keep `import napari_medml.io` light
+    from nibabel.imageglobals import logger as nibabel_logger
 
     with open(path, "rb") as f:
         gzipped = f.read(2) == _GZIP_MAGIC
-    if gzipped == str(path).lower().endswith(".gz"):  # the name tells the truth: nibabel's way
-        img = nib.load(str(path), mmap=False)
-    else:
-        data = Path(path).read_bytes()
-        if gzipped:
-            data = gzip.decompress(data)
-        # sizeof_hdr, the first 4 bytes, is 540 for NIfTI-2 (348 for NIfTI-1), either byte order
-        nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
-        img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    # nibabel prints its header checks ("sizeof_hdr should be 348 ...") on stderr; a damaged file
+    # gets one line of ours instead, and a readable one none (trial 40)
+    level = nibabel_logger.level
+    nibabel_logger.setLevel(logging.CRITICAL + 1)  # with no handler, Python's last resort would print them
+    try:
+        if gzipped == str(path).lower().endswith(".gz"):  # the name tells the truth: nibabel's way
+            img = nib.load(str(path), mmap=False)
+        else:
+            data = Path(path).read_bytes()
+            if gzipped:
+                data = gzip.decompress(data)
+            # sizeof_hdr, the first 4 bytes, is 540 for NIfTI-2 (348 for NIfTI-1), either byte order
+            nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
+            img = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    finally:
+        nibabel_logger.setLevel(level)
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
         raise InputError(f"'{path}' is not a NIfTI-1 or NIfTI-2 image")
     return img
