@@ -360,3 +360,15 @@ def test_the_hint_names_a_turned_axis_as_the_slider_labels_it() -> None:
     assert _axis_name(labelled, 2, hint) == "axis 2 (z)"
     for defaults in (("0", "1", "2"), ("-3", "-2", "-1")):  # napari 0.5's and 0.9's unlabelled axes
         assert _axis_name(SimpleNamespace(dims=SimpleNamespace(axis_labels=defaults, ndim=3)), 2, hint) == "axis 2 (X)"
+
+
+def test_the_status_line_says_why_the_network_is_off() -> None:
+    """Trial 40: a volume of a few slices gets no network (live.session.MIN_NETWORK_EXTENT); the line says so."""
+    from napari_medml._widgets._live_parts import status_lines
+
+    off = "network off: a 3D network on 2 voxels along an axis learns little"
+    status = {"stage": "features", "scores": {"features": 0.9}, "counts": {1: 3, 2: 3}, "training": {},
+              "network_off": off}
+    line, counts = status_lines(status, 1)
+    assert line == f"on screen: features; held-out scores: features 0.90; {off}"
+    assert counts == "strokes: background ×3, id 2 ×3"

@@ -36,6 +36,8 @@ def status_lines(status: dict, background: int, whole_behind: bool = False) -> t
     scores = ", ".join(f"{k} {v:.2f}" for k, v in status["scores"].items()) or "none yet (every 5th stroke)"
     steps = status["training"].get("steps")
     line = f"on screen: {status['stage']}; held-out scores: {scores}" + (f"; network: {steps} steps" if steps else "")
+    if status.get("network_off"):
+        line += f"; {status['network_off']}"
     if whole_behind:
         line += "; the rest of the volume updates when you pause painting (the painted slices are current)"
     counts = "strokes: " + (", ".join(f"{'background' if k == background else f'id {k}'} ×{n}"
@@ -228,7 +230,7 @@ class OnClose(QObject):
 def session_status(session: Any) -> dict:
     """What the status line shows: the stage on screen, held-out scores, stroke counts, training."""
     return {"stage": session.stage, "scores": session.scores, "counts": session.stroke_counts,
-            "training": session.training}
+            "training": session.training, "network_off": getattr(session, "network_off", None)}
 
 
 def add_live_model(store: Any, model: Any, inputs: Any, scribbles: Any, background: int) -> str:
