@@ -135,6 +135,7 @@ class LiveSession(SessionWorker):
         self._fit_error: InputError | None = None
         self._fatal: BaseException | None = None
         self._scores: dict[str, float] = {}
+        self._leads: dict[int, float] = {}  # strokes version -> the network's held-out lead on the forest
         self._scored: dict[str, tuple[int, Predictor]] = {}  # stage -> (version, model) last scored
         self._birth: np.ndarray | None = None  # update count when each voxel was painted
         self._pseudo_done = 0  # strokes version whose pseudo-labels the deep stage has

@@ -45,10 +45,13 @@ def test_the_ensemble_averages_the_classes_in_the_forests_order():
     assert (mean.labels_from_proba(proba) == 0).all()  # background wins once the network weighs in
 
 
-def _referee(scores: dict[str, float], names=("features", "network", "ensemble")) -> str:
+def _referee(scores: dict[str, float], names=("features", "network", "ensemble"), leads: list | None = None) -> str:
     stages = [SimpleNamespace(name=n, model=lambda: SimpleNamespace(eligible=True)) for n in names]
-    worker = SessionWorker()  # the referee reads only the stages and their scores
+    worker = SessionWorker()  # the referee reads only the stages, their scores and the session's leads
     worker._stages, worker._scores = stages, scores
+    if leads is None:  # one scoring: these scores
+        leads = [scores["network"] - scores["features"]] if "network" in scores and "features" in scores else []
+    worker._leads = dict(enumerate(leads))
     worker._features = SimpleNamespace(evicting=False)
     return worker._best_stage().name
 
@@ -66,6 +69,15 @@ def test_the_ensemble_answers_once_the_network_clearly_leads_the_forest():
                       for n in ("features", "network")]
     worker._scores, worker._features = {"features": 0.5, "network": 0.6}, SimpleNamespace(evicting=True)
     assert worker._best_stage().name == "network"
+
+
+def test_the_lead_that_switches_is_the_mean_over_the_sessions_scorings():
+    """Trial 40: on one scoring's lead, each of 6 switches a new user saw made the answer worse (the
+    scores swing by 0.5 from one stroke to the next). The mean of the session's leads decides."""
+    scores = {"features": 0.3, "network": 0.9, "ensemble": 0.8}  # the last scoring: a lead of 0.6
+    assert _referee(scores, leads=[-0.2, -0.2, 0.6]) == "features"  # mean 0.07: chance
+    assert _referee({"features": 0.6, "network": 0.7}, leads=[0.3, 0.4, 0.1]) == "ensemble"  # mean 0.27
+    assert _referee(scores, leads=[]) == "features"  # not scored together yet
 
 
 def test_a_session_answers_with_the_mean_and_follows_new_strokes_at_once() -> None:
