@@ -165,6 +165,21 @@ def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_wor
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     assert viewer.layers["timelapse [scribbles]"].data.shape == image.shape
     _stop(widget, qtbot)
+    # napari's New Labels on it covers the channel slider too: refused in one line that says so (trial 40)
+    from napari._app_model import get_app_model
+
+    viewer.layers.selection.active = layer
+    get_app_model().commands.execute_command("napari.window.file.new_layer.new_labels").result()
+    over = viewer.layers[-1]
+    assert over.data.shape == (2, *image.shape)
+    widget["scribbles"].value = over
+    notes.clear()
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and (f"scribbles '{over.name}' have shape {over.data.shape} (napari's New Labels covers "
+                                 "the channel slider too) but image 'timelapse' has") in errors[0], errors
+    assert "choose 'new: <image> [scribbles]' in scribbles (Start makes it)" in errors[0]
+    assert widget.session is None
 
 
 def test_an_image_the_session_refuses_leaves_no_scribbles_and_the_status_says_why(

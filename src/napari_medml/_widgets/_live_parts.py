@@ -247,6 +247,19 @@ def add_live_model(store: Any, model: Any, inputs: Any, scribbles: Any, backgrou
     return name
 
 
+def check_scribbles_shape(scribbles: Any, inputs: Any, shape: tuple[int, ...], new_choice: str) -> None:
+    """Refuse scribbles of another shape than the image without its channels (``shape``), in one line;
+    napari's New Labels on a layer with a channel slider makes them over the channels too (trial 40)."""
+    have = tuple(scribbles.data.shape)
+    if have == shape:
+        return
+    over_channels = "C" in inputs.axes and have == tuple(inputs.image.shape) and len(inputs.axes) == len(have)
+    why = (" (napari's New Labels covers the channel slider too)" if over_channels else "")
+    raise InputError(f"scribbles '{scribbles.name}' have shape {have}{why} but image '{inputs.layer.name}' has "
+                     f"{shape} without its channels: choose '{new_choice}' in scribbles (Start makes it), or "
+                     "another layer of that shape")
+
+
 def check_live_input(inputs: Any) -> None:
     """Live takes one 2D image or 3D volume: a time series, or more axes than that with none
     named, is refused naming the layer and what to do."""

@@ -30,7 +30,8 @@ from qtpy.QtCore import QTimer
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
-                                               add_live_model, brush_kept, check_live_input, clear_answer, disconnect,
+                                               add_live_model, brush_kept, check_live_input, check_scribbles_shape,
+                                               clear_answer, disconnect,
                                                draw_answer, go_to, place_on_image, scribbles_for, session_status,
                                                slice_axis, status_lines, viewer_closing, visible_slice)
 from napari_medml._widgets._placement import placement_events
@@ -139,9 +140,7 @@ class LiveWidget(DockForm):
             self._w["scribbles"].value = scribbles
             if made:
                 self._made, self._made_for = scribbles, inputs.layer
-        if tuple(scribbles.data.shape) != shape:
-            raise InputError(f"scribbles '{scribbles.name}' have shape {tuple(scribbles.data.shape)} but image "
-                             f"'{inputs.layer.name}' has {shape}: choose another layer or a new one")
+        check_scribbles_shape(scribbles, inputs, shape, NEW_SCRIBBLES)
         if scribbles is self._made:  # ours: it lies where the image lies now
             place_on_image(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over
