@@ -230,10 +230,9 @@ class Classifier(BundledModel):
                              f"{dims}D images with it, or train a classifier on {spatial}D tiles")
         if self.level == "image" and spatial != dims + 1 and spatial in (dims, dims + 2):
             # a stack of the other dimension's samples, or a single image: not "stack the images" (trial 40)
-            form = "(N, Y, X)" if dims == 2 else "(N, Z, Y, X)"
+            form, other = ("(N, Y, X)", "3D") if dims == 2 else ("(N, Z, Y, X)", "2D")
             reads = (f"a stack of {spatial - 1}D images" if spatial == dims + 2 else
                      f"a single {dims}D image" + (" or a stack of 2D images" if dims == 3 else ""))
-            other = "3D" if dims == 2 else "2D"
             raise InputError(f"{name} has shape {tuple(np.shape(image))}, {reads}, but this classifier was trained "
                              f"on {dims}D images: give a stack of {dims}D images {form} (one image as N = 1), or "
                              f"train a classifier on {other} images")

@@ -68,7 +68,6 @@ def class_id_text(values: Sequence[int], class_ids: Sequence[int] | None) -> str
     Returns
     -------
     str
-        The ids, comma-separated.
     """
     ids = [class_ids[v - 1] if class_ids is not None and v - 1 < len(class_ids) else v - 1 for v in values]
     return ", ".join(str(i) for i in ids)
