@@ -15,7 +15,7 @@ from typing import Any
 from napari_medml.errors import MedMLError
 from napari_medml.io import Volume, file_format, write_volume
 from napari_medml.io.orientation import STORED_ORIENTATION
-from napari_medml.layer_data import AFFINE_KEY, FILE_META_KEY, GEOMETRY_META, layer_to_volume
+from napari_medml.layer_data import AFFINE_KEY, AXES_KEY, FILE_META_KEY, GEOMETRY_META, layer_to_volume
 
 __all__ = ["LayerNotWritten", "write_image", "write_labels", "write_layers"]
 
@@ -172,10 +172,13 @@ def _with_image_details(data: Any, meta: dict[str, Any]) -> dict[str, Any]:
         if (type(layer).__name__ == "Image" and stored is not None and tuple(shape) == tuple(np.shape(data))
                 and np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
             details = layer.metadata.get(FILE_META_KEY) or {}
-            found.append((stored, {k: details[k] for k in (*GEOMETRY_META, STORED_ORIENTATION) if k in details}))
+            found.append((stored, {k: details[k] for k in (*GEOMETRY_META, STORED_ORIENTATION) if k in details},
+                          layer.metadata.get(AXES_KEY)))
     if not found or any(not np.allclose(f[0], found[0][0]) for f in found):  # none, or images that disagree
         return meta
-    return {**meta, "metadata": {**metadata, AFFINE_KEY: found[0][0], FILE_META_KEY: found[0][1]}}
+    # and its axes, which napari 0.5's New Labels does not name (its voxel order is saved by them)
+    axes = {AXES_KEY: found[0][2]} if found[0][2] and not metadata.get(AXES_KEY) else {}
+    return {**meta, "metadata": {**metadata, AFFINE_KEY: found[0][0], FILE_META_KEY: found[0][1], **axes}}
 
 
 def _warn_geometry_lost(path: str, volume: Volume, meta: dict[str, Any]) -> None:

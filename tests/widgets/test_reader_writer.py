@@ -252,7 +252,7 @@ def test_layers_made_on_an_oblique_lps_nifti_save_where_they_lie(make_napari_vie
     """Trial 40: labels painted on an oblique NIfTI (napari's New Labels) and Preprocess results of it
     were saved axis-aligned, 25-108 mm off, and those of an LPS file in RAS order with other codes;
     MedML's train then refused the labels as 'turned 20 degrees'. Each saves on the image's grid."""
-    from napari._app_model import get_app_model
+    from menu_helpers import get_app_model  # napari 0.5.0 names it get_app
 
     turn = np.deg2rad(20.0)
     affine = np.diag([-0.9, -1.1, 2.0, 1.0])  # LPS, then turned about z

@@ -166,7 +166,7 @@ def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_wor
     assert viewer.layers["timelapse [scribbles]"].data.shape == image.shape
     _stop(widget, qtbot)
     # napari's New Labels on it covers the channel slider too: refused in one line that says so (trial 40)
-    from napari._app_model import get_app_model
+    from menu_helpers import get_app_model  # napari 0.5.0 names it get_app
 
     viewer.layers.selection.active = layer
     get_app_model().commands.execute_command("napari.window.file.new_layer.new_labels").result()
