@@ -47,7 +47,7 @@ import numpy as np
 from napari_medml.io import axes as io_axes
 from napari_medml.io import Volume
 from napari_medml.io.orientation import STORED_ORIENTATION
-from napari_medml.io.regrid import AFFINE_ORIGIN, moved_affine
+from napari_medml.io.regrid import AFFINE_ORIGIN, PLACEMENT_META, moved_affine, view_anchor
 
 __all__ = [
     "AFFINE_KEY",
@@ -78,7 +78,7 @@ _RTOL, _ATOL = 1e-5, 1e-6
 # The file details of a layer that say where and in what unit its voxels lie; a result
 # layer takes them from its source, so it saves as the source would (unit, NIfTI codes,
 # the length-1 axes the reader dropped), as the command line's outputs do
-GEOMETRY_META = ("unit", "time_unit", "sform_code", "qform_code", io_axes.SINGLETONS_KEY, AFFINE_ORIGIN)
+GEOMETRY_META = (*PLACEMENT_META, io_axes.SINGLETONS_KEY, AFFINE_ORIGIN)
 
 
 class SpatialMeta(NamedTuple):
@@ -304,8 +304,9 @@ def spatial_meta(
     )
     if not agrees:
         affine = moved_affine(affine, anchor, spacing, origin)
-    if not np.allclose(affine[:k, 3], view, rtol=_RTOL, atol=_ATOL):  # a grid cut from a turned one
-        geometry[AFFINE_ORIGIN] = view.tolist()
+    holds_at = view_anchor(affine, view, _RTOL, _ATOL)  # a grid cut from a turned one
+    if holds_at is not None:
+        geometry[AFFINE_ORIGIN] = holds_at
     return SpatialMeta(spacing, origin, affine, order, geometry or None)
 
 

@@ -20,10 +20,14 @@ import numpy as np
 
 from napari_medml.io.volume import affine_from_spacing
 
-__all__ = ["AFFINE_ORIGIN", "moved_affine", "regridded_affine"]
+__all__ = ["AFFINE_ORIGIN", "PLACEMENT_META", "moved_affine", "regridded_affine", "view_anchor"]
 
 # file-meta key: the view's origin (NIfTI x, y, z order) at which the stored affine holds
 AFFINE_ORIGIN = "affine_origin"
+
+# Volume.meta keys that say in what unit and frame a grid's voxels lie; a volume cut, resampled
+# or predicted from another keeps them, so it saves as its source would
+PLACEMENT_META = ("unit", "time_unit", "sform_code", "qform_code")
 
 
 def moved_affine(stored: Any, anchor: Sequence[float] | None, spacing: Sequence[float],
@@ -84,3 +88,26 @@ def regridded_affine(affine: Any, spatial: Sequence[int], spacing: Sequence[floa
         to_input[col, col] = float(new_spacing[axis]) / float(spacing[axis])
         to_input[col, 3] = (float(new_origin[axis]) - float(origin[axis])) / float(spacing[axis])
     return np.asarray(affine, dtype=np.float64) @ to_input, [float(new_origin[a]) for a in reversed(spatial)]
+
+
+def view_anchor(affine: Any, view: Sequence[float], rtol: float = 1e-5, atol: float = 1e-6) -> list[float] | None:
+    """The view's origin to record with ``affine`` (under :data:`AFFINE_ORIGIN`), or None.
+
+    Parameters
+    ----------
+    affine : array-like
+        4x4 NIfTI affine (x, y, z columns).
+    view : sequence of float
+        The grid's origin in napari's view, NIfTI (x, y, z) order (as many as spatial axes).
+    rtol, atol : float
+        Tolerances of "the same point".
+
+    Returns
+    -------
+    list of float or None
+        ``view`` when the affine's translation is elsewhere (a grid cut from a turned one,
+        whose affine holds at that view origin only); None when they agree.
+    """
+    view = np.asarray(view, dtype=np.float64)
+    translation = np.asarray(affine, dtype=np.float64)[:len(view), 3]
+    return None if np.allclose(translation, view, rtol=rtol, atol=atol) else view.tolist()

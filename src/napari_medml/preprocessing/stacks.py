@@ -22,7 +22,7 @@ from napari_medml.errors import InputError, raise_if_stopped
 from napari_medml.io import Volume
 from napari_medml.io.axes import AXES_HINT
 from napari_medml.io.orientation import STORED_ORIENTATION
-from napari_medml.io.regrid import AFFINE_ORIGIN, regridded_affine
+from napari_medml.io.regrid import AFFINE_ORIGIN, PLACEMENT_META, regridded_affine, view_anchor
 
 __all__ = ["RecipeAxes", "check_steps", "crop_volume_to_labels", "plane_at", "recipe_axes", "run_recipe_volume"]
 
@@ -284,7 +284,7 @@ def plane_at(volume: Volume, point: Sequence[float]) -> Volume:
 
 # what a result keeps of its input's file details: where its voxels lie and how it saves (unit, NIfTI
 # codes, the voxel order the file stored), as Predict's results do
-_KEPT_META = ("rgb", "unit", "time_unit", "sform_code", "qform_code", STORED_ORIENTATION)
+_KEPT_META = ("rgb", *PLACEMENT_META, STORED_ORIENTATION)
 
 
 def _meta(volume: Volume) -> dict[str, Any]:
@@ -299,6 +299,7 @@ def _like(volume: Volume, data: np.ndarray, spacing: Sequence[float], origin: Se
     meta, affine = _meta(volume), None
     if volume.affine is not None and np.shape(volume.affine) == (4, 4):
         affine, view = regridded_affine(volume.affine, spatial, volume.spacing, volume.origin, spacing, origin)
-        if not np.allclose(affine[:len(view), 3], view, rtol=1e-5, atol=1e-6):  # a turned grid (io.regrid)
-            meta[AFFINE_ORIGIN] = view
+        anchor = view_anchor(affine, view)
+        if anchor is not None:
+            meta[AFFINE_ORIGIN] = anchor
     return Volume(data, spacing, origin, affine, False, volume.name, meta, volume.axes)
