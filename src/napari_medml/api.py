@@ -229,8 +229,9 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     Returns
     -------
     dict
-        JSON-ready; for classes and binary also ``"notes"``: lines that say what the
-        means hide (a class missing from one side, ids that look like instances).
+        JSON-ready, with ``"notes"``: lines that say what the numbers hide (a class missing
+        from one side, ids that look like instances; for instances, ids that each cover many
+        separate objects, ``instances.notes``).
 
     Raises
     ------
@@ -271,7 +272,11 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
             raise InputError(f"{names[1]} is a time series: objects are matched within one image, so score "
                              "its frames one at a time")
 
-        return {**head, **instance_scores(truth, prediction).summary()}
+        from napari_medml.instances.notes import merged_objects_notes
+
+        notes = merged_objects_notes(truth, prediction, f"labels '{names[1]}'", f"prediction '{names[0]}'",
+                                     "score classes: level='classes' (Evaluate: score as 'classes')")
+        return {**head, **instance_scores(truth, prediction).summary(), "notes": notes}
     from napari_medml.segmentation.metrics import evaluate as evaluate_classes, evaluation_notes
 
     result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary", frames_axis=frames_axis)

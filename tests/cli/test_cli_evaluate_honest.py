@@ -351,3 +351,25 @@ def test_a_nifti_without_orientation_codes_is_scored_and_trains_on_the_other_fil
     assert t.returncode == 0, t.stderr
     config = json.loads((tmp_path / "bare_model" / "config.json").read_text())
     assert config["provenance"].get("orientation") is None, config["provenance"]
+
+
+def test_a_class_mask_scored_as_instances_says_its_objects_share_one_id(tmp_path) -> None:
+    """Trial 41: a 0/1 mask of many nuclei given to --instances scored AP 0 (one huge object)
+    without a word; true instance labels get no such line."""
+    truth = np.zeros((60, 64), np.uint16)
+    for k in range(30):
+        y, x = divmod(k, 6)
+        truth[y * 12 + 2:y * 12 + 9, x * 10 + 2:x * 10 + 8] = k + 1
+    tifffile.imwrite(tmp_path / "objects.tif", truth)
+    tifffile.imwrite(tmp_path / "mask.tif", (truth > 0).astype(np.uint8))
+    r = run("evaluate", "--instances", "--prediction", tmp_path / "mask.tif", "--labels", tmp_path / "objects.tif")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["n_pred"] == 1 and report["ap_at_0.5"] == 0.0
+    said = (f"warning: prediction '{tmp_path / 'mask.tif'}' hold 1 id over 30 separate objects, each id scored as "
+            "one object")
+    assert said in r.stderr and "or score classes without --instances" in r.stderr, r.stderr
+    assert len(report["notes"]) == 1 and report["notes"][0].startswith(said) and report["notes"][0] in r.stderr
+    fine = run("evaluate", "--instances", "--prediction", tmp_path / "objects.tif", "--labels",
+               tmp_path / "objects.tif")
+    assert fine.returncode == 0 and "warning" not in fine.stderr and json.loads(fine.stdout)["notes"] == []

@@ -177,3 +177,42 @@ def test_the_prediction_choice_follows_a_result_layer_a_rerun_replaces(make_napa
     viewer.add_labels(p.labels.copy(), name="unrelated")
     viewer.add_labels(p.labels.copy(), name="ct [prediction]")
     assert widget["prediction"].value is chosen and other in viewer.layers
+
+
+def test_the_saved_report_is_the_command_lines_json(make_napari_viewer, open_widget, qtbot, tmp_path):
+    """Trial 41: the widget's JSON had "notes" (classes) and "unit" (instances) that the command
+    line's lacked; a class mask scored as instances now says so in both, as the same line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tifffile
+
+    truth = np.zeros((48, 48), np.uint16)
+    for k in range(9):
+        y, x = divmod(k, 3)
+        truth[y * 16 + 3:y * 16 + 12, x * 16 + 3:x * 16 + 12] = k + 1
+    mask = (np.roll(truth, 1, axis=1) > 0).astype(np.uint8)
+    for name, data in (("truth.tif", truth), ("mask.tif", mask)):
+        tifffile.imwrite(tmp_path / name, data, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    viewer = make_napari_viewer()
+    (truth_layer,) = viewer.open(str(tmp_path / "truth.tif"), plugin="napari-medml")
+    (mask_layer,) = viewer.open(str(tmp_path / "mask.tif"), plugin="napari-medml")
+    widget = open_widget(viewer, "evaluate")
+    widget["prediction"].value, widget["truth"].value = mask_layer, truth_layer
+    script = str(Path(sys.executable).with_name("napari-medml"))
+    for level, flags in (("classes", ()), ("instances", ("--instances",))):
+        widget["score_as"].value = level
+        _run(widget, qtbot)
+        widget["report_path"].value = str(tmp_path / f"{level}.json")
+        widget["save"].changed.emit(True)
+        saved = json.loads((tmp_path / f"{level}.json").read_text())
+        cli = subprocess.run([script, "evaluate", "--prediction", str(tmp_path / "mask.tif"), "--labels",
+                              str(tmp_path / "truth.tif"), *flags], capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        printed = json.loads(cli.stdout)
+        assert list(saved) == list(printed), (level, list(saved), list(printed))
+        assert saved["unit"] == printed["unit"] == "um" and len(saved["notes"]) == len(printed["notes"])
+    assert saved["n_pred"] == 1 and saved["notes"][0].startswith("warning: prediction 'mask' hold 1 id over 9 "
+                                                                 "separate objects")
+    assert "(Evaluate: score as 'classes')" in saved["notes"][0] and saved["notes"][0] in widget["summary"].value

@@ -184,20 +184,20 @@ def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_wor
 
 def test_an_instance_mask_chosen_as_scribbles_is_refused_before_a_session_starts(
         make_napari_viewer, open_widget, notes, phantom):
-    """Trial 40: a mask of 20 nuclei as scribbles started a 20-class session without a word."""
+    """Trial 40: a mask of 57 nuclei as scribbles started a 57-class session without a word."""
     image, _ = phantom
     viewer = make_napari_viewer()
     layer = viewer.add_image(image, name="vol")
     mask = np.zeros(image.shape, np.int32)
-    for k in range(20):
-        mask[k % image.shape[0], 2 * k, :4] = k + 1
+    for k in range(40):
+        mask[k % image.shape[0], k, :4] = k + 1
     masks = viewer.add_labels(mask, name="nuclei masks")
     widget = open_widget(viewer, "live")
     widget["images"].value = [layer]
     widget["scribbles"].value = masks
     widget["start"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-    assert len(errors) == 1 and "scribbles 'nuclei masks' hold 20 ids, as an instance mask" in errors[0], errors
+    assert len(errors) == 1 and "scribbles 'nuclei masks' hold 40 ids, as an instance mask" in errors[0], errors
     assert widget.session is None and not widget.runner.running
     assert np.array_equal(masks.data, mask) and [x.name for x in viewer.layers] == ["vol", "nuclei masks"]
 

@@ -141,6 +141,7 @@ def score_rows(report: dict[str, Any]) -> tuple[list[list[Any]], list[str], list
                  num(m["average_precision"])] for m in report["thresholds"]]
         summary = (f"{report.get('n_true', '?')} true, {report.get('n_pred', '?')} predicted objects; F1 at IoU 0.5 "
                    f"{num(report.get('f1_at_0.5'))}, mean AP {num(report['mean_ap'])}")
+        summary += "".join(". " + note for note in report.get("notes") or ())
         return (rows, ["IoU", "tp", "fp", "fn", "precision", "recall", "F1", "AP"],
                 [f"{m['threshold']:.2f}" for m in report["thresholds"]], summary)
     classes = report["classes"]

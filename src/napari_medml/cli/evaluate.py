@@ -91,11 +91,12 @@ def run(args: argparse.Namespace) -> int:
     # a time series: HD95 frame by frame (distances never cross frames), the worst frame's
     frames = gt.axes.index("T") if "T" in gt.axes and len(gt.axes) == gt.data.ndim else None
     result = evaluate(pred.data, gt.data, spacing=spacing, binary=args.binary, frames_axis=frames)
-    for line in evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'",
-                                 "--binary", "--instances"):
+    notes = evaluation_notes(result, f"prediction '{args.prediction}'", f"labels '{args.labels}'", "--binary",
+                             "--instances")
+    for line in notes:
         info(line)
     # the unit of spacing and HD95 when the file names one (cases 32: HD95 in inches, nothing said); else null
-    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result,
+    result = {"prediction": str(args.prediction), "labels": str(args.labels), **result, "notes": notes,
               "unit": source.meta.get("unit") if has_geometry(source) else None}
     _write_report(args, result)
     print(json.dumps(result, indent=2, allow_nan=False))

@@ -144,9 +144,19 @@ def _table(vol: Any, lay: Any, labels: Any) -> dict:
 
 def evaluate(args: argparse.Namespace, pred: Any, gt: Any) -> dict[str, Any]:
     """Score predicted instances against true instances (``pred`` and ``gt``: ``io.Volume`` s on
-    one grid, from ``cli.evaluate.read_pair``): the JSON report, as a dict."""
+    one grid, from ``cli.evaluate.read_pair``): the JSON report, as a dict (its notes printed too)."""
     from napari_medml.instances.metrics import AP_THRESHOLDS, DSB_THRESHOLDS, instance_scores
 
+    from napari_medml.instances.notes import merged_objects_notes
+    from napari_medml.io.geometry import has_geometry
+
     thresholds = DSB_THRESHOLDS if args.thresholds == "dsb" else AP_THRESHOLDS
-    scores = instance_scores(np.asarray(gt.data), np.asarray(pred.data), thresholds)
-    return {"prediction": str(args.prediction), "labels": str(args.labels), **scores.summary()}
+    truth, predicted = np.asarray(gt.data), np.asarray(pred.data)
+    scores = instance_scores(truth, predicted, thresholds)
+    notes = merged_objects_notes(truth, predicted, f"labels '{args.labels}'", f"prediction '{args.prediction}'",
+                                 "score classes without --instances")
+    for line in notes:
+        info(line)
+    source = pred if has_geometry(pred) and not has_geometry(gt) else gt  # as the classes report says it
+    return {"prediction": str(args.prediction), "labels": str(args.labels), **scores.summary(), "notes": notes,
+            "unit": source.meta.get("unit") if has_geometry(source) else None}

@@ -7,12 +7,9 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import InputError
+from napari_medml.segmentation.label_values import MANY_CLASSES
 
-__all__ = ["MAX_CLASSES", "check_class_ids"]
-
-# More distinct ids than this in scribbles: an instance mask (one id per object), not classes. A
-# live session then learns one class per object (trial 40 started a 57-class session without a word)
-MAX_CLASSES = 16
+__all__ = ["check_class_ids"]
 
 
 def check_class_ids(scribbles: Any, name: str, background_id: int, new_choice: str) -> None:
@@ -32,16 +29,18 @@ def check_class_ids(scribbles: Any, name: str, background_id: int, new_choice: s
     Raises
     ------
     InputError
-        More than :data:`MAX_CLASSES` distinct non-zero ids.
+        More distinct non-zero ids than ``segmentation.label_values.MANY_CLASSES`` (32), which
+        read as one id per object (an instance mask): a live session would learn one class
+        per object (trial 40 started a 57-class session without a word).
     """
     arr = np.asarray(scribbles)
-    if arr.size == 0 or arr.dtype.kind not in "iub" or int(arr.max()) <= MAX_CLASSES:
+    if arr.size == 0 or arr.dtype.kind not in "iub" or int(arr.max()) <= MANY_CLASSES:
         return  # one pass; the distinct ids are counted only past the limit
     ids = np.unique(arr)
     ids = ids[ids != 0]
-    if len(ids) <= MAX_CLASSES:
+    if len(ids) <= MANY_CLASSES:
         return
     raise InputError(f"scribbles '{name}' hold {len(ids)} ids, as an instance mask does (one id per object): live "
                      f"segmentation learns one class per id, so it would learn {len(ids)} classes; choose "
                      f"'{new_choice}' in scribbles and paint background with {background_id} and each class with "
-                     f"another id (up to {MAX_CLASSES}), or train from the mask with Train segmentation")
+                     f"another id (up to {MANY_CLASSES}), or train from the mask with Train segmentation")
