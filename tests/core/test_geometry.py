@@ -287,3 +287,11 @@ def test_a_slice_over_time_is_compared_on_its_two_spatial_axes():
     assert spatial_axes(nii, None) == (1, 3) and spatial_axes(tiff_volume(nii.data, (1.0,) * 3, (0.0,) * 3), None) == (
         0, 3)  # unnamed or Z: spatial
     assert align_to(tif, nii, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'").note is None
+
+
+def test_a_grid_described_for_a_message_names_no_negative_zero():
+    """Trial 41: a TIFF's grid read 'origin (-0, -0)' in an error (a flipped axis's -0.0)."""
+    from napari_medml.io.geometry import describe_grid
+
+    vol = Volume(np.zeros((4, 5), np.uint8), (2.0, 0.5), (-0.0, 3.0), None, False, "t", {}, "YX")
+    assert describe_grid(vol).endswith("origin (0, 3)")

@@ -124,7 +124,7 @@ def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
             f"({', '.join(f'{s:g}' for s in spacing)})")  # fmt: skip
     if vol.affine is not None:
         text += f", orientation {axis_codes(aff)}"
-    origin = aff[:n, n][::-1]
+    origin = aff[:n, n][::-1] + 0.0  # + 0.0: a flipped axis's -0 reads 0
     return text + f", origin ({', '.join(f'{o:g}' for o in origin)})"
 
 
