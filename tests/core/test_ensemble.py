@@ -247,13 +247,24 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share(tmp_path):
                          optim=OptimConfig(epochs=50, steps_per_epoch=1000, max_minutes=0.15), device="cpu")
     assert member_minutes(config) == pytest.approx(0.05)
     assert member_minutes(replace(config, data=replace(config.data, folds=1))) == 0.15
-    model = api.train(p.image, p.labels, config, spacing=p.spacing)
+    gen, reports = api.fit(p.image, p.labels, config, spacing=p.spacing), []
+    while True:
+        try:
+            reports.append(next(gen))
+        except StopIteration as done:
+            model = done.value
+            break
     shares = [m.config.optim.max_minutes for m in model.members]
     assert len(shares) == 3 and sum(shares) <= 0.15 + 1e-9  # each its share of what was left
     # the first fold's share of what was left after checking every fold (a second on a busy machine)
     assert 0.045 < shares[0] <= 0.05
     for member in model.members:  # the clock ended each fold, not its 50 epochs of 1000 steps
         assert 1 <= len(member.history) < 50
+    # trial 41: fold k's epochs were numbered from (k - 1) x 50, the planned epochs, so the Train widget's
+    # plot put folds 2-4 at single points near 51, 101 and 151; they follow the epochs trained before
+    ends = [(r.fold, r.epoch) for r in reports if r.epoch_end]
+    assert [e for _, e in ends] == list(range(1, sum(len(m.history) for m in model.members) + 1)), ends
+    assert [f for f, _ in ends] == sorted(f for f, _ in ends) and {f for f, _ in ends} == {1, 2, 3}
     # trial 37: the ensemble's config.json said the first fold's share (0.333 of 1 minute)
     assert model.config.optim.max_minutes == 0.15
     assert api.load_model(model.save(tmp_path / "ens")).config.optim.max_minutes == 0.15
