@@ -145,3 +145,25 @@ def test_a_preprocessing_job_imports_neither_torch_nor_monai(tmp_path) -> None:
     done = _run_fresh(tmp_path, _PREPROCESS_FIRST)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "vol [z-score]" in done.stdout and "TORCH False False" in done.stdout, done.stdout[-3000:]
+
+
+_OPEN_PREDICT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import napari
+from menu_helpers import open_from_menu
+
+viewer = napari.Viewer(show=False)
+before = {name for name in ("scipy.ndimage", "torch", "monai") if name in sys.modules}
+widget = open_from_menu(viewer, "predict")
+print("IMPORTED BY OPENING", sorted({name for name in ("scipy.ndimage", "torch", "monai")
+                                     if name in sys.modules} - before))
+"""
+
+
+def test_opening_predict_imports_no_scipy_ndimage_torch_or_monai(tmp_path) -> None:
+    """Trial 41: opening Predict stalled napari 0.6-0.8 s; 0.38 s of it imported scipy.ndimage on the GUI
+    thread (reading an instance model's post-processing settings)."""
+    done = _run_fresh(tmp_path, _OPEN_PREDICT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "IMPORTED BY OPENING []" in done.stdout, done.stdout[-3000:]

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from napari_medml.errors import ConfigError
 from napari_medml.instances._checks import check_instances, check_same_shape, check_spacing
@@ -244,6 +243,7 @@ def seeded_watershed(
     np.ndarray
         int32 labels; foreground components without a seed keep one id each.
     """
+    from scipy import ndimage as ndi  # here: the Predict widget reads stored_params on the GUI thread
     from skimage.morphology import local_maxima, reconstruction
     from skimage.segmentation import watershed
 
@@ -272,6 +272,7 @@ def _merge_close_seeds(
     markers: np.ndarray, n_seeds: int, spacing: tuple[float, ...], min_distance: float
 ) -> tuple[np.ndarray, int]:
     """Give seeds whose centroids are closer than ``min_distance`` (physical) one id."""
+    from scipy import ndimage as ndi
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
