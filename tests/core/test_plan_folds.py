@@ -93,6 +93,15 @@ def test_when_an_ensemble_is_not_even_tried(cfg, keep, n, line):
     assert ensemble_bar(cfg, keep, n) == line
 
 
+def test_an_ensemble_says_it_leaves_the_users_validation_share_unused():
+    """Trial 41: validation 0.3 with 2 folds: each model validated on half the data, nothing said."""
+    share = replace(config(folds=2), data=replace(config(folds=2).data, val_fraction=0.3))
+    assert ensemble_bar(share, ["data.folds"], 1) == ("ensemble (folds): 2 (set by you; each model is validated on "
+                                                      "its own fold, 1/2 of the data, not on val_fraction=0.3)")
+    assert ensemble_bar(replace(share, data=replace(share.data, folds=1)), ["data.folds"], 1) == (
+        "ensemble (folds): 1 (set by you)")
+
+
 def test_plan_run_plans_an_ensemble_of_the_folds_from_real_arrays(monkeypatch):
     """Both plans are made: the members' on their fold's training part and share of the time."""
     from napari_medml.samples import touching_objects_2d

@@ -133,11 +133,21 @@ def test_train_widget_leaves_the_number_of_models_to_the_plan_under_a_time_limit
     assert train["folds"].value == 0 and train["plan"].value  # 0: the plan decides
     train["images"].value, train["labels"].value = [image], labels
     train["channels"].value, train["depth"].value, train["minutes"].value = 4, 2, 0.1
+    # trial 41: a form the run refuses was refused only after the plan was drawn (seconds of planning)
+    train["loss"].value, train["smoothing"].value = "focal", 0.1
+    train["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "label_smoothing is for the cross-entropy losses" in errors[0], errors
+    assert not train.runner.running and train["plan_text"].value == "" and train.model is None
+    train["loss"].value, train["smoothing"].value = "dice_ce", 0.0
+    train["val_fraction"].value = 0.3  # trial 41: an ensemble validates each model on its fold, and said nothing
     train["start"].changed.emit(True)
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
     assert type(train.model).__name__ == "EnsembleModel" and len(train.model.members) == 4, \
         [n.message for n in notes]
     assert "ensemble (folds): 4 (each model still takes about" in train["plan_text"].value
+    assert "each model is validated on its own fold, 1/4 of the data, not on val_fraction=0.3" in \
+        train["plan_text"].value
     assert train.model.provenance["plan"]["folds"] == 4
     train["folds"].value = 1  # one model, as the user asks
     train["start"].changed.emit(True)

@@ -242,3 +242,20 @@ def test_resume_compares_a_planned_depth_with_the_depth_that_ran(train, qtbot, n
     widget["resume"].changed.emit(True)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
     assert len(errors(notes)) == 1 and widget.model.config.model.depth == ran
+
+
+def test_an_ensemble_stopped_in_its_first_fold_says_which_folds_are_missing(train, qtbot, notes) -> None:
+    """Trial 41: Stop in fold 1 of 2 saved a 1-model ensemble; the status said only "(stopped: Resume
+    continues the run)", not that a fold was missing (the command line says it)."""
+    viewer, widget, bundle = train
+    widget["folds"].value = 2
+    widget.start()
+    stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert not errors(notes)
+    assert len(widget.model.members) == 1
+    assert widget["status"].value.endswith("(stopped: an ensemble of the 1 of 2 folds trained so far; Resume "
+                                           "continues the run)"), widget["status"].value
+    widget["resume"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
+    assert len(widget.model.members) == 2 and "stopped" not in widget["status"].value

@@ -10,7 +10,7 @@ from napari_medml.config import DataConfig, ModelConfig, OptimConfig
 from napari_medml.errors import InputError
 
 __all__ = ["BUNDLE_START", "FORM_DEFAULTS", "FORM_PLANNED", "RANDOM_START", "WARM_UP", "planned_settings",
-           "resume_form", "start_source", "user_set"]
+           "resume_form", "start_source", "stopped_folds", "user_set"]
 
 RANDOM_START = "random weights"
 BUNDLE_START = "bundle folder..."
@@ -86,3 +86,11 @@ def start_source(w: dict[str, Any], session: Any) -> Any:
             raise InputError("'start from' is a bundle folder: choose the folder (e.g. a Pretrain bundle)")
         return folder
     return session.models[choice]
+
+
+def stopped_folds(model: Any) -> str:
+    """``"an ensemble of the 1 of 4 folds trained so far; "`` for a stopped ensemble missing folds (trial 41:
+    the status did not say that 3 of 4 models were missing), as the command line says it; else ``""``."""
+    ensemble = (getattr(model, "provenance", None) or {}).get("ensemble") or {}
+    trained, folds = ensemble.get("trained", 0), ensemble.get("folds", 0)
+    return f"an ensemble of the {trained} of {folds} folds trained so far; " if trained < folds else ""

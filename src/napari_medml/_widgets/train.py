@@ -43,6 +43,7 @@ from napari_medml._widgets._train_form import (
     planned_settings,
     resume_form,
     start_source,
+    stopped_folds,
     user_set,
 )
 from napari_medml.io.orientation import orientation_of
@@ -243,6 +244,8 @@ class TrainWidget(DockForm):
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
         inputs, labels, record = labelled_input(self._viewer, w["images"].value, labels_layer)
         config = self.config(inputs.recipe)
+        if init_model is None:  # a run of its own settings, checked before the plan is drawn (trial 41)
+            config.check_new_run()
         for layer in (*w["images"].value, labels_layer):  # on-disk layers: segmentation reads patches only
             if config.task == "instances":
                 check_fits(layer, "instance training", "crop it, or train a segmentation model (it reads "
@@ -370,7 +373,7 @@ class TrainWidget(DockForm):
                                                                                 else "")
                                        + channel_note(inputs, None) + "".join(f" ({w})" for w in warnings))
             if checkpoints.folder is not None and self.runner.token.stopped:
-                self._w["status"].value += " (stopped: Resume continues the run)"
+                self._w["status"].value += f" (stopped: {stopped_folds(model)}Resume continues the run)"
             if on_model is not None:
                 on_model(model)
 

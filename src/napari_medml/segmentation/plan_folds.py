@@ -10,7 +10,7 @@ from dataclasses import replace
 from napari_medml.config import TrainConfig
 from napari_medml.segmentation.plan import VALIDATIONS, Plan
 
-__all__ = ["ENSEMBLE", "MEMBER_STEPS", "choose_ensemble", "ensemble_bar", "with_folds_line"]
+__all__ = ["ENSEMBLE", "MEMBER_STEPS", "choose_ensemble", "ensemble_bar", "fold_validation", "with_folds_line"]
 
 # A time limit is shared by ENSEMBLE models when each still takes MEMBER_STEPS steps: on the
 # real 2D and 3D nuclei of bench_plan_quality.py, 4 models of 1 min (1500-2000 and 3100-3600
@@ -44,7 +44,7 @@ def ensemble_bar(config: TrainConfig, keep: Sequence[str], n_images: int) -> str
     str or None
     """
     if "data.folds" in keep:
-        return f"ensemble (folds): {config.data.folds} (set by you)"
+        return f"ensemble (folds): {config.data.folds} (set by you{fold_validation(config, config.data.folds)})"
     why = None
     if config.optim.max_minutes is None:
         why = "no time limit to share; set the folds for an ensemble"
@@ -87,10 +87,22 @@ def choose_ensemble(single: Plan, members: Plan | None, config: TrainConfig, why
         if steps >= MEMBER_STEPS:
             line = (f"ensemble (folds): {ENSEMBLE} (each model still takes about {steps} steps in its {share}; "
                     "models trained on different folds and averaged beat one model trained for all of the "
-                    f"time, as nnU-Net's folds do; predicting takes {ENSEMBLE}x as long)")
+                    f"time, as nnU-Net's folds do; predicting takes {ENSEMBLE}x as long"
+                    f"{fold_validation(config, ENSEMBLE)})")
             return with_folds_line(replace(members, folds=ENSEMBLE), line)
         why_not = f"{ENSEMBLE} models would take only about {steps} steps each in {share}, {MEMBER_STEPS} needed"
     return with_folds_line(replace(single, folds=1), f"ensemble (folds): 1 (one model: {why_not or 'planned'})")
+
+
+def fold_validation(config: TrainConfig, folds: int) -> str:
+    """``"; ... not val_fraction=0.3"`` when an ensemble leaves the user's validation share unused
+    (trial 41: set to 0.3 with 2 folds, each model validated on half the data, and nothing said)."""
+    from napari_medml.config import DataConfig
+
+    if folds < 2 or config.data.val_fraction == DataConfig.val_fraction:
+        return ""
+    return (f"; each model is validated on its own fold, 1/{folds} of the data, not on "
+            f"val_fraction={config.data.val_fraction:g}")
 
 
 def with_folds_line(plan: Plan, line: str) -> Plan:
