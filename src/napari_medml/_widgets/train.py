@@ -115,8 +115,8 @@ class TrainWidget(DockForm):
                                      tooltip="with a time limit the plan spans it")
         w["steps"] = planned_number("int", FORM_DEFAULTS["optim.steps_per_epoch"], 0, max=100000,
                                     label="steps per epoch")
-        w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes",
-                                    tooltip="0 = no time limit")
+        w["minutes"] = FloatSpinBox(value=0.0, min=0.0, max=10000.0, step=0.5, label="max minutes", tooltip=(
+            "training's time limit (0: none); planning, which times a step first, takes seconds to half a minute more"))
         w["plan"] = CheckBox(value=True, text="plan from the data",
                              tooltip="choose normalisation, patch, batch, width, depth, learning rate and "
                              "schedule (over the time limit), and one model or an ensemble, from the data and "
