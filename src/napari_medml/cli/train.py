@@ -151,6 +151,9 @@ def add(sub: Any) -> None:
                    help="do not plan the run from the data and the time budget: options left out keep "
                    "their fixed defaults (the plan is printed before training and stored in the bundle; "
                    "options given always win over it)")  # fmt: skip
+    o.add_argument("--plan-only", action="store_true",
+                   help="print the plan (it times a training step on the data first) and stop: nothing is "
+                   "trained or saved; give a line's option to override it in the run")  # fmt: skip
     o.add_argument("--patience", type=integer(1), metavar="N",
                    help="early stopping: stop after N epochs without improvement (default: off)")  # fmt: skip
     o.add_argument("--stop-metric", choices=typing.get_args(StopMetric), metavar="M",
@@ -213,6 +216,8 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.image) != len(args.labels):
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
+    if args.plan_only and not _planned(args):
+        raise UsageError("--plan-only prints the plan of a new run: leave out --no-plan and --resume")
     start = [Path(args.init_from)] if getattr(args, "init_from", None) else []  # the start bundle is an input too
     check_bundle_target(args.out, inputs=[*args.image, *args.labels, *start])
     if args.resume and args.spatial_dims is None:  # the stopped run's network cuts the files, not a new choice
@@ -229,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     config = train_config(args, dims)  # options that do not go together: one line before torchrun starts
     if not args.resume:
         config.check_new_run()
+    if args.plan_only:
+        return _plan_only(args, *read)
     if launched():  # a process torchrun started: the launcher (or, under a bare torchrun, rank 0) holds the folder
         from napari_medml.cli.launch import die_with_parent, folder_held_elsewhere
 
@@ -259,9 +266,7 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
         note = many_ids_warning(labels, "labels " + ", ".join(f"'{p}'" for p in args.labels), "--task instances")
         if note:
             info(note)
-    config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
-    if max(groups) > 1:  # slices or frames of a volume as samples: their neighbours are not held out apart
-        config = replace(config, data=replace(config.data, sample_groups=groups))
+    config = _run_config(args, dims, groups)
     stop = StopToken()
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
@@ -271,11 +276,7 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
         config = resumed_config(args, config, resume_folder(args))
         info("--resume: the stopped run goes on with the settings it started with (not planned again)")
     elif planned:
-        from napari_medml.segmentation.planning import plan_run
-
-        plan = plan_run(images[0] if one else images, labels[0] if one else labels, config,
-                        spacing=spacings[0] if one else spacings, channel_axis=channel_axis,
-                        keep=planned_options(args))  # fmt: skip
+        plan = _plan(args, config, images, labels, spacings, channel_axis)
         config = plan.apply(config)
     elif config.model.init_from:  # --no-plan: still the start bundle's network, or its weights would not fit
         from napari_medml.segmentation.planning import take_start_architecture, taken_note
@@ -312,6 +313,34 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
              "run (the finished folds are kept)")
     elif stop.stopped:
         info(stopped_line(path, checkpoint_folder(args.out)))
+    return 0
+
+
+def _run_config(args: argparse.Namespace, dims: int, groups: tuple[int, ...]) -> Any:
+    """The options' TrainConfig, with the run's checkpoint folder and its samples' groups."""
+    config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    if max(groups) > 1:  # slices or frames of a volume as samples: their neighbours are not held out apart
+        config = replace(config, data=replace(config.data, sample_groups=groups))
+    return config
+
+
+def _plan(args: argparse.Namespace, config: Any, images: list, labels: list, spacings: list,
+          channel_axis: int | None) -> Any:
+    """The run's plan from its samples and the options given (kept at their values)."""
+    from napari_medml.segmentation.planning import plan_run
+
+    one = len(images) == 1  # the planner takes one array or a list
+    return plan_run(images[0] if one else images, labels[0] if one else labels, config,
+                    spacing=spacings[0] if one else spacings, channel_axis=channel_axis, keep=planned_options(args))
+
+
+def _plan_only(args: argparse.Namespace, images: list, labels: list, spacings: list, channel_axis: int | None,
+               dims: int, groups: tuple[int, ...]) -> int:
+    """``--plan-only``: print the plan on stdout; nothing is trained, no folder is made."""
+    plan = _plan(args, _run_config(args, dims, groups), images, labels, spacings, channel_axis)
+    print(plan.describe())
+    info("--plan-only: nothing was trained; the same command without --plan-only trains with this plan (timed "
+         "again, so a busy machine may plan fewer steps); an option given keeps its value")
     return 0
 
 

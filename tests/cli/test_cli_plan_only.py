@@ -1,0 +1,37 @@
+"""``napari-medml train --plan-only`` (the console script): the plan a run would train with,
+printed before anything is trained, so that a user can override a line and then train."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from napari_medml.samples import touching_objects_2d
+
+
+def run(*argv: object) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("napari-medml")
+    exe = str(script) if script.exists() else shutil.which("napari-medml") or "napari-medml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([exe, *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path) -> None:
+    s = touching_objects_2d(0, shape=(48, 96))
+    np.save(tmp_path / "image.npy", s.image.astype(np.float32))
+    np.save(tmp_path / "labels.npy", (s.labels > 0).astype(np.uint8))
+    files = ("--image", tmp_path / "image.npy", "--labels", tmp_path / "labels.npy", "--device", "cpu")
+    r = run("train", *files, "--max-minutes", "2", "--channels", "8", "--out", tmp_path / "m", "--plan-only")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("plan: 1 image(s) of 48x96 voxels"), r.stdout
+    assert "\n  width (channels): 8 (set by you" in r.stdout and "\n  patch size: " in r.stdout
+    assert "\n  schedule: " in r.stdout and "time budget" in r.stdout  # the schedule spans the 2 minutes
+    assert "--plan-only: nothing was trained" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.npy", "labels.npy"]  # no bundle, no checkpoints
+    refused = run("train", *files, "--out", tmp_path / "m", "--plan-only", "--no-plan")
+    assert refused.returncode == 2 and "--plan-only prints the plan of a new run" in refused.stderr, refused.stderr
