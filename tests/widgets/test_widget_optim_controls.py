@@ -218,3 +218,33 @@ def test_train_widget_shows_what_the_plan_chooses_and_keeps_every_value_typed(ma
     train["warmup"].value = -0.02  # typed below the sentinel: 'planned' too, not an error
     train["epochs"].value = 0
     assert train.config().optim.warmup == 0.0 and train.config().optim.epochs == 20  # the form's short default
+
+
+def test_show_plan_plans_the_run_trains_nothing_and_start_keeps_a_field_set_after_it(
+        make_napari_viewer, open_widget, qtbot, notes, tmp_path):
+    """Trial 41: the plan appeared only once training started; to override a line the user had to Stop."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["bundle"].value = str(tmp_path / "bundle")
+    train["show_plan"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    shown = train["plan_text"].value
+    assert "plan: 1 image(s) of 16x64x64 voxels" in shown and "width (channels): " in shown, shown
+    assert train["status"].value.startswith("the plan below: nothing was trained")
+    assert train.model is None and not (tmp_path / "bundle").exists() and not train["resume"].enabled
+    train["channels"].value, train["depth"].value = 4, 2  # two lines overridden, as the status says
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.model is not None and (train.model.config.model.channels, train.model.config.model.depth) == (4, 2)
+    assert "width (channels): 4 (set by you" in train["plan_text"].value
+    train["plan"].value = False
+    notes.clear()
+    train["show_plan"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "tick 'plan from the data' to see the plan" in errors[0], errors

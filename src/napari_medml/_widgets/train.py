@@ -12,17 +12,10 @@ from dataclasses import replace
 from typing import Any, get_args
 
 import napari
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    FileEdit,
-    FloatSpinBox,
-    LineEdit,
-    Select,
-    SpinBox,
-    create_widget,
-)
+from magicgui.widgets import (CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, Select, SpinBox,
+                              create_widget)
 
+from napari_medml._widgets._device_check import DeviceCheck
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import (
     add_loss_fields,
@@ -56,7 +49,7 @@ from napari_medml._widgets._layers import (
     layer_spatial,
     require,
 )
-from napari_medml._widgets._runner import Runner, notify_errors
+from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._run_controls import run_controls, started_line
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets._start_model import StartModel
@@ -73,6 +66,7 @@ from napari_medml.config import (
     SegmentationNetwork,
     TrainConfig,
 )
+from napari_medml.errors import InputError
 
 __all__ = ["BUNDLE_START", "RANDOM_START", "TrainWidget"]
 
@@ -157,18 +151,22 @@ class TrainWidget(DockForm):
                                tooltip="optional: a folder for the model bundle")
         w["name"] = LineEdit(value="", label="model name", tooltip="empty: '<image> model'")
         w["status"] = status_label()
-        w["plan_text"] = status_label()  # the plan of the last run, shown when it starts
-        self.runner, self._checkpoints = run_controls(w, self._session, "train", "Training", "data")
+        w["plan_text"] = status_label()  # the plan of the last run, shown when it starts (or by Show plan)
+        w["show_plan"] = PushButton(text="Show plan", tooltip="plan the run from the data and show the plan, "
+                                    "training nothing: set a field to override its line, then Start")
+        self.runner, self._checkpoints = run_controls(w, self._session, "train", "Training", "data",
+                                                      also=(w["show_plan"],))
         self._session.attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot()
         self.add_native(self.plot)
         self.model: Any = None
-        self._device_runner = Runner("Device check", show_progress=False, status=w["device_info"])  # errors too
-        self._recheck = False  # the device changed while a check waited or ran
+        self._device = DeviceCheck(w["device"], w["device_info"], WARM_UP)
+        self._device_runner = self._device.runner
         self.native.destroyed.connect(self._device_runner.detach)  # its bar is not in the dock
         w["start"].changed.connect(self.start)
+        w["show_plan"].changed.connect(lambda *_: self.start(plan_only=True))
 
         def publish_patch(*_: Any) -> None:  # the Augmentation preview crops the training patch
             self._session.train_patch = (w["dims"].value, w["patch"].value)
@@ -177,42 +175,12 @@ class TrainWidget(DockForm):
         w["patch"].changed.connect(publish_patch)
         publish_patch()
         w["resume"].changed.connect(self.resume)
-        w["device"].changed.connect(self._check_device)
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
         self._reference = self.config()  # the untouched form: fields changed from it win over the plan
-        self._check_device(soon=True)  # once docked: see Runner.start_soon
+        self._device.check(soon=True)  # once docked: see Runner.start_soon
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
-
-    def _check_device(self, *_: Any, soon: bool = False) -> None:
-        # resolve_device imports torch: do it off the GUI thread so docking stays quick.
-        choice = self._w["device"].value
-
-        def job(stop: Any, report: Any) -> str:
-            import importlib
-
-            from napari_medml.engine.devices import describe_device, resolve_device
-
-            text = describe_device(resolve_device(choice))
-            for module in WARM_UP:
-                importlib.import_module(module)
-            return text
-
-        def show(text: str) -> None:
-            self._w["device_info"].value = text
-
-        def again() -> None:  # the latest choice is checked, not the one a waiting check took
-            if self._recheck:
-                self._recheck = False
-                self._check_device()
-
-        if soon:
-            self._device_runner.start_soon(job, on_result=show, on_done=again)
-        elif not self._device_runner.running:
-            self._device_runner.start(job, on_result=show, on_done=again)
-        else:
-            self._recheck = True
 
     def config(self, recipe: tuple[Any, ...] = ()) -> TrainConfig:
         """The TrainConfig the form describes (``recipe`` from the chosen image layer)."""
@@ -238,9 +206,12 @@ class TrainWidget(DockForm):
                            device=w["device"].value, amp=w["amp"].value)
 
     @notify_errors("Training")
-    def start(self, *_: Any, init_model: Any = None, on_model: Any = None) -> None:
-        """Read the form and the layers and start training (or fine-tuning ``init_model``)."""
+    def start(self, *_: Any, init_model: Any = None, on_model: Any = None, plan_only: bool = False) -> None:
+        """Read the form and the layers and start training (or fine-tuning ``init_model``; or, ``plan_only``,
+        planning the run and showing the plan)."""
         w = self._w
+        if plan_only and not w["plan"].value:
+            raise InputError("tick 'plan from the data' to see the plan of the run (unticked, the form is the run)")
         labels_layer = require(w["labels"].value, napari.layers.Labels, "a labels layer")
         inputs, labels, record = labelled_input(self._viewer, w["images"].value, labels_layer)
         config = self.config(inputs.recipe)
@@ -258,7 +229,7 @@ class TrainWidget(DockForm):
         start_from = start_source(self._w, self._session) if init_model is None else None
         self.plot.clear()
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
-                       on_model=on_model, start_from=start_from, record=record)
+                       on_model=on_model, start_from=start_from, record=record, plan_only=plan_only)
 
     @notify_errors("Training")
     def resume(self, *_: Any) -> None:
@@ -276,14 +247,15 @@ class TrainWidget(DockForm):
 
     def start_job(self, inputs: Any, labels: Any, config: TrainConfig, *, name: str,
                   bundle: str | None = None, init_model: Any = None, on_model: Any = None,
-                  start_from: Any = None, resume: dict[str, Any] | None = None, record: tuple = ()) -> None:
+                  start_from: Any = None, resume: dict[str, Any] | None = None, record: tuple = (),
+                  plan_only: bool = False) -> None:
         """Run fit() in the runner; the model goes to the session under ``name``.
 
         ``start_from``: transfer learning from a bundle folder or a session model (``StartModel``).
         Checkpoints go to ``<bundle>/checkpoints``, or the session's temp folder.
         ``resume``: the run (``_last_run``) to continue from its checkpoint folder.
         ``record``: a recipe the model records after training on a preprocessed layer as
-        shown (``_layers.labelled_input``).
+        shown (``_layers.labelled_input``). ``plan_only``: the job ends once the plan is shown.
         """
         from napari_medml.segmentation.plan import changed_fields
 
@@ -292,9 +264,10 @@ class TrainWidget(DockForm):
                  if self._w[field].value}  # 0: automatic
         checkpoints = self._checkpoints
         if resume is None:
-            run = self._last_run = {"inputs": inputs, "labels": labels, "form": config, "config": config,
-                                    "plan": None, "name": name, "bundle": bundle, "init_model": init_model,
-                                    "on_model": on_model, "record": record}
+            run = {"inputs": inputs, "labels": labels, "form": config, "config": config, "plan": None, "name": name,
+                   "bundle": bundle, "init_model": init_model, "on_model": on_model, "record": record}
+            if not plan_only:  # what Resume continues; a shown plan leaves the last run's checkpoints to it
+                self._last_run = run
             # fine-tuning keeps its model's settings; instances are planned as their foreground
             planned = self._w["plan"].value and init_model is None
         else:  # the run's own (planned) config; its checkpoint holds the network
@@ -312,7 +285,7 @@ class TrainWidget(DockForm):
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
             from napari_medml.api import fit  # the task the config names (instances: each object its own id)
 
-            if resume_from is None:  # in the worker: the folder helpers import torch
+            if resume_from is None and not plan_only:  # in the worker: the folder helpers import torch
                 config = run["config"] = replace(config, checkpoint_dir=str(checkpoints.new_run(bundle)))
             if start_from is not None:
                 config = replace(config, model=replace(config.model, init_from=start.source()))
@@ -337,6 +310,8 @@ class TrainWidget(DockForm):
                     config = plan.apply(config)
                     run["config"], run["plan"] = config, plan  # what Resume continues
                     yield plan  # shown in the form before the first step
+                    if plan_only:
+                        return None
                 elif start_from is not None:  # unplanned: still the start bundle's network (its weights fit no other)
                     from napari_medml.segmentation.planning import take_start_architecture
 
@@ -395,6 +370,10 @@ class TrainWidget(DockForm):
                          or NO_FOREGROUND in line]  # a Dice of 0 there reads as a failed model
                 warnings.extend(line for line in lines if line not in warnings)  # once: each fold says them
 
+        if plan_only:
+            shown = "the plan below: nothing was trained; set a field to override its line, then Start (planned again)"
+            self.runner.start(job, on_report=on_report, on_result=lambda _: setattr(self._w["status"], "value", shown))
+            return
         checkpoints.running()
         if self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done) is not None:
             self._w["status"].value = started_line(resume is not None, "data")
