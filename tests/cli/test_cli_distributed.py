@@ -280,3 +280,24 @@ def test_every_process_trains_rank_0s_plan_whatever_its_own_step_timing(tmp_path
     assert first["plan"]["channels"] == 16  # rank 0's timing: 0.01 s a step, past WIDE_STEPS in 30 s
     assert first["plan"]["step_seconds"] == 0.01
     assert first["weights"] == second["weights"]  # one network, trained together
+
+
+def test_a_planned_run_with_a_time_limit_and_the_default_loss_trains_in_two_processes(phantom) -> None:
+    """Trial 41: `train --nproc 2 ... --max-minutes 0.5` hung for the process group's 2 hours. Rank 0
+    timed a step for the plan alone, and the Dice loss's all_reduce waited for rank 1, which waited
+    for the plan. The README's command, as given: the default loss (dice_ce), planned."""
+    from napari_medml import load_model
+
+    out = phantom["folder"] / "planned"
+    argv = [tool("napari-medml"), "train", "--nproc", "2", "--image", phantom["image"], "--labels",
+            phantom["labels"], "--max-minutes", "0.1", "--device", "cpu", "--seed", "0", "--out", out]
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment(phantom["tmp"]))  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:  # the hang: torchrun ends its processes on SIGTERM
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert err.count("plan: 1 image(s)") == 1 and err.count("saved model bundle") == 1, err[-3000:]
+    assert load_model(out).config.optim.loss == "dice_ce"

@@ -167,8 +167,11 @@ def decided_by_main(decide: Callable[[], Any], device: str) -> Any:
                     error = RuntimeError(message)
                 raise error
             return value
+        from napari_medml.nn.losses import alone_in_group
+
         try:
-            value = decide()
+            with alone_in_group():  # its timed steps must not wait for the processes that wait for it
+                value = decide()
         except BaseException as exc:
             replicas.share(("failed", (type(exc), str(exc))))
             raise

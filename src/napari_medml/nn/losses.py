@@ -13,7 +13,9 @@ the Dice as a uniform 1/K prediction of class 0 (tests/core/test_losses.py shows
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from napari_medml.config import OptimConfig
 from napari_medml.errors import ConfigError
 
-__all__ = ["LossFn", "build_loss", "masked_ce", "masked_dice", "masked_dice_ce", "masked_focal"]
+__all__ = ["LossFn", "alone_in_group", "build_loss", "masked_ce", "masked_dice", "masked_dice_ce", "masked_focal"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _EPS = 1e-5
@@ -77,11 +79,28 @@ def masked_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
     return loss if world == 1 else loss + (world - 1) * (loss - loss.detach())
 
 
+# set while one process works alone inside a process group (rank 0 timing steps for the plan of
+# every process, engine.distributed.decided_by_main): its losses must not wait for the others (trial 41:
+# the Dice's all_reduce waited for peers that waited for the plan, 2 hours, on every --nproc run with a
+# time limit)
+_ALONE = contextvars.ContextVar("napari_medml_alone", default=False)
+
+
+@contextlib.contextmanager
+def alone_in_group() -> Iterator[None]:
+    """Within it, losses take this process's batch as the whole step's (no collective call)."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
 def _processes_in_step() -> int:
     """How many processes share this training step's batch: the DDP world size while a gradient
     is taken in a process group (every process computes its loss in step), else 1 (one process,
-    or validation: no gradient, on rank 0 alone)."""
-    if not torch.is_grad_enabled():
+    validation: no gradient, on rank 0 alone, or work :func:`alone_in_group`)."""
+    if not torch.is_grad_enabled() or _ALONE.get():
         return 1
     import torch.distributed as dist
 
