@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from napari_medml.engine.fit import run_to_end
 from napari_medml.classification.model import Classifier, classification_config, load_classifier
 from napari_medml.classification.task import fit_classifier, train_classifier
 from napari_medml.classification.data import image_samples
@@ -46,11 +47,7 @@ def image_run(shapes):
     _, samples = shapes
     reports: list[TrainReport] = []
     gen = fit_classifier(samples, small_config(epochs=10))
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            return done.value, reports
+    return run_to_end(gen, reports), reports
 
 
 def test_image_level_accuracy_on_held_out_split(image_run) -> None:
@@ -342,12 +339,7 @@ def test_engine_fit_dispatches_classification(shapes) -> None:
     assert config.task == "classification"
     gen = fit(samples, None, config)
     reports = []
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            clf = done.value
-            break
+    clf = run_to_end(gen, reports)
     assert reports and all(isinstance(r, TrainReport) for r in reports)
     assert [r.epoch for r in reports if r.epoch_end] == [1, 2]
     assert reports[-1].val_report["confusion_matrix"]  # the full report rides along

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from napari_medml.engine.fit import run_to_end
 from napari_medml import api
 from napari_medml.bundles.transfer import transfer_weights
 from napari_medml.classification.data import image_samples
@@ -108,12 +109,7 @@ def test_classification_starts_from_a_unet_bundle_and_trains(start, pretrained, 
     _, samples = shapes
     bundle = pretrained if start == "pretraining" else _seg_bundle(tmp_path / "seg", depth=2)
     reports, gen = [], fit_classifier(samples, _classify_config(bundle, freeze_stages=1))
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            clf = done.value
-            break
+    clf = run_to_end(gen, reports)
     m = clf.config.model
     depth = 3 if start == "pretraining" else 2
     assert (m.network, m.channels, m.depth, m.norm) == ("unet-encoder", 4, depth, "instance")

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from napari_medml.engine.fit import run_to_end
 from napari_medml import api
 from napari_medml.config import AugmentConfig, DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.errors import ConfigError
@@ -88,12 +89,7 @@ def ensemble(tmp_path_factory):
                          optim=OptimConfig(epochs=2, steps_per_epoch=4, learning_rate=3e-3), device="cpu")
     reports = []
     gen = api.fit(p.image, p.labels, config, spacing=p.spacing)
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            model = done.value
-            break
+    model = run_to_end(gen, reports)
     folder = model.save(tmp_path_factory.mktemp("ensemble") / "bundle")
     return p, model, folder, reports
 
@@ -182,12 +178,7 @@ def test_corrections_retrain_every_member_of_an_ensemble(ensemble):
     corrected[:, :8] = 0  # a corrected region
     gen = retrain_on_corrections(model, p.image, corrected, 3, spacing=p.spacing, augment=AugmentConfig.none())
     reports = []
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            tuned = done.value
-            break
+    tuned = run_to_end(gen, reports)
     assert isinstance(tuned, EnsembleModel) and len(tuned.members) == len(model.members)
     assert len([r for r in reports if r.epoch_end]) == len(model.members)  # one epoch of 3 steps each
     for before, after in zip(model.members, tuned.members):
@@ -248,12 +239,7 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share(tmp_path):
     assert member_minutes(config) == pytest.approx(0.05)
     assert member_minutes(replace(config, data=replace(config.data, folds=1))) == 0.15
     gen, reports = api.fit(p.image, p.labels, config, spacing=p.spacing), []
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            model = done.value
-            break
+    model = run_to_end(gen, reports)
     shares = [m.config.optim.max_minutes for m in model.members]
     assert len(shares) == 3 and sum(shares) <= 0.15 + 1e-9  # each its share of what was left
     # the first fold's share of what was left after checking every fold (a second on a busy machine)

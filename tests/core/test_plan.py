@@ -12,6 +12,7 @@ from scipy import ndimage
 import pytest
 import torch
 
+from napari_medml.engine.fit import run_to_end
 from napari_medml.config import AugmentConfig, AugmentSpec, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
 from napari_medml.segmentation.fingerprint import ChannelStats, Fingerprint, fingerprint
@@ -376,12 +377,7 @@ def test_a_timed_run_decays_the_rate_to_the_end_of_the_budget_and_validates_its_
                       device="cpu", checkpoint_dir=str(tmp_path / "ck"))
     reports = []
     gen = fit(ph.image, ph.labels, cfg, spacing=ph.spacing)
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            model = done.value
-            break
+    model = run_to_end(gen, reports)
     last = reports[-1]
     assert "time limit" in last.message and last.epoch_end and last.val_mean_dice is not None
     assert last.step < cfg.optim.epochs * cfg.optim.steps_per_epoch  # the clock, not the step count, ended it

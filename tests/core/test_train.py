@@ -45,11 +45,7 @@ def _config(tmp, **data) -> TrainConfig:
 def _run(images, labels, config, **kwargs):
     reports: list[TrainReport] = []
     gen = fit(images, labels, config, **kwargs)
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            return done.value, reports
+    return run_to_end(gen, reports), reports
 
 
 @pytest.fixture(scope="module")

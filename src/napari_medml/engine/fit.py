@@ -94,10 +94,25 @@ def fit_task(build: Callable[[Any, int], TrainingTask], config: TrainConfig, *, 
                            resume=resume, provenance=provenance))
 
 
-def run_to_end(gen: Generator[TrainReport, None, Any]) -> Any:
-    """Drive a training generator to its end (a script's way) and return its model."""
+def run_to_end(gen: Generator[TrainReport, None, Any], reports: list | None = None) -> Any:
+    """Drive a training generator to its end (a script's way) and return its model.
+
+    Parameters
+    ----------
+    gen : generator
+        What ``fit`` returns: it yields reports and returns the model.
+    reports : list, optional
+        Each report the run yields is appended to it.
+
+    Returns
+    -------
+    Any
+        The generator's return value: the trained model.
+    """
     while True:
         try:
-            next(gen)
+            report = next(gen)
         except StopIteration as done:
             return done.value
+        if reports is not None:
+            reports.append(report)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import napari_medml
+from napari_medml.engine.fit import run_to_end
 from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.instances.metrics import instance_scores
@@ -39,11 +40,7 @@ def trained():
     train = [touching_objects_2d(seed) for seed in TRAIN_SEEDS]
     reports = []
     gen = napari_medml.fit([s.image for s in train], [s.labels for s in train], small_config(val_fraction=0.0))
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            return done.value, reports
+    return run_to_end(gen, reports), reports
 
 
 def test_touching_objects_held_out_f1_and_count(samples, trained) -> None:
@@ -99,12 +96,7 @@ def test_validation_scores_instances_and_tunes_post_processing() -> None:
     config = TrainConfig(**{**config.__dict__, "optim": OptimConfig(epochs=2, steps_per_epoch=5)})
     reports = []
     gen = napari_medml.fit(sample.image, sample.labels, config, spacing=(0.5, 0.5))
-    while True:
-        try:
-            reports.append(next(gen))
-        except StopIteration as done:
-            model = done.value
-            break
+    model = run_to_end(gen, reports)
     ends = [r for r in reports if r.epoch_end]
     assert len(ends) == 2
     for r in ends:
