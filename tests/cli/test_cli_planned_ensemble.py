@@ -35,6 +35,8 @@ def test_train_shares_its_time_limit_with_the_ensemble_the_plan_chose(files, cap
     assert "  ensemble (folds): 4 (each model still takes about " in err, err
     assert "steps in its 0.025 min;" in err
     assert "fold 4 of 4" in err and "ensemble of 4 models" in err
+    # each fold's first epoch line names it, however few of its planned epochs the clock let fold 1 train
+    assert all(f"fold {k}/4  epoch 1/" in err for k in range(1, 5)), err
     bundle = files / "planned"
     assert sorted(p.name for p in (bundle / "members").iterdir()) == [f"fold-{k}" for k in range(1, 5)]
     config = json.loads((bundle / "config.json").read_text())

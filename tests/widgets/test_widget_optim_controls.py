@@ -248,3 +248,23 @@ def test_show_plan_plans_the_run_trains_nothing_and_start_keeps_a_field_set_afte
     train["show_plan"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert len(errors) == 1 and "tick 'plan from the data' to see the plan" in errors[0], errors
+
+
+def test_the_plot_draws_each_fold_after_the_epochs_the_last_one_trained(make_napari_viewer, open_widget):
+    """Trial 41: with a time limit each fold trained 1-3 of its 50 planned epochs, and the plot put folds
+    2-4 at single points near 51, 101 and 151 (the core counts fold k's epochs from (k - 1) x 50)."""
+    from types import SimpleNamespace
+
+    train = open_widget(make_napari_viewer(), "train")
+
+    def epoch(fold: int, number: int) -> SimpleNamespace:
+        return SimpleNamespace(epoch_end=True, fold=fold, epoch=number, train_loss=0.5, val_loss=0.4,
+                               val_mean_dice=0.8, val_metrics=None)
+
+    for fold, number in ((1, 1), (1, 2), (1, 3), (2, 51), (2, 52), (3, 101), (4, 151)):
+        train.plot.add(epoch(fold, number))
+    assert train.plot.epochs == [1, 2, 3, 3.5, 4, 5, 5.5, 6, 6.5, 7]
+    assert [x for x, _ in train.plot._breaks] == [3.5, 5.5, 6.5]
+    train.plot.clear()
+    train.plot.add(epoch(1, 1))
+    assert train.plot.epochs == [1]

@@ -202,7 +202,7 @@ class TrainingPlot(_Canvas):
         self.train_loss: list[float] = []
         self.val_loss: list[float | None] = []
         self.val_dice: list[float | None] = []  # the lower panel's metric
-        self._fold = 0
+        self._fold, self._shift = 0, 0  # the fold shown last, and its epochs' shift on the x axis
         self._breaks: list[tuple[float, int]] = []  # (x, fold) where an ensemble's next model starts
         self._redraw()
 
@@ -212,9 +212,13 @@ class TrainingPlot(_Canvas):
             return
         fold = getattr(report, "fold", 0)
         if fold != self._fold and self.epochs:  # an ensemble's next model starts from scratch: a break, marked
-            self._break(self.epochs[-1] + 0.5, fold)
+            last = self.epochs[-1]
+            self._break(last + 0.5, fold)
+            # right after the last fold's epochs: the core counts fold k's from (k - 1) x the planned epochs,
+            # which a time limit cuts short (trial 41: folds 2-4 drawn as dots at 51, 101, 151)
+            self._shift = last + 1 - int(report.epoch)
         self._fold = fold
-        self.epochs.append(int(report.epoch))
+        self.epochs.append(int(report.epoch) + self._shift)
         self.train_loss.append(float(report.train_loss))
         self.val_loss.append(report.val_loss)
         if self.metric == "dice":

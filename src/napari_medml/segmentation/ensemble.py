@@ -283,7 +283,7 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
                   resume_from=earlier if has_checkpoint(earlier) else None)
         try:
-            members.append((yield from _renumbered(gen, k, folds, sum(_epochs_trained(m) for m in members))))
+            members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
         except NothingLearned:  # stopped before this fold's first step: the earlier folds make the ensemble
             if not members:
                 raise
@@ -356,15 +356,9 @@ def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: An
                                  "parts)") from None
 
 
-def _epochs_trained(member: Model) -> int:
-    """The epochs a finished fold trained (under a time limit, fewer than planned)."""
-    return max((int(h.get("epoch", 0)) for h in member.history or ()), default=0)
-
-
 def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
-                epochs_before: int) -> Generator[TrainReport, None, Model]:
-    """Fold ``k``'s reports with steps counted across all folds and epochs after the ``epochs_before``
-    the earlier folds trained (a plot of a time-limited ensemble then shows each fold where it ran)."""
+                epochs: int) -> Generator[TrainReport, None, Model]:
+    """Fold ``k``'s reports with steps and epochs counted across all folds."""
     try:
         while True:
             try:
@@ -376,7 +370,7 @@ def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
             if eta is not None:  # the folds still to come take as long as this one
                 eta += (folds - k - 1) * report.elapsed_s / max(done or report.step / total, 1e-6)
             yield replace(report, step=report.step + k * total, total_steps=total * folds,
-                          epoch=report.epoch + epochs_before, eta_s=eta, fold=k + 1, folds=folds,
+                          epoch=report.epoch + k * epochs, eta_s=eta, fold=k + 1, folds=folds,
                           progress=None if done is None else (k + done) / folds)  # the split note names the fold
     except GeneratorExit:
         gen.close()  # the fold leaves its checkpoint
