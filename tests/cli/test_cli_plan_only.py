@@ -34,4 +34,11 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path) -> None:
     assert "--plan-only: nothing was trained" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.npy", "labels.npy"]  # no bundle, no checkpoints
     refused = run("train", *files, "--out", tmp_path / "m", "--plan-only", "--no-plan")
-    assert refused.returncode == 2 and "--plan-only prints the plan of a new run" in refused.stderr, refused.stderr
+    assert refused.returncode == 2 and "--plan-only prints the plan of a new segmentation" in refused.stderr, \
+        refused.stderr
+    # trial 41: a classifier is not planned, and --plan-only trained and saved one
+    (tmp_path / "classes.csv").write_text("sample,class\n0,1\n")
+    refused = run("train", "--task", "classification", "--level", "image", "--image", tmp_path / "image.npy",
+                  "--classes", tmp_path / "classes.csv", "--out", tmp_path / "c", "--plan-only")
+    assert refused.returncode == 2 and "(a classifier is not planned)" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.csv", "image.npy", "labels.npy"]

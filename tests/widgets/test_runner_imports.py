@@ -167,3 +167,30 @@ def test_opening_predict_imports_no_scipy_ndimage_torch_or_monai(tmp_path) -> No
     done = _run_fresh(tmp_path, _OPEN_PREDICT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "IMPORTED BY OPENING []" in done.stdout, done.stdout[-3000:]
+
+
+_REFUSED_LIVE_START = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import napari
+from menu_helpers import open_from_menu
+
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(np.zeros((8, 48, 48), np.float32), name="vol")
+mask = np.zeros((8, 48, 48), np.int32)
+for k in range(40):
+    mask[k % 8, k, :4] = k + 1
+widget = open_from_menu(viewer, "live")
+widget["images"].value, widget["scribbles"].value = [image], viewer.add_labels(mask, name="masks")
+widget["start"].changed.emit(True)  # refused on the GUI thread: 40 ids
+print("LIVE PACKAGE", "napari_medml.live" in sys.modules, "RUNNING", widget.runner.running)
+"""
+
+
+def test_a_refused_live_start_imports_no_live_session_on_the_gui_thread(tmp_path) -> None:
+    """Review 41: the instance-mask check at Start imported the live package (session, stages) on the GUI
+    thread; the package loads in the session's job."""
+    done = _run_fresh(tmp_path, _REFUSED_LIVE_START)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LIVE PACKAGE False RUNNING False" in done.stdout, done.stdout[-3000:]

@@ -243,11 +243,19 @@ def test_show_plan_plans_the_run_trains_nothing_and_start_keeps_a_field_set_afte
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert train.model is not None and (train.model.config.model.channels, train.model.config.model.depth) == (4, 2)
     assert "width (channels): 4 (set by you" in train["plan_text"].value
+    curves = list(train.plot.epochs)
+    train["show_plan"].changed.emit(True)  # review 41: it cleared the last run's curves
+    assert train["status"].value.startswith("Planning the run (timing a step; nothing is trained)")
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.plot.epochs == curves and curves
     train["plan"].value = False
     notes.clear()
     train["show_plan"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert len(errors) == 1 and "tick 'plan from the data' to see the plan" in errors[0], errors
+    train["start"].changed.emit(True)  # review 41: an unplanned run kept showing the shown plan
+    assert train["plan_text"].value == ""
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
 
 
 def test_the_plot_draws_each_fold_after_the_epochs_the_last_one_trained(make_napari_viewer, open_widget):

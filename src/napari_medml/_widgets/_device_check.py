@@ -30,7 +30,13 @@ class DeviceCheck:
         choice.changed.connect(lambda *_: self.check())
 
     def check(self, soon: bool = False) -> None:
-        """Check the current choice (``soon``: once the dock is shown, ``Runner.start_soon``)."""
+        """Check the current choice in a job; a check asked for while one runs follows it.
+
+        Parameters
+        ----------
+        soon : bool
+            Start once the dock is shown (``Runner.start_soon``), as the widget opens.
+        """
         choice, warm_up = self._choice.value, self._warm_up
 
         def job(stop: Any, report: Any) -> str:

@@ -89,8 +89,19 @@ def start_source(w: dict[str, Any], session: Any) -> Any:
 
 
 def stopped_folds(model: Any) -> str:
-    """``"an ensemble of the 1 of 4 folds trained so far; "`` for a stopped ensemble missing folds (trial 41:
-    the status did not say that 3 of 4 models were missing), as the command line says it; else ``""``."""
+    """What a stopped run's status adds for an ensemble missing folds (trial 41: it did not say that 3 of
+    4 models were missing), as the command line says it.
+
+    Parameters
+    ----------
+    model : any task's model
+        The stopped run's model (an ensemble's provenance counts its folds).
+
+    Returns
+    -------
+    str
+        ``"an ensemble of the 1 of 4 folds trained so far; "``, or ``""``.
+    """
     ensemble = (getattr(model, "provenance", None) or {}).get("ensemble") or {}
     trained, folds = ensemble.get("trained", 0), ensemble.get("folds", 0)
     return f"an ensemble of the {trained} of {folds} folds trained so far; " if trained < folds else ""

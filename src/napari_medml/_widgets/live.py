@@ -141,9 +141,9 @@ class LiveWidget(DockForm):
             if made:
                 self._made, self._made_for = scribbles, inputs.layer
         check_scribbles_shape(scribbles, inputs, shape, NEW_SCRIBBLES)
-        from napari_medml.live.scribbles import check_class_ids  # the live package loads with the session
+        from napari_medml.segmentation.label_values import check_scribble_ids  # numpy only (the GUI thread)
 
-        check_class_ids(scribbles.data, scribbles.name, self._w["background"].value, NEW_SCRIBBLES)
+        check_scribble_ids(scribbles.data, scribbles.name, self._w["background"].value, NEW_SCRIBBLES)
         if scribbles is self._made:  # ours: it lies where the image lies now
             place_on_image(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over

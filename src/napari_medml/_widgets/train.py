@@ -227,7 +227,8 @@ class TrainWidget(DockForm):
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs.layer.name} model")
         start_from = start_source(self._w, self._session) if init_model is None else None
-        self.plot.clear()
+        if not plan_only:  # a shown plan leaves the last run's curves
+            self.plot.clear()
         self.start_job(inputs, labels, config, name=name, bundle=bundle, init_model=init_model,
                        on_model=on_model, start_from=start_from, record=record, plan_only=plan_only)
 
@@ -270,6 +271,8 @@ class TrainWidget(DockForm):
                 self._last_run = run
             # fine-tuning keeps its model's settings; instances are planned as their foreground
             planned = self._w["plan"].value and init_model is None
+            if not planned:  # an earlier run's plan is not this one's
+                self._w["plan_text"].value = ""
         else:  # the run's own (planned) config; its checkpoint holds the network
             run, planned, start_from = resume, False, None
         resume_from = str(checkpoints.folder) if resume is not None else None
@@ -372,7 +375,9 @@ class TrainWidget(DockForm):
 
         if plan_only:
             shown = "the plan below: nothing was trained; set a field to override its line, then Start (planned again)"
-            self.runner.start(job, on_report=on_report, on_result=lambda _: setattr(self._w["status"], "value", shown))
+            if self.runner.start(job, on_report=on_report, on_result=lambda _: setattr(self._w["status"], "value",
+                                                                                       shown)) is not None:
+                self._w["status"].value = "Planning the run (timing a step; nothing is trained)..."
             return
         checkpoints.running()
         if self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done) is not None:

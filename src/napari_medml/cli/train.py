@@ -205,6 +205,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if getattr(args, "init_from", None):  # config.json names the start bundle wherever it is read from
         args.init_from = Path(os.path.abspath(args.init_from))
+    if args.plan_only and not _planned(args):
+        raise UsageError("--plan-only prints the plan of a new segmentation or instances run (a classifier is not "
+                         "planned): leave out --no-plan and --resume, or --plan-only")
     if args.task == "classification":
         from napari_medml.cli.classify import train
 
@@ -216,8 +219,6 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.image) != len(args.labels):
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
-    if args.plan_only and not _planned(args):
-        raise UsageError("--plan-only prints the plan of a new run: leave out --no-plan and --resume")
     start = [Path(args.init_from)] if getattr(args, "init_from", None) else []  # the start bundle is an input too
     check_bundle_target(args.out, inputs=[*args.image, *args.labels, *start])
     if args.resume and args.spatial_dims is None:  # the stopped run's network cuts the files, not a new choice

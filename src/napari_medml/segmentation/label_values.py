@@ -1,7 +1,8 @@
 """What label values a run can learn from: integer class ids, and how many of them.
 
 :func:`check_label_values` turns labels into class ids or refuses them with the fix;
-:func:`many_ids_warning` says when dense labels look like instance labels.
+:func:`many_ids_warning` says when dense labels look like instance labels, and
+:func:`check_scribble_ids` refuses such labels as a live session's scribbles.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from napari_medml.errors import InputError
 
-__all__ = ["MANY_CLASSES", "MAX_CLASSES", "check_label_values", "many_ids_warning"]
+__all__ = ["MANY_CLASSES", "MAX_CLASSES", "check_label_values", "check_scribble_ids", "many_ids_warning"]
 
 MAX_CLASSES = 254  # encoded as channel + 1 in uint8, 0 = unlabeled (and MONAI's label padding)
 MANY_CLASSES = 32  # more label ids than this read as one id per object (instance labels)
@@ -93,3 +94,37 @@ def check_label_values(labels: Any, name: str = "labels", ids: str = "class") ->
                          f"set the negative voxels to 0, or to {'a class' if ids == 'class' else 'an object'} id of "
                          "their own")
     return arr
+
+
+def check_scribble_ids(scribbles: Any, name: str, background_id: int, new_choice: str) -> None:
+    """Refuse a live session's scribbles whose ids look like object ids, in one line naming the layer and a fix.
+
+    Parameters
+    ----------
+    scribbles : array-like
+        Integer label ids, any shape: 0 unpainted, ``background_id`` background, others classes.
+    name : str
+        The layer's name, for the message.
+    background_id : int
+        The id painted for background.
+    new_choice : str
+        The choice that makes an empty scribbles layer, for the message.
+
+    Raises
+    ------
+    InputError
+        More distinct non-zero ids than :data:`MANY_CLASSES` (32), which
+        read as one id per object (an instance mask): a live session would learn one class
+        per object (trial 40 started a 57-class session without a word).
+    """
+    arr = np.asarray(scribbles)
+    if arr.size == 0 or arr.dtype.kind not in "iub" or int(arr.max()) <= MANY_CLASSES:
+        return  # one pass; the distinct ids are counted only past the limit
+    ids = np.unique(arr)
+    ids = ids[ids != 0]
+    if len(ids) <= MANY_CLASSES:
+        return
+    raise InputError(f"scribbles '{name}' hold {len(ids)} ids, as an instance mask does (one id per object): live "
+                     f"segmentation learns one class per id, so it would learn {len(ids)} classes; choose "
+                     f"'{new_choice}' in scribbles and paint background with {background_id} and each class with "
+                     f"another id (up to {MANY_CLASSES}), or train from the mask with Train segmentation")

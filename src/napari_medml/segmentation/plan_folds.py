@@ -95,8 +95,22 @@ def choose_ensemble(single: Plan, members: Plan | None, config: TrainConfig, why
 
 
 def fold_validation(config: TrainConfig, folds: int) -> str:
-    """``"; ... not val_fraction=0.3"`` when an ensemble leaves the user's validation share unused
-    (trial 41: set to 0.3 with 2 folds, each model validated on half the data, and nothing said)."""
+    """What an ensemble's line adds when it leaves the user's validation share unused (trial 41: set
+    to 0.3 with 2 folds, each model was validated on half the data, and nothing said).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The user's config (``data.val_fraction``).
+    folds : int
+        The run's number of models.
+
+    Returns
+    -------
+    str
+        ``"; each model is validated on its own fold, 1/2 of the data, not on val_fraction=0.3"``,
+        or ``""`` for one model or the default share.
+    """
     from napari_medml.config import DataConfig
 
     if folds < 2 or config.data.val_fraction == DataConfig.val_fraction:

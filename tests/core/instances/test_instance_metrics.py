@@ -135,3 +135,26 @@ def test_bad_inputs_name_the_fault() -> None:
         match_instances(true, pred / 2.0)
     # whole-number floats are ids (the labels' one rule, segmentation.label_values)
     assert match_instances(true, pred.astype(float)) == match_instances(true, pred)
+
+
+def test_a_class_mask_is_told_apart_from_instances_even_thin_diagonal_ones():
+    """Trial 41: a 0/1 mask of many nuclei scored as instances gave AP 0 without a word; review 41:
+    three diagonal one-pixel lines (instances) were counted as 120 objects."""
+    from napari_medml.instances.notes import merged_objects_notes
+
+    objects = np.zeros((40, 60), np.int32)
+    for k in range(12):
+        y, x = divmod(k, 4)
+        objects[y * 12 + 2:y * 12 + 8, x * 14 + 2:x * 14 + 9] = k + 1
+    mask = (objects > 0).astype(np.uint8)
+    notes = merged_objects_notes(objects, mask, "labels 't'", "prediction 'p'", "score classes")
+    assert notes == ["warning: prediction 'p' hold 1 id over 12 separate objects, each id scored as one object, "
+                     "so the scores say little: give each object its own id (e.g. scipy.ndimage.label), or score "
+                     "classes"]
+    assert merged_objects_notes(objects, objects, "t", "p", "fix") == []
+    lines = np.zeros((40, 40), np.int32)
+    for k in range(3):
+        idx = np.arange(40)
+        lines[idx, (idx + 12 * k) % 40] = k + 1  # one-pixel diagonals, corners touching
+    assert merged_objects_notes(lines, lines, "t", "p", "fix") == []
+    assert merged_objects_notes(np.zeros((4, 4)), np.ones((4, 4), bool), "t", "p", "fix") == []

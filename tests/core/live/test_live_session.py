@@ -266,18 +266,17 @@ def test_a_volume_of_a_few_slices_gets_no_network_and_says_why() -> None:
 
 def test_scribbles_of_object_ids_are_refused_and_a_few_high_class_ids_are_not():
     """An instance mask chosen as scribbles would start a session of one class per object (trial 40)."""
-    from napari_medml.live.scribbles import check_class_ids
-    from napari_medml.segmentation.label_values import MANY_CLASSES as MAX_CLASSES
+    from napari_medml.segmentation.label_values import MANY_CLASSES as MAX_CLASSES, check_scribble_ids
 
     mask = np.zeros((80, 40), np.int32)
-    for k in range(MAX_CLASSES + 1):  # 17 objects
+    for k in range(MAX_CLASSES + 1):  # 33 objects
         mask[2 * k, :5] = k + 1
     with pytest.raises(InputError) as caught:
-        check_class_ids(mask, "nuclei masks", 1, "new: <image> [scribbles]")
+        check_scribble_ids(mask, "nuclei masks", 1, "new: <image> [scribbles]")
     assert str(caught.value).startswith(f"scribbles 'nuclei masks' hold {MAX_CLASSES + 1} ids, as an instance mask")
     assert "choose 'new: <image> [scribbles]' in scribbles and paint background with 1" in str(caught.value)
     mask[mask == MAX_CLASSES + 1] = 0
-    check_class_ids(mask, "classes", 1, "new")  # 32 classes
+    check_scribble_ids(mask, "classes", 1, "new")  # 32 classes
     few = np.zeros((8, 8), np.uint16)
     few[0, 0], few[1, 1], few[2, 2] = 1, 200, 4000  # high ids, but three of them
-    check_class_ids(few, "classes", 1, "new")
+    check_scribble_ids(few, "classes", 1, "new")
