@@ -171,6 +171,21 @@ def test_predict_keeps_spacing_origin_and_affine(trained, tmp_path, capsys):
     np.testing.assert_allclose(p.affine, source.affine)
     u = read_volume(unc)
     assert u.data.shape == SHAPE and u.spacing == pytest.approx(source.spacing)
+    # trial 41: a 13-minute whole-volume prediction printed nothing into a log; a line per tenth now
+    tenths = re.findall(r"predicted (\d+) of (\d+) windows \((\d+)%\)", err)
+    assert tenths and tenths[-1][2] == "100" and tenths[-1][0] == tenths[-1][1], err
+    assert "predicts it block by block" not in err  # a small image gets no block-wise tip
+
+
+def test_a_large_image_predicted_whole_is_told_of_the_block_wise_output(trained, tmp_path, capsys, monkeypatch):
+    from napari_medml.cli import predict
+
+    monkeypatch.setattr(predict, "LARGE_IN_MEMORY", 1000)
+    code, _, err = run_cli(capsys, "predict", "--model", trained["bundle"], "--image", trained["image"],
+                           "--out", tmp_path / "p.nii.gz", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert (f"image '{trained['image']}' has 0 M voxels, predicted whole in memory (several GB): --out NAME.zarr "
+            "predicts it block by block") in err, err
 
 
 def test_predict_follows_the_plans_test_time_augmentation(trained, tmp_path, capsys):

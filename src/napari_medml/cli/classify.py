@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order, write_like
+from napari_medml.cli.common import bar_progress, UsageError, info, progress_bar, say_stored_order, write_like
 from napari_medml.cli.values import integer
 from napari_medml.cli.spacing_option import with_spacing
 
@@ -259,11 +259,7 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     instances = io.read_volume(args.instances).data if args.instances is not None else None
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress = bar_progress(bar, "classified", "samples")
         result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
                                      probability_map=args.probabilities is not None,
                                      name=f"image '{args.image}'")  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.cli.common import (
+    bar_progress,
     UsageError,
     check_derived_table,
     check_file_targets,
@@ -79,11 +80,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     config = InferConfig(**given(overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
                                  device=args.device))
     with progress_bar("window") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress = bar_progress(bar, "predicted", "windows")
         pred = model.predict(oriented.data, spacing=oriented.spacing, axes=vol.axes, config=config, params=params,
                              progress=progress)
     labels = oriented.back(pred.labels)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order
+from napari_medml.cli.common import bar_progress, UsageError, info, progress_bar, say_stored_order
 from napari_medml.cli.progress import stop_on_interrupt
 
 __all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks", "say_recipe"]
@@ -136,16 +136,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
     say_recipe(model, image.dtype)
     with progress_bar("window") as bar:
-        said = [0]
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-            tenth = 10 * done // max(total, 1)
-            if getattr(bar, "disable", True) and tenth > said[0]:  # a log, not a terminal: a line per tenth
-                said[0] = tenth
-                info(f"predicted {done} of {total} windows ({10 * tenth}%)")
-
+        progress = bar_progress(bar, "predicted", "windows")
         try:
             with stop_on_interrupt(stop := StopToken(), BLOCKS_KEPT):
                 result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
@@ -222,11 +213,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
          f"{labelling_memory(plan, halo) / 2**20:.0f} MiB per block); maps in "
          f"{', '.join(map(str, maps.values()))}")  # fmt: skip
     with progress_bar("step") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress = bar_progress(bar, "processed", "steps")
         try:
             with stop_on_interrupt(stop := StopToken(), BLOCKS_KEPT):
                 result = instances_to_zarr(model, vol, args.out, config=config, params=params, plan=plan,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.cli.common import (
+    bar_progress,
     DEVICES,
     FILE_TYPES,
     add_axes_option,
@@ -225,11 +226,7 @@ def write_byproducts(model: Any, vol: Any, dims: int, *, reconstruction: Path | 
     from napari_medml.io import GIVEN_ORDER_KEY
 
     with progress_bar("window") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+        progress = bar_progress(bar, "reconstructed", "windows")
         result = model.reconstruct(vol.data, spacing=spatial_spacing(vol, dims), axes=vol.axes,
                                    device=device, progress=progress, name=name)  # fmt: skip
     if result.note:  # an image unlike the pretraining images: its error map shows the contrast
