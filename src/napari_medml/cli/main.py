@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except NothingLearned as exc:
         return _fail(f"interrupted: {exc}", EXIT_INTERRUPTED)
-    except (KeyboardInterrupt, Cancelled):
-        return _fail("interrupted", EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, Cancelled) as exc:  # a block-wise run's says what it kept
+        return _fail(f"interrupted: {exc}" if isinstance(exc, Cancelled) and str(exc) else "interrupted",
+                     EXIT_INTERRUPTED)
     except BrokenPipeError as exc:
         if _stdout_closed():
             return EXIT_CLOSED_PIPE

@@ -142,10 +142,9 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
                 result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
                                          probabilities=args.probabilities, uncertainty=args.uncertainty,
                                          source=args.image, progress=progress, stop=stop)  # fmt: skip
-        except (KeyboardInterrupt, Cancelled):
-            info(f"interrupted: the finished blocks are kept in '{args.out}'; run the same command again "
-                 "to resume")  # fmt: skip
-            raise
+        except (KeyboardInterrupt, Cancelled):  # one line, as main() prints it (trial 41: two lines)
+            raise Cancelled(f"the finished blocks are kept in '{args.out}'; run the same command again to "
+                            "resume") from None
     if result.resumed:
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
@@ -220,9 +219,8 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
                                            halo=halo, spacing=spacing, maps=maps, progress=progress,
                                            stop=stop)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):
-            info(f"interrupted: the finished blocks are kept in '{args.out}' and its maps; run the same command "
-                 "again to resume")  # fmt: skip
-            raise
+            raise Cancelled(f"the finished blocks are kept in '{args.out}' and its maps; run the same command "
+                            "again to resume") from None
     if result.resumed:
         info(f"resumed: the network's maps of {result.resumed} of {plan.count} block(s) were already done")
     if result.grown:
