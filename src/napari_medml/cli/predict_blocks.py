@@ -136,7 +136,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
     info(f"block plan for {'x'.join(str(s) for s in plan.shape)} voxels: {plan.describe()}")
     say_recipe(model, image.dtype)
     with progress_bar("window") as bar:
-        progress = bar_progress(bar, "predicted", "windows")
+        progress = bar_progress(bar, "predicted", "windows", after_s=0.0)
         try:
             with stop_on_interrupt(stop := StopToken(), BLOCKS_KEPT):
                 result = predict_to_zarr(model, vol, args.out, config=config, plan=plan,
