@@ -150,9 +150,9 @@ def test_train_prints_epoch_lines(trained):
 
 
 def test_predict_keeps_spacing_origin_and_affine(trained, tmp_path, capsys, monkeypatch):
-    from napari_medml.cli import common
+    from napari_medml.cli import progress
 
-    monkeypatch.setattr(common, "LOG_AFTER_S", 0.0)  # a line per tenth from the start, as in a long run
+    monkeypatch.setattr(progress, "LOG_AFTER_S", 0.0)  # a line per tenth from the start, as in a long run
     out = tmp_path / "pred" / "ct_pred.nii.gz"
     probs, unc = tmp_path / "probs.nii.gz", tmp_path / "unc.tif"
     code, _, err = run_cli(capsys, "predict", "--model", trained["bundle"], "--image", trained["image"],
@@ -178,7 +178,7 @@ def test_predict_keeps_spacing_origin_and_affine(trained, tmp_path, capsys, monk
     tenths = re.findall(r"predicted (\d+) of (\d+) windows \((\d+)%\)", err)
     assert tenths and tenths[-1][2] == "100" and tenths[-1][0] == tenths[-1][1], err
     assert "predicts it block by block" not in err  # a small image gets no block-wise tip
-    monkeypatch.setattr(common, "LOG_AFTER_S", 60.0)  # a run shorter than that says no tenths
+    monkeypatch.setattr(progress, "LOG_AFTER_S", 60.0)  # a run shorter than that says no tenths
     code, _, err = run_cli(capsys, "predict", "--model", trained["bundle"], "--image", trained["image"],
                            "--out", tmp_path / "quiet.nii.gz", "--device", "cpu")  # fmt: skip
     assert code == 0 and "windows (" not in err, err

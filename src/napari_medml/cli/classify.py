@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import bar_progress, UsageError, info, progress_bar, say_stored_order, write_like
+from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order, write_like
+from napari_medml.cli.progress import bar_progress
 from napari_medml.cli.values import integer
 from napari_medml.cli.spacing_option import with_spacing
 

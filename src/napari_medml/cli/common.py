@@ -67,47 +67,6 @@ def progress_bar(unit: str) -> Any:
     return tqdm(total=None, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
-# a run that has lasted less than this prints no progress line into a log (a second's prediction
-# stays one line, or none); a block-wise prediction says every tenth
-LOG_AFTER_S = 10.0
-
-
-def bar_progress(bar: Any, verb: str, unit: str, after_s: float | None = None) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback that moves ``bar`` and, in a log (no terminal, so no
-    bar), prints a line at each tenth once the run has lasted ``after_s`` (trial 41: a 13-minute
-    prediction printed nothing).
-
-    Parameters
-    ----------
-    bar : tqdm or stand-in
-        From :func:`progress_bar`.
-    verb, unit : str
-        What is done to what, for the log lines: ``"predicted"``, ``"windows"`` make
-        ``predicted 40 of 400 windows (10%)``.
-    after_s : float, optional
-        Seconds before the first line; default :data:`LOG_AFTER_S`.
-
-    Returns
-    -------
-    callable
-        ``progress(done, total)``.
-    """
-    import time
-
-    said, start = [0], time.monotonic()
-    wait = LOG_AFTER_S if after_s is None else after_s
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        tenth = 10 * done // max(total, 1)
-        if getattr(bar, "disable", True) and tenth > said[0] and time.monotonic() - start >= wait:
-            said[0] = tenth
-            info(f"{verb} {done} of {total} {unit} ({10 * tenth}%)")
-
-    return progress
-
-
 class _NoBar:
     """The part of tqdm's interface the subcommands use, drawing no bar."""
 

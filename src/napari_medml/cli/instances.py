@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from napari_medml.cli.common import (
-    bar_progress,
     UsageError,
     check_derived_table,
     check_file_targets,
@@ -23,6 +22,7 @@ from napari_medml.cli.common import (
     write_like,
     write_output,
 )
+from napari_medml.cli.progress import bar_progress
 from napari_medml.cli.values import real
 
 __all__ = ["add_predict_options", "evaluate", "predict"]

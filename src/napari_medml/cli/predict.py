@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from napari_medml.cli.common import (
-    bar_progress,
     DEVICES,
     PROG,
     FILE_TYPES,
@@ -24,6 +23,7 @@ from napari_medml.cli.common import (
     write_like,
     write_output,
 )
+from napari_medml.cli.progress import bar_progress
 from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.values import integer, real
 from napari_medml.config import InferConfig

@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from napari_medml.cli.common import bar_progress, UsageError, info, progress_bar, say_stored_order
-from napari_medml.cli.progress import stop_on_interrupt
+from napari_medml.cli.common import UsageError, info, progress_bar, say_stored_order
+from napari_medml.cli.progress import bar_progress, stop_on_interrupt
 
 __all__ = ["check_targets", "read_image", "run_blocks", "run_instance_blocks", "say_recipe"]
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from napari_medml.cli.common import (
-    bar_progress,
     DEVICES,
     FILE_TYPES,
     add_axes_option,
@@ -25,6 +24,7 @@ from napari_medml.cli.common import (
     info,
     progress_bar,
 )
+from napari_medml.cli.progress import bar_progress
 from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.options import PRETRAIN_FIELDS, config_from_options
 from napari_medml.cli.values import integer, real

@@ -9,15 +9,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from pathlib import Path
 
-from napari_medml.cli.common import PROG, UsageError, progress_bar
+from napari_medml.cli.common import PROG, UsageError, info, progress_bar
 from napari_medml.cli.messages import flag_names
 
-__all__ = ["checkpoint_folder", "drive_training", "epoch_line", "resume_folder", "step_line", "stop_on_interrupt"]
+__all__ = ["LOG_AFTER_S", "bar_progress", "checkpoint_folder", "drive_training", "epoch_line", "resume_folder", "step_line", "stop_on_interrupt"]
 
 
 def checkpoint_folder(out: Path) -> Path:
@@ -190,3 +190,42 @@ def stop_on_interrupt(stop: Any, says: str = KEEPS_BEST) -> Iterator[None]:
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
+
+
+# a run that has lasted less than this prints no progress line into a log (a second's prediction
+# stays one line, or none); a block-wise prediction says every tenth
+LOG_AFTER_S = 10.0
+
+
+def bar_progress(bar: Any, verb: str, unit: str, after_s: float | None = None) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that moves ``bar`` and, in a log (no terminal, so no
+    bar), prints a line at each tenth once the run has lasted ``after_s`` (trial 41: a 13-minute
+    prediction printed nothing).
+
+    Parameters
+    ----------
+    bar : tqdm or stand-in
+        From :func:`progress_bar`.
+    verb, unit : str
+        What is done to what, for the log lines: ``"predicted"``, ``"windows"`` make
+        ``predicted 40 of 400 windows (10%)``.
+    after_s : float, optional
+        Seconds before the first line; default :data:`LOG_AFTER_S`.
+
+    Returns
+    -------
+    callable
+        ``progress(done, total)``.
+    """
+    said, start = [0], time.monotonic()
+    wait = LOG_AFTER_S if after_s is None else after_s
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        tenth = 10 * done // max(total, 1)
+        if getattr(bar, "disable", True) and tenth > said[0] and time.monotonic() - start >= wait:
+            said[0] = tenth
+            info(f"{verb} {done} of {total} {unit} ({10 * tenth}%)")
+
+    return progress
