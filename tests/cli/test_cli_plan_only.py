@@ -42,3 +42,39 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path) -> None:
                   "--classes", tmp_path / "classes.csv", "--out", tmp_path / "c", "--plan-only")
     assert refused.returncode == 2 and "(a classifier is not planned)" in refused.stderr, refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.csv", "image.npy", "labels.npy"]
+
+
+def test_plan_only_with_nproc_times_a_step_with_each_processs_threads(tmp_path, monkeypatch, capsys) -> None:
+    """Review 41: ``--plan-only --nproc 2`` timed a step with every core, while each of the
+    two processes trains with its share, so the printed step time was too short."""
+    import torch
+
+    import napari_medml.segmentation.planning as planning
+    from napari_medml.cli.main import main
+
+    s = touching_objects_2d(0, shape=(48, 96))
+    np.save(tmp_path / "image.npy", s.image.astype(np.float32))
+    np.save(tmp_path / "labels.npy", (s.labels > 0).astype(np.uint8))
+    seen: list[int] = []
+    real = planning.plan_run
+
+    def plan_run(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "plan_run", plan_run)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    before = torch.get_num_threads()
+    argv = [str(a) for a in ("train", "--image", tmp_path / "image.npy", "--labels", tmp_path / "labels.npy",
+                             "--device", "cpu", "--max-minutes", "1", "--out", tmp_path / "m", "--plan-only",
+                             "--nproc", "3")]
+    assert main(argv) == 0
+    assert seen == [2], seen  # 6 cores shared by 3 processes, as the launcher gives them
+    assert torch.get_num_threads() == before
+    err = capsys.readouterr().err
+    assert "--nproc 3: a step is timed with 2 CPU thread(s), as each process trains" in err, err
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's setting is what each process gets
+    assert main(argv) == 0
+    assert seen == [2, 1], seen

@@ -133,3 +133,47 @@ def test_plan_run_plans_an_ensemble_of_the_folds_from_real_arrays(monkeypatch):
     assert not made and kept.folds == unlimited.folds == 1
     assert kept.reasons[0] == "ensemble (folds): 1 (set by you)"
 
+
+
+def test_a_patch_set_larger_than_a_training_part_is_refused_before_a_step_is_timed(monkeypatch):
+    """Trial 41: a patch set larger than a fold's training part was refused at fold 1, after the
+    plan had timed a step and been drawn; an ensemble the plan only considers says why not."""
+    from napari_medml.errors import InputError
+    from napari_medml.samples import touching_objects_2d
+    from napari_medml.segmentation import step_time
+
+    s = touching_objects_2d(0, shape=(96, 160))
+    timed = []
+    real = step_time.measure_step
+
+    def measure_step(*args, **kwargs):
+        timed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_time, "measure_step", measure_step)
+    # 4 folds of the 160-voxel axis: fold 2 trains on pieces of 40 and 80 voxels
+    cfg = config(minutes=2.0, folds=4, patch_size=(64, 64))
+    with pytest.raises(InputError) as exc:
+        plan_run(s.image, s.labels > 0, cfg, spacing=s.spacing, keep=["data.folds", "data.patch_size"])
+    assert str(exc.value) == (
+        "the patch size set does not fit fold 2 of 4's training part: patch size (64, 64) is larger than the "
+        "training part of the image (96, 40): use a patch of at most (64, 40), or leave it out to choose one "
+        "automatically (fewer folds leave larger training parts)"), exc.value
+    assert not timed
+    # the patch suggested passes every fold (and is planned, with a step timed)
+    fit = plan_run(s.image, s.labels > 0, config(minutes=2.0, folds=4, patch_size=(64, 40)), spacing=s.spacing,
+                   keep=["data.folds", "data.patch_size"])
+    assert fit.patch_size == (64, 40) and fit.folds == 4 and timed
+    timed.clear()
+    assert not timed
+    # one model: 0.2 of the 160 voxels held out leaves 128
+    with pytest.raises(InputError, match=r"patch size \(96, 160\) is larger than the training part of the image"):
+        plan_run(s.image, s.labels > 0, config(minutes=2.0, patch_size=(96, 160)), spacing=s.spacing,
+                 keep=["data.patch_size"])
+    assert not timed
+    # the ensemble the plan weighs under a time limit: one model, and why
+    plan = plan_run(s.image, s.labels > 0, config(minutes=2.0, patch_size=(64, 64)), spacing=s.spacing,
+                    keep=["data.patch_size"])
+    assert plan.reasons[0] == ("ensemble (folds): 1 (one model: the patch size set does not fit fold 2 of 4's "
+                               "training part)"), plan.reasons[0]
+    assert plan.patch_size == (64, 64) and timed

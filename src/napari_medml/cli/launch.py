@@ -31,7 +31,8 @@ from typing import Any
 
 from napari_medml.cli.common import PROG, UsageError, info
 
-__all__ = ["STOP_FILE_ENV", "die_with_parent", "launch", "wants_launch", "watch_stop_file", "without_nproc"]
+__all__ = ["STOP_FILE_ENV", "die_with_parent", "launch", "threads_per_process", "wants_launch", "watch_stop_file",
+           "without_nproc"]
 
 STOP_FILE_ENV = "NAPARI_MEDML_STOP_FILE"
 POLL_S = 0.25
@@ -74,7 +75,7 @@ def launch(args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="napari-medml-launch-"))
     env = {**os.environ, STOP_FILE_ENV: str(folder / "stop")}
     # torchrun sets 1 thread per process (with a warning) when unset; share the cores instead
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env["OMP_NUM_THREADS"] = str(threads_per_process(nproc))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "napari_medml", *without_nproc(args.argv)]
     info(f"training in {nproc} processes (torchrun); Ctrl-C stops them all after the current step")
@@ -89,6 +90,15 @@ def launch(args: argparse.Namespace) -> int:
     if aborted:
         return EXIT_INTERRUPTED
     return 0 if code == 0 else EXIT_ERROR
+
+
+def threads_per_process(nproc: int) -> int:
+    """The CPU threads each of ``nproc`` training processes uses: ``OMP_NUM_THREADS`` when
+    set to a positive number, else the machine's cores shared out (at least 1)."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, (os.cpu_count() or 1) // nproc)
 
 
 def folder_held_elsewhere() -> bool:

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_medml.cli.messages import nothing_saved, stopped_line
     from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
     from napari_medml.cli.run_guard import hold_out_folder, inputs_digest
-    from napari_medml.cli.train import check_patch_option
+    from napari_medml.cli.values import check_patch_option
     from napari_medml.engine.reports import StopToken
     from napari_medml.errors import MedMLError
     from napari_medml.pretraining.task import fit_pretraining

@@ -17,7 +17,7 @@ from napari_medml.cli.messages import nothing_saved, saved_note, stopped_line, w
 from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.training_files import read_pairs
-from napari_medml.cli.values import integer, real
+from napari_medml.cli.values import check_patch_option, integer, real
 from napari_medml.config import (
     DataConfig,
     LossName,
@@ -337,8 +337,18 @@ def _plan(args: argparse.Namespace, config: Any, images: list, labels: list, spa
 
 def _plan_only(args: argparse.Namespace, images: list, labels: list, spacings: list, channel_axis: int | None,
                dims: int, groups: tuple[int, ...]) -> int:
-    """``--plan-only``: print the plan on stdout; nothing is trained, no folder is made."""
-    plan = _plan(args, _run_config(args, dims, groups), images, labels, spacings, channel_axis)
+    """``--plan-only``: print the plan on stdout; nothing is trained, no folder is made.
+
+    With ``--nproc N`` the step is timed with the threads each of the N processes gets.
+    """
+    from napari_medml.cli.launch import threads_per_process, wants_launch
+    from napari_medml.engine.devices import intra_op_threads
+
+    threads = threads_per_process(int(args.nproc)) if wants_launch(args) else None
+    if threads is not None:
+        info(f"--nproc {args.nproc}: a step is timed with {threads} CPU thread(s), as each process trains")
+    with intra_op_threads(threads):
+        plan = _plan(args, _run_config(args, dims, groups), images, labels, spacings, channel_axis)
     print(plan.describe())
     info("--plan-only: nothing was trained; the same command without --plan-only trains with this plan (timed "
          "again, so a busy machine may plan fewer steps); an option given keeps its value")
@@ -348,31 +358,6 @@ def _plan_only(args: argparse.Namespace, images: list, labels: list, spacings: l
 def _planned(args: argparse.Namespace) -> bool:
     """Whether the run is planned from the data and the time budget."""
     return not args.no_plan and not args.resume and args.task in ("segmentation", "instances")
-
-
-def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> list[int] | None:
-    """``--patch-size``: one number for every spatial axis (as the widgets take it) or one per
-    axis, each a multiple of ``2 ** (depth - 1)``; returns one number per axis (None: not given).
-
-    ``depth`` None: the plan chooses it, and takes a depth that divides the patch, down to
-    2 levels: each axis must then be even.
-    """
-    if not patch:
-        return patch
-    if len(patch) == 1:
-        patch = list(patch) * spatial_dims
-    if len(patch) != spatial_dims:
-        raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
-                         f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
-                         f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
-    divisor = 2 ** ((depth or 2) - 1)
-    if any(p % divisor for p in patch):
-        fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)
-        why = (f"2 ** (depth - 1) for --depth {depth}" if depth else
-               "the planned network halves each axis at least once")
-        raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} ({why}): "
-                         f"use --patch-size {fit}" + (", or a smaller --depth" if depth else ""))  # fmt: skip
-    return patch
 
 
 def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, None, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["integer", "real"]
+from napari_medml.cli.common import UsageError
+
+__all__ = ["check_patch_option", "integer", "real"]
 
 
 def integer(low: int, high: int | None = None) -> Any:
@@ -57,3 +59,28 @@ def real(low: float, high: float | None = None, *, low_open: bool = False, high_
 
     parse.__name__ = "real"
     return parse
+
+
+def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> list[int] | None:
+    """``--patch-size``: one number for every spatial axis (as the widgets take it) or one per
+    axis, each a multiple of ``2 ** (depth - 1)``; returns one number per axis (None: not given).
+
+    ``depth`` None: the plan chooses it, and takes a depth that divides the patch, down to
+    2 levels: each axis must then be even.
+    """
+    if not patch:
+        return patch
+    if len(patch) == 1:
+        patch = list(patch) * spatial_dims
+    if len(patch) != spatial_dims:
+        raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
+                         f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
+                         f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
+    divisor = 2 ** ((depth or 2) - 1)
+    if any(p % divisor for p in patch):
+        fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)
+        why = (f"2 ** (depth - 1) for --depth {depth}" if depth else
+               "the planned network halves each axis at least once")
+        raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} ({why}): "
+                         f"use --patch-size {fit}" + (", or a smaller --depth" if depth else ""))  # fmt: skip
+    return patch

@@ -108,8 +108,13 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
         else:
             train, val, _ = split.split_train_val(prepared, encoded, config.data.val_fraction,
                                                   groups=config.data.sample_groups)
+            parts = [(train, val)]
         train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
         fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
+        if "data.patch_size" in keep:  # refused before a step is timed, as the run would refuse it after
+            depth = make_plan(fp, config, device=device.type, keep=keep).depth  # untimed: the depth only
+            for k, part in enumerate(parts):
+                check_kept_patch([r.label.shape for r in part[0]], config, k, len(prepared) == 1, depth)
         return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer,
                          val_voxels=sum(r.label.size for r in val))
 
@@ -140,6 +145,50 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
         reasons += (f"norm layers: {config.model.norm} (the start model's)",)
     return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons,
                    norm=config.model.norm if "model.norm" in taken else None)
+
+
+def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold: int, single: bool,
+                     depth: int) -> None:
+    """Refuse a patch size the user set that the planned network does not fit in a training part.
+
+    Parameters
+    ----------
+    shapes : sequence of shapes
+        Spatial shapes (voxels) of the training part's regions: the run's, or fold
+        ``fold``'s when ``config.data.folds > 1``.
+    config : TrainConfig
+        ``data.patch_size`` (None: planned, nothing to check), folds and validation share.
+    fold : int
+        0-based fold, named in the message of an ensemble.
+    single : bool
+        One image (the message speaks of its training part).
+    depth : int
+        The planned network's levels (the patch may reach the smallest region padded to a
+        multiple of ``2 ** (depth - 1)``).
+
+    Raises
+    ------
+    InputError
+        The patch is larger than the smallest region padded to that multiple, as the run
+        would refuse it after planning.
+    """
+    from napari_medml.errors import InputError
+    from napari_medml.preprocessing.inputs import check_patch_size
+
+    patch = config.data.patch_size
+    if patch is None:
+        return
+    patch = tuple(int(p) for p in patch)
+    folds = config.data.folds
+    where = ("training part of the image" if single and (folds > 1 or config.data.val_fraction > 0)
+             else "smallest training image")
+    try:
+        check_patch_size(patch, shapes, 2 ** (depth - 1), depth, where)
+    except InputError as exc:
+        if folds > 1:
+            raise InputError(f"the patch size set does not fit fold {fold + 1} of {folds}'s training part: {exc} "
+                             "(fewer folds leave larger training parts)") from None
+        raise
 
 
 def take_start_architecture(config: TrainConfig, keep: Sequence[str] = ()) -> tuple[TrainConfig, list[str]]:
