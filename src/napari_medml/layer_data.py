@@ -106,7 +106,8 @@ def channel_volumes(volume: Volume) -> list[Volume]:
     -------
     list of Volume
         With a ``C`` axis after another axis (``TCZYX``, ``TCYX``) and not RGB or labels:
-        one ``(T, Z, Y, X)`` volume per channel, named ``"<name> [ch<k>]"`` (lazy data
+        one ``(T, Z, Y, X)`` volume per channel, named ``"<name> [<channel>]"`` (the file's
+        channel name, e.g. an OME-TIFF's ``DAPI``, or ``ch<k>``; lazy data
         stays lazy); otherwise ``[volume]``. A ``CZYX`` volume stays one: its results
         ``(Z, Y, X)`` line up with its last axes.
     """
@@ -117,10 +118,11 @@ def channel_volumes(volume: Volume) -> list[Volume]:
     if c <= 0 or volume.is_labels or volume.meta.get("rgb"):
         return [volume]
     keep = [i for i in range(len(axes)) if i != c]
+    names = io_axes.channel_names_of(volume) or [f"ch{k}" for k in range(volume.data.shape[c])]
     meta = {k: v for k, v in volume.meta.items() if k != io_axes.SINGLETONS_KEY}  # the file's, not a channel's
     return [replace(volume, data=volume.data[(slice(None),) * c + (k,)],
                     spacing=tuple(volume.spacing[i] for i in keep), origin=tuple(volume.origin[i] for i in keep),
-                    axes=axes.replace("C", ""), name=f"{volume.name} [ch{k}]", meta={**meta, "channel": k})
+                    axes=axes.replace("C", ""), name=f"{volume.name} [{names[k]}]", meta={**meta, "channel": k})
             for k in range(volume.data.shape[c])]
 
 

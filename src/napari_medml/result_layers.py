@@ -70,6 +70,7 @@ def result_layer_data(
     affine = None if spatial.affine is None else np.asarray(spatial.affine).tolist()
     metadata: dict[str, Any] = {AFFINE_KEY: affine}
     file_meta = dict(spatial.file_meta or {})  # unit, NIfTI codes: saved as the source would be
+    file_meta.pop(io_axes.CHANNEL_NAMES_KEY, None)  # a result's channels are classes, not the source's
     if spatial.stored_orientation:  # saved as NIfTI in the image file's own voxel order
         file_meta[STORED_ORIENTATION] = spatial.stored_orientation
     body = (source_axes or "")[: len(spatial.spacing)]  # an RGB colour axis has no spacing

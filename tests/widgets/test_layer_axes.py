@@ -175,3 +175,53 @@ def test_a_time_series_with_channels_opens_as_one_layer_per_channel(make_napari_
     assert result.ndim == layers[0].ndim == viewer.dims.ndim == 3
     np.testing.assert_allclose(result.scale, layers[0].scale)
     np.testing.assert_allclose(result.translate, layers[0].translate)
+
+
+def test_channels_open_and_save_under_the_names_the_file_gives_them(make_napari_viewer, tmp_path: Path) -> None:
+    """Trial 39: an OME-TIFF's channel names (DAPI, GFP) were dropped: its channel layers opened
+    as '[ch0]', '[ch1]', and a re-saved file had no names. An OME-Zarr's omero labels name them
+    too, and a result made on the image does not take the image's names for its class channels."""
+    from xml.etree import ElementTree
+
+    import zarr
+
+    from napari_medml.layer_data import FILE_META_KEY
+
+    data = (np.random.default_rng(5).random((3, 2, 4, 16, 16)) * 1000).astype(np.uint16)  # T C Z Y X
+    tifffile.imwrite(tmp_path / "movie.ome.tif", data, ome=True,
+                     metadata={"axes": "TCZYX", "Channel": {"Name": ["DAPI", "GFP"]}})
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "movie.ome.tif"), plugin=PLUGIN)
+    assert [layer.name for layer in layers] == ["movie [DAPI]", "movie [GFP]"]
+    np.testing.assert_array_equal(layers[1].data, data[:, 1])
+    # one layer with a channel axis keeps its names and saves them back (OME-TIFF and OME-Zarr)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", data[0], ome=True,
+                     metadata={"axes": "CZYX", "Channel": {"Name": ["DAPI", "GFP"]}})
+    (cells,) = viewer.open(str(tmp_path / "cells.ome.tif"), plugin=PLUGIN)
+    viewer.layers.selection = {cells}
+    viewer.layers.save(str(tmp_path / "saved.ome.tif"), selected=True, plugin=PLUGIN)
+    with tifffile.TiffFile(tmp_path / "saved.ome.tif") as tif:
+        names = [c.attrib["Name"] for c in ElementTree.fromstring(tif.ome_metadata).iter() if c.tag.endswith("Channel")]
+    assert names == ["DAPI", "GFP"]
+    viewer.layers.save(str(tmp_path / "saved.ome.zarr"), selected=True, plugin=PLUGIN)
+    assert zarr.open_group(str(tmp_path / "saved.ome.zarr"), mode="r").attrs["omero"] == {
+        "channels": [{"label": "DAPI"}, {"label": "GFP"}]}
+    again = viewer.open(str(tmp_path / "saved.ome.zarr"), plugin=PLUGIN)
+    assert again[0].metadata[FILE_META_KEY]["channel_names"] == ["DAPI", "GFP"]
+    # another tool's OME-Zarr: its omero labels name the channel layers of a time series
+    group = zarr.open_group(str(tmp_path / "other.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", data=data, chunks=(1, 1, 4, 16, 16))
+    group.attrs["multiscales"] = [{"version": "0.4", "datasets": [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0] * 5}]}], "axes": [{"name": a, "type": t} for a, t in zip(
+            "tczyx", ("time", "channel", "space", "space", "space"))]}]
+    group.attrs["omero"] = {"channels": [{"label": "nuclei"}, {"label": "membrane"}]}
+    assert [layer.name for layer in viewer.open(str(tmp_path / "other.ome.zarr"), plugin=PLUGIN)] == [
+        "other [nuclei]", "other [membrane]"]
+    # a result's channels are its classes: the image's names are not given to them
+    from napari_medml.layer_data import SpatialMeta
+    from napari_medml.result_layers import result_layer_data
+
+    meta = SpatialMeta((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None, None, dict(cells.metadata[FILE_META_KEY]))
+    _, kwargs, _ = result_layer_data(np.zeros((2, 4, 16, 16), np.float32), "cells", "probabilities", meta,
+                                     source_axes="CZYX")
+    assert "channel_names" not in kwargs["metadata"].get(FILE_META_KEY, {})

@@ -256,7 +256,7 @@ def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = N
         axes = plain if data.ndim == len(plain) else ("C" + plain)[-data.ndim:]
     spacing = placed_values(body, like.spacing, axes, 1.0)
     origin = placed_values(body, like.origin, axes, 0.0)
-    meta = {k: v for k, v in like.meta.items() if k != "rgb"}
+    meta = {k: v for k, v in like.meta.items() if k not in ("rgb", "channel_names")}  # channels: classes here
     # the input's length-1 axes go back, except channels: labels have none of their own
     singletons = [d for d in meta.get("singletons", []) if d[0] != "C" and d[0] not in axes]
     meta["singletons"] = singletons

@@ -32,11 +32,13 @@ from napari_medml.errors import InputError
 __all__ = [
     "AXES_HINT",
     "AXIS_LETTERS",
+    "CHANNEL_NAMES_KEY",
     "SINGLETONS_KEY",
     "Layout",
     "axes_from_labels",
     "axes_to_labels",
     "canonical_order",
+    "channel_names_of",
     "check_axes",
     "concrete_axes",
     "default_axes",
@@ -51,6 +53,7 @@ __all__ = [
 
 AXIS_LETTERS = "TCZYXQ"
 SINGLETONS_KEY = "singletons"  # Volume.meta key: the length-1 axes dropped on reading
+CHANNEL_NAMES_KEY = "channel_names"  # Volume.meta key: the file's names of its C axis's channels, in order
 _ORDER = {"T": 0, "Q": 0, "C": 1, "Z": 2, "Y": 3, "X": 4}
 _LABEL_NAMES = {"t": "T", "time": "T", "frame": "T", "frames": "T", "c": "C", "ch": "C",
                 "channel": "C", "channels": "C", "rgb": "C", "s": "C", "z": "Z", "depth": "Z",
@@ -346,3 +349,22 @@ def samples_phrase(axes: str, shape: Sequence[int], spatial_dims: int) -> str:
     count = int(np.prod([shape[i] for i in lead]))
     kinds = "/".join(("frame" if axes[i] == "T" else "slice") + ("s" if count != 1 else "") for i in lead)
     return f"{count} {kinds}"
+
+
+def channel_names_of(volume: Any, axes: str | None = None) -> list[str]:
+    """The names a file gave the channels of ``volume`` (OME ``Channel`` names, OME-Zarr
+    ``omero`` labels), or [] when it has no ``C`` axis or the names do not count its channels.
+
+    Parameters
+    ----------
+    volume : Volume
+        ``meta[CHANNEL_NAMES_KEY]`` holds the names as read.
+    axes : str, optional
+        The axes letters of ``volume.data`` (default ``volume.axes``).
+    """
+    axes = volume.axes if axes is None else axes
+    names = [str(n) for n in (volume.meta.get(CHANNEL_NAMES_KEY) or [])]
+    c = axes.find("C")
+    if c < 0 or c >= len(volume.data.shape) or len(names) != volume.data.shape[c]:
+        return []
+    return names

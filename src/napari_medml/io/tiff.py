@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.io import axes as io_axes
+from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
 from napari_medml.errors import InputError
 from napari_medml.io.memory import lazy_threshold
 from napari_medml.io.volume import Volume, canonical_unit, file_stem, length_factor
@@ -83,6 +84,7 @@ def _read_tiff(path: Path) -> Volume:
         offsets: dict[str, float] = {}
         unit = None
         is_labels = False
+        channel_names: list[str] = []
         if tif.is_imagej and tif.imagej_metadata is not None:
             ij = tif.imagej_metadata
             page = tif.pages.first
@@ -98,6 +100,7 @@ def _read_tiff(path: Path) -> Volume:
             _check_count(path, int(ij.get("images", 0) or 0), planes, "planes")
         elif tif.is_ome and tif.ome_metadata:
             sizes, offsets, unit = _ome_spatial(tif.ome_metadata)
+            channel_names = _ome_channel_names(tif.ome_metadata)
         elif tif.shaped_metadata:
             info = tif.shaped_metadata[0]
             _check_count(path, int(np.prod(info.get("shape", data.shape))), int(data.size), "values")
@@ -120,6 +123,8 @@ def _read_tiff(path: Path) -> Volume:
         meta["unit"] = unit
     if rgb:
         meta["rgb"] = True
+    if "C" in axes and len(channel_names) == data.shape[axes.index("C")]:
+        meta[CHANNEL_NAMES_KEY] = channel_names
     # what the file says of an axis it does not show (ImageJ's Z step of a stack it calls channels):
     # read_volume gives it to that axis when --axes names it, then drops this key
     meta[AXIS_SIZES_KEY] = {a: [float(sizes[a]), float(offsets.get(a, 0.0))] for a in "ZYX" if a in sizes}
@@ -247,6 +252,16 @@ def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | No
     return sizes, offsets, unit
 
 
+def _ome_channel_names(xml: str) -> list[str]:
+    """The OME ``Channel`` names of the first image, in order ([] when any is missing or blank)."""
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return []
+    names = [el.attrib.get("Name", "").strip() for el in pixels if el.tag.endswith("Channel")]
+    return names if all(names) else []
+
+
 def write_tiff(path: Path, volume: Volume) -> None:
     import tifffile
 
@@ -296,6 +311,9 @@ def write_tiff(path: Path, volume: Volume) -> None:
             ome[f"PhysicalSize{ax}Unit"] = ome_unit
         if "T" in axes:
             ome["TimeIncrement"] = size["T"]
+        names = channel_names_of(volume, axes)
+        if names:
+            ome["Channel"] = {"Name": names}
         # one Plane per 2D plane; Z is the axis just before Y, X (canonical order), so it
         # cycles fastest
         index = np.arange(int(np.prod(data.shape[: ndim - 2])))

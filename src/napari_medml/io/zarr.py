@@ -140,6 +140,10 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
     ours = dict(attrs.get(ATTRS_KEY) or {})
     info["affine"] = ours.get("affine")
     info["meta"] = dict(ours.get("meta") or {})
+    omero = attrs.get("omero") or (attrs.get("ome") or {}).get("omero") or {}  # NGFF 0.4, 0.5
+    labels = [str(c.get("label") or "").strip() for c in omero.get("channels") or [] if isinstance(c, dict)]
+    if labels and all(labels):  # another tool's channel names (ours ride in meta)
+        info["meta"].setdefault(io_axes.CHANNEL_NAMES_KEY, labels)
     info["is_labels"] = bool(ours.get("labels")) or "image-label" in attrs or "image-label" in (attrs.get("ome") or {})
     multi = _multiscales(attrs)
     if multi is None:
@@ -331,6 +335,9 @@ def create_ome_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes:
                          "datasets": [{"path": "0", "coordinateTransformations": transforms}]}],
         ATTRS_KEY: ours,
     })  # fmt: skip
+    names = [str(n) for n in (meta or {}).get(io_axes.CHANNEL_NAMES_KEY) or []]
+    if "C" in axes and len(names) == shape[axes.index("C")]:  # other viewers name the channels from it
+        group.attrs["omero"] = {"channels": [{"label": n} for n in names]}
     if version3:
         return group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                                   chunk_key_encoding={"name": "v2", "separator": "/"})  # fmt: skip
