@@ -124,3 +124,22 @@ def test_accept_is_told_when_the_network_lags_the_answer_on_screen() -> None:
     assert network_note({"features": 0.9, "network": 0.87}, "features") is None
     assert network_note({"features": 1.0, "network": 0.5}, "network") is None
     assert network_note({"features": 1.0}, "features") is None  # the network not scored yet
+
+
+def test_the_ensemble_stays_on_screen_until_the_strokes_change():
+    """Trial 42: every new network snapshot is scored again, and a lead near the bar put the
+    forest and the ensemble on screen by turns every few seconds while nobody painted (Dice
+    0.79, 0.84, 0.79, 0.83). The choice holds until the strokes change."""
+    stages = [SimpleNamespace(name=n, model=lambda: SimpleNamespace(eligible=True))
+              for n in ("features", "network", "ensemble")]
+    worker = SessionWorker()
+    worker._stages, worker._features = stages, SimpleNamespace(evicting=False)
+    worker._scores, worker._processed = {"features": 0.5, "network": 0.8}, 3
+    worker._leads = {3: 0.3}
+    assert worker._best_stage().name == "ensemble"
+    worker._scores, worker._leads = {"features": 0.5, "network": 0.6}, {3: 0.1}  # a later snapshot, same strokes
+    assert worker._best_stage().name == "ensemble"
+    worker._processed, worker._leads = 4, {3: 0.1, 4: 0.1}  # new strokes: decided again
+    assert worker._best_stage().name == "features"
+    worker._leads = {3: 0.1, 4: 0.1, 5: 0.2}
+    assert worker._best_stage().name == "features"
