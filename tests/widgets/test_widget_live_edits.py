@@ -143,6 +143,10 @@ def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
     assert tuple(scribbles.scale) == (3, 1, 1) and tuple(viewer.layers["ct [live]"].scale) == (3, 1, 1)
     assert tuple(scribbles.translate) == (2, 0, 0)
     np.testing.assert_array_equal(scribbles.data, painted)  # the strokes are kept
+    # trial 42: stopped, the image set back to its voxel size left the strokes off it
+    layer.scale, layer.translate = (1, 1, 1), (0, 0, 0)
+    assert tuple(scribbles.scale) == (1, 1, 1) and tuple(scribbles.translate) == (0, 0, 0)
+    layer.scale, layer.translate = (3, 1, 1), (2, 0, 0)
     widget["start"].changed.emit(True)  # again, with the new spacing
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     assert tuple(widget.session.spacing) == (3.0, 1.0, 1.0)
@@ -300,10 +304,20 @@ def test_new_pixels_stop_with_a_reason_and_a_reopened_widget_goes_on_with_the_st
     qtbot.waitUntil(lambda: again.session.stroke_counts == {BACKGROUND: 1, 1: 1}, timeout=30000)
     _stop(again, qtbot)
     assert "ct [scribbles]" in viewer.layers  # Stop leaves the user's strokes, painted or not
-    # review 37: strokes of the image at another scale are not taken (they were, and Start was refused)
+    # review 37: strokes of the image left at another scale were taken, then Start was refused; trial 42:
+    # then a reopened widget made an empty '[1]' without a word. They go back on the image, and it says so
+    viewer.window.remove_dock_widget(again.native)
     layer.scale = (3, 1, 1)
-    again["scribbles"].value = again["scribbles"].choices[0]  # "new: <image> [scribbles]"
-    again["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: again.session is not None, timeout=60000)
-    assert again["scribbles"].value is not scribbles and tuple(again["scribbles"].value.scale) == (3, 1, 1)
-    _stop(again, qtbot)
+    scribbles.scale = (1, 1, 1)  # left where the image lay (as before the scribbles followed it when stopped)
+    third = open_widget(viewer, "live")
+    third["images"].value = [layer]
+    third["background"].value = BACKGROUND
+    third["network"].value = False
+    third["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: third.session is not None, timeout=60000)
+    assert third["scribbles"].value is scribbles and tuple(scribbles.scale) == (3, 1, 1)
+    assert [l.name for l in viewer.layers if "scribbles" in l.name] == ["ct [scribbles]"]
+    np.testing.assert_array_equal(scribbles.data, painted)
+    assert any(n.message.startswith("Live segmentation: 'ct [scribbles]' lay off 'ct' (") and n.message.endswith(
+        "): it is back on the image, each stroke on the voxel it was painted on") for n in notes), notes[-1].message
+    _stop(third, qtbot)

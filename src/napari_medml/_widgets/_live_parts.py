@@ -19,9 +19,10 @@ from napari_medml.layer_data import PLUGIN_MARK, is_generated
 from napari_medml.result_layers import result_layer_data
 from napari_medml.segmentation.split import axis_phrase
 
-__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
+__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "Follower", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
            "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "scribbles_for",
-           "session_status", "show_uncertainty", "slice_axis", "status_lines", "viewer_closing", "visible_slice"]
+           "session_status", "show_uncertainty", "slice_axis", "status_lines", "user_labels", "viewer_closing",
+           "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -92,16 +93,64 @@ def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) ->
     for layer in viewer.layers:
         if (layer.name == kwargs["name"] and isinstance(layer, napari.layers.Labels)
                 and tuple(layer.data.shape) == tuple(shape) and not is_generated(layer.metadata)):
-            try:  # only where it lies on the image (review 37: one on another scale was taken, then refused)
+            try:  # review 37: one on another scale was taken, then refused
                 check_on_image(layer, image)
-            except InputError:
-                continue
+            except InputError as exc:
+                # the image's own strokes, left where the image lay when a closed widget stopped following
+                # it (trial 42: a reopened widget made an empty '[1]' without a word): back on its voxels
+                layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
+                place_like(layer, image)
+                from napari.utils.notifications import show_info
+
+                show_info(f"Live segmentation: '{layer.name}' lay off '{image.name}' "
+                          f"({str(exc).split('(', 1)[1].split('): ')[0]}): it is back on the image, each stroke "
+                          "on the voxel it was painted on")
             return layer, False
     # the user's painting: not a plugin result that a re-run may replace
     kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
     scribbles = napari.layers.Layer.create(data, kwargs, kind)
     place_like(scribbles, image)  # the brush paints the voxels under it
     return viewer.add_layer(scribbles), True
+
+
+def user_labels(viewer: Any) -> list[tuple[str, Any]]:
+    """``(name, layer)`` of the viewer's Labels layers that are not a plugin's results: the
+    scribbles a session may take."""
+    import napari
+
+    return [(layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, napari.layers.Labels) and not is_generated(layer.metadata)]
+
+
+class Follower:
+    """Keeps the scribbles layer Start made where its image lies, with or without a session:
+    after Stop, an image given a new voxel size left the strokes off it (trial 42)."""
+
+    def __init__(self) -> None:
+        self._events: list = []
+        self._layer: Any = None
+        self._inputs: Any = None
+        self._axes = ""
+
+    def follow(self, layer: Any, inputs: Any, axes: str) -> None:
+        """Follow ``inputs.layer``'s placement with ``layer`` (the one before is let go)."""
+        from napari_medml._widgets._placement import placement_events
+
+        self.stop()
+        self._layer, self._inputs, self._axes = layer, inputs, axes
+        self._events = list(placement_events(inputs.layer))
+        for event in self._events:
+            event.connect(self._moved)
+
+    def _moved(self, *_: Any) -> None:
+        with contextlib.suppress(RuntimeError, ValueError):  # a layer half-removed as the viewer closes
+            place_on_image(self._layer, self._inputs, self._axes)
+
+    def stop(self) -> None:
+        """Follow nothing."""
+        for event in self._events:
+            event.disconnect(self._moved)
+        self._events, self._layer, self._inputs = [], None, None
 
 
 def disconnect(layers: dict, painted: Any, moved: Any) -> None:

@@ -29,11 +29,11 @@ from qtpy.QtCore import QTimer
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, OnClose, SentAnswers,
+from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, Follower, OnClose, SentAnswers,
                                                add_live_model, brush_kept, check_live_input, check_scribbles_shape,
-                                               clear_answer, disconnect,
-                                               draw_answer, go_to, place_on_image, scribbles_for, session_status,
-                                               slice_axis, status_lines, viewer_closing, visible_slice)
+                                               clear_answer, disconnect, draw_answer, go_to, place_on_image,
+                                               scribbles_for, session_status, slice_axis, status_lines,
+                                               user_labels, viewer_closing, visible_slice)
 from napari_medml._widgets._placement import placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
@@ -60,7 +60,8 @@ class LiveWidget(DockForm):
         w["images"] = Select(choices=lambda _: [(l.name, l) for l in viewer.layers
                                                 if isinstance(l, napari.layers.Image)],
                              label="image(s)", tooltip="Several co-registered layers are the channels.")
-        w["scribbles"] = ComboBox(choices=self._scribble_choices, label="scribbles",
+        w["scribbles"] = ComboBox(choices=lambda _: [(NEW_SCRIBBLES, NEW_SCRIBBLES), *user_labels(viewer)],
+                                  label="scribbles",
                                   tooltip="Paint here with napari's brush; 0 (eraser) = unpainted.")
         w["background"] = SpinBox(value=1, min=1, max=2**31 - 1, label="background id",
                                   tooltip="The painted id meaning background; other ids are classes.")
@@ -81,8 +82,9 @@ class LiveWidget(DockForm):
         self._inputs: Any = None
         self._axes = ""  # the shown image layer's own axes: where results lie (not the stacked channels')
         self._layers: dict[str, Any] = {}
-        self._made: Any = None  # the scribbles layer Start made (it follows the image's placement)
-        self._made_for: Any = None  # the image layer it was made for
+        self._made: Any = None  # the scribbles layer Start made, and the image layer it was made for:
+        self._made_for: Any = None  # the follower keeps it where the image lies
+        self._follower = Follower()
         self._pushed: np.ndarray | None = None  # the scribbles last handed to the session
         self._whole_behind = False  # strokes came since the last answer for the whole image
         self._sent = SentAnswers()  # what the display job drew last: an equal answer is not drawn again
@@ -109,11 +111,6 @@ class LiveWidget(DockForm):
 
     def __getitem__(self, key: Any) -> Any:
         return self._w[key] if isinstance(key, str) and key in self._w else super().__getitem__(key)
-
-    def _scribble_choices(self, _: Any = None) -> list:
-        layers = [(l.name, l) for l in self._viewer.layers
-                  if isinstance(l, napari.layers.Labels) and not is_generated(l.metadata)]
-        return [(NEW_SCRIBBLES, NEW_SCRIBBLES), *layers]
 
     # -- start and stop ------------------------------------------------------------------
 
@@ -144,8 +141,9 @@ class LiveWidget(DockForm):
         from napari_medml.segmentation.label_values import check_scribble_ids  # numpy only (the GUI thread)
 
         check_scribble_ids(scribbles.data, scribbles.name, self._w["background"].value, NEW_SCRIBBLES)
-        if scribbles is self._made:  # ours: it lies where the image lies now
+        if scribbles is self._made:  # ours: it lies where the image lies now, and follows it
             place_on_image(scribbles, inputs, axes)
+            self._follower.follow(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over
             check_on_image(scribbles, inputs.layer)
         scribbles.mode = "paint"
@@ -182,6 +180,7 @@ class LiveWidget(DockForm):
             self._timer.stop()
         for runner in (self.runner, self.tasks):
             runner.detach()
+        self._follower.stop()
 
     def _stopped(self) -> None:
         scribbles = self._layers.get("scribbles")
@@ -189,6 +188,7 @@ class LiveWidget(DockForm):
         self._timer.stop()
         if self.session is None and scribbles is not None and scribbles is self._made and not scribbles.data.any():
             self._made = None  # no session came (a refused image): the empty layer Start made goes too
+            self._follower.stop()
             if scribbles in self._viewer.layers:
                 self._viewer.layers.remove(scribbles)
         self.session, self._layers, self._pushed = None, {}, None
@@ -223,12 +223,10 @@ class LiveWidget(DockForm):
         if image is None or getattr(event, "type", None) == "data":  # new pixels: the features are of the old ones
             return None if image is None else self._stop_because(
                 f"image '{getattr(event.source, 'name', image.name)}' has new data; press Start to segment it")
-        ours = scribbles is not None and scribbles is self._made
+        ours = scribbles is not None and scribbles is self._made  # placed by the follower
         answer = self._layers.get("live")
-        for layer in (scribbles if ours else None, answer if answer is not None and is_generated(answer.metadata)
-                      else None):
-            if layer is not None and layer in self._viewer.layers:
-                place_on_image(layer, self._inputs, self._axes)
+        if answer is not None and is_generated(answer.metadata) and answer in self._viewer.layers:
+            place_on_image(answer, self._inputs, self._axes)
         fix = ("the scribbles follow it and keep their strokes" if ours else
                f"set the scale and translate of '{getattr(scribbles, 'name', 'the scribbles')}' to the image's")
         self._stop_because(f"image '{image.name}' has a new voxel size or position ({fix}); press Start to "
