@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_medml.config import ClassLevel
+from napari_medml.classification.class_files import read_class_csv
 from napari_medml.errors import InputError
 
 __all__ = [
@@ -193,96 +193,6 @@ def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
 
 
 # --- image level -------------------------------------------------------------------
-
-
-def read_class_csv(path: str | Path, n_samples: int, *,
-                   class_names: Mapping[int, str] | None = None) -> np.ndarray:
-    """Read one class per sample from a CSV file.
-
-    One row per sample; an optional header row; the class is the last column. A first
-    column that numbers the samples (0..N-1 or 1..N, each once) puts each class on its
-    sample whatever the row order (``index,class`` files); otherwise rows are in stack
-    order. An empty cell or 0 means unknown.
-    Class names are accepted when ``class_names`` maps them to ids.
-
-    Parameters
-    ----------
-    path : str or Path
-        The CSV file.
-    n_samples : int
-        Samples in the stack; the file must have exactly this many rows.
-    class_names : mapping, optional
-        Class id -> name, to read names as ids.
-
-    Returns
-    -------
-    np.ndarray
-        int64 ``(n_samples,)``, 0 = unknown.
-    """
-    path = Path(path)
-    from napari_medml.io.text_tables import read_csv_rows
-
-    rows = read_csv_rows(path, "class file")
-    trimmed = list(rows)
-    while trimmed and not any(cell.strip() for cell in trimmed[-1]):
-        trimmed.pop()  # trailing blank lines, unless they are the missing rows
-    if len(rows) != n_samples:
-        rows = trimmed
-    by_name = {str(v).strip().lower(): int(k) for k, v in (class_names or {}).items()}
-
-    def parse(cell: str, line: int) -> int:
-        cell = cell.strip()
-        if cell == "":
-            return 0
-        try:
-            value = float(cell)
-        except ValueError:
-            if cell.lower() in by_name:
-                return by_name[cell.lower()]
-            raise InputError(
-                f"class file '{path.name}' line {line}: {cell!r} is not a class id"
-                + (f" or one of the names {sorted(by_name)}" if by_name else "")
-                + ": write integer class ids (1, 2, ...; empty or 0 = unknown), one per sample"
-            ) from None
-        if value != int(value) or value < 0:
-            raise InputError(f"class file '{path.name}' line {line}: class {cell!r} must be an integer >= 0")
-        return int(value)
-
-    cells = [(row[-1] if row else "") for row in rows]
-    start = 0
-    if cells:
-        try:
-            parse(cells[0], 1)
-        except InputError:
-            start = 1  # a header row
-    values = [parse(c, i + 1 + start) for i, c in enumerate(cells[start:])]
-    order = _sample_order([row[0] if len(row) > 1 else "" for row in rows[start:]], len(values))
-    if order is not None:  # an index column (0..N-1 or 1..N, any row order): each class to its sample
-        placed = [0] * len(values)
-        for sample, value in zip(order, values):
-            placed[sample] = value
-        values = placed
-    if len(values) != n_samples:
-        raise InputError(
-            f"class file '{path.name}' has {len(values)} class rows but the stack has {n_samples} "
-            f"samples: give one row per sample (empty or 0 = unknown)"
-        )
-    return np.asarray(values, dtype=np.int64)
-
-
-def _sample_order(first: Sequence[str], n: int) -> list[int] | None:
-    """The sample each row is for, when the first column numbers the samples 0..n-1 or 1..n
-    (each once, in any order); None otherwise (rows are in stack order)."""
-    try:
-        numbers = [int(float(cell)) for cell in first]
-    except ValueError:
-        return None
-    if len(numbers) != n or not n:
-        return None
-    for base in (0, 1):
-        if sorted(numbers) == list(range(base, n + base)):
-            return [k - base for k in numbers]
-    return None
 
 
 def stack_dims(shape: Sequence[int], channel_axis: int | None = None, spatial_dims: int | None = None,
