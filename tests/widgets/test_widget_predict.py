@@ -109,14 +109,16 @@ def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
 
 def test_two_bundles_in_folders_of_one_name_are_both_kept(setup, qtbot, tmp_path):
     """Trial 36: bundles loaded from a/model and b/model were both 'model'; the second replaced
-    the first in the model list without a word."""
+    the first in the model list without a word. Trial 42: after the first ran, 'model' showed its
+    session copy, and a second folder chosen was ignored (the first model ran again)."""
     import shutil
 
     viewer, widget, ct, seg = setup
     other = shutil.copytree(widget["bundle"].value, tmp_path / "other" / "phantom model")
     _predict(widget, qtbot)
-    widget["model"].value = BUNDLE_CHOICE
-    widget["bundle"].value = other
+    assert widget["model"].value == "phantom model"  # the session's copy of the folder's model
+    widget["bundle"].value = other  # only the folder, as a user chooses it
+    assert widget["model"].value == BUNDLE_CHOICE
     _predict(widget, qtbot)
     models = session_for(viewer).models
     assert {"phantom model", "other/phantom model"} <= set(models)

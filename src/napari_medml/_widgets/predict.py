@@ -92,7 +92,7 @@ class PredictWidget(DockForm):
             w[key].changed.connect(self.update_instances)
         self._session.on_model_added(self._model_added)
         w["model"].changed.connect(self._follow_plan)
-        w["bundle"].changed.connect(self._follow_plan)
+        w["bundle"].changed.connect(self._bundle_chosen)
         self._follow_plan()  # a session model chosen already (trained before this widget opened)
 
     def __getitem__(self, key: Any) -> Any:
@@ -103,6 +103,14 @@ class PredictWidget(DockForm):
         if name in self._w["model"].choices:  # a pretrained model is not listed
             self._w["model"].value = name
             self._follow_plan()  # the same name again (a new run) changes no value
+
+    def _bundle_chosen(self, *_: Any) -> None:
+        """A folder chosen is the model to run (trial 42: once a bundle had run, 'model' showed its
+        session copy, and the next folder chosen was ignored without a word)."""
+        if str(self._w["bundle"].value) not in ("", ".") and self._w["model"].value != BUNDLE_CHOICE:
+            self._w["model"].value = BUNDLE_CHOICE  # its change follows the plan
+        else:
+            self._follow_plan()
 
     def _follow_plan(self, *_: Any) -> None:
         """The test-time augmentation box takes the chosen model's plan (off without one), and the
