@@ -165,15 +165,20 @@ def test_errors_are_notifications(setup, qtbot, notes, tmp_path) -> None:
     (tmp_path / "classes.csv").write_text("1\n2\n")
     widget["csv"].value = tmp_path / "classes.csv"
     widget["start"].changed.emit(True)
+    # trial 42: with painted classes it said "spatial_dims 1 is not one of 2, 3"
+    widget["source"].value = widget["source"].choices[0]
+    widget["classes"].value = viewer.add_labels(np.ones((64, 48), np.uint8), name="flat classes")
+    widget["start"].changed.emit(True)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
-    assert len(errors) == 4, errors
+    assert len(errors) == 5, errors
+    assert errors[4] == errors[3]
     assert "only class 1" in errors[0] and "two" in errors[0]
     assert "instance labels" in errors[1]
     assert "tile size" in errors[2]
     assert errors[3] == ("Classification: image 'flat' has shape (64, 48): image-level classification needs a stack "
                          "whose first axis is the sample, (N, Y, X) or (N, Z, Y, X); a single 2D image has no "
                          "sample axis - stack the images, or use tile or object classification")
-    assert [layer.name for layer in viewer.layers] == [*before, "one class", "flat"]
+    assert [layer.name for layer in viewer.layers] == [*before, "one class", "flat", "flat classes"]
     assert widget.classifier is None
 
 

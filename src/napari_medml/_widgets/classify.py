@@ -49,6 +49,7 @@ from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._run_controls import run_controls, started_line
 from napari_medml._widgets._session import session_for
 from napari_medml._widgets.plots import ConfusionMatrixPlot, RocPlot, TrainingPlot
+from napari_medml.classification.data import read_class_csv, stack_dims
 from napari_medml.config import (
     SIZED_CLASSIFIERS,
     ClassifierLoss,
@@ -211,6 +212,8 @@ class ClassifyWidget(DockForm):
         layer, image, axis = self._image()
         out: dict[str, Any] = {"layer": layer, "image": image, "channel_axis": axis, "instances": None,
                                "labels": None, "classes": None, "level": level, "class_names": None}
+        if level == "image":  # its first axis is the samples (trial 42: a 2D image said "spatial_dims 1")
+            stack_dims(image.shape, axis, name=f"image '{layer.name}'")
         if level == "object":
             instances = require(w["instances"].value, napari.layers.Labels, "the instance labels (one id per object)")
             check_on_image(instances, layer)
@@ -221,9 +224,6 @@ class ClassifyWidget(DockForm):
                 rows = "one row per sample" if level == "image" else "object id and class rows"
                 raise InputError(f"choose the class CSV file ({rows}), or paint the classes")
             if level == "image":
-                from napari_medml.classification.data import read_class_csv, stack_dims
-
-                stack_dims(image.shape, axis, name=f"image '{layer.name}'")  # its first axis is the sample
                 out["classes"] = read_class_csv(Path(path), image.shape[0])
             else:
                 from napari_medml.classification.object_classes import object_class_labels
