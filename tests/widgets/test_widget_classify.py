@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -460,3 +461,17 @@ def test_a_multichannel_file_classifies_with_its_channels_as_the_command_line_do
     result = viewer.layers["two [classes]"]
     assert result.data.shape == (64, 64) and tuple(result.scale) == (0.5, 0.5)
     assert viewer.layers["two [class probabilities]"].data.shape[-2:] == (64, 64)
+
+
+def test_early_stopping_is_said_with_the_result(setup, qtbot) -> None:
+    """Trial 42: a run that stopped early at epoch 10 of 30 said only '240 images classified'
+    (the command line prints the reason)."""
+    viewer, widget, _, _ = setup
+    widget["epochs"].value, widget["steps"].value, widget["patience"].value = 30, 1, 1
+    widget["lr"].value = 1e-6  # nothing improves: the run stops at its second epoch
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    status = widget["status"].value
+    assert "classified" in status and status.endswith(")"), status
+    assert re.search(r" \(early stopping: no improvement for 1 epoch\w* \(best epoch 1\)\)$", status), status
+    assert len(widget.classifier.history) == 2

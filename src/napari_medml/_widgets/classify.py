@@ -147,6 +147,7 @@ class ClassifyWidget(DockForm):
         w["save_table"] = PushButton(text="save table (CSV)")
         session_for(viewer).attach(self.native)  # the session's temp folder goes with the viewer
         self._last_run: dict[str, Any] | None = None  # what Resume continues
+        self._early = ""  # the run's early-stopping line, said with its result
         self.extend([*w.values(), self.runner.progress])
         self.plot = TrainingPlot(metric="accuracy")
         self.confusion = ConfusionMatrixPlot()
@@ -251,7 +252,7 @@ class ClassifyWidget(DockForm):
         bundle = str(self._w["bundle"].value) if str(self._w["bundle"].value) not in ("", ".") else None
         for canvas in (self.plot, self.confusion, self.roc):
             canvas.clear()
-        self._w["metrics"].value = ""
+        self._w["metrics"].value, self._early = "", ""
         self._last_run = {"inputs": inp, "dims": dims, "params": {"input_size": size, "tile_size": tile,
                                                                      "box": self._w["box"].value},
                           "form": form, "config": form, "bundle": bundle}
@@ -259,11 +260,8 @@ class ClassifyWidget(DockForm):
 
     @notify_errors("Classification")
     def resume(self, *_: Any) -> None:
-        """Continue the last run (stopped, or failed) from its ``last`` checkpoint.
-
-        The run keeps its samples and settings; form fields that shape the network must
-        not have changed since (one error line says which did).
-        """
+        """Continue the last run (stopped, or failed) from its ``last`` checkpoint: it keeps its samples
+        and settings; form fields that shape the network must not have changed since (one line says which did)."""
         run = self._last_run
         folder = self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["dims"], run["inputs"]["class_names"]))
         self._start_job(run, resume_from=folder)
@@ -294,17 +292,18 @@ class ClassifyWidget(DockForm):
         def done(result: tuple[Any, Any]) -> None:
             stopped = bool(self.runner.token is not None and self.runner.token.stopped)
             checkpoints.result(stopped)
-            self.show(*result, inp["layer"], inp["instances"])
-            if stopped:
-                self._w["status"].value += " (stopped: Resume continues the run)"
+            self.show(*result, inp["layer"], inp["instances"])  # trial 42: early stopping was said only in the run
+            ended = " (stopped: Resume continues the run)" if stopped else f" ({self._early})" if self._early else ""
+            self._w["status"].value += ended
 
         checkpoints.running()
         if self.runner.start(job, on_report=self._on_report, on_result=done, on_done=checkpoints.done) is not None:
             self._w["status"].value = started_line(resume_from is not None, "samples")
 
     def _on_report(self, report: Any) -> None:
-        if getattr(report, "message", ""):  # the split, and what a start bundle gave
+        if getattr(report, "message", ""):  # the split, what a start bundle gave, early stopping (kept)
             self._w["status"].value = report.message.replace("\n", "; ")
+            self._early = next((m for m in report.message.splitlines() if m.startswith("early stopping")), self._early)
         self.plot.add(report)
         full = getattr(report, "val_report", None)
         if full:
