@@ -46,6 +46,9 @@ class PredictionTable:
         The classifier's classes, in the table's column order.
     class_names : dict
         Class id -> name, from a ``class_name`` column when the table has one, else empty.
+    parts : tuple of str
+        Per row, what the classifier did with it (``training``, ``validation``, ``unlabelled``:
+        the Classify widget's and ``predict``'s ``part`` column); empty without that column.
     """
 
     key: str
@@ -54,6 +57,7 @@ class PredictionTable:
     proba: np.ndarray
     class_ids: tuple[int, ...]
     class_names: Mapping[int, str] = field(default_factory=dict, hash=False)
+    parts: tuple[str, ...] = ()  # per row, the table's 'part' column (training, validation, unlabelled)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,9 @@ def read_prediction_table(path: str | Path) -> PredictionTable:
         proba.append([_number(row[k], where, fix, probability=True) for k, _ in prob_columns])
         if "class_name" in at and row[at["class_name"]]:
             names[classes[-1]] = row[at["class_name"]]
+    parts = tuple(row[at["part"]].strip() for row in body) if "part" in at else ()
     table = PredictionTable(key, np.asarray(keys, np.int64), np.asarray(classes, np.int64),
-                            np.asarray(proba, np.float64).reshape(len(body), len(class_ids)), class_ids, names)
+                            np.asarray(proba, np.float64).reshape(len(body), len(class_ids)), class_ids, names, parts)
     _check_unique(table.keys, key, f"prediction '{path}'")
     strange = sorted(set(table.classes.tolist()) - set(class_ids))
     if strange:
@@ -330,6 +335,14 @@ def score_table(table: PredictionTable, truth_keys: np.ndarray, truth_classes: n
     note = absent_classes_note(ids, prf, pred, key)
     if note:
         notes.append(note)
+    if table.parts:  # trial 42: rows the model learned from were scored without a word
+        seen = np.isin(np.asarray(table.parts, dtype=object)[rows], ("training", "validation"))
+        if seen.any():
+            unseen = f"the {int((~seen).sum())} others alone: accuracy {accuracy(y[~seen], pred[~seen]):.3f}" if (
+                ~seen).any() else "none of them is unseen: score a table of images the model did not see"
+            notes.append(f"{int(seen.sum())} of the {seen.size} {key}s scored are marked training or validation in "
+                         f"the 'part' column of {prediction_name}: the classifier learned from them or was chosen "
+                         f"on them, so these scores are optimistic; {unseen}")
     report.update(accuracy=accuracy(y, pred), balanced_accuracy=balanced_accuracy(y, pred),
                   macro_f1=float(np.mean(prf["f1"][present])),
                   confusion_matrix=confusion_matrix(y, pred, ids).tolist(),
