@@ -127,4 +127,4 @@ def check_scribble_ids(scribbles: Any, name: str, background_id: int, new_choice
     raise InputError(f"scribbles '{name}' hold {len(ids)} ids, as an instance mask does (one id per object): live "
                      f"segmentation learns one class per id, so it would learn {len(ids)} classes; choose "
                      f"'{new_choice}' in scribbles and paint background with {background_id} and each class with "
-                     f"another id (up to {MANY_CLASSES}), or train from the mask with Train segmentation")
+                     f"another id (up to {MANY_CLASSES} classes), or train from the mask with Train segmentation")
