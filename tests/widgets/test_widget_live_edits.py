@@ -321,3 +321,34 @@ def test_new_pixels_stop_with_a_reason_and_a_reopened_widget_goes_on_with_the_st
     assert any(n.message.startswith("Live segmentation: 'ct [scribbles]' lay off 'ct' (") and n.message.endswith(
         "): it is back on the image, each stroke on the voxel it was painted on") for n in notes), notes[-1].message
     _stop(third, qtbot)
+
+
+def test_a_session_leaves_a_core_to_napari_on_four_cores_or_more(make_napari_viewer, open_widget, qtbot,
+                                                                 monkeypatch, phantom):
+    """Trial 42: Live trained its network with every core while Train and Predict leave one to napari."""
+    import os
+
+    import torch
+
+    from napari_medml.live import LiveSession
+
+    image, truth = phantom
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    seen = []
+    real = LiveSession.train_for
+
+    def train_for(self, seconds):  # in the widget's job thread: torch's threads are set per thread
+        seen.append(torch.get_num_threads())
+        return real(self, min(seconds, 0.1))
+
+    monkeypatch.setattr(LiveSession, "train_for", train_for)
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [viewer.add_image(image, name="ct")]
+    widget["background"].value = BACKGROUND
+    widget["start"].changed.emit(True)  # the network on
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    _dabs(viewer.layers["ct [scribbles]"], truth, 8, [0, 1])
+    qtbot.waitUntil(lambda: len(seen) >= 2, timeout=60000)
+    _stop(widget, qtbot)
+    assert set(seen) == {5}, seen

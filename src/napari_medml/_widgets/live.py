@@ -290,47 +290,49 @@ class LiveWidget(DockForm):
     def _display_job(self, config: tuple, stop: Any, report: Any) -> None:
         """Make the session, then answer the visible slice and the whole image whenever they change,
         and train the network in between."""
+        from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
         from napari_medml.live import LiveSession, Superseded
         from napari_medml.live.deep import DeepConfig
 
         inputs, background, network = config
-        try:
-            session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
-                                  background_id=background, deep=DeepConfig() if network else None)
-        except InputError as exc:  # the status keeps the reason after the notification goes
-            self._stop_reason = str(exc)
-            raise
-        try:
-            report(session)
-            shown = None
-            while not stop.stopped:
-                key = (session.revision, self._view, self._want_uncertainty)
-                try:
-                    if key == shown:
-                        steps = session.training.get("steps")
-                        if network:
-                            session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
-                        if session.training.get("steps") != steps:
-                            report(session_status(session))
-                        else:
-                            time.sleep(0.05)
+        with intra_op_threads(gui_thread_count(resolve_device("auto"))):  # a core left for napari (4 or more)
+            try:
+                session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
+                                      background_id=background, deep=DeepConfig() if network else None)
+            except InputError as exc:  # the status keeps the reason after the notification goes
+                self._stop_reason = str(exc)
+                raise
+            try:
+                report(session)
+                shown = None
+                while not stop.stopped:
+                    key = (session.revision, self._view, self._want_uncertainty)
+                    try:
+                        if key == shown:
+                            steps = session.training.get("steps")
+                            if network:
+                                session.train_for(0.5)  # returns early when strokes arrive, or with nothing to learn
+                            if session.training.get("steps") != steps:
+                                report(session_status(session))
+                            else:
+                                time.sleep(0.05)
+                            continue
+                        if self._visible is not None:
+                            labels = self._sent.news(self._visible, session.predict(self._visible))
+                            report(Answer(self._visible, labels, None, session_status(session)))
+                        if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
+                            unc = session.uncertainty(wait=False, until_update=True) if key[2] else None
+                            whole = self._sent.news(None, session.predict(wait=False, until_update=True))
+                            report(Answer(None, whole, unc, session_status(session)))
+                    except Superseded:  # new strokes: their slice is answered first
                         continue
-                    if self._visible is not None:
-                        labels = self._sent.news(self._visible, session.predict(self._visible))
-                        report(Answer(self._visible, labels, None, session_status(session)))
-                    if session.revision == key[0] and not stop.stopped:  # nothing newer to show first
-                        unc = session.uncertainty(wait=False, until_update=True) if key[2] else None
-                        whole = self._sent.news(None, session.predict(wait=False, until_update=True))
-                        report(Answer(None, whole, unc, session_status(session)))
-                except Superseded:  # new strokes: their slice is answered first
-                    continue
-                except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
-                    if session.closed:
-                        return
-                    report(Answer(None, np.zeros(0), None, {**session_status(session), "message": str(exc)}))
-                shown = key
-        finally:
-            session.close()
+                    except InputError as exc:  # nothing to answer yet (one id painted): say what to paint
+                        if session.closed:
+                            return
+                        report(Answer(None, np.zeros(0), None, {**session_status(session), "message": str(exc)}))
+                    shown = key
+            finally:
+                session.close()
 
     # -- where next, accept ---------------------------------------------------------------
 
