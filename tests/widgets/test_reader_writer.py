@@ -307,3 +307,27 @@ def test_layers_made_on_an_oblique_lps_nifti_save_where_they_lie(make_napari_vie
             np.testing.assert_allclose(centre, nib.affines.apply_affine(affine, (np.array(data.shape) - 1) / 2),
                                        atol=1e-3)
             np.testing.assert_allclose(np.linalg.norm(out.affine[:3, :3], axis=0), 2.0, atol=0.1)
+
+
+def test_lazily_read_files_with_an_origin_open_with_their_values_range(make_napari_viewer, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """Trial 42: a 1.4 GB NIfTI (and a large TIFF with an origin, a single-level OME-Zarr) opened
+    lazily with napari's guess of contrast limits, (0, 1): a white picture of values 112 to 347."""
+    import dask.array as da
+    import tifffile
+
+    from napari_medml.io.memory import LAZY_ENV
+
+    monkeypatch.setenv(LAZY_ENV, "0.01")  # 10 KiB: these small files are read lazily, as large ones are
+    plane = np.linspace(112, 347, 48 * 40).reshape(48, 40)
+    data = np.stack([plane] * 20).astype(np.uint16)  # every plane holds the whole range
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    affine[:3, 3] = (-20.0, 15.0, 7.5)
+    nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), affine), tmp_path / "scan.nii")
+    tifffile.imwrite(tmp_path / "stack.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZYX", "spacing": 2.0, "xorigin": 4.0, "yorigin": 6.0, "zorigin": 1.0})
+    viewer = make_napari_viewer()
+    for name in ("scan.nii", "stack.tif"):
+        (layer,) = viewer.open(str(tmp_path / name), plugin="napari-medml")
+        assert isinstance(layer.data, da.Array) and any(layer.translate), name
+        assert tuple(layer.contrast_limits) == (112.0, 347.0), (name, layer.contrast_limits)
