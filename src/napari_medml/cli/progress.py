@@ -195,12 +195,13 @@ def stop_on_interrupt(stop: Any, says: str = KEEPS_BEST) -> Iterator[None]:
 # a run that has lasted less than this prints no progress line into a log (a second's prediction
 # stays one line, or none); a block-wise prediction says every tenth
 LOG_AFTER_S = 10.0
+LOG_EVERY_S = 60.0  # a log hears from a long run at least this often
 
 
 def bar_progress(bar: Any, verb: str, unit: str, after_s: float | None = None) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback that moves ``bar`` and, in a log (no terminal, so no
-    bar), prints a line at each tenth once the run has lasted ``after_s`` (trial 41: a 13-minute
-    prediction printed nothing).
+    bar), prints a line at each tenth, and once a minute (:data:`LOG_EVERY_S`) with the minutes
+    left, once the run has lasted ``after_s`` (trial 41: a 13-minute prediction printed nothing).
 
     Parameters
     ----------
@@ -217,15 +218,19 @@ def bar_progress(bar: Any, verb: str, unit: str, after_s: float | None = None) -
     callable
         ``progress(done, total)``.
     """
-    said, start = [0], time.monotonic()
+    said, start = [0, 0, time.monotonic()], time.monotonic()  # tenth, done and time of the last line
     wait = LOG_AFTER_S if after_s is None else after_s
 
     def progress(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
-        tenth = 10 * done // max(total, 1)
-        if getattr(bar, "disable", True) and tenth > said[0] and time.monotonic() - start >= wait:
-            said[0] = tenth
-            info(f"{verb} {done} of {total} {unit} ({10 * tenth}%)")
+        tenth, now = 10 * done // max(total, 1), time.monotonic()
+        # trial 42: a tenth of a block-wise prediction took an hour: a line a minute too
+        due = tenth > said[0] or (now - said[2] >= LOG_EVERY_S and done > said[1])
+        if getattr(bar, "disable", True) and due and now - start >= wait:
+            said[:] = [tenth, done, now]
+            left = (now - start) / max(done, 1) * (total - done)
+            eta = f", about {left / 60:.0f} min left" if 0 < done < total and left >= 60 else ""
+            info(f"{verb} {done} of {total} {unit} ({100 * done // max(total, 1)}%){eta}")
 
     return progress
