@@ -105,6 +105,29 @@ def test_bad_zarr_inputs_say_what_to_do(tmp_path):
     create_ome_zarr(tmp_path / "taken.zarr", (4, 4), "u1", axes="YX", spacing=(1, 1), origin=(0, 0))
     with pytest.raises(InputError, match="already exists"):
         create_ome_zarr(tmp_path / "taken.zarr", (4, 4), "u1", axes="YX", spacing=(1, 1), origin=(0, 0))
+    # trial 42: a pyramid missing a level folder raised a bare KeyError: '1'
+    import shutil
+
+    pyramid = tmp_path / "pyramid.ome.zarr"
+    group = zarr.open_group(str(pyramid), mode="w", zarr_format=2)
+    for k, size in enumerate((8, 4)):
+        group.create_array(str(k), shape=(size, size), dtype="f4")
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y"}, {"name": "x"}], "datasets": [
+        {"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [2.0**k] * 2}]} for k in (0, 1)]}]
+    shutil.rmtree(pyramid / "1")
+    with pytest.raises(InputError, match=r"pyramid.ome.zarr' lists resolution level '1' in its OME-Zarr metadata "
+                                         r"but holds no such array \(a level folder is missing\)"):
+        read_volume(pyramid)
+
+
+def test_an_npy_of_complex_or_text_values_is_refused_in_one_line(tmp_path):
+    """Trial 42: napari's thumbnail raised a bare NotImplementedError for a complex .npy."""
+    np.save(tmp_path / "k.npy", np.zeros((4, 4), np.complex64))
+    np.save(tmp_path / "t.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(InputError, match=r"k.npy' holds complex values \(complex64\); save its magnitude"):
+        read_volume(tmp_path / "k.npy")
+    with pytest.raises(InputError, match=r"t.npy' holds <U1 values, not numbers"):
+        read_volume(tmp_path / "t.npy")
 
 
 # --- block-wise prediction ------------------------------------------------------------------------

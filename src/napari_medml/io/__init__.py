@@ -240,6 +240,11 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
 
 def _read_npy(path: Path) -> Volume:
     data = np.load(path, allow_pickle=False)  # never unpickle a file we were handed
+    if data.dtype.kind == "c":  # trial 42: napari's thumbnail raised a bare NotImplementedError
+        raise InputError(f"'{path}' holds complex values ({data.dtype}); save its magnitude (np.abs) or its real "
+                         "part as a real-valued image")
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"'{path}' holds {data.dtype} values, not numbers: save the image as numbers")
     if data.ndim < 2:
         raise InputError(f"'{path}' holds a {data.ndim}D array of shape {data.shape}; give an image")
     axes = io_axes.unknown_axes(data.ndim)

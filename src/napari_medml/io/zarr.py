@@ -169,7 +169,12 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
     info["unit"] = common
     levels = []
     for dataset in multi.get("datasets") or []:
-        array = node[dataset["path"]]
+        try:
+            array = node[dataset["path"]]
+        except KeyError:  # trial 42: a bare KeyError '1'
+            raise InputError(f"'{path}' lists resolution level '{dataset['path']}' in its OME-Zarr metadata but "
+                             "holds no such array (a level folder is missing): copy the store again whole, or "
+                             "write it again") from None
         scale, translation = _transforms(dataset.get("coordinateTransformations"), array.ndim)
         outer_scale, outer_translation = _transforms(multi.get("coordinateTransformations"), array.ndim)
         f = factors if len(factors) == array.ndim else [1.0] * array.ndim
