@@ -247,3 +247,30 @@ def test_missing_and_damaged_files_raise_input_error(tmp_path: Path) -> None:
         read_volume(tmp_path / "broken.tif")
     with pytest.raises(InputError, match="folder"):
         write_volume(tmp_path / "no" / "x.nii", Volume(np.zeros((2, 2)), (1.0, 1.0), (0.0, 0.0)))
+
+
+def test_a_scaled_16_bit_nifti_reads_as_float32_whole_and_lazily(tmp_path, monkeypatch):
+    """Trial 42: int16 with scl_slope/inter (CT's intercept -1024) read as float64 (4x the file's
+    memory), was never read lazily, and saved back 4x larger."""
+    import dask.array as da
+    import nibabel as nib
+
+    from napari_medml.io.memory import LAZY_ENV
+
+    stored = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4) * 100
+    img = nib.Nifti1Image(stored, np.diag([0.7, 0.7, 2.0, 1.0]))
+    img.header.set_slope_inter(0.5, -1024.0)
+    nib.save(img, tmp_path / "ct.nii")
+    hounsfield = (stored * 0.5 - 1024.0).transpose(2, 1, 0)  # napari order
+    whole = read_volume(tmp_path / "ct.nii")
+    assert whole.data.dtype == np.float32
+    np.testing.assert_array_equal(whole.data, hounsfield)
+    monkeypatch.setenv(LAZY_ENV, "0.0001")
+    lazy = read_volume(tmp_path / "ct.nii")
+    assert isinstance(lazy.data, da.Array) and lazy.data.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(lazy.data), hounsfield)
+    monkeypatch.delenv(LAZY_ENV)
+    write_volume(tmp_path / "again.nii", whole)
+    back = nib.load(tmp_path / "again.nii")
+    assert back.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), hounsfield)

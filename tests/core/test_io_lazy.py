@@ -92,13 +92,14 @@ def test_a_gzipped_nifti_is_read_whole(tmp_path, monkeypatch):
     np.testing.assert_array_equal(volume.data, data.transpose(2, 1, 0))
 
 
-def test_a_scaled_nifti_is_read_whole_with_its_scaling(tmp_path, monkeypatch):
+def test_a_scaled_nifti_is_read_lazily_with_its_scaling(tmp_path, monkeypatch):
+    """Trial 42: a scaled file was read whole (in float64) however large it was."""
     img = nib.Nifti1Image(np.arange(600, dtype=np.int16).reshape(10, 6, 10), np.eye(4))
     img.header.set_slope_inter(0.5, -3.0)
     nib.save(img, tmp_path / "scaled.nii")
     monkeypatch.setenv(LAZY_ENV, "0.001")
     volume = read_volume(tmp_path / "scaled.nii")
-    assert isinstance(volume.data, np.ndarray)
+    assert not isinstance(volume.data, np.ndarray) and volume.data.dtype == np.float32
     assert float(volume.data.max()) == pytest.approx(599 * 0.5 - 3.0)
 
 
