@@ -169,12 +169,20 @@ def _with_image_details(data: Any, meta: dict[str, Any]) -> dict[str, Any]:
     for layer in viewer.layers:
         shape = np.shape(layer.data[0] if getattr(layer, "multiscale", False) else layer.data)
         stored = layer.metadata.get(AFFINE_KEY)
-        if (type(layer).__name__ == "Image" and stored is not None and tuple(shape) == tuple(np.shape(data))
+        details = layer.metadata.get(FILE_META_KEY) or {}
+        # a NIfTI with no orientation (codes 0): its labels get none either (trial 42: they were saved
+        # "aligned", which other tools place off the image)
+        unoriented = stored is None and details.get("sform_code") == 0 and details.get("qform_code") == 0
+        if (type(layer).__name__ == "Image" and (stored is not None or unoriented)
+                and tuple(shape) == tuple(np.shape(data))
                 and np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
-            details = layer.metadata.get(FILE_META_KEY) or {}
             found.append((stored, {k: details[k] for k in (*GEOMETRY_META, STORED_ORIENTATION) if k in details},
                           layer.metadata.get(AXES_KEY)))
-    if not found or any(not np.allclose(f[0], found[0][0]) for f in found):  # none, or images that disagree
+
+    def same(a: Any, b: Any) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and np.allclose(a, b))
+
+    if not found or any(not same(f[0], found[0][0]) for f in found):  # none, or images that disagree
         return meta
     # and its axes, which napari 0.5's New Labels does not name (its voxel order is saved by them)
     axes = {AXES_KEY: found[0][2]} if found[0][2] and not metadata.get(AXES_KEY) else {}

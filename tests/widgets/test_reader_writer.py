@@ -331,3 +331,43 @@ def test_lazily_read_files_with_an_origin_open_with_their_values_range(make_napa
         (layer,) = viewer.open(str(tmp_path / name), plugin="napari-medml")
         assert isinstance(layer.data, da.Array) and any(layer.translate), name
         assert tuple(layer.contrast_limits) == (112.0, 347.0), (name, layer.contrast_limits)
+
+
+def test_a_nifti_saves_back_with_its_own_qform_and_labels_of_an_unoriented_one_without_orientation(
+        make_napari_viewer, tmp_path: Path) -> None:
+    """Trial 42: a file whose qform (LPS, 30 mm away) disagreed with its sform was saved with the
+    sform as its qform; labels painted on a NIfTI with no orientation (codes 0) were saved 'aligned',
+    which other tools place off the image."""
+    from menu_helpers import get_app_model  # napari 0.5.0 names it get_app
+
+    data = (np.random.default_rng(1).random((20, 24, 10)) * 100).astype(np.float32)  # (X, Y, Z)
+    sform, qform = np.diag([-1.0, -1.1, 2.5, 1.0]), np.diag([-1.0, -1.1, 2.5, 1.0])
+    sform[:3, 3], qform[:3, 3] = (10.0, -20.0, 5.0), (40.0, -20.0, 5.0)
+    img = nib.Nifti1Image(data, sform)
+    img.set_sform(sform, code=2)
+    img.set_qform(qform, code=1)
+    nib.save(img, tmp_path / "two.nii.gz")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "two.nii.gz"), plugin="napari-medml")
+    viewer.layers.selection = {layer}
+    viewer.layers.save(str(tmp_path / "two_back.nii.gz"), selected=True, plugin="napari-medml")
+    back = nib.load(tmp_path / "two_back.nii.gz")
+    np.testing.assert_allclose(back.get_qform(), qform, atol=1e-5)
+    np.testing.assert_allclose(back.get_sform(), sform, atol=1e-5)
+    assert (int(back.header["sform_code"]), int(back.header["qform_code"])) == (2, 1)
+    np.testing.assert_array_equal(np.asarray(back.dataobj), data)
+    # no orientation: napari's New Labels on it, painted and saved, has none either
+    bare = nib.Nifti1Image(data, None)
+    bare.header.set_zooms((0.9, 1.1, 2.5))
+    nib.save(bare, tmp_path / "bare.nii.gz")
+    (image,) = viewer.open(str(tmp_path / "bare.nii.gz"), plugin="napari-medml")
+    viewer.layers.selection.active = image
+    get_app_model().commands.execute_command("napari.window.file.new_layer.new_labels").result()
+    painted = viewer.layers[-1]
+    painted.data[4, 5, 6] = 2
+    viewer.layers.selection = {painted}
+    viewer.layers.save(str(tmp_path / "bare_labels.nii.gz"), selected=True, plugin="napari-medml")
+    saved = nib.load(tmp_path / "bare_labels.nii.gz")
+    assert (int(saved.header["sform_code"]), int(saved.header["qform_code"])) == (0, 0)
+    np.testing.assert_allclose(saved.affine, nib.load(tmp_path / "bare.nii.gz").affine)  # nibabel places both alike
+    assert np.asarray(saved.dataobj)[6, 5, 4] == 2

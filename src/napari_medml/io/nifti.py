@@ -123,6 +123,9 @@ def read_nifti(path: Path) -> Volume:
         # voxel size: no direction, at 0, taken onto the other file's grid with a warning.
         affine, origin = None, (0.0,) * len(origin)
     meta: dict[str, Any] = {"sform_code": sform_code, "qform_code": qform_code}
+    if sform_code and qform_code and not np.allclose(img.get_qform(), img.get_sform(), atol=1e-4):
+        # two placements: saved back on this grid, the qform stays its own (trial 42: the sform overwrote it)
+        meta.update(qform=img.get_qform().tolist(), qform_sform=img.get_sform().tolist())
     space_unit, time_unit = header.get_xyzt_units()
     unit = canonical_unit(space_unit)
     if unit:
@@ -220,7 +223,9 @@ def write_nifti(path: Path, volume: Volume) -> None:
     if sform_code == qform_code == 0 and any(volume.origin):  # a moved layer of a file without codes:
         sform_code = 2  # codes 0 would drop its position; "aligned" (to another image) keeps it
     img.set_sform(affine, code=sform_code)
-    img.set_qform(affine, code=qform_code)
+    own = volume.meta.get("qform")  # the file's qform beside this sform: on the same grid, it is kept
+    same_grid = own is not None and np.allclose(affine, np.asarray(volume.meta.get("qform_sform")), atol=1e-4)
+    img.set_qform(np.asarray(own, np.float64) if same_grid else affine, code=qform_code)
     # set_qform resets pixdim from the affine; keep the file's own voxel sizes
     header.set_zooms(spacing[::-1])
     nifti_unit = _NIFTI_UNITS.get(str(volume.meta.get("unit")), "unknown")

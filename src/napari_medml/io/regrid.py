@@ -27,7 +27,8 @@ AFFINE_ORIGIN = "affine_origin"
 
 # Volume.meta keys that say in what unit and frame a grid's voxels lie; a volume cut, resampled
 # or predicted from another keeps them, so it saves as its source would
-PLACEMENT_META = ("unit", "time_unit", "sform_code", "qform_code")
+# "qform"/"qform_sform": a NIfTI's qform where it differs from its sform, and that sform (io.nifti)
+PLACEMENT_META = ("unit", "time_unit", "sform_code", "qform_code", "qform", "qform_sform")
 
 
 def moved_affine(stored: Any, anchor: Sequence[float] | None, spacing: Sequence[float],
