@@ -242,7 +242,7 @@ def test_a_tiff_whose_origin_matches_neither_grid_is_refused(truth):
     with pytest.raises(InputError, match="origins differ") as info:
         align_to(elsewhere, stored, moving_name="prediction 'p.tif'", reference_name="labels 'l.nii.gz'")
     assert "origin (0, 0, 7)" in str(info.value) and "l.nii.gz" in str(info.value)
-    assert "differ by (0, 0, -32)" in str(info.value) and "save the TIFF without an origin" in str(info.value)
+    assert "differ by (0, 0, -32)" in str(info.value) and "save prediction 'p.tif' without an origin" in str(info.value)
 
 
 def test_a_tiff_that_fits_both_grids_or_no_grid_is_taken_as_stored_with_a_warning_that_says_why():

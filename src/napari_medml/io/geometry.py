@@ -389,8 +389,8 @@ def _align_without_direction(moving: Volume, reference: Volume, m_axes: tuple[in
                          f"({codes}){hint}", assumed=True)
     if loose:
         apart = ", ".join(f"{v:.6g}" for v in (a_b[:n, n] - a_d[:n, n])[::-1])
-        raise refuse(f"their origins differ by ({apart}); if they hold the same voxels, save the TIFF without an "
-                     "origin (it is then taken on the other's grid)")
+        raise refuse(f"their origins differ by ({apart}); if they hold the same voxels, save {b_name} without an "
+                     "origin (it is then taken on the other's grid)")  # trial 42: it said "the TIFF" of a .zarr
     if geometry or b_shape == d_shape:
         raise refuse("resample one onto the other's grid (same shape and spacing) first")
     raise refuse("the shapes differ; give files that cover the same voxels")

@@ -230,6 +230,12 @@ def orient_array(data: Any, spacing: tuple[float, ...], affine: Any, codes: str 
 
     n = len(spacing)
     spacing = tuple(float(s) for s in spacing)
+    if codes and affine is None and len(codes) == n:
+        # trial 42: a NIfTI with no orientation was taken as stored without a word (Dice 0.81 -> 0.74)
+        return Oriented(data, spacing, None, (
+            f"image has no orientation (a file without an affine, or a NIfTI whose sform and qform codes are 0): "
+            f"taken as stored, while the model was trained on images in {codes} voxel order; if its axes run "
+            "otherwise, the prediction suffers: give it its orientation (save it as NIfTI with its affine)"))
     if not codes or affine is None or len(codes) != n:
         return Oriented(data, spacing, None, None)
     affine = cut_affine(affine, n)
