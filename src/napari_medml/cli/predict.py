@@ -172,6 +172,13 @@ def run(args: argparse.Namespace) -> int:
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels)  # fmt: skip
+    if blockwise and lay.sample_axes:  # trial 42: it said "3 frames predicted one by one", then refused them
+        from napari_medml.io.axes import samples_phrase
+
+        held = samples_phrase(vol.axes, vol.data.shape, dims)
+        raise UsageError(f"image '{args.image}' (axes {vol.axes}) holds {held}: a .zarr --out predicts one "
+                         f"{dims}D image block by block; give a NIfTI or TIFF --out to predict them one by one in "
+                         "memory, or save each as its own image")
     _say_samples(args, vol, lay, dims)
     config = InferConfig(**given(
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, tta=args.tta,
