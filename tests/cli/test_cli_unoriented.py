@@ -4,24 +4,19 @@ a word, and scored 0.74 Dice against 0.81 oriented)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 
-
-def run(*argv: object) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("napari-medml")
-    exe = str(script) if script.exists() else shutil.which("napari-medml") or "napari-medml"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([exe, *map(str, argv)], capture_output=True, text=True, timeout=600, env=env)
+from napari_medml.cli import main
 
 
-def test_an_image_without_orientation_is_taken_as_stored_and_said(tmp_path) -> None:
+def run(capsys, *argv: object) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_an_image_without_orientation_is_taken_as_stored_and_said(capsys, tmp_path) -> None:
     data = (np.random.default_rng(0).random((24, 24, 12)) * 100).astype(np.float32)
     lps = np.diag([-1.0, -1.0, 2.0, 1.0])
     nib.save(nib.Nifti1Image(data, lps), tmp_path / "lps.nii.gz")
@@ -29,14 +24,15 @@ def test_an_image_without_orientation_is_taken_as_stored_and_said(tmp_path) -> N
     bare = nib.Nifti1Image(data, None)
     bare.header.set_zooms((1.0, 1.0, 2.0))
     nib.save(bare, tmp_path / "bare.nii.gz")
-    trained = run("train", "--image", tmp_path / "lps.nii.gz", "--labels", tmp_path / "lps_lab.nii.gz", "--epochs", 1,
-                  "--steps-per-epoch", 2, "--no-plan", "--patch-size", 16, "--out", tmp_path / "m", "--device", "cpu")
-    assert trained.returncode == 0, trained.stderr
-    said = run("predict", "--model", tmp_path / "m", "--image", tmp_path / "bare.nii.gz", "--out",
-               tmp_path / "p.nii.gz", "--device", "cpu")
-    assert said.returncode == 0, said.stderr
+    code, err = run(capsys, "train", "--image", tmp_path / "lps.nii.gz", "--labels", tmp_path / "lps_lab.nii.gz",
+                    "--epochs", 1, "--steps-per-epoch", 2, "--no-plan", "--patch-size", 16, "--out", tmp_path / "m",
+                    "--device", "cpu")
+    assert code == 0, err
+    code, err = run(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "bare.nii.gz", "--out",
+                    tmp_path / "p.nii.gz", "--device", "cpu")
+    assert code == 0, err
     assert ("image has no orientation (a file without an affine, or a NIfTI whose sform and qform codes are 0): "
-            "taken as stored, while the model was trained on images in LPS voxel order") in said.stderr, said.stderr
-    oriented = run("predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz", "--out",
-                   tmp_path / "q.nii.gz", "--device", "cpu")
-    assert oriented.returncode == 0 and "no orientation" not in oriented.stderr, oriented.stderr
+            "taken as stored, while the model was trained on images in LPS voxel order") in err, err
+    code, err = run(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz", "--out",
+                    tmp_path / "q.nii.gz", "--device", "cpu")
+    assert code == 0 and "no orientation" not in err, err

@@ -292,12 +292,7 @@ def test_new_pixels_stop_with_a_reason_and_a_reopened_widget_goes_on_with_the_st
     assert widget["status"].value == f"Stopped: {reason}"
     assert f"Live segmentation stops: {reason}" in [n.message for n in notes]
     viewer.window.remove_dock_widget(widget.native)  # the dock's close button
-    again = open_widget(viewer, "live")
-    again["images"].value = [layer]
-    again["background"].value = BACKGROUND
-    again["network"].value = False
-    again["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: again.session is not None, timeout=60000)
+    again = _start(viewer, open_widget, qtbot, [layer])
     assert again["scribbles"].value is scribbles and [l.name for l in viewer.layers if "scribbles" in l.name] == [
         "ct [scribbles]"]
     np.testing.assert_array_equal(scribbles.data, painted)
@@ -309,12 +304,7 @@ def test_new_pixels_stop_with_a_reason_and_a_reopened_widget_goes_on_with_the_st
     viewer.window.remove_dock_widget(again.native)
     layer.scale = (3, 1, 1)
     scribbles.scale = (1, 1, 1)  # left where the image lay (as before the scribbles followed it when stopped)
-    third = open_widget(viewer, "live")
-    third["images"].value = [layer]
-    third["background"].value = BACKGROUND
-    third["network"].value = False
-    third["start"].changed.emit(True)
-    qtbot.waitUntil(lambda: third.session is not None, timeout=60000)
+    third = _start(viewer, open_widget, qtbot, [layer])
     assert third["scribbles"].value is scribbles and tuple(scribbles.scale) == (3, 1, 1)
     assert [l.name for l in viewer.layers if "scribbles" in l.name] == ["ct [scribbles]"]
     np.testing.assert_array_equal(scribbles.data, painted)
