@@ -264,14 +264,19 @@ def test_a_class_file_whose_sample_numbers_miss_or_repeat_some_is_refused(tmp_pa
         "class file 'classes.csv' numbers its samples in the first column, but sample 5 missing; 500 not in the "
         "stack (the stack has 240, 0 to 239): give each sample one row, numbered 0 to 239 (empty or 0 class = "
         "unknown), or leave the number column out to give the rows in stack order")
-    path.write_text("0,1\n1,2\n1,1\n3,2\n")  # no header: the numbers alone say what the column is
-    with pytest.raises(InputError, match=r"but sample 2 missing; 1 given twice or more \(the stack has 4, 0 to 3\)"):
+    path.write_text("0,1\n1,2\n2,1\n4,2\n")  # no header: different whole numbers, nearly all a sample's
+    with pytest.raises(InputError, match=r"but sample 3 missing; 4 not in the stack \(the stack has 4, 0 to 3\)"):
         read_class_csv(path, 4)
     path.write_text("image,class\n1,1\n2,2\n2,1\n4,2\n")  # numbered from 1
     with pytest.raises(InputError, match=r"but sample 3 missing; 2 given twice or more \(the stack has 4, 1 to 4\)"):
         read_class_csv(path, 4)
-    # a column of other numbers (a subject's id) is not a sample number: the rows are in stack order
-    path.write_text("subject,class\n1001,1\n1002,2\n1007,2\n1003,1\n")
-    np.testing.assert_array_equal(read_class_csv(path, 4), [1, 2, 2, 1])
+    path.write_text("sample,class\n1,1\n2,2\n3,1\n4,2\n6,1\n")  # from 1, sample 5 missing (review 42: "0 to 4")
+    with pytest.raises(InputError, match=r"but sample 5 missing; 6 not in the stack \(the stack has 5, 1 to 5\)"):
+        read_class_csv(path, 5)
+    # a column of other numbers (a subject's id, a group, a score) is not a sample number: stack order
+    for other in ("subject,class\n1001,1\n1002,2\n1007,2\n1003,1\n", "group,class\n1,1\n1,2\n2,2\n2,1\n",
+                  "score,class\n0.2,1\n0.7,2\n0.4,2\n0.9,1\n", "0,1\n1,2\n1,2\n3,1\n"):
+        path.write_text(other)
+        np.testing.assert_array_equal(read_class_csv(path, 4), [1, 2, 2, 1])
     path.write_text("sample,class\n3,1\n0,2\n2,2\n1,1\n")  # every sample once, any order: by number
     np.testing.assert_array_equal(read_class_csv(path, 4), [2, 1, 2, 1])

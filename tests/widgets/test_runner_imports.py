@@ -194,3 +194,42 @@ def test_a_refused_live_start_imports_no_live_session_on_the_gui_thread(tmp_path
     done = _run_fresh(tmp_path, _REFUSED_LIVE_START)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "LIVE PACKAGE False RUNNING False" in done.stdout, done.stdout[-3000:]
+
+
+_LIVE_WITHOUT_NETWORK = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+from menu_helpers import open_from_menu
+
+viewer = napari.Viewer(show=False)
+data = np.zeros((8, 48, 48), np.float32)
+data[:, 10:30, 10:30] = 100.0
+image = viewer.add_image(data, name="vol")
+widget = open_from_menu(viewer, "live")
+widget["images"].value, widget["network"].value = [image], False
+widget["start"].changed.emit(True)
+end = time.time() + 120
+while widget.session is None and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.02)
+scribbles = viewer.layers["vol [scribbles]"]
+scribbles.brush_size = 3
+scribbles.paint((4, 20, 20), 2)
+scribbles.paint((4, 40, 40), 1)
+while "vol [live]" not in viewer.layers and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.02)
+print("ANSWERED", "vol [live]" in viewer.layers, "TORCH", "torch" in sys.modules)
+widget["stop"].changed.emit(True)
+while widget.runner.running and time.time() < end:
+    QApplication.processEvents(); time.sleep(0.02)
+"""
+
+
+def test_live_without_a_network_imports_no_torch(tmp_path) -> None:
+    """Review 42: leaving napari a core (torch's threads) imported torch for the forest alone too,
+    about a second before its first answer."""
+    done = _run_fresh(tmp_path, _LIVE_WITHOUT_NETWORK)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ANSWERED True TORCH False" in done.stdout, done.stdout[-3000:]

@@ -87,6 +87,21 @@ def layer_spatial(layer: napari.layers.Layer) -> SpatialMeta:
     return spatial_meta(layer.scale, layer.translate, layer.metadata)
 
 
+def placement_miss(labels: napari.layers.Labels, image: napari.layers.Layer) -> str:
+    """How ``labels`` lie off ``image`` in the viewer (e.g. ``"scale (2, 1, 1) against (1, 1, 1)"``),
+    or "" when they lie on it or have another shape (which a shape check says more clearly)."""
+    from napari_medml._widgets._placement import world_mismatch
+    from napari_medml.layer_data import placement_mismatch
+
+    volume = layer_volume(image)
+    shape = tuple(n for n, a in zip(volume.data.shape, volume.axes) if a != "C")
+    if tuple(labels.data.shape) != shape[len(shape) - labels.data.ndim:]:
+        return ""
+    trailing = [a for a in volume.axes if a != "C"][-labels.data.ndim:]
+    frames = [k - len(trailing) for k, a in enumerate(trailing) if a == "T"]  # a frame interval may differ
+    return placement_mismatch(layer_spatial(image), layer_spatial(labels), frames) or world_mismatch(image, labels)
+
+
 def check_on_image(labels: napari.layers.Labels, image: napari.layers.Layer) -> None:
     """Refuse labels that do not lie on their image in the viewer (another scale or translate):
     their ids would be paired with the wrong voxels.
@@ -96,16 +111,7 @@ def check_on_image(labels: napari.layers.Labels, image: napari.layers.Layer) -> 
     InputError
         Naming both layers, the difference and the fix.
     """
-    from napari_medml._widgets._placement import world_mismatch
-    from napari_medml.layer_data import placement_mismatch
-
-    volume = layer_volume(image)
-    shape = tuple(n for n, a in zip(volume.data.shape, volume.axes) if a != "C")
-    if tuple(labels.data.shape) != shape[len(shape) - labels.data.ndim:]:
-        return  # another shape: the shape check that follows says so, a clearer line
-    trailing = [a for a in volume.axes if a != "C"][-labels.data.ndim:]
-    frames = [k - len(trailing) for k, a in enumerate(trailing) if a == "T"]  # a frame interval may differ
-    miss = placement_mismatch(layer_spatial(image), layer_spatial(labels), frames) or world_mismatch(image, labels)
+    miss = placement_miss(labels, image)
     if miss:
         raise InputError(f"labels '{labels.name}' do not lie on image '{image.name}' ({miss}): set the labels "
                          "layer's scale and translate (rotate, shear, affine) to the image's (or make the labels on "

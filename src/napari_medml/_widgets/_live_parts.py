@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QEvent, QObject
 
-from napari_medml._widgets._layers import check_on_image, layer_spatial
+from napari_medml._widgets._layers import layer_spatial, placement_miss
 from napari_medml._widgets._placement import place_like
 from napari_medml._widgets._results import show_result
 from napari_medml.errors import InputError
@@ -19,10 +19,10 @@ from napari_medml.layer_data import PLUGIN_MARK, is_generated
 from napari_medml.result_layers import result_layer_data
 from napari_medml.segmentation.split import axis_phrase
 
-__all__ = ["ACCEPT_BUSY", "WHERE_NEXT_BUSY", "Answer", "Follower", "OnClose", "SentAnswers", "add_live_model", "brush_kept",
-           "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "place_on_image", "scribbles_for",
-           "session_status", "show_uncertainty", "slice_axis", "status_lines", "user_labels", "viewer_closing",
-           "visible_slice"]
+__all__ = ["ACCEPT_BUSY", "Answer", "Follower", "OnClose", "SentAnswers", "WHERE_NEXT_BUSY", "add_live_model",
+           "brush_kept", "check_live_input", "clear_answer", "disconnect", "draw_answer", "go_to", "network_threads",
+           "place_on_image", "scribbles_for", "session_status", "show_uncertainty", "slice_axis", "status_lines",
+           "user_labels", "viewer_closing", "visible_slice"]
 
 # what the hint line says while "Where to paint next" runs (Accept and it share one job line)
 WHERE_NEXT_BUSY = ("Finding where to paint next: the answer for the whole image comes first (on a large "
@@ -93,24 +93,32 @@ def scribbles_for(viewer: Any, image: Any, shape: tuple[int, ...], axes: str) ->
     for layer in viewer.layers:
         if (layer.name == kwargs["name"] and isinstance(layer, napari.layers.Labels)
                 and tuple(layer.data.shape) == tuple(shape) and not is_generated(layer.metadata)):
-            try:  # review 37: one on another scale was taken, then refused
-                check_on_image(layer, image)
-            except InputError as exc:
-                # the image's own strokes, left where the image lay when a closed widget stopped following
-                # it (trial 42: a reopened widget made an empty '[1]' without a word): back on its voxels
+            miss = placement_miss(layer, image)  # review 37: one on another scale was taken, then refused
+            if miss:  # the image's own strokes, left where the image lay when a closed widget stopped
+                # following it (trial 42: a reopened widget made an empty '[1]' without a word): back on its voxels
                 layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
                 place_like(layer, image)
                 from napari.utils.notifications import show_info
 
-                show_info(f"Live segmentation: '{layer.name}' lay off '{image.name}' "
-                          f"({str(exc).split('(', 1)[1].split('): ')[0]}): it is back on the image, each stroke "
-                          "on the voxel it was painted on")
+                show_info(f"Live segmentation: '{layer.name}' lay off '{image.name}' ({miss}): it is back on the "
+                          "image, each stroke on the voxel it was painted on")
             return layer, False
     # the user's painting: not a plugin result that a re-run may replace
     kwargs["metadata"] = {k: v for k, v in kwargs["metadata"].items() if k != PLUGIN_MARK}
     scribbles = napari.layers.Layer.create(data, kwargs, kind)
     place_like(scribbles, image)  # the brush paints the voxels under it
     return viewer.add_layer(scribbles), True
+
+
+def network_threads(network: bool) -> Any:
+    """Where a Live session's network trains: torch's threads with a core left for napari on 4 or
+    more cores, as Train and Predict (``engine.devices.gui_thread_count``); without a network,
+    nothing (torch is not imported)."""
+    if not network:
+        return contextlib.nullcontext()
+    from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
+
+    return intra_op_threads(gui_thread_count(resolve_device("auto")))
 
 
 def user_labels(viewer: Any) -> list[tuple[str, Any]]:

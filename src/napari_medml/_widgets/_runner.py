@@ -245,6 +245,7 @@ class Runner:
         on_done: Callable[[], None] | None = None,
         desc: str | None = None,
         discard_on_stop: bool = False,
+        imports_stack: bool | None = None,
     ) -> GeneratorWorker | None:
         """Start ``job`` in a worker thread; None (and a warning) if one is running.
 
@@ -253,7 +254,8 @@ class Runner:
         GUI thread. ``desc`` names this job in the bar and in its error or cancel
         message (default: the runner's). ``discard_on_stop``: the Stop button cancels
         (a prediction), so a result that arrives after it is dropped as cancelled; without
-        it, a run's Stop keeps what it has (a training run's model).
+        it, a run's Stop keeps what it has (a training run's model). ``imports_stack``: this
+        job's, in place of the runner's (a Live session without a network needs no torch).
         """
         if self.refused_while_running():
             return None
@@ -261,7 +263,8 @@ class Runner:
         self.token = self._make_token()
         self._on_report_cb, self._on_result_cb, self._on_done_cb = on_report, on_result, on_done
         worker = create_worker(
-            _run, job, self.token, self._relay.report.emit, discard_on_stop, self._imports_stack,
+            _run, job, self.token, self._relay.report.emit, discard_on_stop,
+            self._imports_stack if imports_stack is None else imports_stack,
             _start_thread=False, _ignore_errors=True,  # errors become notifications below
         )
         worker.yielded.connect(self._on_report)

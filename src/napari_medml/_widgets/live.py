@@ -32,8 +32,8 @@ from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Answer, Follower, OnClose, SentAnswers,
                                                add_live_model, brush_kept, check_live_input, check_scribbles_shape,
                                                clear_answer, disconnect, draw_answer, go_to, place_on_image,
-                                               scribbles_for, session_status, slice_axis, status_lines,
-                                               user_labels, viewer_closing, visible_slice)
+                                               network_threads, scribbles_for, session_status, slice_axis,
+                                               status_lines, user_labels, viewer_closing, visible_slice)
 from napari_medml._widgets._placement import placement_events
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
@@ -162,8 +162,8 @@ class LiveWidget(DockForm):
         self._view_changed()
         config = (inputs, self._w["background"].value, self._w["network"].value)
         self._w["status"].value = STARTING  # trial 32: 8-17 s without a word on a 2-core CPU
-        self.runner.start(lambda stop, report: self._display_job(config, stop, report),
-                          on_report=self._on_report, on_done=self._stopped)
+        self.runner.start(lambda stop, report: self._display_job(config, stop, report), on_report=self._on_report,
+                          on_done=self._stopped, imports_stack=config[2])  # the forest alone needs no torch
 
     def stop(self, *_: Any) -> None:
         """End the jobs and cancel the session; the live job then closes it (freeing its memory)."""
@@ -290,12 +290,11 @@ class LiveWidget(DockForm):
     def _display_job(self, config: tuple, stop: Any, report: Any) -> None:
         """Make the session, then answer the visible slice and the whole image whenever they change,
         and train the network in between."""
-        from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
         from napari_medml.live import LiveSession, Superseded
         from napari_medml.live.deep import DeepConfig
 
         inputs, background, network = config
-        with intra_op_threads(gui_thread_count(resolve_device("auto"))):  # a core left for napari (4 or more)
+        with network_threads(network):  # a core left for napari (4 or more); no network, no torch
             try:
                 session = LiveSession(inputs.image, spacing=inputs.spacing, channel_axis=inputs.channel_axis,
                                       background_id=background, deep=DeepConfig() if network else None)

@@ -1,7 +1,8 @@
 """Class files: one class per sample of a stack, read from a CSV (image-level classification).
 
-:func:`read_class_csv` is what ``train --task classification --level image --classes``,
-the Classify widget and ``evaluate`` read; a first column may number the samples.
+:func:`read_class_csv` is what ``train --task classification --level image --classes``
+and the Classify widget read; a first column may number the samples (``evaluate`` reads its
+truth files with ``evaluation.read_truth_table``).
 """
 
 from __future__ import annotations
@@ -104,23 +105,27 @@ def _sample_order(first: Sequence[str], n: int, n_samples: int, header: str = ""
     Raises
     ------
     InputError
-        A first column that numbers samples (headed ``sample``, ``index``... or with nearly
-        every number a sample's) but misses some or repeats some: read in stack order, each
+        A first column that numbers samples but misses some or repeats some: headed
+        ``sample``, ``index``... (:data:`SAMPLE_HEADERS`), or, without a header, whole
+        numbers nearly all different and nearly all a sample's. Read in stack order, each
         class from the gap on went to the sample before it, without a word (trial 42).
+        Another column (a score, a group, a subject's id) is still read in stack order.
     """
     try:
-        numbers = [int(float(cell)) for cell in first]
+        values = [float(cell) for cell in first]
     except ValueError:
         return None
-    if not numbers or len(numbers) != n:
+    if not values or len(values) != n or not all(v.is_integer() for v in values):
         return None
+    numbers = [int(v) for v in values]
     for base in (0, 1):
         if sorted(numbers) == list(range(base, n + base)):
             return [k - base for k in numbers]
+    named = header.strip().lower() in SAMPLE_HEADERS
     within = sum(0 <= k <= n_samples for k in numbers)
-    if header.strip().lower() not in SAMPLE_HEADERS and within < 0.9 * len(numbers):
-        return None  # another column (e.g. a subject's id): the rows are in stack order
-    base = 1 if 0 not in numbers and n_samples in numbers else 0
+    if not named and (header or len(set(numbers)) < 0.9 * n or within < 0.9 * n):
+        return None
+    base = 1 if min(numbers) >= 1 else 0
     seen: dict[int, int] = {}
     for k in numbers:
         seen[k] = seen.get(k, 0) + 1
