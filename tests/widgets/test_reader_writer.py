@@ -360,6 +360,7 @@ def test_a_nifti_saves_back_with_its_own_qform_and_labels_of_an_unoriented_one_w
     bare = nib.Nifti1Image(data, None)
     bare.header.set_zooms((0.9, 1.1, 2.5))
     nib.save(bare, tmp_path / "bare.nii.gz")
+    viewer.layers.clear()  # napari 0.5.0's New Labels covers every layer's extent: the image alone
     (image,) = viewer.open(str(tmp_path / "bare.nii.gz"), plugin="napari-medml")
     viewer.layers.selection.active = image
     get_app_model().commands.execute_command("napari.window.file.new_layer.new_labels").result()
