@@ -143,9 +143,16 @@ def _value_range(level: Any, planes: int = 16, values: int = 2**20) -> tuple[flo
 
     shape = level.shape
     lead, plane = shape[:-2], shape[-2:]
-    lead_step = math.ceil((math.prod(lead) / planes) ** (1 / len(lead))) if lead and math.prod(lead) else 1
+    # planes shared out over the leading axes, the shortest first: a short axis (2 frames, 3
+    # channels) is read whole and the long one strided (one stride for all read frame 0 alone)
+    steps = [1] * len(lead)
+    budget = float(planes)
+    for done, axis in enumerate(sorted(range(len(lead)), key=lambda a: lead[a])):
+        take = max(1, min(lead[axis], round(budget ** (1 / (len(lead) - done)))))
+        steps[axis] = max(1, math.ceil(lead[axis] / take))
+        budget = max(1.0, budget / take)
     plane_step = max(1, math.ceil(math.sqrt(math.prod(plane) / values))) if plane else 1
-    index = (slice(None, None, max(1, lead_step)),) * len(lead) + (slice(None, None, plane_step),) * len(plane)
+    index = tuple(slice(None, None, step) for step in steps) + (slice(None, None, plane_step),) * len(plane)
     sample = np.asarray(level[index], dtype=np.float64)
     sample = sample[np.isfinite(sample)]
     low, high = (float(sample.min()), float(sample.max())) if sample.size else (0.0, 1.0)

@@ -48,6 +48,7 @@ from napari_medml.io import axes as io_axes
 from napari_medml.io import Volume
 from napari_medml.io.orientation import STORED_ORIENTATION
 from napari_medml.io.regrid import AFFINE_ORIGIN, PLACEMENT_META, moved_affine, view_anchor
+from napari_medml.io.time_units import TIME_UNIT_KEY, display_time_unit
 
 __all__ = [
     "AFFINE_KEY",
@@ -139,8 +140,8 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     tuple
         ``(data, kwargs, layer_type)``; kwargs has ``name``, ``scale`` (spacing),
         ``translate`` (origin), ``axis_labels`` (when every axis is named), ``units``
-        (the file's length unit on its spatial axes, "pixel" on the others, when the file
-        names one) and ``metadata`` (affine, file details, axes);
+        (the file's length unit on its spatial axes, its time unit on T, "pixel" on the others,
+        when the file names either) and ``metadata`` (affine, file details, axes);
         ``layer_type`` is ``"labels"`` or ``"image"``.
     """
     metadata: dict[str, Any] = {
@@ -158,9 +159,12 @@ def volume_to_layer_data(volume: Volume) -> LayerDataTuple:
     if labels is not None and _add_image_takes_axis_labels():
         kwargs["axis_labels"] = labels
     unit = volume.meta.get("unit")
-    if unit in _LENGTH_UNITS and _add_image_takes_axis_labels():  # napari >= 0.5.1, as axis_labels
+    unit = unit if unit in _LENGTH_UNITS else None
+    time = display_time_unit(volume.meta.get(TIME_UNIT_KEY)) if "T" in volume.axes else None
+    if (unit or time) and _add_image_takes_axis_labels():  # napari >= 0.5.1, as axis_labels
         body = volume.axes[: len(volume.axes) - int(bool(volume.meta.get("rgb")))]
-        kwargs["units"] = tuple(unit if a in "ZYX" else "pixel" for a in body)  # the scale bar's unit
+        # the scale bar's unit, and the time slider's (napari showed "pixel" for a frame interval: trial 42)
+        kwargs["units"] = tuple(unit if a in "ZYX" and unit else time if a == "T" and time else "pixel" for a in body)
     if volume.is_labels:
         return volume.data, kwargs, "labels"
     # said either way: napari guesses RGB(A) from a last axis of 3 or 4 (a 4-voxel-wide crop)

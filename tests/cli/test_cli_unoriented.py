@@ -31,7 +31,7 @@ def test_an_image_without_orientation_is_taken_as_stored_and_said(capsys, tmp_pa
     code, err = run(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "bare.nii.gz", "--out",
                     tmp_path / "p.nii.gz", "--device", "cpu")
     assert code == 0, err
-    assert ("image has no orientation (a file without an affine, or a NIfTI whose sform and qform codes are 0): "
+    assert (f"image '{tmp_path / 'bare.nii.gz'}' has no orientation (a file without an affine, or a NIfTI whose sform and qform codes are 0): "
             "taken as stored, while the model was trained on images in LPS voxel order") in err, err
     code, err = run(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "lps.nii.gz", "--out",
                     tmp_path / "q.nii.gz", "--device", "cpu")

@@ -59,6 +59,48 @@ def test_time_lapse_stays_a_time_lapse(tmp_path: Path) -> None:
     assert read_volume(tmp_path / "saved.tif").axes == "TYX"
 
 
+def test_a_frame_interval_keeps_its_time_unit_through_every_format(tmp_path: Path) -> None:
+    """ImageJ's tunit, OME's TimeIncrementUnit and OME-Zarr's time unit are read and written (a
+    2 min interval saved as 2 s before: trial 42); minutes and hours are read as seconds."""
+    import zarr
+
+    from napari_medml.layer_data import volume_to_layer_data
+
+    tyx = np.arange(3 * 8 * 9, dtype=np.uint8).reshape(3, 8, 9)
+    tifffile.imwrite(tmp_path / "min.tif", tyx, imagej=True, metadata={"axes": "TYX", "finterval": 2.0,
+                                                                        "tunit": "min"})
+    vol = read_volume(tmp_path / "min.tif")
+    assert vol.spacing[0] == 120.0 and vol.meta["time_unit"] == "sec"
+    assert volume_to_layer_data(vol)[1]["units"] == ("s", "pixel", "pixel")
+    tifffile.imwrite(tmp_path / "ms.ome.tif", tyx, ome=True, metadata={"axes": "TYX", "TimeIncrement": 40.0,
+                                                                       "TimeIncrementUnit": "ms"})
+    ms = read_volume(tmp_path / "ms.ome.tif")
+    assert ms.spacing[0] == 40.0 and ms.meta["time_unit"] == "msec"
+    write_volume(tmp_path / "ms.tif", ms)  # ImageJ
+    with tifffile.TiffFile(tmp_path / "ms.tif") as tif:
+        assert tif.imagej_metadata["finterval"] == 40.0 and tif.imagej_metadata["tunit"] == "ms"
+    assert read_volume(tmp_path / "ms.tif").meta["time_unit"] == "msec"
+    write_volume(tmp_path / "again.ome.tif", ms)
+    with tifffile.TiffFile(tmp_path / "again.ome.tif") as tif:
+        assert 'TimeIncrementUnit="ms"' in tif.ome_metadata
+    write_volume(tmp_path / "ms.zarr", ms)
+    axes = zarr.open_group(str(tmp_path / "ms.zarr"), mode="r").attrs["multiscales"][0]["axes"]
+    assert axes[0] == {"name": "t", "type": "time", "unit": "millisecond"}
+    assert read_volume(tmp_path / "ms.zarr").meta["time_unit"] == "msec"
+    write_volume(tmp_path / "lapse.nii.gz", vol)
+    assert nib.load(tmp_path / "lapse.nii.gz").header.get_xyzt_units()[1] == "sec"
+    # another tool's OME-Zarr in minutes
+    group = zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=2)
+    group.create_array("0", data=tyx, chunks=tyx.shape)
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "t", "type": "time", "unit": "minute"},
+                                                              {"name": "y", "type": "space"},
+                                                              {"name": "x", "type": "space"}],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [
+                                       {"type": "scale", "scale": [0.5, 1.0, 1.0]}]}]}]
+    other = read_volume(tmp_path / "other.zarr")
+    assert other.spacing[0] == 30.0 and other.meta["time_unit"] == "sec"
+
+
 def test_ome_tiff_czyx_round_trip(tmp_path: Path) -> None:
     czyx = np.random.default_rng(1).integers(0, 255, (3, 4, 10, 12)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "s.ome.tif", czyx, ome=True,

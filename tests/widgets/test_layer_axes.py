@@ -46,9 +46,10 @@ def test_open_and_save_keep_channels_and_time(make_napari_viewer, tmp_path: Path
 
     if _add_image_takes_axis_labels():  # napari >= 0.5.1 shows them on the sliders
         assert cells.axis_labels == ("c", "z", "y", "x") and lapse.axis_labels == ("t", "y", "x")
-        # and the file's unit on the scale bar (it read "pixel": trial 33); a file naming none keeps napari's
+        # and the file's unit on the scale bar (it read "pixel": trial 33); a file naming none keeps napari's,
+        # and a frame interval is in seconds (ImageJ's default unit; it read "pixel": trial 42)
         assert tuple(map(str, cells.units)) == ("pixel", "micrometer", "micrometer", "micrometer")
-        assert tuple(map(str, lapse.units)) == ("pixel",) * 3
+        assert tuple(map(str, lapse.units)) == ("second", "pixel", "pixel")
 
     viewer.layers.selection = {cells}
     viewer.layers.save(str(tmp_path / "cells_saved.tif"), selected=True, plugin=PLUGIN)

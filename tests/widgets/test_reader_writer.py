@@ -331,6 +331,11 @@ def test_lazily_read_files_with_an_origin_open_with_their_values_range(make_napa
         (layer,) = viewer.open(str(tmp_path / name), plugin="napari-medml")
         assert isinstance(layer.data, da.Array) and any(layer.translate), name
         assert tuple(layer.contrast_limits) == (112.0, 347.0), (name, layer.contrast_limits)
+    # two frames of 20 planes: both frames are sampled (the limits came from frame 0 alone)
+    movie = np.stack([data // 2, data]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", movie, imagej=True, metadata={"axes": "TZYX"})
+    (layer,) = viewer.open(str(tmp_path / "movie.tif"), plugin="napari-medml")
+    assert isinstance(layer.data, da.Array) and tuple(layer.contrast_limits) == (56.0, 347.0)
 
 
 def test_a_nifti_saves_back_with_its_own_qform_and_labels_of_an_unoriented_one_without_orientation(

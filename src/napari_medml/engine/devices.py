@@ -123,8 +123,10 @@ def gui_thread_count(device: torch.device | str) -> int | None:
 def intra_op_threads(count: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(count)`` (None: unchanged), then restore.
 
-    The setting is process-wide: use it around one job at a time (the widgets' runner
-    runs one job per widget, and training and prediction share the GUI's process).
+    With torch's OpenMP builds (the CPU and CUDA wheels) the count belongs to the calling thread,
+    so jobs in other worker threads keep their own and each restores its own (measured: a count
+    set in a worker thread is not seen by the GUI thread). With a native thread pool it is
+    process-wide, and the last job to end restores the count it found.
     """
     if count is None:
         yield

@@ -17,6 +17,7 @@ from napari_medml.io import axes as io_axes
 from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
 from napari_medml.errors import InputError
 from napari_medml.io.memory import lazy_threshold
+from napari_medml.io.time_units import TIME_UNIT_KEY, canonical_time_unit, imagej_time_unit, ome_time_unit
 from napari_medml.io.volume import Volume, canonical_unit, file_stem, length_factor
 
 __all__ = ["read_tiff", "write_tiff"]
@@ -82,7 +83,7 @@ def _read_tiff(path: Path) -> Volume:
         # physical size per axis letter; anything unknown is 1
         sizes: dict[str, float] = {}
         offsets: dict[str, float] = {}
-        unit = None
+        unit = time_unit = None
         is_labels = False
         channel_names: list[str] = []
         if tif.is_imagej and tif.imagej_metadata is not None:
@@ -92,6 +93,9 @@ def _read_tiff(path: Path) -> Volume:
             sizes["Y"] = _resolution_to_spacing(page.tags.get("YResolution"))
             sizes["Z"] = float(ij.get("spacing", 1.0))
             sizes["T"] = float(ij.get("finterval", 1.0))
+            if "finterval" in ij:  # ImageJ's default unit is seconds
+                time_unit, factor = canonical_time_unit(ij.get("tunit", "sec"))
+                sizes["T"] *= factor
             for ax in "XYZ":  # ImageJ origins are in pixels: world = (i - origin) * size
                 offsets[ax] = -float(ij.get(f"{ax.lower()}origin", 0.0)) * sizes[ax]
             unit = canonical_unit(ij.get("unit"))
@@ -99,7 +103,7 @@ def _read_tiff(path: Path) -> Volume:
             planes = int(np.prod([n for n, a in zip(data.shape[:ndim], axes) if a not in "YX"]))
             _check_count(path, int(ij.get("images", 0) or 0), planes, "planes")
         elif tif.is_ome and tif.ome_metadata:
-            sizes, offsets, unit = _ome_spatial(tif.ome_metadata)
+            sizes, offsets, unit, time_unit = _ome_spatial(tif.ome_metadata)
             channel_names = _ome_channel_names(tif.ome_metadata)
         elif tif.shaped_metadata:
             info = tif.shaped_metadata[0]
@@ -108,6 +112,7 @@ def _read_tiff(path: Path) -> Volume:
                 sizes = dict(zip(axes[:ndim], map(float, info["spacing"]), strict=True))
                 offsets = dict(zip(axes[:ndim], map(float, info.get("origin", [0.0] * ndim)), strict=True))
             unit = canonical_unit(info.get("unit"))
+            time_unit = canonical_time_unit(info.get(TIME_UNIT_KEY))[0]  # written in nibabel's names
             is_labels = bool(info.get("labels"))
         if not sizes and not tif.is_imagej and not tif.is_ome and set(axes[:ndim]) <= set("YXC"):
             sizes, unit = _centimetre_resolution(tif.pages.first, unit)  # one plane: a stack's step is unknown
@@ -121,6 +126,8 @@ def _read_tiff(path: Path) -> Volume:
     meta: dict[str, Any] = {}
     if unit:
         meta["unit"] = unit
+    if time_unit and "T" in axes:
+        meta[TIME_UNIT_KEY] = time_unit
     if rgb:
         meta["rgb"] = True
     if "C" in axes and len(channel_names) == data.shape[axes.index("C")]:
@@ -224,14 +231,15 @@ def _resolution_to_spacing(tag: Any) -> float:
     return float(den) / float(num) if num else 1.0
 
 
-def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | None]:
+def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | None, str | None]:
+    """Sizes and positions per axis letter, the length unit and the time unit of an OME-XML."""
     root = ET.fromstring(xml)
     pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
     sizes: dict[str, float] = {}
     offsets: dict[str, float] = {}
-    unit = None
+    unit = time_unit = None
     if pixels is None:
-        return sizes, offsets, unit
+        return sizes, offsets, unit, time_unit
     units: dict[str, str | None] = {}
     for ax in "XYZ":
         if f"PhysicalSize{ax}" in pixels.attrib:
@@ -242,14 +250,15 @@ def _ome_spatial(xml: str) -> tuple[dict[str, float], dict[str, float], str | No
     for ax, own in units.items():
         sizes[ax] *= length_factor(own, unit)
     if "TimeIncrement" in pixels.attrib:
-        sizes["T"] = float(pixels.attrib["TimeIncrement"])
+        time_unit, factor = canonical_time_unit(pixels.attrib.get("TimeIncrementUnit", "s"))
+        sizes["T"] = float(pixels.attrib["TimeIncrement"]) * factor
     plane = next((el for el in pixels if el.tag.endswith("Plane")), None)
     if plane is not None:
         for ax in "XYZ":
             if f"Position{ax}" in plane.attrib:
                 own = canonical_unit(plane.attrib.get(f"Position{ax}Unit", "µm"))
                 offsets[ax] = float(plane.attrib[f"Position{ax}"]) * length_factor(own, unit)
-    return sizes, offsets, unit
+    return sizes, offsets, unit, time_unit
 
 
 def _ome_channel_names(xml: str) -> list[str]:
@@ -289,8 +298,10 @@ def write_tiff(path: Path, volume: Volume) -> None:
         ij: dict[str, Any] = {"axes": "".join(axes[i] for i in order) + ("S" if rgb else "")}
         if "Z" in spatial:
             ij["spacing"] = size["Z"]
-        if "T" in axes and size["T"] != 1.0:
+        if "T" in axes and (size["T"] != 1.0 or volume.meta.get(TIME_UNIT_KEY)):
             ij["finterval"] = size["T"]
+            if imagej_time_unit(volume.meta.get(TIME_UNIT_KEY)):
+                ij["tunit"] = imagej_time_unit(volume.meta.get(TIME_UNIT_KEY))
         for ax in spatial:
             if offset[ax]:
                 ij[f"{ax.lower()}origin"] = -offset[ax] / size[ax]
@@ -311,6 +322,7 @@ def write_tiff(path: Path, volume: Volume) -> None:
             ome[f"PhysicalSize{ax}Unit"] = ome_unit
         if "T" in axes:
             ome["TimeIncrement"] = size["T"]
+            ome["TimeIncrementUnit"] = ome_time_unit(volume.meta.get(TIME_UNIT_KEY))
         names = channel_names_of(volume, axes)
         if names:
             ome["Channel"] = {"Name": names}
@@ -330,6 +342,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
                 "axes": axes + ("S" if rgb else "")}  # fmt: skip
         if unit:
             info["unit"] = unit
+        if "T" in axes and volume.meta.get(TIME_UNIT_KEY):
+            info[TIME_UNIT_KEY] = volume.meta[TIME_UNIT_KEY]
         if volume.is_labels:  # read back as labels whatever the file's name
             info["labels"] = True
         tifffile.imwrite(path, data, resolution=resolution, metadata=info,

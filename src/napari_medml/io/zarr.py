@@ -30,6 +30,7 @@ import numpy as np
 from napari_medml.config import to_dict
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
+from napari_medml.io.time_units import TIME_UNIT_KEY, canonical_time_unit, ngff_time_unit
 from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr, length_factor
 from napari_medml.io.zarr_rgb import RGB_AS_CHANNELS, channels_to_rgb, rgb_to_channels
 
@@ -167,6 +168,11 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
     common = "um" if info["unit"] == "nm" else info["unit"]
     factors = [length_factor(own, common) if own else 1.0 for own in units]
     info["unit"] = common
+    for i, entry in enumerate(axes_meta):  # a time axis's unit (minutes read as seconds: io.time_units)
+        if isinstance(entry, dict) and entry.get("type") == "time" and entry.get("unit"):
+            time_unit, factors[i] = canonical_time_unit(entry["unit"])
+            if time_unit:
+                info["meta"][TIME_UNIT_KEY] = time_unit
     levels = []
     for dataset in multi.get("datasets") or []:
         try:
@@ -326,6 +332,8 @@ def create_ome_zarr(path: str | Path, shape: Sequence[int], dtype: Any, *, axes:
         entry: dict[str, Any] = {"name": letter.lower(), "type": _NGFF_TYPES.get(letter, "custom")}
         if letter in "ZYX" and unit:
             entry["unit"] = _NGFF_UNITS.get(unit, unit)
+        if letter == "T" and ngff_time_unit((meta or {}).get(TIME_UNIT_KEY)):
+            entry["unit"] = ngff_time_unit((meta or {})[TIME_UNIT_KEY])
         ngff_axes.append(entry)
     transforms = [{"type": "scale", "scale": [float(s) for s in spacing]}]
     if any(float(o) != 0.0 for o in origin):

@@ -119,7 +119,11 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     oriented = orient_array(image, spacing[-dims:], affine, model.provenance.get("orientation"))
     # the recipe's resample (if any) sets the voxel size the network sees: compare after it
     recipe = getattr(getattr(getattr(model, "config", None), "data", None), "preprocessing", ())
-    lines = [oriented.note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
+    # the note names the image as the other notes do (a widget user may have several open)
+    note = oriented.note
+    if note and note.startswith("image "):
+        note = name + note[len("image"):]
+    lines = [note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
     if notes is not None:
         lines.append(model_intensity_note(model, oriented.data, axes, name))
     for line in lines:
