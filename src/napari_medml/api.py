@@ -211,7 +211,8 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     Parameters
     ----------
     prediction, truth : np.ndarray
-        Integer labels of one shape, (Y, X) or (Z, Y, X).
+        Integer labels of one shape, (Y, X) or (Z, Y, X); with ``frames_axis``, (T, Y, X) or
+        (T, Z, Y, X).
     spacing : sequence of float, optional
         Voxel size per axis (mm or µm), for HD95; default 1 per axis.
     level : {"classes", "binary", "instances"}
@@ -223,8 +224,8 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     names : tuple of str
         What to call the prediction and the ground truth in the report and its notes.
     frames_axis : int, optional
-        The time axis of a 3D time series (T, Y, X): HD95 frame by frame, the worst frame's
-        (classes and binary; instances of a time series are refused).
+        The time axis of a time series (T, Y, X) or (T, Z, Y, X): HD95 frame by frame, the
+        worst frame's (classes and binary; instances of a time series are refused).
 
     Returns
     -------
@@ -257,9 +258,9 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
                              "against its labels; call it once for each pair, [evaluate(p, t) for p, t in "
                              "zip(predictions, truths)]")
     prediction, truth = check_pair(np.asarray(prediction), np.asarray(truth))
-    if prediction.ndim not in (2, 3):
-        raise InputError(f"{names[0]} has {prediction.ndim} axes: give a 2D image (Y, X) or a 3D volume (Z, Y, X); "
-                         "score a time series frame by frame")
+    if prediction.ndim - (frames_axis is not None) not in (2, 3):  # a (T, Z, Y, X) series scores as the CLI's
+        raise InputError(f"{names[0]} has {prediction.ndim} axes: give a 2D image (Y, X) or a 3D volume (Z, Y, X), "
+                         "or a time series of them with frames_axis; score one channel at a time")
     for name, array in zip(names, (prediction, truth)):
         if array.dtype != bool and array.size and array.min() < 0:
             raise InputError(f"{name} has negative ids ({int(array.min())}): ids are 0 (background) and up")

@@ -692,6 +692,27 @@ def test_the_spacing_option_gives_files_that_store_none_their_voxel_size(model_2
     assert code != 0 and err.strip().splitlines() == [
         f"napari-medml: error: --spacing 0.5 0.5 gives 2 voxel size(s) but '{tmp_path / 'vol.npy'}' has 3 spatial "
         "axes (ZYX): give one per axis, e.g. --spacing 1 0.5 0.5"], err
+    # trial 43: without --axes the unnamed first axis took 1 while HD95 was measured across it, in 3D
+    code, _, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "vol.npy", "--labels", tmp_path / "vol.npy",
+                           "--spacing", "0.5", "0.5")  # fmt: skip
+    assert code != 0 and err.strip().splitlines() == [
+        f"napari-medml: error: --spacing 0.5 0.5 gives 2 voxel size(s) but '{tmp_path / 'vol.npy'}' has 3 spatial "
+        "axes (QYX; Q is an axis the file does not name, measured as one): give one per axis, e.g. --spacing 1 0.5 "
+        "0.5"], err
+    from napari_medml.api import evaluate
+
+    vol_lab = np.zeros((6, 48, 48), np.uint8)
+    vol_lab[1:4, 8:40, 8:40] = 1
+    vol_pred = vol_lab.copy()
+    vol_pred[3] = 0  # a slice short: distances along the unnamed axis
+    np.save(tmp_path / "vol_pred.npy", vol_pred)
+    np.save(tmp_path / "vol_lab.npy", vol_lab)
+    code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "vol_pred.npy", "--labels",
+                             tmp_path / "vol_lab.npy", "--spacing", "3", "0.5", "0.5")  # fmt: skip
+    assert code == 0 and json.loads(out)["spacing"] == [3.0, 0.5, 0.5], err
+    want = evaluate(vol_pred, vol_lab, spacing=(3.0, 0.5, 0.5))["classes"]["1"]["hd95"]
+    assert json.loads(out)["classes"]["1"]["hd95"] == want != evaluate(vol_pred, vol_lab, spacing=(1.0, 0.5, 0.5))[
+        "classes"]["1"]["hd95"]
 
 
 def test_a_stack_whose_first_axis_is_unnamed_takes_a_voxel_size_for_it(tmp_path) -> None:

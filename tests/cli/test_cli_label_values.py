@@ -105,6 +105,30 @@ def test_labels_for_one_frame_of_a_time_series_say_so(capsys, tmp_path) -> None:
     assert code == 0, err
 
 
+def test_a_2d_network_trains_on_a_volume_with_blank_slices_and_pretrains_on_it(capsys, pair) -> None:
+    """Trial 43: a 2D network on an MRI with blank slices (the air above the head) was refused,
+    'image 1 of 80 is constant', by the CLI and the widget; a volume blank everywhere still is."""
+    tmp_path, img, lab, save = pair
+    blank = img.copy()
+    blank[:2] = 0  # two slices of air, unlabelled
+    save(blank, "air.nii.gz")
+    two_d = ["--spatial-dims", "2", "--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "2",
+             "--device", "cpu", "--no-augment", "--seed", "0", "--patch-size", "16", "16"]
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "air.nii.gz", "--labels", tmp_path / "lab.nii.gz",
+                           "--out", tmp_path / "m2d", *two_d)  # fmt: skip
+    assert code == 0 and "constant" not in err, err
+    code, _, err = run_cli(capsys, "pretrain", "--image", tmp_path / "air.nii.gz", "--out", tmp_path / "p2d",
+                           *two_d[:8], "--patch-size", "16", "16")  # fmt: skip
+    assert code == 0 and "constant" not in err, err
+    from napari_medml.preprocessing.inputs import check_volumes_not_constant
+
+    check_volumes_not_constant([0.0, None, 0.0], (3,))  # a volume of blank and other slices
+    with pytest.raises(Exception, match="^image 2 of 2 is constant \\(every voxel is 0\\)"):
+        check_volumes_not_constant([None, 0.0, 0.0, 0.0], (1, 3))  # a volume blank in every slice
+    with pytest.raises(Exception, match="^image 2 of 3 is constant"):
+        check_volumes_not_constant([None, 4.0, None], None)  # unrelated images: each its own
+
+
 def test_a_constant_image_is_refused_and_many_ids_get_a_warning(capsys, pair) -> None:
     tmp_path, img, lab, save = pair
     save(np.full(img.shape, 7.0, np.float32), "flat.nii.gz")

@@ -254,6 +254,15 @@ def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share(tmp_path):
     # trial 37: the ensemble's config.json said the first fold's share (0.333 of 1 minute)
     assert model.config.optim.max_minutes == 0.15
     assert api.load_model(model.save(tmp_path / "ens")).config.optim.max_minutes == 0.15
+    # steps count the steps the earlier folds trained, not the 50 x 1000 they were planned (trial 43: fold 2 of a
+    # 1-minute run said step 1404 after 200); the share done still rises across the folds
+    steps = model.provenance["ensemble"]["member_steps"]
+    for k in range(3):
+        mine = [r.step for r in reports if r.fold == k + 1]
+        assert min(mine) > sum(steps[:k]) and max(mine) == sum(steps[: k + 1]), (k, mine, steps)
+    shares = [r.progress for r in reports]
+    assert shares == sorted(shares) and all(k / 3 < r.progress <= (k + 1) / 3 for r in reports
+                                            for k in [r.fold - 1])
 
 
 def test_later_folds_get_their_share_less_the_time_a_fold_spends_outside_its_limit():

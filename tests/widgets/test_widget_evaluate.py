@@ -117,6 +117,26 @@ def test_a_time_series_is_scored_frame_by_frame(make_napari_viewer, open_widget,
     _run(widget, qtbot)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert len(errors) == 1 and "time series" in errors[0] and "frames one at a time" in errors[0]
+    # a 3D time series (t, z, y, x) is scored as the command line scores it (it was refused: trial 43), in the
+    # unit napari shows on layers made in napari (it said none)
+    from napari_medml.api import evaluate
+    from napari_medml.layer_data import _add_image_takes_axis_labels
+
+    truth4 = np.zeros((2, 6, 20, 20), np.uint8)
+    truth4[:, 1:5, 5:12, 5:12] = 1
+    pred4 = truth4.copy()
+    pred4[1, 1:5, 5:12, 5:9] = 0
+    units = {"units": ("s", "um", "um", "um")} if _add_image_takes_axis_labels() else {}
+    for name, data in (("truth4", truth4), ("pred4", pred4)):
+        widget["truth" if name == "truth4" else "prediction"].value = viewer.add_labels(
+            data, name=name, axis_labels=("t", "z", "y", "x"), scale=(60, 2.0, 0.5, 0.5), **units)
+    widget["score_as"].value = "classes"
+    _run(widget, qtbot)
+    want = evaluate(pred4, truth4, spacing=(60, 2.0, 0.5, 0.5), frames_axis=0)
+    assert widget.report["classes"]["1"]["dice"] == want["classes"]["1"]["dice"] < 1.0
+    assert widget.report["classes"]["1"]["hd95"] == want["classes"]["1"]["hd95"] > 0
+    assert widget.report["spacing"] == [2.0, 0.5, 0.5]
+    assert widget.report["unit"] == ("um" if units else None), widget.report["unit"]
 
 
 def test_layers_opened_from_a_file_in_um_are_scored_in_um_as_the_command_line_says(make_napari_viewer, open_widget,

@@ -68,12 +68,15 @@ class EvaluateWidget(DockForm):
         if pred_layer is truth_layer:
             raise InputError(f"prediction and ground truth are both '{pred_layer.name}': choose the layer to "
                              "score and the layer it is scored against")
+        axes = layer_volume(truth_layer).axes  # a time series (axis labels t, ...): scored frame by frame
+        frames = axes.index("T") if "T" in axes and len(axes) == truth_layer.data.ndim else None
         for layer in (pred_layer, truth_layer):
             check_fits(layer, "evaluation", "crop both layers the same way, or score the files with "
                        "'napari-medml evaluate'")
-            if layer.data.ndim not in (2, 3):
-                raise InputError(f"labels '{layer.name}' have {layer.data.ndim} axes: Evaluate scores a 2D image "
-                                 "or a 3D volume; score one frame or channel at a time")
+            if layer.data.ndim - (frames is not None) not in (2, 3):  # a 3D time series scores (trial 43)
+                raise InputError(f"labels '{layer.name}' have {layer.data.ndim} axes ({axes}): Evaluate scores a "
+                                 "2D image or a 3D volume, or a time series of them (axis labels t, z, y, x); "
+                                 "score one channel at a time")
         if tuple(pred_layer.data.shape) != tuple(truth_layer.data.shape):
             raise InputError(f"prediction '{pred_layer.name}' has shape {tuple(pred_layer.data.shape)} but ground "
                              f"truth '{truth_layer.name}' has {tuple(truth_layer.data.shape)}: score layers of one "
@@ -81,8 +84,6 @@ class EvaluateWidget(DockForm):
         from napari_medml._widgets._placement import world_mismatch
         from napari_medml.layer_data import placement_mismatch
 
-        axes = layer_volume(truth_layer).axes  # a time series (axis labels t, y, x): HD95 frame by frame
-        frames = axes.index("T") if "T" in axes and len(axes) == truth_layer.data.ndim else None
         miss = (placement_mismatch(layer_spatial(truth_layer), layer_spatial(pred_layer),  # frames pair by index
                                    () if frames is None else (frames - len(axes),))
                 or world_mismatch(truth_layer, pred_layer))
@@ -94,8 +95,7 @@ class EvaluateWidget(DockForm):
         level, names = w["score_as"].value, (pred_layer.name, truth_layer.name)
         # the unit of the scale, as its file named it (null: voxels), as the command line's JSON says it: the
         # ground truth's, else the prediction's (a truth painted in napari beside a predicted file)
-        unit = next(filter(None, ((layer.metadata.get("file_meta") or {}).get("unit")
-                                  for layer in (truth_layer, pred_layer))), None)
+        unit = next(filter(None, (_length_unit(layer) for layer in (truth_layer, pred_layer))), None)
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
@@ -128,6 +128,18 @@ class EvaluateWidget(DockForm):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         self._w["summary"].value += f" (saved to {path.name})"
+
+
+def _length_unit(layer: Any) -> str | None:
+    """The length unit of a layer's scale: its file's, else the unit napari shows on its last axis
+    (napari >= 0.6: a layer made in napari with units of micrometers; it said none: trial 43)."""
+    from napari_medml.io.volume import canonical_unit
+
+    unit = (layer.metadata.get("file_meta") or {}).get("unit")
+    if unit:
+        return str(unit)
+    shown = canonical_unit(str(tuple(getattr(layer, "units", ()) or ("pixel",))[-1]))
+    return shown if shown in ("nm", "um", "mm", "cm", "m") else None
 
 
 def score_rows(report: dict[str, Any]) -> tuple[list[list[Any]], list[str], list[str], str]:

@@ -188,8 +188,9 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     pred, gt = io.read_volume(args.prediction, args.axes), io.read_volume(args.labels, args.axes)
     # --spacing for files that store none, when neither does: beside one that does, a file lies on its grid
     spacing = None if stores_voxel_size(pred) or stores_voxel_size(gt) else args.spacing
-    pred = with_spacing(pred, spacing, args.prediction)[0]
-    gt = with_spacing(gt, spacing, args.labels)[0]
+    # an axis neither file names (a .npy volume's first) is measured as a spatial one: it needs its size (trial 43)
+    pred = with_spacing(pred, spacing, args.prediction, unnamed_is_spatial=True)[0]
+    gt = with_spacing(gt, spacing, args.labels, unnamed_is_spatial=True)[0]
     # ids 0 and up on both sides: a negative "ignore" id or a probability map is refused, not scored
     ids = "object" if getattr(args, "instances", False) else "class"
     pred = replace(pred, data=label_values(pred, args.prediction, "predicted labels", ids))

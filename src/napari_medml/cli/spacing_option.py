@@ -34,7 +34,7 @@ def stores_voxel_size(vol: Any) -> bool:
     return vol.affine is not None or "unit" in vol.meta or set(sizes) != {1.0}
 
 
-def with_spacing(vol: Any, spacing: Any, path: str | Path) -> tuple[Any, bool]:
+def with_spacing(vol: Any, spacing: Any, path: str | Path, unnamed_is_spatial: bool = False) -> tuple[Any, bool]:
     """``vol`` with ``spacing`` (the ``--spacing`` values) on its spatial axes when its file
     stores no voxel size, and whether it was given.
 
@@ -46,6 +46,10 @@ def with_spacing(vol: Any, spacing: Any, path: str | Path) -> tuple[Any, bool]:
         The option's values; None: ``vol`` as it is.
     path : str or Path
         The file, for the error message.
+    unnamed_is_spatial : bool
+        Axes the file does not name (``Q``) are spatial and need a value each (``evaluate``
+        measures distances across them: a ``.npy`` volume); else one before the spatial axes
+        takes a value only when one is given for it.
 
     Returns
     -------
@@ -62,13 +66,15 @@ def with_spacing(vol: Any, spacing: Any, path: str | Path) -> tuple[Any, bool]:
     if spacing is None or stores_voxel_size(vol):
         return vol, False
     body = vol.axes[: len(vol.spacing)]
-    spatial = [i for i, a in enumerate(body) if a in "ZYX"]
+    spatial = [i for i, a in enumerate(body) if a in ("ZYXQ" if unnamed_is_spatial else "ZYX")]
     if spatial and len(spacing) > len(spatial) and spatial[0] > 0 and body[spatial[0] - 1] == "Q":
         spatial.insert(0, spatial[0] - 1)  # an axis the file does not name (a .npy stack): its slices
     if len(spacing) < len(spatial):
         letters = "".join(body[i] for i in spatial)
         raise UsageError(f"--spacing {' '.join(f'{s:g}' for s in spacing)} gives {len(spacing)} voxel size(s) but "
-                         f"'{path}' has {len(spatial)} spatial axes ({letters}): give one per axis, "
+                         f"'{path}' has {len(spatial)} spatial axes ({letters}"
+                         f"{'; Q is an axis the file does not name, measured as one' if 'Q' in letters else ''}"
+                         "): give one per axis, "
                          f"e.g. --spacing {' '.join(['1'] * (len(spatial) - len(spacing)))} "
                          f"{' '.join(f'{s:g}' for s in spacing)}")
     sizes = list(vol.spacing)

@@ -22,6 +22,7 @@ FILL_NAN = ("fill them first (napari: Preprocess > fill NaN/inf, a step that mod
             "Python: napari_medml.preprocessing.ops.fill_nonfinite)")
 
 __all__ = ["FILL_NAN", "as_list", "check_finite", "check_image", "check_not_constant", "check_patch_size",
+           "check_volumes_not_constant", "one_value",
            "fills_nonfinite", "recipe_fills_nonfinite",
            "run_recipe_channels", "shrink_patch", "spacings_per_image"]
 
@@ -191,6 +192,54 @@ def check_not_constant(image: Any, name: str = "image") -> None:
     if arr.min() == arr.max():  # (not np.ptp: it refuses a boolean mask)
         raise InputError(f"{name} is constant (every voxel is {arr.flat[0].item():g}): a network learns nothing from "
                          "it; check that it is the right file or channel")
+
+
+def one_value(image: Any, name: str = "image") -> float | None:
+    """The value every voxel of ``image`` has, or None when they differ (or it is lazy: not read).
+
+    Raises
+    ------
+    InputError
+        An image with no voxels.
+    """
+    if not isinstance(image, np.ndarray):
+        return None
+    if image.size == 0:
+        raise InputError(f"{name} has no voxels (shape {image.shape}): check that it is the right file")
+    low, high = image.min(), image.max()
+    return float(low) if low == high else None
+
+
+def check_volumes_not_constant(values: Sequence[float | None], groups: Sequence[int] | None,
+                               noun: str = "image") -> None:
+    """Refuse an image whose every sample has one value, where samples may be the slices or
+    frames of one volume (a 2D network on volumes): a blank slice (the air above a head) trains
+    as background beside the others, but a volume with nothing else teaches nothing.
+
+    Parameters
+    ----------
+    values : sequence of float or None
+        Each training sample's one value (:func:`one_value`), None where its voxels differ.
+    groups : sequence of int or None
+        How many consecutive samples each image gave (``DataConfig.sample_groups``); None or
+        sizes that do not add up: each sample is its own image.
+    noun : str
+        What the message calls an image.
+
+    Raises
+    ------
+    InputError
+        Naming the image and its one value, as :func:`check_not_constant` does.
+    """
+    sizes = [int(g) for g in groups or ()]
+    if sum(sizes) != len(values) or not sizes:
+        sizes = [1] * len(values)
+    start = 0
+    for k, size in enumerate(sizes):
+        part, start = set(values[start:start + size]), start + size
+        if len(part) == 1 and None not in part:
+            name = noun if len(sizes) == 1 else f"{noun} {k + 1} of {len(sizes)}"  # 1-based, as people count
+            check_not_constant(np.full(1, part.pop()), name)  # its message
 
 
 def spacings_per_image(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

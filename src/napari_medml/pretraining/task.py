@@ -25,7 +25,8 @@ from napari_medml.engine.reports import StopToken, TrainReport
 from napari_medml.engine.task import Evaluation
 from napari_medml.errors import ConfigError, InputError
 from napari_medml.pretraining.model import ReconstructionModel, load_pretrained
-from napari_medml.preprocessing.inputs import as_list, check_not_constant, check_patch_size, spacings_per_image
+from napari_medml.preprocessing.inputs import (as_list, check_patch_size, check_volumes_not_constant, one_value,
+                                              spacings_per_image)
 
 __all__ = ["PretrainingTask", "fit_pretraining", "pretrain", "reconstruction_loss"]
 
@@ -125,14 +126,15 @@ class PretrainingTask:
         dc = config.data
         image_list = as_list(images, "unlabeled images")
         spacings = spacings_per_image(spacing, len(image_list))
-        arrays = []
+        arrays, values = [], []
         for i, img in enumerate(image_list):
             name = "image" if len(image_list) == 1 else f"image {i + 1}"
             arr = data.check_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
                                    in_channels=base.in_channels if base is not None else None)
-            check_not_constant(arr, name)  # nothing to reconstruct but one value
+            values.append(one_value(arr, name))  # nothing to reconstruct but one value (checked per image below)
             arr, spacings[i], _ = data.run_recipe_channels(arr, spacings[i], dc.preprocessing)
             arrays.append(arr)
+        check_volumes_not_constant(values, dc.sample_groups)  # a volume's blank slices are fine (trial 43)
         channels = {a.shape[0] for a in arrays}
         if len(channels) > 1:
             raise InputError(f"images have different channel counts {sorted(channels)}: give every image "

@@ -283,7 +283,8 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
         gen = fit(images, labels, cfg, spacing=spacing, channel_axis=channel_axis, stop=stop,
                   resume_from=earlier if has_checkpoint(earlier) else None)
         try:
-            members.append((yield from _renumbered(gen, k, folds, config.optim.epochs)))
+            members.append((yield from _renumbered(gen, k, folds, config.optim.epochs,
+                                                   sum(_member_steps(m) for m in members))))
         except NothingLearned:  # stopped before this fold's first step: the earlier folds make the ensemble
             if not members:
                 raise
@@ -301,9 +302,14 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
             "member_best_val_dice": [None if NO_FOREGROUND in str(m.provenance.get("split", "")) else
                                      (m.history[int(m.provenance.get("best_epoch", 1)) - 1] if m.history
                                       else {}).get("val_mean_dice") for m in members],
-            "member_steps": [int(m.history[-1].get("step", 0)) if m.history else int(m.provenance.get("steps", 0))
-                             for m in members]}  # steps: a fold stopped before its first epoch ended
+            "member_steps": [_member_steps(m) for m in members]}
     return EnsembleModel(members, provenance={"ensemble": note}, max_minutes=config.optim.max_minutes)
+
+
+def _member_steps(member: Any) -> int:
+    """The steps a fold trained (its history's last; its provenance's when stopped before its
+    first epoch ended)."""
+    return int(member.history[-1].get("step", 0)) if member.history else int(member.provenance.get("steps", 0))
 
 
 def _member_minutes(member: Any, total: float | None, folds: int) -> float:
@@ -356,9 +362,11 @@ def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: An
                                  "parts)") from None
 
 
-def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
-                epochs: int) -> Generator[TrainReport, None, Model]:
-    """Fold ``k``'s reports with steps and epochs counted across all folds."""
+def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int, epochs: int,
+                before: int) -> Generator[TrainReport, None, Model]:
+    """Fold ``k``'s reports with steps and epochs counted across all folds: its steps after the
+    ``before`` that the earlier folds trained (not their planned steps, which a time limit or
+    early stopping cut short: fold 2 of a 1-minute run said step 1404 after 200: trial 43)."""
     try:
         while True:
             try:
@@ -369,9 +377,10 @@ def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int,
             eta, done = report.eta_s, report.progress
             if eta is not None:  # the folds still to come take as long as this one
                 eta += (folds - k - 1) * report.elapsed_s / max(done or report.step / total, 1e-6)
-            yield replace(report, step=report.step + k * total, total_steps=total * folds,
+            share = report.step / max(total, 1) if done is None else done
+            yield replace(report, step=report.step + before, total_steps=total * folds,
                           epoch=report.epoch + k * epochs, eta_s=eta, fold=k + 1, folds=folds,
-                          progress=None if done is None else (k + done) / folds)  # the split note names the fold
+                          progress=(k + share) / folds)  # the split note names the fold
     except GeneratorExit:
         gen.close()  # the fold leaves its checkpoint
         raise

@@ -15,9 +15,10 @@ import numpy as np
 from napari_medml.config import TrainConfig
 from napari_medml.errors import InputError
 from napari_medml.preprocessing.inputs import (
-    check_not_constant,
     check_patch_size,
+    check_volumes_not_constant,
     fills_nonfinite,
+    one_value,
     spacings_per_image,
 )
 from napari_medml.segmentation.data import TrainingData
@@ -174,18 +175,20 @@ def read_images_and_labels(images: Any, labels: Any, config: TrainConfig, *, spa
         raise InputError(f"{len(image_list)} image(s) but {len(label_list)} {what} array(s): give one per image")
     spacings = spacings_per_image(spacing, len(image_list))
     single = len(image_list) == 1
-    arrays, grids = [], []
+    arrays, grids, values = [], [], []
     for i, (img, lab) in enumerate(zip(image_list, label_list)):
         name = "image" if single else f"image {i + 1} of {len(image_list)}"  # 1-based, as people count
         arr = data.prepare_image(img, channel_axis=channel_axis, spatial_dims=dc.spatial_dims, name=name,
                                  in_channels=base.in_channels if base is not None else None,
                                  finite=not fills_nonfinite(dc.preprocessing))
-        check_not_constant(arr, name)
+        values.append(one_value(arr, name))
         lab_name = what if single else f"{what} {i + 1} of {len(label_list)}"
         lab = data.prepare_labels(lab, arr.shape[1:], name=lab_name, image_name=name)
         arr, spacings[i], recipe = apply_preprocessing(arr, spacings[i], dc.preprocessing)
         arrays.append(arr)
         grids.append(labels_to_recipe_grid(lab, recipe))
+    # per image, not per slice: a 2D network on an MRI with blank slices above the head was refused (trial 43)
+    check_volumes_not_constant(values, dc.sample_groups)
     if len({a.shape[0] for a in arrays}) > 1:
         raise InputError(f"images have different channel counts {[a.shape[0] for a in arrays]}: give every "
                          "image the same channels")
