@@ -88,7 +88,27 @@ def test_a_frame_interval_keeps_its_time_unit_through_every_format(tmp_path: Pat
     assert axes[0] == {"name": "t", "type": "time", "unit": "millisecond"}
     assert read_volume(tmp_path / "ms.zarr").meta["time_unit"] == "msec"
     write_volume(tmp_path / "lapse.nii.gz", vol)
-    assert nib.load(tmp_path / "lapse.nii.gz").header.get_xyzt_units()[1] == "sec"
+    header = nib.load(tmp_path / "lapse.nii.gz").header
+    assert header.get_xyzt_units()[1] == "sec" and header["pixdim"][4] == 120.0
+    # review 43: nanoseconds and days are times too; a unit that is not one ('frame') is kept as ImageJ text and
+    # left out of OME (it was saved as seconds); an interval nobody gave is not written as "1 s"
+    tifffile.imwrite(tmp_path / "ns.ome.tif", tyx, ome=True, metadata={"axes": "TYX", "TimeIncrement": 5.0,
+                                                                       "TimeIncrementUnit": "ns"})
+    ns = read_volume(tmp_path / "ns.ome.tif")
+    assert ns.spacing[0] == pytest.approx(0.005) and ns.meta["time_unit"] == "usec"
+    tifffile.imwrite(tmp_path / "frame.tif", tyx, imagej=True, metadata={"axes": "TYX", "finterval": 3.0,
+                                                                          "tunit": "frame"})
+    frame = read_volume(tmp_path / "frame.tif")
+    assert frame.spacing[0] == 3.0 and frame.meta["time_unit"] == "frame"
+    assert volume_to_layer_data(frame)[1].get("units", ("pixel",))[0] == "pixel"
+    write_volume(tmp_path / "frame_again.tif", frame)
+    assert read_volume(tmp_path / "frame_again.tif").meta["time_unit"] == "frame"
+    write_volume(tmp_path / "frame.ome.tif", frame)
+    with tifffile.TiffFile(tmp_path / "frame.ome.tif") as tif:
+        assert "TimeIncrement" not in tif.ome_metadata
+    write_volume(tmp_path / "plain.ome.tif", Volume(tyx, (1.0, 1.0, 1.0), (0.0,) * 3, None, False, "p", {}, "TYX"))
+    plain = read_volume(tmp_path / "plain.ome.tif")
+    assert "time_unit" not in plain.meta and "units" not in volume_to_layer_data(plain)[1]
     # another tool's OME-Zarr in minutes
     group = zarr.open_group(tmp_path / "other.zarr", mode="w", zarr_format=2)
     group.create_array("0", data=tyx, chunks=tyx.shape)

@@ -13,6 +13,7 @@ import numpy as np
 from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.memory import lazy_threshold
+from napari_medml.io.time_units import TIME_UNIT_KEY, nifti_time_unit
 from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem
 
 __all__ = ["load_nifti", "read_nifti", "write_nifti"]
@@ -230,8 +231,7 @@ def write_nifti(path: Path, volume: Volume) -> None:
     header.set_zooms(spacing[::-1])
     nifti_unit = _NIFTI_UNITS.get(str(volume.meta.get("unit")), "unknown")
     frames = np.shape(data)[volume.axes.index("T")] if "T" in volume.axes else 0
-    time_unit = str(volume.meta.get("time_unit", "sec")) if frames > 1 else "unknown"
-    header.set_xyzt_units(xyz=nifti_unit, t=time_unit)
+    header.set_xyzt_units(xyz=nifti_unit, t=nifti_time_unit(volume.meta.get(TIME_UNIT_KEY), frames))
     if volume.is_labels:
         header.set_intent("label")
     elif "C" in axes:

@@ -320,9 +320,12 @@ def write_tiff(path: Path, volume: Volume) -> None:
         for ax in spatial if placed else "":
             ome[f"PhysicalSize{ax}"] = size[ax]
             ome[f"PhysicalSize{ax}Unit"] = ome_unit
-        if "T" in axes:
+        time_unit = volume.meta.get(TIME_UNIT_KEY)
+        # an interval only when one is known: a bare 1 read back as "1 s" (review 43), and a unit OME
+        # cannot name ('frame', NIfTI's 'hz') is left out rather than called seconds (OME's default)
+        if "T" in axes and (ome_time_unit(time_unit) or (time_unit is None and size["T"] != 1.0)):
             ome["TimeIncrement"] = size["T"]
-            ome["TimeIncrementUnit"] = ome_time_unit(volume.meta.get(TIME_UNIT_KEY))
+            ome["TimeIncrementUnit"] = ome_time_unit(time_unit) or "s"
         names = channel_names_of(volume, axes)
         if names:
             ome["Channel"] = {"Name": names}

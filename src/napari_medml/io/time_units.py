@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["TIME_UNIT_KEY", "canonical_time_unit", "display_time_unit", "imagej_time_unit", "ngff_time_unit",
-           "ome_time_unit"]  # fmt: skip
+           "nifti_time_unit", "ome_time_unit"]  # fmt: skip
 
 TIME_UNIT_KEY = "time_unit"
 
@@ -22,8 +22,13 @@ _SECONDS = {
     "microsecond": ("usec", 1.0), "microseconds": ("usec", 1.0),
     "min": ("sec", 60.0), "mins": ("sec", 60.0), "minute": ("sec", 60.0), "minutes": ("sec", 60.0),
     "h": ("sec", 3600.0), "hr": ("sec", 3600.0), "hour": ("sec", 3600.0), "hours": ("sec", 3600.0),
+    "d": ("sec", 86400.0), "day": ("sec", 86400.0), "days": ("sec", 86400.0),
+    "ns": ("usec", 1e-3), "nsec": ("usec", 1e-3), "nanosecond": ("usec", 1e-3), "nanoseconds": ("usec", 1e-3),
+    "ps": ("usec", 1e-6), "picosecond": ("usec", 1e-6), "picoseconds": ("usec", 1e-6),
 }  # fmt: skip
-_SHORT = {"sec": "s", "msec": "ms", "usec": "us"}  # napari's units (pint) and ImageJ's and OME's text
+_NIFTI = ("sec", "msec", "usec", "hz", "ppm", "rads")  # nibabel's names of NIfTI's time-slot units
+_SHORT = {"sec": "s", "msec": "ms", "usec": "us"}  # napari's units (pint) and ImageJ's text
+_OME = {"sec": "s", "msec": "ms", "usec": "µs"}
 _NGFF = {"sec": "second", "msec": "millisecond", "usec": "microsecond"}
 
 
@@ -40,13 +45,16 @@ def canonical_time_unit(raw: Any) -> tuple[str | None, float]:
     Returns
     -------
     (str or None, float)
-        ``("sec" | "msec" | "usec", factor)``; ``(None, 1.0)`` for a unit that is not a time
-        (``"frame"``, NIfTI's ``"hz"``) or none.
+        ``("sec" | "msec" | "usec", factor)`` for a time (days to picoseconds); a unit that is
+        not one (``"frame"``, NIfTI's ``"hz"``) as the file writes it, with factor 1: kept, shown
+        as napari's "pixel", and written back where the format can say it (ImageJ's free text,
+        NIfTI's own units), left out where it cannot (trial 43: it was saved as seconds);
+        ``(None, 1.0)`` for none.
     """
-    if raw is None:
+    if raw is None or not str(raw).strip():
         return None, 1.0
     text = str(raw).strip()
-    return _SECONDS.get(text.lower(), _SECONDS.get(text, (None, 1.0)))
+    return _SECONDS.get(text.lower(), _SECONDS.get(text, (text, 1.0)))
 
 
 def display_time_unit(unit: Any) -> str | None:
@@ -55,13 +63,24 @@ def display_time_unit(unit: Any) -> str | None:
 
 
 def imagej_time_unit(unit: Any) -> str | None:
-    """ImageJ's ``tunit`` text for a ``meta["time_unit"]``; None for seconds (ImageJ's default)."""
-    return None if unit in (None, "sec") else _SHORT.get(str(unit))
+    """ImageJ's ``tunit`` text for a ``meta["time_unit"]``; None for seconds (ImageJ's default)
+    and for none; another unit's own text (ImageJ takes any)."""
+    return None if unit in (None, "sec") else _SHORT.get(str(unit), str(unit))
 
 
-def ome_time_unit(unit: Any) -> str:
-    """OME's ``TimeIncrementUnit`` for a ``meta["time_unit"]`` (seconds when none is known)."""
-    return {"msec": "ms", "usec": "µs"}.get(str(unit), "s")
+def ome_time_unit(unit: Any) -> str | None:
+    """OME's ``TimeIncrementUnit`` for a ``meta["time_unit"]``; None for a unit that is not a
+    time (OME's time units are times only)."""
+    return _OME.get(str(unit)) if unit is not None else None
+
+
+def nifti_time_unit(unit: Any, frames: int) -> str:
+    """nibabel's NIfTI time-slot unit for a ``meta["time_unit"]`` of a series of ``frames``
+    frames: its own when NIfTI has it; else seconds, the only way NIfTI marks a 4th axis as
+    time (``"unknown"`` reads back as an unnamed axis); ``"unknown"`` for one frame or none."""
+    if frames <= 1:
+        return "unknown"
+    return str(unit) if str(unit) in _NIFTI else "sec"
 
 
 def ngff_time_unit(unit: Any) -> str | None:
