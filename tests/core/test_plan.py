@@ -58,6 +58,11 @@ def test_ct_like_intensities_are_clipped_to_the_foreground_then_z_scored():
     plan = make_plan(fp(channels=(CT,)), config(), device="cpu")
     assert plan.fingerprint.modality == "ct" and plan.normalization == "ct"
     assert any("Hounsfield" in r for r in plan.reasons)
+    # review 43: the reason quoted channel 0 (0..1) when channel 1 was the CT
+    two = make_plan(fp(channels=(replace(MRI, low=0.0, high=1.0), CT)), config(), device="cpu")
+    line = next(r for r in two.reasons if r.startswith("normalization"))
+    assert two.normalization == "ct" and "channel 1's Hounsfield range -1000..2000" in line, line
+    assert "-80..180" in line and "each channel with its own" in line, line
     mri = make_plan(fp(), config(), device="cpu")
     assert mri.fingerprint.modality == "mr/microscopy" and mri.normalization == "zscore"
     masked = replace(MRI, at_min=0.6)  # a skull-stripped MRI: most voxels are a constant 0
@@ -407,6 +412,15 @@ def test_validation_margin_leaves_out_the_training_labels_next_to_the_held_out_b
             "of each fold in each image (3 images, 5 folds))") in blocks.describe()
     assert make_plan(fp(n=5), config(folds=5), device="cpu").val_margin == 0  # a group of images each fold
     assert make_plan(fp(), config(val_fraction=0.0), device="cpu").val_margin == 0
+    # review 43: the block moved to a short axis (the default one held no foreground) took the longest axis's
+    # 15 voxels, 15 of 40 slices (47 % of the training labels); now in proportion, 5 % of its own length
+    image = np.zeros((1, 40, 300), np.float32)
+    labels = np.ones((40, 300), np.uint8)
+    labels[:, 80:200] = 2  # neither end of the long axis (60 columns) holds foreground
+    train, val, note = split_train_val([image], [labels], 0.2, margin=15)
+    assert "along axis 0" in note and val[0].label.shape == (8, 300), note
+    assert "2 voxels of training labels next to it left out (the margin of 15 along axis 1" in note, note
+    assert not train[0].label[-2:].any() and train[0].label[:-2].all()
 
 
 @pytest.mark.parametrize(("shape", "spacing", "patch"), [

@@ -132,6 +132,14 @@ def test_plan_run_plans_an_ensemble_of_the_folds_from_real_arrays(monkeypatch):
     unlimited = plan_run(s.image, s.labels > 0, config(minutes=None), spacing=s.spacing)
     assert not made and kept.folds == unlimited.folds == 1
     assert kept.reasons[0] == "ensemble (folds): 1 (set by you)"
+    # review 43: an ensemble one of whose folds trains without a class (it lies in one block) is not chosen
+    import numpy as np
+
+    labels = (s.labels > 0).astype(np.uint8)
+    labels[:, 150:] = np.where(labels[:, 150:] > 0, 2, 0)  # class 2 only in the last 10 of 160 columns
+    plan = plan_run(s.image, labels, config(minutes=2.0), spacing=s.spacing)
+    assert plan.folds == 1 and plan.reasons[0] == (
+        "ensemble (folds): 1 (one model: fold 4 of 4's training part would hold no voxel of class 2)"), plan.reasons[0]
 
 
 

@@ -231,10 +231,13 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # intensities: CT in HU is clipped to the foreground's range; a constant background
     # (skull-stripped MRI, padded images) is left out of the statistics
     if fp.modality == "ct":
-        c = fp.channels[0]
-        normalization = note("data.normalization", "ct", f"Hounsfield range {c.low:.0f}..{c.high:.0f}: clip to "
-                             f"the foreground's 0.5-99.5 percentiles {c.fg_low:.0f}..{c.fg_high:.0f}, then "
-                             "z-score with the foreground's mean and std")
+        # the channel that looks like CT (review 43: channel 0's 0..1 was quoted beside a CT channel 1)
+        k, c = next((k, c) for k, c in enumerate(fp.channels) if c.low <= -500 and c.high >= 100)
+        which = f"channel {k}'s " if len(fp.channels) > 1 else ""
+        each = ", each channel with its own" if len(fp.channels) > 1 else ""
+        normalization = note("data.normalization", "ct", f"{which}Hounsfield range {c.low:.0f}..{c.high:.0f}: clip "
+                             f"to the foreground's 0.5-99.5 percentiles {c.fg_low:.0f}..{c.fg_high:.0f}, then "
+                             f"z-score with the foreground's mean and std{each}")
     elif any(c.at_min >= 0.2 for c in fp.channels):
         share = max(c.at_min for c in fp.channels)
         normalization = note("data.normalization", "zscore_nonzero", f"{100 * share:.0f}% of the voxels are a "
