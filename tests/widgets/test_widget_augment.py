@@ -40,7 +40,7 @@ def test_form_is_the_session_config(setup):
     assert "Gaussian noise" in widget.specs["noise"][0].tooltip
 
 
-def test_preview_makes_sample_layers(setup, qtbot):
+def test_preview_makes_sample_layers(setup, qtbot, notes):
     viewer, widget, image, labels = setup
     before_image, before_labels = image.data.copy(), labels.data.copy()
     widget.image.value, widget.label_layer.value = image, labels
@@ -61,6 +61,16 @@ def test_preview_makes_sample_layers(setup, qtbot):
     assert len(viewer.layers) == 4
     np.testing.assert_array_equal(image.data, before_image)
     np.testing.assert_array_equal(labels.data, before_labels)
+    # trial 43: the defaults previewed are what a planned run scales down, and the preview says so; values set
+    # here train as set, and then it says nothing
+    from napari_medml._widgets.augment import PLANNED_NOTE
+
+    said = [n.message for n in notes if PLANNED_NOTE in n.message]
+    assert len(said) == 2 and "0.25 to 1 of them" in said[0]
+    widget.specs["flip"][0].value = 0.9
+    widget.preview_button.changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert len([n for n in notes if PLANNED_NOTE in n.message]) == 2
 
 
 def test_preview_errors_are_notifications(setup, qtbot, notes):
