@@ -341,7 +341,7 @@ def test_resume_from_a_folder_without_checkpoint(tiny, tmp_path):
     ("patch", r"patch size \(128, 128\) is larger than the training part of the image \(51, 64\): use a patch "
               r"of at most \(56, 64\) \(its shape padded to a multiple of 8\)"),
     ("dims", "3 spatial dimensions"),
-    ("sparse_no_background", "needs painted background"),
+    ("sparse_no_background", "needs painted background.*Train segmentation's 'background id', --background-id"),
     ("sparse_only_background", "only the background id"),
 ])
 def test_bad_inputs_raise_clear_errors(tiny, tmp_path, case, match):

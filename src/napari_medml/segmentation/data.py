@@ -65,7 +65,8 @@ def find_class_ids(labels: Sequence[np.ndarray], mode: str, background_id: int) 
         if background_id == 0 or background_id not in painted:
             raise InputError(
                 f"scribble mode needs painted background: no voxel has background id {background_id}; "
-                "paint background with that id (or set data.background_id to the id you used, not 0)"
+                "paint background with that id, or set the background id (Train segmentation's 'background id', "
+                "--background-id, data.background_id) to the id you used, not 0"
             )
         foreground = sorted(painted - {background_id})
         if len(foreground) + 1 > MAX_CLASSES:
