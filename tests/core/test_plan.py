@@ -543,3 +543,11 @@ def test_a_2d_patch_of_square_pixels_is_square_so_augmentation_turns_it_by_quart
     assert volume.patch_size[1] != volume.patch_size[2]
     mine = replace(config(spatial_dims=2), data=DataConfig(spatial_dims=2, patch_size=(248, 120)))
     assert make_plan(fp(**region), mine, device="cpu", keep=("data.patch_size",)).patch_size == (248, 120)
+    # review 43: a thin piece's 60x12 patch was made 12x12, a fifth of it; only a patch keeping 45 % is squared
+    from napari_medml.segmentation.plan_rules import quarter_turn_patch
+
+    assert quarter_turn_patch((60, 12), (1.0, 1.0), AugmentConfig()) == ((60, 12), "")
+    assert quarter_turn_patch((248, 120), (1.0, 1.0), AugmentConfig())[0] == (120, 120)
+    thin = make_plan(fp(**{**region, "shape": (64, 64), "train_shape": (64, 12)}), config(spatial_dims=2),
+                     device="cpu")
+    assert thin.patch_size[1] <= 12 < thin.patch_size[0], thin.patch_size
