@@ -121,6 +121,17 @@ def test_a_frame_interval_keeps_its_time_unit_through_every_format(tmp_path: Pat
     assert other.spacing[0] == 30.0 and other.meta["time_unit"] == "sec"
 
 
+def test_a_volume_with_a_length_1_axis_saved_under_an_ome_tif_name_keeps_its_geometry(tmp_path: Path) -> None:
+    """Review 43: length-1 axes go to tifffile's JSON TIFF, which a .ome.tif name turned into OME
+    without that JSON: a one-slice 0.5 mm NIfTI read back at 1 x 1 pixels, unit and origin gone."""
+    one = Volume(np.arange(72, dtype=np.uint8).reshape(1, 8, 9), (2.0, 0.5, 0.5), (0.0, 1.0, 2.0), None, False,
+                 "one", {"unit": "mm"}, "ZYX")
+    write_volume(tmp_path / "one.ome.tif", one)
+    again = read_volume(tmp_path / "one.ome.tif")
+    assert again.spacing == (0.5, 0.5) and again.origin == (1.0, 2.0) and again.meta["unit"] == "mm"
+    np.testing.assert_array_equal(again.data, one.data[0])
+
+
 def test_ome_tiff_czyx_round_trip(tmp_path: Path) -> None:
     czyx = np.random.default_rng(1).integers(0, 255, (3, 4, 10, 12)).astype(np.uint16)
     tifffile.imwrite(tmp_path / "s.ome.tif", czyx, ome=True,

@@ -349,5 +349,7 @@ def write_tiff(path: Path, volume: Volume) -> None:
             info[TIME_UNIT_KEY] = volume.meta[TIME_UNIT_KEY]
         if volume.is_labels:  # read back as labels whatever the file's name
             info["labels"] = True
-        tifffile.imwrite(path, data, resolution=resolution, metadata=info,
+        # ome=False: tifffile takes a .ome.tif name for OME and dropped this JSON, voxel size and unit with it
+        # (review 43: a one-slice NIfTI saved as x.ome.tif read back at 1 x 1 pixels)
+        tifffile.imwrite(path, data, resolution=resolution, metadata=info, ome=False,
                          photometric="rgb" if rgb else "minisblack")  # fmt: skip
