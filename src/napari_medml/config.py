@@ -103,6 +103,13 @@ class AugmentConfig:
         """No transform ever fires: every probability is 0 (whatever the strengths)."""
         return not any(getattr(self, f.name).prob > 0 for f in dataclasses.fields(self))
 
+    def scaled(self, factor: float) -> AugmentConfig:
+        """Every probability times ``factor`` (at most 1), the strengths as they are: what the plan
+        does to the defaults for a short run (0.25 to 1), and ``train --augment-scale``."""
+        return AugmentConfig(**{f.name: AugmentSpec(min(1.0, getattr(self, f.name).prob * factor),
+                                                    getattr(self, f.name).strength)
+                                for f in dataclasses.fields(self)})
+
 
 @dataclass(frozen=True)
 class DataConfig:

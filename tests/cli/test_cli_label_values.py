@@ -123,10 +123,13 @@ def test_a_2d_network_trains_on_a_volume_with_blank_slices_and_pretrains_on_it(c
     from napari_medml.preprocessing.inputs import check_volumes_not_constant
 
     check_volumes_not_constant([0.0, None, 0.0], (3,))  # a volume of blank and other slices
-    with pytest.raises(Exception, match="^image 2 of 2 is constant \\(every voxel is 0\\)"):
-        check_volumes_not_constant([None, 0.0, 0.0, 0.0], (1, 3))  # a volume blank in every slice
-    with pytest.raises(Exception, match="^image 2 of 3 is constant"):
-        check_volumes_not_constant([None, 4.0, None], None)  # unrelated images: each its own
+    check_volumes_not_constant([None, 0.0, 0.0, 0.0], (1, 3))  # a blank volume beside an image (the CLI refuses
+    # a blank file as it reads each; a dark frame of a series, or slices fine-tuned with no groups, train)
+    check_volumes_not_constant([0.0, 1.0], (2,))  # two blank slices of different values: an edge between them
+    with pytest.raises(Exception, match="^image is constant \\(every voxel is 0\\)"):
+        check_volumes_not_constant([0.0, 0.0, 0.0], (3,))  # a volume blank in every slice
+    with pytest.raises(Exception, match="^each of the 2 images is constant \\(every voxel is 4\\)"):
+        check_volumes_not_constant([4.0, 4.0], None)
 
 
 def test_a_constant_image_is_refused_and_many_ids_get_a_warning(capsys, pair) -> None:

@@ -226,6 +226,25 @@ def test_an_ensemble_predicts_block_by_block_as_in_memory(ensemble, tmp_path, tt
     assert again.computed == 0 and again.resumed == plan.count
 
 
+def test_an_ensembles_steps_and_share_agree_after_a_fold_stopped_early():
+    """Review 43: fold 1 stopped early at step 200 of 1404; at fold 2's step 100 the bar said 54 %
+    (fold shares) while the text said step 300 of 2808 (11 %)."""
+    from napari_medml._widgets._progress_text import progress_of
+    from napari_medml.engine.reports import TrainReport
+    from napari_medml.segmentation.ensemble import _renumbered
+
+    def fold(step, limit=None):
+        yield TrainReport(step=step, epoch=1, total_steps=1404, train_loss=0.5, learning_rate=1e-3, elapsed_s=10,
+                          eta_s=100, progress=step / 1404, time_limit_s=limit)
+
+    report = next(_renumbered(fold(100), 1, 2, 10, before=200))
+    assert (report.step, report.total_steps) == (300, 1604) and report.progress == pytest.approx(300 / 1604)
+    done, total, text = progress_of(report)
+    assert done / total == pytest.approx(300 / 1604, abs=1e-3) and "step 300/1604" in text
+    clocked = next(_renumbered(fold(100, limit=60.0), 1, 2, 10, before=200))  # under a time limit: the clock's share
+    assert clocked.progress == pytest.approx((1 + 100 / 1404) / 2)
+
+
 def test_a_time_limit_is_the_whole_ensembles_each_fold_its_share(tmp_path):
     """train --folds 3 --max-minutes M: M minutes for the run (was M for each fold, 3 M in all)."""
     from dataclasses import replace

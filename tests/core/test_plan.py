@@ -413,14 +413,17 @@ def test_validation_margin_leaves_out_the_training_labels_next_to_the_held_out_b
     assert make_plan(fp(n=5), config(folds=5), device="cpu").val_margin == 0  # a group of images each fold
     assert make_plan(fp(), config(val_fraction=0.0), device="cpu").val_margin == 0
     # review 43: the block moved to a short axis (the default one held no foreground) took the longest axis's
-    # 15 voxels, 15 of 40 slices (47 % of the training labels); now in proportion, 5 % of its own length
+    # 15 voxels, 15 of 32 training slices, leaving 17 for a 24-slice patch; now it leaves a patch of labels
     image = np.zeros((1, 40, 300), np.float32)
     labels = np.ones((40, 300), np.uint8)
     labels[:, 80:200] = 2  # neither end of the long axis (60 columns) holds foreground
-    train, val, note = split_train_val([image], [labels], 0.2, margin=15)
-    assert "along axis 0" in note and val[0].label.shape == (8, 300), note
-    assert "2 voxels of training labels next to it left out (the margin of 15 along axis 1" in note, note
-    assert not train[0].label[-2:].any() and train[0].label[:-2].all()
+    train, val, note = split_train_val([image], [labels], 0.2, margin=15, context=(24, 24))
+    assert "along the last 8 of 40 voxels along axis 0" in note.replace("validation on", "along"), note
+    assert ("8 voxels of training labels next to it left out; the margin is 8 voxels, not 15: along this axis the "
+            "training part keeps a patch (24 voxels) of labels") in note, note
+    assert not train[0].label[-8:].any() and train[0].label[:-8].all()
+    # a margin that leaves room for the patch is kept as given, in voxels (it was scaled to the axis: 10 became 3)
+    assert "10 voxels of training labels" in split_train_val([image], [labels], 0.2, margin=10, context=(8, 8))[2]
 
 
 @pytest.mark.parametrize(("shape", "spacing", "patch"), [

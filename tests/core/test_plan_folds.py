@@ -140,6 +140,14 @@ def test_plan_run_plans_an_ensemble_of_the_folds_from_real_arrays(monkeypatch):
     plan = plan_run(s.image, labels, config(minutes=2.0), spacing=s.spacing)
     assert plan.folds == 1 and plan.reasons[0] == (
         "ensemble (folds): 1 (one model: fold 4 of 4's training part would hold no voxel of class 2)"), plan.reasons[0]
+    # with the margin the members leave out beside their block (class 2 only just across the fold border)
+    rng = np.random.default_rng(0)
+    lab = np.zeros((64, 400), np.uint8)
+    lab[20:40, 250:350] = 1
+    lab[20:40, 96:100] = lab[20:40, 101:105] = 2
+    img = rng.random((64, 400)).astype(np.float32) + lab
+    plan = plan_run(img, lab, config(minutes=10.0))
+    assert plan.folds == 1 and "fold 1 of 4's training part would hold no voxel of class 2" in plan.reasons[0]
 
 
 

@@ -110,4 +110,6 @@ def config_from_options(args: argparse.Namespace, base: TrainConfig,
                           "(no momentum): add --optimizer sgd (or rmsprop), or leave --momentum out")
     if getattr(args, "no_augment", False):
         config = replace(config, augment=AugmentConfig.none())
+    elif getattr(args, "augment_scale", None) is not None:
+        config = replace(config, augment=AugmentConfig().scaled(args.augment_scale))
     return config

@@ -83,6 +83,9 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
     # options that set no field of their own: augmentation off, the task, the network's dimensions
     if getattr(args, "no_augment", False) and stored.augment != AugmentConfig.none():
         differ.append("--no-augment is given, the run trained with augmentation")
+    scale = getattr(args, "augment_scale", None)
+    if scale is not None and stored.augment != AugmentConfig().scaled(scale):
+        differ.append(f"--augment-scale is {scale:g}, the run trained with other augmentation probabilities")
     if getattr(args, "task", None) is not None and args.task != stored.task:
         differ.append(f"--task is {args.task}, the run's {stored.task}")
     if getattr(args, "spatial_dims", None) is not None and args.spatial_dims != stored.data.spatial_dims:

@@ -88,6 +88,9 @@ def add(sub: Any) -> None:
     g.add_argument("--no-augment", action="store_true",
                    help="train without data augmentation (default: flips, rotations, "
                    "affine, noise, blur, contrast, intensity)")  # fmt: skip
+    g.add_argument("--augment-scale", type=real(0, 4), metavar="F",
+                   help="the default augmentation probabilities times F, at most 1 each (default: planned, "
+                   "0.25 to 1 of them as the run is short or long; without the plan 1)")  # fmt: skip
     m = p.add_argument_group("network")
     m.add_argument("--network", metavar="NAME",
                    help=f"network from the model registry: segmentation unet, dynunet, segresnet "
@@ -375,7 +378,7 @@ def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, N
 def planned_options(args: argparse.Namespace) -> list[str]:
     """The config fields the options set (``segmentation.plan`` keeps the planned ones among
     them at the user's value)."""
-    return [*fields_given(args), *(["augment"] if args.no_augment else [])]
+    return [*fields_given(args), *(["augment"] if args.no_augment or args.augment_scale is not None else [])]
 
 
 def train_config(args: argparse.Namespace, spatial_dims: int) -> TrainConfig:

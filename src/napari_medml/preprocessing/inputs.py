@@ -212,34 +212,32 @@ def one_value(image: Any, name: str = "image") -> float | None:
 
 def check_volumes_not_constant(values: Sequence[float | None], groups: Sequence[int] | None,
                                noun: str = "image") -> None:
-    """Refuse an image whose every sample has one value, where samples may be the slices or
-    frames of one volume (a 2D network on volumes): a blank slice (the air above a head) trains
-    as background beside the others, but a volume with nothing else teaches nothing.
+    """Refuse training samples that all have one and the same value: nothing to learn. One
+    blank sample beside others is taken: the air above a head in a volume's slices, a dark frame
+    of a series, each trains as background (review and trial 43: one blank slice refused a 2D
+    network on an MRI). A whole file that is constant is refused where files are read (the
+    command line reads each; :func:`check_not_constant`).
 
     Parameters
     ----------
     values : sequence of float or None
         Each training sample's one value (:func:`one_value`), None where its voxels differ.
     groups : sequence of int or None
-        How many consecutive samples each image gave (``DataConfig.sample_groups``); None or
-        sizes that do not add up: each sample is its own image.
+        How many consecutive samples each image gave (``DataConfig.sample_groups``): the slices
+        of one volume make one image in the message.
     noun : str
         What the message calls an image.
 
     Raises
     ------
     InputError
-        Naming the image and its one value, as :func:`check_not_constant` does.
+        Naming the value, as :func:`check_not_constant` does.
     """
-    sizes = [int(g) for g in groups or ()]
-    if sum(sizes) != len(values) or not sizes:
-        sizes = [1] * len(values)
-    start = 0
-    for k, size in enumerate(sizes):
-        part, start = set(values[start:start + size]), start + size
-        if len(part) == 1 and None not in part:
-            name = noun if len(sizes) == 1 else f"{noun} {k + 1} of {len(sizes)}"  # 1-based, as people count
-            check_not_constant(np.full(1, part.pop()), name)  # its message
+    if not values or None in values or len(set(values)) != 1:
+        return
+    images = len(groups) if groups is not None and sum(int(g) for g in groups) == len(values) else len(values)
+    name = noun if images == 1 else f"each of the {images} {noun}s"
+    check_not_constant(np.full(1, values[0]), name)  # its message
 
 
 def spacings_per_image(spacing: Any, n: int) -> list[tuple[float, ...] | None]:

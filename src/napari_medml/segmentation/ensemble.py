@@ -377,10 +377,14 @@ def _renumbered(gen: Generator[TrainReport, None, Model], k: int, folds: int, ep
             eta, done = report.eta_s, report.progress
             if eta is not None:  # the folds still to come take as long as this one
                 eta += (folds - k - 1) * report.elapsed_s / max(done or report.step / total, 1e-6)
-            share = report.step / max(total, 1) if done is None else done
-            yield replace(report, step=report.step + before, total_steps=total * folds,
+            # steps: those trained, of those trained plus those planned for this fold and the next ones, so
+            # that the text and the bar agree after a fold stopped early (review 43); under a time limit, the clock
+            left = before + total * (folds - k)
+            clock = report.time_limit_s is not None and done is not None
+            share = (k + done) / folds if clock else (report.step + before) / max(left, 1)
+            yield replace(report, step=report.step + before, total_steps=left,
                           epoch=report.epoch + k * epochs, eta_s=eta, fold=k + 1, folds=folds,
-                          progress=(k + share) / folds)  # the split note names the fold
+                          progress=share)  # the split note names the fold
     except GeneratorExit:
         gen.close()  # the fold leaves its checkpoint
         raise

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from napari_medml.config import AugmentConfig, AugmentSpec, TrainConfig
+from napari_medml.config import TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
 from napari_medml.segmentation.plan_rules import learning_rate, quarter_turn_patch
@@ -108,7 +108,7 @@ class Plan:
                         schedule=pick("optim.schedule", self.schedule), warmup=pick("optim.warmup", self.warmup),
                         epochs=pick("optim.epochs", self.epochs),
                         steps_per_epoch=pick("optim.steps_per_epoch", self.steps_per_epoch))
-        augment = config.augment if "augment" in self.kept else _scaled(config.augment, self.augment_strength)
+        augment = config.augment if "augment" in self.kept else config.augment.scaled(self.augment_strength)
         return replace(config, data=data, model=model, optim=optim, augment=augment)
 
     def to_dict(self) -> dict:
@@ -382,13 +382,6 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
 
 # --- helpers -------------------------------------------------------------------------------
 
-
-def _scaled(augment: AugmentConfig, strength: float) -> AugmentConfig:
-    """The augmentation with every probability times ``strength``."""
-    from dataclasses import fields
-
-    return AugmentConfig(**{f.name: AugmentSpec(getattr(augment, f.name).prob * strength,
-                                                 getattr(augment, f.name).strength) for f in fields(augment)})
 
 
 def _show(value: Any) -> str:

@@ -61,14 +61,15 @@ def plan_run(images: Any, labels: Any, config: TrainConfig, *, spacing: Any = No
     return from_dict(Plan, decided_by_main(here, config.device))
 
 
-def _fold_missing_a_class(prepared: Any, encoded: Any, class_ids: Any, groups: Any) -> str:
+def _fold_missing_a_class(prepared: Any, encoded: Any, class_ids: Any, groups: Any, margin: int) -> str:
     """Why the plan's ensemble is not taken when one of its folds would train without a class
-    (the classes any image labels); ``""`` when every fold trains on every class."""
+    (the classes any image labels), with the margin its members are planned to leave out;
+    ``""`` when every fold trains on every class."""
     from napari_medml.segmentation import split
 
     every = set().union(*(split.present_classes(lab) for lab in encoded))
     for k in range(ENSEMBLE):
-        train = split.split_fold(prepared, encoded, k, ENSEMBLE, groups=groups)[0]
+        train = split.split_fold(prepared, encoded, k, ENSEMBLE, groups=groups, margin=margin)[0]
         lost = sorted(every - set().union(*(split.present_classes(r.label) for r in train)))
         if lost:
             return (f"fold {k + 1} of {ENSEMBLE}'s training part would hold no voxel of class "
@@ -146,7 +147,8 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
         try:
             members = planned(replace(config, data=replace(config.data, folds=ENSEMBLE)), keep)
             # review 43: a fold whose training part lacks a class averages a model blind to it into the answer
-            why_not = _fold_missing_a_class(prepared, encoded, _class_ids, config.data.sample_groups)
+            why_not = _fold_missing_a_class(prepared, encoded, _class_ids, config.data.sample_groups,
+                                            members.val_margin)
             members = None if why_not else members
         except MedMLError as exc:  # too small to cut into folds, or for a patch in each member's part
             why_not = str(exc).split(":")[0]
