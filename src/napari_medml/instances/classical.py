@@ -130,7 +130,7 @@ def _peak_watershed(dist: np.ndarray, mask: np.ndarray, spacing: tuple[float, ..
     # pixels are peaks, so peaks closer than min_distance become one seed
     n_seeds = len(peaks)
     if params.min_distance > 0 and n_seeds > 1:
-        markers, n_seeds = _merge_close_seeds(markers, n_seeds, spacing, params.min_distance)
+        markers, n_seeds = _merge_close_seeds(markers, n_seeds, spacing, params.min_distance, dist, mask)
     out = watershed(-dist, markers, mask=mask)
     unseeded = mask & (out == 0)
     if unseeded.any():

@@ -236,7 +236,8 @@ def seeded_watershed(
     seed_height : float
         Minimum dynamic of a maximum to become a seed (units of ``height``).
     min_distance : float
-        Seeds whose centres are closer than this physical distance merge; 0 turns it off.
+        A seed whose centre is closer than this physical distance to a higher seed of the same
+        foreground component joins it; 0 turns it off.
 
     Returns
     -------
@@ -259,7 +260,7 @@ def seeded_watershed(
     # a discrete distance map often peaks on two diagonal neighbours: one seed
     markers, n_seeds = ndi.label(peaks, structure=np.ones((3,) * peaks.ndim, bool))
     if min_distance > 0 and n_seeds > 1:
-        markers, n_seeds = _merge_close_seeds(markers, n_seeds, spacing, min_distance)
+        markers, n_seeds = _merge_close_seeds(markers, n_seeds, spacing, min_distance, height, mask)
     out = watershed(-height, markers, mask=mask)
     unseeded = mask & (out == 0)
     if unseeded.any():
@@ -268,23 +269,32 @@ def seeded_watershed(
     return out.astype(np.int32, copy=False)
 
 
-def _merge_close_seeds(
-    markers: np.ndarray, n_seeds: int, spacing: tuple[float, ...], min_distance: float
-) -> tuple[np.ndarray, int]:
-    """Give seeds whose centroids are closer than ``min_distance`` (physical) one id."""
+def _merge_close_seeds(markers: np.ndarray, n_seeds: int, spacing: tuple[float, ...], min_distance: float,
+                       height: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Seeds closer than ``min_distance`` (physical, between centroids) to a higher seed of the
+    same foreground component join it, highest first, as ``peak_local_max``'s ``min_distance``
+    keeps the highest peak. Merging every close pair chained across a cluster and gave nuclei
+    that do not touch one id (trial 43: min distance 100 µm made 45 separate nuclei object 1);
+    skimage merges no seeds by label and distance, so this is ours."""
     from scipy import ndimage as ndi
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    centres = np.array(ndi.center_of_mass(markers > 0, markers, range(1, n_seeds + 1))) * np.array(spacing)
-    pairs = cKDTree(centres).query_pairs(min_distance, output_type="ndarray")
-    if len(pairs) == 0:
-        return markers, n_seeds
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n_seeds, n_seeds))
-    n_groups, group = connected_components(graph, directed=False)
-    lut = np.concatenate([[0], group + 1]).astype(np.int32)
-    return lut[markers], n_groups
+    index = np.arange(1, n_seeds + 1)
+    centres = np.array(ndi.center_of_mass(markers > 0, markers, index)) * np.array(spacing)
+    components = ndi.label(mask)[0]
+    component = np.asarray(ndi.maximum(components, markers, index))
+    peak = np.asarray(ndi.maximum(height, markers, index))
+    tree = cKDTree(centres)
+    owner = np.full(n_seeds, -1)
+    for i in np.argsort(-peak, kind="stable"):
+        near = [j for j in tree.query_ball_point(centres[i], min_distance)
+                if owner[j] == j and component[j] == component[i] and j != i]
+        owner[i] = min(near, key=lambda j: float(np.sum((centres[j] - centres[i]) ** 2))) if near else i
+    kept = np.flatnonzero(owner == np.arange(n_seeds))
+    new_id = np.zeros(n_seeds, np.int32)
+    new_id[kept] = np.arange(1, len(kept) + 1)
+    lut = np.concatenate([[0], new_id[owner]]).astype(np.int32)
+    return lut[markers], len(kept)
 
 
 def instances_from_outputs(
