@@ -106,7 +106,7 @@ class LiveWidget(DockForm):
         viewer.dims.events.current_step.connect(self._view_changed)
         viewer.dims.events.ndisplay.connect(self._view_changed)
         viewer.layers.events.removed.connect(self._layer_removed)
-        self._closer = OnClose(self.native, self.stop)
+        self._closer = OnClose(self.native, lambda: (self.stop(), self._follower.stop()))  # let go (trial 43)
         self.native.destroyed.connect(self._destroyed)
 
     def __getitem__(self, key: Any) -> Any:
