@@ -105,7 +105,17 @@ class AugmentConfig:
 
     def scaled(self, factor: float) -> AugmentConfig:
         """Every probability times ``factor`` (at most 1), the strengths as they are: what the plan
-        does to the defaults for a short run (0.25 to 1), and ``train --augment-scale``."""
+        does to the defaults for a short run (0.25 to 1), and ``train --augment-scale``.
+
+        Parameters
+        ----------
+        factor : float
+            The multiplier, 0 (no augmentation) and up.
+
+        Returns
+        -------
+        AugmentConfig
+        """
         return AugmentConfig(**{f.name: AugmentSpec(min(1.0, getattr(self, f.name).prob * factor),
                                                     getattr(self, f.name).strength)
                                 for f in dataclasses.fields(self)})

@@ -197,6 +197,13 @@ def check_not_constant(image: Any, name: str = "image") -> None:
 def one_value(image: Any, name: str = "image") -> float | None:
     """The value every voxel of ``image`` has, or None when they differ (or it is lazy: not read).
 
+    Parameters
+    ----------
+    image : np.ndarray
+        Any shape; lazy (dask/zarr) arrays are not read.
+    name : str
+        How the message names it.
+
     Raises
     ------
     InputError
