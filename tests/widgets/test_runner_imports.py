@@ -13,13 +13,14 @@ import sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import napari
-from napari.utils.notifications import notification_manager
+from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtWidgets import QApplication
 from menu_helpers import open_from_menu
 
 assert "monai" not in sys.modules and "torch" not in sys.modules
 errors = []
-notification_manager.notification_ready.connect(lambda n: errors.append(str(n.message)))
+notification_manager.notification_ready.connect(  # warnings and errors (the preview's info line is neither)
+    lambda n: errors.append(str(n.message)) if n.severity >= NotificationSeverity.WARNING else None)
 lab = np.zeros((8, 40, 48), np.uint8)
 lab[:, 5:15, 5:20], lab[:, 22:34, 25:40] = 1, 2
 viewer = napari.Viewer(show=False)
