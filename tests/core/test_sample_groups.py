@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_medml.errors import ConfigError, InputError
-from napari_medml.segmentation import margin as validation_margin, sample_groups, split
+from napari_medml.segmentation import label_warnings, margin as validation_margin, sample_groups, split
 
 
 def _slices(n: int) -> tuple[list, list]:
@@ -100,7 +100,7 @@ def test_the_slice_kept_for_its_class_is_not_then_left_out_by_the_margin() -> No
     kept = _indices(train)
     assert any((labels[i] == 2).any() for i in kept), (kept, note)
     assert all(abs(i - j) > 2 for i in kept for j in _indices(val))  # the margin still holds
-    assert split.missing_from_training(train, labels, (0, 1), note) is None
+    assert label_warnings.missing_from_training(train, labels, (0, 1), note) is None
 
 
 def test_label_warnings_read_a_volumes_slices_as_one_volume() -> None:

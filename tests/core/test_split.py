@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medml.segmentation import split
+from napari_medml.segmentation import label_warnings, split
 from napari_medml.segmentation.data import Region
 from napari_medml.errors import InputError
 
@@ -40,7 +40,7 @@ def test_object_only_in_the_default_block_moves_the_block_and_says_why():
     train, val, note = split.split_train_val([img], [lab], 0.2, context=(8, 16, 16), class_ids=(0, 7))
     assert (train[0].label == 2).sum() == (lab == 2).sum()  # training sees all of class 7
     assert "class 7" in note and "held" in note
-    assert split.missing_from_training(train, [lab], (0, 7), note) is None
+    assert label_warnings.missing_from_training(train, [lab], (0, 7), note) is None
     # the scored part of the validation region never overlaps the training region
     assert train[0].label.size + (val[0].label > 0).sum() == lab.size
 
@@ -62,7 +62,7 @@ def test_several_images_hold_out_one_that_training_can_spare():
     labs[3][2:4, 2:4] = 3  # class 3 only in the last image
     train, val, note = split.split_train_val(imgs, labs, 0.25, class_ids=(0, 1, 5))
     assert [v.image.max() for v in val] == [2.0]
-    assert split.missing_from_training(train, labs, (0, 1, 5), note) is None
+    assert label_warnings.missing_from_training(train, labs, (0, 1, 5), note) is None
     assert "not the last" in note
 
 
@@ -72,11 +72,11 @@ def test_a_class_training_cannot_keep_is_named_in_a_warning():
     labs[0][1:3, 1:3] = 2
     labs[1][1:3, 1:3] = 3  # each image holds a class of its own: one is always held out
     train, val, note = split.split_train_val(imgs, labs, 0.5, class_ids=(0, 4, 9))
-    warning = split.missing_from_training(train, labs, (0, 4, 9), note)
+    warning = label_warnings.missing_from_training(train, labs, (0, 4, 9), note)
     assert warning is not None and "class 9" in warning and "--val-fraction 0" in warning
     # the fix the warning names works: no validation, nothing missing
     train, _, note = split.split_train_val(imgs, labs, 0.0)
-    assert split.missing_from_training(train, labs, (0, 4, 9), note) is None
+    assert label_warnings.missing_from_training(train, labs, (0, 4, 9), note) is None
 
 
 def test_a_training_part_without_foreground_is_refused():
@@ -85,7 +85,7 @@ def test_a_training_part_without_foreground_is_refused():
     held[2:4, 2:4] = 2
     train = [Region(np.zeros((1, 8, 8), np.float32), lab)]
     with pytest.raises(InputError, match="no foreground.*class 3.*--val-fraction 0"):
-        split.missing_from_training(train, [lab, held], (0, 3), "validation on the last 1 of 2 images")
+        label_warnings.missing_from_training(train, [lab, held], (0, 3), "validation on the last 1 of 2 images")
 
 
 def test_a_default_block_without_foreground_gives_way_to_one_that_scores():

@@ -346,6 +346,7 @@ def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: An
     """Refuse, before any fold trains, folds whose training part has no foreground or is smaller
     than the patch size given (a fold that would stop the run after the others took their time)."""
     from napari_medml.segmentation import split
+    from napari_medml.segmentation.label_warnings import missing_from_training
     from napari_medml.segmentation.prepare import choose_patch_size, read_inputs
 
     prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
@@ -353,7 +354,7 @@ def _check_every_fold(images: Any, labels: Any, config: TrainConfig, spacing: An
     for k in range(config.data.folds):
         train, _, note = split.split_fold(prepared, encoded, k, config.data.folds, margin=config.data.val_margin,
                                           groups=config.data.sample_groups)
-        split.missing_from_training(train, encoded, class_ids, note)  # raises for a fold with nothing to learn
+        missing_from_training(train, encoded, class_ids, note)  # raises for a fold with nothing to learn
         if config.data.patch_size is not None:  # an automatic patch fits each fold as it trains
             try:
                 choose_patch_size([r.label.shape for r in train], config, spacings[0], single=len(prepared) == 1)

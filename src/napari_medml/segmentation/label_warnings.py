@@ -1,6 +1,6 @@
 """Warnings on the labels a segmentation run trains from: a class with too few labelled
-voxels, masks saved with different ids (0/1 in some files, 0/255 in another), and dense
-labels of a volume painted on one slice only."""
+voxels, masks saved with different ids (0/1 in some files, 0/255 in another), dense labels
+of a volume painted on one slice only, and a class the training part of a split lacks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_medml.errors import InputError
 from napari_medml.segmentation.data import Region
 from napari_medml.segmentation.split import class_id_text, present_classes
 
-__all__ = ["FEW_VOXELS", "few_voxels", "masks_of_other_ids", "one_painted_slice"]
+__all__ = ["FEW_VOXELS", "few_voxels", "masks_of_other_ids", "missing_from_training", "one_painted_slice"]
 
 
 FEW_VOXELS = 10  # labelled voxels of a class below which a run cannot tell it from noise
@@ -106,3 +107,39 @@ def one_painted_slice(labels: Sequence[np.ndarray], groups: Sequence[int] | None
                     "every other slice trains as background; if those slices are not labelled yet, train with "
                     "scribbles (sparse labels: unpainted voxels are ignored) or a 2D network on that slice")
     return None
+
+
+def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.ndarray], class_ids: Sequence[int],
+                          split_note: str) -> str | None:
+    """A warning naming the classes the training part lacks, or None.
+
+    Parameters
+    ----------
+    train_regions : sequence of Region
+        The training part after the split.
+    labels : sequence of np.ndarray
+        All encoded labels (training and held out).
+    class_ids : sequence of int
+        Class id per channel (background first).
+    split_note : str
+        How the data were split, for the message.
+
+    Raises
+    ------
+    InputError
+        When the training part has no foreground at all (nothing to learn).
+    """
+    seen = set().union(*(present_classes(r.label) for r in train_regions))
+    every = set().union(*(present_classes(lab) for lab in labels))
+    lost = sorted(every - seen)
+    if not lost:
+        return None
+    # an ensemble's folds each hold out a part: the validation fraction does not apply
+    fix = ("train one model (--folds 1)" if split_note.startswith("fold ")
+           else "set the validation fraction to 0 (--val-fraction 0)")
+    if not {v for v in seen if v >= 2}:
+        raise InputError(f"the training part has no foreground: every labelled voxel of class "
+                         f"{class_id_text([v for v in lost if v >= 2], class_ids)} is held out for validation "
+                         f"({split_note}); {fix}, or label foreground in more of the data")
+    return (f"warning: class {class_id_text(lost, class_ids)} is not in the training part, only in the held-out "
+            f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")

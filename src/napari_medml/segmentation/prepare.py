@@ -55,7 +55,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     ConfigError
         A patch size not divisible by the network's down-sampling factor.
     """
-    from napari_medml.segmentation import data, label_warnings, split
+    from napari_medml.segmentation import data, label_warnings
     from napari_medml.segmentation.lazy import is_lazy, prepare_lazy
     from napari_medml.segmentation.validation import missing_from_validation
 
@@ -77,7 +77,7 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     # validation regions get one patch of unlabeled context (see split_train_val)
     train_regions, val_regions, split_note = _split(prepared, encoded, config, context=patch_size,
                                                     class_ids=class_ids, margin=dc.val_margin)
-    lost = split.missing_from_training(train_regions, encoded, class_ids, split_note)
+    lost = label_warnings.missing_from_training(train_regions, encoded, class_ids, split_note)
     # statistics of the labelled foreground (encoded >= 2) for the methods that use them
     normalization = normalize_regions(train_regions, val_regions, config, base, foreground_masks=True)
     # thinner than the patch (a 5-slice volume, a 3D patch of 8): pad with unlabeled voxels,

@@ -18,7 +18,7 @@ from napari_medml.errors import InputError
 from napari_medml.segmentation import sample_groups
 from napari_medml.segmentation.data import Region
 
-__all__ = ["axis_phrase", "class_id_text", "holds_out_blocks", "missing_from_training", "present_classes", "split_fold",
+__all__ = ["axis_phrase", "class_id_text", "holds_out_blocks", "present_classes", "split_fold",
            "split_train_val"]
 
 
@@ -372,39 +372,3 @@ def _unlabel_edge(label: np.ndarray, axis: int, edge: str, margin: int) -> np.nd
     label[_block(label.shape, axis, max(0, n - margin), None) if edge == "last" else
           _block(label.shape, axis, 0, margin)] = 0
     return label
-
-
-def missing_from_training(train_regions: Sequence[Region], labels: Sequence[np.ndarray], class_ids: Sequence[int],
-                          split_note: str) -> str | None:
-    """A warning naming the classes the training part lacks, or None.
-
-    Parameters
-    ----------
-    train_regions : sequence of Region
-        The training part after the split.
-    labels : sequence of np.ndarray
-        All encoded labels (training and held out).
-    class_ids : sequence of int
-        Class id per channel (background first).
-    split_note : str
-        How the data were split, for the message.
-
-    Raises
-    ------
-    InputError
-        When the training part has no foreground at all (nothing to learn).
-    """
-    seen = set().union(*(present_classes(r.label) for r in train_regions))
-    every = set().union(*(present_classes(lab) for lab in labels))
-    lost = sorted(every - seen)
-    if not lost:
-        return None
-    # an ensemble's folds each hold out a part: the validation fraction does not apply
-    fix = ("train one model (--folds 1)" if split_note.startswith("fold ")
-           else "set the validation fraction to 0 (--val-fraction 0)")
-    if not {v for v in seen if v >= 2}:
-        raise InputError(f"the training part has no foreground: every labelled voxel of class "
-                         f"{class_id_text([v for v in lost if v >= 2], class_ids)} is held out for validation "
-                         f"({split_note}); {fix}, or label foreground in more of the data")
-    return (f"warning: class {class_id_text(lost, class_ids)} is not in the training part, only in the held-out "
-            f"validation data ({split_note}): the model cannot learn it; {fix}, or label it in more of the data")
