@@ -373,3 +373,15 @@ def test_a_class_mask_scored_as_instances_says_its_objects_share_one_id(tmp_path
     fine = run("evaluate", "--instances", "--prediction", tmp_path / "objects.tif", "--labels",
                tmp_path / "objects.tif")
     assert fine.returncode == 0 and "warning" not in fine.stderr and json.loads(fine.stdout)["notes"] == []
+
+
+def test_two_files_without_objects_score_1_by_convention_and_say_so(tmp_path) -> None:
+    """Review 43: `evaluate --instances` of two empty files gave AP 1.0 with no note."""
+    tifffile.imwrite(tmp_path / "empty.tif", np.zeros((32, 32), np.uint16))
+    r = run("evaluate", "--instances", "--prediction", tmp_path / "empty.tif", "--labels", tmp_path / "empty.tif")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ap_at_0.5"] == 1.0
+    said = (f"note: labels '{tmp_path / 'empty.tif'}' hold no object, nor does prediction "
+            f"'{tmp_path / 'empty.tif'}': every score is 1 by convention")
+    assert report["notes"][0].startswith(said) and said in r.stderr, r.stderr

@@ -157,4 +157,10 @@ def test_a_class_mask_is_told_apart_from_instances_even_thin_diagonal_ones():
         idx = np.arange(40)
         lines[idx, (idx + 12 * k) % 40] = k + 1  # one-pixel diagonals, corners touching
     assert merged_objects_notes(lines, lines, "t", "p", "fix") == []
-    assert merged_objects_notes(np.zeros((4, 4)), np.ones((4, 4), bool), "t", "p", "fix") == []
+    # review 43: truth with no object scored 1.0 (nothing predicted) or 0 without a word
+    assert merged_objects_notes(np.zeros((4, 4)), np.ones((4, 4), bool), "labels 't'", "prediction 'p'", "fix") == [
+        "note: labels 't' hold no object, so every object of prediction 'p' is a false positive: precision, F1 and "
+        "AP are 0 whatever it holds"]
+    assert merged_objects_notes(np.zeros((4, 4)), np.zeros((4, 4)), "labels 't'", "prediction 'p'", "fix") == [
+        "note: labels 't' hold no object, nor does prediction 'p': every score is 1 by convention (as StarDist's) "
+        "and says nothing of a model"]
