@@ -104,6 +104,14 @@ def test_predict_shows_instances_with_features_and_reruns_only_post_processing(
     merged = viewer.layers["cells [instances]"]
     assert int(merged.data.max()) < before and len(merged.features) == int(merged.data.max())
     assert [layer.name for layer in viewer.layers].count("cells [instances]") == 1
+    # review 43: the CLI's --foreground-threshold had no control; a higher one shrinks the objects
+    assert predict["foreground_threshold"].value == pytest.approx(model.params.foreground_threshold)
+    area = int((merged.data > 0).sum())
+    predict["foreground_threshold"].value = 0.95
+    qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].metadata["instance_params"]["foreground_threshold"]
+                    == pytest.approx(0.95), timeout=90000)
+    shrunk = viewer.layers["cells [instances]"].data
+    assert 0 < int((shrunk > 0).sum()) < area and not (shrunk[merged.data == 0] > 0).any()  # inside the old ones
     predict["min_object_size"].value = 1e9
     qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].data.max() == 0, timeout=30000)
 

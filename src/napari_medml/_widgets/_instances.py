@@ -19,12 +19,17 @@ from napari_medml.result_layers import result_layer_data
 __all__ = ["CONTROLS", "control_values", "instance_controls", "instance_table", "params_from_controls", "set_controls",
            "show_instances", "spatial_origin", "with_controls"]
 
-CONTROLS = ("seed_height", "min_distance", "min_object_size")
+CONTROLS = ("foreground_threshold", "seed_height", "min_distance", "min_object_size")
 
 
 def instance_controls() -> dict[str, FloatSpinBox]:
     """Post-processing of instance models; a model's own values fill them after a prediction."""
     return {
+        # review 43: the CLI's --foreground-threshold had no control here
+        "foreground_threshold": FloatSpinBox(value=0.5, min=0.0, max=1.0, step=0.05, label="foreground threshold",
+                                             tooltip="instance models: a voxel is in an object where the learned "
+                                             "foreground probability is at least this (0-1); lower grows objects "
+                                             "and finds fainter ones, higher shrinks them"),
         "seed_height": FloatSpinBox(value=0.3, min=0.0, max=1.0, step=0.05, label="seed height",
                                     tooltip="instance models: a maximum of the learned distance map starts an "
                                     "object when it rises this much (0-1) above the saddle to a higher one; "
@@ -40,8 +45,8 @@ def instance_controls() -> dict[str, FloatSpinBox]:
 
 def set_controls(widgets: dict[str, Any], params: Any) -> None:
     """Show ``params`` (InstanceParams) in the controls without re-running anything."""
-    values = {"seed_height": params.seed_height, "min_distance": params.min_distance,
-              "min_object_size": params.min_size}
+    values = {"foreground_threshold": params.foreground_threshold, "seed_height": params.seed_height,
+              "min_distance": params.min_distance, "min_object_size": params.min_size}
     for name, value in values.items():
         with widgets[name].changed.blocked():
             widgets[name].value = value
@@ -49,7 +54,8 @@ def set_controls(widgets: dict[str, Any], params: Any) -> None:
 
 def control_values(widgets: dict[str, Any]) -> dict[str, float]:
     """The controls' values as ``InstanceParams`` fields (read on the GUI thread, used in a job)."""
-    return {"seed_height": float(widgets["seed_height"].value), "min_distance": float(widgets["min_distance"].value),
+    return {"foreground_threshold": float(widgets["foreground_threshold"].value),
+            "seed_height": float(widgets["seed_height"].value), "min_distance": float(widgets["min_distance"].value),
             "min_size": float(widgets["min_object_size"].value)}
 
 
