@@ -152,7 +152,8 @@ def test_without_depth_the_planned_run_takes_the_suggested_patch(capsys, tmp_pat
     code, _, err = run_cli(capsys, *args, "--patch-size", "15", "32", "32")
     line = one_line(err)
     assert code == 2 and line.endswith("--patch-size 15 32 32 must be divisible by 2 (the planned network halves "
-                                       "each axis at least once): use --patch-size 14 32 32")
+                                       "each axis at least once; --network dynunet pools a thin or coarse axis "
+                                       "less): use --patch-size 14 32 32")
     code, _, err = run_cli(capsys, *args, "--patch-size", "16", "32", "32")
     line = one_line(err)
     assert code == 1 and ("is larger than the training part of the image (24, 40, 2) (z, y, x; a NIfTI's x, y, z "
@@ -161,6 +162,41 @@ def test_without_depth_the_planned_run_takes_the_suggested_patch(capsys, tmp_pat
     code, _, err = run_cli(capsys, *args, "--patch-size", *fix)
     assert code == 0, err
     assert f"patch size: {'x'.join(fix)} (set by you" in err
+
+
+def test_a_thin_anisotropic_volume_trains_on_its_slices_unpadded_and_an_odd_slice_patch_with_dynunet(capsys,
+                                                                                                   tmp_path):
+    """Review 43, fault 7: 3 slices of 5 x 0.5 x 0.5 voxels were planned with an 8-slice patch
+    (dynunet does not pool them), and a patch of 3 slices was refused as odd."""
+    import json
+
+    rng = np.random.default_rng(7)
+    img = rng.normal(0, 1, (3, 48, 48)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[:, 10:30, 12:40] = 1
+    img[lab == 1] += 3
+    np.save(tmp_path / "thin.npy", img)
+    np.save(tmp_path / "thin_mask.npy", lab)
+    args = ["train", "--image", tmp_path / "thin.npy", "--labels", tmp_path / "thin_mask.npy", "--spacing", "5",
+            "0.5", "0.5", "--epochs", "1", "--steps-per-epoch", "1", "--channels", "4", "--device", "cpu"]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "auto")
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert cfg["network"]["name"] == "dynunet" and cfg["patch_size"][0] == 3, cfg["patch_size"]
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "odd", "--patch-size", "3", "32", "32")
+    assert code == 2 and "--network dynunet pools a thin or coarse axis less" in one_line(err)
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "odd", "--patch-size", "3", "32", "32",
+                           "--network", "dynunet")
+    assert code == 0, err
+    assert "patch size: 3x32x32 (set by you" in err
+    # an odd in-plane side is refused by the run, axis by axis, with a patch that fits
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--patch-size", "3", "30", "32",
+                           "--network", "dynunet")
+    line = one_line(err)
+    assert code == 1 and "must be divisible by (1, 4, 4) along its axes" in line and line.endswith("use (3, 28, 32)")
+    code, _, err = run_cli(capsys, *args, "--out", tmp_path / "bad", "--patch-size", "3", "28", "32",
+                           "--network", "dynunet")
+    assert code == 0, err
 
 
 def test_patch_larger_than_the_data_then_the_suggested_patch_trains(capsys, files, tmp_path):

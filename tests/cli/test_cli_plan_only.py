@@ -33,6 +33,14 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path) -> None:
     assert "\n  schedule: " in r.stdout and "time budget" in r.stdout  # the schedule spans the 2 minutes
     assert "--plan-only: nothing was trained" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.npy", "labels.npy"]  # no bundle, no checkpoints
+    # trial 44: --plan-only saves nothing, yet asked for --out; a run without --plan-only still needs it
+    bare = run("train", *files, "--max-minutes", "2", "--channels", "8", "--plan-only")
+    assert bare.returncode == 0 and bare.stdout.startswith("plan: 1 image(s) of 48x96 voxels"), bare.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.npy", "labels.npy"]
+    needs = run("train", *files, "--max-minutes", "2")
+    assert needs.returncode == 2 and needs.stderr.strip() == ("napari-medml: error: the following arguments are "
+                                                              "required: --out (the folder for the trained model "
+                                                              "bundle)"), needs.stderr
     refused = run("train", *files, "--out", tmp_path / "m", "--plan-only", "--no-plan")
     assert refused.returncode == 2 and "--plan-only prints the plan of a new segmentation" in refused.stderr, \
         refused.stderr

@@ -503,6 +503,29 @@ def test_the_plan_shows_numbers_to_three_digits():
     assert "foreground patches: 0.333 (" in text and "steps in 0.167 min (each of the 3 folds' share of 0.5 min)" in text
 
 
+def test_a_thin_anisotropic_volume_is_not_padded_along_its_few_slices_and_an_odd_slice_patch_is_kept():
+    """Review 43, fault 7: 3 slices at 5 x 0.5 x 0.5 were planned with an 8-slice patch (five of its
+    eight slices padding), because every axis had to divide by the U-Net's 2 ** (depth - 1), while
+    dynunet does not pool an axis thinner than 8 voxels at all; a patch set to 3 slices was refused."""
+    from napari_medml.nn.segmentation import build_network
+    from napari_medml.nn.strides import patch_divisors
+
+    spacing = (5.0, 0.5, 0.5)
+    plan = make_plan(fp(shape=(3, 200, 200), spacing=spacing), config(), device="cpu")
+    assert plan.network == "dynunet" and plan.patch_size[0] == 3, plan.patch_size
+    assert plan.depth >= 4  # the slices do not limit the in-plane levels
+    assert patch_divisors(plan.apply(config()).model, plan.patch_size, spacing)[0] == 1
+    kept = replace(config(), data=replace(config().data, patch_size=(2, 88, 88)))
+    over = make_plan(fp(shape=(3, 200, 200), spacing=spacing), kept, device="cpu", keep=("data.patch_size",))
+    assert over.network == "dynunet" and over.patch_size == (2, 88, 88) and over.depth == 4
+    for p in (plan, over):
+        net = build_network(p.apply(config()).model, 3, 1, 2, patch_size=p.patch_size, spacing=spacing)
+        assert net(torch.zeros(1, 1, *p.patch_size)).shape == (1, 2, *p.patch_size)
+    # the U-Net halves every axis: the same volume planned isotropic still pads to its multiple
+    iso = make_plan(fp(shape=(3, 200, 200)), config(), device="cpu")
+    assert iso.network == "unet" and iso.patch_size[0] % 2 == 0
+
+
 def test_the_plan_gives_no_object_size_for_scribbles():
     """Scribbles are not objects: 'typical object 1x1x1 voxels' read as a measurement."""
     from dataclasses import replace as swap

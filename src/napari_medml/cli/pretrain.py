@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
     images, spacings, channel_axis, dims, first, counts = _read_images(args.image, args.spatial_dims, args.axes,
                                                                        args.spacing)
-    args.patch_size = check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth)
+    args.patch_size = check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth,
+                                         getattr(args, "network", None))
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
     # each file one case of the median voxel size, however many slices or frames it gives
     config = replace(config, data=replace(config.data, sample_groups=tuple(counts)))

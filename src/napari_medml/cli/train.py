@@ -174,8 +174,9 @@ def add(sub: Any) -> None:
                    "samples; Ctrl-C stops them all (default: 1)")  # fmt: skip
     add_train_options(p)
     out = p.add_argument_group("output")
-    out.add_argument("--out", required=True, type=Path, metavar="BUNDLE_DIR",
-                     help="folder for the trained model bundle (config.json + weights); "
+    out.add_argument("--out", type=Path, metavar="BUNDLE_DIR",
+                     help="folder for the trained model bundle (config.json + weights; required, except "
+                     "with --plan-only); "
                      "an earlier bundle there is replaced; checkpoints are kept in its "
                      "'checkpoints' folder while training and removed when the bundle is saved")  # fmt: skip
     out.add_argument("--resume", action="store_true",
@@ -211,6 +212,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.plan_only and not _planned(args):
         raise UsageError("--plan-only prints the plan of a new segmentation or instances run (a classifier is not "
                          "planned): leave out --no-plan and --resume, or --plan-only")
+    if args.out is None and not args.plan_only:  # --plan-only saves nothing (trial 44: it asked for --out)
+        raise UsageError("the following arguments are required: --out (the folder for the trained model bundle)")
     if args.task == "classification":
         from napari_medml.cli.classify import train
 
@@ -223,7 +226,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"got {len(args.image)} --image but {len(args.labels)} --labels: "
                          "give one labels file per image")  # fmt: skip
     start = [Path(args.init_from)] if getattr(args, "init_from", None) else []  # the start bundle is an input too
-    check_bundle_target(args.out, inputs=[*args.image, *args.labels, *start])
+    if args.out is not None:
+        check_bundle_target(args.out, inputs=[*args.image, *args.labels, *start])
     if args.resume and args.spatial_dims is None:  # the stopped run's network cuts the files, not a new choice
         from napari_medml.cli.resume import stopped_config
 
@@ -234,7 +238,8 @@ def _run(args: argparse.Namespace) -> int:
     read = images, labels, spacings, channel_axis, dims, groups
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     args.patch_size = check_patch_option(args.patch_size, dims,
-                                         args.depth or (None if _planned(args) else ModelConfig().depth))
+                                         args.depth or (None if _planned(args) else ModelConfig().depth),
+                                         args.network)
     config = train_config(args, dims)  # options that do not go together: one line before torchrun starts
     if not args.resume:
         config.check_new_run()
@@ -322,7 +327,9 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
 
 def _run_config(args: argparse.Namespace, dims: int, groups: tuple[int, ...]) -> Any:
     """The options' TrainConfig, with the run's checkpoint folder and its samples' groups."""
-    config = replace(train_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    config = train_config(args, dims)
+    if args.out is not None:  # --plan-only may have none
+        config = replace(config, checkpoint_dir=str(checkpoint_folder(args.out)))
     if max(groups) > 1:  # slices or frames of a volume as samples: their neighbours are not held out apart
         config = replace(config, data=replace(config.data, sample_groups=groups))
     return config

@@ -61,12 +61,15 @@ def real(low: float, high: float | None = None, *, low_open: bool = False, high_
     return parse
 
 
-def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None) -> list[int] | None:
+def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | None,
+                       network: str | None = None) -> list[int] | None:
     """``--patch-size``: one number for every spatial axis (as the widgets take it) or one per
     axis, each a multiple of ``2 ** (depth - 1)``; returns one number per axis (None: not given).
 
     ``depth`` None: the plan chooses it, and takes a depth that divides the patch, down to
-    2 levels: each axis must then be even.
+    2 levels: each axis must then be even. ``network`` "dynunet": pools a thin or coarse
+    axis less, by a factor that depends on the spacing; the run checks each axis's factor
+    (``nn.strides.patch_divisors``), so only the count of numbers is checked here.
     """
     if not patch:
         return patch
@@ -77,10 +80,12 @@ def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | 
                          f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
                          f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
     divisor = 2 ** ((depth or 2) - 1)
-    if any(p % divisor for p in patch):
+    if network != "dynunet" and any(p % divisor for p in patch):
         fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)
         why = (f"2 ** (depth - 1) for --depth {depth}" if depth else
                "the planned network halves each axis at least once")
+        if spatial_dims == 3:  # review 43: a thin, anisotropic volume's odd slice count
+            why += "; --network dynunet pools a thin or coarse axis less"
         raise UsageError(f"--patch-size {' '.join(map(str, patch))} must be divisible by {divisor} ({why}): "
                          f"use --patch-size {fit}" + (", or a smaller --depth" if depth else ""))  # fmt: skip
     return patch

@@ -20,9 +20,10 @@ import torch
 from napari_medml.nn.classification import CLASSIFIER_NETWORKS
 from napari_medml.config import ModelConfig
 from napari_medml.errors import ConfigError
+from napari_medml.nn.strides import dynunet_kernels_strides, patch_divisor, patch_divisors
 
 __all__ = ["NETWORKS", "NETWORK_TASK", "SEGMENTATION_NETWORKS", "build_network", "dynunet_kernels_strides",
-           "freeze_encoder_stages", "keep_frozen_statistics", "output_tensors", "patch_divisor"]
+           "freeze_encoder_stages", "keep_frozen_statistics", "output_tensors", "patch_divisor", "patch_divisors"]
 
 Factory = Callable[..., torch.nn.Module]
 
@@ -43,32 +44,6 @@ def _unet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelC
         norm=config.norm,
         dropout=config.dropout,
     )
-
-
-def dynunet_kernels_strides(patch_size: Sequence[int], spacing: Sequence[float] | None,
-                            depth: int) -> tuple[list[list[int]], list[list[int]]]:
-    """nnU-Net's rule: pool an axis only while it is fine enough and >= 8 voxels.
-
-    On an anisotropic grid the coarse axis is pooled later (stride 1 and kernel 1
-    until the other axes have caught up), so the receptive field grows evenly in mm.
-    """
-    sizes = [float(s) for s in patch_size]
-    spacings = [float(s) for s in (spacing or [1.0] * len(sizes))]
-    kernels: list[list[int]] = []
-    strides: list[list[int]] = []
-    while len(strides) < depth - 1:
-        ratio = [sp / min(spacings) for sp in spacings]
-        stride = [2 if r <= 2 and size >= 8 else 1 for r, size in zip(ratio, sizes)]
-        kernel = [3 if r <= 2 else 1 for r in ratio]
-        if all(s == 1 for s in stride):
-            break
-        sizes = [size / s for size, s in zip(sizes, stride)]
-        spacings = [sp * s for sp, s in zip(spacings, stride)]
-        kernels.append(kernel)
-        strides.append(stride)
-    strides.insert(0, [1] * len(sizes))
-    kernels.append([3] * len(sizes))
-    return kernels, strides
 
 
 def _dynunet(spatial_dims: int, in_channels: int, out_channels: int, config: ModelConfig,
@@ -128,11 +103,6 @@ NETWORK_TASK: dict[str, str] = {
     **{name: "segmentation" for name in SEGMENTATION_NETWORKS},
     **{name: "classification" for name in CLASSIFIER_NETWORKS},
 }
-
-
-def patch_divisor(config: ModelConfig) -> int:
-    """Every patch axis must be divisible by this (one halving per level below the top)."""
-    return 2 ** max(config.depth - 1, 0)
 
 
 def build_network(config: ModelConfig, spatial_dims: int, in_channels: int, out_channels: int, *,

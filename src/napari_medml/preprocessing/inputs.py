@@ -341,8 +341,8 @@ def shrink_patch(patch: Sequence[int], spacing: Sequence[float] | None, divisor:
     return tuple(patch)
 
 
-def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]], divisor: int, depth: int,
-                     where: str) -> tuple[int, ...]:
+def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]], divisor: int | Sequence[int],
+                     depth: int, where: str) -> tuple[int, ...]:
     """A patch size given by the user, checked against the network and the images.
 
     Parameters
@@ -352,8 +352,9 @@ def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]],
     shapes : sequence of shapes
         The spatial shapes the patches are drawn from (images thinner than the patch on
         an axis are padded to the next multiple of ``divisor`` there, no further).
-    divisor : int
-        The network's down-sampling factor, ``2 ** (depth - 1)``.
+    divisor : int or sequence of int
+        The network's down-sampling factor, ``2 ** (depth - 1)``, or one per axis
+        (``nn.strides.patch_divisors``: DynUNet pools a thin or coarse axis less).
     depth : int
         The network's resolution levels (named in the message).
     where : str
@@ -371,15 +372,19 @@ def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]],
         A patch size larger than the smallest shape padded to a multiple of ``divisor``.
     """
     smallest = tuple(min(int(s[a]) for s in shapes) for a in range(len(patch_size)))
-    largest = tuple(max(divisor, -(-s // divisor) * divisor) for s in smallest)
+    factors = tuple(int(d) for d in divisor) if isinstance(divisor, Sequence) else (int(divisor),) * len(smallest)
+    largest = tuple(max(d, -(-s // d) * d) for s, d in zip(smallest, factors))
     patch_size = tuple(int(p) for p in patch_size)
-    if any(p % divisor for p in patch_size):
-        fit = tuple(max(divisor, p // divisor * divisor) for p in patch_size)
-        raise ConfigError(f"patch_size {patch_size} must be divisible by {divisor} "
-                          f"(2 ** (depth - 1) for depth {depth}): use {fit}, or a smaller depth")
+    if any(p % d for p, d in zip(patch_size, factors)):
+        fit = tuple(max(d, p // d * d) for p, d in zip(patch_size, factors))
+        by = (f"{factors[0]} (2 ** (depth - 1) for depth {depth})" if len(set(factors)) == 1 else
+              f"{factors} along its axes (the network's down-sampling along each)")
+        smaller = ", or a smaller depth" if len(set(factors)) == 1 and depth > 2 else ""
+        raise ConfigError(f"patch_size {patch_size} must be divisible by {by}: use {fit}{smaller}")
     if any(p > m for p, m in zip(patch_size, largest)):
         fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
-        padded = (f" (its shape padded to a multiple of {divisor})"
+        multiple = factors[0] if len(set(factors)) == 1 else f"each axis's factor {factors}"
+        padded = (f" (its shape padded to a multiple of {multiple})"
                   if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
         order = " (z, y, x; a NIfTI's x, y, z reversed)" if len(patch_size) == 3 else ""
         raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}{order}: use a patch "

@@ -113,7 +113,8 @@ class PretrainingTask:
     def __init__(self, config: TrainConfig, images: Any, *, spacing: Any = None, channel_axis: int | None = None,
                  base: ReconstructionModel | None = None, start_step: int = 0) -> None:
         from napari_medml.engine.devices import patch_voxel_cap, resolve_device
-        from napari_medml.nn.segmentation import build_network, patch_divisor
+        from napari_medml.nn.segmentation import build_network
+        from napari_medml.nn.strides import fit_thin_axes, patch_divisor, patch_divisors
         from napari_medml.pretraining import data
         from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
 
@@ -152,11 +153,15 @@ class PretrainingTask:
         if base is not None:
             self.patch_size = base.patch_size
         elif dc.patch_size is not None:
-            self.patch_size = check_patch_size(dc.patch_size, [a.shape[1:] for a in arrays], divisor,
+            self.patch_size = check_patch_size(dc.patch_size, [a.shape[1:] for a in arrays],
+                                               patch_divisors(config.model, dc.patch_size, self.spacing),
                                                config.model.depth, "smallest image")
         else:
-            self.patch_size = data.choose_patch([a.shape[1:] for a in arrays], self.spacing, divisor,
-                                                patch_voxel_cap(device, dc.spatial_dims))
+            shapes = [a.shape[1:] for a in arrays]
+            self.patch_size = fit_thin_axes(data.choose_patch(shapes, self.spacing, divisor,
+                                                              patch_voxel_cap(device, dc.spatial_dims)),
+                                            [min(s[a] for s in shapes) for a in range(len(shapes[0]))],
+                                            config.model, self.spacing)
         self.voxels = int(sum(a[0].size for a in arrays))  # the images' own, before any padding
         # smaller than the patch: pad with 0 (the normalised mean), as inference pads
         arrays = [np.pad(a, [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(self.patch_size, a.shape[1:])])

@@ -193,7 +193,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     """
     import dask.array as da
 
-    from napari_medml.nn.segmentation import patch_divisor
+    from napari_medml.nn.strides import patch_divisor, patch_divisors
     from napari_medml.preprocessing.normalization import apply_normalization, fit_normalization
     from napari_medml.segmentation import data
     from napari_medml.segmentation.data import TrainingData
@@ -234,8 +234,10 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
         patch = tuple(base.patch_size)
     elif dc.patch_size is not None:
         patch = tuple(int(p) for p in dc.patch_size)
-        if any(p % divisor for p in patch) or any(p > s for p, s in zip(patch, shape)):
-            raise ConfigError(f"patch_size {patch} must be divisible by {divisor} and fit the image {shape}")
+        factors = patch_divisors(config.model, patch, spacings[0])
+        if any(p % f for p, f in zip(patch, factors)) or any(p > s for p, s in zip(patch, shape)):
+            by = factors[0] if len(set(factors)) == 1 else f"{factors} along its axes"
+            raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}")
     else:
         patch = data.auto_patch_size(shape, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
                                      bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,

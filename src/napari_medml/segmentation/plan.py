@@ -181,6 +181,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     -------
     Plan
     """
+    from napari_medml.nn.strides import fit_thin_axes, patch_divisors
     from napari_medml.segmentation.data import auto_patch_size
 
     keep = tuple(k for k in PLANNED_FIELDS if k in set(keep))
@@ -276,6 +277,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     start = [divisor if r <= divisor else (r - 1) // divisor * divisor for r in region]
     patch = auto_patch_size(start, fp.spacing, dims, d.memory_budget_mb, divisor,
                             bytes_per_voxel=96.0 * channels * 2, max_voxels=cap)
+    # dynunet pools a thin axis less: 3 slices take a 3-slice patch, not 8 (review 43, fault 7)
+    patch = fit_thin_axes(patch, region, replace(config.model, network=network, depth=divisor.bit_length()), fp.spacing)
     if all(p >= r for p, r in zip(patch, region)):
         why = f"the whole training region {'x'.join(map(str, region))}, padded to the network's multiple"
     else:
@@ -297,9 +300,13 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]
     depth = wanted = depth_for(held)
-    while depth > 2 and any(p % 2 ** (depth - 1) for p in patch):
+    def fits(depth: int) -> bool:  # each axis divides by what the network pools it by
+        factors = patch_divisors(replace(config.model, network=network, depth=depth), patch, fp.spacing)
+        return not any(p % f for p, f in zip(patch, factors))
+
+    while depth > 2 and not fits(depth):
         depth -= 1
-    if network == "dynunet" and depth < 3 and not any(p % 4 for p in patch):
+    if network == "dynunet" and depth < 3 and fits(3):
         depth = 3  # DynUNet needs three levels
     if network == "dynunet" and min(depth, user_depth or depth) < 3 and "model.network" not in keep:
         depth = min(depth, user_depth or depth)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, get_args
 
-from napari_medml.config import SegmentationNetwork, TrainConfig
+from napari_medml.config import ModelConfig, SegmentationNetwork, TrainConfig
 from napari_medml.segmentation.fingerprint import fingerprint
 from napari_medml.errors import MedMLError
 from napari_medml.segmentation.plan import Plan, changed_fields, make_plan
@@ -128,9 +128,10 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
         train_shape = tuple(min(r.label.shape[a] for r in train) for a in range(config.data.spatial_dims))
         fp = fingerprint(prepared, encoded, spacings[0], train_shape, _class_ids, objects=objects)
         if "data.patch_size" in keep:  # refused before a step is timed, as the run would refuse it after
-            depth = make_plan(fp, config, device=device.type, keep=keep).depth  # untimed: the depth only
+            untimed = make_plan(fp, config, device=device.type, keep=keep)  # the network and depth only
+            model = replace(config.model, network=untimed.network, depth=untimed.depth)
             for k, part in enumerate(parts):
-                check_kept_patch([r.label.shape for r in part[0]], config, k, len(prepared) == 1, depth)
+                check_kept_patch([r.label.shape for r in part[0]], config, k, len(prepared) == 1, model, spacings[0])
         return make_plan(fp, config, device=device.type, keep=keep, step_seconds=timer,
                          val_voxels=sum(r.label.size for r in val))
 
@@ -168,7 +169,7 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
 
 
 def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold: int, single: bool,
-                     depth: int) -> None:
+                     model: ModelConfig, spacing: Sequence[float] | None = None) -> None:
     """Refuse a patch size the user set that the planned network does not fit in a training part.
 
     Parameters
@@ -182,9 +183,11 @@ def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold:
         0-based fold, named in the message of an ensemble.
     single : bool
         One image (the message speaks of its training part).
-    depth : int
-        The planned network's levels (the patch may reach the smallest region padded to a
-        multiple of ``2 ** (depth - 1)``).
+    model : ModelConfig
+        The planned network and depth (the patch may reach the smallest region padded to a
+        multiple of what the network pools each axis by: ``nn.strides.patch_divisors``).
+    spacing : sequence of float, optional
+        Voxel size per axis (DynUNet's strides follow it).
 
     Raises
     ------
@@ -192,7 +195,10 @@ def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold:
         The patch is larger than the smallest region padded to that multiple, as the run
         would refuse it after planning.
     """
+    from dataclasses import replace
+
     from napari_medml.errors import InputError
+    from napari_medml.nn.strides import patch_divisors
     from napari_medml.preprocessing.inputs import check_patch_size
 
     patch = config.data.patch_size
@@ -203,7 +209,9 @@ def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold:
     where = ("training part of the image" if single and (folds > 1 or config.data.val_fraction > 0)
              else "smallest training image")
     try:
-        check_patch_size(patch, shapes, 2 ** (depth - 1), depth, where)
+        if model.network == "dynunet" and model.depth < 3:  # it needs three levels: the factors of three
+            model = replace(model, depth=3)
+        check_patch_size(patch, shapes, patch_divisors(model, patch, spacing), model.depth, where)
     except InputError as exc:
         if folds > 1:
             raise InputError(f"the patch size set does not fit fold {fold + 1} of {folds}'s training part: {exc} "

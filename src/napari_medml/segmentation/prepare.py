@@ -224,18 +224,20 @@ def choose_patch_size(shapes: Sequence[Sequence[int]], config: TrainConfig, spac
     InputError
         A patch size larger than the data.
     """
-    from napari_medml.nn.segmentation import patch_divisor
+    from napari_medml.nn.strides import fit_thin_axes, patch_divisor, patch_divisors
     from napari_medml.segmentation import data
 
     dc = config.data
     divisor = patch_divisor(config.model)
     smallest = tuple(min(int(s[a]) for s in shapes) for a in range(dc.spatial_dims))
     if dc.patch_size is None:
-        return data.auto_patch_size(smallest, spacing, dc.spatial_dims, dc.memory_budget_mb, divisor,
-                                    bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
-                                    max_voxels=max_patch_voxels)
+        patch = data.auto_patch_size(smallest, spacing, dc.spatial_dims, dc.memory_budget_mb, divisor,
+                                     bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
+                                     max_voxels=max_patch_voxels)
+        return fit_thin_axes(patch, smallest, config.model, spacing)
     where = "training part of the image" if single and dc.val_fraction > 0 else "smallest training image"
-    return check_patch_size(dc.patch_size, shapes, divisor, config.model.depth, where)
+    return check_patch_size(dc.patch_size, shapes, patch_divisors(config.model, dc.patch_size, spacing),
+                            config.model.depth, where)
 
 
 def normalize_regions(train_regions: list, val_regions: list, config: TrainConfig, base: Any = None, *,
