@@ -67,7 +67,7 @@ def _predict(widget, qtbot, button="predict"):
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
 
 
-def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
+def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot, tmp_path):
     viewer, widget, ct, seg = setup
     assert widget["tta"].value is False  # a model trained without the plan: no planned test-time augmentation
     assert widget["overlap"].value == InferConfig().overlap == 0.5  # as `napari-medml predict` (was 0.25 here)
@@ -95,13 +95,26 @@ def test_bundle_folder_probabilities_and_uncertainty(setup, qtbot):
     edge = np.abs(np.diff(pred.data.astype(int), axis=2)) > 0
     assert unc[:, :, 1:][edge].mean() > 1.3 * unc[:, :, 1:][~edge].mean()
 
-    # again, one probability layer per class: the plugin's own layers are replaced, not added
+    # trial 44: float16 probabilities saved through napari's save, as NIfTI (no half floats) and TIFF
+    for ext in (".nii.gz", ".tif"):
+        path = tmp_path / f"probabilities{ext}"
+        written = viewer.layers["ct [probabilities]"].save(str(path), plugin="napari-medml")
+        assert written == [str(path)]
+        back = viewer.open(str(path), plugin="napari-medml")[0]
+        assert back.data.dtype == np.float32 and back.data.shape == probs.shape
+        np.testing.assert_array_equal(np.asarray(back.data), probs.astype(np.float32))
+        viewer.layers.remove(back)
+
+    # again, one probability layer per class, no uncertainty: the plugin's own layers are replaced,
+    # and those this run does not make again go (trial 44: they stayed, reading as the new run's)
+    user = viewer.add_image(unc.copy(), name="ct [uncertainty] (2)")  # a user's layer of such a name stays
     widget["probabilities"].value = "one per class"
     widget["uncertainty"].value = False
     widget["model"].value = "phantom model"
     _predict(widget, qtbot)
     names = [layer.name for layer in viewer.layers]
-    assert names.count("ct [prediction]") == 1 and names.count("ct [probabilities]") == 1
+    assert names.count("ct [prediction]") == 1 and "ct [probabilities]" not in names and "ct [uncertainty]" not in names
+    assert user in viewer.layers
     assert viewer.layers["ct [prediction]"] is pred  # refilled in place
     per_class = [n for n in names if n.startswith("ct [probability ")]
     assert len(per_class) == 4 and all(viewer.layers[n].data.shape == ct.data.shape for n in per_class)

@@ -3,6 +3,7 @@ never), placed where the layer they were computed from lies (``_placement``)."""
 
 from __future__ import annotations
 
+import re
 import weakref
 from typing import Any
 
@@ -13,7 +14,7 @@ from napari_medml._widgets._proxy import unproxied
 from napari_medml._widgets._refill import refill
 from napari_medml.layer_data import PLUGIN_MARK, LayerDataTuple, is_generated
 
-__all__ = ["free_name", "show_result"]
+__all__ = ["drop_stale_results", "free_name", "show_result"]
 
 
 def free_name(viewer: napari.Viewer, name: str) -> str:
@@ -91,3 +92,35 @@ def _user_owned(layer: napari.layers.Labels) -> Any:
             painted.metadata.pop(PLUGIN_MARK, None)
 
     return unmark
+
+
+def drop_stale_results(viewer: napari.Viewer, source_name: str, kinds: tuple[str, ...],
+                       kept: list[napari.layers.Layer]) -> list[str]:
+    """Remove the plugin's earlier ``<source> [<kind>...]`` layers that a re-run did not refill.
+
+    Trial 44: a run without probabilities left the last run's ``[probability k]`` and
+    ``[uncertainty]`` layers of that image beside the new prediction, under the same names,
+    where they read as the new model's. A user's layer (no plugin mark) is never removed.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    source_name : str
+        The image layer's name.
+    kinds : tuple of str
+        Result kinds to look at: a layer ``"<source> [<kind>...]"`` (or ``... (2)``) matches.
+    kept : list of napari.layers.Layer
+        The layers this run showed.
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    pattern = re.compile(rf"{re.escape(source_name)} \[(?:{'|'.join(map(re.escape, kinds))})[^\]]*\](?: \(\d+\))?")
+    keep = {id(unproxied(layer)) for layer in kept}
+    stale = [layer for layer in list(viewer.layers) if pattern.fullmatch(layer.name)
+             and is_generated(unproxied(layer).metadata) and id(unproxied(layer)) not in keep]
+    for layer in stale:
+        viewer.layers.remove(layer)
+    return [layer.name for layer in stale]

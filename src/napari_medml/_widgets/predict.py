@@ -1,8 +1,8 @@
 """Predict widget: a model from this session or a bundle folder, run on an image.
 
 Results are new layers ``<image> [prediction]`` (``[probabilities]``, ``[uncertainty]``, ``[instances]``); a re-run
-replaces only the layers it made. Fine-tune continues the model on the (corrected) labels, then predicts again.
-"""
+replaces only the layers it made, and removes those of them it does not make again. Fine-tune continues the model
+on the (corrected) labels, then predicts again."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from napari_medml._widgets._instances import (
 )
 from napari_medml._widgets._predict_input import (as_predicted, choose_input, image_gone, input_for, is_lazy_image,
                                                   prediction_inputs, result_note)
+from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
 from napari_medml.config import InferConfig
@@ -282,30 +283,31 @@ class PredictWidget(DockForm):
             record_planes(self._viewer, labels, self._session.remember_prediction(labels, as_predicted, edited).planes)
         if edited is not None and edited.any():
             labels.metadata.pop(PLUGIN_MARK, None)
-        labels.metadata["class_ids"] = list(prediction.class_ids)
-        labels.metadata["class_names"] = names
+        labels.metadata.update(class_ids=list(prediction.class_ids), class_names=names)
         self.prediction = prediction
         self._w["corrected"].reset_choices()
         self._w["corrected"].value = labels
         mode = self._w["probabilities"].value
+        shown = []
         if prediction.probabilities is not None and mode == "one layer":
-            show_result(self._viewer, result_layer_data(
+            shown.append(show_result(self._viewer, result_layer_data(
                 prediction.probabilities, layer.name, "probabilities", spatial, "image", axes,
-                colormap="magma", contrast_limits=(0.0, 1.0)), like=layer)
+                colormap="magma", contrast_limits=(0.0, 1.0)), like=layer))
         elif prediction.probabilities is not None:
             for cid, probs in zip(prediction.class_ids, prediction.probabilities):
                 what = f"probability {names.get(cid, cid)}"
-                show_result(self._viewer, result_layer_data(
+                shown.append(show_result(self._viewer, result_layer_data(
                     probs, layer.name, what, spatial, "image", axes, colormap="magma",
-                    contrast_limits=(0.0, 1.0), blending="additive", visible=False), like=layer)
+                    contrast_limits=(0.0, 1.0), blending="additive", visible=False), like=layer))
         if prediction.uncertainty is not None:
             # added over the image: black (certain) adds nothing, so the image and labels stay in view
-            show_result(self._viewer, result_layer_data(
+            shown.append(show_result(self._viewer, result_layer_data(
                 prediction.uncertainty, layer.name, "uncertainty", spatial, "image", axes,
-                colormap="inferno", blending="additive"), like=layer)
+                colormap="inferno", blending="additive"), like=layer))
         if prediction.instances is not None:
-            show_result(self._viewer, result_layer_data(
-                prediction.instances, layer.name, "instances", spatial, "labels", axes), like=layer)
+            shown.append(show_result(self._viewer, result_layer_data(
+                prediction.instances, layer.name, "instances", spatial, "labels", axes), like=layer))
+        drop_stale_results(self._viewer, layer.name, ("probabilit", "uncertainty", "instances"), shown)  # trial 44
 
     @notify_errors("Instances")
     def update_instances(self, *_: Any) -> None:

@@ -182,7 +182,8 @@ def _fit_length(values: tuple[float, ...], n: int, fill: float) -> tuple[float, 
 def write_volume(path: str | Path, volume: Volume) -> Path:
     """Write a :class:`Volume` to NIfTI, TIFF or NumPy, chosen by extension.
 
-    Boolean data are written as uint8 (no format here stores booleans).
+    Boolean data are written as uint8 (no format here stores booleans), and float16 data as
+    float32 in NIfTI and TIFF (neither NIfTI nor ImageJ reads half floats).
 
     Parameters
     ----------
@@ -208,6 +209,10 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
         raise InputError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     if volume.data.dtype == bool:
         volume = replace(volume, data=volume.data.astype(np.uint8))
+    if volume.data.dtype == np.float16 and fmt in ("nifti", "tiff"):
+        # NIfTI has no half float and ImageJ/Fiji read no half-float TIFF (trial 44: probability layers
+        # could not be saved); float32 holds every float16 value exactly
+        volume = replace(volume, data=volume.data.astype(np.float32))
     dropped = volume.meta.get(io_axes.SINGLETONS_KEY)
     if dropped and fmt != "zarr":  # the length-1 axes the file had go back (Zarr keeps them listed)
         data, axes, spacing, origin = io_axes.unsqueeze(volume.data, volume.axes, volume.spacing, volume.origin,
