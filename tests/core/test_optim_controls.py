@@ -55,6 +55,27 @@ def test_plateau_has_no_warm_up():
     OptimConfig(schedule="plateau")  # without a warm-up it is fine
 
 
+@pytest.mark.parametrize(("patience", "halved_at"), [(None, 5), (1, 1), (2, 1), (3, 2), (10, 5)])
+def test_plateau_halves_the_rate_before_early_stopping_ends_the_run(patience, halved_at):
+    """Trial 44: with --patience 2 the rate never fell, early stopping ended the run first."""
+    import torch
+
+    from napari_medml.engine.optim import build_scheduler
+
+    config = TrainConfig(optim=OptimConfig(schedule="plateau", learning_rate=0.1,
+                                           early_stopping_patience=patience))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    step, plateau = build_scheduler(optimizer, config, 100)
+    assert step is None
+    plateau.step(0.5)  # the best epoch
+    rates = []
+    for _ in range(6):  # then no improvement
+        plateau.step(0.4)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates.index(0.05) + 1 == halved_at, rates
+    assert halved_at <= (patience or halved_at)  # within the epochs early stopping waits
+
+
 MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
                    fg_std=120.0)
 

@@ -54,8 +54,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     optimizer : torch.optim.Optimizer
     config : TrainConfig
         ``optim.schedule``: constant, poly (nnU-Net, Isensee et al. 2021), cosine
-        (Loshchilov & Hutter 2017, without restarts) or plateau (halve the rate when
-        the validation key stops improving).
+        (Loshchilov & Hutter 2017, without restarts) or plateau (halve the rate after
+        half the early-stopping patience, rounded up, of epochs without improvement of the
+        validation key; 5 epochs without early stopping).
     total : int
         Steps in the run.
 
@@ -68,8 +69,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     name = config.optim.schedule
     total = max(int(total), 1)
     if name == "plateau":
-        patience = max(1, (config.optim.early_stopping_patience or 10) // 2)
-        return None, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=patience)
+        # halve at half the early-stopping patience (10 when none is set), so the lower rate gets its chance
+        # before the run stops; torch halves after ``patience`` bad epochs plus one (trial 44: with --patience 2,
+        # early stopping ended the run before the rate ever fell)
+        wait = math.ceil((config.optim.early_stopping_patience or 10) / 2)
+        return None, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                                patience=wait - 1)
     if name == "constant" and not config.optim.warmup:
         return None, None
     if name in ("constant", "poly", "cosine"):
