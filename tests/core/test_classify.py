@@ -19,7 +19,7 @@ from napari_medml.classification.levels import object_samples, tile_samples
 from napari_medml.classification.split import stratified_split
 from napari_medml.bundles.transfer import transfer_weights
 from napari_medml.nn.classification import CLASSIFIER_NETWORKS, build_classifier_network, stages
-from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, TrainConfig
+from napari_medml.config import AugmentConfig, AugmentSpec, ModelConfig, OptimConfig, TrainConfig
 from napari_medml.errors import BundleError, ConfigError, InputError
 from napari_medml.samples import shape_classes
 from napari_medml.engine.reports import StopToken, TrainReport
@@ -447,3 +447,20 @@ def test_images_of_another_size_than_the_training_ones_are_resized_with_a_note(s
     assert bigger.note == ("samples of 32x32 voxels are resized to the classifier's input of 16x16 "
                            "(linear interpolation)")
     assert bigger.classes.shape == (4,)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_the_classifier_focal_loss_is_the_true_class_term_per_sample_whatever_the_class_count(classes) -> None:
+    """Trial 44: MONAI's mean also averaged over the classes, so the loss was the standard focal
+    loss (Lin et al. 2017, gamma 2) divided by the number of classes."""
+    from napari_medml.classification.task import _loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(8, classes), torch.randint(0, classes, (8,))
+    weights = tuple(float(w) for w in range(1, classes + 1))
+    for weight in (None, weights):
+        loss = _loss(OptimConfig(loss="focal", class_weights=weight), classes, torch.device("cpu"))(logits, target)
+        p = torch.softmax(logits, 1)[torch.arange(8), target]
+        alpha = torch.ones(8) if weight is None else torch.tensor(weight)[target]
+        expected = (-alpha * (1 - p) ** 2 * torch.log(p)).mean()
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5)

@@ -234,8 +234,10 @@ def _loss(config: OptimConfig, num_classes: int, device: torch.device) -> Callab
     if config.loss == "focal":
         from monai.losses import FocalLoss
 
-        focal = FocalLoss(to_onehot_y=True, use_softmax=True, weight=weight)
-        return lambda logits, target: focal(logits, target[:, None])
+        focal = FocalLoss(to_onehot_y=True, use_softmax=True, weight=weight, reduction="none")
+        # per sample, the true class's term, as the segmentation focal loss: MONAI's "mean" also averaged
+        # over the K classes (K - 1 of them 0), so the loss shrank with K (trial 44)
+        return lambda logits, target: focal(logits.float(), target[:, None]).sum(1).mean()
     raise ConfigError(f"loss {config.loss!r} is for segmentation: classification uses 'ce' or 'focal'")
 
 

@@ -68,7 +68,8 @@ def add(sub: Any) -> None:
                    help="training patch size: one number for every spatial axis, or one per axis in Z Y X "
                    "order (a NIfTI's x, y, z reversed) (default: chosen from image shape, spacing and memory)")
     g.add_argument("--batch-size", type=integer(1), metavar="B",
-                   help=f"patches per step (default: planned; without the plan {data.batch_size})")  # fmt: skip
+                   help=f"patches per step, or samples for a classifier (default: planned; without the plan "
+                   f"{data.batch_size}; classification 16)")  # fmt: skip
     g.add_argument("--folds", type=integer(1, 20), metavar="K",
                    help="segmentation: train an ensemble of K models, each validated on a different "
                    "fold (whole images, or one of K blocks of each image); predict averages their "
@@ -139,14 +140,14 @@ def add(sub: Any) -> None:
                    help=f"loss function (default: {optim.loss}; classification: ce or focal, "
                    "default ce)")  # fmt: skip
     o.add_argument("--class-weights", type=real(0), nargs="+", metavar="W",
-                   help="weight of each class in the cross-entropy (dice_ce's too), in class order: "
+                   help="weight of each class in the cross-entropy (dice_ce's too; focal's alpha), in class order: "
                    "segmentation's background first (default: equal)")  # fmt: skip
     o.add_argument("--label-smoothing", type=real(0, 1, high_open=True), metavar="F",
                    help="cross-entropy label smoothing in [0, 1), segmentation and classification (default: 0)")
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
-                   help=f"learning-rate schedule; plateau halves the rate when validation stops improving and "
-                   f"has no warm-up (default: planned; without the plan {optim.schedule}; classification "
-                   "cosine)")  # fmt: skip
+                   help=f"learning-rate schedule; plateau halves the rate after half the --patience (5 epochs "
+                   f"without it) without improvement and has no warm-up (default: planned; without the plan "
+                   f"{optim.schedule}; classification cosine)")  # fmt: skip
     o.add_argument("--warmup", type=real(0, 1, high_open=True), metavar="F",
                    help="share of the run (steps, or the time budget) warming the rate up (default: planned; "
                    "without the plan 0)")  # fmt: skip
