@@ -83,6 +83,15 @@ def test_momentum_for_an_optimizer_without_one_is_refused(tmp_path):
     assert set_by_you.returncode == 0, set_by_you.stderr
     assert "learning rate: 0.01 (SGD: nnU-Net's rate)" in set_by_you.stderr  # not "momentum 0.99" any more
     assert "optimizer: SGD, momentum 0.5 (Nesterov)" in set_by_you.stderr
+    # trial 44: Nesterov's momentum could not be turned off
+    plain = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m3", *OPTIONS,
+                "--optimizer", "sgd", "--momentum", "0.9", "--no-nesterov", tmp=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "optimizer: SGD, momentum 0.9," in plain.stderr and "Nesterov" not in plain.stderr
+    assert json.loads((tmp_path / "m3" / "config.json").read_text())["train_config"]["optim"]["nesterov"] is False
+    adam = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m4", *OPTIONS,
+               "--no-nesterov", tmp=tmp_path)
+    assert adam.returncode == 1 and "--no-nesterov is for SGD, and the optimizer is adamw" in adam.stderr
 
 
 def test_stop_metric_chooses_what_picks_the_best_epoch(tmp_path):

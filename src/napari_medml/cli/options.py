@@ -38,6 +38,7 @@ OPTION_FIELDS: dict[str, str] = {
     "optimizer": "optim.optimizer",
     "lr": "optim.learning_rate",
     "momentum": "optim.momentum",
+    "nesterov": "optim.nesterov",
     "weight_decay": "optim.weight_decay",
     "loss": "optim.loss",
     "schedule": "optim.schedule",
@@ -108,6 +109,11 @@ def config_from_options(args: argparse.Namespace, base: TrainConfig,
 
         raise ConfigError(f"--momentum is for SGD and RMSprop, and the optimizer is {config.optim.optimizer} "
                           "(no momentum): add --optimizer sgd (or rmsprop), or leave --momentum out")
+    if "nesterov" in groups.get("optim", {}) and config.optim.optimizer != "sgd":
+        from napari_medml.errors import ConfigError
+
+        raise ConfigError(f"--no-nesterov is for SGD, and the optimizer is {config.optim.optimizer}: add "
+                          "--optimizer sgd, or leave --no-nesterov out")
     if getattr(args, "no_augment", False):
         config = replace(config, augment=AugmentConfig.none())
     elif getattr(args, "augment_scale", None) is not None:

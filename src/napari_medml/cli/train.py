@@ -134,6 +134,8 @@ def add(sub: Any) -> None:
                    f"warm-up, SGD 0.01, RMSprop 0.001; without the plan {optim.learning_rate})")  # fmt: skip
     o.add_argument("--momentum", type=real(0, 1, high_open=True), metavar="M",
                    help="SGD and RMSprop momentum (default: SGD 0.99 with Nesterov, as nnU-Net; RMSprop 0)")  # fmt: skip
+    o.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
+                   help="SGD with plain (heavy-ball) momentum instead of Nesterov's")
     o.add_argument("--weight-decay", type=real(0, 1, high_open=True), metavar="W",
                    help=f"weight decay (L2 penalty; AdamW's is decoupled) (default: {optim.weight_decay:g})")  # fmt: skip
     o.add_argument("--loss", choices=typing.get_args(LossName),
