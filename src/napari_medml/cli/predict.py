@@ -67,7 +67,8 @@ def add(sub: Any) -> None:
     p.add_argument("--uncertainty", type=Path, metavar="OUT",
                    help="also write the voxel-wise uncertainty to this file: the entropy of the mean "
                    "probabilities; for an ensemble (train --folds) the members' disagreement, "
-                   "their mutual information (0 where their probabilities agree)")  # fmt: skip
+                   "their mutual information (0 where their probabilities agree); in nats (natural log: at "
+                   "most ln K for K classes)")  # fmt: skip
     p.add_argument("--error", type=Path, metavar="OUT",
                    help="pretraining bundles: also write the per-voxel reconstruction error (an anomaly map: "
                    "high where the image is unlike the images it learned from; the squared or absolute error "
