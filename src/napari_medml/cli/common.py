@@ -22,7 +22,6 @@ __all__ = [
     "check_derived_table",
     "check_file_targets",
     "given",
-    "image_layout",
     "info",
     "progress_bar",
     "say_stored_order",
@@ -101,88 +100,6 @@ AXES_HINT = "say what they are with --axes, e.g. --axes ZYX (a volume) or --axes
 def add_axes_option(parser: Any) -> None:
     """The ``--axes`` option train, predict and evaluate share."""
     parser.add_argument("--axes", metavar="AXES", help=AXES_HELP)
-
-
-def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape: Any = None,
-                 in_channels: int | None = None, labels_what: str = "labels") -> tuple[Any, Any]:
-    """An image volume with every axis named, and how it meets a ``spatial_dims``-D network.
-
-    Unnamed axes (``Q``) are resolved from the labels' shape and the network's channels
-    (:func:`napari_medml.io.axes_resolve.resolve_axes`); when that does not settle it, the error
-    names ``--axes``. ``spatial_dims`` None: 3 when the image has a Z axis, else 2.
-    A one-slice volume for a 3D network (its length-1 Z, or unnamed axis, came off on
-    reading) gets that axis back as Z when predicting (``labels_shape`` None), with an
-    info line; a 2D image, or one to train on, is refused as one slice.
-
-    Returns
-    -------
-    tuple
-        ``(volume, layout)``: the volume with resolved axes and its ``io_axes.Layout``.
-
-    Raises
-    ------
-    InputError
-        Axes that cannot be told apart, too few for the network, a 2D network on one
-        sagittal or coronal slice, or channels other than ``in_channels``.
-    """
-    from dataclasses import replace
-
-    from napari_medml.errors import InputError
-    from napari_medml.io.axes import SINGLETONS_KEY, layout, one_slice_volume
-    from napari_medml.io.axes_resolve import check_not_strips, resolve_axes
-
-    what = f"image '{path}'"
-    axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
-                        labels_shape=labels_shape, in_channels=in_channels, labels_what=labels_what)  # fmt: skip
-    if spatial_dims == 2 and "Q" in vol.axes and any(d[0] == "Z" for d in vol.meta.get(SINGLETONS_KEY) or []):
-        # the file's own Z has length 1 (it came off on reading): an unnamed axis that a 2D network takes
-        # as slices is not that Z but frames, and the outputs keep the file's Z (case 33 j06)
-        axes = "".join("T" if given == "Q" and a == "Z" else a for given, a in zip(vol.axes, axes))
-    vol = replace(vol, axes=axes)
-    dims = spatial_dims or (3 if "Z" in axes else 2)
-    others = [(a, n) for a, n in zip(axes, vol.data.shape) if a not in "YX"]
-    if dims == 3 and "Z" not in axes and all(a == "C" and n == in_channels for a, n in others):
-        # one slice (its length-1 Z came off on reading, or the file holds a 2D image), channels aside
-        dropped = vol.meta.get(SINGLETONS_KEY) or []
-        rgb = bool(vol.meta.get("rgb"))
-        back = None if labels_shape is not None else one_slice_volume(vol.data, axes, vol.spacing, vol.origin,
-                                                                      dropped, rgb)
-        if back is None:
-            order = "; a NIfTI's x, y reversed" if "sform_code" in vol.meta else ""  # a NIfTI, with codes or not
-            raise InputError(f"{what} is one 2D slice (axes {axes}, shape {tuple(vol.data.shape)}{order}) but the "
-                             "network is 3D: it needs a volume of several slices; give the volume, or use a 2D network "
-                             "(train --spatial-dims 2; the widget's 2D/3D)")
-        data, axes, spacing, origin, left = back
-        meta = {k: v for k, v in vol.meta.items() if k != SINGLETONS_KEY} | ({SINGLETONS_KEY: left} if left else {})
-        vol = replace(vol, data=data, axes=axes, spacing=spacing, origin=origin, meta=meta)
-        info(f"{what} has one slice: taken as a volume of 1 slice (axes {axes}) for the 3D network")
-    check_not_strips(axes, vol.data.shape, dims, what)
-    lay = layout(axes, dims, what, f"or {AXES_HINT}")
-    channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
-    if in_channels is not None and channels != in_channels:  # before any work, in the options' words
-        raise InputError(f"the model was trained on {in_channels} channel(s) but {what} has {channels} "
-                         f"(axes {axes}, shape {tuple(vol.data.shape)}): "
-                         f"{_channel_fix(axes, vol.data.shape, in_channels, bool(vol.meta.get('rgb')), dims)}")
-    return vol, lay
-
-
-def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool, dims: int) -> str:
-    """The fix for an image with other channels than the model's: the ``--axes`` that names an
-    axis of the right length as the channels and the others as the ``dims``-D network needs
-    them (the last ``dims`` spatial, one axis before them time), or, when no axis has that
-    length, an image with those channels."""
-    same = "give an image with the same channels as the training images"
-    body = axes[:-1] if rgb else axes  # an RGB colour axis is what it is
-    candidates = [i for i, (a, n) in enumerate(zip(body, shape)) if n == in_channels and a not in "CYX"]
-    if not candidates and in_channels == 1 and "C" in body and "Z" not in body:  # a stack stored as channels
-        return f"{same}, or, if its channels are the slices of a volume, say so with --axes {body.replace('C', 'Z')}"
-    rest = len(body) - 1 - dims  # axes left in front of the spatial ones once one holds the channels
-    if not candidates or rest not in (0, 1):
-        return same
-    i = candidates[0]
-    names = iter("T" * rest + "ZYX"[-dims:])
-    letters = "".join("C" if k == i else next(names) for k in range(len(body)))
-    return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {letters}"
 
 
 def label_values(vol: Any, path: Any, what: str = "labels", ids: str = "class") -> Any:

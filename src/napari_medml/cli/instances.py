@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from napari_medml.cli.layout import image_layout
 from napari_medml.cli.common import (
     UsageError,
     check_derived_table,
     check_file_targets,
     given,
-    image_layout,
     info,
     progress_bar,
     say_stored_order,
@@ -67,7 +67,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     from napari_medml.cli.spacing_option import with_spacing
 
     vol, lay = image_layout(with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0],
-                            args.image, dims, in_channels=model.in_channels)
+                            args.image, dims, in_channels=model.in_channels, channel=args.channel)
     if lay.sample_axes:
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
         info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "

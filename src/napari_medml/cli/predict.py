@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_medml.cli.layout import image_layout
 from napari_medml.cli.common import (
     DEVICES,
     PROG,
@@ -16,7 +17,6 @@ from napari_medml.cli.common import (
     add_axes_option,
     check_file_targets,
     given,
-    image_layout,
     info,
     progress_bar,
     say_stored_order,
@@ -49,6 +49,9 @@ def add(sub: Any) -> None:
                    "block); a 2D model segments a volume slice by "
                    "slice, any model a time series frame by frame")  # fmt: skip
     add_axes_option(p)
+    p.add_argument("--channel", type=integer(0), metavar="K",
+                   help="segment channel K (0 first) of a multi-channel image with a one-channel model; "
+                   "the other channels are left out")  # fmt: skip
     add_spacing_option(p, "image file")
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
                    help="labels file to write, with the model's class ids (instance models: one id per "
@@ -172,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                          f"'{args.model}' is a segmentation model")  # fmt: skip
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
-                            in_channels=model.in_channels)  # fmt: skip
+                            in_channels=model.in_channels, channel=args.channel)  # fmt: skip
     if blockwise and lay.sample_axes:  # trial 42: it said "3 frames predicted one by one", then refused them
         from napari_medml.io.axes import samples_phrase
 
@@ -256,7 +259,8 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
         raise UsageError(f"'{args.out}': a pretraining bundle's reconstruction is written whole; write it to a "
                          ".nii.gz, .tif or .npy file")
     dims = model.spatial_dims  # the image's axes checked as for a segmentation model, with the same lines
-    vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels)
+    vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels,
+                            channel=args.channel)
     _say_samples(args, vol, lay, dims)
     check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     note = spacing_note(spatial_spacing(vol, dims), model.spacing, f"image '{args.image}'",
@@ -277,9 +281,14 @@ def _refuse_unused(args: argparse.Namespace, kind: str, blockwise: bool) -> None
     def flags(*names: str) -> list[str]:
         return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False, 0)]
 
+    channel = [] if args.channel is None else ["--channel"]  # 0 is a channel
+    if kind == "instances" and blockwise and channel:
+        raise UsageError("--channel is not taken by an instance model's block-wise (.zarr --out) prediction: save "
+                         "the channel as its own image first, or write the objects to a .tif or .nii.gz")
     if kind == "classifier":
+        tta = ["--tta" if args.tta else "--no-tta"] if args.tta is not None else []
         unused = flags("overlap", "sw_batch_size", "min_size", "fill_holes", "keep_largest", "level", "halo",
-                       "block_memory") + (["--tta" if args.tta else "--no-tta"] if args.tta is not None else [])
+                       "block_memory") + tta + channel
         if unused:
             raise UsageError(f"{', '.join(unused)}: for segmentation and instance models; '{args.model}' is a "
                              "classifier (drop the option)")

@@ -155,7 +155,8 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
     """The samples of every image (frames, or slices under a 2D network), their spacings,
     the channel axis, the network's dimensions, the first volume and the samples of each file."""
     from napari_medml import io
-    from napari_medml.cli.common import AXES_HINT, image_layout, spatial_spacing
+    from napari_medml.cli.common import AXES_HINT, spatial_spacing
+    from napari_medml.cli.layout import image_layout
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
     from napari_medml.cli.training_files import network_dims, unknown_spacing_line
     from napari_medml.errors import InputError

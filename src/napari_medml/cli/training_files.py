@@ -33,7 +33,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     import numpy as np
 
     from napari_medml import io
-    from napari_medml.cli.common import image_layout, label_values, spatial_spacing
+    from napari_medml.cli.common import label_values, spatial_spacing
+    from napari_medml.cli.layout import image_layout
     from napari_medml.cli.transposed import check_not_transposed
     from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
     from napari_medml.io.axes import samples_phrase
@@ -184,7 +185,7 @@ def network_dims(volumes: list, paths: list[Path], spatial_dims: int | None) -> 
     order (a 2D network trains on the volumes' slices; said in one line); else None (each
     image's own, as ``image_layout`` decides). Before, the first file decided: a volume
     first refused the 2D images after it, a 2D image first took the volumes' slices."""
-    from napari_medml.cli.common import image_layout
+    from napari_medml.cli.layout import image_layout
     from napari_medml.errors import InputError
 
     if spatial_dims is not None or len(volumes) < 2:
