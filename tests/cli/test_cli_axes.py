@@ -686,6 +686,8 @@ def test_the_spacing_option_gives_files_that_store_none_their_voxel_size(model_2
     code, _, err = run_cli(capsys, "predict", "--model", model_2d, "--image", model_2d.parent / "slice.tif", "--out",
                            tmp_path / "c.tif", "--device", "cpu", "--spacing", "5", "5")  # fmt: skip
     assert code == 0 and io.read_volume(tmp_path / "c.tif").spacing == pytest.approx((0.3, 0.3)), err
+    # trial 44: and says so (the option was ignored without a word)
+    assert f"--spacing: '{model_2d.parent / 'slice.tif'}' stores its own voxel size (0.3x0.3" in err, err
     np.save(tmp_path / "vol.npy", np.zeros((4, 48, 48), np.float32))
     code, _, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "vol.npy", "--labels", tmp_path / "vol.npy",
                            "--axes", "ZYX", "--spacing", "0.5", "0.5")  # fmt: skip
@@ -713,6 +715,29 @@ def test_the_spacing_option_gives_files_that_store_none_their_voxel_size(model_2
     want = evaluate(vol_pred, vol_lab, spacing=(3.0, 0.5, 0.5))["classes"]["1"]["hd95"]
     assert json.loads(out)["classes"]["1"]["hd95"] == want != evaluate(vol_pred, vol_lab, spacing=(1.0, 0.5, 0.5))[
         "classes"]["1"]["hd95"]
+
+
+def test_too_few_voxel_sizes_for_a_npy_volume_trained_in_3d_are_refused_with_the_full_fix(tmp_path, capsys) -> None:
+    """Trial 44: `--spacing 0.5 0.5` on a 6x40x40 .npy volume planned a 1 x 0.5 x 0.5 grid (its unnamed
+    first axis, the slices, took 1 without a word), and `--spacing 0.5` suggested those two numbers."""
+    rng = np.random.default_rng(3)
+    lab = np.zeros((6, 40, 40), np.uint8)
+    lab[:, 10:30, 8:32] = 1
+    img = (rng.normal(0, 1, lab.shape) + 3 * lab).astype(np.float32)
+    np.save(tmp_path / "vol.npy", img)
+    np.save(tmp_path / "vol_lab.npy", lab)
+    args = ["train", "--image", tmp_path / "vol.npy", "--labels", tmp_path / "vol_lab.npy", "--device", "cpu",
+            "--plan-only"]
+    code, _, err = run_cli(capsys, *args, "--spacing", "0.5", "0.5")
+    assert code == 2 and err.strip().splitlines() == [
+        f"napari-medml: error: --spacing 0.5 0.5 gives 2 voxel size(s) but '{tmp_path / 'vol.npy'}' is read as 3 "
+        "spatial axes (ZYX; the file does not name its first, taken as Z): give one per axis, e.g. --spacing 1 0.5 "
+        "0.5"], err
+    code, _, err = run_cli(capsys, *args, "--spacing", "0.5")
+    assert code == 2 and err.strip().endswith("if its first axis, which the file does not name, holds the slices of "
+                                              "a volume, one for it too: --spacing 1 1 0.5"), err
+    code, out, err = run_cli(capsys, *args, "--spacing", "5", "0.5", "0.5")
+    assert code == 0 and "spacing 5x0.5x0.5 (anisotropy 10.0)" in out and "network: dynunet" in out, err
 
 
 def test_a_stack_whose_first_axis_is_unnamed_takes_a_voxel_size_for_it(tmp_path) -> None:

@@ -64,10 +64,11 @@ def predict(args: argparse.Namespace, model: Any) -> int:
                                            foreground_threshold=args.foreground_threshold))
     dims = model.spatial_dims
     from napari_medml import io
-    from napari_medml.cli.spacing_option import with_spacing
+    from napari_medml.cli.spacing_option import check_spacing_covers, with_spacing
 
     vol, lay = image_layout(with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0],
                             args.image, dims, in_channels=model.in_channels, channel=args.channel)
+    check_spacing_covers(vol, args.image)
     if lay.sample_axes:
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
         info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "

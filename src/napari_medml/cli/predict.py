@@ -24,7 +24,7 @@ from napari_medml.cli.common import (
     write_output,
 )
 from napari_medml.cli.progress import bar_progress
-from napari_medml.cli.spacing_option import add_spacing_option
+from napari_medml.cli.spacing_option import add_spacing_option, check_spacing_covers
 from napari_medml.cli.values import integer, real
 from napari_medml.config import InferConfig
 
@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels, channel=args.channel)  # fmt: skip
+    check_spacing_covers(vol, args.image)
     if blockwise and lay.sample_axes:  # trial 42: it said "3 frames predicted one by one", then refused them
         from napari_medml.io.axes import samples_phrase
 
@@ -261,6 +262,7 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     dims = model.spatial_dims  # the image's axes checked as for a segmentation model, with the same lines
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels,
                             channel=args.channel)
+    check_spacing_covers(vol, args.image)
     _say_samples(args, vol, lay, dims)
     check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     note = spacing_note(spatial_spacing(vol, dims), model.spacing, f"image '{args.image}'",

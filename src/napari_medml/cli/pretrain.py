@@ -157,7 +157,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, spatial_spacing
     from napari_medml.cli.layout import image_layout
-    from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
+    from napari_medml.cli.spacing_option import check_spacing_covers, stores_voxel_size, with_spacing
     from napari_medml.cli.training_files import network_dims, unknown_spacing_line
     from napari_medml.errors import InputError
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
@@ -172,6 +172,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
         raw, given = with_spacing(read, spacing, path)
         check_finite(raw.data, f"image '{path}'")  # named by its file, before the core numbers it
         vol, lay = image_layout(raw, path, spatial_dims)
+        check_spacing_covers(vol, path)
         check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial_dims = dims

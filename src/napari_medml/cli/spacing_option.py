@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_spacing_option", "stores_voxel_size", "with_spacing"]
+__all__ = ["SPACING_GIVEN", "add_spacing_option", "check_spacing_covers", "stores_voxel_size", "with_spacing"]
 
 
 def add_spacing_option(parser: Any, what: str = "image and labels files") -> None:
@@ -24,6 +24,9 @@ def add_spacing_option(parser: Any, what: str = "image and labels files") -> Non
                         "number per spatial axis in the file's order (Z Y X; a 2D file takes the last ones), in "
                         "the units of the other files (e.g. µm); a file that stores a voxel size keeps its own "
                         "(default: 1 per axis)")  # fmt: skip
+
+
+SPACING_GIVEN = "spacing_option"  # Volume.meta: the --spacing values applied (check_spacing_covers)
 
 
 def stores_voxel_size(vol: Any) -> bool:
@@ -63,7 +66,16 @@ def with_spacing(vol: Any, spacing: Any, path: str | Path, unnamed_is_spatial: b
     """
     from napari_medml.cli.common import UsageError
 
-    if spacing is None or stores_voxel_size(vol):
+    if spacing is None:
+        return vol, False
+    if stores_voxel_size(vol):  # trial 44: an option typed and ignored without a word
+        from napari_medml.cli.common import info
+
+        body = vol.axes[: len(vol.spacing)]
+        own = "x".join(f"{float(s):g}" for a, s in zip(body, vol.spacing) if a in "ZYX")
+        unit = f" {vol.meta['unit']}" if vol.meta.get("unit") else ""
+        info(f"--spacing: '{path}' stores its own voxel size ({own}{unit}), which is kept: the option is for "
+             "files that store none")
         return vol, False
     body = vol.axes[: len(vol.spacing)]
     spatial = [i for i, a in enumerate(body) if a in ("ZYXQ" if unnamed_is_spatial else "ZYX")]
@@ -71,13 +83,46 @@ def with_spacing(vol: Any, spacing: Any, path: str | Path, unnamed_is_spatial: b
         spatial.insert(0, spatial[0] - 1)  # an axis the file does not name (a .npy stack): its slices
     if len(spacing) < len(spatial):
         letters = "".join(body[i] for i in spatial)
-        raise UsageError(f"--spacing {' '.join(f'{s:g}' for s in spacing)} gives {len(spacing)} voxel size(s) but "
+        values = " ".join(f"{s:g}" for s in spacing)
+        # trial 44: a .npy volume's unnamed first axis (its slices) was left out of the example
+        slices = (f"; if its first axis, which the file does not name, holds the slices of a volume, one for it too: "
+                  f"--spacing {' '.join(['1'] * (len(spatial) + 1 - len(spacing)))} {values}"
+                  if spatial[0] > 0 and body[spatial[0] - 1] == "Q" else "")
+        raise UsageError(f"--spacing {values} gives {len(spacing)} voxel size(s) but "
                          f"'{path}' has {len(spatial)} spatial axes ({letters}"
                          f"{'; Q is an axis the file does not name, measured as one' if 'Q' in letters else ''}"
-                         "): give one per axis, "
-                         f"e.g. --spacing {' '.join(['1'] * (len(spatial) - len(spacing)))} "
-                         f"{' '.join(f'{s:g}' for s in spacing)}")
+                         f"): give one per axis, e.g. --spacing {' '.join(['1'] * (len(spatial) - len(spacing)))} "
+                         f"{values}{slices}")
     sizes = list(vol.spacing)
     for i, s in zip(spatial, list(spacing)[len(spacing) - len(spatial):]):
         sizes[i] = float(s)
-    return replace(vol, spacing=tuple(sizes)), True
+    return replace(vol, spacing=tuple(sizes), meta={**vol.meta, SPACING_GIVEN: tuple(float(s) for s in spacing)}), True
+
+
+def check_spacing_covers(vol: Any, path: str | Path) -> None:
+    """Refuse ``--spacing`` values that left a spatial axis at 1: an axis the file does not name
+    (``Q``, a ``.npy`` stack's first) that the network then takes as Z (trial 44: ``--spacing 0.5 0.5``
+    on a 6x200x200 ``.npy`` planned a 1 x 0.5 x 0.5 volume, a U-Net where 5 x 0.5 x 0.5 takes dynunet).
+
+    Parameters
+    ----------
+    vol : io.Volume
+        After :func:`with_spacing` and ``cli.layout.image_layout`` (its axes resolved).
+    path : str or Path
+        The file, for the message.
+
+    Raises
+    ------
+    UsageError
+        Fewer ``--spacing`` values than the resolved spatial axes.
+    """
+    from napari_medml.cli.common import UsageError
+
+    given = vol.meta.get(SPACING_GIVEN)
+    letters = "".join(a for a in vol.axes if a in "ZYX")
+    if given is None or len(given) >= len(letters):
+        return
+    values = " ".join(f"{s:g}" for s in given)
+    raise UsageError(f"--spacing {values} gives {len(given)} voxel size(s) but '{path}' is read as {len(letters)} "
+                     f"spatial axes ({letters}; the file does not name its first, taken as {letters[0]}): give one "
+                     f"per axis, e.g. --spacing {' '.join(['1'] * (len(letters) - len(given)))} {values}")

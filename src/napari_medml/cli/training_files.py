@@ -36,7 +36,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.cli.common import label_values, spatial_spacing
     from napari_medml.cli.layout import image_layout
     from napari_medml.cli.transposed import check_not_transposed
-    from napari_medml.cli.spacing_option import stores_voxel_size, with_spacing
+    from napari_medml.cli.spacing_option import check_spacing_covers, stores_voxel_size, with_spacing
     from napari_medml.io.axes import samples_phrase
     from napari_medml.io.axes_resolve import neighbour_runs
     from napari_medml.io.length1_axes import fit_length1_axes
@@ -68,6 +68,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
                 pass  # said below, once the image's axes are known
         vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape,
                                 labels_what=f"labels '{lab_path}'")
+        check_spacing_covers(vol, img_path)
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)
