@@ -23,7 +23,8 @@ def test_the_augmentation_strength_is_an_option_the_plan_keeps(tmp_path, capsys)
              "--batch-size", "1"]
     assert main(["train", *files, *short, "--augment-scale", "2", "--out", str(tmp_path / "m")]) == 0
     err = capsys.readouterr().err
-    assert "augmentation: as set (set by you)" in err, err
+    # trial 44: the line said "as set", without the value or the plan's
+    assert "augmentation: 2.00 of the default probabilities (set by you; plan: 0.25)" in err, err
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     augment = config["train_config"]["augment"]
     want = AugmentConfig().scaled(2.0)

@@ -199,6 +199,15 @@ def test_a_thin_anisotropic_volume_trains_on_its_slices_unpadded_and_an_odd_slic
     assert code == 0, err
 
 
+def test_a_patch_size_with_too_few_numbers_gets_an_example_from_them(capsys, files, tmp_path):
+    """Trial 44: `--patch-size 8 8` for a 3D network suggested 32 32 32, larger than the image."""
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "8", "8")
+    assert code == 2 and one_line(err).endswith("--patch-size 8 8 has 2 numbers but the 3D network needs 3, one per "
+                                                "spatial axis (Z Y X) or one for all: e.g. --patch-size 8 8 8"), err
+    code, _, err = run_cli(capsys, *train_args(files, tmp_path / "m"), "--patch-size", "8", "8", "8")
+    assert code == 0, err
+
+
 def test_patch_larger_than_the_data_then_the_suggested_patch_trains(capsys, files, tmp_path):
     # image (Z, Y, X) = (12, 24, 24); the last 5 of 24 rows hold no object, so 5 columns with
     # some of it are held out instead: training part (12, 24, 19)

@@ -170,10 +170,12 @@ def test_time_budget_sets_the_steps_the_warm_up_and_the_augmentation():
 def test_augmentation_the_user_turned_off_is_called_off():
     off = replace(config(minutes=4), augment=AugmentConfig.none())
     plan = make_plan(fp(), off, device="cpu", keep=changed_fields(off), step_seconds=lambda c: 0.05)
-    assert "augmentation: off (set by you)" in plan.reasons and plan.apply(off).augment == AugmentConfig.none()
+    line = next(r for r in plan.reasons if r.startswith("augmentation:"))
+    assert line.startswith("augmentation: off (set by you; plan: ") and plan.apply(off).augment == AugmentConfig.none()
     mine = replace(config(minutes=4), augment=replace(AugmentConfig(), flip=AugmentSpec(0.9, 1.0)))
     plan = make_plan(fp(), mine, device="cpu", keep=changed_fields(mine), step_seconds=lambda c: 0.05)
-    assert "augmentation: as set (set by you)" in plan.reasons and plan.apply(mine).augment == mine.augment
+    line = next(r for r in plan.reasons if r.startswith("augmentation:"))
+    assert line.startswith("augmentation: as set (set by you; plan: ") and plan.apply(mine).augment == mine.augment
 
 
 def test_rare_foreground_is_oversampled():
@@ -466,7 +468,7 @@ def test_the_validation_margin_line_says_why_there_is_none():
     # 128 voxels along Y: 102 train after the held-out fifth; a 100-voxel patch leaves no room for 6 more
     tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
                       keep=["data.patch_size"])
-    assert ("no room: the 100-voxel patch needs the 102 voxels of the training part along axis 1 (Y)"
+    assert ("no room: the training part's 102 voxels along axis 1 (Y) leave none beside a 100-voxel patch"
             in margin_line(tight))
 
 
@@ -483,8 +485,8 @@ def test_an_ensemble_plans_a_margin_either_side_of_each_fold_when_its_pieces_hav
     cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, patch_size=(40, 32, 32)))
     plan = make_plan(fp(train_shape=(42, 128, 128)), cfg, device="cpu", keep=["data.patch_size"])
     assert plan.val_margin == 0
-    assert ("validation margin: 0 (no room: the 40-voxel patch needs the 42 voxels of the thinnest training piece "
-            "of a fold along axis 0 (Z))") in plan.reasons
+    assert ("validation margin: 0 (no room: the thinnest training piece of a fold's 42 voxels along axis 0 (Z) leave "
+            "none beside a 40-voxel patch)") in plan.reasons
 
 
 def test_the_plan_line_names_a_few_class_shares_then_counts_them():

@@ -86,6 +86,12 @@ def test_a_training_part_without_foreground_is_refused():
     train = [Region(np.zeros((1, 8, 8), np.float32), lab)]
     with pytest.raises(InputError, match="no foreground.*class 3.*--val-fraction 0"):
         label_warnings.missing_from_training(train, [lab, held], (0, 3), "validation on the last 1 of 2 images")
+    # trial 44: a margin that took the foreground is named, with its option
+    note = "validation on the last 5 of 24 voxels along axis 1 (X), 18 voxels of training labels next to it left out"
+    with pytest.raises(InputError, match=r"is held out for validation or left out beside it \(validation on .*left "
+                                         r"out\); a smaller validation margin \(--val-margin\), set the validation "
+                                         r"fraction to 0 \(--val-fraction 0\)"):
+        label_warnings.missing_from_training(train, [lab, held], (0, 3), note)
 
 
 def test_a_default_block_without_foreground_gives_way_to_one_that_scores():

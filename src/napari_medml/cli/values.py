@@ -76,9 +76,12 @@ def check_patch_option(patch: list[int] | None, spatial_dims: int, depth: int | 
     if len(patch) == 1:
         patch = list(patch) * spatial_dims
     if len(patch) != spatial_dims:
+        # from the numbers given (trial 44: a fixed 32 32 32 was larger than the image it was given for)
+        example = ([patch[0]] * (spatial_dims - len(patch)) + list(patch))[-spatial_dims:]
         raise UsageError(f"--patch-size {' '.join(map(str, patch))} has {len(patch)} numbers but the "
-                         f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis: e.g. "
-                         f"--patch-size {' '.join(['32'] * spatial_dims)}")  # fmt: skip
+                         f"{spatial_dims}D network needs {spatial_dims}, one per spatial axis "
+                         f"({' '.join('ZYX'[-spatial_dims:])}) or one for all: e.g. --patch-size "
+                         f"{' '.join(map(str, example))}")  # fmt: skip
     divisor = 2 ** ((depth or 2) - 1)
     if network != "dynunet" and any(p % divisor for p in patch):
         fit = " ".join(str(max(divisor, p // divisor * divisor)) for p in patch)

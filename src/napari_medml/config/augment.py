@@ -78,3 +78,20 @@ class AugmentConfig:
         return AugmentConfig(**{f.name: AugmentSpec(min(1.0, getattr(self, f.name).prob * factor),
                                                     getattr(self, f.name).strength)
                                 for f in dataclasses.fields(self)})
+
+    def scale_of_defaults(self) -> float | None:
+        """The factor :meth:`scaled` would give these probabilities from the defaults, or None when
+        they are no such multiple (set one by one); the strengths must be the defaults' too.
+
+        Returns
+        -------
+        float or None
+        """
+        base, factors = AugmentConfig(), set()
+        for f in dataclasses.fields(self):
+            mine, default = getattr(self, f.name), getattr(base, f.name)
+            if mine.strength != default.strength or (default.prob == 0 and mine.prob != 0):
+                return None
+            if default.prob > 0 and mine.prob < 1:
+                factors.add(round(mine.prob / default.prob, 6))
+        return factors.pop() if len(factors) == 1 else None

@@ -301,9 +301,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     held = [min(p, r) for p, r in zip(patch, region)]
     depth = wanted = depth_for(held)
     def fits(depth: int) -> bool:  # each axis divides by what the network pools it by
-        factors = patch_divisors(replace(config.model, network=network, depth=depth), patch, fp.spacing)
-        return not any(p % f for p, f in zip(patch, factors))
-
+        return not any(p % f for p, f in zip(patch, patch_divisors(replace(config.model, network=network,
+                                                                            depth=depth), patch, fp.spacing)))
     while depth > 2 and not fits(depth):
         depth -= 1
     if network == "dynunet" and depth < 3 and fits(3):
@@ -372,8 +371,10 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         spe = note("optim.steps_per_epoch", o.steps_per_epoch, default)
         epochs = note("optim.epochs", o.epochs, default)
     strength = min(1.0, max(0.25, steps / 2000))
-    if "augment" in keep:
-        reasons.append("augmentation: off (set by you)" if config.augment.off else "augmentation: as set (set by you)")
+    if "augment" in keep:  # trial 44: "as set" hid the value of --augment-scale 0.3
+        scale = config.augment.scale_of_defaults()
+        said = "as set" if scale is None else f"{scale:.2f} of the default probabilities"
+        reasons.append(f"augmentation: {'off' if config.augment.off else said} (set by you; plan: {strength:.2f})")
     else:
         reasons.append(f"augmentation: {strength:.2f} of the default probabilities (about {steps} steps: "
                        "short runs learn the data before its variations)")
