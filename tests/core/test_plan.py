@@ -468,7 +468,7 @@ def test_the_validation_margin_line_says_why_there_is_none():
     # 128 voxels along Y: 102 train after the held-out fifth; a 100-voxel patch leaves no room for 6 more
     tight = make_plan(fp(shape=(24, 128, 96)), config(patch_size=(16, 100, 64)), device="cpu",
                       keep=["data.patch_size"])
-    assert ("no room: the training part's 102 voxels along axis 1 (Y) leave none beside a 100-voxel patch"
+    assert ("no room: the 102 voxels of the training part along axis 1 (Y) leave no 6 beside a 100-voxel patch"
             in margin_line(tight))
 
 
@@ -485,8 +485,8 @@ def test_an_ensemble_plans_a_margin_either_side_of_each_fold_when_its_pieces_hav
     cfg = TrainConfig(data=DataConfig(spatial_dims=3, folds=3, patch_size=(40, 32, 32)))
     plan = make_plan(fp(train_shape=(42, 128, 128)), cfg, device="cpu", keep=["data.patch_size"])
     assert plan.val_margin == 0
-    assert ("validation margin: 0 (no room: the thinnest training piece of a fold's 42 voxels along axis 0 (Z) leave "
-            "none beside a 40-voxel patch)") in plan.reasons
+    assert ("validation margin: 0 (no room: the 42 voxels of the thinnest training piece of a fold along axis 0 (Z) "
+            "leave no 6 beside a 40-voxel patch)") in plan.reasons
 
 
 def test_the_plan_line_names_a_few_class_shares_then_counts_them():
@@ -526,6 +526,23 @@ def test_a_thin_anisotropic_volume_is_not_padded_along_its_few_slices_and_an_odd
     # the U-Net halves every axis: the same volume planned isotropic still pads to its multiple
     iso = make_plan(fp(shape=(3, 200, 200)), config(), device="cpu")
     assert iso.network == "unet" and iso.patch_size[0] % 2 == 0
+    # review 44: the depth said is the network's, and 3 slices finer than the planes do not stop their pooling
+    from napari_medml.nn.strides import network_levels
+    from napari_medml.preprocessing.inputs import check_patch_size
+
+    for sp in ((3.0, 1.0, 1.0), (1.0, 1.0, 1.0), (0.5, 1.0, 1.0)):
+        near = make_plan(fp(shape=(3, 96, 96), spacing=sp), replace(config(), model=ModelConfig(network="dynunet")),
+                         device="cpu", keep=("model.network",))
+        model = near.apply(config()).model
+        assert near.patch_size[0] == 3 and near.depth >= 4, (sp, near.patch_size, near.depth)
+        assert network_levels(replace(model, network="dynunet"), near.patch_size, sp) == near.depth, sp
+    # a patch padded past the slices is accepted as before, and the patch a refusal suggests is accepted
+    model = ModelConfig(network="dynunet", depth=4)
+    assert check_patch_size((8, 64, 64), [(3, 200, 200)], patch_divisors(model, (8, 64, 64), spacing), 4, "x")
+    with pytest.raises(Exception, match=r"at most \((\d+), 64, 64\)") as refused:
+        check_patch_size((24, 64, 64), [(3, 200, 200)], patch_divisors(model, (24, 64, 64), spacing), 4, "x")
+    fit = tuple(int(v) for v in str(refused.value).split("at most (")[1].split(")")[0].split(", "))
+    assert check_patch_size(fit, [(3, 200, 200)], patch_divisors(model, fit, spacing), 4, "x") == fit
 
 
 def test_the_plan_gives_no_object_size_for_scribbles():

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from napari_medml.config import ModelConfig
 
-__all__ = ["dynunet_kernels_strides", "fit_thin_axes", "patch_divisor", "patch_divisors"]
+__all__ = ["dynunet_kernels_strides", "fit_thin_axes", "network_levels", "patch_divisor", "patch_divisors",
+           "patch_fits"]
 
 
 def dynunet_kernels_strides(patch_size: Sequence[int], spacing: Sequence[float] | None,
@@ -22,15 +23,20 @@ def dynunet_kernels_strides(patch_size: Sequence[int], spacing: Sequence[float] 
 
     On an anisotropic grid the coarse axis is pooled later (stride 1 and kernel 1
     until the other axes have caught up), so the receptive field grows evenly in mm.
+    "Fine enough" is against the finest axis that can still be pooled, as nnU-Net's
+    ``get_pool_and_conv_props``: a short axis that is never pooled (3 slices) does not stop
+    the others (review 44: a 3-slice volume at 3 x 1 x 1 pooled its planes once).
     """
     sizes = [float(s) for s in patch_size]
     spacings = [float(s) for s in (spacing or [1.0] * len(sizes))]
     kernels: list[list[int]] = []
     strides: list[list[int]] = []
     while len(strides) < depth - 1:
-        ratio = [sp / min(spacings) for sp in spacings]
-        stride = [2 if r <= 2 and size >= 8 else 1 for r, size in zip(ratio, sizes)]
-        kernel = [3 if r <= 2 else 1 for r in ratio]
+        poolable = [sp for sp, size in zip(spacings, sizes) if size >= 8]
+        if not poolable:
+            break
+        stride = [2 if size >= 8 and sp / min(poolable) <= 2 else 1 for sp, size in zip(spacings, sizes)]
+        kernel = [3 if sp / min(spacings) <= 2 else 1 for sp in spacings]
         if all(s == 1 for s in stride):
             break
         sizes = [size / s for size, s in zip(sizes, stride)]
@@ -82,6 +88,51 @@ def patch_divisors(config: ModelConfig, patch_size: Sequence[int],
         return (patch_divisor(config),) * len(patch_size)
     _, strides = dynunet_kernels_strides(patch_size, spacing, config.depth)
     return tuple(math.prod(s[a] for s in strides) for a in range(len(patch_size)))
+
+
+def network_levels(config: ModelConfig, patch_size: Sequence[int], spacing: Sequence[float] | None = None) -> int:
+    """The resolution levels ``config``'s network has on a ``patch_size`` patch.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The network and its depth.
+    patch_size : sequence of int
+        Voxels per spatial axis.
+    spacing : sequence of float, optional
+        Voxel size per axis.
+
+    Returns
+    -------
+    int
+        ``config.depth``, except for DynUNet, which stops pooling when no axis is 8 voxels or
+        more: its levels are its strides (:func:`dynunet_kernels_strides`).
+    """
+    if config.network != "dynunet":
+        return config.depth
+    return len(dynunet_kernels_strides(patch_size, spacing, config.depth)[1])
+
+
+def patch_fits(config: ModelConfig, patch_size: Sequence[int], spacing: Sequence[float] | None = None) -> bool:
+    """Whether ``config``'s network has its ``depth`` levels on the patch and every axis divides by
+    what it is pooled by (:func:`network_levels`, :func:`patch_divisors`).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The network and its depth.
+    patch_size : sequence of int
+        Voxels per spatial axis.
+    spacing : sequence of float, optional
+        Voxel size per axis.
+
+    Returns
+    -------
+    bool
+    """
+    factors = patch_divisors(config, patch_size, spacing)
+    return (network_levels(config, patch_size, spacing) == config.depth
+            and not any(int(p) % f for p, f in zip(patch_size, factors)))
 
 
 def fit_thin_axes(patch_size: Sequence[int], shape: Sequence[int], config: ModelConfig,

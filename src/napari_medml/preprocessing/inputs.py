@@ -373,7 +373,10 @@ def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]],
     """
     smallest = tuple(min(int(s[a]) for s in shapes) for a in range(len(patch_size)))
     factors = tuple(int(d) for d in divisor) if isinstance(divisor, Sequence) else (int(divisor),) * len(smallest)
-    largest = tuple(max(d, -(-s // d) * d) for s, d in zip(smallest, factors))
+    # padding up to the largest factor: a shorter patch has other (DynUNet) factors, each a power of 2 no
+    # larger, so the patch suggested below fits too (review 44: 3 slices suggested 4, then refused it for 3)
+    most = max(factors)
+    largest = tuple(max(most, -(-s // most) * most) for s in smallest)
     patch_size = tuple(int(p) for p in patch_size)
     if any(p % d for p, d in zip(patch_size, factors)):
         fit = tuple(max(d, p // d * d) for p, d in zip(patch_size, factors))
@@ -383,8 +386,7 @@ def check_patch_size(patch_size: Sequence[int], shapes: Sequence[Sequence[int]],
         raise ConfigError(f"patch_size {patch_size} must be divisible by {by}: use {fit}{smaller}")
     if any(p > m for p, m in zip(patch_size, largest)):
         fit = tuple(min(p, m) for p, m in zip(patch_size, largest))
-        multiple = factors[0] if len(set(factors)) == 1 else f"each axis's factor {factors}"
-        padded = (f" (its shape padded to a multiple of {multiple})"
+        padded = (f" (its shape padded to a multiple of {most})"
                   if any(m != s for p, m, s in zip(patch_size, largest, smallest) if p > m) else "")
         order = " (z, y, x; a NIfTI's x, y, z reversed)" if len(patch_size) == 3 else ""
         raise InputError(f"patch size {patch_size} is larger than the {where} {smallest}{order}: use a patch "

@@ -181,7 +181,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     -------
     Plan
     """
-    from napari_medml.nn.strides import fit_thin_axes, patch_divisors
+    from napari_medml.nn.strides import fit_thin_axes, patch_fits
     from napari_medml.segmentation.data import auto_patch_size
 
     keep = tuple(k for k in PLANNED_FIELDS if k in set(keep))
@@ -263,17 +263,17 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     cap = None if gpu else CPU_PATCH_VOXELS[dims] * (2 if channels <= 8 else 1)
     region = fp.train_shape
     pooled_axes = [a for a, sp in enumerate(fp.spacing) if not anisotropic or sp / min(fp.spacing) < ANISOTROPIC]
+    # dynunet does not pool an axis under 8 voxels: those do not limit its depth (review 44)
+    pooled_axes = [a for a in pooled_axes if network != "dynunet" or region[a] >= 8] or pooled_axes
     user_depth = config.model.depth if "model.depth" in keep else None
 
     def depth_for(sizes: Sequence[int]) -> int:  # down to about 4 voxels at the bottom
         return max(2, min(5, 1 + int(math.log2(max(min(sizes[a] for a in pooled_axes), 4) / 4))))
 
     divisor = 2 ** ((user_depth or min(4, depth_for(region))) - 1)
-    # smaller than the training region along every axis longer than the network's
-    # multiple, so that random crops vary where the image sits in the window (on one
-    # small image, a window covering it whole scored 0.03-0.04 Dice lower in the same
-    # minutes: real 2D and 3D nuclei, benchmarks/bench_plan_quality.py); shorter axes
-    # are padded; then the largest that fits the memory budget and the CPU's voxel cap
+    # smaller than the training region along every axis longer than the network's multiple, so that random crops
+    # vary where the image sits (a window covering a small image whole scored 0.03-0.04 Dice lower in the same minutes:
+    # real 2D and 3D nuclei, bench_plan_quality.py); shorter axes are padded; the largest within memory and CPU caps
     start = [divisor if r <= divisor else (r - 1) // divisor * divisor for r in region]
     patch = auto_patch_size(start, fp.spacing, dims, d.memory_budget_mb, divisor,
                             bytes_per_voxel=96.0 * channels * 2, max_voxels=cap)
@@ -300,9 +300,8 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]
     depth = wanted = depth_for(held)
-    def fits(depth: int) -> bool:  # each axis divides by what the network pools it by
-        return not any(p % f for p, f in zip(patch, patch_divisors(replace(config.model, network=network,
-                                                                            depth=depth), patch, fp.spacing)))
+    def fits(depth: int) -> bool:
+        return patch_fits(replace(config.model, network=network, depth=depth), patch, fp.spacing)
     while depth > 2 and not fits(depth):
         depth -= 1
     if network == "dynunet" and depth < 3 and fits(3):
