@@ -73,11 +73,18 @@ def test_predict_shows_instances_with_features_and_reruns_only_post_processing(
     assert stored["min_size"] > 0  # not the controls' default (0)
     assert (predict["seed_height"].value, predict["min_distance"].value, predict["min_object_size"].value) == \
         pytest.approx((stored["seed_height"], stored["min_distance"], stored["min_size"]), abs=0.005)  # 2 decimals
+    # review 44: an earlier semantic run's layers of this image stayed beside the instances
+    from napari_medml.layer_data import PLUGIN_MARK
+
+    stale = viewer.add_image(np.zeros(sample.image.shape, np.float32), name="cells [probability 1]",
+                             metadata={PLUGIN_MARK: True})
+    mine = viewer.add_image(np.zeros(sample.image.shape, np.float32), name="cells [uncertainty]")  # a user's
     predict["predict"].changed.emit(True)
     qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
     layer = viewer.layers["cells [instances]"]
     assert layer.data.dtype == np.uint32 and layer.data.shape == sample.labels.shape
     assert tuple(layer.scale) == (0.5, 0.5) and tuple(layer.translate) == (10.0, 20.0)
+    assert stale not in viewer.layers and mine in viewer.layers
     ids = np.unique(layer.data[layer.data > 0])
     table = layer.features
     assert list(table["index"]) == list(ids)  # one row per label id, napari's lookup column

@@ -14,6 +14,7 @@ import napari
 from magicgui.widgets import FloatSpinBox
 
 from napari_medml._widgets._layers import layer_spatial, layer_volume, show_result
+from napari_medml._widgets._results import drop_stale_results
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["CONTROLS", "control_values", "instance_controls", "instance_table", "params_from_controls", "set_controls",
@@ -100,10 +101,13 @@ def spatial_origin(layer: napari.layers.Layer) -> tuple[float, ...]:
 
 def show_instances(viewer: napari.Viewer, prediction: Any, layer: napari.layers.Layer,
                    table: dict | None) -> napari.layers.Labels:
-    """``<image> [instances]``: one id per object, the table as ``features`` (one row per id)."""
+    """``<image> [instances]``: one id per object, the table as ``features`` (one row per id); the
+    plugin's earlier prediction, probability and uncertainty layers of the image go."""
     axes = layer_volume(layer).axes
     kwargs: dict[str, Any] = {} if table is None else {"features": table}
     out = show_result(viewer, result_layer_data(prediction.labels, layer.name, "instances", layer_spatial(layer),
                                                 "labels", axes, **kwargs), like=layer)
     out.metadata["instance_params"] = prediction.params.to_dict()
+    # an earlier semantic model's layers of this image would read as this model's (review 44)
+    drop_stale_results(viewer, layer.name, ("prediction", "probabilit", "uncertainty"), [out])
     return out
