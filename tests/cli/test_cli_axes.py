@@ -734,8 +734,12 @@ def test_too_few_voxel_sizes_for_a_npy_volume_trained_in_3d_are_refused_with_the
         "spatial axes (ZYX; the file does not name its first, taken as Z): give one per axis, e.g. --spacing 1 0.5 "
         "0.5"], err
     code, _, err = run_cli(capsys, *args, "--spacing", "0.5")
-    assert code == 2 and err.strip().endswith("if its first axis, which the file does not name, holds the slices of "
-                                              "a volume, one for it too: --spacing 1 1 0.5"), err
+    assert code == 2 and err.strip().endswith("e.g. --spacing 1 0.5 (a 2D network); if its first axis, which the "
+                                              "file does not name, holds the slices of a volume (a 3D network), one "
+                                              "for it too: --spacing 1 1 0.5"), err
+    # review 44: a 2D network on the same stack needs no size for its slices
+    code, out, err = run_cli(capsys, *args, "--spacing", "0.5", "0.5", "--spatial-dims", "2")
+    assert code == 0 and "spacing 0.5x0.5" in out, err
     code, out, err = run_cli(capsys, *args, "--spacing", "5", "0.5", "0.5")
     assert code == 0 and "spacing 5x0.5x0.5 (anisotropy 10.0)" in out and "network: dynunet" in out, err
 

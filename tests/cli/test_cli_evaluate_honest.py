@@ -381,7 +381,7 @@ def test_two_files_without_objects_score_1_by_convention_and_say_so(tmp_path) ->
     r = run("evaluate", "--instances", "--prediction", tmp_path / "empty.tif", "--labels", tmp_path / "empty.tif")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["ap_at_0.5"] == 1.0
+    assert report["ap_at_0.5"] == report["f1_at_0.5"] == 1.0
     said = (f"note: labels '{tmp_path / 'empty.tif'}' hold no object, nor does prediction "
-            f"'{tmp_path / 'empty.tif'}': every score is 1 by convention")
+            f"'{tmp_path / 'empty.tif'}': precision, recall, F1 and AP are 1 by this report's convention")
     assert report["notes"][0].startswith(said) and said in r.stderr, r.stderr

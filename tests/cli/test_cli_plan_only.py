@@ -36,6 +36,7 @@ def test_plan_only_prints_the_plan_and_trains_nothing(tmp_path) -> None:
     # trial 44: --plan-only saves nothing, yet asked for --out; a run without --plan-only still needs it
     bare = run("train", *files, "--max-minutes", "2", "--channels", "8", "--plan-only")
     assert bare.returncode == 0 and bare.stdout.startswith("plan: 1 image(s) of 48x96 voxels"), bare.stderr
+    assert "the same command without --plan-only and with --out (the bundle's folder) trains" in bare.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.npy", "labels.npy"]
     needs = run("train", *files, "--max-minutes", "2")
     assert needs.returncode == 2 and needs.stderr.strip() == ("napari-medml: error: the following arguments are "

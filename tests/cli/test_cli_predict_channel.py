@@ -54,3 +54,12 @@ def test_one_channel_of_a_two_channel_file_is_segmented_as_that_channel_alone(bu
     none = run("predict", "--model", model, "--image", tmp_path / "one.tif", "--out", tmp_path / "q.tif",
                "--device", "cpu", "--channel", "0", tmp=tmp_path)
     assert none.returncode == 1 and "has no channel axis (axes YX): leave --channel out" in none.stderr
+    # review 44: a (2, Y, X) .npy is read as a stack; the fix names --axes
+    np.save(tmp_path / "two.npy", np.stack([other, image]))
+    stack = run("predict", "--model", model, "--image", tmp_path / "two.npy", "--out", tmp_path / "r.tif",
+                "--device", "cpu", "--channel", "1", tmp=tmp_path)
+    assert stack.returncode == 1 and "if axis 0 holds the channels, say so with --axes CYX" in stack.stderr
+    named = run("predict", "--model", model, "--image", tmp_path / "two.npy", "--out", tmp_path / "r.tif",
+                "--device", "cpu", "--channel", "1", "--axes", "CYX", tmp=tmp_path)
+    assert named.returncode == 0, named.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "r.tif"), tifffile.imread(tmp_path / "q.tif"))

@@ -68,7 +68,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
 
     vol, lay = image_layout(with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0],
                             args.image, dims, in_channels=model.in_channels, channel=args.channel)
-    check_spacing_covers(vol, args.image)
+    check_spacing_covers(vol, args.image, dims)
     if lay.sample_axes:
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)
         info(f"image '{args.image}' (axes {vol.axes}): {count} slices/frames predicted one by one by the "

@@ -45,6 +45,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     from napari_medml.io.axes_resolve import check_not_strips, resolve_axes
 
     what = f"image '{path}'"
+    unnamed = "Q" in vol.axes  # axes the file does not name: --axes can say which holds the channels
     axes = resolve_axes(vol.axes, vol.data.shape, what=what, hint=AXES_HINT, spatial_dims=spatial_dims,
                         labels_shape=labels_shape, in_channels=in_channels, labels_what=labels_what)  # fmt: skip
     if spatial_dims == 2 and "Q" in vol.axes and any(d[0] == "Z" for d in vol.meta.get(SINGLETONS_KEY) or []):
@@ -72,7 +73,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     check_not_strips(axes, vol.data.shape, dims, what)
     lay = layout(axes, dims, what, f"or {AXES_HINT}")
     if channel is not None:
-        vol = _one_channel(vol, lay.channel_axis, channel, what)
+        vol = _one_channel(vol, lay.channel_axis, channel, what, unnamed)
         lay = layout(vol.axes, dims, what, f"or {AXES_HINT}")
     channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
     if in_channels is not None and channels != in_channels:  # before any work, in the options' words
@@ -84,13 +85,21 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     return vol, lay
 
 
-def _one_channel(vol: Any, axis: int | None, channel: int, what: str) -> Any:
-    """``vol`` with only channel ``channel`` of its channel axis ``axis`` (``predict --channel``)."""
+def _one_channel(vol: Any, axis: int | None, channel: int, what: str, unnamed: bool = False) -> Any:
+    """``vol`` with only channel ``channel`` of its channel axis ``axis`` (``predict --channel``);
+    ``unnamed``: its file did not name its axes (they were worked out)."""
     from dataclasses import replace
 
     from napari_medml.errors import InputError
 
     if axis is None:
+        if unnamed:  # review 44: a (2, Y, X) .npy read as ZYX was told to leave --channel out
+            first = next(i for i, a in enumerate(vol.axes) if a not in "YX") if set(vol.axes) - set("YX") else None
+            if first is not None:
+                example = vol.axes[:first] + "C" + vol.axes[first + 1:]
+                raise InputError(f"--channel {channel}: {what} has no channel axis (axes {vol.axes}, worked out: the "
+                                 f"file does not name them): if axis {first} holds the channels, say so with --axes "
+                                 f"{example}; else leave --channel out")
         raise InputError(f"--channel {channel}: {what} has no channel axis (axes {vol.axes}): leave --channel out")
     count = int(vol.data.shape[axis])
     if not 0 <= channel < count:

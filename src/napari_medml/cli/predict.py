@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
                             in_channels=model.in_channels, channel=args.channel)  # fmt: skip
-    check_spacing_covers(vol, args.image)
+    check_spacing_covers(vol, args.image, dims)
     if blockwise and lay.sample_axes:  # trial 42: it said "3 frames predicted one by one", then refused them
         from napari_medml.io.axes import samples_phrase
 
@@ -262,7 +262,7 @@ def _reconstruct(args: argparse.Namespace, model: Any, blockwise: bool) -> int:
     dims = model.spatial_dims  # the image's axes checked as for a segmentation model, with the same lines
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims, in_channels=model.in_channels,
                             channel=args.channel)
-    check_spacing_covers(vol, args.image)
+    check_spacing_covers(vol, args.image, dims)
     _say_samples(args, vol, lay, dims)
     check_finite(vol.data, f"image '{args.image}'")  # the model alone knows no file name
     note = spacing_note(spatial_spacing(vol, dims), model.spacing, f"image '{args.image}'",

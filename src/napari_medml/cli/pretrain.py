@@ -172,9 +172,9 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
         raw, given = with_spacing(read, spacing, path)
         check_finite(raw.data, f"image '{path}'")  # named by its file, before the core numbers it
         vol, lay = image_layout(raw, path, spatial_dims)
-        check_spacing_covers(vol, path)
         check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
+        check_spacing_covers(vol, path, dims)
         spatial_dims = dims
         parts, sizes, channel = split_unlabeled(vol.data, vol.axes, dims, spatial_spacing(vol, dims),
                                                 what=f"image '{path}'", hint=AXES_HINT)  # fmt: skip

@@ -85,21 +85,22 @@ def with_spacing(vol: Any, spacing: Any, path: str | Path, unnamed_is_spatial: b
         letters = "".join(body[i] for i in spatial)
         values = " ".join(f"{s:g}" for s in spacing)
         # trial 44: a .npy volume's unnamed first axis (its slices) was left out of the example
-        slices = (f"; if its first axis, which the file does not name, holds the slices of a volume, one for it too: "
+        slices = (f"; if its first axis, which the file does not name, holds the slices of a volume (a 3D network), "
+                  "one for it too: "
                   f"--spacing {' '.join(['1'] * (len(spatial) + 1 - len(spacing)))} {values}"
                   if spatial[0] > 0 and body[spatial[0] - 1] == "Q" else "")
         raise UsageError(f"--spacing {values} gives {len(spacing)} voxel size(s) but "
                          f"'{path}' has {len(spatial)} spatial axes ({letters}"
                          f"{'; Q is an axis the file does not name, measured as one' if 'Q' in letters else ''}"
                          f"): give one per axis, e.g. --spacing {' '.join(['1'] * (len(spatial) - len(spacing)))} "
-                         f"{values}{slices}")
+                         f"{values}{' (a 2D network)' if slices else ''}{slices}")
     sizes = list(vol.spacing)
     for i, s in zip(spatial, list(spacing)[len(spacing) - len(spatial):]):
         sizes[i] = float(s)
     return replace(vol, spacing=tuple(sizes), meta={**vol.meta, SPACING_GIVEN: tuple(float(s) for s in spacing)}), True
 
 
-def check_spacing_covers(vol: Any, path: str | Path) -> None:
+def check_spacing_covers(vol: Any, path: str | Path, spatial_dims: int) -> None:
     """Refuse ``--spacing`` values that left a spatial axis at 1: an axis the file does not name
     (``Q``, a ``.npy`` stack's first) that the network then takes as Z (trial 44: ``--spacing 0.5 0.5``
     on a 6x200x200 ``.npy`` planned a 1 x 0.5 x 0.5 volume, a U-Net where 5 x 0.5 x 0.5 takes dynunet).
@@ -110,16 +111,20 @@ def check_spacing_covers(vol: Any, path: str | Path) -> None:
         After :func:`with_spacing` and ``cli.layout.image_layout`` (its axes resolved).
     path : str or Path
         The file, for the message.
+    spatial_dims : int
+        The network's spatial axes: a 2D network's slices need no voxel size (review 44), nor
+        does a one-slice volume's Z.
 
     Raises
     ------
     UsageError
-        Fewer ``--spacing`` values than the resolved spatial axes.
+        Fewer ``--spacing`` values than the resolved spatial axes the network measures.
     """
     from napari_medml.cli.common import UsageError
 
     given = vol.meta.get(SPACING_GIVEN)
-    letters = "".join(a for a in vol.axes if a in "ZYX")
+    spatial = [(a, n) for a, n in zip(vol.axes, vol.data.shape) if a in "ZYX"][-spatial_dims:]
+    letters = "".join(a for a, n in spatial if n > 1)
     if given is None or len(given) >= len(letters):
         return
     values = " ".join(f"{s:g}" for s in given)

@@ -363,7 +363,8 @@ def _plan_only(args: argparse.Namespace, images: list, labels: list, spacings: l
     with intra_op_threads(threads):
         plan = _plan(args, _run_config(args, dims, groups), images, labels, spacings, channel_axis)
     print(plan.describe())
-    info("--plan-only: nothing was trained; the same command without --plan-only trains with this plan (timed "
+    out = "" if args.out is not None else " and with --out (the bundle's folder)"
+    info(f"--plan-only: nothing was trained; the same command without --plan-only{out} trains with this plan (timed "
          "again, so a busy machine may plan fewer steps); an option given keeps its value")
     return 0
 

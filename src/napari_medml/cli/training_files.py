@@ -68,8 +68,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
                 pass  # said below, once the image's axes are known
         vol, lay = image_layout(raw, img_path, spatial_dims, labels_shape=lab.data.shape,
                                 labels_what=f"labels '{lab_path}'")
-        check_spacing_covers(vol, img_path)
         spatial_dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
+        check_spacing_covers(vol, img_path, spatial_dims)
         spatial = sum(a in "ZYX" for a in vol.axes)
         # an image whose file swaps channels and slices (an ImageJ stack written without axes)
         example = vol.axes if "Z" in vol.axes else vol.axes.replace("C", "Z")  # ImageJ stores Z before C

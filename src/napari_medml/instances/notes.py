@@ -19,9 +19,10 @@ def merged_objects_notes(true: Any, pred: Any, true_name: str, pred_name: str, f
     when the truth holds no object.
 
     Instance scoring takes each id as one object, so a class mask (0/1: every nucleus id
-    1) scores as one huge object and its AP says nothing. With no true object, the scores are
-    1 by convention when nothing is predicted either (as StarDist's ``matching``), and 0 for
-    any prediction with objects: neither measures a model.
+    1) scores as one huge object and its AP says nothing. With no true object, precision,
+    recall, F1 and AP are 1 by this project's convention when nothing is predicted either
+    (StarDist's ``matching`` says 0), and 0 for any prediction with objects: neither measures
+    a model.
 
     Parameters
     ----------
@@ -44,7 +45,8 @@ def merged_objects_notes(true: Any, pred: Any, true_name: str, pred_name: str, f
     notes = []
     if not np.any(np.asarray(true)):  # review 43: two empty files scored 1.0 without a word
         notes.append(f"note: {true_name} hold no object, " + (
-            f"nor does {pred_name}: every score is 1 by convention (as StarDist's) and says nothing of a model"
+            f"nor does {pred_name}: precision, recall, F1 and AP are 1 by this report's convention (nothing to "
+            "find, nothing found; StarDist's matching says 0) and say nothing of a model"
             if not np.any(np.asarray(pred)) else
             f"so every object of {pred_name} is a false positive: precision, F1 and AP are 0 whatever it holds"))
     for name, labels in ((pred_name, pred), (true_name, true)):

@@ -54,8 +54,11 @@ def planned_margin(shape: Sequence[int], train_shape: Sequence[int], n_images: i
     if not margin or train_len - margin < patch[axis]:
         piece = "thinnest training piece of a fold" if folds > 1 else "training part"
         # trial 44: "the 16-voxel patch needs the 12 voxels" where the patch was padded past them
-        return 0, (f"no room: the {piece}'s {train_len} voxels along {axis_phrase(axis, len(shape))} leave none "
-                   f"beside a {patch[axis]}-voxel patch")
+        along = f"{train_len} voxels of the {piece} along {axis_phrase(axis, len(shape))}"
+        if not margin:
+            return 0, f"no room: 5% of the image's {length} voxels along {axis_phrase(axis, len(shape))} is under one"
+        room = "are fewer than" if train_len < patch[axis] else f"leave no {margin} beside"
+        return 0, f"no room: the {along} {room} a {patch[axis]}-voxel patch"
     image = "the image" if n_images == 1 else "the median image"
     return margin, (f"5% of {image} between the training labels and the held-out block"
                     + (" of each fold" if folds > 1 else "")

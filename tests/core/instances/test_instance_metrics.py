@@ -162,5 +162,5 @@ def test_a_class_mask_is_told_apart_from_instances_even_thin_diagonal_ones():
         "note: labels 't' hold no object, so every object of prediction 'p' is a false positive: precision, F1 and "
         "AP are 0 whatever it holds"]
     assert merged_objects_notes(np.zeros((4, 4)), np.zeros((4, 4)), "labels 't'", "prediction 'p'", "fix") == [
-        "note: labels 't' hold no object, nor does prediction 'p': every score is 1 by convention (as StarDist's) "
-        "and says nothing of a model"]
+        "note: labels 't' hold no object, nor does prediction 'p': precision, recall, F1 and AP are 1 by this "
+        "report's convention (nothing to find, nothing found; StarDist's matching says 0) and say nothing of a model"]
