@@ -290,7 +290,11 @@ def test_finetune_keeps_the_users_layers_and_corrections(setup, qtbot, notes):
     corrected = pred.data.copy()
     before_model = session_for(viewer).models["phantom model"]
     widget["ft_steps"].value = 5
+    seen = []  # trial 44: the prediction after the steps reported nothing, the bar sat at the last step
+    widget.runner._relay.report.connect(seen.append)
     _predict(widget, qtbot, button="finetune")
+    windows = [r for r in seen if isinstance(r, tuple)]
+    assert windows and windows[-1][0] == windows[-1][1] > 0, seen[-3:]
     names = [layer.name for layer in viewer.layers]
     assert names == ["ct", "seg", "ct [prediction]", "ct [prediction] (2)", "ct [prediction] (3)"]
     assert viewer.layers["ct [prediction]"] is mine and not mine.data.any()  # the user's layer untouched

@@ -372,10 +372,10 @@ class PredictWidget(DockForm):
             from napari_medml.segmentation.correction_round import correction_round
 
             with intra_op_threads(gui_thread_count(resolve_device(model.config.device))):
-                return (yield from correction_round(
+                return (yield from correction_round(  # then its windows on the bar (trial 44: it sat at the last step)
                     model, inputs.image, labels, shown.labels, steps, axes=inputs.axes, spacing=inputs.spacing,
                     affine=affine, plane=plane, edited=shown.edited, replay=replay, augment=augment, infer=infer,
-                    stop=stop, name=f"image '{inputs.layer.name}'", hint=AXES_HINT))
+                    stop=stop, name=f"image '{inputs.layer.name}'", hint=AXES_HINT, progress=lambda *d: report(d)))
 
         def done(result: Any) -> None:
             from napari_medml.segmentation.corrections import describe_finetune  # numpy only: no stall

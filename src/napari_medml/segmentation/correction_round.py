@@ -57,7 +57,8 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
                      axes: str, spacing: Sequence[float], affine: Any = None, plane: Sequence[int] | None = None,
                      edited: np.ndarray | None = None,
                      replay: Sequence[LabelledSample] = (), augment: Any = None, infer: Any = None,
-                     stop: Any = None, name: str = "the image", hint: str = "") -> Generator[Any, None, RoundResult]:
+                     stop: Any = None, name: str = "the image", hint: str = "",
+                     progress: Any = None) -> Generator[Any, None, RoundResult]:
     """Fine-tune ``model`` on the edits in ``corrected``, then predict ``image`` again.
 
     Parameters
@@ -86,6 +87,10 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
         The augmentation (None: the model's), the InferConfig, a StopToken.
     name, hint : str
         How messages name the image, and the way to state its axes.
+    progress : callable, optional
+        ``progress(done, total)`` over the windows of the prediction after the steps (the steps
+        are the yielded reports; trial 44: the bar sat at the last step while the volume was
+        predicted again).
 
     Yields
     ------
@@ -126,7 +131,7 @@ def correction_round(model: Any, image: Any, corrected: np.ndarray, predicted: n
         return RoundResult(tuned, None, None, edited, learned, 0)
     try:
         prediction = predict_oriented(tuned, image, spacing=spacing, affine=affine, axes=axes, config=infer,
-                                      stop=stop, name=name)
+                                      stop=stop, name=name, progress=progress)
     except Cancelled:  # stopped while it predicted: the tuned model is kept all the same (review 32)
         return RoundResult(tuned, None, None, edited, learned, 0)
     network = np.asarray(prediction.labels)
