@@ -64,8 +64,19 @@ def test_channels_follow_the_layer_order_and_predict_names_them(make_napari_view
     assert errors[-1] == ("Prediction: the model was trained on 2 channel(s) but 'A' has 1: choose its 2 channel "
                           "layers together in image(s), in the order trained (a file opened as 'name [ch0]', "
                           "'name [ch1]'...) (it was trained on 'A', 'B')")
-    # a stack of frames for the 3D model is said to be segmented frame by frame
     from axes_helpers import named
+
+    # one layer holding more channels than the model takes: napari's own Split Stack is the way
+    three = viewer.add_image(np.stack([image, -image, image]), name="three", **named("c", "z", "y", "x"))
+    predict["images"].value = [three]
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors[-1] == ("Prediction: the model was trained on 2 channel(s) but 'three' has 3: split it into its "
+                          "channels (right-click the layer > Split Stack) and choose the 2 trained on, in the order "
+                          "trained (it was trained on 'A', 'B')")
+    viewer.layers.remove(three)
+    # a stack of frames for the 3D model is said to be segmented frame by frame
 
     frames = viewer.add_image(np.stack([image, image]), name="frames", **named("t", "z", "y", "x"))
     negative = viewer.add_image(np.stack([-image, -image]), name="frames -", **named("t", "z", "y", "x"))

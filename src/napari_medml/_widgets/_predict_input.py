@@ -115,6 +115,8 @@ def check_channels(model: Any, inputs: ModelInput) -> None:
     names = ", ".join(map(repr, inputs.names)) if len(inputs.names) > 1 else repr(inputs.layer.name)
     fix = (f"choose its {want} channel layers together in image(s), in the order trained (a file opened as "
            "'name [ch0]', 'name [ch1]'...)" if have == 1 else
+           f"split it into its channels (right-click the layer > Split Stack) and choose the {want} trained on, "
+           "in the order trained" if have > want and len(inputs.names) <= 1 else
            f"choose image layers with {want} channel(s) in all, as in training")
     raise InputError(f"the model was trained on {want} channel(s) but {names} "
                      f"{'have' if len(inputs.names) > 1 else 'has'} {have}: {fix}{_trained_on(model)}")
