@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -502,3 +503,32 @@ def test_lazy_training_takes_a_boolean_mask_as_class_1():
     assert whole.class_ids == lazy.class_ids == (0, 1)
     (region,) = lazy.train_regions
     np.testing.assert_array_equal(region.label[:, :32], labels[:, :32] + 1)  # encoded: class id + 1
+
+
+def test_a_lazy_patch_the_image_cannot_hold_is_refused_with_a_patch_or_a_way_out():
+    """Review 44's doubt: a lazy image is not padded, so a given patch must fit it; the refusal gives
+    one that does, and for an axis thinner than the network's halving, the two ways out."""
+    from napari_medml.segmentation.prepare import prepare_training_data
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(16, 40, 40)).astype(np.float32)
+    labels = (image > 0.5).astype(np.uint8)
+    config = TrainConfig(data=DataConfig(patch_size=(16, 64, 32), val_fraction=0.0), model=ModelConfig(depth=3))
+    with pytest.raises(ConfigError, match=r"^patch_size \(16, 64, 32\) must be divisible by 4 and fit the image "
+                                          r"\(16, 40, 40\): use \(16, 40, 32\)$"):
+        prepare_training_data(da.from_array(image, chunks=8), da.from_array(labels, chunks=8), config,
+                              spacing=(1.0,) * 3, channel_axis=None)
+    config = TrainConfig(data=DataConfig(patch_size=(8, 32, 32), val_fraction=0.0), model=ModelConfig(depth=3))
+    with pytest.raises(ConfigError, match=r"which has 3 voxels along axis 0: train it in memory \(np.asarray\), "
+                                          "which pads that axis, or with model.network 'dynunet'"):
+        prepare_training_data(da.from_array(image[:3], chunks=8), da.from_array(labels[:3], chunks=8), config,
+                              spacing=(5.0, 1.0, 1.0), channel_axis=None)
+    # each way out trains
+    padded = replace(config, data=replace(config.data, patch_size=(4, 32, 32)))  # 3 slices padded to 4
+    memory = prepare_training_data(image[:3], labels[:3], padded, spacing=(5.0, 1.0, 1.0), channel_axis=None)
+    assert memory.train_regions
+    dyn = replace(config, model=replace(config.model, network="dynunet"), data=replace(config.data,
+                                                                                      patch_size=(3, 32, 32)))
+    lazy = prepare_training_data(da.from_array(image[:3], chunks=8), da.from_array(labels[:3], chunks=8), dyn,
+                                 spacing=(5.0, 1.0, 1.0), channel_axis=None)
+    assert lazy.train_regions

@@ -178,6 +178,21 @@ def _as_channels_first(image: Any, channel_axis: int | None, spatial_dims: int, 
     return arr
 
 
+def _check_lazy_patch(patch: tuple[int, ...], factors: Sequence[int], shape: tuple[int, ...]) -> None:
+    """Refuse a given patch that the network cannot take or the (unpadded) lazy image cannot hold,
+    with a patch that works or, for an axis thinner than its factor, the two ways out."""
+    by = factors[0] if len(set(factors)) == 1 else f"{tuple(factors)} along its axes"
+    fit = tuple(min(max(f, p // f * f), s // f * f) for p, f, s in zip(patch, factors, shape))
+    if not any(p % f for p, f in zip(patch, factors)) and all(p <= s for p, s in zip(patch, shape)):
+        return
+    thin = [a for a, (f, s) in enumerate(zip(factors, shape)) if s < f]
+    if thin:  # blocks are read as stored: nothing pads a lazy image, so no patch fits this axis
+        raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}, which has "
+                          f"{shape[thin[0]]} voxels along axis {thin[0]}: train it in memory (np.asarray), which "
+                          "pads that axis, or with model.network 'dynunet', which does not halve an axis that short")
+    raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}: use {fit}")
+
+
 def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, channel_axis: int | None,
                  base: Any = None, max_patch_voxels: int | None = None) -> Any:
     """``prepare.prepare_training_data`` for lazy (dask/zarr) images and labels.
@@ -235,9 +250,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
     elif dc.patch_size is not None:
         patch = tuple(int(p) for p in dc.patch_size)
         factors = patch_divisors(config.model, patch, spacings[0])
-        if any(p % f for p, f in zip(patch, factors)) or any(p > s for p, s in zip(patch, shape)):
-            by = factors[0] if len(set(factors)) == 1 else f"{factors} along its axes"
-            raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}")
+        _check_lazy_patch(patch, factors, shape)
     else:
         patch = data.auto_patch_size(shape, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
                                      bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
