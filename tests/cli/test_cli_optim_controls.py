@@ -62,6 +62,10 @@ def test_options_that_would_do_nothing_are_refused_with_one_line(tmp_path):
     plateau = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
                   "--schedule", "plateau", "--warmup", "0.1", tmp=tmp_path)
     assert plateau.returncode == 1 and "plateau schedule has no warm-up" in plateau.stderr
+    hasty = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS,
+                "--schedule", "plateau", "--patience", "1", tmp=tmp_path)
+    assert hasty.returncode == 1 and hasty.stderr.count("error:") == 1 and not (tmp_path / "m").exists()
+    assert "with a patience of 1 the run stops on the epoch the rate would be halved" in hasty.stderr
     sc = shape_classes(seed=0, n=12, size=32)
     tifffile.imwrite(tmp_path / "stack.tif", sc.images.astype(np.float32))
     (tmp_path / "classes.csv").write_text("".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))

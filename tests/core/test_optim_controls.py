@@ -55,7 +55,16 @@ def test_plateau_has_no_warm_up():
     OptimConfig(schedule="plateau")  # without a warm-up it is fine
 
 
-@pytest.mark.parametrize(("patience", "halved_at"), [(None, 5), (1, 1), (2, 1), (3, 2), (10, 5)])
+def test_plateau_with_a_patience_of_one_is_refused():
+    """Review 44: with a patience of 1 the rate was halved on the very epoch the run stopped."""
+    with pytest.raises(ConfigError, match="with a patience of 1 the run stops on the epoch the rate would be "
+                                          "halved: set the patience to 2 or more"):
+        OptimConfig(schedule="plateau", early_stopping_patience=1)
+    OptimConfig(schedule="plateau", early_stopping_patience=2)
+    OptimConfig(schedule="poly", early_stopping_patience=1)
+
+
+@pytest.mark.parametrize(("patience", "halved_at"), [(None, 5), (2, 1), (3, 2), (10, 5)])
 def test_plateau_halves_the_rate_before_early_stopping_ends_the_run(patience, halved_at):
     """Trial 44: with --patience 2 the rate never fell, early stopping ended the run first."""
     import torch

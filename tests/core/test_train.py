@@ -296,7 +296,7 @@ def test_time_limit_stops_and_returns_model(tiny, tmp_path):
 def test_optimizers_schedules_and_losses_run(tiny, tmp_path, optimizer, schedule, loss):
     image, labels = tiny
     cfg = _tiny_config(tmp_path, optimizer=optimizer, schedule=schedule, loss=loss, learning_rate=1e-3,
-                       early_stopping_patience=1, early_stopping_metric="val_loss")
+                       early_stopping_patience=2, early_stopping_metric="val_loss")
     model, reports = _run(image, labels, cfg)
     assert all(math.isfinite(r.train_loss) for r in reports)
     if schedule in ("poly", "cosine"):

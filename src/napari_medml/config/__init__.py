@@ -195,6 +195,10 @@ class OptimConfig:
             raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience must be >= 1 (or None), got {self.early_stopping_patience}")
+        if self.schedule == "plateau" and self.early_stopping_patience == 1:  # review 44
+            raise ConfigError("the plateau schedule halves the rate after half the early-stopping patience (rounded "
+                              "up): with a patience of 1 the run stops on the epoch the rate would be halved: set "
+                              "the patience to 2 or more, or choose constant, poly or cosine")
         if self.class_weights is not None and not all(math.isfinite(w) and w >= 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must be finite and >= 0, got {tuple(self.class_weights)}")
 
