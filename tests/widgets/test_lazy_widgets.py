@@ -65,6 +65,15 @@ def test_preprocess_previews_one_slice_and_refuses_a_large_layer(make_napari_vie
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert any("'big' is a 2 MiB on-disk layer: preprocessing needs it whole in memory" in m for m in errors), errors
     assert [lay.name for lay in viewer.layers] == ["big"] and source.largest <= 4 * 40 * 40
+    # trial 46: the budget counted the layer's bytes; a uint8 layer's float32 copies are 13 times that
+    small, _ = _lazy((image > 0).astype(np.uint8), (4, 40, 40))  # 600 KiB, under the 1 MiB budget
+    widget["image"].value = viewer.add_image(small, name="bytes")
+    widget["apply"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert ("Preprocessing: 'bytes' is a 600 KiB on-disk layer: preprocessing needs it whole in memory (about 8 "
+            "MiB with its float32 copies); crop it") in errors[-1], errors[-1]
+    assert [lay.name for lay in viewer.layers] == ["big", "bytes"]
 
 
 def test_augment_previews_a_patch_of_a_lazy_layer(make_napari_viewer, open_widget, qtbot, volume):

@@ -138,9 +138,19 @@ def is_lazy_layer(layer: napari.layers.Layer) -> bool:
     return bool(getattr(layer, "multiscale", False)) or _is_lazy(layer.data)
 
 
-def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
+def check_fits(layer: napari.layers.Layer, what: str, fix: str, working: int = 0) -> None:
     """Refuse, with one line, a lazy layer too large for ``what`` (an operation that needs
     the whole array); NumPy layers and small lazy ones pass (those are read in the job).
+
+    Parameters
+    ----------
+    layer : napari.layers.Layer
+    what, fix : str
+        The operation, and what to do instead (in the message).
+    working : int
+        Bytes per voxel that ``what`` holds besides the layer's own: 12 for an operation in
+        float32 (a copy, its result and one temporary; trial 46: a uint8 layer of 95 MiB took
+        1,250 MiB to z-score).
 
     Raises
     ------
@@ -150,10 +160,13 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str) -> None:
     if not is_lazy_layer(layer):
         return
     data = layer_volume(layer).data
-    nbytes = int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize
-    if nbytes > memory_budget():
-        raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in memory; "
-                         f"{fix}")
+    voxels = int(np.prod(data.shape, dtype=np.float64))
+    nbytes = voxels * np.dtype(data.dtype).itemsize
+    needed = nbytes + voxels * int(working)
+    if needed > memory_budget():
+        more = f" (about {size_text(needed)} with its float32 copies)" if working else ""
+        raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in "
+                         f"memory{more}; {fix}")
 
 
 # --- preprocessing chains -------------------------------------------------------------

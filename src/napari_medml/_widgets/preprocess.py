@@ -209,7 +209,7 @@ class PreprocessWidget(DockForm):
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "preprocessing", "crop it (e.g. open a smaller region or a coarser level), or train and "
-                   "predict on the raw image: training reads patches and Predict works block by block")
+                   "predict on the raw image: training reads patches and Predict works block by block", working=12)
         volume = layer_volume(layer)
         recipe_axes(volume)  # unknown axes: refused here, before the job
         op = self._w["operation"].value
