@@ -170,6 +170,15 @@ def test_live_preview_and_errors(setup, qtbot):
     assert any(n.severity == NotificationSeverity.ERROR and "target spacing" in n.message
                for n in notes)
     assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
+    # trial 46: "crop: the mask is empty; nothing to crop to" named neither the image nor a fix
+    notification_manager.notification_ready.connect(notes.append)
+    widget["operation"].value, widget["threshold"].value = "crop", 5000.0
+    _apply(widget, qtbot)
+    notification_manager.notification_ready.disconnect(notes.append)
+    top = float(image.data.max())
+    assert notes[-1].message == (f"Preprocessing: image 'ct': crop: no voxel is above the threshold 5000 (the image's "
+                                 f"largest value is {top:.4g}): choose a lower threshold")
+    assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
 
 
 def test_an_image_with_nans_is_processed_with_a_warning(make_napari_viewer, open_widget, qtbot, notes):

@@ -244,7 +244,10 @@ class PreprocessWidget(DockForm):
             from napari_medml.preprocessing.inputs import nonfinite_note
 
             # each channel and frame on its own: progress, and Cancel between them
-            out = run_recipe_volume(volume, (step,), stop=stop, progress=lambda done, total: report((done, total)))
+            try:
+                out = run_recipe_volume(volume, (step,), stop=stop, progress=lambda done, total: report((done, total)))
+            except InputError as exc:  # the line names the image (trial 46: "crop: the mask is empty")
+                raise InputError(f"image '{layer.name}': {exc}") from None
             filled = step.operation == "fill_nan"  # an on-disk layer is not read again
             return out, "" if filled else nonfinite_note(volume.data, f"image '{layer.name}'")
 

@@ -179,15 +179,24 @@ OPERATIONS: dict[str, Operation] = {
         ),
         Operation(
             "crop",
-            lambda im, sp, threshold, margin=0: (
-                crop_to_mask(im, threshold_mask(im, threshold), margin)[0],
-                sp,
-            ),
+            lambda im, sp, threshold, margin=0: (_crop_above(im, threshold, margin)[0], sp),
             ("threshold", "margin"),
             lambda p: f"crop >{_num(p['threshold'])}",
         ),
     ]
 }
+
+
+def _crop_above(image: np.ndarray, threshold: float, margin: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``crop_to_mask`` of the voxels above ``threshold``; none above it is refused with the
+    image's largest value (trial 46: "the mask is empty" gave neither)."""
+    mask = threshold_mask(image, threshold)
+    if not mask.any():
+        finite = np.asarray(image)[np.isfinite(image)]
+        top = (f"the image's largest value is {float(finite.max()):.4g}" if finite.size else
+               "the image has no finite value")
+        raise InputError(f"crop: no voxel is above the threshold {threshold:g} ({top}): choose a lower threshold")
+    return crop_to_mask(image, mask, margin)
 
 
 def _lookup(step: PreprocessStep) -> Operation:
@@ -275,8 +284,7 @@ def _run_step(image, spacing, step):
     if step.operation == "crop":
         if "threshold" not in params:
             raise InputError("crop: a recipe crop needs a 'threshold' parameter")
-        mask = threshold_mask(image, params["threshold"])
-        out, offset = crop_to_mask(image, mask, params.get("margin", 0))
+        out, offset = _crop_above(image, params["threshold"], params.get("margin", 0))
         return out, sp, offset
     try:
         out, new_sp = op(image, sp, **params)
