@@ -405,3 +405,33 @@ def test_cancel_stops_between_frames_shows_progress_and_adds_nothing(make_napari
     assert [lay.name for lay in viewer.layers] == ["movie"]
     assert any("Preprocessing cancelled." in n.message for n in notes)
     assert not widget["cancel"].enabled and widget["apply"].enabled
+
+
+def test_a_large_slice_is_previewed_in_a_worker_and_unused_fields_change_nothing(make_napari_viewer, open_widget,
+                                                                                 qtbot):
+    """Trial 46: a 4000x4000 image's preview held the GUI thread 1.5 s, on every change of a box,
+    the high percentile's too while the operation was a z-score, which does not use it."""
+    from napari_medml.preprocessing.ops import percentile_rescale
+
+    image = np.random.default_rng(0).gamma(2.0, 100.0, size=(1024, 1024)).astype(np.float32)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(image, name="big")
+    widget = open_widget(viewer, "preprocess")
+    widget["image"].value, widget["operation"].value = layer, "percentile"
+    widget["live"].value = True
+    assert "big [preview]" not in viewer.layers  # the GUI thread went on: the worker computes it
+    qtbot.waitUntil(lambda: "big [preview]" in viewer.layers, timeout=30000)
+    np.testing.assert_allclose(viewer.layers["big [preview]"].data, percentile_rescale(image, 1.0, 99.0), atol=1e-6)
+    widget["high"].value = 90.0  # while that runs, two changes: the last one is shown
+    widget["high"].value = 80.0
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    np.testing.assert_allclose(viewer.layers["big [preview]"].data, percentile_rescale(image, 1.0, 80.0), atol=1e-6)
+    widget["operation"].value = "zscore"
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    shown = viewer.layers["big [preview]"].data
+    assert abs(float(shown.mean())) < 1e-3 and abs(float(shown.std()) - 1.0) < 1e-3
+    widget["high"].value = 70.0  # not a z-score's parameter: nothing is recomputed
+    assert widget._preview_worker is None and viewer.layers["big [preview]"].data is shown
+    widget["live"].value = False
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    assert [lay.name for lay in viewer.layers] == ["big"] and np.array_equal(layer.data, image)

@@ -9,6 +9,7 @@ intensity operations preview live on the current slice in ``<image> [preview]``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any
 
@@ -64,6 +65,8 @@ PARAMS = {
     "crop_labels": ("crop_labels", "margin"),
 }
 PREVIEW_VOXELS = 4096**2  # an on-disk layer's slice is previewed live up to this size
+# a larger slice is previewed in a worker: a 4000x4000 z-score held the GUI thread 1.5 s (trial 46)
+SYNC_PREVIEW_VOXELS = 512**2
 CHEAP = ("zscore", "percentile", "minmax", "ct_window", "fill_nan")  # previewed live
 
 
@@ -101,7 +104,9 @@ class PreprocessWidget(DockForm):
         w["apply"].changed.connect(self.apply)
         w["image"].changed.connect(self._fit_target_spacing)
         for name in ("operation", "low", "high", "preset", "level", "width", "image", "live"):
-            w[name].changed.connect(self._changed)
+            w[name].changed.connect(functools.partial(self._field_changed, name))
+        self._preview_worker: Any = None  # the preview running in a worker, if any
+        self._preview_again = False  # the form changed while it ran: preview again when it ends
         viewer.dims.events.current_step.connect(self._changed)
         self._fit_target_spacing()
         self._changed()
@@ -146,6 +151,14 @@ class PreprocessWidget(DockForm):
         self._w["level"].visible = self._w["width"].visible = custom
         self._update_preview()
 
+    def _field_changed(self, name: str, *_: Any) -> None:
+        """A parameter the chosen operation does not use changes nothing (trial 46: the high
+        percentile's box re-ran a z-score's preview)."""
+        op = self._w["operation"].value
+        if name in ("operation", "image", "live") or name in PARAMS.get(op, ()) or (
+                op == "ct_window" and name in ("level", "width")):
+            self._changed()
+
     def _fit_target_spacing(self, *_: Any) -> None:
         """Offer the chosen image's own spatial spacing as the target when the field holds
         another number of values (a 2D image, a time series, RGB: no Z)."""
@@ -168,7 +181,7 @@ class PreprocessWidget(DockForm):
         return f"{layer.name} [preview]"
 
     def _update_preview(self) -> None:
-        from napari_medml.preprocessing.stacks import plane_at, run_recipe_volume
+        from napari_medml.preprocessing.stacks import plane_at
 
         layer = self._w["image"].value
         old = [l for l in self._viewer.layers
@@ -181,13 +194,45 @@ class PreprocessWidget(DockForm):
             return
         volume = layer_volume(layer)  # full resolution; a dask/zarr layer stays on disk
         plane = plane_at(volume, layer.world_to_data(self._viewer.dims.point))  # the slice the viewer shows
-        if is_lazy_layer(layer):
-            if math.prod(plane.data.shape) > PREVIEW_VOXELS:
-                return  # a slice too large to preview live; Apply still works (or refuses, with the fix)
+        voxels = math.prod(plane.data.shape)
+        if is_lazy_layer(layer) and voxels > PREVIEW_VOXELS:
+            return  # a slice too large to preview live; Apply still works (or refuses, with the fix)
         try:
-            out = run_recipe_volume(plane, (self.step(),))  # per colour channel, as Apply and training
+            step = self.step()
         except ValueError:
             return  # a half-typed parameter: keep the last preview
+        if voxels <= SYNC_PREVIEW_VOXELS:
+            out = _preview(plane, step)
+            if out is not None:
+                self._show_preview(layer, out)
+            return
+        if self._preview_worker is not None:  # one at a time: the newest form is previewed when it ends
+            self._preview_again = True
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(_preview, plane, step, _start_thread=False)
+        self._preview_worker = worker
+
+        def shown(out: Any) -> None:
+            if out is not None and not self._preview_again and self._w["live"].value and (
+                    self._w["image"].value is layer):
+                self._show_preview(layer, out)
+
+        def ended() -> None:
+            self._preview_worker = None
+            if self._preview_again:
+                self._preview_again = False
+                self._update_preview()
+
+        worker.returned.connect(shown)
+        worker.finished.connect(ended)
+        worker.start()
+
+    def _show_preview(self, layer: napari.layers.Layer, out: Volume) -> None:
+        """Show ``out`` in ``<image> [preview]``, in place where the layer is already there."""
+        if layer not in self._viewer.layers:
+            return
         name = self._preview_name(layer)
         if name in self._viewer.layers and is_generated(self._viewer.layers[name].metadata):
             shown = self._viewer.layers[name]
@@ -267,6 +312,17 @@ class PreprocessWidget(DockForm):
                 notifications.show_warning(f"Preprocessing: {note}")
 
         self.runner.start(job, on_result=done, discard_on_stop=True)
+
+
+def _preview(plane: Volume, step: PreprocessStep) -> Volume | None:
+    """``step`` on the shown slice, per colour channel as Apply and training; None for a value
+    the operation refuses (Apply says why)."""
+    from napari_medml.preprocessing.stacks import run_recipe_volume
+
+    try:
+        return run_recipe_volume(plane, (step,))
+    except ValueError:
+        return None
 
 
 def _result_layer(volume: Volume, source_name: str, what: str) -> LayerDataTuple:
