@@ -85,3 +85,43 @@ def test_steps_trained_says_how_many_steps_and_when_the_plan_timed_a_faster_mach
         "120 steps in 0.2 min (0.1 s a step with validation; the plan timed 0.025 s: the machine was busier than "
         "when the plan timed a step, so fewer steps were trained than planned)")
     assert steps_trained([]) == "" and steps_trained([{"epoch": 1, "step": 0, "elapsed_s": 0.0}]) == ""
+
+
+def test_a_run_stopped_within_an_epoch_says_the_steps_it_took(tmp_path, monkeypatch) -> None:
+    """Trial 46: Ctrl-C at step 77 of a run of 20-step epochs said "trained 60 steps" (the last
+    epoch end's), and a fold stopped so counted too few steps for the ensemble's warning."""
+    import numpy as np
+
+    from napari_medml import api
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.samples import phantom_3d
+    from napari_medml.segmentation.step_time import model_steps_trained
+
+    monkeypatch.setattr("napari_medml.engine.loop.REPORT_EVERY_S", 0.0)  # every step reported
+    p = phantom_3d(0, shape=(16, 48, 48))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=1),
+                      augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                      optim=OptimConfig(epochs=3, steps_per_epoch=4), device="cpu", checkpoint_dir=str(tmp_path))
+    stop = StopToken()
+    run = api.fit(p.image[8], p.labels[8], cfg, stop=stop)
+    while True:
+        try:
+            report = next(run)
+        except StopIteration as done:
+            model = done.value
+            break
+        if report.step == 6:
+            stop.stop()
+    assert [h["step"] for h in model.history] == [4] and model.provenance["steps"] == 7
+    assert 0 < model.provenance["elapsed_s"] and "stopped_in_first_epoch" not in model.provenance
+    assert model_steps_trained(model).startswith("7 steps in ")
+    # the resumed run ends at an epoch's end: the stop is no longer said
+    resumed = api.fit(p.image[8], p.labels[8], cfg, resume_from=str(tmp_path))
+    while True:
+        try:
+            next(resumed)
+        except StopIteration as done:
+            model = done.value
+            break
+    assert [h["step"] for h in model.history] == [4, 8, 12] and "steps" not in model.provenance
+    assert model_steps_trained(model).startswith("12 steps in ") and np.isfinite(model.history[-1]["train_loss"])

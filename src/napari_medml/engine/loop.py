@@ -33,6 +33,7 @@ __all__ = ["GRAD_CLIP_NORM", "REPORT_EVERY_S", "Resume", "Trainer", "run"]
 
 REPORT_EVERY_S = 0.25
 GRAD_CLIP_NORM = 12.0  # nnU-Net's clipping norm
+_STOP_KEYS = ("steps", "elapsed_s", "stopped_in_first_epoch")  # a model stopped within an epoch says these
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Trainer:
         self.provenance = dict(provenance or {})
         self.history: list[dict] = []
         self.start_step = 0
-        self.steps_done = 0  # the last step taken (a model stopped before an epoch ended records it)
+        self.steps_done, self.elapsed_done = 0, 0.0  # the last step taken, and the run's seconds then
         self.best_key: tuple[float, ...] | None = None
         self.best_epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -159,7 +160,7 @@ class Trainer:
                 losses.append(loss)
                 epoch_losses.append(loss)
                 now = time.monotonic()
-                elapsed = self.elapsed_before + now - start
+                elapsed = self.elapsed_done = self.elapsed_before + now - start
                 message, finished, timed_out = "", False, False
                 stopped = stop is not None and stop.stopped
                 if self.dist is not None:  # all processes stop at the same step, by the slowest clock
@@ -304,8 +305,11 @@ class Trainer:
                       "optimizer": self.config.optim.describe_optimizer(), "mixed_precision": bool(self.amp)}
         if self.checkpoint_dir is not None:
             provenance["checkpoint_dir"] = str(self.checkpoint_dir)
-        if not self.history and self.steps_done:  # stopped before its first epoch ended: no history says it
-            provenance.update(steps=self.steps_done, stopped_in_first_epoch=True)
+        provenance = {k: v for k, v in provenance.items() if k not in _STOP_KEYS}  # a resumed run's earlier stop
+        if self.steps_done > (int(self.history[-1].get("step", 0)) if self.history else 0):
+            # stopped within an epoch: the history ends at the last epoch's end (trial 46: "60 steps" for 77)
+            provenance.update(steps=self.steps_done, elapsed_s=round(float(self.elapsed_done), 3),
+                              **({} if self.history else {"stopped_in_first_epoch": True}))
         return self.task.model(self.history, provenance, self.best_metrics)
 
     def _best_model(self) -> Any:
@@ -382,18 +386,14 @@ def _mean(losses: list[torch.Tensor]) -> float:
 
 
 def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
     if isinstance(obj, Mapping):
         return {k: _to(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to(v, device) for v in obj)
-    return obj
+    return obj.to(device) if isinstance(obj, torch.Tensor) else obj
 
 
 def _float(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.float()
     if isinstance(obj, (list, tuple)):  # deep supervision returns several outputs
         return type(obj)(_float(v) for v in obj)
-    return obj
+    return obj.float() if isinstance(obj, torch.Tensor) else obj

@@ -307,9 +307,9 @@ def fit_ensemble(images: Any, labels: Any, config: TrainConfig, *, spacing: Any 
 
 
 def _member_steps(member: Any) -> int:
-    """The steps a fold trained (its history's last; its provenance's when stopped before its
-    first epoch ended)."""
-    return int(member.history[-1].get("step", 0)) if member.history else int(member.provenance.get("steps", 0))
+    """The steps a fold trained (its history's last; its provenance's when stopped within an epoch)."""
+    last = int(member.history[-1].get("step", 0)) if member.history else 0
+    return max(last, int(member.provenance.get("steps", 0) or 0))
 
 
 def _member_minutes(member: Any, total: float | None, folds: int) -> float:

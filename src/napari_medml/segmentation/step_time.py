@@ -99,7 +99,8 @@ def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any, check: A
     return spent / DRAWS
 
 
-def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None = None) -> str:
+def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None = None,
+                  stopped: Mapping[str, Any] | None = None) -> str:
     """How many steps a run trained, and how long a step took against the plan's timing.
 
     The plan times a step once, before training; on a machine that gets busier the run
@@ -111,6 +112,9 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
         A model's ``history`` (one entry per epoch end, with ``step`` and ``elapsed_s``).
     plan : mapping, optional
         The plan stored with the model (``provenance["plan"]``), for its ``step_seconds``.
+    stopped : mapping, optional
+        The model's provenance: a run stopped within an epoch records its last ``steps`` and
+        ``elapsed_s`` there, past the history's last epoch end.
 
     Returns
     -------
@@ -121,6 +125,8 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
     if not history:
         return ""
     steps, seconds = int(history[-1].get("step") or 0), float(history[-1].get("elapsed_s") or 0.0)
+    if stopped and int(stopped.get("steps") or 0) > steps:
+        steps, seconds = int(stopped["steps"]), float(stopped.get("elapsed_s") or seconds)
     if steps <= 0:
         return ""
     text = f"{steps} step{'s' if steps != 1 else ''} in {seconds / 60:.2g} min"
@@ -146,7 +152,7 @@ def model_steps_trained(model: Any) -> str:
         steps = int(provenance["steps"])
         return (f"{steps} step{'s' if steps != 1 else ''}, stopped before its first epoch ended: never validated, "
                 "so these are its last weights")
-    return steps_trained(history, provenance.get("plan"))
+    return steps_trained(history, provenance.get("plan"), provenance)
 
 
 def fold_steps(steps: Sequence[int] | None) -> str:
