@@ -73,3 +73,31 @@ def test_checkpoints_set_aside_by_a_killed_save_are_found(tmp_path, monkeypatch)
     os.replace(bundle / "checkpoints", tmp_path / aside.replace(str(os.getpid()), str(dead_pid())))
     assert has_checkpoint(bundle / "checkpoints")
     assert read_checkpoint(find_checkpoint(bundle / "checkpoints"))[0]["step"] == 5
+
+
+@pytest.mark.parametrize("damaged", ["train_state.safetensors", "train_state.json", "weights.safetensors"])
+def test_a_damaged_checkpoint_is_named_and_the_way_on_is_said(tmp_path, damaged):
+    """Trial 46: a truncated train_state.safetensors gave safetensors' own "SafetensorError: ...
+    invalid header length", naming no file; a damaged checkpoint's weights advised copying a bundle."""
+    from napari_medml import api
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.engine.fit import run_to_end
+    from napari_medml.errors import BundleError
+    from napari_medml.samples import phantom_3d
+
+    p = phantom_3d(0, shape=(16, 48, 48))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), batch_size=1),
+                      augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                      optim=OptimConfig(epochs=2, steps_per_epoch=2), device="cpu", checkpoint_dir=str(tmp_path))
+    run_to_end(api.fit(p.image[8], p.labels[8], cfg))
+    file = tmp_path / "last" / damaged
+    file.write_bytes(file.read_bytes()[:20])
+    with pytest.raises(BundleError) as caught:
+        run_to_end(api.fit(p.image[8], p.labels[8], cfg, resume_from=str(tmp_path)))
+    line = str(caught.value)
+    assert line.startswith(str(file)) and "\n" not in line, line
+    assert line.endswith(f": the run's checkpoint is damaged, so it cannot go on: start it again without resuming, "
+                         f"or use its best epoch so far, the bundle '{tmp_path / 'best'}'"), line
+    assert "copy the folder again" not in line
+    best = api.load_model(tmp_path / "best")  # the way out it names works
+    assert best.predict(p.image[8]).labels.shape == p.image[8].shape

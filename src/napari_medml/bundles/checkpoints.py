@@ -234,14 +234,23 @@ def check_same_network(before: TrainConfig, now: TrainConfig) -> None:
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``train_state.json`` and the optimizer tensors of a checkpoint."""
+    """``train_state.json`` and the optimizer tensors of a checkpoint.
+
+    Raises
+    ------
+    BundleError
+        Naming the file that cannot be read (trial 46: safetensors' own error passed through).
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    file = path / STATE_JSON
     try:
-        state = json.loads((path / STATE_JSON).read_text())
-        tensors = load_file(str(path / STATE_TENSORS))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise BundleError(f"training state in {path} cannot be read ({exc}): the checkpoint is damaged") from exc
+        state = json.loads(file.read_text())
+        file = path / STATE_TENSORS
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:  # ValueError: JSON's and safetensors' own
+        raise BundleError(f"{file} cannot be read ({exc}): the checkpoint is damaged") from exc
     return state, tensors
 
 
