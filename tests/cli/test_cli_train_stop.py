@@ -144,8 +144,11 @@ def test_resume_continues_the_planned_run_without_planning_it_again(files, tmp_p
     planned = load_model(out).config.optim
     done = run(*argv[1:], "--resume", "--epochs", stopped + 1)
     assert done.returncode == 0, done.stderr
-    assert "plan: " not in done.stderr and ("napari-medml: --resume: the stopped run goes on with the settings it "
-                                            "started with (not planned again)") in lines(done.stderr)
+    # trial 46: a changed length changes the schedule's rate, and the line said only "its own settings"
+    assert "plan: " not in done.stderr and (
+        "napari-medml: --resume: the stopped run goes on with the settings it started with (not planned again), but "
+        f"{stopped + 1} epochs instead of 500: its {planned.schedule} schedule follows the new length, so the "
+        "learning rate goes on from where it would be at this step of that run") in lines(done.stderr), done.stderr
     assert re.search(r"saved model bundle to .* \(best epoch \d+", lines(done.stderr)[-1]), done.stderr
     final = load_model(out)
     assert final.config.optim.steps_per_epoch == planned.steps_per_epoch and len(final.history) == stopped + 1

@@ -283,10 +283,10 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
     one = len(images) == 1  # the engine takes one array or a list
     plan = None
     if args.resume:  # the stopped run's own (planned) settings: its checkpoint holds that network
-        from napari_medml.cli.resume import resumed_config
+        from napari_medml.cli.resume import resumed_config, resumed_note
 
         config = resumed_config(args, config, resume_folder(args))
-        info("--resume: the stopped run goes on with the settings it started with (not planned again)")
+        info(resumed_note(config, resume_folder(args)))
     elif planned:
         plan = _plan(args, config, images, labels, spacings, channel_axis)
         config = plan.apply(config)
