@@ -260,6 +260,7 @@ def test_sigterm_stops_as_ctrl_c_and_a_killed_run_is_named_as_such(files, tmp_pa
     code, err = interrupt_at(argv, r"epoch 2/500\b", sig=signal.SIGTERM)
     assert code == 0, err
     assert "terminated: stopping after this step and keeping the best model" in err
+    assert "(a second signal aborts)" in err and "Ctrl-C" not in err
     assert lines(err)[-1].startswith(f"napari-medml: stopped: saved the best model so far to {out}")
     assert (out / "config.json").is_file() and not (out / "checkpoints" / "run.lock").exists()
     # a run killed outright leaves checkpoints only (and its lock): predict names --resume and the best epoch

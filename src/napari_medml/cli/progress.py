@@ -176,8 +176,9 @@ def stop_on_interrupt(stop: Any, says: str = KEEPS_BEST) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.stop()
         if is_main():
-            why = "terminated: " if signum == signal.SIGTERM else ""
-            print(f"\n{PROG}: {why}{says} (Ctrl-C again to abort)", file=sys.stderr)
+            term = signum == signal.SIGTERM  # (trial 46: a SIGTERM was told to press Ctrl-C)
+            again = "a second signal aborts" if term else "Ctrl-C again to abort"
+            print(f"\n{PROG}: {'terminated: ' if term else ''}{says} ({again})", file=sys.stderr)
 
     # SIGTERM (kill, a batch scheduler's time limit, docker stop) as Ctrl-C: the best model is saved.
     # Not in a process torchrun started: its launcher stops them all at one step; torchrun's
