@@ -55,13 +55,18 @@ def test_plateau_has_no_warm_up():
     OptimConfig(schedule="plateau")  # without a warm-up it is fine
 
 
-def test_plateau_with_a_patience_of_one_is_refused():
-    """Review 44: with a patience of 1 the rate was halved on the very epoch the run stopped."""
-    with pytest.raises(ConfigError, match="with a patience of 1 the run stops on the epoch the rate would be "
-                                          "halved: set the patience to 2 or more"):
-        OptimConfig(schedule="plateau", early_stopping_patience=1)
-    OptimConfig(schedule="plateau", early_stopping_patience=2)
-    OptimConfig(schedule="poly", early_stopping_patience=1)
+def test_plateau_with_a_patience_of_one_is_refused_for_a_new_run_and_a_saved_one_still_loads():
+    """Review 44: with a patience of 1 the rate was halved on the very epoch the run stopped.
+    Review 46: refused in the config itself, a bundle saved with it no longer loaded."""
+    from napari_medml.config import from_dict, to_dict
+
+    hasty = TrainConfig(optim=OptimConfig(schedule="plateau", early_stopping_patience=1))
+    with pytest.raises(ConfigError, match=r"with a patience of 1 the run stops on the epoch the rate would be "
+                                          r"halved: set the patience \(early stop after\) to 2 or more"):
+        hasty.check_new_run()
+    assert from_dict(TrainConfig, to_dict(hasty)) == hasty  # as a saved bundle's config.json reads it
+    TrainConfig(optim=OptimConfig(schedule="plateau", early_stopping_patience=2)).check_new_run()
+    TrainConfig(optim=OptimConfig(schedule="poly", early_stopping_patience=1)).check_new_run()
 
 
 @pytest.mark.parametrize(("patience", "halved_at"), [(None, 5), (2, 1), (3, 2), (10, 5)])

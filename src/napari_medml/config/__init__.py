@@ -195,10 +195,6 @@ class OptimConfig:
             raise ConfigError(f"max_minutes must be > 0 (or None for no limit), got {self.max_minutes}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ConfigError(f"early_stopping_patience must be >= 1 (or None), got {self.early_stopping_patience}")
-        if self.schedule == "plateau" and self.early_stopping_patience == 1:  # review 44
-            raise ConfigError("the plateau schedule halves the rate after half the early-stopping patience (rounded "
-                              "up): with a patience of 1 the run stops on the epoch the rate would be halved: set "
-                              "the patience to 2 or more, or choose constant, poly or cosine")
         if self.class_weights is not None and not all(math.isfinite(w) and w >= 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must be finite and >= 0, got {tuple(self.class_weights)}")
 
@@ -286,7 +282,8 @@ class TrainConfig:
         ------
         ConfigError
             Label smoothing with a loss that has no cross-entropy (dice, focal); class
-            weights for instances (its classes are the network's own); see ``fields.check_stop_metric``.
+            weights for instances (its classes are the network's own); the plateau schedule with
+            an early-stopping patience of 1; see ``fields.check_stop_metric``.
         """
         o = self.optim
         check_stop_metric(self.task, o.early_stopping_metric)
@@ -294,6 +291,10 @@ class TrainConfig:
             losses = "ce" if self.task == "classification" else "ce or dice_ce"
             raise ConfigError(f"label_smoothing is for the cross-entropy losses; the {o.loss} loss would ignore it: "
                               f"set it to 0, or choose {losses}")
+        if o.schedule == "plateau" and o.early_stopping_patience == 1:  # review 44 (a saved one still loads)
+            raise ConfigError("the plateau schedule halves the rate after half the early-stopping patience (rounded "
+                              "up): with a patience of 1 the run stops on the epoch the rate would be halved: set "
+                              "the patience (early stop after) to 2 or more, or choose constant, poly or cosine")
         if self.task == "instances" and o.class_weights is not None:
             raise ConfigError("class_weights are for the classes of a segmentation or a classifier; instance training "
                               "learns background, object interiors and boundaries: leave them out")
