@@ -148,8 +148,8 @@ def add(sub: Any) -> None:
                    help="cross-entropy label smoothing in [0, 1), segmentation and classification (default: 0)")
     o.add_argument("--schedule", choices=typing.get_args(ScheduleName),
                    help=f"learning-rate schedule; plateau halves the rate after half the --patience (rounded up; "
-                   f"with plateau it must be 2 or more; 5 epochs without it) without improvement and has no warm-up (default: planned; without the plan "
-                   f"{optim.schedule}; classification cosine)")  # fmt: skip
+                   f"with plateau it must be 2 or more; 5 epochs without it) without improvement and has no "
+                   f"warm-up (default: planned; without the plan {optim.schedule}; classification cosine)")  # fmt: skip
     o.add_argument("--warmup", type=real(0, 1, high_open=True), metavar="F",
                    help="share of the run (steps, or the time budget) warming the rate up (default: planned; "
                    "without the plan 0)")  # fmt: skip
