@@ -75,8 +75,10 @@ def test_checkpoints_set_aside_by_a_killed_save_are_found(tmp_path, monkeypatch)
     assert read_checkpoint(find_checkpoint(bundle / "checkpoints"))[0]["step"] == 5
 
 
-@pytest.mark.parametrize("damaged", ["train_state.safetensors", "train_state.json", "weights.safetensors"])
-def test_a_damaged_checkpoint_is_named_and_the_way_on_is_said(tmp_path, damaged):
+@pytest.mark.parametrize(("damaged", "how"), [("train_state.safetensors", "cut"), ("train_state.json", "cut"),
+                                              ("weights.safetensors", "cut"), ("config.json", "cut"),
+                                              ("config.json", "delete"), ("train_state.json", "delete")])
+def test_a_damaged_checkpoint_is_named_and_the_way_on_is_said(tmp_path, damaged, how):
     """Trial 46: a truncated train_state.safetensors gave safetensors' own "SafetensorError: ...
     invalid header length", naming no file; a damaged checkpoint's weights advised copying a bundle."""
     from napari_medml import api
@@ -91,11 +93,18 @@ def test_a_damaged_checkpoint_is_named_and_the_way_on_is_said(tmp_path, damaged)
                       optim=OptimConfig(epochs=2, steps_per_epoch=2), device="cpu", checkpoint_dir=str(tmp_path))
     run_to_end(api.fit(p.image[8], p.labels[8], cfg))
     file = tmp_path / "last" / damaged
-    file.write_bytes(file.read_bytes()[:20])
+    if how == "cut":
+        file.write_bytes(file.read_bytes()[:20])
+    else:
+        file.unlink()
     with pytest.raises(BundleError) as caught:
         run_to_end(api.fit(p.image[8], p.labels[8], cfg, resume_from=str(tmp_path)))
     line = str(caught.value)
-    assert line.startswith(str(file)) and "\n" not in line, line
+    first = {"delete": f"{file} is missing" if damaged == "train_state.json" else
+             f"model bundle {tmp_path / 'last'} has no config.json:"}.get(how, str(file))
+    assert line.startswith(first) and "\n" not in line, line
+    said = line.replace(str(tmp_path), "")  # (the test folder is named "damaged" too)
+    assert said.count("damaged") == 1 and "choose" not in said and "save or copy" not in said, line
     assert line.endswith(f": the run's checkpoint is damaged, so it cannot go on: start it again without resuming, "
                          f"or use its best epoch so far, the bundle '{tmp_path / 'best'}'"), line
     assert "copy the folder again" not in line

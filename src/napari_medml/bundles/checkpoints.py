@@ -65,8 +65,42 @@ def find_checkpoint(path: str | Path) -> Path:
     for candidate in (path / "last", path):
         if (candidate / STATE_JSON).is_file():
             return candidate
+    if (path / "last").is_dir():  # review 46: a damaged ``last`` was told to find another run
+        raise BundleError(damaged_checkpoint(path / "last", f"{path / 'last' / STATE_JSON} is missing"))
     raise BundleError(f"{path} holds no resumable checkpoint ({STATE_JSON} missing): "
                       "give the checkpoint folder of an earlier run")
+
+
+# where a bundle's or checkpoint's own "damaged" line ends and its fix begins
+_DAMAGE_SAID = (": the bundle is damaged", ": it is not a bundle or it is damaged", ": the checkpoint is damaged",
+                ": the two files are not of one model")
+
+
+def damaged_checkpoint(checkpoint: Path, line: str) -> str | None:
+    """The line for a run's ``checkpoint`` that cannot be read, from the reader's ``line``: what is
+    wrong, then the ways on (start again; the run's best epoch so far, when its bundle is there).
+
+    Parameters
+    ----------
+    checkpoint : Path
+        The checkpoint folder (``<checkpoint_dir>/last``).
+    line : str
+        The reader's message (``bundles.format``: what is wrong, then a bundle's fix).
+
+    Returns
+    -------
+    str or None
+        None when ``line`` does not say the files are damaged (a newer version's bundle: its own fix).
+    """
+    from napari_medml.bundles.format import CONFIG_NAME
+
+    cut = [line.index(mark) for mark in _DAMAGE_SAID if mark in line]
+    if not cut and not line.endswith(" is missing"):
+        return None
+    best = checkpoint.parent / "best"
+    kept = f", or use its best epoch so far, the bundle '{best}'" if (best / CONFIG_NAME).is_file() else ""
+    return (f"{line[:min(cut)] if cut else line}: the run's checkpoint is damaged, so it cannot go on: start it "
+            f"again without resuming{kept}")
 
 
 

@@ -36,8 +36,7 @@ def resume_point(path: str | Path, load: Any) -> tuple[Any, Resume]:
     BundleError
         No resumable checkpoint there, or a damaged one.
     """
-    from napari_medml.bundles.checkpoints import find_checkpoint, read_checkpoint
-    from napari_medml.bundles.format import CONFIG_NAME, DAMAGED
+    from napari_medml.bundles.checkpoints import damaged_checkpoint, find_checkpoint, read_checkpoint
     from napari_medml.errors import BundleError
 
     checkpoint = find_checkpoint(path)
@@ -45,13 +44,10 @@ def resume_point(path: str | Path, load: Any) -> tuple[Any, Resume]:
         model = load(checkpoint)
         state, tensors = read_checkpoint(checkpoint)
     except BundleError as exc:  # a bundle's advice (copy it again) does not fit a checkpoint (trial 46)
-        if "damaged" not in str(exc):  # e.g. written by a newer napari-medml: its own fix
+        said = damaged_checkpoint(checkpoint, str(exc))
+        if said is None:  # e.g. written by a newer napari-medml: its own fix
             raise
-        line = str(exc).removesuffix(DAMAGED).removesuffix(": the checkpoint is damaged").rstrip(": ")
-        best = checkpoint.parent / "best"
-        kept = f", or use its best epoch so far, the bundle '{best}'" if (best / CONFIG_NAME).is_file() else ""
-        raise BundleError(f"{line}: the run's checkpoint is damaged, so it cannot go on: start it again without "
-                          f"resuming{kept}") from exc
+        raise BundleError(said) from exc
     return model, Resume(state, tensors, list(getattr(model, "history", []) or []), best=checkpoint.parent / "best")
 
 
