@@ -432,6 +432,27 @@ def test_a_large_slice_is_previewed_in_a_worker_and_unused_fields_change_nothing
     assert abs(float(shown.mean())) < 1e-3 and abs(float(shown.std()) - 1.0) < 1e-3
     widget["high"].value = 70.0  # not a z-score's parameter: nothing is recomputed
     assert widget._preview_worker is None and viewer.layers["big [preview]"].data is shown
+    # review 46: what the worker computes is shown only if the form and the viewer still ask for it
+    widget["operation"].value = "minmax"  # a worker starts...
+    assert widget._preview_worker is not None
+    widget["operation"].value = "gaussian"  # ...and the operation is no longer previewed
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    assert "big [preview]" not in viewer.layers
+    widget["operation"].value = "minmax"
+    qtbot.waitUntil(lambda: widget._preview_worker is None and "big [preview]" in viewer.layers, timeout=30000)
+    widget["low"].value = 5.0  # not used by min-max: nothing runs
+    assert widget._preview_worker is None
+    widget["operation"].value = "percentile"
+    viewer.layers.remove("big [preview]")  # the user removes the preview while it is computed
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    assert "big [preview]" not in viewer.layers
+    small = viewer.add_image(image[:64, :64], name="small")  # another image: the big one's preview goes
+    widget["high"].value = 95.0
+    assert widget._preview_worker is not None
+    widget["image"].value = small
+    assert [lay.name for lay in viewer.layers] == ["big", "small", "small [preview]"]
+    qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
+    assert [lay.name for lay in viewer.layers] == ["big", "small", "small [preview]"]
     widget["live"].value = False
     qtbot.waitUntil(lambda: widget._preview_worker is None, timeout=30000)
-    assert [lay.name for lay in viewer.layers] == ["big"] and np.array_equal(layer.data, image)
+    assert [lay.name for lay in viewer.layers] == ["big", "small"] and np.array_equal(layer.data, image)

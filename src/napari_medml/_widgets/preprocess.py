@@ -188,9 +188,11 @@ class PreprocessWidget(DockForm):
                if l.name.endswith(" [preview]") and is_generated(l.metadata)]
         if layer in old or layer not in self._viewer.layers:  # the image removed: the list fell on a preview
             layer = None
-        if not (self._w["live"].value and layer is not None and self._w["operation"].value in CHEAP):
-            for l in old:
+        live = self._w["live"].value and layer is not None and self._w["operation"].value in CHEAP
+        for l in old:  # another image's preview is stale (review 46: a worker's result outlived the switch)
+            if not live or l.name != self._preview_name(layer):
                 self._viewer.layers.remove(l)
+        if not live:
             return
         volume = layer_volume(layer)  # full resolution; a dask/zarr layer stays on disk
         plane = plane_at(volume, layer.world_to_data(self._viewer.dims.point))  # the slice the viewer shows
@@ -213,11 +215,17 @@ class PreprocessWidget(DockForm):
 
         worker = create_worker(_preview, plane, step, _start_thread=False)
         self._preview_worker = worker
+        asked = self._preview_request()
+        shown_before = self._preview_name(layer) in self._viewer.layers
 
         def shown(out: Any) -> None:
-            if out is not None and not self._preview_again and self._w["live"].value and (
-                    self._w["image"].value is layer):
+            # only what the form and the viewer still ask for (review 46: a percentile preview came after the
+            # operation became Gaussian), and not back where the user removed the preview meanwhile
+            if out is not None and not self._preview_again and self._preview_request() == asked and (
+                    not shown_before or self._preview_name(layer) in self._viewer.layers):
                 self._show_preview(layer, out)
+            elif out is not None and self._preview_request() != asked:
+                self._preview_again = True  # (a change that asked for nothing new, e.g. the slider moved back)
 
         def ended() -> None:
             self._preview_worker = None
@@ -228,6 +236,18 @@ class PreprocessWidget(DockForm):
         worker.returned.connect(shown)
         worker.finished.connect(ended)
         worker.start()
+
+    def _preview_request(self) -> tuple[Any, ...] | None:
+        """What a preview now would show: the image, the operation's step and the viewer's point;
+        None when no preview is asked for."""
+        layer = self._w["image"].value
+        if not (self._w["live"].value and layer in self._viewer.layers and self._w["operation"].value in CHEAP):
+            return None
+        try:
+            step = to_dict(self.step())
+        except ValueError:
+            return None
+        return id(layer), repr(step), tuple(round(float(v), 6) for v in self._viewer.dims.point)
 
     def _show_preview(self, layer: napari.layers.Layer, out: Volume) -> None:
         """Show ``out`` in ``<image> [preview]``, in place where the layer is already there."""
