@@ -147,8 +147,9 @@ def test_resume_continues_the_planned_run_without_planning_it_again(files, tmp_p
     # trial 46: a changed length changes the schedule's rate, and the line said only "its own settings"
     assert "plan: " not in done.stderr and (
         "napari-medml: --resume: the stopped run goes on with the settings it started with (not planned again), but "
-        f"{stopped + 1} epochs instead of 500: its {planned.schedule} schedule follows the new length, so the "
-        "learning rate goes on from where it would be at this step of that run") in lines(done.stderr), done.stderr
+        f"{stopped + 1} epochs instead of 500: its {planned.schedule} schedule follows that length, so the "
+        "learning rate goes on from where a run of that length would be at this step") in lines(done.stderr), (
+        done.stderr)
     assert re.search(r"saved model bundle to .* \(best epoch \d+", lines(done.stderr)[-1]), done.stderr
     final = load_model(out)
     assert final.config.optim.steps_per_epoch == planned.steps_per_epoch and len(final.history) == stopped + 1
@@ -185,6 +186,37 @@ def test_ctrl_c_in_an_ensemble_keeps_the_finished_folds_and_resume_trains_the_re
     first_then, first_now = stopped.members[0].network.state_dict(), final.members[0].network.state_dict()
     assert all(torch.equal(first_then[k], first_now[k]) for k in first_then)
     assert [row["epoch"] for row in final.members[1].history] == list(range(1, epochs + 1))  # continued
+
+
+@pytest.mark.parametrize("command", ["classification", "pretrain"])
+def test_resume_of_a_classifier_or_a_pretraining_run_goes_on_with_its_own_settings(files, tmp_path, command) -> None:
+    """Review 46: a classifier started with --epochs 50 and resumed without it trained to the
+    default 30; pretraining too took the options given now, not the run's."""
+    import tifffile
+
+    from napari_medml import load_model
+    from napari_medml.samples import shape_classes
+
+    out, epochs = tmp_path / command, 40
+    if command == "classification":
+        sc = shape_classes(seed=0, n=12, size=24)
+        tifffile.imwrite(tmp_path / "stack.tif", sc.images.astype(np.float32))
+        (tmp_path / "classes.csv").write_text("".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))
+        argv = [script(), "train", "--task", "classification", "--image", tmp_path / "stack.tif", "--classes",
+                tmp_path / "classes.csv", "--network", "resnet18", "--batch-size", "2", "--device", "cpu"]
+    else:
+        argv = [script(), "pretrain", "--image", files["img0"], "--features", "4", "--depth", "2", "--patch-size", "8",
+                "16", "16", "--batch-size", "1", "--device", "cpu", "--seed", "0"]
+    given = [*argv, "--out", out, "--steps-per-epoch", "1", "--epochs", epochs]
+    code, err = interrupt_at(given, rf"epoch 3/{epochs}\b")
+    assert code == 0, err
+    done = run(*argv[1:], "--out", out, "--steps-per-epoch", "1", "--resume")  # --epochs not given again
+    assert done.returncode == 0, done.stderr
+    assert ("napari-medml: --resume: the stopped run goes on with the settings it started with (not planned "
+            "again)") in lines(done.stderr), done.stderr
+    assert len(load_model(out).history) == epochs  # the run's own 40, not the default
+    shorter = run(*argv[1:], "--out", tmp_path / "other", "--steps-per-epoch", "1", "--epochs", "2")
+    assert shorter.returncode == 0, shorter.stderr
 
 
 def test_nan_in_the_second_image_names_its_file(files, tmp_path) -> None:

@@ -100,6 +100,12 @@ def _train(args: argparse.Namespace, samples: Any) -> int:
     from napari_medml.engine.reports import StopToken
 
     config = replace(train_config(args, samples.spatial_dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    if args.resume:  # the stopped run's own settings (review 46: its 50 epochs became the default 30)
+        from napari_medml.cli.resume import resumed_config, resumed_note
+
+        config = resumed_config(args, config, resume_folder(args))
+        if is_main():
+            info(resumed_note(config, resume_folder(args)))
     stop = StopToken()
     # with --init-from, the network, width and depth not given are the start bundle's (as for segmentation)
     given = [field.split(".")[1] for field in fields_given(args) if field.startswith("model.")]

@@ -126,10 +126,16 @@ def run(args: argparse.Namespace) -> int:
     args.patch_size = check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth,
                                          getattr(args, "network", None))
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
+    resume_from = resume_folder(args)
+    if resume_from is not None:  # the stopped run's own settings (review 46: as train --resume)
+        from napari_medml.cli.options import PRETRAIN_FIELDS
+        from napari_medml.cli.resume import resumed_config, resumed_note
+
+        config = resumed_config(args, config, resume_from, PRETRAIN_FIELDS)
+        info(resumed_note(config, resume_from))
     # each file one case of the median voxel size, however many slices or frames it gives
     config = replace(config, data=replace(config.data, sample_groups=tuple(counts)))
     stop = StopToken()
-    resume_from = resume_folder(args)
     # one run at a time in --out, and --resume on the images it started with (cli.run_guard)
     with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest(images, [], spacings), files=args.image,
                          spacings=spacings):

@@ -1,4 +1,4 @@
-"""``train --resume``: continue a stopped run with the settings it started with.
+"""``train --resume`` and ``pretrain --resume``: continue a stopped run with the settings it started with.
 
 The stopped run was planned (or configured) when it started, and its checkpoint holds that
 network. Planning again would time the step again and could choose other epochs, steps
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,9 @@ def _value(config: TrainConfig, field: str) -> Any:
     return getattr(getattr(config, group) if group else config, name)
 
 
-def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -> TrainConfig:
-    """The stopped run's settings, for ``--resume``.
+def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path,
+                   fields: Mapping[str, str] = OPTION_FIELDS) -> TrainConfig:
+    """The stopped run's settings, for ``--resume`` of ``train`` (every task) and ``pretrain``.
 
     Parameters
     ----------
@@ -59,6 +61,8 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
         The settings the options make now (``checkpoint_dir`` and ``device`` are taken from it).
     folder : Path
         The run's checkpoint folder.
+    fields : mapping
+        The command's option dest -> config field (``cli.options.PRETRAIN_FIELDS`` for ``pretrain``).
 
     Raises
     ------
@@ -67,8 +71,8 @@ def resumed_config(args: argparse.Namespace, asked: TrainConfig, folder: Path) -
         ``--resume continues the stopped run with its own settings: --channels is 32, the run's 16 ...``.
     """
     stored = stopped_config(folder)
-    option = {field: dest for dest, field in OPTION_FIELDS.items()}
-    differ, given = [], fields_given(args)
+    option = {field: dest for dest, field in fields.items()}
+    differ, given = [], fields_given(args, fields)
     # an instance run stopped before val_loss was refused for instances (it silently judged epochs by the
     # training loss) goes on with the metric its refusal names (review 32)
     stale = stored.task == "instances" and stored.optim.early_stopping_metric == "val_loss"
@@ -110,15 +114,18 @@ def resumed_note(config: TrainConfig, folder: Path) -> str:
     changed = []
     if config.optim.epochs != stored.optim.epochs:
         changed.append(f"{config.optim.epochs} epochs instead of {stored.optim.epochs}")
-    if stored.data.folds <= 1 and config.optim.max_minutes != stored.optim.max_minutes:  # (a fold keeps its share)
+    if stored.data.folds <= 1 and config.optim.max_minutes != stored.optim.max_minutes:
         limits = (config.optim.max_minutes, stored.optim.max_minutes)
         now, then = ("none" if m is None else f"{m:g} min" for m in limits)
         changed.append(f"a time limit of {now} instead of {then}")
+    elif stored.data.folds > 1 and config.optim.max_minutes is not None:  # its checkpoints keep a fold's share only
+        changed.append(f"the time limit given now, {config.optim.max_minutes:g} min for the {stored.data.folds} "
+                       "folds")
     line = "--resume: the stopped run goes on with the settings it started with (not planned again)"
     if not changed or stored.optim.schedule in ("constant", "plateau"):
         return line + (f", but {' and '.join(changed)}" if changed else "")
-    return (f"{line}, but {' and '.join(changed)}: its {stored.optim.schedule} schedule follows the new length, so "
-            "the learning rate goes on from where it would be at this step of that run")
+    return (f"{line}, but {' and '.join(changed)}: its {stored.optim.schedule} schedule follows that length, so "
+            "the learning rate goes on from where a run of that length would be at this step")
 
 
 def _shown(value: Any) -> str:
