@@ -246,3 +246,18 @@ def test_operations_registry():
 def test_errors(image, call, match):
     with pytest.raises(InputError, match=match):
         call(image)
+
+
+def test_a_recipe_crop_that_finds_nothing_says_whose_threshold_it_is():
+    """Review 46: replayed on an image to predict, the crop said "choose a lower threshold",
+    though the threshold is the model's recipe's."""
+    from napari_medml.config import PreprocessStep
+    from napari_medml.preprocessing.inputs import run_recipe_channels
+
+    dark = np.full((1, 8, 12), 3.0, np.float32)
+    with pytest.raises(InputError) as caught:
+        run_recipe_channels(dark, (1.0, 1.0), (PreprocessStep("crop", {"threshold": 100.0}),))
+    assert str(caught.value) == (
+        "the preprocessing recipe's crop: no voxel is above the threshold 100 (its largest value is 3): this image "
+        "has nothing its crop keeps (another intensity range than the image the crop was chosen on?): give images "
+        "like that one, or train without the crop in the recipe")

@@ -176,7 +176,7 @@ def test_live_preview_and_errors(setup, qtbot):
     _apply(widget, qtbot)
     notification_manager.notification_ready.disconnect(notes.append)
     top = float(image.data.max())
-    assert notes[-1].message == (f"Preprocessing: image 'ct': crop: no voxel is above the threshold 5000 (the image's "
+    assert notes[-1].message == (f"Preprocessing: image 'ct': crop: no voxel is above the threshold 5000 (its "
                                  f"largest value is {top:.4g}): choose a lower threshold")
     assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
 
@@ -371,6 +371,15 @@ def test_time_series_is_processed_frame_by_frame(make_napari_viewer, open_widget
     assert len(viewer.layers) == count
     assert any(n.severity == NotificationSeverity.ERROR and "'tyx' has 2 spatial axes (y, x)" in n.message
                and "give 2 values" in n.message for n in notes)
+    # review 46: a crop finding nothing in one frame named "the image's largest value", that frame's
+    _choose(widget, layer, "crop")
+    widget["threshold"].value = float(tyx[0].max()) + 1.0  # above frame 1's largest value
+    _apply(widget, qtbot)
+    assert len(viewer.layers) == count
+    top = next(t for t in range(4) if tyx[t].max() <= widget["threshold"].value)
+    assert notes[-1].message.startswith(f"Preprocessing: image 'tyx': {top + 1} of the 4 frames: crop: no voxel is "
+                                        f"above the threshold"), notes[-1].message
+    assert notes[-1].message.endswith(f"(its largest value is {tyx[top].max():.4g}): choose a lower threshold")
 
 
 def test_a_target_spacing_not_above_0_is_refused_before_any_work(setup, qtbot, notes):

@@ -187,15 +187,17 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+NOTHING_TO_CROP = "crop: no voxel is above the threshold"  # the fix depends on who chose the threshold
+
+
 def _crop_above(image: np.ndarray, threshold: float, margin: Any) -> tuple[np.ndarray, tuple[int, ...]]:
     """``crop_to_mask`` of the voxels above ``threshold``; none above it is refused with the
     image's largest value (trial 46: "the mask is empty" gave neither)."""
     mask = threshold_mask(image, threshold)
     if not mask.any():
         finite = np.asarray(image)[np.isfinite(image)]
-        top = (f"the image's largest value is {float(finite.max()):.4g}" if finite.size else
-               "the image has no finite value")
-        raise InputError(f"crop: no voxel is above the threshold {threshold:g} ({top}): choose a lower threshold")
+        top = f"its largest value is {float(finite.max()):.4g}" if finite.size else "it has no finite value"
+        raise InputError(f"{NOTHING_TO_CROP} {threshold:g} ({top})")
     return crop_to_mask(image, mask, margin)
 
 
