@@ -505,30 +505,41 @@ def test_lazy_training_takes_a_boolean_mask_as_class_1():
     np.testing.assert_array_equal(region.label[:, :32], labels[:, :32] + 1)  # encoded: class id + 1
 
 
-def test_a_lazy_patch_the_image_cannot_hold_is_refused_with_a_patch_or_a_way_out():
-    """Review 44's doubt: a lazy image is not padded, so a given patch must fit it; the refusal gives
-    one that does, and for an axis thinner than the network's halving, the two ways out."""
+def test_a_lazy_patch_the_image_cannot_hold_is_refused_with_a_patch_or_a_way_out(monkeypatch):
+    """Review 44's doubt: a lazy image is not padded, so a patch must fit it; the refusal gives one
+    that does. Review 46: a thin Zarr with the automatic patch crashed in the network; a thin image
+    that fits in memory is read whole (that axis padded), and one that does not is refused."""
+    from napari_medml.io.memory import MEMORY_ENV
     from napari_medml.segmentation.prepare import prepare_training_data
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(16, 40, 40)).astype(np.float32)
     labels = (image > 0.5).astype(np.uint8)
-    config = TrainConfig(data=DataConfig(patch_size=(16, 64, 32), val_fraction=0.0), model=ModelConfig(depth=3))
+    thin = (da.from_array(image[:3], chunks=8), da.from_array(labels[:3], chunks=8))
+    anisotropic = {"spacing": (5.0, 1.0, 1.0), "channel_axis": None}
+    auto = TrainConfig(data=DataConfig(val_fraction=0.0), model=ModelConfig(depth=3, channels=4))
+    given = replace(auto, data=replace(auto.data, patch_size=(8, 32, 32)))
+    # thin and small: read into memory, where the automatic patch pads the 3 slices to 4
+    whole = prepare_training_data(*thin, auto, **anisotropic)
+    assert isinstance(whole.train_regions[0].image, np.ndarray) and whole.patch_size == (4, 40, 40)
+    with pytest.raises(InputError, match=r"use a patch of at most \(4, 32, 32\)"):  # the in-memory line
+        prepare_training_data(*thin, given, **anisotropic)
+    assert prepare_training_data(*thin, replace(given, data=replace(given.data, patch_size=(4, 32, 32))),
+                                 **anisotropic).train_regions
+    # too large for memory (a budget of 1 KiB here): patch by patch, so every patch must fit
+    monkeypatch.setenv(MEMORY_ENV, str(1 / 1024))
+    wide = replace(auto, data=replace(auto.data, patch_size=(16, 64, 32)))
     with pytest.raises(ConfigError, match=r"^patch_size \(16, 64, 32\) must be divisible by 4 and fit the image "
                                           r"\(16, 40, 40\): use \(16, 40, 32\)$"):
-        prepare_training_data(da.from_array(image, chunks=8), da.from_array(labels, chunks=8), config,
+        prepare_training_data(da.from_array(image, chunks=8), da.from_array(labels, chunks=8), wide,
                               spacing=(1.0,) * 3, channel_axis=None)
-    config = TrainConfig(data=DataConfig(patch_size=(8, 32, 32), val_fraction=0.0), model=ModelConfig(depth=3))
-    with pytest.raises(ConfigError, match=r"which has 3 voxels along axis 0: train it in memory \(np.asarray\), "
-                                          "which pads that axis, or with model.network 'dynunet'"):
-        prepare_training_data(da.from_array(image[:3], chunks=8), da.from_array(labels[:3], chunks=8), config,
-                              spacing=(5.0, 1.0, 1.0), channel_axis=None)
-    # each way out trains
-    padded = replace(config, data=replace(config.data, patch_size=(4, 32, 32)))  # 3 slices padded to 4
-    memory = prepare_training_data(image[:3], labels[:3], padded, spacing=(5.0, 1.0, 1.0), channel_axis=None)
-    assert memory.train_regions
-    dyn = replace(config, model=replace(config.model, network="dynunet"), data=replace(config.data,
-                                                                                      patch_size=(3, 32, 32)))
-    lazy = prepare_training_data(da.from_array(image[:3], chunks=8), da.from_array(labels[:3], chunks=8), dyn,
-                                 spacing=(5.0, 1.0, 1.0), channel_axis=None)
+    out = ("which has 3 voxels along axis 0 and is too large to read into memory, where that axis would be padded: "
+           "use the DynUNet network \\('dynunet'\\), which does not halve an axis that short, or crop the image")
+    with pytest.raises(ConfigError, match=r"^patch_size \(8, 32, 32\) must .*" + out):
+        prepare_training_data(*thin, given, **anisotropic)
+    with pytest.raises(ConfigError, match=r"^the automatic patch \(4, 40, 40\) would .*" + out):
+        prepare_training_data(*thin, auto, **anisotropic)
+    dyn = replace(given, model=replace(given.model, network="dynunet"), data=replace(given.data,
+                                                                                    patch_size=(3, 32, 32)))
+    lazy = prepare_training_data(*thin, dyn, **anisotropic)  # the way out it names
     assert lazy.train_regions

@@ -178,19 +178,23 @@ def _as_channels_first(image: Any, channel_axis: int | None, spatial_dims: int, 
     return arr
 
 
-def _check_lazy_patch(patch: tuple[int, ...], factors: Sequence[int], shape: tuple[int, ...]) -> None:
-    """Refuse a given patch that the network cannot take or the (unpadded) lazy image cannot hold,
-    with a patch that works or, for an axis thinner than its factor, the two ways out."""
-    by = factors[0] if len(set(factors)) == 1 else f"{tuple(factors)} along its axes"
-    fit = tuple(min(max(f, p // f * f), s // f * f) for p, f, s in zip(patch, factors, shape))
+def _check_lazy_patch(patch: tuple[int, ...], factors: Sequence[int], shape: tuple[int, ...],
+                      given: bool = True) -> None:
+    """Refuse a patch that the network cannot take or the (unpadded) lazy image cannot hold,
+    with a patch that works or, for an axis thinner than its factor, the ways out (``prepare``
+    reads such an image into memory, where that axis is padded, when it fits)."""
     if not any(p % f for p, f in zip(patch, factors)) and all(p <= s for p, s in zip(patch, shape)):
         return
+    by = factors[0] if len(set(factors)) == 1 else f"{tuple(factors)} along its axes"
+    what = f"patch_size {patch} must" if given else f"the automatic patch {patch} would"
     thin = [a for a, (f, s) in enumerate(zip(factors, shape)) if s < f]
     if thin:  # blocks are read as stored: nothing pads a lazy image, so no patch fits this axis
-        raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}, which has "
-                          f"{shape[thin[0]]} voxels along axis {thin[0]}: train it in memory (np.asarray), which "
-                          "pads that axis, or with model.network 'dynunet', which does not halve an axis that short")
-    raise ConfigError(f"patch_size {patch} must be divisible by {by} and fit the image {shape}: use {fit}")
+        raise ConfigError(f"{what} be divisible by {by} and fit the image {shape}, which has {shape[thin[0]]} "
+                          f"voxels along axis {thin[0]} and is too large to read into memory, where that axis "
+                          "would be padded: use the DynUNet network ('dynunet'), which does not halve an axis that "
+                          "short, or crop the image")
+    fit = tuple(min(max(f, p // f * f), s // f * f) for p, f, s in zip(patch, factors, shape))
+    raise ConfigError(f"{what} be divisible by {by} and fit the image {shape}: use {fit}")
 
 
 def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, channel_axis: int | None,
@@ -255,6 +259,7 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
         patch = data.auto_patch_size(shape, spacings[0], dc.spatial_dims, dc.memory_budget_mb, divisor,
                                      bytes_per_voxel=96.0 * config.model.channels * dc.batch_size,
                                      max_voxels=max_patch_voxels)  # fmt: skip
+        _check_lazy_patch(patch, patch_divisors(config.model, patch, spacings[0]), shape, given=False)
     # held out: a block at the end of the longest axis, at most 2 patches thick and 4 wide
     axis = int(np.argmax(shape))
     half = shape[axis] // 2 // divisor * divisor  # a patch that leaves room for a block of its thickness

@@ -27,6 +27,24 @@ __all__ = ["choose_patch_size", "normalize_regions", "prepare_training_data", "r
            "read_inputs"]
 
 
+def _read_whole(images: list, labels: list, config: Any, base: Any) -> bool:
+    """Whether lazy (dask/Zarr) inputs are read into memory after all: an image thinner than the
+    network's halving along an axis (or than a given patch) has no patch the lazy reader can take,
+    as it pads nothing, while in memory that axis is padded; such thin images are small, and are
+    read only when they fit the memory budget (review 46: a 3x64x64 Zarr crashed in the network)."""
+    from napari_medml.io.memory import memory_budget
+    from napari_medml.nn.strides import patch_divisor
+
+    if base is not None or len(labels) != 1:
+        return False
+    shape = tuple(int(n) for n in np.shape(labels[0]))
+    patch = config.data.patch_size
+    thin = any(n < patch_divisor(config.model) for n in shape) or (
+        patch is not None and any(p > n for p, n in zip(patch, shape)))
+    nbytes = sum(float(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in (*images, *labels))
+    return thin and nbytes <= memory_budget()
+
+
 def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spacing: Any,
                           channel_axis: int | None, base: Any = None,
                           max_patch_voxels: int | None = None) -> TrainingData:
@@ -62,7 +80,9 @@ def prepare_training_data(images: Any, labels: Any, config: TrainConfig, *, spac
     dc = config.data
 
     image_list, label_list = data.as_list(images, "images"), data.as_list(labels, "labels")
-    if any(is_lazy(a) for a in [*image_list, *label_list]):  # dask/zarr: read patch by patch, never whole
+    if any(is_lazy(a) for a in [*image_list, *label_list]) and _read_whole(image_list, label_list, config, base):
+        images, labels = [np.asarray(a) for a in image_list], [np.asarray(a) for a in label_list]
+    elif any(is_lazy(a) for a in [*image_list, *label_list]):  # dask/zarr: read patch by patch, never whole
         return prepare_lazy(image_list, label_list, config, spacings=spacings_per_image(spacing, len(image_list)),
                             channel_axis=channel_axis, base=base, max_patch_voxels=max_patch_voxels)
     prepared, encoded, class_ids, spacings = read_inputs(images, labels, config, spacing=spacing,
