@@ -76,6 +76,23 @@ def test_channels_follow_the_layer_order_and_predict_names_them(make_napari_view
                           "channels (right-click the layer > Split Stack) and choose the 2 trained on, in the order "
                           "trained (it was trained on 'A', 'B')")
     viewer.layers.remove(three)
+    # review 46: Split Stack splits the first axis; a ZCYX layer's channels are split in napari's console
+    zc = viewer.add_image(np.stack([image, -image, image], axis=1), name="zc", **named("z", "c", "y", "x"))
+    predict["images"].value = [zc]
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors[-1] == ("Prediction: the model was trained on 2 channel(s) but 'zc' has 3: split it into its "
+                          "channels (napari's console: viewer.add_image(viewer.layers['zc'].data, channel_axis=1); "
+                          "Split Stack splits the first axis) and choose the 2 trained on, in the order trained (it "
+                          "was trained on 'A', 'B')")
+    split = viewer.add_image(viewer.layers["zc"].data, channel_axis=1)  # followed as said
+    predict["images"].value = list(split[:2])
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert "segmented with 'A model'" in predict["status"].value, predict["status"].value
+    for layer in [zc, *split]:
+        viewer.layers.remove(layer)
     # a stack of frames for the 3D model is said to be segmented frame by frame
 
     frames = viewer.add_image(np.stack([image, image]), name="frames", **named("t", "z", "y", "x"))

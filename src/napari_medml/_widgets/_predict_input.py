@@ -99,6 +99,17 @@ def _trained_on(model: Any) -> str:
     return f" (it was trained on {', '.join(map(repr, trained))})" if trained else ""
 
 
+def _split_hint(inputs: ModelInput) -> str:
+    """How napari splits one layer into its channels: Split Stack splits the first axis only, and
+    an RGB layer has Split RGB instead (review 46: a ZCYX layer split into its Z slices)."""
+    if getattr(inputs.layer, "rgb", False):
+        return "split its colours (right-click the layer > Split RGB)"
+    if inputs.channel_axis == 0:
+        return "split it into its channels (right-click the layer > Split Stack)"
+    return (f"split it into its channels (napari's console: viewer.add_image(viewer.layers['{inputs.layer.name}']"
+            f".data, channel_axis={inputs.channel_axis}); Split Stack splits the first axis)")
+
+
 def check_channels(model: Any, inputs: ModelInput) -> None:
     """Refuse layers with another number of channels than ``model`` was trained on, naming the
     layers and the fix in the widget's terms (the model's own line names ``channel_axis``).
@@ -115,8 +126,8 @@ def check_channels(model: Any, inputs: ModelInput) -> None:
     names = ", ".join(map(repr, inputs.names)) if len(inputs.names) > 1 else repr(inputs.layer.name)
     fix = (f"choose its {want} channel layers together in image(s), in the order trained (a file opened as "
            "'name [ch0]', 'name [ch1]'...)" if have == 1 else
-           f"split it into its channels (right-click the layer > Split Stack) and choose the {want} trained on, "
-           "in the order trained" if have > want and len(inputs.names) <= 1 else
+           f"{_split_hint(inputs)} and choose the {want} trained on, in the order trained"
+           if have > want and len(inputs.names) <= 1 else
            f"choose image layers with {want} channel(s) in all, as in training")
     raise InputError(f"the model was trained on {want} channel(s) but {names} "
                      f"{'have' if len(inputs.names) > 1 else 'has'} {have}: {fix}{_trained_on(model)}")
