@@ -126,7 +126,8 @@ def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] 
         return ""
     steps, seconds = int(history[-1].get("step") or 0), float(history[-1].get("elapsed_s") or 0.0)
     if stopped and int(stopped.get("steps") or 0) > steps:
-        steps, seconds = int(stopped["steps"]), float(stopped.get("elapsed_s") or seconds)
+        steps = int(stopped["steps"])
+        seconds = seconds if stopped.get("elapsed_s") is None else float(stopped["elapsed_s"])
     if steps <= 0:
         return ""
     text = f"{steps} step{'s' if steps != 1 else ''} in {seconds / 60:.2g} min"
