@@ -72,8 +72,13 @@ def test_preprocess_previews_one_slice_and_refuses_a_large_layer(make_napari_vie
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
     errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
     assert ("Preprocessing: 'bytes' is a 600 KiB on-disk layer: preprocessing needs it whole in memory (about 8 "
-            "MiB with its float32 copies); crop it") in errors[-1], errors[-1]
+            "MiB with the working copies); crop it") in errors[-1], errors[-1]
     assert [lay.name for lay in viewer.layers] == ["big", "bytes"]
+    widget["operation"].value = "clahe"  # review 46: CLAHE works in float64, 52 bytes a voxel
+    widget["apply"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert "preprocessing needs it whole in memory (about 31 MiB with the working copies)" in errors[-1], errors[-1]
 
 
 def test_augment_previews_a_patch_of_a_lazy_layer(make_napari_viewer, open_widget, qtbot, volume):

@@ -150,7 +150,7 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str, working: int = 0
     working : int
         Bytes per voxel that ``what`` holds besides the layer's own: 12 for an operation in
         float32 (a copy, its result and one temporary; trial 46: a uint8 layer of 95 MiB took
-        1,250 MiB to z-score).
+        1,250 MiB to z-score), more for some (``preprocess.WORKING_BYTES``).
 
     Raises
     ------
@@ -164,7 +164,7 @@ def check_fits(layer: napari.layers.Layer, what: str, fix: str, working: int = 0
     nbytes = voxels * np.dtype(data.dtype).itemsize
     needed = nbytes + voxels * int(working)
     if needed > memory_budget():
-        more = f" (about {size_text(needed)} with its float32 copies)" if working else ""
+        more = f" (about {size_text(needed)} with the working copies)" if working else ""
         raise InputError(f"'{layer.name}' is a {size_text(nbytes)} on-disk layer: {what} needs it whole in "
                          f"memory{more}; {fix}")
 

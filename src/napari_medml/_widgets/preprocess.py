@@ -68,6 +68,9 @@ PREVIEW_VOXELS = 4096**2  # an on-disk layer's slice is previewed live up to thi
 # a larger slice is previewed in a worker: a 4000x4000 z-score held the GUI thread 1.5 s (trial 46)
 SYNC_PREVIEW_VOXELS = 512**2
 CHEAP = ("zscore", "percentile", "minmax", "ct_window", "fill_nan")  # previewed live
+# bytes a voxel an operation holds besides the layer (tracemalloc's peak on a uint8 volume; 12 for the
+# intensity operations in float32): check_fits counts them before an on-disk layer is read whole
+WORKING_BYTES = {"clahe": 52, "resample": 20, "gaussian": 15, "median": 2, "fill_nan": 9}
 
 
 class PreprocessWidget(DockForm):
@@ -274,7 +277,8 @@ class PreprocessWidget(DockForm):
 
         layer = require(self._w["image"].value, napari.layers.Image, "an image")
         check_fits(layer, "preprocessing", "crop it (e.g. open a smaller region or a coarser level), or train and "
-                   "predict on the raw image: training reads patches and Predict works block by block", working=12)
+                   "predict on the raw image: training reads patches and Predict works block by block",
+                   working=WORKING_BYTES.get(self._w["operation"].value, 12))
         volume = layer_volume(layer)
         recipe_axes(volume)  # unknown axes: refused here, before the job
         op = self._w["operation"].value

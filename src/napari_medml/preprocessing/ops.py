@@ -265,7 +265,8 @@ def crop_to_mask(
     margins = _per_axis("crop", "margin", margin, image.ndim)
     if any(m < 0 or int(m) != m for m in margins):
         raise InputError(f"crop: margin must be a whole number >= 0, got {margin}")
-    index = np.nonzero(mask)
+    # the box from each axis's projection: np.nonzero's indices took 24 bytes a voxel
+    index = [np.flatnonzero(np.any(mask, axis=tuple(b for b in range(mask.ndim) if b != a))) for a in range(mask.ndim)]
     if len(index[0]) == 0:
         raise InputError("crop: the mask is empty; nothing to crop to")
     lo = tuple(max(0, int(ix.min()) - int(m)) for ix, m in zip(index, margins))
