@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 zarr = pytest.importorskip("zarr")
 da = pytest.importorskip("dask.array")
 
-from napari_medml.config import DataConfig, InferConfig, ModelConfig, TrainConfig  # noqa: E402
+from napari_medml.config import DataConfig, InferConfig, ModelConfig, OptimConfig, TrainConfig  # noqa: E402
 from napari_medml.engine.reports import StopToken  # noqa: E402
 from napari_medml.errors import Cancelled, ConfigError, InputError  # noqa: E402
 from napari_medml.io import Volume, read_volume, write_volume  # noqa: E402
@@ -526,6 +526,14 @@ def test_a_lazy_patch_the_image_cannot_hold_is_refused_with_a_patch_or_a_way_out
         prepare_training_data(*thin, given, **anisotropic)
     assert prepare_training_data(*thin, replace(given, data=replace(given.data, patch_size=(4, 32, 32))),
                                  **anisotropic).train_regions
+    # review 46: a fine-tune (or a resume) of a model whose patch is thicker than the image, the same
+    from napari_medml.segmentation.task import train as train_model
+
+    tiny = replace(auto, optim=OptimConfig(epochs=1, steps_per_epoch=1), device="cpu")
+    model = train_model(image[:3], labels[:3], tiny, spacing=(5.0, 1.0, 1.0))
+    assert model.patch_size[0] == 4
+    tuned = prepare_training_data(*thin, tiny, base=model, **anisotropic)
+    assert isinstance(tuned.train_regions[0].image, np.ndarray)
     # too large for memory (a budget of 1 KiB here): patch by patch, so every patch must fit
     monkeypatch.setenv(MEMORY_ENV, str(1 / 1024))
     wide = replace(auto, data=replace(auto.data, patch_size=(16, 64, 32)))
@@ -539,6 +547,8 @@ def test_a_lazy_patch_the_image_cannot_hold_is_refused_with_a_patch_or_a_way_out
         prepare_training_data(*thin, given, **anisotropic)
     with pytest.raises(ConfigError, match=r"^the automatic patch \(4, 40, 40\) would .*" + out):
         prepare_training_data(*thin, auto, **anisotropic)
+    with pytest.raises(ConfigError, match=r"^patch_size \(4, 40, 40\) must .*" + out):  # the fine-tune's
+        prepare_training_data(*thin, tiny, base=model, **anisotropic)
     dyn = replace(given, model=replace(given.model, network="dynunet"), data=replace(given.data,
                                                                                     patch_size=(3, 32, 32)))
     lazy = prepare_training_data(*thin, dyn, **anisotropic)  # the way out it names

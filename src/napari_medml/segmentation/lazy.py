@@ -249,8 +249,9 @@ def prepare_lazy(images: list, labels: list, config: Any, *, spacings: list, cha
 
     shape = tuple(int(s) for s in image.shape[1:])
     divisor = patch_divisor(config.model)
-    if base is not None:
+    if base is not None:  # (review 46: unchecked, a thin image's fine-tune crashed in the network)
         patch = tuple(base.patch_size)
+        _check_lazy_patch(patch, patch_divisors(config.model, patch, spacings[0]), shape)
     elif dc.patch_size is not None:
         patch = tuple(int(p) for p in dc.patch_size)
         factors = patch_divisors(config.model, patch, spacings[0])

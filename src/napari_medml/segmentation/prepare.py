@@ -35,12 +35,13 @@ def _read_whole(images: list, labels: list, config: Any, base: Any) -> bool:
     from napari_medml.io.memory import memory_budget
     from napari_medml.nn.strides import patch_divisor
 
-    if base is not None or len(labels) != 1:
+    if len(labels) != 1:
         return False
-    shape = tuple(int(n) for n in np.shape(labels[0]))
-    patch = config.data.patch_size
+    dims = config.data.spatial_dims  # the network's axes: a 2D network on a stack slices the others
+    shape = tuple(int(n) for n in np.shape(labels[0]))[-dims:]
+    patch = base.patch_size if base is not None else config.data.patch_size  # a fine-tune's or resume's own
     thin = any(n < patch_divisor(config.model) for n in shape) or (
-        patch is not None and any(p > n for p, n in zip(patch, shape)))
+        patch is not None and any(p > n for p, n in zip(tuple(patch)[-dims:], shape)))
     nbytes = sum(float(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in (*images, *labels))
     return thin and nbytes <= memory_budget()
 
