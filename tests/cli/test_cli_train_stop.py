@@ -210,6 +210,12 @@ def test_resume_of_a_classifier_or_a_pretraining_run_goes_on_with_its_own_settin
     given = [*argv, "--out", out, "--steps-per-epoch", "1", "--epochs", epochs]
     code, err = interrupt_at(given, rf"epoch 3/{epochs}\b")
     assert code == 0, err
+    if command == "classification":  # the samples' own options: named with the files (review 46)
+        other = run(*argv[1:], "--out", out, "--steps-per-epoch", "1", "--resume", "--input-size", "16", "16")
+        assert other.returncode == 2 and lines(other.stderr)[-1].endswith(
+            "than the stopped run's, or --level, --input-size, --tile-size or --object-box make other samples of "
+            "them: resume with the files and those options it started with, or train a new run without --resume"
+        ), other.stderr
     done = run(*argv[1:], "--out", out, "--steps-per-epoch", "1", "--resume")  # --epochs not given again
     assert done.returncode == 0, done.stderr
     assert ("napari-medml: --resume: the stopped run goes on with the settings it started with (not planned "

@@ -81,7 +81,7 @@ def train(args: argparse.Namespace) -> int:
         if folder_held_elsewhere():
             return _train(args, samples)
     with hold_out_folder(args.out, resume=args.resume, digest=inputs_digest([samples.x], [samples.y], []),
-                         files=inputs):
+                         files=inputs, shaped_by="--level, --input-size, --tile-size or --object-box"):
         return launch(args) if wants_launch(args) else _train(args, samples)
 
 

@@ -57,7 +57,7 @@ def _sizes(spacings: Sequence[Any]) -> list[list[float]]:
 
 @contextlib.contextmanager
 def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Path],
-                    spacings: Sequence[Any] = ()) -> Iterator[None]:
+                    spacings: Sequence[Any] = (), shaped_by: str = "") -> Iterator[None]:
     """Hold ``out`` for one training run (see the module).
 
     Parameters
@@ -73,6 +73,9 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
     spacings : sequence of sequence of float
         The voxel sizes in the digest, recorded on their own: a resume with another
         ``--spacing`` is told so, not that its files differ.
+    shaped_by : str
+        The options that make the samples from the files (a classifier's ``--level``,
+        ``--input-size``...), named beside them when the digest differs.
 
     Raises
     ------
@@ -105,9 +108,11 @@ def hold_out_folder(out: Path, *, resume: bool, digest: str, files: Sequence[Pat
                                  "started with (--spacing applies only to files that store no voxel size), or train "
                                  "a new run without --resume")
             if before is not None and before != digest:
+                made = f", or {shaped_by} make other samples of them" if shaped_by else ""  # (review 46)
+                also = " and those options" if shaped_by else ""
                 raise UsageError(f"--resume: the training files ({', '.join(f'{p}' for p in files)}) hold other "
-                                 "images or labels than the stopped run's: resume with the files it started with, "
-                                 "or train a new run without --resume")
+                                 f"images or labels than the stopped run's{made}: resume with the files{also} it "
+                                 "started with, or train a new run without --resume")
         else:
             saved = (out / CONFIG_NAME).is_file()
             if has_checkpoint(folder):  # a stopped run saved its best model beside them (review 37)
