@@ -153,6 +153,27 @@ def test_removing_the_image_during_a_live_preview_removes_the_preview(setup, qtb
     assert not [n.message for n in notes if "error" in str(n.severity).lower()]
 
 
+def test_a_closed_preprocess_no_longer_follows_the_slider(setup, qtbot, monkeypatch):
+    """Note 45: napari's dock close keeps the form, and its live preview still ran at every
+    move of the slider, unseen."""
+    import napari_medml._widgets.preprocess as module
+
+    viewer, widget, image, _ = setup
+    widget["operation"].value = "minmax"
+    widget["live"].value = True
+    assert "ct [preview]" in viewer.layers
+    viewer.window.remove_dock_widget(widget.native)  # the dock's close button
+    qtbot.wait(50)
+    assert "ct [preview]" not in viewer.layers
+    calls = []
+    monkeypatch.setattr(module, "_preview", lambda *a: calls.append(a))
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_current_step(0, 9)
+    qtbot.wait(50)
+    assert calls == [] and "ct [preview]" not in viewer.layers
+    assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
+
+
 def test_live_preview_and_errors(setup, qtbot):
     viewer, widget, image, _ = setup
     notes = []

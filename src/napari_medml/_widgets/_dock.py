@@ -47,6 +47,7 @@ class _FormScroll(QScrollArea):
                 from napari_medml._widgets._runner import detach_runners_in
 
                 detach_runners_in(self)
+                self._magic_widget.form_closed()
         return super().event(event)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
@@ -165,6 +166,9 @@ class DockForm(Container):
                 if not widget.value and len(widget.choices) == 1:
                     widget.value = list(widget.choices)
                 _fit_rows(widget.native, len(widget.choices))
+
+    def form_closed(self) -> None:
+        """napari closed the dock (it keeps the form): a form that follows the viewer stops here."""
 
     def add_native(self, widget: Any) -> None:
         """Add a Qt widget (a plot) below the fields, above the closing stretch."""

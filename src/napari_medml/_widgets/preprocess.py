@@ -144,6 +144,15 @@ class PreprocessWidget(DockForm):
             params = {"threshold": w["threshold"].value, "margin": w["margin"].value}
         return PreprocessStep(op, params)
 
+    def form_closed(self) -> None:
+        """A closed Preprocess no longer previews the slice the viewer shows (the slider ran its
+        preview on unseen); its preview layer goes with it."""
+        try:
+            self._viewer.dims.events.current_step.disconnect(self._changed)
+        except (TypeError, ValueError, RuntimeError):  # not connected
+            pass
+        self._w["live"].value = False
+
     def _changed(self, *_: Any) -> None:
         op = self._w["operation"].value
         shown = set(PARAMS.get(op, ()))
