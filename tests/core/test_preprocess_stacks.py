@@ -95,6 +95,19 @@ def test_a_threshold_crop_that_differs_between_channels_is_refused():
         run_recipe_volume(vol, (PreprocessStep("crop", {"threshold": 0.5}),))
 
 
+def test_a_crop_that_finds_nothing_in_one_frame_keeps_its_kind_and_names_the_frame():
+    """Callers add the fix by the error's class (NothingToCrop), not by its text (note 45)."""
+    from napari_medml.preprocessing.recipe import NothingToCrop
+
+    data = np.zeros((3, 10, 10), np.float32)
+    data[:2, 2:5, 2:5] = 1  # the third frame is dark
+    vol = Volume(data, (1.0, 1.0, 1.0), (0.0,) * 3, name="tyx", axes="TYX")
+    with pytest.raises(NothingToCrop) as caught:
+        run_recipe_volume(vol, (PreprocessStep("crop", {"threshold": 0.5}),))
+    assert str(caught.value) == ("3 of the 3 frames: crop: no voxel is above the threshold 0.5 "
+                                 "(its largest value is 0)")
+
+
 def test_unnamed_axes():
     one = Volume(np.ones((3, 8, 8)), (1.0,) * 3, (0.0,) * 3, name="stack", axes="QYX")
     assert recipe_axes(one).spatial == (0, 1, 2)  # a plain stack is a volume, as a model reads it

@@ -320,13 +320,13 @@ class PreprocessWidget(DockForm):
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.preprocessing.inputs import nonfinite_note
-            from napari_medml.preprocessing.recipe import NOTHING_TO_CROP
+            from napari_medml.preprocessing.recipe import NothingToCrop
 
             # each channel and frame on its own: progress, and Cancel between them
             try:
                 out = run_recipe_volume(volume, (step,), stop=stop, progress=lambda done, total: report((done, total)))
             except InputError as exc:  # the line names the image (trial 46: "crop: the mask is empty")
-                lower = ": choose a lower threshold" if NOTHING_TO_CROP in str(exc) else ""
+                lower = ": choose a lower threshold" if isinstance(exc, NothingToCrop) else ""
                 raise InputError(f"image '{layer.name}': {exc}{lower}") from None
             filled = step.operation == "fill_nan"  # an on-disk layer is not read again
             return out, "" if filled else nonfinite_note(volume.data, f"image '{layer.name}'")

@@ -298,13 +298,13 @@ def run_recipe_channels(image: np.ndarray, spacing: Sequence[float] | None, step
     """
     if not steps:
         return image, None if spacing is None else tuple(spacing), None
-    from napari_medml.preprocessing.recipe import NOTHING_TO_CROP, run_recipe
+    from napari_medml.preprocessing.recipe import NothingToCrop, run_recipe
 
     sp = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * (image.ndim - 1)
     try:
         results = [run_recipe(channel, sp, tuple(steps)) for channel in image]
-    except InputError as exc:  # a model's recipe: its threshold is not the user's to lower (review 46)
-        raise exc if NOTHING_TO_CROP not in str(exc) else InputError(
+    except NothingToCrop as exc:  # a model's recipe: its threshold is not the user's to lower (review 46)
+        raise InputError(
             f"the preprocessing recipe's {exc}: this image has nothing its crop keeps (another intensity range than "
             "the image the crop was chosen on?): give images like that one, or train without the crop in the recipe"
         ) from None

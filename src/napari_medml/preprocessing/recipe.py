@@ -187,7 +187,9 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
-NOTHING_TO_CROP = "crop: no voxel is above the threshold"  # the fix depends on who chose the threshold
+class NothingToCrop(InputError):
+    """A crop to a threshold found no voxel above it. The fix depends on who chose the
+    threshold (the user in Preprocess, a model's recipe when predicting), so callers add it."""
 
 
 def _crop_above(image: np.ndarray, threshold: float, margin: Any) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -197,7 +199,7 @@ def _crop_above(image: np.ndarray, threshold: float, margin: Any) -> tuple[np.nd
     if not mask.any():
         finite = np.asarray(image)[np.isfinite(image)]
         top = f"its largest value is {float(finite.max()):.4g}" if finite.size else "it has no finite value"
-        raise InputError(f"{NOTHING_TO_CROP} {threshold:g} ({top})")
+        raise NothingToCrop(f"crop: no voxel is above the threshold {threshold:g} ({top})")
     return crop_to_mask(image, mask, margin)
 
 

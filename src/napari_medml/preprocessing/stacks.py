@@ -162,7 +162,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
         except InputError as exc:  # which frame or channel (review 46: "its largest value" was one frame's)
             if len(indices) == 1:
                 raise
-            raise InputError(f"{k + 1} of the {len(indices)} {layout.parts(volume.axes)}: {exc}") from None
+            raise type(exc)(f"{k + 1} of the {len(indices)} {layout.parts(volume.axes)}: {exc}") from None
         if progress is not None:
             progress(k + 1, len(indices))
         return result
