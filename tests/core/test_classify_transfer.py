@@ -179,3 +179,24 @@ def test_object_table_and_csv(tmp_path) -> None:
         rows = list(csv.reader(fh))
     assert rows == [["object", "class", "prob_1", "prob_2", "size"], ["3", "2", "0.25", "0.75", "10"],
                     ["7", "1", "0.5", "0.5", "20"]]
+
+
+def test_a_resumed_run_from_a_start_bundle_says_its_weights_are_the_checkpoints(shapes, tmp_path) -> None:
+    """Note 45: resuming a run that began from a start bundle said "14 of 16 tensors from <bundle>", as
+    if those were loaded now; the weights are the checkpoint's."""
+    from napari_medml.engine.reports import StopToken
+
+    _, samples = shapes
+    config = replace(_classify_config(None), model=ModelConfig(network="smallcnn", channels=4, depth=2))
+    start = train_classifier(samples, config).save(tmp_path / "start")
+    tuned = replace(config, model=replace(config.model, init_from=str(start)), checkpoint_dir=str(tmp_path / "ck"),
+                    optim=replace(config.optim, epochs=3))
+    stop, first = StopToken(), None
+    for report in fit_classifier(samples, tuned, stop=stop):
+        first = first or report
+        if report.step >= 2:
+            stop.stop()
+    assert f"tensors from {start}" in first.message and "checkpoint" not in first.message
+    resumed = next(fit_classifier(samples, tuned, resume_from=tmp_path / "ck"))
+    assert f"; the weights are the checkpoint's at step {resumed.step - 1} (the run began with " in resumed.message
+    assert resumed.message.count(f"tensors from {start}") == 1

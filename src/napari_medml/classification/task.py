@@ -72,7 +72,7 @@ class ClassificationTask:
         if base is None and sized and config.model.network not in SIZED_CLASSIFIERS:
             raise ConfigError(f"{config.model.network} has a fixed width and depth, so {' and '.join(sorted(sized))} "
                               "would be ignored: leave them out (they size smallcnn and unet-encoder)")
-        self.samples, self.config = samples, config
+        self.samples, self.config, self.start_step = samples, config, start_step
         labelled = np.flatnonzero(samples.y > 0)
         class_ids = tuple(int(c) for c in np.unique(samples.y[labelled]))
         if len(class_ids) < 2:
@@ -153,7 +153,11 @@ class ClassificationTask:
 
         note = self.split_note
         initial = self.provenance["initial_weights"]
-        if isinstance(initial, dict):
+        if self.start_step and isinstance(initial, dict):  # note 45: the start bundle's line read as if it loaded now
+            note += (f"; the weights are the checkpoint's at step {self.start_step} (the run began with "
+                     f"{initial['loaded']} of {initial['total']} tensors from {initial['source']})")
+            initial = None
+        elif isinstance(initial, dict):
             note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
             if initial.get("input_unfit"):  # pretrained on images of other channels, or an object's mask added
                 theirs, mine = initial["input_channels"]
