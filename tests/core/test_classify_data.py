@@ -147,6 +147,27 @@ def test_object_errors() -> None:
         make_samples("object", image, {})
 
 
+def test_samples_of_an_image_with_nan_complex_values_or_channels_last_are_refused_with_the_fix() -> None:
+    """Trial 47: a NaN pixel gave its object a class (NaN probabilities), training on it failed in
+    scikit-learn's validation; a complex image lost its imaginary part; a (Y, X, 3) image got no fix."""
+    image, inst, paint = _objects()
+    bad = image.astype(np.float32)
+    bad[tuple(np.argwhere(inst == inst.max())[0])] = np.nan
+    for make in (lambda: object_samples(bad, inst, class_labels=paint, name="image 'cells'"),
+                 lambda: tile_samples(bad, tile_size=(16, 16), name="image 'cells'"),
+                 lambda: image_samples(bad[None], name="image 'cells'")):
+        with pytest.raises(InputError) as caught:
+            make()
+        assert str(caught.value).startswith("image 'cells' contains 1 NaN or infinite value(s): fill them first")
+    with pytest.raises(InputError, match=r"dtype complex64: it must be real and numeric \(np.abs of a complex one\)"):
+        object_samples(image.astype(np.complex64), inst)
+    with pytest.raises(InputError) as caught:
+        object_samples(np.stack([image] * 3, -1), inst)
+    assert str(caught.value).endswith("expected 2 axes here: if its last axis (3) holds channels, pass "
+                                      "channel_axis=-1 (another axis: its index)")
+    assert object_samples(np.stack([image] * 3, -1), inst, channel_axis=-1).x.shape[1] >= 3
+
+
 def test_object_samples_3d_default_size() -> None:
     inst = np.zeros((20, 30, 30), np.int32)
     inst[5:10, 5:15, 5:12] = 1

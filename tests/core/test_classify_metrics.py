@@ -149,3 +149,18 @@ def test_binary_auc_is_one_number_for_both_classes() -> None:
     # scores that are not probabilities keep each class's own AUC
     loose = classification_report(y, np.stack([p1 * 0, p1], axis=1) + 0.5, [0, 1])
     assert loose["per_class"][0]["auc"] == 0.5
+
+
+def test_a_report_refuses_true_classes_it_does_not_know_and_nan_probabilities() -> None:
+    """Trial 47: 1.5 and 2.5 were read as classes 1 and 2 (accuracy 1.0), 7 and NaN gave scikit-learn's errors."""
+    from napari_medml.errors import InputError
+
+    y, p = np.array([1, 2, 1, 2]), np.array([[.9, .1], [.2, .8], [.6, .4], [.3, .7]])
+    for true, proba, said in (
+            (y + 0.5, p, "y_true holds 1.5, 2.5, not among the class ids [1, 2]: give each sample's true class id"),
+            (np.full(4, 7), p, "y_true holds 7, not among the class ids [1, 2]"),
+            (y.astype(str), p, "y_true has dtype <U21: give each sample's true class id, an integer"),
+            (y, p * np.nan, "proba holds NaN or infinite values")):
+        with pytest.raises(InputError, match=said.replace("[", r"\[").replace("]", r"\]")):
+            classification_report(true, proba, [1, 2])
+    assert classification_report(y.astype(float), p, [1, 2])["accuracy"] == 1.0

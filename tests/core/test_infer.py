@@ -185,6 +185,23 @@ def test_input_dtypes_byte_order_and_bad_values(model_2d, slices):
         model_2d.predict(bad)
     with pytest.raises(InputError, match="dtype"):
         model_2d.predict(image > 0)
+    # trial 47: a complex image lost its imaginary part with only NumPy's warning; a (Y, X, 3) or (Y, X, 1) image
+    # was segmented as a stack of (X, 3) strips; a dict config raised AttributeError
+    with pytest.raises(InputError, match=r"dtype complex64: give a real numeric image \(np.abs of a complex one\)"):
+        model_2d.predict(image.astype(np.complex64))
+    for last in (3, 1):
+        with pytest.raises(InputError) as caught:
+            model_2d.predict(np.stack([image] * last, -1))
+        assert str(caught.value) == (
+            f"the image has shape {(*image.shape, last)}: its last axis ({last}) looks like colour or channels, not "
+            f"X (the images would be {last} voxel{'s' * (last != 1)} wide): pass channel_axis=-1 (axes='YXC'); for "
+            "images that narrow, name the axes (axes='ZYX')")
+    np.testing.assert_array_equal(model_2d.predict(image[..., None], channel_axis=-1).labels,
+                                  model_2d.predict(image).labels)
+    narrow = np.stack([image[:, :3]] * 2)  # a stack of images 3 wide, named as such
+    assert model_2d.predict(narrow, axes="ZYX").labels.shape == narrow.shape
+    with pytest.raises(InputError, match="config must be an InferConfig, got a dict: build one with InferConfig"):
+        model_2d.predict(image, config={"tta": False})
 
 
 def test_probabilities_without_tta_are_a_softmax_of_the_blended_logits(model_2d, slices):

@@ -219,3 +219,13 @@ def test_the_public_evaluate_refuses_what_it_cannot_score_and_keeps_huge_ids():
     big = np.where(truth > 0, np.uint64(2**63 + 5), np.uint64(0))  # napari Labels may hold uint64 ids
     scores = mm.evaluate(big, truth)["classes"]
     assert scores[str(2**63 + 5)]["pred_voxels"] == 9 and scores["1"]["gt_voxels"] == 9  # was rounded away
+
+
+def test_labels_that_are_not_integer_class_ids_are_refused_with_the_reason():
+    """Trial 47: string labels were said to hold "fractional values"."""
+    gt = np.zeros((4, 4), np.uint8)
+    with pytest.raises(InputError, match=r"^prediction must hold integer class ids, got dtype <U1: pass a labels "
+                                         r"array of integers$"):
+        evaluate(np.full((4, 4), "a"), gt)
+    with pytest.raises(InputError, match="got dtype float64 with fractional values: pass a labels array, not an"):
+        evaluate(np.full((4, 4), 0.5), gt)

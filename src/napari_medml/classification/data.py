@@ -23,6 +23,7 @@ import numpy as np
 from napari_medml.config import ClassLevel
 from napari_medml.classification.class_files import read_class_csv
 from napari_medml.errors import InputError
+from napari_medml.preprocessing.inputs import check_finite
 
 __all__ = [
     "ClassLevel",
@@ -161,8 +162,8 @@ def _split_channels(image: np.ndarray, channel_axis: int | None, spatial_ndim: i
                     name: str) -> np.ndarray:
     """``image`` -> float32 ``(C, *rest)`` with the channel axis first."""
     arr = np.asarray(image)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(f"{name} has dtype {arr.dtype}: it must be numeric")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or arr.dtype.kind == "c":
+        raise InputError(f"{name} has dtype {arr.dtype}: it must be real and numeric (np.abs of a complex one)")
     if channel_axis is None:
         arr = arr[None]
     else:
@@ -170,11 +171,15 @@ def _split_channels(image: np.ndarray, channel_axis: int | None, spatial_ndim: i
             raise InputError(f"channel_axis {channel_axis} is out of range for {name} with {arr.ndim} axes")
         arr = np.moveaxis(arr, channel_axis, 0)
     if arr.ndim - 1 != spatial_ndim:
+        hint = (f": if its last axis ({arr.shape[-1]}) holds channels, pass channel_axis=-1 (another axis: its index)"
+                if channel_axis is None and arr.ndim - 1 == spatial_ndim + 1 else "")  # trial 47: no fix was given
         raise InputError(
             f"{name} has shape {np.asarray(image).shape}: expected {spatial_ndim} axes "
-            f"{'plus a channel axis ' if channel_axis is not None else ''}here"
+            f"{'plus a channel axis ' if channel_axis is not None else ''}here{hint}"
         )
-    return arr.astype(np.float32, copy=False)
+    out = arr.astype(np.float32, copy=False)
+    check_finite(out, name)  # trial 47: NaN gave an object a class, and training failed in scikit-learn
+    return out
 
 
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:

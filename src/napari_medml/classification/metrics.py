@@ -158,8 +158,18 @@ def classification_report(y_true: Sequence[int], proba: np.ndarray, class_ids: S
         of ``class_ids[1]``).
     """
     ids = [int(c) for c in class_ids]
-    t = np.asarray(y_true).astype(np.int64).ravel()
+    raw = np.asarray(y_true).ravel()
+    if raw.dtype.kind not in "iubf":
+        raise InputError(f"y_true has dtype {raw.dtype}: give each sample's true class id, an integer")
+    odd = np.unique(raw[~np.isin(raw, ids)])  # trial 47: 1.5 was read as 1, and 7 gave scikit-learn's error
+    if odd.size:
+        raise InputError(f"y_true holds {', '.join(f'{v:g}' for v in odd[:5])}, not among the class ids {ids}: "
+                         "give each sample's true class id (leave out samples without one)")
+    t = raw.astype(np.int64)
     p = np.asarray(proba, dtype=np.float64)
+    if not np.isfinite(p).all():
+        raise InputError("proba holds NaN or infinite values: give the classifier's probabilities for samples "
+                         "without NaN (fill the image's NaN first)")
     if p.ndim != 2 or p.shape != (t.size, len(ids)):
         raise InputError(
             f"probabilities have shape {p.shape} but {t.size} samples and {len(ids)} classes "

@@ -27,6 +27,7 @@ from napari_medml.bundles.spec import BundledModel, ModelSpec, SpecField
 from napari_medml.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, to_dict
 from napari_medml.errors import BundleError, Cancelled, InputError
 from napari_medml.engine.reports import StopToken
+from napari_medml.preprocessing.inputs import check_finite
 
 __all__ = ["ClassPrediction", "Classifier", "ClassifierSpec", "classification_config", "load_classifier"]
 _PREDICT_BATCH = 64
@@ -360,12 +361,11 @@ class Classifier(BundledModel):
             x = samples.x
         else:
             x = np.asarray(samples, dtype=np.float32)
+            check_finite(x, "the samples")  # trial 47: NaN rows came back, argmax gave them a class
         if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise BundleError(
-                f"samples have shape {x.shape} but the classifier takes (N, {self.in_channels}, "
-                f"{', '.join(str(s) for s in self.input_size)}): use images with {self.image_channels} "
-                f"channel(s) in {self.spatial_dims}D"
-            )
+            raise BundleError(f"samples have shape {x.shape} but the classifier takes (N, {self.in_channels}, "
+                              f"{', '.join(str(s) for s in self.input_size)}): use images with "
+                              f"{self.image_channels} channel(s) in {self.spatial_dims}D")
         if tuple(x.shape[2:]) != self.input_size:
             x = np.stack([_resize(s, self.input_size, order=1) for s in x]) if len(x) else x
         x = np.array(x, dtype=np.float32)  # a copy: the caller's samples stay untouched

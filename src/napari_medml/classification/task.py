@@ -242,7 +242,9 @@ def _loss(config: OptimConfig, num_classes: int, device: torch.device) -> Callab
         # per sample, the true class's term, as the segmentation focal loss: MONAI's "mean" also averaged
         # over the K classes (K - 1 of them 0), so the loss shrank with K (trial 44)
         return lambda logits, target: focal(logits.float(), target[:, None]).sum(1).mean()
-    raise ConfigError(f"loss {config.loss!r} is for segmentation: classification uses 'ce' or 'focal'")
+    raise ConfigError(f"loss {config.loss!r} is for segmentation: classification uses 'ce' or 'focal' "
+                      "(napari_medml.classification.model.classification_config(spatial_dims) gives a classifier's "
+                      "defaults)")
 
 
 def _augmentation(config: AugmentConfig, samples: ClassSamples, seed: int):  # noqa: ANN202
@@ -325,7 +327,8 @@ def fit_classifier(samples: ClassSamples, config: TrainConfig, *, stop: StopToke
     Parameters
     ----------
     samples : ClassSamples
-        From ``classify_data`` (image, object or tile level); at least two classes.
+        From ``classification.data.image_samples``, ``classification.levels.object_samples`` or
+        ``tile_samples`` (image, object or tile level); at least two classes.
     config : TrainConfig
         ``task="classification"``; ``optim.loss`` "ce" (class weights, label
         smoothing) or "focal"; ``data.val_fraction`` of each class is held out

@@ -3,7 +3,7 @@ and the train and predict paths for classification bundles.
 
 ``napari-medml train`` and ``napari-medml predict`` hand classification over to
 :func:`train` and :func:`predict` here; both drive the same core calls as the Classify
-widget (``classify_data`` / ``classify_modes`` samples, ``classify.fit_classifier``,
+widget (``classification.levels`` samples, ``classification.task.fit_classifier``,
 ``Classifier.classify``).
 """
 

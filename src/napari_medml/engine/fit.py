@@ -115,7 +115,16 @@ def run_to_end(gen: Generator[TrainReport, None, Any], reports: list | None = No
     -------
     Any
         The generator's return value: the trained model.
+
+    Warns
+    -----
+    UserWarning
+        Each line of a report's message that starts with ``warning:`` (a class the training
+        part lacks, a time limit too short...), which the command line and the widgets show
+        (trial 47: a script saw none of them).
     """
+    import warnings
+
     while True:
         try:
             report = next(gen)
@@ -123,3 +132,6 @@ def run_to_end(gen: Generator[TrainReport, None, Any], reports: list | None = No
             return done.value
         if reports is not None:
             reports.append(report)
+        for line in (report.message or "").splitlines():
+            if line.startswith("warning: "):
+                warnings.warn(line.removeprefix("warning: "), UserWarning, stacklevel=2)

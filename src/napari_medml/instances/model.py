@@ -282,7 +282,7 @@ class InstanceModel(Model):
         """
         from napari_medml.engine.devices import amp_enabled, resolve_device
 
-        config = config or planned_infer_config(self)
+        config = planned_infer_config(self, config)
         params = params or self.params
         channel_axis, samples = self._layout(image, channel_axis, axes)
         spacing = tuple(float(s) for s in spacing)[-self.spatial_dims:] if spacing is not None else self.spacing

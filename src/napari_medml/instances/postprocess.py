@@ -117,7 +117,9 @@ class InstanceParams:
         """Rebuild from :meth:`to_dict` output; unknown keys are a ConfigError."""
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
-            raise ConfigError(f"instance parameters {sorted(unknown)} are unknown: remove them from config.json")
+            raise ConfigError(f"instance parameters {sorted(unknown)} are unknown (they are "
+                              f"{', '.join(cls.__dataclass_fields__)}): fix the name where they are given, "
+                              "the relabel() argument or the bundle's config.json")  # trial 47: config.json only
         return cls(**{k: float(v) for k, v in data.items()})
 
 

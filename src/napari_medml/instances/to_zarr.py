@@ -228,7 +228,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     from napari_medml.segmentation.run_identity import store_geometry
     from napari_medml.segmentation.to_zarr import _block_windows, volume_layout
 
-    config = config or planned_infer_config(model)
+    config = planned_infer_config(model, config)
     params = params or model.params
     image, spatial_axes = volume_layout(model, volume.data, volume.axes, None)
     shape = tuple(image.shape[1:])
@@ -376,7 +376,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     from napari_medml.segmentation.run_identity import prediction_fingerprint, store_geometry
     from napari_medml.segmentation.to_zarr import volume_layout
 
-    config = config or planned_infer_config(model)
+    config = planned_infer_config(model, config)
     params = params or model.params
     spatial = [a for a in axes if a in "ZYXQ"]
     sizes = iter(tuple(spacing))

@@ -187,6 +187,9 @@ def build_classifier_network(config: ModelConfig, spatial_dims: int, in_channels
     if factory is None:
         raise ConfigError(
             f"unknown classification network {config.network!r}: choose one of {sorted(CLASSIFIER_NETWORKS)}"
+            + (" (TrainConfig's defaults are a segmentation's: napari_medml.classification.model."
+               "classification_config(spatial_dims) gives a classifier's)" if config.network in ("unet", "dynunet")
+               else "")  # trial 47
         )
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")

@@ -83,8 +83,8 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         Not numeric, the wrong number of dimensions or channels, or NaN/inf values.
     """
     arr = np.asarray(image)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{name} has dtype {arr.dtype}: give a numeric image")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
+        raise InputError(f"{name} has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
     if channel_axis is not None:
         if not -arr.ndim <= channel_axis < arr.ndim:
             raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")

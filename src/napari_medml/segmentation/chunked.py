@@ -297,8 +297,8 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     union = tuple(slice(min(r[a].start for r in regions), max(r[a].stop for r in regions))
                   for a in range(len(plan.shape)))
     arr = np.asarray(image[(slice(None), *union)])
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"image has dtype {arr.dtype}: give a numeric image")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
+        raise InputError(f"image has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
     # a copy (np.array copies): it is normalised in place below, and must never be the caller's array
     x = torch.from_numpy(np.array(arr, dtype=np.float32)).to(device)
     del arr

@@ -83,7 +83,7 @@ class EnsembleModel:
         from napari_medml.segmentation.prediction import stack_predictions as _stack_predictions
         from napari_medml.segmentation.postprocess import postprocess
 
-        config = config or planned_infer_config(self)
+        config = planned_infer_config(self, config)
         plain = replace(config, return_probabilities=True, return_uncertainty=False, min_size=0,
                         fill_holes=False, keep_largest=False, instances="none")
         count = len(self.members)

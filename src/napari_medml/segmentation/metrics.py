@@ -303,6 +303,8 @@ def _as_labels(a: np.ndarray, what: str) -> np.ndarray:
     # Label files are often stored as float (NIfTI); accept them when whole-numbered.
     if np.issubdtype(a.dtype, np.floating) and np.array_equal(a, np.round(a)):
         return a.astype(np.int64)
+    if not np.issubdtype(a.dtype, np.floating):  # trial 47: strings were said to hold fractional values
+        raise InputError(f"{what} must hold integer class ids, got dtype {a.dtype}: pass a labels array of integers")
     raise InputError(
         f"{what} must hold integer class ids, got dtype {a.dtype} with fractional "
         "values: pass a labels array, not an image or probabilities"

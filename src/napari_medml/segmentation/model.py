@@ -21,6 +21,7 @@ from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
 from napari_medml.errors import BundleError, InputError, raise_if_stopped
+from napari_medml.io.channels_last import check_not_channels_last
 from napari_medml.preprocessing.inputs import FILL_NAN, fills_nonfinite
 from napari_medml.preprocessing.spacing import check_spacing
 from napari_medml.segmentation.planned_inference import planned_infer_config
@@ -142,7 +143,7 @@ class Model(BundledModel):
         Cancelled
             Stopped through ``stop``.
         """
-        config = config or planned_infer_config(self)
+        config = planned_infer_config(self, config)
         channel_axis, samples = self._layout(image, channel_axis, axes)
         # one size per spatial axis, or per non-channel axis (a stack's or series' own first): the last ones count
         # (an unnamed axis that holds the channels may have a size given too: a napari layer's scale)
@@ -191,6 +192,8 @@ class Model(BundledModel):
                 raise BundleError(f"the model expects a {self.spatial_dims}D image with {self.in_channels} "
                                   f"channel(s) but got an array of shape {shape}{where}")  # fmt: skip
             samples = tuple(others[: len(others) - self.spatial_dims])
+            if channel_axis is None and len(shape) > self.spatial_dims:
+                check_not_channels_last(shape, self.spatial_dims)
         channels = 1 if channel_axis is None else shape[channel_axis]
         if channels != self.in_channels:
             hint = (f"; if axis {samples[0]} holds the channels, set channel_axis={samples[0]} (or axes)"
@@ -263,8 +266,8 @@ class Model(BundledModel):
             arr, _, recipe = apply_preprocessing(arr, spacing if spacing is not None else self.spacing, steps)
             return torch.from_numpy(apply_normalization(arr, self.normalization)).to(device), recipe
         arr = np.asarray(image)
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
-            raise InputError(f"image has dtype {arr.dtype}: give a numeric image")
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
+            raise InputError(f"image has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
         arr = np.moveaxis(arr, channel_axis, 0) if channel_axis is not None else arr[None]
         if arr.dtype not in _TORCH_DTYPES or not arr.dtype.isnative:
             arr = arr.astype(np.float32)

@@ -45,7 +45,28 @@ def planned_inference(source: Any) -> dict[str, Any]:
     return {"tta": plan["tta"]}
 
 
-def planned_infer_config(model: Any) -> InferConfig:
-    """``InferConfig()`` with the settings ``model``'s plan chose (:func:`planned_inference`):
-    what a prediction uses when the caller gives no config."""
-    return InferConfig(**planned_inference(model))
+def planned_infer_config(model: Any, given: Any = None) -> InferConfig:
+    """``given``, or where it is None ``InferConfig()`` with the settings ``model``'s plan chose
+    (:func:`planned_inference`): what a prediction uses when the caller gives no config.
+
+    Parameters
+    ----------
+    model : model or path
+        As for :func:`planned_inference`.
+    given : InferConfig or None
+        The caller's settings.
+
+    Raises
+    ------
+    InputError
+        ``given`` is not an ``InferConfig`` (a dict raised AttributeError deep in prediction; trial 47).
+    """
+    if given is None:
+        return InferConfig(**planned_inference(model))
+    if not isinstance(given, InferConfig):
+        from napari_medml.errors import InputError
+
+        got = "a dict" if isinstance(given, dict) else f"{type(given).__name__} {given!r}"
+        raise InputError(f"config must be an InferConfig, got {got}: build one with InferConfig(tta=..., ...) or "
+                         "napari_medml.config.from_dict(InferConfig, a_dict)")
+    return given

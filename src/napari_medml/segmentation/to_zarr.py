@@ -196,7 +196,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     from napari_medml.engine.devices import amp_enabled, resolve_device
     from napari_medml.segmentation.scores import label_dtype as _label_dtype
 
-    config = config or planned_infer_config(model)
+    config = planned_infer_config(model, config)
     if config.min_size or config.fill_holes or config.keep_largest:
         raise ConfigError("block-wise prediction writes the labels as they come: minimum size, hole filling and "
                           "largest component need the whole map; leave them off (or predict in memory)")  # fmt: skip
@@ -366,7 +366,7 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     from napari_medml.io.zarr import read_zarr
     from napari_medml.segmentation.model import Prediction
 
-    config = config or planned_infer_config(model)
+    config = planned_infer_config(model, config)
     spatial = [a for a in axes if a in "ZYXQ"]
     sizes = iter(tuple(spacing) if spacing is not None else (1.0,) * len(spatial))
     offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))

@@ -129,3 +129,19 @@ def test_a_run_resumed_with_more_epochs_follows_its_new_length(task, tmp_path):
     rates = [r.learning_rate for r in resumed]
     assert resumed[-1].step == 12 and all(rate > 0 for rate in rates), rates
     assert rates == sorted(rates, reverse=True)  # poly decays over the new length, to 0 at its end
+
+
+def test_a_script_run_to_the_end_warns_with_the_runs_warning_lines():
+    """Trial 47: mm.train() showed none of the warnings the command line and the widgets show."""
+    from types import SimpleNamespace
+
+    from napari_medml.engine.fit import run_to_end
+
+    def run():
+        yield SimpleNamespace(message="200 training voxels\nwarning: class 6 is not in the training part")
+        yield SimpleNamespace(message="")
+        return "model"
+
+    with pytest.warns(UserWarning, match="^class 6 is not in the training part$") as caught:
+        assert run_to_end(run()) == "model"
+    assert len(caught) == 1

@@ -37,8 +37,11 @@ def test_params_round_trip_through_json() -> None:
         InstanceParams(seed_height=1.5)
     with pytest.raises(ConfigError, match="min_size"):
         InstanceParams(min_size=-1)
-    with pytest.raises(ConfigError, match="unknown"):
+    with pytest.raises(ConfigError) as caught:  # trial 47: it said only "remove them from config.json"
         InstanceParams.from_dict({"seed_hieght": 0.2})
+    assert str(caught.value) == ("instance parameters ['seed_hieght'] are unknown (they are foreground_threshold, "
+                                 "seed_height, min_distance, min_size): fix the name where they are given, the "
+                                 "relabel() argument or the bundle's config.json")
 
 
 def test_parameters_change_the_result_without_the_network() -> None:
