@@ -144,12 +144,18 @@ def test_live_widget_paint_answer_accept_and_close(make_napari_viewer, open_widg
     assert scribbles in viewer.layers and scribbles.data.any()  # the user's strokes stay
 
 
-def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, qtbot) -> None:
+@pytest.mark.parametrize("docked_by", ["menu", "add_plugin_dock_widget"])
+def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, qtbot, docked_by) -> None:
+    """Trial 47: docked by add_plugin_dock_widget (``napari -w``, scripts), the widget works through a proxy
+    of the viewer, and Start on the second image took the first image's strokes."""
+    from menu_helpers import COMMANDS, widget_title
+
     rng = np.random.default_rng(0)
     viewer = make_napari_viewer()
     first = viewer.add_image(rng.random((48, 48)).astype(np.float32), name="a")
     second = viewer.add_image(rng.random((48, 48)).astype(np.float32), name="b")
-    widget = open_widget(viewer, "live")
+    widget = (open_widget(viewer, "live") if docked_by == "menu" else
+              viewer.window.add_plugin_dock_widget("napari-medml", widget_title(COMMANDS["live"]))[1])
     widget["images"].value = [first]
     widget["network"].value = False
     widget["start"].changed.emit(True)

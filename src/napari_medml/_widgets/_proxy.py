@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["unproxied"]
+__all__ = ["same", "unproxied"]
 
 
 def unproxied(obj: Any) -> Any:
@@ -26,3 +26,22 @@ def unproxied(obj: Any) -> Any:
         The object the proxy wraps, or ``obj`` as given.
     """
     return getattr(obj, "__wrapped__", obj)  # a dunder: no private access
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (or viewer), either or both through a proxy.
+
+    A layer a widget made through the viewer it was given is a proxy, and the same layer
+    chosen in a list is not: ``is`` told them apart, and Live took one image's strokes for
+    another's (trial 47).
+
+    Parameters
+    ----------
+    a, b : napari.layers.Layer, a PublicOnlyProxy of one, or None
+
+    Returns
+    -------
+    bool
+        False where either is None.
+    """
+    return a is not None and b is not None and unproxied(a) is unproxied(b)

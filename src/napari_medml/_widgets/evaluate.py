@@ -20,6 +20,7 @@ from magicgui.widgets import ComboBox, FileEdit, PushButton, Table, create_widge
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
 from napari_medml._widgets._layers import check_fits, labels_array, layer_spatial, layer_volume, require
+from napari_medml._widgets._proxy import same
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml.errors import InputError
 
@@ -65,7 +66,7 @@ class EvaluateWidget(DockForm):
         self.report, w["table"].value, w["summary"].value = None, {"data": [], "columns": ["score"]}, ""
         pred_layer = require(w["prediction"].value, napari.layers.Labels, "a prediction labels layer")
         truth_layer = require(w["truth"].value, napari.layers.Labels, "a ground-truth labels layer")
-        if pred_layer is truth_layer:
+        if same(pred_layer, truth_layer):
             raise InputError(f"prediction and ground truth are both '{pred_layer.name}': choose the layer to "
                              "score and the layer it is scored against")
         axes = layer_volume(truth_layer).axes  # a time series (axis labels t, ...): scored frame by frame

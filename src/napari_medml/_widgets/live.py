@@ -35,6 +35,7 @@ from napari_medml._widgets._live_parts import (ACCEPT_BUSY, WHERE_NEXT_BUSY, Ans
                                                network_threads, scribbles_for, session_status, slice_axis,
                                                status_lines, user_labels, viewer_closing, visible_slice)
 from napari_medml._widgets._placement import placement_events
+from napari_medml._widgets._proxy import same
 from napari_medml._widgets._layers import (check_fits, check_on_image, layer_spatial, layer_volume, model_input,
                                            show_result)
 from napari_medml._widgets._runner import Runner, notify_errors
@@ -129,7 +130,7 @@ class LiveWidget(DockForm):
         axes = layer_volume(inputs.layer).axes  # several layers as channels: each layer's own
         shape = tuple(s for a, s in zip(inputs.axes, inputs.image.shape) if a != "C")
         scribbles = self._w["scribbles"].value
-        if scribbles is not None and scribbles is self._made and self._made_for is not inputs.layer:
+        if same(scribbles, self._made) and not same(self._made_for, inputs.layer):
             scribbles = None  # the strokes Start made for another image: this one gets its own layer
         if scribbles == NEW_SCRIBBLES or scribbles is None:  # the image's own from before, else a new one
             scribbles, made = scribbles_for(self._viewer, inputs.layer, shape, axes)
@@ -141,7 +142,7 @@ class LiveWidget(DockForm):
         from napari_medml.segmentation.label_values import check_scribble_ids  # numpy only (the GUI thread)
 
         check_scribble_ids(scribbles.data, scribbles.name, self._w["background"].value, NEW_SCRIBBLES)
-        if scribbles is self._made:  # ours: it lies where the image lies now, and follows it
+        if same(scribbles, self._made):  # ours: it lies where the image lies now, and follows it
             place_on_image(scribbles, inputs, axes)
             self._follower.follow(scribbles, inputs, axes)
         else:  # strokes must land on the voxels they are painted over
@@ -149,7 +150,7 @@ class LiveWidget(DockForm):
         scribbles.mode = "paint"
         if scribbles.selected_label == self._w["background"].value:
             scribbles.selected_label = self._w["background"].value + 1
-        channels = [layer for layer in self._w["images"].value or () if layer is not inputs.layer]
+        channels = [layer for layer in self._w["images"].value or () if not same(layer, inputs.layer)]
         self._inputs, self._axes = inputs, axes
         self._layers = {"image": inputs.layer, "scribbles": scribbles, "channels": channels}
         self._pushed, self._stop_reason = None, ""
@@ -186,7 +187,7 @@ class LiveWidget(DockForm):
         scribbles = self._layers.get("scribbles")
         disconnect(self._layers, self._painted, self._image_moved)
         self._timer.stop()
-        if self.session is None and scribbles is not None and scribbles is self._made and not scribbles.data.any():
+        if self.session is None and same(scribbles, self._made) and not scribbles.data.any():
             self._made = None  # no session came (a refused image): the empty layer Start made goes too
             self._follower.stop()
             if scribbles in self._viewer.layers:
@@ -223,7 +224,7 @@ class LiveWidget(DockForm):
         if image is None or getattr(event, "type", None) == "data":  # new pixels: the features are of the old ones
             return None if image is None else self._stop_because(
                 f"image '{getattr(event.source, 'name', image.name)}' has new data; press Start to segment it")
-        ours = scribbles is not None and scribbles is self._made  # placed by the follower
+        ours = same(scribbles, self._made)  # placed by the follower
         answer = self._layers.get("live")
         if answer is not None and is_generated(answer.metadata) and answer in self._viewer.layers:
             place_on_image(answer, self._inputs, self._axes)
