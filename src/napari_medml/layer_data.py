@@ -224,7 +224,20 @@ def layer_to_volume(data: Any, meta: Mapping[str, Any], is_labels: bool) -> Volu
     if found.file_meta and AFFINE_ORIGIN in found.file_meta:
         file_meta[AFFINE_ORIGIN] = found.file_meta[AFFINE_ORIGIN]
     axes = layer_axes(array.ndim, meta.get("axis_labels"), metadata, rgb)
+    unit = _spatial_unit(meta.get("units"), axes)
+    if unit:  # the layer's own (napari >= 0.5.1), set in the viewer or by the reader (trial 47: saved as pixels)
+        file_meta["unit"] = unit
     return Volume(array, spacing, origin, affine, is_labels, str(meta.get("name") or ""), file_meta, axes)
+
+
+def _spatial_unit(units: Sequence[Any] | None, axes: str) -> str | None:
+    """The one length unit of a layer's spatial axes (``layer.units``), in io's names; None when
+    they are pixels, differ or are not lengths."""
+    from napari_medml.io.volume import canonical_unit
+
+    found = {canonical_unit(str(u)) for u, a in zip(units or (), axes) if a in "ZYX"}
+    unit = found.pop() if len(found) == 1 else None
+    return unit if unit in _LENGTH_UNITS else None
 
 
 def _is_lazy(data: Any) -> bool:

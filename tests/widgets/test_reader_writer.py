@@ -377,3 +377,24 @@ def test_a_nifti_saves_back_with_its_own_qform_and_labels_of_an_unoriented_one_w
     assert (int(saved.header["sform_code"]), int(saved.header["qform_code"])) == (0, 0)
     np.testing.assert_allclose(saved.affine, nib.load(tmp_path / "bare.nii.gz").affine)  # nibabel places both alike
     assert np.asarray(saved.dataobj)[6, 5, 4] == 2
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_a_layer_in_micrometres_saves_and_opens_again_in_micrometres(make_napari_viewer, tmp_path, suffix) -> None:
+    """Trial 47: units set in the viewer (a layer in µm) were not written, and the file opened in pixels."""
+    viewer = make_napari_viewer()
+    data = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
+    try:
+        image = viewer.add_image(data, name="cells", scale=(0.29, 0.26, 0.26), units=("um",) * 3)
+        seg = viewer.add_labels((data % 3).astype(np.uint8), name="seg", scale=(0.29, 0.26, 0.26), units=("um",) * 3)
+    except TypeError:
+        pytest.skip("napari 0.5.0 has no layer units")
+    for layer in (image, seg):
+        viewer.layers.selection = {layer}
+        path = tmp_path / f"{layer.name}{suffix}"
+        viewer.layers.save(str(path), selected=True, plugin=PLUGIN)
+        assert read_volume(path).meta["unit"] == "um"
+        back = viewer.open(str(path), plugin=PLUGIN)[0]
+        assert [str(u) for u in back.units] == ["micrometer"] * 3
+        np.testing.assert_allclose(back.scale, (0.29, 0.26, 0.26), rtol=1e-5)
+        assert type(back) is type(layer)
