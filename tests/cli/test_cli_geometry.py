@@ -201,3 +201,29 @@ def test_a_two_channel_nifti_stored_psl_trains_with_labels_stored_ras(tmp_path):
     assert dims == 3 and channel_axis == 0 and images[0].shape == (2, *stored.T.shape)
     np.testing.assert_array_equal(labels[0], stored.T)  # on the image's voxels: napari order (Z, Y, X)
     np.testing.assert_array_equal(images[0][1] > 0, labels[0] > 0)
+
+
+def test_training_images_stored_in_other_orientations_train_in_the_first_ones(capsys, tmp_path):
+    """Trial 47: one anisotropic scan stored RAS and PIR was taken as two voxel sizes, 1x3x1 and 3x1x1,
+    and resampled to their 'median' along the wrong axes (and planned isotropic)."""
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((40, 36, 12), np.uint8)  # NIfTI (X, Y, Z), 1x1x3 mm
+    lab[8:30, 6:28, 3:9] = 1
+    img = (lab + 0.3 * rng.random(lab.shape)).astype(np.float32)
+    aniso = np.diag([1.0, 1.0, 3.0, 1.0])
+    to_pir = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt("PIR"))
+    args = []
+    for name, make in (("ras", lambda a: nib.Nifti1Image(a, aniso)),
+                       ("pir", lambda a: nib.Nifti1Image(a, aniso).as_reoriented(to_pir))):
+        nib.save(make(img), tmp_path / f"{name}.nii.gz")
+        nib.save(make(lab), tmp_path / f"{name}_seg.nii.gz")
+        args += ["--image", tmp_path / f"{name}.nii.gz", "--labels", tmp_path / f"{name}_seg.nii.gz"]
+    assert nib.aff2axcodes(nib.load(tmp_path / "pir.nii.gz").affine) == ("P", "I", "R")
+    code, out, err = run_cli(capsys, "train", *args, "--max-minutes", "1", "--device", "cpu", "--plan-only")
+    assert code == 0, err
+    assert (f"image '{tmp_path / 'pir.nii.gz'}': stored in PIR voxel order, trained in RAS as the first image "
+            f"'{tmp_path / 'ras.nii.gz'}' (predict puts images in it too)") in err
+    assert out.startswith("plan: 2 image(s) of 12x36x40 voxels, spacing 3x1x1 (anisotropy 3"), out
+    assert "resampled" not in err

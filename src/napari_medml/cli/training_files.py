@@ -40,6 +40,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.io.axes import samples_phrase
     from napari_medml.io.axes_resolve import neighbour_runs
     from napari_medml.io.length1_axes import fit_length1_axes
+    from napari_medml.io.orientation import file_orientation, to_orientation
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.errors import InputError
 
@@ -48,8 +49,14 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     reads = [io.read_volume(path, axes) for path in image_paths]
     spatial_dims = network_dims(reads, image_paths, spatial_dims)
+    first = file_orientation(image_paths[0], 3) if image_paths else None  # the model's (cli.train records it)
     for img_path, lab_path, read in zip(image_paths, label_paths, reads, strict=True):
         raw, given = with_spacing(read, spacing, img_path)
+        own = file_orientation(img_path, 3) if first else None
+        if own and own != first:  # trial 47: a PIR copy of a RAS scan was resampled along the wrong axis
+            raw = to_orientation(raw, first)
+            info(f"image '{img_path}': stored in {own} voxel order, trained in {first} as the first image "
+                 f"'{image_paths[0]}' (predict puts images in it too)")
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
         # labels that store no voxel size beside an image that does lie on its grid: --spacing is not theirs
