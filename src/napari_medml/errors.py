@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError", "NothingLearned", "raise_if_stopped"]
+__all__ = ["BundleError", "Cancelled", "ConfigError", "InputError", "MedMLError", "NothingLearned", "check_numeric",
+           "raise_if_stopped"]
 
 class MedMLError(ValueError):
     """Base class for user-fixable problems raised by napari-medml."""
@@ -46,3 +47,26 @@ def raise_if_stopped(stop: Any | None, message: str = "stopped") -> None:
     """
     if stop is not None and stop.stopped:
         raise Cancelled(message)
+
+
+def check_numeric(dtype: Any, name: str = "image") -> None:
+    """Refuse an image whose dtype holds no real numbers (bool, text, objects, complex).
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+        The array's dtype.
+    name : str
+        How the message names the array.
+
+    Raises
+    ------
+    InputError
+        Naming the dtype; for a complex one, the way to a real image (trial 47: its imaginary
+        part was dropped with only NumPy's ComplexWarning).
+    """
+    kind = getattr(dtype, "kind", "")
+    if kind == "c":
+        raise InputError(f"{name} has dtype {dtype}: give a real image (np.abs or .real of the complex one)")
+    if kind not in ("i", "u", "f"):
+        raise InputError(f"{name} has dtype {dtype}: give a numeric image")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import ConfigError, InputError
+from napari_medml.errors import ConfigError, InputError, check_numeric
 
 # what to do about NaN or infinite voxels, on every front
 FILL_NAN = ("fill them first (napari: Preprocess > fill NaN/inf, a step that models trained on its layer replay; "
@@ -83,8 +83,7 @@ def check_image(image: Any, *, channel_axis: int | None, spatial_dims: int, name
         Not numeric, the wrong number of dimensions or channels, or NaN/inf values.
     """
     arr = np.asarray(image)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
-        raise InputError(f"{name} has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
+    check_numeric(arr.dtype, name)
     if channel_axis is not None:
         if not -arr.ndim <= channel_axis < arr.ndim:
             raise InputError(f"channel_axis={channel_axis} is out of range for {name} with shape {arr.shape}")

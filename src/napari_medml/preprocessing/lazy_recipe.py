@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import InputError, raise_if_stopped
+from napari_medml.errors import InputError, check_numeric, raise_if_stopped
 
 __all__ = ["BLOCKWISE_STEPS", "blockwise_refusal", "replay_lazy", "statistics_passes"]
 
@@ -137,8 +137,7 @@ def replay_lazy(image: Any, steps: Sequence[Any], stop: Any = None, spacing: Seq
         arr = da.from_array(image, chunks=(1, *(min(n, edge) for n in image.shape[1:])))
     else:
         arr = da.asarray(image)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
-        raise InputError(f"image has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
+    check_numeric(arr.dtype, "image")
     channels = raw = [arr[c].astype(np.float32) for c in range(arr.shape[0])]
     checked = fills_nonfinite(steps)  # the first step fills them: no other step sees one
     sp = tuple(float(v) for v in spacing) if spacing is not None else (1.0,) * (arr.ndim - 1)

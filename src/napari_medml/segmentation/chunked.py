@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.config import InferConfig
-from napari_medml.errors import ConfigError, InputError
+from napari_medml.errors import ConfigError, InputError, check_numeric
 from napari_medml.preprocessing.inputs import FILL_NAN
 from napari_medml.segmentation.tta import TTAPass, tta_passes
 
@@ -297,8 +297,7 @@ def block_scores(model: Any, image: Any, plan: BlockPlan, index: int, config: In
     union = tuple(slice(min(r[a].start for r in regions), max(r[a].stop for r in regions))
                   for a in range(len(plan.shape)))
     arr = np.asarray(image[(slice(None), *union)])
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
-        raise InputError(f"image has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
+    check_numeric(arr.dtype, "image")
     # a copy (np.array copies): it is normalised in place below, and must never be the caller's array
     x = torch.from_numpy(np.array(arr, dtype=np.float32)).to(device)
     del arr

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medml.errors import ConfigError, InputError
+from napari_medml.errors import ConfigError, InputError, check_numeric
 from napari_medml.preprocessing.inputs import FILL_NAN
 from napari_medml.segmentation.split import axis_phrase
 
@@ -173,8 +173,7 @@ def _as_channels_first(image: Any, channel_axis: int | None, spatial_dims: int, 
                          f"is {spatial_dims}D: set the channel axis, or use a {arr.ndim - 1}D model")  # fmt: skip
     if in_channels is not None and arr.shape[0] != in_channels:
         raise InputError(f"{name} has {arr.shape[0]} channel(s) but {in_channels} are expected")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
-        raise InputError(f"{name} has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
+    check_numeric(arr.dtype, name)
     return arr
 
 

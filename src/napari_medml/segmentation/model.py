@@ -20,7 +20,7 @@ import torch
 from napari_medml.bundles.spec import BundledModel, SpecField
 from napari_medml.config import InferConfig, TrainConfig
 from napari_medml.engine.windows import count_windows, window_predictor
-from napari_medml.errors import BundleError, InputError, raise_if_stopped
+from napari_medml.errors import BundleError, InputError, check_numeric, raise_if_stopped
 from napari_medml.io.channels_last import check_not_channels_last
 from napari_medml.preprocessing.inputs import FILL_NAN, fills_nonfinite
 from napari_medml.preprocessing.spacing import check_spacing
@@ -266,8 +266,7 @@ class Model(BundledModel):
             arr, _, recipe = apply_preprocessing(arr, spacing if spacing is not None else self.spacing, steps)
             return torch.from_numpy(apply_normalization(arr, self.normalization)).to(device), recipe
         arr = np.asarray(image)
-        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or arr.dtype.kind == "c":
-            raise InputError(f"image has dtype {arr.dtype}: give a real numeric image (np.abs of a complex one)")
+        check_numeric(arr.dtype, "image")
         arr = np.moveaxis(arr, channel_axis, 0) if channel_axis is not None else arr[None]
         if arr.dtype not in _TORCH_DTYPES or not arr.dtype.isnative:
             arr = arr.astype(np.float32)
