@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_medml.errors import InputError
-from napari_medml.io.grid_differences import grid_differences
+from napari_medml.io.grid_differences import grid_differences, header_rounding
 from napari_medml.io.units import in_unit_of
 from napari_medml.io.volume import Volume, affine_from_spacing, length_factor
 
@@ -115,23 +115,25 @@ def axis_codes(affine: np.ndarray) -> str:
 
 
 def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
-    """``shape (Z, Y, X) ..., spacing ..., orientation RAS, origin ...`` for messages."""
+    """``shape (Z, Y, X) ..., spacing ..., origin ...`` for messages; with an affine (NIfTI) in the file's
+    order, as nibabel gives it: ``shape (I, J, K) along RAS, ..., origin (x, y, z) ...`` (trial 47)."""
     first, stop = spatial_axes(vol, spatial_dims)
     aff = grid_affine(vol, spatial_dims)
     n = stop - first
-    spacing = np.sqrt((aff[:n, :n] ** 2).sum(axis=0))[::-1]  # napari order
-    text = (f"shape {tuple(vol.data.shape[first:stop])}, spacing "
-            f"({', '.join(f'{s:g}' for s in spacing)})")  # fmt: skip
-    if vol.affine is not None:
-        text += f", orientation {axis_codes(aff)}"
-    origin = aff[:n, n][::-1] + 0.0  # + 0.0: a flipped axis's -0 reads 0
-    return text + f", origin ({', '.join(f'{o:g}' for o in origin)})"
+    spacing = np.sqrt((aff[:n, :n] ** 2).sum(axis=0))  # NIfTI order
+    origin = aff[:n, n] + 0.0  # + 0.0: a flipped axis's -0 reads 0
+    shape = tuple(vol.data.shape[first:stop])
+    if vol.affine is None:  # napari order
+        head, spacing, origin, world = f"shape {shape}", spacing[::-1], origin[::-1], ""
+    else:
+        head, world = f"shape {shape[::-1]} along {axis_codes(aff)}", " (x, y, z)" if n == 3 else " (x, y)"
+    return (f"{head}, spacing ({', '.join(f'{s:g}' for s in spacing)}), origin{world} "
+            f"({', '.join(f'{o:g}' for o in origin)})")
 
 
 def has_geometry(vol: Volume, spatial_dims: int | None = None) -> bool:
-    """Whether ``vol`` says where its voxels lie: an affine, a unit (a TIFF of 1 um voxels), or a
-    voxel size or origin other than 1 and 0 on its spatial axes (a ``.npy`` or a bare TIFF says
-    nothing)."""
+    """Whether ``vol`` says where its voxels lie: an affine, a unit (a TIFF of 1 um voxels), or a voxel
+    size or origin other than 1 and 0 on its spatial axes (a ``.npy`` or a bare TIFF says nothing)."""
     return not _no_geometry(vol, *spatial_axes(vol, spatial_dims))
 
 
@@ -255,8 +257,10 @@ def _align(moving: Volume, reference: Volume, names: tuple[str, str], dims: tupl
         return Alignment(moving, None)
     o_m, o_r = io_orientation(a_m), io_orientation(a_r)
     if np.array_equal(o_m, o_r):
-        raise refuse(f"{grid_differences((m_shape, r_shape), a_m, a_r)}: resample one onto the other's grid (same "
-                     "shape, spacing, origin and direction) first")
+        fix = (f"if they hold the same voxels, give {moving_name} the affine of {reference_name} (nibabel: "  # trial 47
+               "Nifti1Image(its data, the other's affine))" if header_rounding((m_shape, r_shape), a_m, a_r) else
+               "resample one onto the other's grid (same shape, spacing, origin and direction) first")
+        raise refuse(f"{grid_differences((m_shape, r_shape), a_m, a_r)}: {fix}")
     transform = ornt_transform(o_m, o_r)
     nifti_shape = m_shape[::-1]
     new_affine = a_m @ inv_ornt_aff(transform, nifti_shape)
