@@ -227,3 +227,17 @@ def test_training_images_stored_in_other_orientations_train_in_the_first_ones(ca
             f"'{tmp_path / 'ras.nii.gz'}' (predict puts images in it too)") in err
     assert out.startswith("plan: 2 image(s) of 12x36x40 voxels, spacing 3x1x1 (anisotropy 3"), out
     assert "resampled" not in err
+
+
+def test_evaluate_of_a_time_series_against_labels_of_one_frame_says_what_works(capsys, tmp_path, truth):
+    """Trial 47: "they must match", without a fix."""
+    series = nib.Nifti1Image(np.stack([truth] * 3, -1), RAS)
+    series.header.set_xyzt_units("mm", "sec")
+    nib.save(series, tmp_path / "series_seg.nii.gz")
+    for pred, labels in (("series", "truth"), ("truth", "series")):
+        code, out, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / f"{pred}_seg.nii.gz", "--labels",
+                                 tmp_path / f"{labels}_seg.nii.gz")
+        who = "labels are" if pred == "series" else "prediction is"
+        assert code == 1 and err.strip().endswith(
+            f"the {who} for one of the frames: give {who.split()[0]} for every one (shape (3, 12, 32, 40)), or save "
+            "the one it belongs to as a file of its own and score that"), err

@@ -204,8 +204,16 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     if note:
         info(note)
     if pred.data.ndim != gt.data.ndim or pred.data.shape[:-3] != gt.data.shape[:-3]:
-        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels "
-                         f"'{args.labels}' have {gt.data.shape}: they must match")  # fmt: skip
+        more, fewer = (pred, gt) if pred.data.ndim > gt.data.ndim else (gt, pred)
+        lead = more.axes[: more.data.ndim - fewer.data.ndim]
+        fix = "give files of one grid"
+        if more.data.ndim > fewer.data.ndim and more.data.shape[len(lead):] == fewer.data.shape:  # trial 47: no fix
+            what = "frames" if set(lead) == {"T"} else f"leading axes {lead}"
+            who = "labels are" if fewer is gt else "prediction is"
+            fix = (f"the {who} for one of the {what}: give {who.split()[0]} for every one (shape "
+                   f"{more.data.shape}), or save the one it belongs to as a file of its own and score that")
+        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} (axes {pred.axes}) but labels "
+                         f"'{args.labels}' have {gt.data.shape} (axes {gt.axes}): {fix}")  # fmt: skip
     aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                        reference_name=f"labels '{args.labels}'")  # fmt: skip
     if aligned.line:
