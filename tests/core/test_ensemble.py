@@ -305,6 +305,8 @@ def test_the_saved_line_names_each_folds_steps_and_a_fold_that_trained_too_few()
 
     assert saved_note(ensemble([410, 398]), None, 2) == (
         " (ensemble of 2 models; validation mean Dice per fold: 0.900, 0.900; steps per fold: 410, 398)")
+    assert saved_note(ensemble([410]), None, 2).startswith(  # trial 47: "ensemble of 1 models"
+        " (ensemble of 1 model of the 2 asked for (stopped); validation mean Dice per fold: 0.900")
     assert saved_note(ensemble([120, 118, 3, 5]), None, 4).endswith(
         "; steps per fold: 120, 118, 3, 5. Folds 3, 4 trained under half the steps of the others but count as "
         "much in the average: give more minutes or fewer folds)")
@@ -374,3 +376,22 @@ def test_a_fold_stopped_in_its_first_epoch_counts_the_steps_it_took():
     assert model.provenance["ensemble"]["member_steps"] == [6, member.provenance["steps"]]
     assert model_steps_trained(member).endswith("stopped before its first epoch ended: never validated, so these "
                                                 "are its last weights")
+
+
+def test_resuming_a_timed_ensemble_with_the_limit_it_started_with_says_no_change(tmp_path):
+    """Trial 47: the same --max-minutes, which a timed ensemble's --resume must give, read as a change."""
+    import json
+
+    from dataclasses import replace
+
+    from napari_medml.cli.resume import resumed_note
+    from napari_medml.config import to_dict
+
+    started = TrainConfig(data=DataConfig(folds=2), optim=OptimConfig(max_minutes=0.245, epochs=50))
+    (tmp_path / "fold-1" / "last").mkdir(parents=True)
+    (tmp_path / "fold-1" / "last" / "config.json").write_text(json.dumps({"train_config": to_dict(started)}))
+    again = replace(started, optim=replace(started.optim, max_minutes=0.5))
+    assert resumed_note(again, tmp_path) == ("--resume: the stopped run goes on with the settings it started with "
+                                             "(not planned again)")
+    longer = replace(started, optim=replace(started.optim, max_minutes=2.0))
+    assert ", but the time limit given now, 2 min for the 2 folds" in resumed_note(longer, tmp_path)

@@ -118,7 +118,9 @@ def saved_note(model: Any, best: Any, folds: int, *, resumed: bool = False) -> s
         dice = ", ".join("-" if d is None else f"{d:.3f}" for d in scores)
         if None in scores:
             dice += " ('-': no foreground held out, none scored, or stopped before its first validation)"
-        return f" (ensemble of {len(scores)} models; validation mean Dice per fold: {dice}" + (
+        n = len(scores)  # trial 47: a run stopped in its first fold said "ensemble of 1 models"
+        size = f"{n} model{'s' * (n != 1)}" + (f" of the {folds} asked for (stopped)" if n < folds else "")
+        return f" (ensemble of {size}; validation mean Dice per fold: {dice}" + (
             f"; {trained})" if trained else ")")
     note = _score_note(model, best, resumed)
     return f"{note}; trained {trained}" if trained else note

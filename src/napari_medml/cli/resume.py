@@ -118,7 +118,9 @@ def resumed_note(config: TrainConfig, folder: Path) -> str:
         limits = (config.optim.max_minutes, stored.optim.max_minutes)
         now, then = ("none" if m is None else f"{m:g} min" for m in limits)
         changed.append(f"a time limit of {now} instead of {then}")
-    elif stored.data.folds > 1 and config.optim.max_minutes is not None:  # its checkpoints keep a fold's share only
+    elif stored.data.folds > 1 and config.optim.max_minutes is not None and not (  # checkpoints keep a fold's share:
+            # the first fold's is what was left of the whole after setup, over the folds (ensemble._fold_minutes)
+            0.9 <= (stored.optim.max_minutes or 0) * stored.data.folds / config.optim.max_minutes <= 1.001):
         changed.append(f"the time limit given now, {config.optim.max_minutes:g} min for the {stored.data.folds} "
                        "folds")
     line = "--resume: the stopped run goes on with the settings it started with (not planned again)"
