@@ -153,6 +153,29 @@ def test_a_new_voxel_size_stops_with_a_reason_and_removing_the_answer_does_not(
     _stop(widget, qtbot)
 
 
+def test_a_time_series_is_refused_with_a_fix_that_works(make_napari_viewer, open_widget, qtbot, notes, phantom):
+    """Trial 47: "(open one frame)" did not say how; napari's Split Stack makes one layer a frame."""
+    from menu_helpers import get_app_model
+
+    image, _ = phantom
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.stack([image, image]), name="timelapse")
+    layer.axis_labels = ("t", "z", "y", "x")
+    widget = open_widget(viewer, "live")
+    widget["images"].value = [layer]
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors == ["Live segmentation: image 'timelapse' is a time series: live segmentation takes one 2D image "
+                      "or 3D volume: right-click the layer > Split Stack, then Start on a frame"], errors
+    viewer.layers.selection.active = layer
+    get_app_model().commands.execute_command("napari.layer.split_stack").result()
+    frame = [l for l in viewer.layers if l.data.shape == image.shape][0]
+    widget["images"].value = [frame]
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
+    _stop(widget, qtbot)
+
+
 def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_works(
         make_napari_viewer, open_widget, qtbot, notes, phantom):
     image, _ = phantom

@@ -323,8 +323,11 @@ def check_live_input(inputs: Any) -> None:
     from napari_medml.errors import InputError
 
     if "T" in inputs.axes:
-        raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D "
-                         "image or 3D volume (open one frame)")
+        first = inputs.axes.index("T") == 0 and inputs.image.ndim == np.ndim(inputs.layer.data)
+        how = ("right-click the layer > Split Stack, then Start on a frame" if first else  # trial 47: not said how
+               "add the frame as a layer of its own (napari's console: viewer.add_image(...)), then Start on it")
+        raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D image or 3D "
+                         f"volume: {how}")
     if inputs.axes.count("Q") > 1:  # more axes than a volume, and nothing says what they are
         raise InputError(f"image '{inputs.layer.name}' has {inputs.image.ndim} axes and napari does not say "
                          "what they are: name them in the console, e.g. viewer.layers['"
