@@ -241,3 +241,33 @@ def test_evaluate_of_a_time_series_against_labels_of_one_frame_says_what_works(c
         assert code == 1 and err.strip().endswith(
             f"the {who} for one of the frames: give {who.split()[0]} for every one (shape (3, 12, 32, 40)), or save "
             "the one it belongs to as a file of its own and score that"), err
+
+
+def test_review_47_a_4d_pair_in_another_orientation_a_tiff_beside_a_nifti_and_an_unnamed_4d_axis(capsys, tmp_path,
+                                                                                                truth):
+    """Review 47: the 4D labels of a PIR series were left in PIR beside their reoriented image (refused); a
+    TIFF's shape (Z, Y, X) stood beside a NIfTI's (x, y, z); a 4D file without time units was named "axes Q"."""
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+
+    rng = np.random.default_rng(0)
+    image = (truth + 0.3 * rng.random(truth.shape)).astype(np.float32)
+    to_pir = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt("PIR"))
+    args = []
+    for name in ("ras", "pir"):
+        for kind, data in (("", image), ("_seg", truth)):
+            made = nib.Nifti1Image(np.stack([data] * 2, -1), RAS)
+            made.header.set_xyzt_units("mm", "sec")
+            nib.save(made if name == "ras" else made.as_reoriented(to_pir), tmp_path / f"{name}4d{kind}.nii.gz")
+        args += ["--image", tmp_path / f"{name}4d.nii.gz", "--labels", tmp_path / f"{name}4d_seg.nii.gz"]
+    code, out, err = run_cli(capsys, "train", *args, "--max-minutes", "1", "--device", "cpu", "--plan-only")
+    assert code == 0 and out.startswith("plan: 4 image(s) of 12x32x40 voxels"), err
+    tifffile.imwrite(tmp_path / "pred.tif", np.ascontiguousarray(truth.T[:6]))  # (Z, Y, X), 6 slices of 12
+    code, _, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "pred.tif", "--labels",
+                           tmp_path / "truth_seg.nii.gz")
+    assert code == 1 and "(shape (6, 32, 40), " in err and "(shape (12, 32, 40), " in err, err
+    nib.save(nib.Nifti1Image(np.stack([truth] * 2, -1), RAS), tmp_path / "two_seg.nii.gz")  # no time unit
+    code, _, err = run_cli(capsys, "evaluate", "--prediction", tmp_path / "two_seg.nii.gz", "--labels",
+                           tmp_path / "truth_seg.nii.gz")
+    assert code == 1 and err.strip().endswith(
+        "have (12, 32, 40): the labels are for one of the 2 volumes or images along its first axis: give labels "
+        "for every one (shape (2, 12, 32, 40)), or save the one it belongs to as a file of its own and score that"), err

@@ -465,3 +465,13 @@ def test_the_classifier_focal_loss_is_the_true_class_term_per_sample_whatever_th
         alpha = torch.ones(8) if weight is None else torch.tensor(weight)[target]
         expected = (-alpha * (1 - p) ** 2 * torch.log(p)).mean()
         assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_a_diverged_run_says_so_and_not_that_the_image_holds_nan(shapes) -> None:
+    """Review 47: validation's report said "proba holds NaN ... fill the image's NaN first" of a finite image."""
+    _, samples = shapes
+    cfg = small_config(epochs=3)
+    cfg = replace(cfg, optim=replace(cfg.optim, optimizer="sgd", learning_rate=1e12))
+    with pytest.raises(ConfigError, match=r"^the network's outputs became NaN or infinite: the training diverged; "
+                                          r"lower the learning rate \(--lr, the Classify widget's learning rate\)$"):
+        train_classifier(samples, cfg)

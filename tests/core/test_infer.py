@@ -189,13 +189,16 @@ def test_input_dtypes_byte_order_and_bad_values(model_2d, slices):
     # was segmented as a stack of (X, 3) strips; a dict config raised AttributeError
     with pytest.raises(InputError, match=r"dtype complex64: give a real image \(np.abs or .real of the complex one\)"):
         model_2d.predict(image.astype(np.complex64))
-    for last in (3, 1):
+    for last, fix in ((3, "give one of them (image[..., 0]) or a grey image: the model takes one channel"),
+                      (1, "pass channel_axis=-1")):
         with pytest.raises(InputError) as caught:
             model_2d.predict(np.stack([image] * last, -1))
         assert str(caught.value) == (
             f"the image has shape {(*image.shape, last)}: its last axis ({last}) looks like colour or channels, not "
-            f"X (the images would be {last} voxel{'s' * (last != 1)} wide): pass channel_axis=-1 (axes='YXC'); for "
-            "images that narrow, name the axes (axes='ZYX')")
+            f"X (the images would be {last} voxel{'s' * (last != 1)} wide): {fix}; for images that narrow, name "
+            "the axes (axes='ZYX')")
+    with pytest.raises(InputError, match=r"\(axes='TZYX'\)$"):  # review 47: 'ZYX' for 4 axes did not fit
+        model_2d.predict(np.stack([np.stack([image] * 3, -1)] * 2))
     np.testing.assert_array_equal(model_2d.predict(image[..., None], channel_axis=-1).labels,
                                   model_2d.predict(image).labels)
     narrow = np.stack([image[:, :3]] * 2)  # a stack of images 3 wide, named as such

@@ -174,6 +174,15 @@ def test_a_time_series_is_refused_with_a_fix_that_works(make_napari_viewer, open
     widget["start"].changed.emit(True)
     qtbot.waitUntil(lambda: widget.session is not None, timeout=60000)
     _stop(widget, qtbot)
+    # review 47: an RGB series has Split RGB, not Split Stack, in napari's menu
+    colour = viewer.add_image(np.zeros((2, 24, 24, 3), np.uint8), name="colour", rgb=True)
+    colour.axis_labels = ("t", "y", "x")
+    widget["images"].value = [colour]
+    notes.clear()
+    widget["start"].changed.emit(True)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and errors[0].endswith("add the frame as a layer of its own (napari's console: "
+                                                   "viewer.add_image(...)), then Start on it"), errors
 
 
 def test_an_image_of_unnamed_axes_is_refused_naming_the_layer_and_a_fix_that_works(

@@ -323,7 +323,8 @@ def check_live_input(inputs: Any) -> None:
     from napari_medml.errors import InputError
 
     if "T" in inputs.axes:
-        first = inputs.axes.index("T") == 0 and inputs.image.ndim == np.ndim(inputs.layer.data)
+        first = inputs.axes.index("T") == 0 and inputs.image.ndim == np.ndim(inputs.layer.data) and not getattr(
+            inputs.layer, "rgb", False)  # napari offers Split RGB there, not Split Stack (review 47)
         how = ("right-click the layer > Split Stack, then Start on a frame" if first else  # trial 47: not said how
                "add the frame as a layer of its own (napari's console: viewer.add_image(...)), then Start on it")
         raise InputError(f"image '{inputs.layer.name}' is a time series: live segmentation takes one 2D image or 3D "

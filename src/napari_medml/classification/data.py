@@ -23,7 +23,6 @@ import numpy as np
 from napari_medml.config import ClassLevel
 from napari_medml.classification.class_files import read_class_csv
 from napari_medml.errors import InputError
-from napari_medml.preprocessing.inputs import check_finite
 
 __all__ = [
     "ClassLevel",
@@ -177,9 +176,33 @@ def _split_channels(image: np.ndarray, channel_axis: int | None, spatial_ndim: i
             f"{name} has shape {np.asarray(image).shape}: expected {spatial_ndim} axes "
             f"{'plus a channel axis ' if channel_axis is not None else ''}here{hint}"
         )
-    out = arr.astype(np.float32, copy=False)
-    check_finite(out, name)  # trial 47: NaN gave an object a class, and training failed in scikit-learn
-    return out
+    return arr.astype(np.float32, copy=False)
+
+
+def check_finite_samples(x: np.ndarray, name: str, level: str) -> None:
+    """Refuse samples ``(N, C, *spatial)`` that hold NaN or infinite values (trial 47: NaN gave an
+    object a class, and training failed in scikit-learn's validation). Only the samples count:
+    NaN outside every object or tile is never read (review 47).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        The samples.
+    name : str
+        How the message names the image they were cut from.
+    level : str
+        ``"image"``, ``"object"`` or ``"tile"``.
+
+    Raises
+    ------
+    InputError
+        Counting the samples, with the fill that works for a classifier.
+    """
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.zeros(0, bool)
+    if bad.any():
+        raise InputError(f"{name} holds NaN or infinite values in {int(bad.sum())} of its {len(x)} {level}s: fill "
+                         "them first (napari: Preprocess > fill NaN/inf, then classify the filled layer; Python: "
+                         "napari_medml.preprocessing.ops.fill_nonfinite)")
 
 
 def _resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
@@ -274,6 +297,7 @@ def image_samples(image: np.ndarray, *, labels: np.ndarray | None = None, classe
         input_size = _check_size(input_size, spatial_dims, "input_size")
         x = np.stack([_resize(s, input_size, order=1) for s in x]) if n else x
         params["input_size"] = list(input_size)
+    check_finite_samples(x, name, "image")
     return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=np.arange(n), level="image",
                         source_shape=tuple(data.shape[1:]), image_channels=x.shape[1], params=params)
 

@@ -33,6 +33,7 @@ from napari_medml.classification.data import (
     _need_level,
     _resize,
     _split_channels,
+    check_finite_samples,
     image_level_labels,
     image_samples,
     majority_class,
@@ -124,6 +125,7 @@ def tile_samples(image: np.ndarray, *, tile_size: Sequence[int], class_labels: n
         size = _check_size(input_size, spatial_dims, "input_size")
         x = np.stack([_resize(t, size, order=1) for t in x])
         params["input_size"] = list(size)
+    check_finite_samples(x, name, "tile")
     return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=starts, level="tile",
                         source_shape=tuple(spatial), image_channels=data.shape[0], params=params)
 

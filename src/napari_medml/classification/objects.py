@@ -20,6 +20,7 @@ from napari_medml.classification.data import (
     _label_dtype,
     _resize,
     _split_channels,
+    check_finite_samples,
     majority_class,
     map_ids,
 )
@@ -164,6 +165,7 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
         mask[(0, *dst)] = inst[src] == oid
         x[n, :-1] = _resize(crop, size, order=1)
         x[n, -1] = _resize(mask, size, order=1)[0] >= 0.5
+    check_finite_samples(x, name, "object")
     return ClassSamples(x=x, y=y, index=object_ids, level="object", source_shape=tuple(inst.shape),
                         image_channels=data.shape[0],
                         params={"spatial_dims": spatial_dims, "input_size": list(size),

@@ -207,6 +207,9 @@ class ClassificationTask:
         out = torch.cat(logits)
         target = torch.from_numpy(self.targets[idx]).to(device)
         val_loss = float(self.loss(out, target))
+        if not torch.isfinite(out).all():  # review 47: it said "fill the image's NaN" of a finite image
+            raise ConfigError("the network's outputs became NaN or infinite: the training diverged; lower the "
+                              "learning rate (--lr, the Classify widget's learning rate)")
         report = classification_report(self.samples.y[idx], torch.softmax(out, dim=1).cpu().numpy(),
                                        self.class_ids, class_names=self.config.class_names)
         scalars = {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")

@@ -208,12 +208,13 @@ def read_pair(args: argparse.Namespace) -> tuple[Any, Any]:
         lead = more.axes[: more.data.ndim - fewer.data.ndim]
         fix = "give files of one grid"
         if more.data.ndim > fewer.data.ndim and more.data.shape[len(lead):] == fewer.data.shape:  # trial 47: no fix
-            what = "frames" if set(lead) == {"T"} else f"leading axes {lead}"
+            what = ("frames" if set(lead) == {"T"} else f"{more.data.shape[0]} volumes or images along its first "
+                    "axis" if len(lead) == 1 else f"parts along its first {len(lead)} axes")  # review 47: "axes Q"
             who = "labels are" if fewer is gt else "prediction is"
             fix = (f"the {who} for one of the {what}: give {who.split()[0]} for every one (shape "
                    f"{more.data.shape}), or save the one it belongs to as a file of its own and score that")
-        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} (axes {pred.axes}) but labels "
-                         f"'{args.labels}' have {gt.data.shape} (axes {gt.axes}): {fix}")  # fmt: skip
+        raise InputError(f"prediction '{args.prediction}' has shape {pred.data.shape} but labels '{args.labels}' "
+                         f"have {gt.data.shape}: {fix}")  # fmt: skip
     aligned = align_to(pred, gt, moving_name=f"prediction '{args.prediction}'",
                        reference_name=f"labels '{args.labels}'")  # fmt: skip
     if aligned.line:

@@ -49,19 +49,20 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     reads = [io.read_volume(path, axes) for path in image_paths]
     spatial_dims = network_dims(reads, image_paths, spatial_dims)
-    first = file_orientation(image_paths[0], 3) if image_paths else None  # the model's (cli.train records it)
+    # a 3D model records the first image's orientation and predict puts images in it (cli.train); a 2D one does not
+    first = file_orientation(image_paths[0], 3) if image_paths and spatial_dims != 2 else None
     for img_path, lab_path, read in zip(image_paths, label_paths, reads, strict=True):
         raw, given = with_spacing(read, spacing, img_path)
-        own = file_orientation(img_path, 3) if first else None
-        if own and own != first:  # trial 47: a PIR copy of a RAS scan was resampled along the wrong axis
-            raw = to_orientation(raw, first)
-            info(f"image '{img_path}': stored in {own} voxel order, trained in {first} as the first image "
-                 f"'{image_paths[0]}' (predict puts images in it too)")
         check_finite(raw.data, f"image '{img_path}'")  # named by its file, before the core numbers it
         check_not_constant(raw.data, f"image '{img_path}'")
         # labels that store no voxel size beside an image that does lie on its grid: --spacing is not theirs
         lab = with_spacing(_read_labels(lab_path, axes), None if stores_voxel_size(read) else spacing, lab_path)[0]
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
+        own = file_orientation(img_path, 3) if first else None
+        if own and own != first:  # trial 47: a PIR copy of a RAS scan was resampled along the wrong axis
+            raw, lab = to_orientation(raw, first), to_orientation(lab, first)  # its labels too (4D ones: review 47)
+            info(f"image '{img_path}': stored in {own} voxel order, trained in {first} as the first image "
+                 f"'{image_paths[0]}' (predict puts images in it too)")
         painted.append(bool(np.any(lab.data)))
         check_not_transposed(lab, lab_path, raw, img_path)
         if lab.data.ndim > raw.data.ndim:  # a NIfTI saved with an extra leading axis, (1, X, Y, Z)

@@ -114,16 +114,15 @@ def axis_codes(affine: np.ndarray) -> str:
     return "".join(c if c is not None else "?" for c in aff2axcodes(affine))
 
 
-def describe_grid(vol: Volume, spatial_dims: int | None = None) -> str:
+def describe_grid(vol: Volume, spatial_dims: int | None = None, file_order: bool = True) -> str:
     """``shape (Z, Y, X) ..., spacing ..., origin ...`` for messages; with an affine (NIfTI) in the file's
     order, as nibabel gives it: ``shape (I, J, K) along RAS, ..., origin (x, y, z) ...`` (trial 47)."""
     first, stop = spatial_axes(vol, spatial_dims)
-    aff = grid_affine(vol, spatial_dims)
-    n = stop - first
+    aff, n = grid_affine(vol, spatial_dims), stop - first
     spacing = np.sqrt((aff[:n, :n] ** 2).sum(axis=0))  # NIfTI order
     origin = aff[:n, n] + 0.0  # + 0.0: a flipped axis's -0 reads 0
     shape = tuple(vol.data.shape[first:stop])
-    if vol.affine is None:  # napari order
+    if vol.affine is None or not file_order:  # napari order (review 47: beside a file of no affine, both so)
         head, spacing, origin, world = f"shape {shape}", spacing[::-1], origin[::-1], ""
     else:
         head, world = f"shape {shape[::-1]} along {axis_codes(aff)}", " (x, y, z)" if n == 3 else " (x, y)"
@@ -233,8 +232,9 @@ def _align(moving: Volume, reference: Volume, names: tuple[str, str], dims: tupl
     m_shape = tuple(moving.data.shape[m_first:m_stop])
 
     def refuse(why: str) -> InputError:
-        return InputError(f"{moving_name} ({describe_grid(moving, n)}) is not on the voxel grid of "
-                          f"{reference_name} ({describe_grid(reference, n)}): {why}")  # fmt: skip
+        both = moving.affine is not None and reference.affine is not None
+        return InputError(f"{moving_name} ({describe_grid(moving, n, both)}) is not on the voxel grid of "
+                          f"{reference_name} ({describe_grid(reference, n, both)}): {why}")  # fmt: skip
 
     if (moving.affine is None) != (reference.affine is None):  # a TIFF or NumPy file beside a NIfTI file
         return _align_without_direction(moving, reference, (m_first, m_stop), (r_first, r_stop),

@@ -193,7 +193,7 @@ class Model(BundledModel):
                                   f"channel(s) but got an array of shape {shape}{where}")  # fmt: skip
             samples = tuple(others[: len(others) - self.spatial_dims])
             if channel_axis is None and len(shape) > self.spatial_dims:
-                check_not_channels_last(shape, self.spatial_dims)
+                check_not_channels_last(shape, self.spatial_dims, self.in_channels)
         channels = 1 if channel_axis is None else shape[channel_axis]
         if channels != self.in_channels:
             hint = (f"; if axis {samples[0]} holds the channels, set channel_axis={samples[0]} (or axes)"
