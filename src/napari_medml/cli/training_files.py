@@ -59,7 +59,8 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         lab = with_spacing(_read_labels(lab_path, axes), None if stores_voxel_size(read) else spacing, lab_path)[0]
         lab = replace(lab, data=label_values(lab, lab_path, ids=ids))
         own = file_orientation(img_path, 3) if first else None
-        if own and own != first:  # trial 47: a PIR copy of a RAS scan was resampled along the wrong axis
+        # (labels that store no orientation lie on the image as stored: then both stay so)
+        if own and own != first and file_orientation(lab_path, 3):  # trial 47: resampled along the wrong axis
             raw, lab = to_orientation(raw, first), to_orientation(lab, first)  # its labels too (4D ones: review 47)
             info(f"image '{img_path}': stored in {own} voxel order, trained in {first} as the first image "
                  f"'{image_paths[0]}' (predict puts images in it too)")
