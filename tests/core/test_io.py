@@ -128,6 +128,26 @@ def test_tiff_round_trip_keeps_data_dtype_spacing(tmp_path: Path, dtype: str, nd
     assert_same(first, read_volume(tmp_path / "again.tif"))
 
 
+@pytest.mark.parametrize(("unit", "written", "factor"), [("nm", "um", 1e-3), ("cm", "mm", 10.0), ("mm", "mm", 1.0)])
+@pytest.mark.parametrize("with_affine", [False, True])
+def test_nifti_writes_nanometres_and_centimetres_in_a_unit_it_stores(tmp_path: Path, unit, written, factor,
+                                                                     with_affine) -> None:
+    """Note 46: NIfTI stores m, mm and µm only, and a layer in nm or cm was written with unit "unknown"
+    (its voxel sizes then read as mm by MONAI and nnU-Net)."""
+    spacing, origin = (300.0, 65.0, 65.0), (600.0, -130.0, 13.0)
+    affine = affine_from_spacing(spacing, origin) if with_affine else None
+    vol = Volume(np.arange(60, dtype=np.uint16).reshape(3, 4, 5), spacing, origin, affine, meta={"unit": unit})
+    write_volume(tmp_path / "cells.nii.gz", vol)
+    header = nib.load(tmp_path / "cells.nii.gz").header
+    assert header.get_xyzt_units()[0] == {"um": "micron", "mm": "mm"}[written]
+    back = read_volume(tmp_path / "cells.nii.gz")
+    assert back.meta["unit"] == written
+    np.testing.assert_allclose(back.spacing, np.multiply(spacing, factor), rtol=1e-6)
+    np.testing.assert_allclose(back.origin, np.multiply(origin, factor), rtol=1e-6)
+    np.testing.assert_array_equal(back.data, vol.data)
+    assert vol.meta["unit"] == unit and vol.spacing == spacing  # the layer's own volume is left as it was
+
+
 def test_tiff_uses_imagej_metadata_for_imagej_dtypes(tmp_path: Path) -> None:
     vol = Volume(np.zeros((3, 4, 5), np.uint16), (2.5, 0.5, 0.25), (0.0, 0.0, 0.0), meta={"unit": "um"})
     write_volume(tmp_path / "a.tif", vol)

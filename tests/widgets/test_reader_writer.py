@@ -398,3 +398,24 @@ def test_a_layer_in_micrometres_saves_and_opens_again_in_micrometres(make_napari
         assert [str(u) for u in back.units] == ["micrometer"] * 3
         np.testing.assert_allclose(back.scale, (0.29, 0.26, 0.26), rtol=1e-5)
         assert type(back) is type(layer)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_a_layer_in_nanometres_opens_again_at_its_size(make_napari_viewer, tmp_path, suffix) -> None:
+    """Note 46: NIfTI has no nanometre, and a layer in nm saved as .nii.gz opened with unit unknown; it is
+    written in µm now, its scale and position converted, so it lies where it lay (the TIFF reader already
+    gave nm as µm, so files of one microscope compare)."""
+    viewer = make_napari_viewer()
+    try:
+        layer = viewer.add_image(np.ones((4, 8, 8), np.float32), name="em", scale=(40.0, 8.0, 8.0),
+                                 translate=(80.0, 16.0, -8.0), units=("nm",) * 3)
+    except TypeError:
+        pytest.skip("napari 0.5.0 has no layer units")
+    viewer.layers.selection = {layer}
+    path = tmp_path / f"em{suffix}"
+    viewer.layers.save(str(path), selected=True, plugin=PLUGIN)
+    back = viewer.open(str(path), plugin=PLUGIN)[0]
+    assert [str(u) for u in back.units] == ["micrometer"] * 3
+    np.testing.assert_allclose(back.scale, (0.04, 0.008, 0.008), rtol=1e-5)
+    np.testing.assert_allclose(back.translate, (0.08, 0.016, -0.008), rtol=1e-5, atol=1e-9)
+    assert [str(u) for u in layer.units] == ["nanometer"] * 3 and tuple(layer.scale) == (40.0, 8.0, 8.0)

@@ -14,7 +14,7 @@ from napari_medml.io import axes as io_axes
 from napari_medml.errors import InputError
 from napari_medml.io.memory import lazy_threshold
 from napari_medml.io.time_units import TIME_UNIT_KEY, nifti_time_unit
-from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem
+from napari_medml.io.volume import Volume, affine_from_spacing, canonical_unit, file_stem, length_factor
 
 __all__ = ["load_nifti", "read_nifti", "write_nifti"]
 
@@ -206,14 +206,21 @@ def write_nifti(path: Path, volume: Volume) -> None:
     arr = np.transpose(arr, [axes.index(a) for a in napari_slots if a in axes])
     present = [a for a in napari_slots if a in axes]
     arr = arr.reshape(tuple(arr.shape[present.index(a)] if a in axes else 1 for a in napari_slots))
-    size = dict(zip(axes, volume.spacing, strict=True))
+    unit = str(volume.meta.get("unit"))
+    # NIfTI stores lengths in m, mm or µm only: a layer in nm or cm is written in µm or mm (was "unknown")
+    target = {"nm": "um", "cm": "mm"}.get(unit, unit)
+    factor, unit = length_factor(unit, target), target
+    size = {a: s * (factor if a in "ZYX" else 1.0) for a, s in zip(axes, volume.spacing, strict=True)}
     spacing = tuple(float(size.get(a, 1.0)) for a in napari_slots)
     spatial = [a for a in napari_slots if a in "ZYX"]
     affine = volume.affine
     if affine is None:
-        offset = dict(zip(axes, volume.origin, strict=True))
+        offset = {a: o * (factor if a in "ZYX" else 1.0) for a, o in zip(axes, volume.origin, strict=True)}
         affine = affine_from_spacing(tuple(size.get(a, 1.0) for a in spatial),
                                      tuple(offset.get(a, 0.0) for a in spatial))  # fmt: skip
+    else:
+        affine = np.asarray(affine, dtype=np.float64).copy()
+        affine[:3] *= factor  # world coordinates in the unit written
     affine = np.asarray(affine, dtype=np.float64)
     # dtype given: nibabel refuses 64-bit integers otherwise, and label ids may need them (2**40)
     img = nib.Nifti1Image(arr.transpose(tuple(range(arr.ndim))[::-1]), affine, dtype=arr.dtype)
@@ -225,11 +232,11 @@ def write_nifti(path: Path, volume: Volume) -> None:
         sform_code = 2  # codes 0 would drop its position; "aligned" (to another image) keeps it
     img.set_sform(affine, code=sform_code)
     own = volume.meta.get("qform")  # the file's qform beside this sform: on the same grid, it is kept
-    same_grid = own is not None and np.allclose(affine, np.asarray(volume.meta.get("qform_sform")), atol=1e-4)
+    same_grid = own is not None and factor == 1.0 and np.allclose(affine, np.asarray(volume.meta.get("qform_sform")), atol=1e-4)
     img.set_qform(np.asarray(own, np.float64) if same_grid else affine, code=qform_code)
     # set_qform resets pixdim from the affine; keep the file's own voxel sizes
     header.set_zooms(spacing[::-1])
-    nifti_unit = _NIFTI_UNITS.get(str(volume.meta.get("unit")), "unknown")
+    nifti_unit = _NIFTI_UNITS.get(unit, "unknown")
     frames = np.shape(data)[volume.axes.index("T")] if "T" in volume.axes else 0
     header.set_xyzt_units(xyz=nifti_unit, t=nifti_time_unit(volume.meta.get(TIME_UNIT_KEY), frames))
     if volume.is_labels:
