@@ -232,7 +232,8 @@ def write_nifti(path: Path, volume: Volume) -> None:
         sform_code = 2  # codes 0 would drop its position; "aligned" (to another image) keeps it
     img.set_sform(affine, code=sform_code)
     own = volume.meta.get("qform")  # the file's qform beside this sform: on the same grid, it is kept
-    same_grid = own is not None and factor == 1.0 and np.allclose(affine, np.asarray(volume.meta.get("qform_sform")), atol=1e-4)
+    same_grid = own is not None and factor == 1.0 and np.allclose(
+        affine, np.asarray(volume.meta.get("qform_sform")), atol=1e-4)
     img.set_qform(np.asarray(own, np.float64) if same_grid else affine, code=qform_code)
     # set_qform resets pixdim from the affine; keep the file's own voxel sizes
     header.set_zooms(spacing[::-1])
