@@ -276,3 +276,33 @@ def test_a_stop_in_the_first_epoch_keeps_a_model_that_says_it_was_never_validate
     qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
     assert any("holds other files (notes.txt)" in n.message for n in notes)
     assert not pre["resume"].enabled and sorted(f.name for f in mine.iterdir()) == ["notes.txt"]
+
+
+def test_a_saved_pretrained_model_is_recorded_by_its_folder(make_napari_viewer, open_widget, qtbot, notes, tmp_path):
+    """Trial 48: Train from a pretrained model the user had saved recorded the session's temp folder
+    (gone with the viewer) as init_from; it records the folder the user saved it to."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    ct = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing)
+    seg = viewer.add_labels(p.labels[CROP], name="seg", scale=p.spacing)
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [ct]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["bundle"].value = str(tmp_path / "pre")
+    pre["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=180000)
+    assert (tmp_path / "pre" / "config.json").is_file(), pre["status"].value
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [ct], seg
+    train["channels"].value, train["depth"].value = 4, 2
+    train["patch"].value = "16, 32, 32"
+    train["epochs"].value, train["steps"].value = 1, 2
+    train["init"].value = "ct pretrained"
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
+    saved = str((tmp_path / "pre").resolve())
+    assert train.model.config.model.init_from == saved
+    assert train.model.provenance["initial_weights"]["source"] == saved
+    assert "train-start" not in train["status"].value and f"tensors of {saved}" in train["status"].value
+    assert not [n for n in notes if "error" in str(n.severity).lower()], [n.message for n in notes]

@@ -192,6 +192,19 @@ class Session:
             self._folders[name] = Path(folder).resolve()
             self._stamps[name] = _stamp(self._folders[name])
 
+    def folder_of(self, name: str) -> Path | None:
+        """The bundle folder the session's model ``name`` was loaded from or saved to, while that
+        folder still holds that writing of it (no run wrote there since); None otherwise.
+
+        Parameters
+        ----------
+        name : str
+        """
+        where = self._folders.get(name)
+        if where is None or name not in self.models or self._stamps.get(name) != _stamp(where):
+            return None
+        return where
+
     def remember_prediction(self, layer: Any, shown: Any, edited: Any = None) -> ShownPrediction:
         """Keep ``shown``, a copy of what ``layer`` showed when it was made, and ``edited``, the
         voxels in it that hold the user's edits of earlier rounds (held while the layer lives)."""

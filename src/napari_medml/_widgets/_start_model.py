@@ -33,10 +33,14 @@ class StartModel:
         self._folders: list[str] = []
 
     def source(self) -> str:
-        """The bundle folder: a session model is saved into the session's temp folder (it goes
-        with the viewer) first; call it in the worker."""
+        """The bundle folder: a session model's own folder when it was loaded from or saved to one
+        that still holds it, else it is saved into the session's temp folder (it goes with the
+        viewer) first; call it in the worker."""
         if not self._in_session:
             return str(self._start)
+        saved = self._session.folder_of(self.name)
+        if saved is not None and self._session.models.get(self.name) is self._start:
+            return str(saved)  # trial 48: config.json named the session's temp folder, gone with the viewer
         path = self._start.save(self._session.run_folder("train-start") / "bundle")
         self._folders = [str(path), str(Path(path).resolve())]
         return str(path)
