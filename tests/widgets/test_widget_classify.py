@@ -355,6 +355,9 @@ def test_start_from_a_pretrain_or_segmentation_bundle(setup, qtbot, tmp_path, no
     # the loss curve is each epoch's mean, the value the history keeps
     assert widget.plot.train_loss == pytest.approx([h["train_loss"] for h in clf.history], rel=1e-6)
     assert "network unet-encoder, width 4, depth 2, instance norm: the start bundle's" in widget["status"].value
+    # trial 48: what was loaded and frozen was said while it ran, and gone from the result's line
+    assert (f"started from 10 of 12 tensors from {bundle}; the output layer starts new (the bundle's network is for "
+            f"{task}); the first encoder stage frozen" in widget["status"].value), widget["status"].value
     assert "shapes [classes]" in viewer.layers
 
 

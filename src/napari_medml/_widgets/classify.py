@@ -316,7 +316,7 @@ class ClassifyWidget(DockForm):
         (``from_bundle``: a saved classifier applied to this image, whose metrics are its training's)."""
         from napari_medml.classification.metrics import no_metrics_reason, report_summary
         from napari_medml.classification.tables import object_table
-        from napari_medml.classification.transfer import describe_taken
+        from napari_medml.classification.transfer import describe_start, describe_taken
 
         self.classifier, self.result = classifier, result
         spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
@@ -346,10 +346,13 @@ class ClassifyWidget(DockForm):
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
+        started = "" if from_bundle else describe_start(classifier.provenance)  # trial 48: said only while it ran
+        if started and isinstance(classifier.provenance.get("initial_weights"), dict):
+            started = f"started from {started}"
         n, parts = len(result.classes), list(result.table.get("part", ()))
         seen = f"; {parts.count('training')} trained on, {parts.count('validation')} validated on" if parts else ""
         self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts}){seen}"
-                                   + (f"; {taken}" if taken else "") + (f"; {result.note}" if result.note else ""))
+                                   + "".join(f"; {t}" for t in (started, taken, result.note) if t))
 
     @notify_errors("Classification")
     def apply(self, *_: Any) -> None:

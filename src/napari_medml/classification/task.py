@@ -149,29 +149,16 @@ class ClassificationTask:
     # --- TrainingTask ---------------------------------------------------------------------
 
     def start_message(self) -> str:
-        from napari_medml.classification.transfer import describe_taken
+        from napari_medml.classification.transfer import describe_start, describe_taken
 
         note = self.split_note
         initial = self.provenance["initial_weights"]
         if self.start_step and isinstance(initial, dict):  # note 45: the start bundle's line read as if it loaded now
             note += (f"; the weights are the checkpoint's at step {self.start_step} (the run began with "
                      f"{initial['loaded']} of {initial['total']} tensors from {initial['source']})")
-            initial = None
-        elif isinstance(initial, dict):
-            note += f"; {initial['loaded']} of {initial['total']} tensors from {initial['source']}"
-            if initial.get("input_unfit"):  # pretrained on images of other channels, or an object's mask added
-                theirs, mine = initial["input_channels"]
-                note += (f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: it "
-                         "starts new)")
-        if isinstance(initial, dict) and initial.get("new_output"):  # trial 38: 3 classes into 2, without a word
-            note += ("; the output layer starts new (" + ("the bundle's classifier has other classes)"
-                     if initial["task"] == "classification" else f"the bundle's network is for {initial['task']})"))
-        frozen = self.provenance.get("frozen_stages") or 0
-        if frozen:  # as the segmentation line says it
-            note += "; the first encoder stage frozen" if frozen == 1 else f"; the first {frozen} encoder stages frozen"
-        if isinstance(initial, dict) and initial.get("thawed"):
-            note += (f", except the {initial['thawed']} tensor{'s' * (initial['thawed'] != 1)} of "
-                     f"{'it' if frozen == 1 else 'them'} that start{'s' * (initial['thawed'] == 1)} new")
+        started = describe_start(self.provenance, loaded=not self.start_step)
+        if started:
+            note += f"; {started}"
         taken = describe_taken(self.taken)
         return f"{note}\n{taken}" if taken else note
 

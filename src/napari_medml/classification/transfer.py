@@ -18,7 +18,7 @@ from typing import Any
 from napari_medml.config import TrainConfig
 from napari_medml.errors import InputError
 
-__all__ = ["ENCODER_OF", "TAKEN_ADVICE", "describe_taken", "start_architecture"]
+__all__ = ["ENCODER_OF", "TAKEN_ADVICE", "describe_start", "describe_taken", "start_architecture"]
 
 # a segmentation/pretraining network -> the classifier that carries its encoder's tensors
 ENCODER_OF = {"unet": "unet-encoder"}
@@ -92,3 +92,40 @@ def describe_taken(taken: dict[str, Any]) -> str:
     parts = {"network": "network {}", "channels": "width {}", "depth": "depth {}", "norm": "{} norm"}
     said = [parts[k].format(v) for k, v in taken.items() if k in parts]
     return f"{', '.join(said)}: the start bundle's" if said else ""
+
+
+def describe_start(provenance: dict[str, Any], *, loaded: bool = True) -> str:
+    """What a classifier started from, as its run's first line and the Classify widget's result say it:
+    ``"18 of 22 tensors from PATH (its input layer ...: it starts new); the output layer starts new (...);
+    the first 2 encoder stages frozen, except the 2 tensors of them that start new"`` ('' for a random start).
+
+    Parameters
+    ----------
+    provenance : dict
+        The classifier's provenance (``initial_weights``: what ``bundles.transfer.transfer_weights``
+        returned, or a text for a random start; ``frozen_stages``).
+    loaded : bool
+        False for a resumed run, whose weights are its checkpoint's: only the frozen stages are said.
+    """
+    initial = provenance.get("initial_weights")
+    initial = initial if isinstance(initial, dict) and loaded else None
+    said = []
+    if initial is not None:
+        tensors = f"{initial['loaded']} of {initial['total']} tensors from {initial['source']}"
+        if initial.get("input_unfit"):  # pretrained on images of other channels, or an object's mask added
+            theirs, mine = initial["input_channels"]
+            tensors += (f" (its input layer takes {mine} channel{'s' * (mine != 1)}, the bundle's {theirs}: "
+                        "it starts new)")
+        said.append(tensors)
+        if initial.get("new_output"):  # trial 38: 3 classes into 2, without a word
+            said.append("the output layer starts new (" + ("the bundle's classifier has other classes)"
+                        if initial["task"] == "classification" else f"the bundle's network is for {initial['task']})"))
+    frozen = provenance.get("frozen_stages") or 0
+    if frozen:  # as the segmentation line says it
+        text = "the first encoder stage frozen" if frozen == 1 else f"the first {frozen} encoder stages frozen"
+        if initial is not None and initial.get("thawed"):
+            n = initial["thawed"]
+            text += (f", except the {n} tensor{'s' * (n != 1)} of {'it' if frozen == 1 else 'them'} "
+                     f"that start{'s' * (n == 1)} new")
+        said.append(text)
+    return "; ".join(said)
