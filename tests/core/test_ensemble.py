@@ -81,6 +81,18 @@ def test_a_patch_larger_than_a_folds_training_part_is_refused_before_any_fold_tr
         "at most (42, 64), or leave it out to choose one automatically (fewer folds leave larger training parts)")
 
 
+def test_a_validation_share_given_with_folds_is_said_unused():
+    """Trial 48: --folds 3 --val-fraction 0.1 held out a third in each fold and said nothing of the 0.1."""
+    from napari_medml.segmentation.prepare import _split
+
+    image, label = np.zeros((1, 48, 16), np.float32), np.ones((48, 16), np.uint8)
+    for share, said in ((0.1, True), (0.2, False)):
+        config = TrainConfig(data=DataConfig(spatial_dims=2, folds=3, fold=1, val_fraction=share))
+        note = _split([image], [label], config)[2]
+        assert note.startswith("fold 2 of 3") and (
+            "(val_fraction 0.1 is not used with folds: each fold holds out 1 of 3)" in note) is said, note
+
+
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
     p = phantom_3d(seed=0, shape=(16, 32, 32))

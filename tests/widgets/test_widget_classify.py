@@ -417,8 +417,9 @@ def test_a_saved_classifier_classifies_new_objects_and_predict_refuses_it(make_n
     assert set(np.unique(result.data[instances > 0])) <= {1, 2}
     assert widget["status"].value.startswith("6 objects classified") and "trained on" not in widget["status"].value
     # trial 31: the bundle's validation read as a score of this image
-    assert widget["metrics"].value.startswith("the bundle's own validation when it was trained (to score this "
-                                              "image, use Evaluate with its true classes):\nvalidation (2 samples")
+    assert widget["metrics"].value.startswith(  # trial 48: it said "use Evaluate", which scores segmentations
+        "the bundle's own validation when it was trained (to score this image, save its 'table CSV' and run "
+        "napari-medml evaluate --prediction TABLE --labels TRUE_CLASSES):\nvalidation (2 samples")
     assert widget.classifier.sample_params["box"] == "common"
     predict = open_widget(viewer, "predict")
     predict["images"].value = [layer]

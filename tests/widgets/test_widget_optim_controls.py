@@ -56,6 +56,16 @@ def test_train_widget_momentum_weight_decay_norm_dropout_and_normalization_reach
     np.testing.assert_array_equal(labels.data, p.labels[CROP])
 
 
+def test_train_widget_validation_share_is_off_while_folds_hold_out(make_napari_viewer, open_widget):
+    """Trial 48: 'validation' 0.1 with 3 folds was recorded and unused (each fold holds out a third)."""
+    train = open_widget(make_napari_viewer(), "train")
+    assert train["folds"].value == 0 and train["val_fraction"].enabled  # planned: one model or an ensemble
+    train["folds"].value = 3
+    assert not train["val_fraction"].enabled and "each fold holds out" in train["val_fraction"].tooltip
+    train["folds"].value = 1
+    assert train["val_fraction"].enabled
+
+
 def test_classify_widget_sizes_only_the_networks_that_have_a_size(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     classify = open_widget(viewer, "classify")

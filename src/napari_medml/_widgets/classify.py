@@ -341,8 +341,10 @@ class ClassifyWidget(DockForm):
         self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
                                     no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2"))
         if from_bundle and classifier.metrics:  # not a score of this image: that needs its true classes
-            self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, "
-                                        "use Evaluate with its true classes):\n" + self._w["metrics"].value)
+            # trial 48: it said "use Evaluate", whose widget scores segmentations only
+            self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
+                                        "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "
+                                        "TRUE_CLASSES):\n" + self._w["metrics"].value)
         counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
                            for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})

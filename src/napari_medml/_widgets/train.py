@@ -175,6 +175,14 @@ class TrainWidget(DockForm):
         w["patch"].changed.connect(publish_patch)
         publish_patch()
         w["resume"].changed.connect(self.resume)
+
+        def folds_hold_out(*_: Any) -> None:  # trial 48: a share set with folds went unused, unsaid
+            w["val_fraction"].enabled = w["folds"].value < 2
+            w["val_fraction"].tooltip = ("not used with folds: each fold holds out 1 of them" if w["folds"].value >= 2
+                                         else "share of the data held out for validation")
+
+        w["folds"].changed.connect(folds_hold_out)
+        folds_hold_out()
         self._session.on_model_added(lambda _name: w["init"].reset_choices())
         self._reference = self.config()  # the untouched form: fields changed from it win over the plan
         self._device.check(soon=True)  # once docked: see Runner.start_soon

@@ -123,8 +123,11 @@ def _split(images: list, labels: list, config: TrainConfig, **kwargs: Any) -> tu
 
     dc = config.data
     if dc.folds > 1 and dc.fold is not None:
-        return split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"),
-                                margin=kwargs.get("margin", 0), groups=dc.sample_groups)
+        train, val, note = split.split_fold(images, labels, dc.fold, dc.folds, context=kwargs.get("context"),
+                                            margin=kwargs.get("margin", 0), groups=dc.sample_groups)
+        if dc.val_fraction != type(dc).val_fraction:  # trial 48: a share given with folds went unused, unsaid
+            note += f" (val_fraction {dc.val_fraction:g} is not used with folds: each fold holds out 1 of {dc.folds})"
+        return train, val, note
     return split.split_train_val(images, labels, dc.val_fraction, groups=dc.sample_groups, **kwargs)
 
 
