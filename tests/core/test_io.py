@@ -148,6 +148,26 @@ def test_nifti_writes_nanometres_and_centimetres_in_a_unit_it_stores(tmp_path: P
     assert vol.meta["unit"] == unit and vol.spacing == spacing  # the layer's own volume is left as it was
 
 
+@pytest.mark.parametrize(("name", "dtype"), [("cells.ome.tif", "uint16"), ("cells.tif", "int64")])
+@pytest.mark.parametrize("unit", ["um", "mm", None])
+def test_tiff_resolution_tags_agree_with_the_sizes(tmp_path: Path, name: str, dtype: str, unit) -> None:
+    """Trial 48: OME-TIFFs (and tifffile's JSON pages) had resolution tags in inches beside sizes in µm
+    (0.26 inch pixels); they are in centimetres now, or without a unit when the sizes have none."""
+    vol = Volume(np.zeros((3, 4, 5), dtype), (0.5, 0.26, 0.13), (0.0, 0.0, 0.0), meta={"unit": unit} if unit else {})
+    write_volume(tmp_path / name, vol)
+    with tifffile.TiffFile(tmp_path / name) as tif:
+        tags = tif.pages.first.tags
+        x, y = (tags[t].value[0] / tags[t].value[1] for t in ("XResolution", "YResolution"))
+        if unit is None:
+            assert tags["ResolutionUnit"].value == 1 and (x, y) == pytest.approx((1 / 0.13, 1 / 0.26))
+        else:
+            cm = {"um": 1e-4, "mm": 0.1}[unit]
+            assert tags["ResolutionUnit"].value == 3  # centimetre
+            assert (x, y) == pytest.approx((1 / (0.13 * cm), 1 / (0.26 * cm)), rel=1e-4)
+    back = read_volume(tmp_path / name)
+    assert back.spacing == pytest.approx((0.5, 0.26, 0.13)) and back.meta.get("unit") == unit
+
+
 def test_tiff_uses_imagej_metadata_for_imagej_dtypes(tmp_path: Path) -> None:
     vol = Volume(np.zeros((3, 4, 5), np.uint16), (2.5, 0.5, 0.25), (0.0, 0.0, 0.0), meta={"unit": "um"})
     write_volume(tmp_path / "a.tif", vol)

@@ -18,7 +18,7 @@ from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
 from napari_medml.errors import InputError
 from napari_medml.io.memory import lazy_threshold
 from napari_medml.io.time_units import TIME_UNIT_KEY, canonical_time_unit, imagej_time_unit, ome_time_unit
-from napari_medml.io.volume import Volume, canonical_unit, file_stem, length_factor
+from napari_medml.io.volume import LENGTH_UNITS, Volume, canonical_unit, file_stem, length_factor
 
 __all__ = ["read_tiff", "write_tiff"]
 
@@ -287,6 +287,12 @@ def write_tiff(path: Path, volume: Volume) -> None:
     offset = dict(zip(axes, volume.origin, strict=False))
     unit = volume.meta.get("unit")
     resolution = (1.0 / size["X"], 1.0 / size["Y"])
+    # OME and tifffile's JSON pages: the resolution tags in centimetres, as the sizes say (trial 48: tifffile's
+    # default unit, the inch, gave 0.26 inch pixels beside PhysicalSizeX 0.26 µm), or with no unit; ImageJ's
+    # convention is pixels per its own unit with no TIFF unit, as tifffile writes it
+    unit_cm = length_factor(canonical_unit(unit), "cm") if canonical_unit(unit) in LENGTH_UNITS else None
+    tagged = ({"resolution": (resolution[0] / unit_cm, resolution[1] / unit_cm), "resolutionunit": "CENTIMETER"}
+              if unit_cm else {"resolution": resolution, "resolutionunit": "NONE"})
     dtype = data.dtype.name
     ome_name = path.name.lower().endswith((".ome.tif", ".ome.tiff"))  # the name promises OME-TIFF
     # ImageJ drops length-1 axes (a (1, Y, X) stack reads back as (Y, X)); tifffile's JSON keeps them
@@ -338,8 +344,8 @@ def write_tiff(path: Path, volume: Volume) -> None:
             ome["Plane"]["PositionZ"] = [offset["Z"] + i * size["Z"] for i in z.tolist()]
         for ax in spatial if placed else "":  # a position without its unit is read as µm (OME's default): name it
             ome["Plane"][f"Position{ax}Unit"] = [ome_unit] * len(index)
-        tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack",
-                         resolution=resolution, metadata=ome)  # fmt: skip
+        tifffile.imwrite(path, data, ome=True, photometric="rgb" if rgb else "minisblack", metadata=ome,
+                         **tagged)  # fmt: skip
     else:  # dtypes neither ImageJ nor OME know (int64, float16, ...), or length-1 axes: tifffile's JSON
         info = {"spacing": list(volume.spacing), "origin": list(volume.origin),
                 "axes": axes + ("S" if rgb else "")}  # fmt: skip
@@ -351,5 +357,5 @@ def write_tiff(path: Path, volume: Volume) -> None:
             info["labels"] = True
         # ome=False: tifffile takes a .ome.tif name for OME and dropped this JSON, voxel size and unit with it
         # (review 43: a one-slice NIfTI saved as x.ome.tif read back at 1 x 1 pixels)
-        tifffile.imwrite(path, data, resolution=resolution, metadata=info, ome=False,
-                         photometric="rgb" if rgb else "minisblack")  # fmt: skip
+        tifffile.imwrite(path, data, metadata=info, ome=False, photometric="rgb" if rgb else "minisblack",
+                         **tagged)  # fmt: skip

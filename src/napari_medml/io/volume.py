@@ -14,7 +14,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file",
+__all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file",
            "length_factor"]
 
 
@@ -193,6 +193,7 @@ def canonical_unit(raw: Any) -> str | None:
 
 
 _METRES = {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
+LENGTH_UNITS = tuple(_METRES)  # the canonical length units
 
 
 def length_factor(unit: str | None, target: str | None) -> float:
