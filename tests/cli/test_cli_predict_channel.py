@@ -63,3 +63,24 @@ def test_one_channel_of_a_two_channel_file_is_segmented_as_that_channel_alone(bu
                 "--device", "cpu", "--channel", "1", "--axes", "CYX", tmp=tmp_path)
     assert named.returncode == 0, named.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "r.tif"), tifffile.imread(tmp_path / "q.tif"))
+
+
+def test_channel_with_a_model_of_as_many_channels_as_the_file_says_drop_it(tmp_path) -> None:
+    """Trial 48: --channel 1 with a 2-channel model on a 2-channel file said the file 'has 1' channel."""
+    from napari_medml.segmentation.task import train
+
+    s = touching_objects_2d(0, shape=(48, 64))
+    two = np.stack([s.image, -s.image]).astype(np.float32)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    model = train(two, (s.labels > 0).astype(np.uint8), config, channel_axis=0).save(tmp_path / "model")
+    tifffile.imwrite(tmp_path / "two.tif", two, imagej=True, metadata={"axes": "CYX"})
+    refused = run("predict", "--model", model, "--image", tmp_path / "two.tif", "--out", tmp_path / "p.tif",
+                  "--device", "cpu", "--channel", "1", tmp=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(
+        f"--channel 1 takes one channel, for a one-channel model; this model takes 2 channels and image "
+        f"'{tmp_path / 'two.tif'}' has them (axes CYX): drop --channel"), refused.stderr
+    done = run("predict", "--model", model, "--image", tmp_path / "two.tif", "--out", tmp_path / "p.tif",
+               "--device", "cpu", tmp=tmp_path)
+    assert done.returncode == 0 and tifffile.imread(tmp_path / "p.tif").shape == (48, 64), done.stderr

@@ -73,6 +73,10 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
     check_not_strips(axes, vol.data.shape, dims, what)
     lay = layout(axes, dims, what, f"or {AXES_HINT}")
     if channel is not None:
+        if in_channels is not None and in_channels > 1 and lay.channel_axis is not None and \
+                int(vol.data.shape[lay.channel_axis]) == in_channels:  # trial 48: "has 1 channel", for --channel's
+            raise InputError(f"--channel {channel} takes one channel, for a one-channel model; this model takes "
+                             f"{in_channels} channels and {what} has them (axes {vol.axes}): drop --channel")
         vol = _one_channel(vol, lay.channel_axis, channel, what, unnamed)
         lay = layout(vol.axes, dims, what, f"or {AXES_HINT}")
     channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
