@@ -271,3 +271,21 @@ def test_review_47_a_4d_pair_in_another_orientation_a_tiff_beside_a_nifti_and_an
     assert code == 1 and err.strip().endswith(
         "have (12, 32, 40): the labels are for one of the 2 volumes or images along its first axis: give labels "
         "for every one (shape (2, 12, 32, 40)), or save the one it belongs to as a file of its own and score that"), err
+
+
+def test_an_image_without_a_voxel_size_takes_its_labels_grid(capsys, tmp_path):
+    """Trial 48: a channel-last TIFF without a voxel size, beside labels in 0.26 µm, was said to lie on the
+    labels' grid, yet the model recorded voxels of 1 x 1 (and every prediction on 0.26 µm images warned)."""
+    rng = np.random.default_rng(0)
+    lab = np.zeros((48, 64), np.uint8)
+    lab[8:24, 10:30] = lab[30:44, 36:60] = 1
+    img = np.stack([lab * 3.0 + rng.normal(0, 1, lab.shape), rng.normal(0, 1, lab.shape)], -1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "yxc.tif", img, metadata={"axes": "YXC"})
+    tifffile.imwrite(tmp_path / "seg.tif", lab, imagej=True, resolution=(1 / 0.26, 1 / 0.26),
+                     metadata={"axes": "YX", "unit": "um"})
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "yxc.tif", "--labels", tmp_path / "seg.tif",
+                           "--patch-size", "32", "32", "--out", tmp_path / "m", *TINY)
+    assert code == 0, err
+    assert "has no voxel size or position: taken to lie on the grid of labels" in err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["spacing"] == pytest.approx([0.26, 0.26])
