@@ -445,3 +445,21 @@ def test_object_inputs_that_do_not_fit_get_one_line(capsys, tmp_path) -> None:
                            "--instances", tmp_path / "vol_inst.npy", "--out", tmp_path / "vol_pred.npy")
     assert_one_line_error(code, err, "the instance labels are 3D (4, 96, 128), but this classifier was trained "
                           "on 2D objects: classify 2D images with it, or train a classifier on 3D objects")
+
+
+def test_a_stack_of_three_pixel_images_stored_as_rgb_names_the_axes_that_read_it(capsys, tmp_path) -> None:
+    """Trial 48: tifffile stores an (8, 3, 3) stack as one RGB image; the refusal said to "stack the
+    images", which it was, and never named --axes ZYX, which works."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 1, (8, 3, 3)).astype(np.float32)
+    images[4:] += 3
+    tifffile.imwrite(tmp_path / "tiny.tif", (images * 20 + 100).astype(np.uint8))  # uint8 (8, 3, 3): RGB
+    (tmp_path / "classes.csv").write_text("sample,class\n" + "".join(f"{i},{1 + (i >= 4)}\n" for i in range(8)))
+    base = ["train", "--task", "classification", "--mode", "image", "--image", tmp_path / "tiny.tif", "--classes",
+            tmp_path / "classes.csv", "--epochs", "1", "--steps-per-epoch", "2", "--features", "4", "--depth", "1",
+            "--device", "cpu", "--val-fraction", "0.25", "--out", tmp_path / "c"]
+    code, _, err = run_cli(capsys, *base)
+    assert_one_line_error(code, err, "reads as one RGB image (Y, X and 3 colours, its file says so): if its first "
+                                     "axis holds the samples, say so with --axes ZYX")
+    code, _, err = run_cli(capsys, *base, "--axes", "ZYX")
+    assert code == 0, err

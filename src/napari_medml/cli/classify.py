@@ -10,6 +10,8 @@ widget (``classification.levels`` samples, ``classification.task.fit_classifier`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,12 +198,28 @@ def read_samples(args: argparse.Namespace) -> Any:
         class_labels = object_class_labels(args.classes, instances, instances_name=f"instances '{args.instances}'")
     else:
         class_labels = None
-    samples = make_samples(args.level, vol.data, {k: v for k, v in params.items() if v},
-                           class_labels=class_labels, instances=instances,
-                           channel_axis=axis, name=f"image '{path}'")
+    with _rgb_stack_hint(vol, path, args.level, args.axes):
+        samples = make_samples(args.level, vol.data, {k: v for k, v in params.items() if v},
+                               class_labels=class_labels, instances=instances,
+                               channel_axis=axis, name=f"image '{path}'")
     if csv_classes and args.level == "image":  # read after the stack is checked: its first axis is the sample
         samples = replace(samples, y=read_class_csv(args.classes, len(samples)))
     return samples
+
+
+@contextmanager
+def _rgb_stack_hint(vol: Any, path: Any, level: str, axes: str | None) -> Iterator[None]:
+    """A refusal of an image-level stack that its file made one RGB image (tifffile stores an
+    (N, 3, 3) array as Y, X and colour) names the --axes that reads it as a stack (trial 48)."""
+    from napari_medml.errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        if level != "image" or axes or not vol.meta.get("rgb") or vol.data.ndim != 3:
+            raise
+        raise InputError(f"{exc}; image '{path}' reads as one RGB image (Y, X and {vol.data.shape[-1]} colours, "
+                         "its file says so): if its first axis holds the samples, say so with --axes ZYX") from None
 
 
 def _size(values: list[int] | None) -> int | tuple[int, ...] | None:
@@ -267,9 +285,10 @@ def predict(args: argparse.Namespace, classifier: Any) -> int:
     axis = vol.channel_axis  # named by the file (RGB or a C axis), never guessed
     with progress_bar("sample") as bar:
         progress = bar_progress(bar, "classified", "samples")
-        result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
-                                     probability_map=args.probabilities is not None,
-                                     name=f"image '{args.image}'")  # fmt: skip
+        with _rgb_stack_hint(vol, args.image, classifier.level, args.axes):
+            result = classifier.classify(vol.data, instances=instances, channel_axis=axis, progress=progress,
+                                         probability_map=args.probabilities is not None,
+                                         name=f"image '{args.image}'")  # fmt: skip
     dims = result.labels.ndim
     # each written under a temporary name, then renamed: a crash leaves no truncated file
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, result.labels, spatial_dims=dims,
