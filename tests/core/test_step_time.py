@@ -125,3 +125,44 @@ def test_a_run_stopped_within_an_epoch_says_the_steps_it_took(tmp_path, monkeypa
             break
     assert [h["step"] for h in model.history] == [4, 8, 12] and "steps" not in model.provenance
     assert model_steps_trained(model).startswith("12 steps in ") and np.isfinite(model.history[-1]["train_loss"])
+
+
+def test_slow_steps_and_batches_are_timed_fewer_times(slow_transform, monkeypatch):
+    """Trial 48: labels of 242 ids (an intensity image given as labels) planned for minutes past a
+    6-second budget, each of its slow steps timed four times in each of several plans. A slow warm-up
+    now takes one timed step after it, slow batches two draws; the planner times each trial once."""
+    from napari_medml.nn import losses
+
+    built = []
+    real = losses.build_loss
+
+    def counting(*args, **kwargs):
+        fn = real(*args, **kwargs)
+        built.append(0)
+
+        def loss(*a, **k):
+            built[-1] += 1
+            return fn(*a, **k)
+
+        return loss
+
+    monkeypatch.setattr(losses, "build_loss", counting)
+    step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"))
+    assert built == [4] and len(slow_transform) == step_time.DRAWS * BATCH  # quick: 1 + 3 steps, 8 batches
+    monkeypatch.setattr(step_time, "SLOW_S", 0.0)
+    slow_transform.clear()
+    step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"))
+    assert built == [4, 2] and len(slow_transform) == 2 * BATCH  # slow: 1 + 1 steps, 2 batches
+
+
+def test_the_planner_times_each_trial_step_once(monkeypatch):
+    from napari_medml.samples import touching_objects_2d
+    from napari_medml.segmentation.planning import plan_run
+
+    timed = []
+    real = step_time.measure_step
+    monkeypatch.setattr(step_time, "measure_step", lambda *a, **k: timed.append(repr(
+        (a[0].data.patch_size, a[0].data.batch_size, a[0].model))) or real(*a, **k))
+    s = touching_objects_2d(0, shape=(96, 160))
+    plan_run(s.image, s.labels > 0, config(), spacing=s.spacing)
+    assert timed and len(timed) == len(set(timed)), timed

@@ -113,8 +113,14 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
 
             raise NothingLearned("stopped while planning, before the first training step: no model was made")
 
+    timed: dict[str, float] = {}  # plans of one model and of an ensemble often time the same step
+
     def timer(trial: TrainConfig) -> float:
-        return measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device, check)
+        key = repr((trial.data.patch_size, trial.data.batch_size, trial.model, trial.optim.loss, trial.augment,
+                    trial.amp))
+        if key not in timed:
+            timed[key] = measure_step(trial, prepared[0].shape[0], len(_class_ids), spacings[0], device, check)
+        return timed[key]
 
     def planned(config: TrainConfig, keep: Sequence[str]) -> Plan:
         if config.data.folds > 1:  # an ensemble: every member's training part must hold the patch

@@ -10,6 +10,7 @@ from napari_medml.config import TrainConfig
 __all__ = ["measure_step", "model_steps_trained", "steps_trained"]
 
 DRAWS = 8  # augmented batches timed
+SLOW_S = 1.0  # a warm-up step (or batch) this slow: fewer are timed (trial 48: 242 classes planned for minutes)
 
 
 def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: Any, device: Any,
@@ -37,8 +38,9 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     Returns
     -------
     float
-        The fastest of three timed steps after a warm-up step, plus the mean time of
-        augmenting a batch (over ``DRAWS`` batches), in seconds.
+        The fastest of three timed steps after a warm-up step (one when the warm-up took
+        over ``SLOW_S``), plus the mean time of augmenting a batch (over ``DRAWS`` batches, or
+        two when they take over ``2 * SLOW_S``), in seconds.
     """
     import time
 
@@ -60,7 +62,9 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     y = torch.randint(1, classes + 1, (config.data.batch_size, 1, *patch), generator=gen).to(device)
     times = []
     check = check or (lambda: None)
-    for _ in range(4):  # the first step warms up allocators and kernels
+    for i in range(4):  # the first step warms up allocators and kernels
+        if i == 2 and times[0] > SLOW_S:  # one timed step: each slow one eats the time budget
+            break
         check()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -89,14 +93,15 @@ def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any, check: A
     if transform is None:
         return 0.0
     x, y = x.cpu(), y.cpu().float()
-    spent = 0.0
-    for _ in range(DRAWS):  # the transforms fire at random: a mean over several batches
+    spent, draws = 0.0, 0
+    while draws < DRAWS and not (draws >= 2 and spent > SLOW_S * 2):  # they fire at random: a mean over batches
         check()
         start = time.perf_counter()
         for b in range(x.shape[0]):
             transform({"image": x[b].clone(), "label": y[b].clone()})
         spent += time.perf_counter() - start
-    return spent / DRAWS
+        draws += 1
+    return spent / draws
 
 
 def steps_trained(history: Sequence[Mapping[str, Any]], plan: Mapping[str, Any] | None = None,
