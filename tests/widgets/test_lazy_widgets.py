@@ -264,3 +264,37 @@ def test_predict_widget_splits_instances_of_a_lazy_layer_block_by_block(make_nap
     blocks = np.asarray(shown.data)
     pairs = np.unique(np.stack([whole.ravel(), blocks.ravel()]).astype(np.int64), axis=1)
     assert pairs.shape[1] == len(np.unique(whole)) == len(np.unique(blocks)) > 1
+
+
+def test_predict_widget_runs_a_2d_model_on_a_lazy_volume_slice_by_slice(
+        make_napari_viewer, open_widget, qtbot, notes, tmp_path):
+    """Trial 48: a 2D model on a volume the reader opened lazily was refused ("block-wise prediction
+    takes one 2D image ... or predict in memory"), a choice this widget does not offer; the slices
+    are predicted one at a time, read one at a time, as for a volume in memory."""
+    from napari_medml._widgets.predict import BUNDLE_CHOICE
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.samples import touching_objects_2d
+    from napari_medml.segmentation.task import train
+
+    sample = touching_objects_2d(0, shape=(48, 64))
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(32, 32), val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=3), device="cpu")
+    model = train(sample.image.astype(np.float32), (sample.labels > 0).astype(np.uint8), config)
+    bundle = model.save(tmp_path / "model2d")
+    stack = np.stack([sample.image, sample.image[::-1], sample.image[:, ::-1]]).astype(np.float32)
+    data, source = _lazy(stack, (1, 48, 64))
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(data, name="stack")
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    shown = viewer.layers["stack [prediction]"]
+    assert shown.data.shape == stack.shape and source.largest <= 48 * 64  # read slice by slice
+    expected = model.predict(stack, axes="ZYX", config=predict.infer_config()).labels
+    np.testing.assert_array_equal(np.asarray(shown.data), expected)
+    assert "takes it one slice or frame at a time: predicted in memory" in predict["status"].value

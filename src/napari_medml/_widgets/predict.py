@@ -205,15 +205,21 @@ class PredictWidget(DockForm):
             progress = lambda done, total: report((done, total))  # noqa: E731
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
+                from napari_medml.segmentation.to_zarr import takes_samples
 
-                if is_lazy_image(inputs.image) and hasattr(model, "params"):
+                blockwise = is_lazy_image(inputs.image)
+                if blockwise and takes_samples(model, inputs.image, inputs.axes):  # trial 48: refused, naming an
+                    blockwise = False  # in-memory prediction this widget did not offer; one sample at a time, read
+                    report(f"layer '{inputs.layer.name}' is read from disk and the {model.spatial_dims}D model takes "
+                           "it one slice or frame at a time: predicted in memory (block-wise takes one image)")
+                if blockwise and hasattr(model, "params"):
                     # an instance model on a dask/zarr layer: maps, then objects, block by block on disk
                     from napari_medml.instances.to_zarr import instances_to_folder
 
                     prediction = instances_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                      spacing=inputs.spacing, origin=origin, config=config,
                                                      params=params, progress=progress, stop=stop)
-                elif is_lazy_image(inputs.image) and isinstance(model, Model):
+                elif blockwise and isinstance(model, Model):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
