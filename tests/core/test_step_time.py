@@ -152,7 +152,12 @@ def test_slow_steps_and_batches_are_timed_fewer_times(slow_transform, monkeypatc
     monkeypatch.setattr(step_time, "SLOW_S", 0.0)
     slow_transform.clear()
     step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"))
-    assert built == [4, 2] and len(slow_transform) == 2 * BATCH  # slow: 1 + 1 steps, 2 batches
+    assert built == [4, 1] and len(slow_transform) == 2 * BATCH  # very slow: the warm-up alone, 2 batches
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.3 * next(ticks))  # every step and batch takes 0.3 s
+    monkeypatch.setattr(step_time, "SLOW_S", 0.1)  # slow (> 0.1 s), not very slow (< 0.5 s)
+    step_time.measure_step(config(), 1, 2, (1.0, 1.0), torch.device("cpu"))
+    assert built == [4, 1, 2]  # the warm-up and one timed step
 
 
 def test_the_planner_times_each_trial_step_once(monkeypatch):

@@ -39,7 +39,7 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     -------
     float
         The fastest of three timed steps after a warm-up step (one when the warm-up took
-        over ``SLOW_S``), plus the mean time of augmenting a batch (over ``DRAWS`` batches, or
+        over ``SLOW_S``, the warm-up itself when it took over ``5 * SLOW_S``), plus the mean time of augmenting a batch (over ``DRAWS`` batches, or
         two when they take over ``2 * SLOW_S``), in seconds.
     """
     import time
@@ -63,8 +63,8 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     times = []
     check = check or (lambda: None)
     for i in range(4):  # the first step warms up allocators and kernels
-        if i == 2 and times[0] > SLOW_S:  # one timed step: each slow one eats the time budget
-            break
+        if (i == 1 and times[0] > 5 * SLOW_S) or (i == 2 and times[0] > SLOW_S):  # each slow step eats the
+            break  # budget: one timed step after a slow warm-up, none after a very slow one (it counts, a bit high)
         check()
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -77,7 +77,7 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return min(times[1:]) + _augment_seconds(config, x, y, spacing, check)
+    return min(times[1:] or times) + _augment_seconds(config, x, y, spacing, check)
 
 
 def _augment_seconds(config: TrainConfig, x: Any, y: Any, spacing: Any, check: Any) -> float:
