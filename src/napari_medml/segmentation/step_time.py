@@ -39,8 +39,9 @@ def measure_step(config: TrainConfig, in_channels: int, classes: int, spacing: A
     -------
     float
         The fastest of three timed steps after a warm-up step (one when the warm-up took
-        over ``SLOW_S``, the warm-up itself when it took over ``5 * SLOW_S``), plus the mean time of augmenting a batch (over ``DRAWS`` batches, or
-        two when they take over ``2 * SLOW_S``), in seconds.
+        over ``SLOW_S``, the warm-up itself when it took over ``5 * SLOW_S``), plus the mean
+        time of augmenting a batch (over ``DRAWS`` batches, or two when they take over
+        ``2 * SLOW_S``), in seconds.
     """
     import time
 
