@@ -197,7 +197,7 @@ def test_a_two_channel_nifti_stored_psl_trains_with_labels_stored_ras(tmp_path):
     image = np.stack([stored * 5.0 + 1, stored * 2.0], axis=-1).astype(np.float32)  # (X', Y', Z', 2)
     nib.save(nib.Nifti1Image(image, ras @ o.inv_ornt_aff(to_psl, lab.shape)), tmp_path / "img.nii.gz")
     nib.save(nib.Nifti1Image(lab, ras), tmp_path / "seg.nii.gz")
-    images, labels, _, channel_axis, dims, _ = read_pairs([tmp_path / "img.nii.gz"], [tmp_path / "seg.nii.gz"], None)
+    images, labels, _, channel_axis, dims, _, _ = read_pairs([tmp_path / "img.nii.gz"], [tmp_path / "seg.nii.gz"], None)
     assert dims == 3 and channel_axis == 0 and images[0].shape == (2, *stored.T.shape)
     np.testing.assert_array_equal(labels[0], stored.T)  # on the image's voxels: napari order (Z, Y, X)
     np.testing.assert_array_equal(images[0][1] > 0, labels[0] > 0)

@@ -67,7 +67,8 @@ def predict(args: argparse.Namespace, model: Any) -> int:
     from napari_medml.cli.spacing_option import check_spacing_covers, with_spacing
 
     vol, lay = image_layout(with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0],
-                            args.image, dims, in_channels=model.in_channels, channel=args.channel)
+                            args.image, dims, in_channels=model.in_channels, channel=args.channel,
+                            channel_names=model.config.data.channel_names)
     check_spacing_covers(vol, args.image, dims)
     if lay.sample_axes:
         count = math.prod(vol.data.shape[a] for a in lay.sample_axes)

@@ -175,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
                          f"'{args.model}' is a segmentation model")  # fmt: skip
     dims = model.spatial_dims
     vol, lay = image_layout(predict_blocks.read_image(args, model), args.image, dims,
-                            in_channels=model.in_channels, channel=args.channel)  # fmt: skip
+                            in_channels=model.in_channels, channel=args.channel,
+                            channel_names=model.config.data.channel_names)  # fmt: skip
     check_spacing_covers(vol, args.image, dims)
     if blockwise and lay.sample_axes:  # trial 42: it said "3 frames predicted one by one", then refused them
         from napari_medml.io.axes import samples_phrase

@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         from napari_medml.cli.resume import stopped_config
 
         args.spatial_dims = stopped_config(resume_folder(args)).data.spatial_dims
-    images, labels, spacings, channel_axis, dims, groups = read_pairs(
+    images, labels, spacings, channel_axis, dims, groups, args.channel_names = read_pairs(
         args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class",
         spacing=args.spacing)
     read = images, labels, spacings, channel_axis, dims, groups
@@ -335,6 +335,8 @@ def _run_config(args: argparse.Namespace, dims: int, groups: tuple[int, ...]) ->
         config = replace(config, checkpoint_dir=str(checkpoint_folder(args.out)))
     if max(groups) > 1:  # slices or frames of a volume as samples: their neighbours are not held out apart
         config = replace(config, data=replace(config.data, sample_groups=groups))
+    if getattr(args, "channel_names", None):  # as the files named them: predict matches an image's by them
+        config = replace(config, data=replace(config.data, channel_names=tuple(args.channel_names)))
     return config
 
 

@@ -24,11 +24,12 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     Returns
     -------
     tuple
-        ``(images, labels, spacings, channel_axis, spatial_dims, groups)``: lists of
-        samples, the spatial voxel size of each, the channel axis of the samples (None
-        without channels), the network's dimensions (3 when the images have Z, else 2,
-        unless given) and the number of samples cut from each file, in order (the
-        config's ``data.sample_groups``).
+        ``(images, labels, spacings, channel_axis, spatial_dims, groups, channel_names)``:
+        lists of samples, the spatial voxel size of each, the channel axis of the samples
+        (None without channels), the network's dimensions (3 when the images have Z, else 2,
+        unless given), the number of samples cut from each file, in order (the config's
+        ``data.sample_groups``), and the channels' names when every file names them (an
+        image that stores the first one's channels in another order is taken in its order).
     """
     import numpy as np
 
@@ -45,6 +46,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels, groups = [], [], [], set(), []
+    named: list[tuple[str, ...]] = []  # each image's channel names (the file's), in the first image's order
     painted: list[bool] = []  # per labels file: any voxel above 0
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
     reads = [io.read_volume(path, axes) for path in image_paths]
@@ -114,6 +116,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
         if lay.channel_axis is not None:
             info(f"image '{img_path}': {vol.data.shape[lay.channel_axis]} channels (axes {vol.axes}, "
                  f"shape {vol.data.shape})")  # fmt: skip
+            vol = _in_first_channel_order(vol, lay.channel_axis, img_path, image_paths[0], named)
         lead = [vol.data.shape[a] for a in lay.sample_axes]
         if lead:
             info(f"image '{img_path}': {samples_phrase(vol.axes, vol.data.shape, spatial_dims)} (axes {vol.axes}) "
@@ -143,7 +146,9 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     line = unknown_spacing_line(stored)
     if line:
         info(line)
-    return images, labels, spacings, channels.pop(), spatial_dims, tuple(groups)
+    # the model records the channels' names when every image names them (predict matches an image's by them)
+    names = named[0] if named and len(named) == len(image_paths) and all(n == named[0] for n in named) else None
+    return images, labels, spacings, channels.pop(), spatial_dims, tuple(groups), names
 
 
 def _over_channels(lab: Any, vol: Any, lab_name: str, img_name: str) -> Any:
@@ -195,6 +200,30 @@ def _grid_of_labels(vol: Any, lab: Any, spatial: int) -> Any:
     spacing, origin = list(vol.spacing), list(vol.origin)
     spacing[first:stop], origin[first:stop] = lab.spacing[l_first:l_stop], lab.origin[l_first:l_stop]
     return replace(vol, spacing=tuple(spacing), origin=tuple(origin), meta={**vol.meta, "unit": lab.meta["unit"]})
+
+
+def _in_first_channel_order(vol: Any, channel_axis: int, path: Path, first: Path, named: list) -> Any:
+    """``vol`` with its channels in the first image's order when both files name the same channels in
+    another order (trial 48: channels stored in another order trained as the same), a warning when the
+    names differ; appends the names it ends with to ``named``."""
+    from dataclasses import replace
+
+    from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
+    from napari_medml.io.channel_order import in_channel_order, match_channels
+
+    names = tuple(channel_names_of(vol))
+    if not names:
+        return vol
+    if named:
+        order, line = match_channels(named[0], names, f"image '{path}'", f"the first image '{first}' has")
+        if line:
+            info(line)
+        if order is not None:
+            names = named[0]
+            vol = replace(vol, data=in_channel_order(vol.data, channel_axis, order),
+                          meta={**vol.meta, CHANNEL_NAMES_KEY: list(names)})
+    named.append(names)
+    return vol
 
 
 def _read_labels(path: Path, axes: str | None) -> Any:

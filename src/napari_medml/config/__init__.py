@@ -81,6 +81,9 @@ class DataConfig:
     # one volume, per volume, e.g. (31, 1, 1); the slices next to a held-out one do not train
     # (segmentation.sample_groups). None: the images are unrelated.
     sample_groups: tuple[int, ...] | None = None
+    # The training images' channel names, in the network's input order, as their files named them
+    # (OME Channel names); predict takes an image whose file names them in another order in this one
+    channel_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
