@@ -50,6 +50,16 @@ def layer_volume(layer: napari.layers.Layer) -> Volume:
     return layer_to_volume(layer.data, _kwargs(layer), isinstance(layer, napari.layers.Labels))
 
 
+def file_channel_names(inputs: ModelInput) -> tuple[str, ...]:
+    """The names the layer's file gave its channels (OME Channel names) when ``inputs`` is one
+    layer with a channel axis; () otherwise (layers stacked as channels, or no names)."""
+    from napari_medml.io.axes import channel_names_of
+
+    if len(inputs.names) > 1 or inputs.channel_axis is None:
+        return ()
+    return tuple(channel_names_of(layer_volume(inputs.layer)))
+
+
 def follow_dims(images: Any, dims: Any) -> Any:
     """Keep a 2D/3D ComboBox ``dims`` possible for the layers chosen in ``images``.
 

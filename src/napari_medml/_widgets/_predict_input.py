@@ -11,7 +11,8 @@ import napari
 import numpy as np
 
 from napari_medml._widgets._instances import spatial_origin
-from napari_medml._widgets._layers import SOURCE_KEY, ModelInput, channel_note, layer_spatial, model_input
+from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note, file_channel_names, layer_spatial,
+                                          model_input)
 from napari_medml.errors import InputError
 
 __all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "image_gone", "input_for", "is_lazy_image",
@@ -59,6 +60,16 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
 
     placed, why = choose_input(model, raw, shown)
     check_channels(model, placed.inputs)
+    names = getattr(getattr(getattr(model, "config", None), "data", None), "channel_names", None)
+    if names:  # trial 48: the same stains stored in another order were segmented without a word
+        from napari_medml.io.channel_order import in_channel_order, match_channels
+
+        inputs = placed.inputs
+        order, line = match_channels(names, file_channel_names(inputs), f"image '{inputs.layer.name}'")
+        if order is not None:
+            placed = placed._replace(inputs=inputs._replace(
+                image=in_channel_order(inputs.image, inputs.channel_axis, order)))
+        why = "; ".join(w for w in (why, line) if w)
     if isinstance(placed.inputs.image, np.ndarray) and not recipe_fills_nonfinite(model):  # the model fills them
         check_finite(placed.inputs.image, f"image '{placed.inputs.layer.name}'")
     return placed, why
