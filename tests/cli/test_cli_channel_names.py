@@ -59,3 +59,32 @@ def test_the_same_stains_in_another_order_are_taken_in_the_models(capsys, tmp_pa
     np.testing.assert_array_equal(preds["b"], preds["a"])  # swapped back: the same segmentation
     np.testing.assert_array_equal(preds["c"], preds["a"])  # stored alike, named otherwise: as stored
     assert preds["a"].any()
+
+
+def test_an_instance_model_block_by_block_takes_the_channels_in_its_order(capsys, tmp_path) -> None:
+    """Review 48: an instance model writing a .zarr segmented an OME-Zarr of swapped channels as stored."""
+    from napari_medml.io import Volume, write_volume
+
+    s = touching_objects_2d(0, shape=(64, 64))
+    nuclei = s.image.astype(np.float32)
+    other = np.random.default_rng(1).normal(0, 1, nuclei.shape).astype(np.float32)
+    ome(tmp_path / "a.ome.tif", [other, nuclei], ["GFP", "DAPI"])
+    tifffile.imwrite(tmp_path / "objects.tif", s.labels.astype(np.uint16))
+    code, err = run_cli(capsys, "train", "--task", "instances", "--image", tmp_path / "a.ome.tif", "--labels",
+                        tmp_path / "objects.tif", "--out", tmp_path / "inst", *TINY)
+    assert code == 0, err
+    for name, channels, names in (("same", [other, nuclei], ["GFP", "DAPI"]),
+                                  ("swapped", [nuclei, other], ["DAPI", "GFP"])):
+        write_volume(tmp_path / f"{name}.ome.zarr", Volume(np.stack(channels)[:, None], (1.0,) * 4, (0.0,) * 4, None,
+                                                           meta={"channel_names": names}, axes="CZYX"))
+    outs = {}
+    for name in ("same", "swapped"):
+        code, err = run_cli(capsys, "predict", "--model", tmp_path / "inst", "--image", tmp_path / f"{name}.ome.zarr",
+                            "--out", tmp_path / f"p_{name}.zarr")
+        assert code == 0, err
+        if name == "swapped":
+            assert "stores its channels as DAPI, GFP; the model was trained on GFP, DAPI: taken in that order" in err
+        from napari_medml.io import read_volume
+
+        outs[name] = np.asarray(read_volume(tmp_path / f"p_{name}.zarr").data)
+    np.testing.assert_array_equal(outs["swapped"], outs["same"])

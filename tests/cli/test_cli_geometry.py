@@ -289,3 +289,13 @@ def test_an_image_without_a_voxel_size_takes_its_labels_grid(capsys, tmp_path):
     assert "has no voxel size or position: taken to lie on the grid of labels" in err
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["spacing"] == pytest.approx([0.26, 0.26])
+    # review 48: labels with a voxel size and no unit (a KeyError), and NIfTI labels (they kept voxels of 1)
+    tifffile.imwrite(tmp_path / "seg_nounit.tif", lab, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"axes": "YX"})
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(lab.T), np.diag([0.7, 0.7, 1.0, 1.0])), tmp_path / "seg.nii.gz")
+    for labels, spacing in (("seg_nounit.tif", [0.5, 0.5]), ("seg.nii.gz", [0.7, 0.7])):
+        code, _, err = run_cli(capsys, "train", "--image", tmp_path / "yxc.tif", "--labels", tmp_path / labels,
+                               "--patch-size", "32", "32", "--out", tmp_path / labels.split(".")[0], *TINY)
+        assert code == 0, err
+        config = json.loads((tmp_path / labels.split(".")[0] / "config.json").read_text())
+        assert config["spacing"] == pytest.approx(spacing), labels

@@ -75,6 +75,20 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
     return placed, why
 
 
+def blockwise_input(model: Any, inputs: ModelInput, why: str = "") -> tuple[bool, str]:
+    """Whether Predict segments ``inputs`` block by block on disk (a dask/zarr layer the model takes as
+    one image), and ``why`` (the input's note) with a line added when a lazy layer is predicted in
+    memory instead, one slice or frame at a time (a 2D model on a volume; trial 48: refused, naming
+    an in-memory prediction the widget did not offer)."""
+    from napari_medml.segmentation.to_zarr import takes_samples
+
+    if not is_lazy_image(inputs.image) or not takes_samples(model, inputs.image, inputs.axes):
+        return is_lazy_image(inputs.image), why
+    line = (f"layer '{inputs.layer.name}' is read from disk and the {model.spatial_dims}D model takes it one slice "
+            "or frame at a time: predicted in memory (block-wise takes one image)")
+    return False, "; ".join(w for w in (why, line) if w)
+
+
 def choose_input(model: Any, raw: Placed | InputError, shown: Placed | None) -> tuple[Placed, str]:
     """``raw`` when ``model`` re-applies the chosen layer's recipe (it was trained with it, or
     recorded it), else ``shown`` and a line saying so (a crop or window made after training).

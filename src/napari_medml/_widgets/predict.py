@@ -22,8 +22,8 @@ from napari_medml._widgets._instances import (
     CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
     with_controls,
 )
-from napari_medml._widgets._predict_input import (as_predicted, choose_input, image_gone, input_for, is_lazy_image,
-                                                  prediction_inputs, result_note)
+from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, image_gone, input_for,
+                                                  is_lazy_image, prediction_inputs, result_note)
 from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -157,11 +157,10 @@ class PredictWidget(DockForm):
 
     def infer_config(self) -> InferConfig:
         w = self._w
-        return InferConfig(
-            overlap=w["overlap"].value, tta=w["tta"].value, min_size=w["min_size"].value,
-            fill_holes=w["fill_holes"].value, keep_largest=w["keep_largest"].value,
-            instances=w["instances"].value, return_probabilities=w["probabilities"].value != "none",
-            return_uncertainty=w["uncertainty"].value)
+        return InferConfig(overlap=w["overlap"].value, tta=w["tta"].value, min_size=w["min_size"].value,
+                           fill_holes=w["fill_holes"].value, keep_largest=w["keep_largest"].value,
+                           instances=w["instances"].value, return_probabilities=w["probabilities"].value != "none",
+                           return_uncertainty=w["uncertainty"].value)
 
     def _model_source(self) -> tuple[str, Any]:
         """(name, Model) from the session, or (name, bundle path) to load in the worker."""
@@ -198,20 +197,15 @@ class PredictWidget(DockForm):
                                  "Pretrain ('reconstruct with') gives its reconstruction and anomaly map, and "
                                  "Train segmentation starts from it ('start bundle')")
             placed, why = input_for(model, raw, shown)
+            inputs, origin, affine = placed
+            blockwise, why = blockwise_input(model, inputs, why)
             if why:
                 report(why)
-            inputs, origin, affine = placed
             params = with_controls(model.params, chosen) if hasattr(model, "params") else None
             progress = lambda done, total: report((done, total))  # noqa: E731
             with intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 from napari_medml.segmentation.model import Model
-                from napari_medml.segmentation.to_zarr import takes_samples
 
-                blockwise = is_lazy_image(inputs.image)
-                if blockwise and takes_samples(model, inputs.image, inputs.axes):  # trial 48: refused, naming an
-                    blockwise = False  # in-memory prediction this widget did not offer; one sample at a time, read
-                    report(f"layer '{inputs.layer.name}' is read from disk and the {model.spatial_dims}D model takes "
-                           "it one slice or frame at a time: predicted in memory (block-wise takes one image)")
                 if blockwise and hasattr(model, "params"):
                     # an instance model on a dask/zarr layer: maps, then objects, block by block on disk
                     from napari_medml.instances.to_zarr import instances_to_folder

@@ -83,7 +83,7 @@ def image_layout(vol: Any, path: Path, spatial_dims: int | None, *, labels_shape
         lay = layout(vol.axes, dims, what, f"or {AXES_HINT}")
     channels = 1 if lay.channel_axis is None else int(vol.data.shape[lay.channel_axis])
     if channel_names and lay.channel_axis is not None and channel is None:
-        vol = _in_model_channel_order(vol, lay.channel_axis, channel_names, what)
+        vol = in_model_channel_order(vol, lay.channel_axis, channel_names, what)
     if in_channels is not None and channels != in_channels:  # before any work, in the options' words
         fix = _channel_fix(vol.axes, vol.data.shape, in_channels, bool(vol.meta.get("rgb")), dims)
         if in_channels == 1 and channel is None and labels_shape is None:  # predicting: one channel can be taken
@@ -139,7 +139,7 @@ def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool, d
     return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {letters}"
 
 
-def _in_model_channel_order(vol: Any, axis: int, names: Any, what: str) -> Any:
+def in_model_channel_order(vol: Any, axis: int, names: Any, what: str) -> Any:
     """``vol`` with its named channels in the model's order ``names`` (trial 48: the same stains
     stored in another order were segmented without a word, Dice 0.18 for 0.97)."""
     from dataclasses import replace

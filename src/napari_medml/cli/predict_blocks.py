@@ -184,6 +184,10 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
                                            foreground_threshold=args.foreground_threshold))  # fmt: skip
     vol = read_image(args, model)
     check_orientation(args, model, vol)
+    if "C" in vol.axes and model.config.data.channel_names:  # review 48: segmented with swapped channels
+        from napari_medml.cli.layout import in_model_channel_order
+
+        vol = in_model_channel_order(vol, vol.axes.index("C"), model.config.data.channel_names, f"image '{args.image}'")
     image, _ = volume_layout(model, vol.data, vol.axes, None)
     spacing = spatial_spacing(vol, model.spatial_dims)
     note = spacing_note(spacing, model.spacing, f"image '{args.image}'", recipe=model.config.data.preprocessing)

@@ -195,11 +195,12 @@ def _grid_of_labels(vol: Any, lab: Any, spatial: int) -> Any:
         float(s) == 1.0 for s in vol.spacing[first:stop]) and not any(vol.origin[first:stop])
     placed = lab.meta.get("unit") or any(float(s) != 1.0 for s in lab.spacing[l_first:l_stop]) or any(
         lab.origin[l_first:l_stop])
-    if not bare or not placed or lab.affine is not None or stop - first != l_stop - l_first:
+    if not bare or not placed or stop - first != l_stop - l_first:  # (a NIfTI's too: review 48)
         return vol
     spacing, origin = list(vol.spacing), list(vol.origin)
     spacing[first:stop], origin[first:stop] = lab.spacing[l_first:l_stop], lab.origin[l_first:l_stop]
-    return replace(vol, spacing=tuple(spacing), origin=tuple(origin), meta={**vol.meta, "unit": lab.meta["unit"]})
+    unit = {"unit": lab.meta["unit"]} if lab.meta.get("unit") else {}  # review 48: labels with a size, no unit
+    return replace(vol, spacing=tuple(spacing), origin=tuple(origin), meta={**vol.meta, **unit})
 
 
 def _in_first_channel_order(vol: Any, channel_axis: int, path: Path, first: Path, named: list) -> Any:
