@@ -80,7 +80,7 @@ def blockwise_input(model: Any, inputs: ModelInput, why: str = "") -> tuple[bool
     one image), and ``why`` (the input's note) with a line added when a lazy layer is predicted in
     memory instead, one slice or frame at a time (a 2D model on a volume; trial 48: refused, naming
     an in-memory prediction the widget did not offer)."""
-    from napari_medml.segmentation.to_zarr import takes_samples
+    from napari_medml.segmentation.prediction import takes_samples
 
     if not is_lazy_image(inputs.image) or not takes_samples(model, inputs.image, inputs.axes):
         return is_lazy_image(inputs.image), why

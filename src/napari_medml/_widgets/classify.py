@@ -340,17 +340,13 @@ class ClassifyWidget(DockForm):
             self.roc.show(classifier.metrics)
         self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
                                     no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2"))
-        if from_bundle and classifier.metrics:  # not a score of this image: that needs its true classes
-            # trial 48: it said "use Evaluate", whose widget scores segmentations only
+        if from_bundle and classifier.metrics:  # not this image's score (trial 48: "use Evaluate", segmentations only)
             self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
                                         "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "
                                         "TRUE_CLASSES):\n" + self._w["metrics"].value)
-        counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}"
-                           for c in result.class_ids)
+        counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}" for c in result.class_ids)
         taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
-        started = "" if from_bundle else describe_start(classifier.provenance)  # trial 48: said only while it ran
-        if started and isinstance(classifier.provenance.get("initial_weights"), dict):
-            started = f"started from {started}"
+        started = "" if from_bundle else describe_start(classifier.provenance, started=True)  # trial 48: kept
         n, parts = len(result.classes), list(result.table.get("part", ()))
         seen = f"; {parts.count('training')} trained on, {parts.count('validation')} validated on" if parts else ""
         self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts}){seen}"

@@ -94,7 +94,7 @@ def describe_taken(taken: dict[str, Any]) -> str:
     return f"{', '.join(said)}: the start bundle's" if said else ""
 
 
-def describe_start(provenance: dict[str, Any], *, loaded: bool = True) -> str:
+def describe_start(provenance: dict[str, Any], *, loaded: bool = True, started: bool = False) -> str:
     """What a classifier started from, as its run's first line and the Classify widget's result say it:
     ``"18 of 22 tensors from PATH (its input layer ...: it starts new); the output layer starts new (...);
     the first 2 encoder stages frozen, except the 2 tensors of them that start new"`` ('' for a random start).
@@ -106,6 +106,8 @@ def describe_start(provenance: dict[str, Any], *, loaded: bool = True) -> str:
         returned, or a text for a random start; ``frozen_stages``).
     loaded : bool
         False for a resumed run, whose weights are its checkpoint's: only the frozen stages are said.
+    started : bool
+        Begin with ``"started from "`` when weights were loaded (a result's line, after the run).
     """
     initial = provenance.get("initial_weights")
     initial = initial if isinstance(initial, dict) and loaded else None
@@ -128,4 +130,4 @@ def describe_start(provenance: dict[str, Any], *, loaded: bool = True) -> str:
             text += (f", except the {n} tensor{'s' * (n != 1)} of {'it' if frozen == 1 else 'them'} "
                      f"that start{'s' * (n == 1)} new")
         said.append(text)
-    return "; ".join(said)
+    return ("started from " if started and initial is not None else "") + "; ".join(said)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Prediction", "check_orientation", "in_model_orientation", "model_intensity_note", "predict_oriented",
-           "stack_predictions"]
+           "stack_predictions", "takes_samples"]
 
 
 @dataclass(frozen=True)
@@ -213,3 +213,18 @@ def model_intensity_note(model: Any, image: Any, axes: str | None, name: str) ->
     channel_axis, _ = first._layout(image, None, axes)
     recipe = getattr(getattr(getattr(first, "config", None), "data", None), "preprocessing", ())
     return intensity_note(image, channel_axis, stats, name, recipe)
+
+
+def takes_samples(model: Any, data: Any, axes: str | None) -> bool:
+    """Whether ``model`` takes ``data`` (axes named by ``axes``) as several samples, one at a time
+    (a 2D model on a volume, a time series): block-wise prediction takes one image.
+
+    Parameters
+    ----------
+    model : Model or InstanceModel
+    data : array-like
+        The image, a NumPy, dask or zarr array.
+    axes : str or None
+        One letter per axis of ``data`` (``io.Volume.axes``).
+    """
+    return bool(model._layout(data, None, axes)[1])

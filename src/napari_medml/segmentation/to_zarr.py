@@ -39,7 +39,7 @@ from napari_medml.segmentation.run_identity import (
     store_geometry,
 )
 
-__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "replayed_image", "takes_samples", "volume_layout"]
+__all__ = ["ChunkedResult", "predict_to_folder", "predict_to_zarr", "replayed_image", "volume_layout"]
 
 
 @dataclass(frozen=True)
@@ -60,21 +60,6 @@ class ChunkedResult:
     plan: BlockPlan
     computed: int
     resumed: int
-
-
-def takes_samples(model: Any, data: Any, axes: str | None) -> bool:
-    """Whether ``model`` takes ``data`` (axes named by ``axes``) as several samples, one at a time
-    (a 2D model on a volume, a time series): block-wise prediction takes one image.
-
-    Parameters
-    ----------
-    model : Model or InstanceModel
-    data : array-like
-        The image, a NumPy, dask or zarr array.
-    axes : str or None
-        One letter per axis of ``data`` (``io.Volume.axes``).
-    """
-    return bool(model._layout(data, None, axes)[1])
 
 
 def volume_layout(model: Any, data: Any, axes: str | None, channel_axis: int | None) -> tuple[Any, str]:
