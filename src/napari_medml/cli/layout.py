@@ -139,15 +139,17 @@ def _channel_fix(axes: str, shape: Sequence[int], in_channels: int, rgb: bool, d
     return f"{same}, or, if axis {i} (length {in_channels}) holds them, say so with --axes {letters}"
 
 
-def in_model_channel_order(vol: Any, axis: int, names: Any, what: str) -> Any:
+def in_model_channel_order(vol: Any, axis: int, names: Any, what: str,
+                           trained: str = "the model was trained on") -> Any:
     """``vol`` with its named channels in the model's order ``names`` (trial 48: the same stains
-    stored in another order were segmented without a word, Dice 0.18 for 0.97)."""
+    stored in another order were segmented without a word, Dice 0.18 for 0.97); ``trained``: what
+    ``names`` are, as the line says it."""
     from dataclasses import replace
 
     from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
     from napari_medml.io.channel_order import in_channel_order, match_channels
 
-    order, line = match_channels(names, channel_names_of(vol), what)
+    order, line = match_channels(names, channel_names_of(vol), what, trained)
     if line:
         info(line)
     if order is None:

@@ -207,23 +207,14 @@ def _in_first_channel_order(vol: Any, channel_axis: int, path: Path, first: Path
     """``vol`` with its channels in the first image's order when both files name the same channels in
     another order (trial 48: channels stored in another order trained as the same), a warning when the
     names differ; appends the names it ends with to ``named``."""
-    from dataclasses import replace
+    from napari_medml.cli.layout import in_model_channel_order
+    from napari_medml.io.axes import channel_names_of
 
-    from napari_medml.io.axes import CHANNEL_NAMES_KEY, channel_names_of
-    from napari_medml.io.channel_order import in_channel_order, match_channels
-
-    names = tuple(channel_names_of(vol))
-    if not names:
+    if not channel_names_of(vol):
         return vol
     if named:
-        order, line = match_channels(named[0], names, f"image '{path}'", f"the first image '{first}' has")
-        if line:
-            info(line)
-        if order is not None:
-            names = named[0]
-            vol = replace(vol, data=in_channel_order(vol.data, channel_axis, order),
-                          meta={**vol.meta, CHANNEL_NAMES_KEY: list(names)})
-    named.append(names)
+        vol = in_model_channel_order(vol, channel_axis, named[0], f"image '{path}'", f"the first image '{first}' has")
+    named.append(tuple(channel_names_of(vol)))
     return vol
 
 
