@@ -304,8 +304,9 @@ class TrainWidget(DockForm):
             with start.naming(), intra_op_threads(gui_thread_count(resolve_device(config.device))):
                 # frames of a time series (slices under a 2D network) are the samples
                 images, targets, spacings, channel_axis = inputs.samples(labels, config.data.spatial_dims)
-                if file_channel_names(inputs):  # as the file named them: Predict matches an image's by them
-                    config = replace(config, data=replace(config.data, channel_names=file_channel_names(inputs)))
+                named = file_channel_names(inputs)  # as the file named them: Predict matches an image's by them
+                if named:
+                    config = replace(config, data=replace(config.data, channel_names=named))
                 if len(images) > 1:  # one layer's slices or frames: a held-out one's neighbours do not train
                     groups = inputs.sample_groups(labels, config.data.spatial_dims)
                     config = replace(config, data=replace(config.data, sample_groups=groups))
