@@ -15,13 +15,10 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushBut
 
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import status_label
-from napari_medml._widgets._layers import (
-    check_fits, check_on_image, labels_array, layer_spatial, layer_volume, record_planes, require, show_result,
-)
-from napari_medml._widgets._instances import (
-    CONTROLS, control_values, instance_controls, instance_table, params_from_controls, set_controls, show_instances,
-    with_controls,
-)
+from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume,
+                                           record_planes, require, show_result)
+from napari_medml._widgets._instances import (CONTROLS, control_values, instance_controls, instance_table,
+                                              params_from_controls, set_controls, show_instances, with_controls)
 from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, image_gone, input_for,
                                                   is_lazy_image, prediction_inputs, result_note)
 from napari_medml._widgets._results import drop_stale_results
@@ -150,9 +147,8 @@ class PredictWidget(DockForm):
         self.runner.start(lambda stop, report: model.save(folder), on_result=done)
 
     def _stores(self) -> Path:
-        """Where block-wise predictions of lazy layers go: the session's temp folder, removed when
-        the viewer closes (the result layers read from it until then); a run started again
-        after Cancel resumes there."""
+        """Where block-wise predictions of lazy layers go: the session's temp folder, removed when the viewer
+        closes (the result layers read from it until then); a run started again after Cancel resumes there."""
         return self._session.run_folder("predictions", empty=False)
 
     def infer_config(self) -> InferConfig:
@@ -185,7 +181,7 @@ class PredictWidget(DockForm):
 
         def job(stop: Any, report: Any) -> tuple[Any, Any]:
             from napari_medml.api import load_model
-            from napari_medml.segmentation.prediction import check_orientation, predict_oriented
+            from napari_medml.segmentation.prediction import background_note, check_orientation, predict_oriented
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
 
             model = load_model(source) if isinstance(source, Path) else source
@@ -220,6 +216,8 @@ class PredictWidget(DockForm):
                     prediction = predict_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
                                                    spacing=inputs.spacing, origin=origin, config=config,
                                                    progress=progress, stop=stop)
+                    if empty := background_note(prediction.labels, model.class_ids, f"layer '{inputs.layer.name}'"):
+                        report(empty)
                 elif hasattr(model, "params"):  # an instance model: its maps stay on the layer's grid
                     check_orientation(model, affine, f"layer '{inputs.layer.name}'",
                                       "predict it with `napari-medml predict`, which reorients the image for "
@@ -259,9 +257,10 @@ class PredictWidget(DockForm):
         self.runner.start(job, on_result=done, on_report=self._note, discard_on_stop=True)
 
     def _note(self, report: Any) -> None:
-        """A line about the image (reoriented, another voxel size or intensities): kept in view."""
+        """A line about the image (reoriented, voxel size, intensities, background only), after earlier ones."""
         if isinstance(report, str):
-            self._w["status"].value = report
+            shown = self._w["status"].value  # "...": the run's own line, replaced
+            self._w["status"].value = report if shown.endswith("...") else f"{shown}; {report}"
 
     def show(self, prediction: Any, layer: napari.layers.Layer, model: Any, as_predicted: Any = None,
              edited: Any = None) -> None:

@@ -150,8 +150,21 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
              "now")
     written = [f"{p} (float16)" if name == "probabilities" else str(p) for name, p in result.stores.items()]
     say_stored_order(vol, list(result.stores.values()))
+    say_background_only(result.stores["labels"], model, name)
     info("wrote " + ", ".join(written) + args.planned)
     return 0
+
+
+def say_background_only(store: Path, model: Any, name: str) -> None:
+    """One line when the written labels hold background only (read back block by block)."""
+    import dask.array as da
+
+    from napari_medml.io.zarr import read_zarr
+    from napari_medml.segmentation.prediction import background_note
+
+    note = background_note(da.asarray(read_zarr(store).data), model.class_ids, name)
+    if note:
+        info(note)
 
 
 def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:

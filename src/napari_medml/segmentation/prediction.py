@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Prediction", "check_orientation", "in_model_orientation", "model_intensity_note", "predict_oriented",
-           "stack_predictions", "takes_samples"]
+__all__ = ["Prediction", "background_note", "check_orientation", "in_model_orientation", "model_intensity_note",
+           "predict_oriented", "stack_predictions", "takes_samples"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
         Called, before the prediction starts, with one line each when the image is
         reoriented, when its voxel size is far from the model's training spacing, and
         when its intensities are far from the training images'
-        (``preprocessing.normalization.intensity_note``).
+        (``preprocessing.normalization.intensity_note``); after it, with one line when
+        nothing but background was found (:func:`background_note`).
 
     Returns
     -------
@@ -133,7 +134,36 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
                          progress=progress, stop=stop)
     back = {k: oriented.back(getattr(pred, k)) for k in ("labels", "probabilities", "uncertainty", "instances")
             if getattr(pred, k) is not None}
+    empty = background_note(pred.labels, pred.class_ids or model.class_ids, name)
+    if empty and notes is not None:
+        notes(empty)
     return replace(pred, **back)
+
+
+def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str | None:
+    """One line when a prediction holds background only, else None: an empty result is
+    otherwise written and shown like any other (review 49: no line said so).
+
+    Parameters
+    ----------
+    labels : np.ndarray or dask.array.Array
+        A prediction's label map (any shape), background ``class_ids[0]``.
+    class_ids : sequence of int
+        The model's classes, background first.
+    name : str
+        How the line names the image.
+
+    Returns
+    -------
+    str or None
+    """
+    ids = tuple(int(c) for c in class_ids)
+    labels = labels if hasattr(labels, "compute") else np.asarray(labels)  # dask (block-wise): read chunk by chunk
+    if len(ids) < 2 or labels.size == 0 or bool((labels != ids[0]).any()):
+        return None
+    others = f"class {ids[1]}" if len(ids) == 2 else f"any of classes {', '.join(map(str, ids[1:]))}"
+    return (f"{name}: the model found background only (class {ids[0]}), not {others}: check that the image looks like the training images (its channel, "
+            "intensity range and voxel size), or label some of it and train again")
 
 
 def in_model_orientation(model: Any, arrays: list, spacing: Any, affine: Any) -> tuple[list, tuple[float, ...]]:
