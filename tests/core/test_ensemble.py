@@ -122,6 +122,14 @@ def test_folds_train_an_ensemble_saved_as_a_folder_of_members(ensemble):
     assert all(0.5 < r.progress <= 1.0 for r in reports if r.fold == 2)
     desc = json.loads((folder / "config.json").read_text())
     assert desc["task"] == "ensemble" and desc["ensemble"]["members"] == ["members/fold-1", "members/fold-2"]
+    # every fold's epochs, by fold; no fold's own facts as the ensemble's (review 49: fold 1's history and split)
+    assert [(e["fold"], e["epoch"]) for e in desc["history"]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [e["val_mean_dice"] for e in desc["history"]] == [e["val_mean_dice"] for m in model.members
+                                                              for e in m.history]
+    assert desc["provenance"]["split"].startswith("2 folds, each member validated on its own fold")
+    assert not {"best_epoch", "checkpoint_dir"} & set(desc["provenance"]), desc["provenance"]
+    member = json.loads((folder / "members" / "fold-2" / "config.json").read_text())
+    assert "fold 2 of 2" in member["provenance"]["split"] and "fold" not in member["history"][0]
     assert not list(folder.rglob("*.pkl")) and not list(folder.parent.glob(".*"))  # no pickle, no temp left
     loaded = api.load_model(folder)
     assert isinstance(loaded, EnsembleModel) and loaded.class_ids == model.class_ids

@@ -29,6 +29,8 @@ from napari_medml.segmentation.planned_inference import planned_infer_config
 __all__ = ["MEMBERS_FOLDER", "EnsembleModel", "combine", "fit_ensemble", "load_ensemble"]
 
 MEMBERS_FOLDER = MEMBERS_NAME
+# a fold's own facts: in its member's config.json, not the ensemble's
+_MEMBER_PROVENANCE = ("split", "best_epoch", "checkpoint_dir", "steps", "elapsed_s", "stopped_in_first_epoch")
 
 
 class EnsembleModel:
@@ -122,7 +124,12 @@ class EnsembleModel:
         desc["ensemble"] = {"members": [f"{MEMBERS_FOLDER}/fold-{k + 1}" for k in range(len(self.members))],
                             "combine": "mean of the members' probabilities",
                             "uncertainty": "mutual information (entropy of the mean - mean entropy)"}
-        provenance = {**desc.get("provenance", {}), **self.provenance}
+        # each fold's own history and split are in its member's config.json; here every fold's epochs, each
+        # named by its fold (review 49: fold 1's alone, and its split, checkpoints and best epoch as the ensemble's)
+        desc["history"] = [{"fold": k + 1, **entry} for k, m in enumerate(self.members) for entry in m.history]
+        own = {k: v for k, v in desc.get("provenance", {}).items() if k not in _MEMBER_PROVENANCE}
+        provenance = {**own, "split": f"{len(self.members)} folds, each member validated on its own fold (its "
+                                      f"config.json's provenance.split)", **self.provenance}
         plan = provenance.pop("plan", None)  # top-level, as in a single model's config.json
         desc["provenance"], desc["plan"] = provenance, plan or desc.get("plan")
         desc["train_config"] = to_dict(self.config)  # folds K, no single fold
