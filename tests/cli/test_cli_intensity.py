@@ -62,21 +62,8 @@ def test_an_ensemble_is_not_a_start_bundle_but_its_member_is(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_a_prediction_of_background_only_is_said_in_memory_and_block_by_block(tmp_path):
-    import torch
-
-    from napari_medml.config import DataConfig, ModelConfig, TrainConfig
-    from napari_medml.nn.segmentation import build_network
-    from napari_medml.segmentation.model import Model
-
-    cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(channels=4, depth=2))
-    net = build_network(cfg.model, 2, 1, 2, patch_size=(16, 16), spacing=(1.0, 1.0))
-    with torch.no_grad():  # every voxel background: all weights 0, the output layer's bias for class 0
-        for p in net.parameters():
-            p.zero_()
-        [p for n, p in net.named_parameters() if n.endswith("bias")][-1][0] = 10.0
-    Model(net, cfg, (0, 1), 1, 2, (16, 16), (1.0, 1.0),
-          {"method": "zscore", "channels": [{"mean": 0.0, "std": 1.0}]}).save(tmp_path / "model")
+def test_a_prediction_of_background_only_is_said_in_memory_and_block_by_block(tmp_path, constant_model):
+    constant_model(2, (0, 1)).save(tmp_path / "model")
     np.save(tmp_path / "img.npy", np.random.default_rng(0).standard_normal((40, 36)).astype(np.float32))
     line = (f"image '{tmp_path / 'img.npy'}': the model found background only (class 0), not class 1: "
             "check that the image looks like the training images")

@@ -33,40 +33,22 @@ def test_channels_ct_and_a_per_image_recipe():
     assert intensity_note(TRAIN[0] * 10, None, fit_normalization([TRAIN], "zscore"), "x", per_image) is None
 
 
-def _constant_model(winner: int):
-    """A 2D model whose every voxel is class ``class_ids[winner]``: all weights 0, the output layer's bias set."""
-    import torch
-
-    from napari_medml.config import DataConfig, ModelConfig, TrainConfig
-    from napari_medml.nn.segmentation import build_network
-    from napari_medml.segmentation.model import Model
-
-    cfg = TrainConfig(data=DataConfig(spatial_dims=2), model=ModelConfig(channels=4, depth=2))
-    net = build_network(cfg.model, 2, 1, 3, patch_size=(16, 16), spacing=(1.0, 1.0))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        bias = [p for n, p in net.named_parameters() if n.endswith("bias")][-1]
-        bias[winner] = 10.0
-    return Model(net, cfg, (0, 2, 5), 1, 2, (16, 16), (1.0, 1.0),
-                 {"method": "zscore", "channels": [{"mean": 0.0, "std": 1.0}]})
-
-
-def test_a_prediction_of_background_only_is_said_in_one_line(tmp_path):
+def test_a_prediction_of_background_only_is_said_in_one_line(constant_model):
     import dask.array as da
 
     from napari_medml.segmentation.prediction import background_note, predict_oriented
 
     image = RNG.standard_normal((40, 36)).astype(np.float32)
     lines = []
-    pred = predict_oriented(_constant_model(0), image, spacing=(1.0, 1.0), affine=None, name="layer 'cells'",
-                            notes=lines.append)
+    pred = predict_oriented(constant_model(2, (0, 2, 5), 0), image, spacing=(1.0, 1.0), affine=None,
+                            name="layer 'cells'", notes=lines.append)
     assert not pred.labels.any()
     assert lines == ["layer 'cells': the model found background only (class 0), not any of classes 2, 5: check "
                      "that the image looks like the training images (its channel, intensity range and voxel size), "
                      "or label some of it and train again"]
     lines.clear()
-    pred = predict_oriented(_constant_model(2), image, spacing=(1.0, 1.0), affine=None, notes=lines.append)
+    pred = predict_oriented(constant_model(2, (0, 2, 5), 2), image, spacing=(1.0, 1.0), affine=None,
+                            notes=lines.append)
     assert (pred.labels == 5).all() and lines == []
     lazy = da.zeros((64, 64, 64), dtype=np.uint8, chunks=16)
     assert background_note(lazy, (0, 1), "x").startswith("x: the model found background only")

@@ -183,23 +183,13 @@ def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open
 
 
 def test_predict_widget_says_a_prediction_of_background_only(make_napari_viewer, open_widget, qtbot, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, constant_model):
     """A model that finds nothing, on a layer in memory and on a lazy OME-Zarr layer (block by block)."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
-    from napari_medml.nn.segmentation import build_network
-    from napari_medml.segmentation.model import Model
-
     monkeypatch.setattr(tempfile, "tempdir", None)
-    cfg = TrainConfig(data=DataConfig(spatial_dims=3), model=ModelConfig(channels=4, depth=2))
-    net = build_network(cfg.model, 3, 1, 2, patch_size=(16, 16, 16), spacing=(1.0, 1.0, 1.0))
-    with torch.no_grad():  # every voxel background: all weights 0, the output layer's bias for class 0
-        for p in net.parameters():
-            p.zero_()
-        [p for n, p in net.named_parameters() if n.endswith("bias")][-1][0] = 10.0
-    bundle = Model(net, cfg, (0, 1), 1, 3, (16,) * 3, (1.0,) * 3,
-                   {"method": "zscore", "channels": [{"mean": 0.0, "std": 1.0}]}).save(tmp_path / "empty model")
+    bundle = constant_model(3, (0, 1)).save(tmp_path / "empty model")
     image = np.random.default_rng(0).standard_normal((12, 20, 20)).astype(np.float32)
     write_volume(tmp_path / "cells.ome.zarr", Volume(image, (1.0,) * 3, (0.0,) * 3, axes="ZYX"))
     viewer = make_napari_viewer()
