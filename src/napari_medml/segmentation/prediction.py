@@ -3,6 +3,7 @@ the slices or frames of a stack."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -142,12 +143,13 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
 
 def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str | None:
     """One line when a prediction holds background only, else None: an empty result is
-    otherwise written and shown like any other (review 49: no line said so).
+    otherwise written and shown like any other, without a word.
 
     Parameters
     ----------
     labels : np.ndarray or dask.array.Array
-        A prediction's label map (any shape), background ``class_ids[0]``.
+        A prediction's label map (any shape), background ``class_ids[0]``; a dask array
+        (block-wise results) is read chunk by chunk.
     class_ids : sequence of int
         The model's classes, background first.
     name : str
@@ -158,12 +160,20 @@ def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str
     str or None
     """
     ids = tuple(int(c) for c in class_ids)
-    labels = labels if hasattr(labels, "compute") else np.asarray(labels)  # dask (block-wise): read chunk by chunk
-    if len(ids) < 2 or labels.size == 0 or bool((labels != ids[0]).any()):
+    if len(ids) < 2 or math.prod(labels.shape) == 0:
+        return None
+    if hasattr(labels, "compute"):
+        import dask
+
+        low, high = dask.compute(labels.min(), labels.max())
+    else:  # reductions, not a comparison: no second volume in memory
+        low, high = np.min(labels), np.max(labels)
+    if not int(low) == int(high) == ids[0]:
         return None
     others = f"class {ids[1]}" if len(ids) == 2 else f"any of classes {', '.join(map(str, ids[1:]))}"
-    return (f"{name}: the model found background only (class {ids[0]}), not {others}: check that the image looks like the training images (its channel, "
-            "intensity range and voxel size), or label some of it and train again")
+    return (f"{name}: the model found background only (class {ids[0]}), not {others}: check that the image "
+            "looks like the training images (its channel, intensity range and voxel size), or label some of it "
+            "and train again")
 
 
 def in_model_orientation(model: Any, arrays: list, spacing: Any, affine: Any) -> tuple[list, tuple[float, ...]]:
