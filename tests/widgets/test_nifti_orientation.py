@@ -271,3 +271,28 @@ def test_a_prediction_saved_from_napari_keeps_its_images_file_details(make_napar
     assert saved.header.get_xyzt_units()[0] == "mm"
     assert (int(saved.header["sform_code"]), int(saved.header["qform_code"])) == (1, 1)
     np.testing.assert_allclose(saved.affine, img.affine)
+
+
+def test_predict_widget_refuses_a_2d_model_on_one_sagittal_slice(make_napari_viewer, open_widget, qtbot, notes,
+                                                                 tmp_path, constant_model):
+    """Trial 49: a NIfTI one voxel thick along X (1 x Y x Z on disk) was predicted as 64 one-pixel strips,
+    while `napari-medml predict` refused it."""
+    from napari.utils.notifications import NotificationSeverity
+
+    bundle = constant_model(2, (0, 1)).save(tmp_path / "m2d")
+    sagittal = np.random.default_rng(0).standard_normal((1, 64, 48)).astype(np.float32)
+    nib.save(nib.Nifti1Image(sagittal, np.eye(4)), tmp_path / "sag.nii.gz")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "sag.nii.gz"), plugin=PLUGIN)
+    before = np.asarray(layer.data).copy()
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "layer 'sag' (axes ZYX, shape (48, 64, 1)) is one slice along X" in errors[0], errors
+    assert "1-voxel-wide strips; use a 3D network" in errors[0]
+    assert "sag [prediction]" not in viewer.layers
+    np.testing.assert_array_equal(np.asarray(layer.data), before)

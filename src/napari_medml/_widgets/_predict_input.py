@@ -54,12 +54,18 @@ def _steps(steps: Sequence[Any]) -> str:
 
 
 def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tuple[Placed, str]:
-    """:func:`choose_input`, its image checked for NaN and infinite values under the layer's
-    name (the model's own check knows no layer; a dask/zarr layer is checked block by block)."""
+    """:func:`choose_input`, its image checked under the layer's name (the model's own checks know no
+    layer): its channels, a 2D model on one sagittal or coronal slice, and NaN and infinite values
+    (a dask/zarr layer's block by block)."""
     from napari_medml.preprocessing.inputs import check_finite, recipe_fills_nonfinite
+
+    from napari_medml.io.axes_resolve import check_not_strips
 
     placed, why = choose_input(model, raw, shown)
     check_channels(model, placed.inputs)
+    if getattr(model, "spatial_dims", None):  # trial 49: 64 one-pixel strips of a sagittal slice, unsaid
+        check_not_strips(placed.inputs.axes, np.shape(placed.inputs.image), model.spatial_dims,
+                         f"layer '{placed.inputs.layer.name}'")
     names = getattr(getattr(getattr(model, "config", None), "data", None), "channel_names", None)
     if names:  # trial 48: the same stains stored in another order were segmented without a word
         from napari_medml.io.channel_order import in_channel_order, match_channels
