@@ -802,3 +802,22 @@ def test_an_ensemble_fold_without_foreground_held_out_shows_no_dice_for_it(tmp_p
     last = err.strip().splitlines()[-1]
     shown = r"validation mean Dice per fold: \d\.\d{3}, \d\.\d{3}, - \('-': no foreground held out"
     assert re.search(shown, last), last
+
+
+def test_an_image_stored_as_lines_of_an_anisotropic_volume_trains_and_says_so(tmp_path, capsys) -> None:
+    """Trial 49: a 64x64 image saved as a NIfTI of x=1, y=1, z=64, t=64 at 0.5 x 0.5 x 2 mm: the plan
+    cut the two 1-voxel axes to a 62x1x1 patch for a 2-level U-Net, and training ended in MONAI's
+    AssertionError. It trains now, its plan says the images are lines, and --axes makes them an image."""
+    rng = np.random.default_rng(3)
+    lab = np.zeros((1, 1, 64, 64), np.uint8)
+    lab[..., 10:30, 12:40] = 1
+    img = (lab + rng.normal(0, 0.2, lab.shape)).astype(np.float32)
+    aff = np.diag([0.5, 0.5, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(img, aff), tmp_path / "ll.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), tmp_path / "ll_seg.nii.gz")
+    files = ("--image", tmp_path / "ll.nii.gz", "--labels", tmp_path / "ll_seg.nii.gz", "--device", "cpu")
+    code, _, err = run_cli(capsys, "train", *files, "--max-minutes", "0.05", "--out", tmp_path / "lines")
+    assert code == 0, err
+    assert "each image is a line of 64 voxels: if it is an image stored along other axes, say which axis" in err, err
+    code, _, err = run_cli(capsys, "train", *files, "--axes", "YXZT", "--max-minutes", "0.05", "--out", tmp_path / "im")
+    assert code == 0 and "plan: 1 image(s) of 64x64 voxels" in err, err

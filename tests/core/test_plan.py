@@ -451,6 +451,27 @@ def test_an_anisotropic_volume_with_two_levels_set_by_the_user_gets_a_network_th
     assert net(torch.zeros(1, 1, *plan.patch_size)).shape == (1, 2, *plan.patch_size)
 
 
+@pytest.mark.parametrize("shape", [(64, 1, 1), (64, 3, 1)])
+def test_an_anisotropic_volume_thin_along_two_axes_gets_a_u_net_patch_that_runs(shape):
+    """Trial 49: a 64x64 image stored as x=1, y=1, z=64, t=64 (64 lines of 64 voxels at 2 x 0.5 x 0.5):
+    DynUNet's thin-axis patch 62x1x1 went to a 2-level U-Net, whose output (62x2x2) the loss refused."""
+    from napari_medml.nn.segmentation import build_network
+
+    plan = make_plan(fp(shape=shape, spacing=(2.0, 0.5, 0.5), n=64), config(minutes=1), device="cpu",
+                     step_seconds=lambda c: 0.01)
+    assert plan.network == "unet" and plan.depth == 2
+    assert all(p % 2 == 0 for p in plan.patch_size) and plan.patch_size[2] == 2
+    line = next(r for r in plan.reasons if r.startswith("patch size:"))
+    assert line.startswith(f"patch size: {'x'.join(map(str, plan.patch_size))} (") and line.endswith(
+        "each axis padded to the U-Net's multiple of 2)"), line
+    depth = next(r for r in plan.reasons if r.startswith("depth (levels):"))
+    if shape[1] == 1:
+        assert "each image is a line of 64 voxels: if it is an image stored along other axes, say which" in depth
+    net = build_network(plan.apply(config(minutes=1)).model, 3, 1, 2, patch_size=plan.patch_size,
+                        spacing=(2.0, 0.5, 0.5))
+    assert net(torch.zeros(2, 1, *plan.patch_size)).shape == (2, 2, *plan.patch_size)
+
+
 def test_with_folds_each_member_is_planned_for_its_share_of_the_time_budget():
     one = make_plan(fp(), config(minutes=4), device="cpu", step_seconds=lambda c: 0.1)
     three = make_plan(fp(), config(minutes=4, folds=3), device="cpu", step_seconds=lambda c: 0.1)

@@ -23,7 +23,7 @@ from typing import Any
 from napari_medml.config import TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
-from napari_medml.segmentation.plan_rules import learning_rate, quarter_turn_patch
+from napari_medml.segmentation.plan_rules import learning_rate, quarter_turn_patch, thin_depth_note, unet_patch
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
@@ -310,6 +310,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
         depth = min(depth, user_depth or depth)
         # two levels (set by you, or a thin patch): DynUNet cannot be built; the U-Net can
         network = "unet"
+        patch = unet_patch(patch, depth, reasons, "data.patch_size" in keep)
         reasons[:] = [r if not r.startswith("network:") else
                       f"network: unet (anisotropic, but {depth} levels are too few for dynunet's spacing-aware "
                       "strides)" for r in reasons]
@@ -318,10 +319,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     if depth < wanted:  # trial 39: it said 4 voxels where 31 were left
         why_depth += f"; {wanted} levels would need a patch that divides by {2 ** (wanted - 1)}"
     if depth <= 2 and pooled < 8:  # too thin to reach 4 voxels at the bottom: the fewest levels, and why
-        voxels = f"{pooled} voxel{'s' if pooled != 1 else ''}"
-        why_depth = (f"the fewest levels: a training window holds {voxels} along its thinnest axis"
-                     + ("; a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's "
-                        "2D/3D)" if dims == 3 and pooled < 4 else ""))
+        why_depth = thin_depth_note(pooled, region)
     depth = note("model.depth", depth, why_depth, "depth (levels)")
 
     foreground = sum(fp.class_fractions[1:])

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from napari_medml.config import AugmentConfig
 from napari_medml.segmentation.tta import square_pixels
 
-__all__ = ["learning_rate", "quarter_turn_patch"]
+__all__ = ["learning_rate", "quarter_turn_patch", "thin_depth_note", "unet_patch"]
 
 
 SQUARE_KEEPS = 0.45  # the least shorter/longer edge ratio made square (the measured case: 0.48)
@@ -71,3 +71,63 @@ def learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum:
     name = "AdamW" if optimizer == "adamw" else "Adam"
     warmed = schedule != "plateau" and (warmup is None or warmup > 0)
     return (2e-3, f"{name}; the warm-up allows twice the usual rate") if warmed else (1e-3, f"{name}'s usual rate")
+
+
+def unet_patch(patch: Sequence[int], depth: int, reasons: list[str], set_by_user: bool) -> tuple[int, ...]:
+    """The patch of a run planned for DynUNet that falls back to the U-Net (too few levels for
+    DynUNet): DynUNet leaves an axis under 8 voxels unpooled, so a thin axis may be cut to 1
+    voxel (``nn.strides.fit_thin_axes``), but the U-Net halves every axis at each level, so each
+    is padded up to a multiple of ``2 ** (depth - 1)`` (trial 49: 62x1x1 for a 2-level U-Net, and a
+    loss of two shapes). ``reasons``' patch line says the new patch; the user's patch is kept.
+
+    Parameters
+    ----------
+    patch : sequence of int
+        Voxels per spatial axis.
+    depth : int
+        The U-Net's levels.
+    reasons : list of str
+        The plan's lines so far, changed in place.
+    set_by_user : bool
+        The patch is the user's (``data.patch_size`` given).
+
+    Returns
+    -------
+    tuple of int
+    """
+    factor = 2 ** max(depth - 1, 0)
+    fitted = tuple(-(-int(p) // factor) * factor for p in patch)
+    if set_by_user or fitted == tuple(patch):
+        return tuple(patch)
+    old = f"patch size: {'x'.join(map(str, patch))} ("
+    new = f"patch size: {'x'.join(map(str, fitted))} ("
+    padded = f"; each axis padded to the U-Net's multiple of {factor})"
+    reasons[:] = [new + r[len(old):].removesuffix(")") + padded if r.startswith(old) else r for r in reasons]
+    return fitted
+
+
+def thin_depth_note(pooled: int, region: Sequence[int]) -> str:
+    """Why a run has the fewest levels (2): its windows hold ``pooled`` voxels along the thinnest
+    pooled axis; a thin volume may segment better slice by slice, and a "volume" one voxel along
+    two axes is most likely an image whose axes were read otherwise (trial 49: a 64x64 image
+    stored as x=1, y=1, z=64, t=64 trained as 64 lines of 64 voxels).
+
+    Parameters
+    ----------
+    pooled : int
+        Voxels a window holds along its thinnest pooled axis.
+    region : sequence of int
+        The training region, voxels per spatial axis.
+
+    Returns
+    -------
+    str
+    """
+    voxels = f"{pooled} voxel{'s' if pooled != 1 else ''}"
+    line = f"the fewest levels: a training window holds {voxels} along its thinnest axis"
+    if len(region) == 3 and sum(int(r) == 1 for r in region) >= 2:
+        return (f"{line}; each image is a line of {max(region)} voxels: if it is an image stored along other axes, "
+                "say which axis is which (train --axes)")
+    if len(region) == 3 and pooled < 4:
+        return f"{line}; a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's 2D/3D)"
+    return line
