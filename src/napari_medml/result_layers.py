@@ -90,10 +90,10 @@ def result_layer_data(
         extra = max(np.ndim(data) - len(spatial.spacing), 0)
         scale = (1.0,) * extra + tuple(spatial.spacing)
         translate = (0.0,) * extra + tuple(spatial.origin)
-    if io_axes.SINGLETONS_KEY in file_meta:  # the source's dropped length-1 axes, but not its channels
-        placed = metadata.get(AXES_KEY, "")
+    if io_axes.SINGLETONS_KEY in file_meta:  # the source's dropped length-1 axes (a one-channel image's C
+        placed = metadata.get(AXES_KEY, "")  # too), but none the result has (probabilities: C, the classes)
         dropped = file_meta[io_axes.SINGLETONS_KEY]
-        file_meta[io_axes.SINGLETONS_KEY] = [d for d in dropped if d[0] != "C" and d[0] not in placed]
+        file_meta[io_axes.SINGLETONS_KEY] = [d for d in dropped if d[0] not in placed and (d[0] != "C" or placed)]
     if file_meta:
         metadata[FILE_META_KEY] = file_meta
     if layer_type == "image":  # napari guesses RGB(A) from a last axis of 3 or 4: never for a result

@@ -821,3 +821,25 @@ def test_an_image_stored_as_lines_of_an_anisotropic_volume_trains_and_says_so(tm
     assert "each image is a line of 64 voxels: if it is an image stored along other axes, say which axis" in err, err
     code, _, err = run_cli(capsys, "train", *files, "--axes", "YXZT", "--max-minutes", "0.05", "--out", tmp_path / "im")
     assert code == 0 and "plan: 1 image(s) of 64x64 voxels" in err, err
+
+
+def test_a_channel_last_length1_axis_comes_back_in_the_outputs(tmp_path, capsys) -> None:
+    """Trial 49: for a (Y, X, 1) .npy image and labels, predict wrote (Y, X). Outputs without a class axis
+    keep the input's shape as .npy; TIFF stores Y and X last, so there the axis stays off, never in front."""
+    rng = np.random.default_rng(4)
+    lab = np.zeros((40, 48, 1), np.uint8)
+    lab[8:30, 10:36] = 1
+    np.save(tmp_path / "im.npy", (lab + 0.2 * rng.normal(size=lab.shape)).astype(np.float32))
+    np.save(tmp_path / "im_seg.npy", lab)
+    code, _, err = run_cli(capsys, "train", "--image", tmp_path / "im.npy", "--labels", tmp_path / "im_seg.npy",
+                           "--out", tmp_path / "m", *TINY)  # fmt: skip
+    assert code == 0, err
+    for suffix, shape in ((".npy", (40, 48, 1)), (".tif", (40, 48))):
+        outs = [tmp_path / f"{what}{suffix}" for what in ("pred", "prob", "unc")]
+        code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "m", "--image", tmp_path / "im.npy",
+                               "--out", outs[0], "--probabilities", outs[1], "--uncertainty", outs[2])
+        assert code == 0, err
+        read = np.load if suffix == ".npy" else tifffile.imread
+        assert [read(p).shape for p in outs] == [shape, (2, 40, 48), shape]
+        code, out, err = run_cli(capsys, "evaluate", "--prediction", outs[0], "--labels", tmp_path / "im_seg.npy")
+        assert code == 0 and json.loads(out)["classes"]["1"]["gt_voxels"] == int(lab.sum()), err

@@ -258,13 +258,14 @@ def test_ome_units_per_axis_are_brought_to_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize("shape", [(6, 8, 1), (3, 6, 8, 1)])
 def test_a_tiff_of_numpys_one_channel_last_reads_as_the_npy_of_it(tmp_path: Path, shape: tuple[int, ...]) -> None:
     """tifffile.imwrite(a[..., None]) stores (Y, X, 1) and calls the last axis unnamed: it is a
-    channel, as in the .npy of the same array, so a prediction is (Y, X) for both, not (1, Y, X)."""
+    channel, as in the .npy of the same array, stored last, so a prediction is (Y, X, 1) as .npy and
+    (Y, X) as TIFF (which stores Y and X last), never (1, Y, X)."""
     a = _zyx(shape=shape)
     tifffile.imwrite(tmp_path / "a.tif", a)
     np.save(tmp_path / "a.npy", a)
     tif, npy = read_volume(tmp_path / "a.tif"), read_volume(tmp_path / "a.npy")
     assert tif.data.shape == npy.data.shape == shape[:-1]
-    assert tif.axes[-2:] == "YX" and tif.meta["singletons"] == npy.meta["singletons"] == [["C", 1.0, 0.0]]
+    assert tif.axes[-2:] == "YX" and tif.meta["singletons"] == npy.meta["singletons"] == [["C", 1.0, 0.0, "last"]]
 
 
 def test_a_length1_axis_of_a_tiff_comes_back_in_what_is_written(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_spatial_meta_defaults() -> None:
 def test_results_carry_the_voxel_order_their_image_file_was_stored_in() -> None:
     """A layer read from an LAS file (shown RAS) hands its file's order to its results, so a
     prediction saved as NIfTI has its image's voxel order, with the file's unit, codes and
-    dropped length-1 axes (not a channel's, nor one the result has); not the file's format
+    dropped length-1 axes (a one-channel image's C too, but none the result has); not the file's format
     details (a level, a channel); other layers hand nothing on."""
     file_meta = {"stored_orientation": "LAS", "sform_code": 1, "qform_code": 1, "unit": "mm", "level": 0,
                  "channel": 1, "singletons": [["T", 1.0, 0.0], ["C", 1.0, 0.0], ["Z", 3.0, 0.0]]}
@@ -88,7 +88,7 @@ def test_results_carry_the_voxel_order_their_image_file_was_stored_in() -> None:
     assert spatial.stored_orientation == "LAS"
     _, kwargs, _ = result_layer_data(np.zeros((2, 3, 4), np.uint8), "ct", "prediction", spatial, "labels", "ZYX")
     assert kwargs["metadata"]["file_meta"] == {"stored_orientation": "LAS", "sform_code": 1, "qform_code": 1,
-                                               "unit": "mm", "singletons": [["T", 1.0, 0.0]]}
+                                               "unit": "mm", "singletons": [["T", 1.0, 0.0], ["C", 1.0, 0.0]]}
     plain = spatial_meta((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), {"affine": np.eye(4).tolist()})
     _, kwargs, _ = result_layer_data(np.zeros((2, 3, 4), np.uint8), "ct", "prediction", plain, "labels", "ZYX")
     assert plain.stored_orientation is None and "file_meta" not in kwargs["metadata"]

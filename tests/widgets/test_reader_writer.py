@@ -419,3 +419,44 @@ def test_a_layer_in_nanometres_opens_again_at_its_size(make_napari_viewer, tmp_p
     np.testing.assert_allclose(back.scale, (0.04, 0.008, 0.008), rtol=1e-5)
     np.testing.assert_allclose(back.translate, (0.08, 0.016, -0.008), rtol=1e-5, atol=1e-9)
     assert [str(u) for u in layer.units] == ["nanometer"] * 3 and tuple(layer.scale) == (40.0, 8.0, 8.0)
+
+
+def test_a_channel_last_length1_axis_comes_back_where_it_was(make_napari_viewer, open_widget, qtbot,
+                                                             tmp_path) -> None:
+    """Trial 49: a (64, 64, 1) .npy opened and saved again came back (1, 64, 64), and its prediction
+    (64, 64). Now .npy keeps it last, for the layer and for its prediction; a TIFF, which stores Y
+    and X last, leaves it off rather than moving it to the front."""
+    import tifffile
+
+    from napari_medml._widgets.predict import BUNDLE_CHOICE
+    from napari_medml.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from napari_medml.segmentation.task import train
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((48, 40, 1), np.uint8)
+    labels[10:30, 8:30] = 1
+    image = (labels + 0.2 * rng.standard_normal(labels.shape)).astype(np.float32)
+    np.save(tmp_path / "cells.npy", image)
+    config = TrainConfig(data=DataConfig(spatial_dims=2, patch_size=(16, 16), val_fraction=0.0),
+                         augment=AugmentConfig.none(), model=ModelConfig(channels=4, depth=2),
+                         optim=OptimConfig(epochs=1, steps_per_epoch=2), device="cpu")
+    bundle = train(image[..., 0], labels[..., 0], config).save(tmp_path / "m")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "cells.npy"), plugin=PLUGIN)
+    assert layer.data.shape == (48, 40)
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    pred = viewer.layers["cells [prediction]"]
+    (tmp_path / "out").mkdir()
+    for saved, suffix, shape in ((layer, ".npy", (48, 40, 1)), (pred, ".npy", (48, 40, 1)),
+                                 (layer, ".tif", (48, 40)), (pred, ".tif", (48, 40))):
+        path = tmp_path / "out" / f"{saved.name}{suffix}".replace(" ", "_")
+        viewer.layers.selection = {saved}
+        viewer.layers.save(str(path), selected=True, plugin=PLUGIN)
+        data = np.load(path) if suffix == ".npy" else tifffile.imread(path)
+        assert data.shape == shape, (path.name, data.shape)
+        np.testing.assert_array_equal(np.squeeze(data), np.asarray(saved.data))

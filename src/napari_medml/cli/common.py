@@ -174,8 +174,9 @@ def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = N
     spacing = placed_values(body, like.spacing, axes, 1.0)
     origin = placed_values(body, like.origin, axes, 0.0)
     meta = {k: v for k, v in like.meta.items() if k not in ("rgb", "channel_names")}  # channels: classes here
-    # the input's length-1 axes go back, except channels: labels have none of their own
-    singletons = [d for d in meta.get("singletons", []) if d[0] != "C" and d[0] not in axes]
+    # the input's length-1 axes go back, a one-channel image's C too, so that the output has the input's
+    # shape (trial 49: (Y, X) for a (Y, X, 1) image and its (Y, X, 1) labels); not where the output has a C
+    singletons = [d for d in meta.get("singletons", []) if d[0] not in axes]
     meta["singletons"] = singletons
     volume = Volume(data, spacing, origin, like.affine, is_labels, like.name, meta, axes)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ __all__ = [
     "AXES_HINT",
     "AXIS_LETTERS",
     "CHANNEL_NAMES_KEY",
+    "LAST",
     "SINGLETONS_KEY",
     "Layout",
     "axes_from_labels",
@@ -53,6 +54,7 @@ __all__ = [
 
 AXIS_LETTERS = "TCZYXQ"
 SINGLETONS_KEY = "singletons"  # Volume.meta key: the length-1 axes dropped on reading
+LAST = "last"  # a dropped axis's fourth field: the file stored it after X (a channel-last (Y, X, 1))
 CHANNEL_NAMES_KEY = "channel_names"  # Volume.meta key: the file's names of its C axis's channels, in order
 _ORDER = {"T": 0, "Q": 0, "C": 1, "Z": 2, "Y": 3, "X": 4}
 _LABEL_NAMES = {"t": "T", "time": "T", "frame": "T", "frames": "T", "c": "C", "ch": "C",
@@ -208,7 +210,8 @@ def squeeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[flo
 def unsqueeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[float],
               dropped: Sequence[Sequence[Any]], rgb: bool = False
               ) -> tuple[Any, str, tuple[float, ...], tuple[float, ...]]:
-    """Put back the length-1 axes :func:`squeeze` removed that ``axes`` lacks (canonical places)."""
+    """Put back the length-1 axes :func:`squeeze` removed that ``axes`` lacks (canonical places; after
+    X for an axis marked :data:`LAST`)."""
     missing = [d for d in dropped if d[0] == "Q" or d[0] not in axes]
     if not missing:
         return data, axes, tuple(spacing), tuple(origin)
@@ -216,7 +219,8 @@ def unsqueeze(data: Any, axes: str, spacing: Sequence[float], origin: Sequence[f
     letters = list(body) + [str(d[0]) for d in missing]
     sizes = list(spacing) + [float(d[1]) for d in missing]
     offsets = list(origin) + [float(d[2]) for d in missing]
-    order = sorted(range(len(letters)), key=lambda i: _ORDER[letters[i]])
+    places = [_ORDER[a] for a in body] + [len(_ORDER) if d[3:] == [LAST] else _ORDER[d[0]] for d in map(list, missing)]
+    order = sorted(range(len(letters)), key=lambda i: places[i])
     arr = np.asarray(data).reshape(np.shape(data)[: len(body)] + (1,) * len(missing) + np.shape(data)[len(body):])
     arr = np.moveaxis(arr, order, range(len(order)))  # take axis order[j] to place j
     return (arr, "".join(letters[i] for i in order) + ("C" if rgb else ""),

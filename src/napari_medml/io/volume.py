@@ -219,6 +219,9 @@ def canonical(volume: Volume) -> Volume:
         spacing = tuple(spacing[i] for i in body)
         origin = tuple(origin[i] for i in body)
     data, axes, spacing, origin, dropped = io_axes.squeeze(data, axes, spacing, origin, rgb)
+    body = volume.axes[: len(volume.axes) - int(rgb)]
+    if "C" in body and "X" in body and body.index("C") > body.index("X"):  # stored channel-last: (Y, X, 1) goes
+        dropped = [[*d, io_axes.LAST] if d[0] == "C" else d for d in dropped]  # back as (Y, X, 1), not (1, Y, X)
     meta = dict(volume.meta)
     if dropped:
         meta[io_axes.SINGLETONS_KEY] = [*meta.get(io_axes.SINGLETONS_KEY, []), *dropped]
