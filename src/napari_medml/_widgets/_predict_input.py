@@ -10,13 +10,14 @@ from typing import Any, NamedTuple
 import napari
 import numpy as np
 
+from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._instances import spatial_origin
 from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note, file_channel_names, layer_spatial,
                                           model_input)
 from napari_medml.errors import InputError
 
 __all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "image_gone", "input_for", "is_lazy_image",
-           "prediction_inputs", "result_note"]
+           "not_shown", "prediction_inputs", "result_note"]
 
 
 class Placed(NamedTuple):
@@ -183,6 +184,15 @@ def is_lazy_image(image: Any) -> bool:
 def image_gone(name: str, kept: str = "") -> str:
     """The status when a job's result has no image to lie on (``kept``: what was kept, ending "; ")."""
     return f"image '{name}' was removed while the job ran: {kept}its prediction is not shown (open the image again)"
+
+
+def not_shown(viewer: Any, layer: Any, held: HeldData, kept: str = "") -> str:
+    """The status when a prediction of ``layer`` is not shown, else "": the layer was removed, or an image
+    of the job (``held``) got new data while it ran (``kept``: what was kept, ending "; ")."""
+    if layer not in viewer.layers:
+        return image_gone(layer.name, kept)
+    replaced = held.replaced()
+    return new_data_line(replaced, f"{kept}its prediction") if replaced else ""
 
 
 def as_predicted(prediction: Any) -> Any:

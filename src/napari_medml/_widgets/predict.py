@@ -19,8 +19,9 @@ from napari_medml._widgets._layers import (check_fits, check_on_image, labels_ar
                                            record_planes, require, show_result)
 from napari_medml._widgets._instances import (CONTROLS, control_values, instance_controls, instance_table,
                                               params_from_controls, set_controls, show_instances, with_controls)
-from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, image_gone, input_for,
-                                                  is_lazy_image, prediction_inputs, result_note)
+from napari_medml._widgets._data_watch import HeldData
+from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, input_for, is_lazy_image,
+                                                  not_shown, prediction_inputs, result_note)
 from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -73,8 +74,7 @@ class PredictWidget(DockForm):
                                 tooltip="a new or empty folder: the chosen model as a bundle (config.json and "
                                 "weights; Live's accepted network, a fine-tuned model, ...)")
         w["save"] = PushButton(text="Save model")
-        # a label, not a toast: building a notification widget stalls the GUI ~100 ms
-        w["status"] = status_label()
+        w["status"] = status_label()  # a label, not a toast: building a notification widget stalls the GUI ~100 ms
         self.extend(list(w.values()))
         self.prediction: Any = None
         self.runner = Runner("Prediction", [w["predict"], w["finetune"]], w["cancel"], status=w["status"])
@@ -175,6 +175,7 @@ class PredictWidget(DockForm):
     def predict(self, *_: Any) -> None:
         """Run the chosen model on the chosen image(s) in the runner."""
         raw, shown = prediction_inputs(self._viewer, self._w["images"].value)
+        held = HeldData([*self._w["images"].value, *([] if isinstance(raw, InputError) else [raw.inputs.layer])])
         name, source = self._model_source()
         config = self.infer_config()
         chosen = control_values(self._w)  # an instance model's post-processing: the model's, or as the user set it
@@ -237,8 +238,8 @@ class PredictWidget(DockForm):
             model, prediction, table, copied, (inputs, origin, _) = result
             if isinstance(source, Path):
                 self._session.add_model(model, name, source)
-            if inputs.layer not in self._viewer.layers:
-                self._w["status"].value = image_gone(inputs.layer.name)
+            if dropped := not_shown(self._viewer, inputs.layer, held):
+                self._w["status"].value = dropped
                 return
             if hasattr(prediction, "relabel"):  # an instance model: instances and their table
                 self._instances_source = (inputs, origin)
@@ -304,15 +305,14 @@ class PredictWidget(DockForm):
                 prediction.uncertainty, layer.name, "uncertainty", spatial, "image", axes,
                 colormap="inferno", blending="additive"), like=layer))
         if prediction.instances is not None:
-            shown.append(show_result(self._viewer, result_layer_data(
-                prediction.instances, layer.name, "instances", spatial, "labels", axes), like=layer))
+            shown.append(show_result(self._viewer, result_layer_data(prediction.instances, layer.name, "instances",
+                                                                     spatial, "labels", axes), like=layer))
         drop_stale_results(self._viewer, layer.name, ("probabilit", "uncertainty", "instances"), shown)  # trial 44
 
     @notify_errors("Instances")
     def update_instances(self, *_: Any) -> None:
         """New instances from the last instance prediction's cached outputs (no network run)."""
-        prediction = self.prediction
-        if not hasattr(prediction, "relabel") or self._instances_source is None:
+        if not hasattr(prediction := self.prediction, "relabel") or self._instances_source is None:
             return  # nothing cached yet: the values are used from the next instance prediction on
         if self._instances_runner.running:
             self._instances_pending = True  # re-run with the latest values when this one ends
@@ -342,6 +342,7 @@ class PredictWidget(DockForm):
             raise InputError("fine-tuning needs a model in this session: predict with the "
                              "bundle once (it is then loaded), then fine-tune")
         inputs = choose_input(model, *prediction_inputs(self._viewer, self._w["images"].value))[0].inputs
+        held = HeldData([inputs.layer])
         if hasattr(model, "params"):
             raise InputError(f"'{name}' is an instance model: correct the instance labels and train it again "
                              "in Train (labels are: instances); fine-tuning here is for segmentation models")
@@ -387,8 +388,8 @@ class PredictWidget(DockForm):
             if result.prediction is None:  # Stop during the steps: the model so far is kept, nothing predicted
                 self._w["status"].value = f"{learned_from}: kept; press Predict to see its answer on the image"
                 return
-            if inputs.layer not in self._viewer.layers:
-                self._w["status"].value = image_gone(inputs.layer.name, f"model '{tuned_name}' is kept; ")
+            if dropped := not_shown(self._viewer, inputs.layer, held, f"model '{tuned_name}' is kept; "):
+                self._w["status"].value = dropped
                 return
             self.show(result.prediction, inputs.layer, result.model, result.as_predicted, result.edited)
             self._w["status"].value = (f"{learned_from}: '{inputs.layer.name}' predicted again, your edits kept "

@@ -24,6 +24,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._layers import (
     RECIPE_KEY,
@@ -316,7 +317,7 @@ class PreprocessWidget(DockForm):
         check_steps(volume, (step,))  # here, not after the job's first import of MONAI (seconds)
         recipe = (*layer_recipe(layer), step)
         source = source_metadata(raw_layer(self._viewer, layer))
-        what = describe_step(step)
+        what, held = describe_step(step), HeldData([layer])
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.preprocessing.inputs import nonfinite_note
@@ -334,7 +335,13 @@ class PreprocessWidget(DockForm):
         def done(result: Any) -> None:
             from napari_medml.preprocessing.inputs import fills_nonfinite
 
+            from napari.utils import notifications
+
             out, note = result
+            if layer not in self._viewer.layers or held.replaced():  # trial 49: the old pixels' result, unsaid
+                why = (new_data_line([layer.name], f"its '{what}' result") if layer in self._viewer.layers else
+                       f"image '{layer.name}' was removed while the job ran: its '{what}' result is not shown")
+                return notifications.show_warning(f"Preprocessing: {why}")
             new = show_result(self._viewer, _result_layer(out, layer.name, what), like=layer)
             if step.operation == "fill_nan" and not fills_nonfinite(recipe):  # after other steps: a new image
                 # (models let a raw image with NaN through only when their recipe fills it first)
@@ -342,8 +349,6 @@ class PreprocessWidget(DockForm):
             new.metadata[RECIPE_KEY] = [to_dict(s) for s in recipe]
             new.metadata.update(source)
             if note:
-                from napari.utils import notifications
-
                 notifications.show_warning(f"Preprocessing: {note}")
 
         self.runner.start(job, on_result=done, discard_on_stop=True)

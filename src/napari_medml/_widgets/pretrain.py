@@ -18,6 +18,7 @@ from typing import Any, get_args
 import napari
 from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, Select, SpinBox
 
+from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import parse_size, status_label
 from napari_medml._widgets._layers import (
@@ -194,7 +195,7 @@ class PretrainWidget(DockForm):
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Pretrain (or resume) ``run`` in the runner, then reconstruct each layer."""
         inputs, samples, bundle, name = run["inputs"], run["samples"], run["bundle"], run["name"]
-        checkpoints = self._checkpoints
+        checkpoints, held = self._checkpoints, HeldData(inp.layer for inp in inputs)
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
@@ -221,8 +222,9 @@ class PretrainWidget(DockForm):
             self.model = model
             self._session.add_model(model, name, bundle)  # its folder loaded again: this entry
             gone = [inp.layer.name for inp in inputs if inp.layer not in self._viewer.layers]
+            replaced = held.replaced()  # trial 49: the old pixels' reconstruction was shown on the new ones
             for inp, rec in zip(inputs, results):
-                if inp.layer in self._viewer.layers:  # a removed image's results would have nothing to lie on
+                if inp.layer in self._viewer.layers and inp.layer.name not in replaced:  # removed: nothing to lie on
                     self.show(rec, inp.layer)
             from napari_medml.segmentation.step_time import model_steps_trained  # loaded with training already
 
@@ -230,7 +232,7 @@ class PretrainWidget(DockForm):
             self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it" + (
                 f" (trained {trained})" if trained else "") + (
                 f" (removed while it ran, so not shown: the reconstruction of {', '.join(map(repr, gone))})"
-                if gone else "")
+                if gone else "") + (f"; {new_data_line(replaced, 'the reconstruction')}" if replaced else "")
             if stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
 

@@ -1,0 +1,73 @@
+"""A layer given new data while a job on it runs gets no result of its old data (trial 49: Predict,
+Pretrain and Preprocess laid the old pixels' result on the new ones without a word). Each widget is
+opened from the Plugins menu; the data is replaced right after the click, before the job's result
+comes back to the GUI thread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((40, 48)).astype(np.float32)
+
+
+def test_predict_shows_no_prediction_of_the_old_data(make_napari_viewer, open_widget, qtbot, tmp_path,
+                                                     constant_model):
+    from napari_medml._widgets.predict import BUNDLE_CHOICE
+
+    bundle = constant_model(2, (0, 1), 1).save(tmp_path / "m")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(_image(), name="img")
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [layer]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = bundle
+    predict["predict"].changed.emit(True)
+    new = _image()[::-1].copy()
+    layer.data = new
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert "img [prediction]" not in viewer.layers
+    assert predict["status"].value == ("image 'img' got new data while the job ran: its prediction (of the data it "
+                                       "had) is not shown; run it again on the new data")
+    np.testing.assert_array_equal(layer.data, new)
+    predict["predict"].changed.emit(True)  # again: shown
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    assert "img [prediction]" in viewer.layers and predict["status"].value.startswith("'img' segmented with")
+
+
+def test_preprocess_shows_no_result_of_the_old_data(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(_image(), name="img")
+    widget = open_widget(viewer, "preprocess")
+    widget["image"].value, widget["operation"].value = layer, "zscore"
+    widget["apply"].changed.emit(True)
+    layer.data = _image() * 3
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert [l.name for l in viewer.layers] == ["img"]
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert warnings == ["Preprocessing: image 'img' got new data while the job ran: its 'z-score' result (of the "
+                        "data it had) is not shown; run it again on the new data"], warnings
+
+
+def test_pretrain_keeps_its_model_but_shows_no_reconstruction_of_the_old_data(make_napari_viewer, open_widget,
+                                                                             qtbot, notes):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(_image(), name="img")
+    pre = open_widget(viewer, "pretrain")
+    pre["images"].value = [layer]
+    pre["channels"].value, pre["depth"].value = 4, 2
+    pre["epochs"].value, pre["steps"].value = 1, 2
+    pre["start"].changed.emit(True)
+    layer.data = _image() + 5
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=120000)
+    assert not [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert [l.name for l in viewer.layers] == ["img"]
+    status = pre["status"].value
+    assert status.startswith("model 'img pretrained' is ready") and status.endswith(
+        "; image 'img' got new data while the job ran: the reconstruction (of the data it had) is not shown; run it "
+        "again on the new data"), status
