@@ -164,3 +164,14 @@ def test_a_report_refuses_true_classes_it_does_not_know_and_nan_probabilities() 
         with pytest.raises(InputError, match=said.replace("[", r"\[").replace("]", r"\]")):
             classification_report(true, proba, [1, 2])
     assert classification_report(y.astype(float), p, [1, 2])["accuracy"] == 1.0
+
+
+def test_why_a_classifier_has_no_metrics():
+    from napari_medml.classification.metrics import no_metrics_reason
+
+    assert no_metrics_reason(0.0, "--val-fraction 0.2").endswith("give --val-fraction 0.2 to measure")
+    assert no_metrics_reason(0.2).startswith("no validation samples: no class has two labelled samples")
+    # stopped before it ever validated (trial 49: the labels were blamed), in the front's words
+    stopped = {"stopped_in_first_epoch": True, "steps": 3}
+    assert no_metrics_reason(0.2, "x", stopped, "train again with --resume") == (
+        "stopped before its first epoch ended: never validated, so no metrics; train again with --resume to measure")

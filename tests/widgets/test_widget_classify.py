@@ -145,6 +145,21 @@ def test_stop_keeps_the_classifier(setup, qtbot) -> None:
     assert widget["start"].enabled and not widget["stop"].enabled
 
 
+def test_a_stop_in_the_first_epoch_says_it_never_validated(setup, qtbot) -> None:
+    """Trial 49: it blamed the labels ("no class has two labelled samples") for a Stop."""
+    viewer, widget, _, _ = setup
+    widget["epochs"].value, widget["steps"].value = 2, 100000
+    reports = []
+    widget.start()
+    widget.runner._on_report_cb = reports.append
+    qtbot.waitUntil(lambda: len(reports) >= 2, timeout=60000)
+    widget["stop"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert widget.classifier.history == [] and widget.classifier.metrics == {}
+    assert widget["metrics"].value == ("stopped before its first epoch ended: never validated, so no metrics; Resume "
+                                       "continues the run to measure")
+
+
 def test_errors_are_notifications(setup, qtbot, notes, tmp_path) -> None:
     viewer, widget, _, _ = setup
     before = [layer.name for layer in viewer.layers]

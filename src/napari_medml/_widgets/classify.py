@@ -320,9 +320,8 @@ class ClassifyWidget(DockForm):
 
         self.classifier, self.result = classifier, result
         spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
-        labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial,
-                                                             "labels", axes, features=result.class_table),
-                             like=layer)
+        labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial, "labels",
+                                                             axes, features=result.class_table), like=layer)
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
         labels.metadata["samples"] = {k: np.array(v, copy=True) for k, v in result.table.items()}
@@ -339,7 +338,8 @@ class ClassifyWidget(DockForm):
             self.confusion.show(classifier.metrics)
             self.roc.show(classifier.metrics)
         self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
-                                    no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2"))
+                                    no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2",
+                                                      classifier.provenance, "Resume continues the run"))
         if from_bundle and classifier.metrics:  # not this image's score (trial 48: "use Evaluate", segmentations only)
             self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
                                         "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "

@@ -273,13 +273,30 @@ def chance_note(report: Mapping[str, Any]) -> str | None:
             "check the classes")
 
 
-def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fraction of 0.2") -> str:
-    """Why a classifier trained with ``val_fraction`` has no validation metrics, and what to do
-    (``fix``: the setting that holds samples out, as the front names it).
+def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fraction of 0.2",
+                      provenance: Mapping[str, Any] | None = None, resume: str = "resume the run") -> str:
+    """Why a classifier trained with ``val_fraction`` has no validation metrics, and what to do.
 
     :func:`~napari_medml.classification.task.stratified_split` holds samples out only from
     classes with two or more labelled samples (a class's only sample stays in training).
+
+    Parameters
+    ----------
+    val_fraction : float or None
+        The run's validation share (None: unknown).
+    fix : str
+        The setting that holds samples out, as the front names it.
+    provenance : Mapping, optional
+        The classifier's; ``stopped_in_first_epoch``: stopped before it ever validated.
+    resume : str
+        How the front continues a stopped run.
+
+    Returns
+    -------
+    str
     """
+    if (provenance or {}).get("stopped_in_first_epoch"):  # trial 49: blamed the labels for a Stop
+        return f"stopped before its first epoch ended: never validated, so no metrics; {resume} to measure"
     if val_fraction is None:
         return "no validation samples: no metrics"
     if val_fraction <= 0:

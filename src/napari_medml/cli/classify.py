@@ -120,7 +120,7 @@ def _train(args: argparse.Namespace, samples: Any) -> int:
         raise MedMLError(nothing_saved("training", checkpoint_folder(args.out)))
     path = save_run(classifier, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     info(f"saved classifier bundle to {path}")
-    info(metrics_line(classifier.metrics, classifier.config.data.val_fraction))
+    info(metrics_line(classifier.metrics, classifier.config.data.val_fraction, classifier.provenance))
     for note in ((one_class_note(classifier.metrics, classifier.class_names), chance_note(classifier.metrics))
                  if classifier.metrics else ()):
         if note:
@@ -237,12 +237,12 @@ def train_config(args: argparse.Namespace, spatial_dims: int) -> Any:
     return config_from_options(args, classification_config(spatial_dims))
 
 
-def metrics_line(metrics: dict, val_fraction: float) -> str:
+def metrics_line(metrics: dict, val_fraction: float, provenance: dict | None = None) -> str:
     """The best epoch's validation numbers in one line; without any, why and what to do."""
     if not metrics:
         from napari_medml.classification.metrics import no_metrics_reason
 
-        return no_metrics_reason(val_fraction, "--val-fraction 0.2")
+        return no_metrics_reason(val_fraction, "--val-fraction 0.2", provenance, "train again with --resume")
     parts = [f"{k.replace('_', ' ')} {metrics[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "auc")
              if metrics.get(k) is not None]
     return (f"validation ({metrics.get('n', '?')} samples, best epoch {metrics.get('epoch', '?')}): "
