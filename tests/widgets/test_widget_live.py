@@ -165,6 +165,11 @@ def test_switching_the_image_stops_the_session(make_napari_viewer, open_widget, 
     # the session's first fit (of no strokes) may still be under way ("fitting the new strokes...", CI 33c)
     qtbot.waitUntil(lambda: widget["status"].value == "no strokes fitted yet: paint background (id 1) and at least "
                     "one class", timeout=30000)
+    first.name, viewer.layers["a [scribbles]"].name = "a renamed", "my strokes"  # trial 49: a rename stopped it
+    qtbot.wait(300)
+    assert widget.session is session and not session.closed, widget["status"].value
+    assert widget["images"].value == [first] and widget["scribbles"].value.name == "my strokes"
+    first.name, viewer.layers["my strokes"].name = "a", "a [scribbles]"
     widget["images"].value = [second]
     qtbot.waitUntil(lambda: session.closed and widget.session is None, timeout=30000)
     assert widget["start"].enabled

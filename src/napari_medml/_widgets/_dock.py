@@ -138,14 +138,28 @@ class DockForm(Container):
         A layer choice whose layer is removed and, at the next change, replaced by a layer
         of the same name (a re-run's result that could not be refilled in place) follows
         it; magicgui alone would leave the choice on another layer, and Evaluate scored
-        that one without a word (trial 39).
+        that one without a word (trial 39). A chosen layer stays chosen through a rename (Qt's
+        lists select by the shown name), and each field sends at most one change, at the end
+        (trial 49: a rename sent Live's boxes a change of none chosen, which stopped it).
         """
-        from magicgui.widgets import ComboBox
+        from magicgui.widgets import ComboBox, Select
 
         combos = [w for w in self if isinstance(w, ComboBox)]
         before = {id(w): w.value for w in combos}  # magicgui names a field made by create_widget ''
         lost, self._lost_layers = getattr(self, "_lost_layers", {}), {}
-        super().reset_choices(*args)
+        for widget in self:  # as magicgui's Container.reset_choices, in order: later choices may read earlier ones
+            if isinstance(widget, Select):
+                _reset_keeping(widget)
+            elif isinstance(widget, ComboBox):  # the layer kept through a rename; one change, at the end, if any
+                old = before[id(widget)]
+                with widget.changed.blocked():
+                    widget.reset_choices()
+                    if widget.value is not old and hasattr(old, "data") and any(old is c for c in widget.choices):
+                        widget.value = old
+                if not (widget.value is old or not hasattr(old, "data") and widget.value == old):  # a layer: itself
+                    widget.changed.emit(widget.value)
+            elif hasattr(widget, "reset_choices"):
+                widget.reset_choices()
         for widget in combos:
             name = lost.get(id(widget))
             same = [c for c in widget.choices if name is not None and getattr(c, "name", None) == name]
@@ -174,3 +188,18 @@ class DockForm(Container):
         """Add a Qt widget (a plot) below the fields, above the closing stretch."""
         layout = self.form.layout()
         layout.insertWidget(layout.count() - 1, widget)
+
+
+def _reset_keeping(widget: Any) -> None:
+    """Refresh a layer list's choices, keeping the chosen layers still listed: Qt's list selects by
+    the shown name, so a renamed layer fell out of the choice, and its change was sent with none chosen
+    (trial 49: a rename stopped Live, "another image was chosen"). A change is sent once, when the
+    chosen layers differ at the end."""
+    chosen = list(widget.value or ())
+    with widget.changed.blocked():
+        widget.reset_choices()
+        kept = [v for v in chosen if any(v is c for c in widget.choices)]
+        if list(map(id, widget.value or ())) != list(map(id, kept)):
+            widget.value = kept
+    if list(map(id, widget.value or ())) != list(map(id, chosen)):
+        widget.changed.emit(widget.value)
