@@ -227,6 +227,10 @@ def test_bundle_choice_without_a_folder_names_the_sessions_models(make_napari_vi
     assert notes[-1].message == ("Prediction: 'model' is 'bundle folder...' but no bundle folder is chosen: choose "
                                  "one, or choose a model of this session in 'model' ('phantom model')")
     assert not widget.runner.running
+    widget["bundle"].value = ""  # set from a script, magicgui makes it the working folder (trial 49: "has no config")
+    widget["predict"].changed.emit(True)
+    assert notes[-1].message.startswith("Prediction: 'model' is 'bundle folder...' but no bundle folder is chosen")
+    assert not widget.runner.running
 
 
 def test_stop_during_finetuning_keeps_the_model_tuned_so_far(setup, qtbot):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import napari
@@ -16,8 +17,8 @@ from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note,
                                           model_input)
 from napari_medml.errors import InputError
 
-__all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "image_gone", "input_for", "is_lazy_image",
-           "not_shown", "prediction_inputs", "result_note"]
+__all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "chosen_folder", "image_gone", "input_for",
+           "is_lazy_image", "not_shown", "prediction_inputs", "result_note"]
 
 
 class Placed(NamedTuple):
@@ -179,6 +180,16 @@ def result_note(inputs: ModelInput, model: Any) -> str:
 def is_lazy_image(image: Any) -> bool:
     """A dask or zarr image (a lazily loaded layer): never turned into one NumPy array."""
     return not isinstance(image, np.ndarray)
+
+
+def chosen_folder(value: Any) -> str:
+    """A folder field's value, or "" when none is chosen: magicgui gives an emptied field as "." or,
+    set from a script, as the working folder (trial 49: "model bundle <working folder> has no
+    config.json" for a field left empty); a bundle there is taken."""
+    folder = str(value or "")
+    if folder and Path(folder).resolve() == Path.cwd().resolve() and not (Path(folder) / "config.json").exists():
+        return ""
+    return folder
 
 
 def image_gone(name: str, kept: str = "") -> str:

@@ -20,8 +20,8 @@ from napari_medml._widgets._layers import (check_fits, check_on_image, labels_ar
 from napari_medml._widgets._instances import (CONTROLS, control_values, instance_controls, instance_table,
                                               params_from_controls, set_controls, show_instances, with_controls)
 from napari_medml._widgets._data_watch import HeldData
-from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, input_for, is_lazy_image,
-                                                  not_shown, prediction_inputs, result_note)
+from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, chosen_folder, input_for,
+                                                  is_lazy_image, not_shown, prediction_inputs, result_note)
 from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -163,7 +163,7 @@ class PredictWidget(DockForm):
         choice = self._w["model"].value
         if choice is not None and choice != BUNDLE_CHOICE:
             return choice, self._session.models[choice]
-        folder = str(self._w["bundle"].value)
+        folder = chosen_folder(self._w["bundle"].value)
         if folder in ("", ".") and self._session.models:  # trial 32: "no model yet" beside the session's models
             raise InputError(f"'model' is '{BUNDLE_CHOICE}' but no bundle folder is chosen: choose one, or choose "
                              f"a model of this session in 'model' ({', '.join(map(repr, self._session.models))})")
