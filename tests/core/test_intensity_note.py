@@ -54,3 +54,27 @@ def test_a_prediction_of_background_only_is_said_in_one_line(constant_model):
     assert background_note(lazy, (0, 1), "x").startswith("x: the model found background only")
     assert background_note(da.where(da.arange(64) == 63, 1, 0).astype(np.uint8), (0, 1)) is None  # one voxel found
     assert background_note(np.zeros((4, 4), np.uint8), (0,)) is None  # one class: nothing else to find
+
+
+def test_a_background_only_result_of_the_min_size_says_so(constant_model):
+    """Review 49: the model found class 1 everywhere, and min size removed it; the line blamed the image."""
+    from napari_medml.config import InferConfig
+    from napari_medml.segmentation.prediction import predict_oriented
+
+    image = RNG.standard_normal((40, 36)).astype(np.float32)
+    blobs = RNG.standard_normal((40, 36)) > 1.5  # the objects min size will remove: a model of them
+    lines = []
+    model = constant_model(2, (0, 1), 1)
+    model.network.register_forward_hook(lambda m, i, o: o * 0 + torch_blobs(blobs, o))
+    predict_oriented(model, image, spacing=(1.0, 1.0), affine=None, name="x",
+                     config=InferConfig(min_size=1000, tta=False), notes=lines.append)
+    assert lines == ["x: background only (class 0) is left, not class 1, after objects under 1000 voxels were "
+                     "removed (min size): lower it to see what the model found"], lines
+
+
+def torch_blobs(blobs, out):
+    import torch
+
+    logits = torch.zeros_like(out)
+    logits[:, 1] = torch.as_tensor(np.where(blobs, 5.0, -5.0), dtype=out.dtype)[: out.shape[2], : out.shape[3]]
+    return logits

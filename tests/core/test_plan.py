@@ -457,8 +457,8 @@ def test_an_anisotropic_volume_thin_along_two_axes_gets_a_u_net_patch_that_runs(
     DynUNet's thin-axis patch 62x1x1 went to a 2-level U-Net, whose output (62x2x2) the loss refused."""
     from napari_medml.nn.segmentation import build_network
 
-    plan = make_plan(fp(shape=shape, spacing=(2.0, 0.5, 0.5), n=64), config(minutes=1), device="cpu",
-                     step_seconds=lambda c: 0.01)
+    plan = make_plan(fp(shape=shape, spacing=(2.0, 0.5, 0.5), n=64, train_shape=(51, *shape[1:])), config(minutes=1),
+                     device="cpu", step_seconds=lambda c: 0.01)  # (the line: the image's 64, not the region's 51)
     assert plan.network == "unet" and plan.depth == 2
     assert all(p % 2 == 0 for p in plan.patch_size) and plan.patch_size[2] == 2
     line = next(r for r in plan.reasons if r.startswith("patch size:"))

@@ -296,3 +296,10 @@ def test_predict_widget_refuses_a_2d_model_on_one_sagittal_slice(make_napari_vie
     assert "1-voxel-wide strips; use a 3D network" in errors[0]
     assert "sag [prediction]" not in viewer.layers
     np.testing.assert_array_equal(np.asarray(layer.data), before)
+    thin = viewer.add_image(np.zeros((12, 1, 20), np.float32), name="thin")  # review 49: an unnamed leading axis
+    predict["images"].value = [thin]
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=60000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 2 and "layer 'thin' (axes ZYX, shape (12, 1, 20)) is one slice along Y" in errors[1], errors
+    assert "thin [prediction]" not in viewer.layers

@@ -66,8 +66,9 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
     placed, why = choose_input(model, raw, shown)
     check_channels(model, placed.inputs)
     if getattr(model, "spatial_dims", None):  # trial 49: 64 one-pixel strips of a sagittal slice, unsaid
-        check_not_strips(placed.inputs.axes, np.shape(placed.inputs.image), model.spatial_dims,
-                         f"layer '{placed.inputs.layer.name}'")
+        axes = placed.inputs.axes  # an unnamed leading axis is what a 2D model takes slice by slice (review 49)
+        check_not_strips(axes if "Z" in axes else axes.replace("Q", "Z", 1), np.shape(placed.inputs.image),
+                         model.spatial_dims, f"layer '{placed.inputs.layer.name}'")
     names = getattr(getattr(getattr(model, "config", None), "data", None), "channel_names", None)
     if names:  # trial 48: the same stains stored in another order were segmented without a word
         from napari_medml.io.channel_order import in_channel_order, match_channels

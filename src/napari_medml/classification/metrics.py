@@ -295,7 +295,7 @@ def no_metrics_reason(val_fraction: float | None, fix: str = "a validation fract
     -------
     str
     """
-    if (provenance or {}).get("stopped_in_first_epoch"):  # trial 49: blamed the labels for a Stop
+    if (provenance or {}).get("stopped_in_first_epoch") and (val_fraction or 0) > 0:  # trial 49: the labels blamed
         return f"stopped before its first epoch ended: never validated, so no metrics; {resume} to measure"
     if val_fraction is None:
         return "no validation samples: no metrics"

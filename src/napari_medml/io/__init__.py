@@ -214,7 +214,7 @@ def write_volume(path: str | Path, volume: Volume) -> Path:
         # could not be saved); float32 holds every float16 value exactly
         volume = replace(volume, data=volume.data.astype(np.float32))
     dropped = volume.meta.get(io_axes.SINGLETONS_KEY)
-    if fmt == "tiff":  # ImageJ and OME TIFFs store Y and X last: a channel-last C of 1 stays off (not (1, Y, X))
+    if fmt != "npy":  # TIFF, NIfTI and Zarr store Y and X last: a channel-last C of 1 stays off (not (1, Y, X))
         dropped = [d for d in dropped or () if list(d[3:]) != [io_axes.LAST]]
     if dropped and fmt != "zarr":  # the length-1 axes the file had go back (Zarr keeps them listed)
         data, axes, spacing, origin = io_axes.unsqueeze(volume.data, volume.axes, volume.spacing, volume.origin,

@@ -319,7 +319,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     if depth < wanted:  # trial 39: it said 4 voxels where 31 were left
         why_depth += f"; {wanted} levels would need a patch that divides by {2 ** (wanted - 1)}"
     if depth <= 2 and pooled < 8:  # too thin to reach 4 voxels at the bottom: the fewest levels, and why
-        why_depth = thin_depth_note(pooled, region)
+        why_depth = thin_depth_note(pooled, region, fp.shape)
     depth = note("model.depth", depth, why_depth, "depth (levels)")
 
     foreground = sum(fp.class_fractions[1:])

@@ -106,7 +106,7 @@ def unet_patch(patch: Sequence[int], depth: int, reasons: list[str], set_by_user
     return fitted
 
 
-def thin_depth_note(pooled: int, region: Sequence[int]) -> str:
+def thin_depth_note(pooled: int, region: Sequence[int], shape: Sequence[int] | None = None) -> str:
     """Why a run has the fewest levels (2): its windows hold ``pooled`` voxels along the thinnest
     pooled axis; a thin volume may segment better slice by slice, and a "volume" one voxel along
     two axes is most likely an image whose axes were read otherwise (trial 49: a 64x64 image
@@ -118,6 +118,8 @@ def thin_depth_note(pooled: int, region: Sequence[int]) -> str:
         Voxels a window holds along its thinnest pooled axis.
     region : sequence of int
         The training region, voxels per spatial axis.
+    shape : sequence of int, optional
+        The images' shape (the line's length; the region is shorter by the validation block).
 
     Returns
     -------
@@ -126,8 +128,8 @@ def thin_depth_note(pooled: int, region: Sequence[int]) -> str:
     voxels = f"{pooled} voxel{'s' if pooled != 1 else ''}"
     line = f"the fewest levels: a training window holds {voxels} along its thinnest axis"
     if len(region) == 3 and sum(int(r) == 1 for r in region) >= 2:
-        return (f"{line}; each image is a line of {max(region)} voxels: if it is an image stored along other axes, "
-                "say which axis is which (train --axes)")
+        return (f"{line}; each image is a line of {max(shape or region)} voxels: if it is an image stored along "
+                "other axes, say which axis is which (train --axes)")
     if len(region) == 3 and pooled < 4:
         return f"{line}; a volume this thin may segment better slice by slice (--spatial-dims 2; the widget's 2D/3D)"
     return line

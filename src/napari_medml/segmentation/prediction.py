@@ -135,13 +135,14 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
                          progress=progress, stop=stop)
     back = {k: oriented.back(getattr(pred, k)) for k in ("labels", "probabilities", "uncertainty", "instances")
             if getattr(pred, k) is not None}
-    empty = background_note(pred.labels, pred.class_ids or model.class_ids, name)
+    min_size = int(getattr(config, "min_size", 0) or 0)  # review 49: the objects may be the post-processing's
+    empty = background_note(pred.labels, pred.class_ids or model.class_ids, name, min_size)
     if empty and notes is not None:
         notes(empty)
     return replace(pred, **back)
 
 
-def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str | None:
+def background_note(labels: Any, class_ids: Any, name: str = "the image", min_size: int = 0) -> str | None:
     """One line when a prediction holds background only, else None: an empty result is
     otherwise written and shown like any other, without a word.
 
@@ -154,6 +155,8 @@ def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str
         The model's classes, background first.
     name : str
         How the line names the image.
+    min_size : int
+        The post-processing's least object size (voxels), which may have removed what was found.
 
     Returns
     -------
@@ -171,6 +174,9 @@ def background_note(labels: Any, class_ids: Any, name: str = "the image") -> str
     if not int(low) == int(high) == ids[0]:
         return None
     others = f"class {ids[1]}" if len(ids) == 2 else f"any of classes {', '.join(map(str, ids[1:]))}"
+    if min_size:
+        return (f"{name}: background only (class {ids[0]}) is left, not {others}, after objects under {min_size} "
+                "voxels were removed (min size): lower it to see what the model found")
     return (f"{name}: the model found background only (class {ids[0]}), not {others}: check that the image "
             "looks like the training images (its channel, intensity range and voxel size), or label some of it "
             "and train again")
