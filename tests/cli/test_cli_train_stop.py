@@ -249,8 +249,11 @@ def test_val_fraction_too_large_names_the_option(files, tmp_path) -> None:
 def test_folds_lines_name_the_fold_and_its_epoch(files, tmp_path) -> None:
     done = run("train", "--image", files["img0"], "--image", files["img1"], "--labels", files["lab0"],
                "--labels", files["lab1"], "--out", tmp_path / "m", "--folds", "2", "--epochs", "1",
-               "--steps-per-epoch", "1", *TINY)  # fmt: skip
+               "--steps-per-epoch", "1", "--val-fraction", "0.2", *TINY)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # the default share given: unused, and said so as any other share is (note 48)
+    assert ("napari-medml: --val-fraction 0.2 is not used with folds: each of the 2 models is validated on its own "
+            "fold, 1/2 of the data") in lines(done.stderr), done.stderr
     epoch_lines = [line.split("  ")[:3] for line in lines(done.stderr) if line.startswith("fold ")]
     assert [parts[:2] for parts in epoch_lines] == [["fold 1/2", "epoch 1/1"], ["fold 2/2", "epoch 1/1"]]
     assert "epoch 2/2" not in done.stderr

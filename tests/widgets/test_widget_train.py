@@ -402,3 +402,21 @@ def test_a_device_chosen_while_the_opening_check_waits_is_the_one_checked(make_n
     train["device"].value = "cpu"
     qtbot.waitUntil(lambda: not train._device_runner.running, timeout=60000)
     assert train["device_info"].value.startswith("CPU ("), train["device_info"].value
+
+
+def test_the_status_names_the_labels_trained_on_after_the_chosen_ones_are_removed(setup, qtbot) -> None:
+    """Note 48: removing the chosen labels layer moved the box to another labels layer, and Start
+    trained on it without a word; the lines while running and when ready name the data."""
+    viewer, train, _, image, labels = setup
+    viewer.add_labels(np.asarray(labels.data).copy(), name="other seg", scale=labels.scale)
+    train["labels"].value = labels
+    viewer.layers.remove(labels)
+    assert train["labels"].value.name == "other seg"
+    train["epochs"].value, train["steps"].value, train["plan"].value = 1, 2, False
+    train["start"].changed.emit(True)
+    assert train["status"].value.startswith("running on image 'ct' with labels 'other seg': the bar below"), \
+        train["status"].value
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    status = train["status"].value
+    assert status.startswith("model 'ct model' is ready in Predict (trained 2 steps in ") and (
+        "(trained on image 'ct' with labels 'other seg')" in status), status

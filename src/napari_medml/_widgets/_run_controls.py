@@ -118,11 +118,13 @@ class RunCheckpoints:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def started_line(resumed: bool, what: str) -> str:
+def started_line(resumed: bool, what: str, on: str = "") -> str:
     """The status line of a training run that started: it replaces the last run's result,
-    which named another model."""
-    return (f"resuming the stopped run with its settings and {what}..." if resumed else
-            "running: the bar below shows the step and the loss; Stop keeps the model trained so far")
+    which named another model. ``on`` names the data (a removed layer's box moves to
+    another layer, so the line says which is trained on)."""
+    return (f"resuming the stopped run with its settings and {what}{f' ({on})' if on else ''}..." if resumed else
+            f"running{f' on {on}' if on else ''}: the bar below shows the step and the loss; Stop keeps the model "
+            "trained so far")
 
 
 def run_controls(w: dict[str, Any], session: Session, owner: str, title: str,

@@ -275,7 +275,7 @@ class TrainWidget(DockForm):
         checkpoints = self._checkpoints
         if resume is None:
             run = {"inputs": inputs, "labels": labels, "form": config, "config": config, "plan": None, "name": name,
-                   "bundle": bundle, "init_model": init_model, "on_model": on_model, "record": record}
+                   "labels_name": getattr(self._w["labels"].value, "name", "labels"), "bundle": bundle, "init_model": init_model, "on_model": on_model, "record": record}
             if not plan_only:  # what Resume continues; a shown plan leaves the last run's checkpoints to it
                 self._last_run = run
             # fine-tuning keeps its model's settings; instances are planned as their foreground
@@ -287,7 +287,8 @@ class TrainWidget(DockForm):
         resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
         orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
-        labels_layer = self._w["labels"].value
+        data_line = (f"image {', '.join(map(repr, run['inputs'].names or (run['inputs'].layer.name,)))} with labels "
+                     f"'{run['labels_name']}'")
         # a session model: the run's lines (a resumed run's too) name it, not the temp folder it is saved to
         start = run.setdefault("start", StartModel(self._session, start_from))
         many_ids = (resume is None and config.task == "segmentation" and config.data.label_mode == "dense")
@@ -313,7 +314,7 @@ class TrainWidget(DockForm):
                 if many_ids:  # instance labels given to a segmentation: said before the run, not refused
                     from napari_medml.segmentation.label_values import many_ids_warning
 
-                    note = many_ids_warning(targets, f"labels '{getattr(labels_layer, 'name', 'labels')}'",
+                    note = many_ids_warning(targets, f"labels '{run['labels_name']}'",
                                             "labels are: instances")
                     if note:
                         yield note
@@ -361,6 +362,7 @@ class TrainWidget(DockForm):
             trained = model_steps_trained(model)
             self._w["status"].value = (f"model '{name}' is ready in Predict" + (f" (trained {trained})" if trained
                                                                                 else "")
+                                       + f" (trained on {data_line})"
                                        + channel_note(inputs, None) + "".join(f" ({w})" for w in warnings))
             if checkpoints.folder is not None and self.runner.token.stopped:
                 self._w["status"].value += f" (stopped: {stopped_folds(model)}Resume continues the run)"
@@ -393,4 +395,4 @@ class TrainWidget(DockForm):
             return
         checkpoints.running()
         if self.runner.start(job, on_report=on_report, on_result=done, on_done=checkpoints.done) is not None:
-            self._w["status"].value = started_line(resume is not None, "data")
+            self._w["status"].value = started_line(resume is not None, "data", data_line)

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["flag_names", "nothing_saved", "saved_note", "stopped_line", "with_flag_names"]
+from napari_medml.cli.common import info
+from napari_medml.config import DataConfig
+
+__all__ = ["flag_names", "nothing_saved", "saved_note", "say_unused_share", "stopped_line", "with_flag_names"]
 
 
 def flag_names(text: str) -> str:
@@ -144,3 +147,21 @@ def _score_note(model: Any, best: Any, resumed: bool) -> str:
         if kept.get("val_mean_dice") is not None:
             return f" (best epoch {kept['epoch']}, before the stop: validation mean Dice {kept['val_mean_dice']:.3f})"
     return ""
+
+
+def say_unused_share(val_fraction: float | None, folds: int, resumed: bool) -> None:
+    """Print that ``--val-fraction`` goes unused with folds when it was given at its default
+    (note 48): the core says so for any other share, but cannot tell the default given.
+
+    Parameters
+    ----------
+    val_fraction : float or None
+        The option's value; None when it was left out.
+    folds : int
+        The run's number of models, planned or given.
+    resumed : bool
+        A ``--resume`` run keeps its own settings, and says nothing here.
+    """
+    if val_fraction is not None and val_fraction == DataConfig.val_fraction and folds > 1 and not resumed:
+        info(f"--val-fraction {val_fraction:g} is not used with folds: each of the {folds} models is validated on "
+             f"its own fold, 1/{folds} of the data")

@@ -13,7 +13,7 @@ from typing import Any
 
 from napari_medml.cli.progress import checkpoint_folder, drive_training, resume_folder, stop_on_interrupt
 from napari_medml.cli.common import DEVICES, FILE_TYPES, UsageError, add_axes_option, check_bundle_target, info
-from napari_medml.cli.messages import nothing_saved, saved_note, stopped_line, with_flag_names
+from napari_medml.cli.messages import nothing_saved, saved_note, say_unused_share, stopped_line, with_flag_names
 from napari_medml.cli.options import config_from_options, fields_given
 from napari_medml.cli.spacing_option import add_spacing_option
 from napari_medml.cli.training_files import read_pairs
@@ -296,6 +296,7 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
         config, taken = take_start_architecture(config, planned_options(args))
         if taken:
             info(taken_note(config, taken))
+    say_unused_share(args.val_fraction, config.data.folds, args.resume)  # the core cannot tell the default given
     gen = fit(images[0] if one else images, labels[0] if one else labels, config,
               spacing=spacings[0] if one else spacings, channel_axis=channel_axis, stop=stop,
               resume_from=resume_folder(args), plan=plan)  # fmt: skip
@@ -316,8 +317,7 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
     # checkpoints (an ensemble's: the finished folds' models and the stopped fold's last) for --resume
     folds = config.data.folds
     path = save_run(model, args.out, stopped=stop.stopped)
-    note = saved_note(model, best, config.data.folds, resumed=args.resume)
-    info(f"saved model bundle to {path}{note}")
+    info(f"saved model bundle to {path}{saved_note(model, best, folds, resumed=args.resume)}")
     if stop.stopped and folds > 1:
         trained = model.provenance["ensemble"]["trained"]
         info(f"stopped: saved an ensemble of the {trained} of {folds} folds trained so far to {path} and kept the "
