@@ -275,7 +275,8 @@ class TrainWidget(DockForm):
         checkpoints = self._checkpoints
         if resume is None:
             run = {"inputs": inputs, "labels": labels, "form": config, "config": config, "plan": None, "name": name,
-                   "labels_name": getattr(self._w["labels"].value, "name", "labels"), "bundle": bundle, "init_model": init_model, "on_model": on_model, "record": record}
+                   "labels_name": getattr(self._w["labels"].value, "name", "labels"), "bundle": bundle,
+                   "init_model": init_model, "on_model": on_model, "record": record}
             if not plan_only:  # what Resume continues; a shown plan leaves the last run's checkpoints to it
                 self._last_run = run
             # fine-tuning keeps its model's settings; instances are planned as their foreground
