@@ -174,3 +174,60 @@ def test_a_recipe_too_large_for_all_frames_together_is_refused(rng, monkeypatch)
     assert str(err.value) == ("the recipe makes 64 KiB of each of the 6 frames of 'movie', 384 KiB in all, more "
                               "than the 307 KiB this machine can spare: resample to a coarser spacing, or crop first")
 
+
+
+@pytest.mark.parametrize("step, spacing", [
+    (PreprocessStep("median", {"size": 5}), (1.0, 1.0, 1.0)),
+    (PreprocessStep("median", {"size": [3, 7, 5]}), (1.0, 1.0, 1.0)),
+    (PreprocessStep("gaussian", {"sigma": 1.5}), (2.0, 1.0, 1.0)),
+    (PreprocessStep("gaussian", {"sigma": [2.0, 1.0, 0.5], "physical": True}), (2.0, 0.5, 1.0)),
+])
+def test_a_large_median_or_gaussian_runs_in_slabs_equal_to_the_whole(rng, monkeypatch, step, spacing):
+    """Note 48: a median of 7 on one volume held Cancel (and napari's closing) for 16 s; slab by
+    slab, with a halo of the filter's reach, it stops within a slab and gives the same voxels."""
+    from napari_medml.preprocessing import slabs
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", 2**15)
+    data = rng.normal(0, 1, (24, 200, 80)).astype(np.float32)
+    vol = Volume(data, spacing, (0.0, 0.0, 0.0), name="vol", axes="ZYX")
+    seen = []
+    out = run_recipe_volume(vol, (step,), progress=lambda done, total: seen.append((done, total)))
+    whole, _ = apply_step(data, spacing, step)
+    np.testing.assert_array_equal(out.data, whole)
+    assert len(seen) >= 2 and seen[-1][0] == seen[-1][1] == len(seen), seen  # slab by slab
+    assert out.spacing == vol.spacing and out.origin == vol.origin
+
+
+def test_a_stop_ends_a_slab_filter_between_two_slabs_and_each_part_counts_its_slabs(rng, monkeypatch):
+    from napari_medml.engine.reports import StopToken
+    from napari_medml.errors import Cancelled
+    from napari_medml.preprocessing import slabs
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", 2**14)
+    vol = Volume(rng.normal(0, 1, (2, 16, 64, 64)).astype(np.float32), (1.0, 1.0, 1.0, 1.0), (0.0,) * 4,
+                 name="two", axes="CZYX")
+    step = PreprocessStep("median", {"size": 3})
+    seen = []
+    run_recipe_volume(vol, (step,), progress=lambda done, total: seen.append((done, total)))
+    per_part = seen[0][1] // 2
+    assert per_part > 2 and seen == [(k, 2 * per_part) for k in range(1, 2 * per_part + 1)], seen
+    token, calls = StopToken(), []
+
+    def stop_at_second(done: int, total: int) -> None:
+        calls.append(done)
+        if done == 2:
+            token.stop()
+
+    with pytest.raises(Cancelled):
+        run_recipe_volume(vol, (step,), stop=token, progress=stop_at_second)
+    assert calls == [1, 2]  # no slab after the stop
+
+
+def test_steps_that_are_not_local_filters_run_whole(rng):
+    from napari_medml.preprocessing.slabs import filter_reach
+
+    for step in (PreprocessStep("zscore", {}), PreprocessStep("clahe", {}), PreprocessStep("resample", {
+            "target_spacing": [1.0, 1.0, 1.0]}), PreprocessStep("crop", {"threshold": 0.5})):
+        assert filter_reach(step, (1.0, 1.0, 1.0), 3) is None
+    assert filter_reach(PreprocessStep("median", {"size": 7}), None, 3) == (3, 3, 3)
+    assert filter_reach(PreprocessStep("gaussian", {"sigma": 2.0, "physical": True}), (4.0, 1.0, 1.0), 3) == (2, 8, 8)

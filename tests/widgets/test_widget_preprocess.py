@@ -437,6 +437,27 @@ def test_cancel_stops_between_frames_shows_progress_and_adds_nothing(make_napari
     assert not widget["cancel"].enabled and widget["apply"].enabled
 
 
+def test_cancel_stops_a_one_volume_median_between_slabs(make_napari_viewer, open_widget, qtbot, notes):
+    """Note 48: a median of 7 on one 64x256x256 volume held Cancel (and napari's closing) for 16 s;
+    it runs slab by slab, the bar counts the slabs, and Cancel ends it before the last."""
+    volume = np.random.default_rng(3).normal(100, 30, (48, 256, 256)).astype(np.float32)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(volume, name="vol")
+    widget = open_widget(viewer, "preprocess")
+    _choose(widget, layer, "median")
+    widget["size"].value = 7
+    widget["apply"].changed.emit(True)
+    qtbot.waitUntil(lambda: widget.runner.progress.value >= 1, timeout=60000)  # a slab done: the bar moves
+    total = widget.runner.progress.max
+    assert total > 1 and f"/{total}" in widget.runner.progress_text
+    widget["cancel"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert widget.runner.progress.value < total  # stopped before the last slab
+    assert [lay.name for lay in viewer.layers] == ["vol"]
+    assert any("Preprocessing cancelled." in n.message for n in notes)
+    np.testing.assert_array_equal(layer.data, volume)
+
+
 def test_a_large_slice_is_previewed_in_a_worker_and_unused_fields_change_nothing(make_napari_viewer, open_widget,
                                                                                  qtbot):
     """Trial 46: a 4000x4000 image's preview held the GUI thread 1.5 s, on every change of a box,

@@ -127,10 +127,11 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
     steps : sequence of PreprocessStep
         The recipe; every step acts on the spatial axes (see :func:`recipe_axes`).
     stop : StopToken, optional
-        Checked before each channel or frame and at the end; once tripped, the run ends
-        with :class:`~napari_medml.errors.Cancelled` (a step under way finishes first).
+        Checked before each channel or frame, between the slabs of a large one's median or
+        Gaussian (about 2 s each), and at the end; once tripped, the run ends with
+        :class:`~napari_medml.errors.Cancelled` (another step under way finishes first).
     progress : callable, optional
-        ``progress(done, total)`` after each channel or frame.
+        ``progress(done, total)`` after each channel or frame (or slab).
 
     Returns
     -------
@@ -147,7 +148,6 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
     Cancelled
         When ``stop`` was tripped.
     """
-    from napari_medml.preprocessing.recipe import run_recipe
 
     layout = recipe_axes(volume)
     _check_steps(volume, layout, steps)
@@ -158,13 +158,12 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
     def one(k: int) -> Any:
         raise_if_stopped(stop)
         try:
-            result = run_recipe(moved[indices[k]], layout.spacing, tuple(steps))
+            result = _run_part(moved[indices[k]], layout.spacing, tuple(steps), stop, None if progress is None else (
+                lambda done, total: progress(k * total + done, len(indices) * total)))
         except InputError as exc:  # which frame or channel (review 46: "its largest value" was one frame's)
             if len(indices) == 1:
                 raise
             raise type(exc)(f"{k + 1} of the {len(indices)} {layout.parts(volume.axes)}: {exc}") from None
-        if progress is not None:
-            progress(k + 1, len(indices))
         return result
 
     first = one(0)  # its size checked by the steps
@@ -193,6 +192,24 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
             spacing[axis] = float(first.spacing[k])
         origin[axis] = float(origin[axis]) + float(first.shift[k])
     return _like(volume, out, spacing, origin, layout.spatial)
+
+
+def _run_part(image: np.ndarray, spacing: tuple[float, ...], steps: tuple[Any, ...], stop: Any,
+              progress: Callable[[int, int], None] | None) -> Any:
+    """The recipe on one channel of one frame; a lone local filter (median, Gaussian) of a
+    large one runs slab by slab, so a stop ends it within a slab, about 2 s (``slabs``)."""
+    from napari_medml.preprocessing.recipe import RecipeResult, run_recipe
+    from napari_medml.preprocessing.slabs import filter_reach, run_in_slabs
+
+    reach = filter_reach(steps[0], spacing, image.ndim) if len(steps) == 1 and image.ndim in (2, 3) else None
+    if reach is None:
+        result = run_recipe(image, spacing, steps)
+        if progress is not None:
+            progress(1, 1)
+        return result
+    out = run_in_slabs(image, lambda piece: run_recipe(piece, spacing, steps).image, reach, stop=stop,
+                       progress=progress)
+    return RecipeResult(out, tuple(float(s) for s in spacing), (0.0,) * image.ndim)
 
 
 def crop_volume_to_labels(volume: Volume, labels: Any, margin: int | Sequence[int] = 0,
