@@ -90,6 +90,14 @@ OBLIQUE_DEGREES = 1.0  # a turn under this is rounding in the scanner's header, 
 def _file_volume(path: str | Path) -> Volume:
     """A file as a Volume; a NIfTI volume in RAS+ voxel order (see the module docstring)."""
     volume = read_volume(path)
+    if not volume.is_labels:
+        from napari_medml.io.volume import label_name_note
+
+        note = label_name_note(path, volume.data)
+        if note:  # a notification, as the oblique line's
+            from napari.utils.notifications import show_warning
+
+            show_warning(note)
     if file_format(path) != "nifti":
         return volume
     from napari_medml.io.orientation import to_canonical

@@ -314,3 +314,20 @@ def test_a_scaled_16_bit_nifti_reads_as_float32_whole_and_lazily(tmp_path, monke
     back = nib.load(tmp_path / "again.nii")
     assert back.get_data_dtype() == np.float32
     np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), hounsfield)
+
+
+def test_a_file_named_like_labels_but_not_read_as_labels_says_why() -> None:
+    import dask.array as da
+
+    from napari_medml.io.volume import label_name_note
+
+    soft = np.array([[0.0, 1.0], [0.25, 1.0]], np.float32)
+    assert label_name_note("a_seg.tif", soft).startswith(
+        "'a_seg.tif' is named like labels but holds values that are no label ids (e.g. 0.25), so it opened as an image")
+    assert label_name_note("dir/b_mask.nii.gz", np.array([0.0, -1.0])).startswith("'b_mask.nii.gz' is named like "
+                                                                                  "labels but holds values that are "
+                                                                                  "no label ids (e.g. -1)")
+    assert label_name_note("a_seg.tif", np.array([0.0, 2.0], np.float32)) == ""  # whole numbers: labels
+    assert label_name_note("a_seg.tif", np.array([0, 2], np.uint8)) == ""
+    assert label_name_note("image.tif", soft) == ""  # not named like labels
+    assert label_name_note("a_seg.tif", da.from_array(soft)) == ""  # lazy: not read

@@ -53,6 +53,34 @@ def test_reader_opens_integer_seg_file_as_labels(make_napari_viewer, tmp_path: P
     np.testing.assert_array_equal(layer.data, ids.T)
 
 
+def test_a_float_mask_named_like_labels_with_fractions_opens_as_an_image_and_says_why(make_napari_viewer, tmp_path,
+                                                                                      notes) -> None:
+    """Note 48: a float mask named ``*_seg.tif`` with a fraction opened as an image, so no labels box
+    offered it, and nothing said why; a whole-number float mask opens as labels."""
+    import tifffile
+
+    mask = np.zeros((12, 16), np.float32)
+    mask[3:9, 4:12] = 1.0
+    tifffile.imwrite(tmp_path / "whole_seg.tif", mask)
+    mask[3, 4] = 0.5  # an interpolated edge
+    tifffile.imwrite(tmp_path / "soft_seg.tif", mask)
+    viewer = make_napari_viewer()
+    (whole,) = viewer.open(str(tmp_path / "whole_seg.tif"), plugin=PLUGIN)
+    assert isinstance(whole, napari.layers.Labels) and not notes
+    (soft,) = viewer.open(str(tmp_path / "soft_seg.tif"), plugin=PLUGIN)
+    assert isinstance(soft, napari.layers.Image)
+    assert [n.message for n in notes] == [
+        "'soft_seg.tif' is named like labels but holds values that are no label ids (e.g. 0.5), so it opened as an "
+        "image: right-click its layer > Convert to Labels (napari rounds the values down), or save it with "
+        "whole-number ids 0, 1, 2, ..."]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "soft_seg.tif"), mask)  # the file is unchanged
+    viewer.layers.selection = {soft}  # the fix the line gives works (the context menu runs this command)
+    from menu_helpers import get_app_model
+
+    get_app_model().commands.execute_command("napari.layer.convert_to_labels")
+    assert isinstance(viewer.layers[-1], napari.layers.Labels) and viewer.layers[-1].data.max() == 1
+
+
 def test_a_labels_layer_saved_as_tif_opens_as_labels_again(make_napari_viewer, tmp_path: Path) -> None:
     """Whatever the file's name: the plugin's TIFF says it holds labels."""
     ids = np.zeros((4, 9, 11), np.uint8)

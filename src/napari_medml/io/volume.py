@@ -14,7 +14,7 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file",
+__all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file", "label_name_note",
            "length_factor"]
 
 
@@ -142,6 +142,35 @@ def is_label_file(path: str | Path, data: np.ndarray) -> bool:
     values = np.asarray(data)
     return bool(np.all(np.isfinite(values)) and values.min() >= 0 and values.max() < 2**31
                 and np.all(values == np.round(values)))
+
+
+def label_name_note(path: str | Path, data: Any) -> str:
+    """Why a file named like labels (see :func:`is_label_file`) is not read as labels: its
+    values are not all whole non-negative numbers (note 48: a float mask named ``*_seg.tif``
+    opened as an image, so no labels box offered it, and nothing said why).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; only its name is looked at.
+    data : array-like
+        The array read from it; a lazy (dask, zarr) array is not read, and gives "".
+
+    Returns
+    -------
+    str
+        One line naming the file, a value that is no label id, and a fix; "" for a file not
+        named like labels, read as labels, or lazy.
+    """
+    name = Path(path).name
+    if not isinstance(data, np.ndarray) or not (_LABEL_WORDS.search(name) or _LABEL_TOKENS.search(name)):
+        return ""
+    if not np.issubdtype(data.dtype, np.floating) or not data.size or is_label_file(path, data):
+        return ""
+    values = data[~np.isfinite(data) | (data < 0) | (data != np.round(data))]
+    return (f"'{name}' is named like labels but holds values that are no label ids (e.g. {float(values[0]):g}), "
+            "so it opened as an image: right-click its layer > Convert to Labels (napari rounds the values "
+            "down), or save it with whole-number ids 0, 1, 2, ...")
 
 
 def affine_from_spacing(
