@@ -14,8 +14,8 @@ import numpy as np
 from napari_medml.errors import InputError
 from napari_medml.io import axes as io_axes
 
-__all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit", "file_format", "file_stem", "inside_zarr", "is_label_file", "label_name_note",
-           "length_factor"]
+__all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affine_from_spacing", "canonical_unit",
+           "file_format", "file_stem", "inside_zarr", "is_label_file", "label_name_note", "length_factor"]
 
 
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
