@@ -71,3 +71,27 @@ def test_pretrain_keeps_its_model_but_shows_no_reconstruction_of_the_old_data(ma
     assert status.startswith("model 'img pretrained' is ready") and status.endswith(
         "; image 'img' got new data while the job ran: the reconstruction (of the data it had) is not shown; run it "
         "again on the new data"), status
+
+
+def test_classify_keeps_its_classifier_but_shows_no_classes_of_the_old_data(make_napari_viewer, open_widget, qtbot):
+    """Review 49's doubt: Classify had no such guard; its classes of the old pixels were laid on the new."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medml", "shape_classes")  # "shapes" + "shapes [ground truth]"
+    image, truth = viewer.layers["shapes"], viewer.layers["shapes [ground truth]"]
+    widget = open_widget(viewer, "classify")
+    widget["image"].value, widget["classes"].value = image, truth
+    widget["input"].value, widget["channels"].value = "32", 4
+    widget["epochs"].value, widget["steps"].value = 1, 2
+    before = [l.name for l in viewer.layers]
+    widget["start"].changed.emit(True)
+    new = np.asarray(image.data)[::-1].copy()
+    image.data = new
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert [l.name for l in viewer.layers] == before
+    assert widget["status"].value == ("image 'shapes' got new data while the job ran: the classifier is kept; its "
+                                      "classification (of the data it had) is not shown; run it again on the new data")
+    assert widget.classifier is not None and widget.result is None
+    np.testing.assert_array_equal(image.data, new)
+    widget["start"].changed.emit(True)  # again: shown
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert "shapes [classes]" in viewer.layers and " classified (" in widget["status"].value

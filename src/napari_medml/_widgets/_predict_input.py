@@ -193,18 +193,18 @@ def chosen_folder(value: Any) -> str:
     return folder
 
 
-def image_gone(name: str, kept: str = "") -> str:
+def image_gone(name: str, kept: str = "", result: str = "its prediction") -> str:
     """The status when a job's result has no image to lie on (``kept``: what was kept, ending "; ")."""
-    return f"image '{name}' was removed while the job ran: {kept}its prediction is not shown (open the image again)"
+    return f"image '{name}' was removed while the job ran: {kept}{result} is not shown (open the image again)"
 
 
-def not_shown(viewer: Any, layer: Any, held: HeldData, kept: str = "") -> str:
-    """The status when a prediction of ``layer`` is not shown, else "": the layer was removed, or an image
-    of the job (``held``) got new data while it ran (``kept``: what was kept, ending "; ")."""
+def not_shown(viewer: Any, layer: Any, held: HeldData, kept: str = "", result: str = "its prediction") -> str:
+    """The status when a prediction (``result``) of ``layer`` is not shown, else "": the layer was removed,
+    or a layer of the job (``held``) got new data while it ran (``kept``: what was kept, ending "; ")."""
     if layer not in viewer.layers:
-        return image_gone(layer.name, kept)
+        return image_gone(layer.name, kept, result)
     replaced = held.replaced()
-    return new_data_line(replaced, f"{kept}its prediction") if replaced else ""
+    return new_data_line(replaced, f"{kept}{result}") if replaced else ""
 
 
 def as_predicted(prediction: Any) -> Any:

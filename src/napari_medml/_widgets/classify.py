@@ -24,16 +24,9 @@ from typing import Any, get_args
 
 import napari
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    FileEdit,
-    FloatSpinBox,
-    LineEdit,
-    PushButton,
-    SpinBox,
-    create_widget,
-)
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, PushButton, SpinBox, create_widget
 
+from napari_medml._widgets._data_watch import HeldData
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import (
     add_loss_fields,
@@ -43,8 +36,9 @@ from napari_medml._widgets._forms import (
     parse_size,
     status_label,
 )
-from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume, require,
-                                           show_result)
+from napari_medml._widgets._layers import (check_fits, check_on_image, labels_array, layer_spatial, layer_volume,
+                                           require, show_result)
+from napari_medml._widgets._predict_input import not_shown
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._run_controls import run_controls, started_line
 from napari_medml._widgets._session import session_for
@@ -218,7 +212,7 @@ class ClassifyWidget(DockForm):
         if level == "object":
             instances = require(w["instances"].value, napari.layers.Labels, "the instance labels (one id per object)")
             check_on_image(instances, layer)
-            out["instances"] = labels_array(instances)
+            out["instances"], out["instances_layer"] = labels_array(instances), instances
         if level != "tile" and w["source"].value == CSV:
             path = str(w["csv"].value)
             if path in ("", "."):
@@ -263,13 +257,14 @@ class ClassifyWidget(DockForm):
         """Continue the last run (stopped, or failed) from its ``last`` checkpoint: it keeps its samples
         and settings; form fields that shape the network must not have changed since (one line says which did)."""
         run = self._last_run
-        folder = self._checkpoints.check_resume(run, self.runner.running, lambda: self.config(run["dims"], run["inputs"]["class_names"]))
+        folder = self._checkpoints.check_resume(run, self.runner.running,
+                                                lambda: self.config(run["dims"], run["inputs"]["class_names"]))
         self._start_job(run, resume_from=folder)
 
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""
         inp, params, bundle = run["inputs"], run["params"], run["bundle"]
-        checkpoints = self._checkpoints
+        checkpoints, held = self._checkpoints, HeldData([inp["layer"], inp.get("instances_layer")])
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.levels import make_samples
@@ -292,7 +287,7 @@ class ClassifyWidget(DockForm):
         def done(result: tuple[Any, Any]) -> None:
             stopped = bool(self.runner.token is not None and self.runner.token.stopped)
             checkpoints.result(stopped)
-            self.show(*result, inp["layer"], inp["instances"])  # trial 42: early stopping was said only in the run
+            self.show(*result, inp["layer"], inp["instances"], held=held)  # trial 42: early stopping was said
             ended = " (stopped: Resume continues the run)" if stopped else f" ({self._early})" if self._early else ""
             self._w["status"].value += ended
 
@@ -310,15 +305,21 @@ class ClassifyWidget(DockForm):
             self.confusion.show(full)
             self.roc.show(full)
 
-    def show(self, classifier: Any, result: Any, layer: napari.layers.Layer,
-             instances: np.ndarray | None = None, from_bundle: bool = False) -> None:
+    def show(self, classifier: Any, result: Any, layer: napari.layers.Layer, instances: np.ndarray | None = None,
+             from_bundle: bool = False, held: HeldData | None = None) -> None:
         """Put the classes (and tile probabilities) into the viewer; show the best epoch's metrics
-        (``from_bundle``: a saved classifier applied to this image, whose metrics are its training's)."""
+        (``from_bundle``: a saved classifier applied to this image, whose metrics are its training's).
+        ``held``: the job's layers, whose new data (or removal) leaves the classes unshown."""
         from napari_medml.classification.metrics import no_metrics_reason, report_summary
+        from napari_medml.classification.report_text import result_line
         from napari_medml.classification.tables import object_table
-        from napari_medml.classification.transfer import describe_start, describe_taken
 
-        self.classifier, self.result = classifier, result
+        self.classifier, self.result = classifier, None  # an unshown result's table is not saved
+        kept = "the classifier is kept; " if not from_bundle else ""
+        if held is not None and (why := not_shown(self._viewer, layer, held, kept, "its classification")):  # trial 49
+            self._w["status"].value = why
+            return
+        self.result = result
         spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
         labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial, "labels",
                                                              axes, features=result.class_table), like=layer)
@@ -344,13 +345,7 @@ class ClassifyWidget(DockForm):
             self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
                                         "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "
                                         "TRUE_CLASSES):\n" + self._w["metrics"].value)
-        counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}" for c in result.class_ids)
-        taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
-        started = "" if from_bundle else describe_start(classifier.provenance, started=True)  # trial 48: kept
-        n, parts = len(result.classes), list(result.table.get("part", ()))
-        seen = f"; {parts.count('training')} trained on, {parts.count('validation')} validated on" if parts else ""
-        self._w["status"].value = (f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts}){seen}"
-                                   + "".join(f"; {t}" for t in (started, taken, result.note) if t))
+        self._w["status"].value = result_line(classifier, result, from_bundle)
 
     @notify_errors("Classification")
     def apply(self, *_: Any) -> None:
@@ -378,7 +373,8 @@ class ClassifyWidget(DockForm):
             return classifier, classifier.classify(image, instances=instances, channel_axis=axis,
                                                    name=f"image '{layer.name}'")
 
-        if self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True),
+        held = HeldData([layer, chosen])
+        if self.runner.start(job, on_result=lambda r: self.show(*r, layer, instances, from_bundle=True, held=held),
                              desc="Classification", discard_on_stop=True) is not None:
             self._w["status"].value = f"classifying '{layer.name}' with '{Path(path).name}'..."  # not the last result
 

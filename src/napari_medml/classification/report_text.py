@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["report_text"]
+__all__ = ["report_text", "result_line"]
 
 
 def report_text(report: Mapping[str, Any]) -> str:
@@ -34,3 +34,32 @@ def report_text(report: Mapping[str, Any]) -> str:
     for text, row in zip(label, report["confusion_matrix"]):
         lines.append(f"{text:<{w}}" + "".join(f"  {v:>{c}}" for v, c in zip(row, cells)))
     return "\n".join(lines)
+
+
+def result_line(classifier: Any, result: Any, from_bundle: bool = False) -> str:
+    """What a classification of an image says: how many samples of each class, which were
+    trained or validated on, and what a start bundle gave.
+
+    Parameters
+    ----------
+    classifier : Classifier
+        The classifier (its class names and provenance).
+    result : ClassificationResult
+        Its classification of the image (``classes``, ``class_ids``, ``level``, ``table``, ``note``).
+    from_bundle : bool
+        A saved classifier applied: its start is not this run's, and is not said.
+
+    Returns
+    -------
+    str
+        E.g. ``"12 objects classified (live: 7, dead: 5); 8 trained on, 2 validated on"``.
+    """
+    from napari_medml.classification.transfer import describe_start, describe_taken
+
+    counts = ", ".join(f"{classifier.class_names[c]}: {int((result.classes == c).sum())}" for c in result.class_ids)
+    taken = describe_taken(classifier.provenance.get("taken_from_start") or {})
+    started = "" if from_bundle else describe_start(classifier.provenance, started=True)  # trial 48: kept
+    n, parts = len(result.classes), list(result.table.get("part", ()))
+    seen = f"; {parts.count('training')} trained on, {parts.count('validation')} validated on" if parts else ""
+    return f"{n} {result.level}{'' if n == 1 else 's'} classified ({counts}){seen}" + "".join(
+        f"; {t}" for t in (started, taken, result.note) if t)
