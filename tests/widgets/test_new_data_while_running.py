@@ -95,3 +95,18 @@ def test_classify_keeps_its_classifier_but_shows_no_classes_of_the_old_data(make
     widget["start"].changed.emit(True)  # again: shown
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
     assert "shapes [classes]" in viewer.layers and " classified (" in widget["status"].value
+
+
+def test_the_augmentation_preview_shows_no_samples_of_the_old_labels(make_napari_viewer, open_widget, qtbot, notes):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(_image(), name="img")
+    labels = viewer.add_labels((_image() > 0).astype(np.uint8), name="seg")
+    widget = open_widget(viewer, "augment")
+    widget.image.value, widget.label_layer.value = image, labels
+    widget.preview_button.changed.emit(True)
+    labels.data = np.zeros((40, 48), np.uint8)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert [l.name for l in viewer.layers] == ["img", "seg"]
+    warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
+    assert warnings == ["Augmentation preview: layer 'seg' got new data while the job ran: its preview (of the data "
+                        "it had) is not shown; run it again on the new data"], warnings

@@ -27,9 +27,9 @@ class HeldData:
         return [layer.name for layer, data in self._held if layer.data is not data]
 
 
-def new_data_line(names: list[str], result: str) -> str:
+def new_data_line(names: list[str], result: str, kind: str = "image") -> str:
     """The line for results not shown because their image(s) got new data (``result``: "its
-    prediction")."""
+    prediction"; ``kind``: what the layers are, "layer" for images and labels)."""
     which = ", ".join(f"'{n}'" for n in names)
-    return (f"image {which} got new data while the job ran: {result} (of the data it had) is not shown; run it "
+    return (f"{kind} {which} got new data while the job ran: {result} (of the data it had) is not shown; run it "
             "again on the new data")

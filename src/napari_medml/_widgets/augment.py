@@ -27,6 +27,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
+from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import parse_size
 from napari_medml._widgets._layers import (
@@ -206,6 +207,7 @@ class AugmentWidget(DockForm):
         lead = (LAZY_LEAD_EDGE if is_lazy_layer(image_layer) or is_lazy_layer(labels_layer) else None,) * max(
             len(shape) - dims, 0)
         config, n, seed = self.config(), self.n.value, self.seed.value
+        held = HeldData([image_layer, labels_layer])
 
         def job(stop, report) -> tuple[np.ndarray, np.ndarray, tuple[slice, ...], str]:
             import numpy as np
@@ -226,6 +228,9 @@ class AugmentWidget(DockForm):
             from napari.utils import notifications
 
             images, samples, window, note = result
+            if held.replaced():  # trial 49's kind: samples of the old data, shown as the new one's
+                return notifications.show_warning("Augmentation preview: " + new_data_line(held.replaced(),
+                                                                                          "its preview", "layer"))
             if note:
                 notifications.show_warning(f"Augmentation preview: {note}")
             if config == AugmentConfig():  # trial 43: the preview showed 4x what a short planned run trains with
