@@ -198,13 +198,15 @@ def image_gone(name: str, kept: str = "", result: str = "its prediction") -> str
     return f"image '{name}' was removed while the job ran: {kept}{result} is not shown (open the image again)"
 
 
-def not_shown(viewer: Any, layer: Any, held: HeldData, kept: str = "", result: str = "its prediction") -> str:
+def not_shown(viewer: Any, layer: Any, held: HeldData, kept: str = "", result: str = "its prediction",
+              kind: str = "image") -> str:
     """The status when a prediction (``result``) of ``layer`` is not shown, else "": the layer was removed,
-    or a layer of the job (``held``) got new data while it ran (``kept``: what was kept, ending "; ")."""
+    or a layer of the job (``held``, of ``kind``) got new data while it ran (``kept``: what was kept, ending
+    "; ")."""
     if layer not in viewer.layers:
         return image_gone(layer.name, kept, result)
     replaced = held.replaced()
-    return new_data_line(replaced, f"{kept}{result}") if replaced else ""
+    return new_data_line(replaced, f"{kept}{result}", kind) if replaced else ""
 
 
 def as_predicted(prediction: Any) -> Any:

@@ -316,7 +316,8 @@ class ClassifyWidget(DockForm):
 
         self.classifier, self.result = classifier, None  # an unshown result's table is not saved
         kept = "the classifier is kept; " if not from_bundle else ""
-        if held is not None and (why := not_shown(self._viewer, layer, held, kept, "its classification")):  # trial 49
+        kind = "image" if instances is None else "layer"  # the instance labels are held too
+        if held is not None and (why := not_shown(self._viewer, layer, held, kept, "its classification", kind)):
             self._w["status"].value = why
             return
         self.result = result
