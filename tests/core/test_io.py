@@ -331,3 +331,9 @@ def test_a_file_named_like_labels_but_not_read_as_labels_says_why() -> None:
     assert label_name_note("a_seg.tif", np.array([0, 2], np.uint8)) == ""
     assert label_name_note("image.tif", soft) == ""  # not named like labels
     assert label_name_note("a_seg.tif", da.from_array(soft)) == ""  # lazy: not read
+    big = np.array([0.0, 3e9], np.float32)  # review 50: whole but above the ids labels hold; it raised IndexError
+    assert label_name_note("a_mask.tif", big).startswith("'a_mask.tif' is named like labels but holds values that "
+                                                         "are no label ids (e.g. 3e+09)")
+    assert label_name_note("a_mask.tif", np.array([0.0, np.nan])).startswith("'a_mask.tif' is named like labels "
+                                                                             "but holds values that are no label ids "
+                                                                             "(e.g. nan)")

@@ -3,6 +3,8 @@ and the training-spacing note that knows a recipe's resample."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -231,3 +233,19 @@ def test_steps_that_are_not_local_filters_run_whole(rng):
         assert filter_reach(step, (1.0, 1.0, 1.0), 3) is None
     assert filter_reach(PreprocessStep("median", {"size": 7}), None, 3) == (3, 3, 3)
     assert filter_reach(PreprocessStep("gaussian", {"sigma": 2.0, "physical": True}), (4.0, 1.0, 1.0), 3) == (2, 8, 8)
+
+
+@pytest.mark.parametrize("params, operation", [({"sigma": -1.0}, "gaussian"), ({"size": 0}, "median"),
+                                               ({"size": 2.5}, "median"), ({"sigma": [1.0, 2.0]}, "gaussian"),
+                                               ({"sigma": 1.0, "bogus": 1}, "gaussian")])
+def test_a_bad_filter_parameter_on_a_large_volume_gets_the_steps_own_line(monkeypatch, params, operation):
+    """Review 50: a negative sigma reached dask as a negative halo, with dask's error."""
+    from napari_medml.preprocessing import slabs
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", 2**12)
+    vol = Volume(np.zeros((16, 64, 64), np.float32), (1.0,) * 3, (0.0,) * 3, name="v", axes="ZYX")
+    step = PreprocessStep(operation, params)
+    with pytest.raises(InputError) as whole:
+        apply_step(vol.data, (1.0,) * 3, step)
+    with pytest.raises(InputError, match=re.escape(str(whole.value))):
+        run_recipe_volume(vol, (step,))

@@ -167,7 +167,9 @@ def label_name_note(path: str | Path, data: Any) -> str:
         return ""
     if not np.issubdtype(data.dtype, np.floating) or not data.size or is_label_file(path, data):
         return ""
-    values = data[~np.isfinite(data) | (data < 0) | (data != np.round(data))]
+    values = data[~np.isfinite(data) | (data < 0) | (data != np.round(data)) | (data >= 2**31)]
+    if not values.size:  # NaN compares unequal to itself: counted above
+        return ""
     return (f"'{name}' is named like labels but holds values that are no label ids (e.g. {float(values[0]):g}), "
             "so it opened as an image: right-click its layer > Convert to Labels (napari rounds the values "
             "down), or save it with whole-number ids 0, 1, 2, ...")

@@ -53,9 +53,14 @@ def filter_reach(step: PreprocessStep, spacing: Sequence[float] | None, ndim: in
     value = params.get("size" if step.operation == "median" else "sigma")
     if step.operation not in ("median", "gaussian") or value is None:
         return None
-    per_axis = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * ndim)]
-    if len(per_axis) != ndim:
-        return None  # the step itself says what is wrong
+    try:
+        per_axis = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value] * ndim)]
+    except (TypeError, ValueError):
+        return None
+    invalid = any(v < 1 or v != int(v) for v in per_axis) if step.operation == "median" else any(
+        not v >= 0 for v in per_axis)
+    if len(per_axis) != ndim or invalid or set(params) - {"size", "sigma", "physical"}:
+        return None  # run whole: the step itself says what is wrong, in its own words
     if step.operation == "median":
         return tuple(int(v) // 2 for v in per_axis)
     if params.get("physical") and spacing is not None:
