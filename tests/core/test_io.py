@@ -321,19 +321,21 @@ def test_a_file_named_like_labels_but_not_read_as_labels_says_why() -> None:
 
     from napari_medml.io.volume import label_name_note
 
-    soft = np.array([[0.0, 1.0], [0.25, 1.0]], np.float32)
-    assert label_name_note("a_seg.tif", soft).startswith(
-        "'a_seg.tif' is named like labels but holds values that are no label ids (e.g. 0.25), so it opened as an image")
-    assert label_name_note("dir/b_mask.nii.gz", np.array([0.0, -1.0])).startswith("'b_mask.nii.gz' is named like "
-                                                                                  "labels but holds values that are "
-                                                                                  "no label ids (e.g. -1)")
+    soft = np.zeros((8, 8), np.float32)
+    soft[2:6, 2:6] = 1.0
+    soft[2, 2] = 0.25  # an interpolated edge
+    assert label_name_note("a_seg.tif", soft) == (
+        "'a_seg.tif' is named like labels but holds fractions (1 of its 64 values, e.g. 0.25), so it opened as an "
+        "image: right-click its layer > Convert to Labels (napari drops the fractions, so 0.99 becomes 0), or save it with "
+        "whole-number ids 0, 1, 2, ...")
     assert label_name_note("a_seg.tif", np.array([0.0, 2.0], np.float32)) == ""  # whole numbers: labels
     assert label_name_note("a_seg.tif", np.array([0, 2], np.uint8)) == ""
     assert label_name_note("image.tif", soft) == ""  # not named like labels
     assert label_name_note("a_seg.tif", da.from_array(soft)) == ""  # lazy: not read
-    big = np.array([0.0, 3e9], np.float32)  # review 50: whole but above the ids labels hold; it raised IndexError
-    assert label_name_note("a_mask.tif", big).startswith("'a_mask.tif' is named like labels but holds values that "
-                                                         "are no label ids (e.g. 3e+09)")
-    assert label_name_note("a_mask.tif", np.array([0.0, np.nan])).startswith("'a_mask.tif' is named like labels "
-                                                                             "but holds values that are no label ids "
-                                                                             "(e.g. nan)")
+    # review 50: no mask, no line (it raised IndexError on the 3e9, and advised labels for a CT)
+    rng = np.random.default_rng(0)
+    for name, data in (("counts_mask.tif", np.array([0.0, 3e9], np.float32)),
+                       ("t1_masked.nii.gz", rng.normal(-400, 300, (8, 8)).astype(np.float32)),
+                       ("liver_seg_probability.nii.gz", rng.random((8, 8)).astype(np.float32)),
+                       ("a_mask.tif", np.array([0.0, np.nan, 1.0, 0.5])), ("b_mask.tif", np.array([0.0, -1.0, 0.5]))):
+        assert label_name_note(name, data) == "", name

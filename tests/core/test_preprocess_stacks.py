@@ -249,3 +249,22 @@ def test_a_bad_filter_parameter_on_a_large_volume_gets_the_steps_own_line(monkey
         apply_step(vol.data, (1.0,) * 3, step)
     with pytest.raises(InputError, match=re.escape(str(whole.value))):
         run_recipe_volume(vol, (step,))
+
+
+def test_slabs_equal_the_whole_on_2d_integers_nan_and_channels(rng, monkeypatch):
+    from napari_medml.preprocessing import slabs
+
+    monkeypatch.setattr(slabs, "SLAB_VOXELS", 2**12)
+    ints = Volume(rng.integers(0, 4000, (300, 90)).astype(np.uint16), (1.0, 1.0), (0.0, 0.0), name="i", axes="YX")
+    nan = rng.normal(0, 1, (2, 8, 120, 40)).astype(np.float32)
+    nan[1, 3, 50, 7] = np.nan
+    chans = Volume(nan, (1.0, 2.0, 1.0, 1.0), (0.0,) * 4, name="c", axes="CZYX")
+    for vol, step in ((ints, PreprocessStep("median", {"size": 5})), (chans, GAUSS),
+                      (chans, PreprocessStep("median", {"size": 3}))):
+        seen = []
+        out = run_recipe_volume(vol, (step,), progress=lambda done, total: seen.append(total))
+        assert seen[0] > len(vol.data) if vol.axes == "CZYX" else seen[0] > 1  # slab by slab
+        parts = [vol.data] if vol.axes == "YX" else list(vol.data)
+        whole = np.stack([apply_step(p, vol.spacing[-p.ndim:], step)[0] for p in parts]).reshape(out.data.shape)
+        assert out.data.dtype == whole.dtype
+        np.testing.assert_array_equal(out.data, whole)

@@ -40,7 +40,7 @@ def test_channels_follow_the_layer_order_and_predict_names_them(make_napari_view
     model = session_for(viewer).models["A model"]
     assert model.provenance["channel_layers"] == ["A", "B"] and model.in_channels == 2
     # a trial chose three crops meaning three training pairs and got a 3-channel model, named nowhere
-    assert "(channels: 'A', 'B')" in train["status"].value
+    assert "(trained on images 'A', 'B' as channels with labels 'seg')" in train["status"].value
     from napari_medml._widgets._layers import channels_line
 
     assert channels_line(model_input(viewer, [a, b])).startswith("input: 2 channels, 'A', 'B' (the chosen images")

@@ -95,6 +95,20 @@ def test_classify_keeps_its_classifier_but_shows_no_classes_of_the_old_data(make
     widget["start"].changed.emit(True)  # again: shown
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
     assert "shapes [classes]" in viewer.layers and " classified (" in widget["status"].value
+    # review 50: a Resume after new data continues the run on the data it read at Start: not shown either
+    from test_widget_resume import stop_at_first_report
+
+    viewer.layers.remove("shapes [classes]")
+    widget["epochs"].value, widget["steps"].value = 3, 4
+    widget["start"].changed.emit(True)
+    stop_at_first_report(widget)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    viewer.layers.remove("shapes [classes]")
+    image.data = np.asarray(image.data)[::-1].copy()
+    widget["resume"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert "shapes [classes]" not in viewer.layers and widget["status"].value.startswith(
+        "image 'shapes' got new data while the job ran: the classifier is kept;"), widget["status"].value
 
 
 def test_the_augmentation_preview_shows_no_samples_of_the_old_labels(make_napari_viewer, open_widget, qtbot, notes):
@@ -110,3 +124,12 @@ def test_the_augmentation_preview_shows_no_samples_of_the_old_labels(make_napari
     warnings = [n.message for n in notes if n.severity == NotificationSeverity.WARNING]
     assert warnings == ["Augmentation preview: layer 'seg' got new data while the job ran: its preview (of the data "
                         "it had) is not shown; run it again on the new data"], warnings
+
+    # review 50: a layer removed while it draws gets no preview either
+    widget.label_layer.value = labels
+    widget.preview_button.changed.emit(True)
+    viewer.layers.remove(labels)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert [l.name for l in viewer.layers] == ["img"]
+    assert [n.message for n in notes if n.severity == NotificationSeverity.WARNING][-1] == (
+        "Augmentation preview: layer 'seg' was removed while the job ran: its preview is not shown")

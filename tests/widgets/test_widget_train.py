@@ -404,7 +404,7 @@ def test_a_device_chosen_while_the_opening_check_waits_is_the_one_checked(make_n
     assert train["device_info"].value.startswith("CPU ("), train["device_info"].value
 
 
-def test_the_status_names_the_labels_trained_on_after_the_chosen_ones_are_removed(setup, qtbot) -> None:
+def test_the_status_names_the_labels_trained_on_after_the_chosen_ones_are_removed(setup, qtbot, open_widget) -> None:
     """Note 48: removing the chosen labels layer moved the box to another labels layer, and Start
     trained on it without a word; the lines while running and when ready name the data."""
     viewer, train, _, image, labels = setup
@@ -420,3 +420,15 @@ def test_the_status_names_the_labels_trained_on_after_the_chosen_ones_are_remove
     status = train["status"].value
     assert status.startswith("model 'ct model' is ready in Predict (trained 2 steps in ") and (
         "(trained on image 'ct' with labels 'other seg')" in status), status
+    # review 50: a preprocessed layer is named as chosen, not as the raw layer its recipe replays on
+    pre = open_widget(viewer, "preprocess")
+    pre["image"].value, pre["operation"].value = image, "median"
+    pre["apply"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pre.runner.running, timeout=60000)
+    train["images"].reset_choices()
+    train["images"].value = [viewer.layers["ct [median 3]"]]
+    train["start"].changed.emit(True)
+    assert train["status"].value.startswith("running on image 'ct [median 3]' with labels 'other seg'"), \
+        train["status"].value
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert "(trained on image 'ct [median 3]' with labels 'other seg')" in train["status"].value

@@ -228,6 +228,10 @@ class AugmentWidget(DockForm):
             from napari.utils import notifications
 
             images, samples, window, note = result
+            gone = [layer.name for layer in (image_layer, labels_layer) if layer not in self._viewer.layers]
+            if gone:  # review 50: its layers were added on a removed one's place
+                return notifications.show_warning(f"Augmentation preview: layer '{gone[0]}' was removed while the "
+                                                  "job ran: its preview is not shown")
             if held.replaced():  # trial 49's kind: samples of the old data, shown as the new one's
                 return notifications.show_warning("Augmentation preview: " + new_data_line(held.replaced(),
                                                                                           "its preview", "layer"))

@@ -264,7 +264,9 @@ class ClassifyWidget(DockForm):
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""
         inp, params, bundle = run["inputs"], run["params"], run["bundle"]
-        checkpoints, held = self._checkpoints, HeldData([inp["layer"], inp.get("instances_layer")])
+        # the data read at the first Start: a Resume after new data shows none of the old (review 50)
+        checkpoints = self._checkpoints
+        held = run.setdefault("held", HeldData([inp["layer"], inp.get("instances_layer")]))
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.classification.levels import make_samples

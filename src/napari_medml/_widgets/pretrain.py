@@ -195,7 +195,8 @@ class PretrainWidget(DockForm):
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Pretrain (or resume) ``run`` in the runner, then reconstruct each layer."""
         inputs, samples, bundle, name = run["inputs"], run["samples"], run["bundle"], run["name"]
-        checkpoints, held = self._checkpoints, HeldData(inp.layer for inp in inputs)
+        # the data read at the first Start: a Resume after new data shows none of the old (review 50)
+        checkpoints, held = self._checkpoints, run.setdefault("held", HeldData(inp.layer for inp in inputs))
 
         def job(stop: Any, report: Any) -> Any:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device

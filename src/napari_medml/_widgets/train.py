@@ -41,7 +41,6 @@ from napari_medml._widgets._train_form import (
 )
 from napari_medml.io.orientation import orientation_of
 from napari_medml._widgets._layers import (
-    channel_note,
     channels_line,
     check_fits,
     file_channel_names,
@@ -276,6 +275,8 @@ class TrainWidget(DockForm):
         if resume is None:
             run = {"inputs": inputs, "labels": labels, "form": config, "config": config, "plan": None, "name": name,
                    "labels_name": getattr(self._w["labels"].value, "name", "labels"), "bundle": bundle,
+                   # as chosen, not the raw layer of a preprocessed one; several: in channel order (review 50)
+                   "image_names": list(inputs.names) or [layer.name for layer in self._w["images"].value],
                    "init_model": init_model, "on_model": on_model, "record": record}
             if not plan_only:  # what Resume continues; a shown plan leaves the last run's checkpoints to it
                 self._last_run = run
@@ -288,8 +289,9 @@ class TrainWidget(DockForm):
         resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
         orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
-        data_line = (f"image {', '.join(map(repr, run['inputs'].names or (run['inputs'].layer.name,)))} with labels "
-                     f"'{run['labels_name']}'")
+        names = run.get("image_names") or [run["inputs"].layer.name]
+        data_line = (f"image{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
+                     f"{' as channels' if len(names) > 1 else ''} with labels '{run['labels_name']}'")
         # a session model: the run's lines (a resumed run's too) name it, not the temp folder it is saved to
         start = run.setdefault("start", StartModel(self._session, start_from))
         many_ids = (resume is None and config.task == "segmentation" and config.data.label_mode == "dense")
@@ -363,8 +365,7 @@ class TrainWidget(DockForm):
             trained = model_steps_trained(model)
             self._w["status"].value = (f"model '{name}' is ready in Predict" + (f" (trained {trained})" if trained
                                                                                 else "")
-                                       + f" (trained on {data_line})"
-                                       + channel_note(inputs, None) + "".join(f" ({w})" for w in warnings))
+                                       + f" (trained on {data_line})" + "".join(f" ({w})" for w in warnings))
             if checkpoints.folder is not None and self.runner.token.stopped:
                 self._w["status"].value += f" (stopped: {stopped_folds(model)}Resume continues the run)"
             if on_model is not None:

@@ -145,9 +145,13 @@ def is_label_file(path: str | Path, data: np.ndarray) -> bool:
 
 
 def label_name_note(path: str | Path, data: Any) -> str:
-    """Why a file named like labels (see :func:`is_label_file`) is not read as labels: its
-    values are not all whole non-negative numbers (note 48: a float mask named ``*_seg.tif``
-    opened as an image, so no labels box offered it, and nothing said why).
+    """Why a file named like labels (see :func:`is_label_file`) and holding a mask is not read as
+    labels: some of its values are fractions (note 48: an interpolated float mask named
+    ``*_seg.tif`` opened as an image, so no labels box offered it, and nothing said why).
+
+    Only a mask is meant: finite values from 0 to 2**31, nine in ten of them whole numbers. A CT
+    or a probability map whose name holds "seg" or "mask" ("t1_masked", "seg_probability") gets
+    no line (review 50).
 
     Parameters
     ----------
@@ -159,20 +163,21 @@ def label_name_note(path: str | Path, data: Any) -> str:
     Returns
     -------
     str
-        One line naming the file, a value that is no label id, and a fix; "" for a file not
-        named like labels, read as labels, or lazy.
+        One line naming the file, a fractional value and a fix; "" otherwise.
     """
     name = Path(path).name
     if not isinstance(data, np.ndarray) or not (_LABEL_WORDS.search(name) or _LABEL_TOKENS.search(name)):
         return ""
-    if not np.issubdtype(data.dtype, np.floating) or not data.size or is_label_file(path, data):
+    if not np.issubdtype(data.dtype, np.floating) or not data.size:
         return ""
-    values = data[~np.isfinite(data) | (data < 0) | (data != np.round(data)) | (data >= 2**31)]
-    if not values.size:  # NaN compares unequal to itself: counted above
+    if not (np.all(np.isfinite(data)) and data.min() >= 0 and data.max() < 2**31):
         return ""
-    return (f"'{name}' is named like labels but holds values that are no label ids (e.g. {float(values[0]):g}), "
-            "so it opened as an image: right-click its layer > Convert to Labels (napari rounds the values "
-            "down), or save it with whole-number ids 0, 1, 2, ...")
+    fractions = data[data != np.round(data)]
+    if not fractions.size or fractions.size > data.size / 10:
+        return ""
+    return (f"'{name}' is named like labels but holds fractions ({fractions.size} of its {data.size} values, e.g. "
+            f"{float(fractions[0]):g}), so it opened as an image: right-click its layer > Convert to Labels (napari "
+            "drops the fractions, so 0.99 becomes 0), or save it with whole-number ids 0, 1, 2, ...")
 
 
 def affine_from_spacing(

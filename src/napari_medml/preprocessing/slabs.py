@@ -1,4 +1,5 @@
-"""A local filter (median, Gaussian) of one large image in slabs, so Cancel stops within about 2 s.
+"""A local filter (median, Gaussian) of one large image in slabs, so Cancel stops within a slab
+(about 2 s for a median of 7).
 
 SciPy's filters cannot be interrupted: a median of 7 on a 64x256x256 volume held Cancel, and
 the closing of napari, for 16 s (note 48). A local filter's output at a voxel reads only the
@@ -24,7 +25,9 @@ from napari_medml.errors import raise_if_stopped
 __all__ = ["SLAB_VOXELS", "filter_reach", "run_in_slabs", "slab_count"]
 
 # a median of 7 takes about 2 s on a slab of this size on one core (the longest a Cancel waits), and the
-# halos add about 15 % to the whole (64x256x256: 16.5 s whole, 19 s in 8 slabs; 4 slabs: 17.7 s, 4.6 s each)
+# halos add about 15 % to the whole (64x256x256: 16.5 s whole, 19 s in 8 slabs; 4 slabs: 17.7 s, 4.6 s each).
+# A larger median window costs more per voxel and needs thicker slabs (8 reaches): 13-15 s a slab for 11,
+# a minute for 15 (review 50, on a loaded machine); thinner slabs would double the whole run's time.
 SLAB_VOXELS = 2**19
 _TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default: its kernel reaches 4 sigma, rounded
 

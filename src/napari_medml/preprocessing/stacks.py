@@ -128,7 +128,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
         The recipe; every step acts on the spatial axes (see :func:`recipe_axes`).
     stop : StopToken, optional
         Checked before each channel or frame, between the slabs of a large one's median or
-        Gaussian (about 2 s each), and at the end; once tripped, the run ends with
+        Gaussian (about 2 s each for a median of 7), and at the end; once tripped, the run ends with
         :class:`~napari_medml.errors.Cancelled` (another step under way finishes first).
     progress : callable, optional
         ``progress(done, total)`` after each channel or frame (or slab).
@@ -197,7 +197,7 @@ def run_recipe_volume(volume: Volume, steps: Sequence[Any], *, stop: Any = None,
 def _run_part(image: np.ndarray, spacing: tuple[float, ...], steps: tuple[Any, ...], stop: Any,
               progress: Callable[[int, int], None] | None) -> Any:
     """The recipe on one channel of one frame; a lone local filter (median, Gaussian) of a
-    large one runs slab by slab, so a stop ends it within a slab, about 2 s (``slabs``)."""
+    large one runs slab by slab, so a stop ends it within a slab (``slabs``)."""
     from napari_medml.preprocessing.recipe import RecipeResult, run_recipe
     from napari_medml.preprocessing.slabs import filter_reach, run_in_slabs
 
