@@ -70,9 +70,9 @@ def test_a_float_mask_named_like_labels_with_fractions_opens_as_an_image_and_say
     (soft,) = viewer.open(str(tmp_path / "soft_seg.tif"), plugin=PLUGIN)
     assert isinstance(soft, napari.layers.Image)
     assert [n.message for n in notes] == [
-        "'soft_seg.tif' is named like labels but holds fractions (1 of its 192 values, e.g. 0.5), so it opened as an "
-        "image: right-click its layer > Convert to Labels (napari drops the fractions, so 0.99 becomes 0), or save it "
-        "with whole-number ids 0, 1, 2, ..."]
+        "'soft_seg.tif' is named like labels but holds fractions (1 of its 192 values, e.g. 0.5), so it opened as "
+        "an image: right-click its layer > Convert to Labels (napari drops the fractions, so 0.99 becomes 0), or "
+        "save it with whole-number ids 0, 1, 2, ..."]
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "soft_seg.tif"), mask)  # the file is unchanged
     viewer.layers.selection = {soft}  # the fix the line gives works (the context menu runs this command)
     from menu_helpers import get_app_model
