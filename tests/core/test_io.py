@@ -326,8 +326,8 @@ def test_a_file_named_like_labels_but_not_read_as_labels_says_why() -> None:
     soft[2, 2] = 0.25  # an interpolated edge
     assert label_name_note("a_seg.tif", soft) == (
         "'a_seg.tif' is named like labels but holds fractions (1 of its 64 values, e.g. 0.25), so it opened as an "
-        "image: right-click its layer > Convert to Labels (napari drops the fractions, so 0.99 becomes 0), or save it with "
-        "whole-number ids 0, 1, 2, ...")
+        "image: right-click its layer > Convert to Labels (napari drops the fractions, so 0.99 becomes 0), or save "
+        "it with whole-number ids 0, 1, 2, ...")
     assert label_name_note("a_seg.tif", np.array([0.0, 2.0], np.float32)) == ""  # whole numbers: labels
     assert label_name_note("a_seg.tif", np.array([0, 2], np.uint8)) == ""
     assert label_name_note("image.tif", soft) == ""  # not named like labels
