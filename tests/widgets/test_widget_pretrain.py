@@ -59,7 +59,8 @@ def test_pretrain_then_train_from_it(make_napari_viewer, open_widget, qtbot, not
     train["init"].value = "ct pretrained"
     train["freeze"].value = 1
     train["start"].changed.emit(True)
-    assert train["status"].value.startswith("running on image 'ct' with labels "), train["status"].value  # not the last result
+    status = train["status"].value  # not the last run's result
+    assert status.startswith("running on image 'ct' with labels "), status
     qtbot.waitUntil(lambda: not train.runner.running, timeout=180000)
     start = train.model.provenance["initial_weights"]
     assert start["task"] == "pretraining" and start["loaded"] >= start["total"] - 4
