@@ -106,6 +106,25 @@ def test_hd95_matches_brute_force_on_random_blobs():
         assert hd[cid] > 0
 
 
+def test_hd95_of_surfaces_too_large_for_torch_quantile_is_still_computed(monkeypatch):
+    """Trial 50: a noisy 200x512x512 mask's surface passed torch.quantile's 2**24 values, and
+    evaluate ended in "RuntimeError: quantile() input tensor is too large" (the widget hung)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    spacing = (2.5, 0.8, 1.1)
+    zz, yy, xx = np.indices((16, 24, 24))
+    r = ((zz - 8) * 2.5) ** 2 + ((yy - 8) * 0.8) ** 2 + ((xx - 8) * 1.1) ** 2
+    gt, pred = (r < 36).astype(np.uint8), (r + rng.normal(0, 6, r.shape) < 30).astype(np.uint8)
+    expected = _reference_hd95(pred == 1, gt == 1, spacing)
+
+    def too_large(*args, **kwargs):
+        raise RuntimeError("quantile() input tensor is too large")
+
+    monkeypatch.setattr(torch, "quantile", too_large)
+    assert hausdorff95(pred, gt, spacing)[1] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
 def test_evaluate_is_strict_json_with_means():
     gt = np.zeros((4, 12, 12), np.uint8)
     gt[1:3, 2:6, 2:6] = 1

@@ -9,7 +9,8 @@ import pytest
 from magicgui.widgets import PushButton
 from napari.utils.notifications import NotificationSeverity
 
-from napari_medml._widgets._runner import Runner, _import_stack, format_eta, progress_of
+from napari_medml._widgets._job import _import_stack
+from napari_medml._widgets._runner import Runner, format_eta, progress_of
 from napari_medml.errors import Cancelled, InputError
 
 
@@ -135,6 +136,26 @@ def test_value_errors_become_notifications(qtbot, notes):
     assert len(errors) == 1
     assert "labels 'seg' are empty" in errors[0].message
     assert results == [] and start.enabled
+
+
+@pytest.mark.parametrize("generator", [False, True])
+def test_a_runtime_error_ends_the_job_with_an_error_line(qtbot, notes, generator):
+    """Trial 50: superqt takes a worker's RuntimeError for a deleted Qt object and drops it: torch's
+    "quantile() input tensor is too large" left Evaluate busy for ever, with no line."""
+    runner, start, _ = _runner()
+    runner.status = status = type("Status", (), {"value": ""})()
+    done = []
+
+    def job(token, report):
+        if generator:
+            yield "a report"
+        raise RuntimeError("quantile() input tensor is too large")
+
+    runner.start(job, on_result=done.append, on_done=lambda: done.append("done"))
+    qtbot.waitUntil(lambda: not runner.running, timeout=5000)
+    errors = [n.message for n in notes if n.severity == NotificationSeverity.ERROR]
+    assert errors == ["Job failed: RuntimeError: quantile() input tensor is too large"]
+    assert status.value == errors[0] and done == ["done"] and start.enabled
 
 
 def test_cancelled_is_info_not_error(qtbot, notes):

@@ -22,10 +22,9 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from magicgui.widgets import ProgressBar
@@ -33,13 +32,12 @@ from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import notifications
 from qtpy.QtCore import QObject, Signal
 
+from napari_medml._widgets._job import Job, JobFailed, _run
 from napari_medml._widgets._progress_text import format_eta, progress_of
 
 __all__ = ["Runner", "detach_runners_in", "format_eta", "notify_errors", "progress_of"]
 
 _log = logging.getLogger(__name__)
-
-Job = Callable[[Any, Callable[[Any], None]], Any]
 
 # The progress bar moves at most this often (and at every epoch end and the last step):
 # each change repaints the window, 5-10 ms on an idle machine, 30-70 ms (up to 300) on a
@@ -48,19 +46,6 @@ BAR_EVERY_S = 0.5
 
 # A widget's opening jobs start this long after it was docked: after its first drawing.
 START_SOON_MS = 300
-
-# MONAI's package import is not thread-safe: its submodules import one another in a cycle
-# that Python resolves only when one thread does the whole import, so two jobs importing it
-# at once (the Train widget's device check and an augmentation preview) failed with
-# "cannot import name ... from partially initialized module". Every job first imports torch
-# and MONAI whole under this lock (once per process; then a dictionary look-up).
-_IMPORT_LOCK = threading.Lock()
-
-
-def _import_stack() -> None:
-    with _IMPORT_LOCK:
-        import monai  # noqa: F401  (imports torch and every MONAI submodule)
-
 
 # napari waits for workers when its application quits (aboutToQuit), but a script that
 # closes its viewer and ends never quits the application: the interpreter then tore
@@ -130,26 +115,6 @@ def notify_errors(desc: str) -> Callable[[Callable[..., Any]], Callable[..., Any
         return wrapper
 
     return decorate
-
-
-def _run(job: Job, stop: Any, report: Callable[[Any], None], discard: bool = False,
-         stack: bool = True) -> Generator[Any, None, Any]:
-    # Runs in the worker thread. Always a generator, so that generator jobs (fit)
-    # stream their reports through the worker's ``yielded`` signal.
-    if stack:
-        _import_stack()
-    if getattr(stop, "stopped", False):  # Stop pressed while the first job imported torch and MONAI
-        from napari_medml.errors import Cancelled
-
-        raise Cancelled()
-    result = job(stop, report)
-    if isinstance(result, Generator):
-        result = yield from result
-    if discard and getattr(stop, "stopped", False):  # Cancel pressed during a last pass that does not look
-        from napari_medml.errors import Cancelled
-
-        raise Cancelled()
-    return result
 
 
 class Runner:
@@ -368,6 +333,9 @@ class Runner:
 
     def _on_errored(self, exc: BaseException) -> None:
         from napari_medml.errors import Cancelled, NothingLearned
+
+        if isinstance(exc, JobFailed) and isinstance(exc.__cause__, BaseException):
+            exc = exc.__cause__
 
         if isinstance(exc, NothingLearned):
             line = f"{self.desc}: {exc}"
