@@ -93,6 +93,10 @@ def test_multiscale_levels_and_level_matching_a_model_spacing(tmp_path):
     assert chosen.spacing == (2.0, 2.0, 2.0) and chosen.meta["level"] == 2
     with pytest.raises(InputError, match="3 resolution level"):
         read_zarr(tmp_path / "pyramid.ome.zarr", 5)
+    # trial 50: a level opened by its folder (the "open a coarser level" of refusals) lay at scale 1, origin 0
+    level = read_volume(tmp_path / "pyramid.ome.zarr" / "2")
+    assert level.axes == "ZYX" and level.data.shape == (8, 4, 4) and level.spacing == (2.0, 2.0, 2.0)
+    np.testing.assert_array_equal(np.asarray(level.data), full[:, ::4, ::4])
 
 
 def test_bad_zarr_inputs_say_what_to_do(tmp_path):

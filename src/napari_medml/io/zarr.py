@@ -134,9 +134,15 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
     name = path.name[: -len(".ome.zarr")] if path.name.lower().endswith(".ome.zarr") else path.stem
     info: dict[str, Any] = {"name": name, "unit": None, "is_labels": False, "affine": None, "meta": {}}
     if isinstance(node, zarr.Array):
+        if (path.parent / ".zattrs").is_file() or (path.parent / "zarr.json").is_file():  # a level of an OME image
+            try:  # its own voxel size, place and axes (trial 50: 'ms.ome.zarr/2' opened at scale 1, origin 0)
+                levels, letters, parent = read_levels(path.parent)
+                k = next(k for k, lev in enumerate(levels) if lev.path == path.name)
+                return [levels[k]], letters, {**parent, "name": f"{parent['name']} level {k}", "affine": None}
+            except (InputError, StopIteration):  # not one of its levels: a plain array
+                pass
         data = da.from_zarr(node)
-        return ([Level(data, (1.0,) * data.ndim, (0.0,) * data.ndim, "")],
-                io_axes.unknown_axes(data.ndim), info)  # fmt: skip
+        return [Level(data, (1.0,) * data.ndim, (0.0,) * data.ndim, "")], io_axes.unknown_axes(data.ndim), info
     attrs = dict(node.attrs)
     ours = dict(attrs.get(ATTRS_KEY) or {})
     info["affine"] = ours.get("affine")
