@@ -336,7 +336,6 @@ class Runner:
 
         if isinstance(exc, JobFailed) and isinstance(exc.__cause__, BaseException):
             exc = exc.__cause__
-
         if isinstance(exc, NothingLearned):
             line = f"{self.desc}: {exc}"
             notifications.show_info(line)

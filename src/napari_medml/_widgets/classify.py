@@ -264,8 +264,8 @@ class ClassifyWidget(DockForm):
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""
         inp, params, bundle = run["inputs"], run["params"], run["bundle"]
-        # the data read at the first Start: a Resume after new data shows none of the old (review 50)
         checkpoints = self._checkpoints
+        # the data read at the first Start: a Resume after new data shows none of the old (review 50)
         held = run.setdefault("held", HeldData([inp["layer"], inp.get("instances_layer")]))
 
         def job(stop: Any, report: Any) -> Any:

@@ -4,7 +4,8 @@
   (NGFF 0.4 ``.zattrs``/``multiscales`` or 0.5 ``zarr.json``/``ome``) gives each
   resolution level as a lazy ``dask`` array with its spacing (the level's ``scale``
   transformation), origin (``translation``), axis names and unit; a plain Zarr
-  array (or a group holding one array) gives spacing 1 and unnamed leading axes.
+  array (or a group holding one array) gives spacing 1 and unnamed leading axes; a level's
+  array opened by its folder (``img.ome.zarr/2``) gives that level as its image's.
   Nothing is read until a region is sliced and computed. :func:`choose_level`
   picks the level whose spacing is nearest a model's training spacing.
 - **Writing** (:func:`create_ome_zarr`, :func:`write_zarr`): an OME-Zarr 0.4 image
@@ -34,16 +35,8 @@ from napari_medml.io.time_units import TIME_UNIT_KEY, canonical_time_unit, ngff_
 from napari_medml.io.volume import Volume, canonical, canonical_unit, inside_zarr, length_factor
 from napari_medml.io.zarr_rgb import RGB_AS_CHANNELS, channels_to_rgb, rgb_to_channels
 
-__all__ = [
-    "ATTRS_KEY",
-    "Level",
-    "choose_level",
-    "create_ome_zarr",
-    "is_zarr_path",
-    "read_levels",
-    "read_zarr",
-    "write_zarr",
-]
+__all__ = ["ATTRS_KEY", "Level", "choose_level", "create_ome_zarr", "is_zarr_path", "read_levels", "read_zarr",
+           "write_zarr"]
 
 ATTRS_KEY = "napari_medml"  # our group attributes: affine, file details, labels flag, progress
 _NGFF_UNITS = {"um": "micrometer", "mm": "millimeter", "nm": "nanometer", "m": "meter", "cm": "centimeter"}
@@ -136,6 +129,8 @@ def read_levels(path: str | Path) -> tuple[list[Level], str, dict[str, Any]]:
     if isinstance(node, zarr.Array):
         if (path.parent / ".zattrs").is_file() or (path.parent / "zarr.json").is_file():  # a level of an OME image
             try:  # its own voxel size, place and axes (trial 50: 'ms.ome.zarr/2' opened at scale 1, origin 0)
+                if _multiscales(dict(_open(path.parent).attrs)) is None:
+                    raise StopIteration  # a plain group's array keeps its own name
                 levels, letters, parent = read_levels(path.parent)
                 k = next(k for k, lev in enumerate(levels) if lev.path == path.name)
                 return [levels[k]], letters, {**parent, "name": f"{parent['name']} level {k}", "affine": None}
