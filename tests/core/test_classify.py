@@ -475,3 +475,20 @@ def test_a_diverged_run_says_so_and_not_that_the_image_holds_nan(shapes) -> None
     with pytest.raises(ConfigError, match=r"^the network's outputs became NaN or infinite: the training diverged; "
                                           r"lower the learning rate \(--lr, the Classify widget's learning rate\)$"):
         train_classifier(samples, cfg)
+
+
+@pytest.mark.parametrize("network", ["efficientnet-b0", "densenet121"])
+def test_a_network_that_cannot_take_a_small_input_says_so_in_one_line(network) -> None:
+    """Trial 50: 16-pixel tiles ended in torch's "Kernel size can't be greater than actual input size"
+    on the command line, and left the widget busy for ever."""
+    from napari_medml.config import ModelConfig
+    from napari_medml.errors import ConfigError
+    from napari_medml.nn.classification import build_classifier_network
+
+    config = ModelConfig(network=network, norm="batch")
+    with pytest.raises(ConfigError, match=rf"^{network} cannot take inputs of 16x16 voxels \(its layers shrink them "
+                                          r"below one voxel\): use a larger input size \(32 or more per axis\)"):
+        build_classifier_network(config, 2, 1, 3, input_size=(16, 16))
+    network_32 = build_classifier_network(config, 2, 1, 3, input_size=(32, 32))
+    assert network_32.training  # the check leaves it in training mode
+    assert build_classifier_network(ModelConfig(network="resnet18", norm="batch"), 2, 1, 3, input_size=(16, 16))

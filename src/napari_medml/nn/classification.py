@@ -204,7 +204,28 @@ def build_classifier_network(config: ModelConfig, spatial_dims: int, in_channels
         raise ConfigError(f"{config.network} halves its input 5 times, leaving 1 voxel per axis of a {smallest}-voxel "
                           "input, and instance norm needs more than one: use an input size of at least 64, or norm "
                           "'batch'")
-    return factory(spatial_dims, in_channels, num_classes, config, patch_size=input_size)
+    network = factory(spatial_dims, in_channels, num_classes, config, patch_size=input_size)
+    if smallest is not None and smallest < 64:  # trial 50: torch's "Kernel size can't be greater than actual input"
+        _check_takes(network, config.network, in_channels, tuple(int(n) for n in input_size))
+    return network
+
+
+def _check_takes(network: nn.Module, name: str, in_channels: int, size: tuple[int, ...]) -> None:
+    """Run a zero input of ``size`` through ``network`` (eval mode, no gradients): a network
+    whose kernels or pooling outgrow a small input fails here with one line, not in training."""
+    import torch
+
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            network(torch.zeros((1, in_channels, *size)))
+    except RuntimeError:
+        raise ConfigError(f"{name} cannot take inputs of {'x'.join(map(str, size))} voxels (its layers shrink them "
+                          "below one voxel): use a larger input size (32 or more per axis) or tile size, or the "
+                          "network resnet18, smallcnn or unet-encoder") from None
+    finally:
+        network.train(was_training)
 
 
 def stages(network: nn.Module) -> list[nn.Module]:
