@@ -133,3 +133,26 @@ def test_the_augmentation_preview_shows_no_samples_of_the_old_labels(make_napari
     assert [l.name for l in viewer.layers] == ["img"]
     assert [n.message for n in notes if n.severity == NotificationSeverity.WARNING][-1] == (
         "Augmentation preview: layer 'seg' was removed while the job ran: its preview is not shown")
+
+
+def test_classify_never_replaces_its_own_result_chosen_as_its_class_labels(make_napari_viewer, open_widget, qtbot):
+    """Trial 50: 'shapes [classes]' chosen as the class labels was overwritten by the run's new result."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medml", "shape_classes")
+    image, truth = viewer.layers["shapes"], viewer.layers["shapes [ground truth]"]
+    widget = open_widget(viewer, "classify")
+    widget["image"].value, widget["classes"].value = image, truth
+    widget["input"].value, widget["channels"].value = "32", 4
+    widget["epochs"].value, widget["steps"].value = 1, 2
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    first = viewer.layers["shapes [classes]"]
+    first.data = np.array(truth.data, copy=True)  # a result of every class (two steps learn one or two)
+    kept = np.array(first.data, copy=True)
+    widget["classes"].reset_choices()
+    widget["classes"].value = first
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert viewer.layers["shapes [classes]"] is first
+    np.testing.assert_array_equal(first.data, kept)
+    assert "shapes [classes] (2)" in viewer.layers

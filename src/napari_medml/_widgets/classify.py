@@ -58,6 +58,7 @@ from napari_medml.config import (
     TrainConfig,
 )
 from napari_medml.errors import InputError
+from napari_medml.layer_data import PLUGIN_MARK
 from napari_medml.result_layers import result_layer_data
 
 __all__ = ["ClassifyWidget"]
@@ -228,6 +229,7 @@ class ClassifyWidget(DockForm):
         else:
             painted = require(w["classes"].value, napari.layers.Labels, "the labels layer with painted classes")
             check_on_image(painted, layer)
+            painted.metadata.pop(PLUGIN_MARK, None)  # an input is the user's: no result replaces it (trial 50)
             out["labels"] = labels_array(painted)
             names = painted.metadata.get("class_names") or {}
             out["class_names"] = {int(k): str(v) for k, v in names.items()} or None
@@ -264,8 +266,7 @@ class ClassifyWidget(DockForm):
     def _start_job(self, run: dict[str, Any], resume_from: str | None = None) -> None:
         """Train (or resume) ``run`` in the runner, then classify the image."""
         inp, params, bundle = run["inputs"], run["params"], run["bundle"]
-        checkpoints = self._checkpoints
-        # the data read at the first Start: a Resume after new data shows none of the old (review 50)
+        checkpoints = self._checkpoints  # held: the data read at the first Start, which a Resume continues on
         held = run.setdefault("held", HeldData([inp["layer"], inp.get("instances_layer")]))
 
         def job(stop: Any, report: Any) -> Any:
