@@ -252,8 +252,6 @@ class Trainer:
         shows it), stop early or save a checkpoint."""
         evaluation = self._evaluate()
         key = evaluation.key if evaluation.key is not None else (-train_loss,)
-        if self.plateau is not None:
-            self.plateau.step(key[0])
         improved = self.best_key is None or key > self.best_key
         if improved:
             self.best_key, self.best_epoch, self.bad_epochs = key, epoch, 0
@@ -261,6 +259,8 @@ class Trainer:
             self.best_metrics = {**evaluation.metrics, "epoch": epoch} if evaluation.metrics else {}
         else:
             self.bad_epochs += 1
+        if self.plateau is not None:  # it rises with each better epoch: the whole key, as the best epoch's and
+            self.plateau.step(self.best_epoch)  # early stopping's (trial 50: the rate fell after a best epoch)
         self.history.append({"epoch": epoch, "step": step, "train_loss": train_loss, "learning_rate": lr,
                              "elapsed_s": elapsed, **evaluation.history})
         if improved and self.checkpoint_dir is not None:

@@ -91,3 +91,20 @@ def test_a_resumed_run_returns_the_best_epoch_of_its_first_part(tmp_path, epochs
     assert model.provenance["best_epoch"] == 1
     assert all(torch.equal(best[k], v) for k, v in model.network.state_dict().items())
     assert model.metrics == {"val_dice": 0.9, "epoch": 1}
+
+
+def test_the_plateau_schedule_counts_an_epoch_better_on_a_later_part_of_the_key_as_better(tmp_path):
+    """Trial 50: epochs of equal accuracy and a higher AUC were marked best, but the plateau schedule
+    looked at the accuracy alone and halved the rate after them."""
+    keys = iter([(0.5, 0.6), (0.5, 0.7), (0.5, 0.8), (0.5, 0.9), (0.5, 0.95), (0.5, 0.97), (0.5, 0.99)])
+
+    class Rising(Task):
+        def evaluate(self, device, amp):
+            key = next(keys)
+            return Evaluation(history={"val_accuracy": key[0]}, key=key, metrics={"val_accuracy": key[0]})
+
+    cfg = TrainConfig(optim=OptimConfig(epochs=7, steps_per_epoch=1, schedule="plateau", learning_rate=0.05,
+                                        early_stopping_patience=2), device="cpu", amp=False)
+    model = run_to_end(run(Rising(), cfg, checkpoint_dir=tmp_path))
+    assert [h["learning_rate"] for h in model.history] == [0.05] * 7  # every epoch better: never halved
+    assert model.provenance["best_epoch"] == 7
