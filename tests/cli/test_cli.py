@@ -415,3 +415,20 @@ def test_progress_works_without_tqdm(monkeypatch, capsys):
         bar.write("epoch 1/1", file=sys.stderr)
     out, err = capsys.readouterr()
     assert bar.n == 3 and out == "" and err == "epoch 1/1\n"
+
+
+def test_a_stopped_block_wise_prediction_says_how_many_blocks_it_kept(tmp_path):
+    """Trial 50: stopped in its first block, it said "the finished blocks are kept"; none were."""
+    import json as json_
+
+    from napari_medml.cli.predict_blocks import _kept_line
+
+    out = tmp_path / "p.zarr"
+    assert _kept_line(out) == (f"no block had finished, so '{out}' holds none yet; run the same command again to "
+                               "start it over")
+    out.mkdir()
+    (out / ".zattrs").write_text(json_.dumps({"napari_medml": {"prediction": {"done": [], "complete": False}}}))
+    assert _kept_line(out).startswith("no block had finished")
+    (out / ".zattrs").write_text(json_.dumps({"napari_medml": {"prediction": {"done": [0, 2], "complete": False}}}))
+    assert _kept_line(out, " and its maps") == (f"the 2 finished blocks are kept in '{out}' and its maps; run the same "
+                                                "command again to resume")

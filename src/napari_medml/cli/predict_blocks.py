@@ -11,6 +11,7 @@ objects block by block (:mod:`napari_medml.instances.to_zarr`).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,7 @@ def run_blocks(args: argparse.Namespace, model: Any, vol: Any, config: Any) -> i
                                          probabilities=args.probabilities, uncertainty=args.uncertainty,
                                          source=args.image, progress=progress, stop=stop)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):  # one line, as main() prints it (trial 41: two lines)
-            raise Cancelled(f"the finished blocks are kept in '{args.out}'; run the same command again to "
-                            "resume") from None
+            raise Cancelled(_kept_line(args.out)) from None
     if result.resumed:
         info(f"resumed: {result.resumed} of {plan.count} block(s) were already done, {result.computed} computed "
              "now")
@@ -236,8 +236,7 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
                                            halo=halo, spacing=spacing, maps=maps, progress=progress,
                                            stop=stop)  # fmt: skip
         except (KeyboardInterrupt, Cancelled):
-            raise Cancelled(f"the finished blocks are kept in '{args.out}' and its maps; run the same command "
-                            "again to resume") from None
+            raise Cancelled(_kept_line(args.out, " and its maps")) from None
     if result.resumed:
         info(f"resumed: the network's maps of {result.resumed} of {plan.count} block(s) were already done")
     if result.grown:
@@ -259,3 +258,18 @@ def run_instance_blocks(args: argparse.Namespace, model: Any) -> int:
     info(f"{result.objects} object(s) ({params_line}); wrote " + ", ".join(str(p) for p in written)
          + args.planned)
     return 0
+
+
+def _kept_line(out: str | Path, what: str = "") -> str:
+    """What a stopped block-wise prediction keeps: the blocks its store lists as finished (trial 50:
+    stopped in its first block, it said "the finished blocks are kept", and the rerun began anew)."""
+    from napari_medml.io.zarr import ATTRS_KEY
+
+    done = 0
+    if (Path(out) / ".zattrs").is_file():
+        ours = json.loads((Path(out) / ".zattrs").read_text()).get(ATTRS_KEY) or {}
+        done = len((ours.get("prediction") or {}).get("done") or ())
+    if not done:
+        return f"no block had finished, so '{out}' holds none yet; run the same command again to start it over"
+    return (f"the {done} finished block{'s' if done > 1 else ''} {'are' if done > 1 else 'is'} kept in '{out}'{what}; "
+            "run the same command again to resume")
