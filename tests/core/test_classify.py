@@ -492,3 +492,15 @@ def test_a_network_that_cannot_take_a_small_input_says_so_in_one_line(network) -
     network_32 = build_classifier_network(config, 2, 1, 3, input_size=(32, 32))
     assert network_32.training  # the check leaves it in training mode
     assert build_classifier_network(ModelConfig(network="resnet18", norm="batch"), 2, 1, 3, input_size=(16, 16))
+
+
+def test_an_image_in_other_units_gets_the_intensity_line(image_run, shapes) -> None:
+    """Trial 50: a x16 image (a 12-bit camera's) was classified all one class without a word; the
+    segmentation models' line is said for classifiers too, with a fix a classifier has."""
+    clf, _ = image_run
+    sc, _ = shapes
+    assert "far from the training" not in clf.classify(sc.images).note
+    note = clf.classify(sc.images * 16.0, name="image 'x16'").note
+    assert note.startswith("image 'x16' has intensities far from the training images' (") and note.endswith(
+        "give the image in the training images' units (the same scale and bit depth), or train on images of both "
+        "scales"), note

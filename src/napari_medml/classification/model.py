@@ -340,16 +340,16 @@ class Classifier(BundledModel):
         classes = np.asarray(self.class_ids, dtype=np.int64)[np.argmax(proba, axis=1)]
         labels = labels_from_classes(samples, classes, instances=instances)
         table = prediction_table(samples, classes, proba, self.class_ids, self.config.class_names)
-        zero = None
-        if not labels.all():  # 0 outside the objects (or where no tile reaches): a row of its own
-            zero = "background" if samples.level == "object" else "unclassified"
+        zero = None if labels.all() else "background" if samples.level == "object" else "unclassified"  # 0: a row
         per_class = class_table(classes, proba, self.class_ids, self.class_names, zero=zero)
-        prob_map = None
-        if samples.level == "tile" or probability_map:
-            prob_map = class_probability_map(samples, proba, instances=instances)
+        prob_map = (class_probability_map(samples, proba, instances=instances)
+                    if samples.level == "tile" or probability_map else None)
+        from napari_medml.preprocessing.normalization import intensity_note  # trial 50: said for segmentations only
+        far = intensity_note(image, channel_axis, self.normalization or {}, name,
+                             retrain="train on images of both scales")
         return ClassPrediction(labels=labels, table=table, classes=classes, proba=proba,
                                class_ids=self.class_ids, level=samples.level, probabilities=prob_map,
-                               class_table=per_class, note=samples.note)
+                               class_table=per_class, note="; ".join(n for n in (samples.note, far) if n))
 
     def _inputs(self, samples: ClassSamples | np.ndarray) -> np.ndarray:
         from napari_medml.classification.data import _resize

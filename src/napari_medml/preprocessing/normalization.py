@@ -136,7 +136,8 @@ def _subsample(arr: np.ndarray, limit: int = 2_000_000) -> np.ndarray:
 
 
 def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
-                   recipe: Sequence[Any] = ()) -> str | None:
+                   recipe: Sequence[Any] = (), retrain: str = "train with Preprocess > z-score in the recipe, "
+                   "which z-scores each image by itself") -> str | None:
     """One line when an image's intensities are far from those a model was trained on.
 
     The z-score, percentile and min-max methods apply the *training* images' statistics
@@ -163,6 +164,8 @@ def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
         How the line names the image.
     recipe : sequence of PreprocessStep
         The model's preprocessing recipe.
+    retrain : str
+        The second fix the line gives (a classifier has no recipe).
 
     Returns
     -------
@@ -197,8 +200,7 @@ def intensity_note(image: Any, channel_axis: int | None, stats: dict, name: str,
             return (f"{name}{where_c} has intensities far from the training images' ({seen}): the model "
                     f"normalizes every image with the training statistics ({method}), so it sees another "
                     "contrast and its answer may be wrong; give the image in the training images' units (the "
-                    "same scale and bit depth), or train with Preprocess > z-score in the recipe, which "
-                    "z-scores each image by itself")
+                    f"same scale and bit depth), or {retrain}")
     return None
 
 
