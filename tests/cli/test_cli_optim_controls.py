@@ -112,3 +112,22 @@ def test_stop_metric_chooses_what_picks_the_best_epoch(tmp_path):
     bad = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "x", *OPTIONS,
               "--stop-metric", "dice", tmp=tmp_path)
     assert bad.returncode == 2 and "--stop-metric: invalid choice: 'dice'" in bad.stderr
+
+
+def test_sgd_without_a_rate_takes_sgds_usual_rate_where_nothing_plans_it(tmp_path):
+    """Trial 50: a classifier (no plan) and an unplanned segmentation run trained SGD at Adam's 0.001."""
+    sc = shape_classes(seed=0, n=12, size=32)
+    tifffile.imwrite(tmp_path / "stack.tif", sc.images.astype(np.float32))
+    (tmp_path / "classes.csv").write_text("".join(f"{i},{c}\n" for i, c in enumerate(sc.classes)))
+    common = ["--task", "classification", "--image", tmp_path / "stack.tif", "--classes", tmp_path / "classes.csv",
+              "--epochs", "1", "--steps-per-epoch", "1", "--device", "cpu"]
+    for out, extra, rate in (("sgd", [], 0.01), ("sgd-lr", ["--lr", "0.003"], 0.003)):
+        done = run("train", *common, "--out", tmp_path / out, "--optimizer", "sgd", *extra, tmp=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        optim = json.loads((tmp_path / out / "config.json").read_text())["train_config"]["optim"]
+        assert (optim["optimizer"], optim["learning_rate"]) == ("sgd", rate)
+    image, labels = _files(tmp_path)
+    done = run("train", "--image", image, "--labels", labels, "--out", tmp_path / "m", *OPTIONS, "--no-plan",
+               "--optimizer", "sgd", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["train_config"]["optim"]["learning_rate"] == 0.01

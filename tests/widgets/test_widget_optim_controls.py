@@ -74,9 +74,25 @@ def test_classify_widget_sizes_only_the_networks_that_have_a_size(make_napari_vi
     classify["network"].value = "smallcnn"
     assert classify["channels"].enabled and classify["depth"].enabled
     classify["depth"].value, classify["norm"].value = 2, "instance"
-    classify["optimizer"].value = "sgd"
+    assert classify["lr"].value == 1e-3
+    classify["optimizer"].value = "sgd"  # trial 50: the rate stayed at Adam's 0.001
     cfg = classify.config(2)
     assert cfg.model.depth == 2 and cfg.model.norm == "instance" and cfg.optim.momentum == 0.99
+    assert classify["lr"].value == 0.01 and cfg.optim.learning_rate == 0.01
+    classify["lr"].value = 0.02
+    assert classify.config(2).optim.learning_rate == 0.02  # typed: the user's
+    classify["optimizer"].value = "adam"
+    assert classify["lr"].value == 1e-3
+
+
+def test_train_widget_without_the_plan_trains_sgd_at_sgds_rate(make_napari_viewer, open_widget):
+    train = open_widget(make_napari_viewer(), "train")
+    train["plan"].value = False
+    train["optimizer"].value = "sgd"
+    assert train["lr"].native.text() == "planned" and "else 0.001 (SGD 0.01)" in train["lr"].tooltip
+    assert train.config().optim.learning_rate == 0.01
+    train["optimizer"].value = "rmsprop"
+    assert train.config().optim.learning_rate == 1e-3
 
 
 def test_pretrain_widget_patch_batch_and_mask_block_reach_the_model(make_napari_viewer, open_widget, qtbot, notes):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from napari_medml.config import OptimConfig
+from napari_medml.config import OptimConfig, usual_learning_rate
 from napari_medml.errors import InputError
 
 __all__ = ["PLANNED", "add_loss_fields", "add_optimizer_fields", "class_weights", "is_planned", "optimizer_settings",
@@ -76,6 +76,19 @@ def add_optimizer_fields(w: dict[str, Any]) -> None:
 
     w["optimizer"].changed.connect(follow)
     follow(w["optimizer"].value)
+
+
+def add_rate_field(w: dict[str, Any]) -> None:
+    """Add *learning rate* to the form ``w`` (after its ``"optimizer"``): it shows the chosen
+    optimizer's usual rate when the optimizer changes (SGD 0.01, the others 0.001), as
+    *momentum* does, so that switching to SGD does not train it at Adam's rate."""
+    from magicgui.widgets import FloatSpinBox
+
+    w["lr"] = FloatSpinBox(value=usual_learning_rate(w["optimizer"].value), min=1e-6, max=1.0, step=1e-4,
+                           label="learning rate", tooltip="shows the optimizer's usual rate when you choose it: "
+                           "SGD 0.01 (nnU-Net's, with momentum 0.99), RMSprop, Adam and AdamW 0.001")
+    w["lr"].native.setDecimals(6)
+    w["optimizer"].changed.connect(lambda name: setattr(w["lr"], "value", usual_learning_rate(name)))
 
 
 def optimizer_settings(w: dict[str, Any]) -> dict[str, Any]:

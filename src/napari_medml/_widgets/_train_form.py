@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari_medml._widgets._forms import is_planned, planned_value
-from napari_medml.config import DataConfig, ModelConfig, OptimConfig
+from napari_medml.config import DataConfig, ModelConfig, OptimConfig, usual_learning_rate
 from napari_medml.errors import InputError
 
 __all__ = ["BUNDLE_START", "FORM_DEFAULTS", "FORM_PLANNED", "RANDOM_START", "WARM_UP", "planned_settings",
@@ -46,7 +46,10 @@ def planned_settings(w: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
     for field, name in FORM_PLANNED.items():
         section, attr = field.split(".")
-        out[section][attr] = planned_value(w[name], FORM_DEFAULTS.get(field, getattr(_SECTIONS[section], attr)))
+        default = FORM_DEFAULTS.get(field, getattr(_SECTIONS[section], attr))
+        if field == "optim.learning_rate":  # without the plan: the optimizer's own (SGD's is ten times Adam's)
+            default = usual_learning_rate(w["optimizer"].value)
+        out[section][attr] = planned_value(w[name], default)
     return out
 
 

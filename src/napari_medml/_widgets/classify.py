@@ -31,6 +31,7 @@ from napari_medml._widgets._dock import DockForm
 from napari_medml._widgets._forms import (
     add_loss_fields,
     add_optimizer_fields,
+    add_rate_field,
     class_weights,
     optimizer_settings,
     parse_size,
@@ -110,8 +111,7 @@ class ClassifyWidget(DockForm):
         w["batch"] = SpinBox(value=16, min=1, max=1024, label="batch size")
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw", label="optimizer")
         add_optimizer_fields(w)
-        w["lr"] = FloatSpinBox(value=1e-3, min=1e-6, max=1.0, step=1e-4, label="learning rate")
-        w["lr"].native.setDecimals(6)
+        add_rate_field(w)
         w["schedule"] = ComboBox(choices=list(get_args(ScheduleName)), value="cosine",
                                  label="schedule")
         w["loss"] = ComboBox(choices=list(get_args(ClassifierLoss)), value="ce", label="loss")

@@ -119,7 +119,7 @@ class TrainWidget(DockForm):
         w["optimizer"] = ComboBox(choices=list(get_args(OptimizerName)), value="adamw",
                                   label="optimizer")
         add_optimizer_fields(w)
-        w["lr"] = planned_number("float", OptimConfig.learning_rate, 0.0, max=1.0, step=1e-4, label="learning rate")
+        w["lr"] = planned_number("float", "0.001 (SGD 0.01)", 0.0, max=1.0, step=1e-4, label="learning rate")
         w["lr"].native.setDecimals(6)
         w["schedule"] = planned_choice(get_args(ScheduleName), OptimConfig.schedule, label="schedule")
         w["warmup"] = planned_number("float", OptimConfig.warmup, -0.05, max=0.5, step=0.05, label="warm-up",

@@ -96,13 +96,20 @@ def config_from_options(args: argparse.Namespace, base: TrainConfig,
     Returns
     -------
     TrainConfig
-        Validated again by the config classes (``ConfigError`` on a bad combination).
+        Validated again by the config classes (``ConfigError`` on a bad combination). An
+        ``--optimizer`` without ``--lr`` takes that optimizer's ``usual_learning_rate`` (a plan
+        may still choose another rate: the rate was not given).
     """
     groups: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {}
     for field, value in fields_given(args, fields).items():
         group, _, name = field.rpartition(".")
         (groups.setdefault(group, {}) if group else top)[name] = value
+    optim = groups.get("optim", {})
+    if "optimizer" in optim and "learning_rate" not in optim:  # SGD at Adam's rate barely moves
+        from napari_medml.config import usual_learning_rate
+
+        optim["learning_rate"] = usual_learning_rate(optim["optimizer"])
     config = replace(base, **{g: replace(getattr(base, g), **v) for g, v in groups.items()}, **top)
     if "momentum" in groups.get("optim", {}) and config.optim.optimizer not in ("sgd", "rmsprop"):
         from napari_medml.errors import ConfigError

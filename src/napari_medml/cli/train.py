@@ -131,7 +131,8 @@ def add(sub: Any) -> None:
                    help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
     o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",
                    help="learning rate (default: planned for the optimizer: AdamW and Adam 0.002 with the "
-                   f"warm-up, SGD 0.01, RMSprop 0.001; without the plan {optim.learning_rate})")  # fmt: skip
+                   "warm-up, SGD 0.01, RMSprop 0.001; without the plan, and for classifiers, SGD 0.01, the others "
+                   "0.001)")  # fmt: skip
     o.add_argument("--momentum", type=real(0, 1, high_open=True), metavar="M",
                    help="SGD and RMSprop momentum (default: SGD 0.99 with Nesterov, as nnU-Net; RMSprop 0)")  # fmt: skip
     o.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,

@@ -19,7 +19,7 @@ from napari_medml.config.augment import AugmentConfig, AugmentSpec
 from napari_medml.jsonable import from_dict, to_dict  # the configs' JSON round trip
 
 __all__ = ["AugmentConfig", "AugmentSpec", "DataConfig", "InferConfig", "ModelConfig", "OptimConfig", "PreprocessStep",
-           "PretrainConfig", "TrainConfig", "from_dict", "to_dict"]
+           "PretrainConfig", "TrainConfig", "from_dict", "to_dict", "usual_learning_rate"]
 
 Task = Literal["segmentation", "classification", "pretraining", "instances"]
 LabelMode = Literal["dense", "sparse"]
@@ -220,6 +220,22 @@ class OptimConfig:
             parts.append(f"momentum {self.momentum_in_use:g}{nesterov}")
         parts.append(f"weight decay {self.weight_decay:g}")
         return ", ".join(parts)
+
+
+def usual_learning_rate(optimizer: str) -> float:
+    """The rate an optimizer starts from without a plan: SGD 0.01 (nnU-Net's, with its Nesterov
+    momentum 0.99; Isensee et al. 2021), RMSprop, Adam and AdamW 0.001 (Kingma & Ba 2015).
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "rmsprop", "adam", "adamw"}
+
+    Returns
+    -------
+    float
+        The learning rate.
+    """
+    return 1e-2 if optimizer == "sgd" else 1e-3
 
 
 @dataclass(frozen=True)
