@@ -91,6 +91,9 @@ def test_classify_keeps_its_classifier_but_shows_no_classes_of_the_old_data(make
     assert widget["status"].value == ("image 'shapes' got new data while the job ran: the classifier is kept; its "
                                       "classification (of the data it had) is not shown; run it again on the new data")
     assert widget.classifier is not None and widget.result is None
+    # trial 50: the kept classifier's validation was not shown either
+    assert widget["metrics"].value.startswith("validation (") and "accuracy" in widget["metrics"].value, \
+        widget["metrics"].value
     np.testing.assert_array_equal(image.data, new)
     widget["start"].changed.emit(True)  # again: shown
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)

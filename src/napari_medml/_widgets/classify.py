@@ -318,6 +318,16 @@ class ClassifyWidget(DockForm):
         from napari_medml.classification.tables import object_table
 
         self.classifier, self.result = classifier, None  # an unshown result's table is not saved
+        if classifier.metrics:  # the kept classifier's validation, shown with or without its classes (trial 50)
+            self.confusion.show(classifier.metrics)
+            self.roc.show(classifier.metrics)
+        self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
+                                    no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2",
+                                                      classifier.provenance, "Resume continues the run"))
+        if from_bundle and classifier.metrics:  # not this image's score (trial 48: "use Evaluate", segmentations only)
+            self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
+                                        "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "
+                                        "TRUE_CLASSES):\n" + self._w["metrics"].value)
         kept = "the classifier is kept; " if not from_bundle else ""
         kind = "image" if instances is None else "layer"  # the instance labels are held too
         if held is not None and (why := not_shown(self._viewer, layer, held, kept, "its classification", kind)):
@@ -339,16 +349,6 @@ class ClassifyWidget(DockForm):
             show_result(self._viewer, result_layer_data(
                 result.probabilities, layer.name, "class probabilities", spatial, "image", axes,
                 colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6), like=layer)
-        if classifier.metrics:
-            self.confusion.show(classifier.metrics)
-            self.roc.show(classifier.metrics)
-        self._w["metrics"].value = (report_summary(classifier.metrics) if classifier.metrics else
-                                    no_metrics_reason(classifier.config.data.val_fraction, "'validation' 0.2",
-                                                      classifier.provenance, "Resume continues the run"))
-        if from_bundle and classifier.metrics:  # not this image's score (trial 48: "use Evaluate", segmentations only)
-            self._w["metrics"].value = ("the bundle's own validation when it was trained (to score this image, save "
-                                        "its 'table CSV' and run napari-medml evaluate --prediction TABLE --labels "
-                                        "TRUE_CLASSES):\n" + self._w["metrics"].value)
         self._w["status"].value = result_line(classifier, result, from_bundle)
 
     @notify_errors("Classification")
