@@ -159,3 +159,28 @@ def test_classify_never_replaces_its_own_result_chosen_as_its_class_labels(make_
     assert viewer.layers["shapes [classes]"] is first
     np.testing.assert_array_equal(first.data, kept)
     assert "shapes [classes] (2)" in viewer.layers
+
+
+def test_a_classify_result_edited_from_the_console_is_the_users(make_napari_viewer, open_widget, qtbot):
+    """Trial 50: ``layer.data[...] = 3`` (no paint event) on 'shapes [classes]' was replaced by the next run;
+    an unedited result is still refilled in place."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medml", "shape_classes")
+    image, truth = viewer.layers["shapes"], viewer.layers["shapes [ground truth]"]
+    widget = open_widget(viewer, "classify")
+    widget["image"].value, widget["classes"].value = image, truth
+    widget["input"].value, widget["channels"].value = "32", 4
+    widget["epochs"].value, widget["steps"].value = 1, 2
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    first = viewer.layers["shapes [classes]"]
+    widget["start"].changed.emit(True)  # unedited: the plugin's own, refilled
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    assert viewer.layers["shapes [classes]"] is first and "shapes [classes] (2)" not in viewer.layers
+    first.data[0, :4, :4] = 3 - first.data[0, 0, 0]  # from the console: no paint event
+    first.refresh()
+    edited = np.array(first.data, copy=True)
+    widget["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=120000)
+    np.testing.assert_array_equal(viewer.layers["shapes [classes]"].data, edited)
+    assert "shapes [classes] (2)" in viewer.layers

@@ -16,6 +16,9 @@ from napari_medml.layer_data import PLUGIN_MARK, LayerDataTuple, is_generated
 
 __all__ = ["drop_stale_results", "free_name", "show_result"]
 
+# what a result Labels layer shown with keep_edits held when it was made (held while the layer lives)
+_SHOWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def free_name(viewer: napari.Viewer, name: str) -> str:
     """``name``, or ``name (2)``, ``name (3)``... whichever no layer uses."""
@@ -27,11 +30,14 @@ def free_name(viewer: napari.Viewer, name: str) -> str:
 
 
 def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
-                like: napari.layers.Layer | None = None) -> napari.layers.Layer:
+                like: napari.layers.Layer | None = None, *, keep_edits: bool = False) -> napari.layers.Layer:
     """Add a result layer; replace the plugin's own layer of that name, never a user's.
 
     ``like``: the layer the result was computed from; the result takes its rotation, shear,
     affine and units (``_placement.place_like``) besides the scale and translate in ``layer_data``.
+    ``keep_edits``: a Labels result keeps a copy of what it showed, and once its data differ
+    (edited from the console or a script, which emits no paint event) it is the user's, as a
+    painted one is, and no re-run replaces it (trial 50: Classify's classes were replaced).
     """
     from napari_medml._widgets._placement import place_like, placement
 
@@ -43,7 +49,17 @@ def show_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     layer = _add_result(viewer, layer_data, like)
     if like is not None:  # a refilled layer too
         place_like(layer, like)
+    if keep_edits and isinstance(layer, napari.layers.Labels) and isinstance(layer.data, np.ndarray):
+        _SHOWN[unproxied(layer)] = np.array(layer.data, copy=True)
     return layer
+
+
+def _claim_if_edited(layer: napari.layers.Layer) -> None:
+    """Take the plugin's mark off a ``keep_edits`` result whose data differ from what it showed."""
+    shown = _SHOWN.get(layer)
+    same = shown is not None and np.shape(layer.data) == shown.shape and np.array_equal(np.asarray(layer.data), shown)
+    if shown is not None and not same:
+        layer.metadata.pop(PLUGIN_MARK, None)
 
 
 def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
@@ -58,6 +74,7 @@ def _add_result(viewer: napari.Viewer, layer_data: LayerDataTuple,
     candidate, k = name, 1
     while candidate in viewer.layers:
         old = unproxied(viewer.layers[candidate])  # a weak record of the result keys the layer
+        _claim_if_edited(old)
         if is_generated(old.metadata):
             if refill(old, data, kwargs, layer_type):
                 return old

@@ -11,9 +11,8 @@ and *save table (CSV)* writes it as ``napari-medml predict`` does.
 Object level adds ``<image> [object classes]``, the objects' outlines (a copy of the
 instance ids; the user's layer is not touched) whose features are the per-object rows;
 tile level adds ``<image> [class probabilities]``. With a start bundle, the network,
-width, depth and norm are the bundle's (the status says so). Every run keeps
-``best``/``last`` checkpoints (in ``<bundle>/checkpoints``, or the session's temp folder):
-Resume continues a stopped run.
+width, depth and norm are the bundle's (the status says so). Every run keeps ``best``/``last``
+checkpoints (in ``<bundle>/checkpoints``, or the session's temp folder): Resume continues a stopped run.
 """
 
 from __future__ import annotations
@@ -335,15 +334,16 @@ class ClassifyWidget(DockForm):
             return
         self.result = result
         spatial, axes = layer_spatial(layer), layer_volume(layer).axes  # results without the layer's channels
-        labels = show_result(self._viewer, result_layer_data(result.labels, layer.name, "classes", spatial, "labels",
-                                                             axes, features=result.class_table), like=layer)
+        classes = result_layer_data(result.labels, layer.name, "classes", spatial, "labels", axes,
+                                    features=result.class_table)
+        labels = show_result(self._viewer, classes, like=layer, keep_edits=True)  # edited, it is the user's
         labels.metadata["class_ids"] = list(result.class_ids)
         labels.metadata["class_names"] = classifier.class_names
         labels.metadata["samples"] = {k: np.array(v, copy=True) for k, v in result.table.items()}
         if result.level == "object" and instances is not None:  # hovering an object shows its own row
             objects = show_result(self._viewer, result_layer_data(
                 np.asarray(instances), layer.name, "object classes", spatial, "labels", axes,
-                features=object_table(result.table, classifier.class_names)), like=layer)
+                features=object_table(result.table, classifier.class_names)), like=layer, keep_edits=True)
             objects.contour = 1  # outlines: the classes stay visible beneath
         if result.level == "tile":
             show_result(self._viewer, result_layer_data(
