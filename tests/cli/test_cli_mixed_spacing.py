@@ -110,3 +110,47 @@ def test_image_files_that_store_no_voxel_size_are_named_beside_those_that_do(tmp
     assert "stores no voxel size" not in done.stderr and "resampled" not in done.stderr, done.stderr
     config = json.loads((tmp_path / "model2" / "config.json").read_text())
     assert config["spacing"] == [0.65, 0.65] and config["train_config"]["data"]["preprocessing"] == []
+
+
+def test_files_in_other_length_units_train_in_the_first_files_unit_and_predict_compares_units(tmp_path):
+    """Trial 51: a TIFF in µm and a NIfTI in mm were resampled to the median of their numbers as one
+    unit, and a model trained in µm ran on an image in mm without a word."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((48, 48), np.uint8)
+    labels[12:30, 10:34] = 1
+    image = (labels + 0.2 * rng.random((48, 48))).astype(np.float32)
+    args = []
+    for name, size, unit in (("um", 0.5, "um"), ("mm", 0.0005, "mm")):  # the same voxels, in two units
+        for suffix, data in (("", image), ("_mask", labels)):
+            tifffile.imwrite(tmp_path / f"{name}{suffix}.tif", data, imagej=True, resolution=(1 / size, 1 / size),
+                             metadata={"unit": unit})
+        args += ["--image", str(tmp_path / f"{name}.tif"), "--labels", str(tmp_path / f"{name}_mask.tif")]
+    done = _run("train", *args, "--out", str(tmp_path / "model"), "--epochs", "1", "--steps-per-epoch", "1",
+                "--features", "4", "--depth", "2", "--seed", "0", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert (f"image '{tmp_path / 'mm.tif'}' names its voxel size in mm (0.0005x0.0005 mm), the first image "
+            f"'{tmp_path / 'um.tif'}' in um: it is trained at 0.5x0.5 um") in done.stderr, done.stderr
+    assert "resampled" not in done.stderr  # one voxel size once in one unit
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["provenance"]["unit"] == "um" and config["spacing"] == [0.5, 0.5]
+    tifffile.imwrite(tmp_path / "big.tif", image, imagej=True, resolution=(2, 2), metadata={"unit": "mm"})
+    done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "big.tif"),
+                "--out", str(tmp_path / "pred.tif"))
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: image '{tmp_path / 'big.tif'}' names its voxel size in mm (0.5 x 0.5 mm, that is 500 x 500 "
+            "um) but the model was trained on images in um") in done.stderr, done.stderr
+    done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "mm.tif"),
+                "--out", str(tmp_path / "pred2.tif"))
+    assert done.returncode == 0, done.stderr
+    assert "warning: image" in done.stderr and "that is 0.5 x 0.5 um" in done.stderr  # same voxels, other unit
+    same = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "um.tif"),
+                "--out", str(tmp_path / "pred3.tif"))
+    assert same.returncode == 0 and "names its voxel size" not in same.stderr
+    pre = _run("pretrain", "--image", str(tmp_path / "um.tif"), "--image", str(tmp_path / "mm.tif"), "--out",
+               str(tmp_path / "pre"), "--epochs", "1", "--steps-per-epoch", "1", "--features", "4", "--depth", "2",
+               "--patch-size", "16", "16", "--device", "cpu")
+    assert pre.returncode == 0, pre.stderr
+    assert "names its voxel size in mm (0.0005x0.0005 mm)" in pre.stderr and "resampled" not in pre.stderr
+    assert json.loads((tmp_path / "pre" / "config.json").read_text())["provenance"]["unit"] == "um"

@@ -302,3 +302,22 @@ def test_the_plot_draws_each_fold_after_the_epochs_the_last_one_trained(make_nap
     train.plot.clear()
     train.plot.add(epoch(1, 1))
     assert train.plot.epochs == [1]
+
+
+def test_train_widget_records_the_layers_length_unit_for_predict(make_napari_viewer, open_widget, qtbot, notes):
+    """Trial 51: a model records the unit of its training voxel size, so predict can compare an image's."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    try:
+        image = viewer.add_image(p.image[CROP][8], name="ct", scale=(0.5, 0.5), units=("um",) * 2)
+    except TypeError:
+        pytest.skip("napari 0.5.0 has no layer units")
+    labels = viewer.add_labels(p.labels[CROP][8], name="seg", scale=(0.5, 0.5), units=("um",) * 2)
+    train = open_widget(viewer, "train")
+    train["images"].value, train["labels"].value = [image], labels
+    train["channels"].value, train["depth"].value, train["patch"].value = 4, 2, "32, 32"
+    train["epochs"].value, train["steps"].value, train["plan"].value = 1, 1, False
+    train["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
+    assert train.model is not None, [n.message for n in notes]
+    assert train.model.provenance["unit"] == "um"

@@ -42,7 +42,7 @@ def require(layer: Any, kind: type, what: str) -> Any:
 def _kwargs(layer: napari.layers.Layer) -> dict[str, Any]:
     return {"name": layer.name, "scale": tuple(layer.scale), "translate": tuple(layer.translate),
             "metadata": layer.metadata, "rgb": getattr(layer, "rgb", False),
-            "axis_labels": getattr(layer, "axis_labels", None)}
+            "axis_labels": getattr(layer, "axis_labels", None), "units": getattr(layer, "units", None)}
 
 
 def layer_volume(layer: napari.layers.Layer) -> Volume:

@@ -1,10 +1,8 @@
 """Train widget: image layer(s) and labels in, a Model in the viewer's session out.
 
-Reads the form into a :class:`~napari_medml.config.TrainConfig` and runs
-:func:`napari_medml.segmentation.task.fit` through the runner; the live plot shows loss and
-validation Dice per epoch. Stop keeps the best model so far, and the run's ``last``
-checkpoint (in ``<bundle>/checkpoints``, or the session's temp folder): Resume continues it.
-"""
+Reads the form into a :class:`~napari_medml.config.TrainConfig` and runs :func:`napari_medml.segmentation.task.fit`
+through the runner; the live plot shows loss and validation Dice per epoch. Stop keeps the best model so far,
+and the run's ``last`` checkpoint (in ``<bundle>/checkpoints``, or the session's temp folder): Resume continues it."""
 
 from __future__ import annotations
 
@@ -47,6 +45,7 @@ from napari_medml._widgets._layers import (
     follow_dims,
     labelled_input,
     layer_spatial,
+    layer_volume,
     require,
 )
 from napari_medml._widgets._runner import notify_errors
@@ -288,7 +287,9 @@ class TrainWidget(DockForm):
             run, planned, start_from = resume, False, None
         resume_from = str(checkpoints.folder) if resume is not None else None
         plan = run["plan"]
-        orientation = orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims)
+        # Predict and `napari-medml predict` put other orientations in this one, and compare units with it
+        placed = {"orientation": orientation_of(layer_spatial(run["inputs"].layer).affine, config.data.spatial_dims),
+                  "unit": layer_volume(run["inputs"].layer).meta.get("unit")}  # napari >= 0.5.1 has layer units
         names = run.get("image_names") or [run["inputs"].layer.name]
         data_line = (f"image{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))}"
                      f"{' as channels' if len(names) > 1 else ''} with labels '{run['labels_name']}'")
@@ -343,8 +344,7 @@ class TrainWidget(DockForm):
 
                 scribbles = config.data.background_id if config.data.label_mode == "sparse" else None
                 run["samples"] = labelled_samples(images, targets, spacings, channel_axis, scribbles)
-            if orientation:  # Predict and `napari-medml predict` put other orientations in this one
-                model.provenance["orientation"] = orientation
+            model.provenance.update({key: value for key, value in placed.items() if value})
             if len(run["inputs"].names) > 1:  # Predict shows them beside the layers it is given
                 model.provenance["channel_layers"] = list(run["inputs"].names)
             if record:  # trained on a preprocessed layer as shown: raw images get its recipe

@@ -64,10 +64,25 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
         if args.level == "match" or vol.meta.get("level"):
             info(f"image '{args.image}': resolution level {vol.meta['level']} (spacing "
                  f"{', '.join(f'{s:g}' for s in vol.spacing)})")  # fmt: skip
+        _say_unit(args, model, vol)
         return vol
     if args.level not in (None, "0"):
         raise UsageError(f"--level is for multiscale Zarr images; '{args.image}' has one level")
-    return with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0]
+    vol = with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0]
+    _say_unit(args, model, vol)
+    return vol
+
+
+def _say_unit(args: argparse.Namespace, model: Any, vol: Any) -> None:
+    """One line when the image's length unit is not the one the model was trained in."""
+    from napari_medml.io.spacing import unit_note
+
+    trained = (getattr(model, "provenance", None) or {}).get("unit")
+    body = vol.axes[: len(vol.spacing)]
+    spacing = tuple(float(s) for a, s in zip(body, vol.spacing) if a in "ZYX")
+    note = unit_note(vol.meta.get("unit"), trained, spacing, f"image '{args.image}'")
+    if note:
+        info(note)
 
 
 def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:

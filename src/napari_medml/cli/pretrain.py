@@ -121,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_bundle_target(args.out, inputs=args.image)
     check_file_targets({"--reconstruction": args.reconstruction, "--error": args.error}, inputs=args.image)
+    unit: dict = {}
     images, spacings, channel_axis, dims, first, counts = _read_images(args.image, args.spatial_dims, args.axes,
-                                                                       args.spacing)
+                                                                       args.spacing, unit)
     args.patch_size = check_patch_option(args.patch_size, dims, args.depth or ModelConfig().depth,
                                          getattr(args, "network", None))
     config = replace(_config(args, dims), checkpoint_dir=str(checkpoint_folder(args.out)))
@@ -145,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
             model, best = drive_training(gen, config.optim.epochs)
         if model is None:
             raise MedMLError(nothing_saved("pretraining", checkpoint_folder(args.out)))
+        if unit.get("unit"):  # reconstruct compares an image's unit with it
+            model.provenance["unit"] = unit["unit"]
         path = save_run(model, args.out, stopped=stop.stopped)  # a stopped run keeps its checkpoints
     note = f" (best epoch {best.epoch}, validation reconstruction loss {best.val_loss:.4f})" if best else ""
     info(f"saved pretrained bundle to {path}{note}; start a segmentation run from it with "
@@ -157,20 +160,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, spacing: Any = None) -> tuple:
+def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, spacing: Any = None,
+                 unit: dict | None = None) -> tuple:
     """The samples of every image (frames, or slices under a 2D network), their spacings,
-    the channel axis, the network's dimensions, the first volume and the samples of each file."""
+    the channel axis, the network's dimensions, the first volume and the samples of each file;
+    ``unit`` receives the length unit of the spacings (``training_files.in_first_unit``)."""
     from napari_medml import io
     from napari_medml.cli.common import AXES_HINT, spatial_spacing
     from napari_medml.cli.layout import image_layout
     from napari_medml.cli.spacing_option import check_spacing_covers, stores_voxel_size, with_spacing
-    from napari_medml.cli.training_files import network_dims, unknown_spacing_line
+    from napari_medml.cli.training_files import in_first_unit, network_dims, unknown_spacing_line
     from napari_medml.errors import InputError
     from napari_medml.preprocessing.inputs import check_finite, check_not_constant
     from napari_medml.io.axes import samples_phrase
     from napari_medml.pretraining.data import split_unlabeled
 
     images, spacings, channels, first, counts = [], [], set(), None, []
+    held = unit if unit is not None else {}
     stored: dict[Path, tuple[float, ...] | None] = {}  # each file's voxel size, None when it stores none
     reads = [io.read_volume(path, axes) for path in paths]
     spatial_dims = network_dims(reads, paths, spatial_dims)
@@ -181,6 +187,7 @@ def _read_images(paths: list[Path], spatial_dims: int | None, axes: str | None, 
         check_not_constant(vol.data, f"image '{path}'")
         dims = spatial_dims or len(vol.data.shape) - len(lay.sample_axes) - int(lay.channel_axis is not None)
         check_spacing_covers(vol, path, dims)
+        vol = in_first_unit(vol, path, dims, held)
         spatial_dims = dims
         parts, sizes, channel = split_unlabeled(vol.data, vol.axes, dims, spatial_spacing(vol, dims),
                                                 what=f"image '{path}'", hint=AXES_HINT)  # fmt: skip

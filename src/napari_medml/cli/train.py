@@ -131,8 +131,7 @@ def add(sub: Any) -> None:
                    help=f"optimizer (default: {optim.optimizer})")  # fmt: skip
     o.add_argument("--lr", type=real(0, low_open=True), metavar="LR",
                    help="learning rate (default: planned for the optimizer: AdamW and Adam 0.002 with the "
-                   "warm-up, SGD 0.01, RMSprop 0.001; without the plan, and for classifiers, SGD 0.01, the others "
-                   "0.001)")  # fmt: skip
+                   "warm-up, SGD 0.01, RMSprop 0.001; unplanned and classifiers: SGD 0.01, others 0.001)")  # fmt: skip
     o.add_argument("--momentum", type=real(0, 1, high_open=True), metavar="M",
                    help="SGD and RMSprop momentum (default: SGD 0.99 with Nesterov, as nnU-Net; RMSprop 0)")  # fmt: skip
     o.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
@@ -236,9 +235,10 @@ def _run(args: argparse.Namespace) -> int:
         from napari_medml.cli.resume import stopped_config
 
         args.spatial_dims = stopped_config(resume_folder(args)).data.spatial_dims
-    images, labels, spacings, channel_axis, dims, groups, args.channel_names = read_pairs(
+    images, labels, spacings, channel_axis, dims, groups, args.channel_names = read_pairs(  # and the files' unit:
         args.image, args.labels, args.spatial_dims, args.axes, "object" if args.task == "instances" else "class",
-        spacing=args.spacing)
+        spacing=args.spacing, unit=(unit := {}))
+    args.length_unit = unit
     read = images, labels, spacings, channel_axis, dims, groups
     # a planned run takes a depth that divides the patch given (segmentation.plan)
     args.patch_size = check_patch_option(args.patch_size, dims,
@@ -311,9 +311,9 @@ def _train(args: argparse.Namespace, images: list, labels: list, spacings: list,
         raise MedMLError(nothing_saved("training", checkpoint_folder(args.out)))
     from napari_medml.io.orientation import file_orientation
 
-    orientation = file_orientation(args.image[0], dims)
-    if orientation:  # predict puts other orientations in this one for the network
-        model.provenance["orientation"] = orientation
+    # predict puts other orientations in this one for the network, and compares an image's length unit with it
+    orientation, unit = file_orientation(args.image[0], dims), getattr(args, "length_unit", {}).get("unit")
+    model.provenance.update({key: value for key, value in (("orientation", orientation), ("unit", unit)) if value})
     # a Model, or with --folds an EnsembleModel (a folder of members); a stopped run keeps its
     # checkpoints (an ensemble's: the finished folds' models and the stopped fold's last) for --resume
     folds = config.data.folds
@@ -390,8 +390,7 @@ def _after_checks(gen: Generator[Any, None, Any], text: str) -> Generator[Any, N
 
 
 def planned_options(args: argparse.Namespace) -> list[str]:
-    """The config fields the options set (``segmentation.plan`` keeps the planned ones among
-    them at the user's value)."""
+    """The config fields the options set (the plan keeps the planned ones at the user's value)."""
     return [*fields_given(args), *(["augment"] if args.no_augment or args.augment_scale is not None else [])]
 
 

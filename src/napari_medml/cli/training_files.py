@@ -8,18 +8,19 @@ from typing import Any
 
 from napari_medml.cli.common import info
 
-__all__ = ["network_dims", "read_pairs", "unknown_spacing_line"]
+__all__ = ["in_first_unit", "network_dims", "read_pairs", "unknown_spacing_line"]
 
 
 def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: int | None,
-               axes: str | None = None, ids: str = "class", spacing: Any = None) -> tuple:
+               axes: str | None = None, ids: str = "class", spacing: Any = None, unit: dict | None = None) -> tuple:
     """Read image/labels files; check they fit; cut them into training samples.
 
     Axes come from each file (or ``axes``, the ``--axes`` option, for the images);
     length-1 axes are gone already (io). A time series gives one sample per frame; a
     2D network on volumes one per slice (the labels are cut the same way). ``ids`` names
     what a label id is in the messages: ``"class"``, or ``"object"`` for instance labels.
-    ``spacing`` (``--spacing``) is the voxel size of the files that store none.
+    ``spacing`` (``--spacing``) is the voxel size of the files that store none. ``unit``, when
+    given, receives the length unit the spacings are in (:func:`in_first_unit`).
 
     Returns
     -------
@@ -46,6 +47,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
     from napari_medml.errors import InputError
 
     images, labels, spacings, channels, groups = [], [], [], set(), []
+    held = unit if unit is not None else {}
     named: list[tuple[str, ...]] = []  # each image's channel names (the file's), in the first image's order
     painted: list[bool] = []  # per labels file: any voxel above 0
     stored: dict[Path, tuple[float, ...] | None] = {}  # each image file's voxel size, None when it stores none
@@ -98,6 +100,7 @@ def read_pairs(image_paths: list[Path], label_paths: list[Path], spatial_dims: i
             except InputError as exc:
                 raise InputError(f"{exc}{swapped}") from exc
             vol = _grid_of_labels(vol, lab, spatial)
+        vol = in_first_unit(vol, img_path, spatial_dims, held)
         shape = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a != "C")
         frame = tuple(n for n, a in zip(vol.data.shape, vol.axes) if a not in "CT")
         if "T" in vol.axes and lab.data.shape == frame:
@@ -259,6 +262,48 @@ def network_dims(volumes: list, paths: list[Path], spatial_dims: int | None) -> 
          "volumes: a 2D network trains on the 2D images and the volumes' slices (for a 3D network, give "
          "--spatial-dims 3 and leave out the 2D images)")
     return 2
+
+
+def in_first_unit(vol: Any, path: Path, spatial_dims: int, held: dict) -> Any:
+    """``vol`` with its voxel size in the length unit of the first training image that names one.
+
+    Trial 51: an OME-TIFF in µm and a NIfTI in mm were resampled to the median of their numbers,
+    as if in one unit. Now the first file naming a unit sets it; a later file naming another
+    known unit gets its spatial voxel size, position and affine in that unit, said in one line.
+
+    Parameters
+    ----------
+    vol : Volume
+        An image as read (``meta["unit"]``: its length unit, if it names one).
+    path : Path
+        Its file, for the line.
+    spatial_dims : int
+        The network's spatial dimensions.
+    held : dict
+        ``{"unit": ..., "path": ...}`` of the first file naming a unit; filled by the first such call.
+
+    Returns
+    -------
+    Volume
+    """
+    from napari_medml.io.geometry import spatial_axes
+    from napari_medml.io.units import in_unit
+    from napari_medml.io.volume import LENGTH_UNITS
+
+    have = vol.meta.get("unit")
+    if have not in LENGTH_UNITS:
+        return vol
+    if "unit" not in held:
+        held.update(unit=have, path=path)
+        return vol
+    converted = in_unit(vol, held["unit"], *spatial_axes(vol, spatial_dims))
+    if converted is not vol:
+        show = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
+        first, stop = spatial_axes(vol, spatial_dims)
+        info(f"image '{path}' names its voxel size in {have} ({show(vol.spacing[first:stop])} {have}), the first image "
+             f"'{held['path']}' in {held['unit']}: it is trained at {show(converted.spacing[first:stop])} "
+             f"{held['unit']} (if a file's unit is wrong, fix its header)")
+    return converted
 
 
 def unknown_spacing_line(stored: dict[Path, tuple[float, ...] | None]) -> str:
