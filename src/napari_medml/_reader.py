@@ -1,7 +1,7 @@
 """npe2 reader: NIfTI, TIFF and NumPy files, and Zarr/OME-Zarr folders (lazily, every
 resolution level), as napari layers (thin over ``io``).
 
-Integer files whose name contains seg, label or mask open as Labels layers;
+Integer files whose name contains seg, label, mask or scribble open as Labels layers;
 spacing becomes ``scale``, origin ``translate`` and the NIfTI affine rides in
 ``metadata`` (see :mod:`napari_medml.layer_data`).
 

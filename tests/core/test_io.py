@@ -242,6 +242,7 @@ def test_rgb_tiff_keeps_colour_axis_out_of_spacing(tmp_path: Path) -> None:
         ("case01_prediction.nii.gz", np.uint8, True),
         ("predicted.tif", np.int32, True),
         ("prednisone_dose.tif", np.uint8, False),
+        ("train_scribbles.nii.gz", np.uint8, True),  # trial 51: as the Live widget's own '[scribbles]' layer
     ],
 )
 def test_is_label_file(name: str, dtype: type, expected: bool) -> None:

@@ -21,7 +21,7 @@ __all__ = ["LENGTH_UNITS", "SUPPORTED_EXTENSIONS", "Volume", "canonical", "affin
 SUPPORTED_EXTENSIONS = (".nii.gz", ".nii", ".tif", ".tiff", ".npy", ".zarr")
 
 
-_LABEL_WORDS = re.compile(r"seg|label|mask", re.IGNORECASE)
+_LABEL_WORDS = re.compile(r"seg|label|mask|scribble", re.IGNORECASE)  # scribble: trial 51
 # whole words only (between _, -, . or digits): "lab_01" and "img_gt", not "collaboration"
 _LABEL_TOKENS = re.compile(r"(?:^|[^a-z])(lab|labs|gt|annot|annotations?|truth|groundtruth|objects|instances|"
                            r"pred|preds|predictions?|predicted)"
@@ -121,7 +121,7 @@ def file_format(path: str | Path) -> str:
 
 
 def is_label_file(path: str | Path, data: np.ndarray) -> bool:
-    """Tell whether a file holds labels: a name with seg/label/mask (or the word lab, gt,
+    """Tell whether a file holds labels: a name with seg/label/mask/scribble (or the word lab, gt,
     annot, annotation, truth, objects, instances, pred, prediction or predicted), and integer data (or floats that are all whole non-negative
     numbers, as some tools save masks).
 

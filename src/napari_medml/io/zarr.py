@@ -41,7 +41,7 @@ __all__ = ["ATTRS_KEY", "Level", "choose_level", "create_ome_zarr", "is_zarr_pat
 ATTRS_KEY = "napari_medml"  # our group attributes: affine, file details, labels flag, progress
 _NGFF_UNITS = {"um": "micrometer", "mm": "millimeter", "nm": "nanometer", "m": "meter", "cm": "centimeter"}
 _NGFF_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
-_LABEL_HINT = ("seg", "label", "mask")
+_LABEL_HINT = ("seg", "label", "mask", "scribble")
 
 
 @dataclass(frozen=True)
