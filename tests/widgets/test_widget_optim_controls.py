@@ -321,3 +321,13 @@ def test_train_widget_records_the_layers_length_unit_for_predict(make_napari_vie
     qtbot.waitUntil(lambda: not train.runner.running, timeout=120000)
     assert train.model is not None, [n.message for n in notes]
     assert train.model.provenance["unit"] == "um"
+    other = viewer.add_image(p.image[CROP][8], name="other", scale=(0.5, 0.5), units=("mm",) * 2)
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [other]
+    predict["model"].reset_choices()
+    predict["model"].value = "ct model"
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    said = [n.message for n in notes] + [predict["status"].value]
+    assert any("layer 'other' names its voxel size in mm (0.5 x 0.5 mm, that is 500 x 500 um) but the model was "
+               "trained on images in um" in line for line in said), said
