@@ -139,12 +139,17 @@ def test_files_in_other_length_units_train_in_the_first_files_unit_and_predict_c
     done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "big.tif"),
                 "--out", str(tmp_path / "pred.tif"))
     assert done.returncode == 0, done.stderr
-    assert (f"warning: image '{tmp_path / 'big.tif'}' names its voxel size in mm (0.5 x 0.5 mm, that is 500 x 500 "
-            "um) but the model was trained on images in um") in done.stderr, done.stderr
+    assert (f"image '{tmp_path / 'big.tif'}' names its voxel size in mm (0.5 x 0.5 mm) and the model's training "
+            "images in um: it is predicted at 500 x 500 um, and its outputs are written in mm") in done.stderr, done.stderr
+    assert "has voxel size 500 x 500 but the model was trained at 0.5 x 0.5" in done.stderr  # 1000 times larger
     done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "mm.tif"),
                 "--out", str(tmp_path / "pred2.tif"))
     assert done.returncode == 0, done.stderr
-    assert "warning: image" in done.stderr and "that is 0.5 x 0.5 um" in done.stderr  # same voxels, other unit
+    assert "it is predicted at 0.5 x 0.5 um" in done.stderr and "has voxel size" not in done.stderr, done.stderr
+    from napari_medml.io import read_volume
+
+    written = read_volume(tmp_path / "pred2.tif")  # on the image, in its own unit
+    assert written.meta.get("unit") == "mm" and np.allclose(written.spacing, (0.0005, 0.0005)), written
     same = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "um.tif"),
                 "--out", str(tmp_path / "pred3.tif"))
     assert same.returncode == 0 and "names its voxel size" not in same.stderr

@@ -93,12 +93,20 @@ def test_classify_stop_resume_continues_and_temp_folder_goes_with_viewer(classif
     assert not widget.runner.running and widget["resume"].enabled
     assert len(errors(notes)) == 1 and "channels" in errors(notes)[0] and "\n" not in errors(notes)[0]
     widget["channels"].value = 8
+    widget["optimizer"].value = "sgd"  # review 51: Resume went on with AdamW without a word
+    widget["resume"].changed.emit(True)
+    assert not widget.runner.running and len(errors(notes)) == 2
+    assert errors(notes)[1].startswith("Classification: Resume continues the stopped run with its own settings: "
+                                       "optimizer is sgd, the run's adamw; learning rate is 0.01, the run's 0.001"), \
+        errors(notes)[1]
+    widget["optimizer"].value = "adamw"  # its rate follows: back to the run's
+    notes.clear()
 
     widget["resume"].changed.emit(True)
     assert widget.runner.running and not widget["resume"].enabled
     resumed = observe(widget)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=240000)
-    assert len(errors(notes)) == 1
+    assert not errors(notes)
     assert resumed[0].step == step + 1 and resumed[-1].step == 80  # the step count went on to the end
     assert [h["epoch"] for h in widget.classifier.history] == list(range(1, 9))
     assert widget.plot.epochs == list(range(1, 9))  # the plot went on (not cleared)

@@ -14,7 +14,7 @@ import numpy as np
 from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._instances import spatial_origin
 from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note, file_channel_names, layer_spatial,
-                                          model_input)
+                                          layer_volume, model_input)
 from napari_medml.errors import InputError
 
 __all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "chosen_folder", "image_gone", "input_for",
@@ -81,7 +81,24 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
         why = "; ".join(w for w in (why, line) if w)
     if isinstance(placed.inputs.image, np.ndarray) and not recipe_fills_nonfinite(model):  # the model fills them
         check_finite(placed.inputs.image, f"image '{placed.inputs.layer.name}'")
-    return placed, why
+    placed, line = _in_model_unit(model, placed)
+    return placed, "; ".join(w for w in (why, line) if w)
+
+
+def _in_model_unit(model: Any, placed: Placed) -> tuple[Placed, str]:
+    """The input's voxel size in the length unit the model was trained in (review 51: a layer in mm
+    holding the training images' voxels in µm was resampled 1000-fold), and the line that says so;
+    the result lies on the layer in its own unit."""
+    from napari_medml.io.spacing import unit_note
+    from napari_medml.io.volume import length_factor
+
+    inputs = placed.inputs
+    unit, trained = layer_volume(inputs.layer).meta.get("unit"), (getattr(model, "provenance", None) or {}).get("unit")
+    line = unit_note(unit, trained, tuple(inputs.spacing), f"layer '{inputs.layer.name}'")
+    if not line:
+        return placed, ""
+    factor = length_factor(unit, trained)
+    return placed._replace(inputs=inputs._replace(spacing=tuple(s * factor for s in inputs.spacing))), line
 
 
 def blockwise_input(model: Any, inputs: ModelInput, why: str = "") -> tuple[bool, str]:

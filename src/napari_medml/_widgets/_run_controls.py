@@ -85,14 +85,14 @@ class RunCheckpoints:
         InputError
             Nothing to resume.
         ConfigError
-            A form field that shapes the network changed since (``check_same_network``).
+            A form field that shapes the network, or how it trains, changed since (``check_same_training``).
         """
-        from napari_medml.bundles.checkpoints import check_same_network
+        from napari_medml.bundles.checkpoints import check_same_training
         from napari_medml.errors import InputError
 
         if run is None or running or not self.resumable:
             raise InputError("nothing to resume: Resume continues a stopped run that left a checkpoint")
-        check_same_network(run["form"], form_now())
+        check_same_training(run["form"], form_now())
         return str(self.folder)
 
     def finish(self, model: Any, bundle: str | None, stopped: bool) -> None:

@@ -41,7 +41,8 @@ class PredictWidget(DockForm):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         # napari's Plugins menu passes the viewer as ``napari_viewer`` (npe2 widget class)
         super().__init__()
-        self._viewer = viewer = napari_viewer
+        viewer = napari_viewer
+        self._viewer = viewer
         self._session = session_for(viewer)
         self._session.attach(self.native)  # the session's temp folder (block-wise stores) goes with the viewer
         w = self._w = {}
@@ -227,8 +228,7 @@ class PredictWidget(DockForm):
                 else:  # the network sees the anatomy in the orientation it was trained in
                     prediction = predict_oriented(model, inputs.image, spacing=inputs.spacing, affine=affine,
                                                   axes=inputs.axes, config=config, progress=progress, stop=stop,
-                                                  name=f"layer '{inputs.layer.name}'", notes=report,
-                                                  unit=layer_volume(inputs.layer).meta.get("unit"))
+                                                  name=f"layer '{inputs.layer.name}'", notes=report)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
             table = (instance_table(prediction.labels, inputs, origin)
                      if hasattr(prediction, "relabel") and not is_lazy_image(prediction.labels) else None)

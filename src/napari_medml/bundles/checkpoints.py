@@ -21,7 +21,7 @@ from napari_medml.errors import BundleError, ConfigError
 if TYPE_CHECKING:
     from napari_medml.config import TrainConfig
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "checkpoint_folder", "find_checkpoint",
+__all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "check_same_training", "checkpoint_folder", "find_checkpoint",
            "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints", "save_run",
            "write_checkpoint"]
 
@@ -265,6 +265,34 @@ def check_same_network(before: TrainConfig, now: TrainConfig) -> None:
         raise ConfigError(f"cannot resume: {', '.join(changed)} changed since the stopped run (the checkpoint "
                           "holds the earlier network); set them back, or press Start for a new run")
 
+
+def check_same_training(before: TrainConfig, now: TrainConfig) -> None:
+    """Raise unless ``now`` describes the same network (:func:`check_same_network`) and trains it
+    the same way as ``before``: a widget's Resume continues the checkpoint's optimizer state, so
+    a changed loss, optimizer, rate, momentum, weight decay, schedule, warm-up or best-epoch metric
+    would be ignored without a word (review 51), and is refused, as ``--resume`` refuses it.
+    Epochs, time limit and patience may change.
+
+    Parameters
+    ----------
+    before : TrainConfig
+        The settings the run started with.
+    now : TrainConfig
+        The settings asked for now.
+
+    Raises
+    ------
+    ConfigError
+        Names the settings that differ, with both values.
+    """
+    check_same_network(before, now)
+    kept = ("loss", "class_weights", "label_smoothing", "optimizer", "learning_rate", "momentum", "nesterov",
+            "weight_decay", "schedule", "warmup", "early_stopping_metric")
+    optim = [f"{name.replace('_', ' ')} is {getattr(now.optim, name)}, the run's {getattr(before.optim, name)}"
+             for name in kept if getattr(now.optim, name) != getattr(before.optim, name)]
+    if optim:
+        raise ConfigError(f"Resume continues the stopped run with its own settings: {'; '.join(optim)}: set them "
+                          "back, or press Start for a new run with the new ones")
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

@@ -163,7 +163,9 @@ def write_like(path: Path, like: Any, data: Any, *, spatial_dims: int | None = N
     """
     from napari_medml.io import Volume, write_volume
     from napari_medml.io.axes import placed_values
+    from napari_medml.io.units import as_read
 
+    like = as_read(like)  # an image predicted in its model's length unit: written in its own
     rgb = bool(like.meta.get("rgb"))
     body = like.axes[: len(like.axes) - int(rgb)]
     if axes is None:

@@ -64,10 +64,13 @@ def predict(args: argparse.Namespace, model: Any) -> int:
                                            foreground_threshold=args.foreground_threshold))
     dims = model.spatial_dims
     from napari_medml import io
+    from napari_medml.cli.predict_blocks import in_model_unit_of
+    from napari_medml.io.units import as_read
     from napari_medml.cli.spacing_option import check_spacing_covers, with_spacing
 
-    vol, lay = image_layout(with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0],
-                            args.image, dims, in_channels=model.in_channels, channel=args.channel,
+    read = in_model_unit_of(args, model, with_spacing(io.read_volume(args.image, args.axes), args.spacing,
+                                                      args.image)[0])
+    vol, lay = image_layout(read, args.image, dims, in_channels=model.in_channels, channel=args.channel,
                             channel_names=model.config.data.channel_names)
     check_spacing_covers(vol, args.image, dims)
     if lay.sample_axes:
@@ -87,7 +90,7 @@ def predict(args: argparse.Namespace, model: Any) -> int:
                              progress=progress)
     labels = oriented.back(pred.labels)
     written = [write_output(args.out, lambda tmp: write_like(tmp, vol, labels, spatial_dims=dims, is_labels=True))]
-    table = _table(vol, lay, labels)
+    table = _table(as_read(vol), lay, labels)  # measured in the file's own unit
     written.append(write_table_csv(table_path, table))
     say_stored_order(vol, written)
     n = int(len(table["index"]))

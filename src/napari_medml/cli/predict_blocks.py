@@ -60,29 +60,33 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
     if is_zarr_path(args.image):
         level = args.level if args.level == "match" else int(args.level or 0)
         vol = with_spacing(read_zarr(args.image, level, target_spacing=getattr(model, "spacing", None),
-                                     axes=args.axes), args.spacing, args.image)[0]
+                                     axes=args.axes, target_unit=_trained_unit(model)), args.spacing, args.image)[0]
         if args.level == "match" or vol.meta.get("level"):
             info(f"image '{args.image}': resolution level {vol.meta['level']} (spacing "
                  f"{', '.join(f'{s:g}' for s in vol.spacing)})")  # fmt: skip
-        _say_unit(args, model, vol)
-        return vol
+        return in_model_unit_of(args, model, vol)
     if args.level not in (None, "0"):
         raise UsageError(f"--level is for multiscale Zarr images; '{args.image}' has one level")
     vol = with_spacing(io.read_volume(args.image, args.axes), args.spacing, args.image)[0]
-    _say_unit(args, model, vol)
-    return vol
+    return in_model_unit_of(args, model, vol)
 
 
-def _say_unit(args: argparse.Namespace, model: Any, vol: Any) -> None:
-    """One line when the image's length unit is not the one the model was trained in."""
+def _trained_unit(model: Any) -> str | None:
+    return (getattr(model, "provenance", None) or {}).get("unit")
+
+
+def in_model_unit_of(args: argparse.Namespace, model: Any, vol: Any) -> Any:
+    """``vol`` with its voxel size in the length unit the model was trained in, said in one line
+    (outputs are written in the image's own: ``io.units.as_read``)."""
     from napari_medml.io.spacing import unit_note
+    from napari_medml.io.units import in_model_unit
 
-    trained = (getattr(model, "provenance", None) or {}).get("unit")
-    body = vol.axes[: len(vol.spacing)]
-    spacing = tuple(float(s) for a, s in zip(body, vol.spacing) if a in "ZYX")
-    note = unit_note(vol.meta.get("unit"), trained, spacing, f"image '{args.image}'")
-    if note:
-        info(note)
+    converted, _ = in_model_unit(vol, _trained_unit(model))
+    if converted is not vol:
+        body = vol.axes[: len(vol.spacing)]
+        spacing = tuple(float(s) for a, s in zip(body, vol.spacing) if a in "ZYX")
+        info(unit_note(vol.meta.get("unit"), _trained_unit(model), spacing, f"image '{args.image}'"))
+    return converted
 
 
 def check_orientation(args: argparse.Namespace, model: Any, vol: Any) -> None:

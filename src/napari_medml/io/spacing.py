@@ -54,8 +54,8 @@ def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] |
 
 def unit_note(unit: str | None, trained: str | None, spacing: tuple[float, ...], name: str) -> str | None:
     """One line when an image names its voxel size in another length unit than the model's
-    training images did (trial 51: a model trained at 2 x 0.5 x 0.5 µm ran on a NIfTI of
-    2 x 0.5 x 0.5 mm, 1000 times larger, without a word).
+    training images did, and is predicted in the model's (``io.units.in_model_unit``; trial 51:
+    a model trained at 2 x 0.5 x 0.5 µm ran on a NIfTI of 2 x 0.5 x 0.5 mm without a word).
 
     Parameters
     ----------
@@ -79,7 +79,6 @@ def unit_note(unit: str | None, trained: str | None, spacing: tuple[float, ...],
     if unit is None or trained is None or unit == trained or factor == 1.0:
         return None
     show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
-    return (f"warning: {name} names its voxel size in {unit} ({show(spacing)} {unit}, that is "
-            f"{show(tuple(s * factor for s in spacing))} {trained}) but the model was trained on images in {trained}: "
-            "the network sees voxels, not lengths, so if the objects are of another size in voxels, resample the "
-            "image to the training voxel size first; if the file's unit is wrong, fix its header")
+    return (f"{name} names its voxel size in {unit} ({show(spacing)} {unit}) and the model's training images in "
+            f"{trained}: it is predicted at {show(tuple(s * factor for s in spacing))} {trained}, and its outputs "
+            f"are written in {unit} (if the file's unit is wrong, fix its header)")

@@ -8,7 +8,9 @@ import numpy as np
 
 from napari_medml.io.volume import Volume, length_factor
 
-__all__ = ["in_unit", "in_unit_of"]
+__all__ = ["UNIT_AS_READ", "as_read", "in_model_unit", "in_unit", "in_unit_of"]
+
+UNIT_AS_READ = "unit_as_read"  # meta key: the unit a volume was read in, before in_model_unit
 
 
 def in_unit_of(moving: Volume, reference: Volume, first: int, stop: int) -> tuple[Volume, str | None]:
@@ -61,3 +63,43 @@ def in_unit(volume: Volume, unit: str | None, first: int, stop: int) -> Volume:
     origin = tuple(o * f if first <= a < stop else o for a, o in enumerate(volume.origin))
     affine = None if volume.affine is None else np.diag([f, f, f, 1.0]) @ np.asarray(volume.affine, float)
     return replace(volume, spacing=spacing, origin=origin, affine=affine, meta={**volume.meta, "unit": unit})
+
+
+def in_model_unit(volume: Volume, trained: str | None) -> tuple[Volume, float]:
+    """``volume`` with the voxel size, position and affine of its Z, Y and X axes in ``trained``,
+    the length unit a model was trained in, so that the model compares its own numbers (trial 51:
+    an image in mm, the same voxels as the training images in µm, was resampled 1000-fold).
+
+    Parameters
+    ----------
+    volume : Volume
+        As read; ``meta["unit"]`` names its length unit.
+    trained : str or None
+        The model's (``model.provenance["unit"]``).
+
+    Returns
+    -------
+    (Volume, float)
+        The volume, with the unit it was read in kept in ``meta[UNIT_AS_READ]`` for
+        :func:`as_read` (its outputs are written in it), and the factor (1: nothing changed).
+    """
+    have = volume.meta.get("unit")
+    factor = length_factor(have, trained)
+    if trained is None or have == trained or factor == 1.0:
+        return volume, 1.0
+    axes = [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
+    spacing = tuple(s * factor if a in axes else s for a, s in enumerate(volume.spacing))
+    origin = tuple(o * factor if a in axes else o for a, o in enumerate(volume.origin))
+    affine = None if volume.affine is None else np.diag([factor] * 3 + [1.0]) @ np.asarray(volume.affine, float)
+    meta = {**volume.meta, "unit": trained, UNIT_AS_READ: have}
+    return replace(volume, spacing=spacing, origin=origin, affine=affine, meta=meta), factor
+
+
+def as_read(volume: Volume) -> Volume:
+    """``volume`` back in the unit it was read in, when :func:`in_model_unit` changed it: outputs
+    written like an image lie on it in its own unit."""
+    have = volume.meta.get(UNIT_AS_READ)
+    if have is None:
+        return volume
+    back, _ = in_model_unit(volume, have)
+    return replace(back, meta={k: v for k, v in back.meta.items() if k != UNIT_AS_READ})

@@ -218,7 +218,7 @@ def choose_level(levels: Sequence[Level], axes: str, target: Sequence[float] | N
 
 
 def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequence[float] | None = None,
-              axes: str | None = None) -> Volume:
+              axes: str | None = None, target_unit: str | None = None) -> Volume:
     """Read one level of a Zarr or OME-Zarr image as a :class:`Volume` with lazy ``data``.
 
     Parameters
@@ -229,7 +229,7 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
         Which resolution level (0 the finest); ``"match"`` takes :func:`choose_level`
         with ``target_spacing``.
     target_spacing : sequence of float, optional
-        A model's training spacing, for ``level="match"``.
+        A model's training spacing, for ``level="match"``, in ``target_unit`` (compared in the store's).
     axes : str, optional
         What the stored axes are, one letter each; replaces what the store says.
 
@@ -246,6 +246,8 @@ def read_zarr(path: str | Path, level: int | str = 0, *, target_spacing: Sequenc
     """
 
     levels, letters, info = read_levels(path)
+    if target_spacing is not None and target_unit is not None:  # review 51: mm numbers against a model's um
+        target_spacing = [t * length_factor(target_unit, info["unit"]) for t in target_spacing]
     index = choose_level(levels, letters, target_spacing) if level == "match" else int(level)
     if not 0 <= index < len(levels):
         raise InputError(f"'{path}' has {len(levels)} resolution level(s) (0 to {len(levels) - 1}): "

@@ -78,7 +78,7 @@ def stack_predictions(parts: list[Prediction], lead: tuple[int, ...], class_ids:
 
 def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes: str | None = None,
                      config: Any = None, progress: Any = None, stop: Any = None, name: str = "the image",
-                     notes: Callable[[str], None] | None = None, unit: str | None = None) -> Prediction:
+                     notes: Callable[[str], None] | None = None) -> Prediction:
     """``model.predict`` with the image put in the orientation the model was trained in
     (``model.provenance["orientation"]``, e.g. ``"LAS"``), and every output put back on
     the image's own grid: a network sees anatomy the way it learned it, whichever way a
@@ -103,11 +103,8 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
         Called, before the prediction starts, with one line each when the image is
         reoriented, when its voxel size is far from the model's training spacing, and
         when its intensities are far from the training images'
-        (``preprocessing.normalization.intensity_note``), and when ``unit`` is another
-        length unit than the model's (``io.spacing.unit_note``); after it, with one line
-        when nothing but background was found (:func:`background_note`).
-    unit : str, optional
-        The length unit of ``spacing`` (nm, um, mm, cm or m), when the image names one.
+        (``preprocessing.normalization.intensity_note``); after it, with one line when
+        nothing but background was found (:func:`background_note`).
 
     Returns
     -------
@@ -116,7 +113,7 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     """
     from dataclasses import replace
 
-    from napari_medml.io.spacing import spacing_note, unit_note
+    from napari_medml.io.spacing import spacing_note
     from napari_medml.io.orientation import orient_array
 
     dims = model.spatial_dims
@@ -128,9 +125,7 @@ def predict_oriented(model: Any, image: Any, *, spacing: Any, affine: Any, axes:
     note = oriented.note
     if note and note.startswith("image "):
         note = name + note[len("image"):]
-    trained_unit = (getattr(model, "provenance", None) or {}).get("unit")
-    lines = [note, unit_note(unit, trained_unit, oriented.spacing, name),
-             spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
+    lines = [note, spacing_note(oriented.spacing, model.spacing, name, recipe=recipe)]
     if notes is not None:
         lines.append(model_intensity_note(model, oriented.data, axes, name))
     for line in lines:

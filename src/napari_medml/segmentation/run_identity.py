@@ -93,8 +93,12 @@ def image_identity(volume: Any, source: str | Path | None = None) -> dict[str, A
 
 
 def store_geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:
-    """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata."""
+    """Spacing, origin (of ``spatial_axes``) and unit of ``volume``, for the stores' metadata (in the
+    unit it was read in: ``io.units.as_read``)."""
     from napari_medml.io.axes import placed_values
+    from napari_medml.io.units import as_read
+
+    volume = as_read(volume)
 
     body = volume.axes[: len(volume.spacing)]
     return {"spacing": list(placed_values(body, volume.spacing, spatial_axes, 1.0)),
