@@ -21,9 +21,9 @@ from napari_medml.errors import BundleError, ConfigError
 if TYPE_CHECKING:
     from napari_medml.config import TrainConfig
 
-__all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "check_same_training", "checkpoint_folder", "find_checkpoint",
-           "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints", "save_run",
-           "write_checkpoint"]
+__all__ = ["STATE_JSON", "STATE_TENSORS", "check_same_network", "check_same_training", "checkpoint_folder",
+           "find_checkpoint", "has_checkpoint", "optimizer_state", "read_checkpoint", "save_keeping_checkpoints",
+           "save_run", "write_checkpoint"]
 
 
 STATE_JSON = "train_state.json"
