@@ -296,7 +296,7 @@ def in_first_unit(vol: Any, path: Path, spatial_dims: int, held: dict) -> Any:
     if "unit" not in held:
         held.update(unit=have, path=path)
         return vol
-    converted = in_unit(vol, held["unit"], *spatial_axes(vol, spatial_dims))
+    converted = in_unit(vol, held["unit"], range(*spatial_axes(vol, spatial_dims)))
     if converted is not vol:
         show = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
         first, stop = spatial_axes(vol, spatial_dims)

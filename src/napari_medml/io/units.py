@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -32,14 +33,14 @@ def in_unit_of(moving: Volume, reference: Volume, first: int, stop: int) -> tupl
         None when there is nothing to convert.
     """
     have, want = moving.meta.get("unit"), reference.meta.get("unit")
-    volume = in_unit(moving, want, first, stop)
+    volume = in_unit(moving, want, range(first, stop))
     if volume is moving:
         return moving, None
     return volume, f"its voxel size and position in {have} were compared in {want}"
 
 
-def in_unit(volume: Volume, unit: str | None, first: int, stop: int) -> Volume:
-    """``volume`` with its spatial voxel size, position and affine in ``unit``.
+def in_unit(volume: Volume, unit: str | None, axes: Iterable[int]) -> Volume:
+    """``volume`` with the voxel size and position of ``axes``, and its affine, in ``unit``.
 
     Parameters
     ----------
@@ -47,20 +48,20 @@ def in_unit(volume: Volume, unit: str | None, first: int, stop: int) -> Volume:
         Its ``meta["unit"]`` names the unit of its spatial geometry.
     unit : str or None
         A length unit (``"nm"``, ``"um"``, ``"mm"``, ``"cm"``, ``"m"``).
-    first, stop : int
-        The spatial axes (``data`` axes ``first:stop``); the others keep their spacing.
+    axes : iterable of int
+        The spatial axes of ``data``; the others (time, channels) keep their spacing.
 
     Returns
     -------
     Volume
         ``volume`` itself when either unit is unknown or they are the same length.
     """
-    have = volume.meta.get("unit")
+    have, axes = volume.meta.get("unit"), set(axes)
     f = length_factor(have, unit)
     if have == unit or f == 1.0:
         return volume
-    spacing = tuple(s * f if first <= a < stop else s for a, s in enumerate(volume.spacing))
-    origin = tuple(o * f if first <= a < stop else o for a, o in enumerate(volume.origin))
+    spacing = tuple(s * f if a in axes else s for a, s in enumerate(volume.spacing))
+    origin = tuple(o * f if a in axes else o for a, o in enumerate(volume.origin))
     affine = None if volume.affine is None else np.diag([f, f, f, 1.0]) @ np.asarray(volume.affine, float)
     return replace(volume, spacing=spacing, origin=origin, affine=affine, meta={**volume.meta, "unit": unit})
 
@@ -84,15 +85,11 @@ def in_model_unit(volume: Volume, trained: str | None) -> tuple[Volume, float]:
         :func:`as_read` (its outputs are written in it), and the factor (1: nothing changed).
     """
     have = volume.meta.get("unit")
-    factor = length_factor(have, trained)
-    if trained is None or have == trained or factor == 1.0:
+    spatial = [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
+    converted = in_unit(volume, trained, spatial)
+    if converted is volume or trained is None:
         return volume, 1.0
-    axes = [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
-    spacing = tuple(s * factor if a in axes else s for a, s in enumerate(volume.spacing))
-    origin = tuple(o * factor if a in axes else o for a, o in enumerate(volume.origin))
-    affine = None if volume.affine is None else np.diag([factor] * 3 + [1.0]) @ np.asarray(volume.affine, float)
-    meta = {**volume.meta, "unit": trained, UNIT_AS_READ: have}
-    return replace(volume, spacing=spacing, origin=origin, affine=affine, meta=meta), factor
+    return replace(converted, meta={**converted.meta, UNIT_AS_READ: have}), length_factor(have, trained)
 
 
 def as_read(volume: Volume) -> Volume:
