@@ -287,7 +287,7 @@ def in_first_unit(vol: Any, path: Path, spatial_dims: int, held: dict) -> Any:
     Volume
     """
     from napari_medml.io.geometry import spatial_axes
-    from napari_medml.io.units import in_unit
+    from napari_medml.io.units import in_unit, length_axes
     from napari_medml.io.volume import LENGTH_UNITS
 
     have = vol.meta.get("unit")
@@ -296,7 +296,7 @@ def in_first_unit(vol: Any, path: Path, spatial_dims: int, held: dict) -> Any:
     if "unit" not in held:
         held.update(unit=have, path=path)
         return vol
-    converted = in_unit(vol, held["unit"], range(*spatial_axes(vol, spatial_dims)))
+    converted = in_unit(vol, held["unit"], length_axes(vol))  # Z too under a 2D network (review 51)
     if converted is not vol:
         show = lambda v: "x".join(f"{x:g}" for x in v)  # noqa: E731
         first, stop = spatial_axes(vol, spatial_dims)

@@ -9,7 +9,7 @@ import numpy as np
 
 from napari_medml.io.volume import Volume, length_factor
 
-__all__ = ["UNIT_AS_READ", "as_read", "in_model_unit", "in_unit", "in_unit_of"]
+__all__ = ["UNIT_AS_READ", "as_read", "in_model_unit", "in_unit", "in_unit_of", "length_axes"]
 
 UNIT_AS_READ = "unit_as_read"  # meta key: the unit a volume was read in, before in_model_unit
 
@@ -85,8 +85,7 @@ def in_model_unit(volume: Volume, trained: str | None) -> tuple[Volume, float]:
         :func:`as_read` (its outputs are written in it), and the factor (1: nothing changed).
     """
     have = volume.meta.get("unit")
-    spatial = [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
-    converted = in_unit(volume, trained, spatial)
+    converted = in_unit(volume, trained, length_axes(volume))
     if converted is volume or trained is None:
         return volume, 1.0
     return replace(converted, meta={**converted.meta, UNIT_AS_READ: have}), length_factor(have, trained)
@@ -100,3 +99,9 @@ def as_read(volume: Volume) -> Volume:
         return volume
     back, _ = in_model_unit(volume, have)
     return replace(back, meta={k: v for k, v in back.meta.items() if k != UNIT_AS_READ})
+
+
+def length_axes(volume: Volume) -> list[int]:
+    """The axes of ``volume`` whose spacing is a length (Z, Y and X; not time, channels or colour),
+    which a change of unit scales, whichever of them a network takes (a 2D one on a volume)."""
+    return [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
