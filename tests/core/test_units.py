@@ -38,3 +38,18 @@ def test_the_unit_note_gives_the_voxel_size_in_the_models_unit():
         "predicted at 2000 x 500 um, and its outputs are written in mm (if the file's unit is wrong, fix its header)")
     assert unit_note("um", "um", (1.0,), "x") is None and unit_note(None, "um", (1.0,), "x") is None
     assert unit_note("mm", None, (1.0,), "x") is None
+
+
+def test_a_voxel_size_a_thousand_times_off_hints_at_a_unit_even_for_a_model_that_resamples():
+    """Review 52: a bundle with no recorded unit that resamples took an image in mm as um without a word."""
+    from napari_medml.config import PreprocessStep
+    from napari_medml.io.spacing import spacing_note
+
+    recipe = (PreprocessStep("resample", {"target_spacing": (2.0, 0.76, 0.76)}),)
+    line = spacing_note((0.002, 0.0005, 0.0005), (2.0, 0.76, 0.76), "image 'q.tif'", recipe=recipe)
+    assert line.startswith("warning: image 'q.tif' has voxel size 0.002 x 0.0005 x 0.0005, about 1000 times smaller "
+                           "than the model's training voxel size 2 x 0.76 x 0.76: if its file names another length "
+                           "unit than the training images did (mm for um), fix its header"), line
+    assert "1e+06 times larger" in spacing_note((2000.0, 500.0), (0.002, 0.0005), "x")
+    assert spacing_note((1.0, 0.5, 0.5), (2.0, 0.76, 0.76), "x", recipe=recipe) is None  # resampled: nothing to say
+    assert spacing_note((2.0, 0.0005, 0.0005), (2.0, 0.5, 0.5), "x").startswith("warning: x has voxel size 2 x")

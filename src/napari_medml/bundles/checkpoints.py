@@ -288,8 +288,10 @@ def check_same_training(before: TrainConfig, now: TrainConfig) -> None:
     check_same_network(before, now)
     kept = ("loss", "class_weights", "label_smoothing", "optimizer", "learning_rate", "momentum", "nesterov",
             "weight_decay", "schedule", "warmup", "early_stopping_metric")
-    optim = [f"{name.replace('_', ' ')} is {getattr(now.optim, name)}, the run's {getattr(before.optim, name)}"
-             for name in kept if getattr(now.optim, name) != getattr(before.optim, name)]
+    label = {"warmup": "warm-up", "early_stopping_metric": "best epoch by"}  # the forms' words
+    optim = [f"{label.get(name, name.replace('_', ' '))} is {getattr(now.optim, name)}, the run's "
+             f"{getattr(before.optim, name)}" for name in kept
+             if getattr(now.optim, name) != getattr(before.optim, name)]
     if optim:
         raise ConfigError(f"Resume continues the stopped run with its own settings: {'; '.join(optim)}: set them "
                           "back, or press Start for a new run with the new ones")

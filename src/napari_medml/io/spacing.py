@@ -34,6 +34,9 @@ def spacing_note(spacing: tuple[float, ...] | None, trained: tuple[float, ...] |
     """
     if spacing is None or trained is None:
         return None
+    hint = _unit_hint(spacing, trained, name)
+    if hint:  # review 52: a model that resamples took mm numbers for um ones without a word
+        return hint
     for step in recipe or ():
         operation = step.get("operation") if isinstance(step, Mapping) else getattr(step, "operation", None)
         params = (step.get("params") if isinstance(step, Mapping) else getattr(step, "params", None)) or {}
@@ -82,3 +85,22 @@ def unit_note(unit: str | None, trained: str | None, spacing: tuple[float, ...],
     return (f"{name} names its voxel size in {unit} ({show(spacing)} {unit}) and the model's training images in "
             f"{trained}: it is predicted at {show(tuple(s * factor for s in spacing))} {trained}, and its outputs "
             f"are written in {unit} (if the file's unit is wrong, fix its header)")
+
+
+def _unit_hint(spacing: tuple[float, ...], trained: tuple[float, ...], name: str) -> str | None:
+    """A line when the image's voxel size is about 1000 (or 1000000) times the training one along
+    every axis: the mark of a file that names another length unit (mm for um), which a model
+    without a recorded unit cannot tell; None otherwise."""
+    import math
+
+    if len(spacing) != len(trained) or not all(s > 0 and t > 0 for s, t in zip(spacing, trained)):
+        return None
+    logs = [math.log10(s / t) for s, t in zip(spacing, trained)]
+    power = round(sum(logs) / len(logs) / 3) * 3  # 10**power: 1000, 1e6, 0.001...
+    if power == 0 or any(abs(x - power) > 0.5 for x in logs):
+        return None
+    show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+    times = f"{10 ** abs(power):g} times {'larger' if power > 0 else 'smaller'}"
+    return (f"warning: {name} has voxel size {show(spacing)}, about {times} than the model's training voxel size "
+            f"{show(trained)}: if its file names another length unit than the training images did (mm for um), fix "
+            "its header or save it in theirs; otherwise resample it to the training voxel size")
