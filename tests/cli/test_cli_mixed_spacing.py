@@ -142,7 +142,8 @@ def test_files_in_other_length_units_train_in_the_first_files_unit_and_predict_c
     assert (f"image '{tmp_path / 'big.tif'}' names its voxel size in mm (0.5 x 0.5 mm) and the model's training "
             "images in um: it is predicted at 500 x 500 um, and its outputs are written in mm"
             ) in done.stderr, done.stderr
-    assert "has voxel size 500 x 500 but the model was trained at 0.5 x 0.5" in done.stderr  # 1000 times larger
+    assert "has voxel size 500 x 500, about 1000 times larger than the model's training voxel size 0.5 x 0.5" \
+        in done.stderr, done.stderr
     done = _run("predict", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "mm.tif"),
                 "--out", str(tmp_path / "pred2.tif"))
     assert done.returncode == 0, done.stderr

@@ -331,4 +331,5 @@ def test_train_widget_records_the_layers_length_unit_for_predict(make_napari_vie
     said = [n.message for n in notes] + [predict["status"].value]
     assert any("layer 'other' names its voxel size in mm (0.5 x 0.5 mm) and the model's training images in um: "
                "it is predicted at 500 x 500 um" in line for line in said), said
-    assert any("has voxel size 500 x 500 but the model was trained at 0.5 x 0.5" in line for line in said), said
+    assert any("has voxel size 500 x 500, about 1000 times larger than the model's training voxel size 0.5 x 0.5"
+               in line for line in said), said
