@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_medml.io.spacing import unit_note
-from napari_medml.io.units import UNIT_AS_READ, as_read, in_model_unit
+from napari_medml.io.units import UNIT_AS_READ, as_read, in_model_unit, in_unit, trained_unit
 from napari_medml.io.volume import Volume
 
 
@@ -53,3 +53,23 @@ def test_a_voxel_size_a_thousand_times_off_hints_at_a_unit_even_for_a_model_that
     assert "1e+06 times larger" in spacing_note((2000.0, 500.0), (0.002, 0.0005), "x")
     assert spacing_note((1.0, 0.5, 0.5), (2.0, 0.76, 0.76), "x", recipe=recipe) is None  # resampled: nothing to say
     assert spacing_note((2.0, 0.0005, 0.0005), (2.0, 0.5, 0.5), "x").startswith("warning: x has voxel size 2 x")
+
+
+def test_a_unit_round_trip_writes_the_same_numbers_without_float_noise():
+    """Note 50: 2 µm in mm was 0.0020000000000000005, and went into the scales written."""
+    vol = Volume(np.zeros((4, 4, 4), np.float32), (2.0, 0.3, 0.7), (0.1, 0.0, 3.3), np.diag([0.7, 0.3, 2.0, 1.0]),
+                 False, "img", {"unit": "um"}, "ZYX")
+    mm = in_unit(vol, "mm", (0, 1, 2))
+    assert mm.spacing == (0.002, 0.0003, 0.0007) and mm.origin == (0.0001, 0.0, 0.0033)  # exactly, not approximately
+    assert mm.affine[0, 0] == 0.0007 and mm.affine[2, 2] == 0.002
+    back = in_unit(mm, "um", (0, 1, 2))
+    assert back.spacing == vol.spacing and back.origin == vol.origin and np.array_equal(back.affine, vol.affine)
+
+
+def test_trained_unit_reads_the_models_provenance():
+    class Model:
+        provenance = {"unit": "um"}
+
+    assert trained_unit(Model()) == "um" and trained_unit(object()) is None
+    Model.provenance = None
+    assert trained_unit(Model()) is None

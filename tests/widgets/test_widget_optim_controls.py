@@ -111,6 +111,42 @@ def test_pretrain_widget_patch_batch_and_mask_block_reach_the_model(make_napari_
     assert cfg.data.patch_size == (8, 16, 16) and cfg.data.batch_size == 3 and cfg.pretrain.mask_block == 4
 
 
+def test_pretrain_widget_trains_layers_in_the_first_ones_unit_and_reconstructs_in_it(
+        make_napari_viewer, open_widget, qtbot, notes):
+    """Note 50: the Pretrain widget mixed a layer in mm with one in µm as one number, recorded no unit,
+    and reconstructed a layer in mm at the µm model's numbers."""
+    viewer = make_napari_viewer()
+    p = phantom_3d(0)
+    try:
+        image = viewer.add_image(p.image[CROP], name="ct", scale=p.spacing, units=("um",) * 3)
+    except TypeError:
+        pytest.skip("napari 0.5.0 has no layer units")
+    mm = tuple(s / 1000 for s in p.spacing)
+    other = viewer.add_image(p.image[CROP], name="other", scale=mm, units=("mm",) * 3)
+    pretrain = open_widget(viewer, "pretrain")
+    pretrain["images"].value = [image, other]
+    pretrain["channels"].value, pretrain["depth"].value, pretrain["patch"].value = 4, 2, "8, 16, 16"
+    pretrain["epochs"].value, pretrain["steps"].value = 1, 1
+    pretrain["start"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pretrain.runner.running, timeout=120000)
+    assert pretrain.model is not None, [n.message for n in notes]
+    assert pretrain.model.provenance["unit"] == "um"
+    np.testing.assert_allclose(pretrain.model.spacing, p.spacing)  # both at the same µm voxel size, not a median
+    show = "x".join(f"{s:g}" for s in p.spacing)
+    assert (f"layer 'other' names its voxel size in mm ({'x'.join(f'{s:g}' for s in mm)} mm), the first layer 'ct' "
+            f"in um: it is used at {show} um") in pretrain["status"].value
+    first = np.asarray(viewer.layers["ct [reconstruction]"].data)
+    pretrain["images"].value = [other]
+    pretrain["reconstruct"].changed.emit(True)
+    qtbot.waitUntil(lambda: not pretrain.runner.running, timeout=120000)
+    status = pretrain["status"].value
+    assert "layer 'other' names its voxel size in mm" in status and "it is predicted at" in status, status
+    assert "times larger than" not in status, status  # compared in µm: no spacing warning
+    again = np.asarray(viewer.layers["other [reconstruction]"].data)
+    np.testing.assert_allclose(again, first, rtol=1e-4, atol=1e-4)  # the same voxels, the same reconstruction
+    assert viewer.layers["other [reconstruction]"].scale == pytest.approx(mm)  # on the layer, in its unit
+
+
 def test_train_widget_trains_an_ensemble_that_predict_averages_with_its_uncertainty(
         make_napari_viewer, open_widget, qtbot, notes, tmp_path):
     viewer = make_napari_viewer()

@@ -182,6 +182,46 @@ def test_predict_widget_segments_a_lazy_layer_into_zarr(make_napari_viewer, open
     qtbot.waitUntil(lambda: not session_temp.exists(), timeout=10000)  # nothing left behind
 
 
+def test_predict_widget_segments_a_lazy_layer_in_mm_with_a_um_model_into_stores_in_mm(
+        make_napari_viewer, open_widget, qtbot, tmp_path, bundle, monkeypatch):
+    """Note 50: block by block, the stores recorded the model's µm voxel size without a unit, so that
+    they opened 1000 times larger than the image they were predicted from."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    from napari_medml.api import load_model
+    from napari_medml.io.zarr import read_zarr
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    model = load_model(bundle)
+    model.provenance["unit"] = "um"
+    um_model = model.save(tmp_path / "um model")
+    p = phantom_3d(0)
+    image, mm = p.image[CROP], tuple(s / 1000 for s in p.spacing)
+    write_volume(tmp_path / "ct.ome.zarr", Volume(image, mm, (0.001, 0.0, 0.0), axes="ZYX", meta={"unit": "mm"}))
+    viewer = make_napari_viewer()
+    (ct,) = viewer.open(str(tmp_path / "ct.ome.zarr"), plugin=PLUGIN)
+    assert isinstance(ct.data, da.Array)
+    widget = open_widget(viewer, "predict")
+    widget["images"].value = [ct]
+    widget["model"].value = BUNDLE_CHOICE
+    widget["bundle"].value = um_model
+    widget["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=180000)
+    assert "layer 'ct' names its voxel size in mm" in widget["status"].value, widget["status"].value
+    pred = viewer.layers["ct [prediction]"]
+    assert isinstance(pred.data, da.Array)
+    np.testing.assert_allclose(pred.scale, mm)
+    whole = model.predict(image, spacing=p.spacing, config=widget.infer_config())  # compared in µm
+    np.testing.assert_array_equal(np.asarray(pred.data), whole.labels)
+    (store,) = list((widget._session.temp_folder / "predictions").glob("*/labels.zarr"))
+    saved = read_zarr(store)
+    assert saved.meta.get("unit") == "mm", saved.meta
+    np.testing.assert_allclose(saved.spacing, mm)  # the image's own, so the store opens on it
+    np.testing.assert_allclose(saved.origin, (0.001, 0.0, 0.0))
+    viewer.close()
+
+
 def test_predict_widget_says_a_prediction_of_background_only(make_napari_viewer, open_widget, qtbot, tmp_path,
                                                               monkeypatch, constant_model):
     """A model that finds nothing, on a layer in memory and on a lazy OME-Zarr layer (block by block)."""

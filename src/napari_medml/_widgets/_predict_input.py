@@ -14,11 +14,11 @@ import numpy as np
 from napari_medml._widgets._data_watch import HeldData, new_data_line
 from napari_medml._widgets._instances import spatial_origin
 from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note, file_channel_names, layer_spatial,
-                                          layer_volume, model_input)
+                                          model_input)
 from napari_medml.errors import InputError
 
 __all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "chosen_folder", "image_gone", "input_for",
-           "is_lazy_image", "not_shown", "prediction_inputs", "result_note"]
+           "is_lazy_image", "not_shown", "prediction_inputs", "result_note", "store_geometry_of"]
 
 
 class Placed(NamedTuple):
@@ -86,19 +86,33 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
 
 
 def _in_model_unit(model: Any, placed: Placed) -> tuple[Placed, str]:
-    """The input's voxel size in the length unit the model was trained in (review 51: a layer in mm
-    holding the training images' voxels in µm was resampled 1000-fold), and the line that says so;
+    """The input's voxel size in the length unit the model was trained in, and the line that says so;
     the result lies on the layer in its own unit."""
+    from napari_medml._widgets._units import layer_unit, spacing_in_unit
     from napari_medml.io.spacing import unit_note
-    from napari_medml.io.volume import length_factor
+    from napari_medml.io.units import trained_unit
 
-    inputs = placed.inputs
-    unit, trained = layer_volume(inputs.layer).meta.get("unit"), (getattr(model, "provenance", None) or {}).get("unit")
-    line = unit_note(unit, trained, tuple(inputs.spacing), f"layer '{inputs.layer.name}'")
-    if not line:
+    inputs, trained = placed.inputs, trained_unit(model)
+    spacing, factor = spacing_in_unit(inputs.layer, inputs.spacing, trained)
+    if factor == 1.0:
         return placed, ""
-    factor = length_factor(unit, trained)
-    return placed._replace(inputs=inputs._replace(spacing=tuple(s * factor for s in inputs.spacing))), line
+    line = unit_note(layer_unit(inputs.layer), trained, tuple(inputs.spacing), f"layer '{inputs.layer.name}'")
+    return placed._replace(inputs=inputs._replace(spacing=spacing)), line or ""
+
+
+def store_geometry_of(model: Any, inputs: ModelInput, origin: Any) -> dict[str, Any]:
+    """``spacing``, ``origin`` and ``meta`` for a block-wise prediction of ``inputs`` (its spacing already
+    in the model's unit, :func:`_in_model_unit`): the stores record the layer's own unit, spacing and
+    origin (``io.units.as_read``), so that they open on the layer."""
+    from napari_medml._widgets._units import layer_unit, spacing_in_unit
+    from napari_medml.io.units import UNIT_AS_READ, trained_unit
+
+    unit, trained = layer_unit(inputs.layer), trained_unit(model)
+    factor = spacing_in_unit(inputs.layer, (), trained)[1]
+    if factor == 1.0:
+        return {"spacing": inputs.spacing, "origin": origin, "meta": {"unit": unit} if unit else {}}
+    return {"spacing": inputs.spacing, "origin": None if origin is None else tuple(o * factor for o in origin),
+            "meta": {"unit": trained, UNIT_AS_READ: unit}}
 
 
 def blockwise_input(model: Any, inputs: ModelInput, why: str = "") -> tuple[bool, str]:

@@ -1,8 +1,7 @@
 """Predict widget: a model from this session or a bundle folder, run on an image.
 
 Results are new layers ``<image> [prediction]`` (``[probabilities]``, ``[uncertainty]``, ``[instances]``); a re-run
-replaces only the layers it made, and removes those of them it does not make again. Fine-tune continues the model
-on the (corrected) labels, then predicts again."""
+replaces only its own, and removes those it does not make again. Fine-tune retrains on corrections, then predicts."""
 
 from __future__ import annotations
 
@@ -21,7 +20,8 @@ from napari_medml._widgets._instances import (CONTROLS, control_values, instance
                                               params_from_controls, set_controls, show_instances, with_controls)
 from napari_medml._widgets._data_watch import HeldData
 from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, chosen_folder, input_for,
-                                                  is_lazy_image, not_shown, prediction_inputs, result_note)
+                                                  is_lazy_image, not_shown, prediction_inputs, result_note,
+                                                  store_geometry_of)
 from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -208,14 +208,14 @@ class PredictWidget(DockForm):
                     from napari_medml.instances.to_zarr import instances_to_folder
 
                     prediction = instances_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
-                                                     spacing=inputs.spacing, origin=origin, config=config,
+                                                     **store_geometry_of(model, inputs, origin), config=config,
                                                      params=params, progress=progress, stop=stop)
                 elif blockwise and isinstance(model, Model):
                     # a dask/zarr layer: block by block into Zarr stores, shown as lazily read layers
                     from napari_medml.segmentation.to_zarr import predict_to_folder
 
                     prediction = predict_to_folder(model, inputs.image, self._stores(), axes=inputs.axes,
-                                                   spacing=inputs.spacing, origin=origin, config=config,
+                                                   **store_geometry_of(model, inputs, origin), config=config,
                                                    progress=progress, stop=stop)
                     if empty := background_note(prediction.labels, model.class_ids, f"layer '{inputs.layer.name}'"):
                         report(empty)

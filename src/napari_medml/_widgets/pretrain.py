@@ -32,6 +32,7 @@ from napari_medml._widgets._layers import (
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._run_controls import run_controls, started_line
 from napari_medml._widgets._session import session_for
+from napari_medml._widgets._units import in_first_unit, layer_unit, spacing_in_unit
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     CORRUPTION_SETTINGS,
@@ -150,7 +151,8 @@ class PretrainWidget(DockForm):
         layers = self._chosen("pretraining", "choose at least one image layer to pretrain on",
                               "crop it (or open a coarser level) to pretrain on; segmentation training reads "
                               "patches of it and Predict works block by block")
-        inputs = [model_input(self._viewer, [layer]) for layer in layers]  # one unlabeled image each
+        # one unlabeled image each, all in one length unit (the first layer's), which the bundle records
+        inputs, unit, unit_lines = in_first_unit([model_input(self._viewer, [layer]) for layer in layers])
         if len({i.recipe for i in inputs}) > 1:
             raise InputError("the chosen images have different preprocessing recipes: preprocess them the "
                              "same way, or pretrain on the raw images")
@@ -177,7 +179,7 @@ class PretrainWidget(DockForm):
         bundle = str(w["bundle"].value) if str(w["bundle"].value) not in ("", ".") else None
         name = w["name"].value or self._session.new_model_name(f"{inputs[0].layer.name} pretrained")
         self._last_run = {"inputs": inputs, "samples": samples, "form": form, "config": form,
-                          "bundle": bundle, "name": name}
+                          "bundle": bundle, "name": name, "unit": unit, "unit_lines": unit_lines}
         self.plot.clear()
         self._start_job(self._last_run)
 
@@ -210,6 +212,8 @@ class PretrainWidget(DockForm):
                 config = replace(config, data=replace(config.data, sample_groups=counts))
                 model = yield from fit_pretraining(images, None, config, spacing=spacings,
                                                    channel_axis=channel_axis, stop=stop, resume_from=resume_from)
+                if run.get("unit"):  # Reconstruct and `napari-medml pretrain`'s reconstruct compare units with it
+                    model.provenance["unit"] = run["unit"]
                 checkpoints.finish(model, bundle, stop.stopped)
                 results = [model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=config.device,
                                              progress=lambda done, total: report((done, total)))
@@ -233,7 +237,8 @@ class PretrainWidget(DockForm):
             self._w["status"].value = f"model '{name}' is ready: start Train segmentation from it" + (
                 f" (trained {trained})" if trained else "") + (
                 f" (removed while it ran, so not shown: the reconstruction of {', '.join(map(repr, gone))})"
-                if gone else "") + (f"; {new_data_line(replaced, 'the reconstruction')}" if replaced else "")
+                if gone else "") + (f"; {new_data_line(replaced, 'the reconstruction')}" if replaced else "") + "".join(
+                f"; {line}" for line in run.get("unit_lines", ()))
             if stopped:
                 self._w["status"].value += " (stopped: Resume continues the run)"
 
@@ -285,7 +290,8 @@ class PretrainWidget(DockForm):
 
         def job(stop: Any, report: Any) -> tuple[list, list]:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.io.spacing import spacing_note
+            from napari_medml.io.spacing import spacing_note, unit_note
+            from napari_medml.io.units import trained_unit
             from napari_medml.preprocessing.inputs import check_finite
             from napari_medml.pretraining.model import load_pretrained
 
@@ -304,6 +310,11 @@ class PretrainWidget(DockForm):
             with intra_op_threads(gui_thread_count(resolve_device(device))):
                 for inp in inputs:
                     check_finite(inp.image, f"layer '{inp.layer.name}'")  # named, as on the command line
+                    spacing, factor = spacing_in_unit(inp.layer, inp.spacing, trained_unit(model))  # review 51
+                    if factor != 1.0:
+                        notes.append(unit_note(layer_unit(inp.layer), trained_unit(model), tuple(inp.spacing),
+                                               f"layer '{inp.layer.name}'"))
+                        inp = inp._replace(spacing=spacing)  # its results lie on the layer, in the layer's unit
                     notes.append(spacing_note(inp.spacing, model.spacing, f"layer '{inp.layer.name}'",
                                               recipe=model.config.data.preprocessing))
                     results.append(model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=device,

@@ -55,12 +55,13 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
     training spacing), lazily; any other file as ``io.read_volume`` reads it."""
     from napari_medml import io
     from napari_medml.cli.spacing_option import with_spacing
+    from napari_medml.io.units import trained_unit
     from napari_medml.io.zarr import is_zarr_path, read_zarr
 
     if is_zarr_path(args.image):
         level = args.level if args.level == "match" else int(args.level or 0)
         vol = with_spacing(read_zarr(args.image, level, target_spacing=getattr(model, "spacing", None),
-                                     axes=args.axes, target_unit=_trained_unit(model)), args.spacing, args.image)[0]
+                                     axes=args.axes, target_unit=trained_unit(model)), args.spacing, args.image)[0]
         if args.level == "match" or vol.meta.get("level"):
             info(f"image '{args.image}': resolution level {vol.meta['level']} (spacing "
                  f"{', '.join(f'{s:g}' for s in vol.spacing)})")  # fmt: skip
@@ -71,21 +72,16 @@ def read_image(args: argparse.Namespace, model: Any) -> Any:
     return in_model_unit_of(args, model, vol)
 
 
-def _trained_unit(model: Any) -> str | None:
-    return (getattr(model, "provenance", None) or {}).get("unit")
-
-
 def in_model_unit_of(args: argparse.Namespace, model: Any, vol: Any) -> Any:
     """``vol`` with its voxel size in the length unit the model was trained in, said in one line
     (outputs are written in the image's own: ``io.units.as_read``)."""
     from napari_medml.io.spacing import unit_note
-    from napari_medml.io.units import in_model_unit
+    from napari_medml.io.units import in_model_unit, length_axes, trained_unit
 
-    converted, _ = in_model_unit(vol, _trained_unit(model))
+    converted, _ = in_model_unit(vol, trained_unit(model))
     if converted is not vol:
-        body = vol.axes[: len(vol.spacing)]
-        spacing = tuple(float(s) for a, s in zip(body, vol.spacing) if a in "ZYX")
-        info(unit_note(vol.meta.get("unit"), _trained_unit(model), spacing, f"image '{args.image}'"))
+        spacing = tuple(float(vol.spacing[a]) for a in length_axes(vol))
+        info(unit_note(vol.meta.get("unit"), trained_unit(model), spacing, f"image '{args.image}'"))
     return converted
 
 

@@ -348,7 +348,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
                         origin: Sequence[float] | None = None, config: InferConfig | None = None,
                         params: InstanceParams | None = None, memory_mb: float | None = None,
                         progress: Callable[[int, int], None] | None = None,
-                        stop: Any | None = None) -> ChunkedInstances:
+                        stop: Any | None = None, meta: dict[str, Any] | None = None) -> ChunkedInstances:
     """Block-wise instances into stores under ``folder``, returned read lazily (the widgets' path).
 
     The maps go to ``folder/<run key>/`` (the key made from the model, the image's shape
@@ -367,12 +367,16 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     origin : sequence of float, optional
     config, params, memory_mb, progress, stop
         As for :func:`instances_to_zarr`.
+    meta : dict, optional
+        The image's length unit (``"unit"``), and ``io.units.UNIT_AS_READ`` when ``spacing`` and
+        ``origin`` were converted to the model's unit: the stores record the image's own.
 
     Returns
     -------
     ChunkedInstances
     """
     from napari_medml.io import Volume
+    from napari_medml.io.axes import placed_values
     from napari_medml.segmentation.run_identity import prediction_fingerprint, store_geometry
     from napari_medml.segmentation.to_zarr import volume_layout
 
@@ -382,14 +386,14 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     sizes = iter(tuple(spacing))
     offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))
     volume = Volume(image, tuple(1.0 if a in "CT" else float(next(sizes)) for a in axes),
-                    tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes), axes=axes)
+                    tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes), axes=axes, meta=dict(meta or {}))
     lazy, spatial_axes = volume_layout(model, image, axes, None)
     key = hashlib.sha256(json.dumps([prediction_fingerprint(model, lazy), "instances", config.tta, config.blend,
                                      config.overlap, memory_mb]).encode()).hexdigest()[:16]
     where = Path(folder) / key
     where.mkdir(parents=True, exist_ok=True)
-    geometry = store_geometry(volume, spatial_axes)
-    spacing = tuple(geometry["spacing"])
+    geometry = store_geometry(volume, spatial_axes)  # in the image's unit
+    spacing = tuple(placed_values(axes, volume.spacing, spatial_axes, 1.0))  # the model's, for measuring
     plan = plan_instance_blocks(model, lazy.shape[1:], lazy.shape[0], config, memory_mb)
     halo = default_halo(model, params, spacing)
     maps = {k: where / f"{k}.zarr" for k in ("foreground", "distance")}

@@ -335,7 +335,8 @@ def _split_instances(labels: Any, run: dict[str, Any], out: Path, target: str | 
 
 def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, spacing: Any = None,
                       origin: Any = None, config: InferConfig | None = None, memory_mb: float | None = None,
-                      progress: Callable[[int, int], None] | None = None, stop: Any | None = None) -> Any:
+                      progress: Callable[[int, int], None] | None = None, stop: Any | None = None,
+                      meta: dict[str, Any] | None = None) -> Any:
     """Block-wise prediction into stores under ``folder``, returned as a lazily read Prediction.
 
     The stores go to ``folder/<run key>/`` (``labels.zarr``, and ``probabilities.zarr``,
@@ -353,6 +354,9 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
         Of the spatial axes (written as the stores' scale metadata).
     config, memory_mb, progress, stop
         As for :func:`predict_to_zarr`.
+    meta : dict, optional
+        The image's length unit (``"unit"``), and ``io.units.UNIT_AS_READ`` when ``spacing`` and
+        ``origin`` were converted to the model's unit: the stores record the image's own.
 
     Returns
     -------
@@ -372,7 +376,7 @@ def predict_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str, 
     offsets = iter(tuple(origin) if origin is not None else (0.0,) * len(spatial))
     full_spacing = tuple(1.0 if a in "CT" else float(next(sizes)) for a in axes)
     full_origin = tuple(0.0 if a in "CT" else float(next(offsets)) for a in axes)
-    volume = Volume(image, full_spacing, full_origin, axes=axes)
+    volume = Volume(image, full_spacing, full_origin, axes=axes, meta=dict(meta or {}))
     lazy, _ = volume_layout(model, image, axes, None)
     key = hashlib.sha256(json.dumps([prediction_fingerprint(model, lazy), config.tta, config.blend, config.overlap,
                                      config.return_probabilities, config.return_uncertainty, memory_mb]).encode())
