@@ -165,13 +165,11 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
     if not taken:
         return plan
     # the bundle's values are the plan's, not the user's: they reach the run's config through apply
-    labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)"}
+    labels = {"model.network": "network", "model.channels": "width (channels)", "model.depth": "depth (levels)",
+              "model.norm": "norm layers"}
     reasons = tuple(re.sub(r" \(set by you; plan: [^)]*\)$", " (the start model's)", r)
                     if any(r.startswith(labels[k] + ":") for k in taken if k in labels) else r for r in plan.reasons)
-    if "model.norm" in taken:  # not planned: the plan carries it to the run's config
-        reasons += (f"norm layers: {config.model.norm} (the start model's)",)
-    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons,
-                   norm=config.model.norm if "model.norm" in taken else None)
+    return replace(plan, kept=tuple(k for k in plan.kept if k not in taken), reasons=reasons)
 
 
 def check_kept_patch(shapes: Sequence[Sequence[int]], config: TrainConfig, fold: int, single: bool,
