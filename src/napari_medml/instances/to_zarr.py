@@ -14,8 +14,7 @@ Two resumable stages, each recording its finished blocks in its store:
    the volume, and the partition equals the whole-volume ``InstanceModel.predict`` when
    the halo holds each group of touching objects (checked; grown per block when not).
 
-The maps stay on disk: other post-processing parameters re-run stage 2 only (no network).
-"""
+The maps stay on disk: other post-processing parameters re-run stage 2 only (no network)."""
 
 from __future__ import annotations
 
@@ -368,8 +367,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     config, params, memory_mb, progress, stop
         As for :func:`instances_to_zarr`.
     meta : dict, optional
-        The image's length unit (``"unit"``), and ``io.units.UNIT_AS_READ`` when ``spacing`` and
-        ``origin`` were converted to the model's unit: the stores record the image's own.
+        The image's unit (``"unit"``; ``io.units.UNIT_AS_READ``: converted to the model's), the stores' unit.
 
     Returns
     -------

@@ -23,7 +23,8 @@ from typing import Any
 from napari_medml.config import TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
-from napari_medml.segmentation.plan_rules import learning_rate, quarter_turn_patch, thin_depth_note, unet_patch
+from napari_medml.segmentation.plan_rules import (learning_rate, planned_norm, quarter_turn_patch, thin_depth_note,
+                                                  unet_patch)
 
 __all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
@@ -297,14 +298,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                  "the patch holds the whole image" if single else
                  "nnU-Net's minimum; smaller steps, more of them" + ("; batch norm needs two samples a step"
                                                                      if config.model.norm == "batch" else ""))
-    # norm layers: on a CPU, batch norm over the batch's windows scored higher than nnU-Net's instance norm on all
-    # three real images of bench_plan_quality.py (4 min, seed 0: brain MRI 0.957 -> 0.960, 3D nuclei 0.904 ->
-    # 0.908, 2D nuclei 0.939 -> 0.940, also on seed 1), with fewer steps, not more; one window a step would
-    # give batch norm one sample's statistics, and GPU runs keep nnU-Net's choice (not measured there)
-    norm = note("model.norm", "batch" if not gpu and batch >= 2 else "instance",
-                "on a CPU, batch norm over the batch's windows learned more in the same minutes than instance "
-                "norm (real brain MRI and nuclei, bench_plan_quality.py)" if not gpu and batch >= 2 else
-                "nnU-Net's, for small batches" + ("; one window a step" if batch < 2 else ""), "norm layers")
+    norm = note("model.norm", *planned_norm(gpu, batch), "norm layers")
     # the depth for what a window holds: a patch set larger than a thin region is mostly padding
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]
