@@ -280,6 +280,27 @@ def test_plan_run_and_the_bundle_keep_the_plan(tmp_path):
     assert saved["train_config"]["optim"]["learning_rate"] == plan.learning_rate
 
 
+def test_a_start_bundle_keeps_what_it_gives_and_the_plan_chooses_the_rest(monkeypatch):
+    """Review 53: a start bundle that gives no segmentation network (a resnet classifier) made the plan
+    keep the defaults as "set by you"; a U-Net bundle's network, width, depth and norm are its own."""
+    import napari_medml.bundles.transfer as transfer
+    from napari_medml.samples import phantom_3d
+
+    ph = phantom_3d(shape=(24, 48, 48))
+    cfg = TrainConfig(data=DataConfig(spatial_dims=3), model=ModelConfig(init_from="start"), device="cpu")
+    gives = {"spatial_dims": 3, "network": "resnet18", "channels": 16, "depth": 4, "norm": "batch"}
+    monkeypatch.setattr(transfer, "bundle_architecture", lambda path: gives)
+    plan = plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    assert not [r for r in plan.reasons if "set by you" in r or "the start model's" in r], plan.reasons
+    assert plan.norm == "batch" and plan.network == "unet"  # planned (a CPU, batches of 2)
+    gives = {"spatial_dims": 3, "network": "unet", "channels": 4, "depth": 2, "norm": "instance"}
+    plan = plan_run(ph.image, ph.labels, cfg, spacing=ph.spacing)
+    run = plan.apply(cfg).model
+    assert (run.network, run.channels, run.depth, run.norm) == ("unet", 4, 2, "instance")
+    assert {"width (channels): 4 (the start model's)", "norm layers: instance (the start model's)"} <= set(
+        plan.reasons), plan.reasons
+
+
 def test_a_stop_ends_planning_before_its_next_timed_step(monkeypatch):
     from napari_medml.engine.reports import StopToken
     from napari_medml.errors import NothingLearned

@@ -73,3 +73,14 @@ def test_trained_unit_reads_the_models_provenance():
     assert trained_unit(Model()) == "um" and trained_unit(object()) is None
     Model.provenance = None
     assert trained_unit(Model()) is None
+
+
+def test_an_unnamed_axis_a_3d_network_takes_as_z_is_a_length_both_ways():
+    """Review 53: a layer with napari's default axis labels (QYX) in mm was predicted with Q in µm,
+    and its stores kept Q there (2.0 where 0.002 was wanted)."""
+    vol = Volume(np.zeros((4, 4, 4), np.float32), (0.002, 0.001, 0.001), (0.5, 1.0, 2.0), None, False, "img",
+                 {"unit": "mm"}, "QYX")
+    converted, _ = in_model_unit(vol, "um")
+    assert converted.spacing == (2.0, 1.0, 1.0) and converted.origin == (500.0, 1000.0, 2000.0)
+    back = as_read(converted)
+    assert back.spacing == vol.spacing and back.origin == vol.origin and back.meta["unit"] == "mm"

@@ -308,6 +308,27 @@ def test_a_recipe_with_filters_is_replayed_block_by_block_with_the_volumes_spaci
     assert not np.array_equal(model.predict(raw, spacing=(1.0, 1.0, 1.0), config=config).labels, whole.labels)
 
 
+def test_a_volume_in_another_unit_replays_the_recipe_in_the_models_and_stores_its_own(tmp_path, image):
+    """Review 53: block by block, the physical sigma was divided by the voxel size in the image's unit
+    (mm), not the model's (µm) that the network is run at: a sigma of 2 µm became 2 mm."""
+    from napari_medml.config import PreprocessStep
+    from napari_medml.io.units import in_model_unit
+
+    model = _recipe_model((PreprocessStep("gaussian", {"sigma": 2.0, "physical": True}), PreprocessStep("zscore")))
+    raw = (image * 800 + 20000).astype(np.float32)
+    config = InferConfig(device="cpu", tta=False)
+    whole = model.predict(raw, spacing=(2.0, 1.0, 0.5), config=config)  # in µm
+    plan = plan_blocks(image.shape, ROI, channels=1, classes=3, config=config, block=(16, 24, 20))
+    mm = Volume(da.from_array(raw, chunks=(7, 17, 15)), (0.002, 0.001, 0.0005), (0.5, 0.0, 0.0), axes="ZYX",
+                meta={"unit": "mm"})
+    converted, factor = in_model_unit(mm, "um")
+    assert factor == pytest.approx(1000.0)
+    predict_to_zarr(model, converted, tmp_path / "pred.zarr", config=config, plan=plan)
+    stored = read_volume(tmp_path / "pred.zarr")
+    np.testing.assert_array_equal(np.asarray(stored.data), whole.labels)
+    assert stored.meta["unit"] == "mm" and stored.spacing == (0.002, 0.001, 0.0005) and stored.origin == (0.5, 0, 0)
+
+
 def test_the_same_weights_with_another_recipe_do_not_resume_a_store(tmp_path, image):
     """Review 29: the run's identity held the weights and the image, not the recipe, so a model
     with a min-max recipe resumed the blocks of the same weights with a z-score one."""

@@ -40,6 +40,46 @@ def bundle(sample, tmp_path_factory):
     return model.save(tmp_path_factory.mktemp("bundle") / "instance model")
 
 
+def test_an_instance_table_of_a_layer_in_mm_predicted_by_a_um_model_is_in_mm(
+        make_napari_viewer, open_widget, qtbot, sample, bundle, tmp_path) -> None:
+    """Review 53: the table measured areas with the model's µm voxel size beside centroids from the
+    layer's mm origin; also after the post-processing controls re-run it."""
+    from napari_medml.api import load_model
+
+    model = load_model(bundle)
+    model.provenance["unit"] = "um"
+    um_model = model.save(tmp_path / "um model")
+    viewer = make_napari_viewer()
+    try:
+        image = viewer.add_image(sample.image, name="cells", scale=(0.0005, 0.0005), translate=(1.0, 2.0),
+                                 units=("mm", "mm"))
+    except TypeError:
+        pytest.skip("napari 0.5.0 has no layer units")
+    predict = open_widget(viewer, "predict")
+    predict["images"].value = [image]
+    predict["model"].value = BUNDLE_CHOICE
+    predict["bundle"].value = um_model
+    predict["predict"].changed.emit(True)
+    qtbot.waitUntil(lambda: not predict.runner.running, timeout=120000)
+    assert "layer 'cells' names its voxel size in mm" in predict["status"].value, predict["status"].value
+
+    def check(layer) -> None:
+        ids = np.unique(layer.data[layer.data > 0])
+        assert len(ids) > 1
+        biggest = ids[np.argmax([(layer.data == i).sum() for i in ids])]
+        row = layer.features[layer.features["index"] == biggest].iloc[0]
+        assert row["area"] == pytest.approx((layer.data == biggest).sum() * 0.0005 ** 2)  # mm², the layer's
+        ys = np.nonzero(layer.data == biggest)[0]
+        assert row["centroid_y"] == pytest.approx(1.0 + ys.mean() * 0.0005)
+
+    check(viewer.layers["cells [instances]"])
+    predict["seed_height"].value = 1.0  # the controls re-run the objects and their table
+    qtbot.waitUntil(lambda: viewer.layers["cells [instances]"].metadata["instance_params"]["seed_height"] == 1.0,
+                    timeout=30000)
+    qtbot.waitUntil(lambda: not predict._instances_runner.running, timeout=30000)
+    check(viewer.layers["cells [instances]"])
+
+
 def test_train_widget_trains_an_instance_model(make_napari_viewer, open_widget, qtbot, sample) -> None:
     viewer = make_napari_viewer()
     image = viewer.add_image(sample.image, name="cells", scale=(0.5, 0.5))

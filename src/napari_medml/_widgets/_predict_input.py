@@ -18,7 +18,7 @@ from napari_medml._widgets._layers import (SOURCE_KEY, ModelInput, channel_note,
 from napari_medml.errors import InputError
 
 __all__ = ["Placed", "as_predicted", "check_channels", "choose_input", "chosen_folder", "image_gone", "input_for",
-           "is_lazy_image", "not_shown", "prediction_inputs", "result_note", "store_geometry_of"]
+           "in_layer_unit", "is_lazy_image", "not_shown", "prediction_inputs", "result_note", "store_geometry_of"]
 
 
 class Placed(NamedTuple):
@@ -98,6 +98,17 @@ def _in_model_unit(model: Any, placed: Placed) -> tuple[Placed, str]:
         return placed, ""
     line = unit_note(layer_unit(inputs.layer), trained, tuple(inputs.spacing), f"layer '{inputs.layer.name}'")
     return placed._replace(inputs=inputs._replace(spacing=spacing)), line or ""
+
+
+def in_layer_unit(model: Any, inputs: ModelInput) -> ModelInput:
+    """``inputs`` with the layer's own voxel size again (undoing :func:`_in_model_unit`): an instance
+    table measures in the layer's world units (review 53: volumes in µm³ beside centroids in mm)."""
+    from napari_medml._widgets._units import spacing_in_unit
+    from napari_medml.io.units import trained_unit
+
+    factor = spacing_in_unit(inputs.layer, (), trained_unit(model))[1]
+    return inputs if factor == 1.0 else inputs._replace(spacing=tuple(float(f"{s / factor:.12g}")
+                                                                      for s in inputs.spacing))
 
 
 def store_geometry_of(model: Any, inputs: ModelInput, origin: Any) -> dict[str, Any]:

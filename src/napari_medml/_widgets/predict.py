@@ -19,9 +19,9 @@ from napari_medml._widgets._layers import (check_fits, check_on_image, labels_ar
 from napari_medml._widgets._instances import (CONTROLS, control_values, instance_controls, instance_table,
                                               params_from_controls, set_controls, show_instances, with_controls)
 from napari_medml._widgets._data_watch import HeldData
-from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, chosen_folder, input_for,
-                                                  is_lazy_image, not_shown, prediction_inputs, result_note,
-                                                  store_geometry_of)
+from napari_medml._widgets._predict_input import (as_predicted, blockwise_input, choose_input, chosen_folder,
+                                                  in_layer_unit, input_for, is_lazy_image, not_shown,
+                                                  prediction_inputs, result_note, store_geometry_of)
 from napari_medml._widgets._results import drop_stale_results
 from napari_medml._widgets._runner import Runner, notify_errors
 from napari_medml._widgets._session import session_for
@@ -230,7 +230,7 @@ class PredictWidget(DockForm):
                                                   axes=inputs.axes, config=config, progress=progress, stop=stop,
                                                   name=f"layer '{inputs.layer.name}'", notes=report)
             # an on-disk result gets no table (measuring reads every object; the labels layer is lazy)
-            table = (instance_table(prediction.labels, inputs, origin)
+            table = (instance_table(prediction.labels, in_layer_unit(model, inputs), origin)
                      if hasattr(prediction, "relabel") and not is_lazy_image(prediction.labels) else None)
             return model, prediction, table, as_predicted(prediction), placed
 
@@ -242,7 +242,7 @@ class PredictWidget(DockForm):
                 self._w["status"].value = dropped
                 return
             if hasattr(prediction, "relabel"):  # an instance model: instances and their table
-                self._instances_source = (inputs, origin)
+                self._instances_source = (in_layer_unit(model, inputs), origin)
                 self.prediction = prediction
                 set_controls(self._w, prediction.params)
                 show_instances(self._viewer, prediction, inputs.layer, table)

@@ -125,8 +125,9 @@ def _map_predictor(model: Any, device: Any, amp: bool, progress: Callable[[int, 
 
 def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, targets: dict[str, Path],
                 spatial_axes: str, geometry: dict[str, Any], progress: Callable[[int], None],
-                stop: Any | None) -> tuple[dict[str, Any], int, int]:
-    """Stage 1: the maps block by block; returns the arrays, blocks computed and resumed."""
+                stop: Any | None, replay_spacing: list[float]) -> tuple[dict[str, Any], int, int]:
+    """Stage 1: the maps block by block (the recipe replayed at ``replay_spacing``, the model's unit);
+    returns the arrays, blocks computed and resumed."""
     import torch
 
     from napari_medml.engine.devices import amp_enabled, resolve_device
@@ -138,7 +139,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
            "outputs": ["distance", "foreground"]}
     fresh = not any(Path(path).exists() for path in targets.values())
     if fresh:  # a refusal of the image's statistics leaves no store behind
-        image = replayed_image(model, image, stop, geometry["spacing"])
+        image = replayed_image(model, image, stop, replay_spacing)
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry,
                                        {"foreground": np.float32, "distance": np.float32}, holder="foreground")
     resumed, computed = len(done), 0
@@ -147,7 +148,7 @@ def _write_maps(model: Any, image: Any, plan: BlockPlan, config: InferConfig, ta
     base = sum(_block_windows(plan, i) for i in done)
     progress(base)
     if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
-        image = replayed_image(model, image, stop, geometry["spacing"])
+        image = replayed_image(model, image, stop, replay_spacing)
     from napari_medml.errors import Cancelled
 
     for index in range(plan.count):
@@ -224,7 +225,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
         Stopped through ``stop``.
     """
     from napari_medml.segmentation.label_blocks import label_blocks
-    from napari_medml.segmentation.run_identity import store_geometry
+    from napari_medml.segmentation.run_identity import network_spacing, store_geometry
     from napari_medml.segmentation.to_zarr import _block_windows, volume_layout
 
     config = planned_infer_config(model, config)
@@ -234,8 +235,8 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
     if plan is None:
         plan = plan_instance_blocks(model, shape, image.shape[0], config, memory_mb)
     check_plan(plan, shape, model, config)
-    geometry = store_geometry(volume, spatial_axes)
-    spacing = tuple(float(s) for s in (spacing if spacing is not None else geometry["spacing"]))[-len(shape):]
+    geometry, replay_spacing = store_geometry(volume, spatial_axes), network_spacing(volume, spatial_axes)
+    spacing = tuple(float(s) for s in (spacing if spacing is not None else replay_spacing))[-len(shape):]
     if len(spacing) != len(shape):
         raise InputError(f"spacing {spacing} does not fit the image's {len(shape)} spatial axes")
     halo = tuple(int(h) for h in (halo if halo is not None else default_halo(model, params, spacing)))
@@ -250,7 +251,7 @@ def instances_to_zarr(model: Any, volume: Any, out: str | Path, *, config: Infer
             progress(min(done, total), total)
 
     arrays, computed, resumed = _write_maps(model, image, plan, config, targets, spatial_axes, geometry, report,
-                                            stop)  # fmt: skip
+                                            stop, replay_spacing)  # fmt: skip
     cut = replace(params, min_size=0.0)  # sizes are measured on whole objects, after the halo check
 
     def labeller(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -374,8 +375,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     ChunkedInstances
     """
     from napari_medml.io import Volume
-    from napari_medml.io.axes import placed_values
-    from napari_medml.segmentation.run_identity import prediction_fingerprint, store_geometry
+    from napari_medml.segmentation.run_identity import network_spacing, prediction_fingerprint, store_geometry
     from napari_medml.segmentation.to_zarr import volume_layout
 
     config = planned_infer_config(model, config)
@@ -391,7 +391,7 @@ def instances_to_folder(model: Any, image: Any, folder: str | Path, *, axes: str
     where = Path(folder) / key
     where.mkdir(parents=True, exist_ok=True)
     geometry = store_geometry(volume, spatial_axes)  # in the image's unit
-    spacing = tuple(placed_values(axes, volume.spacing, spatial_axes, 1.0))  # the model's, for measuring
+    spacing = tuple(network_spacing(volume, spatial_axes))  # the model's, for measuring
     plan = plan_instance_blocks(model, lazy.shape[1:], lazy.shape[0], config, memory_mb)
     halo = default_halo(model, params, spacing)
     maps = {k: where / f"{k}.zarr" for k in ("foreground", "distance")}

@@ -123,6 +123,8 @@ def as_read(volume: Volume) -> Volume:
 
 
 def length_axes(volume: Volume) -> list[int]:
-    """The axes of ``volume`` whose spacing is a length (Z, Y and X; not time, channels or colour),
-    which a change of unit scales, whichever of them a network takes (a 2D one on a volume)."""
-    return [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "ZYX"]
+    """The axes of ``volume`` whose spacing is a length (Z, Y and X, and an unnamed axis ``Q`` that a 3D
+    network takes as Z; not time, channels or colour), which a change of unit scales, whichever of them
+    a network takes (a 2D one on a volume). Review 53: a layer with napari's default axis labels (QYX)
+    was predicted with Q in the model's unit and its stores kept Q there."""
+    return [a for a, name in enumerate(volume.axes[: len(volume.spacing)]) if name in "QZYX"]

@@ -143,8 +143,9 @@ def _plan_here(images: Any, labels: Any, config: TrainConfig, *, spacing: Any, c
 
     keep = list(changed_fields(config) if keep is None else keep)
     config, taken = take_start_architecture(config, keep)
-    if config.model.init_from:  # transfer learning: the start bundle's network, or its weights would not fit
-        keep += [f"model.{k}" for k in ARCHITECTURE]
+    # transfer learning: the start bundle's network, or its weights would not fit; what it does not give (a
+    # resnet classifier's start) stays planned (review 53: "norm layers: instance (set by you...)" for one)
+    keep += taken
     plan = planned(config, keep)
     bar = ensemble_bar(config if objects is None else replace(config, task="instances"), keep, len(prepared))
     if bar is not None:

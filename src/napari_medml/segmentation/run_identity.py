@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["content_digest", "image_identity", "prediction_fingerprint", "prediction_members", "store_geometry"]
+__all__ = ["content_digest", "image_identity", "network_spacing", "prediction_fingerprint", "prediction_members",
+           "store_geometry"]
 
 
 def prediction_members(model: Any) -> list[Any]:
@@ -90,6 +91,16 @@ def image_identity(volume: Any, source: str | Path | None = None) -> dict[str, A
             stat = path.stat()
             found["size"], found["mtime_ns"] = stat.st_size, stat.st_mtime_ns
     return found
+
+
+def network_spacing(volume: Any, spatial_axes: str) -> list[float]:
+    """The voxel size of ``spatial_axes`` as the network takes ``volume``: in the model's unit when
+    ``io.units.in_model_unit`` converted it (the recipe's physical steps replay in it; review 53: a
+    gaussian of sigma 1 µm ran at sigma 1 mm on a layer in mm), where :func:`store_geometry` gives
+    the unit it was read in."""
+    from napari_medml.io.axes import placed_values
+
+    return list(placed_values(volume.axes[: len(volume.spacing)], volume.spacing, spatial_axes, 1.0))
 
 
 def store_geometry(volume: Any, spatial_axes: str) -> dict[str, Any]:

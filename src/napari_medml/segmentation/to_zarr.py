@@ -34,6 +34,7 @@ from napari_medml.segmentation.chunked import (
 from napari_medml.segmentation.planned_inference import planned_infer_config
 from napari_medml.segmentation.run_identity import (
     image_identity,
+    network_spacing,
     prediction_fingerprint,
     prediction_members,
     store_geometry,
@@ -219,7 +220,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     dtypes = {"labels": _label_dtype(max(model.class_ids)), "probabilities": np.float16, "uncertainty": np.float32}
     fresh = not any(path.exists() for path in targets.values())
     if fresh:  # a refusal of the image's statistics leaves no store behind
-        image = replayed_image(model, image, stop, geometry["spacing"])
+        image = replayed_image(model, image, stop, network_spacing(volume, spatial_axes))
     arrays, group, done = _open_stores(targets, plan, run, spatial_axes, geometry, dtypes)
     resumed = len(done)
     device = resolve_device(config.device)
@@ -231,7 +232,7 @@ def predict_to_zarr(model: Any, volume: Any, out: str | Path, *, config: InferCo
     lut = np.asarray(model.class_ids, dtype=dtypes["labels"])
     computed = 0
     if not fresh and len(done) < plan.count:  # resumed: the recipe's statistics only when blocks are left
-        image = replayed_image(model, image, stop, geometry["spacing"])
+        image = replayed_image(model, image, stop, network_spacing(volume, spatial_axes))
     for index in range(plan.count):
         if index in done:
             continue
