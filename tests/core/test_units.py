@@ -84,3 +84,8 @@ def test_an_unnamed_axis_a_3d_network_takes_as_z_is_a_length_both_ways():
     assert converted.spacing == (2.0, 1.0, 1.0) and converted.origin == (500.0, 1000.0, 2000.0)
     back = as_read(converted)
     assert back.spacing == vol.spacing and back.origin == vol.origin and back.meta["unit"] == "mm"
+
+
+def test_the_unit_note_of_a_layer_names_its_units_not_a_header():
+    line = unit_note("mm", "um", (0.5, 0.5), "layer 'cells'")
+    assert line.endswith("(if the layer's unit is wrong, set its units)")

@@ -82,9 +82,11 @@ def unit_note(unit: str | None, trained: str | None, spacing: tuple[float, ...],
     if unit is None or trained is None or unit == trained or factor == 1.0:
         return None
     show = lambda v: " x ".join(f"{x:g}" for x in v)  # noqa: E731
+    fix = ("layer's unit is wrong, set its units" if name.startswith("layer") else  # review 53: a layer has no
+           "file's unit is wrong, fix its header")  # header
     return (f"{name} names its voxel size in {unit} ({show(spacing)} {unit}) and the model's training images in "
             f"{trained}: it is predicted at {show(tuple(s * factor for s in spacing))} {trained}, and its outputs "
-            f"are written in {unit} (if the file's unit is wrong, fix its header)")
+            f"are written in {unit} (if the {fix})")
 
 
 def _unit_hint(spacing: tuple[float, ...], trained: tuple[float, ...], name: str) -> str | None:
