@@ -88,16 +88,11 @@ def input_for(model: Any, raw: Placed | InputError, shown: Placed | None) -> tup
 def _in_model_unit(model: Any, placed: Placed) -> tuple[Placed, str]:
     """The input's voxel size in the length unit the model was trained in, and the line that says so;
     the result lies on the layer in its own unit."""
-    from napari_medml._widgets._units import layer_unit, spacing_in_unit
-    from napari_medml.io.spacing import unit_note
-    from napari_medml.io.units import trained_unit
+    from napari_medml._widgets._units import in_model_unit
 
-    inputs, trained = placed.inputs, trained_unit(model)
-    spacing, factor = spacing_in_unit(inputs.layer, inputs.spacing, trained)
-    if factor == 1.0:
-        return placed, ""
-    line = unit_note(layer_unit(inputs.layer), trained, tuple(inputs.spacing), f"layer '{inputs.layer.name}'")
-    return placed._replace(inputs=inputs._replace(spacing=spacing)), line or ""
+    inputs = placed.inputs
+    spacing, line = in_model_unit(model, inputs.layer, inputs.spacing)
+    return (placed._replace(inputs=inputs._replace(spacing=spacing)), line) if line else (placed, "")
 
 
 def in_layer_unit(model: Any, inputs: ModelInput) -> ModelInput:

@@ -7,7 +7,7 @@ from typing import Any
 
 from napari_medml._widgets._layers import layer_volume
 
-__all__ = ["in_first_unit", "layer_unit", "spacing_in_unit"]
+__all__ = ["in_first_unit", "in_model_unit", "layer_unit", "spacing_in_unit"]
 
 
 def layer_unit(layer: Any) -> str | None:
@@ -42,6 +42,28 @@ def spacing_in_unit(layer: Any, spacing: Sequence[float], unit: str | None) -> t
     if factor == 1.0:
         return tuple(spacing), 1.0
     return tuple(float(f"{s * factor:.12g}") for s in spacing), factor
+
+
+def in_model_unit(model: Any, layer: Any, spacing: Sequence[float]) -> tuple[tuple[float, ...], str | None]:
+    """``layer``'s voxel size ``spacing`` in the length unit ``model`` was trained in, and the line that
+    says so (None when nothing changes); results still lie on the layer, in its own unit.
+
+    Parameters
+    ----------
+    model : object
+        Its ``provenance["unit"]`` (``io.units.trained_unit``) names the unit.
+    layer : napari.layers.Layer
+    spacing : sequence of float
+        The layer's spatial voxel size, in its unit.
+    """
+    from napari_medml.io.spacing import unit_note
+    from napari_medml.io.units import trained_unit
+
+    trained = trained_unit(model)
+    converted, factor = spacing_in_unit(layer, spacing, trained)
+    if factor == 1.0:
+        return tuple(spacing), None
+    return converted, unit_note(layer_unit(layer), trained, tuple(spacing), f"layer '{layer.name}'")
 
 
 def in_first_unit(inputs: list[Any]) -> tuple[list[Any], str | None, list[str]]:

@@ -32,7 +32,7 @@ from napari_medml._widgets._layers import (
 from napari_medml._widgets._runner import notify_errors
 from napari_medml._widgets._run_controls import run_controls, started_line
 from napari_medml._widgets._session import session_for
-from napari_medml._widgets._units import in_first_unit, layer_unit, spacing_in_unit
+from napari_medml._widgets._units import in_first_unit, in_model_unit
 from napari_medml._widgets.plots import TrainingPlot
 from napari_medml.config import (
     CORRUPTION_SETTINGS,
@@ -290,8 +290,7 @@ class PretrainWidget(DockForm):
 
         def job(stop: Any, report: Any) -> tuple[list, list]:
             from napari_medml.engine.devices import gui_thread_count, intra_op_threads, resolve_device
-            from napari_medml.io.spacing import spacing_note, unit_note
-            from napari_medml.io.units import trained_unit
+            from napari_medml.io.spacing import spacing_note
             from napari_medml.preprocessing.inputs import check_finite
             from napari_medml.pretraining.model import load_pretrained
 
@@ -310,11 +309,9 @@ class PretrainWidget(DockForm):
             with intra_op_threads(gui_thread_count(resolve_device(device))):
                 for inp in inputs:
                     check_finite(inp.image, f"layer '{inp.layer.name}'")  # named, as on the command line
-                    spacing, factor = spacing_in_unit(inp.layer, inp.spacing, trained_unit(model))  # review 51
-                    if factor != 1.0:
-                        notes.append(unit_note(layer_unit(inp.layer), trained_unit(model), tuple(inp.spacing),
-                                               f"layer '{inp.layer.name}'"))
-                        inp = inp._replace(spacing=spacing)  # its results lie on the layer, in the layer's unit
+                    spacing, line = in_model_unit(model, inp.layer, inp.spacing)  # review 51
+                    notes.append(line)
+                    inp = inp._replace(spacing=spacing)  # its results lie on the layer, in the layer's unit
                     notes.append(spacing_note(inp.spacing, model.spacing, f"layer '{inp.layer.name}'",
                                               recipe=model.config.data.preprocessing))
                     results.append(model.reconstruct(inp.image, spacing=inp.spacing, axes=inp.axes, device=device,
