@@ -108,7 +108,10 @@ def test_torchrun_trains_one_bundle_like_a_single_process_run(phantom) -> None:
     ddp_out, one_out = phantom["folder"] / "ddp", phantom["folder"] / "one"
     steps = ["--epochs", "3", "--steps-per-epoch", "8"]
     # two processes of batch 1 = the samples per step of one process of batch 2
-    done = run(torchrun("train", *data, *steps, "--batch-size", "1", *OPTIONS, "--out", ddp_out), phantom["tmp"])
+    # one norm for both: the plan takes batch norm for one CPU process of batch 2, instance norm for two processes
+    norm = ["--norm", "instance"]
+    done = run(torchrun("train", *data, *steps, "--batch-size", "1", *OPTIONS, *norm, "--out", ddp_out),
+               phantom["tmp"])
     assert done.returncode == 0, done.stderr
     err = done.stderr
     assert "Traceback" not in err and "error" not in err.lower(), err
@@ -119,7 +122,7 @@ def test_torchrun_trains_one_bundle_like_a_single_process_run(phantom) -> None:
         assert err.count(line) == 1, err
     assert "drew the same first batch" not in err  # each process draws its own patches (seed + rank)
     # the kind of bundle does not depend on the length of the run
-    one_run = ("train", *data, "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", *OPTIONS)
+    one_run = ("train", *data, "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", *OPTIONS, *norm)
     assert main([str(a) for a in (*one_run, "--out", one_out)]) == 0
 
     ddp, one = bundle_kind(ddp_out), bundle_kind(one_out)

@@ -17,6 +17,7 @@ from napari_medml.config import AugmentConfig, AugmentSpec, DataConfig, ModelCon
 from napari_medml.engine.optim import build_optimizer, build_scheduler, schedule_factor
 from napari_medml.segmentation.fingerprint import ChannelStats, Fingerprint, fingerprint
 from napari_medml.segmentation.plan import WIDE_STEPS, changed_fields, make_plan
+from napari_medml.segmentation.plan_rules import planned_norm
 from napari_medml.segmentation.planning import plan_run
 
 MRI = ChannelStats(low=0.0, high=900.0, at_min=0.05, fg_low=200.0, fg_median=500.0, fg_high=850.0, fg_mean=500.0,
@@ -228,6 +229,9 @@ def test_the_norm_layers_are_batch_norm_on_a_cpu_over_two_windows_and_instance_n
     planned = []
     make_plan(fp(), config(4.0), device="cpu", step_seconds=lambda c: planned.append(c) or 0.1)
     assert {c.model.norm for c in planned} == {"batch"}
+    # several processes (torchrun on CPUs): each would keep its own batch statistics
+    assert planned_norm(False, 2, processes=2) == ("instance", "nnU-Net's, for small batches; 2 processes")
+    assert planned_norm(False, 2, processes=1)[0] == "batch" and planned_norm(True, 4, processes=1)[0] == "instance"
 
 
 def test_fingerprint_of_arrays():

@@ -44,26 +44,34 @@ def quarter_turn_patch(patch: Sequence[int], spacing: Sequence[float],
     return (edge, edge), ", square so that augmentation's quarter turns turn by 90 degrees, not only 180"
 
 
-def planned_norm(gpu: bool, batch: int) -> tuple[str, str]:
+def planned_norm(gpu: bool, batch: int, processes: int | None = None) -> tuple[str, str]:
     """The norm layers for a run, and why.
 
     On a CPU, batch norm over the batch's windows scored higher than nnU-Net's instance norm on
     all three real images of ``benchmarks/bench_plan_quality.py`` (4 min, seed 0: brain MRI
     0.957 -> 0.960, 3D nuclei 0.904 -> 0.908, 2D nuclei 0.939 -> 0.940, and on seed 1 in 2D),
     with fewer steps, not more. One window a step would give batch norm one sample's statistics;
-    GPU runs keep nnU-Net's instance norm (not measured there).
+    GPU runs keep nnU-Net's instance norm (not measured there), and so do runs of several
+    processes, whose batch norms would each keep their own statistics (PyTorch synchronises them
+    on GPUs only).
 
     Parameters
     ----------
     gpu : bool
         The run trains on a GPU.
     batch : int
-        Windows a step (the planned batch size).
+        Windows a step (the planned batch size, per process).
+    processes : int, optional
+        Processes training together (None: torchrun's ``WORLD_SIZE``, 1 without it).
     """
-    if not gpu and batch >= 2:
+    from napari_medml.engine.distributed import world_size
+
+    processes = world_size() if processes is None else processes
+    if not gpu and batch >= 2 and processes == 1:
         return "batch", ("on a CPU, batch norm over the batch's windows learned more in the same minutes than "
                          "instance norm (real brain MRI and nuclei, bench_plan_quality.py)")
-    return "instance", "nnU-Net's, for small batches" + ("; one window a step" if batch < 2 else "")
+    why = "; one window a step" if batch < 2 else f"; {processes} processes" if not gpu and processes > 1 else ""
+    return "instance", "nnU-Net's, for small batches" + why
 
 
 def learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum: float = 0.99) -> tuple[float, str]:
