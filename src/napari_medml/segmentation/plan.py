@@ -298,7 +298,7 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
                  "the patch holds the whole image" if single else
                  "nnU-Net's minimum; smaller steps, more of them" + ("; batch norm needs two samples a step"
                                                                      if config.model.norm == "batch" else ""))
-    norm = note("model.norm", *planned_norm(gpu, batch), "norm layers")
+    norm = note("model.norm", *planned_norm(gpu, batch, budgeted=budgeted), "norm layers")
     # the depth for what a window holds: a patch set larger than a thin region is mostly padding
     # there, and the shallower depth that implies keeps the smaller patch the run then suggests
     held = [min(p, r) for p, r in zip(patch, region)]
