@@ -98,7 +98,7 @@ class TrainWidget(DockForm):
         w["channels"] = planned_number("int", ModelConfig.channels, 0, max=1024, label="width (channels)")
         w["depth"] = planned_number("int", ModelConfig.depth, 0, max=8, label="depth (levels)")
         w["norm"] = planned_choice(["instance", "batch"], ModelConfig.norm, label="norm layers",
-                                   tooltip="the plan's: batch norm on a CPU with a time limit, else instance (nnU-Net's)")
+                                   tooltip="the plan's: batch norm on a CPU with a time limit, else instance")
         w["dropout"] = FloatSpinBox(value=0.0, min=0.0, max=0.9, step=0.05, label="dropout")
         w["normalization"] = planned_choice(get_args(Normalization), DataConfig.normalization,
                                             label="intensity normalization")

@@ -106,8 +106,8 @@ def add(sub: Any) -> None:
                    help=f"resolution levels (default: planned; without the plan {model.depth}); smallcnn and "
                    "unet-encoder only among classifiers")  # fmt: skip
     m.add_argument("--norm", choices=("instance", "batch"),
-                   help="normalisation layers: instance or batch norm (default: planned, batch norm on a CPU with "
-                   "--max-minutes and batches of 2+, else instance; --no-plan: instance; classification: batch)")  # fmt: skip
+                   help="normalisation layers: instance or batch norm (default: planned, batch on a CPU with "
+                   "--max-minutes and batches of 2+, else instance; --no-plan: instance; classifiers: batch)")
     m.add_argument("--dropout", type=real(0, 1, high_open=True), metavar="F",
                    help="dropout rate in [0, 1) (default: 0; classification 0.1)")  # fmt: skip
     m.add_argument("--init-from", type=Path, metavar="BUNDLE_DIR",
