@@ -99,11 +99,10 @@ def in_layer_unit(model: Any, inputs: ModelInput) -> ModelInput:
     """``inputs`` with the layer's own voxel size again (undoing :func:`_in_model_unit`): an instance
     table measures in the layer's world units (review 53: volumes in µm³ beside centroids in mm)."""
     from napari_medml._widgets._units import spacing_in_unit
-    from napari_medml.io.units import trained_unit
+    from napari_medml.io.units import scaled, trained_unit
 
     factor = spacing_in_unit(inputs.layer, (), trained_unit(model))[1]
-    return inputs if factor == 1.0 else inputs._replace(spacing=tuple(float(f"{s / factor:.12g}")
-                                                                      for s in inputs.spacing))
+    return inputs if factor == 1.0 else inputs._replace(spacing=tuple(scaled(s, 1 / factor) for s in inputs.spacing))
 
 
 def store_geometry_of(model: Any, inputs: ModelInput, origin: Any) -> dict[str, Any]:

@@ -35,13 +35,14 @@ def spacing_in_unit(layer: Any, spacing: Sequence[float], unit: str | None) -> t
         The voxel size and the factor it was multiplied by: 1.0 when either unit is unknown or both
         are the same length.
     """
+    from napari_medml.io.units import scaled
     from napari_medml.io.volume import length_factor
 
     have = layer_unit(layer)
     factor = length_factor(have, unit) if have is not None and unit is not None else 1.0
     if factor == 1.0:
         return tuple(spacing), 1.0
-    return tuple(float(f"{s * factor:.12g}") for s in spacing), factor
+    return tuple(scaled(s, factor) for s in spacing), factor
 
 
 def in_model_unit(model: Any, layer: Any, spacing: Sequence[float]) -> tuple[tuple[float, ...], str | None]:

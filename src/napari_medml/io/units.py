@@ -10,7 +10,8 @@ import numpy as np
 
 from napari_medml.io.volume import Volume, length_factor
 
-__all__ = ["UNIT_AS_READ", "as_read", "in_model_unit", "in_unit", "in_unit_of", "length_axes", "trained_unit"]
+__all__ = ["UNIT_AS_READ", "as_read", "in_model_unit", "in_unit", "in_unit_of", "length_axes", "scaled",
+           "trained_unit"]
 
 UNIT_AS_READ = "unit_as_read"  # meta key: the unit a volume was read in, before in_model_unit
 
@@ -61,15 +62,23 @@ def in_unit(volume: Volume, unit: str | None, axes: Iterable[int]) -> Volume:
     f = length_factor(have, unit)
     if have == unit or f == 1.0:
         return volume
-    spacing = tuple(_scaled(s, f) if a in axes else s for a, s in enumerate(volume.spacing))
-    origin = tuple(_scaled(o, f) if a in axes else o for a, o in enumerate(volume.origin))
-    affine = None if volume.affine is None else _scaled(np.diag([f, f, f, 1.0]) @ np.asarray(volume.affine, float), 1.0)
+    spacing = tuple(scaled(s, f) if a in axes else s for a, s in enumerate(volume.spacing))
+    origin = tuple(scaled(o, f) if a in axes else o for a, o in enumerate(volume.origin))
+    affine = None if volume.affine is None else scaled(np.diag([f, f, f, 1.0]) @ np.asarray(volume.affine, float), 1.0)
     return replace(volume, spacing=spacing, origin=origin, affine=affine, meta={**volume.meta, "unit": unit})
 
 
-def _scaled(value: Any, factor: float) -> Any:
+def scaled(value: Any, factor: float) -> Any:
     """``value * factor`` to 12 significant digits: 2 µm in mm is 0.002, not 0.0020000000000000005
-    (trial 52: scales written after a round trip through another unit carried the noise)."""
+    (trial 52: scales written after a round trip through another unit carried the noise).
+
+    Parameters
+    ----------
+    value : float or np.ndarray
+        A length (voxel size, position) or an affine.
+    factor : float
+        From one length unit to another (``io.volume.length_factor``).
+    """
     if isinstance(value, np.ndarray):
         return np.vectorize(lambda v: float(f"{v:.12g}"), otypes=[float])(value * factor)
     return float(f"{value * factor:.12g}")
