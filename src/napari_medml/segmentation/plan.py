@@ -23,10 +23,10 @@ from typing import Any
 from napari_medml.config import TrainConfig
 from napari_medml.segmentation.fingerprint import Fingerprint
 from napari_medml.segmentation.margin import planned_margin
-from napari_medml.segmentation.plan_rules import (learning_rate, planned_norm, quarter_turn_patch, thin_depth_note,
-                                                  unet_patch)
+from napari_medml.segmentation.plan_rules import (WIDE_STEPS, learning_rate, planned_norm, quarter_turn_patch,
+                                                  thin_depth_note, unet_patch, wide_steps)
 
-__all__ = ["PLANNED_FIELDS", "VALIDATIONS", "Plan", "changed_fields", "make_plan", "member_minutes"]
+__all__ = ["PLANNED_FIELDS", "VALIDATIONS", "WIDE_STEPS", "Plan", "changed_fields", "make_plan", "member_minutes"]
 
 # The config fields a plan chooses (dotted names, as in ``keep``).
 PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "data.batch_size", "model.channels",
@@ -34,10 +34,6 @@ PLANNED_FIELDS = ("data.normalization", "model.network", "data.patch_size", "dat
                   "optim.steps_per_epoch", "data.foreground_fraction", "data.val_margin", "data.folds", "augment")
 ANISOTROPIC = 3.0  # spacing ratio from which a 3D network gets anisotropic kernels (nnU-Net: 3)
 VALIDATIONS = 4  # validations over a time budget (each is a sliding-window pass)
-# steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py). Steps are
-# timed with their augmentation: 3D nuclei members take about 3100 at 16 channels, a brain
-# MRI about 2000 in 4 min (3000 before the augmentation was timed too, when a member took ~7000)
-WIDE_STEPS = 2500
 
 
 @dataclass(frozen=True)
@@ -189,29 +185,33 @@ def make_plan(fp: Fingerprint, config: TrainConfig, *, device: str = "cpu", keep
     keep = tuple(k for k in PLANNED_FIELDS if k in set(keep))
     if (_width is None and config.optim.max_minutes is not None and device == "cpu"
             and step_seconds is not None and "model.channels" not in keep):
-        # width from the steps the budget allows: 16 channels when they still take
-        # WIDE_STEPS steps (small 2D and 3D images: steps of 0.02-0.05 s), else 8, which
-        # buys twice the steps and a larger patch (a brain MRI at about 0.2 s a step)
+        # width from the steps the budget allows: 16 channels when they still take wide_steps(norm) steps
+        # (small images: 0.02-0.05 s a step), else 8: twice the steps, a larger patch (a brain MRI: ~0.2 s)
         args = dict(device=device, keep=keep, step_seconds=step_seconds, val_voxels=val_voxels)
-        fill = f"CPU with a time limit: the steps at this width fill it (>= {WIDE_STEPS})"
+        fill = "CPU with a time limit: the steps at this width fill it (<wanted>)"
         wide = make_plan(fp, config, **args, _width=(16, fill))
+        want = wide_steps(wide.norm or "instance")
+        wanted = f"{want} wanted" + (" with batch norm" if want != WIDE_STEPS else "")
         def budget_steps(plan: Plan) -> int:
             return int(member_minutes(config) * 60 / max(plan.step_seconds or 0.5, 1e-6))
 
-        wide_steps = budget_steps(wide)
-        if wide_steps >= WIDE_STEPS:
+        steps16 = budget_steps(wide)
+        filled = f"about {steps16} steps, {wanted}"
+        wide = replace(wide, reasons=tuple(r.replace("<wanted>", filled) for r in wide.reasons))
+        fill = fill.replace("<wanted>", filled)
+        if steps16 >= want:
             return wide
         narrow = make_plan(fp, config, **args, _width=(8, f"CPU with a time limit: 16 channels would take only "
-                                                          f"{wide_steps} steps, {WIDE_STEPS} wanted; 8 take <n>"))
+                                                          f"{steps16} steps, {wanted}; 8 take <n>"))
         narrow_steps = budget_steps(narrow)
         # 8 channels buy a larger patch: on a short budget (or a busy machine) it can cost steps; the line
         # says how much larger, so that fewer steps do not read as a contradiction
         larger = math.prod(narrow.patch_size) / max(math.prod(wide.patch_size), 1)
-        if larger <= 1 and narrow_steps < wide_steps:  # trial 39: "8 take about 182, on larger patches" (no larger)
-            why = (f"CPU with a time limit: {wide_steps} steps, fewer than {WIDE_STEPS}, but 8 channels would take "
+        if larger <= 1 and narrow_steps < steps16:  # trial 39: "8 take about 182, on larger patches" (no larger)
+            why = (f"CPU with a time limit: {steps16} steps, {wanted}, but 8 channels would take "
                    f"about {narrow_steps}, on patches no larger")
             return replace(wide, reasons=tuple(r.replace(fill, why) for r in wide.reasons))
-        said = (f"about {narrow_steps}" + (", on larger patches" if larger > 1 else "") if narrow_steps >= wide_steps
+        said = (f"about {narrow_steps}" + (", on larger patches" if larger > 1 else "") if narrow_steps >= steps16
                 else f"about {narrow_steps}, fewer but on patches {larger:.1f}x as large (more voxels a step)")
         return replace(narrow, reasons=tuple(r.replace("<n>", said) for r in narrow.reasons))
     reasons: list[str] = []

@@ -8,9 +8,15 @@ from collections.abc import Sequence
 from napari_medml.config import AugmentConfig
 from napari_medml.segmentation.tta import square_pixels
 
-__all__ = ["learning_rate", "planned_norm", "quarter_turn_patch", "thin_depth_note", "unet_patch"]
+__all__ = ["WIDE_STEPS", "learning_rate", "planned_norm", "quarter_turn_patch", "thin_depth_note", "unet_patch",
+           "wide_steps"]
 
 
+# steps within a CPU budget from which 16 channels beat 8 (bench_plan_quality.py). Steps are
+# timed with their augmentation: 3D nuclei members take about 3100 at 16 channels, a brain
+# MRI about 2000 in 4 min (3000 before the augmentation was timed too, when a member took ~7000)
+WIDE_STEPS = 2500
+WIDE_STEPS_BATCH_NORM = 1500  # the same with batch norm: see wide_steps
 SQUARE_KEEPS = 0.45  # the least shorter/longer edge ratio made square (the measured case: 0.48)
 
 
@@ -77,6 +83,24 @@ def planned_norm(gpu: bool, batch: int, processes: int | None = None, *, budgete
         return "batch", ("on a CPU, batch norm over the batch's windows learned more in the same minutes than "
                          "instance norm (real brain MRI and nuclei, bench_plan_quality.py)")
     return "instance", f"nnU-Net's; {why}"
+
+
+def wide_steps(norm: str) -> int:
+    """The least steps a CPU time budget must allow a 16-channel network for the plan to take
+    16 channels rather than 8 (which buy twice the steps and a larger patch).
+
+    With instance norm, ``WIDE_STEPS``. Batch norm learns in fewer steps: on the 2D nuclei of
+    ``benchmarks/bench_plan_quality.py`` (4 CPU minutes, 4 folds of about 2400 planned steps at
+    16 channels) 16 channels scored Dice 0.9412, 0.9410, 0.9408 on seeds 0, 1, 2 where 8 scored
+    0.9398, 0.9394, 0.9405; on the brain MRI (about 1600 steps at 16 channels) 0.9606 where 8
+    scored 0.9605 (``docs/benchmarks/plan_quality_width.json``). Hence ``WIDE_STEPS_BATCH_NORM``.
+
+    Parameters
+    ----------
+    norm : {"instance", "batch"}
+        The planned norm layers.
+    """
+    return WIDE_STEPS_BATCH_NORM if norm == "batch" else WIDE_STEPS
 
 
 def learning_rate(optimizer: str, schedule: str, warmup: float | None, momentum: float = 0.99) -> tuple[float, str]:
