@@ -205,7 +205,8 @@ def load_model(path: str | Path) -> AnyModel:
 
 
 def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "classes",
-             names: tuple[str, str] = ("prediction", "labels"), frames_axis: int | None = None) -> dict[str, Any]:
+             names: tuple[str, str] = ("prediction", "labels"), frames_axis: int | None = None,
+             progress: Any = None) -> dict[str, Any]:
     """Score a segmentation against ground truth: the report ``napari-medml evaluate`` prints.
 
     Parameters
@@ -226,6 +227,9 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
     frames_axis : int, optional
         The time axis of a time series (T, Y, X) or (T, Z, Y, X): HD95 frame by frame, the
         worst frame's (classes and binary; instances of a time series are refused).
+    progress : callable, optional
+        Classes and binary: ``progress(done, total)`` before each class's HD95 (per frame of a
+        time series), the slow part; what it raises (e.g. ``Cancelled``) ends the scoring.
 
     Returns
     -------
@@ -280,7 +284,8 @@ def evaluate(prediction: Any, truth: Any, *, spacing: Any = None, level: str = "
         return {**head, **instance_scores(truth, prediction).summary(), "notes": notes}
     from napari_medml.segmentation.metrics import evaluate as evaluate_classes, evaluation_notes
 
-    result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary", frames_axis=frames_axis)
+    result = evaluate_classes(prediction, truth, spacing=spacing, binary=level == "binary", frames_axis=frames_axis,
+                               progress=progress)
     notes = evaluation_notes(result, f"prediction '{names[0]}'", f"labels '{names[1]}'",
                              "level='binary' (Evaluate: score as 'foreground vs background')",
                              "level='instances' (Evaluate: score as 'instances')")

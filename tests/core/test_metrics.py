@@ -248,3 +248,31 @@ def test_labels_that_are_not_integer_class_ids_are_refused_with_the_reason():
         evaluate(np.full((4, 4), "a"), gt)
     with pytest.raises(InputError, match="got dtype float64 with fractional values: pass a labels array, not an"):
         evaluate(np.full((4, 4), 0.5), gt)
+
+
+def test_progress_counts_each_class_hd95_and_what_it_raises_ends_the_scoring():
+    """Note 49: Evaluate's HD95 could not be cancelled; the public evaluate reports each class
+    (of each frame) before its HD95, and a stop raised there ends it."""
+    from napari_medml import evaluate as public_evaluate
+    from napari_medml.errors import Cancelled
+
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 4, (2, 12, 16, 16))
+    pred = rng.integers(0, 4, (2, 12, 16, 16))
+    seen = []
+    report = public_evaluate(pred[0], gt[0], progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+    assert report == public_evaluate(pred[0], gt[0])  # the same numbers
+    seen.clear()
+    public_evaluate(pred, gt, frames_axis=0, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(k, 6) for k in range(6)]  # 3 classes in each of 2 frames
+
+    def stop_after_one(done, total):
+        if done >= 1:
+            raise Cancelled("stopped")
+        seen.append(done)
+
+    seen.clear()
+    with pytest.raises(Cancelled):
+        public_evaluate(pred[0], gt[0], progress=stop_after_one)
+    assert seen == [0]

@@ -236,3 +236,26 @@ def test_the_saved_report_is_the_command_lines_json(make_napari_viewer, open_wid
     assert saved["n_pred"] == 1 and saved["notes"][0].startswith("warning: prediction 'mask' hold 1 id over 9 "
                                                                  "separate objects")
     assert "(Evaluate: score as 'classes')" in saved["notes"][0] and saved["notes"][0] in widget["summary"].value
+
+
+def test_cancel_stops_scoring_between_classes_and_shows_no_numbers(make_napari_viewer, open_widget, qtbot, notes):
+    """Note 49: Evaluate's HD95 (seconds a class on a noisy volume) could not be cancelled; the
+    bar counts the classes and Cancel ends the scoring before the last, with no table."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, (48, 192, 192)).astype(np.uint8)
+    pred = rng.integers(0, 5, (48, 192, 192)).astype(np.uint8)
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "evaluate")
+    widget["truth"].value = viewer.add_labels(truth, name="truth")
+    widget["prediction"].value = viewer.add_labels(pred, name="pred")
+    assert not widget["cancel"].enabled
+    widget["score"].changed.emit(True)
+    assert widget["cancel"].enabled
+    qtbot.waitUntil(lambda: widget.runner.progress.value >= 1, timeout=60000)  # a class done: the bar moves
+    assert widget.runner.progress.max == 4 and "/4" in widget.runner.progress_text
+    widget["cancel"].changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert widget.runner.progress.value < 4  # stopped before the last class
+    assert any("Evaluation cancelled." in n.message for n in notes)
+    assert widget.report is None and widget["table"].shape[0] == 0 and "mean Dice" not in widget["summary"].value
+    assert not widget["cancel"].enabled and widget["score"].enabled

@@ -45,11 +45,12 @@ class EvaluateWidget(DockForm):
                                  "'binary', as --binary): any nonzero id; instances: each id is an object, "
                                  "matched one to one by IoU")
         w["score"] = PushButton(text="Score")
+        w["cancel"] = PushButton(text="Cancel", tooltip="stop scoring (between classes, or frames of a series)")
         w["summary"] = status_label()
         w["table"] = Table(value={"data": [], "columns": ["score"]})
         w["report_path"] = FileEdit(mode="w", filter="*.json", value="", label="report JSON")
         w["save"] = PushButton(text="save report (JSON)")
-        self.runner = Runner("Evaluation", [w["score"], w["save"]])
+        self.runner = Runner("Evaluation", [w["score"], w["save"]], w["cancel"])
         self.extend([*w.values(), self.runner.progress])
         self.report: dict[str, Any] | None = None
         w["score"].changed.connect(self.score)
@@ -100,11 +101,16 @@ class EvaluateWidget(DockForm):
 
         def job(stop: Any, report: Any) -> dict[str, Any]:
             from napari_medml.api import evaluate
+            from napari_medml.errors import raise_if_stopped
+
+            def progress(done: int, total: int) -> None:  # HD95, class by class: the bar and Cancel
+                raise_if_stopped(stop)
+                report((done, total))
 
             return {**evaluate(np.asarray(pred), np.asarray(truth), spacing=spacing, level=level, names=names,
-                               frames_axis=frames), "unit": unit}
+                               frames_axis=frames, progress=progress), "unit": unit}
 
-        self.runner.start(job, on_result=self._show)
+        self.runner.start(job, on_result=self._show, discard_on_stop=True)
 
     def _show(self, report: dict[str, Any]) -> None:
         self.report = report

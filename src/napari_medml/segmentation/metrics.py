@@ -22,9 +22,9 @@ Classification metrics live elsewhere; this module is about segmentation.
 
 from __future__ import annotations
 
+import itertools
 import math
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,8 @@ def hausdorff95(
     gt: np.ndarray,
     spacing: Sequence[float] | None = None,
     class_ids: Iterable[int] | None = None,
+    *,
+    each: Callable[[], None] | None = None,
 ) -> dict[int, float]:
     """95th-percentile Hausdorff distance per foreground class, in physical units.
 
@@ -108,6 +110,9 @@ def hausdorff95(
         default: 1 per axis (distances in voxels).
     class_ids : iterable of int, optional
         Classes to score; default: every nonzero id in ``gt`` or ``pred``.
+    each : callable, optional
+        Called with no arguments before each class: a caller's progress and stop check
+        (what it raises, e.g. ``Cancelled``, ends the scoring).
 
     Returns
     -------
@@ -115,10 +120,14 @@ def hausdorff95(
         Class id -> HD95; ``inf`` when the class is in only one array, ``nan`` when
         in neither.
     """
+    from napari_medml.segmentation.surface_distance import hd95_binary
+
     pred, gt = check_pair(pred, gt)
     spacing = _check_spacing(spacing, gt.ndim)
     out = {}
     for cid in _class_ids(pred, gt, class_ids):
+        if each is not None:
+            each()
         p, g = pred == cid, gt == cid
         has_p, has_g = bool(p.any()), bool(g.any())
         if not (has_p or has_g):
@@ -126,7 +135,7 @@ def hausdorff95(
         elif has_p != has_g:
             out[cid] = math.inf
         else:
-            out[cid] = _hd95_binary(p, g, spacing)
+            out[cid] = hd95_binary(p, g, spacing)
     return out
 
 
@@ -137,6 +146,7 @@ def evaluate(
     *,
     binary: bool = False,
     frames_axis: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """All segmentation metrics at once, as a JSON-able dictionary.
 
@@ -153,6 +163,10 @@ def evaluate(
         The time axis of a time series: HD95 is measured frame by frame (a distance never
         crosses frames) and each class gets its worst frame's; Dice and IoU count every
         voxel. Default None: every axis is spatial.
+    progress : callable, optional
+        ``progress(done, total)`` before each class's HD95 (of each frame), the slow part:
+        a front's progress bar and stop check (what it raises, e.g. ``Cancelled``, ends
+        the scoring).
 
     Returns
     -------
@@ -171,7 +185,10 @@ def evaluate(
         pred, gt = (pred != 0).astype(np.uint8), (gt != 0).astype(np.uint8)
     ids = _class_ids(pred, gt, None)
     d, j = dice(pred, gt, ids), iou(pred, gt, ids)
-    h = hausdorff95(pred, gt, spacing, ids) if frames_axis is None else _hd95_frames(pred, gt, spacing, ids, frames_axis)
+    total, done = len(ids) * (1 if frames_axis is None else gt.shape[frames_axis]), itertools.count()
+    each = None if progress is None else (lambda: progress(next(done), total))
+    h = (hausdorff95(pred, gt, spacing, ids, each=each) if frames_axis is None
+         else _hd95_frames(pred, gt, spacing, ids, frames_axis, each))
     classes = {
         str(cid): {
             "dice": _finite_or_none(d[cid]),
@@ -192,12 +209,12 @@ def evaluate(
 
 
 def _hd95_frames(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], ids: list[int],
-                 axis: int) -> dict[int, float]:
+                 axis: int, each: Callable[[], None] | None = None) -> dict[int, float]:
     # HD95 of a time series: per frame, the worst frame's (nan: in no frame; inf: a frame has it on one side only)
     frame_spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
     out = {cid: math.nan for cid in ids}
     for t in range(gt.shape[axis]):
-        frame = hausdorff95(np.take(pred, t, axis=axis), np.take(gt, t, axis=axis), frame_spacing, ids)
+        frame = hausdorff95(np.take(pred, t, axis=axis), np.take(gt, t, axis=axis), frame_spacing, ids, each=each)
         for cid, value in frame.items():
             if not math.isnan(value):
                 out[cid] = value if math.isnan(out[cid]) else max(out[cid], value)
@@ -343,48 +360,6 @@ def _counts(pred: np.ndarray, gt: np.ndarray, cid: int) -> tuple[int, int, int]:
     # one-hot float tensors of the whole volume for every class.
     p, g = pred == cid, gt == cid
     return int(np.count_nonzero(p & g)), int(np.count_nonzero(p)), int(np.count_nonzero(g))
-
-
-def _hd95_binary(p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...]) -> float:
-    from monai.metrics import compute_hausdorff_distance
-
-    # Crop to the union's bounding box plus one voxel: MONAI crops the same way
-    # internally, so the result is unchanged, but we skip converting the whole
-    # volume to float tensors for small objects in large images.
-    union = p | g
-    box = []
-    for axis in range(union.ndim):
-        hit = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
-        box.append(slice(max(hit[0] - 1, 0), hit[-1] + 2))
-    p, g = p[tuple(box)], g[tuple(box)]
-    with warnings.catch_warnings():
-        # MONAI 1.5+ warns about a deprecated argument it passes to itself.
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            hd = compute_hausdorff_distance(
-                p[None, None],
-                g[None, None],
-                include_background=True,
-                percentile=95,
-                spacing=list(spacing),
-            )
-        except RuntimeError as exc:  # torch.quantile takes at most 2**24 values (trial 50: a noisy 200x512x512)
-            if "too large" not in str(exc):
-                raise
-            return _hd95_large(p, g, spacing)
-    return float(hd.item())
-
-
-def _hd95_large(p: np.ndarray, g: np.ndarray, spacing: tuple[float, ...]) -> float:
-    """MONAI's HD95 (its surface distances, both ways; the larger 95th percentile) for surfaces
-    of more than 2**24 voxels, with NumPy's percentile (the same linear interpolation as
-    ``torch.quantile``), which has no such limit."""
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
-
-    _, distances, _ = get_edge_surface_distance(torch.as_tensor(p), torch.as_tensor(g), distance_metric="euclidean",
-                                                spacing=list(spacing), symmetric=True)
-    return max(float(np.percentile(d.cpu().numpy(), 95)) for d in distances)
 
 
 def _finite_or_none(x: float) -> float | None:
