@@ -133,3 +133,24 @@ def test_preview_and_training_call_the_builder_with_the_same_arguments(monkeypat
     assert len(calls) == 2
     assert calls[0] == calls[1]
     assert calls[0][1]["spacing"] == spacing and tuple(calls[0][1]["spatial_shape"]) == patch
+
+
+def test_progress_comes_before_each_sample_and_what_it_raises_ends_the_preview():
+    """Note 49: the Augmentation preview could not be cancelled; it reports each sample and a
+    stop raised there ends it."""
+    from napari_medml.errors import Cancelled
+
+    image = np.random.default_rng(0).normal(size=(40, 48)).astype(np.float32)
+    seen = []
+    images, _ = preview(image, objects(), only("flip"), n=3, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 3), (1, 3), (2, 3)] and images.shape == (3, 40, 48)
+
+    def stop_at_two(done, total):
+        if done == 2:
+            raise Cancelled("stopped")
+        seen.append(done)
+
+    seen.clear()
+    with pytest.raises(Cancelled):
+        preview(image, objects(), only("flip"), n=5, progress=stop_at_two)
+    assert seen == [0, 1]

@@ -117,6 +117,30 @@ def _objects(shape=(48, 64), offset=0):
     return np.where(lab > 0, 220.0, 20.0), lab
 
 
+def test_cancel_stops_the_preview_between_samples_and_adds_no_layer(make_napari_viewer, open_widget, qtbot, notes):
+    """Note 49: a preview of many elastic 3D samples could not be cancelled; the bar counts the
+    samples and Cancel ends it before the last, adding nothing."""
+    p = phantom_3d(0)
+    viewer = make_napari_viewer()
+    image = viewer.add_image(p.image, name="ct", scale=p.spacing)
+    labels = viewer.add_labels(p.labels, name="seg", scale=p.spacing)
+    widget = open_widget(viewer, "augment")
+    widget.image.value, widget.label_layer.value = image, labels
+    widget.set_config(only("elastic", "affine", prob=1.0))
+    widget.n.value, widget.patch.value = 64, "32,64,64"
+    assert not widget.cancel_button.enabled
+    widget.preview_button.changed.emit(True)
+    assert widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: widget.runner.progress.value >= 1, timeout=60000)  # a sample done: the bar moves
+    assert widget.runner.progress.max == 64 and "/64" in widget.runner.progress_text
+    widget.cancel_button.changed.emit(True)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert widget.runner.progress.value < 64  # stopped before the last sample
+    assert any("Augmentation preview cancelled." in n.message for n in notes)
+    assert [layer.name for layer in viewer.layers] == ["ct", "seg"]
+    assert not widget.cancel_button.enabled and widget.preview_button.enabled
+
+
 def _run(widget, qtbot, viewer, image, labels):
     widget.image.value, widget.label_layer.value = image, labels
     widget.preview_button.changed.emit(True)

@@ -148,14 +148,16 @@ class AugmentWidget(DockForm):
         self.none_button = PushButton(text="All off")
         self.default_button = PushButton(text="Defaults")
         self.preview_button = PushButton(text="Preview")
+        self.cancel_button = PushButton(text="Cancel", tooltip="stop drawing samples")
         self.none_button.changed.connect(lambda: self.set_config(AugmentConfig.none()))
         self.default_button.changed.connect(lambda: self.set_config(AugmentConfig()))
         self.preview_button.changed.connect(self.preview)
         self.extend([self.image, self.label_layer, self.spatial_dims, *rows, self.patch, self.n, self.seed,
                      Container(widgets=[self.none_button, self.default_button],
                                layout="horizontal", labels=False),
-                     self.preview_button])
-        self.runner = Runner("Augmentation preview", [self.preview_button])
+                     Container(widgets=[self.preview_button, self.cancel_button], layout="horizontal",
+                               labels=False)])
+        self.runner = Runner("Augmentation preview", [self.preview_button], self.cancel_button)
         self.append(self.runner.progress)
 
     def config(self) -> AugmentConfig:
@@ -217,11 +219,16 @@ class AugmentWidget(DockForm):
             at = list(window)
             if channel_axis is not None:
                 at.insert(channel_axis, slice(None))
+            from napari_medml.errors import raise_if_stopped
             from napari_medml.preprocessing.inputs import nonfinite_note
+
+            def progress(done: int, total: int) -> None:  # sample by sample: the bar and Cancel
+                raise_if_stopped(stop)
+                report((done, total))
 
             crop = np.asarray(image[tuple(at)])
             images, samples = preview(crop, np.asarray(labels[window]), config, n=n, seed=seed, spatial_dims=dims,
-                                      channel_axis=channel_axis, spacing=spacing, patch_size=size)
+                                      channel_axis=channel_axis, spacing=spacing, patch_size=size, progress=progress)
             return images, samples, window, nonfinite_note(crop, f"image '{image_layer.name}' (where the view is)")
 
         def done(result: tuple[np.ndarray, np.ndarray, tuple[slice, ...], str]) -> None:
@@ -255,4 +262,4 @@ class AugmentWidget(DockForm):
                 samples, labels_layer.name, what, _cropped(at, "Q" * len(at.spacing), window), "labels",
                 **names), like=labels_layer)
 
-        self.runner.start(job, on_result=done)
+        self.runner.start(job, on_result=done, discard_on_stop=True)

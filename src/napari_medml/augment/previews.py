@@ -13,7 +13,7 @@ torch is imported inside :func:`preview`: importing this module is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -69,6 +69,7 @@ def preview(
     *,
     spacing: Sequence[float] | None = None,
     patch_size: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` augmented versions of an image (or a crop of it) and its labels.
 
@@ -103,6 +104,9 @@ def preview(
         behave (rotate90: quarter turns only on square patches); crop the image to it
         first (:func:`preview_window`). Smaller images are padded at the end, as training
         pads (image at its mean, labels 0). Default: the image's own shape.
+    progress : callable, optional
+        ``progress(done, n)`` before each sample: a front's progress bar and stop check
+        (what it raises, e.g. ``Cancelled``, ends the preview).
 
     Returns
     -------
@@ -176,6 +180,8 @@ def preview(
     out_img = np.empty((n, *chw.shape), dtype=np.float32)
     out_lab = np.empty((n, *labels.shape), dtype=labels.dtype)
     for i in range(n):
+        if progress is not None:
+            progress(i, n)
         for j in range(n_slices):
             sample = compose(
                 {
