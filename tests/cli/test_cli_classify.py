@@ -255,6 +255,7 @@ def test_tile_mode_cli(capsys, tmp_path) -> None:
     paint = np.zeros((64, 64), np.uint8)
     paint[4:60:16, 8] = 1
     paint[4:60:16, 40] = 2
+    paint[4, 9] = 2  # a stroke into the left tile: a tie, the smaller id
     np.save(tmp_path / "img.npy", image)
     np.save(tmp_path / "paint.npy", paint)
     code, _, err = run_cli(capsys, "train", "--task", "classification", "--mode", "tile", "--image",
@@ -262,6 +263,9 @@ def test_tile_mode_cli(capsys, tmp_path) -> None:
                            "--epochs", "2", "--steps-per-epoch", "3", "--val-fraction", "0", *SMALL,
                            "--out", tmp_path / "bundle")
     assert code == 0, err
+    # note 49: a tile over two painted classes took one without a word (objects said so)
+    assert ("1 tile is painted with more than one class (tile 0): each takes the class painted on most of its "
+            "voxels") in err
     assert ("no validation samples (validation fraction 0): no metrics; give --val-fraction 0.2 to measure"
             in err)
     code, _, err = run_cli(capsys, "predict", "--model", tmp_path / "bundle", "--image", tmp_path / "img.npy",

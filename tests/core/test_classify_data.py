@@ -206,6 +206,24 @@ def test_tile_samples_grid_classes_and_maps() -> None:
     assert list(table)[:3] == ["tile", "start_y", "start_x"]
 
 
+def test_a_tile_painted_with_two_classes_takes_the_larger_and_says_so() -> None:
+    """Note 49: a tile over several painted classes took one class without a note (objects said it)."""
+    image = np.zeros((40, 60), np.float32)
+    paint = np.zeros((40, 60), np.uint8)
+    paint[2, 2:5], paint[10, 10] = 1, 2  # tile 0: 3 voxels of class 1, 1 of class 2
+    s = tile_samples(image, tile_size=20, class_labels=paint)
+    assert s.y.tolist() == [1, 0, 0, 0, 0, 0]
+    assert s.note == ("1 tile is painted with more than one class (tile 0): each takes the class painted on most of "
+                      "its voxels")
+    paint[25, 45], paint[30, 50] = 1, 2  # tile 5 too: a tie goes to the smaller id
+    s = tile_samples(image, tile_size=20, class_labels=paint)
+    assert s.y.tolist() == [1, 0, 0, 0, 0, 1]
+    assert s.note.startswith("2 tiles are painted with more than one class (tiles 0, 5): ")
+    paint[10, 10] = paint[30, 50] = 0
+    assert tile_samples(image, tile_size=20, class_labels=paint).note == ""
+    assert tile_samples(image, tile_size=20).note == ""
+
+
 def test_tile_samples_3d_with_channels_and_resize() -> None:
     image = np.zeros((2, 16, 32, 32), np.float32)
     s = tile_samples(image, tile_size=8, channel_axis=0, input_size=(4, 4, 4))

@@ -31,6 +31,8 @@ __all__ = [
     "image_samples",
     "majority_class",
     "map_ids",
+    "mixed_keys",
+    "mixed_note",
     "read_class_csv",
     "stack_dims",
 ]
@@ -139,6 +141,41 @@ def majority_class(keys: np.ndarray, painted: np.ndarray, n_keys: int) -> np.nda
     first = np.r_[True, pairs[0, 1:] != pairs[0, :-1]]
     out[pairs[0, first]] = pairs[1, first]
     return out
+
+
+def mixed_keys(keys: np.ndarray, painted: np.ndarray) -> np.ndarray:
+    """The keys (> 0) inside which two or more different nonzero values are painted, ascending.
+
+    Parameters
+    ----------
+    keys, painted : np.ndarray
+        Integer arrays of one shape: the samples' keys (objects or tiles, 0 = none) and the
+        painted classes (0 = unpainted).
+    """
+    sel = (keys > 0) & (painted > 0)
+    pairs = np.unique(np.stack([keys[sel].astype(np.int64), painted[sel].astype(np.int64)]), axis=1)
+    found, counts = np.unique(pairs[0], return_counts=True)
+    return found[counts > 1]
+
+
+def mixed_note(found: Sequence[int], what: str, key: str) -> str:
+    """The line for samples painted with more than one class (``""`` for none), e.g. ``"2 objects
+    are painted with more than one class (ids 3, 9): each takes the class painted on most of its
+    voxels"``.
+
+    Parameters
+    ----------
+    found : sequence of int
+        The samples' ids or numbers, ascending (:func:`mixed_keys`).
+    what, key : str
+        The samples (``"object"``, ``"tile"``) and what their numbers are (``"id"``, ``"tile"``).
+    """
+    n = len(found)
+    if not n:
+        return ""
+    shown = ", ".join(str(int(k)) for k in found[:5]) + (", ..." if n > 5 else "")
+    return (f"{n} {what}{'s are' if n > 1 else ' is'} painted with more than one class ({key}{'s' * (n > 1)} "
+            f"{shown}): each takes the class painted on most of its voxels")
 
 
 def _check_labels(labels: np.ndarray, shape: tuple[int, ...], name: str, image_name: str) -> np.ndarray:

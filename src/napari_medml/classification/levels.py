@@ -38,6 +38,8 @@ from napari_medml.classification.data import (
     image_samples,
     majority_class,
     map_ids,
+    mixed_keys,
+    mixed_note,
 )
 from napari_medml.classification.objects import (
     DEFAULT_OBJECT_SIZE,
@@ -75,7 +77,8 @@ def tile_samples(image: np.ndarray, *, tile_size: Sequence[int], class_labels: n
 
     Tiles start at the first voxel; the last tile along an axis may reach past the
     image and is padded by edge values. A tile's class is the most frequent nonzero
-    value painted inside it (unpainted tiles: 0, unknown).
+    value painted inside it (unpainted tiles: 0, unknown); tiles painted with more than
+    one class are named in the samples' ``note``.
 
     Parameters
     ----------
@@ -118,8 +121,9 @@ def tile_samples(image: np.ndarray, *, tile_size: Sequence[int], class_labels: n
         lab = _check_labels(class_labels, spatial, "class labels", name)
         keys = _tile_keys(spatial, tile, grid)
         y = majority_class(keys, lab, int(np.prod(grid)) + 1)[1:]
+        note = mixed_note(mixed_keys(keys, lab) - 1, "tile", "tile")  # tile numbers, as the table's
     else:
-        y = np.zeros(len(starts), np.int64)
+        y, note = np.zeros(len(starts), np.int64), ""
     params: dict[str, Any] = {"spatial_dims": spatial_dims, "tile_size": list(tile)}
     if input_size is not None:
         size = _check_size(input_size, spatial_dims, "input_size")
@@ -127,7 +131,7 @@ def tile_samples(image: np.ndarray, *, tile_size: Sequence[int], class_labels: n
         params["input_size"] = list(size)
     check_finite_samples(x, name, "tile")
     return ClassSamples(x=x.astype(np.float32, copy=False), y=y, index=starts, level="tile",
-                        source_shape=tuple(spatial), image_channels=data.shape[0], params=params)
+                        source_shape=tuple(spatial), image_channels=data.shape[0], params=params, note=note)
 
 
 def _tile_keys(spatial: Sequence[int], tile: Sequence[int], grid: Sequence[int]) -> np.ndarray:

@@ -23,6 +23,8 @@ from napari_medml.classification.data import (
     check_finite_samples,
     majority_class,
     map_ids,
+    mixed_keys,
+    mixed_note,
 )
 from napari_medml.errors import InputError
 
@@ -133,16 +135,12 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
                 f"the class labels paint none of the {ids.size} objects: paint a class "
                 "inside some objects (any painted pixel of an object gives its class)"
             )
-        mixed = object_ids[_mixed_keys(inst, lab) - 1]
+        mixed = object_ids[mixed_keys(inst, lab) - 1]
     else:
         y, mixed = np.zeros(ids.size, np.int64), []
     extents = np.array([max(s.stop - s.start for s in boxes[oid - 1]) for oid in ids])
     own_sides = np.ceil(extents + 2 * np.maximum(margin * extents, min_margin)).astype(int)
-    note = ""
-    if len(mixed):  # trial 38: resolved without a word
-        shown = ", ".join(map(str, mixed[:5])) + (", ..." if len(mixed) > 5 else "")
-        note = (f"{len(mixed)} object{'s are' if len(mixed) > 1 else ' is'} painted with more than one class "
-                f"(id{'s' * (len(mixed) > 1)} {shown}): each takes the class painted on most of its voxels")
+    note = mixed_note(mixed, "object", "id")  # trial 38: resolved without a word
     if box == "common" and box_side is None:
         box_side = int(np.ceil(np.percentile(own_sides, 95)))
     elif box == "common":  # a stored side: objects larger than in training are cut
@@ -172,14 +170,6 @@ def object_samples(image: np.ndarray, instances: np.ndarray, *, class_labels: np
                                 "margin": float(margin), "min_margin": int(min_margin), "box": box,
                                 **({"box_side": int(box_side)} if box == "common" else {})},
                         sizes=sizes.astype(np.int64), note=note)
-
-
-def _mixed_keys(keys: np.ndarray, painted: np.ndarray) -> np.ndarray:
-    """The keys (> 0) inside which two or more different nonzero values are painted, ascending."""
-    sel = (keys > 0) & (painted > 0)
-    pairs = np.unique(np.stack([keys[sel].astype(np.int64), painted[sel].astype(np.int64)]), axis=1)
-    found, counts = np.unique(pairs[0], return_counts=True)
-    return found[counts > 1]
 
 
 def _box(lo: Sequence[int], side: int, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
