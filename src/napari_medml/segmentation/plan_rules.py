@@ -93,7 +93,8 @@ def wide_steps(norm: str) -> int:
     ``benchmarks/bench_plan_quality.py`` (4 CPU minutes, 4 folds of about 2400 planned steps at
     16 channels) 16 channels scored Dice 0.9412, 0.9410, 0.9408 on seeds 0, 1, 2 where 8 scored
     0.9398, 0.9394, 0.9405; on the brain MRI (about 1600 steps at 16 channels) 0.9606 where 8
-    scored 0.9605 (``docs/benchmarks/plan_quality_width.json``). Hence ``WIDE_STEPS_BATCH_NORM``.
+    scored 0.9605. Hence ``WIDE_STEPS_BATCH_NORM``; with it the plan scored 0.9413 on the 2D
+    nuclei and 0.9626 on the brain (``docs/benchmarks/plan_quality_width.json``).
 
     Parameters
     ----------
