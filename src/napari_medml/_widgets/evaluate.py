@@ -45,7 +45,8 @@ class EvaluateWidget(DockForm):
                                  "'binary', as --binary): any nonzero id; instances: each id is an object, "
                                  "matched one to one by IoU")
         w["score"] = PushButton(text="Score")
-        w["cancel"] = PushButton(text="Cancel", tooltip="stop scoring: HD95 stops between classes (or frames of a series)")
+        w["cancel"] = PushButton(text="Cancel",
+                                 tooltip="stop scoring: HD95 stops between classes (or frames of a series)")
         w["summary"] = status_label()
         w["table"] = Table(value={"data": [], "columns": ["score"]})
         w["report_path"] = FileEdit(mode="w", filter="*.json", value="", label="report JSON")
